@@ -1,0 +1,47 @@
+# planter — every developer and CI task. `make help` lists them.
+SHELL := /bin/bash
+VERSION := $(shell bun -e 'console.log(require("./package.json").version)' 2>/dev/null || node -p 'require("./package.json").version')
+COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+ENTRIES := planterd logs sandbox doctor install uninstall migrate
+TARGETS := linux-x64 linux-arm64 darwin-arm64 darwin-x64
+BUILD_FLAGS := --compile --minify --bytecode --format=esm --define PLANTER_COMMIT='"$(COMMIT)"'
+
+.PHONY: help deps build dist up test lint fmt typecheck preflight bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+deps: ## install bun (from npm) when missing, then the locked dependencies
+	@command -v bun >/dev/null || npm install -g bun
+	@bun install --frozen-lockfile
+
+build: deps ## host binary dist/planter and its entry links
+	@mkdir -p dist
+	bun build $(BUILD_FLAGS) scripts/planter.ts --outfile dist/planter
+	@for e in $(ENTRIES); do ln -sf planter dist/$$e; done
+
+dist: deps ## release tarballs for every target, with SHA256SUMS
+	@bash .ci/dist "$(VERSION)" "$(COMMIT)" $(TARGETS)
+
+up: build ## start planterd (if it is not running) and run a first job
+	@bash .ci/up
+
+test: deps ## the whole test suite; ends with "N passed, N failed"
+	@bash .ci/test
+
+lint: deps ## biome lint and format check
+	bunx biome check .
+
+fmt: deps ## format and fix what biome can
+	bunx biome check --write .
+
+typecheck: deps ## tsc --noEmit
+	bunx tsc --noEmit -p .
+
+preflight: lint typecheck test ## everything CI checks
+
+bench: build ## benchmarks; figures go to plans/benchmarks.md by hand
+	bun bench/run.ts
+
+clean: ## remove build output
+	rm -rf dist .bench

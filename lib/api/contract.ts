@@ -1,0 +1,207 @@
+/**
+ * The API contract: request bodies, query parameters and response shapes shared by
+ * planterd and its clients. Every boundary is validated here with valibot.
+ */
+import * as v from "valibot";
+import { badRequest } from "./errors.ts";
+
+/** API version served under /v1. */
+export const API_VERSION = 1;
+
+const noNul = (s: string) => !s.includes("\0");
+/** A string without NUL bytes (they cannot cross into argv, env or paths). */
+export const SafeString = v.pipe(v.string(), v.check(noNul, "NUL bytes are not allowed"));
+
+/** Cell names: lowercase, digits, `.`, `_`, `-`; 1-63 chars; never `.` or `..`. */
+export const CELL_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+export const CellName = v.pipe(
+  v.string(),
+  v.regex(CELL_NAME_RE, "a cell name is 1-63 characters of a-z 0-9 . _ - starting with a letter or digit"),
+);
+
+/** Environment variable names accepted in env maps. */
+export const EnvName = v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an env name is [A-Za-z_][A-Za-z0-9_]*"));
+export const EnvMap = v.pipe(
+  v.record(EnvName, SafeString),
+  v.check((m) => Object.keys(m).length <= 1024, "at most 1024 env entries"),
+);
+
+const MAX_DURATION_MS = 30 * 24 * 3600 * 1000;
+const MAX_BYTES = 2 ** 50;
+const positiveInt = (max: number, what: string) =>
+  v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max, `${what} is at most ${max}`));
+
+/** Resource limits of a job (enforced by the limits monitor). */
+export const Limits = v.strictObject({
+  timeout_ms: v.optional(positiveInt(MAX_DURATION_MS, "timeout_ms")),
+  max_rss_bytes: v.optional(positiveInt(MAX_BYTES, "max_rss_bytes")),
+  max_log_bytes: v.optional(positiveInt(MAX_BYTES, "max_log_bytes")),
+});
+export type Limits = v.InferOutput<typeof Limits>;
+
+export const SANDBOX_MODES = ["disabled", "permissive", "enforced"] as const;
+export const SandboxMode = v.picklist(SANDBOX_MODES);
+export type SandboxMode = v.InferOutput<typeof SandboxMode>;
+
+/** Sandbox settings of a cell or job. */
+export const SandboxSpec = v.strictObject({
+  mode: v.optional(SandboxMode),
+});
+export type SandboxSpec = v.InferOutput<typeof SandboxSpec>;
+
+const RequestRef = v.pipe(SafeString, v.minLength(1), v.maxLength(200));
+const AbsPath = v.pipe(
+  SafeString,
+  v.minLength(1),
+  v.maxLength(4096),
+  v.check((p) => p.startsWith("/"), "must be an absolute path"),
+);
+
+/** POST /v1/cells */
+export const CellCreate = v.strictObject({
+  name: CellName,
+  dir: v.optional(AbsPath),
+  env: v.optional(EnvMap),
+  limits: v.optional(Limits),
+  sandbox: v.optional(SandboxSpec),
+  request_ref: v.optional(RequestRef),
+});
+export type CellCreate = v.InferOutput<typeof CellCreate>;
+
+const ArgvItem = v.pipe(SafeString, v.maxLength(128 * 1024));
+/** POST /v1/jobs */
+export const JobCreate = v.strictObject({
+  cell: v.optional(CellName),
+  argv: v.pipe(
+    v.array(ArgvItem),
+    v.minLength(1, "argv needs at least the program to run"),
+    v.maxLength(4096, "argv has at most 4096 items"),
+    v.check((a) => (a[0] ?? "").length > 0, "argv[0] must not be empty"),
+  ),
+  cwd: v.optional(AbsPath),
+  env: v.optional(EnvMap),
+  limits: v.optional(Limits),
+  sandbox: v.optional(SandboxSpec),
+  request_ref: v.optional(RequestRef),
+});
+export type JobCreate = v.InferOutput<typeof JobCreate>;
+
+export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
+/** POST /v1/jobs/{id}/kill */
+export const KillRequest = v.strictObject({
+  signal: v.optional(v.picklist(SIGNALS)),
+  force: v.optional(v.boolean()),
+});
+export type KillRequest = v.InferOutput<typeof KillRequest>;
+
+export const JOB_STATES = ["pending", "running", "exited", "failed", "killed", "lost"] as const;
+export type JobState = (typeof JOB_STATES)[number];
+export const FINAL_STATES: ReadonlySet<JobState> = new Set(["exited", "failed", "killed", "lost"]);
+
+export const REASONS = [
+  "exited",
+  "terminated_by_user",
+  "forced_kill",
+  "timeout",
+  "memory_limit",
+  "log_quota",
+  "sandbox_error",
+  "spawn_error",
+  "lost",
+] as const;
+export type Reason = (typeof REASONS)[number];
+
+/** A job as the API returns it. */
+export interface Job {
+  id: string;
+  cell: string;
+  argv: string[];
+  cwd: string;
+  env: Record<string, string>;
+  state: JobState;
+  reason: Reason | null;
+  exit_code: number | null;
+  signal: string | null;
+  message: string | null;
+  pid: number | null;
+  created_at: string;
+  started_at: string | null;
+  finished_at: string | null;
+  limits: Limits;
+  sandbox: { mode: SandboxMode; backend: string; fallback: boolean };
+  kill: { signal: string; force: boolean; requested_at: string } | null;
+  request_ref: string | null;
+}
+
+/** A cell as the API returns it. */
+export interface Cell {
+  name: string;
+  dir: string;
+  managed: boolean;
+  env: Record<string, string>;
+  limits: Limits;
+  sandbox: SandboxSpec;
+  created_at: string;
+  jobs: { running: number; total: number };
+}
+
+/** One chunk of a job log. */
+export interface LogChunk {
+  stream: "stdout" | "stderr";
+  offset: number;
+  next_offset: number;
+  size: number;
+  data: string;
+  eof: boolean;
+  complete: boolean;
+}
+
+/** One event of the event stream. */
+export interface EventRecord {
+  cursor: string;
+  at: string;
+  kind: string;
+  subject: string;
+  data: Record<string, unknown>;
+}
+
+export interface VersionInfo {
+  version: string;
+  commit: string;
+  api: number;
+  backend: string;
+  sandbox_mode: SandboxMode;
+}
+
+/** Summarise valibot issues the way people read them: `× message → at path`. */
+export function summarizeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
+  return issues
+    .slice(0, 3)
+    .map((i) => {
+      const path = v.getDotPath(i);
+      return `× ${i.message}${path ? ` → at ${path}` : ""}`;
+    })
+    .join("; ");
+}
+
+/** Parse `input` with `schema`, throwing E_BAD_REQUEST with the first problems' paths. */
+export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown, what: string): v.InferOutput<S> {
+  const r = v.safeParse(schema, input);
+  if (r.success) return r.output;
+  const first = r.issues[0];
+  throw badRequest(`invalid ${what}: ${summarizeIssues(r.issues)}`, undefined, {
+    path: first ? (v.getDotPath(first) ?? null) : null,
+    expected: first?.expected ?? null,
+    received: first?.received ?? null,
+  });
+}
+
+const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15 };
+
+/** Exit code a CLI passes through for a finished job: its code, or 128+N for signal N. */
+export function passthroughCode(job: Pick<Job, "exit_code" | "signal" | "reason">): number {
+  if (job.exit_code !== null) return job.exit_code;
+  if (job.signal) return 128 + (SIGNAL_NUMBERS[job.signal] ?? 0);
+  if (job.reason === "spawn_error") return 127;
+  return 1;
+}

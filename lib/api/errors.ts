@@ -1,0 +1,91 @@
+/** Stable error codes of the API, shared by daemon and client. */
+export const ERROR_STATUS = {
+  E_BAD_REQUEST: 400,
+  E_NOT_FOUND: 404,
+  E_CONFLICT: 409,
+  E_IDEMPOTENCY_CONFLICT: 409,
+  E_UNAUTHORIZED_PEER: 403,
+  E_PAYLOAD_TOO_LARGE: 413,
+  E_SANDBOX_UNAVAILABLE: 503,
+  E_CURSOR_INVALID: 400,
+  E_CURSOR_EXPIRED: 410,
+  E_UNAVAILABLE: 503,
+  E_INTERNAL: 500,
+  // Client-side only: never sent by the daemon.
+  E_DAEMON_UNREACHABLE: 0,
+  E_USAGE: 0,
+  E_CONFIG: 0,
+  E_STATE: 0,
+} as const;
+
+/** One of the stable error codes. */
+export type ErrorCode = keyof typeof ERROR_STATUS;
+
+/** Exit codes of every planter command (README "Exit codes"). */
+export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, waitTimeout: 124 } as const;
+
+/** The JSON error envelope's inner object. */
+export interface ErrorBody {
+  code: ErrorCode;
+  message: string;
+  hint?: string;
+  details?: Record<string, unknown>;
+}
+
+/** The one error type of planter: a stable code, a message, an optional hint and details. */
+export class PlanterError extends Error {
+  readonly code: ErrorCode;
+  readonly hint?: string;
+  readonly details?: Record<string, unknown>;
+  private exitOverride?: number;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = "PlanterError";
+    this.code = code;
+    this.hint = opts.hint;
+    this.details = opts.details;
+  }
+
+  /** HTTP status for this error's code. */
+  get status(): number {
+    return ERROR_STATUS[this.code] || 500;
+  }
+
+  /** Use `code` as the CLI exit code (a job's own code, say). */
+  withExit(code: number): this {
+    this.exitOverride = code;
+    return this;
+  }
+
+  /** Process exit code a CLI should use for this error. */
+  get exitCode(): number {
+    if (this.exitOverride !== undefined) return this.exitOverride;
+    if (this.code === "E_USAGE") return EXIT.usage;
+    if (this.code === "E_DAEMON_UNREACHABLE") return EXIT.unreachable;
+    return EXIT.error;
+  }
+
+  toBody(): ErrorBody {
+    const body: ErrorBody = { code: this.code, message: this.message };
+    if (this.hint) body.hint = this.hint;
+    if (this.details) body.details = this.details;
+    return body;
+  }
+
+  static fromBody(body: ErrorBody): PlanterError {
+    const code = body.code in ERROR_STATUS ? body.code : "E_INTERNAL";
+    return new PlanterError(code, body.message, { hint: body.hint, details: body.details });
+  }
+}
+
+/** Shorthand constructors for the common codes. */
+export const badRequest = (message: string, hint?: string, details?: Record<string, unknown>) =>
+  new PlanterError("E_BAD_REQUEST", message, { hint, details });
+export const notFound = (message: string, hint?: string) => new PlanterError("E_NOT_FOUND", message, { hint });
+export const conflict = (message: string, hint?: string, details?: Record<string, unknown>) =>
+  new PlanterError("E_CONFLICT", message, { hint, details });

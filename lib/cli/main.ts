@@ -1,0 +1,157 @@
+/**
+ * Run a citty command tree with planter's conventions: `--help` only before `--`, unknown
+ * options refused, errors printed as message + hint (a stack only with --verbose), and exit
+ * codes 0 ok, 1 error, 2 usage, 3 daemon unreachable (or what the command returns).
+ */
+import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
+import { EXIT, PlanterError } from "../api/errors.ts";
+
+/** Commands that take free arguments (a command line to run) beyond their positionals. */
+const restCommands = new WeakSet<object>();
+
+// biome-ignore lint/suspicious/noExplicitAny: commands of every argument shape are accepted.
+type AnyCommand = CommandDef<any>;
+
+/** Mark a command as taking trailing free arguments. */
+export function allowRest<T extends AnyCommand>(cmd: T): T {
+  restCommands.add(cmd);
+  return cmd;
+}
+
+const resolve = async <T>(v: T | Promise<T> | (() => T | Promise<T>)): Promise<T> =>
+  typeof v === "function" ? await (v as () => T | Promise<T>)() : await v;
+
+interface Resolved {
+  cmd: AnyCommand;
+  parent?: AnyCommand;
+  path: string[];
+  rest: string[];
+}
+
+async function findLeaf(root: AnyCommand, args: string[]): Promise<Resolved> {
+  let cmd = root;
+  let parent: AnyCommand | undefined;
+  const path: string[] = [];
+  let rest = args;
+  for (;;) {
+    const subs = cmd.subCommands ? await resolve(cmd.subCommands) : undefined;
+    if (!subs) break;
+    const i = rest.findIndex((a) => !a.startsWith("-"));
+    if (i < 0 || rest.slice(0, i).includes("--")) break;
+    const name = rest[i] as string;
+    const sub = subs[name];
+    if (!sub) {
+      throw new PlanterError(
+        "E_USAGE",
+        `unknown command ${JSON.stringify(name)}${path.length ? ` for ${path.join(" ")}` : ""}`,
+        {
+          hint: `commands: ${Object.keys(subs).join(", ")}`,
+        },
+      );
+    }
+    parent = cmd;
+    cmd = await resolve(sub);
+    path.push(name);
+    rest = [...rest.slice(0, i), ...rest.slice(i + 1)];
+  }
+  return { cmd, parent, path, rest };
+}
+
+function kebab(s: string): string {
+  return s.replace(/([a-z0-9])([A-Z])/g, "$1-$2").toLowerCase();
+}
+
+/** Refuse options the command does not define, and extra positionals. */
+function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: string): void {
+  const known = new Set<string>(["--help", "-h"]);
+  const takesValue = new Set<string>();
+  let positionals = 0;
+  for (const [key, def] of Object.entries(argsDef)) {
+    if (def.type === "positional") {
+      positionals++;
+      continue;
+    }
+    const names = [key, kebab(key)];
+    const alias = (def as { alias?: string | string[] }).alias;
+    const aliases = alias === undefined ? [] : Array.isArray(alias) ? alias : [alias];
+    for (const n of [...names, ...aliases]) {
+      const flag = n.length === 1 ? `-${n}` : `--${n}`;
+      known.add(flag);
+      if (def.type === "boolean") known.add(`--no-${n}`);
+      else takesValue.add(flag);
+    }
+  }
+  let free = 0;
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i] as string;
+    if (t === "--") break;
+    if (t.startsWith("-") && t !== "-") {
+      const flag = t.includes("=") ? t.slice(0, t.indexOf("=")) : t;
+      if (!known.has(flag)) {
+        throw new PlanterError("E_USAGE", `unknown option ${flag} for ${name}`, { hint: `see \`${name} --help\`` });
+      }
+      if (takesValue.has(flag) && !t.includes("=")) {
+        if (tokens[i + 1] === undefined)
+          throw new PlanterError("E_USAGE", `${flag} needs a value`, { hint: `see \`${name} --help\`` });
+        i++;
+      }
+      continue;
+    }
+    free++;
+  }
+  if (free > positionals && !restCommands.has(cmd)) {
+    throw new PlanterError("E_USAGE", `too many arguments for ${name}`, { hint: `see \`${name} --help\`` });
+  }
+}
+
+/** Print an error for people (or as the JSON envelope with --json) and return its exit code. */
+export function reportError(e: unknown, opts: { json?: boolean; verbose?: boolean } = {}): number {
+  if (e instanceof PlanterError) {
+    if (opts.json) process.stderr.write(`${JSON.stringify({ error: e.toBody() })}\n`);
+    else {
+      process.stderr.write(`planter: ${e.message}\n`);
+      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+    }
+    if (opts.verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+    return e.exitCode;
+  }
+  const err = e as Error;
+  if (err?.name === "CLIError") {
+    process.stderr.write(`planter: ${err.message}\n`);
+    return EXIT.usage;
+  }
+  process.stderr.write(`planter: internal error: ${err?.message ?? String(e)}\n`);
+  if (opts.verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
+  else process.stderr.write("hint: run again with --verbose for details\n");
+  return EXIT.error;
+}
+
+/** Run `root` with `argv` and exit the process with the right code. */
+export async function runCli(root: AnyCommand, argv: string[], name: string, version?: () => string): Promise<never> {
+  const before = argv.includes("--") ? argv.slice(0, argv.indexOf("--")) : argv;
+  const json = before.includes("--json");
+  const verbose = before.includes("--verbose");
+  let code: number = EXIT.ok;
+  try {
+    if (version && before.length === 1 && (before[0] === "--version" || before[0] === "-V")) {
+      process.stdout.write(`${version()}\n`);
+      process.exit(0);
+    }
+    const leaf = await findLeaf(root, argv);
+    const fullName = [name, ...leaf.path].join(" ");
+    const leafBefore = leaf.rest.includes("--") ? leaf.rest.slice(0, leaf.rest.indexOf("--")) : leaf.rest;
+    if (leafBefore.includes("--help") || leafBefore.includes("-h") || (leaf.cmd.subCommands && !leaf.cmd.run)) {
+      const text = await renderUsage(leaf.cmd, leaf.parent);
+      const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
+      (asked ? process.stdout : process.stderr).write(`${text}\n`);
+      process.exit(asked ? EXIT.ok : EXIT.usage);
+    }
+    const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};
+    checkArgs(leaf.cmd, argsDef, leaf.rest, fullName);
+    const { result } = await runCommand(leaf.cmd, { rawArgs: leaf.rest });
+    if (typeof result === "number") code = result;
+  } catch (e) {
+    code = reportError(e, { json, verbose });
+  }
+  process.exit(code);
+}

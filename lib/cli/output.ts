@@ -1,0 +1,54 @@
+/** Output for people (tables, colours when a terminal wants them) and for scripts (JSON). */
+import type { Job } from "../api/contract.ts";
+
+const color = process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== "dumb";
+const paint = (code: number) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+export const dim = paint(2);
+export const red = paint(31);
+export const green = paint(32);
+export const yellow = paint(33);
+
+export function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/** A plain text table: a header row and left-aligned columns. */
+export function table(header: string[], rows: string[][]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
+  const line = (r: string[]) =>
+    r
+      .map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0)))
+      .join("  ")
+      .trimEnd();
+  return [line(header), ...rows.map(line)].join("\n");
+}
+
+/** "3s", "5m", "2h", "4d" since an ISO time. */
+export function age(iso: string | null, now = Date.now()): string {
+  if (!iso) return "-";
+  const s = Math.max(0, Math.round((now - Date.parse(iso)) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m`;
+  if (s < 86400) return `${Math.floor(s / 3600)}h`;
+  return `${Math.floor(s / 86400)}d`;
+}
+
+/** How a job stands, in a few words: "running", "exited 0", "killed (TERM)". */
+export function outcome(j: Job): string {
+  switch (j.state) {
+    case "exited":
+      return `exited ${j.exit_code}`;
+    case "failed":
+      if (j.reason === "exited") return j.exit_code !== null ? `failed ${j.exit_code}` : `failed (SIG${j.signal})`;
+      return `failed: ${j.reason}`;
+    case "killed":
+      return `killed: ${j.reason}${j.signal ? ` (SIG${j.signal})` : ""}`;
+    default:
+      return j.state;
+  }
+}
+
+/** A command line for display, quoting what needs it. */
+export function shellLine(argv: string[]): string {
+  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(" ");
+}

@@ -1,0 +1,79 @@
+/** planterd configuration: a TOML file validated with valibot; every key has a default. */
+import { existsSync, readFileSync } from "node:fs";
+import * as v from "valibot";
+import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
+import { PlanterError } from "./api/errors.ts";
+
+const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
+
+/** The config file's schema; unknown keys are refused. */
+export const ConfigSchema = v.strictObject({
+  daemon: v.optional(
+    v.strictObject({
+      socket: v.optional(v.pipe(v.string(), v.minLength(1))),
+      state_dir: v.optional(v.pipe(v.string(), v.minLength(1))),
+    }),
+    {},
+  ),
+  jobs: v.optional(
+    v.strictObject({
+      kill_grace_ms: v.optional(int(0, 3_600_000), 5000),
+      default_cell: v.optional(v.string(), "default"),
+      /** Names of the daemon's variables that jobs inherit (the documented minimal set). */
+      env_pass: v.optional(v.array(v.string()), ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM"]),
+      adopt_poll_ms: v.optional(int(10, 60_000), 500),
+    }),
+    {},
+  ),
+  logs: v.optional(
+    v.strictObject({
+      max_chunk_bytes: v.optional(int(1, 16 * 1024 * 1024), 1024 * 1024),
+      max_wait_ms: v.optional(int(0, 600_000), 60_000),
+      poll_ms: v.optional(int(5, 10_000), 100),
+    }),
+    {},
+  ),
+  events: v.optional(
+    v.strictObject({
+      retain: v.optional(int(100, 100_000_000), 100_000),
+    }),
+    {},
+  ),
+  api: v.optional(
+    v.strictObject({
+      max_body_bytes: v.optional(int(1024, 64 * 1024 * 1024), 1024 * 1024),
+    }),
+    {},
+  ),
+  limits: v.optional(Limits, {}),
+  sandbox: v.optional(
+    v.strictObject({
+      mode: v.optional(SandboxMode, "disabled"),
+    }),
+    {},
+  ),
+});
+export type Config = v.InferOutput<typeof ConfigSchema>;
+
+/** Validate a parsed config object; `source` names the file in errors. */
+export function parseConfig(input: unknown, source: string): Config {
+  const r = v.safeParse(ConfigSchema, input);
+  if (r.success) return r.output;
+  throw new PlanterError("E_CONFIG", `invalid config ${source}: ${summarizeIssues(r.issues)}`, {
+    hint: `fix ${source} (see README "Configuration"), or move it aside to use the defaults`,
+  });
+}
+
+/** Read and validate the config file; a missing file means all defaults. */
+export function loadConfig(path: string): Config {
+  if (!existsSync(path)) return parseConfig({}, path);
+  let raw: unknown;
+  try {
+    raw = Bun.TOML.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new PlanterError("E_CONFIG", `cannot parse config ${path}: ${(e as Error).message}`, {
+      hint: `fix the TOML syntax in ${path}`,
+    });
+  }
+  return parseConfig(raw, path);
+}

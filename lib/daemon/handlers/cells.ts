@@ -1,0 +1,138 @@
+/** Cells: create, list, show, remove. */
+import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { CellCreate, parseBody } from "../../api/contract.ts";
+import { conflict, notFound, PlanterError } from "../../api/errors.ts";
+import { jobDir, stateFiles } from "../../paths.ts";
+import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
+import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
+import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
+import type { Context } from "../context.ts";
+import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
+
+/** The cell, or E_NOT_FOUND with a hint. */
+export function requireCell(ctx: Context, name: string): CellRow {
+  const cell = getCell(ctx.db, name);
+  if (!cell) throw notFound(`no cell named ${JSON.stringify(name)}`, `create it with \`planter cell create ${name}\``);
+  return cell;
+}
+
+/** Create a managed cell (its dir under the state dir) if it does not exist yet. */
+export function ensureCell(ctx: Context, name: string): CellRow {
+  const existing = getCell(ctx.db, name);
+  if (existing) return existing;
+  const dir = join(stateFiles(ctx.paths.stateDir).cells, name);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const cell: CellRow = { name, dir, managed: true, env: {}, limits: {}, sandbox: {}, created_at: Date.now() };
+  ctx.write((ev) => {
+    if (getCell(ctx.db, name)) return;
+    insertCell(ctx.db, cell);
+    ev.push({ kind: "cell.created", subject: `cell/${name}`, data: { dir, managed: true } });
+  });
+  return getCell(ctx.db, name) as CellRow;
+}
+
+export function create(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  const body = parseBody(CellCreate, req.body, "cell");
+  const hash = bodyHash(req.body as Record<string, unknown>);
+  if (body.request_ref) {
+    const prior = lookupRef(ctx.db, "cells", body.request_ref, hash);
+    if (prior) {
+      const cell = getCell(ctx.db, prior);
+      if (cell) return ok(cellView(ctx.db, cell), 200);
+    }
+  }
+  if (getCell(ctx.db, body.name)) {
+    throw conflict(
+      `cell ${JSON.stringify(body.name)} already exists`,
+      `see it with \`planter cell show ${body.name}\``,
+    );
+  }
+  let dir: string;
+  const managed = body.dir === undefined;
+  if (body.dir !== undefined) {
+    dir = body.dir;
+    if (!existsSync(dir) || !statSync(dir).isDirectory()) {
+      throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is not an existing directory`, {
+        hint: `create it first: mkdir -p ${dir}`,
+      });
+    }
+  } else {
+    dir = join(stateFiles(ctx.paths.stateDir).cells, body.name);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+  }
+  const cell: CellRow = {
+    name: body.name,
+    dir,
+    managed,
+    env: body.env ?? {},
+    limits: body.limits ?? {},
+    sandbox: body.sandbox ?? {},
+    created_at: Date.now(),
+  };
+  ctx.write((ev) => {
+    insertCell(ctx.db, cell);
+    if (body.request_ref) recordRef(ctx.db, "cells", body.request_ref, hash, cell.name);
+    ev.push({ kind: "cell.created", subject: `cell/${cell.name}`, data: { dir, managed, ...req.audit } });
+  });
+  return ok(cellView(ctx.db, cell), 201);
+}
+
+export function list(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  return ok({ cells: listCells(ctx.db).map((c) => cellView(ctx.db, c)) });
+}
+
+export function show(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  return ok(cellView(ctx.db, requireCell(ctx, req.params.name as string)));
+}
+
+/** Remove a cell, its jobs and their logs; running jobs refuse unless force, which kills them first. */
+export async function remove(ctx: Context, req: Req): Promise<Reply> {
+  allowQuery(req.query, ["force"]);
+  const force = boolParam(req.query, "force");
+  const cell = requireCell(ctx, req.params.name as string);
+  const live = liveJobs(ctx.db, cell.name);
+  if (live.length && !force) {
+    throw conflict(
+      `cell ${cell.name} has ${live.length} running job(s)`,
+      `kill them first, or remove with --force (kills them): planter cell rm --force ${cell.name}`,
+      { running: live.map((j) => j.id) },
+    );
+  }
+  if (live.length) {
+    const ended = live.map(
+      (j) =>
+        new Promise<void>((resolve) => {
+          const off = ctx.bus.onJobEnd(j.id, resolve);
+          try {
+            ctx.supervisor.kill(j.id, { force: true, audit: req.audit });
+          } catch {
+            off();
+            resolve();
+          }
+        }),
+    );
+    const timeout = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 10_000));
+    if ((await Promise.race([Promise.all(ended), timeout])) === "timeout") {
+      throw new PlanterError("E_CONFLICT", `jobs of cell ${cell.name} did not end within 10 s of SIGKILL`, {
+        hint: "check `planter job ls --cell` and try again",
+      });
+    }
+  }
+  const jobs = listJobs(ctx.db, { cell: cell.name, limit: 1_000_000 });
+  ctx.write((ev) => {
+    for (const j of jobs) deleteJob(ctx.db, j.id);
+    deleteCell(ctx.db, cell.name);
+    ev.push({
+      kind: "cell.removed",
+      subject: `cell/${cell.name}`,
+      data: { jobs_removed: jobs.length, forced: force, ...req.audit },
+    });
+  });
+  for (const j of jobs) rmSync(jobDir(ctx.paths.stateDir, j.id), { recursive: true, force: true });
+  if (cell.managed) rmSync(cell.dir, { recursive: true, force: true });
+  return ok({ removed: cell.name, jobs_removed: jobs.length });
+}

@@ -1,0 +1,186 @@
+/** Jobs: submit, list, show, kill, wait, remove. */
+import { rmSync } from "node:fs";
+import * as v from "valibot";
+import { FINAL_STATES, JOB_STATES, JobCreate, type JobState, KillRequest, parseBody } from "../../api/contract.ts";
+import { badRequest, conflict, notFound } from "../../api/errors.ts";
+import { jobDir } from "../../paths.ts";
+import type { Backend } from "../../sandbox/backend.ts";
+import { effectiveMode } from "../../sandbox/backend.ts";
+import { noneBackend } from "../../sandbox/none.ts";
+import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
+import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
+import type { Context } from "../context.ts";
+import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
+import { ensureCell, requireCell } from "./cells.ts";
+
+/** The job, or E_NOT_FOUND with a hint. */
+export function requireJob(ctx: Context, id: string): JobRow {
+  const job = getJob(ctx.db, id);
+  if (!job) throw notFound(`no job ${JSON.stringify(id)}`, "list jobs with `planter job ls`");
+  return job;
+}
+
+/** The environment a job starts with: the documented minimal set from the daemon, then cell, then job. */
+export function jobEnv(
+  ctx: Context,
+  cellEnv: Record<string, string>,
+  jobEnv: Record<string, string> | undefined,
+  id: string,
+  cell: string,
+) {
+  const env: Record<string, string> = {};
+  for (const name of ctx.config.jobs.env_pass) {
+    const value = process.env[name];
+    if (value !== undefined) env[name] = value;
+  }
+  if (!env.PATH) env.PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  Object.assign(env, cellEnv, jobEnv ?? {});
+  env.PLANTER_JOB_ID = id;
+  env.PLANTER_CELL = cell;
+  return env;
+}
+
+export function create(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  const body = parseBody(JobCreate, req.body, "job");
+  const hash = bodyHash(req.body as Record<string, unknown>);
+  if (body.request_ref) {
+    const prior = lookupRef(ctx.db, "jobs", body.request_ref, hash);
+    if (prior) {
+      const job = getJob(ctx.db, prior);
+      if (job) return ok(jobView(job), 200);
+    }
+  }
+  const cellName = body.cell ?? ctx.config.jobs.default_cell;
+  const cell = cellName === ctx.config.jobs.default_cell ? ensureCell(ctx, cellName) : requireCell(ctx, cellName);
+  const id = newJobId();
+  const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
+  let backend: Backend = noneBackend;
+  let fallback = false;
+  let sandboxFailure: string | null = null;
+  if (mode !== "disabled") {
+    const platform = ctx.sandbox.backend;
+    if (platform && ctx.sandbox.probe.ok) backend = platform;
+    else if (mode === "permissive") fallback = true;
+    else {
+      const p = ctx.sandbox.probe;
+      sandboxFailure = `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`;
+    }
+  }
+  const job = {
+    id,
+    cell: cell.name,
+    argv: body.argv,
+    cwd: body.cwd ?? cell.dir,
+    env: jobEnv(ctx, cell.env, body.env, id, cell.name),
+    limits: { ...ctx.config.limits, ...cell.limits, ...body.limits },
+    sandbox_mode: mode,
+    backend: backend.name,
+    created_at: Date.now(),
+    request_ref: body.request_ref ?? null,
+  };
+  ctx.write((ev) => {
+    insertJob(ctx.db, job);
+    if (body.request_ref) recordRef(ctx.db, "jobs", body.request_ref, hash, id);
+    ev.push({
+      kind: "job.created",
+      subject: `job/${id}`,
+      data: { cell: cell.name, argv0: body.argv[0], sandbox_mode: mode, backend: backend.name, ...req.audit },
+    });
+    if (fallback) {
+      ev.push({
+        kind: "sandbox.fallback",
+        subject: `job/${id}`,
+        data: { mode, reason: ctx.sandbox.probe.message ?? "no sandbox backend", hint: ctx.sandbox.probe.hint ?? null },
+      });
+    }
+  });
+  if (sandboxFailure) {
+    ctx.supervisor.finish(id, {
+      state: "failed",
+      reason: "sandbox_error",
+      exit_code: null,
+      signal: null,
+      message: sandboxFailure,
+      at: Date.now(),
+    });
+  } else {
+    ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, cell.dir);
+  }
+  return ok(jobView(getJob(ctx.db, id) as JobRow), 201);
+}
+
+const StateParam = v.picklist(JOB_STATES);
+
+export function list(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, ["cell", "state", "limit", "after"]);
+  const cell = req.query.get("cell") || undefined;
+  const stateRaw = req.query.get("state") || undefined;
+  if (stateRaw && !v.is(StateParam, stateRaw)) {
+    throw badRequest(`state must be one of ${JOB_STATES.join(", ")}, not ${JSON.stringify(stateRaw)}`);
+  }
+  const limit = intParam(req.query, "limit", 100, 1, 1000);
+  const afterId = req.query.get("after") || undefined;
+  let afterSeq: number | undefined;
+  if (afterId) {
+    const after = getJob(ctx.db, afterId);
+    if (!after) throw badRequest(`after=${afterId} names no job`, "pass the next_after value of the previous page");
+    afterSeq = after.seq;
+  }
+  const rows = listJobs(ctx.db, { cell, state: stateRaw as JobState | undefined, limit: limit + 1, afterSeq });
+  const page = rows.slice(0, limit);
+  return ok({ jobs: page.map(jobView), next_after: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null });
+}
+
+export function show(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  return ok(jobView(requireJob(ctx, req.params.id as string)));
+}
+
+export function kill(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  const body = parseBody(KillRequest, req.body, "kill request");
+  requireJob(ctx, req.params.id as string);
+  const job = ctx.supervisor.kill(req.params.id as string, {
+    signal: body.signal,
+    force: body.force,
+    audit: req.audit,
+  });
+  return ok(jobView(job), 202);
+}
+
+/** Wait for a job to end, at most timeout_ms; answers the job and whether the wait timed out. */
+export async function wait(ctx: Context, req: Req): Promise<Reply> {
+  allowQuery(req.query, ["timeout_ms"]);
+  const timeout = intParam(req.query, "timeout_ms", 30_000, 0, 3_600_000);
+  const id = req.params.id as string;
+  let job = requireJob(ctx, id);
+  if (!FINAL_STATES.has(job.state) && timeout > 0) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeout);
+      const off = ctx.bus.onJobEnd(id, done);
+      req.signal.addEventListener("abort", done, { once: true });
+      function done() {
+        clearTimeout(timer);
+        off();
+        resolve();
+      }
+    });
+    job = requireJob(ctx, id);
+  }
+  return ok({ job: jobView(job), timed_out: !FINAL_STATES.has(job.state) });
+}
+
+export function remove(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  const job = requireJob(ctx, req.params.id as string);
+  if (!FINAL_STATES.has(job.state)) {
+    throw conflict(`job ${job.id} is still ${job.state}`, `kill it first: planter job kill ${job.id}`);
+  }
+  ctx.write((ev) => {
+    deleteJob(ctx.db, job.id);
+    ev.push({ kind: "job.removed", subject: `job/${job.id}`, data: { ...req.audit } });
+  });
+  rmSync(jobDir(ctx.paths.stateDir, job.id), { recursive: true, force: true });
+  return ok({ removed: job.id });
+}

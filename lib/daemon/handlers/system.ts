@@ -1,0 +1,43 @@
+/** Liveness, readiness and version. */
+import { API_VERSION, type VersionInfo } from "../../api/contract.ts";
+import { BUILD } from "../../version.ts";
+import type { Context } from "../context.ts";
+import { allowQuery, ok, type Reply, type Req } from "../router.ts";
+
+export function health(_ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  return ok({ ok: true });
+}
+
+export function ready(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  let stateOk = true;
+  try {
+    ctx.db.query("SELECT 1").get();
+  } catch {
+    stateOk = false;
+  }
+  const body = {
+    ready: stateOk,
+    state: stateOk ? "ok" : "unavailable",
+    sandbox: {
+      mode: ctx.defaultMode,
+      backend: ctx.sandbox.backend?.name ?? "none",
+      ok: ctx.sandbox.probe.ok,
+      message: ctx.sandbox.probe.message ?? null,
+    },
+  };
+  return ok(body, stateOk ? 200 : 503);
+}
+
+export function version(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, []);
+  const info: VersionInfo = {
+    version: BUILD.version,
+    commit: BUILD.commit,
+    api: API_VERSION,
+    backend: ctx.sandbox.backend?.name ?? "none",
+    sandbox_mode: ctx.defaultMode,
+  };
+  return ok(info);
+}

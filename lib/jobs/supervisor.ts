@@ -1,0 +1,317 @@
+/**
+ * Job supervision: spawn each job under the exit-status recorder in its own session, kill
+ * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
+ */
+import { closeSync, type FSWatcher, mkdirSync, openSync, watch } from "node:fs";
+import type { Subprocess } from "bun";
+import type { Reason } from "../api/contract.ts";
+import { conflict, PlanterError } from "../api/errors.ts";
+import type { Context } from "../daemon/context.ts";
+import { jobDir } from "../paths.ts";
+import type { Backend } from "../sandbox/backend.ts";
+import {
+  type Finish,
+  getJob,
+  type JobRow,
+  liveJobs,
+  markFinished,
+  markKillRequested,
+  markRunning,
+} from "../state/jobs.ts";
+import { isAlive, signalName, signalTree, startTime } from "./proc.ts";
+import { jobFiles, readStatus, recorderArgv } from "./recorder.ts";
+
+/** Signals that ask a job to end: they start the grace period before SIGKILL. */
+const TERMINATING = new Set(["TERM", "INT", "HUP", "QUIT", "KILL"]);
+
+export interface KillOptions {
+  signal?: string;
+  force?: boolean;
+  reason?: Reason;
+  audit?: Record<string, unknown>;
+}
+
+export class Supervisor {
+  private readonly own = new Map<string, Subprocess>();
+  private readonly adopted = new Map<string, { pid: number; start: string | null; watcher: FSWatcher | null }>();
+  private readonly graceTimers = new Map<string, Timer>();
+  private pollTimer: Timer | null = null;
+
+  constructor(private readonly ctx: Context) {}
+
+  /** Number of jobs this daemon watches. */
+  get watching(): number {
+    return this.own.size + this.adopted.size;
+  }
+
+  /**
+   * Spawn a pending job through `backend`. On failure the job ends `failed` with reason
+   * `spawn_error` (or `sandbox_error`) and a message; nothing is left running.
+   */
+  launch(job: JobRow, backend: Backend, fallback: boolean, cellDir: string): void {
+    const dir = jobDir(this.ctx.paths.stateDir, job.id);
+    const files = jobFiles(dir);
+    let out = -1;
+    let err = -1;
+    try {
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      // Append mode: a file handed to Bun.spawn as Bun.file() would be truncated.
+      out = openSync(files.stdout, "a", 0o600);
+      err = openSync(files.stderr, "a", 0o600);
+      const plan = backend.plan({
+        argv: job.argv,
+        env: job.env,
+        cwd: job.cwd,
+        cellDir,
+        protect: [this.ctx.paths.stateDir, this.ctx.paths.socketPath],
+      });
+      const program = resolveProgram(plan.argv[0] as string, plan.env.PATH, plan.cwd);
+      const proc = Bun.spawn(recorderArgv(files.status, [program, ...plan.argv.slice(1)]), {
+        cwd: plan.cwd,
+        env: plan.env,
+        stdin: "ignore",
+        stdout: out,
+        stderr: err,
+        detached: true,
+      });
+      const start = startTime(proc.pid);
+      this.own.set(job.id, proc);
+      this.ctx.write((ev) => {
+        markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now());
+        ev.push({ kind: "job.started", subject: `job/${job.id}`, data: { pid: proc.pid, backend: backend.name } });
+      });
+      proc.exited.then(() => this.ownExited(job.id, proc));
+    } catch (e) {
+      const pe = e instanceof PlanterError ? e : null;
+      const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
+      this.finish(job.id, {
+        state: "failed",
+        reason,
+        exit_code: null,
+        signal: null,
+        message: pe ? pe.message : spawnMessage(e, job),
+        at: Date.now(),
+      });
+    } finally {
+      if (out >= 0) closeSync(out);
+      if (err >= 0) closeSync(err);
+    }
+  }
+
+  /** Deliver a signal to a job's tree; terminating signals record a kill and escalate after the grace. */
+  kill(id: string, opts: KillOptions = {}): JobRow {
+    const job = getJob(this.ctx.db, id);
+    if (!job) throw new PlanterError("E_NOT_FOUND", `no job ${id}`);
+    if (job.state !== "running" || job.pid === null) {
+      throw conflict(`job ${id} is not running (state ${job.state})`, "nothing to kill; see `planter job status`");
+    }
+    const signal = opts.force ? "KILL" : (opts.signal ?? "TERM");
+    if (!TERMINATING.has(signal)) {
+      signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
+      this.ctx.write((ev) => ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }));
+      return job;
+    }
+    const force = signal === "KILL";
+    const reason: Reason = opts.reason ?? (force ? "forced_kill" : "terminated_by_user");
+    this.ctx.write((ev) => {
+      markKillRequested(this.ctx.db, id, signal, force, reason, Date.now());
+      ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
+    });
+    signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
+    if (!force) this.scheduleEscalation(id, job.pid, this.ctx.config.jobs.kill_grace_ms);
+    return getJob(this.ctx.db, id) as JobRow;
+  }
+
+  private scheduleEscalation(id: string, pid: number, ms: number): void {
+    if (this.graceTimers.has(id)) return;
+    const t = setTimeout(() => {
+      this.graceTimers.delete(id);
+      const job = getJob(this.ctx.db, id);
+      if (!job || (job.state !== "running" && job.state !== "pending")) return;
+      this.ctx.write((ev) => {
+        markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
+        ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
+      });
+      signalTree(pid, "SIGKILL");
+    }, ms);
+    this.graceTimers.set(id, t);
+  }
+
+  /** Re-adopt every job a previous daemon left: live ones are watched, ended ones recorded. */
+  adoptAll(): { adopted: number; finished: number; lost: number } {
+    const counts = { adopted: 0, finished: 0, lost: 0 };
+    for (const job of liveJobs(this.ctx.db)) {
+      if (job.pid === null || job.state === "pending") {
+        this.finish(job.id, lostFinish("planterd stopped while starting this job; whether it ran is unknown"));
+        counts.lost++;
+        continue;
+      }
+      if (isAlive(job.pid, job.start_time)) {
+        this.adopt(job);
+        counts.adopted++;
+      } else {
+        const f = this.deadFinish(job, null);
+        this.finish(job.id, f);
+        if (f.state === "lost") counts.lost++;
+        else counts.finished++;
+      }
+    }
+    return counts;
+  }
+
+  private adopt(job: JobRow): void {
+    const pid = job.pid as number;
+    let watcher: FSWatcher | null = null;
+    try {
+      // The recorder writes its status file just before it exits: inotify wakes us at once.
+      watcher = watch(jobDir(this.ctx.paths.stateDir, job.id), () => this.checkAdopted(job.id));
+    } catch {
+      watcher = null; // the poll below still notices the end
+    }
+    this.adopted.set(job.id, { pid, start: job.start_time, watcher });
+    this.ctx.write((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    if (job.kill_requested_at !== null && !job.kill_force) {
+      const left = job.kill_requested_at + this.ctx.config.jobs.kill_grace_ms - Date.now();
+      this.scheduleEscalation(job.id, pid, Math.max(0, left));
+    }
+    if (!this.pollTimer) {
+      this.pollTimer = setInterval(() => {
+        for (const id of [...this.adopted.keys()]) this.checkAdopted(id);
+      }, this.ctx.config.jobs.adopt_poll_ms);
+    }
+  }
+
+  private checkAdopted(id: string): void {
+    const a = this.adopted.get(id);
+    if (!a || isAlive(a.pid, a.start)) return;
+    const job = getJob(this.ctx.db, id);
+    if (job) this.finish(id, this.deadFinish(job, null));
+    else this.forget(id);
+  }
+
+  private ownExited(id: string, proc: Subprocess): void {
+    const job = getJob(this.ctx.db, id);
+    if (!job) {
+      this.forget(id);
+      return;
+    }
+    const sig = typeof proc.signalCode === "string" ? proc.signalCode.replace(/^SIG/, "") : null;
+    this.finish(id, this.deadFinish(job, sig));
+  }
+
+  /** How a job whose recorder is gone ended, from its status file and its kill record. */
+  private deadFinish(job: JobRow, recorderSignal: string | null): Finish {
+    const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status);
+    const at = Date.now();
+    const killed = job.kill_requested_at !== null;
+    if (code !== null) {
+      const sig = code > 128 ? signalName(code - 128) : null;
+      if (killed && sig) {
+        return { state: "killed", reason: killReason(job, sig), exit_code: code, signal: sig, message: null, at };
+      }
+      return {
+        state: code === 0 ? "exited" : "failed",
+        reason: "exited",
+        exit_code: code,
+        signal: null,
+        message: null,
+        at,
+      };
+    }
+    // No status: the recorder itself was killed (SIGKILL to the group), or vanished unseen.
+    if (killed) {
+      const sig = recorderSignal ?? job.kill_signal ?? "KILL";
+      return { state: "killed", reason: killReason(job, sig), exit_code: null, signal: sig, message: null, at };
+    }
+    if (recorderSignal) {
+      return {
+        state: "failed",
+        reason: "exited",
+        exit_code: null,
+        signal: recorderSignal,
+        message: `killed by SIG${recorderSignal} from outside planter`,
+        at,
+      };
+    }
+    return lostFinish("the job ended while planterd was down and left no exit status");
+  }
+
+  /** Record the end of a job (once) and wake its waiters. */
+  finish(id: string, f: Finish): void {
+    this.ctx.write((ev) => {
+      if (markFinished(this.ctx.db, id, f)) {
+        ev.push({
+          kind: "job.finished",
+          subject: `job/${id}`,
+          data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
+        });
+      }
+    });
+    this.forget(id);
+    this.ctx.bus.jobEnded(id);
+  }
+
+  private forget(id: string): void {
+    this.own.delete(id);
+    const a = this.adopted.get(id);
+    if (a) {
+      a.watcher?.close();
+      this.adopted.delete(id);
+    }
+    const t = this.graceTimers.get(id);
+    if (t) clearTimeout(t);
+    this.graceTimers.delete(id);
+    if (this.adopted.size === 0 && this.pollTimer) {
+      clearInterval(this.pollTimer);
+      this.pollTimer = null;
+    }
+  }
+
+  /** Stop watching (daemon shutdown); jobs keep running under their recorders. */
+  close(): void {
+    for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
+    for (const t of this.graceTimers.values()) clearTimeout(t);
+    this.graceTimers.clear();
+  }
+}
+
+function killReason(job: JobRow, endingSignal: string): Reason {
+  const r = job.kill_reason ?? "terminated_by_user";
+  return r === "terminated_by_user" && endingSignal === "KILL" && job.kill_signal === "KILL" ? "forced_kill" : r;
+}
+
+function lostFinish(message: string): Finish {
+  return { state: "lost", reason: "lost", exit_code: null, signal: null, message, at: Date.now() };
+}
+
+/**
+ * Resolve the program to an absolute path with the job's PATH. The recorder is a shell, so a
+ * bare name like `exit` or `echo` would otherwise run a shell builtin.
+ */
+export function resolveProgram(name: string, path: string | undefined, cwd: string): string {
+  if (name.includes("/")) {
+    const abs = name.startsWith("/") ? name : `${cwd}/${name}`;
+    const found = Bun.which(abs);
+    if (!found) throw spawnError(`${name}: no such executable`, "check the path and that the file is executable");
+    return abs;
+  }
+  const found = Bun.which(name, { PATH: path ?? "", cwd });
+  if (!found) {
+    throw spawnError(
+      `${name}: command not found in the job's PATH (${path ?? "unset"})`,
+      "give an absolute path, or set PATH with --env PATH=…",
+    );
+  }
+  return found;
+}
+
+function spawnError(message: string, hint: string): PlanterError {
+  return new PlanterError("E_BAD_REQUEST", message, { hint });
+}
+
+function spawnMessage(e: unknown, job: JobRow): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err.code === "ENOENT") return `cannot start ${job.argv[0]}: working directory ${job.cwd} does not exist`;
+  if (err.code === "EACCES") return `cannot start ${job.argv[0]}: permission denied`;
+  return `cannot start ${job.argv[0]}: ${err.message}`;
+}

@@ -1,0 +1,74 @@
+/** Client side of logs: read or follow a stream from an offset, and find the offset of the last N lines. */
+import type { Client } from "../api/client.ts";
+
+export type Stream = "stdout" | "stderr";
+
+/** Write a buffer to a stream, waiting for it to drain. */
+export function writeOut(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
+  return new Promise((resolve) => {
+    if (out.write(data)) resolve();
+    else out.once("drain", () => resolve());
+  });
+}
+
+/**
+ * Copy a job's log from `offset` to `write`. With `follow`, keep going until the job has ended
+ * and every byte is read; without, stop at the current end. Returns the next offset.
+ */
+export async function copyLog(
+  client: Client,
+  id: string,
+  stream: Stream,
+  offset: number,
+  write: (data: Uint8Array) => Promise<void>,
+  opts: { follow: boolean; signal?: AbortSignal; waitMs?: number },
+): Promise<number> {
+  let at = offset;
+  for (;;) {
+    const c = await client.logs(
+      id,
+      {
+        stream,
+        offset: at,
+        follow: opts.follow ? 1 : undefined,
+        wait_ms: opts.follow ? (opts.waitMs ?? 30_000) : undefined,
+      },
+      opts.signal,
+    );
+    if (c.data) await write(Buffer.from(c.data, "base64"));
+    at = c.next_offset;
+    if (c.complete) return at;
+    if (!opts.follow && c.eof) return at;
+  }
+}
+
+/** Offset where the last `lines` lines of a log begin. */
+export async function tailOffset(client: Client, id: string, stream: Stream, lines: number): Promise<number> {
+  const head = await client.logs(id, { stream, offset: 0, max_bytes: 0 });
+  const size = head.size;
+  if (lines <= 0) return size;
+  const block = 64 * 1024;
+  let end = size;
+  let seen = 0;
+  // A final newline ends the last line rather than starting an empty one.
+  let skipTrailing = true;
+  while (end > 0) {
+    const start = Math.max(0, end - block);
+    const c = await client.logs(id, { stream, offset: start, max_bytes: end - start });
+    const buf = Buffer.from(c.data, "base64");
+    for (let i = buf.length - 1; i >= 0; i--) {
+      if (buf[i] !== 0x0a) {
+        skipTrailing = false;
+        continue;
+      }
+      if (skipTrailing) {
+        skipTrailing = false;
+        continue;
+      }
+      seen++;
+      if (seen === lines) return start + i + 1;
+    }
+    end = start;
+  }
+  return 0;
+}

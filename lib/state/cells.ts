@@ -1,0 +1,89 @@
+/** The cells table. */
+import type { Database } from "bun:sqlite";
+import * as v from "valibot";
+import { type Cell, Limits, SandboxSpec } from "../api/contract.ts";
+import { jsonColumn, StringRecord } from "./json.ts";
+
+/** A cell row with its JSON columns decoded. */
+export interface CellRow {
+  name: string;
+  dir: string;
+  managed: boolean;
+  env: Record<string, string>;
+  limits: Limits;
+  sandbox: SandboxSpec;
+  created_at: number;
+}
+
+interface RawCell {
+  name: string;
+  dir: string;
+  managed: number;
+  env: string;
+  limits: string;
+  sandbox: string;
+  created_at: number;
+}
+
+const LimitsLoose = v.looseObject(Limits.entries);
+const SandboxLoose = v.looseObject(SandboxSpec.entries);
+
+function decode(r: RawCell): CellRow {
+  const where = `cell ${r.name}`;
+  return {
+    name: r.name,
+    dir: r.dir,
+    managed: r.managed === 1,
+    env: jsonColumn(StringRecord, r.env, `${where} env`),
+    limits: jsonColumn(LimitsLoose, r.limits, `${where} limits`),
+    sandbox: jsonColumn(SandboxLoose, r.sandbox, `${where} sandbox`),
+    created_at: r.created_at,
+  };
+}
+
+export function getCell(db: Database, name: string): CellRow | null {
+  const r = db.query("SELECT * FROM cells WHERE name = ?").get(name) as RawCell | null;
+  return r ? decode(r) : null;
+}
+
+export function listCells(db: Database): CellRow[] {
+  return (db.query("SELECT * FROM cells ORDER BY name").all() as RawCell[]).map(decode);
+}
+
+export function insertCell(db: Database, c: CellRow): void {
+  db.query("INSERT INTO cells (name, dir, managed, env, limits, sandbox, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)").run(
+    c.name,
+    c.dir,
+    c.managed ? 1 : 0,
+    JSON.stringify(c.env),
+    JSON.stringify(c.limits),
+    JSON.stringify(c.sandbox),
+    c.created_at,
+  );
+}
+
+export function deleteCell(db: Database, name: string): void {
+  db.query("DELETE FROM cells WHERE name = ?").run(name);
+}
+
+/** Running and total job counts per cell. */
+export function jobCounts(db: Database, name: string): { running: number; total: number } {
+  const r = db
+    .query("SELECT COUNT(*) AS total, SUM(state IN ('pending','running')) AS running FROM jobs WHERE cell = ?")
+    .get(name) as { total: number; running: number | null };
+  return { running: r.running ?? 0, total: r.total };
+}
+
+/** The API view of a cell. */
+export function cellView(db: Database, c: CellRow): Cell {
+  return {
+    name: c.name,
+    dir: c.dir,
+    managed: c.managed,
+    env: c.env,
+    limits: c.limits,
+    sandbox: c.sandbox,
+    created_at: new Date(c.created_at).toISOString(),
+    jobs: jobCounts(db, c.name),
+  };
+}

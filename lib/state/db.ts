@@ -1,0 +1,137 @@
+/** Open planter's SQLite state: WAL, busy timeout, ordered migrations keyed on user_version. */
+import { Database } from "bun:sqlite";
+import { PlanterError } from "../api/errors.ts";
+
+/** One schema step; applied in its own immediate transaction. */
+export interface Migration {
+  version: number;
+  name: string;
+  up: (db: Database) => void;
+}
+
+/** Every migration, in order. Append only: never edit a released one. */
+export const MIGRATIONS: Migration[] = [
+  {
+    version: 1,
+    name: "cells, jobs, events, idempotency",
+    up: (db) => {
+      db.run(`CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)`);
+      db.run(`CREATE TABLE cells (
+        name TEXT PRIMARY KEY,
+        dir TEXT NOT NULL,
+        managed INTEGER NOT NULL,
+        env TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        sandbox TEXT NOT NULL,
+        created_at INTEGER NOT NULL)`);
+      db.run(`CREATE TABLE jobs (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        cell TEXT NOT NULL,
+        argv TEXT NOT NULL,
+        cwd TEXT NOT NULL,
+        env TEXT NOT NULL,
+        limits TEXT NOT NULL,
+        sandbox_mode TEXT NOT NULL,
+        backend TEXT NOT NULL,
+        sandbox_fallback INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL,
+        reason TEXT,
+        exit_code INTEGER,
+        signal TEXT,
+        message TEXT,
+        pid INTEGER,
+        start_time TEXT,
+        created_at INTEGER NOT NULL,
+        started_at INTEGER,
+        finished_at INTEGER,
+        kill_signal TEXT,
+        kill_force INTEGER,
+        kill_requested_at INTEGER,
+        kill_reason TEXT,
+        request_ref TEXT)`);
+      db.run(`CREATE INDEX jobs_cell ON jobs (cell, seq)`);
+      db.run(`CREATE INDEX jobs_state ON jobs (state, seq)`);
+      db.run(`CREATE TABLE events (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        data TEXT NOT NULL)`);
+      db.run(`CREATE TABLE idempotency (
+        scope TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        body_hash TEXT NOT NULL,
+        result_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (scope, ref))`);
+      db.run(`INSERT INTO meta (key, value) VALUES ('stream_id', ?)`, [randomStreamId()]);
+    },
+  },
+];
+
+/** The schema version this build writes. */
+export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]?.version ?? 0;
+
+function randomStreamId(): string {
+  const b = crypto.getRandomValues(new Uint8Array(6));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+/** Current `PRAGMA user_version` of an open database. */
+export function schemaVersion(db: Database): number {
+  return (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+}
+
+/** Apply every pending migration, each in one immediate transaction; returns the versions applied. */
+export function migrate(db: Database, migrations: Migration[] = MIGRATIONS): number[] {
+  const applied: number[] = [];
+  const current = schemaVersion(db);
+  const latest = migrations[migrations.length - 1]?.version ?? 0;
+  if (current > latest) {
+    throw new PlanterError("E_STATE", `state schema v${current} is newer than this planter understands (v${latest})`, {
+      hint: "upgrade planter to the version that wrote this state",
+    });
+  }
+  for (const m of migrations) {
+    if (m.version <= current) continue;
+    db.transaction(() => {
+      m.up(db);
+      db.run(`PRAGMA user_version = ${m.version}`);
+    }).immediate();
+    applied.push(m.version);
+  }
+  return applied;
+}
+
+/** Open (creating if needed) the state database, check its integrity and migrate it. */
+export function openState(path: string, opts: { readonly?: boolean } = {}): Database {
+  let db: Database;
+  try {
+    db = new Database(path, opts.readonly ? { readonly: true } : { create: true, readwrite: true, strict: true });
+    db.run("PRAGMA busy_timeout = 5000");
+    if (!opts.readonly) {
+      db.run("PRAGMA journal_mode = WAL");
+      db.run("PRAGMA synchronous = NORMAL");
+    }
+    db.run("PRAGMA foreign_keys = ON");
+    const check = db.query("PRAGMA quick_check").all() as { quick_check: string }[];
+    if (check.length !== 1 || check[0]?.quick_check !== "ok") {
+      throw new Error(check.map((r) => r.quick_check).join("; "));
+    }
+  } catch (e) {
+    throw new PlanterError("E_STATE", `state database ${path} failed its integrity check: ${(e as Error).message}`, {
+      hint: `stop planterd, move ${path} aside (with its -wal and -shm files) and start again; jobs recorded in it are lost`,
+      cause: e,
+    });
+  }
+  if (!opts.readonly) migrate(db);
+  return db;
+}
+
+/** The database's event stream id (names this database in event cursors). */
+export function streamId(db: Database): string {
+  const row = db.query("SELECT value FROM meta WHERE key = 'stream_id'").get() as { value: string } | null;
+  if (!row) throw new PlanterError("E_STATE", "state database has no stream id");
+  return row.value;
+}

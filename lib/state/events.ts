@@ -1,0 +1,89 @@
+/** The events table: every change of a cell or job, addressed by `<stream_id>:<seq>` cursors. */
+import type { Database } from "bun:sqlite";
+import type { EventRecord } from "../api/contract.ts";
+import { PlanterError } from "../api/errors.ts";
+import { AnyRecord, jsonColumn } from "./json.ts";
+
+interface EventRow {
+  seq: number;
+  at: number;
+  kind: string;
+  subject: string;
+  data: string;
+}
+
+/** Append one event; returns its sequence number. Call inside the write transaction of the change. */
+export function appendEvent(
+  db: Database,
+  kind: string,
+  subject: string,
+  data: Record<string, unknown>,
+  at = Date.now(),
+): number {
+  const r = db
+    .query("INSERT INTO events (at, kind, subject, data) VALUES (?, ?, ?, ?)")
+    .run(at, kind, subject, JSON.stringify(data));
+  return Number(r.lastInsertRowid);
+}
+
+/** Drop the oldest events beyond `retain`. */
+export function pruneEvents(db: Database, retain: number): void {
+  db.query("DELETE FROM events WHERE seq <= (SELECT MAX(seq) FROM events) - ?").run(retain);
+}
+
+export function toEvent(stream: string, row: EventRow): EventRecord {
+  return {
+    cursor: `${stream}:${row.seq}`,
+    at: new Date(row.at).toISOString(),
+    kind: row.kind,
+    subject: row.subject,
+    data: jsonColumn(AnyRecord, row.data, `event ${row.seq}`),
+  };
+}
+
+/**
+ * Turn a cursor into the sequence number to read after. No cursor means the beginning.
+ * Another database's cursor is E_CURSOR_INVALID; one older than what is retained is E_CURSOR_EXPIRED.
+ */
+export function resolveCursor(db: Database, stream: string, cursor: string | undefined): number {
+  const oldest = (db.query("SELECT MIN(seq) AS s FROM events").get() as { s: number | null }).s;
+  const oldestCursor = `${stream}:${oldest === null ? 0 : oldest - 1}`;
+  if (cursor === undefined || cursor === "") return 0;
+  const m = /^([0-9a-f]+):(\d{1,15})$/.exec(cursor);
+  if (!m || m[1] !== stream) {
+    throw new PlanterError(
+      "E_CURSOR_INVALID",
+      `cursor ${JSON.stringify(cursor)} does not belong to this planterd's event stream`,
+      {
+        hint: "start again without --cursor, or from the oldest valid cursor",
+        details: { oldest_cursor: oldestCursor },
+      },
+    );
+  }
+  const seq = Number(m[2]);
+  const last =
+    (db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | null)?.seq ?? 0;
+  if (seq > last) {
+    throw new PlanterError("E_CURSOR_INVALID", `cursor ${cursor} is ahead of the newest event (${stream}:${last})`, {
+      hint: "use a cursor that this planterd returned",
+      details: { oldest_cursor: oldestCursor },
+    });
+  }
+  if (oldest !== null && seq < oldest - 1) {
+    throw new PlanterError(
+      "E_CURSOR_EXPIRED",
+      `cursor ${cursor} has expired: events before ${stream}:${oldest} were pruned`,
+      {
+        hint: "resume from the oldest valid cursor (some events were missed)",
+        details: { oldest_cursor: oldestCursor },
+      },
+    );
+  }
+  return seq;
+}
+
+/** Events after `afterSeq`, oldest first. */
+export function readEvents(db: Database, stream: string, afterSeq: number, limit: number): EventRecord[] {
+  const rows = db.query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?").all(afterSeq, limit) as EventRow[];
+  return rows.map((r) => toEvent(stream, r));
+}

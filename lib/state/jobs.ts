@@ -1,0 +1,210 @@
+/** The jobs table. */
+import type { Database } from "bun:sqlite";
+import * as v from "valibot";
+import { type Job, type JobState, Limits, type Reason, type SandboxMode } from "../api/contract.ts";
+import { jsonColumn, StringArray, StringRecord } from "./json.ts";
+
+/** A job row with its JSON columns decoded. */
+export interface JobRow {
+  seq: number;
+  id: string;
+  cell: string;
+  argv: string[];
+  cwd: string;
+  env: Record<string, string>;
+  limits: Limits;
+  sandbox_mode: SandboxMode;
+  backend: string;
+  sandbox_fallback: boolean;
+  state: JobState;
+  reason: Reason | null;
+  exit_code: number | null;
+  signal: string | null;
+  message: string | null;
+  pid: number | null;
+  start_time: string | null;
+  created_at: number;
+  started_at: number | null;
+  finished_at: number | null;
+  kill_signal: string | null;
+  kill_force: boolean;
+  kill_requested_at: number | null;
+  kill_reason: Reason | null;
+  request_ref: string | null;
+}
+
+type RawJob = Omit<JobRow, "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force"> & {
+  argv: string;
+  env: string;
+  limits: string;
+  sandbox_fallback: number;
+  kill_force: number | null;
+};
+
+const LimitsLoose = v.looseObject(Limits.entries);
+
+function decode(r: RawJob): JobRow {
+  const where = `job ${r.id}`;
+  return {
+    ...r,
+    argv: jsonColumn(StringArray, r.argv, `${where} argv`),
+    env: jsonColumn(StringRecord, r.env, `${where} env`),
+    limits: jsonColumn(LimitsLoose, r.limits, `${where} limits`),
+    sandbox_fallback: r.sandbox_fallback === 1,
+    kill_force: r.kill_force === 1,
+  };
+}
+
+/** A new job id: `j-` + base36 milliseconds + 4 random base36 chars (sorts by creation time). */
+export function newJobId(now = Date.now()): string {
+  const rand = crypto.getRandomValues(new Uint32Array(1))[0] ?? 0;
+  return `j-${now.toString(36).padStart(9, "0")}${(rand % 36 ** 4).toString(36).padStart(4, "0")}`;
+}
+
+export type NewJob = Pick<
+  JobRow,
+  "id" | "cell" | "argv" | "cwd" | "env" | "limits" | "sandbox_mode" | "backend" | "created_at" | "request_ref"
+>;
+
+export function insertJob(db: Database, j: NewJob): void {
+  db.query(
+    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, backend, state, created_at, request_ref)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+  ).run(
+    j.id,
+    j.cell,
+    JSON.stringify(j.argv),
+    j.cwd,
+    JSON.stringify(j.env),
+    JSON.stringify(j.limits),
+    j.sandbox_mode,
+    j.backend,
+    j.created_at,
+    j.request_ref,
+  );
+}
+
+export function getJob(db: Database, id: string): JobRow | null {
+  const r = db.query("SELECT * FROM jobs WHERE id = ?").get(id) as RawJob | null;
+  return r ? decode(r) : null;
+}
+
+export interface JobFilter {
+  cell?: string;
+  state?: JobState;
+  limit: number;
+  afterSeq?: number;
+}
+
+export function listJobs(db: Database, f: JobFilter): JobRow[] {
+  const where: string[] = [];
+  const params: (string | number)[] = [];
+  if (f.cell) {
+    where.push("cell = ?");
+    params.push(f.cell);
+  }
+  if (f.state) {
+    where.push("state = ?");
+    params.push(f.state);
+  }
+  if (f.afterSeq !== undefined) {
+    where.push("seq > ?");
+    params.push(f.afterSeq);
+  }
+  params.push(f.limit);
+  const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq LIMIT ?`;
+  return (db.query(sql).all(...params) as RawJob[]).map(decode);
+}
+
+/** Jobs that a daemon must supervise: pending or running. */
+export function liveJobs(db: Database, cell?: string): JobRow[] {
+  const rows = cell
+    ? db.query("SELECT * FROM jobs WHERE state IN ('pending','running') AND cell = ? ORDER BY seq").all(cell)
+    : db.query("SELECT * FROM jobs WHERE state IN ('pending','running') ORDER BY seq").all();
+  return (rows as RawJob[]).map(decode);
+}
+
+export function markRunning(
+  db: Database,
+  id: string,
+  pid: number,
+  startTime: string | null,
+  fallback: boolean,
+  at: number,
+): void {
+  db.query(
+    "UPDATE jobs SET state = 'running', pid = ?, start_time = ?, sandbox_fallback = ?, started_at = ? WHERE id = ? AND state = 'pending'",
+  ).run(pid, startTime, fallback ? 1 : 0, at, id);
+}
+
+/** Record a kill: the first reason stays (a limit breach is not renamed by a later user kill). */
+export function markKillRequested(
+  db: Database,
+  id: string,
+  signal: string,
+  force: boolean,
+  reason: Reason,
+  at: number,
+): void {
+  db.query(
+    `UPDATE jobs SET kill_signal = ?, kill_force = MAX(COALESCE(kill_force, 0), ?),
+       kill_requested_at = COALESCE(kill_requested_at, ?), kill_reason = COALESCE(kill_reason, ?) WHERE id = ?`,
+  ).run(signal, force ? 1 : 0, at, reason, id);
+}
+
+export interface Finish {
+  state: JobState;
+  reason: Reason;
+  exit_code: number | null;
+  signal: string | null;
+  message: string | null;
+  at: number;
+}
+
+/** Record the end of a job once: returns false when it had already ended (first writer wins). */
+export function markFinished(db: Database, id: string, f: Finish): boolean {
+  const r = db
+    .query(
+      `UPDATE jobs SET state = ?, reason = ?, exit_code = ?, signal = ?, message = ?, finished_at = ?
+       WHERE id = ? AND state IN ('pending','running')`,
+    )
+    .run(f.state, f.reason, f.exit_code, f.signal, f.message, f.at, id);
+  return r.changes === 1;
+}
+
+export function deleteJob(db: Database, id: string): void {
+  db.query("DELETE FROM jobs WHERE id = ?").run(id);
+}
+
+const iso = (ms: number | null) => (ms === null ? null : new Date(ms).toISOString());
+
+/** The API view of a job. */
+export function jobView(j: JobRow): Job {
+  return {
+    id: j.id,
+    cell: j.cell,
+    argv: j.argv,
+    cwd: j.cwd,
+    env: j.env,
+    state: j.state,
+    reason: j.reason,
+    exit_code: j.exit_code,
+    signal: j.signal,
+    message: j.message,
+    pid: j.pid,
+    created_at: new Date(j.created_at).toISOString(),
+    started_at: iso(j.started_at),
+    finished_at: iso(j.finished_at),
+    limits: j.limits,
+    sandbox: { mode: j.sandbox_mode, backend: j.backend, fallback: j.sandbox_fallback },
+    kill:
+      j.kill_requested_at === null
+        ? null
+        : {
+            signal: j.kill_signal ?? "TERM",
+            force: j.kill_force,
+            requested_at: new Date(j.kill_requested_at).toISOString(),
+          },
+    request_ref: j.request_ref,
+  };
+}

@@ -1,0 +1,422 @@
+#!/usr/bin/env bun
+/** Lifecycle client: `planter cell …`, `planter run`, `planter job …`, `planter events`. */
+import { resolve as resolvePath } from "node:path";
+import { defineCommand } from "citty";
+import { type Cell, type Job, passthroughCode } from "../lib/api/contract.ts";
+import { EXIT, PlanterError } from "../lib/api/errors.ts";
+import {
+  afterDashes,
+  client,
+  envPairs,
+  jsonArg,
+  parseCount,
+  parseDuration,
+  repeated,
+  socketArg,
+  usage,
+} from "../lib/cli/args.ts";
+import { allowRest, runCli } from "../lib/cli/main.ts";
+import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
+import { copyLog, writeOut } from "../lib/logs/follow.ts";
+
+const common = {
+  ...socketArg,
+  ...jsonArg,
+  verbose: { type: "boolean", description: "print stacks with errors" },
+} as const;
+
+function cellLines(c: Cell): string {
+  return [
+    `name:     ${c.name}`,
+    `dir:      ${c.dir}${c.managed ? dim(" (managed by planter)") : ""}`,
+    `created:  ${c.created_at}`,
+    `jobs:     ${c.jobs.running} running, ${c.jobs.total} in all`,
+    `env:      ${
+      Object.keys(c.env).length
+        ? Object.entries(c.env)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")
+        : "-"
+    }`,
+    `limits:   ${Object.keys(c.limits).length ? JSON.stringify(c.limits) : "-"}`,
+    `sandbox:  ${c.sandbox.mode ?? "(daemon default)"}`,
+  ].join("\n");
+}
+
+const cellCreate = defineCommand({
+  meta: {
+    name: "create",
+    description: "Create a cell: a named working directory with default env, limits and sandbox mode for its jobs",
+  },
+  args: {
+    name: {
+      type: "positional",
+      description: "cell name: 1-63 of a-z 0-9 . _ - starting with a letter or digit",
+      required: true,
+    },
+    dir: {
+      type: "string",
+      description: "use this existing directory instead of one under the state dir (never deleted by planter)",
+      valueHint: "DIR",
+    },
+    env: {
+      type: "string",
+      alias: "e",
+      description: "default environment for the cell's jobs, repeatable",
+      valueHint: "NAME=VALUE",
+    },
+    sandbox: {
+      type: "enum",
+      options: ["disabled", "permissive", "enforced"],
+      description: "sandbox mode for the cell's jobs",
+    },
+    "request-ref": {
+      type: "string",
+      description: "idempotency key: repeating the same request returns the first result",
+      valueHint: "REF",
+    },
+    ...common,
+  },
+  async run({ args, rawArgs }) {
+    const body: Record<string, unknown> = { name: args.name };
+    if (args.dir) body.dir = resolvePath(args.dir);
+    const env = envPairs(repeated(rawArgs, "env", "e"));
+    if (env) body.env = env;
+    if (args.sandbox) body.sandbox = { mode: args.sandbox };
+    if (args["request-ref"]) body.request_ref = args["request-ref"];
+    const cell = await client(args).createCell(body);
+    if (args.json) printJson(cell);
+    else console.log(`created cell ${cell.name} at ${cell.dir}`);
+    return 0;
+  },
+});
+
+const cellLs = defineCommand({
+  meta: { name: "ls", description: "List cells" },
+  args: { ...common },
+  async run({ args }) {
+    const { cells } = await client(args).listCells();
+    if (args.json) printJson(cells);
+    else
+      console.log(
+        table(
+          ["NAME", "RUNNING", "JOBS", "DIR"],
+          cells.map((c) => [c.name, String(c.jobs.running), String(c.jobs.total), c.dir]),
+        ),
+      );
+    return 0;
+  },
+});
+
+const cellShow = defineCommand({
+  meta: { name: "show", description: "Show one cell" },
+  args: { name: { type: "positional", description: "cell name", required: true }, ...common },
+  async run({ args }) {
+    const cell = await client(args).getCell(args.name);
+    if (args.json) printJson(cell);
+    else console.log(cellLines(cell));
+    return 0;
+  },
+});
+
+const cellRm = defineCommand({
+  meta: {
+    name: "rm",
+    description:
+      "Remove a cell with its jobs and their logs (and its directory when planter made it). Refuses while jobs run unless --force",
+  },
+  args: {
+    name: { type: "positional", description: "cell name", required: true },
+    force: { type: "boolean", alias: "f", description: "kill the cell's running jobs (SIGKILL) first" },
+    ...common,
+  },
+  async run({ args }) {
+    const r = await client(args).removeCell(args.name, Boolean(args.force));
+    if (args.json) printJson(r);
+    else console.log(`removed cell ${r.removed} (${r.jobs_removed} job(s))`);
+    return 0;
+  },
+});
+
+export const cell = defineCommand({
+  meta: { name: "cell", description: "Manage cells (create, ls, show, rm)" },
+  subCommands: { create: cellCreate, ls: cellLs, show: cellShow, rm: cellRm },
+});
+
+export const run = defineCommand({
+  meta: {
+    name: "run",
+    description:
+      "Run a command as a job. Streams its stdout and stderr and exits with its exit code (128+N when killed by signal N); " +
+      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it. With --detach, prints the job id and returns at once. " +
+      "Example: planter run --cell build -- make test",
+  },
+  args: {
+    cell: { type: "string", alias: "c", description: "cell to run in (default: the default cell)", valueHint: "NAME" },
+    env: {
+      type: "string",
+      alias: "e",
+      description: "set an environment variable, repeatable (the job does not inherit yours)",
+      valueHint: "NAME=VALUE",
+    },
+    cwd: { type: "string", description: "working directory (default: the cell's directory)", valueHint: "DIR" },
+    detach: { type: "boolean", alias: "d", description: "print the job id and return without waiting" },
+    sandbox: {
+      type: "enum",
+      options: ["disabled", "permissive", "enforced"],
+      description: "sandbox mode for this job",
+    },
+    "request-ref": {
+      type: "string",
+      description: "idempotency key: repeating the same request returns the first job",
+      valueHint: "REF",
+    },
+    ...common,
+  },
+  async run({ args, rawArgs }) {
+    const argv = afterDashes(rawArgs) ?? (args._ as string[]);
+    if (!argv.length) throw usage("nothing to run", "planter run [options] -- COMMAND [ARGS…]");
+    if (args.json && !args.detach)
+      throw usage("--json goes with --detach (the job's own output is on stdout otherwise)");
+    const body: Record<string, unknown> = { argv };
+    if (args.cell) body.cell = args.cell;
+    const env = envPairs(repeated(rawArgs, "env", "e"));
+    if (env) body.env = env;
+    if (args.cwd) body.cwd = resolvePath(args.cwd);
+    if (args.sandbox) body.sandbox = { mode: args.sandbox };
+    if (args["request-ref"]) body.request_ref = args["request-ref"];
+    const api = client(args);
+    const job = await api.createJob(body);
+    if (args.detach) {
+      if (args.json) printJson(job);
+      else console.log(job.id);
+      return 0;
+    }
+    return attach(api, job);
+  },
+});
+allowRest(run);
+
+/** Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. */
+async function attach(api: ReturnType<typeof client>, job: Job): Promise<number> {
+  if (job.state === "failed" && job.reason !== "exited") {
+    throw new PlanterError("E_BAD_REQUEST", `job ${job.id} could not start (${job.reason}): ${job.message}`, {
+      hint:
+        job.reason === "sandbox_error" ? "see `planter sandbox check`, or run with --sandbox permissive" : undefined,
+    }).withExit(passthroughCode(job));
+  }
+  let interrupts = 0;
+  const onInt = () => {
+    interrupts++;
+    const body = interrupts === 1 ? { signal: "INT" } : { force: true };
+    process.stderr.write(
+      `\nplanter: ${interrupts === 1 ? "sending SIGINT to" : "killing"} job ${job.id}${interrupts === 1 ? " (Ctrl-C again to kill)" : ""}\n`,
+    );
+    api.killJob(job.id, body).catch(() => undefined);
+  };
+  process.on("SIGINT", onInt);
+  try {
+    await Promise.all([
+      copyLog(api, job.id, "stdout", 0, (d) => writeOut(process.stdout, d), { follow: true }),
+      copyLog(api, job.id, "stderr", 0, (d) => writeOut(process.stderr, d), { follow: true }),
+    ]);
+    const done = await api.getJob(job.id);
+    if (done.state === "failed" && done.reason !== "exited")
+      process.stderr.write(`planter: job ${done.id} ${outcome(done)}: ${done.message}\n`);
+    else if (done.state === "killed" || done.state === "lost")
+      process.stderr.write(`planter: job ${done.id} ${outcome(done)}\n`);
+    return passthroughCode(done);
+  } finally {
+    process.off("SIGINT", onInt);
+  }
+}
+
+function jobLines(j: Job): string {
+  return [
+    `id:        ${j.id}`,
+    `cell:      ${j.cell}`,
+    `command:   ${shellLine(j.argv)}`,
+    `cwd:       ${j.cwd}`,
+    `state:     ${outcome(j)}`,
+    `reason:    ${j.reason ?? "-"}`,
+    `exit code: ${j.exit_code ?? "-"}${j.signal ? ` (signal ${j.signal})` : ""}`,
+    ...(j.message ? [`message:   ${j.message}`] : []),
+    `pid:       ${j.pid ?? "-"}`,
+    `created:   ${j.created_at}`,
+    `started:   ${j.started_at ?? "-"}`,
+    `finished:  ${j.finished_at ?? "-"}`,
+    `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
+    `limits:    ${Object.keys(j.limits).length ? JSON.stringify(j.limits) : "-"}`,
+    ...(j.kill ? [`kill:      SIG${j.kill.signal}${j.kill.force ? " (forced)" : ""} at ${j.kill.requested_at}`] : []),
+    ...(j.request_ref ? [`request:   ${j.request_ref}`] : []),
+  ].join("\n");
+}
+
+const jobLs = defineCommand({
+  meta: { name: "ls", description: "List jobs, oldest first" },
+  args: {
+    cell: { type: "string", alias: "c", description: "only this cell's jobs", valueHint: "NAME" },
+    state: {
+      type: "enum",
+      options: ["pending", "running", "exited", "failed", "killed", "lost"],
+      description: "only jobs in this state",
+    },
+    limit: { type: "string", description: "at most this many jobs (default: all)", valueHint: "N" },
+    ...common,
+  },
+  async run({ args }) {
+    const max = args.limit === undefined ? Number.POSITIVE_INFINITY : parseCount(args.limit, "--limit");
+    const api = client(args);
+    const jobs: Job[] = [];
+    let after: string | undefined;
+    while (jobs.length < max) {
+      const page = await api.listJobs({
+        cell: args.cell,
+        state: args.state,
+        limit: Math.min(1000, max - jobs.length),
+        after,
+      });
+      jobs.push(...page.jobs);
+      if (!page.next_after) break;
+      after = page.next_after;
+    }
+    if (args.json) printJson(jobs);
+    else
+      console.log(
+        table(
+          ["ID", "CELL", "STATE", "AGE", "COMMAND"],
+          jobs.map((j) => [j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
+        ),
+      );
+    return 0;
+  },
+});
+
+const jobStatus = defineCommand({
+  meta: { name: "status", description: "Show a job: state, exit code or reason, pid, sandbox and limits" },
+  args: { id: { type: "positional", description: "job id", required: true }, ...common },
+  async run({ args }) {
+    const job = await client(args).getJob(args.id);
+    if (args.json) printJson(job);
+    else console.log(jobLines(job));
+    return 0;
+  },
+});
+
+const jobKill = defineCommand({
+  meta: {
+    name: "kill",
+    description: "Stop a job's whole process tree: SIGTERM, then SIGKILL after the grace period (--force: SIGKILL now)",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    signal: {
+      type: "enum",
+      alias: "s",
+      options: ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"],
+      description: "signal to send (default TERM)",
+    },
+    force: { type: "boolean", alias: "f", description: "SIGKILL at once" },
+    ...common,
+  },
+  async run({ args }) {
+    const job = await client(args).killJob(args.id, { signal: args.signal, force: args.force || undefined });
+    if (args.json) printJson(job);
+    else console.log(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${job.id}`);
+    return 0;
+  },
+});
+
+const jobWait = defineCommand({
+  meta: {
+    name: "wait",
+    description: "Wait for a job to end and exit with its exit code (124 if --timeout passes first)",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    timeout: {
+      type: "string",
+      alias: "t",
+      description: "give up after this long: 500ms, 30s, 5m (default: wait forever)",
+      valueHint: "DURATION",
+    },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const deadline =
+      args.timeout === undefined ? Number.POSITIVE_INFINITY : Date.now() + parseDuration(args.timeout, "--timeout");
+    for (;;) {
+      const left = Math.max(0, Math.min(60_000, deadline - Date.now()));
+      const r = await api.waitJob(args.id, left);
+      if (!r.timed_out || Date.now() >= deadline) {
+        if (args.json) printJson(r);
+        else if (r.timed_out)
+          process.stderr.write(`planter: job ${r.job.id} is still ${r.job.state} after ${args.timeout}\n`);
+        else console.log(`job ${r.job.id} ${outcome(r.job)}`);
+        return r.timed_out ? EXIT.waitTimeout : passthroughCode(r.job);
+      }
+    }
+  },
+});
+
+const jobRm = defineCommand({
+  meta: { name: "rm", description: "Remove a finished job and its logs" },
+  args: { id: { type: "positional", description: "job id", required: true }, ...common },
+  async run({ args }) {
+    const r = await client(args).removeJob(args.id);
+    if (args.json) printJson(r);
+    else console.log(`removed job ${r.removed}`);
+    return 0;
+  },
+});
+
+export const job = defineCommand({
+  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm)" },
+  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm },
+});
+
+export const events = defineCommand({
+  meta: {
+    name: "events",
+    description: "Print planterd's events (every change of a cell or job). Resume with --cursor; -f keeps following",
+  },
+  args: {
+    cursor: {
+      type: "string",
+      description: "print events after this cursor (from an earlier event)",
+      valueHint: "CURSOR",
+    },
+    follow: { type: "boolean", alias: "f", description: "keep printing new events as they happen" },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const stop = new AbortController();
+    process.once("SIGINT", () => stop.abort());
+    let cursor = args.cursor;
+    try {
+      for (;;) {
+        let n = 0;
+        for await (const e of api.events({ cursor, follow: args.follow ? 1 : undefined, limit: 1000 }, stop.signal)) {
+          n++;
+          cursor = e.cursor;
+          if (args.json) process.stdout.write(`${JSON.stringify(e)}\n`);
+          else
+            process.stdout.write(
+              `${e.cursor}  ${e.at}  ${e.kind.padEnd(18)} ${e.subject}  ${dim(JSON.stringify(e.data))}\n`,
+            );
+        }
+        if (args.follow || n < 1000) return 0;
+      }
+    } catch (e) {
+      if (stop.signal.aborted) return 0;
+      throw e;
+    }
+  },
+});
+
+if (import.meta.main) {
+  const root = defineCommand({ meta: { name: "planter" }, subCommands: { cell, run, job, events } });
+  await runCli(root, process.argv.slice(2), "planter");
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bun
+/** `logs` / `planter logs`: read and follow a job's logs over the API. */
+import { defineCommand } from "citty";
+import { client, jsonArg, parseCount, socketArg, usage } from "../lib/cli/args.ts";
+import { runCli } from "../lib/cli/main.ts";
+import { copyLog, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
+
+const logs = defineCommand({
+  meta: {
+    name: "logs",
+    description:
+      "Print a job's stdout (or --stderr). -f follows until the job ends. --offset resumes where an earlier read stopped " +
+      "(with --json every chunk carries next_offset); --tail N starts at the last N lines",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    follow: { type: "boolean", alias: "f", description: "keep printing as the job writes, until it ends" },
+    stderr: { type: "boolean", description: "read stderr instead of stdout" },
+    offset: { type: "string", description: "start at this byte offset", valueHint: "N" },
+    tail: { type: "string", alias: "n", description: "start at the last N lines", valueHint: "N" },
+    ...socketArg,
+    ...jsonArg,
+    verbose: { type: "boolean", description: "print stacks with errors" },
+  },
+  async run({ args }) {
+    if (args.offset !== undefined && args.tail !== undefined) throw usage("--offset and --tail cannot be combined");
+    const api = client(args);
+    const stream: Stream = args.stderr ? "stderr" : "stdout";
+    const stop = new AbortController();
+    process.once("SIGINT", () => stop.abort());
+    let offset = args.offset !== undefined ? parseCount(args.offset, "--offset") : 0;
+    if (args.tail !== undefined) offset = await tailOffset(api, args.id, stream, parseCount(args.tail, "--tail"));
+    const write = args.json
+      ? async (d: Uint8Array) => {
+          const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("utf8") };
+          offset += d.length;
+          await writeOut(process.stdout, Buffer.from(`${JSON.stringify(line)}\n`));
+        }
+      : (d: Uint8Array) => writeOut(process.stdout, d);
+    try {
+      await copyLog(api, args.id, stream, offset, write, { follow: Boolean(args.follow), signal: stop.signal });
+    } catch (e) {
+      if (stop.signal.aborted) return 0;
+      throw e;
+    }
+    return 0;
+  },
+});
+
+export default logs;
+
+if (import.meta.main) await runCli(logs, process.argv.slice(2), "logs");

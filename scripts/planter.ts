@@ -1,0 +1,58 @@
+#!/usr/bin/env bun
+/**
+ * The multi-call entry: dispatches on the name it was invoked as (planterd, logs, sandbox,
+ * doctor, install, uninstall, migrate) and otherwise on `planter <command>`.
+ */
+import { basename } from "node:path";
+import { defineCommand } from "citty";
+import { runCli } from "../lib/cli/main.ts";
+import { BUILD } from "../lib/version.ts";
+
+const lifecycle = () => import("./lifecycle.ts");
+const later = (name: string, what: string) => () => import("./unavailable.ts").then((m) => m.unavailable(name, what));
+
+const subCommands = {
+  daemon: () => import("./daemon.ts").then((m) => m.default),
+  run: () => lifecycle().then((m) => m.run),
+  cell: () => lifecycle().then((m) => m.cell),
+  job: () => lifecycle().then((m) => m.job),
+  logs: () => import("./logs.ts").then((m) => m.default),
+  events: () => lifecycle().then((m) => m.events),
+  sandbox: later("sandbox", "Check, render and run sandbox policies"),
+  doctor: later("doctor", "Health checks with fix hints"),
+  install: later("install", "Install planter on this host"),
+  uninstall: later("uninstall", "Remove what install put on this host"),
+  migrate: later("migrate", "Upgrade or import planter state"),
+};
+
+export const planter = defineCommand({
+  meta: {
+    name: "planter",
+    version: BUILD.version,
+    description: "Run untrusted commands in sandboxed cells, observable and under control",
+  },
+  subCommands,
+});
+
+/** Entry names of the multi-call binary and the `planter` command each stands for. */
+export const ENTRIES: Record<string, keyof typeof subCommands> = {
+  planterd: "daemon",
+  logs: "logs",
+  sandbox: "sandbox",
+  doctor: "doctor",
+  install: "install",
+  uninstall: "uninstall",
+  migrate: "migrate",
+};
+
+const versionLine = () => `planter ${BUILD.version} (${BUILD.commit})`;
+
+if (import.meta.main) {
+  const invoked = basename(process.argv0 || "planter");
+  const entry = ENTRIES[invoked];
+  if (entry) {
+    const cmd = await subCommands[entry]();
+    await runCli(cmd, process.argv.slice(2), invoked, versionLine);
+  }
+  await runCli(planter, process.argv.slice(2), "planter", versionLine);
+}
