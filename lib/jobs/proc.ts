@@ -89,22 +89,42 @@ export function signalName(n: number): string | null {
   return null;
 }
 
+/** A process identity that survives pid reuse: pid plus start time. */
+export interface ProcId {
+  pid: number;
+  start: string | null;
+}
+
 /**
  * Send `signal` to a job's whole tree: its process group, and on Linux every descendant that
- * left the group (a grandchild that called setsid still dies).
+ * left the group (a grandchild that called setsid still dies). The tree is listed before the
+ * signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
+ * signal (orphans no longer reachable by ancestry); each is checked by start time first.
+ * Returns every process signalled, for the next call.
  */
-export function signalTree(pid: number, signal: NodeJS.Signals): void {
+export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
+  const tree: ProcId[] = [];
+  if (process.platform === "linux") {
+    for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
+  }
   try {
     process.kill(-pid, signal);
   } catch {
     // the group may already be gone
   }
-  if (process.platform !== "linux") return;
-  for (const p of treePids(pid, pid)) {
+  const seen = new Set(tree.map((p) => p.pid));
+  for (const k of known) {
+    if (!seen.has(k.pid) && isAlive(k.pid, k.start)) {
+      tree.push(k);
+      seen.add(k.pid);
+    }
+  }
+  for (const p of tree) {
     try {
-      process.kill(p, signal);
+      process.kill(p.pid, signal);
     } catch {
       // raced with its exit
     }
   }
+  return tree;
 }

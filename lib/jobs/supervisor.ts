@@ -18,7 +18,7 @@ import {
   markKillRequested,
   markRunning,
 } from "../state/jobs.ts";
-import { isAlive, signalName, signalTree, startTime } from "./proc.ts";
+import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
 import { jobFiles, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -35,6 +35,8 @@ export class Supervisor {
   private readonly own = new Map<string, Subprocess>();
   private readonly adopted = new Map<string, { pid: number; start: string | null; watcher: FSWatcher | null }>();
   private readonly graceTimers = new Map<string, Timer>();
+  /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
+  private readonly signalled = new Map<string, ProcId[]>();
   private pollTimer: Timer | null = null;
 
   constructor(private readonly ctx: Context) {}
@@ -117,9 +119,13 @@ export class Supervisor {
       markKillRequested(this.ctx.db, id, signal, force, reason, Date.now());
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
     });
-    signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
+    this.signal(id, job.pid, `SIG${signal}` as NodeJS.Signals);
     if (!force) this.scheduleEscalation(id, job.pid, this.ctx.config.jobs.kill_grace_ms);
     return getJob(this.ctx.db, id) as JobRow;
+  }
+
+  private signal(id: string, pid: number, sig: NodeJS.Signals): void {
+    this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id)));
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -132,7 +138,7 @@ export class Supervisor {
         markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
         ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
       });
-      signalTree(pid, "SIGKILL");
+      this.signal(id, pid, "SIGKILL");
     }, ms);
     this.graceTimers.set(id, t);
   }
@@ -253,6 +259,10 @@ export class Supervisor {
 
   private forget(id: string): void {
     this.own.delete(id);
+    const orphans = this.signalled.get(id);
+    this.signalled.delete(id);
+    // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
+    if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
     const a = this.adopted.get(id);
     if (a) {
       a.watcher?.close();

@@ -1,0 +1,155 @@
+/** Test harness: a real planterd on a real socket in a temp PLANTER_HOME; waits on conditions, never on time. */
+import { mkdtempSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { Subprocess } from "bun";
+import { Client } from "../lib/api/client.ts";
+
+export const ROOT = join(import.meta.dir, "..");
+export const PLANTER = join(ROOT, "scripts", "planter.ts");
+
+/** Fixed environment for every spawned planter process. */
+export function baseEnv(home: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    PATH: process.env.PATH ?? "/usr/bin:/bin",
+    HOME: process.env.HOME ?? "/root",
+    NO_COLOR: "1",
+    TZ: "UTC",
+    PLANTER_HOME: home,
+    ...extra,
+  };
+}
+
+/** Poll `cond` until it is truthy; fail after `ms` with `what`. */
+export async function waitFor<T>(cond: () => T | Promise<T>, what: string, ms = 10_000): Promise<NonNullable<T>> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await cond();
+    if (v) return v as NonNullable<T>;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await Bun.sleep(5);
+  }
+}
+
+/** A short temp dir (socket paths are limited to ~107 bytes). */
+export function tempHome(prefix = "pt"): string {
+  return mkdtempSync(`/tmp/${prefix}-`);
+}
+
+export interface DaemonHandle {
+  home: string;
+  socket: string;
+  client: Client;
+  proc: Subprocess;
+  stderr: () => string;
+  /** SIGTERM and wait for exit. */
+  stop(): Promise<number>;
+  /** SIGKILL and wait for exit. */
+  kill9(): Promise<void>;
+}
+
+/** Start planterd in `home` (a new temp dir by default) and wait until it answers. */
+export async function startDaemon(
+  opts: { home?: string; env?: Record<string, string>; args?: string[]; config?: string } = {},
+): Promise<DaemonHandle> {
+  const home = opts.home ?? tempHome();
+  if (opts.config !== undefined) await Bun.write(join(home, "config.toml"), opts.config);
+  const socket = join(home, "run", "planterd.sock");
+  let err = "";
+  const proc = Bun.spawn(["bun", PLANTER, "daemon", ...(opts.args ?? [])], {
+    env: baseEnv(home, opts.env),
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  (async () => {
+    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) err += new TextDecoder().decode(chunk);
+  })();
+  const client = new Client(socket);
+  await waitFor(
+    async () => {
+      if (proc.exitCode !== null) throw new Error(`planterd exited ${proc.exitCode}: ${err}`);
+      return client.health().then(
+        (h) => h.ok,
+        () => false,
+      );
+    },
+    "planterd to answer",
+    20_000,
+  );
+  return {
+    home,
+    socket,
+    client,
+    proc,
+    stderr: () => err,
+    async stop() {
+      proc.kill("SIGTERM");
+      return await proc.exited;
+    },
+    async kill9() {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    },
+  };
+}
+
+/** Run the planter CLI (from source) and collect its output. */
+export async function cli(home: string, args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}) {
+  const proc = Bun.spawn(["bun", PLANTER, ...args], {
+    env: baseEnv(home, opts.env),
+    stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+/** Raw HTTP over the socket, for bad-input tests. */
+export async function raw(
+  socket: string,
+  method: string,
+  path: string,
+  body?: string | Uint8Array,
+  headers: Record<string, string> = {},
+) {
+  const res = await fetch(`http://planterd${path}`, {
+    unix: socket,
+    method,
+    body,
+    headers: { "content-type": "application/json", ...headers },
+  });
+  const text = await res.text();
+  let json: unknown = null;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = null;
+  }
+  return {
+    status: res.status,
+    json: json as {
+      error?: { code: string; message: string; hint?: string; details?: Record<string, unknown> };
+    } & Record<string, unknown>,
+    text,
+  };
+}
+
+/** True while a pid exists and is not a zombie. */
+export function pidAlive(pid: number): boolean {
+  try {
+    const stat = require("node:fs").readFileSync(`/proc/${pid}/stat`, "utf8") as string;
+    const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+    return state !== "Z" && state !== "X";
+  } catch {
+    return false;
+  }
+}
+
+export function cleanup(home: string): void {
+  rmSync(home, { recursive: true, force: true });
+}

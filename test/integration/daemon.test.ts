@@ -1,0 +1,168 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { baseEnv, cleanup, PLANTER, pidAlive, startDaemon, tempHome, waitFor } from "../harness.ts";
+
+const homes: string[] = [];
+afterAll(() => {
+  for (const h of homes) cleanup(h);
+});
+const home = () => {
+  const h = tempHome();
+  homes.push(h);
+  return h;
+};
+
+/** Run `planter daemon` expecting it to refuse to start. */
+async function refused(h: string, extraArgs: string[] = []) {
+  const p = Bun.spawn(["bun", PLANTER, "daemon", ...extraArgs], { env: baseEnv(h), stdout: "pipe", stderr: "pipe" });
+  const [code, stderr] = await Promise.all([p.exited, new Response(p.stderr).text()]);
+  return { code, stderr };
+}
+
+describe("planterd", () => {
+  test("health, ready and version answer; socket 0600 in a 0700 dir", async () => {
+    const d = await startDaemon({ home: home() });
+    expect(await d.client.health()).toEqual({ ok: true });
+    const v = await d.client.version();
+    expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "none", sandbox_mode: "disabled" });
+    expect(v.version).toMatch(/^\d+\.\d+\.\d+/);
+    const ready = await d.client.request<{ ready: boolean }>("GET", "/v1/ready");
+    expect(ready.ready).toBe(true);
+    expect(statSync(d.socket).mode & 0o777).toBe(0o600);
+    expect(statSync(join(d.home, "run")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(d.home, "state")).mode & 0o777).toBe(0o700);
+    expect(await d.stop()).toBe(0);
+    expect(existsSync(d.socket)).toBe(false);
+  });
+
+  test("a second daemon on the same socket refuses with a clear message", async () => {
+    const d = await startDaemon({ home: home() });
+    const r = await refused(d.home, ["--state-dir", join(d.home, "other-state")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`another planterd is already serving on ${d.socket}`);
+    expect(await d.client.health()).toEqual({ ok: true });
+    await d.stop();
+  });
+
+  test("a second daemon on another socket but the same state dir refuses", async () => {
+    const d = await startDaemon({ home: home() });
+    const r = await refused(d.home, ["--socket", join(d.home, "other.sock")]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("is using the state dir");
+    await d.stop();
+  });
+
+  test("a stale socket file (nothing answers) is replaced", async () => {
+    const h = home();
+    mkdirSync(join(h, "run"), { mode: 0o700 });
+    const sock = join(h, "run", "planterd.sock");
+    // Leave a socket file behind with nobody listening: a server that dies without unlinking.
+    const child = Bun.spawn([
+      "bun",
+      "-e",
+      `require("node:net").createServer().listen(${JSON.stringify(sock)}, () => process.kill(process.pid, "SIGKILL"))`,
+    ]);
+    await child.exited;
+    expect(existsSync(sock)).toBe(true);
+    const d = await startDaemon({ home: h });
+    expect(await d.client.health()).toEqual({ ok: true });
+    await d.stop();
+  });
+
+  test("a path that is not a socket is not removed", async () => {
+    const h = home();
+    mkdirSync(join(h, "run"), { mode: 0o700 });
+    writeFileSync(join(h, "run", "planterd.sock"), "keep me");
+    const r = await refused(h);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("exists and is not a socket");
+    expect(await Bun.file(join(h, "run", "planterd.sock")).text()).toBe("keep me");
+  });
+
+  test("SIGTERM stops the daemon, leaves jobs running, and finishes in-flight requests", async () => {
+    const d = await startDaemon({ home: home() });
+    const j = await d.client.createJob({ argv: ["sleep", "300"] });
+    const pending = d.client.waitJob(j.id, 60_000);
+    // the wait request is in flight: SIGTERM ends it with an answer, not a reset
+    const code = await d.stop();
+    expect(code).toBe(0);
+    const r = await pending;
+    expect(r).toEqual({ job: r.job, timed_out: true });
+    expect(pidAlive(j.pid as number)).toBe(true);
+    process.kill(-(j.pid as number), "SIGKILL");
+    await waitFor(() => !pidAlive(j.pid as number), "the job to die");
+  });
+
+  test("an unknown config key stops startup with its path", async () => {
+    const h = home();
+    writeFileSync(join(h, "config.toml"), "[jobs]\nkill_grace = 5\n");
+    const r = await refused(h);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("jobs.kill_grace");
+    expect(r.stderr).toContain("config.toml");
+  });
+
+  test("a bad config value stops startup with what was expected", async () => {
+    const h = home();
+    writeFileSync(join(h, "config.toml"), '[jobs]\nkill_grace_ms = "soon"\n');
+    const r = await refused(h);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("jobs.kill_grace_ms");
+    expect(r.stderr).toContain("Expected number");
+  });
+
+  test("a TOML syntax error stops startup", async () => {
+    const h = home();
+    writeFileSync(join(h, "config.toml"), "[jobs\n");
+    const r = await refused(h);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("cannot parse config");
+  });
+
+  test("a corrupt database stops startup with a hint", async () => {
+    const h = home();
+    mkdirSync(join(h, "state"), { recursive: true });
+    writeFileSync(join(h, "state", "planter.db"), "this is not a database at all, just text ".repeat(200));
+    const r = await refused(h);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("failed its integrity check");
+    expect(r.stderr).toContain("hint: stop planterd, move");
+  });
+
+  test("a socket path too long for a Unix socket is refused", async () => {
+    const r = await refused(home(), ["--socket", `/tmp/${"x".repeat(120)}.sock`]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("longer than a Unix socket allows");
+  });
+});
+
+test("socket activation: planterd serves on the inherited fd 3", async () => {
+  const h = home();
+  const sock = join(h, "activated.sock");
+  const p = Bun.spawn(["systemd-socket-activate", "-l", sock, "bun", PLANTER, "daemon"], {
+    env: baseEnv(h),
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const { Client } = await import("../../lib/api/client.ts");
+  const c = new Client(sock);
+  // systemd-socket-activate starts planterd on the first connection.
+  await waitFor(
+    () =>
+      c.health().then(
+        (x) => x.ok,
+        () => false,
+      ),
+    "the activated daemon to answer",
+    20_000,
+  );
+  const j = await c.createJob({ argv: ["echo", "activated"] });
+  expect((await c.waitJob(j.id, 10_000)).job.exit_code).toBe(0);
+  // planterd must not have bound its default path or a TCP port: only the inherited socket.
+  expect(existsSync(join(h, "run", "planterd.sock"))).toBe(false);
+  p.kill("SIGTERM");
+  await p.exited;
+  const err = await new Response(p.stderr).text();
+  expect(err).toContain("socket-activated");
+});
