@@ -140,7 +140,9 @@ describe("planterd", () => {
 test("socket activation: planterd serves on the inherited fd 3", async () => {
   const h = home();
   const sock = join(h, "activated.sock");
-  const p = Bun.spawn(["systemd-socket-activate", "-l", sock, "bun", PLANTER, "daemon"], {
+  // systemd-socket-activate passes only the variables named with -E.
+  const pass = ["PATH", "HOME", "PLANTER_HOME"].flatMap((k) => ["-E", k]);
+  const p = Bun.spawn(["systemd-socket-activate", "-l", sock, ...pass, "bun", PLANTER, "daemon"], {
     env: baseEnv(h),
     stdout: "ignore",
     stderr: "pipe",
@@ -161,6 +163,7 @@ test("socket activation: planterd serves on the inherited fd 3", async () => {
   expect((await c.waitJob(j.id, 10_000)).job.exit_code).toBe(0);
   // planterd must not have bound its default path or a TCP port: only the inherited socket.
   expect(existsSync(join(h, "run", "planterd.sock"))).toBe(false);
+  expect(existsSync(join(h, "state", "jobs", j.id, "stdout"))).toBe(true);
   p.kill("SIGTERM");
   await p.exited;
   const err = await new Response(p.stderr).text();
