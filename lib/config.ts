@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
+import { Policy } from "./sandbox/policy.ts";
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 
@@ -48,7 +49,12 @@ export const ConfigSchema = v.strictObject({
   limits: v.optional(Limits, {}),
   sandbox: v.optional(
     v.strictObject({
-      mode: v.optional(SandboxMode, "disabled"),
+      /** Mode for jobs whose cell and request name none. */
+      mode: v.optional(SandboxMode, "permissive"),
+      /** Modes a cell or job may ask for. */
+      allowed_modes: v.optional(v.pipe(v.array(SandboxMode), v.minLength(1)), ["disabled", "permissive", "enforced"]),
+      /** Policy of cells that name none. */
+      policy: v.optional(Policy, {}),
     }),
     {},
   ),

@@ -52,7 +52,13 @@ export async function startDaemon(
   opts: { home?: string; env?: Record<string, string>; args?: string[]; config?: string } = {},
 ): Promise<DaemonHandle> {
   const home = opts.home ?? tempHome();
-  if (opts.config !== undefined) await Bun.write(join(home, "config.toml"), opts.config);
+  // Lifecycle tests run jobs unsandboxed (they hand jobs files under /tmp, which a sandbox
+  // makes private); sandbox tests say [sandbox] themselves.
+  const config = opts.config ?? "";
+  await Bun.write(
+    join(home, "config.toml"),
+    config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`,
+  );
   const socket = join(home, "run", "planterd.sock");
   let err = "";
   const proc = Bun.spawn(["bun", PLANTER, "daemon", ...(opts.args ?? [])], {

@@ -3,27 +3,21 @@
  * planterd and its clients. Every boundary is validated here with valibot.
  */
 import * as v from "valibot";
+import { type EffectivePolicy, Policy } from "../sandbox/policy.ts";
+import { EnvMap, SafeString } from "./strings.ts";
+
+export { EnvMap, EnvName, SafeString } from "./strings.ts";
+
 import { badRequest } from "./errors.ts";
 
 /** API version served under /v1. */
 export const API_VERSION = 1;
-
-const noNul = (s: string) => !s.includes("\0");
-/** A string without NUL bytes (they cannot cross into argv, env or paths). */
-export const SafeString = v.pipe(v.string(), v.check(noNul, "NUL bytes are not allowed"));
 
 /** Cell names: lowercase, digits, `.`, `_`, `-`; 1-63 chars; never `.` or `..`. */
 export const CELL_NAME_RE = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 export const CellName = v.pipe(
   v.string(),
   v.regex(CELL_NAME_RE, "a cell name is 1-63 characters of a-z 0-9 . _ - starting with a letter or digit"),
-);
-
-/** Environment variable names accepted in env maps. */
-export const EnvName = v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an env name is [A-Za-z_][A-Za-z0-9_]*"));
-export const EnvMap = v.pipe(
-  v.record(EnvName, SafeString),
-  v.check((m) => Object.keys(m).length <= 1024, "at most 1024 env entries"),
 );
 
 const MAX_DURATION_MS = 30 * 24 * 3600 * 1000;
@@ -43,9 +37,10 @@ export const SANDBOX_MODES = ["disabled", "permissive", "enforced"] as const;
 export const SandboxMode = v.picklist(SANDBOX_MODES);
 export type SandboxMode = v.InferOutput<typeof SandboxMode>;
 
-/** Sandbox settings of a cell or job. */
+/** Sandbox settings of a cell or job: the mode and the policy (lib/sandbox/policy.ts). */
 export const SandboxSpec = v.strictObject({
   mode: v.optional(SandboxMode),
+  policy: v.optional(Policy),
 });
 export type SandboxSpec = v.InferOutput<typeof SandboxSpec>;
 
@@ -128,7 +123,7 @@ export interface Job {
   started_at: string | null;
   finished_at: string | null;
   limits: Limits;
-  sandbox: { mode: SandboxMode; backend: string; fallback: boolean };
+  sandbox: { mode: SandboxMode; backend: string; fallback: boolean; policy: EffectivePolicy | null };
   kill: { signal: string; force: boolean; requested_at: string } | null;
   request_ref: string | null;
 }

@@ -58,6 +58,8 @@ export class Context {
   private writesSincePrune = 0;
   /** The platform sandbox backend and its probe, filled in at startup. */
   sandbox: { backend: Backend | null; probe: Probe } = { backend: null, probe: { ok: false } };
+  /** Requests being handled right now (set by the server; reported by /v1/ready). */
+  inflight: () => number = () => 0;
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

@@ -97,13 +97,22 @@ const tooLarge = (limit: number) =>
 /** Parse a JSON body; an empty body is `{}`. */
 export function parseJson(buf: Buffer): unknown {
   if (buf.length === 0) return {};
+  let value: unknown;
   try {
-    return JSON.parse(buf.toString("utf8"));
+    value = JSON.parse(buf.toString("utf8"));
   } catch (e) {
     throw new PlanterError("E_BAD_REQUEST", `malformed JSON body: ${(e as Error).message}`, {
       hint: "send a JSON object with Content-Type: application/json",
     });
   }
+  // Arrays would otherwise pass an object schema and be reported key by key ("0", "1", …).
+  if (value === null || typeof value !== "object" || Array.isArray(value)) {
+    const what = value === null ? "null" : Array.isArray(value) ? "an array" : `a ${typeof value}`;
+    throw new PlanterError("E_BAD_REQUEST", `request body must be a JSON object, not ${what}`, {
+      hint: "send a JSON object with Content-Type: application/json",
+    });
+  }
+  return value;
 }
 
 /** Refuse query parameters a route does not know. */
@@ -121,11 +130,12 @@ export function allowQuery(query: URLSearchParams, allowed: readonly string[]): 
 export function intParam(query: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
   const raw = query.get(name);
   if (raw === null || raw === "") return dflt;
-  if (!/^-?\d{1,16}$/.test(raw))
+  if (!/^-?\d+$/.test(raw))
     throw new PlanterError("E_BAD_REQUEST", `${name} must be an integer, not ${JSON.stringify(raw)}`);
-  const n = Number(raw);
+  // Any number of digits is an integer; one too large to be exact is also beyond `max`.
+  const n = Number(raw) || 0;
   if (n < min || n > max)
-    throw new PlanterError("E_BAD_REQUEST", `${name} must be between ${min} and ${max}, not ${n}`);
+    throw new PlanterError("E_BAD_REQUEST", `${name} must be between ${min} and ${max}, not ${raw}`);
   return n;
 }
 

@@ -73,6 +73,7 @@ export class ApiServer {
       else socket.destroy();
     });
     this.net = createNetServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
+    ctx.inflight = () => this.inflight.size;
   }
 
   private accept(socket: Socket): void {

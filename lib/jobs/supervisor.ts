@@ -2,13 +2,16 @@
  * Job supervision: spawn each job under the exit-status recorder in its own session, kill
  * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
  */
-import { closeSync, type FSWatcher, mkdirSync, openSync, watch } from "node:fs";
+import { closeSync, type FSWatcher, mkdirSync, openSync, rmSync, watch, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context } from "../daemon/context.ts";
-import { jobDir } from "../paths.ts";
+import { jobDir, socketDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
+import { complete } from "../sandbox/policy.ts";
 import {
   type Finish,
   getJob,
@@ -60,15 +63,21 @@ export class Supervisor {
       // Append mode: a file handed to Bun.spawn as Bun.file() would be truncated.
       out = openSync(files.stdout, "a", 0o600);
       err = openSync(files.stderr, "a", 0o600);
+      const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const plan = backend.plan({
-        argv: job.argv,
+        argv: [program, ...job.argv.slice(1)],
         env: job.env,
         cwd: job.cwd,
         cellDir,
-        protect: [this.ctx.paths.stateDir, this.ctx.paths.socketPath],
+        policy: job.sandbox_policy ?? complete(undefined),
+        protect: [this.ctx.paths.stateDir, socketDir(this.ctx.paths.socketPath)],
+        home: job.env.HOME ?? homedir(),
+        jobDir: dir,
+        scratch: scratchDir(job.id),
       });
-      const program = resolveProgram(plan.argv[0] as string, plan.env.PATH, plan.cwd);
-      const proc = Bun.spawn(recorderArgv(files.status, [program, ...plan.argv.slice(1)]), {
+      for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
+      for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
+      const proc = Bun.spawn(recorderArgv(files.status, plan.argv), {
         cwd: plan.cwd,
         env: plan.env,
         stdin: "ignore",
@@ -91,7 +100,9 @@ export class Supervisor {
         reason,
         exit_code: null,
         signal: null,
-        message: pe ? pe.message : spawnMessage(e, job),
+        message: pe
+          ? `${pe.message}${pe.hint && reason === "sandbox_error" ? ` (${pe.hint})` : ""}`
+          : spawnMessage(e, job),
         at: Date.now(),
       });
     } finally {
@@ -259,6 +270,7 @@ export class Supervisor {
 
   private forget(id: string): void {
     this.own.delete(id);
+    rmSync(scratchDir(id), { recursive: true, force: true });
     const orphans = this.signalled.get(id);
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
@@ -283,6 +295,11 @@ export class Supervisor {
     for (const t of this.graceTimers.values()) clearTimeout(t);
     this.graceTimers.clear();
   }
+}
+
+/** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */
+function scratchDir(id: string): string {
+  return join(tmpdir(), `planter-${id}`);
 }
 
 function killReason(job: JobRow, endingSignal: string): Reason {

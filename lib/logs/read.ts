@@ -70,12 +70,16 @@ export class GrowthWatch {
     e.waiters.add(check);
     // The file may have grown between the read and the watch.
     queueMicrotask(check);
+    let disposed = false;
     return () => {
+      // Idempotent: a second call must not close or unmap a newer entry for the same file.
+      if (disposed) return;
+      disposed = true;
       e.waiters.delete(check);
       if (e.waiters.size === 0) {
         e.watcher?.close();
         if (e.poll) clearInterval(e.poll);
-        this.files.delete(file);
+        if (this.files.get(file) === e) this.files.delete(file);
       }
     };
   }

@@ -1,5 +1,6 @@
 /** The isolation-backend interface: a backend turns a job request into a spawn plan. */
 import type { SandboxMode } from "../api/contract.ts";
+import type { EffectivePolicy } from "./policy.ts";
 
 /** What a backend needs to know to isolate one job. */
 export interface PlanRequest {
@@ -7,8 +8,21 @@ export interface PlanRequest {
   env: Record<string, string>;
   cwd: string;
   cellDir: string;
-  /** Paths a job must never reach: planter's state dir and socket. */
+  policy: EffectivePolicy;
+  /** Paths a job must never reach: planter's state dir and socket dir. */
   protect: string[];
+  /** The home directory whose shell rc files stay read-only. */
+  home: string;
+  /** The job's directory in the state dir, for files planter itself reads (a profile). */
+  jobDir: string;
+  /** A private temp directory for the job, outside the protected paths. */
+  scratch: string;
+}
+
+/** A file the supervisor writes before spawning (a Seatbelt profile, say). */
+export interface PlanFile {
+  path: string;
+  content: string;
 }
 
 /** What the supervisor runs: the program and arguments, environment and working dir. */
@@ -16,6 +30,8 @@ export interface SpawnPlan {
   argv: string[];
   env: Record<string, string>;
   cwd: string;
+  files?: PlanFile[];
+  dirs?: string[];
 }
 
 /** Result of probing whether a backend can run here. */
@@ -24,6 +40,8 @@ export interface Probe {
   version?: string;
   message?: string;
   hint?: string;
+  /** User namespaces: "enabled", "disabled", "restricted (AppArmor)", "not needed (root)", "n/a". */
+  userns?: string;
 }
 
 export interface Backend {

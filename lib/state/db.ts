@@ -68,6 +68,13 @@ export const MIGRATIONS: Migration[] = [
       db.run(`INSERT INTO meta (key, value) VALUES ('stream_id', ?)`, [randomStreamId()]);
     },
   },
+  {
+    version: 2,
+    name: "effective sandbox policy of each job",
+    up: (db) => {
+      db.run("ALTER TABLE jobs ADD COLUMN sandbox_policy TEXT");
+    },
+  },
 ];
 
 /** The schema version this build writes. */

@@ -2,7 +2,8 @@
 import type { Database } from "bun:sqlite";
 import * as v from "valibot";
 import { type Job, type JobState, Limits, type Reason, type SandboxMode } from "../api/contract.ts";
-import { jsonColumn, StringArray, StringRecord } from "./json.ts";
+import type { EffectivePolicy } from "../sandbox/policy.ts";
+import { AnyRecord, jsonColumn, StringArray, StringRecord } from "./json.ts";
 
 /** A job row with its JSON columns decoded. */
 export interface JobRow {
@@ -14,6 +15,7 @@ export interface JobRow {
   env: Record<string, string>;
   limits: Limits;
   sandbox_mode: SandboxMode;
+  sandbox_policy: EffectivePolicy | null;
   backend: string;
   sandbox_fallback: boolean;
   state: JobState;
@@ -33,7 +35,8 @@ export interface JobRow {
   request_ref: string | null;
 }
 
-type RawJob = Omit<JobRow, "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force"> & {
+type RawJob = Omit<JobRow, "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force" | "sandbox_policy"> & {
+  sandbox_policy: string | null;
   argv: string;
   env: string;
   limits: string;
@@ -50,6 +53,10 @@ function decode(r: RawJob): JobRow {
     argv: jsonColumn(StringArray, r.argv, `${where} argv`),
     env: jsonColumn(StringRecord, r.env, `${where} env`),
     limits: jsonColumn(LimitsLoose, r.limits, `${where} limits`),
+    sandbox_policy:
+      r.sandbox_policy === null
+        ? null
+        : (jsonColumn(AnyRecord, r.sandbox_policy, `${where} sandbox_policy`) as unknown as EffectivePolicy),
     sandbox_fallback: r.sandbox_fallback === 1,
     kill_force: r.kill_force === 1,
   };
@@ -63,13 +70,23 @@ export function newJobId(now = Date.now()): string {
 
 export type NewJob = Pick<
   JobRow,
-  "id" | "cell" | "argv" | "cwd" | "env" | "limits" | "sandbox_mode" | "backend" | "created_at" | "request_ref"
+  | "id"
+  | "cell"
+  | "argv"
+  | "cwd"
+  | "env"
+  | "limits"
+  | "sandbox_mode"
+  | "sandbox_policy"
+  | "backend"
+  | "created_at"
+  | "request_ref"
 >;
 
 export function insertJob(db: Database, j: NewJob): void {
   db.query(
-    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, backend, state, created_at, request_ref)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, sandbox_policy, backend, state, created_at, request_ref)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
   ).run(
     j.id,
     j.cell,
@@ -78,6 +95,7 @@ export function insertJob(db: Database, j: NewJob): void {
     JSON.stringify(j.env),
     JSON.stringify(j.limits),
     j.sandbox_mode,
+    j.sandbox_policy === null ? null : JSON.stringify(j.sandbox_policy),
     j.backend,
     j.created_at,
     j.request_ref,
@@ -196,7 +214,7 @@ export function jobView(j: JobRow): Job {
     started_at: iso(j.started_at),
     finished_at: iso(j.finished_at),
     limits: j.limits,
-    sandbox: { mode: j.sandbox_mode, backend: j.backend, fallback: j.sandbox_fallback },
+    sandbox: { mode: j.sandbox_mode, backend: j.backend, fallback: j.sandbox_fallback, policy: j.sandbox_policy },
     kill:
       j.kill_requested_at === null
         ? null

@@ -25,7 +25,7 @@ describe("planterd", () => {
     const d = await startDaemon({ home: home() });
     expect(await d.client.health()).toEqual({ ok: true });
     const v = await d.client.version();
-    expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "none", sandbox_mode: "disabled" });
+    expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "bwrap", sandbox_mode: "disabled" });
     expect(v.version).toMatch(/^\d+\.\d+\.\d+/);
     const ready = await d.client.request<{ ready: boolean }>("GET", "/v1/ready");
     expect(ready.ready).toBe(true);
@@ -84,7 +84,11 @@ describe("planterd", () => {
     const d = await startDaemon({ home: home() });
     const j = await d.client.createJob({ argv: ["sleep", "300"] });
     const pending = d.client.waitJob(j.id, 60_000);
-    // the wait request is in flight: SIGTERM ends it with an answer, not a reset
+    // Once the wait is in flight (this ready request is the other one), SIGTERM must end it with an answer.
+    await waitFor(
+      async () => (await d.client.request<{ requests_in_flight: number }>("GET", "/v1/ready")).requests_in_flight >= 2,
+      "the wait request to be in flight",
+    );
     const code = await d.stop();
     expect(code).toBe(0);
     const r = await pending;

@@ -9,6 +9,7 @@ import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
+import { checkMode } from "./jobs.ts";
 
 /** The cell, or E_NOT_FOUND with a hint. */
 export function requireCell(ctx: Context, name: string): CellRow {
@@ -43,6 +44,7 @@ export function create(ctx: Context, req: Req): Reply {
       if (cell) return ok(cellView(ctx.db, cell), 200);
     }
   }
+  if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
   if (getCell(ctx.db, body.name)) {
     throw conflict(
       `cell ${JSON.stringify(body.name)} already exists`,

@@ -1,12 +1,29 @@
 /** Jobs: submit, list, show, kill, wait, remove. */
 import { rmSync } from "node:fs";
 import * as v from "valibot";
-import { FINAL_STATES, JOB_STATES, JobCreate, type JobState, KillRequest, parseBody } from "../../api/contract.ts";
+import {
+  FINAL_STATES,
+  JOB_STATES,
+  JobCreate,
+  type JobState,
+  KillRequest,
+  parseBody,
+  type SandboxMode,
+} from "../../api/contract.ts";
 import { badRequest, conflict, notFound } from "../../api/errors.ts";
-import { jobDir } from "../../paths.ts";
+import { jobDir, socketDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
+import {
+  complete,
+  type EffectivePolicy,
+  narrow,
+  type Policy,
+  resolvePolicyPaths,
+  within,
+} from "../../sandbox/policy.ts";
+import type { CellRow } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
@@ -20,24 +37,61 @@ export function requireJob(ctx: Context, id: string): JobRow {
   return job;
 }
 
-/** The environment a job starts with: the documented minimal set from the daemon, then cell, then job. */
+/**
+ * The environment a job starts with: the documented minimal set from the daemon, the daemon
+ * variables the sandbox policy passes, then cell env, job env and the policy's `set`.
+ */
 export function jobEnv(
   ctx: Context,
   cellEnv: Record<string, string>,
-  jobEnv: Record<string, string> | undefined,
+  requested: Record<string, string> | undefined,
   id: string,
   cell: string,
-) {
+  policy: EffectivePolicy | null,
+): Record<string, string> {
   const env: Record<string, string> = {};
-  for (const name of ctx.config.jobs.env_pass) {
+  for (const name of [...ctx.config.jobs.env_pass, ...(policy?.env.pass ?? [])]) {
     const value = process.env[name];
     if (value !== undefined) env[name] = value;
   }
   if (!env.PATH) env.PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-  Object.assign(env, cellEnv, jobEnv ?? {});
+  Object.assign(env, cellEnv, requested ?? {}, policy?.env.set ?? {});
   env.PLANTER_JOB_ID = id;
   env.PLANTER_CELL = cell;
   return env;
+}
+
+/** Refuse a sandbox mode the daemon's config does not allow. */
+export function checkMode(ctx: Context, mode: SandboxMode, where: string): void {
+  const allowed = ctx.config.sandbox.allowed_modes;
+  if (!allowed.includes(mode)) {
+    throw badRequest(
+      `sandbox mode ${mode} (${where}) is not allowed by planterd's config`,
+      `allowed: ${allowed.join(", ")} (config [sandbox] allowed_modes)`,
+    );
+  }
+}
+
+/** Paths a job must never reach: planter's state dir and its socket dir. */
+export function protectedPaths(ctx: Context): string[] {
+  return [ctx.paths.stateDir, socketDir(ctx.paths.socketPath)];
+}
+
+/** The job's effective policy (cell policy narrowed by the job's), checked and resolved. */
+export function effectivePolicy(ctx: Context, cell: CellRow, job: Policy | undefined): EffectivePolicy {
+  const base = complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy));
+  const p = resolvePolicyPaths(narrow(base, job, cell.dir));
+  for (const path of [...p.read_write, ...p.read_only]) {
+    for (const guard of protectedPaths(ctx)) {
+      if (within(path, guard) || within(guard, path)) {
+        throw badRequest(
+          `sandbox path ${path} would expose planter's own state or socket (${guard})`,
+          "jobs can never reach planterd; choose another path",
+        );
+      }
+    }
+  }
+  return p;
 }
 
 export function create(ctx: Context, req: Req): Reply {
@@ -55,6 +109,12 @@ export function create(ctx: Context, req: Req): Reply {
   const cell = cellName === ctx.config.jobs.default_cell ? ensureCell(ctx, cellName) : requireCell(ctx, cellName);
   const id = newJobId();
   const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
+  checkMode(
+    ctx,
+    mode,
+    body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
+  );
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy);
   let backend: Backend = noneBackend;
   let fallback = false;
   let sandboxFailure: string | null = null;
@@ -72,9 +132,10 @@ export function create(ctx: Context, req: Req): Reply {
     cell: cell.name,
     argv: body.argv,
     cwd: body.cwd ?? cell.dir,
-    env: jobEnv(ctx, cell.env, body.env, id, cell.name),
+    env: jobEnv(ctx, cell.env, body.env, id, cell.name, policy),
     limits: { ...ctx.config.limits, ...cell.limits, ...body.limits },
     sandbox_mode: mode,
+    sandbox_policy: policy,
     backend: backend.name,
     created_at: Date.now(),
     request_ref: body.request_ref ?? null,

@@ -41,6 +41,7 @@ export async function read(ctx: Context, req: Req): Promise<Reply> {
         clearTimeout(timer);
         offGrow();
         offEnd();
+        req.signal.removeEventListener("abort", done);
         resolve();
       }
     });

@@ -20,11 +20,16 @@ export function ready(ctx: Context, req: Req): Reply {
   const body = {
     ready: stateOk,
     state: stateOk ? "ok" : "unavailable",
+    jobs_watched: ctx.supervisor.watching,
+    requests_in_flight: ctx.inflight(),
     sandbox: {
       mode: ctx.defaultMode,
       backend: ctx.sandbox.backend?.name ?? "none",
       ok: ctx.sandbox.probe.ok,
+      version: ctx.sandbox.probe.version ?? null,
+      userns: ctx.sandbox.probe.userns ?? null,
       message: ctx.sandbox.probe.message ?? null,
+      hint: ctx.sandbox.probe.hint ?? null,
     },
   };
   return ok(body, stateOk ? 200 : 503);

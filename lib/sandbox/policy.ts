@@ -1,0 +1,126 @@
+/**
+ * Sandbox policies: what a job may reach. Set per cell; a job may narrow its cell's policy,
+ * never widen it. Paths are literal (no globs) and resolved through symlinks before use.
+ */
+import { existsSync, realpathSync } from "node:fs";
+import { isAbsolute, relative } from "node:path";
+import * as v from "valibot";
+import { badRequest } from "../api/errors.ts";
+import { EnvMap, EnvName, SafeString } from "../api/strings.ts";
+
+const PolicyPath = v.pipe(
+  SafeString,
+  v.minLength(1),
+  v.maxLength(4096),
+  v.check((p) => p.startsWith("/"), "must be an absolute path"),
+  v.check((p) => !/[*?[]/.test(p), "paths are literal: no glob characters"),
+);
+const PathList = v.pipe(v.array(PolicyPath), v.maxLength(256, "at most 256 paths"));
+
+/** A sandbox policy as given (every field optional). */
+export const Policy = v.strictObject({
+  fs_mode: v.optional(v.picklist(["read_only", "writable"])),
+  network: v.optional(v.picklist(["none", "host"])),
+  read_write: v.optional(PathList),
+  read_only: v.optional(PathList),
+  deny: v.optional(PathList),
+  env: v.optional(
+    v.strictObject({
+      pass: v.optional(v.pipe(v.array(EnvName), v.maxLength(256))),
+      set: v.optional(EnvMap),
+    }),
+  ),
+});
+export type Policy = v.InferOutput<typeof Policy>;
+
+/** A policy with every field filled in. */
+export interface EffectivePolicy {
+  fs_mode: "read_only" | "writable";
+  network: "none" | "host";
+  read_write: string[];
+  read_only: string[];
+  deny: string[];
+  env: { pass: string[]; set: Record<string, string> };
+}
+
+/** What a cell gets when it names no policy: its dir writable, no network. */
+export const DEFAULT_POLICY: EffectivePolicy = {
+  fs_mode: "writable",
+  network: "none",
+  read_write: [],
+  read_only: [],
+  deny: [],
+  env: { pass: [], set: {} },
+};
+
+/** Fill in the defaults. */
+export function complete(p: Policy | undefined, base: EffectivePolicy = DEFAULT_POLICY): EffectivePolicy {
+  return {
+    fs_mode: p?.fs_mode ?? base.fs_mode,
+    network: p?.network ?? base.network,
+    read_write: p?.read_write ?? base.read_write,
+    read_only: p?.read_only ?? base.read_only,
+    deny: p?.deny ?? base.deny,
+    env: { pass: p?.env?.pass ?? base.env.pass, set: p?.env?.set ?? base.env.set },
+  };
+}
+
+/** True when `child` is `parent` or lies below it. */
+export function within(child: string, parent: string): boolean {
+  const r = relative(parent, child);
+  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
+}
+
+/**
+ * The job's effective policy: the cell's, narrowed by the job's. Anything that would widen the
+ * cell's policy is refused with E_BAD_REQUEST and a hint.
+ */
+export function narrow(cell: EffectivePolicy, job: Policy | undefined, cellDir: string): EffectivePolicy {
+  if (!job) return cell;
+  const widen = (what: string, hint: string) =>
+    badRequest(
+      `the job's sandbox policy widens its cell's: ${what}`,
+      `a job may only narrow its cell's policy; ${hint}`,
+    );
+  if (job.fs_mode === "writable" && cell.fs_mode === "read_only") {
+    throw widen("fs_mode writable on a read_only cell", "change the cell's policy, or use another cell");
+  }
+  if (job.network === "host" && cell.network === "none") {
+    throw widen("network host on a cell without network", 'give the cell network = "host"');
+  }
+  const fsMode = job.fs_mode ?? cell.fs_mode;
+  for (const p of job.read_write ?? []) {
+    const ok = cell.read_write.some((c) => within(p, c)) || (cell.fs_mode === "writable" && within(p, cellDir));
+    if (!ok) throw widen(`read_write ${p} is not writable in the cell`, "add it to the cell's read_write");
+  }
+  for (const name of job.env?.pass ?? []) {
+    if (!cell.env.pass.includes(name))
+      throw widen(`env.pass ${name} is not passed by the cell`, "add it to the cell's env.pass");
+  }
+  return {
+    fs_mode: fsMode,
+    network: job.network ?? cell.network,
+    read_write: job.read_write ?? cell.read_write,
+    read_only: [...new Set([...cell.read_only, ...(job.read_only ?? [])])],
+    deny: [...new Set([...cell.deny, ...(job.deny ?? [])])],
+    env: { pass: job.env?.pass ?? cell.env.pass, set: { ...cell.env.set, ...(job.env?.set ?? {}) } },
+  };
+}
+
+/**
+ * Resolve every path through symlinks. A read_write or read_only path must exist; a deny path
+ * that does not exist is dropped (there is nothing to hide).
+ */
+export function resolvePolicyPaths(p: EffectivePolicy): EffectivePolicy {
+  const must = (path: string, field: string) => {
+    if (!existsSync(path))
+      throw badRequest(`sandbox ${field} path ${path} does not exist`, "create it, or remove it from the policy");
+    return realpathSync(path);
+  };
+  return {
+    ...p,
+    read_write: p.read_write.map((x) => must(x, "read_write")),
+    read_only: p.read_only.map((x) => must(x, "read_only")),
+    deny: p.deny.filter((x) => existsSync(x)).map((x) => realpathSync(x)),
+  };
+}
