@@ -231,6 +231,15 @@ async function attach(api: ReturnType<typeof client>, job: Job): Promise<number>
   }
 }
 
+function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
+  const parts = [`fs ${p.fs_mode}`, `network ${p.network}`];
+  if (p.read_write.length) parts.push(`rw ${p.read_write.join(",")}`);
+  if (p.read_only.length) parts.push(`ro ${p.read_only.join(",")}`);
+  if (p.deny.length) parts.push(`deny ${p.deny.join(",")}`);
+  if (p.env.pass.length) parts.push(`env pass ${p.env.pass.join(",")}`);
+  return parts.join(", ");
+}
+
 function jobLines(j: Job): string {
   return [
     `id:        ${j.id}`,
@@ -246,6 +255,7 @@ function jobLines(j: Job): string {
     `started:   ${j.started_at ?? "-"}`,
     `finished:  ${j.finished_at ?? "-"}`,
     `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
+    ...(j.sandbox.policy ? [`policy:    ${policyLine(j.sandbox.policy)}`] : []),
     `limits:    ${Object.keys(j.limits).length ? JSON.stringify(j.limits) : "-"}`,
     ...(j.kill ? [`kill:      SIG${j.kill.signal}${j.kill.force ? " (forced)" : ""} at ${j.kill.requested_at}`] : []),
     ...(j.request_ref ? [`request:   ${j.request_ref}`] : []),

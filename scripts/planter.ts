@@ -18,7 +18,7 @@ const subCommands = {
   job: () => lifecycle().then((m) => m.job),
   logs: () => import("./logs.ts").then((m) => m.default),
   events: () => lifecycle().then((m) => m.events),
-  sandbox: later("sandbox", "Check, render and run sandbox policies"),
+  sandbox: () => import("./sandbox.ts").then((m) => m.default),
   doctor: later("doctor", "Health checks with fix hints"),
   install: later("install", "Install planter on this host"),
   uninstall: later("uninstall", "Remove what install put on this host"),

@@ -61,7 +61,7 @@ export async function startDaemon(
   );
   const socket = join(home, "run", "planterd.sock");
   let err = "";
-  const proc = Bun.spawn(["bun", PLANTER, "daemon", ...(opts.args ?? [])], {
+  const proc = Bun.spawn([process.execPath, PLANTER, "daemon", ...(opts.args ?? [])], {
     env: baseEnv(home, opts.env),
     stdin: "ignore",
     stdout: "ignore",
@@ -101,7 +101,7 @@ export async function startDaemon(
 
 /** Run the planter CLI (from source) and collect its output. */
 export async function cli(home: string, args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}) {
-  const proc = Bun.spawn(["bun", PLANTER, ...args], {
+  const proc = Bun.spawn([process.execPath, PLANTER, ...args], {
     env: baseEnv(home, opts.env),
     stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
     stdout: "pipe",

@@ -10,7 +10,7 @@ const SCRIPT = `s=$1; shift
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
 c=$?
-printf '%s\\n' "$c" > "$s.tmp" && mv -f "$s.tmp" "$s"
+printf '%s\\n' "$c" > "$s.tmp" && command -p mv -f "$s.tmp" "$s"
 exit "$c"`;
 
 /** argv that runs `argv` under the recorder, writing the status to `statusFile`. */

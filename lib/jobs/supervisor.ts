@@ -213,12 +213,13 @@ export class Supervisor {
       return;
     }
     const sig = typeof proc.signalCode === "string" ? proc.signalCode.replace(/^SIG/, "") : null;
-    this.finish(id, this.deadFinish(job, sig));
+    this.finish(id, this.deadFinish(job, sig, sig ? null : proc.exitCode));
   }
 
   /** How a job whose recorder is gone ended, from its status file and its kill record. */
-  private deadFinish(job: JobRow, recorderSignal: string | null): Finish {
-    const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status);
+  private deadFinish(job: JobRow, recorderSignal: string | null, recorderCode: number | null = null): Finish {
+    // The recorder exits with the job's code: it stands in if the status file could not be written.
+    const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status) ?? recorderCode;
     const at = Date.now();
     const killed = job.kill_requested_at !== null;
     if (code !== null) {

@@ -54,8 +54,16 @@ export async function tailOffset(client: Client, id: string, stream: Stream, lin
   let skipTrailing = true;
   while (end > 0) {
     const start = Math.max(0, end - block);
-    const c = await client.logs(id, { stream, offset: start, max_bytes: end - start });
-    const buf = Buffer.from(c.data, "base64");
+    // The daemon caps every chunk (logs.max_chunk_bytes): read until the block is whole.
+    const parts: Buffer[] = [];
+    for (let at = start; at < end; ) {
+      const c = await client.logs(id, { stream, offset: at, max_bytes: end - at });
+      const part = Buffer.from(c.data, "base64");
+      if (part.length === 0) throw new Error(`log ${stream} of ${id} shrank while reading it`);
+      parts.push(part);
+      at += part.length;
+    }
+    const buf = Buffer.concat(parts);
     for (let i = buf.length - 1; i >= 0; i--) {
       if (buf[i] !== 0x0a) {
         skipTrailing = false;

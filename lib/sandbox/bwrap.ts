@@ -110,7 +110,8 @@ export function installHint(): string {
     ["zypper", "sudo zypper install bubblewrap"],
     ["apk", "sudo apk add bubblewrap"],
   ];
-  for (const [bin, cmd] of managers) if (Bun.which(bin)) return `install it: ${cmd}`;
+  const system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (const [bin, cmd] of managers) if (Bun.which(bin, { PATH: system })) return `install it: ${cmd}`;
   return "install bubblewrap with your package manager";
 }
 

@@ -65,7 +65,7 @@ describe("planter run", () => {
   });
 
   test("Ctrl-C is forwarded to the job as SIGINT", async () => {
-    const p = Bun.spawn(["bun", PLANTER, "run", "--cell", "default", "--", "sleep", "300"], {
+    const p = Bun.spawn([process.execPath, PLANTER, "run", "--cell", "default", "--", "sleep", "300"], {
       env: baseEnv(d.home),
       stdout: "pipe",
       stderr: "pipe",

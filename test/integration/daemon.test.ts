@@ -15,7 +15,11 @@ const home = () => {
 
 /** Run `planter daemon` expecting it to refuse to start. */
 async function refused(h: string, extraArgs: string[] = []) {
-  const p = Bun.spawn(["bun", PLANTER, "daemon", ...extraArgs], { env: baseEnv(h), stdout: "pipe", stderr: "pipe" });
+  const p = Bun.spawn([process.execPath, PLANTER, "daemon", ...extraArgs], {
+    env: baseEnv(h),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   const [code, stderr] = await Promise.all([p.exited, new Response(p.stderr).text()]);
   return { code, stderr };
 }

@@ -1,0 +1,199 @@
+#!/usr/bin/env bun
+/** `sandbox` / `planter sandbox`: check, render and run sandbox policies without the daemon. */
+import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { defineCommand } from "citty";
+import * as v from "valibot";
+import { summarizeIssues } from "../lib/api/contract.ts";
+import { PlanterError } from "../lib/api/errors.ts";
+import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
+import { allowRest, runCli } from "../lib/cli/main.ts";
+import { printJson, shellLine } from "../lib/cli/output.ts";
+import { resolvePaths, socketDir } from "../lib/paths.ts";
+import type { PlanRequest } from "../lib/sandbox/backend.ts";
+import { checkSandbox } from "../lib/sandbox/check.ts";
+import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
+import { complete, type EffectivePolicy, Policy, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
+
+const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
+
+/** Read a policy file: JSON, or TOML when it ends in .toml. */
+export function readPolicy(file: string): EffectivePolicy {
+  let raw: unknown;
+  try {
+    const text = readFileSync(file, "utf8");
+    raw = file.endsWith(".toml") ? Bun.TOML.parse(text) : JSON.parse(text);
+  } catch (e) {
+    throw new PlanterError("E_BAD_REQUEST", `cannot read policy ${file}: ${(e as Error).message}`, {
+      hint: 'a policy is a JSON (or .toml) object; see README "Sandbox"',
+    });
+  }
+  const r = v.safeParse(Policy, raw);
+  if (!r.success) throw new PlanterError("E_BAD_REQUEST", `invalid policy ${file}: ${summarizeIssues(r.issues)}`);
+  return complete(r.output);
+}
+
+function request(policy: EffectivePolicy, cellDir: string, argv: string[]): PlanRequest {
+  const paths = resolvePaths();
+  const scratch = join(tmpdir(), `planter-sandbox-${process.pid}`);
+  return {
+    argv,
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: homedir(),
+      ...(process.env.TERM ? { TERM: process.env.TERM } : {}),
+      ...policy.env.set,
+    },
+    cwd: cellDir,
+    cellDir,
+    policy,
+    protect: [paths.stateDir, socketDir(paths.socketPath)],
+    home: homedir(),
+    jobDir: scratch,
+    scratch,
+  };
+}
+
+const check = defineCommand({
+  meta: {
+    name: "check",
+    description:
+      "Probe the sandbox for real: a sandboxed process must write inside its cell, and fail to write outside it and to reach the network",
+  },
+  args: { ...jsonArg, ...verbose },
+  async run({ args }) {
+    const backend = platformBackend();
+    const probe = backend
+      ? await backend.probe()
+      : { ok: false, message: `no sandbox backend for ${process.platform}` };
+    const r = await checkSandbox(backend, probe);
+    if (args.json) printJson(r);
+    else {
+      console.log(`backend: ${r.backend ?? "none"}${r.version ? ` (${r.version})` : ""}`);
+      console.log(`user namespaces: ${r.userns ?? "unknown"}`);
+      for (const c of r.checks) console.log(`${c.ok ? "ok  " : "FAIL"}  ${c.id}: ${c.detail}`);
+      console.log(r.ok ? "sandbox: ok" : `sandbox: NOT working: ${r.message}`);
+      if (!r.ok && r.hint) console.log(`hint: ${r.hint}`);
+    }
+    return r.ok ? 0 : 1;
+  },
+});
+
+const render = defineCommand({
+  meta: {
+    name: "render",
+    description: "Print the bwrap argv or the Seatbelt profile a policy gives, without running anything",
+  },
+  args: {
+    policy: {
+      type: "string",
+      description: "policy file (JSON, or .toml); default: the default policy",
+      valueHint: "FILE",
+    },
+    backend: {
+      type: "enum",
+      options: ["bwrap", "seatbelt"],
+      description: "backend to render for (default: this platform's)",
+    },
+    cell: { type: "string", description: "cell directory (default: the current directory)", valueHint: "DIR" },
+    ...jsonArg,
+    ...verbose,
+  },
+  async run({ args, rawArgs }) {
+    const name = args.backend ?? (process.platform === "darwin" ? "seatbelt" : "bwrap");
+    const backend = backendByName(name);
+    if (!backend) throw usage(`unknown backend ${name}`);
+    let policy = args.policy ? readPolicy(args.policy) : complete(undefined);
+    // Paths are resolved where they will be used: on this host, for this host's backend.
+    if (platformBackend()?.name === name) policy = resolvePolicyPaths(policy);
+    const cell = resolve(args.cell ?? process.cwd());
+    const argv = afterDashes(rawArgs) ?? ["/bin/sh"];
+    const req = request(policy, existsSync(cell) ? realpathSync(cell) : cell, argv.length ? argv : ["/bin/sh"]);
+    if (name === "seatbelt") {
+      const { seatbeltProfile } = await import("../lib/sandbox/seatbelt.ts");
+      const profile = seatbeltProfile(req);
+      if (args.json) printJson({ backend: name, profile });
+      else process.stdout.write(profile);
+    } else {
+      const { bwrapArgv } = await import("../lib/sandbox/bwrap.ts");
+      const argvOut = bwrapArgv(req, Bun.which("bwrap") ?? "bwrap");
+      if (args.json) printJson({ backend: name, argv: argvOut });
+      else console.log(shellLine(argvOut));
+    }
+    return 0;
+  },
+});
+
+const exec = defineCommand({
+  meta: {
+    name: "exec",
+    description:
+      "Run one command sandboxed (no daemon) and exit with its code. Example: sandbox exec --cell . -- make test",
+  },
+  args: {
+    mode: {
+      type: "enum",
+      options: ["disabled", "permissive", "enforced"],
+      description: "sandbox mode (default enforced)",
+    },
+    policy: { type: "string", description: "policy file (JSON, or .toml)", valueHint: "FILE" },
+    cell: { type: "string", description: "cell directory (default: the current directory)", valueHint: "DIR" },
+    ...verbose,
+  },
+  async run({ args, rawArgs }) {
+    const argv = afterDashes(rawArgs) ?? [];
+    if (!argv.length) throw usage("nothing to run", "sandbox exec [options] -- COMMAND [ARGS…]");
+    const mode = args.mode ?? "enforced";
+    const cell = realpathSync(resolve(args.cell ?? process.cwd()));
+    const policy = resolvePolicyPaths(args.policy ? readPolicy(args.policy) : complete(undefined));
+    const req = request(policy, cell, argv);
+    let plan = {
+      argv,
+      env: { ...process.env } as Record<string, string>,
+      cwd: cell,
+      files: [] as { path: string; content: string }[],
+      dirs: [] as string[],
+    };
+    if (mode !== "disabled") {
+      const backend = platformBackend();
+      const probe = backend
+        ? await backend.probe()
+        : { ok: false, message: `no sandbox backend for ${process.platform}`, hint: undefined };
+      if (backend && probe.ok) plan = { files: [], dirs: [], ...backend.plan(req) };
+      else if (mode === "enforced") {
+        throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
+          hint: probe.hint ?? "run `planter sandbox check`",
+        });
+      } else process.stderr.write(`sandbox: warning: running unsandboxed (${probe.message})\n`);
+    }
+    try {
+      for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
+      for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
+      const p = Bun.spawn(plan.argv, { cwd: plan.cwd, env: plan.env, stdio: ["inherit", "inherit", "inherit"] });
+      const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
+      process.on("SIGINT", forward("SIGINT"));
+      process.on("SIGTERM", forward("SIGTERM"));
+      const code = await p.exited;
+      if (p.signalCode)
+        return 128 + ((require("node:os").constants.signals as Record<string, number>)[p.signalCode] ?? 0);
+      return code;
+    } finally {
+      rmSync(req.scratch, { recursive: true, force: true });
+    }
+  },
+});
+allowRest(exec);
+allowRest(render);
+
+const sandbox = defineCommand({
+  meta: {
+    name: "sandbox",
+    description: "Check, render and run sandbox policies without the daemon (check, render, exec)",
+  },
+  subCommands: { check, render, exec },
+});
+
+export default sandbox;
+
+if (import.meta.main) await runCli(sandbox, process.argv.slice(2), "sandbox");

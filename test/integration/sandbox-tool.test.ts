@@ -1,0 +1,70 @@
+/** The `sandbox` tool: check, render and exec without a daemon. */
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import { cli, tempHome } from "../harness.ts";
+
+const home = tempHome();
+const cell = mkdtempSync("/tmp/pt-sbcell-");
+afterAll(() => {
+  rmSync(home, { recursive: true, force: true });
+  rmSync(cell, { recursive: true, force: true });
+});
+
+test("check probes for real and reports the backend", async () => {
+  const r = await cli(home, ["sandbox", "check", "--json"]);
+  expect(r.code).toBe(0);
+  const j = JSON.parse(r.stdout);
+  expect(j.ok).toBe(true);
+  expect(j.backend).toBe("bwrap");
+  expect(j.version).toMatch(/^bubblewrap \d/);
+  expect(j.checks.map((c: { id: string; ok: boolean }) => [c.id, c.ok])).toEqual([
+    ["write-inside", true],
+    ["write-outside", true],
+    ["network", true],
+  ]);
+});
+
+test("check fails with a hint when bwrap is missing", async () => {
+  const shims = mkdtempSync("/tmp/pt-nobw-");
+  const r = await cli(home, ["sandbox", "check"], { env: { PATH: shims } });
+  expect(r.code).toBe(1);
+  expect(r.stdout).toContain("sandbox: NOT working: bubblewrap (bwrap) is not installed");
+  expect(r.stdout).toContain("hint: install it: sudo apt-get install bubblewrap");
+  rmSync(shims, { recursive: true });
+});
+
+test("render prints the bwrap argv and the Seatbelt profile of a policy file", async () => {
+  const policy = join(cell, "policy.json");
+  writeFileSync(policy, JSON.stringify({ fs_mode: "read_only", network: "host" }));
+  const b = JSON.parse(
+    (await cli(home, ["sandbox", "render", "--policy", policy, "--cell", cell, "--json", "--", "make"])).stdout,
+  );
+  expect(b.backend).toBe("bwrap");
+  expect(b.argv).toContain("--ro-bind");
+  expect(b.argv).not.toContain("--unshare-net");
+  expect(b.argv.slice(-2)).toEqual(["--", "make"]);
+  const s = await cli(home, ["sandbox", "render", "--backend", "seatbelt", "--policy", policy, "--cell", cell]);
+  expect(s.code).toBe(0);
+  expect(s.stdout).toStartWith("(version 1)\n(deny default)\n");
+  expect(s.stdout).toContain("(allow network*)");
+  const bad = join(cell, "bad.json");
+  writeFileSync(bad, JSON.stringify({ fs_mode: "sometimes" }));
+  const e = await cli(home, ["sandbox", "render", "--policy", bad]);
+  expect(e.code).toBe(1);
+  expect(e.stderr).toContain("→ at fs_mode");
+});
+
+test("exec runs one command sandboxed and exits with its code", async () => {
+  const ok = await cli(home, ["sandbox", "exec", "--cell", cell, "--", "sh", "-c", "echo in > inside; exit 4"]);
+  expect(ok.code).toBe(4);
+  expect(existsSync(join(cell, "inside"))).toBe(true);
+  const probe = join(homedir(), `.planter-exec-probe-${process.pid}`);
+  const denied = await cli(home, ["sandbox", "exec", "--cell", cell, "--", "sh", "-c", `echo x > ${probe}`]);
+  expect(denied.code).not.toBe(0);
+  expect(denied.stderr).toContain("Read-only file system");
+  expect(existsSync(probe)).toBe(false);
+  const none = await cli(home, ["sandbox", "exec"]);
+  expect(none.code).toBe(2);
+});

@@ -1,0 +1,204 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { PlanterError } from "../../lib/api/errors.ts";
+import type { PlanRequest } from "../../lib/sandbox/backend.ts";
+import { bwrapArgv, bwrapFailure } from "../../lib/sandbox/bwrap.ts";
+import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
+import { SeatbeltBackend, seatbeltProfile, variants } from "../../lib/sandbox/seatbelt.ts";
+
+const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
+  argv: ["/usr/bin/make", "test"],
+  env: { PATH: "/usr/bin:/bin", HOME: "/home/u" },
+  cwd: "/work/cell",
+  cellDir: "/work/cell",
+  policy: DEFAULT_POLICY,
+  protect: ["/home/u/.local/state/planter", "/run/user/1000/planter"],
+  home: "/home/u",
+  jobDir: "/home/u/.local/state/planter/jobs/j-1",
+  scratch: "/tmp/planter-j-1",
+  ...over,
+});
+const exists = (present: Record<string, "dir" | "file">) => (p: string) => present[p] ?? null;
+
+describe("bwrap argv", () => {
+  test("the default policy, as literal text", () => {
+    const argv = bwrapArgv(
+      req(),
+      "/usr/bin/bwrap",
+      exists({
+        "/home/u/.local/state/planter": "dir",
+        "/run/user/1000/planter": "dir",
+        "/home/u/.bashrc": "file",
+        "/work/cell/.git/hooks": "dir",
+      }),
+    );
+    expect(argv.join(" ")).toBe(
+      [
+        "/usr/bin/bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp",
+        "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent --cap-drop ALL",
+        "--tmpfs /home/u/.local/state/planter --tmpfs /run/user/1000/planter",
+        "--bind /work/cell /work/cell",
+        "--ro-bind /work/cell/.git/hooks /work/cell/.git/hooks --ro-bind /home/u/.bashrc /home/u/.bashrc",
+        "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u",
+        "--chdir /work/cell -- /usr/bin/make test",
+      ].join(" "),
+    );
+  });
+
+  test("read_only cell, host network, extra paths and denies", () => {
+    const policy = complete({
+      fs_mode: "read_only",
+      network: "host",
+      read_write: ["/data/out"],
+      read_only: ["/data/in"],
+      deny: ["/work/cell/secret", "/work/cell/key.pem"],
+    });
+    const argv = bwrapArgv(
+      req({ policy }),
+      "bwrap",
+      exists({ "/work/cell/secret": "dir", "/work/cell/key.pem": "file" }),
+    ).join(" ");
+    expect(argv).not.toContain("--unshare-net");
+    expect(argv).toContain("--ro-bind /work/cell /work/cell --bind /data/out /data/out --ro-bind /data/in /data/in");
+    expect(argv).toContain("--tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem --clearenv");
+  });
+
+  test("a cell dir that contains the state dir cannot expose it", () => {
+    const argv = bwrapArgv(
+      req({ cellDir: "/home/u", cwd: "/home/u" }),
+      "bwrap",
+      exists({ "/home/u/.local/state/planter": "dir" }),
+    ).join(" ");
+    expect(argv).toContain(
+      "--tmpfs /home/u/.local/state/planter --bind /home/u /home/u --tmpfs /home/u/.local/state/planter",
+    );
+  });
+
+  test("failures are explained with a fix", () => {
+    const dir = mkdtempSync("/tmp/pt-aa-");
+    const restricted = join(dir, "restrict");
+    Bun.write(restricted, "1\n");
+    expect(
+      bwrapFailure("bwrap: setting up uid map: Permission denied", { restrictFile: join(dir, "none") }).userns,
+    ).toBe("disabled");
+    return Bun.sleep(0).then(() => {
+      const f = bwrapFailure("bwrap: setting up uid map: Permission denied", { restrictFile: restricted });
+      expect(f.userns).toBe("restricted (AppArmor)");
+      expect(f.hint).toContain("apparmor_restrict_unprivileged_userns");
+      rmSync(dir, { recursive: true });
+    });
+  });
+});
+
+describe("seatbelt profile", () => {
+  test("deny by default, writes where the policy says, planter denied — as literal text", () => {
+    expect(
+      seatbeltProfile(
+        req({
+          cellDir: "/Users/u/cell",
+          home: "/Users/u",
+          protect: ["/Users/u/Library/Application Support/planter"],
+          scratch: "/tmp/planter-j-1",
+        }),
+      ),
+    ).toBe(
+      [
+        "(version 1)",
+        "(deny default)",
+        "(allow process-exec)",
+        "(allow process-fork)",
+        "(allow signal (target same-sandbox))",
+        "(allow sysctl-read)",
+        "(allow mach-lookup)",
+        "(allow ipc-posix-shm)",
+        "(allow file-read*)",
+        '(allow file-write* (subpath "/Users/u/cell") (subpath "/tmp/planter-j-1") (subpath "/private/tmp/planter-j-1") (literal "/dev/null") (literal "/dev/tty") (literal "/dev/zero") (literal "/dev/dtracehelper"))',
+        '(allow file-ioctl (literal "/dev/tty"))',
+        '(allow network* (local unix-socket (path-regex #"^/private/var/folders/")))',
+        `(deny file-write* (subpath "/Users/u/cell/.git/hooks") (subpath "/Users/u/cell/.git/config") ${[".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv", ".zprofile", ".zlogin", ".config/fish/config.fish"].map((f) => `(literal "/Users/u/${f}")`).join(" ")})`,
+        '(deny file-read* file-write* network* (subpath "/Users/u/Library/Application Support/planter"))',
+        "",
+      ].join("\n"),
+    );
+  });
+
+  test("host network, read_only cell and deny paths", () => {
+    const text = seatbeltProfile(
+      req({ policy: complete({ network: "host", fs_mode: "read_only", deny: ["/etc/secret"] }) }),
+    );
+    expect(text).toContain("(allow network*)\n");
+    expect(text).toContain('(deny file-write* (subpath "/work/cell"))');
+    expect(text).toContain('(subpath "/etc/secret") (subpath "/private/etc/secret"))');
+    expect(text).not.toContain('(allow file-write* (subpath "/work/cell")');
+  });
+
+  test("quotes are escaped and /private variants added", () => {
+    expect(variants("/var/x")).toEqual(["/var/x", "/private/var/x"]);
+    expect(variants("/Users/x")).toEqual(["/Users/x"]);
+    expect(seatbeltProfile(req({ cellDir: '/w/a"b' }))).toContain('(subpath "/w/a\\"b")');
+  });
+
+  test("sandbox-exec is invoked with -f PROFILE -- ARGV (recording shim)", async () => {
+    const dir = mkdtempSync("/tmp/pt-shim-");
+    const log = join(dir, "log");
+    const shim = join(import.meta.dir, "..", "shims", "sandbox-exec");
+    const backend = new SeatbeltBackend(shim);
+    const plan = backend.plan(
+      req({ argv: ["/bin/echo", "hi"], jobDir: dir, scratch: join(dir, "tmp"), cwd: dir, cellDir: dir }),
+    );
+    for (const f of plan.files ?? []) await Bun.write(f.path, f.content);
+    const p = Bun.spawn(plan.argv, { env: { ...plan.env, SHIM_LOG: log }, cwd: plan.cwd, stdout: "pipe" });
+    expect(await new Response(p.stdout).text()).toBe("hi\n");
+    expect(readFileSync(log, "utf8")).toBe(`-f\n${join(dir, "sandbox.sb")}\n--\n/bin/echo\nhi\n\n`);
+    expect(readFileSync(`${log}.profile`, "utf8")).toBe(
+      seatbeltProfile(
+        req({ argv: ["/bin/echo", "hi"], jobDir: dir, scratch: join(dir, "tmp"), cwd: dir, cellDir: dir }),
+      ),
+    );
+    expect(plan.env.TMPDIR).toBe(`${join(dir, "tmp")}/`);
+    expect((await backend.probe()).ok).toBe(true);
+    rmSync(dir, { recursive: true });
+  });
+});
+
+describe("policy narrowing", () => {
+  const cell = complete({ fs_mode: "writable", network: "host", read_write: ["/data"], env: { pass: ["TOKEN"] } });
+  const err = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return (e as PlanterError).code;
+    }
+    return "no error";
+  };
+  test("narrowing is allowed", () => {
+    const p = narrow(
+      cell,
+      { fs_mode: "read_only", network: "none", read_write: ["/data/sub", "/cell/x"], deny: ["/data/sub/secret"] },
+      "/cell",
+    );
+    expect(p).toEqual({
+      fs_mode: "read_only",
+      network: "none",
+      read_write: ["/data/sub", "/cell/x"],
+      read_only: [],
+      deny: ["/data/sub/secret"],
+      env: { pass: ["TOKEN"], set: {} },
+    });
+  });
+  test("widening is refused", () => {
+    const closed = complete({ fs_mode: "read_only", network: "none" });
+    expect(err(() => narrow(closed, { fs_mode: "writable" }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(closed, { network: "host" }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(cell, { read_write: ["/etc"] }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(closed, { read_write: ["/cell/x"] }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(cell, { env: { pass: ["HOME_SECRET"] } }, "/cell"))).toBe("E_BAD_REQUEST");
+  });
+  test("within is path-aware", () => {
+    expect(within("/data/x", "/data")).toBe(true);
+    expect(within("/data", "/data")).toBe(true);
+    expect(within("/database", "/data")).toBe(false);
+    expect(within("/", "/data")).toBe(false);
+  });
+});
