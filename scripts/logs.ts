@@ -10,7 +10,7 @@ const logs = defineCommand({
     name: "logs",
     description:
       "Print a job's stdout (or --stderr). -f follows until the job ends. --offset resumes where an earlier read stopped " +
-      "(with --json every chunk carries next_offset); --tail N starts at the last N lines",
+      "(with --json every chunk is a JSON line with next_offset and base64 data, as the API sends it); --tail N starts at the last N lines",
   },
   args: {
     id: { type: "positional", description: "job id", required: true },
@@ -32,7 +32,7 @@ const logs = defineCommand({
     if (args.tail !== undefined) offset = await tailOffset(api, args.id, stream, parseCount(args.tail, "--tail"));
     const write = args.json
       ? async (d: Uint8Array) => {
-          const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("utf8") };
+          const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
           offset += d.length;
           await writeOut(process.stdout, Buffer.from(`${JSON.stringify(line)}\n`));
         }

@@ -54,11 +54,11 @@ export async function startDaemon(
   const home = opts.home ?? tempHome();
   // Lifecycle tests run jobs unsandboxed (they hand jobs files under /tmp, which a sandbox
   // makes private); sandbox tests say [sandbox] themselves.
-  const config = opts.config ?? "";
-  await Bun.write(
-    join(home, "config.toml"),
-    config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`,
-  );
+  const configFile = join(home, "config.toml");
+  if (opts.config !== undefined || !(await Bun.file(configFile).exists())) {
+    const config = opts.config ?? "";
+    await Bun.write(configFile, config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`);
+  }
   const socket = join(home, "run", "planterd.sock");
   let err = "";
   const proc = Bun.spawn([process.execPath, PLANTER, "daemon", ...(opts.args ?? [])], {

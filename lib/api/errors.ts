@@ -38,22 +38,24 @@ export class PlanterError extends Error {
   readonly hint?: string;
   readonly details?: Record<string, unknown>;
   private exitOverride?: number;
+  private readonly statusOverride?: number;
 
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown } = {},
+    opts: { hint?: string; details?: Record<string, unknown>; cause?: unknown; status?: number } = {},
   ) {
     super(message, { cause: opts.cause });
     this.name = "PlanterError";
     this.code = code;
     this.hint = opts.hint;
     this.details = opts.details;
+    this.statusOverride = opts.status;
   }
 
-  /** HTTP status for this error's code. */
+  /** HTTP status for this error (its code's, unless the error names a finer one, such as 405). */
   get status(): number {
-    return ERROR_STATUS[this.code] || 500;
+    return this.statusOverride ?? (ERROR_STATUS[this.code] || 500);
   }
 
   /** Use `code` as the CLI exit code (a job's own code, say). */

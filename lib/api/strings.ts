@@ -8,6 +8,10 @@ export const SafeString = v.pipe(v.string(), v.check(noNul, "NUL bytes are not a
 /** Environment variable names accepted in env maps. */
 export const EnvName = v.pipe(v.string(), v.regex(/^[A-Za-z_][A-Za-z0-9_]*$/, "an env name is [A-Za-z_][A-Za-z0-9_]*"));
 export const EnvMap = v.pipe(
+  v.custom<Record<string, string>>(
+    (x) => typeof x === "object" && x !== null && !Array.isArray(x),
+    "must be an object of NAME: value",
+  ),
   v.record(EnvName, SafeString),
   v.check((m) => Object.keys(m).length <= 1024, "at most 1024 env entries"),
 );

@@ -45,7 +45,7 @@ export class Router {
   /** Find the route for a method and path; E_NOT_FOUND / 405-style E_BAD_REQUEST otherwise. */
   match(method: string, path: string): { route: Route; params: Record<string, string> } {
     const segs = path.split("/").filter(Boolean);
-    let pathMatched = false;
+    const allowed: string[] = [];
     for (const route of this.routes) {
       if (route.parts.length !== segs.length) continue;
       const params: Record<string, string> = {};
@@ -65,10 +65,15 @@ export class Router {
         }
       }
       if (!hit) continue;
-      pathMatched = true;
       if (route.method === method) return { route, params };
+      allowed.push(route.method);
     }
-    if (pathMatched) throw new PlanterError("E_BAD_REQUEST", `method ${method} is not allowed on ${path}`);
+    if (allowed.length) {
+      throw new PlanterError("E_BAD_REQUEST", `method ${method} is not allowed on ${path}`, {
+        status: 405,
+        hint: `allowed: ${allowed.join(", ")}`,
+      });
+    }
     throw new PlanterError("E_NOT_FOUND", `no such endpoint: ${method} ${path}`, {
       hint: 'the API lives under /v1; see README "API"',
     });

@@ -2,7 +2,7 @@
  * Job supervision: spawn each job under the exit-status recorder in its own session, kill
  * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
  */
-import { closeSync, type FSWatcher, mkdirSync, openSync, rmSync, watch, writeFileSync } from "node:fs";
+import { closeSync, existsSync, type FSWatcher, mkdirSync, openSync, rmSync, watch, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -200,7 +200,10 @@ export class Supervisor {
 
   private checkAdopted(id: string): void {
     const a = this.adopted.get(id);
-    if (!a || isAlive(a.pid, a.start)) return;
+    if (!a) return;
+    // The status file is written when the job has ended; the recorder exits a moment later.
+    const recorded = existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status);
+    if (!recorded && isAlive(a.pid, a.start)) return;
     const job = getJob(this.ctx.db, id);
     if (job) this.finish(id, this.deadFinish(job, null));
     else this.forget(id);

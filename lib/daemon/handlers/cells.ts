@@ -1,7 +1,7 @@
 /** Cells: create, list, show, remove. */
 import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { CellCreate, parseBody } from "../../api/contract.ts";
+import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
@@ -11,8 +11,27 @@ import type { Context } from "../context.ts";
 import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
 import { checkMode } from "./jobs.ts";
 
+/** A replayed request_ref whose first result was removed since: never redone. */
+export function goneResult(ref: string, what: string): PlanterError {
+  return new PlanterError(
+    "E_CONFLICT",
+    `request_ref ${JSON.stringify(ref)} created ${what}, which has been removed since`,
+    {
+      hint: "use a new request_ref to create it again",
+      details: { request_ref: ref, first_result: what.split(" ")[1] },
+    },
+  );
+}
+
 /** The cell, or E_NOT_FOUND with a hint. */
 export function requireCell(ctx: Context, name: string): CellRow {
+  if (!CELL_NAME_RE.test(name)) {
+    throw new PlanterError(
+      "E_BAD_REQUEST",
+      `${JSON.stringify(name)} is not a valid cell name: a cell name is 1-63 characters of a-z 0-9 . _ - starting with a letter or digit`,
+      { hint: "list cells with `planter cell ls`" },
+    );
+  }
   const cell = getCell(ctx.db, name);
   if (!cell) throw notFound(`no cell named ${JSON.stringify(name)}`, `create it with \`planter cell create ${name}\``);
   return cell;
@@ -42,6 +61,7 @@ export function create(ctx: Context, req: Req): Reply {
     if (prior) {
       const cell = getCell(ctx.db, prior);
       if (cell) return ok(cellView(ctx.db, cell), 200);
+      throw goneResult(body.request_ref, `cell ${prior}`);
     }
   }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);

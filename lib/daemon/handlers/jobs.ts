@@ -28,7 +28,7 @@ import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
-import { ensureCell, requireCell } from "./cells.ts";
+import { ensureCell, goneResult, requireCell } from "./cells.ts";
 
 /** The job, or E_NOT_FOUND with a hint. */
 export function requireJob(ctx: Context, id: string): JobRow {
@@ -103,6 +103,7 @@ export function create(ctx: Context, req: Req): Reply {
     if (prior) {
       const job = getJob(ctx.db, prior);
       if (job) return ok(jobView(job), 200);
+      throw goneResult(body.request_ref, `job ${prior}`);
     }
   }
   const cellName = body.cell ?? ctx.config.jobs.default_cell;
