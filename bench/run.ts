@@ -1,0 +1,71 @@
+#!/usr/bin/env bun
+/**
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss]` (all by default).
+ * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
+ * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
+ * code is 0 unless a benchmark could not run.
+ */
+import { loadavg } from "node:os";
+import { apiBench } from "./api.ts";
+import { cliBench } from "./cli.ts";
+import { disposeAll, figures, summaryTable, within } from "./common.ts";
+import { followBench } from "./follow.ts";
+import { rssBench } from "./rss.ts";
+import { spawnBench } from "./spawn.ts";
+
+const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
+  api: { run: apiBench, limitMs: 60_000 },
+  spawn: { run: spawnBench, limitMs: 60_000 },
+  follow: { run: followBench, limitMs: 60_000 },
+  cli: { run: cliBench, limitMs: 60_000 },
+  rss: { run: rssBench, limitMs: 90_000 },
+};
+
+const wanted = process.argv.slice(2);
+for (const w of wanted) {
+  if (!(w in BENCHES)) {
+    console.error(`unknown benchmark ${JSON.stringify(w)}; choose from: ${Object.keys(BENCHES).join(" ")}`);
+    process.exit(2);
+  }
+}
+const names = wanted.length ? wanted : Object.keys(BENCHES);
+
+let interrupted = false;
+for (const sig of ["SIGINT", "SIGTERM"] as const) {
+  process.on(sig, () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    console.error(`\n${sig}: cleaning up …`);
+    void disposeAll().finally(() => process.exit(130));
+  });
+}
+
+const os = await Bun.file("/etc/os-release")
+  .text()
+  .then((t) => t.match(/^PRETTY_NAME="?([^"\n]*)"?/m)?.[1] ?? "?")
+  .catch(() => "?");
+console.log(
+  `planter benchmarks — ${new Date().toISOString()} — ${os}, ${navigator.hardwareConcurrency} cores, ` +
+    `bun ${Bun.version}, ${process.platform}-${process.arch}, load average ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+);
+
+const started = performance.now();
+const failed: string[] = [];
+for (const name of names) {
+  const b = BENCHES[name] as (typeof BENCHES)[string];
+  try {
+    await within(b.limitMs, `benchmark ${name}`, b.run());
+  } catch (e) {
+    failed.push(name);
+    console.error(`  ! benchmark ${name} failed: ${(e as Error).stack ?? e}`);
+    await disposeAll();
+  }
+}
+
+console.log(`\n== Summary (${((performance.now() - started) / 1000).toFixed(1)} s)\n`);
+console.log(summaryTable());
+const met = figures.filter((f) => f.met).length;
+console.log(`\n${met} of ${figures.length} goals met${failed.length ? `; failed to run: ${failed.join(", ")}` : ""}`);
+process.exit(failed.length ? 1 : 0);
