@@ -6,7 +6,7 @@ ENTRIES := planterd logs sandbox doctor install uninstall migrate
 TARGETS := linux-x64 linux-arm64 darwin-arm64 darwin-x64
 BUILD_FLAGS := --compile --minify --bytecode --format=esm --define PLANTER_COMMIT='"$(COMMIT)"'
 
-.PHONY: help deps build dist up test lint fmt typecheck preflight bench clean
+.PHONY: help deps build dist install up test lint fmt typecheck preflight bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -23,8 +23,10 @@ build: deps ## host binary dist/planter and its entry links
 dist: deps ## release tarballs for every target, with SHA256SUMS
 	@bash .ci/dist "$(VERSION)" "$(COMMIT)" $(TARGETS)
 
-up: build ## start planterd (if it is not running) and run a first job
+install: build ## install planter on this host (user mode; system mode as root), start planterd, run a first job
 	@bash .ci/up
+
+up: install ## the same as install
 
 test: deps ## the whole test suite; ends with "N passed, N failed"
 	@bash .ci/test

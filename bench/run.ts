@@ -1,16 +1,19 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss]` (all by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits]` (all by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
  */
 import { loadavg } from "node:os";
 import { apiBench } from "./api.ts";
+import { authzBench } from "./authz.ts";
 import { cliBench } from "./cli.ts";
 import { disposeAll, figures, summaryTable, within } from "./common.ts";
 import { followBench } from "./follow.ts";
+import { limitsBench } from "./limits.ts";
 import { rssBench } from "./rss.ts";
+import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
 
 const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
@@ -19,6 +22,9 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   follow: { run: followBench, limitMs: 60_000 },
   cli: { run: cliBench, limitMs: 60_000 },
   rss: { run: rssBench, limitMs: 90_000 },
+  sandbox: { run: sandboxBench, limitMs: 360_000 },
+  authz: { run: authzBench, limitMs: 150_000 },
+  limits: { run: limitsBench, limitMs: 150_000 },
 };
 
 const wanted = process.argv.slice(2);

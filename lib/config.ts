@@ -43,10 +43,43 @@ export const ConfigSchema = v.strictObject({
   api: v.optional(
     v.strictObject({
       max_body_bytes: v.optional(int(1024, 64 * 1024 * 1024), 1024 * 1024),
+      /** A connection must finish sending a request's headers within this. */
+      header_timeout_ms: v.optional(int(100, 600_000), 10_000),
+      /** A request body must arrive within this. */
+      body_timeout_ms: v.optional(int(100, 600_000), 30_000),
+      /** An idle keep-alive connection is closed after this. */
+      idle_timeout_ms: v.optional(int(100, 3_600_000), 30_000),
+      max_connections: v.optional(int(1, 100_000), 512),
+    }),
+    {},
+  ),
+  authz: v.optional(
+    v.strictObject({
+      /** Uids allowed besides the defaults (user mode: the daemon's own uid and root; system mode: root). */
+      allowed_uids: v.optional(v.array(int(0, 2 ** 32 - 1)), []),
+      /** Groups (names or gids) whose members are allowed (system mode adds `planter`). */
+      allowed_groups: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
+      /** false: serve refused peers anyway, with a warning event (local development only). */
+      strict: v.optional(v.boolean(), true),
     }),
     {},
   ),
   limits: v.optional(Limits, {}),
+  monitor: v.optional(
+    v.strictObject({
+      /** How often running jobs with limits are sampled (one /proc scan for all of them). */
+      interval_ms: v.optional(int(10, 60_000), 250),
+      /** SIGTERM → SIGKILL grace of a limit kill; unset: jobs.kill_grace_ms. */
+      grace_ms: v.optional(int(0, 3_600_000)),
+      /** Check log sizes on every write (inotify) as well as every sample. */
+      log_watch: v.optional(v.boolean(), true),
+      /** "auto": a cgroup v2 group per job where a delegated subtree is available; "off": monitor only. */
+      cgroup: v.optional(v.picklist(["auto", "off"]), "auto"),
+      /** pids.max of each job's cgroup (cgroup v2 enforcement only). */
+      cgroup_pids_max: v.optional(int(1, 4_194_304), 8192),
+    }),
+    {},
+  ),
   sandbox: v.optional(
     v.strictObject({
       /** Mode for jobs whose cell and request name none. */

@@ -3,14 +3,28 @@ import pkg from "../package.json" with { type: "json" };
 
 declare const PLANTER_COMMIT: string | undefined;
 
+let cached: string | null = null;
+
+/** The commit: compiled in, else asked of git once (a source checkout), else "unknown". Never throws. */
 function commit(): string {
   if (typeof PLANTER_COMMIT === "string") return PLANTER_COMMIT;
-  const r = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], {
-    cwd: import.meta.dir,
-    stdout: "pipe",
-    stderr: "ignore",
-  });
-  return r.exitCode === 0 ? r.stdout.toString().trim() : "unknown";
+  if (cached !== null) return cached;
+  cached = "unknown";
+  if (Bun.main.startsWith("/$bunfs")) return cached;
+  try {
+    const git = Bun.which("git");
+    if (git) {
+      const r = Bun.spawnSync([git, "rev-parse", "--short=12", "HEAD"], {
+        cwd: import.meta.dir,
+        stdout: "pipe",
+        stderr: "ignore",
+      });
+      if (r.exitCode === 0) cached = r.stdout.toString().trim();
+    }
+  } catch {
+    // no git, or not a checkout: "unknown"
+  }
+  return cached;
 }
 
 /** This build's version and commit. */

@@ -17,6 +17,7 @@ import {
 } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
 import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
+import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
 import { copyLog, writeOut } from "../lib/logs/follow.ts";
 
 const common = {
@@ -38,7 +39,7 @@ function cellLines(c: Cell): string {
             .join(" ")
         : "-"
     }`,
-    `limits:   ${Object.keys(c.limits).length ? JSON.stringify(c.limits) : "-"}`,
+    `limits:   ${limitsLine(c.limits)}`,
     `sandbox:  ${c.sandbox.mode ?? "(daemon default)"}`,
   ].join("\n");
 }
@@ -75,6 +76,7 @@ const cellCreate = defineCommand({
       description: "idempotency key: repeating the same request returns the first result",
       valueHint: "REF",
     },
+    ...limitArgs,
     ...common,
   },
   async run({ args, rawArgs }) {
@@ -82,6 +84,8 @@ const cellCreate = defineCommand({
     if (args.dir) body.dir = resolvePath(args.dir);
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
+    const limits = limitsFromArgs(args);
+    if (limits) body.limits = limits;
     if (args.sandbox) body.sandbox = { mode: args.sandbox };
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const cell = await client(args).createCell(body);
@@ -171,6 +175,7 @@ export const run = defineCommand({
       description: "idempotency key: repeating the same request returns the first job",
       valueHint: "REF",
     },
+    ...limitArgs,
     ...common,
   },
   async run({ args, rawArgs }) {
@@ -179,6 +184,8 @@ export const run = defineCommand({
     if (args.json && !args.detach)
       throw usage("--json goes with --detach (the job's own output is on stdout otherwise)");
     const body: Record<string, unknown> = { argv };
+    const limits = limitsFromArgs(args);
+    if (limits) body.limits = limits;
     if (args.cell) body.cell = args.cell;
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
@@ -186,19 +193,30 @@ export const run = defineCommand({
     if (args.sandbox) body.sandbox = { mode: args.sandbox };
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const api = client(args);
-    const job = await api.createJob(body);
+    // Ctrl-C while the job is being created is not lost: it is forwarded once the job exists.
+    let early = 0;
+    const countEarly = () => {
+      early++;
+    };
+    if (!args.detach) process.on("SIGINT", countEarly);
+    let job: Job;
+    try {
+      job = await api.createJob(body);
+    } finally {
+      process.off("SIGINT", countEarly);
+    }
     if (args.detach) {
       if (args.json) printJson(job);
       else console.log(job.id);
       return 0;
     }
-    return attach(api, job);
+    return attach(api, job, early);
   },
 });
 allowRest(run);
 
 /** Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. */
-async function attach(api: ReturnType<typeof client>, job: Job): Promise<number> {
+async function attach(api: ReturnType<typeof client>, job: Job, earlyInterrupts = 0): Promise<number> {
   if (job.state === "failed" && job.reason !== "exited") {
     throw new PlanterError("E_BAD_REQUEST", `job ${job.id} could not start (${job.reason}): ${job.message}`, {
       hint:
@@ -215,6 +233,7 @@ async function attach(api: ReturnType<typeof client>, job: Job): Promise<number>
     api.killJob(job.id, body).catch(() => undefined);
   };
   process.on("SIGINT", onInt);
+  for (let i = 0; i < Math.min(earlyInterrupts, 2); i++) onInt();
   try {
     await Promise.all([
       copyLog(api, job.id, "stdout", 0, (d) => writeOut(process.stdout, d), { follow: true }),
@@ -223,8 +242,16 @@ async function attach(api: ReturnType<typeof client>, job: Job): Promise<number>
     const done = await api.getJob(job.id);
     if (done.state === "failed" && done.reason !== "exited")
       process.stderr.write(`planter: job ${done.id} ${outcome(done)}: ${done.message}\n`);
-    else if (done.state === "killed" || done.state === "lost")
-      process.stderr.write(`planter: job ${done.id} ${outcome(done)}\n`);
+    else if (done.state === "killed" || done.state === "lost") {
+      const limit = limitText(done);
+      process.stderr.write(`planter: job ${done.id} ${outcome(done)}${limit ? ` — ${limit}` : ""}\n`);
+    }
+    if (done.log_truncated) {
+      const max = done.limits.max_log_bytes ?? 0;
+      process.stderr.write(
+        `planter: job ${done.id} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
+      );
+    }
     return passthroughCode(done);
   } finally {
     process.off("SIGINT", onInt);
@@ -241,13 +268,14 @@ function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
 }
 
 function jobLines(j: Job): string {
+  const limit = limitText(j);
   return [
     `id:        ${j.id}`,
     `cell:      ${j.cell}`,
     `command:   ${shellLine(j.argv)}`,
     `cwd:       ${j.cwd}`,
     `state:     ${outcome(j)}`,
-    `reason:    ${j.reason ?? "-"}`,
+    `reason:    ${limit && j.state === "killed" ? limit : (j.reason ?? "-")}`,
     `exit code: ${j.exit_code ?? "-"}${j.signal ? ` (signal ${j.signal})` : ""}`,
     ...(j.message ? [`message:   ${j.message}`] : []),
     `pid:       ${j.pid ?? "-"}`,
@@ -256,7 +284,12 @@ function jobLines(j: Job): string {
     `finished:  ${j.finished_at ?? "-"}`,
     `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
     ...(j.sandbox.policy ? [`policy:    ${policyLine(j.sandbox.policy)}`] : []),
-    `limits:    ${Object.keys(j.limits).length ? JSON.stringify(j.limits) : "-"}`,
+    `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
+    ...(j.log_truncated
+      ? [
+          `log:       truncated: the job wrote more than ${formatBytes(j.limits.max_log_bytes ?? 0)}; the first are kept`,
+        ]
+      : []),
     ...(j.kill ? [`kill:      SIG${j.kill.signal}${j.kill.force ? " (forced)" : ""} at ${j.kill.requested_at}`] : []),
     ...(j.request_ref ? [`request:   ${j.request_ref}`] : []),
   ].join("\n");
@@ -303,7 +336,11 @@ const jobLs = defineCommand({
 });
 
 const jobStatus = defineCommand({
-  meta: { name: "status", description: "Show a job: state, exit code or reason, pid, sandbox and limits" },
+  meta: {
+    name: "status",
+    description:
+      "Show a job: state, exit code or reason (with the limit and the value observed when a limit stopped it), pid, sandbox, limits and how they are enforced",
+  },
   args: { id: { type: "positional", description: "job id", required: true }, ...common },
   async run({ args }) {
     const job = await client(args).getJob(args.id);

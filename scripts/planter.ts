@@ -9,7 +9,6 @@ import { runCli } from "../lib/cli/main.ts";
 import { BUILD } from "../lib/version.ts";
 
 const lifecycle = () => import("./lifecycle.ts");
-const later = (name: string, what: string) => () => import("./unavailable.ts").then((m) => m.unavailable(name, what));
 
 const subCommands = {
   daemon: () => import("./daemon.ts").then((m) => m.default),
@@ -19,10 +18,10 @@ const subCommands = {
   logs: () => import("./logs.ts").then((m) => m.default),
   events: () => lifecycle().then((m) => m.events),
   sandbox: () => import("./sandbox.ts").then((m) => m.default),
-  doctor: later("doctor", "Health checks with fix hints"),
-  install: later("install", "Install planter on this host"),
-  uninstall: later("uninstall", "Remove what install put on this host"),
-  migrate: later("migrate", "Upgrade or import planter state"),
+  doctor: () => import("./doctor.ts").then((m) => m.default),
+  install: () => import("./install.ts").then((m) => m.default),
+  uninstall: () => import("./uninstall.ts").then((m) => m.default),
+  migrate: () => import("./migrate.ts").then((m) => m.default),
 };
 
 export const planter = defineCommand({

@@ -35,6 +35,12 @@ export function tempHome(prefix = "pt"): string {
   return mkdtempSync(`/tmp/${prefix}-`);
 }
 
+/** Every daemon a test started: killed when the test process exits, even after a failed test. */
+const started = new Set<Subprocess>();
+process.on("exit", () => {
+  for (const p of started) if (p.exitCode === null) p.kill("SIGKILL");
+});
+
 export interface DaemonHandle {
   home: string;
   socket: string;
@@ -67,6 +73,7 @@ export async function startDaemon(
     stdout: "ignore",
     stderr: "pipe",
   });
+  started.add(proc);
   (async () => {
     for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) err += new TextDecoder().decode(chunk);
   })();

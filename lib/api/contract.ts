@@ -20,8 +20,10 @@ export const CellName = v.pipe(
   v.regex(CELL_NAME_RE, "a cell name is 1-63 characters of a-z 0-9 . _ - starting with a letter or digit"),
 );
 
-const MAX_DURATION_MS = 30 * 24 * 3600 * 1000;
-const MAX_BYTES = 2 ** 50;
+/** Longest timeout a job may have: 30 days. */
+export const MAX_DURATION_MS = 30 * 24 * 3600 * 1000;
+/** Largest byte limit a job may have: 1 PiB. */
+export const MAX_BYTES = 2 ** 50;
 const positiveInt = (max: number, what: string) =>
   v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(max, `${what} is at most ${max}`));
 
@@ -123,9 +125,27 @@ export interface Job {
   started_at: string | null;
   finished_at: string | null;
   limits: Limits;
+  /** How the limits are enforced: "monitor" (sampling) or "cgroup v2"; null if the job never ran. */
+  enforcement: Enforcement | null;
+  /** The limit that ended the job and the value observed when it was found exceeded. */
+  limit_exceeded: LimitExceeded | null;
+  /** True when the job wrote more than max_log_bytes: its log keeps the first max_log_bytes. */
+  log_truncated: boolean;
   sandbox: { mode: SandboxMode; backend: string; fallback: boolean; policy: EffectivePolicy | null };
   kill: { signal: string; force: boolean; requested_at: string } | null;
   request_ref: string | null;
+}
+
+export const ENFORCEMENTS = ["monitor", "cgroup v2"] as const;
+/** How a job's limits are enforced. */
+export type Enforcement = (typeof ENFORCEMENTS)[number];
+
+/** A limit found exceeded: `value` was observed (ms for timeout_ms, bytes otherwise) against `max`. */
+export interface LimitExceeded {
+  limit: keyof Limits;
+  value: number;
+  max: number;
+  at: string;
 }
 
 /** A cell as the API returns it. */
@@ -191,10 +211,14 @@ export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown, 
   });
 }
 
+const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota"]);
+
 const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15 };
 
 /** Exit code a CLI passes through for a finished job: its code, or 128+N for signal N. */
 export function passthroughCode(job: Pick<Job, "exit_code" | "signal" | "reason">): number {
+  // A job a limit stopped never passes for a success, even if its TERM handler exited 0.
+  if (job.exit_code === 0 && LIMIT_STOPS.has(job.reason as Reason)) return 1;
   if (job.exit_code !== null) return job.exit_code;
   if (job.signal) return 128 + (SIGNAL_NUMBERS[job.signal] ?? 0);
   if (job.reason === "spawn_error") return 127;

@@ -141,7 +141,10 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
     const fullName = [name, ...leaf.path].join(" ");
     const leafBefore = leaf.rest.includes("--") ? leaf.rest.slice(0, leaf.rest.indexOf("--")) : leaf.rest;
     if (leafBefore.includes("--help") || leafBefore.includes("-h") || (leaf.cmd.subCommands && !leaf.cmd.run)) {
-      const text = await renderUsage(leaf.cmd, leaf.parent);
+      const raw = await renderUsage(leaf.cmd, leaf.parent);
+      // citty colours by environment only: no escape codes into pipes and files.
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping ANSI escapes
+      const text = process.stdout.isTTY && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
       (asked ? process.stdout : process.stderr).write(`${text}\n`);
       process.exit(asked ? EXIT.ok : EXIT.usage);

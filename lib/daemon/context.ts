@@ -7,6 +7,7 @@ import { GrowthWatch } from "../logs/read.ts";
 import type { Paths } from "../paths.ts";
 import type { Backend, Probe } from "../sandbox/backend.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
+import { type AuthzPolicy, DenialLog } from "./authz.ts";
 
 type Waiter = () => void;
 
@@ -58,6 +59,9 @@ export class Context {
   private writesSincePrune = 0;
   /** The platform sandbox backend and its probe, filled in at startup. */
   sandbox: { backend: Backend | null; probe: Probe } = { backend: null, probe: { ok: false } };
+  /** Who may connect (filled in at startup from config [authz]). */
+  authz: AuthzPolicy = { uids: [], gids: [], groupNames: [], strict: true };
+  readonly denials = new DenialLog();
   /** Requests being handled right now (set by the server; reported by /v1/ready). */
   inflight: () => number = () => 0;
   /** Set right after construction: the supervisor needs the context too. */

@@ -1,5 +1,5 @@
 /** planterd: open state, re-adopt jobs, serve the API until SIGTERM/SIGINT. */
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
 import { isAlive, startTime } from "../jobs/proc.ts";
@@ -8,8 +8,11 @@ import { type Paths, resolvePaths, SOCKET_PATH_MAX, socketDir, stateFiles } from
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
 import { BUILD } from "../version.ts";
+import { groupGid, resolvePolicy } from "./authz.ts";
 import { Context } from "./context.ts";
 import { ensureCell } from "./handlers/cells.ts";
+import { checkDir, checkParents, checkSocket, expectedLayout, fixSocket, makeDir, refuseOn } from "./layout.ts";
+import { peerReader } from "./peer.ts";
 import { routes } from "./routes.ts";
 import { ApiServer, activationFd } from "./server.ts";
 
@@ -90,6 +93,34 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       },
     );
   }
+  // The socket is the security boundary: check its layout before touching any state.
+  const selfUid = process.getuid?.() ?? 0;
+  const layout = expectedLayout(paths.mode, selfUid, paths.mode === "system" ? groupGid("planter") : null);
+  if (paths.mode === "system" && layout.gid === null) {
+    log("group planter does not exist: only root can use this planterd (install creates the group)");
+  }
+  if (fd === null) {
+    const dir = socketDir(paths.socketPath);
+    makeDir(dir, layout);
+    refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
+  }
+  const authz = resolvePolicy(config.authz, paths.mode, selfUid);
+  let readPeer: Awaited<ReturnType<typeof peerReader>> = null;
+  try {
+    readPeer = await peerReader();
+  } catch (e) {
+    readPeer = null;
+    log(`cannot read peer credentials on this platform: ${(e as Error).message}`);
+  }
+  if (!readPeer && authz.strict) {
+    throw new PlanterError(
+      "E_UNAVAILABLE",
+      "planterd cannot read peer credentials here, so it cannot tell who connects",
+      {
+        hint: "set [authz] strict = false to serve every peer that can open the socket (local development only)",
+      },
+    );
+  }
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const files = stateFiles(paths.stateDir);
   mkdirSync(files.jobs, { recursive: true, mode: 0o700 });
@@ -104,17 +135,34 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     const adopted = ctx.supervisor.adoptAll();
     ensureCell(ctx, config.jobs.default_cell);
 
-    if (fd === null) {
-      const dir = socketDir(paths.socketPath);
-      mkdirSync(dir, { recursive: true, mode: 0o700 });
-      chmodSync(dir, 0o700);
-    }
+    ctx.authz = authz;
     // Inherited LISTEN_* variables belong to this process only.
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
     delete process.env.LISTEN_FDNAMES;
-    const server = new ApiServer(ctx, routes());
+    const server = new ApiServer(ctx, routes(), readPeer);
     const listening = await server.listen(paths.socketPath, fd);
+    // Before the first accept: the socket's mode and group, then the whole layout once more.
+    try {
+      if (listening.via === "bind") fixSocket(paths.socketPath, layout);
+      else {
+        const inherited = await listening.address();
+        if (inherited !== paths.socketPath) {
+          refuseOn([
+            {
+              message: `the inherited socket is ${inherited ?? "not a path socket"}, not ${paths.socketPath}`,
+              fix: "make ListenStream in planterd.socket match [daemon] socket (or PLANTER_SOCKET)",
+            },
+          ]);
+        }
+        const dir = socketDir(paths.socketPath);
+        refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
+      }
+      refuseOn(checkSocket(paths.socketPath, layout));
+    } catch (e) {
+      await listening.close();
+      throw e;
+    }
     ctx.write((ev) =>
       ev.push({
         kind: "daemon.started",

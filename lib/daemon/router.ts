@@ -81,15 +81,33 @@ export class Router {
 }
 
 /** Read a request body up to `limit` bytes; E_PAYLOAD_TOO_LARGE beyond it. */
-export async function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export async function readBody(req: IncomingMessage, limit: number, timeoutMs = 30_000): Promise<Buffer> {
   const declared = Number(req.headers["content-length"] ?? 0);
   if (declared > limit) throw tooLarge(limit);
   const chunks: Buffer[] = [];
   let total = 0;
-  for await (const chunk of req) {
-    total += (chunk as Buffer).length;
-    if (total > limit) throw tooLarge(limit);
-    chunks.push(chunk as Buffer);
+  const read = (async () => {
+    for await (const chunk of req) {
+      total += (chunk as Buffer).length;
+      if (total > limit) throw tooLarge(limit);
+      chunks.push(chunk as Buffer);
+    }
+  })();
+  // A client that trickles its body must not hold the connection forever: answer 408 and close.
+  let timer: Timer | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new PlanterError("E_BAD_REQUEST", `the request body did not arrive within ${timeoutMs} ms`, { status: 408 }),
+        ),
+      timeoutMs,
+    );
+  });
+  try {
+    await Promise.race([read, timeout]);
+  } finally {
+    clearTimeout(timer);
   }
   return Buffer.concat(chunks);
 }

@@ -7,12 +7,16 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { PlanterError } from "../api/errors.ts";
+import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
+import { boundPath, type Peer, socketFd } from "./peer.ts";
 import { parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
 
 export interface Listening {
   /** How the socket was obtained. */
   via: "activation" | "bind";
+  /** The path the listening socket is bound to (for an inherited one, as the kernel says). */
+  address(): Promise<string | null>;
   close(): Promise<void>;
 }
 
@@ -56,16 +60,25 @@ export async function claimSocketPath(path: string): Promise<void> {
   unlinkSync(path); // stale: the daemon that made it is gone
 }
 
+/** What planterd knows of one connection. */
+interface Conn {
+  peer: Peer | null;
+  decision: Decision;
+  timer: Timer | null;
+}
+
 export class ApiServer {
   private readonly net: Server;
   private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
+  private readonly conns = new WeakMap<Socket, Conn>();
   private closing = false;
 
   constructor(
     private readonly ctx: Context,
     private readonly router: Router,
+    private readonly readPeer: ((fd: number) => Peer | null) | null,
   ) {
     this.http.on("request", (req, res) => void this.handle(req, res));
     this.http.on("clientError", (_err, socket) => {
@@ -81,9 +94,37 @@ export class ApiServer {
       socket.destroy();
       return;
     }
+    if (this.sockets.size >= this.ctx.config.api.max_connections) {
+      const body = JSON.stringify({
+        error: {
+          code: "E_UNAVAILABLE",
+          message: "planterd has too many open connections",
+          hint: "retry shortly; config [api] max_connections",
+        },
+      });
+      socket.end(
+        `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    // Credentials are read once per connection, before any byte of a request is parsed.
+    const fd = socketFd(socket);
+    const peer = fd !== null && this.readPeer ? this.readPeer(fd) : null;
+    const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null };
+    this.conns.set(socket, conn);
     this.sockets.add(socket);
-    socket.once("close", () => this.sockets.delete(socket));
+    socket.once("close", () => {
+      this.sockets.delete(socket);
+      if (conn.timer) clearTimeout(conn.timer);
+    });
+    this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
     this.http.emit("connection", socket);
+  }
+
+  /** Close the connection unless a request's headers arrive within `ms` (slow or idle clients). */
+  private arm(socket: Socket, conn: Conn, ms: number): void {
+    if (conn.timer) clearTimeout(conn.timer);
+    conn.timer = setTimeout(() => socket.destroy(), ms);
   }
 
   /** Listen on the inherited fd when socket-activated, else bind `path` (mode 0600). */
@@ -93,7 +134,7 @@ export class ApiServer {
         this.net.once("error", reject);
         this.net.listen({ fd }, () => resolve());
       });
-      return { via: "activation", close: () => this.close(null) };
+      return { via: "activation", address: () => boundPath(fd), close: () => this.close(null) };
     }
     await claimSocketPath(path);
     const old = process.umask(0o177);
@@ -106,7 +147,7 @@ export class ApiServer {
       process.umask(old);
     }
     chmodSync(path, 0o600);
-    return { via: "bind", close: () => this.close(path) };
+    return { via: "bind", address: async () => path, close: () => this.close(path) };
   }
 
   /** Stop accepting, end long polls, let in-flight requests finish (at most `graceMs`). */
@@ -129,14 +170,25 @@ export class ApiServer {
   private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const abort = new AbortController();
     this.inflight.add(abort);
-    res.once("close", () => abort.abort());
+    const socket = req.socket as Socket;
+    const conn = this.conns.get(socket);
+    if (conn?.timer) clearTimeout(conn.timer);
+    res.once("close", () => {
+      if (!res.writableFinished) abort.abort();
+    });
+    res.once("finish", () => {
+      if (conn && !socket.destroyed) this.arm(socket, conn, this.ctx.config.api.idle_timeout_ms);
+    });
     try {
+      const peer = conn?.peer ?? null;
+      this.authorize(conn, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
       const { route, params } = this.router.match(method, url.pathname);
       let body: unknown = {};
-      if (route.body) body = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes));
-      else req.resume();
+      if (route.body) {
+        body = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
+      } else req.resume();
       const r: Req = {
         method,
         path: url.pathname,
@@ -144,7 +196,7 @@ export class ApiServer {
         query: url.searchParams,
         body,
         signal: abort.signal,
-        audit: {},
+        audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
       };
       const reply = await route.handler(this.ctx, r);
       await this.send(res, reply, abort.signal);
@@ -153,6 +205,31 @@ export class ApiServer {
     } finally {
       this.inflight.delete(abort);
     }
+  }
+
+  /** Refuse a peer the policy does not allow (403), recording a rate-limited authz.denied event. */
+  private authorize(conn: Conn | undefined, req: IncomingMessage): void {
+    const decision = conn?.decision ?? decide(this.ctx.authz, null);
+    const peer = conn?.peer ?? null;
+    const who = { uid: peer?.uid ?? null, pid: peer?.pid ?? null, gid: peer?.gid ?? null };
+    const record = (kind: string, key: number, data: Record<string, unknown>) => {
+      const suppressed = this.ctx.denials.shouldRecord(key);
+      if (suppressed === null) return;
+      this.ctx.write((ev) =>
+        ev.push({
+          kind,
+          subject: "daemon",
+          data: { ...who, method: req.method ?? "", path: req.url ?? "", suppressed, ...data },
+        }),
+      );
+    };
+    if (decision.allow) {
+      // Unstrict allowances are keyed apart from denials (negative keys).
+      if (decision.warn) record("authz.unstrict", -1 - (peer?.uid ?? 0), { message: decision.warn });
+      return;
+    }
+    record("authz.denied", peer?.uid ?? -1, {});
+    throw new PlanterError("E_UNAUTHORIZED_PEER", decision.message, { hint: decision.hint, details: who });
   }
 
   private async send(res: ServerResponse, reply: Reply, signal: AbortSignal): Promise<void> {
@@ -184,7 +261,13 @@ export class ApiServer {
       return;
     }
     const text = JSON.stringify({ error: err.toBody() });
-    res.writeHead(err.status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });
+    const headers: Record<string, string | number> = {
+      "content-type": "application/json",
+      "content-length": Buffer.byteLength(text),
+    };
+    // After a timed-out or oversized body the connection's byte stream is no longer in step: close it.
+    if (err.status === 408 || err.status === 413) headers.connection = "close";
+    res.writeHead(err.status, headers);
     res.end(text);
   }
 }

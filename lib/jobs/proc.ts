@@ -1,5 +1,5 @@
 /** Process facts from the kernel: start times (so a reused pid is never mistaken), liveness, trees. */
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
 import { constants } from "node:os";
 
 interface Stat {
@@ -45,36 +45,117 @@ export function isAlive(pid: number, start: string | null): boolean {
   return start === null || st.startTime === start;
 }
 
-/** Every live pid whose ancestry reaches `root`, plus every member of process group `pgid`. */
-export function treePids(root: number, pgid: number): number[] {
-  const children = new Map<number, number[]>();
-  const found = new Set<number>();
+/** One live process as a /proc scan sees it. */
+export interface ProcEntry {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  startTime: string;
+  /** Resident set size in pages (field 24 of /proc/<pid>/stat). */
+  rssPages: number;
+}
+
+/** Every live process at one moment, with the indexes a tree walk needs. */
+export interface ProcTable {
+  procs: Map<number, ProcEntry>;
+  children: Map<number, number[]>;
+  groups: Map<number, number[]>;
+}
+
+const statBuf = Buffer.allocUnsafe(1024);
+
+/** Read /proc/<pid>/stat into a shared buffer (one open, one read: the scan runs every tick). */
+function readStat(name: string): string | null {
+  let fd = -1;
+  try {
+    fd = openSync(`/proc/${name}/stat`, "r");
+    const n = readSync(fd, statBuf, 0, statBuf.length, 0);
+    return statBuf.toString("latin1", 0, n);
+  } catch {
+    return null;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
+}
+
+/**
+ * One scan of /proc: every live (non-zombie) process with its parent, group, start time and
+ * RSS. The limits monitor takes one per tick for all jobs; an empty table off Linux.
+ */
+export function procTable(): ProcTable {
+  const table: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
   let entries: string[];
   try {
     entries = readdirSync("/proc");
   } catch {
-    return [];
+    return table;
   }
   for (const name of entries) {
-    const pid = Number(name);
-    if (!Number.isInteger(pid) || pid <= 0) continue;
-    const st = procStat(pid);
-    if (!st || st.state === "Z") continue;
-    if (st.pgid === pgid) found.add(pid);
-    const list = children.get(st.ppid);
-    if (list) list.push(pid);
-    else children.set(st.ppid, [pid]);
+    const c = name.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    const text = readStat(name);
+    if (text === null) continue;
+    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    if (f[0] === "Z" || f[0] === "X") continue;
+    const p: ProcEntry = {
+      pid: Number(name),
+      ppid: Number(f[1]),
+      pgid: Number(f[2]),
+      startTime: f[19] ?? "",
+      rssPages: Number(f[21]) || 0,
+    };
+    table.procs.set(p.pid, p);
+    const kids = table.children.get(p.ppid);
+    if (kids) kids.push(p.pid);
+    else table.children.set(p.ppid, [p.pid]);
+    const group = table.groups.get(p.pgid);
+    if (group) group.push(p.pid);
+    else table.groups.set(p.pgid, [p.pid]);
   }
-  const queue = [root];
+  return table;
+}
+
+/**
+ * Every process of `table` below any of `roots` by parent links, plus every member of group
+ * `pgid` and their descendants. The roots themselves are not included.
+ */
+export function descendants(table: ProcTable, roots: number[], pgid: number): number[] {
+  const found = new Set<number>();
+  const queue = [...roots, ...(table.groups.get(pgid) ?? [])];
+  for (const p of table.groups.get(pgid) ?? []) found.add(p);
   while (queue.length) {
     const p = queue.pop() as number;
-    for (const c of children.get(p) ?? []) {
-      if (!found.has(c)) found.add(c);
+    for (const c of table.children.get(p) ?? []) {
+      if (found.has(c)) continue;
+      found.add(c);
       queue.push(c);
     }
   }
-  found.delete(root);
+  for (const r of roots) found.delete(r);
   return [...found];
+}
+
+/** Every live pid whose ancestry reaches `root`, plus every member of process group `pgid`. */
+export function treePids(root: number, pgid: number): number[] {
+  return descendants(procTable(), [root], pgid);
+}
+
+let pageBytes = 0;
+
+/** The kernel's page size (RSS in /proc/<pid>/stat is in pages): 4 KiB, or 16/64 KiB on some arm64. */
+export function pageSize(): number {
+  if (pageBytes) return pageBytes;
+  pageBytes = 4096;
+  try {
+    // statm counts pages, status counts kB: their ratio is the page size.
+    const pages = Number(readFileSync("/proc/self/statm", "utf8").split(" ")[1]);
+    const kb = Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1]);
+    const ratio = (kb * 1024) / pages;
+    for (const size of [4096, 16384, 65536]) if (Math.abs(ratio - size) / size < 0.25) pageBytes = size;
+  } catch {
+    // not Linux: 4 KiB
+  }
+  return pageBytes;
 }
 
 /** Signal number of a signal name such as "TERM" or "SIGTERM". */
@@ -103,7 +184,8 @@ export interface ProcId {
  * Returns every process signalled, for the next call.
  */
 export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
-  const tree: ProcId[] = [];
+  // The root itself too: an adopted process need not lead its own group.
+  const tree: ProcId[] = [{ pid, start: startTime(pid) }];
   if (process.platform === "linux") {
     for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
   }

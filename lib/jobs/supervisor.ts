@@ -19,8 +19,13 @@ import {
   liveJobs,
   markFinished,
   markKillRequested,
+  markLimitHit,
   markRunning,
 } from "../state/jobs.ts";
+import { isLegacyJobId } from "../state/legacy.ts";
+import { cgroupArgv, JobCgroups } from "./cgroup.ts";
+import { LIMIT_REASONS } from "./limits.ts";
+import { Monitor } from "./monitor.ts";
 import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
 import { jobFiles, readStatus, recorderArgv } from "./recorder.ts";
 
@@ -32,6 +37,10 @@ export interface KillOptions {
   force?: boolean;
   reason?: Reason;
   audit?: Record<string, unknown>;
+  /** SIGTERM → SIGKILL grace (default jobs.kill_grace_ms). */
+  graceMs?: number;
+  /** Processes the caller knows belong to the job's tree (the monitor's last sample). */
+  tree?: ProcId[];
 }
 
 export class Supervisor {
@@ -41,8 +50,12 @@ export class Supervisor {
   /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
   private readonly signalled = new Map<string, ProcId[]>();
   private pollTimer: Timer | null = null;
+  /** Samples running jobs and stops those that exceed their limits. */
+  readonly monitor: Monitor;
 
-  constructor(private readonly ctx: Context) {}
+  constructor(private readonly ctx: Context) {
+    this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+  }
 
   /** Number of jobs this daemon watches. */
   get watching(): number {
@@ -58,6 +71,7 @@ export class Supervisor {
     const files = jobFiles(dir);
     let out = -1;
     let err = -1;
+    let cgroup: string | null = null;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       // Append mode: a file handed to Bun.spawn as Bun.file() would be truncated.
@@ -77,7 +91,9 @@ export class Supervisor {
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      const proc = Bun.spawn(recorderArgv(files.status, plan.argv), {
+      cgroup = this.jobCgroup(job);
+      const argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), plan.argv) : plan.argv;
+      const proc = Bun.spawn(recorderArgv(files.status, argv), {
         cwd: plan.cwd,
         env: plan.env,
         stdin: "ignore",
@@ -87,12 +103,15 @@ export class Supervisor {
       });
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
+      const enforcement = cgroup ? "cgroup v2" : "monitor";
       this.ctx.write((ev) => {
-        markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now());
+        markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup);
         ev.push({ kind: "job.started", subject: `job/${job.id}`, data: { pid: proc.pid, backend: backend.name } });
       });
+      this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
     } catch (e) {
+      if (cgroup) JobCgroups.remove(cgroup);
       const pe = e instanceof PlanterError ? e : null;
       const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
       this.finish(job.id, {
@@ -108,6 +127,23 @@ export class Supervisor {
     } finally {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
+    }
+  }
+
+  /**
+   * A cgroup v2 group for the job when the host delegates one (null otherwise). A group that
+   * cannot be made leaves the job to the monitor, with an event saying why.
+   */
+  private jobCgroup(job: JobRow): string | null {
+    const cgroups = this.monitor.enforcement.cgroups;
+    if (!cgroups) return null;
+    try {
+      return cgroups.create(job.id, job.limits.max_rss_bytes);
+    } catch (e) {
+      this.ctx.write((ev) =>
+        ev.push({ kind: "job.cgroup_failed", subject: `job/${job.id}`, data: { message: (e as Error).message } }),
+      );
+      return null;
     }
   }
 
@@ -130,13 +166,16 @@ export class Supervisor {
       markKillRequested(this.ctx.db, id, signal, force, reason, Date.now());
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
     });
-    this.signal(id, job.pid, `SIG${signal}` as NodeJS.Signals);
-    if (!force) this.scheduleEscalation(id, job.pid, this.ctx.config.jobs.kill_grace_ms);
+    if (opts.tree?.length) this.signalled.set(id, [...(this.signalled.get(id) ?? []), ...opts.tree]);
+    this.signal(id, job.pid, `SIG${signal}` as NodeJS.Signals, job.cgroup);
+    if (!force) this.scheduleEscalation(id, job.pid, opts.graceMs ?? this.ctx.config.jobs.kill_grace_ms);
     return getJob(this.ctx.db, id) as JobRow;
   }
 
-  private signal(id: string, pid: number, sig: NodeJS.Signals): void {
+  private signal(id: string, pid: number, sig: NodeJS.Signals, cgroup: string | null): void {
     this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id)));
+    // SIGKILL through the group too: it reaches processes that left the tree unseen.
+    if (sig === "SIGKILL" && cgroup) this.monitor.enforcement.cgroups?.kill(cgroup);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -149,7 +188,7 @@ export class Supervisor {
         markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
         ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
       });
-      this.signal(id, pid, "SIGKILL");
+      this.signal(id, pid, "SIGKILL", job.cgroup);
     }, ms);
     this.graceTimers.set(id, t);
   }
@@ -188,9 +227,12 @@ export class Supervisor {
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
     this.ctx.write((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
     if (job.kill_requested_at !== null && !job.kill_force) {
-      const left = job.kill_requested_at + this.ctx.config.jobs.kill_grace_ms - Date.now();
-      this.scheduleEscalation(job.id, pid, Math.max(0, left));
+      const limit = job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason);
+      const grace = limit ? this.monitor.graceMs : this.ctx.config.jobs.kill_grace_ms;
+      this.scheduleEscalation(job.id, pid, Math.max(0, job.kill_requested_at + grace - Date.now()));
     }
+    // Limits hold after a restart too; elapsed time counts from the job's real start.
+    this.monitor.track(job);
     if (!this.pollTimer) {
       this.pollTimer = setInterval(() => {
         for (const id of [...this.adopted.keys()]) this.checkAdopted(id);
@@ -223,56 +265,52 @@ export class Supervisor {
   private deadFinish(job: JobRow, recorderSignal: string | null, recorderCode: number | null = null): Finish {
     // The recorder exits with the job's code: it stands in if the status file could not be written.
     const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status) ?? recorderCode;
-    const at = Date.now();
-    const killed = job.kill_requested_at !== null;
-    if (code !== null) {
-      const sig = code > 128 ? signalName(code - 128) : null;
-      if (killed && sig) {
-        return { state: "killed", reason: killReason(job, sig), exit_code: code, signal: sig, message: null, at };
+    if (job.kill_requested_at === null && job.cgroup) this.cgroupOom(job);
+    return endOf(getJob(this.ctx.db, job.id) ?? job, code, recorderSignal, Date.now());
+  }
+
+  /**
+   * The kernel OOM-killed the job's cgroup (memory.max): record it as the memory limit, with
+   * the group's peak as the observed value.
+   */
+  private cgroupOom(job: JobRow): void {
+    const end = JobCgroups.end(job.cgroup as string);
+    const max = job.limits.max_rss_bytes;
+    if (end.oomKills === 0 || max === undefined) return;
+    const value = end.peakBytes ?? max;
+    this.ctx.write((ev) => {
+      markKillRequested(this.ctx.db, job.id, "KILL", true, "memory_limit", Date.now());
+      if (markLimitHit(this.ctx.db, job.id, { limit: "max_rss_bytes", value, max, at: Date.now() })) {
+        ev.push({
+          kind: "job.limit_exceeded",
+          subject: `job/${job.id}`,
+          data: { limit: "max_rss_bytes", reason: "memory_limit", value, max, enforcement: "cgroup v2" },
+        });
       }
-      return {
-        state: code === 0 ? "exited" : "failed",
-        reason: "exited",
-        exit_code: code,
-        signal: null,
-        message: null,
-        at,
-      };
-    }
-    // No status: the recorder itself was killed (SIGKILL to the group), or vanished unseen.
-    if (killed) {
-      const sig = recorderSignal ?? job.kill_signal ?? "KILL";
-      return { state: "killed", reason: killReason(job, sig), exit_code: null, signal: sig, message: null, at };
-    }
-    if (recorderSignal) {
-      return {
-        state: "failed",
-        reason: "exited",
-        exit_code: null,
-        signal: recorderSignal,
-        message: `killed by SIG${recorderSignal} from outside planter`,
-        at,
-      };
-    }
-    return lostFinish("the job ended while planterd was down and left no exit status");
+    });
   }
 
   /** Record the end of a job (once) and wake its waiters. */
   finish(id: string, f: Finish): void {
-    this.ctx.write((ev) => {
-      if (markFinished(this.ctx.db, id, f)) {
-        ev.push({
-          kind: "job.finished",
-          subject: `job/${id}`,
-          data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
-        });
-      }
+    const ended = this.ctx.write((ev) => {
+      if (!markFinished(this.ctx.db, id, f)) return false;
+      ev.push({
+        kind: "job.finished",
+        subject: `job/${id}`,
+        data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
+      });
+      return true;
     });
+    const under = this.monitor.untrack(id);
     this.forget(id);
+    // The tree is dead now: the stored log can be cut to its quota.
+    const job = ended ? getJob(this.ctx.db, id) : null;
+    if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
   }
 
   private forget(id: string): void {
+    this.monitor.untrack(id);
     this.own.delete(id);
     rmSync(scratchDir(id), { recursive: true, force: true });
     const orphans = this.signalled.get(id);
@@ -295,10 +333,60 @@ export class Supervisor {
 
   /** Stop watching (daemon shutdown); jobs keep running under their recorders. */
   close(): void {
+    this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
     for (const t of this.graceTimers.values()) clearTimeout(t);
     this.graceTimers.clear();
   }
+}
+
+/**
+ * How a job whose recorder is gone ended, from its exit status (`code`, null when none was
+ * written), the recorder's own signal and the job's kill record. Pure: the race of a job's own
+ * exit against a limit is decided here and in `decideAct`.
+ */
+export function endOf(job: JobRow, code: number | null, recorderSignal: string | null, at: number): Finish {
+  const killed = job.kill_requested_at !== null;
+  if (code !== null) {
+    const sig = code > 128 ? signalName(code - 128) : null;
+    if (killed && sig) {
+      return { state: "killed", reason: killReason(job, sig), exit_code: code, signal: sig, message: null, at };
+    }
+    // The monitor decided to stop the job before its exit status existed: the limit came
+    // first, whatever code the job then exited with (a TERM handler may exit 0).
+    if (job.limit_hit !== null && job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason)) {
+      return { state: "killed", reason: job.kill_reason, exit_code: code, signal: null, message: null, at };
+    }
+    return {
+      state: code === 0 ? "exited" : "failed",
+      reason: "exited",
+      exit_code: code,
+      signal: null,
+      message: null,
+      at,
+    };
+  }
+  // No status: the recorder itself was killed (SIGKILL to the group), or vanished unseen.
+  if (killed) {
+    const sig = recorderSignal ?? job.kill_signal ?? "KILL";
+    return { state: "killed", reason: killReason(job, sig), exit_code: null, signal: sig, message: null, at };
+  }
+  if (recorderSignal) {
+    return {
+      state: "failed",
+      reason: "exited",
+      exit_code: null,
+      signal: recorderSignal,
+      message: `killed by SIG${recorderSignal} from outside planter`,
+      at,
+    };
+  }
+  if (isLegacyJobId(job.id)) {
+    return lostFinish(
+      "imported from the legacy prototype, which records no exit status: the job ended and its exit code is unknowable",
+    );
+  }
+  return lostFinish("the job ended while planterd was down and left no exit status");
 }
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */

@@ -33,7 +33,10 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
   const base = { backend: backend?.name ?? null, version: probe.version ?? null, userns: probe.userns ?? null };
   if (!backend || !probe.ok) return { ...base, ok: false, checks: [], message: probe.message, hint: probe.hint };
   const cell = mkdtempSync(join(tmpdir(), "planter-check-"));
-  const outside = join(homedir(), `.planter-sandbox-probe-${process.pid}`);
+  // Outside = somewhere the host shows read-only: $HOME, unless it lies in /tmp (private inside).
+  const home = homedir();
+  const outsideDir = home === "/tmp" || home.startsWith("/tmp/") ? "/var/tmp" : home;
+  const outside = join(outsideDir, `.planter-sandbox-probe-${process.pid}`);
   const server = createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as { port: number }).port;

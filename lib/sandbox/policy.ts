@@ -124,3 +124,25 @@ export function resolvePolicyPaths(p: EffectivePolicy): EffectivePolicy {
     deny: p.deny.filter((x) => existsSync(x)).map((x) => realpathSync(x)),
   };
 }
+
+/**
+ * Whether `path` exists inside a sandbox built from `p`: binds (cell, read_write, read_only)
+ * show it; otherwise a private /tmp (bwrap), the protected paths and deny paths hide it; the rest
+ * of the host is visible read-only.
+ */
+export function visibleInside(
+  path: string,
+  p: EffectivePolicy,
+  cellDir: string,
+  protect: string[],
+  privateTmp: boolean,
+): boolean {
+  const bound = [cellDir, ...p.read_write, ...p.read_only];
+  // The mount order of bwrapArgv: deny paths last; a protected path stays hidden except where a
+  // bind lies inside it (a managed cell dir in the state dir); binds over a private /tmp show.
+  if (p.deny.some((d) => within(path, d))) return false;
+  const guard = protect.find((g) => within(path, g));
+  if (guard) return bound.some((b) => within(path, b) && within(b, guard) && b !== guard);
+  if (bound.some((b) => within(path, b))) return true;
+  return !(privateTmp && within(path, "/tmp"));
+}

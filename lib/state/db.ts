@@ -75,6 +75,29 @@ export const MIGRATIONS: Migration[] = [
       db.run("ALTER TABLE jobs ADD COLUMN sandbox_policy TEXT");
     },
   },
+  {
+    version: 3,
+    name: "limit enforcement of each job: mode, cgroup, the limit hit, log truncation",
+    up: (db) => {
+      db.run("ALTER TABLE jobs ADD COLUMN enforcement TEXT");
+      db.run("ALTER TABLE jobs ADD COLUMN cgroup TEXT");
+      db.run("ALTER TABLE jobs ADD COLUMN limit_hit TEXT");
+      db.run("ALTER TABLE jobs ADD COLUMN log_truncated INTEGER NOT NULL DEFAULT 0");
+    },
+  },
+  {
+    version: 4,
+    name: "what `migrate state` imported from the legacy prototype (so a re-run imports nothing)",
+    up: (db) => {
+      db.run(`CREATE TABLE legacy_imports (
+        kind TEXT NOT NULL,
+        legacy_id TEXT NOT NULL,
+        target TEXT NOT NULL,
+        root TEXT NOT NULL,
+        imported_at INTEGER NOT NULL,
+        PRIMARY KEY (kind, legacy_id))`);
+    },
+  },
 ];
 
 /** The schema version this build writes. */

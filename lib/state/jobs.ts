@@ -1,7 +1,15 @@
 /** The jobs table. */
 import type { Database } from "bun:sqlite";
 import * as v from "valibot";
-import { type Job, type JobState, Limits, type Reason, type SandboxMode } from "../api/contract.ts";
+import {
+  ENFORCEMENTS,
+  type Enforcement,
+  type Job,
+  type JobState,
+  Limits,
+  type Reason,
+  type SandboxMode,
+} from "../api/contract.ts";
 import type { EffectivePolicy } from "../sandbox/policy.ts";
 import { AnyRecord, jsonColumn, StringArray, StringRecord } from "./json.ts";
 
@@ -33,18 +41,41 @@ export interface JobRow {
   kill_requested_at: number | null;
   kill_reason: Reason | null;
   request_ref: string | null;
+  enforcement: Enforcement | null;
+  /** The job's cgroup v2 group, when it has one. */
+  cgroup: string | null;
+  limit_hit: LimitHit | null;
+  log_truncated: boolean;
 }
 
-type RawJob = Omit<JobRow, "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force" | "sandbox_policy"> & {
+const LogSizesSchema = v.object({ stdout: v.number(), stderr: v.number() });
+
+/** The limit the monitor found exceeded: observed value, maximum, when; for the log, what to keep. */
+export const LimitHit = v.object({
+  limit: v.picklist(["timeout_ms", "max_rss_bytes", "max_log_bytes"]),
+  value: v.number(),
+  max: v.number(),
+  at: v.number(),
+  keep: v.optional(LogSizesSchema),
+});
+export type LimitHit = v.InferOutput<typeof LimitHit>;
+
+type RawJob = Omit<
+  JobRow,
+  "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force" | "sandbox_policy" | "limit_hit" | "log_truncated"
+> & {
   sandbox_policy: string | null;
   argv: string;
   env: string;
   limits: string;
   sandbox_fallback: number;
   kill_force: number | null;
+  limit_hit: string | null;
+  log_truncated: number;
 };
 
 const LimitsLoose = v.looseObject(Limits.entries);
+const isEnforcement = (e: string | null): e is Enforcement => ENFORCEMENTS.includes(e as Enforcement);
 
 function decode(r: RawJob): JobRow {
   const where = `job ${r.id}`;
@@ -59,6 +90,9 @@ function decode(r: RawJob): JobRow {
         : (jsonColumn(AnyRecord, r.sandbox_policy, `${where} sandbox_policy`) as unknown as EffectivePolicy),
     sandbox_fallback: r.sandbox_fallback === 1,
     kill_force: r.kill_force === 1,
+    enforcement: isEnforcement(r.enforcement) ? r.enforcement : null,
+    limit_hit: r.limit_hit === null ? null : jsonColumn(LimitHit, r.limit_hit, `${where} limit_hit`),
+    log_truncated: r.log_truncated === 1,
   };
 }
 
@@ -149,10 +183,26 @@ export function markRunning(
   startTime: string | null,
   fallback: boolean,
   at: number,
+  enforcement: Enforcement = "monitor",
+  cgroup: string | null = null,
 ): void {
   db.query(
-    "UPDATE jobs SET state = 'running', pid = ?, start_time = ?, sandbox_fallback = ?, started_at = ? WHERE id = ? AND state = 'pending'",
-  ).run(pid, startTime, fallback ? 1 : 0, at, id);
+    `UPDATE jobs SET state = 'running', pid = ?, start_time = ?, sandbox_fallback = ?, started_at = ?, enforcement = ?, cgroup = ?
+     WHERE id = ? AND state = 'pending'`,
+  ).run(pid, startTime, fallback ? 1 : 0, at, enforcement, cgroup, id);
+}
+
+/** Record the limit a running job exceeded; the first one recorded stays. Returns false otherwise. */
+export function markLimitHit(db: Database, id: string, hit: LimitHit): boolean {
+  const r = db
+    .query("UPDATE jobs SET limit_hit = ? WHERE id = ? AND state = 'running' AND limit_hit IS NULL")
+    .run(JSON.stringify(hit), id);
+  return r.changes === 1;
+}
+
+/** Record that a job's log holds less than it wrote (cut to max_log_bytes). */
+export function markLogTruncated(db: Database, id: string): void {
+  db.query("UPDATE jobs SET log_truncated = 1 WHERE id = ?").run(id);
 }
 
 /** Record a kill: the first reason stays (a limit breach is not renamed by a later user kill). */
@@ -214,6 +264,16 @@ export function jobView(j: JobRow): Job {
     started_at: iso(j.started_at),
     finished_at: iso(j.finished_at),
     limits: j.limits,
+    enforcement: j.enforcement,
+    limit_exceeded: j.limit_hit
+      ? {
+          limit: j.limit_hit.limit,
+          value: j.limit_hit.value,
+          max: j.limit_hit.max,
+          at: new Date(j.limit_hit.at).toISOString(),
+        }
+      : null,
+    log_truncated: j.log_truncated,
     sandbox: { mode: j.sandbox_mode, backend: j.backend, fallback: j.sandbox_fallback, policy: j.sandbox_policy },
     kill:
       j.kill_requested_at === null

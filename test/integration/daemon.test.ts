@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { baseEnv, cleanup, PLANTER, pidAlive, startDaemon, tempHome, waitFor } from "../harness.ts";
 
@@ -145,16 +145,28 @@ describe("planterd", () => {
   });
 });
 
-test("socket activation: planterd serves on the inherited fd 3", async () => {
-  const h = home();
-  const sock = join(h, "activated.sock");
+/**
+ * Start planterd under systemd-socket-activate listening on `sock`, and give the socket `mode`
+ * (as planterd.socket's SocketMode would) before the first connection starts the daemon.
+ */
+async function activate(h: string, sock: string, mode: number) {
   // systemd-socket-activate passes only the variables named with -E.
   const pass = ["PATH", "HOME", "PLANTER_HOME"].flatMap((k) => ["-E", k]);
-  const p = Bun.spawn(["systemd-socket-activate", "-l", sock, ...pass, "bun", PLANTER, "daemon"], {
+  const p = Bun.spawn(["systemd-socket-activate", "-l", sock, ...pass, process.execPath, PLANTER, "daemon"], {
     env: baseEnv(h),
     stdout: "ignore",
     stderr: "pipe",
   });
+  await waitFor(() => existsSync(sock), "the activator to listen");
+  chmodSync(sock, mode);
+  return p;
+}
+
+test("socket activation: planterd serves on the inherited fd 3", async () => {
+  const h = home();
+  mkdirSync(join(h, "run"), { mode: 0o700 });
+  const sock = join(h, "run", "planterd.sock");
+  const p = await activate(h, sock, 0o600);
   const { Client } = await import("../../lib/api/client.ts");
   const c = new Client(sock);
   // systemd-socket-activate starts planterd on the first connection.
@@ -169,11 +181,30 @@ test("socket activation: planterd serves on the inherited fd 3", async () => {
   );
   const j = await c.createJob({ argv: ["echo", "activated"] });
   expect((await c.waitJob(j.id, 10_000)).job.exit_code).toBe(0);
-  // planterd must not have bound its default path or a TCP port: only the inherited socket.
-  expect(existsSync(join(h, "run", "planterd.sock"))).toBe(false);
   expect(existsSync(join(h, "state", "jobs", j.id, "stdout"))).toBe(true);
   p.kill("SIGTERM");
-  await p.exited;
+  expect(await p.exited).toBe(0);
   const err = await new Response(p.stderr).text();
   expect(err).toContain("socket-activated");
+  // The socket belongs to the activator: planterd leaves it in place.
+  expect(existsSync(sock)).toBe(true);
+});
+
+test("socket activation: an inherited socket with the wrong mode or path is refused", async () => {
+  const h = home();
+  mkdirSync(join(h, "run"), { mode: 0o700 });
+  const { Client } = await import("../../lib/api/client.ts");
+  const sock = join(h, "run", "planterd.sock");
+  const loose = await activate(h, sock, 0o644);
+  await new Client(sock).health().catch(() => null);
+  expect(await loose.exited).toBe(1);
+  const err = await new Response(loose.stderr).text();
+  expect(err).toContain(`insecure socket layout: socket ${sock} has mode 0644, not 0600`);
+  expect(err).toContain(`hint: fix it, then start planterd again: chmod 0600 ${sock}`);
+
+  const other = join(h, "run", "other.sock");
+  const moved = await activate(h, other, 0o600);
+  await new Client(other).health().catch(() => null);
+  expect(await moved.exited).toBe(1);
+  expect(await new Response(moved.stderr).text()).toContain(`the inherited socket is ${other}, not ${sock}`);
 });

@@ -11,6 +11,8 @@ import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHom
 
 /** Short enough to see an escalation quickly, long enough that SIGTERM always ends a plain job first. */
 const GRACE_MS = 1000;
+/** Mutating requests record who made them. */
+const audit = { peer_uid: process.getuid?.() ?? 0, peer_pid: expect.any(Number) };
 const homes: string[] = [];
 const daemons: DaemonHandle[] = [];
 
@@ -94,7 +96,7 @@ describe("every change is an event", () => {
     const created = (j: Job) => ({
       kind: "job.created",
       subject: `job/${j.id}`,
-      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none" },
+      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none", ...audit },
     });
     const started = (j: Job) => ({
       kind: "job.started",
@@ -111,7 +113,7 @@ describe("every change is an event", () => {
     const dir = tempHome("pe-dir");
     homes.push(dir);
     await c.createCell({ name: "ev", dir });
-    expected.push({ kind: "cell.created", subject: "cell/ev", data: { dir, managed: false } });
+    expected.push({ kind: "cell.created", subject: "cell/ev", data: { dir, managed: false, ...audit } });
 
     // A job that exits on its own.
     const ok = await c.createJob({ argv: ["printf", "hi"], cell: "ev" });
@@ -130,7 +132,7 @@ describe("every change is an event", () => {
       {
         kind: "job.kill_requested",
         subject: `job/${term.id}`,
-        data: { signal: "TERM", force: false, reason: "terminated_by_user" },
+        data: { signal: "TERM", force: false, reason: "terminated_by_user", ...audit },
       },
       ended(termEnd),
     );
@@ -143,7 +145,7 @@ describe("every change is an event", () => {
     expected.push(
       created(usr),
       started(usr),
-      { kind: "job.signaled", subject: `job/${usr.id}`, data: { signal: "USR1" } },
+      { kind: "job.signaled", subject: `job/${usr.id}`, data: { signal: "USR1", ...audit } },
       ended(usrEnd),
     );
 
@@ -161,7 +163,7 @@ describe("every change is an event", () => {
       {
         kind: "job.kill_requested",
         subject: `job/${stubborn.id}`,
-        data: { signal: "TERM", force: false, reason: "terminated_by_user" },
+        data: { signal: "TERM", force: false, reason: "terminated_by_user", ...audit },
       },
       { kind: "job.kill_escalated", subject: `job/${stubborn.id}`, data: { signal: "KILL", grace_ms: GRACE_MS } },
       ended(stubbornEnd),
@@ -174,7 +176,7 @@ describe("every change is an event", () => {
 
     // Removing a finished job.
     await c.removeJob(ok.id);
-    expected.push({ kind: "job.removed", subject: `job/${ok.id}`, data: {} });
+    expected.push({ kind: "job.removed", subject: `job/${ok.id}`, data: { ...audit } });
 
     // Force-removing a cell kills its running job first.
     const inCell = await c.createJob({ argv: ["sleep", "300"], cell: "ev" });
@@ -185,14 +187,14 @@ describe("every change is an event", () => {
       {
         kind: "job.kill_requested",
         subject: `job/${inCell.id}`,
-        data: { signal: "KILL", force: true, reason: "forced_kill" },
+        data: { signal: "KILL", force: true, reason: "forced_kill", ...audit },
       },
       {
         kind: "job.finished",
         subject: `job/${inCell.id}`,
         data: { state: "killed", reason: "forced_kill", exit_code: null, signal: "KILL", message: null },
       },
-      { kind: "cell.removed", subject: "cell/ev", data: { jobs_removed: 1, forced: true } },
+      { kind: "cell.removed", subject: "cell/ev", data: { jobs_removed: 1, forced: true, ...audit } },
     );
 
     // A managed cell and its plain removal.
@@ -202,9 +204,9 @@ describe("every change is an event", () => {
       {
         kind: "cell.created",
         subject: "cell/ev2",
-        data: { dir: join(d.home, "state", "cells", "ev2"), managed: true },
+        data: { dir: join(d.home, "state", "cells", "ev2"), managed: true, ...audit },
       },
-      { kind: "cell.removed", subject: "cell/ev2", data: { jobs_removed: 0, forced: false } },
+      { kind: "cell.removed", subject: "cell/ev2", data: { jobs_removed: 0, forced: false, ...audit } },
     );
 
     const es = await all(d, { cursor: from });
@@ -298,7 +300,7 @@ describe("cursors", () => {
         at: "",
         kind: "cell.created",
         subject: "cell/live1",
-        data: { dir: join(d.home, "state", "cells", "live1"), managed: true },
+        data: { dir: join(d.home, "state", "cells", "live1"), managed: true, ...audit },
       });
 
       // The same response keeps streaming: a job's whole life arrives as it happens.
@@ -476,7 +478,7 @@ describe("restarts", () => {
         {
           kind: "job.kill_requested",
           subject: `job/${job.id}`,
-          data: { signal: "TERM", force: false, reason: "terminated_by_user" },
+          data: { signal: "TERM", force: false, reason: "terminated_by_user", ...audit },
         },
         {
           kind: "job.finished",

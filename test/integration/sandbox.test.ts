@@ -174,6 +174,14 @@ describe("allowed", () => {
     expect(n.code).toBe("E_BAD_REQUEST");
   });
 
+  test("a cwd the sandbox hides is refused before anything runs", async () => {
+    const e = (await d.client.createJob({ argv: ["true"], cwd: "/tmp" }).catch((x) => x)) as PlanterError;
+    expect(e.code).toBe("E_BAD_REQUEST");
+    expect(e.message).toBe("cwd /tmp does not exist inside the job's sandbox");
+    const inCell = await d.client.createJob({ argv: ["pwd"], cwd: cellDir("default") });
+    expect((await d.client.waitJob(inCell.id, 10_000)).job.exit_code).toBe(0);
+  });
+
   test("a policy may not expose planter's state", async () => {
     const e = (await d.client
       .createJob({ argv: ["true"], sandbox: { policy: { read_only: [join(d.home, "state")] } } })

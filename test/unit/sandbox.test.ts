@@ -4,7 +4,7 @@ import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
 import { bwrapArgv, bwrapFailure } from "../../lib/sandbox/bwrap.ts";
-import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
+import { complete, DEFAULT_POLICY, narrow, visibleInside, within } from "../../lib/sandbox/policy.ts";
 import { SeatbeltBackend, seatbeltProfile, variants } from "../../lib/sandbox/seatbelt.ts";
 
 const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
@@ -200,5 +200,28 @@ describe("policy narrowing", () => {
     expect(within("/data", "/data")).toBe(true);
     expect(within("/database", "/data")).toBe(false);
     expect(within("/", "/data")).toBe(false);
+  });
+});
+
+describe("what a sandboxed job can see", () => {
+  const p = complete({ read_only: ["/data"], deny: ["/work/cell/secret"] });
+  const protect = ["/home/u/.local/state/planter"];
+  test.each([
+    ["/work/cell", "/work/cell", true],
+    ["/work/cell/sub", "/work/cell", true],
+    ["/work/cell/secret/x", "/work/cell", false],
+    ["/tmp/x", "/work/cell", false],
+    ["/tmp/cell", "/tmp/cell", true],
+    ["/data/in", "/work/cell", true],
+    ["/usr/share", "/work/cell", true],
+    ["/home/u/.local/state/planter", "/work/cell", false],
+    ["/home/u/.local/state/planter/cells/c1", "/home/u/.local/state/planter/cells/c1", true],
+    ["/home/u/.local/state/planter/jobs", "/home/u/.local/state/planter/cells/c1", false],
+    ["/home/u/.local/state/planter", "/home/u", false],
+  ])("%p with cell %p → %p", (path, cell, visible) => {
+    expect(visibleInside(path, p, cell, protect, true)).toBe(visible);
+  });
+  test("without a private /tmp (Seatbelt), /tmp is visible", () => {
+    expect(visibleInside("/tmp/x", p, "/work/cell", protect, false)).toBe(true);
   });
 });

@@ -21,6 +21,7 @@ import {
   narrow,
   type Policy,
   resolvePolicyPaths,
+  visibleInside,
   within,
 } from "../../sandbox/policy.ts";
 import type { CellRow } from "../../state/cells.ts";
@@ -128,11 +129,22 @@ export function create(ctx: Context, req: Req): Reply {
       sandboxFailure = `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`;
     }
   }
+  const cwd = body.cwd ?? cell.dir;
+  if (
+    policy &&
+    backend.name !== "none" &&
+    !visibleInside(cwd, policy, cell.dir, protectedPaths(ctx), backend.name === "bwrap")
+  ) {
+    throw badRequest(
+      `cwd ${cwd} does not exist inside the job's sandbox`,
+      "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
+    );
+  }
   const job = {
     id,
     cell: cell.name,
     argv: body.argv,
-    cwd: body.cwd ?? cell.dir,
+    cwd,
     env: jobEnv(ctx, cell.env, body.env, id, cell.name, policy),
     limits: { ...ctx.config.limits, ...cell.limits, ...body.limits },
     sandbox_mode: mode,

@@ -22,6 +22,11 @@ export async function read(ctx: Context, req: Req): Promise<Reply> {
   let job = requireJob(ctx, id);
   const file = jobFiles(jobDir(ctx.paths.stateDir, id))[stream];
   let size = fileSize(file);
+  if (offset > size && job.log_truncated && FINAL_STATES.has(job.state)) {
+    // A follower read past the quota before the log was cut to it: nothing more will come.
+    const body: LogChunk = { stream, offset, next_offset: offset, size, data: "", eof: true, complete: true };
+    return ok(body);
+  }
   if (offset > size) {
     throw badRequest(
       `offset ${offset} is beyond the end of ${stream} (${size} bytes)`,

@@ -22,6 +22,7 @@ export function ready(ctx: Context, req: Req): Reply {
     state: stateOk ? "ok" : "unavailable",
     jobs_watched: ctx.supervisor.watching,
     requests_in_flight: ctx.inflight(),
+    limits: limitsStatus(ctx),
     sandbox: {
       mode: ctx.defaultMode,
       backend: ctx.sandbox.backend?.name ?? "none",
@@ -33,6 +34,20 @@ export function ready(ctx: Context, req: Req): Reply {
     },
   };
   return ok(body, stateOk ? 200 : 503);
+}
+
+/** How limits are enforced: "monitor" or "cgroup v2", why not cgroups, and the monitor's figures. */
+function limitsStatus(ctx: Context) {
+  const m = ctx.supervisor.monitor;
+  return {
+    enforcement: m.enforcement.mode,
+    cgroup_unavailable: m.enforcement.why,
+    interval_ms: m.intervalMs,
+    grace_ms: m.graceMs,
+    jobs_sampled: m.watching,
+    ticks: m.last.count,
+    last_tick_ms: Number(m.last.ms.toFixed(3)),
+  };
 }
 
 export function version(ctx: Context, req: Req): Reply {

@@ -1,0 +1,155 @@
+/** planterd over its API: daemon.reachable (`/v1/version`, `/v1/ready`), daemon.version-match. */
+import { API_VERSION, type VersionInfo } from "../../api/contract.ts";
+import type { ErrorBody } from "../../api/errors.ts";
+import { type Check, fail, type Linked, ok, type Result, skip, warn } from "../check.ts";
+import type { DoctorContext, Expected } from "../context.ts";
+import { invokingUser } from "./socket.ts";
+
+/** What `GET /v1/ready` answers (the parts doctor reads). */
+export interface ReadyBody {
+  ready: boolean;
+  state: string;
+  sandbox?: { mode: string; backend: string; ok: boolean; message: string | null; hint: string | null };
+  /** Present once planterd reports limit enforcement (#4). */
+  limits?: { enforcement: string; cgroup_unavailable: string | null; interval_ms?: number };
+}
+
+/** The daemon as doctor found it: answering (with both bodies), or why not. */
+export type DaemonProbe =
+  | { ok: true; version: VersionInfo; readyStatus: number; ready: ReadyBody | null }
+  | { ok: false; code: string; status?: number; error?: ErrorBody };
+
+async function getJson(socket: string, path: string, signal: AbortSignal): Promise<{ status: number; body: unknown }> {
+  const res = await fetch(`http://planterd${path}`, { unix: socket, signal });
+  const text = await res.text();
+  try {
+    return { status: res.status, body: JSON.parse(text) };
+  } catch {
+    return { status: res.status, body: null };
+  }
+}
+
+/** Call `/v1/version` and `/v1/ready` once per doctor run. */
+export function daemonProbe(ctx: DoctorContext & Linked): Promise<DaemonProbe> {
+  return ctx.once("daemon", async (): Promise<DaemonProbe> => {
+    const signal = AbortSignal.timeout(ctx.timeoutMs);
+    try {
+      const [v, r] = await Promise.all([
+        getJson(ctx.paths.socketPath, "/v1/version", signal),
+        getJson(ctx.paths.socketPath, "/v1/ready", signal),
+      ]);
+      const error = (v.body as { error?: ErrorBody } | null)?.error;
+      if (v.status !== 200) return { ok: false, code: error?.code ?? `HTTP ${v.status}`, status: v.status, error };
+      return { ok: true, version: v.body as VersionInfo, readyStatus: r.status, ready: r.body as ReadyBody | null };
+    } catch (e) {
+      const err = e as NodeJS.ErrnoException;
+      const code = err.name === "TimeoutError" || err.name === "AbortError" ? "TIMEOUT" : (err.code ?? err.message);
+      return { ok: false, code };
+    }
+  });
+}
+
+/** daemon.reachable from the probe. */
+export function reachableResult(ctx: DoctorContext, p: DaemonProbe): Result {
+  const socket = ctx.paths.socketPath;
+  const start = ctx.commands.start;
+  const usermod = `sudo usermod -aG planter ${invokingUser(ctx)}`;
+  if (p.ok) {
+    if (p.readyStatus !== 200 || !p.ready?.ready) {
+      return fail(
+        `planterd ${p.version.version} answers on ${socket} but is not ready (state: ${p.ready?.state ?? "unknown"})`,
+        "its state database cannot be used; see state.integrity, and planterd's log",
+        ctx.commands.restart,
+      );
+    }
+    const sb = p.ready.sandbox;
+    const sandbox = sb ? ` · sandbox ${sb.mode} (${sb.backend}${sb.ok ? "" : ", unavailable"})` : "";
+    return ok(`planterd ${p.version.version} answers on ${socket}: ready${sandbox}`);
+  }
+  switch (p.code) {
+    case "ENOENT":
+      return fail(
+        `cannot reach planterd: no socket at ${socket}`,
+        "planterd is not running (see socket.present)",
+        start,
+      );
+    case "ECONNREFUSED":
+      return fail(
+        `cannot reach planterd: nothing listens on ${socket}`,
+        "planterd stopped or crashed and left its socket behind; starting it replaces the stale socket",
+        start,
+      );
+    case "EACCES":
+      return fail(
+        `cannot reach planterd: permission denied opening ${socket}`,
+        "in system mode only root and group planter may open the socket; log in again after being added",
+        usermod,
+      );
+    case "TIMEOUT":
+      return fail(
+        `planterd did not answer on ${socket} within ${ctx.timeoutMs / 1000} s`,
+        "it is hung or overloaded; restart it (jobs keep running across a restart)",
+        ctx.commands.restart,
+      );
+    case "E_UNAUTHORIZED_PEER":
+      return fail(
+        `planterd refuses this user: ${p.error?.message ?? "unauthorized"}`,
+        p.error?.hint ?? "ask an admin to allow you",
+        ctx.paths.mode === "system" ? usermod : `\${EDITOR:-vi} ${ctx.paths.configPath}  # [authz] allowed_uids`,
+      );
+    default:
+      return fail(
+        `cannot reach planterd at ${socket}: ${p.error?.message ?? p.code}`,
+        p.error?.hint ?? "something else answers on the socket, or planterd is broken; restart it",
+        ctx.commands.restart,
+      );
+  }
+}
+
+const sameCommit = (a: string, b: string) => a === b || a === "unknown" || b === "unknown";
+
+/** daemon.version-match: the daemon's API, version and commit against this binary's. */
+export function versionResult(
+  daemon: Pick<VersionInfo, "version" | "commit" | "api">,
+  expected: Expected,
+  restart: string,
+): Result {
+  const theirs = `${daemon.version} (${daemon.commit ?? "unknown"})`;
+  const ours = `${expected.version} (${expected.commit})`;
+  if (daemon.api !== API_VERSION) {
+    return fail(
+      `planterd speaks API v${daemon.api}, this planter v${API_VERSION} (planterd ${theirs}, this binary ${ours})`,
+      "clients and daemon cannot understand each other; restart planterd so that it runs this version",
+      restart,
+    );
+  }
+  if (daemon.version !== expected.version || !sameCommit(daemon.commit ?? "unknown", expected.commit)) {
+    return warn(
+      `planterd runs ${theirs}, this binary is ${ours}`,
+      "planterd was not restarted after an upgrade (or another planter started it); restart it to run this version",
+      restart,
+    );
+  }
+  return ok(`planterd runs ${theirs}, the same as this binary`);
+}
+
+const reachable: Check<DoctorContext> = {
+  id: "daemon.reachable",
+  description: "planterd answers GET /v1/version and /v1/ready on the socket, and is ready",
+  async run(ctx) {
+    return reachableResult(ctx, await daemonProbe(ctx));
+  },
+};
+
+const versionMatch: Check<DoctorContext> = {
+  id: "daemon.version-match",
+  description: "planterd runs the same version and commit as this binary",
+  async run(ctx) {
+    const r = await ctx.result("daemon.reachable");
+    const p = await daemonProbe(ctx);
+    if (r.status === "fail" || !p.ok) return skip("planterd is not reachable (see daemon.reachable)");
+    return versionResult(p.version, ctx.expected, ctx.commands.restart);
+  },
+};
+
+export const daemonChecks = [reachable, versionMatch];

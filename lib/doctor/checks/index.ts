@@ -1,0 +1,25 @@
+/** Every check, in report order: the host, the service, the socket, the daemon, access, sandbox, limits, state. */
+import type { Check } from "../check.ts";
+import type { DoctorContext } from "../context.ts";
+import { authzStrict, config } from "./config.ts";
+import { daemonChecks } from "./daemon.ts";
+import { binaryVersion, installState, platform } from "./install.ts";
+import { limitsChecks } from "./limits.ts";
+import { sandboxChecks } from "./sandbox.ts";
+import { serviceChecks } from "./service.ts";
+import { socketChecks } from "./socket.ts";
+import { stateChecks } from "./state.ts";
+
+export const CHECKS: Check<DoctorContext>[] = [
+  platform,
+  binaryVersion,
+  config,
+  installState,
+  ...serviceChecks,
+  ...socketChecks,
+  ...daemonChecks,
+  authzStrict,
+  ...sandboxChecks,
+  ...limitsChecks,
+  ...stateChecks,
+];

@@ -1,0 +1,84 @@
+/**
+ * install-state.json: the cleanup-state metadata. Install records every file, unit, group,
+ * membership and daemon it created and what existed before; uninstall reverses exactly that.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import * as v from "valibot";
+import { summarizeIssues } from "../api/contract.ts";
+import { PlanterError } from "../api/errors.ts";
+
+export const INSTALL_STATE_VERSION = 1;
+
+const FileRecord = v.object({
+  /** Absolute path on the target (without the staging root). */
+  path: v.string(),
+  kind: v.picklist(["binary", "link", "unit", "config", "tmpfiles", "plist"]),
+  /** sha256 of what install wrote (links: of the target string). */
+  sha256: v.string(),
+  /** For links: what the link points to. */
+  target: v.optional(v.string()),
+  /** Whether a file was there before install wrote this one. */
+  existed_before: v.boolean(),
+  /** Where the previous content was saved, to be put back by uninstall. */
+  backup: v.optional(v.string()),
+});
+export type FileRecord = v.InferOutput<typeof FileRecord>;
+
+export const InstallState = v.object({
+  schema_version: v.literal(INSTALL_STATE_VERSION),
+  version: v.string(),
+  commit: v.string(),
+  mode: v.picklist(["user", "system"]),
+  root: v.string(),
+  prefix: v.string(),
+  installed_at: v.string(),
+  updated_at: v.string(),
+  platform: v.object({
+    os: v.string(),
+    arch: v.string(),
+    os_release: v.nullable(v.record(v.string(), v.string())),
+    package_manager: v.nullable(v.string()),
+    systemd: v.boolean(),
+  }),
+  paths: v.object({ state_dir: v.string(), socket: v.string(), config: v.string(), bin_dir: v.string() }),
+  files: v.array(FileRecord),
+  dirs_created: v.array(v.string()),
+  units: v.array(v.object({ name: v.string(), scope: v.picklist(["user", "system"]), enabled: v.boolean() })),
+  group: v.nullable(
+    v.object({
+      name: v.string(),
+      existed_before: v.boolean(),
+      created_by_installer: v.boolean(),
+      members_added: v.array(v.string()),
+    }),
+  ),
+  daemon: v.object({ managed_by: v.picklist(["systemd", "direct", "none"]), pid: v.nullable(v.number()) }),
+});
+export type InstallState = v.InferOutput<typeof InstallState>;
+
+/** sha256 of a file's bytes (hex). */
+export function sha256File(path: string): string {
+  return createHash("sha256").update(readFileSync(path)).digest("hex");
+}
+
+export const sha256Text = (text: string) => createHash("sha256").update(text).digest("hex");
+
+/** Read and validate install-state.json; null when absent. */
+export function readInstallState(path: string): InstallState | null {
+  if (!existsSync(path)) return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(readFileSync(path, "utf8"));
+  } catch (e) {
+    throw new PlanterError("E_STATE", `cannot parse ${path}: ${(e as Error).message}`, {
+      hint: 'restore it from a backup, or remove planter\'s files by hand (see README "Uninstall")',
+    });
+  }
+  const r = v.safeParse(InstallState, raw);
+  if (!r.success) throw new PlanterError("E_STATE", `invalid ${path}: ${summarizeIssues(r.issues)}`);
+  return r.output;
+}
+
+/** Where install writes its metadata: in the state dir (under the staging root, if any). */
+export const installStatePath = (stateDir: string) => `${stateDir}/install-state.json`;

@@ -1,0 +1,467 @@
+/**
+ * install: put planter on a host so that it starts on demand, recording everything it changes in
+ * install-state.json (see install-state.ts) so that uninstall can take back exactly that.
+ */
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  symlinkSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { arch, homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { Client } from "../api/client.ts";
+import { PlanterError } from "../api/errors.ts";
+import { type InstallMode, resolvePaths, socketDir } from "../paths.ts";
+import { BUILD } from "../version.ts";
+import { describe, run } from "./exec.ts";
+import { addMember, getentGroup, groupadd } from "./groups.ts";
+import {
+  type FileRecord,
+  INSTALL_STATE_VERSION,
+  type InstallState,
+  installStatePath,
+  readInstallState,
+  sha256File,
+  sha256Text,
+} from "./install-state.ts";
+import { renderServiceUnit, renderSocketUnit, renderTmpfiles, systemctl, type UnitParams } from "./systemd.ts";
+
+export interface InstallOptions {
+  mode: InstallMode;
+  /** Bin dir parent (bin dir = prefix/bin). */
+  prefix?: string;
+  /** Staging root: every path is written below it; nothing is started. */
+  root: string;
+  /** The binary to install (default: this one, or dist/planter of a source checkout, built when missing). */
+  binary?: string;
+  dryRun: boolean;
+  waitMs: number;
+  /** Use systemd units: "auto" (when systemd runs as init), "yes" (write and enable them anyway, e.g. in an image build), "no" (start planterd directly). */
+  systemd?: "auto" | "yes" | "no";
+  env?: Record<string, string | undefined>;
+  /** Report progress (one line per step). */
+  progress?: (line: string) => void;
+}
+
+export interface Step {
+  id: string;
+  description: string;
+}
+
+export interface InstallResult {
+  upgrade: boolean;
+  dry_run: boolean;
+  mode: InstallMode;
+  root: string;
+  steps: Step[];
+  state_file: string;
+  daemon: InstallState["daemon"];
+  ready: boolean | null;
+  socket: string;
+}
+
+/** Entry links placed in the bin dir. Generic names (install, logs, doctor…) are left out: they would shadow system commands. */
+export const BIN_LINKS = ["planterd"];
+
+/** Default config written when none exists. */
+export const DEFAULT_CONFIG = `# planterd configuration — every key is optional; see README "Configuration".
+[sandbox]
+mode = "permissive"   # disabled | permissive | enforced
+
+[authz]
+strict = true
+`;
+
+function osRelease(root: string): Record<string, string> | null {
+  const p = join(root, "etc", "os-release");
+  if (!existsSync(p)) return null;
+  const out: Record<string, string> = {};
+  for (const line of readFileSync(p, "utf8").split("\n")) {
+    const m = /^([A-Z_]+)=("?)(.*)\2$/.exec(line.trim());
+    if (m && ["ID", "VERSION_ID", "PRETTY_NAME"].includes(m[1] as string))
+      out[(m[1] as string).toLowerCase()] = m[3] as string;
+  }
+  return out;
+}
+
+function packageManager(): string | null {
+  const system = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  for (const pm of ["apt-get", "dnf", "yum", "pacman", "zypper", "apk", "brew"])
+    if (Bun.which(pm, { PATH: system })) return pm;
+  return null;
+}
+
+/** The binary to install: explicit, this compiled binary, or the source checkout's dist/planter (built when missing). */
+export async function sourceBinary(explicit: string | undefined, progress: (l: string) => void): Promise<string> {
+  if (explicit) {
+    if (!existsSync(explicit)) throw new PlanterError("E_USAGE", `--binary ${explicit} does not exist`);
+    return explicit;
+  }
+  if (Bun.main.startsWith("/$bunfs")) return process.execPath;
+  const repo = join(import.meta.dir, "..", "..");
+  const built = join(repo, "dist", "planter");
+  if (!existsSync(built)) {
+    progress("building dist/planter from this source checkout");
+    const r = await run("make", "-C", repo, "build");
+    if (r.code !== 0)
+      throw new PlanterError("E_UNAVAILABLE", `cannot build planter: ${describe("make", ["build"], r)}`, {
+        hint: "run `make build` and fix what it reports",
+      });
+  }
+  return built;
+}
+
+/** Target paths (as the installed system sees them). */
+export function targetPaths(opts: { mode: InstallMode; prefix?: string; env?: Record<string, string | undefined> }) {
+  const env: Record<string, string | undefined> = { ...process.env, ...opts.env, PLANTER_MODE: opts.mode };
+  const paths = resolvePaths(env, process.platform, opts.mode === "system" ? 0 : (process.getuid?.() ?? 1000));
+  const home = env.HOME || homedir();
+  const prefix = opts.prefix ?? (opts.mode === "system" ? "/usr/local" : join(home, ".local"));
+  const unitDir =
+    opts.mode === "system"
+      ? "/etc/systemd/system"
+      : join(env.XDG_CONFIG_HOME || join(home, ".config"), "systemd", "user");
+  return { ...paths, binDir: join(prefix, "bin"), prefix, unitDir, tmpfiles: "/etc/tmpfiles.d/planter.conf" };
+}
+
+/** Install (or upgrade) planter; returns what was done. */
+export async function install(opts: InstallOptions): Promise<InstallResult> {
+  const progress = opts.progress ?? (() => undefined);
+  const root = opts.root;
+  const R = (p: string) => (root === "/" ? p : join(root, p));
+  const t = targetPaths(opts);
+  const stateFile = installStatePath(t.stateDir);
+  const previous = readInstallState(R(stateFile));
+  if (previous && previous.mode !== opts.mode) {
+    throw new PlanterError("E_CONFLICT", `planter is installed here in ${previous.mode} mode`, {
+      hint: `uninstall it first, or run install --${previous.mode}`,
+    });
+  }
+  const systemd = opts.systemd === "yes" || (opts.systemd !== "no" && existsSync(R("/run/systemd/system")));
+  const steps: Step[] = [];
+  const plan = (id: string, description: string) => steps.push({ id, description });
+  const binary = opts.dryRun ? (opts.binary ?? "(this planter binary)") : await sourceBinary(opts.binary, progress);
+  const group = opts.mode === "system" ? "planter" : null;
+  const invoking = opts.mode === "system" ? (opts.env?.SUDO_USER ?? process.env.SUDO_USER ?? null) : null;
+
+  plan("binary", `${previous ? "replace" : "install"} ${t.binDir}/planter (from ${binary})`);
+  for (const l of BIN_LINKS) plan(`link.${l}`, `link ${t.binDir}/${l} → planter`);
+  if (!existsSync(R(t.configPath))) plan("config", `write a default config ${t.configPath}`);
+  if (group) {
+    plan("group", `create group ${group} unless it exists (groupadd --system ${group})`);
+    if (invoking && invoking !== "root")
+      plan("membership", `add ${invoking} to group ${group} (usermod -aG ${group} ${invoking})`);
+  }
+  if (systemd) {
+    if (group) plan("tmpfiles", `write ${t.tmpfiles} (socket dir ${socketDir(t.socketPath)} root:${group} 0750)`);
+    plan("units", `write ${t.unitDir}/planterd.socket and planterd.service`);
+    plan(
+      "systemctl",
+      previous ? "reload systemd and restart planterd" : "reload systemd, enable and start planterd.socket",
+    );
+  } else if (root === "/") {
+    plan("daemon", `no running systemd: start planterd directly (log ${t.stateDir}/planterd.log)`);
+  }
+  if (root === "/") plan("ready", `wait for planterd to answer on ${t.socketPath}`);
+  const result: InstallResult = {
+    upgrade: previous !== null,
+    dry_run: opts.dryRun,
+    mode: opts.mode,
+    root,
+    steps,
+    state_file: R(stateFile),
+    daemon: previous?.daemon ?? { managed_by: "none", pid: null },
+    ready: null,
+    socket: t.socketPath,
+  };
+  if (opts.dryRun) return result;
+
+  const now = new Date().toISOString();
+  const state: InstallState = previous ?? {
+    schema_version: INSTALL_STATE_VERSION,
+    version: BUILD.version,
+    commit: BUILD.commit,
+    mode: opts.mode,
+    root,
+    prefix: t.prefix,
+    installed_at: now,
+    updated_at: now,
+    platform: {
+      os: process.platform,
+      arch: arch(),
+      os_release: osRelease(root),
+      package_manager: packageManager(),
+      systemd,
+    },
+    paths: { state_dir: t.stateDir, socket: t.socketPath, config: t.configPath, bin_dir: t.binDir },
+    files: [],
+    dirs_created: [],
+    units: [],
+    group: null,
+    daemon: { managed_by: "none", pid: null },
+  };
+  state.version = BUILD.version;
+  state.commit = BUILD.commit;
+  state.updated_at = now;
+  // Written after every step: an install that stops half-way can still be undone.
+  const save = () => {
+    writeFileSync(R(stateFile), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  };
+  const mkdirs = (dir: string, mode = 0o755) => {
+    const missing: string[] = [];
+    for (let d = dir; !existsSync(R(d)); d = dirname(d)) missing.unshift(d);
+    for (const d of missing) {
+      mkdirSync(R(d), { mode });
+      if (!state.dirs_created.includes(d)) state.dirs_created.push(d);
+    }
+  };
+  const backupDir = join(t.stateDir, "install-backup");
+  /** Record a file, saving what was there before the first install. */
+  const recordFile = (
+    path: string,
+    kind: FileRecord["kind"],
+    write: () => void,
+    sha: () => string,
+    target?: string,
+  ) => {
+    const known = state.files.find((f) => f.path === path);
+    let existed = known?.existed_before ?? false;
+    let backup = known?.backup;
+    if (!known && (existsSync(R(path)) || isLink(R(path)))) {
+      existed = true;
+      mkdirs(backupDir, 0o700);
+      backup = join(backupDir, path.replaceAll("/", "%"));
+      renameSync(R(path), R(backup));
+    }
+    write();
+    const rec: FileRecord = {
+      path,
+      kind,
+      sha256: sha(),
+      existed_before: existed,
+      ...(backup ? { backup } : {}),
+      ...(target ? { target } : {}),
+    };
+    state.files = [...state.files.filter((f) => f.path !== path), rec];
+    save();
+  };
+
+  mkdirs(t.stateDir, 0o700);
+  save();
+  progress(
+    `${previous ? "upgrading" : "installing"} planter ${BUILD.version} (${opts.mode} mode${root === "/" ? "" : `, staging root ${root}`})`,
+  );
+
+  // Binary: copied beside the target, then renamed over it (atomic for running processes).
+  mkdirs(t.binDir);
+  const bin = join(t.binDir, "planter");
+  recordFile(
+    bin,
+    "binary",
+    () => {
+      const tmp = R(`${bin}.new-${process.pid}`);
+      copyFileSync(binary, tmp);
+      chmodSync(tmp, 0o755);
+      renameSync(tmp, R(bin));
+    },
+    () => sha256File(R(bin)),
+  );
+  progress(`installed ${bin}`);
+  for (const l of BIN_LINKS) {
+    const link = join(t.binDir, l);
+    recordFile(
+      link,
+      "link",
+      () => {
+        if (isLink(R(link))) unlinkSync(R(link));
+        symlinkSync("planter", R(link));
+      },
+      () => sha256Text("planter"),
+      "planter",
+    );
+  }
+  if (!existsSync(R(t.configPath))) {
+    mkdirs(dirname(t.configPath));
+    recordFile(
+      t.configPath,
+      "config",
+      () => writeFileSync(R(t.configPath), DEFAULT_CONFIG, { mode: 0o644 }),
+      () => sha256Text(DEFAULT_CONFIG),
+    );
+    progress(`wrote ${t.configPath}`);
+  }
+
+  if (group) {
+    const existing = await getentGroup(group);
+    if (!state.group)
+      state.group = { name: group, existed_before: existing !== null, created_by_installer: false, members_added: [] };
+    if (!existing) {
+      await groupadd(group);
+      state.group.created_by_installer = true;
+      save();
+      progress(`created group ${group}`);
+    }
+    if (invoking && invoking !== "root") {
+      const members = (await getentGroup(group))?.members ?? [];
+      if (!members.includes(invoking)) {
+        await addMember(invoking, group);
+        if (!state.group.members_added.includes(invoking)) state.group.members_added.push(invoking);
+        save();
+        progress(`added ${invoking} to group ${group} (log in again for it to take effect)`);
+      }
+    }
+  }
+
+  if (systemd) {
+    const params: UnitParams = {
+      mode: opts.mode,
+      binary: bin,
+      socketPath: t.socketPath,
+      configPath: t.configPath,
+      stateDir: t.stateDir,
+      group,
+    };
+    if (group) {
+      mkdirs(dirname(t.tmpfiles));
+      const text = renderTmpfiles(socketDir(t.socketPath), group);
+      recordFile(
+        t.tmpfiles,
+        "tmpfiles",
+        () => writeFileSync(R(t.tmpfiles), text),
+        () => sha256Text(text),
+      );
+      if (root === "/") await must("systemd-tmpfiles", "--create", t.tmpfiles);
+    }
+    mkdirs(t.unitDir);
+    for (const [name, text] of [
+      ["planterd.socket", renderSocketUnit(params)],
+      ["planterd.service", renderServiceUnit(params)],
+    ] as const) {
+      const path = join(t.unitDir, name);
+      recordFile(
+        path,
+        "unit",
+        () => writeFileSync(R(path), text),
+        () => sha256Text(text),
+      );
+    }
+    progress(`wrote units in ${t.unitDir}`);
+    await mustCtl(opts.mode, "daemon-reload");
+    if (previous) await mustCtl(opts.mode, "try-restart", "planterd.service");
+    await mustCtl(opts.mode, "enable", "--now", "planterd.socket");
+    state.units = [
+      { name: "planterd.socket", scope: opts.mode, enabled: true },
+      { name: "planterd.service", scope: opts.mode, enabled: false },
+    ];
+    state.daemon = { managed_by: "systemd", pid: null };
+    save();
+    progress("planterd.socket enabled and started");
+  } else if (root === "/") {
+    if (state.daemon.managed_by === "direct" && state.daemon.pid) await stopDirect(state.daemon.pid);
+    const pid = startDirect(bin, t, opts.mode);
+    state.daemon = { managed_by: "direct", pid };
+    save();
+    progress(`no running systemd: started planterd directly (pid ${pid}); start it again with: ${bin} daemon &`);
+  }
+  result.daemon = state.daemon;
+
+  if (root === "/") {
+    progress(`waiting for planterd on ${t.socketPath}`);
+    result.ready = await waitReady(t.socketPath, opts.waitMs);
+    if (!result.ready) {
+      throw new PlanterError(
+        "E_UNAVAILABLE",
+        `planter is installed, but planterd did not answer on ${t.socketPath} within ${opts.waitMs} ms`,
+        {
+          hint:
+            state.daemon.managed_by === "systemd"
+              ? `see: journalctl ${opts.mode === "user" ? "--user " : ""}-u planterd.service`
+              : `see the log: ${t.stateDir}/planterd.log`,
+        },
+      );
+    }
+    progress("planterd is ready");
+  }
+  return result;
+}
+
+function isLink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+async function must(program: string, ...args: string[]): Promise<void> {
+  const r = await run(program, ...args);
+  if (r.code !== 0) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r));
+}
+
+async function mustCtl(mode: InstallMode, ...args: string[]): Promise<void> {
+  const r = await systemctl(mode, ...args);
+  if (r.code !== 0)
+    throw new PlanterError("E_UNAVAILABLE", describe(`systemctl${mode === "user" ? " --user" : ""}`, args, r));
+}
+
+/** Start planterd detached from this process (hosts without systemd). */
+function startDirect(bin: string, t: ReturnType<typeof targetPaths>, mode: InstallMode): number {
+  const log = openSync(join(t.stateDir, "planterd.log"), "a", 0o600);
+  const p = Bun.spawn([bin, "daemon", "--config", t.configPath], {
+    env: {
+      PATH: process.env.PATH ?? "/usr/bin:/bin",
+      HOME: process.env.HOME ?? "/",
+      PLANTER_MODE: mode,
+      PLANTER_SOCKET: t.socketPath,
+      PLANTER_STATE: t.stateDir,
+    },
+    stdin: "ignore",
+    stdout: log,
+    stderr: log,
+    detached: true,
+  });
+  p.unref();
+  return p.pid;
+}
+
+/** Stop a directly started planterd (SIGTERM; jobs keep running) and wait for it to go. */
+export async function stopDirect(pid: number, ms = 10_000): Promise<void> {
+  if (!isPlanterd(pid)) return;
+  process.kill(pid, "SIGTERM");
+  const deadline = Date.now() + ms;
+  while (isPlanterd(pid) && Date.now() < deadline) await Bun.sleep(20);
+}
+
+/** True when `pid` is a running planterd (its command line says `daemon`). */
+export function isPlanterd(pid: number): boolean {
+  try {
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return cmd.includes("daemon") && !/\) Z /.test(stat);
+  } catch {
+    return false;
+  }
+}
+
+/** Wait until a real API call through the socket succeeds. */
+export async function waitReady(socket: string, ms: number): Promise<boolean> {
+  const c = new Client(socket);
+  const deadline = Date.now() + ms;
+  for (;;) {
+    try {
+      await c.version();
+      return true;
+    } catch {
+      if (Date.now() > deadline) return false;
+      await Bun.sleep(25);
+    }
+  }
+}

@@ -1,0 +1,111 @@
+/**
+ * systemd: unit text rendered by pure functions (tested as literal text), and the one wrapper
+ * through which planter calls `systemctl`.
+ */
+import type { InstallMode } from "../paths.ts";
+
+export interface UnitParams {
+  mode: InstallMode;
+  /** The installed binary. */
+  binary: string;
+  socketPath: string;
+  configPath: string;
+  stateDir: string;
+  /** Group of the socket in system mode (null: root only). */
+  group: string | null;
+}
+
+/** planterd.socket: systemd owns the listening socket and starts planterd on the first connection. */
+export function renderSocketUnit(p: UnitParams): string {
+  const system = p.mode === "system";
+  const lines = [
+    "[Unit]",
+    "Description=planter daemon socket",
+    "Documentation=https://github.com/planter/planter",
+    "",
+    "[Socket]",
+    `ListenStream=${p.socketPath}`,
+    `SocketMode=${system && p.group ? "0660" : "0600"}`,
+    ...(system ? ["SocketUser=root", `SocketGroup=${p.group ?? "root"}`] : []),
+    `DirectoryMode=${system && p.group ? "0750" : "0700"}`,
+    "RemoveOnStop=yes",
+    "",
+    "[Install]",
+    "WantedBy=sockets.target",
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/**
+ * planterd.service: socket-activated, Type=simple. The hardening keeps what jobs and bubblewrap
+ * need: no RestrictNamespaces, PrivateUsers, ProtectSystem or PrivateTmp (jobs inherit the
+ * service's mount namespace, and bwrap must create user, pid, net and mount namespaces).
+ */
+export function renderServiceUnit(p: UnitParams): string {
+  const system = p.mode === "system";
+  const lines = [
+    "[Unit]",
+    "Description=planter daemon",
+    "Documentation=https://github.com/planter/planter",
+    "Requires=planterd.socket",
+    "After=planterd.socket",
+    "",
+    "[Service]",
+    "Type=simple",
+    `ExecStart=${p.binary} daemon --config ${p.configPath}`,
+    ...(system
+      ? ["Environment=PLANTER_MODE=system", "StateDirectory=planter", "StateDirectoryMode=0700"]
+      : ["Environment=PLANTER_MODE=user"]),
+    `Environment=PLANTER_SOCKET=${p.socketPath}`,
+    `Environment=PLANTER_STATE=${p.stateDir}`,
+    // Jobs outlive the daemon: stopping planterd must not kill them.
+    "KillMode=process",
+    "Restart=on-failure",
+    "RestartSec=1s",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectClock=yes",
+    "LockPersonality=yes",
+    "RestrictRealtime=yes",
+    "",
+    "[Install]",
+    "Also=planterd.socket",
+    "",
+  ];
+  return lines.join("\n");
+}
+
+/** tmpfiles.d entry: the system socket dir root:planter 0750, created at boot before the socket. */
+export function renderTmpfiles(socketDir: string, group: string): string {
+  return `# planter: the socket directory, reachable by group ${group} only\nd ${socketDir} 0750 root ${group} -\n`;
+}
+
+/** Result of one external program call. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * The one place planter calls `systemctl` (PATH lookup, so tests put a recording shim first).
+ * `scope` "user" adds --user.
+ */
+export async function systemctl(scope: InstallMode, ...args: string[]): Promise<Run> {
+  const argv = ["systemctl", ...(scope === "user" ? ["--user"] : []), ...args];
+  const bin = Bun.which("systemctl");
+  if (!bin) return { code: 127, stdout: "", stderr: "systemctl: not found" };
+  const p = Bun.spawn([bin, ...argv.slice(1)], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+/** Whether systemd is running as init here (its runtime dir exists), so units can be used. */
+export function systemdRunning(root = "/"): boolean {
+  return require("node:fs").existsSync(`${root === "/" ? "" : root}/run/systemd/system`);
+}

@@ -1,0 +1,179 @@
+/**
+ * uninstall: reverse exactly what install-state.json records — units, files (a file changed since
+ * install is kept unless forced), backups put back, memberships and a group install created, the
+ * directories it made (when empty). `purge` also removes state and logs. Running it twice is harmless.
+ */
+import {
+  existsSync,
+  lstatSync,
+  readdirSync,
+  readlinkSync,
+  renameSync,
+  rmdirSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import type { InstallMode } from "../paths.ts";
+import { groupdel, removeMember } from "./groups.ts";
+import { stopDirect, targetPaths } from "./install.ts";
+import { type InstallState, installStatePath, readInstallState, sha256File, sha256Text } from "./install-state.ts";
+import { systemctl } from "./systemd.ts";
+
+export interface UninstallOptions {
+  mode: InstallMode;
+  root: string;
+  prefix?: string;
+  force: boolean;
+  purge: boolean;
+  dryRun: boolean;
+  env?: Record<string, string | undefined>;
+  progress?: (line: string) => void;
+}
+
+export interface UninstallResult {
+  installed: boolean;
+  dry_run: boolean;
+  removed: string[];
+  kept: { path: string; why: string }[];
+  restored: string[];
+  warnings: string[];
+  purged: string | null;
+}
+
+function isLink(p: string): boolean {
+  try {
+    return lstatSync(p).isSymbolicLink();
+  } catch {
+    return false;
+  }
+}
+
+/** Whether a recorded file is still what install wrote. */
+function unchanged(R: (p: string) => string, f: InstallState["files"][number]): boolean | null {
+  const p = R(f.path);
+  if (f.kind === "link") {
+    if (!isLink(p)) return existsSync(p) ? false : null;
+    return sha256Text(readlinkSync(p)) === f.sha256;
+  }
+  if (!existsSync(p)) return null;
+  return sha256File(p) === f.sha256;
+}
+
+export async function uninstall(opts: UninstallOptions): Promise<UninstallResult> {
+  const progress = opts.progress ?? (() => undefined);
+  const R = (p: string) => (opts.root === "/" ? p : join(opts.root, p));
+  const t = targetPaths(opts);
+  const stateFile = installStatePath(t.stateDir);
+  const state = readInstallState(R(stateFile));
+  const out: UninstallResult = {
+    installed: state !== null,
+    dry_run: opts.dryRun,
+    removed: [],
+    kept: [],
+    restored: [],
+    warnings: [],
+    purged: null,
+  };
+  if (!state) {
+    progress(`planter is not installed here (no ${R(stateFile)}): nothing to do`);
+    if (opts.purge && existsSync(R(t.stateDir)) && !opts.dryRun) {
+      rmSync(R(t.stateDir), { recursive: true, force: true });
+      out.purged = t.stateDir;
+    }
+    return out;
+  }
+  const warn = (w: string) => {
+    out.warnings.push(w);
+    progress(`warning: ${w}`);
+  };
+
+  // 1. stop what runs: units (their daemon leaves jobs running; purge kills nothing either).
+  if (state.daemon.managed_by === "systemd" && state.units.length) {
+    if (!opts.dryRun) {
+      const names = state.units.map((u) => u.name);
+      const r = await systemctl(state.mode, "disable", "--now", ...names);
+      if (r.code !== 0)
+        warn(`systemctl disable --now ${names.join(" ")} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+    }
+    progress("stopped and disabled planterd.socket and planterd.service");
+  } else if (state.daemon.managed_by === "direct" && state.daemon.pid) {
+    if (!opts.dryRun) await stopDirect(state.daemon.pid);
+    progress(`stopped planterd (pid ${state.daemon.pid})`);
+  }
+
+  // The socket dir is planterd's own runtime dir: gone with it when empty.
+  const sockDir = R(state.paths.socket.slice(0, state.paths.socket.lastIndexOf("/")));
+  if (!opts.dryRun && existsSync(sockDir) && readdirSync(sockDir).length === 0) rmdirSync(sockDir);
+
+  // 2. files, newest records last: remove what is unchanged, put back what was there before.
+  for (const f of [...state.files].reverse()) {
+    const same = unchanged(R, f);
+    if (same === false && !opts.force) {
+      out.kept.push({ path: f.path, why: "changed since install (use --force to remove it)" });
+      warn(`kept ${f.path}: changed since install (--force removes it)`);
+      continue;
+    }
+    if (!opts.dryRun && same !== null) rmSync(R(f.path), { force: true });
+    if (same !== null) out.removed.push(f.path);
+    if ((f.backup && existsSync(R(f.backup))) || (f.backup && isLink(R(f.backup)))) {
+      if (!opts.dryRun) renameSync(R(f.backup as string), R(f.path));
+      out.restored.push(f.path);
+    }
+  }
+  if (!opts.dryRun && state.units.length) {
+    const r = await systemctl(state.mode, "daemon-reload");
+    if (r.code !== 0) warn(`systemctl daemon-reload failed: ${r.stderr.trim() || `exit ${r.code}`}`);
+  }
+  progress(`removed ${out.removed.length} file(s)${out.restored.length ? `, put back ${out.restored.length}` : ""}`);
+
+  // 3. memberships and the group, only as install changed them.
+  if (state.group) {
+    for (const user of state.group.members_added) {
+      if (!opts.dryRun)
+        await removeMember(user, state.group.name).catch((e) =>
+          warn(`could not remove ${user} from ${state.group?.name}: ${(e as Error).message}`),
+        );
+      progress(`removed ${user} from group ${state.group.name}`);
+    }
+    if (state.group.created_by_installer) {
+      if (!opts.dryRun)
+        await groupdel(state.group.name).catch((e) =>
+          warn(`could not delete group ${state.group?.name}: ${(e as Error).message}`),
+        );
+      progress(`deleted group ${state.group.name}`);
+    }
+  }
+
+  // 4. purge, or just the metadata; then the directories install made, when empty.
+  if (!opts.dryRun) {
+    if (opts.purge) {
+      rmSync(R(state.paths.state_dir), { recursive: true, force: true });
+      out.purged = state.paths.state_dir;
+      progress(`purged ${state.paths.state_dir}`);
+    } else if (out.kept.length) {
+      // What was kept stays on record, so that `uninstall --force` can still finish the job.
+      const keptPaths = new Set(out.kept.map((k) => k.path));
+      const rest: InstallState = {
+        ...state,
+        files: state.files.filter((f) => keptPaths.has(f.path)),
+        units: [],
+        group: null,
+        daemon: { managed_by: "none", pid: null },
+      };
+      writeFileSync(R(stateFile), `${JSON.stringify(rest, null, 2)}\n`, { mode: 0o600 });
+    } else {
+      rmSync(R(stateFile), { force: true });
+      const backups = R(join(state.paths.state_dir, "install-backup"));
+      if (existsSync(backups) && readdirSync(backups).length === 0) rmdirSync(backups);
+    }
+    for (const d of [...state.dirs_created].sort((a, b) => b.length - a.length)) {
+      try {
+        if (existsSync(R(d)) && readdirSync(R(d)).length === 0) rmdirSync(R(d));
+      } catch {
+        // not empty, or gone
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,319 @@
+/**
+ * The limits monitor: samples every running job that has limits, all of them from one /proc
+ * scan per tick, and stops a job that exceeds one through the supervisor's kill (SIGTERM, grace,
+ * SIGKILL) with the limit's reason. Log growth is also checked on every write the kernel reports
+ * (inotify on the job dir), so a flood is caught between ticks. Where the host delegates a
+ * cgroup v2 subtree, jobs also get a group each and the kernel enforces memory and pids.
+ */
+import { existsSync, type FSWatcher, statSync, truncateSync, watch } from "node:fs";
+import type { Enforcement, Limits } from "../api/contract.ts";
+import type { Context } from "../daemon/context.ts";
+import { jobDir } from "../paths.ts";
+import { getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
+import { detectHostCgroup, JobCgroups } from "./cgroup.ts";
+import { type Breach, breach, decideAct, hardCap, type LogSizes, quotaCut } from "./limits.ts";
+import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
+import { jobFiles } from "./recorder.ts";
+import type { KillOptions } from "./supervisor.ts";
+
+/** How this daemon enforces limits, and why not with cgroups when it does not. */
+export interface EnforcementInfo {
+  mode: Enforcement;
+  /** Why cgroup v2 is not used (null when it is). */
+  why: string | null;
+  cgroups: JobCgroups | null;
+}
+
+/** Decide the enforcement mode at startup: cgroup v2 when a delegated subtree works, else the monitor. */
+export function chooseEnforcement(setting: "auto" | "off", pidsMax: number): EnforcementInfo {
+  if (setting === "off") return { mode: "monitor", why: 'config [monitor] cgroup = "off"', cgroups: null };
+  const probe = detectHostCgroup();
+  if (!probe.ok) return { mode: "monitor", why: probe.why, cgroups: null };
+  const cgroups = new JobCgroups(probe, pidsMax);
+  try {
+    cgroups.prepare(process.pid);
+  } catch (e) {
+    return {
+      mode: "monitor",
+      why: `cannot set up job groups under ${probe.base}: ${(e as Error).message}`,
+      cgroups: null,
+    };
+  }
+  return { mode: "cgroup v2", why: null, cgroups };
+}
+
+interface Watched {
+  id: string;
+  pid: number;
+  start: string | null;
+  startedAt: number;
+  limits: Limits;
+  files: ReturnType<typeof jobFiles>;
+  /** Log sizes at the last check that found them within the quota. */
+  under: LogSizes;
+  /** Every process seen in the tree (pid → start time): one that leaves the tree stays counted. */
+  members: Map<number, string>;
+  /** The limit acted on (or found while another kill was under way). */
+  hit: Breach | null;
+  forced: boolean;
+  watcher: FSWatcher | null;
+  queued: boolean;
+}
+
+/** Figures of the last tick (GET /v1/ready shows them; benchmarks read them). */
+export interface TickStats {
+  /** Ticks since the daemon started. */
+  count: number;
+  at: number;
+  ms: number;
+  jobs: number;
+  procs: number;
+}
+
+const hasLimits = (l: Limits) =>
+  l.timeout_ms !== undefined || l.max_rss_bytes !== undefined || l.max_log_bytes !== undefined;
+
+/** Sizes of a job's two logs (0 for a missing file). */
+export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
+  const size = (f: string) => {
+    try {
+      return statSync(f).size;
+    } catch {
+      return 0;
+    }
+  };
+  return { stdout: size(files.stdout), stderr: size(files.stderr) };
+}
+
+export class Monitor {
+  readonly enforcement: EnforcementInfo;
+  private readonly jobs = new Map<string, Watched>();
+  private timer: Timer | null = null;
+  last: TickStats = { count: 0, at: 0, ms: 0, jobs: 0, procs: 0 };
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly kill: (id: string, opts: KillOptions) => unknown,
+    enforcement?: EnforcementInfo,
+  ) {
+    const m = ctx.config.monitor;
+    this.enforcement = enforcement ?? chooseEnforcement(m.cgroup, m.cgroup_pids_max);
+  }
+
+  /** SIGTERM → SIGKILL grace of a limit kill. */
+  get graceMs(): number {
+    return this.ctx.config.monitor.grace_ms ?? this.ctx.config.jobs.kill_grace_ms;
+  }
+
+  get intervalMs(): number {
+    return this.ctx.config.monitor.interval_ms;
+  }
+
+  /** Jobs being sampled. */
+  get watching(): number {
+    return this.jobs.size;
+  }
+
+  /** Start sampling a running job (launched or adopted); jobs without limits are not sampled. */
+  track(job: JobRow): void {
+    if (job.pid === null || job.started_at === null || !hasLimits(job.limits) || this.jobs.has(job.id)) return;
+    const dir = jobDir(this.ctx.paths.stateDir, job.id);
+    const files = jobFiles(dir);
+    const max = job.limits.max_log_bytes;
+    const now = max === undefined ? { stdout: 0, stderr: 0 } : logSizes(files);
+    const w: Watched = {
+      id: job.id,
+      pid: job.pid,
+      start: job.start_time,
+      startedAt: job.started_at,
+      limits: job.limits,
+      files,
+      under: max !== undefined && now.stdout + now.stderr <= max ? now : { stdout: 0, stderr: 0 },
+      members: new Map(),
+      hit: null,
+      forced: false,
+      watcher: null,
+      queued: false,
+    };
+    if (max !== undefined && this.ctx.config.monitor.log_watch) {
+      try {
+        w.watcher = watch(dir, (_event, name) => {
+          if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
+        });
+        w.watcher.on("error", () => undefined);
+      } catch {
+        w.watcher = null; // the tick still checks the sizes
+      }
+    }
+    this.jobs.set(job.id, w);
+    if (!this.timer) {
+      this.timer = setInterval(() => this.tick(), this.intervalMs);
+      // A job adopted past its limits is stopped now, not an interval later.
+      setTimeout(() => this.tick(), 0);
+    }
+  }
+
+  /** Stop sampling a job; returns its last within-quota log sizes. */
+  untrack(id: string): LogSizes | null {
+    const w = this.jobs.get(id);
+    if (!w) return null;
+    w.watcher?.close();
+    this.jobs.delete(id);
+    if (this.jobs.size === 0 && this.timer) {
+      clearInterval(this.timer);
+      this.timer = null;
+    }
+    return w.under;
+  }
+
+  /** One sample of every watched job: one /proc scan when any of them has a memory limit. */
+  tick(): void {
+    const t0 = performance.now();
+    const now = Date.now();
+    let table: ProcTable | null = null;
+    for (const w of this.jobs.values()) {
+      if (w.limits.max_rss_bytes !== undefined && !w.forced) {
+        table = procTable();
+        break;
+      }
+    }
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, table);
+    this.last = {
+      count: this.last.count + 1,
+      at: now,
+      ms: performance.now() - t0,
+      jobs: this.jobs.size,
+      procs: table?.procs.size ?? 0,
+    };
+  }
+
+  /** A failure checking one job (a busy database, say) is reported and retried next tick. */
+  private guarded(w: Watched, now: number, table: ProcTable | null): void {
+    try {
+      this.check(w, now, table);
+    } catch (e) {
+      console.error(`planterd: limits monitor: job ${w.id}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Writes reach the log between ticks: check once per burst of inotify events. */
+  private queueLogCheck(w: Watched): void {
+    if (w.queued || w.forced) return;
+    w.queued = true;
+    setImmediate(() => {
+      w.queued = false;
+      if (this.jobs.get(w.id) === w) this.guarded(w, Date.now(), null);
+    });
+  }
+
+  private check(w: Watched, now: number, table: ProcTable | null): void {
+    const rss = table && w.limits.max_rss_bytes !== undefined ? this.treeRss(w, table) : null;
+    const logs = w.limits.max_log_bytes !== undefined ? logSizes(w.files) : null;
+    const logBytes = logs ? logs.stdout + logs.stderr : null;
+    if (w.hit) {
+      // Already stopping: a job that keeps growing well past its limit gets SIGKILL now.
+      const cap = hardCap(w.hit);
+      const value = w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" ? logBytes : null;
+      if (!w.forced && cap !== null && value !== null && value > cap) {
+        w.forced = true;
+        this.stop(w.id, { force: true, reason: w.hit.reason, audit: { limit: w.hit.limit, value, hard_cap: cap } });
+      }
+      return;
+    }
+    if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes as number)) w.under = logs;
+    const b = breach(w.limits, { now, startedAt: w.startedAt, rssBytes: rss, logBytes });
+    if (b) this.act(w, b, logs, now);
+  }
+
+  /** RSS summed over the job's tree (the recorder excluded); updates the tree's members. */
+  private treeRss(w: Watched, table: ProcTable): number {
+    const roots = [w.pid];
+    for (const [pid, start] of w.members) if (table.procs.get(pid)?.startTime === start) roots.push(pid);
+    const members = new Map<number, string>();
+    let pages = 0;
+    for (const pid of [...roots.slice(1), ...descendants(table, roots, w.pid)]) {
+      const p = table.procs.get(pid);
+      if (!p || members.has(pid)) continue;
+      members.set(pid, p.startTime);
+      pages += p.rssPages;
+    }
+    w.members = members;
+    return pages * pageSize();
+  }
+
+  /**
+   * Stop a job that exceeded `b`. What happened first stands: a job whose exit status is
+   * already written (or whose recorder is gone) ended on its own and keeps that end.
+   */
+  private act(w: Watched, b: Breach, logs: LogSizes | null, now: number): void {
+    const exitRecorded = existsSync(w.files.status);
+    const job = getJob(this.ctx.db, w.id);
+    const decision = decideAct({
+      exitRecorded,
+      recorderAlive: !exitRecorded && isAlive(w.pid, w.start),
+      running: job?.state === "running",
+      killRequested: job?.kill_requested_at != null,
+    });
+    if (decision === "ended") return;
+    w.hit = b;
+    // A kill under way (the user's) keeps its reason; the hard cap above still applies.
+    if (decision === "stopping") return;
+    const keep = b.limit === "max_log_bytes" && logs ? quotaCut(w.under, logs, b.max) : undefined;
+    this.ctx.write((ev) => {
+      if (markLimitHit(this.ctx.db, w.id, { limit: b.limit, value: b.value, max: b.max, at: now, keep })) {
+        ev.push({
+          kind: "job.limit_exceeded",
+          subject: `job/${w.id}`,
+          data: { limit: b.limit, reason: b.reason, value: b.value, max: b.max, enforcement: this.enforcement.mode },
+        });
+      }
+    });
+    const tree: ProcId[] = [...w.members].map(([pid, start]) => ({ pid, start }));
+    this.stop(w.id, { reason: b.reason, graceMs: this.graceMs, tree, audit: { limit: b.limit } });
+  }
+
+  private stop(id: string, opts: KillOptions): void {
+    try {
+      this.kill(id, opts);
+    } catch {
+      // it ended meanwhile: its own end is recorded
+    }
+  }
+
+  /**
+   * After a job has ended and its tree is dead: cut a log that passed max_log_bytes down to
+   * exactly that (the first bytes written), record the truncation, and remove its cgroup.
+   */
+  settle(job: JobRow, under: LogSizes | null): void {
+    const max = job.limits.max_log_bytes;
+    if (max !== undefined) {
+      const dir = jobDir(this.ctx.paths.stateDir, job.id);
+      const files = jobFiles(dir);
+      const written = logSizes(files);
+      if (written.stdout + written.stderr > max) {
+        const keep = job.limit_hit?.keep ?? quotaCut(under ?? { stdout: 0, stderr: 0 }, written, max);
+        const kept = quotaCut(
+          { stdout: Math.min(keep.stdout, written.stdout), stderr: Math.min(keep.stderr, written.stderr) },
+          written,
+          max,
+        );
+        try {
+          if (kept.stdout < written.stdout) truncateSync(files.stdout, kept.stdout);
+          if (kept.stderr < written.stderr) truncateSync(files.stderr, kept.stderr);
+        } catch {
+          // a log removed meanwhile (job rm): nothing to cut
+        }
+        this.ctx.write((ev) => {
+          markLogTruncated(this.ctx.db, job.id);
+          ev.push({ kind: "job.log_truncated", subject: `job/${job.id}`, data: { max, written, kept } });
+        });
+      }
+    }
+    if (job.cgroup) JobCgroups.remove(job.cgroup);
+  }
+
+  /** Stop sampling everything (daemon shutdown); jobs keep running. */
+  close(): void {
+    for (const id of [...this.jobs.keys()]) this.untrack(id);
+  }
+}

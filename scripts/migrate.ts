@@ -1,0 +1,109 @@
+#!/usr/bin/env bun
+/** `migrate` / `planter migrate`: upgrade planter's state and import the legacy prototype's (`state`). */
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { defineCommand } from "citty";
+import { jsonArg } from "../lib/cli/args.ts";
+import { runCli } from "../lib/cli/main.ts";
+import { printJson } from "../lib/cli/output.ts";
+import { daemonPaths } from "../lib/daemon/main.ts";
+import type { ImportItem } from "../lib/state/legacy.ts";
+import { type MigrateReport, migrateState } from "../lib/state/migrate.ts";
+import { unavailable } from "./unavailable.ts";
+
+/** The prototype's state root: --from, else PLANTER_STATE_DIR, else ~/.planter/state. */
+export function legacyRoot(from: string | undefined, env = process.env): { root: string; explicit: boolean } {
+  if (from) return { root: resolve(from), explicit: true };
+  if (env.PLANTER_STATE_DIR) return { root: resolve(env.PLANTER_STATE_DIR), explicit: false };
+  return { root: join(env.HOME || homedir(), ".planter", "state"), explicit: false };
+}
+
+function itemLine(i: ImportItem): string | null {
+  const what = `${i.kind} ${i.legacy_id}`;
+  if (i.action === "skip") return i.skip === "already_imported" ? null : `  skipped ${what}: ${i.note}`;
+  if (i.action === "merge") return `  merged ${what} into cell ${i.target}: ${i.note}`;
+  if (i.kind === "job" && i.state === "running")
+    return `  adopted ${what} (pid still running)${i.note ? `: ${i.note}` : ""}`;
+  if (i.kind === "job" && i.state === "lost") return `  lost ${what}: ${i.note}`;
+  return i.note ? `  ${what} → ${i.kind === "cell" ? `cell ${i.target}` : i.state}: ${i.note}` : null;
+}
+
+/** The summary for people: what happened to the database and to the legacy tree. */
+export function summary(r: MigrateReport): string {
+  const would = r.dry_run ? "would be " : "";
+  const lines: string[] = [];
+  if (r.dry_run) lines.push("dry run: nothing was changed");
+  lines.push(`state: ${r.state_dir}`);
+  const db = r.database;
+  if (!db.existed && !db.applied.length) lines.push("database: none yet (planterd creates it on first start)");
+  else if (!db.existed) lines.push(`database: ${would}created at v${db.to}`);
+  else if (db.applied.length) {
+    lines.push(
+      `database: ${r.dry_run ? "would be migrated" : "migrated"} from v${db.from} to v${db.to}` +
+        (db.backup ? ` (backup: ${db.backup})` : r.dry_run ? " (after a backup next to it)" : ""),
+    );
+  } else lines.push(`database: at v${db.to}, nothing to upgrade`);
+  const l = r.legacy;
+  if (!l.present) lines.push(`legacy state: none at ${l.root}`);
+  else {
+    const c = l.counts;
+    lines.push(`legacy state: ${l.root}`);
+    const merged = c.cells.merged ? `, ${c.cells.merged} ${would}merged into existing cells` : "";
+    lines.push(`  cells: ${c.cells.imported} ${would}imported${merged}, ${c.cells.skipped} skipped`);
+    lines.push(
+      `  jobs: ${c.jobs.imported} ${would}imported (${c.jobs.adopted} adopted, ${c.jobs.lost} lost), ${c.jobs.skipped} skipped`,
+    );
+    if (l.malformed.length) lines.push(`  malformed files: ${l.malformed.length} skipped (listed on stderr)`);
+    for (const i of l.items) {
+      const line = itemLine(i);
+      if (line) lines.push(line);
+    }
+  }
+  if (r.nothing_to_do) lines.push("nothing to do");
+  return lines.join("\n");
+}
+
+const state = defineCommand({
+  meta: {
+    name: "state",
+    description:
+      "Upgrade planter's database (backup first, restored on failure) and import the legacy prototype's JSON state " +
+      "(--from DIR, else PLANTER_STATE_DIR, else ~/.planter/state). Idempotent; planterd must be stopped",
+  },
+  args: {
+    "dry-run": { type: "boolean", description: "print what would change, and change nothing" },
+    from: { type: "string", description: "the prototype's state root (holds cells/ and jobs/)", valueHint: "DIR" },
+    ...jsonArg,
+    verbose: { type: "boolean", description: "print stacks with errors" },
+  },
+  run({ args }) {
+    const { root, explicit } = legacyRoot(args.from);
+    const report = migrateState({
+      stateDir: daemonPaths({}).paths.stateDir,
+      legacyRoot: root,
+      legacyExplicit: explicit,
+      dryRun: Boolean(args["dry-run"]),
+    });
+    if (args.json) printJson(report);
+    else {
+      for (const m of report.legacy.malformed)
+        process.stderr.write(`migrate: skipped malformed ${m.path}: ${m.message}\n`);
+      for (const w of report.warnings) process.stderr.write(`migrate: warning: ${w}\n`);
+      console.log(summary(report));
+    }
+    return 0;
+  },
+});
+
+const migrate = defineCommand({
+  meta: { name: "migrate", description: "Bring older planter state forward (state; lima comes with #7)" },
+  subCommands: {
+    state: () => state,
+    // The Lima layout migration (`/etc/planter/lima-layout` sentinel) is #7's: replace this entry.
+    lima: () => unavailable("migrate lima", "Migrate a Lima VM's planter layout"),
+  },
+});
+
+export default migrate;
+
+if (import.meta.main) await runCli(migrate, process.argv.slice(2), "migrate");

@@ -1,0 +1,355 @@
+/** Socket authorization and hardening: peer credentials, secure layout, bad input at scale, slow clients. */
+
+import { Database } from "bun:sqlite";
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
+import { join } from "node:path";
+import type { EventRecord } from "../../lib/api/contract.ts";
+import { baseEnv, cleanup, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
+
+const homes: string[] = [];
+const daemons: DaemonHandle[] = [];
+afterAll(async () => {
+  for (const d of daemons) if (d.proc.exitCode === null) await d.stop();
+  for (const h of homes) cleanup(h);
+});
+
+async function daemon(config = ""): Promise<DaemonHandle> {
+  const d = await startDaemon({ config });
+  homes.push(d.home);
+  daemons.push(d);
+  return d;
+}
+
+/** Let other users reach the socket (the daemon checked its layout at startup; tests loosen it after). */
+function exposeSocket(d: DaemonHandle) {
+  chmodSync(d.home, 0o755);
+  chmodSync(join(d.home, "run"), 0o755);
+  chmodSync(d.socket, 0o666);
+}
+
+/** Run the planter CLI as uid/gid 65534 (nobody) with the given supplementary groups. */
+async function asNobody(d: DaemonHandle, args: string[], groups: string | null = null) {
+  const priv = [
+    "setpriv",
+    "--reuid",
+    "65534",
+    "--regid",
+    "65534",
+    ...(groups ? ["--groups", groups] : ["--clear-groups"]),
+  ];
+  const p = Bun.spawn([...priv, process.execPath, PLANTER, ...args], {
+    env: { ...baseEnv(d.home), HOME: "/tmp", PLANTER_SOCKET: d.socket },
+    stdout: "pipe",
+    stderr: "pipe",
+    cwd: "/tmp",
+  });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+
+async function events(d: DaemonHandle, kind: string): Promise<EventRecord[]> {
+  const out: EventRecord[] = [];
+  for await (const e of d.client.events({})) if (e.kind === kind) out.push(e);
+  return out;
+}
+
+describe("peer credentials", () => {
+  test("another uid with no allowed group is refused with 403 and an audit event", async () => {
+    const d = await daemon();
+    exposeSocket(d);
+    const r = await asNobody(d, ["job", "ls", "--json"]);
+    expect(r.code).toBe(1);
+    const err = JSON.parse(r.stderr).error;
+    expect(err.code).toBe("E_UNAUTHORIZED_PEER");
+    expect(err.message).toContain("uid 65534 is not allowed to use planterd (allowed: uid 0");
+    expect(err.hint).toBeDefined();
+    expect(err.details.uid).toBe(65534);
+    const text = await asNobody(d, ["run", "--", "true"]);
+    expect(text.code).toBe(1);
+    expect(text.stderr).toContain("planter: uid 65534 is not allowed to use planterd");
+    expect(text.stderr).toContain("hint: ");
+    // Nothing ran, and the denial is on record with who it was.
+    expect((await d.client.listJobs({})).jobs).toHaveLength(0);
+    const denied = await events(d, "authz.denied");
+    expect(denied.length).toBeGreaterThanOrEqual(1);
+    expect(denied[0]?.data).toEqual({
+      uid: 65534,
+      gid: 65534,
+      pid: expect.any(Number),
+      method: "GET",
+      path: expect.stringMatching(/^\/v1\/jobs/),
+      suppressed: 0,
+    });
+  });
+
+  test("a flood of denials does not flood the event log", async () => {
+    const d = await daemon();
+    exposeSocket(d);
+    const script = `let n=0; for (let i=0;i<200;i++){ const r = await fetch("http://x/v1/health",{unix:${JSON.stringify(d.socket)}}); if (r.status===403) n++; } console.log(n)`;
+    const p = Bun.spawn(
+      ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", process.execPath, "-e", script],
+      {
+        env: { PATH: "/usr/bin:/bin", HOME: "/tmp" },
+        cwd: "/tmp",
+        stdout: "pipe",
+      },
+    );
+    expect((await new Response(p.stdout).text()).trim()).toBe("200");
+    expect(await events(d, "authz.denied")).toHaveLength(1);
+  });
+
+  test("a member of an allowed group is served, and its uid and pid are audited", async () => {
+    const d = await daemon('[authz]\nallowed_groups = ["users"]\n');
+    exposeSocket(d);
+    const r = await asNobody(d, ["run", "--", "echo", "served"], "100");
+    expect(r).toEqual({ code: 0, stdout: "served\n", stderr: "" });
+    const created = await events(d, "job.created");
+    expect(created[0]?.data.peer_uid).toBe(65534);
+    expect(created[0]?.data.peer_pid).toEqual(expect.any(Number));
+    expect(await events(d, "authz.denied")).toHaveLength(0);
+  });
+
+  test("allowed_uids admits a uid", async () => {
+    const d = await daemon("[authz]\nallowed_uids = [65534]\n");
+    exposeSocket(d);
+    expect((await asNobody(d, ["job", "ls"])).code).toBe(0);
+  });
+
+  test("strict = false serves a refused peer with a warning event", async () => {
+    const d = await daemon("[authz]\nstrict = false\n");
+    exposeSocket(d);
+    const r = await asNobody(d, ["job", "ls", "--json"]);
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([]);
+    const warned = await events(d, "authz.unstrict");
+    expect(warned).toHaveLength(1);
+    expect(warned[0]?.data.message).toContain("served because [authz] strict = false");
+  });
+});
+
+describe("secure layout", () => {
+  async function refused(prepare: (home: string) => void) {
+    const h = tempHome();
+    homes.push(h);
+    prepare(h);
+    const p = Bun.spawn([process.execPath, PLANTER, "daemon"], { env: baseEnv(h), stdout: "ignore", stderr: "pipe" });
+    const [code, stderr] = await Promise.all([p.exited, new Response(p.stderr).text()]);
+    return { code, stderr, h };
+  }
+
+  test("a world-writable socket dir stops startup with the fix", async () => {
+    const r = await refused((h) => {
+      mkdirSync(join(h, "run"));
+      chmodSync(join(h, "run"), 0o777);
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`insecure socket layout: socket directory ${r.h}/run has mode 0777, not 0700`);
+    expect(r.stderr).toContain(`chmod 0700 ${r.h}/run`);
+  });
+
+  test("a socket dir owned by another user stops startup", async () => {
+    const r = await refused((h) => {
+      mkdirSync(join(h, "run"), { mode: 0o700 });
+      chownSync(join(h, "run"), 65534, 65534);
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`socket directory ${r.h}/run is owned by uid 65534, not 0`);
+  });
+
+  test("a symlinked socket dir stops startup", async () => {
+    const r = await refused((h) => {
+      const elsewhere = mkdtempSync("/tmp/pt-elsewhere-");
+      homes.push(elsewhere);
+      symlinkSync(elsewhere, join(h, "run"));
+    });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`socket directory ${r.h}/run is a symlink`);
+  });
+
+  test("a parent writable by others stops startup", async () => {
+    const r = await refused((h) => chmodSync(h, 0o777));
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${r.h}, a parent of the socket, is writable by others`);
+    expect(r.stderr).toContain(`chmod o-w ${r.h}`);
+  });
+});
+
+/** A small seeded PRNG (mulberry32), so a failing fuzz run can be replayed. */
+function prng(seed: number) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Send raw bytes and collect whatever comes back until the server closes or `idleMs` passes quietly. */
+function rawExchange(socket: string, bytes: Uint8Array, endAfter: boolean): Promise<string> {
+  return new Promise((resolve) => {
+    const s = createConnection({ path: socket });
+    let out = "";
+    s.on("data", (b) => {
+      out += b.toString("latin1");
+      // one response is enough: a status line and a complete body or a chunk
+      if (/\r\n\r\n/.test(out)) s.end();
+    });
+    s.on("error", () => resolve(out));
+    s.on("close", () => resolve(out));
+    s.on("connect", () => {
+      s.write(bytes);
+      if (endAfter) s.end();
+    });
+  });
+}
+
+describe("bad input at scale", () => {
+  test("a seeded fuzz run leaves the daemon alive, answers no 5xx, and keeps the database intact", async () => {
+    const d = await daemon("[api]\nheader_timeout_ms = 200\nbody_timeout_ms = 200\nmax_body_bytes = 65536\n");
+    const seed = 20261122;
+    const rnd = prng(seed);
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)] as T;
+    const paths = [
+      "/v1/jobs",
+      "/v1/cells",
+      "/v1/events",
+      "/v1/jobs/j-x/logs",
+      "/v1/jobs/j-x/kill",
+      "/v1/cells/%zz",
+      "/v1/../etc",
+      "/v1/jobs?limit=-1",
+      "/v1/events?cursor=zz:1",
+      "/",
+      "/v1/jobs/\u00e9",
+    ];
+    const bodies = [
+      () => JSON.stringify({ argv: ["true"], bogus: rnd() }),
+      () =>
+        JSON.stringify({
+          argv: Array.from({ length: 1 + Math.floor(rnd() * 5) }, () => String(rnd())),
+          cell: pick(["default", "NOPE", "..", ""]),
+        }),
+      () => JSON.stringify({ name: pick(["a", "..", "x".repeat(70), "ok-cell", "\u0000"]) }),
+      () => JSON.stringify({ argv: ["a\u0000b"] }),
+      () => '{"argv": ["tru',
+      () => "[1,2,3]",
+      () => "null",
+      () => Buffer.from(Array.from({ length: 64 }, () => Math.floor(rnd() * 256))).toString("latin1"),
+      () => "x".repeat(70_000),
+      () => JSON.stringify({ argv: ["echo", "fuzz"], env: pick([{ A: 1 }, ["x"], { "1bad": "v" }, null]) }),
+    ];
+    const statuses: number[] = [];
+    let created = 0;
+    let count = 0;
+    const started = (await d.client.listJobs({ limit: 1000 })).jobs.length;
+    /** One fuzz case: a fetch with random method, path, headers and body, or raw bytes on a socket. */
+    const one = async () => {
+      if (rnd() < 0.85) {
+        const method = pick(["GET", "POST", "DELETE", "PUT", "PATCH", "HEAD"]);
+        const path = pick(paths);
+        const body = method === "GET" || method === "HEAD" ? undefined : pick(bodies)();
+        const headers = { "content-type": pick(["application/json", "text/plain", ""]) };
+        const res = await fetch(`http://planterd${path}`, { unix: d.socket, method, body, headers }).catch(() => null);
+        if (res) {
+          statuses.push(res.status);
+          if (res.status === 201 && path === "/v1/jobs") created++;
+          await res.arrayBuffer();
+        }
+      } else {
+        // Raw bytes: truncated requests, garbage, oversized declared lengths.
+        const lines = pick([
+          'POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 50\r\n\r\n{"argv":',
+          "GET /v1/health HTTP/1.1\r\nHost: x\r\n",
+          "\u0000\u0001\u0002garbage\r\n\r\n",
+          "POST /v1/cells HTTP/1.1\r\nHost: x\r\nContent-Length: 999999999\r\n\r\n{}",
+          "GET /v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+          `GET /${"a".repeat(20_000)} HTTP/1.1\r\nHost: x\r\n\r\n`,
+        ]);
+        const reply = await rawExchange(d.socket, Buffer.from(lines, "latin1"), rnd() < 0.5);
+        const m = /^HTTP\/1\.1 (\d{3})/.exec(reply);
+        if (m) statuses.push(Number(m[1]));
+      }
+      count++;
+    };
+    // Batches of concurrent cases: partial requests wait out the short header timeout together.
+    for (let i = 0; i < 3000; i += 25) await Promise.all(Array.from({ length: 25 }, one));
+    expect(count).toBe(3000);
+    expect(statuses.length).toBeGreaterThan(2000);
+    expect(statuses.filter((s) => s >= 500)).toEqual([]);
+    expect(await d.client.health()).toEqual({ ok: true });
+    // Only the requests answered 201 created jobs; everything refused changed nothing.
+    const jobs = (await d.client.listJobs({ limit: 1000 })).jobs;
+    expect(jobs.length - started).toBe(created);
+    const db = new Database(join(d.home, "state", "planter.db"), { readonly: true });
+    expect(db.query("PRAGMA integrity_check").all()).toEqual([{ integrity_check: "ok" }]);
+    db.close();
+  });
+});
+
+describe("slow and greedy clients", () => {
+  test("a slow-loris client is cut off after the header timeout while others are served", async () => {
+    const d = await daemon("[api]\nheader_timeout_ms = 300\n");
+    const loris: Socket = createConnection({ path: d.socket });
+    let closed = false;
+    loris.on("close", () => {
+      closed = true;
+    });
+    loris.on("error", () => undefined);
+    await new Promise<void>((r) => loris.on("connect", () => r()));
+    const request = "GET /v1/health HTTP/1.1\r\nHost: planterd\r\nX-Slow: ";
+    let i = 0;
+    const drip = setInterval(() => {
+      if (!closed) loris.write(request[i++ % request.length] as string);
+    }, 20);
+    // While the loris holds its connection, another client is served.
+    expect(closed).toBe(false);
+    expect(await d.client.health()).toEqual({ ok: true });
+    await waitFor(() => closed, "the slow client to be cut off", 10_000);
+    clearInterval(drip);
+    expect(await d.client.health()).toEqual({ ok: true });
+  });
+
+  test("a body that never finishes arriving answers 408", async () => {
+    const d = await daemon("[api]\nbody_timeout_ms = 300\n");
+    const reply = await rawExchange(
+      d.socket,
+      Buffer.from(
+        'POST /v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"argv"',
+      ),
+      false,
+    );
+    expect(reply).toStartWith("HTTP/1.1 408");
+    expect(reply).toContain("did not arrive within 300 ms");
+    expect((await d.client.listJobs({})).jobs).toHaveLength(0);
+  });
+
+  test("connections beyond max_connections are refused with 503", async () => {
+    const d = await daemon("[api]\nmax_connections = 3\n");
+    const held: Socket[] = [];
+    for (let i = 0; i < 3; i++) {
+      const s = createConnection({ path: d.socket });
+      await new Promise<void>((r) => s.on("connect", () => r()));
+      held.push(s);
+    }
+    const reply = await rawExchange(d.socket, Buffer.from("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"), false);
+    expect(reply).toStartWith("HTTP/1.1 503");
+    expect(reply).toContain("E_UNAVAILABLE");
+    for (const s of held) s.destroy();
+    await waitFor(
+      () =>
+        d.client.health().then(
+          (h) => h.ok,
+          () => false,
+        ),
+      "connections to be accepted again",
+    );
+  });
+});

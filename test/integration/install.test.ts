@@ -1,0 +1,327 @@
+/** install / uninstall: real installs into throwaway homes and staging roots, with recording shims for the host programs. */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import {
+  chmodSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { join, relative } from "node:path";
+import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
+import { cleanup, PLANTER, ROOT, waitFor } from "../harness.ts";
+
+const SHIMS = join(ROOT, "test", "shims");
+const work = mkdtempSync("/tmp/pt-inst-");
+const binary = join(work, "planter-build");
+
+beforeAll(() => {
+  const b = Bun.spawnSync(
+    [
+      "bun",
+      "build",
+      "--compile",
+      "--format=esm",
+      "--define",
+      'PLANTER_COMMIT="inst0commit"',
+      "scripts/planter.ts",
+      "--outfile",
+      binary,
+    ],
+    { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+  );
+  if (b.exitCode !== 0) throw new Error(b.stderr.toString());
+});
+afterAll(() => {
+  for (const p of Bun.spawnSync(["pgrep", "-f", work]).stdout.toString().trim().split("\n").filter(Boolean)) {
+    try {
+      process.kill(Number(p), "SIGKILL");
+    } catch {}
+  }
+  cleanup(work);
+});
+
+/** A fresh fake host: a home, a runtime dir, a shim dir first on PATH, a call log. */
+function host(name: string, shims: Record<string, string> = {}) {
+  const base = join(work, name);
+  const home = join(base, "home");
+  const runtime = join(base, "run");
+  const bin = join(base, "shims");
+  // A lived-in home already has ~/.local/state (where planter's state stays after uninstall).
+  mkdirSync(join(home, ".local", "state"), { recursive: true });
+  mkdirSync(runtime, { mode: 0o700 });
+  mkdirSync(bin);
+  for (const [prog, shim] of Object.entries(shims)) symlinkSync(join(SHIMS, shim), join(bin, prog));
+  const log = join(base, "calls.log");
+  const env: Record<string, string> = {
+    PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
+    HOME: home,
+    XDG_RUNTIME_DIR: runtime,
+    PLANTER_MODE: "user",
+    SHIM_LOG: log,
+    SHIM_UNIT_DIR: join(home, ".config", "systemd", "user"),
+    NO_COLOR: "1",
+    BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
+  };
+  const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
+  return { base, home, runtime, env, calls };
+}
+
+async function run(env: Record<string, string>, argv: string[]) {
+  const p = Bun.spawn(argv, { env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+  const [stdout, stderr, code] = await Promise.all([
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+    p.exited,
+  ]);
+  return { code, stdout, stderr };
+}
+const planter = (env: Record<string, string>, ...args: string[]) => run(env, [process.execPath, PLANTER, ...args]);
+
+/** Every path under `dir` with its type and, for files, content hash: to compare trees. */
+function tree(dir: string, skip: (rel: string) => boolean = () => false): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = join(d, e.name);
+      const rel = relative(dir, p);
+      if (skip(rel)) continue;
+      if (e.isDirectory()) {
+        out.push(`${rel}/`);
+        walk(p);
+      } else if (e.isSymbolicLink()) out.push(`${rel} -> link`);
+      else out.push(`${rel} ${Bun.hash(readFileSync(p)).toString(16)} ${(statSync(p).mode & 0o777).toString(8)}`);
+    }
+  };
+  walk(dir);
+  return out.sort();
+}
+const notState = (rel: string) =>
+  rel.startsWith("home/.local/state/planter") || rel === "calls.log" || rel.startsWith("calls.log.");
+
+describe("user install without systemd (daemon started directly)", () => {
+  test("install → run a job → upgrade → uninstall leaves the tree as before (state aside)", async () => {
+    const h = host("direct");
+    const before = tree(h.base, notState);
+    const i = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "no");
+    expect(i.stderr).toContain("no running systemd: started planterd directly");
+    expect(i.code).toBe(0);
+    expect(i.stdout).toContain("planterd answers on");
+    const bin = join(h.home, ".local", "bin", "planter");
+    expect(await run(h.env, [bin, "run", "--", "echo", "installed"])).toEqual({
+      code: 0,
+      stdout: "installed\n",
+      stderr: "",
+    });
+    const state = JSON.parse(readFileSync(join(h.home, ".local", "state", "planter", "install-state.json"), "utf8"));
+    expect(state.daemon.managed_by).toBe("direct");
+    expect(state.files.map((f: { path: string; kind: string }) => [f.path.slice(h.home.length), f.kind])).toEqual([
+      ["/.local/bin/planter", "binary"],
+      ["/.local/bin/planterd", "link"],
+      ["/.config/planter/config.toml", "config"],
+    ]);
+
+    // Upgrade: the config a user edited is kept, the daemon is restarted, the metadata updated.
+    writeFileSync(join(h.home, ".config", "planter", "config.toml"), '[sandbox]\nmode = "disabled"\n');
+    const u = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "no", "--json");
+    expect(u.code).toBe(0);
+    const up = JSON.parse(u.stdout);
+    expect([up.upgrade, up.ready, up.daemon.managed_by]).toEqual([true, true, "direct"]);
+    expect(up.daemon.pid).not.toBe(state.daemon.pid);
+    expect(readFileSync(join(h.home, ".config", "planter", "config.toml"), "utf8")).toBe(
+      '[sandbox]\nmode = "disabled"\n',
+    );
+
+    // The edited config is not what install wrote: uninstall keeps it unless --force.
+    const un = await planter(h.env, "uninstall", "--user");
+    expect(un.code).toBe(0);
+    expect(un.stderr).toContain("kept");
+    expect(existsSync(join(h.home, ".config", "planter", "config.toml"))).toBe(true);
+    await waitFor(() => !existsSync(join(h.runtime, "planter", "planterd.sock")), "planterd to stop");
+    const forced = await planter(h.env, "uninstall", "--user", "--force");
+    expect(forced.code).toBe(0);
+    expect(tree(h.base, notState)).toEqual(before);
+    // Twice is harmless.
+    const again = await planter(h.env, "uninstall", "--user");
+    expect(again.code).toBe(0);
+    expect(again.stderr).toContain("not installed here");
+  });
+
+  test("--dry-run prints the plan and changes nothing", async () => {
+    const h = host("dry");
+    const before = tree(h.base);
+    const r = await planter(h.env, "install", "--user", "--binary", binary, "--dry-run");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("nothing was changed");
+    expect(r.stdout).toContain(`${h.home}/.local/bin/planter`);
+    expect(tree(h.base)).toEqual(before);
+  });
+
+  test("--purge removes state too, and asks unless --yes", async () => {
+    const h = host("purge");
+    expect((await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "no")).code).toBe(0);
+    const refused = await planter(h.env, "uninstall", "--user", "--purge");
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toContain("confirm with --yes");
+    const r = await planter(h.env, "uninstall", "--user", "--purge", "--yes");
+    expect(r.code).toBe(0);
+    expect(existsSync(join(h.home, ".local", "state", "planter"))).toBe(false);
+  });
+});
+
+describe("user install with systemd units (socket activation)", () => {
+  test("the installed units socket-activate the installed binary; uninstall undoes it all", async () => {
+    const h = host("units", { systemctl: "systemctl-activate" });
+    const before = tree(h.base, notState);
+    const r = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "yes");
+    expect(r.code).toBe(0);
+    expect(h.calls()).toEqual(["systemctl --user daemon-reload", "systemctl --user enable --now planterd.socket"]);
+    const unitDir = join(h.home, ".config", "systemd", "user");
+    const params = {
+      mode: "user" as const,
+      binary: join(h.home, ".local", "bin", "planter"),
+      socketPath: join(h.runtime, "planter", "planterd.sock"),
+      configPath: join(h.home, ".config", "planter", "config.toml"),
+      stateDir: join(h.home, ".local", "state", "planter"),
+      group: null,
+    };
+    expect(readFileSync(join(unitDir, "planterd.socket"), "utf8")).toBe(renderSocketUnit(params));
+    expect(readFileSync(join(unitDir, "planterd.service"), "utf8")).toBe(renderServiceUnit(params));
+    // The daemon really runs socket-activated, from the installed unit's settings.
+    const bin = join(h.home, ".local", "bin", "planter");
+    expect(await run(h.env, [bin, "run", "--", "echo", "activated"])).toEqual({
+      code: 0,
+      stdout: "activated\n",
+      stderr: "",
+    });
+    expect(readFileSync(`${h.env.SHIM_LOG}.activator`, "utf8")).toContain("socket-activated");
+    expect(statSync(params.socketPath).mode & 0o777).toBe(0o600);
+
+    const u = await planter(h.env, "uninstall", "--user");
+    expect(u.code).toBe(0);
+    expect(h.calls().slice(2)).toEqual([
+      "systemctl --user disable --now planterd.socket planterd.service",
+      "systemctl --user daemon-reload",
+    ]);
+    expect(tree(h.base, notState)).toEqual(before);
+  });
+});
+
+describe("system install into a staging root", () => {
+  const shims = {
+    systemctl: "record",
+    getent: "record",
+    groupadd: "record",
+    usermod: "record",
+    gpasswd: "record",
+    groupdel: "record",
+  };
+
+  test("units, tmpfiles, group and membership; exact calls; uninstall reverses exactly", async () => {
+    const h = host("staging", shims);
+    const root = join(h.base, "root");
+    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
+    // A planterd that was there before install: saved, and put back by uninstall.
+    mkdirSync(join(root, "usr", "local", "bin"), { recursive: true });
+    writeFileSync(join(root, "usr", "local", "bin", "planterd"), "#!/bin/sh\necho older\n");
+    chmodSync(join(root, "usr", "local", "bin", "planterd"), 0o755);
+    const before = tree(root, (rel) => rel.startsWith("var/lib/planter"));
+    const env = { ...h.env, PLANTER_MODE: "system", SUDO_USER: "alice", SHIM_EXIT_getent: "2" };
+    const r = await planter(env, "install", "--system", "--root", root, "--binary", binary);
+    expect(r.code).toBe(0);
+    expect(h.calls()).toEqual([
+      "getent group planter",
+      "groupadd --system planter",
+      "getent group planter",
+      "usermod -aG planter alice",
+      "systemctl daemon-reload",
+      "systemctl enable --now planterd.socket",
+    ]);
+    expect(readFileSync(join(root, "etc", "systemd", "system", "planterd.socket"), "utf8")).toBe(
+      [
+        "[Unit]",
+        "Description=planter daemon socket",
+        "Documentation=https://github.com/planter/planter",
+        "",
+        "[Socket]",
+        "ListenStream=/run/planter/planterd.sock",
+        "SocketMode=0660",
+        "SocketUser=root",
+        "SocketGroup=planter",
+        "DirectoryMode=0750",
+        "RemoveOnStop=yes",
+        "",
+        "[Install]",
+        "WantedBy=sockets.target",
+        "",
+      ].join("\n"),
+    );
+    const service = readFileSync(join(root, "etc", "systemd", "system", "planterd.service"), "utf8");
+    expect(service).toContain("ExecStart=/usr/local/bin/planter daemon --config /etc/planter/config.toml\n");
+    expect(service).toContain("StateDirectory=planter\n");
+    expect(service).toContain("KillMode=process\n");
+    expect(service).not.toContain("RestrictNamespaces");
+    expect(readFileSync(join(root, "etc", "tmpfiles.d", "planter.conf"), "utf8")).toContain(
+      "d /run/planter 0750 root planter -",
+    );
+    const state = JSON.parse(readFileSync(join(root, "var", "lib", "planter", "install-state.json"), "utf8"));
+    expect(state.group).toEqual({
+      name: "planter",
+      existed_before: false,
+      created_by_installer: true,
+      members_added: ["alice"],
+    });
+    expect(state.files.find((f: { path: string }) => f.path === "/usr/local/bin/planterd")).toMatchObject({
+      existed_before: true,
+      kind: "link",
+    });
+    expect(state.platform).toMatchObject({ os: "linux", systemd: true });
+
+    const u = await planter(env, "uninstall", "--system", "--root", root);
+    expect(u.code).toBe(0);
+    expect(h.calls().slice(6)).toEqual([
+      "systemctl disable --now planterd.socket planterd.service",
+      "systemctl daemon-reload",
+      "gpasswd -d alice planter",
+      "groupdel planter",
+    ]);
+    expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before);
+    expect(readFileSync(join(root, "usr", "local", "bin", "planterd"), "utf8")).toBe("#!/bin/sh\necho older\n");
+  });
+
+  test("an existing group and membership are left alone", async () => {
+    const h = host("group-exists", shims);
+    const root = join(h.base, "root");
+    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
+    const env = { ...h.env, PLANTER_MODE: "system", SUDO_USER: "alice", SHIM_OUT_getent: "planter:x:990:alice" };
+    expect((await planter(env, "install", "--system", "--root", root, "--binary", binary)).code).toBe(0);
+    expect(h.calls().filter((c) => !c.startsWith("systemctl"))).toEqual([
+      "getent group planter",
+      "getent group planter",
+    ]);
+    expect((await planter(env, "uninstall", "--system", "--root", root)).code).toBe(0);
+    expect(h.calls().filter((c) => /groupdel|gpasswd/.test(c))).toEqual([]);
+  });
+
+  test("uninstall after a partial install takes back what was done", async () => {
+    const h = host("partial", shims);
+    const root = join(h.base, "root");
+    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
+    const before = tree(root);
+    const env = { ...h.env, PLANTER_MODE: "system", SHIM_EXIT_getent: "2", SHIM_EXIT_groupadd: "9" };
+    const r = await planter(env, "install", "--system", "--root", root, "--binary", binary);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("groupadd --system planter: exit code 9");
+    expect(existsSync(join(root, "usr", "local", "bin", "planter"))).toBe(true);
+    const u = await planter(env, "uninstall", "--system", "--root", root);
+    expect(u.code).toBe(0);
+    expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before.filter((x) => !x.startsWith("var/")));
+  });
+});
+
+afterAll(() => rmSync(work, { recursive: true, force: true }));
