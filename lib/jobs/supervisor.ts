@@ -108,7 +108,7 @@ export class Supervisor {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup);
         ev.push({ kind: "job.started", subject: `job/${job.id}`, data: { pid: proc.pid, backend: backend.name } });
       });
-      this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
+      if (Object.keys(job.limits).length) this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
     } catch (e) {
       if (cgroup) JobCgroups.remove(cgroup);

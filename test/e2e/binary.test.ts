@@ -1,6 +1,6 @@
 /** The compiled multi-call binary: version, entry links, a daemon and `planter run` end to end. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, symlinkSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../../lib/api/client.ts";
@@ -83,4 +83,36 @@ test("the doctor link runs doctor", async () => {
   expect(r.code).toBe(0);
   expect(r.stdout).toContain("daemon.reachable");
   expect(r.stdout).toContain("sandbox.backend");
+});
+
+test("a release tarball installs with nothing else on PATH: tar xf … && ./install", async () => {
+  const stage = mkdtempSync("/tmp/pt-rel-");
+  const version = (await Bun.file(join(ROOT, "package.json")).json()).version as string;
+  const b = Bun.spawnSync(["bash", ".ci/dist", version, "e2e0commit", "linux-x64"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  expect(b.exitCode).toBe(0);
+  const tarball = join(ROOT, "dist", "release", `planter-${version}-linux-x64.tar.gz`);
+  const x = Bun.spawnSync(["tar", "-xzf", tarball, "-C", stage]);
+  expect(x.exitCode).toBe(0);
+  const top = join(stage, `planter-${version}-linux-x64`);
+  expect(["README.md", "doctor", "install", "planter", "uninstall"].every((f) => existsSync(join(top, f)))).toBe(true);
+  const home = join(stage, "home");
+  const runtime = join(stage, "run");
+  mkdirSync(join(home, ".local", "state"), { recursive: true });
+  mkdirSync(runtime, { mode: 0o700 });
+  // Only the system's own tools: no bun, no node, no checkout.
+  const env = { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", HOME: home, XDG_RUNTIME_DIR: runtime, PLANTER_MODE: "user", NO_COLOR: "1" };
+  const run = async (argv: string[]) => {
+    const p = Bun.spawn(argv, { env, cwd: top, stdout: "pipe", stderr: "pipe" });
+    const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    return { code, stdout, stderr };
+  };
+  const i = await run(["./install", "--user", "--systemd", "no"]);
+  expect(i.code).toBe(0);
+  expect(i.stdout).toContain("planterd answers on");
+  const bin = join(home, ".local", "bin", "planter");
+  expect(await run([bin, "run", "--", "echo", "from-tarball"])).toEqual({ code: 0, stdout: "from-tarball\n", stderr: "" });
+  expect((await run([bin, "--version"])).stdout).toBe(`planter ${version} (e2e0commit)\n`);
+  expect((await run(["./uninstall", "--user", "--purge", "--yes"])).code).toBe(0);
+  expect(existsSync(bin)).toBe(false);
+  cleanup(stage);
 });

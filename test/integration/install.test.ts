@@ -118,6 +118,18 @@ describe("user install without systemd (daemon started directly)", () => {
       stdout: "installed\n",
       stderr: "",
     });
+    // doctor on the installed host: nothing fails; install.state is ok, the systemd checks skip.
+    const doc = await run(h.env, [bin, "doctor", "--json"]);
+    const report = JSON.parse(doc.stdout) as { ok: boolean; checks: { id: string; status: string; message: string }[] };
+    expect(report.checks.filter((c) => c.status === "fail")).toEqual([]);
+    expect([doc.code, report.ok]).toEqual([0, true]);
+    const status = Object.fromEntries(report.checks.map((c) => [c.id, c.status]));
+    expect([status["install.state"], status["daemon.reachable"], status["daemon.version-match"], status["service.active"]]).toEqual([
+      "ok",
+      "ok",
+      "ok",
+      "skip",
+    ]);
     const state = JSON.parse(readFileSync(join(h.home, ".local", "state", "planter", "install-state.json"), "utf8"));
     expect(state.daemon.managed_by).toBe("direct");
     expect(state.files.map((f: { path: string; kind: string }) => [f.path.slice(h.home.length), f.kind])).toEqual([

@@ -222,6 +222,10 @@ describe("log quota", () => {
     const written = cut?.data.written as { stdout: number; stderr: number };
     expect(written.stdout + written.stderr).toBeGreaterThan(max);
     expect(ev.map((e) => e.kind).slice(-2)).toEqual(["job.finished", "job.log_truncated"]);
+
+    // A follower that had read past the cut is told the log is complete, not refused.
+    const past = await d.client.logs(job.id, { offset: written.stdout });
+    expect([past.data, past.eof, past.complete, past.size]).toEqual(["", true, true, out.length]);
   });
 
   test("planter run streams a flood, then reports the quota and exits with the signal's code", async () => {
