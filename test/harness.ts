@@ -166,3 +166,17 @@ export function pidAlive(pid: number): boolean {
 export function cleanup(home: string): void {
   rmSync(home, { recursive: true, force: true });
 }
+
+/** Settle-tracking wrapper: whether a promise has resolved or rejected yet. */
+export function track<T>(p: Promise<T>) {
+  const t = { settled: false, promise: p };
+  p.then(
+    () => {
+      t.settled = true;
+    },
+    () => {
+      t.settled = true;
+    },
+  );
+  return t;
+}

@@ -1,12 +1,12 @@
 /** planterd: open state, re-adopt jobs, serve the API until SIGTERM/SIGINT. */
-import { closeSync, mkdirSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
-import { isAlive, startTime } from "../jobs/proc.ts";
 import { Supervisor } from "../jobs/supervisor.ts";
 import { type Paths, resolvePaths, SOCKET_PATH_MAX, socketDir, stateFiles } from "../paths.ts";
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
+import { lockStateDir } from "../state/lock.ts";
 import { BUILD } from "../version.ts";
 import { groupGid, resolvePolicy } from "./authz.ts";
 import { Context } from "./context.ts";
@@ -23,40 +23,6 @@ export interface DaemonOptions {
 }
 
 const log = (msg: string) => console.error(`planterd: ${msg}`);
-
-/** Take the state dir's pid lock: one daemon per state dir. Returns a release function. */
-function lockStateDir(pidFile: string): () => void {
-  const me = `${process.pid} ${startTime(process.pid) ?? ""}\n`;
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(pidFile, "wx", 0o600);
-      writeSync(fd, me);
-      closeSync(fd);
-      return () => {
-        try {
-          if (readFileSync(pidFile, "utf8") === me) unlinkSync(pidFile);
-        } catch {
-          // gone already
-        }
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
-      const [pidText, ...start] = readFileSync(pidFile, "utf8").trim().split(" ");
-      const pid = Number(pidText);
-      if (Number.isInteger(pid) && pid > 0 && isAlive(pid, start.join(" ") || null)) {
-        throw new PlanterError(
-          "E_UNAVAILABLE",
-          `another planterd (pid ${pid}) is using the state dir ${pidFile.replace(/\/[^/]+$/, "")}`,
-          {
-            hint: `stop it first: kill ${pid}`,
-          },
-        );
-      }
-      unlinkSync(pidFile); // stale lock of a daemon that is gone
-    }
-  }
-  throw new PlanterError("E_UNAVAILABLE", `cannot lock ${pidFile}`);
-}
 
 /** Resolve paths with flags over env over config. */
 export function daemonPaths(opts: DaemonOptions): { paths: Paths; config: ReturnType<typeof loadConfig> } {
@@ -125,7 +91,14 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
   const files = stateFiles(paths.stateDir);
   mkdirSync(files.jobs, { recursive: true, mode: 0o700 });
   mkdirSync(files.cells, { recursive: true, mode: 0o700 });
-  const unlock = lockStateDir(files.pidFile);
+  // One daemon per state dir (migrate takes the same lock).
+  const unlock = lockStateDir(
+    files.pidFile,
+    (pid) =>
+      new PlanterError("E_UNAVAILABLE", `another planterd (pid ${pid}) is using the state dir ${paths.stateDir}`, {
+        hint: `stop it first: kill ${pid}`,
+      }),
+  );
   let db: ReturnType<typeof openState> | null = null;
   try {
     db = openState(files.db);

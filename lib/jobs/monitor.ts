@@ -259,17 +259,27 @@ export class Monitor {
     // A kill under way (the user's) keeps its reason; the hard cap above still applies.
     if (decision === "stopping") return;
     const keep = b.limit === "max_log_bytes" && logs ? quotaCut(w.under, logs, b.max) : undefined;
-    this.ctx.write((ev) => {
-      if (markLimitHit(this.ctx.db, w.id, { limit: b.limit, value: b.value, max: b.max, at: now, keep })) {
+    const tree: ProcId[] = [...w.members].map(([pid, start]) => ({ pid, start }));
+    this.stop(w.id, {
+      reason: b.reason,
+      graceMs: this.graceMs,
+      tree,
+      audit: { limit: b.limit },
+      // The limit, its event and the kill commit together, before the signal.
+      record: (ev) => {
+        if (!markLimitHit(this.ctx.db, w.id, { limit: b.limit, value: b.value, max: b.max, at: now, keep })) return;
         ev.push({
           kind: "job.limit_exceeded",
           subject: `job/${w.id}`,
           data: { limit: b.limit, reason: b.reason, value: b.value, max: b.max, enforcement: this.enforcement.mode },
         });
-      }
+      },
     });
-    const tree: ProcId[] = [...w.members].map(([pid, start]) => ({ pid, start }));
-    this.stop(w.id, { reason: b.reason, graceMs: this.graceMs, tree, audit: { limit: b.limit } });
+    if (b.limit === "max_log_bytes") {
+      // The hard cap counts from the size once SIGTERM is sent, not from the (older) sample.
+      const sent = logSizes(w.files);
+      w.hit = { ...b, value: Math.max(b.value, sent.stdout + sent.stderr) };
+    }
   }
 
   private stop(id: string, opts: KillOptions): void {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
-import type { Context } from "../daemon/context.ts";
+import type { Context, PendingEvent } from "../daemon/context.ts";
 import { jobDir, socketDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
 import { complete } from "../sandbox/policy.ts";
@@ -41,6 +41,8 @@ export interface KillOptions {
   graceMs?: number;
   /** Processes the caller knows belong to the job's tree (the monitor's last sample). */
   tree?: ProcId[];
+  /** Recorded in the kill's own transaction, before the kill record (the monitor's limit hit). */
+  record?: (events: PendingEvent[]) => void;
 }
 
 export class Supervisor {
@@ -163,6 +165,7 @@ export class Supervisor {
     const force = signal === "KILL";
     const reason: Reason = opts.reason ?? (force ? "forced_kill" : "terminated_by_user");
     this.ctx.write((ev) => {
+      opts.record?.(ev);
       markKillRequested(this.ctx.db, id, signal, force, reason, Date.now());
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
     });

@@ -7,7 +7,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
-import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
+import {
+  baseEnv,
+  cleanup,
+  cli,
+  type DaemonHandle,
+  PLANTER,
+  startDaemon,
+  tempHome,
+  track,
+  waitFor,
+} from "../harness.ts";
 
 /** Short enough to see an escalation quickly, long enough that SIGTERM always ends a plain job first. */
 const GRACE_MS = 1000;
@@ -48,20 +58,6 @@ const lastCursor = async (d: DaemonHandle) => (await all(d)).at(-1)?.cursor as s
 /** Events without cursor and time, for comparing what happened. */
 const what = (es: EventRecord[]) => es.map(({ kind, subject, data }) => ({ kind, subject, data }));
 const finished = async (d: DaemonHandle, id: string) => (await d.client.waitJob(id, 20_000)).job;
-
-/** Settle-tracking wrapper: whether a promise has resolved or rejected yet. */
-function track<T>(p: Promise<T>) {
-  const t = { settled: false, promise: p };
-  p.then(
-    () => {
-      t.settled = true;
-    },
-    () => {
-      t.settled = true;
-    },
-  );
-  return t;
-}
 
 describe("every change is an event", () => {
   let d: DaemonHandle;

@@ -72,7 +72,7 @@ describe("timeout", () => {
     expect(f.limit_exceeded?.limit).toBe("timeout_ms");
     expect(f.limit_exceeded?.max).toBe(500);
     expect(f.limit_exceeded?.value).toBeGreaterThanOrEqual(500);
-    // Found within one sampling interval of the deadline.
+    // Found near the deadline (one 100 ms interval when the host is idle; generous under load).
     expect(Date.parse(f.limit_exceeded?.at as string) - Date.parse(f.started_at as string)).toBeLessThan(
       500 + 100 + 50,
     );
@@ -169,16 +169,17 @@ describe("memory", () => {
     });
     expect(job.sandbox.backend).toBe("bwrap");
     // Pids inside the sandbox are namespaced: collect the tree from the host side until it ends.
-    const seen = new Map<number, string>();
-    let buns = 0;
+    const seen = new Set<number>();
+    const buns = new Set<number>();
     for (;;) {
       const now = await d.client.getJob(job.id);
       for (const p of treePids(job.pid as number, job.pid as number)) {
-        if (seen.has(p)) continue;
+        seen.add(p);
+        // Read again until it has exec'd: a fork shows its parent's command line first.
+        if (buns.has(p)) continue;
         try {
           const cmd = readFileSync(`/proc/${p}/cmdline`, "utf8").split("\0");
-          seen.set(p, cmd.join(" "));
-          if (cmd[0] === BUN && cmd[1] === "-e") buns++;
+          if (cmd[0] === BUN && cmd[1] === "-e") buns.add(p);
         } catch {}
       }
       if (now.state !== "running") break;
@@ -186,8 +187,8 @@ describe("memory", () => {
     }
     const f = await finished(d, job.id);
     expect([f.state, f.reason]).toEqual(["killed", "memory_limit"]);
-    expect(buns).toBe(2);
-    await allDead([...seen.keys()]);
+    expect(buns.size).toBe(2);
+    await allDead([...seen]);
   });
 });
 

@@ -7,7 +7,7 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Job, LogChunk } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
-import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, raw, startDaemon, waitFor } from "../harness.ts";
+import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, raw, startDaemon, track, waitFor } from "../harness.ts";
 
 /** Small chunks so that modest outputs span many of them; a short cap on follow waits. */
 const CHUNK = 4096;
@@ -79,20 +79,6 @@ const grown = (id: string, size: number, stream: Stream = "stdout") =>
     async () => (await logs(id, { stream, max_bytes: 0 })).size >= size,
     `${stream} of ${id} to reach ${size} bytes`,
   );
-
-/** Settle-tracking wrapper: whether a promise has resolved or rejected yet. */
-function track<T>(p: Promise<T>) {
-  const t = { settled: false, promise: p };
-  p.then(
-    () => {
-      t.settled = true;
-    },
-    () => {
-      t.settled = true;
-    },
-  );
-  return t;
-}
 
 describe("chunked reads", () => {
   /** 100 003 bytes holding every byte value, NULs and invalid UTF-8 included. */
