@@ -105,6 +105,7 @@ export class Monitor {
     return this.ctx.config.monitor.grace_ms ?? this.ctx.config.jobs.kill_grace_ms;
   }
 
+  /** How often jobs with limits are sampled. */
   get intervalMs(): number {
     return this.ctx.config.monitor.interval_ms;
   }

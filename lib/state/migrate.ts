@@ -6,7 +6,7 @@
 import { existsSync, mkdirSync, statSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import { stateFiles } from "../paths.ts";
-import { openUnmigrated, pendingVersions, upgradeDatabase } from "./backup.ts";
+import { openUnmigrated, pendingVersions, type Upgrade, upgradeDatabase } from "./backup.ts";
 import type { Migration } from "./db.ts";
 import { MIGRATIONS, schemaVersion } from "./db.ts";
 import { appendEvent } from "./events.ts";
@@ -46,15 +46,8 @@ export interface MigrateReport {
   /** Nothing was (or would be) upgraded, created or imported. */
   nothing_to_do: boolean;
   state_dir: string;
-  database: {
-    path: string;
-    existed: boolean;
-    /** Schema version before (0: no database). */
-    from: number;
-    to: number;
-    applied: number[];
-    backup: string | null;
-  };
+  /** The database upgrade (`from` 0: there was no database). */
+  database: Upgrade;
   legacy: {
     root: string;
     present: boolean;
