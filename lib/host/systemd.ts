@@ -61,6 +61,8 @@ export function renderServiceUnit(p: UnitParams): string {
     `Environment=PLANTER_STATE=${p.stateDir}`,
     // Jobs outlive the daemon: stopping planterd must not kill them.
     "KillMode=process",
+    // A cgroup subtree of its own, so the limits monitor can put each job in a cgroup (memory.max, pids.max).
+    "Delegate=yes",
     "Restart=on-failure",
     "RestartSec=1s",
     "ProtectKernelModules=yes",

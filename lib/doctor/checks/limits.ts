@@ -6,23 +6,10 @@
  * cgroup v2 only tightens it, so monitor-only is ok — except where systemd runs and planterd's
  * unit merely lacks `Delegate=yes`: that is fixable, so it warns with the fix.
  */
-import { accessSync, constants, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { detectHostCgroup } from "../../jobs/cgroup.ts";
 import { type Check, type Linked, ok, type Result, warn } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 import { daemonProbe } from "./daemon.ts";
-
-/** Local detection: a cgroup2 hierarchy mounted at /sys/fs/cgroup, and writable by this user. */
-export function localCgroup(mountinfo: string, writable: (path: string) => boolean): { ok: boolean; why: string } {
-  const point = "/sys/fs/cgroup";
-  const v2 = mountinfo.split("\n").some((line) => {
-    const sep = line.indexOf(" - ");
-    return sep > 0 && line.slice(sep + 3).startsWith("cgroup2 ") && line.slice(0, sep).split(" ")[4] === point;
-  });
-  if (!v2) return { ok: false, why: `no cgroup v2 hierarchy at ${point} (cgroup v1 or hybrid host)` };
-  if (!writable(point)) return { ok: false, why: `${point} is cgroup v2 but not writable here (no delegated group)` };
-  return { ok: true, why: `${point} is cgroup v2 and writable` };
-}
 
 /** A drop-in that gives planterd.service a delegated cgroup, then a restart. */
 function delegateFix(ctx: DoctorContext): string {
@@ -61,29 +48,16 @@ export function limitsResult(
   return ok(`${l.ok ? "cgroup v2 available" : "monitor only"}: ${l.why}; local detection, planterd did not report`);
 }
 
-const canWrite = (p: string) => {
-  try {
-    accessSync(p, constants.W_OK);
-    return true;
-  } catch {
-    return false;
-  }
-};
-
 const cgroup: Check<DoctorContext> = {
   id: "limits.cgroup",
   description: "how job limits are enforced: cgroup v2 (kernel) or the sampling monitor",
   async run(ctx: DoctorContext & Linked) {
     const d = await daemonProbe(ctx);
     const reported = d.ok ? (d.ready?.limits ?? null) : null;
+    // The daemon's own detection, when planterd cannot be asked.
     return limitsResult(ctx, reported, () => {
-      let mountinfo = "";
-      try {
-        mountinfo = readFileSync(join("/proc", "self", "mountinfo"), "utf8");
-      } catch {
-        mountinfo = "";
-      }
-      return localCgroup(mountinfo, canWrite);
+      const c = detectHostCgroup();
+      return c.ok ? { ok: true, why: `delegated cgroup v2 group ${c.own} at ${c.mount}` } : c;
     });
   },
 };
