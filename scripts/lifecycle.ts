@@ -19,6 +19,7 @@ import { allowRest, runCli } from "../lib/cli/main.ts";
 import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
 import { copyLog, writeOut } from "../lib/logs/follow.ts";
+import { readPolicyFile } from "../lib/sandbox/policy.ts";
 
 const common = {
   ...socketArg,
@@ -71,6 +72,11 @@ const cellCreate = defineCommand({
       options: ["disabled", "permissive", "enforced"],
       description: "sandbox mode for the cell's jobs",
     },
+    policy: {
+      type: "string",
+      description: 'sandbox policy file for the cell\'s jobs (JSON, or .toml; see README "Sandbox")',
+      valueHint: "FILE",
+    },
     "request-ref": {
       type: "string",
       description: "idempotency key: repeating the same request returns the first result",
@@ -86,7 +92,12 @@ const cellCreate = defineCommand({
     if (env) body.env = env;
     const limits = limitsFromArgs(args);
     if (limits) body.limits = limits;
-    if (args.sandbox) body.sandbox = { mode: args.sandbox };
+    if (args.sandbox || args.policy) {
+      body.sandbox = {
+        ...(args.sandbox ? { mode: args.sandbox } : {}),
+        ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+      };
+    }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const cell = await client(args).createCell(body);
     if (args.json) printJson(cell);
@@ -170,6 +181,11 @@ export const run = defineCommand({
       options: ["disabled", "permissive", "enforced"],
       description: "sandbox mode for this job",
     },
+    policy: {
+      type: "string",
+      description: "narrow the cell's sandbox policy for this job with a policy file (never widen it)",
+      valueHint: "FILE",
+    },
     "request-ref": {
       type: "string",
       description: "idempotency key: repeating the same request returns the first job",
@@ -190,7 +206,12 @@ export const run = defineCommand({
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
     if (args.cwd) body.cwd = resolvePath(args.cwd);
-    if (args.sandbox) body.sandbox = { mode: args.sandbox };
+    if (args.sandbox || args.policy) {
+      body.sandbox = {
+        ...(args.sandbox ? { mode: args.sandbox } : {}),
+        ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+      };
+    }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const api = client(args);
     // Ctrl-C while the job is being created is not lost: it is forwarded once the job exists.

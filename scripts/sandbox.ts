@@ -1,11 +1,9 @@
 #!/usr/bin/env bun
 /** `sandbox` / `planter sandbox`: check, render and run sandbox policies without the daemon. */
-import { existsSync, mkdirSync, readFileSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
-import * as v from "valibot";
-import { summarizeIssues } from "../lib/api/contract.ts";
 import { PlanterError } from "../lib/api/errors.ts";
 import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
@@ -14,25 +12,9 @@ import { resolvePaths, socketDir } from "../lib/paths.ts";
 import type { PlanRequest } from "../lib/sandbox/backend.ts";
 import { checkSandbox } from "../lib/sandbox/check.ts";
 import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
-import { complete, type EffectivePolicy, Policy, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
+import { complete, type EffectivePolicy, readPolicyFile, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
 
 const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
-
-/** Read a policy file: JSON, or TOML when it ends in .toml. */
-export function readPolicy(file: string): EffectivePolicy {
-  let raw: unknown;
-  try {
-    const text = readFileSync(file, "utf8");
-    raw = file.endsWith(".toml") ? Bun.TOML.parse(text) : JSON.parse(text);
-  } catch (e) {
-    throw new PlanterError("E_BAD_REQUEST", `cannot read policy ${file}: ${(e as Error).message}`, {
-      hint: 'a policy is a JSON (or .toml) object; see README "Sandbox"',
-    });
-  }
-  const r = v.safeParse(Policy, raw);
-  if (!r.success) throw new PlanterError("E_BAD_REQUEST", `invalid policy ${file}: ${summarizeIssues(r.issues)}`);
-  return complete(r.output);
-}
 
 function request(policy: EffectivePolicy, cellDir: string, argv: string[]): PlanRequest {
   const paths = resolvePaths();
@@ -104,7 +86,7 @@ const render = defineCommand({
     const name = args.backend ?? (process.platform === "darwin" ? "seatbelt" : "bwrap");
     const backend = backendByName(name);
     if (!backend) throw usage(`unknown backend ${name}`);
-    let policy = args.policy ? readPolicy(args.policy) : complete(undefined);
+    let policy = complete(args.policy ? readPolicyFile(args.policy) : undefined);
     // Paths are resolved where they will be used: on this host, for this host's backend.
     if (platformBackend()?.name === name) policy = resolvePolicyPaths(policy);
     const cell = resolve(args.cell ?? process.cwd());
@@ -146,7 +128,7 @@ const exec = defineCommand({
     if (!argv.length) throw usage("nothing to run", "sandbox exec [options] -- COMMAND [ARGS…]");
     const mode = args.mode ?? "enforced";
     const cell = realpathSync(resolve(args.cell ?? process.cwd()));
-    const policy = resolvePolicyPaths(args.policy ? readPolicy(args.policy) : complete(undefined));
+    const policy = resolvePolicyPaths(complete(args.policy ? readPolicyFile(args.policy) : undefined));
     const req = request(policy, cell, argv);
     let plan = {
       argv,

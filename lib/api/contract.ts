@@ -4,9 +4,9 @@
  */
 import * as v from "valibot";
 import { type EffectivePolicy, Policy } from "../sandbox/policy.ts";
-import { EnvMap, SafeString } from "./strings.ts";
+import { EnvMap, SafeString, summarizeIssues } from "./strings.ts";
 
-export { EnvMap, EnvName, SafeString } from "./strings.ts";
+export { EnvMap, EnvName, SafeString, summarizeIssues } from "./strings.ts";
 
 import { badRequest } from "./errors.ts";
 
@@ -186,17 +186,6 @@ export interface VersionInfo {
   api: number;
   backend: string;
   sandbox_mode: SandboxMode;
-}
-
-/** Summarise valibot issues the way people read them: `× message → at path`. */
-export function summarizeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
-  return issues
-    .slice(0, 3)
-    .map((i) => {
-      const path = v.getDotPath(i);
-      return `× ${i.message}${path ? ` → at ${path}` : ""}`;
-    })
-    .join("; ");
 }
 
 /** Parse `input` with `schema`, throwing E_BAD_REQUEST with the first problems' paths. */

@@ -1,4 +1,4 @@
-/** String schemas shared by the contract and the sandbox policy. */
+/** String schemas and issue summaries shared by the contract and the sandbox policy. */
 import * as v from "valibot";
 
 const noNul = (s: string) => !s.includes("\0");
@@ -15,3 +15,14 @@ export const EnvMap = v.pipe(
   v.record(EnvName, SafeString),
   v.check((m) => Object.keys(m).length <= 1024, "at most 1024 env entries"),
 );
+
+/** Summarise valibot issues the way people read them: `× message → at path`. */
+export function summarizeIssues(issues: readonly v.BaseIssue<unknown>[]): string {
+  return issues
+    .slice(0, 3)
+    .map((i) => {
+      const path = v.getDotPath(i);
+      return `× ${i.message}${path ? ` → at ${path}` : ""}`;
+    })
+    .join("; ");
+}

@@ -2,11 +2,11 @@
  * Sandbox policies: what a job may reach. Set per cell; a job may narrow its cell's policy,
  * never widen it. Paths are literal (no globs) and resolved through symlinks before use.
  */
-import { existsSync, realpathSync } from "node:fs";
+import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { isAbsolute, relative } from "node:path";
 import * as v from "valibot";
-import { badRequest } from "../api/errors.ts";
-import { EnvMap, EnvName, SafeString } from "../api/strings.ts";
+import { badRequest, PlanterError } from "../api/errors.ts";
+import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -145,4 +145,20 @@ export function visibleInside(
   if (guard) return bound.some((b) => within(path, b) && within(b, guard) && b !== guard);
   if (bound.some((b) => within(path, b))) return true;
   return !(privateTmp && within(path, "/tmp"));
+}
+
+/** Read a policy file (JSON, or TOML when it ends in .toml) and validate it. */
+export function readPolicyFile(file: string): Policy {
+  let raw: unknown;
+  try {
+    const text = readFileSync(file, "utf8");
+    raw = file.endsWith(".toml") ? Bun.TOML.parse(text) : JSON.parse(text);
+  } catch (e) {
+    throw new PlanterError("E_BAD_REQUEST", `cannot read policy ${file}: ${(e as Error).message}`, {
+      hint: 'a policy is a JSON (or .toml) object; see README "Sandbox"',
+    });
+  }
+  const r = v.safeParse(Policy, raw);
+  if (!r.success) throw new PlanterError("E_BAD_REQUEST", `invalid policy ${file}: ${summarizeIssues(r.issues)}`);
+  return r.output;
 }

@@ -68,3 +68,25 @@ test("exec runs one command sandboxed and exits with its code", async () => {
   const none = await cli(home, ["sandbox", "exec"]);
   expect(none.code).toBe(2);
 });
+
+test("cell create --policy and run --policy carry policy files to the daemon", async () => {
+  const { startDaemon } = await import("../harness.ts");
+  const d = await startDaemon({ config: '[sandbox]\nmode = "enforced"\n' });
+  const ro = join(cell, "ro.json");
+  writeFileSync(ro, JSON.stringify({ fs_mode: "read_only" }));
+  const created = await cli(d.home, ["cell", "create", "locked", "--policy", ro, "--json"]);
+  expect(created.code).toBe(0);
+  expect(JSON.parse(created.stdout).sandbox).toEqual({ policy: { fs_mode: "read_only" } });
+  const denied = await cli(d.home, ["run", "--cell", "locked", "--", "sh", "-c", "echo x > f"]);
+  expect(denied.code).not.toBe(0);
+  const wide = join(cell, "wide.json");
+  writeFileSync(wide, JSON.stringify({ fs_mode: "writable" }));
+  const widened = await cli(d.home, ["run", "--cell", "locked", "--policy", wide, "--", "true"]);
+  expect(widened.code).toBe(1);
+  expect(widened.stderr).toContain("widens");
+  const net = join(cell, "net.json");
+  writeFileSync(net, JSON.stringify({ network: "none" }));
+  expect((await cli(d.home, ["run", "--policy", net, "--", "true"])).code).toBe(0);
+  await d.stop();
+  rmSync(d.home, { recursive: true, force: true });
+});
