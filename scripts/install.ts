@@ -1,10 +1,14 @@
 #!/usr/bin/env bun
 /** `install` / `planter install`: put planter on this host (user or system mode), recording what it changes. */
-import { defineCommand } from "citty";
-import { jsonArg, parseDuration, usage } from "../lib/cli/args.ts";
+import { homedir } from "node:os";
+import { resolve } from "node:path";
+import { type ArgDef, defineCommand } from "citty";
+import { jsonArg, parseDuration, repeated, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { printJson } from "../lib/cli/output.ts";
 import { install } from "../lib/host/install.ts";
+import type { LimaArch } from "../lib/host/lima.ts";
+import { installLima } from "../lib/host/lima-install.ts";
 import type { InstallMode } from "../lib/paths.ts";
 
 /** --user / --system, defaulting to system for root and user otherwise. */
@@ -38,6 +42,79 @@ export const modeArgs = {
   verbose: { type: "boolean", description: "print stacks with errors" },
 } as const;
 
+/** `install --lima`: the Linux agent in the Lima VM `planter` (lib/host/lima-install.ts). */
+const limaArgs = {
+  lima: {
+    type: "boolean",
+    description:
+      "set up the Linux agent in the Lima VM `planter` (create, start, copy the binary, units), reached through ~/.lima/planter/sock/planterd.sock",
+  },
+  upgrade: {
+    type: "boolean",
+    description: "with --lima: replace a different binary in the VM and restart its socket unit",
+  },
+  "lima-binary": {
+    type: "string",
+    description:
+      "with --lima: the Linux binary for the VM (default: built from a source checkout, or planter-linux-ARCH beside this one)",
+    valueHint: "FILE",
+  },
+  cpus: { type: "string", description: "with --lima: the new VM's CPUs (default 4)", valueHint: "N" },
+  memory: { type: "string", description: "with --lima: the new VM's memory (default 4GiB)", valueHint: "SIZE" },
+  disk: { type: "string", description: "with --lima: the new VM's disk (default 50GiB)", valueHint: "SIZE" },
+  mount: {
+    type: "string",
+    description: "with --lima: a directory you work in, mounted writable at the same path (repeat; default your home)",
+    valueHint: "DIR",
+  },
+  arch: {
+    type: "enum",
+    options: ["x86_64", "aarch64"],
+    description: "with --lima: the new VM's architecture (default: the host's)",
+  },
+} as const satisfies Record<string, ArgDef>;
+
+async function runLima(args: Record<string, unknown>, rawArgs: string[], tty: boolean): Promise<number> {
+  const str = (k: string) => args[k] as string | undefined;
+  const cpus = Number(str("cpus") ?? 4);
+  if (!Number.isInteger(cpus) || cpus < 1) throw usage(`--cpus ${str("cpus")}: expected a whole number of CPUs`);
+  for (const k of ["memory", "disk"])
+    if (str(k) !== undefined && !/^[0-9]+(\.[0-9]+)?[KMGT]iB$/.test(str(k) as string))
+      throw usage(`--${k} ${str(k)}: expected a size such as 4GiB`);
+  const mounts = repeated(rawArgs, "mount").map((m) => resolve(m));
+  const r = await installLima({
+    mode: modeOf(args),
+    prefix: str("prefix"),
+    binary: str("lima-binary"),
+    upgrade: Boolean(args.upgrade),
+    dryRun: Boolean(args["dry-run"]),
+    cpus,
+    memory: str("memory") ?? "4GiB",
+    disk: str("disk") ?? "50GiB",
+    mounts: mounts.length ? mounts : [homedir()],
+    arch: str("arch") as LimaArch | undefined,
+    waitMs: str("wait") ? parseDuration(str("wait") as string, "--wait") : 30_000,
+    progress: (line) => {
+      if (!args.json) process.stderr.write(`${tty ? "• " : "install: "}${line}\n`);
+    },
+  });
+  if (args.json) printJson(r);
+  else if (r.dry_run) {
+    console.log(`planter Lima plan (VM ${r.vm}); nothing was changed:`);
+    for (const s of r.steps) console.log(`  ${s.id.padEnd(12)} ${s.description}`);
+  } else {
+    console.log(
+      r.changed.length
+        ? `planter agent in VM ${r.vm}: ${r.changed.join(", ")} done. Metadata: ${r.state_file}`
+        : `planter agent in VM ${r.vm} is up to date; nothing changed`,
+    );
+    console.log(
+      `planterd ${r.version} answers on ${r.host_socket}. Try: PLANTER_SOCKET=${r.host_socket} planter run -- uname -a`,
+    );
+  }
+  return 0;
+}
+
 const cmd = defineCommand({
   meta: {
     name: "install",
@@ -63,10 +140,12 @@ const cmd = defineCommand({
       description:
         "systemd units: auto (when systemd runs), yes (write and enable them anyway, e.g. building an image), no (start planterd directly)",
     },
+    ...limaArgs,
     ...jsonArg,
   },
-  async run({ args }) {
+  async run({ args, rawArgs }) {
     const tty = process.stderr.isTTY && !args.json;
+    if (args.lima) return await runLima(args, rawArgs, tty);
     const r = await install({
       mode: modeOf(args),
       prefix: args.prefix,

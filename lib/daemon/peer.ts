@@ -147,10 +147,17 @@ export async function boundPath(fd: number, platform = process.platform): Promis
   } finally {
     lib.close();
   }
-  // Linux: sa_family (2 bytes) then sun_path; macOS: sun_len, sun_family (1 byte each) then sun_path.
+  return sockaddrPath(addr, len[0] as number, platform);
+}
+
+/**
+ * The path in a `struct sockaddr_un` of `len` bytes (pure). Linux: sa_family (2 bytes, host
+ * order) then sun_path; macOS: sun_len, sun_family (1 byte each) then sun_path.
+ */
+export function sockaddrPath(addr: Uint8Array, len: number, platform: NodeJS.Platform): string | null {
   const family = platform === "darwin" ? (addr[1] as number) : (addr[0] as number) | ((addr[1] as number) << 8);
   if (family !== 1) return null; // AF_UNIX
-  const path = addr.subarray(2, Math.min(len[0] as number, addr.length));
+  const path = addr.subarray(2, Math.min(len, addr.length));
   const end = path.indexOf(0);
   const text = Buffer.from(end < 0 ? path : path.subarray(0, end)).toString();
   return text || null;

@@ -10,8 +10,10 @@ import { PlanterError } from "../api/errors.ts";
 import { shellLine } from "../cli/output.ts";
 import { type Config, loadConfig } from "../config.ts";
 import { type InstallState, installStatePath, readInstallState } from "../host/install-state.ts";
+import { agentPlistPath, launchdCommands } from "../host/launchd.ts";
 import { systemdRunning } from "../host/systemd.ts";
 import { type Paths, resolvePaths, stateFiles } from "../paths.ts";
+import { SANDBOX_EXEC } from "../sandbox/seatbelt.ts";
 import { BUILD } from "../version.ts";
 
 type Env = Record<string, string | undefined>;
@@ -64,6 +66,8 @@ export interface DoctorContext {
   commands: Commands;
   /** Per-check timeout; probes with their own deadline (API calls) use it too. */
   timeoutMs: number;
+  /** macOS: the sandbox-exec planterd runs (tests hand in a shim). */
+  sandboxExec: string;
 }
 
 /** What a caller may set; the rest comes from the host. */
@@ -78,6 +82,7 @@ export interface ContextOptions {
   groupFile?: string;
   passwdFile?: string;
   timeoutMs?: number;
+  sandboxExec?: string;
 }
 
 /** Read the config; a bad one is data for the `config` check, not a crash. */
@@ -94,8 +99,14 @@ export function readConfig(path: string): ConfigState {
  * Paths the way planterd resolves them (lib/daemon/main.ts `daemonPaths`): environment over the
  * config's [daemon] keys over the mode's defaults; --socket over everything.
  */
-export function doctorPaths(env: Env, config: ConfigState, socket?: string, uid?: number): Paths {
-  const base = resolvePaths(env, process.platform, uid);
+export function doctorPaths(
+  env: Env,
+  config: ConfigState,
+  socket?: string,
+  uid?: number,
+  platform: NodeJS.Platform = process.platform,
+): Paths {
+  const base = resolvePaths(env, platform, uid);
   const daemon = config.ok ? config.config.daemon : {};
   const moved = (one: string | undefined) => Boolean(one || env.PLANTER_HOME);
   return {
@@ -199,14 +210,27 @@ export function commandsFor(o: {
 export function createContext(opts: ContextOptions = {}): DoctorContext {
   const env = opts.env ?? process.env;
   const uid = opts.uid ?? process.getuid?.() ?? 1000;
-  const first = resolvePaths(env, process.platform, uid);
+  const platform = opts.platform ?? process.platform;
+  const first = resolvePaths(env, platform, uid);
   const config = readConfig(first.configPath);
-  const paths = doctorPaths(env, config, opts.socket, uid);
+  const paths = doctorPaths(env, config, opts.socket, uid, platform);
   const install = readInstall(paths.stateDir);
   const systemd = opts.systemd ?? systemdRunning();
   // A system install is unit-based wherever systemd runs; a user who cannot read its record assumes so.
   const recorded = install.found && "state" in install ? install.state.daemon.managed_by === "systemd" : false;
   const viaSystemd = systemd && (recorded || (!install.found && install.denied === true));
+  const commands = commandsFor({
+    mode: paths.mode,
+    uid,
+    stateDir: paths.stateDir,
+    planter: planterCommand(env),
+    viaSystemd,
+  });
+  // macOS: a recorded launchd agent is started, stopped and restarted through launchctl.
+  if (platform === "darwin" && install.found && "state" in install && install.state.daemon.managed_by === "launchd") {
+    const plist = install.state.files.find((f) => f.kind === "plist")?.path ?? agentPlistPath(env.HOME || "~");
+    Object.assign(commands, launchdCommands(uid, plist, shellLine));
+  }
   return {
     env,
     paths,
@@ -215,16 +239,11 @@ export function createContext(opts: ContextOptions = {}): DoctorContext {
     systemd,
     expected: opts.expected ?? { version: BUILD.version, commit: BUILD.commit },
     uid,
-    platform: opts.platform ?? process.platform,
+    platform,
     groupFile: opts.groupFile ?? "/etc/group",
     passwdFile: opts.passwdFile ?? "/etc/passwd",
-    commands: commandsFor({
-      mode: paths.mode,
-      uid,
-      stateDir: paths.stateDir,
-      planter: planterCommand(env),
-      viaSystemd,
-    }),
+    commands,
     timeoutMs: opts.timeoutMs ?? 3000,
+    sandboxExec: opts.sandboxExec ?? SANDBOX_EXEC,
   };
 }

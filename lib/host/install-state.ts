@@ -53,7 +53,24 @@ export const InstallState = v.object({
       members_added: v.array(v.string()),
     }),
   ),
-  daemon: v.object({ managed_by: v.picklist(["systemd", "direct", "none"]), pid: v.nullable(v.number()) }),
+  daemon: v.object({
+    managed_by: v.picklist(["systemd", "direct", "launchd", "none"]),
+    pid: v.nullable(v.number()),
+  }),
+  /** The Lima VM `install --lima` set up (absent in older files): deleted by uninstall --purge only when created_by_installer. */
+  vm: v.optional(
+    v.nullable(
+      v.object({
+        name: v.string(),
+        created_by_installer: v.boolean(),
+        arch: v.string(),
+        /** The host end of the forwarded socket. */
+        host_socket: v.string(),
+        /** sha256 of the binary copied into the VM (null until copied). */
+        binary_sha256: v.nullable(v.string()),
+      }),
+    ),
+  ),
 });
 export type InstallState = v.InferOutput<typeof InstallState>;
 

@@ -32,6 +32,8 @@ import {
   sha256File,
   sha256Text,
 } from "./install-state.ts";
+import { renderPlist } from "./launchd.ts";
+import { agentPlistPath, LABEL, loadAgent, macPlatform, plannedAgent, refuseOnMac } from "./macos.ts";
 import { renderServiceUnit, renderSocketUnit, renderTmpfiles, systemctl, type UnitParams } from "./systemd.ts";
 
 export interface InstallOptions {
@@ -49,6 +51,10 @@ export interface InstallOptions {
   env?: Record<string, string | undefined>;
   /** Report progress (one line per step). */
   progress?: (line: string) => void;
+  /** The host's platform (default process.platform); "darwin" installs a launchd agent (lib/host/macos.ts). */
+  platform?: NodeJS.Platform;
+  /** The installing user's uid (default process.getuid()); macOS loads the agent into gui/<uid>. */
+  uid?: number;
 }
 
 export interface Step {
@@ -120,9 +126,18 @@ export async function sourceBinary(explicit: string | undefined, progress: (l: s
 }
 
 /** Target paths (as the installed system sees them). */
-export function targetPaths(opts: { mode: InstallMode; prefix?: string; env?: Record<string, string | undefined> }) {
+export function targetPaths(opts: {
+  mode: InstallMode;
+  prefix?: string;
+  env?: Record<string, string | undefined>;
+  platform?: NodeJS.Platform;
+}) {
   const env: Record<string, string | undefined> = { ...process.env, ...opts.env, PLANTER_MODE: opts.mode };
-  const paths = resolvePaths(env, process.platform, opts.mode === "system" ? 0 : (process.getuid?.() ?? 1000));
+  const paths = resolvePaths(
+    env,
+    opts.platform ?? process.platform,
+    opts.mode === "system" ? 0 : (process.getuid?.() ?? 1000),
+  );
   const home = env.HOME || homedir();
   const prefix = opts.prefix ?? (opts.mode === "system" ? "/usr/local" : join(home, ".local"));
   const unitDir =
@@ -138,6 +153,10 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   const root = opts.root;
   const R = (p: string) => (root === "/" ? p : join(root, p));
   const t = targetPaths(opts);
+  const mac = (opts.platform ?? process.platform) === "darwin";
+  const uid = opts.uid ?? process.getuid?.() ?? 1000;
+  if (mac) refuseOnMac({ mode: opts.mode, uid, systemd: opts.systemd });
+  const plist = agentPlistPath({ ...process.env, ...opts.env }.HOME || homedir());
   const stateFile = installStatePath(t.stateDir);
   const previous = readInstallState(R(stateFile));
   if (previous && previous.mode !== opts.mode) {
@@ -145,7 +164,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
       hint: `uninstall it first, or run install --${previous.mode}`,
     });
   }
-  const systemd = opts.systemd === "yes" || (opts.systemd !== "no" && existsSync(R("/run/systemd/system")));
+  const systemd = !mac && (opts.systemd === "yes" || (opts.systemd !== "no" && existsSync(R("/run/systemd/system"))));
   const steps: Step[] = [];
   const plan = (id: string, description: string) => steps.push({ id, description });
   const binary = opts.dryRun ? (opts.binary ?? "(this planter binary)") : await sourceBinary(opts.binary, progress);
@@ -160,7 +179,9 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     if (invoking && invoking !== "root")
       plan("membership", `add ${invoking} to group ${group} (usermod -aG ${group} ${invoking})`);
   }
-  if (systemd) {
+  if (mac) {
+    for (const [id, d] of plannedAgent({ uid, plist, upgrade: previous !== null, staged: root !== "/" })) plan(id, d);
+  } else if (systemd) {
     if (group) plan("tmpfiles", `write ${t.tmpfiles} (socket dir ${socketDir(t.socketPath)} root:${group} 0750)`);
     plan("units", `write ${t.unitDir}/planterd.socket and planterd.service`);
     plan(
@@ -184,6 +205,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   };
   if (opts.dryRun) return result;
 
+  const macInfo = mac && !previous ? await macPlatform(opts.env ?? {}, arch()) : null;
   const now = new Date().toISOString();
   const state: InstallState = previous ?? {
     schema_version: INSTALL_STATE_VERSION,
@@ -194,7 +216,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     prefix: t.prefix,
     installed_at: now,
     updated_at: now,
-    platform: {
+    platform: macInfo ?? {
       os: process.platform,
       arch: arch(),
       os_release: osRelease(root),
@@ -320,7 +342,30 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     }
   }
 
-  if (systemd) {
+  if (mac) {
+    const text = renderPlist({
+      label: LABEL,
+      binary: bin,
+      configPath: t.configPath,
+      socketPath: t.socketPath,
+      stateDir: t.stateDir,
+      logPath: join(t.stateDir, "planterd.log"),
+    });
+    mkdirs(dirname(plist));
+    recordFile(
+      plist,
+      "plist",
+      () => writeFileSync(R(plist), text, { mode: 0o644 }),
+      () => sha256Text(text),
+    );
+    progress(`wrote ${plist}`);
+    if (root === "/") {
+      await loadAgent(uid, plist, opts.waitMs, opts.env ?? {});
+      state.daemon = { managed_by: "launchd", pid: null };
+      save();
+      progress(`launchd agent ${LABEL} loaded into gui/${uid}`);
+    }
+  } else if (systemd) {
     const params: UnitParams = {
       mode: opts.mode,
       binary: bin,

@@ -18,6 +18,8 @@ import type { InstallMode } from "../paths.ts";
 import { groupdel, removeMember } from "./groups.ts";
 import { stopDirect, targetPaths } from "./install.ts";
 import { type InstallState, installStatePath, readInstallState, sha256File, sha256Text } from "./install-state.ts";
+import { uninstallLimaVm } from "./lima-install.ts";
+import { unloadAgent } from "./macos.ts";
 import { systemctl } from "./systemd.ts";
 
 export interface UninstallOptions {
@@ -29,6 +31,10 @@ export interface UninstallOptions {
   dryRun: boolean;
   env?: Record<string, string | undefined>;
   progress?: (line: string) => void;
+  /** The host's platform (default process.platform): where the recorded paths resolve. */
+  platform?: NodeJS.Platform;
+  /** The user's uid (default process.getuid()): a launchd agent is booted out of gui/<uid>. */
+  uid?: number;
 }
 
 export interface UninstallResult {
@@ -97,6 +103,11 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
         warn(`systemctl disable --now ${names.join(" ")} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
     }
     progress("stopped and disabled planterd.socket and planterd.service");
+  } else if (state.daemon.managed_by === "launchd") {
+    const uid = opts.uid ?? process.getuid?.() ?? 1000;
+    const failed = opts.dryRun ? null : await unloadAgent(uid, 10_000, opts.env ?? {});
+    if (failed) warn(failed);
+    else progress(`booted out the launchd agent (gui/${uid})`);
   } else if (state.daemon.managed_by === "direct" && state.daemon.pid) {
     if (!opts.dryRun) await stopDirect(state.daemon.pid);
     progress(`stopped planterd (pid ${state.daemon.pid})`);
@@ -145,14 +156,17 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
     }
   }
 
+  // 3b. the Lima VM (install --lima): deleted only when install created it and --purge is given.
+  const vmKept = state.vm ? await uninstallLimaVm(state.vm, opts, progress, warn) : null;
+
   // 4. purge, or just the metadata; then the directories install made, when empty.
   if (!opts.dryRun) {
     if (opts.purge) {
       rmSync(R(state.paths.state_dir), { recursive: true, force: true });
       out.purged = state.paths.state_dir;
       progress(`purged ${state.paths.state_dir}`);
-    } else if (out.kept.length) {
-      // What was kept stays on record, so that `uninstall --force` can still finish the job.
+    } else if (out.kept.length || vmKept) {
+      // What was kept stays on record, so that `uninstall --force` (or `--purge`, for a VM) can still finish the job.
       const keptPaths = new Set(out.kept.map((k) => k.path));
       const rest: InstallState = {
         ...state,
@@ -160,6 +174,7 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
         units: [],
         group: null,
         daemon: { managed_by: "none", pid: null },
+        vm: vmKept,
       };
       writeFileSync(R(stateFile), `${JSON.stringify(rest, null, 2)}\n`, { mode: 0o600 });
     } else {

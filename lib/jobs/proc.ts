@@ -29,7 +29,12 @@ export function startTime(pid: number): string | null {
 }
 
 function psStartTime(pid: number): string | null {
-  const r = Bun.spawnSync(["ps", "-o", "lstart=", "-p", String(pid)], { stdout: "pipe", stderr: "ignore" });
+  // LC_ALL=C: the same process must give the same token whoever asks (planterd, migrate).
+  const r = Bun.spawnSync(["ps", "-o", "lstart=", "-p", String(pid)], {
+    stdout: "pipe",
+    stderr: "ignore",
+    env: { ...process.env, LC_ALL: "C" },
+  });
   const out = r.stdout.toString().trim();
   return r.exitCode === 0 && out ? out : null;
 }
@@ -83,6 +88,7 @@ function readStat(name: string): string | null {
  * RSS. The limits monitor takes one per tick for all jobs; an empty table off Linux.
  */
 export function procTable(): ProcTable {
+  if (process.platform !== "linux") return psTable(psOutput());
   const table: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
   let entries: string[];
   try {
@@ -186,9 +192,8 @@ export interface ProcId {
 export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
   // The root itself too: an adopted process need not lead its own group.
   const tree: ProcId[] = [{ pid, start: startTime(pid) }];
-  if (process.platform === "linux") {
-    for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
-  }
+  // Linux reads /proc, macOS asks ps: either way a grandchild that left the group is found.
+  for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
   try {
     process.kill(-pid, signal);
   } catch {
@@ -209,4 +214,38 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
     }
   }
   return tree;
+}
+
+/** `ps` listing of every process (no /proc: macOS): pid, ppid, pgid, rss in KiB, start time. */
+function psOutput(): string {
+  const r = Bun.spawnSync(["ps", "-axo", "pid=,ppid=,pgid=,rss=,lstart="], {
+    stdout: "pipe",
+    stderr: "ignore",
+    env: { ...process.env, LC_ALL: "C" },
+  });
+  return r.exitCode === 0 ? r.stdout.toString() : "";
+}
+
+/** The process table from `ps -axo pid=,ppid=,pgid=,rss=,lstart=` output (pure, for tests). */
+export function psTable(text: string, page = pageSize()): ProcTable {
+  const table: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
+  for (const line of text.split("\n")) {
+    const m = /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s+(.+?)\s*$/.exec(line);
+    if (!m) continue;
+    const p: ProcEntry = {
+      pid: Number(m[1]),
+      ppid: Number(m[2]),
+      pgid: Number(m[3]),
+      startTime: m[5] as string,
+      rssPages: Math.ceil((Number(m[4]) * 1024) / page),
+    };
+    table.procs.set(p.pid, p);
+    const kids = table.children.get(p.ppid);
+    if (kids) kids.push(p.pid);
+    else table.children.set(p.ppid, [p.pid]);
+    const group = table.groups.get(p.pgid);
+    if (group) group.push(p.pid);
+    else table.groups.set(p.pgid, [p.pid]);
+  }
+  return table;
 }

@@ -1,10 +1,12 @@
-/** Every check, in report order: the host, the service, the socket, the daemon, access, sandbox, limits, state. */
+/** Every check, in report order: the host, the service, the socket, the daemon, access, sandbox, limits, state; then macOS and the Lima VM. */
 import type { Check } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 import { authzStrict, config } from "./config.ts";
 import { daemonChecks } from "./daemon.ts";
 import { binaryVersion, installState, platform } from "./install.ts";
+import { limaChecks } from "./lima.ts";
 import { limitsChecks } from "./limits.ts";
+import { macosChecks } from "./macos.ts";
 import { sandboxChecks } from "./sandbox.ts";
 import { serviceChecks } from "./service.ts";
 import { socketChecks } from "./socket.ts";
@@ -22,4 +24,6 @@ export const CHECKS: Check<DoctorContext>[] = [
   ...sandboxChecks,
   ...limitsChecks,
   ...stateChecks,
+  ...macosChecks,
+  ...limaChecks,
 ];

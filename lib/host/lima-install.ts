@@ -1,0 +1,362 @@
+/**
+ * install --lima: the Linux agent in a Lima VM `planter`, reached through the socket Lima forwards
+ * to the host. Phases create, start, copy, units, forward, ready — each with its own time limit
+ * and hint. Recorded in install-state.json (`vm`) so uninstall deletes the VM only when install
+ * created it and --purge is given.
+ */
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { arch as osArch, tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { PlanterError } from "../api/errors.ts";
+import type { InstallMode } from "../paths.ts";
+import { BUILD } from "../version.ts";
+import { describe, run } from "./exec.ts";
+import { targetPaths, waitReady } from "./install.ts";
+import {
+  INSTALL_STATE_VERSION,
+  type InstallState,
+  installStatePath,
+  readInstallState,
+  sha256File,
+} from "./install-state.ts";
+import {
+  BUN_ARCH,
+  checkElf,
+  GUEST_BINARY,
+  GUEST_PROVISION,
+  GUEST_STAGED,
+  hostLimaArch,
+  hostSocketPath,
+  LAYOUT,
+  LAYOUT_FILE,
+  LIMA_VM,
+  type LimaArch,
+  type LimaInstance,
+  limactlWithin,
+  parseList,
+  renderLimaTemplate,
+  renderProvisionScript,
+} from "./lima.ts";
+
+export type LimaPhase = "create" | "start" | "copy" | "units" | "forward" | "ready";
+
+/** Each phase's time limit (ms). Create and start include downloading and booting the image. */
+export const PHASE_TIMEOUT_MS: Record<LimaPhase, number> = {
+  create: 600_000,
+  start: 600_000,
+  copy: 120_000,
+  units: 120_000,
+  forward: 30_000,
+  ready: 30_000,
+};
+
+const PHASE_HINT: Record<LimaPhase, string> = {
+  create: `see \`limactl create\`'s output above; \`limactl delete ${LIMA_VM}\` removes a half-made VM`,
+  start: `see ~/.lima/${LIMA_VM}/ha.stderr.log, or run \`limactl start ${LIMA_VM}\` to watch it boot`,
+  copy: `check that the VM runs (\`limactl list\`) and has disk space (\`limactl shell ${LIMA_VM} df -h /usr/local\`)`,
+  units: `see \`limactl shell ${LIMA_VM} sudo journalctl -u planterd.socket -u planterd.service\``,
+  forward: `restart the VM to set up the forward again: \`limactl stop ${LIMA_VM} && limactl start ${LIMA_VM}\``,
+  ready: `see \`limactl shell ${LIMA_VM} sudo journalctl -u planterd.service\`, then \`doctor lima\``,
+};
+
+export interface LimaInstallOptions {
+  mode: InstallMode;
+  prefix?: string;
+  /** The Linux binary for the VM (default: see linuxBinary). */
+  binary?: string;
+  /** Replace a different binary already in the VM and restart its socket unit. */
+  upgrade: boolean;
+  dryRun: boolean;
+  cpus: number;
+  memory: string;
+  disk: string;
+  mounts: string[];
+  /** The VM's architecture when install creates it (default: the host's). */
+  arch?: LimaArch;
+  /** Readiness wait (the `ready` phase). */
+  waitMs: number;
+  timeouts?: Partial<Record<LimaPhase, number>>;
+  env?: Record<string, string | undefined>;
+  progress?: (line: string) => void;
+}
+
+export interface LimaInstallResult {
+  dry_run: boolean;
+  vm: string;
+  /** Phases that changed something, in order. */
+  changed: LimaPhase[];
+  steps: { id: string; description: string }[];
+  host_socket: string;
+  state_file: string;
+  ready: boolean | null;
+  version: string | null;
+}
+
+/** The VM record in install-state.json. */
+export type VmRecord = NonNullable<InstallState["vm"]>;
+
+function fail(phase: LimaPhase, message: string): never {
+  throw new PlanterError("E_UNAVAILABLE", `lima ${phase}: ${message}`, { hint: PHASE_HINT[phase], details: { phase } });
+}
+
+async function must(phase: LimaPhase, ms: number, ...args: string[]): Promise<string> {
+  const r = await limactlWithin(ms, ...args);
+  if (r.code !== 0) fail(phase, describe("limactl", args, r));
+  return r.stdout;
+}
+
+/** The instance named `name`, or null. */
+export async function findInstance(name = LIMA_VM): Promise<LimaInstance | null> {
+  const r = await limactlWithin(30_000, "list", "--json");
+  if (r.code === 127)
+    throw new PlanterError("E_UNAVAILABLE", "limactl is not installed", {
+      hint: "install Lima (`brew install lima`), then run install --lima again",
+    });
+  if (r.code !== 0) throw new PlanterError("E_UNAVAILABLE", describe("limactl", ["list", "--json"], r));
+  return parseList(r.stdout).find((i) => i.name === name) ?? null;
+}
+
+/**
+ * The Linux binary for a VM of `arch`: explicit; else, in a source checkout, dist/planter-linux-<arch>
+ * (cross-compiled when missing); else this binary when it is one, or planter-linux-<arch> beside it.
+ */
+export async function linuxBinary(explicit: string | undefined, arch: LimaArch, progress: (l: string) => void) {
+  if (explicit) {
+    if (!existsSync(explicit)) throw new PlanterError("E_USAGE", `--lima-binary ${explicit} does not exist`);
+    return explicit;
+  }
+  const name = `planter-linux-${BUN_ARCH[arch]}`;
+  if (Bun.main.startsWith("/$bunfs")) {
+    if (process.platform === "linux" && hostLimaArch(osArch()) === arch) return process.execPath;
+    const beside = join(dirname(process.execPath), name);
+    if (existsSync(beside)) return beside;
+    throw new PlanterError("E_UNAVAILABLE", `no Linux binary for the VM (${arch}): ${beside} is missing`, {
+      hint: `download the linux-${BUN_ARCH[arch]} release tarball and pass its binary: install --lima --lima-binary PATH/planter`,
+    });
+  }
+  const repo = join(import.meta.dir, "..", "..");
+  const out = join(repo, "dist", name);
+  if (!existsSync(out)) {
+    progress(`cross-compiling dist/${name} from this source checkout`);
+    const args = ["build", "--compile", "--minify", "--format=esm", `--target=bun-linux-${BUN_ARCH[arch]}`];
+    const r = await run(process.execPath, ...args, join(repo, "scripts", "planter.ts"), "--outfile", out);
+    if (r.code !== 0)
+      throw new PlanterError("E_UNAVAILABLE", `cannot build ${name}: ${describe("bun", args, r)}`, {
+        hint: `build it with \`bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts --outfile dist/${name}\`, or pass --lima-binary`,
+      });
+  }
+  return out;
+}
+
+/** Install (or check, or upgrade) the planter agent in the Lima VM. */
+export async function installLima(opts: LimaInstallOptions): Promise<LimaInstallResult> {
+  const progress = opts.progress ?? (() => undefined);
+  const env = { ...process.env, ...opts.env };
+  const ms = (p: LimaPhase) => opts.timeouts?.[p] ?? PHASE_TIMEOUT_MS[p];
+  const t = targetPaths(opts);
+  const stateFile = installStatePath(t.stateDir);
+  const hostSocket = hostSocketPath(env);
+  const result: LimaInstallResult = {
+    dry_run: opts.dryRun,
+    vm: LIMA_VM,
+    changed: [],
+    steps: [],
+    host_socket: hostSocket,
+    state_file: stateFile,
+    ready: null,
+    version: null,
+  };
+  const plan = (id: string, description: string) => result.steps.push({ id, description });
+  const previous = readInstallState(stateFile);
+  let inst = await findInstance();
+  if (opts.dryRun) {
+    if (!inst)
+      plan("create", `create VM ${LIMA_VM} (vz, Ubuntu 24.04, ${opts.cpus} cpus, ${opts.memory}, ${opts.disk})`);
+    if (inst?.status !== "Running") plan("start", `start VM ${LIMA_VM}`);
+    plan(
+      "copy",
+      `copy the Linux binary to ${GUEST_BINARY} in the VM (when it differs${opts.upgrade ? "" : "; --upgrade to replace one"})`,
+    );
+    plan("units", "run the provision script: group planter, units, planterd.socket, layout sentinel");
+    plan("forward", `wait for the forwarded socket ${hostSocket}`);
+    plan("ready", "a real API call through the forwarded socket");
+    return result;
+  }
+
+  const now = new Date().toISOString();
+  const state: InstallState = previous ?? {
+    schema_version: INSTALL_STATE_VERSION,
+    version: BUILD.version,
+    commit: BUILD.commit,
+    mode: opts.mode,
+    root: "/",
+    prefix: t.prefix,
+    installed_at: now,
+    updated_at: now,
+    platform: { os: process.platform, arch: osArch(), os_release: null, package_manager: null, systemd: false },
+    paths: { state_dir: t.stateDir, socket: t.socketPath, config: t.configPath, bin_dir: t.binDir },
+    files: [],
+    dirs_created: [],
+    units: [],
+    group: null,
+    daemon: { managed_by: "none", pid: null },
+  };
+  const save = () => {
+    state.updated_at = new Date().toISOString();
+    mkdirSync(t.stateDir, { recursive: true, mode: 0o700 });
+    writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
+  };
+
+  // create
+  if (!inst) {
+    const arch = opts.arch ?? hostLimaArch();
+    const dir = join(t.stateDir, "lima");
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const template = join(dir, `${LIMA_VM}.yaml`);
+    const text = renderLimaTemplate({
+      name: LIMA_VM,
+      cpus: opts.cpus,
+      memory: opts.memory,
+      disk: opts.disk,
+      mounts: opts.mounts,
+      arch,
+    });
+    writeFileSync(template, text);
+    progress(`creating VM ${LIMA_VM} (${arch}) from ${template}`);
+    await must("create", ms("create"), "create", "--tty=false", "--name", LIMA_VM, template);
+    state.vm = { name: LIMA_VM, created_by_installer: true, arch, host_socket: hostSocket, binary_sha256: null };
+    save();
+    result.changed.push("create");
+    inst = (await findInstance()) ?? fail("create", `limactl create succeeded but ${LIMA_VM} is not listed`);
+  } else if (!state.vm) {
+    state.vm = {
+      name: LIMA_VM,
+      created_by_installer: false,
+      arch: inst.arch,
+      host_socket: hostSocket,
+      binary_sha256: null,
+    };
+    save();
+  }
+  const vm = state.vm as VmRecord;
+
+  // start (Lima runs the provision script and waits for the readiness probe)
+  if (inst.status !== "Running") {
+    progress(`starting VM ${LIMA_VM} (first boot downloads the image)`);
+    await must("start", ms("start"), "start", "--tty=false", LIMA_VM);
+    result.changed.push("start");
+  }
+  const arch = (inst.arch === "aarch64" ? "aarch64" : "x86_64") as LimaArch;
+  vm.arch = arch;
+
+  // copy: the binary must be an ELF for the VM's architecture.
+  const binary = await linuxBinary(opts.binary, arch, progress);
+  const bad = checkElf(binary, arch);
+  if (bad)
+    throw new PlanterError("E_USAGE", `lima copy: ${bad}`, {
+      hint: `pass the linux-${BUN_ARCH[arch]} binary with --lima-binary, or build it: bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts`,
+      details: { phase: "copy" },
+    });
+  const sha = sha256File(binary);
+  const shell = (phase: LimaPhase, ...cmd: string[]) =>
+    must(phase, ms(phase), "shell", "--workdir", "/", LIMA_VM, ...cmd);
+  const guest = (
+    await shell("copy", "sh", "-c", `cat ${LAYOUT_FILE} 2>/dev/null; sha256sum ${GUEST_BINARY} 2>/dev/null; true`)
+  ).split("\n");
+  const layoutOk = guest.includes(LAYOUT);
+  const guestSha = guest.map((l) => /^([0-9a-f]{64}) /.exec(l)?.[1]).find(Boolean) ?? null;
+  if (guestSha && guestSha !== sha && !opts.upgrade)
+    throw new PlanterError(
+      "E_CONFLICT",
+      `the VM ${LIMA_VM} has another planter binary (sha256 ${guestSha.slice(0, 12)}…)`,
+      {
+        hint: "replace it and restart planterd in the VM with: install --lima --upgrade",
+      },
+    );
+  if (guestSha !== sha) {
+    progress(`copying ${binary} into the VM`);
+    await must("copy", ms("copy"), "copy", binary, `${LIMA_VM}:${GUEST_STAGED}`);
+    result.changed.push("copy");
+  }
+
+  // units: the same provision script Lima runs at boot, run again now that the binary is there.
+  if (guestSha !== sha || !layoutOk) {
+    const user = (await shell("units", "id", "-un")).trim();
+    if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user)) fail("units", `unexpected guest user name ${JSON.stringify(user)}`);
+    const tmp = mkdtempSync(join(tmpdir(), "planter-lima-"));
+    try {
+      const script = join(tmp, "provision.sh");
+      writeFileSync(script, renderProvisionScript({ user }));
+      await must("units", ms("units"), "copy", script, `${LIMA_VM}:${GUEST_PROVISION}`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    await shell("units", "sudo", "sh", GUEST_PROVISION);
+    await shell("units", "rm", "-f", GUEST_PROVISION);
+    // A running planterd keeps the old binary until its socket unit restarts (jobs keep running: KillMode=process).
+    if (guestSha) await shell("units", "sudo", "systemctl", "restart", "planterd.socket");
+    progress(
+      guestSha ? "replaced the binary and restarted planterd.socket in the VM" : "provisioned planterd in the VM",
+    );
+    result.changed.push("units");
+  }
+  vm.binary_sha256 = sha;
+  vm.host_socket = hostSocket;
+  state.version = BUILD.version;
+  state.commit = BUILD.commit;
+  save();
+
+  // forward: Lima makes the host end of the socket once the VM runs.
+  const deadline = Date.now() + ms("forward");
+  while (!exists(hostSocket)) {
+    if (Date.now() > deadline) fail("forward", `${hostSocket} did not appear within ${ms("forward")} ms`);
+    await Bun.sleep(25);
+  }
+
+  // ready: a real API call through the forwarded socket.
+  progress(`waiting for planterd through ${hostSocket}`);
+  result.ready = await waitReady(hostSocket, Math.min(opts.waitMs, ms("ready")));
+  if (!result.ready) fail("ready", `planterd in the VM did not answer through ${hostSocket}`);
+  const { Client } = await import("../api/client.ts");
+  result.version = (await new Client(hostSocket).version()).version;
+  progress(`planterd ${result.version} answers in the VM`);
+  return result;
+}
+
+function exists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * uninstall's part: the VM is deleted only when install created it and `purge` is given.
+ * Returns the record to keep (null when the VM was deleted), so a later --purge can still delete it.
+ */
+export async function uninstallLimaVm(
+  vm: VmRecord,
+  opts: { purge: boolean; dryRun: boolean },
+  progress: (line: string) => void,
+  warn: (w: string) => void,
+): Promise<VmRecord | null> {
+  if (!opts.purge || !vm.created_by_installer) {
+    progress(
+      vm.created_by_installer
+        ? `kept VM ${vm.name} (uninstall --purge deletes it)`
+        : `kept VM ${vm.name}: install did not create it`,
+    );
+    return vm.created_by_installer ? vm : null;
+  }
+  if (!opts.dryRun) {
+    const r = await limactlWithin(120_000, "delete", "--force", vm.name);
+    if (r.code !== 0) {
+      warn(`could not delete VM ${vm.name}: ${describe("limactl", ["delete", "--force", vm.name], r)}`);
+      return vm;
+    }
+  }
+  progress(`deleted VM ${vm.name}`);
+  return null;
+}
