@@ -76,6 +76,9 @@ const limaArgs = {
 
 async function runLima(args: Record<string, unknown>, rawArgs: string[], tty: boolean): Promise<number> {
   const str = (k: string) => args[k] as string | undefined;
+  for (const k of ["root", "binary", "systemd"])
+    if (args[k] !== undefined)
+      throw usage(`--${k} cannot be combined with --lima`, "run install without --lima for the host");
   const cpus = Number(str("cpus") ?? 4);
   if (!Number.isInteger(cpus) || cpus < 1) throw usage(`--cpus ${str("cpus")}: expected a whole number of CPUs`);
   for (const k of ["memory", "disk"])
