@@ -7,8 +7,23 @@ import { Policy } from "./sandbox/policy.ts";
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 
+/** Where client commands send their requests (README "Targets"). */
+export const Target = v.picklist(["local", "lima"]);
+export type Target = v.InferOutput<typeof Target>;
+
+/**
+ * `[client]`: read by client commands (`planter run`, `cell`, `job`, `logs`, `events`), never by
+ * planterd, which accepts the section so that one file serves both.
+ */
+export const ClientSection = v.strictObject({
+  /** The default target: "local" (this host's planterd) or "lima" (the agent in the Lima VM). */
+  target: v.optional(Target),
+});
+export type ClientSection = v.InferOutput<typeof ClientSection>;
+
 /** The config file's schema; unknown keys are refused. */
 export const ConfigSchema = v.strictObject({
+  client: v.optional(ClientSection, {}),
   daemon: v.optional(
     v.strictObject({
       socket: v.optional(v.pipe(v.string(), v.minLength(1))),

@@ -7,22 +7,23 @@ import { EXIT, PlanterError } from "../lib/api/errors.ts";
 import {
   afterDashes,
   client,
+  clientArgs,
   envPairs,
   jsonArg,
   parseCount,
   parseDuration,
   repeated,
-  socketArg,
   usage,
 } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
 import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
+import { pathForTarget } from "../lib/cli/target.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
 import { copyLog, writeOut } from "../lib/logs/follow.ts";
 import { readPolicyFile } from "../lib/sandbox/policy.ts";
 
 const common = {
-  ...socketArg,
+  ...clientArgs,
   ...jsonArg,
   verbose: { type: "boolean", description: "print stacks with errors" },
 } as const;
@@ -86,8 +87,9 @@ const cellCreate = defineCommand({
     ...common,
   },
   async run({ args, rawArgs }) {
+    const api = client(args);
     const body: Record<string, unknown> = { name: args.name };
-    if (args.dir) body.dir = resolvePath(args.dir);
+    if (args.dir) body.dir = await pathForTarget(args, resolvePath(args.dir), "--dir");
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
     const limits = limitsFromArgs(args);
@@ -99,7 +101,7 @@ const cellCreate = defineCommand({
       };
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
-    const cell = await client(args).createCell(body);
+    const cell = await api.createCell(body);
     if (args.json) printJson(cell);
     else console.log(`created cell ${cell.name} at ${cell.dir}`);
     return 0;
@@ -155,6 +157,7 @@ const cellRm = defineCommand({
 
 export const cell = defineCommand({
   meta: { name: "cell", description: "Manage cells (create, ls, show, rm)" },
+  args: clientArgs,
   subCommands: { create: cellCreate, ls: cellLs, show: cellShow, rm: cellRm },
 });
 
@@ -199,13 +202,14 @@ export const run = defineCommand({
     if (!argv.length) throw usage("nothing to run", "planter run [options] -- COMMAND [ARGS…]");
     if (args.json && !args.detach)
       throw usage("--json goes with --detach (the job's own output is on stdout otherwise)");
+    const api = client(args);
     const body: Record<string, unknown> = { argv };
     const limits = limitsFromArgs(args);
     if (limits) body.limits = limits;
     if (args.cell) body.cell = args.cell;
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
-    if (args.cwd) body.cwd = resolvePath(args.cwd);
+    if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
     if (args.sandbox || args.policy) {
       body.sandbox = {
         ...(args.sandbox ? { mode: args.sandbox } : {}),
@@ -213,7 +217,6 @@ export const run = defineCommand({
       };
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
-    const api = client(args);
     // Ctrl-C while the job is being created is not lost: it is forwarded once the job exists.
     let early = 0;
     const countEarly = () => {
@@ -441,6 +444,7 @@ const jobRm = defineCommand({
 
 export const job = defineCommand({
   meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm)" },
+  args: clientArgs,
   subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm },
 });
 
@@ -485,6 +489,6 @@ export const events = defineCommand({
 });
 
 if (import.meta.main) {
-  const root = defineCommand({ meta: { name: "planter" }, subCommands: { cell, run, job, events } });
+  const root = defineCommand({ meta: { name: "planter" }, args: clientArgs, subCommands: { cell, run, job, events } });
   await runCli(root, process.argv.slice(2), "planter");
 }

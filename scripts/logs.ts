@@ -1,7 +1,7 @@
 #!/usr/bin/env bun
 /** `logs` / `planter logs`: read and follow a job's logs over the API. */
 import { defineCommand } from "citty";
-import { client, jsonArg, parseCount, socketArg, usage } from "../lib/cli/args.ts";
+import { client, clientArgs, jsonArg, parseCount, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { copyLog, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
 
@@ -18,7 +18,7 @@ const logs = defineCommand({
     stderr: { type: "boolean", description: "read stderr instead of stdout" },
     offset: { type: "string", description: "start at this byte offset", valueHint: "N" },
     tail: { type: "string", alias: "n", description: "start at the last N lines", valueHint: "N" },
-    ...socketArg,
+    ...clientArgs,
     ...jsonArg,
     verbose: { type: "boolean", description: "print stacks with errors" },
   },

@@ -7,9 +7,9 @@ import { jsonArg } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { printJson } from "../lib/cli/output.ts";
 import { daemonPaths } from "../lib/daemon/main.ts";
+import { type LimaMigrateResult, migrateLima } from "../lib/host/lima-migrate.ts";
 import type { ImportItem } from "../lib/state/legacy.ts";
 import { type MigrateReport, migrateState } from "../lib/state/migrate.ts";
-import { unavailable } from "./unavailable.ts";
 
 /** The prototype's state root: --from, else PLANTER_STATE_DIR, else ~/.planter/state. */
 export function legacyRoot(from: string | undefined, env = process.env): { root: string; explicit: boolean } {
@@ -95,12 +95,64 @@ const state = defineCommand({
   },
 });
 
+/** migrate lima's report for people. */
+export function limaSummary(r: LimaMigrateResult): string {
+  if (r.outcome === "nothing_to_do")
+    return `VM ${r.vm} is in the socket-activated layout with this planter; nothing to do`;
+  const lines: string[] = [];
+  if (r.dry_run) lines.push(`planter Lima migration plan (VM ${r.vm}); nothing was changed:`);
+  else lines.push(`migrated VM ${r.vm} to the socket-activated layout:`);
+  for (const s of r.steps) lines.push(`  ${s.id.padEnd(9)} ${s.description}`);
+  if (!r.dry_run && r.version)
+    lines.push(
+      `planterd ${r.version} answers on ${r.host_socket}. Try: PLANTER_SOCKET=${r.host_socket} planter run -- uname -a`,
+    );
+  return lines.join("\n");
+}
+
+const lima = defineCommand({
+  meta: {
+    name: "lima",
+    description:
+      "Move the Lima VM planter from the older layout (an agent service binding its own socket) to the socket-activated one " +
+      "that install --lima provisions: stop the old service, units, socket owner/mode, group, binary, sentinel, a real API call. " +
+      "Idempotent; the VM must run (--start starts it)",
+  },
+  args: {
+    "dry-run": { type: "boolean", description: "print the plan, and change nothing" },
+    start: { type: "boolean", description: "start the VM first when it is stopped" },
+    "lima-binary": {
+      type: "string",
+      description: "the Linux binary to copy into the VM (default: as install --lima finds it)",
+      valueHint: "FILE",
+    },
+    ...jsonArg,
+    verbose: { type: "boolean", description: "print stacks with errors" },
+  },
+  async run({ args }) {
+    const tty = process.stderr.isTTY && !process.env.NO_COLOR;
+    const r = await migrateLima({
+      dryRun: Boolean(args["dry-run"]),
+      start: Boolean(args.start),
+      binary: args["lima-binary"],
+      progress: (line) => {
+        if (!args.json) process.stderr.write(`${tty ? "• " : "migrate: "}${line}\n`);
+      },
+    });
+    if (args.json) printJson(r);
+    else console.log(limaSummary(r));
+    return 0;
+  },
+});
+
 const migrate = defineCommand({
-  meta: { name: "migrate", description: "Bring older planter state forward (state; lima comes with #7)" },
+  meta: {
+    name: "migrate",
+    description: "Bring older planter state forward: the database and legacy state (state), a Lima VM's layout (lima)",
+  },
   subCommands: {
     state: () => state,
-    // The Lima layout migration (`/etc/planter/lima-layout` sentinel) is #7's: replace this entry.
-    lima: () => unavailable("migrate lima", "Migrate a Lima VM's planter layout"),
+    lima: () => lima,
   },
 });
 

@@ -5,6 +5,7 @@
  */
 import { basename } from "node:path";
 import { defineCommand } from "citty";
+import { clientArgs } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { BUILD } from "../lib/version.ts";
 
@@ -30,6 +31,8 @@ export const planter = defineCommand({
     version: BUILD.version,
     description: "Run untrusted commands in sandboxed cells, observable and under control",
   },
+  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`.
+  args: clientArgs,
   subCommands,
 });
 

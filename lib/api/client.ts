@@ -3,7 +3,11 @@ import type { Cell, EventRecord, Job, LogChunk, VersionInfo } from "./contract.t
 import { type ErrorBody, PlanterError } from "./errors.ts";
 
 export class Client {
-  constructor(readonly socketPath: string) {}
+  /** `unreachableHint` replaces the default hint when the socket does not answer (a Lima VM's, say). */
+  constructor(
+    readonly socketPath: string,
+    private readonly unreachableHint?: string,
+  ) {}
 
   private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
     let res: Response;
@@ -17,7 +21,7 @@ export class Client {
       });
     } catch (e) {
       if ((e as Error).name === "AbortError") throw e;
-      throw unreachable(this.socketPath, e);
+      throw unreachable(this.socketPath, e, this.unreachableHint);
     }
     if (!res.ok) {
       const text = await res.text();
@@ -97,9 +101,11 @@ export function query(q: Record<string, string | number | undefined>): string {
   return s ? `?${s}` : "";
 }
 
-function unreachable(socketPath: string, e: unknown): PlanterError {
+function unreachable(socketPath: string, e: unknown, hint?: string): PlanterError {
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? "error";
   return new PlanterError("E_DAEMON_UNREACHABLE", `cannot reach planterd at ${socketPath} (${code})`, {
-    hint: "start it with `planter daemon` (or `systemctl --user start planterd.socket` once installed); set PLANTER_SOCKET or --socket if it listens elsewhere",
+    hint:
+      hint ??
+      "start it with `planter daemon` (or `systemctl --user start planterd.socket` once installed); set PLANTER_SOCKET or --socket if it listens elsewhere",
   });
 }

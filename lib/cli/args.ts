@@ -1,8 +1,8 @@
 /** Argument fragments shared by commands, and parsing of repeated and K=V options. */
 import type { ArgDef } from "citty";
-import { Client } from "../api/client.ts";
+import type { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
-import { resolvePaths } from "../paths.ts";
+import { TARGETS, type TargetArgs, targetClient } from "./target.ts";
 
 /** --socket, accepted by every client command. */
 export const socketArg = {
@@ -13,14 +13,26 @@ export const socketArg = {
   },
 } as const satisfies Record<string, ArgDef>;
 
+/** --target, accepted by every client command (README "Targets"). */
+export const targetArg = {
+  target: {
+    type: "string",
+    description: `where to send the request: ${TARGETS.join(" or ")} (default: PLANTER_TARGET, the config's [client] target, else local)`,
+    valueHint: TARGETS.join("|"),
+  },
+} as const satisfies Record<string, ArgDef>;
+
+/** --socket and --target: the options of every client command. */
+export const clientArgs = { ...socketArg, ...targetArg } as const satisfies Record<string, ArgDef>;
+
 /** --json, on every read command. */
 export const jsonArg = {
   json: { type: "boolean", description: "print JSON for scripts instead of text for people" },
 } as const satisfies Record<string, ArgDef>;
 
-/** A client for the socket named by --socket or the environment. */
-export function client(args: { socket?: string }): Client {
-  return new Client(args.socket || resolvePaths().socketPath);
+/** A client for the command's target: --socket, else --target / PLANTER_TARGET / config (see target.ts). */
+export function client(args: TargetArgs): Client {
+  return targetClient(args);
 }
 
 /** Usage error (exit 2). */

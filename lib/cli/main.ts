@@ -36,8 +36,20 @@ async function findLeaf(root: AnyCommand, args: string[]): Promise<Resolved> {
   for (;;) {
     const subs = cmd.subCommands ? await resolve(cmd.subCommands) : undefined;
     if (!subs) break;
-    const i = rest.findIndex((a) => !a.startsWith("-"));
-    if (i < 0 || rest.slice(0, i).includes("--")) break;
+    // Options a group declares (`planter --target lima run …`) may come before the subcommand;
+    // their values are not subcommand names. They stay in `rest` for the leaf to parse.
+    const { takesValue } = flagsOf(cmd.args ? await resolve(cmd.args) : {});
+    let i = -1;
+    for (let k = 0; k < rest.length; k++) {
+      const a = rest[k] as string;
+      if (a === "--") break;
+      if (!a.startsWith("-")) {
+        i = k;
+        break;
+      }
+      if (takesValue.has(a)) k++;
+    }
+    if (i < 0) break;
     const name = rest[i] as string;
     const sub = subs[name];
     if (!sub) {
@@ -61,8 +73,8 @@ function kebab(s: string): string {
   return s.replace(/([a-z0-9])([A-Z])/g, "$1-$2").toLowerCase();
 }
 
-/** Refuse options the command does not define, and extra positionals. */
-function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: string): void {
+/** The flags a command defines, those that take a value, and how many positionals it has. */
+function flagsOf(argsDef: ArgsDef): { known: Set<string>; takesValue: Set<string>; positionals: number } {
   const known = new Set<string>(["--help", "-h"]);
   const takesValue = new Set<string>();
   let positionals = 0;
@@ -81,6 +93,12 @@ function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: st
       else takesValue.add(flag);
     }
   }
+  return { known, takesValue, positionals };
+}
+
+/** Refuse options the command does not define, and extra positionals. */
+function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: string): void {
+  const { known, takesValue, positionals } = flagsOf(argsDef);
   let free = 0;
   for (let i = 0; i < tokens.length; i++) {
     const t = tokens[i] as string;

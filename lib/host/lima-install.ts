@@ -281,18 +281,7 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
 
   // units: the same provision script Lima runs at boot, run again now that the binary is there.
   if (guestSha !== sha || !layoutOk) {
-    const user = (await shell("units", "id", "-un")).trim();
-    if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user)) fail("units", `unexpected guest user name ${JSON.stringify(user)}`);
-    const tmp = mkdtempSync(join(tmpdir(), "planter-lima-"));
-    try {
-      const script = join(tmp, "provision.sh");
-      writeFileSync(script, renderProvisionScript({ user }));
-      await must("units", ms("units"), "copy", script, `${LIMA_VM}:${GUEST_PROVISION}`);
-    } finally {
-      rmSync(tmp, { recursive: true, force: true });
-    }
-    await shell("units", "sudo", "sh", GUEST_PROVISION);
-    await shell("units", "rm", "-f", GUEST_PROVISION);
+    await provisionGuest(ms("units"));
     // A running planterd keeps the old binary until its socket unit restarts (jobs keep running: KillMode=process).
     if (guestSha) await shell("units", "sudo", "systemctl", "restart", "planterd.socket");
     progress(
@@ -321,6 +310,32 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
   result.version = (await new Client(hostSocket).version()).version;
   progress(`planterd ${result.version} answers in the VM`);
   return result;
+}
+
+/** The guest user's name (`id -un` in the VM), checked before it goes into a script. */
+export async function guestUser(timeoutMs: number): Promise<string> {
+  const user = (await must("units", timeoutMs, "shell", "--workdir", "/", LIMA_VM, "id", "-un")).trim();
+  if (!/^[A-Za-z_][A-Za-z0-9_.-]*$/.test(user)) fail("units", `unexpected guest user name ${JSON.stringify(user)}`);
+  return user;
+}
+
+/**
+ * The `units` phase: the provision script, rendered for the real guest user, copied into the VM and
+ * run as root (copied rather than passed as `sh -c TEXT`: `limactl shell` re-parses its arguments).
+ * `sentinel: false` leaves the layout sentinel to the caller (migrate lima writes it after verifying).
+ */
+export async function provisionGuest(timeoutMs: number, opts: { sentinel?: boolean } = {}): Promise<void> {
+  const user = await guestUser(timeoutMs);
+  const tmp = mkdtempSync(join(tmpdir(), "planter-lima-"));
+  try {
+    const script = join(tmp, "provision.sh");
+    writeFileSync(script, renderProvisionScript({ user, sentinel: opts.sentinel }));
+    await must("units", timeoutMs, "copy", script, `${LIMA_VM}:${GUEST_PROVISION}`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+  await must("units", timeoutMs, "shell", "--workdir", "/", LIMA_VM, "sudo", "sh", GUEST_PROVISION);
+  await must("units", timeoutMs, "shell", "--workdir", "/", LIMA_VM, "rm", "-f", GUEST_PROVISION);
 }
 
 function exists(p: string): boolean {

@@ -87,7 +87,7 @@ export const GUEST_UNITS: UnitParams = {
  * guest user in the group, the layout sentinel. Idempotent. `user` is the guest user: Lima's
  * `{{.User}}` in the template, the real name when install runs it through `limactl shell`.
  */
-export function renderProvisionScript(p: { user: string }): string {
+export function renderProvisionScript(p: { user: string; sentinel?: boolean }): string {
   const heredoc = (path: string, text: string, mode: string) => [
     `cat > ${path}.tmp <<'PLANTER_EOF'`,
     text.replace(/\n$/, ""),
@@ -118,10 +118,14 @@ export function renderProvisionScript(p: { user: string }): string {
     "systemctl daemon-reload",
     "systemctl enable --now planterd.socket",
     'id -nG "$user" | tr " " "\\n" | grep -qx planter || usermod -aG planter "$user"',
-    `printf '%s\\n' ${LAYOUT} > ${LAYOUT_FILE}.tmp`,
-    `mv -f ${LAYOUT_FILE}.tmp ${LAYOUT_FILE}`,
+    ...(p.sentinel === false ? [] : sentinelLines()),
     "",
   ].join("\n");
+}
+
+/** Shell lines that write the layout sentinel (tmp file renamed into place). */
+export function sentinelLines(): string[] {
+  return [`printf '%s\\n' ${LAYOUT} > ${LAYOUT_FILE}.tmp`, `mv -f ${LAYOUT_FILE}.tmp ${LAYOUT_FILE}`];
 }
 
 /** The readiness probe: Lima's `limactl start` returns once planterd.socket listens in the guest. */
@@ -212,6 +216,8 @@ export interface LimaInstance {
   status: string;
   arch: string;
   dir: string;
+  /** The instance's effective configuration (Lima fills in defaults); planter reads its mounts. */
+  config?: { mounts?: { location?: string; mountPoint?: string | null; writable?: boolean | null }[] | null };
 }
 
 /** Parse `limactl list --json` (one JSON object per line). */
@@ -289,4 +295,39 @@ export function parseGuestProbe(stdout: string): GuestFacts {
     if (i > 0 && k in facts) facts[k] = line.slice(i + 1).trim();
   }
   return facts;
+}
+
+/** A host directory the VM mounts, and where the guest sees it. */
+export interface LimaMount {
+  location: string;
+  mountPoint: string;
+  writable: boolean;
+}
+
+/** An instance's mounts as `limactl list --json` reports them (`~` expanded, mountPoint defaulting to the location, as Lima does). */
+export function instanceMounts(inst: LimaInstance, home: string): LimaMount[] {
+  const out: LimaMount[] = [];
+  for (const m of inst.config?.mounts ?? []) {
+    if (!m.location) continue;
+    const location =
+      m.location === "~" ? home : m.location.startsWith("~/") ? join(home, m.location.slice(2)) : m.location;
+    out.push({ location, mountPoint: m.mountPoint || location, writable: m.writable === true });
+  }
+  return out;
+}
+
+/**
+ * Where the guest sees the absolute, normalised `hostPath`: under the deepest mount that holds it
+ * (mountPoint plus the rest of the path), or null when no mount holds it.
+ */
+export function guestPathOf(hostPath: string, mounts: LimaMount[]): string | null {
+  let best: LimaMount | null = null;
+  for (const m of mounts) {
+    const loc = m.location.length > 1 ? m.location.replace(/\/+$/, "") : m.location;
+    const inside = hostPath === loc || hostPath.startsWith(loc === "/" ? "/" : `${loc}/`);
+    if (inside && (!best || loc.length > best.location.length)) best = { ...m, location: loc };
+  }
+  if (!best) return null;
+  const rest = hostPath.slice(best.location.length).replace(/^\/+/, "");
+  return rest ? join(best.mountPoint, rest) : best.mountPoint;
 }

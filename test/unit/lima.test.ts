@@ -324,7 +324,7 @@ describe("doctor lima verdicts", () => {
   });
 
   test("guest verdicts name the fix for this VM", () => {
-    expect(layoutResult("planter", facts({ layout: "" }), "planter").fix).toBe("planter install --lima");
+    expect(layoutResult("planter", facts({ layout: "" }), "planter").fix).toBe("planter migrate lima");
     expect(guestServiceResult("planter", facts({ active: "inactive" })).fix).toBe(
       "limactl shell planter sudo systemctl enable --now planterd.socket",
     );

@@ -103,8 +103,8 @@ export function layoutResult(name: string, facts: GuestFacts, planter: string): 
   if (facts.layout === LAYOUT) return ok(`${LAYOUT_FILE} says ${LAYOUT}`);
   return fail(
     facts.layout ? `${LAYOUT_FILE} says ${facts.layout}, not ${LAYOUT}` : `no ${LAYOUT_FILE} in VM ${name}`,
-    "the VM was not provisioned by this planter (or in an older layout): provisioning again installs the socket-activated units",
-    `${planter} install --lima`,
+    "the VM is in an older layout (or was not provisioned by this planter): migrate lima moves it to the socket-activated units",
+    `${planter} migrate lima`,
   );
 }
 
