@@ -88,7 +88,11 @@ test("the doctor link runs doctor", async () => {
 test("a release tarball installs with nothing else on PATH: tar xf … && ./install", async () => {
   const stage = mkdtempSync("/tmp/pt-rel-");
   const version = (await Bun.file(join(ROOT, "package.json")).json()).version as string;
-  const b = Bun.spawnSync(["bash", ".ci/dist", version, "e2e0commit", "linux-x64"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+  const b = Bun.spawnSync(["bash", ".ci/dist", version, "e2e0commit", "linux-x64"], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
   expect(b.exitCode).toBe(0);
   const tarball = join(ROOT, "dist", "release", `planter-${version}-linux-x64.tar.gz`);
   const x = Bun.spawnSync(["tar", "-xzf", tarball, "-C", stage]);
@@ -100,17 +104,31 @@ test("a release tarball installs with nothing else on PATH: tar xf … && ./inst
   mkdirSync(join(home, ".local", "state"), { recursive: true });
   mkdirSync(runtime, { mode: 0o700 });
   // Only the system's own tools: no bun, no node, no checkout.
-  const env = { PATH: "/usr/bin:/bin:/usr/sbin:/sbin", HOME: home, XDG_RUNTIME_DIR: runtime, PLANTER_MODE: "user", NO_COLOR: "1" };
+  const env = {
+    PATH: "/usr/bin:/bin:/usr/sbin:/sbin",
+    HOME: home,
+    XDG_RUNTIME_DIR: runtime,
+    PLANTER_MODE: "user",
+    NO_COLOR: "1",
+  };
   const run = async (argv: string[]) => {
     const p = Bun.spawn(argv, { env, cwd: top, stdout: "pipe", stderr: "pipe" });
-    const [stdout, stderr, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    const [stdout, stderr, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
     return { code, stdout, stderr };
   };
   const i = await run(["./install", "--user", "--systemd", "no"]);
   expect(i.code).toBe(0);
   expect(i.stdout).toContain("planterd answers on");
   const bin = join(home, ".local", "bin", "planter");
-  expect(await run([bin, "run", "--", "echo", "from-tarball"])).toEqual({ code: 0, stdout: "from-tarball\n", stderr: "" });
+  expect(await run([bin, "run", "--", "echo", "from-tarball"])).toEqual({
+    code: 0,
+    stdout: "from-tarball\n",
+    stderr: "",
+  });
   expect((await run([bin, "--version"])).stdout).toBe(`planter ${version} (e2e0commit)\n`);
   expect((await run(["./uninstall", "--user", "--purge", "--yes"])).code).toBe(0);
   expect(existsSync(bin)).toBe(false);

@@ -124,12 +124,12 @@ describe("user install without systemd (daemon started directly)", () => {
     expect(report.checks.filter((c) => c.status === "fail")).toEqual([]);
     expect([doc.code, report.ok]).toEqual([0, true]);
     const status = Object.fromEntries(report.checks.map((c) => [c.id, c.status]));
-    expect([status["install.state"], status["daemon.reachable"], status["daemon.version-match"], status["service.active"]]).toEqual([
-      "ok",
-      "ok",
-      "ok",
-      "skip",
-    ]);
+    expect([
+      status["install.state"],
+      status["daemon.reachable"],
+      status["daemon.version-match"],
+      status["service.active"],
+    ]).toEqual(["ok", "ok", "ok", "skip"]);
     const state = JSON.parse(readFileSync(join(h.home, ".local", "state", "planter", "install-state.json"), "utf8"));
     expect(state.daemon.managed_by).toBe("direct");
     expect(state.files.map((f: { path: string; kind: string }) => [f.path.slice(h.home.length), f.kind])).toEqual([
