@@ -217,69 +217,85 @@ export const run = defineCommand({
       };
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
-    // Ctrl-C while the job is being created is not lost: it is forwarded once the job exists.
-    let early = 0;
-    const countEarly = () => {
-      early++;
-    };
-    if (!args.detach) process.on("SIGINT", countEarly);
-    let job: Job;
+    if (args.detach) return printDetached(await api.createJob(body), Boolean(args.json));
+    // One SIGINT handler for the whole command: swapping handlers would leave a moment with the
+    // default action, and a Ctrl-C then would end planter and leave the job running.
+    const ctrlC = new CtrlC(api);
+    process.on("SIGINT", ctrlC.handler);
     try {
-      job = await api.createJob(body);
+      const job = await api.createJob(body);
+      ctrlC.attach(job.id);
+      return await attach(api, job);
     } finally {
-      process.off("SIGINT", countEarly);
+      process.off("SIGINT", ctrlC.handler);
     }
-    if (args.detach) {
-      if (args.json) printJson(job);
-      else console.log(job.id);
-      return 0;
-    }
-    return attach(api, job, early);
   },
 });
 allowRest(run);
 
+function printDetached(job: Job, json: boolean): number {
+  if (json) printJson(job);
+  else console.log(job.id);
+  return 0;
+}
+
+/** Ctrl-C while `planter run` waits: the first sends SIGINT to the job, the next kill it; early ones wait for the job id. */
+class CtrlC {
+  private interrupts = 0;
+  private id: string | null = null;
+  private sent = 0;
+
+  constructor(private readonly api: ReturnType<typeof client>) {}
+
+  readonly handler = () => {
+    this.interrupts++;
+    this.flush();
+  };
+
+  attach(id: string): void {
+    this.id = id;
+    this.flush();
+  }
+
+  private flush(): void {
+    if (!this.id) return;
+    while (this.sent < Math.min(this.interrupts, 2)) {
+      this.sent++;
+      const first = this.sent === 1;
+      process.stderr.write(
+        `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${this.id}${first ? " (Ctrl-C again to kill)" : ""}\n`,
+      );
+      this.api.killJob(this.id, first ? { signal: "INT" } : { force: true }).catch(() => undefined);
+    }
+  }
+}
+
 /** Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. */
-async function attach(api: ReturnType<typeof client>, job: Job, earlyInterrupts = 0): Promise<number> {
+async function attach(api: ReturnType<typeof client>, job: Job): Promise<number> {
   if (job.state === "failed" && job.reason !== "exited") {
     throw new PlanterError("E_BAD_REQUEST", `job ${job.id} could not start (${job.reason}): ${job.message}`, {
       hint:
         job.reason === "sandbox_error" ? "see `planter sandbox check`, or run with --sandbox permissive" : undefined,
     }).withExit(passthroughCode(job));
   }
-  let interrupts = 0;
-  const onInt = () => {
-    interrupts++;
-    const body = interrupts === 1 ? { signal: "INT" } : { force: true };
-    process.stderr.write(
-      `\nplanter: ${interrupts === 1 ? "sending SIGINT to" : "killing"} job ${job.id}${interrupts === 1 ? " (Ctrl-C again to kill)" : ""}\n`,
-    );
-    api.killJob(job.id, body).catch(() => undefined);
-  };
-  process.on("SIGINT", onInt);
-  for (let i = 0; i < Math.min(earlyInterrupts, 2); i++) onInt();
-  try {
-    await Promise.all([
-      copyLog(api, job.id, "stdout", 0, (d) => writeOut(process.stdout, d), { follow: true }),
-      copyLog(api, job.id, "stderr", 0, (d) => writeOut(process.stderr, d), { follow: true }),
-    ]);
-    const done = await api.getJob(job.id);
-    if (done.state === "failed" && done.reason !== "exited")
-      process.stderr.write(`planter: job ${done.id} ${outcome(done)}: ${done.message}\n`);
-    else if (done.state === "killed" || done.state === "lost") {
-      const limit = limitText(done);
-      process.stderr.write(`planter: job ${done.id} ${outcome(done)}${limit ? ` — ${limit}` : ""}\n`);
-    }
-    if (done.log_truncated) {
-      const max = done.limits.max_log_bytes ?? 0;
-      process.stderr.write(
-        `planter: job ${done.id} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
-      );
-    }
-    return passthroughCode(done);
-  } finally {
-    process.off("SIGINT", onInt);
+  await Promise.all([
+    copyLog(api, job.id, "stdout", 0, (d) => writeOut(process.stdout, d), { follow: true }),
+    copyLog(api, job.id, "stderr", 0, (d) => writeOut(process.stderr, d), { follow: true }),
+  ]);
+  const done = await api.getJob(job.id);
+  if (done.state === "failed" && done.reason !== "exited")
+    process.stderr.write(`planter: job ${done.id} ${outcome(done)}: ${done.message}\n`);
+  else if (done.state === "killed" || done.state === "lost") {
+    const limit = limitText(done);
+    process.stderr.write(`planter: job ${done.id} ${outcome(done)}${limit ? ` — ${limit}` : ""}\n`);
   }
+  if (done.log_truncated) {
+    const max = done.limits.max_log_bytes ?? 0;
+    process.stderr.write(
+      `planter: job ${done.id} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
+    );
+  }
+  return passthroughCode(done);
 }
 
 function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
