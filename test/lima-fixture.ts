@@ -4,40 +4,22 @@
  */
 import { mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
-import { ROOT } from "./harness.ts";
+import { runWith, SHIMS } from "./host-fixture.ts";
 
-export const SHIMS = join(ROOT, "test", "shims");
+/** buildPlanter compiles the Linux binary install --lima copies into the VM. */
+export { buildPlanter, runWith } from "./host-fixture.ts";
 
 /** Whether this machine can run the fake VM (bubblewrap and the guest's systemd and account tools). */
 export const haveLimaTools = ["bwrap", "systemd-socket-activate", "systemd-tmpfiles", "groupadd", "usermod"].every(
   (p) => Bun.which(p, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
 );
 
-/** Compile scripts/planter.ts to `out` (the Linux binary install --lima copies into the VM). */
-export async function buildPlanter(out: string, commit = "limafixture"): Promise<void> {
-  const p = Bun.spawn(
-    [
-      "bun",
-      "build",
-      "--compile",
-      "--format=esm",
-      "--define",
-      `PLANTER_COMMIT="${commit}"`,
-      "scripts/planter.ts",
-      "--outfile",
-      out,
-    ],
-    { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-  );
-  if ((await p.exited) !== 0) throw new Error(await new Response(p.stderr).text());
-}
-
 export interface LimaHost {
   base: string;
   home: string;
   /** LIMA_HOME. */
   lima: string;
-  /** A directory to mount into the VM. */
+  /** A directory to mount into the VM (not created with `{ mount: false }`). */
   mount: string;
   env: Record<string, string>;
   /** The VM's root directory. */
@@ -47,13 +29,13 @@ export interface LimaHost {
 }
 
 /** A fresh host under `work/name`: home, LIMA_HOME, a directory to mount, the fake limactl first on PATH. */
-export function limaHost(work: string, name: string): LimaHost {
+export function limaHost(work: string, name: string, opts: { mount?: boolean } = {}): LimaHost {
   const base = join(work, name);
   const home = join(base, "home");
   const lima = join(base, "lima");
   const bin = join(base, "bin");
   const mount = join(base, "src");
-  for (const d of [home, bin, mount]) mkdirSync(d, { recursive: true });
+  for (const d of opts.mount === false ? [home, bin] : [home, bin, mount]) mkdirSync(d, { recursive: true });
   symlinkSync(join(SHIMS, "limactl"), join(bin, "limactl"));
   const env: Record<string, string> = {
     PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
@@ -75,17 +57,44 @@ export function limaHost(work: string, name: string): LimaHost {
   };
 }
 
-/** Run argv with exactly `env`; collect its output. */
-export async function runWith(env: Record<string, string>, argv: string[], cwd?: string) {
-  const p = Bun.spawn(argv, { env, cwd, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
-
 /** The fake limactl itself. */
 export const fakeLimactl = (env: Record<string, string>, ...args: string[]) =>
   runWith(env, [join(SHIMS, "limactl"), ...args]);
+
+/** The fake VMs of a host, as `limactl list --json` has them. */
+export const fakeVms = async (env: Record<string, string>) =>
+  (await fakeLimactl(env, "list", "--json")).stdout
+    .split("\n")
+    .filter(Boolean)
+    .map((l) => JSON.parse(l) as { name: string; status: string; arch: string });
+
+/**
+ * Fresh hosts under `work` (see limaHost), each remembered so that `deleteVms` deletes its VM
+ * `planter` (which stops its guest planterd): call it in afterAll, so even a failed test's VM goes.
+ */
+export function limaHosts(work: string) {
+  const limaHomes: string[] = [];
+  return {
+    host(name: string, opts: { mount?: boolean } = {}): LimaHost {
+      const h = limaHost(work, name, opts);
+      limaHomes.push(h.lima);
+      return h;
+    },
+    deleteVms: () =>
+      Promise.all(
+        limaHomes.map((l) =>
+          fakeLimactl({ ...process.env, LIMA_HOME: l } as Record<string, string>, "delete", "--force", "planter"),
+        ),
+      ),
+  };
+}
+
+/** Whether a pid can be signalled (a guest planterd still there). */
+export const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};

@@ -147,6 +147,33 @@ export function targetPaths(opts: {
   return { ...paths, binDir: join(prefix, "bin"), prefix, unitDir, tmpfiles: "/etc/tmpfiles.d/planter.conf" };
 }
 
+/** The record of an install about to begin at `now`: no files, directories, units or group yet; no daemon. */
+export function newInstallState(
+  mode: InstallMode,
+  root: string,
+  t: ReturnType<typeof targetPaths>,
+  platform: InstallState["platform"],
+  now: string,
+): InstallState {
+  return {
+    schema_version: INSTALL_STATE_VERSION,
+    version: BUILD.version,
+    commit: BUILD.commit,
+    mode,
+    root,
+    prefix: t.prefix,
+    installed_at: now,
+    updated_at: now,
+    platform,
+    paths: { state_dir: t.stateDir, socket: t.socketPath, config: t.configPath, bin_dir: t.binDir },
+    files: [],
+    dirs_created: [],
+    units: [],
+    group: null,
+    daemon: { managed_by: "none", pid: null },
+  };
+}
+
 /** Install (or upgrade) planter; returns what was done. */
 export async function install(opts: InstallOptions): Promise<InstallResult> {
   const progress = opts.progress ?? (() => undefined);
@@ -207,29 +234,21 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
 
   const macInfo = mac && !previous ? await macPlatform(opts.env ?? {}, arch()) : null;
   const now = new Date().toISOString();
-  const state: InstallState = previous ?? {
-    schema_version: INSTALL_STATE_VERSION,
-    version: BUILD.version,
-    commit: BUILD.commit,
-    mode: opts.mode,
-    root,
-    prefix: t.prefix,
-    installed_at: now,
-    updated_at: now,
-    platform: macInfo ?? {
-      os: process.platform,
-      arch: arch(),
-      os_release: osRelease(root),
-      package_manager: packageManager(),
-      systemd,
-    },
-    paths: { state_dir: t.stateDir, socket: t.socketPath, config: t.configPath, bin_dir: t.binDir },
-    files: [],
-    dirs_created: [],
-    units: [],
-    group: null,
-    daemon: { managed_by: "none", pid: null },
-  };
+  const state: InstallState =
+    previous ??
+    newInstallState(
+      opts.mode,
+      root,
+      t,
+      macInfo ?? {
+        os: process.platform,
+        arch: arch(),
+        os_release: osRelease(root),
+        package_manager: packageManager(),
+        systemd,
+      },
+      now,
+    );
   state.version = BUILD.version;
   state.commit = BUILD.commit;
   state.updated_at = now;

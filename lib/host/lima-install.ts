@@ -4,21 +4,15 @@
  * and hint. Recorded in install-state.json (`vm`) so uninstall deletes the VM only when install
  * created it and --purge is given.
  */
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { arch as osArch, tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { InstallMode } from "../paths.ts";
 import { BUILD } from "../version.ts";
 import { describe, run } from "./exec.ts";
-import { targetPaths, waitReady } from "./install.ts";
-import {
-  INSTALL_STATE_VERSION,
-  type InstallState,
-  installStatePath,
-  readInstallState,
-  sha256File,
-} from "./install-state.ts";
+import { newInstallState, targetPaths, waitReady } from "./install.ts";
+import { type InstallState, installStatePath, readInstallState, sha256File } from "./install-state.ts";
 import {
   BUN_ARCH,
   checkElf,
@@ -36,6 +30,7 @@ import {
   parseList,
   renderLimaTemplate,
   renderProvisionScript,
+  waitForPath,
 } from "./lima.ts";
 
 export type LimaPhase = "create" | "start" | "copy" | "units" | "forward" | "ready";
@@ -148,6 +143,27 @@ export async function linuxBinary(explicit: string | undefined, arch: LimaArch, 
   return out;
 }
 
+/**
+ * The binary to copy into a VM of `arch` (see linuxBinary) and its sha256; refused unless it is an
+ * ELF for that architecture. `what` begins the error message; `details` go with the error.
+ */
+export async function vmBinary(
+  explicit: string | undefined,
+  arch: LimaArch,
+  progress: (l: string) => void,
+  what: string,
+  details: Record<string, unknown>,
+): Promise<{ binary: string; sha256: string }> {
+  const binary = await linuxBinary(explicit, arch, progress);
+  const bad = checkElf(binary, arch);
+  if (bad)
+    throw new PlanterError("E_USAGE", `${what}: ${bad}`, {
+      hint: `pass the linux-${BUN_ARCH[arch]} binary with --lima-binary, or build it: bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts`,
+      details,
+    });
+  return { binary, sha256: sha256File(binary) };
+}
+
 /** Install (or check, or upgrade) the planter agent in the Lima VM. */
 export async function installLima(opts: LimaInstallOptions): Promise<LimaInstallResult> {
   const progress = opts.progress ?? (() => undefined);
@@ -184,23 +200,15 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
   }
 
   const now = new Date().toISOString();
-  const state: InstallState = previous ?? {
-    schema_version: INSTALL_STATE_VERSION,
-    version: BUILD.version,
-    commit: BUILD.commit,
-    mode: opts.mode,
-    root: "/",
-    prefix: t.prefix,
-    installed_at: now,
-    updated_at: now,
-    platform: { os: process.platform, arch: osArch(), os_release: null, package_manager: null, systemd: false },
-    paths: { state_dir: t.stateDir, socket: t.socketPath, config: t.configPath, bin_dir: t.binDir },
-    files: [],
-    dirs_created: [],
-    units: [],
-    group: null,
-    daemon: { managed_by: "none", pid: null },
-  };
+  const state: InstallState =
+    previous ??
+    newInstallState(
+      opts.mode,
+      "/",
+      t,
+      { os: process.platform, arch: osArch(), os_release: null, package_manager: null, systemd: false },
+      now,
+    );
   const save = () => {
     state.updated_at = new Date().toISOString();
     mkdirSync(t.stateDir, { recursive: true, mode: 0o700 });
@@ -250,14 +258,7 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
   vm.arch = arch;
 
   // copy: the binary must be an ELF for the VM's architecture.
-  const binary = await linuxBinary(opts.binary, arch, progress);
-  const bad = checkElf(binary, arch);
-  if (bad)
-    throw new PlanterError("E_USAGE", `lima copy: ${bad}`, {
-      hint: `pass the linux-${BUN_ARCH[arch]} binary with --lima-binary, or build it: bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts`,
-      details: { phase: "copy" },
-    });
-  const sha = sha256File(binary);
+  const { binary, sha256: sha } = await vmBinary(opts.binary, arch, progress, "lima copy", { phase: "copy" });
   const shell = (phase: LimaPhase, ...cmd: string[]) =>
     must(phase, ms(phase), "shell", "--workdir", "/", LIMA_VM, ...cmd);
   const guest = (
@@ -296,11 +297,8 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
   save();
 
   // forward: Lima makes the host end of the socket once the VM runs.
-  const deadline = Date.now() + ms("forward");
-  while (!exists(hostSocket)) {
-    if (Date.now() > deadline) fail("forward", `${hostSocket} did not appear within ${ms("forward")} ms`);
-    await Bun.sleep(25);
-  }
+  if (!(await waitForPath(hostSocket, ms("forward"))))
+    fail("forward", `${hostSocket} did not appear within ${ms("forward")} ms`);
 
   // ready: a real API call through the forwarded socket.
   progress(`waiting for planterd through ${hostSocket}`);
@@ -336,15 +334,6 @@ export async function provisionGuest(timeoutMs: number, opts: { sentinel?: boole
   }
   await must("units", timeoutMs, "shell", "--workdir", "/", LIMA_VM, "sudo", "sh", GUEST_PROVISION);
   await must("units", timeoutMs, "shell", "--workdir", "/", LIMA_VM, "rm", "-f", GUEST_PROVISION);
-}
-
-function exists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**

@@ -5,16 +5,13 @@
  * plan (planLimaMigration), then each step through the limactl wrapper; the sentinel is written
  * last, after a real API call through the forwarded host socket answered.
  */
-import { lstatSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { describe } from "./exec.ts";
 import { waitReady } from "./install.ts";
-import { sha256File } from "./install-state.ts";
 import {
-  BUN_ARCH,
-  checkElf,
   GUEST_BINARY,
   GUEST_SOCKET,
   GUEST_STAGED,
@@ -26,8 +23,9 @@ import {
   type LimaArch,
   type LimaInstance,
   limactlWithin,
+  waitForPath,
 } from "./lima.ts";
-import { findInstance, linuxBinary, provisionGuest } from "./lima-install.ts";
+import { findInstance, provisionGuest, vmBinary } from "./lima-install.ts";
 import { renderServiceUnit, renderSocketUnit } from "./systemd.ts";
 
 /** The older layout's agent unit: a service that bound its own socket (no socket unit). */
@@ -311,14 +309,7 @@ export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrate
 
   // The binary this planter would put in the VM: an ELF of the VM's architecture.
   const arch = (inst.arch === "aarch64" ? "aarch64" : "x86_64") as LimaArch;
-  const binary = await linuxBinary(opts.binary, arch, progress);
-  const bad = checkElf(binary, arch);
-  if (bad)
-    throw new PlanterError("E_USAGE", `migrate lima: ${bad}`, {
-      hint: `pass the linux-${BUN_ARCH[arch]} binary with --lima-binary, or build it: bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts`,
-      details: { step: "copy" },
-    });
-  const sha256 = sha256File(binary);
+  const { binary, sha256 } = await vmBinary(opts.binary, arch, progress, "migrate lima", { step: "copy" });
 
   const probe = await limactlWithin(30_000, "shell", "--workdir", "/", LIMA_VM, "sh", "-c", renderMigrateProbe());
   if (probe.code !== 0)
@@ -377,12 +368,8 @@ export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrate
         progress(`${facts.user} is in group planter in the VM`);
         break;
       case "ready": {
-        const deadline = Date.now() + 30_000;
-        while (!lexists(hostSocket)) {
-          if (Date.now() > deadline)
-            stepFail("ready", `${hostSocket} does not exist: Lima is not forwarding planterd's socket`, READY_HINT);
-          await Bun.sleep(25);
-        }
+        if (!(await waitForPath(hostSocket, 30_000)))
+          stepFail("ready", `${hostSocket} does not exist: Lima is not forwarding planterd's socket`, READY_HINT);
         if (!(await waitReady(hostSocket, opts.waitMs ?? 30_000)))
           stepFail("ready", `planterd in the VM did not answer through ${hostSocket}`, READY_HINT);
         const { Client } = await import("../api/client.ts");
@@ -408,13 +395,4 @@ export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrate
     }
   }
   return result;
-}
-
-function lexists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
 }

@@ -3,7 +3,7 @@
  * script rendered by pure functions (tested as literal text), and the ELF check that guards the
  * binary copied into the VM.
  */
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, lstatSync, openSync, readSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_CONFIG } from "./install.ts";
@@ -35,6 +35,26 @@ const UBUNTU_ARCH: Record<LimaArch, string> = { x86_64: "amd64", aarch64: "arm64
 /** This host's architecture in Lima's words. */
 export function hostLimaArch(a: string = process.arch): LimaArch {
   return a === "arm64" || a === "aarch64" ? "aarch64" : "x86_64";
+}
+
+/** Whether `p` exists, a dangling link (a forwarded socket Lima has not bound yet) included. */
+export function lexists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Wait until `p` exists (see lexists), polling every 25 ms; false when it still does not after `ms`. */
+export async function waitForPath(p: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (!lexists(p)) {
+    if (Date.now() > deadline) return false;
+    await Bun.sleep(25);
+  }
+  return true;
 }
 
 /** $LIMA_HOME (default ~/.lima). */

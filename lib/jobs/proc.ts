@@ -83,6 +83,17 @@ function readStat(name: string): string | null {
   }
 }
 
+/** Add `p` to the table: by pid, under its parent's children and in its group. */
+function addEntry(table: ProcTable, p: ProcEntry): void {
+  table.procs.set(p.pid, p);
+  const kids = table.children.get(p.ppid);
+  if (kids) kids.push(p.pid);
+  else table.children.set(p.ppid, [p.pid]);
+  const group = table.groups.get(p.pgid);
+  if (group) group.push(p.pid);
+  else table.groups.set(p.pgid, [p.pid]);
+}
+
 /**
  * One scan of /proc: every live (non-zombie) process with its parent, group, start time and
  * RSS. The limits monitor takes one per tick for all jobs; an empty table off Linux.
@@ -110,13 +121,7 @@ export function procTable(): ProcTable {
       startTime: f[19] ?? "",
       rssPages: Number(f[21]) || 0,
     };
-    table.procs.set(p.pid, p);
-    const kids = table.children.get(p.ppid);
-    if (kids) kids.push(p.pid);
-    else table.children.set(p.ppid, [p.pid]);
-    const group = table.groups.get(p.pgid);
-    if (group) group.push(p.pid);
-    else table.groups.set(p.pgid, [p.pid]);
+    addEntry(table, p);
   }
   return table;
 }
@@ -239,13 +244,7 @@ export function psTable(text: string, page = pageSize()): ProcTable {
       startTime: m[5] as string,
       rssPages: Math.ceil((Number(m[4]) * 1024) / page),
     };
-    table.procs.set(p.pid, p);
-    const kids = table.children.get(p.ppid);
-    if (kids) kids.push(p.pid);
-    else table.children.set(p.ppid, [p.pid]);
-    const group = table.groups.get(p.pgid);
-    if (group) group.push(p.pid);
-    else table.groups.set(p.pgid, [p.pid]);
+    addEntry(table, p);
   }
   return table;
 }

@@ -11,19 +11,18 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
-  statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { dirname, join, relative } from "node:path";
+import { dirname, join } from "node:path";
 import { Client } from "../../lib/api/client.ts";
 import { runDoctor } from "../../lib/doctor/index.ts";
 import { install } from "../../lib/host/install.ts";
 import { renderPlist } from "../../lib/host/launchd.ts";
 import { uninstall } from "../../lib/host/uninstall.ts";
-import { cleanup, PLANTER, ROOT, waitFor } from "../harness.ts";
+import { cleanup, PLANTER, waitFor } from "../harness.ts";
+import { callLog, killUnder, SHIMS, tree } from "../host-fixture.ts";
 
-const SHIMS = join(ROOT, "test", "shims");
 const work = mkdtempSync("/tmp/pt-mac-");
 // The "binary": planter from source (the launchctl stand-in runs it as the agent's program).
 const binary = join(work, "planter-src");
@@ -32,11 +31,7 @@ chmodSync(binary, 0o755);
 const UID = 501;
 
 afterAll(() => {
-  for (const p of Bun.spawnSync(["pgrep", "-f", work]).stdout.toString().trim().split("\n").filter(Boolean)) {
-    try {
-      process.kill(Number(p), "SIGKILL");
-    } catch {}
-  }
+  killUnder(work);
   cleanup(work);
 });
 
@@ -64,29 +59,10 @@ function mac(name: string, launchctl: "record" | "launchctl-agent") {
     NO_COLOR: "1",
     BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
   };
-  const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
+  const calls = callLog(log);
   const lines: string[] = [];
   const opts = { platform: "darwin" as const, uid: UID, env, progress: (l: string) => lines.push(l) };
   return { base, home, env, calls, opts, lines };
-}
-
-/** Every path under `dir` with its type and, for files, content hash and mode. */
-function tree(dir: string, skip: (rel: string) => boolean = () => false): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      const rel = relative(dir, p);
-      if (skip(rel)) continue;
-      if (e.isDirectory()) {
-        out.push(`${rel}/`);
-        walk(p);
-      } else if (e.isSymbolicLink()) out.push(`${rel} -> link`);
-      else out.push(`${rel} ${Bun.hash(readFileSync(p)).toString(16)} ${(statSync(p).mode & 0o777).toString(8)}`);
-    }
-  };
-  walk(dir);
-  return out.sort();
 }
 
 const STATE = "Library/Application Support/planter";

@@ -5,44 +5,31 @@ import {
   existsSync,
   mkdirSync,
   mkdtempSync,
-  readdirSync,
   readFileSync,
   rmSync,
   statSync,
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { join, relative } from "node:path";
+import { join } from "node:path";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
-import { cleanup, PLANTER, ROOT, waitFor } from "../harness.ts";
+import { cleanup, waitFor } from "../harness.ts";
+import {
+  buildPlanter,
+  callLog,
+  killUnder,
+  planterWith as planter,
+  runWith as run,
+  SHIMS,
+  tree,
+} from "../host-fixture.ts";
 
-const SHIMS = join(ROOT, "test", "shims");
 const work = mkdtempSync("/tmp/pt-inst-");
 const binary = join(work, "planter-build");
 
-beforeAll(() => {
-  const b = Bun.spawnSync(
-    [
-      "bun",
-      "build",
-      "--compile",
-      "--format=esm",
-      "--define",
-      'PLANTER_COMMIT="inst0commit"',
-      "scripts/planter.ts",
-      "--outfile",
-      binary,
-    ],
-    { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-  );
-  if (b.exitCode !== 0) throw new Error(b.stderr.toString());
-});
+beforeAll(() => buildPlanter(binary, "inst0commit"), 60_000);
 afterAll(() => {
-  for (const p of Bun.spawnSync(["pgrep", "-f", work]).stdout.toString().trim().split("\n").filter(Boolean)) {
-    try {
-      process.kill(Number(p), "SIGKILL");
-    } catch {}
-  }
+  killUnder(work);
   cleanup(work);
 });
 
@@ -68,39 +55,9 @@ function host(name: string, shims: Record<string, string> = {}) {
     NO_COLOR: "1",
     BUN_RUNTIME_TRANSPILER_CACHE_PATH: "0",
   };
-  const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
-  return { base, home, runtime, env, calls };
+  return { base, home, runtime, env, calls: callLog(log) };
 }
 
-async function run(env: Record<string, string>, argv: string[]) {
-  const p = Bun.spawn(argv, { env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
-const planter = (env: Record<string, string>, ...args: string[]) => run(env, [process.execPath, PLANTER, ...args]);
-
-/** Every path under `dir` with its type and, for files, content hash: to compare trees. */
-function tree(dir: string, skip: (rel: string) => boolean = () => false): string[] {
-  const out: string[] = [];
-  const walk = (d: string) => {
-    for (const e of readdirSync(d, { withFileTypes: true })) {
-      const p = join(d, e.name);
-      const rel = relative(dir, p);
-      if (skip(rel)) continue;
-      if (e.isDirectory()) {
-        out.push(`${rel}/`);
-        walk(p);
-      } else if (e.isSymbolicLink()) out.push(`${rel} -> link`);
-      else out.push(`${rel} ${Bun.hash(readFileSync(p)).toString(16)} ${(statSync(p).mode & 0o777).toString(8)}`);
-    }
-  };
-  walk(dir);
-  return out.sort();
-}
 const notState = (rel: string) =>
   rel.startsWith("home/.local/state/planter") || rel === "calls.log" || rel.startsWith("calls.log.");
 

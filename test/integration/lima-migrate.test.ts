@@ -20,91 +20,32 @@ import { join, relative } from "node:path";
 import { sha256File } from "../../lib/host/install-state.ts";
 import { GUEST_UNITS, hostLimaArch } from "../../lib/host/lima.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
-import { cleanup, PLANTER, ROOT, waitFor } from "../harness.ts";
+import { cleanup, waitFor } from "../harness.ts";
+import { planterWith as planter, runWith as run } from "../host-fixture.ts";
+import { alive, buildPlanter, fakeVms, haveLimaTools, fakeLimactl as limactl, limaHosts } from "../lima-fixture.ts";
 
-const SHIMS = join(ROOT, "test", "shims");
-const haveTools = ["bwrap", "systemd-socket-activate", "systemd-tmpfiles", "groupadd", "usermod"].every((p) =>
-  Bun.which(p, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
-);
 const work = mkdtempSync("/tmp/pt-lima-migrate-");
 const current = join(work, "planter-current");
 const older = join(work, "planter-older");
 
 beforeAll(async () => {
-  if (!haveTools) return;
+  if (!haveLimaTools) return;
   // Two builds that differ only in their commit: the older one runs in the older layout.
-  const builds = [
-    [current, "migrateNewcommit"],
-    [older, "migrateOldcommit"],
-  ].map(([out, commit]) =>
-    Bun.spawn(
-      [
-        "bun",
-        "build",
-        "--compile",
-        "--format=esm",
-        "--define",
-        `PLANTER_COMMIT="${commit}"`,
-        "scripts/planter.ts",
-        "--outfile",
-        out as string,
-      ],
-      { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-    ),
-  );
-  for (const b of builds) if ((await b.exited) !== 0) throw new Error(await new Response(b.stderr).text());
+  await Promise.all([buildPlanter(current, "migrateNewcommit"), buildPlanter(older, "migrateOldcommit")]);
 });
 
-const homes: string[] = [];
+const hosts = limaHosts(work);
 afterAll(async () => {
-  await Promise.all(
-    homes.map((h) =>
-      limactl({ ...process.env, LIMA_HOME: h } as Record<string, string>, "delete", "--force", "planter"),
-    ),
-  );
+  await hosts.deleteVms();
   cleanup(work);
 }, 60_000);
 
-function host(name: string) {
-  const base = join(work, name);
-  const home = join(base, "home");
-  const lima = join(base, "lima");
-  const bin = join(base, "bin");
-  for (const d of [home, bin]) mkdirSync(d, { recursive: true });
-  symlinkSync(join(SHIMS, "limactl"), join(bin, "limactl"));
-  homes.push(lima);
-  const env: Record<string, string> = {
-    PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
-    HOME: home,
-    LIMA_HOME: lima,
-    XDG_RUNTIME_DIR: join(base, "run"),
-    PLANTER_MODE: "user",
-    NO_COLOR: "1",
-    TZ: "UTC",
-  };
-  const guest = join(lima, "planter", "guest");
-  const socket = join(lima, "planter", "sock", "planterd.sock");
-  return { base, home, lima, env, guest, socket };
-}
+/** A fresh host (test/lima-fixture.ts, nothing to mount) whose VM afterAll deletes. */
+const host = (name: string) => hosts.host(name, { mount: false });
 
-async function run(env: Record<string, string>, argv: string[]) {
-  const p = Bun.spawn(argv, { env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
-const planter = (env: Record<string, string>, ...args: string[]) => run(env, [process.execPath, PLANTER, ...args]);
-const limactl = (env: Record<string, string>, ...args: string[]) => run(env, [join(SHIMS, "limactl"), ...args]);
 const migrate = (env: Record<string, string>, ...args: string[]) =>
   planter(env, "migrate", "lima", "--lima-binary", current, ...args);
-const status = async (env: Record<string, string>) =>
-  (await limactl(env, "list", "--json")).stdout
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => (JSON.parse(l) as { status: string }).status);
+const status = async (env: Record<string, string>) => (await fakeVms(env)).map((v) => v.status);
 
 /** The older agent's unit: it binds its own socket (no socket unit), as root with the daemon's own 0600. */
 const OLD_AGENT = `[Unit]
@@ -173,16 +114,8 @@ function guestTree(guest: string): string[] {
 }
 const pidOf = (guest: string, unit: string) =>
   Number(readFileSync(join(guest, "run/fake-systemd", `${unit}.pid`), "utf8"));
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
-describe.skipIf(!haveTools)("migrate lima (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bubblewrap)", () => {
   test("older layout: --dry-run changes nothing; migrate; a job runs through the host socket; again: nothing to do", async () => {
     const h = host("older");
     await olderVm(h);

@@ -4,107 +4,44 @@
  * real; only the virtual machine is not. Nothing here has run against a real Lima VM.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import {
-  chmodSync,
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readdirSync,
-  readFileSync,
-  statSync,
-  symlinkSync,
-} from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
 import { sha256File } from "../../lib/host/install-state.ts";
 import { GUEST_UNITS, hostLimaArch, renderLimaTemplate } from "../../lib/host/lima.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
-import { cleanup, PLANTER, ROOT } from "../harness.ts";
+import { cleanup } from "../harness.ts";
+import { planterWith as planter, runWith as run } from "../host-fixture.ts";
+import {
+  alive,
+  buildPlanter,
+  haveLimaTools,
+  fakeLimactl as limactl,
+  limaHosts,
+  fakeVms as vms,
+} from "../lima-fixture.ts";
 
-const SHIMS = join(ROOT, "test", "shims");
-const haveTools = ["bwrap", "systemd-socket-activate", "systemd-tmpfiles", "groupadd", "usermod"].every((p) =>
-  Bun.which(p, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
-);
 const work = mkdtempSync("/tmp/pt-lima-");
 const binA = join(work, "planter-a");
 const binB = join(work, "planter-b");
 
 beforeAll(async () => {
-  if (!haveTools) return;
+  if (!haveLimaTools) return;
   // Two builds that differ only in their commit: the second is the "upgrade".
-  const builds = [
-    [binA, "limaAcommit"],
-    [binB, "limaBcommit"],
-  ].map(([out, commit]) =>
-    Bun.spawn(
-      [
-        "bun",
-        "build",
-        "--compile",
-        "--format=esm",
-        "--define",
-        `PLANTER_COMMIT="${commit}"`,
-        "scripts/planter.ts",
-        "--outfile",
-        out as string,
-      ],
-      { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-    ),
-  );
-  for (const b of builds) if ((await b.exited) !== 0) throw new Error(await new Response(b.stderr).text());
+  await Promise.all([buildPlanter(binA, "limaAcommit"), buildPlanter(binB, "limaBcommit")]);
 });
 
 /** Every fake VM of every test is deleted (which stops its guest planterd) even after a failed test. */
-const homes: string[] = [];
+const hosts = limaHosts(work);
 afterAll(async () => {
-  await Promise.all(
-    homes.map((h) =>
-      limactl({ ...process.env, LIMA_HOME: h } as Record<string, string>, "delete", "--force", "planter"),
-    ),
-  );
+  await hosts.deleteVms();
   cleanup(work);
 }, 60_000);
 
-/** A fresh host: home, LIMA_HOME, a directory to mount, the fake limactl first on PATH. */
+/** A fresh host (test/lima-fixture.ts) whose VM afterAll deletes, and where install keeps its state. */
 function host(name: string) {
-  const base = join(work, name);
-  const home = join(base, "home");
-  const lima = join(base, "lima");
-  const bin = join(base, "bin");
-  const mount = join(base, "src");
-  for (const d of [home, bin, mount]) mkdirSync(d, { recursive: true });
-  symlinkSync(join(SHIMS, "limactl"), join(bin, "limactl"));
-  homes.push(lima);
-  const env: Record<string, string> = {
-    PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,
-    HOME: home,
-    LIMA_HOME: lima,
-    XDG_RUNTIME_DIR: join(base, "run"),
-    PLANTER_MODE: "user",
-    NO_COLOR: "1",
-    TZ: "UTC",
-  };
-  const guest = join(lima, "planter", "guest");
-  const socket = join(lima, "planter", "sock", "planterd.sock");
-  const stateFile = join(home, ".local", "state", "planter", "install-state.json");
-  return { base, home, lima, mount, env, guest, socket, stateFile };
+  const h = hosts.host(name);
+  return { ...h, stateFile: join(h.home, ".local", "state", "planter", "install-state.json") };
 }
-
-async function run(env: Record<string, string>, argv: string[]) {
-  const p = Bun.spawn(argv, { env, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
-}
-const planter = (env: Record<string, string>, ...args: string[]) => run(env, [process.execPath, PLANTER, ...args]);
-const limactl = (env: Record<string, string>, ...args: string[]) => run(env, [join(SHIMS, "limactl"), ...args]);
-const vms = async (env: Record<string, string>) =>
-  (await limactl(env, "list", "--json")).stdout
-    .split("\n")
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as { name: string; status: string; arch: string });
 
 /** Files under the guest's /etc and /usr/local with their hashes and modes: what provisioning changed. */
 function guestTree(guest: string): string[] {
@@ -124,16 +61,8 @@ function guestTree(guest: string): string[] {
   return out.sort();
 }
 const guestPid = (guest: string) => Number(readFileSync(join(guest, "run/fake-systemd/planterd.socket.pid"), "utf8"));
-const alive = (pid: number) => {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-};
 
-describe.skipIf(!haveTools)("install --lima (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under bubblewrap)", () => {
   test("create → copy → units → a job through the forwarded socket; again: no change; --upgrade; uninstall --purge deletes the VM", async () => {
     const h = host("full");
     const i = await planter(

@@ -4,7 +4,6 @@
  * lima.guest-socket-perms, lima.guest-group, lima.version-match. Every verdict is a pure function
  * of what the probes saw; they skip on hosts where no VM was recorded and limactl is absent.
  */
-import { lstatSync } from "node:fs";
 import { Client } from "../../api/client.ts";
 import type { VersionInfo } from "../../api/contract.ts";
 import {
@@ -15,6 +14,7 @@ import {
   LAYOUT_FILE,
   LIMA_VM,
   type LimaInstance,
+  lexists,
   limactlWithin,
   parseGuestProbe,
   parseList,
@@ -253,12 +253,3 @@ export const limaChecks: Check<DoctorContext>[] = [
     },
   },
 ];
-
-function lexists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
-  }
-}
