@@ -107,8 +107,12 @@ export async function startDaemon(
 }
 
 /** Run the planter CLI (from source) and collect its output. */
-export async function cli(home: string, args: string[], opts: { env?: Record<string, string>; stdin?: string } = {}) {
-  const proc = Bun.spawn([process.execPath, PLANTER, ...args], {
+export async function cli(
+  home: string,
+  args: string[],
+  opts: { env?: Record<string, string>; stdin?: string; script?: string } = {},
+) {
+  const proc = Bun.spawn([process.execPath, opts.script ?? PLANTER, ...args], {
     env: baseEnv(home, opts.env),
     stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
     stdout: "pipe",
@@ -120,6 +124,28 @@ export async function cli(home: string, args: string[], opts: { env?: Record<str
     proc.exited,
   ]);
   return { code, stdout, stderr };
+}
+
+/** Start the CLI and read its stdout as it comes (for -f commands); `done()` waits for its exit. */
+export function cliStream(home: string, args: string[]) {
+  const proc = Bun.spawn([process.execPath, PLANTER, ...args], {
+    env: baseEnv(home),
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const s = { proc, out: "", done: async () => ({ code: 0, stderr: "" }) };
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of proc.stdout) s.out += decoder.decode(chunk, { stream: true });
+  })();
+  const stderr = new Response(proc.stderr).text();
+  s.done = async () => {
+    const code = await proc.exited;
+    await reading;
+    return { code, stderr: await stderr };
+  };
+  return s;
 }
 
 /** Raw HTTP over the socket, for bad-input tests. */

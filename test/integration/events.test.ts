@@ -7,17 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
-import {
-  baseEnv,
-  cleanup,
-  cli,
-  type DaemonHandle,
-  PLANTER,
-  startDaemon,
-  tempHome,
-  track,
-  waitFor,
-} from "../harness.ts";
+import { cleanup, cli, cliStream, type DaemonHandle, startDaemon, tempHome, track, waitFor } from "../harness.ts";
 
 /** Short enough to see an escalation quickly, long enough that SIGTERM always ends a plain job first. */
 const GRACE_MS = 1000;
@@ -353,24 +343,11 @@ describe("cursors", () => {
   });
 
   test("planter events -f prints new events until interrupted", async () => {
-    const proc = Bun.spawn(
-      [process.execPath, PLANTER, "events", "-f", "--json", "--cursor", es.at(-1)?.cursor as string],
-      {
-        env: baseEnv(d.home),
-        stdin: "ignore",
-        stdout: "pipe",
-        stderr: "pipe",
-      },
-    );
-    let out = "";
-    const reading = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
-    })();
-    const stderr = new Response(proc.stderr).text();
+    const live = cliStream(d.home, ["events", "-f", "--json", "--cursor", es.at(-1)?.cursor as string]);
+    const proc = live.proc;
     await d.client.createCell({ name: "cli-live" });
-    await waitFor(() => out.includes("\n"), "events -f to print the new event");
-    const line = JSON.parse(out.trim()) as EventRecord;
+    await waitFor(() => live.out.includes("\n"), "events -f to print the new event");
+    const line = JSON.parse(live.out.trim()) as EventRecord;
     expect([line.kind, line.subject, line.cursor]).toEqual([
       "cell.created",
       "cell/cli-live",
@@ -378,9 +355,7 @@ describe("cursors", () => {
     ]);
     expect(proc.exitCode).toBeNull();
     proc.kill("SIGINT");
-    const code = await proc.exited;
-    await reading;
-    expect({ code, stderr: await stderr }).toEqual({ code: 0, stderr: "" });
+    expect(await live.done()).toEqual({ code: 0, stderr: "" });
   });
 });
 

@@ -7,7 +7,18 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Job, LogChunk } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
-import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, raw, startDaemon, track, waitFor } from "../harness.ts";
+import {
+  baseEnv,
+  cleanup,
+  cli,
+  cliStream,
+  type DaemonHandle,
+  PLANTER,
+  raw,
+  startDaemon,
+  track,
+  waitFor,
+} from "../harness.ts";
 
 /** Small chunks so that modest outputs span many of them; a short cap on follow waits. */
 const CHUNK = 4096;
@@ -451,27 +462,15 @@ describe("planter logs", () => {
 
   test("-f follows the job until it ends", async () => {
     const { job: j, gates } = await staged(["one\n", "two\n", "three\n"]);
-    const proc = Bun.spawn([process.execPath, PLANTER, "logs", "-f", j.id], {
-      env: baseEnv(d.home),
-      stdin: "ignore",
-      stdout: "pipe",
-      stderr: "pipe",
-    });
-    let out = "";
-    const reading = (async () => {
-      const decoder = new TextDecoder();
-      for await (const chunk of proc.stdout) out += decoder.decode(chunk, { stream: true });
-    })();
-    const stderr = new Response(proc.stderr).text();
-    await waitFor(() => out === "one\n", "the first line from logs -f");
+    const live = cliStream(d.home, ["logs", "-f", j.id]);
+    const proc = live.proc;
+    await waitFor(() => live.out === "one\n", "the first line from logs -f");
     expect(proc.exitCode).toBeNull();
     gates[0]?.open();
-    await waitFor(() => out === "one\ntwo\n", "the second line from logs -f");
+    await waitFor(() => live.out === "one\ntwo\n", "the second line from logs -f");
     expect(proc.exitCode).toBeNull();
     gates[1]?.open();
-    const code = await proc.exited;
-    await reading;
-    expect({ code, out, stderr: await stderr }).toEqual({ code: 0, out: "one\ntwo\nthree\n", stderr: "" });
+    expect({ ...(await live.done()), out: live.out }).toEqual({ code: 0, out: "one\ntwo\nthree\n", stderr: "" });
     expect((await d.client.getJob(j.id)).state).toBe("exited");
   });
 

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { MIGRATIONS, migrate, SCHEMA_VERSION, schemaVersion } from "../../lib/state/db.ts";
 import type { MigrateReport } from "../../lib/state/migrate.ts";
-import { baseEnv, cleanup, cli, pidAlive, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
+import { cleanup, cli, pidAlive, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const MIGRATE = join(ROOT, "scripts", "migrate.ts");
 const FIXTURE = join(ROOT, "test", "fixtures", "legacy");
@@ -34,20 +34,8 @@ function home(): string {
 }
 
 /** Run `bun scripts/migrate.ts ARGS` with PLANTER_HOME=home and HOME=home (no real ~/.planter). */
-async function run(h: string, args: string[], env: Record<string, string> = {}) {
-  const proc = Bun.spawn([process.execPath, MIGRATE, ...args], {
-    env: baseEnv(h, { HOME: h, ...env }),
-    stdin: "ignore",
-    stdout: "pipe",
-    stderr: "pipe",
-  });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(proc.stdout).text(),
-    new Response(proc.stderr).text(),
-    proc.exited,
-  ]);
-  return { code, stdout, stderr };
-}
+const run = (h: string, args: string[], env: Record<string, string> = {}) =>
+  cli(h, args, { script: MIGRATE, env: { HOME: h, ...env } });
 
 async function runJson(h: string, args: string[], env: Record<string, string> = {}) {
   const r = await run(h, [...args, "--json"], env);
