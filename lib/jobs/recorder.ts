@@ -2,20 +2,46 @@
  * The exit-status recorder: a tiny /bin/sh that leads the job's session and process group,
  * runs the job, and writes its exit status to a file. It survives a group SIGTERM (a trap,
  * which the job does not inherit) so the status is recorded even while planterd is down.
+ *
+ * With pipes (sandboxed jobs), the job never holds its log files: it writes into two FIFOs
+ * that two `cat`s (ignoring TERM, so a kill does not lose what is in flight) append to the logs,
+ * so a job cannot truncate or rewrite what was recorded. With a log quota, each pump keeps one
+ * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
+ * the quota plus two bytes whatever the job does.
  */
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { dlopen, FFIType } from "bun:ffi";
 
-const SCRIPT = `s=$1; shift
+const DIRECT = `s=$1; shift 2
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
 c=$?
 printf '%s\\n' "$c" > "$s.tmp" && command -p mv -f "$s.tmp" "$s"
 exit "$c"`;
 
-/** argv that runs `argv` under the recorder, writing the status to `statusFile`. */
-export function recorderArgv(statusFile: string, argv: string[]): string[] {
-  return ["/bin/sh", "-c", SCRIPT, "planter-job", statusFile, ...argv];
+const PIPED = `s=$1; q=$2; shift 2
+trap ':' TERM INT HUP QUIT USR1 USR2
+if [ "$q" -gt 0 ]; then
+  (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.out" &
+  (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.err" >&2 &
+else
+  (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &
+  (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &
+fi
+"$@" >"$s.out" 2>"$s.err"
+c=$?
+until wait; do :; done
+printf '%s\\n' "$c" > "$s.tmp" && command -p mv -f "$s.tmp" "$s"
+exit "$c"`;
+
+/**
+ * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
+ * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`); `quota` is bytes per stream
+ * kept (0: no quota).
+ */
+export function recorderArgv(statusFile: string, argv: string[], pipes = false, quota = 0): string[] {
+  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, String(quota), ...argv];
 }
 
 /** Files of one job directory. */
@@ -30,4 +56,17 @@ export function readStatus(statusFile: string): number | null {
   if (!existsSync(statusFile)) return null;
   const n = Number(readFileSync(statusFile, "utf8").trim());
   return Number.isInteger(n) && n >= 0 && n <= 255 ? n : null;
+}
+
+let libc: { symbols: { mkfifo: (path: Uint8Array, mode: number) => number } } | null = null;
+
+/** Create the two FIFOs of a piped job next to its status file (mode 0600). */
+export function makePipes(statusFile: string): void {
+  libc ??= dlopen(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
+    mkfifo: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+  }) as unknown as typeof libc;
+  for (const suffix of [".out", ".err"]) {
+    const path = new TextEncoder().encode(`${statusFile}${suffix}\0`);
+    if (libc?.symbols.mkfifo(path, 0o600) !== 0) throw new Error(`cannot create the pipe ${statusFile}${suffix}`);
+  }
 }

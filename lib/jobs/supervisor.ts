@@ -3,15 +3,19 @@
  * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
  */
 import { closeSync, existsSync, type FSWatcher, mkdirSync, openSync, rmSync, watch, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
-import { jobDir, socketDir } from "../paths.ts";
+import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
-import { complete } from "../sandbox/policy.ts";
+import { HOST_ENV } from "../sandbox/env.ts";
+import { dropArgv, type Identity } from "../sandbox/identity.ts";
+import { openInputs } from "../sandbox/inputs.ts";
+import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
+import { readOnlyPaths, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
 import {
   type Finish,
   getJob,
@@ -27,7 +31,8 @@ import { cgroupArgv, JobCgroups } from "./cgroup.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
 import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
-import { jobFiles, readStatus, recorderArgv } from "./recorder.ts";
+import { freshSessionKeyring } from "./keyring.ts";
+import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
 const TERMINATING = new Set(["TERM", "INT", "HUP", "QUIT", "KILL"]);
@@ -43,6 +48,33 @@ export interface KillOptions {
   tree?: ProcId[];
   /** Recorded in the kill's own transaction, before the kill record (the monitor's limit hit). */
   record?: (events: PendingEvent[]) => void;
+}
+
+/** Where and as whom a job runs: what the daemon worked out from its cell and its peer. */
+export interface LaunchContext {
+  cellDir: string;
+  home: string;
+  protect: string[];
+  hiddenHomes: string[];
+  credentialHomes: string[];
+  otherCells: string[];
+  tmpBytes: number;
+  identity: Identity | null;
+  /** The cell's workspace before the job (null: not protected). */
+  workspace: WorkspaceSnapshot | null;
+}
+
+function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
+  if (!where.workspace || policy.workspace_config === "allow") return [];
+  return readOnlyPaths(where.workspace);
+}
+
+function userInfoName(): string | null {
+  try {
+    return userInfo().username;
+  } catch {
+    return null;
+  }
 }
 
 export class Supervisor {
@@ -68,11 +100,12 @@ export class Supervisor {
    * Spawn a pending job through `backend`. On failure the job ends `failed` with reason
    * `spawn_error` (or `sandbox_error`) and a message; nothing is left running.
    */
-  launch(job: JobRow, backend: Backend, fallback: boolean, cellDir: string): void {
+  launch(job: JobRow, backend: Backend, fallback: boolean, where: LaunchContext): void {
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
     const files = jobFiles(dir);
     let out = -1;
     let err = -1;
+    let fds: number[] = [];
     let cgroup: string | null = null;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -80,35 +113,54 @@ export class Supervisor {
       out = openSync(files.stdout, "a", 0o600);
       err = openSync(files.stderr, "a", 0o600);
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
+      const policy = job.sandbox_policy ?? complete(undefined);
+      const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       const plan = backend.plan({
         argv: [program, ...job.argv.slice(1)],
         env: job.env,
         cwd: job.cwd,
-        cellDir,
-        policy: job.sandbox_policy ?? complete(undefined),
-        protect: [this.ctx.paths.stateDir, socketDir(this.ctx.paths.socketPath)],
-        home: job.env.HOME ?? homedir(),
+        cellDir: where.cellDir,
+        policy,
+        protect: where.protect,
+        home: where.home,
+        hiddenHomes: where.hiddenHomes,
+        credentialHomes: where.credentialHomes,
+        otherCells: where.otherCells,
+        workspaceReadOnly: protect,
+        tmpBytes: where.tmpBytes,
         jobDir: dir,
         scratch: scratchDir(job.id),
+        identity: where.identity,
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
+      fds = openInputs(plan.inputs ?? [], dir);
+      if (where.workspace) writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       cgroup = this.jobCgroup(job);
-      const argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), plan.argv) : plan.argv;
-      const proc = Bun.spawn(recorderArgv(files.status, argv), {
+      let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
+      argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), argv) : argv;
+      const quota = plan.pipes && job.limits.max_log_bytes !== undefined ? job.limits.max_log_bytes + 1 : 0;
+      if (plan.pipes) makePipes(files.status);
+      freshSessionKeyring();
+      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, quota), {
         cwd: plan.cwd,
-        env: plan.env,
-        stdin: "ignore",
-        stdout: out,
-        stderr: err,
+        env: HOST_ENV,
+        stdio: ["ignore", out, err, ...fds],
         detached: true,
       });
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       const enforcement = cgroup ? "cgroup v2" : "monitor";
+      const runAs = where.identity
+        ? { uid: where.identity.uid, gid: where.identity.gid, user: where.identity.user }
+        : { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user: userInfoName() };
       this.ctx.write((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup);
-        ev.push({ kind: "job.started", subject: `job/${job.id}`, data: { pid: proc.pid, backend: backend.name } });
+        ev.push({
+          kind: "job.started",
+          subject: `job/${job.id}`,
+          data: { pid: proc.pid, backend: backend.name, run_as: runAs },
+        });
       });
       if (Object.keys(job.limits).length) this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
@@ -129,6 +181,7 @@ export class Supervisor {
     } finally {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
+      for (const fd of fds) closeSync(fd);
     }
   }
 

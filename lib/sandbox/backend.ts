@@ -1,22 +1,35 @@
 /** The isolation-backend interface: a backend turns a job request into a spawn plan. */
 import type { SandboxMode } from "../api/contract.ts";
+import type { Identity } from "./identity.ts";
 import type { EffectivePolicy } from "./policy.ts";
 
-/** What a backend needs to know to isolate one job. */
+/** What a backend needs to know to isolate one job. Every path is canonical. */
 export interface PlanRequest {
   argv: string[];
   env: Record<string, string>;
   cwd: string;
   cellDir: string;
   policy: EffectivePolicy;
-  /** Paths a job must never reach: planter's state dir and socket dir. */
+  /** Paths a job must never reach: planter's state dir, socket dir and config dir. */
   protect: string[];
-  /** The home directory whose shell rc files stay read-only. */
+  /** The job's HOME: the cell's own home (writable, kept per cell). */
   home: string;
+  /** Real home directories hidden from the job (besides /home and /root). */
+  hiddenHomes: string[];
+  /** Homes whose credential paths stay hidden wherever a bind shows them. */
+  credentialHomes: string[];
+  /** Dirs of other cells, hidden. */
+  otherCells: string[];
+  /** Workspace config in the cell that stays read-only (git metadata, tool config). */
+  workspaceReadOnly: string[];
+  /** Size of the private /tmp, bytes. */
+  tmpBytes: number;
   /** The job's directory in the state dir, for files planter itself reads (a profile). */
   jobDir: string;
   /** A private temp directory for the job, outside the protected paths. */
   scratch: string;
+  /** Who the job runs as; null: as planterd itself (user mode). */
+  identity: Identity | null;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */
@@ -25,6 +38,13 @@ export interface PlanFile {
   content: string;
 }
 
+/**
+ * An fd the supervisor opens and hands to the plan's program as fd 3 + its index: bytes
+ * (bwrap's arguments, a seccomp program, the job's environment), or a path opened without
+ * following a final symlink and checked to still be `path` itself (a bind source).
+ */
+export type PlanInput = { data: Uint8Array } | { path: string };
+
 /** What the supervisor runs: the program and arguments, environment and working dir. */
 export interface SpawnPlan {
   argv: string[];
@@ -32,6 +52,10 @@ export interface SpawnPlan {
   cwd: string;
   files?: PlanFile[];
   dirs?: string[];
+  /** Fds 3, 4, … of the program, in order. */
+  inputs?: PlanInput[];
+  /** The job's stdout and stderr reach the logs through pipes (true) rather than as the log files. */
+  pipes?: boolean;
 }
 
 /** Result of probing whether a backend can run here. */
@@ -52,11 +76,22 @@ export interface Backend {
   plan(req: PlanRequest): SpawnPlan;
 }
 
-/** The effective mode given the job's, the cell's and the daemon's setting. */
+const RANK: Record<SandboxMode, number> = { disabled: 0, permissive: 1, enforced: 2 };
+
+/**
+ * The effective mode given the job's, the cell's and the daemon's setting. A job may raise its
+ * cell's mode, never lower it (like policies: narrow, never widen); a lower one is refused by
+ * `lowersMode` before this is asked.
+ */
 export function effectiveMode(
   job: SandboxMode | undefined,
   cell: SandboxMode | undefined,
   daemon: SandboxMode,
 ): SandboxMode {
   return job ?? cell ?? daemon;
+}
+
+/** Whether `job` would lower `base` (enforced → permissive → disabled). */
+export function lowersMode(job: SandboxMode | undefined, base: SandboxMode): boolean {
+  return job !== undefined && RANK[job] < RANK[base];
 }

@@ -1,70 +1,77 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
-import { existsSync, readFileSync, statSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, readFileSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
-import type { Backend, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
-import { within } from "./policy.ts";
+import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
+import { HOST_ENV } from "./env.ts";
+import { seccompProgram } from "./seccomp.ts";
+import { fsKind, type Lstat, sandboxView } from "./view.ts";
 
-/** Shell rc files that stay read-only even when the home dir is writable. */
-export const RC_FILES = [
-  ".bashrc",
-  ".bash_profile",
-  ".bash_login",
-  ".bash_logout",
-  ".profile",
-  ".zshrc",
-  ".zshenv",
-  ".zprofile",
-  ".zlogin",
-  ".config/fish/config.fish",
-];
+/** Size of /dev/shm in every sandbox: POSIX shared memory for the job, not a second /tmp. */
+export const SHM_BYTES = 64 * 1024 * 1024;
+/** Size of the tmpfs covers that hide host paths: room for mountpoints, nothing else. */
+const COVER_BYTES = 1024 * 1024;
 
-type Exists = (p: string) => "dir" | "file" | null;
-const fsExists: Exists = (p) => {
-  try {
-    return statSync(p).isDirectory() ? "dir" : "file";
-  } catch {
-    return null;
-  }
-};
-
-/** Mount arguments that make `path` unreachable: an empty tmpfs over a dir, /dev/null over a file. */
-function hide(path: string, kind: "dir" | "file" | null): string[] {
-  if (kind === null) return [];
-  return kind === "dir" ? ["--tmpfs", path] : ["--ro-bind", "/dev/null", path];
+/** Extra pieces of a bwrap plan: the seccomp program (bytes), or none. */
+export interface BwrapExtras {
+  seccomp?: Uint8Array | null;
 }
 
 /**
- * The bwrap argv for a request, as a pure function of it (and of which paths exist).
- * Mount order matters: later mounts cover earlier ones.
+ * The bwrap plan for a request, as a pure function of it (and of what exists). Everything but
+ * the job's argv travels in an fd (`--args 3`): the job's environment and the host paths it binds
+ * never show in a process listing. Bind sources are fds the supervisor opens and checks.
  */
-export function bwrapArgv(req: PlanRequest, bwrap = "bwrap", exists: Exists = fsExists): string[] {
+export function bwrapPlan(
+  req: PlanRequest,
+  bwrap = "bwrap",
+  kind: Lstat = fsKind,
+  extras: BwrapExtras = {},
+): { argv: string[]; inputs: PlanInput[] } {
   const p = req.policy;
-  const a = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"];
-  a.push("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try");
-  if (p.network === "none") a.push("--unshare-net");
-  a.push("--new-session", "--die-with-parent", "--cap-drop", "ALL");
-  // planter's state and socket: hidden before anything is bound...
-  for (const x of req.protect) a.push(...hide(x, exists(x)));
-  const binds: string[] = [req.cellDir, ...p.read_write, ...p.read_only];
-  a.push(p.fs_mode === "writable" ? "--bind" : "--ro-bind", req.cellDir, req.cellDir);
-  for (const x of p.read_write) a.push("--bind", x, x);
-  for (const x of p.read_only) a.push("--ro-bind", x, x);
-  // ...and hidden again where a bind (a cell dir that contains them) exposed them.
-  for (const x of req.protect) {
-    if (binds.some((b) => within(x, b)) && !within(req.cellDir, x)) a.push(...hide(x, exists(x)));
+  const inputs: PlanInput[] = [];
+  const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
+  const args: string[] = [];
+  // fd 3 is the argument list itself: reserve it first.
+  inputs.push({ data: new Uint8Array() });
+  args.push("--unshare-user", "--disable-userns");
+  args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try");
+  if (p.network === "none") args.push("--unshare-net");
+  args.push("--new-session", "--die-with-parent");
+  args.push("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc");
+  // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
+  args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
+  args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
+  const covers: string[] = [];
+  for (const m of sandboxView(req, kind)) {
+    if (m.op === "bind") args.push(m.write ? "--bind-fd" : "--ro-bind-fd", fd({ path: m.path }), m.path);
+    else if (m.kind === "dir") {
+      args.push("--size", String(COVER_BYTES), "--tmpfs", m.path);
+      covers.push(m.path);
+    } else args.push("--ro-bind", "/dev/null", m.path);
   }
-  const readOnly = [
-    join(req.cellDir, ".git", "hooks"),
-    join(req.cellDir, ".git", "config"),
-    ...RC_FILES.map((f) => join(req.home, f)),
-  ];
-  for (const x of readOnly) if (exists(x)) a.push("--ro-bind", x, x);
-  for (const x of p.deny) a.push(...hide(x, exists(x)));
-  a.push("--clearenv");
-  for (const [k, v] of Object.entries(req.env)) a.push("--setenv", k, v);
-  a.push("--chdir", req.cwd, "--", ...req.argv);
-  return a;
+  // Covers are read-only once everything under them is mounted: no writing into a hidden home.
+  for (const c of covers) args.push("--remount-ro", c);
+  if (extras.seccomp) args.push("--seccomp", fd({ data: extras.seccomp }));
+  args.push("--clearenv");
+  for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
+  args.push("--chdir", req.cwd);
+  inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
+  return { argv: [bwrap, "--args", "3", "--", ...req.argv], inputs };
+}
+
+/** The bwrap argument list of a plan as text (what `sandbox render` shows). */
+export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): string[] {
+  const first = plan.inputs[0];
+  const args = first && "data" in first ? new TextDecoder().decode(first.data).split("\0").slice(0, -1) : [];
+  const named = args.map((a, i) => {
+    const prev = args[i - 1];
+    if (prev === "--bind-fd" || prev === "--ro-bind-fd" || prev === "--seccomp") {
+      const input = plan.inputs[Number(a) - 3];
+      return input && "path" in input ? `${a}=${input.path}` : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
+    }
+    return a;
+  });
+  return [plan.argv[0] as string, ...named, ...plan.argv.slice(3)];
 }
 
 /** Classify why bwrap could not start, with the fix. */
@@ -162,7 +169,9 @@ export class BwrapBackend implements Backend {
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
-    // bwrap itself starts in the cell dir; the job's cwd is set inside with --chdir.
-    return { argv: bwrapArgv(req, this.path), env: req.env, cwd: req.cellDir };
+    const seccomp = seccompProgram({ allowUnixSockets: req.policy.unix_sockets.length > 0 });
+    const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
+    // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
+    return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true };
   }
 }

@@ -24,6 +24,10 @@ export const Policy = v.strictObject({
   read_write: v.optional(PathList),
   read_only: v.optional(PathList),
   deny: v.optional(PathList),
+  /** Unix sockets the job may connect to (an ssh-agent, say); none by default. */
+  unix_sockets: v.optional(PathList),
+  /** "protect" (default): git metadata and tool config in the cell stay out of the job's reach. */
+  workspace_config: v.optional(v.picklist(["protect", "allow"])),
   env: v.optional(
     v.strictObject({
       pass: v.optional(v.pipe(v.array(EnvName), v.maxLength(256))),
@@ -40,6 +44,8 @@ export interface EffectivePolicy {
   read_write: string[];
   read_only: string[];
   deny: string[];
+  unix_sockets: string[];
+  workspace_config: "protect" | "allow";
   env: { pass: string[]; set: Record<string, string> };
 }
 
@@ -50,6 +56,8 @@ export const DEFAULT_POLICY: EffectivePolicy = {
   read_write: [],
   read_only: [],
   deny: [],
+  unix_sockets: [],
+  workspace_config: "protect",
   env: { pass: [], set: {} },
 };
 
@@ -61,6 +69,8 @@ export function complete(p: Policy | undefined, base: EffectivePolicy = DEFAULT_
     read_write: p?.read_write ?? base.read_write,
     read_only: p?.read_only ?? base.read_only,
     deny: p?.deny ?? base.deny,
+    unix_sockets: p?.unix_sockets ?? base.unix_sockets ?? [],
+    workspace_config: p?.workspace_config ?? base.workspace_config ?? "protect",
     env: { pass: p?.env?.pass ?? base.env.pass, set: p?.env?.set ?? base.env.set },
   };
 }

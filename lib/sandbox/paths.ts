@@ -1,0 +1,128 @@
+/**
+ * Path safety, in one place: canonical forms, comparison by components, the directories a cell
+ * or a bind may never be, and opening a bind source so that what is bound is what was checked.
+ */
+import { closeSync, constants, fstatSync, openSync, readlinkSync, realpathSync } from "node:fs";
+import { isAbsolute, normalize, relative } from "node:path";
+import { badRequest, PlanterError } from "../api/errors.ts";
+
+/** True when `child` is `parent` or lies below it (by path components, never by string prefix). */
+export function within(child: string, parent: string): boolean {
+  const r = relative(parent, child);
+  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
+}
+
+/** True when either path contains the other. */
+export function overlaps(a: string, b: string): boolean {
+  return within(a, b) || within(b, a);
+}
+
+/** Directories of the system itself: never a cell, never writable by a policy. */
+export const SYSTEM_DIRS: readonly string[] = [
+  "/",
+  "/bin",
+  "/boot",
+  "/dev",
+  "/etc",
+  "/lib",
+  "/lib32",
+  "/lib64",
+  "/libx32",
+  "/opt",
+  "/proc",
+  "/run",
+  "/sbin",
+  "/srv",
+  "/sys",
+  "/usr",
+  "/usr/local",
+  "/var",
+  "/var/lib",
+  "/var/log",
+  "/var/run",
+  "/home",
+  "/root",
+  "/tmp",
+  "/var/tmp",
+  "/mnt",
+  "/media",
+  "/nix",
+  "/snap",
+  "/System",
+  "/Library",
+  "/Applications",
+  "/Users",
+  "/private",
+  "/private/tmp",
+  "/private/var",
+  "/private/etc",
+];
+
+/** Whether `p` is a system directory itself (not a path inside one). */
+export function isSystemDir(p: string): boolean {
+  return SYSTEM_DIRS.includes(p);
+}
+
+/**
+ * The canonical form of an existing path: absolute, symlinks resolved, no `.`/`..`/trailing
+ * slash. Throws E_BAD_REQUEST naming `what` when it does not exist.
+ */
+export function canonical(p: string, what: string): string {
+  try {
+    return realpathSync(normalize(p));
+  } catch {
+    throw badRequest(`${what} ${p} does not exist`, "create it, or name another path");
+  }
+}
+
+/** Why a directory may not be a cell, or null when it may. `homes` are real home dirs. */
+export function unsafeCellDir(dir: string, o: { protect: string[]; homes: string[] }): string | null {
+  if (dir === "/") return "it is the root directory";
+  if (isSystemDir(dir)) return "it is a system directory";
+  for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, dir)) return `it contains the system directory ${s}`;
+  if (o.homes.includes(dir)) return "it is a home directory itself; use a project directory inside it";
+  for (const g of o.protect) if (overlaps(dir, g)) return `it overlaps planter's own state, socket or config (${g})`;
+  return null;
+}
+
+/** Why a policy path may not be bound (`write`: read_write), or null when it may. */
+export function unsafeBind(path: string, write: boolean, o: { protect: string[] }): string | null {
+  for (const g of o.protect) if (overlaps(path, g)) return `it overlaps planter's own state, socket or config (${g})`;
+  if (write) {
+    if (path === "/") return "the root directory cannot be writable";
+    if (isSystemDir(path)) return "a system directory cannot be writable";
+    for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, path)) return `it contains the system directory ${s}`;
+  }
+  return null;
+}
+
+/** O_PATH (Linux, the same on x86_64 and arm64): an fd naming a file without opening its contents. */
+const O_PATH = 0o10000000;
+
+/**
+ * Open `path` for a bind without following a final symlink, and check that the fd names exactly
+ * `path` (no component was swapped for a symlink since it was checked). The caller closes it.
+ */
+export function openChecked(path: string): number {
+  let fd: number;
+  try {
+    fd = openSync(path, O_PATH | constants.O_NOFOLLOW);
+  } catch (e) {
+    throw changed(path, `cannot open it (${(e as NodeJS.ErrnoException).code})`);
+  }
+  try {
+    const real = readlinkSync(`/proc/self/fd/${fd}`);
+    if (real !== path) throw changed(path, `it now resolves to ${real}`);
+    if (fstatSync(fd).isSymbolicLink()) throw changed(path, "it is now a symlink");
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+function changed(path: string, why: string): PlanterError {
+  return new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox path ${path} changed since it was checked: ${why}`, {
+    hint: "something replaced a path the policy binds (a job may have planted a symlink); check it and run the job again",
+  });
+}

@@ -1,0 +1,127 @@
+/**
+ * What a sandboxed job sees of the host, as one ordered list of mounts computed from the plan
+ * request. The bwrap backend renders it; the daemon's checks (is this cwd visible?) ask the same
+ * list, so a check and the sandbox never disagree. Order: shallower paths first, so a deeper
+ * bind re-exposes part of a hidden tree (a cell dir inside a hidden home, a `read_write`
+ * carve-out inside a `deny` path) and a deeper hide covers part of a bind.
+ */
+import { lstatSync } from "node:fs";
+import { dirname } from "node:path";
+import type { PlanRequest } from "./backend.ts";
+import { credentialPaths } from "./credentials.ts";
+import { isSystemDir, within } from "./paths.ts";
+
+/** One mount: a bind of the host path onto itself (from a checked fd), or a cover that hides it. */
+export type Mount =
+  | { op: "bind"; path: string; write: boolean; why: string }
+  | { op: "hide"; path: string; kind: "dir" | "file"; why: string };
+
+/** What kind of thing is at a path, never following a final symlink. */
+export type Kind = "dir" | "file" | "symlink" | null;
+export type Lstat = (p: string) => Kind;
+export const fsKind: Lstat = (p) => {
+  try {
+    const s = lstatSync(p);
+    return s.isSymbolicLink() ? "symlink" : s.isDirectory() ? "dir" : "file";
+  } catch {
+    return null;
+  }
+};
+
+/** Shell rc files that stay read-only in any real home a job can see. */
+export const RC_FILES = [
+  ".bashrc",
+  ".bash_profile",
+  ".bash_login",
+  ".bash_logout",
+  ".profile",
+  ".zshrc",
+  ".zshenv",
+  ".zprofile",
+  ".zlogin",
+  ".config/fish/config.fish",
+  ".gitconfig",
+  ".config/git/config",
+];
+
+const depth = (p: string) => (p === "/" ? 0 : p.split("/").length - 1);
+
+/** Sort shallow to deep; at one depth binds before hides (a hide of the same path wins). */
+function order(ms: Mount[]): Mount[] {
+  return ms
+    .map((m, i) => ({ m, i }))
+    .sort((a, b) => depth(a.m.path) - depth(b.m.path) || rank(a.m) - rank(b.m) || a.i - b.i)
+    .map((x) => x.m);
+}
+const rank = (m: Mount) => (m.op === "bind" ? 0 : 1);
+
+/** The mount deciding `path`: the last one in order that contains it. */
+function decider(ms: Mount[], path: string): Mount | undefined {
+  let found: Mount | undefined;
+  for (const m of ms) if (within(path, m.path)) found = m;
+  return found;
+}
+
+/** Whether `path` exists for the job (host / is visible read-only; /tmp is private). */
+export function visibleIn(ms: Mount[], path: string, privateTmp = true): boolean {
+  const m = decider(ms, path);
+  if (m) return m.op === "bind";
+  return !(privateTmp && within(path, "/tmp"));
+}
+
+/** Whether the job can write `path` on the host (through a writable bind). */
+export function writableIn(ms: Mount[], path: string): boolean {
+  const m = decider(ms, path);
+  return m?.op === "bind" && m.write;
+}
+
+/** The ordered mounts of a request. `kind` tells what exists (tests pass a fake). */
+export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
+  const p = req.policy;
+  const hide = (path: string, why: string): Mount[] => {
+    const k = kind(path);
+    return k === "dir" || k === "file" ? [{ op: "hide", path, kind: k, why }] : [];
+  };
+  const ms: Mount[] = [];
+  for (const x of req.protect) ms.push(...hide(x, "planter"));
+  for (const h of ["/home", "/root", ...req.hiddenHomes]) {
+    if (h !== "/" && !isSystemDir(h)) ms.push(...hide(h, "home"));
+  }
+  for (const c of req.otherCells) ms.push(...hide(c, "other cell"));
+  ms.push({ op: "bind", path: req.cellDir, write: p.fs_mode === "writable", why: "cell" });
+  ms.push({ op: "bind", path: req.home, write: true, why: "cell home" });
+  for (const x of p.read_write) ms.push({ op: "bind", path: x, write: true, why: "read_write" });
+  for (const x of p.read_only) ms.push({ op: "bind", path: x, write: false, why: "read_only" });
+  for (const x of p.unix_sockets) ms.push({ op: "bind", path: x, write: false, why: "unix_socket" });
+  let sorted = order(ms);
+  const extra: Mount[] = [];
+  // Workspace config and rc files stay read-only wherever a writable bind shows them.
+  const pin = [...req.workspaceReadOnly, ...req.credentialHomes.flatMap((h) => RC_FILES.map((f) => `${h}/${f}`))];
+  for (const x of pin) {
+    const k = kind(x);
+    if ((k === "dir" || k === "file") && writableIn(sorted, x)) extra.push({ op: "bind", path: x, write: false, why: "protected" });
+  }
+  // Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
+  const named = [...p.read_write, ...p.read_only];
+  for (const h of req.credentialHomes) {
+    for (const c of credentialPaths(h)) {
+      if (named.includes(c) || !visibleIn(sorted, c)) continue;
+      extra.push(...hide(c, "credential"));
+    }
+  }
+  // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
+  // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
+  for (const d of p.deny) {
+    const w = decider(sorted, d);
+    if (w?.op === "bind" && w.write) {
+      for (let a = dirname(d); a !== w.path && within(a, w.path) && a !== "/"; a = dirname(a)) {
+        extra.push({ op: "bind", path: a, write: writableIn(sorted, a), why: "pins a deny path" });
+      }
+    }
+    extra.push(...hide(d, "deny"));
+  }
+  // planter's own paths: hidden again where a bind (a cell holding them) shows them.
+  for (const x of req.protect) if (visibleIn(order([...sorted, ...extra]), x)) extra.push(...hide(x, "planter"));
+  sorted = order([...ms, ...extra]);
+  return sorted;
+}
