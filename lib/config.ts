@@ -38,6 +38,8 @@ export const ConfigSchema = v.strictObject({
       /** Names of the daemon's variables that jobs inherit (the documented minimal set). */
       env_pass: v.optional(v.array(v.string()), ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM"]),
       adopt_poll_ms: v.optional(int(10, 60_000), 500),
+      /** Who a root peer's jobs run as when planterd is root (install creates this user); never uid 0. */
+      root_peer_user: v.optional(v.pipe(v.string(), v.minLength(1)), "planter-job"),
     }),
     {},
   ),
@@ -98,11 +100,15 @@ export const ConfigSchema = v.strictObject({
   sandbox: v.optional(
     v.strictObject({
       /** Mode for jobs whose cell and request name none. */
-      mode: v.optional(SandboxMode, "permissive"),
+      mode: v.optional(SandboxMode, "enforced"),
       /** Modes a cell or job may ask for. */
       allowed_modes: v.optional(v.pipe(v.array(SandboxMode), v.minLength(1)), ["disabled", "permissive", "enforced"]),
       /** Policy of cells that name none. */
       policy: v.optional(Policy, {}),
+      /** Size of a job's private /tmp when it has no memory limit (with one, the limit). */
+      tmp_bytes: v.optional(int(1024 * 1024, 2 ** 50)),
+      /** More tool-config names the workspace review protects (README "Sandbox"). */
+      workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
     }),
     {},
   ),

@@ -1,40 +1,37 @@
 #!/usr/bin/env bun
 /** `sandbox` / `planter sandbox`: check, render and run sandbox policies without the daemon. */
-import { existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { homedir, tmpdir } from "node:os";
+import { chownSync, existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
 import { printJson, shellLine } from "../lib/cli/output.ts";
-import { resolvePaths, socketDir } from "../lib/paths.ts";
-import type { PlanRequest } from "../lib/sandbox/backend.ts";
+import type { PlanRequest, SpawnPlan } from "../lib/sandbox/backend.ts";
 import { checkSandbox } from "../lib/sandbox/check.ts";
 import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
+import { noneBackend } from "../lib/sandbox/none.ts";
 import { complete, type EffectivePolicy, readPolicyFile, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
+import { hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
 
 const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
 
 function request(policy: EffectivePolicy, cellDir: string, argv: string[]): PlanRequest {
-  const paths = resolvePaths();
   const scratch = join(tmpdir(), `planter-sandbox-${process.pid}`);
-  return {
+  return hostRequest({
     argv,
+    cellDir,
+    policy,
     env: {
       PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: homedir(),
+      HOME: scratch,
       ...(process.env.TERM ? { TERM: process.env.TERM } : {}),
       ...policy.env.set,
     },
-    cwd: cellDir,
-    cellDir,
-    policy,
-    protect: [paths.stateDir, socketDir(paths.socketPath)],
-    home: homedir(),
     jobDir: scratch,
     scratch,
-  };
+  });
 }
 
 const check = defineCommand({
@@ -98,8 +95,8 @@ const render = defineCommand({
       if (args.json) printJson({ backend: name, profile });
       else process.stdout.write(profile);
     } else {
-      const { bwrapArgv } = await import("../lib/sandbox/bwrap.ts");
-      const argvOut = bwrapArgv(req, Bun.which("bwrap") ?? "bwrap");
+      const { bwrapPlan, renderArgs } = await import("../lib/sandbox/bwrap.ts");
+      const argvOut = renderArgs(bwrapPlan(req, Bun.which("bwrap") ?? "bwrap"));
       if (args.json) printJson({ backend: name, argv: argvOut });
       else console.log(shellLine(argvOut));
     }
@@ -130,19 +127,13 @@ const exec = defineCommand({
     const cell = realpathSync(resolve(args.cell ?? process.cwd()));
     const policy = resolvePolicyPaths(complete(args.policy ? readPolicyFile(args.policy) : undefined));
     const req = request(policy, cell, argv);
-    let plan = {
-      argv,
-      env: { ...process.env } as Record<string, string>,
-      cwd: cell,
-      files: [] as { path: string; content: string }[],
-      dirs: [] as string[],
-    };
+    let plan: SpawnPlan = noneBackend.plan(req);
     if (mode !== "disabled") {
       const backend = platformBackend();
       const probe = backend
         ? await backend.probe()
         : { ok: false, message: `no sandbox backend for ${process.platform}`, hint: undefined };
-      if (backend && probe.ok) plan = { files: [], dirs: [], ...backend.plan(req) };
+      if (backend && probe.ok) plan = backend.plan(req);
       else if (mode === "enforced") {
         throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
           hint: probe.hint ?? "run `planter sandbox check`",
@@ -150,9 +141,11 @@ const exec = defineCommand({
       } else process.stderr.write(`sandbox: warning: running unsandboxed (${probe.message})\n`);
     }
     try {
+      mkdirSync(req.scratch, { recursive: true, mode: 0o700 });
+      if (req.identity) chownSync(req.scratch, req.identity.uid, req.identity.gid);
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      const p = Bun.spawn(plan.argv, { cwd: plan.cwd, env: plan.env, stdio: ["inherit", "inherit", "inherit"] });
+      const p = spawnPlan(plan, req.identity, req.scratch, ["inherit", "inherit", "inherit"]);
       const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
       process.on("SIGINT", forward("SIGINT"));
       process.on("SIGTERM", forward("SIGTERM"));

@@ -134,6 +134,26 @@ export interface Job {
   sandbox: { mode: SandboxMode; backend: string; fallback: boolean; policy: EffectivePolicy | null };
   kill: { signal: string; force: boolean; requested_at: string } | null;
   request_ref: string | null;
+  /** Who the job ran as on the host; null before it started. */
+  run_as: RunAs | null;
+  /** What the workspace review set aside after the job (git hooks, tool config it added or changed). */
+  workspace: WorkspaceFinding[];
+}
+
+/** The host identity a job ran as. */
+export interface RunAs {
+  uid: number | null;
+  gid: number | null;
+  user: string | null;
+}
+
+/** One thing a job added or changed in its cell that the host would execute, and where it was set aside. */
+export interface WorkspaceFinding {
+  path: string;
+  kind: string;
+  detail: string;
+  saved_as: string;
+  restored: boolean;
 }
 
 export const ENFORCEMENTS = ["monitor", "cgroup v2"] as const;
@@ -157,6 +177,8 @@ export interface Cell {
   limits: Limits;
   sandbox: SandboxSpec;
   created_at: string;
+  /** The uid the cell belongs to; null for cells made before owners were kept. */
+  owner_uid: number | null;
   jobs: { running: number; total: number };
 }
 

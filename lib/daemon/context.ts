@@ -6,6 +6,7 @@ import type { Supervisor } from "../jobs/supervisor.ts";
 import { GrowthWatch } from "../logs/read.ts";
 import type { Paths } from "../paths.ts";
 import type { Backend, Probe } from "../sandbox/backend.ts";
+import type { Identity } from "../sandbox/identity.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
 
@@ -64,6 +65,11 @@ export class Context {
   readonly denials = new DenialLog();
   /** Requests being handled right now (set by the server; reported by /v1/ready). */
   inflight: () => number = () => 0;
+  /** Who a root peer's jobs run as (planterd root only), and why it is a fallback when it is one. */
+  rootPeer: { identity: Identity; fallback: string | null } = {
+    identity: { uid: 65534, gid: 65534, groups: [], user: "nobody", home: null },
+    fallback: null,
+  };
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

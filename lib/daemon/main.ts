@@ -4,6 +4,7 @@ import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
 import { Supervisor } from "../jobs/supervisor.ts";
 import { type Paths, resolvePaths, SOCKET_PATH_MAX, socketDir, stateFiles } from "../paths.ts";
+import { rootPeerIdentity } from "../sandbox/identity.ts";
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
 import { lockStateDir } from "../state/lock.ts";
@@ -105,6 +106,10 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     const ctx = new Context(db, config, paths, streamId(db), BUILD.version);
     ctx.supervisor = new Supervisor(ctx);
     ctx.sandbox = await probePlatform();
+    if (process.getuid?.() === 0) {
+      ctx.rootPeer = rootPeerIdentity(config.jobs.root_peer_user);
+      if (ctx.rootPeer.fallback) log(`warning: ${ctx.rootPeer.fallback}`);
+    }
     const adopted = ctx.supervisor.adoptAll();
     ensureCell(ctx, config.jobs.default_cell);
 

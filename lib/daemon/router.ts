@@ -2,6 +2,7 @@
 import type { IncomingMessage } from "node:http";
 import { PlanterError } from "../api/errors.ts";
 import type { Context } from "./context.ts";
+import type { Peer } from "./peer.ts";
 
 /** What a handler sees of a request. */
 export interface Req {
@@ -14,6 +15,8 @@ export interface Req {
   signal: AbortSignal;
   /** Audit fields recorded with events of mutating requests. */
   audit: Record<string, unknown>;
+  /** Who sent it (null where peer credentials are not available). */
+  peer: Peer | null;
 }
 
 /** A handler's answer: one JSON value, or a stream of JSON lines. */

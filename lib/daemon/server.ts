@@ -197,6 +197,7 @@ export class ApiServer {
         body,
         signal: abort.signal,
         audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
+        peer,
       };
       const reply = await route.handler(this.ctx, r);
       await this.send(res, reply, abort.signal);

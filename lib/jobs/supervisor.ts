@@ -155,7 +155,7 @@ export class Supervisor {
         ? { uid: where.identity.uid, gid: where.identity.gid, user: where.identity.user }
         : { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user: userInfoName() };
       this.ctx.write((ev) => {
-        markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup);
+        markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
         ev.push({
           kind: "job.started",
           subject: `job/${job.id}`,

@@ -2,11 +2,11 @@
  * Sandbox policies: what a job may reach. Set per cell; a job may narrow its cell's policy,
  * never widen it. Paths are literal (no globs) and resolved through symlinks before use.
  */
-import { existsSync, readFileSync, realpathSync } from "node:fs";
-import { isAbsolute, relative } from "node:path";
+import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
+import { canonical, unsafeBind, within } from "./paths.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -75,17 +75,20 @@ export function complete(p: Policy | undefined, base: EffectivePolicy = DEFAULT_
   };
 }
 
-/** True when `child` is `parent` or lies below it. */
-export function within(child: string, parent: string): boolean {
-  const r = relative(parent, child);
-  return r === "" || (!r.startsWith("..") && !isAbsolute(r));
-}
+export { within } from "./paths.ts";
 
 /**
- * The job's effective policy: the cell's, narrowed by the job's. Anything that would widen the
- * cell's policy is refused with E_BAD_REQUEST and a hint.
+ * The job's effective policy: the cell's, narrowed by the job's. Both must already be resolved
+ * (`resolvePolicy`), so narrowing compares canonical paths. Anything that would widen the cell's
+ * policy is refused with E_BAD_REQUEST and a hint. `visible` tells whether the cell's sandbox
+ * shows a path at all (a job's `read_only` may not name one it hides).
  */
-export function narrow(cell: EffectivePolicy, job: Policy | undefined, cellDir: string): EffectivePolicy {
+export function narrow(
+  cell: EffectivePolicy,
+  job: Policy | undefined,
+  cellDir: string,
+  visible: (path: string) => boolean = () => true,
+): EffectivePolicy {
   if (!job) return cell;
   const widen = (what: string, hint: string) =>
     badRequest(
@@ -98,10 +101,20 @@ export function narrow(cell: EffectivePolicy, job: Policy | undefined, cellDir: 
   if (job.network === "host" && cell.network === "none") {
     throw widen("network host on a cell without network", 'give the cell network = "host"');
   }
+  if (job.workspace_config === "allow" && cell.workspace_config === "protect") {
+    throw widen("workspace_config allow on a protecting cell", 'give the cell workspace_config = "allow"');
+  }
   const fsMode = job.fs_mode ?? cell.fs_mode;
   for (const p of job.read_write ?? []) {
     const ok = cell.read_write.some((c) => within(p, c)) || (cell.fs_mode === "writable" && within(p, cellDir));
     if (!ok) throw widen(`read_write ${p} is not writable in the cell`, "add it to the cell's read_write");
+  }
+  for (const p of job.read_only ?? []) {
+    if (!visible(p)) throw widen(`read_only ${p} is hidden in the cell`, "add it to the cell's read_only");
+  }
+  for (const p of job.unix_sockets ?? []) {
+    if (!cell.unix_sockets.includes(p))
+      throw widen(`unix_sockets ${p} is not allowed by the cell`, "add it to the cell's unix_sockets");
   }
   for (const name of job.env?.pass ?? []) {
     if (!cell.env.pass.includes(name))
@@ -113,32 +126,63 @@ export function narrow(cell: EffectivePolicy, job: Policy | undefined, cellDir: 
     read_write: job.read_write ?? cell.read_write,
     read_only: [...new Set([...cell.read_only, ...(job.read_only ?? [])])],
     deny: [...new Set([...cell.deny, ...(job.deny ?? [])])],
+    unix_sockets: job.unix_sockets ?? cell.unix_sockets,
+    workspace_config: job.workspace_config ?? cell.workspace_config,
     env: { pass: job.env?.pass ?? cell.env.pass, set: { ...cell.env.set, ...(job.env?.set ?? {}) } },
   };
 }
 
 /**
- * Resolve every path through symlinks. A read_write or read_only path must exist; a deny path
- * that does not exist is dropped (there is nothing to hide).
+ * Resolve every path to its canonical form (symlinks, `..`, trailing slashes). A read_write,
+ * read_only or unix_sockets path must exist; a deny path that does not exist is dropped (there
+ * is nothing to hide).
  */
+export function resolvePolicy<P extends Policy>(p: P): P {
+  const must = (path: string, field: string) => canonical(path, `sandbox ${field} path`);
+  const out = { ...p };
+  if (p.read_write) out.read_write = p.read_write.map((x) => must(x, "read_write"));
+  if (p.read_only) out.read_only = p.read_only.map((x) => must(x, "read_only"));
+  if (p.unix_sockets) out.unix_sockets = p.unix_sockets.map((x) => must(x, "unix_sockets"));
+  if (p.deny) out.deny = p.deny.filter((x) => existsSync(x)).map((x) => realpathSync(x));
+  return out;
+}
+
+/** `resolvePolicy` for a complete policy. */
 export function resolvePolicyPaths(p: EffectivePolicy): EffectivePolicy {
-  const must = (path: string, field: string) => {
-    if (!existsSync(path))
-      throw badRequest(`sandbox ${field} path ${path} does not exist`, "create it, or remove it from the policy");
-    return realpathSync(path);
-  };
-  return {
-    ...p,
-    read_write: p.read_write.map((x) => must(x, "read_write")),
-    read_only: p.read_only.map((x) => must(x, "read_only")),
-    deny: p.deny.filter((x) => existsSync(x)).map((x) => realpathSync(x)),
-  };
+  return resolvePolicy(p as Policy) as EffectivePolicy;
 }
 
 /**
- * Whether `path` exists inside a sandbox built from `p`: binds (cell, read_write, read_only)
- * show it; otherwise a private /tmp (bwrap), the protected paths and deny paths hide it; the rest
- * of the host is visible read-only.
+ * Why a resolved policy is unsafe, or null: a bind over planter's own paths, a writable system
+ * directory, a unix socket path that is no socket, a denied file with other hard links (the job
+ * could read it through them).
+ */
+export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | null {
+  for (const [list, write] of [
+    [p.read_write, true],
+    [p.read_only, false],
+    [p.unix_sockets, false],
+  ] as const) {
+    for (const x of list) {
+      const why = unsafeBind(x, write, { protect });
+      if (why) return `sandbox path ${x}: ${why}`;
+    }
+  }
+  for (const x of p.unix_sockets) {
+    if (!lstatSync(x).isSocket()) return `sandbox unix_sockets path ${x} is not a Unix socket`;
+  }
+  for (const x of p.deny) {
+    const st = lstatSync(x);
+    if (st.isFile() && st.nlink > 1) {
+      return `sandbox deny path ${x} has ${st.nlink - 1} other hard link(s), through which a job could still read it`;
+    }
+  }
+  return null;
+}
+
+/**
+ * Whether `path` exists inside a sandbox built from `p` (bwrap's view, without the homes and
+ * credentials hiding that needs a launch context): kept for `sandbox render` and tests.
  */
 export function visibleInside(
   path: string,
@@ -148,8 +192,6 @@ export function visibleInside(
   privateTmp: boolean,
 ): boolean {
   const bound = [cellDir, ...p.read_write, ...p.read_only];
-  // The mount order of bwrapArgv: deny paths last; a protected path stays hidden except where a
-  // bind lies inside it (a managed cell dir in the state dir); binds over a private /tmp show.
   if (p.deny.some((d) => within(path, d))) return false;
   const guard = protect.find((g) => within(path, g));
   if (guard) return bound.some((b) => within(path, b) && within(b, guard) && b !== guard);

@@ -13,6 +13,8 @@ export interface CellRow {
   limits: Limits;
   sandbox: SandboxSpec;
   created_at: number;
+  /** The uid the cell belongs to (its jobs run as it for a root peer); null: before owners were kept. */
+  owner_uid: number | null;
 }
 
 interface RawCell {
@@ -23,6 +25,7 @@ interface RawCell {
   limits: string;
   sandbox: string;
   created_at: number;
+  owner_uid: number | null;
 }
 
 const LimitsLoose = v.looseObject(Limits.entries);
@@ -38,6 +41,7 @@ function decode(r: RawCell): CellRow {
     limits: jsonColumn(LimitsLoose, r.limits, `${where} limits`),
     sandbox: jsonColumn(SandboxLoose, r.sandbox, `${where} sandbox`),
     created_at: r.created_at,
+    owner_uid: r.owner_uid ?? null,
   };
 }
 
@@ -51,7 +55,9 @@ export function listCells(db: Database): CellRow[] {
 }
 
 export function insertCell(db: Database, c: CellRow): void {
-  db.query("INSERT INTO cells (name, dir, managed, env, limits, sandbox, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)").run(
+  db.query(
+    "INSERT INTO cells (name, dir, managed, env, limits, sandbox, created_at, owner_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+  ).run(
     c.name,
     c.dir,
     c.managed ? 1 : 0,
@@ -59,6 +65,7 @@ export function insertCell(db: Database, c: CellRow): void {
     JSON.stringify(c.limits),
     JSON.stringify(c.sandbox),
     c.created_at,
+    c.owner_uid,
   );
 }
 
@@ -84,6 +91,7 @@ export function cellView(db: Database, c: CellRow): Cell {
     limits: c.limits,
     sandbox: c.sandbox,
     created_at: new Date(c.created_at).toISOString(),
+    owner_uid: c.owner_uid,
     jobs: jobCounts(db, c.name),
   };
 }

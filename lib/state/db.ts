@@ -98,6 +98,15 @@ export const MIGRATIONS: Migration[] = [
         PRIMARY KEY (kind, legacy_id))`);
     },
   },
+  {
+    version: 5,
+    name: "containment: each cell's owner, who each job ran as, what the workspace review set aside",
+    up: (db) => {
+      db.run("ALTER TABLE cells ADD COLUMN owner_uid INTEGER");
+      db.run("ALTER TABLE jobs ADD COLUMN run_as TEXT");
+      db.run("ALTER TABLE jobs ADD COLUMN workspace TEXT");
+    },
+  },
 ];
 
 /** The schema version this build writes. */

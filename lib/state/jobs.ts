@@ -8,7 +8,9 @@ import {
   type JobState,
   Limits,
   type Reason,
+  type RunAs,
   type SandboxMode,
+  type WorkspaceFinding,
 } from "../api/contract.ts";
 import type { EffectivePolicy } from "../sandbox/policy.ts";
 import { AnyRecord, jsonColumn, StringArray, StringRecord } from "./json.ts";
@@ -46,6 +48,8 @@ export interface JobRow {
   cgroup: string | null;
   limit_hit: LimitHit | null;
   log_truncated: boolean;
+  run_as: RunAs | null;
+  workspace: WorkspaceFinding[];
 }
 
 const LogSizesSchema = v.object({ stdout: v.number(), stderr: v.number() });
@@ -62,8 +66,19 @@ export type LimitHit = v.InferOutput<typeof LimitHit>;
 
 type RawJob = Omit<
   JobRow,
-  "argv" | "env" | "limits" | "sandbox_fallback" | "kill_force" | "sandbox_policy" | "limit_hit" | "log_truncated"
+  | "argv"
+  | "env"
+  | "limits"
+  | "sandbox_fallback"
+  | "kill_force"
+  | "sandbox_policy"
+  | "limit_hit"
+  | "log_truncated"
+  | "run_as"
+  | "workspace"
 > & {
+  run_as: string | null;
+  workspace: string | null;
   sandbox_policy: string | null;
   argv: string;
   env: string;
@@ -84,15 +99,23 @@ function decode(r: RawJob): JobRow {
     argv: jsonColumn(StringArray, r.argv, `${where} argv`),
     env: jsonColumn(StringRecord, r.env, `${where} env`),
     limits: jsonColumn(LimitsLoose, r.limits, `${where} limits`),
-    sandbox_policy:
-      r.sandbox_policy === null
-        ? null
-        : (jsonColumn(AnyRecord, r.sandbox_policy, `${where} sandbox_policy`) as unknown as EffectivePolicy),
     sandbox_fallback: r.sandbox_fallback === 1,
     kill_force: r.kill_force === 1,
     enforcement: isEnforcement(r.enforcement) ? r.enforcement : null,
     limit_hit: r.limit_hit === null ? null : jsonColumn(LimitHit, r.limit_hit, `${where} limit_hit`),
     log_truncated: r.log_truncated === 1,
+    run_as: r.run_as ? (jsonColumn(AnyRecord, r.run_as, `${where} run_as`) as unknown as RunAs) : null,
+    workspace: r.workspace
+      ? (jsonColumn(v.array(AnyRecord), r.workspace, `${where} workspace`) as unknown as WorkspaceFinding[])
+      : [],
+    sandbox_policy:
+      r.sandbox_policy === null
+        ? null
+        : ({
+            unix_sockets: [],
+            workspace_config: "protect",
+            ...jsonColumn(AnyRecord, r.sandbox_policy, `${where} sandbox_policy`),
+          } as unknown as EffectivePolicy),
   };
 }
 
@@ -185,11 +208,17 @@ export function markRunning(
   at: number,
   enforcement: Enforcement = "monitor",
   cgroup: string | null = null,
+  runAs: RunAs | null = null,
 ): void {
   db.query(
-    `UPDATE jobs SET state = 'running', pid = ?, start_time = ?, sandbox_fallback = ?, started_at = ?, enforcement = ?, cgroup = ?
+    `UPDATE jobs SET state = 'running', pid = ?, start_time = ?, sandbox_fallback = ?, started_at = ?, enforcement = ?, cgroup = ?, run_as = ?
      WHERE id = ? AND state = 'pending'`,
-  ).run(pid, startTime, fallback ? 1 : 0, at, enforcement, cgroup, id);
+  ).run(pid, startTime, fallback ? 1 : 0, at, enforcement, cgroup, runAs ? JSON.stringify(runAs) : null, id);
+}
+
+/** Record what the workspace review set aside after a job. */
+export function markWorkspace(db: Database, id: string, findings: WorkspaceFinding[]): void {
+  db.query("UPDATE jobs SET workspace = ? WHERE id = ?").run(JSON.stringify(findings), id);
 }
 
 /** Record the limit a running job exceeded; the first one recorded stays. Returns false otherwise. */
@@ -284,5 +313,7 @@ export function jobView(j: JobRow): Job {
             requested_at: new Date(j.kill_requested_at).toISOString(),
           },
     request_ref: j.request_ref,
+    run_as: j.run_as,
+    workspace: j.workspace,
   };
 }

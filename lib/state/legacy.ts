@@ -637,6 +637,7 @@ export function applyImport(db: Database, stateDir: string, tree: LegacyTree, pl
           limits: {},
           sandbox: {},
           created_at: cell.created_at_ms,
+          owner_uid: null,
         });
       }
       record.run("cell", cell.id, name, tree.root, now);

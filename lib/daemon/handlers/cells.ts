@@ -1,5 +1,5 @@
 /** Cells: create, list, show, remove. */
-import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
@@ -7,7 +7,11 @@ import { jobDir, stateFiles } from "../../paths.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
+import { overlaps, unsafeCellDir } from "../../sandbox/paths.ts";
+import { complete, resolvePolicyPaths, unsafePolicy } from "../../sandbox/policy.ts";
 import type { Context } from "../context.ts";
+import { checkCellAccess, daemonIsRoot, ownerFor, protectedPaths, realHomes } from "../launch.ts";
+import type { Peer } from "../peer.ts";
 import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
 import { checkMode } from "./jobs.ts";
 
@@ -37,13 +41,31 @@ export function requireCell(ctx: Context, name: string): CellRow {
   return cell;
 }
 
+/**
+ * The default cell of a peer: `[jobs] default_cell`, except that when planterd is root a
+ * non-root peer gets one of its own (`default-u<uid>`): cells belong to one user.
+ */
+export function defaultCellName(ctx: Context, peer: Peer | null): string {
+  const name = ctx.config.jobs.default_cell;
+  return daemonIsRoot() && peer && peer.uid !== 0 ? `${name}-u${peer.uid}`.slice(0, 63) : name;
+}
+
 /** Create a managed cell (its dir under the state dir) if it does not exist yet. */
-export function ensureCell(ctx: Context, name: string): CellRow {
+export function ensureCell(ctx: Context, name: string, peer: Peer | null = null): CellRow {
   const existing = getCell(ctx.db, name);
   if (existing) return existing;
   const dir = join(stateFiles(ctx.paths.stateDir).cells, name);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const cell: CellRow = { name, dir, managed: true, env: {}, limits: {}, sandbox: {}, created_at: Date.now() };
+  const cell: CellRow = {
+    name,
+    dir,
+    managed: true,
+    env: {},
+    limits: {},
+    sandbox: {},
+    created_at: Date.now(),
+    owner_uid: ownerFor(ctx, peer, null),
+  };
   ctx.write((ev) => {
     if (getCell(ctx.db, name)) return;
     insertCell(ctx.db, cell);
@@ -65,6 +87,12 @@ export function create(ctx: Context, req: Req): Reply {
     }
   }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
+  if (body.sandbox?.policy) {
+    // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
+    const p = resolvePolicyPaths(complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)));
+    const why = unsafePolicy(p, protectedPaths(ctx));
+    if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
+  }
   if (getCell(ctx.db, body.name)) {
     throw conflict(
       `cell ${JSON.stringify(body.name)} already exists`,
@@ -74,10 +102,20 @@ export function create(ctx: Context, req: Req): Reply {
   let dir: string;
   const managed = body.dir === undefined;
   if (body.dir !== undefined) {
-    dir = body.dir;
-    if (!existsSync(dir) || !statSync(dir).isDirectory()) {
-      throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is not an existing directory`, {
-        hint: `create it first: mkdir -p ${dir}`,
+    if (!existsSync(body.dir) || !statSync(body.dir).isDirectory()) {
+      throw new PlanterError("E_BAD_REQUEST", `cell dir ${body.dir} is not an existing directory`, {
+        hint: `create it first: mkdir -p ${body.dir}`,
+      });
+    }
+    // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
+    dir = realpathSync(body.dir);
+    const others = listCells(ctx.db).filter((c) => !c.managed).map((c) => c.dir);
+    const why =
+      unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() }) ??
+      (others.find((o) => overlaps(o, dir)) ? `it overlaps another cell's dir (${others.find((o) => overlaps(o, dir))})` : null);
+    if (why) {
+      throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is unsafe: ${why}`, {
+        hint: "use a project directory of its own (not /, a system dir, a home dir itself, planter's dirs or another cell's)",
       });
     }
   } else {
@@ -92,6 +130,7 @@ export function create(ctx: Context, req: Req): Reply {
     limits: body.limits ?? {},
     sandbox: body.sandbox ?? {},
     created_at: Date.now(),
+    owner_uid: ownerFor(ctx, req.peer, managed ? null : dir),
   };
   ctx.write((ev) => {
     insertCell(ctx.db, cell);
@@ -116,6 +155,7 @@ export async function remove(ctx: Context, req: Req): Promise<Reply> {
   allowQuery(req.query, ["force"]);
   const force = boolParam(req.query, "force");
   const cell = requireCell(ctx, req.params.name as string);
+  checkCellAccess(ctx, req.peer, cell);
   const live = liveJobs(ctx.db, cell.name);
   if (live.length && !force) {
     throw conflict(
@@ -156,5 +196,6 @@ export async function remove(ctx: Context, req: Req): Promise<Reply> {
   });
   for (const j of jobs) rmSync(jobDir(ctx.paths.stateDir, j.id), { recursive: true, force: true });
   if (cell.managed) rmSync(cell.dir, { recursive: true, force: true });
+  rmSync(join(ctx.paths.stateDir, "homes", cell.name), { recursive: true, force: true });
   return ok({ removed: cell.name, jobs_removed: jobs.length });
 }

@@ -11,25 +11,28 @@ import {
   type SandboxMode,
 } from "../../api/contract.ts";
 import { badRequest, conflict, notFound } from "../../api/errors.ts";
-import { jobDir, socketDir } from "../../paths.ts";
+import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
-import { effectiveMode } from "../../sandbox/backend.ts";
+import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
+import { canonical } from "../../sandbox/paths.ts";
 import {
   complete,
   type EffectivePolicy,
   narrow,
   type Policy,
+  resolvePolicy,
   resolvePolicyPaths,
-  visibleInside,
-  within,
+  unsafePolicy,
 } from "../../sandbox/policy.ts";
+import { sandboxView, visibleIn } from "../../sandbox/view.ts";
 import type { CellRow } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
+import { checkCellAccess, checkJobAccess, checkRequest, identityFor, launchContext, protectedPaths } from "../launch.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
-import { ensureCell, goneResult, requireCell } from "./cells.ts";
+import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
 
 /** The job, or E_NOT_FOUND with a hint. */
 export function requireJob(ctx: Context, id: string): JobRow {
@@ -49,12 +52,15 @@ export function jobEnv(
   id: string,
   cell: string,
   policy: EffectivePolicy | null,
+  home: string,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of [...ctx.config.jobs.env_pass, ...(policy?.env.pass ?? [])]) {
     const value = process.env[name];
     if (value !== undefined) env[name] = value;
   }
+  // The job's home is its cell's own, whatever planterd's is; --env HOME=… may still move it.
+  env.HOME = home;
   if (!env.PATH) env.PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   Object.assign(env, cellEnv, requested ?? {}, policy?.env.set ?? {});
   env.PLANTER_JOB_ID = id;
@@ -73,25 +79,20 @@ export function checkMode(ctx: Context, mode: SandboxMode, where: string): void 
   }
 }
 
-/** Paths a job must never reach: planter's state dir and its socket dir. */
-export function protectedPaths(ctx: Context): string[] {
-  return [ctx.paths.stateDir, socketDir(ctx.paths.socketPath)];
-}
-
-/** The job's effective policy (cell policy narrowed by the job's), checked and resolved. */
-export function effectivePolicy(ctx: Context, cell: CellRow, job: Policy | undefined): EffectivePolicy {
-  const base = complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy));
-  const p = resolvePolicyPaths(narrow(base, job, cell.dir));
-  for (const path of [...p.read_write, ...p.read_only]) {
-    for (const guard of protectedPaths(ctx)) {
-      if (within(path, guard) || within(guard, path)) {
-        throw badRequest(
-          `sandbox path ${path} would expose planter's own state or socket (${guard})`,
-          "jobs can never reach planterd; choose another path",
-        );
-      }
-    }
-  }
+/**
+ * The job's effective policy (cell policy narrowed by the job's), resolved to canonical paths
+ * first, then checked for safety. `visible` says what the cell's sandbox shows.
+ */
+export function effectivePolicy(
+  ctx: Context,
+  cell: CellRow,
+  job: Policy | undefined,
+  visible: (path: string) => boolean = () => true,
+): EffectivePolicy {
+  const base = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
+  const p = narrow(base, job ? resolvePolicy(job) : undefined, cell.dir, visible);
+  const why = unsafePolicy(p, protectedPaths(ctx));
+  if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
 }
 
@@ -107,16 +108,25 @@ export function create(ctx: Context, req: Req): Reply {
       throw goneResult(body.request_ref, `job ${prior}`);
     }
   }
-  const cellName = body.cell ?? ctx.config.jobs.default_cell;
-  const cell = cellName === ctx.config.jobs.default_cell ? ensureCell(ctx, cellName) : requireCell(ctx, cellName);
+  const defaultCell = defaultCellName(ctx, req.peer);
+  const cellName = body.cell ?? defaultCell;
+  const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
+  checkCellAccess(ctx, req.peer, cell);
   const id = newJobId();
+  const base = cell.sandbox.mode ?? ctx.defaultMode;
+  if (lowersMode(body.sandbox?.mode, base)) {
+    throw badRequest(
+      `sandbox mode ${body.sandbox?.mode} would lower the ${cell.sandbox.mode ? `cell ${cell.name}'s` : "default"} mode ${base}`,
+      "a job may raise its cell's sandbox mode, never lower it; use a cell created with the mode you need",
+    );
+  }
   const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
   checkMode(
     ctx,
     mode,
     body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
   );
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy);
+  const identity = identityFor(ctx, req.peer, cell);
   let backend: Backend = noneBackend;
   let fallback = false;
   let sandboxFailure: string | null = null;
@@ -129,14 +139,20 @@ export function create(ctx: Context, req: Req): Reply {
       sandboxFailure = `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`;
     }
   }
-  const cwd = body.cwd ?? cell.dir;
-  if (
-    policy &&
-    backend.name !== "none" &&
-    !visibleInside(cwd, policy, cell.dir, protectedPaths(ctx), backend.name === "bwrap")
-  ) {
+  const limits = { ...ctx.config.limits, ...cell.limits, ...body.limits };
+  const sandboxed = backend.name !== "none";
+  // The cell's own view decides what a job's read_only may name and whether the cwd exists.
+  const cellPolicy = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
+  const cellView = sandboxed
+    ? sandboxView(checkRequest(launchContext(ctx, cell, identity, cellPolicy, limits, false), cellPolicy, cell.dir))
+    : [];
+  const visible = (p: string) => !sandboxed || visibleIn(cellView, p, backend.name === "bwrap");
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible);
+  const where = launchContext(ctx, cell, identity, policy, limits, sandboxed);
+  const cwd = body.cwd ? canonical(body.cwd, "cwd") : where.cellDir;
+  if (policy && sandboxed && !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name === "bwrap")) {
     throw badRequest(
-      `cwd ${cwd} does not exist inside the job's sandbox`,
+      `cwd ${body.cwd} does not exist inside the job's sandbox`,
       "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
     );
   }
@@ -145,8 +161,8 @@ export function create(ctx: Context, req: Req): Reply {
     cell: cell.name,
     argv: body.argv,
     cwd,
-    env: jobEnv(ctx, cell.env, body.env, id, cell.name, policy),
-    limits: { ...ctx.config.limits, ...cell.limits, ...body.limits },
+    env: jobEnv(ctx, cell.env, body.env, id, cell.name, policy, where.home),
+    limits,
     sandbox_mode: mode,
     sandbox_policy: policy,
     backend: backend.name,
@@ -159,7 +175,14 @@ export function create(ctx: Context, req: Req): Reply {
     ev.push({
       kind: "job.created",
       subject: `job/${id}`,
-      data: { cell: cell.name, argv0: body.argv[0], sandbox_mode: mode, backend: backend.name, ...req.audit },
+      data: {
+        cell: cell.name,
+        argv0: body.argv[0],
+        sandbox_mode: mode,
+        backend: backend.name,
+        run_as: identity ? { uid: identity.uid, gid: identity.gid, user: identity.user } : null,
+        ...req.audit,
+      },
     });
     if (fallback) {
       ev.push({
@@ -179,7 +202,7 @@ export function create(ctx: Context, req: Req): Reply {
       at: Date.now(),
     });
   } else {
-    ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, cell.dir);
+    ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
   return ok(jobView(getJob(ctx.db, id) as JobRow), 201);
 }
@@ -214,7 +237,7 @@ export function show(ctx: Context, req: Req): Reply {
 export function kill(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
   const body = parseBody(KillRequest, req.body, "kill request");
-  requireJob(ctx, req.params.id as string);
+  checkJobAccess(ctx, req.peer, requireJob(ctx, req.params.id as string));
   const job = ctx.supervisor.kill(req.params.id as string, {
     signal: body.signal,
     force: body.force,
@@ -248,6 +271,7 @@ export async function wait(ctx: Context, req: Req): Promise<Reply> {
 export function remove(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
   const job = requireJob(ctx, req.params.id as string);
+  checkJobAccess(ctx, req.peer, job);
   if (!FINAL_STATES.has(job.state)) {
     throw conflict(`job ${job.id} is still ${job.state}`, `kill it first: planter job kill ${job.id}`);
   }

@@ -6,6 +6,7 @@ import { fileSize, readChunk } from "../../logs/read.ts";
 import { jobDir } from "../../paths.ts";
 import type { Context } from "../context.ts";
 import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
+import { checkJobAccess } from "../launch.ts";
 import { requireJob } from "./jobs.ts";
 
 export async function read(ctx: Context, req: Req): Promise<Reply> {
@@ -20,6 +21,7 @@ export async function read(ctx: Context, req: Req): Promise<Reply> {
   const waitMs = intParam(req.query, "wait_ms", ctx.config.logs.max_wait_ms, 0, 3_600_000);
   const id = req.params.id as string;
   let job = requireJob(ctx, id);
+  checkJobAccess(ctx, req.peer, job);
   const file = jobFiles(jobDir(ctx.paths.stateDir, id))[stream];
   let size = fileSize(file);
   if (offset > size && job.log_truncated && FINAL_STATES.has(job.state)) {

@@ -1,0 +1,182 @@
+/**
+ * Where and as whom a job runs: its identity (never host root), its cell's canonical dir and
+ * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
+ * snapshot the review compares against after the job.
+ */
+import { chownSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { dirname, join } from "node:path";
+import { PlanterError } from "../api/errors.ts";
+import type { LaunchContext } from "../jobs/supervisor.ts";
+import type { Peer } from "./peer.ts";
+import { socketDir, stateFiles } from "../paths.ts";
+import type { PlanRequest } from "../sandbox/backend.ts";
+import { type Identity, jobIdentity, parsePasswd } from "../sandbox/identity.ts";
+import { isSystemDir, overlaps, unsafeCellDir, within } from "../sandbox/paths.ts";
+import type { EffectivePolicy } from "../sandbox/policy.ts";
+import { snapshot } from "../sandbox/workspace.ts";
+import { type CellRow, getCell, listCells } from "../state/cells.ts";
+import type { JobRow } from "../state/jobs.ts";
+import type { Context } from "./context.ts";
+
+/** Whether planterd runs as root: then no job runs as this process's uid. */
+export const daemonIsRoot = () => process.getuid?.() === 0;
+
+/** planter's own paths: state dir, socket dir, config dir. */
+export function protectedPaths(ctx: Context): string[] {
+  const config = dirname(ctx.paths.configPath);
+  const out = [ctx.paths.stateDir, socketDir(ctx.paths.socketPath)];
+  // A config dir that is a system dir (/etc when the file is /etc/planter.toml) is not hidden whole.
+  if (!isSystemDir(config) && config !== "/") out.push(config);
+  return out;
+}
+
+/** Real home directories on this host (passwd entries with a home that is not a system dir). */
+export function realHomes(): string[] {
+  let text = "";
+  try {
+    text = readFileSync("/etc/passwd", "utf8");
+  } catch {
+    text = "";
+  }
+  const homes = new Set<string>();
+  for (const e of parsePasswd(text)) if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);
+  homes.add(homedir());
+  return [...homes];
+}
+
+/** The identity a job of `peer` in `cell` runs as; null in user mode (the daemon's own). */
+export function identityFor(ctx: Context, peer: Peer | null, cell: CellRow): Identity | null {
+  if (!daemonIsRoot()) return null;
+  return jobIdentity({ peer, cellOwner: cell.owner_uid, rootPeer: ctx.rootPeer.identity });
+}
+
+/** Who owns a new cell: a non-root peer itself; for root, a custom dir's non-root owner, else the job user. */
+export function ownerFor(ctx: Context, peer: Peer | null, dir: string | null): number | null {
+  if (!daemonIsRoot()) return process.getuid?.() ?? null;
+  if (peer && peer.uid !== 0) return peer.uid;
+  if (dir) {
+    const uid = lstatSync(dir).uid;
+    if (uid !== 0) return uid;
+  }
+  return ctx.rootPeer.identity.uid;
+}
+
+/**
+ * Refuse a peer acting on a cell it does not own (planterd root only): a member of group
+ * `planter` runs jobs in its own cells, never as another user.
+ */
+export function checkCellAccess(ctx: Context, peer: Peer | null, cell: CellRow): void {
+  if (!daemonIsRoot() || !peer || peer.uid === 0) return;
+  const owner = cell.owner_uid ?? ctx.rootPeer.identity.uid;
+  if (owner === peer.uid) return;
+  throw new PlanterError("E_UNAUTHORIZED_PEER", `cell ${cell.name} belongs to uid ${owner}, not to you (uid ${peer.uid})`, {
+    hint: "create a cell of your own: planter cell create NAME",
+  });
+}
+
+/**
+ * Refuse a peer acting on (killing, removing, reading the logs of) another user's job (planterd
+ * root only). Listing and status stay open to every allowed peer, like `ps`.
+ */
+export function checkJobAccess(ctx: Context, peer: Peer | null, job: JobRow): void {
+  if (!daemonIsRoot() || !peer || peer.uid === 0) return;
+  const owner = job.run_as?.uid ?? getCell(ctx.db, job.cell)?.owner_uid ?? ctx.rootPeer.identity.uid;
+  if (owner === peer.uid) return;
+  throw new PlanterError("E_UNAUTHORIZED_PEER", `job ${job.id} runs as uid ${owner}, not as you (uid ${peer.uid})`, {
+    hint: "only the job's own user (or root) may kill it, remove it or read its logs",
+  });
+}
+
+/** A cell dir checked again now (it may have been swapped for a symlink since the cell was made). */
+export function checkedCellDir(ctx: Context, cell: CellRow): string {
+  let real: string;
+  try {
+    real = lstatSync(cell.dir).isSymbolicLink() ? "" : cell.dir;
+  } catch {
+    real = "";
+  }
+  if (real !== cell.dir) {
+    throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${cell.dir} is missing or was replaced by a symlink`, {
+      hint: `check ${cell.dir}; remove the cell and create it again`,
+    });
+  }
+  const others = cell.managed ? [] : protectedPaths(ctx);
+  const why = cell.managed ? null : unsafeCellDir(cell.dir, { protect: others, homes: realHomes() });
+  if (why) throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${cell.dir} is unsafe: ${why}`);
+  return cell.dir;
+}
+
+/** The cell's private home (state/homes/NAME), made on first use and owned by the job's uid. */
+export function cellHome(ctx: Context, cell: CellRow, identity: Identity | null): string {
+  const home = join(ctx.paths.stateDir, "homes", cell.name);
+  mkdirSync(home, { recursive: true, mode: 0o700 });
+  if (identity) chownOwn(home, identity);
+  if (identity && cell.managed) chownOwn(cell.dir, identity);
+  return home;
+}
+
+function chownOwn(dir: string, id: Identity): void {
+  const st = lstatSync(dir);
+  if (st.isDirectory() && (st.uid !== id.uid || st.gid !== id.gid)) chownSync(dir, id.uid, id.gid);
+}
+
+/** Default size of a job's private /tmp when it has no memory limit. */
+export const DEFAULT_TMP_BYTES = 1024 * 1024 * 1024;
+
+/** Everything the supervisor needs to spawn a job in `cell`. */
+export function launchContext(
+  ctx: Context,
+  cell: CellRow,
+  identity: Identity | null,
+  policy: EffectivePolicy | null,
+  limits: { max_rss_bytes?: number },
+  sandboxed: boolean,
+): LaunchContext {
+  const cellDir = checkedCellDir(ctx, cell);
+  const home = cellHome(ctx, cell, identity);
+  const own = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/" && !isSystemDir(h));
+  const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
+  const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));
+  const otherCells = listCells(ctx.db)
+    .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
+    .map((c) => c.dir)
+    .filter((d) => !within(cellDir, d));
+  const protect =
+    sandboxed && policy?.workspace_config !== "allow" && policy?.fs_mode === "writable"
+      ? snapshot(cellDir, ctx.config.sandbox.workspace_config_extra)
+      : null;
+  return {
+    cellDir,
+    home,
+    protect: protectedPaths(ctx),
+    hiddenHomes: [...new Set(own)],
+    credentialHomes: [...new Set([...own, ...exposed])],
+    otherCells,
+    tmpBytes: limits.max_rss_bytes ?? ctx.config.sandbox.tmp_bytes ?? DEFAULT_TMP_BYTES,
+    identity,
+    workspace: protect,
+  };
+}
+
+/** A plan request for checks before launch (is the cwd visible?), from a launch context. */
+export function checkRequest(where: LaunchContext, policy: EffectivePolicy, cwd: string): PlanRequest {
+  return {
+    argv: ["true"],
+    env: {},
+    cwd,
+    cellDir: where.cellDir,
+    policy,
+    protect: where.protect,
+    home: where.home,
+    hiddenHomes: where.hiddenHomes,
+    credentialHomes: where.credentialHomes,
+    otherCells: where.otherCells,
+    workspaceReadOnly: [],
+    tmpBytes: where.tmpBytes,
+    jobDir: "/nonexistent",
+    scratch: "/nonexistent",
+    identity: where.identity,
+  };
+}
+
