@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits]` (all by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal]` (all by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -15,6 +15,7 @@ import { limitsBench } from "./limits.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
+import { terminalBench } from "./terminal.ts";
 
 const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   api: { run: apiBench, limitMs: 60_000 },
@@ -25,6 +26,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   sandbox: { run: sandboxBench, limitMs: 360_000 },
   authz: { run: authzBench, limitMs: 150_000 },
   limits: { run: limitsBench, limitMs: 150_000 },
+  terminal: { run: terminalBench, limitMs: 60_000 },
 };
 
 const wanted = process.argv.slice(2);
