@@ -12,6 +12,7 @@ import {
   jsonArg,
   parseCount,
   parseDuration,
+  rawArg,
   repeated,
   usage,
 } from "../lib/cli/args.ts";
@@ -19,7 +20,7 @@ import { allowRest, runCli } from "../lib/cli/main.ts";
 import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
 import { pathForTarget } from "../lib/cli/target.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
-import { copyLog, writeOut } from "../lib/logs/follow.ts";
+import { copyLog, jobOutput } from "../lib/logs/follow.ts";
 import { readPolicyFile } from "../lib/sandbox/policy.ts";
 
 const common = {
@@ -179,6 +180,7 @@ export const run = defineCommand({
     },
     cwd: { type: "string", description: "working directory (default: the cell's directory)", valueHint: "DIR" },
     detach: { type: "boolean", alias: "d", description: "print the job id and return without waiting" },
+    ...rawArg,
     sandbox: {
       type: "enum",
       options: ["disabled", "permissive", "enforced"],
@@ -225,7 +227,7 @@ export const run = defineCommand({
     try {
       const job = await api.createJob(body);
       ctrlC.attach(job.id);
-      return await attach(api, job);
+      return await attach(api, job, Boolean(args.raw));
     } finally {
       process.off("SIGINT", ctrlC.handler);
     }
@@ -270,17 +272,22 @@ class CtrlC {
   }
 }
 
-/** Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. */
-async function attach(api: ReturnType<typeof client>, job: Job): Promise<number> {
+/**
+ * Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. On a
+ * terminal the output goes through a TerminalFilter (README "Use") unless `raw`.
+ */
+async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): Promise<number> {
   if (job.state === "failed" && job.reason !== "exited") {
     throw new PlanterError("E_BAD_REQUEST", `job ${job.id} could not start (${job.reason}): ${job.message}`, {
       hint:
         job.reason === "sandbox_error" ? "see `planter sandbox check`, or run with --sandbox permissive" : undefined,
     }).withExit(passthroughCode(job));
   }
+  const out = jobOutput(process.stdout, raw);
+  const err = jobOutput(process.stderr, raw);
   await Promise.all([
-    copyLog(api, job.id, "stdout", 0, (d) => writeOut(process.stdout, d), { follow: true }),
-    copyLog(api, job.id, "stderr", 0, (d) => writeOut(process.stderr, d), { follow: true }),
+    copyLog(api, job.id, "stdout", 0, out.write, { follow: true }).then(out.end),
+    copyLog(api, job.id, "stderr", 0, err.write, { follow: true }).then(err.end),
   ]);
   const done = await api.getJob(job.id);
   if (done.state === "failed" && done.reason !== "exited")

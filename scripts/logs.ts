@@ -1,9 +1,9 @@
 #!/usr/bin/env bun
 /** `logs` / `planter logs`: read and follow a job's logs over the API. */
 import { defineCommand } from "citty";
-import { client, clientArgs, jsonArg, parseCount, usage } from "../lib/cli/args.ts";
+import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { copyLog, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
+import { copyLog, jobOutput, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
   meta: {
@@ -18,6 +18,7 @@ const logs = defineCommand({
     stderr: { type: "boolean", description: "read stderr instead of stdout" },
     offset: { type: "string", description: "start at this byte offset", valueHint: "N" },
     tail: { type: "string", alias: "n", description: "start at the last N lines", valueHint: "N" },
+    ...rawArg,
     ...clientArgs,
     ...jsonArg,
     verbose: { type: "boolean", description: "print stacks with errors" },
@@ -30,15 +31,20 @@ const logs = defineCommand({
     process.once("SIGINT", () => stop.abort());
     let offset = args.offset !== undefined ? parseCount(args.offset, "--offset") : 0;
     if (args.tail !== undefined) offset = await tailOffset(api, args.id, stream, parseCount(args.tail, "--tail"));
-    const write = args.json
-      ? async (d: Uint8Array) => {
-          const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
-          offset += d.length;
-          await writeOut(process.stdout, Buffer.from(`${JSON.stringify(line)}\n`));
+    // JSON carries the bytes in base64: never filtered.
+    const out = args.json
+      ? {
+          write: async (d: Uint8Array) => {
+            const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
+            offset += d.length;
+            await writeOut(process.stdout, Buffer.from(`${JSON.stringify(line)}\n`));
+          },
+          end: async () => undefined,
         }
-      : (d: Uint8Array) => writeOut(process.stdout, d);
+      : jobOutput(process.stdout, Boolean(args.raw));
     try {
-      await copyLog(api, args.id, stream, offset, write, { follow: Boolean(args.follow), signal: stop.signal });
+      await copyLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
+      await out.end();
     } catch (e) {
       if (stop.signal.aborted) return 0;
       throw e;

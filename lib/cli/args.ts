@@ -30,6 +30,14 @@ export const jsonArg = {
   json: { type: "boolean", description: "print JSON for scripts instead of text for people" },
 } as const satisfies Record<string, ArgDef>;
 
+/** --raw, on the commands that write a job's output (`run`, `logs`). */
+export const rawArg = {
+  raw: {
+    type: "boolean",
+    description: "write the job's bytes unfiltered, terminal control sequences included",
+  },
+} as const satisfies Record<string, ArgDef>;
+
 /** A client for the command's target: --socket, else --target / PLANTER_TARGET / config (see target.ts). */
 export function client(args: TargetArgs): Client {
   return targetClient(args);

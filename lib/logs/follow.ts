@@ -1,5 +1,6 @@
 /** Client side of logs: read or follow a stream from an offset, and find the offset of the last N lines. */
 import type { Client } from "../api/client.ts";
+import { TerminalFilter } from "../cli/terminal.ts";
 
 export type Stream = "stdout" | "stderr";
 
@@ -9,6 +10,20 @@ export function writeOut(out: NodeJS.WritableStream, data: Uint8Array): Promise<
     if (out.write(data)) resolve();
     else out.once("drain", () => resolve());
   });
+}
+
+/**
+ * Where a job's bytes go on `out`: through a TerminalFilter when `out` is a terminal and `raw`
+ * was not asked for, byte for byte otherwise (pipes and files get exactly what the job wrote).
+ */
+export function jobOutput(out: NodeJS.WriteStream, raw: boolean) {
+  const filter = raw || !out.isTTY ? null : new TerminalFilter();
+  const write = (d: Uint8Array) => (d.length ? writeOut(out, d) : Promise.resolve());
+  return {
+    write: (d: Uint8Array) => write(filter ? filter.push(d) : d),
+    /** What the filter still holds at the end of the stream. */
+    end: () => (filter ? write(filter.end()) : Promise.resolve()),
+  };
 }
 
 /**
