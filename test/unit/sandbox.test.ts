@@ -1,11 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
 import { bwrapArgv, bwrapFailure } from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, visibleInside, within } from "../../lib/sandbox/policy.ts";
-import { SeatbeltBackend, seatbeltProfile, variants } from "../../lib/sandbox/seatbelt.ts";
 
 const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
   argv: ["/usr/bin/make", "test"],
@@ -88,77 +87,6 @@ describe("bwrap argv", () => {
       expect(f.hint).toContain("apparmor_restrict_unprivileged_userns");
       rmSync(dir, { recursive: true });
     });
-  });
-});
-
-describe("seatbelt profile", () => {
-  test("deny by default, writes where the policy says, planter denied — as literal text", () => {
-    expect(
-      seatbeltProfile(
-        req({
-          cellDir: "/Users/u/cell",
-          home: "/Users/u",
-          protect: ["/Users/u/Library/Application Support/planter"],
-          scratch: "/tmp/planter-j-1",
-        }),
-      ),
-    ).toBe(
-      [
-        "(version 1)",
-        "(deny default)",
-        "(allow process-exec)",
-        "(allow process-fork)",
-        "(allow signal (target same-sandbox))",
-        "(allow sysctl-read)",
-        "(allow mach-lookup)",
-        "(allow ipc-posix-shm)",
-        "(allow file-read*)",
-        '(allow file-write* (subpath "/Users/u/cell") (subpath "/tmp/planter-j-1") (subpath "/private/tmp/planter-j-1") (literal "/dev/null") (literal "/dev/tty") (literal "/dev/zero") (literal "/dev/dtracehelper"))',
-        '(allow file-ioctl (literal "/dev/tty"))',
-        '(allow network* (local unix-socket (path-regex #"^/private/var/folders/")))',
-        `(deny file-write* (subpath "/Users/u/cell/.git/hooks") (subpath "/Users/u/cell/.git/config") ${[".bashrc", ".bash_profile", ".bash_login", ".bash_logout", ".profile", ".zshrc", ".zshenv", ".zprofile", ".zlogin", ".config/fish/config.fish"].map((f) => `(literal "/Users/u/${f}")`).join(" ")})`,
-        '(deny file-read* file-write* network* (subpath "/Users/u/Library/Application Support/planter"))',
-        "",
-      ].join("\n"),
-    );
-  });
-
-  test("host network, read_only cell and deny paths", () => {
-    const text = seatbeltProfile(
-      req({ policy: complete({ network: "host", fs_mode: "read_only", deny: ["/etc/secret"] }) }),
-    );
-    expect(text).toContain("(allow network*)\n");
-    expect(text).toContain('(deny file-write* (subpath "/work/cell"))');
-    expect(text).toContain('(subpath "/etc/secret") (subpath "/private/etc/secret"))');
-    expect(text).not.toContain('(allow file-write* (subpath "/work/cell")');
-  });
-
-  test("quotes are escaped and /private variants added", () => {
-    expect(variants("/var/x")).toEqual(["/var/x", "/private/var/x"]);
-    expect(variants("/Users/x")).toEqual(["/Users/x"]);
-    expect(seatbeltProfile(req({ cellDir: '/w/a"b' }))).toContain('(subpath "/w/a\\"b")');
-  });
-
-  test("sandbox-exec is invoked with -f PROFILE -- ARGV (recording shim)", async () => {
-    const dir = mkdtempSync("/tmp/pt-shim-");
-    const log = join(dir, "log");
-    const shim = join(import.meta.dir, "..", "shims", "sandbox-exec");
-    const backend = new SeatbeltBackend(shim);
-    const plan = backend.plan(
-      req({ argv: ["/bin/echo", "hi"], jobDir: dir, scratch: join(dir, "tmp"), cwd: dir, cellDir: dir }),
-    );
-    for (const f of plan.files ?? []) await Bun.write(f.path, f.content);
-    const p = Bun.spawn(plan.argv, { env: { ...plan.env, SHIM_LOG: log }, cwd: plan.cwd, stdout: "pipe" });
-    expect(await new Response(p.stdout).text()).toBe("hi\n");
-    expect(readFileSync(log, "utf8")).toBe(`-f\n${join(dir, "sandbox.sb")}\n--\n/bin/echo\nhi\n\n`);
-    expect(readFileSync(`${log}.profile`, "utf8")).toBe(
-      seatbeltProfile(
-        req({ argv: ["/bin/echo", "hi"], jobDir: dir, scratch: join(dir, "tmp"), cwd: dir, cellDir: dir }),
-      ),
-    );
-    expect(plan.env.TMPDIR).toBe(`${join(dir, "tmp")}/`);
-    expect((await backend.probe()).ok).toBe(true);
-    rmSync(dir, { recursive: true });
   });
 });
 
