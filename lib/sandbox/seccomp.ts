@@ -139,7 +139,7 @@ interface Libseccomp {
 
 let loaded: { lib: Libseccomp; version: string } | { error: string } | undefined;
 
-/** libseccomp through bun:ffi, opened once; every symbol used here exists since 2.4. */
+/** libseccomp through bun:ffi, opened once; every symbol used here exists since 2.3. */
 function libseccomp(): { lib: Libseccomp; version: string } | { error: string } {
   if (loaded) return loaded;
   try {
@@ -175,7 +175,7 @@ export function seccompSupport(): { ok: true; version: string } | { ok: false; m
   return { ok: true, version: l.version };
 }
 
-/** A syscall's number for libseccomp's rule API, NR_SCMP_ERROR when this libseccomp does not know it. */
+/** A syscall's number on one ABI (0: this machine's) per libseccomp; negative when that ABI lacks it or libseccomp does not know it. */
 export function syscallNumber(name: string, arch = 0): number {
   const l = libseccomp();
   if ("error" in l) throw new PlanterError("E_SANDBOX_UNAVAILABLE", l.error, { hint: HINT });
@@ -211,6 +211,7 @@ function build(opts: SeccompOptions): Uint8Array {
     for (const rule of seccompRules(opts)) {
       // The rule API takes the native number (a negative pseudo-number for syscalls only other ABIs
       // have, like socketcall) and maps it by name to each ABI of the filter, leaving out the ABIs without it.
+      // A name this libseccomp does not know (older than the syscall) cannot be filtered: skipped.
       const nr = syscallNumber(rule.syscall);
       if (nr === NR_SCMP_ERROR) continue;
       let cmp: Uint8Array | null = null;
@@ -233,10 +234,21 @@ function build(opts: SeccompOptions): Uint8Array {
 
 /** libseccomp 2.5 exports only to a file descriptor: an unlinked temp file, read back whole. */
 function exportBpf(ctx: number, lib: Libseccomp, fail: (what: string, rc: number) => Error): Uint8Array {
-  const dir = mkdtempSync(join(tmpdir(), "planter-seccomp-"));
-  const fd = openSync(join(dir, "filter.bpf"), "w+", 0o600);
+  let fd: number;
   try {
+    const dir = mkdtempSync(join(tmpdir(), "planter-seccomp-"));
+    fd = openSync(join(dir, "filter.bpf"), "w+", 0o600);
     rmSync(dir, { recursive: true });
+  } catch (e) {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      `cannot write the seccomp filter to ${tmpdir()}: ${(e as Error).message}`,
+      {
+        hint: "make TMPDIR a writable directory",
+      },
+    );
+  }
+  try {
     const rc = lib.seccomp_export_bpf(ctx, fd);
     if (rc < 0) throw fail("export the filter", rc);
     const bytes = new Uint8Array(fstatSync(fd).size);
