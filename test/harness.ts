@@ -1,5 +1,5 @@
 /** Test harness: a real planterd on a real socket in a temp PLANTER_HOME; waits on conditions, never on time. */
-import { mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
@@ -32,7 +32,10 @@ export async function waitFor<T>(cond: () => T | Promise<T>, what: string, ms = 
 
 /** A short temp dir (socket paths are limited to ~107 bytes). */
 export function tempHome(prefix = "pt"): string {
-  return mkdtempSync(`/tmp/${prefix}-`);
+  const home = mkdtempSync(`/tmp/${prefix}-`);
+  // A root planterd's jobs run as an unprivileged user, who must pass through to its cell.
+  chmodSync(home, 0o711);
+  return home;
 }
 
 /** Every daemon a test started: killed when the test process exits, even after a failed test. */

@@ -1,5 +1,6 @@
 /** planterd: open state, re-adopt jobs, serve the API until SIGTERM/SIGINT. */
-import { mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
 import { Supervisor } from "../jobs/supervisor.ts";
@@ -88,10 +89,19 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       },
     );
   }
+  // Nothing planterd creates is readable by others (the database, logs, job dirs)...
+  process.umask(0o077);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
   const files = stateFiles(paths.stateDir);
   mkdirSync(files.jobs, { recursive: true, mode: 0o700 });
   mkdirSync(files.cells, { recursive: true, mode: 0o700 });
+  mkdirSync(join(paths.stateDir, "homes"), { recursive: true, mode: 0o700 });
+  // ...but as root, a job's user must pass through the state dir to its own cell and home (bwrap
+  // resolves every bind source as that user): search permission only, no listing.
+  if (process.getuid?.() === 0) {
+    for (const d of [paths.stateDir, files.cells, join(paths.stateDir, "homes")]) chmodSync(d, 0o711);
+    for (const f of [files.db, `${files.db}-wal`, `${files.db}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+  }
   // One daemon per state dir (migrate takes the same lock).
   const unlock = lockStateDir(
     files.pidFile,

@@ -84,9 +84,9 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   };
   const ms: Mount[] = [];
   for (const x of req.protect) ms.push(...hide(x, "planter"));
-  for (const h of ["/home", "/root", ...req.hiddenHomes]) {
-    if (h !== "/" && !isSystemDir(h)) ms.push(...hide(h, "home"));
-  }
+  // Every real home is hidden: the homes' roots, and the job's and planterd's own wherever they are.
+  for (const h of ["/home", "/root", "/Users"]) ms.push(...hide(h, "home"));
+  for (const h of req.hiddenHomes) if (h !== "/" && !isSystemDir(h)) ms.push(...hide(h, "home"));
   for (const c of req.otherCells) ms.push(...hide(c, "other cell"));
   ms.push({ op: "bind", path: req.cellDir, write: p.fs_mode === "writable", why: "cell" });
   ms.push({ op: "bind", path: req.home, write: true, why: "cell home" });
