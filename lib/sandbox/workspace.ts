@@ -1,0 +1,1085 @@
+/**
+ * Tool configuration in a cell that the host's own programs execute: git (hooks, config keys that
+ * name commands, redirections to another git dir) and the project config of editors, agents and
+ * direnv. A job may write any of it, and the user's next `git status` or editor launch in that
+ * directory would run the job's command outside the sandbox. So: a snapshot before the job, read-only
+ * binds of what exists, and after the job a review that sets aside (renames, never deletes) what the
+ * job added or changed and writes the earlier version back.
+ *
+ * The review may run as root on a directory that a still-running job changes concurrently, so it
+ * never follows a symlink: directories are walked by their entries' own types, every directory it
+ * reads from or acts in is opened with O_NOFOLLOW and confirmed through /proc/self/fd to be the
+ * expected path inside the cell, and files are read, renamed and written through that descriptor.
+ * Names are handled as latin1 strings (one code unit per byte) so that a name that is not UTF-8
+ * still reaches the same file.
+ */
+import {
+  closeSync,
+  constants,
+  type Dirent,
+  fchmodSync,
+  fchownSync,
+  fstatSync,
+  lchownSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  readlinkSync,
+  readSync,
+  realpathSync,
+  renameSync,
+  symlinkSync,
+  writeSync,
+} from "node:fs";
+
+/** Tool configuration names protected in a cell (relative names matched at any depth). */
+export const WORKSPACE_CONFIG: readonly string[] = [
+  // editors
+  ".vscode",
+  ".idea",
+  ".zed",
+  ".devcontainer",
+  ".devcontainer.json",
+  ".exrc",
+  ".nvimrc",
+  ".nvim.lua",
+  ".dir-locals.el",
+  // coding agents
+  ".claude",
+  ".mcp.json",
+  ".cursor",
+  ".windsurf",
+  ".gemini",
+  ".codex",
+  ".continue",
+  ".kiro",
+  ".amazonq",
+  ".opencode",
+  "opencode.json",
+  ".aider.conf.yml",
+  // shell and git hook managers
+  ".envrc",
+  ".gitmodules",
+  ".pre-commit-config.yaml",
+  ".husky",
+  "lefthook.yml",
+  ".lefthook.yml",
+  "lefthook-local.yml",
+  ".lefthook-local.yml",
+  ".overcommit.yml",
+];
+
+/** What a watched entry is to the host. */
+export type FindingKind = "git-hook" | "git-config" | "git-redirect" | "tool-config";
+
+/** One thing a job added or changed that the host would execute, and where it was set aside. */
+export interface Finding {
+  /** The entry as the job left it (absolute). */
+  path: string;
+  kind: FindingKind;
+  detail: string;
+  /** Where it now is (absolute), or "" when it could not be set aside. */
+  saved_as: string;
+  /** Whether something safe was written back at `path`: the earlier version, or for a config the job created, a copy without its dangerous keys. */
+  restored: boolean;
+}
+
+/** One watched entry as the snapshot saw it. */
+export interface WatchedEntry {
+  kind: FindingKind;
+  type: "file" | "symlink";
+  size: number;
+  mtimeMs: number;
+  ctimeMs: number;
+  ino: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** The contents, base64 (regular files up to 64 KiB). */
+  data?: string;
+  /** A symlink's target. */
+  link?: string;
+}
+
+/** What a cell held before a job: enough to tell afterwards what the job added or changed. JSON-serialisable (stored in the job dir so a restarted daemon can still review). */
+export interface WorkspaceSnapshot {
+  version: 1;
+  /** The cell dir's real path. Every path here is a latin1 string: one code unit per byte of the name. */
+  cellDir: string;
+  /** The tool configuration names watched (WORKSPACE_CONFIG and the extra ones). */
+  config: string[];
+  /** Git dirs (a `.git` dir, a bare layout, a worktree's or submodule's git dir), relative; "" is the cell itself. */
+  gitDirs: string[];
+  /** Hook dirs named by `core.hooksPath` and config files named by `include.path` that lie in the cell, relative. */
+  derived: { hooks: string[]; configs: string[] };
+  /** Directories that could not be listed, relative. */
+  unlistable: string[];
+  /** What readOnlyPaths binds read-only, relative. */
+  protect: string[];
+  /** Watched entries by relative path. */
+  entries: Record<string, WatchedEntry>;
+}
+
+/** Contents kept in a snapshot (and so restorable) up to this size. */
+const KEEP_BYTES = 64 * 1024;
+/** A git config larger than this is not parsed, only judged changed or not. */
+const CONFIG_BYTES = 1024 * 1024;
+const QUARANTINE = ".planter-quarantine-";
+
+// ---------------------------------------------------------------- git config
+
+/** A key and its value as git reads them; value null is a key without `=` (boolean true). */
+export interface GitConfigEntry {
+  /** `section.key` or `section.subsection.key`: section and key lower-cased, subsection as written in quotes. */
+  name: string;
+  value: string | null;
+  line: number;
+}
+
+/** A parsed git config: its entries and the lines git would refuse. */
+export interface GitConfig {
+  entries: GitConfigEntry[];
+  bad: { line: number; text: string }[];
+}
+
+const isSpace = (c: string) => c === " " || c === "\t" || c === "\n" || c === "\r";
+const isAlpha = (c: string) => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z");
+const isKeyChar = (c: string) => isAlpha(c) || (c >= "0" && c <= "9") || c === "-";
+
+/** Parse git config text as git's config.c does; after a bad line, resume at the next one. */
+export function parseGitConfig(text: string): GitConfig {
+  // A parser that read any line differently from git would let a key through, so this follows
+  // git character by character rather than an ini grammar: a key may follow its section header on
+  // the same line, a backslash-newline continues a value, quotes and escapes, `#` and `;` comments.
+  // Git stops at a bad line and refuses the file; reading on finds every dangerous key to report.
+  let t = text;
+  if (t.startsWith("\uFEFF")) t = t.slice(1);
+  else if (t.startsWith("\xEF\xBB\xBF")) t = t.slice(3);
+  const entries: GitConfigEntry[] = [];
+  const badLines = new Set<number>();
+  let i = 0;
+  let line = 1;
+  let eof = false;
+  let newline = false;
+  const next = (): string => {
+    if (i >= t.length) {
+      eof = true;
+      newline = true;
+      return "\n";
+    }
+    let c = t[i++] as string;
+    if (c === "\r" && t[i] === "\n") {
+      i++;
+      c = "\n";
+    }
+    newline = c === "\n";
+    if (newline) line++;
+    return c;
+  };
+
+  const extendedHeader = (name: string, first: string): string | null => {
+    let c = first;
+    do {
+      if (c === "\n") return null;
+      c = next();
+    } while (isSpace(c));
+    if (c !== '"') return null;
+    let out = `${name}.`;
+    for (;;) {
+      let d = next();
+      if (d === "\n") return null;
+      if (d === '"') break;
+      if (d === "\\") {
+        d = next();
+        if (d === "\n") return null;
+      }
+      out += d;
+    }
+    return next() === "]" ? out : null;
+  };
+  const header = (): string | null => {
+    let name = "";
+    for (;;) {
+      const c = next();
+      if (eof) return null;
+      if (c === "]") return name.length ? name : null;
+      if (isSpace(c)) return extendedHeader(name, c);
+      if (!isKeyChar(c) && c !== ".") return null;
+      name += c.toLowerCase();
+    }
+  };
+  const value = (): string | null => {
+    let quote = false;
+    let comment = false;
+    let out = "";
+    let trim = 0;
+    for (;;) {
+      const c = next();
+      if (c === "\n") {
+        if (quote) return null;
+        return trim ? out.slice(0, trim) : out;
+      }
+      if (comment) continue;
+      if (isSpace(c) && !quote) {
+        if (!trim) trim = out.length;
+        if (out.length) out += c;
+        continue;
+      }
+      if (!quote && (c === ";" || c === "#")) {
+        comment = true;
+        continue;
+      }
+      trim = 0;
+      if (c === "\\") {
+        const d = next();
+        if (d === "\n") continue;
+        if (d === "t") out += "\t";
+        else if (d === "b") out += "\b";
+        else if (d === "n") out += "\n";
+        else if (d === "\\" || d === '"') out += d;
+        else return null;
+        continue;
+      }
+      if (c === '"') {
+        quote = !quote;
+        continue;
+      }
+      out += c;
+    }
+  };
+  const keyValue = (first: string): { key: string; value: string | null } | null => {
+    let key = first.toLowerCase();
+    let c: string;
+    for (;;) {
+      c = next();
+      if (eof || !isKeyChar(c)) break;
+      key += c.toLowerCase();
+    }
+    while (c === " " || c === "\t") c = next();
+    if (c === "\n") return { key, value: null };
+    if (c !== "=") return null;
+    const v = value();
+    return v === null ? null : { key, value: v };
+  };
+
+  let section: string | null = null;
+  let comment = false;
+  for (;;) {
+    const start = line;
+    const c = next();
+    if (c === "\n") {
+      if (eof) break;
+      comment = false;
+      continue;
+    }
+    if (comment || isSpace(c)) continue;
+    if (c === "#" || c === ";") {
+      comment = true;
+      continue;
+    }
+    let ok = true;
+    if (c === "[") {
+      section = header();
+      ok = section !== null;
+    } else if (!isAlpha(c)) {
+      ok = false;
+    } else {
+      const kv = keyValue(c);
+      // A key before any section (or after a bad header) is not one git would look up as meant.
+      ok = kv !== null && section !== null;
+      if (kv && section !== null) entries.push({ name: `${section}.${kv.key}`, value: kv.value, line: start });
+    }
+    if (!ok) {
+      badLines.add(start);
+      // Resume at the next line, unless the failure already consumed its newline.
+      comment = !newline;
+    }
+  }
+  const lines = t.split("\n");
+  const bad = [...badLines].map((n) => ({ line: n, text: (lines[n - 1] ?? "").replace(/\r$/, "") }));
+  return { entries, bad };
+}
+
+/** True when git would read `value` as a boolean (so a key that takes "bool or command" runs nothing). */
+function isBool(value: string | null): boolean {
+  return value === null || /^(true|false|yes|no|on|off|)$/i.test(value) || /^[-+]?[0-9]+[kmg]?$/i.test(value);
+}
+
+const CORE = new Set([
+  "fsmonitor",
+  "hookspath",
+  "sshcommand",
+  "editor",
+  "pager",
+  "askpass",
+  "gitproxy",
+  "worktree",
+  "alternaterefscommand",
+]);
+const SENDEMAIL = new Set(["sendmailcmd", "smtpserver", "tocmd", "cccmd", "headercmd"]);
+
+/**
+ * Whether git would run a command (or read config, hooks or a work tree from elsewhere) because of
+ * this key. Subsections are ignored where git needs one (`filter.x.clean`): a key git does not
+ * read is flagged rather than parsed for whether git reads it.
+ */
+function isDangerous(name: string, value: string | null): boolean {
+  const first = name.indexOf(".");
+  const last = name.lastIndexOf(".");
+  const section = name.slice(0, first);
+  const key = name.slice(last + 1);
+  const sub = first === last ? null : name.slice(first + 1, last);
+  const v = (value ?? "").trimStart();
+  switch (section) {
+    case "core":
+      return CORE.has(key) && !(key === "fsmonitor" && isBool(value));
+    case "sequence":
+      return key === "editor";
+    case "pager":
+      return !isBool(value);
+    case "credential":
+      return key === "helper";
+    case "gpg":
+      return key === "program" || key === "defaultkeycommand";
+    case "alias":
+      return v.startsWith("!");
+    case "filter":
+      return key === "clean" || key === "smudge" || key === "process";
+    case "diff":
+      return key === "textconv" || key === "command" || key === "external";
+    case "merge":
+      return key === "driver";
+    case "include":
+    case "includeif":
+      return key === "path";
+    case "uploadpack":
+      return key === "packobjectshook";
+    case "remote":
+      return (
+        key === "uploadpack" || key === "receivepack" || ((key === "url" || key === "pushurl") && /^ext::/i.test(v))
+      );
+    case "protocol":
+      // protocol.allow is the default for ext too; only an explicit "never" keeps ext:: off.
+      return key === "allow" && (sub === null || sub.toLowerCase() === "ext") && v.toLowerCase() !== "never";
+    case "difftool":
+    case "mergetool":
+    case "browser":
+    case "man":
+      return key === "cmd" || key === "path";
+    case "interactive":
+      return key === "difffilter";
+    case "sendemail":
+      return SENDEMAIL.has(key);
+    case "trailer":
+      return key === "command" || key === "cmd";
+    case "submodule":
+      return key === "update" && v.startsWith("!");
+    case "hook":
+      return true;
+    case "init":
+      return key === "templatedir";
+    case "guitool":
+      return key === "cmd";
+    case "imap":
+      return key === "tunnel";
+    case "instaweb":
+      return key === "httpd";
+    default:
+      return false;
+  }
+}
+
+/** Dangerous keys in a git config text (lower-cased `section.sub.key` names). An unparsable line counts as dangerous. */
+export function dangerousGitConfig(text: string): string[] {
+  const c = parseGitConfig(text);
+  const names = c.entries.filter((e) => isDangerous(e.name, e.value)).map((e) => e.name);
+  for (const b of c.bad) names.push(`(unparsable line ${b.line})`);
+  return [...new Set(names)];
+}
+
+/** Dangerous entries as comparable strings with display names: what "grew" is measured in. */
+function dangerousItems(c: GitConfig): { id: string; name: string }[] {
+  const items = c.entries
+    .filter((e) => isDangerous(e.name, e.value))
+    .map((e) => ({ id: `${e.name}\0${e.value ?? "\x01"}`, name: e.name }));
+  for (const b of c.bad) items.push({ id: `\0bad\0${b.text}`, name: `(unparsable line ${b.line})` });
+  return items;
+}
+
+/** Names of the dangerous entries of `after` that `before` does not have (as a multiset). */
+function addedDanger(before: GitConfig | null, after: GitConfig): string[] {
+  const had = new Map<string, number>();
+  for (const x of before ? dangerousItems(before) : []) had.set(x.id, (had.get(x.id) ?? 0) + 1);
+  const added: string[] = [];
+  for (const x of dangerousItems(after)) {
+    const n = had.get(x.id) ?? 0;
+    if (n > 0) had.set(x.id, n - 1);
+    else added.push(x.name);
+  }
+  return [...new Set(added)];
+}
+
+/** A value in quotes with git's escapes. */
+const quoteValue = (s: string) =>
+  `"${s.replace(/[\\"]/g, "\\$&").replace(/\n/g, "\\n").replace(/\t/g, "\\t").replaceAll("\b", "\\b")}"`;
+/** A subsection in quotes: there a backslash stands for the next character itself, so only \\ and " are escaped. */
+const quoteSub = (s: string) => `"${s.replace(/[\\"]/g, "\\$&")}"`;
+
+/** The harmless entries of a git config, rendered afresh: `[section "sub"]`, one quoted value a line. */
+export function harmlessGitConfig(text: string): string {
+  // Rendered rather than copied line by line, git reads exactly the entries judged here, whatever
+  // the original's quoting, continuations or comments did.
+  const out: string[] = [];
+  let current: string | null = null;
+  for (const e of parseGitConfig(text).entries) {
+    if (isDangerous(e.name, e.value)) continue;
+    const first = e.name.indexOf(".");
+    const last = e.name.lastIndexOf(".");
+    const head =
+      first === last
+        ? `[${e.name.slice(0, first)}]`
+        : `[${e.name.slice(0, first)} ${quoteSub(e.name.slice(first + 1, last))}]`;
+    if (head !== current) {
+      out.push(head);
+      current = head;
+    }
+    const key = e.name.slice(last + 1);
+    out.push(e.value === null ? `\t${key}` : `\t${key} = ${quoteValue(e.value)}`);
+  }
+  return out.length ? `${out.join("\n")}\n` : "";
+}
+
+// ---------------------------------------------------------------- scanning
+
+/** A path as the kernel wants it: the latin1 string's code units are the name's bytes. */
+const bytes = (p: string) => Buffer.from(p, "latin1");
+/** A latin1 path for people (UTF-8 names read back as such). */
+const shown = (p: string) => Buffer.from(p, "latin1").toString("utf8");
+const toLatin1 = (s: string) => Buffer.from(s, "utf8").toString("latin1");
+const LIST = { withFileTypes: true, encoding: "latin1" } as unknown as { withFileTypes: true };
+
+interface Scan {
+  root: string;
+  /** Real directories reached by the walk (through directories only, never a symlink). */
+  dirs: Set<string>;
+  gitDirs: Set<string>;
+  watched: Map<string, { kind: FindingKind; type: "file" | "symlink" }>;
+  protect: Set<string>;
+  unlistable: string[];
+}
+
+interface Names {
+  single: Set<string>;
+  /** Multi-segment names by their last segment. */
+  multi: Map<string, string[]>;
+}
+
+function configNames(list: readonly string[]): { all: string[]; names: Names } {
+  const all = [
+    ...new Set(
+      list.map((n) =>
+        toLatin1(n)
+          .replace(/^(\.\/)+/, "")
+          .replace(/\/+$/, ""),
+      ),
+    ),
+  ].filter(Boolean);
+  const names: Names = { single: new Set(), multi: new Map() };
+  for (const n of all) {
+    if (!n.includes("/")) {
+      names.single.add(n);
+      continue;
+    }
+    const last = n.slice(n.lastIndexOf("/") + 1);
+    names.multi.set(last, [...(names.multi.get(last) ?? []), n]);
+  }
+  return { all, names };
+}
+
+const relJoin = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
+const absOf = (root: string, rel: string) => (rel ? `${root === "/" ? "" : root}/${rel}` : root);
+const parentOf = (rel: string) => rel.slice(0, Math.max(0, rel.lastIndexOf("/")));
+const baseOf = (rel: string) => rel.slice(rel.lastIndexOf("/") + 1);
+
+/**
+ * Walk the cell once: find every git dir (`.git` dir, a directory with HEAD and objects/ + refs/ or
+ * a commondir file — what git itself accepts), the entries of each that make git run something, and
+ * the listed tool configuration. Nothing is skipped by name except a git dir's objects/.
+ */
+function scan(root: string, names: Names, derived: { hooks: string[]; configs: string[] }): Scan {
+  const s: Scan = {
+    root,
+    dirs: new Set(),
+    gitDirs: new Set(),
+    watched: new Map(),
+    protect: new Set(),
+    unlistable: [],
+  };
+  const hookDirs = new Set(derived.hooks);
+  const includes = new Set(derived.configs);
+  // An explicit stack: a job can nest directories deeper than any call stack.
+  const stack: { rel: string; tool: boolean; hooks: boolean }[] = [{ rel: "", tool: false, hooks: false }];
+  for (let top = stack.pop(); top; top = stack.pop()) {
+    const { rel, tool, hooks } = top;
+    let list: Dirent[];
+    try {
+      list = readdirSync(bytes(absOf(root, rel)), LIST);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EACCES" || code === "EPERM") s.unlistable.push(rel);
+      continue;
+    }
+    s.dirs.add(rel);
+    let head = false;
+    let objects = false;
+    let refs = false;
+    let commondir = false;
+    for (const e of list) {
+      if (e.name === "HEAD") head = !e.isDirectory();
+      else if (e.name === "objects") objects = true;
+      else if (e.name === "refs") refs = true;
+      else if (e.name === "commondir") commondir = true;
+    }
+    const gitDir = baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
+    if (gitDir) s.gitDirs.add(rel);
+    for (const e of list) {
+      const name = e.name;
+      const r = relJoin(rel, name);
+      const isDir = e.isDirectory();
+      const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
+      let kind: FindingKind | null = null;
+      let toolHere = tool;
+      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => r === n || r.endsWith(`/${n}`)))) {
+        toolHere = true;
+        if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
+      }
+      if (name === ".git" && !isDir) {
+        kind = type ? "git-redirect" : null;
+        if (type === "file") s.protect.add(r);
+      } else if (gitDir && (name === "config" || name === "config.worktree") && type) {
+        kind = "git-config";
+        if (type === "file") s.protect.add(r);
+      } else if (gitDir && name === "commondir" && type) {
+        kind = "git-redirect";
+        if (type === "file") s.protect.add(r);
+      } else if ((gitDir && name === "hooks") || hookDirs.has(r)) {
+        if (type === "symlink") kind = "git-hook";
+        if (isDir) s.protect.add(r);
+      } else if (gitDir && name === "info" && isDir) {
+        s.protect.add(r);
+      } else if (hooks && type && !name.endsWith(".sample")) {
+        kind = "git-hook";
+      } else if (includes.has(r) && type) {
+        kind = "git-config";
+        if (type === "file") s.protect.add(r);
+      } else if (toolHere && type) {
+        kind = "tool-config";
+      }
+      if (kind && type) s.watched.set(r, { kind, type });
+      if (!isDir) continue;
+      if (gitDir && name === "objects") {
+        // objects/ holds one file per object; only its alternates redirect anything.
+        const alt = `${r}/info/alternates`;
+        try {
+          const st = lstatSync(bytes(absOf(root, alt)));
+          if (st.isFile() || st.isSymbolicLink()) {
+            s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
+          }
+        } catch {
+          // no alternates
+        }
+        continue;
+      }
+      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(r) });
+    }
+  }
+  return s;
+}
+
+// ---------------------------------------------------------------- checked access
+
+/** Open a directory of the cell without following symlinks, and only if it is still where expected. */
+function openDir(root: string, rel: string): number | null {
+  const abs = absOf(root, rel);
+  let fd: number;
+  try {
+    fd = openSync(bytes(abs), constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+  } catch {
+    return null;
+  }
+  try {
+    // O_NOFOLLOW covers the last component only; the descriptor's own path covers the rest.
+    if ((readlinkSync(`/proc/self/fd/${fd}`, { encoding: "latin1" }) as string) === abs) return fd;
+  } catch {
+    // fall through
+  }
+  closeSync(fd);
+  return null;
+}
+
+const at = (fd: number, name: string) => bytes(`/proc/self/fd/${fd}/${name}`);
+
+type Read =
+  | { ok: true; data: Buffer }
+  | { ok: false; why: "moved" | "gone" | "not-file" | "large" }
+  | { ok: true; link: string };
+
+/** Read a file (up to `max` bytes) or a symlink's target, in a checked directory. */
+function readEntry(root: string, rel: string, max: number): Read {
+  const dfd = openDir(root, parentOf(rel));
+  if (dfd === null) return { ok: false, why: "moved" };
+  try {
+    return readAt(dfd, baseOf(rel), max);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+function readAt(dfd: number, name: string, max: number): Read {
+  let fd: number;
+  try {
+    // O_NONBLOCK: a FIFO planted under a watched name must not hang the daemon.
+    fd = openSync(at(dfd, name), constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") {
+      try {
+        return { ok: true, link: readlinkSync(at(dfd, name), { encoding: "latin1" }) as string };
+      } catch {
+        return { ok: false, why: "gone" };
+      }
+    }
+    return { ok: false, why: code === "ENOENT" ? "gone" : "not-file" };
+  }
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { ok: false, why: "not-file" };
+    if (st.size > max) return { ok: false, why: "large" };
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (;;) {
+      const k = readSync(fd, buf, n, buf.length - n, null);
+      if (k <= 0) break;
+      n += k;
+      if (n > max) return { ok: false, why: "large" };
+    }
+    return { ok: true, data: buf.subarray(0, n) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function lstatIn(root: string, rel: string) {
+  try {
+    return lstatSync(bytes(absOf(root, rel)));
+  } catch {
+    return null;
+  }
+}
+
+// ---------------------------------------------------------------- derived watches
+
+/**
+ * Hook dirs and config files that the existing configs point into the cell (`core.hooksPath`,
+ * `include.path`, `includeIf.*.path`): they run or are read like a git dir's own, so they are
+ * watched the same way. Relative values resolve as git does (include: from the config's directory;
+ * hooksPath: from where hooks run, the work tree or the git dir; both are taken).
+ */
+function derive(root: string, gitDir: string, configRel: string, text: string): { hooks: string[]; configs: string[] } {
+  const out = { hooks: [] as string[], configs: [] as string[] };
+  const inCell = (from: string, p: string): string | null => {
+    if (p.startsWith("~") || p.startsWith("%(prefix)")) return null;
+    const parts = p.startsWith("/") ? null : [...(from ? from.split("/") : [])];
+    let cur: string[];
+    let rest: string[];
+    if (parts === null) {
+      const pre = root === "/" ? "" : root;
+      if (p !== root && !p.startsWith(`${pre}/`)) return null;
+      cur = [];
+      rest = p.slice(pre.length + 1).split("/");
+    } else {
+      cur = parts;
+      rest = p.split("/");
+    }
+    for (const x of rest) {
+      if (x === "" || x === ".") continue;
+      if (x === "..") {
+        if (cur.length === 0) return null;
+        cur.pop();
+      } else cur.push(x);
+    }
+    return cur.length ? cur.join("/") : null;
+  };
+  const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+  for (const e of parseGitConfig(text).entries) {
+    if (e.value === null) continue;
+    const key = e.name.slice(e.name.lastIndexOf(".") + 1);
+    const section = e.name.slice(0, e.name.indexOf("."));
+    if (e.name === "core.hookspath") {
+      for (const from of new Set([worktree, gitDir])) {
+        const r = inCell(from, e.value);
+        if (r !== null) out.hooks.push(r);
+      }
+    } else if ((section === "include" || section === "includeif") && key === "path") {
+      const r = inCell(parentOf(configRel), e.value);
+      if (r !== null) out.configs.push(r);
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- snapshot
+
+/** The first component of `rel`, short of its last, that is a symlink now, if any. */
+function firstSymlink(root: string, rel: string): string | null {
+  const parts = rel.split("/");
+  for (let k = 1; k < parts.length; k++) {
+    const r = parts.slice(0, k).join("/");
+    const st = lstatIn(root, r);
+    if (!st) return null;
+    if (st.isSymbolicLink()) return r;
+    if (!st.isDirectory()) return null;
+  }
+  return null;
+}
+
+function realRoot(cellDir: string): string {
+  return realpathSync(Buffer.from(cellDir), { encoding: "latin1" }) as unknown as string;
+}
+
+function describe(root: string, rel: string, kind: FindingKind): WatchedEntry | null {
+  const st = lstatIn(root, rel);
+  if (!st || !(st.isFile() || st.isSymbolicLink())) return null;
+  const e: WatchedEntry = {
+    kind,
+    type: st.isFile() ? "file" : "symlink",
+    size: st.size,
+    mtimeMs: st.mtimeMs,
+    ctimeMs: st.ctimeMs,
+    ino: st.ino,
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+  };
+  if (e.type === "file" && st.size > KEEP_BYTES) return e;
+  const r = readEntry(root, rel, KEEP_BYTES);
+  if (r.ok && "data" in r && e.type === "file") e.data = r.data.toString("base64");
+  if (r.ok && "link" in r && e.type === "symlink") e.link = r.link;
+  return e;
+}
+
+const EMPTY = { hooks: [] as string[], configs: [] as string[] };
+
+/** Scan a cell dir (no symlink is ever followed). `extra` extends WORKSPACE_CONFIG (config). */
+export function snapshot(cellDir: string, extra: readonly string[] = []): WorkspaceSnapshot {
+  const root = realRoot(cellDir);
+  const { all, names } = configNames([...WORKSPACE_CONFIG, ...extra]);
+  let derived = EMPTY;
+  let s = scan(root, names, derived);
+  let entries: Record<string, WatchedEntry>;
+  // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
+  for (let round = 1; ; round++) {
+    entries = {};
+    for (const [rel, w] of s.watched) {
+      const e = describe(root, rel, w.kind);
+      if (e) entries[rel] = e;
+    }
+    const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+    for (const [rel, e] of Object.entries(entries)) {
+      if (e.kind !== "git-config" || e.data === undefined) continue;
+      const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
+      const d = derive(root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
+      // One already reached through a symlink is the user's own layout, not something to watch.
+      for (const h of d.hooks) if (firstSymlink(root, h) === null) next.hooks.add(h);
+      for (const c of d.configs) if (firstSymlink(root, c) === null) next.configs.add(c);
+    }
+    if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
+      break;
+    derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort() };
+    s = scan(root, names, derived);
+  }
+  return {
+    version: 1,
+    cellDir: root,
+    config: all,
+    gitDirs: [...s.gitDirs].sort(),
+    derived,
+    unlistable: s.unlistable.sort(),
+    protect: [...s.protect].sort(),
+    entries,
+  };
+}
+
+/** Existing paths the sandbox should bind read-only: .git/{hooks,config,commondir,info,config.worktree} at any depth (and a bare repo's same parts), `.git` gitlink files, existing listed tool config files/dirs. Absolute. */
+export function readOnlyPaths(snap: WorkspaceSnapshot): string[] {
+  const out: string[] = [];
+  const all = new Set(snap.protect);
+  for (const rel of [...all].sort()) {
+    // One bind of a directory covers what lies inside it.
+    let up = parentOf(rel);
+    while (up && !all.has(up)) up = parentOf(up);
+    if (up) continue;
+    const abs = absOf(snap.cellDir, rel);
+    // A name that is not UTF-8 cannot be passed in an argv string; review still covers it.
+    if (shown(abs).includes("\uFFFD")) continue;
+    out.push(shown(abs));
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------- review
+
+interface Plan {
+  rel: string;
+  kind: FindingKind;
+  detail: string;
+  /** For a config the job created: what to write back instead. */
+  sanitized?: string;
+}
+
+/** Where a gitlink or commondir points, if that is a git dir the walk itself found in the cell. */
+function redirectTarget(s: Scan, fromDir: string, target: string): string | null {
+  const pre = s.root === "/" ? "" : s.root;
+  let cur: string[];
+  let rest: string[];
+  if (target.startsWith("/")) {
+    if (target !== s.root && !target.startsWith(`${pre}/`)) return null;
+    cur = [];
+    rest = target.slice(pre.length + 1).split("/");
+  } else {
+    cur = fromDir ? fromDir.split("/") : [];
+    rest = target.split("/");
+  }
+  for (const x of rest) {
+    if (x === "" || x === ".") continue;
+    if (x === "..") {
+      // ".." of a real directory is its real parent; every step down is checked below.
+      if (cur.length === 0) return null;
+      cur.pop();
+      continue;
+    }
+    cur.push(x);
+    if (!s.dirs.has(cur.join("/"))) return null;
+  }
+  const r = cur.join("/");
+  return s.gitDirs.has(r) ? r : null;
+}
+
+/** The path a gitlink (`gitdir: …`) or commondir file names, as git trims it. */
+function redirectPath(rel: string, data: Buffer): string | null {
+  let text = data.toString("latin1");
+  if (baseOf(rel) === ".git") {
+    if (!text.startsWith("gitdir: ")) return null;
+    text = text.slice(8);
+  }
+  return text.replace(/[\r\n]+$/, "") || null;
+}
+
+const sameStat = (a: WatchedEntry, st: { size: number; mtimeMs: number; ctimeMs: number; ino: number }) =>
+  a.size === st.size && a.mtimeMs === st.mtimeMs && a.ctimeMs === st.ctimeMs && a.ino === st.ino;
+
+/**
+ * Decide whether one watched entry is something the job added or changed that the host would
+ * run. Unchanged inode, size, mtime and ctime mean unchanged (no process can set ctime back);
+ * otherwise small files are compared by content, configs by their dangerous entries.
+ */
+function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | undefined): Plan | null {
+  const st = lstatIn(s.root, rel);
+  if (!st) return null;
+  if (before && before.type === (st.isFile() ? "file" : st.isSymbolicLink() ? "symlink" : "") && sameStat(before, st))
+    return null;
+  const read = readEntry(s.root, rel, kind === "git-config" ? CONFIG_BYTES : KEEP_BYTES);
+  const what = before ? "changed" : "new";
+  if (!read.ok) {
+    if (read.why === "gone") return null;
+    if (read.why === "moved") return { rel, kind, detail: "changed while checked" };
+    if (read.why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
+    // Too large to keep: judged on its stat alone (already known to differ).
+    return { rel, kind, detail: `${what} (too large to compare)` };
+  }
+  if ("link" in read) {
+    if (before?.type === "symlink" && before.link === read.link) return null;
+    return { rel, kind, detail: `${what}: a symlink to ${shown(read.link)}` };
+  }
+  const data = read.data;
+  if (before?.type === "file" && before.data !== undefined && Buffer.from(before.data, "base64").equals(data))
+    return null;
+  if (kind === "git-config") {
+    const after = parseGitConfig(data.toString("latin1"));
+    const was =
+      before?.type === "file" && before.data !== undefined
+        ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
+        : null;
+    if (before && was === null) {
+      // The earlier config was too large to keep: any dangerous key counts.
+      const added = addedDanger(null, after);
+      return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
+    }
+    const added = addedDanger(was, after);
+    if (!added.length) return null;
+    return {
+      rel,
+      kind,
+      detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
+      sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
+    };
+  }
+  if (kind === "git-redirect" && baseOf(rel) !== "alternates") {
+    // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
+    const target = redirectPath(rel, data);
+    if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
+    const label = baseOf(rel) === ".git" ? "gitlink" : "commondir";
+    return {
+      rel,
+      kind,
+      detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
+    };
+  }
+  if (kind === "git-redirect") return { rel, kind, detail: `${what} alternates` };
+  if (kind === "git-hook") return { rel, kind, detail: `${what} hook` };
+  return { rel, kind, detail: what };
+}
+
+/** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
+function asideName(dfd: number, name: string, jobId: string): string {
+  const base = `${name}${QUARANTINE}${jobId}`;
+  for (let n = 1; ; n++) {
+    const candidate = n === 1 ? base : `${base}.${n}`;
+    try {
+      lstatSync(at(dfd, candidate));
+    } catch {
+      return candidate;
+    }
+  }
+}
+
+/**
+ * Write the earlier (or sanitised) version back under `name`, never through an existing entry.
+ * Owned as before, or as the set-aside entry was: a daemon running as root must not leave the user
+ * a config they cannot edit.
+ */
+function writeBack(
+  dfd: number,
+  name: string,
+  before: WatchedEntry | undefined,
+  sanitized: string | undefined,
+  owner: { uid: number; gid: number },
+): boolean {
+  const target = at(dfd, name);
+  const root = process.getuid?.() === 0;
+  if (before?.type === "symlink" && before.link !== undefined) {
+    symlinkSync(bytes(before.link), target);
+    if (root) lchownSync(target, before.uid, before.gid);
+    return true;
+  }
+  let data: Buffer;
+  let mode = 0o644;
+  if (before?.type === "file" && before.data !== undefined) {
+    data = Buffer.from(before.data, "base64");
+    mode = before.mode & 0o777;
+  } else if (!before && sanitized !== undefined) {
+    data = Buffer.from(sanitized, "latin1");
+  } else {
+    return false;
+  }
+  // O_CREAT|O_EXCL fails on any existing entry, a symlink included, so nothing is written through one.
+  const fd = openSync(target, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode);
+  try {
+    let off = 0;
+    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
+    fchmodSync(fd, mode);
+    if (root) fchownSync(fd, before?.uid ?? owner.uid, before?.gid ?? owner.gid);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
+}
+
+/** Set one entry of a cell (`rel`, relative) aside as `<name>.planter-quarantine-<jobId>`, never through a symlink. */
+export function setAside(cellDir: string, rel: string, jobId: string): { saved_as: string; problem?: string } {
+  checkJobId(jobId);
+  const r = setAsideIn(realRoot(cellDir), toLatin1(rel), jobId, {});
+  return r.problem ? { saved_as: r.saved_as, problem: r.problem } : { saved_as: r.saved_as };
+}
+
+function checkJobId(jobId: string): void {
+  if (!/^[A-Za-z0-9._-]+$/.test(jobId)) throw new Error(`invalid job id for a file name: ${JSON.stringify(jobId)}`);
+}
+
+function setAsideIn(
+  root: string,
+  rel: string,
+  jobId: string,
+  restore: { before?: WatchedEntry; sanitized?: string },
+): { saved_as: string; restored: boolean; problem?: string } {
+  // The directory is opened without following symlinks and checked to be the expected one; the
+  // rename and the write-back go through that descriptor, so whatever the job swaps meanwhile,
+  // nothing outside the cell is renamed or written.
+  const dfd = openDir(root, parentOf(rel));
+  if (dfd === null) return { saved_as: "", restored: false, problem: "changed while checked" };
+  try {
+    const name = baseOf(rel);
+    const aside = asideName(dfd, name, jobId);
+    try {
+      renameSync(at(dfd, name), at(dfd, aside));
+    } catch (e) {
+      return { saved_as: "", restored: false, problem: `could not be set aside: ${(e as Error).message}` };
+    }
+    const saved_as = shown(absOf(root, relJoin(parentOf(rel), aside)));
+    try {
+      const owner = lstatSync(at(dfd, aside));
+      return { saved_as, restored: writeBack(dfd, name, restore.before, restore.sanitized, owner) };
+    } catch (e) {
+      return { saved_as, restored: false, problem: `not restored: ${(e as NodeJS.ErrnoException).code ?? e}` };
+    }
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/** After a job: find what it added/changed (compared to `before`), set each aside (never delete), restore the earlier version where there was one. */
+export function review(
+  cellDir: string,
+  before: WorkspaceSnapshot,
+  opts: { jobId: string; extra?: readonly string[] },
+): Finding[] {
+  checkJobId(opts.jobId);
+  if (before.version !== 1) throw new Error(`workspace snapshot version ${before.version} is not 1`);
+  const root = realRoot(cellDir);
+  const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
+  const s = scan(root, names, before.derived);
+  const plans: Plan[] = [];
+  for (const [rel, w] of s.watched) {
+    const p = judge(s, rel, w.kind, before.entries[rel]);
+    if (p) plans.push(p);
+  }
+  // A hook dir or included config of the earlier configs now reached through a symlink.
+  for (const rel of [...before.derived.hooks, ...before.derived.configs]) {
+    if (s.dirs.has(parentOf(rel))) continue;
+    const link = firstSymlink(root, rel);
+    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
+    const kind = before.derived.hooks.includes(rel) ? "git-hook" : "git-config";
+    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
+  }
+  // A directory the job made unlistable could hide anything; it is set aside unreviewed.
+  const wasUnlistable = new Set(before.unlistable);
+  for (const rel of s.unlistable) {
+    if (rel && !wasUnlistable.has(rel))
+      plans.push({ rel, kind: "tool-config", detail: "a directory that cannot be listed, so not reviewed" });
+  }
+  const findings: Finding[] = [];
+  for (const p of plans.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
+    const path = shown(absOf(root, p.rel));
+    if (p.detail === "changed while checked") {
+      findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
+      continue;
+    }
+    const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
+    const notes = [p.detail];
+    if (r.problem) notes.push(r.problem);
+    else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
+    else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
+    findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
+  }
+  return findings;
+}
