@@ -66,7 +66,14 @@ export async function startDaemon(
   const configFile = join(home, "config.toml");
   if (opts.config !== undefined || !(await Bun.file(configFile).exists())) {
     const config = opts.config ?? "";
-    await Bun.write(configFile, config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`);
+    let text = config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`;
+    // A root planterd's root-peer jobs run as nobody, whatever users this host has.
+    if (!text.includes("root_peer_user")) {
+      text = text.includes("[jobs]")
+        ? text.replace("[jobs]", '[jobs]\nroot_peer_user = "nobody"')
+        : `${text}\n[jobs]\nroot_peer_user = "nobody"\n`;
+    }
+    await Bun.write(configFile, text);
   }
   const socket = join(home, "run", "planterd.sock");
   let err = "";

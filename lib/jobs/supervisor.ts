@@ -2,7 +2,17 @@
  * Job supervision: spawn each job under the exit-status recorder in its own session, kill
  * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
  */
-import { closeSync, existsSync, type FSWatcher, mkdirSync, openSync, rmSync, watch, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  type FSWatcher,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  watch,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir, userInfo } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
@@ -15,7 +25,8 @@ import { HOST_ENV } from "../sandbox/env.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
-import { readOnlyPaths, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
+import { readOnlyPaths, review, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
+import { getCell } from "../state/cells.ts";
 import {
   type Finish,
   getJob,
@@ -25,6 +36,7 @@ import {
   markKillRequested,
   markLimitHit,
   markRunning,
+  markWorkspace,
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { cgroupArgv, JobCgroups } from "./cgroup.ts";
@@ -66,7 +78,11 @@ export interface LaunchContext {
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
   if (!where.workspace || policy.workspace_config === "allow") return [];
-  return readOnlyPaths(where.workspace);
+  // Tool config that packages ship under node_modules is left to the review after the job: a
+  // read-only bind there would make `rm -rf node_modules` (npm ci) fail with EBUSY.
+  return readOnlyPaths(where.workspace).filter(
+    (p) => !p.split("/").includes("node_modules") || /\/\.git(\/|$)/.test(p),
+  );
 }
 
 function userInfoName(): string | null {
@@ -359,10 +375,42 @@ export class Supervisor {
     });
     const under = this.monitor.untrack(id);
     this.forget(id);
+    if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
     const job = ended ? getJob(this.ctx.db, id) : null;
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
+  }
+
+  /**
+   * After a job: what it added or changed in its cell that the host would execute (git hooks and
+   * config, tool config) is set aside, the earlier version restored, and each one recorded.
+   */
+  private reviewWorkspace(id: string): void {
+    const file = join(jobDir(this.ctx.paths.stateDir, id), "workspace.json");
+    if (!existsSync(file)) return;
+    const job = getJob(this.ctx.db, id);
+    const cell = job ? getCell(this.ctx.db, job.cell) : null;
+    try {
+      if (!job || !cell) return;
+      const before = JSON.parse(readFileSync(file, "utf8")) as WorkspaceSnapshot;
+      const findings = review(cell.dir, before, { jobId: id, extra: this.ctx.config.sandbox.workspace_config_extra });
+      if (!findings.length) return;
+      this.ctx.write((ev) => {
+        markWorkspace(this.ctx.db, id, findings);
+        for (const f of findings) ev.push({ kind: "job.workspace_set_aside", subject: `job/${id}`, data: { ...f } });
+      });
+    } catch (e) {
+      this.ctx.write((ev) =>
+        ev.push({
+          kind: "job.workspace_review_failed",
+          subject: `job/${id}`,
+          data: { message: (e as Error).message },
+        }),
+      );
+    } finally {
+      rmSync(file, { force: true });
+    }
   }
 
   private forget(id: string): void {

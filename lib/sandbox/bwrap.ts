@@ -43,7 +43,12 @@ export function bwrapPlan(
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
   const covers: string[] = [];
   for (const m of sandboxView(req, kind)) {
-    if (m.op === "bind") args.push(m.write ? "--bind-fd" : "--ro-bind-fd", fd({ path: m.path }), m.path);
+    if (m.op === "bind") {
+      args.push(m.write ? "--bind-fd" : "--ro-bind-fd", fd({ path: m.path }), m.path);
+      // A bind of the cover's own path shadows it: remounting that path would hit the bind.
+      const i = covers.indexOf(m.path);
+      if (i >= 0) covers.splice(i, 1);
+    }
     else if (m.kind === "dir") {
       args.push("--size", String(COVER_BYTES), "--tmpfs", m.path);
       covers.push(m.path);

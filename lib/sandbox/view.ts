@@ -46,14 +46,19 @@ export const RC_FILES = [
 
 const depth = (p: string) => (p === "/" ? 0 : p.split("/").length - 1);
 
-/** Sort shallow to deep; at one depth binds before hides (a hide of the same path wins). */
+/**
+ * Sort shallow to deep. At one depth: the broad covers (homes, other cells) first, then binds (a
+ * policy may pass a whole home), then the narrow covers (deny, credentials, planter's own), which
+ * win over a bind of the same path.
+ */
 function order(ms: Mount[]): Mount[] {
   return ms
     .map((m, i) => ({ m, i }))
     .sort((a, b) => depth(a.m.path) - depth(b.m.path) || rank(a.m) - rank(b.m) || a.i - b.i)
     .map((x) => x.m);
 }
-const rank = (m: Mount) => (m.op === "bind" ? 0 : 1);
+const BROAD = new Set(["home", "other cell"]);
+const rank = (m: Mount) => (m.op === "bind" ? 1 : BROAD.has(m.why) ? 0 : 2);
 
 /** The mount deciding `path`: the last one in order that contains it. */
 function decider(ms: Mount[], path: string): Mount | undefined {

@@ -31,6 +31,8 @@ test("create, show, list a managed cell", async () => {
     limits: { timeout_ms: 1000 },
     sandbox: {},
     created_at: c.created_at,
+    // A root peer's cells belong to the unprivileged user its jobs run as (the harness: nobody).
+    owner_uid: process.getuid?.() === 0 ? 65534 : process.getuid?.(),
     jobs: { running: 0, total: 0 },
   });
   expect(existsSync(c.dir)).toBe(true);

@@ -48,7 +48,7 @@ describe("config", () => {
   test("an empty config gives every default", () => {
     const c = parseConfig({}, "x.toml");
     expect(c.jobs.kill_grace_ms).toBe(5000);
-    expect(c.sandbox.mode).toBe("permissive");
+    expect(c.sandbox.mode).toBe("enforced");
     expect(c.sandbox.allowed_modes).toEqual(["disabled", "permissive", "enforced"]);
     expect(c.api.max_body_bytes).toBe(1024 * 1024);
   });

@@ -3,43 +3,67 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
-import { bwrapArgv, bwrapFailure } from "../../lib/sandbox/bwrap.ts";
+import { bwrapFailure, bwrapPlan, renderArgs } from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, visibleInside, within } from "../../lib/sandbox/policy.ts";
 
 const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
   argv: ["/usr/bin/make", "test"],
-  env: { PATH: "/usr/bin:/bin", HOME: "/home/u" },
+  env: { PATH: "/usr/bin:/bin", HOME: "/home/u/.local/state/planter/homes/c" },
   cwd: "/work/cell",
   cellDir: "/work/cell",
   policy: DEFAULT_POLICY,
   protect: ["/home/u/.local/state/planter", "/run/user/1000/planter"],
-  home: "/home/u",
+  home: "/home/u/.local/state/planter/homes/c",
+  hiddenHomes: ["/home/u"],
+  credentialHomes: ["/home/u"],
+  otherCells: [],
+  workspaceReadOnly: [],
+  tmpBytes: 1 << 30,
   jobDir: "/home/u/.local/state/planter/jobs/j-1",
   scratch: "/tmp/planter-j-1",
+  identity: null,
   ...over,
 });
 const exists = (present: Record<string, "dir" | "file">) => (p: string) => present[p] ?? null;
+/** The rendered bwrap arguments, fds named by the path they bind. */
+const rendered = (r: PlanRequest, present: Record<string, "dir" | "file">, seccomp?: Uint8Array) =>
+  renderArgs(bwrapPlan(r, "/usr/bin/bwrap", exists(present), { seccomp })).join(" ");
 
-describe("bwrap argv", () => {
-  test("the default policy, as literal text", () => {
-    const argv = bwrapArgv(
-      req(),
+describe("bwrap plan", () => {
+  test("the default policy, as literal text; the environment and paths travel in fd 3", () => {
+    const plan = bwrapPlan(
+      req({ workspaceReadOnly: ["/work/cell/.git/hooks"] }),
       "/usr/bin/bwrap",
       exists({
+        "/home": "dir",
+        "/root": "dir",
         "/home/u/.local/state/planter": "dir",
         "/run/user/1000/planter": "dir",
-        "/home/u/.bashrc": "file",
         "/work/cell/.git/hooks": "dir",
       }),
+      { seccomp: new Uint8Array(8) },
     );
-    expect(argv.join(" ")).toBe(
+    expect(plan.argv).toEqual(["/usr/bin/bwrap", "--args", "3", "--", "/usr/bin/make", "test"]);
+    expect(plan.inputs.slice(1)).toEqual([
+      { path: "/work/cell" },
+      { path: "/work/cell/.git/hooks" },
+      { path: "/home/u/.local/state/planter/homes/c" },
+      { data: new Uint8Array(8) },
+    ]);
+    expect(renderArgs(plan).join(" ")).toBe(
       [
-        "/usr/bin/bwrap --ro-bind / / --dev /dev --proc /proc --tmpfs /tmp",
-        "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent --cap-drop ALL",
-        "--tmpfs /home/u/.local/state/planter --tmpfs /run/user/1000/planter",
-        "--bind /work/cell /work/cell",
-        "--ro-bind /work/cell/.git/hooks /work/cell/.git/hooks --ro-bind /home/u/.bashrc /home/u/.bashrc",
-        "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u",
+        "/usr/bin/bwrap --unshare-user --disable-userns",
+        "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent",
+        "--ro-bind / / --dev /dev --proc /proc --size 67108864 --tmpfs /dev/shm --remount-ro /dev --size 1073741824 --tmpfs /tmp",
+        "--size 1048576 --tmpfs /home --size 1048576 --tmpfs /root",
+        "--bind-fd 4=/work/cell /work/cell",
+        "--ro-bind-fd 5=/work/cell/.git/hooks /work/cell/.git/hooks",
+        "--size 1048576 --tmpfs /run/user/1000/planter",
+        "--size 1048576 --tmpfs /home/u/.local/state/planter",
+        "--bind-fd 6=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
+        "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
+        "--seccomp 7=<8 bytes>",
+        "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u/.local/state/planter/homes/c",
         "--chdir /work/cell -- /usr/bin/make test",
       ].join(" "),
     );
@@ -53,25 +77,49 @@ describe("bwrap argv", () => {
       read_only: ["/data/in"],
       deny: ["/work/cell/secret", "/work/cell/key.pem"],
     });
-    const argv = bwrapArgv(
-      req({ policy }),
-      "bwrap",
-      exists({ "/work/cell/secret": "dir", "/work/cell/key.pem": "file" }),
-    ).join(" ");
+    const argv = rendered(req({ policy }), { "/work/cell/secret": "dir", "/work/cell/key.pem": "file" });
     expect(argv).not.toContain("--unshare-net");
-    expect(argv).toContain("--ro-bind /work/cell /work/cell --bind /data/out /data/out --ro-bind /data/in /data/in");
-    expect(argv).toContain("--tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem --clearenv");
+    expect(argv).toContain("--ro-bind-fd 4=/work/cell /work/cell --bind-fd 5=/data/out /data/out --ro-bind-fd 6=/data/in /data/in");
+    expect(argv).toContain("--size 1048576 --tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem");
+  });
+
+  test("a deny deep in a writable cell pins its ancestors (they cannot be renamed away)", () => {
+    const policy = complete({ deny: ["/work/cell/a/b/secret"] });
+    const argv = rendered(req({ policy }), { "/work/cell/a/b/secret": "file" });
+    expect(argv).toContain(
+      "--bind-fd 5=/work/cell/a /work/cell/a --bind-fd 6=/work/cell/a/b /work/cell/a/b --ro-bind /dev/null /work/cell/a/b/secret",
+    );
+  });
+
+  test("a read_write path inside a deny path is a working carve-out", () => {
+    const policy = complete({ read_write: ["/data/secret/public"], deny: ["/data/secret"] });
+    const argv = rendered(req({ policy }), { "/data/secret": "dir" });
+    expect(argv).toContain("--tmpfs /data/secret --bind-fd 5=/data/secret/public /data/secret/public");
+  });
+
+  test("credentials are hidden where a bind shows the home, unless a policy names them", () => {
+    const policy = complete({ read_only: ["/home/u", "/home/u/.npmrc"] });
+    const argv = rendered(req({ policy }), {
+      "/home/u": "dir",
+      "/home/u/.ssh": "dir",
+      "/home/u/.npmrc": "file",
+      "/home/u/.bashrc": "file",
+    });
+    expect(argv).toContain("--size 1048576 --tmpfs /home/u --bind-fd 4=/work/cell /work/cell --ro-bind-fd 5=/home/u /home/u");
+    expect(argv).not.toContain("--remount-ro /home/u ");
+    expect(argv).toContain("--size 1048576 --tmpfs /home/u/.ssh");
+    expect(argv).not.toContain("--ro-bind /dev/null /home/u/.npmrc");
+    expect(argv).toContain("--ro-bind-fd 6=/home/u/.npmrc /home/u/.npmrc");
+    // rc files of a visible home stay read-only even where it is writable; here it is read-only already.
+    expect(argv).not.toContain("/home/u/.bashrc");
   });
 
   test("a cell dir that contains the state dir cannot expose it", () => {
-    const argv = bwrapArgv(
-      req({ cellDir: "/home/u", cwd: "/home/u" }),
-      "bwrap",
-      exists({ "/home/u/.local/state/planter": "dir" }),
-    ).join(" ");
-    expect(argv).toContain(
-      "--tmpfs /home/u/.local/state/planter --bind /home/u /home/u --tmpfs /home/u/.local/state/planter",
-    );
+    const argv = rendered(req({ cellDir: "/home/u", cwd: "/home/u", hiddenHomes: [] }), {
+      "/home/u/.local/state/planter": "dir",
+    });
+    expect(argv).toContain("--bind-fd 4=/home/u /home/u");
+    expect(argv).toMatch(/--bind-fd 4=\/home\/u \/home\/u .*--tmpfs \/home\/u\/\.local\/state\/planter/);
   });
 
   test("failures are explained with a fix", () => {
@@ -112,6 +160,8 @@ describe("policy narrowing", () => {
       read_write: ["/data/sub", "/cell/x"],
       read_only: [],
       deny: ["/data/sub/secret"],
+      unix_sockets: [],
+      workspace_config: "protect",
       env: { pass: ["TOKEN"], set: {} },
     });
   });
@@ -122,6 +172,12 @@ describe("policy narrowing", () => {
     expect(err(() => narrow(cell, { read_write: ["/etc"] }, "/cell"))).toBe("E_BAD_REQUEST");
     expect(err(() => narrow(closed, { read_write: ["/cell/x"] }, "/cell"))).toBe("E_BAD_REQUEST");
     expect(err(() => narrow(cell, { env: { pass: ["HOME_SECRET"] } }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(cell, { workspace_config: "allow" }, "/cell"))).toBe("E_BAD_REQUEST");
+    expect(err(() => narrow(cell, { unix_sockets: ["/run/agent.sock"] }, "/cell"))).toBe("E_BAD_REQUEST");
+    // A read_only path the cell's sandbox hides (a home, say) is a widening too.
+    expect(err(() => narrow(cell, { read_only: ["/home/u/.ssh"] }, "/cell", (p) => !p.startsWith("/home")))).toBe(
+      "E_BAD_REQUEST",
+    );
   });
   test("within is path-aware", () => {
     expect(within("/data/x", "/data")).toBe(true);
