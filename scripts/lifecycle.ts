@@ -219,13 +219,13 @@ export const run = defineCommand({
       };
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
-    if (args.detach) return printDetached(await api.createJob(body), Boolean(args.json));
+    if (args.detach) return printDetached(warnFallback(await api.createJob(body)), Boolean(args.json));
     // One SIGINT handler for the whole command: swapping handlers would leave a moment with the
     // default action, and a Ctrl-C then would end planter and leave the job running.
     const ctrlC = new CtrlC(api);
     process.on("SIGINT", ctrlC.handler);
     try {
-      const job = await api.createJob(body);
+      const job = warnFallback(await api.createJob(body));
       ctrlC.attach(job.id);
       return await attach(api, job, Boolean(args.raw));
     } finally {
@@ -234,6 +234,16 @@ export const run = defineCommand({
   },
 });
 allowRest(run);
+
+/** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */
+function warnFallback(job: Job): Job {
+  if (job.sandbox.fallback) {
+    process.stderr.write(
+      `planter: warning: job ${job.id} runs WITHOUT a sandbox (mode permissive, no sandbox backend works here); run \`planter doctor\`\n`,
+    );
+  }
+  return job;
+}
 
 function printDetached(job: Job, json: boolean): number {
   if (json) printJson(job);
@@ -310,6 +320,8 @@ function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   if (p.read_write.length) parts.push(`rw ${p.read_write.join(",")}`);
   if (p.read_only.length) parts.push(`ro ${p.read_only.join(",")}`);
   if (p.deny.length) parts.push(`deny ${p.deny.join(",")}`);
+  if (p.unix_sockets?.length) parts.push(`unix sockets ${p.unix_sockets.join(",")}`);
+  if (p.workspace_config === "allow") parts.push("workspace config allowed");
   if (p.env.pass.length) parts.push(`env pass ${p.env.pass.join(",")}`);
   return parts.join(", ");
 }
@@ -331,6 +343,10 @@ function jobLines(j: Job): string {
     `finished:  ${j.finished_at ?? "-"}`,
     `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
     ...(j.sandbox.policy ? [`policy:    ${policyLine(j.sandbox.policy)}`] : []),
+    ...(j.run_as ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`] : []),
+    ...j.workspace.map(
+      (f) => `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+    ),
     `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
     ...(j.log_truncated
       ? [

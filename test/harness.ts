@@ -33,8 +33,9 @@ export async function waitFor<T>(cond: () => T | Promise<T>, what: string, ms = 
 /** A short temp dir (socket paths are limited to ~107 bytes). */
 export function tempHome(prefix = "pt"): string {
   const home = mkdtempSync(`/tmp/${prefix}-`);
-  // A root planterd's jobs run as an unprivileged user, who must pass through to its cell.
-  chmodSync(home, 0o711);
+  // A root planterd's jobs run as an unprivileged user (nobody), who must pass through to its
+  // cell and may leave files here for a test to read (sticky, like /tmp).
+  chmodSync(home, 0o1777);
   return home;
 }
 

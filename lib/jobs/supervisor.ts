@@ -150,7 +150,7 @@ export class Supervisor {
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      fds = openInputs(plan.inputs ?? [], dir);
+      fds = openInputs(plan.inputs ?? [], dir, where.identity);
       if (where.workspace) writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       cgroup = this.jobCgroup(job);
       let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;

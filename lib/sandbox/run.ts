@@ -57,7 +57,7 @@ export function spawnPlan(
   privateDir: string,
   stdio: ["inherit" | "ignore", "inherit" | "pipe", "inherit" | "pipe"],
 ): Subprocess<"inherit" | "ignore", "inherit" | "pipe", "inherit" | "pipe"> {
-  const fds = openInputs(plan.inputs ?? [], privateDir);
+  const fds = openInputs(plan.inputs ?? [], privateDir, identity);
   try {
     const argv = identity ? [...dropArgv(identity), ...plan.argv] : plan.argv;
     return Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: [...stdio, ...fds] });

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Probe } from "../../sandbox/backend.ts";
 import { type CheckResult, checkSandbox } from "../../sandbox/check.ts";
 import { platformBackend } from "../../sandbox/index.ts";
-import { type Check, fail, type Linked, ok, type Result, skip, warn } from "../check.ts";
+import { type Check, fail, type Linked, ok, type Result, skip } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 import { daemonProbe } from "./daemon.ts";
 
@@ -53,8 +53,8 @@ export function backendResult(
       commandInHint(r.hint) ?? check,
     );
   }
-  if (!r.ok) {
-    const bad = r.checks.filter((c) => !c.ok).map((c) => c.detail);
+  const bad = r.checks.filter((c) => !c.ok && BASIC.has(c.id)).map((c) => c.detail);
+  if (bad.length) {
     return fail(
       `${name}: ${r.message ?? "the probe escaped"}: ${bad.join("; ")}`,
       r.hint ?? "report this",
@@ -65,13 +65,32 @@ export function backendResult(
     ? ` · jobs run ${opts.mode === "disabled" ? "unsandboxed (mode disabled)" : `in mode ${opts.mode}`}`
     : "";
   if (opts.daemon && !opts.daemon.ok && opts.mode !== "disabled") {
-    return warn(
-      `${name} works here, but planterd's own probe failed: ${opts.daemon.message ?? "unknown"}`,
+    // Jobs then fail (enforced) or, worse, run unsandboxed (permissive): never a mere warning.
+    return fail(
+      `${name} works here, but planterd's own probe failed${opts.mode === "permissive" ? ", so its jobs run WITHOUT a sandbox" : ", so its jobs fail"}: ${opts.daemon.message ?? "unknown"}`,
       `${opts.daemon.hint ?? "planterd runs with another PATH or restrictions than this shell"}; restart planterd after fixing it (it probes at startup)`,
       opts.restart,
     );
   }
   return ok(`${name}: a sandboxed sh wrote its cell, and was denied $HOME and the host network${mode}`);
+}
+
+/** The probe's basic checks (sandbox.backend); the rest are containment (sandbox.containment). */
+const BASIC = new Set(["write-inside", "write-outside", "network"]);
+
+/** sandbox.containment: the job is not root, /proc/sys is read-only, host sockets and the real home are out of reach. */
+export function containmentResult(r: CheckResult, planter: string): Result {
+  const mine = r.checks.filter((c) => !BASIC.has(c.id));
+  if (!mine.length) return skip(`the sandbox probe did not run (see sandbox.backend)`);
+  const bad = mine.filter((c) => !c.ok);
+  if (bad.length) {
+    return fail(
+      `containment broken: ${bad.map((c) => c.detail).join("; ")}`,
+      "a sandboxed job reaches what it must not; do not run untrusted jobs until this is fixed",
+      `${planter} sandbox check --json`,
+    );
+  }
+  return ok(mine.map((c) => c.detail).join("; "));
 }
 
 const readSysctl = (path: string): string | null => {
@@ -146,6 +165,15 @@ const backend: Check<DoctorContext> = {
   },
 };
 
+const containment: Check<DoctorContext> = {
+  id: "sandbox.containment",
+  description: "a sandboxed job is not root, cannot write /proc/sys, reach a host Unix socket or see the real home",
+  async run(ctx) {
+    if (ctx.platform !== "linux") return skip("probed on Linux only (Seatbelt: see plans/seatbelt-containment.md)");
+    return containmentResult(await sandboxProbe(ctx), ctx.commands.planter);
+  },
+};
+
 const userns: Check<DoctorContext> = {
   id: "sandbox.userns",
   description: "Linux: unprivileged user namespaces, which bubblewrap needs, are allowed",
@@ -157,4 +185,4 @@ const userns: Check<DoctorContext> = {
   },
 };
 
-export const sandboxChecks = [backend, userns];
+export const sandboxChecks = [backend, containment, userns];
