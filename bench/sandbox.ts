@@ -3,17 +3,18 @@
  * with the argv the daemon renders; (b) `dist/planter run -- true` end to end, beside firejail and
  * Anthropic's sandbox runtime (srt, installed into the daemon's temp dir for the run).
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Job } from "../lib/api/contract.ts";
-import { resolvePaths, socketDir } from "../lib/paths.ts";
-import type { PlanRequest } from "../lib/sandbox/backend.ts";
-import { bwrapArgv } from "../lib/sandbox/bwrap.ts";
+import { bwrapPlan, renderArgs } from "../lib/sandbox/bwrap.ts";
+import { HOST_ENV } from "../lib/sandbox/env.ts";
 import { complete } from "../lib/sandbox/policy.ts";
-import { baseEnv } from "../test/harness.ts";
+import { hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
+import { seccompProgram } from "../lib/sandbox/seccomp.ts";
 import { type BenchDaemon, BINARY, header, median, note, report, spread, withDaemon } from "./common.ts";
 import { ensureFreshBinary } from "./fresh.ts";
+import { baseEnv } from "../test/harness.ts";
 
 const BENCH = "6 sandbox";
 /** Jobs must run under bwrap: a daemon that cannot sandbox fails them rather than falling back. */
@@ -59,24 +60,18 @@ async function daemonVsBare(): Promise<void> {
       if (done.job.state !== "exited" || done.job.exit_code !== 0) {
         throw new Error(`/bin/true under bwrap ended ${done.job.state} ${done.job.exit_code}: ${done.job.message}`);
       }
-      // The request the supervisor renders for a job of the default cell (lib/jobs/supervisor.ts launch).
+      // A standalone request like the supervisor's for a job of the default cell (lib/sandbox/run.ts).
       const cell = await d.client.getCell(first.cell);
-      const paths = resolvePaths(baseEnv(d.home));
       const policy = complete(undefined);
-      const req: PlanRequest = {
-        argv: ["/bin/true"],
-        env: first.env,
-        cwd: first.cwd,
-        cellDir: cell.dir,
-        policy,
-        protect: [paths.stateDir, socketDir(paths.socketPath)],
-        home: first.env.HOME ?? homedir(),
-        jobDir: join(paths.stateDir, "jobs", first.id),
-        scratch: join(tmpdir(), `planter-${first.id}`),
-      };
-      const argv = bwrapArgv(req, bwrap);
-      const check = Bun.spawn(argv, { cwd: cell.dir, env: req.env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-      const [code, err] = await Promise.all([check.exited, new Response(check.stderr).text()]);
+      const scratch = mkdtempSync(join(tmpdir(), "planter-bench-"));
+      const req = hostRequest({ argv: ["/bin/true"], cellDir: cell.dir, policy, env: first.env, jobDir: scratch, scratch });
+      if (req.identity) chownSync(scratch, req.identity.uid, req.identity.gid);
+      const plan = bwrapPlan(req, bwrap, undefined, { seccomp: seccompProgram({ allowUnixSockets: false }) });
+      const spawnBare = (stdio: "ignore" | "pipe") =>
+        spawnPlan({ ...plan, env: HOST_ENV, cwd: "/" }, req.identity, scratch, ["ignore", stdio, stdio]);
+      const argv = renderArgs(plan);
+      const check = spawnBare("pipe");
+      const [code, err] = await Promise.all([check.exited, new Response(check.stderr as ReadableStream).text()]);
       if (code !== 0) throw new Error(`bare bwrap exited ${code}: ${err.trim()}`);
       note(
         `daemon: bun scripts/planter.ts daemon, [sandbox] mode = "enforced"; ${Bun.spawnSync([bwrap, "--version"]).stdout.toString().trim()}`,
@@ -95,7 +90,7 @@ async function daemonVsBare(): Promise<void> {
       let enforcement = "";
       const bare = async (measured: boolean) => {
         const t0 = performance.now();
-        const p = Bun.spawn(argv, { cwd: cell.dir, env: req.env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+        const p = spawnBare("ignore");
         const t1 = performance.now();
         if (!p.pid) throw new Error("Bun.spawn gave no pid");
         const c = await p.exited;

@@ -13,7 +13,7 @@ import { checkSandbox } from "../lib/sandbox/check.ts";
 import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
 import { noneBackend } from "../lib/sandbox/none.ts";
 import { complete, type EffectivePolicy, readPolicyFile, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
-import { hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
+import { checkCellWritable, hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
 
 const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
 
@@ -127,6 +127,7 @@ const exec = defineCommand({
     const cell = realpathSync(resolve(args.cell ?? process.cwd()));
     const policy = resolvePolicyPaths(complete(args.policy ? readPolicyFile(args.policy) : undefined));
     const req = request(policy, cell, argv);
+    checkCellWritable(cell, req.identity);
     let plan: SpawnPlan = noneBackend.plan(req);
     if (mode !== "disabled") {
       const backend = platformBackend();

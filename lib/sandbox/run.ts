@@ -3,19 +3,41 @@
  * the plan request for the calling user, and one spawn path that opens the plan's inputs and,
  * as root, drops to an unprivileged identity first, as planterd does.
  */
-import { closeSync } from "node:fs";
+import { closeSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { resolvePaths, socketDir } from "../paths.ts";
 import type { PlanRequest, SpawnPlan } from "./backend.ts";
-import { dropArgv, type Identity, rootPeerIdentity } from "./identity.ts";
+import { PlanterError } from "../api/errors.ts";
+import { dropArgv, type Identity, identityOf, rootPeerIdentity } from "./identity.ts";
 import { openInputs } from "./inputs.ts";
 import type { EffectivePolicy } from "./policy.ts";
 
-/** Who a standalone sandbox runs as: root drops to `planter-job` (or nobody); others stay themselves. */
-export function standaloneIdentity(): Identity | null {
-  return process.getuid?.() === 0 ? rootPeerIdentity("planter-job").identity : null;
+/**
+ * Who a standalone sandbox runs as: others stay themselves; root runs the command as the cell
+ * dir's owner when that is not root, else as `planter-job` (or nobody) — never as root.
+ */
+export function standaloneIdentity(cellDir?: string): Identity | null {
+  if (process.getuid?.() !== 0) return null;
+  const owner = cellDir ? statSync(cellDir, { throwIfNoEntry: false })?.uid : undefined;
+  if (owner !== undefined && owner !== 0) return identityOf(owner, []);
+  return rootPeerIdentity("planter-job").identity;
+}
+
+/** Refuse a cell the identity cannot write (root's own dirs, as nobody), with the reason. */
+export function checkCellWritable(cellDir: string, id: Identity | null): void {
+  if (!id) return;
+  const r = Bun.spawnSync([...dropArgv(id), "test", "-w", cellDir, "-a", "-x", cellDir], {
+    env: { PATH: "/usr/bin:/bin" },
+  });
+  if (r.exitCode !== 0) {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      `as root, planter runs the command as ${id.user ?? "uid"} (uid ${id.uid}), who cannot write ${cellDir}`,
+      { hint: `use a directory that user owns (chown ${id.uid} ${cellDir}), or run planter as your own user` },
+    );
+  }
 }
 
 /** A plan request for the calling user, with planter's paths protected and the real home hidden. */
@@ -29,7 +51,7 @@ export function hostRequest(o: {
   home?: string;
 }): PlanRequest {
   const paths = resolvePaths();
-  const identity = standaloneIdentity();
+  const identity = standaloneIdentity(o.cellDir);
   const real = homedir();
   return {
     argv: o.argv,
@@ -55,8 +77,8 @@ export function spawnPlan(
   plan: SpawnPlan,
   identity: Identity | null,
   privateDir: string,
-  stdio: ["inherit" | "ignore", "inherit" | "pipe", "inherit" | "pipe"],
-): Subprocess<"inherit" | "ignore", "inherit" | "pipe", "inherit" | "pipe"> {
+  stdio: ["inherit" | "ignore", "inherit" | "pipe" | "ignore", "inherit" | "pipe" | "ignore"],
+): Subprocess<"inherit" | "ignore", "inherit" | "pipe" | "ignore", "inherit" | "pipe" | "ignore"> {
   const fds = openInputs(plan.inputs ?? [], privateDir, identity);
   try {
     const argv = identity ? [...dropArgv(identity), ...plan.argv] : plan.argv;

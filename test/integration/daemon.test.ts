@@ -35,7 +35,10 @@ describe("planterd", () => {
     expect(ready.ready).toBe(true);
     expect(statSync(d.socket).mode & 0o777).toBe(0o600);
     expect(statSync(join(d.home, "run")).mode & 0o777).toBe(0o700);
-    expect(statSync(join(d.home, "state")).mode & 0o777).toBe(0o700);
+    // As root, job users must pass through to their cells: search permission, no listing.
+    expect(statSync(join(d.home, "state")).mode & 0o777).toBe(process.getuid?.() === 0 ? 0o711 : 0o700);
+    expect(statSync(join(d.home, "state", "jobs")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(d.home, "state", "planter.db")).mode & 0o777).toBe(0o600);
     expect(await d.stop()).toBe(0);
     expect(existsSync(d.socket)).toBe(false);
   });
@@ -51,7 +54,7 @@ describe("planterd", () => {
 
   test("a second daemon on another socket but the same state dir refuses", async () => {
     const d = await startDaemon({ home: home() });
-    const r = await refused(d.home, ["--socket", join(d.home, "other.sock")]);
+    const r = await refused(d.home, ["--socket", join(d.home, "other", "other.sock")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("is using the state dir");
     await d.stop();

@@ -47,10 +47,12 @@ describe("exit codes and signals", () => {
     expect(j.message).toContain("/nonexistent/prog");
   });
 
-  test("a missing cwd is a spawn_error naming it", async () => {
-    const j = await run(["true"], { cwd: "/nonexistent-dir-xyz" });
-    expect([j.state, j.reason]).toEqual(["failed", "spawn_error"]);
-    expect(j.message).toContain("/nonexistent-dir-xyz");
+  test("a missing cwd is refused before anything runs, naming it", async () => {
+    const before = (await d.client.listJobs({})).jobs.length;
+    const e = (await run(["true"], { cwd: "/nonexistent-dir-xyz" }).catch((x) => x)) as PlanterError;
+    expect(e.code).toBe("E_BAD_REQUEST");
+    expect(e.message).toBe("cwd /nonexistent-dir-xyz does not exist");
+    expect((await d.client.listJobs({})).jobs.length).toBe(before);
   });
 
   test("stdout and stderr go to separate logs", async () => {

@@ -1,12 +1,14 @@
 /** The `sandbox` tool: check, render and exec without a daemon. */
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { cli, tempHome } from "../harness.ts";
 
 const home = tempHome();
 const cell = mkdtempSync("/tmp/pt-sbcell-");
+// As root, `sandbox exec` runs the command as the cell dir's owner (root's dirs: nobody).
+if (process.getuid?.() === 0) chownSync(cell, 65534, 65534);
 afterAll(() => {
   rmSync(home, { recursive: true, force: true });
   rmSync(cell, { recursive: true, force: true });
@@ -23,6 +25,10 @@ test("check probes for real and reports the backend", async () => {
     ["write-inside", true],
     ["write-outside", true],
     ["network", true],
+    ["not-root", true],
+    ["proc-sys", true],
+    ["host-socket", true],
+    ["credentials", true],
   ]);
 });
 
@@ -67,6 +73,20 @@ test("exec runs one command sandboxed and exits with its code", async () => {
   expect(existsSync(probe)).toBe(false);
   const none = await cli(home, ["sandbox", "exec"]);
   expect(none.code).toBe(2);
+});
+
+test("as root, exec never runs the command as root: a root-owned cell is refused with the reason", async () => {
+  if (process.getuid?.() !== 0) return;
+  const rootCell = mkdtempSync("/tmp/pt-sbroot-");
+  const r = await cli(home, ["sandbox", "exec", "--cell", rootCell, "--", "id", "-u"]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toContain(`runs the command as nobody (uid 65534), who cannot write ${rootCell}`);
+  const owned = mkdtempSync("/tmp/pt-sbown-");
+  chownSync(owned, 65534, 65534);
+  const ok = await cli(home, ["sandbox", "exec", "--cell", owned, "--", "id", "-u"]);
+  expect([ok.code, ok.stdout]).toEqual([0, "65534\n"]);
+  rmSync(rootCell, { recursive: true });
+  rmSync(owned, { recursive: true });
 });
 
 test("cell create --policy and run --policy carry policy files to the daemon", async () => {
