@@ -4,8 +4,9 @@
  * snapshot the review compares against after the job.
  */
 import { chownSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
+import { homedir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
+import type { RunAs } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import type { Peer } from "./peer.ts";
@@ -18,6 +19,18 @@ import { snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
 import type { JobRow } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
+
+/** Who a job with `identity` runs as, for its record and events (null identity: planterd's own user). */
+export function runAsOf(identity: Identity | null): RunAs {
+  if (identity) return { uid: identity.uid, gid: identity.gid, user: identity.user };
+  let user: string | null = null;
+  try {
+    user = userInfo().username;
+  } catch {
+    user = null;
+  }
+  return { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user };
+}
 
 /** Whether planterd runs as root: then no job runs as this process's uid. */
 export const daemonIsRoot = () => process.getuid?.() === 0;

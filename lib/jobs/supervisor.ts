@@ -13,12 +13,13 @@ import {
   watch,
   writeFileSync,
 } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
+import { runAsOf } from "../daemon/launch.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
@@ -83,14 +84,6 @@ function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): strin
   return readOnlyPaths(where.workspace).filter(
     (p) => !p.split("/").includes("node_modules") || /\/\.git(\/|$)/.test(p),
   );
-}
-
-function userInfoName(): string | null {
-  try {
-    return userInfo().username;
-  } catch {
-    return null;
-  }
 }
 
 export class Supervisor {
@@ -167,9 +160,7 @@ export class Supervisor {
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       const enforcement = cgroup ? "cgroup v2" : "monitor";
-      const runAs = where.identity
-        ? { uid: where.identity.uid, gid: where.identity.gid, user: where.identity.user }
-        : { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user: userInfoName() };
+      const runAs = runAsOf(where.identity);
       this.ctx.write((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
         ev.push({

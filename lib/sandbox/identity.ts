@@ -6,6 +6,7 @@
  * daemon's own uid.
  */
 import { readFileSync } from "node:fs";
+import { PlanterError } from "../api/errors.ts";
 
 /** A host identity a job runs as. */
 export interface Identity {
@@ -82,7 +83,9 @@ export function lookupUser(key: string | number, passwdFile = "/etc/passwd"): Pa
   const local = parsePasswd(read(passwdFile)).find(match);
   if (local) return local;
   if (passwdFile !== "/etc/passwd") return null;
-  const r = Bun.spawnSync(["getent", "passwd", String(key)], { stdout: "pipe", stderr: "ignore", env: {} });
+  const getent = Bun.which("getent", { PATH: "/usr/bin:/bin" });
+  if (!getent) return null;
+  const r = Bun.spawnSync([getent, "passwd", String(key)], { stdout: "pipe", stderr: "ignore", env: {} });
   return r.exitCode === 0 ? (parsePasswd(r.stdout.toString()).find(match) ?? null) : null;
 }
 
@@ -146,8 +149,19 @@ export function jobIdentity(o: {
   return o.rootPeer;
 }
 
+/** Where setpriv (util-linux) is: found in the system's own dirs, never through a job's PATH. */
+export function setprivPath(): string {
+  const found = Bun.which("setpriv", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin" });
+  if (!found) {
+    throw new PlanterError("E_SANDBOX_UNAVAILABLE", "setpriv (util-linux) is not installed: planter cannot run jobs as another user", {
+      hint: "install util-linux (Debian: apt-get install util-linux); as root, planter never runs a job as root",
+    });
+  }
+  return found;
+}
+
 /** argv prefix that drops to `id` before running the rest (util-linux setpriv). */
-export function dropArgv(id: Identity, setpriv = "setpriv"): string[] {
+export function dropArgv(id: Identity, setpriv = setprivPath()): string[] {
   return [
     setpriv,
     `--reuid=${id.uid}`,

@@ -32,7 +32,7 @@ test("create, show, list a managed cell", async () => {
     sandbox: {},
     created_at: c.created_at,
     // A root peer's cells belong to the unprivileged user its jobs run as (the harness: nobody).
-    owner_uid: process.getuid?.() === 0 ? 65534 : process.getuid?.(),
+    owner_uid: process.getuid?.() === 0 ? 65534 : (process.getuid?.() ?? null),
     jobs: { running: 0, total: 0 },
   });
   expect(existsSync(c.dir)).toBe(true);

@@ -4,6 +4,7 @@
  */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
@@ -76,18 +77,23 @@ describe("every change is an event", () => {
   });
 
   test("cells and jobs: created, started, signaled, kill requested and escalated, finished, removed", async () => {
+    // Who the jobs run as: a root planterd runs a root peer's jobs as nobody (the harness's root_peer_user).
+    const root = process.getuid?.() === 0;
+    const runAs = root
+      ? { uid: 65534, gid: 65534, user: "nobody" }
+      : { uid: process.getuid?.(), gid: process.getgid?.(), user: userInfo().username };
     const from = await lastCursor(d);
     const c = d.client;
     const expected: { kind: string; subject: string; data: Record<string, unknown> }[] = [];
     const created = (j: Job) => ({
       kind: "job.created",
       subject: `job/${j.id}`,
-      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none", ...audit },
+      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none", run_as: runAs, ...audit },
     });
     const started = (j: Job) => ({
       kind: "job.started",
       subject: `job/${j.id}`,
-      data: { pid: j.pid, backend: "none" },
+      data: { pid: j.pid, backend: "none", run_as: runAs },
     });
     const ended = (j: Job) => ({
       kind: "job.finished",

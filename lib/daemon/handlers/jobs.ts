@@ -30,7 +30,7 @@ import type { CellRow } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
-import { checkCellAccess, checkJobAccess, checkRequest, identityFor, launchContext, protectedPaths } from "../launch.ts";
+import { checkCellAccess, checkJobAccess, checkRequest, identityFor, launchContext, protectedPaths, runAsOf } from "../launch.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
 import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
 
@@ -90,11 +90,17 @@ export function effectivePolicy(
   visible: (path: string) => boolean = () => true,
 ): EffectivePolicy {
   const base = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
-  const p = narrow(base, job ? resolvePolicy(job) : undefined, cell.dir, visible);
+  const requested = job ? resolvePolicy(job) : undefined;
+  // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
+  const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
+  if (unsafe) throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
+  const p = narrow(base, requested, cell.dir, visible);
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
 }
+
+const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], read_only: [], deny: [] };
 
 export function create(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
@@ -113,6 +119,12 @@ export function create(ctx: Context, req: Req): Reply {
   const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
   checkCellAccess(ctx, req.peer, cell);
   const id = newJobId();
+  const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
+  checkMode(
+    ctx,
+    mode,
+    body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
+  );
   const base = cell.sandbox.mode ?? ctx.defaultMode;
   if (lowersMode(body.sandbox?.mode, base)) {
     throw badRequest(
@@ -120,12 +132,7 @@ export function create(ctx: Context, req: Req): Reply {
       "a job may raise its cell's sandbox mode, never lower it; use a cell created with the mode you need",
     );
   }
-  const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
-  checkMode(
-    ctx,
-    mode,
-    body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
-  );
+
   const identity = identityFor(ctx, req.peer, cell);
   let backend: Backend = noneBackend;
   let fallback = false;
@@ -180,7 +187,7 @@ export function create(ctx: Context, req: Req): Reply {
         argv0: body.argv[0],
         sandbox_mode: mode,
         backend: backend.name,
-        run_as: identity ? { uid: identity.uid, gid: identity.gid, user: identity.user } : null,
+        run_as: runAsOf(identity),
         ...req.audit,
       },
     });
