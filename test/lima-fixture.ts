@@ -2,7 +2,7 @@
  * A host with the fake `limactl` (test/shims/limactl) first on PATH, and helpers to build the
  * binary copied into its "VM". The VM is a guest root under bubblewrap with a real planterd.
  */
-import { mkdirSync, symlinkSync } from "node:fs";
+import { chmodSync, mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { runWith, SHIMS } from "./host-fixture.ts";
 
@@ -36,6 +36,9 @@ export function limaHost(work: string, name: string, opts: { mount?: boolean } =
   const bin = join(base, "bin");
   const mount = join(base, "src");
   for (const d of opts.mount === false ? [home, bin] : [home, bin, mount]) mkdirSync(d, { recursive: true });
+  // The guest planterd (root) runs a root peer's jobs as nobody: it must reach the mounts.
+  for (const d of [work, base]) chmodSync(d, 0o711);
+  if (opts.mount !== false) chmodSync(mount, 0o1777);
   symlinkSync(join(SHIMS, "limactl"), join(bin, "limactl"));
   const env: Record<string, string> = {
     PATH: `${bin}:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin`,

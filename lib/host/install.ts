@@ -80,7 +80,7 @@ export const BIN_LINKS = ["planterd"];
 /** Default config written when none exists. */
 export const DEFAULT_CONFIG = `# planterd configuration — every key is optional; see README "Configuration".
 [sandbox]
-mode = "permissive"   # disabled | permissive | enforced
+mode = "enforced"   # enforced (fail closed) | permissive | disabled
 
 [authz]
 strict = true

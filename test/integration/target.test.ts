@@ -3,8 +3,8 @@
  * root with a real planterd) or this host's planterd started beside it; directories given to the
  * VM must lie on its mounts. Nothing here has run against a real Lima VM.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
+import { chownSync, afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { hostLimaArch, renderLimaTemplate } from "../../lib/host/lima.ts";
 import { cleanup, type DaemonHandle, PLANTER, startDaemon } from "../harness.ts";
@@ -120,6 +120,8 @@ describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblew
     // (The guest's jobs are sandboxed: a --cwd must lie in the cell's directory, so each test dir is a cell.)
     const proj = join(h.mount, "proj");
     mkdirSync(join(proj, "sub"), { recursive: true });
+    // Root's cell runs its jobs as nobody in the guest: the project must be theirs to write.
+    chownSync(proj, 65534, 65534);
     const created = await planter({}, "cell", "--target", "lima", "create", "proj", "--dir", proj);
     expect(created).toEqual({ code: 0, stdout: `created cell proj at ${proj}\n`, stderr: "" });
     const inCell = await planter({}, "--target", "lima", "run", "--cell", "proj", "--", "sh", "-c", "pwd; echo x > f");
