@@ -9,7 +9,7 @@ import { reachableResult, versionResult } from "../../lib/doctor/checks/daemon.t
 import { CHECKS } from "../../lib/doctor/checks/index.ts";
 import { osName } from "../../lib/doctor/checks/install.ts";
 import { limitsResult } from "../../lib/doctor/checks/limits.ts";
-import { backendResult, commandInHint, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
+import { backendResult, commandInHint, containmentResult, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
 import { activeResult, unitsResult } from "../../lib/doctor/checks/service.ts";
 import { asCommand, membershipResult } from "../../lib/doctor/checks/socket.ts";
 import { diskResult, legacyResult, schemaResult } from "../../lib/doctor/checks/state.ts";
@@ -36,6 +36,7 @@ describe("selection and the runner", () => {
       "daemon.version-match",
       "authz.strict",
       "sandbox.backend",
+      "sandbox.containment",
       "sandbox.userns",
       "limits.cgroup",
       "state.integrity",
@@ -423,7 +424,7 @@ describe("config, sandbox, limits", () => {
     expect(commandInHint("install bubblewrap with your package manager")).toBeNull();
   });
 
-  test("sandbox.backend: a missing backend fails with the install command; planterd's failed probe warns", () => {
+  test("sandbox.backend: a missing backend fails with the install command; planterd's failed probe fails", () => {
     const missing = backendResult(
       {
         ok: false,
@@ -451,9 +452,15 @@ describe("config, sandbox, limits", () => {
       checks: [{ id: "x", ok: true, detail: "" }],
     };
     const daemonBad = { ok: false, message: "bwrap not on PATH", hint: "install it" };
+    // planterd's own probe failing means its jobs fail (enforced) or run unsandboxed (permissive): a failure.
     expect(backendResult(works, { mode: "enforced", daemon: daemonBad, planter: "planter", restart: "R" }).status).toBe(
-      "warn",
+      "fail",
     );
+    const permissive = backendResult(works, { mode: "permissive", daemon: daemonBad, planter: "planter", restart: "R" });
+    expect([permissive.status, permissive.message]).toEqual([
+      "fail",
+      "bwrap (bubblewrap 0.8.0) works here, but planterd's own probe failed, so its jobs run WITHOUT a sandbox: bwrap not on PATH",
+    ]);
     expect(backendResult(works, { mode: "disabled", daemon: daemonBad, planter: "planter", restart: "R" }).status).toBe(
       "ok",
     );
@@ -467,6 +474,31 @@ describe("config, sandbox, limits", () => {
       { mode: null, daemon: null, planter: "planter", restart: "R" },
     );
     expect(escaped).toMatchObject({ status: "fail", fix: "planter sandbox check --json" });
+  });
+
+  test("sandbox.containment: each broken class named; all held is ok; no probe is a skip", () => {
+    const base = { ok: true, backend: "bwrap", version: "bubblewrap 0.8.0", userns: "enabled" };
+    const held = [
+      { id: "write-inside", ok: true, detail: "writing the cell dir: written" },
+      { id: "not-root", ok: true, detail: "the job runs as uid 65534" },
+      { id: "proc-sys", ok: true, detail: "writing /proc/sys/kernel/core_pattern: denied" },
+      { id: "host-socket", ok: true, detail: "connecting to a host Unix socket: denied" },
+      { id: "credentials", ok: true, detail: "the real home /root: hidden" },
+    ];
+    expect(containmentResult({ ...base, checks: held }, "planter")).toEqual(
+      ok(
+        "the job runs as uid 65534; writing /proc/sys/kernel/core_pattern: denied; connecting to a host Unix socket: denied; the real home /root: hidden",
+      ),
+    );
+    const broken = held.map((c) =>
+      c.id === "not-root" ? { ...c, ok: false, detail: "the job runs as uid 0" } : c,
+    );
+    expect(containmentResult({ ...base, ok: false, checks: broken }, "planter")).toMatchObject({
+      status: "fail",
+      message: "containment broken: the job runs as uid 0",
+      fix: "planter sandbox check --json",
+    });
+    expect(containmentResult({ ...base, ok: false, checks: [] }, "planter").status).toBe("skip");
   });
 
   test("sandbox.userns from the probe, else from the kernel settings", () => {
