@@ -3,7 +3,7 @@
  * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
  * snapshot the review compares against after the job.
  */
-import { chownSync, lstatSync, mkdirSync, readFileSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, readFileSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
@@ -120,6 +120,24 @@ export function checkedCellDir(ctx: Context, cell: CellRow): string {
   return cell.dir;
 }
 
+/**
+ * Why `id` cannot reach `dir` (a directory it lacks search permission on, on the way), or null.
+ * bwrap resolves every bind as the job's user: a 0700 home above planter's state (root's own,
+ * say) would otherwise fail the job with bwrap's "Can't find source path".
+ */
+export function unreachable(dir: string, id: Identity): string | null {
+  const parts = dir.split("/").filter(Boolean);
+  for (let i = 0; i <= parts.length; i++) {
+    const a = `/${parts.slice(0, i).join("/")}`;
+    const st = statSync(a, { throwIfNoEntry: false });
+    if (!st) return `${a} does not exist`;
+    const bits =
+      st.uid === id.uid ? (st.mode >> 6) & 7 : st.gid === id.gid || id.groups.includes(st.gid) ? (st.mode >> 3) & 7 : st.mode & 7;
+    if (!(bits & 1)) return `${a} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}, uid ${st.uid}) is not searchable by it`;
+  }
+  return null;
+}
+
 /** The cell's private home (state/homes/NAME), made on first use and owned by the job's uid. */
 export function cellHome(ctx: Context, cell: CellRow, identity: Identity | null): string {
   const home = join(ctx.paths.stateDir, "homes", cell.name);
@@ -148,6 +166,20 @@ export function launchContext(
 ): LaunchContext {
   const cellDir = checkedCellDir(ctx, cell);
   const home = cellHome(ctx, cell, identity);
+  if (identity) {
+    for (const d of [cellDir, home]) {
+      const why = unreachable(d, identity);
+      if (why) {
+        throw new PlanterError(
+          "E_SANDBOX_UNAVAILABLE",
+          `the job's user ${identity.user ?? identity.uid} (uid ${identity.uid}) cannot reach ${d}: ${why}`,
+          {
+            hint: "as root planterd runs jobs as an unprivileged user: keep its state in a searchable place (system mode: /var/lib/planter), or chmod o+x the directory named",
+          },
+        );
+      }
+    }
+  }
   const own = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/" && !isSystemDir(h));
   const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
   const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));

@@ -4,13 +4,23 @@
  * holds: it does not run as uid 0, /proc/sys is read-only, a host Unix socket cannot be
  * reached, the real home (and so its credentials) is hidden.
  */
-import { chownSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Backend, Probe } from "./backend.ts";
 import { DEFAULT_POLICY } from "./policy.ts";
 import { hostRequest, spawnPlan } from "./run.ts";
+
+/** A regular file directly in the real home (the probe must not read it), or null. */
+function homeFile(): string | null {
+  try {
+    const f = readdirSync(homedir(), { withFileTypes: true }).find((e) => e.isFile());
+    return f ? join(homedir(), f.name) : null;
+  } catch {
+    return null;
+  }
+}
 
 export interface CheckResult {
   ok: boolean;
@@ -33,7 +43,7 @@ if echo x > /proc/sys/kernel/core_pattern 2>/dev/null; then r="$r procsys=writte
 if command -v perl >/dev/null 2>&1; then
   if perl -e 'use Socket; socket(my $s, PF_UNIX, SOCK_STREAM, 0) or exit 1; connect($s, pack_sockaddr_un($ARGV[0])) or exit 1; exit 0' "$4" 2>/dev/null; then r="$r unix=connected"; else r="$r unix=denied"; fi
 else r="$r unix=unknown"; fi
-if ls -A "$5" 2>/dev/null | grep -q .; then r="$r home=visible"; else r="$r home=hidden"; fi
+if [ -n "$5" ] && cat "$5" >/dev/null 2>&1; then r="$r home=visible"; else r="$r home=hidden"; fi
 echo "$r"`;
 
 /** Run the probe through `backend` (already probed as `probe`). */
@@ -54,7 +64,7 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
   await new Promise<void>((r) => unix.listen(unixPath, r));
   try {
     const req = hostRequest({
-      argv: ["/bin/sh", "-c", PROBE, "probe", cell, outside, String(port), unixPath, homedir()],
+      argv: ["/bin/sh", "-c", PROBE, "probe", cell, outside, String(port), unixPath, homeFile() ?? ""],
       env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: home },
       cellDir: cell,
       policy: { ...DEFAULT_POLICY, fs_mode: "writable", network: "none" },
@@ -103,7 +113,11 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
       { id: "not-root", ok: got.uid !== undefined && got.uid !== "0", detail: `the job runs as uid ${got.uid}` },
       { id: "proc-sys", ok: got.procsys === "denied", detail: `writing /proc/sys/kernel/core_pattern: ${got.procsys}` },
       { id: "host-socket", ok: got.unix !== "connected", detail: `connecting to a host Unix socket: ${got.unix}` },
-      { id: "credentials", ok: got.home === "hidden", detail: `the real home ${homedir()}: ${got.home}` },
+      {
+        id: "credentials",
+        ok: got.home === "hidden",
+        detail: `a file in the real home ${homedir()}: ${homeFile() ? got.home : "hidden (the home has no file to try)"}`,
+      },
     ];
     const ok = checks.every((c) => c.ok);
     return {

@@ -25,6 +25,8 @@ import {
 } from "../host-fixture.ts";
 
 const work = mkdtempSync("/tmp/pt-inst-");
+// As root, a user-mode planterd runs jobs as nobody, who must pass through to its cell.
+chmodSync(work, 0o711);
 const binary = join(work, "planter-build");
 
 beforeAll(() => buildPlanter(binary, "inst0commit"), 60_000);

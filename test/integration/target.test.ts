@@ -3,7 +3,7 @@
  * root with a real planterd) or this host's planterd started beside it; directories given to the
  * VM must lie on its mounts. Nothing here has run against a real Lima VM.
  */
-import { chownSync, afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { hostLimaArch, renderLimaTemplate } from "../../lib/host/lima.ts";

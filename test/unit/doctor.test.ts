@@ -483,11 +483,11 @@ describe("config, sandbox, limits", () => {
       { id: "not-root", ok: true, detail: "the job runs as uid 65534" },
       { id: "proc-sys", ok: true, detail: "writing /proc/sys/kernel/core_pattern: denied" },
       { id: "host-socket", ok: true, detail: "connecting to a host Unix socket: denied" },
-      { id: "credentials", ok: true, detail: "the real home /root: hidden" },
+      { id: "credentials", ok: true, detail: "a file in the real home /root: hidden" },
     ];
     expect(containmentResult({ ...base, checks: held }, "planter")).toEqual(
       ok(
-        "the job runs as uid 65534; writing /proc/sys/kernel/core_pattern: denied; connecting to a host Unix socket: denied; the real home /root: hidden",
+        "the job runs as uid 65534; writing /proc/sys/kernel/core_pattern: denied; connecting to a host Unix socket: denied; a file in the real home /root: hidden",
       ),
     );
     const broken = held.map((c) =>
