@@ -29,7 +29,10 @@ async function baselineBinary(): Promise<string> {
   };
   if (!existsSync(dir)) sh(["git", "worktree", "add", "--detach", dir, BASELINE]);
   sh(["bun", "install", "--frozen-lockfile"], dir);
-  sh(["bun", "build", "--compile", "--minify", "--bytecode", "--format=esm", "scripts/planter.ts", "--outfile", bin], dir);
+  sh(
+    ["bun", "build", "--compile", "--minify", "--bytecode", "--format=esm", "scripts/planter.ts", "--outfile", bin],
+    dir,
+  );
   return bin;
 }
 
@@ -47,7 +50,15 @@ async function start(name: string, bin: string): Promise<Side> {
   const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", PLANTER_HOME: home, NO_COLOR: "1" };
   const daemon = Bun.spawn([bin, "daemon"], { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   const client = new Client(join(home, "run", "planterd.sock"));
-  await waitFor(() => client.health().then((h) => h.ok, () => false), `${name} planterd to answer`, 20_000);
+  await waitFor(
+    () =>
+      client.health().then(
+        (h) => h.ok,
+        () => false,
+      ),
+    `${name} planterd to answer`,
+    20_000,
+  );
   return { name, bin, home, daemon, times: [] };
 }
 
@@ -80,7 +91,15 @@ export async function hardeningBench(): Promise<void> {
     const [h, b] = sides as [Side, Side];
     note(`hardened: ${spread(h.times)}`);
     note(`${b.name}: ${spread(b.times)}`);
-    report(BENCH, "hardened p50 − baseline p50 (planter run -- true)", median(h.times) - median(b.times), "ms", "le", 2, 2);
+    report(
+      BENCH,
+      "hardened p50 − baseline p50 (planter run -- true)",
+      median(h.times) - median(b.times),
+      "ms",
+      "le",
+      2,
+      2,
+    );
   } finally {
     for (const s of sides) {
       s.daemon.kill("SIGTERM");

@@ -12,9 +12,9 @@ import { HOST_ENV } from "../lib/sandbox/env.ts";
 import { complete } from "../lib/sandbox/policy.ts";
 import { hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
 import { seccompProgram } from "../lib/sandbox/seccomp.ts";
+import { baseEnv } from "../test/harness.ts";
 import { type BenchDaemon, BINARY, header, median, note, report, spread, withDaemon } from "./common.ts";
 import { ensureFreshBinary } from "./fresh.ts";
-import { baseEnv } from "../test/harness.ts";
 
 const BENCH = "6 sandbox";
 /** Jobs must run under bwrap: a daemon that cannot sandbox fails them rather than falling back. */
@@ -64,7 +64,14 @@ async function daemonVsBare(): Promise<void> {
       const cell = await d.client.getCell(first.cell);
       const policy = complete(undefined);
       const scratch = mkdtempSync(join(tmpdir(), "planter-bench-"));
-      const req = hostRequest({ argv: ["/bin/true"], cellDir: cell.dir, policy, env: first.env, jobDir: scratch, scratch });
+      const req = hostRequest({
+        argv: ["/bin/true"],
+        cellDir: cell.dir,
+        policy,
+        env: first.env,
+        jobDir: scratch,
+        scratch,
+      });
       if (req.identity) chownSync(scratch, req.identity.uid, req.identity.gid);
       const plan = bwrapPlan(req, bwrap, undefined, { seccomp: seccompProgram({ allowUnixSockets: false }) });
       const spawnBare = (stdio: "ignore" | "pipe") =>

@@ -343,9 +343,12 @@ function jobLines(j: Job): string {
     `finished:  ${j.finished_at ?? "-"}`,
     `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
     ...(j.sandbox.policy ? [`policy:    ${policyLine(j.sandbox.policy)}`] : []),
-    ...(j.run_as ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`] : []),
+    ...(j.run_as
+      ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
+      : []),
     ...j.workspace.map(
-      (f) => `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+      (f) =>
+        `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
     ),
     `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
     ...(j.log_truncated

@@ -9,7 +9,6 @@ import { dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
-import type { Peer } from "./peer.ts";
 import { socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
 import { type Identity, jobIdentity, parsePasswd } from "../sandbox/identity.ts";
@@ -19,6 +18,7 @@ import { snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
 import type { JobRow } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
+import type { Peer } from "./peer.ts";
 
 /** Who a job with `identity` runs as, for its record and events (null identity: planterd's own user). */
 export function runAsOf(identity: Identity | null): RunAs {
@@ -53,7 +53,8 @@ export function realHomes(): string[] {
     text = "";
   }
   const homes = new Set<string>();
-  for (const e of parsePasswd(text)) if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);
+  for (const e of parsePasswd(text))
+    if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);
   homes.add(homedir());
   return [...homes];
 }
@@ -83,9 +84,13 @@ export function checkCellAccess(ctx: Context, peer: Peer | null, cell: CellRow):
   if (!daemonIsRoot() || !peer || peer.uid === 0) return;
   const owner = cell.owner_uid ?? ctx.rootPeer.identity.uid;
   if (owner === peer.uid) return;
-  throw new PlanterError("E_UNAUTHORIZED_PEER", `cell ${cell.name} belongs to uid ${owner}, not to you (uid ${peer.uid})`, {
-    hint: "create a cell of your own: planter cell create NAME",
-  });
+  throw new PlanterError(
+    "E_UNAUTHORIZED_PEER",
+    `cell ${cell.name} belongs to uid ${owner}, not to you (uid ${peer.uid})`,
+    {
+      hint: "create a cell of your own: planter cell create NAME",
+    },
+  );
 }
 
 /**
@@ -132,8 +137,13 @@ export function unreachable(dir: string, id: Identity): string | null {
     const st = statSync(a, { throwIfNoEntry: false });
     if (!st) return `${a} does not exist`;
     const bits =
-      st.uid === id.uid ? (st.mode >> 6) & 7 : st.gid === id.gid || id.groups.includes(st.gid) ? (st.mode >> 3) & 7 : st.mode & 7;
-    if (!(bits & 1)) return `${a} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}, uid ${st.uid}) is not searchable by it`;
+      st.uid === id.uid
+        ? (st.mode >> 6) & 7
+        : st.gid === id.gid || id.groups.includes(st.gid)
+          ? (st.mode >> 3) & 7
+          : st.mode & 7;
+    if (!(bits & 1))
+      return `${a} (mode ${(st.mode & 0o7777).toString(8).padStart(4, "0")}, uid ${st.uid}) is not searchable by it`;
   }
   return null;
 }
@@ -224,4 +234,3 @@ export function checkRequest(where: LaunchContext, policy: EffectivePolicy, cwd:
     identity: where.identity,
   };
 }
-

@@ -9,9 +9,10 @@
  * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
  * the quota plus two bytes whatever the job does.
  */
+
+import { dlopen, FFIType } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { dlopen, FFIType } from "bun:ffi";
 
 const DIRECT = `s=$1; shift 2
 trap ':' TERM INT HUP QUIT USR1 USR2

@@ -41,10 +41,10 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { cgroupArgv, JobCgroups } from "./cgroup.ts";
+import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
 import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
-import { freshSessionKeyring } from "./keyring.ts";
 import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */

@@ -48,8 +48,7 @@ export function bwrapPlan(
       // A bind of the cover's own path shadows it: remounting that path would hit the bind.
       const i = covers.indexOf(m.path);
       if (i >= 0) covers.splice(i, 1);
-    }
-    else if (m.kind === "dir") {
+    } else if (m.kind === "dir") {
       args.push("--size", String(COVER_BYTES), "--tmpfs", m.path);
       covers.push(m.path);
     } else args.push("--ro-bind", "/dev/null", m.path);
@@ -72,7 +71,9 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
     const prev = args[i - 1];
     if (prev === "--bind-fd" || prev === "--ro-bind-fd" || prev === "--seccomp") {
       const input = plan.inputs[Number(a) - 3];
-      return input && "path" in input ? `${a}=${input.path}` : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
+      return input && "path" in input
+        ? `${a}=${input.path}`
+        : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
     return a;
   });

@@ -6,7 +6,9 @@
  */
 
 /** The fixed environment of planter's own host-side processes. */
-export const HOST_ENV: Record<string, string> = { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" };
+export const HOST_ENV: Record<string, string> = {
+  PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+};
 
 const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 

@@ -153,9 +153,13 @@ export function jobIdentity(o: {
 export function setprivPath(): string {
   const found = Bun.which("setpriv", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin" });
   if (!found) {
-    throw new PlanterError("E_SANDBOX_UNAVAILABLE", "setpriv (util-linux) is not installed: planter cannot run jobs as another user", {
-      hint: "install util-linux (Debian: apt-get install util-linux); as root, planter never runs a job as root",
-    });
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      "setpriv (util-linux) is not installed: planter cannot run jobs as another user",
+      {
+        hint: "install util-linux (Debian: apt-get install util-linux); as root, planter never runs a job as root",
+      },
+    );
   }
   return found;
 }

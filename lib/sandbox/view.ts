@@ -104,7 +104,8 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   const pin = [...req.workspaceReadOnly, ...req.credentialHomes.flatMap((h) => RC_FILES.map((f) => `${h}/${f}`))];
   for (const x of pin) {
     const k = kind(x);
-    if ((k === "dir" || k === "file") && writableIn(sorted, x)) extra.push({ op: "bind", path: x, write: false, why: "protected" });
+    if ((k === "dir" || k === "file") && writableIn(sorted, x))
+      extra.push({ op: "bind", path: x, write: false, why: "protected" });
   }
   // Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
   const named = [...p.read_write, ...p.read_only];

@@ -1,6 +1,6 @@
 /** The compiled multi-call binary: version, entry links, a daemon and `planter run` end to end. */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../../lib/api/client.ts";
@@ -87,6 +87,8 @@ test("the doctor link runs doctor", async () => {
 
 test("a release tarball installs with nothing else on PATH: tar xf … && ./install", async () => {
   const stage = mkdtempSync("/tmp/pt-rel-");
+  // As root, a user-mode planterd runs jobs as nobody, who must pass through to its cell.
+  chmodSync(stage, 0o711);
   const version = (await Bun.file(join(ROOT, "package.json")).json()).version as string;
   const b = Bun.spawnSync(["bash", ".ci/dist", version, "e2e0commit", "linux-x64"], {
     cwd: ROOT,

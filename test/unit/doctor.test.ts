@@ -456,7 +456,12 @@ describe("config, sandbox, limits", () => {
     expect(backendResult(works, { mode: "enforced", daemon: daemonBad, planter: "planter", restart: "R" }).status).toBe(
       "fail",
     );
-    const permissive = backendResult(works, { mode: "permissive", daemon: daemonBad, planter: "planter", restart: "R" });
+    const permissive = backendResult(works, {
+      mode: "permissive",
+      daemon: daemonBad,
+      planter: "planter",
+      restart: "R",
+    });
     expect([permissive.status, permissive.message]).toEqual([
       "fail",
       "bwrap (bubblewrap 0.8.0) works here, but planterd's own probe failed, so its jobs run WITHOUT a sandbox: bwrap not on PATH",
@@ -490,9 +495,7 @@ describe("config, sandbox, limits", () => {
         "the job runs as uid 65534; writing /proc/sys/kernel/core_pattern: denied; connecting to a host Unix socket: denied; a file in the real home /root: hidden",
       ),
     );
-    const broken = held.map((c) =>
-      c.id === "not-root" ? { ...c, ok: false, detail: "the job runs as uid 0" } : c,
-    );
+    const broken = held.map((c) => (c.id === "not-root" ? { ...c, ok: false, detail: "the job runs as uid 0" } : c));
     expect(containmentResult({ ...base, ok: false, checks: broken }, "planter")).toMatchObject({
       status: "fail",
       message: "containment broken: the job runs as uid 0",

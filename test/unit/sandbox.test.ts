@@ -79,7 +79,9 @@ describe("bwrap plan", () => {
     });
     const argv = rendered(req({ policy }), { "/work/cell/secret": "dir", "/work/cell/key.pem": "file" });
     expect(argv).not.toContain("--unshare-net");
-    expect(argv).toContain("--ro-bind-fd 4=/work/cell /work/cell --bind-fd 5=/data/out /data/out --ro-bind-fd 6=/data/in /data/in");
+    expect(argv).toContain(
+      "--ro-bind-fd 4=/work/cell /work/cell --bind-fd 5=/data/out /data/out --ro-bind-fd 6=/data/in /data/in",
+    );
     expect(argv).toContain("--size 1048576 --tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem");
   });
 
@@ -105,7 +107,9 @@ describe("bwrap plan", () => {
       "/home/u/.npmrc": "file",
       "/home/u/.bashrc": "file",
     });
-    expect(argv).toContain("--size 1048576 --tmpfs /home/u --bind-fd 4=/work/cell /work/cell --ro-bind-fd 5=/home/u /home/u");
+    expect(argv).toContain(
+      "--size 1048576 --tmpfs /home/u --bind-fd 4=/work/cell /work/cell --ro-bind-fd 5=/home/u /home/u",
+    );
     expect(argv).not.toContain("--remount-ro /home/u ");
     expect(argv).toContain("--size 1048576 --tmpfs /home/u/.ssh");
     expect(argv).not.toContain("--ro-bind /dev/null /home/u/.npmrc");

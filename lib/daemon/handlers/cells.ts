@@ -4,11 +4,11 @@ import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
+import { overlaps, unsafeCellDir } from "../../sandbox/paths.ts";
+import { complete, resolvePolicyPaths, unsafePolicy } from "../../sandbox/policy.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
-import { overlaps, unsafeCellDir } from "../../sandbox/paths.ts";
-import { complete, resolvePolicyPaths, unsafePolicy } from "../../sandbox/policy.ts";
 import type { Context } from "../context.ts";
 import { checkCellAccess, daemonIsRoot, ownerFor, protectedPaths, realHomes } from "../launch.ts";
 import type { Peer } from "../peer.ts";
@@ -109,10 +109,14 @@ export function create(ctx: Context, req: Req): Reply {
     }
     // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
     dir = realpathSync(body.dir);
-    const others = listCells(ctx.db).filter((c) => !c.managed).map((c) => c.dir);
+    const others = listCells(ctx.db)
+      .filter((c) => !c.managed)
+      .map((c) => c.dir);
     const why =
       unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() }) ??
-      (others.find((o) => overlaps(o, dir)) ? `it overlaps another cell's dir (${others.find((o) => overlaps(o, dir))})` : null);
+      (others.find((o) => overlaps(o, dir))
+        ? `it overlaps another cell's dir (${others.find((o) => overlaps(o, dir))})`
+        : null);
     if (why) {
       throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is unsafe: ${why}`, {
         hint: "use a project directory of its own (not /, a system dir, a home dir itself, planter's dirs or another cell's)",

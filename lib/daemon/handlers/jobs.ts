@@ -30,7 +30,15 @@ import type { CellRow } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
-import { checkCellAccess, checkJobAccess, checkRequest, identityFor, launchContext, protectedPaths, runAsOf } from "../launch.ts";
+import {
+  checkCellAccess,
+  checkJobAccess,
+  checkRequest,
+  identityFor,
+  launchContext,
+  protectedPaths,
+  runAsOf,
+} from "../launch.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
 import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
 
@@ -93,7 +101,8 @@ export function effectivePolicy(
   const requested = job ? resolvePolicy(job) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
-  if (unsafe) throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
+  if (unsafe)
+    throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
   const p = narrow(base, requested, cell.dir, visible);
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");

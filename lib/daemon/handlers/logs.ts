@@ -5,8 +5,8 @@ import { jobFiles } from "../../jobs/recorder.ts";
 import { fileSize, readChunk } from "../../logs/read.ts";
 import { jobDir } from "../../paths.ts";
 import type { Context } from "../context.ts";
-import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
 import { checkJobAccess } from "../launch.ts";
+import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
 import { requireJob } from "./jobs.ts";
 
 export async function read(ctx: Context, req: Req): Promise<Reply> {
