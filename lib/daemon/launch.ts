@@ -44,6 +44,11 @@ export function protectedPaths(ctx: Context): string[] {
   return out;
 }
 
+/** Trees jobs can write: every cell's dir and home (a symlink found there may be a job's). */
+export function writableTrees(ctx: Context): string[] {
+  return [...listCells(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
+}
+
 /** Real home directories on this host (passwd entries with a home that is not a system dir). */
 export function realHomes(): string[] {
   let text = "";
@@ -184,7 +189,7 @@ export function launchContext(
           "E_SANDBOX_UNAVAILABLE",
           `the job's user ${identity.user ?? identity.uid} (uid ${identity.uid}) cannot reach ${d}: ${why}`,
           {
-            hint: "as root planterd runs jobs as an unprivileged user: keep its state in a searchable place (system mode: /var/lib/planter), or chmod o+x the directory named",
+            hint: "as root, planterd runs jobs as an unprivileged user: use a directory that user owns or can reach (chmod o+x the one named), and keep planter's state where it can be searched (system mode: /var/lib/planter)",
           },
         );
       }

@@ -2,8 +2,17 @@
  * Path safety, in one place: canonical forms, comparison by components, the directories a cell
  * or a bind may never be, and opening a bind source so that what is bound is what was checked.
  */
-import { closeSync, constants, fstatSync, openSync, readlinkSync, realpathSync } from "node:fs";
-import { isAbsolute, normalize, relative } from "node:path";
+import {
+  closeSync,
+  constants,
+  fstatSync,
+  lstatSync,
+  openSync,
+  readlinkSync,
+  realpathSync,
+  statSync,
+} from "node:fs";
+import { basename, dirname, isAbsolute, join, normalize, relative } from "node:path";
 import { badRequest, PlanterError } from "../api/errors.ts";
 
 /** True when `child` is `parent` or lies below it (by path components, never by string prefix). */
@@ -75,6 +84,38 @@ export function canonical(p: string, what: string): string {
   }
 }
 
+/**
+ * A symlink on the way to `given` that a job (or another local user) could have planted: one that
+ * lies in a `writable` tree (cell dirs, read_write paths) or in a directory others may write.
+ * Following it would bind whatever it points at (a job plants `data → ~/.ssh`, a later policy
+ * names `data`). Returns the link and its target, or null.
+ */
+export function plantedSymlink(given: string, writable: string[]): string | null {
+  const parts = normalize(given).split("/").filter(Boolean);
+  for (let i = 1; i <= parts.length; i++) {
+    const q = `/${parts.slice(0, i).join("/")}`;
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(q);
+    } catch {
+      return null;
+    }
+    if (!st.isSymbolicLink()) continue;
+    let parent: string;
+    try {
+      parent = realpathSync(dirname(q));
+    } catch {
+      continue;
+    }
+    const at = join(parent, basename(q));
+    const open = (statSync(parent).mode & 0o002) !== 0;
+    if (open || writable.some((w) => within(at, w))) {
+      return `${q} is a symlink (to ${readlinkSync(q)}) in ${open ? "a directory anyone may write" : "a tree jobs can write"}`;
+    }
+  }
+  return null;
+}
+
 /** Why a directory may not be a cell, or null when it may. `homes` are real home dirs. */
 export function unsafeCellDir(dir: string, o: { protect: string[]; homes: string[] }): string | null {
   if (dir === "/") return "it is the root directory";
@@ -85,13 +126,19 @@ export function unsafeCellDir(dir: string, o: { protect: string[]; homes: string
   return null;
 }
 
-/** Why a policy path may not be bound (`write`: read_write), or null when it may. */
+/**
+ * Why a policy path may not be bound (`write`: read_write), or null when it may. A read-only bind
+ * may contain planter's dirs (the view hides them again inside it); a writable one may not: a job
+ * could rename a directory above them.
+ */
 export function unsafeBind(path: string, write: boolean, o: { protect: string[] }): string | null {
-  for (const g of o.protect) if (overlaps(path, g)) return `it overlaps planter's own state, socket or config (${g})`;
   if (write) {
     if (path === "/") return "the root directory cannot be writable";
     if (isSystemDir(path)) return "a system directory cannot be writable";
     for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, path)) return `it contains the system directory ${s}`;
+  }
+  for (const g of o.protect) {
+    if (write ? overlaps(path, g) : within(path, g)) return `it overlaps planter's own state, socket or config (${g})`;
   }
   return null;
 }

@@ -6,7 +6,7 @@ import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
-import { canonical, unsafeBind, within } from "./paths.ts";
+import { canonical, plantedSymlink, unsafeBind, within } from "./paths.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -137,8 +137,17 @@ export function narrow(
  * read_only or unix_sockets path must exist; a deny path that does not exist is dropped (there
  * is nothing to hide).
  */
-export function resolvePolicy<P extends Policy>(p: P): P {
-  const must = (path: string, field: string) => canonical(path, `sandbox ${field} path`);
+export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): P {
+  const must = (path: string, field: string) => {
+    const planted = plantedSymlink(path, writable);
+    if (planted) {
+      throw badRequest(
+        `sandbox ${field} path ${path} is refused: ${planted}`,
+        "a symlink a job could have planted is never followed into a bind; name its target itself if you mean it",
+      );
+    }
+    return canonical(path, `sandbox ${field} path`);
+  };
   const out = { ...p };
   if (p.read_write) out.read_write = p.read_write.map((x) => must(x, "read_write"));
   if (p.read_only) out.read_only = p.read_only.map((x) => must(x, "read_only"));
@@ -148,8 +157,8 @@ export function resolvePolicy<P extends Policy>(p: P): P {
 }
 
 /** `resolvePolicy` for a complete policy. */
-export function resolvePolicyPaths(p: EffectivePolicy): EffectivePolicy {
-  return resolvePolicy(p as Policy) as EffectivePolicy;
+export function resolvePolicyPaths(p: EffectivePolicy, writable: string[] = []): EffectivePolicy {
+  return resolvePolicy(p as Policy, writable) as EffectivePolicy;
 }
 
 /**

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import { cleanup, type DaemonHandle, pidAlive, startDaemon } from "../harness.ts";
@@ -43,6 +43,8 @@ test("create, show, list a managed cell", async () => {
 
 test("a cell in a directory the user names is never deleted", async () => {
   const dir = mkdtempSync("/tmp/pt-userdir-");
+  // Root's cell runs its jobs as nobody, who must reach the dir.
+  chmodSync(dir, 0o755);
   const c = await d.client.createCell({ name: "mine", dir });
   expect([c.dir, c.managed]).toEqual([dir, false]);
   const j = await d.client.createJob({ cell: "mine", argv: ["pwd"] });

@@ -41,7 +41,7 @@ if [ ! -f /etc/planter/config.toml ]; then
 cat > /etc/planter/config.toml.tmp <<'PLANTER_EOF'
 # planterd configuration — every key is optional; see README "Configuration".
 [sandbox]
-mode = "permissive"   # disabled | permissive | enforced
+mode = "enforced"   # enforced (fail closed) | permissive | disabled
 
 [authz]
 strict = true

@@ -4,13 +4,13 @@ import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
-import { overlaps, unsafeCellDir } from "../../sandbox/paths.ts";
+import { overlaps, plantedSymlink, unsafeCellDir } from "../../sandbox/paths.ts";
 import { complete, resolvePolicyPaths, unsafePolicy } from "../../sandbox/policy.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
-import { checkCellAccess, daemonIsRoot, ownerFor, protectedPaths, realHomes } from "../launch.ts";
+import { checkCellAccess, daemonIsRoot, ownerFor, protectedPaths, realHomes, writableTrees } from "../launch.ts";
 import type { Peer } from "../peer.ts";
 import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
 import { checkMode } from "./jobs.ts";
@@ -89,7 +89,7 @@ export function create(ctx: Context, req: Req): Reply {
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
   if (body.sandbox?.policy) {
     // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
-    const p = resolvePolicyPaths(complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)));
+    const p = resolvePolicyPaths(complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)), writableTrees(ctx));
     const why = unsafePolicy(p, protectedPaths(ctx));
     if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   }
@@ -105,6 +105,12 @@ export function create(ctx: Context, req: Req): Reply {
     if (!existsSync(body.dir) || !statSync(body.dir).isDirectory()) {
       throw new PlanterError("E_BAD_REQUEST", `cell dir ${body.dir} is not an existing directory`, {
         hint: `create it first: mkdir -p ${body.dir}`,
+      });
+    }
+    const planted = plantedSymlink(body.dir, writableTrees(ctx));
+    if (planted) {
+      throw new PlanterError("E_BAD_REQUEST", `cell dir ${body.dir} is refused: ${planted}`, {
+        hint: "a symlink a job could have planted is never followed; name the directory itself",
       });
     }
     // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.

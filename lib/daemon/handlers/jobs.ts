@@ -38,6 +38,7 @@ import {
   launchContext,
   protectedPaths,
   runAsOf,
+  writableTrees,
 } from "../launch.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
 import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
@@ -97,8 +98,9 @@ export function effectivePolicy(
   job: Policy | undefined,
   visible: (path: string) => boolean = () => true,
 ): EffectivePolicy {
-  const base = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
-  const requested = job ? resolvePolicy(job) : undefined;
+  const writable = writableTrees(ctx);
+  const base = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)), writable);
+  const requested = job ? resolvePolicy(job, [...writable, ...base.read_write]) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)

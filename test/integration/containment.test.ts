@@ -1,0 +1,169 @@
+/**
+ * Unsafe paths and modes are refused at the API with the path and the reason, and every refusal
+ * changes nothing: the cell list, the job list and the event stream stay as they were.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chownSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { PlanterError } from "../../lib/api/errors.ts";
+import { cleanup, type DaemonHandle, startDaemon, tempHome, waitFor } from "../harness.ts";
+
+let d: DaemonHandle;
+let work: string;
+const root = process.getuid?.() === 0;
+
+beforeAll(async () => {
+  d = await startDaemon({ config: '[sandbox]\nmode = "enforced"\n' });
+  // planterd records its start just after it answers: let that land before counting events.
+  await waitFor(async () => {
+    for await (const e of d.client.events({})) if (e.kind === "daemon.started") return true;
+    return false;
+  }, "daemon.started");
+  work = tempHome("pt-cont");
+});
+afterAll(async () => {
+  await d.stop();
+  cleanup(d.home);
+  cleanup(work);
+});
+
+/** What a refusal must leave as it was. */
+async function state() {
+  const cells = (await d.client.listCells()).cells.map((c) => c.name);
+  const jobs = (await d.client.listJobs({})).jobs.length;
+  let events = 0;
+  for await (const _ of d.client.events({})) events++;
+  return { cells, jobs, events };
+}
+
+async function refused(call: () => Promise<unknown>): Promise<PlanterError> {
+  const before = await state();
+  const e = (await call().catch((x) => x)) as PlanterError;
+  expect(e.code).toBe("E_BAD_REQUEST");
+  expect(await state()).toEqual(before);
+  return e;
+}
+
+describe("cell dirs", () => {
+  const state_ = () => join(d.home, "state");
+  test.each([
+    ["/", "it is the root directory"],
+    ["/etc", "it is a system directory"],
+    ["/usr/", "it is a system directory"],
+    ["/var/../usr", "it is a system directory"],
+  ])("%p is refused: %s", async (dir, why) => {
+    const e = await refused(() => d.client.createCell({ name: "bad", dir }));
+    expect(e.message).toContain(why);
+  });
+
+  test("planter's own state, with a trailing slash, through .., or through a symlink, is refused", async () => {
+    const link = join(work, "to-state");
+    symlinkSync(state_(), link);
+    for (const dir of [`${state_()}/`, `${state_()}/cells/..`, join(state_(), "jobs")]) {
+      const e = await refused(() => d.client.createCell({ name: "bad", dir }));
+      expect(e.message).toContain("overlaps planter's own state, socket or config");
+    }
+    // The link itself lies where anyone may write (/tmp): never followed.
+    const viaLink = await refused(() => d.client.createCell({ name: "bad", dir: link }));
+    expect(viaLink.message).toContain(`${link} is a symlink (to ${state_()}) in a directory anyone may write`);
+    // A dir that contains the state dir is refused as well.
+    const e = await refused(() => d.client.createCell({ name: "bad", dir: d.home }));
+    expect(e.message).toContain("overlaps planter's own");
+  });
+
+  test("a home dir itself is refused", async () => {
+    const e = await refused(() => d.client.createCell({ name: "bad", dir: homedir() }));
+    // /root is a system directory too; another user's home is refused as a home.
+    expect(e.message).toMatch(homedir() === "/root" ? /it is a system directory/ : /it is a home directory itself/);
+  });
+
+  test("overlapping cells are refused, inner and outer", async () => {
+    const outer = join(work, "outer");
+    mkdirSync(join(outer, "inner"), { recursive: true });
+    await d.client.createCell({ name: "outer", dir: outer });
+    const inner = await refused(() => d.client.createCell({ name: "inner", dir: join(outer, "inner") }));
+    expect(inner.message).toContain(`it overlaps another cell's dir (${outer})`);
+    const wider = await refused(() => d.client.createCell({ name: "wider", dir: work }));
+    expect(wider.message).toContain("overlaps another cell's dir");
+  });
+
+  test("a dir reached through a symlink planted in a cell is refused", async () => {
+    const proj = join(work, "proj");
+    const elsewhere = join(work, "elsewhere");
+    mkdirSync(proj);
+    mkdirSync(elsewhere);
+    await d.client.createCell({ name: "proj", dir: proj });
+    symlinkSync(elsewhere, join(proj, "planted"));
+    const e = await refused(() => d.client.createCell({ name: "via", dir: join(proj, "planted") }));
+    expect(e.message).toContain(`${join(proj, "planted")} is a symlink (to ${elsewhere}) in a tree jobs can write`);
+  });
+});
+
+describe("policies", () => {
+  test("a read_write path through a symlink a job planted in its cell is refused, for cells and jobs", async () => {
+    const cell = join(work, "sym");
+    mkdirSync(cell);
+    if (root) chownSync(cell, 65534, 65534);
+    await d.client.createCell({ name: "sym", dir: cell });
+    // What an earlier job could leave: a link to somewhere the user never meant to expose.
+    symlinkSync("/root", join(cell, "data"));
+    const e = await refused(() => d.client.createJob({ cell: "sym", argv: ["true"], sandbox: { policy: { read_only: [join(cell, "data")] } } }),
+    );
+    expect(e.message).toContain(`${join(cell, "data")} is a symlink (to /root) in a tree jobs can write`);
+    const c = await refused(() => d.client.createCell({ name: "sym2", sandbox: { policy: { read_write: [join(cell, "data")] } } }),
+    );
+    expect(c.message).toContain("is a symlink (to /root)");
+  });
+
+  test.each([
+    [{ read_write: ["/"] }, "the root directory cannot be writable"],
+    [{ read_write: ["/usr"] }, "a system directory cannot be writable"],
+    [{ read_write: ["/var/.."] }, "the root directory cannot be writable"],
+  ])("%p is refused: %s", async (policy, why) => {
+    const e = await refused(() => d.client.createCell({ name: "p", sandbox: { policy } }));
+    expect(e.message).toContain(why);
+  });
+
+  test("planter's state, socket dir or config dir in any bind is refused; a writable bind may not contain them", async () => {
+    for (const path of [join(d.home, "state"), join(d.home, "run"), join(d.home, "state", "jobs")]) {
+      const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy: { read_only: [path] } } }));
+      expect(e.message).toContain("overlaps planter's own state, socket or config");
+    }
+    const around = await refused(() =>
+      d.client.createCell({ name: "around", sandbox: { policy: { read_write: [d.home] } } }),
+    );
+    expect(around.message).toContain("overlaps planter's own state, socket or config");
+  });
+
+  test("a unix_sockets path that is no socket, and a denied file with another hard link, are refused", async () => {
+    const file = join(work, "plain");
+    writeFileSync(file, "x");
+    const s = await refused(() => d.client.createCell({ name: "s", sandbox: { policy: { unix_sockets: [file] } } }));
+    expect(s.message).toBe(`sandbox unix_sockets path ${file} is not a Unix socket`);
+    const secret = join(work, "secret");
+    writeFileSync(secret, "k");
+    linkSync(secret, join(work, "secret-alias"));
+    const h = await refused(() => d.client.createCell({ name: "h", sandbox: { policy: { deny: [secret] } } }));
+    expect(h.message).toContain(`sandbox deny path ${secret} has 1 other hard link(s)`);
+  });
+
+  test("a job may raise its cell's mode, never lower it", async () => {
+    const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { mode: "disabled" } }));
+    expect(e.message).toBe("sandbox mode disabled would lower the default mode enforced");
+    expect(e.hint).toContain("never lower it");
+    await d.client.createCell({ name: "loose", sandbox: { mode: "permissive" } });
+    const raised = await d.client.createJob({ cell: "loose", argv: ["true"], sandbox: { mode: "enforced" } });
+    expect(raised.sandbox.mode).toBe("enforced");
+  });
+
+  test("a policy that widens its cell's is refused: workspace allow, unix sockets, hidden read_only", async () => {
+    for (const [policy, what] of [
+      [{ workspace_config: "allow" }, "workspace_config allow on a protecting cell"],
+      [{ read_only: [homedir()] }, `read_only ${homedir()} is hidden in the cell`],
+    ] as const) {
+      const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy } }));
+      expect(e.message).toContain(what);
+    }
+  });
+});
