@@ -155,6 +155,8 @@ describe("policies", () => {
     await d.client.createCell({ name: "loose", sandbox: { mode: "permissive" } });
     const raised = await d.client.createJob({ cell: "loose", argv: ["true"], sandbox: { mode: "enforced" } });
     expect(raised.sandbox.mode).toBe("enforced");
+    // Its end is an event: let it land before the next refusal counts events.
+    expect((await d.client.waitJob(raised.id, 10_000)).job.state).toBe("exited");
   });
 
   test("a policy that widens its cell's is refused: workspace allow, unix sockets, hidden read_only", async () => {
