@@ -44,9 +44,9 @@ interface Side {
   times: number[];
 }
 
-async function start(name: string, bin: string): Promise<Side> {
+async function start(name: string, bin: string, config: string): Promise<Side> {
   const home = tempHome("ph");
-  writeFileSync(join(home, "config.toml"), '[sandbox]\nmode = "enforced"\n[jobs]\nroot_peer_user = "nobody"\n');
+  writeFileSync(join(home, "config.toml"), config);
   const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", PLANTER_HOME: home, NO_COLOR: "1" };
   const daemon = Bun.spawn([bin, "daemon"], { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   const client = new Client(join(home, "run", "planterd.sock"));
@@ -79,7 +79,12 @@ export async function hardeningBench(): Promise<void> {
   header(`${BENCH}: planter run -- true, enforced, hardened vs ${BASELINE}`);
   await ensureFreshBinary();
   const base = await baselineBinary();
-  const sides = [await start("hardened", BINARY), await start(`baseline ${BASELINE}`, base)];
+  const enforced = '[sandbox]\nmode = "enforced"\n';
+  // The baseline's config schema knows no root_peer_user (and runs root's jobs as root).
+  const sides = [
+    await start("hardened", BINARY, `${enforced}[jobs]\nroot_peer_user = "nobody"\n`),
+    await start(`baseline ${BASELINE}`, base, enforced),
+  ];
   try {
     for (let i = 0; i < WARMUP + RUNS; i++) {
       for (let k = 0; k < sides.length; k++) {

@@ -3,7 +3,7 @@
  * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
  * snapshot the review compares against after the job.
  */
-import { chownSync, lstatSync, mkdirSync, readFileSync, statSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
@@ -11,7 +11,7 @@ import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
-import { type Identity, jobIdentity, parsePasswd } from "../sandbox/identity.ts";
+import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
 import { isSystemDir, overlaps, unsafeCellDir, within } from "../sandbox/paths.ts";
 import type { EffectivePolicy } from "../sandbox/policy.ts";
 import { snapshot } from "../sandbox/workspace.ts";
@@ -51,12 +51,7 @@ export function writableTrees(ctx: Context): string[] {
 
 /** Real home directories on this host (passwd entries with a home that is not a system dir). */
 export function realHomes(): string[] {
-  let text = "";
-  try {
-    text = readFileSync("/etc/passwd", "utf8");
-  } catch {
-    text = "";
-  }
+  const text = read("/etc/passwd");
   const homes = new Set<string>();
   for (const e of parsePasswd(text))
     if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);

@@ -18,7 +18,7 @@ const DIRECT = `s=$1; shift 2
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
 c=$?
-printf '%s\\n' "$c" > "$s.tmp" && command -p mv -f "$s.tmp" "$s"
+printf '%s\\n' "$c" > "$s"
 exit "$c"`;
 
 const PIPED = `s=$1; q=$2; shift 2
@@ -33,7 +33,7 @@ fi
 "$@" >"$s.out" 2>"$s.err"
 c=$?
 until wait; do :; done
-printf '%s\\n' "$c" > "$s.tmp" && command -p mv -f "$s.tmp" "$s"
+printf '%s\\n' "$c" > "$s"
 exit "$c"`;
 
 /**
@@ -52,11 +52,17 @@ export const jobFiles = (dir: string) => ({
   status: join(dir, "exit"),
 });
 
-/** The recorded exit status, or null when none was written. */
+/**
+ * The recorded exit status, or null when none was written. The recorder writes "CODE\n" with one
+ * write(2) (no `mv`: an exec saved per job), so a file being written reads empty or whole; only a
+ * whole line counts.
+ */
 export function readStatus(statusFile: string): number | null {
   if (!existsSync(statusFile)) return null;
-  const n = Number(readFileSync(statusFile, "utf8").trim());
-  return Number.isInteger(n) && n >= 0 && n <= 255 ? n : null;
+  const text = readFileSync(statusFile, "utf8");
+  if (!/^\d{1,3}\n$/.test(text)) return null;
+  const n = Number(text.trim());
+  return n <= 255 ? n : null;
 }
 
 let libc: { symbols: { mkfifo: (path: Uint8Array, mode: number) => number } } | null = null;

@@ -307,7 +307,7 @@ export class Supervisor {
     const a = this.adopted.get(id);
     if (!a) return;
     // The status file is written when the job has ended; the recorder exits a moment later.
-    const recorded = existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status);
+    const recorded = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status) !== null;
     if (!recorded && isAlive(a.pid, a.start)) return;
     const job = getJob(this.ctx.db, id);
     if (job) this.finish(id, this.deadFinish(job, null));

@@ -5,7 +5,7 @@
  * supplementary groups (planter's own, sudo, docker, disk, …) are dropped. User mode keeps the
  * daemon's own uid.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 
 /** A host identity a job runs as. */
@@ -69,9 +69,17 @@ export function parseGroups(text: string): Map<string, number> {
   return m;
 }
 
-function read(path: string): string {
+const cache = new Map<string, { mtime: number; size: number; text: string }>();
+
+/** A small system file, read again only when it changed (jobs start often; passwd rarely changes). */
+export function read(path: string): string {
   try {
-    return readFileSync(path, "utf8");
+    const st = statSync(path);
+    const hit = cache.get(path);
+    if (hit && hit.mtime === st.mtimeMs && hit.size === st.size) return hit.text;
+    const text = readFileSync(path, "utf8");
+    cache.set(path, { mtime: st.mtimeMs, size: st.size, text });
+    return text;
   } catch {
     return "";
   }

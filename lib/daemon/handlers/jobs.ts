@@ -25,7 +25,7 @@ import {
   resolvePolicyPaths,
   unsafePolicy,
 } from "../../sandbox/policy.ts";
-import { sandboxView, visibleIn } from "../../sandbox/view.ts";
+import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import type { CellRow } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
@@ -160,15 +160,26 @@ export function create(ctx: Context, req: Req): Reply {
   const limits = { ...ctx.config.limits, ...cell.limits, ...body.limits };
   const sandboxed = backend.name !== "none";
   // The cell's own view decides what a job's read_only may name and whether the cwd exists.
-  const cellPolicy = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
-  const cellView = sandboxed
-    ? sandboxView(checkRequest(launchContext(ctx, cell, identity, cellPolicy, limits, false), cellPolicy, cell.dir))
-    : [];
-  const visible = (p: string) => !sandboxed || visibleIn(cellView, p, backend.name === "bwrap");
+  // Made only when asked (a job naming read_only paths): it costs a launch context of its own.
+  let cellView: Mount[] | null = null;
+  const visible = (p: string) => {
+    if (!sandboxed) return true;
+    if (!cellView) {
+      const cp = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
+      cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
+    }
+    return visibleIn(cellView, p, backend.name === "bwrap");
+  };
   const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed);
   const cwd = body.cwd ? canonical(body.cwd, "cwd") : where.cellDir;
-  if (policy && sandboxed && !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name === "bwrap")) {
+  // The cell dir itself is always shown; another cwd must be.
+  if (
+    body.cwd &&
+    policy &&
+    sandboxed &&
+    !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name === "bwrap")
+  ) {
     throw badRequest(
       `cwd ${body.cwd} does not exist inside the job's sandbox`,
       "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
