@@ -5,6 +5,9 @@ import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { Policy } from "./sandbox/policy.ts";
 
+/** The user a root peer's jobs run as unless `[jobs] root_peer_user` names another; install creates it. */
+export const DEFAULT_ROOT_PEER_USER = "planter-job";
+
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 
 /** Where client commands send their requests (README "Targets"). */
@@ -39,7 +42,7 @@ export const ConfigSchema = v.strictObject({
       env_pass: v.optional(v.array(v.string()), ["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TERM"]),
       adopt_poll_ms: v.optional(int(10, 60_000), 500),
       /** Who a root peer's jobs run as when planterd is root (install creates this user); never uid 0. */
-      root_peer_user: v.optional(v.pipe(v.string(), v.minLength(1)), "planter-job"),
+      root_peer_user: v.optional(v.pipe(v.string(), v.minLength(1)), DEFAULT_ROOT_PEER_USER),
     }),
     {},
   ),

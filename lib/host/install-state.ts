@@ -1,6 +1,6 @@
 /**
  * install-state.json: the cleanup-state metadata. Install records every file, unit, group,
- * membership and daemon it created and what existed before; uninstall reverses exactly that.
+ * membership, user and daemon it created and what existed before; uninstall reverses exactly that.
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
@@ -52,6 +52,22 @@ export const InstallState = v.object({
       created_by_installer: v.boolean(),
       members_added: v.array(v.string()),
     }),
+  ),
+  /**
+   * The system user a root peer's jobs run as (system mode; absent in older files): deleted by
+   * uninstall only when created_by_installer. A staged install (--root) creates nothing on this
+   * host: create_at_package_install says the package must create it when it is installed.
+   */
+  job_user: v.optional(
+    v.nullable(
+      v.object({
+        name: v.string(),
+        /** null: not looked up (staged install). */
+        existed_before: v.nullable(v.boolean()),
+        created_by_installer: v.boolean(),
+        create_at_package_install: v.boolean(),
+      }),
+    ),
   ),
   daemon: v.object({
     managed_by: v.picklist(["systemd", "direct", "launchd", "none"]),

@@ -19,10 +19,19 @@ import { arch, homedir } from "node:os";
 import { dirname, join } from "node:path";
 import { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
+import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
 import { type InstallMode, resolvePaths, socketDir } from "../paths.ts";
 import { BUILD } from "../version.ts";
 import { describe, run } from "./exec.ts";
-import { addMember, getentGroup, groupadd } from "./groups.ts";
+import {
+  addMember,
+  getentGroup,
+  getentPasswd,
+  groupadd,
+  jobUseraddArgs,
+  nologinShell,
+  useraddJobUser,
+} from "./groups.ts";
 import {
   type FileRecord,
   INSTALL_STATE_VERSION,
@@ -72,6 +81,8 @@ export interface InstallResult {
   daemon: InstallState["daemon"];
   ready: boolean | null;
   socket: string;
+  /** The job user as recorded (system mode; null in user mode and in a dry run). */
+  job_user: InstallState["job_user"] | null;
 }
 
 /** Entry links placed in the bin dir. Generic names (install, logs, doctor…) are left out: they would shadow system commands. */
@@ -170,6 +181,7 @@ export function newInstallState(
     dirs_created: [],
     units: [],
     group: null,
+    job_user: null,
     daemon: { managed_by: "none", pid: null },
   };
 }
@@ -197,6 +209,9 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   const binary = opts.dryRun ? (opts.binary ?? "(this planter binary)") : await sourceBinary(opts.binary, progress);
   const group = opts.mode === "system" ? "planter" : null;
   const invoking = opts.mode === "system" ? (opts.env?.SUDO_USER ?? process.env.SUDO_USER ?? null) : null;
+  // A root peer's jobs run as this user when planterd is root (lib/sandbox/identity.ts).
+  const jobUser = opts.mode === "system" && !mac ? DEFAULT_ROOT_PEER_USER : null;
+  const useradd = jobUser ? `useradd ${jobUseraddArgs(jobUser, nologinShell()).join(" ")}` : "";
 
   plan("binary", `${previous ? "replace" : "install"} ${t.binDir}/planter (from ${binary})`);
   for (const l of BIN_LINKS) plan(`link.${l}`, `link ${t.binDir}/${l} → planter`);
@@ -205,6 +220,14 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     plan("group", `create group ${group} unless it exists (groupadd --system ${group})`);
     if (invoking && invoking !== "root")
       plan("membership", `add ${invoking} to group ${group} (usermod -aG ${group} ${invoking})`);
+  }
+  if (jobUser) {
+    plan(
+      "job-user",
+      root === "/"
+        ? `create system user ${jobUser} for root's jobs unless it exists (${useradd})`
+        : `system user ${jobUser} for root's jobs: not created in a staging root; the package must create it when installed (${useradd})`,
+    );
   }
   if (mac) {
     for (const [id, d] of plannedAgent({ uid, plist, upgrade: previous !== null, staged: root !== "/" })) plan(id, d);
@@ -229,6 +252,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     daemon: previous?.daemon ?? { managed_by: "none", pid: null },
     ready: null,
     socket: t.socketPath,
+    job_user: null,
   };
   if (opts.dryRun) return result;
 
@@ -359,6 +383,39 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
         progress(`added ${invoking} to group ${group} (log in again for it to take effect)`);
       }
     }
+  }
+
+  if (jobUser) {
+    if (root !== "/") {
+      // A staging root is packaged for another host: this host's accounts are not the target's.
+      state.job_user ??= {
+        name: jobUser,
+        existed_before: null,
+        created_by_installer: false,
+        create_at_package_install: true,
+      };
+      save();
+      progress(`staging root: system user ${jobUser} is not created here; the package must create it: ${useradd}`);
+    } else {
+      const existing = await getentPasswd(jobUser);
+      state.job_user ??= {
+        name: jobUser,
+        existed_before: existing !== null,
+        created_by_installer: false,
+        create_at_package_install: false,
+      };
+      if (!existing) {
+        await useraddJobUser(jobUser, nologinShell());
+        state.job_user.created_by_installer = true;
+        save();
+        progress(`created system user ${jobUser} (a root peer's jobs run as it)`);
+      } else if (existing.uid === 0) {
+        progress(
+          `warning: user ${jobUser} is uid 0, so planterd runs root's jobs as nobody; see \`planter doctor jobs.user\``,
+        );
+      }
+    }
+    result.job_user = state.job_user;
   }
 
   if (mac) {

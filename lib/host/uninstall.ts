@@ -1,7 +1,8 @@
 /**
  * uninstall: reverse exactly what install-state.json records — units, files (a file changed since
- * install is kept unless forced), backups put back, memberships and a group install created, the
- * directories it made (when empty). `purge` also removes state and logs. Running it twice is harmless.
+ * install is kept unless forced), backups put back, memberships, a group and a job user install
+ * created, the directories it made (when empty). `purge` also removes state and logs. Running it
+ * twice is harmless.
  */
 import {
   existsSync,
@@ -15,7 +16,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { InstallMode } from "../paths.ts";
-import { groupdel, removeMember } from "./groups.ts";
+import { groupdel, removeMember, userdel } from "./groups.ts";
 import { stopDirect, targetPaths } from "./install.ts";
 import { type InstallState, installStatePath, readInstallState, sha256File, sha256Text } from "./install-state.ts";
 import { uninstallLimaVm } from "./lima-install.ts";
@@ -156,6 +157,14 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
     }
   }
 
+  // A job user install created goes; one that was there before, or one left to a package (staging root), stays.
+  const jobUser = state.job_user;
+  if (jobUser?.created_by_installer) {
+    if (!opts.dryRun)
+      await userdel(jobUser.name).catch((e) => warn(`could not delete user ${jobUser.name}: ${(e as Error).message}`));
+    progress(`deleted user ${jobUser.name}`);
+  }
+
   // 3b. the Lima VM (install --lima): deleted only when install created it and --purge is given.
   const vmKept = state.vm ? await uninstallLimaVm(state.vm, opts, progress, warn) : null;
 
@@ -173,6 +182,7 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
         files: state.files.filter((f) => keptPaths.has(f.path)),
         units: [],
         group: null,
+        job_user: null,
         daemon: { managed_by: "none", pid: null },
         vm: vmKept,
       };

@@ -12,6 +12,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { join } from "node:path";
+import { nologinShell } from "../../lib/host/groups.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
 import { cleanup, waitFor } from "../harness.ts";
 import {
@@ -59,6 +60,9 @@ function host(name: string, shims: Record<string, string> = {}) {
   };
   return { base, home, runtime, env, calls: callLog(log) };
 }
+
+/** The command that creates the job user (nologin where this host has it). */
+const USERADD = `useradd --system --user-group --no-create-home --home-dir /nonexistent --shell ${nologinShell()} planter-job`;
 
 const notState = (rel: string) =>
   rel.startsWith("home/.local/state/planter") || rel === "calls.log" || rel.startsWith("calls.log.");
@@ -191,6 +195,8 @@ describe("system install into a staging root", () => {
     usermod: "record",
     gpasswd: "record",
     groupdel: "record",
+    useradd: "record",
+    userdel: "record",
   };
 
   test("units, tmpfiles, group and membership; exact calls; uninstall reverses exactly", async () => {
@@ -205,6 +211,10 @@ describe("system install into a staging root", () => {
     const env = { ...h.env, PLANTER_MODE: "system", SUDO_USER: "alice", SHIM_EXIT_getent: "2" };
     const r = await planter(env, "install", "--system", "--root", root, "--binary", binary);
     expect(r.code).toBe(0);
+    // The job user is the target's, not this host's: no getent passwd, no useradd; the package creates it.
+    expect(r.stderr).toContain(
+      `staging root: system user planter-job is not created here; the package must create it: ${USERADD}`,
+    );
     expect(h.calls()).toEqual([
       "getent group planter",
       "groupadd --system planter",
@@ -247,6 +257,12 @@ describe("system install into a staging root", () => {
       created_by_installer: true,
       members_added: ["alice"],
     });
+    expect(state.job_user).toEqual({
+      name: "planter-job",
+      existed_before: null,
+      created_by_installer: false,
+      create_at_package_install: true,
+    });
     expect(state.files.find((f: { path: string }) => f.path === "/usr/local/bin/planterd")).toMatchObject({
       existed_before: true,
       kind: "link",
@@ -263,6 +279,19 @@ describe("system install into a staging root", () => {
     ]);
     expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before);
     expect(readFileSync(join(root, "usr", "local", "bin", "planterd"), "utf8")).toBe("#!/bin/sh\necho older\n");
+  });
+
+  test("--dry-run --json says the package must create the job user", async () => {
+    const h = host("staging-dry", shims);
+    const root = join(h.base, "root");
+    const env = { ...h.env, PLANTER_MODE: "system" };
+    const r = await planter(env, "install", "--system", "--root", root, "--binary", binary, "--dry-run", "--json");
+    expect(r.code).toBe(0);
+    expect(JSON.parse(r.stdout).steps).toContainEqual({
+      id: "job-user",
+      description: `system user planter-job for root's jobs: not created in a staging root; the package must create it when installed (${USERADD})`,
+    });
+    expect(h.calls()).toEqual([]);
   });
 
   test("an existing group and membership are left alone", async () => {
@@ -292,6 +321,128 @@ describe("system install into a staging root", () => {
     const u = await planter(env, "uninstall", "--system", "--root", root);
     expect(u.code).toBe(0);
     expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before.filter((x) => !x.startsWith("var/")));
+  });
+});
+
+describe("system install on this host: paths moved below a temp dir, accounts through shims", () => {
+  // The account programs behave on fake passwd and group files ($SHIM_ETC), recording every call.
+  const shims = Object.fromEntries(
+    ["getent", "useradd", "userdel", "groupadd", "groupdel", "usermod", "gpasswd"].map((p) => [p, "accounts"]),
+  );
+  /** A host whose system install writes only below its base: PLANTER_HOME, --prefix, no systemd. */
+  function sysHost(name: string, passwd = "") {
+    const h = host(name, shims);
+    const etc = join(h.base, "etc");
+    mkdirSync(etc);
+    writeFileSync(join(etc, "passwd"), passwd);
+    const env = {
+      ...h.env,
+      PLANTER_MODE: "system",
+      PLANTER_HOME: join(h.base, "planter"),
+      SUDO_USER: "alice",
+      SHIM_ETC: etc,
+    };
+    const args = ["--system", "--prefix", join(h.base, "usr"), "--systemd", "no", "--binary", binary];
+    const passwdText = () => readFileSync(join(etc, "passwd"), "utf8");
+    const groupText = () => readFileSync(join(etc, "group"), "utf8");
+    return { ...h, env, args, passwdText, groupText };
+  }
+  // State stays after uninstall (as in every mode); the fake account files are checked by content.
+  const skipState = (rel: string) =>
+    notState(rel) || rel === "planter" || rel.startsWith("planter/state") || rel.startsWith("etc/");
+
+  test("--dry-run shows the job user step and calls nothing", async () => {
+    const h = sysHost("sys-dry");
+    const before = tree(h.base);
+    const r = await planter(h.env, "install", ...h.args, "--dry-run");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      `  job-user     create system user planter-job for root's jobs unless it exists (${USERADD})\n`,
+    );
+    const j = JSON.parse((await planter(h.env, "install", ...h.args, "--dry-run", "--json")).stdout);
+    expect(j.steps).toContainEqual({
+      id: "job-user",
+      description: `create system user planter-job for root's jobs unless it exists (${USERADD})`,
+    });
+    expect(j.job_user).toBeNull();
+    expect(h.calls()).toEqual([]);
+    expect(tree(h.base)).toEqual(before);
+  });
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "creates planter-job when missing, remembers it across an upgrade, and uninstall deletes it",
+    async () => {
+      const h = sysHost("sys-user");
+      const before = tree(h.base, skipState);
+      const i = await planter(h.env, "install", ...h.args, "--json");
+      expect(i.code).toBe(0);
+      const created = {
+        name: "planter-job",
+        existed_before: false,
+        created_by_installer: true,
+        create_at_package_install: false,
+      };
+      expect(JSON.parse(i.stdout).job_user).toEqual(created);
+      expect(h.calls()).toEqual([
+        "getent group planter",
+        "groupadd --system planter",
+        "getent group planter",
+        "usermod -aG planter alice",
+        "getent passwd planter-job",
+        USERADD,
+      ]);
+      expect(h.passwdText()).toBe(`planter-job:x:998:998::/nonexistent:${nologinShell()}\n`);
+      expect(h.groupText()).toBe("planter:x:999:alice\nplanter-job:x:998:\n");
+      const state = () => JSON.parse(readFileSync(join(h.base, "planter", "state", "install-state.json"), "utf8"));
+      expect(state().job_user).toEqual(created);
+
+      // Re-running install finds the user it created and still owns it.
+      const u = await planter(h.env, "install", ...h.args, "--json");
+      expect(u.code).toBe(0);
+      expect(JSON.parse(u.stdout)).toMatchObject({ upgrade: true, job_user: created });
+      expect(h.calls().slice(6)).toEqual(["getent group planter", "getent group planter", "getent passwd planter-job"]);
+
+      const un = await planter(h.env, "uninstall", "--system");
+      expect(un.code).toBe(0);
+      expect(un.stderr).toContain("deleted user planter-job");
+      expect(h.calls().slice(9)).toEqual(["gpasswd -d alice planter", "groupdel planter", "userdel planter-job"]);
+      expect([h.passwdText(), h.groupText()]).toEqual(["", ""]);
+      expect(tree(h.base, skipState)).toEqual(before);
+    },
+    60_000,
+  );
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "a job user that was there before is used and left alone",
+    async () => {
+      const line = "planter-job:x:990:990::/nonexistent:/usr/sbin/nologin\n";
+      const h = sysHost("sys-user-exists", line);
+      const i = await planter(h.env, "install", ...h.args, "--json");
+      expect(i.code).toBe(0);
+      expect(JSON.parse(i.stdout).job_user).toEqual({
+        name: "planter-job",
+        existed_before: true,
+        created_by_installer: false,
+        create_at_package_install: false,
+      });
+      expect(h.calls().filter((c) => /passwd|useradd/.test(c))).toEqual(["getent passwd planter-job"]);
+      const un = await planter(h.env, "uninstall", "--system");
+      expect(un.code).toBe(0);
+      expect(h.calls().filter((c) => c.startsWith("userdel"))).toEqual([]);
+      expect(h.passwdText()).toBe(line);
+    },
+    60_000,
+  );
+
+  test("a failed useradd stops install with its message; uninstall then deletes no user", async () => {
+    const h = sysHost("sys-user-fails");
+    const env = { ...h.env, SHIM_EXIT_useradd: "9" };
+    const r = await planter(env, "install", ...h.args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${USERADD}: exit code 9`);
+    const u = await planter(env, "uninstall", "--system");
+    expect(u.code).toBe(0);
+    expect(h.calls().filter((c) => /^user(add|del)/.test(c))).toEqual([USERADD]);
   });
 });
 
