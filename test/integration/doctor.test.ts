@@ -14,6 +14,7 @@ import {
 import { join } from "node:path";
 import type { Outcome } from "../../lib/doctor/check.ts";
 import { CHECKS } from "../../lib/doctor/checks/index.ts";
+import { nologinShell } from "../../lib/host/groups.ts";
 import { sha256File } from "../../lib/host/install-state.ts";
 import pkg from "../../package.json" with { type: "json" };
 import { baseEnv, cleanup, type DaemonHandle, pidAlive, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
@@ -405,6 +406,51 @@ describe("failures, each with the right check and hint", () => {
     expect(by.config?.fix).toContain(join(h, "config.toml"));
     expect(by["authz.strict"]?.status).toBe("skip");
   });
+});
+
+describe("who jobs run as (system mode; the account programs behave on fake files)", () => {
+  test.skipIf(process.getuid?.() !== 0)(
+    "jobs.user: a missing root_peer_user fails; the pasted fix creates it and starts planterd; then ok",
+    async () => {
+      const h = home();
+      const shims = join(h, "shims");
+      const etc = join(h, "etc");
+      mkdirSync(shims);
+      mkdirSync(etc);
+      symlinkSync(join(ROOT, "test", "shims", "accounts"), join(shims, "useradd"));
+      writeFileSync(join(etc, "passwd"), "root:x:0:0:root:/root:/bin/bash\n");
+      writeFileSync(join(h, "config.toml"), '[sandbox]\nmode = "disabled"\n[jobs]\nroot_peer_user = "pt-job"\n');
+      const check = async () => {
+        const r = await run(
+          [process.execPath, FIXTURE, JSON.stringify({ ids: ["jobs.user"], passwdFile: join(etc, "passwd") })],
+          env(h, { PLANTER_MODE: "system" }),
+        );
+        return (JSON.parse(r.stdout) as { checks: Outcome[] }).checks[0];
+      };
+      const failed = await check();
+      expect(failed).toMatchObject({
+        status: "fail",
+        message: "user pt-job ([jobs] root_peer_user) does not exist: root's jobs run as nobody instead",
+      });
+      const fix = failed?.fix as string;
+      const useradd = `useradd --system --user-group --no-create-home --home-dir /nonexistent --shell ${nologinShell()} pt-job`;
+      expect(fix).toStartWith(`${useradd} && `);
+      const log = join(h, "calls.log");
+      expect((await paste(fix, { PATH: `${shims}:${process.env.PATH}`, SHIM_ETC: etc, SHIM_LOG: log })).code).toBe(0);
+      expect(readFileSync(log, "utf8")).toBe(`${useradd}\n`);
+      // The fix's restart part started planterd (none ran), which looks the user up at startup.
+      pids.push(
+        await waitFor(() => {
+          try {
+            return Number(readFileSync(join(h, "state", "planterd.pid"), "utf8").split(" ")[0]);
+          } catch {
+            return 0;
+          }
+        }, "planterd's pid file"),
+      );
+      expect(await check()).toMatchObject({ status: "ok", message: "root's jobs run as pt-job (uid 999, gid 999)" });
+    },
+  );
 });
 
 describe("systemd units (recording shims; systemd's presence injected)", () => {

@@ -8,6 +8,7 @@ import { strictResult } from "../../lib/doctor/checks/config.ts";
 import { reachableResult, versionResult } from "../../lib/doctor/checks/daemon.ts";
 import { CHECKS } from "../../lib/doctor/checks/index.ts";
 import { osName } from "../../lib/doctor/checks/install.ts";
+import { jobUserResult } from "../../lib/doctor/checks/jobs.ts";
 import { limitsResult } from "../../lib/doctor/checks/limits.ts";
 import { backendResult, commandInHint, containmentResult, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
 import { activeResult, unitsResult } from "../../lib/doctor/checks/service.ts";
@@ -15,6 +16,7 @@ import { asCommand, membershipResult } from "../../lib/doctor/checks/socket.ts";
 import { diskResult, legacyResult, schemaResult } from "../../lib/doctor/checks/state.ts";
 import { commandsFor, type DoctorContext, doctorPaths, planterCommand, readConfig } from "../../lib/doctor/context.ts";
 import { listText, reportJson, reportText } from "../../lib/doctor/report.ts";
+import { nologinShell } from "../../lib/host/groups.ts";
 
 const RESTART = "systemctl --user restart planterd.service";
 
@@ -35,6 +37,7 @@ describe("selection and the runner", () => {
       "daemon.reachable",
       "daemon.version-match",
       "authz.strict",
+      "jobs.user",
       "sandbox.backend",
       "sandbox.containment",
       "sandbox.userns",
@@ -395,6 +398,63 @@ describe("socket", () => {
     expect(asCommand("sudo chown 0 /r", "sudo ")).toBe("sudo chown 0 /r");
     expect(asCommand("rm /r  # planterd creates it again", "")).toBe("rm /r");
     expect(asCommand("move the socket elsewhere (--socket), or: sudo chown 1000 /x", "")).toBe("sudo chown 1000 /x");
+  });
+});
+
+describe("jobs", () => {
+  const base = { configPath: "/etc/planter/config.toml", shell: "/usr/sbin/nologin", sudo: "sudo ", restart: "R" };
+  const entry = (name: string, uid: number) => ({ name, uid, gid: uid, home: "/nonexistent" });
+
+  test("jobs.user: an unprivileged user is ok; a missing one fails with the useradd; uid 0 fails with the config", () => {
+    expect(jobUserResult({ ...base, name: "planter-job", entry: entry("planter-job", 998) })).toEqual(
+      ok("root's jobs run as planter-job (uid 998, gid 998)"),
+    );
+    expect(jobUserResult({ ...base, name: "planter-job", entry: null })).toEqual(
+      fail(
+        "user planter-job ([jobs] root_peer_user) does not exist: root's jobs run as nobody instead",
+        "`planter install` creates it; or create it by hand, then restart planterd (it looks the user up when it starts)",
+        "sudo useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin planter-job && R",
+      ),
+    );
+    // Another configured name: install does not create it; the fix names it, quoted for the shell.
+    const other = jobUserResult({ ...base, sudo: "", shell: "/sbin/nologin", name: "ci jobs", entry: null });
+    expect([other.hint, other.fix]).toEqual([
+      "install creates only the default user; create this one by hand, then restart planterd (it looks the user up when it starts)",
+      "useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /sbin/nologin 'ci jobs' && R",
+    ]);
+    expect(jobUserResult({ ...base, name: "toor", entry: entry("toor", 0) })).toEqual(
+      fail(
+        "user toor ([jobs] root_peer_user) is uid 0: planterd never runs a job as root, so root's jobs run as nobody",
+        "name an unprivileged user in [jobs] root_peer_user (default planter-job, which install creates), then restart planterd",
+        "sudoedit /etc/planter/config.toml && R",
+      ),
+    );
+  });
+
+  test("jobs.user reads the configured user from the passwd file in system mode, and skips in user mode", async () => {
+    const dir = mkdtempSync("/tmp/pt-djob-");
+    const passwd = join(dir, "passwd");
+    writeFileSync(passwd, "root:x:0:0:root:/root:/bin/bash\nplanter-job:x:998:997::/nonexistent:/usr/sbin/nologin\n");
+    const run = async (over: Partial<DoctorContext>) =>
+      (await runChecks(CHECKS, selectChecks(CHECKS, ["jobs.user"]), fakeCtx(over), { timeoutMs: 1000 })).checks[0];
+    const system = { ...fakeCtx().paths, mode: "system" as const };
+    expect(await run({ passwdFile: passwd, paths: system })).toMatchObject({
+      status: "ok",
+      message: "root's jobs run as planter-job (uid 998, gid 997)",
+    });
+    writeFileSync(join(dir, "config.toml"), '[jobs]\nroot_peer_user = "root"\n');
+    const rootUser = await run({ passwdFile: passwd, paths: system, config: readConfig(join(dir, "config.toml")) });
+    expect(rootUser?.status).toBe("fail");
+    expect(rootUser?.message).toStartWith("user root ([jobs] root_peer_user) is uid 0");
+    expect(await run({ passwdFile: join(dir, "empty"), paths: system })).toMatchObject({ status: "fail" });
+    expect(await run({ passwdFile: passwd })).toMatchObject({ status: "skip" });
+    rmSync(dir, { recursive: true });
+  });
+
+  test("the nologin shell is the one this host has", () => {
+    expect(nologinShell((p) => p === "/sbin/nologin")).toBe("/sbin/nologin");
+    expect(nologinShell(() => true)).toBe("/usr/sbin/nologin");
+    expect(nologinShell(() => false)).toBe("/usr/sbin/nologin");
   });
 });
 

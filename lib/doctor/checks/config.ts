@@ -4,7 +4,7 @@ import { type Check, fail, ok, type Result, skip, warn } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 
 /** Open a file in an editor (sudoedit where root owns it). */
-const edit = (path: string, sudo: string) =>
+export const edit = (path: string, sudo: string) =>
   sudo ? `sudoedit ${shellLine([path])}` : `\${EDITOR:-vi} ${shellLine([path])}`;
 
 export const config: Check<DoctorContext> = {
