@@ -197,10 +197,14 @@ export function launchContext(
     .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
     .map((c) => c.dir)
     .filter((d) => !within(cellDir, d));
-  const protect =
-    sandboxed && policy?.workspace_config !== "allow" && policy?.fs_mode === "writable"
-      ? snapshot(cellDir, ctx.config.sandbox.workspace_config_extra)
-      : null;
+  // Every tree the job can write is watched: the cell dir when writable, and each read_write path
+  // (a carve-out in a read-only cell, or another project: the host's own tools run there too).
+  const roots: string[] = [];
+  if (sandboxed && policy && policy.workspace_config !== "allow") {
+    const writable = [...(policy.fs_mode === "writable" ? [cellDir] : []), ...policy.read_write];
+    for (const w of writable) if (!writable.some((o) => o !== w && within(w, o))) roots.push(w);
+  }
+  const protect = roots.map((root) => ({ root, before: snapshot(root, ctx.config.sandbox.workspace_config_extra) }));
   return {
     cellDir,
     home,

@@ -27,7 +27,6 @@ import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
 import { readOnlyPaths, review, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
-import { getCell } from "../state/cells.ts";
 import {
   type Finish,
   getJob,
@@ -73,15 +72,15 @@ export interface LaunchContext {
   otherCells: string[];
   tmpBytes: number;
   identity: Identity | null;
-  /** The cell's workspace before the job (null: not protected). */
-  workspace: WorkspaceSnapshot | null;
+  /** Each writable tree's workspace before the job (none: not protected). */
+  workspace: { root: string; before: WorkspaceSnapshot }[];
 }
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
-  if (!where.workspace || policy.workspace_config === "allow") return [];
+  if (!where.workspace.length || policy.workspace_config === "allow") return [];
   // Tool config that packages ship under node_modules is left to the review after the job: a
   // read-only bind there would make `rm -rf node_modules` (npm ci) fail with EBUSY.
-  return readOnlyPaths(where.workspace).filter(
+  return where.workspace.flatMap((w) => readOnlyPaths(w.before)).filter(
     (p) => !p.split("/").includes("node_modules") || /\/\.git(\/|$)/.test(p),
   );
 }
@@ -144,7 +143,9 @@ export class Supervisor {
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
       fds = openInputs(plan.inputs ?? [], dir, where.identity);
-      if (where.workspace) writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
+      if (where.workspace.length) {
+        writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
+      }
       cgroup = this.jobCgroup(job);
       let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), argv) : argv;
@@ -380,12 +381,11 @@ export class Supervisor {
   private reviewWorkspace(id: string): void {
     const file = join(jobDir(this.ctx.paths.stateDir, id), "workspace.json");
     if (!existsSync(file)) return;
-    const job = getJob(this.ctx.db, id);
-    const cell = job ? getCell(this.ctx.db, job.cell) : null;
     try {
-      if (!job || !cell) return;
-      const before = JSON.parse(readFileSync(file, "utf8")) as WorkspaceSnapshot;
-      const findings = review(cell.dir, before, { jobId: id, extra: this.ctx.config.sandbox.workspace_config_extra });
+      // One snapshot per writable tree the job had.
+      const trees = JSON.parse(readFileSync(file, "utf8")) as LaunchContext["workspace"];
+      const extra = this.ctx.config.sandbox.workspace_config_extra;
+      const findings = trees.flatMap((t) => review(t.root, t.before, { jobId: id, extra }));
       if (!findings.length) return;
       this.ctx.write((ev) => {
         markWorkspace(this.ctx.db, id, findings);

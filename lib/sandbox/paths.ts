@@ -67,6 +67,9 @@ export const SYSTEM_DIRS: readonly string[] = [
   "/private/etc",
 ];
 
+/** Kernel interfaces a bind may never show (nor contain). */
+export const KERNEL_DIRS: readonly string[] = ["/proc", "/sys", "/dev"];
+
 /** Whether `p` is a system directory itself (not a path inside one). */
 export function isSystemDir(p: string): boolean {
   return SYSTEM_DIRS.includes(p);
@@ -136,6 +139,12 @@ export function unsafeBind(path: string, write: boolean, o: { protect: string[] 
     if (path === "/") return "the root directory cannot be writable";
     if (isSystemDir(path)) return "a system directory cannot be writable";
     for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, path)) return `it contains the system directory ${s}`;
+  }
+  // The sandbox has its own /proc, /dev and /sys: the host's would show host processes (and, through
+  // /proc/PID/root, their whole filesystem), devices and kernel state. Binds are recursive, so a
+  // bind of a directory above them (/) would bring them back too.
+  for (const k of KERNEL_DIRS) {
+    if (overlaps(path, k)) return `it overlaps ${k}, which the sandbox provides itself (the host's is never bound)`;
   }
   for (const g of o.protect) {
     if (write ? overlaps(path, g) : within(path, g)) return `it overlaps planter's own state, socket or config (${g})`;

@@ -2,7 +2,7 @@
  * Sandbox policies: what a job may reach. Set per cell; a job may narrow its cell's policy,
  * never widen it. Paths are literal (no globs) and resolved through symlinks before use.
  */
-import { existsSync, lstatSync, readFileSync, realpathSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
@@ -181,9 +181,41 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
     if (!lstatSync(x).isSocket()) return `sandbox unix_sockets path ${x} is not a Unix socket`;
   }
   for (const x of p.deny) {
-    const st = lstatSync(x);
-    if (st.isFile() && st.nlink > 1) {
-      return `sandbox deny path ${x} has ${st.nlink - 1} other hard link(s), through which a job could still read it`;
+    const linked = hardLinked(x);
+    if (linked) return `sandbox deny path ${x}: ${linked}`;
+  }
+  return null;
+}
+
+/** Entries a deny dir's hard-link check looks at before it gives up (and refuses). */
+const DENY_WALK_LIMIT = 20_000;
+
+/**
+ * Why a denied path is still readable through another name, or null: a file (or a file below a
+ * denied dir) with other hard links, which a job could open where they are. A dir too large to
+ * check is refused rather than trusted.
+ */
+export function hardLinked(path: string): string | null {
+  const st = lstatSync(path);
+  if (st.isFile()) return st.nlink > 1 ? `it has ${st.nlink - 1} other hard link(s), through which a job could still read it` : null;
+  if (!st.isDirectory()) return null;
+  let seen = 0;
+  const stack = [path];
+  while (stack.length) {
+    const dir = stack.pop() as string;
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = readdirSync(dir, { withFileTypes: true });
+    } catch {
+      continue;
+    }
+    for (const e of entries) {
+      if (++seen > DENY_WALK_LIMIT) return `it holds more than ${DENY_WALK_LIMIT} entries, too many to check for hard links; deny smaller paths`;
+      const full = `${dir}/${e.name}`;
+      if (e.isDirectory()) stack.push(full);
+      else if (e.isFile() && lstatSync(full).nlink > 1) {
+        return `${full} has other hard link(s), through which a job could still read it`;
+      }
     }
   }
   return null;

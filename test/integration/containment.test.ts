@@ -125,6 +125,14 @@ describe("policies", () => {
     expect(e.message).toContain(why);
   });
 
+  test.each([["/proc"], ["/proc/1"], ["/dev"], ["/dev/shm"], ["/sys"], ["/"]])(
+    "the host's kernel interfaces are never bound: read_only %p is refused",
+    async (path) => {
+      const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy: { read_only: [path] } } }));
+      expect(e.message).toMatch(/it overlaps \/(proc|dev|sys), which the sandbox provides itself/);
+    },
+  );
+
   test("planter's state, socket dir or config dir in any bind is refused; a writable bind may not contain them", async () => {
     for (const path of [join(d.home, "state"), join(d.home, "run"), join(d.home, "state", "jobs")]) {
       const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy: { read_only: [path] } } }));
@@ -145,7 +153,15 @@ describe("policies", () => {
     writeFileSync(secret, "k");
     linkSync(secret, join(work, "secret-alias"));
     const h = await refused(() => d.client.createCell({ name: "h", sandbox: { policy: { deny: [secret] } } }));
-    expect(h.message).toContain(`sandbox deny path ${secret} has 1 other hard link(s)`);
+    expect(h.message).toContain(`sandbox deny path ${secret}: it has 1 other hard link(s)`);
+    // A denied dir holding a file linked from elsewhere is refused too.
+    mkdirSync(join(work, "keys"));
+    writeFileSync(join(work, "keys", "id"), "k");
+    linkSync(join(work, "keys", "id"), join(work, "id-alias"));
+    const dir = await refused(() =>
+      d.client.createCell({ name: "h2", sandbox: { policy: { deny: [join(work, "keys")] } } }),
+    );
+    expect(dir.message).toContain(`${join(work, "keys", "id")} has other hard link(s)`);
   });
 
   test("a job may raise its cell's mode, never lower it", async () => {
