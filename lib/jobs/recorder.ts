@@ -14,7 +14,9 @@ import { dlopen, FFIType } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
+// umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
 const DIRECT = `s=$1; shift 2
+umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
 c=$?
@@ -22,6 +24,7 @@ printf '%s\\n' "$c" > "$s"
 exit "$c"`;
 
 const PIPED = `s=$1; q=$2; shift 2
+umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 if [ "$q" -gt 0 ]; then
   (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.out" &
