@@ -138,7 +138,8 @@ export function narrow(
  * is nothing to hide).
  */
 export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): P {
-  const must = (path: string, field: string) => {
+  const must = (given: string, field: string) => {
+    const path = bare(given);
     const planted = plantedSymlink(path, writable);
     if (planted) {
       throw badRequest(
@@ -152,9 +153,13 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
   if (p.read_write) out.read_write = p.read_write.map((x) => must(x, "read_write"));
   if (p.read_only) out.read_only = p.read_only.map((x) => must(x, "read_only"));
   if (p.unix_sockets) out.unix_sockets = p.unix_sockets.map((x) => must(x, "unix_sockets"));
-  if (p.deny) out.deny = p.deny.filter((x) => existsSync(x)).map((x) => realpathSync(x));
+  // A trailing slash on a file's path makes it "not exist" (ENOTDIR): never a reason to drop a deny.
+  if (p.deny) out.deny = p.deny.map(bare).filter((x) => existsSync(x)).map((x) => realpathSync(x));
   return out;
 }
+
+/** A path without trailing slashes (`/` stays `/`). */
+const bare = (p: string) => p.replace(/\/+$/, "") || "/";
 
 /** `resolvePolicy` for a complete policy. */
 export function resolvePolicyPaths(p: EffectivePolicy, writable: string[] = []): EffectivePolicy {
