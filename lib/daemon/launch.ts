@@ -93,14 +93,23 @@ export function checkCellAccess(ctx: Context, peer: Peer | null, cell: CellRow):
   );
 }
 
+/** The uid a job belongs to: who it ran as, else its cell's owner, else the root-peer user. */
+export function jobOwner(ctx: Context, job: JobRow): number {
+  return job.run_as?.uid ?? getCell(ctx.db, job.cell)?.owner_uid ?? ctx.rootPeer.identity.uid;
+}
+
+/** Whether `peer` is the job's own user. */
+export function ownsJob(ctx: Context, peer: Peer, job: JobRow): boolean {
+  return jobOwner(ctx, job) === peer.uid;
+}
+
 /**
  * Refuse a peer acting on (killing, removing, reading the logs of) another user's job (planterd
  * root only). Listing and status stay open to every allowed peer, like `ps`.
  */
 export function checkJobAccess(ctx: Context, peer: Peer | null, job: JobRow): void {
-  if (!daemonIsRoot() || !peer || peer.uid === 0) return;
-  const owner = job.run_as?.uid ?? getCell(ctx.db, job.cell)?.owner_uid ?? ctx.rootPeer.identity.uid;
-  if (owner === peer.uid) return;
+  if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return;
+  const owner = jobOwner(ctx, job);
   throw new PlanterError("E_UNAUTHORIZED_PEER", `job ${job.id} runs as uid ${owner}, not as you (uid ${peer.uid})`, {
     hint: "only the job's own user (or root) may kill it, remove it or read its logs",
   });

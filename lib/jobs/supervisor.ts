@@ -80,9 +80,9 @@ function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): strin
   if (!where.workspace.length || policy.workspace_config === "allow") return [];
   // Tool config that packages ship under node_modules is left to the review after the job: a
   // read-only bind there would make `rm -rf node_modules` (npm ci) fail with EBUSY.
-  return where.workspace.flatMap((w) => readOnlyPaths(w.before)).filter(
-    (p) => !p.split("/").includes("node_modules") || /\/\.git(\/|$)/.test(p),
-  );
+  return where.workspace
+    .flatMap((w) => readOnlyPaths(w.before))
+    .filter((p) => !p.split("/").includes("node_modules") || /\/\.git(\/|$)/.test(p));
 }
 
 export class Supervisor {

@@ -2,16 +2,7 @@
  * Path safety, in one place: canonical forms, comparison by components, the directories a cell
  * or a bind may never be, and opening a bind source so that what is bound is what was checked.
  */
-import {
-  closeSync,
-  constants,
-  fstatSync,
-  lstatSync,
-  openSync,
-  readlinkSync,
-  realpathSync,
-  statSync,
-} from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, normalize, relative } from "node:path";
 import { badRequest, PlanterError } from "../api/errors.ts";
 

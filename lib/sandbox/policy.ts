@@ -108,6 +108,17 @@ export function narrow(
   for (const p of job.read_write ?? []) {
     const ok = cell.read_write.some((c) => within(p, c)) || (cell.fs_mode === "writable" && within(p, cellDir));
     if (!ok) throw widen(`read_write ${p} is not writable in the cell`, "add it to the cell's read_write");
+    const denied = cell.deny.find((d) => within(p, d));
+    if (denied) {
+      throw widen(
+        `read_write ${p} lies in the cell's deny path ${denied}`,
+        "only the cell's own policy may carve out of its deny paths",
+      );
+    }
+  }
+  for (const p of job.unix_sockets ?? []) {
+    const denied = cell.deny.find((d) => within(p, d));
+    if (denied) throw widen(`unix_sockets ${p} lies in the cell's deny path ${denied}`, "choose another socket");
   }
   for (const p of job.read_only ?? []) {
     if (!visible(p)) throw widen(`read_only ${p} is hidden in the cell`, "add it to the cell's read_only");
@@ -154,7 +165,11 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
   if (p.read_only) out.read_only = p.read_only.map((x) => must(x, "read_only"));
   if (p.unix_sockets) out.unix_sockets = p.unix_sockets.map((x) => must(x, "unix_sockets"));
   // A trailing slash on a file's path makes it "not exist" (ENOTDIR): never a reason to drop a deny.
-  if (p.deny) out.deny = p.deny.map(bare).filter((x) => existsSync(x)).map((x) => realpathSync(x));
+  if (p.deny)
+    out.deny = p.deny
+      .map(bare)
+      .filter((x) => existsSync(x))
+      .map((x) => realpathSync(x));
   return out;
 }
 
@@ -202,7 +217,8 @@ const DENY_WALK_LIMIT = 20_000;
  */
 export function hardLinked(path: string): string | null {
   const st = lstatSync(path);
-  if (st.isFile()) return st.nlink > 1 ? `it has ${st.nlink - 1} other hard link(s), through which a job could still read it` : null;
+  if (st.isFile())
+    return st.nlink > 1 ? `it has ${st.nlink - 1} other hard link(s), through which a job could still read it` : null;
   if (!st.isDirectory()) return null;
   let seen = 0;
   const stack = [path];
@@ -215,7 +231,8 @@ export function hardLinked(path: string): string | null {
       continue;
     }
     for (const e of entries) {
-      if (++seen > DENY_WALK_LIMIT) return `it holds more than ${DENY_WALK_LIMIT} entries, too many to check for hard links; deny smaller paths`;
+      if (++seen > DENY_WALK_LIMIT)
+        return `it holds more than ${DENY_WALK_LIMIT} entries, too many to check for hard links; deny smaller paths`;
       const full = `${dir}/${e.name}`;
       if (e.isDirectory()) stack.push(full);
       else if (e.isFile() && lstatSync(full).nlink > 1) {

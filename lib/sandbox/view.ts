@@ -102,8 +102,10 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   const extra: Mount[] = [];
   // Workspace config and rc files stay read-only wherever a writable bind shows them.
   const pin = [...req.workspaceReadOnly, ...req.credentialHomes.flatMap((h) => RC_FILES.map((f) => `${h}/${f}`))];
+  // (Never inside a deny path: a deeper bind would show what the deny hides.)
   for (const x of pin) {
     const k = kind(x);
+    if (p.deny.some((d) => within(x, d))) continue;
     if ((k === "dir" || k === "file") && writableIn(sorted, x))
       extra.push({ op: "bind", path: x, write: false, why: "protected" });
   }

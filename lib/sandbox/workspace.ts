@@ -44,6 +44,8 @@ export const WORKSPACE_CONFIG: readonly string[] = [
   ".nvimrc",
   ".nvim.lua",
   ".dir-locals.el",
+  ".helix",
+  ".hg/hgrc",
   // coding agents
   ".claude",
   ".mcp.json",
@@ -1046,6 +1048,11 @@ export function review(
   checkJobId(opts.jobId);
   if (before.version !== 1) throw new Error(`workspace snapshot version ${before.version} is not 1`);
   const root = realRoot(cellDir);
+  // The tree must still be where the snapshot found it: a job that swapped an ancestor for a
+  // symlink would otherwise have planterd (root) rename and write files in another user's tree.
+  if (root !== before.cellDir) {
+    throw new Error(`${cellDir} now resolves to ${root}, not ${before.cellDir} as before the job: nothing reviewed`);
+  }
   const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
   const s = scan(root, names, before.derived);
   const plans: Plan[] = [];

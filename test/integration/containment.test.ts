@@ -108,10 +108,12 @@ describe("policies", () => {
     await d.client.createCell({ name: "sym", dir: cell });
     // What an earlier job could leave: a link to somewhere the user never meant to expose.
     symlinkSync("/root", join(cell, "data"));
-    const e = await refused(() => d.client.createJob({ cell: "sym", argv: ["true"], sandbox: { policy: { read_only: [join(cell, "data")] } } }),
+    const e = await refused(() =>
+      d.client.createJob({ cell: "sym", argv: ["true"], sandbox: { policy: { read_only: [join(cell, "data")] } } }),
     );
     expect(e.message).toContain(`${join(cell, "data")} is a symlink (to /root) in a tree jobs can write`);
-    const c = await refused(() => d.client.createCell({ name: "sym2", sandbox: { policy: { read_write: [join(cell, "data")] } } }),
+    const c = await refused(() =>
+      d.client.createCell({ name: "sym2", sandbox: { policy: { read_write: [join(cell, "data")] } } }),
     );
     expect(c.message).toContain("is a symlink (to /root)");
   });

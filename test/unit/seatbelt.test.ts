@@ -1,8 +1,10 @@
 /** The Seatbelt backend on Linux: the profile as literal text, its regexes run as regexes, sandbox-exec through a shim. */
+
 import { describe, expect, test } from "bun:test";
 import { closeSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
+import { CREDENTIAL_PATHS } from "../../lib/sandbox/credentials.ts";
 import { HOST_ENV } from "../../lib/sandbox/env.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 import { complete, DEFAULT_POLICY } from "../../lib/sandbox/policy.ts";
@@ -31,58 +33,7 @@ const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
 });
 
 /** Credential paths in the order the profile lists them: shallow to deep. */
-const CREDENTIALS_BY_DEPTH = [
-  ".ssh",
-  ".gnupg",
-  ".aws",
-  ".azure",
-  ".kube",
-  ".npmrc",
-  ".yarnrc",
-  ".yarnrc.yml",
-  ".pypirc",
-  ".netrc",
-  ".git-credentials",
-  ".password-store",
-  ".vault-token",
-  ".pki",
-  ".mozilla",
-  ".thunderbird",
-  ".bash_history",
-  ".zsh_history",
-  ".zhistory",
-  ".history",
-  ".sh_history",
-  ".python_history",
-  ".node_repl_history",
-  ".psql_history",
-  ".mysql_history",
-  ".sqlite_history",
-  ".lesshst",
-  ".config/gcloud",
-  ".docker/config.json",
-  ".config/gh",
-  ".config/hub",
-  ".terraform.d/credentials.tfrc.json",
-  ".cargo/credentials",
-  ".cargo/credentials.toml",
-  ".gem/credentials",
-  ".config/google-chrome",
-  ".config/chromium",
-  ".config/BraveSoftware",
-  ".config/microsoft-edge",
-  ".config/vivaldi",
-  ".config/opera",
-  "snap/firefox",
-  "Library/Keychains",
-  "Library/Cookies",
-  ".config/planter",
-  ".config/git/credentials",
-  ".local/share/keyrings",
-  "Library/Application Support/Firefox",
-  "Library/Application Support/Google/Chrome",
-  ".local/share/fish/fish_history",
-];
+const CREDENTIALS_BY_DEPTH = [...CREDENTIAL_PATHS].sort((a, b) => a.split("/").length - b.split("/").length);
 const credentialLines = (home: string) =>
   CREDENTIALS_BY_DEPTH.map(
     (c) => `(deny file-read* file-write* (literal "${home}/${c}") (subpath "${home}/${c}")) ; credential`,

@@ -87,9 +87,20 @@ export function create(ctx: Context, req: Req): Reply {
     }
   }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
+  const peerUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
+  if (peerUser && body.sandbox?.policy?.env?.pass?.length) {
+    throw new PlanterError(
+      "E_UNAUTHORIZED_PEER",
+      `env.pass hands planterd's own (root's) variables to jobs: only root may name them (${body.sandbox.policy.env.pass.join(", ")})`,
+      { hint: "set values with env.set or --env instead" },
+    );
+  }
   if (body.sandbox?.policy) {
     // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
-    const p = resolvePolicyPaths(complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)), writableTrees(ctx));
+    const p = resolvePolicyPaths(
+      complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)),
+      writableTrees(ctx),
+    );
     const why = unsafePolicy(p, protectedPaths(ctx));
     if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   }
@@ -115,6 +126,16 @@ export function create(ctx: Context, req: Req): Reply {
     }
     // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
     dir = realpathSync(body.dir);
+    // A user's cell is a directory of their own: root's review acts on it after every job.
+    if (peerUser && statSync(dir).uid !== peerUser.uid) {
+      throw new PlanterError(
+        "E_UNAUTHORIZED_PEER",
+        `cell dir ${dir} is not yours (uid ${statSync(dir).uid}; you are uid ${peerUser.uid})`,
+        {
+          hint: "make a cell of a directory you own",
+        },
+      );
+    }
     const others = listCells(ctx.db)
       .filter((c) => !c.managed)
       .map((c) => c.dir);

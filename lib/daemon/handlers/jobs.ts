@@ -4,6 +4,7 @@ import * as v from "valibot";
 import {
   FINAL_STATES,
   JOB_STATES,
+  type Job,
   JobCreate,
   type JobState,
   KillRequest,
@@ -34,12 +35,15 @@ import {
   checkCellAccess,
   checkJobAccess,
   checkRequest,
+  daemonIsRoot,
   identityFor,
   launchContext,
+  ownsJob,
   protectedPaths,
   runAsOf,
   writableTrees,
 } from "../launch.ts";
+import type { Peer } from "../peer.ts";
 import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
 import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
 
@@ -113,6 +117,16 @@ export function effectivePolicy(
 
 const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], read_only: [], deny: [] };
 
+/**
+ * A job as `peer` may see it: another user's job keeps its environment to itself (it may hold
+ * that user's secrets); everything else is open to every allowed peer, like `ps`.
+ */
+export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
+  const v = jobView(job);
+  if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return v;
+  return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
+}
+
 export function create(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
   const body = parseBody(JobCreate, req.body, "job");
@@ -121,7 +135,7 @@ export function create(ctx: Context, req: Req): Reply {
     const prior = lookupRef(ctx.db, "jobs", body.request_ref, hash);
     if (prior) {
       const job = getJob(ctx.db, prior);
-      if (job) return ok(jobView(job), 200);
+      if (job) return ok(viewFor(ctx, req.peer, job), 200);
       throw goneResult(body.request_ref, `job ${prior}`);
     }
   }
@@ -233,7 +247,7 @@ export function create(ctx: Context, req: Req): Reply {
   } else {
     ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
-  return ok(jobView(getJob(ctx.db, id) as JobRow), 201);
+  return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 
 const StateParam = v.picklist(JOB_STATES);
@@ -255,12 +269,15 @@ export function list(ctx: Context, req: Req): Reply {
   }
   const rows = listJobs(ctx.db, { cell, state: stateRaw as JobState | undefined, limit: limit + 1, afterSeq });
   const page = rows.slice(0, limit);
-  return ok({ jobs: page.map(jobView), next_after: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null });
+  return ok({
+    jobs: page.map((j) => viewFor(ctx, req.peer, j)),
+    next_after: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null,
+  });
 }
 
 export function show(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
-  return ok(jobView(requireJob(ctx, req.params.id as string)));
+  return ok(viewFor(ctx, req.peer, requireJob(ctx, req.params.id as string)));
 }
 
 export function kill(ctx: Context, req: Req): Reply {
@@ -272,7 +289,7 @@ export function kill(ctx: Context, req: Req): Reply {
     force: body.force,
     audit: req.audit,
   });
-  return ok(jobView(job), 202);
+  return ok(viewFor(ctx, req.peer, job), 202);
 }
 
 /** Wait for a job to end, at most timeout_ms; answers the job and whether the wait timed out. */
@@ -294,7 +311,7 @@ export async function wait(ctx: Context, req: Req): Promise<Reply> {
     });
     job = requireJob(ctx, id);
   }
-  return ok({ job: jobView(job), timed_out: !FINAL_STATES.has(job.state) });
+  return ok({ job: viewFor(ctx, req.peer, job), timed_out: !FINAL_STATES.has(job.state) });
 }
 
 export function remove(ctx: Context, req: Req): Reply {
