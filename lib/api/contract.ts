@@ -145,6 +145,8 @@ export interface RunAs {
   uid: number | null;
   gid: number | null;
   user: string | null;
+  /** The peer the job was run for (its owner); null when none was known. */
+  for_uid?: number | null;
 }
 
 /** One thing a job added or changed in its cell that the host would execute, and where it was set aside. */

@@ -21,15 +21,15 @@ import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
 /** Who a job with `identity` runs as, for its record and events (null identity: planterd's own user). */
-export function runAsOf(identity: Identity | null): RunAs {
-  if (identity) return { uid: identity.uid, gid: identity.gid, user: identity.user };
+export function runAsOf(identity: Identity | null, forUid: number | null = null): RunAs {
+  if (identity) return { uid: identity.uid, gid: identity.gid, user: identity.user, for_uid: forUid };
   let user: string | null = null;
   try {
     user = userInfo().username;
   } catch {
     user = null;
   }
-  return { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user };
+  return { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user, for_uid: forUid };
 }
 
 /** Whether planterd runs as root: then no job runs as this process's uid. */
@@ -95,7 +95,8 @@ export function checkCellAccess(ctx: Context, peer: Peer | null, cell: CellRow):
 
 /** The uid a job belongs to: who it ran as, else its cell's owner, else the root-peer user. */
 export function jobOwner(ctx: Context, job: JobRow): number {
-  return job.run_as?.uid ?? getCell(ctx.db, job.cell)?.owner_uid ?? ctx.rootPeer.identity.uid;
+  // Whose job it is: the peer that asked for it (root's jobs are root's, whoever they run as).
+  return job.run_as?.for_uid ?? job.run_as?.uid ?? getCell(ctx.db, job.cell)?.owner_uid ?? ctx.rootPeer.identity.uid;
 }
 
 /** Whether `peer` is the job's own user. */
@@ -182,6 +183,7 @@ export function launchContext(
   policy: EffectivePolicy | null,
   limits: { max_rss_bytes?: number },
   sandboxed: boolean,
+  peerUid: number | null = null,
 ): LaunchContext {
   const cellDir = checkedCellDir(ctx, cell);
   const home = cellHome(ctx, cell, identity);
@@ -223,6 +225,7 @@ export function launchContext(
     otherCells,
     tmpBytes: limits.max_rss_bytes ?? ctx.config.sandbox.tmp_bytes ?? DEFAULT_TMP_BYTES,
     identity,
+    peerUid,
     workspace: protect,
   };
 }

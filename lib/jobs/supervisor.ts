@@ -72,6 +72,8 @@ export interface LaunchContext {
   otherCells: string[];
   tmpBytes: number;
   identity: Identity | null;
+  /** The peer the job runs for (its owner), when known. */
+  peerUid: number | null;
   /** Each writable tree's workspace before the job (none: not protected). */
   workspace: { root: string; before: WorkspaceSnapshot }[];
 }
@@ -161,7 +163,7 @@ export class Supervisor {
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       const enforcement = cgroup ? "cgroup v2" : "monitor";
-      const runAs = runAsOf(where.identity);
+      const runAs = runAsOf(where.identity, where.peerUid);
       this.ctx.write((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
         ev.push({

@@ -200,6 +200,11 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   for (const x of p.unix_sockets) {
     if (!lstatSync(x).isSocket()) return `sandbox unix_sockets path ${x} is not a Unix socket`;
   }
+  // Listing a socket lets the job create Unix sockets at all; in the host's network namespace that
+  // reaches every abstract socket of the host (X11, D-Bus, container shims), which no list can name.
+  if (p.unix_sockets.length && p.network === "host") {
+    return `sandbox unix_sockets (${p.unix_sockets.join(", ")}) with network "host" would reach every abstract Unix socket of the host; use network "none" with unix_sockets, or no unix_sockets`;
+  }
   for (const x of p.deny) {
     const linked = hardLinked(x);
     if (linked) return `sandbox deny path ${x}: ${linked}`;

@@ -943,8 +943,14 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
 }
 
 /** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
+/** Longest file name (bytes; names here are latin1 strings, one char per byte). */
+const NAME_MAX = 255;
+
 function asideName(dfd: number, name: string, jobId: string): string {
-  const base = `${name}${QUARANTINE}${jobId}`;
+  // A name with no room for the suffix keeps its head: the set-aside must never fail on length.
+  const suffix = `${QUARANTINE}${jobId}`;
+  const room = NAME_MAX - suffix.length - 4;
+  const base = `${name.length > room ? name.slice(0, room) : name}${suffix}`;
   for (let n = 1; ; n++) {
     const candidate = n === 1 ? base : `${base}.${n}`;
     try {

@@ -82,18 +82,19 @@ describe("every change is an event", () => {
     const runAs = root
       ? { uid: 65534, gid: 65534, user: "nobody" }
       : { uid: process.getuid?.(), gid: process.getgid?.(), user: userInfo().username };
+    const runAsEvent = { ...runAs, for_uid: process.getuid?.() };
     const from = await lastCursor(d);
     const c = d.client;
     const expected: { kind: string; subject: string; data: Record<string, unknown> }[] = [];
     const created = (j: Job) => ({
       kind: "job.created",
       subject: `job/${j.id}`,
-      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none", run_as: runAs, ...audit },
+      data: { cell: j.cell, argv0: j.argv[0], sandbox_mode: "disabled", backend: "none", run_as: runAsEvent, ...audit },
     });
     const started = (j: Job) => ({
       kind: "job.started",
       subject: `job/${j.id}`,
-      data: { pid: j.pid, backend: "none", run_as: runAs },
+      data: { pid: j.pid, backend: "none", run_as: runAsEvent },
     });
     const ended = (j: Job) => ({
       kind: "job.finished",

@@ -185,7 +185,7 @@ export function create(ctx: Context, req: Req): Reply {
     return visibleIn(cellView, p, backend.name === "bwrap");
   };
   const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible);
-  const where = launchContext(ctx, cell, identity, policy, limits, sandboxed);
+  const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = body.cwd ? canonical(body.cwd, "cwd") : where.cellDir;
   // The cell dir itself is always shown; another cwd must be.
   if (
@@ -223,7 +223,7 @@ export function create(ctx: Context, req: Req): Reply {
         argv0: body.argv[0],
         sandbox_mode: mode,
         backend: backend.name,
-        run_as: runAsOf(identity),
+        run_as: runAsOf(identity, req.peer?.uid ?? null),
         ...req.audit,
       },
     });
