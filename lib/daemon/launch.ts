@@ -230,23 +230,34 @@ export function launchContext(
   };
 }
 
-/** A plan request for checks before launch (is the cwd visible?), from a launch context. */
-export function checkRequest(where: LaunchContext, policy: EffectivePolicy, cwd: string): PlanRequest {
+/** The plan request of a job in a launch context: `job` gives what is the job's own. */
+export function planRequest(
+  where: LaunchContext,
+  job: Pick<PlanRequest, "argv" | "env" | "cwd" | "policy" | "workspaceReadOnly" | "jobDir" | "scratch">,
+): PlanRequest {
   return {
-    argv: ["true"],
-    env: {},
-    cwd,
+    ...job,
     cellDir: where.cellDir,
-    policy,
     protect: where.protect,
     home: where.home,
     hiddenHomes: where.hiddenHomes,
     credentialHomes: where.credentialHomes,
     otherCells: where.otherCells,
-    workspaceReadOnly: [],
     tmpBytes: where.tmpBytes,
-    jobDir: "/nonexistent",
-    scratch: "/nonexistent",
     identity: where.identity,
   };
+}
+
+/** A plan request for checks before launch (is the cwd visible?), from a launch context. */
+export function checkRequest(where: LaunchContext, policy: EffectivePolicy, cwd: string): PlanRequest {
+  const none = "/nonexistent";
+  return planRequest(where, {
+    argv: ["true"],
+    env: {},
+    cwd,
+    policy,
+    workspaceReadOnly: [],
+    jobDir: none,
+    scratch: none,
+  });
 }

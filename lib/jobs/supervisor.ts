@@ -19,7 +19,7 @@ import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
-import { runAsOf } from "../daemon/launch.ts";
+import { planRequest, runAsOf } from "../daemon/launch.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
@@ -125,23 +125,17 @@ export class Supervisor {
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const policy = job.sandbox_policy ?? complete(undefined);
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
-      const plan = backend.plan({
-        argv: [program, ...job.argv.slice(1)],
-        env: job.env,
-        cwd: job.cwd,
-        cellDir: where.cellDir,
-        policy,
-        protect: where.protect,
-        home: where.home,
-        hiddenHomes: where.hiddenHomes,
-        credentialHomes: where.credentialHomes,
-        otherCells: where.otherCells,
-        workspaceReadOnly: protect,
-        tmpBytes: where.tmpBytes,
-        jobDir: dir,
-        scratch: scratchDir(job.id),
-        identity: where.identity,
-      });
+      const plan = backend.plan(
+        planRequest(where, {
+          argv: [program, ...job.argv.slice(1)],
+          env: job.env,
+          cwd: job.cwd,
+          policy,
+          workspaceReadOnly: protect,
+          jobDir: dir,
+          scratch: scratchDir(job.id),
+        }),
+      );
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
       fds = openInputs(plan.inputs ?? [], dir, where.identity);
