@@ -64,6 +64,9 @@ export const WORKSPACE_CONFIG: readonly string[] = [
   ".gitmodules",
   ".pre-commit-config.yaml",
   ".husky",
+  // hook dirs teams point core.hooksPath at (in a global config planter cannot see)
+  ".githooks",
+  ".git-hooks",
   "lefthook.yml",
   ".lefthook.yml",
   "lefthook-local.yml",

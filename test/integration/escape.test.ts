@@ -1571,7 +1571,7 @@ for (const mode of ["root", "user"] as const) {
         expect(done.workspace.filter((f) => f.path.startsWith(victim))).toEqual([]);
       });
 
-      test.todo("HOLE: a hooks dir the host's global git config names relative to the work tree (core.hooksPath = .githooks) is not protected", async () => {
+      test("a hooks dir a global git config names relative to the work tree (core.hooksPath = .githooks) is set aside", async () => {
         const { name, dir } = await mkCell(p);
         hostRepo(dir);
         const m = marker(`global-hookspath-${mode}`);
