@@ -13,7 +13,7 @@ import { socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
 import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
 import { isSystemDir, overlaps, unsafeCellDir, within } from "../sandbox/paths.ts";
-import type { EffectivePolicy } from "../sandbox/policy.ts";
+import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
 import type { JobRow } from "../state/jobs.ts";
@@ -116,6 +116,19 @@ export function checkJobAccess(ctx: Context, peer: Peer | null, job: JobRow): vo
   });
 }
 
+/** Why `dir` breaks the path rules for a cell dir on this host (`unsafeCellDir`), or null. */
+export function cellPathProblem(ctx: Context, dir: string): string | null {
+  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() });
+}
+
+/** Why `dir` may not be a new cell's dir: the path rules, then any overlap with a custom cell's. */
+export function cellDirProblem(ctx: Context, dir: string): string | null {
+  const why = cellPathProblem(ctx, dir);
+  if (why) return why;
+  const other = listCells(ctx.db).find((c) => !c.managed && overlaps(c.dir, dir));
+  return other ? `it overlaps another cell's dir (${other.dir})` : null;
+}
+
 /** A cell dir checked again now (it may have been swapped for a symlink since the cell was made). */
 export function checkedCellDir(ctx: Context, cell: CellRow): string {
   let real: string;
@@ -129,10 +142,15 @@ export function checkedCellDir(ctx: Context, cell: CellRow): string {
       hint: `check ${cell.dir}; remove the cell and create it again`,
     });
   }
-  const others = cell.managed ? [] : protectedPaths(ctx);
-  const why = cell.managed ? null : unsafeCellDir(cell.dir, { protect: others, homes: realHomes() });
+  // A managed cell's dir is planter's own (under the state dir), made by planterd.
+  const why = cell.managed ? null : cellPathProblem(ctx, cell.dir);
   if (why) throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${cell.dir} is unsafe: ${why}`);
   return cell.dir;
+}
+
+/** A cell's policy (the config's default under it), with its paths resolved and checked for planted symlinks. */
+export function cellPolicy(ctx: Context, policy: Policy | undefined): EffectivePolicy {
+  return resolvePolicyPaths(complete(policy, complete(ctx.config.sandbox.policy)), writableTrees(ctx));
 }
 
 /**

@@ -119,13 +119,11 @@ export function narrow(
   for (const p of job.unix_sockets ?? []) {
     const denied = cell.deny.find((d) => within(p, d));
     if (denied) throw widen(`unix_sockets ${p} lies in the cell's deny path ${denied}`, "choose another socket");
+    if (!cell.unix_sockets.includes(p))
+      throw widen(`unix_sockets ${p} is not allowed by the cell`, "add it to the cell's unix_sockets");
   }
   for (const p of job.read_only ?? []) {
     if (!visible(p)) throw widen(`read_only ${p} is hidden in the cell`, "add it to the cell's read_only");
-  }
-  for (const p of job.unix_sockets ?? []) {
-    if (!cell.unix_sockets.includes(p))
-      throw widen(`unix_sockets ${p} is not allowed by the cell`, "add it to the cell's unix_sockets");
   }
   for (const name of job.env?.pass ?? []) {
     if (!cell.env.pass.includes(name))
@@ -246,25 +244,6 @@ export function hardLinked(path: string): string | null {
     }
   }
   return null;
-}
-
-/**
- * Whether `path` exists inside a sandbox built from `p` (bwrap's view, without the homes and
- * credentials hiding that needs a launch context): kept for `sandbox render` and tests.
- */
-export function visibleInside(
-  path: string,
-  p: EffectivePolicy,
-  cellDir: string,
-  protect: string[],
-  privateTmp: boolean,
-): boolean {
-  const bound = [cellDir, ...p.read_write, ...p.read_only];
-  if (p.deny.some((d) => within(path, d))) return false;
-  const guard = protect.find((g) => within(path, g));
-  if (guard) return bound.some((b) => within(path, b) && within(b, guard) && b !== guard);
-  if (bound.some((b) => within(path, b))) return true;
-  return !(privateTmp && within(path, "/tmp"));
 }
 
 /** Read a policy file (JSON, or TOML when it ends in .toml) and validate it. */

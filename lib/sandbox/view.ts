@@ -98,7 +98,7 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   for (const x of p.read_write) ms.push({ op: "bind", path: x, write: true, why: "read_write" });
   for (const x of p.read_only) ms.push({ op: "bind", path: x, write: false, why: "read_only" });
   for (const x of p.unix_sockets) ms.push({ op: "bind", path: x, write: false, why: "unix_socket" });
-  let sorted = order(ms);
+  const sorted = order(ms);
   const extra: Mount[] = [];
   // Workspace config and rc files stay read-only wherever a writable bind shows them.
   const pin = [...req.workspaceReadOnly, ...req.credentialHomes.flatMap((h) => RC_FILES.map((f) => `${h}/${f}`))];
@@ -128,8 +128,7 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
     }
     extra.push(...hide(d, "deny"));
   }
-  // planter's own paths: hidden again where a bind (a cell holding them) shows them.
-  for (const x of req.protect) if (visibleIn(order([...sorted, ...extra]), x)) extra.push(...hide(x, "planter"));
-  sorted = order([...ms, ...extra]);
-  return sorted;
+  // planter's own paths need no second cover where a bind (a cell holding them) shows them: their
+  // cover is a narrow one, deeper than such a bind or after it at the same depth.
+  return order([...ms, ...extra]);
 }

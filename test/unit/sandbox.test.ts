@@ -4,7 +4,8 @@ import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
 import { bwrapFailure, bwrapPlan, renderArgs } from "../../lib/sandbox/bwrap.ts";
-import { complete, DEFAULT_POLICY, narrow, visibleInside, within } from "../../lib/sandbox/policy.ts";
+import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
+import { sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
 const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
   argv: ["/usr/bin/make", "test"],
@@ -194,6 +195,8 @@ describe("policy narrowing", () => {
 describe("what a sandboxed job can see", () => {
   const p = complete({ read_only: ["/data"], deny: ["/work/cell/secret"] });
   const protect = ["/home/u/.local/state/planter"];
+  const present = exists({ "/work/cell/secret": "dir", "/home/u/.local/state/planter": "dir" });
+  const view = (cellDir: string) => sandboxView(req({ policy: p, cellDir, cwd: cellDir, protect }), present);
   test.each([
     ["/work/cell", "/work/cell", true],
     ["/work/cell/sub", "/work/cell", true],
@@ -207,9 +210,9 @@ describe("what a sandboxed job can see", () => {
     ["/home/u/.local/state/planter/jobs", "/home/u/.local/state/planter/cells/c1", false],
     ["/home/u/.local/state/planter", "/home/u", false],
   ])("%p with cell %p → %p", (path, cell, visible) => {
-    expect(visibleInside(path, p, cell, protect, true)).toBe(visible);
+    expect(visibleIn(view(cell), path, true)).toBe(visible);
   });
   test("without a private /tmp (Seatbelt), /tmp is visible", () => {
-    expect(visibleInside("/tmp/x", p, "/work/cell", protect, false)).toBe(true);
+    expect(visibleIn(view("/work/cell"), "/tmp/x", false)).toBe(true);
   });
 });

@@ -4,13 +4,21 @@ import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
-import { overlaps, plantedSymlink, unsafeCellDir } from "../../sandbox/paths.ts";
-import { complete, resolvePolicyPaths, unsafePolicy } from "../../sandbox/policy.ts";
+import { plantedSymlink } from "../../sandbox/paths.ts";
+import { unsafePolicy } from "../../sandbox/policy.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
-import { checkCellAccess, daemonIsRoot, ownerFor, protectedPaths, realHomes, writableTrees } from "../launch.ts";
+import {
+  cellDirProblem,
+  cellPolicy,
+  checkCellAccess,
+  daemonIsRoot,
+  ownerFor,
+  protectedPaths,
+  writableTrees,
+} from "../launch.ts";
 import type { Peer } from "../peer.ts";
 import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
 import { checkMode } from "./jobs.ts";
@@ -97,11 +105,7 @@ export function create(ctx: Context, req: Req): Reply {
   }
   if (body.sandbox?.policy) {
     // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
-    const p = resolvePolicyPaths(
-      complete(body.sandbox.policy, complete(ctx.config.sandbox.policy)),
-      writableTrees(ctx),
-    );
-    const why = unsafePolicy(p, protectedPaths(ctx));
+    const why = unsafePolicy(cellPolicy(ctx, body.sandbox.policy), protectedPaths(ctx));
     if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   }
   if (getCell(ctx.db, body.name)) {
@@ -136,14 +140,7 @@ export function create(ctx: Context, req: Req): Reply {
         },
       );
     }
-    const others = listCells(ctx.db)
-      .filter((c) => !c.managed)
-      .map((c) => c.dir);
-    const why =
-      unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() }) ??
-      (others.find((o) => overlaps(o, dir))
-        ? `it overlaps another cell's dir (${others.find((o) => overlaps(o, dir))})`
-        : null);
+    const why = cellDirProblem(ctx, dir);
     if (why) {
       throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is unsafe: ${why}`, {
         hint: "use a project directory of its own (not /, a system dir, a home dir itself, planter's dirs or another cell's)",

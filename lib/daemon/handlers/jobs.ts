@@ -23,7 +23,6 @@ import {
   narrow,
   type Policy,
   resolvePolicy,
-  resolvePolicyPaths,
   unsafePolicy,
 } from "../../sandbox/policy.ts";
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
@@ -32,6 +31,7 @@ import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
+  cellPolicy,
   checkCellAccess,
   checkJobAccess,
   checkRequest,
@@ -102,9 +102,8 @@ export function effectivePolicy(
   job: Policy | undefined,
   visible: (path: string) => boolean = () => true,
 ): EffectivePolicy {
-  const writable = writableTrees(ctx);
-  const base = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)), writable);
-  const requested = job ? resolvePolicy(job, [...writable, ...base.read_write]) : undefined;
+  const base = cellPolicy(ctx, cell.sandbox.policy);
+  const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write]) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
@@ -157,7 +156,6 @@ export function create(ctx: Context, req: Req): Reply {
       "a job may raise its cell's sandbox mode, never lower it; use a cell created with the mode you need",
     );
   }
-
   const identity = identityFor(ctx, req.peer, cell);
   let backend: Backend = noneBackend;
   let fallback = false;
@@ -179,7 +177,7 @@ export function create(ctx: Context, req: Req): Reply {
   const visible = (p: string) => {
     if (!sandboxed) return true;
     if (!cellView) {
-      const cp = resolvePolicyPaths(complete(cell.sandbox.policy, complete(ctx.config.sandbox.policy)));
+      const cp = cellPolicy(ctx, cell.sandbox.policy);
       cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
     }
     return visibleIn(cellView, p, backend.name === "bwrap");
