@@ -1,6 +1,6 @@
 /** Who may talk to planterd: the policy from config `[authz]`, and the decision for one peer. */
-import { readFileSync } from "node:fs";
 import type { InstallMode } from "../paths.ts";
+import { parseGroups, read } from "../sandbox/identity.ts";
 import type { Peer } from "./peer.ts";
 
 /** The resolved policy: numeric ids. */
@@ -14,15 +14,7 @@ export interface AuthzPolicy {
 
 /** A group's gid from /etc/group (no NSS: a group planter relies on is a local one). */
 export function groupGid(name: string, groupFile = "/etc/group"): number | null {
-  try {
-    for (const line of readFileSync(groupFile, "utf8").split("\n")) {
-      const [n, , gid] = line.split(":");
-      if (n === name && gid !== undefined && /^\d+$/.test(gid)) return Number(gid);
-    }
-  } catch {
-    return null;
-  }
-  return null;
+  return parseGroups(read(groupFile)).get(name) ?? null;
 }
 
 /**

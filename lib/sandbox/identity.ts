@@ -43,28 +43,26 @@ export const PRIVILEGED_GROUPS: readonly string[] = [
   "tty",
 ];
 
+const DIGITS = /^\d+$/;
+
 /** Parse passwd text (pure). */
 export function parsePasswd(text: string): PasswdEntry[] {
   const out: PasswdEntry[] = [];
   for (const line of text.split("\n")) {
     const f = line.split(":");
-    if (f.length < 7) continue;
-    const uid = Number(f[2]);
-    const gid = Number(f[3]);
-    if (!Number.isInteger(uid) || !Number.isInteger(gid)) continue;
-    out.push({ name: f[0] as string, uid, gid, home: f[5] as string });
+    // Digits only: Number("") is 0, and an empty id field must never read as root.
+    if (f.length < 7 || !DIGITS.test(f[2] as string) || !DIGITS.test(f[3] as string)) continue;
+    out.push({ name: f[0] as string, uid: Number(f[2]), gid: Number(f[3]), home: f[5] as string });
   }
   return out;
 }
 
-/** Parse group text into name → gid (pure). */
+/** Parse group text into name → gid (pure); the first line of a name counts, as for getgrnam. */
 export function parseGroups(text: string): Map<string, number> {
   const m = new Map<string, number>();
   for (const line of text.split("\n")) {
-    const f = line.split(":");
-    if (f.length < 3) continue;
-    const gid = Number(f[2]);
-    if (Number.isInteger(gid)) m.set(f[0] as string, gid);
+    const [name, , gid] = line.split(":");
+    if (name !== undefined && gid !== undefined && DIGITS.test(gid) && !m.has(name)) m.set(name, Number(gid));
   }
   return m;
 }
