@@ -64,7 +64,7 @@ export interface Probe {
   version?: string;
   message?: string;
   hint?: string;
-  /** User namespaces: "enabled", "disabled", "restricted (AppArmor)", "not needed (root)", "n/a". */
+  /** User namespaces: "enabled", "disabled", "restricted (AppArmor)", "unknown", "n/a". */
   userns?: string;
 }
 

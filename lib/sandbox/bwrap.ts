@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
+import { dropArgv } from "./identity.ts";
 import { seccompProgram } from "./seccomp.ts";
 import { fsKind, type Lstat, sandboxView } from "./view.ts";
 
@@ -143,9 +144,21 @@ export class BwrapBackend implements Backend {
     const version = Bun.spawnSync([this.path, "--version"], { stdout: "pipe", stderr: "pipe" })
       .stdout.toString()
       .trim();
+    // Probe the way jobs run: as an unprivileged user in a user namespace of its own (as root,
+    // through setpriv as nobody), so a host that forbids those fails here, not in every job.
+    let asUser: string[] = [];
+    try {
+      if (process.getuid?.() === 0)
+        asUser = dropArgv({ uid: 65534, gid: 65534, groups: [], user: "nobody", home: null });
+    } catch (e) {
+      const pe = e as PlanterError;
+      return { ok: false, version, message: pe.message, hint: pe.hint, userns: "unknown" };
+    }
     const t = Bun.spawnSync(
       [
+        ...asUser,
         this.path,
+        "--unshare-user",
         "--ro-bind",
         "/",
         "/",
@@ -158,14 +171,9 @@ export class BwrapBackend implements Backend {
         "--",
         "/bin/true",
       ],
-      {
-        stdout: "pipe",
-        stderr: "pipe",
-      },
+      { stdout: "pipe", stderr: "pipe", env: HOST_ENV },
     );
-    if (t.exitCode === 0) {
-      return { ok: true, version, userns: process.getuid?.() === 0 ? "not needed (root)" : "enabled" };
-    }
+    if (t.exitCode === 0) return { ok: true, version, userns: "enabled" };
     const f = bwrapFailure(t.stderr.toString());
     return { ok: false, version, message: f.message, hint: f.hint, userns: f.userns };
   }

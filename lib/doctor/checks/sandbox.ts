@@ -126,8 +126,6 @@ const persist = (key: string, value: string) =>
 /** sandbox.userns: from what the probe saw, else from the kernel settings. */
 export function usernsResult(probed: string | null, s: UsernsSysctl): Result {
   if (probed === "enabled") return ok("enabled: bubblewrap created its namespaces");
-  if (probed === "not needed (root)")
-    return ok("not needed: running as root, bubblewrap needs no unprivileged namespaces");
   const restricted = probed === "restricted (AppArmor)" || (probed !== "disabled" && s.apparmor === "1");
   if (restricted) {
     return fail(
