@@ -5,6 +5,14 @@ import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { Policy } from "./sandbox/policy.ts";
 
+/**
+ * Limits every job has unless the config, its cell or the job sets another value: a log quota
+ * (an unlimited `yes` fills a disk in minutes) and a process cap (a fork bomb takes a machine in
+ * seconds). Memory has no default: machines differ too much; a job's private /tmp is capped by
+ * `[sandbox] tmp_bytes`. Each can be raised (not removed) in the config, a cell or a job.
+ */
+export const DEFAULT_LIMITS = { max_log_bytes: 1024 ** 3, max_pids: 4096 } as const satisfies Limits;
+
 /** The user a root peer's jobs run as unless `[jobs] root_peer_user` names another; install creates it. */
 export const DEFAULT_ROOT_PEER_USER = "planter-job";
 
@@ -84,7 +92,11 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
-  limits: v.optional(Limits, {}),
+  /** Limits of every job, key by key under a cell's and a job's; the defaults protect disk and machine. */
+  limits: v.pipe(
+    v.optional(Limits, {}),
+    v.transform((l): Limits => ({ ...DEFAULT_LIMITS, ...l })),
+  ),
   monitor: v.optional(
     v.strictObject({
       /** How often running jobs with limits are sampled (one /proc scan for all of them). */
@@ -93,9 +105,9 @@ export const ConfigSchema = v.strictObject({
       grace_ms: v.optional(int(0, 3_600_000)),
       /** Check log sizes on every write (inotify) as well as every sample. */
       log_watch: v.optional(v.boolean(), true),
-      /** "auto": a cgroup v2 group per job where a delegated subtree is available; "off": monitor only. */
+      /** "auto": cgroups per job where planterd can make them (a delegated v2 subtree, or v1 as root); "off": monitor only. */
       cgroup: v.optional(v.picklist(["auto", "off"]), "auto"),
-      /** pids.max of each job's cgroup (cgroup v2 enforcement only). */
+      /** pids.max of a job's cgroup when no max_pids applies (cgroup enforcement only). */
       cgroup_pids_max: v.optional(int(1, 4_194_304), 8192),
     }),
     {},

@@ -59,7 +59,7 @@ export interface DaemonHandle {
 
 /** Start planterd in `home` (a new temp dir by default) and wait until it answers. */
 export async function startDaemon(
-  opts: { home?: string; env?: Record<string, string>; args?: string[]; config?: string } = {},
+  opts: { home?: string; env?: Record<string, string>; args?: string[]; config?: string; prefix?: string[] } = {},
 ): Promise<DaemonHandle> {
   const home = opts.home ?? tempHome();
   // Lifecycle tests run jobs unsandboxed (they hand jobs files under /tmp, which a sandbox
@@ -78,7 +78,8 @@ export async function startDaemon(
   }
   const socket = join(home, "run", "planterd.sock");
   let err = "";
-  const proc = Bun.spawn([process.execPath, PLANTER, "daemon", ...(opts.args ?? [])], {
+  // `prefix` runs planterd through a wrapper that execs it (into a cgroup, say).
+  const proc = Bun.spawn([...(opts.prefix ?? []), process.execPath, PLANTER, "daemon", ...(opts.args ?? [])], {
     env: baseEnv(home, opts.env),
     stdin: "ignore",
     stdout: "ignore",

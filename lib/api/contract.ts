@@ -22,6 +22,8 @@ export const CellName = v.pipe(
 
 /** Longest timeout a job may have: 30 days. */
 export const MAX_DURATION_MS = 30 * 24 * 3600 * 1000;
+/** Largest process limit: the kernel's own pid_max ceiling. */
+export const MAX_PIDS = 4_194_304;
 /** Largest byte limit a job may have: 1 PiB. */
 export const MAX_BYTES = 2 ** 50;
 const positiveInt = (max: number, what: string) =>
@@ -32,6 +34,8 @@ export const Limits = v.strictObject({
   timeout_ms: v.optional(positiveInt(MAX_DURATION_MS, "timeout_ms")),
   max_rss_bytes: v.optional(positiveInt(MAX_BYTES, "max_rss_bytes")),
   max_log_bytes: v.optional(positiveInt(MAX_BYTES, "max_log_bytes")),
+  /** Processes and threads the job may have at once. */
+  max_pids: v.optional(positiveInt(MAX_PIDS, "max_pids")),
 });
 export type Limits = v.InferOutput<typeof Limits>;
 
@@ -102,6 +106,7 @@ export const REASONS = [
   "timeout",
   "memory_limit",
   "log_quota",
+  "process_limit",
   "sandbox_error",
   "spawn_error",
   "lost",
@@ -125,7 +130,7 @@ export interface Job {
   started_at: string | null;
   finished_at: string | null;
   limits: Limits;
-  /** How the limits are enforced: "monitor" (sampling) or "cgroup v2"; null if the job never ran. */
+  /** How the limits are enforced: "monitor" (sampling), "cgroup v2" or "cgroup v1"; null if the job never ran. */
   enforcement: Enforcement | null;
   /** The limit that ended the job and the value observed when it was found exceeded. */
   limit_exceeded: LimitExceeded | null;
@@ -158,7 +163,7 @@ export interface WorkspaceFinding {
   restored: boolean;
 }
 
-export const ENFORCEMENTS = ["monitor", "cgroup v2"] as const;
+export const ENFORCEMENTS = ["monitor", "cgroup v2", "cgroup v1"] as const;
 /** How a job's limits are enforced. */
 export type Enforcement = (typeof ENFORCEMENTS)[number];
 
@@ -224,7 +229,7 @@ export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown, 
   });
 }
 
-const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota"]);
+const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota", "process_limit"]);
 
 const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15 };
 

@@ -1,6 +1,7 @@
 /** Human units for limits: parse `30s`, `512M`, `10MiB` on the command line; print `812 MiB`, `30.2s`. */
 import type { ArgDef } from "citty";
-import { type Job, type Limits, MAX_BYTES, MAX_DURATION_MS } from "../api/contract.ts";
+import { type Job, type Limits, MAX_BYTES, MAX_DURATION_MS, MAX_PIDS } from "../api/contract.ts";
+import { LIMIT_REASON } from "../jobs/limits.ts";
 import { usage } from "./args.ts";
 
 const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -36,6 +37,15 @@ export function parseBytes(text: string, what: string): number {
   return bytes;
 }
 
+/** A count of processes: a whole number, more than 0 and at most the kernel's pid ceiling. */
+export function parseCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text.trim())) throw usage(`${what} must be a whole number like 256, not ${JSON.stringify(text)}`);
+  const n = Number(text.trim());
+  if (n < 1) throw usage(`${what} must be more than 0, not ${JSON.stringify(text)}`);
+  if (n > MAX_PIDS) throw usage(`${what} is at most ${MAX_PIDS}, not ${JSON.stringify(text)}`);
+  return n;
+}
+
 /** `812 MiB`, `1.5 GiB`, `900 B`: binary units, at most one decimal. */
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
@@ -68,6 +78,7 @@ export function formatDuration(ms: number): string {
 
 /** A limit's value in words: a duration for the timeout, a size otherwise. */
 export function limitValue(limit: keyof Limits, n: number): string {
+  if (limit === "max_pids") return `${n} processes`;
   return limit === "timeout_ms" ? formatDuration(n) : formatBytes(n);
 }
 
@@ -77,6 +88,7 @@ export function limitsLine(l: Limits): string {
   if (l.timeout_ms !== undefined) parts.push(`timeout ${formatDuration(l.timeout_ms)}`);
   if (l.max_rss_bytes !== undefined) parts.push(`memory ${formatBytes(l.max_rss_bytes)}`);
   if (l.max_log_bytes !== undefined) parts.push(`log ${formatBytes(l.max_log_bytes)}`);
+  if (l.max_pids !== undefined) parts.push(`processes ${l.max_pids}`);
   return parts.length ? parts.join(", ") : "none";
 }
 
@@ -84,7 +96,7 @@ export function limitsLine(l: Limits): string {
 export function limitText(j: Pick<Job, "limit_exceeded">): string | null {
   const x = j.limit_exceeded;
   if (!x) return null;
-  const reason = { timeout_ms: "timeout", max_rss_bytes: "memory_limit", max_log_bytes: "log_quota" }[x.limit];
+  const reason = LIMIT_REASON[x.limit];
   // Elapsed time to the millisecond below a minute: "1s > 1s" would say nothing.
   const value =
     x.limit === "timeout_ms" && x.value < 60_000
@@ -93,7 +105,7 @@ export function limitText(j: Pick<Job, "limit_exceeded">): string | null {
   return `${reason}: ${value} > ${limitValue(x.limit, x.max)}`;
 }
 
-/** --timeout, --max-rss, --max-log for `run` and `cell create`. */
+/** --timeout, --max-rss, --max-log, --max-pids for `run` and `cell create`. */
 export const limitArgs = {
   timeout: {
     type: "string",
@@ -110,13 +122,24 @@ export const limitArgs = {
     description: "kill the job's tree when stdout + stderr pass this (the log keeps this much): 10M",
     valueHint: "SIZE",
   },
+  "max-pids": {
+    type: "string",
+    description: "kill the job's tree when it needs more processes and threads than this at once: 256",
+    valueHint: "N",
+  },
 } as const satisfies Record<string, ArgDef>;
 
-/** The limits given with --timeout, --max-rss, --max-log, or undefined when none was. */
-export function limitsFromArgs(args: { timeout?: string; "max-rss"?: string; "max-log"?: string }): Limits | undefined {
+/** The limits given with --timeout, --max-rss, --max-log, --max-pids, or undefined when none was. */
+export function limitsFromArgs(args: {
+  timeout?: string;
+  "max-rss"?: string;
+  "max-log"?: string;
+  "max-pids"?: string;
+}): Limits | undefined {
   const limits: Limits = {};
   if (args.timeout !== undefined) limits.timeout_ms = parseLimitDuration(args.timeout, "--timeout");
   if (args["max-rss"] !== undefined) limits.max_rss_bytes = parseBytes(args["max-rss"], "--max-rss");
   if (args["max-log"] !== undefined) limits.max_log_bytes = parseBytes(args["max-log"], "--max-log");
+  if (args["max-pids"] !== undefined) limits.max_pids = parseCount(args["max-pids"], "--max-pids");
   return Object.keys(limits).length ? limits : undefined;
 }

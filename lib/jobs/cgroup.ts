@@ -1,15 +1,24 @@
 /**
- * cgroup v2 enforcement, where the host delegates a cgroup to planterd: each job's tree runs in
- * its own group with memory.max, memory.oom.group and pids.max, so the kernel stops a job that
- * outgrows its memory limit and cgroup.kill reaches every process it ever started.
+ * Kernel enforcement of job limits with cgroups, where planterd may make groups: each job's tree
+ * runs in a group of its own with a memory limit and a process limit, so the kernel stops a job
+ * that outgrows its memory (memfd, SysV shm and tmpfs pages included, which no RSS sample sees),
+ * a fork bomb cannot take more than its `pids.max`, and a kill reaches every process the job ever
+ * started.
  *
- * Layout under the daemon's delegated group G (systemd `Delegate=yes`):
+ * cgroup v2, under the daemon's delegated group G (systemd `Delegate=yes`):
  *   G/planterd/     planterd and the exit-status recorders (a group with children holds no processes)
- *   G/jobs/<id>/    one job's tree
+ *   G/jobs/<id>/    one job's tree: memory.max, memory.oom.group, pids.max, cgroup.kill
  * When planterd runs in the root group (a container of its own), G is <mount>/planter.
  *
- * Not exercised on a real cgroup v2 host yet (see plans/tracker.md); unit tests run the detection
- * and every file write against a fake tree.
+ * cgroup v1 (hybrid hosts without a usable v2 tree; planterd as root): in each of the memory,
+ * pids and (when mounted) freezer hierarchies, under planterd's own group P there:
+ *   P/planter/<id>/ memory.limit_in_bytes (+ memsw), pids.max; a kill freezes the group, sends
+ *                   SIGKILL to every member and thaws it, so a forking tree cannot outrun it
+ * Jobs stay inside planterd's own groups, so limits an operator put on planterd hold for its jobs;
+ * P/planter gets a pids.max below P's so a bomb leaves planterd room to work.
+ *
+ * The v2 path has not run on a real cgroup v2 host (see plans/tracker.md); unit tests run its
+ * detection and file writes against a fake tree. The v1 path runs for real in the tests here.
  */
 import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
@@ -125,17 +134,51 @@ export function detectHostCgroup(): CgroupProbe {
   return detectCgroup({ mountinfo, selfCgroup, pid: process.pid });
 }
 
-/** How a job's group ended: OOM kills counted by the kernel and the peak memory it saw. */
+/** How a job's group ended: OOM kills counted by the kernel, peak memory, forks refused at pids.max. */
 export interface CgroupEnd {
   oomKills: number;
   peakBytes: number | null;
+  /** Forks the kernel refused because the group was at its pids.max. */
+  pidsHits: number;
+  /** Tasks in the group now (null: unknown). */
+  pidsCurrent: number | null;
+  /** pids.max of the group's parent, the ceiling all jobs share (null: none). */
+  sharedPidsMax: number | null;
 }
 
-/** Per-job groups under a detected delegated subtree. */
-export class JobCgroups {
+/** Tasks of a job's pids group, and the ceiling its parent puts on all jobs together. */
+function pidsNow(dir: string | undefined): { pidsCurrent: number | null; sharedPidsMax: number | null } {
+  if (!dir) return { pidsCurrent: null, sharedPidsMax: null };
+  const num = (f: string) => {
+    const t = (readText(f) ?? "").trim();
+    return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+  };
+  return { pidsCurrent: num(join(dir, "pids.current")), sharedPidsMax: num(join(dirname(dir), "pids.max")) };
+}
+
+/** The limits a job's group is made with. */
+export interface GroupLimits {
+  max_rss_bytes?: number;
+  max_pids?: number;
+}
+
+/** Per-job groups of one cgroup version: what planterd calls at startup and per job. */
+export interface JobGroups {
+  readonly mode: "cgroup v2" | "cgroup v1";
+  /** pids.max of a job that sets no max_pids. */
+  readonly pidsMax: number;
+  /** Make the layout under planterd's own group(s). */
+  prepare(pid: number): void;
+  /** Make job `id`'s group(s) with its limits; returns the value stored in the job's row. */
+  create(id: string, limits: GroupLimits): string;
+}
+
+/** Per-job groups under a detected delegated cgroup v2 subtree. */
+export class JobCgroups implements JobGroups {
+  readonly mode = "cgroup v2";
   constructor(
     readonly probe: Extract<CgroupProbe, { ok: true }>,
-    private readonly pidsMax: number,
+    readonly pidsMax: number,
   ) {}
 
   /**
@@ -157,19 +200,240 @@ export class JobCgroups {
   }
 
   /** The group of job `id`, created with its limits: memory.max, memory.oom.group = 1, pids.max. */
-  create(id: string, maxRssBytes: number | undefined): string {
+  create(id: string, limits: GroupLimits): string {
     const dir = join(this.probe.base, "jobs", id);
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "memory.max"), `${maxRssBytes ?? "max"}\n`);
+    writeFileSync(join(dir, "memory.max"), `${limits.max_rss_bytes ?? "max"}\n`);
     // An OOM kill takes the whole group, never one process of the tree.
     writeFileSync(join(dir, "memory.oom.group"), "1\n");
-    writeFileSync(join(dir, "pids.max"), `${this.pidsMax}\n`);
+    writeFileSync(join(dir, "pids.max"), `${limits.max_pids ?? this.pidsMax}\n`);
     return dir;
   }
 
-  /** Kill every process of the group at once (cgroup.kill, Linux 5.14+); false where unsupported. */
-  kill(dir: string): boolean {
-    const f = join(dir, "cgroup.kill");
+  /** What the kernel recorded of a job's v2 group. */
+  static end(dir: string): CgroupEnd {
+    return groupEnd(dir);
+  }
+
+  /** Remove an emptied group; one still holding processes stays (false). */
+  static remove(dir: string): boolean {
+    return removeGroup(dir);
+  }
+}
+
+// ---- cgroup v1 ----
+
+/** The v1 hierarchies a job group uses; freezer is optional (kills fall back to repeated sweeps). */
+const V1_NEEDED = ["memory", "pids"] as const;
+type V1Controller = "memory" | "pids" | "freezer";
+
+/** A job's v1 groups, one dir per hierarchy. */
+export type V1Dirs = Partial<Record<V1Controller, string>>;
+
+/** A usable set of cgroup v1 hierarchies, or why there is none. */
+export type CgroupV1Probe = { ok: true; own: V1Dirs } | { ok: false; why: string };
+
+/** Mount points of the v1 hierarchies in a mountinfo text, by controller. */
+export function cgroup1Mounts(mountinfo: string): Map<string, { point: string; root: string }> {
+  const found = new Map<string, { point: string; root: string }>();
+  for (const line of mountinfo.split("\n")) {
+    const sep = line.indexOf(" - ");
+    if (sep < 0) continue;
+    const tail = line.slice(sep + 3).split(" ");
+    if (tail[0] !== "cgroup") continue;
+    const f = line.slice(0, sep).split(" ");
+    if (!f[3] || !f[4]) continue;
+    for (const opt of (tail[2] ?? "").split(",")) {
+      if (!found.has(opt)) found.set(opt, { root: unescapeOctal(f[3]), point: unescapeOctal(f[4]) });
+    }
+  }
+  return found;
+}
+
+/** planterd's group in each v1 hierarchy, from /proc/self/cgroup (`N:ctrl,ctrl:/path`). */
+export function ownCgroup1Paths(selfCgroup: string): Map<string, string> {
+  const paths = new Map<string, string>();
+  for (const line of selfCgroup.split("\n")) {
+    const m = /^\d+:([^:]+):(.*)$/.exec(line.trim());
+    if (!m) continue;
+    for (const c of (m[1] as string).split(",")) paths.set(c, m[2] as string);
+  }
+  return paths;
+}
+
+/**
+ * Whether planterd can give each job v1 groups: the memory and pids hierarchies mounted, and
+ * planterd's own group in each writable (root; v1 has no safe delegation to other users).
+ */
+export function detectCgroupV1(host: CgroupHost): CgroupV1Probe {
+  const writable = host.writable ?? canWrite;
+  const mounts = cgroup1Mounts(host.mountinfo);
+  const paths = ownCgroup1Paths(host.selfCgroup);
+  const own: V1Dirs = {};
+  for (const c of [...V1_NEEDED, "freezer"] as V1Controller[]) {
+    const m = mounts.get(c);
+    const path = paths.get(c);
+    if (!m || path === undefined) {
+      if (c === "freezer") continue;
+      return { ok: false, why: `the cgroup v1 ${c} hierarchy is not mounted` };
+    }
+    const rel = m.root !== "/" && path.startsWith(m.root) ? path.slice(m.root.length) : path;
+    const dir = rel === "/" || rel === "" ? m.point : join(m.point, rel);
+    if (!writable(dir) || !writable(join(dir, "cgroup.procs"))) {
+      if (c === "freezer") continue;
+      return {
+        ok: false,
+        why: `cgroup v1 group ${dir} is not writable by planterd (cgroup v1 needs planterd as root)`,
+      };
+    }
+    own[c] = dir;
+  }
+  return { ok: true, own };
+}
+
+/** The v1 detection against this host's real files. */
+export function detectHostCgroupV1(): CgroupV1Probe {
+  if (process.platform !== "linux") return { ok: false, why: "cgroups exist on Linux only" };
+  const mountinfo = readText("/proc/self/mountinfo");
+  const selfCgroup = readText("/proc/self/cgroup");
+  if (mountinfo === null || selfCgroup === null) return { ok: false, why: "cannot read /proc/self/mountinfo" };
+  return detectCgroupV1({ mountinfo, selfCgroup, pid: process.pid });
+}
+
+/** Tasks planterd keeps for itself below a pids.max an operator set on its own group. */
+export const PIDS_RESERVE = 64;
+
+/** Per-job groups in the cgroup v1 memory, pids and freezer hierarchies. */
+export class JobCgroupsV1 implements JobGroups {
+  readonly mode = "cgroup v1";
+  constructor(
+    readonly own: V1Dirs,
+    readonly pidsMax: number,
+  ) {}
+
+  private base(c: V1Controller): string | null {
+    const dir = this.own[c];
+    return dir ? join(dir, "planter") : null;
+  }
+
+  /**
+   * Make P/planter in each hierarchy. Where planterd's own pids group is limited, its jobs
+   * together get that limit less a reserve, so a bomb cannot take the tasks planterd needs.
+   */
+  prepare(_pid: number): void {
+    for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+      const b = this.base(c);
+      if (b) mkdirSync(b, { recursive: true });
+    }
+    const pids = this.own.pids as string;
+    const limit = Number((readText(join(pids, "pids.max")) ?? "max").trim());
+    if (Number.isFinite(limit)) {
+      writeFileSync(join(pids, "planter", "pids.max"), `${Math.max(1, limit - PIDS_RESERVE)}\n`);
+    }
+  }
+
+  create(id: string, limits: GroupLimits): string {
+    const dirs: V1Dirs = {};
+    try {
+      for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+        const b = this.base(c);
+        if (!b) continue;
+        const dir = join(b, id);
+        mkdirSync(dir);
+        dirs[c] = dir;
+      }
+      if (limits.max_rss_bytes !== undefined) {
+        const mem = dirs.memory as string;
+        writeFileSync(join(mem, "memory.limit_in_bytes"), `${limits.max_rss_bytes}\n`);
+        // With swap accounting, memory + swap too: a limit must not become a licence to swap.
+        if (existsSync(join(mem, "memory.memsw.limit_in_bytes"))) {
+          writeFileSync(join(mem, "memory.memsw.limit_in_bytes"), `${limits.max_rss_bytes}\n`);
+        }
+      }
+      writeFileSync(join(dirs.pids as string, "pids.max"), `${limits.max_pids ?? this.pidsMax}\n`);
+    } catch (e) {
+      for (const d of Object.values(dirs)) removeDir(d);
+      throw e;
+    }
+    return `v1:${JSON.stringify(dirs)}`;
+  }
+}
+
+// ---- a job's groups as stored, whichever version made them ----
+
+type Stored = { v: 2; dir: string } | { v: 1; dirs: V1Dirs };
+
+function parseStored(stored: string): Stored {
+  if (!stored.startsWith("v1:")) return { v: 2, dir: stored };
+  try {
+    const o = JSON.parse(stored.slice(3)) as Record<string, unknown>;
+    const dirs: V1Dirs = {};
+    for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+      if (typeof o[c] === "string") dirs[c] = o[c] as string;
+    }
+    return { v: 1, dirs };
+  } catch {
+    return { v: 1, dirs: {} };
+  }
+}
+
+/** Every cgroup.procs file the job's first process writes itself into. */
+export function groupProcs(stored: string): string[] {
+  const s = parseStored(stored);
+  if (s.v === 2) return [join(s.dir, "cgroup.procs")];
+  return Object.values(s.dirs).map((d) => join(d, "cgroup.procs"));
+}
+
+const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+
+/** What the kernel recorded of a job's groups: OOM kills, peak memory, refused forks. */
+export function groupEnd(stored: string): CgroupEnd {
+  const s = parseStored(stored);
+  if (s.v === 2) {
+    const events = readText(join(s.dir, "memory.events")) ?? "";
+    const peak = Number((readText(join(s.dir, "memory.peak")) ?? "").trim());
+    return {
+      oomKills: Math.max(counter(events, "oom_kill"), counter(events, "oom_group_kill")),
+      peakBytes: Number.isFinite(peak) && peak > 0 ? peak : null,
+      pidsHits: counter(readText(join(s.dir, "pids.events")) ?? "", "max"),
+      ...pidsNow(s.dir),
+    };
+  }
+  const mem = s.dirs.memory;
+  const peak = mem ? Number((readText(join(mem, "memory.max_usage_in_bytes")) ?? "").trim()) : Number.NaN;
+  return {
+    oomKills: mem ? counter(readText(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
+    peakBytes: Number.isFinite(peak) && peak > 0 ? peak : null,
+    pidsHits: s.dirs.pids ? counter(readText(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
+    ...pidsNow(s.dirs.pids),
+  };
+}
+
+const members = (dir: string): number[] =>
+  (readText(join(dir, "cgroup.procs")) ?? "")
+    .split("\n")
+    .map(Number)
+    .filter((p) => p > 0);
+
+const killAll = (pids: number[]) => {
+  for (const p of pids) {
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {
+      // gone already
+    }
+  }
+};
+
+/**
+ * SIGKILL every process of the job's groups at once: cgroup.kill on v2 (5.14+); on v1 the
+ * freezer stops the tree (no fork can race the kill), every member gets SIGKILL, and the thaw
+ * lets them die. Without a freezer, sweeps until the group is empty. False where nothing could.
+ */
+export function killGroup(stored: string): boolean {
+  const s = parseStored(stored);
+  if (s.v === 2) {
+    const f = join(s.dir, "cgroup.kill");
     if (!existsSync(f)) return false;
     try {
       writeFileSync(f, "1\n");
@@ -178,36 +442,59 @@ export class JobCgroups {
       return false;
     }
   }
-
-  /** What the kernel recorded of a job's group: OOM kills and peak memory (memory.peak, 5.19+). */
-  static end(dir: string): CgroupEnd {
-    const events = readText(join(dir, "memory.events")) ?? "";
-    const count = (key: string) => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(events)?.[1] ?? 0);
-    const peak = Number((readText(join(dir, "memory.peak")) ?? "").trim());
-    return {
-      oomKills: Math.max(count("oom_kill"), count("oom_group_kill")),
-      peakBytes: Number.isFinite(peak) && peak > 0 ? peak : null,
-    };
-  }
-
-  /** Remove an emptied group; one still holding processes stays (false). */
-  static remove(dir: string): boolean {
+  const any = s.dirs.freezer ?? s.dirs.pids ?? s.dirs.memory;
+  if (!any || !existsSync(any)) return false;
+  const fr = s.dirs.freezer;
+  if (fr) {
     try {
-      rmdirSync(dir);
-      return true;
-    } catch {
-      return false;
+      writeFileSync(join(fr, "freezer.state"), "FROZEN\n");
+      for (let i = 0; i < 200 && (readText(join(fr, "freezer.state")) ?? "").trim() === "FREEZING"; i++) {
+        Bun.sleepSync(1);
+      }
+      killAll(members(fr));
+    } finally {
+      try {
+        writeFileSync(join(fr, "freezer.state"), "THAWED\n");
+      } catch {
+        // removed meanwhile
+      }
     }
+  }
+  const dir = s.dirs.pids ?? any;
+  for (let i = 0; i < 50; i++) {
+    const left = members(dir);
+    if (!left.length) break;
+    killAll(left);
+  }
+  return true;
+}
+
+function removeDir(dir: string): boolean {
+  try {
+    rmdirSync(dir);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ENOENT";
   }
 }
 
+/** Remove a job's emptied groups; a group still holding processes stays (false). */
+export function removeGroup(stored: string): boolean {
+  const s = parseStored(stored);
+  if (s.v === 2) return removeDir(s.dir);
+  let ok = true;
+  for (const d of Object.values(s.dirs)) ok = removeDir(d) && ok;
+  return ok;
+}
+
 /**
- * argv that moves itself into the group whose `cgroup.procs` is `procs`, then execs `argv`: the
- * job's first process is in its group before it can fork. The recorder stays outside, so it
+ * argv that moves itself into every group whose `cgroup.procs` is listed, then execs `argv`: the
+ * job's first process is in its groups before it can fork. The recorder stays outside, so it
  * outlives an OOM kill of the group and still records the exit status.
  */
-export function cgroupArgv(procs: string, argv: string[]): string[] {
+export function cgroupArgv(procs: string | string[], argv: string[]): string[] {
+  const files = typeof procs === "string" ? [procs] : procs;
   const script =
-    '{ echo $$ > "$0"; } 2>/dev/null || { echo "planter: cannot enter cgroup: $0" >&2; exit 125; }\nexec "$@"';
-  return ["/bin/sh", "-c", script, procs, ...argv];
+    'for f in "$@"; do [ "$f" = -- ] && break; { echo $$ > "$f"; } 2>/dev/null || { echo "planter: cannot enter cgroup: $f" >&2; exit 125; }; shift; done\nshift\nexec "$@"';
+  return ["/bin/sh", "-c", script, "sh", ...files, "--", ...argv];
 }

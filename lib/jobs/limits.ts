@@ -12,6 +12,7 @@ export const LIMIT_REASON = {
   timeout_ms: "timeout",
   max_rss_bytes: "memory_limit",
   max_log_bytes: "log_quota",
+  max_pids: "process_limit",
 } as const satisfies Record<LimitName, Reason>;
 
 /** Reasons that name a limit (their kills use the monitor's grace). */
@@ -25,6 +26,8 @@ export interface Sample {
   rssBytes: number | null;
   /** stdout + stderr, bytes. */
   logBytes: number | null;
+  /** Processes and threads of the job's tree, or forks its cgroup refused (then past the limit). */
+  tasks?: number | null;
 }
 
 /** A limit found exceeded, with the observed value. */
@@ -37,8 +40,9 @@ export interface Breach {
 
 /**
  * The limit a sample exceeds, or null. A timeout is reached at `timeout_ms` exactly; memory
- * and log limits are exceeded when the value is above the maximum. When one sample finds
- * several, the timeout (whose moment is known exactly) is named first, then memory, then log.
+ * log and process limits are exceeded when the value is above the maximum. When one sample
+ * finds several, the timeout (whose moment is known exactly) is named first, then memory, log,
+ * processes.
  */
 export function breach(limits: Limits, s: Sample): Breach | null {
   const elapsed = s.now - s.startedAt;
@@ -50,6 +54,9 @@ export function breach(limits: Limits, s: Sample): Breach | null {
   }
   if (limits.max_log_bytes !== undefined && s.logBytes !== null && s.logBytes > limits.max_log_bytes) {
     return { limit: "max_log_bytes", reason: "log_quota", value: s.logBytes, max: limits.max_log_bytes };
+  }
+  if (limits.max_pids !== undefined && s.tasks != null && s.tasks > limits.max_pids) {
+    return { limit: "max_pids", reason: "process_limit", value: s.tasks, max: limits.max_pids };
   }
   return null;
 }

@@ -10,7 +10,15 @@ import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
 import { getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
-import { detectHostCgroup, JobCgroups } from "./cgroup.ts";
+import {
+  detectHostCgroup,
+  detectHostCgroupV1,
+  groupEnd,
+  JobCgroups,
+  JobCgroupsV1,
+  type JobGroups,
+  removeGroup,
+} from "./cgroup.ts";
 import { type Breach, breach, decideAct, hardCap, type LogSizes, quotaCut } from "./limits.ts";
 import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
 import { jobFiles } from "./recorder.ts";
@@ -19,27 +27,50 @@ import type { KillOptions } from "./supervisor.ts";
 /** How this daemon enforces limits, and why not with cgroups when it does not. */
 export interface EnforcementInfo {
   mode: Enforcement;
-  /** Why cgroup v2 is not used (null when it is). */
+  /** Why cgroups are not used (null when they are). */
   why: string | null;
-  cgroups: JobCgroups | null;
+  cgroups: JobGroups | null;
 }
 
-/** Decide the enforcement mode at startup: cgroup v2 when a delegated subtree works, else the monitor. */
+/**
+ * Decide the enforcement mode at startup: a cgroup v2 group per job where a delegated subtree
+ * works, else cgroup v1 groups where planterd may make them (root on a v1 or hybrid host), else
+ * the monitor alone.
+ */
 export function chooseEnforcement(setting: "auto" | "off", pidsMax: number): EnforcementInfo {
   if (setting === "off") return { mode: "monitor", why: 'config [monitor] cgroup = "off"', cgroups: null };
   const probe = detectHostCgroup();
-  if (!probe.ok) return { mode: "monitor", why: probe.why, cgroups: null };
-  const cgroups = new JobCgroups(probe, pidsMax);
+  const why: string[] = [];
+  if (probe.ok) {
+    const r = prepared(new JobCgroups(probe, pidsMax), probe.base);
+    if (r.cgroups) return r;
+    why.push(r.why as string);
+  } else why.push(probe.why);
+  const v1 = detectHostCgroupV1();
+  if (v1.ok) {
+    const r = prepared(new JobCgroupsV1(v1.own, pidsMax), v1.own.pids as string);
+    if (r.cgroups) return r;
+    why.push(r.why as string);
+  } else why.push(v1.why);
+  return { mode: "monitor", why: why.join("; "), cgroups: null };
+}
+
+function prepared(groups: JobGroups, where: string): EnforcementInfo {
   try {
-    cgroups.prepare(process.pid);
+    groups.prepare(process.pid);
+    return { mode: groups.mode, why: null, cgroups: groups };
   } catch (e) {
-    return {
-      mode: "monitor",
-      why: `cannot set up job groups under ${probe.base}: ${(e as Error).message}`,
-      cgroups: null,
-    };
+    return { mode: "monitor", why: `cannot set up job groups under ${where}: ${(e as Error).message}`, cgroups: null };
   }
-  return { mode: "cgroup v2", why: null, cgroups };
+}
+
+/**
+ * Remove a job's groups once the kernel has let go of its killed processes: a group whose last
+ * members are still exiting refuses rmdir for a moment, so this retries for a few seconds.
+ */
+function removeWhenEmpty(stored: string, tries = 50): void {
+  if (removeGroup(stored) || tries <= 1) return;
+  setTimeout(() => removeWhenEmpty(stored, tries - 1), 100).unref?.();
 }
 
 interface Watched {
@@ -49,6 +80,8 @@ interface Watched {
   startedAt: number;
   limits: Limits;
   files: ReturnType<typeof jobFiles>;
+  /** The job's cgroup(s) as stored, when the kernel enforces its limits. */
+  cgroup: string | null;
   /** Log sizes at the last check that found them within the quota. */
   under: LogSizes;
   /** Every process seen in the tree (pid → start time): one that leaves the tree stays counted. */
@@ -71,7 +104,14 @@ export interface TickStats {
 }
 
 const hasLimits = (l: Limits) =>
-  l.timeout_ms !== undefined || l.max_rss_bytes !== undefined || l.max_log_bytes !== undefined;
+  l.timeout_ms !== undefined ||
+  l.max_rss_bytes !== undefined ||
+  l.max_log_bytes !== undefined ||
+  l.max_pids !== undefined;
+
+/** Whether a job's tree must be found in a /proc scan: memory, or processes the kernel does not count. */
+const needsScan = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
+  !w.forced && (w.limits.max_rss_bytes !== undefined || (w.limits.max_pids !== undefined && w.cgroup === null));
 
 /** Sizes of a job's two logs (0 for a missing file). */
 export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
@@ -129,6 +169,7 @@ export class Monitor {
       startedAt: job.started_at,
       limits: job.limits,
       files,
+      cgroup: job.cgroup,
       under: max !== undefined && now.stdout + now.stderr <= max ? now : { stdout: 0, stderr: 0 },
       members: new Map(),
       hit: null,
@@ -173,7 +214,7 @@ export class Monitor {
     const now = Date.now();
     let table: ProcTable | null = null;
     for (const w of this.jobs.values()) {
-      if (w.limits.max_rss_bytes !== undefined && !w.forced) {
+      if (needsScan(w)) {
         table = procTable();
         break;
       }
@@ -208,7 +249,8 @@ export class Monitor {
   }
 
   private check(w: Watched, now: number, table: ProcTable | null): void {
-    const rss = table && w.limits.max_rss_bytes !== undefined ? this.treeRss(w, table) : null;
+    const tree = table && needsScan(w) ? this.tree(w, table) : null;
+    const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
     const logs = w.limits.max_log_bytes !== undefined ? logSizes(w.files) : null;
     const logBytes = logs ? logs.stdout + logs.stderr : null;
     if (w.hit) {
@@ -222,31 +264,69 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes as number)) w.under = logs;
-    const b = breach(w.limits, { now, startedAt: w.startedAt, rssBytes: rss, logBytes });
-    if (b) this.act(w, b, logs, now);
+    const kernel = w.cgroup ? this.kernelBreach(w) : null;
+    if (kernel) {
+      this.act(w, kernel, logs, now, true);
+      return;
+    }
+    const tasks = w.cgroup === null && tree ? tree.tasks : null;
+    const b = breach(w.limits, { now, startedAt: w.startedAt, rssBytes: rss, logBytes, tasks });
+    // A tree at its process limit is a bomb or a runaway: it is killed at once, not asked to stop.
+    if (b) this.act(w, b, logs, now, b.limit === "max_pids");
   }
 
-  /** RSS summed over the job's tree (the recorder excluded); updates the tree's members. */
-  private treeRss(w: Watched, table: ProcTable): number {
+  /**
+   * What the kernel found in the job's cgroup: an OOM kill (v1 kills one process of the tree, the
+   * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
+   */
+  private kernelBreach(w: Watched): Breach | null {
+    const end = groupEnd(w.cgroup as string);
+    const mem = w.limits.max_rss_bytes;
+    if (end.oomKills > 0 && mem !== undefined) {
+      return {
+        limit: "max_rss_bytes",
+        reason: "memory_limit",
+        value: Math.max(end.peakBytes ?? mem, mem + 1),
+        max: mem,
+      };
+    }
+    // The ceiling may be the one all jobs share (planterd's own limit less its reserve) rather than
+    // the job's own; where v1 counts the refusals depends on the kernel, so a job at or over the
+    // lower of the two is the one to stop, with that ceiling as its limit.
+    const ceiling = Math.min(
+      w.limits.max_pids ?? Number.POSITIVE_INFINITY,
+      end.sharedPidsMax ?? Number.POSITIVE_INFINITY,
+    );
+    const full = end.sharedPidsMax !== null && ceiling === end.sharedPidsMax && (end.pidsCurrent ?? 0) >= ceiling;
+    if ((end.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
+      return { limit: "max_pids", reason: "process_limit", value: ceiling + 1, max: ceiling };
+    }
+    return null;
+  }
+
+  /** RSS and tasks (processes and threads) summed over the job's tree (the recorder excluded); updates its members. */
+  private tree(w: Watched, table: ProcTable): { rss: number; tasks: number } {
     const roots = [w.pid];
     for (const [pid, start] of w.members) if (table.procs.get(pid)?.startTime === start) roots.push(pid);
     const members = new Map<number, string>();
     let pages = 0;
+    let tasks = 0;
     for (const pid of [...roots.slice(1), ...descendants(table, roots, w.pid)]) {
       const p = table.procs.get(pid);
       if (!p || members.has(pid)) continue;
       members.set(pid, p.startTime);
       pages += p.rssPages;
+      tasks += p.threads;
     }
     w.members = members;
-    return pages * pageSize();
+    return { rss: pages * pageSize(), tasks };
   }
 
   /**
    * Stop a job that exceeded `b`. What happened first stands: a job whose exit status is
    * already written (or whose recorder is gone) ended on its own and keeps that end.
    */
-  private act(w: Watched, b: Breach, logs: LogSizes | null, now: number): void {
+  private act(w: Watched, b: Breach, logs: LogSizes | null, now: number, force = false): void {
     const exitRecorded = existsSync(w.files.status);
     const job = getJob(this.ctx.db, w.id);
     const decision = decideAct({
@@ -261,8 +341,10 @@ export class Monitor {
     if (decision === "stopping") return;
     const keep = b.limit === "max_log_bytes" && logs ? quotaCut(w.under, logs, b.max) : undefined;
     const tree: ProcId[] = [...w.members].map(([pid, start]) => ({ pid, start }));
+    if (force) w.forced = true;
     this.stop(w.id, {
       reason: b.reason,
+      force,
       graceMs: this.graceMs,
       tree,
       audit: { limit: b.limit },
@@ -320,7 +402,7 @@ export class Monitor {
         });
       }
     }
-    if (job.cgroup) JobCgroups.remove(job.cgroup);
+    if (job.cgroup) removeWhenEmpty(job.cgroup);
   }
 
   /** Stop sampling everything (daemon shutdown); jobs keep running. */

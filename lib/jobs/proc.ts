@@ -58,6 +58,8 @@ export interface ProcEntry {
   startTime: string;
   /** Resident set size in pages (field 24 of /proc/<pid>/stat). */
   rssPages: number;
+  /** Threads of the process (field 20), 1 where unknown. */
+  threads: number;
 }
 
 /** Every live process at one moment, with the indexes a tree walk needs. */
@@ -120,6 +122,7 @@ export function procTable(): ProcTable {
       pgid: Number(f[2]),
       startTime: f[19] ?? "",
       rssPages: Number(f[21]) || 0,
+      threads: Number(f[17]) || 1,
     };
     addEntry(table, p);
   }
@@ -243,6 +246,7 @@ export function psTable(text: string, page = pageSize()): ProcTable {
       pgid: Number(m[3]),
       startTime: m[5] as string,
       rssPages: Math.ceil((Number(m[4]) * 1024) / page),
+      threads: 1,
     };
     addEntry(table, p);
   }

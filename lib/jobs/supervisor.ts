@@ -39,7 +39,7 @@ import {
   markWorkspace,
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
-import { cgroupArgv, JobCgroups } from "./cgroup.ts";
+import { cgroupArgv, groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
@@ -144,7 +144,7 @@ export class Supervisor {
       }
       cgroup = this.jobCgroup(job);
       let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
-      argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), argv) : argv;
+      argv = cgroup ? cgroupArgv(groupProcs(cgroup), argv) : argv;
       const quota = plan.pipes && job.limits.max_log_bytes !== undefined ? job.limits.max_log_bytes + 1 : 0;
       if (plan.pipes) makePipes(files.status);
       freshSessionKeyring();
@@ -156,7 +156,7 @@ export class Supervisor {
       });
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      const enforcement = cgroup ? "cgroup v2" : "monitor";
+      const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
       this.ctx.write((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -169,7 +169,7 @@ export class Supervisor {
       if (Object.keys(job.limits).length) this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
     } catch (e) {
-      if (cgroup) JobCgroups.remove(cgroup);
+      if (cgroup) removeGroup(cgroup);
       const pe = e instanceof PlanterError ? e : null;
       const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
       this.finish(job.id, {
@@ -190,14 +190,14 @@ export class Supervisor {
   }
 
   /**
-   * A cgroup v2 group for the job when the host delegates one (null otherwise). A group that
+   * The job's cgroup(s) where planterd can make them (null otherwise). A group that
    * cannot be made leaves the job to the monitor, with an event saying why.
    */
   private jobCgroup(job: JobRow): string | null {
     const cgroups = this.monitor.enforcement.cgroups;
     if (!cgroups) return null;
     try {
-      return cgroups.create(job.id, job.limits.max_rss_bytes);
+      return cgroups.create(job.id, job.limits);
     } catch (e) {
       this.ctx.write((ev) =>
         ev.push({ kind: "job.cgroup_failed", subject: `job/${job.id}`, data: { message: (e as Error).message } }),
@@ -235,7 +235,7 @@ export class Supervisor {
   private signal(id: string, pid: number, sig: NodeJS.Signals, cgroup: string | null): void {
     this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id)));
     // SIGKILL through the group too: it reaches processes that left the tree unseen.
-    if (sig === "SIGKILL" && cgroup) this.monitor.enforcement.cgroups?.kill(cgroup);
+    if (sig === "SIGKILL" && cgroup) killGroup(cgroup);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -330,11 +330,12 @@ export class Supervisor {
   }
 
   /**
-   * The kernel OOM-killed the job's cgroup (memory.max): record it as the memory limit, with
-   * the group's peak as the observed value.
+   * The kernel OOM-killed in the job's group (its memory limit): record it as the memory limit,
+   * with the group's peak as the observed value. Forks refused at pids.max are the monitor's to
+   * act on while the job runs; a job that lived with them and ended keeps its own end.
    */
   private cgroupOom(job: JobRow): void {
-    const end = JobCgroups.end(job.cgroup as string);
+    const end = groupEnd(job.cgroup as string);
     const max = job.limits.max_rss_bytes;
     if (end.oomKills === 0 || max === undefined) return;
     const value = end.peakBytes ?? max;
@@ -344,7 +345,7 @@ export class Supervisor {
         ev.push({
           kind: "job.limit_exceeded",
           subject: `job/${job.id}`,
-          data: { limit: "max_rss_bytes", reason: "memory_limit", value, max, enforcement: "cgroup v2" },
+          data: { limit: "max_rss_bytes", reason: "memory_limit", value, max, enforcement: job.enforcement },
         });
       }
     });
@@ -362,6 +363,10 @@ export class Supervisor {
       return true;
     });
     const under = this.monitor.untrack(id);
+    // A job ends with all of its processes: what it left running in its cgroup dies before the
+    // review looks at its workspace (a bwrap job's pid namespace already took them).
+    const group = ended ? getJob(this.ctx.db, id)?.cgroup : null;
+    if (group) killGroup(group);
     this.forget(id);
     if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.

@@ -145,7 +145,9 @@ describe("memory", () => {
     const text = await cli(d.home, ["job", "status", job.id]);
     expect(text.code).toBe(0);
     expect(text.stdout).toMatch(/^reason: +memory_limit: \d+(\.\d)? MiB > 160 MiB$/m);
-    expect(text.stdout).toMatch(/^limits: +memory 160 MiB \(enforced by (monitor|cgroup v2)\)$/m);
+    expect(text.stdout).toMatch(
+      /^limits: +memory 160 MiB, log 1 GiB, processes 4096 \(enforced by (monitor|cgroup v[12])\)$/m,
+    );
     const json = JSON.parse((await cli(d.home, ["job", "status", job.id, "--json"])).stdout) as Job;
     expect(json.limit_exceeded).toEqual({
       limit: "max_rss_bytes",
@@ -278,7 +280,7 @@ describe("within limits", () => {
 
   test("GET /v1/ready and every job say how limits are enforced", async () => {
     const r = await ready(d);
-    expect(["monitor", "cgroup v2"]).toContain(r.limits.enforcement);
+    expect(["monitor", "cgroup v2", "cgroup v1"]).toContain(r.limits.enforcement);
     if (r.limits.enforcement === "monitor") expect(r.limits.cgroup_unavailable).toBeTruthy();
     expect(r.limits.interval_ms).toBe(100);
     const j = await d.client.createJob({ argv: ["true"], limits: { timeout_ms: 10_000 } });
@@ -421,11 +423,12 @@ describe("invalid limits", () => {
       timeout_ms: 30_000,
       max_rss_bytes: 512 * MiB,
       max_log_bytes: 10 * MiB,
+      max_pids: 4096,
     });
     const c = await cli(d.home, ["cell", "create", "limited", "--timeout", "1m", "--max-log", "1M"]);
     expect(c.code).toBe(0);
     expect((await cli(d.home, ["cell", "show", "limited"])).stdout).toMatch(/^limits: +timeout 1m, log 1 MiB$/m);
-    const j = await cli(d.home, ["run", "--cell", "limited", "--max-log", "2M", "--detach", "--json", "--", "true"]);
-    expect((JSON.parse(j.stdout) as Job).limits).toEqual({ timeout_ms: 60_000, max_log_bytes: 2 * MiB });
+    const j = await cli(d.home, ["run", "--cell", "limited", "--max-pids", "64", "--detach", "--json", "--", "true"]);
+    expect((JSON.parse(j.stdout) as Job).limits).toEqual({ timeout_ms: 60_000, max_log_bytes: 1 * MiB, max_pids: 64 });
   });
 });

@@ -12,7 +12,15 @@ import {
   parseLimitDuration,
 } from "../../lib/cli/units.ts";
 import { parseConfig } from "../../lib/config.ts";
-import { cgroup2Mount, cgroupArgv, detectCgroup, JobCgroups, ownCgroupPath } from "../../lib/jobs/cgroup.ts";
+import {
+  cgroup2Mount,
+  cgroupArgv,
+  detectCgroup,
+  groupEnd,
+  JobCgroups,
+  killGroup,
+  ownCgroupPath,
+} from "../../lib/jobs/cgroup.ts";
 import { breach, decideAct, hardCap, quotaCut } from "../../lib/jobs/limits.ts";
 import { descendants, type ProcEntry, type ProcTable } from "../../lib/jobs/proc.ts";
 import { endOf } from "../../lib/jobs/supervisor.ts";
@@ -265,7 +273,7 @@ describe("process trees", () => {
   function table(rows: [pid: number, ppid: number, pgid: number][]): ProcTable {
     const t: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
     for (const [pid, ppid, pgid] of rows) {
-      const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1 };
+      const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1, threads: 1 };
       t.procs.set(pid, p);
       t.children.set(ppid, [...(t.children.get(ppid) ?? []), pid]);
       t.groups.set(pgid, [...(t.groups.get(pgid) ?? []), pid]);
@@ -377,23 +385,32 @@ describe("cgroup v2 detection and files (a fake tree: this host has cgroup v1)",
     expect(readFileSync(join(f.dir, "cgroup.subtree_control"), "utf8")).toBe("+memory +pids\n");
     expect(readFileSync(join(f.dir, "jobs", "cgroup.subtree_control"), "utf8")).toBe("+memory +pids\n");
 
-    const dir = cg.create("j-1", 64 * MiB);
+    const dir = cg.create("j-1", { max_rss_bytes: 64 * MiB });
     expect(dir).toBe(join(f.dir, "jobs", "j-1"));
     const read = (name: string) => readFileSync(join(dir, name), "utf8");
     expect([read("memory.max"), read("memory.oom.group"), read("pids.max")]).toEqual([`${64 * MiB}\n`, "1\n", "512\n"]);
     expect(read("memory.max")).toBe(`${64 * MiB}\n`);
-    expect(readFileSync(join(cg.create("j-2", undefined), "memory.max"), "utf8")).toBe("max\n");
+    expect(readFileSync(join(cg.create("j-2", {}), "memory.max"), "utf8")).toBe("max\n");
+    expect(readFileSync(join(cg.create("j-3", { max_pids: 64 }), "pids.max"), "utf8")).toBe("64\n");
 
     // cgroup.kill only where the kernel has it (5.14+).
-    expect(cg.kill(dir)).toBe(false);
+    expect(killGroup(dir)).toBe(false);
     writeFileSync(join(dir, "cgroup.kill"), "0\n");
-    expect(cg.kill(dir)).toBe(true);
+    expect(killGroup(dir)).toBe(true);
     expect(read("cgroup.kill")).toBe("1\n");
 
-    expect(JobCgroups.end(dir)).toEqual({ oomKills: 0, peakBytes: null });
+    expect(groupEnd(dir)).toEqual({
+      oomKills: 0,
+      peakBytes: null,
+      pidsHits: 0,
+      pidsCurrent: null,
+      sharedPidsMax: null,
+    });
     writeFileSync(join(dir, "memory.events"), "low 0\nhigh 0\nmax 12\noom 1\noom_kill 1\noom_group_kill 1\n");
     writeFileSync(join(dir, "memory.peak"), `${80 * MiB}\n`);
-    expect(JobCgroups.end(dir)).toEqual({ oomKills: 1, peakBytes: 80 * MiB });
+    expect(groupEnd(dir)).toMatchObject({ oomKills: 1, peakBytes: 80 * MiB, pidsHits: 0 });
+    writeFileSync(join(dir, "pids.events"), "max 3\n");
+    expect(groupEnd(dir).pidsHits).toBe(3);
   });
 
   test("planterd in the root group (a container of its own) puts its tree under <mount>/planter", () => {

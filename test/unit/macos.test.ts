@@ -333,6 +333,7 @@ describe("process table without /proc (macOS ps)", () => {
       pgid: 501,
       startTime: "Sun Nov 22 02:00:01 2026",
       rssPages: 256,
+      threads: 1,
     });
     expect(t.children.get(501)).toEqual([502]);
     expect(t.groups.get(501)).toEqual([501, 502]);
