@@ -9,7 +9,7 @@ import { existsSync, type FSWatcher, statSync, truncateSync, watch } from "node:
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
-import { getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
+import { clearCgroup, endedWithCgroup, getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
 import {
   detectHostCgroup,
   detectHostCgroupV1,
@@ -62,15 +62,6 @@ function prepared(groups: JobGroups, where: string): EnforcementInfo {
   } catch (e) {
     return { mode: "monitor", why: `cannot set up job groups under ${where}: ${(e as Error).message}`, cgroups: null };
   }
-}
-
-/**
- * Remove a job's groups once the kernel has let go of its killed processes: a group whose last
- * members are still exiting refuses rmdir for a moment, so this retries for a few seconds.
- */
-function removeWhenEmpty(stored: string, tries = 50): void {
-  if (removeGroup(stored) || tries <= 1) return;
-  setTimeout(() => removeWhenEmpty(stored, tries - 1), 100).unref?.();
 }
 
 interface Watched {
@@ -128,6 +119,7 @@ export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
 export class Monitor {
   readonly enforcement: EnforcementInfo;
   private readonly jobs = new Map<string, Watched>();
+  private readonly pendingGroups = new Map<string, Timer>();
   private timer: Timer | null = null;
   last: TickStats = { count: 0, at: 0, ms: 0, jobs: 0, procs: 0 };
 
@@ -402,11 +394,39 @@ export class Monitor {
         });
       }
     }
-    if (job.cgroup) removeWhenEmpty(job.cgroup);
+    if (job.cgroup) this.removeGroups(job.id, job.cgroup);
+  }
+
+  /**
+   * Remove a job's groups once the kernel has let go of its killed processes (a group whose last
+   * members are still exiting refuses rmdir for a moment): retried for a few seconds, then again
+   * at planterd's next start (`sweepGroups`), until the job's row forgets them.
+   */
+  removeGroups(id: string, stored: string, tries = 50): void {
+    this.pendingGroups.delete(id);
+    if (removeGroup(stored)) {
+      this.ctx.write(() => clearCgroup(this.ctx.db, id));
+      return;
+    }
+    if (tries <= 1) return;
+    this.pendingGroups.set(
+      id,
+      setTimeout(() => this.removeGroups(id, stored, tries - 1), 100),
+    );
+  }
+
+  /** At startup: remove the groups of jobs that ended while planterd was down or before it could. */
+  sweepGroups(): void {
+    for (const j of endedWithCgroup(this.ctx.db)) this.removeGroups(j.id, j.cgroup, 1);
   }
 
   /** Stop sampling everything (daemon shutdown); jobs keep running. */
   close(): void {
     for (const id of [...this.jobs.keys()]) this.untrack(id);
+    for (const t of this.pendingGroups.values()) clearTimeout(t);
+    this.pendingGroups.clear();
+    // One last try for groups still emptying; what stays is swept at the next start.
+    this.sweepGroups();
+    for (const t of this.pendingGroups.values()) clearTimeout(t);
   }
 }

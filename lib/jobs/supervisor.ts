@@ -272,6 +272,7 @@ export class Supervisor {
         else counts.finished++;
       }
     }
+    this.monitor.sweepGroups();
     return counts;
   }
 

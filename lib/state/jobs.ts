@@ -199,6 +199,18 @@ export function liveJobs(db: Database, cell?: string): JobRow[] {
   return (rows as RawJob[]).map(decode);
 }
 
+/** Jobs that ended while planter still holds a cgroup for them (removal pending). */
+export function endedWithCgroup(db: Database): { id: string; cgroup: string }[] {
+  return db
+    .query("SELECT id, cgroup FROM jobs WHERE cgroup IS NOT NULL AND state NOT IN ('pending','running')")
+    .all() as { id: string; cgroup: string }[];
+}
+
+/** The job's cgroup is gone: forget it. */
+export function clearCgroup(db: Database, id: string): void {
+  db.query("UPDATE jobs SET cgroup = NULL WHERE id = ?").run(id);
+}
+
 export function markRunning(
   db: Database,
   id: string,
