@@ -12,7 +12,7 @@ import type { LaunchContext } from "../jobs/supervisor.ts";
 import { socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
 import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
-import { isSystemDir, overlaps, unsafeCellDir, within } from "../sandbox/paths.ts";
+import { isSystemDir, overlaps, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
 import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
@@ -114,6 +114,37 @@ export function checkJobAccess(ctx: Context, peer: Peer | null, job: JobRow): vo
   throw new PlanterError("E_UNAUTHORIZED_PEER", `job ${job.id} runs as uid ${owner}, not as you (uid ${peer.uid})`, {
     hint: "only the job's own user (or root) may kill it, remove it or read its logs",
   });
+}
+
+/**
+ * Refuse paths a peer names (a cell dir, a cwd, policy paths) that lie behind a directory the peer
+ * cannot search, with one answer whether they exist or not: planterd (root) resolves paths with
+ * its own rights, and any later message (does not exist, is not a directory, is a symlink, has
+ * hard links) would otherwise tell the peer what it may not look at. Root and planterd's own user
+ * are not asked (they could look themselves).
+ */
+export function checkPeerPaths(
+  peer: Peer | null,
+  named: { dir?: string; cwd?: string; policy?: Policy | undefined },
+): void {
+  if (!peer || peer.uid === 0 || peer.uid === process.getuid?.()) return;
+  const p = named.policy;
+  const all: [string, string][] = [
+    ...(named.dir !== undefined ? [["cell dir", named.dir] as [string, string]] : []),
+    ...(named.cwd !== undefined ? [["cwd", named.cwd] as [string, string]] : []),
+    ...(["read_write", "read_only", "unix_sockets", "deny"] as const).flatMap((f) =>
+      (p?.[f] ?? []).map((x) => [`sandbox ${f} path`, x] as [string, string]),
+    ),
+  ];
+  for (const [what, path] of all) {
+    if ("hidden" in resolveAs(path, peer)) {
+      throw new PlanterError(
+        "E_BAD_REQUEST",
+        `${what} ${path} is not a path you can reach (uid ${peer.uid}): it lies in a directory you cannot search, or does not exist there`,
+        { hint: "name a path you can reach yourself (check with ls as your own user)" },
+      );
+    }
+  }
 }
 
 /** Why `dir` breaks the path rules for a cell dir on this host (`unsafeCellDir`), or null. */

@@ -173,3 +173,66 @@ function changed(path: string, why: string): PlanterError {
     hint: "something replaced a path the policy binds (a job may have planted a symlink); check it and run the job again",
   });
 }
+
+/** Whose permissions a path is resolved with. */
+export interface Resolver {
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+
+/** The permission bits (rwx as 4/2/1) `who` has on a file with this owner and mode; root has all. */
+export function permsOf(st: { uid: number; gid: number; mode: number }, who: Resolver): number {
+  if (who.uid === 0) return 7;
+  if (st.uid === who.uid) return (st.mode >> 6) & 7;
+  if (st.gid === who.gid || who.groups.includes(st.gid)) return (st.mode >> 3) & 7;
+  return st.mode & 7;
+}
+
+/** Symlinks followed in one resolution, as the kernel allows. */
+const MAX_LINKS = 40;
+
+/**
+ * Resolve `path` as `who` would: every directory looked into must be searchable by it, symlinks
+ * are followed as the kernel follows them. `hidden` when a directory on the way is not
+ * searchable by `who` (whatever lies below, existing or not: the answer must not tell), `missing`
+ * when a component does not exist in a directory it may search, else the canonical path.
+ * Mode bits only (ACLs are not read): a path an ACL opens is refused, never the reverse.
+ */
+export function resolveAs(path: string, who: Resolver): { path: string } | { hidden: true } | { missing: true } {
+  const todo = normalize(path).split("/").filter(Boolean);
+  let cur = "/";
+  let links = 0;
+  while (todo.length) {
+    const c = todo.shift() as string;
+    if (c === ".") continue;
+    let dir: ReturnType<typeof statSync>;
+    try {
+      dir = statSync(cur);
+    } catch {
+      return { missing: true };
+    }
+    if (!dir.isDirectory()) return { missing: true };
+    if (!(permsOf(dir, who) & 1)) return { hidden: true };
+    if (c === "..") {
+      cur = dirname(cur);
+      continue;
+    }
+    const next = cur === "/" ? `/${c}` : `${cur}/${c}`;
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(next);
+    } catch {
+      return { missing: true };
+    }
+    if (!st.isSymbolicLink()) {
+      cur = next;
+      continue;
+    }
+    if (++links > MAX_LINKS) return { missing: true };
+    const target = readlinkSync(next);
+    todo.unshift(...target.split("/").filter(Boolean));
+    if (target.startsWith("/")) cur = "/";
+  }
+  return { path: cur };
+}

@@ -14,6 +14,7 @@ import {
   cellDirProblem,
   cellPolicy,
   checkCellAccess,
+  checkPeerPaths,
   daemonIsRoot,
   ownerFor,
   protectedPaths,
@@ -94,6 +95,7 @@ export function create(ctx: Context, req: Req): Reply {
       throw goneResult(body.request_ref, `cell ${prior}`);
     }
   }
+  checkPeerPaths(req.peer, { dir: body.dir, policy: body.sandbox?.policy });
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
   const peerUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
   if (peerUser && body.sandbox?.policy?.env?.pass?.length) {

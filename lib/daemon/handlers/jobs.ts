@@ -34,6 +34,7 @@ import {
   cellPolicy,
   checkCellAccess,
   checkJobAccess,
+  checkPeerPaths,
   checkRequest,
   daemonIsRoot,
   identityFor,
@@ -138,6 +139,7 @@ export function create(ctx: Context, req: Req): Reply {
       throw goneResult(body.request_ref, `job ${prior}`);
     }
   }
+  checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
   const defaultCell = defaultCellName(ctx, req.peer);
   const cellName = body.cell ?? defaultCell;
   const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
