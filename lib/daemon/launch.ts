@@ -3,20 +3,31 @@
  * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
  * snapshot the review compares against after the job.
  */
-import { chownSync, lstatSync, mkdirSync, statSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
-import { socketDir, stateFiles } from "../paths.ts";
+import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
 import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
-import { isSystemDir, overlaps, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
+import { isSystemDir, overlaps, permsOf, type Resolver, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
+import {
+  createPlaceholder,
+  isPlaceholder,
+  type Placeholder,
+  placeholderFile,
+  placeholderFor,
+  readPlaceholders,
+  removePlaceholder,
+  writePlaceholders,
+} from "../sandbox/placeholders.ts";
 import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
+import { sandboxView, visibleIn } from "../sandbox/view.ts";
 import { snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
-import type { JobRow } from "../state/jobs.ts";
+import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
@@ -294,6 +305,7 @@ export function planRequest(
     otherCells: where.otherCells,
     tmpBytes: where.tmpBytes,
     identity: where.identity,
+    placeholders: where.placeholders ?? [],
   };
 }
 
@@ -309,4 +321,113 @@ export function checkRequest(where: LaunchContext, policy: EffectivePolicy, cwd:
     jobDir: none,
     scratch: none,
   });
+}
+
+/** Placeholders that live jobs other than `except` rely on. */
+function livePlaceholders(ctx: Context, except: string | null): Placeholder[] {
+  return liveJobs(ctx.db)
+    .filter((j) => j.id !== except)
+    .flatMap((j) => readPlaceholders(jobDir(ctx.paths.stateDir, j.id)));
+}
+
+const existence = (p: string): "dir" | "other" | null => {
+  try {
+    return lstatSync(p).isDirectory() ? "dir" : "other";
+  } catch {
+    return null;
+  }
+};
+
+/**
+ * Hold the job's deny paths that do not exist (yet): each gets an empty placeholder, made by
+ * planterd and covered in the sandbox, so that what the host creates there while the job runs
+ * stays hidden (lib/sandbox/placeholders.ts). Only where the job could see the path; made only in
+ * the cell dir or a read_write path (the job's own trees), as a user who may create it there;
+ * elsewhere the job is refused (a missing deny path in the host's read-only view could appear and
+ * be read). Recorded in the job dir (for the release after the job, also by a restarted
+ * planterd) and returned for the plan. `forUser`: whom the job runs for (the peer), null: planterd's user.
+ */
+export function holdMissingDeny(
+  ctx: Context,
+  jobId: string,
+  where: LaunchContext,
+  policy: EffectivePolicy,
+  forUser: Resolver | null,
+): string[] {
+  const missing = policy.deny.filter((d) => existence(d.replace(/(.)\/+$/, "$1")) === null);
+  const live = livePlaceholders(ctx, jobId);
+  const held: Placeholder[] = [];
+  const dir = jobDir(ctx.paths.stateDir, jobId);
+  // A placeholder another job made and still relies on is shared, not made again.
+  for (const d of policy.deny) {
+    for (const ph of live) if (within(d, ph.path) && isPlaceholder(ph.path, ph)) held.push(ph);
+  }
+  if (!missing.length) {
+    if (held.length) writePlaceholders(dir, held);
+    return held.map((h) => h.path);
+  }
+  const view = sandboxView(checkRequest(where, policy, where.cellDir));
+  const jobUser: Resolver = where.identity ?? {
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    groups: process.getgroups?.() ?? [],
+  };
+  const own = [where.cellDir, ...policy.read_write];
+  try {
+    for (const d of missing) {
+      const t = placeholderFor(d, existence);
+      // Below a file, or hidden from the job anyway (a home, another cell, /tmp, an unreachable dir).
+      if (!t || held.some((h) => within(t.path, h.path)) || !visibleIn(view, t.parent)) continue;
+      if ("hidden" in resolveAs(t.parent, jobUser)) continue;
+      if (!own.some((o) => within(t.parent, o))) {
+        throw new PlanterError(
+          "E_BAD_REQUEST",
+          `sandbox deny path ${d} does not exist, and the job could read it if it appeared while the job runs: planter holds a missing deny path only in the cell dir or a read_write path`,
+          { hint: `create it (an empty file, or a directory), or take it out of deny: ${d}` },
+        );
+      }
+      const st = statSync(t.parent);
+      if (forUser && !((permsOf(st, forUser) & 3) === 3)) {
+        throw new PlanterError(
+          "E_BAD_REQUEST",
+          `sandbox deny path ${d} does not exist, and you (uid ${forUser.uid}) may not create it in ${t.parent} to hold it`,
+          { hint: `create it yourself, or take it out of deny: ${d}` },
+        );
+      }
+      const owner = daemonIsRoot() ? { uid: st.uid, gid: st.gid } : null;
+      let made: { dev: number; ino: number };
+      try {
+        made = createPlaceholder(t.parent, basename(t.path), t.kind, owner);
+      } catch (e) {
+        throw new PlanterError(
+          "E_SANDBOX_UNAVAILABLE",
+          `sandbox deny path ${d} does not exist, and no placeholder could be made at ${t.path} to hold it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+          { hint: `create it yourself, or take it out of deny: ${d}` },
+        );
+      }
+      held.push({ path: t.path, kind: t.kind, ...made });
+      writePlaceholders(dir, held);
+    }
+  } catch (e) {
+    releasePlaceholders(ctx, jobId);
+    throw e;
+  }
+  if (held.length) writePlaceholders(dir, held);
+  return held.map((h) => h.path);
+}
+
+/**
+ * After a job (or a refused launch): remove the placeholders it recorded that no other live job
+ * relies on, each only while it is still the empty entry planter made.
+ */
+export function releasePlaceholders(ctx: Context, jobId: string): void {
+  const dir = jobDir(ctx.paths.stateDir, jobId);
+  const mine = readPlaceholders(dir);
+  if (!mine.length) return;
+  const others = livePlaceholders(ctx, jobId);
+  for (const ph of mine) {
+    if (others.some((o) => o.path === ph.path && o.dev === ph.dev && o.ino === ph.ino)) continue;
+    removePlaceholder(ph);
+  }
+  rmSync(placeholderFile(dir), { force: true });
 }

@@ -19,7 +19,7 @@ import type { Subprocess } from "bun";
 import type { Reason } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
-import { planRequest, runAsOf } from "../daemon/launch.ts";
+import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
@@ -76,6 +76,8 @@ export interface LaunchContext {
   peerUid: number | null;
   /** Each writable tree's workspace before the job (none: not protected). */
   workspace: { root: string; before: WorkspaceSnapshot }[];
+  /** Placeholders holding missing deny paths (made by `holdMissingDeny`). */
+  placeholders?: string[];
 }
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
@@ -369,6 +371,8 @@ export class Supervisor {
     const group = ended ? getJob(this.ctx.db, id)?.cgroup : null;
     if (group) killGroup(group);
     this.forget(id);
+    // Placeholders first: the review must not take an empty one planter made for the job's work.
+    if (ended) releasePlaceholders(this.ctx, id);
     if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
     const job = ended ? getJob(this.ctx.db, id) : null;

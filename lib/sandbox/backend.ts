@@ -30,6 +30,8 @@ export interface PlanRequest {
   scratch: string;
   /** Who the job runs as; null: as planterd itself (user mode). */
   identity: Identity | null;
+  /** Empty entries planterd made where a deny path is missing (covered like the deny path). */
+  placeholders?: string[];
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */

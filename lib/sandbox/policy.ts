@@ -3,6 +3,7 @@
  * never widen it. Paths are literal (no globs) and resolved through symlinks before use.
  */
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { normalize } from "node:path";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
@@ -163,12 +164,31 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
   if (p.read_only) out.read_only = p.read_only.map((x) => must(x, "read_only"));
   if (p.unix_sockets) out.unix_sockets = p.unix_sockets.map((x) => must(x, "unix_sockets"));
   // A trailing slash on a file's path makes it "not exist" (ENOTDIR): never a reason to drop a deny.
+  // A missing one is kept (its existing head resolved; a trailing slash says "a directory"): it
+  // may appear while a job runs, and the launch holds it with a placeholder.
   if (p.deny)
-    out.deny = p.deny
-      .map(bare)
-      .filter((x) => existsSync(x))
-      .map((x) => realpathSync(x));
+    out.deny = [
+      ...new Set(
+        p.deny.map((x) => {
+          const b = bare(x);
+          return existsSync(b) ? realpathSync(b) : missingPath(b, x !== b && b !== "/");
+        }),
+      ),
+    ];
   return out;
+}
+
+/**
+ * A missing path in canonical form: its nearest existing ancestor resolved, the rest as written
+ * (normalised), with a trailing slash when `dir`.
+ */
+function missingPath(p: string, dir: boolean): string {
+  const parts = normalize(p).split("/").filter(Boolean);
+  let head = parts.length;
+  while (head > 0 && !existsSync(`/${parts.slice(0, head).join("/")}`)) head--;
+  const base = realpathSync(`/${parts.slice(0, head).join("/")}`);
+  const rest = parts.slice(head).join("/");
+  return `${base === "/" ? "" : base}/${rest}${dir ? "/" : ""}`;
 }
 
 /** A path without trailing slashes (`/` stays `/`). */
@@ -204,6 +224,7 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
     return `sandbox unix_sockets (${p.unix_sockets.join(", ")}) with network "host" would reach every abstract Unix socket of the host; use network "none" with unix_sockets, or no unix_sockets`;
   }
   for (const x of p.deny) {
+    if (!existsSync(x)) continue;
     const linked = hardLinked(x);
     if (linked) return `sandbox deny path ${x}: ${linked}`;
   }

@@ -110,7 +110,7 @@ function pathRules(req: PlanRequest): PathRule[] {
     { path: req.scratch, read: true, write: true, why: "TMPDIR" },
     ...p.read_write.map((x) => ({ path: x, read: true, write: true, why: "read_write" })),
     ...p.read_only.map((x) => ({ path: x, read: true, write: false, why: "read_only" })),
-    ...p.deny.map((x) => ({ path: x, read: false, write: false, network: true, why: "deny" })),
+    ...p.deny.map((x) => ({ path: x.replace(/(.)\/+$/, "$1"), read: false, write: false, network: true, why: "deny" })),
   ];
   // A credential stays hidden wherever the rules above show it, unless a policy path names it
   // exactly; a policy path inside it is deeper, so its allow comes later and wins.

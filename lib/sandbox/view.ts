@@ -105,7 +105,7 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   // (Never inside a deny path: a deeper bind would show what the deny hides.)
   for (const x of pin) {
     const k = kind(x);
-    if (p.deny.some((d) => within(x, d))) continue;
+    if (p.deny.some((d) => within(x, d)) || (req.placeholders ?? []).some((d) => within(x, d))) continue;
     if ((k === "dir" || k === "file") && writableIn(sorted, x))
       extra.push({ op: "bind", path: x, write: false, why: "protected" });
   }
@@ -119,7 +119,15 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   }
   // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
   // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
-  for (const d of p.deny) {
+  // A deny path that is missing is held by its placeholder (the first missing component, made
+  // empty by planterd before the job): the placeholder is covered in its place.
+  const denied = p.deny.flatMap((x) => {
+    const d = x.replace(/(.)\/+$/, "$1");
+    if (kind(d) !== null) return [d];
+    const ph = (req.placeholders ?? []).find((h) => within(d, h));
+    return ph ? [ph] : [];
+  });
+  for (const d of [...new Set(denied)]) {
     const w = decider(sorted, d);
     if (w?.op === "bind" && w.write) {
       for (let a = dirname(d); a !== w.path && within(a, w.path) && a !== "/"; a = dirname(a)) {

@@ -3,9 +3,9 @@
  * changes nothing: the cell list, the job list and the event stream stay as they were.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chownSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import { cleanup, type DaemonHandle, startDaemon, tempHome, waitFor } from "../harness.ts";
 
@@ -184,6 +184,41 @@ describe("policies", () => {
     ] as const) {
       const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy } }));
       expect(e.message).toContain(what);
+    }
+  });
+});
+
+describe("missing deny paths", () => {
+  test("a placeholder of a job that ended while planterd was down is removed by the restarted planterd", async () => {
+    const home = tempHome("pt-ph");
+    const dir = join(tempHome("pt-phc"), "proj");
+    mkdirSync(dir, { mode: 0o755 });
+    if (root) chownSync(dir, 65534, 65534);
+    const config = '[sandbox]\nmode = "enforced"\n';
+    let p = await startDaemon({ home, config });
+    try {
+      await p.client.createCell({ name: "held", dir, sandbox: { policy: { deny: [join(dir, ".env")] } } });
+      const j = await p.client.createJob({
+        cell: "held",
+        argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; cat .env; echo done"],
+      });
+      await waitFor(async () => (await p.client.getJob(j.id)).state === "running", "the job to run");
+      expect(existsSync(join(dir, ".env"))).toBe(true);
+      await p.stop();
+      writeFileSync(join(dir, "go"), "");
+      await waitFor(
+        () => existsSync(join(home, "state", "jobs", j.id, "exit")),
+        "the job to end while planterd is down",
+      );
+      p = await startDaemon({ home, config });
+      const done = (await p.client.waitJob(j.id, 20_000)).job;
+      expect([done.state, done.exit_code]).toEqual(["exited", 0]);
+      expect(existsSync(join(dir, ".env"))).toBe(false);
+      expect(existsSync(join(home, "state", "jobs", j.id, "placeholders.json"))).toBe(false);
+    } finally {
+      await p.stop();
+      cleanup(home);
+      cleanup(dirname(dir));
     }
   });
 });

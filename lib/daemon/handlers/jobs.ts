@@ -37,6 +37,7 @@ import {
   checkPeerPaths,
   checkRequest,
   daemonIsRoot,
+  holdMissingDeny,
   identityFor,
   launchContext,
   ownsJob,
@@ -198,6 +199,11 @@ export function create(ctx: Context, req: Req): Reply {
       `cwd ${body.cwd} does not exist inside the job's sandbox`,
       "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
     );
+  }
+  // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
+  if (policy && backend.name === "bwrap" && !sandboxFailure) {
+    const forUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
+    where.placeholders = holdMissingDeny(ctx, id, where, policy, forUser);
   }
   const job = {
     id,
