@@ -25,7 +25,7 @@ import {
 } from "../sandbox/placeholders.ts";
 import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
-import { snapshot } from "../sandbox/workspace.ts";
+import { type GlobalGit, readGlobalGit, snapshot } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
 import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
@@ -232,6 +232,29 @@ function chownOwn(dir: string, id: Identity): void {
   if (st.isDirectory() && (st.uid !== id.uid || st.gid !== id.gid)) chownSync(dir, id.uid, id.gid);
 }
 
+/**
+ * The global and system git config of the users a job's cell is worked in by (the user it runs
+ * for, planterd's own): read as files, never by running git. `$XDG_CONFIG_HOME` is known for
+ * planterd's own user only; others get `~/.config`. `GIT_CONFIG_GLOBAL` and `GIT_CONFIG_SYSTEM`
+ * in a user's shell are not known to planterd.
+ */
+export function globalGit(homes: string[]): GlobalGit {
+  const files: { path: string; home: string | null; owner: number }[] = [];
+  for (const h of homes) {
+    let owner: number;
+    try {
+      owner = statSync(h).uid;
+    } catch {
+      continue;
+    }
+    const xdg =
+      h === homedir() && process.env.XDG_CONFIG_HOME?.startsWith("/") ? process.env.XDG_CONFIG_HOME : `${h}/.config`;
+    files.push({ path: `${h}/.gitconfig`, home: h, owner }, { path: `${xdg}/git/config`, home: h, owner });
+  }
+  for (const path of ["/etc/gitconfig", "/usr/local/etc/gitconfig"]) files.push({ path, home: null, owner: 0 });
+  return readGlobalGit(files);
+}
+
 /** Default size of a job's private /tmp when it has no memory limit. */
 export const DEFAULT_TMP_BYTES = 1024 * 1024 * 1024;
 
@@ -275,7 +298,11 @@ export function launchContext(
     const writable = [...(policy.fs_mode === "writable" ? [cellDir] : []), ...policy.read_write];
     for (const w of writable) if (!writable.some((o) => o !== w && within(w, o))) roots.push(w);
   }
-  const protect = roots.map((root) => ({ root, before: snapshot(root, ctx.config.sandbox.workspace_config_extra) }));
+  // Root's own home (/root) is a system dir, yet its git config applies when root works in the cell.
+  const gitHomes = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/");
+  const global = roots.length ? globalGit([...new Set(gitHomes)]) : undefined;
+  const extra = ctx.config.sandbox.workspace_config_extra;
+  const protect = roots.map((root) => ({ root, before: snapshot(root, extra, global) }));
   return {
     cellDir,
     home,

@@ -24,6 +24,7 @@ import {
   lstatSync,
   openSync,
   readdirSync,
+  readFileSync,
   readlinkSync,
   readSync,
   realpathSync,
@@ -64,7 +65,7 @@ export const WORKSPACE_CONFIG: readonly string[] = [
   ".gitmodules",
   ".pre-commit-config.yaml",
   ".husky",
-  // hook dirs teams point core.hooksPath at (in a global config planter cannot see)
+  // hook dirs teams point core.hooksPath at (also for configs planter cannot read: GIT_CONFIG_GLOBAL)
   ".githooks",
   ".git-hooks",
   "lefthook.yml",
@@ -115,14 +116,39 @@ export interface WorkspaceSnapshot {
   config: string[];
   /** Git dirs (a `.git` dir, a bare layout, a worktree's or submodule's git dir), relative; "" is the cell itself. */
   gitDirs: string[];
-  /** Hook dirs named by `core.hooksPath` and config files named by `include.path` that lie in the cell, relative. */
-  derived: { hooks: string[]; configs: string[] };
+  /** Hook dirs named by `core.hooksPath`, config files named by `include.path` and programs the user's global git config names, that lie in the cell, relative. */
+  derived: Derived;
+  /** What the host user's global and system git config name relative to each repository (resolved again for repositories a job creates). */
+  global?: GlobalGit;
   /** Directories that could not be listed, relative. */
   unlistable: string[];
   /** What readOnlyPaths binds read-only, relative. */
   protect: string[];
   /** Watched entries by relative path. */
   entries: Record<string, WatchedEntry>;
+}
+
+/** Paths derived from git configs, relative to the cell. */
+export interface Derived {
+  hooks: string[];
+  configs: string[];
+  /** Programs a global config runs from the work tree (`core.fsmonitor = ./tools/x`, `!scripts/y` aliases). */
+  programs?: string[];
+}
+
+/**
+ * What the host user's own git reads before any repository's config (`~/.gitconfig`,
+ * `$XDG_CONFIG_HOME/git/config`, `/etc/gitconfig`, and what they include) and resolves in the
+ * repository it runs in: such a path in a cell is the job's to write, and the user's next
+ * `git status` there would run it.
+ */
+export interface GlobalGit {
+  /** Relative `core.hooksPath` values (from the work tree, or a bare repository's git dir). */
+  hooks: string[];
+  /** Relative program paths (with a slash) in command-valued keys: run from the work tree. */
+  programs: string[];
+  /** Absolute paths the global configs name: hook dirs, included configs, programs. */
+  absolute: { hooks: string[]; configs: string[]; programs: string[] };
 }
 
 /** Contents kept in a snapshot (and so restorable) up to this size. */
@@ -511,7 +537,7 @@ const baseOf = (rel: string) => rel.slice(rel.lastIndexOf("/") + 1);
  * a commondir file — what git itself accepts), the entries of each that make git run something, and
  * the listed tool configuration. Nothing is skipped by name except a git dir's objects/.
  */
-function scan(root: string, names: Names, derived: { hooks: string[]; configs: string[] }): Scan {
+function scan(root: string, names: Names, derived: Derived): Scan {
   const s: Scan = {
     root,
     dirs: new Set(),
@@ -522,6 +548,7 @@ function scan(root: string, names: Names, derived: { hooks: string[]; configs: s
   };
   const hookDirs = new Set(derived.hooks);
   const includes = new Set(derived.configs);
+  const programs = new Set(derived.programs ?? []);
   // An explicit stack: a job can nest directories deeper than any call stack.
   const stack: { rel: string; tool: boolean; hooks: boolean }[] = [{ rel: "", tool: false, hooks: false }];
   for (let top = stack.pop(); top; top = stack.pop()) {
@@ -574,6 +601,9 @@ function scan(root: string, names: Names, derived: { hooks: string[]; configs: s
         s.protect.add(r);
       } else if (hooks && type && !name.endsWith(".sample")) {
         kind = "git-hook";
+      } else if (programs.has(r) && type) {
+        kind = "git-hook";
+        if (type === "file") s.protect.add(r);
       } else if (includes.has(r) && type) {
         kind = "git-config";
         if (type === "file") s.protect.add(r);
@@ -684,37 +714,141 @@ function lstatIn(root: string, rel: string) {
 
 // ---------------------------------------------------------------- derived watches
 
+/** `p` (absolute, or relative to the cell-relative dir `from`) as a path relative to the cell, or null outside it. */
+function inCellPath(root: string, from: string, p: string): string | null {
+  if (p.startsWith("~") || p.startsWith("%(prefix)")) return null;
+  const parts = p.startsWith("/") ? null : [...(from ? from.split("/") : [])];
+  let cur: string[];
+  let rest: string[];
+  if (parts === null) {
+    const pre = root === "/" ? "" : root;
+    if (p !== root && !p.startsWith(`${pre}/`)) return null;
+    cur = [];
+    rest = p.slice(pre.length + 1).split("/");
+  } else {
+    cur = parts;
+    rest = p.split("/");
+  }
+  for (const x of rest) {
+    if (x === "" || x === ".") continue;
+    if (x === "..") {
+      if (cur.length === 0) return null;
+      cur.pop();
+    } else cur.push(x);
+  }
+  return cur.length ? cur.join("/") : null;
+}
+
+/**
+ * Paths a command value names as a program or script: words with a slash, after any `--opt=`.
+ * Over-reading is harmless (a path kept read-only and reviewed); under-reading is not.
+ */
+export function commandPaths(value: string): string[] {
+  const v = value.trimStart().replace(/^!/, "");
+  const out: string[] = [];
+  for (const raw of v.split(/[\s;&|()<>`'"{}]+/)) {
+    const w = raw.replace(/^--?[A-Za-z0-9-]+=/, "");
+    if (!w.includes("/") || w.includes("://") || w.startsWith("$") || w.startsWith("-")) continue;
+    out.push(w);
+  }
+  return out;
+}
+
+/** Config files git reads a global config through, at most this deep. */
+const INCLUDE_DEPTH = 10;
+
+/**
+ * Read the global and system git configs `files` (and what they include) into what they name
+ * relative to a repository or inside a cell. `home` expands `~/`. A file is read only when root
+ * or the owner of the file that names it (`owners`: the first files' expected owners) owns it,
+ * so a config cannot make planterd read another user's private files.
+ */
+export function readGlobalGit(files: { path: string; home: string | null; owner: number }[]): GlobalGit {
+  const out: GlobalGit = { hooks: [], programs: [], absolute: { hooks: [], configs: [], programs: [] } };
+  const seen = new Set<string>();
+  const visit = (path: string, home: string | null, owner: number, depth: number) => {
+    if (depth > INCLUDE_DEPTH || seen.has(path)) return;
+    seen.add(path);
+    let text: string;
+    try {
+      const st = lstatSync(path);
+      if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return;
+      text = readFileSync(path, "latin1");
+    } catch {
+      return;
+    }
+    const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
+    for (const e of parseGitConfig(text).entries) {
+      if (e.value === null || !isDangerous(e.name, e.value)) continue;
+      const section = e.name.slice(0, e.name.indexOf("."));
+      const key = e.name.slice(e.name.lastIndexOf(".") + 1);
+      const v = expand(e.value);
+      if (e.name === "core.hookspath") {
+        (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
+      } else if ((section === "include" || section === "includeif") && key === "path") {
+        if (v.startsWith("~")) continue;
+        const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
+        out.absolute.configs.push(abs);
+        visit(abs, home, owner, depth + 1);
+      } else {
+        for (const w of commandPaths(e.value)) {
+          const x = expand(w);
+          if (x.startsWith("~")) continue;
+          (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
+        }
+      }
+    }
+  };
+  for (const f of files) visit(f.path, f.home, f.owner, 0);
+  const uniq = (a: string[]) => [...new Set(a)].sort();
+  return {
+    hooks: uniq(out.hooks),
+    programs: uniq(out.programs),
+    absolute: {
+      hooks: uniq(out.absolute.hooks),
+      configs: uniq(out.absolute.configs),
+      programs: uniq(out.absolute.programs),
+    },
+  };
+}
+
+const parentOfAbs = (p: string) => p.slice(0, Math.max(1, p.lastIndexOf("/")));
+
+/** What the global configs name in this cell, for the repositories `gitDirs` found there. */
+function globalDerived(root: string, gitDirs: Iterable<string>, g: GlobalGit | undefined): Derived {
+  const out: Required<Derived> = { hooks: [], configs: [], programs: [] };
+  if (!g) return out;
+  const add = (list: string[], r: string | null) => {
+    if (r !== null) list.push(r);
+  };
+  for (const a of g.absolute.hooks) add(out.hooks, inCellPath(root, "", a));
+  for (const a of g.absolute.configs) add(out.configs, inCellPath(root, "", a));
+  for (const a of g.absolute.programs) add(out.programs, inCellPath(root, "", a));
+  for (const gitDir of gitDirs) {
+    const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+    for (const h of g.hooks) for (const from of new Set([worktree, gitDir])) add(out.hooks, inCellPath(root, from, h));
+    for (const p of g.programs) add(out.programs, inCellPath(root, worktree, p));
+  }
+  return out;
+}
+
+/** Two derived sets together; `grew` tells whether `b` added anything to `a`. */
+function mergeDerived(a: Derived, b: Derived): { merged: Derived; grew: boolean } {
+  const u = (x: string[] = [], y: string[] = []) => [...new Set([...x, ...y])].sort();
+  const merged = { hooks: u(a.hooks, b.hooks), configs: u(a.configs, b.configs), programs: u(a.programs, b.programs) };
+  const size = (d: Derived) => d.hooks.length + d.configs.length + (d.programs?.length ?? 0);
+  return { merged, grew: size(merged) > size({ ...a, programs: a.programs ?? [] }) };
+}
+
 /**
  * Hook dirs and config files that the existing configs point into the cell (`core.hooksPath`,
  * `include.path`, `includeIf.*.path`): they run or are read like a git dir's own, so they are
  * watched the same way. Relative values resolve as git does (include: from the config's directory;
  * hooksPath: from where hooks run, the work tree or the git dir; both are taken).
  */
-function derive(root: string, gitDir: string, configRel: string, text: string): { hooks: string[]; configs: string[] } {
+function derive(root: string, gitDir: string, configRel: string, text: string): Derived {
   const out = { hooks: [] as string[], configs: [] as string[] };
-  const inCell = (from: string, p: string): string | null => {
-    if (p.startsWith("~") || p.startsWith("%(prefix)")) return null;
-    const parts = p.startsWith("/") ? null : [...(from ? from.split("/") : [])];
-    let cur: string[];
-    let rest: string[];
-    if (parts === null) {
-      const pre = root === "/" ? "" : root;
-      if (p !== root && !p.startsWith(`${pre}/`)) return null;
-      cur = [];
-      rest = p.slice(pre.length + 1).split("/");
-    } else {
-      cur = parts;
-      rest = p.split("/");
-    }
-    for (const x of rest) {
-      if (x === "" || x === ".") continue;
-      if (x === "..") {
-        if (cur.length === 0) return null;
-        cur.pop();
-      } else cur.push(x);
-    }
-    return cur.length ? cur.join("/") : null;
-  };
+  const inCell = (from: string, p: string) => inCellPath(root, from, p);
   const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
   for (const e of parseGitConfig(text).entries) {
     if (e.value === null) continue;
@@ -776,11 +910,19 @@ function describe(root: string, rel: string, kind: FindingKind): WatchedEntry | 
 const EMPTY = { hooks: [] as string[], configs: [] as string[] };
 
 /** Scan a cell dir (no symlink is ever followed). `extra` extends WORKSPACE_CONFIG (config). */
-export function snapshot(cellDir: string, extra: readonly string[] = []): WorkspaceSnapshot {
+export function snapshot(cellDir: string, extra: readonly string[] = [], global?: GlobalGit): WorkspaceSnapshot {
   const root = realRoot(cellDir);
   const { all, names } = configNames([...WORKSPACE_CONFIG, ...extra]);
-  let derived = EMPTY;
+  let derived: Derived = EMPTY;
   let s = scan(root, names, derived);
+  if (global) {
+    // The user's global config applies in every repository the walk found.
+    const g = mergeDerived(derived, globalDerived(root, s.gitDirs, global));
+    if (g.grew) {
+      derived = g.merged;
+      s = scan(root, names, derived);
+    }
+  }
   let entries: Record<string, WatchedEntry>;
   // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
   for (let round = 1; ; round++) {
@@ -790,6 +932,7 @@ export function snapshot(cellDir: string, extra: readonly string[] = []): Worksp
       if (e) entries[rel] = e;
     }
     const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+    const programs = derived.programs ?? [];
     for (const [rel, e] of Object.entries(entries)) {
       if (e.kind !== "git-config" || e.data === undefined) continue;
       const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
@@ -800,7 +943,7 @@ export function snapshot(cellDir: string, extra: readonly string[] = []): Worksp
     }
     if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
       break;
-    derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort() };
+    derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort(), programs };
     s = scan(root, names, derived);
   }
   return {
@@ -809,6 +952,7 @@ export function snapshot(cellDir: string, extra: readonly string[] = []): Worksp
     config: all,
     gitDirs: [...s.gitDirs].sort(),
     derived,
+    ...(global ? { global } : {}),
     unlistable: s.unlistable.sort(),
     protect: [...s.protect].sort(),
     entries,
@@ -1063,18 +1207,21 @@ export function review(
     throw new Error(`${cellDir} now resolves to ${root}, not ${before.cellDir} as before the job: nothing reviewed`);
   }
   const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
-  const s = scan(root, names, before.derived);
+  let s = scan(root, names, before.derived);
+  // Repositories the job made get the user's global hook dirs and programs watched too.
+  const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
+  if (g.grew) s = scan(root, names, g.merged);
   const plans: Plan[] = [];
   for (const [rel, w] of s.watched) {
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
   }
   // A hook dir or included config of the earlier configs now reached through a symlink.
-  for (const rel of [...before.derived.hooks, ...before.derived.configs]) {
+  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
     if (s.dirs.has(parentOf(rel))) continue;
     const link = firstSymlink(root, rel);
     if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
-    const kind = before.derived.hooks.includes(rel) ? "git-hook" : "git-config";
+    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
     plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
   }
   // A directory the job made unlistable could hide anything; it is set aside unreviewed.

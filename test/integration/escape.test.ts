@@ -1781,6 +1781,71 @@ for (const mode of ["root", "user"] as const) {
         expect(existsSync(m)).toBe(false);
       });
 
+      test("what the user's own global git config names in a work tree (hooksPath, programs, includes) is read-only, or set aside", async () => {
+        const { name, dir } = await mkCell(p);
+        const m = marker(`global-git-${mode}`);
+        const evil = `#!/bin/sh\ntouch ${m}\n`;
+        hostRepo(dir, (d) =>
+          writeTree(d, { "ci/hooks/pre-commit": "#!/bin/sh\ntrue\n", "tools/fsmon.sh": "#!/bin/sh\ntrue\n" }, 0o755),
+        );
+        mkdirSync(join(dir, "b"));
+        hostRepo(join(dir, "b"));
+        // planterd's user's (the host user's) global config, and a file it includes.
+        const h = p.fakeHome;
+        writeFileSync(
+          join(h, ".gitconfig"),
+          `[safe]\n\tdirectory = *\n[user]\n\tname = host\n\temail = host@example.com\n[core]\n\thooksPath = ci/hooks\n\tfsmonitor = ./tools/fsmon.sh\n[alias]\n\tst = !sh scripts/st.sh\n[include]\n\tpath = more.inc\n`,
+        );
+        writeFileSync(
+          join(h, "more.inc"),
+          `[diff "x"]\n\ttextconv = bin/conv\n[include]\n\tpath = ${dir}/team.gitconfig\n`,
+        );
+        try {
+          const r = await run(
+            p,
+            [
+              `printf '${evil}' > ci/hooks/pre-commit; echo rc=$?`,
+              `printf '${evil}' > tools/fsmon.sh; echo rc=$?`,
+              `mkdir -p b/ci/hooks scripts bin && printf '${evil}' > b/ci/hooks/post-checkout && printf '${evil}' > scripts/st.sh && printf '${evil}' > bin/conv`,
+              `printf '[core]\\n\\tpager = touch ${m}\\n' > team.gitconfig`,
+              `git init -q newrepo && mkdir -p newrepo/ci/hooks && printf '${evil}' > newrepo/ci/hooks/pre-commit`,
+              "chmod +x b/ci/hooks/* scripts/* bin/* newrepo/ci/hooks/*; echo planted",
+            ].join("; "),
+            { cell: name },
+          );
+          expect(r.out).toBe("rc=2\nrc=2\nplanted\n");
+          expect(readFileSync(join(dir, "ci/hooks/pre-commit"), "utf8")).toBe("#!/bin/sh\ntrue\n");
+          const set = r.job.workspace.map((f) => f.path.slice(dir.length + 1)).sort();
+          expect(set).toEqual([
+            "b/ci/hooks/post-checkout",
+            "bin/conv",
+            "newrepo/ci/hooks/pre-commit",
+            "scripts/st.sh",
+            "team.gitconfig",
+          ]);
+          expect(readFileSync(join(dir, "team.gitconfig"), "utf8")).not.toContain("pager");
+          // The host user's git, with that global config, runs none of it.
+          for (const repo of [dir, join(dir, "b"), join(dir, "newrepo")]) {
+            Bun.spawnSync(
+              ["git", "-C", repo, "-c", "diff.x.textconv=bin/conv", "commit", "-q", "--allow-empty", "-m", "host"],
+              {
+                env: { PATH: "/usr/bin:/bin", HOME: h, GIT_CONFIG_NOSYSTEM: "1" },
+              },
+            );
+            Bun.spawnSync(["git", "-C", repo, "st"], {
+              env: { PATH: "/usr/bin:/bin", HOME: h, GIT_CONFIG_NOSYSTEM: "1" },
+            });
+            Bun.spawnSync(["git", "-C", repo, "status"], {
+              env: { PATH: "/usr/bin:/bin", HOME: h, GIT_CONFIG_NOSYSTEM: "1" },
+            });
+          }
+          expect(existsSync(m)).toBe(false);
+        } finally {
+          rmSync(join(h, ".gitconfig"), { force: true });
+          rmSync(join(h, "more.inc"), { force: true });
+        }
+      });
+
       test("HOLE: tool config the review does not list (.hg/hgrc hooks, .helix/languages.toml servers) is left in place", async () => {
         const { name, dir } = await mkCell(p);
         const r = await run(

@@ -15,10 +15,12 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import {
+  commandPaths,
   dangerousGitConfig,
   type Finding,
   harmlessGitConfig,
   parseGitConfig,
+  readGlobalGit,
   readOnlyPaths,
   review,
   setAside,
@@ -938,4 +940,64 @@ test("a directory the job made unreadable is set aside when the daemon cannot li
   const f = review(c.dir, before, { jobId: JOB });
   chmodSync(join(c.dir, `locked.planter-quarantine-${JOB}`), 0o755);
   expect(f.map((x) => [x.path, x.kind])).toEqual([[join(c.dir, "locked"), "tool-config"]]);
+});
+
+describe("global git config", () => {
+  test("commandPaths: words with a slash, after --opt=, no URLs or variables", () => {
+    expect(commandPaths("!sh scripts/st.sh --x=./bin/y; ./run && echo $HOME/x https://h/x")).toEqual([
+      "scripts/st.sh",
+      "./bin/y",
+      "./run",
+    ]);
+    expect(commandPaths("less -R")).toEqual([]);
+  });
+
+  test("readGlobalGit: relative hooksPath and programs, includes followed (owned files only), ~ expanded", () => {
+    const h = mkdtempSync("/tmp/pt-gg-");
+    try {
+      writeFileSync(
+        join(h, ".gitconfig"),
+        '[core]\n\thooksPath = ci/hooks\n\tfsmonitor = ./fsmon\n\tpager = less\n[include]\n\tpath = more.inc\n[includeIf "gitdir:~/w/"]\n\tpath = ~/w.inc\n',
+      );
+      writeFileSync(join(h, "more.inc"), "[alias]\n\tx = !tools/x\n[core]\n\thooksPath = /abs/hooks\n");
+      writeFileSync(join(h, "w.inc"), '[diff "t"]\n\ttextconv = ~/bin/conv\n');
+      const uid = process.getuid?.() ?? 0;
+      const g = readGlobalGit([{ path: join(h, ".gitconfig"), home: h, owner: uid }]);
+      expect(g).toEqual({
+        hooks: ["ci/hooks"],
+        programs: ["./fsmon", "tools/x"],
+        absolute: {
+          hooks: ["/abs/hooks"],
+          configs: [join(h, "more.inc"), join(h, "w.inc")],
+          programs: [join(h, "bin/conv")],
+        },
+      });
+    } finally {
+      rmSync(h, { recursive: true, force: true });
+    }
+  });
+
+  test("snapshot: a global hooksPath is watched in every repository of the cell", () => {
+    const c = mkdtempSync("/tmp/pt-gg-cell-");
+    try {
+      mkdirSync(join(c, "a/.git/hooks"), { recursive: true });
+      mkdirSync(join(c, "a/ci/hooks"), { recursive: true });
+      writeFileSync(join(c, "a/ci/hooks/pre-commit"), "ok\n");
+      const global = { hooks: ["ci/hooks"], programs: ["tools/x"], absolute: { hooks: [], configs: [], programs: [] } };
+      const snap = snapshot(c, [], global);
+      expect(readOnlyPaths(snap)).toContain(join(c, "a/ci/hooks"));
+      mkdirSync(join(c, "b/.git"), { recursive: true });
+      mkdirSync(join(c, "b/ci/hooks"), { recursive: true });
+      writeFileSync(join(c, "b/ci/hooks/post-checkout"), "evil\n");
+      mkdirSync(join(c, "a/tools"));
+      writeFileSync(join(c, "a/tools/x"), "evil\n");
+      const found = review(c, snap, { jobId: "j1" }).map((f) => [f.path.slice(c.length + 1), f.kind]);
+      expect(found).toEqual([
+        ["a/tools/x", "git-hook"],
+        ["b/ci/hooks/post-checkout", "git-hook"],
+      ]);
+    } finally {
+      rmSync(c, { recursive: true, force: true });
+    }
+  });
 });
