@@ -92,12 +92,16 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   // Every real home is hidden: the homes' roots, and the job's and planterd's own wherever they are.
   for (const h of ["/home", "/root", "/Users"]) ms.push(...hide(h, "home"));
   for (const h of req.hiddenHomes) if (h !== "/" && !isSystemDir(h)) ms.push(...hide(h, "home"));
-  for (const c of req.otherCells) ms.push(...hide(c, "other cell"));
   ms.push({ op: "bind", path: req.cellDir, write: p.fs_mode === "writable", why: "cell" });
   ms.push({ op: "bind", path: req.home, write: true, why: "cell home" });
   for (const x of p.read_write) ms.push({ op: "bind", path: x, write: true, why: "read_write" });
   for (const x of p.read_only) ms.push({ op: "bind", path: x, write: false, why: "read_only" });
   for (const x of p.unix_sockets) ms.push({ op: "bind", path: x, write: false, why: "unix_socket" });
+  // Other cells are covered only where the job would see them: each cover's mount point names a
+  // cell in the job's /proc/self/mountinfo, and one already hidden (a home, the private /tmp,
+  // planter's state) needs none.
+  const without = order(ms);
+  for (const c of req.otherCells) if (visibleIn(without, c)) ms.push(...hide(c, "other cell"));
   const sorted = order(ms);
   const extra: Mount[] = [];
   // Workspace config and rc files stay read-only wherever a writable bind shows them.

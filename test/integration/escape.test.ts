@@ -2101,6 +2101,34 @@ for (const mode of ["root", "user"] as const) {
         expect(existsSync(join(a.dir, "w")) || existsSync(join(b.dir, "w"))).toBe(false);
       });
 
+      test("another cell's dir shows in the job's mountinfo only where the job could otherwise see it", async () => {
+        const a = await mkCell(p);
+        const inTmp = await mkCell(p, { files: { "t.txt": "tmp-cell\n" } });
+        const inHome = join(p.fakeHome, `proj-${mode}`);
+        writeTree(inHome, { "h.txt": "home-cell\n" });
+        giveToJobUser(inHome);
+        await p.client.createCell({ name: `home-cell-${mode}`, dir: inHome });
+        const vis = mkdtempSync("/var/tmp/pt-evis-");
+        chmodSync(vis, 0o755);
+        cleanups.push(() => rmSync(vis, { recursive: true, force: true }));
+        writeTree(vis, { "v.txt": "visible-area-cell\n" });
+        giveToJobUser(vis);
+        await p.client.createCell({ name: `vis-cell-${mode}`, dir: vis });
+        try {
+          const r = await run(
+            p,
+            `cat ${inTmp.dir}/t.txt ${inHome}/h.txt ${vis}/v.txt 2>/dev/null; ls -A ${vis}; grep -c -e ${inTmp.dir} -e ${inHome} /proc/self/mountinfo; grep -c ${vis} /proc/self/mountinfo`,
+            { cell: a.name },
+          );
+          // Hidden all three; only the one in a place the job could see needs (and names) a cover.
+          expect(r.out).toBe("0\n1\n");
+        } finally {
+          await p.client.removeCell(`home-cell-${mode}`, true);
+          await p.client.removeCell(`vis-cell-${mode}`, true);
+          rmSync(inHome, { recursive: true, force: true });
+        }
+      });
+
       test("a managed cell's files and home are invisible from another cell's job", async () => {
         const m1 = await mkManaged(p);
         const m2 = await mkManaged(p);
