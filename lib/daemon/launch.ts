@@ -381,6 +381,7 @@ export function holdMissingDeny(
   policy: EffectivePolicy,
   forUser: Resolver | null,
 ): string[] {
+  if (!policy.deny.length) return [];
   const missing = policy.deny.filter((d) => existence(d.replace(/(.)\/+$/, "$1")) === null);
   const live = livePlaceholders(ctx, jobId);
   const held: Placeholder[] = [];
