@@ -1206,6 +1206,34 @@ for (const mode of ["root", "user"] as const) {
         expect(readdirSync(c.dir).sort()).toEqual([]);
       });
 
+      test("a job cannot replace, move or plant through a placeholder; nothing of its tries is left for the host", async () => {
+        const { name, dir } = await mkCell(p, { files: { "keep.txt": "kept\n" } });
+        await p.client.removeCell(name, false);
+        await p.client.createCell({
+          name,
+          dir,
+          sandbox: { policy: { deny: [join(dir, ".env"), join(dir, "conf/db/")] } },
+        });
+        const r = await run(
+          p,
+          [
+            "rm -f .env 2>/dev/null || echo rm-refused",
+            "mv .env moved 2>/dev/null || echo mv-refused",
+            "mv keep.txt .env 2>/dev/null || echo over-refused",
+            "ln -sf /etc/passwd .env 2>/dev/null || echo ln-refused",
+            "rmdir conf/db 2>/dev/null || echo rmdir-refused",
+            "mv conf conf2 2>/dev/null || echo pin-refused",
+            "touch conf/db/x 2>/dev/null || echo write-refused",
+          ].join("; "),
+          { cell: name },
+        );
+        expect(r.out).toBe(
+          "rm-refused\nmv-refused\nover-refused\nln-refused\nrmdir-refused\npin-refused\nwrite-refused\n",
+        );
+        // After the job: the placeholders are gone, the rest as it was; `conf` was made for conf/db and goes too.
+        expect(readdirSync(dir).sort()).toEqual(["keep.txt"]);
+      });
+
       test("a missing deny path the job could see outside its own trees is refused; hidden or unreachable ones need nothing", async () => {
         const { name, dir } = await mkCell(p);
         // Outside /tmp (the job's own /tmp is private): the host's read-only view shows it.
@@ -1906,6 +1934,47 @@ for (const mode of ["root", "user"] as const) {
 
     if (mode === "root") {
       describe("peers (planterd as root, a local user allowed on its socket)", () => {
+        test("a peer's missing deny path is held only where the peer could create it", async () => {
+          const mine = scratchDir("pt-epeerdeny");
+          giveToJobUser(mine);
+          const rootOwned = scratchDir("pt-erootdeny");
+          const c = await asPeer(p, "POST", "/v1/cells", {
+            name: "peer-deny",
+            dir: mine,
+            sandbox: { policy: { read_only: [rootOwned] } },
+          });
+          expect(c.status).toBe(201);
+          const ok = await asPeer(p, "POST", "/v1/jobs", {
+            cell: "peer-deny",
+            argv: ["sh", "-c", "ls -A; echo done"],
+            sandbox: { policy: { deny: [join(mine, "later.env")] } },
+          });
+          expect(ok.status).toBe(201);
+          await p.client.waitJob(ok.body.id as string, 20_000);
+          expect(await text(p, ok.body.id as string, "stdout")).toBe("later.env\ndone\n");
+          // In root's read-only dir, outside the peer's own trees: refused, nothing made there.
+          const no = await asPeer(p, "POST", "/v1/jobs", {
+            cell: "peer-deny",
+            argv: ["true"],
+            sandbox: { policy: { deny: [join(rootOwned, "later.env")] } },
+          });
+          expect([no.status, no.body.error?.code]).toEqual([400, "E_BAD_REQUEST"]);
+          expect(readdirSync(rootOwned)).toEqual([]);
+          // In its own cell, but in a dir root owns there: the peer could not create it, nor does root for it.
+          mkdirSync(join(mine, "rootsub"), { mode: 0o755 });
+          const sub = await asPeer(p, "POST", "/v1/jobs", {
+            cell: "peer-deny",
+            argv: ["true"],
+            sandbox: { policy: { deny: [join(mine, "rootsub", "later.env")] } },
+          });
+          expect([sub.status, sub.body.error?.message]).toEqual([
+            400,
+            `sandbox deny path ${join(mine, "rootsub", "later.env")} does not exist, and you (uid ${JOB_UID}) may not create it in ${join(mine, "rootsub")} to hold it`,
+          ]);
+          expect(readdirSync(mine)).toEqual(["rootsub"]);
+          expect(readdirSync(join(mine, "rootsub"))).toEqual([]);
+        });
+
         test("a peer's policy cannot bind a file behind a directory the peer cannot search; a reachable one binds", async () => {
           const priv = scratchDir("pt-epriv");
           chmodSync(priv, 0o700);
