@@ -387,8 +387,9 @@ export function holdMissingDeny(
   const held: Placeholder[] = [];
   const dir = jobDir(ctx.paths.stateDir, jobId);
   // A placeholder another job made and still relies on is shared, not made again.
-  for (const d of policy.deny) {
-    for (const ph of live) if (within(d, ph.path) && isPlaceholder(ph.path, ph)) held.push(ph);
+  for (const ph of live) {
+    const used = policy.deny.some((d) => within(d, ph.path)) && isPlaceholder(ph.path, ph);
+    if (used && !held.some((h) => h.path === ph.path && h.ino === ph.ino)) held.push(ph);
   }
   if (!missing.length) {
     if (held.length) writePlaceholders(dir, held);
@@ -437,7 +438,9 @@ export function holdMissingDeny(
       writePlaceholders(dir, held);
     }
   } catch (e) {
+    // The job is refused: it never existed, so neither does its dir.
     releasePlaceholders(ctx, jobId);
+    rmSync(dir, { recursive: true, force: true });
     throw e;
   }
   if (held.length) writePlaceholders(dir, held);

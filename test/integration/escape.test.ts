@@ -1239,18 +1239,21 @@ for (const mode of ["root", "user"] as const) {
         // Outside /tmp (the job's own /tmp is private): the host's read-only view shows it.
         const outside = mkdtempSync("/var/tmp/pt-eoutside-");
         cleanups.push(() => rmSync(outside, { recursive: true, force: true }));
+        const jobDirs = () => readdirSync(join(p.state, "jobs")).length;
+        const before = jobDirs();
         const e = await refusal(
           p.client.createJob({
             cell: name,
             argv: ["true"],
-            sandbox: { policy: { deny: [join(outside, "later.key")] } },
+            sandbox: { policy: { deny: [join(dir, ".env"), join(outside, "later.key")] } },
           }),
         );
         expect([e.code, e.message]).toEqual([
           "E_BAD_REQUEST",
           `sandbox deny path ${join(outside, "later.key")} does not exist, and the job could read it if it appeared while the job runs: planter holds a missing deny path only in the cell dir or a read_write path`,
         ]);
-        expect(readdirSync(outside)).toEqual([]);
+        // The placeholder made for the first one before the second was refused is gone again.
+        expect([readdirSync(outside), readdirSync(dir), jobDirs()]).toEqual([[], [], before]);
         // In a read_write path of the job's: held there.
         const rw = scratchDir("pt-erw");
         giveToJobUser(rw);
