@@ -102,6 +102,7 @@ export const REASONS = [
   "timeout",
   "memory_limit",
   "log_quota",
+  "disk_full",
   "sandbox_error",
   "spawn_error",
   "lost",
@@ -164,7 +165,8 @@ export type Enforcement = (typeof ENFORCEMENTS)[number];
 
 /** A limit found exceeded: `value` was observed (ms for timeout_ms, bytes otherwise) against `max`. */
 export interface LimitExceeded {
-  limit: keyof Limits;
+  /** A job limit, or `min_free_bytes`: the state disk's log reserve (value: bytes free then). */
+  limit: keyof Limits | "min_free_bytes";
   value: number;
   max: number;
   at: string;
@@ -224,7 +226,7 @@ export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown, 
   });
 }
 
-const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota"]);
+const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota", "disk_full"]);
 
 const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15 };
 

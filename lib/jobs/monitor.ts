@@ -4,16 +4,30 @@
  * SIGKILL) with the limit's reason. Log growth is also checked on every write the kernel reports
  * (inotify on the job dir), so a flood is caught between ticks. Where the host delegates a
  * cgroup v2 subtree, jobs also get a group each and the kernel enforces memory and pids.
+ *
+ * Each tick also measures the state dir's disk: below the log reserve (`[logs] min_free_bytes`)
+ * a job whose output still grows is stopped the same way, with reason `disk_full`, so that the
+ * space left stays for planter's own state (job ends, events).
  */
-import { existsSync, type FSWatcher, statSync, truncateSync, watch } from "node:fs";
+import { type FSWatcher, statSync, truncateSync, watch } from "node:fs";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
 import { getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
+import { type DiskSpace, diskSpace, reserveBytes } from "../state/storage.ts";
 import { detectHostCgroup, JobCgroups } from "./cgroup.ts";
-import { type Breach, breach, decideAct, hardCap, type LogSizes, quotaCut } from "./limits.ts";
+import {
+  type Breach,
+  breach,
+  decideAct,
+  hardCap,
+  LOG_GRACE_BYTES,
+  type LogSizes,
+  quotaCut,
+  RESERVE_LIMIT,
+} from "./limits.ts";
 import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
-import { jobFiles } from "./recorder.ts";
+import { jobFiles, readStatus } from "./recorder.ts";
 import type { KillOptions } from "./supervisor.ts";
 
 /** How this daemon enforces limits, and why not with cgroups when it does not. */
@@ -58,6 +72,14 @@ interface Watched {
   forced: boolean;
   watcher: FSWatcher | null;
   queued: boolean;
+  /** stdout + stderr at the last tick that found the disk near its reserve (null: not measured). */
+  logBase: number | null;
+}
+
+/** The state dir's disk at the last tick, and the log reserve on it. */
+export interface DiskStatus extends DiskSpace {
+  reserve: number;
+  at: number;
 }
 
 /** Figures of the last tick (GET /v1/ready shows them; benchmarks read them). */
@@ -89,6 +111,8 @@ export class Monitor {
   readonly enforcement: EnforcementInfo;
   private readonly jobs = new Map<string, Watched>();
   private timer: Timer | null = null;
+  /** The state dir's disk as last measured (null before the first measure, or when it cannot be). */
+  disk: DiskStatus | null = null;
   last: TickStats = { count: 0, at: 0, ms: 0, jobs: 0, procs: 0 };
 
   constructor(
@@ -115,9 +139,27 @@ export class Monitor {
     return this.jobs.size;
   }
 
-  /** Start sampling a running job (launched or adopted); jobs without limits are not sampled. */
+  /** Measure the state dir's disk now (every tick does; /v1/ready too). */
+  measureDisk(): DiskStatus | null {
+    const d = diskSpace(this.ctx.paths.stateDir);
+    this.disk = d
+      ? { ...d, reserve: reserveBytes(this.ctx.config.logs.min_free_bytes, d.total), at: Date.now() }
+      : null;
+    return this.disk;
+  }
+
+  /** Whether the log reserve is on (`[logs] min_free_bytes` is not 0). */
+  private get reserveOn(): boolean {
+    return this.ctx.config.logs.min_free_bytes !== 0;
+  }
+
+  /**
+   * Start sampling a running job (launched or adopted). With the log reserve on, every job is
+   * sampled (its logs only near the reserve); without it, only jobs with limits.
+   */
   track(job: JobRow): void {
-    if (job.pid === null || job.started_at === null || !hasLimits(job.limits) || this.jobs.has(job.id)) return;
+    if (job.pid === null || job.started_at === null || this.jobs.has(job.id)) return;
+    if (!hasLimits(job.limits) && !this.reserveOn) return;
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
     const files = jobFiles(dir);
     const max = job.limits.max_log_bytes;
@@ -135,8 +177,9 @@ export class Monitor {
       forced: false,
       watcher: null,
       queued: false,
+      logBase: null,
     };
-    if (max !== undefined && this.ctx.config.monitor.log_watch) {
+    if ((max !== undefined || this.reserveOn) && this.ctx.config.monitor.log_watch) {
       try {
         w.watcher = watch(dir, (_event, name) => {
           if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
@@ -178,7 +221,10 @@ export class Monitor {
         break;
       }
     }
-    for (const w of [...this.jobs.values()]) this.guarded(w, now, table);
+    const disk = this.reserveOn ? this.measureDisk() : null;
+    // Logs are measured only when the disk is near its reserve: twice the reserve or less free.
+    const near = disk && disk.reserve > 0 && disk.free < 2 * disk.reserve ? disk : null;
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near);
     this.last = {
       count: this.last.count + 1,
       at: now,
@@ -189,41 +235,73 @@ export class Monitor {
   }
 
   /** A failure checking one job (a busy database, say) is reported and retried next tick. */
-  private guarded(w: Watched, now: number, table: ProcTable | null): void {
+  private guarded(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
     try {
-      this.check(w, now, table);
+      this.check(w, now, table, near);
     } catch (e) {
       console.error(`planterd: limits monitor: job ${w.id}: ${(e as Error).message}`);
     }
   }
 
-  /** Writes reach the log between ticks: check once per burst of inotify events. */
+  /**
+   * Writes reach the log between ticks: check once per burst of inotify events (the quota, and
+   * the disk's log reserve, measured afresh: a fast writer crosses it well within a tick).
+   */
   private queueLogCheck(w: Watched): void {
     if (w.queued || w.forced) return;
     w.queued = true;
     setImmediate(() => {
       w.queued = false;
-      if (this.jobs.get(w.id) === w) this.guarded(w, Date.now(), null);
+      if (this.jobs.get(w.id) !== w) return;
+      const disk = this.reserveOn ? this.measureDisk() : null;
+      const near = disk && disk.reserve > 0 && disk.free < 2 * disk.reserve ? disk : null;
+      if (w.limits.max_log_bytes === undefined && !near && !w.hit) return;
+      this.guarded(w, Date.now(), null, near);
     });
   }
 
-  private check(w: Watched, now: number, table: ProcTable | null): void {
+  private check(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
     const rss = table && w.limits.max_rss_bytes !== undefined ? this.treeRss(w, table) : null;
-    const logs = w.limits.max_log_bytes !== undefined ? logSizes(w.files) : null;
+    const measureLogs = w.limits.max_log_bytes !== undefined || near !== null || w.hit?.limit === RESERVE_LIMIT;
+    const logs = measureLogs ? logSizes(w.files) : null;
     const logBytes = logs ? logs.stdout + logs.stderr : null;
     if (w.hit) {
       // Already stopping: a job that keeps growing well past its limit gets SIGKILL now.
-      const cap = hardCap(w.hit);
-      const value = w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" ? logBytes : null;
+      const reserve = w.hit.limit === RESERVE_LIMIT;
+      // Below the disk's reserve, 1 MiB more output than when SIGTERM was sent (logBase then).
+      const cap = reserve ? (w.logBase ?? 0) + LOG_GRACE_BYTES : hardCap(w.hit);
+      const value =
+        w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" || reserve ? logBytes : null;
       if (!w.forced && cap !== null && value !== null && value > cap) {
         w.forced = true;
         this.stop(w.id, { force: true, reason: w.hit.reason, audit: { limit: w.hit.limit, value, hard_cap: cap } });
       }
       return;
     }
-    if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes as number)) w.under = logs;
-    const b = breach(w.limits, { now, startedAt: w.startedAt, rssBytes: rss, logBytes });
+    if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
+    const b =
+      breach(w.limits, {
+        now,
+        startedAt: w.startedAt,
+        rssBytes: rss,
+        logBytes: w.limits.max_log_bytes !== undefined ? logBytes : null,
+      }) ?? this.reserveBreach(w, near, logBytes);
     if (b) this.act(w, b, logs, now);
+  }
+
+  /**
+   * Below the disk's log reserve, a job whose output grew since the last tick near it is
+   * stopped (reason disk_full); near it, each tick notes the job's log size to compare with.
+   */
+  private reserveBreach(w: Watched, near: DiskStatus | null, logBytes: number | null): Breach | null {
+    if (!near || logBytes === null) {
+      if (!near) w.logBase = null;
+      return null;
+    }
+    const grew = w.logBase !== null && logBytes > w.logBase;
+    w.logBase = logBytes;
+    if (!grew || near.free >= near.reserve) return null;
+    return { limit: RESERVE_LIMIT, reason: "disk_full", value: near.free, max: near.reserve };
   }
 
   /** RSS summed over the job's tree (the recorder excluded); updates the tree's members. */
@@ -247,7 +325,7 @@ export class Monitor {
    * already written (or whose recorder is gone) ended on its own and keeps that end.
    */
   private act(w: Watched, b: Breach, logs: LogSizes | null, now: number): void {
-    const exitRecorded = existsSync(w.files.status);
+    const exitRecorded = readStatus(w.files.status) !== null;
     const job = getJob(this.ctx.db, w.id);
     const decision = decideAct({
       exitRecorded,
@@ -280,6 +358,10 @@ export class Monitor {
       // The hard cap counts from the size once SIGTERM is sent, not from the (older) sample.
       const sent = logSizes(w.files);
       w.hit = { ...b, value: Math.max(b.value, sent.stdout + sent.stderr) };
+    }
+    if (b.limit === RESERVE_LIMIT) {
+      const sent = logSizes(w.files);
+      w.logBase = Math.max(w.logBase ?? 0, sent.stdout + sent.stderr);
     }
   }
 
