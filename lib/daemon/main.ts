@@ -83,7 +83,7 @@ export function freshDatabase(dbPath: string, jobsDir: string): FreshDatabase | 
     bytes,
     job_dirs: dirs,
     message:
-      `the state database ${dbPath} ${what} but ${jobsDir} holds ${dirs} job dirs: ` +
+      `the state database ${dbPath} ${what} but ${jobsDir} holds ${dirs} job ${dirs === 1 ? "dir" : "dirs"}: ` +
       "planterd starts with empty state, and those jobs are unknown to it (`planter doctor` shows how to restore a backup)",
   };
 }

@@ -99,6 +99,8 @@ export function schemaResult(version: number, current: number, migrate: string):
   );
 }
 
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
 /** What the jobs dir holds against the database: job dirs, and those the database does not know. */
 export interface JobDirs {
   dirs: number;
@@ -118,7 +120,7 @@ export function jobDirsResult(
   files: { db: string; jobs: string },
   c: { stop: string; start: string; sudo: string },
 ): Result {
-  if (!found.unknown.length) return ok(`${found.dirs} job dirs, each recorded in ${files.db}`);
+  if (!found.unknown.length) return ok(`${plural(found.dirs, "job dir")}, each recorded in ${files.db}`);
   const some = found.unknown.slice(0, 3).join(", ") + (found.unknown.length > 3 ? ", …" : "");
   const aside = `${c.sudo}mkdir -p ${shellLine([`${files.jobs}.unknown`])} && ${c.sudo}mv ${found.unknown
     .slice(0, 20)
@@ -127,7 +129,7 @@ export function jobDirsResult(
   if (found.known === 0) {
     const backup = found.backups[found.backups.length - 1];
     return fail(
-      `${files.db} records no job, but ${files.jobs} holds ${found.unknown.length} job dirs (${some}): the database was emptied or replaced and planterd started with empty state`,
+      `${files.db} records no job, but ${files.jobs} holds ${plural(found.unknown.length, "job dir")} (${some}): the database was emptied or replaced and planterd started with empty state`,
       backup
         ? `the jobs' logs are still there; restore the newest backup (${backup}) with planterd stopped — jobs and cells recorded after it are lost`
         : "the jobs' logs are still there, their records are not (no backup next to the database); move the dirs aside to keep the logs",
@@ -137,7 +139,7 @@ export function jobDirsResult(
     );
   }
   return warn(
-    `${found.unknown.length} job dirs in ${files.jobs} that ${files.db} does not know (${some})`,
+    `${plural(found.unknown.length, "job dir")} in ${files.jobs} that ${files.db} does not know (${some})`,
     "left by a job removed while planterd stopped, or by an older database; their logs are not served by planterd",
     aside,
   );
@@ -187,8 +189,6 @@ export interface LegacySummary {
   malformed: number;
   toImport: { cells: number; jobs: number };
 }
-
-const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
 /** state.legacy-json: warn while `migrate state` would import something, or would skip malformed files. */
 export function legacyResult(
