@@ -388,19 +388,25 @@ export class Supervisor {
     const under = this.monitor.untrack(id);
     this.forget(id);
     this.ending.add(id);
-    const now = this.ctx.writeOrDefer(
-      (ev) => {
-        const f = typeof end === "function" ? end() : end;
-        if (!markFinished(this.ctx.db, id, f)) return false;
-        ev.push({
-          kind: "job.finished",
-          subject: `job/${id}`,
-          data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
-        });
-        return true;
-      },
-      (ended) => this.recorded(id, ended, under),
-    );
+    let now: boolean;
+    try {
+      now = this.ctx.writeOrDefer(
+        (ev) => {
+          const f = typeof end === "function" ? end() : end;
+          if (!markFinished(this.ctx.db, id, f)) return false;
+          ev.push({
+            kind: "job.finished",
+            subject: `job/${id}`,
+            data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
+          });
+          return true;
+        },
+        (ended) => this.recorded(id, ended, under),
+      );
+    } catch (e) {
+      this.ending.delete(id);
+      throw e;
+    }
     if (!now) console.error(`planterd: job ${id} ended; the disk is full, so its end is recorded once it can be`);
   }
 

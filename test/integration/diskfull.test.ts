@@ -216,41 +216,54 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 24 MiB)", () => {
     rmSync(dir, { recursive: true });
   });
 
-  test("below the log reserve a job whose output grows is stopped (disk_full); a quiet job runs on", async () => {
-    await (d as DaemonHandle).stop();
-    d = await startDaemon({ home, config: `[logs]\nmin_free_bytes = ${8 * MiB}\n[monitor]\ngrace_ms = 200\n` });
-    const c = d.client;
-    // Leave 12 MiB: above the reserve, a few seconds of this job's output from it.
-    writeFileSync(join(state, "c.fill"), Buffer.alloc(Math.max(0, free() - 12 * MiB)));
-    const quiet = started(await c.createJob({ argv: ["sleep", "300"] }));
-    const loud = started(
-      await c.createJob({ argv: ["sh", "-c", "while :; do head -c 16384 /dev/zero; sleep 0.01; done"] }),
-    );
-    const ended = await c.waitJob(loud.id, 30_000);
-    expect(ended.job.state).toBe("killed");
-    expect(ended.job.reason).toBe("disk_full");
-    expect(ended.job.limit_exceeded?.limit).toBe("min_free_bytes");
-    expect(ended.job.limit_exceeded?.max).toBe(8 * MiB);
-    expect(ended.job.limit_exceeded?.value).toBeLessThan(8 * MiB);
-    // Stopped with room to spare: the disk never filled.
-    expect(free()).toBeGreaterThan(4 * MiB);
-    expect((await c.getJob(quiet.id)).state).toBe("running");
+  // Unsandboxed jobs write their logs themselves; bwrap jobs through FIFOs that `cat` pumps.
+  test.each([
+    ["unsandboxed", "disabled"],
+    ["bwrap", "enforced"],
+  ] as const)(
+    "below the log reserve a job whose output grows is stopped (disk_full); a quiet job runs on (%s)",
+    async (_, mode) => {
+      if (d && d.proc.exitCode === null) await d.stop();
+      d = await startDaemon({
+        home,
+        config: `[logs]\nmin_free_bytes = ${8 * MiB}\n[monitor]\ngrace_ms = 200\n[sandbox]\nmode = "${mode}"\n`,
+      });
+      const c = d.client;
+      // Leave 12 MiB: above the reserve, a few seconds of this job's output from it.
+      writeFileSync(join(state, "c.fill"), Buffer.alloc(Math.max(0, free() - 12 * MiB)));
+      const quiet = started(await c.createJob({ argv: ["sleep", "300"] }));
+      const loud = started(
+        await c.createJob({ argv: ["sh", "-c", "while :; do head -c 16384 /dev/zero; sleep 0.01; done"] }),
+      );
+      const ended = await c.waitJob(loud.id, 30_000);
+      expect(ended.job.sandbox.mode).toBe(mode);
+      expect(ended.job.state).toBe("killed");
+      expect(ended.job.reason).toBe("disk_full");
+      expect(ended.job.limit_exceeded?.limit).toBe("min_free_bytes");
+      expect(ended.job.limit_exceeded?.max).toBe(8 * MiB);
+      expect(ended.job.limit_exceeded?.value).toBeLessThan(8 * MiB);
+      // Stopped with room to spare: the disk never filled.
+      expect(free()).toBeGreaterThan(4 * MiB);
+      const q = await c.getJob(quiet.id);
+    expect([q.state, q.message]).toEqual(["running", null]);
 
-    const status = await cli(home, ["job", "status", loud.id]);
-    expect(status.stdout).toMatch(/reason: +disk_full: [\d.]+ MiB free < 8 MiB reserved on the state disk/);
-    const hit = await events("job.limit_exceeded");
-    expect(hit.find((e) => e.subject === `job/${loud.id}`)?.data).toMatchObject({
-      limit: "min_free_bytes",
-      reason: "disk_full",
-      max: 8 * MiB,
-    });
-    const below = await ready();
-    expect([below.status, below.body.state, below.body.disk.below_reserve]).toEqual([503, "disk_full", true]);
-    expect(below.body.disk.message).toContain("below planter's log reserve");
+      const status = await cli(home, ["job", "status", loud.id]);
+      expect(status.stdout).toMatch(/reason: +disk_full: [\d.]+ MiB free < 8 MiB reserved on the state disk/);
+      const hit = await events("job.limit_exceeded");
+      expect(hit.find((e) => e.subject === `job/${loud.id}`)?.data).toMatchObject({
+        limit: "min_free_bytes",
+        reason: "disk_full",
+        max: 8 * MiB,
+      });
+      const below = await ready();
+      expect([below.status, below.body.state, below.body.disk.below_reserve]).toEqual([503, "disk_full", true]);
+      expect(below.body.disk.message).toContain("below planter's log reserve");
 
-    rmSync(join(state, "c.fill"));
-    await waitFor(async () => (await ready()).status === 200, "planterd to be ready again");
-    await c.killJob(quiet.id, { force: true });
-    await c.waitJob(quiet.id, 20_000);
-  }, 60_000);
+      rmSync(join(state, "c.fill"));
+      await waitFor(async () => (await ready()).status === 200, "planterd to be ready again");
+      await c.killJob(quiet.id, { force: true });
+      await c.waitJob(quiet.id, 20_000);
+    },
+    60_000,
+  );
 });
