@@ -217,7 +217,8 @@ export class ApiServer {
     const record = (kind: string, key: number, data: Record<string, unknown>) => {
       const suppressed = this.ctx.denials.shouldRecord(key);
       if (suppressed === null) return;
-      this.ctx.write((ev) =>
+      // On a full disk the audit event waits (rate-limited above); the peer still gets its answer.
+      this.ctx.writeOrDefer((ev) =>
         ev.push({
           kind,
           subject: "daemon",

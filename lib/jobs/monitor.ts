@@ -396,7 +396,7 @@ export class Monitor {
         } catch {
           // a log removed meanwhile (job rm): nothing to cut
         }
-        this.ctx.write((ev) => {
+        this.ctx.writeOrDefer((ev) => {
           markLogTruncated(this.ctx.db, job.id);
           ev.push({ kind: "job.log_truncated", subject: `job/${job.id}`, data: { max, written, kept } });
         });

@@ -438,12 +438,12 @@ export class Supervisor {
       const extra = this.ctx.config.sandbox.workspace_config_extra;
       const findings = trees.flatMap((t) => review(t.root, t.before, { jobId: id, extra }));
       if (!findings.length) return;
-      this.ctx.write((ev) => {
+      this.ctx.writeOrDefer((ev) => {
         markWorkspace(this.ctx.db, id, findings);
         for (const f of findings) ev.push({ kind: "job.workspace_set_aside", subject: `job/${id}`, data: { ...f } });
       });
     } catch (e) {
-      this.ctx.write((ev) =>
+      this.ctx.writeOrDefer((ev) =>
         ev.push({
           kind: "job.workspace_review_failed",
           subject: `job/${id}`,

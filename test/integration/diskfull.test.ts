@@ -245,7 +245,7 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 24 MiB)", () => {
       // Stopped with room to spare: the disk never filled.
       expect(free()).toBeGreaterThan(4 * MiB);
       const q = await c.getJob(quiet.id);
-    expect([q.state, q.message]).toEqual(["running", null]);
+      expect([q.state, q.message]).toEqual(["running", null]);
 
       const status = await cli(home, ["job", "status", loud.id]);
       expect(status.stdout).toMatch(/reason: +disk_full: [\d.]+ MiB free < 8 MiB reserved on the state disk/);
