@@ -10,6 +10,7 @@
  * space left stays for planter's own state (job ends, events).
  */
 import { type FSWatcher, statSync, truncateSync, watch } from "node:fs";
+import { dirname } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
@@ -95,6 +96,18 @@ export interface TickStats {
 const hasLimits = (l: Limits) =>
   l.timeout_ms !== undefined || l.max_rss_bytes !== undefined || l.max_log_bytes !== undefined;
 
+/** Free space under which the disk counts as near its log reserve, besides twice the reserve. */
+export const NEAR_RESERVE_MARGIN = 1024 ** 3;
+
+/**
+ * The disk when it is near its log reserve (null otherwise): under twice the reserve plus 1 GiB
+ * free, what a flood of ~1 GB/s writes in a tick or so. Near it, logs are measured on every tick
+ * and every write; away from it, nothing but one statfs per tick.
+ */
+export function nearOf(d: DiskStatus | null): DiskStatus | null {
+  return d && d.reserve > 0 && d.free < 2 * d.reserve + NEAR_RESERVE_MARGIN ? d : null;
+}
+
 /** Sizes of a job's two logs (0 for a missing file). */
 export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
   const size = (f: string) => {
@@ -111,6 +124,8 @@ export class Monitor {
   readonly enforcement: EnforcementInfo;
   private readonly jobs = new Map<string, Watched>();
   private timer: Timer | null = null;
+  /** Whether the last measure found the disk near its log reserve (`nearOf`). */
+  private nearReserve = false;
   /** The state dir's disk as last measured (null before the first measure, or when it cannot be). */
   disk: DiskStatus | null = null;
   last: TickStats = { count: 0, at: 0, ms: 0, jobs: 0, procs: 0 };
@@ -179,21 +194,41 @@ export class Monitor {
       queued: false,
       logBase: null,
     };
-    if ((max !== undefined || this.reserveOn) && this.ctx.config.monitor.log_watch) {
-      try {
-        w.watcher = watch(dir, (_event, name) => {
-          if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
-        });
-        w.watcher.on("error", () => undefined);
-      } catch {
-        w.watcher = null; // the tick still checks the sizes
-      }
-    }
+    if (max !== undefined || this.nearReserve) this.watchLogs(w);
     this.jobs.set(job.id, w);
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), this.intervalMs);
       // A job adopted past its limits is stopped now, not an interval later.
       setTimeout(() => this.tick(), 0);
+    }
+  }
+
+  /** Check a job's logs on every write the kernel reports (inotify on its dir). */
+  private watchLogs(w: Watched): void {
+    if (w.watcher || !this.ctx.config.monitor.log_watch) return;
+    try {
+      w.watcher = watch(dirname(w.files.stdout), (_event, name) => {
+        if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
+      });
+      w.watcher.on("error", () => undefined);
+    } catch {
+      w.watcher = null; // the tick still checks the sizes
+    }
+  }
+
+  /**
+   * Near the reserve, every job's writes are watched (a flood crosses it well within a tick);
+   * away from it, only jobs with a log quota are: a watch costs planterd CPU on every write.
+   */
+  private setNear(near: boolean): void {
+    if (near === this.nearReserve) return;
+    this.nearReserve = near;
+    for (const w of this.jobs.values()) {
+      if (near) this.watchLogs(w);
+      else if (w.limits.max_log_bytes === undefined && w.watcher) {
+        w.watcher.close();
+        w.watcher = null;
+      }
     }
   }
 
@@ -221,9 +256,8 @@ export class Monitor {
         break;
       }
     }
-    const disk = this.reserveOn ? this.measureDisk() : null;
-    // Logs are measured only when the disk is near its reserve: twice the reserve or less free.
-    const near = disk && disk.reserve > 0 && disk.free < 2 * disk.reserve ? disk : null;
+    const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
+    this.setNear(near !== null);
     for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near);
     this.last = {
       count: this.last.count + 1,
@@ -253,8 +287,7 @@ export class Monitor {
     setImmediate(() => {
       w.queued = false;
       if (this.jobs.get(w.id) !== w) return;
-      const disk = this.reserveOn ? this.measureDisk() : null;
-      const near = disk && disk.reserve > 0 && disk.free < 2 * disk.reserve ? disk : null;
+      const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
       if (w.limits.max_log_bytes === undefined && !near && !w.hit) return;
       this.guarded(w, Date.now(), null, near);
     });

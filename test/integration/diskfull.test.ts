@@ -28,7 +28,7 @@ const started = (j: Job) => {
 beforeAll(() => {
   if (!isRoot) return;
   mkdirSync(state, { mode: 0o700 });
-  const r = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=24m,mode=0700", "tmpfs", state]);
+  const r = Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs", state]);
   if (r.exitCode !== 0) throw new Error(`mount: ${r.stderr.toString()}`);
   mounted = true;
 });
@@ -111,7 +111,7 @@ async function events(kind: string): Promise<EventRecord[]> {
   return all.filter((e) => e.kind === kind);
 }
 
-describe.skipIf(!isRoot)("state disk full (tmpfs, 24 MiB)", () => {
+describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
   test("an end the disk refuses waits, the API says E_UNAVAILABLE with what is full, ready and doctor report it, and the end is recorded once space is back", async () => {
     d = await startDaemon({ home });
     const c = d.client;
@@ -121,7 +121,7 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 24 MiB)", () => {
     // A write that needs room: refused with a clear error, never a 500.
     const big = await refusal(c.createJob({ argv: ["true", ...Array(6).fill("x".repeat(100_000))] }));
     expect(big.code).toBe("E_UNAVAILABLE");
-    expect(big.message).toContain("planterd cannot write its state: the disk is full (0 B free of 24 MiB on");
+    expect(big.message).toContain("planterd cannot write its state: the disk is full (0 B free of 64 MiB on");
     expect(big.hint).toContain("planter job rm ID");
     expect(big.details).toMatchObject({ fault: "disk_full", code: "SQLITE_FULL", free_bytes: 0 });
 
@@ -266,4 +266,22 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 24 MiB)", () => {
     },
     60_000,
   );
+
+  test("a flood (yes, ~1 GB/s) is stopped at the reserve, caught between ticks by inotify", async () => {
+    if (d && d.proc.exitCode === null) await d.stop();
+    // A tick far longer than the flood takes: only the write-by-write check can stop it in time.
+    d = await startDaemon({
+      home,
+      config: `[logs]\nmin_free_bytes = ${16 * MiB}\n[monitor]\ninterval_ms = 60000\ngrace_ms = 200\n`,
+    });
+    const flood = started(await d.client.createJob({ argv: ["yes"] }));
+    const ended = await d.client.waitJob(flood.id, 30_000);
+    expect([ended.job.state, ended.job.reason, ended.job.limit_exceeded?.limit]).toEqual([
+      "killed",
+      "disk_full",
+      "min_free_bytes",
+    ]);
+    expect(free()).toBeGreaterThan(0);
+    await d.client.removeJob(flood.id);
+  }, 60_000);
 });
