@@ -39,6 +39,7 @@ import {
   markWorkspace,
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
+import { storageFault } from "../state/storage.ts";
 import { cgroupArgv, JobCgroups } from "./cgroup.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
@@ -578,5 +579,6 @@ function spawnMessage(e: unknown, job: JobRow): string {
   const err = e as NodeJS.ErrnoException;
   if (err.code === "ENOENT") return `cannot start ${job.argv[0]}: working directory ${job.cwd} does not exist`;
   if (err.code === "EACCES") return `cannot start ${job.argv[0]}: permission denied`;
+  if (storageFault(e) === "full") return `cannot start ${job.argv[0]}: the state disk is full (${err.code})`;
   return `cannot start ${job.argv[0]}: ${err.message}`;
 }

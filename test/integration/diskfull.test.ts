@@ -124,6 +124,10 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
     expect(big.message).toContain("planterd cannot write its state: the disk is full (0 B free of 64 MiB on");
     expect(big.hint).toContain("planter job rm ID");
     expect(big.details).toMatchObject({ fault: "disk_full", code: "SQLITE_FULL", free_bytes: 0 });
+    const run = await cli(home, ["run", "--", "true"]);
+    expect(run.code).toBe(1);
+    expect(run.stderr).toContain("planterd cannot write its state: the disk is full (0 B free of 64 MiB on");
+    expect(run.stderr).toContain("hint: free space there");
 
     // The job ends while the disk is full: its end waits in memory.
     release("a");
