@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
+import { openState } from "../../lib/state/db.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const isRoot = process.getuid?.() === 0;
@@ -217,6 +218,9 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
     }
     expect(readStatus(placed)).toBe(7);
     expect(readStatus(bare)).toBeNull(); // what recorders did before: no room for a new file
+    // A database that cannot be set up on the full disk is a full disk, not a damaged database
+    // (whose advice, moving it aside, would lose every job).
+    expect(() => openState(join(dir, "new.db"))).toThrow(/planterd cannot write its state: the disk is full/);
     rmSync(dir, { recursive: true });
   });
 
