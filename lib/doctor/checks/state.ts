@@ -109,6 +109,8 @@ export interface JobDirs {
   known: number;
   /** Backups next to the database (planter.db.v*.bak), newest last. */
   backups: string[];
+  /** The database file does not exist. */
+  missing?: boolean;
 }
 
 /**
@@ -129,7 +131,7 @@ export function jobDirsResult(
   if (found.known === 0) {
     const backup = found.backups[found.backups.length - 1];
     return fail(
-      `${files.db} records no job, but ${files.jobs} holds ${plural(found.unknown.length, "job dir")} (${some}): the database was emptied or replaced and planterd started with empty state`,
+      `${files.db} ${found.missing ? "is missing" : "records no job"}, but ${files.jobs} holds ${plural(found.unknown.length, "job dir")} (${some}): the database was emptied or replaced and planterd started with empty state`,
       backup
         ? `the jobs' logs are still there; restore the newest backup (${backup}) with planterd stopped — jobs and cells recorded after it are lost`
         : "the jobs' logs are still there, their records are not (no backup next to the database); move the dirs aside to keep the logs",
@@ -268,7 +270,8 @@ const jobDirs: Check<DoctorContext> = {
     } catch {
       backups = [];
     }
-    const found = { dirs: names.length, unknown: names.filter((n) => !known.has(n)), known: known.size, backups };
+    const unknown = names.filter((n) => !known.has(n));
+    const found = { dirs: names.length, unknown, known: known.size, backups, missing: p.kind === "missing" };
     return jobDirsResult(found, files, ctx.commands);
   },
 };
