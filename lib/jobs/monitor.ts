@@ -73,7 +73,7 @@ interface Watched {
   forced: boolean;
   watcher: FSWatcher | null;
   queued: boolean;
-  /** stdout + stderr at the last tick that found the disk near its reserve (null: not measured). */
+  /** stdout + stderr at the last check that found the disk near its reserve (null: not measured). */
   logBase: number | null;
 }
 
