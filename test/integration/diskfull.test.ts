@@ -203,6 +203,32 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
     expect([j.state, j.reason, j.exit_code]).toEqual(["failed", "exited", 5]);
   }, 60_000);
 
+  test("planter job rm frees a full disk: the job's files go first, its end and removal are recorded after", async () => {
+    if (d && d.proc.exitCode === null) await d.stop();
+    d = await startDaemon({ home, config: "[logs]\nmin_free_bytes = 0\n" });
+    const c = d.client;
+    const old = await c.createJob({ argv: ["head", "-c", String(40 * MiB), "/dev/zero"] });
+    expect((await c.waitJob(old.id, 20_000)).job.state).toBe("exited");
+    const job = started(await c.createJob({ argv: filler("r", 3) }));
+    await waitFor(() => free() === 0, "the job to fill the state disk");
+    release("r");
+    await waitFor(async () => (await ready()).body.disk.ends_waiting === 1, "the end to wait for the disk");
+
+    const rm = await cli(home, ["job", "rm", old.id]);
+    expect([rm.code, rm.stderr]).toEqual([0, ""]);
+    const ended = await c.waitJob(job.id, 20_000);
+    expect([ended.job.state, ended.job.reason, ended.job.exit_code]).toEqual(["failed", "exited", 3]);
+    await waitFor(
+      () =>
+        c.getJob(old.id).then(
+          () => false,
+          (e: PlanterError) => e.code === "E_NOT_FOUND",
+        ),
+      "the removal to be recorded",
+    );
+    rmSync(join(job.cwd, "r.fill"));
+  }, 60_000);
+
   test("the recorder writes the exit status on a full disk: over the placeholder made before the job", async () => {
     const dir = join(state, "recorder");
     mkdirSync(dir);
