@@ -59,6 +59,11 @@ export const ConfigSchema = v.strictObject({
       max_chunk_bytes: v.optional(int(1, 16 * 1024 * 1024), 1024 * 1024),
       max_wait_ms: v.optional(int(0, 600_000), 60_000),
       poll_ms: v.optional(int(5, 10_000), 100),
+      /**
+       * Free space kept on the state dir's disk for planter's own state: below it, a job whose
+       * output grows is stopped (reason disk_full). Unset: 64 MiB, or 5 % of a smaller disk; 0: off.
+       */
+      min_free_bytes: v.optional(int(0, 2 ** 50)),
     }),
     {},
   ),

@@ -107,6 +107,7 @@ export const REASONS = [
   "memory_limit",
   "log_quota",
   "process_limit",
+  "disk_full",
   "sandbox_error",
   "spawn_error",
   "lost",
@@ -169,7 +170,8 @@ export type Enforcement = (typeof ENFORCEMENTS)[number];
 
 /** A limit found exceeded: `value` was observed (ms for timeout_ms, bytes otherwise) against `max`. */
 export interface LimitExceeded {
-  limit: keyof Limits;
+  /** A job limit, or `min_free_bytes`: the state disk's log reserve (value: bytes free then). */
+  limit: keyof Limits | "min_free_bytes";
   value: number;
   max: number;
   at: string;
@@ -229,7 +231,13 @@ export function parseBody<S extends v.GenericSchema>(schema: S, input: unknown, 
   });
 }
 
-const LIMIT_STOPS: ReadonlySet<Reason> = new Set(["timeout", "memory_limit", "log_quota", "process_limit"]);
+const LIMIT_STOPS: ReadonlySet<Reason> = new Set([
+  "timeout",
+  "memory_limit",
+  "log_quota",
+  "process_limit",
+  "disk_full",
+]);
 
 const SIGNAL_NUMBERS: Record<string, number> = { HUP: 1, INT: 2, QUIT: 3, KILL: 9, USR1: 10, USR2: 12, TERM: 15 };
 

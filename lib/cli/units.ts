@@ -92,10 +92,13 @@ export function limitsLine(l: Limits): string {
   return parts.length ? parts.join(", ") : "none";
 }
 
-/** "memory_limit: 812 MiB > 512 MiB" for a job that a limit ended; null otherwise. */
+/** "memory_limit: 812 MiB > 512 MiB" for a job that a limit (or the disk's log reserve) ended; null otherwise. */
 export function limitText(j: Pick<Job, "limit_exceeded">): string | null {
   const x = j.limit_exceeded;
   if (!x) return null;
+  if (x.limit === "min_free_bytes") {
+    return `disk_full: ${formatBytes(x.value)} free < ${formatBytes(x.max)} reserved on the state disk ([logs] min_free_bytes)`;
+  }
   const reason = LIMIT_REASON[x.limit];
   // Elapsed time to the millisecond below a minute: "1s > 1s" would say nothing.
   const value =

@@ -1,5 +1,5 @@
 /** planterd: open state, re-adopt jobs, serve the API until SIGTERM/SIGINT. */
-import { chmodSync, existsSync, mkdirSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
@@ -9,6 +9,7 @@ import { rootPeerIdentity } from "../sandbox/identity.ts";
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
 import { lockStateDir } from "../state/lock.ts";
+import { storageError } from "../state/storage.ts";
 import { BUILD } from "../version.ts";
 import { groupGid, resolvePolicy } from "./authz.ts";
 import { Context } from "./context.ts";
@@ -46,6 +47,45 @@ export function daemonPaths(opts: DaemonOptions): { paths: Paths; config: Return
         : (config.daemon.socket ?? base.socketPath)),
   };
   return { paths, config };
+}
+
+/** What planterd found when its database is empty but job dirs exist: jobs recorded before are gone. */
+export interface FreshDatabase {
+  path: string;
+  /** The database file's size before planterd opened it (null: it did not exist). */
+  bytes: number | null;
+  job_dirs: number;
+  message: string;
+}
+
+/**
+ * Whether the database is missing or 0 bytes while the jobs dir holds job dirs: the state was
+ * lost or replaced (a failed copy, a full disk, an editor), and planterd starts empty.
+ */
+export function freshDatabase(dbPath: string, jobsDir: string): FreshDatabase | null {
+  let bytes: number | null = null;
+  try {
+    bytes = statSync(dbPath).size;
+  } catch {
+    bytes = null;
+  }
+  if (bytes !== null && bytes > 0) return null;
+  let dirs = 0;
+  try {
+    dirs = readdirSync(jobsDir, { withFileTypes: true }).filter((d) => d.isDirectory()).length;
+  } catch {
+    return null;
+  }
+  if (dirs === 0) return null;
+  const what = bytes === null ? "is missing" : "is empty (0 bytes)";
+  return {
+    path: dbPath,
+    bytes,
+    job_dirs: dirs,
+    message:
+      `the state database ${dbPath} ${what} but ${jobsDir} holds ${dirs} job ${dirs === 1 ? "dir" : "dirs"}: ` +
+      "planterd starts with empty state, and those jobs are unknown to it (`planter doctor` shows how to restore a backup)",
+  };
 }
 
 /** Run the daemon; resolves when it has shut down. */
@@ -104,25 +144,43 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     for (const f of [files.db, `${files.db}-wal`, `${files.db}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
   }
   // One daemon per state dir (migrate takes the same lock).
-  const unlock = lockStateDir(
-    files.pidFile,
-    (pid) =>
-      new PlanterError("E_UNAVAILABLE", `another planterd (pid ${pid}) is using the state dir ${paths.stateDir}`, {
-        hint: `stop it first: kill ${pid}`,
-      }),
-  );
+  let unlock: () => void;
+  try {
+    unlock = lockStateDir(
+      files.pidFile,
+      (pid) =>
+        new PlanterError("E_UNAVAILABLE", `another planterd (pid ${pid}) is using the state dir ${paths.stateDir}`, {
+          hint: `stop it first: kill ${pid}`,
+        }),
+    );
+  } catch (e) {
+    // Not even the lock file fits: say what is full, not ENOSPC.
+    throw storageError(e, paths.stateDir) ?? e;
+  }
   let db: ReturnType<typeof openState> | null = null;
   try {
+    // A database that is empty (0 bytes, or gone) beside job dirs means the state was lost.
+    const fresh = freshDatabase(files.db, files.jobs);
     db = openState(files.db);
     const ctx = new Context(db, config, paths, streamId(db), BUILD.version);
     ctx.supervisor = new Supervisor(ctx);
+    if (fresh) {
+      log(`warning: ${fresh.message}`);
+      ctx.writeOrDefer((ev) => ev.push({ kind: "state.database_empty", subject: "daemon", data: { ...fresh } }));
+    }
     ctx.sandbox = await probePlatform();
     if (process.getuid?.() === 0) {
       ctx.rootPeer = rootPeerIdentity(config.jobs.root_peer_user);
       if (ctx.rootPeer.fallback) log(`warning: ${ctx.rootPeer.fallback}`);
     }
     const adopted = ctx.supervisor.adoptAll();
-    ensureCell(ctx, config.jobs.default_cell);
+    try {
+      ensureCell(ctx, config.jobs.default_cell);
+    } catch (e) {
+      // On a full disk planterd still starts: it serves what it has and records what it can.
+      if (!(e instanceof PlanterError) || e.code !== "E_UNAVAILABLE") throw e;
+      log(`cannot create the default cell ${config.jobs.default_cell}: ${e.message}`);
+    }
 
     ctx.authz = authz;
     // Inherited LISTEN_* variables belong to this process only.
@@ -152,7 +210,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       await listening.close();
       throw e;
     }
-    ctx.write((ev) =>
+    ctx.writeOrDefer((ev) =>
       ev.push({
         kind: "daemon.started",
         subject: "daemon",
@@ -173,7 +231,14 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     });
     await listening.close();
     ctx.supervisor.close();
-    ctx.write((ev) => ev.push({ kind: "daemon.stopped", subject: "daemon", data: { pid: process.pid } }));
+    ctx.writeOrDefer((ev) => ev.push({ kind: "daemon.stopped", subject: "daemon", data: { pid: process.pid } }));
+    const unwritten = ctx.closeDeferred();
+    if (unwritten) {
+      log(
+        `${unwritten} state writes could not be recorded (the disk is full); ` +
+          "jobs' ends are read again from their status files at the next start, kill records are lost",
+      );
+    }
   } finally {
     db?.close();
     unlock();

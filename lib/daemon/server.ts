@@ -7,6 +7,7 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { PlanterError } from "../api/errors.ts";
+import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
@@ -216,7 +217,8 @@ export class ApiServer {
     const record = (kind: string, key: number, data: Record<string, unknown>) => {
       const suppressed = this.ctx.denials.shouldRecord(key);
       if (suppressed === null) return;
-      this.ctx.write((ev) =>
+      // On a full disk the audit event waits (rate-limited above); the peer still gets its answer.
+      this.ctx.writeOrDefer((ev) =>
         ev.push({
           kind,
           subject: "daemon",
@@ -250,13 +252,16 @@ export class ApiServer {
   }
 
   private sendError(res: ServerResponse, e: unknown): void {
+    // A read or write outside ctx.write that hit a full or failing disk is no bug either.
+    const storage = storageError(e, this.ctx.paths.stateDir);
     const err =
       e instanceof PlanterError
         ? e
-        : new PlanterError("E_INTERNAL", `internal error: ${(e as Error)?.message ?? String(e)}`, {
+        : (storage ??
+          new PlanterError("E_INTERNAL", `internal error: ${(e as Error)?.message ?? String(e)}`, {
             hint: "this is a planterd bug; the daemon log has the details",
-          });
-    if (!(e instanceof PlanterError)) console.error("planterd: internal error:", e);
+          }));
+    if (!(e instanceof PlanterError) && !storage) console.error("planterd: internal error:", e);
     if (res.headersSent) {
       res.destroy();
       return;

@@ -15,8 +15,11 @@ export const LIMIT_REASON = {
   max_pids: "process_limit",
 } as const satisfies Record<LimitName, Reason>;
 
+/** The log reserve on the state disk (`[logs] min_free_bytes`): a job printing below it is stopped. */
+export const RESERVE_LIMIT = "min_free_bytes";
+
 /** Reasons that name a limit (their kills use the monitor's grace). */
-export const LIMIT_REASONS: ReadonlySet<Reason> = new Set(Object.values(LIMIT_REASON));
+export const LIMIT_REASONS: ReadonlySet<Reason> = new Set([...Object.values(LIMIT_REASON), "disk_full"]);
 
 /** What the monitor measured of one job at one moment; null where it did not measure. */
 export interface Sample {
@@ -32,7 +35,7 @@ export interface Sample {
 
 /** A limit found exceeded, with the observed value. */
 export interface Breach {
-  limit: LimitName;
+  limit: LimitName | typeof RESERVE_LIMIT;
   reason: Reason;
   value: number;
   max: number;

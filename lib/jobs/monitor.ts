@@ -4,12 +4,18 @@
  * SIGKILL) with the limit's reason. Log growth is also checked on every write the kernel reports
  * (inotify on the job dir), so a flood is caught between ticks. Where the host delegates a
  * cgroup v2 subtree, jobs also get a group each and the kernel enforces memory and pids.
+ *
+ * Each tick also measures the state dir's disk: below the log reserve (`[logs] min_free_bytes`)
+ * a job whose output still grows is stopped the same way, with reason `disk_full`, so that the
+ * space left stays for planter's own state (job ends, events).
  */
-import { existsSync, type FSWatcher, statSync, truncateSync, watch } from "node:fs";
+import { type FSWatcher, statSync, truncateSync, watch } from "node:fs";
+import { dirname } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
 import { clearCgroup, endedWithCgroup, getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
+import { type DiskSpace, diskSpace, reserveBytes } from "../state/storage.ts";
 import {
   detectHostCgroup,
   detectHostCgroupV1,
@@ -19,9 +25,18 @@ import {
   type JobGroups,
   removeGroup,
 } from "./cgroup.ts";
-import { type Breach, breach, decideAct, hardCap, type LogSizes, quotaCut } from "./limits.ts";
+import {
+  type Breach,
+  breach,
+  decideAct,
+  hardCap,
+  LOG_GRACE_BYTES,
+  type LogSizes,
+  quotaCut,
+  RESERVE_LIMIT,
+} from "./limits.ts";
 import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
-import { jobFiles } from "./recorder.ts";
+import { jobFiles, readStatus } from "./recorder.ts";
 import type { KillOptions } from "./supervisor.ts";
 
 /** How this daemon enforces limits, and why not with cgroups when it does not. */
@@ -82,6 +97,14 @@ interface Watched {
   forced: boolean;
   watcher: FSWatcher | null;
   queued: boolean;
+  /** stdout + stderr at the last check that found the disk near its reserve (null: not measured). */
+  logBase: number | null;
+}
+
+/** The state dir's disk at the last tick, and the log reserve on it. */
+export interface DiskStatus extends DiskSpace {
+  reserve: number;
+  at: number;
 }
 
 /** Figures of the last tick (GET /v1/ready shows them; benchmarks read them). */
@@ -104,6 +127,18 @@ const hasLimits = (l: Limits) =>
 const needsScan = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
   !w.forced && (w.limits.max_rss_bytes !== undefined || (w.limits.max_pids !== undefined && w.cgroup === null));
 
+/** Free space under which the disk counts as near its log reserve, besides twice the reserve. */
+export const NEAR_RESERVE_MARGIN = 1024 ** 3;
+
+/**
+ * The disk when it is near its log reserve (null otherwise): under twice the reserve plus 1 GiB
+ * free, what a flood of ~1 GB/s writes in a tick or so. Near it, logs are measured on every tick
+ * and every write; away from it, nothing but one statfs per tick.
+ */
+export function nearOf(d: DiskStatus | null): DiskStatus | null {
+  return d && d.reserve > 0 && d.free < 2 * d.reserve + NEAR_RESERVE_MARGIN ? d : null;
+}
+
 /** Sizes of a job's two logs (0 for a missing file). */
 export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
   const size = (f: string) => {
@@ -121,6 +156,10 @@ export class Monitor {
   private readonly jobs = new Map<string, Watched>();
   private readonly pendingGroups = new Map<string, Timer>();
   private timer: Timer | null = null;
+  /** Whether the last measure found the disk near its log reserve (`nearOf`). */
+  private nearReserve = false;
+  /** The state dir's disk as last measured (null before the first measure, or when it cannot be). */
+  disk: DiskStatus | null = null;
   last: TickStats = { count: 0, at: 0, ms: 0, jobs: 0, procs: 0 };
 
   constructor(
@@ -147,9 +186,27 @@ export class Monitor {
     return this.jobs.size;
   }
 
-  /** Start sampling a running job (launched or adopted); jobs without limits are not sampled. */
+  /** Measure the state dir's disk now (every tick does; /v1/ready too). */
+  measureDisk(): DiskStatus | null {
+    const d = diskSpace(this.ctx.paths.stateDir);
+    this.disk = d
+      ? { ...d, reserve: reserveBytes(this.ctx.config.logs.min_free_bytes, d.total), at: Date.now() }
+      : null;
+    return this.disk;
+  }
+
+  /** Whether the log reserve is on (`[logs] min_free_bytes` is not 0). */
+  private get reserveOn(): boolean {
+    return this.ctx.config.logs.min_free_bytes !== 0;
+  }
+
+  /**
+   * Start sampling a running job (launched or adopted). With the log reserve on, every job is
+   * sampled (its logs only near the reserve); without it, only jobs with limits.
+   */
   track(job: JobRow): void {
-    if (job.pid === null || job.started_at === null || !hasLimits(job.limits) || this.jobs.has(job.id)) return;
+    if (job.pid === null || job.started_at === null || this.jobs.has(job.id)) return;
+    if (!hasLimits(job.limits) && !this.reserveOn) return;
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
     const files = jobFiles(dir);
     const max = job.limits.max_log_bytes;
@@ -168,22 +225,43 @@ export class Monitor {
       forced: false,
       watcher: null,
       queued: false,
+      logBase: null,
     };
-    if (max !== undefined && this.ctx.config.monitor.log_watch) {
-      try {
-        w.watcher = watch(dir, (_event, name) => {
-          if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
-        });
-        w.watcher.on("error", () => undefined);
-      } catch {
-        w.watcher = null; // the tick still checks the sizes
-      }
-    }
+    if (max !== undefined || this.nearReserve) this.watchLogs(w);
     this.jobs.set(job.id, w);
     if (!this.timer) {
       this.timer = setInterval(() => this.tick(), this.intervalMs);
       // A job adopted past its limits is stopped now, not an interval later.
       setTimeout(() => this.tick(), 0);
+    }
+  }
+
+  /** Check a job's logs on every write the kernel reports (inotify on its dir). */
+  private watchLogs(w: Watched): void {
+    if (w.watcher || !this.ctx.config.monitor.log_watch) return;
+    try {
+      w.watcher = watch(dirname(w.files.stdout), (_event, name) => {
+        if (name === "stdout" || name === "stderr" || name === null) this.queueLogCheck(w);
+      });
+      w.watcher.on("error", () => undefined);
+    } catch {
+      w.watcher = null; // the tick still checks the sizes
+    }
+  }
+
+  /**
+   * Near the reserve, every job's writes are watched (a flood crosses it well within a tick);
+   * away from it, only jobs with a log quota are: a watch costs planterd CPU on every write.
+   */
+  private setNear(near: boolean): void {
+    if (near === this.nearReserve) return;
+    this.nearReserve = near;
+    for (const w of this.jobs.values()) {
+      if (near) this.watchLogs(w);
+      else if (w.limits.max_log_bytes === undefined && w.watcher) {
+        w.watcher.close();
+        w.watcher = null;
+      }
     }
   }
 
@@ -211,7 +289,9 @@ export class Monitor {
         break;
       }
     }
-    for (const w of [...this.jobs.values()]) this.guarded(w, now, table);
+    const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
+    this.setNear(near !== null);
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near);
     this.last = {
       count: this.last.count + 1,
       at: now,
@@ -222,47 +302,64 @@ export class Monitor {
   }
 
   /** A failure checking one job (a busy database, say) is reported and retried next tick. */
-  private guarded(w: Watched, now: number, table: ProcTable | null): void {
+  private guarded(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
     try {
-      this.check(w, now, table);
+      this.check(w, now, table, near);
     } catch (e) {
       console.error(`planterd: limits monitor: job ${w.id}: ${(e as Error).message}`);
     }
   }
 
-  /** Writes reach the log between ticks: check once per burst of inotify events. */
+  /**
+   * Writes reach the log between ticks: check once per burst of inotify events (the quota, and
+   * the disk's log reserve, measured afresh: a fast writer crosses it well within a tick).
+   */
   private queueLogCheck(w: Watched): void {
     if (w.queued || w.forced) return;
     w.queued = true;
     setImmediate(() => {
       w.queued = false;
-      if (this.jobs.get(w.id) === w) this.guarded(w, Date.now(), null);
+      if (this.jobs.get(w.id) !== w) return;
+      const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
+      if (w.limits.max_log_bytes === undefined && !near && !w.hit) return;
+      this.guarded(w, Date.now(), null, near);
     });
   }
 
-  private check(w: Watched, now: number, table: ProcTable | null): void {
+  private check(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
     const tree = table && needsScan(w) ? this.tree(w, table) : null;
     const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
-    const logs = w.limits.max_log_bytes !== undefined ? logSizes(w.files) : null;
+    const measureLogs = w.limits.max_log_bytes !== undefined || near !== null || w.hit?.limit === RESERVE_LIMIT;
+    const logs = measureLogs ? logSizes(w.files) : null;
     const logBytes = logs ? logs.stdout + logs.stderr : null;
     if (w.hit) {
       // Already stopping: a job that keeps growing well past its limit gets SIGKILL now.
-      const cap = hardCap(w.hit);
-      const value = w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" ? logBytes : null;
+      const reserve = w.hit.limit === RESERVE_LIMIT;
+      // Below the disk's reserve, 1 MiB more output than when SIGTERM was sent (logBase then).
+      const cap = reserve ? (w.logBase ?? 0) + LOG_GRACE_BYTES : hardCap(w.hit);
+      const value =
+        w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" || reserve ? logBytes : null;
       if (!w.forced && cap !== null && value !== null && value > cap) {
         w.forced = true;
         this.stop(w.id, { force: true, reason: w.hit.reason, audit: { limit: w.hit.limit, value, hard_cap: cap } });
       }
       return;
     }
-    if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes as number)) w.under = logs;
+    if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
     const kernel = w.cgroup ? this.kernelBreach(w) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
     }
     const tasks = w.cgroup === null && tree ? tree.tasks : null;
-    const b = breach(w.limits, { now, startedAt: w.startedAt, rssBytes: rss, logBytes, tasks });
+    const b =
+      breach(w.limits, {
+        now,
+        startedAt: w.startedAt,
+        rssBytes: rss,
+        logBytes: w.limits.max_log_bytes !== undefined ? logBytes : null,
+        tasks,
+      }) ?? this.reserveBreach(w, near, logBytes);
     // A tree at its process limit is a bomb or a runaway: it is killed at once, not asked to stop.
     if (b) this.act(w, b, logs, now, b.limit === "max_pids");
   }
@@ -296,6 +393,21 @@ export class Monitor {
     return null;
   }
 
+  /**
+   * Below the disk's log reserve, a job whose output grew since the last tick near it is
+   * stopped (reason disk_full); near it, each tick notes the job's log size to compare with.
+   */
+  private reserveBreach(w: Watched, near: DiskStatus | null, logBytes: number | null): Breach | null {
+    if (!near || logBytes === null) {
+      if (!near) w.logBase = null;
+      return null;
+    }
+    const grew = w.logBase !== null && logBytes > w.logBase;
+    w.logBase = logBytes;
+    if (!grew || near.free >= near.reserve) return null;
+    return { limit: RESERVE_LIMIT, reason: "disk_full", value: near.free, max: near.reserve };
+  }
+
   /** RSS and tasks (processes and threads) summed over the job's tree (the recorder excluded); updates its members. */
   private tree(w: Watched, table: ProcTable): { rss: number; tasks: number } {
     const roots = [w.pid];
@@ -319,7 +431,7 @@ export class Monitor {
    * already written (or whose recorder is gone) ended on its own and keeps that end.
    */
   private act(w: Watched, b: Breach, logs: LogSizes | null, now: number, force = false): void {
-    const exitRecorded = existsSync(w.files.status);
+    const exitRecorded = readStatus(w.files.status) !== null;
     const job = getJob(this.ctx.db, w.id);
     const decision = decideAct({
       exitRecorded,
@@ -355,6 +467,10 @@ export class Monitor {
       const sent = logSizes(w.files);
       w.hit = { ...b, value: Math.max(b.value, sent.stdout + sent.stderr) };
     }
+    if (b.limit === RESERVE_LIMIT) {
+      const sent = logSizes(w.files);
+      w.logBase = Math.max(w.logBase ?? 0, sent.stdout + sent.stderr);
+    }
   }
 
   private stop(id: string, opts: KillOptions): void {
@@ -388,7 +504,7 @@ export class Monitor {
         } catch {
           // a log removed meanwhile (job rm): nothing to cut
         }
-        this.ctx.write((ev) => {
+        this.ctx.writeOrDefer((ev) => {
           markLogTruncated(this.ctx.db, job.id);
           ev.push({ kind: "job.log_truncated", subject: `job/${job.id}`, data: { max, written, kept } });
         });
@@ -405,7 +521,11 @@ export class Monitor {
   removeGroups(id: string, stored: string, tries = 50): void {
     this.pendingGroups.delete(id);
     if (removeGroup(stored)) {
-      this.ctx.write(() => clearCgroup(this.ctx.db, id));
+      try {
+        this.ctx.write(() => clearCgroup(this.ctx.db, id));
+      } catch {
+        // a full disk: the row still names the group, and the next start's sweep finds it gone
+      }
       return;
     }
     if (tries <= 1) return;

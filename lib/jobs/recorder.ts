@@ -8,10 +8,14 @@
  * so a job cannot truncate or rewrite what was recorded. With a log quota, each pump keeps one
  * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
  * the quota plus two bytes whatever the job does.
+ *
+ * The status file is made at launch with a placeholder of the size of a status ("-  \n"), and
+ * the recorder writes over it in place (`1<>`, no truncation): the blocks it needs exist before
+ * the job runs, so a job that fills the disk cannot keep its own exit status from being written.
  */
 
 import { dlopen, FFIType } from "bun:ffi";
-import { existsSync, readFileSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
@@ -20,7 +24,7 @@ umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
 c=$?
-printf '%s\\n' "$c" > "$s"
+printf '%-3s\\n' "$c" 1<>"$s"
 exit "$c"`;
 
 const PIPED = `s=$1; q=$2; shift 2
@@ -36,7 +40,7 @@ fi
 "$@" >"$s.out" 2>"$s.err"
 c=$?
 until wait; do :; done
-printf '%s\\n' "$c" > "$s"
+printf '%-3s\\n' "$c" 1<>"$s"
 exit "$c"`;
 
 /**
@@ -55,17 +59,46 @@ export const jobFiles = (dir: string) => ({
   status: join(dir, "exit"),
 });
 
+/** What the status file holds until the job has ended: as long as a status, and never one. */
+export const STATUS_PLACEHOLDER = "-  \n";
+
+/** The status file's content for exit code `code` (padded to the placeholder's size). */
+export const statusText = (code: number) => `${String(code).padEnd(3)}\n`;
+
 /**
- * The recorded exit status, or null when none was written. The recorder writes "CODE\n" with one
- * write(2) (no `mv`: an exec saved per job), so a file being written reads empty or whole; only a
- * whole line counts.
+ * The recorded exit status, or null when none was written. The recorder writes "CODE\n" (padded
+ * to four bytes, over the placeholder) with one write(2) (no `mv`: an exec saved per job), so a
+ * file being written reads as the placeholder or whole; only a whole line counts. "CODE\n"
+ * unpadded is what recorders of earlier versions wrote.
  */
 export function readStatus(statusFile: string): number | null {
   if (!existsSync(statusFile)) return null;
   const text = readFileSync(statusFile, "utf8");
-  if (!/^\d{1,3}\n$/.test(text)) return null;
+  if (!/^\d{1,3} *\n$/.test(text)) return null;
   const n = Number(text.trim());
   return n <= 255 ? n : null;
+}
+
+/** Make the status file with its placeholder (before the job starts). */
+export function prepareStatus(statusFile: string): void {
+  writeFileSync(statusFile, STATUS_PLACEHOLDER, { mode: 0o600 });
+}
+
+/**
+ * Write exit status `code` over the placeholder, in place (planterd's fallback when the recorder
+ * could not, its exit code standing in). False when there is no placeholder to write over.
+ */
+export function writeStatusInPlace(statusFile: string, code: number): boolean {
+  let fd = -1;
+  try {
+    fd = openSync(statusFile, "r+");
+    const text = statusText(code);
+    return writeSync(fd, text, 0) === text.length;
+  } catch {
+    return false;
+  } finally {
+    if (fd >= 0) closeSync(fd);
+  }
 }
 
 let libc: { symbols: { mkfifo: (path: Uint8Array, mode: number) => number } } | null = null;

@@ -39,12 +39,13 @@ import {
   markWorkspace,
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
+import { storageFault } from "../state/storage.ts";
 import { cgroupArgv, groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
 import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
-import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
+import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
 const TERMINATING = new Set(["TERM", "INT", "HUP", "QUIT", "KILL"]);
@@ -96,6 +97,8 @@ export class Supervisor {
   /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
   private readonly signalled = new Map<string, ProcId[]>();
   private pollTimer: Timer | null = null;
+  /** Jobs that have ended but whose end waits for the state disk (ctx.writeOrDefer). */
+  private readonly ending = new Set<string>();
   /** Samples running jobs and stops those that exceed their limits. */
   readonly monitor: Monitor;
 
@@ -124,6 +127,7 @@ export class Supervisor {
       // Append mode: a file handed to Bun.spawn as Bun.file() would be truncated.
       out = openSync(files.stdout, "a", 0o600);
       err = openSync(files.stderr, "a", 0o600);
+      prepareStatus(files.status);
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const policy = job.sandbox_policy ?? complete(undefined);
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
@@ -168,7 +172,7 @@ export class Supervisor {
           data: { pid: proc.pid, backend: backend.name, run_as: runAs },
         });
       });
-      if (Object.keys(job.limits).length) this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
+      this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
     } catch (e) {
       if (cgroup) removeGroup(cgroup);
@@ -210,6 +214,12 @@ export class Supervisor {
 
   /** Deliver a signal to a job's tree; terminating signals record a kill and escalate after the grace. */
   kill(id: string, opts: KillOptions = {}): JobRow {
+    if (this.ending.has(id)) {
+      throw conflict(
+        `job ${id} has ended; its end is not recorded yet because planterd cannot write its state (the disk is full)`,
+        "nothing to kill; the end is recorded as soon as planterd can write again (see `planter doctor`)",
+      );
+    }
     const job = getJob(this.ctx.db, id);
     if (!job) throw new PlanterError("E_NOT_FOUND", `no job ${id}`);
     if (job.state !== "running" || job.pid === null) {
@@ -218,12 +228,15 @@ export class Supervisor {
     const signal = opts.force ? "KILL" : (opts.signal ?? "TERM");
     if (!TERMINATING.has(signal)) {
       signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
-      this.ctx.write((ev) => ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }));
+      this.ctx.writeOrDefer((ev) =>
+        ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }),
+      );
       return job;
     }
     const force = signal === "KILL";
     const reason: Reason = opts.reason ?? (force ? "forced_kill" : "terminated_by_user");
-    this.ctx.write((ev) => {
+    // On a full disk the kill still happens; its record waits in memory and precedes the end.
+    this.ctx.writeOrDefer((ev) => {
       opts.record?.(ev);
       markKillRequested(this.ctx.db, id, signal, force, reason, Date.now());
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
@@ -246,7 +259,7 @@ export class Supervisor {
       this.graceTimers.delete(id);
       const job = getJob(this.ctx.db, id);
       if (!job || (job.state !== "running" && job.state !== "pending")) return;
-      this.ctx.write((ev) => {
+      this.ctx.writeOrDefer((ev) => {
         markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
         ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
       });
@@ -288,7 +301,7 @@ export class Supervisor {
       watcher = null; // the poll below still notices the end
     }
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
-    this.ctx.write((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
     if (job.kill_requested_at !== null && !job.kill_force) {
       const limit = job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason);
       const grace = limit ? this.monitor.graceMs : this.ctx.config.jobs.kill_grace_ms;
@@ -310,26 +323,43 @@ export class Supervisor {
     const recorded = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status) !== null;
     if (!recorded && isAlive(a.pid, a.start)) return;
     const job = getJob(this.ctx.db, id);
-    if (job) this.finish(id, this.deadFinish(job, null));
+    if (job) this.finish(id, this.deadEnd(job, null));
     else this.forget(id);
   }
 
   private ownExited(id: string, proc: Subprocess): void {
-    const job = getJob(this.ctx.db, id);
-    if (!job) {
-      this.forget(id);
-      return;
+    try {
+      const job = getJob(this.ctx.db, id);
+      if (!job) {
+        this.forget(id);
+        return;
+      }
+      const sig = typeof proc.signalCode === "string" ? proc.signalCode.replace(/^SIG/, "") : null;
+      const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
+      // The recorder exits with the job's code: written down for a daemon that restarts before
+      // the end is recorded, should the recorder itself have failed to write it.
+      if (!sig && proc.exitCode !== null && readStatus(status) === null) writeStatusInPlace(status, proc.exitCode);
+      this.finish(id, this.deadEnd(job, sig, sig ? null : proc.exitCode));
+    } catch (e) {
+      console.error(`planterd: job ${id} ended, and recording its end failed: ${(e as Error).message}`);
     }
-    const sig = typeof proc.signalCode === "string" ? proc.signalCode.replace(/^SIG/, "") : null;
-    this.finish(id, this.deadFinish(job, sig, sig ? null : proc.exitCode));
   }
 
   /** How a job whose recorder is gone ended, from its status file and its kill record. */
   private deadFinish(job: JobRow, recorderSignal: string | null, recorderCode: number | null = null): Finish {
+    return this.deadEnd(job, recorderSignal, recorderCode)();
+  }
+
+  /**
+   * deadFinish, decided when it is recorded: an end that waits for the disk is decided after the
+   * kill records that wait before it.
+   */
+  private deadEnd(job: JobRow, recorderSignal: string | null, recorderCode: number | null = null): () => Finish {
     // The recorder exits with the job's code: it stands in if the status file could not be written.
     const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status) ?? recorderCode;
     if (job.kill_requested_at === null && job.cgroup) this.cgroupOom(job);
-    return endOf(getJob(this.ctx.db, job.id) ?? job, code, recorderSignal, Date.now());
+    const at = Date.now();
+    return () => endOf(getJob(this.ctx.db, job.id) ?? job, code, recorderSignal, at);
   }
 
   /**
@@ -342,7 +372,7 @@ export class Supervisor {
     const max = job.limits.max_rss_bytes;
     if (end.oomKills === 0 || max === undefined) return;
     const value = end.peakBytes ?? max;
-    this.ctx.write((ev) => {
+    this.ctx.writeOrDefer((ev) => {
       markKillRequested(this.ctx.db, job.id, "KILL", true, "memory_limit", Date.now());
       if (markLimitHit(this.ctx.db, job.id, { limit: "max_rss_bytes", value, max, at: Date.now() })) {
         ev.push({
@@ -354,23 +384,44 @@ export class Supervisor {
     });
   }
 
-  /** Record the end of a job (once) and wake its waiters. */
-  finish(id: string, f: Finish): void {
-    const ended = this.ctx.write((ev) => {
-      if (!markFinished(this.ctx.db, id, f)) return false;
-      ev.push({
-        kind: "job.finished",
-        subject: `job/${id}`,
-        data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
-      });
-      return true;
-    });
+  /**
+   * Record the end of a job (once) and wake its waiters. When the state disk refuses the write,
+   * the end waits in memory and is recorded as soon as a write succeeds (`ctx.writeOrDefer`);
+   * the job's status file keeps it for a daemon that restarts before that.
+   */
+  finish(id: string, end: Finish | (() => Finish)): void {
     const under = this.monitor.untrack(id);
-    // A job ends with all of its processes: what it left running in its cgroup dies before the
-    // review looks at its workspace (a bwrap job's pid namespace already took them).
-    const group = ended ? getJob(this.ctx.db, id)?.cgroup : null;
+    // A job ends with all of its processes: what it left running in its cgroup dies now, before
+    // the review looks at its workspace (a bwrap job's pid namespace already took them).
+    const group = getJob(this.ctx.db, id)?.cgroup;
     if (group) killGroup(group);
     this.forget(id);
+    this.ending.add(id);
+    let now: boolean;
+    try {
+      now = this.ctx.writeOrDefer(
+        (ev) => {
+          const f = typeof end === "function" ? end() : end;
+          if (!markFinished(this.ctx.db, id, f)) return false;
+          ev.push({
+            kind: "job.finished",
+            subject: `job/${id}`,
+            data: { state: f.state, reason: f.reason, exit_code: f.exit_code, signal: f.signal, message: f.message },
+          });
+          return true;
+        },
+        (ended) => this.recorded(id, ended, under),
+      );
+    } catch (e) {
+      this.ending.delete(id);
+      throw e;
+    }
+    if (!now) console.error(`planterd: job ${id} ended; the disk is full, so its end is recorded once it can be`);
+  }
+
+  /** After a job's end is recorded: the workspace review, the log cut to its quota, its waiters. */
+  private recorded(id: string, ended: boolean, under: ReturnType<Monitor["untrack"]>): void {
+    this.ending.delete(id);
     // Placeholders first: the review must not take an empty one planter made for the job's work.
     if (ended) releasePlaceholders(this.ctx, id);
     if (ended) this.reviewWorkspace(id);
@@ -378,6 +429,11 @@ export class Supervisor {
     const job = ended ? getJob(this.ctx.db, id) : null;
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
+  }
+
+  /** Jobs that have ended but whose end is not recorded yet (the state disk refused it). */
+  get endsWaiting(): number {
+    return this.ending.size;
   }
 
   /**
@@ -393,12 +449,12 @@ export class Supervisor {
       const extra = this.ctx.config.sandbox.workspace_config_extra;
       const findings = trees.flatMap((t) => review(t.root, t.before, { jobId: id, extra }));
       if (!findings.length) return;
-      this.ctx.write((ev) => {
+      this.ctx.writeOrDefer((ev) => {
         markWorkspace(this.ctx.db, id, findings);
         for (const f of findings) ev.push({ kind: "job.workspace_set_aside", subject: `job/${id}`, data: { ...f } });
       });
     } catch (e) {
-      this.ctx.write((ev) =>
+      this.ctx.writeOrDefer((ev) =>
         ev.push({
           kind: "job.workspace_review_failed",
           subject: `job/${id}`,
@@ -533,5 +589,6 @@ function spawnMessage(e: unknown, job: JobRow): string {
   const err = e as NodeJS.ErrnoException;
   if (err.code === "ENOENT") return `cannot start ${job.argv[0]}: working directory ${job.cwd} does not exist`;
   if (err.code === "EACCES") return `cannot start ${job.argv[0]}: permission denied`;
+  if (storageFault(e) === "full") return `cannot start ${job.argv[0]}: the state disk is full (${err.code})`;
   return `cannot start ${job.argv[0]}: ${err.message}`;
 }

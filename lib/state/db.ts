@@ -1,6 +1,8 @@
 /** Open planter's SQLite state: WAL, busy timeout, ordered migrations keyed on user_version. */
 import { Database } from "bun:sqlite";
+import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
+import { storageError } from "./storage.ts";
 
 /** One schema step; applied in its own immediate transaction. */
 export interface Migration {
@@ -159,12 +161,22 @@ export function openState(path: string, opts: { readonly?: boolean } = {}): Data
       throw new Error(check.map((r) => r.quick_check).join("; "));
     }
   } catch (e) {
+    // A full or failing disk is not a damaged database: moving it aside would lose every job.
+    const storage = storageError(e, dirname(path));
+    if (storage) throw storage;
     throw new PlanterError("E_STATE", `state database ${path} failed its integrity check: ${(e as Error).message}`, {
       hint: `stop planterd, move ${path} aside (with its -wal and -shm files) and start again; jobs recorded in it are lost`,
       cause: e,
     });
   }
-  if (!opts.readonly) migrate(db);
+  if (!opts.readonly) {
+    try {
+      migrate(db);
+    } catch (e) {
+      db.close();
+      throw storageError(e, dirname(path)) ?? e;
+    }
+  }
   return db;
 }
 

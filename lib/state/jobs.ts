@@ -56,7 +56,7 @@ const LogSizesSchema = v.object({ stdout: v.number(), stderr: v.number() });
 
 /** The limit the monitor found exceeded: observed value, maximum, when; for the log, what to keep. */
 export const LimitHit = v.object({
-  limit: v.picklist(["timeout_ms", "max_rss_bytes", "max_log_bytes", "max_pids"]),
+  limit: v.picklist(["timeout_ms", "max_rss_bytes", "max_log_bytes", "max_pids", "min_free_bytes"]),
   value: v.number(),
   max: v.number(),
   at: v.number(),

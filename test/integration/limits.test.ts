@@ -3,6 +3,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { treePids } from "../../lib/jobs/proc.ts";
+import { readStatus } from "../../lib/jobs/recorder.ts";
 import { cleanup, cli, type DaemonHandle, pidAlive, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const MiB = 1024 * 1024;
@@ -304,7 +305,7 @@ describe("exit versus limit", () => {
       try {
         await waitFor(() => Date.now() > Date.parse(j.started_at as string) + 1500 + 100, "the timeout to pass");
         writeFileSync(fifo, "go\n");
-        await waitFor(() => existsSync(join(c.home, "state", "jobs", j.id, "exit")), "the job's exit status");
+        await waitFor(() => readStatus(join(c.home, "state", "jobs", j.id, "exit")) !== null, "the job's exit status");
       } finally {
         c.proc.kill("SIGCONT");
       }

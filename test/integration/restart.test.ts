@@ -2,6 +2,7 @@ import { Database } from "bun:sqlite";
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { readStatus } from "../../lib/jobs/recorder.ts";
 import { cleanup, type DaemonHandle, pidAlive, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const home = tempHome();
@@ -39,7 +40,7 @@ test("a daemon killed with SIGKILL re-adopts live jobs and records what ended wh
   // While planterd is down: one job ends on its own, and its recorder writes the status.
   release("fifo-down");
   await waitFor(
-    () => existsSync(join(home, "state", "jobs", endsWhileDown.id, "exit")),
+    () => readStatus(join(home, "state", "jobs", endsWhileDown.id, "exit")) !== null,
     "the recorder to write the exit status",
   );
 

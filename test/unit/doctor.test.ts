@@ -13,7 +13,7 @@ import { limitsResult } from "../../lib/doctor/checks/limits.ts";
 import { backendResult, commandInHint, containmentResult, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
 import { activeResult, unitsResult } from "../../lib/doctor/checks/service.ts";
 import { asCommand, membershipResult } from "../../lib/doctor/checks/socket.ts";
-import { diskResult, legacyResult, schemaResult } from "../../lib/doctor/checks/state.ts";
+import { diskResult, jobDirsResult, legacyResult, schemaResult } from "../../lib/doctor/checks/state.ts";
 import { commandsFor, type DoctorContext, doctorPaths, planterCommand, readConfig } from "../../lib/doctor/context.ts";
 import { listText, reportJson, reportText } from "../../lib/doctor/report.ts";
 import { nologinShell } from "../../lib/host/groups.ts";
@@ -44,6 +44,7 @@ describe("selection and the runner", () => {
       "limits.cgroup",
       "state.integrity",
       "state.schema",
+      "state.job-dirs",
       "state.disk-space",
       "state.legacy-json",
       "macos.sandbox-exec",
@@ -621,6 +622,44 @@ describe("state", () => {
     expect(diskResult(0.5 * GiB, 100 * GiB, "/s", "/s/jobs").status).toBe("warn");
     expect(diskResult(3 * GiB, 100 * GiB, "/s", "/s/jobs").status).toBe("warn");
     expect(diskResult(3 * GiB, 10 * GiB, "/s", "/s/jobs")).toEqual(ok("3.0 GiB free of 10.0 GiB (30 %) on /s"));
+  });
+
+  test("disk space: below the log reserve fails and says that jobs that print are stopped", () => {
+    const MiB = 1024 ** 2;
+    expect(diskResult(3 * MiB, 24 * MiB, "/s", "/s/jobs", 8 * MiB)).toMatchObject({
+      status: "fail",
+      message:
+        "3 MiB free of 24 MiB (13 %) on /s: below planter's log reserve of 8 MiB ([logs] min_free_bytes): jobs whose output grows are stopped (disk_full)",
+      fix: "du -sh /s/jobs/* 2>/dev/null | sort -h | tail -20",
+    });
+    // Above the reserve, the usual thresholds.
+    expect(diskResult(3 * GiB, 10 * GiB, "/s", "/s/jobs", 64 * MiB).status).toBe("ok");
+  });
+
+  test("job dirs: all known is ok; an emptied database fails with the restore or move-aside fix; a few unknown warn", () => {
+    const files = { db: "/s/planter.db", jobs: "/s/jobs" };
+    const c = { stop: "STOP", start: "START", sudo: "" };
+    expect(jobDirsResult({ dirs: 2, unknown: [], known: 5, backups: [] }, files, c)).toEqual(
+      ok("2 job dirs, each recorded in /s/planter.db"),
+    );
+    const emptied = jobDirsResult({ dirs: 2, unknown: ["j-a", "j-b"], known: 0, backups: [] }, files, c);
+    expect(emptied).toMatchObject({
+      status: "fail",
+      message:
+        "/s/planter.db records no job, but /s/jobs holds 2 job dirs (j-a, j-b): the database was emptied or replaced and planterd started with empty state",
+      fix: "mkdir -p /s/jobs.unknown && mv /s/jobs/j-a /s/jobs/j-b /s/jobs.unknown/",
+    });
+    const withBackup = jobDirsResult(
+      { dirs: 1, unknown: ["j-a"], known: 0, backups: ["/s/planter.db.v4.x.bak", "/s/planter.db.v5.y.bak"] },
+      files,
+      c,
+    );
+    expect(withBackup.fix).toBe(
+      "STOP; cp /s/planter.db.v5.y.bak /s/planter.db && rm -f /s/planter.db-wal /s/planter.db-shm && START",
+    );
+    const some = jobDirsResult({ dirs: 9, unknown: ["j-1", "j-2", "j-3", "j-4"], known: 5, backups: [] }, files, c);
+    expect(some.status).toBe("warn");
+    expect(some.message).toBe("4 job dirs in /s/jobs that /s/planter.db does not know (j-1, j-2, j-3, …)");
   });
 
   test("schema version: current ok, older warns with the stop-migrate-start fix, newer fails", () => {

@@ -327,10 +327,12 @@ export function remove(ctx: Context, req: Req): Reply {
   if (!FINAL_STATES.has(job.state)) {
     throw conflict(`job ${job.id} is still ${job.state}`, `kill it first: planter job kill ${job.id}`);
   }
-  ctx.write((ev) => {
+  // The files go first: on a full disk they are the space the record (and waiting ends) need,
+  // and the removal is recorded as soon as it fits.
+  rmSync(jobDir(ctx.paths.stateDir, job.id), { recursive: true, force: true });
+  ctx.writeOrDefer((ev) => {
     deleteJob(ctx.db, job.id);
     ev.push({ kind: "job.removed", subject: `job/${job.id}`, data: { ...req.audit } });
   });
-  rmSync(jobDir(ctx.paths.stateDir, job.id), { recursive: true, force: true });
   return ok({ removed: job.id });
 }

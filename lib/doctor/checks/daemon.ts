@@ -1,6 +1,8 @@
 /** planterd over its API: daemon.reachable (`/v1/version`, `/v1/ready`), daemon.version-match. */
+import { join } from "node:path";
 import { API_VERSION, type VersionInfo } from "../../api/contract.ts";
 import type { ErrorBody } from "../../api/errors.ts";
+import { shellLine } from "../../cli/output.ts";
 import { type Check, fail, type Linked, ok, type Result, skip, warn } from "../check.ts";
 import type { DoctorContext, Expected } from "../context.ts";
 import { invokingUser } from "./socket.ts";
@@ -10,6 +12,8 @@ export interface ReadyBody {
   ready: boolean;
   state: string;
   sandbox?: { mode: string; backend: string; ok: boolean; message: string | null; hint: string | null };
+  /** The state dir's disk (present since planterd reports a full disk). */
+  disk?: { path: string; message: string | null; hint: string | null; writes_waiting: number; ends_waiting: number };
   /** Present once planterd reports limit enforcement (#4). */
   limits?: { enforcement: string; cgroup_unavailable: string | null; interval_ms?: number };
 }
@@ -55,6 +59,17 @@ export function reachableResult(ctx: DoctorContext, p: DaemonProbe): Result {
   const start = ctx.commands.start;
   const usermod = `sudo usermod -aG planter ${invokingUser(ctx)}`;
   if (p.ok) {
+    if (p.ready?.state === "disk_full" && p.ready.disk) {
+      const d = p.ready.disk;
+      const waiting = d.writes_waiting
+        ? ` (${d.writes_waiting} state writes waiting, ${d.ends_waiting} of them job ends)`
+        : "";
+      return fail(
+        `planterd ${p.version.version} answers on ${socket} but is not ready: ${d.message ?? "the state disk is full"}${waiting}`,
+        d.hint ?? "free space on the state dir's disk",
+        `du -sh ${shellLine([join(ctx.paths.stateDir, "jobs")])}/* 2>/dev/null | sort -h | tail -20`,
+      );
+    }
     if (p.readyStatus !== 200 || !p.ready?.ready) {
       return fail(
         `planterd ${p.version.version} answers on ${socket} but is not ready (state: ${p.ready?.state ?? "unknown"})`,

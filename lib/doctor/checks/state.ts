@@ -1,9 +1,10 @@
-/** The state dir: state.integrity, state.schema, state.disk-space, state.legacy-json. */
-import { accessSync, constants, existsSync, statfsSync, statSync } from "node:fs";
+/** The state dir: state.integrity, state.schema, state.job-dirs, state.disk-space, state.legacy-json. */
+import { accessSync, constants, existsSync, readdirSync, statfsSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { PlanterError } from "../../api/errors.ts";
 import { shellLine } from "../../cli/output.ts";
+import { formatBytes } from "../../cli/units.ts";
 import { stateFiles } from "../../paths.ts";
 import { openState, SCHEMA_VERSION, schemaVersion } from "../../state/db.ts";
 import {
@@ -14,6 +15,7 @@ import {
   planImport,
   readLegacyTree,
 } from "../../state/legacy.ts";
+import { reserveBytes } from "../../state/storage.ts";
 import { type Check, fail, type Linked, ok, type Result, skip, warn } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 
@@ -97,17 +99,75 @@ export function schemaResult(version: number, current: number, migrate: string):
   );
 }
 
+const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
+
+/** What the jobs dir holds against the database: job dirs, and those the database does not know. */
+export interface JobDirs {
+  dirs: number;
+  unknown: string[];
+  /** Jobs the database records (0 for an empty or missing database). */
+  known: number;
+  /** Backups next to the database (planter.db.v*.bak), newest last. */
+  backups: string[];
+  /** The database file does not exist. */
+  missing?: boolean;
+}
+
+/**
+ * state.job-dirs: job dirs the database does not know. All of them while it records no job
+ * means the database was emptied or replaced (a 0-byte planter.db) and planterd started afresh.
+ */
+export function jobDirsResult(
+  found: JobDirs,
+  files: { db: string; jobs: string },
+  c: { stop: string; start: string; sudo: string },
+): Result {
+  if (!found.unknown.length) return ok(`${plural(found.dirs, "job dir")}, each recorded in ${files.db}`);
+  const some = found.unknown.slice(0, 3).join(", ") + (found.unknown.length > 3 ? ", …" : "");
+  const aside = `${c.sudo}mkdir -p ${shellLine([`${files.jobs}.unknown`])} && ${c.sudo}mv ${found.unknown
+    .slice(0, 20)
+    .map((id) => shellLine([join(files.jobs, id)]))
+    .join(" ")} ${shellLine([`${files.jobs}.unknown`])}/`;
+  if (found.known === 0) {
+    const backup = found.backups[found.backups.length - 1];
+    return fail(
+      `${files.db} ${found.missing ? "is missing" : "records no job"}, but ${files.jobs} holds ${plural(found.unknown.length, "job dir")} (${some}): the database was emptied or replaced and planterd started with empty state`,
+      backup
+        ? `the jobs' logs are still there; restore the newest backup (${backup}) with planterd stopped — jobs and cells recorded after it are lost`
+        : "the jobs' logs are still there, their records are not (no backup next to the database); move the dirs aside to keep the logs",
+      backup
+        ? `${c.stop}; ${c.sudo}cp ${shellLine([backup])} ${shellLine([files.db])} && ${c.sudo}rm -f ${shellLine([`${files.db}-wal`, `${files.db}-shm`])} && ${c.start}`
+        : aside,
+    );
+  }
+  return warn(
+    `${plural(found.unknown.length, "job dir")} in ${files.jobs} that ${files.db} does not know (${some})`,
+    "left by a job removed while planterd stopped, or by an older database; their logs are not served by planterd",
+    aside,
+  );
+}
+
 const MiB = 1024 ** 2;
 const GiB = 1024 ** 3;
 
 const size = (n: number) => (n >= GiB ? `${(n / GiB).toFixed(1)} GiB` : `${Math.round(n / MiB)} MiB`);
 
-/** state.disk-space: fail under 100 MiB free, warn under 1 GiB or 5 %. */
-export function diskResult(avail: number, total: number, dir: string, jobsDir: string): Result {
+/**
+ * state.disk-space: fail under the log reserve (`reserve` bytes: planterd stops jobs that print)
+ * or under 100 MiB free, warn under 1 GiB or 5 %.
+ */
+export function diskResult(avail: number, total: number, dir: string, jobsDir: string, reserve = 0): Result {
   const pct = total > 0 ? (avail / total) * 100 : 100;
   const what = `${size(avail)} free of ${size(total)} (${pct.toFixed(pct < 10 ? 1 : 0)} %) on ${dir}`;
   const fix = `du -sh ${shellLine([jobsDir])}/* 2>/dev/null | sort -h | tail -20`;
   const hint = "jobs' logs take the space: find the largest and remove finished jobs with `planter job rm ID`";
+  if (avail < reserve) {
+    return fail(
+      `${what}: below planter's log reserve of ${formatBytes(reserve)} ([logs] min_free_bytes): jobs whose output grows are stopped (disk_full)`,
+      hint,
+      fix,
+    );
+  }
   if (avail < 100 * MiB) return fail(`${what}: planterd cannot write state or logs much longer`, hint, fix);
   if (avail < GiB || pct < 5) return warn(`${what}: running low`, hint, fix);
   return ok(what);
@@ -131,8 +191,6 @@ export interface LegacySummary {
   malformed: number;
   toImport: { cells: number; jobs: number };
 }
-
-const plural = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;
 
 /** state.legacy-json: warn while `migrate state` would import something, or would skip malformed files. */
 export function legacyResult(
@@ -182,9 +240,46 @@ const schema: Check<DoctorContext> = {
   },
 };
 
+const jobDirs: Check<DoctorContext> = {
+  id: "state.job-dirs",
+  description: "every job dir in the state dir is recorded in the database (an emptied database is found here)",
+  async run(ctx) {
+    const files = stateFiles(ctx.paths.stateDir);
+    let names: string[];
+    try {
+      names = readdirSync(files.jobs, { withFileTypes: true })
+        .filter((d) => d.isDirectory())
+        .map((d) => d.name)
+        .sort();
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "ENOENT") return skip(`no jobs dir yet at ${files.jobs}`);
+      return skip(`cannot read ${files.jobs} as this user (${code})`, "run doctor with sudo to check it");
+    }
+    const p = await dbProbe(ctx);
+    if (p.kind === "unreadable" || p.kind === "broken")
+      return skip("the database cannot be read (see state.integrity)");
+    const known = p.kind === "ok" ? p.existing.jobIds : new Set<string>();
+    const base = files.db.slice(files.db.lastIndexOf("/") + 1);
+    let backups: string[] = [];
+    try {
+      backups = readdirSync(dirname(files.db))
+        .filter((n) => n.startsWith(`${base}.v`) && n.endsWith(".bak"))
+        .map((n) => join(dirname(files.db), n))
+        .sort((a, b) => statSync(a).mtimeMs - statSync(b).mtimeMs);
+    } catch {
+      backups = [];
+    }
+    const unknown = names.filter((n) => !known.has(n));
+    const found = { dirs: names.length, unknown, known: known.size, backups, missing: p.kind === "missing" };
+    return jobDirsResult(found, files, ctx.commands);
+  },
+};
+
 const disk: Check<DoctorContext> = {
   id: "state.disk-space",
-  description: "free space where the state dir is: warn under 1 GiB or 5 %, fail under 100 MiB",
+  description:
+    "free space where the state dir is: warn under 1 GiB or 5 %, fail under 100 MiB or the log reserve ([logs] min_free_bytes)",
   async run(ctx) {
     const dir = existing(ctx.paths.stateDir);
     let s: ReturnType<typeof statfsSync>;
@@ -193,7 +288,9 @@ const disk: Check<DoctorContext> = {
     } catch (e) {
       return skip(`cannot measure free space on ${dir}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
-    return diskResult(s.bavail * s.bsize, s.blocks * s.bsize, dir, stateFiles(ctx.paths.stateDir).jobs);
+    const total = s.blocks * s.bsize;
+    const reserve = reserveBytes(ctx.config.ok ? ctx.config.config.logs.min_free_bytes : undefined, total);
+    return diskResult(s.bavail * s.bsize, total, dir, stateFiles(ctx.paths.stateDir).jobs, reserve);
   },
 };
 
@@ -226,4 +323,4 @@ const legacy: Check<DoctorContext> = {
   },
 };
 
-export const stateChecks = [integrity, schema, disk, legacy];
+export const stateChecks = [integrity, schema, jobDirs, disk, legacy];
