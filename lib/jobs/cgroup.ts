@@ -445,6 +445,8 @@ export function killGroup(stored: string): boolean {
   const any = s.dirs.freezer ?? s.dirs.pids ?? s.dirs.memory;
   if (!any || !existsSync(any)) return false;
   const fr = s.dirs.freezer;
+  // Most jobs end with an empty group: nothing to freeze.
+  if (!members(s.dirs.pids ?? any).length && (!fr || !members(fr).length)) return true;
   if (fr) {
     try {
       writeFileSync(join(fr, "freezer.state"), "FROZEN\n");
