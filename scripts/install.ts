@@ -9,14 +9,14 @@ import { printJson } from "../lib/cli/output.ts";
 import { install } from "../lib/host/install.ts";
 import type { LimaArch } from "../lib/host/lima.ts";
 import { installLima } from "../lib/host/lima-install.ts";
-import type { InstallMode } from "../lib/paths.ts";
+import { type InstallMode, installMode } from "../lib/paths.ts";
 
-/** --user / --system, defaulting to system for root and user otherwise. */
-export function modeOf(args: { user?: boolean; system?: boolean }): InstallMode {
+/** --user / --system, else PLANTER_MODE (as every planter command reads it), else system for root on Linux and user otherwise. */
+export function modeOf(args: { user?: boolean; system?: boolean }, env = process.env): InstallMode {
   if (args.user && args.system) throw usage("--user and --system cannot be combined");
   if (args.user) return "user";
   if (args.system) return "system";
-  return process.getuid?.() === 0 ? "system" : "user";
+  return installMode(env);
 }
 
 export const modeArgs = {
