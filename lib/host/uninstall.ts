@@ -166,8 +166,20 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
   }
   progress(`removed ${out.removed.length} file(s)${out.restored.length ? `, put back ${out.restored.length}` : ""}`);
 
-  // 3. memberships and the group, only as install changed them.
-  if (state.group) {
+  // 3. memberships and the group, only as install changed them — never on this host for a staging
+  // root (an older planter did create the group on the running host even with --root: say so).
+  if (state.group && staged) {
+    const g = state.group;
+    if (g.created_by_installer || g.members_added.length)
+      warn(
+        `the record says install changed group ${g.name} on this host (an earlier planter did so even with --root); ` +
+          `with --root nothing here is changed: undo it by hand if it is unwanted: ` +
+          [
+            ...g.members_added.map((u) => `gpasswd -d ${u} ${g.name}`),
+            ...(g.created_by_installer ? [`groupdel ${g.name}`] : []),
+          ].join(" && "),
+      );
+  } else if (state.group) {
     for (const user of state.group.members_added) {
       if (!opts.dryRun)
         await removeMember(user, state.group.name).catch((e) =>

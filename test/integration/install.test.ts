@@ -374,6 +374,23 @@ describe("system install into a staging root", () => {
     expect(readFileSync(join(root, "usr", "local", "bin", "planterd"), "utf8")).toBe("#!/bin/sh\necho older\n");
   });
 
+  test("uninstall --root of an older record (group created on this host) changes no account here, and says what to undo", async () => {
+    const h = host("staging-old", shims);
+    const root = join(h.base, "root");
+    const env = { ...h.env, PLANTER_MODE: "system" };
+    expect((await planter(env, "install", "--system", "--root", root, "--binary", binary)).code).toBe(0);
+    const file = join(root, "var", "lib", "planter", "install-state.json");
+    const state = JSON.parse(readFileSync(file, "utf8"));
+    state.group = { name: "planter", existed_before: false, created_by_installer: true, members_added: ["alice"] };
+    writeFileSync(file, JSON.stringify(state));
+    const u = await planter(env, "uninstall", "--system", "--root", root);
+    expect(u.code).toBe(0);
+    expect(u.stderr).toContain(
+      "with --root nothing here is changed: undo it by hand if it is unwanted: gpasswd -d alice planter && groupdel planter",
+    );
+    expect(h.calls()).toEqual([]);
+  }, 60_000);
+
   test("--systemd no writes no units; --dry-run --json says the package must create the group and the job user", async () => {
     const h = host("staging-dry", shims);
     const root = join(h.base, "root");
