@@ -193,7 +193,7 @@ describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bu
     expect(pidOf(g, "planterd.socket")).toBe(pid);
 
     // doctor agrees (the current binary is the one in the VM).
-    const doctor = JSON.parse((await run(h.env, [current, "doctor", "lima", "--json"])).stdout) as {
+    const doctor = JSON.parse((await run(h.env, [current, "doctor", "lima", "--json", "--timeout", "30s"])).stdout) as {
       checks: { id: string; status: string }[];
     };
     expect(doctor.checks.filter((c) => c.status !== "ok")).toEqual([]);

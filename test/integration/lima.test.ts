@@ -218,7 +218,8 @@ describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under 
     expect((await planter(h.env, "install", "--user", "--lima", "--lima-binary", binA)).code).toBe(0);
     type Report = { checks: { id: string; status: string; message: string; fix: string | null }[] };
     // binA is the binary the VM runs: its doctor expects the same version and commit.
-    const doctor = async () => JSON.parse((await run(h.env, [binA, "doctor", "lima", "--json"])).stdout) as Report;
+    const doctor = async () =>
+      JSON.parse((await run(h.env, [binA, "doctor", "lima", "--json", "--timeout", "30s"])).stdout) as Report;
     const statuses = (r: Report) => Object.fromEntries(r.checks.map((c) => [c.id, c.status]));
     const all = (s: string) =>
       Object.fromEntries(
