@@ -35,7 +35,8 @@ export const modeArgs = {
   },
   root: {
     type: "string",
-    description: "staging root: write every path below DIR and start nothing (tests, packagers)",
+    description:
+      "staging root (a package's DESTDIR): write every path below DIR and change nothing on this host (no accounts, no systemctl, nothing started)",
     valueHint: "DIR",
   },
   "dry-run": { type: "boolean", description: "print the plan and change nothing" },
@@ -141,7 +142,7 @@ const cmd = defineCommand({
       type: "enum",
       options: ["auto", "yes", "no"],
       description:
-        "systemd units: auto (when systemd runs), yes (write and enable them anyway, e.g. building an image), no (start planterd directly)",
+        "systemd units: auto (when a service manager answers; always with --root), yes (also where none answers: enabled offline, e.g. building an image), no (start planterd directly; with --root, no units)",
     },
     ...limaArgs,
     ...jsonArg,
