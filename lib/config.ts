@@ -90,8 +90,19 @@ export const ConfigSchema = v.strictObject({
     v.strictObject({
       /** Uids allowed besides the defaults (user mode: the daemon's own uid and root; system mode: root). */
       allowed_uids: v.optional(v.array(int(0, 2 ** 32 - 1)), []),
-      /** Groups (names or gids) whose members are allowed (system mode adds `planter`). */
-      allowed_groups: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
+      /** Groups (names, or gids as numbers or digit strings) whose members are allowed (system mode adds `planter`). */
+      allowed_groups: v.optional(
+        v.array(v.union([v.pipe(v.string(), v.minLength(1)), v.pipe(int(0, 2 ** 32 - 1), v.transform(String))])),
+        [],
+      ),
+      /**
+       * System mode's group: the socket is root:GROUP 0660 in a 0750 dir, and its members are
+       * allowed. "" means none (root only). PLANTER_GROUP overrides it (see systemGroup).
+       */
+      group: v.optional(
+        v.pipe(v.string(), v.regex(/^([A-Za-z_][A-Za-z0-9_.-]{0,31})?$/, 'a group name, or "" for none')),
+        "planter",
+      ),
       /** false: serve refused peers anyway, with a warning event (local development only). */
       strict: v.optional(v.boolean(), true),
     }),

@@ -9,14 +9,14 @@ import { printJson } from "../lib/cli/output.ts";
 import { install } from "../lib/host/install.ts";
 import type { LimaArch } from "../lib/host/lima.ts";
 import { installLima } from "../lib/host/lima-install.ts";
-import type { InstallMode } from "../lib/paths.ts";
+import { type InstallMode, installMode } from "../lib/paths.ts";
 
-/** --user / --system, defaulting to system for root and user otherwise. */
-export function modeOf(args: { user?: boolean; system?: boolean }): InstallMode {
+/** --user / --system, else PLANTER_MODE (as every planter command reads it), else system for root on Linux and user otherwise. */
+export function modeOf(args: { user?: boolean; system?: boolean }, env = process.env): InstallMode {
   if (args.user && args.system) throw usage("--user and --system cannot be combined");
   if (args.user) return "user";
   if (args.system) return "system";
-  return process.getuid?.() === 0 ? "system" : "user";
+  return installMode(env);
 }
 
 export const modeArgs = {
@@ -35,7 +35,8 @@ export const modeArgs = {
   },
   root: {
     type: "string",
-    description: "staging root: write every path below DIR and start nothing (tests, packagers)",
+    description:
+      "staging root (a package's DESTDIR): write every path below DIR and change nothing on this host (no accounts, no systemctl, nothing started)",
     valueHint: "DIR",
   },
   "dry-run": { type: "boolean", description: "print the plan and change nothing" },
@@ -141,7 +142,7 @@ const cmd = defineCommand({
       type: "enum",
       options: ["auto", "yes", "no"],
       description:
-        "systemd units: auto (when systemd runs), yes (write and enable them anyway, e.g. building an image), no (start planterd directly)",
+        "systemd units: auto (when a service manager answers; always with --root), yes (also where none answers: enabled offline, e.g. building an image), no (start planterd directly; with --root, no units)",
     },
     ...limaArgs,
     ...jsonArg,

@@ -54,6 +54,7 @@ const cmd = defineCommand({
       console.log(
         `planter ${r.dry_run ? "would be " : ""}uninstalled${r.kept.length ? ` (kept ${r.kept.length} changed file(s))` : ""}`,
       );
+    else if (r.purged) console.log(`planter was not installed; purged its state dir ${r.purged}`);
     return 0;
   },
 });

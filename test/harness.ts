@@ -1,5 +1,5 @@
 /** Test harness: a real planterd on a real socket in a temp PLANTER_HOME; waits on conditions, never on time. */
-import { chmodSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
@@ -7,7 +7,11 @@ import { Client } from "../lib/api/client.ts";
 export const ROOT = join(import.meta.dir, "..");
 export const PLANTER = join(ROOT, "scripts", "planter.ts");
 
-/** Fixed environment for every spawned planter process. */
+/**
+ * Fixed environment for every spawned planter process. PLANTER_GROUP is empty: a system-mode
+ * (root) test daemon has no group and a root-only socket, whether or not this host has a group
+ * `planter` (a test that wants a group names one).
+ */
 export function baseEnv(home: string, extra: Record<string, string> = {}): Record<string, string> {
   return {
     PATH: process.env.PATH ?? "/usr/bin:/bin",
@@ -15,6 +19,7 @@ export function baseEnv(home: string, extra: Record<string, string> = {}): Recor
     NO_COLOR: "1",
     TZ: "UTC",
     PLANTER_HOME: home,
+    PLANTER_GROUP: "",
     ...extra,
   };
 }
@@ -39,11 +44,48 @@ export function tempHome(prefix = "pt"): string {
   return home;
 }
 
-/** Every daemon a test started: killed when the test process exits, even after a failed test. */
+/** Every daemon a test started: killed when the test process exits or is interrupted, even after a failed test. */
 const started = new Set<Subprocess>();
-process.on("exit", () => {
+const killStarted = () => {
   for (const p of started) if (p.exitCode === null) p.kill("SIGKILL");
-});
+};
+process.on("exit", killStarted);
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const)
+  process.once(sig, () => {
+    killStarted();
+    process.exit(128 + (sig === "SIGINT" ? 2 : sig === "SIGTERM" ? 15 : 1));
+  });
+
+const bundles = new Map<string, string>();
+let bundleDir: string | null = null;
+/**
+ * `script` bundled into one file in a world-readable temp dir, for a process that runs as another
+ * uid: that uid may not reach this checkout (a clone inside a 0700 `mktemp -d` dir). Built once per
+ * script and test process (with this checkout's commit, as the source would report it), removed at exit.
+ */
+export function bundled(script: string): string {
+  const known = bundles.get(script);
+  if (known) return known;
+  if (!bundleDir) {
+    const dir = mkdtempSync("/tmp/pt-bundle-");
+    chmodSync(dir, 0o755);
+    bundleDir = dir;
+    process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  }
+  const out = join(bundleDir, `${bundles.size}-${script.split("/").pop()?.replace(/\.ts$/, "")}.js`);
+  const git = Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"], { cwd: ROOT, stderr: "ignore" });
+  const commit = git.exitCode === 0 ? git.stdout.toString().trim() : "unknown";
+  const define = ["--define", `PLANTER_COMMIT=${JSON.stringify(commit)}`];
+  const r = Bun.spawnSync([process.execPath, "build", "--target=bun", ...define, script, "--outfile", out], {
+    cwd: ROOT,
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  if (r.exitCode !== 0 || !existsSync(out)) throw new Error(`cannot bundle ${script}: ${r.stderr.toString()}`);
+  chmodSync(out, 0o644);
+  bundles.set(script, out);
+  return out;
+}
 
 export interface DaemonHandle {
   home: string;

@@ -101,6 +101,20 @@ export function query(q: Record<string, string | number | undefined>): string {
   return s ? `?${s}` : "";
 }
 
+/**
+ * How to start the local planterd, for the "unreachable" hint: through the mode's systemd socket
+ * unit where a service manager runs, else directly (as root for a system install).
+ */
+export function startHint(o: { mode: "user" | "system"; uid: number; systemd: boolean }): string {
+  const sudo = o.mode === "system" && o.uid !== 0 ? "sudo " : "";
+  const elsewhere = "; set PLANTER_SOCKET or --socket if it listens elsewhere";
+  if (o.systemd) {
+    const ctl = o.mode === "user" ? "systemctl --user" : `${sudo}systemctl`;
+    return `start it with \`${ctl} start planterd.socket\` once installed, or run \`${sudo}planter daemon\`${elsewhere}`;
+  }
+  return `no systemd runs here: start it in the background with \`${sudo}planter daemon &\` (\`${sudo}planter doctor\` prints the command that keeps its log)${elsewhere}`;
+}
+
 function unreachable(socketPath: string, e: unknown, hint?: string): PlanterError {
   const code = (e as NodeJS.ErrnoException)?.code ?? (e as Error)?.message ?? "error";
   return new PlanterError("E_DAEMON_UNREACHABLE", `cannot reach planterd at ${socketPath} (${code})`, {

@@ -7,7 +7,7 @@
 import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import * as v from "valibot";
-import { Client } from "../api/client.ts";
+import { Client, startHint } from "../api/client.ts";
 import { summarizeIssues } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import { ClientSection, Target } from "../config.ts";
@@ -20,6 +20,7 @@ import {
   limactlWithin,
   parseList,
 } from "../host/lima.ts";
+import { systemdRunning } from "../host/systemd.ts";
 import { resolvePaths } from "../paths.ts";
 
 type Env = Record<string, string | undefined>;
@@ -114,7 +115,11 @@ export function limaHint(): string {
 export function targetClient(args: TargetArgs, env: Env = process.env): Client {
   const t = targetOf(args, env);
   if (args.socket) return new Client(args.socket, t.target === "lima" ? limaHint() : undefined);
-  if (t.target === "local") return new Client(resolvePaths(env).socketPath);
+  if (t.target === "local") {
+    const paths = resolvePaths(env);
+    const hint = startHint({ mode: paths.mode, uid: process.getuid?.() ?? 1000, systemd: systemdRunning() });
+    return new Client(paths.socketPath, hint);
+  }
   const socket = hostSocketPath(env);
   if (!existsSync(socket))
     throw new PlanterError(

@@ -18,19 +18,30 @@ export function groupGid(name: string, groupFile = "/etc/group"): number | null 
 }
 
 /**
+ * System mode's group (socket group and allowed group): PLANTER_GROUP when set (also to "", none),
+ * else `[authz] group` (default `planter`). Tests set it so that what the host has installed (a
+ * group planter or not) never decides their daemons' layout.
+ */
+export function systemGroup(cfg: { group?: string }, env: Record<string, string | undefined> = process.env): string {
+  return env.PLANTER_GROUP ?? cfg.group ?? "planter";
+}
+
+/**
  * The policy: configured uids and groups, plus the defaults — user mode allows the daemon's
- * own uid and root; system mode allows root and members of group `planter`.
+ * own uid and root; system mode allows root and members of the system group (`planter`).
  */
 export function resolvePolicy(
-  cfg: { allowed_uids: number[]; allowed_groups: string[]; strict: boolean },
+  cfg: { allowed_uids: number[]; allowed_groups: string[]; strict: boolean; group?: string },
   mode: InstallMode,
   selfUid: number,
   lookup: (name: string) => number | null = groupGid,
+  env: Record<string, string | undefined> = process.env,
 ): AuthzPolicy {
   const uids = new Set<number>([0, ...cfg.allowed_uids]);
   const groups = new Set<string>(cfg.allowed_groups);
+  const group = systemGroup(cfg, env);
   if (mode === "user") uids.add(selfUid);
-  else groups.add("planter");
+  else if (group) groups.add(group);
   const gids: number[] = [];
   const names: string[] = [];
   for (const g of groups) {

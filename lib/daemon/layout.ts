@@ -25,9 +25,14 @@ export interface Problem {
 const oct = (m: number) => `0${(m & 0o7777).toString(8)}`;
 
 /** User mode: ours, 0700/0600. System mode: root:planter 0750/0660 (root-only 0700/0600 without the group). */
-export function expectedLayout(mode: InstallMode, selfUid: number, planterGid: number | null): Layout {
+export function expectedLayout(
+  mode: InstallMode,
+  selfUid: number,
+  planterGid: number | null,
+  groupName = "planter",
+): Layout {
   if (mode === "system" && planterGid !== null)
-    return { uid: 0, gid: planterGid, groupName: "planter", dirMode: 0o750, socketMode: 0o660 };
+    return { uid: 0, gid: planterGid, groupName, dirMode: 0o750, socketMode: 0o660 };
   return { uid: mode === "system" ? 0 : selfUid, gid: null, groupName: null, dirMode: 0o700, socketMode: 0o600 };
 }
 

@@ -11,7 +11,7 @@ import { openState, streamId } from "../state/db.ts";
 import { lockStateDir } from "../state/lock.ts";
 import { storageError } from "../state/storage.ts";
 import { BUILD } from "../version.ts";
-import { groupGid, resolvePolicy } from "./authz.ts";
+import { groupGid, resolvePolicy, systemGroup } from "./authz.ts";
 import { Context } from "./context.ts";
 import { ensureCell } from "./handlers/cells.ts";
 import { checkDir, checkParents, checkSocket, expectedLayout, fixSocket, makeDir, refuseOn } from "./layout.ts";
@@ -103,9 +103,14 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
   }
   // The socket is the security boundary: check its layout before touching any state.
   const selfUid = process.getuid?.() ?? 0;
-  const layout = expectedLayout(paths.mode, selfUid, paths.mode === "system" ? groupGid("planter") : null);
+  const group = systemGroup(config.authz);
+  const layout = expectedLayout(paths.mode, selfUid, paths.mode === "system" && group ? groupGid(group) : null, group);
   if (paths.mode === "system" && layout.gid === null) {
-    log("group planter does not exist: only root can use this planterd (install creates the group)");
+    log(
+      group
+        ? `group ${group} does not exist: only root can use this planterd (install creates the group)`
+        : "no system group ([authz] group or PLANTER_GROUP is empty): only root can use this planterd",
+    );
   }
   if (fd === null) {
     const dir = socketDir(paths.socketPath);

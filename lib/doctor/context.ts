@@ -144,6 +144,8 @@ const PATH_VARS = [
   "PLANTER_SOCKET",
   "PLANTER_CONFIG",
   "PLANTER_STATE_DIR",
+  // Not a path, but it decides the socket's layout; kept when set empty (no group).
+  "PLANTER_GROUP",
 ];
 
 /** True when running as a `bun build --compile` binary rather than from source. */
@@ -155,7 +157,7 @@ export const compiledBinary = () => Bun.main.startsWith("/$bunfs/") || Bun.main.
  * when variables moved the paths, so a fix copied into another shell acts on the same paths.
  */
 export function planterCommand(env: Env = process.env): string {
-  const vars = PATH_VARS.filter((k) => env[k]).map((k) => `${k}=${env[k]}`);
+  const vars = PATH_VARS.filter((k) => env[k] || (k === "PLANTER_GROUP" && env[k] === "")).map((k) => `${k}=${env[k]}`);
   const prefix = vars.length ? `${shellLine(["env", ...vars])} ` : "";
   if (!compiledBinary()) {
     const bun = Bun.which("bun", { PATH: env.PATH ?? "" });

@@ -45,12 +45,18 @@ export const InstallState = v.object({
   files: v.array(FileRecord),
   dirs_created: v.array(v.string()),
   units: v.array(v.object({ name: v.string(), scope: v.picklist(["user", "system"]), enabled: v.boolean() })),
+  /**
+   * Group `planter` (system mode). A staged install (--root) creates nothing on this host:
+   * create_at_package_install says the package must create it (existed_before null: not looked up).
+   */
   group: v.nullable(
     v.object({
       name: v.string(),
-      existed_before: v.boolean(),
+      existed_before: v.nullable(v.boolean()),
       created_by_installer: v.boolean(),
       members_added: v.array(v.string()),
+      /** Absent in older files (false). */
+      create_at_package_install: v.optional(v.boolean(), false),
     }),
   ),
   /**

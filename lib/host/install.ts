@@ -16,11 +16,12 @@ import {
   writeFileSync,
 } from "node:fs";
 import { arch, homedir } from "node:os";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
-import { type InstallMode, resolvePaths, socketDir } from "../paths.ts";
+import { type InstallMode, resolvePaths, socketDir, stateFiles } from "../paths.ts";
+import { lockHolder } from "../state/lock.ts";
 import { BUILD } from "../version.ts";
 import { describe, run } from "./exec.ts";
 import {
@@ -43,19 +44,36 @@ import {
 } from "./install-state.ts";
 import { renderPlist } from "./launchd.ts";
 import { agentPlistPath, LABEL, loadAgent, macPlatform, plannedAgent, refuseOnMac } from "./macos.ts";
-import { renderServiceUnit, renderSocketUnit, renderTmpfiles, systemctl, type UnitParams } from "./systemd.ts";
+import {
+  managerRunning,
+  renderServiceUnit,
+  renderSocketUnit,
+  renderTmpfiles,
+  systemctl,
+  type UnitParams,
+  unitSetup,
+  wantsLink,
+} from "./systemd.ts";
 
 export interface InstallOptions {
   mode: InstallMode;
   /** Bin dir parent (bin dir = prefix/bin). */
   prefix?: string;
-  /** Staging root: every path is written below it; nothing is started. */
+  /**
+   * Staging root: every path is written below it, and nothing on the running host changes — no
+   * account created, no program started, no systemctl: units are enabled offline, and the group and
+   * job user are recorded for the package to create when it is installed.
+   */
   root: string;
   /** The binary to install (default: this one, or dist/planter of a source checkout, built when missing). */
   binary?: string;
   dryRun: boolean;
   waitMs: number;
-  /** Use systemd units: "auto" (when systemd runs as init), "yes" (write and enable them anyway, e.g. in an image build), "no" (start planterd directly). */
+  /**
+   * Use systemd units: "auto" (when a service manager answers; always under a staging root), "yes"
+   * (write and enable them; offline when no manager runs, e.g. in an image build), "no" (start
+   * planterd directly; under a staging root, write no units).
+   */
   systemd?: "auto" | "yes" | "no";
   env?: Record<string, string | undefined>;
   /** Report progress (one line per step). */
@@ -203,7 +221,13 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
       hint: `uninstall it first, or run install --${previous.mode}`,
     });
   }
-  const systemd = !mac && (opts.systemd === "yes" || (opts.systemd !== "no" && existsSync(R("/run/systemd/system"))));
+  const staged = root !== "/";
+  const systemdOpt = opts.systemd ?? "auto";
+  // Only a live host is asked whether its service manager runs; a staging root is another host's.
+  const running = !mac && !staged && systemdOpt !== "no" && (await managerRunning(opts.mode));
+  const units = mac ? null : unitSetup({ systemd: systemdOpt, staged, running });
+  const systemd = units !== null;
+  const wants = wantsLink(t.unitDir);
   const steps: Step[] = [];
   const plan = (id: string, description: string) => steps.push({ id, description });
   const binary = opts.dryRun ? (opts.binary ?? "(this planter binary)") : await sourceBinary(opts.binary, progress);
@@ -212,12 +236,18 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   // A root peer's jobs run as this user when planterd is root (lib/sandbox/identity.ts).
   const jobUser = opts.mode === "system" && !mac ? DEFAULT_ROOT_PEER_USER : null;
   const useradd = jobUser ? `useradd ${jobUseraddArgs(jobUser, nologinShell()).join(" ")}` : "";
+  const groupaddLine = group ? `groupadd --system ${group}` : "";
 
   plan("binary", `${previous ? "replace" : "install"} ${t.binDir}/planter (from ${binary})`);
   for (const l of BIN_LINKS) plan(`link.${l}`, `link ${t.binDir}/${l} → planter`);
   if (!existsSync(R(t.configPath))) plan("config", `write a default config ${t.configPath}`);
-  if (group) {
-    plan("group", `create group ${group} unless it exists (groupadd --system ${group})`);
+  if (group && staged) {
+    plan(
+      "group",
+      `group ${group}: not created in a staging root; the package must create it when installed (${groupaddLine})`,
+    );
+  } else if (group) {
+    plan("group", `create group ${group} unless it exists (${groupaddLine})`);
     if (invoking && invoking !== "root")
       plan("membership", `add ${invoking} to group ${group} (usermod -aG ${group} ${invoking})`);
   }
@@ -234,14 +264,20 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   } else if (systemd) {
     if (group) plan("tmpfiles", `write ${t.tmpfiles} (socket dir ${socketDir(t.socketPath)} root:${group} 0750)`);
     plan("units", `write ${t.unitDir}/planterd.socket and planterd.service`);
-    plan(
-      "systemctl",
-      previous ? "reload systemd and restart planterd" : "reload systemd, enable and start planterd.socket",
-    );
+    if (units === "live")
+      plan(
+        "systemctl",
+        previous ? "reload systemd and restart planterd" : "reload systemd, enable and start planterd.socket",
+      );
+    else
+      plan(
+        "enable",
+        `enable planterd.socket offline: link ${wants.path} → ${wants.target} (${staged ? "staging root" : "no service manager answers"}; nothing is started)`,
+      );
   } else if (root === "/") {
     plan("daemon", `no running systemd: start planterd directly (log ${t.stateDir}/planterd.log)`);
   }
-  if (root === "/") plan("ready", `wait for planterd to answer on ${t.socketPath}`);
+  if (root === "/" && units !== "offline") plan("ready", `wait for planterd to answer on ${t.socketPath}`);
   const result: InstallResult = {
     upgrade: previous !== null,
     dry_run: opts.dryRun,
@@ -282,7 +318,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   };
   const mkdirs = (dir: string, mode = 0o755) => {
     const missing: string[] = [];
-    for (let d = dir; !existsSync(R(d)); d = dirname(d)) missing.unshift(d);
+    for (let d = dir; d !== "/" && !existsSync(R(d)); d = dirname(d)) missing.unshift(d);
     for (const d of missing) {
       mkdirSync(R(d), { mode });
       if (!state.dirs_created.includes(d)) state.dirs_created.push(d);
@@ -319,6 +355,8 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     save();
   };
 
+  // A staging root (a packager's DESTDIR) is made when missing.
+  if (staged) mkdirSync(root, { recursive: true, mode: 0o755 });
   mkdirs(t.stateDir, 0o700);
   save();
   progress(
@@ -364,10 +402,27 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
     progress(`wrote ${t.configPath}`);
   }
 
-  if (group) {
+  if (group && staged) {
+    // A staging root is packaged for another host: this host's accounts are not the target's.
+    state.group ??= {
+      name: group,
+      existed_before: null,
+      created_by_installer: false,
+      members_added: [],
+      create_at_package_install: true,
+    };
+    save();
+    progress(`staging root: group ${group} is not created here; the package must create it: ${groupaddLine}`);
+  } else if (group) {
     const existing = await getentGroup(group);
     if (!state.group)
-      state.group = { name: group, existed_before: existing !== null, created_by_installer: false, members_added: [] };
+      state.group = {
+        name: group,
+        existed_before: existing !== null,
+        created_by_installer: false,
+        members_added: [],
+        create_at_package_install: false,
+      };
     if (!existing) {
       await groupadd(group);
       state.group.created_by_installer = true;
@@ -459,7 +514,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
         () => writeFileSync(R(t.tmpfiles), text),
         () => sha256Text(text),
       );
-      if (root === "/") await must("systemd-tmpfiles", "--create", t.tmpfiles);
+      if (units === "live") await must("systemd-tmpfiles", "--create", t.tmpfiles);
     }
     mkdirs(t.unitDir);
     for (const [name, text] of [
@@ -475,18 +530,41 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
       );
     }
     progress(`wrote units in ${t.unitDir}`);
-    await mustCtl(opts.mode, "daemon-reload");
-    if (previous) await mustCtl(opts.mode, "try-restart", "planterd.service");
-    await mustCtl(opts.mode, "enable", "--now", "planterd.socket");
+    if (units === "live") {
+      await mustCtl(opts.mode, "daemon-reload");
+      if (previous) await mustCtl(opts.mode, "try-restart", "planterd.service");
+      await mustCtl(opts.mode, "enable", "--now", "planterd.socket");
+    } else {
+      // What `systemctl enable` does for WantedBy=sockets.target, without asking a manager that is not there.
+      mkdirs(dirname(wants.path));
+      recordFile(
+        wants.path,
+        "link",
+        () => {
+          if (isLink(R(wants.path))) unlinkSync(R(wants.path));
+          symlinkSync(wants.target, R(wants.path));
+        },
+        () => sha256Text(wants.target),
+        wants.target,
+      );
+    }
     state.units = [
       { name: "planterd.socket", scope: opts.mode, enabled: true },
       { name: "planterd.service", scope: opts.mode, enabled: false },
     ];
     state.daemon = { managed_by: "systemd", pid: null };
     save();
-    progress("planterd.socket enabled and started");
+    progress(
+      units === "live"
+        ? "planterd.socket enabled and started"
+        : staged
+          ? `planterd.socket enabled offline in the staging root (${wants.path})`
+          : `no service manager answers: planterd.socket enabled offline (${wants.path}); it starts with systemd, or run planterd now: ${bin} daemon`,
+    );
   } else if (root === "/") {
-    if (state.daemon.managed_by === "direct" && state.daemon.pid) await stopDirect(state.daemon.pid);
+    // An upgrade replaces whichever planterd serves this state dir, also one restarted by hand.
+    const { stopped } = await stopDaemons(t.stateDir, state.daemon.managed_by === "direct" ? state.daemon.pid : null);
+    if (stopped.length) progress(`stopped planterd (pid ${stopped.join(", ")})`);
     const pid = startDirect(bin, t, opts.mode);
     state.daemon = { managed_by: "direct", pid };
     save();
@@ -494,7 +572,7 @@ export async function install(opts: InstallOptions): Promise<InstallResult> {
   }
   result.daemon = state.daemon;
 
-  if (root === "/") {
+  if (root === "/" && units !== "offline") {
     progress(`waiting for planterd on ${t.socketPath}`);
     result.ready = await waitReady(t.socketPath, opts.waitMs);
     if (!result.ready) {
@@ -553,23 +631,57 @@ function startDirect(bin: string, t: ReturnType<typeof targetPaths>, mode: Insta
   return p.pid;
 }
 
-/** Stop a directly started planterd (SIGTERM; jobs keep running) and wait for it to go. */
-export async function stopDirect(pid: number, ms = 10_000): Promise<void> {
-  if (!isPlanterd(pid)) return;
-  process.kill(pid, "SIGTERM");
+/** Stop a planterd (SIGTERM; jobs keep running) and wait for it to go; false when `pid` was no running planterd. */
+export async function stopDirect(pid: number, ms = 10_000): Promise<boolean> {
+  if (!isPlanterd(pid)) return false;
+  try {
+    process.kill(pid, "SIGTERM");
+  } catch {
+    return false;
+  }
   const deadline = Date.now() + ms;
   while (isPlanterd(pid) && Date.now() < deadline) await Bun.sleep(20);
+  if (isPlanterd(pid))
+    throw new PlanterError("E_UNAVAILABLE", `planterd (pid ${pid}) did not stop within ${ms} ms of SIGTERM`, {
+      hint: `stop it by hand: kill -KILL ${pid} (its jobs keep running), then run this again`,
+    });
+  return true;
 }
 
-/** True when `pid` is a running planterd (its command line says `daemon`). */
+/** True when `pid` is a running planterd (its command line says `daemon`, or it runs as `planterd`). */
 export function isPlanterd(pid: number): boolean {
   try {
     const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return cmd.includes("daemon") && !/\) Z /.test(stat);
+    return (cmd.includes("daemon") || basename(cmd[0] ?? "") === "planterd") && !/\) Z /.test(stat);
   } catch {
     return false;
   }
+}
+
+/**
+ * The planterd serving a state dir, found by the lock it holds there (planterd.pid with its start
+ * time, so a reused pid never counts) rather than by what install recorded: a daemon restarted by
+ * hand has another pid. Null when none holds it.
+ */
+export function daemonOf(stateDir: string): number | null {
+  const pid = lockHolder(stateFiles(stateDir).pidFile);
+  return pid !== null && isPlanterd(pid) ? pid : null;
+}
+
+/**
+ * Stop the planterd of a state dir: the one holding its lock, and the recorded pid of a direct
+ * start if that still runs. Says what it found, so nothing is reported stopped that was not running.
+ */
+export async function stopDaemons(
+  stateDir: string,
+  recorded: number | null,
+): Promise<{ stopped: number[]; notRunning: number | null }> {
+  const stopped: number[] = [];
+  const locked = daemonOf(stateDir);
+  if (recorded !== null && recorded !== locked && (await stopDirect(recorded))) stopped.push(recorded);
+  if (locked !== null && (await stopDirect(locked))) stopped.push(locked);
+  return { stopped, notRunning: recorded !== null && !stopped.includes(recorded) ? recorded : null };
 }
 
 /** Wait until a real API call through the socket succeeds. */

@@ -27,6 +27,7 @@ import {
   type LimaArch,
   type LimaInstance,
   limactlWithin,
+  limaVmType,
   parseList,
   renderLimaTemplate,
   renderProvisionScript,
@@ -185,9 +186,16 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
   const plan = (id: string, description: string) => result.steps.push({ id, description });
   const previous = readInstallState(stateFile);
   let inst = await findInstance();
+  const hostArch = hostLimaArch();
+  // The VM's architecture: the existing VM's, else the one asked for, else the host's.
+  const arch: LimaArch = inst ? (inst.arch === "aarch64" ? "aarch64" : "x86_64") : (opts.arch ?? hostArch);
+  const vmType = limaVmType(process.platform, hostArch, arch);
   if (opts.dryRun) {
     if (!inst)
-      plan("create", `create VM ${LIMA_VM} (vz, Ubuntu 24.04, ${opts.cpus} cpus, ${opts.memory}, ${opts.disk})`);
+      plan(
+        "create",
+        `create VM ${LIMA_VM} (${vmType}, ${arch}, Ubuntu 24.04, ${opts.cpus} cpus, ${opts.memory}, ${opts.disk})`,
+      );
     if (inst?.status !== "Running") plan("start", `start VM ${LIMA_VM}`);
     plan(
       "copy",
@@ -199,6 +207,8 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
     return result;
   }
 
+  // The binary must be an ELF for the VM's architecture: checked before any VM is created or started.
+  const { binary, sha256: sha } = await vmBinary(opts.binary, arch, progress, "lima copy", { phase: "copy" });
   const now = new Date().toISOString();
   const state: InstallState =
     previous ??
@@ -217,7 +227,6 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
 
   // create
   if (!inst) {
-    const arch = opts.arch ?? hostLimaArch();
     const dir = join(t.stateDir, "lima");
     mkdirSync(dir, { recursive: true, mode: 0o700 });
     const template = join(dir, `${LIMA_VM}.yaml`);
@@ -228,9 +237,10 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
       disk: opts.disk,
       mounts: opts.mounts,
       arch,
+      vmType,
     });
     writeFileSync(template, text);
-    progress(`creating VM ${LIMA_VM} (${arch}) from ${template}`);
+    progress(`creating VM ${LIMA_VM} (${arch}, ${vmType}) from ${template}`);
     await must("create", ms("create"), "create", "--tty=false", "--name", LIMA_VM, template);
     state.vm = { name: LIMA_VM, created_by_installer: true, arch, host_socket: hostSocket, binary_sha256: null };
     save();
@@ -254,11 +264,9 @@ export async function installLima(opts: LimaInstallOptions): Promise<LimaInstall
     await must("start", ms("start"), "start", "--tty=false", LIMA_VM);
     result.changed.push("start");
   }
-  const arch = (inst.arch === "aarch64" ? "aarch64" : "x86_64") as LimaArch;
   vm.arch = arch;
 
-  // copy: the binary must be an ELF for the VM's architecture.
-  const { binary, sha256: sha } = await vmBinary(opts.binary, arch, progress, "lima copy", { phase: "copy" });
+  // copy (the binary was checked against the VM's architecture above).
   const shell = (phase: LimaPhase, ...cmd: string[]) =>
     must(phase, ms(phase), "shell", "--workdir", "/", LIMA_VM, ...cmd);
   const guest = (

@@ -6,6 +6,8 @@
 import { closeSync, lstatSync, openSync, readSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
+import { jobUseraddArgs } from "./groups.ts";
 import { DEFAULT_CONFIG } from "./install.ts";
 import { type Run, renderServiceUnit, renderSocketUnit, renderTmpfiles, type UnitParams } from "./systemd.ts";
 
@@ -77,6 +79,20 @@ export interface TemplateParams {
   /** Host directories mounted writable at the same path in the guest. */
   mounts: string[];
   arch: LimaArch;
+  /** Lima's VM driver (see limaVmType). */
+  vmType: LimaVmType;
+}
+
+/** Lima's VM drivers planter asks for. */
+export type LimaVmType = "vz" | "qemu";
+
+/**
+ * The VM driver for a host: `vz` (Apple's Virtualization.framework) exists only on macOS, and runs
+ * only the host's own architecture; everything else — a Linux host, or another architecture —
+ * needs `qemu`.
+ */
+export function limaVmType(platform: string, hostArch: LimaArch, vmArch: LimaArch): LimaVmType {
+  return platform === "darwin" && hostArch === vmArch ? "vz" : "qemu";
 }
 
 /** The Ubuntu LTS cloud image for an architecture. */
@@ -121,6 +137,8 @@ export function renderProvisionScript(p: { user: string; sentinel?: boolean }): 
     "set -eu",
     `user=${q(p.user)}`,
     "getent group planter >/dev/null || groupadd --system planter",
+    "# A root peer's jobs run as this user ([jobs] root_peer_user), never as root.",
+    `getent passwd ${DEFAULT_ROOT_PEER_USER} >/dev/null || useradd ${jobUseraddArgs(DEFAULT_ROOT_PEER_USER, "/usr/sbin/nologin").join(" ")}`,
     `# A staged binary is installed only when the guest user put it there (limactl copy runs as that user).`,
     `if [ -f ${GUEST_STAGED} ] && [ "$(stat -c %U ${GUEST_STAGED})" = "$user" ]; then`,
     `  install -m 0755 -o root -g root ${GUEST_STAGED} ${GUEST_BINARY}.tmp`,
@@ -166,7 +184,7 @@ export function renderLimaTemplate(p: TemplateParams): string {
   const lines = [
     "# planter's Lima VM: planterd (Linux) behind a socket forwarded to the host.",
     "# Written by `planter install --lima`; recreate the VM rather than editing it.",
-    "vmType: vz",
+    `vmType: ${p.vmType}`,
     `arch: ${p.arch}`,
     `cpus: ${p.cpus}`,
     `memory: ${q(p.memory)}`,

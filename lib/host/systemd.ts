@@ -111,3 +111,41 @@ export async function systemctl(scope: InstallMode, ...args: string[]): Promise<
 export function systemdRunning(root = "/"): boolean {
   return require("node:fs").existsSync(`${root === "/" ? "" : root}/run/systemd/system`);
 }
+
+/**
+ * Whether `systemctl [--user] is-system-running` says a service manager answers: any state but
+ * `offline` and `unknown` (systemctl prints those, or nothing but "Failed to connect to bus", where
+ * no manager runs — a container, a chroot, a root shell without a user manager).
+ */
+export function managerAnswers(r: Run): boolean {
+  const state = r.stdout.trim().split("\n")[0]?.trim() ?? "";
+  return ["running", "degraded", "starting", "initializing", "maintenance"].includes(state);
+}
+
+/** Ask the mode's service manager whether it runs (through the systemctl wrapper, so tests' shims answer). */
+export async function managerRunning(mode: InstallMode): Promise<boolean> {
+  return managerAnswers(await systemctl(mode, "is-system-running"));
+}
+
+/**
+ * How install sets up the units: "live" (systemctl enables and starts them now), "offline" (the
+ * unit files and the `sockets.target.wants` link written as `systemctl enable` would, with no call
+ * to the host's systemctl: a staging root, or `--systemd yes` where no manager runs, such as an
+ * image build), or null (no units: planterd is started directly, or, staged, not at all).
+ */
+export function unitSetup(o: {
+  systemd: "auto" | "yes" | "no";
+  staged: boolean;
+  running: boolean;
+}): "live" | "offline" | null {
+  if (o.systemd === "no") return null;
+  if (o.staged) return "offline";
+  if (o.running) return "live";
+  return o.systemd === "yes" ? "offline" : null;
+}
+
+/** The link `systemctl enable planterd.socket` makes for the socket unit's WantedBy=sockets.target. */
+export const wantsLink = (unitDir: string) => ({
+  path: `${unitDir}/sockets.target.wants/planterd.socket`,
+  target: `${unitDir}/planterd.socket`,
+});

@@ -17,11 +17,11 @@ import {
 import { join } from "node:path";
 import type { InstallMode } from "../paths.ts";
 import { groupdel, removeMember, userdel } from "./groups.ts";
-import { stopDirect, targetPaths } from "./install.ts";
+import { daemonOf, isPlanterd, stopDaemons, targetPaths } from "./install.ts";
 import { type InstallState, installStatePath, readInstallState, sha256File, sha256Text } from "./install-state.ts";
 import { uninstallLimaVm } from "./lima-install.ts";
 import { unloadAgent } from "./macos.ts";
-import { systemctl } from "./systemd.ts";
+import { managerRunning, systemctl } from "./systemd.ts";
 
 export interface UninstallOptions {
   mode: InstallMode;
@@ -83,10 +83,20 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
     purged: null,
   };
   if (!state) {
-    progress(`planter is not installed here (no ${R(stateFile)}): nothing to do`);
-    if (opts.purge && existsSync(R(t.stateDir)) && !opts.dryRun) {
+    // Nothing recorded to take back; --purge still deletes the state a former install left.
+    const purge = opts.purge && existsSync(R(t.stateDir));
+    progress(
+      `planter is not installed here (no ${R(stateFile)})${purge ? "" : ": nothing to do"}${purge ? `; ${opts.dryRun ? "would purge" : "purging"} its state dir ${R(t.stateDir)}` : ""}`,
+    );
+    if (purge && !opts.dryRun) {
+      // A planterd started by hand may still serve that state dir: it goes first.
+      if (opts.root === "/") {
+        const { stopped } = await stopDaemons(t.stateDir, null);
+        if (stopped.length) progress(`stopped planterd (pid ${stopped.join(", ")})`);
+      }
       rmSync(R(t.stateDir), { recursive: true, force: true });
       out.purged = t.stateDir;
+      progress(`purged ${t.stateDir}`);
     }
     return out;
   }
@@ -96,22 +106,39 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
   };
 
   // 1. stop what runs: units (their daemon leaves jobs running; purge kills nothing either).
+  // A staging root is another host's: nothing runs there, and this host's systemctl is not asked.
+  const staged = opts.root !== "/";
+  const managed = !staged && state.units.length > 0 && (await managerRunning(state.mode));
   if (state.daemon.managed_by === "systemd" && state.units.length) {
-    if (!opts.dryRun) {
+    if (managed && !opts.dryRun) {
       const names = state.units.map((u) => u.name);
       const r = await systemctl(state.mode, "disable", "--now", ...names);
       if (r.code !== 0)
         warn(`systemctl disable --now ${names.join(" ")} failed: ${r.stderr.trim() || `exit ${r.code}`}`);
     }
-    progress("stopped and disabled planterd.socket and planterd.service");
+    progress(
+      managed
+        ? "stopped and disabled planterd.socket and planterd.service"
+        : `no service manager ${staged ? "asked (staging root)" : "answers"}: removing the unit files and their links only`,
+    );
   } else if (state.daemon.managed_by === "launchd") {
     const uid = opts.uid ?? process.getuid?.() ?? 1000;
     const failed = opts.dryRun ? null : await unloadAgent(uid, 10_000, opts.env ?? {});
     if (failed) warn(failed);
     else progress(`booted out the launchd agent (gui/${uid})`);
-  } else if (state.daemon.managed_by === "direct" && state.daemon.pid) {
-    if (!opts.dryRun) await stopDirect(state.daemon.pid);
-    progress(`stopped planterd (pid ${state.daemon.pid})`);
+  }
+  // Whatever install recorded, the planterd to stop is the one holding the state dir's lock (a
+  // daemon restarted by hand has another pid than the recorded one).
+  if (!staged && state.daemon.managed_by !== "launchd") {
+    const recorded = state.daemon.managed_by === "direct" ? state.daemon.pid : null;
+    if (opts.dryRun) {
+      const running = [daemonOf(R(state.paths.state_dir)), recorded].filter((p) => p !== null && isPlanterd(p));
+      if (running.length) progress(`would stop planterd (pid ${[...new Set(running)].join(", ")})`);
+    } else {
+      const { stopped, notRunning } = await stopDaemons(R(state.paths.state_dir), recorded);
+      if (stopped.length) progress(`stopped planterd (pid ${stopped.join(", ")})`);
+      if (notRunning !== null) progress(`planterd (pid ${notRunning}, as recorded by install) was not running`);
+    }
   }
 
   // The socket dir is planterd's own runtime dir: gone with it when empty.
@@ -133,14 +160,26 @@ export async function uninstall(opts: UninstallOptions): Promise<UninstallResult
       out.restored.push(f.path);
     }
   }
-  if (!opts.dryRun && state.units.length) {
+  if (!opts.dryRun && managed) {
     const r = await systemctl(state.mode, "daemon-reload");
     if (r.code !== 0) warn(`systemctl daemon-reload failed: ${r.stderr.trim() || `exit ${r.code}`}`);
   }
   progress(`removed ${out.removed.length} file(s)${out.restored.length ? `, put back ${out.restored.length}` : ""}`);
 
-  // 3. memberships and the group, only as install changed them.
-  if (state.group) {
+  // 3. memberships and the group, only as install changed them — never on this host for a staging
+  // root (an older planter did create the group on the running host even with --root: say so).
+  if (state.group && staged) {
+    const g = state.group;
+    if (g.created_by_installer || g.members_added.length)
+      warn(
+        `the record says install changed group ${g.name} on this host (an earlier planter did so even with --root); ` +
+          `with --root nothing here is changed: undo it by hand if it is unwanted: ` +
+          [
+            ...g.members_added.map((u) => `gpasswd -d ${u} ${g.name}`),
+            ...(g.created_by_installer ? [`groupdel ${g.name}`] : []),
+          ].join(" && "),
+      );
+  } else if (state.group) {
     for (const user of state.group.members_added) {
       if (!opts.dryRun)
         await removeMember(user, state.group.name).catch((e) =>

@@ -10,7 +10,14 @@ const dir = mkdtempSync("/tmp/pt-bin-");
 const bin = join(dir, "planter");
 const home = tempHome();
 let daemon: Subprocess | null = null;
-const env = { PATH: `${dir}:/usr/bin:/bin`, HOME: process.env.HOME ?? "/root", NO_COLOR: "1", PLANTER_HOME: home };
+// PLANTER_GROUP="": a root planterd has no system group, whether or not this host has group planter.
+const env = {
+  PATH: `${dir}:/usr/bin:/bin`,
+  HOME: process.env.HOME ?? "/root",
+  NO_COLOR: "1",
+  PLANTER_HOME: home,
+  PLANTER_GROUP: "",
+};
 
 const runBin = async (argv: string[]) => {
   const p = Bun.spawn(argv, { env, stdout: "pipe", stderr: "pipe" });

@@ -2,11 +2,11 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, symlinkSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import type { EventRecord } from "../../lib/api/contract.ts";
-import { baseEnv, cleanup, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
+import { baseEnv, bundled, cleanup, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const homes: string[] = [];
 const daemons: DaemonHandle[] = [];
@@ -39,7 +39,8 @@ async function asNobody(d: DaemonHandle, args: string[], groups: string | null =
     "65534",
     ...(groups ? ["--groups", groups] : ["--clear-groups"]),
   ];
-  const p = Bun.spawn([...priv, process.execPath, PLANTER, ...args], {
+  // A bundle in a world-readable dir: uid 65534 may not reach this checkout.
+  const p = Bun.spawn([...priv, process.execPath, bundled(PLANTER), ...args], {
     env: { ...baseEnv(d.home), HOME: "/tmp", PLANTER_SOCKET: d.socket },
     stdout: "pipe",
     stderr: "pipe",
@@ -113,6 +114,13 @@ describe("peer credentials", () => {
     expect(created[0]?.data.peer_uid).toBe(65534);
     expect(created[0]?.data.peer_pid).toEqual(expect.any(Number));
     expect(await events(d, "authz.denied")).toHaveLength(0);
+  });
+
+  test("a gid in allowed_groups (a TOML number, as the README says) admits its members", async () => {
+    const d = await daemon("[authz]\nallowed_groups = [4242]\n");
+    exposeSocket(d);
+    expect((await asNobody(d, ["job", "ls"], "4242")).code).toBe(0);
+    expect((await asNobody(d, ["job", "ls"], "4243")).code).toBe(1);
   });
 
   test("allowed_uids admits a uid", async () => {
@@ -353,3 +361,35 @@ describe("slow and greedy clients", () => {
     );
   });
 });
+
+/** The name of a group this host has for gid 65534 (nogroup on Debian, nobody elsewhere), or null. */
+const nobodyGroup = readFileSync("/etc/group", "utf8").match(/^([^:]+):[^:]*:65534:/m)?.[1] ?? null;
+
+describe.skipIf(process.getuid?.() !== 0 || nobodyGroup === null)(
+  "the system group (planterd as root, system mode)",
+  () => {
+    test("the tests' daemons have none: a root-only socket, whatever groups this host has", async () => {
+      const d = await daemon();
+      expect([statSync(join(d.home, "run")).mode & 0o7777, statSync(d.socket).mode & 0o7777]).toEqual([0o700, 0o600]);
+      expect([statSync(join(d.home, "run")).gid, statSync(d.socket).gid]).toEqual([0, 0]);
+      expect(d.stderr()).toContain("no system group ([authz] group or PLANTER_GROUP is empty)");
+    });
+
+    test("a named group gets the socket root:GROUP 0660 in a 0750 dir, and its members are served", async () => {
+      const d = await startDaemon({ env: { PLANTER_GROUP: nobodyGroup as string } });
+      homes.push(d.home);
+      daemons.push(d);
+      const dir = statSync(join(d.home, "run"));
+      const sock = statSync(d.socket);
+      expect([dir.uid, dir.gid, dir.mode & 0o7777]).toEqual([0, 65534, 0o750]);
+      expect([sock.uid, sock.gid, sock.mode & 0o7777]).toEqual([0, 65534, 0o660]);
+      // Only the home is opened up: the group's own permissions let a member through the socket dir.
+      chmodSync(d.home, 0o755);
+      expect(await asNobody(d, ["run", "--", "echo", "member"], "65534")).toEqual({
+        code: 0,
+        stdout: "member\n",
+        stderr: "",
+      });
+    });
+  },
+);

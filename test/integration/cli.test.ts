@@ -1,4 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { startHint } from "../../lib/api/client.ts";
+import { systemdRunning } from "../../lib/host/systemd.ts";
+import { installMode } from "../../lib/paths.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 let d: DaemonHandle;
@@ -125,7 +128,10 @@ describe("usage and errors", () => {
     const r = await cli(h, ["job", "ls"]);
     expect(r.code).toBe(3);
     expect(r.stderr).toContain(`cannot reach planterd at ${h}/run/planterd.sock`);
-    expect(r.stderr).toContain("hint: start it with `planter daemon`");
+    // The hint fits this host (its mode, systemd or not: test/unit/systemd.test.ts has every case).
+    const hint = startHint({ mode: installMode({}), uid: process.getuid?.() ?? 1000, systemd: systemdRunning() });
+    expect(r.stderr).toContain(`hint: ${hint}\n`);
+    expect(hint).toContain("planter daemon");
     cleanup(h);
   });
 

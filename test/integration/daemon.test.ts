@@ -154,7 +154,7 @@ describe("planterd", () => {
  */
 async function activate(h: string, sock: string, mode: number) {
   // systemd-socket-activate passes only the variables named with -E.
-  const pass = ["PATH", "HOME", "PLANTER_HOME"].flatMap((k) => ["-E", k]);
+  const pass = ["PATH", "HOME", "PLANTER_HOME", "PLANTER_GROUP="].flatMap((k) => ["-E", k]);
   const p = Bun.spawn(["systemd-socket-activate", "-l", sock, ...pass, process.execPath, PLANTER, "daemon"], {
     env: baseEnv(h),
     stdout: "ignore",

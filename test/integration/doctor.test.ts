@@ -17,7 +17,17 @@ import { CHECKS } from "../../lib/doctor/checks/index.ts";
 import { nologinShell } from "../../lib/host/groups.ts";
 import { sha256File } from "../../lib/host/install-state.ts";
 import pkg from "../../package.json" with { type: "json" };
-import { baseEnv, cleanup, type DaemonHandle, pidAlive, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
+import {
+  baseEnv,
+  bundled,
+  cleanup,
+  type DaemonHandle,
+  pidAlive,
+  ROOT,
+  startDaemon,
+  tempHome,
+  waitFor,
+} from "../harness.ts";
 
 const DOCTOR = join(ROOT, "scripts", "doctor.ts");
 const FIXTURE = join(import.meta.dir, "doctor-fixture.ts");
@@ -364,7 +374,7 @@ describe("failures, each with the right check and hint", () => {
           "65534",
           "--clear-groups",
           process.execPath,
-          DOCTOR,
+          bundled(DOCTOR),
           "--json",
           "socket",
           "daemon.reachable",

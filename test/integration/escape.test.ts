@@ -30,7 +30,7 @@ import type { Subprocess } from "bun";
 import { Client } from "../../lib/api/client.ts";
 import type { Job } from "../../lib/api/contract.ts";
 import type { PlanterError } from "../../lib/api/errors.ts";
-import { baseEnv, cli, PLANTER, startDaemon, waitFor } from "../harness.ts";
+import { baseEnv, bundled, cli, PLANTER, startDaemon, waitFor } from "../harness.ts";
 
 setDefaultTimeout(60_000);
 
@@ -260,7 +260,16 @@ async function startPlanterd(mode: Mode): Promise<Planterd> {
   writeFileSync(join(planterHome, "config.toml"), CONFIG);
   let err = "";
   const proc = Bun.spawn(
-    ["setpriv", `--reuid=${JOB_UID}`, `--regid=${JOB_UID}`, "--clear-groups", process.execPath, PLANTER, "daemon"],
+    // A bundle in a world-readable dir: the job user may not reach this checkout.
+    [
+      "setpriv",
+      `--reuid=${JOB_UID}`,
+      `--regid=${JOB_UID}`,
+      "--clear-groups",
+      process.execPath,
+      bundled(PLANTER),
+      "daemon",
+    ],
     {
       env: baseEnv(planterHome, { HOME: home, ESCAPE_DAEMON_SECRET: DAEMON_SECRET }),
       cwd: "/",
@@ -337,7 +346,7 @@ async function asPeer(
   path: string,
   body?: unknown,
 ): Promise<{ status: number; body: Record<string, unknown> & { error?: { code: string; message: string } } }> {
-  const fixture = join(import.meta.dir, "escape-fixture.ts");
+  const fixture = bundled(join(import.meta.dir, "escape-fixture.ts"));
   const args = [fixture, p.socket, method, path, ...(body === undefined ? [] : [JSON.stringify(body)])];
   const proc = Bun.spawn(
     ["setpriv", `--reuid=${JOB_UID}`, `--regid=${JOB_UID}`, "--clear-groups", process.execPath, ...args],

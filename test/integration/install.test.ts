@@ -6,6 +6,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readlinkSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -14,7 +15,7 @@ import {
 import { join } from "node:path";
 import { nologinShell } from "../../lib/host/groups.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
-import { cleanup, waitFor } from "../harness.ts";
+import { cleanup, pidAlive, waitFor } from "../harness.ts";
 import {
   buildPlanter,
   callLog,
@@ -149,13 +150,109 @@ describe("user install without systemd (daemon started directly)", () => {
   });
 });
 
+describe("the daemon uninstall stops, the mode install picks", () => {
+  test("a planterd restarted by hand (another pid than recorded) is found by its state dir lock and stopped", async () => {
+    const h = host("restarted");
+    const i = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "no", "--json");
+    expect(i.code).toBe(0);
+    const recorded = JSON.parse(i.stdout).daemon.pid as number;
+    const bin = join(h.home, ".local", "bin", "planter");
+    // The daemon dies; the user starts another the way doctor says (backgrounded, by hand).
+    process.kill(recorded, "SIGKILL");
+    await waitFor(() => !pidAlive(recorded), "the installed planterd to die");
+    const byHand = Bun.spawn([bin, "daemon"], { env: h.env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    await waitFor(
+      async () => (await run(h.env, [bin, "run", "--", "echo", "again"])).stdout === "again\n",
+      "the planterd started by hand to run a job",
+      20_000,
+    );
+    const u = await planter(h.env, "uninstall", "--user");
+    expect(u.code).toBe(0);
+    expect(u.stderr).toContain(`stopped planterd (pid ${byHand.pid})`);
+    expect(u.stderr).toContain(`planterd (pid ${recorded}, as recorded by install) was not running`);
+    expect(u.stderr).not.toContain(`stopped planterd (pid ${recorded})`);
+    expect(await byHand.exited).toBe(0);
+  }, 60_000);
+
+  test("--purge after uninstall says that it purges the state dir, and does", async () => {
+    const h = host("purge-after");
+    expect((await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "no")).code).toBe(0);
+    expect((await planter(h.env, "uninstall", "--user")).code).toBe(0);
+    const state = join(h.home, ".local", "state", "planter");
+    expect(existsSync(state)).toBe(true);
+    const p = await planter(h.env, "uninstall", "--user", "--purge", "--yes");
+    expect(p.code).toBe(0);
+    expect(p.stderr).not.toContain("nothing to do");
+    expect(p.stderr).toContain(`purging its state dir ${state}`);
+    expect(p.stdout).toBe(`planter was not installed; purged its state dir ${state}\n`);
+    expect(existsSync(state)).toBe(false);
+    const again = await planter(h.env, "uninstall", "--user", "--purge", "--yes");
+    expect(again.stderr).toContain("nothing to do");
+  }, 60_000);
+
+  test("PLANTER_MODE picks the mode when no --user or --system is given; a bad value is a usage error", async () => {
+    const h = host("mode");
+    const mode = async (value: string) => {
+      const r = await planter({ ...h.env, PLANTER_MODE: value }, "install", "--binary", binary, "--dry-run", "--json");
+      return r.code === 0 ? JSON.parse(r.stdout).mode : { code: r.code, stderr: r.stderr };
+    };
+    expect(await mode("user")).toBe("user");
+    expect(await mode("system")).toBe("system");
+    expect(await mode("bogus")).toEqual({
+      code: 2,
+      stderr: expect.stringContaining('PLANTER_MODE must be \\"user\\" or \\"system\\", not \\"bogus\\"'),
+    });
+    // A flag wins over the variable.
+    const flag = await planter(
+      { ...h.env, PLANTER_MODE: "system" },
+      "install",
+      "--user",
+      "--binary",
+      binary,
+      "--dry-run",
+      "--json",
+    );
+    expect(JSON.parse(flag.stdout).mode).toBe("user");
+  });
+});
+
+describe("user units where no service manager answers (an image build)", () => {
+  test("--systemd yes writes the units and enables them offline, starts nothing, and calls only is-system-running", async () => {
+    const h = host("offline", { systemctl: "record" });
+    const before = tree(h.base, notState);
+    const r = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "yes", "--json");
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect([out.ready, out.daemon]).toEqual([null, { managed_by: "systemd", pid: null }]);
+    const unitDir = join(h.home, ".config", "systemd", "user");
+    expect(readlinkSync(join(unitDir, "sockets.target.wants", "planterd.socket"))).toBe(
+      join(unitDir, "planterd.socket"),
+    );
+    expect(existsSync(join(unitDir, "planterd.service"))).toBe(true);
+    expect(h.calls()).toEqual(["systemctl --user is-system-running"]);
+    expect(existsSync(join(h.runtime, "planter", "planterd.sock"))).toBe(false);
+    const text = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "yes");
+    expect(text.stderr).toContain("no service manager answers: planterd.socket enabled offline");
+
+    const u = await planter(h.env, "uninstall", "--user");
+    expect(u.code).toBe(0);
+    expect(u.stderr).toContain("no service manager answers: removing the unit files and their links only");
+    expect(h.calls().filter((c) => c !== "systemctl --user is-system-running")).toEqual([]);
+    expect(tree(h.base, notState)).toEqual(before);
+  }, 60_000);
+});
+
 describe("user install with systemd units (socket activation)", () => {
   test("the installed units socket-activate the installed binary; uninstall undoes it all", async () => {
     const h = host("units", { systemctl: "systemctl-activate" });
     const before = tree(h.base, notState);
     const r = await planter(h.env, "install", "--user", "--binary", binary, "--systemd", "yes");
     expect(r.code).toBe(0);
-    expect(h.calls()).toEqual(["systemctl --user daemon-reload", "systemctl --user enable --now planterd.socket"]);
+    expect(h.calls()).toEqual([
+      "systemctl --user is-system-running",
+      "systemctl --user daemon-reload",
+      "systemctl --user enable --now planterd.socket",
+    ]);
     const unitDir = join(h.home, ".config", "systemd", "user");
     const params = {
       mode: "user" as const,
@@ -179,7 +276,8 @@ describe("user install with systemd units (socket activation)", () => {
 
     const u = await planter(h.env, "uninstall", "--user");
     expect(u.code).toBe(0);
-    expect(h.calls().slice(2)).toEqual([
+    expect(h.calls().slice(3)).toEqual([
+      "systemctl --user is-system-running",
       "systemctl --user disable --now planterd.socket planterd.service",
       "systemctl --user daemon-reload",
     ]);
@@ -199,10 +297,9 @@ describe("system install into a staging root", () => {
     userdel: "record",
   };
 
-  test("units, tmpfiles, group and membership; exact calls; uninstall reverses exactly", async () => {
+  test("units enabled offline, tmpfiles; the group and job user left to the package; no host program called; uninstall reverses exactly", async () => {
     const h = host("staging", shims);
     const root = join(h.base, "root");
-    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
     // A planterd that was there before install: saved, and put back by uninstall.
     mkdirSync(join(root, "usr", "local", "bin"), { recursive: true });
     writeFileSync(join(root, "usr", "local", "bin", "planterd"), "#!/bin/sh\necho older\n");
@@ -211,18 +308,18 @@ describe("system install into a staging root", () => {
     const env = { ...h.env, PLANTER_MODE: "system", SUDO_USER: "alice", SHIM_EXIT_getent: "2" };
     const r = await planter(env, "install", "--system", "--root", root, "--binary", binary);
     expect(r.code).toBe(0);
-    // The job user is the target's, not this host's: no getent passwd, no useradd; the package creates it.
+    // The accounts are the target's, not this host's: no getent, groupadd, usermod, useradd; the package creates them.
     expect(r.stderr).toContain(
       `staging root: system user planter-job is not created here; the package must create it: ${USERADD}`,
     );
-    expect(h.calls()).toEqual([
-      "getent group planter",
-      "groupadd --system planter",
-      "getent group planter",
-      "usermod -aG planter alice",
-      "systemctl daemon-reload",
-      "systemctl enable --now planterd.socket",
-    ]);
+    expect(r.stderr).toContain(
+      "staging root: group planter is not created here; the package must create it: groupadd --system planter",
+    );
+    // Nor is this host's systemctl asked anything: the units are enabled as `systemctl enable` would.
+    expect(h.calls()).toEqual([]);
+    expect(readlinkSync(join(root, "etc", "systemd", "system", "sockets.target.wants", "planterd.socket"))).toBe(
+      "/etc/systemd/system/planterd.socket",
+    );
     expect(readFileSync(join(root, "etc", "systemd", "system", "planterd.socket"), "utf8")).toBe(
       [
         "[Unit]",
@@ -253,9 +350,10 @@ describe("system install into a staging root", () => {
     const state = JSON.parse(readFileSync(join(root, "var", "lib", "planter", "install-state.json"), "utf8"));
     expect(state.group).toEqual({
       name: "planter",
-      existed_before: false,
-      created_by_installer: true,
-      members_added: ["alice"],
+      existed_before: null,
+      created_by_installer: false,
+      members_added: [],
+      create_at_package_install: true,
     });
     expect(state.job_user).toEqual({
       name: "planter-job",
@@ -271,57 +369,51 @@ describe("system install into a staging root", () => {
 
     const u = await planter(env, "uninstall", "--system", "--root", root);
     expect(u.code).toBe(0);
-    expect(h.calls().slice(6)).toEqual([
-      "systemctl disable --now planterd.socket planterd.service",
-      "systemctl daemon-reload",
-      "gpasswd -d alice planter",
-      "groupdel planter",
-    ]);
+    expect(h.calls()).toEqual([]);
     expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before);
     expect(readFileSync(join(root, "usr", "local", "bin", "planterd"), "utf8")).toBe("#!/bin/sh\necho older\n");
   });
 
-  test("--dry-run --json says the package must create the job user", async () => {
+  test("uninstall --root of an older record (group created on this host) changes no account here, and says what to undo", async () => {
+    const h = host("staging-old", shims);
+    const root = join(h.base, "root");
+    const env = { ...h.env, PLANTER_MODE: "system" };
+    expect((await planter(env, "install", "--system", "--root", root, "--binary", binary)).code).toBe(0);
+    const file = join(root, "var", "lib", "planter", "install-state.json");
+    const state = JSON.parse(readFileSync(file, "utf8"));
+    state.group = { name: "planter", existed_before: false, created_by_installer: true, members_added: ["alice"] };
+    writeFileSync(file, JSON.stringify(state));
+    const u = await planter(env, "uninstall", "--system", "--root", root);
+    expect(u.code).toBe(0);
+    expect(u.stderr).toContain(
+      "with --root nothing here is changed: undo it by hand if it is unwanted: gpasswd -d alice planter && groupdel planter",
+    );
+    expect(h.calls()).toEqual([]);
+  }, 60_000);
+
+  test("--systemd no writes no units; --dry-run --json says the package must create the group and the job user", async () => {
     const h = host("staging-dry", shims);
     const root = join(h.base, "root");
     const env = { ...h.env, PLANTER_MODE: "system" };
     const r = await planter(env, "install", "--system", "--root", root, "--binary", binary, "--dry-run", "--json");
     expect(r.code).toBe(0);
-    expect(JSON.parse(r.stdout).steps).toContainEqual({
+    const steps = JSON.parse(r.stdout).steps;
+    expect(steps).toContainEqual({
       id: "job-user",
       description: `system user planter-job for root's jobs: not created in a staging root; the package must create it when installed (${USERADD})`,
     });
+    expect(steps).toContainEqual({
+      id: "group",
+      description:
+        "group planter: not created in a staging root; the package must create it when installed (groupadd --system planter)",
+    });
+    expect(steps.map((s: { id: string }) => s.id)).toContain("enable");
+    const no = await planter(env, "install", "--system", "--root", root, "--binary", binary, "--systemd", "no");
+    expect(no.code).toBe(0);
+    expect(existsSync(join(root, "etc", "systemd"))).toBe(false);
+    expect(existsSync(join(root, "etc", "tmpfiles.d"))).toBe(false);
     expect(h.calls()).toEqual([]);
-  });
-
-  test("an existing group and membership are left alone", async () => {
-    const h = host("group-exists", shims);
-    const root = join(h.base, "root");
-    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
-    const env = { ...h.env, PLANTER_MODE: "system", SUDO_USER: "alice", SHIM_OUT_getent: "planter:x:990:alice" };
-    expect((await planter(env, "install", "--system", "--root", root, "--binary", binary)).code).toBe(0);
-    expect(h.calls().filter((c) => !c.startsWith("systemctl"))).toEqual([
-      "getent group planter",
-      "getent group planter",
-    ]);
-    expect((await planter(env, "uninstall", "--system", "--root", root)).code).toBe(0);
-    expect(h.calls().filter((c) => /groupdel|gpasswd/.test(c))).toEqual([]);
-  });
-
-  test("uninstall after a partial install takes back what was done", async () => {
-    const h = host("partial", shims);
-    const root = join(h.base, "root");
-    mkdirSync(join(root, "run", "systemd", "system"), { recursive: true });
-    const before = tree(root);
-    const env = { ...h.env, PLANTER_MODE: "system", SHIM_EXIT_getent: "2", SHIM_EXIT_groupadd: "9" };
-    const r = await planter(env, "install", "--system", "--root", root, "--binary", binary);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toContain("groupadd --system planter: exit code 9");
-    expect(existsSync(join(root, "usr", "local", "bin", "planter"))).toBe(true);
-    const u = await planter(env, "uninstall", "--system", "--root", root);
-    expect(u.code).toBe(0);
-    expect(tree(root, (rel) => rel.startsWith("var/lib/planter"))).toEqual(before.filter((x) => !x.startsWith("var/")));
-  });
+  }, 60_000);
 });
 
 describe("system install on this host: paths moved below a temp dir, accounts through shims", () => {
@@ -433,6 +525,36 @@ describe("system install on this host: paths moved below a temp dir, accounts th
     },
     60_000,
   );
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "an existing group and membership are left alone",
+    async () => {
+      const h = sysHost("sys-group-exists");
+      writeFileSync(join(h.env.SHIM_ETC, "group"), "planter:x:990:alice\n");
+      expect((await planter(h.env, "install", ...h.args)).code).toBe(0);
+      expect(h.calls().filter((c) => /^(getent group|groupadd|usermod)/.test(c))).toEqual([
+        "getent group planter",
+        "getent group planter",
+      ]);
+      expect((await planter(h.env, "uninstall", "--system")).code).toBe(0);
+      expect(h.calls().filter((c) => /groupdel|gpasswd/.test(c))).toEqual([]);
+      expect(h.groupText()).toBe("planter:x:990:alice\n");
+    },
+    60_000,
+  );
+
+  test("uninstall after a partial install (groupadd failed) takes back what was done", async () => {
+    const h = sysHost("sys-partial");
+    const before = tree(h.base, skipState);
+    const env = { ...h.env, SHIM_EXIT_groupadd: "9" };
+    const r = await planter(env, "install", ...h.args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain("groupadd --system planter: exit code 9");
+    expect(existsSync(join(h.base, "usr", "bin", "planter"))).toBe(true);
+    const u = await planter(env, "uninstall", "--system");
+    expect(u.code).toBe(0);
+    expect(tree(h.base, skipState)).toEqual(before);
+  });
 
   test("a failed useradd stops install with its message; uninstall then deletes no user", async () => {
     const h = sysHost("sys-user-fails");

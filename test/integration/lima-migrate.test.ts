@@ -89,10 +89,16 @@ async function olderVm(h: ReturnType<typeof host>, forward = "/run/planter/plant
   expect((await limactl(h.env, "start", "planter")).code).toBe(0);
   // The older agent answers on its own socket.
   const oldSocket = join(h.guest, "run/planter-agent/agent.sock");
-  await waitFor(() => existsSync(oldSocket), "the older agent's socket");
-  const v = (await fetch("http://planterd/v1/version", { unix: oldSocket }).then((r) => r.json())) as {
-    commit: string;
-  };
+  // The socket file appears at bind, a moment before the agent accepts: wait for an answer.
+  const v = (await waitFor(
+    () =>
+      existsSync(oldSocket) &&
+      fetch("http://planterd/v1/version", { unix: oldSocket }).then(
+        (r) => r.json(),
+        () => null,
+      ),
+    "the older agent to answer on its socket",
+  )) as { commit: string };
   expect(v.commit).toBe("migrateOldcommit");
 }
 
@@ -187,7 +193,7 @@ describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bu
     expect(pidOf(g, "planterd.socket")).toBe(pid);
 
     // doctor agrees (the current binary is the one in the VM).
-    const doctor = JSON.parse((await run(h.env, [current, "doctor", "lima", "--json"])).stdout) as {
+    const doctor = JSON.parse((await run(h.env, [current, "doctor", "lima", "--json", "--timeout", "30s"])).stdout) as {
       checks: { id: string; status: string }[];
     };
     expect(doctor.checks.filter((c) => c.status !== "ok")).toEqual([]);

@@ -3,6 +3,7 @@ import { afterAll, expect, test } from "bun:test";
 import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
+import { rootPeerIdentity } from "../../lib/sandbox/identity.ts";
 import { cli, tempHome } from "../harness.ts";
 
 const home = tempHome();
@@ -80,7 +81,10 @@ test("as root, exec never runs the command as root: a root-owned cell is refused
   const rootCell = mkdtempSync("/tmp/pt-sbroot-");
   const r = await cli(home, ["sandbox", "exec", "--cell", rootCell, "--", "id", "-u"]);
   expect(r.code).toBe(1);
-  expect(r.stderr).toContain(`runs the command as nobody (uid 65534), who cannot write ${rootCell}`);
+  // planter-job where this host has it (an installed planter), else nobody: never root.
+  const as = rootPeerIdentity("planter-job").identity;
+  expect(as.uid).not.toBe(0);
+  expect(r.stderr).toContain(`runs the command as ${as.user} (uid ${as.uid}), who cannot write ${rootCell}`);
   const owned = mkdtempSync("/tmp/pt-sbown-");
   chownSync(owned, 65534, 65534);
   const ok = await cli(home, ["sandbox", "exec", "--cell", owned, "--", "id", "-u"]);

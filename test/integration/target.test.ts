@@ -38,6 +38,7 @@ beforeAll(async () => {
     cpus: 1,
     memory: "1GiB",
     disk: "10GiB",
+    vmType: "qemu",
     mounts: [h.mount],
     arch: hostLimaArch(),
   }).replace(

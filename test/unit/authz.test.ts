@@ -1,7 +1,8 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { DenialLog, decide, groupGid, resolvePolicy } from "../../lib/daemon/authz.ts";
+import { parseConfig } from "../../lib/config.ts";
+import { DenialLog, decide, groupGid, resolvePolicy, systemGroup } from "../../lib/daemon/authz.ts";
 import { checkDir, checkParents, expectedLayout } from "../../lib/daemon/layout.ts";
 import { boundPath, FFI_SPECS, procGroups } from "../../lib/daemon/peer.ts";
 
@@ -33,6 +34,43 @@ describe("authz policy", () => {
       expect(no.hint).toBe(
         "ask an admin to add you to group planter: sudo usermod -aG planter $USER, then log in again",
       );
+  });
+
+  test("the system group: PLANTER_GROUP (even empty) over [authz] group over planter; empty means none", () => {
+    const lookup = (n: string) => (n === "planter" ? 990 : n === "staff" ? 50 : null);
+    const cfg = { allowed_uids: [], allowed_groups: [], strict: true };
+    expect([
+      systemGroup({}, {}),
+      systemGroup({ group: "staff" }, {}),
+      systemGroup({ group: "staff" }, { PLANTER_GROUP: "" }),
+    ]).toEqual(["planter", "staff", ""]);
+    // A host that has group planter, and a daemon told to use none: root only, in authz and in the layout.
+    expect(resolvePolicy(cfg, "system", 0, lookup, { PLANTER_GROUP: "" }).gids).toEqual([]);
+    expect(resolvePolicy(cfg, "system", 0, lookup, {}).gids).toEqual([990]);
+    expect(resolvePolicy({ ...cfg, group: "staff" }, "system", 0, lookup, {}).gids).toEqual([50]);
+    expect(expectedLayout("system", 0, null, "")).toEqual({
+      uid: 0,
+      gid: null,
+      groupName: null,
+      dirMode: 0o700,
+      socketMode: 0o600,
+    });
+    expect(expectedLayout("system", 0, 50, "staff")).toEqual({
+      uid: 0,
+      gid: 50,
+      groupName: "staff",
+      dirMode: 0o750,
+      socketMode: 0o660,
+    });
+  });
+
+  test("allowed_groups takes names, digit strings and TOML numbers (gids)", () => {
+    expect(
+      parseConfig(Bun.TOML.parse('[authz]\nallowed_groups = [4242, "users", "77"]\n'), "x").authz.allowed_groups,
+    ).toEqual(["4242", "users", "77"]);
+    for (const bad of ["[-1]", "[1.5]", '[""]', "[4294967296]"])
+      expect(() => parseConfig(Bun.TOML.parse(`[authz]\nallowed_groups = ${bad}\n`), "x")).toThrow("allowed_groups");
+    expect(() => parseConfig({ authz: { group: "bad name" } }, "x")).toThrow("authz.group");
   });
 
   test("unknown credentials are refused unless strict is off", () => {

@@ -3,7 +3,17 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { API_VERSION } from "../../lib/api/contract.ts";
-import { type Check, exitCode, fail, ok, runChecks, selectChecks, skip, warn } from "../../lib/doctor/check.ts";
+import {
+  type Check,
+  exitCode,
+  fail,
+  type Linked,
+  ok,
+  runChecks,
+  selectChecks,
+  skip,
+  warn,
+} from "../../lib/doctor/check.ts";
 import { strictResult } from "../../lib/doctor/checks/config.ts";
 import { reachableResult, versionResult } from "../../lib/doctor/checks/daemon.ts";
 import { CHECKS } from "../../lib/doctor/checks/index.ts";
@@ -11,7 +21,7 @@ import { osName } from "../../lib/doctor/checks/install.ts";
 import { jobUserResult } from "../../lib/doctor/checks/jobs.ts";
 import { limitsResult } from "../../lib/doctor/checks/limits.ts";
 import { backendResult, commandInHint, containmentResult, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
-import { activeResult, unitsResult } from "../../lib/doctor/checks/service.ts";
+import { activeResult, serviceChecks, unitsResult } from "../../lib/doctor/checks/service.ts";
 import { asCommand, membershipResult } from "../../lib/doctor/checks/socket.ts";
 import { diskResult, jobDirsResult, legacyResult, schemaResult } from "../../lib/doctor/checks/state.ts";
 import { commandsFor, type DoctorContext, doctorPaths, planterCommand, readConfig } from "../../lib/doctor/context.ts";
@@ -360,6 +370,24 @@ describe("service (systemctl answers)", () => {
       hint: "see why: journalctl --user -u planterd.socket -u planterd.service -n 50",
       fix: "systemctl --user reset-failed planterd.socket planterd.service && systemctl --user start planterd.socket",
     });
+  });
+
+  test("no systemd here: units enabled offline (an image) are said to start with systemd; else planterd runs directly", async () => {
+    const direct = commandsFor({ mode: "user", uid: 1000, stateDir: "/s", planter: "planter", viaSystemd: false });
+    const offline = { ...installed, systemd: false, commands: direct };
+    // These checks consult no other check: nothing to link.
+    const linked = (ctx: DoctorContext) => ctx as DoctorContext & Linked;
+    const results = async (ctx: DoctorContext) =>
+      Promise.all(serviceChecks.map(async (c) => (await c.run(linked(ctx))).message));
+    expect(await results(offline)).toEqual([
+      "systemd is not running here: install enabled planterd.socket offline, so it starts once systemd runs (an image booted)",
+      "systemd is not running here: install enabled planterd.socket offline, so it starts once systemd runs (an image booted)",
+    ]);
+    expect((await serviceChecks[0]?.run(linked(offline)))?.hint).toBe(
+      `until then, start planterd directly: ${direct.start}`,
+    );
+    const none = await results(fakeCtx({ systemd: false, commands: direct }));
+    expect(none[0]).toStartWith("systemd is not running here (a container, or WSL without systemd)");
   });
 });
 

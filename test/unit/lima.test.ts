@@ -16,6 +16,7 @@ import {
   elfMachine,
   type GuestFacts,
   hostSocketPath,
+  limaVmType,
   parseGuestProbe,
   parseList,
   renderLimaTemplate,
@@ -30,6 +31,8 @@ const PROVISION = (user: string) => `#!/bin/sh
 set -eu
 user="${user}"
 getent group planter >/dev/null || groupadd --system planter
+# A root peer's jobs run as this user ([jobs] root_peer_user), never as root.
+getent passwd planter-job >/dev/null || useradd --system --user-group --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin planter-job
 # A staged binary is installed only when the guest user put it there (limactl copy runs as that user).
 if [ -f /tmp/planter.new ] && [ "$(stat -c %U /tmp/planter.new)" = "$user" ]; then
   install -m 0755 -o root -g root /tmp/planter.new /usr/local/bin/planter.tmp
@@ -142,6 +145,7 @@ describe("renderers", () => {
       disk: "80GiB",
       mounts: ["/Users/alice/src", "/Users/alice/work dir"],
       arch: "aarch64",
+      vmType: "vz",
     });
     expect(text).toBe(`# planter's Lima VM: planterd (Linux) behind a socket forwarded to the host.
 # Written by \`planter install --lima\`; recreate the VM rather than editing it.
@@ -184,9 +188,42 @@ portForwards:
     expect((y.probes as { script: string }[])[0]?.script).toBe(PROBE);
   });
 
+  test("vmType: vz only on macOS for the host's own architecture; qemu on Linux and across architectures", () => {
+    expect([
+      limaVmType("darwin", "aarch64", "aarch64"),
+      limaVmType("darwin", "aarch64", "x86_64"),
+      limaVmType("linux", "x86_64", "x86_64"),
+      limaVmType("linux", "aarch64", "aarch64"),
+      limaVmType("linux", "x86_64", "aarch64"),
+    ]).toEqual(["vz", "qemu", "qemu", "qemu", "qemu"]);
+    const y = (vmType: "vz" | "qemu") =>
+      (
+        Bun.YAML.parse(
+          renderLimaTemplate({
+            name: "planter",
+            cpus: 1,
+            memory: "1GiB",
+            disk: "1GiB",
+            mounts: [],
+            arch: "x86_64",
+            vmType,
+          }),
+        ) as { vmType: string }
+      ).vmType;
+    expect([y("vz"), y("qemu")]).toEqual(["vz", "qemu"]);
+  });
+
   test("x86_64 gets the amd64 image; no mounts is an empty list", () => {
     const y = Bun.YAML.parse(
-      renderLimaTemplate({ name: "planter", cpus: 1, memory: "1GiB", disk: "10GiB", mounts: [], arch: "x86_64" }),
+      renderLimaTemplate({
+        name: "planter",
+        cpus: 1,
+        memory: "1GiB",
+        disk: "10GiB",
+        mounts: [],
+        arch: "x86_64",
+        vmType: "qemu",
+      }),
     ) as { images: { location: string; arch: string }[]; mounts: unknown[] };
     expect(y.images).toEqual([
       {

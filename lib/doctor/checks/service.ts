@@ -6,10 +6,15 @@ import type { DoctorContext } from "../context.ts";
 const UNIT = "planterd.socket";
 
 const noSystemd = (ctx: DoctorContext) =>
-  skip(
-    "systemd is not running here (a container, or WSL without systemd): planterd is started directly, not by units",
-    `start it with: ${ctx.commands.start}`,
-  );
+  unitsRecorded(ctx)
+    ? skip(
+        "systemd is not running here: install enabled planterd.socket offline, so it starts once systemd runs (an image booted)",
+        `until then, start planterd directly: ${ctx.commands.start}`,
+      )
+    : skip(
+        "systemd is not running here (a container, or WSL without systemd): planterd is started directly, not by units",
+        `start it with: ${ctx.commands.start}`,
+      );
 
 /** Whether install recorded planterd's units (so their absence is a fault, not a choice). */
 const unitsRecorded = (ctx: DoctorContext) =>

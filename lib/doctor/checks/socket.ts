@@ -1,7 +1,7 @@
 /** The socket: socket.present, socket.perms (the layout planterd insists on), socket.group-membership. */
 import { lstatSync, readFileSync } from "node:fs";
 import { shellLine } from "../../cli/output.ts";
-import { groupGid } from "../../daemon/authz.ts";
+import { groupGid, systemGroup } from "../../daemon/authz.ts";
 import { checkDir, checkParents, checkSocket, expectedLayout } from "../../daemon/layout.ts";
 import { socketDir } from "../../paths.ts";
 import { type Check, fail, ok, type Result, skip, warn } from "../check.ts";
@@ -51,7 +51,13 @@ const perms: Check<DoctorContext> = {
     const path = ctx.paths.socketPath;
     const dir = socketDir(path);
     const system = ctx.paths.mode === "system";
-    const layout = expectedLayout(ctx.paths.mode, ctx.uid, system ? groupGid("planter", ctx.groupFile) : null);
+    const group = systemGroup(ctx.config.ok ? ctx.config.config.authz : {}, ctx.env);
+    const layout = expectedLayout(
+      ctx.paths.mode,
+      ctx.uid,
+      system && group ? groupGid(group, ctx.groupFile) : null,
+      group,
+    );
     const problems = [...checkDir(dir, layout), ...checkParents(dir, layout.uid), ...checkSocket(path, layout)];
     if (problems.length) {
       return fail(
