@@ -8,14 +8,25 @@
  * so a job cannot truncate or rewrite what was recorded. With a log quota, each pump keeps one
  * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
  * the quota plus two bytes whatever the job does.
+ *
+ * Its first act claims the job: it creates the job dir's `pid` file exclusively (noclobber: one
+ * O_EXCL open) and writes its own pid there, before anything of the job runs. A planterd
+ * restarted after a crash between spawn and `running` finds the job by that file; one that
+ * claimed the file first (the job never started) makes a late recorder exit 125 without running
+ * anything. See `lib/jobs/claim.ts`.
  */
 
 import { dlopen, FFIType } from "bun:ffi";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
+const CLAIM = `set -C
+{ echo $$ >"\${s%/*}/pid"; } 2>/dev/null || { echo 'planter: planterd gave this job up before it started: it did not run' >&2; exit 125; }
+set +C`;
+
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
 const DIRECT = `s=$1; shift 2
+${CLAIM}
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 "$@"
@@ -24,6 +35,7 @@ printf '%s\\n' "$c" > "$s"
 exit "$c"`;
 
 const PIPED = `s=$1; q=$2; shift 2
+${CLAIM}
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 if [ "$q" -gt 0 ]; then
@@ -53,6 +65,8 @@ export const jobFiles = (dir: string) => ({
   stdout: join(dir, "stdout"),
   stderr: join(dir, "stderr"),
   status: join(dir, "exit"),
+  /** The recorder's pid, written as its first act (or "abandoned", by a restarted planterd). */
+  pid: join(dir, "pid"),
 });
 
 /**

@@ -34,12 +34,14 @@ import {
   liveJobs,
   markFinished,
   markKillRequested,
+  markLaunching,
   markLimitHit,
   markRunning,
   markWorkspace,
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { cgroupArgv, JobCgroups } from "./cgroup.ts";
+import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
@@ -147,6 +149,11 @@ export class Supervisor {
       argv = cgroup ? cgroupArgv(join(cgroup, "cgroup.procs"), argv) : argv;
       const quota = plan.pipes && job.limits.max_log_bytes !== undefined ? job.limits.max_log_bytes + 1 : 0;
       if (plan.pipes) makePipes(files.status);
+      const enforcement = cgroup ? "cgroup v2" : "monitor";
+      const runAs = runAsOf(where.identity, where.peerUid);
+      // Before the spawn: a planterd killed before `markRunning` below is followed by one that
+      // finds the recorder through its pid file and adopts the job with these facts.
+      this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, quota), {
         cwd: plan.cwd,
@@ -156,8 +163,6 @@ export class Supervisor {
       });
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      const enforcement = cgroup ? "cgroup v2" : "monitor";
-      const runAs = runAsOf(where.identity, where.peerUid);
       this.ctx.write((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
         ev.push({
@@ -253,16 +258,27 @@ export class Supervisor {
     this.graceTimers.set(id, t);
   }
 
-  /** Re-adopt every job a previous daemon left: live ones are watched, ended ones recorded. */
-  adoptAll(): { adopted: number; finished: number; lost: number } {
-    const counts = { adopted: 0, finished: 0, lost: 0 };
-    for (const job of liveJobs(this.ctx.db)) {
-      if (job.pid === null || job.state === "pending") {
+  /**
+   * Re-adopt every job a previous daemon left: live ones are watched, ended ones recorded. A job
+   * still `pending` was being launched: its pid file says whether its recorder started (then it
+   * is recorded running and adopted like any other) or not (then it never will: `failed`).
+   */
+  adoptAll(): { adopted: number; finished: number; lost: number; never_started: number } {
+    const counts = { adopted: 0, finished: 0, lost: 0, never_started: 0 };
+    for (const row of liveJobs(this.ctx.db)) {
+      const found = row.state === "pending";
+      const job = found ? this.settlePending(row) : row;
+      if (job === null) {
+        counts.never_started++;
+        continue;
+      }
+      if (job.pid === null) {
         this.finish(job.id, lostFinish("planterd stopped while starting this job; whether it ran is unknown"));
         counts.lost++;
         continue;
       }
-      if (isAlive(job.pid, job.start_time)) {
+      // A recorder found gone has no start time: its pid must not match whatever holds it now.
+      if ((!found || job.start_time !== null) && isAlive(job.pid, job.start_time)) {
         this.adopt(job);
         counts.adopted++;
       } else {
@@ -273,6 +289,45 @@ export class Supervisor {
       }
     }
     return counts;
+  }
+
+  /**
+   * A job a previous planterd left `pending`: recorded `running` with its recorder's pid when
+   * the recorder started (and returned), else ended `failed` — it never ran — and null.
+   */
+  private settlePending(job: JobRow): JobRow | null {
+    const s = settleStart(jobDir(this.ctx.paths.stateDir, job.id));
+    if (!s.started) {
+      if (job.cgroup) JobCgroups.remove(job.cgroup);
+      this.finish(job.id, {
+        state: "failed",
+        reason: "spawn_error",
+        exit_code: null,
+        signal: null,
+        message: `${s.why}: the job never ran; submit it again (with a new request_ref if it had one)`,
+        at: Date.now(),
+      });
+      return null;
+    }
+    this.ctx.write((ev) => {
+      markRunning(
+        this.ctx.db,
+        job.id,
+        s.pid,
+        s.start,
+        job.sandbox_fallback,
+        s.at,
+        job.enforcement ?? "monitor",
+        job.cgroup,
+        job.run_as,
+      );
+      ev.push({
+        kind: "job.started",
+        subject: `job/${job.id}`,
+        data: { pid: s.pid, backend: job.backend, run_as: job.run_as, found_after_restart: true },
+      });
+    });
+    return getJob(this.ctx.db, job.id);
   }
 
   private adopt(job: JobRow): void {
@@ -286,6 +341,8 @@ export class Supervisor {
     }
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
     this.ctx.write((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    // A forced kill whose SIGKILL the previous planterd may not have sent: sent now.
+    if (job.kill_requested_at !== null && job.kill_force) this.signal(job.id, pid, "SIGKILL", job.cgroup);
     if (job.kill_requested_at !== null && !job.kill_force) {
       const limit = job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason);
       const grace = limit ? this.monitor.graceMs : this.ctx.config.jobs.kill_grace_ms;

@@ -199,6 +199,23 @@ export function liveJobs(db: Database, cell?: string): JobRow[] {
   return (rows as RawJob[]).map(decode);
 }
 
+/**
+ * Record, before its spawn, how a pending job is launched: a planterd restarted after a crash
+ * between spawn and `markRunning` adopts the job with these facts (see lib/jobs/claim.ts).
+ */
+export function markLaunching(
+  db: Database,
+  id: string,
+  fallback: boolean,
+  enforcement: Enforcement,
+  cgroup: string | null,
+  runAs: RunAs | null,
+): void {
+  db.query(
+    `UPDATE jobs SET sandbox_fallback = ?, enforcement = ?, cgroup = ?, run_as = ? WHERE id = ? AND state = 'pending'`,
+  ).run(fallback ? 1 : 0, enforcement, cgroup, runAs ? JSON.stringify(runAs) : null, id);
+}
+
 export function markRunning(
   db: Database,
   id: string,
