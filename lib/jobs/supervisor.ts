@@ -45,7 +45,7 @@ import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
+import { isAlive, type ProcId, signalName, signalTree, startTime, writersOf } from "./proc.ts";
 import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -465,6 +465,18 @@ export class Supervisor {
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
     if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+    // So does a sandbox whose outer bwrap a kill ended before the inner one (pid 1 of the job's
+    // namespace) had set its parent-death signal: orphaned unseen, it still writes the log pipes.
+    if (orphans) {
+      const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
+      for (const p of writersOf([`${status}.out`, `${status}.err`])) {
+        try {
+          process.kill(p.pid, "SIGKILL");
+        } catch {
+          // raced with its exit
+        }
+      }
+    }
     const a = this.adopted.get(id);
     if (a) {
       a.watcher?.close();
