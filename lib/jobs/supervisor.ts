@@ -464,18 +464,12 @@ export class Supervisor {
     const orphans = this.signalled.get(id);
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
-    if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+    if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) killQuietly(p.pid);
     // So does a sandbox whose outer bwrap a kill ended before the inner one (pid 1 of the job's
     // namespace) had set its parent-death signal: orphaned unseen, it still writes the log pipes.
     if (orphans) {
       const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
-      for (const p of writersOf([`${status}.out`, `${status}.err`])) {
-        try {
-          process.kill(p.pid, "SIGKILL");
-        } catch {
-          // raced with its exit
-        }
-      }
+      for (const p of writersOf([`${status}.out`, `${status}.err`])) killQuietly(p.pid);
     }
     const a = this.adopted.get(id);
     if (a) {
@@ -547,6 +541,15 @@ export function endOf(job: JobRow, code: number | null, recorderSignal: string |
     );
   }
   return lostFinish("the job ended while planterd was down and left no exit status");
+}
+
+/** SIGKILL `pid`; one that has just exited is no error (an end must still be recorded). */
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // raced with its exit
+  }
 }
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */
