@@ -161,7 +161,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     );
     log(
       `ready on ${paths.socketPath} (${listening.via === "activation" ? "socket-activated" : "bound"}; state ${paths.stateDir}; ` +
-        `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost, ${adopted.never_started} never started)`,
+        `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost)`,
     );
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {

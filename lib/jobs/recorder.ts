@@ -9,7 +9,7 @@
  * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
  * the quota plus two bytes whatever the job does.
  *
- * Its first act claims the job: it creates the job dir's `pid` file exclusively (noclobber: one
+ * Its first act (after its own signal traps) claims the job: it creates the job dir's `pid` file exclusively (noclobber: one
  * O_EXCL open) and writes its own pid there, before anything of the job runs. A planterd
  * restarted after a crash between spawn and `running` finds the job by that file; one that
  * claimed the file first (the job never started) makes a late recorder exit 125 without running
@@ -26,18 +26,18 @@ set +C`;
 
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
 const DIRECT = `s=$1; shift 2
-${CLAIM}
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
+${CLAIM}
 "$@"
 c=$?
 printf '%s\\n' "$c" > "$s"
 exit "$c"`;
 
 const PIPED = `s=$1; q=$2; shift 2
-${CLAIM}
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
+${CLAIM}
 if [ "$q" -gt 0 ]; then
   (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.out" &
   (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.err" >&2 &

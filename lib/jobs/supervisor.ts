@@ -263,13 +263,13 @@ export class Supervisor {
    * still `pending` was being launched: its pid file says whether its recorder started (then it
    * is recorded running and adopted like any other) or not (then it never will: `failed`).
    */
-  adoptAll(): { adopted: number; finished: number; lost: number; never_started: number } {
-    const counts = { adopted: 0, finished: 0, lost: 0, never_started: 0 };
+  adoptAll(): { adopted: number; finished: number; lost: number } {
+    const counts = { adopted: 0, finished: 0, lost: 0 };
     for (const row of liveJobs(this.ctx.db)) {
       const found = row.state === "pending";
       const job = found ? this.settlePending(row) : row;
       if (job === null) {
-        counts.never_started++;
+        counts.finished++; // never started: recorded failed
         continue;
       }
       if (job.pid === null) {
@@ -420,11 +420,25 @@ export class Supervisor {
     });
     const under = this.monitor.untrack(id);
     this.forget(id);
+    this.sweepSandbox(id);
     if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
     const job = ended ? getJob(this.ctx.db, id) : null;
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
+  }
+
+  /**
+   * What is left of an ended job's sandbox is killed. A kill can end bwrap's outer process between
+   * its clone of the inner one (pid 1 of the job's pid namespace) and the inner one's
+   * PR_SET_PDEATHSIG; reparented to init, the inner one is outside the tree, but it still holds
+   * the job's log pipes (only sandboxed jobs have them). Its death ends the whole namespace. A job
+   * that ended by itself has no writer left (its pumps saw the end of both pipes).
+   */
+  private sweepSandbox(id: string): void {
+    const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
+    if (!existsSync(`${status}.out`)) return;
+    for (const p of writersOf([`${status}.out`, `${status}.err`])) killQuietly(p.pid);
   }
 
   /**
@@ -465,12 +479,6 @@ export class Supervisor {
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
     if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) killQuietly(p.pid);
-    // So does a sandbox whose outer bwrap a kill ended before the inner one (pid 1 of the job's
-    // namespace) had set its parent-death signal: orphaned unseen, it still writes the log pipes.
-    if (orphans) {
-      const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
-      for (const p of writersOf([`${status}.out`, `${status}.err`])) killQuietly(p.pid);
-    }
     const a = this.adopted.get(id);
     if (a) {
       a.watcher?.close();
