@@ -1,5 +1,5 @@
 /** 2. Job spawn: POST /v1/jobs ["/bin/true"] until the answer, against a bare Bun.spawn in this process. */
-import { closeSync, mkdirSync, openSync } from "node:fs";
+import { closeSync, mkdirSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { Client } from "../lib/api/client.ts";
 import type { Job } from "../lib/api/contract.ts";
@@ -48,6 +48,7 @@ export async function spawnBench(): Promise<void> {
       // What the daemon spawns (informational): the recorder shell, detached, output to files.
       const out = openSync(join(scratch, "out"), "a", 0o600);
       const err = openSync(join(scratch, "err"), "a", 0o600);
+      rmSync(join(scratch, "pid"), { force: true }); // the recorder claims each job once
       t0 = performance.now();
       const r = Bun.spawn(recorderArgv(join(scratch, "exit"), ["/bin/true"]), {
         cwd: scratch,

@@ -1,5 +1,5 @@
 /** Process facts from the kernel: start times (so a reused pid is never mistaken), liveness, trees. */
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import { constants } from "node:os";
 
 interface Stat {
@@ -222,6 +222,39 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
     }
   }
   return tree;
+}
+
+/**
+ * Live processes whose stdout or stderr is one of `files` (Linux; none elsewhere). A sandboxed
+ * job's log pipes identify what is left of its sandbox once the tree's parent links are cut.
+ */
+export function writersOf(files: string[]): ProcId[] {
+  if (process.platform !== "linux") return [];
+  const wanted = new Set(files);
+  const found: ProcId[] = [];
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const name of entries) {
+    const c = name.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    for (const fd of [1, 2]) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (!wanted.has(target)) continue;
+      const pid = Number(name);
+      if (isAlive(pid, null)) found.push({ pid, start: startTime(pid) });
+      break;
+    }
+  }
+  return found;
 }
 
 /** `ps` listing of every process (no /proc: macOS): pid, ppid, pgid, rss in KiB, start time. */

@@ -12,16 +12,27 @@
  * The status file is made at launch with a placeholder of the size of a status ("-  \n"), and
  * the recorder writes over it in place (`1<>`, no truncation): the blocks it needs exist before
  * the job runs, so a job that fills the disk cannot keep its own exit status from being written.
+ *
+ * Its first act (after its own signal traps) claims the job: it creates the job dir's `pid` file exclusively (noclobber: one
+ * O_EXCL open) and writes its own pid there, before anything of the job runs. A planterd
+ * restarted after a crash between spawn and `running` finds the job by that file; one that
+ * claimed the file first (the job never started) makes a late recorder exit 125 without running
+ * anything. See `lib/jobs/claim.ts`.
  */
 
 import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
+const CLAIM = `set -C
+{ echo $$ >"\${s%/*}/pid"; } 2>/dev/null || { echo 'planter: planterd gave this job up before it started: it did not run' >&2; exit 125; }
+set +C`;
+
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
 const DIRECT = `s=$1; shift 2
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
+${CLAIM}
 "$@"
 c=$?
 printf '%-3s\\n' "$c" 1<>"$s"
@@ -30,6 +41,7 @@ exit "$c"`;
 const PIPED = `s=$1; q=$2; shift 2
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
+${CLAIM}
 if [ "$q" -gt 0 ]; then
   (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.out" &
   (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.err" >&2 &
@@ -57,6 +69,8 @@ export const jobFiles = (dir: string) => ({
   stdout: join(dir, "stdout"),
   stderr: join(dir, "stderr"),
   status: join(dir, "exit"),
+  /** The recorder's pid, written as its first act (or "abandoned", by a restarted planterd). */
+  pid: join(dir, "pid"),
 });
 
 /** What the status file holds until the job has ended: as long as a status, and never one. */

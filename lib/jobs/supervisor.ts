@@ -34,6 +34,7 @@ import {
   liveJobs,
   markFinished,
   markKillRequested,
+  markLaunching,
   markLimitHit,
   markRunning,
   markWorkspace,
@@ -41,10 +42,11 @@ import {
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
 import { cgroupArgv, groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
+import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
+import { isAlive, type ProcId, signalName, signalTree, startTime, writersOf } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -153,6 +155,11 @@ export class Supervisor {
       argv = cgroup ? cgroupArgv(groupProcs(cgroup), argv) : argv;
       const quota = plan.pipes && job.limits.max_log_bytes !== undefined ? job.limits.max_log_bytes + 1 : 0;
       if (plan.pipes) makePipes(files.status);
+      const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
+      const runAs = runAsOf(where.identity, where.peerUid);
+      // Before the spawn: a planterd killed before `markRunning` below is followed by one that
+      // finds the recorder through its pid file and adopts the job with these facts.
+      this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, quota), {
         cwd: plan.cwd,
@@ -162,9 +169,8 @@ export class Supervisor {
       });
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
-      const runAs = runAsOf(where.identity, where.peerUid);
-      this.ctx.write((ev) => {
+      // The job runs from here on: a disk that refuses this record delays it, never fails the job.
+      this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
         ev.push({
           kind: "job.started",
@@ -268,16 +274,27 @@ export class Supervisor {
     this.graceTimers.set(id, t);
   }
 
-  /** Re-adopt every job a previous daemon left: live ones are watched, ended ones recorded. */
+  /**
+   * Re-adopt every job a previous daemon left: live ones are watched, ended ones recorded. A job
+   * still `pending` was being launched: its pid file says whether its recorder started (then it
+   * is recorded running and adopted like any other) or not (then it never will: `failed`).
+   */
   adoptAll(): { adopted: number; finished: number; lost: number } {
     const counts = { adopted: 0, finished: 0, lost: 0 };
-    for (const job of liveJobs(this.ctx.db)) {
-      if (job.pid === null || job.state === "pending") {
+    for (const row of liveJobs(this.ctx.db)) {
+      const found = row.state === "pending";
+      const job = found ? this.settlePending(row) : row;
+      if (job === null) {
+        counts.finished++; // never started: recorded failed
+        continue;
+      }
+      if (job.pid === null) {
         this.finish(job.id, lostFinish("planterd stopped while starting this job; whether it ran is unknown"));
         counts.lost++;
         continue;
       }
-      if (isAlive(job.pid, job.start_time)) {
+      // A recorder found gone has no start time: its pid must not match whatever holds it now.
+      if ((!found || job.start_time !== null) && isAlive(job.pid, job.start_time)) {
         this.adopt(job);
         counts.adopted++;
       } else {
@@ -291,6 +308,45 @@ export class Supervisor {
     return counts;
   }
 
+  /**
+   * A job a previous planterd left `pending`: recorded `running` with its recorder's pid when
+   * the recorder started (and returned), else ended `failed` — it never ran — and null.
+   */
+  private settlePending(job: JobRow): JobRow | null {
+    const s = settleStart(jobDir(this.ctx.paths.stateDir, job.id));
+    if (!s.started) {
+      if (job.cgroup) removeGroup(job.cgroup);
+      this.finish(job.id, {
+        state: "failed",
+        reason: "spawn_error",
+        exit_code: null,
+        signal: null,
+        message: `${s.why}: the job never ran; submit it again (with a new request_ref if it had one)`,
+        at: Date.now(),
+      });
+      return null;
+    }
+    this.ctx.write((ev) => {
+      markRunning(
+        this.ctx.db,
+        job.id,
+        s.pid,
+        s.start,
+        job.sandbox_fallback,
+        s.at,
+        job.enforcement ?? "monitor",
+        job.cgroup,
+        job.run_as,
+      );
+      ev.push({
+        kind: "job.started",
+        subject: `job/${job.id}`,
+        data: { pid: s.pid, backend: job.backend, run_as: job.run_as, found_after_restart: true },
+      });
+    });
+    return getJob(this.ctx.db, job.id);
+  }
+
   private adopt(job: JobRow): void {
     const pid = job.pid as number;
     let watcher: FSWatcher | null = null;
@@ -302,6 +358,8 @@ export class Supervisor {
     }
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    // A forced kill whose SIGKILL the previous planterd may not have sent: sent now.
+    if (job.kill_requested_at !== null && job.kill_force) this.signal(job.id, pid, "SIGKILL", job.cgroup);
     if (job.kill_requested_at !== null && !job.kill_force) {
       const limit = job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason);
       const grace = limit ? this.monitor.graceMs : this.ctx.config.jobs.kill_grace_ms;
@@ -396,6 +454,7 @@ export class Supervisor {
     const group = getJob(this.ctx.db, id)?.cgroup;
     if (group) killGroup(group);
     this.forget(id);
+    this.sweepSandbox(id);
     this.ending.add(id);
     let now: boolean;
     try {
@@ -437,6 +496,19 @@ export class Supervisor {
   }
 
   /**
+   * What is left of an ended job's sandbox is killed. A kill can end bwrap's outer process between
+   * its clone of the inner one (pid 1 of the job's pid namespace) and the inner one's
+   * PR_SET_PDEATHSIG; reparented to init, the inner one is outside the tree, but it still holds
+   * the job's log pipes (only sandboxed jobs have them). Its death ends the whole namespace. A job
+   * that ended by itself has no writer left (its pumps saw the end of both pipes).
+   */
+  private sweepSandbox(id: string): void {
+    const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
+    if (!existsSync(`${status}.out`)) return;
+    for (const p of writersOf([`${status}.out`, `${status}.err`])) killQuietly(p.pid);
+  }
+
+  /**
    * After a job: what it added or changed in its cell that the host would execute (git hooks and
    * config, tool config) is set aside, the earlier version restored, and each one recorded.
    */
@@ -473,7 +545,7 @@ export class Supervisor {
     const orphans = this.signalled.get(id);
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
-    if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+    if (orphans) for (const p of orphans) if (isAlive(p.pid, p.start)) killQuietly(p.pid);
     const a = this.adopted.get(id);
     if (a) {
       a.watcher?.close();
@@ -544,6 +616,15 @@ export function endOf(job: JobRow, code: number | null, recorderSignal: string |
     );
   }
   return lostFinish("the job ended while planterd was down and left no exit status");
+}
+
+/** SIGKILL `pid`; one that has just exited is no error (an end must still be recorded). */
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // raced with its exit
+  }
 }
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */

@@ -211,6 +211,23 @@ export function clearCgroup(db: Database, id: string): void {
   db.query("UPDATE jobs SET cgroup = NULL WHERE id = ?").run(id);
 }
 
+/**
+ * Record, before its spawn, how a pending job is launched: a planterd restarted after a crash
+ * between spawn and `markRunning` adopts the job with these facts (see lib/jobs/claim.ts).
+ */
+export function markLaunching(
+  db: Database,
+  id: string,
+  fallback: boolean,
+  enforcement: Enforcement,
+  cgroup: string | null,
+  runAs: RunAs | null,
+): void {
+  db.query(
+    `UPDATE jobs SET sandbox_fallback = ?, enforcement = ?, cgroup = ?, run_as = ? WHERE id = ? AND state = 'pending'`,
+  ).run(fallback ? 1 : 0, enforcement, cgroup, runAs ? JSON.stringify(runAs) : null, id);
+}
+
 export function markRunning(
   db: Database,
   id: string,
