@@ -24,9 +24,12 @@ import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
+// The exclusive create and the pid are two steps: on a full disk the create works and the write
+// may not; an empty pid file is found by planterd through the recorder's command line instead.
 const CLAIM = `set -C
-{ echo $$ >"\${s%/*}/pid"; } 2>/dev/null || { echo 'planter: planterd gave this job up before it started: it did not run' >&2; exit 125; }
-set +C`;
+{ true >"\${s%/*}/pid"; } 2>/dev/null || { echo 'planter: planterd gave this job up before it started: it did not run' >&2; exit 125; }
+set +C
+{ echo $$ >>"\${s%/*}/pid"; } 2>/dev/null`;
 
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
 const DIRECT = `s=$1; shift 2

@@ -232,8 +232,11 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
   test("the recorder writes the exit status on a full disk: over the placeholder made before the job", async () => {
     const dir = join(state, "recorder");
     mkdirSync(dir);
-    const placed = join(dir, "placed");
-    const bare = join(dir, "bare");
+    // One dir each: a recorder claims its job dir (its `pid` file) first.
+    mkdirSync(join(dir, "a"));
+    mkdirSync(join(dir, "b"));
+    const placed = join(dir, "a", "placed");
+    const bare = join(dir, "b", "bare");
     prepareStatus(placed);
     // Fill what is left to the last byte.
     Bun.spawnSync(["sh", "-c", `head -c 100M /dev/zero > ${join(dir, "fill")}`]);
