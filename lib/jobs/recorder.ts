@@ -5,9 +5,10 @@
  *
  * With pipes (sandboxed jobs), the job never holds its log files: it writes into two FIFOs
  * that two `cat`s (ignoring TERM, so a kill does not lose what is in flight) append to the logs,
- * so a job cannot truncate or rewrite what was recorded. With a log quota, each pump keeps one
- * byte past it (so the monitor sees the breach) and discards the rest: the disk holds at most
- * the quota plus two bytes whatever the job does.
+ * so a job cannot truncate or rewrite what was recorded. The pumps copy as bytes arrive (`cat`
+ * reads and writes, no buffering: a follower sees output live); the log quota is the monitor's,
+ * as for every job. (`head -c QUOTA` kept the disk to the quota exactly, but GNU head buffers
+ * its output through stdio: a job's log stayed empty while it ran.)
  *
  * The status file is made at launch with a placeholder of the size of a status ("-  \n"), and
  * the recorder writes over it in place (`1<>`, no truncation): the blocks it needs exist before
@@ -45,13 +46,8 @@ const PIPED = `s=$1; q=$2; shift 2
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 ${CLAIM}
-if [ "$q" -gt 0 ]; then
-  (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.out" &
-  (trap '' TERM INT HUP QUIT USR1 USR2; head -c "$q"; exec cat >/dev/null) <"$s.err" >&2 &
-else
-  (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &
-  (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &
-fi
+(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &
+(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &
 "$@" >"$s.out" 2>"$s.err"
 c=$?
 until wait; do :; done
@@ -60,11 +56,10 @@ exit "$c"`;
 
 /**
  * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
- * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`); `quota` is bytes per stream
- * kept (0: no quota).
+ * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`).
  */
-export function recorderArgv(statusFile: string, argv: string[], pipes = false, quota = 0): string[] {
-  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, String(quota), ...argv];
+export function recorderArgv(statusFile: string, argv: string[], pipes = false): string[] {
+  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, "0", ...argv];
 }
 
 /** Files of one job directory. */

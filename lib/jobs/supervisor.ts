@@ -153,7 +153,6 @@ export class Supervisor {
       cgroup = this.jobCgroup(job);
       let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       argv = cgroup ? cgroupArgv(groupProcs(cgroup), argv) : argv;
-      const quota = plan.pipes && job.limits.max_log_bytes !== undefined ? job.limits.max_log_bytes + 1 : 0;
       if (plan.pipes) makePipes(files.status);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
@@ -161,7 +160,7 @@ export class Supervisor {
       // finds the recorder through its pid file and adopts the job with these facts.
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
-      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, quota), {
+      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false), {
         cwd: plan.cwd,
         env: HOST_ENV,
         stdio: ["ignore", out, err, ...fds],

@@ -490,3 +490,33 @@ test("logs of an unknown job are E_NOT_FOUND through the client too", async () =
   expect([err.code, err.message]).toEqual(["E_NOT_FOUND", 'no job "j-nope"']);
   expect(existsSync(join(d.home, "state", "jobs", "j-nope"))).toBe(false);
 });
+
+describe("a sandboxed job's log (through the recorder's pumps)", () => {
+  let s: DaemonHandle;
+  beforeAll(async () => {
+    s = await startDaemon({ config: '[sandbox]\nmode = "enforced"\n' });
+  });
+  afterAll(async () => {
+    await s.stop();
+    cleanup(s.home);
+  });
+
+  test("shows output while the job runs, with the default log quota in force", async () => {
+    const probe = (await raw(s.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
+    if (probe.sandbox.backend !== "bwrap" || !probe.sandbox.ok) {
+      console.warn("skipped: no working bwrap here");
+      return;
+    }
+    const j = await s.client.createJob({ argv: ["sh", "-c", "echo ready; echo err >&2; sleep 300"] });
+    expect(j.limits.max_log_bytes).toBeGreaterThan(0);
+    const text = async (stream: "stdout" | "stderr") =>
+      Buffer.from((await s.client.logs(j.id, { stream })).data, "base64").toString();
+    await waitFor(
+      async () => (await text("stdout")) === "ready\n" && (await text("stderr")) === "err\n",
+      "live output",
+    );
+    expect((await s.client.getJob(j.id)).state).toBe("running");
+    await s.client.killJob(j.id, { force: true });
+    await s.client.waitJob(j.id, 30_000);
+  });
+});
