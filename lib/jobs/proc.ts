@@ -188,28 +188,94 @@ export interface ProcId {
 }
 
 /**
+ * Depth of `pid`'s pid namespace below the one /proc shows and its pid there, from the NSpid line
+ * of /proc/<pid>/status ("NSpid: 4242 1": one level down, pid 1 there); null when unreadable.
+ */
+export function nsPid(pid: number): { depth: number; inner: number } | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return null;
+  }
+  const m = /^NSpid:\s+(.+)$/m.exec(text);
+  if (!m) return null;
+  const ids = (m[1] as string).trim().split(/\s+/);
+  return { depth: ids.length - 1, inner: Number(ids[ids.length - 1]) };
+}
+
+/**
+ * The processes of a sandboxed job inside its pid namespace, from one table: the recorder `root`
+ * runs bwrap (its child), whose child is the namespace's init (pid 1 there, bwrap's own); the
+ * job's processes are that init's descendants, the init not included. Null when no init is there
+ * yet or any more (bwrap still setting up, or gone).
+ */
+export function sandboxProcs(
+  table: ProcTable,
+  root: number,
+  isInit = (p: number) => nsPid(p)?.inner === 1,
+): number[] | null {
+  for (const outer of table.children.get(root) ?? []) {
+    for (const init of table.children.get(outer) ?? []) {
+      if (!isInit(init)) continue;
+      const found: number[] = [];
+      const queue = [init];
+      while (queue.length) {
+        for (const c of table.children.get(queue.pop() as number) ?? []) {
+          found.push(c);
+          queue.push(c);
+        }
+      }
+      return found;
+    }
+  }
+  return null;
+}
+
+/**
  * Send `signal` to a job's whole tree: its process group, and on Linux every descendant that
  * left the group (a grandchild that called setsid still dies). The tree is listed before the
  * signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
  * signal (orphans no longer reachable by ancestry); each is checked by start time first.
  * Returns every process signalled, for the next call.
+ *
+ * A `sandboxed` job (bwrap with its own pid namespace) gets every signal but SIGKILL only in its
+ * own processes inside the namespace, and their process groups: bwrap's outer process dies of
+ * SIGTERM and takes the namespace down at once (its init has PDEATHSIG SIGKILL), so signalling it
+ * would never let the job's handler run. SIGKILL goes to everything, outer bwrap included. With
+ * no job process inside yet (bwrap still setting up), nothing can have a handler: the whole tree
+ * gets the signal as before.
  */
-export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
+export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = [], sandboxed = false): ProcId[] {
+  const table = procTable();
   // The root itself too: an adopted process need not lead its own group.
   const tree: ProcId[] = [{ pid, start: startTime(pid) }];
   // Linux reads /proc, macOS asks ps: either way a grandchild that left the group is found.
-  for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // the group may already be gone
-  }
+  for (const p of descendants(table, [pid], pid)) tree.push({ pid: p, start: table.procs.get(p)?.startTime ?? null });
   const seen = new Set(tree.map((p) => p.pid));
   for (const k of known) {
     if (!seen.has(k.pid) && isAlive(k.pid, k.start)) {
       tree.push(k);
       seen.add(k.pid);
     }
+  }
+  const inside = sandboxed && signal !== "SIGKILL" && process.platform === "linux" ? sandboxProcs(table, pid) : null;
+  if (inside?.length) {
+    // Groups first (a process forking now is still reached), then each process (one that left).
+    const groups = new Set(inside.map((p) => table.procs.get(p)?.pgid ?? p));
+    for (const target of [...[...groups].map((g) => -g), ...inside]) {
+      try {
+        process.kill(target, signal);
+      } catch {
+        // raced with its exit
+      }
+    }
+    return tree;
+  }
+  try {
+    process.kill(-pid, signal);
+  } catch {
+    // the group may already be gone
   }
   for (const p of tree) {
     try {

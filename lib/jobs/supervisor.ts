@@ -215,7 +215,7 @@ export class Supervisor {
     }
     const signal = opts.force ? "KILL" : (opts.signal ?? "TERM");
     if (!TERMINATING.has(signal)) {
-      signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
+      signalTree(job.pid, `SIG${signal}` as NodeJS.Signals, [], sandboxed(job));
       this.ctx.write((ev) => ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }));
       return job;
     }
@@ -227,15 +227,16 @@ export class Supervisor {
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
     });
     if (opts.tree?.length) this.signalled.set(id, [...(this.signalled.get(id) ?? []), ...opts.tree]);
-    this.signal(id, job.pid, `SIG${signal}` as NodeJS.Signals, job.cgroup);
+    this.signal(id, job, `SIG${signal}` as NodeJS.Signals);
     if (!force) this.scheduleEscalation(id, job.pid, opts.graceMs ?? this.ctx.config.jobs.kill_grace_ms);
     return getJob(this.ctx.db, id) as JobRow;
   }
 
-  private signal(id: string, pid: number, sig: NodeJS.Signals, cgroup: string | null): void {
-    this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id)));
+  private signal(id: string, job: JobRow, sig: NodeJS.Signals): void {
+    const pid = job.pid as number;
+    this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id), sandboxed(job)));
     // SIGKILL through the group too: it reaches processes that left the tree unseen.
-    if (sig === "SIGKILL" && cgroup) this.monitor.enforcement.cgroups?.kill(cgroup);
+    if (sig === "SIGKILL" && job.cgroup) this.monitor.enforcement.cgroups?.kill(job.cgroup);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -248,7 +249,7 @@ export class Supervisor {
         markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
         ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
       });
-      this.signal(id, pid, "SIGKILL", job.cgroup);
+      this.signal(id, { ...job, pid }, "SIGKILL");
     }, ms);
     this.graceTimers.set(id, t);
   }
@@ -478,6 +479,14 @@ export function endOf(job: JobRow, code: number | null, recorderSignal: string |
     );
   }
   return lostFinish("the job ended while planterd was down and left no exit status");
+}
+
+/**
+ * Whether the job runs in bwrap's pid namespace: then signals but SIGKILL go to its processes
+ * inside, never to bwrap itself (see `signalTree`).
+ */
+function sandboxed(job: JobRow): boolean {
+  return job.backend === "bwrap";
 }
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */
