@@ -233,9 +233,9 @@ export function sandboxProcs(
 }
 
 /**
- * Send `signal` to a job's whole tree: its process group, and on Linux every descendant that
- * left the group (a grandchild that called setsid still dies). The tree is listed before the
- * signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
+ * Send `signal` to a job's whole tree, once to each process: its process group, and on Linux
+ * every descendant that left the group (a grandchild that called setsid still dies). The tree is
+ * listed before the signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
  * signal (orphans no longer reachable by ancestry); each is checked by start time first.
  * Returns every process signalled, for the next call.
  *
@@ -260,28 +260,17 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
     }
   }
   const inside = sandboxed && signal !== "SIGKILL" && process.platform === "linux" ? sandboxProcs(table, pid) : null;
-  if (inside?.length) {
-    // Groups first (a process forking now is still reached), then each process (one that left).
-    const groups = new Set(inside.map((p) => table.procs.get(p)?.pgid ?? p));
-    for (const target of [...[...groups].map((g) => -g), ...inside]) {
-      try {
-        process.kill(target, signal);
-      } catch {
-        // raced with its exit
-      }
-    }
-    return tree;
-  }
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // the group may already be gone
-  }
-  for (const p of tree) {
+  const pgid = (p: number) => table.procs.get(p)?.pgid ?? null;
+  // Each process gets the signal once (a second TERM or USR1 would run its handler again): whole
+  // groups first, so a process forking at this moment is still reached, then each process in none
+  // of them (a descendant that left the group, an orphan seen earlier).
+  const groups = new Set(inside?.length ? inside.map((p) => pgid(p) ?? p) : [pid]);
+  const each = inside?.length ? [] : tree.map((p) => p.pid).filter((p) => !groups.has(pgid(p) ?? -1));
+  for (const target of [...[...groups].map((g) => -g), ...each]) {
     try {
-      process.kill(p.pid, signal);
+      process.kill(target, signal);
     } catch {
-      // raced with its exit
+      // raced with its exit, or the group is already gone
     }
   }
   return tree;

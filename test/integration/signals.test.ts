@@ -64,6 +64,30 @@ for (const mode of ["enforced", "disabled"] as const) {
       });
     }
 
+    test("SIGUSR1 reaches the job's handler and the job runs on (no kill record)", async () => {
+      const j = await start(`trap "echo usr1" USR1; ${TRAPS}`);
+      await d.client.killJob(j.id, { signal: "USR1" });
+      await waitFor(async () => (await stdout(j.id)).includes("usr1"), "the job's USR1 handler", 30_000);
+      expect((await d.client.getJob(j.id)).kill).toBeNull();
+      // Still alive: a later TERM runs its handler too (with bwrap signalled, the job was gone).
+      await d.client.killJob(j.id, {});
+      const f = await finished(j.id);
+      expect(await stdout(j.id)).toBe("ready\nusr1\ncleanup TERM\n");
+      expect([f.state, f.exit_code]).toEqual(["failed", 5]);
+    });
+
+    test("a job adopted after a daemon restart gets the signal inside too", async () => {
+      const j = await start(TRAPS);
+      const config = `[sandbox]\nmode = "${mode}"\n[jobs]\nkill_grace_ms = ${GRACE_MS}\n`;
+      await d.kill9();
+      d = await startDaemon({ home: d.home, config });
+      expect((await d.client.getJob(j.id)).state).toBe("running");
+      await d.client.killJob(j.id, {});
+      const f = await finished(j.id);
+      expect(await stdout(j.id)).toBe("ready\ncleanup TERM\n");
+      expect([f.state, f.exit_code]).toEqual(["failed", 5]);
+    });
+
     test("a job that ignores SIGTERM is SIGKILLed after the grace, not before", async () => {
       const j = await start(`trap '' TERM; echo ready; while :; do sleep 1; done`);
       await d.client.killJob(j.id, {});
