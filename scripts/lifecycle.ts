@@ -257,8 +257,8 @@ const PROXIED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
 
 /**
  * Signals while `planter run` waits (docker's sig-proxy): the first Ctrl-C sends SIGINT to the job,
- * the next kills it; SIGTERM and SIGHUP (a closed terminal) go on to the job as they are, so it
- * never runs on unattended (planterd's grace ends it if it ignores them). Signals that come before
+ * the next kills it; SIGTERM and SIGHUP (a closed terminal) go on to the job as they are, once each,
+ * so it never runs on unattended (planterd's grace ends it if it ignores them). Signals that come before
  * the job id is known wait for it.
  */
 class SignalProxy {
@@ -266,6 +266,7 @@ class SignalProxy {
   private id: string | null = null;
   private pending: NodeJS.Signals[] = [];
   private requests: Promise<unknown>[] = [];
+  private forwarded = new Set<NodeJS.Signals>();
   private hangUp = () => {};
   /** Settles when SIGHUP comes while the output goes to a terminal: then the terminal is gone. */
   readonly closed = new Promise<void>((resolve) => {
@@ -304,6 +305,9 @@ class SignalProxy {
       const name = sig.slice(3);
       let body: { signal?: string; force?: boolean } = { signal: name };
       let note = `\nplanter: received ${sig}: sending it to job ${this.id}\n`;
+      // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets it once.
+      if (sig !== "SIGINT" && this.forwarded.has(sig)) continue;
+      this.forwarded.add(sig);
       if (sig === "SIGINT") {
         if (++this.interrupts > 2) continue;
         const first = this.interrupts === 1;

@@ -152,6 +152,23 @@ for (const mode of ["enforced", "disabled"] as const) {
       });
     }
 
+    test("planter run passes SIGTERM on once, however often it comes", async () => {
+      const r = await attached(
+        `trap "echo term" TERM; trap "echo cleanup INT; exit 5" INT; echo ready; while :; do sleep 300 & wait $!; done`,
+      );
+      r.proc.kill("SIGTERM");
+      await waitFor(
+        async () => (await stdout(r.job.id)).includes("term"),
+        "the first SIGTERM to reach the job",
+        30_000,
+      );
+      r.proc.kill("SIGTERM");
+      r.proc.kill("SIGINT");
+      const done = await r.done();
+      expect([done.code, done.out]).toEqual([5, "ready\nterm\ncleanup INT\n"]);
+      expect(done.stderr.split("received SIGTERM").length).toBe(2);
+    });
+
     test("a closed terminal: planter run in an interactive bash in tmux, the server killed; the job gets SIGHUP", async () => {
       const tmux = Bun.which("tmux");
       if (!tmux) throw new Error("tmux is not installed (apt-get install tmux); this test needs a real terminal");
