@@ -205,19 +205,22 @@ export function nsPid(pid: number): { depth: number; inner: number } | null {
 }
 
 /**
- * The processes of a sandboxed job inside its pid namespace, from one table: the recorder `root`
- * runs bwrap (its child), whose child is the namespace's init (pid 1 there, bwrap's own); the
- * job's processes are that init's descendants, the init not included. Null when no init is there
- * yet or any more (bwrap still setting up, or gone).
+ * The processes of a sandboxed job inside its pid namespace, from one table: the shallowest
+ * process below the recorder `root` that is pid 1 of a namespace of its own is bwrap's init (the
+ * recorder runs bwrap, through setpriv or a wrapper); the job's processes are that init's
+ * descendants, the init not included. Null when no init is there yet or any more (bwrap still
+ * setting up, or gone).
  */
 export function sandboxProcs(
   table: ProcTable,
   root: number,
   isInit = (p: number) => nsPid(p)?.inner === 1,
 ): number[] | null {
-  for (const outer of table.children.get(root) ?? []) {
-    for (const init of table.children.get(outer) ?? []) {
-      if (!isInit(init)) continue;
+  // Breadth first: the outer levels are a handful of processes (pumps, wrappers, bwrap).
+  let level = table.children.get(root) ?? [];
+  while (level.length) {
+    const init = level.find(isInit);
+    if (init !== undefined) {
       const found: number[] = [];
       const queue = [init];
       while (queue.length) {
@@ -228,6 +231,7 @@ export function sandboxProcs(
       }
       return found;
     }
+    level = level.flatMap((p) => table.children.get(p) ?? []);
   }
   return null;
 }

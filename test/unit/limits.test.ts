@@ -325,8 +325,19 @@ describe("a sandboxed job's own processes (what signals but SIGKILL reach)", () 
 
   test("no init yet (bwrap still setting up): null, and the caller signals the whole tree", () => {
     expect(sandboxProcs(tree, 100, () => false)).toBeNull();
-    // A pid-1 process deeper down (a job's own namespace) is not the sandbox's init.
-    expect(sandboxProcs(tree, 100, (p) => p === 105)).toBeNull();
+  });
+
+  test("the shallowest init is the sandbox's, whatever wraps bwrap; one deeper down is the job's own", () => {
+    const wrapped = table([
+      [100, 1, 100], // recorder
+      [101, 100, 100], // a wrapper that does not exec
+      [102, 101, 100], // bwrap
+      [103, 102, 103], // init
+      [104, 103, 103], // the job
+      [105, 104, 105], // pid 1 of a namespace of the job's own
+      [106, 105, 105],
+    ]);
+    expect(sandboxProcs(wrapped, 100, (p) => p === 103 || p === 105)?.sort()).toEqual([104, 105, 106]);
   });
 
   test("NSpid: this process is at depth 0 with its own pid", () => {
