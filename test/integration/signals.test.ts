@@ -64,6 +64,18 @@ for (const mode of ["enforced", "disabled"] as const) {
       });
     }
 
+    test("a job with no handler dies of the signal: killed, terminated_by_user, 128+N", async () => {
+      const j = await start("echo ready; exec sleep 300");
+      await d.client.killJob(j.id, {});
+      const f = await finished(j.id);
+      expect([f.state, f.reason, f.exit_code, f.signal]).toEqual(["killed", "terminated_by_user", 143, "TERM"]);
+      const r = await attached("echo ready; exec sleep 300");
+      r.proc.kill("SIGINT");
+      expect((await r.done()).code).toBe(130);
+      const g = await finished(r.job.id);
+      expect([g.state, g.reason, g.exit_code, g.signal]).toEqual(["killed", "terminated_by_user", 130, "INT"]);
+    });
+
     test("SIGUSR1 reaches the job's handler and the job runs on (no kill record)", async () => {
       const j = await start(`trap "echo usr1" USR1; ${TRAPS}`);
       await d.client.killJob(j.id, { signal: "USR1" });
