@@ -167,7 +167,7 @@ export const run = defineCommand({
     name: "run",
     description:
       "Run a command as a job. Streams its stdout and stderr and exits with its exit code (128+N when killed by signal N); " +
-      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM and SIGHUP (a closed terminal) are sent on to the job. With --detach, prints the job id and returns at once. " +
+      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. With --detach, prints the job id and returns at once. " +
       "Example: planter run --cell build -- make test",
   },
   args: {
@@ -253,11 +253,11 @@ function printDetached(job: Job, json: boolean): number {
 }
 
 /** Signals `planter run` passes on to its job while it waits for it. */
-const PROXIED = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+const PROXIED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const;
 
 /**
  * Signals while `planter run` waits (docker's sig-proxy): the first Ctrl-C sends SIGINT to the job,
- * the next kills it; SIGTERM and SIGHUP (a closed terminal) go on to the job as they are, once each,
+ * the next kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT go on to the job as they are, once each,
  * so it never runs on unattended (planterd's grace ends it if it ignores them). Signals that come before
  * the job id is known wait for it.
  */
@@ -305,7 +305,7 @@ class SignalProxy {
       const name = sig.slice(3);
       let body: { signal?: string; force?: boolean } = { signal: name };
       let note = `\nplanter: received ${sig}: sending it to job ${this.id}\n`;
-      // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets it once.
+      // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets each once.
       if (sig !== "SIGINT" && this.forwarded.has(sig)) continue;
       this.forwarded.add(sig);
       if (sig === "SIGINT") {

@@ -10,8 +10,8 @@ import type { Subprocess } from "bun";
 import type { Job } from "../../lib/api/contract.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, waitFor } from "../harness.ts";
 
-/** Traps TERM, INT and HUP: prints which one and exits 5. `wait` returns at once when one comes. */
-const TRAPS = `for s in TERM INT HUP; do trap "echo cleanup $s; exit 5" $s; done; echo ready; while :; do sleep 300 & wait $!; done`;
+/** Traps TERM, INT, HUP and QUIT: prints which one and exits 5. `wait` returns at once when one comes. */
+const TRAPS = `for s in TERM INT HUP QUIT; do trap "echo cleanup $s; exit 5" $s; done; echo ready; while :; do sleep 300 & wait $!; done`;
 
 // Long enough that a job killed at once could never pass for one whose handler ran.
 const GRACE_MS = 4000;
@@ -153,7 +153,7 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect((await d.client.getJob(r.job.id)).kill?.signal).toBe("INT");
     });
 
-    for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+    for (const signal of ["SIGTERM", "SIGHUP", "SIGQUIT"] as const) {
       test(`planter run sent ${signal} passes it on to the job instead of leaving it running`, async () => {
         const r = await attached(TRAPS);
         r.proc.kill(signal);
