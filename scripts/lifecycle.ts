@@ -220,14 +220,15 @@ export const run = defineCommand({
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     if (args.detach) return printDetached(warnFallback(await api.createJob(body)), Boolean(args.json));
-    // From before the job exists: a Ctrl-C, SIGTERM or SIGHUP with the default action would end
-    // planter and leave the job running.
+    // From before the job exists: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT with the default action
+    // would end planter and leave the job running.
     const proxy = new SignalProxy(api);
     proxy.listen();
     try {
       const job = warnFallback(await api.createJob(body));
       proxy.attach(job.id);
-      // A closed terminal (SIGHUP) takes the output with it: the job's end then gives the code.
+      // Output that is gone (a closed terminal, a reader that left) is not waited for: the job's
+      // end gives the code.
       return await Promise.race([attach(api, job, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
     } finally {
       proxy.stop();
@@ -268,19 +269,23 @@ class SignalProxy {
   private requests: Promise<unknown>[] = [];
   private forwarded = new Set<NodeJS.Signals>();
   private hangUp = () => {};
-  /** Settles when SIGHUP comes while the output goes to a terminal: then the terminal is gone. */
+  /** Settles when the output is gone: SIGHUP on a terminal, or a write that failed. */
   readonly closed = new Promise<void>((resolve) => {
     this.hangUp = resolve;
   });
   private readonly handler = (sig: NodeJS.Signals) => {
-    const ttys = [process.stdout, process.stderr].filter((s) => s.isTTY);
-    if (sig === "SIGHUP" && ttys.length) {
-      // Writes to a hung-up terminal fail (EIO): nobody is there to read them.
-      for (const s of ttys) s.on("error", () => undefined);
-      this.hangUp();
-    }
+    // A hung-up terminal: writes there fail (EIO), and nobody would read them.
+    if (sig === "SIGHUP" && (process.stdout.isTTY || process.stderr.isTTY)) this.hangUp();
     this.pending.push(sig);
     this.flush();
+  };
+  /**
+   * The output's reader is gone (EPIPE: `| head` stopped reading; EIO: a closed terminal): as for
+   * a closed terminal, the job gets SIGHUP (once) rather than running on with nobody attached.
+   */
+  private readonly outputError = () => {
+    this.hangUp();
+    this.handler("SIGHUP");
   };
 
   constructor(private readonly api: ReturnType<typeof client>) {}
@@ -288,6 +293,8 @@ class SignalProxy {
   /** Take the signals from now on: one handler for the whole command, never a moment with the default action. */
   listen(): void {
     for (const sig of PROXIED) process.on(sig, this.handler);
+    // Kept after stop(): a write still pending when planter exits fails quietly.
+    for (const s of [process.stdout, process.stderr]) s.on("error", this.outputError);
   }
 
   stop(): void {

@@ -30,7 +30,13 @@ for (const mode of ["enforced", "disabled"] as const) {
     const clis = new Set<Subprocess>();
     afterAll(async () => {
       // Whatever failed, nothing of this suite runs on: jobs outlive their daemon by design.
-      for (const p of clis) p.kill("SIGKILL");
+      for (const p of clis) {
+        try {
+          process.kill(-p.pid, "SIGKILL"); // a pipeline's whole group
+        } catch {
+          p.kill("SIGKILL");
+        }
+      }
       for (const j of (await d.client.listJobs({ state: "running" })).jobs)
         await d.client.killJob(j.id, { force: true }).catch(() => undefined);
       await d.stop();
@@ -212,6 +218,28 @@ for (const mode of ["enforced", "disabled"] as const) {
             .trim(),
         "planter run to exit",
       );
+    });
+
+    test("a reader that leaves (planter run | head -1): the job gets SIGHUP, planter run exits with its code", async () => {
+      const cell = `sig${++cells}`;
+      await d.client.createCell({ name: cell });
+      const script = `trap "echo cleanup HUP >&2; exit 5" HUP; i=0; while :; do i=$((i+1)); echo line $i; sleep 0.05; done`;
+      const line = [process.execPath, PLANTER, "run", "--cell", cell, "--", "sh", "-c", script].map(quote).join(" ");
+      const p = Bun.spawn(["bash", "-c", `${line} | head -1; echo "\${PIPESTATUS[0]}"`], {
+        env: baseEnv(d.home),
+        detached: true,
+        stdin: "ignore",
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      clis.add(p);
+      // bash prints planter's exit code only once planter has exited.
+      expect(await new Response(p.stdout).text()).toBe("line 1\n5\n");
+      const [job] = (await d.client.listJobs({ cell })).jobs as [Job];
+      const f = await finished(job.id);
+      expect([f.state, f.exit_code, f.kill?.signal]).toEqual(["failed", 5, "HUP"]);
+      const err = Buffer.from((await d.client.logs(job.id, { stream: "stderr" })).data, "base64").toString();
+      expect(err).toContain("cleanup HUP");
     });
 
     test("planter run sent SIGTERM ends a job that ignores it, after the grace", async () => {
