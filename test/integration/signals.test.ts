@@ -82,6 +82,15 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect([g.state, g.reason, g.exit_code, g.signal]).toEqual(["killed", "terminated_by_user", 130, "INT"]);
     });
 
+    // The recorder catches TERM/INT/HUP/QUIT so it survives the group signal; a signal that
+    // reaches it just before it forks the job (its trap runs only after the job) or while the
+    // child is between fork and exec (the child still has the recorder's handler) is consumed
+    // there: the job runs on until the grace's SIGKILL. About one kill in three sent within a few
+    // milliseconds of the spawn, on a loaded host.
+    test.todo(
+      "HOLE: a kill in the first milliseconds of a job, before the recorder has exec'd it, can be lost until the grace's SIGKILL",
+    );
+
     test("SIGUSR1 reaches the job's handler and the job runs on (no kill record)", async () => {
       const j = await start(`trap "echo usr1" USR1; ${TRAPS}`);
       await d.client.killJob(j.id, { signal: "USR1" });
