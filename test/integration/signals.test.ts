@@ -82,11 +82,10 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect([g.state, g.reason, g.exit_code, g.signal]).toEqual(["killed", "terminated_by_user", 130, "INT"]);
     });
 
-    // The recorder catches TERM/INT/HUP/QUIT so it survives the group signal; a signal that
-    // reaches it just before it forks the job (its trap runs only after the job) or while the
-    // child is between fork and exec (the child still has the recorder's handler) is consumed
-    // there: the job runs on until the grace's SIGKILL. About one kill in three sent within a few
-    // milliseconds of the spawn, on a loaded host.
+    // The recorder catches TERM/INT/HUP/QUIT so it survives the group signal; one that reaches it
+    // around its fork of the job is consumed there (its trap runs after the job; the job never got
+    // it) and the job runs on until the grace's SIGKILL. About one kill in three sent within a few
+    // milliseconds of the spawn, on a loaded host (design.md, "Signals reach the job").
     test.todo(
       "HOLE: a kill in the first milliseconds of a job, before the recorder has exec'd it, can be lost until the grace's SIGKILL",
     );
