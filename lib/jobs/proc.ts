@@ -236,6 +236,32 @@ export function sandboxProcs(
   return null;
 }
 
+function cmdline(pid: number): string | null {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The job's processes that run its own program by now (Linux), for a kill that may have come too
+ * early: in a sandbox, those inside it; otherwise the recorder's descendants whose command line is
+ * no longer the recorder's (a child of the recorder between fork and exec still shows it).
+ */
+export function startedProcs(root: number, sandboxed: boolean): ProcId[] {
+  if (process.platform !== "linux") return [];
+  const table = procTable();
+  const own = cmdline(root);
+  const pids = sandboxed
+    ? (sandboxProcs(table, root) ?? [])
+    : descendants(table, [root], root).filter((p) => {
+        const c = cmdline(p);
+        return c !== null && c !== own;
+      });
+  return pids.map((p) => ({ pid: p, start: table.procs.get(p)?.startTime ?? null }));
+}
+
 /**
  * Send `signal` to a job's whole tree, once to each process: its process group, and on Linux
  * every descendant that left the group (a grandchild that called setsid still dies). The tree is
@@ -247,8 +273,9 @@ export function sandboxProcs(
  * own processes inside the namespace, and their process groups: bwrap's outer process dies of
  * SIGTERM and takes the namespace down at once (its init has PDEATHSIG SIGKILL), so signalling it
  * would never let the job's handler run. SIGKILL goes to everything, outer bwrap included. With
- * no job process inside yet (bwrap still setting up), nothing can have a handler: the whole tree
- * gets the signal as before.
+ * no job process inside yet (bwrap still setting up) nothing is sent: bwrap killed then can leave
+ * its namespace running, orphaned (its init sets PDEATHSIG only once it runs); the supervisor
+ * sends the signal when the job's processes are there (`startedProcs`).
  */
 export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = [], sandboxed = false): ProcId[] {
   const table = procTable();
@@ -264,6 +291,9 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
     }
   }
   const inside = sandboxed && signal !== "SIGKILL" && process.platform === "linux" ? sandboxProcs(table, pid) : null;
+  // Nothing of the job inside yet: signalling bwrap now could leave its namespace running (its
+  // init sets PDEATHSIG only once started); the caller sends it when the job is there.
+  if (sandboxed && signal !== "SIGKILL" && process.platform === "linux" && !inside?.length) return tree;
   const pgid = (p: number) => table.procs.get(p)?.pgid ?? null;
   // Each process gets the signal once (a second TERM or USR1 would run its handler again): whole
   // groups first, so a process forking at this moment is still reached, then each process in none

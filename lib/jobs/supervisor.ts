@@ -43,7 +43,7 @@ import { cgroupArgv, JobCgroups } from "./cgroup.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { isAlive, type ProcId, signalName, signalTree, startTime } from "./proc.ts";
+import { isAlive, type ProcId, signalName, signalTree, startedProcs, startTime } from "./proc.ts";
 import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -91,6 +91,7 @@ export class Supervisor {
   private readonly own = new Map<string, Subprocess>();
   private readonly adopted = new Map<string, { pid: number; start: string | null; watcher: FSWatcher | null }>();
   private readonly graceTimers = new Map<string, Timer>();
+  private readonly resendTimers = new Map<string, Timer>();
   /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
   private readonly signalled = new Map<string, ProcId[]>();
   private pollTimer: Timer | null = null;
@@ -215,7 +216,7 @@ export class Supervisor {
     }
     const signal = opts.force ? "KILL" : (opts.signal ?? "TERM");
     if (!TERMINATING.has(signal)) {
-      signalTree(job.pid, `SIG${signal}` as NodeJS.Signals, [], sandboxed(job));
+      this.send(id, job, `SIG${signal}` as NodeJS.Signals);
       this.ctx.write((ev) => ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }));
       return job;
     }
@@ -233,10 +234,44 @@ export class Supervisor {
   }
 
   private signal(id: string, job: JobRow, sig: NodeJS.Signals): void {
-    const pid = job.pid as number;
-    this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id), sandboxed(job)));
+    this.signalled.set(id, this.send(id, job, sig, this.signalled.get(id)));
     // SIGKILL through the group too: it reaches processes that left the tree unseen.
     if (sig === "SIGKILL" && job.cgroup) this.monitor.enforcement.cgroups?.kill(job.cgroup);
+  }
+
+  /**
+   * `signalTree`, and for a job that has not exec'd its program yet, the signal again to its
+   * processes once they appear: the recorder's fork can consume it (its trap), and a sandbox
+   * that is still being set up gets nothing (see `signalTree`).
+   */
+  private send(id: string, job: JobRow, sig: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
+    const pid = job.pid as number;
+    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job)).length;
+    const tree = signalTree(pid, sig, known, sandboxed(job));
+    if (early && !this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
+    return tree;
+  }
+
+  /** Send `sig` once to the job's processes when they have started, polling briefly (see `send`). */
+  private resendOnStart(id: string, job: JobRow, sig: NodeJS.Signals, tries = 100): void {
+    const t = setTimeout(() => {
+      this.resendTimers.delete(id);
+      const now = getJob(this.ctx.db, id);
+      if (now?.state !== "running" || !isAlive(job.pid as number, job.start_time)) return;
+      const started = startedProcs(job.pid as number, sandboxed(job));
+      if (!started.length) {
+        if (tries > 1) this.resendOnStart(id, job, sig, tries - 1);
+        return;
+      }
+      for (const p of started) {
+        try {
+          if (isAlive(p.pid, p.start)) process.kill(p.pid, sig);
+        } catch {
+          // raced with its exit
+        }
+      }
+    }, 20);
+    this.resendTimers.set(id, t);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -417,6 +452,8 @@ export class Supervisor {
     const t = this.graceTimers.get(id);
     if (t) clearTimeout(t);
     this.graceTimers.delete(id);
+    clearTimeout(this.resendTimers.get(id));
+    this.resendTimers.delete(id);
     if (this.adopted.size === 0 && this.pollTimer) {
       clearInterval(this.pollTimer);
       this.pollTimer = null;
@@ -427,8 +464,9 @@ export class Supervisor {
   close(): void {
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
-    for (const t of this.graceTimers.values()) clearTimeout(t);
+    for (const t of [...this.graceTimers.values(), ...this.resendTimers.values()]) clearTimeout(t);
     this.graceTimers.clear();
+    this.resendTimers.clear();
   }
 }
 
