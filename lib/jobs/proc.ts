@@ -1,5 +1,5 @@
 /** Process facts from the kernel: start times (so a reused pid is never mistaken), liveness, trees. */
-import { closeSync, openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import { constants } from "node:os";
 
 interface Stat {
@@ -234,6 +234,39 @@ export function sandboxProcs(
     level = level.flatMap((p) => table.children.get(p) ?? []);
   }
   return null;
+}
+
+/**
+ * Live processes whose stdout or stderr is a file under `dir` (a job's logs or log pipes), whatever
+ * their ancestry: what is left of a job after its tree was lost (Linux; none elsewhere).
+ */
+export function holdersOf(dir: string): ProcId[] {
+  if (process.platform !== "linux") return [];
+  const prefix = `${dir}/`;
+  const found: ProcId[] = [];
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const name of names) {
+    const c = name.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    for (const fd of [1, 2]) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target.startsWith(prefix)) {
+        found.push({ pid: Number(name), start: startTime(Number(name)) });
+        break;
+      }
+    }
+  }
+  return found;
 }
 
 function cmdline(pid: number): string | null {

@@ -43,7 +43,7 @@ import { cgroupArgv, JobCgroups } from "./cgroup.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { isAlive, type ProcId, signalName, signalTree, startedProcs, startTime } from "./proc.ts";
+import { holdersOf, isAlive, type ProcId, signalName, signalTree, startedProcs, startTime } from "./proc.ts";
 import { jobFiles, makePipes, readStatus, recorderArgv } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -399,9 +399,20 @@ export class Supervisor {
     });
     const under = this.monitor.untrack(id);
     this.forget(id);
+    const job = ended ? getJob(this.ctx.db, id) : null;
+    // A killed job leaves nothing running: bwrap killed before its init had set PDEATHSIG leaves
+    // a namespace that no tree walk finds (reparented to pid 1), but it still holds the job's pipes.
+    if (job?.state === "killed") {
+      for (const p of holdersOf(jobDir(this.ctx.paths.stateDir, id))) {
+        try {
+          if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+        } catch {
+          // raced with its exit
+        }
+      }
+    }
     if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
-    const job = ended ? getJob(this.ctx.db, id) : null;
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
   }
