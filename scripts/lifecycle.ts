@@ -167,7 +167,7 @@ export const run = defineCommand({
     name: "run",
     description:
       "Run a command as a job. Streams its stdout and stderr and exits with its exit code (128+N when killed by signal N); " +
-      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it. With --detach, prints the job id and returns at once. " +
+      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. With --detach, prints the job id and returns at once. " +
       "Example: planter run --cell build -- make test",
   },
   args: {
@@ -220,16 +220,18 @@ export const run = defineCommand({
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     if (args.detach) return printDetached(warnFallback(await api.createJob(body)), Boolean(args.json));
-    // One SIGINT handler for the whole command: swapping handlers would leave a moment with the
-    // default action, and a Ctrl-C then would end planter and leave the job running.
-    const ctrlC = new CtrlC(api);
-    process.on("SIGINT", ctrlC.handler);
+    // From before the job exists: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT with the default action
+    // would end planter and leave the job running.
+    const proxy = new SignalProxy(api);
+    proxy.listen();
     try {
       const job = warnFallback(await api.createJob(body));
-      ctrlC.attach(job.id);
-      return await attach(api, job, Boolean(args.raw));
+      proxy.attach(job.id);
+      // Output that is gone (a closed terminal, a reader that left) is not waited for: the job's
+      // end gives the code.
+      return await Promise.race([attach(api, job, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
     } finally {
-      process.off("SIGINT", ctrlC.handler);
+      proxy.stop();
     }
   },
 });
@@ -251,18 +253,53 @@ function printDetached(job: Job, json: boolean): number {
   return 0;
 }
 
-/** Ctrl-C while `planter run` waits: the first sends SIGINT to the job, the next kill it; early ones wait for the job id. */
-class CtrlC {
+/** Signals `planter run` passes on to its job while it waits for it. */
+const PROXIED = ["SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT"] as const;
+
+/**
+ * Signals while `planter run` waits (docker's sig-proxy): the first Ctrl-C sends SIGINT to the job,
+ * the next kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT go on to the job as they are, once each,
+ * so it never runs on unattended (planterd's grace ends it if it ignores them). Signals that come before
+ * the job id is known wait for it.
+ */
+class SignalProxy {
   private interrupts = 0;
   private id: string | null = null;
-  private sent = 0;
+  private pending: NodeJS.Signals[] = [];
+  private requests: Promise<unknown>[] = [];
+  private forwarded = new Set<NodeJS.Signals>();
+  private hangUp = () => {};
+  /** Settles when the output is gone: SIGHUP on a terminal, or a write that failed. */
+  readonly closed = new Promise<void>((resolve) => {
+    this.hangUp = resolve;
+  });
+  private readonly handler = (sig: NodeJS.Signals) => {
+    // A hung-up terminal: writes there fail (EIO), and nobody would read them.
+    if (sig === "SIGHUP" && (process.stdout.isTTY || process.stderr.isTTY)) this.hangUp();
+    this.pending.push(sig);
+    this.flush();
+  };
+  /**
+   * The output's reader is gone (EPIPE: `| head` stopped reading; EIO: a closed terminal): as for
+   * a closed terminal, the job gets SIGHUP (once) rather than running on with nobody attached.
+   */
+  private readonly outputError = () => {
+    this.hangUp();
+    this.handler("SIGHUP");
+  };
 
   constructor(private readonly api: ReturnType<typeof client>) {}
 
-  readonly handler = () => {
-    this.interrupts++;
-    this.flush();
-  };
+  /** Take the signals from now on: one handler for the whole command, never a moment with the default action. */
+  listen(): void {
+    for (const sig of PROXIED) process.on(sig, this.handler);
+    // Kept after stop(): a write still pending when planter exits fails quietly.
+    for (const s of [process.stdout, process.stderr]) s.on("error", this.outputError);
+  }
+
+  stop(): void {
+    for (const sig of PROXIED) process.off(sig, this.handler);
+  }
 
   attach(id: string): void {
     this.id = id;
@@ -271,13 +308,31 @@ class CtrlC {
 
   private flush(): void {
     if (!this.id) return;
-    while (this.sent < Math.min(this.interrupts, 2)) {
-      this.sent++;
-      const first = this.sent === 1;
-      process.stderr.write(
-        `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${this.id}${first ? " (Ctrl-C again to kill)" : ""}\n`,
-      );
-      this.api.killJob(this.id, first ? { signal: "INT" } : { force: true }).catch(() => undefined);
+    for (const sig of this.pending.splice(0)) {
+      const name = sig.slice(3);
+      let body: { signal?: string; force?: boolean } = { signal: name };
+      let note = `\nplanter: received ${sig}: sending it to job ${this.id}\n`;
+      // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets each once.
+      if (sig !== "SIGINT" && this.forwarded.has(sig)) continue;
+      this.forwarded.add(sig);
+      if (sig === "SIGINT") {
+        if (++this.interrupts > 2) continue;
+        const first = this.interrupts === 1;
+        if (!first) body = { force: true };
+        note = `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${this.id}${first ? " (Ctrl-C again to kill)" : ""}\n`;
+      }
+      // After SIGHUP the terminal is gone: nothing to tell, and a write there may fail.
+      if (sig !== "SIGHUP") process.stderr.write(note);
+      this.requests.push(this.api.killJob(this.id, body).catch(() => undefined));
+    }
+  }
+
+  /** The job's exit code once it has ended, after every signal passed on has reached planterd. */
+  async ended(): Promise<number> {
+    await Promise.all(this.requests);
+    for (;;) {
+      const r = await this.api.waitJob(this.id as string, 60_000);
+      if (!r.timed_out) return passthroughCode(r.job);
     }
   }
 }

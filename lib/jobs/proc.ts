@@ -191,22 +191,134 @@ export interface ProcId {
 }
 
 /**
- * Send `signal` to a job's whole tree: its process group, and on Linux every descendant that
- * left the group (a grandchild that called setsid still dies). The tree is listed before the
- * signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
+ * Depth of `pid`'s pid namespace below the one /proc shows and its pid there, from the NSpid line
+ * of /proc/<pid>/status ("NSpid: 4242 1": one level down, pid 1 there); null when unreadable.
+ */
+export function nsPid(pid: number): { depth: number; inner: number } | null {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/status`, "utf8");
+  } catch {
+    return null;
+  }
+  const m = /^NSpid:\s+(.+)$/m.exec(text);
+  if (!m) return null;
+  const ids = (m[1] as string).trim().split(/\s+/);
+  return { depth: ids.length - 1, inner: Number(ids[ids.length - 1]) };
+}
+
+/**
+ * The processes of a sandboxed job inside its pid namespace, from one table: the shallowest
+ * process below the recorder `root` that is pid 1 of a namespace of its own is bwrap's init (the
+ * recorder runs bwrap, through setpriv or a wrapper); the job's processes are that init's
+ * descendants, the init not included. Null when no init is there yet or any more (bwrap still
+ * setting up, or gone).
+ */
+export function sandboxProcs(
+  table: ProcTable,
+  root: number,
+  isInit = (p: number) => nsPid(p)?.inner === 1,
+): number[] | null {
+  // Breadth first: the outer levels are a handful of processes (pumps, wrappers, bwrap).
+  let level = table.children.get(root) ?? [];
+  while (level.length) {
+    const init = level.find(isInit);
+    if (init !== undefined) {
+      const found: number[] = [];
+      const queue = [init];
+      while (queue.length) {
+        for (const c of table.children.get(queue.pop() as number) ?? []) {
+          found.push(c);
+          queue.push(c);
+        }
+      }
+      return found;
+    }
+    level = level.flatMap((p) => table.children.get(p) ?? []);
+  }
+  return null;
+}
+
+/**
+ * Live processes whose stdout or stderr is a file under `dir` (a job's logs or log pipes), whatever
+ * their ancestry: what is left of a job after its tree was lost (Linux; none elsewhere).
+ */
+export function holdersOf(dir: string): ProcId[] {
+  if (process.platform !== "linux") return [];
+  const prefix = `${dir}/`;
+  const found: ProcId[] = [];
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return found;
+  }
+  for (const name of names) {
+    const c = name.charCodeAt(0);
+    if (c < 48 || c > 57) continue;
+    for (const fd of [1, 2]) {
+      let target: string;
+      try {
+        target = readlinkSync(`/proc/${name}/fd/${fd}`);
+      } catch {
+        continue;
+      }
+      if (target.startsWith(prefix)) {
+        found.push({ pid: Number(name), start: startTime(Number(name)) });
+        break;
+      }
+    }
+  }
+  return found;
+}
+
+function cmdline(pid: number): string | null {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "latin1");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The job's processes that run its own program by now (Linux), for a kill that may have come too
+ * early: in a sandbox, those inside it; otherwise the recorder's descendants whose command line is
+ * no longer the recorder's (a child of the recorder between fork and exec still shows it).
+ */
+export function startedProcs(root: number, sandboxed: boolean): ProcId[] {
+  if (process.platform !== "linux") return [];
+  const table = procTable();
+  const own = cmdline(root);
+  const pids = sandboxed
+    ? (sandboxProcs(table, root) ?? [])
+    : descendants(table, [root], root).filter((p) => {
+        const c = cmdline(p);
+        return c !== null && c !== own;
+      });
+  return pids.map((p) => ({ pid: p, start: table.procs.get(p)?.startTime ?? null }));
+}
+
+/**
+ * Send `signal` to a job's whole tree, once to each process: its process group, and on Linux
+ * every descendant that left the group (a grandchild that called setsid still dies). The tree is
+ * listed before the signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
  * signal (orphans no longer reachable by ancestry); each is checked by start time first.
  * Returns every process signalled, for the next call.
+ *
+ * A `sandboxed` job (bwrap with its own pid namespace) gets every signal but SIGKILL only in its
+ * own processes inside the namespace, and their process groups: bwrap's outer process dies of
+ * SIGTERM and takes the namespace down at once (its init has PDEATHSIG SIGKILL), so signalling it
+ * would never let the job's handler run. SIGKILL goes to everything, outer bwrap included. With
+ * no job process inside yet (bwrap still setting up) nothing is sent: bwrap killed then can leave
+ * its namespace running, orphaned (its init sets PDEATHSIG only once it runs); the supervisor
+ * sends the signal when the job's processes are there (`startedProcs`).
  */
-export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
+export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = [], sandboxed = false): ProcId[] {
+  const table = procTable();
   // The root itself too: an adopted process need not lead its own group.
   const tree: ProcId[] = [{ pid, start: startTime(pid) }];
   // Linux reads /proc, macOS asks ps: either way a grandchild that left the group is found.
-  for (const p of treePids(pid, pid)) tree.push({ pid: p, start: startTime(p) });
-  try {
-    process.kill(-pid, signal);
-  } catch {
-    // the group may already be gone
-  }
+  for (const p of descendants(table, [pid], pid)) tree.push({ pid: p, start: table.procs.get(p)?.startTime ?? null });
   const seen = new Set(tree.map((p) => p.pid));
   for (const k of known) {
     if (!seen.has(k.pid) && isAlive(k.pid, k.start)) {
@@ -214,11 +326,21 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
       seen.add(k.pid);
     }
   }
-  for (const p of tree) {
+  const inside = sandboxed && signal !== "SIGKILL" && process.platform === "linux" ? sandboxProcs(table, pid) : null;
+  // Nothing of the job inside yet: signalling bwrap now could leave its namespace running (its
+  // init sets PDEATHSIG only once started); the caller sends it when the job is there.
+  if (sandboxed && signal !== "SIGKILL" && process.platform === "linux" && !inside?.length) return tree;
+  const pgid = (p: number) => table.procs.get(p)?.pgid ?? null;
+  // Each process gets the signal once (a second TERM or USR1 would run its handler again): whole
+  // groups first, so a process forking at this moment is still reached, then each process in none
+  // of them (a descendant that left the group, an orphan seen earlier).
+  const groups = new Set(inside?.length ? inside.map((p) => pgid(p) ?? p) : [pid]);
+  const each = inside?.length ? [] : tree.map((p) => p.pid).filter((p) => !groups.has(pgid(p) ?? -1));
+  for (const target of [...[...groups].map((g) => -g), ...each]) {
     try {
-      process.kill(p.pid, signal);
+      process.kill(target, signal);
     } catch {
-      // raced with its exit
+      // raced with its exit, or the group is already gone
     }
   }
   return tree;

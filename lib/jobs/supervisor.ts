@@ -46,7 +46,7 @@ import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { isAlive, type ProcId, signalName, signalTree, startTime, writersOf } from "./proc.ts";
+import { holdersOf, isAlive, type ProcId, signalName, signalTree, startedProcs, startTime, writersOf } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -96,6 +96,7 @@ export class Supervisor {
   private readonly own = new Map<string, Subprocess>();
   private readonly adopted = new Map<string, { pid: number; start: string | null; watcher: FSWatcher | null }>();
   private readonly graceTimers = new Map<string, Timer>();
+  private readonly resendTimers = new Map<string, Timer>();
   /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
   private readonly signalled = new Map<string, ProcId[]>();
   private pollTimer: Timer | null = null;
@@ -232,7 +233,7 @@ export class Supervisor {
     }
     const signal = opts.force ? "KILL" : (opts.signal ?? "TERM");
     if (!TERMINATING.has(signal)) {
-      signalTree(job.pid, `SIG${signal}` as NodeJS.Signals);
+      this.send(id, job, `SIG${signal}` as NodeJS.Signals);
       this.ctx.writeOrDefer((ev) =>
         ev.push({ kind: "job.signaled", subject: `job/${id}`, data: { signal, ...opts.audit } }),
       );
@@ -247,15 +248,50 @@ export class Supervisor {
       ev.push({ kind: "job.kill_requested", subject: `job/${id}`, data: { signal, force, reason, ...opts.audit } });
     });
     if (opts.tree?.length) this.signalled.set(id, [...(this.signalled.get(id) ?? []), ...opts.tree]);
-    this.signal(id, job.pid, `SIG${signal}` as NodeJS.Signals, job.cgroup);
+    this.signal(id, job, `SIG${signal}` as NodeJS.Signals);
     if (!force) this.scheduleEscalation(id, job.pid, opts.graceMs ?? this.ctx.config.jobs.kill_grace_ms);
     return getJob(this.ctx.db, id) as JobRow;
   }
 
-  private signal(id: string, pid: number, sig: NodeJS.Signals, cgroup: string | null): void {
-    this.signalled.set(id, signalTree(pid, sig, this.signalled.get(id)));
+  private signal(id: string, job: JobRow, sig: NodeJS.Signals): void {
+    this.signalled.set(id, this.send(id, job, sig, this.signalled.get(id)));
     // SIGKILL through the group too: it reaches processes that left the tree unseen.
-    if (sig === "SIGKILL" && cgroup) killGroup(cgroup);
+    if (sig === "SIGKILL" && job.cgroup) killGroup(job.cgroup);
+  }
+
+  /**
+   * `signalTree`, and for a job that has not exec'd its program yet, the signal again to its
+   * processes once they appear: the recorder's fork can consume it (its trap), and a sandbox
+   * that is still being set up gets nothing (see `signalTree`).
+   */
+  private send(id: string, job: JobRow, sig: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
+    const pid = job.pid as number;
+    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job)).length;
+    const tree = signalTree(pid, sig, known, sandboxed(job));
+    if (early && !this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
+    return tree;
+  }
+
+  /** Send `sig` once to the job's processes when they have started, polling briefly (see `send`). */
+  private resendOnStart(id: string, job: JobRow, sig: NodeJS.Signals, tries = 100): void {
+    const t = setTimeout(() => {
+      this.resendTimers.delete(id);
+      const now = getJob(this.ctx.db, id);
+      if (now?.state !== "running" || !isAlive(job.pid as number, job.start_time)) return;
+      const started = startedProcs(job.pid as number, sandboxed(job));
+      if (!started.length) {
+        if (tries > 1) this.resendOnStart(id, job, sig, tries - 1);
+        return;
+      }
+      for (const p of started) {
+        try {
+          if (isAlive(p.pid, p.start)) process.kill(p.pid, sig);
+        } catch {
+          // raced with its exit
+        }
+      }
+    }, 20);
+    this.resendTimers.set(id, t);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -268,7 +304,7 @@ export class Supervisor {
         markKillRequested(this.ctx.db, id, "KILL", true, job.kill_reason ?? "terminated_by_user", Date.now());
         ev.push({ kind: "job.kill_escalated", subject: `job/${id}`, data: { signal: "KILL", grace_ms: ms } });
       });
-      this.signal(id, pid, "SIGKILL", job.cgroup);
+      this.signal(id, { ...job, pid }, "SIGKILL");
     }, ms);
     this.graceTimers.set(id, t);
   }
@@ -358,7 +394,7 @@ export class Supervisor {
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
     // A forced kill whose SIGKILL the previous planterd may not have sent: sent now.
-    if (job.kill_requested_at !== null && job.kill_force) this.signal(job.id, pid, "SIGKILL", job.cgroup);
+    if (job.kill_requested_at !== null && job.kill_force) this.signal(job.id, job, "SIGKILL");
     if (job.kill_requested_at !== null && !job.kill_force) {
       const limit = job.kill_reason !== null && LIMIT_REASONS.has(job.kill_reason);
       const grace = limit ? this.monitor.graceMs : this.ctx.config.jobs.kill_grace_ms;
@@ -480,11 +516,22 @@ export class Supervisor {
   /** After a job's end is recorded: the workspace review, the log cut to its quota, its waiters. */
   private recorded(id: string, ended: boolean, under: ReturnType<Monitor["untrack"]>): void {
     this.ending.delete(id);
+    const job = ended ? getJob(this.ctx.db, id) : null;
+    // A killed job leaves nothing running: bwrap killed before its init had set PDEATHSIG leaves
+    // a namespace that no tree walk finds (reparented to pid 1), but it still holds the job's pipes.
+    if (job?.state === "killed") {
+      for (const p of holdersOf(jobDir(this.ctx.paths.stateDir, id))) {
+        try {
+          if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+        } catch {
+          // raced with its exit
+        }
+      }
+    }
     // Placeholders first: the review must not take an empty one planter made for the job's work.
     if (ended) releasePlaceholders(this.ctx, id);
     if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
-    const job = ended ? getJob(this.ctx.db, id) : null;
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
   }
@@ -553,6 +600,8 @@ export class Supervisor {
     const t = this.graceTimers.get(id);
     if (t) clearTimeout(t);
     this.graceTimers.delete(id);
+    clearTimeout(this.resendTimers.get(id));
+    this.resendTimers.delete(id);
     if (this.adopted.size === 0 && this.pollTimer) {
       clearInterval(this.pollTimer);
       this.pollTimer = null;
@@ -563,8 +612,9 @@ export class Supervisor {
   close(): void {
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
-    for (const t of this.graceTimers.values()) clearTimeout(t);
+    for (const t of [...this.graceTimers.values(), ...this.resendTimers.values()]) clearTimeout(t);
     this.graceTimers.clear();
+    this.resendTimers.clear();
   }
 }
 
@@ -624,6 +674,14 @@ function killQuietly(pid: number): void {
   } catch {
     // raced with its exit
   }
+}
+
+/**
+ * Whether the job runs in bwrap's pid namespace: then signals but SIGKILL go to its processes
+ * inside, never to bwrap itself (see `signalTree`).
+ */
+function sandboxed(job: JobRow): boolean {
+  return job.backend === "bwrap";
 }
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */

@@ -22,7 +22,7 @@ import {
   ownCgroupPath,
 } from "../../lib/jobs/cgroup.ts";
 import { breach, decideAct, hardCap, quotaCut } from "../../lib/jobs/limits.ts";
-import { descendants, type ProcEntry, type ProcTable } from "../../lib/jobs/proc.ts";
+import { descendants, nsPid, type ProcEntry, type ProcTable, sandboxProcs } from "../../lib/jobs/proc.ts";
 import { endOf } from "../../lib/jobs/supervisor.ts";
 import type { JobRow } from "../../lib/state/jobs.ts";
 
@@ -302,6 +302,55 @@ describe("process trees", () => {
     ]);
     expect(descendants(t, [100], 100)).toEqual([]);
     expect(descendants(t, [100, 300], 100)).toEqual([301]);
+  });
+});
+
+describe("a sandboxed job's own processes (what signals but SIGKILL reach)", () => {
+  function table(rows: [pid: number, ppid: number, pgid: number][]): ProcTable {
+    const t: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
+    for (const [pid, ppid, pgid] of rows) {
+      const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1, threads: 1 };
+      t.procs.set(pid, p);
+      t.children.set(ppid, [...(t.children.get(ppid) ?? []), pid]);
+      t.groups.set(pgid, [...(t.groups.get(pgid) ?? []), pid]);
+    }
+    return t;
+  }
+  const tree = table([
+    [100, 1, 100], // recorder
+    [101, 100, 100], // a log pump
+    [102, 100, 100], // bwrap, outside
+    [103, 102, 103], // bwrap's init: pid 1 inside, --new-session
+    [104, 103, 103], // the job
+    [105, 104, 105], // a child that made a group of its own
+    [106, 103, 103], // an orphan inside, reparented to the init
+    [200, 1, 200], // a stranger
+  ]);
+
+  test("the init's descendants, never the recorder, the pumps, bwrap or the init", () => {
+    expect(sandboxProcs(tree, 100, (p) => p === 103)?.sort()).toEqual([104, 105, 106]);
+  });
+
+  test("no init yet (bwrap still setting up): null, and the caller signals the whole tree", () => {
+    expect(sandboxProcs(tree, 100, () => false)).toBeNull();
+  });
+
+  test("the shallowest init is the sandbox's, whatever wraps bwrap; one deeper down is the job's own", () => {
+    const wrapped = table([
+      [100, 1, 100], // recorder
+      [101, 100, 100], // a wrapper that does not exec
+      [102, 101, 100], // bwrap
+      [103, 102, 103], // init
+      [104, 103, 103], // the job
+      [105, 104, 105], // pid 1 of a namespace of the job's own
+      [106, 105, 105],
+    ]);
+    expect(sandboxProcs(wrapped, 100, (p) => p === 103 || p === 105)?.sort()).toEqual([104, 105, 106]);
+  });
+
+  test("NSpid: this process is at depth 0 with its own pid", () => {
+    expect(nsPid(process.pid)).toEqual({ depth: 0, inner: process.pid });
+    expect(nsPid(2 ** 22 + 1)).toBeNull();
   });
 });
 
