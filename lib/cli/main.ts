@@ -5,6 +5,7 @@
  */
 import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
+import { exitAfterOutput } from "./output.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
 const restCommands = new WeakSet<object>();
@@ -153,7 +154,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   try {
     if (version && before.length === 1 && (before[0] === "--version" || before[0] === "-V")) {
       process.stdout.write(`${version()}\n`);
-      process.exit(0);
+      return await exitAfterOutput(EXIT.ok);
     }
     const leaf = await findLeaf(root, argv);
     const fullName = [name, ...leaf.path].join(" ");
@@ -165,7 +166,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
       const text = process.stdout.isTTY && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
       (asked ? process.stdout : process.stderr).write(`${text}\n`);
-      process.exit(asked ? EXIT.ok : EXIT.usage);
+      return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
     }
     const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};
     checkArgs(leaf.cmd, argsDef, leaf.rest, fullName);
@@ -174,5 +175,5 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   } catch (e) {
     code = reportError(e, { json, verbose });
   }
-  process.exit(code);
+  return await exitAfterOutput(code);
 }

@@ -8,8 +8,34 @@ export const red = paint(31);
 export const green = paint(32);
 export const yellow = paint(33);
 
+/** Print a value as indented JSON on stdout. */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+/**
+ * End `stream` and wait until every byte written to it has reached the OS, or the reader has
+ * gone (EPIPE). Bun writes to pipes asynchronously: `write()` may return before the bytes left,
+ * and neither its callback nor `writableLength` says when they did; only "finish" does.
+ */
+export function finished(stream: NodeJS.WritableStream & { writableFinished?: boolean; destroyed?: boolean }) {
+  return new Promise<void>((resolve) => {
+    if (stream.writableFinished || stream.destroyed) return resolve();
+    // After an error (the reader closed the pipe) neither "finish" nor "close" comes.
+    stream.once("error", () => resolve());
+    stream.once("close", () => resolve());
+    stream.once("finish", () => resolve());
+    stream.end();
+  });
+}
+
+/**
+ * The one way a command ends: stdout and stderr are delivered whole (to a slow pipe too), then
+ * the process exits with `code`. `process.exit` alone drops what Bun has not yet written.
+ */
+export async function exitAfterOutput(code: number): Promise<never> {
+  await Promise.all([finished(process.stdout), finished(process.stderr)]);
+  process.exit(code);
 }
 
 /** A plain text table: a header row and left-aligned columns. */
