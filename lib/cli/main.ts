@@ -5,7 +5,7 @@
  */
 import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
-import { exitAfterOutput } from "./output.ts";
+import { exitAfterOutput, printable } from "./output.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
 const restCommands = new WeakSet<object>();
@@ -128,18 +128,19 @@ export function reportError(e: unknown, opts: { json?: boolean; verbose?: boolea
   if (e instanceof PlanterError) {
     if (opts.json) process.stderr.write(`${JSON.stringify({ error: e.toBody() })}\n`);
     else {
-      process.stderr.write(`planter: ${e.message}\n`);
-      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      // A message and hint may come from planterd: never raw to the terminal.
+      process.stderr.write(`planter: ${printable(e.message)}\n`);
+      if (e.hint) process.stderr.write(`hint: ${printable(e.hint)}\n`);
     }
     if (opts.verbose && e.stack) process.stderr.write(`${e.stack}\n`);
     return e.exitCode;
   }
   const err = e as Error;
   if (err?.name === "CLIError") {
-    process.stderr.write(`planter: ${err.message}\n`);
+    process.stderr.write(`planter: ${printable(err.message)}\n`);
     return EXIT.usage;
   }
-  process.stderr.write(`planter: internal error: ${err?.message ?? String(e)}\n`);
+  process.stderr.write(`planter: internal error: ${printable(err?.message ?? String(e))}\n`);
   if (opts.verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write("hint: run again with --verbose for details\n");
   return EXIT.error;
