@@ -56,9 +56,19 @@ export function checkSocketPath(socket: string, me: number, fs: TrustFs = realFs
     return;
   }
   const problem = (why: string, details: Record<string, unknown> = {}) => untrusted(socket, why, details);
+  // A directory this user cannot stat cannot be checked here; connecting through it fails, and
+  // a connection that does get made is still checked by its peer's uid.
+  const dirStat = (dir: string): Stats | null => {
+    try {
+      return fs.stat(dir);
+    } catch {
+      return null;
+    }
+  };
   if (link.isSymbolicLink()) {
     const dir = dirname(socket);
-    const why = dirProblem(dir, fs.stat(dir), me);
+    const st = dirStat(dir);
+    const why = st && dirProblem(dir, st, me);
     if (why) throw problem(`it is a symlink and ${why}`);
   }
   let st: Stats;
@@ -72,7 +82,8 @@ export function checkSocketPath(socket: string, me: number, fs: TrustFs = realFs
   if (!trusted(st.uid, me))
     throw problem(`it is owned by uid ${st.uid}, not by you (uid ${me}) or root`, { owner_uid: st.uid });
   const dir = dirname(real);
-  const why = dirProblem(dir, fs.stat(dir), me);
+  const dst = dirStat(dir);
+  const why = dst && dirProblem(dir, dst, me);
   if (why) throw problem(why);
 }
 
