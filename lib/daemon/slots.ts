@@ -1,16 +1,16 @@
 /**
- * Connection slots: who may hold how many open connections to planterd. Every uid has at most
- * `perUid`; all uids but the daemon's owner and root share `shared` slots; the owner and root
- * never take from the shared slots, so no other uid, nor all of them together, can lock them out.
+ * Connection slots: who may hold how many open connections to planterd. Every uid but the
+ * daemon's owner and root has at most `perUid`, and they all share `shared` slots; the owner and
+ * root never take from those: each has `shared` slots of its own, so no other uid, nor all of
+ * them together, can lock them out, and a busy client of theirs is not held to `perUid`.
  */
-
 /** The bucket of a connection whose peer credentials could not be read. */
 export const UNKNOWN_PEER = -1;
 
 export interface SlotLimits {
-  /** Connections of all uids but the owner and root, together. */
+  /** Connections of all uids but the owner and root, together; and of the owner, and of root. */
   shared: number;
-  /** Connections of any one uid (the owner and root included). */
+  /** Connections of any one uid but the owner and root. */
   perUid: number;
   /** The daemon's own uid. */
   owner: number;
@@ -37,14 +37,14 @@ export class ConnectionSlots {
   take(uid: number): SlotRefusal | null {
     const { shared, perUid } = this.limits();
     const mine = this.byUid.get(uid) ?? 0;
-    const who = uid === UNKNOWN_PEER ? "peers of unknown uid" : `uid ${uid}`;
-    if (mine >= perUid) {
+    const reserved = this.reserved(uid);
+    if (reserved ? mine >= shared : mine >= perUid) {
+      const who = uid === UNKNOWN_PEER ? "peers of unknown uid" : `uid ${uid}`;
       return {
-        message: `planterd already has ${mine} open connections from ${who} (the most one uid may hold)`,
-        hint: "close idle connections and retry; config [api] max_connections_per_uid",
+        message: `planterd already has ${mine} open connections from ${who} (the most ${reserved ? "its own uid and root each" : "one uid"} may hold)`,
+        hint: `close idle connections and retry; config [api] ${reserved ? "max_connections" : "max_connections_per_uid"}`,
       };
     }
-    const reserved = this.reserved(uid);
     if (!reserved && this.sharedUsed >= shared) {
       return {
         message: "planterd has too many open connections",
