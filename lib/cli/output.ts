@@ -18,9 +18,12 @@ export function printJson(value: unknown): void {
  * gone (EPIPE). Bun writes to pipes asynchronously: `write()` may return before the bytes left,
  * and neither its callback nor `writableLength` says when they did; only "finish" does.
  */
-export function finished(stream: NodeJS.WritableStream & { writableFinished?: boolean; destroyed?: boolean }) {
+export function finished(
+  stream: NodeJS.WritableStream & { writableFinished?: boolean; destroyed?: boolean; errored?: unknown },
+) {
   return new Promise<void>((resolve) => {
-    if (stream.writableFinished || stream.destroyed) return resolve();
+    // A reader that went away before now left the stream errored: nothing more will come.
+    if (stream.writableFinished || stream.destroyed || stream.errored) return resolve();
     // After an error (the reader closed the pipe) neither "finish" nor "close" comes.
     stream.once("error", () => resolve());
     stream.once("close", () => resolve());

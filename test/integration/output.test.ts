@@ -241,3 +241,27 @@ test("an early-closing reader does not hang the CLI", async () => {
   );
   await waitFor(() => proc.exitCode !== null, "the CLI to end after its reader closed", 60_000);
 });
+
+test("a reader gone before the command ends: the command still exits, with its code", async () => {
+  // Write until the pipe breaks (its reader, `true`, reads nothing), wait until the stream knows,
+  // then end as every command does.
+  const script = `
+    import { exitAfterOutput } from ${JSON.stringify(join(ROOT, "lib/cli/output.ts"))};
+    while (!process.stdout.errored) {
+      process.stdout.write("x".repeat(1 << 20));
+      await new Promise((r) => setImmediate(r));
+    }
+    await exitAfterOutput(3);
+  `;
+  const proc = Bun.spawn(
+    ["bash", "-c", '"$@" 2>/dev/null | true; echo "$PIPESTATUS"', "bash", process.execPath, "-e", script],
+    {
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "ignore",
+    },
+  );
+  const out = new Response(proc.stdout).text();
+  await waitFor(() => proc.exitCode !== null, "the command to exit after its reader went away", 30_000);
+  expect((await out).trim()).toBe("3");
+});
