@@ -21,16 +21,20 @@ function abortError(): Error {
 }
 
 export class Client {
-  /** `unreachableHint` replaces the default hint when the socket does not answer (a Lima VM's, say). */
+  /**
+   * `unreachableHint` replaces the default hint when the socket does not answer (a Lima VM's,
+   * say); `trust` names uids trusted besides the caller's and root's (never from the CLI).
+   */
   constructor(
     readonly socketPath: string,
     private readonly unreachableHint?: string,
+    private readonly trust: readonly number[] = [],
   ) {}
 
   /** A connection to the socket whose listener runs as this user or root; nothing is sent on it yet. */
   private async connect(signal?: AbortSignal): Promise<Socket> {
     const me = process.getuid?.();
-    if (me !== undefined) checkSocketPath(this.socketPath, me);
+    if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
     if (signal?.aborted) throw abortError();
     const socket = createConnection({ path: this.socketPath });
     await new Promise<void>((resolve, reject) => {
@@ -59,7 +63,7 @@ export class Client {
             "E_UNTRUSTED_DAEMON",
             `refusing to use the planterd socket ${this.socketPath}: the credentials of the process listening on it cannot be read`,
           );
-        if (peer) checkPeerUid(this.socketPath, peer.uid, me);
+        if (peer) checkPeerUid(this.socketPath, peer.uid, me, this.trust);
       } catch (e) {
         socket.destroy();
         throw e;

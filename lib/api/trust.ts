@@ -18,9 +18,9 @@ export interface TrustFs {
 
 const realFs: TrustFs = { lstat: lstatSync, stat: statSync, realpath: realpathSync };
 
-/** Uids a client trusts: its own and root's. */
-export function trusted(uid: number, me: number): boolean {
-  return uid === me || uid === 0;
+/** Uids a client trusts: its own and root's (and any it was told to). */
+export function trusted(uid: number, me: number, also: readonly number[] = []): boolean {
+  return uid === me || uid === 0 || also.includes(uid);
 }
 
 const HINT =
@@ -34,8 +34,9 @@ function untrusted(socket: string, why: string, details: Record<string, unknown>
 }
 
 /** A directory nobody else can add, rename or remove entries in: owned by `me` or root, no write for others unless sticky. */
-function dirProblem(dir: string, st: Stats, me: number): string | null {
-  if (!trusted(st.uid, me)) return `its directory ${dir} is owned by uid ${st.uid}, not by you (uid ${me}) or root`;
+function dirProblem(dir: string, st: Stats, me: number, also: readonly number[]): string | null {
+  if (!trusted(st.uid, me, also))
+    return `its directory ${dir} is owned by uid ${st.uid}, not by you (uid ${me}) or root`;
   const othersWrite = (st.mode & 0o022) !== 0;
   const sticky = (st.mode & 0o1000) !== 0;
   if (othersWrite && !sticky)
@@ -48,7 +49,7 @@ function dirProblem(dir: string, st: Stats, me: number): string | null {
  * directory it is in must belong to `me` or root, and so must the directory of a symlink on the
  * way (or the link could be re-pointed). A path that does not exist passes: connecting fails.
  */
-export function checkSocketPath(socket: string, me: number, fs: TrustFs = realFs): void {
+export function checkSocketPath(socket: string, me: number, also: readonly number[] = [], fs: TrustFs = realFs): void {
   let link: Stats;
   try {
     link = fs.lstat(socket);
@@ -68,7 +69,7 @@ export function checkSocketPath(socket: string, me: number, fs: TrustFs = realFs
   if (link.isSymbolicLink()) {
     const dir = dirname(socket);
     const st = dirStat(dir);
-    const why = st && dirProblem(dir, st, me);
+    const why = st && dirProblem(dir, st, me, also);
     if (why) throw problem(`it is a symlink and ${why}`);
   }
   let st: Stats;
@@ -79,17 +80,17 @@ export function checkSocketPath(socket: string, me: number, fs: TrustFs = realFs
   } catch {
     return; // a dangling link: connecting fails with the usual message
   }
-  if (!trusted(st.uid, me))
+  if (!trusted(st.uid, me, also))
     throw problem(`it is owned by uid ${st.uid}, not by you (uid ${me}) or root`, { owner_uid: st.uid });
   const dir = dirname(real);
   const dst = dirStat(dir);
-  const why = dst && dirProblem(dir, dst, me);
+  const why = dst && dirProblem(dir, dst, me, also);
   if (why) throw problem(why);
 }
 
 /** Refuse a connection whose listening process runs as another user. */
-export function checkPeerUid(socket: string, peerUid: number, me: number): void {
-  if (trusted(peerUid, me)) return;
+export function checkPeerUid(socket: string, peerUid: number, me: number, also: readonly number[] = []): void {
+  if (trusted(peerUid, me, also)) return;
   throw new PlanterError(
     "E_UNTRUSTED_DAEMON",
     `refusing to use the planterd socket ${socket}: the process listening on it runs as uid ${peerUid}, not as you (uid ${me}) or root`,
