@@ -89,10 +89,15 @@ async function olderVm(h: ReturnType<typeof host>, forward = "/run/planter/plant
   expect((await limactl(h.env, "start", "planter")).code).toBe(0);
   // The older agent answers on its own socket.
   const oldSocket = join(h.guest, "run/planter-agent/agent.sock");
-  await waitFor(() => existsSync(oldSocket), "the older agent's socket");
-  const v = (await fetch("http://planterd/v1/version", { unix: oldSocket }).then((r) => r.json())) as {
-    commit: string;
-  };
+  // The socket file appears a moment before the agent listens on it: wait for an answer.
+  const v = (await waitFor(
+    () =>
+      fetch("http://planterd/v1/version", { unix: oldSocket }).then(
+        (r) => r.json(),
+        () => null,
+      ),
+    "the older agent to answer on its socket",
+  )) as { commit: string };
   expect(v.commit).toBe("migrateOldcommit");
 }
 
