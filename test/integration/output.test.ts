@@ -68,6 +68,8 @@ beforeAll(async () => {
 }, 120_000);
 
 afterAll(async () => {
+  // Jobs outlive planterd: the sleeping one goes first.
+  if (running) await d.client.killJob(running.id, { force: true }).catch(() => undefined);
   await d?.stop();
   if (d) cleanup(d.home);
 });
