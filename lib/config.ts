@@ -82,7 +82,10 @@ export const ConfigSchema = v.strictObject({
       body_timeout_ms: v.optional(int(100, 600_000), 30_000),
       /** An idle keep-alive connection is closed after this. */
       idle_timeout_ms: v.optional(int(100, 3_600_000), 30_000),
+      /** Open connections of every uid but planterd's own and root's, together; and of each of those two. */
       max_connections: v.optional(int(1, 100_000), 512),
+      /** Open connections of any one uid but planterd's own and root's. */
+      max_connections_per_uid: v.optional(int(1, 100_000), 64),
     }),
     {},
   ),

@@ -17,7 +17,7 @@ import {
   usage,
 } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
-import { age, dim, outcome, printJson, shellLine, table } from "../lib/cli/output.ts";
+import { age, dim, outcome, printable as p, printJson, shellLine, table } from "../lib/cli/output.ts";
 import { pathForTarget } from "../lib/cli/target.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
 import { copyLog, jobOutput } from "../lib/logs/follow.ts";
@@ -30,21 +30,18 @@ const common = {
 } as const;
 
 function cellLines(c: Cell): string {
+  const env = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
   return [
     `name:     ${c.name}`,
-    `dir:      ${c.dir}${c.managed ? dim(" (managed by planter)") : ""}`,
+    `dir:      ${c.dir}`,
     `created:  ${c.created_at}`,
     `jobs:     ${c.jobs.running} running, ${c.jobs.total} in all`,
-    `env:      ${
-      Object.keys(c.env).length
-        ? Object.entries(c.env)
-            .map(([k, v]) => `${k}=${v}`)
-            .join(" ")
-        : "-"
-    }`,
+    `env:      ${env.length ? env.join(" ") : "-"}`,
     `limits:   ${limitsLine(c.limits)}`,
     `sandbox:  ${c.sandbox.mode ?? "(daemon default)"}`,
-  ].join("\n");
+  ]
+    .map((line, i) => p(line) + (i === 1 && c.managed ? dim(" (managed by planter)") : ""))
+    .join("\n");
 }
 
 const cellCreate = defineCommand({
@@ -104,7 +101,7 @@ const cellCreate = defineCommand({
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const cell = await api.createCell(body);
     if (args.json) printJson(cell);
-    else console.log(`created cell ${cell.name} at ${cell.dir}`);
+    else console.log(`created cell ${p(cell.name)} at ${p(cell.dir)}`);
     return 0;
   },
 });
@@ -151,7 +148,7 @@ const cellRm = defineCommand({
   async run({ args }) {
     const r = await client(args).removeCell(args.name, Boolean(args.force));
     if (args.json) printJson(r);
-    else console.log(`removed cell ${r.removed} (${r.jobs_removed} job(s))`);
+    else console.log(`removed cell ${p(r.removed)} (${p(r.jobs_removed)} job(s))`);
     return 0;
   },
 });
@@ -241,7 +238,7 @@ allowRest(run);
 function warnFallback(job: Job): Job {
   if (job.sandbox.fallback) {
     process.stderr.write(
-      `planter: warning: job ${job.id} runs WITHOUT a sandbox (mode permissive, no sandbox backend works here); run \`planter doctor\`\n`,
+      `planter: warning: job ${p(job.id)} runs WITHOUT a sandbox (mode permissive, no sandbox backend works here); run \`planter doctor\`\n`,
     );
   }
   return job;
@@ -249,7 +246,7 @@ function warnFallback(job: Job): Job {
 
 function printDetached(job: Job, json: boolean): number {
   if (json) printJson(job);
-  else console.log(job.id);
+  else console.log(p(job.id));
   return 0;
 }
 
@@ -311,7 +308,7 @@ class SignalProxy {
     for (const sig of this.pending.splice(0)) {
       const name = sig.slice(3);
       let body: { signal?: string; force?: boolean } = { signal: name };
-      let note = `\nplanter: received ${sig}: sending it to job ${this.id}\n`;
+      let note = `\nplanter: received ${sig}: sending it to job ${p(this.id)}\n`;
       // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets each once.
       if (sig !== "SIGINT" && this.forwarded.has(sig)) continue;
       this.forwarded.add(sig);
@@ -319,7 +316,7 @@ class SignalProxy {
         if (++this.interrupts > 2) continue;
         const first = this.interrupts === 1;
         if (!first) body = { force: true };
-        note = `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${this.id}${first ? " (Ctrl-C again to kill)" : ""}\n`;
+        note = `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${p(this.id)}${first ? " (Ctrl-C again to kill)" : ""}\n`;
       }
       // After SIGHUP the terminal is gone: nothing to tell, and a write there may fail.
       if (sig !== "SIGHUP") process.stderr.write(note);
@@ -356,15 +353,15 @@ async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): P
   ]);
   const done = await api.getJob(job.id);
   if (done.state === "failed" && done.reason !== "exited")
-    process.stderr.write(`planter: job ${done.id} ${outcome(done)}: ${done.message}\n`);
+    process.stderr.write(`planter: job ${p(done.id)} ${p(outcome(done))}: ${p(done.message)}\n`);
   else if (done.state === "killed" || done.state === "lost") {
     const limit = limitText(done);
-    process.stderr.write(`planter: job ${done.id} ${outcome(done)}${limit ? ` — ${limit}` : ""}\n`);
+    process.stderr.write(`planter: job ${p(done.id)} ${p(outcome(done))}${limit ? ` — ${p(limit)}` : ""}\n`);
   }
   if (done.log_truncated) {
     const max = done.limits.max_log_bytes ?? 0;
     process.stderr.write(
-      `planter: job ${done.id} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
+      `planter: job ${p(done.id)} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
     );
   }
   return passthroughCode(done);
@@ -413,7 +410,9 @@ function jobLines(j: Job): string {
       : []),
     ...(j.kill ? [`kill:      SIG${j.kill.signal}${j.kill.force ? " (forced)" : ""} at ${j.kill.requested_at}`] : []),
     ...(j.request_ref ? [`request:   ${j.request_ref}`] : []),
-  ].join("\n");
+  ]
+    .map(p)
+    .join("\n");
 }
 
 const jobLs = defineCommand({
@@ -490,7 +489,7 @@ const jobKill = defineCommand({
   async run({ args }) {
     const job = await client(args).killJob(args.id, { signal: args.signal, force: args.force || undefined });
     if (args.json) printJson(job);
-    else console.log(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${job.id}`);
+    else console.log(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${p(job.id)}`);
     return 0;
   },
 });
@@ -520,8 +519,8 @@ const jobWait = defineCommand({
       if (!r.timed_out || Date.now() >= deadline) {
         if (args.json) printJson(r);
         else if (r.timed_out)
-          process.stderr.write(`planter: job ${r.job.id} is still ${r.job.state} after ${args.timeout}\n`);
-        else console.log(`job ${r.job.id} ${outcome(r.job)}`);
+          process.stderr.write(`planter: job ${p(r.job.id)} is still ${p(r.job.state)} after ${args.timeout}\n`);
+        else console.log(`job ${p(r.job.id)} ${p(outcome(r.job))}`);
         return r.timed_out ? EXIT.waitTimeout : passthroughCode(r.job);
       }
     }
@@ -534,7 +533,7 @@ const jobRm = defineCommand({
   async run({ args }) {
     const r = await client(args).removeJob(args.id);
     if (args.json) printJson(r);
-    else console.log(`removed job ${r.removed}`);
+    else console.log(`removed job ${p(r.removed)}`);
     return 0;
   },
 });
@@ -573,7 +572,7 @@ export const events = defineCommand({
           if (args.json) process.stdout.write(`${JSON.stringify(e)}\n`);
           else
             process.stdout.write(
-              `${e.cursor}  ${e.at}  ${e.kind.padEnd(18)} ${e.subject}  ${dim(JSON.stringify(e.data))}\n`,
+              `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`,
             );
         }
         if (args.follow || n < 1000) return 0;

@@ -164,9 +164,11 @@ export async function startDaemon(
 export async function cli(
   home: string,
   args: string[],
-  opts: { env?: Record<string, string>; stdin?: string; script?: string } = {},
+  opts: { env?: Record<string, string>; stdin?: string; script?: string; uid?: number } = {},
 ) {
-  const proc = Bun.spawn([process.execPath, opts.script ?? PLANTER, ...args], {
+  // As another uid (the user a daemon runs as: the CLI trusts only its own uid's and root's).
+  const as = opts.uid === undefined ? [] : ["setpriv", `--reuid=${opts.uid}`, `--regid=${opts.uid}`, "--clear-groups"];
+  const proc = Bun.spawn([...as, process.execPath, opts.script ?? PLANTER, ...args], {
     env: baseEnv(home, opts.env),
     stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
     stdout: "pipe",

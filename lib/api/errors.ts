@@ -13,6 +13,7 @@ export const ERROR_STATUS = {
   E_INTERNAL: 500,
   // Client-side only: never sent by the daemon.
   E_DAEMON_UNREACHABLE: 0,
+  E_UNTRUSTED_DAEMON: 0,
   E_USAGE: 0,
   E_CONFIG: 0,
   E_STATE: 0,
@@ -22,7 +23,7 @@ export const ERROR_STATUS = {
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
 /** Exit codes of every planter command (README "Exit codes"). */
-export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, waitTimeout: 124 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, untrusted: 4, waitTimeout: 124 } as const;
 
 /** The JSON error envelope's inner object. */
 export interface ErrorBody {
@@ -69,6 +70,7 @@ export class PlanterError extends Error {
     if (this.exitOverride !== undefined) return this.exitOverride;
     if (this.code === "E_USAGE") return EXIT.usage;
     if (this.code === "E_DAEMON_UNREACHABLE") return EXIT.unreachable;
+    if (this.code === "E_UNTRUSTED_DAEMON") return EXIT.untrusted;
     return EXIT.error;
   }
 
@@ -79,9 +81,12 @@ export class PlanterError extends Error {
     return body;
   }
 
+  /** The error a daemon sent; codes only the client uses (status 0) are not taken from it. */
   static fromBody(body: ErrorBody): PlanterError {
-    const code = body.code in ERROR_STATUS ? body.code : "E_INTERNAL";
-    return new PlanterError(code, body.message, { hint: body.hint, details: body.details });
+    const code = Object.hasOwn(ERROR_STATUS, body.code) && ERROR_STATUS[body.code] ? body.code : "E_INTERNAL";
+    const hint = typeof body.hint === "string" ? body.hint : undefined;
+    const details = body.details && typeof body.details === "object" ? body.details : undefined;
+    return new PlanterError(code, String(body.message), { hint, details });
   }
 }
 

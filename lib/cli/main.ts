@@ -5,6 +5,7 @@
  */
 import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
+import { exitAfterOutput, printable } from "./output.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
 const restCommands = new WeakSet<object>();
@@ -127,18 +128,19 @@ export function reportError(e: unknown, opts: { json?: boolean; verbose?: boolea
   if (e instanceof PlanterError) {
     if (opts.json) process.stderr.write(`${JSON.stringify({ error: e.toBody() })}\n`);
     else {
-      process.stderr.write(`planter: ${e.message}\n`);
-      if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+      // A message and hint may come from planterd: never raw to the terminal.
+      process.stderr.write(`planter: ${printable(e.message)}\n`);
+      if (e.hint) process.stderr.write(`hint: ${printable(e.hint)}\n`);
     }
     if (opts.verbose && e.stack) process.stderr.write(`${e.stack}\n`);
     return e.exitCode;
   }
   const err = e as Error;
   if (err?.name === "CLIError") {
-    process.stderr.write(`planter: ${err.message}\n`);
+    process.stderr.write(`planter: ${printable(err.message)}\n`);
     return EXIT.usage;
   }
-  process.stderr.write(`planter: internal error: ${err?.message ?? String(e)}\n`);
+  process.stderr.write(`planter: internal error: ${printable(err?.message ?? String(e))}\n`);
   if (opts.verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
   else process.stderr.write("hint: run again with --verbose for details\n");
   return EXIT.error;
@@ -153,7 +155,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   try {
     if (version && before.length === 1 && (before[0] === "--version" || before[0] === "-V")) {
       process.stdout.write(`${version()}\n`);
-      process.exit(0);
+      return await exitAfterOutput(EXIT.ok);
     }
     const leaf = await findLeaf(root, argv);
     const fullName = [name, ...leaf.path].join(" ");
@@ -165,7 +167,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
       const text = process.stdout.isTTY && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
       (asked ? process.stdout : process.stderr).write(`${text}\n`);
-      process.exit(asked ? EXIT.ok : EXIT.usage);
+      return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
     }
     const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};
     checkArgs(leaf.cmd, argsDef, leaf.rest, fullName);
@@ -174,5 +176,5 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   } catch (e) {
     code = reportError(e, { json, verbose });
   }
-  process.exit(code);
+  return await exitAfterOutput(code);
 }

@@ -8,12 +8,63 @@ export const red = paint(31);
 export const green = paint(32);
 export const yellow = paint(33);
 
+/** Print a value as indented JSON on stdout. */
 export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
-/** A plain text table: a header row and left-aligned columns. */
-export function table(header: string[], rows: string[][]): string {
+/**
+ * End `stream` and wait until every byte written to it has reached the OS, or the reader has
+ * gone (EPIPE). Bun writes to pipes asynchronously: `write()` may return before the bytes left,
+ * and neither its callback nor `writableLength` says when they did; only "finish" does.
+ */
+export function finished(
+  stream: NodeJS.WritableStream & { writableFinished?: boolean; destroyed?: boolean; errored?: unknown },
+) {
+  return new Promise<void>((resolve) => {
+    // A reader that went away before now left the stream errored: nothing more will come.
+    if (stream.writableFinished || stream.destroyed || stream.errored) return resolve();
+    // After an error (the reader closed the pipe) neither "finish" nor "close" comes.
+    stream.once("error", () => resolve());
+    stream.once("close", () => resolve());
+    stream.once("finish", () => resolve());
+    stream.end();
+  });
+}
+
+/**
+ * The one way a command ends: stdout and stderr are delivered whole (to a slow pipe too), then
+ * the process exits with `code`. `process.exit` alone drops what Bun has not yet written.
+ */
+export async function exitAfterOutput(code: number): Promise<never> {
+  await Promise.all([finished(process.stdout), finished(process.stderr)]);
+  process.exit(code);
+}
+
+const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+// C0 and C1 controls, DEL, and the Unicode controls that reorder or hide text (bidi overrides
+// and isolates, marks, zero-width joiners aside): a terminal acts on them or shows a lie.
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u206f\ufeff]/g;
+
+/**
+ * Text that planterd (or anyone on the other end of the socket) sent, made safe to print for
+ * people: every control character becomes a visible escape (`\x1b`, `\n`, `\u202e`), so an
+ * error, a name, an argv or a message can neither drive the terminal nor forge output lines.
+ * The one function for server-provided text in human output; `--json` output stays exact.
+ */
+export function printable(text: unknown): string {
+  return String(text).replace(CONTROL, (c) => {
+    const named = NAMED[c];
+    if (named) return named;
+    const code = c.charCodeAt(0);
+    return code < 0x100 ? `\\x${code.toString(16).padStart(2, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+  });
+}
+
+/** A plain text table: a header row and left-aligned columns, each cell `printable`. */
+export function table(header: string[], cells: string[][]): string {
+  const rows = cells.map((r) => r.map(printable));
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? "").length)));
   const line = (r: string[]) =>
     r
@@ -48,7 +99,17 @@ export function outcome(j: Job): string {
   }
 }
 
-/** A command line for display, quoting what needs it. */
+/**
+ * A command line for display, quoting what needs it as a shell would read it back: an argument
+ * with control characters in ANSI-C quotes (`$'a\x1bb'`), so none reaches the terminal raw.
+ */
 export function shellLine(argv: string[]): string {
-  return argv.map((a) => (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a) ? a : `'${a.replaceAll("'", `'\\''`)}'`)).join(" ");
+  return argv
+    .map((a) => {
+      if (/^[A-Za-z0-9_@%+=:,./-]+$/.test(a)) return a;
+      CONTROL.lastIndex = 0;
+      if (CONTROL.test(a)) return `$'${printable(a.replaceAll("\\", "\\\\").replaceAll("'", "\\'"))}'`;
+      return `'${a.replaceAll("'", `'\\''`)}'`;
+    })
+    .join(" ");
 }

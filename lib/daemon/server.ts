@@ -12,6 +12,7 @@ import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
 import { parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
+import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
   /** How the socket was obtained. */
@@ -61,6 +62,20 @@ export async function claimSocketPath(path: string): Promise<void> {
   unlinkSync(path); // stale: the daemon that made it is gone
 }
 
+/**
+ * Close a connection from this side, after `last` (and whatever is queued) has been sent: end,
+ * then destroy — a peer that never closes its end must not keep the fd (a half-open socket).
+ */
+export function hangUp(socket: Socket, last?: string): void {
+  const destroy = () => socket.destroy();
+  socket.once("finish", destroy);
+  socket.once("error", destroy);
+  // A peer that reads nothing keeps "finish" from coming: the fd goes anyway.
+  setTimeout(destroy, 2000).unref();
+  if (last === undefined) socket.end();
+  else socket.end(last);
+}
+
 /** What planterd knows of one connection. */
 interface Conn {
   peer: Peer | null;
@@ -74,6 +89,7 @@ export class ApiServer {
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
+  private readonly slots: ConnectionSlots;
   private closing = false;
 
   constructor(
@@ -87,6 +103,11 @@ export class ApiServer {
       else socket.destroy();
     });
     this.net = createNetServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
+    this.slots = new ConnectionSlots(() => ({
+      shared: ctx.config.api.max_connections,
+      perUid: ctx.config.api.max_connections_per_uid,
+      owner: process.getuid?.() ?? UNKNOWN_PEER,
+    }));
     ctx.inflight = () => this.inflight.size;
   }
 
@@ -95,27 +116,26 @@ export class ApiServer {
       socket.destroy();
       return;
     }
-    if (this.sockets.size >= this.ctx.config.api.max_connections) {
-      const body = JSON.stringify({
-        error: {
-          code: "E_UNAVAILABLE",
-          message: "planterd has too many open connections",
-          hint: "retry shortly; config [api] max_connections",
-        },
-      });
-      socket.end(
+    // Credentials are read once per connection, before any byte of a request is parsed; the
+    // connection takes a slot of its uid (lib/daemon/slots.ts) or is refused at once.
+    const fd = socketFd(socket);
+    const peer = fd !== null && this.readPeer ? this.readPeer(fd) : null;
+    const uid = peer?.uid ?? UNKNOWN_PEER;
+    const refusal = this.slots.take(uid);
+    if (refusal) {
+      const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
+      hangUp(
+        socket,
         `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
       );
       return;
     }
-    // Credentials are read once per connection, before any byte of a request is parsed.
-    const fd = socketFd(socket);
-    const peer = fd !== null && this.readPeer ? this.readPeer(fd) : null;
     const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null };
     this.conns.set(socket, conn);
     this.sockets.add(socket);
     socket.once("close", () => {
       this.sockets.delete(socket);
+      this.slots.release(uid);
       if (conn.timer) clearTimeout(conn.timer);
     });
     this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
@@ -203,7 +223,8 @@ export class ApiServer {
       const reply = await route.handler(this.ctx, r);
       await this.send(res, reply, abort.signal);
     } catch (e) {
-      this.sendError(res, e);
+      // A peer the policy refuses gets its 403 and nothing more: the connection is closed.
+      this.sendError(res, e, conn ? !conn.decision.allow : false);
     } finally {
       this.inflight.delete(abort);
     }
@@ -251,7 +272,7 @@ export class ApiServer {
     }
   }
 
-  private sendError(res: ServerResponse, e: unknown): void {
+  private sendError(res: ServerResponse, e: unknown, close = false): void {
     // A read or write outside ctx.write that hit a full or failing disk is no bug either.
     const storage = storageError(e, this.ctx.paths.stateDir);
     const err =
@@ -272,7 +293,13 @@ export class ApiServer {
       "content-length": Buffer.byteLength(text),
     };
     // After a timed-out or oversized body the connection's byte stream is no longer in step: close it.
-    if (err.status === 408 || err.status === 413) headers.connection = "close";
+    if (close || err.status === 408 || err.status === 413) {
+      headers.connection = "close";
+      const socket = res.socket;
+      res.once("finish", () => {
+        if (socket) hangUp(socket);
+      });
+    }
     res.writeHead(err.status, headers);
     res.end(text);
   }

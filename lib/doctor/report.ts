@@ -1,5 +1,5 @@
 /** doctor's output: a table for people (hints and fixes under what is not ok), JSON for scripts. */
-import { dim, green, red, yellow } from "../cli/output.ts";
+import { dim, green, printable, red, yellow } from "../cli/output.ts";
 import type { Check, Outcome, Report, Status } from "./check.ts";
 
 /** The `--json` document: exactly `{ok, version, checks: [{id, status, message, hint, fix}]}`. */
@@ -10,16 +10,19 @@ export function reportJson(r: Report, version: string): { ok: boolean; version: 
 const LABEL: Record<Status, string> = { ok: "ok", warn: "WARN", fail: "FAIL", skip: "skip" };
 const PAINT: Record<Status, (s: string) => string> = { ok: green, warn: yellow, fail: red, skip: dim };
 
-/** The table: id, status, message; hint and fix under each warning and failure; a summary footer. */
+/**
+ * The table: id, status, message; hint and fix under each warning and failure; a summary footer.
+ * Messages may quote planterd's answers (/v1/ready): printed escaped.
+ */
 export function reportText(r: Report, header: string): string {
   const idWidth = Math.max(...r.checks.map((c) => c.id.length), 2);
   const indent = " ".repeat(idWidth + 2 + 4 + 2);
   const lines = [header, ""];
   for (const c of r.checks) {
-    lines.push(`${c.id.padEnd(idWidth)}  ${PAINT[c.status](LABEL[c.status].padEnd(4))}  ${c.message}`);
+    lines.push(`${c.id.padEnd(idWidth)}  ${PAINT[c.status](LABEL[c.status].padEnd(4))}  ${printable(c.message)}`);
     if (c.status === "warn" || c.status === "fail") {
-      if (c.hint) lines.push(`${indent}${dim("hint:")} ${c.hint}`);
-      if (c.fix) lines.push(`${indent}${dim("fix:")}  ${c.fix}`);
+      if (c.hint) lines.push(`${indent}${dim("hint:")} ${printable(c.hint)}`);
+      if (c.fix) lines.push(`${indent}${dim("fix:")}  ${printable(c.fix)}`);
     }
   }
   const count = (s: Status) => r.checks.filter((c) => c.status === s).length;

@@ -2,7 +2,17 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, mkdirSync, mkdtempSync, readFileSync, statSync, symlinkSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+} from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import type { EventRecord } from "../../lib/api/contract.ts";
@@ -299,7 +309,7 @@ describe("bad input at scale", () => {
     const db = new Database(join(d.home, "state", "planter.db"), { readonly: true });
     expect(db.query("PRAGMA integrity_check").all()).toEqual([{ integrity_check: "ok" }]);
     db.close();
-  });
+  }, 120_000);
 });
 
 describe("slow and greedy clients", () => {
@@ -339,9 +349,10 @@ describe("slow and greedy clients", () => {
     expect((await d.client.listJobs({})).jobs).toHaveLength(0);
   });
 
-  test("connections beyond max_connections are refused with 503", async () => {
-    const d = await daemon("[api]\nmax_connections = 3\n");
+  test("the owner beyond its own slots gets 503 naming the limit, and its connection is closed", async () => {
+    const d = await daemon("[api]\nmax_connections = 3\nmax_connections_per_uid = 1\n");
     const held: Socket[] = [];
+    // The owner (root here) is not held to max_connections_per_uid: it has max_connections of its own.
     for (let i = 0; i < 3; i++) {
       const s = createConnection({ path: d.socket });
       await new Promise<void>((r) => s.on("connect", () => r()));
@@ -349,7 +360,8 @@ describe("slow and greedy clients", () => {
     }
     const reply = await rawExchange(d.socket, Buffer.from("GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"), false);
     expect(reply).toStartWith("HTTP/1.1 503");
-    expect(reply).toContain("E_UNAVAILABLE");
+    expect(reply).toContain("planterd already has 3 open connections from uid 0");
+    expect(reply).toContain("config [api] max_connections");
     for (const s of held) s.destroy();
     await waitFor(
       () =>
@@ -393,3 +405,151 @@ describe.skipIf(process.getuid?.() !== 0 || nobodyGroup === null)(
     });
   },
 );
+
+/**
+ * A script run as uid 65534 that opens `count` connections to `socket` and never closes one
+ * (half-open: it keeps its side open after planterd's); with `request`, it sends a request on
+ * each. It prints its tally as a JSON line at every change: connections planterd hung up on
+ * (end or close, once each) and the statuses it read.
+ */
+function hogScript(socket: string, count: number, request: boolean): string {
+  return `
+const net = require("node:net");
+const t = { hungUp: 0, s403: 0, s503: 0, other: 0 };
+const say = () => console.log(JSON.stringify(t));
+const held = [];
+for (let i = 0; i < ${count}; i++) {
+  const s = net.createConnection({ path: ${JSON.stringify(socket)}, allowHalfOpen: true });
+  held.push(s);
+  let seen = "";
+  let gone = false;
+  const hungUp = () => { if (!gone) { gone = true; t.hungUp++; say(); } };
+  ${request ? 's.on("connect", () => s.write("GET /v1/health HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"));' : ""}
+  s.on("data", (b) => {
+    if (seen) return;
+    seen = b.toString("latin1").slice(0, 12);
+    if (seen.startsWith("HTTP/1.1 403")) t.s403++;
+    else if (seen.startsWith("HTTP/1.1 503")) t.s503++;
+    else t.other++;
+    say();
+  });
+  s.on("error", () => undefined);
+  s.on("end", hungUp);
+  s.on("close", hungUp);
+}
+setInterval(() => undefined, 1 << 30);
+`;
+}
+
+interface Tally {
+  hungUp: number;
+  s403: number;
+  s503: number;
+  other: number;
+}
+
+/** Start the hog as uid 65534; `last()` is its latest tally. */
+function hog(d: DaemonHandle, count: number, request: boolean) {
+  const p = Bun.spawn(
+    [
+      "setpriv",
+      "--reuid",
+      "65534",
+      "--regid",
+      "65534",
+      "--clear-groups",
+      process.execPath,
+      "-e",
+      hogScript(d.socket, count, request),
+    ],
+    { env: { PATH: "/usr/bin:/bin", HOME: "/tmp" }, cwd: "/tmp", stdout: "pipe", stderr: "inherit" },
+  );
+  let tally: Tally = { hungUp: 0, s403: 0, s503: 0, other: 0 };
+  (async () => {
+    let buf = "";
+    for await (const chunk of p.stdout) {
+      buf += new TextDecoder().decode(chunk);
+      const lines = buf.split("\n");
+      buf = lines.pop() ?? "";
+      const last = lines.filter(Boolean).at(-1);
+      if (last) tally = JSON.parse(last) as Tally;
+    }
+  })();
+  /** Wait until `cond` holds for the tally; the error says the last tally. */
+  const until = (cond: (t: Tally) => boolean, what: string) =>
+    waitFor(() => cond(tally), what, 90_000).catch((e) => {
+      throw new Error(`${(e as Error).message}; last tally ${JSON.stringify(tally)}`);
+    });
+  return { proc: p, last: () => tally, until };
+}
+
+/** Socket fds planterd holds (its listener and accepted connections). */
+function socketFds(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith("socket:")) n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+describe("connection slots", () => {
+  test("a refused uid holding 600 connections gets each closed after its 403 (or 503); root is served meanwhile", async () => {
+    const d = await daemon(
+      "[api]\nmax_connections = 20\nmax_connections_per_uid = 10\nheader_timeout_ms = 600000\nidle_timeout_ms = 600000\n",
+    );
+    exposeSocket(d);
+    const h = hog(d, 600, true);
+    try {
+      // planterd hangs up on every one, though the hog closes none.
+      await h.until((t) => t.hungUp === 600, "planterd to hang up on all 600 connections");
+      expect(h.last().s403).toBeGreaterThanOrEqual(10);
+      expect(h.last().other).toBe(0);
+      expect(h.proc.exitCode).toBeNull();
+      expect(await d.client.health()).toEqual({ ok: true });
+      // And holds none of them: its socket fds are its listener and a few of the test's own.
+      await waitFor(() => socketFds(d.proc.pid) < 10, "planterd to let go of the hog's sockets");
+    } finally {
+      h.proc.kill("SIGKILL");
+      await h.proc.exited;
+    }
+  }, 180_000);
+
+  test("an allowed uid holding idle connections gets its share only; root and other uids are still served", async () => {
+    const d = await daemon(
+      "[authz]\nallowed_uids = [65534, 65533]\n[api]\nmax_connections = 20\nmax_connections_per_uid = 10\nheader_timeout_ms = 600000\n",
+    );
+    exposeSocket(d);
+    const h = hog(d, 600, false);
+    try {
+      // Ten are held open (its share); planterd refuses and hangs up on the other 590.
+      await h.until((t) => t.hungUp >= 590, "planterd to hang up on all but 10 connections");
+      expect(socketFds(d.proc.pid)).toBeLessThan(30);
+      // The owner and root (the same uid here) are served; so is another uid in the shared slots.
+      expect(await d.client.health()).toEqual({ ok: true });
+      const other = Bun.spawn(
+        [
+          "setpriv",
+          "--reuid",
+          "65533",
+          "--regid",
+          "65533",
+          "--clear-groups",
+          process.execPath,
+          "-e",
+          `const r = await fetch("http://x/v1/health", { unix: ${JSON.stringify(d.socket)} }); console.log(r.status)`,
+        ],
+        { env: { PATH: "/usr/bin:/bin", HOME: "/tmp" }, cwd: "/tmp", stdout: "pipe" },
+      );
+      expect((await new Response(other.stdout).text()).trim()).toBe("200");
+      // The ten it holds were its share, not cut off.
+      expect(h.last().hungUp).toBe(590);
+    } finally {
+      h.proc.kill("SIGKILL");
+      await h.proc.exited;
+    }
+  }, 180_000);
+});

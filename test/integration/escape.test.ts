@@ -283,7 +283,8 @@ async function startPlanterd(mode: Mode): Promise<Planterd> {
     for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) err += new TextDecoder().decode(chunk);
   })();
   const socket = join(planterHome, "run", "planterd.sock");
-  const client = new Client(socket);
+  // The test runs as root; this daemon runs as JOB_UID, which a client trusts only when told.
+  const client = new Client(socket, undefined, [JOB_UID]);
   await waitFor(
     async () => {
       if (proc.exitCode !== null) throw new Error(`planterd (as nobody) exited ${proc.exitCode}: ${err}`);
@@ -1734,7 +1735,9 @@ for (const mode of ["root", "user"] as const) {
       test("job status --json shows what was set aside", async () => {
         const { name, dir } = await mkCell(p);
         const r = await run(p, "mkdir .idea && echo '<x/>' > .idea/workspace.xml", { cell: name });
-        const s = await cli(p.home, ["job", "status", r.job.id, "--json"]);
+        const s = await cli(p.home, ["job", "status", r.job.id, "--json"], {
+          uid: p.mode === "user" ? JOB_UID : undefined,
+        });
         expect(s.code).toBe(0);
         const shown = JSON.parse(s.stdout) as Job;
         expect(shown.workspace).toEqual([

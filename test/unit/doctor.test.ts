@@ -193,6 +193,19 @@ describe("report", () => {
       ]),
     ).toBe("a.b  one\nc    two\n");
   });
+
+  test("what a check quotes of planterd is printed escaped in the table, exact in --json", () => {
+    const hostile = {
+      ...report,
+      checks: [
+        { id: "daemon.ready", status: "fail" as const, message: "not ready: \x1b]0;x\x07", hint: "a\nb", fix: null },
+      ],
+    };
+    expect(reportText(hostile, "h")).toContain(
+      "daemon.ready  FAIL  not ready: \\x1b]0;x\\x07\n                    hint: a\\nb\n",
+    );
+    expect(reportJson(hostile, "0.1.0").checks[0]?.message).toBe("not ready: \x1b]0;x\x07");
+  });
 });
 
 describe("context", () => {
