@@ -488,15 +488,3 @@ export function removeGroup(stored: string): boolean {
   for (const d of Object.values(s.dirs)) ok = removeDir(d) && ok;
   return ok;
 }
-
-/**
- * argv that moves itself into every group whose `cgroup.procs` is listed, then execs `argv`: the
- * job's first process is in its groups before it can fork. The recorder stays outside, so it
- * outlives an OOM kill of the group and still records the exit status.
- */
-export function cgroupArgv(procs: string | string[], argv: string[]): string[] {
-  const files = typeof procs === "string" ? [procs] : procs;
-  const script =
-    'for f in "$@"; do [ "$f" = -- ] && break; { echo $$ > "$f"; } 2>/dev/null || { echo "planter: cannot enter cgroup: $f" >&2; exit 125; }; shift; done\nshift\nexec "$@"';
-  return ["/bin/sh", "-c", script, "sh", ...files, "--", ...argv];
-}

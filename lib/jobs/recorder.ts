@@ -32,23 +32,39 @@ const CLAIM = `set -C
 set +C
 { echo $$ >>"\${s%/*}/pid"; } 2>/dev/null`;
 
+/**
+ * The job's command, as a child of the recorder. With cgroups (`$g`: the groups' `cgroup.procs`
+ * files, one per line) the child writes its own pid into each before it execs the job, so nothing
+ * of the job runs outside its groups and the recorder stays out (it outlives an OOM kill of the
+ * group). The child reads its pid from /proc/self/stat: no extra program is run.
+ */
+const run = (redirect: string) => `if [ -n "$g" ]; then
+  (set -f; read -r p _ </proc/self/stat || exit 125
+  IFS='
+'
+  for f in $g; do { echo "$p" >"$f"; } 2>/dev/null || { echo "planter: cannot enter cgroup: $f" >&2; exit 125; }; done
+  exec "$@")${redirect}
+else
+  "$@"${redirect}
+fi`;
+
 // umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
-const DIRECT = `s=$1; shift 2
+const DIRECT = `s=$1; g=$2; shift 2
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 ${CLAIM}
-"$@"
+${run("")}
 c=$?
 printf '%-3s\\n' "$c" 1<>"$s"
 exit "$c"`;
 
-const PIPED = `s=$1; q=$2; shift 2
+const PIPED = `s=$1; g=$2; shift 2
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 ${CLAIM}
 (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &
 (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &
-"$@" >"$s.out" 2>"$s.err"
+${run(' >"$s.out" 2>"$s.err"')}
 c=$?
 until wait; do :; done
 printf '%-3s\\n' "$c" 1<>"$s"
@@ -56,10 +72,12 @@ exit "$c"`;
 
 /**
  * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
- * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`).
+ * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`). `groups` are the `cgroup.procs`
+ * files the job enters before it runs (none: it runs in the recorder's groups).
  */
-export function recorderArgv(statusFile: string, argv: string[], pipes = false): string[] {
-  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, "0", ...argv];
+export function recorderArgv(statusFile: string, argv: string[], pipes = false, groups: string[] = []): string[] {
+  if (groups.some((g) => g.includes("\n"))) throw new Error("a cgroup path holds a newline");
+  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, groups.join("\n"), ...argv];
 }
 
 /** Files of one job directory. */

@@ -41,7 +41,7 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
-import { cgroupArgv, groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
+import { groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
@@ -152,8 +152,7 @@ export class Supervisor {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       }
       cgroup = this.jobCgroup(job);
-      let argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
-      argv = cgroup ? cgroupArgv(groupProcs(cgroup), argv) : argv;
+      const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       if (plan.pipes) makePipes(files.status);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
@@ -161,7 +160,7 @@ export class Supervisor {
       // finds the recorder through its pid file and adopts the job with these facts.
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
-      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false), {
+      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
         cwd: plan.cwd,
         env: HOST_ENV,
         stdio: ["ignore", out, err, ...fds],

@@ -12,17 +12,10 @@ import {
   parseLimitDuration,
 } from "../../lib/cli/units.ts";
 import { parseConfig } from "../../lib/config.ts";
-import {
-  cgroup2Mount,
-  cgroupArgv,
-  detectCgroup,
-  groupEnd,
-  JobCgroups,
-  killGroup,
-  ownCgroupPath,
-} from "../../lib/jobs/cgroup.ts";
+import { cgroup2Mount, detectCgroup, groupEnd, JobCgroups, killGroup, ownCgroupPath } from "../../lib/jobs/cgroup.ts";
 import { breach, decideAct, hardCap, quotaCut } from "../../lib/jobs/limits.ts";
 import { descendants, nsPid, type ProcEntry, type ProcTable, sandboxProcs } from "../../lib/jobs/proc.ts";
+import { readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
 import { endOf } from "../../lib/jobs/supervisor.ts";
 import type { JobRow } from "../../lib/state/jobs.ts";
 
@@ -483,18 +476,27 @@ describe("cgroup v2 detection and files (a fake tree: this host has cgroup v1)",
     expect(r.ok && r.base).toBe(parent);
   });
 
-  test("the job's first process enters its group before it runs anything", async () => {
+  test("the job's first process enters its groups before it runs anything; the recorder stays out", async () => {
     root = mkdtempSync("/tmp/pt-cg-");
-    const procs = join(root, "cgroup.procs");
-    writeFileSync(procs, "");
-    const p = Bun.spawn(cgroupArgv(procs, ["/bin/sh", "-c", "echo $$"]), { stdout: "pipe" });
+    const procs = [join(root, "a.procs"), join(root, "b procs")];
+    for (const f of procs) writeFileSync(f, "");
+    const status = join(root, "exit");
+    const p = Bun.spawn(recorderArgv(status, ["/bin/sh", "-c", "echo $$"], false, procs), { stdout: "pipe" });
     const out = (await new Response(p.stdout).text()).trim();
     expect(await p.exited).toBe(0);
-    // exec keeps the pid: the program runs as the process that entered the group.
-    expect(readFileSync(procs, "utf8").trim()).toBe(out);
-    expect(Number(out)).toBe(p.pid);
+    // exec keeps the pid: the program runs as the process that entered the groups.
+    for (const f of procs) expect(readFileSync(f, "utf8").trim()).toBe(out);
+    expect(Number(out)).not.toBe(p.pid);
+    expect(readStatus(status)).toBe(0);
 
-    const bad = Bun.spawn(cgroupArgv(join(root, "missing", "cgroup.procs"), ["/bin/true"]), { stderr: "pipe" });
+    const bad = Bun.spawn(
+      recorderArgv(join(mkdtempSync(join(root, "j2-")), "exit"), ["/bin/true"], false, [
+        join(root, "missing", "cgroup.procs"),
+      ]),
+      {
+        stderr: "pipe",
+      },
+    );
     expect(await bad.exited).toBe(125);
     expect(await new Response(bad.stderr).text()).toContain("planter: cannot enter cgroup");
   });
