@@ -168,7 +168,9 @@ export async function cli(
 ) {
   // As another uid (the user a daemon runs as: the CLI trusts only its own uid's and root's).
   const as = opts.uid === undefined ? [] : ["setpriv", `--reuid=${opts.uid}`, `--regid=${opts.uid}`, "--clear-groups"];
-  const proc = Bun.spawn([...as, process.execPath, opts.script ?? PLANTER, ...args], {
+  // Another uid may not reach this checkout (a clone in a 0700 dir): it runs a bundle.
+  const script = opts.script ?? PLANTER;
+  const proc = Bun.spawn([...as, process.execPath, opts.uid === undefined ? script : bundled(script), ...args], {
     env: baseEnv(home, opts.env),
     stdin: opts.stdin === undefined ? "ignore" : new TextEncoder().encode(opts.stdin),
     stdout: "pipe",
