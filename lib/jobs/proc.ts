@@ -244,8 +244,22 @@ export function sandboxProcs(
  * their ancestry: what is left of a job after its tree was lost (Linux; none elsewhere).
  */
 export function holdersOf(dir: string): ProcId[] {
-  if (process.platform !== "linux") return [];
   const prefix = `${dir}/`;
+  return stdioHolders((target) => target.startsWith(prefix));
+}
+
+/**
+ * Live processes whose stdout or stderr is one of `files` (Linux; none elsewhere). A sandboxed
+ * job's log pipes identify what is left of its sandbox once the tree's parent links are cut.
+ */
+export function writersOf(files: string[]): ProcId[] {
+  const wanted = new Set(files);
+  return stdioHolders((target) => wanted.has(target));
+}
+
+/** One /proc scan: live processes whose fd 1 or 2 points at a path `match` accepts. */
+function stdioHolders(match: (target: string) => boolean): ProcId[] {
+  if (process.platform !== "linux") return [];
   const found: ProcId[] = [];
   let names: string[];
   try {
@@ -263,10 +277,10 @@ export function holdersOf(dir: string): ProcId[] {
       } catch {
         continue;
       }
-      if (target.startsWith(prefix)) {
-        found.push({ pid: Number(name), start: startTime(Number(name)) });
-        break;
-      }
+      if (!match(target)) continue;
+      const pid = Number(name);
+      if (isAlive(pid, null)) found.push({ pid, start: startTime(pid) });
+      break;
     }
   }
   return found;
@@ -344,39 +358,6 @@ export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] 
     }
   }
   return tree;
-}
-
-/**
- * Live processes whose stdout or stderr is one of `files` (Linux; none elsewhere). A sandboxed
- * job's log pipes identify what is left of its sandbox once the tree's parent links are cut.
- */
-export function writersOf(files: string[]): ProcId[] {
-  if (process.platform !== "linux") return [];
-  const wanted = new Set(files);
-  const found: ProcId[] = [];
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return found;
-  }
-  for (const name of entries) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    for (const fd of [1, 2]) {
-      let target: string;
-      try {
-        target = readlinkSync(`/proc/${name}/fd/${fd}`);
-      } catch {
-        continue;
-      }
-      if (!wanted.has(target)) continue;
-      const pid = Number(name);
-      if (isAlive(pid, null)) found.push({ pid, start: startTime(pid) });
-      break;
-    }
-  }
-  return found;
 }
 
 /** `ps` listing of every process (no /proc: macOS): pid, ppid, pgid, rss in KiB, start time. */
