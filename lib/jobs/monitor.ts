@@ -99,6 +99,8 @@ interface Watched {
   queued: boolean;
   /** stdout + stderr at the last check that found the disk near its reserve (null: not measured). */
   logBase: number | null;
+  /** Each log's size when the job was stopped below the disk's reserve: what is kept of it. */
+  reserveKeep?: LogSizes;
 }
 
 /** The state dir's disk at the last tick, and the log reserve on it. */
@@ -470,7 +472,32 @@ export class Monitor {
     if (b.limit === RESERVE_LIMIT) {
       const sent = logSizes(w.files);
       w.logBase = Math.max(w.logBase ?? 0, sent.stdout + sent.stderr);
+      w.reserveKeep = logs ?? sent;
     }
+  }
+
+  /**
+   * A job stopped below the disk's log reserve has ended: what it wrote after it was stopped is
+   * cut from its logs (log writing stops at the reserve). Without this, a flood that overshot the
+   * reserve to a full disk would keep the disk full, and with it the record of the job's own end
+   * waiting. Returns what was written and kept, or null when nothing was cut.
+   */
+  cutAtReserve(id: string): { written: LogSizes; kept: LogSizes } | null {
+    const w = this.jobs.get(id);
+    if (w?.hit?.limit !== RESERVE_LIMIT || !w.reserveKeep) return null;
+    const written = logSizes(w.files);
+    const kept = {
+      stdout: Math.min(written.stdout, w.reserveKeep.stdout),
+      stderr: Math.min(written.stderr, w.reserveKeep.stderr),
+    };
+    if (kept.stdout === written.stdout && kept.stderr === written.stderr) return null;
+    try {
+      if (kept.stdout < written.stdout) truncateSync(w.files.stdout, kept.stdout);
+      if (kept.stderr < written.stderr) truncateSync(w.files.stderr, kept.stderr);
+    } catch {
+      return null; // removed meanwhile
+    }
+    return { written, kept };
   }
 
   private stop(id: string, opts: KillOptions): void {

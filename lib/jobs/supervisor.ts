@@ -36,6 +36,7 @@ import {
   markKillRequested,
   markLaunching,
   markLimitHit,
+  markLogTruncated,
   markRunning,
   markWorkspace,
 } from "../state/jobs.ts";
@@ -482,6 +483,15 @@ export class Supervisor {
    * the job's status file keeps it for a daemon that restarts before that.
    */
   finish(id: string, end: Finish | (() => Finish)): void {
+    // The tree is dead: a job stopped at the disk's reserve gives back what it wrote past it first,
+    // so the records below find room.
+    const cut = this.monitor.cutAtReserve(id);
+    if (cut) {
+      this.ctx.writeOrDefer((ev) => {
+        markLogTruncated(this.ctx.db, id);
+        ev.push({ kind: "job.log_truncated", subject: `job/${id}`, data: { reason: "disk_full", ...cut } });
+      });
+    }
     const under = this.monitor.untrack(id);
     // A job ends with all of its processes: what it left running in its cgroup dies now, before
     // the review looks at its workspace (a bwrap job's pid namespace already took them).
