@@ -572,8 +572,14 @@ export class Monitor {
     for (const id of [...this.jobs.keys()]) this.untrack(id);
     for (const t of this.pendingGroups.values()) clearTimeout(t);
     this.pendingGroups.clear();
-    // One last try for groups still emptying; what stays is swept at the next start.
-    this.sweepGroups();
-    for (const t of this.pendingGroups.values()) clearTimeout(t);
+    // Groups still emptying get a moment (their killed members exit within milliseconds); what
+    // stays is swept at the next start.
+    for (let i = 0; i < 10; i++) {
+      this.sweepGroups();
+      for (const t of this.pendingGroups.values()) clearTimeout(t);
+      this.pendingGroups.clear();
+      if (!endedWithCgroup(this.ctx.db).length) break;
+      Bun.sleepSync(20);
+    }
   }
 }
