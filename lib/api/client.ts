@@ -1,12 +1,12 @@
 /**
- * The API client: HTTP/1.1 + JSON over the Unix socket, one connection per request. The
- * connection is made with node:net so that the peer's credentials can be read from its fd:
- * nothing is sent before the socket path and the listening process are found trustworthy
- * (lib/api/trust.ts). node:http then speaks HTTP over that very connection.
+ * The API client: HTTP/1.1 + JSON over the Unix socket, with Bun's fetch (native: no node:http,
+ * whose loading cost every command ~10 ms). Nothing is sent before the socket is found
+ * trustworthy (lib/api/trust.ts): its path and directory are checked before every request, and
+ * once per client the process listening on it, by its credentials on a connection of its own
+ * (`Bun.connect` gives the fd for SO_PEERCRED) on which nothing is ever sent. A listener swapped
+ * in between would need the socket's directory, which the path check keeps to the user and root.
  */
-import { request as httpRequest, type IncomingMessage } from "node:http";
-import { createConnection, type Socket } from "node:net";
-import { peerReader, socketFd } from "../daemon/peer.ts";
+import { peerReader } from "../daemon/peer.ts";
 import type { Cell, EventRecord, Job, LogChunk, VersionInfo } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
 import { checkPeerUid, checkSocketPath } from "./trust.ts";
@@ -21,6 +21,8 @@ function abortError(): Error {
 }
 
 export class Client {
+  private listenerChecked: Promise<void> | null = null;
+
   /**
    * `unreachableHint` replaces the default hint when the socket does not answer (a Lima VM's,
    * say); `trust` names uids trusted besides the caller's and root's (never from the CLI).
@@ -31,92 +33,79 @@ export class Client {
     private readonly trust: readonly number[] = [],
   ) {}
 
-  /** A connection to the socket whose listener runs as this user or root; nothing is sent on it yet. */
-  private async connect(signal?: AbortSignal): Promise<Socket> {
+  /** The socket's path now, and (once) the uid of the process listening on it. */
+  private async check(): Promise<void> {
     const me = process.getuid?.();
-    if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
-    if (signal?.aborted) throw abortError();
-    const socket = createConnection({ path: this.socketPath });
-    await new Promise<void>((resolve, reject) => {
-      const onAbort = () => {
-        socket.destroy();
-        reject(abortError());
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      socket.once("connect", () => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      });
-      socket.once("error", (e) => {
-        signal?.removeEventListener("abort", onAbort);
-        reject(unreachable(this.socketPath, e, this.unreachableHint));
-      });
-    });
-    if (me !== undefined) {
-      readerOnce ??= peerReader().catch(() => null);
-      const read = await readerOnce;
-      const fd = socketFd(socket);
-      const peer = read && fd !== null ? read(fd) : null;
-      try {
-        if (read && !peer)
-          throw new PlanterError(
-            "E_UNTRUSTED_DAEMON",
-            `refusing to use the planterd socket ${this.socketPath}: the credentials of the process listening on it cannot be read`,
-          );
-        if (peer) checkPeerUid(this.socketPath, peer.uid, me, this.trust);
-      } catch (e) {
-        socket.destroy();
-        throw e;
-      }
+    if (me === undefined) return;
+    checkSocketPath(this.socketPath, me, this.trust);
+    this.listenerChecked ??= this.checkListener(me);
+    try {
+      await this.listenerChecked;
+    } catch (e) {
+      this.listenerChecked = null; // an unreachable daemon may answer later; a refusal is said again
+      throw e;
     }
-    return socket;
   }
 
-  /** Send one request on a checked connection; the response once its head has arrived (any status). */
-  private async send(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<IncomingMessage> {
-    const socket = await this.connect(signal);
-    const payload = body === undefined ? undefined : JSON.stringify(body);
-    const headers: Record<string, string | number> = { connection: "close" };
-    if (payload !== undefined) {
-      headers["content-type"] = "application/json";
-      headers["content-length"] = Buffer.byteLength(payload);
+  private async checkListener(me: number): Promise<void> {
+    let socket: Awaited<ReturnType<typeof Bun.connect>>;
+    try {
+      socket = await Bun.connect({ unix: this.socketPath, socket: { data() {} } });
+    } catch (e) {
+      throw unreachable(this.socketPath, e, this.unreachableHint);
     }
-    return await new Promise<IncomingMessage>((resolve, reject) => {
-      const req = httpRequest({ method, path, host: "planterd", headers, createConnection: () => socket }, resolve);
-      const onAbort = () => {
-        req.destroy(abortError());
-        socket.destroy();
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-      req.once("close", () => signal?.removeEventListener("abort", onAbort));
-      req.once("error", (e) =>
-        reject(e.name === "AbortError" ? e : unreachable(this.socketPath, e, this.unreachableHint)),
-      );
-      req.end(payload);
-    });
+    try {
+      readerOnce ??= peerReader().catch(() => null);
+      const read = await readerOnce;
+      const fd = (socket as unknown as { fd?: number }).fd;
+      const peer = read && typeof fd === "number" && fd >= 0 ? read(fd) : null;
+      if (read && !peer)
+        throw new PlanterError(
+          "E_UNTRUSTED_DAEMON",
+          `refusing to use the planterd socket ${this.socketPath}: the credentials of the process listening on it cannot be read`,
+        );
+      if (peer) checkPeerUid(this.socketPath, peer.uid, me, this.trust);
+    } finally {
+      socket.end();
+    }
   }
 
   /** The response to a request, refused with the daemon's error unless it is a 2xx. */
-  private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<IncomingMessage> {
-    const res = await this.send(method, path, body, signal);
-    const status = res.statusCode ?? 0;
-    if (status >= 200 && status < 300) return res;
-    const text = await readAll(res);
-    let parsed: { error?: ErrorBody } | null = null;
+  private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+    if (signal?.aborted) throw abortError();
+    await this.check();
+    let res: Response;
     try {
-      parsed = JSON.parse(text);
-    } catch {
-      parsed = null;
+      res = await fetch(`http://planterd${path}`, {
+        unix: this.socketPath,
+        method,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        headers: body === undefined ? undefined : { "content-type": "application/json" },
+        signal,
+      });
+    } catch (e) {
+      if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
+      throw unreachable(this.socketPath, e, this.unreachableHint);
     }
-    if (parsed?.error?.code) throw PlanterError.fromBody(parsed.error);
-    throw new PlanterError("E_INTERNAL", `planterd answered HTTP ${status}: ${text.slice(0, 200)}`);
+    if (!res.ok) {
+      const text = await res.text();
+      let parsed: { error?: ErrorBody } | null = null;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = null;
+      }
+      if (parsed?.error?.code) throw PlanterError.fromBody(parsed.error);
+      throw new PlanterError("E_INTERNAL", `planterd answered HTTP ${res.status}: ${text.slice(0, 200)}`);
+    }
+    return res;
   }
 
   /** One request, one JSON answer. */
   async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const res = await this.fetch(method, path, body, signal);
     try {
-      return JSON.parse(await readAll(res)) as T;
+      return (await res.json()) as T;
     } catch (e) {
       throw signal?.aborted ? abortError() : e;
     }
@@ -125,25 +114,22 @@ export class Client {
   /** A JSON-lines answer, value by value. */
   async *lines<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
     const res = await this.fetch("GET", path, undefined, signal);
+    if (!res.body) return;
     const decoder = new TextDecoder();
     let buf = "";
-    const chunks = (res as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]();
-    for (;;) {
-      let next: IteratorResult<Uint8Array>;
-      try {
-        next = await chunks.next();
-      } catch (e) {
-        throw signal?.aborted ? abortError() : e;
+    try {
+      for await (const chunk of res.body) {
+        buf += decoder.decode(chunk, { stream: true });
+        let nl = buf.indexOf("\n");
+        while (nl >= 0) {
+          const line = buf.slice(0, nl);
+          buf = buf.slice(nl + 1);
+          if (line.trim()) yield JSON.parse(line) as T;
+          nl = buf.indexOf("\n");
+        }
       }
-      if (next.done) break;
-      buf += decoder.decode(next.value, { stream: true });
-      let nl = buf.indexOf("\n");
-      while (nl >= 0) {
-        const line = buf.slice(0, nl);
-        buf = buf.slice(nl + 1);
-        if (line.trim()) yield JSON.parse(line) as T;
-        nl = buf.indexOf("\n");
-      }
+    } catch (e) {
+      throw signal?.aborted ? abortError() : e;
     }
     if (signal?.aborted) throw abortError();
     if (buf.trim()) yield JSON.parse(buf) as T;
@@ -201,13 +187,6 @@ export function startHint(o: { mode: "user" | "system"; uid: number; systemd: bo
     return `start it with \`${ctl} start planterd.socket\` once installed, or run \`${sudo}planter daemon\`${elsewhere}`;
   }
   return `no systemd runs here: start it in the background with \`${sudo}planter daemon &\` (\`${sudo}planter doctor\` prints the command that keeps its log)${elsewhere}`;
-}
-
-/** The whole body of a response, as text. */
-async function readAll(res: IncomingMessage): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const chunk of res as AsyncIterable<Buffer>) parts.push(chunk);
-  return Buffer.concat(parts).toString("utf8");
 }
 
 function unreachable(socketPath: string, e: unknown, hint?: string): PlanterError {
