@@ -40,16 +40,37 @@ export type CgroupProbe = { ok: true; mount: string; own: string; base: string }
 
 const NEEDED = ["memory", "pids"];
 
-/** The first cgroup2 mount of a mountinfo text: its mount point and the root it shows. */
-export function cgroup2Mount(mountinfo: string): { point: string; root: string } | null {
+/** One mount of a mountinfo text: its filesystem type, super options, the root it shows, its point. */
+interface MountEntry {
+  fstype: string;
+  superOptions: string[];
+  root: string;
+  point: string;
+}
+
+/** The mounts of a mountinfo text (lines without the ` - ` separator or a point are skipped). */
+function mountEntries(mountinfo: string): MountEntry[] {
+  const out: MountEntry[] = [];
   for (const line of mountinfo.split("\n")) {
     const sep = line.indexOf(" - ");
     if (sep < 0) continue;
-    if (line.slice(sep + 3).split(" ")[0] !== "cgroup2") continue;
+    const tail = line.slice(sep + 3).split(" ");
     const f = line.slice(0, sep).split(" ");
-    if (f[3] && f[4]) return { root: unescapeOctal(f[3]), point: unescapeOctal(f[4]) };
+    if (!f[3] || !f[4]) continue;
+    out.push({
+      fstype: tail[0] ?? "",
+      superOptions: (tail[2] ?? "").split(","),
+      root: unescapeOctal(f[3]),
+      point: unescapeOctal(f[4]),
+    });
   }
-  return null;
+  return out;
+}
+
+/** The first cgroup2 mount of a mountinfo text: its mount point and the root it shows. */
+export function cgroup2Mount(mountinfo: string): { point: string; root: string } | null {
+  const m = mountEntries(mountinfo).find((e) => e.fstype === "cgroup2");
+  return m ? { root: m.root, point: m.point } : null;
 }
 
 /** mountinfo escapes spaces and a few other bytes as \NNN octal. */
@@ -125,13 +146,19 @@ export function detectCgroup(host: CgroupHost): CgroupProbe {
   return { ok: true, mount: mount.point, own, base: own };
 }
 
-/** The detection against this host's real files. */
-export function detectHostCgroup(): CgroupProbe {
-  if (process.platform !== "linux") return { ok: false, why: "cgroups exist on Linux only" };
+/** What the detections read of this host, or why it cannot be read. */
+function hostCgroupFiles(): CgroupHost | { why: string } {
+  if (process.platform !== "linux") return { why: "cgroups exist on Linux only" };
   const mountinfo = readText("/proc/self/mountinfo");
   const selfCgroup = readText("/proc/self/cgroup");
-  if (mountinfo === null || selfCgroup === null) return { ok: false, why: "cannot read /proc/self/mountinfo" };
-  return detectCgroup({ mountinfo, selfCgroup, pid: process.pid });
+  if (mountinfo === null || selfCgroup === null) return { why: "cannot read /proc/self/mountinfo" };
+  return { mountinfo, selfCgroup, pid: process.pid };
+}
+
+/** The detection against this host's real files. */
+export function detectHostCgroup(): CgroupProbe {
+  const host = hostCgroupFiles();
+  return "why" in host ? { ok: false, why: host.why } : detectCgroup(host);
 }
 
 /** How a job's group ended: OOM kills counted by the kernel, peak memory, forks refused at pids.max. */
@@ -209,23 +236,13 @@ export class JobCgroups implements JobGroups {
     writeFileSync(join(dir, "pids.max"), `${limits.max_pids ?? this.pidsMax}\n`);
     return dir;
   }
-
-  /** What the kernel recorded of a job's v2 group. */
-  static end(dir: string): CgroupEnd {
-    return groupEnd(dir);
-  }
-
-  /** Remove an emptied group; one still holding processes stays (false). */
-  static remove(dir: string): boolean {
-    return removeGroup(dir);
-  }
 }
 
 // ---- cgroup v1 ----
 
-/** The v1 hierarchies a job group uses; freezer is optional (kills fall back to repeated sweeps). */
-const V1_NEEDED = ["memory", "pids"] as const;
-type V1Controller = "memory" | "pids" | "freezer";
+/** The v1 hierarchies a job group uses, in the order they are made; freezer is optional (kills fall back to repeated sweeps). */
+const V1_CONTROLLERS = ["memory", "pids", "freezer"] as const;
+type V1Controller = (typeof V1_CONTROLLERS)[number];
 
 /** A job's v1 groups, one dir per hierarchy. */
 export type V1Dirs = Partial<Record<V1Controller, string>>;
@@ -236,16 +253,9 @@ export type CgroupV1Probe = { ok: true; own: V1Dirs } | { ok: false; why: string
 /** Mount points of the v1 hierarchies in a mountinfo text, by controller. */
 export function cgroup1Mounts(mountinfo: string): Map<string, { point: string; root: string }> {
   const found = new Map<string, { point: string; root: string }>();
-  for (const line of mountinfo.split("\n")) {
-    const sep = line.indexOf(" - ");
-    if (sep < 0) continue;
-    const tail = line.slice(sep + 3).split(" ");
-    if (tail[0] !== "cgroup") continue;
-    const f = line.slice(0, sep).split(" ");
-    if (!f[3] || !f[4]) continue;
-    for (const opt of (tail[2] ?? "").split(",")) {
-      if (!found.has(opt)) found.set(opt, { root: unescapeOctal(f[3]), point: unescapeOctal(f[4]) });
-    }
+  for (const m of mountEntries(mountinfo)) {
+    if (m.fstype !== "cgroup") continue;
+    for (const opt of m.superOptions) if (!found.has(opt)) found.set(opt, { root: m.root, point: m.point });
   }
   return found;
 }
@@ -270,7 +280,7 @@ export function detectCgroupV1(host: CgroupHost): CgroupV1Probe {
   const mounts = cgroup1Mounts(host.mountinfo);
   const paths = ownCgroup1Paths(host.selfCgroup);
   const own: V1Dirs = {};
-  for (const c of [...V1_NEEDED, "freezer"] as V1Controller[]) {
+  for (const c of V1_CONTROLLERS) {
     const m = mounts.get(c);
     const path = paths.get(c);
     if (!m || path === undefined) {
@@ -293,11 +303,8 @@ export function detectCgroupV1(host: CgroupHost): CgroupV1Probe {
 
 /** The v1 detection against this host's real files. */
 export function detectHostCgroupV1(): CgroupV1Probe {
-  if (process.platform !== "linux") return { ok: false, why: "cgroups exist on Linux only" };
-  const mountinfo = readText("/proc/self/mountinfo");
-  const selfCgroup = readText("/proc/self/cgroup");
-  if (mountinfo === null || selfCgroup === null) return { ok: false, why: "cannot read /proc/self/mountinfo" };
-  return detectCgroupV1({ mountinfo, selfCgroup, pid: process.pid });
+  const host = hostCgroupFiles();
+  return "why" in host ? { ok: false, why: host.why } : detectCgroupV1(host);
 }
 
 /** Tasks planterd keeps for itself below a pids.max an operator set on its own group. */
@@ -321,7 +328,7 @@ export class JobCgroupsV1 implements JobGroups {
    * together get that limit less a reserve, so a bomb cannot take the tasks planterd needs.
    */
   prepare(_pid: number): void {
-    for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+    for (const c of V1_CONTROLLERS) {
       const b = this.base(c);
       if (b) mkdirSync(b, { recursive: true });
     }
@@ -335,7 +342,7 @@ export class JobCgroupsV1 implements JobGroups {
   create(id: string, limits: GroupLimits): string {
     const dirs: V1Dirs = {};
     try {
-      for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+      for (const c of V1_CONTROLLERS) {
         const b = this.base(c);
         if (!b) continue;
         const dir = join(b, id);
@@ -368,7 +375,7 @@ function parseStored(stored: string): Stored {
   try {
     const o = JSON.parse(stored.slice(3)) as Record<string, unknown>;
     const dirs: V1Dirs = {};
-    for (const c of ["memory", "pids", "freezer"] as V1Controller[]) {
+    for (const c of V1_CONTROLLERS) {
       if (typeof o[c] === "string") dirs[c] = o[c] as string;
     }
     return { v: 1, dirs };
