@@ -293,7 +293,7 @@ export class Monitor {
     }
     const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
     this.setNear(near !== null);
-    for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near);
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near, true);
     this.last = {
       count: this.last.count + 1,
       at: now,
@@ -304,9 +304,9 @@ export class Monitor {
   }
 
   /** A failure checking one job (a busy database, say) is reported and retried next tick. */
-  private guarded(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
+  private guarded(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null, tick: boolean): void {
     try {
-      this.check(w, now, table, near);
+      this.check(w, now, table, near, tick);
     } catch (e) {
       console.error(`planterd: limits monitor: job ${w.id}: ${(e as Error).message}`);
     }
@@ -324,11 +324,15 @@ export class Monitor {
       if (this.jobs.get(w.id) !== w) return;
       const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
       if (w.limits.max_log_bytes === undefined && !near && !w.hit) return;
-      this.guarded(w, Date.now(), null, near);
+      this.guarded(w, Date.now(), null, near, false);
     });
   }
 
-  private check(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null = null): void {
+  /**
+   * One check of a job. `tick`: the monitor's interval (the cgroup's counters are read then); not
+   * on a burst of log writes, which come far more often and concern the logs only.
+   */
+  private check(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null, tick: boolean): void {
     const tree = table && needsScan(w) ? this.tree(w, table) : null;
     const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
     const measureLogs = w.limits.max_log_bytes !== undefined || near !== null || w.hit?.limit === RESERVE_LIMIT;
@@ -348,7 +352,7 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
-    const kernel = w.cgroup ? this.kernelBreach(w) : null;
+    const kernel = tick && w.cgroup ? this.kernelBreach(w) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
