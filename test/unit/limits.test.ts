@@ -262,18 +262,19 @@ describe("config [monitor]", () => {
   });
 });
 
-describe("process trees", () => {
-  function table(rows: [pid: number, ppid: number, pgid: number][]): ProcTable {
-    const t: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
-    for (const [pid, ppid, pgid] of rows) {
-      const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1, threads: 1 };
-      t.procs.set(pid, p);
-      t.children.set(ppid, [...(t.children.get(ppid) ?? []), pid]);
-      t.groups.set(pgid, [...(t.groups.get(pgid) ?? []), pid]);
-    }
-    return t;
+/** A process table from (pid, ppid, pgid) rows, as a /proc scan would index it. */
+function table(rows: [pid: number, ppid: number, pgid: number][]): ProcTable {
+  const t: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
+  for (const [pid, ppid, pgid] of rows) {
+    const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1, threads: 1 };
+    t.procs.set(pid, p);
+    t.children.set(ppid, [...(t.children.get(ppid) ?? []), pid]);
+    t.groups.set(pgid, [...(t.groups.get(pgid) ?? []), pid]);
   }
+  return t;
+}
 
+describe("process trees", () => {
   test("descendants by parent links reach a bwrap tree in its own session; group members count too", () => {
     const t = table([
       [100, 1, 100], // recorder
@@ -299,16 +300,6 @@ describe("process trees", () => {
 });
 
 describe("a sandboxed job's own processes (what signals but SIGKILL reach)", () => {
-  function table(rows: [pid: number, ppid: number, pgid: number][]): ProcTable {
-    const t: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
-    for (const [pid, ppid, pgid] of rows) {
-      const p: ProcEntry = { pid, ppid, pgid, startTime: String(pid), rssPages: 1, threads: 1 };
-      t.procs.set(pid, p);
-      t.children.set(ppid, [...(t.children.get(ppid) ?? []), pid]);
-      t.groups.set(pgid, [...(t.groups.get(pgid) ?? []), pid]);
-    }
-    return t;
-  }
   const tree = table([
     [100, 1, 100], // recorder
     [101, 100, 100], // a log pump
