@@ -184,6 +184,14 @@ export async function cli(
   return { code, stdout, stderr };
 }
 
+/** Whether the daemon's sandbox backend is a working bwrap (`GET /v1/ready`); says so when not. */
+export async function bwrapReady(d: DaemonHandle): Promise<boolean> {
+  const probe = (await raw(d.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
+  if (probe.sandbox.backend === "bwrap" && probe.sandbox.ok) return true;
+  console.warn("skipped: no working bwrap here");
+  return false;
+}
+
 /** Start the CLI and read its stdout as it comes (for -f commands); `done()` waits for its exit. */
 export function cliStream(home: string, args: string[]) {
   const proc = Bun.spawn([process.execPath, PLANTER, ...args], {

@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "n
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { groupProcs } from "../../lib/jobs/cgroup.ts";
-import { cleanup, type DaemonHandle, pidAlive, raw, startDaemon, waitFor } from "../harness.ts";
+import { bwrapReady, cleanup, type DaemonHandle, pidAlive, raw, startDaemon, waitFor } from "../harness.ts";
 
 const MiB = 1024 * 1024;
 /** A fork bomb whose first shell waits, so the job is still running when the monitor acts. */
@@ -87,11 +87,7 @@ describe("cgroups (planterd as root)", () => {
   });
 
   test("a sandboxed fork bomb (bwrap) is killed as process_limit too", async () => {
-    const probe = (await raw(d.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
-    if (probe.sandbox.backend !== "bwrap" || !probe.sandbox.ok) {
-      console.warn("skipped: no working bwrap here");
-      return;
-    }
+    if (!(await bwrapReady(d))) return;
     const job = await d.client.createJob({
       argv: ["sh", "-c", BOMB],
       limits: { max_pids: 64 },

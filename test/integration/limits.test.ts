@@ -4,7 +4,17 @@ import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { treePids } from "../../lib/jobs/proc.ts";
 import { readStatus } from "../../lib/jobs/recorder.ts";
-import { cleanup, cli, type DaemonHandle, pidAlive, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
+import {
+  bwrapReady,
+  cleanup,
+  cli,
+  type DaemonHandle,
+  pidAlive,
+  raw,
+  startDaemon,
+  tempHome,
+  waitFor,
+} from "../harness.ts";
 
 const MiB = 1024 * 1024;
 const BUN = process.execPath;
@@ -160,11 +170,7 @@ describe("memory", () => {
   });
 
   test("a sandboxed job's tree (bwrap, its own session) is summed and killed too", async () => {
-    const probe = (await raw(d.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
-    if (probe.sandbox.backend !== "bwrap" || !probe.sandbox.ok) {
-      console.warn("skipped: no working bwrap here");
-      return;
-    }
+    if (!(await bwrapReady(d))) return;
     const job = await d.client.createJob({
       argv: ["sh", "-c", `${grow(80)} & ${grow(80)} & wait`],
       limits: { max_rss_bytes: 160 * MiB },

@@ -9,6 +9,7 @@ import type { Job, LogChunk } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
 import {
   baseEnv,
+  bwrapReady,
   cleanup,
   cli,
   cliStream,
@@ -502,11 +503,7 @@ describe("a sandboxed job's log (through the recorder's pumps)", () => {
   });
 
   test("shows output while the job runs, with the default log quota in force", async () => {
-    const probe = (await raw(s.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
-    if (probe.sandbox.backend !== "bwrap" || !probe.sandbox.ok) {
-      console.warn("skipped: no working bwrap here");
-      return;
-    }
+    if (!(await bwrapReady(s))) return;
     const j = await s.client.createJob({ argv: ["sh", "-c", "echo ready; echo err >&2; sleep 300"] });
     expect(j.limits.max_log_bytes).toBeGreaterThan(0);
     const text = async (stream: "stdout" | "stderr") =>
