@@ -161,26 +161,16 @@ export function detectHostCgroup(): CgroupProbe {
   return "why" in host ? { ok: false, why: host.why } : detectCgroup(host);
 }
 
-/** How a job's group ended: OOM kills counted by the kernel, peak memory, forks refused at pids.max. */
-export interface CgroupEnd {
+/** What the kernel counted in a job's groups: OOM kills and forks refused at pids.max. */
+export interface CgroupCounters {
   oomKills: number;
-  peakBytes: number | null;
   /** Forks the kernel refused because the group was at its pids.max. */
   pidsHits: number;
-  /** Tasks in the group now (null: unknown). */
-  pidsCurrent: number | null;
-  /** pids.max of the group's parent, the ceiling all jobs share (null: none). */
-  sharedPidsMax: number | null;
 }
 
-/** Tasks of a job's pids group, and the ceiling its parent puts on all jobs together. */
-function pidsNow(dir: string | undefined): { pidsCurrent: number | null; sharedPidsMax: number | null } {
-  if (!dir) return { pidsCurrent: null, sharedPidsMax: null };
-  const num = (f: string) => {
-    const t = (readText(f) ?? "").trim();
-    return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
-  };
-  return { pidsCurrent: num(join(dir, "pids.current")), sharedPidsMax: num(join(dirname(dir), "pids.max")) };
+/** How a job's group ended: its counters and the peak memory the kernel saw. */
+export interface CgroupEnd extends CgroupCounters {
+  peakBytes: number | null;
 }
 
 /** The limits a job's group is made with. */
@@ -194,6 +184,8 @@ export interface JobGroups {
   readonly mode: "cgroup v2" | "cgroup v1";
   /** pids.max of a job that sets no max_pids. */
   readonly pidsMax: number;
+  /** The pids.max all jobs share, set by `prepare` below planterd's own (null: none). */
+  readonly sharedPidsMax: number | null;
   /** Make the layout under planterd's own group(s). */
   prepare(pid: number): void;
   /** Make job `id`'s group(s) with its limits; returns the value stored in the job's row. */
@@ -203,6 +195,7 @@ export interface JobGroups {
 /** Per-job groups under a detected delegated cgroup v2 subtree. */
 export class JobCgroups implements JobGroups {
   readonly mode = "cgroup v2";
+  readonly sharedPidsMax = null;
   constructor(
     readonly probe: Extract<CgroupProbe, { ok: true }>,
     readonly pidsMax: number,
@@ -313,6 +306,7 @@ export const PIDS_RESERVE = 64;
 /** Per-job groups in the cgroup v1 memory, pids and freezer hierarchies. */
 export class JobCgroupsV1 implements JobGroups {
   readonly mode = "cgroup v1";
+  sharedPidsMax: number | null = null;
   constructor(
     readonly own: V1Dirs,
     readonly pidsMax: number,
@@ -335,7 +329,8 @@ export class JobCgroupsV1 implements JobGroups {
     const pids = this.own.pids as string;
     const limit = Number((readText(join(pids, "pids.max")) ?? "max").trim());
     if (Number.isFinite(limit)) {
-      writeFileSync(join(pids, "planter", "pids.max"), `${Math.max(1, limit - PIDS_RESERVE)}\n`);
+      this.sharedPidsMax = Math.max(1, limit - PIDS_RESERVE);
+      writeFileSync(join(pids, "planter", "pids.max"), `${this.sharedPidsMax}\n`);
     }
   }
 
@@ -393,27 +388,46 @@ export function groupProcs(stored: string): string[] {
 
 const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
 
-/** What the kernel recorded of a job's groups: OOM kills, peak memory, refused forks. */
-export function groupEnd(stored: string): CgroupEnd {
+/**
+ * What the kernel counted in a job's groups (one or two small reads: the monitor asks every tick).
+ * `memory`: read the OOM counter too.
+ */
+export function groupCounters(stored: string, memory = true): CgroupCounters {
   const s = parseStored(stored);
   if (s.v === 2) {
-    const events = readText(join(s.dir, "memory.events")) ?? "";
-    const peak = Number((readText(join(s.dir, "memory.peak")) ?? "").trim());
+    const events = memory ? (readText(join(s.dir, "memory.events")) ?? "") : "";
     return {
       oomKills: Math.max(counter(events, "oom_kill"), counter(events, "oom_group_kill")),
-      peakBytes: Number.isFinite(peak) && peak > 0 ? peak : null,
       pidsHits: counter(readText(join(s.dir, "pids.events")) ?? "", "max"),
-      ...pidsNow(s.dir),
     };
   }
-  const mem = s.dirs.memory;
-  const peak = mem ? Number((readText(join(mem, "memory.max_usage_in_bytes")) ?? "").trim()) : Number.NaN;
+  const mem = memory ? s.dirs.memory : undefined;
   return {
     oomKills: mem ? counter(readText(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
-    peakBytes: Number.isFinite(peak) && peak > 0 ? peak : null,
     pidsHits: s.dirs.pids ? counter(readText(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
-    ...pidsNow(s.dirs.pids),
   };
+}
+
+/** The peak memory the kernel saw in a job's groups (v2: memory.peak, 5.19+), or null. */
+export function groupPeak(stored: string): number | null {
+  const s = parseStored(stored);
+  const file =
+    s.v === 2 ? join(s.dir, "memory.peak") : s.dirs.memory && join(s.dirs.memory, "memory.max_usage_in_bytes");
+  const peak = file ? Number((readText(file) ?? "").trim()) : Number.NaN;
+  return Number.isFinite(peak) && peak > 0 ? peak : null;
+}
+
+/** Tasks in a job's pids group now, or null where unknown. */
+export function groupTasks(stored: string): number | null {
+  const s = parseStored(stored);
+  const dir = s.v === 2 ? s.dir : s.dirs.pids;
+  const t = dir ? (readText(join(dir, "pids.current")) ?? "").trim() : "";
+  return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+}
+
+/** What the kernel recorded of a job's groups: OOM kills, peak memory, refused forks. */
+export function groupEnd(stored: string): CgroupEnd {
+  return { ...groupCounters(stored), peakBytes: groupPeak(stored) };
 }
 
 const members = (dir: string): number[] =>

@@ -19,7 +19,9 @@ import { type DiskSpace, diskSpace, reserveBytes } from "../state/storage.ts";
 import {
   detectHostCgroup,
   detectHostCgroupV1,
-  groupEnd,
+  groupCounters,
+  groupPeak,
+  groupTasks,
   JobCgroups,
   JobCgroupsV1,
   type JobGroups,
@@ -375,25 +377,24 @@ export class Monitor {
    * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
    */
   private kernelBreach(w: Watched): Breach | null {
-    const end = groupEnd(w.cgroup as string);
+    const stored = w.cgroup as string;
     const mem = w.limits.max_rss_bytes;
-    if (end.oomKills > 0 && mem !== undefined) {
+    const c = groupCounters(stored, mem !== undefined);
+    if (c.oomKills > 0 && mem !== undefined) {
       return {
         limit: "max_rss_bytes",
         reason: "memory_limit",
-        value: Math.max(end.peakBytes ?? mem, mem + 1),
+        value: Math.max(groupPeak(stored) ?? mem, mem + 1),
         max: mem,
       };
     }
     // The ceiling may be the one all jobs share (planterd's own limit less its reserve) rather than
     // the job's own; where v1 counts the refusals depends on the kernel, so a job at or over the
     // lower of the two is the one to stop, with that ceiling as its limit.
-    const ceiling = Math.min(
-      w.limits.max_pids ?? Number.POSITIVE_INFINITY,
-      end.sharedPidsMax ?? Number.POSITIVE_INFINITY,
-    );
-    const full = end.sharedPidsMax !== null && ceiling === end.sharedPidsMax && (end.pidsCurrent ?? 0) >= ceiling;
-    if ((end.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
+    const shared = this.enforcement.cgroups?.sharedPidsMax ?? null;
+    const ceiling = Math.min(w.limits.max_pids ?? Number.POSITIVE_INFINITY, shared ?? Number.POSITIVE_INFINITY);
+    const full = shared !== null && ceiling === shared && (groupTasks(stored) ?? 0) >= ceiling;
+    if ((c.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
       return { limit: "max_pids", reason: "process_limit", value: ceiling + 1, max: ceiling };
     }
     return null;
