@@ -4,7 +4,6 @@ VERSION := $(shell bun -e 'console.log(require("./package.json").version)' 2>/de
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 ENTRIES := planterd logs sandbox doctor install uninstall migrate
 TARGETS := linux-x64 linux-arm64 darwin-arm64 darwin-x64
-BUILD_FLAGS := --compile --minify --bytecode --format=esm --define PLANTER_COMMIT='"$(COMMIT)"'
 
 .PHONY: help deps build dist install up test lint fmt typecheck preflight bench clean
 
@@ -17,7 +16,7 @@ deps: ## install bun (from npm) when missing, then the locked dependencies
 
 build: deps ## host binary dist/planter and its entry links
 	@mkdir -p dist
-	bun build $(BUILD_FLAGS) scripts/planter.ts --outfile dist/planter
+	.ci/compile dist/planter "$(COMMIT)"
 	@for e in $(ENTRIES); do ln -sf planter dist/$$e; done
 
 dist: deps ## release tarballs for every target, with SHA256SUMS

@@ -3,7 +3,10 @@ import { existsSync, readFileSync } from "node:fs";
 import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
+import { ClientSection, Target } from "./cli/client-config.ts";
 import { Policy } from "./sandbox/policy.ts";
+
+export { ClientSection, Target };
 
 /**
  * Limits every job has unless the config, its cell or the job sets another value: a log quota
@@ -17,20 +20,6 @@ export const DEFAULT_LIMITS = { max_log_bytes: 1024 ** 3, max_pids: 4096 } as co
 export const DEFAULT_ROOT_PEER_USER = "planter-job";
 
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
-
-/** Where client commands send their requests (README "Targets"). */
-export const Target = v.picklist(["local", "lima"]);
-export type Target = v.InferOutput<typeof Target>;
-
-/**
- * `[client]`: read by client commands (`planter run`, `cell`, `job`, `logs`, `events`), never by
- * planterd, which accepts the section so that one file serves both.
- */
-export const ClientSection = v.strictObject({
-  /** The default target: "local" (this host's planterd) or "lima" (the agent in the Lima VM). */
-  target: v.optional(Target),
-});
-export type ClientSection = v.InferOutput<typeof ClientSection>;
 
 /** The config file's schema; unknown keys are refused. */
 export const ConfigSchema = v.strictObject({

@@ -7,7 +7,7 @@ import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { jsonArg, parseDuration, socketArg, usage } from "../lib/cli/args.ts";
 import { allowRest, reportError, runCli } from "../lib/cli/main.ts";
-import { printJson } from "../lib/cli/output.ts";
+import { printJson, write } from "../lib/cli/output.ts";
 import { exitCode } from "../lib/doctor/check.ts";
 import { CHECKS, runDoctor } from "../lib/doctor/index.ts";
 import { listText, reportJson, reportText } from "../lib/doctor/report.ts";
@@ -36,7 +36,7 @@ const doctor = defineCommand({
     if (args["list-checks"]) {
       if (ids.length) throw usage("--list-checks takes no check ids");
       if (args.json) printJson({ checks: CHECKS.map((c) => ({ id: c.id, description: c.description })) });
-      else process.stdout.write(listText(CHECKS));
+      else write(1, listText(CHECKS));
       return 0;
     }
     const timeoutMs = args.timeout ? parseDuration(args.timeout, "--timeout") : undefined;
@@ -47,14 +47,12 @@ const doctor = defineCommand({
       if (args.json) printJson(reportJson(report, version));
       else {
         const p = report.ctx.paths;
-        process.stdout.write(
-          reportText(report, `planter doctor ${version} (${commit}) · ${p.mode} mode · ${p.socketPath}`),
-        );
+        write(1, reportText(report, `planter doctor ${version} (${commit}) · ${p.mode} mode · ${p.socketPath}`));
       }
       for (const b of report.errors) {
         const e = b.error as Error;
-        process.stderr.write(`doctor: check ${b.id} broke: ${e?.message ?? String(b.error)}\n`);
-        if (args.verbose && e?.stack) process.stderr.write(`${e.stack}\n`);
+        write(2, `doctor: check ${b.id} broke: ${e?.message ?? String(b.error)}\n`);
+        if (args.verbose && e?.stack) write(2, `${e.stack}\n`);
       }
       return exitCode(report);
     } catch (e) {

@@ -5,7 +5,8 @@ import { resolve } from "node:path";
 import { type ArgDef, defineCommand } from "citty";
 import { jsonArg, parseDuration, repeated, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { printJson } from "../lib/cli/output.ts";
+import { print, printJson, write } from "../lib/cli/output.ts";
+import { isTerminal } from "../lib/cli/tty.ts";
 import { install } from "../lib/host/install.ts";
 import type { LimaArch } from "../lib/host/lima.ts";
 import { installLima } from "../lib/host/lima-install.ts";
@@ -99,20 +100,20 @@ async function runLima(args: Record<string, unknown>, rawArgs: string[], tty: bo
     arch: str("arch") as LimaArch | undefined,
     waitMs: str("wait") ? parseDuration(str("wait") as string, "--wait") : 30_000,
     progress: (line) => {
-      if (!args.json) process.stderr.write(`${tty ? "• " : "install: "}${line}\n`);
+      if (!args.json) write(2, `${tty ? "• " : "install: "}${line}\n`);
     },
   });
   if (args.json) printJson(r);
   else if (r.dry_run) {
-    console.log(`planter Lima plan (VM ${r.vm}); nothing was changed:`);
-    for (const s of r.steps) console.log(`  ${s.id.padEnd(12)} ${s.description}`);
+    print(`planter Lima plan (VM ${r.vm}); nothing was changed:`);
+    for (const s of r.steps) print(`  ${s.id.padEnd(12)} ${s.description}`);
   } else {
-    console.log(
+    print(
       r.changed.length
         ? `planter agent in VM ${r.vm}: ${r.changed.join(", ")} done. Metadata: ${r.state_file}`
         : `planter agent in VM ${r.vm} is up to date; nothing changed`,
     );
-    console.log(
+    print(
       `planterd ${r.version} answers on ${r.host_socket}. Try: PLANTER_SOCKET=${r.host_socket} planter run -- uname -a`,
     );
   }
@@ -148,7 +149,7 @@ const cmd = defineCommand({
     ...jsonArg,
   },
   async run({ args, rawArgs }) {
-    const tty = process.stderr.isTTY && !args.json;
+    const tty = isTerminal(2) && !args.json;
     if (args.lima) return await runLima(args, rawArgs, tty);
     const r = await install({
       mode: modeOf(args),
@@ -159,18 +160,18 @@ const cmd = defineCommand({
       waitMs: args.wait ? parseDuration(args.wait, "--wait") : 10_000,
       systemd: (args.systemd as "auto" | "yes" | "no" | undefined) ?? "auto",
       progress: (line) => {
-        if (!args.json) process.stderr.write(`${tty ? "• " : "install: "}${line}\n`);
+        if (!args.json) write(2, `${tty ? "• " : "install: "}${line}\n`);
       },
     });
     if (args.json) printJson(r);
     else if (r.dry_run) {
-      console.log(
+      print(
         `planter ${r.upgrade ? "upgrade" : "install"} plan (${r.mode} mode${r.root === "/" ? "" : `, root ${r.root}`}); nothing was changed:`,
       );
-      for (const s of r.steps) console.log(`  ${s.id.padEnd(12)} ${s.description}`);
+      for (const s of r.steps) print(`  ${s.id.padEnd(12)} ${s.description}`);
     } else {
-      console.log(`planter ${r.upgrade ? "upgraded" : "installed"} (${r.mode} mode). Metadata: ${r.state_file}`);
-      if (r.ready) console.log(`planterd answers on ${r.socket}. Try: planter run -- echo hello`);
+      print(`planter ${r.upgrade ? "upgraded" : "installed"} (${r.mode} mode). Metadata: ${r.state_file}`);
+      if (r.ready) print(`planterd answers on ${r.socket}. Try: planter run -- echo hello`);
     }
     return 0;
   },

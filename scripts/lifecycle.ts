@@ -17,8 +17,20 @@ import {
   usage,
 } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
-import { age, dim, outcome, printable as p, printJson, shellLine, table } from "../lib/cli/output.ts";
+import {
+  age,
+  dim,
+  onOutputGone,
+  outcome,
+  printable as p,
+  print,
+  printJson,
+  shellLine,
+  table,
+  write,
+} from "../lib/cli/output.ts";
 import { pathForTarget } from "../lib/cli/target.ts";
+import { isTerminal } from "../lib/cli/tty.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
 import { copyLog, jobOutput } from "../lib/logs/follow.ts";
 import { readPolicyFile } from "../lib/sandbox/policy.ts";
@@ -101,7 +113,7 @@ const cellCreate = defineCommand({
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const cell = await api.createCell(body);
     if (args.json) printJson(cell);
-    else console.log(`created cell ${p(cell.name)} at ${p(cell.dir)}`);
+    else print(`created cell ${p(cell.name)} at ${p(cell.dir)}`);
     return 0;
   },
 });
@@ -113,7 +125,7 @@ const cellLs = defineCommand({
     const { cells } = await client(args).listCells();
     if (args.json) printJson(cells);
     else
-      console.log(
+      print(
         table(
           ["NAME", "RUNNING", "JOBS", "DIR"],
           cells.map((c) => [c.name, String(c.jobs.running), String(c.jobs.total), c.dir]),
@@ -129,7 +141,7 @@ const cellShow = defineCommand({
   async run({ args }) {
     const cell = await client(args).getCell(args.name);
     if (args.json) printJson(cell);
-    else console.log(cellLines(cell));
+    else print(cellLines(cell));
     return 0;
   },
 });
@@ -148,7 +160,7 @@ const cellRm = defineCommand({
   async run({ args }) {
     const r = await client(args).removeCell(args.name, Boolean(args.force));
     if (args.json) printJson(r);
-    else console.log(`removed cell ${p(r.removed)} (${p(r.jobs_removed)} job(s))`);
+    else print(`removed cell ${p(r.removed)} (${p(r.jobs_removed)} job(s))`);
     return 0;
   },
 });
@@ -237,7 +249,8 @@ allowRest(run);
 /** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */
 function warnFallback(job: Job): Job {
   if (job.sandbox.fallback) {
-    process.stderr.write(
+    write(
+      2,
       `planter: warning: job ${p(job.id)} runs WITHOUT a sandbox (mode permissive, no sandbox backend works here); run \`planter doctor\`\n`,
     );
   }
@@ -246,7 +259,7 @@ function warnFallback(job: Job): Job {
 
 function printDetached(job: Job, json: boolean): number {
   if (json) printJson(job);
-  else console.log(p(job.id));
+  else print(p(job.id));
   return 0;
 }
 
@@ -272,7 +285,7 @@ class SignalProxy {
   });
   private readonly handler = (sig: NodeJS.Signals) => {
     // A hung-up terminal: writes there fail (EIO), and nobody would read them.
-    if (sig === "SIGHUP" && (process.stdout.isTTY || process.stderr.isTTY)) this.hangUp();
+    if (sig === "SIGHUP" && (isTerminal(1) || isTerminal(2))) this.hangUp();
     this.pending.push(sig);
     this.flush();
   };
@@ -291,7 +304,7 @@ class SignalProxy {
   listen(): void {
     for (const sig of PROXIED) process.on(sig, this.handler);
     // Kept after stop(): a write still pending when planter exits fails quietly.
-    for (const s of [process.stdout, process.stderr]) s.on("error", this.outputError);
+    onOutputGone(this.outputError);
   }
 
   stop(): void {
@@ -319,7 +332,7 @@ class SignalProxy {
         note = `\nplanter: ${first ? "sending SIGINT to" : "killing"} job ${p(this.id)}${first ? " (Ctrl-C again to kill)" : ""}\n`;
       }
       // After SIGHUP the terminal is gone: nothing to tell, and a write there may fail.
-      if (sig !== "SIGHUP") process.stderr.write(note);
+      if (sig !== "SIGHUP") write(2, note);
       this.requests.push(this.api.killJob(this.id, body).catch(() => undefined));
     }
   }
@@ -345,22 +358,23 @@ async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): P
         job.reason === "sandbox_error" ? "see `planter sandbox check`, or run with --sandbox permissive" : undefined,
     }).withExit(passthroughCode(job));
   }
-  const out = jobOutput(process.stdout, raw);
-  const err = jobOutput(process.stderr, raw);
+  const out = jobOutput(1, raw);
+  const err = jobOutput(2, raw);
   await Promise.all([
     copyLog(api, job.id, "stdout", 0, out.write, { follow: true }).then(out.end),
     copyLog(api, job.id, "stderr", 0, err.write, { follow: true }).then(err.end),
   ]);
   const done = await api.getJob(job.id);
   if (done.state === "failed" && done.reason !== "exited")
-    process.stderr.write(`planter: job ${p(done.id)} ${p(outcome(done))}: ${p(done.message)}\n`);
+    write(2, `planter: job ${p(done.id)} ${p(outcome(done))}: ${p(done.message)}\n`);
   else if (done.state === "killed" || done.state === "lost") {
     const limit = limitText(done);
-    process.stderr.write(`planter: job ${p(done.id)} ${p(outcome(done))}${limit ? ` — ${p(limit)}` : ""}\n`);
+    write(2, `planter: job ${p(done.id)} ${p(outcome(done))}${limit ? ` — ${p(limit)}` : ""}\n`);
   }
   if (done.log_truncated) {
     const max = done.limits.max_log_bytes ?? 0;
-    process.stderr.write(
+    write(
+      2,
       `planter: job ${p(done.id)} wrote more than its log quota; its stored log keeps the first ${formatBytes(max)}\n`,
     );
   }
@@ -445,7 +459,7 @@ const jobLs = defineCommand({
     }
     if (args.json) printJson(jobs);
     else
-      console.log(
+      print(
         table(
           ["ID", "CELL", "STATE", "AGE", "COMMAND"],
           jobs.map((j) => [j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
@@ -465,7 +479,7 @@ const jobStatus = defineCommand({
   async run({ args }) {
     const job = await client(args).getJob(args.id);
     if (args.json) printJson(job);
-    else console.log(jobLines(job));
+    else print(jobLines(job));
     return 0;
   },
 });
@@ -489,7 +503,7 @@ const jobKill = defineCommand({
   async run({ args }) {
     const job = await client(args).killJob(args.id, { signal: args.signal, force: args.force || undefined });
     if (args.json) printJson(job);
-    else console.log(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${p(job.id)}`);
+    else print(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${p(job.id)}`);
     return 0;
   },
 });
@@ -519,8 +533,8 @@ const jobWait = defineCommand({
       if (!r.timed_out || Date.now() >= deadline) {
         if (args.json) printJson(r);
         else if (r.timed_out)
-          process.stderr.write(`planter: job ${p(r.job.id)} is still ${p(r.job.state)} after ${args.timeout}\n`);
-        else console.log(`job ${p(r.job.id)} ${p(outcome(r.job))}`);
+          write(2, `planter: job ${p(r.job.id)} is still ${p(r.job.state)} after ${args.timeout}\n`);
+        else print(`job ${p(r.job.id)} ${p(outcome(r.job))}`);
         return r.timed_out ? EXIT.waitTimeout : passthroughCode(r.job);
       }
     }
@@ -533,7 +547,7 @@ const jobRm = defineCommand({
   async run({ args }) {
     const r = await client(args).removeJob(args.id);
     if (args.json) printJson(r);
-    else console.log(`removed job ${p(r.removed)}`);
+    else print(`removed job ${p(r.removed)}`);
     return 0;
   },
 });
@@ -569,9 +583,10 @@ export const events = defineCommand({
         for await (const e of api.events({ cursor, follow: args.follow ? 1 : undefined, limit: 1000 }, stop.signal)) {
           n++;
           cursor = e.cursor;
-          if (args.json) process.stdout.write(`${JSON.stringify(e)}\n`);
+          if (args.json) write(1, `${JSON.stringify(e)}\n`);
           else
-            process.stdout.write(
+            write(
+              1,
               `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`,
             );
         }

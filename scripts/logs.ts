@@ -3,7 +3,8 @@
 import { defineCommand } from "citty";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { copyLog, jobOutput, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
+import { write } from "../lib/cli/output.ts";
+import { copyLog, jobOutput, type Stream, tailOffset } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
   meta: {
@@ -37,11 +38,11 @@ const logs = defineCommand({
           write: async (d: Uint8Array) => {
             const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
             offset += d.length;
-            await writeOut(process.stdout, Buffer.from(`${JSON.stringify(line)}\n`));
+            await write(1, `${JSON.stringify(line)}\n`);
           },
           end: async () => undefined,
         }
-      : jobOutput(process.stdout, Boolean(args.raw));
+      : jobOutput(1, Boolean(args.raw));
     try {
       await copyLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
       await out.end();

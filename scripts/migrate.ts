@@ -5,7 +5,8 @@ import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
 import { jsonArg } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { printJson } from "../lib/cli/output.ts";
+import { print, printJson, write } from "../lib/cli/output.ts";
+import { isTerminal } from "../lib/cli/tty.ts";
 import { daemonPaths } from "../lib/daemon/main.ts";
 import { type LimaMigrateResult, migrateLima } from "../lib/host/lima-migrate.ts";
 import type { ImportItem } from "../lib/state/legacy.ts";
@@ -86,10 +87,9 @@ const state = defineCommand({
     });
     if (args.json) printJson(report);
     else {
-      for (const m of report.legacy.malformed)
-        process.stderr.write(`migrate: skipped malformed ${m.path}: ${m.message}\n`);
-      for (const w of report.warnings) process.stderr.write(`migrate: warning: ${w}\n`);
-      console.log(summary(report));
+      for (const m of report.legacy.malformed) write(2, `migrate: skipped malformed ${m.path}: ${m.message}\n`);
+      for (const w of report.warnings) write(2, `migrate: warning: ${w}\n`);
+      print(summary(report));
     }
     return 0;
   },
@@ -130,17 +130,17 @@ const lima = defineCommand({
     verbose: { type: "boolean", description: "print stacks with errors" },
   },
   async run({ args }) {
-    const tty = process.stderr.isTTY && !process.env.NO_COLOR;
+    const tty = isTerminal(2) && !process.env.NO_COLOR;
     const r = await migrateLima({
       dryRun: Boolean(args["dry-run"]),
       start: Boolean(args.start),
       binary: args["lima-binary"],
       progress: (line) => {
-        if (!args.json) process.stderr.write(`${tty ? "• " : "migrate: "}${line}\n`);
+        if (!args.json) write(2, `${tty ? "• " : "migrate: "}${line}\n`);
       },
     });
     if (args.json) printJson(r);
-    else console.log(limaSummary(r));
+    else print(limaSummary(r));
     return 0;
   },
 });

@@ -7,7 +7,7 @@ import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
-import { printJson, shellLine } from "../lib/cli/output.ts";
+import { print, printJson, shellLine, write } from "../lib/cli/output.ts";
 import type { PlanRequest, SpawnPlan } from "../lib/sandbox/backend.ts";
 import { checkSandbox } from "../lib/sandbox/check.ts";
 import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
@@ -49,11 +49,11 @@ const check = defineCommand({
     const r = await checkSandbox(backend, probe);
     if (args.json) printJson(r);
     else {
-      console.log(`backend: ${r.backend ?? "none"}${r.version ? ` (${r.version})` : ""}`);
-      console.log(`user namespaces: ${r.userns ?? "unknown"}`);
-      for (const c of r.checks) console.log(`${c.ok ? "ok  " : "FAIL"}  ${c.id}: ${c.detail}`);
-      console.log(r.ok ? "sandbox: ok" : `sandbox: NOT working: ${r.message}`);
-      if (!r.ok && r.hint) console.log(`hint: ${r.hint}`);
+      print(`backend: ${r.backend ?? "none"}${r.version ? ` (${r.version})` : ""}`);
+      print(`user namespaces: ${r.userns ?? "unknown"}`);
+      for (const c of r.checks) print(`${c.ok ? "ok  " : "FAIL"}  ${c.id}: ${c.detail}`);
+      print(r.ok ? "sandbox: ok" : `sandbox: NOT working: ${r.message}`);
+      if (!r.ok && r.hint) print(`hint: ${r.hint}`);
     }
     return r.ok ? 0 : 1;
   },
@@ -93,12 +93,12 @@ const render = defineCommand({
       const { seatbeltProfile } = await import("../lib/sandbox/seatbelt.ts");
       const profile = seatbeltProfile(req);
       if (args.json) printJson({ backend: name, profile });
-      else process.stdout.write(profile);
+      else write(1, profile);
     } else {
       const { bwrapPlan, renderArgs } = await import("../lib/sandbox/bwrap.ts");
       const argvOut = renderArgs(bwrapPlan(req, Bun.which("bwrap") ?? "bwrap"));
       if (args.json) printJson({ backend: name, argv: argvOut });
-      else console.log(shellLine(argvOut));
+      else print(shellLine(argvOut));
     }
     return 0;
   },
@@ -139,7 +139,7 @@ const exec = defineCommand({
         throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
           hint: probe.hint ?? "run `planter sandbox check`",
         });
-      } else process.stderr.write(`sandbox: warning: running unsandboxed (${probe.message})\n`);
+      } else write(2, `sandbox: warning: running unsandboxed (${probe.message})\n`);
     }
     try {
       mkdirSync(req.scratch, { recursive: true, mode: 0o700 });

@@ -4,7 +4,8 @@ import { createInterface } from "node:readline/promises";
 import { defineCommand } from "citty";
 import { jsonArg, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { printJson } from "../lib/cli/output.ts";
+import { nodeStream, print, printJson, write } from "../lib/cli/output.ts";
+import { isTerminal } from "../lib/cli/tty.ts";
 import { targetPaths } from "../lib/host/install.ts";
 import { uninstall } from "../lib/host/uninstall.ts";
 import { modeArgs, modeOf } from "./install.ts";
@@ -31,8 +32,8 @@ const cmd = defineCommand({
     const mode = modeOf(args);
     if (args.purge && !args.yes && !args["dry-run"]) {
       const dir = targetPaths({ mode, prefix: args.prefix }).stateDir;
-      if (!process.stdin.isTTY) throw usage(`--purge deletes ${dir} with every job's logs`, "confirm with --yes");
-      const rl = createInterface({ input: process.stdin, output: process.stderr });
+      if (!isTerminal(0)) throw usage(`--purge deletes ${dir} with every job's logs`, "confirm with --yes");
+      const rl = createInterface({ input: process.stdin, output: nodeStream(2) });
       const answer = await rl.question(`Delete ${dir} with planter's database and every job's logs? [y/N] `);
       rl.close();
       if (!/^y(es)?$/i.test(answer.trim()))
@@ -46,15 +47,15 @@ const cmd = defineCommand({
       purge: Boolean(args.purge),
       dryRun: Boolean(args["dry-run"]),
       progress: (line) => {
-        if (!args.json) process.stderr.write(`uninstall: ${line}\n`);
+        if (!args.json) write(2, `uninstall: ${line}\n`);
       },
     });
     if (args.json) printJson(r);
     else if (r.installed)
-      console.log(
+      print(
         `planter ${r.dry_run ? "would be " : ""}uninstalled${r.kept.length ? ` (kept ${r.kept.length} changed file(s))` : ""}`,
       );
-    else if (r.purged) console.log(`planter was not installed; purged its state dir ${r.purged}`);
+    else if (r.purged) print(`planter was not installed; purged its state dir ${r.purged}`);
     return 0;
   },
 });

@@ -2,28 +2,9 @@
 import type { ArgDef } from "citty";
 import type { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
-import { TARGETS, type TargetArgs, targetClient } from "./target.ts";
+import { type TargetArgs, targetClient } from "./target.ts";
 
-/** --socket, accepted by every client command. */
-export const socketArg = {
-  socket: {
-    type: "string",
-    description: "planterd socket path (default: PLANTER_SOCKET, PLANTER_HOME or the mode's path)",
-    valueHint: "PATH",
-  },
-} as const satisfies Record<string, ArgDef>;
-
-/** --target, accepted by every client command (README "Targets"). */
-export const targetArg = {
-  target: {
-    type: "string",
-    description: `where to send the request: ${TARGETS.join(" or ")} (default: PLANTER_TARGET, the config's [client] target, else local)`,
-    valueHint: TARGETS.join("|"),
-  },
-} as const satisfies Record<string, ArgDef>;
-
-/** --socket and --target: the options of every client command. */
-export const clientArgs = { ...socketArg, ...targetArg } as const satisfies Record<string, ArgDef>;
+export { clientArgs, socketArg, targetArg } from "./client-config.ts";
 
 /** --json, on every read command. */
 export const jsonArg = {

@@ -5,7 +5,8 @@
  */
 import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
-import { exitAfterOutput, printable } from "./output.ts";
+import { exitAfterOutput, printable, write } from "./output.ts";
+import { isTerminal } from "./tty.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
 const restCommands = new WeakSet<object>();
@@ -126,23 +127,23 @@ function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: st
 /** Print an error for people (or as the JSON envelope with --json) and return its exit code. */
 export function reportError(e: unknown, opts: { json?: boolean; verbose?: boolean } = {}): number {
   if (e instanceof PlanterError) {
-    if (opts.json) process.stderr.write(`${JSON.stringify({ error: e.toBody() })}\n`);
+    if (opts.json) write(2, `${JSON.stringify({ error: e.toBody() })}\n`);
     else {
       // A message and hint may come from planterd: never raw to the terminal.
-      process.stderr.write(`planter: ${printable(e.message)}\n`);
-      if (e.hint) process.stderr.write(`hint: ${printable(e.hint)}\n`);
+      write(2, `planter: ${printable(e.message)}\n`);
+      if (e.hint) write(2, `hint: ${printable(e.hint)}\n`);
     }
-    if (opts.verbose && e.stack) process.stderr.write(`${e.stack}\n`);
+    if (opts.verbose && e.stack) write(2, `${e.stack}\n`);
     return e.exitCode;
   }
   const err = e as Error;
   if (err?.name === "CLIError") {
-    process.stderr.write(`planter: ${printable(err.message)}\n`);
+    write(2, `planter: ${printable(err.message)}\n`);
     return EXIT.usage;
   }
-  process.stderr.write(`planter: internal error: ${printable(err?.message ?? String(e))}\n`);
-  if (opts.verbose && err?.stack) process.stderr.write(`${err.stack}\n`);
-  else process.stderr.write("hint: run again with --verbose for details\n");
+  write(2, `planter: internal error: ${printable(err?.message ?? String(e))}\n`);
+  if (opts.verbose && err?.stack) write(2, `${err.stack}\n`);
+  else write(2, "hint: run again with --verbose for details\n");
   return EXIT.error;
 }
 
@@ -154,7 +155,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   let code: number = EXIT.ok;
   try {
     if (version && before.length === 1 && (before[0] === "--version" || before[0] === "-V")) {
-      process.stdout.write(`${version()}\n`);
+      write(1, `${version()}\n`);
       return await exitAfterOutput(EXIT.ok);
     }
     const leaf = await findLeaf(root, argv);
@@ -164,9 +165,9 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
       const raw = await renderUsage(leaf.cmd, leaf.parent);
       // citty colours by environment only: no escape codes into pipes and files.
       // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping ANSI escapes
-      const text = process.stdout.isTTY && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
+      const text = isTerminal(1) && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
-      (asked ? process.stdout : process.stderr).write(`${text}\n`);
+      write(asked ? 1 : 2, `${text}\n`);
       return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
     }
     const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};

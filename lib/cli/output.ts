@@ -1,16 +1,68 @@
 /** Output for people (tables, colours when a terminal wants them) and for scripts (JSON). */
 import type { Job } from "../api/contract.ts";
+import { isTerminal } from "./tty.ts";
 
-const color = process.stdout.isTTY && !process.env.NO_COLOR && process.env.TERM !== "dumb";
-const paint = (code: number) => (s: string) => (color ? `\x1b[${code}m${s}\x1b[0m` : s);
+let colorOnce: boolean | undefined;
+/** Colours only on a terminal that wants them. */
+export const colorOn = () => (colorOnce ??= isTerminal(1) && !process.env.NO_COLOR && process.env.TERM !== "dumb");
+const paint = (code: number) => (s: string) => (colorOn() ? `\x1b[${code}m${s}\x1b[0m` : s);
 export const dim = paint(2);
 export const red = paint(31);
 export const green = paint(32);
 export const yellow = paint(33);
 
+/**
+ * The CLI's own output goes through `write` (Bun's native stdout and stderr, in order per
+ * stream), never through `process.stdout`/`process.stderr`: building those Node streams costs a
+ * compiled planter ~20 ms per command. Code that needs a Node stream asks `nodeStream`, so that
+ * `exitAfterOutput` knows to wait for it too.
+ */
+type Fd = 1 | 2;
+const chains: Record<Fd, Promise<void>> = { 1: Promise.resolve(), 2: Promise.resolve() };
+const gone: Record<Fd, boolean> = { 1: false, 2: false };
+const nodeUsed: Record<Fd, boolean> = { 1: false, 2: false };
+const goneListeners = new Set<(fd: Fd, error: unknown) => void>();
+
+/**
+ * Write `data` to stdout (1) or stderr (2) after everything written there before; settles when
+ * the OS has it. A reader that has gone (EPIPE, EIO, a closed fd) ends writing to that stream
+ * quietly: `onOutputGone` listeners hear of it once.
+ */
+export function write(fd: Fd, data: string | Uint8Array): Promise<void> {
+  const sink = fd === 1 ? Bun.stdout : Bun.stderr;
+  const next = chains[fd].then(async () => {
+    if (gone[fd] || data.length === 0) return;
+    try {
+      await Bun.write(sink, data);
+    } catch (e) {
+      gone[fd] = true;
+      for (const l of goneListeners) l(fd, e);
+    }
+  });
+  chains[fd] = next;
+  return next;
+}
+
+/** A line on stdout. */
+export const print = (line: string) => write(1, `${line}\n`);
+/** A line on stderr. */
+export const printErr = (line: string) => write(2, `${line}\n`);
+
+/** Hear when a stream's reader has gone (the run command sends its job SIGHUP then). */
+export function onOutputGone(listener: (fd: Fd, error: unknown) => void): () => void {
+  goneListeners.add(listener);
+  return () => goneListeners.delete(listener);
+}
+
+/** Node's stream for stdout or stderr, for code that needs one (waited for at exit). */
+export function nodeStream(fd: Fd): NodeJS.WriteStream {
+  nodeUsed[fd] = true;
+  return fd === 1 ? process.stdout : process.stderr;
+}
+
 /** Print a value as indented JSON on stdout. */
-export function printJson(value: unknown): void {
-  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+export function printJson(value: unknown): Promise<void> {
+  return write(1, `${JSON.stringify(value, null, 2)}\n`);
 }
 
 /**
@@ -37,7 +89,12 @@ export function finished(
  * the process exits with `code`. `process.exit` alone drops what Bun has not yet written.
  */
 export async function exitAfterOutput(code: number): Promise<never> {
-  await Promise.all([finished(process.stdout), finished(process.stderr)]);
+  await Promise.all([
+    chains[1],
+    chains[2],
+    nodeUsed[1] ? finished(process.stdout) : undefined,
+    nodeUsed[2] ? finished(process.stderr) : undefined,
+  ]);
   process.exit(code);
 }
 

@@ -8,20 +8,12 @@ import { existsSync, readFileSync, realpathSync } from "node:fs";
 import { homedir } from "node:os";
 import * as v from "valibot";
 import { Client, startHint } from "../api/client.ts";
-import { summarizeIssues } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
-import { ClientSection, Target } from "../config.ts";
-import {
-  guestPathOf,
-  hostSocketPath,
-  instanceMounts,
-  LIMA_VM,
-  type LimaMount,
-  limactlWithin,
-  parseList,
-} from "../host/lima.ts";
+import { summarizeIssues } from "../api/strings.ts";
+import { guestPathOf, hostSocketPath, LIMA_VM, type LimaMount } from "../host/lima-paths.ts";
 import { systemdRunning } from "../host/systemd.ts";
 import { resolvePaths } from "../paths.ts";
+import { ClientSection, TARGETS, Target } from "./client-config.ts";
 
 type Env = Record<string, string | undefined>;
 
@@ -33,8 +25,7 @@ export interface ResolvedTarget {
   source: TargetSource;
 }
 
-/** The targets a client command can name. */
-export const TARGETS = Target.options;
+export { TARGETS };
 
 function checkName(value: string, where: string): Target {
   const r = v.safeParse(Target, value);
@@ -144,6 +135,7 @@ function sourceText(s: TargetSource): string {
 let mountsOnce: Promise<LimaMount[]> | undefined;
 export function limaMounts(env: Env = process.env): Promise<LimaMount[]> {
   mountsOnce ??= (async () => {
+    const { instanceMounts, limactlWithin, parseList } = await import("../host/lima.ts");
     const r = await limactlWithin(15_000, "list", "--json", LIMA_VM);
     const fail = (why: string, hint: string) =>
       new PlanterError("E_UNAVAILABLE", `cannot read the mounts of the Lima VM ${LIMA_VM}: ${why}`, { hint });

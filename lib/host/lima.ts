@@ -4,15 +4,13 @@
  * binary copied into the VM.
  */
 import { closeSync, lstatSync, openSync, readSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
 import { jobUseraddArgs } from "./groups.ts";
 import { DEFAULT_CONFIG } from "./install.ts";
+import { guestPathOf, hostSocketPath, LIMA_VM, type LimaMount, limaHome } from "./lima-paths.ts";
 import { type Run, renderServiceUnit, renderSocketUnit, renderTmpfiles, type UnitParams } from "./systemd.ts";
 
-/** The VM's name. */
-export const LIMA_VM = "planter";
 /** planterd's socket inside the guest (system mode). */
 export const GUEST_SOCKET = "/run/planter/planterd.sock";
 /** Where the installed binary lives in the guest. */
@@ -60,15 +58,6 @@ export async function waitForPath(p: string, ms: number): Promise<boolean> {
 }
 
 /** $LIMA_HOME (default ~/.lima). */
-export function limaHome(env: Record<string, string | undefined> = process.env): string {
-  return env.LIMA_HOME || join(env.HOME || homedir(), ".lima");
-}
-
-/** The host end of the forwarded socket: `<LIMA_HOME>/planter/sock/planterd.sock` (the template's `{{.Dir}}/sock/planterd.sock`). */
-export function hostSocketPath(env: Record<string, string | undefined> = process.env, name = LIMA_VM): string {
-  return join(limaHome(env), name, "sock", "planterd.sock");
-}
-
 export interface TemplateParams {
   name: string;
   cpus: number;
@@ -336,12 +325,6 @@ export function parseGuestProbe(stdout: string): GuestFacts {
 }
 
 /** A host directory the VM mounts, and where the guest sees it. */
-export interface LimaMount {
-  location: string;
-  mountPoint: string;
-  writable: boolean;
-}
-
 /** An instance's mounts as `limactl list --json` reports them (`~` expanded, mountPoint defaulting to the location, as Lima does). */
 export function instanceMounts(inst: LimaInstance, home: string): LimaMount[] {
   const out: LimaMount[] = [];
@@ -354,18 +337,4 @@ export function instanceMounts(inst: LimaInstance, home: string): LimaMount[] {
   return out;
 }
 
-/**
- * Where the guest sees the absolute, normalised `hostPath`: under the deepest mount that holds it
- * (mountPoint plus the rest of the path), or null when no mount holds it.
- */
-export function guestPathOf(hostPath: string, mounts: LimaMount[]): string | null {
-  let best: LimaMount | null = null;
-  for (const m of mounts) {
-    const loc = m.location.length > 1 ? m.location.replace(/\/+$/, "") : m.location;
-    const inside = hostPath === loc || hostPath.startsWith(loc === "/" ? "/" : `${loc}/`);
-    if (inside && (!best || loc.length > best.location.length)) best = { ...m, location: loc };
-  }
-  if (!best) return null;
-  const rest = hostPath.slice(best.location.length).replace(/^\/+/, "");
-  return rest ? join(best.mountPoint, rest) : best.mountPoint;
-}
+export { guestPathOf, hostSocketPath, LIMA_VM, type LimaMount, limaHome };

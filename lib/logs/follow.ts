@@ -1,6 +1,8 @@
 /** Client side of logs: read or follow a stream from an offset, and find the offset of the last N lines. */
 import type { Client } from "../api/client.ts";
+import { write as writeFd } from "../cli/output.ts";
 import { TerminalFilter } from "../cli/terminal.ts";
+import { isTerminal } from "../cli/tty.ts";
 
 export type Stream = "stdout" | "stderr";
 
@@ -13,12 +15,13 @@ export function writeOut(out: NodeJS.WritableStream, data: Uint8Array): Promise<
 }
 
 /**
- * Where a job's bytes go on `out`: through a TerminalFilter when `out` is a terminal and `raw`
- * was not asked for, byte for byte otherwise (pipes and files get exactly what the job wrote).
+ * Where a job's bytes go on stdout (1) or stderr (2): through a TerminalFilter when it is a
+ * terminal and `raw` was not asked for, byte for byte otherwise (pipes and files get exactly what
+ * the job wrote).
  */
-export function jobOutput(out: NodeJS.WriteStream, raw: boolean) {
-  const filter = raw || !out.isTTY ? null : new TerminalFilter();
-  const write = (d: Uint8Array) => (d.length ? writeOut(out, d) : Promise.resolve());
+export function jobOutput(fd: 1 | 2, raw: boolean) {
+  const filter = raw || !isTerminal(fd) ? null : new TerminalFilter();
+  const write = (d: Uint8Array) => (d.length ? writeFd(fd, d) : Promise.resolve());
   return {
     write: (d: Uint8Array) => write(filter ? filter.push(d) : d),
     /** What the filter still holds at the end of the stream. */

@@ -30,22 +30,7 @@ const runBin = async (argv: string[]) => {
 };
 
 beforeAll(async () => {
-  const b = Bun.spawnSync(
-    [
-      "bun",
-      "build",
-      "--compile",
-      "--minify",
-      "--bytecode",
-      "--format=esm",
-      "--define",
-      'PLANTER_COMMIT="e2e0commit"',
-      "scripts/planter.ts",
-      "--outfile",
-      bin,
-    ],
-    { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-  );
+  const b = Bun.spawnSync([".ci/compile", bin, "e2e0commit"], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
   if (b.exitCode !== 0) throw new Error(`build failed: ${b.stderr.toString()}`);
   for (const e of ["planterd", "logs", "doctor"]) symlinkSync("planter", join(dir, e));
 });

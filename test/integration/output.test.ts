@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CommandDef } from "citty";
 import type { Job } from "../../lib/api/contract.ts";
-import { planter } from "../../scripts/planter.ts";
+import { planter } from "../../lib/cli/commands.ts";
 import { baseEnv, cleanup, type DaemonHandle, PLANTER, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const FIXTURE = join(ROOT, "test", "slow-reader-fixture.ts");

@@ -1,0 +1,45 @@
+/**
+ * planter's command tree: every command is imported only when it runs (the binary's chunks load
+ * per command, .ci/compile), so `planter job ls` never loads the daemon, doctor or installer.
+ */
+import { defineCommand } from "citty";
+import { BUILD } from "../version.ts";
+import { clientArgs } from "./client-config.ts";
+
+const lifecycle = () => import("../../scripts/lifecycle.ts");
+
+export const subCommands = {
+  daemon: () => import("../../scripts/daemon.ts").then((m) => m.default),
+  run: () => lifecycle().then((m) => m.run),
+  cell: () => lifecycle().then((m) => m.cell),
+  job: () => lifecycle().then((m) => m.job),
+  logs: () => import("../../scripts/logs.ts").then((m) => m.default),
+  events: () => lifecycle().then((m) => m.events),
+  sandbox: () => import("../../scripts/sandbox.ts").then((m) => m.default),
+  doctor: () => import("../../scripts/doctor.ts").then((m) => m.default),
+  install: () => import("../../scripts/install.ts").then((m) => m.default),
+  uninstall: () => import("../../scripts/uninstall.ts").then((m) => m.default),
+  migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
+};
+
+export const planter = defineCommand({
+  meta: {
+    name: "planter",
+    version: BUILD.version,
+    description: "Run untrusted commands in sandboxed cells, observable and under control",
+  },
+  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`.
+  args: clientArgs,
+  subCommands,
+});
+
+/** Entry names of the multi-call binary and the `planter` command each stands for. */
+export const ENTRIES: Record<string, keyof typeof subCommands> = {
+  planterd: "daemon",
+  logs: "logs",
+  sandbox: "sandbox",
+  doctor: "doctor",
+  install: "install",
+  uninstall: "uninstall",
+  migrate: "migrate",
+};
