@@ -1,4 +1,8 @@
-/** 4. Compiled CLI cold start: `dist/planter --version` and `dist/planter job ls` against a running daemon. */
+/**
+ * 4. Compiled CLI cold start: `dist/planter --version` and `dist/planter job ls` against a running
+ * daemon, and `--version` against an empty compiled Bun binary (#13: ≤ 1.6×), interleaved.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { baseEnv, ROOT } from "../test/harness.ts";
 import { BINARY, ensureBinary, header, median, note, report, spread, withDaemon } from "./common.ts";
@@ -60,6 +64,49 @@ async function timeCommand(
   return times;
 }
 
+/** A compiled Bun binary that prints one line: the floor any compiled CLI starts from. */
+function emptyBinary(): string {
+  const dir = join(ROOT, ".bench");
+  const bin = join(dir, "empty-bun");
+  if (existsSync(bin)) return bin;
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "empty-bun.ts"), 'console.log("planter 0.0.0");\n');
+  const r = Bun.spawnSync(
+    [
+      "bun",
+      "build",
+      "--compile",
+      "--minify",
+      "--bytecode",
+      "--format=esm",
+      join(dir, "empty-bun.ts"),
+      "--outfile",
+      bin,
+    ],
+    { stdout: "pipe", stderr: "pipe" },
+  );
+  if (r.exitCode !== 0) throw new Error(`building the empty binary failed: ${r.stderr.toString()}`);
+  return bin;
+}
+
+/** Wall and CPU (user + system) ms of each argv, run in turn `runs` times (load hits all alike). */
+function interleaved(argvs: string[][], env: Record<string, string>, runs: number) {
+  const out = argvs.map(() => ({ wall: [] as number[], cpu: [] as number[] }));
+  for (let i = 0; i < runs + 2; i++) {
+    argvs.forEach((argv, k) => {
+      const t0 = performance.now();
+      const r = Bun.spawnSync(argv, { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+      const wall = performance.now() - t0;
+      if (r.exitCode !== 0) throw new Error(`${argv.join(" ")} exited ${r.exitCode}`);
+      if (i < 2) return;
+      out[k]?.wall.push(wall);
+      const cpu = r.resourceUsage?.cpuTime.total;
+      if (cpu !== undefined) out[k]?.cpu.push(Number(cpu) / 1000);
+    });
+  }
+  return out;
+}
+
 export async function cliBench(): Promise<void> {
   header(`4. Compiled CLI cold start (${RUNS} runs each, median wall time)`);
   await ensureBinary();
@@ -85,6 +132,31 @@ export async function cliBench(): Promise<void> {
     const ls = await timeCommand([BINARY, "job", "ls"], env, RUNS, WARMUP, hyperfine);
     report(BENCH, "dist/planter job ls (5 jobs)", median(ls), "ms", "le", 25, 2);
     note(`job ls: ${spread(ls, 2)}`);
+
+    const [empty, planter] = interleaved(
+      [
+        [emptyBinary(), "--version"],
+        [BINARY, "--version"],
+      ],
+      env,
+      60,
+    );
+    if (empty && planter) {
+      note(
+        `interleaved, 60 runs: empty Bun binary ${median(empty.wall).toFixed(2)} ms wall / ${median(empty.cpu).toFixed(2)} ms CPU; ` +
+          `planter --version ${median(planter.wall).toFixed(2)} / ${median(planter.cpu).toFixed(2)} ms`,
+      );
+      report(
+        BENCH,
+        "planter --version ÷ empty compiled Bun binary (wall, p50)",
+        median(planter.wall) / median(empty.wall),
+        "×",
+        "le",
+        1.6,
+        2,
+      );
+      report(BENCH, "the same in CPU time (p50)", median(planter.cpu) / median(empty.cpu), "×", "le", 1.6, 2);
+    }
 
     const src = await timeCommand(["bun", join(ROOT, "scripts", "planter.ts"), "--version"], env, 10, 1, hyperfine);
     note(
