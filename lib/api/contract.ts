@@ -109,6 +109,7 @@ export const REASONS = [
   "process_limit",
   "disk_full",
   "sandbox_error",
+  "sandbox_changed",
   "spawn_error",
   "lost",
 ] as const;

@@ -23,6 +23,7 @@ import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
+import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
@@ -105,9 +106,35 @@ export class Supervisor {
   private readonly ending = new Set<string>();
   /** Samples running jobs and stops those that exceed their limits. */
   readonly monitor: Monitor;
+  /** Stops a sandboxed job whose covers the host has replaced (lib/sandbox/guard.ts). */
+  readonly guard = new ViewGuard((id, path) => this.viewChanged(id, path));
 
   constructor(private readonly ctx: Context) {
     this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+  }
+
+  /** The host replaced a path a cover of the job's hung on: the job cannot keep running unguarded. */
+  private viewChanged(id: string, path: string | null, why?: string): void {
+    try {
+      this.kill(id, {
+        force: true,
+        reason: "sandbox_changed",
+        record: (ev) =>
+          ev.push({
+            kind: "job.sandbox_changed",
+            subject: `job/${id}`,
+            data: {
+              path,
+              message:
+                why ??
+                `${path} was created, removed or renamed on the host while the job ran: a cover of its sandbox hung on it`,
+              hint: "deny a directory rather than a file the host rewrites, and change what a cell denies while no job of it runs",
+            },
+          }),
+      });
+    } catch {
+      // the job ended meanwhile
+    }
   }
 
   /** Number of jobs this daemon watches. */
@@ -153,6 +180,17 @@ export class Supervisor {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       }
       cgroup = this.jobCgroup(job);
+      // Before the spawn: from here on a host that replaces what a cover hangs on stops the job.
+      if (plan.guard?.length) {
+        saveGuard(dir, plan.guard);
+        try {
+          this.guard.watch(job.id, plan.guard);
+        } catch (e) {
+          throw new PlanterError("E_SANDBOX_UNAVAILABLE", (e as Error).message, {
+            hint: "raise fs.inotify.max_user_watches, or end other jobs",
+          });
+        }
+      }
       const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       if (plan.pipes) makePipes(files.status);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
@@ -181,6 +219,7 @@ export class Supervisor {
       this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
       proc.exited.then(() => this.ownExited(job.id, proc));
     } catch (e) {
+      this.guard.unwatch(job.id);
       if (cgroup) removeGroup(cgroup);
       const pe = e instanceof PlanterError ? e : null;
       const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
@@ -393,6 +432,13 @@ export class Supervisor {
     }
     this.adopted.set(job.id, { pid, start: job.start_time, watcher });
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    try {
+      this.guard.watch(job.id, loadGuard(jobDir(this.ctx.paths.stateDir, job.id)));
+    } catch (e) {
+      // What its covers hang on cannot be watched (gone while planterd was down, say): not run on unguarded.
+      console.error(`planterd: job ${job.id}: ${(e as Error).message}; stopping it`);
+      queueMicrotask(() => this.viewChanged(job.id, null, (e as Error).message));
+    }
     // A forced kill whose SIGKILL the previous planterd may not have sent: sent now.
     if (job.kill_requested_at !== null && job.kill_force) this.signal(job.id, job, "SIGKILL");
     if (job.kill_requested_at !== null && !job.kill_force) {
@@ -595,6 +641,7 @@ export class Supervisor {
 
   private forget(id: string): void {
     this.monitor.untrack(id);
+    this.guard.unwatch(id);
     this.own.delete(id);
     rmSync(scratchDir(id), { recursive: true, force: true });
     const orphans = this.signalled.get(id);

@@ -58,6 +58,8 @@ export interface SpawnPlan {
   inputs?: PlanInput[];
   /** The job's stdout and stderr reach the logs through pipes (true) rather than as the log files. */
   pipes?: boolean;
+  /** Host entries the job's covers depend on, watched while it runs (lib/sandbox/guard.ts). */
+  guard?: [string, string][];
 }
 
 /** Result of probing whether a backend can run here. */

@@ -5,7 +5,7 @@ import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backen
 import { HOST_ENV } from "./env.ts";
 import { dropArgv } from "./identity.ts";
 import { seccompProgram } from "./seccomp.ts";
-import { fsKind, type Lstat, sandboxView } from "./view.ts";
+import { fsKind, guardedEntries, type Lstat, sandboxView } from "./view.ts";
 
 /** Size of /dev/shm in every sandbox: POSIX shared memory for the job, not a second /tmp. */
 export const SHM_BYTES = 64 * 1024 * 1024;
@@ -27,7 +27,7 @@ export function bwrapPlan(
   bwrap = "bwrap",
   kind: Lstat = fsKind,
   extras: BwrapExtras = {},
-): { argv: string[]; inputs: PlanInput[] } {
+): { argv: string[]; inputs: PlanInput[]; guard: [string, string][] } {
   const p = req.policy;
   const inputs: PlanInput[] = [];
   const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
@@ -43,7 +43,8 @@ export function bwrapPlan(
   args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
   const covers: string[] = [];
-  for (const m of sandboxView(req, kind)) {
+  const view = sandboxView(req, kind);
+  for (const m of view) {
     if (m.op === "bind") {
       args.push(m.write ? "--bind-fd" : "--ro-bind-fd", fd({ path: m.path }), m.path);
       // A bind of the cover's own path shadows it: remounting that path would hit the bind.
@@ -61,7 +62,7 @@ export function bwrapPlan(
   for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
   args.push("--chdir", req.cwd);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
-  return { argv: [bwrap, "--args", "3", "--", ...req.argv], inputs };
+  return { argv: [bwrap, "--args", "3", "--", ...req.argv], inputs, guard: guardedEntries(view) };
 }
 
 /** The bwrap argument list of a plan as text (what `sandbox render` shows). */
@@ -186,6 +187,6 @@ export class BwrapBackend implements Backend {
     const seccomp = seccompProgram({ allowUnixSockets: req.policy.unix_sockets.length > 0 });
     const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
     // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
-    return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true };
+    return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true, guard: plan.guard };
   }
 }

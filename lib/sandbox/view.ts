@@ -144,3 +144,29 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   // cover is a narrow one, deeper than such a bind or after it at the same depth.
   return order([...ms, ...extra]);
 }
+
+/**
+ * The host directory entries whose replacement would change what a job sees under a cover:
+ * `[dir, name]` pairs. The kernel detaches a mount when a process in *another* mount namespace
+ * unlinks or renames over the dentry it sits on, so a host that replaces a denied path (an editor's
+ * atomic save, `rm -rf` + `mkdir`) or one of its ancestors during a job would show the new one to
+ * the job. For each cover, the path and each ancestor are listed while the dentry is the host's
+ * (seen through a bind or the read-only root); the walk stops at a tmpfs (a cover, the private
+ * /tmp), whose dentries are the job's own. planterd watches these and stops the job when one
+ * changes (`lib/daemon/guard.ts`).
+ */
+export function guardedEntries(ms: Mount[], privateTmp = true): [string, string][] {
+  const out = new Map<string, [string, string]>();
+  for (const m of ms) {
+    if (m.op !== "hide") continue;
+    for (let a = m.path; a !== "/"; a = dirname(a)) {
+      const parent = dirname(a);
+      const d = decider(ms, parent);
+      if (d?.op === "hide") break;
+      if (!d && privateTmp && within(parent, "/tmp")) break;
+      const name = a.slice(parent === "/" ? 1 : parent.length + 1);
+      out.set(`${parent}\0${name}`, [parent, name]);
+    }
+  }
+  return [...out.values()];
+}

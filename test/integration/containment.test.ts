@@ -3,7 +3,7 @@
  * changes nothing: the cell list, the job list and the event stream stay as they were.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chownSync, existsSync, linkSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
@@ -215,6 +215,39 @@ describe("missing deny paths", () => {
       expect([done.state, done.exit_code]).toEqual(["exited", 0]);
       expect(existsSync(join(dir, ".env"))).toBe(false);
       expect(existsSync(join(home, "state", "jobs", j.id, "placeholders.json"))).toBe(false);
+    } finally {
+      await p.stop();
+      cleanup(home);
+      cleanup(dirname(dir));
+    }
+  });
+});
+
+describe("the view guard", () => {
+  test("a job adopted by a restarted planterd is still stopped when the host replaces a denied path", async () => {
+    const home = tempHome("pt-vg");
+    const dir = join(tempHome("pt-vgc"), "proj");
+    mkdirSync(dir, { mode: 0o755 });
+    writeFileSync(join(dir, ".env"), "TOKEN=old\n");
+    if (root) chownSync(dir, 65534, 65534);
+    const config = '[sandbox]\nmode = "enforced"\n';
+    let p = await startDaemon({ home, config });
+    try {
+      await p.client.createCell({ name: "g", dir, sandbox: { policy: { deny: [join(dir, ".env")] } } });
+      const j = await p.client.createJob({
+        cell: "g",
+        argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; cat .env; echo done"],
+      });
+      await waitFor(async () => (await p.client.getJob(j.id)).state === "running", "the job to run");
+      expect(existsSync(join(home, "state", "jobs", j.id, "guard.json"))).toBe(true);
+      await p.stop();
+      p = await startDaemon({ home, config });
+      await waitFor(async () => (await p.client.getJob(j.id)).state === "running", "the job to be adopted");
+      writeFileSync(join(dir, ".env.new"), "TOKEN=new\n");
+      renameSync(join(dir, ".env.new"), join(dir, ".env"));
+      const done = (await p.client.waitJob(j.id, 20_000)).job;
+      expect([done.state, done.reason]).toEqual(["killed", "sandbox_changed"]);
+      writeFileSync(join(dir, "go"), "");
     } finally {
       await p.stop();
       cleanup(home);

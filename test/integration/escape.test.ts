@@ -10,6 +10,7 @@
 import { dlopen, FFIType, ptr } from "bun:ffi";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import {
+  appendFileSync,
   chmodSync,
   chownSync,
   existsSync,
@@ -19,6 +20,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  renameSync,
   rmSync,
   statSync,
   symlinkSync,
@@ -1285,14 +1287,82 @@ for (const mode of ["root", "user"] as const) {
         expect(existsSync(join(p.fakeHome, "later"))).toBe(false);
       });
 
-      test.todo("HOLE: a host that replaces a denied path by rename (an editor's atomic save) while a job runs shows the new file to the job", async () => {
-        const { name, dir } = await mkCell(p, { files: { ".env": "TOKEN=old\n" } });
+      /** The job's end and its `job.sandbox_changed` events. */
+      const changedEnd = async (id: string) => {
+        const job = (await p.client.waitJob(id, 30_000)).job;
+        const changed: unknown[] = [];
+        for await (const e of p.client.events({ limit: 10_000 }))
+          if (e.subject === `job/${id}` && e.kind === "job.sandbox_changed") changed.push(e.data.path);
+        return { state: job.state, reason: job.reason, signal: job.signal, changed };
+      };
+
+      test("a host that replaces a covered path while a job runs stops the job: atomic save, rm + mkdir, a renamed ancestor", async () => {
+        const { name, dir } = await mkCell(p, {
+          files: { ".env": "TOKEN=old\n", "secrets/key": "k1\n", "a/b/key": "k2\n" },
+        });
         await p.client.removeCell(name, false);
-        await p.client.createCell({ name, dir, sandbox: { policy: { deny: [join(dir, ".env")] } } });
-        const j = await waiting(name, dir, "cat .env 2>/dev/null; echo done");
-        writeFileSync(join(dir, ".env.tmp"), "TOKEN=renamed-in\n");
-        Bun.spawnSync(["mv", join(dir, ".env.tmp"), join(dir, ".env")]);
-        expect((await j.finish()).out).toBe("done\n");
+        const deny = [join(dir, ".env"), join(dir, "secrets"), join(dir, "a/b/key")];
+        await p.client.createCell({ name, dir, sandbox: { policy: { deny } } });
+        const replacements: [string, () => void][] = [
+          [
+            join(dir, ".env"),
+            () => {
+              // An editor's atomic save: a new file renamed over the old one.
+              writeFileSync(join(dir, ".env.tmp"), "TOKEN=renamed-in\n");
+              renameSync(join(dir, ".env.tmp"), join(dir, ".env"));
+            },
+          ],
+          [
+            join(dir, "secrets"),
+            () => {
+              rmSync(join(dir, "secrets"), { recursive: true });
+              mkdirSync(join(dir, "secrets"));
+              writeFileSync(join(dir, "secrets/key"), "replaced\n");
+            },
+          ],
+          [
+            join(dir, "a"),
+            () => {
+              renameSync(join(dir, "a"), join(dir, "a.old"));
+              mkdirSync(join(dir, "a/b"), { recursive: true });
+              writeFileSync(join(dir, "a/b/key"), "replaced\n");
+            },
+          ],
+        ];
+        for (const [path, replace] of replacements) {
+          const j = await waiting(name, dir, "cat .env secrets/key a/b/key; echo done");
+          replace();
+          expect(await changedEnd(j.id)).toEqual({
+            state: "killed",
+            reason: "sandbox_changed",
+            signal: "KILL",
+            changed: [path],
+          });
+          // It never got to read: what it printed, if anything, is not the new content.
+          expect(await text(p, j.id, "stdout")).toBe("");
+          rmSync(join(dir, "started"), { force: true });
+        }
+        writeFileSync(join(dir, "go"), "");
+      });
+
+      test("what does not move a cover leaves the job running: writes in place, saves inside a denied dir, siblings", async () => {
+        const { name, dir } = await mkCell(p, {
+          files: { ".env": "TOKEN=old\n", "secrets/key": "k1\n", notes: "n\n" },
+        });
+        await p.client.removeCell(name, false);
+        await p.client.createCell({
+          name,
+          dir,
+          sandbox: { policy: { deny: [join(dir, ".env"), join(dir, "secrets")] } },
+        });
+        const j = await waiting(name, dir, "cat .env secrets/key 2>/dev/null; cat notes; echo done");
+        appendFileSync(join(dir, ".env"), "MORE=1\n");
+        writeFileSync(join(dir, "secrets/key.tmp"), "saved\n");
+        renameSync(join(dir, "secrets/key.tmp"), join(dir, "secrets/key"));
+        writeFileSync(join(dir, "notes.tmp"), "edited\n");
+        renameSync(join(dir, "notes.tmp"), join(dir, "notes"));
+        const done = await j.finish();
+        expect([done.job.state, done.out]).toEqual(["exited", "edited\ndone\n"]);
       });
 
       test("paths behind a directory the requester cannot search answer alike whether they exist or not", async () => {

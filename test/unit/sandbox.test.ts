@@ -5,7 +5,7 @@ import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
 import { bwrapFailure, bwrapPlan, renderArgs } from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
-import { sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
+import { guardedEntries, sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
 const req = (over: Partial<PlanRequest> = {}): PlanRequest => ({
   argv: ["/usr/bin/make", "test"],
@@ -189,6 +189,41 @@ describe("policy narrowing", () => {
     expect(within("/data", "/data")).toBe(true);
     expect(within("/database", "/data")).toBe(false);
     expect(within("/", "/data")).toBe(false);
+  });
+});
+
+describe("the host entries a job's covers hang on (the view guard)", () => {
+  test("each cover and its ancestors while they are the host's; a tmpfs ends the walk", () => {
+    const p = complete({ read_write: ["/srv/data"], deny: ["/work/cell/secret", "/srv/data/a/key", "/tmp/x/k"] });
+    const present = exists({
+      "/home": "dir",
+      "/root": "dir",
+      "/work/cell/secret": "dir",
+      "/srv/data/a/key": "file",
+      "/tmp/x/k": "file",
+      "/home/u/.local/state/planter": "dir",
+      "/home/u/.ssh": "dir",
+    });
+    const view = sandboxView(req({ policy: p }), present);
+    expect(guardedEntries(view).sort()).toEqual(
+      [
+        // The homes' covers hang on / itself.
+        ["/", "home"],
+        ["/", "root"],
+        // A deny in the cell: the cell's own dentry and its parents are the host's (a bind of
+        // /work/cell under the read-only root).
+        ["/work/cell", "secret"],
+        ["/work", "cell"],
+        ["/", "work"],
+        // A deny in a writable bind, below a pinned ancestor.
+        ["/srv/data/a", "key"],
+        ["/srv/data", "a"],
+        ["/srv", "data"],
+        ["/", "srv"],
+      ].sort() as [string, string][],
+    );
+    // planter's state and the credentials lie under the hidden home's tmpfs: nothing of the host's
+    // there can move them; /tmp is private (its deny path needs no watch).
   });
 });
 
