@@ -22,6 +22,7 @@ import type { Context, PendingEvent } from "../daemon/context.ts";
 import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend } from "../sandbox/backend.ts";
+import { PRLIMIT } from "../sandbox/bwrap.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
 import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
@@ -162,8 +163,8 @@ export class Supervisor {
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const policy = job.sandbox_policy ?? complete(undefined);
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
-      const plan = backend.plan(
-        planRequest(where, {
+      const plan = backend.plan({
+        ...planRequest(where, {
           argv: [program, ...job.argv.slice(1)],
           env: job.env,
           cwd: job.cwd,
@@ -172,7 +173,8 @@ export class Supervisor {
           jobDir: dir,
           scratch: scratchDir(job.id),
         }),
-      );
+        nproc: this.nprocLimit(job),
+      });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
       fds = openInputs(plan.inputs ?? [], dir, where.identity);
@@ -238,6 +240,19 @@ export class Supervisor {
       if (err >= 0) closeSync(err);
       for (const fd of fds) closeSync(fd);
     }
+  }
+
+  /**
+   * RLIMIT_NPROC for a job no cgroup limits (planterd unprivileged, or cgroups off): max_pids + 1,
+   * set inside its user namespace, where only the job's own tasks count. The kernel refuses the
+   * fork past it and the monitor, seeing max_pids + 1 tasks, stops the job (process_limit): a fork
+   * bomb ends at the limit instead of at the host's pid_max or the user's task limit, which
+   * planterd shares.
+   */
+  private nprocLimit(job: JobRow): number | undefined {
+    if (this.monitor.enforcement.cgroups || job.limits.max_pids === undefined) return undefined;
+    if (!existsSync(PRLIMIT)) return undefined;
+    return job.limits.max_pids + 1;
   }
 
   /**

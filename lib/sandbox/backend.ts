@@ -32,6 +32,11 @@ export interface PlanRequest {
   identity: Identity | null;
   /** Empty entries planterd made where a deny path is missing (covered like the deny path). */
   placeholders?: string[];
+  /**
+   * The job's RLIMIT_NPROC, set inside its user namespace (bwrap), where the kernel counts only the
+   * job's own tasks: the process limit where no cgroup enforces one. Undefined: none set.
+   */
+  nproc?: number;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */

@@ -62,8 +62,14 @@ export function bwrapPlan(
   for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
   args.push("--chdir", req.cwd);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
-  return { argv: [bwrap, "--args", "3", "--", ...req.argv], inputs, guard: guardedEntries(view) };
+  // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
+  // own tasks only (set before, it would count every process of the uid on the host).
+  const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
+  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view) };
 }
+
+/** util-linux's prlimit, run inside the sandbox (the host's /usr is visible read-only there). */
+export const PRLIMIT = "/usr/bin/prlimit";
 
 /** The bwrap argument list of a plan as text (what `sandbox render` shows). */
 export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): string[] {

@@ -160,6 +160,26 @@ describe("the monitor alone (cgroups off)", () => {
     expect([f.state, f.reason, f.enforcement]).toEqual(["killed", "process_limit", "monitor"]);
     expect(f.limit_exceeded?.value).toBeGreaterThan(64);
   });
+
+  // In its user namespace a job's RLIMIT_NPROC counts its own tasks only: the kernel refuses the
+  // fork past max_pids + 1 whatever else runs as the same uid, and the scan finds the job at it.
+  test("a sandboxed job is held at max_pids + 1 by the kernel (RLIMIT_NPROC in its user namespace), then killed as process_limit", async () => {
+    if (!(await bwrapReady(d))) return;
+    const tree = "( i=0; while [ $i -lt 200 ]; do sleep 300 & i=$((i+1)); done ) 2>/dev/null; echo refused; sleep 300";
+    const job = await d.client.createJob({
+      argv: ["sh", "-c", tree],
+      limits: { max_pids: 64 },
+      sandbox: { mode: "enforced" },
+    });
+    const f = await finished(d, job.id);
+    expect([f.state, f.reason, f.enforcement]).toEqual(["killed", "process_limit", "monitor"]);
+    // 200 sleepers would be counted without the kernel's limit; with it, the tree never passes 65
+    // in the namespace (the count includes bwrap and the recorder's child outside it).
+    expect(f.limit_exceeded?.value).toBeGreaterThan(64);
+    expect(f.limit_exceeded?.value).toBeLessThan(72);
+    const out = await d.client.logs(job.id, { stream: "stdout", offset: 0 });
+    expect(Buffer.from(out.data, "base64").toString()).toBe("refused\n");
+  });
 });
 
 describe("planterd short of tasks, jobs in cgroups", () => {

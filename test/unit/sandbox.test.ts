@@ -192,6 +192,15 @@ describe("policy narrowing", () => {
   });
 });
 
+describe("the process limit inside the namespace", () => {
+  test("prlimit runs first in the sandbox when the request sets nproc, and not otherwise", () => {
+    const present = { "/home": "dir", "/root": "dir" } as const;
+    expect(rendered(req({ nproc: 65 }), present)).toEndWith(" -- /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
+    expect(rendered(req(), present)).toEndWith(" -- /usr/bin/make test");
+    expect(rendered(req(), present)).not.toContain("prlimit");
+  });
+});
+
 describe("the host entries a job's covers hang on (the view guard)", () => {
   test("each cover and its ancestors while they are the host's; a tmpfs ends the walk", () => {
     const p = complete({ read_write: ["/srv/data"], deny: ["/work/cell/secret", "/srv/data/a/key", "/tmp/x/k"] });
