@@ -57,8 +57,8 @@ export class ViewGuard {
         w = { watcher, names: new Map() };
         this.dirs.set(dir, w);
       }
-      let js = w.names.get(name);
-      if (!js) w.names.set(name, (js = new Set()));
+      const js = w.names.get(name) ?? new Set<string>();
+      w.names.set(name, js);
       js.add(job);
     }
   }
