@@ -24,6 +24,11 @@ const FileRecord = v.object({
   backup: v.optional(v.string()),
   /** sha256 of the previous content as saved (absent in older files): a backup that differs is never put back. */
   backup_sha256: v.optional(v.string()),
+  /**
+   * Uninstall removed what install wrote here, and kept the entry only for its backup (which had
+   * changed since install saved it): whatever is at the path now is not planter's.
+   */
+  removed: v.optional(v.boolean()),
 });
 export type FileRecord = v.InferOutput<typeof FileRecord>;
 

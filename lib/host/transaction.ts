@@ -285,8 +285,12 @@ function moveEntry(from: string, to: string): void {
 
 /** What uninstall finds for one recorded file, and so what it does. */
 export interface FileVerdict {
-  /** The path holds what install wrote (remove it), the original it replaced, nothing, or something else (the user's). */
-  path: "ours" | "original" | "absent" | "changed";
+  /**
+   * The path holds what install wrote (remove it), the original it replaced, nothing, something
+   * else (the user's change), or — once uninstall removed planter's file and kept the entry for its
+   * backup — whatever someone put there since (not planter's, never touched).
+   */
+  path: "ours" | "original" | "absent" | "changed" | "theirs";
   /** The saved original: none, intact (its sha256 as saved), altered since, or missing. */
   backup: "none" | "intact" | "altered" | "missing";
 }
@@ -296,7 +300,15 @@ export function fileVerdict(tx: Transaction, f: FileRecord): FileVerdict {
   const now = tx.content(f.path);
   const matches = (sha: string | undefined) => "sha256" in now && sha !== undefined && now.sha256 === sha;
   const ours = f.kind === "link" ? now.kind === "link" && now.sha256 === f.sha256 : matches(f.sha256);
-  const path = ours ? "ours" : matches(f.backup_sha256) ? "original" : now.kind === "absent" ? "absent" : "changed";
+  const path = matches(f.backup_sha256)
+    ? "original"
+    : now.kind === "absent"
+      ? "absent"
+      : f.removed
+        ? "theirs"
+        : ours
+          ? "ours"
+          : "changed";
   if (!f.backup) return { path, backup: "none" };
   const b = tx.content(f.backup);
   if (b.kind === "absent") return { path, backup: "missing" };
@@ -313,18 +325,19 @@ export interface FileUndo {
   kept: string | null;
 }
 
+/** Why uninstall keeps a file the user changed. */
+export const KEPT_CHANGED = "changed since install (use --force to remove it)";
+
 /** What undoFile does with a verdict (pure). */
 export function fileUndoPlan(v: FileVerdict, force: boolean): FileUndo {
-  if (v.path === "changed" && !force)
-    return { removed: false, restored: false, kept: "changed since install (use --force to remove it)" };
-  const removed = v.path === "ours" || v.path === "changed";
+  if (v.path === "changed" && !force) return { removed: false, restored: false, kept: KEPT_CHANGED };
   if (v.path === "original") return { removed: false, restored: true, kept: null };
+  const removed = v.path === "ours" || v.path === "changed";
   if (v.backup === "altered")
-    return {
-      removed,
-      restored: false,
-      kept: "its saved original changed since install saved it, so it is not put back",
-    };
+    return { removed, restored: false, kept: "it changed since install saved it, so it is not put back" };
+  // Never put back over a file someone put there after planter's was removed.
+  if (v.path === "theirs" && v.backup === "intact")
+    return { removed, restored: false, kept: "something else is at the path now, so it is not put back over it" };
   return { removed, restored: v.backup === "intact", kept: null };
 }
 

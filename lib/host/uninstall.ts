@@ -21,6 +21,7 @@ import {
   type FileUndo,
   fileUndoPlan,
   fileVerdict,
+  KEPT_CHANGED,
   type Step,
   type StepReport,
   Transaction,
@@ -224,8 +225,9 @@ function socketDirStep(c: Ctx, socket: string): Step {
 
 /** How the plan says what undoing a file does. */
 function fileLine(f: FileRecord, u: FileUndo, backup: string): string {
-  if (u.kept && !u.removed) return `keep ${f.path}: ${u.kept}`;
-  if (u.kept) return `remove ${f.path}; ${u.kept}: it stays at ${backup}`;
+  if (u.kept === KEPT_CHANGED) return `keep ${f.path}: ${u.kept}`;
+  if (u.kept)
+    return `${u.removed ? `remove ${f.path}; ` : ""}keep ${backup}, the saved original of ${f.path}: ${u.kept}`;
   if (u.removed) return `remove ${f.path}${u.restored ? ", and put back the file it replaced" : ""}`;
   if (u.restored) return `put back ${f.path} (the file install replaced)`;
   return `forget ${f.path} (it is gone already)`;
@@ -245,10 +247,12 @@ function fileSteps(c: Ctx, state: InstallState): Step[] {
       apply: () => {
         const u = undoFile(tx, f, opts.force);
         noteFile(c, f, u, backup);
-        if (!u.kept)
-          tx.record((st) => {
-            st.files = st.files.filter((x) => x.path !== f.path);
-          });
+        // Done with, or kept on record: for its backup only once planter's file is gone.
+        tx.record((st) => {
+          st.files = st.files.flatMap((x) =>
+            x.path !== f.path ? [x] : !u.kept ? [] : [u.removed ? { ...x, removed: true } : x],
+          );
+        });
         if (i === files.length - 1)
           tx.progress(
             `removed ${out.removed.length} file(s)${out.restored.length ? `, put back ${out.restored.length}` : ""}`,
@@ -263,14 +267,15 @@ function noteFile(c: Ctx, f: FileRecord, u: FileUndo, backup: string): void {
   if (u.removed) c.out.removed.push(f.path);
   if (u.restored) c.out.restored.push(f.path);
   if (!u.kept) return;
-  if (!u.removed) {
+  if (u.kept === KEPT_CHANGED) {
     c.out.kept.push({ path: f.path, why: u.kept });
     c.warn(`kept ${f.path}: changed since install (--force removes it)`);
     return;
   }
+  // What stays is the saved original: where it is, why, and how to put it back by hand.
   c.out.kept.push({ path: backup, why: `the saved original of ${f.path}: ${u.kept}` });
   c.warn(
-    `did not put back ${f.path}: its saved original ${backup} changed since install saved it; if it is what you want there: mv ${backup} ${c.tx.R(f.path)}`,
+    `kept ${backup}, the saved original of ${f.path}: ${u.kept}; if it is what you want there: mv ${backup} ${c.tx.R(f.path)}`,
   );
 }
 
