@@ -10,7 +10,7 @@ import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
 import { type InstallMode, resolvePaths, socketDir } from "../paths.ts";
 import { BUILD } from "../version.ts";
 import { DEFAULT_CONFIG } from "./default-config.ts";
-import { exec } from "./exec.ts";
+import { describe, exec } from "./exec.ts";
 import {
   addMember,
   getentGroup,
@@ -119,10 +119,11 @@ export async function sourceBinary(explicit: string | undefined, progress: (l: s
   const built = join(repo, "dist", "planter");
   if (!existsSync(built)) {
     progress("building dist/planter from this source checkout");
-    await exec("make", ["-C", repo, "build"], {
-      timeoutMs: 600_000,
-      hint: "run `make build` and fix what it reports",
-    });
+    const r = await exec("make", ["-C", repo, "build"], { timeoutMs: 600_000, nothrow: true });
+    if (r.code !== 0)
+      throw new PlanterError("E_UNAVAILABLE", `cannot build planter: ${describe("make", ["build"], r)}`, {
+        hint: "run `make build` and fix what it reports",
+      });
   }
   return built;
 }

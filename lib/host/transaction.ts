@@ -14,6 +14,7 @@
 import {
   chmodSync,
   chownSync,
+  constants,
   copyFileSync,
   existsSync,
   lstatSync,
@@ -26,6 +27,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { dirname, join } from "node:path";
+import { PlanterError } from "../api/errors.ts";
 import type { FileRecord, InstallState } from "./install-state.ts";
 import { sha256File, sha256Text } from "./install-state.ts";
 
@@ -68,8 +70,8 @@ export interface TransactionOptions {
   observe?: (e: StepEvent) => void;
 }
 
-/** What is at a path: absent, or the sha256 of its bytes (a symlink: of its target string). */
-export type Content = { kind: "absent" } | { kind: "file" | "link"; sha256: string };
+/** What is at a path: absent, the sha256 of its bytes (a symlink: of its target string), or something else (a directory…). */
+export type Content = { kind: "absent" | "other" } | { kind: "file" | "link"; sha256: string };
 
 /** What a step writes at a path. */
 export type FileContent = { text: string; mode: number } | { copy: string; mode: number } | { link: string };
@@ -189,6 +191,7 @@ export class Transaction {
       return { kind: "absent" };
     }
     if (st.isSymbolicLink()) return { kind: "link", sha256: sha256Text(readlinkSync(p)) };
+    if (!st.isFile()) return { kind: "other" };
     const stamp = `${st.dev}:${st.ino}:${st.size}:${st.mtimeMs}:${st.ctimeMs}`;
     const known = this.shaMemo.get(p);
     if (known?.stamp === stamp) return { kind: "file", sha256: known.sha256 };
@@ -210,7 +213,13 @@ export class Transaction {
           ? sha256File(content.copy)
           : sha256Text(content.link);
     const known = this.state.files.find((f) => f.path === path);
-    const now = this.content(path);
+    // What is there now matters on first contact (to save it) and while a recorded backup is still to be made.
+    const backupToMake = known?.backup !== undefined && !lexists(this.R(known.backup));
+    const now: Content = !known || backupToMake ? this.content(path) : { kind: "absent" };
+    if (now.kind === "other")
+      throw new PlanterError("E_CONFLICT", `${this.R(path)} is not a file, and install writes a file there`, {
+        hint: "move it away, then run install again",
+      });
     const original = !known && "sha256" in now ? now.sha256 : null;
     const rec: FileRecord = {
       path,
@@ -226,9 +235,10 @@ export class Transaction {
     this.record((s) => {
       s.files = [...s.files.filter((f) => f.path !== path), rec];
     });
-    // The original is saved (again, if an earlier run stopped before it was) while it is still in place.
-    if (rec.backup && !lexists(this.R(rec.backup)) && "sha256" in now && now.sha256 === rec.backup_sha256)
-      copyEntry(this.R(path), this.R(rec.backup));
+    // The original is saved while it is still in place: on first contact (over whatever stray file has
+    // the backup's name), or again if an earlier run stopped before it was.
+    const save = original !== null || (backupToMake && "sha256" in now && now.sha256 === rec.backup_sha256);
+    if (rec.backup && save) copyEntry(this.R(path), this.R(rec.backup));
     writeEntry(this.R(path), content);
   }
 }
@@ -245,29 +255,33 @@ export function lexists(p: string): boolean {
 
 const NEW = ".planter-new";
 
-/** Write `content` beside `p` and rename it over `p`. */
+/**
+ * Write `content` beside `p` and rename it over `p`. The temp file is created exclusively (a link
+ * planted at its name is not followed), after a leftover of a stopped run is removed.
+ */
 function writeEntry(p: string, content: FileContent): void {
   const tmp = `${p}${NEW}`;
   rmSync(tmp, { force: true });
   if ("link" in content) symlinkSync(content.link, tmp);
   else {
-    if ("text" in content) writeFileSync(tmp, content.text, { mode: content.mode });
-    else copyFileSync(content.copy, tmp);
+    if ("text" in content) writeFileSync(tmp, content.text, { mode: content.mode, flag: "wx" });
+    else copyFileSync(content.copy, tmp, constants.COPYFILE_EXCL);
     chmodSync(tmp, content.mode);
   }
   renameSync(tmp, p);
 }
 
-/** Copy a file or a link (mode and, as root, owner kept) to `to`, through a temp file renamed into place. */
+/** Copy a file or a link (owner, as root, and mode kept) to `to`, through a temp file renamed into place. */
 function copyEntry(from: string, to: string): void {
   const tmp = `${to}${NEW}`;
   rmSync(tmp, { force: true });
   const st = lstatSync(from);
   if (st.isSymbolicLink()) symlinkSync(readlinkSync(from), tmp);
   else {
-    copyFileSync(from, tmp);
-    chmodSync(tmp, st.mode & 0o7777);
+    copyFileSync(from, tmp, constants.COPYFILE_EXCL);
+    // chown first: it clears set-id bits that chmod then puts back.
     if (process.getuid?.() === 0) chownSync(tmp, st.uid, st.gid);
+    chmodSync(tmp, st.mode & 0o7777);
   }
   renameSync(tmp, to);
 }
@@ -312,7 +326,8 @@ export function fileVerdict(tx: Transaction, f: FileRecord): FileVerdict {
   if (!f.backup) return { path, backup: "none" };
   const b = tx.content(f.backup);
   if (b.kind === "absent") return { path, backup: "missing" };
-  return { path, backup: !f.backup_sha256 || b.sha256 === f.backup_sha256 ? "intact" : "altered" };
+  const same = "sha256" in b ? !f.backup_sha256 || b.sha256 === f.backup_sha256 : false;
+  return { path, backup: same ? "intact" : "altered" };
 }
 
 /** What undoing a recorded file did (or, in a dry run, would do). */
@@ -327,6 +342,8 @@ export interface FileUndo {
 
 /** Why uninstall keeps a file the user changed. */
 export const KEPT_CHANGED = "changed since install (use --force to remove it)";
+/** Why uninstall keeps what is there now even with --force. */
+export const KEPT_NOT_FILE = "it is not a file any more (a directory?): uninstall never removes that";
 
 /** What undoFile does with a verdict (pure). */
 export function fileUndoPlan(v: FileVerdict, force: boolean): FileUndo {
@@ -352,7 +369,11 @@ export function undoFile(tx: Transaction, f: FileRecord, force: boolean): FileUn
   const plan = fileUndoPlan(v, force);
   if (tx.dryRun || (plan.kept && !plan.removed)) return plan;
   const p = tx.R(f.path);
+  // What a run killed while writing left beside the path or the backup.
   rmSync(`${p}${NEW}`, { force: true });
+  if (f.backup) rmSync(`${tx.R(f.backup)}${NEW}`, { force: true });
+  if (plan.removed && tx.content(f.path).kind === "other")
+    return { removed: false, restored: false, kept: KEPT_NOT_FILE };
   if (plan.removed) rmSync(p, { force: true });
   if (!f.backup || v.backup !== "intact") return plan;
   // The original back in place; or, found there already, its copy is not needed any more.

@@ -22,6 +22,7 @@ import {
   fileUndoPlan,
   fileVerdict,
   KEPT_CHANGED,
+  KEPT_NOT_FILE,
   type Step,
   type StepReport,
   Transaction,
@@ -267,9 +268,9 @@ function noteFile(c: Ctx, f: FileRecord, u: FileUndo, backup: string): void {
   if (u.removed) c.out.removed.push(f.path);
   if (u.restored) c.out.restored.push(f.path);
   if (!u.kept) return;
-  if (u.kept === KEPT_CHANGED) {
+  if (u.kept === KEPT_CHANGED || u.kept === KEPT_NOT_FILE) {
     c.out.kept.push({ path: f.path, why: u.kept });
-    c.warn(`kept ${f.path}: changed since install (--force removes it)`);
+    c.warn(`kept ${f.path}: ${u.kept === KEPT_CHANGED ? "changed since install (--force removes it)" : u.kept}`);
     return;
   }
   // What stays is the saved original: where it is, why, and how to put it back by hand.

@@ -347,3 +347,37 @@ describe("backups: a saved original is put back only while it is what install sa
     expect(readFileSync(planterd, "utf8")).toBe("#!/bin/sh\necho older\n");
   }, 60_000);
 });
+
+describe("what is in install's way", () => {
+  test("a directory where install writes a file: a clear refusal, and uninstall takes back what came before it", async () => {
+    const s = staging("not-a-file");
+    const before = s.snapshot();
+    const dest = s.opts.root as string;
+    const planterd = join(dest, "usr", "local", "bin", "planterd");
+    const { rmSync } = await import("node:fs");
+    rmSync(planterd);
+    mkdirSync(planterd);
+    const dirBefore = s.snapshot();
+    const r = await planter(s.env, "install", ...s.args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain(`${planterd} is not a file, and install writes a file there`);
+    expect(r.stderr).toContain("move it away, then run install again");
+    expect((await planter(s.env, "uninstall", ...s.uninstallArgs)).code).toBe(0);
+    expect(s.snapshot()).toEqual(dirBefore);
+    expect(before).not.toEqual(dirBefore);
+  }, 60_000);
+
+  test("a link planted where install writes its temp file is not followed", async () => {
+    const s = staging("planted");
+    const dest = s.opts.root as string;
+    const victim = join(s.base, "victim");
+    writeFileSync(victim, "keep me\n");
+    for (const name of ["planter", "planterd"])
+      symlinkSync(victim, join(dest, "usr", "local", "bin", `${name}.planter-new`));
+    mkdirSync(join(dest, "etc", "planter"), { recursive: true });
+    symlinkSync(victim, join(dest, "etc", "planter", "config.toml.planter-new"));
+    expect((await planter(s.env, "install", ...s.args)).code).toBe(0);
+    expect(readFileSync(victim, "utf8")).toBe("keep me\n");
+    expect(readFileSync(join(dest, "etc", "planter", "config.toml"), "utf8")).toContain("[sandbox]");
+  }, 60_000);
+});
