@@ -268,7 +268,7 @@ async function prepare(opts: InstallOptions): Promise<Setup> {
 }
 
 /** The steps, in order: files, accounts, the service, readiness. */
-export function installSteps(s: Setup): Step[] {
+function installSteps(s: Setup): Step[] {
   return [...fileSteps(s), ...accountSteps(s), ...serviceSteps(s), ...readySteps(s)];
 }
 

@@ -24,6 +24,7 @@ import {
   KEPT_CHANGED,
   KEPT_NOT_FILE,
   type Step,
+  type StepEvent,
   type StepReport,
   Transaction,
   undoFile,
@@ -42,6 +43,8 @@ export interface UninstallOptions {
   platform?: NodeJS.Platform;
   /** The user's uid (default process.getuid()): a launchd agent is booted out of gui/<uid>. */
   uid?: number;
+  /** Called at every point of the step engine (tests stop a run there). */
+  observe?: (e: StepEvent) => void;
 }
 
 export interface UninstallResult {
@@ -65,7 +68,7 @@ interface Ctx {
 }
 
 export async function uninstall(opts: UninstallOptions): Promise<UninstallResult> {
-  const tx = new Transaction({ root: opts.root, dryRun: opts.dryRun, progress: opts.progress });
+  const tx = new Transaction({ root: opts.root, dryRun: opts.dryRun, progress: opts.progress, observe: opts.observe });
   const t = targetPaths(opts);
   const stateFile = installStatePath(t.stateDir);
   const state = readInstallState(tx.R(stateFile));

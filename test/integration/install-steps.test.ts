@@ -226,12 +226,18 @@ describe("a dry run changes nothing", () => {
   }, 60_000);
 });
 
-/** Run install in the kill fixture, SIGKILLed at point `k` (0: never); the points it passed. */
-async function killedAt(s: Setup, k: number): Promise<{ code: number; points: string[]; stderr: string }> {
+/** Run install (or uninstall) in the kill fixture, SIGKILLed at point `k` (0: never); the points it passed. */
+async function killedAt(
+  s: Setup,
+  k: number,
+  command: "install" | "uninstall" = "install",
+): Promise<{ code: number; points: string[]; stderr: string }> {
+  const opts = command === "install" ? s.opts : { ...s.opts, force: false, purge: false };
   const r = await runWith(s.env, [
     process.execPath,
     join(ROOT, "test", "install-kill-fixture.ts"),
-    JSON.stringify(s.opts),
+    command,
+    JSON.stringify(opts),
     String(k),
   ]);
   return { code: r.code, points: r.stdout.trim().split("\n").filter(Boolean), stderr: r.stderr };
@@ -285,6 +291,28 @@ describe("an install killed at any point is repaired by uninstall, and by a seco
 
   test("user mode, from the units on (live units)", async () => {
     await killEverywhere(userUnits, "kill-units", "units");
+  }, 300_000);
+});
+
+describe("an uninstall killed at any point is finished by the next", () => {
+  test("system mode into a staging root, with the root's own planterd to put back", async () => {
+    const probe = staging("unkill-count");
+    expect((await planter(probe.env, "install", ...probe.args)).code).toBe(0);
+    const whole = await killedAt(probe, 0, "uninstall");
+    expect(whole.code).toBe(0);
+    const points = whole.points.map((p, i) => ({ p, k: i + 1 })).filter(({ p }) => !p.endsWith(" end"));
+    expect(points.length).toBeGreaterThan(5);
+    for (const { p, k } of points) {
+      const s = staging(`unkill-${k}`);
+      const before = s.snapshot();
+      expect((await planter(s.env, "install", ...s.args)).code).toBe(0);
+      const r = await killedAt(s, k, "uninstall");
+      const at = `uninstall killed at ${p} (point ${k})`;
+      expect([at, r.code, r.points.at(-1)]).toEqual([at, 137, p]);
+      const u = await planter(s.env, "uninstall", ...s.uninstallArgs);
+      expect([at, u.code, u.stderr.includes("warning:")]).toEqual([at, 0, false]);
+      expect([at, s.snapshot()]).toEqual([at, before]);
+    }
   }, 300_000);
 });
 
