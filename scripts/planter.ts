@@ -13,7 +13,7 @@ const versionLine = () => `planter ${BUILD.version} (${BUILD.commit})`;
  * Everything else is imported when used: the binary's chunks load per command (.ci/compile).
  */
 async function quickVersion(argv: string[]): Promise<void> {
-  if (argv.length !== 1 || (argv[0] !== "--version" && argv[0] !== "-V")) return;
+  if (argv.length !== 1 || !["--version", "-V", "-v"].includes(argv[0] as string)) return;
   try {
     await Bun.write(Bun.stdout, `${versionLine()}\n`);
   } catch {

@@ -3,10 +3,9 @@
  * options refused, errors printed as message + hint (a stack only with --verbose), and exit
  * codes 0 ok, 1 error, 2 usage, 3 daemon unreachable (or what the command returns).
  */
-import { type ArgsDef, type CommandDef, renderUsage, runCommand } from "citty";
+import { type ArgsDef, type CommandDef, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
 import { exitAfterOutput, printable, write } from "./output.ts";
-import { isTerminal } from "./tty.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
 const restCommands = new WeakSet<object>();
@@ -30,7 +29,7 @@ interface Resolved {
   rest: string[];
 }
 
-async function findLeaf(root: AnyCommand, args: string[]): Promise<Resolved> {
+async function findLeaf(root: AnyCommand, args: string[], rootName: string): Promise<Resolved> {
   let cmd = root;
   let parent: AnyCommand | undefined;
   const path: string[] = [];
@@ -55,11 +54,13 @@ async function findLeaf(root: AnyCommand, args: string[]): Promise<Resolved> {
     const name = rest[i] as string;
     const sub = subs[name];
     if (!sub) {
+      const { suggest } = await import("./help.ts");
+      const close = suggest(name, Object.keys(subs));
       throw new PlanterError(
         "E_USAGE",
         `unknown command ${JSON.stringify(name)}${path.length ? ` for ${path.join(" ")}` : ""}`,
         {
-          hint: `commands: ${Object.keys(subs).join(", ")}`,
+          hint: `${close.length ? `did you mean ${close.map((c) => `\`${[rootName, ...path, c].join(" ")}\``).join(" or ")}? ` : ""}commands: ${Object.keys(subs).join(", ")}`,
         },
       );
     }
@@ -154,18 +155,16 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   const verbose = before.includes("--verbose");
   let code: number = EXIT.ok;
   try {
-    if (version && before.length === 1 && (before[0] === "--version" || before[0] === "-V")) {
+    if (version && before.length === 1 && ["--version", "-V", "-v"].includes(before[0] as string)) {
       write(1, `${version()}\n`);
       return await exitAfterOutput(EXIT.ok);
     }
-    const leaf = await findLeaf(root, argv);
+    const leaf = await findLeaf(root, argv, name);
     const fullName = [name, ...leaf.path].join(" ");
     const leafBefore = leaf.rest.includes("--") ? leaf.rest.slice(0, leaf.rest.indexOf("--")) : leaf.rest;
     if (leafBefore.includes("--help") || leafBefore.includes("-h") || (leaf.cmd.subCommands && !leaf.cmd.run)) {
-      const raw = await renderUsage(leaf.cmd, leaf.parent);
-      // citty colours by environment only: no escape codes into pipes and files.
-      // biome-ignore lint/suspicious/noControlCharactersInRegex: stripping ANSI escapes
-      const text = isTerminal(1) && !process.env.NO_COLOR ? raw : raw.replace(/\x1b\[[0-9;]*m/g, "");
+      const { renderHelp } = await import("./help.ts");
+      const text = await renderHelp(leaf.cmd, fullName.split(" "), restCommands.has(leaf.cmd));
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
       write(asked ? 1 : 2, `${text}\n`);
       return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
