@@ -183,7 +183,12 @@ describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under 
       ["applied", "applied", "applied", "applied", "applied", "applied"],
       ["skipped", "skipped", "applied", "applied"],
     ]) {
+      const vmsBefore = await vms(h.env);
+      const stateBefore = existsSync(h.stateFile) ? readFileSync(h.stateFile, "utf8") : null;
       const dry = JSON.parse((await planter(h.env, ...args, "--dry-run")).stdout) as Steps;
+      // The dry run changed nothing: no VM made or started, no record written.
+      expect(await vms(h.env)).toEqual(vmsBefore);
+      expect(existsSync(h.stateFile) ? readFileSync(h.stateFile, "utf8") : null).toBe(stateBefore);
       const r = await planter(h.env, ...args);
       expect(r.code).toBe(0);
       const ran = JSON.parse(r.stdout) as Steps;
