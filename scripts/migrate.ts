@@ -31,37 +31,41 @@ function itemLine(i: ImportItem): string | null {
 
 /** The summary for people: what happened to the database and to the legacy tree. */
 export function summary(r: MigrateReport): string {
-  const would = r.dry_run ? "would be " : "";
   const lines: string[] = [];
   if (r.dry_run) lines.push("dry run: nothing was changed");
-  lines.push(`state: ${r.state_dir}`);
-  const db = r.database;
-  if (!db.existed && !db.applied.length) lines.push("database: none yet (planterd creates it on first start)");
-  else if (!db.existed) lines.push(`database: ${would}created at v${db.to}`);
-  else if (db.applied.length) {
-    lines.push(
-      `database: ${r.dry_run ? "would be migrated" : "migrated"} from v${db.from} to v${db.to}` +
-        (db.backup ? ` (backup: ${db.backup})` : r.dry_run ? " (after a backup next to it)" : ""),
-    );
-  } else lines.push(`database: at v${db.to}, nothing to upgrade`);
-  const l = r.legacy;
-  if (!l.present) lines.push(`legacy state: none at ${l.root}`);
-  else {
-    const c = l.counts;
-    lines.push(`legacy state: ${l.root}`);
-    const merged = c.cells.merged ? `, ${c.cells.merged} ${would}merged into existing cells` : "";
-    lines.push(`  cells: ${c.cells.imported} ${would}imported${merged}, ${c.cells.skipped} skipped`);
-    lines.push(
-      `  jobs: ${c.jobs.imported} ${would}imported (${c.jobs.adopted} adopted, ${c.jobs.lost} lost), ${c.jobs.skipped} skipped`,
-    );
-    if (l.malformed.length) lines.push(`  malformed files: ${l.malformed.length} skipped (listed on stderr)`);
-    for (const i of l.items) {
-      const line = itemLine(i);
-      if (line) lines.push(line);
-    }
-  }
+  lines.push(`state: ${r.state_dir}`, databaseLine(r), ...legacyLines(r));
   if (r.nothing_to_do) lines.push("nothing to do");
   return lines.join("\n");
+}
+
+function databaseLine(r: MigrateReport): string {
+  const db = r.database;
+  if (!db.existed && !db.applied.length) return "database: none yet (planterd creates it on first start)";
+  if (!db.existed) return `database: ${r.dry_run ? "would be " : ""}created at v${db.to}`;
+  if (!db.applied.length) return `database: at v${db.to}, nothing to upgrade`;
+  return (
+    `database: ${r.dry_run ? "would be migrated" : "migrated"} from v${db.from} to v${db.to}` +
+    (db.backup ? ` (backup: ${db.backup})` : r.dry_run ? " (after a backup next to it)" : "")
+  );
+}
+
+function legacyLines(r: MigrateReport): string[] {
+  const would = r.dry_run ? "would be " : "";
+  const l = r.legacy;
+  if (!l.present) return [`legacy state: none at ${l.root}`];
+  const c = l.counts;
+  const merged = c.cells.merged ? `, ${c.cells.merged} ${would}merged into existing cells` : "";
+  const lines = [
+    `legacy state: ${l.root}`,
+    `  cells: ${c.cells.imported} ${would}imported${merged}, ${c.cells.skipped} skipped`,
+    `  jobs: ${c.jobs.imported} ${would}imported (${c.jobs.adopted} adopted, ${c.jobs.lost} lost), ${c.jobs.skipped} skipped`,
+  ];
+  if (l.malformed.length) lines.push(`  malformed files: ${l.malformed.length} skipped (listed on stderr)`);
+  for (const i of l.items) {
+    const line = itemLine(i);
+    if (line) lines.push(line);
+  }
+  return lines;
 }
 
 const state = defineCommand({

@@ -51,7 +51,10 @@ const cmd = defineCommand({
       },
     });
     if (args.json) printJson(r);
-    else if (r.installed)
+    else if (r.dry_run && r.steps.length) {
+      print(`planter uninstall plan (${mode} mode${args.root ? `, root ${args.root}` : ""}); nothing was changed:`);
+      for (const s of r.steps) print(`  ${s.id.padEnd(12)} ${s.description}`);
+    } else if (r.installed)
       print(
         `planter ${r.dry_run ? "would be " : ""}uninstalled${r.kept.length ? ` (kept ${r.kept.length} changed file(s))` : ""}`,
       );

@@ -135,7 +135,7 @@ function sourceText(s: TargetSource): string {
 let mountsOnce: Promise<LimaMount[]> | undefined;
 export function limaMounts(env: Env = process.env): Promise<LimaMount[]> {
   mountsOnce ??= (async () => {
-    const { instanceMounts, limactlWithin, parseList } = await import("../host/lima.ts");
+    const { instanceMounts, limactlWithin, parseList } = await import("../host/limactl.ts");
     const r = await limactlWithin(15_000, "list", "--json", LIMA_VM);
     const fail = (why: string, hint: string) =>
       new PlanterError("E_UNAVAILABLE", `cannot read the mounts of the Lima VM ${LIMA_VM}: ${why}`, { hint });

@@ -1,41 +1,120 @@
 /**
- * Running host programs for the host scripts (install, uninstall): through zx, imported lazily
- * so the daemon and job-control paths never pay for it. Programs are found on PATH, so tests put
- * recording shims first.
+ * The one way planter runs a host program (systemctl, launchctl, limactl, getent, groupadd, useradd,
+ * usermod, gpasswd, groupdel, userdel, systemd-tmpfiles, sw_vers, uname, make, bun): an argv, never
+ * a shell line; the program found on the PATH of the caller's environment (so tests put recording
+ * shims first); a time limit; output captured (quiet: a host program never writes to planter's
+ * terminal, and what it said goes into the error when it fails); a failure thrown with a zx-style
+ * summary unless the caller asks for `nothrow`. Each program has its own wrapper module
+ * (systemd.ts, launchd.ts, limactl.ts, groups.ts, macos.ts) that calls this and nothing else.
+ *
+ * Built on Bun.spawn rather than zx (plans/design.md "install / uninstall"): zx ran every call
+ * through bash and cost ~117 ms to import; nothing here needs a shell.
  */
-import type { Run } from "./systemd.ts";
+import { PlanterError } from "../api/errors.ts";
 
-/** Run `program args…`; never throws for a non-zero exit (the caller decides). */
-export async function run(program: string, ...args: string[]): Promise<Run> {
-  const { $ } = await import("zx");
-  const p = await $({ nothrow: true, quiet: true, stdio: ["ignore", "pipe", "pipe"] })`${program} ${args}`;
-  return { code: p.exitCode ?? 1, stdout: p.stdout, stderr: p.stderr };
+export type Env = Record<string, string | undefined>;
+
+/** Result of one external program call. */
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
 }
 
+export interface ExecOptions {
+  /** Over this process's environment; its PATH decides which program answers. */
+  env?: Env;
+  /** Past this the program is SIGKILLed and the call answers 124 (default 60 s). */
+  timeoutMs?: number;
+  /** Return a failed call (exit code ≠ 0, 124 timed out, 127 not found) instead of throwing it. */
+  nothrow?: boolean;
+  /** The hint of the error thrown for a failed call. */
+  hint?: string;
+}
+
+export const DEFAULT_TIMEOUT_MS = 60_000;
+/** The code of a call stopped at its time limit (as timeout(1) answers). */
+export const TIMED_OUT = 124;
+/** The code of a program that is not on PATH (as a shell answers). */
+export const NOT_FOUND = 127;
+/** How long the output of a killed program is still read (a grandchild may hold its pipes open). */
+const DRAIN_MS = 1000;
+
 /** zx's `exit code: 127 (Command not found)`-style summary of a failed call, with its stderr. */
-export function describe(program: string, args: string[], r: Run): string {
-  const what = r.code === 127 ? "command not found" : `exit code ${r.code}`;
-  return `${program} ${args.join(" ")}: ${what}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}`;
+export function describe(program: string, args: readonly string[], r: Run): string {
+  const what = r.code === NOT_FOUND ? "command not found" : `exit code ${r.code}`;
+  return `${[program, ...args].join(" ")}: ${what}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}`;
+}
+
+/** The environment a program runs with: this process's, with `env` over it (undefined removes a name). */
+export function mergedEnv(env: Env = {}): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+/** Read a stream to its end, or until `stop` resolves (then what was read so far). */
+async function collect(stream: ReadableStream<Uint8Array>, stop: Promise<void>): Promise<string> {
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let stopped = false;
+  void stop.then(() => {
+    stopped = true;
+    void reader.cancel().catch(() => undefined);
+  });
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done || stopped) break;
+      chunks.push(value);
+    }
+  } catch {
+    // cancelled
+  }
+  return Buffer.concat(chunks).toString("utf8");
 }
 
 /**
- * Run `program args…` found on `env.PATH`, with `env` over this process's environment (so a
- * caller that drives another host's code paths — tests with recording shims — decides which
- * program answers). Never throws for a non-zero exit; 127 when the program is not found.
+ * Run `program args…`. Throws a PlanterError (E_UNAVAILABLE, the summary of describe()) when the
+ * program is missing, fails or runs past its limit, unless `nothrow`.
  */
-export async function runWith(
-  env: Record<string, string | undefined>,
+export async function exec(program: string, args: readonly string[], o: ExecOptions = {}): Promise<Run> {
+  const env = mergedEnv(o.env);
+  const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const bin = Bun.which(program, { PATH: env.PATH ?? "/usr/bin:/bin" });
+  const r = bin
+    ? await spawn(program, bin, args, env, timeoutMs)
+    : { code: NOT_FOUND, stdout: "", stderr: `${program}: not found` };
+  if (r.code !== 0 && !o.nothrow) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r), { hint: o.hint });
+  return r;
+}
+
+async function spawn(
   program: string,
-  ...args: string[]
-): Promise<Run> {
-  const merged = { ...process.env, ...env };
-  const bin = Bun.which(program, { PATH: merged.PATH ?? "/usr/bin:/bin" });
-  if (!bin) return { code: 127, stdout: "", stderr: `${program}: not found` };
-  const p = Bun.spawn([bin, ...args], { env: merged, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
+  bin: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+) {
+  const p = Bun.spawn([bin, ...args], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  let timedOut = false;
+  let drained: () => void = () => undefined;
+  const drain = new Promise<void>((resolve) => {
+    drained = resolve;
+  });
+  const timer = setTimeout(() => {
+    timedOut = true;
+    p.kill("SIGKILL");
+  }, timeoutMs);
+  // Once the program has exited, its output is read for a moment more: what a grandchild keeps open is not waited for.
+  void p.exited.then(() => setTimeout(drained, DRAIN_MS).unref());
+  const [stdout, stderr, code] = await Promise.all([collect(p.stdout, drain), collect(p.stderr, drain), p.exited]);
+  clearTimeout(timer);
+  if (timedOut)
+    return {
+      code: TIMED_OUT,
+      stdout,
+      stderr: `${stderr}${stderr && !stderr.endsWith("\n") ? "\n" : ""}${[program, ...args.slice(0, 1)].join(" ")}: timed out after ${timeoutMs} ms`,
+    };
   return { code, stdout, stderr };
 }

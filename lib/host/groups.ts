@@ -1,15 +1,15 @@
 /**
  * The accounts a system install manages: the group `planter` and its members, and the job user
  * (`[jobs] root_peer_user`, default `planter-job`) — getent, groupadd, usermod, gpasswd,
- * groupdel, useradd, userdel, through one wrapper each.
+ * groupdel, useradd, userdel, each through exec.ts.
  */
 import { existsSync } from "node:fs";
 import { type PasswdEntry, parsePasswd } from "../sandbox/identity.ts";
-import { describe, run } from "./exec.ts";
+import { exec } from "./exec.ts";
 
 /** A group's gid and members from `getent group NAME`, or null when it does not exist. */
 export async function getentGroup(name: string): Promise<{ gid: number; members: string[] } | null> {
-  const r = await run("getent", "group", name);
+  const r = await exec("getent", ["group", name], { nothrow: true });
   if (r.code !== 0) return null;
   const [, , gid, members] = r.stdout.trim().split(":");
   return { gid: Number(gid), members: members ? members.split(",").filter(Boolean) : [] };
@@ -17,14 +17,13 @@ export async function getentGroup(name: string): Promise<{ gid: number; members:
 
 /** A user's passwd entry from `getent passwd NAME`, or null when it does not exist. */
 export async function getentPasswd(name: string): Promise<PasswdEntry | null> {
-  const r = await run("getent", "passwd", name);
+  const r = await exec("getent", ["passwd", name], { nothrow: true });
   if (r.code !== 0) return null;
   return parsePasswd(r.stdout).find((e) => e.name === name) ?? null;
 }
 
 async function must(program: string, ...args: string[]): Promise<void> {
-  const r = await run(program, ...args);
-  if (r.code !== 0) throw new Error(describe(program, args, r));
+  await exec(program, args);
 }
 
 export const groupadd = (name: string) => must("groupadd", "--system", name);

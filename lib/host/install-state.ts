@@ -22,6 +22,13 @@ const FileRecord = v.object({
   existed_before: v.boolean(),
   /** Where the previous content was saved, to be put back by uninstall. */
   backup: v.optional(v.string()),
+  /** sha256 of the previous content as saved (absent in older files): a backup that differs is never put back. */
+  backup_sha256: v.optional(v.string()),
+  /**
+   * Uninstall removed what install wrote here, and kept the entry only for its backup (which had
+   * changed since install saved it): whatever is at the path now is not planter's.
+   */
+  removed: v.optional(v.boolean()),
 });
 export type FileRecord = v.InferOutput<typeof FileRecord>;
 
@@ -79,6 +86,12 @@ export const InstallState = v.object({
     managed_by: v.picklist(["systemd", "direct", "launchd", "none"]),
     pid: v.nullable(v.number()),
   }),
+  /**
+   * The id of the step that was running when this was written (absent or null: none). Each step
+   * records what it is about to do before it does it, so a run killed half-way leaves this set and
+   * the next uninstall checks the host for that step's change before taking it back.
+   */
+  pending: v.optional(v.nullable(v.string())),
   /** The Lima VM `install --lima` set up (absent in older files): deleted by uninstall --purge only when created_by_installer. */
   vm: v.optional(
     v.nullable(

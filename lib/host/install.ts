@@ -2,28 +2,15 @@
  * install: put planter on a host so that it starts on demand, recording everything it changes in
  * install-state.json (see install-state.ts) so that uninstall can take back exactly that.
  */
-import {
-  chmodSync,
-  copyFileSync,
-  existsSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  symlinkSync,
-  unlinkSync,
-  writeFileSync,
-} from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { arch, homedir } from "node:os";
-import { basename, dirname, join } from "node:path";
-import { Client } from "../api/client.ts";
+import { dirname, join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
-import { type InstallMode, resolvePaths, socketDir, stateFiles } from "../paths.ts";
-import { lockHolder } from "../state/lock.ts";
+import { type InstallMode, resolvePaths, socketDir } from "../paths.ts";
 import { BUILD } from "../version.ts";
-import { describe, run } from "./exec.ts";
+import { DEFAULT_CONFIG } from "./default-config.ts";
+import { describe, exec } from "./exec.ts";
 import {
   addMember,
   getentGroup,
@@ -33,27 +20,22 @@ import {
   nologinShell,
   useraddJobUser,
 } from "./groups.ts";
-import {
-  type FileRecord,
-  INSTALL_STATE_VERSION,
-  type InstallState,
-  installStatePath,
-  readInstallState,
-  sha256File,
-  sha256Text,
-} from "./install-state.ts";
+import { INSTALL_STATE_VERSION, type InstallState, installStatePath, readInstallState } from "./install-state.ts";
 import { renderPlist } from "./launchd.ts";
 import { agentPlistPath, LABEL, loadAgent, macPlatform, plannedAgent, refuseOnMac } from "./macos.ts";
+import { startDirect, stopDaemons, waitReady } from "./planterd.ts";
 import {
   managerRunning,
+  mustSystemctl,
   renderServiceUnit,
   renderSocketUnit,
   renderTmpfiles,
-  systemctl,
+  tmpfilesCreate,
   type UnitParams,
   unitSetup,
   wantsLink,
 } from "./systemd.ts";
+import { type Step, type StepEvent, type StepReport, Transaction } from "./transaction.ts";
 
 export interface InstallOptions {
   mode: InstallMode;
@@ -82,11 +64,8 @@ export interface InstallOptions {
   platform?: NodeJS.Platform;
   /** The installing user's uid (default process.getuid()); macOS loads the agent into gui/<uid>. */
   uid?: number;
-}
-
-export interface Step {
-  id: string;
-  description: string;
+  /** Called at every point of the step engine (tests stop a run there). */
+  observe?: (e: StepEvent) => void;
 }
 
 export interface InstallResult {
@@ -94,7 +73,8 @@ export interface InstallResult {
   dry_run: boolean;
   mode: InstallMode;
   root: string;
-  steps: Step[];
+  /** The plan (dry run), or each step with what the run did. */
+  steps: StepReport[];
   state_file: string;
   daemon: InstallState["daemon"];
   ready: boolean | null;
@@ -107,13 +87,7 @@ export interface InstallResult {
 export const BIN_LINKS = ["planterd"];
 
 /** Default config written when none exists. */
-export const DEFAULT_CONFIG = `# planterd configuration — every key is optional; see README "Configuration".
-[sandbox]
-mode = "enforced"   # enforced (fail closed) | permissive | disabled
-
-[authz]
-strict = true
-`;
+export { DEFAULT_CONFIG };
 
 function osRelease(root: string): Record<string, string> | null {
   const p = join(root, "etc", "os-release");
@@ -145,7 +119,7 @@ export async function sourceBinary(explicit: string | undefined, progress: (l: s
   const built = join(repo, "dist", "planter");
   if (!existsSync(built)) {
     progress("building dist/planter from this source checkout");
-    const r = await run("make", "-C", repo, "build");
+    const r = await exec("make", ["-C", repo, "build"], { timeoutMs: 600_000, nothrow: true });
     if (r.code !== 0)
       throw new PlanterError("E_UNAVAILABLE", `cannot build planter: ${describe("make", ["build"], r)}`, {
         hint: "run `make build` and fix what it reports",
@@ -204,497 +178,504 @@ export function newInstallState(
   };
 }
 
-/** Install (or upgrade) planter; returns what was done. */
+/** What install's plan is made of: the options, the target paths, and what was looked up before anything changes. */
+interface Setup {
+  opts: InstallOptions;
+  tx: Transaction;
+  t: ReturnType<typeof targetPaths>;
+  mac: boolean;
+  uid: number;
+  plist: string;
+  stateFile: string;
+  previous: InstallState | null;
+  units: "live" | "offline" | null;
+  binary: string;
+  bin: string;
+  backupDir: string;
+  group: string | null;
+  /** The user install adds to the group (the sudo caller; system mode). */
+  invoking: string | null;
+  jobUser: string | null;
+  result: InstallResult;
+}
+
+/** Install (or upgrade) planter; returns what was done (a dry run: the plan). */
 export async function install(opts: InstallOptions): Promise<InstallResult> {
+  const s = await prepare(opts);
+  const steps = installSteps(s);
+  if (opts.dryRun) {
+    s.result.steps = s.tx.plan(steps);
+    return s.result;
+  }
+  await open(s);
+  s.result.steps = await s.tx.run(steps);
+  s.result.daemon = s.tx.state.daemon;
+  if (s.jobUser) s.result.job_user = s.tx.state.job_user;
+  return s.result;
+}
+
+/** Refusals, the previous record, how units are set up, the binary: everything the plan depends on, changing nothing. */
+async function prepare(opts: InstallOptions): Promise<Setup> {
   const progress = opts.progress ?? (() => undefined);
-  const root = opts.root;
-  const R = (p: string) => (root === "/" ? p : join(root, p));
+  const tx = new Transaction({ root: opts.root, dryRun: opts.dryRun, progress, observe: opts.observe });
   const t = targetPaths(opts);
   const mac = (opts.platform ?? process.platform) === "darwin";
   const uid = opts.uid ?? process.getuid?.() ?? 1000;
   if (mac) refuseOnMac({ mode: opts.mode, uid, systemd: opts.systemd });
-  const plist = agentPlistPath({ ...process.env, ...opts.env }.HOME || homedir());
   const stateFile = installStatePath(t.stateDir);
-  const previous = readInstallState(R(stateFile));
+  const previous = readInstallState(tx.R(stateFile));
   if (previous && previous.mode !== opts.mode) {
     throw new PlanterError("E_CONFLICT", `planter is installed here in ${previous.mode} mode`, {
       hint: `uninstall it first, or run install --${previous.mode}`,
     });
   }
-  const staged = root !== "/";
   const systemdOpt = opts.systemd ?? "auto";
   // Only a live host is asked whether its service manager runs; a staging root is another host's.
-  const running = !mac && !staged && systemdOpt !== "no" && (await managerRunning(opts.mode));
-  const units = mac ? null : unitSetup({ systemd: systemdOpt, staged, running });
-  const systemd = units !== null;
-  const wants = wantsLink(t.unitDir);
-  const steps: Step[] = [];
-  const plan = (id: string, description: string) => steps.push({ id, description });
+  const running = !mac && !tx.staged && systemdOpt !== "no" && (await managerRunning(opts.mode));
+  const units = mac ? null : unitSetup({ systemd: systemdOpt, staged: tx.staged, running });
   const binary = opts.dryRun ? (opts.binary ?? "(this planter binary)") : await sourceBinary(opts.binary, progress);
-  const group = opts.mode === "system" ? "planter" : null;
-  const invoking = opts.mode === "system" ? (opts.env?.SUDO_USER ?? process.env.SUDO_USER ?? null) : null;
-  // A root peer's jobs run as this user when planterd is root (lib/sandbox/identity.ts).
-  const jobUser = opts.mode === "system" && !mac ? DEFAULT_ROOT_PEER_USER : null;
-  const useradd = jobUser ? `useradd ${jobUseraddArgs(jobUser, nologinShell()).join(" ")}` : "";
-  const groupaddLine = group ? `groupadd --system ${group}` : "";
-
-  plan("binary", `${previous ? "replace" : "install"} ${t.binDir}/planter (from ${binary})`);
-  for (const l of BIN_LINKS) plan(`link.${l}`, `link ${t.binDir}/${l} → planter`);
-  if (!existsSync(R(t.configPath))) plan("config", `write a default config ${t.configPath}`);
-  if (group && staged) {
-    plan(
-      "group",
-      `group ${group}: not created in a staging root; the package must create it when installed (${groupaddLine})`,
-    );
-  } else if (group) {
-    plan("group", `create group ${group} unless it exists (${groupaddLine})`);
-    if (invoking && invoking !== "root")
-      plan("membership", `add ${invoking} to group ${group} (usermod -aG ${group} ${invoking})`);
-  }
-  if (jobUser) {
-    plan(
-      "job-user",
-      root === "/"
-        ? `create system user ${jobUser} for root's jobs unless it exists (${useradd})`
-        : `system user ${jobUser} for root's jobs: not created in a staging root; the package must create it when installed (${useradd})`,
-    );
-  }
-  if (mac) {
-    for (const [id, d] of plannedAgent({ uid, plist, upgrade: previous !== null, staged: root !== "/" })) plan(id, d);
-  } else if (systemd) {
-    if (group) plan("tmpfiles", `write ${t.tmpfiles} (socket dir ${socketDir(t.socketPath)} root:${group} 0750)`);
-    plan("units", `write ${t.unitDir}/planterd.socket and planterd.service`);
-    if (units === "live")
-      plan(
-        "systemctl",
-        previous ? "reload systemd and restart planterd" : "reload systemd, enable and start planterd.socket",
-      );
-    else
-      plan(
-        "enable",
-        `enable planterd.socket offline: link ${wants.path} → ${wants.target} (${staged ? "staging root" : "no service manager answers"}; nothing is started)`,
-      );
-  } else if (root === "/") {
-    plan("daemon", `no running systemd: start planterd directly (log ${t.stateDir}/planterd.log)`);
-  }
-  if (root === "/" && units !== "offline") plan("ready", `wait for planterd to answer on ${t.socketPath}`);
-  const result: InstallResult = {
-    upgrade: previous !== null,
-    dry_run: opts.dryRun,
-    mode: opts.mode,
-    root,
-    steps,
-    state_file: R(stateFile),
-    daemon: previous?.daemon ?? { managed_by: "none", pid: null },
-    ready: null,
-    socket: t.socketPath,
-    job_user: null,
+  const system = opts.mode === "system";
+  return {
+    opts,
+    tx,
+    t,
+    mac,
+    uid,
+    plist: agentPlistPath({ ...process.env, ...opts.env }.HOME || homedir()),
+    stateFile,
+    previous,
+    units,
+    binary,
+    bin: join(t.binDir, "planter"),
+    backupDir: join(t.stateDir, "install-backup"),
+    group: system ? "planter" : null,
+    invoking: system ? (opts.env?.SUDO_USER ?? process.env.SUDO_USER ?? null) : null,
+    // A root peer's jobs run as this user when planterd is root (lib/sandbox/identity.ts).
+    jobUser: system && !mac ? DEFAULT_ROOT_PEER_USER : null,
+    result: {
+      upgrade: previous !== null,
+      dry_run: opts.dryRun,
+      mode: opts.mode,
+      root: opts.root,
+      steps: [],
+      state_file: tx.R(stateFile),
+      daemon: previous?.daemon ?? { managed_by: "none", pid: null },
+      ready: null,
+      socket: t.socketPath,
+      job_user: null,
+    },
   };
-  if (opts.dryRun) return result;
+}
 
-  const macInfo = mac && !previous ? await macPlatform(opts.env ?? {}, arch()) : null;
+/** The steps, in order: files, accounts, the service, readiness. */
+function installSteps(s: Setup): Step[] {
+  return [...fileSteps(s), ...accountSteps(s), ...serviceSteps(s), ...readySteps(s)];
+}
+
+/** Begin the record (the previous one, or a new one), the staging root and the state dir; save it. */
+async function open(s: Setup): Promise<void> {
+  const { opts, tx, t } = s;
+  const macInfo = s.mac && !s.previous ? await macPlatform(opts.env ?? {}, arch()) : null;
   const now = new Date().toISOString();
-  const state: InstallState =
-    previous ??
+  const state =
+    s.previous ??
     newInstallState(
       opts.mode,
-      root,
+      opts.root,
       t,
       macInfo ?? {
         os: process.platform,
         arch: arch(),
-        os_release: osRelease(root),
+        os_release: osRelease(opts.root),
         package_manager: packageManager(),
-        systemd,
+        systemd: s.units !== null,
       },
       now,
     );
   state.version = BUILD.version;
   state.commit = BUILD.commit;
   state.updated_at = now;
-  // Written after every step: an install that stops half-way can still be undone.
-  const save = () => {
-    writeFileSync(R(stateFile), `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  };
-  const mkdirs = (dir: string, mode = 0o755) => {
-    const missing: string[] = [];
-    for (let d = dir; d !== "/" && !existsSync(R(d)); d = dirname(d)) missing.unshift(d);
-    for (const d of missing) {
-      mkdirSync(R(d), { mode });
-      if (!state.dirs_created.includes(d)) state.dirs_created.push(d);
-    }
-  };
-  const backupDir = join(t.stateDir, "install-backup");
-  /** Record a file, saving what was there before the first install. */
-  const recordFile = (
-    path: string,
-    kind: FileRecord["kind"],
-    write: () => void,
-    sha: () => string,
-    target?: string,
-  ) => {
-    const known = state.files.find((f) => f.path === path);
-    let existed = known?.existed_before ?? false;
-    let backup = known?.backup;
-    if (!known && (existsSync(R(path)) || isLink(R(path)))) {
-      existed = true;
-      mkdirs(backupDir, 0o700);
-      backup = join(backupDir, path.replaceAll("/", "%"));
-      renameSync(R(path), R(backup));
-    }
-    write();
-    const rec: FileRecord = {
-      path,
-      kind,
-      sha256: sha(),
-      existed_before: existed,
-      ...(backup ? { backup } : {}),
-      ...(target ? { target } : {}),
-    };
-    state.files = [...state.files.filter((f) => f.path !== path), rec];
-    save();
-  };
-
+  tx.keep(state, s.stateFile);
   // A staging root (a packager's DESTDIR) is made when missing.
-  if (staged) mkdirSync(root, { recursive: true, mode: 0o755 });
-  mkdirs(t.stateDir, 0o700);
-  save();
-  progress(
-    `${previous ? "upgrading" : "installing"} planter ${BUILD.version} (${opts.mode} mode${root === "/" ? "" : `, staging root ${root}`})`,
+  if (tx.staged) mkdirSync(opts.root, { recursive: true, mode: 0o755 });
+  // The record lives in the state dir: made (and noted in the record) before the record's first save.
+  tx.mkdirs(t.stateDir, 0o700, false);
+  tx.save();
+  tx.progress(
+    `${s.previous ? "upgrading" : "installing"} planter ${BUILD.version} (${opts.mode} mode${tx.staged ? `, staging root ${opts.root}` : ""})`,
   );
+}
 
-  // Binary: copied beside the target, then renamed over it (atomic for running processes).
-  mkdirs(t.binDir);
-  const bin = join(t.binDir, "planter");
-  recordFile(
-    bin,
-    "binary",
-    () => {
-      const tmp = R(`${bin}.new-${process.pid}`);
-      copyFileSync(binary, tmp);
-      chmodSync(tmp, 0o755);
-      renameSync(tmp, R(bin));
-    },
-    () => sha256File(R(bin)),
-  );
-  progress(`installed ${bin}`);
-  for (const l of BIN_LINKS) {
-    const link = join(t.binDir, l);
-    recordFile(
-      link,
-      "link",
-      () => {
-        if (isLink(R(link))) unlinkSync(R(link));
-        symlinkSync("planter", R(link));
+function fileSteps(s: Setup): Step[] {
+  const { tx, t, bin, backupDir } = s;
+  const steps: Step[] = [
+    {
+      id: "binary",
+      describe: `${s.previous ? "replace" : "install"} ${t.binDir}/planter (from ${s.binary})`,
+      apply: () => {
+        tx.mkdirs(t.binDir);
+        tx.putFile(bin, "binary", { copy: s.binary, mode: 0o755 }, backupDir);
+        tx.progress(`installed ${bin}`);
       },
-      () => sha256Text("planter"),
-      "planter",
-    );
-  }
-  if (!existsSync(R(t.configPath))) {
-    mkdirs(dirname(t.configPath));
-    recordFile(
-      t.configPath,
-      "config",
-      () => writeFileSync(R(t.configPath), DEFAULT_CONFIG, { mode: 0o644 }),
-      () => sha256Text(DEFAULT_CONFIG),
-    );
-    progress(`wrote ${t.configPath}`);
-  }
-
-  if (group && staged) {
-    // A staging root is packaged for another host: this host's accounts are not the target's.
-    state.group ??= {
-      name: group,
-      existed_before: null,
-      created_by_installer: false,
-      members_added: [],
-      create_at_package_install: true,
-    };
-    save();
-    progress(`staging root: group ${group} is not created here; the package must create it: ${groupaddLine}`);
-  } else if (group) {
-    const existing = await getentGroup(group);
-    if (!state.group)
-      state.group = {
-        name: group,
-        existed_before: existing !== null,
-        created_by_installer: false,
-        members_added: [],
-        create_at_package_install: false,
-      };
-    if (!existing) {
-      await groupadd(group);
-      state.group.created_by_installer = true;
-      save();
-      progress(`created group ${group}`);
-    }
-    if (invoking && invoking !== "root") {
-      const members = (await getentGroup(group))?.members ?? [];
-      if (!members.includes(invoking)) {
-        await addMember(invoking, group);
-        if (!state.group.members_added.includes(invoking)) state.group.members_added.push(invoking);
-        save();
-        progress(`added ${invoking} to group ${group} (log in again for it to take effect)`);
-      }
-    }
-  }
-
-  if (jobUser) {
-    if (root !== "/") {
-      // A staging root is packaged for another host: this host's accounts are not the target's.
-      state.job_user ??= {
-        name: jobUser,
-        existed_before: null,
-        created_by_installer: false,
-        create_at_package_install: true,
-      };
-      save();
-      progress(`staging root: system user ${jobUser} is not created here; the package must create it: ${useradd}`);
-    } else {
-      const existing = await getentPasswd(jobUser);
-      state.job_user ??= {
-        name: jobUser,
-        existed_before: existing !== null,
-        created_by_installer: false,
-        create_at_package_install: false,
-      };
-      if (!existing) {
-        await useraddJobUser(jobUser, nologinShell());
-        state.job_user.created_by_installer = true;
-        save();
-        progress(`created system user ${jobUser} (a root peer's jobs run as it)`);
-      } else if (existing.uid === 0) {
-        progress(
-          `warning: user ${jobUser} is uid 0, so planterd runs root's jobs as nobody; see \`planter doctor jobs.user\``,
-        );
-      }
-    }
-    result.job_user = state.job_user;
-  }
-
-  if (mac) {
-    const text = renderPlist({
-      label: LABEL,
-      binary: bin,
-      configPath: t.configPath,
-      socketPath: t.socketPath,
-      stateDir: t.stateDir,
-      logPath: join(t.stateDir, "planterd.log"),
-    });
-    mkdirs(dirname(plist));
-    recordFile(
-      plist,
-      "plist",
-      () => writeFileSync(R(plist), text, { mode: 0o644 }),
-      () => sha256Text(text),
-    );
-    progress(`wrote ${plist}`);
-    if (root === "/") {
-      await loadAgent(uid, plist, opts.waitMs, opts.env ?? {});
-      state.daemon = { managed_by: "launchd", pid: null };
-      save();
-      progress(`launchd agent ${LABEL} loaded into gui/${uid}`);
-    }
-  } else if (systemd) {
-    const params: UnitParams = {
-      mode: opts.mode,
-      binary: bin,
-      socketPath: t.socketPath,
-      configPath: t.configPath,
-      stateDir: t.stateDir,
-      group,
-    };
-    if (group) {
-      mkdirs(dirname(t.tmpfiles));
-      const text = renderTmpfiles(socketDir(t.socketPath), group);
-      recordFile(
-        t.tmpfiles,
-        "tmpfiles",
-        () => writeFileSync(R(t.tmpfiles), text),
-        () => sha256Text(text),
-      );
-      if (units === "live") await must("systemd-tmpfiles", "--create", t.tmpfiles);
-    }
-    mkdirs(t.unitDir);
-    for (const [name, text] of [
-      ["planterd.socket", renderSocketUnit(params)],
-      ["planterd.service", renderServiceUnit(params)],
-    ] as const) {
-      const path = join(t.unitDir, name);
-      recordFile(
-        path,
-        "unit",
-        () => writeFileSync(R(path), text),
-        () => sha256Text(text),
-      );
-    }
-    progress(`wrote units in ${t.unitDir}`);
-    if (units === "live") {
-      await mustCtl(opts.mode, "daemon-reload");
-      if (previous) await mustCtl(opts.mode, "try-restart", "planterd.service");
-      await mustCtl(opts.mode, "enable", "--now", "planterd.socket");
-    } else {
-      // What `systemctl enable` does for WantedBy=sockets.target, without asking a manager that is not there.
-      mkdirs(dirname(wants.path));
-      recordFile(
-        wants.path,
-        "link",
-        () => {
-          if (isLink(R(wants.path))) unlinkSync(R(wants.path));
-          symlinkSync(wants.target, R(wants.path));
-        },
-        () => sha256Text(wants.target),
-        wants.target,
-      );
-    }
-    state.units = [
-      { name: "planterd.socket", scope: opts.mode, enabled: true },
-      { name: "planterd.service", scope: opts.mode, enabled: false },
-    ];
-    state.daemon = { managed_by: "systemd", pid: null };
-    save();
-    progress(
-      units === "live"
-        ? "planterd.socket enabled and started"
-        : staged
-          ? `planterd.socket enabled offline in the staging root (${wants.path})`
-          : `no service manager answers: planterd.socket enabled offline (${wants.path}); it starts with systemd, or run planterd now: ${bin} daemon`,
-    );
-  } else if (root === "/") {
-    // An upgrade replaces whichever planterd serves this state dir, also one restarted by hand.
-    const { stopped } = await stopDaemons(t.stateDir, state.daemon.managed_by === "direct" ? state.daemon.pid : null);
-    if (stopped.length) progress(`stopped planterd (pid ${stopped.join(", ")})`);
-    const pid = startDirect(bin, t, opts.mode);
-    state.daemon = { managed_by: "direct", pid };
-    save();
-    progress(`no running systemd: started planterd directly (pid ${pid}); start it again with: ${bin} daemon &`);
-  }
-  result.daemon = state.daemon;
-
-  if (root === "/" && units !== "offline") {
-    progress(`waiting for planterd on ${t.socketPath}`);
-    result.ready = await waitReady(t.socketPath, opts.waitMs);
-    if (!result.ready) {
-      throw new PlanterError(
-        "E_UNAVAILABLE",
-        `planter is installed, but planterd did not answer on ${t.socketPath} within ${opts.waitMs} ms`,
-        {
-          hint:
-            state.daemon.managed_by === "systemd"
-              ? `see: journalctl ${opts.mode === "user" ? "--user " : ""}-u planterd.service`
-              : `see the log: ${t.stateDir}/planterd.log`,
-        },
-      );
-    }
-    progress("planterd is ready");
-  }
-  return result;
-}
-
-function isLink(p: string): boolean {
-  try {
-    return lstatSync(p).isSymbolicLink();
-  } catch {
-    return false;
-  }
-}
-
-async function must(program: string, ...args: string[]): Promise<void> {
-  const r = await run(program, ...args);
-  if (r.code !== 0) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r));
-}
-
-async function mustCtl(mode: InstallMode, ...args: string[]): Promise<void> {
-  const r = await systemctl(mode, ...args);
-  if (r.code !== 0)
-    throw new PlanterError("E_UNAVAILABLE", describe(`systemctl${mode === "user" ? " --user" : ""}`, args, r));
-}
-
-/** Start planterd detached from this process (hosts without systemd). */
-function startDirect(bin: string, t: ReturnType<typeof targetPaths>, mode: InstallMode): number {
-  const log = openSync(join(t.stateDir, "planterd.log"), "a", 0o600);
-  const p = Bun.spawn([bin, "daemon", "--config", t.configPath], {
-    env: {
-      PATH: process.env.PATH ?? "/usr/bin:/bin",
-      HOME: process.env.HOME ?? "/",
-      PLANTER_MODE: mode,
-      PLANTER_SOCKET: t.socketPath,
-      PLANTER_STATE: t.stateDir,
     },
-    stdin: "ignore",
-    stdout: log,
-    stderr: log,
-    detached: true,
-  });
-  p.unref();
-  return p.pid;
-}
-
-/** Stop a planterd (SIGTERM; jobs keep running) and wait for it to go; false when `pid` was no running planterd. */
-export async function stopDirect(pid: number, ms = 10_000): Promise<boolean> {
-  if (!isPlanterd(pid)) return false;
-  try {
-    process.kill(pid, "SIGTERM");
-  } catch {
-    return false;
-  }
-  const deadline = Date.now() + ms;
-  while (isPlanterd(pid) && Date.now() < deadline) await Bun.sleep(20);
-  if (isPlanterd(pid))
-    throw new PlanterError("E_UNAVAILABLE", `planterd (pid ${pid}) did not stop within ${ms} ms of SIGTERM`, {
-      hint: `stop it by hand: kill -KILL ${pid} (its jobs keep running), then run this again`,
+    ...BIN_LINKS.map(
+      (l): Step => ({
+        id: `link.${l}`,
+        describe: `link ${t.binDir}/${l} → planter`,
+        apply: () => tx.putFile(join(t.binDir, l), "link", { link: "planter" }, backupDir),
+      }),
+    ),
+  ];
+  if (!existsSync(tx.R(t.configPath)))
+    steps.push({
+      id: "config",
+      describe: `write a default config ${t.configPath}`,
+      needed: () => !existsSync(tx.R(t.configPath)),
+      apply: () => {
+        tx.mkdirs(dirname(t.configPath));
+        tx.putFile(t.configPath, "config", { text: DEFAULT_CONFIG, mode: 0o644 }, backupDir);
+        tx.progress(`wrote ${t.configPath}`);
+      },
     });
-  return true;
+  return steps;
 }
 
-/** True when `pid` is a running planterd (its command line says `daemon`, or it runs as `planterd`). */
-export function isPlanterd(pid: number): boolean {
+function accountSteps(s: Setup): Step[] {
+  const steps: Step[] = [];
+  if (s.group && s.tx.staged) steps.push(stagedGroupStep(s, s.group));
+  else if (s.group) {
+    steps.push(groupStep(s, s.group));
+    if (s.invoking && s.invoking !== "root") steps.push(membershipStep(s, s.group, s.invoking));
+  }
+  if (s.jobUser) steps.push(s.tx.staged ? stagedJobUserStep(s, s.jobUser) : jobUserStep(s, s.jobUser));
+  return steps;
+}
+
+const groupaddLine = (group: string) => `groupadd --system ${group}`;
+const useraddLine = (user: string) => `useradd ${jobUseraddArgs(user, nologinShell()).join(" ")}`;
+
+/** A staging root is packaged for another host: this host's accounts are not the target's. */
+function stagedGroupStep(s: Setup, group: string): Step {
+  return {
+    id: "group",
+    describe: `group ${group}: not created in a staging root; the package must create it when installed (${groupaddLine(group)})`,
+    apply: () => {
+      s.tx.record((st) => {
+        st.group ??= {
+          name: group,
+          existed_before: null,
+          created_by_installer: false,
+          members_added: [],
+          create_at_package_install: true,
+        };
+      });
+      s.tx.progress(
+        `staging root: group ${group} is not created here; the package must create it: ${groupaddLine(group)}`,
+      );
+    },
+  };
+}
+
+/**
+ * Run `change` after recording `intent` (write-ahead: a run killed during `change` leaves the
+ * intent and `pending`, which uninstall checks against the host); a failed change takes the intent back.
+ */
+async function intended(
+  tx: Transaction,
+  intent: (st: InstallState) => void,
+  revert: (st: InstallState) => void,
+  change: () => Promise<void>,
+) {
+  tx.record(intent);
   try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return (cmd.includes("daemon") || basename(cmd[0] ?? "") === "planterd") && !/\) Z /.test(stat);
-  } catch {
-    return false;
+    await change();
+  } catch (e) {
+    tx.record(revert);
+    throw e;
   }
 }
 
-/**
- * The planterd serving a state dir, found by the lock it holds there (planterd.pid with its start
- * time, so a reused pid never counts) rather than by what install recorded: a daemon restarted by
- * hand has another pid. Null when none holds it.
- */
-export function daemonOf(stateDir: string): number | null {
-  const pid = lockHolder(stateFiles(stateDir).pidFile);
-  return pid !== null && isPlanterd(pid) ? pid : null;
+function groupStep(s: Setup, group: string): Step {
+  const { tx } = s;
+  return {
+    id: "group",
+    describe: `create group ${group} unless it exists (${groupaddLine(group)})`,
+    needed: async () => {
+      const existing = await getentGroup(group);
+      if (!tx.state.group)
+        tx.record((st) => {
+          st.group = {
+            name: group,
+            existed_before: existing !== null,
+            created_by_installer: false,
+            members_added: [],
+            create_at_package_install: false,
+          };
+        });
+      return existing === null;
+    },
+    apply: async () => {
+      const set = (v: boolean) => (st: InstallState) => {
+        if (st.group) st.group.created_by_installer = v;
+      };
+      await intended(tx, set(true), set(false), () => groupadd(group));
+      tx.progress(`created group ${group}`);
+    },
+  };
 }
 
-/**
- * Stop the planterd of a state dir: the one holding its lock, and the recorded pid of a direct
- * start if that still runs. Says what it found, so nothing is reported stopped that was not running.
- */
-export async function stopDaemons(
-  stateDir: string,
-  recorded: number | null,
-): Promise<{ stopped: number[]; notRunning: number | null }> {
-  const stopped: number[] = [];
-  const locked = daemonOf(stateDir);
-  if (recorded !== null && recorded !== locked && (await stopDirect(recorded))) stopped.push(recorded);
-  if (locked !== null && (await stopDirect(locked))) stopped.push(locked);
-  return { stopped, notRunning: recorded !== null && !stopped.includes(recorded) ? recorded : null };
+function membershipStep(s: Setup, group: string, user: string): Step {
+  const { tx } = s;
+  return {
+    id: "membership",
+    describe: `add ${user} to group ${group} (usermod -aG ${group} ${user})`,
+    needed: async () => !((await getentGroup(group))?.members ?? []).includes(user),
+    apply: async () => {
+      const added = tx.state.group?.members_added.includes(user) ?? false;
+      await intended(
+        tx,
+        (st) => {
+          if (st.group && !added) st.group.members_added.push(user);
+        },
+        (st) => {
+          if (st.group && !added) st.group.members_added = st.group.members_added.filter((m) => m !== user);
+        },
+        () => addMember(user, group),
+      );
+      tx.progress(`added ${user} to group ${group} (log in again for it to take effect)`);
+    },
+  };
 }
 
-/** Wait until a real API call through the socket succeeds. */
-export async function waitReady(socket: string, ms: number): Promise<boolean> {
-  const c = new Client(socket);
-  const deadline = Date.now() + ms;
-  for (;;) {
-    try {
-      await c.version();
-      return true;
-    } catch {
-      if (Date.now() > deadline) return false;
-      await Bun.sleep(25);
-    }
-  }
+function stagedJobUserStep(s: Setup, user: string): Step {
+  return {
+    id: "job-user",
+    describe: `system user ${user} for root's jobs: not created in a staging root; the package must create it when installed (${useraddLine(user)})`,
+    apply: () => {
+      s.tx.record((st) => {
+        st.job_user ??= {
+          name: user,
+          existed_before: null,
+          created_by_installer: false,
+          create_at_package_install: true,
+        };
+      });
+      s.tx.progress(
+        `staging root: system user ${user} is not created here; the package must create it: ${useraddLine(user)}`,
+      );
+    },
+  };
 }
+
+function jobUserStep(s: Setup, user: string): Step {
+  const { tx } = s;
+  return {
+    id: "job-user",
+    describe: `create system user ${user} for root's jobs unless it exists (${useraddLine(user)})`,
+    needed: async () => {
+      const existing = await getentPasswd(user);
+      if (!tx.state.job_user)
+        tx.record((st) => {
+          st.job_user = {
+            name: user,
+            existed_before: existing !== null,
+            created_by_installer: false,
+            create_at_package_install: false,
+          };
+        });
+      if (existing?.uid === 0)
+        tx.progress(
+          `warning: user ${user} is uid 0, so planterd runs root's jobs as nobody; see \`planter doctor jobs.user\``,
+        );
+      return existing === null;
+    },
+    apply: async () => {
+      const set = (v: boolean) => (st: InstallState) => {
+        if (st.job_user) st.job_user.created_by_installer = v;
+      };
+      await intended(tx, set(true), set(false), () => useraddJobUser(user, nologinShell()));
+      tx.progress(`created system user ${user} (a root peer's jobs run as it)`);
+    },
+  };
+}
+
+function serviceSteps(s: Setup): Step[] {
+  if (s.mac) return agentSteps(s);
+  if (s.units) return unitSteps(s, s.units);
+  return s.tx.staged ? [] : [directStep(s)];
+}
+
+/** macOS: the launchd agent's plist, and (on this host) loading it. */
+function agentSteps(s: Setup): Step[] {
+  const { tx, t } = s;
+  const lines = new Map(plannedAgent({ uid: s.uid, plist: s.plist, upgrade: s.previous !== null, staged: tx.staged }));
+  const text = renderPlist({
+    label: LABEL,
+    binary: s.bin,
+    configPath: t.configPath,
+    socketPath: t.socketPath,
+    stateDir: t.stateDir,
+    logPath: join(t.stateDir, "planterd.log"),
+  });
+  const steps: Step[] = [
+    {
+      id: "plist",
+      describe: lines.get("plist") ?? "",
+      apply: () => {
+        tx.mkdirs(dirname(s.plist));
+        tx.putFile(s.plist, "plist", { text, mode: 0o644 }, s.backupDir);
+        tx.progress(`wrote ${s.plist}`);
+      },
+    },
+  ];
+  const load = lines.get("launchctl");
+  if (load)
+    steps.push({
+      id: "launchctl",
+      describe: load,
+      apply: async () => {
+        tx.record((st) => {
+          st.daemon = { managed_by: "launchd", pid: null };
+        });
+        await loadAgent(s.uid, s.plist, s.opts.waitMs, s.opts.env ?? {});
+        tx.progress(`launchd agent ${LABEL} loaded into gui/${s.uid}`);
+      },
+    });
+  return steps;
+}
+
+function unitSteps(s: Setup, units: "live" | "offline"): Step[] {
+  const { tx, t, opts } = s;
+  const params: UnitParams = {
+    mode: opts.mode,
+    binary: s.bin,
+    socketPath: t.socketPath,
+    configPath: t.configPath,
+    stateDir: t.stateDir,
+    group: s.group,
+  };
+  const steps: Step[] = [];
+  const group = s.group;
+  if (group)
+    steps.push({
+      id: "tmpfiles",
+      describe: `write ${t.tmpfiles} (socket dir ${socketDir(t.socketPath)} root:${group} 0750)`,
+      apply: async () => {
+        tx.mkdirs(dirname(t.tmpfiles));
+        const text = renderTmpfiles(socketDir(t.socketPath), group);
+        tx.putFile(t.tmpfiles, "tmpfiles", { text, mode: 0o644 }, s.backupDir);
+        if (units === "live") await tmpfilesCreate(t.tmpfiles);
+      },
+    });
+  steps.push({
+    id: "units",
+    describe: `write ${t.unitDir}/planterd.socket and planterd.service`,
+    apply: () => {
+      tx.mkdirs(t.unitDir);
+      for (const [name, text] of [
+        ["planterd.socket", renderSocketUnit(params)],
+        ["planterd.service", renderServiceUnit(params)],
+      ] as const)
+        tx.putFile(join(t.unitDir, name), "unit", { text, mode: 0o644 }, s.backupDir);
+      tx.progress(`wrote units in ${t.unitDir}`);
+    },
+  });
+  steps.push(units === "live" ? liveUnitsStep(s) : offlineUnitsStep(s));
+  return steps;
+}
+
+/** What install records for its units (before enabling them: a run stopped half-way is still disabled by uninstall). */
+const recordUnits = (mode: InstallMode) => (st: InstallState) => {
+  st.units = [
+    { name: "planterd.socket", scope: mode, enabled: true },
+    { name: "planterd.service", scope: mode, enabled: false },
+  ];
+  st.daemon = { managed_by: "systemd", pid: null };
+};
+
+function liveUnitsStep(s: Setup): Step {
+  const mode = s.opts.mode;
+  return {
+    id: "systemctl",
+    describe: s.previous ? "reload systemd and restart planterd" : "reload systemd, enable and start planterd.socket",
+    apply: async () => {
+      s.tx.record(recordUnits(mode));
+      await mustSystemctl(mode, "daemon-reload");
+      if (s.previous) await mustSystemctl(mode, "try-restart", "planterd.service");
+      await mustSystemctl(mode, "enable", "--now", "planterd.socket");
+      s.tx.progress("planterd.socket enabled and started");
+    },
+  };
+}
+
+/** What `systemctl enable` does for WantedBy=sockets.target, without asking a manager that is not there. */
+function offlineUnitsStep(s: Setup): Step {
+  const { tx } = s;
+  const wants = wantsLink(s.t.unitDir);
+  return {
+    id: "enable",
+    describe: `enable planterd.socket offline: link ${wants.path} → ${wants.target} (${tx.staged ? "staging root" : "no service manager answers"}; nothing is started)`,
+    apply: () => {
+      tx.mkdirs(dirname(wants.path));
+      tx.putFile(wants.path, "link", { link: wants.target }, s.backupDir);
+      tx.record(recordUnits(s.opts.mode));
+      tx.progress(
+        tx.staged
+          ? `planterd.socket enabled offline in the staging root (${wants.path})`
+          : `no service manager answers: planterd.socket enabled offline (${wants.path}); it starts with systemd, or run planterd now: ${s.bin} daemon`,
+      );
+    },
+  };
+}
+
+/** No systemd: planterd started directly; an upgrade replaces whichever planterd serves this state dir, also one restarted by hand. */
+function directStep(s: Setup): Step {
+  const { tx, t } = s;
+  return {
+    id: "daemon",
+    describe: `no running systemd: start planterd directly (log ${t.stateDir}/planterd.log)`,
+    apply: async () => {
+      const recorded = tx.state.daemon.managed_by === "direct" ? tx.state.daemon.pid : null;
+      const { stopped } = await stopDaemons(t.stateDir, recorded);
+      if (stopped.length) tx.progress(`stopped planterd (pid ${stopped.join(", ")})`);
+      tx.record((st) => {
+        st.daemon = { managed_by: "direct", pid: null };
+      });
+      const pid = startDirect(s.bin, t, s.opts.mode);
+      tx.record((st) => {
+        st.daemon = { managed_by: "direct", pid };
+      });
+      tx.progress(`no running systemd: started planterd directly (pid ${pid}); start it again with: ${s.bin} daemon &`);
+    },
+  };
+}
+
+/** On this host, with a daemon started now (live units, launchd, direct): a real API call through the socket. */
+function readySteps(s: Setup): Step[] {
+  const { tx, t, opts } = s;
+  if (tx.staged || s.units === "offline") return [];
+  return [
+    {
+      id: "ready",
+      describe: `wait for planterd to answer on ${t.socketPath}`,
+      apply: async () => {
+        tx.progress(`waiting for planterd on ${t.socketPath}`);
+        s.result.ready = await waitReady(t.socketPath, opts.waitMs);
+        if (!s.result.ready)
+          throw new PlanterError(
+            "E_UNAVAILABLE",
+            `planter is installed, but planterd did not answer on ${t.socketPath} within ${opts.waitMs} ms`,
+            {
+              hint:
+                tx.state.daemon.managed_by === "systemd"
+                  ? `see: journalctl ${opts.mode === "user" ? "--user " : ""}-u planterd.service`
+                  : `see the log: ${t.stateDir}/planterd.log`,
+            },
+          );
+        tx.progress("planterd is ready");
+      },
+    },
+  ];
+}
+
+export { daemonOf, isPlanterd, stopDaemons, stopDirect, waitReady } from "./planterd.ts";

@@ -3,10 +3,7 @@
  * and the one wrapper through which planter calls `launchctl`.
  */
 import { join } from "node:path";
-import { runWith } from "./exec.ts";
-import type { Run } from "./systemd.ts";
-
-type Env = Record<string, string | undefined>;
+import { type Env, exec, type Run } from "./exec.ts";
 
 /** The agent's label, and the plist's file name. */
 export const LABEL = "dev.planter.planterd";
@@ -100,7 +97,7 @@ export const serviceTarget = (uid: number, label = LABEL) => `${guiDomain(uid)}/
  * first; on a Mac it is /bin/launchctl).
  */
 function launchctl(env: Env, ...args: string[]): Promise<Run> {
-  return runWith(env, "launchctl", ...args);
+  return exec("launchctl", args, { env, nothrow: true });
 }
 
 /** `launchctl bootstrap gui/<uid> <plist>`: load the agent (RunAtLoad starts planterd). */

@@ -10,8 +10,8 @@ import { dirname, join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { InstallMode } from "../paths.ts";
 import { BUILD } from "../version.ts";
-import { describe, run } from "./exec.ts";
-import { newInstallState, targetPaths, waitReady } from "./install.ts";
+import { describe, exec } from "./exec.ts";
+import { newInstallState, targetPaths } from "./install.ts";
 import { type InstallState, installStatePath, readInstallState, sha256File } from "./install-state.ts";
 import {
   BUN_ARCH,
@@ -26,6 +26,7 @@ import {
   LIMA_VM,
   type LimaArch,
   type LimaInstance,
+  type LimaVmType,
   limactlWithin,
   limaVmType,
   parseList,
@@ -33,6 +34,8 @@ import {
   renderProvisionScript,
   waitForPath,
 } from "./lima.ts";
+import { waitReady } from "./planterd.ts";
+import { type Step, type StepEvent, type StepReport, Transaction } from "./transaction.ts";
 
 export type LimaPhase = "create" | "start" | "copy" | "units" | "forward" | "ready";
 
@@ -74,6 +77,8 @@ export interface LimaInstallOptions {
   timeouts?: Partial<Record<LimaPhase, number>>;
   env?: Record<string, string | undefined>;
   progress?: (line: string) => void;
+  /** Called at every point of the step engine (tests stop a run there). */
+  observe?: (e: StepEvent) => void;
 }
 
 export interface LimaInstallResult {
@@ -81,7 +86,8 @@ export interface LimaInstallResult {
   vm: string;
   /** Phases that changed something, in order. */
   changed: LimaPhase[];
-  steps: { id: string; description: string }[];
+  /** The plan (dry run), or each step with what the run did. */
+  steps: StepReport[];
   host_socket: string;
   state_file: string;
   ready: boolean | null;
@@ -135,7 +141,10 @@ export async function linuxBinary(explicit: string | undefined, arch: LimaArch, 
   if (!existsSync(out)) {
     progress(`cross-compiling dist/${name} from this source checkout`);
     const args = ["build", "--compile", "--minify", "--format=esm", `--target=bun-linux-${BUN_ARCH[arch]}`];
-    const r = await run(process.execPath, ...args, join(repo, "scripts", "planter.ts"), "--outfile", out);
+    const r = await exec(process.execPath, [...args, join(repo, "scripts", "planter.ts"), "--outfile", out], {
+      timeoutMs: 600_000,
+      nothrow: true,
+    });
     if (r.code !== 0)
       throw new PlanterError("E_UNAVAILABLE", `cannot build ${name}: ${describe("bun", args, r)}`, {
         hint: `build it with \`bun build --compile --target=bun-linux-${BUN_ARCH[arch]} scripts/planter.ts --outfile dist/${name}\`, or pass --lima-binary`,
@@ -165,157 +174,235 @@ export async function vmBinary(
   return { binary, sha256: sha256File(binary) };
 }
 
+/** What install --lima's steps share: options, the transaction, the instance as last listed, the guest as probed. */
+interface LimaRun {
+  opts: LimaInstallOptions;
+  tx: Transaction;
+  ms: (p: LimaPhase) => number;
+  hostSocket: string;
+  stateDir: string;
+  result: LimaInstallResult;
+  inst: LimaInstance | null;
+  arch: LimaArch;
+  vmType: LimaVmType;
+  /** The binary for the VM and its sha256 (a dry run: not looked for). */
+  binary: string;
+  sha: string;
+  /** What the copy phase found in the guest. */
+  guest: { sha: string | null; layoutOk: boolean } | null;
+}
+
 /** Install (or check, or upgrade) the planter agent in the Lima VM. */
 export async function installLima(opts: LimaInstallOptions): Promise<LimaInstallResult> {
   const progress = opts.progress ?? (() => undefined);
   const env = { ...process.env, ...opts.env };
-  const ms = (p: LimaPhase) => opts.timeouts?.[p] ?? PHASE_TIMEOUT_MS[p];
   const t = targetPaths(opts);
   const stateFile = installStatePath(t.stateDir);
   const hostSocket = hostSocketPath(env);
-  const result: LimaInstallResult = {
-    dry_run: opts.dryRun,
-    vm: LIMA_VM,
-    changed: [],
-    steps: [],
-    host_socket: hostSocket,
-    state_file: stateFile,
-    ready: null,
-    version: null,
-  };
-  const plan = (id: string, description: string) => result.steps.push({ id, description });
+  const tx = new Transaction({ root: "/", dryRun: opts.dryRun, progress, observe: opts.observe });
   const previous = readInstallState(stateFile);
-  let inst = await findInstance();
+  const inst = await findInstance();
   const hostArch = hostLimaArch();
   // The VM's architecture: the existing VM's, else the one asked for, else the host's.
   const arch: LimaArch = inst ? (inst.arch === "aarch64" ? "aarch64" : "x86_64") : (opts.arch ?? hostArch);
-  const vmType = limaVmType(process.platform, hostArch, arch);
-  if (opts.dryRun) {
-    if (!inst)
-      plan(
-        "create",
-        `create VM ${LIMA_VM} (${vmType}, ${arch}, Ubuntu 24.04, ${opts.cpus} cpus, ${opts.memory}, ${opts.disk})`,
-      );
-    if (inst?.status !== "Running") plan("start", `start VM ${LIMA_VM}`);
-    plan(
-      "copy",
-      `copy the Linux binary to ${GUEST_BINARY} in the VM (when it differs${opts.upgrade ? "" : "; --upgrade to replace one"})`,
-    );
-    plan("units", "run the provision script: group planter, units, planterd.socket, layout sentinel");
-    plan("forward", `wait for the forwarded socket ${hostSocket}`);
-    plan("ready", "a real API call through the forwarded socket");
-    return result;
-  }
-
-  // The binary must be an ELF for the VM's architecture: checked before any VM is created or started.
-  const { binary, sha256: sha } = await vmBinary(opts.binary, arch, progress, "lima copy", { phase: "copy" });
-  const now = new Date().toISOString();
-  const state: InstallState =
-    previous ??
-    newInstallState(
-      opts.mode,
-      "/",
-      t,
-      { os: process.platform, arch: osArch(), os_release: null, package_manager: null, systemd: false },
-      now,
-    );
-  const save = () => {
-    state.updated_at = new Date().toISOString();
-    mkdirSync(t.stateDir, { recursive: true, mode: 0o700 });
-    writeFileSync(stateFile, `${JSON.stringify(state, null, 2)}\n`, { mode: 0o600 });
-  };
-
-  // create
-  if (!inst) {
-    const dir = join(t.stateDir, "lima");
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const template = join(dir, `${LIMA_VM}.yaml`);
-    const text = renderLimaTemplate({
-      name: LIMA_VM,
-      cpus: opts.cpus,
-      memory: opts.memory,
-      disk: opts.disk,
-      mounts: opts.mounts,
-      arch,
-      vmType,
-    });
-    writeFileSync(template, text);
-    progress(`creating VM ${LIMA_VM} (${arch}, ${vmType}) from ${template}`);
-    await must("create", ms("create"), "create", "--tty=false", "--name", LIMA_VM, template);
-    state.vm = { name: LIMA_VM, created_by_installer: true, arch, host_socket: hostSocket, binary_sha256: null };
-    save();
-    result.changed.push("create");
-    inst = (await findInstance()) ?? fail("create", `limactl create succeeded but ${LIMA_VM} is not listed`);
-  } else if (!state.vm) {
-    state.vm = {
-      name: LIMA_VM,
-      created_by_installer: false,
-      arch: inst.arch,
+  const r: LimaRun = {
+    opts,
+    tx,
+    ms: (p) => opts.timeouts?.[p] ?? PHASE_TIMEOUT_MS[p],
+    hostSocket,
+    stateDir: t.stateDir,
+    result: {
+      dry_run: opts.dryRun,
+      vm: LIMA_VM,
+      changed: [],
+      steps: [],
       host_socket: hostSocket,
-      binary_sha256: null,
-    };
-    save();
+      state_file: stateFile,
+      ready: null,
+      version: null,
+    },
+    inst,
+    arch,
+    vmType: limaVmType(process.platform, hostArch, arch),
+    binary: "",
+    sha: "",
+    guest: null,
+  };
+  const steps = limaSteps(r);
+  if (opts.dryRun) {
+    r.result.steps = tx.plan(steps);
+    return r.result;
   }
-  const vm = state.vm as VmRecord;
+  // The binary must be an ELF for the VM's architecture: checked before any VM is created or started.
+  const vb = await vmBinary(opts.binary, arch, progress, "lima copy", { phase: "copy" });
+  r.binary = vb.binary;
+  r.sha = vb.sha256;
+  const now = new Date().toISOString();
+  tx.keep(
+    previous ??
+      newInstallState(
+        opts.mode,
+        "/",
+        t,
+        { os: process.platform, arch: osArch(), os_release: null, package_manager: null, systemd: false },
+        now,
+      ),
+    stateFile,
+  );
+  mkdirSync(t.stateDir, { recursive: true, mode: 0o700 });
+  if (inst && !tx.state.vm)
+    tx.record((st) => {
+      st.vm = {
+        name: LIMA_VM,
+        created_by_installer: false,
+        arch: inst.arch,
+        host_socket: hostSocket,
+        binary_sha256: null,
+      };
+    });
+  r.result.steps = await tx.run(steps);
+  return r.result;
+}
 
-  // start (Lima runs the provision script and waits for the readiness probe)
-  if (inst.status !== "Running") {
-    progress(`starting VM ${LIMA_VM} (first boot downloads the image)`);
-    await must("start", ms("start"), "start", "--tty=false", LIMA_VM);
-    result.changed.push("start");
-  }
-  vm.arch = arch;
-
-  // copy (the binary was checked against the VM's architecture above).
-  const shell = (phase: LimaPhase, ...cmd: string[]) =>
-    must(phase, ms(phase), "shell", "--workdir", "/", LIMA_VM, ...cmd);
-  const guest = (
-    await shell("copy", "sh", "-c", `cat ${LAYOUT_FILE} 2>/dev/null; sha256sum ${GUEST_BINARY} 2>/dev/null; true`)
-  ).split("\n");
-  const layoutOk = guest.includes(LAYOUT);
-  const guestSha = guest.map((l) => /^([0-9a-f]{64}) /.exec(l)?.[1]).find(Boolean) ?? null;
-  if (guestSha && guestSha !== sha && !opts.upgrade)
-    throw new PlanterError(
-      "E_CONFLICT",
-      `the VM ${LIMA_VM} has another planter binary (sha256 ${guestSha.slice(0, 12)}…)`,
-      {
-        hint: "replace it and restart planterd in the VM with: install --lima --upgrade",
+/** The phases as steps: create and start as `limactl list` saw the VM; copy and units as the guest is found when they run. */
+function limaSteps(r: LimaRun): Step[] {
+  const { opts } = r;
+  const steps: Step[] = [];
+  if (!r.inst)
+    steps.push({
+      id: "create",
+      describe: `create VM ${LIMA_VM} (${r.vmType}, ${r.arch}, Ubuntu 24.04, ${opts.cpus} cpus, ${opts.memory}, ${opts.disk})`,
+      apply: () => createVm(r),
+    });
+  if (r.inst?.status !== "Running")
+    steps.push({
+      id: "start",
+      describe: `start VM ${LIMA_VM}`,
+      needed: () => r.inst?.status !== "Running",
+      apply: async () => {
+        r.tx.progress(`starting VM ${LIMA_VM} (first boot downloads the image)`);
+        await must("start", r.ms("start"), "start", "--tty=false", LIMA_VM);
+        r.result.changed.push("start");
       },
-    );
-  if (guestSha !== sha) {
-    progress(`copying ${binary} into the VM`);
-    await must("copy", ms("copy"), "copy", binary, `${LIMA_VM}:${GUEST_STAGED}`);
-    result.changed.push("copy");
-  }
+    });
+  steps.push(
+    {
+      id: "copy",
+      describe: `copy the Linux binary to ${GUEST_BINARY} in the VM (when it differs${opts.upgrade ? "" : "; --upgrade to replace one"})`,
+      needed: () => probeGuest(r),
+      apply: async () => {
+        r.tx.progress(`copying ${r.binary} into the VM`);
+        await must("copy", r.ms("copy"), "copy", r.binary, `${LIMA_VM}:${GUEST_STAGED}`);
+        r.result.changed.push("copy");
+      },
+    },
+    {
+      id: "units",
+      describe: "run the provision script: group planter, units, planterd.socket, layout sentinel",
+      needed: () => {
+        const changes = r.guest?.sha !== r.sha || !r.guest?.layoutOk;
+        // The guest has this binary and the layout: only the record is brought up to date.
+        if (!changes) recordBinary(r);
+        return changes;
+      },
+      apply: async () => {
+        await provisionGuest(r.ms("units"));
+        // A running planterd keeps the old binary until its socket unit restarts (jobs keep running: KillMode=process).
+        if (r.guest?.sha) await guestShell(r, "units", "sudo", "systemctl", "restart", "planterd.socket");
+        r.tx.progress(
+          r.guest?.sha
+            ? "replaced the binary and restarted planterd.socket in the VM"
+            : "provisioned planterd in the VM",
+        );
+        r.result.changed.push("units");
+        recordBinary(r);
+      },
+    },
+    {
+      id: "forward",
+      describe: `wait for the forwarded socket ${r.hostSocket}`,
+      apply: async () => {
+        // Lima makes the host end of the socket once the VM runs.
+        if (!(await waitForPath(r.hostSocket, r.ms("forward"))))
+          fail("forward", `${r.hostSocket} did not appear within ${r.ms("forward")} ms`);
+      },
+    },
+    {
+      id: "ready",
+      describe: "a real API call through the forwarded socket",
+      apply: async () => {
+        r.tx.progress(`waiting for planterd through ${r.hostSocket}`);
+        r.result.ready = await waitReady(r.hostSocket, Math.min(opts.waitMs, r.ms("ready")));
+        if (!r.result.ready) fail("ready", `planterd in the VM did not answer through ${r.hostSocket}`);
+        const { Client } = await import("../api/client.ts");
+        r.result.version = (await new Client(r.hostSocket).version()).version;
+        r.tx.progress(`planterd ${r.result.version} answers in the VM`);
+      },
+    },
+  );
+  return steps;
+}
 
-  // units: the same provision script Lima runs at boot, run again now that the binary is there.
-  if (guestSha !== sha || !layoutOk) {
-    await provisionGuest(ms("units"));
-    // A running planterd keeps the old binary until its socket unit restarts (jobs keep running: KillMode=process).
-    if (guestSha) await shell("units", "sudo", "systemctl", "restart", "planterd.socket");
-    progress(
-      guestSha ? "replaced the binary and restarted planterd.socket in the VM" : "provisioned planterd in the VM",
-    );
-    result.changed.push("units");
-  }
-  vm.binary_sha256 = sha;
-  vm.host_socket = hostSocket;
-  state.version = BUILD.version;
-  state.commit = BUILD.commit;
-  save();
+/** create: the template written to the state dir, `limactl create`; the VM recorded as install's before it is made. */
+async function createVm(r: LimaRun): Promise<void> {
+  const { opts, tx } = r;
+  const dir = join(r.stateDir, "lima");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const template = join(dir, `${LIMA_VM}.yaml`);
+  const text = renderLimaTemplate({
+    name: LIMA_VM,
+    cpus: opts.cpus,
+    memory: opts.memory,
+    disk: opts.disk,
+    mounts: opts.mounts,
+    arch: r.arch,
+    vmType: r.vmType,
+  });
+  writeFileSync(template, text);
+  // Recorded first: a create that fails or is stopped half-way may leave a half-made VM, which uninstall --purge deletes.
+  tx.record((st) => {
+    st.vm = { name: LIMA_VM, created_by_installer: true, arch: r.arch, host_socket: r.hostSocket, binary_sha256: null };
+  });
+  tx.progress(`creating VM ${LIMA_VM} (${r.arch}, ${r.vmType}) from ${template}`);
+  await must("create", r.ms("create"), "create", "--tty=false", "--name", LIMA_VM, template);
+  r.result.changed.push("create");
+  r.inst = (await findInstance()) ?? fail("create", `limactl create succeeded but ${LIMA_VM} is not listed`);
+}
 
-  // forward: Lima makes the host end of the socket once the VM runs.
-  if (!(await waitForPath(hostSocket, ms("forward"))))
-    fail("forward", `${hostSocket} did not appear within ${ms("forward")} ms`);
+const guestShell = (r: LimaRun, phase: LimaPhase, ...cmd: string[]) =>
+  must(phase, r.ms(phase), "shell", "--workdir", "/", LIMA_VM, ...cmd);
 
-  // ready: a real API call through the forwarded socket.
-  progress(`waiting for planterd through ${hostSocket}`);
-  result.ready = await waitReady(hostSocket, Math.min(opts.waitMs, ms("ready")));
-  if (!result.ready) fail("ready", `planterd in the VM did not answer through ${hostSocket}`);
-  const { Client } = await import("../api/client.ts");
-  result.version = (await new Client(hostSocket).version()).version;
-  progress(`planterd ${result.version} answers in the VM`);
-  return result;
+/** The copy phase's question: the guest's sentinel and binary (one `limactl shell`); true when the binary must be copied. */
+async function probeGuest(r: LimaRun): Promise<boolean> {
+  const lines = (
+    await guestShell(
+      r,
+      "copy",
+      "sh",
+      "-c",
+      `cat ${LAYOUT_FILE} 2>/dev/null; sha256sum ${GUEST_BINARY} 2>/dev/null; true`,
+    )
+  ).split("\n");
+  const sha = lines.map((l) => /^([0-9a-f]{64}) /.exec(l)?.[1]).find(Boolean) ?? null;
+  r.guest = { sha, layoutOk: lines.includes(LAYOUT) };
+  if (sha && sha !== r.sha && !r.opts.upgrade)
+    throw new PlanterError("E_CONFLICT", `the VM ${LIMA_VM} has another planter binary (sha256 ${sha.slice(0, 12)}…)`, {
+      hint: "replace it and restart planterd in the VM with: install --lima --upgrade",
+    });
+  return sha !== r.sha;
+}
+
+/** The VM record once the guest runs this binary. */
+function recordBinary(r: LimaRun): void {
+  r.tx.record((st) => {
+    if (!st.vm) return;
+    st.vm.arch = r.arch;
+    st.vm.binary_sha256 = r.sha;
+    st.vm.host_socket = r.hostSocket;
+    st.version = BUILD.version;
+    st.commit = BUILD.commit;
+    st.updated_at = new Date().toISOString();
+  });
 }
 
 /** The guest user's name (`id -un` in the VM), checked before it goes into a script. */

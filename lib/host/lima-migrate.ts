@@ -10,7 +10,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { describe } from "./exec.ts";
-import { waitReady } from "./install.ts";
 import {
   GUEST_BINARY,
   GUEST_SOCKET,
@@ -26,7 +25,9 @@ import {
   waitForPath,
 } from "./lima.ts";
 import { findInstance, provisionGuest, vmBinary } from "./lima-install.ts";
+import { waitReady } from "./planterd.ts";
 import { renderServiceUnit, renderSocketUnit } from "./systemd.ts";
+import { type Step, type StepEvent, type StepReport, Transaction } from "./transaction.ts";
 
 /** The older layout's agent unit: a service that bound its own socket (no socket unit). */
 export const OLD_AGENT_UNIT = "planter-agent.service";
@@ -206,6 +207,8 @@ export interface LimaMigrateOptions {
   waitMs?: number;
   env?: Record<string, string | undefined>;
   progress?: (line: string) => void;
+  /** Called at every point of the step engine (tests stop a run there). */
+  observe?: (e: StepEvent) => void;
 }
 
 export interface LimaMigrateResult {
@@ -213,7 +216,8 @@ export interface LimaMigrateResult {
   vm: string;
   /** "nothing_to_do", "planned" (dry run) or "migrated". */
   outcome: "nothing_to_do" | "planned" | "migrated";
-  steps: MigrateStep[];
+  /** The plan; after a run, each step with what the run did (`outcome`). */
+  steps: (MigrateStep & { outcome?: StepReport["outcome"] })[];
   host_socket: string;
   /** The VM was started by this run. */
   started: boolean;
@@ -264,9 +268,9 @@ function readTemplate(inst: LimaInstance): string | null {
 
 /** Migrate the VM `planter` to the socket-activated layout (or print the plan). */
 export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrateResult> {
-  const progress = opts.progress ?? (() => undefined);
   const env = { ...process.env, ...opts.env };
   const hostSocket = hostSocketPath(env);
+  const tx = new Transaction({ root: "/", dryRun: opts.dryRun, progress: opts.progress, observe: opts.observe });
   const result: LimaMigrateResult = {
     dry_run: opts.dryRun,
     vm: LIMA_VM,
@@ -276,8 +280,44 @@ export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrate
     started: false,
     version: null,
   };
-
   const inst = await findInstance();
+  refuseBeforeAnyChange(inst, opts);
+  if (inst.status !== "Running") {
+    // The guest cannot be probed before it runs: a dry run plans the start only.
+    const describe = `start VM ${LIMA_VM}; the rest of the plan is decided once it runs (the guest is probed then)`;
+    const start = await tx.run([
+      {
+        id: "start",
+        describe,
+        apply: async () => {
+          tx.progress(`starting VM ${LIMA_VM}`);
+          await must("start", START_MS, "start", "--tty=false", LIMA_VM);
+        },
+      },
+    ]);
+    if (opts.dryRun) {
+      result.outcome = "planned";
+      result.steps = [{ id: "start", description: describe }];
+      return result;
+    }
+    result.started = true;
+    result.steps = start.map((s) => ({ ...s, id: "start", description: `start VM ${LIMA_VM}` }));
+  }
+
+  // The binary this planter would put in the VM: an ELF of the VM's architecture.
+  const arch = (inst.arch === "aarch64" ? "aarch64" : "x86_64") as LimaArch;
+  const { binary, sha256 } = await vmBinary(opts.binary, arch, tx.progress, "migrate lima", { step: "copy" });
+  const facts = await probeLayout();
+  const plan = planLimaMigration(facts, { sha256, hostSocket });
+  const ran = await tx.run(plan.map((step) => migrateStep(step, { tx, opts, facts, binary, hostSocket, result })));
+  result.steps.push(...plan.map((step, i) => ({ ...step, ...(ran[i]?.outcome ? { outcome: ran[i].outcome } : {}) })));
+  if (opts.dryRun) result.outcome = result.steps.length ? "planned" : "nothing_to_do";
+  else if (plan.length) result.outcome = "migrated";
+  return result;
+}
+
+/** No VM, a template that does not forward the guest socket, a stopped VM without --start: refused before anything changes. */
+function refuseBeforeAnyChange(inst: LimaInstance | null, opts: LimaMigrateOptions): asserts inst is LimaInstance {
   if (!inst)
     throw new PlanterError("E_NOT_FOUND", `there is no Lima VM ${LIMA_VM} to migrate`, {
       hint: "create and provision one with: planter install --lima",
@@ -287,112 +327,93 @@ export async function migrateLima(opts: LimaMigrateOptions): Promise<LimaMigrate
     throw new PlanterError("E_CONFLICT", `VM ${LIMA_VM} does not forward ${GUEST_SOCKET} to the host`, {
       hint: `add the forward, then run migrate lima again: limactl edit ${LIMA_VM} --set '.portForwards += [{"guestSocket": "${GUEST_SOCKET}", "hostSocket": "{{.Dir}}/sock/planterd.sock"}]'`,
     });
-  if (inst.status !== "Running") {
-    if (!opts.start)
-      throw new PlanterError("E_CONFLICT", `VM ${LIMA_VM} is ${inst.status}: migrate lima needs it running`, {
-        hint: `start it with \`limactl start ${LIMA_VM}\`, or run: planter migrate lima --start`,
-      });
-    if (opts.dryRun) {
-      result.outcome = "planned";
-      result.steps = [
-        {
-          id: "start",
-          description: `start VM ${LIMA_VM}; the rest of the plan is decided once it runs (the guest is probed then)`,
-        },
-      ];
-      return result;
-    }
-    progress(`starting VM ${LIMA_VM}`);
-    await must("start", START_MS, "start", "--tty=false", LIMA_VM);
-    result.started = true;
-  }
+  if (inst.status !== "Running" && !opts.start)
+    throw new PlanterError("E_CONFLICT", `VM ${LIMA_VM} is ${inst.status}: migrate lima needs it running`, {
+      hint: `start it with \`limactl start ${LIMA_VM}\`, or run: planter migrate lima --start`,
+    });
+}
 
-  // The binary this planter would put in the VM: an ELF of the VM's architecture.
-  const arch = (inst.arch === "aarch64" ? "aarch64" : "x86_64") as LimaArch;
-  const { binary, sha256 } = await vmBinary(opts.binary, arch, progress, "migrate lima", { step: "copy" });
-
+/** One read-only `limactl shell` of renderMigrateProbe(). */
+async function probeLayout(): Promise<LayoutFacts> {
   const probe = await limactlWithin(30_000, "shell", "--workdir", "/", LIMA_VM, "sh", "-c", renderMigrateProbe());
   if (probe.code !== 0)
     throw new PlanterError(
       "E_UNAVAILABLE",
       `cannot read the VM's layout: ${describe("limactl", ["shell", LIMA_VM], probe)}`,
-      {
-        hint: `check that \`limactl shell ${LIMA_VM} true\` works`,
-      },
+      { hint: `check that \`limactl shell ${LIMA_VM} true\` works` },
     );
-  const facts = parseMigrateProbe(probe.stdout);
-  result.steps = planLimaMigration(facts, { sha256, hostSocket });
-  if (result.started) result.steps.unshift({ id: "start", description: `start VM ${LIMA_VM}` });
-  if (opts.dryRun) {
-    result.outcome = result.steps.length ? "planned" : "nothing_to_do";
-    return result;
-  }
-  if (!result.steps.some((s) => s.id !== "start")) return result;
-
-  result.outcome = "migrated";
-  for (const step of result.steps) {
-    switch (step.id) {
-      case "start":
-        break;
-      case "stop-old": {
-        const u = step.unit as string;
-        await shell("stop-old", "sudo", "systemctl", "disable", "--now", u);
-        if (step.remove_unit) {
-          await shell("stop-old", "sudo", "rm", "-f", `${UNIT_DIR}/${u}`);
-          await shell("stop-old", "sudo", "systemctl", "daemon-reload");
-        }
-        // The agent's own socket file: stale now, and in the way when it is the path planterd.socket binds.
-        if (step.socket) await shell("stop-old", "sudo", "rm", "-f", step.socket);
-        progress(`stopped and disabled ${u}`);
-        break;
-      }
-      case "copy":
-        await must("copy", STEP_MS, "copy", binary, `${LIMA_VM}:${GUEST_STAGED}`);
-        progress(`copied ${binary} into the VM`);
-        break;
-      case "units":
-        await provisionGuest(STEP_MS, { sentinel: false });
-        progress("installed planterd.socket and planterd.service in the VM");
-        break;
-      case "restart":
-        await shell("restart", "sudo", "systemctl", "restart", "planterd.socket");
-        progress("restarted planterd.socket in the VM");
-        break;
-      case "socket":
-        await shell("socket", "sudo", "chown", "root:planter", GUEST_SOCKET);
-        await shell("socket", "sudo", "chmod", "0660", GUEST_SOCKET);
-        progress(`${GUEST_SOCKET} is root:planter 0660`);
-        break;
-      case "group":
-        await shell("group", "sudo", "usermod", "-aG", "planter", facts.user);
-        progress(`${facts.user} is in group planter in the VM`);
-        break;
-      case "ready": {
-        if (!(await waitForPath(hostSocket, 30_000)))
-          stepFail("ready", `${hostSocket} does not exist: Lima is not forwarding planterd's socket`, READY_HINT);
-        if (!(await waitReady(hostSocket, opts.waitMs ?? 30_000)))
-          stepFail("ready", `planterd in the VM did not answer through ${hostSocket}`, READY_HINT);
-        const { Client } = await import("../api/client.ts");
-        result.version = (await new Client(hostSocket).version()).version;
-        progress(`planterd ${result.version} answers through ${hostSocket}`);
-        break;
-      }
-      case "sentinel": {
-        // Copied and installed rather than written with a shell redirect: `limactl shell` re-parses its arguments.
-        const tmp = mkdtempSync(join(tmpdir(), "planter-lima-"));
-        try {
-          const file = join(tmp, "lima-layout");
-          writeFileSync(file, `${LAYOUT}\n`);
-          await must("sentinel", STEP_MS, "copy", file, `${LIMA_VM}:${GUEST_STAGED_LAYOUT}`);
-        } finally {
-          rmSync(tmp, { recursive: true, force: true });
-        }
-        await shell("sentinel", "sudo", "install", "-m", "0644", GUEST_STAGED_LAYOUT, LAYOUT_FILE);
-        await shell("sentinel", "rm", "-f", GUEST_STAGED_LAYOUT);
-        progress(`${LAYOUT_FILE} says ${LAYOUT}`);
-        break;
-      }
-    }
-  }
-  return result;
+  return parseMigrateProbe(probe.stdout);
 }
+
+interface MigrateCtx {
+  tx: Transaction;
+  opts: LimaMigrateOptions;
+  facts: LayoutFacts;
+  binary: string;
+  hostSocket: string;
+  result: LimaMigrateResult;
+}
+
+/** A planned step as the engine runs it: each change an argv through `limactl shell`, without shell syntax. */
+function migrateStep(step: MigrateStep, c: MigrateCtx): Step {
+  return { id: step.id, describe: step.description, apply: () => MIGRATE_APPLY[step.id](step, c) };
+}
+
+const MIGRATE_APPLY: Record<MigrateStepId, (step: MigrateStep, c: MigrateCtx) => Promise<void>> = {
+  start: async () => undefined,
+  "stop-old": async (step, c) => {
+    const u = step.unit as string;
+    await shell("stop-old", "sudo", "systemctl", "disable", "--now", u);
+    if (step.remove_unit) {
+      await shell("stop-old", "sudo", "rm", "-f", `${UNIT_DIR}/${u}`);
+      await shell("stop-old", "sudo", "systemctl", "daemon-reload");
+    }
+    // The agent's own socket file: stale now, and in the way when it is the path planterd.socket binds.
+    if (step.socket) await shell("stop-old", "sudo", "rm", "-f", step.socket);
+    c.tx.progress(`stopped and disabled ${u}`);
+  },
+  copy: async (_step, c) => {
+    await must("copy", STEP_MS, "copy", c.binary, `${LIMA_VM}:${GUEST_STAGED}`);
+    c.tx.progress(`copied ${c.binary} into the VM`);
+  },
+  units: async (_step, c) => {
+    await provisionGuest(STEP_MS, { sentinel: false });
+    c.tx.progress("installed planterd.socket and planterd.service in the VM");
+  },
+  restart: async (_step, c) => {
+    await shell("restart", "sudo", "systemctl", "restart", "planterd.socket");
+    c.tx.progress("restarted planterd.socket in the VM");
+  },
+  socket: async (_step, c) => {
+    await shell("socket", "sudo", "chown", "root:planter", GUEST_SOCKET);
+    await shell("socket", "sudo", "chmod", "0660", GUEST_SOCKET);
+    c.tx.progress(`${GUEST_SOCKET} is root:planter 0660`);
+  },
+  group: async (_step, c) => {
+    await shell("group", "sudo", "usermod", "-aG", "planter", c.facts.user);
+    c.tx.progress(`${c.facts.user} is in group planter in the VM`);
+  },
+  ready: async (_step, c) => {
+    if (!(await waitForPath(c.hostSocket, 30_000)))
+      stepFail("ready", `${c.hostSocket} does not exist: Lima is not forwarding planterd's socket`, READY_HINT);
+    if (!(await waitReady(c.hostSocket, c.opts.waitMs ?? 30_000)))
+      stepFail("ready", `planterd in the VM did not answer through ${c.hostSocket}`, READY_HINT);
+    const { Client } = await import("../api/client.ts");
+    c.result.version = (await new Client(c.hostSocket).version()).version;
+    c.tx.progress(`planterd ${c.result.version} answers through ${c.hostSocket}`);
+  },
+  sentinel: async (_step, c) => {
+    // Copied and installed rather than written with a shell redirect: `limactl shell` re-parses its arguments.
+    const tmp = mkdtempSync(join(tmpdir(), "planter-lima-"));
+    try {
+      const file = join(tmp, "lima-layout");
+      writeFileSync(file, `${LAYOUT}\n`);
+      await must("sentinel", STEP_MS, "copy", file, `${LIMA_VM}:${GUEST_STAGED_LAYOUT}`);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+    await shell("sentinel", "sudo", "install", "-m", "0644", GUEST_STAGED_LAYOUT, LAYOUT_FILE);
+    await shell("sentinel", "rm", "-f", GUEST_STAGED_LAYOUT);
+    c.tx.progress(`${LAYOUT_FILE} says ${LAYOUT}`);
+  },
+};

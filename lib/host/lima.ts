@@ -1,15 +1,14 @@
 /**
- * Lima: the one wrapper through which planter calls `limactl`, the VM template and its provision
- * script rendered by pure functions (tested as literal text), and the ELF check that guards the
- * binary copied into the VM.
+ * Lima: the VM template and its provision script rendered by pure functions (tested as literal
+ * text), and the ELF check that guards the binary copied into the VM. The `limactl` wrapper and
+ * `limactl list --json` are in limactl.ts (re-exported here).
  */
 import { closeSync, lstatSync, openSync, readSync } from "node:fs";
-import { join } from "node:path";
 import { DEFAULT_ROOT_PEER_USER } from "../config.ts";
+import { DEFAULT_CONFIG } from "./default-config.ts";
 import { jobUseraddArgs } from "./groups.ts";
-import { DEFAULT_CONFIG } from "./install.ts";
 import { guestPathOf, hostSocketPath, LIMA_VM, type LimaMount, limaHome } from "./lima-paths.ts";
-import { type Run, renderServiceUnit, renderSocketUnit, renderTmpfiles, type UnitParams } from "./systemd.ts";
+import { renderServiceUnit, renderSocketUnit, renderTmpfiles, type UnitParams } from "./systemd.ts";
 
 /** planterd's socket inside the guest (system mode). */
 export const GUEST_SOCKET = "/run/planter/planterd.sock";
@@ -57,7 +56,6 @@ export async function waitForPath(p: string, ms: number): Promise<boolean> {
   return true;
 }
 
-/** $LIMA_HOME (default ~/.lima). */
 export interface TemplateParams {
   name: string;
   cpus: number;
@@ -237,58 +235,6 @@ export function checkElf(path: string, arch: LimaArch): string | null {
   return null;
 }
 
-/** One instance as `limactl list --json` reports it (the fields planter reads). */
-export interface LimaInstance {
-  name: string;
-  status: string;
-  arch: string;
-  dir: string;
-  /** The instance's effective configuration (Lima fills in defaults); planter reads its mounts. */
-  config?: { mounts?: { location?: string; mountPoint?: string | null; writable?: boolean | null }[] | null };
-}
-
-/** Parse `limactl list --json` (one JSON object per line). */
-export function parseList(stdout: string): LimaInstance[] {
-  return stdout
-    .split("\n")
-    .filter((l) => l.trim())
-    .map((l) => JSON.parse(l) as LimaInstance);
-}
-
-/**
- * The one place planter calls `limactl` (PATH lookup, so tests put the fake first). Never throws
- * for a non-zero exit; a call past `timeoutMs` is killed and answers code 124.
- */
-export async function limactl(...args: string[]): Promise<Run> {
-  return await call(DEFAULT_TIMEOUT_MS, args);
-}
-
-/** `limactl` with its own time limit (a phase's). */
-export async function limactlWithin(timeoutMs: number, ...args: string[]): Promise<Run> {
-  return await call(timeoutMs, args);
-}
-
-const DEFAULT_TIMEOUT_MS = 60_000;
-
-async function call(timeoutMs: number, args: string[]): Promise<Run> {
-  const bin = Bun.which("limactl");
-  if (!bin) return { code: 127, stdout: "", stderr: "limactl: not found" };
-  const p = Bun.spawn([bin, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  let timedOut = false;
-  const timer = setTimeout(() => {
-    timedOut = true;
-    p.kill("SIGKILL");
-  }, timeoutMs);
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  clearTimeout(timer);
-  if (timedOut) return { code: 124, stdout, stderr: `${stderr}limactl ${args[0]}: timed out after ${timeoutMs} ms` };
-  return { code, stdout, stderr };
-}
-
 /** What doctor reads in the guest, in one `limactl shell` call: key=value lines (see parseGuestProbe). */
 export function renderGuestProbe(): string {
   return [
@@ -324,17 +270,5 @@ export function parseGuestProbe(stdout: string): GuestFacts {
   return facts;
 }
 
-/** A host directory the VM mounts, and where the guest sees it. */
-/** An instance's mounts as `limactl list --json` reports them (`~` expanded, mountPoint defaulting to the location, as Lima does). */
-export function instanceMounts(inst: LimaInstance, home: string): LimaMount[] {
-  const out: LimaMount[] = [];
-  for (const m of inst.config?.mounts ?? []) {
-    if (!m.location) continue;
-    const location =
-      m.location === "~" ? home : m.location.startsWith("~/") ? join(home, m.location.slice(2)) : m.location;
-    out.push({ location, mountPoint: m.mountPoint || location, writable: m.writable === true });
-  }
-  return out;
-}
-
+export { instanceMounts, LimaInstance, limactl, limactlWithin, parseList } from "./limactl.ts";
 export { guestPathOf, hostSocketPath, LIMA_VM, type LimaMount, limaHome };

@@ -5,7 +5,7 @@
  */
 import { PlanterError } from "../api/errors.ts";
 import type { InstallMode } from "../paths.ts";
-import { describe, runWith } from "./exec.ts";
+import { describe, type Env, exec, type Run } from "./exec.ts";
 import type { InstallState } from "./install-state.ts";
 import {
   agentPlistPath,
@@ -17,18 +17,15 @@ import {
   print,
   serviceTarget,
 } from "./launchd.ts";
-import type { Run } from "./systemd.ts";
-
-type Env = Record<string, string | undefined>;
 
 /** The one place planter calls `sw_vers`. */
 function swVers(env: Env, ...args: string[]): Promise<Run> {
-  return runWith(env, "sw_vers", ...args);
+  return exec("sw_vers", args, { env, nothrow: true });
 }
 
 /** The one place planter calls `uname`. */
 function uname(env: Env, ...args: string[]): Promise<Run> {
-  return runWith(env, "uname", ...args);
+  return exec("uname", args, { env, nothrow: true });
 }
 
 /** macOS's product version (`sw_vers -productVersion`: "14.5"), or null. */

@@ -1,8 +1,12 @@
 /**
  * systemd: unit text rendered by pure functions (tested as literal text), and the one wrapper
- * through which planter calls `systemctl`.
+ * through which planter calls `systemctl` (and `systemd-tmpfiles`).
  */
+import { existsSync } from "node:fs";
 import type { InstallMode } from "../paths.ts";
+import { exec, type Run } from "./exec.ts";
+
+export type { Run };
 
 export interface UnitParams {
   mode: InstallMode;
@@ -83,33 +87,27 @@ export function renderTmpfiles(socketDir: string, group: string): string {
   return `# planter: the socket directory, reachable by group ${group} only\nd ${socketDir} 0750 root ${group} -\n`;
 }
 
-/** Result of one external program call. */
-export interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
 /**
  * The one place planter calls `systemctl` (PATH lookup, so tests put a recording shim first).
- * `scope` "user" adds --user.
+ * `scope` "user" adds --user. Never throws for a non-zero exit (the caller decides).
  */
-export async function systemctl(scope: InstallMode, ...args: string[]): Promise<Run> {
-  const argv = ["systemctl", ...(scope === "user" ? ["--user"] : []), ...args];
-  const bin = Bun.which("systemctl");
-  if (!bin) return { code: 127, stdout: "", stderr: "systemctl: not found" };
-  const p = Bun.spawn([bin, ...argv.slice(1)], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, code] = await Promise.all([
-    new Response(p.stdout).text(),
-    new Response(p.stderr).text(),
-    p.exited,
-  ]);
-  return { code, stdout, stderr };
+export function systemctl(scope: InstallMode, ...args: string[]): Promise<Run> {
+  return exec("systemctl", [...(scope === "user" ? ["--user"] : []), ...args], { nothrow: true });
+}
+
+/** `systemctl [--user] ARGS…`, thrown as E_UNAVAILABLE with systemctl's summary when it fails. */
+export async function mustSystemctl(scope: InstallMode, ...args: string[]): Promise<void> {
+  await exec("systemctl", [...(scope === "user" ? ["--user"] : []), ...args]);
+}
+
+/** `systemd-tmpfiles --create FILE`: make what a tmpfiles.d entry describes now rather than at the next boot. */
+export async function tmpfilesCreate(file: string): Promise<void> {
+  await exec("systemd-tmpfiles", ["--create", file]);
 }
 
 /** Whether systemd is running as init here (its runtime dir exists), so units can be used. */
 export function systemdRunning(root = "/"): boolean {
-  return require("node:fs").existsSync(`${root === "/" ? "" : root}/run/systemd/system`);
+  return existsSync(`${root === "/" ? "" : root}/run/systemd/system`);
 }
 
 /**

@@ -199,6 +199,19 @@ describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bu
     expect(doctor.checks.filter((c) => c.status !== "ok")).toEqual([]);
   }, 90_000);
 
+  test("the dry run's plan is the list of steps the migration then runs", async () => {
+    const h = host("same-plan");
+    await olderVm(h);
+    type Steps = { steps: { id: string; description: string; outcome?: string }[] };
+    const listed = (r: Steps) => r.steps.map(({ id, description }) => ({ id, description }));
+    const dry = JSON.parse((await migrate(h.env, "--dry-run", "--json")).stdout) as Steps;
+    const m = await migrate(h.env, "--json");
+    expect(m.code).toBe(0);
+    const ran = JSON.parse(m.stdout) as Steps;
+    expect(listed(ran)).toEqual(listed(dry));
+    expect(ran.steps.map((s) => s.outcome)).toEqual(dry.steps.map(() => "applied"));
+  }, 90_000);
+
   test("a stopped VM is refused with a hint; --dry-run --start plans the start only; --start migrates it", async () => {
     const h = host("stopped");
     await olderVm(h);

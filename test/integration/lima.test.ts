@@ -174,6 +174,30 @@ describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under 
     expect(existsSync(h.stateFile)).toBe(false);
   }, 60_000);
 
+  test("the dry run's plan is the list of steps install --lima then runs; again, copy and units are skipped", async () => {
+    const h = host("same-plan");
+    type Steps = { steps: { id: string; description: string; outcome?: string }[] };
+    const listed = (r: Steps) => r.steps.map(({ id, description }) => ({ id, description }));
+    const args = ["install", "--user", "--lima", "--lima-binary", binA, "--mount", h.mount, "--json"];
+    for (const outcomes of [
+      ["applied", "applied", "applied", "applied", "applied", "applied"],
+      ["skipped", "skipped", "applied", "applied"],
+    ]) {
+      const vmsBefore = await vms(h.env);
+      const stateBefore = existsSync(h.stateFile) ? readFileSync(h.stateFile, "utf8") : null;
+      const dry = JSON.parse((await planter(h.env, ...args, "--dry-run")).stdout) as Steps;
+      // The dry run changed nothing: no VM made or started, no record written.
+      expect(await vms(h.env)).toEqual(vmsBefore);
+      expect(existsSync(h.stateFile) ? readFileSync(h.stateFile, "utf8") : null).toBe(stateBefore);
+      const r = await planter(h.env, ...args);
+      expect(r.code).toBe(0);
+      const ran = JSON.parse(r.stdout) as Steps;
+      expect(listed(ran)).toEqual(listed(dry));
+      expect(ran.steps.map((s) => s.outcome)).toEqual(outcomes);
+    }
+    expect((await planter(h.env, "uninstall", "--user", "--purge", "--yes")).code).toBe(0);
+  }, 90_000);
+
   test("a VM install did not create is kept by uninstall --purge", async () => {
     const h = host("existing");
     const tpl = join(h.base, "mine.yaml");

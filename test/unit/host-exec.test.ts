@@ -1,0 +1,150 @@
+/** The one wrapper for host programs (lib/host/exec.ts), `limactl list --json` through its schema, and what uninstall does with a recorded file (pure). */
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { PlanterError } from "../../lib/api/errors.ts";
+import { exec, describe as summary } from "../../lib/host/exec.ts";
+import { parseList } from "../../lib/host/limactl.ts";
+import { type FileVerdict, fileUndoPlan, KEPT_CHANGED } from "../../lib/host/transaction.ts";
+import { cleanup } from "../harness.ts";
+
+const dir = mkdtempSync("/tmp/pt-exec-");
+afterAll(() => cleanup(dir));
+
+/** A program named `name` in its own PATH dir. */
+function program(name: string, body: string): string {
+  const bin = mkdtempSync(join(dir, "bin-"));
+  writeFileSync(join(bin, name), `#!/bin/sh\n${body}\n`);
+  chmodSync(join(bin, name), 0o755);
+  return bin;
+}
+
+describe("exec", () => {
+  test("runs an argv (no shell) found on the PATH of the env it is given, with that env", async () => {
+    const bin = program("greet", 'printf "%s|%s|%s" "$1" "$2" "$GREETING"');
+    const r = await exec("greet", ["a b", "$HOME;"], { env: { PATH: bin, GREETING: "hi" } });
+    expect(r).toEqual({ code: 0, stdout: "a b|$HOME;|hi", stderr: "" });
+  });
+
+  test("a failure throws E_UNAVAILABLE with zx's summary and stderr; nothrow returns it", async () => {
+    const bin = program("fails", "echo 'no such group' >&2; exit 9");
+    const env = { PATH: bin };
+    const err = await exec("fails", ["--system", "planter"], { env, hint: "look" }).catch((e) => e);
+    expect(err).toBeInstanceOf(PlanterError);
+    expect([err.code, err.message, err.hint]).toEqual([
+      "E_UNAVAILABLE",
+      "fails --system planter: exit code 9: no such group",
+      "look",
+    ]);
+    expect(await exec("fails", [], { env, nothrow: true })).toEqual({ code: 9, stdout: "", stderr: "no such group\n" });
+  });
+
+  test("a program not on PATH answers 127, 'command not found'", async () => {
+    const r = await exec("no-such-program-here", ["x"], { env: { PATH: dir }, nothrow: true });
+    expect(r.code).toBe(127);
+    expect(summary("no-such-program-here", ["x"], r)).toBe(
+      "no-such-program-here x: command not found: no-such-program-here: not found",
+    );
+  });
+
+  test("past its time limit the program is killed and the call answers 124, even when a child holds its output open", async () => {
+    // The child keeps stdout open long after the program is killed: the call must not wait for it.
+    const bin = program("hangs", "sleep 30 & echo $!; exec sleep 30");
+    const t = performance.now();
+    const r = await exec("hangs", [], { env: { PATH: `${bin}:/usr/bin:/bin` }, timeoutMs: 300, nothrow: true });
+    const ms = performance.now() - t;
+    process.kill(Number(r.stdout), "SIGKILL");
+    expect([r.code, r.stderr]).toEqual([124, "hangs: timed out after 300 ms"]);
+    expect(ms).toBeLessThan(5000);
+  });
+
+  test("a program that exits while a child it left holds the pipe: its output, without waiting for the child", async () => {
+    const bin = program("leaves", "sleep 30 & echo $!");
+    const t = performance.now();
+    const r = await exec("leaves", [], { env: { PATH: `${bin}:/usr/bin:/bin` } });
+    const ms = performance.now() - t;
+    process.kill(Number(r.stdout), "SIGKILL");
+    expect([r.code, r.stdout]).toEqual([0, expect.stringMatching(/^[0-9]+\n$/)]);
+    expect(ms).toBeLessThan(5000);
+  });
+});
+
+describe("limactl list --json through its schema", () => {
+  test("checked fields, the rest kept; an unexpected line is an error naming the line and the field", () => {
+    const line = { name: "planter", status: "Running", dir: "/h/.lima/planter", arch: "aarch64" };
+    expect(parseList(`${JSON.stringify({ ...line, config: { mounts: [{ location: "~" }] } })}\n`)).toEqual([
+      { ...line, config: { mounts: [{ location: "~" }] } },
+    ]);
+    const bad = (text: string) => {
+      try {
+        parseList(text);
+      } catch (e) {
+        return [(e as PlanterError).code, (e as PlanterError).message];
+      }
+      return null;
+    };
+    expect(bad(`${JSON.stringify(line)}\n{"name":"x","status":"Running","dir":"/d"}\n`)).toEqual([
+      "E_UNAVAILABLE",
+      expect.stringMatching(/^limactl list --json, line 2: .*arch/),
+    ]);
+    expect(bad("Error: something\n")).toEqual([
+      "E_UNAVAILABLE",
+      expect.stringMatching(/^limactl list --json, line 1: not JSON/),
+    ]);
+    expect(bad(JSON.stringify({ ...line, config: { mounts: [{ location: 7 }] } }))).toEqual([
+      "E_UNAVAILABLE",
+      expect.stringMatching(/line 1: .*config\.mounts\.0\.location/),
+    ]);
+  });
+});
+
+describe("what uninstall does with a recorded file", () => {
+  const plan = (path: FileVerdict["path"], backup: FileVerdict["backup"], force = false) =>
+    fileUndoPlan({ path, backup }, force);
+  const ALTERED = "it changed since install saved it, so it is not put back";
+
+  test("planter's file goes; the original comes back only from a backup that is what install saved", () => {
+    expect(plan("ours", "none")).toEqual({ removed: true, restored: false, kept: null });
+    expect(plan("ours", "intact")).toEqual({ removed: true, restored: true, kept: null });
+    expect(plan("ours", "missing")).toEqual({ removed: true, restored: false, kept: null });
+    expect(plan("ours", "altered")).toEqual({ removed: true, restored: false, kept: ALTERED });
+    expect(plan("absent", "intact")).toEqual({ removed: false, restored: true, kept: null });
+    expect(plan("absent", "altered")).toEqual({ removed: false, restored: false, kept: ALTERED });
+  });
+
+  test("a file the user changed stays (--force removes it, and still puts back no altered backup)", () => {
+    expect(plan("changed", "intact")).toEqual({ removed: false, restored: false, kept: KEPT_CHANGED });
+    expect(plan("changed", "intact", true)).toEqual({ removed: true, restored: true, kept: null });
+    expect(plan("changed", "altered", true)).toEqual({ removed: true, restored: false, kept: ALTERED });
+  });
+
+  test("the original found in place (a run stopped before replacing it, or after putting it back) is left, its copy dropped", () => {
+    expect(plan("original", "intact")).toEqual({ removed: false, restored: true, kept: null });
+    expect(plan("original", "missing")).toEqual({ removed: false, restored: true, kept: null });
+  });
+
+  test("what is at the path after planter's file was removed is never touched, whatever the flags", () => {
+    for (const force of [false, true]) {
+      expect(plan("theirs", "missing", force)).toEqual({ removed: false, restored: false, kept: null });
+      expect(plan("theirs", "intact", force)).toEqual({
+        removed: false,
+        restored: false,
+        kept: "something else is at the path now, so it is not put back over it",
+      });
+      expect(plan("theirs", "altered", force).removed).toBe(false);
+    }
+  });
+});
+
+describe("what a client loads of lib/host", () => {
+  test("--target lima's code (lib/cli/target.ts, with what it imports on use) holds no installer, template or step engine", async () => {
+    const r = await Bun.build({
+      entrypoints: [join(import.meta.dir, "..", "..", "lib", "cli", "target.ts")],
+      target: "bun",
+    });
+    expect(r.success).toBe(true);
+    const text = (await r.outputs[0]?.text()) ?? "";
+    const host = [...text.matchAll(/^\/\/ (lib\/host\/\S+\.ts)$/gm)].map((m) => m[1]).sort();
+    expect(host).toEqual(["lib/host/exec.ts", "lib/host/lima-paths.ts", "lib/host/limactl.ts", "lib/host/systemd.ts"]);
+  });
+});
