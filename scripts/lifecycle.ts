@@ -415,8 +415,16 @@ function jobLines(j: Job): string {
     .join("\n");
 }
 
+/** How many jobs `planter job ls` shows people when neither --limit nor --all is given. */
+export const LS_DEFAULT = 50;
+
 const jobLs = defineCommand({
-  meta: { name: "ls", description: "List jobs, oldest first" },
+  meta: {
+    name: "ls",
+    description:
+      `List jobs, oldest first (the newest last). For people: the latest ${LS_DEFAULT} (--limit N: the latest N, --all: every job), ` +
+      "saying on stderr when older ones are left out. --json lists every job unless --limit N is given, as it always has",
+  },
   args: {
     cell: { type: "string", alias: "c", description: "only this cell's jobs", valueHint: "NAME" },
     state: {
@@ -424,33 +432,62 @@ const jobLs = defineCommand({
       options: ["pending", "running", "exited", "failed", "killed", "lost"],
       description: "only jobs in this state",
     },
-    limit: { type: "string", description: "at most this many jobs (default: all)", valueHint: "N" },
+    limit: {
+      type: "string",
+      description: `the latest N jobs (default: ${LS_DEFAULT}; with --json: every job)`,
+      valueHint: "N",
+    },
+    all: { type: "boolean", description: "every job (the default with --json)" },
     ...common,
   },
   async run({ args }) {
-    const max = args.limit === undefined ? Number.POSITIVE_INFINITY : parseCount(args.limit, "--limit");
+    if (args.all && args.limit !== undefined) throw usage("--all and --limit exclude each other");
+    // Scripts read --json as the whole list (an array has no room to say rows were left out).
+    const latest =
+      args.limit !== undefined ? parseCount(args.limit, "--limit") : args.all || args.json ? null : LS_DEFAULT;
     const api = client(args);
+    const filter = { cell: args.cell, state: args.state };
     const jobs: Job[] = [];
+    let leftOut = false;
     let after: string | undefined;
-    while (jobs.length < max) {
-      const page = await api.listJobs({
-        cell: args.cell,
-        state: args.state,
-        limit: Math.min(1000, max - jobs.length),
-        after,
-      });
-      jobs.push(...page.jobs);
-      if (!page.next_after) break;
-      after = page.next_after;
+    if (latest === null) {
+      for (;;) {
+        const page = await api.listJobs({ ...filter, limit: 1000, after });
+        jobs.push(...page.jobs);
+        if (!page.next_after) break;
+        after = page.next_after;
+      }
+    } else {
+      // The latest N: newest first from planterd (one request up to 1000), shown oldest first.
+      while (jobs.length < latest) {
+        const page = await api.listJobs({
+          ...filter,
+          limit: Math.min(1000, latest - jobs.length),
+          after,
+          order: "newest",
+        });
+        jobs.push(...page.jobs);
+        leftOut = page.next_after !== null;
+        if (!page.next_after) break;
+        after = page.next_after;
+      }
+      jobs.reverse();
     }
     if (args.json) printJson(jobs);
-    else
+    else {
       console.log(
         table(
           ["ID", "CELL", "STATE", "AGE", "COMMAND"],
           jobs.map((j) => [j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
         ),
       );
+      if (leftOut) {
+        const which = args.cell || args.state ? "matching jobs" : "jobs";
+        process.stderr.write(
+          `planter: the latest ${jobs.length} ${which} are shown, older ones are left out: --all lists every job, --limit N the latest N\n`,
+        );
+      }
+    }
     return 0;
   },
 });

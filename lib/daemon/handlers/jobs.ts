@@ -259,13 +259,17 @@ export function create(ctx: Context, req: Req): Reply {
 const StateParam = v.picklist(JOB_STATES);
 
 export function list(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, ["cell", "state", "limit", "after"]);
+  allowQuery(req.query, ["cell", "state", "limit", "after", "order"]);
   const cell = req.query.get("cell") || undefined;
   const stateRaw = req.query.get("state") || undefined;
   if (stateRaw && !v.is(StateParam, stateRaw)) {
     throw badRequest(`state must be one of ${JOB_STATES.join(", ")}, not ${JSON.stringify(stateRaw)}`);
   }
   const limit = intParam(req.query, "limit", 100, 1, 1000);
+  const order = req.query.get("order") || "oldest";
+  if (order !== "oldest" && order !== "newest") {
+    throw badRequest(`order must be oldest or newest, not ${JSON.stringify(order)}`);
+  }
   const afterId = req.query.get("after") || undefined;
   let afterSeq: number | undefined;
   if (afterId) {
@@ -273,7 +277,13 @@ export function list(ctx: Context, req: Req): Reply {
     if (!after) throw badRequest(`after=${afterId} names no job`, "pass the next_after value of the previous page");
     afterSeq = after.seq;
   }
-  const rows = listJobs(ctx.db, { cell, state: stateRaw as JobState | undefined, limit: limit + 1, afterSeq });
+  const rows = listJobs(ctx.db, {
+    cell,
+    state: stateRaw as JobState | undefined,
+    limit: limit + 1,
+    afterSeq,
+    newest: order === "newest",
+  });
   const page = rows.slice(0, limit);
   return ok({
     jobs: page.map((j) => viewFor(ctx, req.peer, j)),
