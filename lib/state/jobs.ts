@@ -204,7 +204,7 @@ export function liveJobs(db: Database, cell?: string): JobRow[] {
   return (rows as RawJob[]).map(decode);
 }
 
-/** Jobs that ended while planter still holds a cgroup for them (removal pending). */
+/** Jobs that ended while planter still holds a cgroup for them (removal pending); through jobs_cgroup, not every row. */
 export function endedWithCgroup(db: Database): { id: string; cgroup: string }[] {
   return db
     .query("SELECT id, cgroup FROM jobs WHERE cgroup IS NOT NULL AND state NOT IN ('pending','running')")
