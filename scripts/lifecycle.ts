@@ -358,6 +358,12 @@ async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): P
     const limit = limitText(done);
     process.stderr.write(`planter: job ${p(done.id)} ${p(outcome(done))}${limit ? ` — ${p(limit)}` : ""}\n`);
   }
+  for (const f of done.workspace) {
+    if (f.kind === "review-incomplete")
+      process.stderr.write(
+        `planter: warning: the workspace review after job ${p(done.id)} was INCOMPLETE in ${p(f.path)}; see \`planter job status ${p(done.id)}\`\n`,
+      );
+  }
   if (done.log_truncated) {
     const max = done.limits.max_log_bytes ?? 0;
     process.stderr.write(
@@ -398,9 +404,10 @@ function jobLines(j: Job): string {
     ...(j.run_as
       ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
       : []),
-    ...j.workspace.map(
-      (f) =>
-        `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+    ...j.workspace.map((f) =>
+      f.kind === "review-incomplete"
+        ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
+        : `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
     ),
     `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
     ...(j.log_truncated

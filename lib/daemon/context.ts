@@ -11,6 +11,7 @@ import type { Identity } from "../sandbox/identity.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
+import { Walks } from "./walks.ts";
 
 type Waiter = () => void;
 
@@ -100,6 +101,8 @@ export class Context {
   integrity: Integrity = { check: "start", status: "ok", message: null, ms: null };
   /** Set when the database failed its full check after planterd started serving: no new work is taken. */
   damaged: PlanterError | null = null;
+  /** Workspace snapshots and reviews in progress, one at a time per tree (lib/daemon/walks.ts). */
+  readonly walks = new Walks();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

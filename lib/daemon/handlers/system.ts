@@ -32,6 +32,8 @@ export function ready(ctx: Context, req: Req): Reply {
     integrity: { ...ctx.integrity, hint: ctx.damaged?.hint ?? null },
     disk,
     jobs_watched: ctx.supervisor.watching,
+    // Workspace snapshots and reviews in progress (lib/daemon/walks.ts).
+    workspace_walks: ctx.walks.list(),
     requests_in_flight: ctx.inflight(),
     limits: limitsStatus(ctx),
     sandbox: {
