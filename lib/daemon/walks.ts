@@ -6,6 +6,7 @@
  * half-done review of an earlier job in the same tree (it would record that job's planted file
  * as the "before" state, and its own review would put it back). `GET /v1/ready` lists them.
  */
+import { PlanterError } from "../api/errors.ts";
 import { overlaps } from "../sandbox/paths.ts";
 import { type WalkBudget, walkBudget } from "../sandbox/workspace.ts";
 
@@ -71,6 +72,8 @@ export class Walks {
 
   /** planterd stops: every walk ends at its next slice (a review not done is done again at the next start). */
   stop(): void {
-    this.stopping.abort(new Error("planterd is stopping"));
+    this.stopping.abort(
+      new PlanterError("E_UNAVAILABLE", "planterd is stopping", { hint: "try again once planterd is back" }),
+    );
   }
 }

@@ -538,17 +538,35 @@ const baseOf = (rel: string) => rel.slice(rel.lastIndexOf("/") + 1);
 
 /**
  * Bounds and progress of one snapshot or review: the entries listed so far (every scan of it
- * together), the most one scan may list, and how many are listed between two yields to the
- * caller's event loop (snapshotAsync, reviewAsync).
+ * together), the most one scan may list, and the slice of work between two yields to the caller's
+ * event loop (snapshotAsync, reviewAsync): `sliceMs` of it, the clock read every 16 steps (a
+ * step is one listed entry, or one watched entry read, judged or set aside: these cost more, so
+ * the slice is measured in time, not counted).
  */
 export interface WalkBudget {
   entries: number;
   max: number;
-  every: number;
+  sliceMs: number;
+  /** When the current slice began (set by the driver). */
+  since: number;
+  steps: number;
 }
 
-/** A budget for one snapshot or review; `max` entries per scan (unbounded by default). */
-export const walkBudget = (max = Number.POSITIVE_INFINITY, every = 1000): WalkBudget => ({ entries: 0, max, every });
+/**
+ * A budget for one snapshot or review; `max` entries per scan (unbounded by default). Slices of
+ * 1 ms keep a request's wait short (it needs a few turns of the event loop); a walk is no slower
+ * for them (a yield costs microseconds).
+ */
+export const walkBudget = (max = Number.POSITIVE_INFINITY, sliceMs = 1): WalkBudget => ({
+  entries: 0,
+  max,
+  sliceMs,
+  since: performance.now(),
+  steps: 0,
+});
+
+/** One more step: whether its slice is spent (then the walk yields). */
+const spent = (b: WalkBudget) => ++b.steps % 16 === 0 && performance.now() - b.since >= b.sliceMs;
 
 /** A tree with more entries than a snapshot may list (the job that wanted it is refused). */
 export class TreeTooLarge extends Error {
@@ -560,7 +578,7 @@ export class TreeTooLarge extends Error {
   }
 }
 
-/** A walk as steps: it yields between slices of `every` entries, and returns what it found. */
+/** A walk as steps: it yields between slices (WalkBudget), and returns what it found. */
 type Steps<T> = Generator<void, T, void>;
 
 /** Run every step at once (the synchronous API). */
@@ -572,8 +590,9 @@ function drain<T>(steps: Steps<T>): T {
 }
 
 /** Run the steps, letting the event loop in between (pending I/O, other requests); `signal` stops it. */
-async function drive<T>(steps: Steps<T>, signal?: AbortSignal): Promise<T> {
+async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSignal): Promise<T> {
   for (;;) {
+    budget.since = performance.now();
     const r = steps.next();
     if (r.done) return r.value;
     await new Promise<void>((resolve) => setImmediate(resolve));
@@ -613,7 +632,8 @@ function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number 
       }
       list.push(e);
       listed.n++;
-      if (++budget.entries % budget.every === 0) yield;
+      budget.entries++;
+      if (spent(budget)) yield;
     }
   } finally {
     try {
@@ -664,6 +684,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
     const gitDir = baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
     if (gitDir) s.gitDirs.add(rel);
     for (const e of list) {
+      if (spent(budget)) yield;
       const name = e.name;
       const r = relJoin(rel, name);
       const isDir = e.isDirectory();
@@ -1009,7 +1030,7 @@ export function snapshot(
 }
 
 /**
- * `snapshot`, letting the event loop in every `budget.every` entries: planterd answers other
+ * `snapshot`, letting the event loop in between slices of `budget.sliceMs`: planterd answers other
  * requests while a large tree is walked. Rejects with TreeTooLarge past `budget.max` entries.
  */
 export function snapshotAsync(
@@ -1019,7 +1040,7 @@ export function snapshotAsync(
   budget: WalkBudget,
   signal?: AbortSignal,
 ): Promise<WorkspaceSnapshot> {
-  return drive(snapshotSteps(cellDir, extra, global, budget), signal);
+  return drive(snapshotSteps(cellDir, extra, global, budget), budget, signal);
 }
 
 function* snapshotSteps(
@@ -1047,14 +1068,13 @@ function* snapshotSteps(
     }
   }
   let entries: Record<string, WatchedEntry>;
-  let described = 0;
   // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
   for (let round = 1; ; round++) {
     entries = {};
     for (const [rel, w] of s.watched) {
       const e = describe(root, rel, w.kind);
       if (e) entries[rel] = e;
-      if (++described % budget.every === 0) yield;
+      if (spent(budget)) yield;
     }
     const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
     const programs = derived.programs ?? [];
@@ -1327,7 +1347,7 @@ export function review(
 }
 
 /**
- * `review`, letting the event loop in every `budget.every` entries. Past `budget.max` entries
+ * `review`, letting the event loop in between slices of `budget.sliceMs`. Past `budget.max` entries
  * the review acts on what it saw and ends with a `review-incomplete` finding for the tree.
  */
 export function reviewAsync(
@@ -1335,7 +1355,7 @@ export function reviewAsync(
   before: WorkspaceSnapshot,
   opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal },
 ): Promise<Finding[]> {
-  return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.signal);
+  return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.budget, opts.signal);
 }
 
 function* reviewSteps(
@@ -1358,11 +1378,10 @@ function* reviewSteps(
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
   if (g.grew) s = yield* scan(root, names, g.merged, budget);
   const plans: Plan[] = [];
-  let steps = 0;
   for (const [rel, w] of s.watched) {
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
-    if (++steps % budget.every === 0) yield;
+    if (spent(budget)) yield;
   }
   // A hook dir or included config of the earlier configs now reached through a symlink.
   for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
@@ -1391,7 +1410,7 @@ function* reviewSteps(
     else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
     else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
     findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
-    if (++steps % budget.every === 0) yield;
+    if (spent(budget)) yield;
   }
   // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
   if (s.truncated) {
