@@ -4,7 +4,7 @@
  * state module (test/seed.ts: one `job.finished` event each, the newest 50 with their job dirs),
  * then the compiled `dist/planter` against it: `job ls` as people run it (the latest 50), with
  * `--limit 50` and with `--all`, and planterd's start-up until `GET /v1/ready` answers — after a
- * clean stop (cheap check at start, the full one on a worker after) and after a SIGKILL (full check
+ * clean stop (cheap check at start, the full one in a process of its own after) and after a SIGKILL (full check
  * before serving). Runs alone (`bun bench/history.ts`) or as `historyBench()`.
  */
 import { existsSync } from "node:fs";
@@ -61,7 +61,7 @@ async function start(env: Record<string, string>, socket: string): Promise<{ pro
   }
 }
 
-/** Wait for the full check on the worker (so the next start finds a clean-close record), then SIGTERM. */
+/** Wait for the background full check (so the next start finds a clean-close record), then SIGTERM. */
 async function stopClean(proc: Subprocess, socket: string): Promise<number | null> {
   let checkMs: number | null = null;
   for (let i = 0; i < 2000; i++) {
@@ -115,7 +115,7 @@ export async function historyBench(): Promise<void> {
       d = await start(env, socket);
       crashed.push(d.ms);
       const c = await stopClean(d.proc, socket);
-      // After a crash the check ran at start; the clean runs' worker time is measured below.
+      // After a crash the check ran at start; the clean runs' background check time is measured below.
       if (c !== null) checks.push(c);
       d = await start(env, socket);
       clean.push(d.ms);
@@ -126,7 +126,7 @@ export async function historyBench(): Promise<void> {
     note(`after a clean stop: ${spread(clean, 1)}`);
     note(
       `after a SIGKILL (full quick_check before serving): ${spread(crashed, 1)}; ` +
-        `the full check on the worker after a clean start: ${spread(checks, 1)} — no goal`,
+        `the background full check after a clean start: ${spread(checks, 1)} — no goal`,
     );
   } finally {
     cleanup(home);

@@ -65,9 +65,10 @@ interface Deferred {
 
 /** How the state database was checked this run and what the check found (GET /v1/ready). */
 export interface Integrity {
-  /** "start": fully, before serving; "background": cheaply at start, fully on a worker after. */
+  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
   check: "start" | "background";
-  status: "ok" | "running" | "failed";
+  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
+  status: "ok" | "running" | "failed" | "unchecked";
   message: string | null;
   /** How long the full check took. */
   ms: number | null;

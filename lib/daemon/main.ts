@@ -247,14 +247,17 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       const check = backgroundCheck(files.db);
       stopCheck = check.stop;
       void check.result.then((r) => {
-        verified = r.ok;
-        ctx.integrity = {
-          check: "background",
-          status: r.ok ? "ok" : "failed",
-          message: r.ok ? null : r.message,
-          ms: r.ms,
-        };
-        if (!r.ok) ctx.markDamaged(r.message);
+        verified = r.status === "ok";
+        if (r.status === "damaged") {
+          ctx.integrity = { check: "background", status: "failed", message: r.message, ms: r.ms };
+          ctx.markDamaged(r.message ?? "quick_check failed");
+        } else if (r.status === "error") {
+          // Nothing is known about the database: it is not called damaged, and the next start checks first.
+          ctx.integrity = { check: "background", status: "unchecked", message: r.message, ms: null };
+          log(
+            `warning: the background check of ${files.db} could not run (${r.message}); the next start checks it fully`,
+          );
+        } else ctx.integrity = { check: "background", status: "ok", message: null, ms: r.ms };
       });
     }
     await new Promise<void>((resolve) => {

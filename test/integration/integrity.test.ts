@@ -1,6 +1,6 @@
 /**
  * planterd's start-up check of its database: fully before serving unless the database is exactly
- * as a clean shutdown left it, then cheaply at start and fully on a worker after; damage found
+ * as a clean shutdown left it, then cheaply at start and fully in the background after; damage found
  * either way is reported and never silently used.
  */
 import { Database } from "bun:sqlite";
@@ -35,7 +35,7 @@ async function ready(d: DaemonHandle): Promise<{ status: number; body: Ready }> 
   return { status: r.status, body: r.json as unknown as Ready };
 }
 
-/** The integrity status once the full check has run (at start, or on the worker). */
+/** The integrity status once the full check has run (at start, or in the background). */
 async function checked(d: DaemonHandle): Promise<Ready["integrity"]> {
   return (
     await waitFor(async () => {
