@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec]` (all by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk]` (all by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -12,12 +12,14 @@ import { cliBench } from "./cli.ts";
 import { disposeAll, figures, summaryTable, within } from "./common.ts";
 import { followBench } from "./follow.ts";
 import { hardeningBench } from "./hardening.ts";
+import { historyBench } from "./history.ts";
 import { hostexecBench } from "./hostexec.ts";
 import { limitsBench } from "./limits.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
 import { terminalBench } from "./terminal.ts";
+import { walkBench } from "./walk.ts";
 
 const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   api: { run: apiBench, limitMs: 60_000 },
@@ -31,6 +33,8 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   terminal: { run: terminalBench, limitMs: 60_000 },
   hardening: { run: hardeningBench, limitMs: 300_000 },
   hostexec: { run: hostexecBench, limitMs: 60_000 },
+  history: { run: historyBench, limitMs: 180_000 },
+  walk: { run: walkBench, limitMs: 180_000 },
 };
 
 const wanted = process.argv.slice(2);

@@ -132,6 +132,8 @@ export const ConfigSchema = v.strictObject({
       tmp_bytes: v.optional(int(1024 * 1024, 2 ** 50)),
       /** More tool-config names the workspace review protects (README "Sandbox"). */
       workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
+      /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
+      workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
     }),
     {},
   ),

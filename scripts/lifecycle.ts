@@ -371,6 +371,13 @@ async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): P
     const limit = limitText(done);
     write(2, `planter: job ${p(done.id)} ${p(outcome(done))}${limit ? ` — ${p(limit)}` : ""}\n`);
   }
+  for (const f of done.workspace) {
+    if (f.kind === "review-incomplete")
+      write(
+        2,
+        `planter: warning: the workspace review after job ${p(done.id)} was INCOMPLETE in ${p(f.path)}; see \`planter job status ${p(done.id)}\`\n`,
+      );
+  }
   if (done.log_truncated) {
     const max = done.limits.max_log_bytes ?? 0;
     write(
@@ -412,9 +419,10 @@ function jobLines(j: Job): string {
     ...(j.run_as
       ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
       : []),
-    ...j.workspace.map(
-      (f) =>
-        `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+    ...j.workspace.map((f) =>
+      f.kind === "review-incomplete"
+        ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
+        : `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
     ),
     `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
     ...(j.log_truncated
@@ -429,8 +437,45 @@ function jobLines(j: Job): string {
     .join("\n");
 }
 
+/** How many jobs `planter job ls` shows people when neither --limit nor --all is given. */
+export const LS_DEFAULT = 50;
+
+/** Every job (`latest` null), or the latest N shown oldest first, and whether older ones were left out. */
+async function listLatest(
+  api: ReturnType<typeof client>,
+  filter: { cell?: string; state?: string },
+  latest: number | null,
+): Promise<{ jobs: Job[]; leftOut: boolean }> {
+  const jobs: Job[] = [];
+  let leftOut = false;
+  let after: string | undefined;
+  if (latest === null) {
+    for (;;) {
+      const page = await api.listJobs({ ...filter, limit: 1000, after });
+      jobs.push(...page.jobs);
+      if (!page.next_after) break;
+      after = page.next_after;
+    }
+    return { jobs, leftOut };
+  }
+  // The latest N: newest first from planterd (one request up to 1000), shown oldest first.
+  while (jobs.length < latest) {
+    const page = await api.listJobs({ ...filter, limit: Math.min(1000, latest - jobs.length), after, order: "newest" });
+    jobs.push(...page.jobs);
+    leftOut = page.next_after !== null;
+    if (!page.next_after) break;
+    after = page.next_after;
+  }
+  return { jobs: jobs.reverse(), leftOut };
+}
+
 const jobLs = defineCommand({
-  meta: { name: "ls", description: "List jobs, oldest first" },
+  meta: {
+    name: "ls",
+    description:
+      `List jobs, oldest first (the newest last). For people: the latest ${LS_DEFAULT} (--limit N: the latest N, --all: every job), ` +
+      "saying on stderr when older ones are left out. --json lists every job unless --limit N is given, as it always has",
+  },
   args: {
     cell: { type: "string", alias: "c", description: "only this cell's jobs", valueHint: "NAME" },
     state: {
@@ -438,33 +483,36 @@ const jobLs = defineCommand({
       options: ["pending", "running", "exited", "failed", "killed", "lost"],
       description: "only jobs in this state",
     },
-    limit: { type: "string", description: "at most this many jobs (default: all)", valueHint: "N" },
+    limit: {
+      type: "string",
+      description: `the latest N jobs (default: ${LS_DEFAULT}; with --json: every job)`,
+      valueHint: "N",
+    },
+    all: { type: "boolean", description: "every job (the default with --json)" },
     ...common,
   },
   async run({ args }) {
-    const max = args.limit === undefined ? Number.POSITIVE_INFINITY : parseCount(args.limit, "--limit");
-    const api = client(args);
-    const jobs: Job[] = [];
-    let after: string | undefined;
-    while (jobs.length < max) {
-      const page = await api.listJobs({
-        cell: args.cell,
-        state: args.state,
-        limit: Math.min(1000, max - jobs.length),
-        after,
-      });
-      jobs.push(...page.jobs);
-      if (!page.next_after) break;
-      after = page.next_after;
-    }
+    if (args.all && args.limit !== undefined) throw usage("--all and --limit exclude each other");
+    // Scripts read --json as the whole list (an array has no room to say rows were left out).
+    const latest =
+      args.limit !== undefined ? parseCount(args.limit, "--limit") : args.all || args.json ? null : LS_DEFAULT;
+    const { jobs, leftOut } = await listLatest(client(args), { cell: args.cell, state: args.state }, latest);
     if (args.json) printJson(jobs);
-    else
+    else {
       print(
         table(
           ["ID", "CELL", "STATE", "AGE", "COMMAND"],
           jobs.map((j) => [j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
         ),
       );
+      if (leftOut) {
+        const which = args.cell || args.state ? "matching jobs" : "jobs";
+        write(
+          2,
+          `planter: the latest ${jobs.length} ${which} are shown, older ones are left out: --all lists every job, --limit N the latest N\n`,
+        );
+      }
+    }
     return 0;
   },
 });

@@ -5,12 +5,13 @@ import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
 import type { Supervisor } from "../jobs/supervisor.ts";
 import { GrowthWatch } from "../logs/read.ts";
-import type { Paths } from "../paths.ts";
+import { type Paths, stateFiles } from "../paths.ts";
 import type { Backend, Probe } from "../sandbox/backend.ts";
 import type { Identity } from "../sandbox/identity.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
+import { Walks } from "./walks.ts";
 
 type Waiter = () => void;
 
@@ -62,6 +63,17 @@ interface Deferred {
   after?: (result: unknown) => void;
 }
 
+/** How the state database was checked this run and what the check found (GET /v1/ready). */
+export interface Integrity {
+  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
+  check: "start" | "background";
+  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
+  status: "ok" | "running" | "failed" | "unchecked";
+  message: string | null;
+  /** How long the full check took. */
+  ms: number | null;
+}
+
 /** How often writes kept for later are tried again. */
 const RETRY_MS = 500;
 
@@ -86,6 +98,12 @@ export class Context {
     identity: { uid: 65534, gid: 65534, groups: [], user: "nobody", home: null },
     fallback: null,
   };
+  /** The state database's check (lib/state/integrity.ts). */
+  integrity: Integrity = { check: "start", status: "ok", message: null, ms: null };
+  /** Set when the database failed its full check after planterd started serving: no new work is taken. */
+  damaged: PlanterError | null = null;
+  /** Workspace snapshots and reviews in progress, one at a time per tree (lib/daemon/walks.ts). */
+  readonly walks = new Walks();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 
@@ -97,6 +115,35 @@ export class Context {
     readonly version: string,
   ) {
     this.logWatch = new GrowthWatch(config.logs.poll_ms);
+  }
+
+  /**
+   * The database is damaged (its full check after start failed, or SQLite reported corruption on
+   * a request): said on stderr, in an event when the database still takes one, and by /v1/ready;
+   * from then on planterd takes no new work (lib/daemon/server.ts), and writes no clean-close
+   * record, so its next start checks fully before serving. Returns the error requests get.
+   */
+  markDamaged(findings: string): PlanterError {
+    if (this.damaged) return this.damaged;
+    const db = stateFiles(this.paths.stateDir).db;
+    this.damaged = new PlanterError(
+      "E_UNAVAILABLE",
+      `the state database ${db} failed its integrity check after planterd started: ${findings}`,
+      {
+        hint:
+          "planterd takes no new jobs or cells and removes nothing; running jobs are still watched and can be killed. " +
+          `Stop planterd, then restore the newest backup beside it (planter.db.v*.bak) or move ${db} aside ` +
+          "(with its -wal and -shm files), and start it again (`planter doctor state` says which)",
+      },
+    );
+    if (this.integrity.status !== "failed") this.integrity = { ...this.integrity, status: "failed", message: findings };
+    console.error(`planterd: error: ${this.damaged.message}`);
+    try {
+      this.write((ev) => ev.push({ kind: "state.integrity_failed", subject: "daemon", data: { message: findings } }));
+    } catch {
+      // a damaged database may refuse the event too: stderr and /v1/ready still say it
+    }
+    return this.damaged;
   }
 
   get defaultMode(): SandboxMode {
@@ -121,6 +168,8 @@ export class Context {
         })
         .immediate();
     } catch (e) {
+      const code = (e as { code?: unknown } | null)?.code;
+      if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB") throw this.markDamaged((e as Error).message);
       // SQLITE_FULL / SQLITE_IOERR: the API says what is full and how much is free, not "a bug".
       const err = storageError(e, this.paths.stateDir);
       if (!err) throw e;

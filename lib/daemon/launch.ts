@@ -25,7 +25,7 @@ import {
 } from "../sandbox/placeholders.ts";
 import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
-import { type GlobalGit, readGlobalGit, snapshot } from "../sandbox/workspace.ts";
+import { type GlobalGit, readGlobalGit, snapshotAsync, TreeTooLarge } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
 import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
@@ -258,14 +258,14 @@ export function globalGit(homes: string[]): GlobalGit {
 /** Default size of a job's private /tmp when it has no memory limit. */
 export const DEFAULT_TMP_BYTES = 1024 * 1024 * 1024;
 
-/** Everything the supervisor needs to spawn a job in `cell`. */
+/** Everything the supervisor needs to spawn a job in `cell`, but its workspace snapshot (`snapshotWorkspace`). */
 export function launchContext(
   ctx: Context,
   cell: CellRow,
   identity: Identity | null,
   policy: EffectivePolicy | null,
   limits: { max_rss_bytes?: number },
-  sandboxed: boolean,
+  _sandboxed: boolean,
   peerUid: number | null = null,
 ): LaunchContext {
   const cellDir = checkedCellDir(ctx, cell);
@@ -291,18 +291,6 @@ export function launchContext(
     .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
     .map((c) => c.dir)
     .filter((d) => !within(cellDir, d));
-  // Every tree the job can write is watched: the cell dir when writable, and each read_write path
-  // (a carve-out in a read-only cell, or another project: the host's own tools run there too).
-  const roots: string[] = [];
-  if (sandboxed && policy && policy.workspace_config !== "allow") {
-    const writable = [...(policy.fs_mode === "writable" ? [cellDir] : []), ...policy.read_write];
-    for (const w of writable) if (!writable.some((o) => o !== w && within(w, o))) roots.push(w);
-  }
-  // Root's own home (/root) is a system dir, yet its git config applies when root works in the cell.
-  const gitHomes = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/");
-  const global = roots.length ? globalGit([...new Set(gitHomes)]) : undefined;
-  const extra = ctx.config.sandbox.workspace_config_extra;
-  const protect = roots.map((root) => ({ root, before: snapshot(root, extra, global) }));
   return {
     cellDir,
     home,
@@ -313,8 +301,57 @@ export function launchContext(
     tmpBytes: limits.max_rss_bytes ?? ctx.config.sandbox.tmp_bytes ?? DEFAULT_TMP_BYTES,
     identity,
     peerUid,
-    workspace: protect,
+    // Filled by snapshotWorkspace before the job starts.
+    workspace: [],
   };
+}
+
+/**
+ * The workspace snapshot of every tree the job can write (the cell dir when writable, and each
+ * read_write path: a carve-out in a read-only cell, or another project, where the host's own tools
+ * run too), which the review compares against after the job. Walked through `ctx.walks`: planterd
+ * answers other requests meanwhile, and a tree over `[sandbox] workspace_max_entries` refuses the
+ * job (a tree the review cannot walk whole cannot be protected).
+ */
+export async function snapshotWorkspace(
+  ctx: Context,
+  jobId: string,
+  where: LaunchContext,
+  policy: EffectivePolicy | null,
+  sandboxed: boolean,
+): Promise<LaunchContext["workspace"]> {
+  const roots: string[] = [];
+  if (sandboxed && policy && policy.workspace_config !== "allow") {
+    const writable = [...(policy.fs_mode === "writable" ? [where.cellDir] : []), ...policy.read_write];
+    for (const w of writable) if (!writable.some((o) => o !== w && within(w, o))) roots.push(w);
+  }
+  if (!roots.length) return [];
+  // Root's own home (/root) is a system dir, yet its git config applies when root works in the cell.
+  const gitHomes = [where.identity?.home, homedir()].filter((h): h is string => !!h && h !== "/");
+  const global = globalGit([...new Set(gitHomes)]);
+  const { workspace_config_extra: extra, workspace_max_entries: max } = ctx.config.sandbox;
+  const out: LaunchContext["workspace"] = [];
+  for (const root of roots) {
+    try {
+      const before = await ctx.walks.run(jobId, "snapshot", root, max, (budget, signal) =>
+        snapshotAsync(root, extra, global, budget, signal),
+      );
+      out.push({ root, before });
+    } catch (e) {
+      if (!(e instanceof TreeTooLarge)) throw e;
+      throw new PlanterError(
+        "E_SANDBOX_UNAVAILABLE",
+        `${root} holds more than ${max} entries: planter reviews every tree a job can write for git hooks and tool config the host would run, and does not walk one this large`,
+        {
+          hint:
+            "remove what the tree need not hold (dependencies, build output) or keep it out of the cell; " +
+            "raise [sandbox] workspace_max_entries in planterd's config; or give the cell a policy with " +
+            'workspace_config = "allow" (no review: only for a tree whose tool config you trust)',
+        },
+      );
+    }
+  }
+  return out;
 }
 
 /** The plan request of a job in a launch context: `job` gives what is the job's own. */

@@ -8,6 +8,7 @@ import { type Paths, resolvePaths, SOCKET_PATH_MAX, socketDir, stateFiles } from
 import { rootPeerIdentity } from "../sandbox/identity.ts";
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
+import { backgroundCheck, recordCleanClose, takeCleanClose } from "../state/integrity.ts";
 import { lockStateDir } from "../state/lock.ts";
 import { storageError } from "../state/storage.ts";
 import { BUILD } from "../version.ts";
@@ -146,7 +147,10 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
   // (Not where the socket lives in the state dir itself, as on macOS: that dir must stay 0700.)
   if (process.getuid?.() === 0 && socketDir(paths.socketPath) !== paths.stateDir) {
     for (const d of [paths.stateDir, files.cells, join(paths.stateDir, "homes")]) chmodSync(d, 0o711);
-    for (const f of [files.db, `${files.db}-wal`, `${files.db}-shm`]) if (existsSync(f)) chmodSync(f, 0o600);
+    // Only when needed: a chmod sets the file's ctime, which the clean-close record compares.
+    for (const f of [files.db, `${files.db}-wal`, `${files.db}-shm`]) {
+      if (existsSync(f) && (statSync(f).mode & 0o777) !== 0o600) chmodSync(f, 0o600);
+    }
   }
   // One daemon per state dir (migrate takes the same lock).
   let unlock: () => void;
@@ -163,17 +167,28 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     throw storageError(e, paths.stateDir) ?? e;
   }
   let db: ReturnType<typeof openState> | null = null;
+  // Whether this run's full check of the database passed: only then may its close vouch for it.
+  let verified = false;
+  let stopCheck = () => {};
+  let damaged = () => false;
   try {
+    // The sandbox probe runs bwrap and waits for it: started now, it overlaps opening the state.
+    const probing = probePlatform();
+    probing.catch(() => undefined);
     // A database that is empty (0 bytes, or gone) beside job dirs means the state was lost.
     const fresh = freshDatabase(files.db, files.jobs);
-    db = openState(files.db);
+    // Closed cleanly and untouched since: checked cheaply now and fully once serving.
+    const clean = takeCleanClose(files.db);
+    db = openState(files.db, { check: clean ? "cheap" : "full" });
+    verified = !clean;
     const ctx = new Context(db, config, paths, streamId(db), BUILD.version);
     ctx.supervisor = new Supervisor(ctx);
+    damaged = () => ctx.damaged !== null;
+    if (clean) ctx.integrity = { check: "background", status: "running", message: null, ms: null };
     if (fresh) {
       log(`warning: ${fresh.message}`);
       ctx.writeOrDefer((ev) => ev.push({ kind: "state.database_empty", subject: "daemon", data: { ...fresh } }));
     }
-    ctx.sandbox = await probePlatform();
     if (process.getuid?.() === 0) {
       ctx.rootPeer = rootPeerIdentity(config.jobs.root_peer_user);
       if (ctx.rootPeer.fallback) log(`warning: ${ctx.rootPeer.fallback}`);
@@ -187,6 +202,8 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       log(`cannot create the default cell ${config.jobs.default_cell}: ${e.message}`);
     }
 
+    // Adoption and the default cell did not need the sandbox: its probe ran meanwhile.
+    ctx.sandbox = await probing;
     ctx.authz = authz;
     // Inherited LISTEN_* variables belong to this process only.
     delete process.env.LISTEN_FDS;
@@ -226,6 +243,23 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       `ready on ${paths.socketPath} (${listening.via === "activation" ? "socket-activated" : "bound"}; state ${paths.stateDir}; ` +
         `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost)`,
     );
+    if (clean) {
+      const check = backgroundCheck(files.db);
+      stopCheck = check.stop;
+      void check.result.then((r) => {
+        verified = r.status === "ok";
+        if (r.status === "damaged") {
+          ctx.integrity = { check: "background", status: "failed", message: r.message, ms: r.ms };
+          ctx.markDamaged(r.message ?? "quick_check failed");
+        } else if (r.status === "error") {
+          // Nothing is known about the database: it is not called damaged, and the next start checks first.
+          ctx.integrity = { check: "background", status: "unchecked", message: r.message, ms: null };
+          log(
+            `warning: the background check of ${files.db} could not run (${r.message}); the next start checks it fully`,
+          );
+        } else ctx.integrity = { check: "background", status: "ok", message: null, ms: r.ms };
+      });
+    }
     await new Promise<void>((resolve) => {
       const stop = (sig: string) => {
         log(`${sig}: stopping (jobs keep running)`);
@@ -234,6 +268,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       process.once("SIGTERM", () => stop("SIGTERM"));
       process.once("SIGINT", () => stop("SIGINT"));
     });
+    stopCheck();
     await listening.close();
     ctx.supervisor.close();
     ctx.writeOrDefer((ev) => ev.push({ kind: "daemon.stopped", subject: "daemon", data: { pid: process.pid } }));
@@ -245,7 +280,9 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       );
     }
   } finally {
+    stopCheck();
     db?.close();
+    if (db && verified && !damaged()) recordCleanClose(files.db);
     unlock();
   }
 }

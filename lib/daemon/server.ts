@@ -206,6 +206,9 @@ export class ApiServer {
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
       const { route, params } = this.router.match(method, url.pathname);
+      // A database found damaged after start takes no new jobs or cells and removes nothing;
+      // reads answer, and a kill still stops a job.
+      if (this.ctx.damaged && method !== "GET" && !url.pathname.endsWith("/kill")) throw this.ctx.damaged;
       let body: unknown = {};
       if (route.body) {
         body = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
@@ -273,6 +276,9 @@ export class ApiServer {
   }
 
   private sendError(res: ServerResponse, e: unknown, close = false): void {
+    // SQLite found a damaged page on the way: the database is damaged, whatever the checks said.
+    const code = (e as { code?: unknown } | null)?.code;
+    if (code === "SQLITE_CORRUPT" || code === "SQLITE_NOTADB") e = this.ctx.markDamaged((e as Error).message);
     // A read or write outside ctx.write that hit a full or failing disk is no bug either.
     const storage = storageError(e, this.ctx.paths.stateDir);
     const err =

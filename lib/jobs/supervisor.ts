@@ -28,7 +28,7 @@ import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
-import { readOnlyPaths, review, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
+import { type Finding, readOnlyPaths, reviewAsync, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
 import {
   type Finish,
   getJob,
@@ -105,6 +105,9 @@ export class Supervisor {
   private pollTimer: Timer | null = null;
   /** Jobs that have ended but whose end waits for the state disk (ctx.writeOrDefer). */
   private readonly ending = new Set<string>();
+  /** Jobs that have ended and whose workspace is being reviewed: their end is recorded after. */
+  private readonly reviewing = new Set<string>();
+  private closed = false;
   /** Samples running jobs and stops those that exceed their limits. */
   readonly monitor: Monitor;
   /** Stops a sandboxed job whose covers the host has replaced (lib/sandbox/guard.ts). */
@@ -154,6 +157,7 @@ export class Supervisor {
     let err = -1;
     let fds: number[] = [];
     let cgroup: string | null = null;
+    let spawned = false;
     try {
       mkdirSync(dir, { recursive: true, mode: 0o700 });
       // Append mode: a file handed to Bun.spawn as Bun.file() would be truncated.
@@ -207,6 +211,7 @@ export class Supervisor {
         stdio: ["ignore", out, err, ...fds],
         detached: true,
       });
+      spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
@@ -223,6 +228,8 @@ export class Supervisor {
     } catch (e) {
       this.guard.unwatch(job.id);
       if (cgroup) removeGroup(cgroup);
+      // Nothing ran: nothing to review (and the failed job is recorded before the answer).
+      if (!spawned) rmSync(join(dir, "workspace.json"), { force: true });
       const pe = e instanceof PlanterError ? e : null;
       const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
       this.finish(job.id, {
@@ -274,6 +281,12 @@ export class Supervisor {
 
   /** Deliver a signal to a job's tree; terminating signals record a kill and escalate after the grace. */
   kill(id: string, opts: KillOptions = {}): JobRow {
+    if (this.reviewing.has(id)) {
+      throw conflict(
+        `job ${id} has ended; planterd is reviewing its workspace, and records its end when that is done`,
+        `nothing to kill; wait for it: planter job wait ${id}`,
+      );
+    }
     if (this.ending.has(id)) {
       throw conflict(
         `job ${id} has ended; its end is not recorded yet because planterd cannot write its state (the disk is full)`,
@@ -544,6 +557,8 @@ export class Supervisor {
    * the job's status file keeps it for a daemon that restarts before that.
    */
   finish(id: string, end: Finish | (() => Finish)): void {
+    // Its end is recorded once the review under way is done.
+    if (this.reviewing.has(id)) return;
     // The tree is dead: a job stopped at the disk's reserve gives back what it wrote past it first,
     // so the records below find room.
     const cut = this.monitor.cutAtReserve(id);
@@ -560,6 +575,30 @@ export class Supervisor {
     if (group) killGroup(group);
     this.forget(id);
     this.sweepSandbox(id);
+    // The workspace first, then the end: whoever waits for the end (`planter run`, `job wait`, a
+    // log follower) may run git or an editor in the cell next. The review walks the tree without
+    // holding up planterd, so the end is recorded when it is done; a planterd that stops
+    // meanwhile leaves the job running in its state, and the next one reviews and records it.
+    if (existsSync(join(jobDir(this.ctx.paths.stateDir, id), "workspace.json"))) {
+      this.reviewing.add(id);
+      // Nothing of a killed job may still write in the tree under review (see `recorded`).
+      if (getJob(this.ctx.db, id)?.kill_requested_at != null) this.killHolders(id);
+      // Placeholders first: the review must not take an empty one planter made for the job's work.
+      releasePlaceholders(this.ctx, id);
+      void this.reviewWorkspace(id).then((done) => {
+        this.reviewing.delete(id);
+        try {
+          if (done && !this.closed) this.record(id, end, under);
+        } catch (e) {
+          console.error(`planterd: job ${id} ended, and recording its end failed: ${(e as Error).message}`);
+        }
+      });
+      return;
+    }
+    this.record(id, end, under);
+  }
+
+  private record(id: string, end: Finish | (() => Finish), under: ReturnType<Monitor["untrack"]>): void {
     this.ending.add(id);
     let now: boolean;
     try {
@@ -583,27 +622,34 @@ export class Supervisor {
     if (!now) console.error(`planterd: job ${id} ended; the disk is full, so its end is recorded once it can be`);
   }
 
-  /** After a job's end is recorded: the workspace review, the log cut to its quota, its waiters. */
+  /** After a job's end is recorded (its workspace reviewed before): the log cut to its quota, its waiters. */
   private recorded(id: string, ended: boolean, under: ReturnType<Monitor["untrack"]>): void {
     this.ending.delete(id);
     const job = ended ? getJob(this.ctx.db, id) : null;
     // A killed job leaves nothing running: bwrap killed before its init had set PDEATHSIG leaves
     // a namespace that no tree walk finds (reparented to pid 1), but it still holds the job's pipes.
-    if (job?.state === "killed") {
-      for (const p of holdersOf(jobDir(this.ctx.paths.stateDir, id))) {
-        try {
-          if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
-        } catch {
-          // raced with its exit
-        }
-      }
-    }
-    // Placeholders first: the review must not take an empty one planter made for the job's work.
+    if (job?.state === "killed") this.killHolders(id);
+    // (The workspace was reviewed before the end was recorded: `finish`.)
     if (ended) releasePlaceholders(this.ctx, id);
-    if (ended) this.reviewWorkspace(id);
     // The tree is dead now: the stored log can be cut to its quota.
     if (job) this.monitor.settle(job, under);
     this.ctx.bus.jobEnded(id);
+  }
+
+  /** Whether the job has ended and its end waits for its workspace review (`finish`). */
+  settling(id: string): boolean {
+    return this.reviewing.has(id);
+  }
+
+  /** SIGKILL whatever still holds the job's logs or log pipes (its processes: the job has ended). */
+  private killHolders(id: string): void {
+    for (const p of holdersOf(jobDir(this.ctx.paths.stateDir, id))) {
+      try {
+        if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
+      } catch {
+        // raced with its exit
+      }
+    }
   }
 
   /** Jobs that have ended but whose end is not recorded yet (the state disk refused it). */
@@ -628,20 +674,32 @@ export class Supervisor {
    * After a job: what it added or changed in its cell that the host would execute (git hooks and
    * config, tool config) is set aside, the earlier version restored, and each one recorded.
    */
-  private reviewWorkspace(id: string): void {
+  private async reviewWorkspace(id: string): Promise<boolean> {
     const file = join(jobDir(this.ctx.paths.stateDir, id), "workspace.json");
-    if (!existsSync(file)) return;
     try {
-      // One snapshot per writable tree the job had.
+      // One snapshot per writable tree the job had; each walked through ctx.walks (one walk per
+      // tree at a time), up to twice the snapshot's limit (a job may grow its tree).
       const trees = JSON.parse(readFileSync(file, "utf8")) as LaunchContext["workspace"];
-      const extra = this.ctx.config.sandbox.workspace_config_extra;
-      const findings = trees.flatMap((t) => review(t.root, t.before, { jobId: id, extra }));
-      if (!findings.length) return;
-      this.ctx.writeOrDefer((ev) => {
-        markWorkspace(this.ctx.db, id, findings);
-        for (const f of findings) ev.push({ kind: "job.workspace_set_aside", subject: `job/${id}`, data: { ...f } });
-      });
+      const { workspace_config_extra: extra, workspace_max_entries: max } = this.ctx.config.sandbox;
+      const findings: Finding[] = [];
+      for (const t of trees) {
+        const found = await this.ctx.walks.run(id, "review", t.root, 2 * max, (budget, signal) =>
+          reviewAsync(t.root, t.before, { jobId: id, extra, budget, signal }),
+        );
+        findings.push(...found);
+      }
+      if (findings.length) {
+        this.ctx.writeOrDefer((ev) => {
+          markWorkspace(this.ctx.db, id, findings);
+          for (const f of findings) {
+            const kind = f.kind === "review-incomplete" ? "job.workspace_review_incomplete" : "job.workspace_set_aside";
+            ev.push({ kind, subject: `job/${id}`, data: { ...f } });
+          }
+        });
+      }
     } catch (e) {
+      // planterd stops: the review is done again, whole, at the next start.
+      if (this.closed) return false;
       this.ctx.writeOrDefer((ev) =>
         ev.push({
           kind: "job.workspace_review_failed",
@@ -649,9 +707,9 @@ export class Supervisor {
           data: { message: (e as Error).message },
         }),
       );
-    } finally {
-      rmSync(file, { force: true });
     }
+    rmSync(file, { force: true });
+    return true;
   }
 
   private forget(id: string): void {
@@ -681,6 +739,8 @@ export class Supervisor {
 
   /** Stop watching (daemon shutdown); jobs keep running under their recorders. */
   close(): void {
+    this.closed = true;
+    this.ctx.walks.stop();
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
     for (const t of [...this.graceTimers.values(), ...this.resendTimers.values()]) clearTimeout(t);

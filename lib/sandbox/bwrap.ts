@@ -148,9 +148,8 @@ export class BwrapBackend implements Backend {
         hint: installHint(),
         userns: "n/a",
       };
-    const version = Bun.spawnSync([this.path, "--version"], { stdout: "pipe", stderr: "pipe" })
-      .stdout.toString()
-      .trim();
+    // Both runs are awaited, not run synchronously: planterd opens its state meanwhile.
+    const versionRun = run([this.path, "--version"]);
     // Probe the way jobs run: as an unprivileged user in a user namespace of its own (as root,
     // through setpriv as nobody), so a host that forbids those fails here, not in every job.
     let asUser: string[] = [];
@@ -159,29 +158,34 @@ export class BwrapBackend implements Backend {
         asUser = dropArgv({ uid: 65534, gid: 65534, groups: [], user: "nobody", home: null });
     } catch (e) {
       const pe = e as PlanterError;
+      const version = (await versionRun).stdout.trim();
       return { ok: false, version, message: pe.message, hint: pe.hint, userns: "unknown" };
     }
-    const t = Bun.spawnSync(
-      [
-        ...asUser,
-        this.path,
-        "--unshare-user",
-        "--ro-bind",
-        "/",
-        "/",
-        "--dev",
-        "/dev",
-        "--proc",
-        "/proc",
-        "--unshare-pid",
-        "--unshare-net",
-        "--",
-        "/bin/true",
-      ],
-      { stdout: "pipe", stderr: "pipe", env: HOST_ENV },
-    );
-    if (t.exitCode === 0) return { ok: true, version, userns: "enabled" };
-    const f = bwrapFailure(t.stderr.toString());
+    const [v, t] = await Promise.all([
+      versionRun,
+      run(
+        [
+          ...asUser,
+          this.path,
+          "--unshare-user",
+          "--ro-bind",
+          "/",
+          "/",
+          "--dev",
+          "/dev",
+          "--proc",
+          "/proc",
+          "--unshare-pid",
+          "--unshare-net",
+          "--",
+          "/bin/true",
+        ],
+        HOST_ENV,
+      ),
+    ]);
+    const version = v.stdout.trim();
+    if (t.code === 0) return { ok: true, version, userns: "enabled" };
+    const f = bwrapFailure(t.stderr);
     return { ok: false, version, message: f.message, hint: f.hint, userns: f.userns };
   }
 
@@ -195,4 +199,18 @@ export class BwrapBackend implements Backend {
     // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
     return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true, guard: plan.guard };
   }
+}
+
+/** Run a program to its end; its exit code and output. */
+async function run(
+  argv: string[],
+  env?: Record<string, string>,
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const p = Bun.spawn(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", env });
+  const [code, stdout, stderr] = await Promise.all([
+    p.exited,
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+  ]);
+  return { code, stdout, stderr };
 }

@@ -22,8 +22,8 @@ import {
   fstatSync,
   lchownSync,
   lstatSync,
+  opendirSync,
   openSync,
-  readdirSync,
   readFileSync,
   readlinkSync,
   readSync,
@@ -80,9 +80,10 @@ export type FindingKind = "git-hook" | "git-config" | "git-redirect" | "tool-con
 
 /** One thing a job added or changed that the host would execute, and where it was set aside. */
 export interface Finding {
-  /** The entry as the job left it (absolute). */
+  /** The entry as the job left it (absolute); for "review-incomplete", the tree. */
   path: string;
-  kind: FindingKind;
+  /** What it is; "review-incomplete": the tree was larger than the review's budget, and is not all reviewed. */
+  kind: FindingKind | "review-incomplete";
   detail: string;
   /** Where it now is (absolute), or "" when it could not be set aside. */
   saved_as: string;
@@ -487,7 +488,6 @@ const bytes = (p: string) => Buffer.from(p, "latin1");
 /** A latin1 path for people (UTF-8 names read back as such). */
 const shown = (p: string) => Buffer.from(p, "latin1").toString("utf8");
 const toLatin1 = (s: string) => Buffer.from(s, "utf8").toString("latin1");
-const LIST = { withFileTypes: true, encoding: "latin1" } as unknown as { withFileTypes: true };
 
 interface Scan {
   root: string;
@@ -497,6 +497,8 @@ interface Scan {
   watched: Map<string, { kind: FindingKind; type: "file" | "symlink" }>;
   protect: Set<string>;
   unlistable: string[];
+  /** The walk stopped at its budget's `max` entries: what lies past them was not seen. */
+  truncated: boolean;
 }
 
 interface Names {
@@ -532,12 +534,122 @@ const absOf = (root: string, rel: string) => (rel ? `${root === "/" ? "" : root}
 const parentOf = (rel: string) => rel.slice(0, Math.max(0, rel.lastIndexOf("/")));
 const baseOf = (rel: string) => rel.slice(rel.lastIndexOf("/") + 1);
 
+// ---------------------------------------------------------------- walking without stalling
+
+/**
+ * Bounds and progress of one snapshot or review: the entries listed so far (every scan of it
+ * together), the most one scan may list, and the slice of work between two yields to the caller's
+ * event loop (snapshotAsync, reviewAsync): `sliceMs` of it, the clock read every 16 steps (a
+ * step is one listed entry, or one watched entry read, judged or set aside: these cost more, so
+ * the slice is measured in time, not counted).
+ */
+export interface WalkBudget {
+  entries: number;
+  max: number;
+  sliceMs: number;
+  /** When the current slice began (set by the driver). */
+  since: number;
+  steps: number;
+}
+
+/**
+ * A budget for one snapshot or review; `max` entries per scan (unbounded by default). Slices of
+ * 1 ms keep a request's wait short (it needs a few turns of the event loop); a walk is no slower
+ * for them (a yield costs microseconds).
+ */
+export const walkBudget = (max = Number.POSITIVE_INFINITY, sliceMs = 1): WalkBudget => ({
+  entries: 0,
+  max,
+  sliceMs,
+  since: performance.now(),
+  steps: 0,
+});
+
+/** One more step: whether its slice is spent (then the walk yields). */
+const spent = (b: WalkBudget) => ++b.steps % 16 === 0 && performance.now() - b.since >= b.sliceMs;
+
+/** A tree with more entries than a snapshot may list (the job that wanted it is refused). */
+export class TreeTooLarge extends Error {
+  constructor(
+    readonly root: string,
+    readonly max: number,
+  ) {
+    super(`${shown(root)} holds more than ${max} entries`);
+  }
+}
+
+/** A walk as steps: it yields between slices (WalkBudget), and returns what it found. */
+type Steps<T> = Generator<void, T, void>;
+
+/** Run every step at once (the synchronous API). */
+function drain<T>(steps: Steps<T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+/** Run the steps, letting the event loop in between (pending I/O, other requests); `signal` stops it. */
+async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSignal): Promise<T> {
+  for (;;) {
+    budget.since = performance.now();
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    if (signal?.aborted) {
+      steps.return(undefined as T);
+      throw signal.reason ?? new Error("the walk was stopped");
+    }
+  }
+}
+
+/**
+ * The entries of a directory, read a slice at a time (a directory of a million names costs no
+ * more than its share of the budget), or null when it cannot be listed (`denied`: EACCES/EPERM).
+ * Stops, setting `s.truncated`, once the scan has listed `budget.max` entries.
+ */
+function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number }): Steps<Dirent[] | "denied" | null> {
+  let dir: ReturnType<typeof opendirSync>;
+  try {
+    dir = opendirSync(bytes(abs) as unknown as string, { encoding: "latin1" as BufferEncoding });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === "EACCES" || code === "EPERM" ? "denied" : null;
+  }
+  const list: Dirent[] = [];
+  try {
+    for (;;) {
+      let e: Dirent | null;
+      try {
+        e = dir.readSync();
+      } catch {
+        return null;
+      }
+      if (e === null) return list;
+      if (listed.n >= budget.max) {
+        s.truncated = true;
+        return list;
+      }
+      list.push(e);
+      listed.n++;
+      budget.entries++;
+      if (spent(budget)) yield;
+    }
+  } finally {
+    try {
+      dir.closeSync();
+    } catch {
+      // closed already
+    }
+  }
+}
+
 /**
  * Walk the cell once: find every git dir (`.git` dir, a directory with HEAD and objects/ + refs/ or
  * a commondir file — what git itself accepts), the entries of each that make git run something, and
  * the listed tool configuration. Nothing is skipped by name except a git dir's objects/.
  */
-function scan(root: string, names: Names, derived: Derived): Scan {
+function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget): Steps<Scan> {
   const s: Scan = {
     root,
     dirs: new Set(),
@@ -545,22 +657,19 @@ function scan(root: string, names: Names, derived: Derived): Scan {
     watched: new Map(),
     protect: new Set(),
     unlistable: [],
+    truncated: false,
   };
+  const listed = { n: 0 };
   const hookDirs = new Set(derived.hooks);
   const includes = new Set(derived.configs);
   const programs = new Set(derived.programs ?? []);
   // An explicit stack: a job can nest directories deeper than any call stack.
   const stack: { rel: string; tool: boolean; hooks: boolean }[] = [{ rel: "", tool: false, hooks: false }];
-  for (let top = stack.pop(); top; top = stack.pop()) {
+  for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
     const { rel, tool, hooks } = top;
-    let list: Dirent[];
-    try {
-      list = readdirSync(bytes(absOf(root, rel)), LIST);
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === "EACCES" || code === "EPERM") s.unlistable.push(rel);
-      continue;
-    }
+    const list = yield* listDir(s, absOf(root, rel), budget, listed);
+    if (list === "denied") s.unlistable.push(rel);
+    if (list === null || list === "denied") continue;
     s.dirs.add(rel);
     let head = false;
     let objects = false;
@@ -575,6 +684,7 @@ function scan(root: string, names: Names, derived: Derived): Scan {
     const gitDir = baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
     if (gitDir) s.gitDirs.add(rel);
     for (const e of list) {
+      if (spent(budget)) yield;
       const name = e.name;
       const r = relJoin(rel, name);
       const isDir = e.isDirectory();
@@ -910,17 +1020,51 @@ function describe(root: string, rel: string, kind: FindingKind): WatchedEntry | 
 const EMPTY = { hooks: [] as string[], configs: [] as string[] };
 
 /** Scan a cell dir (no symlink is ever followed). `extra` extends WORKSPACE_CONFIG (config). */
-export function snapshot(cellDir: string, extra: readonly string[] = [], global?: GlobalGit): WorkspaceSnapshot {
+export function snapshot(
+  cellDir: string,
+  extra: readonly string[] = [],
+  global?: GlobalGit,
+  budget: WalkBudget = walkBudget(),
+): WorkspaceSnapshot {
+  return drain(snapshotSteps(cellDir, extra, global, budget));
+}
+
+/**
+ * `snapshot`, letting the event loop in between slices of `budget.sliceMs`: planterd answers other
+ * requests while a large tree is walked. Rejects with TreeTooLarge past `budget.max` entries.
+ */
+export function snapshotAsync(
+  cellDir: string,
+  extra: readonly string[],
+  global: GlobalGit | undefined,
+  budget: WalkBudget,
+  signal?: AbortSignal,
+): Promise<WorkspaceSnapshot> {
+  return drive(snapshotSteps(cellDir, extra, global, budget), budget, signal);
+}
+
+function* snapshotSteps(
+  cellDir: string,
+  extra: readonly string[],
+  global: GlobalGit | undefined,
+  budget: WalkBudget,
+): Steps<WorkspaceSnapshot> {
   const root = realRoot(cellDir);
   const { all, names } = configNames([...WORKSPACE_CONFIG, ...extra]);
+  // A tree only partly seen cannot be protected: what lies past the budget stays unknown.
+  const whole = function* (d: Derived): Steps<Scan> {
+    const scanned = yield* scan(root, names, d, budget);
+    if (scanned.truncated) throw new TreeTooLarge(root, budget.max);
+    return scanned;
+  };
   let derived: Derived = EMPTY;
-  let s = scan(root, names, derived);
+  let s = yield* whole(derived);
   if (global) {
     // The user's global config applies in every repository the walk found.
     const g = mergeDerived(derived, globalDerived(root, s.gitDirs, global));
     if (g.grew) {
       derived = g.merged;
-      s = scan(root, names, derived);
+      s = yield* whole(derived);
     }
   }
   let entries: Record<string, WatchedEntry>;
@@ -930,6 +1074,7 @@ export function snapshot(cellDir: string, extra: readonly string[] = [], global?
     for (const [rel, w] of s.watched) {
       const e = describe(root, rel, w.kind);
       if (e) entries[rel] = e;
+      if (spent(budget)) yield;
     }
     const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
     const programs = derived.programs ?? [];
@@ -944,7 +1089,7 @@ export function snapshot(cellDir: string, extra: readonly string[] = [], global?
     if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
       break;
     derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort(), programs };
-    s = scan(root, names, derived);
+    s = yield* whole(derived);
   }
   return {
     version: 1,
@@ -1196,8 +1341,29 @@ function setAsideIn(
 export function review(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[] },
+  opts: { jobId: string; extra?: readonly string[]; budget?: WalkBudget },
 ): Finding[] {
+  return drain(reviewSteps(cellDir, before, opts, opts.budget ?? walkBudget()));
+}
+
+/**
+ * `review`, letting the event loop in between slices of `budget.sliceMs`. Past `budget.max` entries
+ * the review acts on what it saw and ends with a `review-incomplete` finding for the tree.
+ */
+export function reviewAsync(
+  cellDir: string,
+  before: WorkspaceSnapshot,
+  opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal },
+): Promise<Finding[]> {
+  return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.budget, opts.signal);
+}
+
+function* reviewSteps(
+  cellDir: string,
+  before: WorkspaceSnapshot,
+  opts: { jobId: string; extra?: readonly string[] },
+  budget: WalkBudget,
+): Steps<Finding[]> {
   checkJobId(opts.jobId);
   if (before.version !== 1) throw new Error(`workspace snapshot version ${before.version} is not 1`);
   const root = realRoot(cellDir);
@@ -1207,14 +1373,15 @@ export function review(
     throw new Error(`${cellDir} now resolves to ${root}, not ${before.cellDir} as before the job: nothing reviewed`);
   }
   const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
-  let s = scan(root, names, before.derived);
+  let s = yield* scan(root, names, before.derived, budget);
   // Repositories the job made get the user's global hook dirs and programs watched too.
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
-  if (g.grew) s = scan(root, names, g.merged);
+  if (g.grew) s = yield* scan(root, names, g.merged, budget);
   const plans: Plan[] = [];
   for (const [rel, w] of s.watched) {
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
+    if (spent(budget)) yield;
   }
   // A hook dir or included config of the earlier configs now reached through a symlink.
   for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
@@ -1243,6 +1410,19 @@ export function review(
     else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
     else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
     findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
+    if (spent(budget)) yield;
+  }
+  // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
+  if (s.truncated) {
+    findings.push({
+      path: shown(root),
+      kind: "review-incomplete",
+      detail:
+        `the job left more than ${budget.max} entries here, and the review stopped there: what lies past them was not ` +
+        "reviewed (hooks or tool config the host would run may be among them); look before running git, an editor or an agent in this tree",
+      saved_as: "",
+      restored: false,
+    });
   }
   return findings;
 }

@@ -168,7 +168,10 @@ export interface JobFilter {
   cell?: string;
   state?: JobState;
   limit: number;
+  /** The position to continue after, in the listing's order. */
   afterSeq?: number;
+  /** Newest first (then `afterSeq` pages to older jobs); oldest first otherwise. */
+  newest?: boolean;
 }
 
 export function listJobs(db: Database, f: JobFilter): JobRow[] {
@@ -183,11 +186,13 @@ export function listJobs(db: Database, f: JobFilter): JobRow[] {
     params.push(f.state);
   }
   if (f.afterSeq !== undefined) {
-    where.push("seq > ?");
+    where.push(f.newest ? "seq < ?" : "seq > ?");
     params.push(f.afterSeq);
   }
   params.push(f.limit);
-  const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq LIMIT ?`;
+  // Either order walks an index (seq, or cell/state then seq) from one end: the newest 50 of
+  // 100k jobs cost as little as the oldest 50.
+  const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq ${f.newest ? "DESC" : "ASC"} LIMIT ?`;
   return (db.query(sql).all(...params) as RawJob[]).map(decode);
 }
 
@@ -199,7 +204,7 @@ export function liveJobs(db: Database, cell?: string): JobRow[] {
   return (rows as RawJob[]).map(decode);
 }
 
-/** Jobs that ended while planter still holds a cgroup for them (removal pending). */
+/** Jobs that ended while planter still holds a cgroup for them (removal pending); through jobs_cgroup, not every row. */
 export function endedWithCgroup(db: Database): { id: string; cgroup: string }[] {
   return db
     .query("SELECT id, cgroup FROM jobs WHERE cgroup IS NOT NULL AND state NOT IN ('pending','running')")

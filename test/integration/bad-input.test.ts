@@ -383,7 +383,7 @@ describe("query parameters", () => {
     await changesNothing(async () => {
       for (const [method, path, hint] of [
         ["GET", `/v1/jobs/${done.id}/logs?offset=0&bogus=1`, "allowed: stream, offset, max_bytes, follow, wait_ms"],
-        ["GET", "/v1/jobs?bogus=1", "allowed: cell, state, limit, after"],
+        ["GET", "/v1/jobs?bogus=1", "allowed: cell, state, limit, after, order"],
         ["GET", "/v1/events?bogus=1", "allowed: cursor, follow, limit"],
         ["GET", `/v1/jobs/${done.id}/wait?timeout=5`, "allowed: timeout_ms"],
         ["GET", "/v1/cells?bogus=1", "this endpoint takes no query parameters"],

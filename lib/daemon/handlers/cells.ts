@@ -202,6 +202,8 @@ export async function remove(ctx: Context, req: Req): Promise<Reply> {
           try {
             ctx.supervisor.kill(j.id, { force: true, audit: req.audit });
           } catch {
+            // Ended already; one whose workspace review is under way ends when that is done.
+            if (ctx.supervisor.settling(j.id)) return;
             off();
             resolve();
           }

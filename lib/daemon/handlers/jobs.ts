@@ -26,7 +26,7 @@ import {
   unsafePolicy,
 } from "../../sandbox/policy.ts";
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
-import type { CellRow } from "../../state/cells.ts";
+import { type CellRow, getCell } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
@@ -43,6 +43,7 @@ import {
   ownsJob,
   protectedPaths,
   runAsOf,
+  snapshotWorkspace,
   writableTrees,
 } from "../launch.ts";
 import type { Peer } from "../peer.ts";
@@ -128,18 +129,19 @@ export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
 
-export function create(ctx: Context, req: Req): Reply {
+export async function create(ctx: Context, req: Req): Promise<Reply> {
   allowQuery(req.query, []);
   const body = parseBody(JobCreate, req.body, "job");
   const hash = bodyHash(req.body as Record<string, unknown>);
-  if (body.request_ref) {
-    const prior = lookupRef(ctx.db, "jobs", body.request_ref, hash);
-    if (prior) {
-      const job = getJob(ctx.db, prior);
-      if (job) return ok(viewFor(ctx, req.peer, job), 200);
-      throw goneResult(body.request_ref, `job ${prior}`);
-    }
-  }
+  const replay = (): Reply | null => {
+    const prior = body.request_ref ? lookupRef(ctx.db, "jobs", body.request_ref, hash) : null;
+    if (!prior) return null;
+    const job = getJob(ctx.db, prior);
+    if (job) return ok(viewFor(ctx, req.peer, job), 200);
+    throw goneResult(body.request_ref as string, `job ${prior}`);
+  };
+  const first = replay();
+  if (first) return first;
   checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
   const defaultCell = defaultCellName(ctx, req.peer);
   const cellName = body.cell ?? defaultCell;
@@ -198,6 +200,17 @@ export function create(ctx: Context, req: Req): Reply {
     throw badRequest(
       `cwd ${body.cwd} does not exist inside the job's sandbox`,
       "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
+    );
+  }
+  // The workspace walk lets other requests in (a huge tree must not stall planterd): what they
+  // may have done meanwhile is looked at again — the same request_ref answered, the cell removed.
+  where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
+  const meanwhile = replay();
+  if (meanwhile) return meanwhile;
+  if (getCell(ctx.db, cell.name)?.dir !== cell.dir) {
+    throw conflict(
+      `cell ${cell.name} was removed while the job was being prepared`,
+      "create it again, then run the job",
     );
   }
   // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
@@ -259,13 +272,17 @@ export function create(ctx: Context, req: Req): Reply {
 const StateParam = v.picklist(JOB_STATES);
 
 export function list(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, ["cell", "state", "limit", "after"]);
+  allowQuery(req.query, ["cell", "state", "limit", "after", "order"]);
   const cell = req.query.get("cell") || undefined;
   const stateRaw = req.query.get("state") || undefined;
   if (stateRaw && !v.is(StateParam, stateRaw)) {
     throw badRequest(`state must be one of ${JOB_STATES.join(", ")}, not ${JSON.stringify(stateRaw)}`);
   }
   const limit = intParam(req.query, "limit", 100, 1, 1000);
+  const order = req.query.get("order") || "oldest";
+  if (order !== "oldest" && order !== "newest") {
+    throw badRequest(`order must be oldest or newest, not ${JSON.stringify(order)}`);
+  }
   const afterId = req.query.get("after") || undefined;
   let afterSeq: number | undefined;
   if (afterId) {
@@ -273,7 +290,13 @@ export function list(ctx: Context, req: Req): Reply {
     if (!after) throw badRequest(`after=${afterId} names no job`, "pass the next_after value of the previous page");
     afterSeq = after.seq;
   }
-  const rows = listJobs(ctx.db, { cell, state: stateRaw as JobState | undefined, limit: limit + 1, afterSeq });
+  const rows = listJobs(ctx.db, {
+    cell,
+    state: stateRaw as JobState | undefined,
+    limit: limit + 1,
+    afterSeq,
+    newest: order === "newest",
+  });
   const page = rows.slice(0, limit);
   return ok({
     jobs: page.map((j) => viewFor(ctx, req.peer, j)),

@@ -24,12 +24,16 @@ export function ready(ctx: Context, req: Req): Reply {
   // Not ready while state writes fail or wait, or while the disk is below the log reserve (a
   // job that prints would be stopped at once).
   const full = ctx.storageFailure !== null || ctx.deferredWrites > 0 || disk.below_reserve;
-  const ready = stateOk && !full;
+  const damaged = ctx.damaged !== null;
+  const ready = stateOk && !full && !damaged;
   const body = {
     ready,
-    state: !stateOk ? "unavailable" : full ? "disk_full" : "ok",
+    state: !stateOk ? "unavailable" : damaged ? "damaged" : full ? "disk_full" : "ok",
+    integrity: { ...ctx.integrity, hint: ctx.damaged?.hint ?? null },
     disk,
     jobs_watched: ctx.supervisor.watching,
+    // Workspace snapshots and reviews in progress (lib/daemon/walks.ts).
+    workspace_walks: ctx.walks.list(),
     requests_in_flight: ctx.inflight(),
     limits: limitsStatus(ctx),
     sandbox: {
