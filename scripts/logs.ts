@@ -3,7 +3,7 @@
 import { defineCommand } from "citty";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { copyLog, jobOutput, type Stream, tailOffset, writeOut } from "../lib/logs/follow.ts";
+import { jobOutput, type Stream, streamLog, tailOffset, writeOut } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
   meta: {
@@ -43,7 +43,7 @@ const logs = defineCommand({
         }
       : jobOutput(process.stdout, Boolean(args.raw));
     try {
-      await copyLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
+      await streamLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
       await out.end();
     } catch (e) {
       if (stop.signal.aborted) return 0;
