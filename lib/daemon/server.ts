@@ -282,11 +282,11 @@ export class ApiServer {
     res.writeHead(status, { "content-type": b.type, "cache-control": "no-store", ...b.headers });
     res.flushHeaders();
     const sink: Sink = {
-      write: (chunk, done) =>
+      write: (chunk) =>
         new Promise<void>((resolve) => {
           // A client gone (or planterd stopping): nothing more is written, and nothing waits for a drain.
           if (signal.aborted || res.destroyed) return resolve();
-          if (res.write(chunk, done && (() => done()))) return resolve();
+          if (res.write(chunk)) return resolve();
           const go = () => {
             res.off("drain", go);
             res.off("close", go);

@@ -12,7 +12,7 @@ import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { FrameDecoder, type FrameEvent } from "../../lib/api/frames.ts";
-import { cleanup, cli, type DaemonHandle, raw, startDaemon, waitFor } from "../harness.ts";
+import { baseEnv, cleanup, cli, cliStream, type DaemonHandle, PLANTER, raw, startDaemon, waitFor } from "../harness.ts";
 
 let d: DaemonHandle;
 let work: string;
@@ -65,20 +65,23 @@ function reader(res: Response) {
   return r;
 }
 
-/** POST /v1/jobs?attach=1 and decode every frame of the answer. */
-async function attach(body: Record<string, unknown>, q = "?attach=1") {
+type Pace = (chunks: AsyncIterable<Uint8Array>) => AsyncIterable<Uint8Array>;
+
+/** POST /v1/jobs?attach=1 and decode every frame of the answer (read through `pace`, if any). */
+async function attach(body: Record<string, unknown>, q = "?attach=1", pace?: Pace) {
   const res = await get(`/v1/jobs${q}`, {
     method: "POST",
     body: JSON.stringify(body),
     headers: { "content-type": "application/json" },
   });
-  return { res, frames: frames(res) };
+  return { res, frames: frames(res, pace) };
 }
 
 /** The frames of a response as they arrive (log pieces as they come). */
-async function* frames(res: Response): AsyncGenerator<FrameEvent> {
+async function* frames(res: Response, pace?: Pace): AsyncGenerator<FrameEvent> {
   const dec = new FrameDecoder();
-  for await (const chunk of res.body as ReadableStream<Uint8Array>) yield* dec.push(chunk);
+  const body = res.body as ReadableStream<Uint8Array>;
+  for await (const chunk of pace ? pace(body) : body) yield* dec.push(chunk);
   expect(dec.atBoundary).toBe(true);
 }
 
@@ -243,6 +246,42 @@ describe("POST /v1/jobs?attach=1", () => {
     expect(got.stderr.equals(err)).toBe(true);
   });
 
+  test("192 MB as fast as the job writes, through planter run and logs -f read at 150 MB/s: every byte as written", async () => {
+    const data = blob(64_000_000, 131);
+    writeFileSync(join(work, "flood.bin"), data);
+    const copies = 3;
+    const hasher = new Bun.CryptoHasher("sha1");
+    for (let i = 0; i < copies; i++) hasher.update(data);
+    const want = [data.length * copies, hasher.digest("hex")];
+    /** Read a pipe at 150 MB/s (planterd waits on this reader while the job writes on); its length and sha1. */
+    const paced = async (pipe: ReadableStream<Uint8Array>) => {
+      const h = new Bun.CryptoHasher("sha1");
+      const t0 = performance.now();
+      let n = 0;
+      for await (const c of pipe) {
+        h.update(c);
+        n += c.length;
+        const ahead = t0 + n / 150_000 - performance.now();
+        if (ahead > 1) await Bun.sleep(ahead);
+      }
+      return [n, h.digest("hex")];
+    };
+    const run = async (args: string[]) => {
+      const p = Bun.spawn([process.execPath, PLANTER, ...args], {
+        env: baseEnv(d.home),
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([paced(p.stdout), new Response(p.stderr).text(), p.exited]);
+      return { code, out, err };
+    };
+    const cat = `for i in ${Array.from({ length: copies }, (_, i) => i).join(" ")}; do cat '${work}/flood.bin'; done`;
+    expect(await run(["run", "--", "sh", "-c", cat])).toEqual({ code: 0, out: want, err: "" });
+    const j = await d.client.createJob({ argv: ["sh", "-c", cat] });
+    expect(await run(["logs", "-f", j.id])).toEqual({ code: 0, out: want, err: "" });
+    for (const job of (await d.client.listJobs({ limit: 1000 })).jobs.slice(-2)) await d.client.removeJob(job.id);
+  }, 60_000);
+
   test("a job that cannot start: its record, no output, its record again", async () => {
     const { res, frames: f } = await attach({ argv: ["/nonexistent/program"] });
     expect(res.status).toBe(201);
@@ -400,6 +439,47 @@ describe("a client that goes away or stops reading", () => {
     c.socket.destroy();
   }, 60_000);
 });
+
+test("planterd stopping mid-stream cuts the streams: the CLI says where to read on, and that works", async () => {
+  const s = await startDaemon();
+  let again: DaemonHandle | null = null;
+  try {
+    const g = join(s.home, "gate");
+    const wait = `while [ ! -e '${g}' ]; do sleep 0.01; done`;
+    const j = await s.client.createJob({ argv: ["sh", "-c", `echo one; ${wait}; echo two`] });
+    const logs = cliStream(s.home, ["logs", "-f", j.id]);
+    const run = cliStream(s.home, ["run", "--", "sh", "-c", `echo started; ${wait}; echo finished`]);
+    const fetched = reader(await fetch(`http://planterd${rawPath(j.id, "?follow=1")}`, { unix: s.socket }));
+    await waitFor(
+      () => logs.out === "one\n" && run.out === "started\n" && fetched.text === "one\n",
+      "every stream to have begun",
+    );
+    expect(await s.stop()).toBe(0);
+    const [l, r] = [await logs.done(), await run.done()];
+    await fetched.done;
+    // Not a clean end: each reader knows the stream was cut.
+    expect(fetched.error).not.toBeNull();
+    expect(l).toEqual({
+      code: 3,
+      stderr: `planter: lost the connection to planterd at ${s.socket} at byte 4 of stdout of job ${j.id}\nhint: read on from there: planter logs -f --offset 4 ${j.id}\n`,
+    });
+    expect(r.code).toBe(3);
+    expect(r.stderr).toMatch(
+      /^planter: lost the connection to planterd at .* while job (j-[0-9a-z]+) ran\nhint: the job goes on and keeps its output: planter logs -f \1; its exit code: planter job wait \1\n$/,
+    );
+    // The jobs went on without planterd; the next one reads on where the cut left off.
+    writeFileSync(g, "");
+    again = await startDaemon({ home: s.home });
+    await again.client.waitJob(j.id, 30_000);
+    expect(await cli(s.home, ["logs", "-f", "--offset", "4", j.id])).toEqual({ code: 0, stdout: "two\n", stderr: "" });
+    const id = /job (j-[0-9a-z]+) ran/.exec(r.stderr)?.[1] as string;
+    expect((await cli(s.home, ["job", "wait", id])).code).toBe(0);
+    expect((await cli(s.home, ["logs", id])).stdout).toBe("started\nfinished\n");
+  } finally {
+    for (const h of [s, again]) if (h && h.proc.exitCode === null) await h.stop();
+    cleanup(s.home);
+  }
+}, 60_000);
 
 /** Only as root: planterd as root serves other uids, each to its own jobs. */
 describe.skipIf(process.getuid?.() !== 0)("another uid", () => {
