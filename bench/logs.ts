@@ -1,11 +1,11 @@
 /**
- * 11. Logs at disk speed (#13). (a) `dist/planter logs JOB` of a 200 MB log against `cat` of the
+ * 12. Logs at disk speed (#13). (a) `dist/planter logs JOB` of a 200 MB log against `cat` of the
  * same file, to /dev/null and through a pipe (`| cat >/dev/null`), interleaved, with planterd's
  * VmRSS before, at its peak during and after. (b) A job writing 1 GB as fast as it can while a
  * slow reader follows it (`planter logs -f` and `planter run`, each into a reader taking ~150 MB/s):
- * planterd's RSS must stay flat. (c) `dist/planter run -- true` with this CLI and, when
- * PLANTER_BENCH_BASELINE names an older planter binary (one that follows two logs and GETs the
- * job), with that one, interleaved against the same daemon.
+ * planterd's RSS must stay flat. (c) `dist/planter run -- true` with this CLI and with the CLI of
+ * the last commit before the byte streams (JSON chunks, a run in four requests), built in .bench/
+ * (`PLANTER_LOGS_BASELINE=<commit>` picks another, `=none` skips it), interleaved against one daemon.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -25,13 +25,16 @@ import {
   withDaemon,
 } from "./common.ts";
 import { ensureFreshBinary } from "./fresh.ts";
+import { baselineBinary } from "./hardening.ts";
 
-const BENCH = "11 logs";
+const BENCH = "12 logs";
 const LOG_BYTES = 200_000_000;
 const FLOOD_BYTES = 1_000_000_000;
 const ROUNDS = 7;
 const RUNS = 30;
-const BASELINE = process.env.PLANTER_BENCH_BASELINE || null;
+/** The last commit before the byte streams. */
+const BASELINE_COMMIT = process.env.PLANTER_LOGS_BASELINE ?? "ec567d7";
+let BASELINE: string | null = null;
 
 const rssMb = (pid: number) => procStatusKb(pid, "VmRSS") / 1024;
 
@@ -128,7 +131,7 @@ async function bigLog(d: BenchDaemon): Promise<void> {
   );
   note(
     `planterd CPU over the ${ROUNDS} rounds: ${cpu.toFixed(0)} ms; output checked whole (sha256) once; ` +
-      (BASELINE ? `baseline CLI ${BASELINE}` : "set PLANTER_BENCH_BASELINE=<older dist/planter> to compare with it"),
+      (BASELINE ? `baseline CLI ${BASELINE}` : "no baseline CLI (PLANTER_LOGS_BASELINE=none)"),
   );
 }
 
@@ -220,11 +223,12 @@ async function runTrue(d: BenchDaemon, mode: string): Promise<void> {
 
 export async function logsBench(): Promise<void> {
   await ensureFreshBinary();
-  header(`11a. planter logs of a ${LOG_BYTES / 1e6} MB log vs cat, ${ROUNDS} interleaved rounds`);
+  if (BASELINE_COMMIT !== "none") BASELINE = await baselineBinary(BASELINE_COMMIT);
+  header(`12a. planter logs of a ${LOG_BYTES / 1e6} MB log vs cat, ${ROUNDS} interleaved rounds`);
   await withDaemon("compiled", bigLog);
-  header("11b. A 1 GB flood followed by a reader taking 150 MB/s: planter logs -f, then planter run");
+  header("12b. A 1 GB flood followed by a reader taking 150 MB/s: planter logs -f, then planter run");
   await withDaemon("compiled", slowReaders);
-  header(`11c. dist/planter run -- true, ${RUNS} interleaved runs${BASELINE ? " with the baseline CLI" : ""}`);
+  header(`12c. dist/planter run -- true, ${RUNS} interleaved runs${BASELINE ? " with the baseline CLI" : ""}`);
   const enforced = Bun.which("bwrap") !== null;
   await withDaemon(
     "compiled",

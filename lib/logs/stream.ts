@@ -5,7 +5,7 @@
  * slowly the client reads).
  */
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import type { GrowthWatch } from "./read.ts";
+import { fileSize, type GrowthWatch } from "./read.ts";
 
 export type Stream = "stdout" | "stderr";
 
@@ -43,48 +43,54 @@ interface Cursor {
   bounded: boolean;
   /** The last read filled its chunk: more is likely there, and the next read need not ask the size. */
   full: boolean;
-  fd: number | null;
 }
 
-function open(c: Cursor): number | null {
-  if (c.fd === null) {
-    try {
-      c.fd = openSync(c.file, "r");
-    } catch {
-      return null; // not there yet (a job not started) or removed: nothing to read
-    }
+/**
+ * Open a log for one read (null when it is not there: a job not started, or removed). A stream
+ * holds no fd between reads, so the clients a reader stalls or a follower idles cost planterd
+ * no descriptors.
+ */
+function open(file: string): number | null {
+  try {
+    return openSync(file, "r");
+  } catch {
+    return null;
   }
-  return c.fd;
 }
 
 /** Read the next chunk of a log and pass it on; returns the bytes sent. */
 async function step(c: Cursor, o: PumpOptions): Promise<number> {
-  const fd = open(c);
+  const fd = open(c.file);
   if (fd === null) return 0;
-  // What is there decides the buffer (a follower woken for a line allocates a line), except in
-  // the middle of a flood, where a full chunk is there and asking the size costs a syscall a chunk.
-  const end = c.bounded ? c.stop : c.full ? c.at + STREAM_CHUNK : fstatSync(fd).size;
-  const want = Math.min(STREAM_CHUNK, end - c.at);
-  if (want <= 0) return 0;
+  let buf: Buffer;
+  let n: number;
   const head = o.header ?? 0;
-  // A buffer of its own for every chunk, never reused: a pool that took a chunk's buffer back
-  // once its write callback had run sent bytes of a later chunk in an earlier one's place
-  // (Bun's node:http was not done with it; 1 run in 2 of 300 MB to a reader that paused).
-  const buf = Buffer.allocUnsafe(head + want);
-  const n = readSync(fd, buf, head, want, c.at);
+  try {
+    // What is there decides the buffer (a follower woken for a line allocates a line), except in
+    // the middle of a flood, where a full chunk is there and asking the size costs a syscall a chunk.
+    const end = c.bounded ? c.stop : c.full ? c.at + STREAM_CHUNK : fstatSync(fd).size;
+    const want = Math.min(STREAM_CHUNK, end - c.at);
+    if (want <= 0) return 0;
+    // A buffer of its own for every chunk, never reused: a pool that took a chunk's buffer back
+    // once its write callback had run sent bytes of a later chunk in an earlier one's place
+    // (Bun's node:http was not done with it; 1 run in 2 of 300 MB to a reader that paused).
+    buf = Buffer.allocUnsafe(head + want);
+    n = readSync(fd, buf, head, want, c.at);
+  } finally {
+    closeSync(fd);
+  }
   c.full = n === STREAM_CHUNK;
   if (n === 0) return 0;
   o.frame?.(buf, c.stream, n);
   c.at += n;
-  await o.sink.write(n === want ? buf : buf.subarray(0, head + n));
+  await o.sink.write(n + head === buf.length ? buf : buf.subarray(0, head + n));
   return n;
 }
 
 /** Bound each cursor to its log's size now. */
 function bound(cursors: Cursor[]): void {
   for (const c of cursors) {
-    const fd = open(c);
-    c.stop = fd === null ? c.at : fstatSync(fd).size;
+    c.stop = fileSize(c.file);
     c.bounded = true;
   }
 }
@@ -102,7 +108,6 @@ export async function pumpLogs(o: PumpOptions): Promise<Record<Stream, number>> 
     stop: 0,
     bounded: false,
     full: false,
-    fd: null,
   }));
   // Following: one subscription per log and one to the job's end for the stream's whole life,
   // made before the first read so that no growth goes unseen.
@@ -139,7 +144,6 @@ export async function pumpLogs(o: PumpOptions): Promise<Record<Stream, number>> 
   } finally {
     o.signal.removeEventListener("abort", poke);
     for (const off of offs) off();
-    for (const c of cursors) if (c.fd !== null) closeSync(c.fd);
   }
 }
 

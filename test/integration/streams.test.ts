@@ -7,7 +7,7 @@
  * logs, cli, output, signals and terminal tests.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
 import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
@@ -344,6 +344,7 @@ async function held() {
   const ready = (await raw(d.socket, "GET", "/v1/ready")).json as { requests_in_flight: number };
   let fds = 0;
   let watches = 0;
+  const targets: string[] = [];
   for (const fd of readdirSync(`/proc/${d.proc.pid}/fd`)) {
     let target: string;
     try {
@@ -351,14 +352,16 @@ async function held() {
     } catch {
       continue; // closed meanwhile
     }
-    fds++;
+    // Bun's one inotify instance is made at the first watch and kept: its watches are what count.
+    if (!target.includes("inotify")) fds++;
+    targets.push(target.replace(/\d+/g, "N"));
     if (target.includes("inotify")) {
       const info = readFileSync(`/proc/${d.proc.pid}/fdinfo/${fd}`, "utf8");
       watches += info.split("\n").filter((l) => l.startsWith("inotify wd:")).length;
     }
   }
   // This request itself is in flight.
-  return { inflight: ready.requests_in_flight - 1, fds, watches };
+  return { inflight: ready.requests_in_flight - 1, fds, watches, targets: targets.sort().join(" ") };
 }
 
 /** A raw connection that sends `request` and counts what it reads; with `stall`, it stops reading after the first bytes. */
@@ -433,6 +436,15 @@ describe("a client that goes away or stops reading", () => {
     for (let i = 0; i < 20; i++) expect((await d.client.health()).ok).toBe(true);
     expect((await held()).inflight).toBe(1);
     expect(rss() - base).toBeLessThan(24 * 1024 * 1024);
+    // Nor does it hold the log open while it waits for the reader.
+    const open = readdirSync(`/proc/${d.proc.pid}/fd`).filter((fd) => {
+      try {
+        return readlinkSync(`/proc/${d.proc.pid}/fd/${fd}`).includes(big.id);
+      } catch {
+        return false;
+      }
+    });
+    expect(open).toEqual([]);
     // Then it reads, and gets all of it.
     c.socket.resume();
     await waitFor(() => c.bytes > 64_000_000, "the whole log", 30_000);
@@ -480,6 +492,32 @@ test("planterd stopping mid-stream cuts the streams: the CLI says where to read 
     cleanup(s.home);
   }
 }, 60_000);
+
+test("planter run in one request still says at once that a permissive job runs without a sandbox", async () => {
+  // A planterd that finds no bwrap on its PATH: a permissive job falls back to none.
+  const shims = join(work, "no-bwrap");
+  mkdirSync(shims);
+  chmodSync(shims, 0o755);
+  for (const tool of ["sh", "echo", "sleep"]) symlinkSync(Bun.which(tool) as string, join(shims, tool));
+  const p = await startDaemon({ env: { PATH: shims }, config: '[sandbox]\nmode = "permissive"\n' });
+  try {
+    const g = gate();
+    const live = cliStream(p.home, ["run", "--", "sh", "-c", `echo out; ${g.wait}`]);
+    // The warning comes with the job's first record, before the job ends.
+    await waitFor(() => live.out === "out\n", "the job's output");
+    const [job] = (await p.client.listJobs({})).jobs as [Job];
+    expect(job.state).toBe("running");
+    g.open();
+    const done = await live.done();
+    expect(done).toEqual({
+      code: 0,
+      stderr: `planter: warning: job ${job.id} runs WITHOUT a sandbox (mode permissive, no sandbox backend works here); run \`planter doctor\`\n`,
+    });
+  } finally {
+    await p.stop();
+    cleanup(p.home);
+  }
+});
 
 /** Only as root: planterd as root serves other uids, each to its own jobs. */
 describe.skipIf(process.getuid?.() !== 0)("another uid", () => {
