@@ -42,9 +42,20 @@ const logs = defineCommand({
           end: async () => undefined,
         }
       : jobOutput(process.stdout, Boolean(args.raw));
+    // A reader gone (`| head`, a closed terminal): stop quietly, as cat would, rather than wait
+    // for a drain that never comes.
+    const gone = new Promise<void>((resolve) => process.stdout.once("error", () => resolve()));
     try {
-      await streamLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
-      await out.end();
+      await Promise.race([
+        (async () => {
+          await streamLog(api, args.id, stream, offset, out.write, {
+            follow: Boolean(args.follow),
+            signal: stop.signal,
+          });
+          await out.end();
+        })(),
+        gone.then(() => stop.abort()),
+      ]);
     } catch (e) {
       if (stop.signal.aborted) return 0;
       throw e;

@@ -452,6 +452,35 @@ describe("a client that goes away or stops reading", () => {
   }, 60_000);
 });
 
+test("planter logs whose reader goes away (| head) stops at once, quietly, as cat does", async () => {
+  const big = await finished(
+    (await d.client.createJob({ argv: ["sh", "-c", "head -c 20000000 /dev/zero | tr '\\0' x"] })).id,
+  );
+  const slow = await d.client.createJob({ argv: ["sh", "-c", "while :; do echo x; sleep 0.01; done"] });
+  for (const args of [
+    ["logs", big.id],
+    ["logs", "--json", big.id],
+    ["logs", "-f", slow.id],
+  ]) {
+    // bash prints planter's exit code once planter has exited; the reader takes 10 bytes and leaves.
+    const p = Bun.spawn(
+      [
+        "bash",
+        "-c",
+        '"$@" 2>"$ERR" | head -c 10 >/dev/null; echo "${PIPESTATUS[0]}"',
+        "bash",
+        process.execPath,
+        PLANTER,
+        ...args,
+      ],
+      { env: { ...baseEnv(d.home), ERR: join(work, "head-err") }, stdout: "pipe", stderr: "inherit" },
+    );
+    expect({ args, code: (await new Response(p.stdout).text()).trim() }).toEqual({ args, code: "0" });
+    expect(readFileSync(join(work, "head-err"), "utf8")).toBe("");
+  }
+  await d.client.killJob(slow.id, { force: true });
+});
+
 test("planterd stopping mid-stream cuts the streams: the CLI says where to read on, and that works", async () => {
   const s = await startDaemon();
   let again: DaemonHandle | null = null;
