@@ -17,17 +17,17 @@ const BASELINE = process.env.PLANTER_BASELINE ?? "e27ba68";
 const RUNS = 40;
 const WARMUP = 5;
 
-/** Build (once) the baseline commit's binary in .bench/, from a git worktree. */
-async function baselineBinary(): Promise<string> {
-  const dir = join(ROOT, ".bench", `base-${BASELINE}`);
-  const bin = join(ROOT, ".bench", `planter-${BASELINE}`);
+/** Build (once) a commit's binary in .bench/, from a git worktree. */
+export async function baselineBinary(commit = BASELINE): Promise<string> {
+  const dir = join(ROOT, ".bench", `base-${commit}`);
+  const bin = join(ROOT, ".bench", `planter-${commit}`);
   if (existsSync(bin)) return bin;
   mkdirSync(join(ROOT, ".bench"), { recursive: true });
   const sh = (argv: string[], cwd = ROOT) => {
     const r = Bun.spawnSync(argv, { cwd, stdout: "pipe", stderr: "pipe" });
     if (r.exitCode !== 0) throw new Error(`${argv.join(" ")}: ${r.stderr.toString().trim()}`);
   };
-  if (!existsSync(dir)) sh(["git", "worktree", "add", "--detach", dir, BASELINE]);
+  if (!existsSync(dir)) sh(["git", "worktree", "add", "--detach", dir, commit]);
   sh(["bun", "install", "--frozen-lockfile"], dir);
   sh(
     ["bun", "build", "--compile", "--minify", "--bytecode", "--format=esm", "scripts/planter.ts", "--outfile", bin],

@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk]` (all by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs]` (all by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -15,6 +15,7 @@ import { hardeningBench } from "./hardening.ts";
 import { historyBench } from "./history.ts";
 import { hostexecBench } from "./hostexec.ts";
 import { limitsBench } from "./limits.ts";
+import { logsBench } from "./logs.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
@@ -35,6 +36,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   hostexec: { run: hostexecBench, limitMs: 60_000 },
   history: { run: historyBench, limitMs: 180_000 },
   walk: { run: walkBench, limitMs: 180_000 },
+  logs: { run: logsBench, limitMs: 240_000 },
 };
 
 const wanted = process.argv.slice(2);

@@ -4,6 +4,8 @@ import { resolve as resolvePath } from "node:path";
 import { defineCommand } from "citty";
 import { type Cell, type Job, passthroughCode } from "../lib/api/contract.ts";
 import { EXIT, PlanterError } from "../lib/api/errors.ts";
+import type { FrameEvent } from "../lib/api/frames.ts";
+import type { ByteStream } from "../lib/api/stream.ts";
 import {
   afterDashes,
   client,
@@ -32,7 +34,7 @@ import {
 import { pathForTarget } from "../lib/cli/target.ts";
 import { isTerminal } from "../lib/cli/tty.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitsLine, limitText } from "../lib/cli/units.ts";
-import { copyLog, jobOutput } from "../lib/logs/follow.ts";
+import { copyLog, jobOutput, olderDaemon, runFrames } from "../lib/logs/follow.ts";
 import { readPolicyFile } from "../lib/sandbox/policy.ts";
 
 const common = {
@@ -233,13 +235,29 @@ export const run = defineCommand({
     // would end planter and leave the job running.
     const proxy = new SignalProxy(api);
     proxy.listen();
+    let stream: ByteStream | null = null;
     try {
-      const job = warnFallback(await api.createJob(body));
+      // One request: the job, its output and its end (lib/api/frames.ts).
+      stream = await api.runJob(body).catch((e) => {
+        if (olderDaemon(e)) return null;
+        throw e;
+      });
+      if (!stream) {
+        const job = warnFallback(await api.createJob(body));
+        proxy.attach(job.id);
+        return await Promise.race([attach(api, job, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
+      }
+      const frames = runFrames(api, stream);
+      const first = (await frames.next()).value;
+      if (first?.kind !== "job")
+        throw new PlanterError("E_INTERNAL", "planterd's run stream did not begin with the job");
+      const job = warnFallback(first.job);
       proxy.attach(job.id);
       // Output that is gone (a closed terminal, a reader that left) is not waited for: the job's
       // end gives the code.
-      return await Promise.race([attach(api, job, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
+      return await Promise.race([attached(job, frames, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
     } finally {
+      stream?.close();
       proxy.stop();
     }
   },
@@ -347,24 +365,51 @@ class SignalProxy {
   }
 }
 
-/**
- * Stream a job's output until it ends; Ctrl-C is forwarded. Returns the job's exit code. On a
- * terminal the output goes through a TerminalFilter (README "Use") unless `raw`.
- */
-async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): Promise<number> {
+/** A job that could not start is an error, with the job's code as the exit code. */
+function checkStarted(job: Job): void {
   if (job.state === "failed" && job.reason !== "exited") {
     throw new PlanterError("E_BAD_REQUEST", `job ${job.id} could not start (${job.reason}): ${job.message}`, {
       hint:
         job.reason === "sandbox_error" ? "see `planter sandbox check`, or run with --sandbox permissive" : undefined,
     }).withExit(passthroughCode(job));
   }
+}
+
+/**
+ * Copy an attached run's output frames until the job's final record; returns the job's exit
+ * code. On a terminal the output goes through a TerminalFilter (README "Use") unless `raw`.
+ */
+async function attached(job: Job, frames: AsyncGenerator<FrameEvent>, raw: boolean): Promise<number> {
+  checkStarted(job);
+  const out = jobOutput(1, raw);
+  const err = jobOutput(2, raw);
+  for await (const f of frames) {
+    if (f.kind !== "job") await (f.kind === "stdout" ? out : err).write(f.data);
+    else {
+      await Promise.all([out.end(), err.end()]);
+      return ended(f.job);
+    }
+  }
+  throw new PlanterError("E_INTERNAL", `planterd's run stream of job ${job.id} ended without the job's end`);
+}
+
+/**
+ * Stream a job's output with JSON chunks (a planterd without attached runs) until it ends;
+ * returns the job's exit code.
+ */
+async function attach(api: ReturnType<typeof client>, job: Job, raw: boolean): Promise<number> {
+  checkStarted(job);
   const out = jobOutput(1, raw);
   const err = jobOutput(2, raw);
   await Promise.all([
     copyLog(api, job.id, "stdout", 0, out.write, { follow: true }).then(out.end),
     copyLog(api, job.id, "stderr", 0, err.write, { follow: true }).then(err.end),
   ]);
-  const done = await api.getJob(job.id);
+  return ended(await api.getJob(job.id));
+}
+
+/** Say how a job that planter stopped or that could not run ended; returns its exit code. */
+function ended(done: Job): number {
   if (done.state === "failed" && done.reason !== "exited")
     write(2, `planter: job ${p(done.id)} ${p(outcome(done))}: ${p(done.message)}\n`);
   else if (done.state === "killed" || done.state === "lost") {

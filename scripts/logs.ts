@@ -3,8 +3,8 @@
 import { defineCommand } from "citty";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { write } from "../lib/cli/output.ts";
-import { copyLog, jobOutput, type Stream, tailOffset } from "../lib/logs/follow.ts";
+import { onOutputGone, write } from "../lib/cli/output.ts";
+import { jobOutput, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
   meta: {
@@ -43,9 +43,20 @@ const logs = defineCommand({
           end: async () => undefined,
         }
       : jobOutput(1, Boolean(args.raw));
+    // A reader gone (`| head`, a closed terminal): stop quietly, as cat would, rather than read on
+    // into nowhere.
+    const gone = new Promise<void>((resolve) => onOutputGone((fd) => fd === 1 && resolve()));
     try {
-      await copyLog(api, args.id, stream, offset, out.write, { follow: Boolean(args.follow), signal: stop.signal });
-      await out.end();
+      await Promise.race([
+        (async () => {
+          await streamLog(api, args.id, stream, offset, out.write, {
+            follow: Boolean(args.follow),
+            signal: stop.signal,
+          });
+          await out.end();
+        })(),
+        gone.then(() => stop.abort()),
+      ]);
     } catch (e) {
       if (stop.signal.aborted) return 0;
       throw e;

@@ -9,6 +9,7 @@
 import { peerReader } from "../daemon/peer.ts";
 import type { Cell, EventRecord, Job, LogChunk, VersionInfo } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
+import { type ByteStream, openStream } from "./stream.ts";
 import { checkPeerUid, checkSocketPath } from "./trust.ts";
 
 /** The peer reader of this platform, built once (null where there is none). */
@@ -87,18 +88,32 @@ export class Client {
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
       throw unreachable(this.socketPath, e, this.unreachableHint);
     }
-    if (!res.ok) {
-      const text = await res.text();
-      let parsed: { error?: ErrorBody } | null = null;
-      try {
-        parsed = JSON.parse(text);
-      } catch {
-        parsed = null;
-      }
-      if (parsed?.error?.code) throw PlanterError.fromBody(parsed.error);
-      throw new PlanterError("E_INTERNAL", `planterd answered HTTP ${res.status}: ${text.slice(0, 200)}`);
-    }
+    if (!res.ok) throw answerError(res.status, await res.text());
     return res;
+  }
+
+  /**
+   * A byte stream on a connection of its own (lib/api/stream.ts), after the same checks as every
+   * request; refused with the daemon's error unless it is a 2xx.
+   */
+  async stream(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ByteStream> {
+    if (signal?.aborted) throw abortError();
+    await this.check();
+    let s: ByteStream;
+    try {
+      s = await openStream(
+        this.socketPath,
+        method,
+        path,
+        body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      );
+    } catch (e) {
+      if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
+      throw unreachable(this.socketPath, e, this.unreachableHint);
+    }
+    if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
+    return s;
   }
 
   /** One request, one JSON answer. */
@@ -163,6 +178,17 @@ export class Client {
   removeJob = (id: string) => this.request<{ removed: string }>("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
   logs = (id: string, q: Record<string, string | number | undefined>, signal?: AbortSignal) =>
     this.request<LogChunk>("GET", `/v1/jobs/${encodeURIComponent(id)}/logs${query(q)}`, undefined, signal);
+  /** A log's bytes from an offset (GET …/logs/raw); with follow, until the job has ended. */
+  logStream = (id: string, q: { stream: string; offset: number; follow?: boolean }, signal?: AbortSignal) =>
+    this.stream(
+      "GET",
+      `/v1/jobs/${encodeURIComponent(id)}/logs/raw${query({ stream: q.stream, offset: q.offset, follow: q.follow ? 1 : undefined })}`,
+      undefined,
+      signal,
+    );
+  /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
+  runJob = (body: Record<string, unknown>, signal?: AbortSignal) =>
+    this.stream("POST", "/v1/jobs?attach=1", body, signal);
   events = (q: Record<string, string | number | undefined>, signal?: AbortSignal) =>
     this.lines<EventRecord>(`/v1/events${query(q)}`, signal);
 }
@@ -187,6 +213,18 @@ export function startHint(o: { mode: "user" | "system"; uid: number; systemd: bo
     return `start it with \`${ctl} start planterd.socket\` once installed, or run \`${sudo}planter daemon\`${elsewhere}`;
   }
   return `no systemd runs here: start it in the background with \`${sudo}planter daemon &\` (\`${sudo}planter doctor\` prints the command that keeps its log)${elsewhere}`;
+}
+
+/** The error an answer other than 2xx carries: the daemon's envelope, or what it said instead. */
+function answerError(status: number, text: string): PlanterError {
+  let parsed: { error?: ErrorBody } | null = null;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    parsed = null;
+  }
+  if (parsed?.error?.code) return PlanterError.fromBody(parsed.error);
+  return new PlanterError("E_INTERNAL", `planterd answered HTTP ${status}: ${text.slice(0, 200)}`);
 }
 
 function unreachable(socketPath: string, e: unknown, hint?: string): PlanterError {

@@ -1,6 +1,7 @@
 /** Routing of /v1 requests to handlers; every error becomes the one JSON envelope. */
 import type { IncomingMessage } from "node:http";
 import { PlanterError } from "../api/errors.ts";
+import type { Sink } from "../logs/stream.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
@@ -19,10 +20,22 @@ export interface Req {
   peer: Peer | null;
 }
 
-/** A handler's answer: one JSON value, or a stream of JSON lines. */
+/** A handler's answer: one JSON value, a stream of JSON lines, or a byte stream. */
 export type Reply =
   | { status: number; json: unknown }
-  | { status: number; lines: (write: (value: unknown) => boolean, signal: AbortSignal) => Promise<void> };
+  | { status: number; lines: (write: (value: unknown) => boolean, signal: AbortSignal) => Promise<void> }
+  | { status: number; bytes: ByteBody };
+
+/**
+ * A byte stream's content type, extra headers and writer. The response ends when `body` returns;
+ * one that returns because the request was aborted (planterd stopping) is cut off instead, so a
+ * client never takes a stream that stopped early for a whole one.
+ */
+export interface ByteBody {
+  type: string;
+  headers?: Record<string, string>;
+  body: (sink: Sink, signal: AbortSignal) => Promise<void>;
+}
 
 export const ok = (json: unknown, status = 200): Reply => ({ status, json });
 

@@ -22,5 +22,6 @@ export function routes(): Router {
     .add("POST", "/v1/jobs/:id/kill", jobs.kill, true)
     .add("GET", "/v1/jobs/:id/wait", jobs.wait)
     .add("GET", "/v1/jobs/:id/logs", logs.read)
+    .add("GET", "/v1/jobs/:id/logs/raw", logs.raw)
     .add("GET", "/v1/events", events.stream);
 }

@@ -7,11 +7,12 @@ import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { PlanterError } from "../api/errors.ts";
+import type { Sink } from "../logs/stream.ts";
 import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
-import { parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
+import { type ByteBody, parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
@@ -266,6 +267,10 @@ export class ApiServer {
       res.end(text);
       return;
     }
+    if ("bytes" in reply) {
+      await this.sendBytes(res, reply.status, reply.bytes, signal);
+      return;
+    }
     res.writeHead(reply.status, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
     res.flushHeaders();
     try {
@@ -273,6 +278,32 @@ export class ApiServer {
     } finally {
       if (!res.writableEnded) res.end();
     }
+  }
+
+  /** A byte stream, written no faster than the client reads it. */
+  private async sendBytes(res: ServerResponse, status: number, b: ByteBody, signal: AbortSignal): Promise<void> {
+    res.writeHead(status, { "content-type": b.type, "cache-control": "no-store", ...b.headers });
+    res.flushHeaders();
+    const sink: Sink = {
+      write: (chunk) =>
+        new Promise<void>((resolve) => {
+          // A client gone (or planterd stopping): nothing more is written, and nothing waits for a drain.
+          if (signal.aborted || res.destroyed) return resolve();
+          if (res.write(chunk)) return resolve();
+          const go = () => {
+            res.off("drain", go);
+            res.off("close", go);
+            signal.removeEventListener("abort", go);
+            resolve();
+          };
+          res.on("drain", go);
+          res.on("close", go);
+          signal.addEventListener("abort", go);
+        }),
+    };
+    await b.body(sink, signal);
+    if (signal.aborted) res.destroy();
+    else res.end();
   }
 
   private sendError(res: ServerResponse, e: unknown, close = false): void {

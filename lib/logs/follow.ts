@@ -1,5 +1,8 @@
 /** Client side of logs: read or follow a stream from an offset, and find the offset of the last N lines. */
 import type { Client } from "../api/client.ts";
+import { PlanterError } from "../api/errors.ts";
+import { FrameDecoder, type FrameEvent } from "../api/frames.ts";
+import { type ByteStream, StreamCut } from "../api/stream.ts";
 import { write as writeFd } from "../cli/output.ts";
 import { TerminalFilter } from "../cli/terminal.ts";
 import { isTerminal } from "../cli/tty.ts";
@@ -30,8 +33,91 @@ export function jobOutput(fd: 1 | 2, raw: boolean) {
 }
 
 /**
- * Copy a job's log from `offset` to `write`. With `follow`, keep going until the job has ended
- * and every byte is read; without, stop at the current end. Returns the next offset.
+ * Whether `e` is how a planterd older than the byte streams refuses them (no `…/logs/raw`, no
+ * `attach`): the client then does what it did before them. Those daemons' messages are fixed.
+ */
+export function olderDaemon(e: unknown): boolean {
+  if (!(e instanceof PlanterError)) return false;
+  if (e.code === "E_NOT_FOUND")
+    return e.message.startsWith("no such endpoint: GET /v1/jobs/") && e.message.endsWith("/logs/raw");
+  return e.code === "E_BAD_REQUEST" && e.message === 'unknown query parameter "attach"';
+}
+
+/**
+ * Copy a job's log from `offset` to `write` through its byte stream. With `follow`, keep going
+ * until the job has ended and every byte is read; without, stop at the current end. Returns the
+ * next offset.
+ */
+export async function streamLog(
+  client: Client,
+  id: string,
+  stream: Stream,
+  offset: number,
+  write: (data: Uint8Array) => Promise<void>,
+  opts: { follow: boolean; signal?: AbortSignal },
+): Promise<number> {
+  let s: ByteStream;
+  try {
+    s = await client.logStream(id, { stream, offset, follow: opts.follow }, opts.signal);
+  } catch (e) {
+    if (olderDaemon(e)) return copyLog(client, id, stream, offset, write, opts);
+    throw e;
+  }
+  let at = offset;
+  try {
+    for await (const chunk of s) {
+      await write(chunk);
+      at += chunk.length;
+    }
+  } catch (e) {
+    if (!(e instanceof StreamCut)) throw e;
+    throw new PlanterError(
+      "E_DAEMON_UNREACHABLE",
+      `lost the connection to planterd at ${client.socketPath} at byte ${at} of ${stream} of job ${id}`,
+      {
+        hint: `read on from there: planter logs${opts.follow ? " -f" : ""}${stream === "stderr" ? " --stderr" : ""} --offset ${at} ${id}`,
+      },
+    );
+  }
+  return at;
+}
+
+/**
+ * The frames of an attached run (lib/api/frames.ts) as they arrive; a stream that ends anywhere
+ * but after the job's final record is E_DAEMON_UNREACHABLE, with the way to read on.
+ */
+export async function* runFrames(client: Client, s: ByteStream): AsyncGenerator<FrameEvent> {
+  const decoder = new FrameDecoder();
+  let id: string | null = null;
+  let records = 0;
+  try {
+    for await (const chunk of s) {
+      for (const f of decoder.push(chunk)) {
+        if (f.kind === "job") {
+          id = f.job.id;
+          records++;
+        }
+        yield f;
+      }
+    }
+  } catch (e) {
+    if (!(e instanceof StreamCut)) throw e;
+  }
+  if (records < 2) {
+    throw new PlanterError(
+      "E_DAEMON_UNREACHABLE",
+      `lost the connection to planterd at ${client.socketPath}${id ? ` while job ${id} ran` : " before the job was submitted"}`,
+      id
+        ? { hint: `the job goes on and keeps its output: planter logs -f ${id}; its exit code: planter job wait ${id}` }
+        : { hint: "see `planter job ls` for whether it was" },
+    );
+  }
+}
+
+/**
+ * Copy a job's log from `offset` to `write` with JSON chunks (`GET …/logs`), for a planterd that
+ * has no byte streams. With `follow`, keep going until the job has ended and every byte is read;
+ * without, stop at the current end. Returns the next offset.
  */
 export async function copyLog(
   client: Client,

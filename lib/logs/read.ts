@@ -46,8 +46,23 @@ export class GrowthWatch {
 
   constructor(private readonly pollMs: number) {}
 
-  /** Resolve once `file` is larger than `size`, or `cancel` fires; returns a disposer. */
+  /** Call `wake` once `file` is larger than `size` (checked at once, then on every change); returns a disposer. */
   wait(file: string, size: number, wake: () => void): () => void {
+    const check = () => {
+      if (fileSize(file) > size) wake();
+    };
+    const off = this.changes(file, check);
+    // The file may have grown between the read and the watch.
+    queueMicrotask(check);
+    return off;
+  }
+
+  /**
+   * Call `onChange` on every change of `file` the kernel reports (every poll where it cannot)
+   * until disposed: a byte stream following a log keeps one subscription for its whole life
+   * rather than a watch made and closed at every wait.
+   */
+  changes(file: string, onChange: () => void): () => void {
     let entry = this.files.get(file);
     if (!entry) {
       const fresh = { watcher: null as FSWatcher | null, waiters: new Set<() => void>(), poll: null as Timer | null };
@@ -64,18 +79,15 @@ export class GrowthWatch {
       entry = fresh;
     }
     const e = entry;
-    const check = () => {
-      if (fileSize(file) > size) wake();
-    };
-    e.waiters.add(check);
-    // The file may have grown between the read and the watch.
-    queueMicrotask(check);
+    // A function of its own per subscription: the same callback twice is two subscriptions.
+    const waiter = () => onChange();
+    e.waiters.add(waiter);
     let disposed = false;
     return () => {
       // Idempotent: a second call must not close or unmap a newer entry for the same file.
       if (disposed) return;
       disposed = true;
-      e.waiters.delete(check);
+      e.waiters.delete(waiter);
       if (e.waiters.size === 0) {
         e.watcher?.close();
         if (e.poll) clearInterval(e.poll);

@@ -12,6 +12,9 @@ import {
   type SandboxMode,
 } from "../../api/contract.ts";
 import { badRequest, conflict, notFound } from "../../api/errors.ts";
+import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
+import { jobFiles } from "../../jobs/recorder.ts";
+import { pumpLogs } from "../../logs/stream.ts";
 import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
@@ -47,8 +50,9 @@ import {
   writableTrees,
 } from "../launch.ts";
 import type { Peer } from "../peer.ts";
-import { allowQuery, intParam, ok, type Reply, type Req } from "../router.ts";
+import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
 import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
+import { jobOver } from "./logs.ts";
 
 /** The job, or E_NOT_FOUND with a hint. */
 export function requireJob(ctx: Context, id: string): JobRow {
@@ -129,16 +133,56 @@ export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
 
+/**
+ * POST /v1/jobs?attach=1: the job as created, its output as it is written and the job as it
+ * ended, in one response (lib/api/frames.ts). Output is read from the stored logs, from their
+ * start, as `GET …/logs/raw?follow=1` reads them.
+ */
+function attached(ctx: Context, req: Req, id: string, status: number): Reply {
+  const dir = jobDir(ctx.paths.stateDir, id);
+  const files = jobFiles(dir);
+  return {
+    status,
+    bytes: {
+      type: FRAMES_TYPE,
+      headers: { "planter-job": id },
+      body: async (sink, signal) => {
+        await sink.write(jobFrame(viewFor(ctx, req.peer, requireJob(ctx, id))));
+        await pumpLogs({
+          logs: [
+            { stream: "stdout", file: files.stdout, offset: 0 },
+            { stream: "stderr", file: files.stderr, offset: 0 },
+          ],
+          follow: true,
+          ended: () => jobOver(ctx, id),
+          onEnd: (wake) => ctx.bus.onJobEnd(id, wake),
+          watch: ctx.logWatch,
+          header: FRAME_HEADER,
+          frame: (buf, stream, length) => putHeader(buf, 0, FRAME_KIND[stream], length),
+          sink,
+          signal,
+        });
+        if (signal.aborted) return;
+        await sink.write(jobFrame(viewFor(ctx, req.peer, requireJob(ctx, id))));
+      },
+    },
+  };
+}
+
 export async function create(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, []);
+  allowQuery(req.query, ["attach"]);
+  const attach = boolParam(req.query, "attach");
   const body = parseBody(JobCreate, req.body, "job");
   const hash = bodyHash(req.body as Record<string, unknown>);
   const replay = (): Reply | null => {
     const prior = body.request_ref ? lookupRef(ctx.db, "jobs", body.request_ref, hash) : null;
     if (!prior) return null;
     const job = getJob(ctx.db, prior);
-    if (job) return ok(viewFor(ctx, req.peer, job), 200);
-    throw goneResult(body.request_ref as string, `job ${prior}`);
+    if (!job) throw goneResult(body.request_ref as string, `job ${prior}`);
+    if (!attach) return ok(viewFor(ctx, req.peer, job), 200);
+    // A replay that streams the job's output is a read of its logs: for its own user only.
+    checkJobAccess(ctx, req.peer, job);
+    return attached(ctx, req, job.id, 200);
   };
   const first = replay();
   if (first) return first;
@@ -266,6 +310,7 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
   } else {
     ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
+  if (attach) return attached(ctx, req, id, 201);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 

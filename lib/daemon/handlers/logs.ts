@@ -1,35 +1,38 @@
-/** Job logs: chunked reads by offset, and follow that waits for bytes or the job's end. */
+/** Job logs: chunked reads by offset, follow that waits for bytes or the job's end, and raw byte streams. */
 import { FINAL_STATES, type LogChunk } from "../../api/contract.ts";
 import { badRequest } from "../../api/errors.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { fileSize, readChunk } from "../../logs/read.ts";
+import { pumpLogs } from "../../logs/stream.ts";
 import { jobDir } from "../../paths.ts";
+import { getJob, type JobRow } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import { checkJobAccess } from "../launch.ts";
 import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
 import { requireJob } from "./jobs.ts";
 
-export async function read(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, ["stream", "offset", "max_bytes", "follow", "wait_ms"]);
+/** The stream and offset a request names. */
+function target(req: Req) {
   const stream = req.query.get("stream") || "stdout";
   if (stream !== "stdout" && stream !== "stderr")
     throw badRequest(`stream must be stdout or stderr, not ${JSON.stringify(stream)}`);
-  const maxChunk = ctx.config.logs.max_chunk_bytes;
   const offset = intParam(req.query, "offset", 0, 0, Number.MAX_SAFE_INTEGER);
-  const maxBytes = intParam(req.query, "max_bytes", maxChunk, 0, Number.MAX_SAFE_INTEGER);
-  const follow = boolParam(req.query, "follow");
-  const waitMs = intParam(req.query, "wait_ms", ctx.config.logs.max_wait_ms, 0, 3_600_000);
+  return { stream, offset } as const;
+}
+
+/**
+ * The log a request names, checked: the job exists, the peer may read it, the offset is within
+ * the log. `done` says a read there has nothing to give, ever (past a log cut to its quota).
+ */
+function located(ctx: Context, req: Req, stream: "stdout" | "stderr", offset: number) {
   const id = req.params.id as string;
-  let job = requireJob(ctx, id);
+  const job = requireJob(ctx, id);
   checkJobAccess(ctx, req.peer, job);
   const file = jobFiles(jobDir(ctx.paths.stateDir, id))[stream];
-  let size = fileSize(file);
-  if (offset > size && job.log_truncated && FINAL_STATES.has(job.state)) {
-    // A follower read past the quota before the log was cut to it: nothing more will come.
-    const body: LogChunk = { stream, offset, next_offset: offset, size, data: "", eof: true, complete: true };
-    return ok(body);
-  }
-  if (offset > size) {
+  const size = fileSize(file);
+  // A follower read past the quota before the log was cut to it: nothing more will come.
+  const done = offset > size && job.log_truncated && FINAL_STATES.has(job.state);
+  if (offset > size && !done) {
     throw badRequest(
       `offset ${offset} is beyond the end of ${stream} (${size} bytes)`,
       "resume from next_offset of the last chunk",
@@ -37,6 +40,23 @@ export async function read(ctx: Context, req: Req): Promise<Reply> {
         size,
       },
     );
+  }
+  return { id, job, file, size, done };
+}
+
+export async function read(ctx: Context, req: Req): Promise<Reply> {
+  allowQuery(req.query, ["stream", "offset", "max_bytes", "follow", "wait_ms"]);
+  const { stream, offset } = target(req);
+  const maxChunk = ctx.config.logs.max_chunk_bytes;
+  const maxBytes = intParam(req.query, "max_bytes", maxChunk, 0, Number.MAX_SAFE_INTEGER);
+  const follow = boolParam(req.query, "follow");
+  const waitMs = intParam(req.query, "wait_ms", ctx.config.logs.max_wait_ms, 0, 3_600_000);
+  const at = located(ctx, req, stream, offset);
+  const { id, file } = at;
+  let { job, size } = at;
+  if (at.done) {
+    const body: LogChunk = { stream, offset, next_offset: offset, size, data: "", eof: true, complete: true };
+    return ok(body);
   }
   if (follow && offset === size && !FINAL_STATES.has(job.state) && waitMs > 0) {
     await new Promise<void>((resolve) => {
@@ -69,4 +89,41 @@ export async function read(ctx: Context, req: Req): Promise<Reply> {
     complete: ended && next >= size,
   };
   return ok(body);
+}
+
+/** Whether a job has ended (or is gone: a cell removed with --force takes its jobs). */
+export function jobOver(ctx: Context, id: string): boolean {
+  const job: JobRow | null = getJob(ctx.db, id);
+  return !job || FINAL_STATES.has(job.state);
+}
+
+/**
+ * GET …/logs/raw: the log's bytes from `offset` as application/octet-stream, to its end now, or
+ * with follow=1 as the job writes them until it has ended and every byte is sent. The same
+ * checks as the JSON chunks (job, peer, offset), before any byte.
+ */
+export function raw(ctx: Context, req: Req): Reply {
+  allowQuery(req.query, ["stream", "offset", "follow"]);
+  const { stream, offset } = target(req);
+  const follow = boolParam(req.query, "follow");
+  const { id, file, size, done } = located(ctx, req, stream, offset);
+  return {
+    status: 200,
+    bytes: {
+      type: "application/octet-stream",
+      headers: { "planter-stream": stream, "planter-offset": String(offset), "planter-size": String(size) },
+      body: async (sink, signal) => {
+        if (done) return;
+        await pumpLogs({
+          logs: [{ stream, file, offset }],
+          follow,
+          ended: () => jobOver(ctx, id),
+          onEnd: (wake) => ctx.bus.onJobEnd(id, wake),
+          watch: ctx.logWatch,
+          sink,
+          signal,
+        });
+      },
+    },
+  };
 }
