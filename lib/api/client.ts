@@ -57,18 +57,21 @@ export class Client {
     }
     try {
       readerOnce ??= peerReader().catch(() => null);
-      const read = await readerOnce;
-      const fd = (socket as unknown as { fd?: number }).fd;
-      const peer = read && typeof fd === "number" && fd >= 0 ? read(fd) : null;
-      if (read && !peer)
-        throw new PlanterError(
-          "E_UNTRUSTED_DAEMON",
-          `refusing to use the planterd socket ${this.socketPath}: the credentials of the process listening on it cannot be read`,
-        );
-      if (peer) checkPeerUid(this.socketPath, peer.uid, me, this.trust);
+      this.verifyListener(await readerOnce, (socket as unknown as { fd?: number }).fd ?? -1, me);
     } finally {
       socket.end();
     }
+  }
+
+  /** Refuse a listener whose uid is not the caller's, root's or a trusted one (or cannot be read). */
+  private verifyListener(read: Awaited<ReturnType<typeof peerReader>> | null, fd: number, me: number): void {
+    const peer = read && fd >= 0 ? read(fd) : null;
+    if (read && !peer)
+      throw new PlanterError(
+        "E_UNTRUSTED_DAEMON",
+        `refusing to use the planterd socket ${this.socketPath}: the credentials of the process listening on it cannot be read`,
+      );
+    if (peer) checkPeerUid(this.socketPath, peer.uid, me, this.trust);
   }
 
   /** The response to a request, refused with the daemon's error unless it is a 2xx. */
@@ -98,7 +101,16 @@ export class Client {
    */
   async stream(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ByteStream> {
     if (signal?.aborted) throw abortError();
-    await this.check();
+    const me = process.getuid?.();
+    // The listener is checked on this stream's own connection when no request checked it yet
+    // (`planter run`'s one request): one connection instead of two.
+    let verify: ((fd: number) => void) | undefined;
+    if (me !== undefined && this.listenerChecked === null) {
+      checkSocketPath(this.socketPath, me, this.trust);
+      readerOnce ??= peerReader().catch(() => null);
+      const read = await readerOnce;
+      verify = (fd) => this.verifyListener(read, fd, me);
+    } else await this.check();
     let s: ByteStream;
     try {
       s = await openStream(
@@ -107,11 +119,14 @@ export class Client {
         path,
         body === undefined ? undefined : JSON.stringify(body),
         signal,
+        verify,
       );
     } catch (e) {
+      if (e instanceof PlanterError) throw e;
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
       throw unreachable(this.socketPath, e, this.unreachableHint);
     }
+    if (verify) this.listenerChecked ??= Promise.resolve();
     if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
     return s;
   }

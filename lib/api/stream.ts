@@ -174,6 +174,11 @@ export async function openStream(
   path: string,
   body?: string,
   signal?: AbortSignal,
+  /**
+   * Called with the connected socket's fd before a byte is sent (the client's check of who
+   * listens, on the connection the request then uses); a throw refuses the connection.
+   */
+  verify?: (fd: number) => void,
 ): Promise<ByteStream> {
   if (signal?.aborted) throw abortError();
   const payload = body === undefined ? new Uint8Array(0) : Buffer.from(body);
@@ -216,7 +221,18 @@ export async function openStream(
     unix: socketPath,
     socket: {
       binaryType: "uint8array",
-      open: (s) => flush(s),
+      open: (s) => {
+        if (verify) {
+          try {
+            verify((s as unknown as { fd?: number }).fd ?? -1);
+          } catch (e) {
+            fail(e as Error);
+            s.terminate();
+            return;
+          }
+        }
+        flush(s);
+      },
       drain: (s) => flush(s),
       data: (s, d) => {
         if (failure) return;
