@@ -4,7 +4,8 @@
  * and 10k files under a package's tool config (hard links: made in seconds), a job in it
  * (enforced, bwrap) that touches the tool config so its review reads it all again, and meanwhile
  * another client reading a job over and over. Its latency during the snapshot and the review,
- * beside the same loop idle, and how long each walk took. Compiled `dist/planter`. Runs alone
+ * beside the same loop idle, and how long each walk took: p99 during the snapshot, the longest wait
+ * during the job and its review (most of those reads fall in the job's own run). Compiled `dist/planter`. Runs alone
  * (`bun bench/walk.ts`) or as `walkBench()`.
  */
 import { chmodSync, linkSync, mkdirSync, writeFileSync } from "node:fs";
@@ -104,7 +105,8 @@ export async function walkBench(): Promise<void> {
     note(`during the snapshot (${(snapshotMs / 1000).toFixed(2)} s to the job's answer): ${spread(during, 2)}`);
     note(`during the job and its review (${(reviewMs / 1000).toFixed(2)} s to its end): ${spread(during2, 2)}`);
     report(BENCH, "GET /v1/jobs/{id} p99 during a 110k-file snapshot", percentile(during, 99), "ms", "le", 10, 2);
-    report(BENCH, "GET /v1/jobs/{id} p99 during its review", percentile(during2, 99), "ms", "le", 10, 2);
+    // Most reads of this window fall in the job's own run: the longest one is the review's mark.
+    report(BENCH, "GET /v1/jobs/{id} longest during the job and its review", Math.max(...during2), "ms", "le", 50, 2);
   } finally {
     proc.kill("SIGTERM");
     await proc.exited;

@@ -75,10 +75,16 @@ export function deleteCell(db: Database, name: string): void {
 
 /** Running and total job counts per cell. */
 export function jobCounts(db: Database, name: string): { running: number; total: number } {
-  const r = db
-    .query("SELECT COUNT(*) AS total, SUM(state IN ('pending','running')) AS running FROM jobs WHERE cell = ?")
-    .get(name) as { total: number; running: number | null };
-  return { running: r.running ?? 0, total: r.total };
+  // Two counts, each from an index alone: one query summing the states read every row of the
+  // cell (~45 ms for 100k jobs). The total counts entries of jobs_cell; the running ones come
+  // from jobs_state (`+cell` keeps the planner off jobs_cell, where it would read every row).
+  const total = (db.query("SELECT COUNT(*) AS n FROM jobs WHERE cell = ?").get(name) as { n: number }).n;
+  const running = (
+    db.query("SELECT COUNT(*) AS n FROM jobs WHERE state IN ('pending','running') AND +cell = ?").get(name) as {
+      n: number;
+    }
+  ).n;
+  return { running, total };
 }
 
 /** The API view of a cell. */
