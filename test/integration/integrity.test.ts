@@ -134,10 +134,12 @@ describe("the database check at start", () => {
     }
     const latest = await d.client.listJobs({ limit: 3, order: "newest" });
     expect(latest.jobs.map((j) => j.id)).toEqual(ids.slice(-3).reverse());
-    // A read that reaches the damaged page (a cell's job counts read every row) says what it is.
-    const cells = await raw(d.socket, "GET", "/v1/cells");
-    expect(cells.status).toBe(503);
-    expect(cells.json.error?.message).toContain("failed its integrity check after planterd started");
+    // A read that reaches the damaged page (listing every job, page by page) says what it is.
+    let listed = await raw(d.socket, "GET", "/v1/jobs?limit=1000");
+    while (listed.status === 200 && listed.json.next_after)
+      listed = await raw(d.socket, "GET", `/v1/jobs?limit=1000&after=${listed.json.next_after}`);
+    expect(listed.status).toBe(503);
+    expect(listed.json.error?.message).toContain("failed its integrity check after planterd started");
 
     await stop(d);
     expect(existsSync(closedRecord(dbOf(h)))).toBe(false);
