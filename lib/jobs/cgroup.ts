@@ -20,7 +20,18 @@
  * The v2 path has not run on a real cgroup v2 host (see plans/tracker.md); unit tests run its
  * detection and file writes against a fake tree. The v1 path runs for real in the tests here.
  */
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmdirSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 /** What the detection reads of the host; tests hand in a fake tree. */
@@ -390,22 +401,69 @@ const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)
 
 /**
  * What the kernel counted in a job's groups (one or two small reads: the monitor asks every tick).
- * `memory`: read the OOM counter too.
+ * `memory`: read the OOM counter too. `read` reads one file (default: open, read, close).
  */
-export function groupCounters(stored: string, memory = true): CgroupCounters {
+export function groupCounters(stored: string, memory = true, read = readText): CgroupCounters {
   const s = parseStored(stored);
   if (s.v === 2) {
-    const events = memory ? (readText(join(s.dir, "memory.events")) ?? "") : "";
+    const events = memory ? (read(join(s.dir, "memory.events")) ?? "") : "";
     return {
       oomKills: Math.max(counter(events, "oom_kill"), counter(events, "oom_group_kill")),
-      pidsHits: counter(readText(join(s.dir, "pids.events")) ?? "", "max"),
+      pidsHits: counter(read(join(s.dir, "pids.events")) ?? "", "max"),
     };
   }
   const mem = memory ? s.dirs.memory : undefined;
   return {
-    oomKills: mem ? counter(readText(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
-    pidsHits: s.dirs.pids ? counter(readText(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
+    oomKills: mem ? counter(read(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
+    pidsHits: s.dirs.pids ? counter(read(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
   };
+}
+
+/**
+ * A job's counter files held open while it runs: the monitor reads them every tick, one pread
+ * each instead of an open, read and close (a file that cannot be held is read by path).
+ */
+export class GroupFiles {
+  private readonly fds = new Map<string, number>();
+  private readonly buf = Buffer.allocUnsafe(512);
+
+  constructor(private readonly stored: string) {}
+
+  private read = (path: string): string | null => {
+    let fd = this.fds.get(path);
+    if (fd === undefined) {
+      try {
+        fd = openSync(path, "r");
+      } catch {
+        return null;
+      }
+      this.fds.set(path, fd);
+    }
+    try {
+      return this.buf.toString("latin1", 0, readSync(fd, this.buf, 0, this.buf.length, 0));
+    } catch {
+      // the group was removed: the next read opens the path again
+      this.fds.delete(path);
+      closeSync(fd);
+      return null;
+    }
+  };
+
+  /** `groupCounters` through the held files. */
+  counters(memory: boolean): CgroupCounters {
+    return groupCounters(this.stored, memory, this.read);
+  }
+
+  /** `groupTasks` through the held files. */
+  tasks(): number | null {
+    return groupTasks(this.stored, this.read);
+  }
+
+  /** Let go of the files. */
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    this.fds.clear();
+  }
 }
 
 /** The peak memory the kernel saw in a job's groups (v2: memory.peak, 5.19+), or null. */
@@ -418,10 +476,10 @@ export function groupPeak(stored: string): number | null {
 }
 
 /** Tasks in a job's pids group now, or null where unknown. */
-export function groupTasks(stored: string): number | null {
+export function groupTasks(stored: string, read = readText): number | null {
   const s = parseStored(stored);
   const dir = s.v === 2 ? s.dir : s.dirs.pids;
-  const t = dir ? (readText(join(dir, "pids.current")) ?? "").trim() : "";
+  const t = dir ? (read(join(dir, "pids.current")) ?? "").trim() : "";
   return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
 }
 
@@ -435,6 +493,13 @@ const members = (dir: string): number[] =>
     .split("\n")
     .map(Number)
     .filter((p) => p > 0);
+
+/** The processes in a job's group now (its pids group on v1): the job's own, however they left its tree. */
+export function groupMembers(stored: string): number[] {
+  const s = parseStored(stored);
+  const dir = s.v === 2 ? s.dir : (s.dirs.pids ?? s.dirs.freezer ?? s.dirs.memory);
+  return dir ? members(dir) : [];
+}
 
 const killAll = (pids: number[]) => {
   for (const p of pids) {

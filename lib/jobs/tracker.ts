@@ -1,0 +1,345 @@
+/**
+ * The processes of each job that has no cgroup (planterd unprivileged, `[monitor] cgroup = "off"`),
+ * followed from its root without scanning the host. A process joins a job once, when it is first
+ * seen among the processes created since the last look (`PidCursor`), if
+ *   - its parent is one of the job's processes (alive, with the start time it was seen with), or
+ *   - it is in the session or process group of one of them, led by it (a double fork that did not
+ *     call setsid keeps both: the recorder leads the job's session and group), or
+ *   - its parent is where orphans go (pid 1, planterd's ancestors, an adopted recorder's parent)
+ *     and its stdout or stderr is a file or pipe of a job's dir (what `setsid cmd &` keeps, and
+ *     bwrap's init keeps when its outer process died before the init set PDEATHSIG).
+ * Once in, it stays in until it dies, wherever it is reparented: a job's processes are sampled,
+ * signalled and swept from its own list, so a look costs what the host created since, and a
+ * sample what the job has. Each process is held open by its /proc stat (within a budget), which
+ * costs one read per sample and reads as gone once the process is, even when its pid is reused.
+ *
+ * Not caught: a process that leaves both the session and the group, and its stdout and stderr,
+ * within one interval of the monitor, after its parent has died (a daemon's double fork, done fast).
+ * /proc/PID/task/TID/children would not catch it either (it is gone from the tree by then); where
+ * that matters, cgroups do (`lib/jobs/cgroup.ts`). An adopted job's processes are found once by
+ * one scan of the host at the next look after its adoption (they predate the cursor).
+ */
+import { closeSync, openSync, readlinkSync, readSync } from "node:fs";
+import { join } from "node:path";
+import { PidCursor, type PidSource, procPidSource } from "./pidcursor.ts";
+import { type ProcEntry, type ProcId, type ProcTable, tableOf } from "./proc.ts";
+
+/** One process as its /proc stat shows it. */
+export interface ProcInfo extends ProcEntry {
+  sid: number;
+}
+
+/** What the tracker reads of the kernel; tests hand in a fake host. */
+export interface ProcSource extends PidSource {
+  /** The process's stat, or null when it is gone (a zombie counts as gone) or, with `start`, its pid is another process's now. */
+  stat(pid: number, start?: string): ProcInfo | null;
+  /** Keep the process open if it still started at `start` (within a budget): later reads cost less and never see a reused pid. */
+  hold(pid: number, start: string): void;
+  /** Let go of a process held open. */
+  release(pid: number): void;
+  /** Where the process's stdout and stderr point (unreadable ones left out). */
+  stdio(pid: number): string[];
+  /** planterd's own pid. */
+  self: number;
+}
+
+interface Tracked {
+  id: string;
+  root: number;
+  rootStart: string | null;
+  /** The job's processes but the root: pid → start time. */
+  members: Map<number, string>;
+}
+
+/** A job's processes at one sample. */
+export interface TreeSample {
+  /** Resident pages summed over the processes (the root not counted). */
+  rssPages: number;
+  /** Threads summed over them. */
+  tasks: number;
+  procs: ProcInfo[];
+}
+
+/** Follows the processes of jobs without a cgroup (see the module comment). */
+export class ProcTracker {
+  private readonly jobs = new Map<string, Tracked>();
+  /** Every tracked process (roots and members) → its job. */
+  private readonly owner = new Map<number, Tracked>();
+  private readonly cursor: PidCursor;
+  /** Where an orphan may be reparented: pid 1, planterd's ancestors, adopted recorders' parents. */
+  private readonly reapers = new Set<number>([1]);
+  private readonly selfStart: number;
+  /** Adopted jobs tracked since the last look: their processes are found by one scan of the host. */
+  private scanAll = false;
+  /** Liveness checked during one look (a parent of many new processes is read once). */
+  private alive = new Map<number, boolean>();
+  /** Processes read during the look under way. */
+  looked = 0;
+
+  constructor(
+    private readonly jobsDir: string,
+    private readonly src: ProcSource,
+  ) {
+    this.cursor = new PidCursor(src);
+    const me = src.stat(src.self);
+    this.selfStart = Number(me?.startTime ?? 0);
+    for (let p = me?.ppid ?? 0, i = 0; p > 1 && i < 64; i++) {
+      this.reapers.add(p);
+      p = src.stat(p)?.ppid ?? 0;
+    }
+  }
+
+  /** Jobs followed. */
+  get size(): number {
+    return this.jobs.size;
+  }
+
+  /** Whether job `id` is followed. */
+  has(id: string): boolean {
+    return this.jobs.has(id);
+  }
+
+  /** Follow job `id` from its root (the recorder), launched or adopted. */
+  track(id: string, root: number, rootStart: string | null): void {
+    if (this.jobs.has(id)) return;
+    // Nothing was followed: what the host made meanwhile cannot belong to this job, but for what
+    // its root made since it started (pids after its own), or for an adopted one, which the scan
+    // below finds.
+    if (this.jobs.size === 0) this.cursor.reset(root);
+    const t: Tracked = { id, root, rootStart, members: new Map() };
+    this.jobs.set(id, t);
+    this.owner.set(root, t);
+    const st = this.src.stat(root, rootStart ?? undefined);
+    if (!st) return;
+    this.src.hold(root, st.startTime);
+    // A recorder older than this planterd is adopted: its processes predate the cursor.
+    if (Number(st.startTime) < this.selfStart) {
+      this.scanAll = true;
+      if (st.ppid !== this.src.self) this.reapers.add(st.ppid);
+    }
+  }
+
+  /** Stop following job `id`. */
+  untrack(id: string): void {
+    const t = this.jobs.get(id);
+    if (!t) return;
+    this.jobs.delete(id);
+    for (const pid of [t.root, ...t.members.keys()]) {
+      if (this.owner.get(pid) !== t) continue;
+      this.owner.delete(pid);
+      this.src.release(pid);
+    }
+  }
+
+  /** Take in the processes created since the last look. */
+  refresh(): void {
+    if (this.jobs.size === 0) return;
+    const found = this.cursor.next();
+    let pids = found.pids;
+    if (this.scanAll && !found.all) pids = this.src.list(1, 4 * 1024 * 1024);
+    this.scanAll = false;
+    this.looked = pids.length;
+    if (!pids.length) return;
+    this.alive = new Map();
+    const fresh: ProcInfo[] = [];
+    for (const pid of pids) {
+      const known = this.owner.get(pid);
+      if (known && this.isLive(known, pid)) continue;
+      const st = this.src.stat(pid);
+      if (st) fresh.push(st);
+    }
+    // A child may come before its parent (the pid space wrapped): take in until nothing changes.
+    let pending = fresh;
+    for (let changed = true; changed && pending.length; ) {
+      changed = false;
+      const rest: ProcInfo[] = [];
+      for (const p of pending) {
+        const t = this.kin(p);
+        if (t) {
+          this.add(t, p);
+          changed = true;
+        } else rest.push(p);
+      }
+      pending = rest;
+    }
+    for (const p of pending) {
+      if (!this.reapers.has(p.ppid)) continue;
+      const t = this.byStdio(p.pid);
+      if (t) this.add(t, p);
+    }
+  }
+
+  /** Sample job `id`: its live processes (the dead are let go) and their sums. Null when not followed. */
+  sample(id: string): TreeSample | null {
+    const t = this.jobs.get(id);
+    if (!t) return null;
+    const procs: ProcInfo[] = [];
+    let rssPages = 0;
+    let tasks = 0;
+    for (const [pid, start] of t.members) {
+      const st = this.src.stat(pid, start);
+      if (!st) {
+        this.drop(t, pid);
+        continue;
+      }
+      procs.push(st);
+      rssPages += st.rssPages;
+      tasks += st.threads;
+    }
+    return { rssPages, tasks, procs };
+  }
+
+  /** Job `id`'s processes now, root included, as a process table (null when not followed). */
+  table(id: string): ProcTable | null {
+    const t = this.jobs.get(id);
+    if (!t) return null;
+    this.refresh();
+    const procs = this.sample(id)?.procs ?? [];
+    const root = this.src.stat(t.root, t.rootStart ?? undefined);
+    return tableOf(root ? [root, ...procs] : procs);
+  }
+
+  /** Job `id`'s live processes but the root, after a look (what is left of it once it ended). */
+  members(id: string, look = true): ProcId[] {
+    if (look) this.refresh();
+    return (this.sample(id)?.procs ?? []).map((p) => ({ pid: p.pid, start: p.startTime }));
+  }
+
+  /** The job a new process belongs to by its parent, session or group, or null. */
+  private kin(p: ProcInfo): Tracked | null {
+    // A session or group counts through its leader, a process of the job: while the leader lives,
+    // the session or group is the one it made (one whose leader died is not trusted).
+    for (const pid of [p.ppid, p.sid, p.pgid]) {
+      const t = this.owner.get(pid);
+      if (t && this.isLive(t, pid)) return t;
+    }
+    return null;
+  }
+
+  /** The job whose dir holds the process's stdout or stderr. */
+  private byStdio(pid: number): Tracked | null {
+    const prefix = `${this.jobsDir}/`;
+    for (const target of this.src.stdio(pid)) {
+      if (!target.startsWith(prefix)) continue;
+      const t = this.jobs.get(target.slice(prefix.length).split("/")[0] as string);
+      if (t) return t;
+    }
+    return null;
+  }
+
+  /** Whether tracked process `pid` of `t` is still the one seen (read once per look). */
+  private isLive(t: Tracked, pid: number): boolean {
+    const cached = this.alive.get(pid);
+    if (cached !== undefined) return cached;
+    const start = pid === t.root ? t.rootStart : t.members.get(pid);
+    const live = start !== undefined && this.src.stat(pid, start ?? undefined) !== null;
+    this.alive.set(pid, live);
+    return live;
+  }
+
+  private add(t: Tracked, p: ProcInfo): void {
+    const old = this.owner.get(p.pid);
+    if (old && old !== t) old.members.delete(p.pid);
+    t.members.set(p.pid, p.startTime);
+    this.owner.set(p.pid, t);
+    this.alive.set(p.pid, true);
+    this.src.hold(p.pid, p.startTime);
+  }
+
+  private drop(t: Tracked, pid: number): void {
+    t.members.delete(pid);
+    if (this.owner.get(pid) === t) {
+      this.owner.delete(pid);
+      this.src.release(pid);
+    }
+  }
+}
+
+/** Parse a /proc/<pid>/stat text (fields after the last ')', the name may hold anything). */
+export function parseStat(pid: number, text: string): ProcInfo | null {
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  if (f[0] === "Z" || f[0] === "X" || f.length < 22) return null;
+  return {
+    pid,
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    sid: Number(f[3]),
+    startTime: f[19] as string,
+    rssPages: Number(f[21]) || 0,
+    threads: Number(f[17]) || 1,
+  };
+}
+
+/** Processes held open at most (a job's processes beyond it are read by path, start time compared). */
+export const HOLD_BUDGET = 4096;
+
+/** This host's /proc as a ProcSource (Linux only; null elsewhere). */
+export function procSource(): ProcSource | null {
+  const pids = procPidSource();
+  if (!pids) return null;
+  const held = new Map<number, number>();
+  const buf = Buffer.allocUnsafe(1024);
+  const readAt = (fd: number): string => buf.toString("latin1", 0, readSync(fd, buf, 0, buf.length, 0));
+  const release = (pid: number) => {
+    const fd = held.get(pid);
+    if (fd === undefined) return;
+    held.delete(pid);
+    closeSync(fd);
+  };
+  return {
+    ...pids,
+    self: process.pid,
+    stat(pid, start) {
+      const fd = held.get(pid);
+      if (fd !== undefined) {
+        try {
+          // A held stat reads the process it was opened on, or fails once that one is gone.
+          return parseStat(pid, readAt(fd));
+        } catch {
+          release(pid);
+          return null;
+        }
+      }
+      let text: string;
+      let own = -1;
+      try {
+        own = openSync(`/proc/${pid}/stat`, "r");
+        text = readAt(own);
+      } catch {
+        return null;
+      } finally {
+        if (own >= 0) closeSync(own);
+      }
+      const st = parseStat(pid, text);
+      return st && (start === undefined || st.startTime === start) ? st : null;
+    },
+    hold(pid, start) {
+      if (held.has(pid) || held.size >= HOLD_BUDGET) return;
+      let fd = -1;
+      try {
+        fd = openSync(`/proc/${pid}/stat`, "r");
+        // Opened on the process seen, not on one that took its pid since.
+        if (parseStat(pid, readAt(fd))?.startTime === start) {
+          held.set(pid, fd);
+          fd = -1;
+        }
+      } catch {
+        // gone already: its next read says so
+      } finally {
+        if (fd >= 0) closeSync(fd);
+      }
+    },
+    release,
+    stdio(pid) {
+      const out: string[] = [];
+      for (const fd of [1, 2]) {
+        try {
+          out.push(readlinkSync(join("/proc", String(pid), "fd", String(fd))));
+        } catch {
+          // closed, or not ours to read
+        }
+      }
+      return out;
+    },
+  };
+}
