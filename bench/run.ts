@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening]` (all by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [procs]` (all by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -13,6 +13,7 @@ import { disposeAll, figures, summaryTable, within } from "./common.ts";
 import { followBench } from "./follow.ts";
 import { hardeningBench } from "./hardening.ts";
 import { limitsBench } from "./limits.ts";
+import { procsBench } from "./procs.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
@@ -29,6 +30,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   limits: { run: limitsBench, limitMs: 150_000 },
   terminal: { run: terminalBench, limitMs: 60_000 },
   hardening: { run: hardeningBench, limitMs: 300_000 },
+  procs: { run: procsBench, limitMs: 900_000 },
 };
 
 const wanted = process.argv.slice(2);

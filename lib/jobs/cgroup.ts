@@ -397,26 +397,58 @@ export function groupProcs(stored: string): string[] {
   return Object.values(s.dirs).map((d) => join(d, "cgroup.procs"));
 }
 
-const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+/** The value of `key` in a flat-keyed file ("key N" lines), 0 when absent. */
+const counter = (text: string, key: string) => {
+  const line = text.startsWith(`${key} `) ? 0 : text.indexOf(`\n${key} `) + 1;
+  if (line === 0 && !text.startsWith(`${key} `)) return 0;
+  return Number.parseInt(text.slice(line + key.length + 1), 10) || 0;
+};
 
-/**
- * What the kernel counted in a job's groups (one or two small reads: the monitor asks every tick).
- * `memory`: read the OOM counter too. `read` reads one file (default: open, read, close).
- */
-export function groupCounters(stored: string, memory = true, read = readText): CgroupCounters {
+/** The files a job's counters are in: OOM kills (and their keys), refused forks, tasks now. */
+interface CounterFiles {
+  oom: string | null;
+  oomKeys: string[];
+  pidsEvents: string | null;
+  pidsCurrent: string | null;
+}
+
+function counterFiles(stored: string): CounterFiles {
   const s = parseStored(stored);
   if (s.v === 2) {
-    const events = memory ? (read(join(s.dir, "memory.events")) ?? "") : "";
     return {
-      oomKills: Math.max(counter(events, "oom_kill"), counter(events, "oom_group_kill")),
-      pidsHits: counter(read(join(s.dir, "pids.events")) ?? "", "max"),
+      oom: join(s.dir, "memory.events"),
+      oomKeys: ["oom_kill", "oom_group_kill"],
+      pidsEvents: join(s.dir, "pids.events"),
+      pidsCurrent: join(s.dir, "pids.current"),
     };
   }
-  const mem = memory ? s.dirs.memory : undefined;
   return {
-    oomKills: mem ? counter(read(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
-    pidsHits: s.dirs.pids ? counter(read(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
+    oom: s.dirs.memory ? join(s.dirs.memory, "memory.oom_control") : null,
+    oomKeys: ["oom_kill"],
+    pidsEvents: s.dirs.pids ? join(s.dirs.pids, "pids.events") : null,
+    pidsCurrent: s.dirs.pids ? join(s.dirs.pids, "pids.current") : null,
   };
+}
+
+function readCounters(f: CounterFiles, memory: boolean, read: (path: string) => string | null): CgroupCounters {
+  const oom = memory && f.oom ? (read(f.oom) ?? "") : "";
+  return {
+    oomKills: Math.max(0, ...f.oomKeys.map((k) => counter(oom, k))),
+    pidsHits: f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0,
+  };
+}
+
+function readTasks(f: CounterFiles, read: (path: string) => string | null): number | null {
+  const t = f.pidsCurrent ? (read(f.pidsCurrent) ?? "").trim() : "";
+  return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+}
+
+/**
+ * What the kernel counted in a job's groups (one or two small reads).
+ * `memory`: read the OOM counter too.
+ */
+export function groupCounters(stored: string, memory = true): CgroupCounters {
+  return readCounters(counterFiles(stored), memory, readText);
 }
 
 /**
@@ -425,9 +457,12 @@ export function groupCounters(stored: string, memory = true, read = readText): C
  */
 export class GroupFiles {
   private readonly fds = new Map<string, number>();
-  private readonly buf = Buffer.allocUnsafe(512);
+  private readonly buf = Buffer.allocUnsafe(256);
+  private readonly files: CounterFiles;
 
-  constructor(private readonly stored: string) {}
+  constructor(private readonly stored: string) {
+    this.files = counterFiles(stored);
+  }
 
   private read = (path: string): string | null => {
     let fd = this.fds.get(path);
@@ -451,12 +486,20 @@ export class GroupFiles {
 
   /** `groupCounters` through the held files. */
   counters(memory: boolean): CgroupCounters {
-    return groupCounters(this.stored, memory, this.read);
+    return readCounters(this.files, memory, this.read);
   }
 
   /** `groupTasks` through the held files. */
   tasks(): number | null {
-    return groupTasks(this.stored, this.read);
+    return readTasks(this.files, this.read);
+  }
+
+  /**
+   * `groupMembers`, read afresh: a v1 `cgroup.procs` held open keeps answering the list it made
+   * at its first read.
+   */
+  members(): number[] {
+    return groupMembers(this.stored);
   }
 
   /** Let go of the files. */
@@ -476,11 +519,8 @@ export function groupPeak(stored: string): number | null {
 }
 
 /** Tasks in a job's pids group now, or null where unknown. */
-export function groupTasks(stored: string, read = readText): number | null {
-  const s = parseStored(stored);
-  const dir = s.v === 2 ? s.dir : s.dirs.pids;
-  const t = dir ? (read(join(dir, "pids.current")) ?? "").trim() : "";
-  return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+export function groupTasks(stored: string): number | null {
+  return readTasks(counterFiles(stored), readText);
 }
 
 /** What the kernel recorded of a job's groups: OOM kills, peak memory, refused forks. */

@@ -39,7 +39,7 @@ import {
   quotaCut,
   RESERVE_LIMIT,
 } from "./limits.ts";
-import { isAlive, type ProcId, pageSize } from "./proc.ts";
+import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
 import { jobFiles, readStatus } from "./recorder.ts";
 import type { KillOptions } from "./supervisor.ts";
 import { ProcTracker, procSource } from "./tracker.ts";
@@ -137,12 +137,14 @@ const hasLimits = (l: Limits) =>
   l.max_pids !== undefined;
 
 /**
- * Whether a job's processes are sampled: it has a memory or process limit the kernel does not
- * enforce (no cgroup). In a cgroup the kernel counts every page and task of the job (memfd and
- * tmpfs pages too, shared pages once) and the monitor reads what it did.
+ * Whether a job's processes are sampled: it has a memory limit (RSS summed over its processes: the
+ * kernel's count in a cgroup leaves out file pages charged to other groups, such as a runtime's
+ * binary), or a process limit the kernel does not enforce (no cgroup). In a cgroup, its processes
+ * are its group's members; the kernel also enforces both limits itself and the monitor reads what
+ * it did.
  */
 const needsSample = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
-  !w.forced && w.cgroup === null && (w.limits.max_rss_bytes !== undefined || w.limits.max_pids !== undefined);
+  !w.forced && (w.limits.max_rss_bytes !== undefined || (w.limits.max_pids !== undefined && w.cgroup === null));
 
 /** How often a job's logs are measured on ticks besides every write inotify reports. */
 const LOG_RECHECK_MS = 1000;
@@ -234,6 +236,11 @@ export class Monitor {
     // Every job without a cgroup has its processes followed, limits or not: a kill needs them.
     if (job.cgroup === null) this.procs?.track(job.id, job.pid, job.start_time);
     if (!hasLimits(job.limits) && !this.reserveOn) return;
+    const counters = job.cgroup ? new GroupFiles(job.cgroup) : null;
+    // A job in a cgroup with a memory limit has its group's members sampled.
+    if (counters && job.limits.max_rss_bytes !== undefined) {
+      this.procs?.track(job.id, job.pid, job.start_time, counters);
+    }
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
     const files = jobFiles(dir);
     const max = job.limits.max_log_bytes;
@@ -246,7 +253,7 @@ export class Monitor {
       limits: job.limits,
       files,
       cgroup: job.cgroup,
-      counters: job.cgroup ? new GroupFiles(job.cgroup) : null,
+      counters,
       under: max !== undefined && now.stdout + now.stderr <= max ? now : { stdout: 0, stderr: 0 },
       slot: this.slots++,
       hit: null,
@@ -313,12 +320,18 @@ export class Monitor {
     const t0 = performance.now();
     const now = Date.now();
     let looked = 0;
+    this.hostTable = null;
     for (const w of this.jobs.values()) {
-      if (needsSample(w) && this.procs) {
+      if (!needsSample(w)) continue;
+      if (this.procs) {
         this.procs.refresh();
         looked = this.procs.looked;
-        break;
+      } else {
+        // No /proc to follow jobs by (macOS): one listing of the host per tick, as `ps` gives it.
+        this.hostTable = procTable();
+        looked = this.hostTable.procs.size;
       }
+      break;
     }
     this.sampled = 0;
     const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
@@ -338,6 +351,8 @@ export class Monitor {
 
   /** Processes read by this tick's samples. */
   private sampled = 0;
+  /** This tick's listing of the host, where there is no tracker. */
+  private hostTable: ProcTable | null = null;
 
   /** A failure checking one job (a busy database, say) is reported and retried next tick. */
   private guarded(w: Watched, now: number, near: DiskStatus | null, why: CheckWhy): void {
@@ -391,7 +406,7 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
-    const kernel = tick && w.cgroup ? this.kernelBreach(w) : null;
+    const kernel = tick && w.cgroup ? this.kernelBreach(w, tree === null || tree.changed) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
@@ -413,11 +428,13 @@ export class Monitor {
    * What the kernel found in the job's cgroup: an OOM kill (v1 kills one process of the tree, the
    * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
    */
-  private kernelBreach(w: Watched): Breach | null {
+  private kernelBreach(w: Watched, changed: boolean): Breach | null {
     const stored = w.cgroup as string;
     const files = w.counters as GroupFiles;
     const mem = w.limits.max_rss_bytes;
-    const c = files.counters(mem !== undefined);
+    // An OOM kill ends a process of the job: a sample that found its processes as they were has
+    // nothing to read in the OOM counter.
+    const c = files.counters(mem !== undefined && changed);
     if (c.oomKills > 0 && mem !== undefined) {
       return {
         limit: "max_rss_bytes",
@@ -457,11 +474,17 @@ export class Monitor {
    * RSS and tasks (processes and threads) summed over the job's processes (the recorder
    * excluded), as the tracker follows them: one that left the tree stays counted.
    */
-  private tree(w: Watched): { rss: number; tasks: number } | null {
+  private tree(w: Watched): { rss: number; tasks: number; changed: boolean } | null {
+    if (this.hostTable) {
+      const t = this.hostTable;
+      const procs = descendants(t, [w.pid], w.pid).flatMap((p) => t.procs.get(p) ?? []);
+      const pages = procs.reduce((n, p) => n + p.rssPages, 0);
+      return { rss: pages * pageSize(), tasks: procs.reduce((n, p) => n + p.threads, 0), changed: true };
+    }
     const s = this.procs?.sample(w.id);
     if (!s) return null;
     this.sampled += s.procs.length;
-    return { rss: s.rssPages * pageSize(), tasks: s.tasks };
+    return { rss: s.rssPages * pageSize(), tasks: s.tasks, changed: s.changed };
   }
 
   /**

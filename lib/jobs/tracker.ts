@@ -19,7 +19,7 @@
  * that matters, cgroups do (`lib/jobs/cgroup.ts`). An adopted job's processes are found once by
  * one scan of the host at the next look after its adoption (they predate the cursor).
  */
-import { closeSync, openSync, readlinkSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { PidCursor, type PidSource, procPidSource } from "./pidcursor.ts";
 import { type ProcEntry, type ProcId, type ProcTable, tableOf } from "./proc.ts";
@@ -33,6 +33,8 @@ export interface ProcInfo extends ProcEntry {
 export interface ProcSource extends PidSource {
   /** The process's stat, or null when it is gone (a zombie counts as gone) or, with `start`, its pid is another process's now. */
   stat(pid: number, start?: string): ProcInfo | null;
+  /** Resident pages and threads of the process that started at `start`; null when it is gone. */
+  usage(pid: number, start: string): Usage | null;
   /** Keep the process open if it still started at `start` (within a budget): later reads cost less and never see a reused pid. */
   hold(pid: number, start: string): void;
   /** Let go of a process held open. */
@@ -49,6 +51,22 @@ interface Tracked {
   rootStart: string | null;
   /** The job's processes but the root: pid → start time. */
   members: Map<number, string>;
+  /** Its cgroup, where the kernel keeps its processes together, else null. */
+  group: GroupSource | null;
+}
+
+/** A job's cgroup as the tracker reads it. */
+export interface GroupSource {
+  /** Tasks (processes and threads) in the group now. */
+  tasks(): number | null;
+  /** Processes in the group now. */
+  members(): number[];
+}
+
+/** What a sample reads of one process. */
+export interface Usage {
+  rssPages: number;
+  threads: number;
 }
 
 /** A job's processes at one sample. */
@@ -57,7 +75,9 @@ export interface TreeSample {
   rssPages: number;
   /** Threads summed over them. */
   tasks: number;
-  procs: ProcInfo[];
+  procs: ProcId[];
+  /** Whether its processes changed since the last sample (one ended, or its group's list was read again). */
+  changed: boolean;
 }
 
 /** Follows the processes of jobs without a cgroup (see the module comment). */
@@ -75,6 +95,8 @@ export class ProcTracker {
   private alive = new Map<number, boolean>();
   /** Processes read during the look under way. */
   looked = 0;
+  /** Jobs followed through the cursor (not through a group). */
+  private followed = 0;
 
   constructor(
     private readonly jobsDir: string,
@@ -99,15 +121,19 @@ export class ProcTracker {
     return this.jobs.has(id);
   }
 
-  /** Follow job `id` from its root (the recorder), launched or adopted. */
-  track(id: string, root: number, rootStart: string | null): void {
+  /**
+   * Follow job `id` from its root (the recorder), launched or adopted. With `group` (its cgroup)
+   * its processes are the group's members, never taken from the cursor.
+   */
+  track(id: string, root: number, rootStart: string | null, group?: GroupSource): void {
     if (this.jobs.has(id)) return;
+    const t: Tracked = { id, root, rootStart, members: new Map(), group: group ?? null };
+    this.jobs.set(id, t);
+    if (t.group) return;
     // Nothing was followed: what the host made meanwhile cannot belong to this job, but for what
     // its root made since it started (pids after its own), or for an adopted one, which the scan
     // below finds.
-    if (this.jobs.size === 0) this.cursor.reset(root);
-    const t: Tracked = { id, root, rootStart, members: new Map() };
-    this.jobs.set(id, t);
+    if (this.followed++ === 0) this.cursor.reset(root);
     this.owner.set(root, t);
     const st = this.src.stat(root, rootStart ?? undefined);
     if (!st) return;
@@ -124,16 +150,13 @@ export class ProcTracker {
     const t = this.jobs.get(id);
     if (!t) return;
     this.jobs.delete(id);
-    for (const pid of [t.root, ...t.members.keys()]) {
-      if (this.owner.get(pid) !== t) continue;
-      this.owner.delete(pid);
-      this.src.release(pid);
-    }
+    if (!t.group) this.followed--;
+    for (const pid of [t.root, ...t.members.keys()]) this.drop(t, pid);
   }
 
   /** Take in the processes created since the last look. */
   refresh(): void {
-    if (this.jobs.size === 0) return;
+    if (this.followed === 0) return;
     const found = this.cursor.next();
     let pids = found.pids;
     if (this.scanAll && !found.all) pids = this.src.list(1, 4 * 1024 * 1024);
@@ -173,20 +196,34 @@ export class ProcTracker {
   sample(id: string): TreeSample | null {
     const t = this.jobs.get(id);
     if (!t) return null;
-    const procs: ProcInfo[] = [];
+    const s = this.read(t);
+    // A group's member list is read again only when its task count says it changed: the members
+    // known, all alive, with as many threads as the group has tasks, are all of them.
+    if (t.group && (s.changed || t.group.tasks() !== s.tasks)) {
+      this.sync(t, t.group.members());
+      return { ...this.read(t), changed: true };
+    }
+    return s;
+  }
+
+  /** Read each process of `t`: sums over the live ones; the dead are let go. */
+  private read(t: Tracked): TreeSample {
+    const procs: ProcId[] = [];
     let rssPages = 0;
     let tasks = 0;
+    let changed = false;
     for (const [pid, start] of t.members) {
-      const st = this.src.stat(pid, start);
-      if (!st) {
+      const u = this.src.usage(pid, start);
+      if (!u) {
         this.drop(t, pid);
+        changed = true;
         continue;
       }
-      procs.push(st);
-      rssPages += st.rssPages;
-      tasks += st.threads;
+      procs.push({ pid, start });
+      rssPages += u.rssPages;
+      tasks += u.threads;
     }
-    return { rssPages, tasks, procs };
+    return { rssPages, tasks, procs, changed };
   }
 
   /** Job `id`'s processes now, root included, as a process table (null when not followed). */
@@ -194,7 +231,7 @@ export class ProcTracker {
     const t = this.jobs.get(id);
     if (!t) return null;
     this.refresh();
-    const procs = this.sample(id)?.procs ?? [];
+    const procs = (this.sample(id)?.procs ?? []).flatMap((p) => this.src.stat(p.pid, p.start ?? undefined) ?? []);
     const root = this.src.stat(t.root, t.rootStart ?? undefined);
     return tableOf(root ? [root, ...procs] : procs);
   }
@@ -202,7 +239,7 @@ export class ProcTracker {
   /** Job `id`'s live processes but the root, after a look (what is left of it once it ended). */
   members(id: string, look = true): ProcId[] {
     if (look) this.refresh();
-    return (this.sample(id)?.procs ?? []).map((p) => ({ pid: p.pid, start: p.startTime }));
+    return this.sample(id)?.procs ?? [];
   }
 
   /** The job a new process belongs to by its parent, session or group, or null. */
@@ -246,8 +283,25 @@ export class ProcTracker {
     this.src.hold(p.pid, p.startTime);
   }
 
+  /** A group's members now: the new ones taken in (and held), the gone let go. */
+  private sync(t: Tracked, now: number[]): void {
+    const live = new Set(now);
+    for (const pid of t.members.keys()) if (!live.has(pid)) this.drop(t, pid);
+    for (const pid of live) {
+      if (t.members.has(pid)) continue;
+      const st = this.src.stat(pid);
+      if (!st) continue;
+      t.members.set(pid, st.startTime);
+      this.src.hold(pid, st.startTime);
+    }
+  }
+
   private drop(t: Tracked, pid: number): void {
     t.members.delete(pid);
+    if (t.group) {
+      this.src.release(pid);
+      return;
+    }
     if (this.owner.get(pid) === t) {
       this.owner.delete(pid);
       this.src.release(pid);
@@ -270,63 +324,94 @@ export function parseStat(pid: number, text: string): ProcInfo | null {
   };
 }
 
-/** Processes held open at most (a job's processes beyond it are read by path, start time compared). */
+/** Processes held open at most, two files each (a job's processes beyond it are read by path, start time compared). */
 export const HOLD_BUDGET = 4096;
+
+/** A process held open: its statm (resident pages; fails once the process is gone) and its task dir (threads). */
+interface Held {
+  statm: number;
+  task: number;
+}
 
 /** This host's /proc as a ProcSource (Linux only; null elsewhere). */
 export function procSource(): ProcSource | null {
   const pids = procPidSource();
   if (!pids) return null;
-  const held = new Map<number, number>();
+  const held = new Map<number, Held>();
   const buf = Buffer.allocUnsafe(1024);
   const readAt = (fd: number): string => buf.toString("latin1", 0, readSync(fd, buf, 0, buf.length, 0));
   const release = (pid: number) => {
-    const fd = held.get(pid);
-    if (fd === undefined) return;
+    const h = held.get(pid);
+    if (h === undefined) return;
     held.delete(pid);
-    closeSync(fd);
+    closeSync(h.statm);
+    closeSync(h.task);
+  };
+  const stat = (pid: number, start?: string): ProcInfo | null => {
+    let text: string;
+    let fd = -1;
+    try {
+      fd = openSync(`/proc/${pid}/stat`, "r");
+      text = readAt(fd);
+    } catch {
+      return null;
+    } finally {
+      if (fd >= 0) closeSync(fd);
+    }
+    const st = parseStat(pid, text);
+    return st && (start === undefined || st.startTime === start) ? st : null;
+  };
+  /** Resident pages (statm's second field) and threads (the task dir's link count less 2). */
+  const usageOf = (h: Held): Usage => {
+    const text = readAt(h.statm);
+    const from = text.indexOf(" ") + 1;
+    return { rssPages: Number(text.slice(from, text.indexOf(" ", from))) || 0, threads: fstatSync(h.task).nlink - 2 };
   };
   return {
     ...pids,
     self: process.pid,
-    stat(pid, start) {
-      const fd = held.get(pid);
-      if (fd !== undefined) {
+    stat,
+    usage(pid, start) {
+      const h = held.get(pid);
+      if (h) {
         try {
-          // A held stat reads the process it was opened on, or fails once that one is gone.
-          return parseStat(pid, readAt(fd));
+          // Held files read the process they were opened on, and fail once it is gone.
+          return usageOf(h);
         } catch {
           release(pid);
           return null;
         }
       }
-      let text: string;
-      let own = -1;
-      try {
-        own = openSync(`/proc/${pid}/stat`, "r");
-        text = readAt(own);
-      } catch {
-        return null;
-      } finally {
-        if (own >= 0) closeSync(own);
-      }
-      const st = parseStat(pid, text);
-      return st && (start === undefined || st.startTime === start) ? st : null;
+      const st = stat(pid, start);
+      return st && { rssPages: st.rssPages, threads: st.threads };
     },
     hold(pid, start) {
-      if (held.has(pid) || held.size >= HOLD_BUDGET) return;
-      let fd = -1;
+      if (held.has(pid)) {
+        // Still open on a process that died unseen, whose pid this one took: open it again.
+        try {
+          usageOf(held.get(pid) as Held);
+          return;
+        } catch {
+          release(pid);
+        }
+      }
+      if (held.size >= HOLD_BUDGET) return;
+      let statm = -1;
+      let task = -1;
       try {
-        fd = openSync(`/proc/${pid}/stat`, "r");
-        // Opened on the process seen, not on one that took its pid since.
-        if (parseStat(pid, readAt(fd))?.startTime === start) {
-          held.set(pid, fd);
-          fd = -1;
+        statm = openSync(`/proc/${pid}/statm`, "r");
+        task = openSync(`/proc/${pid}/task`, "r");
+        // Opened before this check, so on the process seen, not on one that took its pid since.
+        if (stat(pid)?.startTime === start) {
+          held.set(pid, { statm, task });
+          statm = -1;
+          task = -1;
         }
       } catch {
         // gone already: its next read says so
       } finally {
-        if (fd >= 0) closeSync(fd);
+        if (statm >= 0) closeSync(statm);
+        if (task >= 0) closeSync(task);
       }
     },
     release,

@@ -132,6 +132,10 @@ class FakeHost implements ProcSource {
       threads: p.threads,
     };
   }
+  usage(pid: number, start: string) {
+    const p = this.stat(pid, start);
+    return p && { rssPages: p.rssPages, threads: p.threads };
+  }
   hold(): void {}
   release(): void {}
   stdio(pid: number): string[] {
@@ -351,6 +355,42 @@ describe("a job's processes, followed from its root", () => {
   });
 });
 
+describe("a job in a cgroup: its processes are its group's", () => {
+  test("the member list is read again only when the group's task count differs from the threads known", () => {
+    const h = new FakeHost();
+    const t = new ProcTracker(JOBS, h);
+    const root = h.spawn(h.self);
+    h.setsid(root);
+    const inGroup = new Set<number>();
+    let listed = 0;
+    const group = {
+      tasks: () => [...inGroup].reduce((n, p) => n + (h.procs.get(p)?.threads ?? 0), 0),
+      members: () => {
+        listed++;
+        return [...inGroup].filter((p) => h.procs.has(p));
+      },
+    };
+    t.track("g", root, start(h, root), group);
+    const a = h.spawn(root, { rss: 200 });
+    inGroup.add(a);
+    expect(t.sample("g")).toMatchObject({ rssPages: 200, tasks: 1 });
+    expect(listed).toBe(1);
+    expect(t.sample("g")).toMatchObject({ rssPages: 200 });
+    expect(listed).toBe(1); // nothing changed: the list is not read
+    // A process that left the tree (reparented, own session) is still the group's.
+    const b = h.spawn(a, { rss: 300 });
+    h.setsid(b);
+    inGroup.add(b);
+    h.exit(a);
+    inGroup.delete(a);
+    expect(t.sample("g")).toMatchObject({ rssPages: 300, tasks: 1 });
+    expect(t.sample("g")?.procs.map((p) => p.pid)).toEqual([b]);
+    // Membership is what the group lists, never what the cursor finds (a child it does not list is not taken).
+    h.spawn(b);
+    expect(t.members("g").map((p) => p.pid)).toEqual([b]);
+  });
+});
+
 describe("this host's /proc", () => {
   test("stat lines parse whatever the command name holds; zombies read as gone", () => {
     const line = "4242 (a) b (c) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 3 0 12345 1000 77 rest";
@@ -384,6 +424,34 @@ describe("this host's /proc", () => {
     } finally {
       process.kill(-sh.pid, "SIGKILL");
       t.untrack("real");
+    }
+  });
+});
+
+describe("a job's cgroup counters, held open", () => {
+  test("OOM kills, refused forks and tasks are read again through the same files, v2 and v1 names", async () => {
+    const { mkdtempSync, mkdirSync, writeFileSync, rmSync } = await import("node:fs");
+    const { GroupFiles } = await import("../../lib/jobs/cgroup.ts");
+    const dir = mkdtempSync("/tmp/pt-counters-");
+    try {
+      writeFileSync(`${dir}/memory.events`, "low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n");
+      writeFileSync(`${dir}/pids.events`, "max 2\n");
+      writeFileSync(`${dir}/pids.current`, "5\n");
+      const v2 = new GroupFiles(dir);
+      expect([v2.counters(true), v2.tasks()]).toEqual([{ oomKills: 1, pidsHits: 2 }, 5]);
+      expect(v2.counters(false)).toEqual({ oomKills: 0, pidsHits: 2 });
+      writeFileSync(`${dir}/memory.events`, "low 0\nhigh 0\nmax 3\noom 2\noom_kill 1\noom_group_kill 7\n");
+      writeFileSync(`${dir}/pids.current`, "12\n");
+      expect([v2.counters(true), v2.tasks()]).toEqual([{ oomKills: 7, pidsHits: 2 }, 12]);
+      v2.close();
+      for (const c of ["memory", "pids"]) mkdirSync(`${dir}/${c}`);
+      writeFileSync(`${dir}/memory/memory.oom_control`, "oom_kill_disable 0\nunder_oom 0\noom_kill 4\n");
+      writeFileSync(`${dir}/pids/pids.events`, "max 0\n");
+      const v1 = new GroupFiles(`v1:${JSON.stringify({ memory: `${dir}/memory`, pids: `${dir}/pids` })}`);
+      expect([v1.counters(true), v1.tasks()]).toEqual([{ oomKills: 4, pidsHits: 0 }, null]);
+      v1.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });
