@@ -12,8 +12,8 @@
  * a job whose output still grows is stopped the same way, with reason `disk_full`, so that the
  * space left stays for planter's own state (job ends, events).
  */
-import { type FSWatcher, statSync, truncateSync, watch } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, type FSWatcher, realpathSync, statSync, truncateSync, watch } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
@@ -195,7 +195,9 @@ export class Monitor {
     const m = ctx.config.monitor;
     this.enforcement = enforcement ?? chooseEnforcement(m.cgroup, m.cgroup_pids_max);
     const src = procSource();
-    this.procs = src ? new ProcTracker(`${ctx.paths.stateDir}/jobs`, src) : null;
+    // As /proc shows a job's open files: without the symlinks of the configured path.
+    const jobs = join(ctx.paths.stateDir, "jobs");
+    this.procs = src ? new ProcTracker(existsSync(jobs) ? realpathSync(jobs) : jobs, src) : null;
   }
 
   /** SIGTERM → SIGKILL grace of a limit kill. */
