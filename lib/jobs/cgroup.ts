@@ -33,6 +33,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { heldFiles } from "./proc.ts";
 
 /** What the detection reads of the host; tests hand in a fake tree. */
 export interface CgroupHost {
@@ -467,12 +468,14 @@ export class GroupFiles {
   private read = (path: string): string | null => {
     let fd = this.fds.get(path);
     if (fd === undefined) {
+      if (heldFiles.open >= heldFiles.max) return readText(path);
       try {
         fd = openSync(path, "r");
       } catch {
         return null;
       }
       this.fds.set(path, fd);
+      heldFiles.open++;
     }
     try {
       return this.buf.toString("latin1", 0, readSync(fd, this.buf, 0, this.buf.length, 0));
@@ -480,6 +483,7 @@ export class GroupFiles {
       // the group was removed: the next read opens the path again
       this.fds.delete(path);
       closeSync(fd);
+      heldFiles.open--;
       return null;
     }
   };
@@ -505,6 +509,7 @@ export class GroupFiles {
   /** Let go of the files. */
   close(): void {
     for (const fd of this.fds.values()) closeSync(fd);
+    heldFiles.open -= this.fds.size;
     this.fds.clear();
   }
 }

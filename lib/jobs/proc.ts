@@ -195,6 +195,24 @@ export function pageSize(): number {
   return pageBytes;
 }
 
+/**
+ * Files held open to be read again cheaply (a job's processes, its cgroup counters), counted
+ * against a share of planterd's open-file limit: past it, files are read by path (open, read,
+ * close), never refused.
+ */
+export const heldFiles = { open: 0, max: heldMax() };
+
+/** An eighth of the soft open-file limit (Bun raises it to the hard limit), at most 16384. */
+function heldMax(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m) return Math.min(16_384, Math.floor(Number(m[1]) / 8));
+  } catch {
+    // not Linux: nothing is held open there
+  }
+  return 128;
+}
+
 /** Signal number of a signal name such as "TERM" or "SIGTERM". */
 export function signalNumber(name: string): number | null {
   const key = (name.startsWith("SIG") ? name : `SIG${name}`) as keyof typeof constants.signals;

@@ -22,7 +22,7 @@
 import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { PidCursor, type PidSource, procPidSource } from "./pidcursor.ts";
-import { type ProcEntry, type ProcId, type ProcTable, tableOf } from "./proc.ts";
+import { heldFiles, type ProcEntry, type ProcId, type ProcTable, tableOf } from "./proc.ts";
 
 /** One process as its /proc stat shows it. */
 export interface ProcInfo extends ProcEntry {
@@ -324,9 +324,6 @@ export function parseStat(pid: number, text: string): ProcInfo | null {
   };
 }
 
-/** Processes held open at most, two files each (a job's processes beyond it are read by path, start time compared). */
-export const HOLD_BUDGET = 4096;
-
 /** A process held open: its statm (resident pages; fails once the process is gone) and its task dir (threads). */
 interface Held {
   statm: number;
@@ -346,6 +343,7 @@ export function procSource(): ProcSource | null {
     held.delete(pid);
     closeSync(h.statm);
     closeSync(h.task);
+    heldFiles.open -= 2;
   };
   const stat = (pid: number, start?: string): ProcInfo | null => {
     let text: string;
@@ -395,7 +393,8 @@ export function procSource(): ProcSource | null {
           release(pid);
         }
       }
-      if (held.size >= HOLD_BUDGET) return;
+      // Past the budget, the process is read by path, its start time compared.
+      if (heldFiles.open + 2 > heldFiles.max) return;
       let statm = -1;
       let task = -1;
       try {
@@ -404,6 +403,7 @@ export function procSource(): ProcSource | null {
         // Opened before this check, so on the process seen, not on one that took its pid since.
         if (stat(pid)?.startTime === start) {
           held.set(pid, { statm, task });
+          heldFiles.open += 2;
           statm = -1;
           task = -1;
         }
