@@ -30,7 +30,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number }> = {
   limits: { run: limitsBench, limitMs: 150_000 },
   terminal: { run: terminalBench, limitMs: 60_000 },
   hardening: { run: hardeningBench, limitMs: 300_000 },
-  procs: { run: procsBench, limitMs: 900_000 },
+  procs: { run: procsBench, limitMs: 1_800_000 },
 };
 
 const wanted = process.argv.slice(2);

@@ -388,7 +388,9 @@ export class Monitor {
    */
   private check(w: Watched, now: number, near: DiskStatus | null, why: CheckWhy): void {
     const tick = why !== "write";
-    const tree = tick && needsSample(w) ? this.tree(w) : null;
+    // A job in a cgroup has its group's members listed again once a second, or when one ended:
+    // a process new to the group is counted a second late at most (the kernel counts it at once).
+    const tree = tick && needsSample(w) ? this.tree(w, why === "logs") : null;
     const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
     const quotaLogs = w.limits.max_log_bytes !== undefined && (why !== "tick" || w.watcher === null);
     const measureLogs = quotaLogs || near !== null || w.hit?.limit === RESERVE_LIMIT;
@@ -476,14 +478,14 @@ export class Monitor {
    * RSS and tasks (processes and threads) summed over the job's processes (the recorder
    * excluded), as the tracker follows them: one that left the tree stays counted.
    */
-  private tree(w: Watched): { rss: number; tasks: number; changed: boolean } | null {
+  private tree(w: Watched, recount: boolean): { rss: number; tasks: number; changed: boolean } | null {
     if (this.hostTable) {
       const t = this.hostTable;
       const procs = descendants(t, [w.pid], w.pid).flatMap((p) => t.procs.get(p) ?? []);
       const pages = procs.reduce((n, p) => n + p.rssPages, 0);
       return { rss: pages * pageSize(), tasks: procs.reduce((n, p) => n + p.threads, 0), changed: true };
     }
-    const s = this.procs?.sample(w.id);
+    const s = this.procs?.sample(w.id, recount);
     if (!s) return null;
     this.sampled += s.procs.length;
     return { rss: s.rssPages * pageSize(), tasks: s.tasks, changed: s.changed };

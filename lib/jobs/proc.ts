@@ -198,15 +198,19 @@ export function pageSize(): number {
 /**
  * Files held open to be read again cheaply (a job's processes, its cgroup counters), counted
  * against a share of planterd's open-file limit: past it, files are read by path (open, read,
- * close), never refused.
+ * close, start time compared), never refused.
  */
 export const heldFiles = { open: 0, max: heldMax() };
 
-/** An eighth of the soft open-file limit (Bun raises it to the hard limit), at most 16384. */
+/**
+ * Half the soft open-file limit (Bun raises it to the hard limit), at most 65536: a job held open
+ * takes 4–5 files (its process's statm and task dir, its group's counters), besides the pidfd Bun
+ * keeps for each child; the other half is for connections, logs and the database.
+ */
 function heldMax(): number {
   try {
     const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
-    if (m) return Math.min(16_384, Math.floor(Number(m[1]) / 8));
+    if (m) return Math.min(65_536, Math.floor(Number(m[1]) / 2));
   } catch {
     // not Linux: nothing is held open there
   }

@@ -192,14 +192,18 @@ export class ProcTracker {
     }
   }
 
-  /** Sample job `id`: its live processes (the dead are let go) and their sums. Null when not followed. */
-  sample(id: string): TreeSample | null {
+  /**
+   * Sample job `id`: its live processes (the dead are let go) and their sums. Null when not
+   * followed. A job in a cgroup has its group's task count compared too when `recount`.
+   */
+  sample(id: string, recount = true): TreeSample | null {
     const t = this.jobs.get(id);
     if (!t) return null;
     const s = this.read(t);
     // A group's member list is read again only when its task count says it changed: the members
-    // known, all alive, with as many threads as the group has tasks, are all of them.
-    if (t.group && (s.changed || t.group.tasks() !== s.tasks)) {
+    // known, all alive, with as many threads as the group has tasks, are all of them. The count is
+    // read when `recount` (the monitor: once a second), when one of them ended, or none is known.
+    if (t.group && (s.changed || ((recount || t.members.size === 0) && t.group.tasks() !== s.tasks))) {
       this.sync(t, t.group.members());
       return { ...this.read(t), changed: true };
     }

@@ -377,6 +377,12 @@ describe("a job in a cgroup: its processes are its group's", () => {
     expect(listed).toBe(1);
     expect(t.sample("g")).toMatchObject({ rssPages: 200 });
     expect(listed).toBe(1); // nothing changed: the list is not read
+    const c = h.spawn(a, { rss: 50 });
+    inGroup.add(c);
+    expect(t.sample("g", false)).toMatchObject({ rssPages: 200 }); // no recount this tick
+    expect(t.sample("g")).toMatchObject({ rssPages: 250, tasks: 2 });
+    h.exit(c);
+    inGroup.delete(c);
     // A process that left the tree (reparented, own session) is still the group's.
     const b = h.spawn(a, { rss: 300 });
     h.setsid(b);
