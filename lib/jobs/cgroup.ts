@@ -431,11 +431,17 @@ function counterFiles(stored: string): CounterFiles {
   };
 }
 
-function readCounters(f: CounterFiles, memory: boolean, read: (path: string) => string | null): CgroupCounters {
+/** The counters in `f`: OOM kills when `memory`, refused forks when `pids` (0 where not read). */
+function readCounters(
+  f: CounterFiles,
+  memory: boolean,
+  pids: boolean,
+  read: (path: string) => string | null,
+): CgroupCounters {
   const oom = memory && f.oom ? (read(f.oom) ?? "") : "";
   return {
     oomKills: Math.max(0, ...f.oomKeys.map((k) => counter(oom, k))),
-    pidsHits: f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0,
+    pidsHits: pids && f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0,
   };
 }
 
@@ -449,7 +455,7 @@ function readTasks(f: CounterFiles, read: (path: string) => string | null): numb
  * `memory`: read the OOM counter too.
  */
 export function groupCounters(stored: string, memory = true): CgroupCounters {
-  return readCounters(counterFiles(stored), memory, readText);
+  return readCounters(counterFiles(stored), memory, true, readText);
 }
 
 /**
@@ -488,9 +494,9 @@ export class GroupFiles {
     }
   };
 
-  /** `groupCounters` through the held files. */
-  counters(memory: boolean): CgroupCounters {
-    return readCounters(this.files, memory, this.read);
+  /** `groupCounters` through the held files (`pids`: refused forks too). */
+  counters(memory: boolean, pids = true): CgroupCounters {
+    return readCounters(this.files, memory, pids, this.read);
   }
 
   /** `groupTasks` through the held files. */

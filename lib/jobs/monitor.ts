@@ -84,8 +84,11 @@ function prepared(groups: JobGroups, where: string): EnforcementInfo {
   }
 }
 
-/** Why a job is checked: a tick, a tick that re-measures its logs, a burst of log writes. */
-type CheckWhy = "tick" | "logs" | "write";
+/**
+ * Why a job is checked: a tick; its tick of the second (logs re-measured, the cgroup's process
+ * counters read); a burst of log writes.
+ */
+type CheckWhy = "tick" | "second" | "write";
 
 interface Watched {
   id: string;
@@ -146,8 +149,12 @@ const hasLimits = (l: Limits) =>
 const needsSample = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
   !w.forced && (w.limits.max_rss_bytes !== undefined || (w.limits.max_pids !== undefined && w.cgroup === null));
 
-/** How often a job's logs are measured on ticks besides every write inotify reports. */
-const LOG_RECHECK_MS = 1000;
+/**
+ * How often a tick reads what need not be read on every one: a job's logs (inotify reports every
+ * write), its cgroup's process counters (the kernel holds the job at pids.max meanwhile, and the
+ * count of refused forks only grows) and its group's member list.
+ */
+const SECOND_MS = 1000;
 
 /** Free space under which the disk counts as near its log reserve, besides twice the reserve. */
 export const NEAR_RESERVE_MARGIN = 1024 ** 3;
@@ -338,10 +345,10 @@ export class Monitor {
     this.sampled = 0;
     const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
     this.setNear(near !== null);
-    // Each job's logs are re-measured on one tick of every LOG_RECHECK_MS (inotify sees the rest).
-    const every = Math.max(1, Math.round(LOG_RECHECK_MS / this.intervalMs));
+    // Each job has one tick of every SECOND_MS for what need not be read more often, spread over the ticks.
+    const every = Math.max(1, Math.round(SECOND_MS / this.intervalMs));
     const turn = (this.last.count + 1) % every;
-    for (const w of [...this.jobs.values()]) this.guarded(w, now, near, w.slot % every === turn ? "logs" : "tick");
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, near, w.slot % every === turn ? "second" : "tick");
     this.last = {
       count: this.last.count + 1,
       at: now,
@@ -390,7 +397,7 @@ export class Monitor {
     const tick = why !== "write";
     // A job in a cgroup has its group's members listed again once a second, or when one ended:
     // a process new to the group is counted a second late at most (the kernel counts it at once).
-    const tree = tick && needsSample(w) ? this.tree(w, why === "logs") : null;
+    const tree = tick && needsSample(w) ? this.tree(w, why === "second") : null;
     const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
     const quotaLogs = w.limits.max_log_bytes !== undefined && (why !== "tick" || w.watcher === null);
     const measureLogs = quotaLogs || near !== null || w.hit?.limit === RESERVE_LIMIT;
@@ -410,7 +417,7 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
-    const kernel = tick && w.cgroup ? this.kernelBreach(w, tree === null || tree.changed) : null;
+    const kernel = tick && w.cgroup ? this.kernelBreach(w, why === "second", tree === null || tree.changed) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
@@ -432,13 +439,15 @@ export class Monitor {
    * What the kernel found in the job's cgroup: an OOM kill (v1 kills one process of the tree, the
    * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
    */
-  private kernelBreach(w: Watched, changed: boolean): Breach | null {
+  private kernelBreach(w: Watched, second: boolean, changed: boolean): Breach | null {
     const stored = w.cgroup as string;
     const files = w.counters as GroupFiles;
     const mem = w.limits.max_rss_bytes;
     // An OOM kill ends a process of the job: a sample that found its processes as they were has
-    // nothing to read in the OOM counter.
-    const c = files.counters(mem !== undefined && changed);
+    // nothing to read in the OOM counter. Refused forks are read on the job's tick of the second.
+    const memory = mem !== undefined && changed;
+    if (!memory && !second) return null;
+    const c = files.counters(memory, second);
     if (c.oomKills > 0 && mem !== undefined) {
       return {
         limit: "max_rss_bytes",
@@ -452,7 +461,7 @@ export class Monitor {
     // lower of the two is the one to stop, with that ceiling as its limit.
     const shared = this.enforcement.cgroups?.sharedPidsMax ?? null;
     const ceiling = Math.min(w.limits.max_pids ?? Number.POSITIVE_INFINITY, shared ?? Number.POSITIVE_INFINITY);
-    const full = shared !== null && ceiling === shared && (files.tasks() ?? 0) >= ceiling;
+    const full = second && shared !== null && ceiling === shared && (files.tasks() ?? 0) >= ceiling;
     if ((c.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
       return { limit: "max_pids", reason: "process_limit", value: ceiling + 1, max: ceiling };
     }

@@ -33,8 +33,8 @@ export interface ProcInfo extends ProcEntry {
 export interface ProcSource extends PidSource {
   /** The process's stat, or null when it is gone (a zombie counts as gone) or, with `start`, its pid is another process's now. */
   stat(pid: number, start?: string): ProcInfo | null;
-  /** Resident pages and threads of the process that started at `start`; null when it is gone. */
-  usage(pid: number, start: string): Usage | null;
+  /** Resident pages and (with `threads`, else 0) threads of the process that started at `start`; null when it is gone. */
+  usage(pid: number, start: string, threads?: boolean): Usage | null;
   /** Keep the process open if it still started at `start` (within a budget): later reads cost less and never see a reused pid. */
   hold(pid: number, start: string): void;
   /** Let go of a process held open. */
@@ -199,25 +199,27 @@ export class ProcTracker {
   sample(id: string, recount = true): TreeSample | null {
     const t = this.jobs.get(id);
     if (!t) return null;
-    const s = this.read(t);
     // A group's member list is read again only when its task count says it changed: the members
     // known, all alive, with as many threads as the group has tasks, are all of them. The count is
-    // read when `recount` (the monitor: once a second), when one of them ended, or none is known.
-    if (t.group && (s.changed || ((recount || t.members.size === 0) && t.group.tasks() !== s.tasks))) {
+    // read when `recount` (the monitor: once a second), when one of them ended, or none is known;
+    // the threads only then (the kernel enforces the group's process limit).
+    const count = !t.group || recount || t.members.size === 0;
+    const s = this.read(t, count);
+    if (t.group && (s.changed || (count && t.group.tasks() !== s.tasks))) {
       this.sync(t, t.group.members());
-      return { ...this.read(t), changed: true };
+      return { ...this.read(t, true), changed: true };
     }
     return s;
   }
 
-  /** Read each process of `t`: sums over the live ones; the dead are let go. */
-  private read(t: Tracked): TreeSample {
+  /** Read each process of `t` (`threads`: its threads too): sums over the live ones; the dead are let go. */
+  private read(t: Tracked, threads: boolean): TreeSample {
     const procs: ProcId[] = [];
     let rssPages = 0;
     let tasks = 0;
     let changed = false;
     for (const [pid, start] of t.members) {
-      const u = this.src.usage(pid, start);
+      const u = this.src.usage(pid, start, threads);
       if (!u) {
         this.drop(t, pid);
         changed = true;
@@ -364,21 +366,22 @@ export function procSource(): ProcSource | null {
     return st && (start === undefined || st.startTime === start) ? st : null;
   };
   /** Resident pages (statm's second field) and threads (the task dir's link count less 2). */
-  const usageOf = (h: Held): Usage => {
+  const usageOf = (h: Held, threads = true): Usage => {
     const text = readAt(h.statm);
     const from = text.indexOf(" ") + 1;
-    return { rssPages: Number(text.slice(from, text.indexOf(" ", from))) || 0, threads: fstatSync(h.task).nlink - 2 };
+    const rssPages = Number(text.slice(from, text.indexOf(" ", from))) || 0;
+    return { rssPages, threads: threads ? fstatSync(h.task).nlink - 2 : 0 };
   };
   return {
     ...pids,
     self: process.pid,
     stat,
-    usage(pid, start) {
+    usage(pid, start, threads) {
       const h = held.get(pid);
       if (h) {
         try {
           // Held files read the process they were opened on, and fail once it is gone.
-          return usageOf(h);
+          return usageOf(h, threads);
         } catch {
           release(pid);
           return null;
