@@ -65,9 +65,11 @@ export class PidCursor {
     }
     const forks = this.src.forks();
     const last = this.src.lastPid();
-    const made = forks - this.forks;
+    // Without a fork count (a /proc/stat without `processes`), a moved last pid says something was
+    // made; a wrap past the whole pid space then goes unseen. Without a last pid, everything is listed.
+    const made = forks > 0 ? forks - this.forks : last === this.last ? 0 : 1;
     if (made === 0 && this.before === this.last) return { pids: [], all: false };
-    const all = made < 0 || made >= (this.src.pidMax() - RESERVED_PIDS) / 2;
+    const all = !Number.isFinite(last) || made < 0 || made >= (this.src.pidMax() - RESERVED_PIDS) / 2;
     const listed = all ? this.src.list(1, PID_MAX_LIMIT) : this.window(this.before, last);
     this.before = this.last;
     this.last = last;

@@ -1,6 +1,7 @@
 /**
- * The processes of each job that has no cgroup (planterd unprivileged, `[monitor] cgroup = "off"`),
- * followed from its root without scanning the host. A process joins a job once, when it is first
+ * Each job's processes, without scanning the host. A job in a cgroup has its group's members (read
+ * again when the group's task count says they changed). A job without one (planterd unprivileged,
+ * `[monitor] cgroup = "off"`) is followed from its root: a process joins it once, when it is first
  * seen among the processes created since the last look (`PidCursor`), if
  *   - its parent is one of the job's processes (alive, with the start time it was seen with), or
  *   - it is in the session or process group of one of them, led by it (a double fork that did not
@@ -10,8 +11,9 @@
  *     bwrap's init keeps when its outer process died before the init set PDEATHSIG).
  * Once in, it stays in until it dies, wherever it is reparented: a job's processes are sampled,
  * signalled and swept from its own list, so a look costs what the host created since, and a
- * sample what the job has. Each process is held open by its /proc stat (within a budget), which
- * costs one read per sample and reads as gone once the process is, even when its pid is reused.
+ * sample what the job has. Each process is held open by its /proc statm and task dir (within a
+ * budget): a sample costs a read and an fstat, and a process reads as gone once it is, even when
+ * its pid is reused.
  *
  * Not caught: a process that leaves both the session and the group, and its stdout and stderr,
  * within one interval of the monitor, after its parent has died (a daemon's double fork, done fast).
@@ -80,7 +82,7 @@ export interface TreeSample {
   changed: boolean;
 }
 
-/** Follows the processes of jobs without a cgroup (see the module comment). */
+/** Follows each job's processes (see the module comment). */
 export class ProcTracker {
   private readonly jobs = new Map<string, Tracked>();
   /** Every tracked process (roots and members) → its job. */
@@ -93,7 +95,7 @@ export class ProcTracker {
   private scanAll = false;
   /** Liveness checked during one look (a parent of many new processes is read once). */
   private alive = new Map<number, boolean>();
-  /** Processes read during the look under way. */
+  /** Processes read at the last look. */
   looked = 0;
   /** Jobs followed through the cursor (not through a group). */
   private followed = 0;

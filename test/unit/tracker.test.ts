@@ -206,6 +206,16 @@ describe("the new-pid cursor", () => {
     expect(r.pids).toContain(1);
   });
 
+  test("without a fork count (a /proc/stat that has none), a moved last pid still lists what is new", () => {
+    const h = new FakeHost();
+    h.forks = () => 0;
+    const c = new PidCursor(h);
+    c.reset();
+    const a = h.spawn(h.self);
+    expect(c.next().pids).toEqual([a]);
+    expect(c.next().pids).toEqual([]);
+  });
+
   test("reset(after): a just-spawned process's children made before the reset are still new", () => {
     const h = new FakeHost();
     const c = new PidCursor(h);
