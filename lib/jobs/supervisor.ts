@@ -502,7 +502,8 @@ export class Supervisor {
     const end = groupEnd(job.cgroup as string);
     const max = job.limits.max_rss_bytes;
     if (end.oomKills === 0 || max === undefined) return;
-    const value = end.peakBytes ?? max;
+    // The kernel's peak stops at the limit: what it refused is past it (as the monitor records it).
+    const value = Math.max(end.peakBytes ?? max, max + 1);
     this.ctx.writeOrDefer((ev) => {
       markKillRequested(this.ctx.db, job.id, "KILL", true, "memory_limit", Date.now());
       if (markLimitHit(this.ctx.db, job.id, { limit: "max_rss_bytes", value, max, at: Date.now() })) {

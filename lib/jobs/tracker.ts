@@ -55,6 +55,8 @@ interface Tracked {
   members: Map<number, string>;
   /** Its cgroup, where the kernel keeps its processes together, else null. */
   group: GroupSource | null;
+  /** The group's task count when its member list was last read. */
+  tasks: number | null;
 }
 
 /** A job's cgroup as the tracker reads it. */
@@ -129,7 +131,7 @@ export class ProcTracker {
    */
   track(id: string, root: number, rootStart: string | null, group?: GroupSource): void {
     if (this.jobs.has(id)) return;
-    const t: Tracked = { id, root, rootStart, members: new Map(), group: group ?? null };
+    const t: Tracked = { id, root, rootStart, members: new Map(), group: group ?? null, tasks: null };
     this.jobs.set(id, t);
     if (t.group) return;
     // Nothing was followed: what the host made meanwhile cannot belong to this job, but for what
@@ -201,13 +203,16 @@ export class ProcTracker {
   sample(id: string, recount = true): TreeSample | null {
     const t = this.jobs.get(id);
     if (!t) return null;
-    // A group's member list is read again only when its task count says it changed: the members
-    // known, all alive, with as many threads as the group has tasks, are all of them. The count is
-    // read when `recount` (the monitor: once a second), when one of them ended, or none is known;
-    // the threads only then (the kernel enforces the group's process limit).
-    const count = !t.group || recount || t.members.size === 0;
-    const s = this.read(t, count);
-    if (t.group && (s.changed || (count && t.group.tasks() !== s.tasks))) {
+    const s = this.read(t, !t.group || recount);
+    if (!t.group) return s;
+    // A group's member list is read again when one of its processes ended, when its task count
+    // moved since the list was read (a fork, a thread), and, with `recount` (the monitor: once a
+    // second), when the threads of the members known, all alive, are not all of its tasks (a fork
+    // and a thread's exit between two samples). Threads are read only then: the kernel enforces
+    // the group's process limit.
+    const tasks = t.group.tasks();
+    if (s.changed || t.members.size === 0 || tasks !== t.tasks || (recount && tasks !== s.tasks)) {
+      t.tasks = tasks;
       this.sync(t, t.group.members());
       return { ...this.read(t, true), changed: true };
     }

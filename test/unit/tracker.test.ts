@@ -387,12 +387,24 @@ describe("a job in a cgroup: its processes are its group's", () => {
     expect(listed).toBe(1);
     expect(t.sample("g")).toMatchObject({ rssPages: 200 });
     expect(listed).toBe(1); // nothing changed: the list is not read
+    // A fork moves the task count: the list is read again at the next sample.
     const c = h.spawn(a, { rss: 50 });
     inGroup.add(c);
-    expect(t.sample("g", false)).toMatchObject({ rssPages: 200 }); // no recount this tick
-    expect(t.sample("g")).toMatchObject({ rssPages: 250, tasks: 2 });
-    h.exit(c);
-    inGroup.delete(c);
+    expect(t.sample("g", false)).toMatchObject({ rssPages: 250, changed: true });
+    expect(listed).toBe(2);
+    // A thread's exit and a fork between two samples leave the count as it was: only the
+    // recount (threads of the members known against the group's tasks) finds the new process.
+    (h.procs.get(a) as FakeProc).threads = 2;
+    t.sample("g", false);
+    (h.procs.get(a) as FakeProc).threads = 1;
+    const d = h.spawn(a, { rss: 25 });
+    inGroup.add(d);
+    expect(t.sample("g", false)).toMatchObject({ rssPages: 250, changed: false });
+    expect(t.sample("g", true)).toMatchObject({ rssPages: 275, changed: true });
+    for (const p of [c, d]) {
+      h.exit(p);
+      inGroup.delete(p);
+    }
     // A process that left the tree (reparented, own session) is still the group's.
     const b = h.spawn(a, { rss: 300 });
     h.setsid(b);
