@@ -85,8 +85,8 @@ function prepared(groups: JobGroups, where: string): EnforcementInfo {
 }
 
 /**
- * Why a job is checked: a tick; its tick of the second (logs re-measured, the cgroup's process
- * counters read); a burst of log writes.
+ * Why a job is checked: a tick; its tick of the second (logs re-measured, its cgroup's task count
+ * compared); a burst of log writes.
  */
 type CheckWhy = "tick" | "second" | "write";
 
@@ -151,8 +151,7 @@ const needsSample = (w: { limits: Limits; cgroup: string | null; forced: boolean
 
 /**
  * How often a tick reads what need not be read on every one: a job's logs (inotify reports every
- * write), its cgroup's process counters (the kernel holds the job at pids.max meanwhile, and the
- * count of refused forks only grows) and its group's member list.
+ * write) and whether its cgroup holds a process the tracker did not see.
  */
 const SECOND_MS = 1000;
 
@@ -417,7 +416,7 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
-    const kernel = tick && w.cgroup ? this.kernelBreach(w, why === "second", tree === null || tree.changed) : null;
+    const kernel = tick && w.cgroup ? this.kernelBreach(w, tree === null || tree.changed) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
@@ -439,15 +438,14 @@ export class Monitor {
    * What the kernel found in the job's cgroup: an OOM kill (v1 kills one process of the tree, the
    * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
    */
-  private kernelBreach(w: Watched, second: boolean, changed: boolean): Breach | null {
+  private kernelBreach(w: Watched, changed: boolean): Breach | null {
     const stored = w.cgroup as string;
     const files = w.counters as GroupFiles;
     const mem = w.limits.max_rss_bytes;
     // An OOM kill ends a process of the job: a sample that found its processes as they were has
-    // nothing to read in the OOM counter. Refused forks are read on the job's tick of the second.
-    const memory = mem !== undefined && changed;
-    if (!memory && !second) return null;
-    const c = files.counters(memory, second);
+    // nothing to read in the OOM counter. Refused forks are read at every tick: a job whose shell
+    // cannot fork ends by itself within milliseconds, and that end would stand.
+    const c = files.counters(mem !== undefined && changed);
     if (c.oomKills > 0 && mem !== undefined) {
       return {
         limit: "max_rss_bytes",
@@ -461,7 +459,7 @@ export class Monitor {
     // lower of the two is the one to stop, with that ceiling as its limit.
     const shared = this.enforcement.cgroups?.sharedPidsMax ?? null;
     const ceiling = Math.min(w.limits.max_pids ?? Number.POSITIVE_INFINITY, shared ?? Number.POSITIVE_INFINITY);
-    const full = second && shared !== null && ceiling === shared && (files.tasks() ?? 0) >= ceiling;
+    const full = shared !== null && ceiling === shared && (files.tasks() ?? 0) >= ceiling;
     if ((c.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
       return { limit: "max_pids", reason: "process_limit", value: ceiling + 1, max: ceiling };
     }

@@ -39,8 +39,8 @@ export interface ProcSource extends PidSource {
   usage(pid: number, start: string, threads?: boolean): Usage | null;
   /** Keep the process open if it still started at `start` (within a budget): later reads cost less and never see a reused pid. */
   hold(pid: number, start: string): void;
-  /** Let go of a process held open. */
-  release(pid: number): void;
+  /** Let go of a process held open (with `start`: only if that is the process held). */
+  release(pid: number, start?: string): void;
   /** Where the process's stdout and stderr point (unreadable ones left out). */
   stdio(pid: number): string[];
   /** planterd's own pid. */
@@ -55,8 +55,6 @@ interface Tracked {
   members: Map<number, string>;
   /** Its cgroup, where the kernel keeps its processes together, else null. */
   group: GroupSource | null;
-  /** The group's task count when its member list was last read. */
-  tasks: number | null;
 }
 
 /** A job's cgroup as the tracker reads it. */
@@ -99,8 +97,6 @@ export class ProcTracker {
   private alive = new Map<number, boolean>();
   /** Processes read at the last look. */
   looked = 0;
-  /** Jobs followed through the cursor (not through a group). */
-  private followed = 0;
 
   constructor(
     private readonly jobsDir: string,
@@ -126,24 +122,23 @@ export class ProcTracker {
   }
 
   /**
-   * Follow job `id` from its root (the recorder), launched or adopted. With `group` (its cgroup)
-   * its processes are the group's members, never taken from the cursor.
+   * Follow job `id` from its root (the recorder), launched or adopted. With `group` (its cgroup),
+   * the group's member list is the job's: the cursor takes in the group's new processes as they
+   * come, and the list, read again now and then, has the last word.
    */
   track(id: string, root: number, rootStart: string | null, group?: GroupSource): void {
     if (this.jobs.has(id)) return;
-    const t: Tracked = { id, root, rootStart, members: new Map(), group: group ?? null, tasks: null };
-    this.jobs.set(id, t);
-    if (t.group) return;
+    const t: Tracked = { id, root, rootStart, members: new Map(), group: group ?? null };
     // Nothing was followed: what the host made meanwhile cannot belong to this job, but for what
     // its root made since it started (pids after its own), or for an adopted one, which the scan
-    // below finds.
-    if (this.followed++ === 0) this.cursor.reset(root);
+    // below (or its group's list) finds.
+    if (this.jobs.size === 0) this.cursor.reset(root);
+    this.jobs.set(id, t);
     this.owner.set(root, t);
     const st = this.src.stat(root, rootStart ?? undefined);
     if (!st) return;
-    this.src.hold(root, st.startTime);
     // A recorder older than this planterd is adopted: its processes predate the cursor.
-    if (Number(st.startTime) < this.selfStart) {
+    if (Number(st.startTime) < this.selfStart && !t.group) {
       this.scanAll = true;
       if (st.ppid !== this.src.self) this.reapers.add(st.ppid);
     }
@@ -154,13 +149,12 @@ export class ProcTracker {
     const t = this.jobs.get(id);
     if (!t) return;
     this.jobs.delete(id);
-    if (!t.group) this.followed--;
     for (const pid of [t.root, ...t.members.keys()]) this.drop(t, pid);
   }
 
   /** Take in the processes created since the last look. */
   refresh(): void {
-    if (this.followed === 0) return;
+    if (this.jobs.size === 0) return;
     const found = this.cursor.next();
     let pids = found.pids;
     if (this.scanAll && !found.all) pids = this.src.list(1, 4 * 1024 * 1024);
@@ -205,14 +199,12 @@ export class ProcTracker {
     if (!t) return null;
     const s = this.read(t, !t.group || recount);
     if (!t.group) return s;
-    // A group's member list is read again when one of its processes ended, when its task count
-    // moved since the list was read (a fork, a thread), and, with `recount` (the monitor: once a
-    // second), when the threads of the members known, all alive, are not all of its tasks (a fork
-    // and a thread's exit between two samples). Threads are read only then: the kernel enforces
+    // The cursor takes in a group's new processes as they come (children of its processes); the
+    // member list is read again when one of them ended, when none is known, and, with `recount`
+    // (the monitor: once a second), when the threads of those known, all alive, are not all of the
+    // group's tasks (one the cursor did not see). Threads are read only then: the kernel enforces
     // the group's process limit.
-    const tasks = t.group.tasks();
-    if (s.changed || t.members.size === 0 || tasks !== t.tasks || (recount && tasks !== s.tasks)) {
-      t.tasks = tasks;
+    if (s.changed || t.members.size === 0 || (recount && t.group.tasks() !== s.tasks)) {
       this.sync(t, t.group.members());
       return { ...this.read(t, true), changed: true };
     }
@@ -303,22 +295,15 @@ export class ProcTracker {
     for (const pid of live) {
       if (t.members.has(pid)) continue;
       const st = this.src.stat(pid);
-      if (!st) continue;
-      t.members.set(pid, st.startTime);
-      this.src.hold(pid, st.startTime);
+      if (st) this.add(t, st);
     }
   }
 
   private drop(t: Tracked, pid: number): void {
+    const start = t.members.get(pid);
     t.members.delete(pid);
-    if (t.group) {
-      this.src.release(pid);
-      return;
-    }
-    if (this.owner.get(pid) === t) {
-      this.owner.delete(pid);
-      this.src.release(pid);
-    }
+    if (this.owner.get(pid) === t) this.owner.delete(pid);
+    if (start !== undefined) this.src.release(pid, start);
   }
 }
 
@@ -341,6 +326,8 @@ export function parseStat(pid: number, text: string): ProcInfo | null {
 interface Held {
   statm: number;
   task: number;
+  /** The start time of the process they were opened on. */
+  start: string;
 }
 
 /** This host's /proc as a ProcSource (Linux only; null elsewhere). */
@@ -350,9 +337,9 @@ export function procSource(): ProcSource | null {
   const held = new Map<number, Held>();
   const buf = Buffer.allocUnsafe(1024);
   const readAt = (fd: number): string => buf.toString("latin1", 0, readSync(fd, buf, 0, buf.length, 0));
-  const release = (pid: number) => {
+  const release = (pid: number, start?: string) => {
     const h = held.get(pid);
-    if (h === undefined) return;
+    if (h === undefined || (start !== undefined && h.start !== start)) return;
     held.delete(pid);
     closeSync(h.statm);
     closeSync(h.task);
@@ -385,7 +372,8 @@ export function procSource(): ProcSource | null {
     stat,
     usage(pid, start, threads) {
       const h = held.get(pid);
-      if (h) {
+      // Held for this process (a pid reused since is held for its new process, if at all).
+      if (h && h.start === start) {
         try {
           // Held files read the process they were opened on, and fail once it is gone.
           return usageOf(h, threads);
@@ -398,14 +386,18 @@ export function procSource(): ProcSource | null {
       return st && { rssPages: st.rssPages, threads: st.threads };
     },
     hold(pid, start) {
-      if (held.has(pid)) {
-        // Still open on a process that died unseen, whose pid this one took: open it again.
+      const h = held.get(pid);
+      if (h) {
         try {
-          usageOf(held.get(pid) as Held);
-          return;
+          if (h.start === start) {
+            usageOf(h);
+            return;
+          }
         } catch {
-          release(pid);
+          // gone
         }
+        // Open on a process that died unseen, whose pid this one took: opened again below.
+        release(pid);
       }
       // Past the budget, the process is read by path, its start time compared.
       if (heldFiles.open + 2 > heldFiles.max) return;
@@ -416,7 +408,7 @@ export function procSource(): ProcSource | null {
         task = openSync(`/proc/${pid}/task`, "r");
         // Opened before this check, so on the process seen, not on one that took its pid since.
         if (stat(pid)?.startTime === start) {
-          held.set(pid, { statm, task });
+          held.set(pid, { statm, task, start });
           heldFiles.open += 2;
           statm = -1;
           task = -1;
