@@ -18,7 +18,7 @@ import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
 import type { Job } from "../lib/api/contract.ts";
 import { baseEnv, cleanup, ROOT, tempHome, waitFor } from "../test/harness.ts";
-import { BENCH_CONFIG, cpuMs, get, header, median, note, report, spread } from "./common.ts";
+import { BENCH_CONFIG, cpuMs, get, header, median, note, report, spread, within } from "./common.ts";
 
 const BENCH = "11 procs";
 const INTERVAL_MS = 250;
@@ -73,15 +73,24 @@ process.on("exit", () => {
 
 /** `n` more idle sleepers (15 min at most), in a process group of their own. */
 async function addSleepers(n: number): Promise<void> {
-  const before = hostProcs();
-  const sh = Bun.spawn(["sh", "-c", `i=0; while [ $i -lt ${n} ]; do sleep 900 & i=$((i+1)); done; wait`], {
-    detached: true,
-    stdin: "ignore",
-    stdout: "ignore",
-    stderr: "ignore",
-  });
+  const loop = `i=0; while [ $i -lt ${n} ]; do sleep 900 >/dev/null & i=$((i+1)); done; echo ready; exec sleep 900 >/dev/null`;
+  const sh = Bun.spawn(["sh", "-c", loop], { detached: true, stdin: "ignore", stdout: "pipe", stderr: "ignore" });
   sleepers.push(sh);
-  await waitFor(() => hostProcs() >= before + n, `${n} sleepers to start`, 120_000);
+  // The loop has forked every sleeper when it says so.
+  const reader = sh.stdout.getReader();
+  let said = "";
+  await within(
+    120_000,
+    `${n} sleepers to start`,
+    (async () => {
+      while (!said.includes("ready")) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`the sleepers' shell ended before it started them: ${said}`);
+        said += new TextDecoder().decode(value);
+      }
+    })(),
+  );
+  reader.releaseLock();
 }
 
 /** planterd from `v.root` in a fresh home (or `home`, to restart one). */

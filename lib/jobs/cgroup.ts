@@ -431,18 +431,14 @@ function counterFiles(stored: string): CounterFiles {
   };
 }
 
-/** The counters in `f`: OOM kills when `memory`, refused forks when `pids` (0 where not read). */
-function readCounters(
-  f: CounterFiles,
-  memory: boolean,
-  pids: boolean,
-  read: (path: string) => string | null,
-): CgroupCounters {
-  const oom = memory && f.oom ? (read(f.oom) ?? "") : "";
-  return {
-    oomKills: Math.max(0, ...f.oomKeys.map((k) => counter(oom, k))),
-    pidsHits: pids && f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0,
-  };
+/** The counters in `f`: refused forks, and OOM kills when `memory` (0 where not read). */
+function readCounters(f: CounterFiles, memory: boolean, read: (path: string) => string | null): CgroupCounters {
+  let oomKills = 0;
+  if (memory && f.oom) {
+    const text = read(f.oom) ?? "";
+    for (const k of f.oomKeys) oomKills = Math.max(oomKills, counter(text, k));
+  }
+  return { oomKills, pidsHits: f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0 };
 }
 
 function readTasks(f: CounterFiles, read: (path: string) => string | null): number | null {
@@ -455,7 +451,7 @@ function readTasks(f: CounterFiles, read: (path: string) => string | null): numb
  * `memory`: read the OOM counter too.
  */
 export function groupCounters(stored: string, memory = true): CgroupCounters {
-  return readCounters(counterFiles(stored), memory, true, readText);
+  return readCounters(counterFiles(stored), memory, readText);
 }
 
 /**
@@ -494,9 +490,9 @@ export class GroupFiles {
     }
   };
 
-  /** `groupCounters` through the held files (`pids`: refused forks too). */
-  counters(memory: boolean, pids = true): CgroupCounters {
-    return readCounters(this.files, memory, pids, this.read);
+  /** `groupCounters` through the held files. */
+  counters(memory: boolean): CgroupCounters {
+    return readCounters(this.files, memory, this.read);
   }
 
   /** `groupTasks` through the held files. */
