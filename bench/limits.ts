@@ -216,7 +216,7 @@ export async function limitsBench(): Promise<void> {
       `monitor's share ≈ ${(busy.cpu - idle.cpu).toFixed(2)} %`,
   );
   note(
-    `${busy.ticks} ticks in ${MEASURE_MS / 1000} s; one tick (scan of every process + 2 stats per job): ` +
+    `${busy.ticks} ticks in ${MEASURE_MS / 1000} s; one tick (each job's processes and counters): ` +
       `${spread(busy.tickMs, 2)}`,
   );
   await breachLatency();

@@ -20,8 +20,20 @@
  * The v2 path has not run on a real cgroup v2 host (see plans/tracker.md); unit tests run its
  * detection and file writes against a fake tree. The v1 path runs for real in the tests here.
  */
-import { accessSync, constants, existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  accessSync,
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  readSync,
+  rmdirSync,
+  writeFileSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { heldFiles } from "./proc.ts";
 
 /** What the detection reads of the host; tests hand in a fake tree. */
 export interface CgroupHost {
@@ -386,26 +398,122 @@ export function groupProcs(stored: string): string[] {
   return Object.values(s.dirs).map((d) => join(d, "cgroup.procs"));
 }
 
-const counter = (text: string, key: string) => Number(new RegExp(`^${key} (\\d+)$`, "m").exec(text)?.[1] ?? 0);
+/** The value of `key` in a flat-keyed file ("key N" lines), 0 when absent. */
+const counter = (text: string, key: string) => {
+  const line = text.startsWith(`${key} `) ? 0 : text.indexOf(`\n${key} `) + 1;
+  if (line === 0 && !text.startsWith(`${key} `)) return 0;
+  return Number.parseInt(text.slice(line + key.length + 1), 10) || 0;
+};
+
+/** The files a job's counters are in: OOM kills (and their keys), refused forks, tasks now. */
+interface CounterFiles {
+  oom: string | null;
+  oomKeys: string[];
+  pidsEvents: string | null;
+  pidsCurrent: string | null;
+}
+
+function counterFiles(stored: string): CounterFiles {
+  const s = parseStored(stored);
+  if (s.v === 2) {
+    return {
+      oom: join(s.dir, "memory.events"),
+      oomKeys: ["oom_kill", "oom_group_kill"],
+      pidsEvents: join(s.dir, "pids.events"),
+      pidsCurrent: join(s.dir, "pids.current"),
+    };
+  }
+  return {
+    oom: s.dirs.memory ? join(s.dirs.memory, "memory.oom_control") : null,
+    oomKeys: ["oom_kill"],
+    pidsEvents: s.dirs.pids ? join(s.dirs.pids, "pids.events") : null,
+    pidsCurrent: s.dirs.pids ? join(s.dirs.pids, "pids.current") : null,
+  };
+}
+
+/** The counters in `f`: refused forks, and OOM kills when `memory` (0 where not read). */
+function readCounters(f: CounterFiles, memory: boolean, read: (path: string) => string | null): CgroupCounters {
+  let oomKills = 0;
+  if (memory && f.oom) {
+    const text = read(f.oom) ?? "";
+    for (const k of f.oomKeys) oomKills = Math.max(oomKills, counter(text, k));
+  }
+  return { oomKills, pidsHits: f.pidsEvents ? counter(read(f.pidsEvents) ?? "", "max") : 0 };
+}
+
+function readTasks(f: CounterFiles, read: (path: string) => string | null): number | null {
+  const t = f.pidsCurrent ? (read(f.pidsCurrent) ?? "").trim() : "";
+  return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+}
 
 /**
- * What the kernel counted in a job's groups (one or two small reads: the monitor asks every tick).
+ * What the kernel counted in a job's groups (one or two small reads).
  * `memory`: read the OOM counter too.
  */
 export function groupCounters(stored: string, memory = true): CgroupCounters {
-  const s = parseStored(stored);
-  if (s.v === 2) {
-    const events = memory ? (readText(join(s.dir, "memory.events")) ?? "") : "";
-    return {
-      oomKills: Math.max(counter(events, "oom_kill"), counter(events, "oom_group_kill")),
-      pidsHits: counter(readText(join(s.dir, "pids.events")) ?? "", "max"),
-    };
+  return readCounters(counterFiles(stored), memory, readText);
+}
+
+/**
+ * A job's counter files held open while it runs: the monitor reads them every tick, one pread
+ * each instead of an open, read and close (a file that cannot be held is read by path).
+ */
+export class GroupFiles {
+  private readonly fds = new Map<string, number>();
+  private readonly buf = Buffer.allocUnsafe(256);
+  private readonly files: CounterFiles;
+
+  constructor(private readonly stored: string) {
+    this.files = counterFiles(stored);
   }
-  const mem = memory ? s.dirs.memory : undefined;
-  return {
-    oomKills: mem ? counter(readText(join(mem, "memory.oom_control")) ?? "", "oom_kill") : 0,
-    pidsHits: s.dirs.pids ? counter(readText(join(s.dirs.pids, "pids.events")) ?? "", "max") : 0,
+
+  private read = (path: string): string | null => {
+    let fd = this.fds.get(path);
+    if (fd === undefined) {
+      if (heldFiles.open >= heldFiles.max) return readText(path);
+      try {
+        fd = openSync(path, "r");
+      } catch {
+        return null;
+      }
+      this.fds.set(path, fd);
+      heldFiles.open++;
+    }
+    try {
+      return this.buf.toString("latin1", 0, readSync(fd, this.buf, 0, this.buf.length, 0));
+    } catch {
+      // the group was removed: the next read opens the path again
+      this.fds.delete(path);
+      closeSync(fd);
+      heldFiles.open--;
+      return null;
+    }
   };
+
+  /** `groupCounters` through the held files. */
+  counters(memory: boolean): CgroupCounters {
+    return readCounters(this.files, memory, this.read);
+  }
+
+  /** `groupTasks` through the held files. */
+  tasks(): number | null {
+    return readTasks(this.files, this.read);
+  }
+
+  /**
+   * `groupMembers`, read afresh: a v1 `cgroup.procs` held open keeps answering the list it made
+   * at its first read.
+   */
+  members(): number[] {
+    return groupMembers(this.stored);
+  }
+
+  /** Let go of the files. */
+  close(): void {
+    for (const fd of this.fds.values()) closeSync(fd);
+    heldFiles.open -= this.fds.size;
+    this.fds.clear();
+  }
 }
 
 /** The peak memory the kernel saw in a job's groups (v2: memory.peak, 5.19+), or null. */
@@ -419,10 +527,7 @@ export function groupPeak(stored: string): number | null {
 
 /** Tasks in a job's pids group now, or null where unknown. */
 export function groupTasks(stored: string): number | null {
-  const s = parseStored(stored);
-  const dir = s.v === 2 ? s.dir : s.dirs.pids;
-  const t = dir ? (readText(join(dir, "pids.current")) ?? "").trim() : "";
-  return t !== "" && Number.isFinite(Number(t)) ? Number(t) : null;
+  return readTasks(counterFiles(stored), readText);
 }
 
 /** What the kernel recorded of a job's groups: OOM kills, peak memory, refused forks. */
@@ -435,6 +540,13 @@ const members = (dir: string): number[] =>
     .split("\n")
     .map(Number)
     .filter((p) => p > 0);
+
+/** The processes in a job's group now (its pids group on v1): the job's own, however they left its tree. */
+export function groupMembers(stored: string): number[] {
+  const s = parseStored(stored);
+  const dir = s.v === 2 ? s.dir : (s.dirs.pids ?? s.dirs.freezer ?? s.dirs.memory);
+  return dir ? members(dir) : [];
+}
 
 const killAll = (pids: number[]) => {
   for (const p of pids) {

@@ -1,16 +1,19 @@
 /**
- * The limits monitor: samples every running job that has limits, all of them from one /proc
- * scan per tick, and stops a job that exceeds one through the supervisor's kill (SIGTERM, grace,
- * SIGKILL) with the limit's reason. Log growth is also checked on every write the kernel reports
- * (inotify on the job dir), so a flood is caught between ticks. Where the host delegates a
- * cgroup v2 subtree, jobs also get a group each and the kernel enforces memory and pids.
+ * The limits monitor: samples every running job that has limits and stops a job that exceeds one
+ * through the supervisor's kill (SIGTERM, grace, SIGKILL) with the limit's reason. Its cost is the
+ * jobs' processes, not the host's: a job in a cgroup (v2 delegated, or v1 as root) has its memory
+ * and processes enforced by the kernel, and a tick reads the group's counters through files held
+ * open; a job without one has its processes followed by the `ProcTracker` (what the host created
+ * since the last tick, then one read per process of the job). Log growth is checked on every write
+ * the kernel reports (inotify on the job dir), so a flood is caught between ticks; ticks re-measure
+ * each job's logs about once a second besides.
  *
  * Each tick also measures the state dir's disk: below the log reserve (`[logs] min_free_bytes`)
  * a job whose output still grows is stopped the same way, with reason `disk_full`, so that the
  * space left stays for planter's own state (job ends, events).
  */
-import { type FSWatcher, statSync, truncateSync, watch } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, type FSWatcher, realpathSync, statSync, truncateSync, watch } from "node:fs";
+import { dirname, join } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
@@ -19,9 +22,8 @@ import { type DiskSpace, diskSpace, reserveBytes } from "../state/storage.ts";
 import {
   detectHostCgroup,
   detectHostCgroupV1,
-  groupCounters,
+  GroupFiles,
   groupPeak,
-  groupTasks,
   JobCgroups,
   JobCgroupsV1,
   type JobGroups,
@@ -40,6 +42,7 @@ import {
 import { descendants, isAlive, type ProcId, type ProcTable, pageSize, procTable } from "./proc.ts";
 import { jobFiles, readStatus } from "./recorder.ts";
 import type { KillOptions } from "./supervisor.ts";
+import { ProcTracker, procSource } from "./tracker.ts";
 
 /** How this daemon enforces limits, and why not with cgroups when it does not. */
 export interface EnforcementInfo {
@@ -81,6 +84,12 @@ function prepared(groups: JobGroups, where: string): EnforcementInfo {
   }
 }
 
+/**
+ * Why a job is checked: a tick; its tick of the second (logs re-measured, its cgroup's task count
+ * compared); a burst of log writes.
+ */
+type CheckWhy = "tick" | "second" | "write";
+
 interface Watched {
   id: string;
   pid: number;
@@ -90,10 +99,12 @@ interface Watched {
   files: ReturnType<typeof jobFiles>;
   /** The job's cgroup(s) as stored, when the kernel enforces its limits. */
   cgroup: string | null;
+  /** Its counter files, held open while it runs. */
+  counters: GroupFiles | null;
   /** Log sizes at the last check that found them within the quota. */
   under: LogSizes;
-  /** Every process seen in the tree (pid → start time): one that leaves the tree stays counted. */
-  members: Map<number, string>;
+  /** Which ticks re-measure its logs besides inotify (spreads the work over the ticks of a second). */
+  slot: number;
   /** The limit acted on (or found while another kill was under way). */
   hit: Breach | null;
   forced: boolean;
@@ -118,6 +129,7 @@ export interface TickStats {
   at: number;
   ms: number;
   jobs: number;
+  /** Processes read: new ones on the host since the last tick, and the jobs' own. */
   procs: number;
 }
 
@@ -127,9 +139,21 @@ const hasLimits = (l: Limits) =>
   l.max_log_bytes !== undefined ||
   l.max_pids !== undefined;
 
-/** Whether a job's tree must be found in a /proc scan: memory, or processes the kernel does not count. */
-const needsScan = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
+/**
+ * Whether a job's processes are sampled: it has a memory limit (RSS summed over its processes: the
+ * kernel's count in a cgroup leaves out file pages charged to other groups, such as a runtime's
+ * binary), or a process limit the kernel does not enforce (no cgroup). In a cgroup, its processes
+ * are its group's members; the kernel also enforces both limits itself and the monitor reads what
+ * it did.
+ */
+const needsSample = (w: { limits: Limits; cgroup: string | null; forced: boolean }) =>
   !w.forced && (w.limits.max_rss_bytes !== undefined || (w.limits.max_pids !== undefined && w.cgroup === null));
+
+/**
+ * How often a tick reads what need not be read on every one: a job's logs (inotify reports every
+ * write) and whether its cgroup holds a process the tracker did not see.
+ */
+const SECOND_MS = 1000;
 
 /** Free space under which the disk counts as near its log reserve, besides twice the reserve. */
 export const NEAR_RESERVE_MARGIN = 1024 ** 3;
@@ -160,6 +184,9 @@ export class Monitor {
   private readonly jobs = new Map<string, Watched>();
   private readonly pendingGroups = new Map<string, Timer>();
   private timer: Timer | null = null;
+  private slots = 0;
+  /** The processes of running jobs without a cgroup (Linux; null elsewhere: kills scan the host). */
+  readonly procs: ProcTracker | null;
   /** Whether the last measure found the disk near its log reserve (`nearOf`). */
   private nearReserve = false;
   /** The state dir's disk as last measured (null before the first measure, or when it cannot be). */
@@ -173,6 +200,10 @@ export class Monitor {
   ) {
     const m = ctx.config.monitor;
     this.enforcement = enforcement ?? chooseEnforcement(m.cgroup, m.cgroup_pids_max);
+    const src = procSource();
+    // As /proc shows a job's open files: without the symlinks of the configured path.
+    const jobs = join(ctx.paths.stateDir, "jobs");
+    this.procs = src ? new ProcTracker(existsSync(jobs) ? realpathSync(jobs) : jobs, src) : null;
   }
 
   /** SIGTERM → SIGKILL grace of a limit kill. */
@@ -210,7 +241,14 @@ export class Monitor {
    */
   track(job: JobRow): void {
     if (job.pid === null || job.started_at === null || this.jobs.has(job.id)) return;
+    // Every job without a cgroup has its processes followed, limits or not: a kill needs them.
+    if (job.cgroup === null) this.procs?.track(job.id, job.pid, job.start_time);
     if (!hasLimits(job.limits) && !this.reserveOn) return;
+    const counters = job.cgroup ? new GroupFiles(job.cgroup) : null;
+    // A job in a cgroup with a memory limit has its group's members sampled.
+    if (counters && job.limits.max_rss_bytes !== undefined) {
+      this.procs?.track(job.id, job.pid, job.start_time, counters);
+    }
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
     const files = jobFiles(dir);
     const max = job.limits.max_log_bytes;
@@ -223,8 +261,9 @@ export class Monitor {
       limits: job.limits,
       files,
       cgroup: job.cgroup,
+      counters,
       under: max !== undefined && now.stdout + now.stderr <= max ? now : { stdout: 0, stderr: 0 },
-      members: new Map(),
+      slot: this.slots++,
       hit: null,
       forced: false,
       watcher: null,
@@ -271,9 +310,11 @@ export class Monitor {
 
   /** Stop sampling a job; returns its last within-quota log sizes. */
   untrack(id: string): LogSizes | null {
+    this.procs?.untrack(id);
     const w = this.jobs.get(id);
     if (!w) return null;
     w.watcher?.close();
+    w.counters?.close();
     this.jobs.delete(id);
     if (this.jobs.size === 0 && this.timer) {
       clearInterval(this.timer);
@@ -282,33 +323,49 @@ export class Monitor {
     return w.under;
   }
 
-  /** One sample of every watched job: one /proc scan when any of them has a memory limit. */
+  /** One sample of every watched job: first what the host created since the last tick, when any job's processes are sampled. */
   tick(): void {
     const t0 = performance.now();
     const now = Date.now();
-    let table: ProcTable | null = null;
+    let looked = 0;
+    this.hostTable = null;
     for (const w of this.jobs.values()) {
-      if (needsScan(w)) {
-        table = procTable();
-        break;
+      if (!needsSample(w)) continue;
+      if (this.procs) {
+        this.procs.refresh();
+        looked = this.procs.looked;
+      } else {
+        // No /proc to follow jobs by (macOS): one listing of the host per tick, as `ps` gives it.
+        this.hostTable = procTable();
+        looked = this.hostTable.procs.size;
       }
+      break;
     }
+    this.sampled = 0;
     const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
     this.setNear(near !== null);
-    for (const w of [...this.jobs.values()]) this.guarded(w, now, table, near, true);
+    // Each job has one tick of every SECOND_MS for what need not be read more often, spread over the ticks.
+    const every = Math.max(1, Math.round(SECOND_MS / this.intervalMs));
+    const turn = (this.last.count + 1) % every;
+    for (const w of [...this.jobs.values()]) this.guarded(w, now, near, w.slot % every === turn ? "second" : "tick");
     this.last = {
       count: this.last.count + 1,
       at: now,
       ms: performance.now() - t0,
       jobs: this.jobs.size,
-      procs: table?.procs.size ?? 0,
+      procs: looked + this.sampled,
     };
   }
 
+  /** Processes read by this tick's samples. */
+  private sampled = 0;
+  /** This tick's listing of the host, where there is no tracker. */
+  private hostTable: ProcTable | null = null;
+
   /** A failure checking one job (a busy database, say) is reported and retried next tick. */
-  private guarded(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null, tick: boolean): void {
+  private guarded(w: Watched, now: number, near: DiskStatus | null, why: CheckWhy): void {
     try {
-      this.check(w, now, table, near, tick);
+      this.check(w, now, near, why);
     } catch (e) {
       console.error(`planterd: limits monitor: job ${w.id}: ${(e as Error).message}`);
     }
@@ -326,18 +383,23 @@ export class Monitor {
       if (this.jobs.get(w.id) !== w) return;
       const near = this.reserveOn ? nearOf(this.measureDisk()) : null;
       if (w.limits.max_log_bytes === undefined && !near && !w.hit) return;
-      this.guarded(w, Date.now(), null, near, false);
+      this.guarded(w, Date.now(), near, "write");
     });
   }
 
   /**
-   * One check of a job. `tick`: the monitor's interval (the cgroup's counters are read then); not
-   * on a burst of log writes, which come far more often and concern the logs only.
+   * One check of a job: on a tick (the cgroup's counters and the job's processes are read then;
+   * `logs`: its logs too), or on a burst of log writes, which come far more often and concern the
+   * logs only. A job whose writes inotify does not report has its logs measured on every tick.
    */
-  private check(w: Watched, now: number, table: ProcTable | null, near: DiskStatus | null, tick: boolean): void {
-    const tree = table && needsScan(w) ? this.tree(w, table) : null;
+  private check(w: Watched, now: number, near: DiskStatus | null, why: CheckWhy): void {
+    const tick = why !== "write";
+    // A job in a cgroup has its group's members listed again once a second, or when one ended:
+    // a process new to the group is counted a second late at most (the kernel counts it at once).
+    const tree = tick && needsSample(w) ? this.tree(w, why === "second") : null;
     const rss = tree && w.limits.max_rss_bytes !== undefined ? tree.rss : null;
-    const measureLogs = w.limits.max_log_bytes !== undefined || near !== null || w.hit?.limit === RESERVE_LIMIT;
+    const quotaLogs = w.limits.max_log_bytes !== undefined && (why !== "tick" || w.watcher === null);
+    const measureLogs = quotaLogs || near !== null || w.hit?.limit === RESERVE_LIMIT;
     const logs = measureLogs ? logSizes(w.files) : null;
     const logBytes = logs ? logs.stdout + logs.stderr : null;
     if (w.hit) {
@@ -354,7 +416,7 @@ export class Monitor {
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
-    const kernel = tick && w.cgroup ? this.kernelBreach(w) : null;
+    const kernel = tick && w.cgroup ? this.kernelBreach(w, tree === null || tree.changed) : null;
     if (kernel) {
       this.act(w, kernel, logs, now, true);
       return;
@@ -376,10 +438,14 @@ export class Monitor {
    * What the kernel found in the job's cgroup: an OOM kill (v1 kills one process of the tree, the
    * rest must follow) or forks refused at pids.max. Either stops the whole job at once.
    */
-  private kernelBreach(w: Watched): Breach | null {
+  private kernelBreach(w: Watched, changed: boolean): Breach | null {
     const stored = w.cgroup as string;
+    const files = w.counters as GroupFiles;
     const mem = w.limits.max_rss_bytes;
-    const c = groupCounters(stored, mem !== undefined);
+    // An OOM kill ends a process of the job: a sample that found its processes as they were has
+    // nothing to read in the OOM counter. Refused forks are read at every tick: a job whose shell
+    // cannot fork ends by itself within milliseconds, and that end would stand.
+    const c = files.counters(mem !== undefined && changed);
     if (c.oomKills > 0 && mem !== undefined) {
       return {
         limit: "max_rss_bytes",
@@ -393,7 +459,7 @@ export class Monitor {
     // lower of the two is the one to stop, with that ceiling as its limit.
     const shared = this.enforcement.cgroups?.sharedPidsMax ?? null;
     const ceiling = Math.min(w.limits.max_pids ?? Number.POSITIVE_INFINITY, shared ?? Number.POSITIVE_INFINITY);
-    const full = shared !== null && ceiling === shared && (groupTasks(stored) ?? 0) >= ceiling;
+    const full = shared !== null && ceiling === shared && (files.tasks() ?? 0) >= ceiling;
     if ((c.pidsHits > 0 || full) && Number.isFinite(ceiling)) {
       return { limit: "max_pids", reason: "process_limit", value: ceiling + 1, max: ceiling };
     }
@@ -415,22 +481,21 @@ export class Monitor {
     return { limit: RESERVE_LIMIT, reason: "disk_full", value: near.free, max: near.reserve };
   }
 
-  /** RSS and tasks (processes and threads) summed over the job's tree (the recorder excluded); updates its members. */
-  private tree(w: Watched, table: ProcTable): { rss: number; tasks: number } {
-    const roots = [w.pid];
-    for (const [pid, start] of w.members) if (table.procs.get(pid)?.startTime === start) roots.push(pid);
-    const members = new Map<number, string>();
-    let pages = 0;
-    let tasks = 0;
-    for (const pid of [...roots.slice(1), ...descendants(table, roots, w.pid)]) {
-      const p = table.procs.get(pid);
-      if (!p || members.has(pid)) continue;
-      members.set(pid, p.startTime);
-      pages += p.rssPages;
-      tasks += p.threads;
+  /**
+   * RSS and tasks (processes and threads) summed over the job's processes (the recorder
+   * excluded), as the tracker follows them: one that left the tree stays counted.
+   */
+  private tree(w: Watched, recount: boolean): { rss: number; tasks: number; changed: boolean } | null {
+    if (this.hostTable) {
+      const t = this.hostTable;
+      const procs = descendants(t, [w.pid], w.pid).flatMap((p) => t.procs.get(p) ?? []);
+      const pages = procs.reduce((n, p) => n + p.rssPages, 0);
+      return { rss: pages * pageSize(), tasks: procs.reduce((n, p) => n + p.threads, 0), changed: true };
     }
-    w.members = members;
-    return { rss: pages * pageSize(), tasks };
+    const s = this.procs?.sample(w.id, recount);
+    if (!s) return null;
+    this.sampled += s.procs.length;
+    return { rss: s.rssPages * pageSize(), tasks: s.tasks, changed: s.changed };
   }
 
   /**
@@ -451,7 +516,8 @@ export class Monitor {
     // A kill under way (the user's) keeps its reason; the hard cap above still applies.
     if (decision === "stopping") return;
     const keep = b.limit === "max_log_bytes" && logs ? quotaCut(w.under, logs, b.max) : undefined;
-    const tree: ProcId[] = [...w.members].map(([pid, start]) => ({ pid, start }));
+    // Without a cgroup, every process the tracker followed (the kill lists them again); with one, the group.
+    const tree: ProcId[] = w.cgroup === null ? (this.procs?.members(w.id, false) ?? []) : [];
     if (force) w.forced = true;
     this.stop(w.id, {
       reason: b.reason,

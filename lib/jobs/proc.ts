@@ -85,6 +85,22 @@ function readStat(name: string): string | null {
   }
 }
 
+/** One process's entry as a scan would give it, read now; null when it is gone or a zombie. */
+export function procEntry(pid: number): ProcEntry | null {
+  const text = readStat(String(pid));
+  if (text === null) return null;
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  if (f[0] === "Z" || f[0] === "X") return null;
+  return {
+    pid,
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    startTime: f[19] ?? "",
+    rssPages: Number(f[21]) || 0,
+    threads: Number(f[17]) || 1,
+  };
+}
+
 /** Add `p` to the table: by pid, under its parent's children and in its group. */
 function addEntry(table: ProcTable, p: ProcEntry): void {
   table.procs.set(p.pid, p);
@@ -112,19 +128,8 @@ export function procTable(): ProcTable {
   for (const name of entries) {
     const c = name.charCodeAt(0);
     if (c < 48 || c > 57) continue;
-    const text = readStat(name);
-    if (text === null) continue;
-    const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    if (f[0] === "Z" || f[0] === "X") continue;
-    const p: ProcEntry = {
-      pid: Number(name),
-      ppid: Number(f[1]),
-      pgid: Number(f[2]),
-      startTime: f[19] ?? "",
-      rssPages: Number(f[21]) || 0,
-      threads: Number(f[17]) || 1,
-    };
-    addEntry(table, p);
+    const p = procEntry(Number(name));
+    if (p) addEntry(table, p);
   }
   return table;
 }
@@ -154,6 +159,24 @@ export function treePids(root: number, pgid: number): number[] {
   return descendants(procTable(), [root], pgid);
 }
 
+/** A process table of these processes only. */
+export function tableOf(entries: Iterable<ProcEntry>): ProcTable {
+  const table: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
+  for (const p of entries) if (!table.procs.has(p.pid)) addEntry(table, p);
+  return table;
+}
+
+/**
+ * A job's processes from one scan of the whole host: `root`, its descendants and its process
+ * group. What planterd falls back to where it follows no job's processes itself (macOS, a job
+ * not followed); O(the host's processes).
+ */
+export function hostTree(root: number): ProcTable {
+  const table = procTable();
+  const pids = [root, ...descendants(table, [root], root)];
+  return tableOf(pids.flatMap((p) => table.procs.get(p) ?? []));
+}
+
 let pageBytes = 0;
 
 /** The kernel's page size (RSS in /proc/<pid>/stat is in pages): 4 KiB, or 16/64 KiB on some arm64. */
@@ -170,6 +193,28 @@ export function pageSize(): number {
     // not Linux: 4 KiB
   }
   return pageBytes;
+}
+
+/**
+ * Files held open to be read again cheaply (a job's processes, its cgroup counters), counted
+ * against a share of planterd's open-file limit: past it, files are read by path (open, read,
+ * close, start time compared), never refused.
+ */
+export const heldFiles = { open: 0, max: heldMax() };
+
+/**
+ * Half the soft open-file limit (Bun raises it to the hard limit), at most 65536: a job held open
+ * takes 4–5 files (its process's statm and task dir, its group's counters), besides the pidfd Bun
+ * keeps for each child; the other half is for connections, logs and the database.
+ */
+function heldMax(): number {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"));
+    if (m) return Math.min(65_536, Math.floor(Number(m[1]) / 2));
+  } catch {
+    // not Linux: nothing is held open there
+  }
+  return 128;
 }
 
 /** Signal number of a signal name such as "TERM" or "SIGTERM". */
@@ -240,50 +285,25 @@ export function sandboxProcs(
 }
 
 /**
- * Live processes whose stdout or stderr is a file under `dir` (a job's logs or log pipes), whatever
- * their ancestry: what is left of a job after its tree was lost (Linux; none elsewhere).
+ * Those of `procs` (still the same processes) whose stdout or stderr is a file under `dir` or one
+ * of `files`: what is left of a job once its tree was cut (Linux; none elsewhere).
  */
-export function holdersOf(dir: string): ProcId[] {
-  const prefix = `${dir}/`;
-  return stdioHolders((target) => target.startsWith(prefix));
-}
-
-/**
- * Live processes whose stdout or stderr is one of `files` (Linux; none elsewhere). A sandboxed
- * job's log pipes identify what is left of its sandbox once the tree's parent links are cut.
- */
-export function writersOf(files: string[]): ProcId[] {
-  const wanted = new Set(files);
-  return stdioHolders((target) => wanted.has(target));
-}
-
-/** One /proc scan: live processes whose fd 1 or 2 points at a path `match` accepts. */
-function stdioHolders(match: (target: string) => boolean): ProcId[] {
+export function holding(procs: ProcId[], where: { dir?: string; files?: string[] }): ProcId[] {
   if (process.platform !== "linux") return [];
-  const found: ProcId[] = [];
-  let names: string[];
-  try {
-    names = readdirSync("/proc");
-  } catch {
-    return found;
-  }
-  for (const name of names) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
+  const prefix = where.dir === undefined ? null : `${where.dir}/`;
+  const files = new Set(where.files ?? []);
+  return procs.filter((p) => {
     for (const fd of [1, 2]) {
       let target: string;
       try {
-        target = readlinkSync(`/proc/${name}/fd/${fd}`);
+        target = readlinkSync(`/proc/${p.pid}/fd/${fd}`);
       } catch {
         continue;
       }
-      if (!match(target)) continue;
-      const pid = Number(name);
-      if (isAlive(pid, null)) found.push({ pid, start: startTime(pid) });
-      break;
+      if (files.has(target) || (prefix !== null && target.startsWith(prefix))) return isAlive(p.pid, p.start);
     }
-  }
-  return found;
+    return false;
+  });
 }
 
 function cmdline(pid: number): string | null {
@@ -296,16 +316,17 @@ function cmdline(pid: number): string | null {
 
 /**
  * The job's processes that run its own program by now (Linux), for a kill that may have come too
- * early: in a sandbox, those inside it; otherwise the recorder's descendants whose command line is
- * no longer the recorder's (a child of the recorder between fork and exec still shows it).
+ * early: in a sandbox, those inside it; otherwise the job's processes whose command line is no
+ * longer the recorder's (a child of the recorder between fork and exec still shows it). `table`
+ * holds the job's processes, `root` (the recorder) among them.
  */
-export function startedProcs(root: number, sandboxed: boolean): ProcId[] {
+export function startedProcs(root: number, sandboxed: boolean, table: ProcTable): ProcId[] {
   if (process.platform !== "linux") return [];
-  const table = procTable();
   const own = cmdline(root);
   const pids = sandboxed
     ? (sandboxProcs(table, root) ?? [])
-    : descendants(table, [root], root).filter((p) => {
+    : [...table.procs.keys()].filter((p) => {
+        if (p === root) return false;
         const c = cmdline(p);
         return c !== null && c !== own;
       });
@@ -313,11 +334,11 @@ export function startedProcs(root: number, sandboxed: boolean): ProcId[] {
 }
 
 /**
- * Send `signal` to a job's whole tree, once to each process: its process group, and on Linux
- * every descendant that left the group (a grandchild that called setsid still dies). The tree is
- * listed before the signal, since a dying parent orphans its children. `known` adds processes seen at an earlier
- * signal (orphans no longer reachable by ancestry); each is checked by start time first.
- * Returns every process signalled, for the next call.
+ * Send `signal` to a job's whole tree, once to each process: its process group, and every
+ * process of the job that left the group (a grandchild that called setsid still dies). `table`
+ * holds the job's processes (the root among them), listed before the signal, since a dying parent
+ * orphans its children. `known` adds processes seen at an earlier signal; each is checked by
+ * start time first. Returns every process signalled, for the next call.
  *
  * A `sandboxed` job (bwrap with its own pid namespace) gets every signal but SIGKILL only in its
  * own processes inside the namespace, and their process groups: bwrap's outer process dies of
@@ -327,12 +348,17 @@ export function startedProcs(root: number, sandboxed: boolean): ProcId[] {
  * its namespace running, orphaned (its init sets PDEATHSIG only once it runs); the supervisor
  * sends the signal when the job's processes are there (`startedProcs`).
  */
-export function signalTree(pid: number, signal: NodeJS.Signals, known: ProcId[] = [], sandboxed = false): ProcId[] {
-  const table = procTable();
+export function signalTree(
+  pid: number,
+  signal: NodeJS.Signals,
+  table: ProcTable,
+  known: ProcId[] = [],
+  sandboxed = false,
+): ProcId[] {
   // The root itself too: an adopted process need not lead its own group.
-  const tree: ProcId[] = [{ pid, start: startTime(pid) }];
-  // Linux reads /proc, macOS asks ps: either way a grandchild that left the group is found.
-  for (const p of descendants(table, [pid], pid)) tree.push({ pid: p, start: table.procs.get(p)?.startTime ?? null });
+  const tree: ProcId[] = [{ pid, start: table.procs.get(pid)?.startTime ?? startTime(pid) }];
+  // Every process of the job, a grandchild that left the group or was reparented included.
+  for (const p of table.procs.values()) if (p.pid !== pid) tree.push({ pid: p.pid, start: p.startTime });
   const seen = new Set(tree.map((p) => p.pid));
   for (const k of known) {
     if (!seen.has(k.pid) && isAlive(k.pid, k.start)) {

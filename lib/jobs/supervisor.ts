@@ -44,12 +44,25 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
-import { groupEnd, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
+import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
-import { holdersOf, isAlive, type ProcId, signalName, signalTree, startedProcs, startTime, writersOf } from "./proc.ts";
+import { ExitWatch } from "./pidfd.ts";
+import {
+  holding,
+  hostTree,
+  isAlive,
+  type ProcId,
+  type ProcTable,
+  procEntry,
+  signalName,
+  signalTree,
+  startedProcs,
+  startTime,
+  tableOf,
+} from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -97,7 +110,12 @@ function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): strin
 
 export class Supervisor {
   private readonly own = new Map<string, Subprocess>();
-  private readonly adopted = new Map<string, { pid: number; start: string | null; watcher: FSWatcher | null }>();
+  private readonly adopted = new Map<
+    string,
+    { pid: number; start: string | null; watcher: FSWatcher | null; polled: boolean }
+  >();
+  /** Adopted recorders' exits (pidfds), made at the first adoption; null where the kernel has none. */
+  private exits: ExitWatch | null | undefined;
   private readonly graceTimers = new Map<string, Timer>();
   private readonly resendTimers = new Map<string, Timer>();
   /** Processes of each job's tree seen at its last signal: orphans stay reachable for SIGKILL. */
@@ -333,8 +351,9 @@ export class Supervisor {
    */
   private send(id: string, job: JobRow, sig: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
     const pid = job.pid as number;
-    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job)).length;
-    const tree = signalTree(pid, sig, known, sandboxed(job));
+    const table = this.table(job);
+    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job), table).length;
+    const tree = signalTree(pid, sig, table, known, sandboxed(job));
     if (early && !this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
     return tree;
   }
@@ -345,7 +364,7 @@ export class Supervisor {
       this.resendTimers.delete(id);
       const now = getJob(this.ctx.db, id);
       if (now?.state !== "running" || !isAlive(job.pid as number, job.start_time)) return;
-      const started = startedProcs(job.pid as number, sandboxed(job));
+      const started = startedProcs(job.pid as number, sandboxed(job), this.table(job));
       if (!started.length) {
         if (tries > 1) this.resendOnStart(id, job, sig, tries - 1);
         return;
@@ -359,6 +378,20 @@ export class Supervisor {
       }
     }, 20);
     this.resendTimers.set(id, t);
+  }
+
+  /**
+   * The job's processes now, its recorder among them: the members of its cgroup, or those the
+   * monitor's tracker follows; where neither is had (macOS), its tree in a scan of the host.
+   */
+  private table(job: JobRow): ProcTable {
+    const pid = job.pid as number;
+    if (process.platform === "linux") {
+      if (job.cgroup) return tableOf([pid, ...groupMembers(job.cgroup)].flatMap((p) => procEntry(p) ?? []));
+      const t = this.monitor.procs?.table(job.id);
+      if (t) return t;
+    }
+    return hostTree(pid);
   }
 
   private scheduleEscalation(id: string, pid: number, ms: number): void {
@@ -451,14 +484,19 @@ export class Supervisor {
 
   private adopt(job: JobRow): void {
     const pid = job.pid as number;
+    if (this.exits === undefined) this.exits = ExitWatch.create();
+    // The recorder's exit wakes us at once (a pidfd); where there is none, inotify on its dir (it
+    // writes its status file just before it exits) and a poll.
+    const polled = !this.exits?.watch(pid, job.start_time, () => this.checkAdopted(job.id));
     let watcher: FSWatcher | null = null;
-    try {
-      // The recorder writes its status file just before it exits: inotify wakes us at once.
-      watcher = watch(jobDir(this.ctx.paths.stateDir, job.id), () => this.checkAdopted(job.id));
-    } catch {
-      watcher = null; // the poll below still notices the end
+    if (polled) {
+      try {
+        watcher = watch(jobDir(this.ctx.paths.stateDir, job.id), () => this.checkAdopted(job.id));
+      } catch {
+        watcher = null; // the poll below still notices the end
+      }
     }
-    this.adopted.set(job.id, { pid, start: job.start_time, watcher });
+    this.adopted.set(job.id, { pid, start: job.start_time, watcher, polled });
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
     try {
       this.guard.watch(job.id, loadGuard(jobDir(this.ctx.paths.stateDir, job.id)));
@@ -476,9 +514,9 @@ export class Supervisor {
     }
     // Limits hold after a restart too; elapsed time counts from the job's real start.
     this.monitor.track(job);
-    if (!this.pollTimer) {
+    if (polled && !this.pollTimer) {
       this.pollTimer = setInterval(() => {
-        for (const id of [...this.adopted.keys()]) this.checkAdopted(id);
+        for (const [id, a] of [...this.adopted]) if (a.polled) this.checkAdopted(id);
       }, this.ctx.config.jobs.adopt_poll_ms);
     }
   }
@@ -538,7 +576,8 @@ export class Supervisor {
     const end = groupEnd(job.cgroup as string);
     const max = job.limits.max_rss_bytes;
     if (end.oomKills === 0 || max === undefined) return;
-    const value = end.peakBytes ?? max;
+    // The kernel's peak stops at the limit: what it refused is past it (as the monitor records it).
+    const value = Math.max(end.peakBytes ?? max, max + 1);
     this.ctx.writeOrDefer((ev) => {
       markKillRequested(this.ctx.db, job.id, "KILL", true, "memory_limit", Date.now());
       if (markLimitHit(this.ctx.db, job.id, { limit: "max_rss_bytes", value, max, at: Date.now() })) {
@@ -568,13 +607,15 @@ export class Supervisor {
         ev.push({ kind: "job.log_truncated", subject: `job/${id}`, data: { reason: "disk_full", ...cut } });
       });
     }
+    // What is left of a job without a cgroup: the processes the tracker followed, after one more look.
+    const group = getJob(this.ctx.db, id)?.cgroup;
+    const left = group ? [] : (this.monitor.procs?.members(id) ?? []);
     const under = this.monitor.untrack(id);
     // A job ends with all of its processes: what it left running in its cgroup dies now, before
     // the review looks at its workspace (a bwrap job's pid namespace already took them).
-    const group = getJob(this.ctx.db, id)?.cgroup;
     if (group) killGroup(group);
     this.forget(id);
-    this.sweepSandbox(id);
+    this.sweepSandbox(id, left);
     // The workspace first, then the end: whoever waits for the end (`planter run`, `job wait`, a
     // log follower) may run git or an editor in the cell next. The review walks the tree without
     // holding up planterd, so the end is recorded when it is done; a planterd that stops
@@ -582,23 +623,28 @@ export class Supervisor {
     if (existsSync(join(jobDir(this.ctx.paths.stateDir, id), "workspace.json"))) {
       this.reviewing.add(id);
       // Nothing of a killed job may still write in the tree under review (see `recorded`).
-      if (getJob(this.ctx.db, id)?.kill_requested_at != null) this.killHolders(id);
+      if (getJob(this.ctx.db, id)?.kill_requested_at != null) killLeft(left);
       // Placeholders first: the review must not take an empty one planter made for the job's work.
       releasePlaceholders(this.ctx, id);
       void this.reviewWorkspace(id).then((done) => {
         this.reviewing.delete(id);
         try {
-          if (done && !this.closed) this.record(id, end, under);
+          if (done && !this.closed) this.record(id, end, under, left);
         } catch (e) {
           console.error(`planterd: job ${id} ended, and recording its end failed: ${(e as Error).message}`);
         }
       });
       return;
     }
-    this.record(id, end, under);
+    this.record(id, end, under, left);
   }
 
-  private record(id: string, end: Finish | (() => Finish), under: ReturnType<Monitor["untrack"]>): void {
+  private record(
+    id: string,
+    end: Finish | (() => Finish),
+    under: ReturnType<Monitor["untrack"]>,
+    left: ProcId[],
+  ): void {
     this.ending.add(id);
     let now: boolean;
     try {
@@ -613,7 +659,7 @@ export class Supervisor {
           });
           return true;
         },
-        (ended) => this.recorded(id, ended, under),
+        (ended) => this.recorded(id, ended, under, left),
       );
     } catch (e) {
       this.ending.delete(id);
@@ -623,12 +669,13 @@ export class Supervisor {
   }
 
   /** After a job's end is recorded (its workspace reviewed before): the log cut to its quota, its waiters. */
-  private recorded(id: string, ended: boolean, under: ReturnType<Monitor["untrack"]>): void {
+  private recorded(id: string, ended: boolean, under: ReturnType<Monitor["untrack"]>, left: ProcId[]): void {
     this.ending.delete(id);
     const job = ended ? getJob(this.ctx.db, id) : null;
-    // A killed job leaves nothing running: bwrap killed before its init had set PDEATHSIG leaves
-    // a namespace that no tree walk finds (reparented to pid 1), but it still holds the job's pipes.
-    if (job?.state === "killed") this.killHolders(id);
+    // A killed job leaves nothing running: whatever of it the tracker followed dies, however it
+    // left the tree (bwrap killed before its init had set PDEATHSIG leaves a namespace reparented
+    // to pid 1, found by the job's pipes it holds). A job in a cgroup had its group killed.
+    if (job?.state === "killed") killLeft(left);
     // (The workspace was reviewed before the end was recorded: `finish`.)
     if (ended) releasePlaceholders(this.ctx, id);
     // The tree is dead now: the stored log can be cut to its quota.
@@ -641,17 +688,6 @@ export class Supervisor {
     return this.reviewing.has(id);
   }
 
-  /** SIGKILL whatever still holds the job's logs or log pipes (its processes: the job has ended). */
-  private killHolders(id: string): void {
-    for (const p of holdersOf(jobDir(this.ctx.paths.stateDir, id))) {
-      try {
-        if (isAlive(p.pid, p.start)) process.kill(p.pid, "SIGKILL");
-      } catch {
-        // raced with its exit
-      }
-    }
-  }
-
   /** Jobs that have ended but whose end is not recorded yet (the state disk refused it). */
   get endsWaiting(): number {
     return this.ending.size;
@@ -661,13 +697,15 @@ export class Supervisor {
    * What is left of an ended job's sandbox is killed. A kill can end bwrap's outer process between
    * its clone of the inner one (pid 1 of the job's pid namespace) and the inner one's
    * PR_SET_PDEATHSIG; reparented to init, the inner one is outside the tree, but it still holds
-   * the job's log pipes (only sandboxed jobs have them). Its death ends the whole namespace. A job
-   * that ended by itself has no writer left (its pumps saw the end of both pipes).
+   * the job's log pipes (only sandboxed jobs have them), which is how the tracker still finds it
+   * among `left` (the job's processes it followed). Its death ends the whole namespace. A job
+   * that ended by itself has no writer left (its pumps saw the end of both pipes). In a cgroup,
+   * the inner one is in the job's group, killed before this.
    */
-  private sweepSandbox(id: string): void {
+  private sweepSandbox(id: string, left: ProcId[]): void {
     const status = jobFiles(jobDir(this.ctx.paths.stateDir, id)).status;
-    if (!existsSync(`${status}.out`)) return;
-    for (const p of writersOf([`${status}.out`, `${status}.err`])) killQuietly(p.pid);
+    if (!left.length || !existsSync(`${status}.out`)) return;
+    for (const p of holding(left, { files: [`${status}.out`, `${status}.err`] })) killQuietly(p.pid);
   }
 
   /**
@@ -724,6 +762,7 @@ export class Supervisor {
     const a = this.adopted.get(id);
     if (a) {
       a.watcher?.close();
+      this.exits?.unwatch(a.pid);
       this.adopted.delete(id);
     }
     const t = this.graceTimers.get(id);
@@ -731,7 +770,7 @@ export class Supervisor {
     this.graceTimers.delete(id);
     clearTimeout(this.resendTimers.get(id));
     this.resendTimers.delete(id);
-    if (this.adopted.size === 0 && this.pollTimer) {
+    if (this.pollTimer && ![...this.adopted.values()].some((x) => x.polled)) {
       clearInterval(this.pollTimer);
       this.pollTimer = null;
     }
@@ -746,7 +785,13 @@ export class Supervisor {
     for (const t of [...this.graceTimers.values(), ...this.resendTimers.values()]) clearTimeout(t);
     this.graceTimers.clear();
     this.resendTimers.clear();
+    this.exits?.close();
   }
+}
+
+/** SIGKILL what is left of an ended job (the processes the tracker followed), each still the same process. */
+function killLeft(left: ProcId[]): void {
+  for (const p of left) if (isAlive(p.pid, p.start)) killQuietly(p.pid);
 }
 
 /**
