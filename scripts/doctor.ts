@@ -6,6 +6,7 @@
 import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { jsonArg, parseDuration, socketArg, usage } from "../lib/cli/args.ts";
+import { examples } from "../lib/cli/help.ts";
 import { allowRest, reportError, runCli } from "../lib/cli/main.ts";
 import { printJson, write } from "../lib/cli/output.ts";
 import { exitCode } from "../lib/doctor/check.ts";
@@ -16,8 +17,7 @@ import { BUILD } from "../lib/version.ts";
 const doctor = defineCommand({
   meta: {
     name: "doctor",
-    description:
-      "Check this host's planter setup and say how to fix what is wrong. Example: doctor, doctor socket daemon.reachable, doctor --json",
+    description: "Check this host's planter setup and say how to fix what is wrong",
   },
   args: {
     ids: {
@@ -64,6 +64,7 @@ const doctor = defineCommand({
   },
 });
 allowRest(doctor);
+examples(doctor, ["planter doctor", "planter doctor socket daemon.reachable", "planter doctor --json"]);
 
 /** The free arguments: check ids (option values are skipped). */
 function positionals(rawArgs: string[]): string[] {

@@ -18,6 +18,7 @@ import {
   repeated,
   usage,
 } from "../lib/cli/args.ts";
+import { examples } from "../lib/cli/help.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
 import {
   age,
@@ -178,8 +179,7 @@ export const run = defineCommand({
     name: "run",
     description:
       "Run a command as a job. Streams its stdout and stderr and exits with its exit code (128+N when killed by signal N); " +
-      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. With --detach, prints the job id and returns at once. " +
-      "Example: planter run --cell build -- make test",
+      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. With --detach, prints the job id and returns at once.",
   },
   args: {
     cell: { type: "string", alias: "c", description: "cell to run in (default: the default cell)", valueHint: "NAME" },
@@ -263,6 +263,11 @@ export const run = defineCommand({
   },
 });
 allowRest(run);
+examples(run, [
+  "planter run -- make test",
+  "planter run --cell build --timeout 30m --max-rss 2G -- make test",
+  "planter run -d --env TOKEN=x -- ./long-task.sh   # prints the job id; see `planter logs -f ID`",
+]);
 
 /** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */
 function warnFallback(job: Job): Job {

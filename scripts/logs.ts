@@ -2,6 +2,7 @@
 /** `logs` / `planter logs`: read and follow a job's logs over the API. */
 import { defineCommand } from "citty";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
+import { examples } from "../lib/cli/help.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { onOutputGone, write } from "../lib/cli/output.ts";
 import { jobOutput, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
@@ -64,6 +65,12 @@ const logs = defineCommand({
     return 0;
   },
 });
+
+examples(logs, [
+  "planter logs j-0mxd2qotc7185",
+  "planter logs -f --stderr j-0mxd2qotc7185",
+  "planter logs --tail 20 j-0mxd2qotc7185",
+]);
 
 export default logs;
 

@@ -6,6 +6,7 @@ import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
+import { examples } from "../lib/cli/help.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
 import { print, printJson, shellLine, write } from "../lib/cli/output.ts";
 import type { PlanRequest, SpawnPlan } from "../lib/sandbox/backend.ts";
@@ -107,8 +108,7 @@ const render = defineCommand({
 const exec = defineCommand({
   meta: {
     name: "exec",
-    description:
-      "Run one command sandboxed (no daemon) and exit with its code. Example: sandbox exec --cell . -- make test",
+    description: "Run one command sandboxed (no daemon) and exit with its code",
   },
   args: {
     mode: {
@@ -160,6 +160,7 @@ const exec = defineCommand({
   },
 });
 allowRest(exec);
+examples(exec, ["planter sandbox exec --cell . -- make test", "planter sandbox exec --policy p.json -- ls ~"]);
 allowRest(render);
 
 const sandbox = defineCommand({
