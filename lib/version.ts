@@ -34,3 +34,7 @@ export const BUILD = {
     return commit();
   },
 };
+
+/** Whether a command line asks only for the version (`--version`, `-V`, `-v`). */
+export const asksVersion = (argv: readonly string[]) =>
+  argv.length === 1 && ["--version", "-V", "-v"].includes(argv[0] as string);

@@ -4,7 +4,7 @@
  * doctor, install, uninstall, migrate) and otherwise on `planter <command>`.
  */
 import { basename } from "node:path";
-import { BUILD } from "../lib/version.ts";
+import { asksVersion, BUILD } from "../lib/version.ts";
 
 const versionLine = () => `planter ${BUILD.version} (${BUILD.commit})`;
 
@@ -13,7 +13,7 @@ const versionLine = () => `planter ${BUILD.version} (${BUILD.commit})`;
  * Everything else is imported when used: the binary's chunks load per command (.ci/compile).
  */
 async function quickVersion(argv: string[]): Promise<void> {
-  if (argv.length !== 1 || !["--version", "-V", "-v"].includes(argv[0] as string)) return;
+  if (!asksVersion(argv)) return;
   try {
     await Bun.write(Bun.stdout, `${versionLine()}\n`);
   } catch {

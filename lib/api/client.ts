@@ -9,17 +9,11 @@
 import { peerReader } from "../daemon/peer.ts";
 import type { Cell, EventRecord, Job, LogChunk, VersionInfo } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
-import { type ByteStream, openStream } from "./stream.ts";
+import { abortError, type ByteStream, openStream } from "./stream.ts";
 import { checkPeerUid, checkSocketPath } from "./trust.ts";
 
 /** The peer reader of this platform, built once (null where there is none). */
 let readerOnce: ReturnType<typeof peerReader> | undefined;
-
-function abortError(): Error {
-  const e = new Error("the request was aborted");
-  e.name = "AbortError";
-  return e;
-}
 
 export class Client {
   private listenerChecked: Promise<void> | null = null;

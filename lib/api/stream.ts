@@ -30,7 +30,8 @@ const HIGH_WATER = 1 << 20;
 /** Longest response head accepted. */
 const MAX_HEAD = 64 * 1024;
 
-function abortError(): Error {
+/** The error an aborted request rejects with (the client's and a stream's alike). */
+export function abortError(): Error {
   const e = new Error("the request was aborted");
   e.name = "AbortError";
   return e;

@@ -11,17 +11,10 @@ type AnyCommand = CommandDef<any>;
 
 const WIDTH = 100;
 const examplesOf = new WeakMap<object, string[]>();
-const restOf = new WeakMap<object, string>();
 
 /** Examples shown under a command's help: whole command lines, optionally with `  # what it does`. */
 export function examples<T extends AnyCommand>(cmd: T, lines: string[]): T {
   examplesOf.set(cmd, lines);
-  return cmd;
-}
-
-/** How a command's trailing free arguments read in its usage line (default `-- COMMAND [ARGS…]`). */
-export function restUsage<T extends AnyCommand>(cmd: T, text: string): T {
-  restOf.set(cmd, text);
   return cmd;
 }
 
@@ -90,7 +83,7 @@ export async function renderHelp(cmd: AnyCommand, path: string[], takesRest: boo
     const n = ((d as { valueHint?: string }).valueHint ?? key).toUpperCase();
     usage.push((d as { required?: boolean }).required === false ? `[${n}]` : n);
   }
-  if (takesRest) usage.push(restOf.get(cmd) ?? "-- COMMAND [ARGS…]");
+  if (takesRest) usage.push("-- COMMAND [ARGS…]");
   out.push(`Usage: ${usage.join(" ")}`);
   if (positionals.length) {
     out.push(

@@ -5,6 +5,7 @@
  */
 import { type ArgsDef, type CommandDef, runCommand } from "citty";
 import { EXIT, PlanterError } from "../api/errors.ts";
+import { asksVersion } from "../version.ts";
 import { exitAfterOutput, printable, write } from "./output.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
@@ -155,7 +156,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
   const verbose = before.includes("--verbose");
   let code: number = EXIT.ok;
   try {
-    if (version && before.length === 1 && ["--version", "-V", "-v"].includes(before[0] as string)) {
+    if (version && asksVersion(before)) {
       write(1, `${version()}\n`);
       return await exitAfterOutput(EXIT.ok);
     }

@@ -4,7 +4,7 @@ import { isTerminal } from "./tty.ts";
 
 let colorOnce: boolean | undefined;
 /** Colours only on a terminal that wants them. */
-export const colorOn = () => (colorOnce ??= isTerminal(1) && !process.env.NO_COLOR && process.env.TERM !== "dumb");
+const colorOn = () => (colorOnce ??= isTerminal(1) && !process.env.NO_COLOR && process.env.TERM !== "dumb");
 const paint = (code: number) => (s: string) => (colorOn() ? `\x1b[${code}m${s}\x1b[0m` : s);
 export const dim = paint(2);
 export const red = paint(31);
@@ -45,8 +45,6 @@ export function write(fd: Fd, data: string | Uint8Array): Promise<void> {
 
 /** A line on stdout. */
 export const print = (line: string) => write(1, `${line}\n`);
-/** A line on stderr. */
-export const printErr = (line: string) => write(2, `${line}\n`);
 
 /** Hear when a stream's reader has gone (the run command sends its job SIGHUP then). */
 export function onOutputGone(listener: (fd: Fd, error: unknown) => void): () => void {

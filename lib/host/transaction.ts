@@ -30,6 +30,7 @@ import { dirname, join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { FileRecord, InstallState } from "./install-state.ts";
 import { sha256File, sha256Text } from "./install-state.ts";
+import { lexists } from "./lima.ts";
 
 /** One change of the host. */
 export interface Step {
@@ -240,16 +241,6 @@ export class Transaction {
     const save = original !== null || (backupToMake && "sha256" in now && now.sha256 === rec.backup_sha256);
     if (rec.backup && save) copyEntry(this.R(path), this.R(rec.backup));
     writeEntry(this.R(path), content);
-  }
-}
-
-/** Whether `p` exists (a dangling link included). */
-export function lexists(p: string): boolean {
-  try {
-    lstatSync(p);
-    return true;
-  } catch {
-    return false;
   }
 }
 

@@ -128,6 +128,8 @@ export class Supervisor {
   private closed = false;
   /** Samples running jobs and stops those that exceed their limits. */
   readonly monitor: Monitor;
+  /** Whether util-linux's prlimit is there to set a job's process limit (looked up once). */
+  private readonly hasPrlimit = existsSync(PRLIMIT);
   /** Stops a sandboxed job whose covers the host has replaced (lib/sandbox/guard.ts). */
   readonly guard = new ViewGuard((id, path) => this.viewChanged(id, path));
 
@@ -276,7 +278,7 @@ export class Supervisor {
    */
   private nprocLimit(job: JobRow): number | undefined {
     if (this.monitor.enforcement.cgroups || job.limits.max_pids === undefined) return undefined;
-    if (!existsSync(PRLIMIT)) return undefined;
+    if (!this.hasPrlimit) return undefined;
     return job.limits.max_pids + 1;
   }
 

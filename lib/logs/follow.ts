@@ -9,14 +9,6 @@ import { isTerminal } from "../cli/tty.ts";
 
 export type Stream = "stdout" | "stderr";
 
-/** Write a buffer to a stream, waiting for it to drain. */
-export function writeOut(out: NodeJS.WritableStream, data: Uint8Array): Promise<void> {
-  return new Promise((resolve) => {
-    if (out.write(data)) resolve();
-    else out.once("drain", () => resolve());
-  });
-}
-
 /**
  * Where a job's bytes go on stdout (1) or stderr (2): through a TerminalFilter when it is a
  * terminal and `raw` was not asked for, byte for byte otherwise (pipes and files get exactly what

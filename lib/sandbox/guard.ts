@@ -80,15 +80,6 @@ export class ViewGuard {
     }
   }
 
-  /** Jobs watched now, and directories watched for them. */
-  get size(): { jobs: number; dirs: number } {
-    return { jobs: this.jobs.size, dirs: this.dirs.size };
-  }
-
-  close(): void {
-    for (const job of [...this.jobs.keys()]) this.unwatch(job);
-  }
-
   private open(dir: string): FSWatcher {
     const w = watch(dir, { persistent: false }, (event, file) => {
       // "change" is a write into an entry (its dentry stays); "rename" is a create, remove or move.
