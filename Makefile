@@ -5,7 +5,7 @@ COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 ENTRIES := planterd logs sandbox doctor install uninstall migrate
 TARGETS := linux-x64 linux-arm64 darwin-arm64 darwin-x64
 
-.PHONY: help deps build dist install up test lint fmt typecheck preflight bench clean
+.PHONY: help deps build dist install up test lint fmt typecheck preflight openapi bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -40,6 +40,9 @@ typecheck: deps ## tsc --noEmit
 	bunx tsc --noEmit -p .
 
 preflight: lint typecheck test ## everything CI checks
+
+openapi: deps ## write docs/openapi.json and the route table of docs/api.md from lib/api/routes.ts
+	bun lib/api/openapi.ts
 
 bench: build ## benchmarks; figures go to plans/benchmarks.md by hand
 	bun bench/run.ts

@@ -2,7 +2,16 @@
 /** Lifecycle client: `planter cell …`, `planter run`, `planter job …`, `planter events`. */
 import { resolve as resolvePath } from "node:path";
 import { defineCommand } from "citty";
-import { type Cell, type Job, passthroughCode } from "../lib/api/contract.ts";
+import {
+  type Cell,
+  type CellCreateIn,
+  type Job,
+  type JobCreateIn,
+  type JobState,
+  type KillRequestIn,
+  passthroughCode,
+  type Signal,
+} from "../lib/api/contract.ts";
 import { EXIT, PlanterError } from "../lib/api/errors.ts";
 import type { FrameEvent } from "../lib/api/frames.ts";
 import type { ByteStream } from "../lib/api/stream.ts";
@@ -101,7 +110,7 @@ const cellCreate = defineCommand({
   },
   async run({ args, rawArgs }) {
     const api = client(args);
-    const body: Record<string, unknown> = { name: args.name };
+    const body: CellCreateIn = { name: args.name };
     if (args.dir) body.dir = await pathForTarget(args, resolvePath(args.dir), "--dir");
     const env = envPairs(repeated(rawArgs, "env", "e"));
     if (env) body.env = env;
@@ -216,7 +225,7 @@ export const run = defineCommand({
     if (args.json && !args.detach)
       throw usage("--json goes with --detach (the job's own output is on stdout otherwise)");
     const api = client(args);
-    const body: Record<string, unknown> = { argv };
+    const body: JobCreateIn = { argv };
     const limits = limitsFromArgs(args);
     if (limits) body.limits = limits;
     if (args.cell) body.cell = args.cell;
@@ -342,8 +351,8 @@ class SignalProxy {
   private flush(): void {
     if (!this.id) return;
     for (const sig of this.pending.splice(0)) {
-      const name = sig.slice(3);
-      let body: { signal?: string; force?: boolean } = { signal: name };
+      const name = sig.slice(3) as Signal;
+      let body: KillRequestIn = { signal: name };
       let note = `\nplanter: received ${sig}: sending it to job ${p(this.id)}\n`;
       // A closed terminal may send SIGHUP twice (the kernel, then the shell): the job gets each once.
       if (sig !== "SIGINT" && this.forwarded.has(sig)) continue;
@@ -493,7 +502,7 @@ export const LS_DEFAULT = 50;
 /** Every job (`latest` null), or the latest N shown oldest first, and whether older ones were left out. */
 async function listLatest(
   api: ReturnType<typeof client>,
-  filter: { cell?: string; state?: string },
+  filter: { cell?: string; state?: JobState },
   latest: number | null,
 ): Promise<{ jobs: Job[]; leftOut: boolean }> {
   const jobs: Job[] = [];
@@ -664,22 +673,29 @@ export const events = defineCommand({
   args: {
     cursor: {
       type: "string",
-      description: "print events after this cursor (from an earlier event)",
+      description: "print events after this cursor (from an earlier event); `now`: only events from now on",
       valueHint: "CURSOR",
     },
     follow: { type: "boolean", alias: "f", description: "keep printing new events as they happen" },
+    limit: { type: "string", alias: "n", description: "stop after N events (with -f too)", valueHint: "N" },
     ...common,
   },
   async run({ args }) {
+    const limit = args.limit === undefined ? null : parseCount(args.limit, "--limit");
+    if (limit === 0) return 0;
     const api = client(args);
     const stop = new AbortController();
     process.once("SIGINT", () => stop.abort());
     let cursor = args.cursor;
+    let total = 0;
     try {
       for (;;) {
         let n = 0;
-        for await (const e of api.events({ cursor, follow: args.follow ? 1 : undefined, limit: 1000 }, stop.signal)) {
+        // Pages of 1000 without -f; with -f one stream, bounded only by --limit.
+        const page = limit === null ? (args.follow ? undefined : 1000) : Math.min(10_000, limit - total);
+        for await (const e of api.events({ cursor, follow: Boolean(args.follow), limit: page }, stop.signal)) {
           n++;
+          total++;
           cursor = e.cursor;
           if (args.json) write(1, `${JSON.stringify(e)}\n`);
           else
@@ -688,7 +704,9 @@ export const events = defineCommand({
               `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`,
             );
         }
-        if (args.follow || n < 1000) return 0;
+        if (limit !== null && total >= limit) return 0;
+        // A page that came short is the end (or, following, planterd went away).
+        if (page === undefined || n < page) return 0;
       }
     } catch (e) {
       if (stop.signal.aborted) return 0;

@@ -68,6 +68,8 @@ export const CellCreate = v.strictObject({
   request_ref: v.optional(RequestRef),
 });
 export type CellCreate = v.InferOutput<typeof CellCreate>;
+/** A cell request as a client builds it. */
+export type CellCreateIn = v.InferInput<typeof CellCreate>;
 
 const ArgvItem = v.pipe(SafeString, v.maxLength(128 * 1024));
 /** POST /v1/jobs */
@@ -86,14 +88,18 @@ export const JobCreate = v.strictObject({
   request_ref: v.optional(RequestRef),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
+/** A job request as a client builds it. */
+export type JobCreateIn = v.InferInput<typeof JobCreate>;
 
 export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
+export type Signal = (typeof SIGNALS)[number];
 /** POST /v1/jobs/{id}/kill */
 export const KillRequest = v.strictObject({
   signal: v.optional(v.picklist(SIGNALS)),
   force: v.optional(v.boolean()),
 });
 export type KillRequest = v.InferOutput<typeof KillRequest>;
+export type KillRequestIn = v.InferInput<typeof KillRequest>;
 
 export const JOB_STATES = ["pending", "running", "exited", "failed", "killed", "lost"] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -210,6 +216,69 @@ export interface EventRecord {
   kind: string;
   subject: string;
   data: Record<string, unknown>;
+}
+
+/** The state database's integrity check, as `/v1/ready` shows it. */
+export interface Integrity {
+  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
+  check: "start" | "background";
+  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
+  status: "ok" | "running" | "failed" | "unchecked";
+  message: string | null;
+  /** How long the full check took. */
+  ms: number | null;
+}
+
+/** One workspace walk (snapshot or review), as `/v1/ready` shows it. */
+export interface WalkStatus {
+  job: string;
+  phase: "snapshot" | "review";
+  tree: string;
+  /** "waiting": for a walk of an overlapping tree to end. */
+  state: "waiting" | "walking";
+  /** Entries listed so far. */
+  entries: number;
+  started_at: string;
+}
+
+/** GET /v1/ready (status 503 when `ready` is false). */
+export interface ReadyInfo {
+  ready: boolean;
+  state: "ok" | "unavailable" | "damaged" | "disk_full";
+  integrity: Integrity & { hint: string | null };
+  disk: {
+    path: string;
+    free_bytes: number | null;
+    total_bytes: number | null;
+    min_free_bytes: number | null;
+    below_reserve: boolean;
+    write_failed_at: string | null;
+    writes_waiting: number;
+    ends_waiting: number;
+    message: string | null;
+    hint: string | null;
+  };
+  jobs_watched: number;
+  workspace_walks: WalkStatus[];
+  requests_in_flight: number;
+  limits: {
+    enforcement: string;
+    cgroup_unavailable: string | null;
+    interval_ms: number;
+    grace_ms: number;
+    jobs_sampled: number;
+    ticks: number;
+    last_tick_ms: number;
+  };
+  sandbox: {
+    mode: SandboxMode;
+    backend: string;
+    ok: boolean;
+    version: string | null;
+    userns: string | null;
+    message: string | null;
+    hint: string | null;
+  };
 }
 
 export interface VersionInfo {

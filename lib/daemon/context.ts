@@ -1,6 +1,6 @@
 /** The daemon's shared context: state, config, paths, and notification of committed changes. */
 import type { Database } from "bun:sqlite";
-import type { SandboxMode } from "../api/contract.ts";
+import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
 import type { Supervisor } from "../jobs/supervisor.ts";
@@ -64,15 +64,7 @@ interface Deferred {
 }
 
 /** How the state database was checked this run and what the check found (GET /v1/ready). */
-export interface Integrity {
-  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
-  check: "start" | "background";
-  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
-  status: "ok" | "running" | "failed" | "unchecked";
-  message: string | null;
-  /** How long the full check took. */
-  ms: number | null;
-}
+export type { Integrity };
 
 /** How often writes kept for later are tried again. */
 const RETRY_MS = 500;

@@ -6,13 +6,14 @@
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
+import { parseBody } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Sink } from "../logs/stream.ts";
 import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
-import { type ByteBody, parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
+import { type ByteBody, parseJson, parseQuery, type Reply, type Req, type Router, readBody } from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
@@ -206,25 +207,27 @@ export class ApiServer {
       this.authorize(conn, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
-      const { route, params } = this.router.match(method, url.pathname);
+      const { route, handler, params } = this.router.match(method, url.pathname);
       // A database found damaged after start takes no new jobs or cells and removes nothing;
       // reads answer, and a kill still stops a job.
-      if (this.ctx.damaged && method !== "GET" && !url.pathname.endsWith("/kill")) throw this.ctx.damaged;
-      let body: unknown = {};
+      if (this.ctx.damaged && method !== "GET" && !route.whileDamaged) throw this.ctx.damaged;
+      let raw: unknown = {};
       if (route.body) {
-        body = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
+        raw = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
       } else req.resume();
+      const query = parseQuery(route, url.searchParams);
       const r: Req = {
         method,
         path: url.pathname,
         params,
-        query: url.searchParams,
-        body,
+        query,
+        body: (route.body ? parseBody(route.body, raw, route.bodyName ?? "body") : undefined) as Req["body"],
+        raw,
         signal: abort.signal,
         audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
         peer,
       };
-      const reply = await route.handler(this.ctx, r);
+      const reply = await handler(this.ctx, r);
       await this.send(res, reply, abort.signal);
     } catch (e) {
       // A peer the policy refuses gets its 403 and nothing more: the connection is closed.

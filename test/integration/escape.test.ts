@@ -30,8 +30,9 @@ import { createConnection, createServer, type Server } from "node:net";
 import { dirname, join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../../lib/api/client.ts";
-import type { Job } from "../../lib/api/contract.ts";
+import type { Job, Limits, SandboxMode } from "../../lib/api/contract.ts";
 import type { PlanterError } from "../../lib/api/errors.ts";
+import type { Policy } from "../../lib/sandbox/policy.ts";
 import { baseEnv, bundled, cli, PLANTER, startDaemon, waitFor } from "../harness.ts";
 
 setDefaultTimeout(60_000);
@@ -189,9 +190,9 @@ interface JobOpts {
   argv?: string[];
   cwd?: string;
   env?: Record<string, string>;
-  limits?: Record<string, number>;
-  policy?: Record<string, unknown>;
-  mode?: string;
+  limits?: Limits;
+  policy?: Policy;
+  mode?: SandboxMode;
   /** Skip the check that the job ran enforced under bwrap. */
   anyBackend?: boolean;
 }
@@ -367,8 +368,8 @@ async function mkCell(
   p: Planterd,
   o: {
     files?: Record<string, string>;
-    policy?: Record<string, unknown>;
-    mode?: string;
+    policy?: Policy;
+    mode?: SandboxMode;
     env?: Record<string, string>;
   } = {},
 ): Promise<{ name: string; dir: string }> {
@@ -2325,7 +2326,7 @@ for (const mode of ["root", "user"] as const) {
 
       test("a job may not lower its cell's mode (disabled, permissive), may keep or raise it", async () => {
         const jobs = (await p.client.listJobs({})).jobs.length;
-        for (const m of ["disabled", "permissive"]) {
+        for (const m of ["disabled", "permissive"] as const) {
           const e = await refusal(p.client.createJob({ argv: ["true"], sandbox: { mode: m } }));
           expect([m, e.code]).toEqual([m, "E_BAD_REQUEST"]);
           expect(e.message).toContain("lower");

@@ -55,7 +55,7 @@ for (const mode of ["enforced", "disabled"] as const) {
       return j;
     }
 
-    for (const signal of ["TERM", "INT", "HUP"]) {
+    for (const signal of ["TERM", "INT", "HUP"] as const) {
       test(`job kill with SIG${signal} runs the job's handler; its own exit is recorded with the kill request`, async () => {
         const j = await start(TRAPS);
         await d.client.killJob(j.id, signal === "TERM" ? {} : { signal });
