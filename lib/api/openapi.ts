@@ -73,8 +73,8 @@ function operation(name: keyof typeof ROUTES, route: Route) {
 export function openapi(version: string): Record<string, unknown> {
   const paths: Record<string, Record<string, unknown>> = {};
   for (const [name, route] of Object.entries(ROUTES) as [keyof typeof ROUTES, Route][]) {
-    const at = (paths[openapiPath(route.path)] ??= {});
-    at[route.method.toLowerCase()] = operation(name, route);
+    const path = openapiPath(route.path);
+    paths[path] = { ...paths[path], [route.method.toLowerCase()]: operation(name, route) };
   }
   return {
     openapi: "3.1.0",
