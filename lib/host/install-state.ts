@@ -13,7 +13,7 @@ export const INSTALL_STATE_VERSION = 1;
 const FileRecord = v.object({
   /** Absolute path on the target (without the staging root). */
   path: v.string(),
-  kind: v.picklist(["binary", "link", "unit", "config", "tmpfiles", "plist"]),
+  kind: v.picklist(["binary", "link", "unit", "config", "tmpfiles", "plist", "completion", "manpage"]),
   /** sha256 of what install wrote (links: of the target string). */
   sha256: v.string(),
   /** For links: what the link points to. */
