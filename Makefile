@@ -1,5 +1,7 @@
 # planter — every developer and CI task. `make help` lists them.
 SHELL := /bin/bash
+# bun from npm goes to ~/.local when npm's global prefix is not yours to write (deps): find it there.
+export PATH := $(HOME)/.local/bin:$(PATH)
 VERSION := $(shell bun -e 'console.log(require("./package.json").version)' 2>/dev/null || node -p 'require("./package.json").version')
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 ENTRIES := planterd logs sandbox doctor install uninstall migrate
@@ -11,7 +13,10 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 deps: ## install bun (from npm) when missing, then the locked dependencies
-	@command -v bun >/dev/null || npm install -g bun
+	@command -v bun >/dev/null || { \
+	  root=$$(npm root -g); [ -d "$$root" ] || root=$$(dirname "$$root"); \
+	  if [ -w "$$root" ]; then npm install -g bun; \
+	  else echo "npm's global prefix is not writable: installing bun into ~/.local"; npm install -g --prefix "$$HOME/.local" bun; fi; }
 	@bun install --frozen-lockfile
 
 build: deps ## host binary dist/planter and its entry links

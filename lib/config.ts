@@ -130,7 +130,7 @@ export const ConfigSchema = v.strictObject({
       policy: v.optional(Policy, {}),
       /** Size of a job's private /tmp when it has no memory limit (with one, the limit). */
       tmp_bytes: v.optional(int(1024 * 1024, 2 ** 50)),
-      /** More tool-config names the workspace review protects (README "Sandbox"). */
+      /** More tool-config names the workspace review protects (docs/sandbox.md). */
       workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
       /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
       workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
@@ -145,7 +145,7 @@ export function parseConfig(input: unknown, source: string): Config {
   const r = v.safeParse(ConfigSchema, input);
   if (r.success) return r.output;
   throw new PlanterError("E_CONFIG", `invalid config ${source}: ${summarizeIssues(r.issues)}`, {
-    hint: `fix ${source} (see README "Configuration"), or move it aside to use the defaults`,
+    hint: `fix ${source} (see docs/install.md "Configuration"), or move it aside to use the defaults`,
   });
 }
 

@@ -101,7 +101,7 @@ export class Router {
       });
     }
     throw new PlanterError("E_NOT_FOUND", `no such endpoint: ${method} ${path}`, {
-      hint: 'the API lives under /v1; see README "API"',
+      hint: "the API lives under /v1; see docs/api.md",
     });
   }
 }

@@ -124,7 +124,7 @@ export function readInstallState(path: string): InstallState | null {
     raw = JSON.parse(readFileSync(path, "utf8"));
   } catch (e) {
     throw new PlanterError("E_STATE", `cannot parse ${path}: ${(e as Error).message}`, {
-      hint: 'restore it from a backup, or remove planter\'s files by hand (see README "Uninstall")',
+      hint: 'restore it from a backup, or remove planter\'s files by hand (see docs/install.md "Install and uninstall")',
     });
   }
   const r = v.safeParse(InstallState, raw);

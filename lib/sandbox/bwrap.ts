@@ -104,7 +104,7 @@ export function bwrapFailure(
   if (restricted) {
     return {
       message: `bubblewrap cannot create namespaces: AppArmor restricts unprivileged user namespaces (${text})`,
-      hint: 'on Ubuntu 24.04+, allow bwrap with an AppArmor profile (see README "Sandbox"), or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0',
+      hint: "on Ubuntu 24.04+, allow bwrap with an AppArmor profile (see docs/sandbox.md), or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0",
       userns: "restricted (AppArmor)",
     };
   }

@@ -275,7 +275,7 @@ export function readPolicyFile(file: string): Policy {
     raw = file.endsWith(".toml") ? Bun.TOML.parse(text) : JSON.parse(text);
   } catch (e) {
     throw new PlanterError("E_BAD_REQUEST", `cannot read policy ${file}: ${(e as Error).message}`, {
-      hint: 'a policy is a JSON (or .toml) object; see README "Sandbox"',
+      hint: 'a policy is a JSON (or .toml) object; see docs/sandbox.md "Policies"',
     });
   }
   const r = v.safeParse(Policy, raw);

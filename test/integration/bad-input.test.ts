@@ -515,7 +515,7 @@ describe("endpoints and methods", () => {
         expect(err).toEqual({
           code: "E_NOT_FOUND",
           message: `no such endpoint: ${method} ${path}`,
-          hint: 'the API lives under /v1; see README "API"',
+          hint: "the API lives under /v1; see docs/api.md",
         });
       }
     });

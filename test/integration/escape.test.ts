@@ -679,7 +679,7 @@ for (const mode of ["root", "user"] as const) {
         const a = await mkCell(p, { files: { "u.pl": PROBE_UNIX } });
         const r = await run(p, "", { cell: a.name, argv: ["perl", join(a.dir, "u.pl"), runSock] });
         expect(r.out).toBe(`${runSock} socket: Operation not permitted\n`);
-        // README "unix_sockets is coarse on Linux": listing one socket reaches every socket the view shows.
+        // docs/sandbox.md "unix_sockets is coarse on Linux": listing one socket reaches every socket the view shows.
         const b = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [agentSock] } });
         const s = await run(p, "", { cell: b.name, argv: ["perl", join(b.dir, "u.pl"), runSock] });
         expect(s.out).toBe(`${runSock} connected: runtime-dir\n`);

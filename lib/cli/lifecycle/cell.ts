@@ -53,7 +53,7 @@ const cellCreate = defineCommand({
     },
     policy: {
       type: "string",
-      description: 'sandbox policy file for the cell\'s jobs (JSON, or .toml; see README "Sandbox")',
+      description: 'sandbox policy file for the cell\'s jobs (JSON, or .toml; see docs/sandbox.md "Policies")',
       valueHint: "FILE",
     },
     "request-ref": {

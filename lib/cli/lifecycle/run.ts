@@ -224,7 +224,7 @@ function checkStarted(job: Job): void {
 
 /**
  * Copy an attached run's output frames until the job's final record; returns the job's exit
- * code. On a terminal the output goes through a TerminalFilter (README "Use") unless `raw`.
+ * code. On a terminal the output goes through a TerminalFilter (docs/usage.md "Commands") unless `raw`.
  */
 async function attached(job: Job, frames: AsyncGenerator<FrameEvent>, raw: boolean): Promise<number> {
   checkStarted(job);
