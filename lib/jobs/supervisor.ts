@@ -355,6 +355,13 @@ export class Supervisor {
     const pid = job.pid as number;
     const table = this.table(job);
     const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job), table).length;
+    // A recorder that has not set its traps yet would die of the signal (a USR1 right after the
+    // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
+    // it claims the job (its `pid` file): until then the signal waits for the program to start.
+    if (early && !sandboxed(job) && !existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid)) {
+      if (!this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
+      return known;
+    }
     const tree = signalTree(pid, sig, table, known, sandboxed(job));
     if (early && !this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
     return tree;
