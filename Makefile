@@ -1,6 +1,8 @@
 # planter — every developer and CI task. `make help` lists them.
 SHELL := /bin/bash
 # bun from npm goes to ~/.local when npm's global prefix is not yours to write (deps): find it there.
+# The PATH you called make with: install tells you when its bin dir is not on it.
+export PLANTER_CALLER_PATH := $(PATH)
 export PATH := $(HOME)/.local/bin:$(PATH)
 VERSION := $(shell bun -e 'console.log(require("./package.json").version)' 2>/dev/null || node -p 'require("./package.json").version')
 COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)

@@ -8,7 +8,9 @@ const dir = mkdtempSync("/tmp/pt-compl-");
 const files: Record<string, string> = {};
 
 async function sh(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const p = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", stdin: "ignore", env: { PATH: process.env.PATH ?? "" } });
+  // HOME in the temp dir: fish makes its config and data dirs there, not in the real home.
+  const env = { PATH: process.env.PATH ?? "", HOME: dir };
+  const p = Bun.spawn(argv, { stdout: "pipe", stderr: "pipe", stdin: "ignore", env });
   const [stdout, stderr, code] = await Promise.all([
     new Response(p.stdout).text(),
     new Response(p.stderr).text(),

@@ -4,7 +4,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
@@ -23,6 +23,8 @@ beforeAll(async () => {
     return false;
   }, "daemon.started");
   work = tempHome("pt-cont");
+  // A directory anyone may write, like /tmp (tempHome makes one only for root): a symlink there is never followed.
+  chmodSync(work, 0o1777);
 });
 afterAll(async () => {
   await d.stop();

@@ -40,6 +40,11 @@ setDefaultTimeout(60_000);
 type Mode = "root" | "user";
 /** planterd as root runs root's jobs as nobody; planterd as a user runs them as itself (nobody here). */
 const JOB_UID = 65534;
+/**
+ * Root only: it runs planterd as root and, through setpriv, as nobody (the unprivileged user
+ * mode), with root's fixtures (/run, root's keyring). As a user the whole suite is skipped.
+ */
+const asRoot = process.getuid?.() === 0;
 const TAG = `${process.pid}`;
 const HOST_PIDNS = readlinkSync("/proc/self/ns/pid");
 const MIB = 1024 * 1024;
@@ -444,6 +449,7 @@ function listen(path: string, reply: string): Promise<void> {
 }
 
 beforeAll(async () => {
+  if (!asRoot) return;
   markers = scratchDir("pt-emark");
   chmodSync(markers, 0o777);
   gitHome = scratchDir("pt-egit");
@@ -494,7 +500,7 @@ afterAll(() => {
 // ------------------------------------------------------------------ the suite, once per mode
 
 for (const mode of ["root", "user"] as const) {
-  describe(`planterd as ${mode}`, () => {
+  describe.skipIf(!asRoot)(`planterd as ${mode} (needs root: the user mode runs as nobody through setpriv)`, () => {
     let p: Planterd;
     beforeAll(async () => {
       p = await startPlanterd(mode);

@@ -4,7 +4,6 @@
  */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
@@ -79,9 +78,11 @@ describe("every change is an event", () => {
   test("cells and jobs: created, started, signaled, kill requested and escalated, finished, removed", async () => {
     // Who the jobs run as: a root planterd runs a root peer's jobs as nobody (the harness's root_peer_user).
     const root = process.getuid?.() === 0;
+    // A user's planterd runs them as that user, named as the system has it (`id -un`, not $USER).
+    const me = Bun.spawnSync(["id", "-un"]).stdout.toString().trim();
     const runAs = root
       ? { uid: 65534, gid: 65534, user: "nobody" }
-      : { uid: process.getuid?.(), gid: process.getgid?.(), user: userInfo().username };
+      : { uid: process.getuid?.(), gid: process.getgid?.(), user: me };
     const runAsEvent = { ...runAs, for_uid: process.getuid?.() };
     const from = await lastCursor(d);
     const c = d.client;

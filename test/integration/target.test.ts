@@ -64,7 +64,7 @@ afterAll(async () => {
   cleanup(work);
 }, 60_000);
 
-describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblewrap; needs root)", () => {
   test("--target lima runs the job in the VM's agent, not on the host daemon beside it", async () => {
     const r = await planter({}, "--target", "lima", "run", "--", "echo", "hi");
     expect(r).toEqual({ code: 0, stdout: "hi\n", stderr: "" });
