@@ -4,7 +4,7 @@ import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { ClientSection, Target } from "./cli/client-config.ts";
-import { Policy } from "./sandbox/policy.ts";
+import { NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
 
@@ -134,6 +134,20 @@ export const ConfigSchema = v.strictObject({
       workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
       /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
       workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
+    }),
+    {},
+  ),
+  /**
+   * The ceiling of every cell's and job's network (docs/sandbox.md "Network"): whether `host` may
+   * be used at all, the entries a list's `allow` must lie within (unset: any), deny entries added to
+   * every list, and whether a list may set `allow_local`.
+   */
+  network: v.optional(
+    v.strictObject({
+      allow_host: v.optional(v.boolean(), true),
+      allow: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024))),
+      deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
+      allow_local: v.optional(v.boolean(), true),
     }),
     {},
   ),
