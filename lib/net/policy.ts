@@ -219,7 +219,8 @@ export function canonicalHost(raw: string): Host | string {
     return v6 === null ? `${raw} is not a valid IPv6 address` : { kind: "ip", addr: unmap({ family: 6, value: v6 }) };
   }
   // Characters a URL parser would treat as structure, or that no host name holds.
-  if (/[\s/\\?#@[\]%<>^|"`{}\u0000-\u001f\u007f]/.test(raw)) return `${JSON.stringify(raw)} is not a host name`;
+  if (/[\s/\\?#@[\]%<>^|"`{}]/.test(raw) || [...raw].some((ch) => ch.charCodeAt(0) < 0x20 || ch === "\x7f"))
+    return `${JSON.stringify(raw)} is not a host name`;
   let host: string;
   try {
     host = new URL(`http://${raw}/`).hostname;
@@ -274,50 +275,52 @@ export function parseEntry(entry: string): Rule | string {
     port = parsePort(entry.slice(i + 1));
     if (port === null) return `port ${JSON.stringify(entry.slice(i + 1))} is not 1-65535`;
   }
-  const withPort = (t: string) => (port === null ? t : t.includes(":") ? `[${t}]:${port}` : `${t}:${port}`);
-  // Addresses and CIDRs.
   const slash = hostPart.indexOf("/");
-  if (slash >= 0 || hostPart.includes(":") || parseAddr(hostPart)) {
-    const addrText = slash >= 0 ? hostPart.slice(0, slash) : hostPart;
-    const addr = parseAddr(addrText);
-    if (!addr) return `${JSON.stringify(addrText)} is not an IP address (IPv4 as four decimal numbers, IPv6 in hex)`;
-    const max = addrText.includes(":") ? 128 : 32;
-    let prefix = addr.family === 4 ? 32 : 128;
-    if (slash >= 0) {
-      const p = hostPart.slice(slash + 1);
-      if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > max) return `prefix /${p} is not 0-${max}`;
-      prefix = Number(p);
-      // A mapped address's prefix counts the 96 bits it dropped.
-      if (addrText.includes(":") && addr.family === 4) {
-        if (prefix < 96) return `prefix /${p} is too short for an IPv4-mapped address`;
-        prefix -= 96;
-      }
-    }
-    const shift = BigInt((addr.family === 4 ? 32 : 128) - prefix);
-    if ((addr.value >> shift) << shift !== addr.value) {
-      const base = formatAddr({ family: addr.family, value: (addr.value >> shift) << shift });
-      return `${hostPart} has bits set past its prefix; did you mean ${base}/${prefix}?`;
-    }
-    const text = withPort(
-      prefix === (addr.family === 4 ? 32 : 128) ? formatAddr(addr) : `${formatAddr(addr)}/${prefix}`,
-    );
-    return { kind: "cidr", net: addr, prefix, port, text };
+  if (slash >= 0 || hostPart.includes(":") || parseAddr(hostPart)) return addrEntry(hostPart, port);
+  return nameEntry(hostPart, port);
+}
+
+const withPort = (t: string, port: number | null) =>
+  port === null ? t : t.includes(":") ? `[${t}]:${port}` : `${t}:${port}`;
+
+/** An address or CIDR entry (its port already split off). */
+function addrEntry(hostPart: string, port: number | null): Rule | string {
+  const slash = hostPart.indexOf("/");
+  const addrText = slash >= 0 ? hostPart.slice(0, slash) : hostPart;
+  const addr = parseAddr(addrText);
+  if (!addr) return `${JSON.stringify(addrText)} is not an IP address (IPv4 as four decimal numbers, IPv6 in hex)`;
+  const max = addrText.includes(":") ? 128 : 32;
+  const full = addr.family === 4 ? 32 : 128;
+  let prefix = full;
+  if (slash >= 0) {
+    const p = hostPart.slice(slash + 1);
+    if (!/^(0|[1-9][0-9]{0,2})$/.test(p) || Number(p) > max) return `prefix /${p} is not 0-${max}`;
+    // A mapped address's prefix counts the 96 bits it dropped.
+    if (max === 128 && addr.family === 4 && Number(p) < 96)
+      return `prefix /${p} is too short for an IPv4-mapped address`;
+    prefix = Number(p) - (max - full);
   }
-  // Names.
-  let wildcard = false;
-  let name = hostPart;
-  if (name.startsWith("*.")) {
-    wildcard = true;
-    name = name.slice(2);
+  const shift = BigInt(full - prefix);
+  if ((addr.value >> shift) << shift !== addr.value) {
+    const base = formatAddr({ family: addr.family, value: (addr.value >> shift) << shift });
+    return `${hostPart} has bits set past its prefix; did you mean ${base}/${prefix}?`;
   }
+  const text = withPort(prefix === full ? formatAddr(addr) : `${formatAddr(addr)}/${prefix}`, port);
+  return { kind: "cidr", net: addr, prefix, port, text };
+}
+
+/** A host or `*.domain` entry (its port already split off). */
+function nameEntry(hostPart: string, port: number | null): Rule | string {
+  const wildcard = hostPart.startsWith("*.");
+  const name = wildcard ? hostPart.slice(2) : hostPart;
   if (name.includes("*")) return `"*" only as a whole first label, as in *.example.com (${HINT})`;
   if (name === "") return `an empty host (${HINT})`;
   const host = canonicalHost(name);
   if (typeof host === "string") return `${host} (${HINT})`;
   if (host.kind === "ip") return `${JSON.stringify(name)} reads as the address ${formatAddr(host.addr)}; write it so`;
   return wildcard
-    ? { kind: "wildcard", suffix: host.name, port, text: withPort(`*.${host.name}`) }
-    : { kind: "host", name: host.name, port, text: withPort(host.name) };
+    ? { kind: "wildcard", suffix: host.name, port, text: withPort(`*.${host.name}`, port) }
+    : { kind: "host", name: host.name, port, text: withPort(host.name, port) };
 }
 
 function parsePort(s: string): number | null {
