@@ -72,7 +72,7 @@ describe("canonical hosts", () => {
       "1.2.3.4.5",
       "a.123",
       "[::1",
-      "x".repeat(64) + ".com",
+      `${"x".repeat(64)}.com`,
     ]) {
       expect(typeof canonicalHost(bad)).toBe("string");
     }
