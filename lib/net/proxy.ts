@@ -407,42 +407,20 @@ class Conn {
     }
     if (b.length < 5) return;
     if (b[0] !== 0x05) throw new Refusal("bad-request", "malformed SOCKS5 request", "bad-request");
-    const cmd = b[1];
-    const atyp = b[3];
-    let hostText: string;
-    let off: number;
-    if (atyp === 0x01) {
-      if (b.length < 10) return;
-      hostText = Array.from(b.subarray(4, 8)).join(".");
-      off = 8;
-    } else if (atyp === 0x04) {
-      if (b.length < 22) return;
-      const parts: string[] = [];
-      for (let i = 0; i < 8; i++) parts.push(b.readUInt16BE(4 + 2 * i).toString(16));
-      hostText = parts.join(":");
-      off = 20;
-    } else if (atyp === 0x03) {
-      const len = b[4] as number;
-      if (b.length < 5 + len + 2) return;
-      if (len === 0) this.socksFail(0x01, new Refusal("bad-request", "empty SOCKS5 domain name", "bad-request"));
-      hostText = b.subarray(5, 5 + len).toString("latin1");
-      off = 5 + len;
-    } else {
-      return this.socksFail(
-        0x08,
-        new Refusal("bad-request", `SOCKS5 address type ${atyp} is not supported`, "bad-request"),
-      );
+    const at = socksAddress(b);
+    if (at === null) return;
+    if (typeof at === "number") {
+      const msg = at === 0x08 ? `SOCKS5 address type ${b[3]} is not supported` : "empty SOCKS5 domain name";
+      this.socksFail(at, new Refusal("bad-request", msg, "bad-request"));
     }
-    const port = b.readUInt16BE(off);
-    this.buf = Buffer.from(b.subarray(off + 2));
-    if (cmd !== 0x01) {
-      return this.socksFail(
-        0x07,
-        new Refusal("bad-request", `SOCKS5 command ${cmd} is not supported (CONNECT only)`, "bad-request"),
-      );
+    const port = b.readUInt16BE(at.off);
+    this.buf = Buffer.from(b.subarray(at.off + 2));
+    if (b[1] !== 0x01) {
+      const msg = `SOCKS5 command ${b[1]} is not supported (CONNECT only)`;
+      this.socksFail(0x07, new Refusal("bad-request", msg, "bad-request"));
     }
-    if (port === 0) return this.socksFail(0x01, new Refusal("bad-request", "port 0", "bad-request"));
-    this.go(hostText, port, () => this.client.write(Buffer.from([0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0])));
+    if (port === 0) this.socksFail(0x01, new Refusal("bad-request", "port 0", "bad-request"));
+    this.go(at.host, port, () => this.client.write(Buffer.from([0x05, 0x00, 0x00, 0x01, 0, 0, 0, 0, 0, 0])));
   }
 
   private socksFail(code: number, e: Refusal): never {
@@ -590,16 +568,35 @@ function httpAnswer(r: Refusal): string {
   ].join("\r\n");
 }
 
-/** `host:port` or `[v6]:port` (the port required unless a default is given). */
-function splitAuthority(a: string, defaultPort?: number): { host: string; port: number } {
-  const m = /^(\[[^\]]*\]|[^:[\]]*)(?::([0-9]{1,5}))?$/.exec(a);
-  const port = m?.[2] === undefined ? defaultPort : Number(m[2]);
-  if (!m || !m[1] || port === undefined || port < 1 || port > 65535) {
+/**
+ * A SOCKS5 request's address (from byte 3: type, address) and the offset of its port; null while
+ * incomplete; a number is the reply code of a refusal.
+ */
+function socksAddress(b: Buffer): { host: string; off: number } | number | null {
+  const atyp = b[3];
+  if (atyp === 0x01) return b.length < 10 ? null : { host: Array.from(b.subarray(4, 8)).join("."), off: 8 };
+  if (atyp === 0x04) {
+    if (b.length < 22) return null;
+    const parts: string[] = [];
+    for (let i = 0; i < 8; i++) parts.push(b.readUInt16BE(4 + 2 * i).toString(16));
+    return { host: parts.join(":"), off: 20 };
+  }
+  if (atyp !== 0x03) return 0x08;
+  const len = b[4] as number;
+  if (b.length < 5 + len + 2) return null;
+  return len === 0 ? 0x01 : { host: b.subarray(5, 5 + len).toString("latin1"), off: 5 + len };
+}
+
+/** `host:port` or `[v6]:port`, as CONNECT names its destination. */
+function splitAuthority(a: string): { host: string; port: number } {
+  const m = /^(\[[^\]]*\]|[^:[\]]+):([0-9]{1,5})$/.exec(a);
+  const port = Number(m?.[2]);
+  if (!m || port < 1 || port > 65535) {
     throw new Refusal(
       "bad-request",
       `malformed authority ${JSON.stringify(a.slice(0, 100))} (host:port)`,
       "bad-request",
     );
   }
-  return { host: m[1], port };
+  return { host: m[1] as string, port };
 }
