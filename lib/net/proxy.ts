@@ -106,7 +106,10 @@ export class EgressProxy {
     return this.sockets.size;
   }
 
-  /** Listen on a Unix socket path (replacing a stale socket file there), mode 0600 unless given. */
+  /**
+   * Listen on a Unix socket path (replacing a stale socket file there), mode 0600 unless given.
+   * The path's directory must be private to planterd and the job: the mode is set after bind.
+   */
   async listen(path: string, mode = 0o600): Promise<void> {
     rmSync(path, { force: true });
     const server = net.createServer({ allowHalfOpen: true }, (s) => this.handle(s));
@@ -115,6 +118,8 @@ export class EgressProxy {
       server.listen(path, () => resolve());
     });
     chmodSync(path, mode);
+    // An accept that fails (EMFILE) must not take planterd down; the job's connect fails instead.
+    server.on("error", () => {});
     this.server = server;
   }
 
@@ -246,6 +251,8 @@ function connectTo(address: string, family: 4 | 6, port: number, timeoutMs: numb
     s.once("connect", () => {
       clearTimeout(timer);
       s.removeAllListeners("error");
+      // Until the tunnel adds its own: an error with no listener would throw in planterd.
+      s.on("error", () => {});
       resolve(s);
     });
     s.once("error", (e) => {

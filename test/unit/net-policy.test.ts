@@ -11,6 +11,7 @@ import {
   classify,
   compile,
   covers,
+  describeNetwork,
   formatAddr,
   type NetRules,
   parseAddr,
@@ -343,6 +344,15 @@ describe("narrowing and the ceiling", () => {
     expect(open.network).toEqual({ allow_host: true, deny: [], allow_local: true });
     expect(capNetwork(open.network, "host")).toBe("host");
     expect(() => parseConfig({ network: { allow: ["bad entry"] } }, "t")).toThrow('"bad entry" is not a network entry');
+  });
+
+  test("job status's line for each form", () => {
+    expect(describeNetwork("none")).toBe("none");
+    expect(describeNetwork("host")).toBe("host");
+    expect(describeNetwork(rules([]))).toBe("allow nothing");
+    expect(describeNetwork(rules(["a.com", "*.b.com:443"], ["c.b.com"], true))).toBe(
+      "allow a.com,*.b.com:443; deny c.b.com; local allowed",
+    );
   });
 
   test("until the launch runs the proxy, a list is refused, not silently without network", () => {
