@@ -236,6 +236,89 @@ describe("allowed destinations", () => {
     expect(lookups).toEqual(["origin.test"]);
   });
 
+  test("HTTPS through https_proxy: curl's CONNECT, TLS to the origin with a CA made here, SNI the name", async () => {
+    const ca = join(dir, "tls");
+    Bun.spawnSync(["mkdir", "-p", ca]);
+    const ssl = (...a: string[]) => run(["openssl", ...a], ca);
+    await ssl(
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "ca.key",
+      "-out",
+      "ca.pem",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=planter test CA",
+    );
+    await ssl(
+      "req",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "srv.key",
+      "-out",
+      "srv.csr",
+      "-subj",
+      "/CN=secure.test",
+    );
+    writeFileSync(join(ca, "ext"), "subjectAltName=DNS:secure.test\n");
+    const signed = await ssl(
+      "x509",
+      "-req",
+      "-in",
+      "srv.csr",
+      "-CA",
+      "ca.pem",
+      "-CAkey",
+      "ca.key",
+      "-CAcreateserial",
+      "-out",
+      "srv.pem",
+      "-days",
+      "1",
+      "-extfile",
+      "ext",
+    );
+    expect(signed.code).toBe(0);
+    const tls = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: Bun.file(join(ca, "srv.pem")), key: Bun.file(join(ca, "srv.key")) },
+      fetch: (req) => new Response(`secure ${new URL(req.url).pathname}`),
+    });
+    try {
+      await start(
+        { allow: [`secure.test:${tls.port}`], allow_local: true },
+        { resolve: async () => [{ address: "127.0.0.1" }] },
+      );
+      const p = Bun.spawn(
+        ["curl", "-sS", "--max-time", "10", "--cacert", join(ca, "ca.pem"), `https://secure.test:${tls.port}/tls`],
+        {
+          env: { ...ENV, https_proxy: `http://127.0.0.1:${tcp?.port}` },
+          stdout: "pipe",
+          stderr: "pipe",
+        },
+      );
+      const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      expect({ out, err }).toEqual({ out: "secure /tls", err: "" });
+      await until(() => records.length === 1, "the record");
+      expect(records[0]).toMatchObject({
+        protocol: "connect",
+        host: "secure.test",
+        decision: "allow",
+        address: "127.0.0.1",
+      });
+    } finally {
+      tls.stop(true);
+    }
+  });
+
   test("Bun's fetch with a proxy", async () => {
     await start({ allow: ["origin.test"], allow_local: true });
     const res = await fetch(`http://origin.test:${origins.a?.port}/f`, { proxy: `http://127.0.0.1:${tcp?.port}` });
