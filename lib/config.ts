@@ -4,7 +4,7 @@ import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { ClientSection, Target } from "./cli/client-config.ts";
-import { Policy } from "./sandbox/policy.ts";
+import { EGRESS_WIRED, NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
 
@@ -135,6 +135,27 @@ export const ConfigSchema = v.strictObject({
       /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
       workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
     }),
+    {},
+  ),
+  /**
+   * The ceiling of every cell's and job's network (docs/sandbox.md "Network"): whether `host` may
+   * be used at all, the entries a list's `allow` must lie within (unset: any), deny entries added to
+   * every list, and whether a list may set `allow_local`.
+   */
+  network: v.optional(
+    v.pipe(
+      v.strictObject({
+        allow_host: v.optional(v.boolean(), true),
+        allow: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024))),
+        deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
+        allow_local: v.optional(v.boolean(), true),
+      }),
+      // A ceiling that is not applied yet must not look applied (allow_host = false, say).
+      v.check(
+        (n) => EGRESS_WIRED || (n.allow_host && n.allow === undefined && !n.deny.length && n.allow_local),
+        "[network] takes effect with network allow lists, which this planterd does not enforce yet; remove it",
+      ),
+    ),
     {},
   ),
 });

@@ -2,13 +2,14 @@
 import { defineCommand } from "citty";
 import { type Job, type JobState, passthroughCode } from "../../api/contract.ts";
 import { EXIT } from "../../api/errors.ts";
+import { describeNetwork } from "../../net/policy.ts";
 import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
 import { formatBytes, limitsLine, limitText } from "../units.ts";
 import { common } from "./common.ts";
 
 function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
-  const parts = [`fs ${p.fs_mode}`, `network ${p.network}`];
+  const parts = [`fs ${p.fs_mode}`, `network ${describeNetwork(p.network)}`];
   if (p.read_write.length) parts.push(`rw ${p.read_write.join(",")}`);
   if (p.read_only.length) parts.push(`ro ${p.read_only.join(",")}`);
   if (p.deny.length) parts.push(`deny ${p.deny.join(",")}`);
