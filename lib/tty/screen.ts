@@ -1,0 +1,124 @@
+/**
+ * The screen of a job's terminal, kept by a terminal emulator (@xterm/headless): what a
+ * controller that attaches is redrawn with, and what `logs --screen` prints.
+ *
+ * The emulator parses about 25 MB/s; a job's terminal can carry ten times that. So the output
+ * path never waits for it: bytes queue here and are parsed when the output pauses (no new bytes
+ * for IDLE_MS) or when a snapshot is asked for. A queue past MAX_PENDING (a flood) drops its
+ * oldest bytes and the emulator is reset before it parses the rest: the screen is rebuilt from
+ * the newest MAX_PENDING bytes, which for scrolling output is the screen itself; modes set only
+ * in the dropped part are lost (counted in `skipped_bytes`). Full-screen programs write far less
+ * than that between pauses, and their screen is exact.
+ */
+import { SerializeAddon } from "@xterm/addon-serialize";
+import { Terminal } from "@xterm/headless";
+import type { Snapshot } from "./protocol.ts";
+
+/** Output kept for the emulator at most; older bytes are dropped under a flood. */
+export const MAX_PENDING = 1 << 20;
+/** A pause in the output this long lets the emulator catch up. */
+export const IDLE_MS = 30;
+
+type Item = { data: Uint8Array } | { cols: number; rows: number };
+
+/** A terminal emulator fed lazily from a job's output. */
+export class Screen {
+  private readonly term: Terminal;
+  private readonly serializer = new SerializeAddon();
+  private queue: Item[] = [];
+  private pendingBytes = 0;
+  private skipped = 0;
+  private resetFirst = false;
+  private idle: Timer | null = null;
+  private work: Promise<void> = Promise.resolve();
+
+  constructor(cols: number, rows: number) {
+    this.term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
+    this.term.loadAddon(this.serializer as never);
+  }
+
+  /** Output read from the terminal. */
+  write(data: Uint8Array): void {
+    this.queue.push({ data });
+    this.pendingBytes += data.length;
+    if (this.pendingBytes > MAX_PENDING) this.trim();
+    if (this.idle) clearTimeout(this.idle);
+    this.idle = setTimeout(() => {
+      this.idle = null;
+      this.drain();
+    }, IDLE_MS);
+  }
+
+  /** The terminal's new size (in order with the output around it). */
+  resize(cols: number, rows: number): void {
+    this.queue.push({ cols, rows });
+  }
+
+  /** Everything queued parsed, then the screen. */
+  async snapshot(): Promise<Snapshot> {
+    await this.drain();
+    const buf = this.term.buffer.active;
+    const lines: string[] = [];
+    for (let y = 0; y < this.term.rows; y++) lines.push(buf.getLine(buf.viewportY + y)?.translateToString(true) ?? "");
+    return {
+      cols: this.term.cols,
+      rows: this.term.rows,
+      cursor: { x: buf.cursorX, y: buf.cursorY },
+      lines,
+      ansi: this.serializer.serialize({ scrollback: 0 }),
+      skipped_bytes: this.skipped,
+    };
+  }
+
+  dispose(): void {
+    if (this.idle) clearTimeout(this.idle);
+    this.term.dispose();
+  }
+
+  /** Parse what is queued, in order; resolves when the queue is empty. */
+  private drain(): Promise<void> {
+    this.work = this.work.then(async () => {
+      while (this.queue.length) {
+        if (this.resetFirst) {
+          this.resetFirst = false;
+          this.term.reset();
+        }
+        const item = this.queue.shift() as Item;
+        if ("data" in item) {
+          this.pendingBytes -= item.data.length;
+          await new Promise<void>((resolve) => this.term.write(item.data, resolve));
+        } else this.term.resize(item.cols, item.rows);
+      }
+    });
+    return this.work;
+  }
+
+  /** Drop the oldest queued output down to MAX_PENDING (resizes are kept: they are tiny and ordered). */
+  private trim(): void {
+    const kept: Item[] = [];
+    let bytes = 0;
+    for (let i = this.queue.length - 1; i >= 0; i--) {
+      const item = this.queue[i] as Item;
+      if ("data" in item) {
+        if (bytes >= MAX_PENDING) {
+          this.skipped += item.data.length;
+          this.resetFirst = true;
+          continue;
+        }
+        bytes += item.data.length;
+      }
+      kept.push(item);
+    }
+    this.queue = kept.reverse();
+    this.pendingBytes = bytes;
+  }
+}
+
+/** The screen a terminal stream leaves (a finished job's log, `logs --screen`). */
+export async function renderScreen(data: Uint8Array, cols: number, rows: number): Promise<Snapshot> {
+  const s = new Screen(cols, rows);
+  s.write(data.length > MAX_PENDING ? data.subarray(data.length - MAX_PENDING) : data);
+  const snap = await s.snapshot();
+  s.dispose();
+  return { ...snap, skipped_bytes: Math.max(0, data.length - MAX_PENDING) };
+}

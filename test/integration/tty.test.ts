@@ -1,0 +1,288 @@
+/**
+ * Terminal holders on real PTYs (lib/tty): a full-screen program draws through one, the size
+ * follows resizes, input echoes, the holder outlives its parent and a new controller redraws,
+ * and a sandboxed job cannot reach the holder's socket.
+ */
+import { afterEach, describe, expect, test } from "bun:test";
+import { closeSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as v from "valibot";
+import { jobFiles, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
+import { BwrapBackend } from "../../lib/sandbox/bwrap.ts";
+import { dropArgv } from "../../lib/sandbox/identity.ts";
+import { openInputs } from "../../lib/sandbox/inputs.ts";
+import { complete } from "../../lib/sandbox/policy.ts";
+import { hostRequest } from "../../lib/sandbox/run.ts";
+import { HolderConnection } from "../../lib/tty/controller.ts";
+import { ReadySchema } from "../../lib/tty/holder.ts";
+import type { End } from "../../lib/tty/protocol.ts";
+import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../../lib/tty/start.ts";
+import { cleanup, pidAlive, ROOT, tempHome, waitFor } from "../harness.ts";
+
+const ENV = { PATH: "/usr/bin:/bin", TERM: "xterm-256color", HOME: "/tmp", LANG: "C.UTF-8" };
+const homes: string[] = [];
+const holders: number[] = [];
+
+afterEach(() => {
+  for (const pid of holders.splice(0)) if (pidAlive(pid)) process.kill(pid, "SIGKILL");
+  for (const h of homes.splice(0)) cleanup(h);
+});
+
+/** A job dir in a fresh state dir, its status placeholder made. */
+function jobDir(): { home: string; dir: string; files: ReturnType<typeof jobFiles> } {
+  const home = tempHome("tty");
+  homes.push(home);
+  const dir = join(home, "state", "jobs", "j-test");
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const files = jobFiles(dir);
+  prepareStatus(files.status);
+  return { home, dir, files };
+}
+
+/** Start a holder running `cmd` as a terminal job (no sandbox). */
+async function start(cmd: string[], size = { cols: 80, rows: 24 }, logLimit: number | null = null) {
+  const j = jobDir();
+  const h = await startHolder(
+    {
+      argv: recorderArgv(j.files.status, [...CTTY_ARGV, ...cmd]),
+      cwd: j.dir,
+      env: ENV,
+      ...size,
+      log: j.files.stdout,
+      socket: holderSocket(j.dir),
+      log_limit: logLimit,
+    },
+    [],
+  );
+  holders.push(h.holder, h.pid);
+  return { ...j, h };
+}
+
+const logText = (files: { stdout: string }) => readFileSync(files.stdout, "utf8");
+
+/** A controller that collects output and the end. */
+async function control(dir: string) {
+  const got = { text: "", end: null as End | null, closed: false };
+  const c = await HolderConnection.connect(holderSocket(dir), {
+    output: (d) => {
+      got.text += new TextDecoder().decode(d);
+    },
+    end: (e) => {
+      got.end = e;
+    },
+    close: () => {
+      got.closed = true;
+    },
+  });
+  return { c, got };
+}
+
+async function ended(h: StartedHolder, got: { end: End | null }): Promise<End> {
+  await h.proc.exited;
+  return waitFor(() => got.end, "the holder's end frame");
+}
+
+describe("terminal holder", () => {
+  test("vim draws its screen through the holder, takes keys, and quits", async () => {
+    const j = jobDir();
+    const file = join(j.home, "note.txt");
+    writeFileSync(file, "hello planter\nsecond line\n");
+    const h = await startHolder(
+      {
+        argv: recorderArgv(j.files.status, [...CTTY_ARGV, "vim", "-u", "NONE", "-i", "NONE", "-N", "-n", file]),
+        cwd: j.home,
+        env: ENV,
+        cols: 60,
+        rows: 12,
+        log: j.files.stdout,
+        socket: holderSocket(j.dir),
+        log_limit: null,
+      },
+      [],
+    );
+    holders.push(h.holder, h.pid);
+    const { c, got } = await control(j.dir);
+    // vim's screen: the file, tildes below it, the file name in the last line.
+    const first = await waitFor(async () => {
+      const s = await c.snapshot();
+      return s.lines[0] === "hello planter" && s.lines[2]?.startsWith("~") && s.lines[11]?.includes("note.txt")
+        ? s
+        : null;
+    }, "vim's first screen");
+    expect(first.lines[1]).toBe("second line");
+    expect({ cols: first.cols, rows: first.rows }).toEqual({ cols: 60, rows: 12 });
+    // The alternate screen (vim's) is part of the redraw.
+    expect(first.ansi).toContain("hello planter");
+    c.input("iyes, \x1b");
+    await waitFor(async () => (await c.snapshot()).lines[0] === "yes, hello planter", "the edit on screen");
+    c.input(":q!\r");
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    expect(readStatus(j.files.status)).toBe(0);
+    // The log holds the raw stream: vim's escape sequences and the text it drew.
+    const log = readFileSync(j.files.stdout, "utf8");
+    expect(log).toContain("hello planter");
+    expect(log).toContain("\x1b[");
+  });
+
+  test("stty size follows a resize", async () => {
+    const { dir, h } = await start(["sh", "-c", "stty size; read x; stty size; read y"], { cols: 80, rows: 24 });
+    const { c, got } = await control(dir);
+    await waitFor(async () => (await c.snapshot()).lines.includes("24 80"), "the first size");
+    c.resize(132, 43);
+    c.input("\r");
+    await waitFor(() => got.text.includes("43 132"), "the size after the resize");
+    c.input("\r");
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+  });
+
+  test("input echoes, ^C reaches the job as SIGINT, end of input ends cat", async () => {
+    const { dir, h, files } = await start(["sh", "-c", "trap 'echo got INT' INT; cat; echo cat ended $?"]);
+    const { c, got } = await control(dir);
+    // The job leads its own session: the PTY is its controlling terminal.
+    c.input("abc\r");
+    await waitFor(() => got.text.includes("abc\r\nabc\r\n"), "the echo and cat's copy");
+    c.input("\x03");
+    await waitFor(() => got.text.includes("got INT"), "^C as SIGINT to the job's foreground group");
+    await waitFor(() => got.text.includes("cat ended 130"), "cat killed by ^C");
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    expect(readFileSync(files.stdout, "utf8")).toContain("abc\r\nabc\r\n");
+  });
+
+  test("end of input closes the job's stdin", async () => {
+    const { dir, h } = await start(["sh", "-c", "cat; echo cat ended $?"]);
+    const { c, got } = await control(dir);
+    c.input("x\r");
+    await waitFor(() => got.text.includes("x\r\nx\r\n"), "cat's copy");
+    c.eof();
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    expect(got.text).toContain("cat ended 0");
+  });
+
+  test("the job's exit code and the log limit", async () => {
+    const { dir, h, files } = await start(
+      ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' x; exit 7"],
+      undefined,
+      1000,
+    );
+    const { got } = await control(dir);
+    expect(await ended(h, got)).toEqual({ code: 7, signal: null });
+    expect(readFileSync(files.stdout).length).toBe(1000);
+    expect(readStatus(files.status)).toBe(7);
+  });
+
+  test("the job holds only its terminal: no master, no socket", async () => {
+    const { dir, h, files } = await start([
+      "sh",
+      "-c",
+      "ls -l /proc/$$/fd | grep -c -- '->'; ls -l /proc/$$/fd; read x",
+    ]);
+    const { c, got } = await control(dir);
+    // Output from before a controller connected is in the log (and on the screen), not in its stream.
+    const listing = await waitFor(() => logText(files).includes("2 ->") && logText(files), "the fd listing");
+    expect(listing.split("\r\n")[0]).toBe("3");
+    expect(listing).not.toContain("ptmx");
+    expect(listing).not.toContain("socket:");
+    c.input("\r");
+    await ended(h, got);
+  });
+
+  test("the holder survives its parent's SIGKILL; a new controller redraws and drives the job", async () => {
+    const j = jobDir();
+    const orders = {
+      argv: recorderArgv(j.files.status, [
+        ...CTTY_ARGV,
+        "sh",
+        "-c",
+        "echo first screen; read x; echo second $x; read y",
+      ]),
+      cwd: j.dir,
+      env: ENV,
+      cols: 80,
+      rows: 24,
+      log: j.files.stdout,
+      socket: holderSocket(j.dir),
+      log_limit: null,
+    };
+    const parent = Bun.spawn([process.execPath, join(ROOT, "test", "tty-parent-fixture.ts"), JSON.stringify(orders)], {
+      stdout: "pipe",
+      stderr: "inherit",
+    });
+    const line = (await parent.stdout.getReader().read()).value;
+    const ready = v.parse(ReadySchema, JSON.parse(new TextDecoder().decode(line)));
+    holders.push(ready.holder, ready.pid);
+    // A first controller sees the job, then its parent (planterd's stand-in) dies.
+    const first = await control(j.dir);
+    await waitFor(async () => (await first.c.snapshot()).lines[0] === "first screen", "the first screen");
+    first.c.close();
+    parent.kill("SIGKILL");
+    await parent.exited;
+    expect(pidAlive(ready.holder)).toBe(true);
+    expect(pidAlive(ready.pid)).toBe(true);
+    const { c, got } = await control(j.dir);
+    expect(c.hello.pid).toBe(ready.pid);
+    expect((await c.snapshot()).lines[0]).toBe("first screen");
+    c.input("again\r");
+    await waitFor(() => got.text.includes("second again"), "the job's answer to the new controller");
+    c.input("\r");
+    await waitFor(() => got.end, "the end");
+    expect(got.end).toEqual({ code: 0, signal: null });
+    await waitFor(() => !pidAlive(ready.holder), "the holder's exit");
+  });
+
+  test("a sandboxed job has its terminal, and cannot reach the holder's socket", async () => {
+    if (!Bun.which("bwrap")) throw new Error("bubblewrap is needed: apt-get install -y bubblewrap");
+    const j = jobDir();
+    const cell = join(j.home, "cell");
+    mkdirSync(cell, { mode: 0o777 });
+    const sock = holderSocket(j.dir);
+    const saved = process.env.PLANTER_HOME;
+    process.env.PLANTER_HOME = j.home;
+    const scratch = join(j.home, "scratch");
+    mkdirSync(scratch, { mode: 0o777 });
+    const probe = `stty size </dev/tty; test -e ${sock} && echo SOCKET VISIBLE || echo socket hidden
+perl -MIO::Socket::UNIX -e 'IO::Socket::UNIX->new(Peer => shift) and print "CONNECTED\\n" or print "no connection: $!\\n"' ${sock}
+read x`;
+    try {
+      const req = hostRequest({
+        argv: [...CTTY_ARGV, "/bin/sh", "-c", probe],
+        cellDir: cell,
+        policy: complete(undefined),
+        env: ENV,
+        jobDir: j.dir,
+        scratch,
+      });
+      const plan = new BwrapBackend().plan(req);
+      const fds = openInputs(plan.inputs ?? [], j.dir, req.identity);
+      const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
+      let h: StartedHolder;
+      try {
+        h = await startHolder(
+          {
+            argv: recorderArgv(j.files.status, argv),
+            cwd: plan.cwd,
+            env: plan.env,
+            cols: 70,
+            rows: 20,
+            log: j.files.stdout,
+            socket: sock,
+            log_limit: null,
+          },
+          fds,
+        );
+      } finally {
+        for (const fd of fds) closeSync(fd);
+      }
+      holders.push(h.holder, h.pid);
+      const { c, got } = await control(j.dir);
+      const said = await waitFor(() => /connection|CONNECTED/.test(logText(j.files)) && logText(j.files), "the probe");
+      expect(said).toContain("20 70");
+      expect(said).toContain("socket hidden");
+      expect(said).not.toContain("CONNECTED");
+      c.input("\r");
+      expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    } finally {
+      if (saved === undefined) delete process.env.PLANTER_HOME;
+      else process.env.PLANTER_HOME = saved;
+    }
+  });
+});
