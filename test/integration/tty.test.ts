@@ -59,6 +59,12 @@ async function start(cmd: string[], size = { cols: 80, rows: 24 }, logLimit: num
 }
 
 const logText = (files: { stdout: string }) => readFileSync(files.stdout, "utf8");
+/** The log's text once it matches `re`. */
+const logWhen = (files: { stdout: string }, re: RegExp, what: string) =>
+  waitFor(() => {
+    const t = logText(files);
+    return re.test(t) ? t : null;
+  }, what);
 
 /** A controller that collects output and the end. */
 async function control(dir: string) {
@@ -178,7 +184,7 @@ describe("terminal holder", () => {
     ]);
     const { c, got } = await control(dir);
     // Output from before a controller connected is in the log (and on the screen), not in its stream.
-    const listing = await waitFor(() => logText(files).includes("2 ->") && logText(files), "the fd listing");
+    const listing = await logWhen(files, /2 ->/, "the fd listing");
     expect(listing.split("\r\n")[0]).toBe("3");
     expect(listing).not.toContain("ptmx");
     expect(listing).not.toContain("socket:");
@@ -274,7 +280,7 @@ read x`;
       }
       holders.push(h.holder, h.pid);
       const { c, got } = await control(j.dir);
-      const said = await waitFor(() => /connection|CONNECTED/.test(logText(j.files)) && logText(j.files), "the probe");
+      const said = await logWhen(j.files, /connection|CONNECTED/, "the probe");
       expect(said).toContain("20 70");
       expect(said).toContain("socket hidden");
       expect(said).not.toContain("CONNECTED");
