@@ -2,7 +2,7 @@
 import { startHolder } from "../lib/tty/start.ts";
 
 const orders = JSON.parse(process.argv[2] as string);
-const h = await startHolder(orders, [], "inherit");
+const h = await startHolder(orders);
 const { proc: _, ...ready } = h;
 process.stdout.write(`${JSON.stringify(ready)}\n`);
 setInterval(() => {}, 1 << 30);

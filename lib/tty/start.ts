@@ -9,8 +9,9 @@ import { type HolderOrders, type Ready, ReadySchema } from "./holder.ts";
 /** The holder's socket in a job's directory. */
 export const holderSocket = (jobDir: string) => join(jobDir, "tty.sock");
 
-/** argv that runs the holder: this compiled binary's hidden entry, or the source entry under bun. */
-export function holderArgv(): string[] {
+/** argv that runs the holder: `binary`'s or this compiled binary's hidden entry, or the source entry under bun. */
+export function holderArgv(binary?: string): string[] {
+  if (binary) return [binary, "tty-holder"];
   if (Bun.main.startsWith("/$bunfs")) return [process.execPath, "tty-holder"];
   return [process.execPath, join(import.meta.dir, "..", "..", "scripts", "planter.ts"), "tty-holder"];
 }
@@ -20,18 +21,27 @@ export interface StartedHolder extends Ready {
   proc: ReturnType<typeof Bun.spawn>;
 }
 
+/** How to start a holder: beside its orders. */
+export interface HolderSpawn {
+  /** Descriptors handed to the holder at 3, 4, … and on to the recorder (bwrap's inputs). */
+  fds?: number[];
+  /** Where the holder's diagnostics go (planterd: the job's stderr log). */
+  stderr?: number | "inherit" | "ignore";
+  /** The holder's own environment (the job's is in the orders). */
+  env?: Record<string, string>;
+  /** A planter binary to run the holder from (default: this one, or the source entry). */
+  binary?: string;
+}
+
 /**
- * Spawn a holder with `orders`; `fds` go to it at 3, 4, … (and on to the recorder). `stderr` is
- * where its diagnostics go (the job's stderr log). Resolves once the recorder runs; rejects with
- * the holder's own words when it could not start it.
+ * Spawn a holder with `orders`. Resolves once the recorder runs; rejects when the holder could
+ * not start it (its reason is on its stderr).
  */
 export async function startHolder(
   orders: Omit<HolderOrders, "fds" | "term"> & { term?: string },
-  fds: number[],
-  stderr: number | "inherit" | "ignore" = "inherit",
-  env: Record<string, string> = { PATH: "/usr/bin:/bin" },
+  { fds = [], stderr = "inherit", env = { PATH: "/usr/bin:/bin" }, binary }: HolderSpawn = {},
 ): Promise<StartedHolder> {
-  const proc = Bun.spawn(holderArgv(), {
+  const proc = Bun.spawn(holderArgv(binary), {
     env,
     stdio: ["pipe", "pipe", stderr, ...fds],
     detached: true,

@@ -42,18 +42,15 @@ function jobDir(): { home: string; dir: string; files: ReturnType<typeof jobFile
 /** Start a holder running `cmd` as a terminal job (no sandbox). */
 async function start(cmd: string[], size = { cols: 80, rows: 24 }, logLimit: number | null = null) {
   const j = jobDir();
-  const h = await startHolder(
-    {
-      argv: recorderArgv(j.files.status, [...CTTY_ARGV, ...cmd]),
-      cwd: j.dir,
-      env: ENV,
-      ...size,
-      log: j.files.stdout,
-      socket: holderSocket(j.dir),
-      log_limit: logLimit,
-    },
-    [],
-  );
+  const h = await startHolder({
+    argv: recorderArgv(j.files.status, [...CTTY_ARGV, ...cmd]),
+    cwd: j.dir,
+    env: ENV,
+    ...size,
+    log: j.files.stdout,
+    socket: holderSocket(j.dir),
+    log_limit: logLimit,
+  });
   holders.push(h.holder, h.pid);
   return { ...j, h };
 }
@@ -93,19 +90,16 @@ describe("terminal holder", () => {
     const j = jobDir();
     const file = join(j.home, "note.txt");
     writeFileSync(file, "hello planter\nsecond line\n");
-    const h = await startHolder(
-      {
-        argv: recorderArgv(j.files.status, [...CTTY_ARGV, "vim", "-u", "NONE", "-i", "NONE", "-N", "-n", file]),
-        cwd: j.home,
-        env: ENV,
-        cols: 60,
-        rows: 12,
-        log: j.files.stdout,
-        socket: holderSocket(j.dir),
-        log_limit: null,
-      },
-      [],
-    );
+    const h = await startHolder({
+      argv: recorderArgv(j.files.status, [...CTTY_ARGV, "vim", "-u", "NONE", "-i", "NONE", "-N", "-n", file]),
+      cwd: j.home,
+      env: ENV,
+      cols: 60,
+      rows: 12,
+      log: j.files.stdout,
+      socket: holderSocket(j.dir),
+      log_limit: null,
+    });
     holders.push(h.holder, h.pid);
     const { c, got } = await control(j.dir);
     // vim's screen: the file, tildes below it, the file name in the last line.
@@ -273,7 +267,7 @@ read x`;
             socket: sock,
             log_limit: null,
           },
-          fds,
+          { fds },
         );
       } finally {
         for (const fd of fds) closeSync(fd);
@@ -290,5 +284,106 @@ read x`;
       if (saved === undefined) delete process.env.PLANTER_HOME;
       else process.env.PLANTER_HOME = saved;
     }
+  });
+});
+
+/** The session fixture on a PTY of its own (the caller's terminal), and everything it wrote there. */
+function caller(sock: string, args: string[] = [], size = { cols: 100, rows: 30 }) {
+  const seen = { bytes: [] as Uint8Array[], text: "" };
+  const p = Bun.spawn([process.execPath, join(ROOT, "test", "attach-fixture.ts"), sock, ...args], {
+    env: ENV,
+    terminal: {
+      ...size,
+      data: (_t, d) => {
+        seen.bytes.push(d.slice());
+        seen.text += new TextDecoder().decode(d);
+      },
+    },
+  });
+  return { p, seen, type: (s: string) => p.terminal?.write(s) };
+}
+
+describe("attached session (lib/cli/session.ts)", () => {
+  test("draws the screen, sends keys, filters what the job prints, ends with the job, restores the terminal", async () => {
+    const hostile = "printf 'text ok\\033]52;c;aGFja2Vk\\007\\033]0;title\\007\\033[6n\\033[?1000h\\n'";
+    const { dir, h, files } = await start([
+      "sh",
+      "-c",
+      `echo before attach; read x; echo typed $x; ${hostile}; read y`,
+    ]);
+    await logWhen(files, /before attach/, "the job's first line");
+    const sock = holderSocket(dir);
+    const { p, seen, type } = caller(sock);
+    // The redraw shows what the job printed before the caller attached.
+    await waitFor(() => seen.text.includes("before attach"), "the redraw");
+    type("hello\r");
+    await waitFor(() => seen.text.includes("typed hello"), "the job's answer");
+    await waitFor(() => seen.text.includes("text ok"), "the hostile line's text");
+    type("\r");
+    await p.exited;
+    await waitFor(() => seen.text.includes("BYE"), "the fixture's report");
+    expect(seen.text).toContain('SESSION {"how":"ended","code":0,"signal":null}');
+    // Clipboard, title and the cursor query never reached the caller's terminal; mouse reporting
+    // (input the job may ask for) did, and the session turned it off again.
+    const all = seen.text;
+    expect(all).not.toContain("\x1b]52");
+    expect(all).not.toContain("\x1b]0;");
+    expect(all).not.toContain("\x1b[6n");
+    expect(all).toContain("\x1b[?1000h");
+    expect(all.lastIndexOf("\x1b[?1000l")).toBeGreaterThan(all.lastIndexOf("\x1b[?1000h"));
+    // Raw mode is gone: canonical input and echo are back.
+    const stty = /STTY ([^\r\n]*)/.exec(all)?.[1] ?? "";
+    expect(stty).toMatch(/(^| )icanon( |$)/);
+    expect(stty).toMatch(/(^| )echo( |$)/);
+    await h.proc.exited;
+  });
+
+  test("Ctrl-P Ctrl-Q detaches and leaves the job running; a lone Ctrl-P reaches the job", async () => {
+    const { dir, h } = await start(["sh", "-c", "stty raw -echo; echo ready; head -c 3 | od -An -c"]);
+    const { p, seen, type } = caller(holderSocket(dir));
+    await waitFor(() => seen.text.includes("ready"), "the redraw");
+    // A lone ^P followed by another key is not the sequence: both go to the job.
+    type("\x10x");
+    type("\x10\x11");
+    await p.exited;
+    await waitFor(() => seen.text.includes("BYE"), "the fixture's report");
+    expect(seen.text).toContain('SESSION {"how":"detached"}');
+    expect(pidAlive(h.holder)).toBe(true);
+    expect(pidAlive(h.pid)).toBe(true);
+    // The job got ^P and x, and nothing of the detach sequence: the next byte it reads is z.
+    const { c, got } = await control(dir);
+    c.input("z");
+    await waitFor(() => got.end, "the job's end");
+    expect(readFileSync(jobFiles(dir).stdout, "utf8")).toContain("020   x   z");
+  });
+
+  test("configured detach keys, read-only watching, and resizes that follow the caller's window", async () => {
+    const { dir, h } = await start(["sh", "-c", "while read x; do stty size; done"]);
+    const { p, seen, type } = caller(holderSocket(dir), ["ctrl-a,d", "ro"], { cols: 100, rows: 30 });
+    await waitFor(async () => {
+      const c = await HolderConnection.connect(holderSocket(dir));
+      const size = `${c.hello.cols}x${c.hello.rows}`;
+      c.close();
+      return size === "100x30";
+    }, "the caller's size at the holder");
+    p.terminal?.resize(120, 40);
+    await waitFor(async () => {
+      const c = await HolderConnection.connect(holderSocket(dir));
+      const size = `${c.hello.cols}x${c.hello.rows}`;
+      c.close();
+      return size === "120x40";
+    }, "the new size after SIGWINCH");
+    // Read-only: what the watcher types never reaches the job.
+    type("typed by a watcher\r");
+    type("\x01d");
+    await p.exited;
+    await waitFor(() => seen.text.includes("BYE"), "the fixture's report");
+    expect(seen.text).toContain('SESSION {"how":"detached"}');
+    const { c, got } = await control(dir);
+    c.input("\r");
+    await waitFor(() => got.text.includes("40 120"), "stty size in the job");
+    expect(readFileSync(jobFiles(dir).stdout, "utf8")).not.toContain("typed by a watcher");
+    c.eof();
+    await h.proc.exited;
   });
 });

@@ -1,0 +1,61 @@
+import { describe, expect, test } from "bun:test";
+import { PlanterError } from "../../lib/api/errors.ts";
+import { DetachScanner, parseDetachKeys } from "../../lib/cli/session.ts";
+import { FrameReader, frame, KIND, parseResize, resizeFrame } from "../../lib/tty/protocol.ts";
+
+const bytes = (...b: number[]) => new Uint8Array(b);
+
+describe("detach keys", () => {
+  test("docker's format", () => {
+    expect(parseDetachKeys("ctrl-p,ctrl-q")).toEqual(bytes(0x10, 0x11));
+    expect(parseDetachKeys("ctrl-a,d")).toEqual(bytes(0x01, 0x64));
+    expect(parseDetachKeys("ctrl-@,ctrl-[,ctrl-\\,ctrl-],ctrl-^,ctrl-_")).toEqual(bytes(0, 27, 28, 29, 30, 31));
+    expect(parseDetachKeys("CTRL-X")).toEqual(bytes(0x18));
+  });
+
+  test("refusals say what is wrong", () => {
+    for (const bad of ["", "ctrl-p,", "ctrl-1", "ab", "ctrl-p,ctrl-", "é"]) {
+      let err: unknown = null;
+      try {
+        parseDetachKeys(bad);
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(PlanterError);
+      expect((err as PlanterError).code).toBe("E_USAGE");
+      expect((err as PlanterError).message).toContain("--detach-keys");
+    }
+  });
+
+  test("the scanner takes the sequence out, across chunks, and passes partial matches on", () => {
+    const s = new DetachScanner(bytes(0x10, 0x11));
+    expect(s.push(bytes(0x61, 0x10))).toEqual({ forward: bytes(0x61), detach: false });
+    expect(s.push(bytes(0x62))).toEqual({ forward: bytes(0x10, 0x62), detach: false });
+    expect(s.push(bytes(0x10, 0x10))).toEqual({ forward: bytes(0x10), detach: false });
+    expect(s.push(bytes(0x11, 0x63))).toEqual({ forward: bytes(), detach: true });
+    const one = new DetachScanner(bytes(0x1d));
+    expect(one.push(bytes(0x61, 0x1d, 0x62))).toEqual({ forward: bytes(0x61), detach: true });
+    const none = new DetachScanner(bytes());
+    expect(none.push(bytes(0x10, 0x11))).toEqual({ forward: bytes(0x10, 0x11), detach: false });
+  });
+});
+
+describe("holder frames", () => {
+  test("split and joined in any pieces", () => {
+    const stream = new Uint8Array([...frame(KIND.input, "abc"), ...resizeFrame(132, 43), ...frame(KIND.eof)]);
+    for (const cut of [1, 2, 5, 7, stream.length]) {
+      const r = new FrameReader();
+      const got = [];
+      for (let at = 0; at < stream.length; at += cut) got.push(...r.push(stream.subarray(at, at + cut)));
+      expect(got.map((f) => f.kind)).toEqual([KIND.input, KIND.resize, KIND.eof]);
+      expect(new TextDecoder().decode(got[0]?.payload)).toBe("abc");
+      expect(parseResize(got[1]?.payload as Uint8Array)).toEqual({ cols: 132, rows: 43 });
+    }
+  });
+
+  test("a zero size, a short resize and an oversized frame are refused", () => {
+    expect(parseResize(bytes(0, 0, 0, 24))).toBeNull();
+    expect(parseResize(bytes(0, 80))).toBeNull();
+    expect(() => new FrameReader().push(bytes(0x69, 0xff, 0xff, 0xff, 0xff))).toThrow("a frame of");
+  });
+});
