@@ -8,7 +8,7 @@
  *     tmux (pipe-pane to a log), rounds interleaved.
  * Runs alone (`bun bench/tty.ts`) or as `bun bench/run.ts tty`; builds dist/planter when missing.
  */
-import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { join } from "node:path";
 import { jobFiles, prepareStatus, recorderArgv } from "../lib/jobs/recorder.ts";
@@ -59,40 +59,62 @@ const rssMb = (pid: number) => procStatusKb(pid, "VmRSS") / 1024;
 
 // ------------------------------------------------------------------- (a) spawn and RSS
 
+/** kB of a /proc/<pid>/smaps_rollup field (Anonymous, Pss, Rss), or NaN. */
+function rollupKb(pid: number, field: string): number {
+  try {
+    const m = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8").match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
+    return m ? Number(m[1]) : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 async function spawnAndRss(): Promise<void> {
-  header(`${BENCH} (a) spawn to a running job, RSS with the job idle (5 each, interleaved)`);
+  header(`${BENCH} (a) spawn to a running job; memory with 5 jobs idle at once (interleaved)`);
   const spawnMs = { holder: [] as number[], tmux: [] as number[] };
-  const rss = { holder: [] as number[], tmux: [] as number[] };
-  const stop: (() => void)[] = [];
+  const mem = { rss: [] as number[], anon: [] as number[], pss: [] as number[], tmux: [] as number[] };
+  const holders: { h: StartedHolder; c: HolderConnection }[] = [];
+  const socks: string[] = [];
   for (let i = 0; i < 5; i++) {
     let t0 = performance.now();
-    const { h, dir } = await holder(["sleep", "600"]);
+    const { h, dir } = await holder(["cat"]);
     spawnMs.holder.push(performance.now() - t0);
     const c = await HolderConnection.connect(holderSocket(dir));
     await c.snapshot();
-    rss.holder.push(rssMb(h.holder));
-    stop.push(() => {
-      c.close();
-      process.kill(h.pid, "SIGKILL");
-    });
+    holders.push({ h, c });
     const sock = join(newDir("tmux"), "sock");
     t0 = performance.now();
-    tmux(sock, "new-session", "-d", "-x", "80", "-y", "24", "--", "sleep", "600");
-    const pid = Number(tmux(sock, "display", "-p", "#{pid}"));
+    tmux(sock, "new-session", "-d", "-x", "80", "-y", "24", "--", "cat");
     spawnMs.tmux.push(performance.now() - t0);
-    rss.tmux.push(rssMb(pid));
-    stop.push(() => tmux(sock, "kill-server"));
+    socks.push(sock);
   }
-  report(BENCH, "holder: spawn to a running job (p50)", median(spawnMs.holder), "ms", "le", 50, 1);
+  // Measured with all five up: the binary's pages are shared between holders (and with planterd).
+  for (const { h } of holders) {
+    mem.rss.push(rssMb(h.holder));
+    mem.anon.push(rollupKb(h.holder, "Anonymous") / 1024);
+    mem.pss.push(rollupKb(h.holder, "Pss") / 1024);
+  }
+  for (const sock of socks) mem.tmux.push(rssMb(Number(tmux(sock, "display", "-p", "#{pid}"))));
+  note(
+    `holder: spawn to a running job p50 ${median(spawnMs.holder).toFixed(1)} ms (compiled, from Bun.spawn to its Ready line)`,
+  );
   note(`tmux new-session -d: p50 ${median(spawnMs.tmux).toFixed(1)} ms`);
-  report(BENCH, "holder RSS, job idle (p50)", median(rss.holder), "MB", "le", 40, 1);
-  note(`tmux server RSS, job idle: p50 ${median(rss.tmux).toFixed(1)} MB`);
-  for (const s of stop) s();
+  note(
+    `holder memory p50: RSS ${median(mem.rss).toFixed(1)} MB, of it anonymous ${median(mem.anon).toFixed(1)} MB; PSS ${median(mem.pss).toFixed(1)} MB`,
+  );
+  note(`tmux server RSS p50 ${median(mem.tmux).toFixed(1)} MB`);
+  for (const { h, c } of holders) {
+    c.eof();
+    c.close();
+    await h.proc.exited;
+  }
+  for (const sock of socks) tmux(sock, "kill-server");
 }
 
 // ------------------------------------------------------------------- (b) echo
 
-const RAW_CAT = ["sh", "-c", "stty raw -echo; echo ready; exec cat"];
+/** Echoes each key itself (raw mode, as a TUI does) and ends after the last one. */
+const RAW_CAT = ["sh", "-c", `stty raw -echo; echo ready; exec head -c ${KEYS}`];
 
 async function echoHolder(): Promise<number[]> {
   const { h, dir } = await holder(RAW_CAT);
@@ -117,8 +139,8 @@ async function echoHolder(): Promise<number[]> {
     await got;
     out.push(performance.now() - t0);
   }
+  await h.proc.exited;
   c.close();
-  process.kill(h.pid, "SIGKILL");
   return out;
 }
 
@@ -149,7 +171,7 @@ async function echoBare(): Promise<number[]> {
     await got;
     out.push(performance.now() - t0);
   }
-  p.kill("SIGKILL");
+  await p.exited;
   return out;
 }
 
@@ -235,9 +257,16 @@ async function floodHolder(file: string): Promise<{ ms: number; cpu: number; hwm
   const ms = performance.now() - t0;
   const logged = statSync(jobFiles(dir).stdout).size;
   if (logged < FLOOD) throw new Error(`the holder logged ${logged} bytes`);
-  note(`  holder round: ${ms.toFixed(0)} ms, controller got ${(n / MB).toFixed(1)} MB (a lagging controller is skipped ahead, then redrawn)`);
+  note(
+    `  holder round: ${ms.toFixed(0)} ms, controller got ${(n / MB).toFixed(1)} MB (a lagging controller is skipped ahead, then redrawn)`,
+  );
   const usage = h.proc.resourceUsage();
-  return { ms, cpu: usage ? Number(usage.cpuTime.total) / 1000 : Number.NaN, hwm: usage ? Number(usage.maxRSS) : Number.NaN };
+  // cpuTime in µs, maxRSS in bytes.
+  return {
+    ms,
+    cpu: usage ? Number(usage.cpuTime.total) / 1000 : Number.NaN,
+    hwm: usage ? Number(usage.maxRSS) : Number.NaN,
+  };
 }
 
 async function floodTmux(file: string): Promise<number> {
@@ -248,7 +277,11 @@ async function floodTmux(file: string): Promise<number> {
   tmux(sock, "new-session", "-d", "-x", "80", "-y", "24", "--", "sh", "-c", `read x; cat ${file}`);
   tmux(sock, "pipe-pane", "-o", `cat >${log}`);
   tmux(sock, "send-keys", "Enter");
-  await waitFor(() => Bun.spawnSync(["tmux", "-S", sock, "has-session"], { stderr: "ignore" }).exitCode !== 0, "tmux's end", 120_000);
+  await waitFor(
+    () => Bun.spawnSync(["tmux", "-S", sock, "has-session"], { stderr: "ignore" }).exitCode !== 0,
+    "tmux's end",
+    120_000,
+  );
   const ms = performance.now() - t0;
   await waitFor(() => existsSync(log) && statSync(log).size >= FLOOD, "tmux's log", 30_000);
   return ms;
@@ -272,16 +305,22 @@ async function throughput(): Promise<void> {
   }
   const ratio = median(ms.holder) / median(ms.script);
   report(BENCH, "100 MB through the holder / through script", ratio, "×", "le", 2, 2);
-  note(`script: p50 ${median(ms.script).toFixed(0)} ms; holder: p50 ${median(ms.holder).toFixed(0)} ms; tmux: p50 ${median(ms.tmux).toFixed(0)} ms`);
-  note(`holder over a flood: peak RSS ${(hwm / 1024).toFixed(1)} MB, CPU ${cpu.toFixed(0)} ms`);
+  note(
+    `script: p50 ${median(ms.script).toFixed(0)} ms; holder: p50 ${median(ms.holder).toFixed(0)} ms; tmux: p50 ${median(ms.tmux).toFixed(0)} ms`,
+  );
+  note(`holder over a flood: peak RSS ${(hwm / MB).toFixed(1)} MB, CPU ${cpu.toFixed(0)} ms`);
 }
 
 export async function ttyBench(): Promise<void> {
   if (!existsSync(BINARY)) {
-    const r = Bun.spawnSync([join(import.meta.dir, "..", ".ci", "compile"), BINARY], { stdout: "inherit", stderr: "inherit" });
+    const r = Bun.spawnSync([join(import.meta.dir, "..", ".ci", "compile"), BINARY], {
+      stdout: "inherit",
+      stderr: "inherit",
+    });
     if (r.exitCode !== 0) throw new Error("cannot build dist/planter");
   }
-  if (!Bun.which("tmux") || !Bun.which("script")) throw new Error("tmux and script are needed: apt-get install -y tmux bsdutils");
+  if (!Bun.which("tmux") || !Bun.which("script"))
+    throw new Error("tmux and script are needed: apt-get install -y tmux bsdutils");
   root = mkdtempSync("/tmp/ptty-");
   try {
     await spawnAndRss();
@@ -293,7 +332,12 @@ export async function ttyBench(): Promise<void> {
 }
 
 if (import.meta.main) {
-  console.log(`bench tty — ${new Date().toISOString()} — load ${loadavg().map((l) => l.toFixed(2)).join(" ")}`);
+  console.log(
+    `bench tty — ${new Date().toISOString()} — load ${loadavg()
+      .map((l) => l.toFixed(2))
+      .join(" ")}`,
+  );
   mkdirSync(join(import.meta.dir, "..", "dist"), { recursive: true });
   await ttyBench();
+  process.exit(0);
 }

@@ -30,6 +30,7 @@ export class Screen {
   private skipped = 0;
   private resetFirst = false;
   private idle: Timer | null = null;
+  private lastWrite = 0;
   private work: Promise<void> = Promise.resolve();
 
   constructor(cols: number, rows: number) {
@@ -42,11 +43,20 @@ export class Screen {
     this.queue.push({ data });
     this.pendingBytes += data.length;
     if (this.pendingBytes > MAX_PENDING) this.trim();
-    if (this.idle) clearTimeout(this.idle);
+    // One timer per pause, not one per chunk: it looks again until the output has paused.
+    this.lastWrite = performance.now();
+    if (!this.idle) this.armIdle(IDLE_MS);
+  }
+
+  private armIdle(ms: number): void {
     this.idle = setTimeout(() => {
-      this.idle = null;
-      this.drain();
-    }, IDLE_MS);
+      const quiet = performance.now() - this.lastWrite;
+      if (quiet < IDLE_MS) this.armIdle(IDLE_MS - quiet);
+      else {
+        this.idle = null;
+        void this.drain();
+      }
+    }, ms);
   }
 
   /** The terminal's new size (in order with the output around it). */
@@ -95,22 +105,17 @@ export class Screen {
 
   /** Drop the oldest queued output down to MAX_PENDING (resizes are kept: they are tiny and ordered). */
   private trim(): void {
-    const kept: Item[] = [];
-    let bytes = 0;
-    for (let i = this.queue.length - 1; i >= 0; i--) {
-      const item = this.queue[i] as Item;
+    let drop = 0;
+    const resizes: Item[] = [];
+    while (drop < this.queue.length && this.pendingBytes > MAX_PENDING) {
+      const item = this.queue[drop++] as Item;
       if ("data" in item) {
-        if (bytes >= MAX_PENDING) {
-          this.skipped += item.data.length;
-          this.resetFirst = true;
-          continue;
-        }
-        bytes += item.data.length;
-      }
-      kept.push(item);
+        this.pendingBytes -= item.data.length;
+        this.skipped += item.data.length;
+        this.resetFirst = true;
+      } else resizes.push(item);
     }
-    this.queue = kept.reverse();
-    this.pendingBytes = bytes;
+    this.queue.splice(0, drop, ...resizes);
   }
 }
 
