@@ -113,8 +113,11 @@ async function spawnAndRss(): Promise<void> {
 
 // ------------------------------------------------------------------- (b) echo
 
-/** Echoes each key itself (raw mode, as a TUI does) and ends after the last one. */
-const RAW_CAT = ["sh", "-c", `stty raw -echo; echo ready; exec head -c ${KEYS}`];
+/**
+ * Echoes each key itself (raw mode, as a TUI does) and ends at the key after the last measured
+ * one (tmux does not pass on the output of a pane's last moment).
+ */
+const RAW_CAT = ["sh", "-c", `stty raw -echo; echo ready; exec dd bs=1 count=${KEYS + 1} status=none`];
 
 async function echoHolder(): Promise<number[]> {
   const { h, dir } = await holder(RAW_CAT);
@@ -139,6 +142,7 @@ async function echoHolder(): Promise<number[]> {
     await got;
     out.push(performance.now() - t0);
   }
+  c.input(".");
   await h.proc.exited;
   c.close();
   return out;
@@ -171,6 +175,7 @@ async function echoBare(): Promise<number[]> {
     await got;
     out.push(performance.now() - t0);
   }
+  p.terminal?.write(".");
   await p.exited;
   return out;
 }
@@ -308,7 +313,9 @@ async function throughput(): Promise<void> {
   note(
     `script: p50 ${median(ms.script).toFixed(0)} ms; holder: p50 ${median(ms.holder).toFixed(0)} ms; tmux: p50 ${median(ms.tmux).toFixed(0)} ms`,
   );
-  note(`holder over a flood: peak RSS ${(hwm / MB).toFixed(1)} MB, CPU ${cpu.toFixed(0)} ms`);
+  note(
+    `holder over a flood: peak RSS ${(hwm / MB).toFixed(1)} MB; CPU of the holder and the job it reaped ${cpu.toFixed(0)} ms`,
+  );
 }
 
 export async function ttyBench(): Promise<void> {

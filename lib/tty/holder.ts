@@ -19,6 +19,7 @@ import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeSync } from 
 import { createServer, type Server, type Socket } from "node:net";
 import * as v from "valibot";
 import { peerReader, socketFd } from "../daemon/peer.ts";
+import { freshSessionKeyring } from "../jobs/keyring.ts";
 import { type End, FrameReader, frame, type Hello, KIND, parseResize } from "./protocol.ts";
 import { findSlave, openFds, redirectFd } from "./pty.ts";
 import { Screen } from "./screen.ts";
@@ -118,6 +119,8 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   });
   const slave = findSlave([...openFds()].filter((fd) => !before.has(fd)));
   const extra = Array.from({ length: orders.fds }, (_, i) => 3 + i);
+  // The job's own empty session keyring, whatever the holder inherited (lib/jobs/keyring.ts).
+  freshSessionKeyring();
   const proc = Bun.spawn(orders.argv, {
     cwd: orders.cwd,
     env: orders.env,

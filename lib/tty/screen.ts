@@ -16,8 +16,14 @@ import type { Snapshot } from "./protocol.ts";
 
 /** Output kept for the emulator at most; older bytes are dropped under a flood. */
 export const MAX_PENDING = 1 << 20;
-/** A pause in the output this long lets the emulator catch up. */
+/** A pause in the output this long lets the emulator catch up … */
 export const IDLE_MS = 30;
+/**
+ * … by this much per pause: parsing a whole queued megabyte (40 ms) whenever a flood stalls for a
+ * moment kept the holder from reading the terminal meanwhile, which stalled the job again (100 MB
+ * through the holder took twice as long under load). A snapshot parses everything.
+ */
+export const IDLE_BUDGET = 64 * 1024;
 
 type Item = { data: Uint8Array } | { cols: number; rows: number };
 
@@ -54,7 +60,9 @@ export class Screen {
       if (quiet < IDLE_MS) this.armIdle(IDLE_MS - quiet);
       else {
         this.idle = null;
-        void this.drain();
+        void this.drain(IDLE_BUDGET).then(() => {
+          if (this.queue.length && !this.idle) this.armIdle(IDLE_MS);
+        });
       }
     }, ms);
   }
@@ -85,10 +93,11 @@ export class Screen {
     this.term.dispose();
   }
 
-  /** Parse what is queued, in order; resolves when the queue is empty. */
-  private drain(): Promise<void> {
+  /** Parse what is queued, in order, up to `budget` bytes (at least one chunk). */
+  private drain(budget = Number.POSITIVE_INFINITY): Promise<void> {
     this.work = this.work.then(async () => {
-      while (this.queue.length) {
+      let parsed = 0;
+      while (this.queue.length && parsed < budget) {
         if (this.resetFirst) {
           this.resetFirst = false;
           this.term.reset();
@@ -96,6 +105,7 @@ export class Screen {
         const item = this.queue.shift() as Item;
         if ("data" in item) {
           this.pendingBytes -= item.data.length;
+          parsed += item.data.length;
           await new Promise<void>((resolve) => this.term.write(item.data, resolve));
         } else this.term.resize(item.cols, item.rows);
       }
