@@ -153,8 +153,9 @@ export async function runSession(
       end: (e) => settle({ how: "ended", ...e }),
       close: () => settle({ how: "lost" }),
     });
-    onWinch();
+    // The handler first: a resize between sending the size and listening would be lost.
     process.on("SIGWINCH", onWinch);
+    onWinch();
     const snap = await term.snapshot();
     held = null;
     write("\x1b[H\x1b[2J");

@@ -4,7 +4,7 @@
  * and a sandboxed job cannot reach the holder's socket.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { closeSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { closeSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { jobFiles, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
@@ -170,18 +170,31 @@ describe("terminal holder", () => {
     expect(readStatus(files.status)).toBe(7);
   });
 
-  test("the job holds only its terminal: no master, no socket", async () => {
-    const { dir, h, files } = await start([
-      "sh",
-      "-c",
-      "ls -l /proc/$$/fd | grep -c -- '->'; ls -l /proc/$$/fd; read x",
-    ]);
+  test("after a flood the screen shows its last lines", async () => {
+    const { dir, h } = await start(["sh", "-c", "seq 1 400000; echo END MARK; read x"]);
     const { c, got } = await control(dir);
-    // Output from before a controller connected is in the log (and on the screen), not in its stream.
-    const listing = await logWhen(files, /2 ->/, "the fd listing");
-    expect(listing.split("\r\n")[0]).toBe("3");
-    expect(listing).not.toContain("ptmx");
-    expect(listing).not.toContain("socket:");
+    const snap = await waitFor(async () => {
+      const s = await c.snapshot();
+      return s.lines.includes("END MARK") ? s : null;
+    }, "the end of the flood on screen");
+    // The 24 rows: the last 22 numbers, the mark, the cursor's empty line.
+    expect(snap.lines.slice(0, 3)).toEqual(["399979", "399980", "399981"]);
+    expect(snap.lines[22]).toBe("END MARK");
+    expect(snap.cursor).toEqual({ x: 0, y: 23 });
+    c.input("\r");
+    await ended(h, got);
+  });
+
+  test("the recorder and the job hold only the terminal: no master, no socket, no log", async () => {
+    const { dir, h, files } = await start(["sh", "-c", "echo up; read x"]);
+    const { c, got } = await control(dir);
+    await logWhen(files, /up/, "the job's start");
+    const children = readFileSync(`/proc/${h.pid}/task/${h.pid}/children`, "utf8").trim().split(/\s+/);
+    expect(children.length).toBe(1);
+    for (const pid of [h.pid, Number(children[0])]) {
+      const fds = readdirSync(`/proc/${pid}/fd`).map((fd) => `${fd} ${readlinkSync(`/proc/${pid}/fd/${fd}`)}`);
+      expect(fds).toEqual(["0", "1", "2"].map((fd) => `${fd} ${h.tty}`));
+    }
     c.input("\r");
     await ended(h, got);
   });

@@ -59,3 +59,17 @@ describe("holder frames", () => {
     expect(() => new FrameReader().push(bytes(0x69, 0xff, 0xff, 0xff, 0xff))).toThrow("a frame of");
   });
 });
+
+describe("screen of a log", () => {
+  test("renderScreen draws what a terminal would show", async () => {
+    const { renderScreen } = await import("../../lib/tty/screen.ts");
+    const log = new TextEncoder().encode(
+      "old text\r\n\x1b[?1049h\x1b[H\x1b[2Jtop line\x1b[3;5Hthird\x1b[1;31m red\x1b[0m\r\n\x1b]0;title\x07after",
+    );
+    const s = await renderScreen(log, 20, 5);
+    expect(s.lines).toEqual(["top line", "", "    third red", "after", ""]);
+    expect(s.cursor).toEqual({ x: 5, y: 3 });
+    expect(s.skipped_bytes).toBe(0);
+    expect(s.ansi).toContain("third");
+  });
+});
