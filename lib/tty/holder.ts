@@ -177,7 +177,12 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
     } else c.socket.destroy(); // a controller that speaks another protocol is not one
   };
 
-  out(`${JSON.stringify({ holder: process.pid, pid: proc.pid, tty: slave.name } satisfies Ready)}\n`);
+  try {
+    out(`${JSON.stringify({ holder: process.pid, pid: proc.pid, tty: slave.name } satisfies Ready)}\n`);
+  } catch {
+    // planterd died before it read this: the job runs on, and the next planterd finds it by its
+    // pid file and reconnects to the socket.
+  }
 
   await Promise.all([proc.exited, ptyDone]);
   const end: End = {

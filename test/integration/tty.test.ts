@@ -4,7 +4,17 @@
  * and a sandboxed job cannot reach the holder's socket.
  */
 import { afterEach, describe, expect, test } from "bun:test";
-import { closeSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import { jobFiles, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
@@ -15,8 +25,8 @@ import { complete } from "../../lib/sandbox/policy.ts";
 import { hostRequest } from "../../lib/sandbox/run.ts";
 import { HolderConnection } from "../../lib/tty/controller.ts";
 import { ReadySchema } from "../../lib/tty/holder.ts";
-import type { End } from "../../lib/tty/protocol.ts";
-import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../../lib/tty/start.ts";
+import { type End, frame } from "../../lib/tty/protocol.ts";
+import { CTTY_ARGV, holderArgv, holderSocket, type StartedHolder, startHolder } from "../../lib/tty/start.ts";
 import { cleanup, pidAlive, ROOT, tempHome, waitFor } from "../harness.ts";
 
 const ENV = { PATH: "/usr/bin:/bin", TERM: "xterm-256color", HOME: "/tmp", LANG: "C.UTF-8" };
@@ -55,7 +65,7 @@ async function start(cmd: string[], size = { cols: 80, rows: 24 }, logLimit: num
   return { ...j, h };
 }
 
-const logText = (files: { stdout: string }) => readFileSync(files.stdout, "utf8");
+const logText = (files: { stdout: string }) => (existsSync(files.stdout) ? readFileSync(files.stdout, "utf8") : "");
 /** The log's text once it matches `re`. */
 const logWhen = (files: { stdout: string }, re: RegExp, what: string) =>
   waitFor(() => {
@@ -196,6 +206,115 @@ describe("terminal holder", () => {
       expect(fds).toEqual(["0", "1", "2"].map((fd) => `${fd} ${h.tty}`));
     }
     c.input("\r");
+    await ended(h, got);
+  });
+
+  test("a holder whose Ready line finds no reader (planterd gone) keeps the job", async () => {
+    const j = jobDir();
+    const orders = {
+      argv: recorderArgv(j.files.status, [...CTTY_ARGV, "sh", "-c", "echo up; read x; echo got $x"]),
+      cwd: j.dir,
+      env: ENV,
+      cols: 80,
+      rows: 24,
+      fds: 0,
+      log: j.files.stdout,
+      socket: holderSocket(j.dir),
+      log_limit: null,
+    };
+    // stdout closed: the holder's write of its Ready line fails.
+    const p = Bun.spawn(["sh", "-c", 'exec "$@" >&-', "sh", ...holderArgv()], {
+      stdin: new TextEncoder().encode(JSON.stringify(orders)),
+      stderr: "pipe",
+    });
+    holders.push(p.pid);
+    await logWhen(j.files, /up/, "the job's start");
+    const { c, got } = await control(j.dir);
+    holders.push(c.hello.pid);
+    c.input("yes\r");
+    await waitFor(() => got.text.includes("got yes"), "the job's answer");
+    await waitFor(() => got.end, "the end");
+    expect(await p.exited).toBe(0);
+  });
+
+  test("a recorder that cannot start: startHolder rejects, the reason in the holder's stderr", async () => {
+    const j = jobDir();
+    const err = openSync(j.files.stderr, "a");
+    try {
+      await expect(
+        startHolder(
+          {
+            argv: ["/nonexistent/recorder"],
+            cwd: j.dir,
+            env: ENV,
+            cols: 80,
+            rows: 24,
+            log: j.files.stdout,
+            socket: holderSocket(j.dir),
+            log_limit: null,
+          },
+          { stderr: err },
+        ),
+      ).rejects.toThrow("the terminal holder did not start the job");
+    } finally {
+      closeSync(err);
+    }
+    expect(readFileSync(j.files.stderr, "utf8")).toContain("planter tty-holder:");
+    expect(existsSync(holderSocket(j.dir))).toBe(false);
+  });
+
+  test("a controller that speaks another protocol is dropped; others carry on", async () => {
+    const { dir, h } = await start(["sh", "-c", "read x; echo got $x"]);
+    const { c, got } = await control(dir);
+    for (const garbage of [frame(0x7a, "?"), new Uint8Array([0x69, 0xff, 0xff, 0xff, 0xff])]) {
+      let closed = false;
+      const s = await Bun.connect({
+        unix: holderSocket(dir),
+        socket: {
+          data() {},
+          close() {
+            closed = true;
+          },
+        },
+      });
+      s.write(garbage);
+      await waitFor(() => closed, "the holder dropping the connection");
+    }
+    c.input("still here\r");
+    await waitFor(() => got.text.includes("got still here"), "the job's answer to the good controller");
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+  });
+
+  test("another user cannot control the holder even with the socket's path open to all", async () => {
+    if (process.getuid?.() !== 0) throw new Error("connecting as another uid needs root (CI runs as root)");
+    const { dir, h, home } = await start(["sh", "-c", "read x; echo got $x"]);
+    const sock = holderSocket(dir);
+    // Only the holder's peer check stands: every directory on the way and the socket opened up.
+    for (const d of [join(home, "state"), join(home, "state", "jobs"), dir]) chmodSync(d, 0o755);
+    chmodSync(sock, 0o777);
+    const r = Bun.spawnSync(
+      [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "perl",
+        "-MIO::Socket::UNIX",
+        "-e",
+        '$| = 1; $SIG{PIPE} = "IGNORE"; $s = IO::Socket::UNIX->new(Peer => shift) or die "no connection: $!\\n"; print "connected\\n"; syswrite($s, "i\\0\\0\\0\\6owned\\r"); $n = sysread($s, $b, 100); print "read ", ($n // "error"), "\\n"',
+        sock,
+      ],
+      { stdout: "pipe", stderr: "pipe" },
+    );
+    // The kernel accepts the connection and the holder closes it at once (EOF, or a reset since
+    // the peer's bytes went unread): no hello is ever read.
+    expect(r.stderr.toString()).toBe("");
+    expect(r.stdout.toString()).toMatch(/^connected\nread (0|error)\n$/);
+    const { c, got } = await control(dir);
+    c.input("mine\r");
+    await waitFor(() => got.text.includes("got"), "the job's answer");
+    expect(got.text).toContain("got mine");
+    expect(got.text).not.toContain("owned");
     await ended(h, got);
   });
 
