@@ -10,8 +10,8 @@
  * in the dropped part are lost (counted in `skipped_bytes`). Full-screen programs write far less
  * than that between pauses, and their screen is exact.
  */
-import { SerializeAddon } from "@xterm/addon-serialize";
-import { Terminal } from "@xterm/headless";
+import type { SerializeAddon } from "@xterm/addon-serialize";
+import type { Terminal } from "@xterm/headless";
 import type { Snapshot } from "./protocol.ts";
 
 /** Output kept for the emulator at most; older bytes are dropped under a flood. */
@@ -29,8 +29,9 @@ type Item = { data: Uint8Array } | { cols: number; rows: number };
 
 /** A terminal emulator fed lazily from a job's output. */
 export class Screen {
-  private readonly term: Terminal;
-  private readonly serializer = new SerializeAddon();
+  /** Made at the first parse: the emulator's modules load after the job has started. */
+  private emulator: { term: Terminal; serializer: SerializeAddon } | null = null;
+  private disposed = false;
   private queue: Item[] = [];
   private pendingBytes = 0;
   private skipped = 0;
@@ -39,9 +40,22 @@ export class Screen {
   private lastWrite = 0;
   private work: Promise<void> = Promise.resolve();
 
-  constructor(cols: number, rows: number) {
-    this.term = new Terminal({ cols, rows, scrollback: 0, allowProposedApi: true });
-    this.term.loadAddon(this.serializer as never);
+  constructor(
+    private readonly cols: number,
+    private readonly rows: number,
+  ) {}
+
+  private async load(): Promise<{ term: Terminal; serializer: SerializeAddon }> {
+    if (this.emulator) return this.emulator;
+    const [{ Terminal }, { SerializeAddon }] = await Promise.all([
+      import("@xterm/headless"),
+      import("@xterm/addon-serialize"),
+    ]);
+    const term = new Terminal({ cols: this.cols, rows: this.rows, scrollback: 0, allowProposedApi: true });
+    const serializer = new SerializeAddon();
+    term.loadAddon(serializer as never);
+    this.emulator = { term, serializer };
+    return this.emulator;
   }
 
   /** Output read from the terminal. */
@@ -75,39 +89,43 @@ export class Screen {
   /** Everything queued parsed, then the screen. */
   async snapshot(): Promise<Snapshot> {
     await this.drain();
-    const buf = this.term.buffer.active;
+    const { term, serializer } = await this.load();
+    const buf = term.buffer.active;
     const lines: string[] = [];
-    for (let y = 0; y < this.term.rows; y++) lines.push(buf.getLine(buf.viewportY + y)?.translateToString(true) ?? "");
+    for (let y = 0; y < term.rows; y++) lines.push(buf.getLine(buf.viewportY + y)?.translateToString(true) ?? "");
     return {
-      cols: this.term.cols,
-      rows: this.term.rows,
+      cols: term.cols,
+      rows: term.rows,
       cursor: { x: buf.cursorX, y: buf.cursorY },
       lines,
-      ansi: this.serializer.serialize({ scrollback: 0 }),
+      ansi: serializer.serialize({ scrollback: 0 }),
       skipped_bytes: this.skipped,
     };
   }
 
   dispose(): void {
+    this.disposed = true;
     if (this.idle) clearTimeout(this.idle);
-    this.term.dispose();
+    this.emulator?.term.dispose();
   }
 
   /** Parse what is queued, in order, up to `budget` bytes (at least one chunk). */
   private drain(budget = Number.POSITIVE_INFINITY): Promise<void> {
     this.work = this.work.then(async () => {
+      if (this.disposed) return;
+      const { term } = await this.load();
       let parsed = 0;
       while (this.queue.length && parsed < budget) {
         if (this.resetFirst) {
           this.resetFirst = false;
-          this.term.reset();
+          term.reset();
         }
         const item = this.queue.shift() as Item;
         if ("data" in item) {
           this.pendingBytes -= item.data.length;
           parsed += item.data.length;
-          await new Promise<void>((resolve) => this.term.write(item.data, resolve));
-        } else this.term.resize(item.cols, item.rows);
+          await new Promise<void>((resolve) => term.write(item.data, resolve));
+        } else term.resize(item.cols, item.rows);
       }
     });
     return this.work;
