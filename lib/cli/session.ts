@@ -93,6 +93,8 @@ export interface JobTerminal {
 /** What the job's side reports to the session. */
 export interface JobTerminalEvents {
   output(data: Uint8Array): void;
+  /** The whole screen again (the caller fell behind and output was skipped). */
+  snapshot(s: { ansi: string }): void;
   end(e: { code: number | null; signal: string | null }): void;
   close(): void;
 }
@@ -149,6 +151,11 @@ export async function runSession(
       output: (data) => {
         if (held) held.push(data);
         else write(filter.push(data));
+      },
+      snapshot: (snap) => {
+        if (held) return; // the first redraw, below, is newer
+        write("\x1b[H\x1b[2J");
+        write(filter.push(new TextEncoder().encode(snap.ansi)));
       },
       end: (e) => settle({ how: "ended", ...e }),
       close: () => settle({ how: "lost" }),

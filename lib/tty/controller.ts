@@ -19,6 +19,7 @@ import {
 
 export interface ControllerEvents {
   output?: (data: Uint8Array) => void;
+  /** A snapshot nobody asked for: the holder's redraw of a controller that fell behind. */
   snapshot?: (s: Snapshot) => void;
   end?: (e: End) => void;
   /** The connection closed (after the end, or the holder gone). */
@@ -50,8 +51,10 @@ export class HolderConnection {
         if (kind === KIND.output) events.output?.(payload);
         else if (kind === KIND.snapshot) {
           const s = parsePayload(SnapshotSchema, payload);
-          for (const w of conn.waiters.splice(0)) w(s);
-          events.snapshot?.(s);
+          // An answer to snapshot(), or a redraw the holder sends on its own (after falling behind).
+          const waiters = conn.waiters.splice(0);
+          if (waiters.length) for (const w of waiters) w(s);
+          else events.snapshot?.(s);
         } else if (kind === KIND.end) events.end?.(parsePayload(EndSchema, payload));
       };
       Bun.connect({

@@ -26,6 +26,10 @@ import { Screen } from "./screen.ts";
 
 /** A controller whose unsent output passes this is skipped ahead: it gets a redraw once it drains. */
 export const CLIENT_BACKLOG = 4 << 20;
+/** How often a controller that fell behind is looked at. */
+const BEHIND_POLL_MS = 50;
+/** How long the end waits for controllers to take their last bytes. */
+const END_FLUSH_MS = 10_000;
 /** The terminal's end-of-file character (VEOF's default, ^D): what "end of input" sends. */
 const EOT = new Uint8Array([4]);
 
@@ -58,8 +62,10 @@ export type Ready = v.InferOutput<typeof ReadySchema>;
 interface Controller {
   socket: Socket;
   reader: FrameReader;
-  /** Output dropped because the controller fell behind: it gets a redraw when it drains. */
+  /** Output dropped because the controller fell behind: it gets a redraw once it has read the rest. */
   behind: boolean;
+  /** Its redraw is being made. */
+  redrawing: boolean;
 }
 
 /** Run the holder to the job's end. */
@@ -84,10 +90,37 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   const send = (c: Controller, f: Uint8Array) => {
     if (c.behind) return;
     if (c.socket.writableLength > CLIENT_BACKLOG) {
-      c.behind = true; // redrawn on 'drain'
+      c.behind = true;
+      watchBehind();
       return;
     }
     c.socket.write(f);
+  };
+
+  // A controller behind is looked at until it has taken what was buffered, then redrawn. (A poll:
+  // Bun's node:net did not always emit 'drain' to a socket that had been skipped.)
+  let behindTimer: Timer | null = null;
+  const watchBehind = () => {
+    behindTimer ??= setInterval(() => {
+      let waiting = false;
+      for (const c of controllers) {
+        if (!c.behind || c.redrawing) continue;
+        if (c.socket.writableLength > 0) {
+          waiting = true;
+          continue;
+        }
+        // Still behind until the redraw is written: output meanwhile is in the screen it draws.
+        c.redrawing = true;
+        void redraw(c).then(() => {
+          c.behind = false;
+          c.redrawing = false;
+        });
+      }
+      if (!waiting && behindTimer) {
+        clearInterval(behindTimer);
+        behindTimer = null;
+      }
+    }, BEHIND_POLL_MS);
   };
 
   const onOutput = (data: Uint8Array) => {
@@ -133,13 +166,8 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   for (const fd of extra) closeSync(fd);
 
   const server = await listen(orders.socket, async (socket) => {
-    const c: Controller = { socket, reader: new FrameReader(), behind: false };
+    const c: Controller = { socket, reader: new FrameReader(), behind: false, redrawing: false };
     controllers.add(c);
-    socket.on("drain", () => {
-      if (!c.behind) return;
-      c.behind = false;
-      void redraw(c);
-    });
     socket.on("close", () => controllers.delete(c));
     socket.on("error", () => controllers.delete(c));
     socket.on("data", (chunk: Buffer) => {
@@ -158,7 +186,7 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
 
   const redraw = async (c: Controller) => {
     const snap = await screen.snapshot();
-    if (!c.socket.destroyed) c.socket.write(frame(KIND.snapshot, JSON.stringify(snap)));
+    if (!c.socket.destroyed && !c.socket.writableEnded) c.socket.write(frame(KIND.snapshot, JSON.stringify(snap)));
   };
 
   const handle = (c: Controller, kind: number, payload: Uint8Array) => {
@@ -189,11 +217,21 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
     code: proc.signalCode ? null : proc.exitCode,
     signal: proc.signalCode ? String(proc.signalCode).replace(/^SIG/, "") : null,
   };
+  // A controller that fell behind gets the last screen before the end.
+  const last = [...controllers].some((c) => c.behind) ? await screen.snapshot() : null;
+  const flushed: Promise<unknown>[] = [];
   for (const c of controllers) {
+    if (c.behind && last) c.socket.write(frame(KIND.snapshot, JSON.stringify(last)));
     c.behind = false;
+    flushed.push(new Promise((r) => c.socket.once("close", r).once("finish", r)));
     c.socket.end(frame(KIND.end, JSON.stringify(end)));
   }
   server.close();
+  if (behindTimer) clearInterval(behindTimer);
+  // The end reaches every controller that reads; one that does not read is not waited for long.
+  let timer: Timer | undefined;
+  await Promise.race([Promise.all(flushed), new Promise((r) => (timer = setTimeout(r, END_FLUSH_MS)))]);
+  clearTimeout(timer);
   rmSync(orders.socket, { force: true });
   terminal.close();
   screen.dispose();

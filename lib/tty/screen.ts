@@ -2,9 +2,9 @@
  * The screen of a job's terminal, kept by a terminal emulator (@xterm/headless): what a
  * controller that attaches is redrawn with, and what `logs --screen` prints.
  *
- * The emulator parses about 25 MB/s; a job's terminal can carry ten times that. So the output
- * path never waits for it: bytes queue here and are parsed when the output pauses (no new bytes
- * for IDLE_MS) or when a snapshot is asked for. A queue past MAX_PENDING (a flood) drops its
+ * The emulator parses about 25 MB/s of 80-column lines (2 MB/s of very short ones); a job's
+ * terminal can carry ten times that. So the output path never waits for it: bytes queue here and
+ * are parsed while the output pauses (no new bytes for IDLE_MS) or when a snapshot is asked for. A queue past MAX_PENDING (a flood) drops its
  * oldest bytes and the emulator is reset before it parses the rest: the screen is rebuilt from
  * the newest MAX_PENDING bytes, which for scrolling output is the screen itself; modes set only
  * in the dropped part are lost (counted in `skipped_bytes`). Full-screen programs write far less
@@ -14,16 +14,19 @@ import type { SerializeAddon } from "@xterm/addon-serialize";
 import type { Terminal } from "@xterm/headless";
 import type { Snapshot } from "./protocol.ts";
 
-/** Output kept for the emulator at most; older bytes are dropped under a flood. */
-export const MAX_PENDING = 1 << 20;
-/** A pause in the output this long lets the emulator catch up … */
-export const IDLE_MS = 30;
 /**
- * … by this much per pause: parsing a whole queued megabyte (40 ms) whenever a flood stalls for a
- * moment kept the holder from reading the terminal meanwhile, which stalled the job again (100 MB
- * through the holder took twice as long under load). A snapshot parses everything.
+ * Output kept for the emulator at most; older bytes are dropped under a flood. The emulator's cost
+ * is per line as much as per byte (about 3 µs a line: 25 MB/s of 80-column lines, 2 MB/s of
+ * `seq`), so this also bounds a snapshot's wait: 512 KiB of short lines parse in about 0.25 s.
  */
-export const IDLE_BUDGET = 64 * 1024;
+export const MAX_PENDING = 512 * 1024;
+/**
+ * A pause in the output this long lets the emulator catch up, until the output resumes: parsing
+ * a whole queue at every stall of a flood kept the holder from reading the terminal meanwhile,
+ * which stalled the job again (100 MB through the holder took twice as long under load). A
+ * snapshot parses everything.
+ */
+export const IDLE_MS = 30;
 
 type Item = { data: Uint8Array } | { cols: number; rows: number };
 
@@ -74,7 +77,7 @@ export class Screen {
       if (quiet < IDLE_MS) this.armIdle(IDLE_MS - quiet);
       else {
         this.idle = null;
-        void this.drain(IDLE_BUDGET).then(() => {
+        void this.drain(true).then(() => {
           if (this.queue.length && !this.idle) this.armIdle(IDLE_MS);
         });
       }
@@ -109,13 +112,13 @@ export class Screen {
     this.emulator?.term.dispose();
   }
 
-  /** Parse what is queued, in order, up to `budget` bytes (at least one chunk). */
-  private drain(budget = Number.POSITIVE_INFINITY): Promise<void> {
+  /** Parse what is queued, in order; `whileQuiet`: stop (after a chunk) once new output arrives. */
+  private drain(whileQuiet = false): Promise<void> {
     this.work = this.work.then(async () => {
       if (this.disposed) return;
       const { term } = await this.load();
-      let parsed = 0;
-      while (this.queue.length && parsed < budget) {
+      const mark = this.lastWrite;
+      while (this.queue.length && !(whileQuiet && this.lastWrite !== mark)) {
         if (this.resetFirst) {
           this.resetFirst = false;
           term.reset();
@@ -123,7 +126,6 @@ export class Screen {
         const item = this.queue.shift() as Item;
         if ("data" in item) {
           this.pendingBytes -= item.data.length;
-          parsed += item.data.length;
           await new Promise<void>((resolve) => term.write(item.data, resolve));
         } else term.resize(item.cols, item.rows);
       }

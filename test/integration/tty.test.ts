@@ -15,6 +15,7 @@ import {
   readlinkSync,
   writeFileSync,
 } from "node:fs";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import * as v from "valibot";
 import { jobFiles, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
@@ -25,7 +26,7 @@ import { complete } from "../../lib/sandbox/policy.ts";
 import { hostRequest } from "../../lib/sandbox/run.ts";
 import { HolderConnection } from "../../lib/tty/controller.ts";
 import { ReadySchema } from "../../lib/tty/holder.ts";
-import { type End, frame } from "../../lib/tty/protocol.ts";
+import { type End, FrameReader, frame, KIND } from "../../lib/tty/protocol.ts";
 import { CTTY_ARGV, holderArgv, holderSocket, type StartedHolder, startHolder } from "../../lib/tty/start.ts";
 import { cleanup, pidAlive, ROOT, tempHome, waitFor } from "../harness.ts";
 
@@ -75,10 +76,12 @@ const logWhen = (files: { stdout: string }, re: RegExp, what: string) =>
 
 /** A controller that collects output and the end. */
 async function control(dir: string) {
-  const got = { text: "", end: null as End | null, closed: false };
+  const got = { text: "", tail: "", end: null as End | null, closed: false };
   const c = await HolderConnection.connect(holderSocket(dir), {
     output: (d) => {
-      got.text += new TextDecoder().decode(d);
+      const t = new TextDecoder().decode(d);
+      got.text += t;
+      got.tail = (got.tail + t).slice(-4096);
     },
     end: (e) => {
       got.end = e;
@@ -181,7 +184,7 @@ describe("terminal holder", () => {
   });
 
   test("after a flood the screen shows its last lines", async () => {
-    const { dir, h } = await start(["sh", "-c", "seq 1 400000; echo END MARK; read x"]);
+    const { dir, h } = await start(["sh", "-c", "seq 1 400000 | cat; echo END MARK; read x"]);
     const { c, got } = await control(dir);
     const snap = await waitFor(async () => {
       const s = await c.snapshot();
@@ -193,6 +196,36 @@ describe("terminal holder", () => {
     expect(snap.cursor).toEqual({ x: 0, y: 23 });
     c.input("\r");
     await ended(h, got);
+  });
+
+  test("a controller that stops reading is skipped ahead and redrawn, and still gets the end", async () => {
+    const { dir, h } = await start(["sh", "-c", "read x; seq 1 1200000 | cat; echo FLOOD DONE; read y"]);
+    const { c, got } = await control(dir);
+    const frames: { kind: number; payload: Uint8Array }[] = [];
+    const reader = new FrameReader();
+    let closed = false;
+    const slow = createConnection(holderSocket(dir));
+    slow.on("data", (d: Buffer) => frames.push(...reader.push(d)));
+    slow.on("close", () => {
+      closed = true;
+    });
+    await waitFor(() => frames.some((f) => f.kind === KIND.hello), "the slow controller's hello");
+    slow.pause();
+    c.input("\r");
+    await waitFor(() => got.tail.includes("FLOOD DONE"), "the flood's end at the reading controller");
+    slow.resume();
+    await waitFor(() => frames.some((f) => f.kind === KIND.snapshot), "the redraw once it reads again");
+    c.input("\r");
+    await ended(h, got);
+    await waitFor(() => closed, "the slow controller's end");
+    const kinds = frames.map((f) => String.fromCharCode(f.kind));
+    const outputBytes = frames.filter((f) => f.kind === KIND.output).reduce((n, f) => n + f.payload.length, 0);
+    // Skipped ahead: it got less than the 8.4 MB of the flood, then a redraw, then the end.
+    expect(outputBytes).toBeLessThan(8_000_000);
+    expect(kinds).toContain("S");
+    expect(kinds.at(-1)).toBe("x");
+    const redraw = frames.filter((f) => f.kind === KIND.snapshot).at(-1) as { payload: Uint8Array };
+    expect(new TextDecoder().decode(redraw.payload)).toContain("FLOOD DONE");
   });
 
   test("the recorder and the job hold only the terminal: no master, no socket, no log", async () => {
