@@ -157,3 +157,13 @@ export async function renderScreen(data: Uint8Array, cols: number, rows: number)
   s.dispose();
   return { ...snap, skipped_bytes: Math.max(0, data.length - MAX_PENDING) };
 }
+
+/** The screen a finished terminal job's log leaves (its last MAX_PENDING bytes, rendered at the job's size). */
+export async function screenOfLog(path: string, cols: number, rows: number): Promise<Snapshot> {
+  const file = Bun.file(path);
+  const size = file.size;
+  const from = Math.max(0, size - MAX_PENDING);
+  const tail = new Uint8Array(await file.slice(from, size).arrayBuffer());
+  const snap = await renderScreen(tail, cols, rows);
+  return { ...snap, skipped_bytes: from };
+}

@@ -1,4 +1,7 @@
 import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { DetachScanner, parseDetachKeys } from "../../lib/cli/session.ts";
 import { FrameReader, frame, KIND, parseResize, resizeFrame } from "../../lib/tty/protocol.ts";
@@ -71,5 +74,17 @@ describe("screen of a log", () => {
     expect(s.cursor).toEqual({ x: 5, y: 3 });
     expect(s.skipped_bytes).toBe(0);
     expect(s.ansi).toContain("third");
+  });
+
+  test("screenOfLog renders the tail of a long log", async () => {
+    const { screenOfLog, MAX_PENDING } = await import("../../lib/tty/screen.ts");
+    const dir = mkdtempSync(join(tmpdir(), "screen-"));
+    const path = join(dir, "stdout");
+    const lines = Array.from({ length: 200_000 }, (_, i) => `line ${i}`).join("\r\n");
+    writeFileSync(path, lines);
+    const s = await screenOfLog(path, 40, 3);
+    expect(s.lines).toEqual(["line 199997", "line 199998", "line 199999"]);
+    expect(s.skipped_bytes).toBe(Buffer.byteLength(lines) - MAX_PENDING);
+    rmSync(dir, { recursive: true });
   });
 });
