@@ -7,6 +7,7 @@
  * in between would need the socket's directory, which the path check keeps to the user and root.
  */
 import { peerReader } from "../daemon/peer.ts";
+import { FINAL_STATES } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
 import {
   pathOf,
@@ -214,6 +215,37 @@ export class Client {
   /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
   runJob = (body: RouteBodyIn<Routes["createJob"]>, signal?: AbortSignal) =>
     this.stream("POST", target(ROUTES.createJob, { query: { attach: true } }), body, signal);
+  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>) =>
+    this.call(ROUTES.writeStdin, { params: { id }, body });
+  screen = (id: string) => this.call(ROUTES.screen, { params: { id } });
+  /**
+   * A terminal job's WebSocket (GET …/attach), open: its first text message is `{job, writer}`,
+   * then one terminal frame per binary message (lib/tty/protocol.ts), and `{job}` once it ended.
+   */
+  async attach(id: string, query: RouteQueryIn<Routes["attach"]>): Promise<WebSocket> {
+    // A refused upgrade says nothing to a WebSocket: the usual refusals are asked first, in words.
+    const job = await this.call(ROUTES.getJob, { params: { id } });
+    if (!job.tty)
+      throw new PlanterError("E_BAD_REQUEST", `job ${job.id} has no terminal`, {
+        hint: "only a job started with a terminal (planter run -t) can be attached to",
+      });
+    if (FINAL_STATES.has(job.state))
+      throw new PlanterError("E_CONFLICT", `job ${job.id} has ended (${job.state})`, {
+        hint: `its output is in its log: planter logs ${job.id} (--screen for the last screen)`,
+      });
+    const ws = new WebSocket(`ws+unix://${this.socketPath}:${target(ROUTES.attach, { params: { id }, query })}`);
+    ws.binaryType = "arraybuffer";
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(null);
+      ws.onclose = (e) => reject(e);
+    }).catch((e: CloseEvent | null) => {
+      throw new PlanterError("E_CONFLICT", `cannot attach to job ${id}${e?.reason ? `: ${e.reason}` : ""}`, {
+        hint: `see planter job status ${id}`,
+      });
+    });
+    return ws;
+  }
   events = (query: RouteQueryIn<Routes["events"]>, signal?: AbortSignal) =>
     this.lines<RouteReply<Routes["events"]>>(target(ROUTES.events, { query }), signal);
 }

@@ -71,6 +71,12 @@ export type CellCreate = v.InferOutput<typeof CellCreate>;
 /** A cell request as a client builds it. */
 export type CellCreateIn = v.InferInput<typeof CellCreate>;
 
+/** A terminal's size in character cells. */
+const Cells = (what: string) =>
+  v.pipe(v.number(), v.integer(), v.minValue(1, `${what} is at least 1`), v.maxValue(4096, `${what} is at most 4096`));
+export const TtySize = v.strictObject({ cols: Cells("cols"), rows: Cells("rows") });
+export type TtySize = v.InferOutput<typeof TtySize>;
+
 const ArgvItem = v.pipe(SafeString, v.maxLength(128 * 1024));
 /** POST /v1/jobs */
 export const JobCreate = v.strictObject({
@@ -86,6 +92,8 @@ export const JobCreate = v.strictObject({
   limits: v.optional(Limits),
   sandbox: v.optional(SandboxSpec),
   request_ref: v.optional(RequestRef),
+  /** A pseudo-terminal of this size: an interactive job (attach, stdin, screen). */
+  tty: v.optional(TtySize),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
 /** A job request as a client builds it. */
@@ -93,6 +101,34 @@ export type JobCreateIn = v.InferInput<typeof JobCreate>;
 
 export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
 export type Signal = (typeof SIGNALS)[number];
+/** POST /v1/jobs/{id}/stdin: bytes typed into a terminal job, and/or its end of input. */
+export const StdinWrite = v.strictObject({
+  data: v.optional(
+    v.pipe(
+      v.string(),
+      v.maxLength(1_400_000, "data is at most 1 MiB (base64)"),
+      v.regex(/^[A-Za-z0-9+/]*={0,2}$/, "data must be base64"),
+    ),
+  ),
+  eof: v.optional(v.boolean()),
+});
+export type StdinWriteIn = v.InferInput<typeof StdinWrite>;
+
+/** GET /v1/jobs/{id}/screen */
+export interface ScreenInfo {
+  cols: number;
+  rows: number;
+  cursor: { x: number; y: number };
+  /** The visible lines as text, trailing blanks trimmed. */
+  lines: string[];
+  /** Escape sequences that redraw the screen on a cleared terminal. */
+  ansi: string;
+  /** Output skipped under a flood (the screen is rebuilt from the newest bytes). */
+  skipped_bytes: number;
+  /** "live": from the running job's terminal; "log": rendered from its log after it ended. */
+  source: "live" | "log";
+}
+
 /** POST /v1/jobs/{id}/kill */
 export const KillRequest = v.strictObject({
   signal: v.optional(v.picklist(SIGNALS)),
@@ -151,6 +187,8 @@ export interface Job {
   run_as: RunAs | null;
   /** What the workspace review set aside after the job (git hooks, tool config it added or changed). */
   workspace: WorkspaceFinding[];
+  /** The job's terminal (its size when it started; clients attached now), or null: no terminal. */
+  tty: (TtySize & { clients?: number }) | null;
 }
 
 /** The host identity a job ran as. */

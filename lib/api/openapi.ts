@@ -28,6 +28,9 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   logs: "LogChunk",
   logStream: "the log's bytes",
   events: "EventRecord per line",
+  attach: "101 Switching Protocols: a WebSocket of terminal frames",
+  writeStdin: "{ written: number, eof: boolean }",
+  screen: "ScreenInfo",
 };
 
 const openapiPath = (path: string) => path.replace(/:([a-z_]+)/g, "{$1}");

@@ -16,6 +16,8 @@ import {
   KillRequest,
   type LogChunk,
   type ReadyInfo,
+  type ScreenInfo,
+  StdinWrite,
   type VersionInfo,
 } from "./contract.ts";
 import { FRAMES_TYPE } from "./frames.ts";
@@ -23,7 +25,7 @@ import { FRAMES_TYPE } from "./frames.ts";
 export type Method = "GET" | "POST" | "DELETE";
 
 /** How a reply travels: one JSON value, JSON lines, or a byte stream of a content type. */
-export type ReplyKind = "json" | "lines" | "bytes";
+export type ReplyKind = "json" | "lines" | "bytes" | "upgrade";
 
 /** The names of a path pattern's `:parameters`. */
 type ParamNames<P extends string> = P extends `${string}:${infer N}/${infer Rest}`
@@ -323,6 +325,38 @@ export const ROUTES = {
     types: ["application/octet-stream"],
     summary: "a job's log as raw bytes from an offset; follow=1 until the job has ended",
     returns: reply<Uint8Array>(),
+  }),
+  attach: route({
+    method: "GET",
+    path: "/v1/jobs/:id/attach",
+    query: { read_only: flag(), share_input: flag() },
+    body: null,
+    reply: "upgrade",
+    ok: [101],
+    types: ["websocket: one terminal frame per binary message (docs/api.md)"],
+    summary:
+      "a terminal job's screen and input over a WebSocket; read_only=1 only watches; one client writes at a time unless each writer says share_input=1",
+    returns: reply<never>(),
+  }),
+  writeStdin: route({
+    method: "POST",
+    path: "/v1/jobs/:id/stdin",
+    query: NONE,
+    body: StdinWrite,
+    bodyName: "stdin write",
+    reply: "json",
+    ok: [202],
+    summary: "type into a terminal job without attaching (data: base64), eof=true sends end of input (^D)",
+    returns: reply<{ written: number; eof: boolean }>(),
+  }),
+  screen: route({
+    method: "GET",
+    path: "/v1/jobs/:id/screen",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "a terminal job's screen: its lines as text, the cursor, escape sequences that redraw it",
+    returns: reply<ScreenInfo>(),
   }),
   events: route({
     method: "GET",

@@ -18,6 +18,7 @@ export const subCommands = {
   install: () => import("../../scripts/install.ts").then((m) => m.default),
   uninstall: () => import("../../scripts/uninstall.ts").then((m) => m.default),
   migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
+  attach: () => import("./attach.ts").then((m) => m.attach),
   completion: () => import("./completion.ts").then((m) => m.completion),
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };

@@ -11,6 +11,7 @@ import type { Identity } from "../sandbox/identity.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
+import { Terminals } from "./handlers/tty.ts";
 import { Walks } from "./walks.ts";
 
 type Waiter = () => void;
@@ -96,6 +97,8 @@ export class Context {
   damaged: PlanterError | null = null;
   /** Workspace snapshots and reviews in progress, one at a time per tree (lib/daemon/walks.ts). */
   readonly walks = new Walks();
+  /** Clients attached to terminal jobs (lib/daemon/handlers/tty.ts). */
+  readonly terminals = new Terminals();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

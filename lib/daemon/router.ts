@@ -1,6 +1,7 @@
 /** Routing of /v1 requests to handlers; every error becomes the one JSON envelope. */
 import type { IncomingMessage } from "node:http";
 import * as v from "valibot";
+import type { WebSocket } from "ws";
 import { PlanterError } from "../api/errors.ts";
 import type { Route, RouteBody, RouteParams, RouteQuery, RouteReply } from "../api/routes.ts";
 import type { Sink } from "../logs/stream.ts";
@@ -28,7 +29,9 @@ export interface Req<T extends Route = Route> {
 export type Reply<R = unknown> =
   | { status: number; json: R }
   | { status: number; lines: (write: (value: R) => boolean, signal: AbortSignal) => Promise<void> }
-  | { status: number; bytes: ByteBody };
+  | { status: number; bytes: ByteBody }
+  /** A connection taken over (GET …/attach): called with the WebSocket once the upgrade is done. */
+  | { status: 101; upgrade: (ws: WebSocket) => void };
 
 /**
  * A byte stream's content type, extra headers and writer. The response ends when `body` returns;

@@ -5,6 +5,7 @@ import * as events from "./handlers/events.ts";
 import * as jobs from "./handlers/jobs.ts";
 import * as logs from "./handlers/logs.ts";
 import * as system from "./handlers/system.ts";
+import * as tty from "./handlers/tty.ts";
 import { type Handler, Router } from "./router.ts";
 
 const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
@@ -24,6 +25,9 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   logs: logs.read,
   logStream: logs.raw,
   events: events.stream,
+  attach: tty.attach,
+  writeStdin: tty.stdin,
+  screen: tty.screen,
 };
 
 export function routes(): Router {

@@ -6,6 +6,7 @@
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
+import { WebSocketServer } from "ws";
 import { parseBody } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Sink } from "../logs/stream.ts";
@@ -88,6 +89,8 @@ interface Conn {
 export class ApiServer {
   private readonly net: Server;
   private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
+  /** WebSockets of attached terminals: frames of at most 1 MiB (lib/tty/protocol.ts) plus the header. */
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: (1 << 20) + 16 });
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
@@ -100,6 +103,7 @@ export class ApiServer {
     private readonly readPeer: ((fd: number) => Peer | null) | null,
   ) {
     this.http.on("request", (req, res) => void this.handle(req, res));
+    this.http.on("upgrade", (req, socket, head) => void this.upgrade(req, socket as Socket, head));
     this.http.on("clientError", (_err, socket) => {
       if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
       else socket.destroy();
@@ -263,7 +267,52 @@ export class ApiServer {
     throw new PlanterError("E_UNAUTHORIZED_PEER", decision.message, { hint: decision.hint, details: who });
   }
 
+  /**
+   * A request to take the connection over (a WebSocket: GET …/attach): the same checks as any
+   * request — peer, route, query — then the handler's upgrade; an error is an HTTP answer and the
+   * connection closes. The connection then has no idle timer: it lives as long as the session.
+   */
+  private async upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const conn = this.conns.get(socket);
+    if (conn?.timer) clearTimeout(conn.timer);
+    try {
+      this.authorize(conn, req);
+      const url = new URL(req.url ?? "/", "http://planterd");
+      const method = req.method ?? "GET";
+      const { route, handler, params } = this.router.match(method, url.pathname);
+      if (route.reply !== "upgrade" || (req.headers.upgrade ?? "").toLowerCase() !== "websocket")
+        throw new PlanterError("E_BAD_REQUEST", `${method} ${url.pathname} does not take a connection upgrade`);
+      const peer = conn?.peer ?? null;
+      const r: Req = {
+        method,
+        path: url.pathname,
+        params,
+        query: parseQuery(route, url.searchParams),
+        body: undefined as Req["body"],
+        raw: {},
+        signal: new AbortController().signal,
+        audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
+        peer,
+      };
+      const reply = await handler(this.ctx, r);
+      if (!("upgrade" in reply)) throw new PlanterError("E_INTERNAL", "the handler did not take the connection");
+      this.wss.handleUpgrade(req, socket, head, (ws) => reply.upgrade(ws));
+    } catch (e) {
+      const err = e instanceof PlanterError ? e : new PlanterError("E_INTERNAL", (e as Error).message);
+      const body = JSON.stringify({ error: err.toBody() });
+      hangUp(
+        socket,
+        `HTTP/1.1 ${err.status} ${err.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+  }
+
   private async send(res: ServerResponse, reply: Reply, signal: AbortSignal): Promise<void> {
+    if ("upgrade" in reply) {
+      throw new PlanterError("E_BAD_REQUEST", "this endpoint is a WebSocket: send Upgrade: websocket", {
+        status: 426,
+      });
+    }
     if ("json" in reply) {
       const text = JSON.stringify(reply.json);
       res.writeHead(reply.status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });

@@ -8,13 +8,60 @@ import type { ByteStream } from "../../api/stream.ts";
 import { copyLog, jobOutput, olderDaemon, runFrames } from "../../logs/follow.ts";
 import { readPolicyFile } from "../../sandbox/policy.ts";
 import { afterDashes, client, envPairs, rawArg, repeated, usage } from "../args.ts";
+import { attachArgs, attachJob } from "../attach.ts";
 import { examples } from "../help.ts";
 import { allowRest } from "../main.ts";
 import { onOutputGone, outcome, printable as p, print, printJson, write } from "../output.ts";
+import { windowSize } from "../rawmode.ts";
 import { pathForTarget } from "../target.ts";
 import { isTerminal } from "../tty.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitText } from "../units.ts";
 import { common } from "./common.ts";
+
+/** The job a `planter run` asks for, from its options. */
+async function jobBody(
+  args: {
+    cell?: string;
+    cwd?: string;
+    sandbox?: "disabled" | "permissive" | "enforced";
+    policy?: string;
+    "request-ref"?: string;
+    tty?: boolean;
+    interactive?: boolean;
+    detach?: boolean;
+    target?: string;
+    socket?: string;
+  } & Parameters<typeof limitsFromArgs>[0],
+  rawArgs: string[],
+  argv: string[],
+): Promise<JobCreateIn> {
+  const body: JobCreateIn = { argv };
+  const limits = limitsFromArgs(args);
+  if (limits) body.limits = limits;
+  if (args.cell) body.cell = args.cell;
+  const env = envPairs(repeated(rawArgs, "env", "e"));
+  if (env) body.env = env;
+  if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
+  if (args.sandbox || args.policy) {
+    body.sandbox = {
+      ...(args.sandbox ? { mode: args.sandbox } : {}),
+      ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+    };
+  }
+  if (args["request-ref"]) body.request_ref = args["request-ref"];
+  if (args.interactive && !args.tty)
+    throw usage(
+      "-i without -t is not supported yet: a job's stdin is a terminal (-it) or empty",
+      "planter run -it -- COMMAND",
+    );
+  if (args.tty) {
+    // The job's terminal has the caller's size (80×24 when there is no terminal to ask).
+    body.tty = windowSize(1) ?? windowSize(0) ?? { cols: 80, rows: 24 };
+    if (!args.detach && !(isTerminal(0) && isTerminal(1)))
+      throw usage("-t needs a terminal on stdin and stdout (or --detach, then planter attach)");
+  }
+  return body;
+}
 
 export const run = defineCommand({
   meta: {
@@ -33,6 +80,18 @@ export const run = defineCommand({
     },
     cwd: { type: "string", description: "working directory (default: the cell's directory)", valueHint: "DIR" },
     detach: { type: "boolean", alias: "d", description: "print the job id and return without waiting" },
+    tty: {
+      type: "boolean",
+      alias: "t",
+      description:
+        "give the job a terminal of your window's size (an interactive job: your keys reach it, Ctrl-C included; Ctrl-P Ctrl-Q detaches; planter attach JOB comes back)",
+    },
+    interactive: {
+      type: "boolean",
+      alias: "i",
+      description: "send your stdin to the job (with -t: your terminal; -i alone is not supported yet)",
+    },
+    ...attachArgs,
     ...rawArg,
     sandbox: {
       type: "enum",
@@ -58,21 +117,13 @@ export const run = defineCommand({
     if (args.json && !args.detach)
       throw usage("--json goes with --detach (the job's own output is on stdout otherwise)");
     const api = client(args);
-    const body: JobCreateIn = { argv };
-    const limits = limitsFromArgs(args);
-    if (limits) body.limits = limits;
-    if (args.cell) body.cell = args.cell;
-    const env = envPairs(repeated(rawArgs, "env", "e"));
-    if (env) body.env = env;
-    if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
-    if (args.sandbox || args.policy) {
-      body.sandbox = {
-        ...(args.sandbox ? { mode: args.sandbox } : {}),
-        ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
-      };
-    }
-    if (args["request-ref"]) body.request_ref = args["request-ref"];
+    const body = await jobBody(args, rawArgs, argv);
     if (args.detach) return printDetached(warnFallback(await api.createJob(body)), Boolean(args.json));
+    if (args.tty) {
+      const job = warnFallback(await api.createJob(body));
+      if (job.state !== "running") return ended(job);
+      return attachJob(api, job.id, { readOnly: false, detachKeys: args["detach-keys"] });
+    }
     // From before the job exists: a Ctrl-C, SIGTERM, SIGHUP or SIGQUIT with the default action
     // would end planter and leave the job running.
     const proxy = new SignalProxy(api);

@@ -102,6 +102,7 @@ const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], 
  */
 export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   const v = jobView(job);
+  if (v.tty) v.tty = { ...v.tty, clients: ctx.terminals.attached(job.id).clients };
   if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return v;
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
@@ -246,6 +247,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     backend: backend.name,
     created_at: Date.now(),
     request_ref: body.request_ref ?? null,
+    tty: body.tty ?? null,
   };
   ctx.write((ev) => {
     insertJob(ctx.db, job);
@@ -280,7 +282,8 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       at: Date.now(),
     });
   } else {
-    ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
+    // A terminal job answers once its holder runs it (or it failed to start).
+    await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
   if (attach) return attached(ctx, req, id, 201);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
