@@ -23,7 +23,7 @@ import {
   removePlaceholder,
   writePlaceholders,
 } from "../sandbox/placeholders.ts";
-import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
+import { complete, type EffectivePolicy, type Policy, resolvePolicy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
 import { type GlobalGit, readGlobalGit, snapshotAsync, TreeTooLarge } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCells } from "../state/cells.ts";
@@ -190,9 +190,16 @@ export function checkedCellDir(ctx: Context, cell: CellRow): string {
   return cell.dir;
 }
 
-/** A cell's policy (the config's default under it), with its paths resolved and checked for planted symlinks. */
-export function cellPolicy(ctx: Context, policy: Policy | undefined): EffectivePolicy {
-  return resolvePolicyPaths(complete(policy, complete(ctx.config.sandbox.policy)), writableTrees(ctx));
+/**
+ * A cell's policy (the config's default under it), with its paths resolved and checked for planted
+ * symlinks. `as`: whose rights the cell's own paths are resolved with (planterd root: the user its
+ * job runs as, who is the only one bwrap binds anything for); the config's are root's.
+ */
+export function cellPolicy(ctx: Context, policy: Policy | undefined, as: Resolver | null = null): EffectivePolicy {
+  const writable = writableTrees(ctx);
+  const defaults = complete(ctx.config.sandbox.policy);
+  if (!as || !policy) return resolvePolicyPaths(complete(policy, defaults), writable);
+  return complete(resolvePolicy(policy, writable, as), resolvePolicyPaths(defaults, writable));
 }
 
 /**

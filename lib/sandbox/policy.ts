@@ -7,7 +7,7 @@ import { normalize } from "node:path";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
-import { canonical, plantedSymlink, unsafeBind, within } from "./paths.ts";
+import { canonical, canonicalAs, plantedSymlink, type Resolver, resolveAs, unsafeBind, within } from "./paths.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -146,8 +146,15 @@ export function narrow(
  * Resolve every path to its canonical form (symlinks, `..`, trailing slashes). A read_write,
  * read_only or unix_sockets path must exist; a deny path that does not exist is dropped (there
  * is nothing to hide).
+ *
+ * `as`: the user who named the paths, when planterd (root) resolves them for someone else (a peer's
+ * policy, a peer's cell policy at each of its jobs). Every directory on the way must then be
+ * searchable by that user, and the path root goes on with is the one that user's own lookup
+ * reached: a symlink the user retargets between the check and root's lookup, or after the cell
+ * was made, never makes root resolve (and bind, or answer about) a path the user cannot reach.
+ * What is bound is then opened as exactly that path (`openChecked`).
  */
-export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): P {
+export function resolvePolicy<P extends Policy>(p: P, writable: string[] = [], as: Resolver | null = null): P {
   const must = (given: string, field: string) => {
     const path = bare(given);
     const planted = plantedSymlink(path, writable);
@@ -157,7 +164,7 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
         "a symlink a job could have planted is never followed into a bind; name its target itself if you mean it",
       );
     }
-    return canonical(path, `sandbox ${field} path`);
+    return as ? canonicalAs(path, as, `sandbox ${field} path`) : canonical(path, `sandbox ${field} path`);
   };
   const out = { ...p };
   if (p.read_write) out.read_write = p.read_write.map((x) => must(x, "read_write"));
@@ -171,6 +178,9 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
       ...new Set(
         p.deny.map((x) => {
           const b = bare(x);
+          // A deny path only hides more: one the user cannot reach is resolved as root names it.
+          const found = as ? resolveAs(b, as) : null;
+          if (found && "path" in found) return found.path;
           return existsSync(b) ? realpathSync(b) : missingPath(b, x !== b && b !== "/");
         }),
       ),
@@ -195,8 +205,12 @@ function missingPath(p: string, dir: boolean): string {
 const bare = (p: string) => p.replace(/\/+$/, "") || "/";
 
 /** `resolvePolicy` for a complete policy. */
-export function resolvePolicyPaths(p: EffectivePolicy, writable: string[] = []): EffectivePolicy {
-  return resolvePolicy(p as Policy, writable) as EffectivePolicy;
+export function resolvePolicyPaths(
+  p: EffectivePolicy,
+  writable: string[] = [],
+  as: Resolver | null = null,
+): EffectivePolicy {
+  return resolvePolicy(p as Policy, writable, as) as EffectivePolicy;
 }
 
 /**

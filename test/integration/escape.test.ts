@@ -2087,6 +2087,69 @@ for (const mode of ["root", "user"] as const) {
           expect((await asPeer(p, "GET", "/v1/cells/peer-priv")).status).toBe(404);
         });
 
+        test("a peer's cell policy path, a symlink of its own retargeted after the cell was made, never binds what the peer cannot reach", async () => {
+          const priv = scratchDir("pt-eretpriv");
+          chmodSync(priv, 0o700);
+          mkdirSync(join(priv, "data"), { mode: 0o755 });
+          writeFileSync(join(priv, "data", "secret.txt"), "peer-unreachable\n", { mode: 0o644 });
+          const mine = scratchDir("pt-eretmine");
+          mkdirSync(join(mine, "ok"), { mode: 0o755 });
+          writeFileSync(join(mine, "ok", "secret.txt"), "peer-own\n", { mode: 0o644 });
+          symlinkSync(join(mine, "ok"), join(mine, "link"));
+          giveToJobUser(mine);
+          Bun.spawnSync(["chown", "-h", `${JOB_UID}:${JOB_UID}`, join(mine, "link")]);
+          const link = join(mine, "link");
+          const c = await asPeer(p, "POST", "/v1/cells", {
+            name: "peer-retarget",
+            sandbox: { policy: { read_only: [link] } },
+          });
+          expect(c.status).toBe(201);
+          const job = async (policy?: Record<string, unknown>) => {
+            const j = await asPeer(p, "POST", "/v1/jobs", {
+              cell: "peer-retarget",
+              argv: [
+                "sh",
+                "-c",
+                `cat ${join(mine, "ok", "secret.txt")} ${join(priv, "data", "secret.txt")} 2>&1; true`,
+              ],
+              ...(policy ? { sandbox: { policy } } : {}),
+            });
+            if (j.status !== 201) return { refused: j.body.error?.message ?? "" };
+            await p.client.waitJob(j.body.id as string, 20_000);
+            return { out: await text(p, j.body.id as string, "stdout") };
+          };
+          // While the link points at the peer's own dir, the cell binds that.
+          const before = await job();
+          expect("out" in before && before.out).toContain("peer-own\n");
+          // The peer points its link into root's 0700 dir (as the peer, in its own dir). Each job
+          // resolves the cell's paths again, with the rights of the user it runs as: refused with one
+          // answer whether the target exists or not (root's own lookup told them apart: "does not
+          // exist", or a job failed by bwrap's "Permission denied").
+          const retarget = (to: string) =>
+            expect(
+              Bun.spawnSync([
+                "setpriv",
+                `--reuid=${JOB_UID}`,
+                `--regid=${JOB_UID}`,
+                "--clear-groups",
+                "ln",
+                "-sfn",
+                to,
+                link,
+              ]).exitCode,
+            ).toBe(0);
+          const unreachable = `sandbox read_only path ${link} is not a path you can reach (uid ${JOB_UID})`;
+          for (const to of [join(priv, "data"), join(priv, "missing")]) {
+            retarget(to);
+            const after = await job();
+            expect(after).toEqual({ refused: expect.stringContaining(unreachable) });
+            // The same through a job's own policy naming the link.
+            expect(await job({ read_only: [link] })).toEqual({ refused: expect.stringContaining(unreachable) });
+          }
+          retarget(join(mine, "ok"));
+          expect(await job()).toEqual({ out: expect.stringContaining("peer-own\n") });
+        });
+
         test("HOLE: a peer's cell policy env.pass hands it planterd's (root's) own environment", async () => {
           // Root may pass the daemon's variables to its own jobs.
           const own = await mkCell(p, { policy: { env: { pass: ["ESCAPE_DAEMON_SECRET"] } } });

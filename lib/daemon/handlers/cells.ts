@@ -4,7 +4,7 @@ import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
 import { conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
-import { plantedSymlink } from "../../sandbox/paths.ts";
+import { canonicalAs, plantedSymlink } from "../../sandbox/paths.ts";
 import { unsafePolicy } from "../../sandbox/policy.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
@@ -107,7 +107,7 @@ export function create(ctx: Context, req: Req): Reply {
   }
   if (body.sandbox?.policy) {
     // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
-    const why = unsafePolicy(cellPolicy(ctx, body.sandbox.policy), protectedPaths(ctx));
+    const why = unsafePolicy(cellPolicy(ctx, body.sandbox.policy, peerUser), protectedPaths(ctx));
     if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   }
   if (getCell(ctx.db, body.name)) {
@@ -131,7 +131,8 @@ export function create(ctx: Context, req: Req): Reply {
       });
     }
     // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
-    dir = realpathSync(body.dir);
+    // A peer's dir as the peer reaches it (a symlink swapped since its check changes nothing).
+    dir = peerUser ? canonicalAs(body.dir, peerUser, "cell dir") : realpathSync(body.dir);
     // A user's cell is a directory of their own: root's review acts on it after every job.
     if (peerUser && statSync(dir).uid !== peerUser.uid) {
       throw new PlanterError(

@@ -19,7 +19,7 @@ import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
-import { canonical } from "../../sandbox/paths.ts";
+import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
   complete,
   type EffectivePolicy,
@@ -108,9 +108,10 @@ export function effectivePolicy(
   cell: CellRow,
   job: Policy | undefined,
   visible: (path: string) => boolean = () => true,
+  as: Resolver | null = null,
 ): EffectivePolicy {
-  const base = cellPolicy(ctx, cell.sandbox.policy);
-  const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write]) : undefined;
+  const base = cellPolicy(ctx, cell.sandbox.policy, as);
+  const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write], as) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
@@ -226,14 +227,20 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
   const visible = (p: string) => {
     if (!sandboxed) return true;
     if (!cellView) {
-      const cp = cellPolicy(ctx, cell.sandbox.policy);
+      const cp = cellPolicy(ctx, cell.sandbox.policy, identity);
       cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
     }
     return visibleIn(cellView, p, backend.name === "bwrap");
   };
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible);
+  // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
+  // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible, identity);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
-  const cwd = body.cwd ? canonical(body.cwd, "cwd") : where.cellDir;
+  const cwd = body.cwd
+    ? identity
+      ? canonicalAs(body.cwd, identity, "cwd")
+      : canonical(body.cwd, "cwd")
+    : where.cellDir;
   // The cell dir itself is always shown; another cwd must be.
   if (
     body.cwd &&
