@@ -3,7 +3,7 @@
  * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
  * snapshot the review compares against after the job.
  */
-import { chownSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { homedir, userInfo } from "node:os";
 import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
@@ -60,15 +60,39 @@ export function writableTrees(ctx: Context): string[] {
   return [...listCells(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
 }
 
-/** Real home directories on this host (passwd entries with a home that is not a system dir). */
+/**
+ * A home as the sandbox and the path checks see it: canonical. A home named through a symlink
+ * (`HOME=/home/alice` with `/home → /var/home` on Fedora Atomic and other ostree hosts, a home moved
+ * to another disk) would otherwise be hidden and searched for credentials at a path that is a
+ * symlink, while the job reads the real directory through the read-only root.
+ */
+export function canonicalHome(h: string): string {
+  try {
+    return realpathSync(h);
+  } catch {
+    return h;
+  }
+}
+
+/** Whether a (canonical) home is a real user's home, not `/` or a system dir. */
+const isHome = (h: string) => h.startsWith("/") && h !== "/" && !isSystemDir(h);
+
+/** Real home directories on this host (passwd entries with a home that is not a system dir), canonical. */
 export function realHomes(): string[] {
   const text = read("/etc/passwd");
   const homes = new Set<string>();
-  for (const e of parsePasswd(text))
-    if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);
-  homes.add(homedir());
+  for (const e of parsePasswd(text)) {
+    if (!isHome(e.home)) continue;
+    const h = canonicalHome(e.home);
+    if (isHome(h)) homes.add(h);
+  }
+  const own = canonicalHome(homedir());
+  if (isHome(own)) homes.add(own);
   return [...homes];
 }
+
+/** The homes' roots every job has hidden, canonical where they are symlinks (`/home → /var/home`). */
+const HOME_ROOTS = ["/home", "/root", "/Users"];
 
 /** The identity a job of `peer` in `cell` runs as; null in user mode (the daemon's own). */
 export function identityFor(ctx: Context, peer: Peer | null, cell: CellRow): Identity | null {
@@ -291,7 +315,11 @@ export function launchContext(
       }
     }
   }
-  const own = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/" && !isSystemDir(h));
+  const own = [identity?.home, homedir()]
+    .filter((h): h is string => !!h && isHome(h))
+    .map(canonicalHome)
+    .filter(isHome);
+  const roots = HOME_ROOTS.map(canonicalHome).filter((h, i) => h !== HOME_ROOTS[i] && isHome(h));
   const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
   const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));
   const otherCells = listCells(ctx.db)
@@ -302,7 +330,7 @@ export function launchContext(
     cellDir,
     home,
     protect: protectedPaths(ctx),
-    hiddenHomes: [...new Set(own)],
+    hiddenHomes: [...new Set([...roots, ...own])],
     credentialHomes: [...new Set([...own, ...exposed])],
     otherCells,
     tmpBytes: limits.max_rss_bytes ?? ctx.config.sandbox.tmp_bytes ?? DEFAULT_TMP_BYTES,

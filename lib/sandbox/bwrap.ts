@@ -4,8 +4,9 @@ import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
 import { dropArgv } from "./identity.ts";
+import { hardLinked } from "./policy.ts";
 import { seccompProgram } from "./seccomp.ts";
-import { fsKind, guardedEntries, type Lstat, sandboxView } from "./view.ts";
+import { fsKind, guardedEntries, type Lstat, type Mount, sandboxView } from "./view.ts";
 
 /** Size of /dev/shm in every sandbox: POSIX shared memory for the job, not a second /tmp. */
 export const SHM_BYTES = 64 * 1024 * 1024;
@@ -27,7 +28,7 @@ export function bwrapPlan(
   bwrap = "bwrap",
   kind: Lstat = fsKind,
   extras: BwrapExtras = {},
-): { argv: string[]; inputs: PlanInput[]; guard: [string, string][] } {
+): { argv: string[]; inputs: PlanInput[]; guard: [string, string][]; view: Mount[] } {
   const p = req.policy;
   const inputs: PlanInput[] = [];
   const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
@@ -65,7 +66,29 @@ export function bwrapPlan(
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
-  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view) };
+  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view), view };
+}
+
+/** Entries of one credential dir the hard-link check reads (a browser profile holds tens of thousands). */
+const CREDENTIAL_WALK_LIMIT = 2000;
+
+/**
+ * A covered credential the job could still open by another name: a file (or a file in a credential
+ * dir, up to CREDENTIAL_WALK_LIMIT entries) with other hard links. Checked only where a policy shows
+ * a home (a cover exists); a link elsewhere in the shown tree would bypass the cover.
+ */
+export function linkedCredential(view: Mount[]): { path: string; why: string } | null {
+  for (const m of view) {
+    if (m.op !== "hide" || m.why !== "credential") continue;
+    let why: string | null;
+    try {
+      why = hardLinked(m.path, CREDENTIAL_WALK_LIMIT, "pass");
+    } catch {
+      why = null;
+    }
+    if (why) return { path: m.path, why };
+  }
+  return null;
 }
 
 /** util-linux's prlimit, run inside the sandbox (the host's /usr is visible read-only there). */
@@ -196,6 +219,12 @@ export class BwrapBackend implements Backend {
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
     const seccomp = seccompProgram({ allowUnixSockets: req.policy.unix_sockets.length > 0 });
     const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
+    const linked = linkedCredential(plan.view);
+    if (linked) {
+      throw new PlanterError("E_SANDBOX_UNAVAILABLE", `credential ${linked.path} cannot be hidden: ${linked.why}`, {
+        hint: `the job's policy shows the home it lies in; remove the other link (find / -xdev -samefile ${linked.path}), or name the credential in the policy's read_only if the job may read it`,
+      });
+    }
     // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
     return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true, guard: plan.guard };
   }

@@ -253,7 +253,11 @@ const DENY_WALK_LIMIT = 20_000;
  * denied dir) with other hard links, which a job could open where they are. A dir too large to
  * check is refused rather than trusted.
  */
-export function hardLinked(path: string): string | null {
+export function hardLinked(
+  path: string,
+  limit = DENY_WALK_LIMIT,
+  tooMany: "refuse" | "pass" = "refuse",
+): string | null {
   const st = lstatSync(path);
   if (st.isFile())
     return st.nlink > 1 ? `it has ${st.nlink - 1} other hard link(s), through which a job could still read it` : null;
@@ -269,8 +273,10 @@ export function hardLinked(path: string): string | null {
       continue;
     }
     for (const e of entries) {
-      if (++seen > DENY_WALK_LIMIT)
-        return `it holds more than ${DENY_WALK_LIMIT} entries, too many to check for hard links; deny smaller paths`;
+      if (++seen > limit) {
+        if (tooMany === "pass") return null;
+        return `it holds more than ${limit} entries, too many to check for hard links; deny smaller paths`;
+      }
       const full = `${dir}/${e.name}`;
       if (e.isDirectory()) stack.push(full);
       else if (e.isFile() && lstatSync(full).nlink > 1) {

@@ -5,7 +5,7 @@
  * bind re-exposes part of a hidden tree (a cell dir inside a hidden home, a `read_write`
  * carve-out inside a `deny` path) and a deeper hide covers part of a bind.
  */
-import { lstatSync } from "node:fs";
+import { lstatSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
 import type { PlanRequest } from "./backend.ts";
 import { credentialPaths } from "./credentials.ts";
@@ -27,6 +27,15 @@ export const fsKind: Lstat = (p) => {
     return null;
   }
 };
+
+/** A path's canonical form, or the path itself when it cannot be resolved (missing, a loop). */
+function realPath(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
 
 /** Shell rc files that stay read-only in any real home a job can see. */
 export const RC_FILES = [
@@ -114,11 +123,15 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
       extra.push({ op: "bind", path: x, write: false, why: "protected" });
   }
   // Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
+  // Covered where they really are: a credential that is a symlink (a dotfile manager's `~/.npmrc →
+  // dotfiles/npmrc`, a home-manager link into /nix/store) or lies below one (`~/.config → …`) is
+  // hidden at its target, which the job could otherwise read by that name.
   const named = [...p.read_write, ...p.read_only];
   for (const h of req.credentialHomes) {
     for (const c of credentialPaths(h)) {
-      if (named.includes(c) || !visibleIn(sorted, c)) continue;
-      extra.push(...hide(c, "credential"));
+      const real = realPath(c);
+      if (named.includes(c) || named.includes(real) || !visibleIn(sorted, real)) continue;
+      extra.push(...hide(real, "credential"));
     }
   }
   // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which

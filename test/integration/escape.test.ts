@@ -20,6 +20,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -217,27 +218,36 @@ function writeTree(root: string, files: Record<string, string>, mode = 0o644): v
 }
 
 /** A scratch dir in the host's /tmp that the job user can pass through. */
-function scratchDir(prefix: string): string {
-  const d = mkdtempSync(`/tmp/${prefix}-`);
+function scratchDir(prefix: string, base = "/tmp"): string {
+  const d = mkdtempSync(`${base}/${prefix}-`);
   chmodSync(d, 0o755);
   cleanups.push(() => rmSync(d, { recursive: true, force: true }));
   return d;
 }
 
 /** The fake home planterd runs with: credentials, an rc file and an ordinary file. */
-function fakeHome(): string {
-  const h = scratchDir("pt-eh");
+function fakeHome(base = "/tmp"): string {
+  const h = scratchDir("pt-eh", base);
   const files: Record<string, string> = { "notes.txt": "ordinary-home-file\n", ".bashrc": "# rc\n" };
   for (const c of [...LISTED, ...UNLISTED]) files[c] = `credential:${c}\n`;
   writeTree(h, files);
   return h;
 }
 
-async function startPlanterd(mode: Mode): Promise<Planterd> {
-  const home = fakeHome();
+/**
+ * planterd in `mode`. `homeVia`: its HOME is a symlink to the fake home, both in /var/tmp (a job
+ * sees /var/tmp; /home → /var/home on Fedora Atomic and other ostree hosts is the same layout).
+ */
+async function startPlanterd(mode: Mode, o: { homeVia?: "symlink" } = {}): Promise<Planterd> {
+  const home = fakeHome(o.homeVia ? "/var/tmp" : "/tmp");
+  let homeEnv = home;
+  if (o.homeVia) {
+    homeEnv = join(scratchDir("pt-ehl", "/var/tmp"), "home");
+    symlinkSync(home, homeEnv);
+  }
   const scratch = scratchDir("pt-es");
   if (mode === "root") {
-    const d = await startDaemon({ config: CONFIG, env: { HOME: home, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
+    const d = await startDaemon({ config: CONFIG, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
     // Peers other than root (nobody, allowed by the config) may reach the socket.
     chmodSync(join(d.home, "run"), 0o755);
     chmodSync(d.socket, 0o666);
@@ -273,7 +283,7 @@ async function startPlanterd(mode: Mode): Promise<Planterd> {
       "daemon",
     ],
     {
-      env: baseEnv(planterHome, { HOME: home, ESCAPE_DAEMON_SECRET: DAEMON_SECRET }),
+      env: baseEnv(planterHome, { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET }),
       cwd: "/",
       stdin: "ignore",
       stdout: "ignore",
@@ -1584,6 +1594,59 @@ for (const mode of ["root", "user"] as const) {
         expect(r.out).toBe("ordinary-home-file\n# rc\ndone\n");
       });
 
+      test("read_only: [home] hides credentials that are symlinks (file, dir) or lie below one, at their targets", async () => {
+        const h = p.fakeHome;
+        const dot = join(h, "dotfiles");
+        // A dotfile manager's layout: the credentials live in dotfiles/, the home holds links.
+        mkdirSync(join(dot, "config"), { recursive: true, mode: 0o755 });
+        renameSync(join(h, ".npmrc"), join(dot, "npmrc"));
+        symlinkSync("dotfiles/npmrc", join(h, ".npmrc"));
+        renameSync(join(h, ".ssh"), join(dot, "ssh"));
+        symlinkSync(`${dot}/ssh`, join(h, ".ssh"));
+        renameSync(join(h, ".config"), join(dot, "config", "c"));
+        symlinkSync("dotfiles/config/c", join(h, ".config"));
+        giveToJobUser(h);
+        try {
+          const { name } = await mkCell(p, { policy: { read_only: [h] } });
+          const names = [".npmrc", "dotfiles/npmrc", ".ssh/id_ed25519", "dotfiles/ssh/id_ed25519"];
+          names.push(".config/gh/hosts.yml", "dotfiles/config/c/gh/hosts.yml");
+          const r = await run(p, `for f in ${names.join(" ")}; do cat ${h}/$f 2>/dev/null; done; cat ${h}/notes.txt`, {
+            cell: name,
+          });
+          expect([r.job.exit_code, r.out]).toEqual([0, "ordinary-home-file\n"]);
+        } finally {
+          for (const [link, real] of [
+            [".npmrc", "dotfiles/npmrc"],
+            [".ssh", "dotfiles/ssh"],
+            [".config", "dotfiles/config/c"],
+          ] as const) {
+            rmSync(join(h, link));
+            renameSync(join(h, real), join(h, link));
+          }
+          rmSync(dot, { recursive: true });
+        }
+      });
+
+      test("read_only: [home] with a listed credential hard-linked elsewhere in the home: the job fails, never shows it", async () => {
+        const h = p.fakeHome;
+        const { name } = await mkCell(p, { policy: { read_only: [h] } });
+        for (const [cred, other] of [
+          [".git-credentials", "backup-git-credentials"],
+          [".aws/credentials", "aws-credentials.bak"],
+        ] as const) {
+          linkSync(join(h, cred), join(h, other));
+          try {
+            // The job fails before it starts (sandbox_error, with the reason), never runs with the link.
+            const r = await run(p, `cat ${h}/${other}; echo ran`, { cell: name });
+            expect([r.job.state, r.job.reason, r.out]).toEqual(["failed", "sandbox_error", ""]);
+            expect(r.job.message).toContain(`credential ${join(h, cred.split("/")[0] as string)} cannot be hidden`);
+          } finally {
+            rmSync(join(h, other));
+          }
+        }
+        expect((await run(p, `cat ${h}/notes.txt`, { cell: name })).out).toBe("ordinary-home-file\n");
+      });
+
       test("a credential named one by one is passed, the others stay hidden", async () => {
         const h = p.fakeHome;
         const { name } = await mkCell(p, { policy: { read_only: [h, join(h, ".npmrc"), join(h, ".ssh")] } });
@@ -2448,6 +2511,42 @@ for (const mode of ["root", "user"] as const) {
         );
         expect([r.job.exit_code, r.out]).toEqual([0, "first\n"]);
       });
+    });
+  });
+}
+
+// ------------------------------------------------------------------ a home reached through a symlink
+
+for (const mode of ["root", "user"] as const) {
+  describe(`planterd as ${mode}, its HOME a symlink to the real home`, () => {
+    let p: Planterd;
+    let link = "";
+    beforeAll(async () => {
+      p = await startPlanterd(mode, { homeVia: "symlink" });
+      link = readdirSync("/var/tmp")
+        .filter((n) => n.startsWith("pt-ehl-"))
+        .map((n) => join("/var/tmp", n, "home"))
+        .find((l) => existsSync(l) && realpathSync(l) === p.fakeHome) as string;
+    });
+    afterAll(async () => {
+      await p?.stop();
+    });
+
+    const readAll = (h: string) => ["notes.txt", ...LISTED].map((f) => `cat ${join(h, f)} 2>/dev/null;`).join(" ");
+
+    test("the real home stays hidden by both names, and jobs run", async () => {
+      expect(link).toBeTruthy();
+      expect(readFileSync(join(link, "notes.txt"), "utf8")).toBe("ordinary-home-file\n");
+      const r = await run(p, `${readAll(p.fakeHome)} ${readAll(link)} ls -A ${p.fakeHome} 2>/dev/null; echo done`);
+      expect([r.job.exit_code, r.out, r.err]).toEqual([0, "done\n", ""]);
+    });
+
+    test("read_only: [home] by its symlink or its real path shows the home but none of the listed credentials", async () => {
+      for (const named of [link, p.fakeHome]) {
+        const c = await mkCell(p, { policy: { read_only: [named] } });
+        const r = await run(p, `${readAll(p.fakeHome)} echo done`, { cell: c.name });
+        expect([r.job.exit_code, r.out]).toEqual([0, "ordinary-home-file\ndone\n"]);
+      }
     });
   });
 }
