@@ -1884,6 +1884,35 @@ for (const mode of ["root", "user"] as const) {
         ]);
       });
 
+      test("a job planting hundreds of tool configs: every one set aside, its record and events list 100 and count the rest", async () => {
+        const { name, dir } = await mkCell(p);
+        const n = 250;
+        const r = await run(
+          p,
+          `i=0; while [ $i -lt ${n} ]; do mkdir d$i && echo 'echo pwn' > d$i/.envrc; i=$((i+1)); done`,
+          {
+            cell: name,
+          },
+        );
+        expect(r.job.exit_code).toBe(0);
+        // Nothing of it is left where the host's direnv would load it.
+        const left = readdirSync(dir).filter((d) => existsSync(join(dir, d, ".envrc")));
+        expect(left).toEqual([]);
+        const w = r.job.workspace;
+        expect(w.length).toBe(100);
+        expect(w.slice(0, 99).every((f) => f.kind === "tool-config" && f.saved_as.includes(r.job.id))).toBe(true);
+        expect(w[99]).toEqual({
+          path: dir,
+          kind: "more-set-aside",
+          detail: expect.stringContaining(`${n - 99} more entries the job added or changed were set aside`),
+          saved_as: "",
+          restored: false,
+        });
+        const evs: { kind: string; subject: string }[] = [];
+        for await (const e of p.client.events({})) if (e.subject === `job/${r.job.id}`) evs.push(e);
+        expect(evs.filter((e) => e.kind === "job.workspace_set_aside").length).toBe(100);
+      });
+
       test("HOLE: when the cell's parent is swapped for a symlink during the job, the review writes the cell's files into another tree", async () => {
         // The cell's owner (nobody) owns the cell dir's parent; the victim tree belongs to root.
         const parent = scratchDir("pt-eown");
