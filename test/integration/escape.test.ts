@@ -755,6 +755,19 @@ for (const mode of ["root", "user"] as const) {
         expect(r.out).not.toContain(`@${abstractName} connected`);
       });
 
+      test("AF_VSOCK (the hypervisor's and other VMs' sockets, in no network namespace) and other families: refused with network none and host, with or without unix_sockets; inet and netlink work", async () => {
+        // family → socket() result; AF_VSOCK 40, AF_BLUETOOTH 31, AF_ALG 38, AF_RDS 21, AF_TIPC 30, AF_KCM 41, 63, 64.
+        const probe = `for my $f (40, 31, 38, 21, 30, 41, 63, 64, 2, 10, 16) { my $ok = socket(my $s, $f, 1, 0) || socket($s, $f, 5, 0) || socket($s, $f, 2, 0) || socket($s, $f, 3, 0); print "$f ", ($ok ? "ok" : ($!{EPERM} ? "EPERM" : "other")), "\\n" }`;
+        const want =
+          "40 EPERM\n31 EPERM\n38 EPERM\n21 EPERM\n30 EPERM\n41 EPERM\n63 EPERM\n64 EPERM\n2 ok\n10 ok\n16 ok\n";
+        const { dir, name } = await mkCell(p, { files: { "f.pl": probe } });
+        expect((await run(p, "", { cell: name, argv: ["perl", join(dir, "f.pl")] })).out).toBe(want);
+        const host = await mkCell(p, { files: { "f.pl": probe }, policy: { network: "host" } });
+        expect((await run(p, "", { cell: host.name, argv: ["perl", join(host.dir, "f.pl")] })).out).toBe(want);
+        const unix = await mkCell(p, { files: { "f.pl": probe }, policy: { unix_sockets: [agentSock] } });
+        expect((await run(p, "", { cell: unix.name, argv: ["perl", join(unix.dir, "f.pl")] })).out).toBe(want);
+      });
+
       test("datagram sockets (a /dev/log-style receiver in the cell): refused; stream pairs still work", async () => {
         const a = await mkCell(p, { files: { "d.pl": PROBE_DGRAM } });
         const logSock = join(a.dir, "log.sock");
