@@ -31,7 +31,7 @@ import {
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
-import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
+import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
   cellPolicy,
@@ -323,6 +323,9 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
 
 const StateParam = v.picklist(JOB_STATES);
 
+/** Most bytes of jobs in one page of GET /v1/jobs (the client follows `next_after`). */
+export const PAGE_BYTES = 4 * 1024 * 1024;
+
 export function list(ctx: Context, req: Req): Reply {
   allowQuery(req.query, ["cell", "state", "limit", "after", "order"]);
   const cell = req.query.get("cell") || undefined;
@@ -342,18 +345,31 @@ export function list(ctx: Context, req: Req): Reply {
     if (!after) throw badRequest(`after=${afterId} names no job`, "pass the next_after value of the previous page");
     afterSeq = after.seq;
   }
-  const rows = listJobs(ctx.db, {
+  const rows = iterJobs(ctx.db, {
     cell,
     state: stateRaw as JobState | undefined,
     limit: limit + 1,
     afterSeq,
     newest: order === "newest",
   });
-  const page = rows.slice(0, limit);
-  return ok({
-    jobs: page.map((j) => viewFor(ctx, req.peer, j)),
-    next_after: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null,
-  });
+  // A page ends at `limit` jobs or at PAGE_BYTES of them, whichever comes first (at least one job),
+  // and rows are read only as far: a job's argv, env and findings may each be large, and 1000 jobs
+  // of a 1 MiB argv made one answer of 1 GB, built in planterd's memory for whoever listed them.
+  const jobs: Job[] = [];
+  let bytes = 0;
+  let more = false;
+  for (const j of rows) {
+    const view = viewFor(ctx, req.peer, j);
+    const size = JSON.stringify(view).length;
+    if (jobs.length === limit || (jobs.length && bytes + size > PAGE_BYTES)) {
+      more = true;
+      break;
+    }
+    jobs.push(view);
+    bytes += size;
+  }
+  rows.return(undefined);
+  return ok({ jobs, next_after: more ? (jobs[jobs.length - 1]?.id ?? null) : null });
 }
 
 export function show(ctx: Context, req: Req): Reply {
