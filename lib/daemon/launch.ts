@@ -26,7 +26,7 @@ import {
 import { complete, type EffectivePolicy, type Policy, resolvePolicy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
 import { type GlobalGit, readGlobalGit, snapshotAsync, TreeTooLarge } from "../sandbox/workspace.ts";
-import { type CellRow, getCell, listCells } from "../state/cells.ts";
+import { type CellRow, getCell, listCellDirs } from "../state/cells.ts";
 import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
@@ -57,7 +57,7 @@ export function protectedPaths(ctx: Context): string[] {
 
 /** Trees jobs can write: every cell's dir and home (a symlink found there may be a job's). */
 export function writableTrees(ctx: Context): string[] {
-  return [...listCells(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
+  return [...listCellDirs(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
 }
 
 /**
@@ -191,7 +191,7 @@ export function cellPathProblem(ctx: Context, dir: string): string | null {
 export function cellDirProblem(ctx: Context, dir: string): string | null {
   const why = cellPathProblem(ctx, dir);
   if (why) return why;
-  const other = listCells(ctx.db).find((c) => !c.managed && overlaps(c.dir, dir));
+  const other = listCellDirs(ctx.db).find((c) => !c.managed && overlaps(c.dir, dir));
   return other ? `it overlaps another cell's dir (${other.dir})` : null;
 }
 
@@ -322,7 +322,7 @@ export function launchContext(
   const roots = HOME_ROOTS.map(canonicalHome).filter((h, i) => h !== HOME_ROOTS[i] && isHome(h));
   const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
   const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));
-  const otherCells = listCells(ctx.db)
+  const otherCells = listCellDirs(ctx.db)
     .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
     .map((c) => c.dir)
     .filter((d) => !within(cellDir, d));

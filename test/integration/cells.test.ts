@@ -100,3 +100,18 @@ test("request_ref makes cell creation replay-safe", async () => {
   expect(b).toEqual(a);
   expect(await code(d.client.createCell({ name: "other", request_ref: "r1" }))).toBe("E_IDEMPOTENCY_CONFLICT");
 });
+
+test("a cell's env, limits and policy are kept small (64 KiB): a larger one is refused, nothing made", async () => {
+  const env: Record<string, string> = {};
+  for (let i = 0; i < 10; i++) env[`V${i}`] = "x".repeat(7000);
+  const e = (await d.client.createCell({ name: "fat", env }).catch((x) => x)) as PlanterError;
+  expect([e.code, e.message]).toEqual([
+    "E_BAD_REQUEST",
+    expect.stringMatching(/^cell fat's env, limits and sandbox policy take \d+ bytes; a cell keeps at most 65536$/),
+  ]);
+  expect(e.hint).toContain("--env");
+  expect(await code(d.client.getCell("fat"))).toBe("E_NOT_FOUND");
+  // Just under the limit is fine.
+  const ok = await d.client.createCell({ name: "lean", env: { V: "x".repeat(60_000) } });
+  expect(ok.env.V?.length).toBe(60_000);
+});

@@ -2,7 +2,7 @@
 import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
-import { conflict, notFound, PlanterError } from "../../api/errors.ts";
+import { badRequest, conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
 import { canonicalAs, plantedSymlink } from "../../sandbox/paths.ts";
 import { unsafePolicy } from "../../sandbox/policy.ts";
@@ -83,6 +83,9 @@ export function ensureCell(ctx: Context, name: string, peer: Peer | null = null)
   return getCell(ctx.db, name) as CellRow;
 }
 
+/** Most bytes of a cell's env, limits and policy (as JSON). */
+export const CELL_BYTES = 64 * 1024;
+
 export function create(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
   const body = parseBody(CellCreate, req.body, "cell");
@@ -96,6 +99,14 @@ export function create(ctx: Context, req: Req): Reply {
     }
   }
   checkPeerPaths(req.peer, { dir: body.dir, policy: body.sandbox?.policy });
+  // A cell is read by every `cell ls` and kept for ever: its env, limits and policy stay small.
+  const size = JSON.stringify({ env: body.env, limits: body.limits, sandbox: body.sandbox }).length;
+  if (size > CELL_BYTES) {
+    throw badRequest(
+      `cell ${body.name}'s env, limits and sandbox policy take ${size} bytes; a cell keeps at most ${CELL_BYTES}`,
+      "pass large values to jobs (--env) or through files in the cell dir",
+    );
+  }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
   const peerUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
   if (peerUser && body.sandbox?.policy?.env?.pass?.length) {
