@@ -1,9 +1,10 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
-import { dropArgv } from "./identity.ts";
+import { dropArgv, type Identity } from "./identity.ts";
+import { permsOf } from "./paths.ts";
 import { hardLinked } from "./policy.ts";
 import { seccompProgram } from "./seccomp.ts";
 import { fsKind, guardedEntries, type Lstat, type Mount, sandboxView } from "./view.ts";
@@ -67,6 +68,81 @@ export function bwrapPlan(
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
   return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view), view };
+}
+
+/**
+ * Where the host keeps Unix sockets of its daemons: the runtime dirs (systemd, D-Bus, Docker,
+ * containerd, Podman, libvirt, snapd, every user's XDG_RUNTIME_DIR under /run/user) and LXD's and
+ * Incus's sockets, which give root. A job whose policy lists unix_sockets has AF_UNIX at all: every
+ * socket found here that it could connect to is covered, but the listed ones. A socket elsewhere in
+ * the read-only view (or in the cell dir) stays reachable (README).
+ */
+export const SOCKET_ROOTS = ["/run", "/var/run", "/var/lib/lxd", "/var/snap/lxd/common/lxd", "/var/lib/incus"];
+
+/** Entries the socket walk reads before it refuses the job (a /run holds tens to hundreds). */
+const SOCKET_WALK_LIMIT = 20_000;
+
+/**
+ * The Unix socket files under SOCKET_ROOTS that `identity` (null: this process's user) could connect
+ * to: every directory on the way searchable by it, the socket writable by it. Symlinks are never
+ * followed (a root that is one, like /var/run → /run, is walked where it points).
+ */
+export function hostSockets(identity: Identity | null, roots: readonly string[] = SOCKET_ROOTS): string[] {
+  const who = identity ?? {
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    groups: process.getgroups?.() ?? [],
+  };
+  const found: string[] = [];
+  const seen = new Set<string>();
+  let entries = 0;
+  const stack: string[] = [];
+  for (const r of roots) {
+    try {
+      const real = realpathSync(r);
+      if (!seen.has(real)) {
+        seen.add(real);
+        stack.push(real);
+      }
+    } catch {
+      // not on this host
+    }
+  }
+  while (stack.length) {
+    const dir = stack.pop() as string;
+    let st: ReturnType<typeof lstatSync>;
+    try {
+      st = lstatSync(dir);
+    } catch {
+      continue;
+    }
+    if (!st.isDirectory() || !(permsOf(st, who) & 1)) continue;
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      if (++entries > SOCKET_WALK_LIMIT) {
+        throw new PlanterError(
+          "E_SANDBOX_UNAVAILABLE",
+          `more than ${SOCKET_WALK_LIMIT} entries under ${roots.join(", ")}: planter cannot find the host's Unix sockets to hide them from a job whose policy lists unix_sockets`,
+          { hint: "run the job without unix_sockets" },
+        );
+      }
+      const path = `${dir === "/" ? "" : dir}/${name}`;
+      let e: ReturnType<typeof lstatSync>;
+      try {
+        e = lstatSync(path);
+      } catch {
+        continue;
+      }
+      if (e.isDirectory()) stack.push(path);
+      else if (e.isSocket() && permsOf(e, who) & 2) found.push(path);
+    }
+  }
+  return found.sort();
 }
 
 /** Entries of one credential dir the hard-link check reads (a browser profile holds tens of thousands). */
@@ -217,7 +293,9 @@ export class BwrapBackend implements Backend {
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
-    const seccomp = seccompProgram({ allowUnixSockets: req.policy.unix_sockets.length > 0 });
+    const allowUnix = req.policy.unix_sockets.length > 0;
+    const seccomp = seccompProgram({ allowUnixSockets: allowUnix });
+    if (allowUnix) req = { ...req, hostSockets: hostSockets(req.identity) };
     const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
     const linked = linkedCredential(plan.view);
     if (linked) {

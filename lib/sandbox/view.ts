@@ -134,6 +134,12 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
       extra.push(...hide(real, "credential"));
     }
   }
+  // With AF_UNIX on (a policy lists unix_sockets), every other socket the job could reach is
+  // covered: a socket file under /dev/null refuses connections.
+  for (const x of req.hostSockets ?? []) {
+    if (!p.unix_sockets.includes(x) && visibleIn(sorted, x))
+      extra.push({ op: "hide", path: x, kind: "file", why: "unix socket" });
+  }
   // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
   // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
   // A deny path that is missing is held by its placeholder (the first missing component, made

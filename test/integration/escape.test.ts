@@ -684,14 +684,25 @@ for (const mode of ["root", "user"] as const) {
         expect(s.out).toBe(`${hostTmpSock} connect: No such file or directory\n${agentSock} connected: agent\n`);
       });
 
-      test("a listener in a host runtime dir (/run): refused unless the policy lists a socket (then coarse, as documented)", async () => {
+      test("a listener in a host runtime dir (/run, also as /var/run): refused, and with unix_sockets listing another socket still unreachable", async () => {
         const a = await mkCell(p, { files: { "u.pl": PROBE_UNIX } });
         const r = await run(p, "", { cell: a.name, argv: ["perl", join(a.dir, "u.pl"), runSock] });
         expect(r.out).toBe(`${runSock} socket: Operation not permitted\n`);
-        // README "unix_sockets is coarse on Linux": listing one socket reaches every socket the view shows.
+        // With AF_UNIX on for the listed socket, every other socket under /run is covered (D-Bus,
+        // Docker, systemd, a user's runtime dir): the listed one answers, the others refuse.
+        const viaVarRun = runSock.replace(/^\/run\//, "/var/run/");
         const b = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [agentSock] } });
-        const s = await run(p, "", { cell: b.name, argv: ["perl", join(b.dir, "u.pl"), runSock] });
-        expect(s.out).toBe(`${runSock} connected: runtime-dir\n`);
+        const s = await run(p, "", {
+          cell: b.name,
+          argv: ["perl", join(b.dir, "u.pl"), runSock, viaVarRun, agentSock],
+        });
+        expect(s.out).toBe(
+          `${runSock} connect: Connection refused\n${viaVarRun} connect: Connection refused\n${agentSock} connected: agent\n`,
+        );
+        // Listing the /run socket itself passes it.
+        const c = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [runSock] } });
+        const t = await run(p, "", { cell: c.name, argv: ["perl", join(c.dir, "u.pl"), runSock] });
+        expect(t.out).toBe(`${runSock} connected: runtime-dir\n`);
       });
 
       test("a host process listening on a socket file inside the cell is refused to the job", async () => {
