@@ -95,6 +95,52 @@ export const CREDENTIAL_PATHS: readonly string[] = [
   ".lesshst",
   ".local/share/fish/fish_history",
   ".config/planter",
+  // container and cluster clients: TLS keys and tokens for remote daemons and clusters
+  ".docker/key.pem",
+  ".docker/contexts",
+  ".docker/certs.d",
+  ".config/containers/auth.json",
+  ".minikube",
+  ".talos",
+  ".config/helm/repositories.yaml",
+  ".config/openstack",
+  ".config/linode-cli",
+  ".android/adbkey",
+  // package registries and build tools
+  ".config/pip/pip.conf",
+  ".pip/pip.conf",
+  ".config/pypoetry/auth.toml",
+  ".ivy2/.credentials",
+  ".sbt/.credentials",
+  ".bunfig.toml",
+  ".config/configstore",
+  // clouds, tunnels, deploy tools, secrets tools
+  ".mc",
+  ".cloudflared",
+  ".wrangler",
+  ".config/.wrangler",
+  ".supabase",
+  ".local/share/com.vercel.cli",
+  ".config/sops",
+  ".config/tea",
+  ".config/Bitwarden CLI",
+  ".local/share/kwalletd",
+  ".mylogin.cnf",
+  // coding assistants
+  ".config/github-copilot",
+  ".qwen/oauth_creds.json",
+  ".config/io.datasette.llm/keys.json",
+  // chat and app sessions (a copied session is the account), Flatpak apps' private data
+  ".config/Slack",
+  ".config/discord",
+  ".config/Signal",
+  ".config/Element",
+  ".local/share/TelegramDesktop",
+  ".var/app",
+  // more histories
+  ".local/share/atuin",
+  ".rediscli_history",
+  ".dbshell",
 ];
 
 /** The credential paths under one home directory, absolute. */

@@ -77,6 +77,13 @@ const UNLISTED = [
   ".databrickscfg",
   ".authinfo",
   ".config/glab-cli/config.yml",
+  ".docker/key.pem",
+  ".minikube/profiles/minikube/client.key",
+  ".config/pip/pip.conf",
+  ".cloudflared/cert.pem",
+  ".config/github-copilot/apps.json",
+  ".var/app/org.mozilla.firefox/.mozilla/firefox/profiles.ini",
+  ".local/share/TelegramDesktop/tdata/key_datas",
 ];
 
 /** Unix socket probe: connects to each path (`@name` is abstract) and prints what happened. */
