@@ -1870,6 +1870,21 @@ for (const mode of ["root", "user"] as const) {
         );
       });
 
+      test("mise (trusted by path), Emacs .dir-locals-2.el, Vim's .vimrc and .lazy.lua, Roo/Qwen/Junie/Crush config: existing ones read-only, new ones set aside", async () => {
+        const { name, dir } = await mkCell(p, { files: { "mise.toml": "[env]\nA = '1'\n" } });
+        const made = [".dir-locals-2.el", ".vimrc", ".lazy.lua", "sub/.mise.toml", ".config/mise/config.toml"];
+        made.push(".roo/mcp.json", ".qwen/settings.json", ".junie/mcp/mcp.json", "crush.json");
+        const r = await run(
+          p,
+          `echo '[hooks]' >> mise.toml 2>/dev/null || echo mise-read-only; for f in ${made.join(" ")}; do mkdir -p $(dirname $f) && echo x > $f; done; echo made`,
+          { cell: name },
+        );
+        expect(r.out).toBe("mise-read-only\nmade\n");
+        expect(readFileSync(join(dir, "mise.toml"), "utf8")).toBe("[env]\nA = '1'\n");
+        expect(made.filter((f) => existsSync(join(dir, f)))).toEqual([]);
+        expect(r.job.workspace.map((f) => f.path).sort()).toEqual(made.map((f) => join(dir, f)).sort());
+      });
+
       test(".envrc: the existing one is read-only, a new one in a subdir is set aside", async () => {
         const { name, dir } = await mkCell(p, { files: { ".envrc": "export A=1\n" } });
         const r = await run(p, "echo 'id' >> .envrc; echo rc=$?; mkdir sub && echo 'id' > sub/.envrc && echo made", {
