@@ -1,10 +1,11 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
 import { dropArgv, type Identity } from "./identity.ts";
-import { permsOf } from "./paths.ts";
+import { permsOf, within } from "./paths.ts";
 import { hardLinked } from "./policy.ts";
 import { seccompProgram } from "./seccomp.ts";
 import { fsKind, guardedEntries, type Lstat, type Mount, sandboxView } from "./view.ts";
@@ -81,11 +82,15 @@ export const SOCKET_ROOTS = ["/run", "/var/run", "/var/lib/lxd", "/var/snap/lxd/
 
 /** Entries the socket walk reads before it refuses the job (a /run holds tens to hundreds). */
 const SOCKET_WALK_LIMIT = 20_000;
+/** Entries of one directory others may write that the walk reads (beyond: a socket there stays reachable). */
+const OPEN_DIR_LIMIT = 1000;
 
 /**
  * The Unix socket files under SOCKET_ROOTS that `identity` (null: this process's user) could connect
  * to: every directory on the way searchable by it, the socket writable by it. Symlinks are never
- * followed (a root that is one, like /var/run → /run, is walked where it points).
+ * followed (a root that is one, like /var/run → /run, is walked where it points). Only directories
+ * of root and of the job's user are walked, and of one others may write only the first entries, so
+ * another local user cannot make the walk fail (or a socket there stays reachable: README).
  */
 export function hostSockets(identity: Identity | null, roots: readonly string[] = SOCKET_ROOTS): string[] {
   const who = identity ?? {
@@ -123,8 +128,12 @@ export function hostSockets(identity: Identity | null, roots: readonly string[] 
     } catch {
       continue;
     }
+    // A directory every user may write (/run/lock) could be filled to make every such job fail:
+    // its entries past OPEN_DIR_LIMIT are not looked at (nor counted).
+    const open = (st.mode & 0o002) !== 0;
+    if (open && names.length > OPEN_DIR_LIMIT) names = names.slice(0, OPEN_DIR_LIMIT);
     for (const name of names) {
-      if (++entries > SOCKET_WALK_LIMIT) {
+      if (!open && ++entries > SOCKET_WALK_LIMIT) {
         throw new PlanterError(
           "E_SANDBOX_UNAVAILABLE",
           `more than ${SOCKET_WALK_LIMIT} entries under ${roots.join(", ")}: planter cannot find the host's Unix sockets to hide them from a job whose policy lists unix_sockets`,
@@ -138,11 +147,42 @@ export function hostSockets(identity: Identity | null, roots: readonly string[] 
       } catch {
         continue;
       }
-      if (e.isDirectory()) stack.push(path);
-      else if (e.isSocket() && permsOf(e, who) & 2) found.push(path);
+      // Only root's directories and the job's user's own are walked: another user could fill theirs.
+      if (e.isDirectory()) {
+        if (e.uid === 0 || e.uid === who.uid) stack.push(path);
+      } else if (e.isSocket() && permsOf(e, who) & 2) found.push(path);
     }
   }
   return found.sort();
+}
+
+/**
+ * What to cover so that none of `sockets` is reachable: the directory holding each (an empty one
+ * in the sandbox; what else it holds is a runtime dir's, no job's business), or the socket file
+ * itself when it lies directly in a root (/run holds far more than sockets). Nested ones are left
+ * to the outer cover.
+ */
+export function socketCovers(
+  sockets: string[],
+  roots: readonly string[] = SOCKET_ROOTS.map((r) => {
+    try {
+      return realpathSync(r);
+    } catch {
+      return r;
+    }
+  }),
+): { path: string; kind: "dir" | "file" }[] {
+  const covers = new Map<string, "dir" | "file">();
+  for (const s of sockets) {
+    const parent = dirname(s);
+    if (roots.includes(parent)) covers.set(s, "file");
+    else covers.set(parent, "dir");
+  }
+  const dirs = [...covers].filter(([, k]) => k === "dir").map(([p]) => p);
+  return [...covers]
+    .filter(([p]) => !dirs.some((d) => d !== p && within(p, d)))
+    .map(([path, kind]) => ({ path, kind }))
+    .sort((a, b) => a.path.localeCompare(b.path));
 }
 
 /** Entries of one credential dir the hard-link check reads (a browser profile holds tens of thousands). */
@@ -295,7 +335,10 @@ export class BwrapBackend implements Backend {
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
     const allowUnix = req.policy.unix_sockets.length > 0;
     const seccomp = seccompProgram({ allowUnixSockets: allowUnix });
-    if (allowUnix) req = { ...req, hostSockets: hostSockets(req.identity) };
+    if (allowUnix) {
+      const others = hostSockets(req.identity).filter((x) => !req.policy.unix_sockets.includes(x));
+      req = { ...req, socketCovers: socketCovers(others) };
+    }
     const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
     const linked = linkedCredential(plan.view);
     if (linked) {

@@ -229,6 +229,9 @@ export function resolveAs(path: string, who: Resolver): { path: string } | { hid
       cur = next;
       continue;
     }
+    // /proc's links (self, cwd, root, exe, fd/N of planterd's or another user's processes) are
+    // resolved by the kernel with ptrace checks this walk cannot make: none is followed for anyone.
+    if (within(next, "/proc")) return { hidden: true };
     if (++links > MAX_LINKS) return { missing: true };
     const target = readlinkSync(next);
     todo.unshift(...target.split("/").filter(Boolean));

@@ -135,10 +135,11 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
     }
   }
   // With AF_UNIX on (a policy lists unix_sockets), every other socket the job could reach is
-  // covered: a socket file under /dev/null refuses connections.
-  for (const x of req.hostSockets ?? []) {
-    if (!p.unix_sockets.includes(x) && visibleIn(sorted, x))
-      extra.push({ op: "hide", path: x, kind: "file", why: "unix socket" });
+  // covered: its directory (an empty one), or the socket itself under /dev/null (refuses connects).
+  // A listed socket is bound again inside its covered directory.
+  for (const c of req.socketCovers ?? []) {
+    if (p.unix_sockets.includes(c.path) || !visibleIn(sorted, c.path)) continue;
+    extra.push({ op: "hide", path: c.path, kind: c.kind, why: "unix socket" });
   }
   // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
   // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
@@ -177,7 +178,10 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
 export function guardedEntries(ms: Mount[], privateTmp = true): [string, string][] {
   const out = new Map<string, [string, string]>();
   for (const m of ms) {
-    if (m.op !== "hide") continue;
+    // Not socket covers: the host's runtime dirs change all the time (a service restarts, a user's
+    // session makes sockets), and a job cannot make them change (README: a socket replaced while
+    // the job runs is reachable).
+    if (m.op !== "hide" || m.why === "unix socket") continue;
     for (let a = m.path; a !== "/"; a = dirname(a)) {
       const parent = dirname(a);
       const d = decider(ms, parent);

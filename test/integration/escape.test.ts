@@ -698,13 +698,18 @@ for (const mode of ["root", "user"] as const) {
         // With AF_UNIX on for the listed socket, every other socket under /run is covered (D-Bus,
         // Docker, systemd, a user's runtime dir): the listed one answers, the others refuse.
         const viaVarRun = runSock.replace(/^\/run\//, "/var/run/");
+        // A socket directly in /run is covered itself (/run holds more than sockets).
+        const direct = `/run/pt-escape-${TAG}-${mode}.sock`;
+        await listen(direct, "run-direct");
+        cleanups.push(() => rmSync(direct, { force: true }));
         const b = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [agentSock] } });
         const s = await run(p, "", {
           cell: b.name,
-          argv: ["perl", join(b.dir, "u.pl"), runSock, viaVarRun, agentSock],
+          argv: ["perl", join(b.dir, "u.pl"), runSock, viaVarRun, direct, agentSock],
         });
+        // The directory holding the socket is covered (an empty one in the sandbox).
         expect(s.out).toBe(
-          `${runSock} connect: Connection refused\n${viaVarRun} connect: Connection refused\n${agentSock} connected: agent\n`,
+          `${runSock} connect: No such file or directory\n${viaVarRun} connect: No such file or directory\n${direct} connect: Connection refused\n${agentSock} connected: agent\n`,
         );
         // Listing the /run socket itself passes it.
         const c = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [runSock] } });

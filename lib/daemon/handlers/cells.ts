@@ -83,9 +83,6 @@ export function ensureCell(ctx: Context, name: string, peer: Peer | null = null)
   return getCell(ctx.db, name) as CellRow;
 }
 
-/** Most bytes of a cell's env, limits and policy (as JSON). */
-export const CELL_BYTES = 64 * 1024;
-
 export function create(ctx: Context, req: Req): Reply {
   allowQuery(req.query, []);
   const body = parseBody(CellCreate, req.body, "cell");
@@ -101,10 +98,11 @@ export function create(ctx: Context, req: Req): Reply {
   checkPeerPaths(req.peer, { dir: body.dir, policy: body.sandbox?.policy });
   // A cell is read by every `cell ls` and kept for ever: its env, limits and policy stay small.
   const size = JSON.stringify({ env: body.env, limits: body.limits, sandbox: body.sandbox }).length;
-  if (size > CELL_BYTES) {
+  const most = ctx.config.api.max_cell_bytes;
+  if (size > most) {
     throw badRequest(
-      `cell ${body.name}'s env, limits and sandbox policy take ${size} bytes; a cell keeps at most ${CELL_BYTES}`,
-      "pass large values to jobs (--env) or through files in the cell dir",
+      `cell ${body.name}'s env, limits and sandbox policy take ${size} bytes; a cell keeps at most ${most}`,
+      "pass large values to jobs (--env) or through files in the cell dir ([api] max_cell_bytes sets the limit)",
     );
   }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
