@@ -41,6 +41,8 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "mount_setattr",
   "setns",
   "unshare",
+  // The kernel log (where dmesg_restrict is 0): other processes' names and addresses, hardware.
+  "syslog",
   // Host-wide state: accounting, swap, power, modules, I/O ports, quotas, the clock.
   "acct",
   "swapon",
