@@ -40,6 +40,8 @@ export const ConfigSchema = v.strictObject({
       adopt_poll_ms: v.optional(int(10, 60_000), 500),
       /** Who a root peer's jobs run as when planterd is root (install creates this user); never uid 0. */
       root_peer_user: v.optional(v.pipe(v.string(), v.minLength(1)), DEFAULT_ROOT_PEER_USER),
+      /** Jobs pending or running that one uid may have at once (0: no limit): one user cannot take the host. */
+      max_running_per_uid: v.optional(int(0, 1_000_000), 256),
     }),
     {},
   ),

@@ -11,7 +11,7 @@ import {
   parseBody,
   type SandboxMode,
 } from "../../api/contract.ts";
-import { badRequest, conflict, notFound } from "../../api/errors.ts";
+import { badRequest, conflict, notFound, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { pumpLogs } from "../../logs/stream.ts";
@@ -31,7 +31,7 @@ import {
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
-import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, newJobId } from "../../state/jobs.ts";
+import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
   cellPolicy,
@@ -42,6 +42,7 @@ import {
   daemonIsRoot,
   holdMissingDeny,
   identityFor,
+  jobOwner,
   launchContext,
   ownsJob,
   protectedPaths,
@@ -170,6 +171,24 @@ function attached(ctx: Context, req: Req, id: string, status: number): Reply {
   };
 }
 
+/**
+ * Refuse a job past `[jobs] max_running_per_uid` of its owner's pending and running jobs: every
+ * job holds processes, memory and planterd's attention, and one user (or one runaway agent) must
+ * not take them from the others and the host.
+ */
+function checkRunningCap(ctx: Context, peer: Peer | null): void {
+  const cap = ctx.config.jobs.max_running_per_uid;
+  if (!cap) return;
+  const uid = peer?.uid ?? process.getuid?.() ?? 0;
+  const live = liveJobs(ctx.db).filter((j) => jobOwner(ctx, j) === uid).length;
+  if (live < cap) return;
+  throw new PlanterError(
+    "E_UNAVAILABLE",
+    `uid ${uid} already has ${live} jobs pending or running, the most one user may ([jobs] max_running_per_uid = ${cap})`,
+    { hint: "wait for some to end (planter job ls --state running), kill some, or raise [jobs] max_running_per_uid" },
+  );
+}
+
 export async function create(ctx: Context, req: Req): Promise<Reply> {
   allowQuery(req.query, ["attach"]);
   const attach = boolParam(req.query, "attach");
@@ -192,6 +211,7 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
   const cellName = body.cell ?? defaultCell;
   const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
   checkCellAccess(ctx, req.peer, cell);
+  checkRunningCap(ctx, req.peer);
   const id = newJobId();
   const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
   checkMode(
