@@ -69,6 +69,8 @@ export const ConfigSchema = v.strictObject({
       max_body_bytes: v.optional(int(1024, 64 * 1024 * 1024), 1024 * 1024),
       /** A cell's env, limits and policy (as JSON) are kept to this: every cell ls reads them all. */
       max_cell_bytes: v.optional(int(1024, 64 * 1024 * 1024), 64 * 1024),
+      /** Cells one uid may own (0: no limit): every cell ls answers them all. */
+      max_cells_per_uid: v.optional(int(0, 10_000_000), 1000),
       /** A connection must finish sending a request's headers within this. */
       header_timeout_ms: v.optional(int(100, 600_000), 10_000),
       /** A request body must arrive within this. */

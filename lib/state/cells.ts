@@ -67,6 +67,11 @@ export function listCellDirs(db: Database): { name: string; dir: string; managed
   }));
 }
 
+/** How many cells `uid` owns. */
+export function countCellsOf(db: Database, uid: number): number {
+  return (db.query("SELECT COUNT(*) AS n FROM cells WHERE owner_uid = ?").get(uid) as { n: number }).n;
+}
+
 export function insertCell(db: Database, c: CellRow): void {
   db.query(
     "INSERT INTO cells (name, dir, managed, env, limits, sandbox, created_at, owner_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -115,3 +115,25 @@ test("a cell's env, limits and policy are kept small (64 KiB): a larger one is r
   const ok = await d.client.createCell({ name: "lean", env: { V: "x".repeat(60_000) } });
   expect(ok.env.V?.length).toBe(60_000);
 });
+
+test("past [api] max_cells_per_uid a new cell is refused (503) and nothing is made; removing one makes room", async () => {
+  const c = await startDaemon({ config: "[api]\nmax_cells_per_uid = 3\n" });
+  try {
+    // The default cell is the user's first.
+    await c.client.createCell({ name: "a" });
+    await c.client.createCell({ name: "b" });
+    const e = (await c.client.createCell({ name: "c" }).catch((x) => x)) as PlanterError;
+    expect([e.code, e.status, e.message]).toEqual([
+      "E_UNAVAILABLE",
+      503,
+      // As root, root's cells belong to the root-peer user.
+      expect.stringMatching(/^uid \d+ already owns 3 cells, the most one user may \(\[api\] max_cells_per_uid\)$/),
+    ]);
+    expect(existsSync(join(c.home, "state", "cells", "c"))).toBe(false);
+    await c.client.removeCell("a", false);
+    expect((await c.client.createCell({ name: "c" })).name).toBe("c");
+  } finally {
+    await c.stop();
+    cleanup(c.home);
+  }
+});

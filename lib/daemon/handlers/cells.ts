@@ -6,7 +6,7 @@ import { badRequest, conflict, notFound, PlanterError } from "../../api/errors.t
 import { jobDir, stateFiles } from "../../paths.ts";
 import { canonicalAs, plantedSymlink } from "../../sandbox/paths.ts";
 import { unsafePolicy } from "../../sandbox/policy.ts";
-import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
+import { type CellRow, cellView, countCellsOf, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
@@ -160,8 +160,17 @@ export function create(ctx: Context, req: Req): Reply {
     }
   } else {
     dir = join(stateFiles(ctx.paths.stateDir).cells, body.name);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
+  const owner = ownerFor(ctx, req.peer, managed ? null : dir);
+  const cap = ctx.config.api.max_cells_per_uid;
+  if (cap && owner !== null && countCellsOf(ctx.db, owner) >= cap) {
+    throw new PlanterError(
+      "E_UNAVAILABLE",
+      `uid ${owner} already owns ${cap} cells, the most one user may ([api] max_cells_per_uid)`,
+      { hint: "remove cells no longer used (planter cell rm NAME), or raise [api] max_cells_per_uid" },
+    );
+  }
+  if (managed) mkdirSync(dir, { recursive: true, mode: 0o700 });
   const cell: CellRow = {
     name: body.name,
     dir,
@@ -170,7 +179,7 @@ export function create(ctx: Context, req: Req): Reply {
     limits: body.limits ?? {},
     sandbox: body.sandbox ?? {},
     created_at: Date.now(),
-    owner_uid: ownerFor(ctx, req.peer, managed ? null : dir),
+    owner_uid: owner,
   };
   ctx.write((ev) => {
     insertCell(ctx.db, cell);
