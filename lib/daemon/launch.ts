@@ -11,6 +11,7 @@ import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
+import { homesShown } from "../sandbox/credentials.ts";
 import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
 import { isSystemDir, overlaps, permsOf, type Resolver, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
 import {
@@ -321,7 +322,7 @@ export function launchContext(
     .filter(isHome);
   const roots = HOME_ROOTS.map(canonicalHome).filter((h, i) => h !== HOME_ROOTS[i] && isHome(h));
   const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
-  const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));
+  const exposed = [...realHomes().filter((h) => binds.some((b) => overlaps(b, h))), ...homesShown(binds)];
   const otherCells = listCellDirs(ctx.db)
     .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
     .map((c) => c.dir)

@@ -10,6 +10,7 @@ import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
 import { resolvePaths, socketDir } from "../paths.ts";
 import type { PlanRequest, SpawnPlan } from "./backend.ts";
+import { homesShown } from "./credentials.ts";
 import { dropArgv, type Identity, identityOf, rootPeerIdentity } from "./identity.ts";
 import { openInputs } from "./inputs.ts";
 import type { EffectivePolicy } from "./policy.ts";
@@ -63,7 +64,7 @@ export function hostRequest(o: {
     protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath)],
     home: o.home ?? o.scratch,
     hiddenHomes: homes,
-    credentialHomes: homes,
+    credentialHomes: [...new Set([...homes, ...homesShown([...o.policy.read_write, ...o.policy.read_only])])],
     otherCells: [],
     workspaceReadOnly: [],
     tmpBytes: 1024 * 1024 * 1024,

@@ -1683,6 +1683,30 @@ for (const mode of ["root", "user"] as const) {
         expect((await run(p, `cat ${h}/notes.txt`, { cell: name })).out).toBe("ordinary-home-file\n");
       });
 
+      test("a home under /home of a user not in /etc/passwd (LDAP, SSSD) that a policy shows keeps its credentials hidden, also when /home is shown whole", async () => {
+        // A directory service's user: no passwd line, a home under /home, world-readable files.
+        const other = mkdtempSync("/home/pt-eldap-");
+        cleanups.push(() => rmSync(other, { recursive: true, force: true }));
+        chmodSync(other, 0o755);
+        writeTree(other, {
+          "notes.txt": "ldap-home\n",
+          ".npmrc": "//registry:_authToken=ldap-secret\n",
+          ".ssh/id_rsa.pub": "pub\n",
+        });
+        Bun.spawnSync(["chown", "-R", "4242:4242", other]);
+        for (const shown of [other, "/home"]) {
+          const { name } = await mkCell(p, { policy: { read_only: [shown] } });
+          const r = await run(
+            p,
+            `cat ${other}/notes.txt; cat ${other}/.npmrc ${other}/.ssh/id_rsa.pub 2>/dev/null; echo done`,
+            {
+              cell: name,
+            },
+          );
+          expect([shown, r.out]).toEqual([shown, "ldap-home\ndone\n"]);
+        }
+      });
+
       test("a credential named one by one is passed, the others stay hidden", async () => {
         const h = p.fakeHome;
         const { name } = await mkCell(p, { policy: { read_only: [h, join(h, ".npmrc"), join(h, ".ssh")] } });
