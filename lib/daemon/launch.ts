@@ -185,7 +185,9 @@ export function checkPeerPaths(
 
 /** Why `dir` breaks the path rules for a cell dir on this host (`unsafeCellDir`), or null. */
 export function cellPathProblem(ctx: Context, dir: string): string | null {
-  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() });
+  // A directory right under /home or /Users is a home, passwd line or not (a directory service's user).
+  const byPlace = homesShown([dir]).filter((h) => h === dir);
+  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: [...realHomes(), ...byPlace] });
 }
 
 /** Why `dir` may not be a new cell's dir: the path rules, then any overlap with a custom cell's. */

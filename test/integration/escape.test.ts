@@ -934,6 +934,9 @@ for (const mode of ["root", "user"] as const) {
         symlinkSync(p.state, linkState);
         const linkEtc = join(p.scratch, `to-etc-${mode}`);
         symlinkSync("/etc", linkEtc);
+        // A directory service's user's home: no passwd line, right under /home.
+        const ldapHome = mkdtempSync("/home/pt-eldapcell-");
+        cleanups.push(() => rmSync(ldapHome, { recursive: true, force: true }));
         const before = (await p.client.listCells()).cells.length;
         const bad = [
           `${p.state}/`,
@@ -955,6 +958,7 @@ for (const mode of ["root", "user"] as const) {
           "/tmp",
           p.fakeHome,
           `${p.fakeHome}/.`,
+          ldapHome,
         ];
         for (const [i, dir] of bad.entries()) {
           const e = await refusal(p.client.createCell({ name: `bad-${i}`, dir }));
