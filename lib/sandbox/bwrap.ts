@@ -1,11 +1,11 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
-import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
 import { dropArgv, type Identity } from "./identity.ts";
-import { permsOf, within } from "./paths.ts";
+import { permsOf, type Resolver, within } from "./paths.ts";
 import { hardLinked } from "./policy.ts";
 import { seccompProgram } from "./seccomp.ts";
 import { fsKind, guardedEntries, type Lstat, type Mount, sandboxView } from "./view.ts";
@@ -93,67 +93,72 @@ const OPEN_DIR_LIMIT = 1000;
  * another local user cannot make the walk fail (or a socket there stays reachable: README).
  */
 export function hostSockets(identity: Identity | null, roots: readonly string[] = SOCKET_ROOTS): string[] {
-  const who = identity ?? {
+  const who: Resolver = identity ?? {
     uid: process.getuid?.() ?? 0,
     gid: process.getgid?.() ?? 0,
     groups: process.getgroups?.() ?? [],
   };
   const found: string[] = [];
-  const seen = new Set<string>();
-  let entries = 0;
-  const stack: string[] = [];
-  for (const r of roots) {
-    try {
-      const real = realpathSync(r);
-      if (!seen.has(real)) {
-        seen.add(real);
-        stack.push(real);
-      }
-    } catch {
-      // not on this host
-    }
-  }
-  while (stack.length) {
-    const dir = stack.pop() as string;
-    let st: ReturnType<typeof lstatSync>;
-    try {
-      st = lstatSync(dir);
-    } catch {
-      continue;
-    }
-    if (!st.isDirectory() || !(permsOf(st, who) & 1)) continue;
-    let names: string[];
-    try {
-      names = readdirSync(dir);
-    } catch {
-      continue;
-    }
-    // A directory every user may write (/run/lock) could be filled to make every such job fail:
-    // its entries past OPEN_DIR_LIMIT are not looked at (nor counted).
-    const open = (st.mode & 0o002) !== 0;
-    if (open && names.length > OPEN_DIR_LIMIT) names = names.slice(0, OPEN_DIR_LIMIT);
-    for (const name of names) {
-      if (!open && ++entries > SOCKET_WALK_LIMIT) {
-        throw new PlanterError(
-          "E_SANDBOX_UNAVAILABLE",
-          `more than ${SOCKET_WALK_LIMIT} entries under ${roots.join(", ")}: planter cannot find the host's Unix sockets to hide them from a job whose policy lists unix_sockets`,
-          { hint: "run the job without unix_sockets" },
-        );
-      }
-      const path = `${dir === "/" ? "" : dir}/${name}`;
-      let e: ReturnType<typeof lstatSync>;
-      try {
-        e = lstatSync(path);
-      } catch {
-        continue;
-      }
+  const walk = { entries: 0, roots };
+  const stack = [...new Set(roots.map(realOrNull).filter((r): r is string => r !== null))];
+  for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
+    for (const e of socketDirEntries(dir, who, walk)) {
       // Only root's directories and the job's user's own are walked: another user could fill theirs.
-      if (e.isDirectory()) {
-        if (e.uid === 0 || e.uid === who.uid) stack.push(path);
-      } else if (e.isSocket() && permsOf(e, who) & 2) found.push(path);
+      if (e.st.isDirectory()) {
+        if (e.st.uid === 0 || e.st.uid === who.uid) stack.push(e.path);
+      } else if (e.st.isSocket() && permsOf(e.st, who) & 2) found.push(e.path);
     }
   }
   return found.sort();
+}
+
+function realOrNull(p: string): string | null {
+  try {
+    return realpathSync(p);
+  } catch {
+    return null; // not on this host
+  }
+}
+
+/**
+ * The entries of one directory of the socket walk (none when `who` cannot search it), counted
+ * against SOCKET_WALK_LIMIT. A directory every user may write (/run/lock) could be filled to make
+ * every such job fail: its entries past OPEN_DIR_LIMIT are not looked at, nor counted.
+ */
+function socketDirEntries(
+  dir: string,
+  who: Resolver,
+  walk: { entries: number; roots: readonly string[] },
+): { path: string; st: Stats }[] {
+  let st: Stats;
+  let names: string[];
+  try {
+    st = lstatSync(dir);
+    if (!st.isDirectory() || !(permsOf(st, who) & 1)) return [];
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const open = (st.mode & 0o002) !== 0;
+  if (open) names = names.slice(0, OPEN_DIR_LIMIT);
+  else walk.entries += names.length;
+  if (walk.entries > SOCKET_WALK_LIMIT) {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      `more than ${SOCKET_WALK_LIMIT} entries under ${walk.roots.join(", ")}: planter cannot find the host's Unix sockets to hide them from a job whose policy lists unix_sockets`,
+      { hint: "run the job without unix_sockets" },
+    );
+  }
+  const out: { path: string; st: Stats }[] = [];
+  for (const name of names) {
+    const path = `${dir === "/" ? "" : dir}/${name}`;
+    try {
+      out.push({ path, st: lstatSync(path) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
 }
 
 /**
