@@ -96,7 +96,7 @@ async function addSleepers(n: number): Promise<void> {
 /** planterd from `v.root` in a fresh home (or `home`, to restart one). */
 async function planterd(v: Variant, home = tempHome("pb")): Promise<Planterd> {
   const config = `${BENCH_CONFIG}[monitor]\ninterval_ms = ${INTERVAL_MS}\ncgroup = "${v.cgroup}"\n`;
-  await Bun.write(join(home, "config.toml"), `${config}[jobs]\nroot_peer_user = "nobody"\n`);
+  await Bun.write(join(home, "config.toml"), `${config}[jobs]\nroot_peer_user = "nobody"\nmax_running_per_uid = 0\n`);
   const socket = join(home, "run", "planterd.sock");
   const proc = Bun.spawn([process.execPath, join(v.root, "scripts", "planter.ts"), "daemon"], {
     env: baseEnv(home),

@@ -40,6 +40,8 @@ export const ConfigSchema = v.strictObject({
       adopt_poll_ms: v.optional(int(10, 60_000), 500),
       /** Who a root peer's jobs run as when planterd is root (install creates this user); never uid 0. */
       root_peer_user: v.optional(v.pipe(v.string(), v.minLength(1)), DEFAULT_ROOT_PEER_USER),
+      /** Jobs pending or running that one uid may have at once (0: no limit): one user cannot take the host. */
+      max_running_per_uid: v.optional(int(0, 1_000_000), 256),
     }),
     {},
   ),
@@ -65,6 +67,10 @@ export const ConfigSchema = v.strictObject({
   api: v.optional(
     v.strictObject({
       max_body_bytes: v.optional(int(1024, 64 * 1024 * 1024), 1024 * 1024),
+      /** A cell's env, limits and policy (as JSON) are kept to this: every cell ls reads them all. */
+      max_cell_bytes: v.optional(int(1024, 64 * 1024 * 1024), 64 * 1024),
+      /** Cells one uid may own (0: no limit): every cell ls answers them all. */
+      max_cells_per_uid: v.optional(int(0, 10_000_000), 1000),
       /** A connection must finish sending a request's headers within this. */
       header_timeout_ms: v.optional(int(100, 600_000), 10_000),
       /** A request body must arrive within this. */

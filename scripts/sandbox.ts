@@ -1,20 +1,79 @@
 #!/usr/bin/env bun
 /** `sandbox` / `planter sandbox`: check, render and run sandbox policies without the daemon. */
-import { chownSync, existsSync, mkdirSync, realpathSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chownSync, existsSync, mkdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
 import { PlanterError } from "../lib/api/errors.ts";
 import { afterDashes, jsonArg, usage } from "../lib/cli/args.ts";
 import { examples } from "../lib/cli/help.ts";
 import { allowRest, runCli } from "../lib/cli/main.ts";
-import { print, printJson, shellLine, write } from "../lib/cli/output.ts";
+import { print, printable, printJson, shellLine, write } from "../lib/cli/output.ts";
 import type { PlanRequest, SpawnPlan } from "../lib/sandbox/backend.ts";
 import { checkSandbox } from "../lib/sandbox/check.ts";
+import type { Identity } from "../lib/sandbox/identity.ts";
 import { backendByName, platformBackend } from "../lib/sandbox/index.ts";
 import { noneBackend } from "../lib/sandbox/none.ts";
+import { within } from "../lib/sandbox/paths.ts";
 import { complete, type EffectivePolicy, readPolicyFile, resolvePolicyPaths } from "../lib/sandbox/policy.ts";
 import { checkCellWritable, hostRequest, spawnPlan } from "../lib/sandbox/run.ts";
+import {
+  readGlobalGit,
+  readOnlyPaths,
+  review,
+  snapshot,
+  TreeTooLarge,
+  type WorkspaceSnapshot,
+  walkBudget,
+} from "../lib/sandbox/workspace.ts";
+
+/**
+ * Snapshots of the trees a sandboxed command may write (the cell dir when writable, each
+ * read_write path), as planterd takes them for a job (lib/daemon/launch.ts snapshotWorkspace).
+ */
+function workspaceTrees(
+  cell: string,
+  policy: EffectivePolicy,
+  identity: Identity | null,
+): { root: string; before: WorkspaceSnapshot }[] {
+  if (policy.workspace_config === "allow") return [];
+  const writable = [...(policy.fs_mode === "writable" ? [cell] : []), ...policy.read_write];
+  const roots = writable.filter((w) => !writable.some((o) => o !== w && within(w, o)));
+  const files: { path: string; home: string | null; owner: number }[] = [];
+  for (const h of new Set([identity?.home, homedir()].filter((x): x is string => !!x && x !== "/"))) {
+    const owner = statSync(h, { throwIfNoEntry: false })?.uid;
+    if (owner === undefined) continue;
+    files.push({ path: `${h}/.gitconfig`, home: h, owner }, { path: `${h}/.config/git/config`, home: h, owner });
+  }
+  for (const path of ["/etc/gitconfig", "/usr/local/etc/gitconfig"]) files.push({ path, home: null, owner: 0 });
+  const global = readGlobalGit(files);
+  return roots.map((root) => {
+    try {
+      return { root, before: snapshot(root, [], global, walkBudget(WORKSPACE_MAX_ENTRIES)) };
+    } catch (e) {
+      if (!(e instanceof TreeTooLarge)) throw e;
+      throw new PlanterError("E_SANDBOX_UNAVAILABLE", `${root} holds more than ${WORKSPACE_MAX_ENTRIES} entries`, {
+        hint: 'a tree too large to review cannot be protected: use a smaller cell dir, or a policy with workspace_config = "allow"',
+      });
+    }
+  });
+}
+
+/** planterd's default `[sandbox] workspace_max_entries`. */
+const WORKSPACE_MAX_ENTRIES = 1_000_000;
+
+/** After the command: set aside what it added or changed that the host would run, and say so on stderr. */
+function reviewTrees(trees: { root: string; before: WorkspaceSnapshot }[]): void {
+  for (const t of trees) {
+    for (const f of review(t.root, t.before, { jobId: `exec-${process.pid}` })) {
+      const where = f.saved_as ? `set aside as ${f.saved_as}` : "could not be set aside";
+      write(
+        2,
+        `sandbox: ${printable(f.path)} (${f.kind}: ${printable(f.detail)}) ${printable(where)}${f.restored ? ", earlier version restored" : ""}\n`,
+      );
+    }
+  }
+}
 
 const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
 
@@ -129,13 +188,19 @@ const exec = defineCommand({
     const req = request(policy, cell, argv);
     checkCellWritable(cell, req.identity);
     let plan: SpawnPlan = noneBackend.plan(req);
+    let trees: { root: string; before: WorkspaceSnapshot }[] = [];
     if (mode !== "disabled") {
       const backend = platformBackend();
       const probe = backend
         ? await backend.probe()
         : { ok: false, message: `no sandbox backend for ${process.platform}`, hint: undefined };
-      if (backend && probe.ok) plan = backend.plan(req);
-      else if (mode === "enforced") {
+      if (backend && probe.ok) {
+        // The same workspace protection as a planterd job: git metadata and tool config the host
+        // runs are read-only in the sandbox, and what the command adds is set aside after it.
+        trees = workspaceTrees(cell, policy, req.identity);
+        req.workspaceReadOnly = trees.flatMap((t) => readOnlyPaths(t.before));
+        plan = backend.plan(req);
+      } else if (mode === "enforced") {
         throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
           hint: probe.hint ?? "run `planter sandbox check`",
         });
@@ -156,6 +221,7 @@ const exec = defineCommand({
       return code;
     } finally {
       rmSync(req.scratch, { recursive: true, force: true });
+      reviewTrees(trees);
     }
   },
 });

@@ -7,6 +7,7 @@
  * in between would need the socket's directory, which the path check keeps to the user and root.
  */
 import { peerReader } from "../daemon/peer.ts";
+import { acceptTimeoutMs, whenRead } from "./accepted.ts";
 import { FINAL_STATES } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
 import {
@@ -62,7 +63,15 @@ export class Client {
     }
     try {
       readerOnce ??= peerReader().catch(() => null);
-      this.verifyListener(await readerOnce, (socket as unknown as { fd?: number }).fd ?? -1, me);
+      const fd = (socket as unknown as { fd?: number }).fd ?? -1;
+      this.verifyListener(await readerOnce, fd, me);
+      // Only once its uid is trusted: does it read at all (lib/api/accepted.ts)? An empty line,
+      // which HTTP servers skip before a request: no request, nothing in planterd's audit.
+      socket.write("\r\n");
+      let ended = false;
+      await whenRead(fd, this.socketPath, acceptTimeoutMs(), () => ended).finally(() => {
+        ended = true;
+      });
     } finally {
       socket.end();
     }
@@ -131,6 +140,7 @@ export class Client {
         body === undefined ? undefined : JSON.stringify(body),
         signal,
         verify,
+        acceptTimeoutMs(),
       );
     } catch (e) {
       if (e instanceof PlanterError) throw e;

@@ -6,6 +6,7 @@
  * megabyte waiting, so a slow reader (a pipe, a terminal) holds planterd back instead of
  * filling this process's memory.
  */
+import { whenRead } from "./accepted.ts";
 
 /** A response being read: status, headers (lowercase names), then the body chunk by chunk. */
 export interface ByteStream extends AsyncIterable<Uint8Array> {
@@ -180,6 +181,8 @@ export async function openStream(
    * listens, on the connection the request then uses); a throw refuses the connection.
    */
   verify?: (fd: number) => void,
+  /** Fail with E_UNAVAILABLE when the listener has read nothing of the request in this many ms (lib/api/accepted.ts). */
+  acceptMs?: number,
 ): Promise<ByteStream> {
   if (signal?.aborted) throw abortError();
   const payload = body === undefined ? new Uint8Array(0) : Buffer.from(body);
@@ -187,7 +190,11 @@ export async function openStream(
     `${method} ${path} HTTP/1.1\r\nHost: planterd\r\nConnection: close\r\n` +
     (body === undefined ? "" : `Content-Type: application/json\r\nContent-Length: ${payload.length}\r\n`) +
     "\r\n";
-  let pending: Uint8Array = Buffer.concat([Buffer.from(head, "latin1"), payload]);
+  // Watched for being read (acceptMs): the body waits until the head was read, so a listener that
+  // reads nothing now never finds a whole request queued for later (a stopped planterd, continued,
+  // would create the job the client already reported as not sent).
+  let held: Uint8Array | null = acceptMs && payload.length ? payload : null;
+  let pending: Uint8Array = held ? Buffer.from(head, "latin1") : Buffer.concat([Buffer.from(head, "latin1"), payload]);
   const parser = new ResponseParser();
   const queue: Uint8Array[] = [];
   let queued = 0;
@@ -233,6 +240,21 @@ export async function openStream(
           }
         }
         flush(s);
+        if (acceptMs) {
+          const fd = (s as unknown as { fd?: number }).fd ?? -1;
+          whenRead(fd, socketPath, acceptMs, () => parser.headDone || failure !== null || closed).then(
+            () => {
+              if (!held || failure || closed) return;
+              pending = held;
+              held = null;
+              flush(s);
+            },
+            (e: Error) => {
+              fail(e);
+              s.terminate();
+            },
+          );
+        }
       },
       drain: (s) => flush(s),
       data: (s, d) => {

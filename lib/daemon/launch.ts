@@ -3,7 +3,7 @@
  * private home, what stays hidden (planter, homes, other cells, credentials) and the workspace
  * snapshot the review compares against after the job.
  */
-import { chownSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
+import { chownSync, lstatSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
@@ -11,6 +11,7 @@ import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
+import { homesShown } from "../sandbox/credentials.ts";
 import { type Identity, jobIdentity, lookupUser, parsePasswd, read } from "../sandbox/identity.ts";
 import { isSystemDir, overlaps, permsOf, type Resolver, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
 import {
@@ -23,10 +24,10 @@ import {
   removePlaceholder,
   writePlaceholders,
 } from "../sandbox/placeholders.ts";
-import { complete, type EffectivePolicy, type Policy, resolvePolicyPaths } from "../sandbox/policy.ts";
+import { complete, type EffectivePolicy, type Policy, resolvePolicy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
 import { type GlobalGit, readGlobalGit, snapshotAsync, TreeTooLarge } from "../sandbox/workspace.ts";
-import { type CellRow, getCell, listCells } from "../state/cells.ts";
+import { type CellRow, getCell, listCellDirs } from "../state/cells.ts";
 import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
@@ -65,18 +66,42 @@ export function protectedPaths(ctx: Context): string[] {
 
 /** Trees jobs can write: every cell's dir and home (a symlink found there may be a job's). */
 export function writableTrees(ctx: Context): string[] {
-  return [...listCells(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
+  return [...listCellDirs(ctx.db).map((c) => c.dir), join(ctx.paths.stateDir, "homes")];
 }
 
-/** Real home directories on this host (passwd entries with a home that is not a system dir). */
+/**
+ * A home as the sandbox and the path checks see it: canonical. A home named through a symlink
+ * (`HOME=/home/alice` with `/home → /var/home` on Fedora Atomic and other ostree hosts, a home moved
+ * to another disk) would otherwise be hidden and searched for credentials at a path that is a
+ * symlink, while the job reads the real directory through the read-only root.
+ */
+export function canonicalHome(h: string): string {
+  try {
+    return realpathSync(h);
+  } catch {
+    return h;
+  }
+}
+
+/** Whether a (canonical) home is a real user's home, not `/` or a system dir. */
+const isHome = (h: string) => h.startsWith("/") && h !== "/" && !isSystemDir(h);
+
+/** Real home directories on this host (passwd entries with a home that is not a system dir), canonical. */
 export function realHomes(): string[] {
   const text = read("/etc/passwd");
   const homes = new Set<string>();
-  for (const e of parsePasswd(text))
-    if (e.home.startsWith("/") && e.home !== "/" && !isSystemDir(e.home)) homes.add(e.home);
-  homes.add(homedir());
+  for (const e of parsePasswd(text)) {
+    if (!isHome(e.home)) continue;
+    const h = canonicalHome(e.home);
+    if (isHome(h)) homes.add(h);
+  }
+  const own = canonicalHome(homedir());
+  if (isHome(own)) homes.add(own);
   return [...homes];
 }
+
+/** The homes' roots every job has hidden, canonical where they are symlinks (`/home → /var/home`). */
+const HOME_ROOTS = ["/home", "/root", "/Users"];
 
 /** The identity a job of `peer` in `cell` runs as; null in user mode (the daemon's own). */
 export function identityFor(ctx: Context, peer: Peer | null, cell: CellRow): Identity | null {
@@ -168,14 +193,16 @@ export function checkPeerPaths(
 
 /** Why `dir` breaks the path rules for a cell dir on this host (`unsafeCellDir`), or null. */
 export function cellPathProblem(ctx: Context, dir: string): string | null {
-  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: realHomes() });
+  // A directory right under /home or /Users is a home, passwd line or not (a directory service's user).
+  const byPlace = homesShown([dir]).filter((h) => h === dir);
+  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: [...realHomes(), ...byPlace] });
 }
 
 /** Why `dir` may not be a new cell's dir: the path rules, then any overlap with a custom cell's. */
 export function cellDirProblem(ctx: Context, dir: string): string | null {
   const why = cellPathProblem(ctx, dir);
   if (why) return why;
-  const other = listCells(ctx.db).find((c) => !c.managed && overlaps(c.dir, dir));
+  const other = listCellDirs(ctx.db).find((c) => !c.managed && overlaps(c.dir, dir));
   return other ? `it overlaps another cell's dir (${other.dir})` : null;
 }
 
@@ -198,9 +225,16 @@ export function checkedCellDir(ctx: Context, cell: CellRow): string {
   return cell.dir;
 }
 
-/** A cell's policy (the config's default under it), with its paths resolved and checked for planted symlinks. */
-export function cellPolicy(ctx: Context, policy: Policy | undefined): EffectivePolicy {
-  return resolvePolicyPaths(complete(policy, complete(ctx.config.sandbox.policy)), writableTrees(ctx));
+/**
+ * A cell's policy (the config's default under it), with its paths resolved and checked for planted
+ * symlinks. `as`: whose rights the cell's own paths are resolved with (planterd root: the user its
+ * job runs as, who is the only one bwrap binds anything for); the config's are root's.
+ */
+export function cellPolicy(ctx: Context, policy: Policy | undefined, as: Resolver | null = null): EffectivePolicy {
+  const writable = writableTrees(ctx);
+  const defaults = complete(ctx.config.sandbox.policy);
+  if (!as || !policy) return resolvePolicyPaths(complete(policy, defaults), writable);
+  return complete(resolvePolicy(policy, writable, as), resolvePolicyPaths(defaults, writable));
 }
 
 /**
@@ -292,10 +326,14 @@ export function launchContext(
       }
     }
   }
-  const own = [identity?.home, homedir()].filter((h): h is string => !!h && h !== "/" && !isSystemDir(h));
+  const own = [identity?.home, homedir()]
+    .filter((h): h is string => !!h && isHome(h))
+    .map(canonicalHome)
+    .filter(isHome);
+  const roots = HOME_ROOTS.map(canonicalHome).filter((h, i) => h !== HOME_ROOTS[i] && isHome(h));
   const binds = policy ? [...policy.read_write, ...policy.read_only] : [];
-  const exposed = realHomes().filter((h) => binds.some((b) => overlaps(b, h)));
-  const otherCells = listCells(ctx.db)
+  const exposed = [...realHomes().filter((h) => binds.some((b) => overlaps(b, h))), ...homesShown(binds)];
+  const otherCells = listCellDirs(ctx.db)
     .filter((c) => c.name !== cell.name && !within(c.dir, stateFiles(ctx.paths.stateDir).cells))
     .map((c) => c.dir)
     .filter((d) => !within(cellDir, d));
@@ -303,7 +341,7 @@ export function launchContext(
     cellDir,
     home,
     protect: protectedPaths(ctx),
-    hiddenHomes: [...new Set(own)],
+    hiddenHomes: [...new Set([...roots, ...own])],
     credentialHomes: [...new Set([...own, ...exposed])],
     otherCells,
     tmpBytes: limits.max_rss_bytes ?? ctx.config.sandbox.tmp_bytes ?? DEFAULT_TMP_BYTES,

@@ -28,7 +28,13 @@ import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
-import { type Finding, readOnlyPaths, reviewAsync, type WorkspaceSnapshot } from "../sandbox/workspace.ts";
+import {
+  type Finding,
+  readOnlyPaths,
+  recordedFindings,
+  reviewAsync,
+  type WorkspaceSnapshot,
+} from "../sandbox/workspace.ts";
 import {
   type Finish,
   getJob,
@@ -846,7 +852,7 @@ export class Supervisor {
         const found = await this.ctx.walks.run(id, "review", t.root, 2 * max, (budget, signal) =>
           reviewAsync(t.root, t.before, { jobId: id, extra, budget, signal }),
         );
-        findings.push(...found);
+        findings.push(...recordedFindings(found, t.root));
       }
       if (findings.length) {
         this.ctx.writeOrDefer((ev) => {

@@ -33,6 +33,12 @@ export interface PlanRequest {
   /** Empty entries planterd made where a deny path is missing (covered like the deny path). */
   placeholders?: string[];
   /**
+   * Where the host's Unix sockets the job could connect to are (bwrap, a policy with unix_sockets):
+   * the directories holding them, or the socket itself directly under a root such as /run; each is
+   * covered, a listed socket shown again inside (`socketCovers` in bwrap.ts).
+   */
+  socketCovers?: { path: string; kind: "dir" | "file" }[];
+  /**
    * The job's RLIMIT_NPROC, set inside its user namespace (bwrap), where the kernel counts only the
    * job's own tasks: the process limit where no cgroup enforces one. Undefined: none set.
    */

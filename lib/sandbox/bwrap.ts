@@ -1,11 +1,14 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, type Stats } from "node:fs";
+import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
-import { dropArgv } from "./identity.ts";
+import { dropArgv, type Identity } from "./identity.ts";
+import { permsOf, type Resolver, within } from "./paths.ts";
+import { hardLinked } from "./policy.ts";
 import { seccompProgram } from "./seccomp.ts";
-import { fsKind, guardedEntries, type Lstat, sandboxView } from "./view.ts";
+import { fsKind, guardedEntries, type Lstat, type Mount, sandboxView } from "./view.ts";
 
 /** Size of /dev/shm in every sandbox: POSIX shared memory for the job, not a second /tmp. */
 export const SHM_BYTES = 64 * 1024 * 1024;
@@ -27,7 +30,7 @@ export function bwrapPlan(
   bwrap = "bwrap",
   kind: Lstat = fsKind,
   extras: BwrapExtras = {},
-): { argv: string[]; inputs: PlanInput[]; guard: [string, string][] } {
+): { argv: string[]; inputs: PlanInput[]; guard: [string, string][]; view: Mount[] } {
   const p = req.policy;
   const inputs: PlanInput[] = [];
   const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
@@ -67,7 +70,148 @@ export function bwrapPlan(
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
-  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view) };
+  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view), view };
+}
+
+/**
+ * Where the host keeps Unix sockets of its daemons: the runtime dirs (systemd, D-Bus, Docker,
+ * containerd, Podman, libvirt, snapd, every user's XDG_RUNTIME_DIR under /run/user) and LXD's and
+ * Incus's sockets, which give root. A job whose policy lists unix_sockets has AF_UNIX at all: every
+ * socket found here that it could connect to is covered, but the listed ones. A socket elsewhere in
+ * the read-only view (or in the cell dir) stays reachable (README).
+ */
+export const SOCKET_ROOTS = ["/run", "/var/run", "/var/lib/lxd", "/var/snap/lxd/common/lxd", "/var/lib/incus"];
+
+/** Entries the socket walk reads before it refuses the job (a /run holds tens to hundreds). */
+const SOCKET_WALK_LIMIT = 20_000;
+/** Entries of one directory others may write that the walk reads (beyond: a socket there stays reachable). */
+const OPEN_DIR_LIMIT = 1000;
+
+/**
+ * The Unix socket files under SOCKET_ROOTS that `identity` (null: this process's user) could connect
+ * to: every directory on the way searchable by it, the socket writable by it. Symlinks are never
+ * followed (a root that is one, like /var/run → /run, is walked where it points). Only directories
+ * of root and of the job's user are walked, and of one others may write only the first entries, so
+ * another local user cannot make the walk fail (or a socket there stays reachable: README).
+ */
+export function hostSockets(identity: Identity | null, roots: readonly string[] = SOCKET_ROOTS): string[] {
+  const who: Resolver = identity ?? {
+    uid: process.getuid?.() ?? 0,
+    gid: process.getgid?.() ?? 0,
+    groups: process.getgroups?.() ?? [],
+  };
+  const found: string[] = [];
+  const walk = { entries: 0, roots };
+  const stack = [...new Set(roots.map(realOrNull).filter((r): r is string => r !== null))];
+  for (let dir = stack.pop(); dir !== undefined; dir = stack.pop()) {
+    for (const e of socketDirEntries(dir, who, walk)) {
+      // Only root's directories and the job's user's own are walked: another user could fill theirs.
+      if (e.st.isDirectory()) {
+        if (e.st.uid === 0 || e.st.uid === who.uid) stack.push(e.path);
+      } else if (e.st.isSocket() && permsOf(e.st, who) & 2) found.push(e.path);
+    }
+  }
+  return found.sort();
+}
+
+function realOrNull(p: string): string | null {
+  try {
+    return realpathSync(p);
+  } catch {
+    return null; // not on this host
+  }
+}
+
+/**
+ * The entries of one directory of the socket walk (none when `who` cannot search it), counted
+ * against SOCKET_WALK_LIMIT. A directory every user may write (/run/lock) could be filled to make
+ * every such job fail: its entries past OPEN_DIR_LIMIT are not looked at, nor counted.
+ */
+function socketDirEntries(
+  dir: string,
+  who: Resolver,
+  walk: { entries: number; roots: readonly string[] },
+): { path: string; st: Stats }[] {
+  let st: Stats;
+  let names: string[];
+  try {
+    st = lstatSync(dir);
+    if (!st.isDirectory() || !(permsOf(st, who) & 1)) return [];
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const open = (st.mode & 0o002) !== 0;
+  if (open) names = names.slice(0, OPEN_DIR_LIMIT);
+  else walk.entries += names.length;
+  if (walk.entries > SOCKET_WALK_LIMIT) {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      `more than ${SOCKET_WALK_LIMIT} entries under ${walk.roots.join(", ")}: planter cannot find the host's Unix sockets to hide them from a job whose policy lists unix_sockets`,
+      { hint: "run the job without unix_sockets" },
+    );
+  }
+  const out: { path: string; st: Stats }[] = [];
+  for (const name of names) {
+    const path = `${dir === "/" ? "" : dir}/${name}`;
+    try {
+      out.push({ path, st: lstatSync(path) });
+    } catch {
+      // gone meanwhile
+    }
+  }
+  return out;
+}
+
+/**
+ * What to cover so that none of `sockets` is reachable: the directory holding each (an empty one
+ * in the sandbox; what else it holds is a runtime dir's, no job's business), or the socket file
+ * itself when it lies directly in a root (/run holds far more than sockets). Nested ones are left
+ * to the outer cover.
+ */
+export function socketCovers(
+  sockets: string[],
+  roots: readonly string[] = SOCKET_ROOTS.map((r) => {
+    try {
+      return realpathSync(r);
+    } catch {
+      return r;
+    }
+  }),
+): { path: string; kind: "dir" | "file" }[] {
+  const covers = new Map<string, "dir" | "file">();
+  for (const s of sockets) {
+    const parent = dirname(s);
+    if (roots.includes(parent)) covers.set(s, "file");
+    else covers.set(parent, "dir");
+  }
+  const dirs = [...covers].filter(([, k]) => k === "dir").map(([p]) => p);
+  return [...covers]
+    .filter(([p]) => !dirs.some((d) => d !== p && within(p, d)))
+    .map(([path, kind]) => ({ path, kind }))
+    .sort((a, b) => a.path.localeCompare(b.path));
+}
+
+/** Entries of one credential dir the hard-link check reads (a browser profile holds tens of thousands). */
+const CREDENTIAL_WALK_LIMIT = 2000;
+
+/**
+ * A covered credential the job could still open by another name: a file (or a file in a credential
+ * dir, up to CREDENTIAL_WALK_LIMIT entries) with other hard links. Checked only where a policy shows
+ * a home (a cover exists); a link elsewhere in the shown tree would bypass the cover.
+ */
+export function linkedCredential(view: Mount[]): { path: string; why: string } | null {
+  for (const m of view) {
+    if (m.op !== "hide" || m.why !== "credential") continue;
+    let why: string | null;
+    try {
+      why = hardLinked(m.path, CREDENTIAL_WALK_LIMIT, "pass");
+    } catch {
+      why = null;
+    }
+    if (why) return { path: m.path, why };
+  }
+  return null;
 }
 
 /** util-linux's prlimit, run inside the sandbox (the host's /usr is visible read-only there). */
@@ -196,8 +340,19 @@ export class BwrapBackend implements Backend {
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
-    const seccomp = seccompProgram({ allowUnixSockets: req.policy.unix_sockets.length > 0 });
+    const allowUnix = req.policy.unix_sockets.length > 0;
+    const seccomp = seccompProgram({ allowUnixSockets: allowUnix });
+    if (allowUnix) {
+      const others = hostSockets(req.identity).filter((x) => !req.policy.unix_sockets.includes(x));
+      req = { ...req, socketCovers: socketCovers(others) };
+    }
     const plan = bwrapPlan(req, this.path, fsKind, { seccomp });
+    const linked = linkedCredential(plan.view);
+    if (linked) {
+      throw new PlanterError("E_SANDBOX_UNAVAILABLE", `credential ${linked.path} cannot be hidden: ${linked.why}`, {
+        hint: `the job's policy shows the home it lies in; remove the other link (find / -xdev -samefile ${linked.path}), or name the credential in the policy's read_only if the job may read it`,
+      });
+    }
     // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
     return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true, guard: plan.guard };
   }

@@ -36,11 +36,15 @@ export const PRIVILEGED_GROUPS: readonly string[] = [
   "disk",
   "docker",
   "lxd",
+  "incus-admin",
+  "microk8s",
   "libvirt",
   "shadow",
   "systemd-journal",
   "kmem",
   "tty",
+  // Debian's staff writes /usr/local, which root's PATH runs first.
+  "staff",
 ];
 
 const DIGITS = /^\d+$/;

@@ -229,10 +229,27 @@ export function resolveAs(path: string, who: Resolver): { path: string } | { hid
       cur = next;
       continue;
     }
+    // /proc's links (self, cwd, root, exe, fd/N of planterd's or another user's processes) are
+    // resolved by the kernel with ptrace checks this walk cannot make: none is followed for anyone.
+    if (within(next, "/proc")) return { hidden: true };
     if (++links > MAX_LINKS) return { missing: true };
     const target = readlinkSync(next);
     todo.unshift(...target.split("/").filter(Boolean));
     if (target.startsWith("/")) cur = "/";
   }
   return { path: cur };
+}
+
+/**
+ * The canonical form of `p` as `who` reaches it (`resolveAs`): refused with one answer when a
+ * directory on the way is not searchable by `who`, whether or not anything lies below it.
+ */
+export function canonicalAs(p: string, who: Resolver, what: string): string {
+  const r = resolveAs(p, who);
+  if ("path" in r) return r.path;
+  if ("missing" in r) throw badRequest(`${what} ${p} does not exist`, "create it, or name another path");
+  throw badRequest(
+    `${what} ${p} is not a path you can reach (uid ${who.uid}): it lies in a directory you cannot search, or does not exist there`,
+    "name a path you can reach yourself (check with ls as your own user)",
+  );
 }

@@ -8,7 +8,7 @@ import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
 import { canonicalRules, describeNetwork, type NetRules, parseEntry, uncovered } from "../net/policy.ts";
-import { canonical, plantedSymlink, unsafeBind, within } from "./paths.ts";
+import { canonical, canonicalAs, plantedSymlink, type Resolver, resolveAs, unsafeBind, within } from "./paths.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -273,8 +273,15 @@ export function narrow(
  * Resolve every path to its canonical form (symlinks, `..`, trailing slashes). A read_write,
  * read_only or unix_sockets path must exist; a deny path that does not exist is dropped (there
  * is nothing to hide).
+ *
+ * `as`: the user who named the paths, when planterd (root) resolves them for someone else (a peer's
+ * policy, a peer's cell policy at each of its jobs). Every directory on the way must then be
+ * searchable by that user, and the path root goes on with is the one that user's own lookup
+ * reached: a symlink the user retargets between the check and root's lookup, or after the cell
+ * was made, never makes root resolve (and bind, or answer about) a path the user cannot reach.
+ * What is bound is then opened as exactly that path (`openChecked`).
  */
-export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): P {
+export function resolvePolicy<P extends Policy>(p: P, writable: string[] = [], as: Resolver | null = null): P {
   const must = (given: string, field: string) => {
     const path = bare(given);
     const planted = plantedSymlink(path, writable);
@@ -284,7 +291,7 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
         "a symlink a job could have planted is never followed into a bind; name its target itself if you mean it",
       );
     }
-    return canonical(path, `sandbox ${field} path`);
+    return as ? canonicalAs(path, as, `sandbox ${field} path`) : canonical(path, `sandbox ${field} path`);
   };
   const out = { ...p };
   if (p.read_write) out.read_write = p.read_write.map((x) => must(x, "read_write"));
@@ -298,6 +305,9 @@ export function resolvePolicy<P extends Policy>(p: P, writable: string[] = []): 
       ...new Set(
         p.deny.map((x) => {
           const b = bare(x);
+          // A deny path only hides more: one the user cannot reach is resolved as root names it.
+          const found = as ? resolveAs(b, as) : null;
+          if (found && "path" in found) return found.path;
           return existsSync(b) ? realpathSync(b) : missingPath(b, x !== b && b !== "/");
         }),
       ),
@@ -322,8 +332,12 @@ function missingPath(p: string, dir: boolean): string {
 const bare = (p: string) => p.replace(/\/+$/, "") || "/";
 
 /** `resolvePolicy` for a complete policy. */
-export function resolvePolicyPaths(p: EffectivePolicy, writable: string[] = []): EffectivePolicy {
-  return resolvePolicy(p as Policy, writable) as EffectivePolicy;
+export function resolvePolicyPaths(
+  p: EffectivePolicy,
+  writable: string[] = [],
+  as: Resolver | null = null,
+): EffectivePolicy {
+  return resolvePolicy(p as Policy, writable, as) as EffectivePolicy;
 }
 
 /**
@@ -374,7 +388,11 @@ const DENY_WALK_LIMIT = 20_000;
  * denied dir) with other hard links, which a job could open where they are. A dir too large to
  * check is refused rather than trusted.
  */
-export function hardLinked(path: string): string | null {
+export function hardLinked(
+  path: string,
+  limit = DENY_WALK_LIMIT,
+  tooMany: "refuse" | "pass" = "refuse",
+): string | null {
   const st = lstatSync(path);
   if (st.isFile())
     return st.nlink > 1 ? `it has ${st.nlink - 1} other hard link(s), through which a job could still read it` : null;
@@ -390,8 +408,10 @@ export function hardLinked(path: string): string | null {
       continue;
     }
     for (const e of entries) {
-      if (++seen > DENY_WALK_LIMIT)
-        return `it holds more than ${DENY_WALK_LIMIT} entries, too many to check for hard links; deny smaller paths`;
+      if (++seen > limit) {
+        if (tooMany === "pass") return null;
+        return `it holds more than ${limit} entries, too many to check for hard links; deny smaller paths`;
+      }
       const full = `${dir}/${e.name}`;
       if (e.isDirectory()) stack.push(full);
       else if (e.isFile() && lstatSync(full).nlink > 1) {

@@ -3,13 +3,14 @@
  * the plan request for the calling user, and one spawn path that opens the plan's inputs and,
  * as root, drops to an unprivileged identity first, as planterd does.
  */
-import { closeSync, statSync } from "node:fs";
+import { closeSync, realpathSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
 import { resolvePaths, socketDir } from "../paths.ts";
 import type { PlanRequest, SpawnPlan } from "./backend.ts";
+import { homesShown } from "./credentials.ts";
 import { dropArgv, type Identity, identityOf, rootPeerIdentity } from "./identity.ts";
 import { openInputs } from "./inputs.ts";
 import type { EffectivePolicy } from "./policy.ts";
@@ -52,7 +53,8 @@ export function hostRequest(o: {
 }): PlanRequest {
   const paths = resolvePaths();
   const identity = standaloneIdentity(o.cellDir);
-  const real = homedir();
+  // Homes as they really are (a home through a symlink is hidden at its target, as planterd does).
+  const homes = [...new Set([homedir(), ...(identity?.home ? [identity.home] : [])].map(realHome))];
   return {
     argv: o.argv,
     env: o.env,
@@ -61,8 +63,8 @@ export function hostRequest(o: {
     policy: o.policy,
     protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath)],
     home: o.home ?? o.scratch,
-    hiddenHomes: [real, ...(identity?.home ? [identity.home] : [])],
-    credentialHomes: [real, ...(identity?.home ? [identity.home] : [])],
+    hiddenHomes: homes,
+    credentialHomes: [...new Set([...homes, ...homesShown([...o.policy.read_write, ...o.policy.read_only])])],
     otherCells: [],
     workspaceReadOnly: [],
     tmpBytes: 1024 * 1024 * 1024,
@@ -70,6 +72,14 @@ export function hostRequest(o: {
     scratch: o.scratch,
     identity,
   };
+}
+
+function realHome(h: string): string {
+  try {
+    return realpathSync(h);
+  } catch {
+    return h;
+  }
 }
 
 /** Spawn a plan with its inputs as fds 3…, as `identity` when given. */

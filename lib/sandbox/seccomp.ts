@@ -41,6 +41,8 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "mount_setattr",
   "setns",
   "unshare",
+  // The kernel log (where dmesg_restrict is 0): other processes' names and addresses, hardware.
+  "syslog",
   // Host-wide state: accounting, swap, power, modules, I/O ports, quotas, the clock.
   "acct",
   "swapon",
@@ -78,6 +80,15 @@ export interface SeccompRule {
 // The kernel reads these arguments as 32-bit ints: compare the low half only, or a job sets a high bit and passes.
 const LOW32 = 0xffff_ffff;
 const AF_UNIX = 1;
+/**
+ * Address families a job may create sockets of: Internet (v4, v6) and netlink, all in the job's
+ * own network namespace. Every other family is refused, above all those no network namespace
+ * contains: AF_VSOCK reaches the hypervisor's services (and other VMs) from a job with
+ * `network = "none"`, AF_BLUETOOTH the host's radios; the rest (AF_ALG, AF_RDS, AF_TIPC, AF_KCM,
+ * AF_SMC, …) is kernel attack surface no build needs. AF_UNIX is decided by the policy.
+ */
+const JOB_FAMILIES: readonly number[] = [2, 10, 16];
+
 const SOCK_TYPE_MASK = 0xf;
 const SOCK_DGRAM = 2;
 // asm-generic values, the same on x86 and arm (powerpc, mips and sparc differ; see ARCHES).
@@ -95,9 +106,19 @@ export function seccompRules(opts: SeccompOptions): SeccompRule[] {
     rules.push({ syscall: "socket", arg: { index: 0, mask: LOW32, value: AF_UNIX } });
     // A datagram pair can still sendto() or connect() any socket path; stream and seqpacket pairs cannot.
     rules.push({ syscall: "socketpair", arg: { index: 1, mask: SOCK_TYPE_MASK, value: SOCK_DGRAM } });
-    // i386's socketcall passes its arguments in memory, out of a filter's reach.
-    rules.push({ syscall: "socketcall" });
   }
+  // Families outside JOB_FAMILIES, on the low 32 bits the kernel reads: 0–63 one by one, and any
+  // value of 64 or more by the bit that makes it so (a comparison of the whole register would let
+  // high bits through, or refuse AF_INET with a high bit set).
+  for (let family = 0; family < 64; family++) {
+    if (family === AF_UNIX || JOB_FAMILIES.includes(family)) continue;
+    rules.push({ syscall: "socket", arg: { index: 0, mask: LOW32, value: family } });
+  }
+  for (let bit = 6; bit < 32; bit++) {
+    rules.push({ syscall: "socket", arg: { index: 0, mask: 2 ** bit, value: 2 ** bit } });
+  }
+  // i386's socketcall passes its arguments in memory, out of a filter's reach (modern libcs call socket directly).
+  rules.push({ syscall: "socketcall" });
   return rules;
 }
 

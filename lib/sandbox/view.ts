@@ -5,7 +5,7 @@
  * bind re-exposes part of a hidden tree (a cell dir inside a hidden home, a `read_write`
  * carve-out inside a `deny` path) and a deeper hide covers part of a bind.
  */
-import { lstatSync } from "node:fs";
+import { lstatSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
 import type { PlanRequest } from "./backend.ts";
 import { credentialPaths } from "./credentials.ts";
@@ -27,6 +27,15 @@ export const fsKind: Lstat = (p) => {
     return null;
   }
 };
+
+/** A path's canonical form, or the path itself when it cannot be resolved (missing, a loop). */
+function realPath(p: string): string {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+}
 
 /** Shell rc files that stay read-only in any real home a job can see. */
 export const RC_FILES = [
@@ -114,12 +123,23 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
       extra.push({ op: "bind", path: x, write: false, why: "protected" });
   }
   // Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
+  // Covered where they really are: a credential that is a symlink (a dotfile manager's `~/.npmrc →
+  // dotfiles/npmrc`, a home-manager link into /nix/store) or lies below one (`~/.config → …`) is
+  // hidden at its target, which the job could otherwise read by that name.
   const named = [...p.read_write, ...p.read_only];
   for (const h of req.credentialHomes) {
     for (const c of credentialPaths(h)) {
-      if (named.includes(c) || !visibleIn(sorted, c)) continue;
-      extra.push(...hide(c, "credential"));
+      const real = realPath(c);
+      if (named.includes(c) || named.includes(real) || !visibleIn(sorted, real)) continue;
+      extra.push(...hide(real, "credential"));
     }
+  }
+  // With AF_UNIX on (a policy lists unix_sockets), every other socket the job could reach is
+  // covered: its directory (an empty one), or the socket itself under /dev/null (refuses connects).
+  // A listed socket is bound again inside its covered directory.
+  for (const c of req.socketCovers ?? []) {
+    if (p.unix_sockets.includes(c.path) || !visibleIn(sorted, c.path)) continue;
+    extra.push({ op: "hide", path: c.path, kind: c.kind, why: "unix socket" });
   }
   // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
   // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
@@ -158,7 +178,10 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
 export function guardedEntries(ms: Mount[], privateTmp = true): [string, string][] {
   const out = new Map<string, [string, string]>();
   for (const m of ms) {
-    if (m.op !== "hide") continue;
+    // Not socket covers: the host's runtime dirs change all the time (a service restarts, a user's
+    // session makes sockets), and a job cannot make them change (README: a socket replaced while
+    // the job runs is reachable).
+    if (m.op !== "hide" || m.why === "unix socket") continue;
     for (let a = m.path; a !== "/"; a = dirname(a)) {
       const parent = dirname(a);
       const d = decider(ms, parent);

@@ -45,6 +45,10 @@ export const WORKSPACE_CONFIG: readonly string[] = [
   ".nvimrc",
   ".nvim.lua",
   ".dir-locals.el",
+  ".dir-locals-2.el",
+  ".vimrc",
+  ".lazy.lua",
+  ".fleet",
   ".helix",
   ".hg/hgrc",
   // coding agents
@@ -60,8 +64,21 @@ export const WORKSPACE_CONFIG: readonly string[] = [
   ".opencode",
   "opencode.json",
   ".aider.conf.yml",
-  // shell and git hook managers
+  ".roo",
+  ".qwen",
+  ".junie",
+  "crush.json",
+  ".crush.json",
+  // shell and git hook managers; mise trusts a config by its path, so a changed one runs unasked
   ".envrc",
+  "mise.toml",
+  ".mise.toml",
+  "mise.local.toml",
+  ".mise.local.toml",
+  ".mise",
+  ".config/mise",
+  ".config/mise.toml",
+  ".rtx.toml",
   ".gitmodules",
   ".pre-commit-config.yaml",
   ".husky",
@@ -82,8 +99,12 @@ export type FindingKind = "git-hook" | "git-config" | "git-redirect" | "tool-con
 export interface Finding {
   /** The entry as the job left it (absolute); for "review-incomplete", the tree. */
   path: string;
-  /** What it is; "review-incomplete": the tree was larger than the review's budget, and is not all reviewed. */
-  kind: FindingKind | "review-incomplete";
+  /**
+   * What it is; "review-incomplete": the tree was larger than the review's budget, and is not all
+   * reviewed; "more-set-aside": a count of further entries set aside that are not listed one by one
+   * (`recordedFindings`).
+   */
+  kind: FindingKind | "review-incomplete" | "more-set-aside";
   detail: string;
   /** Where it now is (absolute), or "" when it could not be set aside. */
   saved_as: string;
@@ -1339,6 +1360,34 @@ function setAsideIn(
   } finally {
     closeSync(dfd);
   }
+}
+
+/** Findings of one tree recorded one by one (job status, events); the rest are counted. */
+export const MAX_RECORDED_FINDINGS = 100;
+
+/**
+ * The findings of one tree's review as planterd records them: every entry is set aside, but a job
+ * that plants thousands (a `.envrc` in each of 100k dirs) must not make its own record, its events
+ * and every `job ls` answer that size. Past MAX_RECORDED_FINDINGS the rest become one
+ * "more-set-aside" finding with their count; a "review-incomplete" one is always kept.
+ */
+export function recordedFindings(found: Finding[], root: string, max = MAX_RECORDED_FINDINGS): Finding[] {
+  const incomplete = found.filter((f) => f.kind === "review-incomplete");
+  const each = found.filter((f) => f.kind !== "review-incomplete");
+  if (each.length <= max) return found;
+  const more = each.length - (max - 1);
+  const restored = each.slice(max - 1).filter((f) => f.restored).length;
+  return [
+    ...each.slice(0, max - 1),
+    {
+      path: root,
+      kind: "more-set-aside",
+      detail: `${more} more entries the job added or changed were set aside (each beside itself as NAME${QUARANTINE}JOB); ${restored} had an earlier version restored`,
+      saved_as: "",
+      restored: false,
+    },
+    ...incomplete,
+  ];
 }
 
 /** After a job: find what it added/changed (compared to `before`), set each aside (never delete), restore the earlier version where there was one. */

@@ -54,6 +54,24 @@ export function listCells(db: Database): CellRow[] {
   return (db.query("SELECT * FROM cells ORDER BY name").all() as RawCell[]).map(decode);
 }
 
+/**
+ * Every cell's name, dir and whether it is managed, without the JSON columns: what each job launch
+ * looks at (other cells to hide, trees jobs write). Reading whole rows made a launch cost the size
+ * of every cell's env and policy.
+ */
+export function listCellDirs(db: Database): { name: string; dir: string; managed: boolean }[] {
+  return (db.query("SELECT name, dir, managed FROM cells ORDER BY name").all() as RawCell[]).map((r) => ({
+    name: r.name,
+    dir: r.dir,
+    managed: r.managed === 1,
+  }));
+}
+
+/** How many cells `uid` owns. */
+export function countCellsOf(db: Database, uid: number): number {
+  return (db.query("SELECT COUNT(*) AS n FROM cells WHERE owner_uid = ?").get(uid) as { n: number }).n;
+}
+
 export function insertCell(db: Database, c: CellRow): void {
   db.query(
     "INSERT INTO cells (name, dir, managed, env, limits, sandbox, created_at, owner_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -182,6 +182,11 @@ export interface JobFilter {
 }
 
 export function listJobs(db: Database, f: JobFilter): JobRow[] {
+  return [...iterJobs(db, f)];
+}
+
+/** `listJobs` row by row: a caller that stops early (a page full by bytes) never reads the rest. */
+export function* iterJobs(db: Database, f: JobFilter): Generator<JobRow> {
   const where: string[] = [];
   const params: (string | number)[] = [];
   if (f.cell) {
@@ -200,7 +205,7 @@ export function listJobs(db: Database, f: JobFilter): JobRow[] {
   // Either order walks an index (seq, or cell/state then seq) from one end: the newest 50 of
   // 100k jobs cost as little as the oldest 50.
   const sql = `SELECT * FROM jobs ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq ${f.newest ? "DESC" : "ASC"} LIMIT ?`;
-  return (db.query(sql).all(...params) as RawJob[]).map(decode);
+  for (const row of db.query(sql).iterate(...params)) yield decode(row as RawJob);
 }
 
 /** Jobs that a daemon must supervise: pending or running. */

@@ -100,3 +100,40 @@ test("request_ref makes cell creation replay-safe", async () => {
   expect(b).toEqual(a);
   expect(await code(d.client.createCell({ name: "other", request_ref: "r1" }))).toBe("E_IDEMPOTENCY_CONFLICT");
 });
+
+test("a cell's env, limits and policy are kept small (64 KiB): a larger one is refused, nothing made", async () => {
+  const env: Record<string, string> = {};
+  for (let i = 0; i < 10; i++) env[`V${i}`] = "x".repeat(7000);
+  const e = (await d.client.createCell({ name: "fat", env }).catch((x) => x)) as PlanterError;
+  expect([e.code, e.message]).toEqual([
+    "E_BAD_REQUEST",
+    expect.stringMatching(/^cell fat's env, limits and sandbox policy take \d+ bytes; a cell keeps at most 65536$/),
+  ]);
+  expect(e.hint).toContain("--env");
+  expect(await code(d.client.getCell("fat"))).toBe("E_NOT_FOUND");
+  // Just under the limit is fine.
+  const ok = await d.client.createCell({ name: "lean", env: { V: "x".repeat(60_000) } });
+  expect(ok.env.V?.length).toBe(60_000);
+});
+
+test("past [api] max_cells_per_uid a new cell is refused (503) and nothing is made; removing one makes room", async () => {
+  const c = await startDaemon({ config: "[api]\nmax_cells_per_uid = 3\n" });
+  try {
+    // The default cell is the user's first.
+    await c.client.createCell({ name: "a" });
+    await c.client.createCell({ name: "b" });
+    const e = (await c.client.createCell({ name: "c" }).catch((x) => x)) as PlanterError;
+    expect([e.code, e.status, e.message]).toEqual([
+      "E_UNAVAILABLE",
+      503,
+      // As root, root's cells belong to the root-peer user.
+      expect.stringMatching(/^uid \d+ already owns 3 cells, the most one user may \(\[api\] max_cells_per_uid\)$/),
+    ]);
+    expect(existsSync(join(c.home, "state", "cells", "c"))).toBe(false);
+    await c.client.removeCell("a", false);
+    expect((await c.client.createCell({ name: "c" })).name).toBe("c");
+  } finally {
+    await c.stop();
+    cleanup(c.home);
+  }
+});

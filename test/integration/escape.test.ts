@@ -20,6 +20,7 @@ import {
   readdirSync,
   readFileSync,
   readlinkSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -82,6 +83,13 @@ const UNLISTED = [
   ".databrickscfg",
   ".authinfo",
   ".config/glab-cli/config.yml",
+  ".docker/key.pem",
+  ".minikube/profiles/minikube/client.key",
+  ".config/pip/pip.conf",
+  ".cloudflared/cert.pem",
+  ".config/github-copilot/apps.json",
+  ".var/app/org.mozilla.firefox/.mozilla/firefox/profiles.ini",
+  ".local/share/TelegramDesktop/tdata/key_datas",
 ];
 
 /** Unix socket probe: connects to each path (`@name` is abstract) and prints what happened. */
@@ -223,27 +231,36 @@ function writeTree(root: string, files: Record<string, string>, mode = 0o644): v
 }
 
 /** A scratch dir in the host's /tmp that the job user can pass through. */
-function scratchDir(prefix: string): string {
-  const d = mkdtempSync(`/tmp/${prefix}-`);
+function scratchDir(prefix: string, base = "/tmp"): string {
+  const d = mkdtempSync(`${base}/${prefix}-`);
   chmodSync(d, 0o755);
   cleanups.push(() => rmSync(d, { recursive: true, force: true }));
   return d;
 }
 
 /** The fake home planterd runs with: credentials, an rc file and an ordinary file. */
-function fakeHome(): string {
-  const h = scratchDir("pt-eh");
+function fakeHome(base = "/tmp"): string {
+  const h = scratchDir("pt-eh", base);
   const files: Record<string, string> = { "notes.txt": "ordinary-home-file\n", ".bashrc": "# rc\n" };
   for (const c of [...LISTED, ...UNLISTED]) files[c] = `credential:${c}\n`;
   writeTree(h, files);
   return h;
 }
 
-async function startPlanterd(mode: Mode): Promise<Planterd> {
-  const home = fakeHome();
+/**
+ * planterd in `mode`. `homeVia`: its HOME is a symlink to the fake home, both in /var/tmp (a job
+ * sees /var/tmp; /home → /var/home on Fedora Atomic and other ostree hosts is the same layout).
+ */
+async function startPlanterd(mode: Mode, o: { homeVia?: "symlink" } = {}): Promise<Planterd> {
+  const home = fakeHome(o.homeVia ? "/var/tmp" : "/tmp");
+  let homeEnv = home;
+  if (o.homeVia) {
+    homeEnv = join(scratchDir("pt-ehl", "/var/tmp"), "home");
+    symlinkSync(home, homeEnv);
+  }
   const scratch = scratchDir("pt-es");
   if (mode === "root") {
-    const d = await startDaemon({ config: CONFIG, env: { HOME: home, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
+    const d = await startDaemon({ config: CONFIG, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
     // Peers other than root (nobody, allowed by the config) may reach the socket.
     chmodSync(join(d.home, "run"), 0o755);
     chmodSync(d.socket, 0o666);
@@ -279,7 +296,7 @@ async function startPlanterd(mode: Mode): Promise<Planterd> {
       "daemon",
     ],
     {
-      env: baseEnv(planterHome, { HOME: home, ESCAPE_DAEMON_SECRET: DAEMON_SECRET }),
+      env: baseEnv(planterHome, { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET }),
       cwd: "/",
       stdin: "ignore",
       stdout: "ignore",
@@ -681,14 +698,30 @@ for (const mode of ["root", "user"] as const) {
         expect(s.out).toBe(`${hostTmpSock} connect: No such file or directory\n${agentSock} connected: agent\n`);
       });
 
-      test("a listener in a host runtime dir (/run): refused unless the policy lists a socket (then coarse, as documented)", async () => {
+      test("a listener in a host runtime dir (/run, also as /var/run): refused, and with unix_sockets listing another socket still unreachable", async () => {
         const a = await mkCell(p, { files: { "u.pl": PROBE_UNIX } });
         const r = await run(p, "", { cell: a.name, argv: ["perl", join(a.dir, "u.pl"), runSock] });
         expect(r.out).toBe(`${runSock} socket: Operation not permitted\n`);
-        // docs/sandbox.md "unix_sockets is coarse on Linux": listing one socket reaches every socket the view shows.
+        // With AF_UNIX on for the listed socket, every other socket under /run is covered (D-Bus,
+        // Docker, systemd, a user's runtime dir): the listed one answers, the others refuse.
+        const viaVarRun = runSock.replace(/^\/run\//, "/var/run/");
+        // A socket directly in /run is covered itself (/run holds more than sockets).
+        const direct = `/run/pt-escape-${TAG}-${mode}.sock`;
+        await listen(direct, "run-direct");
+        cleanups.push(() => rmSync(direct, { force: true }));
         const b = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [agentSock] } });
-        const s = await run(p, "", { cell: b.name, argv: ["perl", join(b.dir, "u.pl"), runSock] });
-        expect(s.out).toBe(`${runSock} connected: runtime-dir\n`);
+        const s = await run(p, "", {
+          cell: b.name,
+          argv: ["perl", join(b.dir, "u.pl"), runSock, viaVarRun, direct, agentSock],
+        });
+        // The directory holding the socket is covered (an empty one in the sandbox).
+        expect(s.out).toBe(
+          `${runSock} connect: No such file or directory\n${viaVarRun} connect: No such file or directory\n${direct} connect: Connection refused\n${agentSock} connected: agent\n`,
+        );
+        // Listing the /run socket itself passes it.
+        const c = await mkCell(p, { files: { "u.pl": PROBE_UNIX }, policy: { unix_sockets: [runSock] } });
+        const t = await run(p, "", { cell: c.name, argv: ["perl", join(c.dir, "u.pl"), runSock] });
+        expect(t.out).toBe(`${runSock} connected: runtime-dir\n`);
       });
 
       test("a host process listening on a socket file inside the cell is refused to the job", async () => {
@@ -750,6 +783,19 @@ for (const mode of ["root", "user"] as const) {
         });
         expect(r.out).toStartWith(`${agentSock} connected: agent\n`);
         expect(r.out).not.toContain(`@${abstractName} connected`);
+      });
+
+      test("AF_VSOCK (the hypervisor's and other VMs' sockets, in no network namespace) and other families: refused with network none and host, with or without unix_sockets; inet and netlink work", async () => {
+        // family → socket() result; AF_VSOCK 40, AF_BLUETOOTH 31, AF_ALG 38, AF_RDS 21, AF_TIPC 30, AF_KCM 41, 63, 64.
+        const probe = `for my $f (40, 31, 38, 21, 30, 41, 63, 64, 2, 10, 16) { my $ok = socket(my $s, $f, 1, 0) || socket($s, $f, 5, 0) || socket($s, $f, 2, 0) || socket($s, $f, 3, 0); print "$f ", ($ok ? "ok" : ($!{EPERM} ? "EPERM" : "other")), "\\n" }`;
+        const want =
+          "40 EPERM\n31 EPERM\n38 EPERM\n21 EPERM\n30 EPERM\n41 EPERM\n63 EPERM\n64 EPERM\n2 ok\n10 ok\n16 ok\n";
+        const { dir, name } = await mkCell(p, { files: { "f.pl": probe } });
+        expect((await run(p, "", { cell: name, argv: ["perl", join(dir, "f.pl")] })).out).toBe(want);
+        const host = await mkCell(p, { files: { "f.pl": probe }, policy: { network: "host" } });
+        expect((await run(p, "", { cell: host.name, argv: ["perl", join(host.dir, "f.pl")] })).out).toBe(want);
+        const unix = await mkCell(p, { files: { "f.pl": probe }, policy: { unix_sockets: [agentSock] } });
+        expect((await run(p, "", { cell: unix.name, argv: ["perl", join(unix.dir, "f.pl")] })).out).toBe(want);
       });
 
       test("datagram sockets (a /dev/log-style receiver in the cell): refused; stream pairs still work", async () => {
@@ -895,6 +941,9 @@ for (const mode of ["root", "user"] as const) {
         symlinkSync(p.state, linkState);
         const linkEtc = join(p.scratch, `to-etc-${mode}`);
         symlinkSync("/etc", linkEtc);
+        // A directory service's user's home: no passwd line, right under /home.
+        const ldapHome = mkdtempSync("/home/pt-eldapcell-");
+        cleanups.push(() => rmSync(ldapHome, { recursive: true, force: true }));
         const before = (await p.client.listCells()).cells.length;
         const bad = [
           `${p.state}/`,
@@ -916,6 +965,7 @@ for (const mode of ["root", "user"] as const) {
           "/tmp",
           p.fakeHome,
           `${p.fakeHome}/.`,
+          ldapHome,
         ];
         for (const [i, dir] of bad.entries()) {
           const e = await refusal(p.client.createCell({ name: `bad-${i}`, dir }));
@@ -1591,6 +1641,83 @@ for (const mode of ["root", "user"] as const) {
         expect(r.out).toBe("ordinary-home-file\n# rc\ndone\n");
       });
 
+      test("read_only: [home] hides credentials that are symlinks (file, dir) or lie below one, at their targets", async () => {
+        const h = p.fakeHome;
+        const dot = join(h, "dotfiles");
+        // A dotfile manager's layout: the credentials live in dotfiles/, the home holds links.
+        mkdirSync(join(dot, "config"), { recursive: true, mode: 0o755 });
+        renameSync(join(h, ".npmrc"), join(dot, "npmrc"));
+        symlinkSync("dotfiles/npmrc", join(h, ".npmrc"));
+        renameSync(join(h, ".ssh"), join(dot, "ssh"));
+        symlinkSync(`${dot}/ssh`, join(h, ".ssh"));
+        renameSync(join(h, ".config"), join(dot, "config", "c"));
+        symlinkSync("dotfiles/config/c", join(h, ".config"));
+        giveToJobUser(h);
+        try {
+          const { name } = await mkCell(p, { policy: { read_only: [h] } });
+          const names = [".npmrc", "dotfiles/npmrc", ".ssh/id_ed25519", "dotfiles/ssh/id_ed25519"];
+          names.push(".config/gh/hosts.yml", "dotfiles/config/c/gh/hosts.yml");
+          const r = await run(p, `for f in ${names.join(" ")}; do cat ${h}/$f 2>/dev/null; done; cat ${h}/notes.txt`, {
+            cell: name,
+          });
+          expect([r.job.exit_code, r.out]).toEqual([0, "ordinary-home-file\n"]);
+        } finally {
+          for (const [link, real] of [
+            [".npmrc", "dotfiles/npmrc"],
+            [".ssh", "dotfiles/ssh"],
+            [".config", "dotfiles/config/c"],
+          ] as const) {
+            rmSync(join(h, link));
+            renameSync(join(h, real), join(h, link));
+          }
+          rmSync(dot, { recursive: true });
+        }
+      });
+
+      test("read_only: [home] with a listed credential hard-linked elsewhere in the home: the job fails, never shows it", async () => {
+        const h = p.fakeHome;
+        const { name } = await mkCell(p, { policy: { read_only: [h] } });
+        for (const [cred, other] of [
+          [".git-credentials", "backup-git-credentials"],
+          [".aws/credentials", "aws-credentials.bak"],
+        ] as const) {
+          linkSync(join(h, cred), join(h, other));
+          try {
+            // The job fails before it starts (sandbox_error, with the reason), never runs with the link.
+            const r = await run(p, `cat ${h}/${other}; echo ran`, { cell: name });
+            expect([r.job.state, r.job.reason, r.out]).toEqual(["failed", "sandbox_error", ""]);
+            expect(r.job.message).toContain(`credential ${join(h, cred.split("/")[0] as string)} cannot be hidden`);
+          } finally {
+            rmSync(join(h, other));
+          }
+        }
+        expect((await run(p, `cat ${h}/notes.txt`, { cell: name })).out).toBe("ordinary-home-file\n");
+      });
+
+      test("a home under /home of a user not in /etc/passwd (LDAP, SSSD) that a policy shows keeps its credentials hidden, also when /home is shown whole", async () => {
+        // A directory service's user: no passwd line, a home under /home, world-readable files.
+        const other = mkdtempSync("/home/pt-eldap-");
+        cleanups.push(() => rmSync(other, { recursive: true, force: true }));
+        chmodSync(other, 0o755);
+        writeTree(other, {
+          "notes.txt": "ldap-home\n",
+          ".npmrc": "//registry:_authToken=ldap-secret\n",
+          ".ssh/id_rsa.pub": "pub\n",
+        });
+        Bun.spawnSync(["chown", "-R", "4242:4242", other]);
+        for (const shown of [other, "/home"]) {
+          const { name } = await mkCell(p, { policy: { read_only: [shown] } });
+          const r = await run(
+            p,
+            `cat ${other}/notes.txt; cat ${other}/.npmrc ${other}/.ssh/id_rsa.pub 2>/dev/null; echo done`,
+            {
+              cell: name,
+            },
+          );
+          expect([shown, r.out]).toEqual([shown, "ldap-home\ndone\n"]);
+        }
+      });
+
       test("a credential named one by one is passed, the others stay hidden", async () => {
         const h = p.fakeHome;
         const { name } = await mkCell(p, { policy: { read_only: [h, join(h, ".npmrc"), join(h, ".ssh")] } });
@@ -1783,6 +1910,21 @@ for (const mode of ["root", "user"] as const) {
         );
       });
 
+      test("mise (trusted by path), Emacs .dir-locals-2.el, Vim's .vimrc and .lazy.lua, Roo/Qwen/Junie/Crush config: existing ones read-only, new ones set aside", async () => {
+        const { name, dir } = await mkCell(p, { files: { "mise.toml": "[env]\nA = '1'\n" } });
+        const made = [".dir-locals-2.el", ".vimrc", ".lazy.lua", "sub/.mise.toml", ".config/mise/config.toml"];
+        made.push(".roo/mcp.json", ".qwen/settings.json", ".junie/mcp/mcp.json", "crush.json");
+        const r = await run(
+          p,
+          `echo '[hooks]' >> mise.toml 2>/dev/null || echo mise-read-only; for f in ${made.join(" ")}; do mkdir -p $(dirname $f) && echo x > $f; done; echo made`,
+          { cell: name },
+        );
+        expect(r.out).toBe("mise-read-only\nmade\n");
+        expect(readFileSync(join(dir, "mise.toml"), "utf8")).toBe("[env]\nA = '1'\n");
+        expect(made.filter((f) => existsSync(join(dir, f)))).toEqual([]);
+        expect(r.job.workspace.map((f) => f.path).sort()).toEqual(made.map((f) => join(dir, f)).sort());
+      });
+
       test(".envrc: the existing one is read-only, a new one in a subdir is set aside", async () => {
         const { name, dir } = await mkCell(p, { files: { ".envrc": "export A=1\n" } });
         const r = await run(p, "echo 'id' >> .envrc; echo rc=$?; mkdir sub && echo 'id' > sub/.envrc && echo made", {
@@ -1826,6 +1968,35 @@ for (const mode of ["root", "user"] as const) {
             restored: false,
           },
         ]);
+      });
+
+      test("a job planting hundreds of tool configs: every one set aside, its record and events list 100 and count the rest", async () => {
+        const { name, dir } = await mkCell(p);
+        const n = 250;
+        const r = await run(
+          p,
+          `i=0; while [ $i -lt ${n} ]; do mkdir d$i && echo 'echo pwn' > d$i/.envrc; i=$((i+1)); done`,
+          {
+            cell: name,
+          },
+        );
+        expect(r.job.exit_code).toBe(0);
+        // Nothing of it is left where the host's direnv would load it.
+        const left = readdirSync(dir).filter((d) => existsSync(join(dir, d, ".envrc")));
+        expect(left).toEqual([]);
+        const w = r.job.workspace;
+        expect(w.length).toBe(100);
+        expect(w.slice(0, 99).every((f) => f.kind === "tool-config" && f.saved_as.includes(r.job.id))).toBe(true);
+        expect(w[99]).toEqual({
+          path: dir,
+          kind: "more-set-aside",
+          detail: expect.stringContaining(`${n - 99} more entries the job added or changed were set aside`),
+          saved_as: "",
+          restored: false,
+        });
+        const evs: { kind: string; subject: string }[] = [];
+        for await (const e of p.client.events({})) if (e.subject === `job/${r.job.id}`) evs.push(e);
+        expect(evs.filter((e) => e.kind === "job.workspace_set_aside").length).toBe(100);
       });
 
       test("HOLE: when the cell's parent is swapped for a symlink during the job, the review writes the cell's files into another tree", async () => {
@@ -2092,6 +2263,69 @@ for (const mode of ["root", "user"] as const) {
           expect([refused.status, refused.body.error?.code]).toEqual([400, "E_BAD_REQUEST"]);
           expect(refused.body.error?.message).toContain(`sandbox read_only path ${secret} is not a path you can reach`);
           expect((await asPeer(p, "GET", "/v1/cells/peer-priv")).status).toBe(404);
+        });
+
+        test("a peer's cell policy path, a symlink of its own retargeted after the cell was made, never binds what the peer cannot reach", async () => {
+          const priv = scratchDir("pt-eretpriv");
+          chmodSync(priv, 0o700);
+          mkdirSync(join(priv, "data"), { mode: 0o755 });
+          writeFileSync(join(priv, "data", "secret.txt"), "peer-unreachable\n", { mode: 0o644 });
+          const mine = scratchDir("pt-eretmine");
+          mkdirSync(join(mine, "ok"), { mode: 0o755 });
+          writeFileSync(join(mine, "ok", "secret.txt"), "peer-own\n", { mode: 0o644 });
+          symlinkSync(join(mine, "ok"), join(mine, "link"));
+          giveToJobUser(mine);
+          Bun.spawnSync(["chown", "-h", `${JOB_UID}:${JOB_UID}`, join(mine, "link")]);
+          const link = join(mine, "link");
+          const c = await asPeer(p, "POST", "/v1/cells", {
+            name: "peer-retarget",
+            sandbox: { policy: { read_only: [link] } },
+          });
+          expect(c.status).toBe(201);
+          const job = async (policy?: Record<string, unknown>) => {
+            const j = await asPeer(p, "POST", "/v1/jobs", {
+              cell: "peer-retarget",
+              argv: [
+                "sh",
+                "-c",
+                `cat ${join(mine, "ok", "secret.txt")} ${join(priv, "data", "secret.txt")} 2>&1; true`,
+              ],
+              ...(policy ? { sandbox: { policy } } : {}),
+            });
+            if (j.status !== 201) return { refused: j.body.error?.message ?? "" };
+            await p.client.waitJob(j.body.id as string, 20_000);
+            return { out: await text(p, j.body.id as string, "stdout") };
+          };
+          // While the link points at the peer's own dir, the cell binds that.
+          const before = await job();
+          expect("out" in before && before.out).toContain("peer-own\n");
+          // The peer points its link into root's 0700 dir (as the peer, in its own dir). Each job
+          // resolves the cell's paths again, with the rights of the user it runs as: refused with one
+          // answer whether the target exists or not (root's own lookup told them apart: "does not
+          // exist", or a job failed by bwrap's "Permission denied").
+          const retarget = (to: string) =>
+            expect(
+              Bun.spawnSync([
+                "setpriv",
+                `--reuid=${JOB_UID}`,
+                `--regid=${JOB_UID}`,
+                "--clear-groups",
+                "ln",
+                "-sfn",
+                to,
+                link,
+              ]).exitCode,
+            ).toBe(0);
+          const unreachable = `sandbox read_only path ${link} is not a path you can reach (uid ${JOB_UID})`;
+          for (const to of [join(priv, "data"), join(priv, "missing")]) {
+            retarget(to);
+            const after = await job();
+            expect(after).toEqual({ refused: expect.stringContaining(unreachable) });
+            // The same through a job's own policy naming the link.
+            expect(await job({ read_only: [link] })).toEqual({ refused: expect.stringContaining(unreachable) });
+          }
+          retarget(join(mine, "ok"));
+          expect(await job()).toEqual({ out: expect.stringContaining("peer-own\n") });
         });
 
         test("HOLE: a peer's cell policy env.pass hands it planterd's (root's) own environment", async () => {
@@ -2392,6 +2626,42 @@ for (const mode of ["root", "user"] as const) {
         );
         expect([r.job.exit_code, r.out]).toEqual([0, "first\n"]);
       });
+    });
+  });
+}
+
+// ------------------------------------------------------------------ a home reached through a symlink
+
+for (const mode of ["root", "user"] as const) {
+  describe(`planterd as ${mode}, its HOME a symlink to the real home`, () => {
+    let p: Planterd;
+    let link = "";
+    beforeAll(async () => {
+      p = await startPlanterd(mode, { homeVia: "symlink" });
+      link = readdirSync("/var/tmp")
+        .filter((n) => n.startsWith("pt-ehl-"))
+        .map((n) => join("/var/tmp", n, "home"))
+        .find((l) => existsSync(l) && realpathSync(l) === p.fakeHome) as string;
+    });
+    afterAll(async () => {
+      await p?.stop();
+    });
+
+    const readAll = (h: string) => ["notes.txt", ...LISTED].map((f) => `cat ${join(h, f)} 2>/dev/null;`).join(" ");
+
+    test("the real home stays hidden by both names, and jobs run", async () => {
+      expect(link).toBeTruthy();
+      expect(readFileSync(join(link, "notes.txt"), "utf8")).toBe("ordinary-home-file\n");
+      const r = await run(p, `${readAll(p.fakeHome)} ${readAll(link)} ls -A ${p.fakeHome} 2>/dev/null; echo done`);
+      expect([r.job.exit_code, r.out, r.err]).toEqual([0, "done\n", ""]);
+    });
+
+    test("read_only: [home] by its symlink or its real path shows the home but none of the listed credentials", async () => {
+      for (const named of [link, p.fakeHome]) {
+        const c = await mkCell(p, { policy: { read_only: [named] } });
+        const r = await run(p, `${readAll(p.fakeHome)} echo done`, { cell: c.name });
+        expect([r.job.exit_code, r.out]).toEqual([0, "ordinary-home-file\ndone\n"]);
+      }
     });
   });
 }

@@ -132,3 +132,26 @@ describe("GET /v1/jobs?order=newest", () => {
     });
   });
 });
+
+describe("pages bounded by bytes", () => {
+  test("jobs with a 1 MiB argv: a page stops at 4 MiB of them, the CLI follows next_after to every job", async () => {
+    const f = await startDaemon();
+    try {
+      const big = Array.from({ length: 4000 }, (_, i) => `${i}`.padEnd(250, "x"));
+      const made: string[] = [];
+      for (let i = 0; i < 6; i++) made.push((await f.client.createJob({ argv: ["true", ...big] })).id);
+      const first = await f.client.listJobs({ limit: 1000 });
+      expect(first.jobs.length).toBeGreaterThan(0);
+      expect(first.jobs.length).toBeLessThan(6);
+      expect(JSON.stringify(first).length).toBeLessThan(4 * 1024 * 1024 + 64 * 1024);
+      expect(first.next_after).toBe(first.jobs[first.jobs.length - 1]?.id ?? "");
+      const all = JSON.parse((await cli(f.home, ["job", "ls", "--json"])).stdout) as { id: string }[];
+      expect(all.map((j) => j.id)).toEqual(made);
+      const latest = (await cli(f.home, ["job", "ls", "--limit", "5"])).stdout;
+      expect(rows(latest)).toEqual(made.slice(1));
+    } finally {
+      await f.stop();
+      cleanup(f.home);
+    }
+  });
+});

@@ -223,3 +223,30 @@ describe("list and remove", () => {
     expect(((await d.client.getJob(j.id).catch((x) => x)) as PlanterError).code).toBe("E_NOT_FOUND");
   });
 });
+
+describe("jobs one user may have at once", () => {
+  test("past [jobs] max_running_per_uid a job is refused (503, E_UNAVAILABLE, the count and the key); one ending makes room", async () => {
+    const c = await startDaemon({ config: "[jobs]\nmax_running_per_uid = 2\nkill_grace_ms = 200\n" });
+    try {
+      const a = await c.client.createJob({ argv: ["sleep", "60"] });
+      const b = await c.client.createJob({ argv: ["sleep", "60"] });
+      const e = (await c.client.createJob({ argv: ["true"] }).catch((x) => x)) as PlanterError;
+      expect([e.code, e.status, e.message]).toEqual([
+        "E_UNAVAILABLE",
+        503,
+        expect.stringContaining(
+          "already has 2 jobs pending or running, the most one user may ([jobs] max_running_per_uid = 2)",
+        ),
+      ]);
+      expect((await c.client.listJobs({})).jobs.map((j) => j.id)).toEqual([a.id, b.id]);
+      await c.client.killJob(a.id, { force: true });
+      await c.client.waitJob(a.id, 20_000);
+      const next = await c.client.createJob({ argv: ["true"] });
+      expect((await c.client.waitJob(next.id, 20_000)).job.exit_code).toBe(0);
+      await c.client.killJob(b.id, { force: true });
+    } finally {
+      await c.stop();
+      cleanup(c.home);
+    }
+  });
+});

@@ -55,7 +55,7 @@ let logJob: Job;
 const LOG_BYTES = 5_000_000;
 
 beforeAll(async () => {
-  d = await startDaemon({ config: "[api]\nmax_body_bytes = 33554432\n" });
+  d = await startDaemon({ config: "[api]\nmax_body_bytes = 33554432\nmax_cell_bytes = 33554432\n" });
   const c = d.client;
   await c.createCell({ name: "big", env: Object.fromEntries(bigArgs("v").map((v, i) => [`V${i}`, v])) });
   // argv[0] too long to exec: the job fails at spawn, and its event carries the long argv0.

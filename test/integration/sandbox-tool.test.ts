@@ -1,6 +1,6 @@
 /** The `sandbox` tool: check, render and exec without a daemon. */
 import { afterAll, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { rootPeerIdentity } from "../../lib/sandbox/identity.ts";
@@ -74,6 +74,32 @@ test("exec runs one command sandboxed and exits with its code", async () => {
   expect(existsSync(probe)).toBe(false);
   const none = await cli(home, ["sandbox", "exec"]);
   expect(none.code).toBe(2);
+});
+
+test("exec protects the workspace as a job does: git hooks and config read-only, new tool config set aside, git commit works", async () => {
+  const repo = mkdtempSync("/tmp/pt-sbrepo-");
+  const git = (args: string[]) =>
+    Bun.spawnSync(["git", "-c", "safe.directory=*", "-C", repo, ...args], {
+      env: { PATH: "/usr/bin:/bin", GIT_CONFIG_NOSYSTEM: "1", GIT_CONFIG_GLOBAL: "/dev/null", LANG: "C" },
+    });
+  git(["init", "-q"]);
+  git(["-c", "user.name=h", "-c", "user.email=h@e", "commit", "-q", "--allow-empty", "-m", "init"]);
+  if (process.getuid?.() === 0) Bun.spawnSync(["chown", "-R", "65534:65534", repo]);
+  const config = readFileSync(join(repo, ".git", "config"), "utf8");
+  const script = [
+    "echo '#!/bin/sh' > .git/hooks/pre-commit && echo WROTE-HOOK",
+    "git config core.fsmonitor 'touch /tmp/fsmon' && echo WROTE-CONFIG",
+    "mkdir -p .vscode && echo '{}' > .vscode/tasks.json",
+    "git -c safe.directory='*' -c user.name=j -c user.email=j@e commit -q --allow-empty -m from-job && echo committed",
+  ].join("; ");
+  const r = await cli(home, ["sandbox", "exec", "--cell", repo, "--", "sh", "-c", script]);
+  expect(r.stdout).toBe("committed\n");
+  expect(readFileSync(join(repo, ".git", "config"), "utf8")).toBe(config);
+  expect(existsSync(join(repo, ".git", "hooks", "pre-commit"))).toBe(false);
+  expect(existsSync(join(repo, ".vscode", "tasks.json"))).toBe(false);
+  expect(r.stderr).toContain(`sandbox: ${join(repo, ".vscode", "tasks.json")} (tool-config: new) set aside as`);
+  expect(git(["log", "--format=%s"]).stdout.toString()).toBe("from-job\ninit\n");
+  rmSync(repo, { recursive: true });
 });
 
 test("as root, exec never runs the command as root: a root-owned cell is refused with the reason", async () => {

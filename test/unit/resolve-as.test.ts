@@ -37,3 +37,21 @@ test("resolveAs: a dir the resolver cannot search hides what lies below, existin
   symlinkSync("loop", join(root, "loop"));
   expect(resolveAs(join(root, "loop"), owner)).toEqual({ missing: true });
 });
+
+test("resolveAs: no link in /proc is followed (the kernel checks those, not mode bits)", () => {
+  // planterd's own cwd and root, another process's cwd, a symlink to one: hidden for anyone.
+  symlinkSync(`/proc/${process.pid}/cwd`, join(root, "to-proc"));
+  for (const who of [other, owner]) {
+    for (const p of [
+      "/proc/self/cwd",
+      `/proc/${process.pid}/root/etc`,
+      "/proc/1/cwd",
+      "/proc/self",
+      join(root, "to-proc"),
+    ])
+      expect([p, resolveAs(p, who)]).toEqual([p, { hidden: true }]);
+    // /proc itself is a path like another (a bind of it is refused for what it is).
+    expect(resolveAs("/proc", who)).toEqual({ path: "/proc" });
+    expect(resolveAs("/proc/1", who)).toEqual({ path: "/proc/1" });
+  }
+});

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
-import { bwrapFailure, bwrapPlan, renderArgs } from "../../lib/sandbox/bwrap.ts";
+import { bwrapFailure, bwrapPlan, renderArgs, socketCovers } from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
 import { guardedEntries, sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
@@ -258,5 +258,22 @@ describe("what a sandboxed job can see", () => {
   });
   test("without a private /tmp (Seatbelt), /tmp is visible", () => {
     expect(visibleIn(view("/work/cell"), "/tmp/x", false)).toBe(true);
+  });
+});
+
+describe("socket covers (a policy with unix_sockets)", () => {
+  test("a socket's directory is covered, one directly in a root is covered itself; nested covers fold into the outer", () => {
+    const sockets = [
+      "/run/a.sock",
+      "/run/x/b.sock",
+      "/run/x/y/c.sock",
+      "/run/user/1000/bus",
+      "/run/user/1000/gnupg/S.agent",
+    ];
+    expect(socketCovers(sockets, ["/run"])).toEqual([
+      { path: "/run/a.sock", kind: "file" },
+      { path: "/run/user/1000", kind: "dir" },
+      { path: "/run/x", kind: "dir" },
+    ]);
   });
 });

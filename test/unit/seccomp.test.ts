@@ -104,18 +104,28 @@ describe.skipIf(process.platform !== "linux")("the program (libseccomp)", () => 
     expect(unknown).toEqual([]);
   });
 
-  test("the rules as data: AF_UNIX refusals only without allowUnixSockets", () => {
+  test("the rules as data: AF_UNIX refusals only without allowUnixSockets; families other than inet, inet6, netlink always", () => {
     const extra = (o: SeccompOptions) => seccompRules(o).slice(DENIED_SYSCALLS.length);
     const ioctl = [
       { syscall: "ioctl", arg: { index: 1, mask: 0xffffffff, value: 0x5412 } },
       { syscall: "ioctl", arg: { index: 1, mask: 0xffffffff, value: 0x541c } },
     ];
-    expect(extra(ALLOWED)).toEqual(ioctl);
+    const families = [
+      ...Array.from({ length: 64 }, (_, f) => f)
+        .filter((f) => ![1, 2, 10, 16].includes(f))
+        .map((f) => ({ syscall: "socket", arg: { index: 0, mask: 0xffffffff, value: f } })),
+      ...Array.from({ length: 26 }, (_, i) => 2 ** (i + 6)).map((b) => ({
+        syscall: "socket",
+        arg: { index: 0, mask: b, value: b },
+      })),
+      { syscall: "socketcall" },
+    ];
+    expect(extra(ALLOWED)).toEqual([...ioctl, ...families]);
     expect(extra(REFUSED)).toEqual([
       ...ioctl,
       { syscall: "socket", arg: { index: 0, mask: 0xffffffff, value: 1 } },
       { syscall: "socketpair", arg: { index: 1, mask: 0xf, value: 2 } },
-      { syscall: "socketcall" },
+      ...families,
     ]);
   });
 
@@ -144,7 +154,8 @@ describe.skipIf(process.platform !== "linux")("the program (libseccomp)", () => 
       // On i386 only, so the loop proved nothing for them on the other ABIs.
       const i386 = (name: string) => syscallNumber(name, ARCH.X86);
       expect([i386("vm86"), i386("vm86old"), i386("socketcall")].every((nr) => nr > 0)).toBe(true);
-      expect(evaluate(seccompProgram(ALLOWED), { arch: 0x40000003, nr: i386("socketcall") })).toBe(ALLOW);
+      // Refused whatever the policy: its arguments (the address family too) are out of a filter's reach.
+      expect(evaluate(seccompProgram(ALLOWED), { arch: 0x40000003, nr: i386("socketcall") })).toBe(ERRNO_EPERM);
     },
   );
 
@@ -156,6 +167,13 @@ describe.skipIf(process.platform !== "linux")("the program (libseccomp)", () => 
       const results = (p: Uint8Array) => [
         evaluate(p, call("socket", 1n, 1n, 0n)),
         evaluate(p, call("socket", 2n, 1n, 0n)),
+        evaluate(p, call("socket", 10n, 1n, 0n)),
+        evaluate(p, call("socket", 16n, 3n, 0n)),
+        evaluate(p, call("socket", 40n, 1n, 0n)), // AF_VSOCK
+        evaluate(p, call("socket", 31n, 1n, 0n)), // AF_BLUETOOTH
+        evaluate(p, call("socket", 63n, 1n, 0n)),
+        evaluate(p, call("socket", 64n, 1n, 0n)),
+        evaluate(p, call("socket", 0x8000_0002n, 1n, 0n)),
         evaluate(p, call("socketpair", 1n, 1n, 0n)),
         evaluate(p, call("socketpair", 1n, 2n | 0x80000n, 0n)),
         evaluate(p, call("ioctl", 0n, 0x5412n)),
@@ -164,16 +182,18 @@ describe.skipIf(process.platform !== "linux")("the program (libseccomp)", () => 
       ];
       expect([abi.name, ...results(refused)]).toEqual([
         abi.name,
-        ...[1, 0, 0, 1, 1, 1, 0].map((r) => (r ? ERRNO_EPERM : ALLOW)),
+        ...[1, 0, 0, 0, 1, 1, 1, 1, 1, 0, 1, 1, 1, 0].map((r) => (r ? ERRNO_EPERM : ALLOW)),
       ]);
       expect([abi.name, ...results(allowed)]).toEqual([
         abi.name,
-        ...[0, 0, 0, 0, 1, 1, 0].map((r) => (r ? ERRNO_EPERM : ALLOW)),
+        ...[0, 0, 0, 0, 1, 1, 1, 1, 1, 0, 0, 1, 1, 0].map((r) => (r ? ERRNO_EPERM : ALLOW)),
       ]);
     }
     // The kernel truncates these arguments to 32 bits on x86_64: a high bit must not slip past the rule.
     const x64 = (name: string, ...args: bigint[]) => ({ arch: 0xc000003e, nr: syscallNumber(name, ARCH.X86_64), args });
     expect(evaluate(refused, x64("socket", (1n << 32n) | 1n, 1n, 0n))).toBe(ERRNO_EPERM);
+    expect(evaluate(allowed, x64("socket", (1n << 32n) | 40n, 1n, 0n))).toBe(ERRNO_EPERM);
+    expect(evaluate(allowed, x64("socket", (1n << 32n) | 2n, 1n, 0n))).toBe(ALLOW);
     expect(evaluate(refused, x64("ioctl", 0n, (1n << 40n) | 0x5412n))).toBe(ERRNO_EPERM);
   });
 });
@@ -490,17 +510,27 @@ describe.skipIf(process.platform !== "linux" || process.arch !== "x64")(
       expect(await exec(probe, ALLOWED)).toBe(FD3);
     });
 
-    test("i386 socketcall(SYS_SOCKET, [AF_UNIX, SOCK_STREAM, 0]): EPERM when refused, a socket when allowed", async () => {
-      const probe = oneSyscall("int80", i386("socketcall"), [1, BASE + MEMORY_OFFSET, 0], [1, 1, 0]);
-      expect(await exec(probe, REFUSED)).toBe(EPERM);
-      expect(await exec(probe, ALLOWED)).toBe(FD3);
+    test("i386 socketcall(SYS_SOCKET, [AF_UNIX | AF_VSOCK, …]): EPERM either way (its family is out of a filter's reach)", async () => {
+      for (const family of [1, 40]) {
+        const probe = oneSyscall("int80", i386("socketcall"), [1, BASE + MEMORY_OFFSET, 0], [family, 1, 0]);
+        expect(await exec(probe, REFUSED)).toBe(EPERM);
+        expect(await exec(probe, ALLOWED)).toBe(EPERM);
+        expect(await exec(probe, null)).not.toBe(EPERM);
+      }
     });
 
-    test("i386 socketcall(SYS_SOCKETPAIR, [AF_UNIX, SOCK_DGRAM, …]): EPERM when refused (its type is out of a filter's reach)", async () => {
+    test("i386 socketcall(SYS_SOCKETPAIR, [AF_UNIX, SOCK_DGRAM, …]): EPERM either way (its type is out of a filter's reach)", async () => {
       const sv = BASE + MEMORY_OFFSET + 16;
       const probe = oneSyscall("int80", i386("socketcall"), [8, BASE + MEMORY_OFFSET, 0], [1, 2, 0, sv, 0, 0]);
       expect(await exec(probe, REFUSED)).toBe(EPERM);
-      expect(await exec(probe, ALLOWED)).toBe(0);
+      expect(await exec(probe, ALLOWED)).toBe(EPERM);
+      expect(await exec(probe, null)).toBe(0);
+    });
+
+    test("i386 socket(AF_VSOCK) via int 0x80: EPERM either way", async () => {
+      const probe = oneSyscall("int80", i386("socket"), [40, 1, 0]);
+      expect(await exec(probe, REFUSED)).toBe(EPERM);
+      expect(await exec(probe, ALLOWED)).toBe(EPERM);
     });
 
     test("i386 keyctl via int 0x80: EPERM with the filter, EOPNOTSUPP without", async () => {

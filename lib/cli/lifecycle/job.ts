@@ -42,7 +42,9 @@ function jobLines(j: Job): string {
     ...j.workspace.map((f) =>
       f.kind === "review-incomplete"
         ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
-        : `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+        : f.kind === "more-set-aside"
+          ? `set aside: in ${f.path}: ${f.detail}`
+          : `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
     ),
     `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
     ...(j.log_truncated

@@ -2,12 +2,12 @@
 import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Cell } from "../../api/contract.ts";
-import { conflict, PlanterError } from "../../api/errors.ts";
+import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import type { Routes } from "../../api/routes.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
-import { plantedSymlink } from "../../sandbox/paths.ts";
+import { canonicalAs, plantedSymlink } from "../../sandbox/paths.ts";
 import { unsafePolicy } from "../../sandbox/policy.ts";
-import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
+import { type CellRow, cellView, countCellsOf, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
 import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
@@ -36,6 +36,15 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
     }
   }
   checkPeerPaths(req.peer, { dir: body.dir, policy: body.sandbox?.policy });
+  // A cell is read by every `cell ls` and kept for ever: its env, limits and policy stay small.
+  const size = JSON.stringify({ env: body.env, limits: body.limits, sandbox: body.sandbox }).length;
+  const most = ctx.config.api.max_cell_bytes;
+  if (size > most) {
+    throw badRequest(
+      `cell ${body.name}'s env, limits and sandbox policy take ${size} bytes; a cell keeps at most ${most}`,
+      "pass large values to jobs (--env) or through files in the cell dir ([api] max_cell_bytes sets the limit)",
+    );
+  }
   if (body.sandbox?.mode) checkMode(ctx, body.sandbox.mode, `of cell ${body.name}`);
   const peerUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
   if (peerUser && body.sandbox?.policy?.env?.pass?.length) {
@@ -47,7 +56,7 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
   }
   if (body.sandbox?.policy) {
     // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
-    const why = unsafePolicy(cellPolicy(ctx, body.sandbox.policy), protectedPaths(ctx));
+    const why = unsafePolicy(cellPolicy(ctx, body.sandbox.policy, peerUser), protectedPaths(ctx));
     if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   }
   if (getCell(ctx.db, body.name)) {
@@ -71,7 +80,8 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
       });
     }
     // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
-    dir = realpathSync(body.dir);
+    // A peer's dir as the peer reaches it (a symlink swapped since its check changes nothing).
+    dir = peerUser ? canonicalAs(body.dir, peerUser, "cell dir") : realpathSync(body.dir);
     // A user's cell is a directory of their own: root's review acts on it after every job.
     if (peerUser && statSync(dir).uid !== peerUser.uid) {
       throw new PlanterError(
@@ -90,8 +100,17 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
     }
   } else {
     dir = join(stateFiles(ctx.paths.stateDir).cells, body.name);
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
   }
+  const owner = ownerFor(ctx, req.peer, managed ? null : dir);
+  const cap = ctx.config.api.max_cells_per_uid;
+  if (cap && owner !== null && countCellsOf(ctx.db, owner) >= cap) {
+    throw new PlanterError(
+      "E_UNAVAILABLE",
+      `uid ${owner} already owns ${cap} cells, the most one user may ([api] max_cells_per_uid)`,
+      { hint: "remove cells no longer used (planter cell rm NAME), or raise [api] max_cells_per_uid" },
+    );
+  }
+  if (managed) mkdirSync(dir, { recursive: true, mode: 0o700 });
   const cell: CellRow = {
     name: body.name,
     dir,
@@ -100,7 +119,7 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
     limits: body.limits ?? {},
     sandbox: body.sandbox ?? {},
     created_at: Date.now(),
-    owner_uid: ownerFor(ctx, req.peer, managed ? null : dir),
+    owner_uid: owner,
   };
   ctx.write((ev) => {
     insertCell(ctx.db, cell);

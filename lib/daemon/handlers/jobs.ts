@@ -1,7 +1,7 @@
 /** Jobs: submit, list, show, kill, wait, remove. */
 import { rmSync } from "node:fs";
 import { FINAL_STATES, type Job } from "../../api/contract.ts";
-import { badRequest, conflict } from "../../api/errors.ts";
+import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
 import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
@@ -10,7 +10,7 @@ import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
-import { canonical } from "../../sandbox/paths.ts";
+import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
   complete,
   type EffectivePolicy,
@@ -22,7 +22,7 @@ import {
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
 import { recordRef } from "../../state/idempotency.ts";
-import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
+import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
   cellPolicy,
@@ -33,6 +33,7 @@ import {
   daemonIsRoot,
   holdMissingDeny,
   identityFor,
+  jobOwner,
   launchContext,
   ownsJob,
   protectedPaths,
@@ -81,9 +82,10 @@ export function effectivePolicy(
   cell: CellRow,
   job: Policy | undefined,
   visible: (path: string) => boolean = () => true,
+  as: Resolver | null = null,
 ): EffectivePolicy {
-  const base = cellPolicy(ctx, cell.sandbox.policy);
-  const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write]) : undefined;
+  const base = cellPolicy(ctx, cell.sandbox.policy, as);
+  const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write], as) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
@@ -143,6 +145,24 @@ function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, statu
   };
 }
 
+/**
+ * Refuse a job past `[jobs] max_running_per_uid` of its owner's pending and running jobs: every
+ * job holds processes, memory and planterd's attention, and one user (or one runaway agent) must
+ * not take them from the others and the host.
+ */
+function checkRunningCap(ctx: Context, peer: Peer | null): void {
+  const cap = ctx.config.jobs.max_running_per_uid;
+  if (!cap) return;
+  const uid = peer?.uid ?? process.getuid?.() ?? 0;
+  const live = liveJobs(ctx.db).filter((j) => jobOwner(ctx, j) === uid).length;
+  if (live < cap) return;
+  throw new PlanterError(
+    "E_UNAVAILABLE",
+    `uid ${uid} already has ${live} jobs pending or running, the most one user may ([jobs] max_running_per_uid = ${cap})`,
+    { hint: "wait for some to end (planter job ls --state running), kill some, or raise [jobs] max_running_per_uid" },
+  );
+}
+
 export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promise<Reply<Job>> {
   const { attach } = req.query;
   const body = req.body;
@@ -164,6 +184,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const cellName = body.cell ?? defaultCell;
   const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
   checkCellAccess(ctx, req.peer, cell);
+  checkRunningCap(ctx, req.peer);
   const id = newJobId();
   const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
   checkMode(
@@ -199,14 +220,20 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const visible = (p: string) => {
     if (!sandboxed) return true;
     if (!cellView) {
-      const cp = cellPolicy(ctx, cell.sandbox.policy);
+      const cp = cellPolicy(ctx, cell.sandbox.policy, identity);
       cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
     }
     return visibleIn(cellView, p, backend.name === "bwrap");
   };
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible);
+  // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
+  // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible, identity);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
-  const cwd = body.cwd ? canonical(body.cwd, "cwd") : where.cellDir;
+  const cwd = body.cwd
+    ? identity
+      ? canonicalAs(body.cwd, identity, "cwd")
+      : canonical(body.cwd, "cwd")
+    : where.cellDir;
   // The cell dir itself is always shown; another cwd must be.
   if (
     body.cwd &&
@@ -289,6 +316,9 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 
+/** Most bytes of jobs in one page of GET /v1/jobs (the client follows `next_after`). */
+export const PAGE_BYTES = 4 * 1024 * 1024;
+
 export function list(ctx: Context, req: Req<Routes["listJobs"]>): Reply<{ jobs: Job[]; next_after: string | null }> {
   const { cell, state, limit, order, after: afterId } = req.query;
   let afterSeq: number | undefined;
@@ -297,18 +327,31 @@ export function list(ctx: Context, req: Req<Routes["listJobs"]>): Reply<{ jobs: 
     if (!after) throw badRequest(`after=${afterId} names no job`, "pass the next_after value of the previous page");
     afterSeq = after.seq;
   }
-  const rows = listJobs(ctx.db, {
+  const rows = iterJobs(ctx.db, {
     cell,
     state,
     limit: limit + 1,
     afterSeq,
     newest: order === "newest",
   });
-  const page = rows.slice(0, limit);
-  return ok({
-    jobs: page.map((j) => viewFor(ctx, req.peer, j)),
-    next_after: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null,
-  });
+  // A page ends at `limit` jobs or at PAGE_BYTES of them, whichever comes first (at least one job),
+  // and rows are read only as far: a job's argv, env and findings may each be large, and 1000 jobs
+  // of a 1 MiB argv made one answer of 1 GB, built in planterd's memory for whoever listed them.
+  const jobs: Job[] = [];
+  let bytes = 0;
+  let more = false;
+  for (const j of rows) {
+    const view = viewFor(ctx, req.peer, j);
+    const size = JSON.stringify(view).length;
+    if (jobs.length === limit || (jobs.length && bytes + size > PAGE_BYTES)) {
+      more = true;
+      break;
+    }
+    jobs.push(view);
+    bytes += size;
+  }
+  rows.return(undefined);
+  return ok({ jobs, next_after: more ? (jobs[jobs.length - 1]?.id ?? null) : null });
 }
 
 export function show(ctx: Context, req: Req<Routes["getJob"]>): Reply<Job> {
