@@ -161,6 +161,29 @@ describe("terminal holder", () => {
     expect(readFileSync(files.stdout, "utf8")).toContain("abc\r\nabc\r\n");
   });
 
+  test("the holder answers the job's terminal queries (cursor position, device attributes)", async () => {
+    const { dir, h, files } = await start([
+      "sh",
+      "-c",
+      "stty -echo -icanon min 1; printf 'ab\\033[6n'; dd bs=1 count=6 2>/dev/null | od -An -c; printf '\\033[c'; dd bs=1 count=7 2>/dev/null | od -An -c",
+    ]);
+    const { got } = await control(dir);
+    await ended(h, got);
+    const log = logText(files);
+    // The cursor after "ab" is at row 1, column 3; the device attributes are xterm's.
+    expect(log).toContain("033   [   1   ;   3   R");
+    expect(log).toContain("033   [   ?   1   ;   2   c");
+  });
+
+  test("a snapshot asked of a holder that has gone rejects", async () => {
+    const { dir, h } = await start(["sh", "-c", "read x"]);
+    const { c, got } = await control(dir);
+    c.input("\r");
+    await ended(h, got);
+    await waitFor(() => c.closed, "the connection's close");
+    await expect(c.snapshot()).rejects.toThrow("the holder closed the connection");
+  });
+
   test("end of input closes the job's stdin", async () => {
     const { dir, h } = await start(["sh", "-c", "cat; echo cat ended $?"]);
     const { c, got } = await control(dir);
