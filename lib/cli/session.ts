@@ -163,10 +163,13 @@ export async function runSession(
     // The handler first: a resize between sending the size and listening would be lost.
     process.on("SIGWINCH", onWinch);
     onWinch();
-    const snap = await term.snapshot();
+    // No snapshot: the job ended meanwhile (its end, or the lost connection, settles the session).
+    const snap = await term.snapshot().catch(() => null);
     held = null;
-    write("\x1b[H\x1b[2J");
-    write(filter.push(new TextEncoder().encode(snap.ansi)));
+    if (snap) {
+      write("\x1b[H\x1b[2J");
+      write(filter.push(new TextEncoder().encode(snap.ansi)));
+    }
     void pumpKeys(opts.input ?? Bun.file(inFd).stream(), scanner, term, opts.readOnly ?? false, settle, done);
     return await done;
   } finally {

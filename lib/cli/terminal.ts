@@ -74,7 +74,8 @@ const SAFE_PRIVATE_MODES = new Set(["7", "12", "25", "47", "1047", "1048", "1049
  * caller's keyboard: also application cursor keys (1) and mouse and focus reporting (1000 1002
  * 1003 1004 1006), which make the terminal send input — to the job, which asked for it. The
  * session resets them when it ends (`lib/cli/session.ts`), so no report reaches the shell after.
- * Queries (DSR, DA, OSC) stay dropped: their answers would be input the job did not type.
+ * Queries (DSR, DA, OSC) stay dropped: their answers would be input the job did not type (the
+ * terminal holder's emulator answers them, lib/tty/screen.ts).
  */
 export const INTERACTIVE_PRIVATE_MODES = new Set([
   ...SAFE_PRIVATE_MODES,

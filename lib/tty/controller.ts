@@ -29,7 +29,7 @@ export interface ControllerEvents {
 /** A connected controller. */
 export class HolderConnection {
   private closedFlag = false;
-  private waiters: ((s: Snapshot) => void)[] = [];
+  private waiters: { resolve: (s: Snapshot) => void; reject: (e: Error) => void }[] = [];
 
   private constructor(
     private readonly socket: Bun.Socket<undefined>,
@@ -53,7 +53,7 @@ export class HolderConnection {
           const s = parsePayload(SnapshotSchema, payload);
           // An answer to snapshot(), or a redraw the holder sends on its own (after falling behind).
           const waiters = conn.waiters.splice(0);
-          if (waiters.length) for (const w of waiters) w(s);
+          if (waiters.length) for (const w of waiters) w.resolve(s);
           else events.snapshot?.(s);
         } else if (kind === KIND.end) events.end?.(parsePayload(EndSchema, payload));
       };
@@ -72,8 +72,10 @@ export class HolderConnection {
             conn?.drain();
           },
           close() {
-            if (conn) conn.closedFlag = true;
-            else reject(new Error(`the holder at ${path} closed the connection`));
+            if (conn) {
+              conn.closedFlag = true;
+              for (const w of conn.waiters.splice(0)) w.reject(new Error("the holder closed the connection"));
+            } else reject(new Error(`the holder at ${path} closed the connection`));
             events.close?.();
           },
           error(_s, e) {
@@ -103,9 +105,11 @@ export class HolderConnection {
   }
 
   /** The screen as the holder's emulator has it now. */
+  /** The screen as the holder's emulator has it now; rejects once the connection is closed. */
   snapshot(): Promise<Snapshot> {
-    return new Promise((resolve) => {
-      this.waiters.push(resolve);
+    if (this.closedFlag) return Promise.reject(new Error("the holder closed the connection"));
+    return new Promise((resolve, reject) => {
+      this.waiters.push({ resolve, reject });
       this.write(frame(KIND.snapshotRequest));
     });
   }

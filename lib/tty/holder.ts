@@ -77,7 +77,9 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   let logged = 0;
   let logFull = false;
   const log = openSync(orders.log, "a", 0o600);
-  const screen = new Screen(cols, rows);
+  // The emulator answers the job's queries into the terminal (set once the terminal exists).
+  let answer: (data: string) => void = () => {};
+  const screen = new Screen(cols, rows, (data) => answer(data));
   let ptyClosed!: () => void;
   const ptyDone = new Promise<void>((r) => {
     ptyClosed = r;
@@ -150,6 +152,9 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
     data: (_t, data) => onOutput(data),
     exit: () => ptyClosed(),
   });
+  answer = (data) => {
+    if (!terminal.closed) terminal.write(data);
+  };
   const slave = findSlave([...openFds()].filter((fd) => !before.has(fd)));
   const extra = Array.from({ length: orders.fds }, (_, i) => 3 + i);
   // The job's own empty session keyring, whatever the holder inherited (lib/jobs/keyring.ts).

@@ -28,7 +28,15 @@ export const MAX_PENDING = 512 * 1024;
  */
 export const IDLE_MS = 30;
 
-type Item = { data: Uint8Array } | { cols: number; rows: number };
+/**
+ * The emulator answers the job's terminal queries (device attributes, cursor position, …) as a
+ * terminal would — the holder is the job's terminal; the caller's never sees a query (the
+ * TerminalFilter drops them). An answer goes back only while the query is fresh: one parsed late
+ * (the emulator behind a flood) would arrive as input the program no longer waits for.
+ */
+export const REPLY_MAX_AGE_MS = 500;
+
+type Item = { data: Uint8Array; at: number } | { cols: number; rows: number };
 
 /** A terminal emulator fed lazily from a job's output. */
 export class Screen {
@@ -43,9 +51,14 @@ export class Screen {
   private lastWrite = 0;
   private work: Promise<void> = Promise.resolve();
 
+  /** When the output being parsed was read. */
+  private parsingAt = 0;
+
   constructor(
     private readonly cols: number,
     private readonly rows: number,
+    /** Where the emulator's answers to queries go (the PTY's input); none: dropped. */
+    private readonly reply: ((data: string) => void) | null = null,
   ) {}
 
   private async load(): Promise<{ term: Terminal; serializer: SerializeAddon }> {
@@ -57,17 +70,20 @@ export class Screen {
     const term = new Terminal({ cols: this.cols, rows: this.rows, scrollback: 0, allowProposedApi: true });
     const serializer = new SerializeAddon();
     term.loadAddon(serializer as never);
+    term.onData((data) => {
+      if (this.reply && performance.now() - this.parsingAt <= REPLY_MAX_AGE_MS) this.reply(data);
+    });
     this.emulator = { term, serializer };
     return this.emulator;
   }
 
   /** Output read from the terminal. */
   write(data: Uint8Array): void {
-    this.queue.push({ data });
+    this.lastWrite = performance.now();
+    this.queue.push({ data, at: this.lastWrite });
     this.pendingBytes += data.length;
     if (this.pendingBytes > MAX_PENDING) this.trim();
     // One timer per pause, not one per chunk: it looks again until the output has paused.
-    this.lastWrite = performance.now();
     if (!this.idle) this.armIdle(IDLE_MS);
   }
 
@@ -126,6 +142,7 @@ export class Screen {
         const item = this.queue.shift() as Item;
         if ("data" in item) {
           this.pendingBytes -= item.data.length;
+          this.parsingAt = item.at;
           await new Promise<void>((resolve) => term.write(item.data, resolve));
         } else term.resize(item.cols, item.rows);
       }

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { DetachScanner, parseDetachKeys } from "../../lib/cli/session.ts";
+import { INTERACTIVE_PRIVATE_MODES, TerminalFilter } from "../../lib/cli/terminal.ts";
 import { FrameReader, frame, KIND, parseResize, resizeFrame } from "../../lib/tty/protocol.ts";
 
 const bytes = (...b: number[]) => new Uint8Array(b);
@@ -40,6 +41,17 @@ describe("detach keys", () => {
     expect(one.push(bytes(0x61, 0x1d, 0x62))).toEqual({ forward: bytes(0x61), detach: true });
     const none = new DetachScanner(bytes());
     expect(none.push(bytes(0x10, 0x11))).toEqual({ forward: bytes(0x10, 0x11), detach: false });
+  });
+});
+
+describe("the interactive filter", () => {
+  test("lets through the input modes an attached job asks for, and nothing more than the default else", () => {
+    const run = (f: TerminalFilter, s: string) => new TextDecoder().decode(f.push(new TextEncoder().encode(s)));
+    const modes = "\x1b[?1h\x1b[?1000h\x1b[?1006h\x1b[?1004h";
+    const hostile = "\x1b]52;c;aGk=\x07\x1b]0;t\x07\x1b[6n\x1b[c\x1b[>0q\x1b[?1015h";
+    expect(run(new TerminalFilter(), `a${modes}b`)).toBe("ab");
+    expect(run(new TerminalFilter(INTERACTIVE_PRIVATE_MODES), `a${modes}b`)).toBe(`a${modes}b`);
+    expect(run(new TerminalFilter(INTERACTIVE_PRIVATE_MODES), `a${hostile}b`)).toBe("ab");
   });
 });
 
