@@ -53,6 +53,11 @@ for (const mode of ["enforced", "disabled"] as const) {
     });
     afterAll(async () => {
       tmux("kill-server");
+      // A holder lives as long as its job: whatever a failed test left running ends here.
+      for (const j of (await d.client.listJobs({ state: "running" })).jobs) {
+        await d.client.killJob(j.id, { force: true }).catch(() => undefined);
+        await d.client.waitJob(j.id, 10_000).catch(() => undefined);
+      }
       await d.stop();
       cleanup(home);
     });
