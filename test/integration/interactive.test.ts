@@ -6,11 +6,23 @@
  * that terminal's screen. Sandboxed (bwrap, enforced) and not.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync } from "node:fs";
+import { chmodSync, existsSync } from "node:fs";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
+const CLAUDE = join(
+  import.meta.dir,
+  "..",
+  "..",
+  ".cache",
+  "agents",
+  "node_modules",
+  "@anthropic-ai",
+  "claude-code",
+  "bin",
+  "claude.exe",
+);
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 for (const mode of ["enforced", "disabled"] as const) {
@@ -159,6 +171,32 @@ for (const mode of ["enforced", "disabled"] as const) {
       t.keys(":q!", "Enter");
       expect(await t.exit()).toBe(0);
     });
+
+    // A real agent CLI from npm, installed for the tests only (.ci/run: `npm install --prefix
+    // .cache/agents @anthropic-ai/claude-code`), never shipped. No network: it draws its welcome
+    // screen, then says it cannot reach its service.
+    test.skipIf(!existsSync(CLAUDE))(
+      "an agent CLI (Claude Code) starts in a sandboxed terminal job; its first screen shows in logs --screen (needs .cache/agents)",
+      async () => {
+        const job = await d.client.createJob({
+          argv: [CLAUDE],
+          tty: { cols: 100, rows: 30 },
+          env: { ANTHROPIC_API_KEY: "sk-test-not-a-key", TERM: "xterm-256color" },
+        });
+        expect([job.state, job.sandbox.backend]).toEqual(["running", mode === "enforced" ? "bwrap" : "none"]);
+        const shown = await waitFor(
+          async () => {
+            const r = await cli(home, ["logs", "--screen", job.id]);
+            return r.stdout.includes("Welcome to Claude Code") ? r.stdout : null;
+          },
+          "Claude Code's welcome screen",
+          30_000,
+        );
+        expect(shown).toContain("Welcome to Claude Code");
+        await d.client.killJob(job.id, { force: true }).catch(() => undefined);
+        await d.client.waitJob(job.id, 10_000);
+      },
+    );
 
     test("refusals: no terminal, an ended job, a bad stdin body, -i without -t", async () => {
       const plain = await d.client.createJob({ argv: ["sleep", "30"] });
