@@ -1,12 +1,13 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [tty]` (all but procs and tty by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [tty] [attach]` (all but procs and tty by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
  */
 import { loadavg } from "node:os";
 import { apiBench } from "./api.ts";
+import { attachBench } from "./attach.ts";
 import { authzBench } from "./authz.ts";
 import { cliBench } from "./cli.ts";
 import { disposeAll, figures, summaryTable, within } from "./common.ts";
@@ -45,6 +46,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   procs: { run: procsBench, limitMs: 2_400_000, named: true },
   throughput: { run: throughputBench, limitMs: 600_000 },
   net: { run: netBench, limitMs: 300_000 },
+  attach: { run: attachBench, limitMs: 120_000 },
   tty: { run: ttyBench, limitMs: 600_000, named: true },
 };
 
