@@ -8,9 +8,8 @@ import type { Client } from "../api/client.ts";
 import { type Job, passthroughCode } from "../api/contract.ts";
 import { EXIT } from "../api/errors.ts";
 import { FrameReader, frame, KIND, resizeFrame } from "../tty/protocol.ts";
-import { client, usage } from "./args.ts";
+import { client, clientArgs, usage } from "./args.ts";
 import { examples } from "./help.ts";
-import { common } from "./lifecycle/common.ts";
 import { printable as p, write } from "./output.ts";
 import {
   DEFAULT_DETACH_KEYS,
@@ -132,7 +131,8 @@ export const attach = examples(
       "read-only": { type: "boolean", description: "only watch: your keys do not reach the job" },
       "share-input": { type: "boolean", description: "type too while another client writes (each writer must ask)" },
       ...attachArgs,
-      ...common,
+      ...clientArgs,
+      verbose: { type: "boolean", description: "print stacks with errors" },
     },
     async run({ args }) {
       return attachJob(client(args), args.id, {

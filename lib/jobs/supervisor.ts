@@ -460,7 +460,9 @@ export class Supervisor {
     // A recorder that has not set its traps yet would die of the signal (a USR1 right after the
     // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
     // it claims the job (its `pid` file): until then the signal waits for the program to start.
-    if (early && !sandboxed(job) && !existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid)) {
+    // (A job imported from the prototype has no recorder: nothing to wait for.)
+    const recorderReady = isLegacyJobId(id) || existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid);
+    if (early && !sandboxed(job) && !recorderReady) {
       if (!this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
       return known;
     }
