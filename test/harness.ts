@@ -255,6 +255,40 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** What a process is doing now, for a failure message: its command line, state and where it waits. */
+export function procState(pid: number): string {
+  const read = (f: string) => {
+    try {
+      return require("node:fs").readFileSync(`/proc/${pid}/${f}`, "utf8") as string;
+    } catch {
+      return null;
+    }
+  };
+  const stat = read("stat");
+  if (stat === null) return `pid ${pid} is gone`;
+  const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  const argv = (read("cmdline") ?? "").split("\0").filter(Boolean).join(" ");
+  return `pid ${pid} is \`${argv}\` (state ${state}, waiting in ${read("wchan") || "-"})`;
+}
+
+/**
+ * `proc`'s exit code once it exits; if it has not within `ms`, a failure that says what `proc` is
+ * doing then (it is killed): a test fails in time, with a reason, instead of hanging to the
+ * runner's timeout.
+ */
+export async function exitWithin(proc: Subprocess, ms: number, what: string): Promise<number> {
+  let timer: Timer | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  const code = await Promise.race([proc.exited, late]);
+  clearTimeout(timer);
+  if (code !== null) return code;
+  const state = procState(proc.pid);
+  proc.kill("SIGKILL");
+  throw new Error(`${what} did not exit within ${ms} ms: ${state}`);
+}
+
 export function cleanup(home: string): void {
   rmSync(home, { recursive: true, force: true });
 }
