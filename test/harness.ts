@@ -1,5 +1,6 @@
 /** Test harness: a real planterd on a real socket in a temp PLANTER_HOME; waits on conditions, never on time. */
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
@@ -305,4 +306,35 @@ export function track<T>(p: Promise<T>) {
     },
   );
   return t;
+}
+
+/** mulberry32: a small seeded generator, so a failing run can be replayed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Send raw bytes and collect whatever comes back until the server closes or `idleMs` passes quietly. */
+export function rawExchange(socket: string, bytes: Uint8Array, endAfter: boolean): Promise<string> {
+  return new Promise((resolve) => {
+    const s = createConnection({ path: socket });
+    let out = "";
+    s.on("data", (b) => {
+      out += b.toString("latin1");
+      // one response is enough: a status line and a complete body or a chunk
+      if (/\r\n\r\n/.test(out)) s.end();
+    });
+    s.on("error", () => resolve(out));
+    s.on("close", () => resolve(out));
+    s.on("connect", () => {
+      s.write(bytes);
+      if (endAfter) s.end();
+    });
+  });
 }
