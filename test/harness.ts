@@ -98,6 +98,8 @@ export interface DaemonHandle {
   stop(): Promise<number>;
   /** SIGKILL and wait for exit. */
   kill9(): Promise<void>;
+  /** `await using`: at the end of the scope, stopped as stop() does if still running (SIGKILL after 20 s). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Start planterd in `home` (a new temp dir by default) and wait until it answers. */
@@ -157,6 +159,11 @@ export async function startDaemon(
     async kill9() {
       proc.kill("SIGKILL");
       await proc.exited;
+    },
+    async [Symbol.asyncDispose]() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill("SIGTERM");
+      await exitWithin(proc, 20_000, "planterd after SIGTERM").catch(() => undefined);
     },
   };
 }

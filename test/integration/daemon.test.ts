@@ -27,7 +27,7 @@ async function refused(h: string, extraArgs: string[] = []) {
 
 describe("planterd", () => {
   test("health, ready and version answer; socket 0600 in a 0700 dir", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     expect(await d.client.health()).toEqual({ ok: true });
     const v = await d.client.version();
     expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "bwrap", sandbox_mode: "disabled" });
@@ -44,21 +44,29 @@ describe("planterd", () => {
     expect(existsSync(d.socket)).toBe(false);
   });
 
+  test("the tests' daemon handle stops planterd at the end of its await using scope", async () => {
+    let pid = 0;
+    {
+      await using d = await startDaemon({ home: home() });
+      pid = d.proc.pid;
+      expect(pidAlive(pid)).toBe(true);
+    }
+    expect(pidAlive(pid)).toBe(false);
+  });
+
   test("a second daemon on the same socket refuses with a clear message", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     const r = await refused(d.home, ["--state-dir", join(d.home, "other-state")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`another planterd is already serving on ${d.socket}`);
     expect(await d.client.health()).toEqual({ ok: true });
-    await d.stop();
   });
 
   test("a second daemon on another socket but the same state dir refuses", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     const r = await refused(d.home, ["--socket", join(d.home, "other", "other.sock")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("is using the state dir");
-    await d.stop();
   });
 
   test("a stale socket file (nothing answers) is replaced", async () => {
@@ -73,9 +81,8 @@ describe("planterd", () => {
     ]);
     await child.exited;
     expect(existsSync(sock)).toBe(true);
-    const d = await startDaemon({ home: h });
+    await using d = await startDaemon({ home: h });
     expect(await d.client.health()).toEqual({ ok: true });
-    await d.stop();
   });
 
   test("a path that is not a socket is not removed", async () => {
