@@ -62,4 +62,4 @@ test("a release tarball installs with nothing else on PATH: tar xf … && ./inst
   expect((await run(["./uninstall", "--user", "--purge", "--yes"])).code).toBe(0);
   expect(existsSync(bin)).toBe(false);
   cleanup(stage);
-});
+}, 180_000);
