@@ -7,7 +7,7 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, statSync } from "n
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
-import type { Job } from "../lib/api/contract.ts";
+import type { Job, JobState } from "../lib/api/contract.ts";
 import { baseEnv, cleanup, ROOT, startDaemon, tempHome, waitFor } from "../test/harness.ts";
 
 export const BINARY = join(ROOT, "dist", "planter");
@@ -207,7 +207,7 @@ export async function withDaemon<T>(
 }
 
 /** Every job of a daemon, all pages. */
-export async function allJobs(client: Client, state?: string): Promise<Job[]> {
+export async function allJobs(client: Client, state?: JobState): Promise<Job[]> {
   const out: Job[] = [];
   let after: string | undefined;
   for (;;) {

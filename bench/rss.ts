@@ -28,7 +28,7 @@ async function warmUp(d: BenchDaemon): Promise<void> {
   }
   for (let i = 0; i < 500; i++) await get(d.socket, `/v1/jobs/${first.id}`);
   await d.client.listJobs({ limit: 100 });
-  await d.client.logs(first.id, { offset: 0, follow: 1, wait_ms: 100 });
+  await d.client.logs(first.id, { offset: 0, follow: true, wait_ms: 100 });
   await d.client.listCells();
 }
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput]` (all but procs by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [tty]` (all but procs and tty by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -16,12 +16,14 @@ import { historyBench } from "./history.ts";
 import { hostexecBench } from "./hostexec.ts";
 import { limitsBench } from "./limits.ts";
 import { logsBench } from "./logs.ts";
+import { netBench } from "./net.ts";
 import { procsBench } from "./procs.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
 import { terminalBench } from "./terminal.ts";
 import { throughputBench } from "./throughput.ts";
+import { ttyBench } from "./tty.ts";
 import { walkBench } from "./walk.ts";
 
 /** `named`: run only when asked for by name (too heavy for the default run). */
@@ -42,6 +44,8 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   logs: { run: logsBench, limitMs: 240_000 },
   procs: { run: procsBench, limitMs: 2_400_000, named: true },
   throughput: { run: throughputBench, limitMs: 600_000 },
+  net: { run: netBench, limitMs: 300_000 },
+  tty: { run: ttyBench, limitMs: 600_000, named: true },
 };
 
 const wanted = process.argv.slice(2);

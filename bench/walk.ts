@@ -11,7 +11,6 @@
 import { chmodSync, linkSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/api/client.ts";
-import type { WalkStatus } from "../lib/daemon/walks.ts";
 import { baseEnv, cleanup, tempHome } from "../test/harness.ts";
 import { BINARY, ensureBinary, header, note, percentile, report, spread } from "./common.ts";
 
@@ -52,13 +51,7 @@ export async function walkBench(): Promise<void> {
       if (proc.exitCode !== null || i > 4000) throw new Error("dist/planter daemon did not start");
       await Bun.sleep(5);
     }
-    const ready = async () =>
-      (await client
-        .request<{ sandbox: { ok: boolean }; workspace_walks: WalkStatus[] }>("GET", "/v1/ready")
-        .catch((e) => (e as { details?: unknown }).details ?? null)) as {
-        sandbox?: { ok: boolean };
-        workspace_walks?: WalkStatus[];
-      } | null;
+    const ready = () => client.ready().catch(() => null);
     if (!(await ready())?.sandbox?.ok) {
       note("skipped: no working bwrap here");
       return;

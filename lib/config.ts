@@ -4,7 +4,7 @@ import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { ClientSection, Target } from "./cli/client-config.ts";
-import { Policy } from "./sandbox/policy.ts";
+import { EGRESS_WIRED, NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
 
@@ -130,11 +130,32 @@ export const ConfigSchema = v.strictObject({
       policy: v.optional(Policy, {}),
       /** Size of a job's private /tmp when it has no memory limit (with one, the limit). */
       tmp_bytes: v.optional(int(1024 * 1024, 2 ** 50)),
-      /** More tool-config names the workspace review protects (README "Sandbox"). */
+      /** More tool-config names the workspace review protects (docs/sandbox.md). */
       workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
       /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
       workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
     }),
+    {},
+  ),
+  /**
+   * The ceiling of every cell's and job's network (docs/sandbox.md "Network"): whether `host` may
+   * be used at all, the entries a list's `allow` must lie within (unset: any), deny entries added to
+   * every list, and whether a list may set `allow_local`.
+   */
+  network: v.optional(
+    v.pipe(
+      v.strictObject({
+        allow_host: v.optional(v.boolean(), true),
+        allow: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024))),
+        deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
+        allow_local: v.optional(v.boolean(), true),
+      }),
+      // A ceiling that is not applied yet must not look applied (allow_host = false, say).
+      v.check(
+        (n) => EGRESS_WIRED || (n.allow_host && n.allow === undefined && !n.deny.length && n.allow_local),
+        "[network] takes effect with network allow lists, which this planterd does not enforce yet; remove it",
+      ),
+    ),
     {},
   ),
 });
@@ -145,7 +166,7 @@ export function parseConfig(input: unknown, source: string): Config {
   const r = v.safeParse(ConfigSchema, input);
   if (r.success) return r.output;
   throw new PlanterError("E_CONFIG", `invalid config ${source}: ${summarizeIssues(r.issues)}`, {
-    hint: `fix ${source} (see README "Configuration"), or move it aside to use the defaults`,
+    hint: `fix ${source} (see docs/install.md "Configuration"), or move it aside to use the defaults`,
   });
 }
 

@@ -4,7 +4,7 @@ import { defineCommand } from "citty";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { examples } from "../lib/cli/help.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { onOutputGone, write } from "../lib/cli/output.ts";
+import { onOutputGone, printable, printJson, write } from "../lib/cli/output.ts";
 import { jobOutput, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
@@ -18,6 +18,11 @@ const logs = defineCommand({
     id: { type: "positional", description: "job id", required: true },
     follow: { type: "boolean", alias: "f", description: "keep printing as the job writes, until it ends" },
     stderr: { type: "boolean", description: "read stderr instead of stdout" },
+    screen: {
+      type: "boolean",
+      description:
+        "a terminal job's screen now (or as it was at its end), as text; with --json its lines, cursor and redraw",
+    },
     offset: { type: "string", description: "start at this byte offset", valueHint: "N" },
     tail: { type: "string", alias: "n", description: "start at the last N lines", valueHint: "N" },
     ...rawArg,
@@ -28,6 +33,15 @@ const logs = defineCommand({
   async run({ args }) {
     if (args.offset !== undefined && args.tail !== undefined) throw usage("--offset and --tail cannot be combined");
     const api = client(args);
+    if (args.screen) {
+      if (args.follow || args.stderr || args.offset !== undefined || args.tail !== undefined)
+        throw usage("--screen takes no -f, --stderr, --offset or --tail");
+      const s = await api.screen(args.id);
+      if (args.json) printJson(s);
+      // The text of the cells: never control sequences, whatever the job drew.
+      else await write(1, `${s.lines.map((l) => printable(l)).join("\n")}\n`);
+      return 0;
+    }
     const stream: Stream = args.stderr ? "stderr" : "stdout";
     const stop = new AbortController();
     process.once("SIGINT", () => stop.abort());
@@ -70,6 +84,7 @@ examples(logs, [
   "planter logs j-0mxd2qotc7185",
   "planter logs -f --stderr j-0mxd2qotc7185",
   "planter logs --tail 20 j-0mxd2qotc7185",
+  "planter logs --screen j-0mxd2qotc7185     # what a terminal job shows now",
 ]);
 
 export default logs;

@@ -23,6 +23,11 @@ async function quickVersion(argv: string[]): Promise<void> {
 }
 
 if (import.meta.main) {
+  // The terminal holder of an interactive job (lib/tty/holder.ts): hidden, and loads nothing else.
+  if (process.argv[2] === "tty-holder" && process.argv.length === 3) {
+    const { holderMain } = await import("../lib/tty/holder.ts");
+    await holderMain();
+  }
   await quickVersion(process.argv.slice(2));
   const [{ runCli }, { ENTRIES, planter, subCommands }] = await Promise.all([
     import("../lib/cli/main.ts"),

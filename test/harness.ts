@@ -40,8 +40,10 @@ export async function waitFor<T>(cond: () => T | Promise<T>, what: string, ms = 
 export function tempHome(prefix = "pt"): string {
   const home = mkdtempSync(`/tmp/${prefix}-`);
   // A root planterd's jobs run as an unprivileged user (nobody), who must pass through to its
-  // cell and may leave files here for a test to read (sticky, like /tmp).
-  chmodSync(home, 0o1777);
+  // cell and may leave files here for a test to read (sticky, like /tmp). A user's planterd runs
+  // jobs as that user, and refuses a socket below a directory others may write that is not
+  // root's: there it stays the user's own (0700, as mkdtemp made it).
+  if (process.getuid?.() === 0) chmodSync(home, 0o1777);
   return home;
 }
 

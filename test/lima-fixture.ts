@@ -9,10 +9,15 @@ import { runWith, SHIMS } from "./host-fixture.ts";
 /** planterBinary is the Linux binary install --lima copies into the VM. */
 export { planterBinary, runWith } from "./host-fixture.ts";
 
-/** Whether this machine can run the fake VM (bubblewrap and the guest's systemd and account tools). */
-export const haveLimaTools = ["bwrap", "systemd-socket-activate", "systemd-tmpfiles", "groupadd", "usermod"].every(
-  (p) => Bun.which(p, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
-);
+/**
+ * Whether this machine can run the fake VM: bubblewrap and the guest's systemd and account tools,
+ * and root (the guest root's files, its accounts and its system-mode planterd are really root's).
+ */
+export const haveLimaTools =
+  process.getuid?.() === 0 &&
+  ["bwrap", "systemd-socket-activate", "systemd-tmpfiles", "groupadd", "usermod"].every((p) =>
+    Bun.which(p, { PATH: "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" }),
+  );
 
 export interface LimaHost {
   base: string;

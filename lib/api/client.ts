@@ -7,8 +7,19 @@
  * in between would need the socket's directory, which the path check keeps to the user and root.
  */
 import { peerReader } from "../daemon/peer.ts";
-import type { Cell, EventRecord, Job, LogChunk, VersionInfo } from "./contract.ts";
+import { FINAL_STATES } from "./contract.ts";
 import { type ErrorBody, PlanterError } from "./errors.ts";
+import {
+  pathOf,
+  queryOf,
+  ROUTES,
+  type Route,
+  type RouteBodyIn,
+  type RouteParams,
+  type RouteQueryIn,
+  type RouteReply,
+  type Routes,
+} from "./routes.ts";
 import { abortError, type ByteStream, openStream } from "./stream.ts";
 import { checkPeerUid, checkSocketPath } from "./trust.ts";
 
@@ -69,7 +80,13 @@ export class Client {
   }
 
   /** The response to a request, refused with the daemon's error unless it is a 2xx. */
-  private async fetch(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+  private async fetch(
+    method: string,
+    path: string,
+    body?: unknown,
+    signal?: AbortSignal,
+    accept: readonly number[] = [],
+  ): Promise<Response> {
     if (signal?.aborted) throw abortError();
     await this.check();
     let res: Response;
@@ -85,7 +102,7 @@ export class Client {
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
       throw unreachable(this.socketPath, e, this.unreachableHint);
     }
-    if (!res.ok) throw answerError(res.status, await res.text());
+    if (!res.ok && !accept.includes(res.status)) throw answerError(res.status, await res.text());
     return res;
   }
 
@@ -93,7 +110,7 @@ export class Client {
    * A byte stream on a connection of its own (lib/api/stream.ts), after the same checks as every
    * request; refused with the daemon's error unless it is a 2xx.
    */
-  async stream(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ByteStream> {
+  private async stream(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ByteStream> {
     if (signal?.aborted) throw abortError();
     const me = process.getuid?.();
     // The listener is checked on this stream's own connection when no request checked it yet
@@ -125,9 +142,15 @@ export class Client {
     return s;
   }
 
-  /** One request, one JSON answer. */
-  async request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-    const res = await this.fetch(method, path, body, signal);
+  /** One request, one JSON answer (a 2xx, or a status of `accept`). */
+  private async request<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    accept: readonly number[],
+  ): Promise<T> {
+    const res = await this.fetch(method, path, body, signal, accept);
     try {
       return (await res.json()) as T;
     } catch (e) {
@@ -136,7 +159,7 @@ export class Client {
   }
 
   /** A JSON-lines answer, value by value. */
-  async *lines<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
+  private async *lines<T>(path: string, signal?: AbortSignal): AsyncGenerator<T> {
     const res = await this.fetch("GET", path, undefined, signal);
     if (!res.body) return;
     const decoder = new TextDecoder();
@@ -159,55 +182,84 @@ export class Client {
     if (buf.trim()) yield JSON.parse(buf) as T;
   }
 
-  version = () => this.request<VersionInfo>("GET", "/v1/version");
-  health = () => this.request<{ ok: boolean }>("GET", "/v1/health");
+  /**
+   * One route of the table (lib/api/routes.ts): its path from `params`, its query string from
+   * `query`, its typed body; the reply typed by the route. JSON routes only; lines and bytes
+   * routes have methods of their own below.
+   */
+  call<T extends Route>(route: T, args: CallArgs<T>, signal?: AbortSignal): Promise<RouteReply<T>> {
+    return this.request<RouteReply<T>>(route.method, target(route, args), args.body, signal, route.ok);
+  }
 
-  createCell = (body: Record<string, unknown>) => this.request<Cell>("POST", "/v1/cells", body);
-  listCells = () => this.request<{ cells: Cell[] }>("GET", "/v1/cells");
-  getCell = (name: string) => this.request<Cell>("GET", `/v1/cells/${encodeURIComponent(name)}`);
-  removeCell = (name: string, force: boolean) =>
-    this.request<{ removed: string; jobs_removed: number }>(
-      "DELETE",
-      `/v1/cells/${encodeURIComponent(name)}${force ? "?force=1" : ""}`,
-    );
+  version = () => this.call(ROUTES.version, {});
+  health = () => this.call(ROUTES.health, {});
+  ready = () => this.call(ROUTES.ready, {});
 
-  createJob = (body: Record<string, unknown>) => this.request<Job>("POST", "/v1/jobs", body);
-  listJobs = (q: Record<string, string | number | undefined>) =>
-    this.request<{ jobs: Job[]; next_after: string | null }>("GET", `/v1/jobs${query(q)}`);
-  getJob = (id: string) => this.request<Job>("GET", `/v1/jobs/${encodeURIComponent(id)}`);
-  killJob = (id: string, body: { signal?: string; force?: boolean }) =>
-    this.request<Job>("POST", `/v1/jobs/${encodeURIComponent(id)}/kill`, body);
+  createCell = (body: RouteBodyIn<Routes["createCell"]>) => this.call(ROUTES.createCell, { body });
+  listCells = () => this.call(ROUTES.listCells, {});
+  getCell = (name: string) => this.call(ROUTES.getCell, { params: { name } });
+  removeCell = (name: string, force: boolean) => this.call(ROUTES.removeCell, { params: { name }, query: { force } });
+
+  createJob = (body: RouteBodyIn<Routes["createJob"]>) => this.call(ROUTES.createJob, { body });
+  listJobs = (query: RouteQueryIn<Routes["listJobs"]>) => this.call(ROUTES.listJobs, { query });
+  getJob = (id: string) => this.call(ROUTES.getJob, { params: { id } });
+  killJob = (id: string, body: RouteBodyIn<Routes["killJob"]>) => this.call(ROUTES.killJob, { params: { id }, body });
   waitJob = (id: string, timeoutMs: number, signal?: AbortSignal) =>
-    this.request<{ job: Job; timed_out: boolean }>(
-      "GET",
-      `/v1/jobs/${encodeURIComponent(id)}/wait${query({ timeout_ms: timeoutMs })}`,
-      undefined,
-      signal,
-    );
-  removeJob = (id: string) => this.request<{ removed: string }>("DELETE", `/v1/jobs/${encodeURIComponent(id)}`);
-  logs = (id: string, q: Record<string, string | number | undefined>, signal?: AbortSignal) =>
-    this.request<LogChunk>("GET", `/v1/jobs/${encodeURIComponent(id)}/logs${query(q)}`, undefined, signal);
+    this.call(ROUTES.waitJob, { params: { id }, query: { timeout_ms: timeoutMs } }, signal);
+  removeJob = (id: string) => this.call(ROUTES.removeJob, { params: { id } });
+  logs = (id: string, query: RouteQueryIn<Routes["logs"]>, signal?: AbortSignal) =>
+    this.call(ROUTES.logs, { params: { id }, query }, signal);
   /** A log's bytes from an offset (GET …/logs/raw); with follow, until the job has ended. */
-  logStream = (id: string, q: { stream: string; offset: number; follow?: boolean }, signal?: AbortSignal) =>
-    this.stream(
-      "GET",
-      `/v1/jobs/${encodeURIComponent(id)}/logs/raw${query({ stream: q.stream, offset: q.offset, follow: q.follow ? 1 : undefined })}`,
-      undefined,
-      signal,
-    );
+  logStream = (id: string, query: RouteQueryIn<Routes["logStream"]>, signal?: AbortSignal) =>
+    this.stream("GET", target(ROUTES.logStream, { params: { id }, query }), undefined, signal);
   /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
-  runJob = (body: Record<string, unknown>, signal?: AbortSignal) =>
-    this.stream("POST", "/v1/jobs?attach=1", body, signal);
-  events = (q: Record<string, string | number | undefined>, signal?: AbortSignal) =>
-    this.lines<EventRecord>(`/v1/events${query(q)}`, signal);
+  runJob = (body: RouteBodyIn<Routes["createJob"]>, signal?: AbortSignal) =>
+    this.stream("POST", target(ROUTES.createJob, { query: { attach: true } }), body, signal);
+  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>) =>
+    this.call(ROUTES.writeStdin, { params: { id }, body });
+  screen = (id: string) => this.call(ROUTES.screen, { params: { id } });
+  /**
+   * A terminal job's WebSocket (GET …/attach), open: its first text message is `{job, writer}`,
+   * then one terminal frame per binary message (lib/tty/protocol.ts), and `{job}` once it ended.
+   */
+  async attach(id: string, query: RouteQueryIn<Routes["attach"]>): Promise<WebSocket> {
+    // A refused upgrade says nothing to a WebSocket: the usual refusals are asked first, in words.
+    const job = await this.call(ROUTES.getJob, { params: { id } });
+    if (!job.tty)
+      throw new PlanterError("E_BAD_REQUEST", `job ${job.id} has no terminal`, {
+        hint: "only a job started with a terminal (planter run -t) can be attached to",
+      });
+    if (FINAL_STATES.has(job.state))
+      throw new PlanterError("E_CONFLICT", `job ${job.id} has ended (${job.state})`, {
+        hint: `its output is in its log: planter logs ${job.id} (--screen for the last screen)`,
+      });
+    const ws = new WebSocket(`ws+unix://${this.socketPath}:${target(ROUTES.attach, { params: { id }, query })}`);
+    ws.binaryType = "arraybuffer";
+    await new Promise<void>((resolve, reject) => {
+      ws.onopen = () => resolve();
+      ws.onerror = () => reject(null);
+      ws.onclose = (e) => reject(e);
+    }).catch((e: CloseEvent | null) => {
+      throw new PlanterError("E_CONFLICT", `cannot attach to job ${id}${e?.reason ? `: ${e.reason}` : ""}`, {
+        hint: `see planter job status ${id}`,
+      });
+    });
+    return ws;
+  }
+  events = (query: RouteQueryIn<Routes["events"]>, signal?: AbortSignal) =>
+    this.lines<RouteReply<Routes["events"]>>(target(ROUTES.events, { query }), signal);
 }
 
-/** A query string from the defined values. */
-export function query(q: Record<string, string | number | undefined>): string {
-  const p = new URLSearchParams();
-  for (const [k, v] of Object.entries(q)) if (v !== undefined && v !== "") p.set(k, String(v));
-  const s = p.toString();
-  return s ? `?${s}` : "";
+/** What a call of a route passes: its path parameters, query values and body, as the route types them. */
+export type CallArgs<T extends Route> = (keyof RouteParams<T> extends never
+  ? { params?: undefined }
+  : { params: RouteParams<T> }) & { query?: RouteQueryIn<T> } & (T["body"] extends null
+    ? { body?: undefined }
+    : { body: RouteBodyIn<T> });
+
+/** A route's path and query string. */
+function target<T extends Route>(route: T, args: { params?: Record<string, string>; query?: object }): string {
+  return pathOf(route.path, args.params ?? {}) + queryOf(args.query as Record<string, unknown> | undefined);
 }
 
 /**

@@ -68,6 +68,14 @@ export const CellCreate = v.strictObject({
   request_ref: v.optional(RequestRef),
 });
 export type CellCreate = v.InferOutput<typeof CellCreate>;
+/** A cell request as a client builds it. */
+export type CellCreateIn = v.InferInput<typeof CellCreate>;
+
+/** A terminal's size in character cells. */
+const Cells = (what: string) =>
+  v.pipe(v.number(), v.integer(), v.minValue(1, `${what} is at least 1`), v.maxValue(4096, `${what} is at most 4096`));
+export const TtySize = v.strictObject({ cols: Cells("cols"), rows: Cells("rows") });
+export type TtySize = v.InferOutput<typeof TtySize>;
 
 const ArgvItem = v.pipe(SafeString, v.maxLength(128 * 1024));
 /** POST /v1/jobs */
@@ -84,16 +92,50 @@ export const JobCreate = v.strictObject({
   limits: v.optional(Limits),
   sandbox: v.optional(SandboxSpec),
   request_ref: v.optional(RequestRef),
+  /** A pseudo-terminal of this size: an interactive job (attach, stdin, screen). */
+  tty: v.optional(TtySize),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
+/** A job request as a client builds it. */
+export type JobCreateIn = v.InferInput<typeof JobCreate>;
 
 export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
+export type Signal = (typeof SIGNALS)[number];
+/** POST /v1/jobs/{id}/stdin: bytes typed into a terminal job, and/or its end of input. */
+export const StdinWrite = v.strictObject({
+  data: v.optional(
+    v.pipe(
+      v.string(),
+      v.maxLength(1_400_000, "data is at most 1 MiB (base64)"),
+      v.regex(/^[A-Za-z0-9+/]*={0,2}$/, "data must be base64"),
+    ),
+  ),
+  eof: v.optional(v.boolean()),
+});
+export type StdinWriteIn = v.InferInput<typeof StdinWrite>;
+
+/** GET /v1/jobs/{id}/screen */
+export interface ScreenInfo {
+  cols: number;
+  rows: number;
+  cursor: { x: number; y: number };
+  /** The visible lines as text, trailing blanks trimmed. */
+  lines: string[];
+  /** Escape sequences that redraw the screen on a cleared terminal. */
+  ansi: string;
+  /** Output skipped under a flood (the screen is rebuilt from the newest bytes). */
+  skipped_bytes: number;
+  /** "live": from the running job's terminal; "log": rendered from its log after it ended. */
+  source: "live" | "log";
+}
+
 /** POST /v1/jobs/{id}/kill */
 export const KillRequest = v.strictObject({
   signal: v.optional(v.picklist(SIGNALS)),
   force: v.optional(v.boolean()),
 });
 export type KillRequest = v.InferOutput<typeof KillRequest>;
+export type KillRequestIn = v.InferInput<typeof KillRequest>;
 
 export const JOB_STATES = ["pending", "running", "exited", "failed", "killed", "lost"] as const;
 export type JobState = (typeof JOB_STATES)[number];
@@ -145,6 +187,8 @@ export interface Job {
   run_as: RunAs | null;
   /** What the workspace review set aside after the job (git hooks, tool config it added or changed). */
   workspace: WorkspaceFinding[];
+  /** The job's terminal (its size when it started; clients attached now), or null: no terminal. */
+  tty: (TtySize & { clients?: number }) | null;
 }
 
 /** The host identity a job ran as. */
@@ -210,6 +254,69 @@ export interface EventRecord {
   kind: string;
   subject: string;
   data: Record<string, unknown>;
+}
+
+/** The state database's integrity check, as `/v1/ready` shows it. */
+export interface Integrity {
+  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
+  check: "start" | "background";
+  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
+  status: "ok" | "running" | "failed" | "unchecked";
+  message: string | null;
+  /** How long the full check took. */
+  ms: number | null;
+}
+
+/** One workspace walk (snapshot or review), as `/v1/ready` shows it. */
+export interface WalkStatus {
+  job: string;
+  phase: "snapshot" | "review";
+  tree: string;
+  /** "waiting": for a walk of an overlapping tree to end. */
+  state: "waiting" | "walking";
+  /** Entries listed so far. */
+  entries: number;
+  started_at: string;
+}
+
+/** GET /v1/ready (status 503 when `ready` is false). */
+export interface ReadyInfo {
+  ready: boolean;
+  state: "ok" | "unavailable" | "damaged" | "disk_full";
+  integrity: Integrity & { hint: string | null };
+  disk: {
+    path: string;
+    free_bytes: number | null;
+    total_bytes: number | null;
+    min_free_bytes: number | null;
+    below_reserve: boolean;
+    write_failed_at: string | null;
+    writes_waiting: number;
+    ends_waiting: number;
+    message: string | null;
+    hint: string | null;
+  };
+  jobs_watched: number;
+  workspace_walks: WalkStatus[];
+  requests_in_flight: number;
+  limits: {
+    enforcement: string;
+    cgroup_unavailable: string | null;
+    interval_ms: number;
+    grace_ms: number;
+    jobs_sampled: number;
+    ticks: number;
+    last_tick_ms: number;
+  };
+  sandbox: {
+    mode: SandboxMode;
+    backend: string;
+    ok: boolean;
+    version: string | null;
+    userns: string | null;
+    message: string | null;
+    hint: string | null;
+  };
 }
 
 export interface VersionInfo {

@@ -6,7 +6,7 @@
 import type { ArgDef } from "citty";
 import * as v from "valibot";
 
-/** Where client commands send their requests (README "Targets"). */
+/** Where client commands send their requests (docs/usage.md "Targets"). */
 export const Target = v.picklist(["local", "lima"]);
 export type Target = v.InferOutput<typeof Target>;
 
@@ -32,7 +32,7 @@ export const socketArg = {
   },
 } as const satisfies Record<string, ArgDef>;
 
-/** --target, accepted by every client command (README "Targets"). */
+/** --target, accepted by every client command (docs/usage.md "Targets"). */
 export const targetArg = {
   target: {
     type: "string",

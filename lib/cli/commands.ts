@@ -6,20 +6,21 @@ import { defineCommand } from "citty";
 import { BUILD } from "../version.ts";
 import { clientArgs } from "./client-config.ts";
 
-const lifecycle = () => import("../../scripts/lifecycle.ts");
-
 export const subCommands = {
   daemon: () => import("../../scripts/daemon.ts").then((m) => m.default),
-  run: () => lifecycle().then((m) => m.run),
-  cell: () => lifecycle().then((m) => m.cell),
-  job: () => lifecycle().then((m) => m.job),
+  run: () => import("./lifecycle/run.ts").then((m) => m.run),
+  cell: () => import("./lifecycle/cell.ts").then((m) => m.cell),
+  job: () => import("./lifecycle/job.ts").then((m) => m.job),
   logs: () => import("../../scripts/logs.ts").then((m) => m.default),
-  events: () => lifecycle().then((m) => m.events),
+  events: () => import("./lifecycle/events.ts").then((m) => m.events),
   sandbox: () => import("../../scripts/sandbox.ts").then((m) => m.default),
   doctor: () => import("../../scripts/doctor.ts").then((m) => m.default),
   install: () => import("../../scripts/install.ts").then((m) => m.default),
   uninstall: () => import("../../scripts/uninstall.ts").then((m) => m.default),
   migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
+  attach: () => import("./attach.ts").then((m) => m.attach),
+  completion: () => import("./completion.ts").then((m) => m.completion),
+  manpage: () => import("./completion.ts").then((m) => m.manpage),
 };
 
 export const planter = defineCommand({

@@ -100,6 +100,26 @@ function flagsOf(argsDef: ArgsDef): { known: Set<string>; takesValue: Set<string
   return { known, takesValue, positionals };
 }
 
+/**
+ * Bundled short flags, as docker and every getopt take them: `-it` is `-i -t` when each letter is
+ * a flag the command defines that takes no value (before `--` only; anything else is left as it is).
+ */
+export function unbundle(argsDef: ArgsDef, tokens: string[]): string[] {
+  const { known, takesValue } = flagsOf(argsDef);
+  const out: string[] = [];
+  for (let i = 0; i < tokens.length; i++) {
+    const t = tokens[i] as string;
+    if (t === "--") return [...out, ...tokens.slice(i)];
+    const letters = /^-([A-Za-z]{2,})$/.exec(t)?.[1];
+    const flags = letters ? [...letters].map((l) => `-${l}`) : [];
+    if (flags.length && flags.every((f) => known.has(f) && !takesValue.has(f))) out.push(...flags);
+    else out.push(t);
+    // An option's value is never read as flags.
+    if (takesValue.has(t) && i + 1 < tokens.length) out.push(tokens[++i] as string);
+  }
+  return out;
+}
+
 /** Refuse options the command does not define, and extra positionals. */
 function checkArgs(cmd: AnyCommand, argsDef: ArgsDef, tokens: string[], name: string): void {
   const { known, takesValue, positionals } = flagsOf(argsDef);
@@ -171,8 +191,9 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
       return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
     }
     const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};
-    checkArgs(leaf.cmd, argsDef, leaf.rest, fullName);
-    const { result } = await runCommand(leaf.cmd, { rawArgs: leaf.rest });
+    const rest = unbundle(argsDef, leaf.rest);
+    checkArgs(leaf.cmd, argsDef, rest, fullName);
+    const { result } = await runCommand(leaf.cmd, { rawArgs: rest });
     if (typeof result === "number") code = result;
   } catch (e) {
     code = reportError(e, { json, verbose });

@@ -31,7 +31,7 @@ function checkName(value: string, where: string): Target {
   const r = v.safeParse(Target, value);
   if (r.success) return r.output;
   throw new PlanterError("E_USAGE", `${where} must be one of ${TARGETS.join(", ")}, not ${JSON.stringify(value)}`, {
-    hint: 'local: this host\'s planterd; lima: the agent in the Lima VM (README "Targets")',
+    hint: 'local: this host\'s planterd; lima: the agent in the Lima VM (docs/usage.md "Targets")',
   });
 }
 

@@ -69,8 +69,25 @@ const CSI_FINALS = new Set([..."m@ABCDEFGHIJKLMPSXZ`abdefgrs"].map((c) => c.char
  */
 const SAFE_PRIVATE_MODES = new Set(["7", "12", "25", "47", "1047", "1048", "1049", "2004", "2026"]);
 
+/**
+ * For an attached interactive job (`planter run -it`, `planter attach`), whose input is the
+ * caller's keyboard: also application cursor keys (1) and mouse and focus reporting (1000 1002
+ * 1003 1004 1006), which make the terminal send input — to the job, which asked for it. The
+ * session resets them when it ends (`lib/cli/session.ts`), so no report reaches the shell after.
+ * Queries (DSR, DA, OSC) stay dropped: their answers would be input the job did not type.
+ */
+export const INTERACTIVE_PRIVATE_MODES = new Set([
+  ...SAFE_PRIVATE_MODES,
+  ...["1", "1000", "1002", "1003", "1004", "1006"],
+]);
+
 /** Neutralises dangerous terminal sequences in a byte stream; keeps colours and cursor movement. */
 export class TerminalFilter {
+  /** DEC private modes let through (`CSI ? N h/l`); INTERACTIVE_PRIVATE_MODES for an attached session. */
+  constructor(private readonly modes: ReadonlySet<string> = SAFE_PRIVATE_MODES) {}
+
+  private readonly keepCsi = (s: Uint8Array, start: number, end: number) => keepCsi(s, start, end, this.modes);
+
   private state = GROUND;
   /** The sequence being collected (ESCAPE, CSI), from its ESC. */
   private readonly seq = new Uint8Array(MAX_SEQUENCE);
@@ -93,7 +110,7 @@ export class TerminalFilter {
     const n = chunk.length;
     let i = 0;
     if (this.state === GROUND && this.utf8Len === 0) {
-      i = plainRun(chunk, 0);
+      i = plainRun(chunk, 0, this.modes);
       if (i === n) return chunk;
     }
     // Output is never longer than the input plus what earlier chunks left pending.
@@ -105,7 +122,7 @@ export class TerminalFilter {
         // Whole runs of text and kept sequences are copied, and whole dropped CSI sequences
         // skipped, in bulk; the byte-by-byte parser below gives the same result, slower.
         if (this.state === GROUND) {
-          const end = plainRun(chunk, i);
+          const end = plainRun(chunk, i, this.modes);
           if (end > i) {
             this.out.set(chunk.subarray(i, end), this.o);
             this.o += end - i;
@@ -197,7 +214,7 @@ export class TerminalFilter {
       if (b >= this.ignoreFrom) this.ground();
     } else if (state === ESCAPE) this.escapeByte(b);
     else if (b < 0x40) this.collect(b, 0x40);
-    else this.finish(b, keepCsi);
+    else this.finish(b, this.keepCsi);
   }
 
   /** A byte from 0x20 to 0x7E after ESC: an intermediate, the start of CSI or of a string, or a final. */
@@ -309,7 +326,7 @@ function keepEscape(s: Uint8Array, start: number, end: number): boolean {
  * Where the run of bytes from `i` that the ground state writes unchanged ends: text, whole
  * UTF-8 characters other than C1 controls, and whole CSI sequences on the allow-list.
  */
-function plainRun(s: Uint8Array, i: number): number {
+function plainRun(s: Uint8Array, i: number, modes: ReadonlySet<string>): number {
   const n = s.length;
   while (i < n) {
     const b = s[i] as number;
@@ -320,7 +337,7 @@ function plainRun(s: Uint8Array, i: number): number {
       i += len;
     } else if (b === ESC) {
       const len = csiLength(s, i);
-      if (!len || !keepCsi(s, i, i + len)) break;
+      if (!len || !keepCsi(s, i, i + len, modes)) break;
       i += len;
     } else break;
   }
@@ -353,7 +370,7 @@ function csiLength(s: Uint8Array, i: number): number {
 }
 
 /** Whether the whole CSI sequence s[start, end) (ESC [ parameters intermediates final) is on the allow-list. */
-function keepCsi(s: Uint8Array, start: number, end: number): boolean {
+function keepCsi(s: Uint8Array, start: number, end: number, modes: ReadonlySet<string>): boolean {
   const last = end - 1;
   const final = s[last] as number;
   let i = start + 2;
@@ -371,7 +388,7 @@ function keepCsi(s: Uint8Array, start: number, end: number): boolean {
       (final === 0x68 || final === 0x6c) &&
       params()
         .split(";")
-        .every((p) => SAFE_PRIVATE_MODES.has(p))
+        .every((p) => modes.has(p))
     );
   }
   // Every other marker (> = <) is a query or a keyboard/reporting setting.

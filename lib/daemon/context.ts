@@ -1,6 +1,6 @@
 /** The daemon's shared context: state, config, paths, and notification of committed changes. */
 import type { Database } from "bun:sqlite";
-import type { SandboxMode } from "../api/contract.ts";
+import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
 import type { Supervisor } from "../jobs/supervisor.ts";
@@ -11,6 +11,7 @@ import type { Identity } from "../sandbox/identity.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
+import { Terminals } from "./handlers/tty.ts";
 import { Walks } from "./walks.ts";
 
 type Waiter = () => void;
@@ -64,15 +65,7 @@ interface Deferred {
 }
 
 /** How the state database was checked this run and what the check found (GET /v1/ready). */
-export interface Integrity {
-  /** "start": fully, before serving; "background": cheaply at start, fully in a process of its own after. */
-  check: "start" | "background";
-  /** "unchecked": the background check could not run (nothing is known; the next start checks first). */
-  status: "ok" | "running" | "failed" | "unchecked";
-  message: string | null;
-  /** How long the full check took. */
-  ms: number | null;
-}
+export type { Integrity };
 
 /** How often writes kept for later are tried again. */
 const RETRY_MS = 500;
@@ -104,6 +97,8 @@ export class Context {
   damaged: PlanterError | null = null;
   /** Workspace snapshots and reviews in progress, one at a time per tree (lib/daemon/walks.ts). */
   readonly walks = new Walks();
+  /** Clients attached to terminal jobs (lib/daemon/handlers/tty.ts). */
+  readonly terminals = new Terminals();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

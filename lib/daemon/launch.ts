@@ -4,14 +4,14 @@
  * snapshot the review compares against after the job.
  */
 import { chownSync, lstatSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { homedir, userInfo } from "node:os";
+import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
-import { type Identity, jobIdentity, parsePasswd, read } from "../sandbox/identity.ts";
+import { type Identity, jobIdentity, lookupUser, parsePasswd, read } from "../sandbox/identity.ts";
 import { isSystemDir, overlaps, permsOf, type Resolver, resolveAs, unsafeCellDir, within } from "../sandbox/paths.ts";
 import {
   createPlaceholder,
@@ -31,16 +31,24 @@ import { type JobRow, liveJobs } from "../state/jobs.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
+let ownUser: string | null | undefined;
+/**
+ * planterd's own user name, looked up once by uid (passwd, then NSS). Not os.userInfo(): Bun's
+ * takes the name from $USER, which a planterd started without it lacks ("unknown") and any
+ * environment can set to another name.
+ */
+function ownUserName(): string | null {
+  if (ownUser === undefined) {
+    const uid = process.getuid?.();
+    ownUser = uid === undefined ? null : (lookupUser(uid)?.name ?? null);
+  }
+  return ownUser;
+}
+
 /** Who a job with `identity` runs as, for its record and events (null identity: planterd's own user). */
 export function runAsOf(identity: Identity | null, forUid: number | null = null): RunAs {
   if (identity) return { uid: identity.uid, gid: identity.gid, user: identity.user, for_uid: forUid };
-  let user: string | null = null;
-  try {
-    user = userInfo().username;
-  } catch {
-    user = null;
-  }
-  return { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user, for_uid: forUid };
+  return { uid: process.getuid?.() ?? null, gid: process.getgid?.() ?? null, user: ownUserName(), for_uid: forUid };
 }
 
 /** Whether planterd runs as root: then no job runs as this process's uid. */

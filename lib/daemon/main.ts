@@ -14,7 +14,7 @@ import { storageError } from "../state/storage.ts";
 import { BUILD } from "../version.ts";
 import { groupGid, resolvePolicy, systemGroup } from "./authz.ts";
 import { Context } from "./context.ts";
-import { ensureCell } from "./handlers/cells.ts";
+import { ensureCell } from "./handlers/common.ts";
 import { checkDir, checkParents, checkSocket, expectedLayout, fixSocket, makeDir, refuseOn } from "./layout.ts";
 import { peerReader } from "./peer.ts";
 import { routes } from "./routes.ts";

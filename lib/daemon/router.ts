@@ -1,17 +1,22 @@
 /** Routing of /v1 requests to handlers; every error becomes the one JSON envelope. */
 import type { IncomingMessage } from "node:http";
+import * as v from "valibot";
+import type { WebSocket } from "ws";
 import { PlanterError } from "../api/errors.ts";
+import type { Route, RouteBody, RouteParams, RouteQuery, RouteReply } from "../api/routes.ts";
 import type { Sink } from "../logs/stream.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
-/** What a handler sees of a request. */
-export interface Req {
+/** What a handler sees of a request: its route's parameters, query and body, parsed. */
+export interface Req<T extends Route = Route> {
   method: string;
   path: string;
-  params: Record<string, string>;
-  query: URLSearchParams;
-  body: unknown;
+  params: RouteParams<T>;
+  query: RouteQuery<T>;
+  body: RouteBody<T>;
+  /** The body as sent (JSON), for the request_ref hash. */
+  raw: unknown;
   /** Aborted when the client goes away or the daemon shuts down. */
   signal: AbortSignal;
   /** Audit fields recorded with events of mutating requests. */
@@ -21,10 +26,12 @@ export interface Req {
 }
 
 /** A handler's answer: one JSON value, a stream of JSON lines, or a byte stream. */
-export type Reply =
-  | { status: number; json: unknown }
-  | { status: number; lines: (write: (value: unknown) => boolean, signal: AbortSignal) => Promise<void> }
-  | { status: number; bytes: ByteBody };
+export type Reply<R = unknown> =
+  | { status: number; json: R }
+  | { status: number; lines: (write: (value: R) => boolean, signal: AbortSignal) => Promise<void> }
+  | { status: number; bytes: ByteBody }
+  /** A connection taken over (GET …/attach): called with the WebSocket once the upgrade is done. */
+  | { status: 101; upgrade: (ws: WebSocket) => void };
 
 /**
  * A byte stream's content type, extra headers and writer. The response ends when `body` returns;
@@ -37,37 +44,43 @@ export interface ByteBody {
   body: (sink: Sink, signal: AbortSignal) => Promise<void>;
 }
 
-export const ok = (json: unknown, status = 200): Reply => ({ status, json });
+export const ok = <R>(json: R, status = 200): Reply<R> => ({ status, json });
 
-export type Handler = (ctx: Context, req: Req) => Reply | Promise<Reply>;
+export type Handler<T extends Route = Route> = (
+  ctx: Context,
+  req: Req<T>,
+) => Reply<RouteReply<T>> | Promise<Reply<RouteReply<T>>>;
 
-interface Route {
-  method: string;
+interface Entry {
+  route: Route;
   parts: string[];
   handler: Handler;
-  /** Whether the route takes a JSON body. */
-  body: boolean;
 }
 
-/** A tiny table router: literal segments and `:name` parameters. */
+/** A tiny table router over lib/api/routes.ts: literal segments and `:name` parameters. */
 export class Router {
-  private readonly routes: Route[] = [];
+  private readonly entries: Entry[] = [];
 
-  add(method: string, pattern: string, handler: Handler, body = false): this {
-    this.routes.push({ method, parts: pattern.split("/").filter(Boolean), handler, body });
+  add<T extends Route>(route: T, handler: Handler<T>): this {
+    this.entries.push({ route, parts: route.path.split("/").filter(Boolean), handler: handler as unknown as Handler });
     return this;
   }
 
+  /** The routes registered, in order. */
+  get routes(): Route[] {
+    return this.entries.map((e) => e.route);
+  }
+
   /** Find the route for a method and path; E_NOT_FOUND / 405-style E_BAD_REQUEST otherwise. */
-  match(method: string, path: string): { route: Route; params: Record<string, string> } {
+  match(method: string, path: string): { route: Route; handler: Handler; params: Record<string, string> } {
     const segs = path.split("/").filter(Boolean);
     const allowed: string[] = [];
-    for (const route of this.routes) {
-      if (route.parts.length !== segs.length) continue;
+    for (const entry of this.entries) {
+      if (entry.parts.length !== segs.length) continue;
       const params: Record<string, string> = {};
       let hit = true;
       for (let i = 0; i < segs.length; i++) {
-        const p = route.parts[i] as string;
+        const p = entry.parts[i] as string;
         const s = segs[i] as string;
         if (p.startsWith(":")) {
           try {
@@ -81,8 +94,8 @@ export class Router {
         }
       }
       if (!hit) continue;
-      if (route.method === method) return { route, params };
-      allowed.push(route.method);
+      if (entry.route.method === method) return { route: entry.route, handler: entry.handler, params };
+      allowed.push(entry.route.method);
     }
     if (allowed.length) {
       throw new PlanterError("E_BAD_REQUEST", `method ${method} is not allowed on ${path}`, {
@@ -91,9 +104,33 @@ export class Router {
       });
     }
     throw new PlanterError("E_NOT_FOUND", `no such endpoint: ${method} ${path}`, {
-      hint: 'the API lives under /v1; see README "API"',
+      hint: "the API lives under /v1; see docs/api.md",
     });
   }
+}
+
+/**
+ * A query string parsed by its route's schemas: unknown names refused with the allowed ones, an
+ * empty value taken as absent, the first bad value refused with its name.
+ */
+export function parseQuery<T extends Route>(route: T, query: URLSearchParams): RouteQuery<T> {
+  const allowed = Object.keys(route.query);
+  const input: Record<string, string> = {};
+  for (const [key, value] of query) {
+    if (!allowed.includes(key)) {
+      throw new PlanterError("E_BAD_REQUEST", `unknown query parameter ${JSON.stringify(key)}`, {
+        hint: allowed.length ? `allowed: ${allowed.join(", ")}` : "this endpoint takes no query parameters",
+      });
+    }
+    if (value !== "" && !(key in input)) input[key] = value;
+  }
+  const out: Record<string, unknown> = {};
+  for (const key of allowed) {
+    const r = v.safeParse(route.query[key] as v.GenericSchema, input[key]);
+    if (!r.success) throw new PlanterError("E_BAD_REQUEST", `${key} ${r.issues[0]?.message ?? "is not valid"}`);
+    out[key] = r.output;
+  }
+  return out as RouteQuery<T>;
 }
 
 /** Read a request body up to `limit` bytes; E_PAYLOAD_TOO_LARGE beyond it. */
@@ -152,36 +189,4 @@ export function parseJson(buf: Buffer): unknown {
     });
   }
   return value;
-}
-
-/** Refuse query parameters a route does not know. */
-export function allowQuery(query: URLSearchParams, allowed: readonly string[]): void {
-  for (const key of query.keys()) {
-    if (!allowed.includes(key)) {
-      throw new PlanterError("E_BAD_REQUEST", `unknown query parameter ${JSON.stringify(key)}`, {
-        hint: allowed.length ? `allowed: ${allowed.join(", ")}` : "this endpoint takes no query parameters",
-      });
-    }
-  }
-}
-
-/** An integer query parameter within [min, max], or `dflt` when absent. */
-export function intParam(query: URLSearchParams, name: string, dflt: number, min: number, max: number): number {
-  const raw = query.get(name);
-  if (raw === null || raw === "") return dflt;
-  if (!/^-?\d+$/.test(raw))
-    throw new PlanterError("E_BAD_REQUEST", `${name} must be an integer, not ${JSON.stringify(raw)}`);
-  // Any number of digits is an integer; one too large to be exact is also beyond `max`.
-  const n = Number(raw) || 0;
-  if (n < min || n > max)
-    throw new PlanterError("E_BAD_REQUEST", `${name} must be between ${min} and ${max}, not ${raw}`);
-  return n;
-}
-
-/** A boolean query flag: 1/true/0/false. */
-export function boolParam(query: URLSearchParams, name: string): boolean {
-  const raw = query.get(name);
-  if (raw === null || raw === "" || raw === "0" || raw === "false") return false;
-  if (raw === "1" || raw === "true") return true;
-  throw new PlanterError("E_BAD_REQUEST", `${name} must be 1 or 0, not ${JSON.stringify(raw)}`);
 }

@@ -1,27 +1,37 @@
-/** The /v1 route table. */
+/** planterd's handlers for the /v1 route table (lib/api/routes.ts): one per route, checked by the compiler. */
+import { ROUTES, type RouteName, type Routes } from "../api/routes.ts";
 import * as cells from "./handlers/cells.ts";
 import * as events from "./handlers/events.ts";
 import * as jobs from "./handlers/jobs.ts";
 import * as logs from "./handlers/logs.ts";
 import * as system from "./handlers/system.ts";
-import { Router } from "./router.ts";
+import * as tty from "./handlers/tty.ts";
+import { type Handler, Router } from "./router.ts";
+
+const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
+  health: system.health,
+  ready: system.ready,
+  version: system.version,
+  createCell: cells.create,
+  listCells: cells.list,
+  getCell: cells.show,
+  removeCell: cells.remove,
+  createJob: jobs.create,
+  listJobs: jobs.list,
+  getJob: jobs.show,
+  removeJob: jobs.remove,
+  killJob: jobs.kill,
+  waitJob: jobs.wait,
+  logs: logs.read,
+  logStream: logs.raw,
+  events: events.stream,
+  attach: tty.attach,
+  writeStdin: tty.stdin,
+  screen: tty.screen,
+};
 
 export function routes(): Router {
-  return new Router()
-    .add("GET", "/v1/health", system.health)
-    .add("GET", "/v1/ready", system.ready)
-    .add("GET", "/v1/version", system.version)
-    .add("POST", "/v1/cells", cells.create, true)
-    .add("GET", "/v1/cells", cells.list)
-    .add("GET", "/v1/cells/:name", cells.show)
-    .add("DELETE", "/v1/cells/:name", cells.remove)
-    .add("POST", "/v1/jobs", jobs.create, true)
-    .add("GET", "/v1/jobs", jobs.list)
-    .add("GET", "/v1/jobs/:id", jobs.show)
-    .add("DELETE", "/v1/jobs/:id", jobs.remove)
-    .add("POST", "/v1/jobs/:id/kill", jobs.kill, true)
-    .add("GET", "/v1/jobs/:id/wait", jobs.wait)
-    .add("GET", "/v1/jobs/:id/logs", logs.read)
-    .add("GET", "/v1/jobs/:id/logs/raw", logs.raw)
-    .add("GET", "/v1/events", events.stream);
+  const router = new Router();
+  for (const name of Object.keys(ROUTES) as RouteName[]) router.add(ROUTES[name], HANDLERS[name] as Handler);
+  return router;
 }

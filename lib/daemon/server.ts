@@ -6,13 +6,15 @@
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
+import { WebSocketServer } from "ws";
+import { parseBody } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Sink } from "../logs/stream.ts";
 import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
-import { type ByteBody, parseJson, type Reply, type Req, type Router, readBody } from "./router.ts";
+import { type ByteBody, parseJson, parseQuery, type Reply, type Req, type Router, readBody } from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
@@ -87,6 +89,8 @@ interface Conn {
 export class ApiServer {
   private readonly net: Server;
   private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
+  /** WebSockets of attached terminals: frames of at most 1 MiB (lib/tty/protocol.ts) plus the header. */
+  private readonly wss = new WebSocketServer({ noServer: true, maxPayload: (1 << 20) + 16 });
   private readonly inflight = new Set<AbortController>();
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
@@ -99,6 +103,7 @@ export class ApiServer {
     private readonly readPeer: ((fd: number) => Peer | null) | null,
   ) {
     this.http.on("request", (req, res) => void this.handle(req, res));
+    this.http.on("upgrade", (req, socket, head) => void this.upgrade(req, socket as Socket, head));
     this.http.on("clientError", (_err, socket) => {
       if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n");
       else socket.destroy();
@@ -206,25 +211,27 @@ export class ApiServer {
       this.authorize(conn, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
-      const { route, params } = this.router.match(method, url.pathname);
+      const { route, handler, params } = this.router.match(method, url.pathname);
       // A database found damaged after start takes no new jobs or cells and removes nothing;
       // reads answer, and a kill still stops a job.
-      if (this.ctx.damaged && method !== "GET" && !url.pathname.endsWith("/kill")) throw this.ctx.damaged;
-      let body: unknown = {};
+      if (this.ctx.damaged && method !== "GET" && !route.whileDamaged) throw this.ctx.damaged;
+      let raw: unknown = {};
       if (route.body) {
-        body = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
+        raw = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
       } else req.resume();
+      const query = parseQuery(route, url.searchParams);
       const r: Req = {
         method,
         path: url.pathname,
         params,
-        query: url.searchParams,
-        body,
+        query,
+        body: (route.body ? parseBody(route.body, raw, route.bodyName ?? "body") : undefined) as Req["body"],
+        raw,
         signal: abort.signal,
         audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
         peer,
       };
-      const reply = await route.handler(this.ctx, r);
+      const reply = await handler(this.ctx, r);
       await this.send(res, reply, abort.signal);
     } catch (e) {
       // A peer the policy refuses gets its 403 and nothing more: the connection is closed.
@@ -260,7 +267,52 @@ export class ApiServer {
     throw new PlanterError("E_UNAUTHORIZED_PEER", decision.message, { hint: decision.hint, details: who });
   }
 
+  /**
+   * A request to take the connection over (a WebSocket: GET …/attach): the same checks as any
+   * request — peer, route, query — then the handler's upgrade; an error is an HTTP answer and the
+   * connection closes. The connection then has no idle timer: it lives as long as the session.
+   */
+  private async upgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const conn = this.conns.get(socket);
+    if (conn?.timer) clearTimeout(conn.timer);
+    try {
+      this.authorize(conn, req);
+      const url = new URL(req.url ?? "/", "http://planterd");
+      const method = req.method ?? "GET";
+      const { route, handler, params } = this.router.match(method, url.pathname);
+      if (route.reply !== "upgrade" || (req.headers.upgrade ?? "").toLowerCase() !== "websocket")
+        throw new PlanterError("E_BAD_REQUEST", `${method} ${url.pathname} does not take a connection upgrade`);
+      const peer = conn?.peer ?? null;
+      const r: Req = {
+        method,
+        path: url.pathname,
+        params,
+        query: parseQuery(route, url.searchParams),
+        body: undefined as Req["body"],
+        raw: {},
+        signal: new AbortController().signal,
+        audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
+        peer,
+      };
+      const reply = await handler(this.ctx, r);
+      if (!("upgrade" in reply)) throw new PlanterError("E_INTERNAL", "the handler did not take the connection");
+      this.wss.handleUpgrade(req, socket, head, (ws) => reply.upgrade(ws));
+    } catch (e) {
+      const err = e instanceof PlanterError ? e : new PlanterError("E_INTERNAL", (e as Error).message);
+      const body = JSON.stringify({ error: err.toBody() });
+      hangUp(
+        socket,
+        `HTTP/1.1 ${err.status} ${err.code}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+    }
+  }
+
   private async send(res: ServerResponse, reply: Reply, signal: AbortSignal): Promise<void> {
+    if ("upgrade" in reply) {
+      throw new PlanterError("E_BAD_REQUEST", "this endpoint is a WebSocket: send Upgrade: websocket", {
+        status: 426,
+      });
+    }
     if ("json" in reply) {
       const text = JSON.stringify(reply.json);
       res.writeHead(reply.status, { "content-type": "application/json", "content-length": Buffer.byteLength(text) });

@@ -6,21 +6,13 @@
  * half-done review of an earlier job in the same tree (it would record that job's planted file
  * as the "before" state, and its own review would put it back). `GET /v1/ready` lists them.
  */
+
+import type { WalkStatus } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import { overlaps } from "../sandbox/paths.ts";
 import { type WalkBudget, walkBudget } from "../sandbox/workspace.ts";
 
-/** One walk, as `/v1/ready` shows it. */
-export interface WalkStatus {
-  job: string;
-  phase: "snapshot" | "review";
-  tree: string;
-  /** "waiting": for a walk of an overlapping tree to end. */
-  state: "waiting" | "walking";
-  /** Entries listed so far. */
-  entries: number;
-  started_at: string;
-}
+export type { WalkStatus };
 
 interface Walk {
   status: WalkStatus;

@@ -13,7 +13,7 @@ export const INSTALL_STATE_VERSION = 1;
 const FileRecord = v.object({
   /** Absolute path on the target (without the staging root). */
   path: v.string(),
-  kind: v.picklist(["binary", "link", "unit", "config", "tmpfiles", "plist"]),
+  kind: v.picklist(["binary", "link", "unit", "config", "tmpfiles", "plist", "completion", "manpage"]),
   /** sha256 of what install wrote (links: of the target string). */
   sha256: v.string(),
   /** For links: what the link points to. */
@@ -124,7 +124,7 @@ export function readInstallState(path: string): InstallState | null {
     raw = JSON.parse(readFileSync(path, "utf8"));
   } catch (e) {
     throw new PlanterError("E_STATE", `cannot parse ${path}: ${(e as Error).message}`, {
-      hint: 'restore it from a backup, or remove planter\'s files by hand (see README "Uninstall")',
+      hint: 'restore it from a backup, or remove planter\'s files by hand (see docs/install.md "Install and uninstall")',
     });
   }
   const r = v.safeParse(InstallState, raw);

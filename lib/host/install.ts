@@ -326,6 +326,7 @@ function fileSteps(s: Setup): Step[] {
       }),
     ),
   ];
+  steps.push(docsStep(s));
   if (!existsSync(tx.R(t.configPath)))
     steps.push({
       id: "config",
@@ -338,6 +339,37 @@ function fileSteps(s: Setup): Step[] {
       },
     });
   return steps;
+}
+
+/** Where each shell and man look for planter's completions and page, under the install prefix. */
+export function docPaths(prefix: string) {
+  const share = join(prefix, "share");
+  return {
+    bash: join(share, "bash-completion", "completions", "planter"),
+    zsh: join(share, "zsh", "site-functions", "_planter"),
+    fish: join(share, "fish", "vendor_completions.d", "planter.fish"),
+    man: join(share, "man", "man1", "planter.1"),
+  };
+}
+
+/** Shell completions and planter(1), generated from the command tree of the planter being installed. */
+function docsStep(s: Setup): Step {
+  const { tx, t, backupDir } = s;
+  const at = docPaths(t.prefix);
+  return {
+    id: "docs",
+    describe: `write completions for bash, zsh and fish and the man page planter(1) under ${join(t.prefix, "share")}`,
+    apply: async () => {
+      const { completionScript, manPageText } = await import("../cli/completion.ts");
+      for (const shell of ["bash", "zsh", "fish"] as const) {
+        tx.mkdirs(dirname(at[shell]));
+        tx.putFile(at[shell], "completion", { text: await completionScript(shell), mode: 0o644 }, backupDir);
+      }
+      tx.mkdirs(dirname(at.man));
+      tx.putFile(at.man, "manpage", { text: await manPageText(), mode: 0o644 }, backupDir);
+      tx.progress(`wrote completions and the man page under ${join(t.prefix, "share")}`);
+    },
+  };
 }
 
 function accountSteps(s: Setup): Step[] {

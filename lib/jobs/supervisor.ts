@@ -16,7 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import type { Reason } from "../api/contract.ts";
+import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
 import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
@@ -44,6 +44,7 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
+import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
 import { freshSessionKeyring } from "./keyring.ts";
@@ -170,8 +171,13 @@ export class Supervisor {
    * Spawn a pending job through `backend`. On failure the job ends `failed` with reason
    * `spawn_error` (or `sandbox_error`) and a message; nothing is left running.
    */
-  launch(job: JobRow, backend: Backend, fallback: boolean, where: LaunchContext): void {
+  /**
+   * Start a job. A terminal job (`tty`) starts under its holder (lib/tty): the promise settles
+   * once the holder says the recorder runs (or the job has failed to start).
+   */
+  launch(job: JobRow, backend: Backend, fallback: boolean, where: LaunchContext): Promise<void> | undefined {
     const dir = jobDir(this.ctx.paths.stateDir, job.id);
+    let started: Promise<void> | undefined;
     const files = jobFiles(dir);
     let out = -1;
     let err = -1;
@@ -189,7 +195,9 @@ export class Supervisor {
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       const plan = backend.plan({
         ...planRequest(where, {
-          argv: [program, ...job.argv.slice(1)],
+          // A terminal job's program leads a session of its own with the PTY as its controlling
+          // terminal, inside the sandbox (plans/interactive.md).
+          argv: job.tty ? [...CTTY_ARGV, program, ...job.argv.slice(1)] : [program, ...job.argv.slice(1)],
           env: job.env,
           cwd: job.cwd,
           policy,
@@ -225,6 +233,20 @@ export class Supervisor {
       // finds the recorder through its pid file and adopts the job with these facts.
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
+      if (job.tty) {
+        // The holder is spawned before startHolder's first await: the fds closed below are its.
+        started = this.startTerminal(job, backend, fallback, {
+          argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
+          cwd: plan.cwd,
+          fds,
+          err,
+          enforcement,
+          cgroup,
+          runAs,
+        });
+        spawned = true;
+        return started;
+      }
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
         cwd: plan.cwd,
         env: HOST_ENV,
@@ -267,6 +289,80 @@ export class Supervisor {
       if (err >= 0) closeSync(err);
       for (const fd of fds) closeSync(fd);
     }
+  }
+
+  /**
+   * A terminal job's start: its holder (lib/tty/holder.ts) makes the PTY and runs the recorder on
+   * it; planterd follows the recorder as it follows an adopted one (it is the holder's child).
+   */
+  private async startTerminal(
+    job: JobRow,
+    backend: Backend,
+    fallback: boolean,
+    o: {
+      argv: string[];
+      cwd: string;
+      fds: number[];
+      err: number;
+      enforcement: Enforcement;
+      cgroup: string | null;
+      runAs: RunAs | null;
+    },
+  ): Promise<void> {
+    const dir = jobDir(this.ctx.paths.stateDir, job.id);
+    const tty = job.tty as { cols: number; rows: number };
+    const maxLog = job.limits.max_log_bytes;
+    let holder: Promise<StartedHolder>;
+    try {
+      holder = startHolder(
+        {
+          argv: o.argv,
+          cwd: o.cwd,
+          env: HOST_ENV,
+          cols: tty.cols,
+          rows: tty.rows,
+          log: jobFiles(dir).stdout,
+          socket: holderSocket(dir),
+          // A backstop: the monitor stops the job at its quota and cuts the log to it.
+          log_limit: maxLog === undefined ? null : maxLog + TTY_LOG_SLACK,
+        },
+        { fds: o.fds, stderr: o.err },
+      );
+    } catch (e) {
+      this.failStart(job, e, o.cgroup);
+      return;
+    }
+    let ready: StartedHolder;
+    try {
+      ready = await holder;
+    } catch (e) {
+      this.failStart(job, e, o.cgroup);
+      return;
+    }
+    const start = startTime(ready.pid);
+    this.ctx.writeOrDefer((ev) => {
+      markRunning(this.ctx.db, job.id, ready.pid, start, fallback, Date.now(), o.enforcement, o.cgroup, o.runAs);
+      ev.push({
+        kind: "job.started",
+        subject: `job/${job.id}`,
+        data: { pid: ready.pid, backend: backend.name, run_as: o.runAs, tty },
+      });
+    });
+    this.follow(getJob(this.ctx.db, job.id) as JobRow);
+  }
+
+  /** A job that could not start: failed, spawn_error, with why. */
+  private failStart(job: JobRow, e: unknown, cgroup: string | null): void {
+    this.guard.unwatch(job.id);
+    if (cgroup) removeGroup(cgroup);
+    this.finish(job.id, {
+      state: "failed",
+      reason: "spawn_error",
+      exit_code: null,
+      signal: null,
+      message: spawnMessage(e, job),
+      at: Date.now(),
+    });
   }
 
   /**
@@ -355,6 +451,13 @@ export class Supervisor {
     const pid = job.pid as number;
     const table = this.table(job);
     const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job), table).length;
+    // A recorder that has not set its traps yet would die of the signal (a USR1 right after the
+    // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
+    // it claims the job (its `pid` file): until then the signal waits for the program to start.
+    if (early && !sandboxed(job) && !existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid)) {
+      if (!this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
+      return known;
+    }
     const tree = signalTree(pid, sig, table, known, sandboxed(job));
     if (early && !this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
     return tree;
@@ -485,6 +588,14 @@ export class Supervisor {
   }
 
   private adopt(job: JobRow): void {
+    this.follow(job, true);
+  }
+
+  /**
+   * Follow a recorder planterd did not spawn: one found after a restart (`adopted`: an event, its
+   * guard watched again, a kill it was asked for finished) or a terminal job's, the holder's child.
+   */
+  private follow(job: JobRow, adopted = false): void {
     const pid = job.pid as number;
     if (this.exits === undefined) this.exits = ExitWatch.create();
     // The recorder's exit wakes us at once (a pidfd); where there is none, inotify on its dir (it
@@ -499,6 +610,11 @@ export class Supervisor {
       }
     }
     this.adopted.set(job.id, { pid, start: job.start_time, watcher, polled });
+    if (!adopted) {
+      this.monitor.track(job);
+      this.startPoll(polled);
+      return;
+    }
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
     try {
       this.guard.watch(job.id, loadGuard(jobDir(this.ctx.paths.stateDir, job.id)));
@@ -516,6 +632,10 @@ export class Supervisor {
     }
     // Limits hold after a restart too; elapsed time counts from the job's real start.
     this.monitor.track(job);
+    this.startPoll(polled);
+  }
+
+  private startPoll(polled: boolean): void {
     if (polled && !this.pollTimer) {
       this.pollTimer = setInterval(() => {
         for (const [id, a] of [...this.adopted]) if (a.polled) this.checkAdopted(id);
@@ -861,6 +981,9 @@ function killQuietly(pid: number): void {
 function sandboxed(job: JobRow): boolean {
   return job.backend === "bwrap";
 }
+
+/** How far a terminal job's log may pass its quota before the holder stops writing it (the monitor cuts it after). */
+const TTY_LOG_SLACK = 1 << 20;
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */
 function scratchDir(id: string): string {

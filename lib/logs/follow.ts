@@ -126,7 +126,7 @@ export async function copyLog(
       {
         stream,
         offset: at,
-        follow: opts.follow ? 1 : undefined,
+        follow: opts.follow,
         wait_ms: opts.follow ? (opts.waitMs ?? 30_000) : undefined,
       },
       opts.signal,

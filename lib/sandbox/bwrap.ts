@@ -36,7 +36,9 @@ export function bwrapPlan(
   inputs.push({ data: new Uint8Array() });
   args.push("--unshare-user", "--disable-userns");
   args.push("--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try");
-  if (p.network === "none") args.push("--unshare-net");
+  // Anything but the host's network gets its own namespace: an allow list reaches out only through
+  // planter's egress proxy, and an unknown value fails closed.
+  if (p.network !== "host") args.push("--unshare-net");
   args.push("--new-session", "--die-with-parent");
   args.push("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc");
   // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
@@ -104,7 +106,7 @@ export function bwrapFailure(
   if (restricted) {
     return {
       message: `bubblewrap cannot create namespaces: AppArmor restricts unprivileged user namespaces (${text})`,
-      hint: 'on Ubuntu 24.04+, allow bwrap with an AppArmor profile (see README "Sandbox"), or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0',
+      hint: "on Ubuntu 24.04+, allow bwrap with an AppArmor profile (see docs/sandbox.md), or: sudo sysctl kernel.apparmor_restrict_unprivileged_userns=0",
       userns: "restricted (AppArmor)",
     };
   }

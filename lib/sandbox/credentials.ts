@@ -1,5 +1,5 @@
 /**
- * Credential locations hidden from jobs by default (README "Sandbox"). Each entry is relative to
+ * Credential locations hidden from jobs by default (docs/sandbox.md). Each entry is relative to
  * a home directory; it is hidden in the home of whoever the job runs for, in the daemon user's
  * home and in the cell's own home, wherever a bind would otherwise show it. A policy passes one
  * only by naming it (or a path inside it) itself: exposing a whole home never exposes these.

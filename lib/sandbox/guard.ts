@@ -9,7 +9,7 @@
  *
  * One watcher per directory, shared by every job that depends on it; a job's entries are kept in
  * its job dir (`guard.json`) so that a restarted planterd watches adopted jobs again. Limits, said
- * in README and plans/design.md: the job is stopped after the change, not before it (inotify tells
+ * in docs/sandbox.md and plans/design.md: the job is stopped after the change, not before it (inotify tells
  * afterwards: a job reading the path in a tight loop may see the new file in that moment); nothing
  * is watched while planterd is down; a denied *file* the host rewrites through a temporary file
  * shows the temporary file to the job (deny the directory instead).

@@ -7,6 +7,7 @@ import { normalize } from "node:path";
 import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
+import { canonicalRules, describeNetwork, type NetRules, parseEntry, uncovered } from "../net/policy.ts";
 import { canonical, plantedSymlink, unsafeBind, within } from "./paths.ts";
 
 const PolicyPath = v.pipe(
@@ -18,10 +19,38 @@ const PolicyPath = v.pipe(
 );
 const PathList = v.pipe(v.array(PolicyPath), v.maxLength(256, "at most 256 paths"));
 
+/** One egress entry: `host`, `*.domain`, `host:port`, an IP address, `[IPv6]:port` or a CIDR. */
+export const NetEntry = v.pipe(
+  v.string(),
+  v.check(
+    (e) => typeof parseEntry(e) !== "string",
+    (issue) => {
+      const e = issue.input as string;
+      return `${JSON.stringify(e)} is not a network entry: ${parseEntry(e)}`;
+    },
+  ),
+);
+const NetList = v.pipe(v.array(NetEntry), v.maxLength(1024, "at most 1024 entries"));
+
+/** The list form of `network`: only what `allow` names, less what `deny` names. */
+export const NetworkRules = v.strictObject({
+  allow: v.optional(NetList),
+  deny: v.optional(NetList),
+  /** Loopback, private, link-local and CGNAT addresses a name resolves to (off: refused). */
+  allow_local: v.optional(v.boolean()),
+});
+
+/** `none` (no network), `host` (the host's, unfiltered) or a list through planter's egress proxy. */
+export const Network = v.union(
+  [v.picklist(["none", "host"]), NetworkRules],
+  'network is "none", "host" or {allow: [...], deny: [...], allow_local: false}',
+);
+export type Network = "none" | "host" | NetRules;
+
 /** A sandbox policy as given (every field optional). */
 export const Policy = v.strictObject({
   fs_mode: v.optional(v.picklist(["read_only", "writable"])),
-  network: v.optional(v.picklist(["none", "host"])),
+  network: v.optional(Network),
   read_write: v.optional(PathList),
   read_only: v.optional(PathList),
   deny: v.optional(PathList),
@@ -41,7 +70,7 @@ export type Policy = v.InferOutput<typeof Policy>;
 /** A policy with every field filled in. */
 export interface EffectivePolicy {
   fs_mode: "read_only" | "writable";
-  network: "none" | "host";
+  network: Network;
   read_write: string[];
   read_only: string[];
   deny: string[];
@@ -66,7 +95,7 @@ export const DEFAULT_POLICY: EffectivePolicy = {
 export function complete(p: Policy | undefined, base: EffectivePolicy = DEFAULT_POLICY): EffectivePolicy {
   return {
     fs_mode: p?.fs_mode ?? base.fs_mode,
-    network: p?.network ?? base.network,
+    network: completeNetwork(p?.network, base.network),
     read_write: p?.read_write ?? base.read_write,
     read_only: p?.read_only ?? base.read_only,
     deny: p?.deny ?? base.deny,
@@ -76,7 +105,106 @@ export function complete(p: Policy | undefined, base: EffectivePolicy = DEFAULT_
   };
 }
 
+/**
+ * A network setting filled in: a list's missing fields come from the base's list (none when the
+ * base is no list), its entries in canonical spelling.
+ */
+function completeNetwork(n: Policy["network"], base: Network): Network {
+  if (n === undefined) return typeof base === "string" ? base : canonicalRules(base);
+  if (typeof n === "string") return n;
+  const b = typeof base === "string" ? undefined : base;
+  return canonicalRules({
+    allow: n.allow ?? b?.allow,
+    deny: n.deny ?? b?.deny,
+    allow_local: n.allow_local ?? b?.allow_local,
+  });
+}
+
 export { within } from "./paths.ts";
+export { describeNetwork };
+
+/** A refusal: what widened (or exceeded) and the hint. */
+export interface NetWidening {
+  what: string;
+  hint: string;
+}
+
+/**
+ * The job's network, narrowed from its cell's, or why the job's widens it. `none` narrows
+ * everything; `host` only the host's; a list may follow `host` or narrow a list: each of its allow
+ * entries must lie within one of the cell's (`*.b.com` covers `a.b.com`; a CIDR covers a smaller
+ * one; an entry without a port covers every port), `allow_local` only where the cell's is on, and
+ * the cell's deny entries always stay (the job's are added). A list the job gives without `allow`
+ * keeps the cell's.
+ */
+export function narrowNetwork(cell: Network, job: Policy["network"]): Network | NetWidening {
+  if (job === undefined) return cell;
+  if (job === "none") return "none";
+  if (job === "host") {
+    if (cell === "host") return "host";
+    return cell === "none"
+      ? { what: "network host on a cell without network", hint: 'give the cell network = "host"' }
+      : { what: "network host on a cell with an allow list", hint: "add what the job needs to the cell's allow list" };
+  }
+  if (cell === "none") {
+    return { what: "a network allow list on a cell without network", hint: "give the cell an allow list (or host)" };
+  }
+  const given = canonicalRules({ allow: job.allow, deny: job.deny, allow_local: job.allow_local });
+  if (cell === "host") return { ...given, allow: job.allow ? given.allow : [] };
+  const allow = job.allow ? given.allow : cell.allow;
+  const wider = uncovered(cell.allow, allow);
+  if (wider.length) {
+    return {
+      what: `network allow ${wider.join(", ")} is not allowed by the cell`,
+      hint: `the cell allows ${cell.allow.length ? cell.allow.join(", ") : "nothing"}; add it there`,
+    };
+  }
+  if (given.allow_local && !cell.allow_local) {
+    return { what: "network allow_local on a cell without it", hint: "give the cell allow_local = true" };
+  }
+  return {
+    allow,
+    deny: [...new Set([...cell.deny, ...given.deny])],
+    allow_local: job.allow_local ?? cell.allow_local,
+  };
+}
+
+/** The config's `[network]` ceiling (lib/config.ts). */
+export interface NetCeiling {
+  allow_host: boolean;
+  allow?: string[] | undefined;
+  deny: string[];
+  allow_local: boolean;
+}
+
+/**
+ * A cell's or job's network under the config's ceiling, or why it exceeds it: `host` only while
+ * `allow_host`; a list's allow entries within the ceiling's `allow` (when it has one), its
+ * `allow_local` only while the ceiling's is on, and the ceiling's deny entries added.
+ */
+export function capNetwork(ceiling: NetCeiling, n: Network): Network | NetWidening {
+  if (n === "none") return n;
+  const where = "the config's [network] ceiling";
+  if (n === "host") {
+    return ceiling.allow_host
+      ? n
+      : { what: `network host is beyond ${where} (allow_host = false)`, hint: "use an allow list" };
+  }
+  const wider = ceiling.allow ? uncovered(ceiling.allow, n.allow) : [];
+  if (wider.length) {
+    return {
+      what: `network allow ${wider.join(", ")} is beyond ${where}`,
+      hint: `the config allows ${ceiling.allow?.length ? ceiling.allow.join(", ") : "nothing"}; ask its owner to add it`,
+    };
+  }
+  if (n.allow_local && !ceiling.allow_local) {
+    return { what: `network allow_local is beyond ${where} (allow_local = false)`, hint: "list the addresses instead" };
+  }
+  return { ...n, deny: [...new Set([...n.deny, ...canonicalRules({ deny: ceiling.deny }).deny])] };
+}
+
+/** Whether a narrowing or capping answered a refusal. */
+export const isWidening = (x: Network | NetWidening): x is NetWidening => typeof x === "object" && "what" in x;
 
 /**
  * The job's effective policy: the cell's, narrowed by the job's. Both must already be resolved
@@ -99,9 +227,8 @@ export function narrow(
   if (job.fs_mode === "writable" && cell.fs_mode === "read_only") {
     throw widen("fs_mode writable on a read_only cell", "change the cell's policy, or use another cell");
   }
-  if (job.network === "host" && cell.network === "none") {
-    throw widen("network host on a cell without network", 'give the cell network = "host"');
-  }
+  const network = narrowNetwork(cell.network, job.network);
+  if (isWidening(network)) throw widen(network.what, network.hint);
   if (job.workspace_config === "allow" && cell.workspace_config === "protect") {
     throw widen("workspace_config allow on a protecting cell", 'give the cell workspace_config = "allow"');
   }
@@ -132,7 +259,7 @@ export function narrow(
   }
   return {
     fs_mode: fsMode,
-    network: job.network ?? cell.network,
+    network,
     read_write: job.read_write ?? cell.read_write,
     read_only: [...new Set([...cell.read_only, ...(job.read_only ?? [])])],
     deny: [...new Set([...cell.deny, ...(job.deny ?? [])])],
@@ -223,6 +350,11 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   if (p.unix_sockets.length && p.network === "host") {
     return `sandbox unix_sockets (${p.unix_sockets.join(", ")}) with network "host" would reach every abstract Unix socket of the host; use network "none" with unix_sockets, or no unix_sockets`;
   }
+  // Until the launch starts the egress proxy for a job (plans/design.md "Egress (#15)"), a list
+  // would run with no network at all: say so rather than let it look enforced.
+  if (!EGRESS_WIRED && typeof p.network === "object") {
+    return `network allow lists (${describeNetwork(p.network)}) are not enforced by this planterd yet; use network "none" or "host"`;
+  }
   for (const x of p.deny) {
     if (!existsSync(x)) continue;
     const linked = hardLinked(x);
@@ -230,6 +362,9 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   }
   return null;
 }
+
+/** Whether job launch runs the egress proxy for list policies (lib/net/proxy.ts); the wiring sets it. */
+export const EGRESS_WIRED = false;
 
 /** Entries a deny dir's hard-link check looks at before it gives up (and refuses). */
 const DENY_WALK_LIMIT = 20_000;
@@ -275,7 +410,7 @@ export function readPolicyFile(file: string): Policy {
     raw = file.endsWith(".toml") ? Bun.TOML.parse(text) : JSON.parse(text);
   } catch (e) {
     throw new PlanterError("E_BAD_REQUEST", `cannot read policy ${file}: ${(e as Error).message}`, {
-      hint: 'a policy is a JSON (or .toml) object; see README "Sandbox"',
+      hint: 'a policy is a JSON (or .toml) object; see docs/sandbox.md "Policies"',
     });
   }
   const r = v.safeParse(Policy, raw);

@@ -1,6 +1,6 @@
 /**
  * The seccomp filter of bwrap jobs (`--seccomp FD`): everything is allowed except a short list of
- * syscalls that return EPERM (README "Sandbox"). Built with libseccomp through bun:ffi, so syscall
+ * syscalls that return EPERM (docs/sandbox.md). Built with libseccomp through bun:ffi, so syscall
  * numbers come from libseccomp's tables rather than from this file.
  */
 import { dlopen, read, FFIType as T } from "bun:ffi";
@@ -15,7 +15,7 @@ export interface SeccompOptions {
   allowUnixSockets: boolean;
 }
 
-/** Syscalls every job is refused (EPERM), documented in README. */
+/** Syscalls every job is refused (EPERM), documented in docs/sandbox.md. */
 export const DENIED_SYSCALLS: readonly string[] = [
   // Kernel keyrings are not namespaced: a job could read or plant keys of the whole user.
   "keyctl",

@@ -609,12 +609,15 @@ async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSigna
  * Stops, setting `s.truncated`, once the scan has listed `budget.max` entries.
  */
 function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number }): Steps<Dirent[] | "denied" | null> {
+  const failed = (e: unknown) => {
+    const code = (e as NodeJS.ErrnoException).code;
+    return code === "EACCES" || code === "EPERM" ? "denied" : null;
+  };
   let dir: ReturnType<typeof opendirSync>;
   try {
     dir = opendirSync(bytes(abs) as unknown as string, { encoding: "latin1" as BufferEncoding });
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    return code === "EACCES" || code === "EPERM" ? "denied" : null;
+    return failed(e);
   }
   const list: Dirent[] = [];
   try {
@@ -622,8 +625,9 @@ function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number 
       let e: Dirent | null;
       try {
         e = dir.readSync();
-      } catch {
-        return null;
+      } catch (err) {
+        // Bun's opendirSync opens lazily: a directory this uid may not list fails on the first read.
+        return failed(err);
       }
       if (e === null) return list;
       if (listed.n >= budget.max) {

@@ -117,6 +117,13 @@ export const MIGRATIONS: Migration[] = [
       db.run("CREATE INDEX jobs_cgroup ON jobs (seq) WHERE cgroup IS NOT NULL");
     },
   },
+  {
+    version: 7,
+    name: "interactive jobs: the terminal's size (null: no terminal)",
+    up: (db) => {
+      db.run("ALTER TABLE jobs ADD COLUMN tty TEXT");
+    },
+  },
 ];
 
 /** The schema version this build writes. */

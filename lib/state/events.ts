@@ -42,13 +42,19 @@ export function toEvent(stream: string, row: EventRow): EventRecord {
 }
 
 /**
- * Turn a cursor into the sequence number to read after. No cursor means the beginning.
+ * Turn a cursor into the sequence number to read after. No cursor means the beginning, `now`
+ * the newest event.
  * Another database's cursor is E_CURSOR_INVALID; one older than what is retained is E_CURSOR_EXPIRED.
  */
 export function resolveCursor(db: Database, stream: string, cursor: string | undefined): number {
   const oldest = (db.query("SELECT MIN(seq) AS s FROM events").get() as { s: number | null }).s;
   const oldestCursor = `${stream}:${oldest === null ? 0 : oldest - 1}`;
   if (cursor === undefined || cursor === "") return 0;
+  // "now": after the newest event (a follower sees only what happens from here on).
+  if (cursor === "now")
+    return (
+      (db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | null)?.seq ?? 0
+    );
   const m = /^([0-9a-f]+):(\d{1,15})$/.exec(cursor);
   if (!m || m[1] !== stream) {
     throw new PlanterError(

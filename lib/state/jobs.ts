@@ -10,6 +10,7 @@ import {
   type Reason,
   type RunAs,
   type SandboxMode,
+  TtySize,
   type WorkspaceFinding,
 } from "../api/contract.ts";
 import type { EffectivePolicy } from "../sandbox/policy.ts";
@@ -50,6 +51,7 @@ export interface JobRow {
   log_truncated: boolean;
   run_as: RunAs | null;
   workspace: WorkspaceFinding[];
+  tty: TtySize | null;
 }
 
 const LogSizesSchema = v.object({ stdout: v.number(), stderr: v.number() });
@@ -76,7 +78,9 @@ type RawJob = Omit<
   | "log_truncated"
   | "run_as"
   | "workspace"
+  | "tty"
 > & {
+  tty: string | null;
   run_as: string | null;
   workspace: string | null;
   sandbox_policy: string | null;
@@ -108,6 +112,7 @@ function decode(r: RawJob): JobRow {
     workspace: r.workspace
       ? (jsonColumn(v.array(AnyRecord), r.workspace, `${where} workspace`) as unknown as WorkspaceFinding[])
       : [],
+    tty: r.tty ? jsonColumn(TtySize, r.tty, `${where} tty`) : null,
     sandbox_policy:
       r.sandbox_policy === null
         ? null
@@ -138,12 +143,13 @@ export type NewJob = Pick<
   | "backend"
   | "created_at"
   | "request_ref"
+  | "tty"
 >;
 
 export function insertJob(db: Database, j: NewJob): void {
   db.query(
-    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, sandbox_policy, backend, state, created_at, request_ref)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)`,
+    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, sandbox_policy, backend, state, created_at, request_ref, tty)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
   ).run(
     j.id,
     j.cell,
@@ -156,6 +162,7 @@ export function insertJob(db: Database, j: NewJob): void {
     j.backend,
     j.created_at,
     j.request_ref,
+    j.tty === null ? null : JSON.stringify(j.tty),
   );
 }
 
@@ -349,5 +356,6 @@ export function jobView(j: JobRow): Job {
     request_ref: j.request_ref,
     run_as: j.run_as,
     workspace: j.workspace,
+    tty: j.tty,
   };
 }

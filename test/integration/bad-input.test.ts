@@ -155,6 +155,30 @@ describe("request bodies", () => {
     });
   });
 
+  test("network lists: a bad entry is named by its path; a valid list is refused until the launch enforces it", async () => {
+    await changesNothing(async () => {
+      const cell = (network: unknown) => ({ name: "fresh", sandbox: { policy: { network } } });
+      const entry = await schemaError(
+        "/v1/cells",
+        cell({ allow: ["ok.test", "bad entry"] }),
+        "sandbox.policy.network.allow.1",
+        "cell",
+      );
+      expect(entry.message).toContain('× "bad entry" is not a network entry: whitespace in an entry');
+      await schemaError(
+        "/v1/jobs",
+        { argv: ["true"], sandbox: { policy: { network: { deny: ["*.*.x"] } } } },
+        "sandbox.policy.network.deny.0",
+        "job",
+      );
+      await schemaError("/v1/cells", cell("hosts"), "sandbox.policy.network", "cell");
+      const list = refused(await post("/v1/cells", cell({ allow: ["registry.npmjs.org"] })), 400, "E_BAD_REQUEST");
+      expect(list.message).toBe(
+        'network allow lists (allow registry.npmjs.org) are not enforced by this planterd yet; use network "none" or "host"',
+      );
+    });
+  });
+
   test("a missing argv, an empty argv and an empty argv[0] are refused at argv", async () => {
     await changesNothing(async () => {
       await schemaError("/v1/jobs", {}, "argv", "job");
@@ -515,7 +539,7 @@ describe("endpoints and methods", () => {
         expect(err).toEqual({
           code: "E_NOT_FOUND",
           message: `no such endpoint: ${method} ${path}`,
-          hint: 'the API lives under /v1; see README "API"',
+          hint: "the API lives under /v1; see docs/api.md",
         });
       }
     });

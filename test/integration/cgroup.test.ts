@@ -86,7 +86,11 @@ describe("cgroups (planterd as root)", () => {
     expect((await finished(d, after.id)).reason).toBe("exited");
   });
 
-  test("a sandboxed fork bomb (bwrap) is killed as process_limit too", async () => {
+  // Needs the cgroup's count of refused forks. A user's planterd has no cgroups here: the kernel
+  // holds a sandboxed bomb at max_pids + 1 (RLIMIT_NPROC in its user namespace), but its tasks,
+  // zombies among them, are rarely all alive at one scan, so the monitor may never see it over the
+  // limit and the bomb runs on, held (seen: 30 s, never killed). "the monitor alone" covers a tree.
+  test.skipIf(!root)("a sandboxed fork bomb (bwrap) is killed as process_limit too (needs root: cgroups)", async () => {
     if (!(await bwrapReady(d))) return;
     const job = await d.client.createJob({
       argv: ["sh", "-c", BOMB],

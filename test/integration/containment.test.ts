@@ -2,11 +2,13 @@
  * Unsafe paths and modes are refused at the API with the path and the reason, and every refusal
  * changes nothing: the cell list, the job list and the event stream stay as they were.
  */
+
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
+import type { Policy } from "../../lib/sandbox/policy.ts";
 import { cleanup, type DaemonHandle, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 let d: DaemonHandle;
@@ -21,6 +23,8 @@ beforeAll(async () => {
     return false;
   }, "daemon.started");
   work = tempHome("pt-cont");
+  // A directory anyone may write, like /tmp (tempHome makes one only for root): a symlink there is never followed.
+  chmodSync(work, 0o1777);
 });
 afterAll(async () => {
   await d.stop();
@@ -178,10 +182,11 @@ describe("policies", () => {
   });
 
   test("a policy that widens its cell's is refused: workspace allow, unix sockets, hidden read_only", async () => {
-    for (const [policy, what] of [
+    const cases: [Policy, string][] = [
       [{ workspace_config: "allow" }, "workspace_config allow on a protecting cell"],
       [{ read_only: [homedir()] }, `read_only ${homedir()} is hidden in the cell`],
-    ] as const) {
+    ];
+    for (const [policy, what] of cases) {
       const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy } }));
       expect(e.message).toContain(what);
     }

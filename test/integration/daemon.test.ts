@@ -32,7 +32,7 @@ describe("planterd", () => {
     const v = await d.client.version();
     expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "bwrap", sandbox_mode: "disabled" });
     expect(v.version).toMatch(/^\d+\.\d+\.\d+/);
-    const ready = await d.client.request<{ ready: boolean }>("GET", "/v1/ready");
+    const ready = await d.client.ready();
     expect(ready.ready).toBe(true);
     expect(statSync(d.socket).mode & 0o777).toBe(0o600);
     expect(statSync(join(d.home, "run")).mode & 0o777).toBe(0o700);
@@ -100,10 +100,7 @@ describe("planterd", () => {
     const j = await d.client.createJob({ argv: ["sleep", "300"] });
     const pending = d.client.waitJob(j.id, 60_000);
     // Once the wait is in flight (this ready request is the other one), SIGTERM must end it with an answer.
-    await waitFor(
-      async () => (await d.client.request<{ requests_in_flight: number }>("GET", "/v1/ready")).requests_in_flight >= 2,
-      "the wait request to be in flight",
-    );
+    await waitFor(async () => (await d.client.ready()).requests_in_flight >= 2, "the wait request to be in flight");
     const code = await d.stop();
     expect(code).toBe(0);
     const r = await pending;

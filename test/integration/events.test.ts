@@ -4,7 +4,6 @@
  */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { userInfo } from "node:os";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
@@ -79,9 +78,11 @@ describe("every change is an event", () => {
   test("cells and jobs: created, started, signaled, kill requested and escalated, finished, removed", async () => {
     // Who the jobs run as: a root planterd runs a root peer's jobs as nobody (the harness's root_peer_user).
     const root = process.getuid?.() === 0;
+    // A user's planterd runs them as that user, named as the system has it (`id -un`, not $USER).
+    const me = Bun.spawnSync(["id", "-un"]).stdout.toString().trim();
     const runAs = root
       ? { uid: 65534, gid: 65534, user: "nobody" }
-      : { uid: process.getuid?.(), gid: process.getgid?.(), user: userInfo().username };
+      : { uid: process.getuid?.(), gid: process.getgid?.(), user: me };
     const runAsEvent = { ...runAs, for_uid: process.getuid?.() };
     const from = await lastCursor(d);
     const c = d.client;
@@ -280,7 +281,7 @@ describe("cursors", () => {
   test("follow=1 streams new events as they happen", async () => {
     const ac = new AbortController();
     const from = es.at(-1)?.cursor as string;
-    const it = d.client.events({ cursor: from, follow: 1 }, ac.signal)[Symbol.asyncIterator]();
+    const it = d.client.events({ cursor: from, follow: true }, ac.signal)[Symbol.asyncIterator]();
     try {
       const first = track(it.next());
       // The follow request is parked: nothing after the cursor yet.
@@ -347,6 +348,40 @@ describe("cursors", () => {
         .join(""),
       stderr: "",
     });
+  });
+
+  test("cursor=now follows only what happens from now on; a limit ends a follow too", async () => {
+    const ac = new AbortController();
+    try {
+      const it = d.client.events({ cursor: "now", follow: true, limit: 2 }, ac.signal)[Symbol.asyncIterator]();
+      const first = track(it.next());
+      await d.client.health();
+      // Nothing old is replayed: the stream waits for a new event.
+      expect(first.settled).toBe(false);
+      await d.client.createCell({ name: "now1" });
+      await d.client.createCell({ name: "now2" });
+      await d.client.createCell({ name: "now3" });
+      const got = [(await first.promise).value as EventRecord, (await it.next()).value as EventRecord];
+      expect(got.map((e) => e.subject)).toEqual(["cell/now1", "cell/now2"]);
+      // Two asked, two sent: the stream ends although a third event exists and follow=1.
+      expect(await it.next()).toEqual({ done: true, value: undefined });
+    } finally {
+      ac.abort();
+    }
+    // Without follow, now is past the newest event: nothing.
+    expect(await all(d, { cursor: "now" })).toEqual([]);
+    const cli3 = await cli(d.home, ["events", "--json", "--limit", "2", "--cursor", es.at(-1)?.cursor as string]);
+    expect([cli3.code, cli3.stderr]).toEqual([0, ""]);
+    expect(
+      cli3.stdout
+        .trim()
+        .split("\n")
+        .map((l) => (JSON.parse(l) as EventRecord).subject),
+    ).toEqual(["cell/now1", "cell/now2"]);
+    const followed = await cli(d.home, ["events", "-f", "--json", "-n", "1", "--cursor", es.at(-1)?.cursor as string]);
+    expect([followed.code, followed.stderr, followed.stdout.trim().split("\n").length]).toEqual([0, "", 1]);
+    for (const name of ["now1", "now2", "now3"]) await d.client.removeCell(name, false);
+    es = await all(d);
   });
 
   test("planter events -f prints new events until interrupted", async () => {
@@ -447,7 +482,7 @@ describe("restarts", () => {
 
     // Following from the newest cursor after the restart sees the adopted job's kill and end.
     const ac = new AbortController();
-    const it = d.client.events({ cursor: resumed.at(-1)?.cursor, follow: 1 }, ac.signal)[Symbol.asyncIterator]();
+    const it = d.client.events({ cursor: resumed.at(-1)?.cursor, follow: true }, ac.signal)[Symbol.asyncIterator]();
     try {
       await d.client.killJob(job.id, {});
       const got: EventRecord[] = [];

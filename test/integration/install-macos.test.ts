@@ -77,7 +77,7 @@ describe("macOS install into a staging root (nothing started)", () => {
     const before = tree(root);
     const r = await install({ ...h.opts, env, mode: "user", root, binary, dryRun: false, waitMs: 5000 });
     expect([r.upgrade, r.ready, r.daemon.managed_by]).toEqual([false, null, "none"]);
-    expect(r.steps.map((s) => s.id)).toEqual(["binary", "link.planterd", "config", "plist"]);
+    expect(r.steps.map((s) => s.id)).toEqual(["binary", "link.planterd", "docs", "config", "plist"]);
     expect(h.calls()).toEqual(["sw_vers -productVersion", "uname -m"]);
     const plist = join(target, "Library", "LaunchAgents", "dev.planter.planterd.plist");
     const stateDir = join(target, STATE);
@@ -95,6 +95,10 @@ describe("macOS install into a staging root (nothing started)", () => {
     expect(state.files.map((f: { path: string; kind: string }) => [f.path, f.kind])).toEqual([
       ["/Users/dev/.local/bin/planter", "binary"],
       ["/Users/dev/.local/bin/planterd", "link"],
+      ["/Users/dev/.local/share/bash-completion/completions/planter", "completion"],
+      ["/Users/dev/.local/share/zsh/site-functions/_planter", "completion"],
+      ["/Users/dev/.local/share/fish/vendor_completions.d/planter.fish", "completion"],
+      ["/Users/dev/.local/share/man/man1/planter.1", "manpage"],
       ["/Users/dev/Library/Application Support/planter/config.toml", "config"],
       [plist, "plist"],
     ]);
@@ -117,6 +121,10 @@ describe("macOS install into a staging root (nothing started)", () => {
     expect(u.removed).toEqual([
       plist,
       "/Users/dev/Library/Application Support/planter/config.toml",
+      "/Users/dev/.local/share/man/man1/planter.1",
+      "/Users/dev/.local/share/fish/vendor_completions.d/planter.fish",
+      "/Users/dev/.local/share/zsh/site-functions/_planter",
+      "/Users/dev/.local/share/bash-completion/completions/planter",
       "/Users/dev/.local/bin/planterd",
       "/Users/dev/.local/bin/planter",
     ]);

@@ -101,8 +101,23 @@ describe("user install without systemd (daemon started directly)", () => {
     expect(state.files.map((f: { path: string; kind: string }) => [f.path.slice(h.home.length), f.kind])).toEqual([
       ["/.local/bin/planter", "binary"],
       ["/.local/bin/planterd", "link"],
+      ["/.local/share/bash-completion/completions/planter", "completion"],
+      ["/.local/share/zsh/site-functions/_planter", "completion"],
+      ["/.local/share/fish/vendor_completions.d/planter.fish", "completion"],
+      ["/.local/share/man/man1/planter.1", "manpage"],
       ["/.config/planter/config.toml", "config"],
     ]);
+    // The completions are the installed planter's own, and bash completes with them.
+    const installed = join(h.home, ".local", "bin", "planter");
+    const script = join(h.home, ".local/share/bash-completion/completions/planter");
+    expect(readFileSync(script, "utf8")).toBe((await run(h.env, [installed, "completion", "bash"])).stdout);
+    const completes = await run(h.env, [
+      "bash",
+      "-c",
+      `source ${script}; COMP_WORDS=(planter job ki); COMP_CWORD=2; _planter; echo "\${COMPREPLY[*]}"`,
+    ]);
+    expect(completes.stdout).toBe("kill\n");
+    expect(readFileSync(join(h.home, ".local/share/man/man1/planter.1"), "utf8")).toStartWith(".TH PLANTER 1 ");
 
     // Upgrade: the config a user edited is kept, the daemon is restarted, the metadata updated.
     writeFileSync(join(h.home, ".config", "planter", "config.toml"), '[sandbox]\nmode = "disabled"\n');

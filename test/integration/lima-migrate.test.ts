@@ -121,7 +121,7 @@ function guestTree(guest: string): string[] {
 const pidOf = (guest: string, unit: string) =>
   Number(readFileSync(join(guest, "run/fake-systemd", `${unit}.pid`), "utf8"));
 
-describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bubblewrap; needs root)", () => {
   test("older layout: --dry-run changes nothing; migrate; a job runs through the host socket; again: nothing to do", async () => {
     const h = host("older");
     await olderVm(h);

@@ -62,7 +62,7 @@ function guestTree(guest: string): string[] {
 }
 const guestPid = (guest: string) => Number(readFileSync(join(guest, "run/fake-systemd/planterd.socket.pid"), "utf8"));
 
-describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under bubblewrap; needs root)", () => {
   test("create → copy → units → a job through the forwarded socket; again: no change; --upgrade; uninstall --purge deletes the VM", async () => {
     const h = host("full");
     const i = await planter(

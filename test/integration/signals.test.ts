@@ -55,7 +55,7 @@ for (const mode of ["enforced", "disabled"] as const) {
       return j;
     }
 
-    for (const signal of ["TERM", "INT", "HUP"]) {
+    for (const signal of ["TERM", "INT", "HUP"] as const) {
       test(`job kill with SIG${signal} runs the job's handler; its own exit is recorded with the kill request`, async () => {
         const j = await start(TRAPS);
         await d.client.killJob(j.id, signal === "TERM" ? {} : { signal });
@@ -92,6 +92,14 @@ for (const mode of ["enforced", "disabled"] as const) {
         await d.client.killJob(j.id, { signal: "INT" });
         const f = await finished(j.id);
         expect([f.state, f.signal]).toEqual(["killed", "INT"]);
+      }
+      // A signal that is no kill request, as early: the job's program gets it, never the recorder
+      // (one without its traps yet died of it: "killed by SIGUSR1 from outside planter", 8 in 200).
+      for (let i = 0; i < 30; i++) {
+        const j = await d.client.createJob({ argv: ["sleep", marker] });
+        await d.client.killJob(j.id, { signal: "USR1" });
+        const f = await finished(j.id);
+        expect([f.state, f.exit_code, f.message]).toEqual(["failed", 138, null]);
       }
       for (let i = 0; i < 20; i++) {
         const j = await d.client.createJob({ argv: ["sleep", marker] });

@@ -63,7 +63,7 @@ afterAll(async () => {
   cleanup(work);
 }, 60_000);
 
-describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblewrap)", () => {
+describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblewrap; needs root)", () => {
   test("--target lima runs the job in the VM's agent, not on the host daemon beside it", async () => {
     const r = await planter({}, "--target", "lima", "run", "--", "echo", "hi");
     expect(r).toEqual({ code: 0, stdout: "hi\n", stderr: "" });
@@ -107,7 +107,7 @@ describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblew
     const bad = await planter({ PLANTER_TARGET: "vm" }, "job", "ls");
     expect([bad.code, bad.stderr]).toEqual([
       2,
-      'planter: PLANTER_TARGET must be one of local, lima, not "vm"\nhint: local: this host\'s planterd; lima: the agent in the Lima VM (README "Targets")\n',
+      'planter: PLANTER_TARGET must be one of local, lima, not "vm"\nhint: local: this host\'s planterd; lima: the agent in the Lima VM (docs/usage.md "Targets")\n',
     ]);
     await Bun.write(config, '[client]\ntarget = "vm"\n');
     const badConfig = await planter({ PLANTER_CONFIG: config }, "job", "ls");

@@ -8,8 +8,10 @@ import {
   exitCode,
   fail,
   type Linked,
+  type Outcome,
   ok,
   runChecks,
+  type Status,
   selectChecks,
   skip,
   warn,
@@ -19,6 +21,7 @@ import { reachableResult, versionResult } from "../../lib/doctor/checks/daemon.t
 import { CHECKS } from "../../lib/doctor/checks/index.ts";
 import { osName } from "../../lib/doctor/checks/install.ts";
 import { jobUserResult } from "../../lib/doctor/checks/jobs.ts";
+import { LIMA_UNUSED } from "../../lib/doctor/checks/lima.ts";
 import { limitsResult } from "../../lib/doctor/checks/limits.ts";
 import { backendResult, commandInHint, containmentResult, usernsResult } from "../../lib/doctor/checks/sandbox.ts";
 import { activeResult, serviceChecks, unitsResult } from "../../lib/doctor/checks/service.ts";
@@ -192,6 +195,31 @@ describe("report", () => {
         { id: "c", description: "two" },
       ]),
     ).toBe("a.b  one\nc    two\n");
+  });
+
+  test("where Lima is not used, the table shows its checks as one row; --json keeps each", () => {
+    const limaRows = (first: string, others: Status) => [
+      { id: "lima.limactl", status: "skip" as const, message: first, hint: null, fix: null },
+      { id: "lima.vm-exists", status: others, message: "no VM planter", hint: null, fix: null },
+      { id: "lima.layout", status: "skip" as const, message: "no VM planter", hint: null, fix: null },
+    ];
+    const unused = { ...report, checks: [report.checks[0] as Outcome, ...limaRows(LIMA_UNUSED, "skip")] };
+    expect(reportText(unused, "h").split("\n").slice(2, 4)).toEqual([
+      "platform  ok    linux",
+      `lima.*    skip  ${LIMA_UNUSED}: 3 checks`,
+    ]);
+    expect(reportJson(unused, "0").checks.map((c) => c.id)).toEqual([
+      "platform",
+      "lima.limactl",
+      "lima.vm-exists",
+      "lima.layout",
+    ]);
+    // limactl present, or any lima check that did not skip: every row shows.
+    for (const checks of [limaRows("limactl is not available", "skip"), limaRows(LIMA_UNUSED, "fail")]) {
+      const text = reportText({ ...report, checks }, "h");
+      expect(text).toContain("lima.vm-exists");
+      expect(text).not.toContain("lima.*");
+    }
   });
 
   test("what a check quotes of planterd is printed escaped in the table, exact in --json", () => {

@@ -42,7 +42,7 @@ fi
 mkdir -p /etc/planter /etc/tmpfiles.d /etc/systemd/system
 if [ ! -f /etc/planter/config.toml ]; then
 cat > /etc/planter/config.toml.tmp <<'PLANTER_EOF'
-# planterd configuration — every key is optional; see README "Configuration".
+# planterd configuration — every key is optional; see docs/install.md "Configuration".
 [sandbox]
 mode = "enforced"   # enforced (fail closed) | permissive | disabled
 

@@ -1,13 +1,14 @@
 /** Cells: create, list, show, remove. */
 import { existsSync, mkdirSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { CELL_NAME_RE, CellCreate, parseBody } from "../../api/contract.ts";
-import { conflict, notFound, PlanterError } from "../../api/errors.ts";
+import type { Cell } from "../../api/contract.ts";
+import { conflict, PlanterError } from "../../api/errors.ts";
+import type { Routes } from "../../api/routes.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
 import { plantedSymlink } from "../../sandbox/paths.ts";
 import { unsafePolicy } from "../../sandbox/policy.ts";
 import { type CellRow, cellView, deleteCell, getCell, insertCell, listCells } from "../../state/cells.ts";
-import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
+import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, listJobs, liveJobs } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
@@ -20,75 +21,14 @@ import {
   protectedPaths,
   writableTrees,
 } from "../launch.ts";
-import type { Peer } from "../peer.ts";
-import { allowQuery, boolParam, ok, type Reply, type Req } from "../router.ts";
-import { checkMode } from "./jobs.ts";
+import { ok, type Reply, type Req } from "../router.ts";
+import { checkMode, goneResult, requestRef, requireCell } from "./common.ts";
 
-/** A replayed request_ref whose first result was removed since: never redone. */
-export function goneResult(ref: string, what: string): PlanterError {
-  return new PlanterError(
-    "E_CONFLICT",
-    `request_ref ${JSON.stringify(ref)} created ${what}, which has been removed since`,
-    {
-      hint: "use a new request_ref to create it again",
-      details: { request_ref: ref, first_result: what.split(" ")[1] },
-    },
-  );
-}
-
-/** The cell, or E_NOT_FOUND with a hint. */
-export function requireCell(ctx: Context, name: string): CellRow {
-  if (!CELL_NAME_RE.test(name)) {
-    throw new PlanterError(
-      "E_BAD_REQUEST",
-      `${JSON.stringify(name)} is not a valid cell name: a cell name is 1-63 characters of a-z 0-9 . _ - starting with a letter or digit`,
-      { hint: "list cells with `planter cell ls`" },
-    );
-  }
-  const cell = getCell(ctx.db, name);
-  if (!cell) throw notFound(`no cell named ${JSON.stringify(name)}`, `create it with \`planter cell create ${name}\``);
-  return cell;
-}
-
-/**
- * The default cell of a peer: `[jobs] default_cell`, except that when planterd is root a
- * non-root peer gets one of its own (`default-u<uid>`): cells belong to one user.
- */
-export function defaultCellName(ctx: Context, peer: Peer | null): string {
-  const name = ctx.config.jobs.default_cell;
-  return daemonIsRoot() && peer && peer.uid !== 0 ? `${name}-u${peer.uid}`.slice(0, 63) : name;
-}
-
-/** Create a managed cell (its dir under the state dir) if it does not exist yet. */
-export function ensureCell(ctx: Context, name: string, peer: Peer | null = null): CellRow {
-  const existing = getCell(ctx.db, name);
-  if (existing) return existing;
-  const dir = join(stateFiles(ctx.paths.stateDir).cells, name);
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const cell: CellRow = {
-    name,
-    dir,
-    managed: true,
-    env: {},
-    limits: {},
-    sandbox: {},
-    created_at: Date.now(),
-    owner_uid: ownerFor(ctx, peer, null),
-  };
-  ctx.write((ev) => {
-    if (getCell(ctx.db, name)) return;
-    insertCell(ctx.db, cell);
-    ev.push({ kind: "cell.created", subject: `cell/${name}`, data: { dir, managed: true } });
-  });
-  return getCell(ctx.db, name) as CellRow;
-}
-
-export function create(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
-  const body = parseBody(CellCreate, req.body, "cell");
-  const hash = bodyHash(req.body as Record<string, unknown>);
+export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell> {
+  const body = req.body;
+  const ref = requestRef(ctx, "cells", body.request_ref, req.raw);
   if (body.request_ref) {
-    const prior = lookupRef(ctx.db, "cells", body.request_ref, hash);
+    const prior = ref.prior();
     if (prior) {
       const cell = getCell(ctx.db, prior);
       if (cell) return ok(cellView(ctx.db, cell), 200);
@@ -164,27 +104,27 @@ export function create(ctx: Context, req: Req): Reply {
   };
   ctx.write((ev) => {
     insertCell(ctx.db, cell);
-    if (body.request_ref) recordRef(ctx.db, "cells", body.request_ref, hash, cell.name);
+    if (body.request_ref) recordRef(ctx.db, "cells", body.request_ref, ref.hash, cell.name);
     ev.push({ kind: "cell.created", subject: `cell/${cell.name}`, data: { dir, managed, ...req.audit } });
   });
   return ok(cellView(ctx.db, cell), 201);
 }
 
-export function list(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
+export function list(ctx: Context, _req: Req<Routes["listCells"]>): Reply<{ cells: Cell[] }> {
   return ok({ cells: listCells(ctx.db).map((c) => cellView(ctx.db, c)) });
 }
 
-export function show(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
-  return ok(cellView(ctx.db, requireCell(ctx, req.params.name as string)));
+export function show(ctx: Context, req: Req<Routes["getCell"]>): Reply<Cell> {
+  return ok(cellView(ctx.db, requireCell(ctx, req.params.name)));
 }
 
 /** Remove a cell, its jobs and their logs; running jobs refuse unless force, which kills them first. */
-export async function remove(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, ["force"]);
-  const force = boolParam(req.query, "force");
-  const cell = requireCell(ctx, req.params.name as string);
+export async function remove(
+  ctx: Context,
+  req: Req<Routes["removeCell"]>,
+): Promise<Reply<{ removed: string; jobs_removed: number }>> {
+  const force = req.query.force;
+  const cell = requireCell(ctx, req.params.name);
   checkCellAccess(ctx, req.peer, cell);
   const live = liveJobs(ctx.db, cell.name);
   if (live.length && !force) {

@@ -1,18 +1,9 @@
 /** Jobs: submit, list, show, kill, wait, remove. */
 import { rmSync } from "node:fs";
-import * as v from "valibot";
-import {
-  FINAL_STATES,
-  JOB_STATES,
-  type Job,
-  JobCreate,
-  type JobState,
-  KillRequest,
-  parseBody,
-  type SandboxMode,
-} from "../../api/contract.ts";
-import { badRequest, conflict, notFound } from "../../api/errors.ts";
+import { FINAL_STATES, type Job } from "../../api/contract.ts";
+import { badRequest, conflict } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
+import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { pumpLogs } from "../../logs/stream.ts";
 import { jobDir } from "../../paths.ts";
@@ -30,7 +21,7 @@ import {
 } from "../../sandbox/policy.ts";
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
-import { bodyHash, lookupRef, recordRef } from "../../state/idempotency.ts";
+import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, type JobRow, jobView, listJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
@@ -50,16 +41,9 @@ import {
   writableTrees,
 } from "../launch.ts";
 import type { Peer } from "../peer.ts";
-import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
-import { defaultCellName, ensureCell, goneResult, requireCell } from "./cells.ts";
+import { ok, type Reply, type Req } from "../router.ts";
+import { checkMode, defaultCellName, ensureCell, goneResult, requestRef, requireCell, requireJob } from "./common.ts";
 import { jobOver } from "./logs.ts";
-
-/** The job, or E_NOT_FOUND with a hint. */
-export function requireJob(ctx: Context, id: string): JobRow {
-  const job = getJob(ctx.db, id);
-  if (!job) throw notFound(`no job ${JSON.stringify(id)}`, "list jobs with `planter job ls`");
-  return job;
-}
 
 /**
  * The environment a job starts with: the documented minimal set from the daemon, the daemon
@@ -86,17 +70,6 @@ export function jobEnv(
   env.PLANTER_JOB_ID = id;
   env.PLANTER_CELL = cell;
   return env;
-}
-
-/** Refuse a sandbox mode the daemon's config does not allow. */
-export function checkMode(ctx: Context, mode: SandboxMode, where: string): void {
-  const allowed = ctx.config.sandbox.allowed_modes;
-  if (!allowed.includes(mode)) {
-    throw badRequest(
-      `sandbox mode ${mode} (${where}) is not allowed by planterd's config`,
-      `allowed: ${allowed.join(", ")} (config [sandbox] allowed_modes)`,
-    );
-  }
 }
 
 /**
@@ -129,6 +102,7 @@ const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], 
  */
 export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   const v = jobView(job);
+  if (v.tty) v.tty = { ...v.tty, clients: ctx.terminals.attached(job.id).clients };
   if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return v;
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
@@ -138,7 +112,7 @@ export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
  * ended, in one response (lib/api/frames.ts). Output is read from the stored logs, from their
  * start, as `GET …/logs/raw?follow=1` reads them.
  */
-function attached(ctx: Context, req: Req, id: string, status: number): Reply {
+function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, status: number): Reply<Job> {
   const dir = jobDir(ctx.paths.stateDir, id);
   const files = jobFiles(dir);
   return {
@@ -169,13 +143,12 @@ function attached(ctx: Context, req: Req, id: string, status: number): Reply {
   };
 }
 
-export async function create(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, ["attach"]);
-  const attach = boolParam(req.query, "attach");
-  const body = parseBody(JobCreate, req.body, "job");
-  const hash = bodyHash(req.body as Record<string, unknown>);
-  const replay = (): Reply | null => {
-    const prior = body.request_ref ? lookupRef(ctx.db, "jobs", body.request_ref, hash) : null;
+export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promise<Reply<Job>> {
+  const { attach } = req.query;
+  const body = req.body;
+  const ref = requestRef(ctx, "jobs", body.request_ref, req.raw);
+  const replay = (): Reply<Job> | null => {
+    const prior = ref.prior();
     if (!prior) return null;
     const job = getJob(ctx.db, prior);
     if (!job) throw goneResult(body.request_ref as string, `job ${prior}`);
@@ -274,10 +247,11 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
     backend: backend.name,
     created_at: Date.now(),
     request_ref: body.request_ref ?? null,
+    tty: body.tty ?? null,
   };
   ctx.write((ev) => {
     insertJob(ctx.db, job);
-    if (body.request_ref) recordRef(ctx.db, "jobs", body.request_ref, hash, id);
+    if (body.request_ref) recordRef(ctx.db, "jobs", body.request_ref, ref.hash, id);
     ev.push({
       kind: "job.created",
       subject: `job/${id}`,
@@ -308,27 +282,15 @@ export async function create(ctx: Context, req: Req): Promise<Reply> {
       at: Date.now(),
     });
   } else {
-    ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
+    // A terminal job answers once its holder runs it (or it failed to start).
+    await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
   if (attach) return attached(ctx, req, id, 201);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 
-const StateParam = v.picklist(JOB_STATES);
-
-export function list(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, ["cell", "state", "limit", "after", "order"]);
-  const cell = req.query.get("cell") || undefined;
-  const stateRaw = req.query.get("state") || undefined;
-  if (stateRaw && !v.is(StateParam, stateRaw)) {
-    throw badRequest(`state must be one of ${JOB_STATES.join(", ")}, not ${JSON.stringify(stateRaw)}`);
-  }
-  const limit = intParam(req.query, "limit", 100, 1, 1000);
-  const order = req.query.get("order") || "oldest";
-  if (order !== "oldest" && order !== "newest") {
-    throw badRequest(`order must be oldest or newest, not ${JSON.stringify(order)}`);
-  }
-  const afterId = req.query.get("after") || undefined;
+export function list(ctx: Context, req: Req<Routes["listJobs"]>): Reply<{ jobs: Job[]; next_after: string | null }> {
+  const { cell, state, limit, order, after: afterId } = req.query;
   let afterSeq: number | undefined;
   if (afterId) {
     const after = getJob(ctx.db, afterId);
@@ -337,7 +299,7 @@ export function list(ctx: Context, req: Req): Reply {
   }
   const rows = listJobs(ctx.db, {
     cell,
-    state: stateRaw as JobState | undefined,
+    state,
     limit: limit + 1,
     afterSeq,
     newest: order === "newest",
@@ -349,16 +311,14 @@ export function list(ctx: Context, req: Req): Reply {
   });
 }
 
-export function show(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
-  return ok(viewFor(ctx, req.peer, requireJob(ctx, req.params.id as string)));
+export function show(ctx: Context, req: Req<Routes["getJob"]>): Reply<Job> {
+  return ok(viewFor(ctx, req.peer, requireJob(ctx, req.params.id)));
 }
 
-export function kill(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
-  const body = parseBody(KillRequest, req.body, "kill request");
-  checkJobAccess(ctx, req.peer, requireJob(ctx, req.params.id as string));
-  const job = ctx.supervisor.kill(req.params.id as string, {
+export function kill(ctx: Context, req: Req<Routes["killJob"]>): Reply<Job> {
+  const body = req.body;
+  checkJobAccess(ctx, req.peer, requireJob(ctx, req.params.id));
+  const job = ctx.supervisor.kill(req.params.id, {
     signal: body.signal,
     force: body.force,
     audit: req.audit,
@@ -367,10 +327,12 @@ export function kill(ctx: Context, req: Req): Reply {
 }
 
 /** Wait for a job to end, at most timeout_ms; answers the job and whether the wait timed out. */
-export async function wait(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, ["timeout_ms"]);
-  const timeout = intParam(req.query, "timeout_ms", 30_000, 0, 3_600_000);
-  const id = req.params.id as string;
+export async function wait(
+  ctx: Context,
+  req: Req<Routes["waitJob"]>,
+): Promise<Reply<{ job: Job; timed_out: boolean }>> {
+  const timeout = req.query.timeout_ms;
+  const id = req.params.id;
   let job = requireJob(ctx, id);
   if (!FINAL_STATES.has(job.state) && timeout > 0) {
     await new Promise<void>((resolve) => {
@@ -388,9 +350,8 @@ export async function wait(ctx: Context, req: Req): Promise<Reply> {
   return ok({ job: viewFor(ctx, req.peer, job), timed_out: !FINAL_STATES.has(job.state) });
 }
 
-export function remove(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
-  const job = requireJob(ctx, req.params.id as string);
+export function remove(ctx: Context, req: Req<Routes["removeJob"]>): Reply<{ removed: string }> {
+  const job = requireJob(ctx, req.params.id);
   checkJobAccess(ctx, req.peer, job);
   if (!FINAL_STATES.has(job.state)) {
     throw conflict(`job ${job.id} is still ${job.state}`, `kill it first: planter job kill ${job.id}`);

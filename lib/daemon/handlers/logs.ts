@@ -1,6 +1,7 @@
 /** Job logs: chunked reads by offset, follow that waits for bytes or the job's end, and raw byte streams. */
 import { FINAL_STATES, type LogChunk } from "../../api/contract.ts";
 import { badRequest } from "../../api/errors.ts";
+import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { fileSize, readChunk } from "../../logs/read.ts";
 import { pumpLogs } from "../../logs/stream.ts";
@@ -8,24 +9,17 @@ import { jobDir } from "../../paths.ts";
 import { getJob, type JobRow } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import { checkJobAccess } from "../launch.ts";
-import { allowQuery, boolParam, intParam, ok, type Reply, type Req } from "../router.ts";
-import { requireJob } from "./jobs.ts";
+import { ok, type Reply, type Req } from "../router.ts";
+import { requireJob } from "./common.ts";
 
-/** The stream and offset a request names. */
-function target(req: Req) {
-  const stream = req.query.get("stream") || "stdout";
-  if (stream !== "stdout" && stream !== "stderr")
-    throw badRequest(`stream must be stdout or stderr, not ${JSON.stringify(stream)}`);
-  const offset = intParam(req.query, "offset", 0, 0, Number.MAX_SAFE_INTEGER);
-  return { stream, offset } as const;
-}
+type LogRoute = Routes["logs"] | Routes["logStream"];
 
 /**
  * The log a request names, checked: the job exists, the peer may read it, the offset is within
  * the log. `done` says a read there has nothing to give, ever (past a log cut to its quota).
  */
-function located(ctx: Context, req: Req, stream: "stdout" | "stderr", offset: number) {
-  const id = req.params.id as string;
+function located(ctx: Context, req: Req<LogRoute>, stream: "stdout" | "stderr", offset: number) {
+  const id = req.params.id;
   const job = requireJob(ctx, id);
   checkJobAccess(ctx, req.peer, job);
   const file = jobFiles(jobDir(ctx.paths.stateDir, id))[stream];
@@ -44,13 +38,11 @@ function located(ctx: Context, req: Req, stream: "stdout" | "stderr", offset: nu
   return { id, job, file, size, done };
 }
 
-export async function read(ctx: Context, req: Req): Promise<Reply> {
-  allowQuery(req.query, ["stream", "offset", "max_bytes", "follow", "wait_ms"]);
-  const { stream, offset } = target(req);
+export async function read(ctx: Context, req: Req<Routes["logs"]>): Promise<Reply<LogChunk>> {
+  const { stream, offset, follow } = req.query;
   const maxChunk = ctx.config.logs.max_chunk_bytes;
-  const maxBytes = intParam(req.query, "max_bytes", maxChunk, 0, Number.MAX_SAFE_INTEGER);
-  const follow = boolParam(req.query, "follow");
-  const waitMs = intParam(req.query, "wait_ms", ctx.config.logs.max_wait_ms, 0, 3_600_000);
+  const maxBytes = req.query.max_bytes ?? maxChunk;
+  const waitMs = req.query.wait_ms ?? ctx.config.logs.max_wait_ms;
   const at = located(ctx, req, stream, offset);
   const { id, file } = at;
   let { job, size } = at;
@@ -102,10 +94,8 @@ export function jobOver(ctx: Context, id: string): boolean {
  * with follow=1 as the job writes them until it has ended and every byte is sent. The same
  * checks as the JSON chunks (job, peer, offset), before any byte.
  */
-export function raw(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, ["stream", "offset", "follow"]);
-  const { stream, offset } = target(req);
-  const follow = boolParam(req.query, "follow");
+export function raw(ctx: Context, req: Req<Routes["logStream"]>): Reply<Uint8Array> {
+  const { stream, offset, follow } = req.query;
   const { id, file, size, done } = located(ctx, req, stream, offset);
   return {
     status: 200,

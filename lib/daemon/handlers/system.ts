@@ -1,18 +1,17 @@
 /** Liveness, readiness and version. */
-import { API_VERSION, type VersionInfo } from "../../api/contract.ts";
+import { API_VERSION, type ReadyInfo, type VersionInfo } from "../../api/contract.ts";
+import type { Routes } from "../../api/routes.ts";
 import { formatBytes } from "../../cli/units.ts";
 import { spaceText } from "../../state/storage.ts";
 import { BUILD } from "../../version.ts";
 import type { Context } from "../context.ts";
-import { allowQuery, ok, type Reply, type Req } from "../router.ts";
+import { ok, type Reply, type Req } from "../router.ts";
 
-export function health(_ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
+export function health(_ctx: Context, _req: Req<Routes["health"]>): Reply<{ ok: boolean }> {
   return ok({ ok: true });
 }
 
-export function ready(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
+export function ready(ctx: Context, _req: Req<Routes["ready"]>): Reply<ReadyInfo> {
   let stateOk = true;
   try {
     ctx.db.query("SELECT 1").get();
@@ -26,7 +25,7 @@ export function ready(ctx: Context, req: Req): Reply {
   const full = ctx.storageFailure !== null || ctx.deferredWrites > 0 || disk.below_reserve;
   const damaged = ctx.damaged !== null;
   const ready = stateOk && !full && !damaged;
-  const body = {
+  const body: ReadyInfo = {
     ready,
     state: !stateOk ? "unavailable" : damaged ? "damaged" : full ? "disk_full" : "ok",
     integrity: { ...ctx.integrity, hint: ctx.damaged?.hint ?? null },
@@ -108,8 +107,7 @@ function limitsStatus(ctx: Context) {
   };
 }
 
-export function version(ctx: Context, req: Req): Reply {
-  allowQuery(req.query, []);
+export function version(ctx: Context, _req: Req<Routes["version"]>): Reply<VersionInfo> {
   const info: VersionInfo = {
     version: BUILD.version,
     commit: BUILD.commit,

@@ -15,7 +15,7 @@ export const config: Check<DoctorContext> = {
     if (!ctx.config.ok) {
       return fail(
         ctx.config.error.message,
-        ctx.config.error.hint ?? `fix ${path} (see README "Configuration")`,
+        ctx.config.error.hint ?? `fix ${path} (see docs/install.md "Configuration")`,
         edit(path, ctx.commands.sudo),
       );
     }

@@ -26,6 +26,9 @@ import { versionResult } from "./daemon.ts";
 
 type Ctx = DoctorContext & Linked;
 
+/** lima.limactl's message where Lima is not used at all: the table then shows the area as one line. */
+export const LIMA_UNUSED = "Lima is not used here (no VM recorded by install --lima, no limactl)";
+
 /** The VM install recorded, if any. */
 function recorded(ctx: DoctorContext) {
   return ctx.install.found && "state" in ctx.install ? (ctx.install.state.vm ?? null) : null;
@@ -68,7 +71,7 @@ async function needRunning(ctx: Ctx): Promise<Result | null> {
 /** lima.limactl */
 export function limactlResult(o: { recorded: boolean; list: { found: boolean; why?: string } }): Result {
   if (o.list.found) return ok("limactl answers");
-  if (!o.recorded) return skip("Lima is not used here (no VM recorded by install --lima, no limactl)");
+  if (!o.recorded) return skip(LIMA_UNUSED);
   return fail(
     `limactl ${o.list.why === "not found" ? "is not on PATH" : `fails: ${o.list.why}`}, but install --lima set up a VM`,
     "the Lima VM agent cannot be started or reached without Lima",

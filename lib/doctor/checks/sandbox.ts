@@ -130,7 +130,7 @@ export function usernsResult(probed: string | null, s: UsernsSysctl): Result {
   if (restricted) {
     return fail(
       "restricted: AppArmor forbids unprivileged user namespaces (Ubuntu 23.10+), so bubblewrap cannot start",
-      'better: an AppArmor profile that allows bwrap (README "Sandbox"); the sysctl below lifts the restriction for every program',
+      "better: an AppArmor profile that allows bwrap (docs/sandbox.md); the sysctl below lifts the restriction for every program",
       persist("kernel.apparmor_restrict_unprivileged_userns", "0"),
     );
   }

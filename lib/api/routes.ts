@@ -1,0 +1,392 @@
+/**
+ * The /v1 route table: every route once — method, path, path parameters, query (valibot schemas
+ * over the query string), body (valibot), reply (a type, and how it is sent). planterd's router
+ * registers its handlers against these entries (lib/daemon/routes.ts) and the client's methods
+ * are typed from them (lib/api/client.ts); `planter api openapi` prints them as an OpenAPI
+ * document. Loaded by every client command: nothing here imports daemon code.
+ */
+import * as v from "valibot";
+import {
+  type Cell,
+  CellCreate,
+  type EventRecord,
+  JOB_STATES,
+  type Job,
+  JobCreate,
+  KillRequest,
+  type LogChunk,
+  type ReadyInfo,
+  type ScreenInfo,
+  StdinWrite,
+  type VersionInfo,
+} from "./contract.ts";
+import { FRAMES_TYPE } from "./frames.ts";
+
+export type Method = "GET" | "POST" | "DELETE";
+
+/** How a reply travels: one JSON value, JSON lines, or a byte stream of a content type. */
+export type ReplyKind = "json" | "lines" | "bytes" | "upgrade";
+
+/** The names of a path pattern's `:parameters`. */
+type ParamNames<P extends string> = P extends `${string}:${infer N}/${infer Rest}`
+  ? N | ParamNames<`/${Rest}`>
+  : P extends `${string}:${infer N}`
+    ? N
+    : never;
+/** A path pattern's parameters as an object. */
+export type PathParams<P extends string> = { [K in ParamNames<P>]: string };
+
+/** A query string's schema: an object of values parsed from the strings. */
+type QueryEntries = Record<string, v.GenericSchema<string | undefined, unknown>>;
+
+/** One route of the table. `R` is the reply's type (a JSON value, or one JSON line). */
+export interface Route<
+  P extends string = string,
+  Q extends QueryEntries = QueryEntries,
+  B extends v.GenericSchema | null = v.GenericSchema | null,
+  R = unknown,
+> {
+  method: Method;
+  path: P;
+  query: Q;
+  body: B;
+  /** What the body is, in errors: "invalid job: …". */
+  bodyName?: string;
+  reply: ReplyKind;
+  /** Content types of byte replies, for the document. */
+  types?: string[];
+  /** Also answered while the database is found damaged (reads always are). */
+  whileDamaged?: boolean;
+  /** One line for the document and `--help`. */
+  summary: string;
+  /** Statuses a success may have, first the usual one. */
+  ok: number[];
+  /** The reply's type (null at run time: `reply<T>()`). */
+  returns: R;
+}
+
+export type RouteQuery<T extends Route> = { [K in keyof T["query"]]: v.InferOutput<T["query"][K]> };
+/** What a client passes: every query value optional, in its parsed type. */
+export type RouteQueryIn<T extends Route> = { [K in keyof T["query"]]?: v.InferOutput<T["query"][K]> };
+export type RouteBody<T extends Route> = T["body"] extends v.GenericSchema ? v.InferOutput<T["body"]> : undefined;
+export type RouteBodyIn<T extends Route> = T["body"] extends v.GenericSchema ? v.InferInput<T["body"]> : undefined;
+export type RouteReply<T extends Route> = T["returns"];
+export type RouteParams<T extends Route> = PathParams<T["path"]>;
+
+function route<P extends string, Q extends QueryEntries, B extends v.GenericSchema | null, R>(
+  r: Omit<Route<P, Q, B, R>, "ok"> & { ok?: number[] },
+): Route<P, Q, B, R> {
+  return { ...r, ok: r.ok ?? [200] };
+}
+/** The reply type of a route, as a type argument: `reply<Job>()`. */
+const reply = <R>() => null as unknown as R;
+
+// ---- query string values: absent or empty is the default ---------------------------------------
+
+type Q<T> = v.GenericSchema<string | undefined, T>;
+
+/** What the document says of a query value (JSON Schema), by its schema. */
+export const PARAM_DOCS = new WeakMap<object, Record<string, unknown>>();
+const documented = <S extends object>(schema: S, doc: Record<string, unknown>): S => {
+  PARAM_DOCS.set(schema, doc);
+  return schema;
+};
+
+/** An integer in [min, max]; absent → `dflt` (or undefined: the handler's config default). */
+function int(min: number, max: number): Q<number | undefined>;
+function int(min: number, max: number, dflt: number): Q<number>;
+function int(min: number, max: number, dflt?: number): Q<number | undefined> {
+  const doc = { type: "integer", minimum: min, maximum: max, ...(dflt === undefined ? {} : { default: dflt }) };
+  return documented(
+    v.pipe(
+      v.optional(v.string()),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const raw = dataset.value;
+        if (raw === undefined) return dflt;
+        if (!/^-?\d+$/.test(raw)) {
+          addIssue({ message: `must be an integer, not ${JSON.stringify(raw)}` });
+          return NEVER;
+        }
+        // Any number of digits is an integer; one too large to be exact is also beyond `max`.
+        const n = Number(raw) || 0;
+        if (n < min || n > max) {
+          addIssue({ message: `must be between ${min} and ${max}, not ${raw}` });
+          return NEVER;
+        }
+        return n;
+      }),
+    ),
+    doc,
+  );
+}
+
+/** A flag: 1/true/0/false; absent is false. */
+function flag(): Q<boolean> {
+  return documented(
+    v.pipe(
+      v.optional(v.string()),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const raw = dataset.value;
+        if (raw === undefined || raw === "0" || raw === "false") return false;
+        if (raw === "1" || raw === "true") return true;
+        addIssue({ message: `must be 1 or 0, not ${JSON.stringify(raw)}` });
+        return NEVER;
+      }),
+    ),
+    { type: "string", enum: ["1", "0", "true", "false"], default: "0" },
+  );
+}
+
+/** One of `values`; absent → `dflt` (or undefined). */
+function oneOf<const T extends string>(values: readonly T[]): Q<T | undefined>;
+function oneOf<const T extends string>(values: readonly T[], dflt: NoInfer<T>): Q<T>;
+function oneOf<const T extends string>(values: readonly T[], dflt?: T): Q<T | undefined> {
+  const list = values.length === 2 ? `${values[0]} or ${values[1]}` : `one of ${values.join(", ")}`;
+  const doc = { type: "string", enum: [...values], ...(dflt === undefined ? {} : { default: dflt }) };
+  return documented(
+    v.pipe(
+      v.optional(v.string()),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const raw = dataset.value;
+        if (raw === undefined) return dflt;
+        if ((values as readonly string[]).includes(raw)) return raw as T;
+        addIssue({ message: `must be ${list}, not ${JSON.stringify(raw)}` });
+        return NEVER;
+      }),
+    ),
+    doc,
+  );
+}
+
+/** Free text (a cell name, a job id, a cursor), checked by the handler. */
+const text = (): Q<string | undefined> =>
+  documented(v.optional(v.pipe(v.string(), v.maxLength(1024, "is too long"))), { type: "string", maxLength: 1024 });
+
+const NONE = {};
+const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
+const LogStream = ["stdout", "stderr"] as const;
+
+/** The table. Names are the client's method names. */
+export const ROUTES = {
+  health: route({
+    method: "GET",
+    path: "/v1/health",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "liveness: planterd answers",
+    returns: reply<{ ok: boolean }>(),
+  }),
+  ready: route({
+    returns: reply<ReadyInfo>(),
+    method: "GET",
+    path: "/v1/ready",
+    query: NONE,
+    body: null,
+    reply: "json",
+    ok: [200, 503],
+    summary: "readiness: state, disk, integrity, limits and sandbox (503 when not ready)",
+  }),
+  version: route({
+    returns: reply<VersionInfo>(),
+    method: "GET",
+    path: "/v1/version",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "planterd's version, API version, backend and default sandbox mode",
+  }),
+  createCell: route({
+    returns: reply<Cell>(),
+    method: "POST",
+    path: "/v1/cells",
+    query: NONE,
+    body: CellCreate,
+    bodyName: "cell",
+    reply: "json",
+    ok: [201, 200],
+    summary: "create a cell (200 when a request_ref replays the first result)",
+  }),
+  listCells: route({
+    returns: reply<{ cells: Cell[] }>(),
+    method: "GET",
+    path: "/v1/cells",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "every cell",
+  }),
+  getCell: route({
+    returns: reply<Cell>(),
+    method: "GET",
+    path: "/v1/cells/:name",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "one cell",
+  }),
+  removeCell: route({
+    method: "DELETE",
+    path: "/v1/cells/:name",
+    query: { force: flag() },
+    body: null,
+    reply: "json",
+    summary: "remove a cell, its jobs and their logs (force=1 kills its running jobs first)",
+    returns: reply<{ removed: string; jobs_removed: number }>(),
+  }),
+  createJob: route({
+    method: "POST",
+    path: "/v1/jobs",
+    query: { attach: flag() },
+    body: JobCreate,
+    bodyName: "job",
+    reply: "json",
+    types: ["application/json", FRAMES_TYPE],
+    ok: [201, 200],
+    summary:
+      "submit a job (200 when a request_ref replays the first result); attach=1 answers frames: the job, its output as written, the job as it ended",
+    returns: reply<Job>(),
+  }),
+  listJobs: route({
+    method: "GET",
+    path: "/v1/jobs",
+    query: {
+      cell: text(),
+      state: oneOf(JOB_STATES),
+      limit: int(1, 1000, 100),
+      after: text(),
+      order: oneOf(["oldest", "newest"], "oldest"),
+    },
+    body: null,
+    reply: "json",
+    summary: "a page of jobs, oldest first (order=newest: newest first); next_after names the next page",
+    returns: reply<{ jobs: Job[]; next_after: string | null }>(),
+  }),
+  getJob: route({
+    returns: reply<Job>(),
+    method: "GET",
+    path: "/v1/jobs/:id",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "one job",
+  }),
+  removeJob: route({
+    method: "DELETE",
+    path: "/v1/jobs/:id",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "remove a finished job and its logs",
+    returns: reply<{ removed: string }>(),
+  }),
+  killJob: route({
+    returns: reply<Job>(),
+    method: "POST",
+    path: "/v1/jobs/:id/kill",
+    query: NONE,
+    body: KillRequest,
+    bodyName: "kill request",
+    reply: "json",
+    ok: [202],
+    whileDamaged: true,
+    summary: "signal a job's whole tree (TERM, grace, KILL; force=true: KILL now)",
+  }),
+  waitJob: route({
+    method: "GET",
+    path: "/v1/jobs/:id/wait",
+    query: { timeout_ms: int(0, 3_600_000, 30_000) },
+    body: null,
+    reply: "json",
+    summary: "wait for a job to end, at most timeout_ms",
+    returns: reply<{ job: Job; timed_out: boolean }>(),
+  }),
+  logs: route({
+    method: "GET",
+    path: "/v1/jobs/:id/logs",
+    query: {
+      stream: oneOf(LogStream, "stdout"),
+      offset: int(0, MAX_OFFSET, 0),
+      max_bytes: int(0, MAX_OFFSET),
+      follow: flag(),
+      wait_ms: int(0, 3_600_000),
+    },
+    body: null,
+    reply: "json",
+    summary: "a chunk of a job's log from an offset (base64); follow=1 waits up to wait_ms for bytes or the end",
+    returns: reply<LogChunk>(),
+  }),
+  logStream: route({
+    method: "GET",
+    path: "/v1/jobs/:id/logs/raw",
+    query: { stream: oneOf(LogStream, "stdout"), offset: int(0, MAX_OFFSET, 0), follow: flag() },
+    body: null,
+    reply: "bytes",
+    types: ["application/octet-stream"],
+    summary: "a job's log as raw bytes from an offset; follow=1 until the job has ended",
+    returns: reply<Uint8Array>(),
+  }),
+  attach: route({
+    method: "GET",
+    path: "/v1/jobs/:id/attach",
+    query: { read_only: flag(), share_input: flag() },
+    body: null,
+    reply: "upgrade",
+    ok: [101],
+    types: ["websocket: one terminal frame per binary message (docs/api.md)"],
+    summary:
+      "a terminal job's screen and input over a WebSocket; read_only=1 only watches; one client writes at a time unless each writer says share_input=1",
+    returns: reply<never>(),
+  }),
+  writeStdin: route({
+    method: "POST",
+    path: "/v1/jobs/:id/stdin",
+    query: NONE,
+    body: StdinWrite,
+    bodyName: "stdin write",
+    reply: "json",
+    ok: [202],
+    summary: "type into a terminal job without attaching (data: base64), eof=true sends end of input (^D)",
+    returns: reply<{ written: number; eof: boolean }>(),
+  }),
+  screen: route({
+    method: "GET",
+    path: "/v1/jobs/:id/screen",
+    query: NONE,
+    body: null,
+    reply: "json",
+    summary: "a terminal job's screen: its lines as text, the cursor, escape sequences that redraw it",
+    returns: reply<ScreenInfo>(),
+  }),
+  events: route({
+    method: "GET",
+    path: "/v1/events",
+    query: { cursor: text(), follow: flag(), limit: int(1, 10_000) },
+    body: null,
+    reply: "lines",
+    types: ["application/x-ndjson"],
+    summary:
+      "events after a cursor as JSON lines (no cursor: from the oldest; cursor=now: only new ones); at most limit (default 1000, or no bound with follow=1); follow=1 waits for new ones",
+    returns: reply<EventRecord>(),
+  }),
+} as const;
+
+export type Routes = typeof ROUTES;
+export type RouteName = keyof Routes;
+
+/** A path from a pattern and its parameters, each encoded. */
+export function pathOf(pattern: string, params: Record<string, string>): string {
+  return pattern.replace(/:([a-z_]+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ""));
+}
+
+/** A query string from the values a client passes: flags as 1 (false left out), absent left out. */
+export function queryOf(q: Record<string, unknown> | undefined): string {
+  if (!q) return "";
+  const p = new URLSearchParams();
+  for (const [k, val] of Object.entries(q)) {
+    if (val === undefined || val === "" || val === false || val === null) continue;
+    p.set(k, val === true ? "1" : String(val));
+  }
+  const s = p.toString();
+  return s ? `?${s}` : "";
+}

@@ -1,0 +1,55 @@
+/** `planter events`: the event stream, resumable, followed with -f. */
+import { defineCommand } from "citty";
+import { client, parseCount } from "../args.ts";
+import { dim, printable as p, write } from "../output.ts";
+import { common } from "./common.ts";
+
+export const events = defineCommand({
+  meta: {
+    name: "events",
+    description: "Print planterd's events (every change of a cell or job). Resume with --cursor; -f keeps following",
+  },
+  args: {
+    cursor: {
+      type: "string",
+      description: "print events after this cursor (from an earlier event); `now`: only events from now on",
+      valueHint: "CURSOR",
+    },
+    follow: { type: "boolean", alias: "f", description: "keep printing new events as they happen" },
+    limit: { type: "string", alias: "n", description: "stop after N events (with -f too)", valueHint: "N" },
+    ...common,
+  },
+  async run({ args }) {
+    const limit = args.limit === undefined ? null : parseCount(args.limit, "--limit");
+    if (limit === 0) return 0;
+    const api = client(args);
+    const stop = new AbortController();
+    process.once("SIGINT", () => stop.abort());
+    let cursor = args.cursor;
+    let total = 0;
+    try {
+      for (;;) {
+        let n = 0;
+        // Pages of 1000 without -f; with -f one stream, bounded only by --limit.
+        const page = limit === null ? (args.follow ? undefined : 1000) : Math.min(10_000, limit - total);
+        for await (const e of api.events({ cursor, follow: Boolean(args.follow), limit: page }, stop.signal)) {
+          n++;
+          total++;
+          cursor = e.cursor;
+          if (args.json) write(1, `${JSON.stringify(e)}\n`);
+          else
+            write(
+              1,
+              `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`,
+            );
+        }
+        if (limit !== null && total >= limit) return 0;
+        // A page that came short is the end (or, following, planterd went away).
+        if (page === undefined || n < page) return 0;
+      }
+    } catch (e) {
+      if (stop.signal.aborted) return 0;
+      throw e;
+    }
+  },
+});

@@ -1,0 +1,227 @@
+/** `planter job ls|status|kill|wait|rm`. */
+import { defineCommand } from "citty";
+import { type Job, type JobState, passthroughCode } from "../../api/contract.ts";
+import { EXIT } from "../../api/errors.ts";
+import { describeNetwork } from "../../net/policy.ts";
+import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
+import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
+import { formatBytes, limitsLine, limitText } from "../units.ts";
+import { common } from "./common.ts";
+
+function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
+  const parts = [`fs ${p.fs_mode}`, `network ${describeNetwork(p.network)}`];
+  if (p.read_write.length) parts.push(`rw ${p.read_write.join(",")}`);
+  if (p.read_only.length) parts.push(`ro ${p.read_only.join(",")}`);
+  if (p.deny.length) parts.push(`deny ${p.deny.join(",")}`);
+  if (p.unix_sockets?.length) parts.push(`unix sockets ${p.unix_sockets.join(",")}`);
+  if (p.workspace_config === "allow") parts.push("workspace config allowed");
+  if (p.env.pass.length) parts.push(`env pass ${p.env.pass.join(",")}`);
+  return parts.join(", ");
+}
+
+function jobLines(j: Job): string {
+  const limit = limitText(j);
+  return [
+    `id:        ${j.id}`,
+    `cell:      ${j.cell}`,
+    `command:   ${shellLine(j.argv)}`,
+    `cwd:       ${j.cwd}`,
+    `state:     ${outcome(j)}`,
+    `reason:    ${limit && j.state === "killed" ? limit : (j.reason ?? "-")}`,
+    `exit code: ${j.exit_code ?? "-"}${j.signal ? ` (signal ${j.signal})` : ""}`,
+    ...(j.message ? [`message:   ${j.message}`] : []),
+    `pid:       ${j.pid ?? "-"}`,
+    `created:   ${j.created_at}`,
+    `started:   ${j.started_at ?? "-"}`,
+    `finished:  ${j.finished_at ?? "-"}`,
+    `sandbox:   ${j.sandbox.mode} (backend ${j.sandbox.backend}${j.sandbox.fallback ? ", fell back to no sandbox" : ""})`,
+    ...(j.sandbox.policy ? [`policy:    ${policyLine(j.sandbox.policy)}`] : []),
+    ...(j.run_as
+      ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
+      : []),
+    ...j.workspace.map((f) =>
+      f.kind === "review-incomplete"
+        ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
+        : `set aside: ${f.path} (${f.kind}: ${f.detail}) → ${f.saved_as}${f.restored ? ", earlier version restored" : ""}`,
+    ),
+    `limits:    ${limitsLine(j.limits)}${j.enforcement && Object.keys(j.limits).length ? ` (enforced by ${j.enforcement})` : ""}`,
+    ...(j.log_truncated
+      ? [
+          `log:       truncated: the job wrote more than ${formatBytes(j.limits.max_log_bytes ?? 0)}; the first are kept`,
+        ]
+      : []),
+    ...(j.kill ? [`kill:      SIG${j.kill.signal}${j.kill.force ? " (forced)" : ""} at ${j.kill.requested_at}`] : []),
+    ...(j.request_ref ? [`request:   ${j.request_ref}`] : []),
+  ]
+    .map(p)
+    .join("\n");
+}
+
+/** How many jobs `planter job ls` shows people when neither --limit nor --all is given. */
+export const LS_DEFAULT = 50;
+
+/** Every job (`latest` null), or the latest N shown oldest first, and whether older ones were left out. */
+async function listLatest(
+  api: ReturnType<typeof client>,
+  filter: { cell?: string; state?: JobState },
+  latest: number | null,
+): Promise<{ jobs: Job[]; leftOut: boolean }> {
+  const jobs: Job[] = [];
+  let leftOut = false;
+  let after: string | undefined;
+  if (latest === null) {
+    for (;;) {
+      const page = await api.listJobs({ ...filter, limit: 1000, after });
+      jobs.push(...page.jobs);
+      if (!page.next_after) break;
+      after = page.next_after;
+    }
+    return { jobs, leftOut };
+  }
+  // The latest N: newest first from planterd (one request up to 1000), shown oldest first.
+  while (jobs.length < latest) {
+    const page = await api.listJobs({ ...filter, limit: Math.min(1000, latest - jobs.length), after, order: "newest" });
+    jobs.push(...page.jobs);
+    leftOut = page.next_after !== null;
+    if (!page.next_after) break;
+    after = page.next_after;
+  }
+  return { jobs: jobs.reverse(), leftOut };
+}
+
+const jobLs = defineCommand({
+  meta: {
+    name: "ls",
+    description:
+      `List jobs, oldest first (the newest last). For people: the latest ${LS_DEFAULT} (--limit N: the latest N, --all: every job), ` +
+      "saying on stderr when older ones are left out. --json lists every job unless --limit N is given, as it always has",
+  },
+  args: {
+    cell: { type: "string", alias: "c", description: "only this cell's jobs", valueHint: "NAME" },
+    state: {
+      type: "enum",
+      options: ["pending", "running", "exited", "failed", "killed", "lost"],
+      description: "only jobs in this state",
+    },
+    limit: {
+      type: "string",
+      description: `the latest N jobs (default: ${LS_DEFAULT}; with --json: every job)`,
+      valueHint: "N",
+    },
+    all: { type: "boolean", description: "every job (the default with --json)" },
+    ...common,
+  },
+  async run({ args }) {
+    if (args.all && args.limit !== undefined) throw usage("--all and --limit exclude each other");
+    // Scripts read --json as the whole list (an array has no room to say rows were left out).
+    const latest =
+      args.limit !== undefined ? parseCount(args.limit, "--limit") : args.all || args.json ? null : LS_DEFAULT;
+    const { jobs, leftOut } = await listLatest(client(args), { cell: args.cell, state: args.state }, latest);
+    if (args.json) printJson(jobs);
+    else {
+      print(
+        table(
+          ["ID", "CELL", "STATE", "AGE", "COMMAND"],
+          jobs.map((j) => [j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
+        ),
+      );
+      if (leftOut) {
+        const which = args.cell || args.state ? "matching jobs" : "jobs";
+        write(
+          2,
+          `planter: the latest ${jobs.length} ${which} are shown, older ones are left out: --all lists every job, --limit N the latest N\n`,
+        );
+      }
+    }
+    return 0;
+  },
+});
+
+const jobStatus = defineCommand({
+  meta: {
+    name: "status",
+    description:
+      "Show a job: state, exit code or reason (with the limit and the value observed when a limit stopped it), pid, sandbox, limits and how they are enforced",
+  },
+  args: { id: { type: "positional", description: "job id", required: true }, ...common },
+  async run({ args }) {
+    const job = await client(args).getJob(args.id);
+    if (args.json) printJson(job);
+    else print(jobLines(job));
+    return 0;
+  },
+});
+
+const jobKill = defineCommand({
+  meta: {
+    name: "kill",
+    description: "Stop a job's whole process tree: SIGTERM, then SIGKILL after the grace period (--force: SIGKILL now)",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    signal: {
+      type: "enum",
+      alias: "s",
+      options: ["TERM", "INT", "HUP", "QUIT", "KILL", "USR1", "USR2"],
+      description: "signal to send (default TERM)",
+    },
+    force: { type: "boolean", alias: "f", description: "SIGKILL at once" },
+    ...common,
+  },
+  async run({ args }) {
+    const job = await client(args).killJob(args.id, { signal: args.signal, force: args.force || undefined });
+    if (args.json) printJson(job);
+    else print(`sent SIG${args.force ? "KILL" : (args.signal ?? "TERM")} to job ${p(job.id)}`);
+    return 0;
+  },
+});
+
+const jobWait = defineCommand({
+  meta: {
+    name: "wait",
+    description: "Wait for a job to end and exit with its exit code (124 if --timeout passes first)",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    timeout: {
+      type: "string",
+      alias: "t",
+      description: "give up after this long: 500ms, 30s, 5m (default: wait forever)",
+      valueHint: "DURATION",
+    },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const deadline =
+      args.timeout === undefined ? Number.POSITIVE_INFINITY : Date.now() + parseDuration(args.timeout, "--timeout");
+    for (;;) {
+      const left = Math.max(0, Math.min(60_000, deadline - Date.now()));
+      const r = await api.waitJob(args.id, left);
+      if (!r.timed_out || Date.now() >= deadline) {
+        if (args.json) printJson(r);
+        else if (r.timed_out)
+          write(2, `planter: job ${p(r.job.id)} is still ${p(r.job.state)} after ${args.timeout}\n`);
+        else print(`job ${p(r.job.id)} ${p(outcome(r.job))}`);
+        return r.timed_out ? EXIT.waitTimeout : passthroughCode(r.job);
+      }
+    }
+  },
+});
+
+const jobRm = defineCommand({
+  meta: { name: "rm", description: "Remove a finished job and its logs" },
+  args: { id: { type: "positional", description: "job id", required: true }, ...common },
+  async run({ args }) {
+    const r = await client(args).removeJob(args.id);
+    if (args.json) printJson(r);
+    else print(`removed job ${p(r.removed)}`);
+    return 0;
+  },
+});
+
+export const job = defineCommand({
+  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm)" },
+  args: clientArgs,
+  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm },
+});
