@@ -9,7 +9,7 @@ COMMIT := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 ENTRIES := planterd logs sandbox doctor install uninstall migrate
 TARGETS := linux-x64 linux-arm64 darwin-arm64 darwin-x64
 
-.PHONY: help deps build dist install up test lint fmt typecheck preflight openapi bench clean
+.PHONY: help deps build dist install up test test-slow test-all lint fmt typecheck preflight openapi bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -34,8 +34,14 @@ install: build ## install planter on this host (user mode; system mode as root),
 
 up: install ## the same as install
 
-test: deps ## the whole test suite; ends with "N passed, N failed"
-	@bash .ci/test
+test: deps ## the fast lane (test/unit, test/integration, test/e2e); ends with "N passed, N failed"
+	@bash .ci/test fast
+
+test-slow: deps ## the slow lane (test/slow: release tarball, seeded fuzz, crash storm)
+	@bash .ci/test slow
+
+test-all: deps ## both lanes in one run, as CI runs them
+	@bash .ci/test all
 
 lint: deps ## biome lint and format check
 	bunx biome check .
@@ -46,7 +52,7 @@ fmt: deps ## format and fix what biome can
 typecheck: deps ## tsc --noEmit
 	bunx tsc --noEmit -p .
 
-preflight: lint typecheck test ## everything CI checks
+preflight: lint typecheck test-all ## everything CI checks
 
 openapi: deps ## write docs/openapi.json and the route table of docs/api.md from lib/api/routes.ts
 	bun lib/api/openapi.ts

@@ -1,5 +1,6 @@
 /** Test harness: a real planterd on a real socket in a temp PLANTER_HOME; waits on conditions, never on time. */
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createConnection } from "node:net";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
@@ -99,6 +100,8 @@ export interface DaemonHandle {
   stop(): Promise<number>;
   /** SIGKILL and wait for exit. */
   kill9(): Promise<void>;
+  /** `await using`: at the end of the scope, stopped as stop() does if still running (SIGKILL after 20 s). */
+  [Symbol.asyncDispose](): Promise<void>;
 }
 
 /** Start planterd in `home` (a new temp dir by default) and wait until it answers. */
@@ -158,6 +161,11 @@ export async function startDaemon(
     async kill9() {
       proc.kill("SIGKILL");
       await proc.exited;
+    },
+    async [Symbol.asyncDispose]() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      proc.kill("SIGTERM");
+      await exitWithin(proc, 20_000, "planterd after SIGTERM").catch(() => undefined);
     },
   };
 }
@@ -257,6 +265,40 @@ export function pidAlive(pid: number): boolean {
   }
 }
 
+/** What a process is doing now, for a failure message: its command line, state and where it waits. */
+export function procState(pid: number): string {
+  const read = (f: string) => {
+    try {
+      return require("node:fs").readFileSync(`/proc/${pid}/${f}`, "utf8") as string;
+    } catch {
+      return null;
+    }
+  };
+  const stat = read("stat");
+  if (stat === null) return `pid ${pid} is gone`;
+  const state = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0];
+  const argv = (read("cmdline") ?? "").split("\0").filter(Boolean).join(" ");
+  return `pid ${pid} is \`${argv}\` (state ${state}, waiting in ${read("wchan") || "-"})`;
+}
+
+/**
+ * `proc`'s exit code once it exits; if it has not within `ms`, a failure that says what `proc` is
+ * doing then (it is killed): a test fails in time, with a reason, instead of hanging to the
+ * runner's timeout.
+ */
+export async function exitWithin(proc: Subprocess, ms: number, what: string): Promise<number> {
+  let timer: Timer | undefined;
+  const late = new Promise<null>((resolve) => {
+    timer = setTimeout(() => resolve(null), ms);
+  });
+  const code = await Promise.race([proc.exited, late]);
+  clearTimeout(timer);
+  if (code !== null) return code;
+  const state = procState(proc.pid);
+  proc.kill("SIGKILL");
+  throw new Error(`${what} did not exit within ${ms} ms: ${state}`);
+}
+
 export function cleanup(home: string): void {
   rmSync(home, { recursive: true, force: true });
 }
@@ -273,4 +315,35 @@ export function track<T>(p: Promise<T>) {
     },
   );
   return t;
+}
+
+/** mulberry32: a small seeded generator, so a failing run can be replayed. */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Send raw bytes and collect whatever comes back until the server closes or `idleMs` passes quietly. */
+export function rawExchange(socket: string, bytes: Uint8Array, endAfter: boolean): Promise<string> {
+  return new Promise((resolve) => {
+    const s = createConnection({ path: socket });
+    let out = "";
+    s.on("data", (b) => {
+      out += b.toString("latin1");
+      // one response is enough: a status line and a complete body or a chunk
+      if (/\r\n\r\n/.test(out)) s.end();
+    });
+    s.on("error", () => resolve(out));
+    s.on("close", () => resolve(out));
+    s.on("connect", () => {
+      s.write(bytes);
+      if (endAfter) s.end();
+    });
+  });
 }

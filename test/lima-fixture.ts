@@ -6,8 +6,8 @@ import { chmodSync, mkdirSync, symlinkSync } from "node:fs";
 import { join } from "node:path";
 import { runWith, SHIMS } from "./host-fixture.ts";
 
-/** buildPlanter compiles the Linux binary install --lima copies into the VM. */
-export { buildPlanter, runWith } from "./host-fixture.ts";
+/** planterBinary is the Linux binary install --lima copies into the VM. */
+export { planterBinary, runWith } from "./host-fixture.ts";
 
 /**
  * Whether this machine can run the fake VM: bubblewrap and the guest's systemd and account tools,

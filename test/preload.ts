@@ -3,4 +3,7 @@
  * planter (PLANTER_SOCKET, PLANTER_MODE, PLANTER_HOME…, LIMA_HOME) must not reach the tests, nor the
  * processes they start without an explicit environment.
  */
-for (const k of Object.keys(process.env)) if (k.startsWith("PLANTER_") || k === "LIMA_HOME") delete process.env[k];
+// PLANTER_TEST_* are the test run's own knobs (PLANTER_TEST_CRASH_SEED, PLANTER_TEST_BIN_CACHE), not planter's.
+for (const k of Object.keys(process.env)) {
+  if ((k.startsWith("PLANTER_") && !k.startsWith("PLANTER_TEST_")) || k === "LIMA_HOME") delete process.env[k];
+}

@@ -1,7 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { createConnection, type Socket } from "node:net";
 import { join } from "node:path";
-import { baseEnv, cleanup, PLANTER, pidAlive, startDaemon, tempHome, waitFor } from "../harness.ts";
+import { baseEnv, cleanup, exitWithin, PLANTER, pidAlive, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const homes: string[] = [];
 afterAll(() => {
@@ -26,7 +27,7 @@ async function refused(h: string, extraArgs: string[] = []) {
 
 describe("planterd", () => {
   test("health, ready and version answer; socket 0600 in a 0700 dir", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     expect(await d.client.health()).toEqual({ ok: true });
     const v = await d.client.version();
     expect(v).toEqual({ version: v.version, commit: v.commit, api: 1, backend: "bwrap", sandbox_mode: "disabled" });
@@ -43,21 +44,29 @@ describe("planterd", () => {
     expect(existsSync(d.socket)).toBe(false);
   });
 
+  test("the tests' daemon handle stops planterd at the end of its await using scope", async () => {
+    let pid = 0;
+    {
+      await using d = await startDaemon({ home: home() });
+      pid = d.proc.pid;
+      expect(pidAlive(pid)).toBe(true);
+    }
+    expect(pidAlive(pid)).toBe(false);
+  });
+
   test("a second daemon on the same socket refuses with a clear message", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     const r = await refused(d.home, ["--state-dir", join(d.home, "other-state")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain(`another planterd is already serving on ${d.socket}`);
     expect(await d.client.health()).toEqual({ ok: true });
-    await d.stop();
   });
 
   test("a second daemon on another socket but the same state dir refuses", async () => {
-    const d = await startDaemon({ home: home() });
+    await using d = await startDaemon({ home: home() });
     const r = await refused(d.home, ["--socket", join(d.home, "other", "other.sock")]);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("is using the state dir");
-    await d.stop();
   });
 
   test("a stale socket file (nothing answers) is replaced", async () => {
@@ -72,9 +81,8 @@ describe("planterd", () => {
     ]);
     await child.exited;
     expect(existsSync(sock)).toBe(true);
-    const d = await startDaemon({ home: h });
+    await using d = await startDaemon({ home: h });
     expect(await d.client.health()).toEqual({ ok: true });
-    await d.stop();
   });
 
   test("a path that is not a socket is not removed", async () => {
@@ -148,6 +156,7 @@ describe("planterd", () => {
 /**
  * Start planterd under systemd-socket-activate listening on `sock`, and give the socket `mode`
  * (as planterd.socket's SocketMode would) before the first connection starts the daemon.
+ * Disposable: the activator (or the planterd it became) is killed at the end of its scope.
  */
 async function activate(h: string, sock: string, mode: number) {
   // systemd-socket-activate passes only the variables named with -E.
@@ -157,16 +166,47 @@ async function activate(h: string, sock: string, mode: number) {
     stdout: "ignore",
     stderr: "pipe",
   });
-  await waitFor(() => existsSync(sock), "the activator to listen");
+  let err = "";
+  const reading = (async () => {
+    const decoder = new TextDecoder();
+    for await (const chunk of p.stderr) err += decoder.decode(chunk, { stream: true });
+  })();
+  // Not the socket file: the activator binds (the file appears) before it listens, and a connection
+  // in between is refused, so it never starts planterd. It says when it listens.
+  await waitFor(() => {
+    if (p.exitCode !== null) throw new Error(`systemd-socket-activate exited ${p.exitCode}: ${err}`);
+    return err.includes(`Listening on ${sock} as 3.`);
+  }, "the activator to listen");
   chmodSync(sock, mode);
-  return p;
+  return {
+    proc: p,
+    /** Everything the activator and planterd wrote to stderr, once the process has exited. */
+    stderr: async () => {
+      await p.exited;
+      await reading;
+      return err;
+    },
+    async [Symbol.asyncDispose]() {
+      if (p.exitCode === null) p.kill("SIGKILL");
+      await p.exited;
+    },
+  };
+}
+
+/** Open a connection to `sock`, which starts the activated planterd; fails at once if nothing listens. */
+function connect(sock: string): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const s = createConnection({ path: sock });
+    s.once("connect", () => resolve(s));
+    s.once("error", (e) => reject(new Error(`cannot connect to the activator's socket ${sock}: ${e.message}`)));
+  });
 }
 
 test("socket activation: planterd serves on the inherited fd 3", async () => {
   const h = home();
   mkdirSync(join(h, "run"), { mode: 0o700 });
   const sock = join(h, "run", "planterd.sock");
-  const p = await activate(h, sock, 0o600);
+  await using a = await activate(h, sock, 0o600);
   const { Client } = await import("../../lib/api/client.ts");
   const c = new Client(sock);
   // systemd-socket-activate starts planterd on the first connection.
@@ -182,10 +222,9 @@ test("socket activation: planterd serves on the inherited fd 3", async () => {
   const j = await c.createJob({ argv: ["echo", "activated"] });
   expect((await c.waitJob(j.id, 10_000)).job.exit_code).toBe(0);
   expect(existsSync(join(h, "state", "jobs", j.id, "stdout"))).toBe(true);
-  p.kill("SIGTERM");
-  expect(await p.exited).toBe(0);
-  const err = await new Response(p.stderr).text();
-  expect(err).toContain("socket-activated");
+  a.proc.kill("SIGTERM");
+  expect(await exitWithin(a.proc, 20_000, "planterd after SIGTERM")).toBe(0);
+  expect(await a.stderr()).toContain("socket-activated");
   // The socket belongs to the activator: planterd leaves it in place.
   expect(existsSync(sock)).toBe(true);
 });
@@ -193,21 +232,21 @@ test("socket activation: planterd serves on the inherited fd 3", async () => {
 test("socket activation: an inherited socket with the wrong mode or path is refused", async () => {
   const h = home();
   mkdirSync(join(h, "run"), { mode: 0o700 });
-  const { Client } = await import("../../lib/api/client.ts");
   const sock = join(h, "run", "planterd.sock");
-  const loose = await activate(h, sock, 0o644);
-  // A connection only starts planterd; its answer does not matter (a request queued on a listener
-  // that no one accepts from again would wait for ever).
-  const poke = (path: string) => Promise.race([new Client(path).health().catch(() => null), Bun.sleep(5000)]);
-  await poke(sock);
-  expect(await loose.exited).toBe(1);
-  const err = await new Response(loose.stderr).text();
-  expect(err).toContain(`insecure socket layout: socket ${sock} has mode 0644, not 0600`);
-  expect(err).toContain(`hint: fix it, then start planterd again: chmod 0600 ${sock}`);
-
+  // A connection only starts planterd: it is held until planterd has exited, and nothing is asked on it.
+  {
+    await using loose = await activate(h, sock, 0o644);
+    const conn = await connect(sock);
+    expect(await exitWithin(loose.proc, 20_000, "planterd on a socket of mode 0644")).toBe(1);
+    conn.destroy();
+    const err = await loose.stderr();
+    expect(err).toContain(`insecure socket layout: socket ${sock} has mode 0644, not 0600`);
+    expect(err).toContain(`hint: fix it, then start planterd again: chmod 0600 ${sock}`);
+  }
   const other = join(h, "run", "other.sock");
-  const moved = await activate(h, other, 0o600);
-  await poke(other);
-  expect(await moved.exited).toBe(1);
-  expect(await new Response(moved.stderr).text()).toContain(`the inherited socket is ${other}, not ${sock}`);
+  await using moved = await activate(h, other, 0o600);
+  const conn = await connect(other);
+  expect(await exitWithin(moved.proc, 20_000, "planterd on another socket path")).toBe(1);
+  conn.destroy();
+  expect(await moved.stderr()).toContain(`the inherited socket is ${other}, not ${sock}`);
 });

@@ -17,10 +17,10 @@ import { nologinShell } from "../../lib/host/groups.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
 import { cleanup, pidAlive, waitFor } from "../harness.ts";
 import {
-  buildPlanter,
   callLog,
   killUnder,
   planterWith as planter,
+  planterBinary,
   runWith as run,
   SHIMS,
   tree,
@@ -29,9 +29,11 @@ import {
 const work = mkdtempSync("/tmp/pt-inst-");
 // As root, a user-mode planterd runs jobs as nobody, who must pass through to its cell.
 chmodSync(work, 0o711);
-const binary = join(work, "planter-build");
+let binary = "";
 
-beforeAll(() => buildPlanter(binary, "inst0commit"), 60_000);
+beforeAll(async () => {
+  binary = await planterBinary();
+}, 60_000);
 afterAll(() => {
   killUnder(work);
   cleanup(work);

@@ -21,17 +21,17 @@ import { sha256File } from "../../lib/host/install-state.ts";
 import { GUEST_UNITS, hostLimaArch } from "../../lib/host/lima.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
 import { cleanup, waitFor } from "../harness.ts";
-import { planterWith as planter, runWith as run } from "../host-fixture.ts";
-import { alive, buildPlanter, fakeVms, haveLimaTools, fakeLimactl as limactl, limaHosts } from "../lima-fixture.ts";
+import { OTHER_COMMIT, planterWith as planter, runWith as run, TEST_COMMIT } from "../host-fixture.ts";
+import { alive, fakeVms, haveLimaTools, fakeLimactl as limactl, limaHosts, planterBinary } from "../lima-fixture.ts";
 
 const work = mkdtempSync("/tmp/pt-lima-migrate-");
-const current = join(work, "planter-current");
-const older = join(work, "planter-older");
+let current = "";
+let older = "";
 
 beforeAll(async () => {
   if (!haveLimaTools) return;
   // Two builds that differ only in their commit: the older one runs in the older layout.
-  await Promise.all([buildPlanter(current, "migrateNewcommit"), buildPlanter(older, "migrateOldcommit")]);
+  [current, older] = await Promise.all([planterBinary(), planterBinary(OTHER_COMMIT)]);
 });
 
 const hosts = limaHosts(work);
@@ -99,7 +99,7 @@ async function olderVm(h: ReturnType<typeof host>, forward = "/run/planter/plant
       ),
     "the older agent to answer on its socket",
   )) as { commit: string };
-  expect(v.commit).toBe("migrateOldcommit");
+  expect(v.commit).toBe(OTHER_COMMIT);
 }
 
 /** Files under the guest's /etc, /usr/local and /run with hashes and modes. */
@@ -178,7 +178,7 @@ describe.skipIf(!haveLimaTools)("migrate lima (fake limactl: guest root under bu
     const v = (await fetch("http://planterd/v1/version", { unix: h.socket }).then((r) => r.json())) as {
       commit: string;
     };
-    expect(v.commit).toBe("migrateNewcommit");
+    expect(v.commit).toBe(TEST_COMMIT);
 
     // Second run: nothing to do, nothing changes, the same planterd serves.
     const pid = pidOf(g, "planterd.socket");

@@ -10,24 +10,24 @@ import { sha256File } from "../../lib/host/install-state.ts";
 import { GUEST_UNITS, hostLimaArch, limaVmType, renderLimaTemplate } from "../../lib/host/lima.ts";
 import { renderServiceUnit, renderSocketUnit } from "../../lib/host/systemd.ts";
 import { cleanup } from "../harness.ts";
-import { planterWith as planter, runWith as run } from "../host-fixture.ts";
+import { OTHER_COMMIT, planterWith as planter, runWith as run } from "../host-fixture.ts";
 import {
   alive,
-  buildPlanter,
   haveLimaTools,
   fakeLimactl as limactl,
   limaHosts,
+  planterBinary,
   fakeVms as vms,
 } from "../lima-fixture.ts";
 
 const work = mkdtempSync("/tmp/pt-lima-");
-const binA = join(work, "planter-a");
-const binB = join(work, "planter-b");
+let binA = "";
+let binB = "";
 
 beforeAll(async () => {
   if (!haveLimaTools) return;
   // Two builds that differ only in their commit: the second is the "upgrade".
-  await Promise.all([buildPlanter(binA, "limaAcommit"), buildPlanter(binB, "limaBcommit")]);
+  [binA, binB] = await Promise.all([planterBinary(), planterBinary(OTHER_COMMIT)]);
 });
 
 /** Every fake VM of every test is deleted (which stops its guest planterd) even after a failed test. */
@@ -155,7 +155,7 @@ describe.skipIf(!haveLimaTools)("install --lima (fake limactl: guest root under 
     const version = (await fetch("http://planterd/v1/version", { unix: h.socket }).then((r) => r.json())) as {
       commit: string;
     };
-    expect(version.commit).toBe("limaBcommit");
+    expect(version.commit).toBe(OTHER_COMMIT);
     expect(JSON.parse(readFileSync(h.stateFile, "utf8")).vm.binary_sha256).toBe(sha256File(binB));
 
     // uninstall without --purge keeps the VM (and its record); --purge deletes it, which stops its planterd.

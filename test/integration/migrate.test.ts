@@ -388,12 +388,8 @@ describe("migrate state: database upgrade", () => {
     expect(readdirSync(join(h, "state")).filter((f) => f.endsWith(".bak"))).toHaveLength(1);
 
     // planterd starts on the upgraded state and still knows the old job.
-    const d = await startDaemon({ home: h });
-    try {
-      expect((await d.client.getJob("j-old")).state).toBe("exited");
-    } finally {
-      await d.stop();
-    }
+    await using d = await startDaemon({ home: h });
+    expect((await d.client.getJob("j-old")).state).toBe("exited");
   });
 
   test("without a database or legacy state there is nothing to do, and nothing is created", async () => {

@@ -8,7 +8,7 @@ import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync } from "nod
 import { join } from "node:path";
 import { hostLimaArch, renderLimaTemplate } from "../../lib/host/lima.ts";
 import { cleanup, type DaemonHandle, PLANTER, startDaemon } from "../harness.ts";
-import { buildPlanter, fakeLimactl, haveLimaTools, type LimaHost, limaHost, runWith } from "../lima-fixture.ts";
+import { fakeLimactl, haveLimaTools, type LimaHost, limaHost, planterBinary, runWith } from "../lima-fixture.ts";
 
 const work = mkdtempSync("/tmp/pt-target-");
 let h: LimaHost;
@@ -27,8 +27,7 @@ const localJobs = async () => (await local.client.listJobs({})).jobs as JobRow[]
 
 beforeAll(async () => {
   if (!haveLimaTools) return;
-  const bin = join(work, "planter-linux");
-  await buildPlanter(bin);
+  const bin = await planterBinary();
   h = limaHost(work, "host");
   other = join(h.base, "other");
   mkdirSync(join(other, "sub"), { recursive: true });
