@@ -704,6 +704,29 @@ export class Supervisor {
    */
   private cgroupOom(job: JobRow): void {
     const end = groupEnd(job.cgroup as string);
+    // Forks refused at pids.max: a bomb that gave up before the monitor looked (its shell exits
+    // when a fork fails) was still stopped by its process limit.
+    const pids = job.limits.max_pids;
+    if (end.pidsHits > 0 && pids !== undefined && end.oomKills === 0) {
+      this.ctx.writeOrDefer((ev) => {
+        markKillRequested(this.ctx.db, job.id, "KILL", true, "process_limit", Date.now());
+        const hit = { limit: "max_pids" as const, value: pids + 1, max: pids, at: Date.now() };
+        if (markLimitHit(this.ctx.db, job.id, hit)) {
+          ev.push({
+            kind: "job.limit_exceeded",
+            subject: `job/${job.id}`,
+            data: {
+              limit: "max_pids",
+              reason: "process_limit",
+              value: pids + 1,
+              max: pids,
+              enforcement: job.enforcement,
+            },
+          });
+        }
+      });
+      return;
+    }
     const max = job.limits.max_rss_bytes;
     if (end.oomKills === 0 || max === undefined) return;
     // The kernel's peak stops at the limit: what it refused is past it (as the monitor records it).
