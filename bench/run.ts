@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput]` (all but procs by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [launch]` (all but procs and launch by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -14,6 +14,7 @@ import { followBench } from "./follow.ts";
 import { hardeningBench } from "./hardening.ts";
 import { historyBench } from "./history.ts";
 import { hostexecBench } from "./hostexec.ts";
+import { launchBench } from "./launch.ts";
 import { limitsBench } from "./limits.ts";
 import { logsBench } from "./logs.ts";
 import { procsBench } from "./procs.ts";
@@ -42,6 +43,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   logs: { run: logsBench, limitMs: 240_000 },
   procs: { run: procsBench, limitMs: 2_400_000, named: true },
   throughput: { run: throughputBench, limitMs: 600_000 },
+  launch: { run: launchBench, limitMs: 900_000, named: true },
 };
 
 const wanted = process.argv.slice(2);
