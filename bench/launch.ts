@@ -345,10 +345,10 @@ interface Side {
   client: Client;
 }
 
-async function start(name: string, bin: string): Promise<Side> {
+async function start(name: string, bin: string, extra = ""): Promise<Side> {
   const home = tempHome("pl");
   chmodSync(home, 0o755);
-  writeFileSync(join(home, "config.toml"), '[sandbox]\nmode = "enforced"\n[jobs]\nroot_peer_user = "nobody"\n');
+  writeFileSync(join(home, "config.toml"), `[sandbox]\nmode = "enforced"\n${extra}[jobs]\nroot_peer_user = "nobody"\n`);
   const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", PLANTER_HOME: home, NO_COLOR: "1" };
   const daemon = Bun.spawn([bin, "daemon"], { env, stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   const client = new Client(join(home, "run", "planterd.sock"));
@@ -368,7 +368,11 @@ async function start(name: string, bin: string): Promise<Side> {
 async function endToEnd(): Promise<void> {
   header(`${BENCH} (d): planter run -- true (${E2E_RUNS} interleaved) and ${JOBS} jobs from 4 clients, vs ${BASE}`);
   await ensureFreshBinary();
-  const sides = [await start("this tree", BINARY), await start(`base ${BASE}`, baseBinary(BASE))];
+  const sides = [
+    await start("this tree", BINARY),
+    await start("this tree, warm_ms = 0", BINARY, "warm_ms = 0\n"),
+    await start(`base ${BASE}`, baseBinary(BASE)),
+  ];
   try {
     const run = (s: Side) => async (): Promise<[number, number]> => {
       const t0 = performance.now();
@@ -381,8 +385,7 @@ async function endToEnd(): Promise<void> {
       return [performance.now() - t0, cpuOf(p)];
     };
     const steps: [string, () => Promise<[number, number]>][] = [
-      [`planter run -- true (${sides[0]?.name})`, run(sides[0] as Side)],
-      [`planter run -- true (${sides[1]?.name})`, run(sides[1] as Side)],
+      ...sides.map((s) => [`planter run -- true (${s.name})`, run(s)] as [string, () => Promise<[number, number]>]),
       ["bare bwrap as root", () => timed([...BARE, "/bin/true"])],
     ];
     const fj = Bun.which("firejail");
