@@ -136,7 +136,7 @@ export class Supervisor {
   /** Sandboxes made ahead for the next job of their kind (lib/jobs/warm.ts). */
   readonly warm: WarmPool;
   /** Running sandboxed jobs whose kind gets a warm sandbox when they end: their plans in warm form. */
-  private readonly warmNext = new Map<string, { plan: SpawnPlan; identity: Identity | null }>();
+  private readonly warmNext = new Map<string, { plan: () => SpawnPlan; identity: Identity | null }>();
   /** When each job this planterd launched started (until it is forgotten). */
   private readonly startedAt = new Map<string, number>();
   /** The job launched last. */
@@ -204,9 +204,10 @@ export class Supervisor {
     let fds: number[] = [];
     let cgroup: string | null = null;
     let spawned = false;
-    // The plan of a warm sandbox for this job (its job the shell that reads its commands), when
-    // one may be made for it: bwrap with cgroups (the job's processes are its group's).
-    let warmPlan: SpawnPlan | null = null;
+    // How to render the plan of a warm sandbox for this job (its job the shell that reads its
+    // commands), when one may be made for it: bwrap with cgroups (the job's processes are its
+    // group's). Rendered only when a warm sandbox waits, or when one is made at the job's end.
+    let warmPlan: (() => SpawnPlan) | null = null;
     try {
       const policy = job.sandbox_policy ?? complete(undefined);
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
@@ -218,22 +219,25 @@ export class Supervisor {
         this.monitor.enforcement.cgroups &&
         !where.placeholders?.length
       ) {
-        warmPlan = backend.plan({
-          ...planRequest(where, {
-            argv: WARM_SHELL,
-            env: {},
-            cwd: where.cellDir,
-            policy,
-            workspaceReadOnly: protect,
-            jobDir: dir,
-            scratch: scratchDir(job.id),
-          }),
-          nproc: this.nprocLimit(job),
-        });
-        const w = this.warm.take(warmPlan, where.identity);
-        if (w && this.launchWarm(job, w, warmPlan, fallback, where)) {
+        const nproc = this.nprocLimit(job);
+        warmPlan = () =>
+          backend.plan({
+            ...planRequest(where, {
+              argv: WARM_SHELL,
+              env: {},
+              cwd: where.cellDir,
+              policy,
+              workspaceReadOnly: protect,
+              jobDir: dir,
+              scratch: scratchDir(job.id),
+            }),
+            nproc,
+          });
+        const plan = this.warm.waiting ? warmPlan() : null;
+        const w = plan ? this.warm.take(plan, where.identity) : null;
+        if (plan && w && this.launchWarm(job, w, plan, fallback, where)) {
           spawned = true;
-          this.warmNext.set(job.id, { plan: warmPlan, identity: where.identity });
+          this.warmNext.set(job.id, { plan: () => plan, identity: where.identity });
           return;
         }
       }
@@ -400,7 +404,14 @@ export class Supervisor {
     const now = Date.now();
     for (const [other, at] of this.startedAt) if (other !== id && now - at < 1000) return;
     setImmediate(() => {
-      if (!this.closed) this.warm.make(next.plan, next.identity);
+      if (this.closed) return;
+      let plan: SpawnPlan;
+      try {
+        plan = next.plan();
+      } catch {
+        return; // the cell or its dir changed since: the next job starts cold
+      }
+      this.warm.make(plan, next.identity);
     });
   }
 

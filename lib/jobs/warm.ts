@@ -133,6 +133,11 @@ export class WarmPool {
     return this.ctx.config.sandbox.warm_ms;
   }
 
+  /** Whether any warm sandbox waits (a launch renders its warm plan only then). */
+  get waiting(): boolean {
+    return this.ready.size > 0;
+  }
+
   /** The guard id of a warm sandbox (the view guard's job id while it waits). */
   static guardId(token: string): string {
     return `warm:${token}`;
