@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [tty] [attach]` (all but procs and tty by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [tty] [attach] [launch]` (all but procs, tty and launch by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -15,6 +15,7 @@ import { followBench } from "./follow.ts";
 import { hardeningBench } from "./hardening.ts";
 import { historyBench } from "./history.ts";
 import { hostexecBench } from "./hostexec.ts";
+import { launchBench } from "./launch.ts";
 import { limitsBench } from "./limits.ts";
 import { logsBench } from "./logs.ts";
 import { netBench } from "./net.ts";
@@ -48,6 +49,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   net: { run: netBench, limitMs: 300_000 },
   attach: { run: attachBench, limitMs: 120_000 },
   tty: { run: ttyBench, limitMs: 600_000, named: true },
+  launch: { run: launchBench, limitMs: 900_000, named: true },
 };
 
 const wanted = process.argv.slice(2);

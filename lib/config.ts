@@ -140,6 +140,11 @@ export const ConfigSchema = v.strictObject({
       workspace_config_extra: v.optional(v.array(v.pipe(v.string(), v.minLength(1))), []),
       /** The most entries a job's writable tree may hold for its snapshot (its review walks twice as many). */
       workspace_max_entries: v.optional(int(1000, 1_000_000_000), 1_000_000),
+      /**
+       * How long a sandbox made ahead for the next job of a cell waits for it, ms (0: none is
+       * made). plans/design.md "Warm sandboxes".
+       */
+      warm_ms: v.optional(int(0, 3_600_000), 5000),
     }),
     {},
   ),

@@ -391,6 +391,27 @@ function parseStored(stored: string): Stored {
   }
 }
 
+/**
+ * Set a job's limits on groups made before it was known (a warm sandbox's, made with none):
+ * memory (v2 memory.max; v1 memory.limit_in_bytes, and memsw where swap is accounted) and pids.max.
+ */
+export function setGroupLimits(stored: string, limits: GroupLimits, pidsMax: number): void {
+  const s = parseStored(stored);
+  const pids = `${limits.max_pids ?? pidsMax}\n`;
+  if (s.v === 2) {
+    writeFileSync(join(s.dir, "memory.max"), `${limits.max_rss_bytes ?? "max"}\n`);
+    writeFileSync(join(s.dir, "pids.max"), pids);
+    return;
+  }
+  if (limits.max_rss_bytes !== undefined && s.dirs.memory) {
+    writeFileSync(join(s.dirs.memory, "memory.limit_in_bytes"), `${limits.max_rss_bytes}\n`);
+    if (existsSync(join(s.dirs.memory, "memory.memsw.limit_in_bytes"))) {
+      writeFileSync(join(s.dirs.memory, "memory.memsw.limit_in_bytes"), `${limits.max_rss_bytes}\n`);
+    }
+  }
+  if (s.dirs.pids) writeFileSync(join(s.dirs.pids, "pids.max"), pids);
+}
+
 /** Every cgroup.procs file the job's first process writes itself into. */
 export function groupProcs(stored: string): string[] {
   const s = parseStored(stored);

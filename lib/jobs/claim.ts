@@ -7,8 +7,9 @@
  * creates the file, never both: the job either ran and is adopted, or never ran at all.
  */
 import { closeSync, linkSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { startTime } from "./proc.ts";
-import { jobFiles } from "./recorder.ts";
+import { jobFiles, WARM_TOKEN_FILE } from "./recorder.ts";
 
 const ABANDONED = "abandoned";
 
@@ -85,16 +86,36 @@ function mtime(file: string): number {
   }
 }
 
-/** Whether live process `pid` is the recorder of the job whose status file is `status` (see recorderArgv). */
+/**
+ * Whether live process `pid` is the recorder of the job whose status file is `status`: its command
+ * line names that file (recorderArgv), or, for a warm recorder (made before its job was known),
+ * the token its dir holds (warmRecorderArgv; lib/jobs/warm.ts).
+ */
 function recordsTo(pid: number, status: string): boolean {
+  const token = warmToken(dirname(status));
   if (process.platform !== "linux") {
     const r = Bun.spawnSync(["ps", "-o", "args=", "-p", String(pid)], { stdout: "pipe", stderr: "ignore" });
-    return r.exitCode === 0 && `${r.stdout.toString().trim()} `.includes(` planter-job ${status} `);
+    const args = `${r.stdout.toString().trim()} `;
+    return (
+      r.exitCode === 0 &&
+      (args.includes(` planter-job ${status} `) || (token !== null && args.includes(` planter-warm ${token} `)))
+    );
   }
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").includes(`\0planter-job\0${status}\0`);
+    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+    return cmd.includes(`\0planter-job\0${status}\0`) || (token !== null && cmd.includes(`\0planter-warm\0${token}\0`));
   } catch {
     return false;
+  }
+}
+
+/** The token of the warm recorder a job dir was made for, or null (a recorder started for the job). */
+function warmToken(dir: string): string | null {
+  try {
+    const t = readFileSync(join(dir, WARM_TOKEN_FILE), "utf8").trim();
+    return /^[a-z0-9]{8,40}$/.test(t) ? t : null;
+  } catch {
+    return null;
   }
 }
 

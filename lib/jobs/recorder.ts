@@ -71,6 +71,57 @@ printf '%-3s\\n' "$c" 1<>"$s"
 exit "$c"`;
 
 /**
+ * The warm recorder: it starts the sandbox before its job is known. The first line of its stdin
+ * (a pipe from planterd) names the status file of the dir it is made in: beside it the logs, the
+ * FIFOs and `$w.in`, where the shell in the sandbox reads its commands. Its fd 3 is a pipe from
+ * planterd too (the plan's inputs follow it). Once a job is given to it, planterd has renamed
+ * the dir to the job's and written the job's environment, cwd and argv to `$w.in` as shell
+ * commands (builtins only), and writes the job's status file to fd 3 and to the stdin. A
+ * subshell waiting on fd 3 claims that job as the recorder does, and only then sends the shell
+ * its `exec`; a claim that fails, or the end of fd 3 (planterd stopped, or gave the sandbox up),
+ * closes `$w.in` with no `exec` sent: the shell exits and nothing of a job ran. The sandbox runs
+ * in the foreground, as the recorder runs its job (a background list would start it with SIGINT
+ * and SIGQUIT ignored, for good), and its status is recorded as the recorder records it, in the
+ * status file read from the stdin, when the pid file there is this recorder's claim. The token
+ * names this recorder for a restarted planterd (`claim.ts`); no path of planter's is in its
+ * command line.
+ */
+const WARM = `t=$1; g=$2; shift 2
+read -r w || exit 0
+umask 022
+trap ':' TERM INT HUP QUIT USR1 USR2
+(trap '' TERM INT HUP QUIT USR1 USR2
+exec 9>"$w.in"
+read -r s <&3 || exit 0
+exec 3<&-
+${CLAIM.replace("exit 125; }", "exit 0; }")}
+printf 'exec "$@" </dev/null\\n' >&9) &
+exec 3<&-
+(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$w.out" &
+(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$w.err" >&2 &
+${run(' <"$w.in" >"$w.out" 2>"$w.err"')}
+c=$?
+until wait; do :; done
+read -r s || exit 125
+[ -e "\${s%/*}/pid" ] || exit 125
+p=; { read -r p <"\${s%/*}/pid"; } 2>/dev/null
+case $p in "$$"|"") ;; *) exit 125 ;; esac
+printf '%-3s\\n' "$c" 1<>"$s"
+exit "$c"`;
+
+/** argv of a warm recorder (`WARM`) that runs `argv` (the sandbox, whose job is `sh -s`) in `groups`. */
+export function warmRecorderArgv(token: string, argv: string[], groups: string[] = []): string[] {
+  if (groups.some((g) => g.includes("\n"))) throw new Error("a cgroup path holds a newline");
+  return ["/bin/sh", "-c", WARM, "planter-warm", token, groups.join("\n"), ...argv];
+}
+
+/** The file of a warm sandbox's dir that names its recorder's token (read by `claim.ts`). */
+export const WARM_TOKEN_FILE = "warm";
+
+/** The FIFO the shell of a warm sandbox reads its commands from (beside the status file). */
+export const warmInput = (statusFile: string) => `${statusFile}.in`;
+
+/**
  * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
  * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`). `groups` are the `cgroup.procs`
  * files the job enters before it runs (none: it runs in the recorder's groups).

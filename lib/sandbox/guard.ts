@@ -14,8 +14,8 @@
  * is watched while planterd is down; a denied *file* the host rewrites through a temporary file
  * shows the temporary file to the job (deny the directory instead).
  */
-import { existsSync, type FSWatcher, readFileSync, watch, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, type FSWatcher, readFileSync, statSync, watch, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 
 export type Entry = [dir: string, name: string];
 
@@ -23,7 +23,20 @@ interface Watched {
   watcher: FSWatcher;
   /** name → the jobs that depend on it. */
   names: Map<string, Set<string>>;
+  /** While no job depends on the directory: the timer that closes its watcher. */
+  idle: Timer | null;
+  /** The directory watched (device:inode): a lingering watcher is reused only for that one. */
+  id: string;
+  /** The directory itself was removed or moved: its watcher is never reused. */
+  stale: boolean;
 }
+
+/**
+ * How long a directory no job depends on stays watched. Jobs of one cell depend on the same
+ * directories one after another, and closing an inotify watch waits for the kernel (an SRCU grace
+ * period, ~2 ms of planterd's time per job when each job closed what the last one left).
+ */
+export const GUARD_LINGER_MS = 30_000;
 
 export class ViewGuard {
   private readonly dirs = new Map<string, Watched>();
@@ -43,8 +56,15 @@ export class ViewGuard {
     this.jobs.set(job, entries);
     for (const [dir, name] of entries) {
       let w = this.dirs.get(dir);
+      // A lingering watcher whose directory was replaced meanwhile watches nothing the job hangs on.
+      if (w?.idle && (w.stale || w.id !== dirId(dir))) {
+        this.drop(dir, w);
+        w = undefined;
+      }
       if (!w) {
         let watcher: FSWatcher;
+        // Read before the watch: a directory replaced in between is reopened at its next reuse.
+        const id = dirId(dir);
         try {
           watcher = this.open(dir);
         } catch (e) {
@@ -54,8 +74,12 @@ export class ViewGuard {
               " (the host's inotify limits: fs.inotify.max_user_watches / max_user_instances)",
           );
         }
-        w = { watcher, names: new Map() };
+        w = { watcher, names: new Map(), idle: null, id, stale: false };
         this.dirs.set(dir, w);
+      }
+      if (w.idle) {
+        clearTimeout(w.idle);
+        w.idle = null;
       }
       const js = w.names.get(name) ?? new Set<string>();
       w.names.set(name, js);
@@ -73,11 +97,21 @@ export class ViewGuard {
       const js = w?.names.get(name);
       js?.delete(job);
       if (w && js && js.size === 0) w.names.delete(name);
-      if (w && w.names.size === 0) {
-        w.watcher.close();
-        this.dirs.delete(dir);
+      if (w?.stale && w.names.size === 0) this.drop(dir, w);
+      else if (w && w.names.size === 0 && !w.idle) {
+        const idle = w;
+        idle.idle = setTimeout(() => {
+          if (this.dirs.get(dir) === idle && idle.names.size === 0) this.drop(dir, idle);
+        }, GUARD_LINGER_MS);
+        idle.idle.unref?.();
       }
     }
+  }
+
+  private drop(dir: string, w: Watched): void {
+    if (w.idle) clearTimeout(w.idle);
+    w.watcher.close();
+    if (this.dirs.get(dir) === w) this.dirs.delete(dir);
   }
 
   private open(dir: string): FSWatcher {
@@ -93,6 +127,11 @@ export class ViewGuard {
   private event(dir: string, name: string | null): void {
     const w = this.dirs.get(dir);
     if (!w) return;
+    // The directory itself was removed or moved (reported under its own name): never reused.
+    if (name === null || name === basename(dir)) {
+      w.stale = true;
+      if (w.idle) this.drop(dir, w);
+    }
     const hit = new Map<string, string>();
     for (const [n, js] of w.names) {
       if (name !== null && n !== name) continue;
@@ -103,6 +142,12 @@ export class ViewGuard {
       this.changed(job, path);
     }
   }
+}
+
+/** device:inode of a directory now ("" when it cannot be read). */
+function dirId(dir: string): string {
+  const st = statSync(dir, { throwIfNoEntry: false });
+  return st ? `${st.dev}:${st.ino}` : "";
 }
 
 const FILE = "guard.json";

@@ -1,5 +1,6 @@
 /** Opening a plan's inputs as the fds (3, 4, …) its program receives. */
-import { chownSync, closeSync, openSync, unlinkSync, writeFileSync } from "node:fs";
+import { dlopen, FFIType } from "bun:ffi";
+import { chownSync, closeSync, fchownSync, openSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanInput } from "./backend.ts";
 import type { Identity } from "./identity.ts";
@@ -7,10 +8,45 @@ import { openChecked } from "./paths.ts";
 
 let serial = 0;
 
+const MFD_CLOEXEC = 1;
+const MEMFD_NAME = new TextEncoder().encode("planter-input\0");
+let memfdCreate: ((name: Uint8Array, flags: number) => number) | null | undefined;
+
 /**
- * Open every input: bytes through a file written in `privateDir` (mode 0600) and unlinked at
- * once, so only the fd holds them; paths through `openChecked`. On failure nothing stays open.
- * `owner` owns the files: a shell that reads its input as `/dev/fd/N` reopens it as that user.
+ * The bytes in an anonymous memory file (Linux memfd_create), its offset at 0; null where there
+ * is none. A file in the job dir costs a create and an unlink, each ~0.7 ms of CPU on an ext4
+ * state disk here (bench launch); a memfd costs ~25 µs and is never on disk.
+ */
+function memfd(data: Uint8Array): number | null {
+  if (memfdCreate === undefined) {
+    try {
+      memfdCreate =
+        process.platform === "linux"
+          ? (dlopen("libc.so.6", { memfd_create: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 } }).symbols
+              .memfd_create as (name: Uint8Array, flags: number) => number)
+          : null;
+    } catch {
+      memfdCreate = null;
+    }
+  }
+  if (!memfdCreate) return null;
+  const fd = memfdCreate(MEMFD_NAME, MFD_CLOEXEC);
+  if (fd < 0) return null;
+  try {
+    // pwrite from 0: the fd's own offset stays at the start, where its reader begins.
+    for (let done = 0; done < data.length; ) done += writeSync(fd, data, done, data.length - done, done);
+    return fd;
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
+/**
+ * Open every input: bytes in a memfd (Linux) or else through a file written in `privateDir`
+ * (mode 0600) and unlinked at once, so only the fd holds them; paths through `openChecked`. On
+ * failure nothing stays open. `owner` owns the bytes: a shell that reads its input as `/dev/fd/N`
+ * reopens it as that user.
  */
 export function openInputs(inputs: PlanInput[], privateDir: string, owner: Identity | null = null): number[] {
   const fds: number[] = [];
@@ -18,6 +54,12 @@ export function openInputs(inputs: PlanInput[], privateDir: string, owner: Ident
     for (const input of inputs) {
       if ("path" in input) {
         fds.push(openChecked(input.path));
+        continue;
+      }
+      const mem = memfd(input.data);
+      if (mem !== null) {
+        fds.push(mem);
+        if (owner) fchownSync(mem, owner.uid, owner.gid);
         continue;
       }
       const file = join(privateDir, `.input-${process.pid}-${++serial}`);

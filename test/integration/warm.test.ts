@@ -1,0 +1,103 @@
+/**
+ * Warm sandboxes (lib/jobs/warm.ts): the next sandboxed job of a kind starts in a sandbox made
+ * ahead. Real bubblewrap and cgroups (root); skipped where jobs get no cgroup.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, readdirSync, readFileSync, readlinkSync } from "node:fs";
+import { join } from "node:path";
+import { cleanup, type DaemonHandle, startDaemon, waitFor } from "../harness.ts";
+
+/** Live processes whose stdout or stderr is a file of `home` (a warm sandbox's logs, FIFOs). */
+function holders(home: string): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      if (/^[ZX]/.test(stat.slice(stat.lastIndexOf(")") + 2))) continue;
+      if (["fd/1", "fd/2"].some((l) => readlinkSync(`/proc/${name}/${l}`).startsWith(home))) found.push(Number(name));
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return found;
+}
+
+/** Whether the job's recorder is a warm one (it was made before the job). */
+const warmRecorder = (pid: number) => readFileSync(`/proc/${pid}/cmdline`, "utf8").includes("\0planter-warm\0");
+
+const warmDirs = (d: DaemonHandle) => {
+  const dir = join(d.home, "state", "warm");
+  return existsSync(dir) ? readdirSync(dir) : [];
+};
+
+const SCRIPT = "env | sort; pwd; umask; id -u; ls /proc/self/fd | wc -l; echo to-stderr >&2; exit 7";
+
+describe("warm sandboxes", () => {
+  let d: DaemonHandle;
+  let cgroups = false;
+  beforeAll(async () => {
+    d = await startDaemon({ config: '[sandbox]\nmode = "enforced"\nwarm_ms = 60000\n' });
+    const probe = await d.client.createJob({ argv: ["true"] });
+    cgroups = (await d.client.waitJob(probe.id, 20_000)).job.enforcement !== "monitor";
+  });
+  afterAll(async () => {
+    await d.stop();
+    cleanup(d.home);
+  });
+
+  const logs = async (id: string, stream: "stdout" | "stderr") =>
+    Buffer.from((await d.client.logs(id, { stream })).data, "base64").toString();
+
+  test("the next job starts in the sandbox made for it and sees what a cold start shows", async () => {
+    if (!cgroups) return;
+    const cold = await d.client.createJob({ argv: ["sh", "-c", SCRIPT] });
+    const c = (await d.client.waitJob(cold.id, 20_000)).job;
+    // One waits for the next job of the cell once its shell is in its group.
+    await waitFor(() => warmDirs(d).length === 1, "a warm sandbox");
+    await Bun.sleep(300);
+    const warm = await d.client.createJob({ argv: ["sh", "-c", SCRIPT] });
+    expect(warmRecorder(warm.pid as number)).toBe(true);
+    const w = (await d.client.waitJob(warm.id, 20_000)).job;
+    expect([w.state, w.exit_code, w.reason]).toEqual([c.state, c.exit_code, c.reason]);
+    expect([w.state, w.exit_code]).toEqual(["failed", 7]);
+    const same = (s: string, id: string) => s.replace(id, "ID");
+    expect(same(await logs(warm.id, "stdout"), warm.id)).toBe(same(await logs(cold.id, "stdout"), cold.id));
+    expect(await logs(warm.id, "stderr")).toBe("to-stderr\n");
+    // The job's own cgroup, renamed or not, is the one recorded and is gone after it.
+    expect(w.enforcement).toBe(c.enforcement);
+  });
+
+  test("a job whose plan differs (a memory limit sizes its /tmp) starts cold; a job with its own cwd runs", async () => {
+    if (!cgroups) return;
+    await waitFor(() => warmDirs(d).length === 1, "a warm sandbox");
+    await Bun.sleep(300);
+    const other = await d.client.createJob({ argv: ["true"], limits: { max_rss_bytes: 512 * 1024 * 1024 } });
+    expect(warmRecorder(other.pid as number)).toBe(false);
+    expect((await d.client.waitJob(other.id, 20_000)).job.state).toBe("exited");
+    const sub = await d.client.createJob({ argv: ["pwd"], cwd: join(d.home, "state", "cells", "default") });
+    expect((await d.client.waitJob(sub.id, 20_000)).job.state).toBe("exited");
+  });
+
+  test("planterd killed while a sandbox waits: the sandbox ends without running anything, its dir goes at the next start", async () => {
+    if (!cgroups) return;
+    await waitFor(() => warmDirs(d).length >= 1, "a warm sandbox");
+    await d.kill9();
+    await waitFor(() => holders(d.home).length === 0, "the warm sandbox to end", 10_000);
+    d = await startDaemon({ home: d.home, config: '[sandbox]\nmode = "enforced"\nwarm_ms = 60000\n' });
+    expect(warmDirs(d)).toEqual([]);
+  });
+});
+
+test("a warm sandbox no job takes is given up after warm_ms: nothing of it is left", async () => {
+  const d = await startDaemon({ config: '[sandbox]\nmode = "enforced"\nwarm_ms = 500\n' });
+  try {
+    const j = await d.client.createJob({ argv: ["true"] });
+    const done = (await d.client.waitJob(j.id, 20_000)).job;
+    if (done.enforcement === "monitor") return;
+    await waitFor(() => warmDirs(d).length === 0 && holders(d.home).length === 0, "the warm sandbox given up", 10_000);
+  } finally {
+    await d.stop();
+    cleanup(d.home);
+  }
+});
