@@ -235,7 +235,8 @@ describe("terminal holder", () => {
     await waitFor(() => frames.some((f) => f.kind === KIND.hello), "the slow controller's hello");
     slow.pause();
     c.input("\r");
-    await waitFor(() => got.tail.includes("FLOOD DONE"), "the flood's end at the reading controller");
+    // 22 MB through the PTY: seconds when the box is busy (4 test workers on 2 cores).
+    await waitFor(() => got.tail.includes("FLOOD DONE"), "the flood's end at the reading controller", 60_000);
     slow.resume();
     await waitFor(() => frames.some((f) => f.kind === KIND.snapshot), "the redraw once it reads again");
     c.input("\r");
