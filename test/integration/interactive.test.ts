@@ -7,22 +7,18 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
-const CLAUDE = join(
-  import.meta.dir,
-  "..",
-  "..",
-  ".cache",
-  "agents",
-  "node_modules",
-  "@anthropic-ai",
-  "claude-code",
-  "bin",
-  "claude.exe",
-);
+/**
+ * Claude Code, installed for these tests only (never shipped) by .ci/run into a world-readable dir
+ * under the temp dir: the job's user (nobody, for a root planterd) must reach it, which a checkout
+ * in a 0700 dir does not allow. PLANTER_TEST_AGENTS moves it.
+ */
+const AGENTS = process.env.PLANTER_TEST_AGENTS ?? join(tmpdir(), "planter-test-agents");
+const CLAUDE = join(AGENTS, "node_modules", "@anthropic-ai", "claude-code", "bin", "claude.exe");
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 for (const mode of ["enforced", "disabled"] as const) {
@@ -172,11 +168,10 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect(await t.exit()).toBe(0);
     });
 
-    // A real agent CLI from npm, installed for the tests only (.ci/run: `npm install --prefix
-    // .cache/agents @anthropic-ai/claude-code`), never shipped. No network: it draws its welcome
-    // screen, then says it cannot reach its service.
+    // A real agent CLI from npm, installed for the tests only (AGENTS above), never shipped. No
+    // network: it draws its welcome screen, then says it cannot reach its service.
     test.skipIf(!existsSync(CLAUDE))(
-      "an agent CLI (Claude Code) starts in a sandboxed terminal job; its first screen shows in logs --screen (needs .cache/agents)",
+      `an agent CLI (Claude Code) starts in a sandboxed terminal job; its first screen shows in logs --screen (needs ${AGENTS})`,
       async () => {
         const job = await d.client.createJob({
           argv: [CLAUDE],
@@ -187,7 +182,10 @@ for (const mode of ["enforced", "disabled"] as const) {
         const shown = await waitFor(
           async () => {
             const r = await cli(home, ["logs", "--screen", job.id]);
-            return r.stdout.includes("Welcome to Claude Code") ? r.stdout : null;
+            if (r.stdout.includes("Welcome to Claude Code")) return r.stdout;
+            const now = await d.client.getJob(job.id);
+            if (now.state !== "running") throw new Error(`the agent's job ended: ${JSON.stringify(now)}`);
+            return null;
           },
           "Claude Code's welcome screen",
           30_000,
