@@ -7,17 +7,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 /**
  * Claude Code, installed for these tests only (never shipped) by .ci/run into a world-readable dir
- * under the temp dir: the job's user (nobody, for a root planterd) must reach it, which a checkout
- * in a 0700 dir does not allow. PLANTER_TEST_AGENTS moves it.
+ * the sandbox shows: the job's user (nobody, for a root planterd) must reach it, which a checkout
+ * in a 0700 dir does not allow, and a job's /tmp is its own. PLANTER_TEST_AGENTS moves it.
  */
-const AGENTS = process.env.PLANTER_TEST_AGENTS ?? join(tmpdir(), "planter-test-agents");
+const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
 const CLAUDE = join(AGENTS, "node_modules", "@anthropic-ai", "claude-code", "bin", "claude.exe");
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
