@@ -251,7 +251,7 @@ describe("terminal holder", () => {
     expect(kinds.at(-1)).toBe("x");
     const redraw = frames.filter((f) => f.kind === KIND.snapshot).at(-1) as { payload: Uint8Array };
     expect(new TextDecoder().decode(redraw.payload)).toContain("FLOOD DONE");
-  }, 30_000);
+  }, 120_000);
 
   test("the recorder and the job hold only the terminal: no master, no socket, no log", async () => {
     const { dir, h, files } = await start(["sh", "-c", "echo up; read x"]);

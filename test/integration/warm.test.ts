@@ -31,6 +31,24 @@ const warmDirs = (d: DaemonHandle) => {
   return existsSync(dir) ? readdirSync(dir) : [];
 };
 
+/** Whether the warm sandbox `token`'s cgroup has members (any hierarchy planter made it in). */
+function warmReady(token: string): boolean {
+  const seek = (dir: string, depth: number): boolean => {
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      return false;
+    }
+    if (names.includes(`w-${token}`)) {
+      const procs = join(dir, `w-${token}`, "cgroup.procs");
+      return existsSync(procs) && readFileSync(procs, "utf8").trim() !== "";
+    }
+    return depth > 0 && names.some((n) => !n.includes(".") && seek(join(dir, n), depth - 1));
+  };
+  return seek("/sys/fs/cgroup", 4);
+}
+
 const SCRIPT = "env | sort; pwd; umask; id -u; ls /proc/self/fd | wc -l; echo to-stderr >&2; exit 7";
 
 describe("warm sandboxes", () => {
@@ -55,7 +73,8 @@ describe("warm sandboxes", () => {
     const c = (await d.client.waitJob(cold.id, 20_000)).job;
     // One waits for the next job of the cell once its shell is in its group.
     await waitFor(() => warmDirs(d).length === 1, "a warm sandbox");
-    await Bun.sleep(300);
+    // Ready once its shell is in its group (w-TOKEN): until then a job starts cold (lib/jobs/warm.ts).
+    await waitFor(() => warmReady(warmDirs(d)[0] as string), "the warm sandbox's shell in its group", 30_000);
     const warm = await d.client.createJob({ argv: ["sh", "-c", SCRIPT] });
     expect(warmRecorder(warm.pid as number)).toBe(true);
     const w = (await d.client.waitJob(warm.id, 20_000)).job;
@@ -71,7 +90,8 @@ describe("warm sandboxes", () => {
   test("a job whose plan differs (a memory limit sizes its /tmp) starts cold; a job with its own cwd runs", async () => {
     if (!cgroups) return;
     await waitFor(() => warmDirs(d).length === 1, "a warm sandbox");
-    await Bun.sleep(300);
+    // Ready, so that only the plan's difference can make the job start cold.
+    await waitFor(() => warmReady(warmDirs(d)[0] as string), "the warm sandbox's shell in its group", 30_000);
     const other = await d.client.createJob({ argv: ["true"], limits: { max_rss_bytes: 512 * 1024 * 1024 } });
     expect(warmRecorder(other.pid as number)).toBe(false);
     expect((await d.client.waitJob(other.id, 20_000)).job.state).toBe("exited");
