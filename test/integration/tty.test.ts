@@ -83,6 +83,11 @@ async function control(dir: string) {
       got.text += t;
       got.tail = (got.tail + t).slice(-4096);
     },
+    // A controller that itself fell behind (a busy box) is skipped ahead and redrawn: what the
+    // redraw shows is what it has seen.
+    snapshot: (s) => {
+      got.tail = `${got.tail}\n${s.lines.join("\n")}`.slice(-4096);
+    },
     end: (e) => {
       got.end = e;
     },
