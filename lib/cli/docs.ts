@@ -90,36 +90,49 @@ function reachable(root: Node, n: Node): Opt[] {
 function valuedAt(root: Node): string[] {
   const out: string[] = [];
   for (const n of nodes(root))
-    for (const o of reachable(root, n))
-      if (o.value) for (const f of [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])]) out.push(`${key(n)}|${f}`);
+    for (const o of reachable(root, n)) if (o.value) for (const f of flagNames(o)) out.push(`${key(n)}|${f}`);
   return out;
 }
 
 const sq = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`;
 const key = (n: Node) => n.path.join(" ");
 
+/** An option's spellings: `--long` and, where it has one, `-s`. */
+const flagNames = (o: Opt) => [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])];
+
+/** bash and zsh: the `case "$cmdpath|$w"` arms that step from a command to its subcommand. */
+const shSteps = (all: Node[]) =>
+  all
+    .flatMap((n) => n.subs.map((s) => `      ${sq(`${key(n)}|${s.path.at(-1)}`)}) cmdpath=${sq(key(s))} ;;`))
+    .join("\n");
+
+/** bash and zsh: the `case "$cmdpath|$prev"` arms that complete an option's value with `what`. */
+function shValueCases(root: Node, what: (v: NonNullable<Opt["value"]>) => string): string {
+  return nodes(root)
+    .flatMap((n) =>
+      reachable(root, n).flatMap((o) =>
+        o.value
+          ? flagNames(o).map(
+              (f) => `    ${sq(`${key(n)}|${f}`)}) ${what(o.value as NonNullable<Opt["value"]>)}; return ;;`,
+            )
+          : [],
+      ),
+    )
+    .join("\n");
+}
+
 /** bash: `complete -F`; the command path is found by skipping options and their values. */
 export function bashCompletion(root: Node, prog = "planter"): string {
   const all = nodes(root);
   const valued = valuedAt(root);
-  const steps = all
-    .flatMap((n) => n.subs.map((s) => `      ${sq(`${key(n)}|${s.path.at(-1)}`)}) cmdpath=${sq(key(s))} ;;`))
-    .join("\n");
-  const values = all
-    .flatMap((n) =>
-      reachable(root, n)
-        .filter((o) => o.value)
-        .flatMap((o) => {
-          const what = o.value?.choices
-            ? `COMPREPLY=($(compgen -W ${sq(o.value.choices.join(" "))} -- "$cur"))`
-            : o.value?.path
-              ? `COMPREPLY=($(compgen -f -- "$cur"))`
-              : "COMPREPLY=()";
-          const flags = [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])];
-          return flags.map((f) => `    ${sq(`${key(n)}|${f}`)}) ${what}; return ;;`);
-        }),
-    )
-    .join("\n");
+  const steps = shSteps(all);
+  const values = shValueCases(root, (v) =>
+    v.choices
+      ? `COMPREPLY=($(compgen -W ${sq(v.choices.join(" "))} -- "$cur"))`
+      : v.path
+        ? `COMPREPLY=($(compgen -f -- "$cur"))`
+        : "COMPREPLY=()",
+  );
   const words = all
     .map((n) => {
       const w = [...n.subs.map((s) => s.path.at(-1) as string), ...reachable(root, n).map((o) => `--${o.long}`)];
@@ -162,24 +175,10 @@ export function zshCompletion(root: Node, prog = "planter"): string {
   const valued = valuedAt(root);
   // _describe's items are NAME:DESCRIPTION; a colon inside either is escaped.
   const zq = (name: string, text: string) => sq(`${name.replace(/:/g, "\\:")}:${text.replace(/:/g, "\\:")}`);
-  const steps = all
-    .flatMap((n) => n.subs.map((s) => `      ${sq(`${key(n)}|${s.path.at(-1)}`)}) cmdpath=${sq(key(s))} ;;`))
-    .join("\n");
-  const values = all
-    .flatMap((n) =>
-      reachable(root, n)
-        .filter((o) => o.value)
-        .flatMap((o) => {
-          const what = o.value?.choices
-            ? `compadd -- ${o.value.choices.map(sq).join(" ")}`
-            : o.value?.path
-              ? "_files"
-              : `_message ${sq(o.value?.hint ?? "value")}`;
-          const flags = [`--${o.long}`, ...(o.short ? [`-${o.short}`] : [])];
-          return flags.map((f) => `    ${sq(`${key(n)}|${f}`)}) ${what}; return ;;`);
-        }),
-    )
-    .join("\n");
+  const steps = shSteps(all);
+  const values = shValueCases(root, (v) =>
+    v.choices ? `compadd -- ${v.choices.map(sq).join(" ")}` : v.path ? "_files" : `_message ${sq(v.hint)}`,
+  );
   const lists = all
     .map((n) => {
       const subs = n.subs.map((s) => zq(s.path.at(-1) as string, s.description));
