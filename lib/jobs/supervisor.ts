@@ -609,8 +609,8 @@ export class Supervisor {
     // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
     // it claims the job (its `pid` file): until then the signal waits for the program to start.
     // (A job imported from the prototype has no recorder: nothing to wait for.)
-    const recorderReady = isLegacyJobId(id) || existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid);
-    if (early && !sandboxed(job) && !recorderReady) {
+    const recorderReady = () => isLegacyJobId(id) || existsSync(jobFiles(jobDir(this.ctx.paths.stateDir, id)).pid);
+    if (early && !sandboxed(job) && !recorderReady()) {
       if (!this.resendTimers.has(id)) this.resendOnStart(id, job, sig);
       return known;
     }
