@@ -1,10 +1,11 @@
 /** planterd configuration: a TOML file validated with valibot; every key has a default. */
 import { existsSync, readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
 import { ClientSection, Target } from "./cli/client-config.ts";
-import { EGRESS_WIRED, NetEntry, Policy } from "./sandbox/policy.ts";
+import { NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
 
@@ -160,12 +161,37 @@ export const ConfigSchema = v.strictObject({
         allow: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024))),
         deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
         allow_local: v.optional(v.boolean(), true),
+        /**
+         * Names the egress proxy answers before DNS, like /etc/hosts for jobs' proxies only (tests
+         * reach loopback servers by name; a pinned host): `"name" = ["address", …]`. The answer is
+         * still checked as DNS's would be (a loopback address needs allow_local or an IP rule).
+         */
+        hosts: v.optional(
+          v.pipe(
+            v.record(
+              v.pipe(
+                v.string(),
+                v.regex(
+                  /^(?=.{1,253}$)[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*$/,
+                  "a lowercase host name",
+                ),
+              ),
+              v.pipe(
+                v.array(
+                  v.pipe(
+                    v.string(),
+                    v.check((a) => isIP(a) !== 0, "an IPv4 or IPv6 address"),
+                  ),
+                ),
+                v.minLength(1),
+                v.maxLength(64),
+              ),
+            ),
+            v.check((h) => Object.keys(h).length <= 4096, "at most 4096 names"),
+          ),
+          {},
+        ),
       }),
-      // A ceiling that is not applied yet must not look applied (allow_host = false, say).
-      v.check(
-        (n) => EGRESS_WIRED || (n.allow_host && n.allow === undefined && !n.deny.length && n.allow_local),
-        "[network] takes effect with network allow lists, which this planterd does not enforce yet; remove it",
-      ),
     ),
     {},
   ),

@@ -28,6 +28,11 @@ if (import.meta.main) {
     const { holderMain } = await import("../lib/tty/holder.ts");
     await holderMain();
   }
+  // The egress helper (lib/net/listen.ts), run by planterd in a job's network namespace.
+  if (process.argv[2] === "net-listen" && process.argv.length === 3) {
+    const { netListenMain } = await import("../lib/net/listen.ts");
+    await netListenMain();
+  }
   await quickVersion(process.argv.slice(2));
   const [{ runCli }, { ENTRIES, planter, subCommands }] = await Promise.all([
     import("../lib/cli/main.ts"),

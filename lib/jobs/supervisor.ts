@@ -20,8 +20,9 @@ import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
 import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
+import type { NetRules } from "../net/policy.ts";
 import { jobDir } from "../paths.ts";
-import type { Backend, SpawnPlan } from "../sandbox/backend.ts";
+import type { Backend, PipeEnds, SpawnPlan } from "../sandbox/backend.ts";
 import { PRLIMIT } from "../sandbox/bwrap.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
 import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
@@ -35,6 +36,7 @@ import {
   reviewAsync,
   type WorkspaceSnapshot,
 } from "../sandbox/workspace.ts";
+import { selfArgv } from "../self.ts";
 import {
   type Finish,
   getJob,
@@ -53,6 +55,7 @@ import { storageFault } from "../state/storage.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
+import { Egress } from "./egress.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
 import { Monitor } from "./monitor.ts";
@@ -149,8 +152,16 @@ export class Supervisor {
   /** The job launched last. */
   private lastLaunched: string | null = null;
 
+  /** The egress proxies of running jobs with a network allow list (lib/jobs/egress.ts). */
+  readonly egress: Egress;
+
   constructor(private readonly ctx: Context) {
     this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+    this.egress = new Egress({
+      write: (fn) => ctx.write(fn),
+      hosts: ctx.config.network.hosts,
+      helper: selfArgv("net-listen"),
+    });
     this.warm = new WarmPool(ctx, {
       cgroup: (name) => this.monitor.enforcement.cgroups?.create(name, {}) ?? null,
       watch: (id, entries) => {
@@ -220,14 +231,19 @@ export class Supervisor {
     // commands), when one may be made for it: bwrap with cgroups (the job's processes are its
     // group's). Rendered only when a warm sandbox waits, or when one is made at the job's end.
     let warmPlan: (() => SpawnPlan) | null = null;
+    // planterd's ends of the sandbox's pipes (a network allow list: lib/net/listen.ts).
+    const ends: PipeEnds = {};
     try {
       const policy = job.sandbox_policy ?? complete(undefined);
+      const rules = egressRules(job, backend.name);
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       // Not with placeholders: they are the job's own, released at its end, and bwrap creates a
       // missing mount target in a writable bind (a later sandbox made with them would make one again).
       // Not for a terminal job: its recorder runs under its holder, on the PTY.
+      // Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
       if (
         !job.tty &&
+        !rules &&
         backend.name === "bwrap" &&
         this.warm.ms > 0 &&
         this.monitor.enforcement.cgroups &&
@@ -274,10 +290,11 @@ export class Supervisor {
           scratch: scratchDir(job.id),
         }),
         nproc: this.nprocLimit(job),
+        egress: rules !== null,
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      fds = openInputs(plan.inputs ?? [], dir, where.identity);
+      fds = openInputs(plan.inputs ?? [], dir, where.identity, ends);
       if (where.workspace.length) {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       }
@@ -313,6 +330,7 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
+        if (rules) this.startEgress(job.id, rules, ends, dir);
         return started;
       }
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
@@ -324,6 +342,7 @@ export class Supervisor {
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
+      if (rules) this.startEgress(job.id, rules, ends, dir);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -339,6 +358,7 @@ export class Supervisor {
       this.lastLaunched = job.id;
       if (warmPlan) this.warmNext.set(job.id, { plan: warmPlan, identity: where.identity });
     } catch (e) {
+      Egress.drop(ends);
       this.guard.unwatch(job.id);
       if (cgroup) removeGroup(cgroup);
       // Nothing ran: nothing to review (and the failed job is recorded before the answer).
@@ -359,6 +379,44 @@ export class Supervisor {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
       for (const fd of fds) closeSync(fd);
+    }
+  }
+
+  /**
+   * Make a new list job's proxy, then let its sandbox run the job. Where that fails the job is
+   * stopped before its program runs (ending `killed`, `sandbox_error`): it never runs without
+   * the proxy its policy names, and never with more than its namespace's loopback.
+   */
+  private startEgress(id: string, rules: NetRules, ends: PipeEnds, dir: string): void {
+    this.egress.start(id, rules, ends, dir).then(
+      (served) => (served ? Egress.release(ends) : Egress.drop(ends)),
+      (e) => {
+        this.egressFailed(id, e, true);
+        Egress.drop(ends);
+      },
+    );
+  }
+
+  /** A job whose proxy could not be made (`stop`: before it ran) or restored (after a restart). */
+  private egressFailed(id: string, e: unknown, stop: boolean): void {
+    const pe = e instanceof PlanterError ? e : null;
+    const message = pe?.message ?? `the job's egress proxy could not be set up: ${(e as Error).message}`;
+    const data = { message, hint: pe?.hint ?? null, stopped: stop };
+    console.error(`planterd: job ${id}: ${message}`);
+    if (!stop) {
+      // Adopted: the job runs on with its namespace's loopback only (no way out), as it did while
+      // planterd was down; the event says why its connections are refused.
+      this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.egress_failed", subject: `job/${id}`, data }));
+      return;
+    }
+    try {
+      this.kill(id, {
+        force: true,
+        reason: "sandbox_error",
+        record: (ev) => ev.push({ kind: "job.egress_failed", subject: `job/${id}`, data }),
+      });
+    } catch {
+      // the job ended meanwhile
     }
   }
 
@@ -791,6 +849,12 @@ export class Supervisor {
     // Limits hold after a restart too; elapsed time counts from the job's real start.
     this.monitor.track(job);
     this.startPoll(polled);
+    // Its proxy's listeners went with the previous planterd: made again in its namespace.
+    const rules = egressRules(job, job.backend);
+    if (rules) {
+      const id = job.id;
+      this.egress.adopt(id, rules, jobDir(this.ctx.paths.stateDir, id)).catch((e) => this.egressFailed(id, e, false));
+    }
   }
 
   private startPoll(polled: boolean): void {
@@ -917,6 +981,7 @@ export class Supervisor {
     // A job ends with all of its processes: what it left running in its cgroup dies now, before
     // the review looks at its workspace (a bwrap job's pid namespace already took them).
     if (group) killGroup(group);
+    this.egress.stop(id);
     this.forget(id);
     this.sweepSandbox(id, left);
     // The workspace first, then the end: whoever waits for the end (`planter run`, `job wait`, a
@@ -1086,6 +1151,7 @@ export class Supervisor {
   close(): void {
     this.closed = true;
     this.warm.close();
+    this.egress.close();
     this.ctx.walks.stop();
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);
@@ -1215,4 +1281,11 @@ function spawnMessage(e: unknown, job: JobRow): string {
   if (err.code === "EACCES") return `cannot start ${job.argv[0]}: permission denied`;
   if (storageFault(e) === "full") return `cannot start ${job.argv[0]}: the state disk is full (${err.code})`;
   return `cannot start ${job.argv[0]}: ${err.message}`;
+}
+
+/** The job's network allow list when planterd enforces it (a bwrap sandbox), else null. */
+function egressRules(job: JobRow, backend: string): NetRules | null {
+  const n = job.sandbox_policy?.network;
+  if (backend !== "bwrap" || typeof n !== "object" || n === null) return null;
+  return { allow: n.allow ?? [], deny: n.deny ?? [], allow_local: n.allow_local ?? false };
 }

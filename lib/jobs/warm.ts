@@ -100,6 +100,8 @@ export function planKey(plan: SpawnPlan, identity: Identity | null, fds?: number
       parts.push(Buffer.from(input.data).toString("base64"));
       continue;
     }
+    // Pipes to planterd belong to one job's start (a network allow list): never made warm.
+    if ("pipe" in input) return null;
     // The inode bwrap will mount: the fd opened for it, or (a job's plan) the path now.
     let st: { dev: number; ino: number };
     try {

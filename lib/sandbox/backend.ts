@@ -43,6 +43,11 @@ export interface PlanRequest {
    * job's own tasks: the process limit where no cgroup enforces one. Undefined: none set.
    */
   nproc?: number;
+  /**
+   * The job has a network allow list: its sandbox reports its pid and waits until planterd has
+   * made the egress proxy's listeners in its network namespace (lib/net/listen.ts).
+   */
+  egress?: boolean;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */
@@ -56,7 +61,17 @@ export interface PlanFile {
  * (bwrap's arguments, a seccomp program, the job's environment), or a path opened without
  * following a final symlink and checked to still be `path` itself (a bind source).
  */
-export type PlanInput = { data: Uint8Array } | { path: string };
+export type PlanInput = { data: Uint8Array } | { path: string } | { pipe: PipeKind };
+
+/**
+ * A pipe between planterd and the plan's program: `info`, the program writes (bwrap's
+ * `--info-fd`: the sandbox's pid); `block`, the program reads (bwrap's `--block-fd`: it waits
+ * until planterd writes, or the pipe ends). planterd keeps the other end (`PipeEnds`).
+ */
+export type PipeKind = "info" | "block";
+
+/** planterd's ends of a plan's pipes, filled in by `openInputs`. */
+export type PipeEnds = Partial<Record<PipeKind, number>>;
 
 /** What the supervisor runs: the program and arguments, environment and working dir. */
 export interface SpawnPlan {

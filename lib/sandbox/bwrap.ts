@@ -63,6 +63,11 @@ export function bwrapPlan(
   // Covers are read-only once everything under them is mounted: no writing into a hidden home.
   for (const c of covers) args.push("--remount-ro", c);
   if (extras.seccomp) args.push("--seccomp", fd({ data: extras.seccomp }));
+  // A network allow list: bwrap tells planterd the sandbox's pid and waits, before anything of the
+  // job runs, until planterd has made the proxy's listeners in its namespace (lib/net/listen.ts).
+  if (req.egress && p.network !== "host") {
+    args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }));
+  }
   args.push("--clearenv");
   for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
   args.push("--chdir", req.cwd);
@@ -229,6 +234,7 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
         ? `${a}=${input.path}`
         : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
+    if (prev === "--info-fd" || prev === "--block-fd") return `${a}=<pipe to planterd>`;
     return a;
   });
   return [plan.argv[0] as string, ...named, ...plan.argv.slice(3)];

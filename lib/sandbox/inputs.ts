@@ -2,7 +2,8 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { chownSync, closeSync, fchownSync, openSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import type { PlanInput } from "./backend.ts";
+import { pipe } from "../net/listen.ts";
+import type { PipeEnds, PipeKind, PlanInput } from "./backend.ts";
 import type { Identity } from "./identity.ts";
 import { openChecked } from "./paths.ts";
 
@@ -42,16 +43,36 @@ function memfd(data: Uint8Array): number | null {
   }
 }
 
+/** A pipe for the plan's program: its end returned, planterd's in `ends` (and `kept`). */
+function openPipe(kind: PipeKind, ends: PipeEnds | undefined, kept: number[]): number {
+  if (!ends) throw new Error(`the plan has a ${kind} pipe and nobody to hold its other end`);
+  const [r, w] = pipe();
+  const [theirs, ours] = kind === "info" ? [w, r] : [r, w];
+  kept.push(ours);
+  ends[kind] = ours;
+  return theirs;
+}
+
 /**
  * Open every input: bytes in a memfd (Linux) or else through a file written in `privateDir`
  * (mode 0600) and unlinked at once, so only the fd holds them; paths through `openChecked`. On
  * failure nothing stays open. `owner` owns the bytes: a shell that reads its input as `/dev/fd/N`
- * reopens it as that user.
+ * reopens it as that user. A pipe's other end goes to `ends` (required when the plan has pipes).
  */
-export function openInputs(inputs: PlanInput[], privateDir: string, owner: Identity | null = null): number[] {
+export function openInputs(
+  inputs: PlanInput[],
+  privateDir: string,
+  owner: Identity | null = null,
+  ends?: PipeEnds,
+): number[] {
   const fds: number[] = [];
+  const kept: number[] = [];
   try {
     for (const input of inputs) {
+      if ("pipe" in input) {
+        fds.push(openPipe(input.pipe, ends, kept));
+        continue;
+      }
       if ("path" in input) {
         fds.push(openChecked(input.path));
         continue;
@@ -73,7 +94,8 @@ export function openInputs(inputs: PlanInput[], privateDir: string, owner: Ident
     }
     return fds;
   } catch (e) {
-    for (const fd of fds) closeSync(fd);
+    for (const fd of [...fds, ...kept]) closeSync(fd);
+    if (ends) for (const k of Object.keys(ends) as (keyof PipeEnds)[]) delete ends[k];
     throw e;
   }
 }

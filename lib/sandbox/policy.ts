@@ -364,11 +364,6 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   if (p.unix_sockets.length && p.network === "host") {
     return `sandbox unix_sockets (${p.unix_sockets.join(", ")}) with network "host" would reach every abstract Unix socket of the host; use network "none" with unix_sockets, or no unix_sockets`;
   }
-  // Until the launch starts the egress proxy for a job (plans/design.md "Egress (#15)"), a list
-  // would run with no network at all: say so rather than let it look enforced.
-  if (!EGRESS_WIRED && typeof p.network === "object") {
-    return `network allow lists (${describeNetwork(p.network)}) are not enforced by this planterd yet; use network "none" or "host"`;
-  }
   for (const x of p.deny) {
     if (!existsSync(x)) continue;
     const linked = hardLinked(x);
@@ -377,8 +372,8 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   return null;
 }
 
-/** Whether job launch runs the egress proxy for list policies (lib/net/proxy.ts); the wiring sets it. */
-export const EGRESS_WIRED = false;
+/** Job launch runs the egress proxy for list policies (lib/jobs/egress.ts). */
+export const EGRESS_WIRED = true;
 
 /** Entries a deny dir's hard-link check looks at before it gives up (and refuses). */
 const DENY_WALK_LIMIT = 20_000;

@@ -4,6 +4,7 @@
  */
 import { join } from "node:path";
 import * as v from "valibot";
+import { selfArgv } from "../self.ts";
 import { type HolderOrders, type Ready, ReadySchema } from "./holder.ts";
 
 /** The holder's socket in a job's directory. */
@@ -11,9 +12,7 @@ export const holderSocket = (jobDir: string) => join(jobDir, "tty.sock");
 
 /** argv that runs the holder: `binary`'s or this compiled binary's hidden entry, or the source entry under bun. */
 export function holderArgv(binary?: string): string[] {
-  if (binary) return [binary, "tty-holder"];
-  if (Bun.main.startsWith("/$bunfs")) return [process.execPath, "tty-holder"];
-  return [process.execPath, join(import.meta.dir, "..", "..", "scripts", "planter.ts"), "tty-holder"];
+  return selfArgv("tty-holder", binary);
 }
 
 /** A started holder: its process, and what it said. */

@@ -338,13 +338,21 @@ describe("narrowing and the ceiling", () => {
       "network allow_local is beyond the config's [network] ceiling (allow_local = false)",
     );
     const open = parseConfig({}, "t");
-    expect(open.network).toEqual({ allow_host: true, deny: [], allow_local: true });
+    expect(open.network).toEqual({ allow_host: true, deny: [], allow_local: true, hosts: {} });
     expect(capNetwork(open.network, "host")).toBe("host");
     expect(() => parseConfig({ network: { allow: ["bad entry"] } }, "t")).toThrow('"bad entry" is not a network entry');
-    // Until the launch applies it, a [network] section that would change anything is refused.
-    expect(() => parseConfig({ network: { allow_host: false } }, "t")).toThrow(
-      "[network] takes effect with network allow lists, which this planterd does not enforce yet; remove it → at network",
+    expect(parseConfig({ network: { allow_host: false } }, "t").network.allow_host).toBe(false);
+    // The proxy's own name map: lowercase names, addresses only.
+    expect(parseConfig({ network: { hosts: { "api.test": ["127.0.0.1", "::1"] } } }, "t").network.hosts).toEqual({
+      "api.test": ["127.0.0.1", "::1"],
+    });
+    expect(() => parseConfig({ network: { hosts: { "API.test": ["127.0.0.1"] } } }, "t")).toThrow(
+      "a lowercase host name",
     );
+    expect(() => parseConfig({ network: { hosts: { "a.test": ["localhost"] } } }, "t")).toThrow(
+      "an IPv4 or IPv6 address",
+    );
+    expect(() => parseConfig({ network: { hosts: { "a.test": [] } } }, "t")).toThrow();
     expect(parseConfig({ network: { allow_host: true } }, "t").network.allow_host).toBe(true);
   });
 
@@ -357,11 +365,9 @@ describe("narrowing and the ceiling", () => {
     );
   });
 
-  test("until the launch runs the proxy, a list is refused, not silently without network", () => {
-    expect(EGRESS_WIRED).toBe(false);
-    expect(unsafePolicy(complete({ network: { allow: ["a.com"] } }), [])).toContain(
-      "network allow lists (allow a.com) are not enforced by this planterd yet",
-    );
+  test("a list policy is a policy like the others now the launch runs its proxy", () => {
+    expect(EGRESS_WIRED).toBe(true);
+    expect(unsafePolicy(complete({ network: { allow: ["a.com"] } }), [])).toBeNull();
     expect(unsafePolicy(complete({ network: "host" }), [])).toBeNull();
   });
 });

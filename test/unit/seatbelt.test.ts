@@ -337,9 +337,9 @@ describe("seatbelt plan", () => {
     expect(plan.env).toEqual(HOST_ENV);
     expect(plan.cwd).toBe(dir);
     expect(plan.dirs).toEqual([join(dir, "tmp")]);
-    expect(plan.inputs?.map((i) => ("data" in i ? new TextDecoder().decode(i.data) : i.path))).toEqual([
-      `export PATH='/usr/bin:/bin'\nexport GREETING='it'\\''s a secret'\nexport TMPDIR='${dir}/tmp/'\n`,
-    ]);
+    expect(
+      plan.inputs?.map((i) => ("data" in i ? new TextDecoder().decode(i.data) : "path" in i ? i.path : i.pipe)),
+    ).toEqual([`export PATH='/usr/bin:/bin'\nexport GREETING='it'\\''s a secret'\nexport TMPDIR='${dir}/tmp/'\n`]);
     expect(JSON.stringify([plan.argv, plan.env, plan.files])).not.toContain("secret");
     for (const f of plan.files ?? []) await Bun.write(f.path, f.content);
     // As the supervisor does: the inputs become fds 3, 4, … of sandbox-exec.

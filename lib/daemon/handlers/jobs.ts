@@ -6,6 +6,7 @@ import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../.
 import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { pumpLogs } from "../../logs/stream.ts";
+import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
@@ -25,6 +26,7 @@ import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
+  capped,
   cellPolicy,
   checkCellAccess,
   checkJobAccess,
@@ -58,6 +60,7 @@ export function jobEnv(
   cell: string,
   policy: EffectivePolicy | null,
   home: string,
+  egress = false,
 ): Record<string, string> {
   const env: Record<string, string> = {};
   for (const name of [...ctx.config.jobs.env_pass, ...(policy?.env.pass ?? [])]) {
@@ -68,6 +71,8 @@ export function jobEnv(
   env.HOME = home;
   if (!env.PATH) env.PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
   Object.assign(env, cellEnv, requested ?? {}, policy?.env.set ?? {});
+  // A list job reaches out through its proxy only: what tools read to find it (lib/net/env.ts).
+  if (egress) Object.assign(env, proxyEnv());
   env.PLANTER_JOB_ID = id;
   env.PLANTER_CELL = cell;
   return env;
@@ -90,7 +95,7 @@ export function effectivePolicy(
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
     throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
-  const p = narrow(base, requested, cell.dir, visible);
+  const p = capped(ctx, narrow(base, requested, cell.dir, visible));
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
@@ -267,7 +272,16 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     cell: cell.name,
     argv: body.argv,
     cwd,
-    env: jobEnv(ctx, cell.env, body.env, id, cell.name, policy, where.home),
+    env: jobEnv(
+      ctx,
+      cell.env,
+      body.env,
+      id,
+      cell.name,
+      policy,
+      where.home,
+      backend.name === "bwrap" && typeof policy?.network === "object",
+    ),
     limits,
     sandbox_mode: mode,
     sandbox_policy: policy,

@@ -1,0 +1,240 @@
+/**
+ * The egress proxies of running jobs with a network allow list (plans/design.md "Egress (#15)"):
+ * for each, listeners made in the job's network namespace (lib/net/listen.ts) served by one
+ * `EgressProxy` in planterd, and its records written as `net.connect` events.
+ */
+import { lookup } from "node:dns/promises";
+import { closeSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import * as net from "node:net";
+import { join } from "node:path";
+import * as v from "valibot";
+import { PlanterError } from "../api/errors.ts";
+import type { PendingEvent } from "../daemon/context.ts";
+import { readChildPid, takeListeners } from "../net/listen.ts";
+import type { NetRules } from "../net/policy.ts";
+import { type ConnectRecord, EgressProxy, type Resolver } from "../net/proxy.ts";
+import type { PipeEnds } from "../sandbox/backend.ts";
+import { startTime } from "./proc.ts";
+
+/** Records of one job written per second at most; the rest are counted in one `net.suppressed`. */
+export const RECORDS_PER_SECOND = 50;
+/** Records written together in one transaction (or after FLUSH_MS). */
+const BATCH = 64;
+const FLUSH_MS = 50;
+
+/** The file in a job's dir naming its sandbox's first process (for adoption after a restart). */
+export const EGRESS_FILE = "egress.json";
+const Saved = v.object({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), start: v.nullable(v.string()) });
+
+interface Served {
+  proxy: EgressProxy;
+  servers: net.Server[];
+  window: number;
+  inWindow: number;
+  suppressed: number;
+}
+
+export interface EgressOptions {
+  /** Write events in one transaction (planterd's `ctx.write`). */
+  write: (fn: (events: PendingEvent[]) => void) => void;
+  /** Names answered before DNS (`[network] hosts`: tests, pinned hosts). */
+  hosts: Record<string, string[]>;
+  /** argv of `planter net-listen` (lib/self.ts). */
+  helper: string[];
+}
+
+/** A resolver that answers `hosts` first, then the system's. */
+export function resolverOf(hosts: Record<string, string[]>): Resolver {
+  return async (name) => {
+    const fixed = hosts[name.toLowerCase()];
+    if (fixed) return fixed.map((address) => ({ address }));
+    return lookup(name, { all: true, verbatim: true });
+  };
+}
+
+export class Egress {
+  private readonly served = new Map<string, Served>();
+  /** Jobs whose set-up is under way: a stop meanwhile cancels it. */
+  private readonly starting = new Set<string>();
+  private queue: PendingEvent[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly resolve: Resolver;
+
+  constructor(private readonly o: EgressOptions) {
+    this.resolve = resolverOf(o.hosts);
+  }
+
+  /** Jobs served now. */
+  get size(): number {
+    return this.served.size;
+  }
+
+  /** Whether job `id` has its proxy. */
+  serving(id: string): boolean {
+    return this.served.has(id);
+  }
+
+  /**
+   * A new job's set-up: wait for its sandbox's pid (`ends.info`), make its listeners, serve them,
+   * then let the sandbox go on (`ends.block`). Resolves false when the sandbox ended first (the
+   * job's end is recorded as usual); throws PlanterError when the set-up failed — the caller
+   * stops the job before closing `ends.block` (closing it lets bwrap run the job).
+   */
+  async start(id: string, rules: NetRules, ends: PipeEnds, dir: string): Promise<boolean> {
+    this.starting.add(id);
+    try {
+      const pid = ends.info === undefined ? null : await readChildPid(ends.info);
+      if (pid === null || !this.starting.has(id)) return false;
+      const start = startTime(pid);
+      writeFileSync(join(dir, EGRESS_FILE), JSON.stringify({ pid, start }), { mode: 0o600 });
+      const fds = await takeListeners(pid, start, this.o.helper);
+      if (!this.starting.has(id)) {
+        for (const fd of fds) closeSync(fd);
+        return false;
+      }
+      await this.serve(id, rules, fds);
+      return true;
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  /** Let the sandbox go on (a byte on its block pipe), or (`release` false) end the pipe only. */
+  static release(ends: PipeEnds): void {
+    const fd = ends.block;
+    if (fd === undefined) return;
+    delete ends.block;
+    try {
+      writeSync(fd, "1");
+    } catch {
+      // bwrap is gone: nothing waits
+    }
+    closeSync(fd);
+  }
+
+  /** Close planterd's ends of the pipes without a word (the job was stopped first). */
+  static drop(ends: PipeEnds): void {
+    for (const k of ["info", "block"] as const) {
+      const fd = ends[k];
+      if (fd === undefined) continue;
+      delete ends[k];
+      try {
+        closeSync(fd);
+      } catch {
+        // the info stream closed it
+      }
+    }
+  }
+
+  /**
+   * An adopted job's proxy after a restart: listeners made again in its sandbox's namespace (the
+   * port is free again: the previous planterd held it). Throws PlanterError when that fails.
+   */
+  async adopt(id: string, rules: NetRules, dir: string): Promise<void> {
+    let saved: v.InferOutput<typeof Saved>;
+    try {
+      saved = v.parse(Saved, JSON.parse(readFileSync(join(dir, EGRESS_FILE), "utf8")));
+    } catch (e) {
+      throw new PlanterError(
+        "E_SANDBOX_UNAVAILABLE",
+        `the job's egress proxy cannot be restored: ${EGRESS_FILE}: ${(e as Error).message}`,
+      );
+    }
+    this.starting.add(id);
+    try {
+      const fds = await takeListeners(saved.pid, saved.start, this.o.helper);
+      if (!this.starting.has(id)) {
+        for (const fd of fds) closeSync(fd);
+        return;
+      }
+      await this.serve(id, rules, fds);
+    } finally {
+      this.starting.delete(id);
+    }
+  }
+
+  private async serve(id: string, rules: NetRules, fds: number[]): Promise<void> {
+    const s: Served = {
+      proxy: new EgressProxy({ rules, resolve: this.resolve, onRecord: (r) => this.record(id, s, r) }),
+      servers: [],
+      window: 0,
+      inWindow: 0,
+      suppressed: 0,
+    };
+    this.served.set(id, s);
+    for (const fd of fds) {
+      const server = net.createServer({ allowHalfOpen: true }, (c) => s.proxy.handle(c));
+      // An accept that fails (EMFILE) must not take planterd down; the job's connect waits or fails.
+      server.on("error", (e) => console.error(`planterd: job ${id}: egress listener: ${e.message}`));
+      s.servers.push(server);
+      await new Promise<void>((resolve, reject) => {
+        server.once("listening", resolve);
+        server.once("error", reject);
+        server.listen({ fd });
+      });
+    }
+  }
+
+  /** Stop serving job `id` (its end), and any set-up under way for it. */
+  stop(id: string): void {
+    this.starting.delete(id);
+    const s = this.served.get(id);
+    if (!s) return;
+    this.served.delete(id);
+    for (const server of s.servers) server.close();
+    void s.proxy.close();
+    this.flushSuppressed(id, s);
+  }
+
+  /** Stop everything (planterd's shutdown): the jobs' listeners are gone until the next adopts them. */
+  close(): void {
+    for (const id of [...this.served.keys()]) this.stop(id);
+    this.flush();
+  }
+
+  private record(id: string, s: Served, r: ConnectRecord): void {
+    const second = Math.floor(Date.now() / 1000);
+    if (second !== s.window) {
+      this.flushSuppressed(id, s);
+      s.window = second;
+      s.inWindow = 0;
+    }
+    if (++s.inWindow > RECORDS_PER_SECOND) {
+      s.suppressed++;
+      return;
+    }
+    this.push({ kind: "net.connect", subject: `job/${id}`, data: { job: id, ...r } });
+  }
+
+  private flushSuppressed(id: string, s: Served): void {
+    if (!s.suppressed) return;
+    this.push({
+      kind: "net.suppressed",
+      subject: `job/${id}`,
+      data: { job: id, count: s.suppressed, per_second: RECORDS_PER_SECOND },
+    });
+    s.suppressed = 0;
+  }
+
+  private push(e: PendingEvent): void {
+    this.queue.push(e);
+    if (this.queue.length >= BATCH) this.flush();
+    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  /** Write the queued records in one transaction; a disk that refuses them drops them (counted in the log). */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = this.queue;
+    this.queue = [];
+    if (!batch.length) return;
+    try {
+      this.o.write((ev) => {
+        ev.push(...batch);
+      });
+    } catch (e) {
+      console.error(`planterd: ${batch.length} network records not written: ${(e as Error).message}`);
+    }
+  }
+}
