@@ -57,7 +57,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
   const HOST_PIDNS = readlinkSync("/proc/self/ns/pid");
   const MIB = 1024 * 1024;
   const CONFIG =
-    '[sandbox]\n\n[jobs]\nroot_peer_user = "nobody"\nkill_grace_ms = 1000\n\n[monitor]\ninterval_ms = 100\n\n[authz]\nallowed_uids = [65534]\n';
+    '[sandbox]\n\n[jobs]\nroot_peer_user = "nobody"\nkill_grace_ms = 1000\n\n[monitor]\ninterval_ms = 100\n\n[authz]\nallowed_uids = [65534]\n\n[network.hosts]\n"api.test" = ["127.0.0.1"]\n"host.test" = ["127.0.0.1"]\n';
   /** A variable in planterd's own environment: a policy's env.pass may hand it to a job. */
   const DAEMON_SECRET = `daemon-secret-${TAG}`;
 
@@ -683,6 +683,66 @@ export function escapeSuite(modes: readonly Mode[]): void {
           if ("refused" in r) return;
           expect(r.out).not.toContain("/cmdline");
           expect(Number(r.out.trim().split("\n").pop())).toBeLessThanOrEqual(6);
+        });
+      });
+
+      describe("network allow lists", () => {
+        /** A loopback origin on the host: what a list job may reach by name, and nothing else of. */
+        async function origin(): Promise<number> {
+          const o = createServer((c) =>
+            c.once("data", () => c.end("HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\norigin\n")),
+          );
+          servers.push(o);
+          await new Promise<void>((r) => o.listen(0, "127.0.0.1", r));
+          return (o.address() as { port: number }).port;
+        }
+
+        test("the listed name answers through the proxy; the host's loopback by address, by unlisted name or direct does not", async () => {
+          const port = await origin();
+          const c = await mkCell(p, { policy: { network: { allow: ["api.test", "host.test:1"], allow_local: true } } });
+          const r = await run(
+            p,
+            `curl -sS http://api.test:${port}/; echo "rc=$?"
+curl -sS -o /dev/null -w '%{http_code}\\n' --noproxy '' http://127.0.0.1:${port}/
+curl -sS -o /dev/null -w '%{http_code}\\n' http://host.test:${port}/
+curl -sS -o /dev/null -w '%{http_code}\\n' --noproxy '*' --max-time 20 http://127.0.0.1:${port}/ 2>/dev/null; echo "direct=$?"
+bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo no-tcp`,
+            { cell: c.name },
+          );
+          expect(r.out).toBe("origin\nrc=0\n403\n403\n000\ndirect=7\nno-tcp\n");
+        });
+
+        test("without allow_local a name that resolves to the host's loopback is refused", async () => {
+          const port = await origin();
+          const c = await mkCell(p, { policy: { network: { allow: ["api.test"] } } });
+          const r = await run(p, `curl -sS -o /dev/null -w '%{http_code}\\n' http://api.test:${port}/`, { cell: c.name });
+          expect(r.out).toBe("403\n");
+        });
+
+        test("another job cannot use a list job's proxy, and a list job still cannot make Unix sockets", async () => {
+          const port = await origin();
+          const c = await mkCell(p, { policy: { network: { allow: ["api.test"], allow_local: true } } });
+          const held = await p.client.createJob({
+            cell: c.name,
+            argv: ["sh", "-c", `curl -sS http://api.test:${port}/; while [ ! -e stop ]; do sleep 0.05; done`],
+          });
+          await waitFor(async () => (await text(p, held.id, "stdout")).includes("origin"), "the list job's answer");
+          // A job of a cell with no network, and one with the host's: port 3128 is not the list job's.
+          const none = await run(p, `curl -sS --max-time 20 -x http://127.0.0.1:3128 http://api.test:${port}/ 2>&1 | tail -1`);
+          expect(none.out).toContain("Failed to connect to 127.0.0.1 port 3128");
+          const host = await mkCell(p, { policy: { network: "host" } });
+          const fromHost = await run(
+            p,
+            `curl -sS --max-time 20 -x http://127.0.0.1:3128 http://api.test:${port}/ 2>&1 | tail -1`,
+            { cell: host.name },
+          );
+          expect(fromHost.out).not.toContain("origin");
+          const unix = await run(p, "perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or print \"refused: $!\\n\"'", {
+            cell: c.name,
+          });
+          expect(unix.out).toMatch(/^refused: /);
+          writeFileSync(join(c.dir, "stop"), "");
+          await p.client.waitJob(held.id, 45_000);
         });
       });
 
