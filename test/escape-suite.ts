@@ -715,7 +715,9 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
         test("without allow_local a name that resolves to the host's loopback is refused", async () => {
           const port = await origin();
           const c = await mkCell(p, { policy: { network: { allow: ["api.test"] } } });
-          const r = await run(p, `curl -sS -o /dev/null -w '%{http_code}\\n' http://api.test:${port}/`, { cell: c.name });
+          const r = await run(p, `curl -sS -o /dev/null -w '%{http_code}\\n' http://api.test:${port}/`, {
+            cell: c.name,
+          });
           expect(r.out).toBe("403\n");
         });
 
@@ -728,7 +730,10 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           });
           await waitFor(async () => (await text(p, held.id, "stdout")).includes("origin"), "the list job's answer");
           // A job of a cell with no network, and one with the host's: port 3128 is not the list job's.
-          const none = await run(p, `curl -sS --max-time 20 -x http://127.0.0.1:3128 http://api.test:${port}/ 2>&1 | tail -1`);
+          const none = await run(
+            p,
+            `curl -sS --max-time 20 -x http://127.0.0.1:3128 http://api.test:${port}/ 2>&1 | tail -1`,
+          );
           expect(none.out).toContain("Failed to connect to 127.0.0.1 port 3128");
           const host = await mkCell(p, { policy: { network: "host" } });
           const fromHost = await run(
@@ -737,9 +742,13 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
             { cell: host.name },
           );
           expect(fromHost.out).not.toContain("origin");
-          const unix = await run(p, "perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or print \"refused: $!\\n\"'", {
-            cell: c.name,
-          });
+          const unix = await run(
+            p,
+            "perl -MSocket -e 'socket(my $s, AF_UNIX, SOCK_STREAM, 0) or print \"refused: $!\\n\"'",
+            {
+              cell: c.name,
+            },
+          );
           expect(unix.out).toMatch(/^refused: /);
           writeFileSync(join(c.dir, "stop"), "");
           await p.client.waitJob(held.id, 45_000);
