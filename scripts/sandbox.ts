@@ -211,7 +211,9 @@ const exec = defineCommand({
       if (req.identity) chownSync(req.scratch, req.identity.uid, req.identity.gid);
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      const p = spawnPlan(plan, req.identity, req.scratch, ["inherit", "inherit", "inherit"]);
+      const n = policy.network;
+      const egress = typeof n === "object" ? { rules: n } : undefined;
+      const p = spawnPlan(plan, req.identity, req.scratch, ["inherit", "inherit", "inherit"], egress);
       const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
       process.on("SIGINT", forward("SIGINT"));
       process.on("SIGTERM", forward("SIGTERM"));

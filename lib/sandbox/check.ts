@@ -46,6 +46,70 @@ else r="$r unix=unknown"; fi
 if [ -n "$5" ] && cat "$5" >/dev/null 2>&1; then r="$r home=visible"; else r="$r home=hidden"; fi
 echo "$r"`;
 
+/** The names the egress probe asks for: one the list allows, one it denies (answered by the check itself). */
+const PROBE_ALLOWED = "allowed.planter-check.test";
+const PROBE_DENIED = "denied.planter-check.test";
+
+/** A request through the job's proxy (bash's /dev/tcp: no curl needed), printing the status line. */
+const EGRESS_PROBE = `for h in "$1" "$2"; do
+  if exec 3<>/dev/tcp/127.0.0.1/3128; then
+    printf 'GET http://%s:%s/ HTTP/1.1\r\nHost: %s:%s\r\nConnection: close\r\n\r\n' "$h" "$3" "$h" "$3" >&3
+    IFS= read -r line <&3; echo "$h $line"; exec 3>&-
+  else echo "$h no-proxy"; fi
+done`;
+
+/**
+ * Network allow lists, probed for real where bwrap runs them: a sandbox whose list allows one
+ * name reaches an origin this check serves on loopback through its proxy, and is refused another.
+ */
+async function egressChecks(
+  backend: Backend,
+  cell: string,
+  home: string,
+): Promise<{ id: string; ok: boolean; detail: string }[]> {
+  if (backend.name !== "bwrap") return [];
+  if (!Bun.which("bash")) return [{ id: "egress", ok: true, detail: "not probed: no bash for the probe" }];
+  const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("planter-check\n") });
+  try {
+    const network = { allow: [PROBE_ALLOWED], deny: [], allow_local: true };
+    const req = hostRequest({
+      argv: ["bash", "-c", EGRESS_PROBE, "probe", PROBE_ALLOWED, PROBE_DENIED, String(origin.port)],
+      env: { PATH: "/usr/local/bin:/usr/bin:/bin", HOME: home },
+      cellDir: cell,
+      policy: { ...DEFAULT_POLICY, fs_mode: "writable", network },
+      jobDir: cell,
+      scratch: join(cell, ".tmp"),
+      home,
+    });
+    const plan = backend.plan(req);
+    const hosts = { [PROBE_ALLOWED]: ["127.0.0.1"], [PROBE_DENIED]: ["127.0.0.1"] };
+    const p = spawnPlan(plan, req.identity, cell, ["ignore", "pipe", "pipe"], { rules: network, hosts });
+    const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+    const said = (h: string) =>
+      out
+        .split("\n")
+        .find((l) => l.startsWith(`${h} `))
+        ?.slice(h.length + 1)
+        .trim();
+    const allowed = said(PROBE_ALLOWED) ?? `no answer (${err.trim().split("\n").pop() ?? ""})`;
+    const denied = said(PROBE_DENIED) ?? `no answer (${err.trim().split("\n").pop() ?? ""})`;
+    return [
+      {
+        id: "egress-allowed",
+        ok: /^HTTP\/1\.1 200/.test(allowed),
+        detail: `a listed name through the job's proxy: ${allowed}`,
+      },
+      {
+        id: "egress-denied",
+        ok: /^HTTP\/1\.1 403/.test(denied),
+        detail: `an unlisted name through the job's proxy: ${denied}`,
+      },
+    ];
+  } finally {
+    origin.stop(true);
+  }
+}
+
 /** Run the probe through `backend` (already probed as `probe`). */
 export async function checkSandbox(backend: Backend | null, probe: Probe): Promise<CheckResult> {
   const base = { backend: backend?.name ?? null, version: probe.version ?? null, userns: probe.userns ?? null };
@@ -119,6 +183,7 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
         detail: `a file in the real home ${homedir()}: ${homeFile() ? got.home : "hidden (the home has no file to try)"}`,
       },
     ];
+    checks.push(...(await egressChecks(backend, cell, home)));
     const ok = checks.every((c) => c.ok);
     return {
       ...base,

@@ -8,8 +8,13 @@ import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
+import { Egress } from "../jobs/egress.ts";
+import { proxyEnv } from "../net/env.ts";
+import type { NetRules } from "../net/policy.ts";
+import type { ConnectRecord } from "../net/proxy.ts";
 import { resolvePaths, socketDir } from "../paths.ts";
-import type { PlanRequest, SpawnPlan } from "./backend.ts";
+import { selfArgv } from "../self.ts";
+import type { PipeEnds, PlanRequest, SpawnPlan } from "./backend.ts";
 import { homesShown } from "./credentials.ts";
 import { dropArgv, type Identity, identityOf, rootPeerIdentity } from "./identity.ts";
 import { openInputs } from "./inputs.ts";
@@ -55,9 +60,12 @@ export function hostRequest(o: {
   const identity = standaloneIdentity(o.cellDir);
   // Homes as they really are (a home through a symlink is hidden at its target, as planterd does).
   const homes = [...new Set([homedir(), ...(identity?.home ? [identity.home] : [])].map(realHome))];
+  const list = typeof o.policy.network === "object";
   return {
     argv: o.argv,
-    env: o.env,
+    // A network allow list: the proxy this process serves in the sandbox's namespace (`spawnPlan`).
+    env: list ? { ...o.env, ...proxyEnv() } : o.env,
+    egress: list,
     cwd: o.cellDir,
     cellDir: o.cellDir,
     policy: o.policy,
@@ -82,18 +90,58 @@ function realHome(h: string): string {
   }
 }
 
-/** Spawn a plan with its inputs as fds 3…, as `identity` when given. */
+/** Where a standalone run's egress records go, and names its proxy answers before DNS. */
+export interface StandaloneEgress {
+  rules: NetRules;
+  hosts?: Record<string, string[]>;
+  onRecord?: (r: ConnectRecord) => void;
+}
+
+type Stdio = ["inherit" | "ignore", "inherit" | "pipe" | "ignore", "inherit" | "pipe" | "ignore"];
+
+/**
+ * Spawn a plan with its inputs as fds 3…, as `identity` when given. A plan with a network allow
+ * list (`egress`) gets its proxy from this process, as planterd gives one to a job: served until
+ * the program exits; where it cannot be made, the program is killed before it runs.
+ */
 export function spawnPlan(
   plan: SpawnPlan,
   identity: Identity | null,
   privateDir: string,
-  stdio: ["inherit" | "ignore", "inherit" | "pipe" | "ignore", "inherit" | "pipe" | "ignore"],
-): Subprocess<"inherit" | "ignore", "inherit" | "pipe" | "ignore", "inherit" | "pipe" | "ignore"> {
-  const fds = openInputs(plan.inputs ?? [], privateDir, identity);
+  stdio: Stdio,
+  egress?: StandaloneEgress,
+): Subprocess<Stdio[0], Stdio[1], Stdio[2]> {
+  const ends: PipeEnds = {};
+  const fds = openInputs(plan.inputs ?? [], privateDir, identity, ends);
+  let proc: Subprocess<Stdio[0], Stdio[1], Stdio[2]>;
   try {
     const argv = identity ? [...dropArgv(identity), ...plan.argv] : plan.argv;
-    return Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: [...stdio, ...fds] });
+    proc = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: [...stdio, ...fds] });
+  } catch (e) {
+    Egress.drop(ends);
+    throw e;
   } finally {
     for (const fd of fds) closeSync(fd);
   }
+  if (ends.info === undefined) return proc;
+  const served = new Egress({
+    write: (fn) => {
+      const events: { data: unknown }[] = [];
+      fn(events as never);
+      for (const e of events) egress?.onRecord?.(e.data as ConnectRecord);
+    },
+    hosts: egress?.hosts ?? {},
+    helper: selfArgv("net-listen"),
+  });
+  const rules = egress?.rules ?? { allow: [], deny: [], allow_local: false };
+  served.start("standalone", rules, ends, privateDir).then(
+    (ok) => (ok ? Egress.release(ends) : Egress.drop(ends)),
+    (e) => {
+      proc.kill("SIGKILL");
+      Egress.drop(ends);
+      process.stderr.write(`planter: ${(e as Error).message}\n`);
+    },
+  );
+  void proc.exited.then(() => served.close());
+  return proc;
 }

@@ -30,7 +30,10 @@ test("check probes for real and reports the backend", async () => {
     ["proc-sys", true],
     ["host-socket", true],
     ["credentials", true],
+    ["egress-allowed", true],
+    ["egress-denied", true],
   ]);
+  expect(j.checks.at(-1).detail).toBe("an unlisted name through the job's proxy: HTTP/1.1 403 Forbidden");
 });
 
 test("check fails with a hint when bwrap is missing", async () => {
@@ -100,6 +103,30 @@ test("exec protects the workspace as a job does: git hooks and config read-only,
   expect(r.stderr).toContain(`sandbox: ${join(repo, ".vscode", "tasks.json")} (tool-config: new) set aside as`);
   expect(git(["log", "--format=%s"]).stdout.toString()).toBe("from-job\ninit\n");
   rmSync(repo, { recursive: true });
+});
+
+test("exec with a network allow list: the listed name answers through the proxy this process serves, others are refused", async () => {
+  const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("origin\n") });
+  try {
+    const policy = join(cell, "list.json");
+    writeFileSync(policy, JSON.stringify({ network: { allow: ["localhost"], allow_local: true } }));
+    const r = await cli(home, [
+      "sandbox",
+      "exec",
+      "--cell",
+      cell,
+      "--policy",
+      policy,
+      "--",
+      "sh",
+      "-c",
+      `curl -sS --noproxy '' http://localhost:${origin.port}/; curl -sS http://127.0.0.1:${origin.port}/ --noproxy '' -o /dev/null -w '%{http_code}\\n'`,
+    ]);
+    expect(r.stdout).toBe("origin\n403\n");
+    expect(r.code).toBe(0);
+  } finally {
+    origin.stop(true);
+  }
 });
 
 test("as root, exec never runs the command as root: a root-owned cell is refused with the reason", async () => {
