@@ -434,6 +434,7 @@ export function planRequest(
     tmpBytes: where.tmpBytes,
     identity: where.identity,
     placeholders: where.placeholders ?? [],
+    ...(where.proxyPort !== undefined ? { proxyPort: where.proxyPort } : {}),
   };
 }
 

@@ -24,7 +24,12 @@ const FLUSH_MS = 50;
 
 /** The file in a job's dir naming its sandbox's first process (for adoption after a restart). */
 export const EGRESS_FILE = "egress.json";
-const Saved = v.object({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), start: v.nullable(v.string()) });
+const Saved = v.union([
+  // bwrap: the sandbox's first process, whose network namespace gets the listeners.
+  v.object({ pid: v.pipe(v.number(), v.integer(), v.minValue(1)), start: v.nullable(v.string()) }),
+  // Seatbelt: the host loopback port the job's profile allows.
+  v.object({ port: v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(65535)) }),
+]);
 
 interface Served {
   proxy: EgressProxy;
@@ -140,6 +145,10 @@ export class Egress {
         `the job's egress proxy cannot be restored: ${EGRESS_FILE}: ${(e as Error).message}`,
       );
     }
+    if ("port" in saved) {
+      await this.listenLocal(id, rules, dir, saved.port);
+      return;
+    }
     this.starting.add(id);
     try {
       const fds = await takeListeners(saved.pid, saved.start, this.o.helper);
@@ -153,7 +162,36 @@ export class Egress {
     }
   }
 
-  private async serve(id: string, rules: NetRules, fds: number[]): Promise<void> {
+  /**
+   * Seatbelt (macOS), where a job shares the host's network stack: its proxy on a host loopback
+   * port (`port`, or one the kernel picks), which its profile makes its one TCP destination.
+   * Any local process may connect to that port too; it gets the job's list, nothing wider (it
+   * has the host's network anyway), and another job's profile allows only its own port.
+   */
+  async listenLocal(id: string, rules: NetRules, dir: string, port = 0): Promise<number> {
+    const s = this.served.get(id) ?? this.newServed(id, rules);
+    const server = net.createServer({ allowHalfOpen: true }, (c) => s.proxy.handle(c));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once("listening", resolve);
+        server.once("error", reject);
+        server.listen({ host: "127.0.0.1", port, exclusive: true });
+      });
+    } catch (e) {
+      this.stop(id);
+      throw new PlanterError(
+        "E_SANDBOX_UNAVAILABLE",
+        `the job's egress proxy could not listen on 127.0.0.1:${port}: ${(e as Error).message}`,
+      );
+    }
+    server.on("error", (e) => console.error(`planterd: job ${id}: egress listener: ${e.message}`));
+    s.servers.push(server);
+    const bound = (server.address() as net.AddressInfo).port;
+    writeFileSync(join(dir, EGRESS_FILE), JSON.stringify({ port: bound }), { mode: 0o600 });
+    return bound;
+  }
+
+  private newServed(id: string, rules: NetRules): Served {
     const s: Served = {
       proxy: new EgressProxy({ rules, resolve: this.resolve, onRecord: (r) => this.record(id, s, r) }),
       servers: [],
@@ -162,6 +200,11 @@ export class Egress {
       suppressed: 0,
     };
     this.served.set(id, s);
+    return s;
+  }
+
+  private async serve(id: string, rules: NetRules, fds: number[]): Promise<void> {
+    const s = this.newServed(id, rules);
     for (const fd of fds) {
       const server = net.createServer({ allowHalfOpen: true }, (c) => s.proxy.handle(c));
       // An accept that fails (EMFILE) must not take planterd down; the job's connect waits or fails.

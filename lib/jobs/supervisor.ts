@@ -108,6 +108,8 @@ export interface LaunchContext {
   workspace: { root: string; before: WorkspaceSnapshot }[];
   /** Placeholders holding missing deny paths (made by `holdMissingDeny`). */
   placeholders?: string[];
+  /** Seatbelt with an allow list: the loopback port of the job's proxy (`PlanRequest.proxyPort`). */
+  proxyPort?: number;
 }
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
@@ -236,6 +238,14 @@ export class Supervisor {
     try {
       const policy = job.sandbox_policy ?? complete(undefined);
       const rules = egressRules(job, backend.name);
+      // Seatbelt: the job's proxy listens on a host loopback port first; its profile names it.
+      if (rules && backend.name === "seatbelt" && where.proxyPort === undefined) {
+        mkdirSync(dir, { recursive: true, mode: 0o700 });
+        return this.egress.listenLocal(job.id, rules, dir).then(
+          (port) => this.launch(job, backend, fallback, { ...where, proxyPort: port }),
+          (e) => this.finish(job.id, egressFailure(e)),
+        );
+      }
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       // Not with placeholders: they are the job's own, released at its end, and bwrap creates a
       // missing mount target in a writable bind (a later sandbox made with them would make one again).
@@ -330,7 +340,7 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
-        if (rules) this.startEgress(job.id, rules, ends, dir);
+        if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
         return started;
       }
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
@@ -342,7 +352,7 @@ export class Supervisor {
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      if (rules) this.startEgress(job.id, rules, ends, dir);
+      if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -1283,9 +1293,22 @@ function spawnMessage(e: unknown, job: JobRow): string {
   return `cannot start ${job.argv[0]}: ${err.message}`;
 }
 
-/** The job's network allow list when planterd enforces it (a bwrap sandbox), else null. */
+/** A job whose proxy could not be made before it started: failed, sandbox_error, with why. */
+function egressFailure(e: unknown): Finish {
+  const pe = e instanceof PlanterError ? e : null;
+  return {
+    state: "failed",
+    reason: "sandbox_error",
+    exit_code: null,
+    signal: null,
+    message: pe ? `${pe.message}${pe.hint ? ` (${pe.hint})` : ""}` : (e as Error).message,
+    at: Date.now(),
+  };
+}
+
+/** The job's network allow list when planterd enforces it (a bwrap or Seatbelt sandbox), else null. */
 function egressRules(job: JobRow, backend: string): NetRules | null {
   const n = job.sandbox_policy?.network;
-  if (backend !== "bwrap" || typeof n !== "object" || n === null) return null;
+  if ((backend !== "bwrap" && backend !== "seatbelt") || typeof n !== "object" || n === null) return null;
   return { allow: n.allow ?? [], deny: n.deny ?? [], allow_local: n.allow_local ?? false };
 }

@@ -48,6 +48,11 @@ export interface PlanRequest {
    * made the egress proxy's listeners in its network namespace (lib/net/listen.ts).
    */
   egress?: boolean;
+  /**
+   * Seatbelt with a network allow list: the host loopback port where planterd serves this job's
+   * egress proxy, the one destination its profile allows. Without it a list has no network.
+   */
+  proxyPort?: number;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */

@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
+import { proxyEnv } from "../net/env.ts";
 import type { Backend, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { credentialPaths } from "./credentials.ts";
 import { envLoaderArgv, envScript, HOST_ENV } from "./env.ts";
@@ -180,8 +181,16 @@ export function seatbeltProfile(req: PlanRequest): string {
     "(allow ipc-posix-sem)",
     "",
   ];
+  const proxy = typeof p.network === "object" ? req.proxyPort : undefined;
   if (p.network === "host") {
     lines.push("; Network: the host's.", "(allow system-socket)", "(allow network*)");
+  } else if (proxy !== undefined) {
+    lines.push(
+      "; Network: an allow list, enforced by the job's egress proxy, which planterd serves on this",
+      "; loopback port: the one TCP destination; Unix sockets only for the rules below.",
+      "(allow system-socket (socket-domain AF_UNIX) (socket-domain AF_INET) (socket-domain AF_INET6))",
+      `(allow network-outbound (remote ip "localhost:${proxy}")) ; egress proxy`,
+    );
   } else {
     lines.push(
       "; Network: none; Unix sockets only, for the rules below.",
@@ -270,7 +279,9 @@ export class SeatbeltBackend implements Backend {
     const profile = join(req.jobDir, "sandbox.sb");
     // sandbox-exec runs with planter's fixed environment; the job's (with its private TMPDIR)
     // arrives as fd 3 and is set by the loader inside the sandbox, just before the job's exec.
-    const env = envScript({ ...req.env, TMPDIR: `${req.scratch}/` });
+    // A list job's tools find its proxy on the port planterd serves it on (lib/jobs/egress.ts).
+    const proxy = typeof req.policy.network === "object" && req.proxyPort !== undefined ? proxyEnv(req.proxyPort) : {};
+    const env = envScript({ ...req.env, ...proxy, TMPDIR: `${req.scratch}/` });
     return {
       argv: [this.path, "-f", profile, "--", ...envLoaderArgv(req.argv, 3)],
       env: HOST_ENV,

@@ -4,7 +4,7 @@
  * test/integration/egress.test.ts and the escape suite.
  */
 import { describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, rmSync, writeSync } from "node:fs";
+import { closeSync, mkdtempSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { PendingEvent } from "../../lib/daemon/context.ts";
@@ -138,5 +138,42 @@ describe("records", () => {
   test("the config's names answer before DNS, lower-cased", async () => {
     const resolve = resolverOf({ "api.test": ["127.0.0.1", "::1"] });
     expect(await resolve("API.test")).toEqual([{ address: "127.0.0.1" }, { address: "::1" }]);
+  });
+});
+
+describe("Seatbelt's proxy on a host loopback port", () => {
+  test("serves the job's list on the port it picked, saves it, and listens there again after a restart", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "pt-eg-"));
+    const origin = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => new Response("origin\n") });
+    const written: PendingEvent[] = [];
+    const rules = { allow: ["127.0.0.1"], deny: [], allow_local: false };
+    const ask = (port: number, target: string) =>
+      fetch(`http://${target}/`, { proxy: `http://127.0.0.1:${port}` } as RequestInit).then(
+        async (r) => `${r.status} ${await r.text()}`,
+      );
+    try {
+      const one = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
+      const port = await one.listenLocal("j-1", rules, dir);
+      expect(JSON.parse(readFileSync(join(dir, "egress.json"), "utf8"))).toEqual({ port });
+      expect(await ask(port, `127.0.0.1:${origin.port}`)).toBe("200 origin\n");
+      expect(await ask(port, `localhost:${origin.port}`)).toStartWith("403 ");
+      one.stop("j-1");
+      one.flush();
+      expect(
+        written.filter((e) => e.kind === "net.connect").map((e) => (e.data as unknown as ConnectRecord).decision),
+      ).toEqual(["allow", "deny"]);
+      // A restarted planterd: the same port from the saved file.
+      const two = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
+      await two.adopt("j-1", rules, dir);
+      expect(await ask(port, `127.0.0.1:${origin.port}`)).toBe("200 origin\n");
+      // The port taken meanwhile: a clear refusal, nothing served.
+      const three = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
+      await expect(three.adopt("j-1", rules, dir)).rejects.toThrow(`could not listen on 127.0.0.1:${port}`);
+      expect(three.serving("j-1")).toBe(false);
+      two.close();
+    } finally {
+      origin.stop(true);
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

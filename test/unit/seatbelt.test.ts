@@ -230,6 +230,26 @@ describe("seatbelt profile", () => {
     expect(text).not.toContain('(allow file-read* file-write* (subpath "/Users/u/src/app"))');
   });
 
+  test("an allow list: the one TCP destination is the job's proxy port; without the port, no network", () => {
+    const list = complete({ network: { allow: ["registry.npmjs.org"] } });
+    const text = seatbeltProfile(req({ policy: list, proxyPort: 50123 }));
+    expect(text).toContain(
+      [
+        "; Network: an allow list, enforced by the job's egress proxy, which planterd serves on this",
+        "; loopback port: the one TCP destination; Unix sockets only for the rules below.",
+        "(allow system-socket (socket-domain AF_UNIX) (socket-domain AF_INET) (socket-domain AF_INET6))",
+        '(allow network-outbound (remote ip "localhost:50123")) ; egress proxy',
+        "",
+        "; Unix sockets: no host service",
+      ].join("\n"),
+    );
+    expect(text).not.toContain("(allow network*)");
+    expect(text).not.toContain("mDNSResponder"); // no name lookups: the proxy resolves
+    const none = seatbeltProfile(req({ policy: list }));
+    expect(none).toContain("(allow system-socket (socket-domain AF_UNIX))\n");
+    expect(none).not.toContain("remote ip");
+  });
+
   test("quotes are escaped and /private variants added", () => {
     expect(variants("/var/x")).toEqual(["/var/x", "/private/var/x"]);
     expect(variants("/Users/x")).toEqual(["/Users/x"]);
@@ -358,6 +378,26 @@ describe("seatbelt plan", () => {
     expect(readFileSync(`${log}.profile`, "utf8")).toBe(seatbeltProfile(r));
     expect((await backend.probe()).ok).toBe(true);
     rmSync(dir, { recursive: true });
+  });
+
+  test("an allow list's job gets the proxy variables for its port in its env (fd 3)", () => {
+    const shim = join(import.meta.dir, "..", "shims", "sandbox-exec");
+    const plan = new SeatbeltBackend(shim).plan(
+      req({
+        policy: complete({ network: { allow: ["a.test"] } }),
+        proxyPort: 50123,
+        jobDir: "/tmp/x",
+        scratch: "/tmp/x/tmp",
+      }),
+    );
+    const env = new TextDecoder().decode((plan.inputs as { data: Uint8Array }[])[0]?.data);
+    for (const line of [
+      "export HTTP_PROXY='http://127.0.0.1:50123'",
+      "export https_proxy='http://127.0.0.1:50123'",
+      "export ALL_PROXY='socks5h://127.0.0.1:50123'",
+      "export NO_PROXY='localhost,127.0.0.1,::1'",
+    ])
+      expect(env).toContain(`${line}\n`);
   });
 
   test("without sandbox-exec the plan is refused with a hint", () => {
