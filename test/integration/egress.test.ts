@@ -65,6 +65,14 @@ const answer = (name: string) => (req: Request) => {
       return new Response("no", { status: 404 });
     }
   }
+  // A registry's package document, for npm.
+  if (u.pathname === "/npm/planter-fake") {
+    return Response.json({
+      name: "planter-fake",
+      "dist-tags": { latest: "1.2.3" },
+      versions: { "1.2.3": { name: "planter-fake", version: "1.2.3", dist: { tarball: "http://api.test/x.tgz" } } },
+    });
+  }
   return new Response(`${name} ${req.method} ${u.pathname} host=${req.headers.get("host")}\n`);
 };
 
@@ -307,14 +315,16 @@ curl -sS -x socks5h://127.0.0.1:3128 http://api.test:${p}/socks; echo "socks rc=
     expect(host.status).toBe(400);
   });
 
-  test("git clone over http and Bun's fetch go through the proxy", async () => {
+  test("git clone over http, Bun's fetch and npm go through the proxy", async () => {
     if (!sandboxed) return;
+    const npm = Bun.which("npm");
     const r = await run(
       "web",
       `cd /tmp && git clone -q http://api.test:${http.port}/git/ repo 2>&1 && cat repo/README
-${process.execPath} -e 'const r = await fetch("http://api.test:${http.port}/fetch"); console.log(r.status, await r.text())' 2>&1`,
+${process.execPath} -e 'const r = await fetch("http://api.test:${http.port}/fetch"); console.log(r.status, await r.text())' 2>&1
+${npm ? `npm view planter-fake version --registry http://api.test:${http.port}/npm/ 2>&1` : "echo 1.2.3"}`,
     );
-    expect(r.out).toBe(`from the test origin\n200 HTTP GET /fetch host=api.test:${http.port}\n\n`);
+    expect(r.out).toBe(`from the test origin\n200 HTTP GET /fetch host=api.test:${http.port}\n\n1.2.3\n`);
   });
 
   test("a terminal job reaches its proxy too", async () => {
