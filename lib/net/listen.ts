@@ -29,6 +29,8 @@ const AF_INET6 = 10;
 const SOCK_STREAM = 1;
 const SOCK_CLOEXEC = 0o2000000;
 const IPPROTO_IPV6 = 41;
+const SOL_SOCKET = 1;
+const SO_REUSEADDR = 2;
 const IPV6_V6ONLY = 26;
 const NS_GET_USERNS = 0xb701;
 const SYS_PIDFD_OPEN = 434;
@@ -121,6 +123,11 @@ function listenOn(family: 4 | 6, port: number): number | null {
     throw new Error(`socket: ${errnoName()}`);
   }
   try {
+    // SO_REUSEADDR: the previous planterd's closed connections (TIME_WAIT on port 3128) must not
+    // keep a restarted one from listening again. Never SO_REUSEPORT: that would let a job's own
+    // socket share the port (bind fails while any other socket listens there).
+    const one = new Int32Array([1]);
+    if (c.setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, ptr(one), 4) < 0) throw new Error(`SO_REUSEADDR: ${errnoName()}`);
     let addr: Uint8Array;
     if (family === 4) {
       addr = new Uint8Array(16);
@@ -129,7 +136,6 @@ function listenOn(family: 4 | 6, port: number): number | null {
       addr.set([127, 0, 0, 1], 4);
     } else {
       // No IPv4 on this socket (its own socket above has 127.0.0.1).
-      const one = new Int32Array([1]);
       if (c.setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, ptr(one), 4) < 0) throw new Error(`IPV6_V6ONLY: ${errnoName()}`);
       addr = new Uint8Array(28);
       new DataView(addr.buffer).setUint16(0, AF_INET6, true);
