@@ -235,7 +235,8 @@ curl -sS --cacert /tmp/ca.pem https://deny.pkg.test:${https.port}/ 2>&1; echo "r
 curl -sS http://pkg.test:${http.port}/apex; echo "rc=$?"
 curl -sS http://other.test:${other.port}/p; echo "rc=$?"
 curl -sS http://other.test:${http.port}/p; echo "rc=$?"
-curl -sS http://ceiling.test:${http.port}/c; echo "rc=$?"`,
+curl -sS http://ceiling.test:${http.port}/c; echo "rc=$?"
+curl -sS https://other.test:${https.port}/ 2>&1; echo "rc=$?"`,
     );
     expect(r.out).toBe(
       [
@@ -249,6 +250,9 @@ curl -sS http://ceiling.test:${http.port}/c; echo "rc=$?"`,
         "rc=0",
         `planter: ceiling.test:${http.port} is denied by "ceiling.test"`,
         "rc=0",
+        // CONNECT to the port the entry does not name.
+        "curl: (56) CONNECT tunnel failed, response 403",
+        "rc=56",
         "",
       ].join("\n"),
     );
