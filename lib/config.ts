@@ -149,6 +149,20 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
+  /** The agent observer (#16, plans/agents.md): which tmux servers it reads and how often. */
+  agents: v.optional(
+    v.strictObject({
+      /** Read tmux servers for agents (false: only reports from hooks and jobs). */
+      observe: v.optional(v.boolean(), true),
+      /** Dirs whose sockets are tmux servers to read; unset: tmux's own (every user's `/tmp/tmux-UID` as root). */
+      tmux_dirs: v.optional(v.array(v.pipe(v.string(), v.startsWith("/", "an absolute path"))), undefined),
+      /** More tmux sockets to read (a server started with -S). */
+      tmux_sockets: v.optional(v.array(v.pipe(v.string(), v.startsWith("/", "an absolute path"))), []),
+      /** How often an agent's screen is read while it changes (faster after a change of state, slower when still). */
+      poll_ms: v.optional(int(50, 60_000), 1000),
+    }),
+    {},
+  ),
   /**
    * The ceiling of every cell's and job's network (docs/sandbox.md "Network"): whether `host` may
    * be used at all, the entries a list's `allow` must lie within (unset: any), deny entries added to

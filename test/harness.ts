@@ -115,6 +115,8 @@ export async function startDaemon(
   if (opts.config !== undefined || !(await Bun.file(configFile).exists())) {
     const config = opts.config ?? "";
     let text = config.includes("[sandbox]") ? config : `${config}\n[sandbox]\nmode = "disabled"\n`;
+    // The agent observer reads no tmux server of the host's (a test names its own private sockets).
+    if (!text.includes("[agents]")) text = `${text}\n[agents]\ntmux_dirs = []\n`;
     // A root planterd's root-peer jobs run as nobody, whatever users this host has.
     if (!text.includes("root_peer_user")) {
       text = text.includes("[jobs]")

@@ -116,3 +116,31 @@ export interface Agent {
   /** Bumped on every change of state: the guard `if_state` and watchers use it. */
   state_version: number;
 }
+
+/** What a change did to an agent: it appeared or changed (`upsert`), or was forgotten (`remove`). */
+export type AgentChangeOp = "upsert" | "remove";
+
+/** `GET /v1/agents`: the agents the caller may see, and the cursor a watch resumes from. */
+export interface AgentList {
+  agents: Agent[];
+  cursor: string;
+}
+
+/**
+ * One line of `GET /v1/agents/watch`: a `snapshot` of every agent first (unless a valid cursor was
+ * given), then a `delta` per change; a cursor that cannot be resumed (another planterd's, pruned,
+ * ahead of the newest change) gets a `reset` saying why, then a snapshot. Every snapshot and
+ * delta carries the cursor to resume after it.
+ */
+export type AgentWatchLine =
+  | { type: "snapshot"; cursor: string; agents: Agent[] }
+  | { type: "delta"; cursor: string; op: AgentChangeOp; agent: Agent }
+  | { type: "reset"; reason: "foreign" | "expired" | "ahead"; message: string };
+
+/** What `ingest` (and `POST /v1/agents/events`) did with an event, and the agent as it is now. */
+export interface AgentReportResult {
+  /** `applied`: taken (the state may or may not have changed); `duplicate`, `older`: dropped. */
+  outcome: "applied" | "duplicate" | "older";
+  changed: boolean;
+  agent: Agent;
+}

@@ -258,6 +258,12 @@ export class Client {
   }
   events = (query: RouteQueryIn<Routes["events"]>, signal?: AbortSignal) =>
     this.lines<RouteReply<Routes["events"]>>(target(ROUTES.events, { query }), signal);
+
+  listAgents = (query: RouteQueryIn<Routes["listAgents"]> = {}) => this.call(ROUTES.listAgents, { query });
+  /** Agents as they change: a snapshot (or a reset and one), then deltas, until `signal` aborts. */
+  watchAgents = (query: RouteQueryIn<Routes["watchAgents"]>, signal?: AbortSignal) =>
+    this.lines<RouteReply<Routes["watchAgents"]>>(target(ROUTES.watchAgents, { query }), signal);
+  reportAgent = (body: RouteBodyIn<Routes["reportAgent"]>) => this.call(ROUTES.reportAgent, { body });
 }
 
 /** What a call of a route passes: its path parameters, query values and body, as the route types them. */

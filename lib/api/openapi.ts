@@ -31,6 +31,9 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   attach: "101 Switching Protocols: a WebSocket of terminal frames",
   writeStdin: "{ written: number, eof: boolean }",
   screen: "ScreenInfo",
+  listAgents: "AgentList { agents: Agent[], cursor: string } (lib/agents/model.ts)",
+  watchAgents: "AgentWatchLine per line: snapshot | delta | reset (lib/agents/model.ts)",
+  reportAgent: "AgentReportResult { outcome, changed, agent: Agent }",
 };
 
 const openapiPath = (path: string) => path.replace(/:([a-z_]+)/g, "{$1}");

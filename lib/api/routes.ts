@@ -7,6 +7,14 @@
  */
 import * as v from "valibot";
 import {
+  AGENT_KINDS,
+  AGENT_STATES,
+  AgentEventIn,
+  type AgentList,
+  type AgentReportResult,
+  type AgentWatchLine,
+} from "../agents/model.ts";
+import {
   type Cell,
   CellCreate,
   type EventRecord,
@@ -368,6 +376,38 @@ export const ROUTES = {
     summary:
       "events after a cursor as JSON lines (no cursor: from the oldest; cursor=now: only new ones); at most limit (default 1000, or no bound with follow=1); follow=1 waits for new ones",
     returns: reply<EventRecord>(),
+  }),
+  listAgents: route({
+    method: "GET",
+    path: "/v1/agents",
+    query: { state: oneOf(AGENT_STATES), agent: oneOf(AGENT_KINDS), job: text() },
+    body: null,
+    reply: "json",
+    summary:
+      "the agents observed (in tmux panes, reported by hooks, in jobs) that the caller may see, and the cursor a watch resumes from",
+    returns: reply<AgentList>(),
+  }),
+  watchAgents: route({
+    method: "GET",
+    path: "/v1/agents/watch",
+    query: { cursor: text() },
+    body: null,
+    reply: "lines",
+    types: ["application/x-ndjson"],
+    summary:
+      "agents as JSON lines: a snapshot, then a delta per change, live; with a cursor only the changes after it (a cursor that cannot be resumed: a reset, then a snapshot)",
+    returns: reply<AgentWatchLine>(),
+  }),
+  reportAgent: route({
+    method: "POST",
+    path: "/v1/agents/events",
+    query: NONE,
+    body: AgentEventIn,
+    bodyName: "agent event",
+    reply: "json",
+    summary:
+      "report an agent's state (a hook, Codex's notify): only about processes, tmux servers and jobs of the caller's own",
+    returns: reply<AgentReportResult>(),
   }),
 } as const;
 

@@ -13,6 +13,7 @@ export const subCommands = {
   job: () => import("./lifecycle/job.ts").then((m) => m.job),
   logs: () => import("../../scripts/logs.ts").then((m) => m.default),
   events: () => import("./lifecycle/events.ts").then((m) => m.events),
+  agents: () => import("./lifecycle/agents.ts").then((m) => m.agents),
   sandbox: () => import("../../scripts/sandbox.ts").then((m) => m.default),
   doctor: () => import("../../scripts/doctor.ts").then((m) => m.default),
   install: () => import("../../scripts/install.ts").then((m) => m.default),

@@ -1,5 +1,6 @@
 /** The daemon's shared context: state, config, paths, and notification of committed changes. */
 import type { Database } from "bun:sqlite";
+import type { Observer } from "../agents/observer.ts";
 import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
@@ -101,6 +102,8 @@ export class Context {
   readonly terminals = new Terminals();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
+  /** The agent observer (lib/agents/observer.ts), set at startup. */
+  agents!: Observer;
 
   constructor(
     readonly db: Database,

@@ -1,6 +1,7 @@
 /** planterd: open state, re-adopt jobs, serve the API until SIGTERM/SIGINT. */
 import { chmodSync, existsSync, mkdirSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
+import { Observer } from "../agents/observer.ts";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
 import { Supervisor } from "../jobs/supervisor.ts";
@@ -9,12 +10,14 @@ import { rootPeerIdentity } from "../sandbox/identity.ts";
 import { probePlatform } from "../sandbox/index.ts";
 import { openState, streamId } from "../state/db.ts";
 import { backgroundCheck, recordCleanClose, takeCleanClose } from "../state/integrity.ts";
+import { getJob } from "../state/jobs.ts";
 import { lockStateDir } from "../state/lock.ts";
 import { storageError } from "../state/storage.ts";
 import { BUILD } from "../version.ts";
 import { groupGid, resolvePolicy, systemGroup } from "./authz.ts";
 import { Context } from "./context.ts";
 import { ensureCell } from "./handlers/common.ts";
+import { jobOwner } from "./launch.ts";
 import { checkDir, checkParents, checkSocket, expectedLayout, fixSocket, makeDir, refuseOn } from "./layout.ts";
 import { peerReader } from "./peer.ts";
 import { routes } from "./routes.ts";
@@ -194,6 +197,14 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       if (ctx.rootPeer.fallback) log(`warning: ${ctx.rootPeer.fallback}`);
     }
     const adopted = ctx.supervisor.adoptAll();
+    ctx.agents = new Observer({
+      db,
+      config: { ...config.agents, tmux_dirs: config.agents.tmux_dirs ?? null },
+      job: (id) => {
+        const job = getJob(ctx.db, id);
+        return job ? { cell: job.cell, owner_uid: jobOwner(ctx, job) } : null;
+      },
+    });
     try {
       ensureCell(ctx, config.jobs.default_cell);
     } catch (e) {
@@ -239,6 +250,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
         data: { pid: process.pid, version: BUILD.version, via: listening.via, ...adopted },
       }),
     );
+    ctx.agents.start();
     log(
       `ready on ${paths.socketPath} (${listening.via === "activation" ? "socket-activated" : "bound"}; state ${paths.stateDir}; ` +
         `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost)`,
@@ -270,6 +282,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     });
     stopCheck();
     await listening.close();
+    ctx.agents.close();
     ctx.supervisor.close();
     ctx.writeOrDefer((ev) => ev.push({ kind: "daemon.stopped", subject: "daemon", data: { pid: process.pid } }));
     const unwritten = ctx.closeDeferred();

@@ -1,5 +1,6 @@
 /** planterd's handlers for the /v1 route table (lib/api/routes.ts): one per route, checked by the compiler. */
 import { ROUTES, type RouteName, type Routes } from "../api/routes.ts";
+import * as agents from "./handlers/agents.ts";
 import * as cells from "./handlers/cells.ts";
 import * as events from "./handlers/events.ts";
 import * as jobs from "./handlers/jobs.ts";
@@ -28,6 +29,9 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   attach: tty.attach,
   writeStdin: tty.stdin,
   screen: tty.screen,
+  listAgents: agents.list,
+  watchAgents: agents.watch,
+  reportAgent: agents.report,
 };
 
 export function routes(): Router {

@@ -124,6 +124,28 @@ export const MIGRATIONS: Migration[] = [
       db.run("ALTER TABLE jobs ADD COLUMN tty TEXT");
     },
   },
+  {
+    version: 8,
+    name: "agents (#16): each observed agent with its last reports, the changes a watch resumes from",
+    up: (db) => {
+      db.run(`CREATE TABLE agents (
+        runtime_id TEXT PRIMARY KEY,
+        agent TEXT NOT NULL,
+        state TEXT NOT NULL,
+        owner_uid INTEGER,
+        job_id TEXT,
+        record TEXT NOT NULL,
+        gone_at INTEGER)`);
+      db.run(`CREATE TABLE agent_changes (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        runtime_id TEXT NOT NULL,
+        op TEXT NOT NULL,
+        owner_uid INTEGER,
+        agent TEXT NOT NULL)`);
+      db.run(`INSERT INTO meta (key, value) VALUES ('agents_stream_id', ?)`, [randomStreamId()]);
+    },
+  },
 ];
 
 /** The schema version this build writes. */

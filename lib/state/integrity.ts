@@ -111,7 +111,7 @@ export function takeCleanClose(dbPath: string): boolean {
 }
 
 /** Tables that grow with the history: checked by the full check only. */
-const HISTORY = new Set(["jobs", "events", "idempotency"]);
+const HISTORY = new Set(["jobs", "events", "idempotency", "agent_changes"]);
 
 /**
  * The check of a database that closed cleanly and is unchanged since: its length must be its

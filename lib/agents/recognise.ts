@@ -1,0 +1,161 @@
+/**
+ * Which agent CLI runs in a pane: the pane's process tree, read from /proc without a scan of
+ * every process (each process's children from /proc/PID/task/TID/children), matched by name.
+ * Claude Code is a native binary `claude`; Codex and Gemini are node scripts
+ * (`@openai/codex/bin/codex.js`, `@google/gemini-cli/…`; Codex runs a native `codex` below it).
+ */
+import { readdirSync, readFileSync } from "node:fs";
+import { basename } from "node:path";
+import type { AgentKind } from "./model.ts";
+
+/** The names the CLIs are installed under. */
+const NAMES: Record<string, AgentKind> = { claude: "claude", "claude.exe": "claude", codex: "codex", gemini: "gemini" };
+/** Their npm packages, as they appear in a script's path. */
+const PACKAGES: [RegExp, AgentKind][] = [
+  [/(^|\/)@anthropic-ai\/claude-code(\/|$)/, "claude"],
+  [/(^|\/)@openai\/codex(\/|$)/, "codex"],
+  [/(^|\/)@google\/gemini-cli(\/|$)/, "gemini"],
+];
+/** Programs that run a script named by their first free argument. */
+const RUNTIMES = new Set(["node", "nodejs", "bun", "deno"]);
+
+/**
+ * The agent a process is, from its argv and its kernel name (`comm`, which for a script started
+ * by its `#!` line is the script's name): null when it is none of them.
+ */
+export function agentOf(argv: readonly string[], comm: string | null): AgentKind | null {
+  const direct = NAMES[basename(argv[0] ?? "")] ?? (comm === null ? undefined : NAMES[comm]);
+  if (direct) return direct;
+  if (!RUNTIMES.has(basename(argv[0] ?? ""))) return null;
+  // The script: the first argument that is not an option of the runtime (`node --flag script`).
+  const script = argv.slice(1).find((a) => !a.startsWith("-"));
+  if (!script) return null;
+  for (const [re, kind] of PACKAGES) if (re.test(script)) return kind;
+  return NAMES[basename(script)] ?? null;
+}
+
+/** What the recognition reads of a process (the real /proc, or a table in the tests). */
+export interface ProcReader {
+  /** Its children (of every thread), [] when it is gone. */
+  children(pid: number): number[];
+  argv(pid: number): string[] | null;
+  comm(pid: number): string | null;
+  /** Its start time (/proc/PID/stat field 22), parent and real uid; null when it is gone. */
+  facts(pid: number): { start: string; ppid: number; uid: number } | null;
+}
+
+const readText = (path: string): string | null => {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+};
+
+/** /proc, read directly. */
+export const procReader: ProcReader = {
+  children(pid) {
+    let tasks: string[];
+    try {
+      tasks = readdirSync(`/proc/${pid}/task`);
+    } catch {
+      return [];
+    }
+    const out: number[] = [];
+    for (const t of tasks) {
+      const text = readText(`/proc/${pid}/task/${t}/children`);
+      if (!text) continue;
+      for (const c of text.split(" ")) if (c.trim()) out.push(Number(c));
+    }
+    return out;
+  },
+  argv(pid) {
+    const text = readText(`/proc/${pid}/cmdline`);
+    if (text === null) return null;
+    return text.split("\0").filter((a, i, all) => a !== "" || i < all.length - 1);
+  },
+  comm(pid) {
+    return readText(`/proc/${pid}/comm`)?.trimEnd() ?? null;
+  },
+  facts(pid) {
+    const stat = readText(`/proc/${pid}/stat`);
+    const status = readText(`/proc/${pid}/status`);
+    if (stat === null || status === null) return null;
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    if (f[0] === "Z" || f[0] === "X") return null;
+    const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
+    if (uid === undefined || f[19] === undefined) return null;
+    return { start: f[19], ppid: Number(f[1]), uid: Number(uid) };
+  },
+};
+
+/** Whether this kernel lists children per task (CONFIG_PROC_CHILDREN): without it no tree can be walked. */
+export function canWalk(pid = process.pid): boolean {
+  return readText(`/proc/${pid}/task/${pid}/children`) !== null;
+}
+
+/** An agent process found in a tree. */
+export interface Found {
+  agent: AgentKind;
+  pid: number;
+  /** "PID:START", the runtime's `process`. */
+  process: string;
+  uid: number;
+}
+
+/** How far down a pane's tree an agent is looked for, and how many processes at most. */
+const MAX_DEPTH = 6;
+const MAX_PROCS = 256;
+
+/**
+ * The agent of the tree below (and including) `root`: the topmost process that is one, breadth
+ * first (a wrapper such as `npx`, a shell script or Codex's node launcher above the CLI is passed
+ * through; the launcher itself is found first and names the runtime). Null when there is none.
+ */
+export function findAgent(root: number, read: ProcReader = procReader): Found | null {
+  let level = [root];
+  let seen = 0;
+  for (let depth = 0; depth <= MAX_DEPTH && level.length; depth++) {
+    const next: number[] = [];
+    for (const pid of level) {
+      if (++seen > MAX_PROCS) return null;
+      const argv = read.argv(pid);
+      if (argv) {
+        const agent = agentOf(argv, read.comm(pid));
+        if (agent) {
+          const facts = read.facts(pid);
+          if (facts) return { agent, pid, process: `${pid}:${facts.start}`, uid: facts.uid };
+        }
+      }
+      next.push(...read.children(pid));
+    }
+    level = next;
+  }
+  return null;
+}
+
+/** A process named "PID:START" as it is now: its uid, or null when it is gone or another process has the pid. */
+export function processOwner(ref: string, read: ProcReader = procReader): number | null {
+  const m = /^(\d+):(\d+)$/.exec(ref);
+  if (!m) return null;
+  const facts = read.facts(Number(m[1]));
+  return facts && facts.start === m[2] ? facts.uid : null;
+}
+
+/**
+ * The runtime's process for a process of an agent (a hook's parent, say): the topmost agent
+ * process above and including `pid` — the one `findAgent` names for the pane (Codex's node
+ * launcher rather than its native `codex` child). "PID:START", or null when `pid` is no agent's.
+ */
+export function topAgentProcess(pid: number, read: ProcReader = procReader): string | null {
+  let top: string | null = null;
+  let cur = pid;
+  for (let i = 0; i < 16 && cur > 1; i++) {
+    const argv = read.argv(cur);
+    const facts = read.facts(cur);
+    if (!argv || !facts || !agentOf(argv, read.comm(cur))) break;
+    top = `${cur}:${facts.start}`;
+    cur = facts.ppid;
+  }
+  return top;
+}
