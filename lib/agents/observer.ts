@@ -82,6 +82,9 @@ interface PaneWatch {
   screenChanged: number;
   stateChanged: number;
   nextCapture: number;
+  /** An unknown screen seen once (not yet believed), and its verdict. */
+  unsure: boolean;
+  pending: Verdict | null;
 }
 
 interface Server {
@@ -359,6 +362,8 @@ export class Observer {
         screenChanged: now,
         stateChanged: now,
         nextCapture: now,
+        unsure: false,
+        pending: null,
       };
       s.panes.set(info.pane_id, p);
     }
@@ -378,21 +383,33 @@ export class Observer {
     const id = runtime ? runtimeId(runtime) : null;
     if (id === p.runtime_id) return;
     if (p.runtime_id) this.gone(p.runtime_id, "pane_gone", now);
-    Object.assign(p, { runtime_id: id, found, hash: null, verdict: null, stateChanged: now, nextCapture: now });
+    Object.assign(p, { runtime_id: id, found, hash: null, verdict: null, unsure: false, pending: null });
+    Object.assign(p, { stateChanged: now, nextCapture: now });
     if (runtime && found) this.appear(runtime, found, s.sock.uid, paneOf(info), now);
   }
 
-  /** A captured screen: classified (again only when it changed), reported, the pane's next capture set. */
+  /**
+   * A captured screen: classified (again only when it changed), reported, the pane's next capture
+   * set. A screen the rules do not know counts only once it is seen twice in a row: a CLI caught
+   * in the middle of a redraw is not an unknown agent.
+   */
   private screen(p: PaneWatch, text: string, now: number): void {
     const hash = Bun.hash(text);
     if (hash !== p.hash || !p.verdict) {
       p.hash = hash;
       p.screenChanged = now;
       const v = classify((p.found as Found).agent, text);
-      if (!p.verdict || v.state !== p.verdict.state || v.reason !== p.verdict.reason) p.stateChanged = now;
-      p.verdict = v;
+      p.unsure = v.state === "unknown" && p.verdict !== null && p.verdict.state !== "unknown";
+      if (!p.unsure) {
+        if (!p.verdict || v.state !== p.verdict.state || v.reason !== p.verdict.reason) p.stateChanged = now;
+        p.verdict = v;
+      } else p.pending = v;
+    } else if (p.unsure && p.pending) {
+      p.unsure = false;
+      p.verdict = p.pending;
+      p.stateChanged = now;
     }
-    const v = p.verdict;
+    const v = p.verdict as Verdict;
     this.poll(p.runtime_id as string, p.found as Found, now, v.rule, v.state, v.reason, v.detail);
     const every =
       now - p.stateChanged < HOT_MS ? this.fastMs : now - p.screenChanged < STILL_MS ? this.cfg.poll_ms : this.idleMs;
@@ -630,16 +647,24 @@ export class Observer {
 
   /**
    * A watch: a snapshot (or a reset and a snapshot) unless `cursor` resumes, then every change
-   * `canSee` allows as it happens, until `signal` aborts.
+   * `canSee` allows as it happens, until `signal` aborts. A malformed cursor is refused now
+   * (E_BAD_REQUEST), before the stream starts.
    */
-  async watch(
+  watch(
     cursor: string | undefined,
+    canSee: CanSee,
+  ): (write: (line: AgentWatchLine) => boolean, signal: AbortSignal) => Promise<void> {
+    const resume = cursor === undefined ? null : resumeAt(this.db, this.stream, cursor);
+    return (write, signal) => this.follow(resume, canSee, write, signal);
+  }
+
+  private async follow(
+    resume: ReturnType<typeof resumeAt> | null,
     canSee: CanSee,
     write: (line: AgentWatchLine) => boolean,
     signal: AbortSignal,
   ): Promise<void> {
     let after: number;
-    const resume = cursor === undefined ? null : resumeAt(this.db, this.stream, cursor);
     if (resume && "seq" in resume) after = resume.seq;
     else {
       if (resume) write({ type: "reset", reason: resume.reset, message: RESET_MESSAGES[resume.reset] });

@@ -195,7 +195,8 @@ export const RULES: Record<AgentKind, { layout: Layout; rules: Rule[] }> = {
         state: "running",
         input: true,
         match: { footer: /esc to interrupt/i },
-        detail: ["near", /^[^\s\w●❯⎿] (\S+…[^\n]*)$/m],
+        // The spinner's word, not its timer (a detail that changed every second would be a change every second).
+        detail: ["near", /^[^\s\w●❯⎿] (\S+…)/m],
       },
       {
         name: "api_error",
@@ -236,7 +237,7 @@ export const RULES: Record<AgentKind, { layout: Layout; rules: Rule[] }> = {
         state: "running",
         input: true,
         match: { near: /esc to interrupt/i },
-        detail: ["near", /^[•◦] (Working[^\n]*)$/m],
+        detail: ["near", /^[•◦] ([^\n(]*?)\s*\(/m],
       },
       { name: "interrupted", state: "waiting_input", input: true, match: { last: /^■ Conversation interrupted/ } },
       { name: "error", state: "error", input: true, match: { last: /^■ / }, detail: ["turn", /^■ ([^\n]*)/m] },

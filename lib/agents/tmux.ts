@@ -86,9 +86,13 @@ export interface Tick {
   screens: Map<string, string>;
 }
 
-/** The arguments of one tick: list every pane, then capture each of `capture` after a marker line. */
+/**
+ * The arguments of one tick: list every pane, then capture each of `capture` after a marker line.
+ * `-u`: the client takes UTF-8 whatever the locale (without it a client in the C locale gets every
+ * tab and non-ASCII character of a format as `_`).
+ */
 export function tickArgs(socket: string, capture: readonly string[], mark: string): string[] {
-  const args = ["-S", socket, "list-panes", "-a", "-F", PANE_FORMAT];
+  const args = ["-u", "-S", socket, "list-panes", "-a", "-F", PANE_FORMAT];
   capture.forEach((pane, i) => {
     args.push(";", "display-message", "-p", `${mark}${i}`, ";", "capture-pane", "-p", "-t", pane);
   });

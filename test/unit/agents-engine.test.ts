@@ -172,28 +172,30 @@ describe("replays converge", () => {
     }
   });
 
+  /** A random history of up to 12 events about one runtime (few distinct times, so ties happen). */
+  function history(next: () => number): AgentEventIn[] {
+    const pick = <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)] as T;
+    const maybe = <T extends object>(p: number, value: () => T): T | object => (next() < p ? value() : {});
+    const seqd = { hook: next() < 0.5, notify: next() < 0.5, poller: false };
+    const n = 1 + Math.floor(next() * 12);
+    return Array.from({ length: n }, (_, i) => {
+      const source = pick(SOURCES);
+      const state = pick(AGENT_STATES);
+      return ev(source, state, T - 1000 * Math.floor(next() * 5), {
+        ...maybe(state === "unknown" ? 1 : 0, () => ({ reason: pick(UNKNOWN_REASONS) })),
+        ...maybe(seqd[source] ? 1 : 0, () => ({ source_seq: Math.floor(next() * 6) })),
+        ...maybe(0.3, () => ({ dedupe_key: `k${i}` })),
+        ...maybe(0.3, () => ({ detail: `d${Math.floor(next() * 3)}` })),
+        ...maybe(0.5, () => ({ kind: pick(["Stop", "Notification", "PreToolUse"]) })),
+        ...maybe(0.2, () => ({ agent: pick(["codex", "gemini"] as const) })),
+      });
+    });
+  }
+
   test("random histories: any order of the same events (with repeats) gives the same state", () => {
     const next = rng(1604);
-    const pick = <T>(xs: readonly T[]) => xs[Math.floor(next() * xs.length)] as T;
     for (let round = 0; round < 300; round++) {
-      const n = 1 + Math.floor(next() * 12);
-      const events: AgentEventIn[] = [];
-      const seqd = { hook: next() < 0.5, notify: next() < 0.5, poller: false };
-      for (let i = 0; i < n; i++) {
-        const source = pick(SOURCES);
-        const state = pick(AGENT_STATES);
-        events.push(
-          // Few distinct times, so ties (same seq, same time) happen.
-          ev(source, state, T - 1000 * Math.floor(next() * 20), {
-            ...(state === "unknown" ? { reason: pick(UNKNOWN_REASONS) } : {}),
-            ...(seqd[source] ? { source_seq: Math.floor(next() * 6) } : {}),
-            ...(next() < 0.3 ? { dedupe_key: `k${i}` } : {}),
-            ...(next() < 0.3 ? { detail: `d${Math.floor(next() * 3)}` } : {}),
-            ...(next() < 0.3 ? { kind: pick(["Stop", "Notification", "PreToolUse"]) } : {}),
-            ...(next() < 0.2 ? { agent: pick(["codex", "gemini"] as const) } : {}),
-          }),
-        );
-      }
+      const events = history(next);
       const expected = converged(run(events, T, T));
       for (let k = 0; k < 6; k++) {
         const replay = shuffle([...events, ...events.filter(() => next() < 0.3)], next);

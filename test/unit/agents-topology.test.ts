@@ -168,6 +168,7 @@ describe("tmux's output", () => {
 
   test("one call per tick: the pane list, then each screen after its marker", () => {
     expect(tickArgs("/s", ["%1", "%2"], "M-")).toEqual([
+      "-u",
       "-S",
       "/s",
       "list-panes",

@@ -1,4 +1,4 @@
-/** The repository's shell scripts (.ci, the test shims) are shellcheck-clean. */
+/** The repository's shell scripts (.ci, the test shims, the fake agents) are shellcheck-clean. */
 import { expect, test } from "bun:test";
 import { readdirSync, readFileSync, statSync } from "node:fs";
 import { join, relative } from "node:path";
@@ -15,9 +15,18 @@ function shellScripts(dir: string): string[] {
 }
 
 // Required in CI (.ci/run installs shellcheck); skipped on a machine without it.
-test.skipIf(!Bun.which("shellcheck") && !process.env.CI)(".ci and the test shims are shellcheck-clean", () => {
-  const scripts = [...shellScripts(join(ROOT, ".ci")), ...shellScripts(join(ROOT, "test", "shims"))];
-  expect(scripts.map((s) => relative(ROOT, s))).toContain(".ci/test");
-  const r = Bun.spawnSync(["shellcheck", "-f", "gcc", ...scripts], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  expect([r.exitCode, r.stdout.toString(), r.stderr.toString()]).toEqual([0, "", ""]);
-});
+test.skipIf(!Bun.which("shellcheck") && !process.env.CI)(
+  ".ci, the test shims and the fake agents are shellcheck-clean",
+  () => {
+    const agents = join(ROOT, "test", "fixtures", "agents");
+    const scripts = [
+      ...shellScripts(join(ROOT, ".ci")),
+      ...shellScripts(join(ROOT, "test", "shims")),
+      ...shellScripts(agents).filter((p) => !p.includes("/screens/")),
+      join(agents, "fake-agent.bash"),
+    ];
+    expect(scripts.map((s) => relative(ROOT, s))).toContain(".ci/test");
+    const r = Bun.spawnSync(["shellcheck", "-f", "gcc", ...scripts], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    expect([r.exitCode, r.stdout.toString(), r.stderr.toString()]).toEqual([0, "", ""]);
+  },
+);

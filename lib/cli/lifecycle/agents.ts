@@ -228,8 +228,12 @@ const agentsWait = examples(
         throw new PlanterError("E_DAEMON_UNREACHABLE", "planterd ended the watch before the state was reached");
       } catch (e) {
         if (timedOut) {
-          const who = args.agent ?? (args.job ? `the agent of job ${args.job}` : "no agent");
-          write(2, `planter: ${who} reached ${states.join(" or ")} within ${args.timeout}\n`);
+          const who = args.agent
+            ? `agent ${args.agent} did not reach`
+            : args.job
+              ? `the agent of job ${args.job} did not reach`
+              : "no agent reached";
+          write(2, `planter: ${who} ${states.join(" or ")} within ${args.timeout}\n`);
           return EXIT.waitTimeout;
         }
         if (stop.signal.aborted) return EXIT.error;

@@ -11,12 +11,7 @@ export function list(ctx: Context, req: Req<Routes["listAgents"]>): Reply<AgentL
 }
 
 export function watch(ctx: Context, req: Req<Routes["watchAgents"]>): Reply<AgentWatchLine> {
-  const see = canSee(req.peer);
-  const cursor = req.query.cursor;
-  return {
-    status: 200,
-    lines: (write, signal) => ctx.agents.watch(cursor, see, write, signal),
-  };
+  return { status: 200, lines: ctx.agents.watch(req.query.cursor, canSee(req.peer)) };
 }
 
 export function report(ctx: Context, req: Req<Routes["reportAgent"]>): Reply<AgentReportResult> {
