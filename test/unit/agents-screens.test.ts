@@ -135,7 +135,8 @@ describe("what the rules do not know", () => {
   });
 
   test("details are one printable line, at most 200 characters", () => {
-    const long = ["● API Error: 500 ".padEnd(400, "x") + "\u001b[31m", "─".repeat(40), "❯ ", "─".repeat(40)].join("\n");
+    const error = `${"● API Error: 500 ".padEnd(400, "x")}\u001b[31m`;
+    const long = [error, "─".repeat(40), "❯ ", "─".repeat(40)].join("\n");
     const v = classify("claude", `❯ go\n${long}`);
     expect(v.state).toBe("error");
     expect(v.detail?.length).toBe(200);
