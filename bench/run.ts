@@ -1,11 +1,12 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch]` (all but procs, egress, tty and launch by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [agents]` (all but procs, egress, tty, launch and agents by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
  */
 import { loadavg } from "node:os";
+import { agentsBench } from "./agents.ts";
 import { apiBench } from "./api.ts";
 import { attachBench } from "./attach.ts";
 import { authzBench } from "./authz.ts";
@@ -52,6 +53,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   attach: { run: attachBench, limitMs: 120_000 },
   tty: { run: ttyBench, limitMs: 600_000, named: true },
   launch: { run: launchBench, limitMs: 900_000, named: true },
+  agents: { run: agentsBench, limitMs: 600_000, named: true },
 };
 
 const wanted = process.argv.slice(2);

@@ -5,10 +5,11 @@
  * state engine (`ingest`). Every change of what an agent shows is stored with its record and as a
  * change a watch resumes from (lib/state/agents.ts). plans/agents.md has the design.
  *
- * Cadence: one tmux call per server per tick, for all of that server's panes due then. A pane is
- * captured every `fast` ms for a while after its state changed, every `poll_ms` while its screen
- * changes, every `idle` ms once it has been still for a minute; a server without agents is listed
- * every `topology` ms, and the socket dirs are read as often.
+ * Cadence: one tmux call per server per tick, for all of that server's agent panes due within the
+ * next `poll_ms`. A pane is due every `fast` ms (0.4 × poll_ms) for 5 s after its state changed,
+ * every `poll_ms` while its screen changes, every `idle` ms (2 × poll_ms) once it has been still
+ * for a minute; a server without agents is listed every `topology` ms (5 × poll_ms), and the
+ * socket dirs are read as often.
  */
 import type { Database } from "bun:sqlite";
 import { parseBody } from "../api/contract.ts";
@@ -34,6 +35,7 @@ import {
   type AgentReportResult,
   type AgentState,
   type AgentWatchLine,
+  HOOK_FRESH_MS,
   type RuntimeRef,
   runtimeId,
   type UnknownReason,
@@ -266,9 +268,10 @@ export class Observer {
 
   private async tickOnce(s: Server): Promise<void> {
     const start = this.now();
-    // Every agent pane due now or within half a fast interval rides this call.
+    // The call is paid for once per server: every agent pane due within the next poll_ms rides it
+    // (a change in one pane has its neighbours looked at sooner, for no extra spawn).
     const due = [...s.panes.values()]
-      .filter((p) => p.runtime_id && p.nextCapture <= start + this.fastMs / 2)
+      .filter((p) => p.runtime_id && p.nextCapture <= start + this.cfg.poll_ms)
       .sort((a, b) => a.nextCapture - b.nextCapture)
       .map((p) => p.info.pane_id);
     const r = await tick(s.sock, due);
@@ -367,10 +370,14 @@ export class Observer {
       };
       s.panes.set(info.pane_id, p);
     }
-    const moved = JSON.stringify(paneOf(p.info)) !== JSON.stringify(paneOf(info));
+    const moved =
+      p.info.session !== info.session ||
+      p.info.window !== info.window ||
+      p.info.index !== info.index ||
+      p.info.title !== info.title;
     p.info = info;
     const key = `${info.pane_pid}:${info.command}:${info.dead}`;
-    const lost = p.found !== null && processOwner(p.found.process, this.proc) === null;
+    const lost = p.found !== null && !this.proc.alive(p.found.process);
     if (key === p.walked && !lost) {
       if (p.runtime_id && moved) this.repane(p.runtime_id, paneOf(info), now);
       return;
@@ -578,6 +585,7 @@ export class Observer {
         }
         this.unconfirmed.delete(id);
       }
+      if (!this.timed(e.rec, now)) continue;
       const next = settle(e.rec, now);
       if (next === e.rec) continue;
       const changed = viewChanged(e.rec, next) || next.state_version !== e.rec.state_version;
@@ -585,6 +593,17 @@ export class Observer {
       if (changed) this.store(e, "upsert", now);
       else e.dirty = true;
     }
+  }
+
+  /**
+   * Whether time alone may change a record now: a hook or notify report that is fresh or just went
+   * stale (the poller's word then counts), or a completed turn (it turns idle). Every other record
+   * changes only with a report, which settles it anyway.
+   */
+  private timed(rec: AgentRecord, now: number): boolean {
+    if (rec.state === "completed") return true;
+    const recent = (at: number | undefined) => at !== undefined && now - at <= HOOK_FRESH_MS + 2000;
+    return recent(rec.reports.hook?.at) || recent(rec.reports.notify?.at);
   }
 
   private warnOnce(key: string, msg: string): void {

@@ -42,6 +42,8 @@ export interface ProcReader {
   comm(pid: number): string | null;
   /** Its start time (/proc/PID/stat field 22), parent and real uid; null when it is gone. */
   facts(pid: number): { start: string; ppid: number; uid: number } | null;
+  /** Whether the process "PID:START" still runs (one read: the observer asks every tick). */
+  alive(ref: string): boolean;
 }
 
 const readText = (path: string): string | null => {
@@ -86,6 +88,13 @@ export const procReader: ProcReader = {
     const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
     if (uid === undefined || f[19] === undefined) return null;
     return { start: f[19], ppid: Number(f[1]), uid: Number(uid) };
+  },
+  alive(ref) {
+    const colon = ref.indexOf(":");
+    const stat = readText(`/proc/${ref.slice(0, colon)}/stat`);
+    if (stat === null) return false;
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 20);
+    return f[0] !== "Z" && f[0] !== "X" && f[19] === ref.slice(colon + 1);
   },
 };
 

@@ -13,6 +13,7 @@ import {
   findAgent,
   type ProcReader,
   processOwner,
+  procReader,
   topAgentProcess,
 } from "../../lib/agents/recognise.ts";
 import {
@@ -64,6 +65,10 @@ function fakeProc(table: Record<number, { ppid: number; argv: string[]; comm?: s
     comm: (pid) => table[pid]?.comm ?? table[pid]?.argv[0]?.split("/").pop() ?? null,
     facts: (pid) =>
       table[pid] ? { start: String(pid * 10), ppid: table[pid].ppid, uid: table[pid].uid ?? 1000 } : null,
+    alive: (ref) => {
+      const [pid, start] = ref.split(":").map(Number) as [number, number];
+      return table[pid] !== undefined && start === pid * 10;
+    },
   };
 }
 
@@ -99,6 +104,7 @@ describe("the agent of a pane's tree", () => {
     expect(processOwner("212:999", proc)).toBeNull();
     expect(processOwner("999:1", proc)).toBeNull();
     expect(processOwner("nonsense", proc)).toBeNull();
+    expect([proc.alive("212:2120"), proc.alive("212:999")]).toEqual([true, false]);
   });
 
   test("the real /proc: this process's children are found, and a script named claude is an agent", async () => {
@@ -119,6 +125,8 @@ describe("the agent of a pane's tree", () => {
         expect(found?.agent).toBe("claude");
         expect(found?.uid).toBe(process.getuid?.() ?? -1);
         expect(processOwner(found?.process ?? "")).toBe(process.getuid?.() ?? -1);
+        expect(procReader.alive(found?.process ?? "")).toBe(true);
+        expect(procReader.alive(`${found?.pid}:1`)).toBe(false);
       } finally {
         // The script's sleep, the script, the shell.
         if (found) Bun.spawnSync(["pkill", "-KILL", "-P", String(found.pid)]);
