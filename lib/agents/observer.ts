@@ -168,7 +168,13 @@ export class Observer {
       this.log("tmux is not on PATH: agents in tmux panes are not observed (hooks still report)");
       return;
     }
-    if (process.platform === "linux" && !canWalk()) {
+    if (process.platform !== "linux") {
+      this.log(
+        "agents in tmux panes are observed on Linux only (their processes are read from /proc); hooks still report",
+      );
+      return;
+    }
+    if (!canWalk()) {
       this.log("this kernel does not list a process's children (/proc/PID/task/TID/children): panes are not observed");
       return;
     }

@@ -4,6 +4,7 @@
  */
 import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
+import { join } from "node:path";
 import { newRecord, toAgent } from "../../lib/agents/engine.ts";
 import type { RuntimeRef } from "../../lib/agents/model.ts";
 import {
@@ -66,5 +67,23 @@ describe("agents tables", () => {
     for (const bad of ["", "x:1", `${stream}:`, `${stream}:-1`, `${stream}:1:2`]) {
       expect(() => resumeAt(d, stream, bad)).toThrow("is not an agents watch cursor");
     }
+  });
+});
+
+describe("what `planter agents` loads", () => {
+  test("the model and the client, none of the observer, the state or the daemon", async () => {
+    const r = await Bun.build({
+      entrypoints: [join(import.meta.dir, "..", "..", "lib", "cli", "lifecycle", "agents.ts")],
+      target: "bun",
+    });
+    expect(r.success).toBe(true);
+    const text = (await r.outputs[0]?.text()) ?? "";
+    const modules = [...text.matchAll(/^\/\/ (lib\/\S+\.ts)$/gm)].map((m) => m[1] as string);
+    expect(modules.filter((m) => m.startsWith("lib/agents/"))).toEqual(["lib/agents/model.ts"]);
+    expect(
+      modules.filter(
+        (m) => /^lib\/(state|jobs)\//.test(m) || (m.startsWith("lib/daemon/") && m !== "lib/daemon/peer.ts"),
+      ),
+    ).toEqual([]);
   });
 });
