@@ -283,8 +283,11 @@ export class Observer {
     const r = await tick(s.sock, due);
     if (this.closed || this.servers.get(s.sock.path) !== s) return;
     const now = this.now();
-    if (r === "gone") return this.dropServer(s, now);
-    if (r === "unreachable") return this.unreachable(s, now);
+    if ("error" in r) {
+      if (r.error === "gone") return this.dropServer(s, now);
+      this.warnOnce(`unreachable:${s.sock.path}`, `${s.sock.path} does not answer: ${r.message || "no reason given"}`);
+      return this.unreachable(s, now);
+    }
     s.failures = 0;
     if (!this.identify(s, r.panes[0]?.server_pid, now)) {
       s.nextAt = now + this.topologyMs;

@@ -10,7 +10,7 @@
  */
 import { lstatSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { exec } from "../host/exec.ts";
+import { exec, TOO_MUCH } from "../host/exec.ts";
 import { setprivPath } from "../sandbox/identity.ts";
 
 /** One tmux server's socket, and the uid and gid its client runs as. */
@@ -137,6 +137,11 @@ export function tickError(code: number, stderr: string): TickError {
 
 /** A tick's call must end within this (a server that hangs costs one tick, not the observer). */
 const TICK_TIMEOUT_MS = 5000;
+/**
+ * …and say at most this much: the server end of a socket is its user's program, and a root
+ * planterd must not hold whatever it sends (60 panes of 200×300 are under 4 MiB).
+ */
+const TICK_MAX_BYTES = 16 * 1024 * 1024;
 
 let setpriv: string | null | undefined;
 
@@ -145,7 +150,8 @@ async function tmux(sock: Socket, args: string[]): Promise<{ code: number; stdou
   const self = process.getuid?.() ?? 0;
   // Only PATH: no TMUX (a target would resolve against the caller's pane), no locale needed (tmux writes UTF-8).
   const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", TMUX: undefined, TMUX_PANE: undefined };
-  if (sock.uid === self) return await exec("tmux", args, { env, timeoutMs: TICK_TIMEOUT_MS, nothrow: true });
+  const limits = { timeoutMs: TICK_TIMEOUT_MS, maxOutputBytes: TICK_MAX_BYTES, nothrow: true };
+  if (sock.uid === self) return await exec("tmux", args, { env, ...limits });
   if (self !== 0) return { code: 1, stdout: "", stderr: `${sock.path} belongs to uid ${sock.uid}` };
   setpriv ??= (() => {
     try {
@@ -166,15 +172,20 @@ async function tmux(sock: Socket, args: string[]): Promise<{ code: number; stdou
     "--inh-caps=-all",
     "--",
   ];
-  return await exec(setpriv, [...drop, bin, ...args], { env, timeoutMs: TICK_TIMEOUT_MS, nothrow: true });
+  return await exec(setpriv, [...drop, bin, ...args], { env, ...limits });
 }
 
-/** One tick of a server: its panes and the screens of `capture`; an error when the call failed. */
-export async function tick(sock: Socket, capture: readonly string[]): Promise<Tick | TickError> {
+/** One tick of a server: its panes and the screens of `capture`; an error (and what tmux said) when the call failed. */
+export async function tick(
+  sock: Socket,
+  capture: readonly string[],
+): Promise<Tick | { error: TickError; message: string }> {
   const mark = `planter-${crypto.randomUUID()}-`;
   const r = await tmux(sock, tickArgs(sock.path, capture, mark));
   // A pane gone since the last tick fails the chain (exit 1) after the list: what came is still good.
-  if (r.code !== 0 && !r.stdout.includes("\t")) return tickError(r.code, r.stderr);
+  if (r.code !== 0 && (r.code === TOO_MUCH || !r.stdout.includes("\t"))) {
+    return { error: tickError(r.code, r.stderr), message: r.stderr.trim() };
+  }
   return parseTick(r.stdout, capture, mark);
 }
 

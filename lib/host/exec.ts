@@ -30,6 +30,11 @@ export interface ExecOptions {
   nothrow?: boolean;
   /** The hint of the error thrown for a failed call. */
   hint?: string;
+  /**
+   * Past this many bytes of output (stdout and stderr together) the program is SIGKILLed and the
+   * call answers TOO_MUCH (default: no bound). For programs whose output another user controls.
+   */
+  maxOutputBytes?: number;
 }
 
 export const DEFAULT_TIMEOUT_MS = 60_000;
@@ -37,6 +42,8 @@ export const DEFAULT_TIMEOUT_MS = 60_000;
 export const TIMED_OUT = 124;
 /** The code of a program that is not on PATH (as a shell answers). */
 export const NOT_FOUND = 127;
+/** The code of a call stopped because its output passed `maxOutputBytes`. */
+export const TOO_MUCH = 125;
 /** How long the output of a killed program is still read (a grandchild may hold its pipes open). */
 const DRAIN_MS = 1000;
 
@@ -53,8 +60,15 @@ export function mergedEnv(env: Env = {}): Record<string, string> {
   return out;
 }
 
-/** Read a stream to its end, or until `stop` resolves (then what was read so far). */
-async function collect(stream: ReadableStream<Uint8Array>, stop: Promise<void>): Promise<string> {
+/**
+ * Read a stream to its end, or until `stop` resolves (then what was read so far); `count` is told
+ * of every chunk and answers false to stop reading.
+ */
+async function collect(
+  stream: ReadableStream<Uint8Array>,
+  stop: Promise<void>,
+  count: (bytes: number) => boolean = () => true,
+): Promise<string> {
   const reader = stream.getReader();
   const chunks: Uint8Array[] = [];
   let stopped = false;
@@ -66,6 +80,10 @@ async function collect(stream: ReadableStream<Uint8Array>, stop: Promise<void>):
     for (;;) {
       const { done, value } = await reader.read();
       if (done || stopped) break;
+      if (!count(value.length)) {
+        void reader.cancel().catch(() => undefined);
+        break;
+      }
       chunks.push(value);
     }
   } catch {
@@ -83,7 +101,7 @@ export async function exec(program: string, args: readonly string[], o: ExecOpti
   const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const bin = Bun.which(program, { PATH: env.PATH ?? "/usr/bin:/bin" });
   const r = bin
-    ? await spawn(program, bin, args, env, timeoutMs)
+    ? await spawn(program, bin, args, env, timeoutMs, o.maxOutputBytes ?? Number.POSITIVE_INFINITY)
     : { code: NOT_FOUND, stdout: "", stderr: `${program}: not found` };
   if (r.code !== 0 && !o.nothrow) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r), { hint: o.hint });
   return r;
@@ -95,9 +113,19 @@ async function spawn(
   args: readonly string[],
   env: Record<string, string>,
   timeoutMs: number,
+  maxBytes: number,
 ) {
   const p = Bun.spawn([bin, ...args], { env, stdin: "ignore", stdout: "pipe", stderr: "pipe" });
   let timedOut = false;
+  let read = 0;
+  let tooMuch = false;
+  const count = (bytes: number) => {
+    read += bytes;
+    if (read <= maxBytes) return true;
+    if (!tooMuch) p.kill("SIGKILL");
+    tooMuch = true;
+    return false;
+  };
   let drained: () => void = () => undefined;
   const drain = new Promise<void>((resolve) => {
     drained = resolve;
@@ -108,8 +136,15 @@ async function spawn(
   }, timeoutMs);
   // Once the program has exited, its output is read for a moment more: what a grandchild keeps open is not waited for.
   void p.exited.then(() => setTimeout(drained, DRAIN_MS).unref());
-  const [stdout, stderr, code] = await Promise.all([collect(p.stdout, drain), collect(p.stderr, drain), p.exited]);
+  const [stdout, stderr, code] = await Promise.all([
+    collect(p.stdout, drain, count),
+    collect(p.stderr, drain, count),
+    p.exited,
+  ]);
   clearTimeout(timer);
+  if (tooMuch) {
+    return { code: TOO_MUCH, stdout: "", stderr: `${program}: stopped after more than ${maxBytes} bytes of output` };
+  }
   if (timedOut)
     return {
       code: TIMED_OUT,

@@ -140,6 +140,43 @@ describe("--json output reaches a slow reader whole", () => {
     expect(events.some((e) => e.subject === `job/${logJob.id}` && e.kind === "job.finished")).toBe(true);
   });
 
+  test("agents ls --json, agents wait --json", async () => {
+    // 200 agents reported by hooks about one process of ours, each with a detail of 1 KiB.
+    const sleeper = Bun.spawn(["sleep", "600"]);
+    try {
+      const stat = readFileSync(`/proc/${sleeper.pid}/stat`, "utf8");
+      const start = stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19];
+      for (let i = 0; i < 200; i++) {
+        await d.client.reportAgent({
+          agent: "claude",
+          source: "hook",
+          runtime: {
+            tmux_socket: null,
+            server: null,
+            pane_id: `%${i}`,
+            process: `${sleeper.pid}:${start}`,
+            job_id: null,
+          },
+          kind: "PreToolUse",
+          state: "running",
+          at: Date.now(),
+          detail: `${i}-${"d".repeat(1000)}`,
+        });
+      }
+      const r = await slow(["agents", "ls", "--json"]);
+      expect(r.code).toBe(0);
+      expect(r.stdout.length).toBeGreaterThan(200_000);
+      expect((parse(r) as { detail: string }[]).map((a) => a.detail.split("-")[0]).sort()).toEqual(
+        Array.from({ length: 200 }, (_, i) => String(i)).sort(),
+      );
+      const w = await slow(["agents", "wait", "--state", "running", "--json"]);
+      expect(w.code).toBe(0);
+      expect(parse(w).state).toBe("running");
+    } finally {
+      sleeper.kill("SIGKILL");
+    }
+  });
+
   test("sandbox render --json", async () => {
     const r = await slow(["sandbox", "render", "--backend", "bwrap", "--json", "--", "echo", ...bigArgs("s")]);
     expect(r.code).toBe(0);
@@ -195,6 +232,7 @@ const NOT_RUN: Record<string, string> = {
   install: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   uninstall: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   "migrate lima": "needs a Lima VM (test/integration/lima-migrate.test.ts)",
+  "agents watch": "follows until interrupted; its --json lines are checked in test/integration/agents.test.ts",
 };
 const RUN = [
   "cell create",
@@ -213,6 +251,8 @@ const RUN = [
   "sandbox render",
   "doctor",
   "migrate state",
+  "agents ls",
+  "agents wait",
 ];
 
 test("every command with --json is run above through a slow reader (or says why not)", async () => {

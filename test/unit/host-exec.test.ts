@@ -58,6 +58,20 @@ describe("exec", () => {
     expect(ms).toBeLessThan(5000);
   });
 
+  test("past maxOutputBytes the program is killed and the call answers 125 with none of its output", async () => {
+    const bin = program("floods", "exec yes planter");
+    const t = performance.now();
+    const r = await exec("floods", [], {
+      env: { PATH: `${bin}:/usr/bin:/bin` },
+      maxOutputBytes: 1 << 20,
+      nothrow: true,
+    });
+    expect(r).toEqual({ code: 125, stdout: "", stderr: "floods: stopped after more than 1048576 bytes of output" });
+    expect(performance.now() - t).toBeLessThan(5000);
+    const small = await exec("greet", [], { env: { PATH: program("greet", "echo hi") }, maxOutputBytes: 3 });
+    expect(small).toEqual({ code: 0, stdout: "hi\n", stderr: "" });
+  });
+
   test("a program that exits while a child it left holds the pipe: its output, without waiting for the child", async () => {
     const bin = program("leaves", "sleep 30 & echo $!");
     const t = performance.now();
