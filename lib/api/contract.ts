@@ -3,6 +3,7 @@
  * planterd and its clients. Every boundary is validated here with valibot.
  */
 import * as v from "valibot";
+import { AGENT_KINDS } from "../agents/model.ts";
 import { type EffectivePolicy, Policy } from "../sandbox/policy.ts";
 import { EnvMap, SafeString, summarizeIssues } from "./strings.ts";
 
@@ -94,6 +95,11 @@ export const JobCreate = v.strictObject({
   request_ref: v.optional(RequestRef),
   /** A pseudo-terminal of this size: an interactive job (attach, stdin, screen). */
   tty: v.optional(TtySize),
+  /**
+   * An agent job (#16): the agent CLI it runs. Its network is the agent's egress preset under a
+   * cell with the host's network, and its hooks report through the job's channel.
+   */
+  agent: v.optional(v.strictObject({ kind: v.picklist(AGENT_KINDS) })),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
 /** A job request as a client builds it. */

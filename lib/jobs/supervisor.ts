@@ -16,6 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import type { AgentKind } from "../agents/model.ts";
 import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
@@ -53,6 +54,7 @@ import {
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
+import { AgentChannels } from "./agents.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
 import { Egress } from "./egress.ts";
@@ -110,6 +112,8 @@ export interface LaunchContext {
   placeholders?: string[];
   /** Seatbelt with an allow list: the loopback port of the job's proxy (`PlanRequest.proxyPort`). */
   proxyPort?: number;
+  /** An agent job: the agent CLI it runs (its report channel is made at launch). */
+  agent?: AgentKind;
 }
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
@@ -156,8 +160,18 @@ export class Supervisor {
 
   /** The egress proxies of running jobs with a network allow list (lib/jobs/egress.ts). */
   readonly egress: Egress;
+  /** The report channels of running agent jobs (lib/jobs/agents.ts). */
+  readonly agents: AgentChannels;
 
   constructor(private readonly ctx: Context) {
+    this.agents = new AgentChannels({
+      write: (fn) => ctx.write(fn),
+      processOf: (id) => {
+        const j = getJob(ctx.db, id);
+        return j?.pid && j.start_time ? `${j.pid}:${j.start_time}` : null;
+      },
+      stateDir: ctx.paths.stateDir,
+    });
     this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
     this.egress = new Egress({
       write: (fn) => ctx.write(fn),
@@ -251,9 +265,11 @@ export class Supervisor {
       // missing mount target in a writable bind (a later sandbox made with them would make one again).
       // Not for a terminal job: its recorder runs under its holder, on the PTY.
       // Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
+      // Not for an agent job: its report channel is its own.
       if (
         !job.tty &&
         !rules &&
+        !where.agent &&
         backend.name === "bwrap" &&
         this.warm.ms > 0 &&
         this.monitor.enforcement.cgroups &&
@@ -286,6 +302,7 @@ export class Supervisor {
       out = openSync(files.stdout, "a", 0o600);
       err = openSync(files.stderr, "a", 0o600);
       prepareStatus(files.status);
+      const agentReport = where.agent ? this.agents.prepare(job.id, dir, where.agent, where.identity) : undefined;
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const plan = backend.plan({
         ...planRequest(where, {
@@ -301,6 +318,7 @@ export class Supervisor {
         }),
         nproc: this.nprocLimit(job),
         egress: rules !== null,
+        ...(agentReport && backend.name === "bwrap" ? { agentReport } : {}),
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
@@ -341,6 +359,7 @@ export class Supervisor {
         });
         spawned = true;
         if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+        if (where.agent) this.agents.watch(job.id, dir, where.agent);
         return started;
       }
       const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
@@ -353,6 +372,7 @@ export class Supervisor {
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+      if (where.agent) this.agents.watch(job.id, dir, where.agent);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -859,6 +879,8 @@ export class Supervisor {
     // Limits hold after a restart too; elapsed time counts from the job's real start.
     this.monitor.track(job);
     this.startPoll(polled);
+    // An agent job's report channel: read again (what its hooks wrote meanwhile waits in the FIFO).
+    this.agents.watch(job.id, jobDir(this.ctx.paths.stateDir, job.id));
     // Its proxy's listeners went with the previous planterd: made again in its namespace.
     const rules = egressRules(job, job.backend);
     if (rules) {
@@ -992,6 +1014,7 @@ export class Supervisor {
     // the review looks at its workspace (a bwrap job's pid namespace already took them).
     if (group) killGroup(group);
     this.egress.stop(id);
+    this.agents.close(id, true);
     this.forget(id);
     this.sweepSandbox(id, left);
     // The workspace first, then the end: whoever waits for the end (`planter run`, `job wait`, a
@@ -1162,6 +1185,7 @@ export class Supervisor {
     this.closed = true;
     this.warm.close();
     this.egress.close();
+    this.agents.closeAll();
     this.ctx.walks.stop();
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);

@@ -1,5 +1,8 @@
 /** Jobs: submit, list, show, kill, wait, remove. */
 import { rmSync } from "node:fs";
+import { EGRESS_PRESETS, REPORT_ENV, REPORT_IN_SANDBOX } from "../../agents/hooks.ts";
+import type { AgentKind } from "../../agents/model.ts";
+import { agentFifo } from "../../agents/report.ts";
 import { FINAL_STATES, type Job } from "../../api/contract.ts";
 import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
@@ -76,6 +79,34 @@ export function jobEnv(
   env.PLANTER_JOB_ID = id;
   env.PLANTER_CELL = cell;
   return env;
+}
+
+/** An agent's egress preset as a network list. */
+function agentNetwork(kind: AgentKind): { allow: string[]; deny: string[]; allow_local: boolean } {
+  return { allow: [...EGRESS_PRESETS[kind]], deny: [], allow_local: false };
+}
+
+/**
+ * What an agent job asks of its cell's policy: its own network when it names one; else under a
+ * cell with the host's network the agent's egress preset (its API hosts only); under a list cell
+ * the cell's list (the cell allows more, or less: its owner decided); under `none`, a refusal.
+ */
+function agentPolicy(
+  ctx: Context,
+  cell: CellRow,
+  kind: AgentKind,
+  asked: Policy | undefined,
+  as: Resolver | null,
+): Policy | undefined {
+  if (asked?.network !== undefined) return asked;
+  const network = cellPolicy(ctx, cell.sandbox.policy, as).network;
+  if (network === "none") {
+    throw badRequest(
+      `cell ${cell.name} has no network, and the ${kind} agent needs its API (${EGRESS_PRESETS[kind].join(", ")})`,
+      `run it without --cell (its own cell agent-${kind} allows exactly those hosts), or in a cell whose policy allows them`,
+    );
+  }
+  return network === "host" ? { ...asked, network: agentNetwork(kind) } : asked;
 }
 
 /**
@@ -185,9 +216,13 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const first = replay();
   if (first) return first;
   checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
-  const defaultCell = defaultCellName(ctx, req.peer);
+  // An agent job without a cell runs in the agent's own default cell, made with its egress preset.
+  const defaultCell = defaultCellName(ctx, req.peer, body.agent ? `agent-${body.agent.kind}` : undefined);
   const cellName = body.cell ?? defaultCell;
-  const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
+  const cell =
+    cellName === defaultCell
+      ? ensureCell(ctx, cellName, req.peer, body.agent ? { policy: { network: agentNetwork(body.agent.kind) } } : {})
+      : requireCell(ctx, cellName);
   checkCellAccess(ctx, req.peer, cell);
   checkRunningCap(ctx, req.peer);
   const id = newJobId();
@@ -232,7 +267,10 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   };
   // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
   // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible, identity);
+  const asked = body.agent
+    ? agentPolicy(ctx, cell, body.agent.kind, body.sandbox?.policy, identity)
+    : body.sandbox?.policy;
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = body.cwd
     ? identity
@@ -272,16 +310,24 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     cell: cell.name,
     argv: body.argv,
     cwd,
-    env: jobEnv(
-      ctx,
-      cell.env,
-      body.env,
-      id,
-      cell.name,
-      policy,
-      where.home,
-      backend.name === "bwrap" && typeof policy?.network === "object",
-    ),
+    env: {
+      ...jobEnv(
+        ctx,
+        cell.env,
+        body.env,
+        id,
+        cell.name,
+        policy,
+        where.home,
+        backend.name === "bwrap" && typeof policy?.network === "object",
+      ),
+      // The agent's hooks write here (bwrap: the FIFO's place in the sandbox; else its host path).
+      ...(body.agent
+        ? {
+            [REPORT_ENV]: backend.name === "bwrap" ? REPORT_IN_SANDBOX : agentFifo(ctx.paths.stateDir, id),
+          }
+        : {}),
+    },
     limits,
     sandbox_mode: mode,
     sandbox_policy: policy,
@@ -313,6 +359,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       });
     }
   });
+  if (body.agent) where.agent = body.agent.kind;
   if (sandboxFailure) {
     ctx.supervisor.finish(id, {
       state: "failed",

@@ -1,0 +1,132 @@
+/**
+ * Agent jobs (#16): the real Claude Code (from npm, installed for the tests only; never shipped)
+ * in a sandboxed terminal job, driven by a scripted model on 127.0.0.1 reached through the job's
+ * egress proxy, its hooks reporting through the job's channel: running → waiting_approval (a Bash
+ * tool call) → running → completed, as `agent.reported` events.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { agentArgv } from "../../lib/agents/hooks.ts";
+import type { Job } from "../../lib/api/contract.ts";
+import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
+import { cleanup, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
+
+const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
+const BIN = join(AGENTS, "node_modules", ".bin");
+const KEY = "sk-test-not-a-key-0123456789";
+
+let d: DaemonHandle;
+let model: FakeModel;
+let sandboxed = false;
+
+beforeAll(async () => {
+  model = fakeModel((s) =>
+    s.last === "tool_result"
+      ? { text: "all done" }
+      : s.last.includes("please run it")
+        ? { tool: "Bash", input: { command: "touch made-by-tool", description: "make a file" } }
+        : { text: "ok" },
+  );
+  d = await startDaemon({
+    home: tempHome("pt-ag"),
+    config: '[sandbox]\nmode = "enforced"\n[network.hosts]\n"fake.test" = ["127.0.0.1"]\n',
+  });
+  const ready = (await raw(d.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
+  sandboxed = ready.sandbox.backend === "bwrap" && ready.sandbox.ok;
+});
+
+afterAll(async () => {
+  await d?.stop();
+  model?.stop();
+  if (d) cleanup(d.home);
+});
+
+/** The job's `agent.reported` events so far. */
+async function reported(id: string): Promise<{ event: string; state: string; detail: string | null }[]> {
+  const out: { event: string; state: string; detail: string | null }[] = [];
+  for await (const e of d.client.events({ limit: 10_000 })) {
+    const ev = e as unknown as {
+      kind: string;
+      subject: string;
+      data: { event: string; state: string; detail: string | null };
+    };
+    if (ev.kind === "agent.reported" && ev.subject === `job/${id}`) out.push(ev.data);
+  }
+  return out;
+}
+
+describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (needs ${AGENTS})`, () => {
+  test("its hooks report running → waiting_approval → running → completed through the job's channel", async () => {
+    if (!sandboxed) return;
+    const cell = await d.client.createCell({
+      name: "ag",
+      sandbox: { policy: { network: { allow: ["fake.test"], allow_local: true } } },
+    } as never);
+    // Claude Code's first-run state in the cell's home: onboarding done, the cell dir trusted, the key approved.
+    const seed = JSON.stringify({
+      hasCompletedOnboarding: true,
+      theme: "dark",
+      customApiKeyResponses: { approved: [KEY.slice(-20)], rejected: [] },
+      projects: { [cell.dir]: { hasTrustDialogAccepted: true, allowedTools: [] } },
+    });
+    const s = await d.client.createJob({
+      cell: "ag",
+      argv: ["sh", "-c", 'printf %s "$SEED" > "$HOME/.claude.json"'],
+      env: { SEED: seed },
+    } as never);
+    expect(((await d.client.waitJob(s.id, 30_000)).job as Job).exit_code).toBe(0);
+
+    const job = await d.client.createJob({
+      cell: "ag",
+      agent: { kind: "claude" },
+      argv: agentArgv("claude", []),
+      tty: { cols: 120, rows: 35 },
+      env: {
+        PATH: `${BIN}:/usr/local/bin:/usr/bin:/bin`,
+        ANTHROPIC_BASE_URL: `http://fake.test:${model.port}`,
+        ANTHROPIC_API_KEY: KEY,
+        DISABLE_TELEMETRY: "1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+        TERM: "xterm-256color",
+      },
+    } as never);
+    expect(job.env.PLANTER_AGENT_REPORT).toBe("/tmp/.planter-agent-report");
+    const screen = async () => (await d.client.screen(job.id)).lines.join("\n");
+    const ended = async () => (await d.client.getJob(job.id)).state !== "running";
+    await waitFor(
+      async () => {
+        if (await ended()) throw new Error(`the agent's job ended: ${await screen()}`);
+        return (await screen()).includes("? for shortcuts");
+      },
+      "Claude Code's prompt",
+      60_000,
+    );
+    const states = async () => (await reported(job.id)).map((r) => `${r.event}:${r.state}`);
+    await waitFor(async () => (await states()).includes("SessionStart:waiting_input"), "SessionStart");
+    await d.client.writeStdin(job.id, { data: Buffer.from("please run it").toString("base64") });
+    await waitFor(async () => (await screen()).includes("please run it"), "the prompt typed");
+    await d.client.writeStdin(job.id, { data: Buffer.from("\r").toString("base64") });
+    await waitFor(
+      async () => (await states()).includes("PermissionRequest:waiting_approval"),
+      "the approval asked",
+      30_000,
+    );
+    // The hook runs as the dialog is drawn: the screen shows it a moment later.
+    await waitFor(async () => (await screen()).includes("Do you want to proceed?"), "the approval dialog");
+    await d.client.writeStdin(job.id, { data: Buffer.from("\r").toString("base64") });
+    await waitFor(async () => (await states()).includes("Stop:completed"), "the turn's end", 30_000);
+    expect(existsSync(join(cell.dir, "made-by-tool"))).toBe(true);
+    const seen = await reported(job.id);
+    const order = seen
+      .map((r) => r.event)
+      .filter((e) => ["UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "Stop"].includes(e));
+    expect(order).toEqual(["UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "Stop"]);
+    expect(seen.find((r) => r.event === "PreToolUse")?.detail).toBe("Bash");
+    // The model saw the tool's result: the whole turn went through the job's proxy.
+    expect(model.seen.some((x) => x.last === "tool_result")).toBe(true);
+    await d.client.killJob(job.id, { force: true });
+    await d.client.waitJob(job.id, 20_000);
+    expect(existsSync(join(d.home, "state", "reports", `${job.id}.fifo`))).toBe(false);
+  });
+});
