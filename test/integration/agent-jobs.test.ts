@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { agentArgv } from "../../lib/agents/hooks.ts";
 import type { Job } from "../../lib/api/contract.ts";
 import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
-import { cleanup, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
+import { cleanup, cli, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
 const BIN = join(AGENTS, "node_modules", ".bin");
@@ -128,5 +128,56 @@ describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (ne
     await d.client.killJob(job.id, { force: true });
     await d.client.waitJob(job.id, 20_000);
     expect(existsSync(join(d.home, "state", "reports", `${job.id}.fifo`))).toBe(false);
+  });
+});
+
+describe("planter agent run", () => {
+  test("detached: the agent's own cell with its API hosts, its hooks in argv, --pass-env; a cell with no network is refused", async () => {
+    if (!sandboxed) return;
+    const r = await cli(
+      d.home,
+      [
+        "agent",
+        "run",
+        "claude",
+        "-d",
+        "--json",
+        "--program",
+        "/bin/sleep",
+        "--pass-env",
+        "PLANTER_TEST_KEY",
+        "--",
+        "--x",
+      ],
+      { env: { PLANTER_TEST_KEY: "k-1", TERM: "xterm" } },
+    );
+    expect(r.stderr).toBe("");
+    const job = JSON.parse(r.stdout) as Job;
+    expect(job.cell).toBe("agent-claude");
+    expect(job.argv[0]).toBe("/bin/sleep");
+    expect(job.argv[1]).toBe("--settings");
+    expect(JSON.parse(job.argv[2] as string).hooks.PermissionRequest).toBeArray();
+    expect(job.argv.at(-1)).toBe("--x");
+    expect([job.env.PLANTER_TEST_KEY, job.env.TERM, job.env.PLANTER_AGENT_REPORT]).toEqual([
+      "k-1",
+      "xterm",
+      "/tmp/.planter-agent-report",
+    ]);
+    expect(job.tty).toMatchObject({ cols: 80, rows: 24 });
+    expect(job.sandbox.policy?.network).toEqual({
+      allow: ["api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "claude.ai"],
+      deny: [],
+      allow_local: false,
+    });
+    await d.client.killJob(job.id, { force: true });
+    await d.client.waitJob(job.id, 20_000);
+    await d.client.createCell({ name: "offline" } as never);
+    const refused = await cli(d.home, ["agent", "run", "codex", "-d", "--cell", "offline", "--program", "/bin/true"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(
+      "cell offline has no network, and the codex agent needs its API (api.openai.com, chatgpt.com, auth.openai.com)",
+    );
+    const unknown = await cli(d.home, ["agent", "run", "cursor", "-d"]);
+    expect([unknown.code, unknown.stderr.split("\n")[0]]).toEqual([2, 'planter: unknown agent "cursor"']);
   });
 });
