@@ -1,13 +1,15 @@
 /** `planter events`: the event stream, resumable, followed with -f. */
 import { defineCommand } from "citty";
-import { client, parseCount } from "../args.ts";
+import { client, parseCount, repeated } from "../args.ts";
+import { examples } from "../help.ts";
 import { dim, printable as p, write } from "../output.ts";
 import { common } from "./common.ts";
 
 export const events = defineCommand({
   meta: {
     name: "events",
-    description: "Print planterd's events (every change of a cell or job). Resume with --cursor; -f keeps following",
+    description:
+      "Print planterd's events (every change of a cell or job, every connection of a job through planter's proxy). Resume with --cursor; -f keeps following; --kind and --subject pick some",
   },
   args: {
     cursor: {
@@ -17,9 +19,27 @@ export const events = defineCommand({
     },
     follow: { type: "boolean", alias: "f", description: "keep printing new events as they happen" },
     limit: { type: "string", alias: "n", description: "stop after N events (with -f too)", valueHint: "N" },
+    kind: {
+      type: "string",
+      alias: "k",
+      description:
+        "only events of this kind (net.connect), or of a family (job: job.created, job.started and the rest; also written job.*); repeatable or comma-separated",
+      valueHint: "KIND",
+    },
+    subject: {
+      type: "string",
+      description: "only events about this subject: job/ID, cell/NAME or daemon",
+      valueHint: "SUBJECT",
+    },
     ...common,
   },
-  async run({ args }) {
+  async run({ args, rawArgs }) {
+    const kinds = repeated(rawArgs, "kind", "k")
+      .flatMap((k) => k.split(","))
+      .map((k) => k.trim())
+      .filter(Boolean);
+    const kind = kinds.length ? kinds : undefined;
+    const subject = args.subject || undefined;
     const limit = args.limit === undefined ? null : parseCount(args.limit, "--limit");
     if (limit === 0) return 0;
     const api = client(args);
@@ -32,7 +52,10 @@ export const events = defineCommand({
         let n = 0;
         // Pages of 1000 without -f; with -f one stream, bounded only by --limit.
         const page = limit === null ? (args.follow ? undefined : 1000) : Math.min(10_000, limit - total);
-        for await (const e of api.events({ cursor, follow: Boolean(args.follow), limit: page }, stop.signal)) {
+        for await (const e of api.events(
+          { cursor, follow: Boolean(args.follow), limit: page, kind, subject },
+          stop.signal,
+        )) {
           n++;
           total++;
           cursor = e.cursor;
@@ -53,3 +76,9 @@ export const events = defineCommand({
     }
   },
 });
+examples(events, [
+  "planter events -f                                   # every change, live",
+  "planter events --kind job -f                        # job.created, job.started, job.finished, …",
+  "planter events --kind net.connect --subject job/ID  # one job's connections (planter job net ID shows them as a table)",
+  "planter events --kind cell.updated,cell.created --json",
+]);

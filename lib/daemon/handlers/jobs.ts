@@ -251,10 +251,18 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
   const meanwhile = replay();
   if (meanwhile) return meanwhile;
-  if (getCell(ctx.db, cell.name)?.dir !== cell.dir) {
+  const now = getCell(ctx.db, cell.name);
+  if (now?.dir !== cell.dir) {
     throw conflict(
       `cell ${cell.name} was removed while the job was being prepared`,
       "create it again, then run the job",
+    );
+  }
+  // A policy changed meanwhile (planter cell update) is never run as it was: the update was answered first.
+  if (JSON.stringify(now.sandbox) !== JSON.stringify(cell.sandbox)) {
+    throw conflict(
+      `cell ${cell.name}'s sandbox was changed while the job was being prepared`,
+      "run the job again: it gets the cell's new sandbox",
     );
   }
   // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
