@@ -273,7 +273,7 @@ export function connectionTable(connections: Connection[]): string {
     "OUT",
     "IN",
     "DURATION",
-    ...(errors ? ["ERROR"] : []),
+    ...(errors ? ["NOTE"] : []),
   ];
   const cells = rows.map((c) => [
     new Date(began(c)).toISOString().slice(11, 19),
