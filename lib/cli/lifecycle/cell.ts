@@ -9,7 +9,7 @@ import { netArgs, netShort, shortNetwork, withShortNetwork } from "../network.ts
 import { dim, printable as p, print, printJson, table, write } from "../output.ts";
 import { pathForTarget } from "../target.ts";
 import { limitArgs, limitsFromArgs, limitsLine } from "../units.ts";
-import { common } from "./common.ts";
+import { common, olderDaemon } from "./common.ts";
 
 function cellLines(c: Cell): string {
   const env = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
@@ -204,7 +204,7 @@ const cellUpdate = defineCommand({
         `planter cell update ${args.name} --net-allow registry.npmjs.org`,
       );
     }
-    const cell = await client(args).updateCell(args.name, body);
+    const cell = await client(args).updateCell(args.name, body).catch(olderDaemon("cell update"));
     if (args.json) printJson(cell);
     else {
       print([`updated cell ${p(cell.name)}; its jobs from now on get:`, ...sandboxLines(cell)].join("\n"));

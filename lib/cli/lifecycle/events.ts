@@ -1,9 +1,25 @@
 /** `planter events`: the event stream, resumable, followed with -f. */
 import { defineCommand } from "citty";
+import type { EventRecord } from "../../api/contract.ts";
 import { client, parseCount, repeated } from "../args.ts";
 import { examples } from "../help.ts";
 import { dim, printable as p, write } from "../output.ts";
-import { common } from "./common.ts";
+import { common, olderDaemon } from "./common.ts";
+
+/** The kinds of `--kind`/`-k` (repeated, comma lists), or undefined: every kind. */
+function kindsOf(rawArgs: string[]): string[] | undefined {
+  const kinds = repeated(rawArgs, "kind", "k")
+    .flatMap((k) => k.split(","))
+    .map((k) => k.trim())
+    .filter(Boolean);
+  return kinds.length ? kinds : undefined;
+}
+
+/** One event as a line: its JSON, or for people cursor, time, kind, subject and data. */
+function eventLine(e: EventRecord, json: boolean): string {
+  if (json) return `${JSON.stringify(e)}\n`;
+  return `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`;
+}
 
 export const events = defineCommand({
   meta: {
@@ -34,11 +50,7 @@ export const events = defineCommand({
     ...common,
   },
   async run({ args, rawArgs }) {
-    const kinds = repeated(rawArgs, "kind", "k")
-      .flatMap((k) => k.split(","))
-      .map((k) => k.trim())
-      .filter(Boolean);
-    const kind = kinds.length ? kinds : undefined;
+    const kind = kindsOf(rawArgs);
     const subject = args.subject || undefined;
     const limit = args.limit === undefined ? null : parseCount(args.limit, "--limit");
     if (limit === 0) return 0;
@@ -59,12 +71,7 @@ export const events = defineCommand({
           n++;
           total++;
           cursor = e.cursor;
-          if (args.json) write(1, `${JSON.stringify(e)}\n`);
-          else
-            write(
-              1,
-              `${p(e.cursor)}  ${p(e.at)}  ${p(e.kind).padEnd(18)} ${p(e.subject)}  ${dim(p(JSON.stringify(e.data)))}\n`,
-            );
+          write(1, eventLine(e, Boolean(args.json)));
         }
         if (limit !== null && total >= limit) return 0;
         // A page that came short is the end (or, following, planterd went away).
@@ -72,6 +79,7 @@ export const events = defineCommand({
       }
     } catch (e) {
       if (stop.signal.aborted) return 0;
+      if (kind || subject) olderDaemon("events by --kind or --subject")(e);
       throw e;
     }
   },

@@ -8,7 +8,7 @@ import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts
 import { examples } from "../help.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
 import { formatBytes, formatDuration, limitsLine, limitText } from "../units.ts";
-import { common } from "./common.ts";
+import { common, olderDaemon } from "./common.ts";
 
 function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   const parts = [`fs ${p.fs_mode}`, `network ${describeNetwork(p.network)}`];
@@ -323,7 +323,9 @@ const jobNet = defineCommand({
   async run({ args }) {
     const api = client(args);
     const j = await api.getJob(args.id);
-    const { connections, skipped, complete } = await connectionsOf(api, j);
+    const { connections, skipped, complete } = await connectionsOf(api, j).catch(
+      olderDaemon("job net (events by kind)"),
+    );
     const allowed = connections.filter((c) => c.decision === "allow").length;
     if (args.json) {
       printJson({ job: j.id, connections, allowed, denied: connections.length - allowed, complete });
