@@ -419,6 +419,50 @@ describe.skipIf(!EGRESS_WIRED)("allow lists (once enforced)", () => {
       expect((await cli(c.home, ["cell", "update", "capped", "--net-allow", "*.example.com"])).code).toBe(0);
     } finally {
       await c.stop();
+    }
+    // A ceiling lowered since: the cell says its jobs are refused, and why.
+    const lowered = await startDaemon({
+      home: c.home,
+      config: '[sandbox]\nmode = "enforced"\n[network]\nallow = ["*.example.org"]\n',
+    });
+    try {
+      const shown = await lowered.client.getCell("capped");
+      expect(shown.effective_sandbox.refused).toBe(
+        "network allow *.example.com is beyond the config's [network] ceiling",
+      );
+      expect((await cli(lowered.home, ["cell", "show", "capped"])).stdout).toContain(
+        "  network:      allow *.example.com\n  REFUSED:      network allow *.example.com is beyond the config's [network] ceiling: its jobs are refused until the policy changes\n",
+      );
+    } finally {
+      await lowered.stop();
+      cleanup(c.home);
+    }
+  });
+});
+
+describe.skipIf(!EGRESS_WIRED)("the ceiling at job launch (once enforced)", () => {
+  test("a job's network is capped: the ceiling's deny added, host refused where the ceiling forbids it", async () => {
+    const c = await startDaemon({
+      config:
+        '[sandbox]\nmode = "enforced"\npolicy = { network = "host" }\n[network]\nallow_host = false\ndeny = ["bad.example.com"]\n',
+    });
+    try {
+      // The config's own default policy says host, which its ceiling forbids: refused, and why.
+      const host = await cli(c.home, ["run", "--", "true"]);
+      expect(host.code).toBe(1);
+      expect(host.stderr).toContain(
+        "planter: the job's network host is beyond the config's [network] ceiling (allow_host = false)",
+      );
+      await c.client.createCell({ name: "listed", sandbox: { policy: { network: { allow: ["*.example.com"] } } } });
+      const j = await c.client.createJob({ cell: "listed", argv: ["true"] });
+      expect(j.sandbox.policy?.network).toEqual({
+        allow: ["*.example.com"],
+        deny: ["bad.example.com"],
+        allow_local: false,
+      });
+      await c.client.waitJob(j.id, 20_000);
+    } finally {
+      await c.stop();
       cleanup(c.home);
     }
   });

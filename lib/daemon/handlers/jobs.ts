@@ -12,8 +12,10 @@ import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
 import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
+  capNetwork,
   complete,
   type EffectivePolicy,
+  isWidening,
   narrow,
   type Policy,
   resolvePolicy,
@@ -90,7 +92,11 @@ export function effectivePolicy(
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
     throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
-  const p = narrow(base, requested, cell.dir, visible);
+  const narrowed = narrow(base, requested, cell.dir, visible);
+  // The config's ceiling over whatever the cell and job say (a cell made before it was lowered too).
+  const network = capNetwork(ctx.config.network, narrowed.network);
+  if (isWidening(network)) throw badRequest(`the job's ${network.what}`, network.hint);
+  const p = { ...narrowed, network };
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
