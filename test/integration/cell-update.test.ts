@@ -5,12 +5,13 @@
  * changes nothing. The allow-list cases run once job launch enforces lists (EGRESS_WIRED).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, linkSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Cell, EventRecord } from "../../lib/api/contract.ts";
 import type { PlanterError } from "../../lib/api/errors.ts";
+import type { WalkStatus } from "../../lib/daemon/walks.ts";
 import { DEFAULT_POLICY, EGRESS_WIRED } from "../../lib/sandbox/policy.ts";
-import { bwrapReady, cleanup, cli, type DaemonHandle, startDaemon } from "../harness.ts";
+import { bwrapReady, cleanup, cli, type DaemonHandle, raw, startDaemon } from "../harness.ts";
 
 const root = process.getuid?.() === 0;
 const files = mkdtempSync("/tmp/pt-cu-");
@@ -206,6 +207,42 @@ describe("cell update", () => {
     expect(ended.exit_code).not.toBe(0);
     const err = Buffer.from((await d.client.logs(after.id, { stream: "stderr" })).data, "base64").toString();
     expect(err).toContain("curl: (7)");
+  }, 60_000);
+
+  test("a job being prepared while its cell's sandbox changes is refused, never started with the old one", async () => {
+    if (!(await bwrapReady(d))) return;
+    await d.client.createCell({ name: "prep", sandbox: { policy: { network: "host" } } });
+    const cellDir = (await d.client.getCell("prep")).dir;
+    // A tree whose snapshot takes a while (hard links: made fast, each name read by the walk).
+    const dir = join(cellDir, ".vscode");
+    mkdirSync(dir);
+    writeFileSync(join(dir, "settings.json"), "{}\n");
+    for (let i = 0; i < 15_000; i++) linkSync(join(dir, "settings.json"), join(dir, `s${i}.json`));
+    let settled: unknown = null;
+    const post = d.client.createJob({ cell: "prep", argv: ["true"] }).then(
+      (j) => {
+        settled = j;
+      },
+      (e) => {
+        settled = e;
+      },
+    );
+    const walking = async () => {
+      const r = await raw(d.socket, "GET", "/v1/ready");
+      return (r.json.workspace_walks as WalkStatus[]).some((w) => w.tree === cellDir && w.state === "walking");
+    };
+    while (settled === null && !(await walking())) await Promise.race([post, Bun.sleep(2)]);
+    expect(settled).toBeNull(); // the walk was seen under way, the job not yet answered
+    expect((await run(["cell", "update", "prep", "--net", "none"])).code).toBe(0);
+    await post;
+    const err = settled as unknown as PlanterError;
+    expect([err.code, err.message, err.hint]).toEqual([
+      "E_CONFLICT",
+      "cell prep's sandbox was changed while the job was being prepared",
+      "run the job again: it gets the cell's new sandbox",
+    ]);
+    expect((await d.client.listJobs({ cell: "prep", limit: 10 })).jobs).toEqual([]);
+    rmSync(dir, { recursive: true });
   }, 60_000);
 
   test("bad input changes nothing and records nothing", async () => {
