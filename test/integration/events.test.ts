@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
+import { appendEvent } from "../../lib/state/events.ts";
 import { cleanup, cli, cliStream, type DaemonHandle, raw, startDaemon, tempHome, track, waitFor } from "../harness.ts";
 
 /** Short enough to see an escalation quickly, long enough that SIGTERM always ends a plain job first. */
@@ -505,6 +506,31 @@ describe("kinds and subjects", () => {
       'planter: kind must be event kinds such as net.connect, or families such as job (job.*), comma-separated; not "Job"',
     );
   });
+  test("a filtered read of a long history finds every match in order, answering other requests meanwhile", async () => {
+    // 150,000 events of one kind between two of a rare one, written as planterd would.
+    const db = new Database(join(d.home, "state", "planter.db"));
+    db.run("PRAGMA busy_timeout = 5000");
+    db.transaction(() => {
+      appendEvent(db, "test.rare", "daemon", { n: 1 });
+      for (let i = 0; i < 150_000; i++) appendEvent(db, "test.common", "daemon", { i });
+      appendEvent(db, "test.rare", "daemon", { n: 2 });
+    })();
+    db.close();
+    const ac = new AbortController();
+    const it = d.client.events({ kind: ["test.rare"] }, ac.signal)[Symbol.asyncIterator]();
+    try {
+      expect(((await it.next()).value as EventRecord).data).toEqual({ n: 1 });
+      // The rest of the table is looked through a window at a time: a request sent now is
+      // answered before the read gets to the second match.
+      const second = track(it.next());
+      const health = await d.client.health();
+      expect([health, second.settled]).toEqual([{ ok: true }, false]);
+      expect(((await second.promise).value as EventRecord).data).toEqual({ n: 2 });
+      expect((await it.next()).done).toBe(true);
+    } finally {
+      ac.abort();
+    }
+  }, 60_000);
 });
 
 describe("expired cursors", () => {

@@ -142,9 +142,10 @@ export function update(ctx: Context, req: Req<Routes["updateCell"]>): Reply<Cell
   if (change.mode !== undefined) after.mode = change.mode;
   if (change.policy !== undefined) after.policy = change.policy;
   if (change.network !== undefined) after.policy = { ...(after.policy ?? {}), network: change.network };
-  if (after.policy) checkPeerPaths(req.peer, { policy: after.policy });
+  const policyChanged = change.policy !== undefined || change.network !== undefined;
+  if (policyChanged && after.policy) checkPeerPaths(req.peer, { policy: after.policy });
   checkSettings(ctx, req.peer, name, { env: cell.env, limits: cell.limits, sandbox: after }, before, {
-    policy: change.policy !== undefined || change.network !== undefined,
+    policy: policyChanged,
   });
   if (JSON.stringify(after) === JSON.stringify(before)) return ok(view(ctx, cell));
   const was = sandboxSummary(ctx, before);
@@ -153,7 +154,8 @@ export function update(ctx: Context, req: Req<Routes["updateCell"]>): Reply<Cell
     (k) => JSON.stringify(was[k]) !== JSON.stringify(now[k]),
   );
   ctx.write((ev) => {
-    // Removed meanwhile (a request that waited on the database): nothing to change.
+    // Nothing yields between reading the cell and here; this keeps an event from ever naming a cell
+    // that is gone, should that change.
     if (!getCell(ctx.db, name))
       throw notFound(`no cell named ${JSON.stringify(name)}`, "list cells with `planter cell ls`");
     updateCellSandbox(ctx.db, name, after);
