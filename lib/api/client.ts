@@ -208,6 +208,8 @@ export class Client {
   createCell = (body: RouteBodyIn<Routes["createCell"]>) => this.call(ROUTES.createCell, { body });
   listCells = () => this.call(ROUTES.listCells, {});
   getCell = (name: string) => this.call(ROUTES.getCell, { params: { name } });
+  updateCell = (name: string, body: RouteBodyIn<Routes["updateCell"]>) =>
+    this.call(ROUTES.updateCell, { params: { name }, body });
   removeCell = (name: string, force: boolean) => this.call(ROUTES.removeCell, { params: { name }, query: { force } });
 
   createJob = (body: RouteBodyIn<Routes["createJob"]>) => this.call(ROUTES.createJob, { body });

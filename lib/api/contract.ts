@@ -4,7 +4,7 @@
  */
 import * as v from "valibot";
 import { AGENT_KINDS } from "../agents/model.ts";
-import { type EffectivePolicy, Policy } from "../sandbox/policy.ts";
+import { type EffectivePolicy, Network, Policy } from "../sandbox/policy.ts";
 import { EnvMap, SafeString, summarizeIssues } from "./strings.ts";
 
 export { EnvMap, EnvName, SafeString, summarizeIssues } from "./strings.ts";
@@ -71,6 +71,31 @@ export const CellCreate = v.strictObject({
 export type CellCreate = v.InferOutput<typeof CellCreate>;
 /** A cell request as a client builds it. */
 export type CellCreateIn = v.InferInput<typeof CellCreate>;
+
+/**
+ * PATCH /v1/cells/{name}: what changes of a cell's sandbox. `mode` replaces its mode, `policy`
+ * replaces its whole policy, `network` replaces only its policy's network (of the policy given
+ * beside it, else of the cell's current one). Jobs already running keep the policy they started with.
+ */
+export const CellUpdate = v.strictObject({
+  sandbox: v.pipe(
+    v.strictObject({
+      mode: v.optional(SandboxMode),
+      policy: v.optional(Policy),
+      network: v.optional(Network),
+    }),
+    v.check(
+      (s) => s.mode !== undefined || s.policy !== undefined || s.network !== undefined,
+      "name something to change: mode, policy or network",
+    ),
+    v.check(
+      (s) => s.network === undefined || s.policy?.network === undefined,
+      "give the network once: in policy or in network, not both",
+    ),
+  ),
+});
+export type CellUpdate = v.InferOutput<typeof CellUpdate>;
+export type CellUpdateIn = v.InferInput<typeof CellUpdate>;
 
 /** A terminal's size in character cells. */
 const Cells = (what: string) =>
@@ -240,6 +265,13 @@ export interface Cell {
   /** The uid the cell belongs to; null for cells made before owners were kept. */
   owner_uid: number | null;
   jobs: { running: number; total: number };
+  /**
+   * What the cell's jobs get unless they narrow it: its mode (else the daemon's default) and its
+   * policy over the config's default policy, the network under the config's ceiling. Paths are
+   * as given (each job resolves them). `refused`: why its jobs are refused as it stands (a
+   * ceiling lowered since the cell was made), else null.
+   */
+  effective_sandbox: { mode: SandboxMode; policy: EffectivePolicy; refused: string | null };
 }
 
 /** One chunk of a job log. */
@@ -261,6 +293,30 @@ export interface EventRecord {
   subject: string;
   data: Record<string, unknown>;
 }
+
+/**
+ * The data of a `net.connect` event (subject `job/ID`): one connection attempt of a job through
+ * its egress proxy, recorded when it ended (lib/net/proxy.ts `ConnectRecord`). Loose: fields added
+ * later pass through.
+ */
+export const NetConnect = v.looseObject({
+  job: v.string(),
+  /** The destination as the job named it (canonical); "" when the request never named one. */
+  host: v.string(),
+  port: v.number(),
+  decision: v.picklist(["allow", "deny"]),
+  /** The entry that decided, or a keyword: unlisted, local:CLASS, metadata, bad-request, timeout, limit, … */
+  rule: v.string(),
+  /** The address connected to (allowed attempts that got that far). */
+  address: v.optional(v.string()),
+  protocol: v.string(),
+  bytes_out: v.number(),
+  bytes_in: v.number(),
+  duration_ms: v.number(),
+  /** Why an allowed attempt failed (resolution, connect, timeout), or a refusal's sentence. */
+  error: v.optional(v.string()),
+});
+export type NetConnect = v.InferOutput<typeof NetConnect>;
 
 /** The state database's integrity check, as `/v1/ready` shows it. */
 export interface Integrity {

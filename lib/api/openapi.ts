@@ -18,6 +18,7 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   createCell: "Cell",
   listCells: "{ cells: Cell[] }",
   getCell: "Cell",
+  updateCell: "Cell",
   removeCell: "{ removed: string, jobs_removed: number }",
   createJob: "Job (attach=1: frames, lib/api/frames.ts)",
   listJobs: "{ jobs: Job[], next_after: string | null }",

@@ -15,6 +15,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   createCell: cells.create,
   listCells: cells.list,
   getCell: cells.show,
+  updateCell: cells.update,
   removeCell: cells.remove,
   createJob: jobs.create,
   listJobs: jobs.list,

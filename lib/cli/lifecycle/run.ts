@@ -11,6 +11,7 @@ import { afterDashes, client, envPairs, rawArg, repeated, usage } from "../args.
 import { attachArgs, attachJob } from "../attach.ts";
 import { examples } from "../help.ts";
 import { allowRest } from "../main.ts";
+import { netArgs, netShort, withShortNetwork } from "../network.ts";
 import { onOutputGone, outcome, printable as p, print, printJson, write } from "../output.ts";
 import { windowSize } from "../rawmode.ts";
 import { pathForTarget } from "../target.ts";
@@ -25,6 +26,8 @@ async function jobBody(
     cwd?: string;
     sandbox?: "disabled" | "permissive" | "enforced";
     policy?: string;
+    net?: string;
+    "net-local"?: boolean;
     "request-ref"?: string;
     tty?: boolean;
     interactive?: boolean;
@@ -42,10 +45,15 @@ async function jobBody(
   const env = envPairs(repeated(rawArgs, "env", "e"));
   if (env) body.env = env;
   if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
-  if (args.sandbox || args.policy) {
+  const policy = withShortNetwork(
+    args.policy ? readPolicyFile(args.policy) : undefined,
+    netShort(rawArgs, args),
+    args.policy,
+  );
+  if (args.sandbox || policy) {
     body.sandbox = {
       ...(args.sandbox ? { mode: args.sandbox } : {}),
-      ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+      ...(policy ? { policy } : {}),
     };
   }
   if (args["request-ref"]) body.request_ref = args["request-ref"];
@@ -103,6 +111,7 @@ export const run = defineCommand({
       description: "narrow the cell's sandbox policy for this job with a policy file (never widen it)",
       valueHint: "FILE",
     },
+    ...netArgs("narrow"),
     "request-ref": {
       type: "string",
       description: "idempotency key: repeating the same request returns the first job",
@@ -160,6 +169,8 @@ examples(run, [
   "planter run -- make test",
   "planter run --cell build --timeout 30m --max-rss 2G -- make test",
   "planter run -d --env TOKEN=x -- ./long-task.sh   # prints the job id; see `planter logs -f ID`",
+  "planter run --net-allow registry.npmjs.org -- npm ci   # within the cell's allow list; see `planter job net ID`",
+  "planter run --net none -- make test                    # no network for this job",
 ]);
 
 /** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */

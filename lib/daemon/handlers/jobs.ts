@@ -16,8 +16,10 @@ import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
 import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
+  capNetwork,
   complete,
   type EffectivePolicy,
+  isWidening,
   narrow,
   type Policy,
   resolvePolicy,
@@ -29,7 +31,6 @@ import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
-  capped,
   cellPolicy,
   checkCellAccess,
   checkJobAccess,
@@ -126,7 +127,11 @@ export function effectivePolicy(
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
     throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
-  const p = capped(ctx, narrow(base, requested, cell.dir, visible));
+  const narrowed = narrow(base, requested, cell.dir, visible);
+  // The config's ceiling over whatever the cell and job say (a cell made before it was lowered too).
+  const network = capNetwork(ctx.config.network, narrowed.network);
+  if (isWidening(network)) throw badRequest(`the job's ${network.what}`, network.hint);
+  const p = { ...narrowed, network };
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
@@ -294,10 +299,18 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
   const meanwhile = replay();
   if (meanwhile) return meanwhile;
-  if (getCell(ctx.db, cell.name)?.dir !== cell.dir) {
+  const now = getCell(ctx.db, cell.name);
+  if (now?.dir !== cell.dir) {
     throw conflict(
       `cell ${cell.name} was removed while the job was being prepared`,
       "create it again, then run the job",
+    );
+  }
+  // A policy changed meanwhile (planter cell update) is never run as it was: the update was answered first.
+  if (JSON.stringify(now.sandbox) !== JSON.stringify(cell.sandbox)) {
+    throw conflict(
+      `cell ${cell.name}'s sandbox was changed while the job was being prepared`,
+      "run the job again: it gets the cell's new sandbox",
     );
   }
   // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
