@@ -5,8 +5,8 @@
  * tool call) → running → completed, as `agent.reported` events.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { agentArgv } from "../../lib/agents/hooks.ts";
 import type { Job } from "../../lib/api/contract.ts";
 import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
@@ -179,5 +179,53 @@ describe("planter agent run", () => {
     );
     const unknown = await cli(d.home, ["agent", "run", "cursor", "-d"]);
     expect([unknown.code, unknown.stderr.split("\n")[0]]).toEqual([2, 'planter: unknown agent "cursor"']);
+  });
+});
+
+describe("planter agent hooks install|uninstall", () => {
+  test("edits your settings files reversibly, records what changed, refuses a Codex notify of yours", async () => {
+    const home = tempHome("pt-ah");
+    try {
+      const claude = join(home, ".claude", "settings.json");
+      mkdirSync(dirname(claude), { recursive: true });
+      const user = `${JSON.stringify({ model: "x", hooks: { Stop: [{ hooks: [{ type: "command", command: "say done" }] }] } }, null, 2)}\n`;
+      writeFileSync(claude, user);
+      const env = { HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+      const dry = await cli(home, ["agent", "hooks", "install", "--claude", "--dry-run"], { env });
+      expect(dry.stdout).toStartWith(`claude: ${claude}: would be added SessionStart,`);
+      expect(readFileSync(claude, "utf8")).toBe(user);
+      const r = await cli(home, ["agent", "hooks", "install", "--claude", "--codex", "--gemini", "--json"], { env });
+      const out = JSON.parse(r.stdout) as { agents: { agent: string; changed: boolean }[] };
+      expect(out.agents.map((a) => [a.agent, a.changed])).toEqual([
+        ["claude", true],
+        ["codex", true],
+        ["gemini", false],
+      ]);
+      expect(readFileSync(claude, "utf8")).toContain(" agent report claude PermissionRequest");
+      const record = JSON.parse(readFileSync(join(home, ".config", "planter", "agent-hooks.json"), "utf8"));
+      expect(
+        record.changes.map((c: { agent: string; before_sha256: string | null }) => [c.agent, c.before_sha256 === null]),
+      ).toEqual([
+        ["claude", false],
+        ["codex", true],
+      ]);
+      const again = await cli(home, ["agent", "hooks", "install", "--claude"], { env });
+      expect(again.stdout).toBe(`claude: ${claude}: already installed\n`);
+      const un = await cli(home, ["agent", "hooks", "uninstall", "--claude", "--codex"], { env });
+      expect(un.code).toBe(0);
+      expect(readFileSync(claude, "utf8")).toBe(user);
+      // Codex's config.toml did not exist before: it is gone again.
+      expect(existsSync(join(home, ".codex", "config.toml"))).toBe(false);
+      mkdirSync(join(home, ".codex"), { recursive: true });
+      writeFileSync(join(home, ".codex", "config.toml"), 'notify = ["say"]\n');
+      const refused = await cli(home, ["agent", "hooks", "install", "--codex"], { env });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("already sets notify");
+      expect(readFileSync(join(home, ".codex", "config.toml"), "utf8")).toBe('notify = ["say"]\n');
+      const none = await cli(home, ["agent", "hooks", "install"], { env });
+      expect(none.code).toBe(2);
+    } finally {
+      cleanup(home);
+    }
   });
 });

@@ -98,9 +98,11 @@ examples(run, [
 export const agent = defineCommand({
   meta: {
     name: "agent",
-    description: `Run AI coding agents in cells (run). The agents' API hosts: ${Object.entries(EGRESS_PRESETS)
+    description: `Run AI coding agents in cells (run); report the state of agents you run elsewhere (hooks). The agents' API hosts: ${Object.entries(
+      EGRESS_PRESETS,
+    )
       .map(([k, h]) => `${k}: ${h.join(", ")}`)
       .join("; ")}`,
   },
-  subCommands: { run },
+  subCommands: { run, hooks: () => import("../agent-hooks.ts").then((m) => m.hooks) },
 });
