@@ -113,7 +113,8 @@ function claudeState(l: ReportLine): { state: AgentState; detail: string | null 
 function codexState(l: ReportLine): { state: AgentState; detail: string | null } | null {
   if (l.event !== "notify") return null;
   const type = field(l, "type");
-  if (type === "agent-turn-complete") return { state: "completed", detail: field(l, "last-assistant-message") };
+  // Not the assistant's last message as the detail: events are read by every peer, and kept.
+  if (type === "agent-turn-complete") return { state: "completed", detail: null };
   return null;
 }
 

@@ -29,8 +29,13 @@ export interface AgentChannelOptions {
   stateDir: string;
 }
 
+/** Events are written together at most this often. */
+const FLUSH_MS = 50;
+
 export class AgentChannels {
   private readonly open = new Map<string, Open>();
+  private queue: PendingEvent[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
   /** Where each event goes besides the event log (the observer's ingest, once it runs). */
   onEvent: ((e: AgentEventIn) => void) | null = null;
 
@@ -88,6 +93,7 @@ export class AgentChannels {
 
   closeAll(): void {
     for (const id of [...this.open.keys()]) this.close(id);
+    this.flush();
   }
 
   private line(id: string, text: string): void {
@@ -136,13 +142,25 @@ export class AgentChannels {
     }
   }
 
+  /** Queue an event; they are written together, one transaction per FLUSH_MS (a chatty agent is many writes). */
   private record(e: PendingEvent): void {
+    this.queue.push(e);
+    this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+  }
+
+  /** Write the queued events in one transaction; a disk that refuses them drops them (said on stderr). */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const batch = this.queue;
+    this.queue = [];
+    if (!batch.length) return;
     try {
       this.o.write((ev) => {
-        ev.push(e);
+        ev.push(...batch);
       });
     } catch (err) {
-      console.error(`planterd: agent event not recorded: ${(err as Error).message}`);
+      console.error(`planterd: ${batch.length} agent events not recorded: ${(err as Error).message}`);
     }
   }
 }
