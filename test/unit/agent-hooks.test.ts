@@ -98,3 +98,50 @@ describe("a job's hooks and its report lines", () => {
     expect(codex && lineEvent("codex", codex, rt, 2, 6)).toMatchObject({ source: "notify", state: "completed" });
   });
 });
+
+describe("action guards", () => {
+  const { checkGuards, sendBytes } =
+    require("../../lib/agents/actions.ts") as typeof import("../../lib/agents/actions.ts");
+  const agent = {
+    runtime_id: "rt-0123456789abcdef",
+    runtime: { tmux_socket: null, server: null, pane_id: null, process: "1:2", job_id: "j-1" },
+    agent: "claude" as const,
+    state: "waiting_approval" as const,
+    reason: null,
+    since: 1000,
+    updated_at: 5000,
+    source: "hook" as const,
+    detail: "Bash",
+    pane: null,
+    cell: "c",
+    state_version: 7,
+  };
+  const code = (f: () => unknown) => {
+    try {
+      f();
+      return "ok";
+    } catch (e) {
+      return `${(e as { code: string }).code}: ${(e as Error).message}`;
+    }
+  };
+
+  test("the runtime, the state, its version and its freshness; a gone agent is stale", () => {
+    expect(
+      code(() => checkGuards(agent, { if_runtime: "rt-0123456789abcdef", if_state: "waiting_approval" }, 6000, "x")),
+    ).toBe("ok");
+    expect(code(() => checkGuards(agent, { if_runtime: "rt-ffffffffffffffff" }, 6000, "%3"))).toBe(
+      "E_RUNTIME_STALE: %3 is now runtime rt-0123456789abcdef, not rt-ffffffffffffffff: another agent (or a restart) took its place",
+    );
+    expect(code(() => checkGuards(agent, { if_state: ["running", "waiting_input"] }, 6000, "x"))).toBe(
+      "E_STATE_CHANGED: agent rt-0123456789abcdef is waiting_approval, not running or waiting_input",
+    );
+    expect(code(() => checkGuards(agent, { if_state_version: 6 }, 6000, "x"))).toBe(
+      "E_STATE_CHANGED: agent rt-0123456789abcdef's state changed since version 6 (now 7: waiting_approval)",
+    );
+    expect(code(() => checkGuards(agent, { if_updated_within: 500 }, 6000, "x"))).toBe(
+      "E_STATE_CHANGED: agent rt-0123456789abcdef's state was last confirmed 1000 ms ago, more than 500",
+    );
+    expect(code(() => checkGuards(null, {}, 6000, "rt-1"))).toBe("E_RUNTIME_STALE: agent rt-1 is gone");
+    expect(sendBytes({ text: "yes", keys: ["Enter", "C-c"] })).toBe("yes\r\u0003");
+  });
+});
