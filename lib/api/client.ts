@@ -225,8 +225,8 @@ export class Client {
   /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
   runJob = (body: RouteBodyIn<Routes["createJob"]>, signal?: AbortSignal) =>
     this.stream("POST", target(ROUTES.createJob, { query: { attach: true } }), body, signal);
-  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>) =>
-    this.call(ROUTES.writeStdin, { params: { id }, body });
+  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>, query?: RouteQueryIn<Routes["writeStdin"]>) =>
+    this.call(ROUTES.writeStdin, { params: { id }, body, query });
   screen = (id: string) => this.call(ROUTES.screen, { params: { id } });
   /**
    * A terminal job's WebSocket (GET …/attach), open: its first text message is `{job, writer}`,

@@ -341,12 +341,13 @@ export const ROUTES = {
   writeStdin: route({
     method: "POST",
     path: "/v1/jobs/:id/stdin",
-    query: NONE,
+    query: { wait_ms: int(0, 3_600_000, 10_000) },
     body: StdinWrite,
     bodyName: "stdin write",
     reply: "json",
     ok: [202],
-    summary: "type into a terminal job without attaching (data: base64), eof=true sends end of input (^D)",
+    summary:
+      "input for a job (data: base64): typed into a terminal job, or written into the stdin pipe of a job created with stdin (answered once it is all in the pipe; a job that does not read keeps it waiting at most wait_ms, then 409 with details.written); eof=true ends the input (^D on a terminal, the pipe's end otherwise)",
     returns: reply<{ written: number; eof: boolean }>(),
   }),
   screen: route({

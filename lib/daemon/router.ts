@@ -46,6 +46,9 @@ export interface ByteBody {
 
 export const ok = <R>(json: R, status = 200): Reply<R> => ({ status, json });
 
+/** The reason requests are aborted with when planterd stops (a client's leaving aborts without one). */
+export const STOPPING = "planterd is stopping";
+
 export type Handler<T extends Route = Route> = (
   ctx: Context,
   req: Req<T>,

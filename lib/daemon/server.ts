@@ -14,7 +14,16 @@ import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
-import { type ByteBody, parseJson, parseQuery, type Reply, type Req, type Router, readBody } from "./router.ts";
+import {
+  type ByteBody,
+  parseJson,
+  parseQuery,
+  type Reply,
+  type Req,
+  type Router,
+  readBody,
+  STOPPING,
+} from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
@@ -181,7 +190,7 @@ export class ApiServer {
   private async close(path: string | null, graceMs = 5000): Promise<void> {
     this.closing = true;
     this.net.close();
-    for (const c of this.inflight) c.abort();
+    for (const c of this.inflight) c.abort(STOPPING);
     const deadline = Date.now() + graceMs;
     while (this.inflight.size && Date.now() < deadline) await Bun.sleep(10);
     for (const s of this.sockets) s.destroy();

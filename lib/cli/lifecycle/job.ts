@@ -19,6 +19,15 @@ function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   return parts.join(", ");
 }
 
+/** A job's terminal or stdin pipe, when it has one. */
+function inputLines(j: Job): string[] {
+  if (j.tty) {
+    const clients = j.tty.clients === undefined ? "" : `, ${j.tty.clients} attached`;
+    return [`terminal:  ${j.tty.cols}x${j.tty.rows}${clients}`];
+  }
+  return j.stdin ? [`stdin:     ${j.stdin.open ? "open" : "closed"}`] : [];
+}
+
 function jobLines(j: Job): string {
   const limit = limitText(j);
   return [
@@ -39,6 +48,7 @@ function jobLines(j: Job): string {
     ...(j.run_as
       ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
       : []),
+    ...inputLines(j),
     ...j.workspace.map((f) =>
       f.kind === "review-incomplete"
         ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`

@@ -1,0 +1,110 @@
+/**
+ * `planter run -i` without a terminal: the caller's stdin, as it is read, to the job's stdin
+ * (POST /v1/jobs/{id}/stdin), then its end. Each write is answered once its bytes are in the job's
+ * pipe; a job that does not read holds the next write back (planterd answers "full" with how much
+ * went in, and the rest is sent again), so a large input is never all in memory. Bytes read while
+ * a write is under way are sent together with the next.
+ */
+import type { Client } from "../api/client.ts";
+import { PlanterError } from "../api/errors.ts";
+
+/**
+ * Bytes per write: 512 KiB are about 700 KB of base64, under planterd's default body limit
+ * ([api] max_body_bytes, 1 MiB).
+ */
+export const STDIN_CHUNK = 512 * 1024;
+/** How long one write may wait for a job that does not read before it is asked again. */
+const WAIT_MS = 60_000;
+
+/** How sending ended: the caller's input ended and so did the job's; or the job stopped taking input. */
+export type StdinEnd = "eof" | "stopped";
+
+/** The bytes of `input` to job `id`, then the end of its input; a job that stops taking input stops it. */
+export async function sendStdin(
+  api: Pick<Client, "writeStdin">,
+  id: string,
+  input: AsyncIterable<Uint8Array>,
+  chunk = STDIN_CHUNK,
+): Promise<StdinEnd> {
+  const reader = new ReadAhead(input);
+  try {
+    for (;;) {
+      const data = await reader.take(chunk);
+      if (data === null) break;
+      if (data.length && !(await put(api, id, data))) return "stopped";
+    }
+  } finally {
+    reader.stop();
+  }
+  return (await put(api, id, null)) ? "eof" : "stopped";
+}
+
+/** An input read one read ahead: `take` gives what has been read by now, at least one read. */
+class ReadAhead {
+  private readonly it: AsyncIterator<Uint8Array>;
+  private next: Promise<IteratorResult<Uint8Array>> | null;
+  private held: Uint8Array | null = null;
+
+  constructor(input: AsyncIterable<Uint8Array>) {
+    this.it = input[Symbol.asyncIterator]();
+    this.next = this.it.next();
+  }
+
+  /** At most `max` bytes: one read waited for, then those already read; null at the end. */
+  async take(max: number): Promise<Uint8Array | null> {
+    const parts: Uint8Array[] = this.held ? [this.held] : [];
+    let size = this.held?.length ?? 0;
+    this.held = null;
+    while (this.next && size < max) {
+      const r = parts.length ? await Promise.race([this.next, Promise.resolve(PENDING)]) : await this.next;
+      if (r === PENDING) break;
+      if (r.done) {
+        this.next = null;
+        break;
+      }
+      this.next = this.it.next();
+      parts.push(r.value);
+      size += r.value.length;
+    }
+    if (!parts.length) return null;
+    const data = concat(parts, size);
+    if (data.length <= max) return data;
+    this.held = data.subarray(max);
+    return data.subarray(0, max);
+  }
+
+  /** Stop reading (the job takes no more, or the end was sent). */
+  stop(): void {
+    if (this.next) void this.it.return?.();
+  }
+}
+
+const PENDING = Symbol("pending");
+
+/** One write (or the end, for null), again from where a full pipe stopped it. False: the job takes no more. */
+async function put(api: Pick<Client, "writeStdin">, id: string, data: Uint8Array | null): Promise<boolean> {
+  let from = 0;
+  for (;;) {
+    try {
+      const body = data ? { data: Buffer.from(data.subarray(from)).toString("base64") } : { eof: true };
+      await api.writeStdin(id, body, { wait_ms: WAIT_MS });
+      return true;
+    } catch (e) {
+      if (!(e instanceof PlanterError) || e.code !== "E_CONFLICT") throw e;
+      const d = e.details as { stdin?: string; written?: number } | undefined;
+      if (d?.stdin !== "full" || data === null) return false;
+      from += d.written ?? 0;
+    }
+  }
+}
+
+function concat(parts: Uint8Array[], size: number): Uint8Array {
+  if (parts.length === 1) return parts[0] as Uint8Array;
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
