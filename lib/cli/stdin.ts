@@ -1,42 +1,42 @@
 /**
  * `planter run -i` without a terminal: the caller's stdin, as it is read, to the job's stdin
- * (POST /v1/jobs/{id}/stdin), then its end. Each write is answered once its bytes are in the job's
- * pipe; a job that does not read holds the next write back (planterd answers "full" with how much
- * went in, and the rest is sent again), so a large input is never all in memory. Bytes read while
- * a write is under way are sent together with the next.
+ * (POST /v1/jobs/{id}/stdin, the bytes as they are), then its end. Each write is answered once its
+ * bytes are in the job's pipe; a job that does not read holds the next write back (planterd
+ * answers "full" with how much went in, and the rest is sent again), so a large input is never
+ * all in memory. Bytes read while a write is under way are sent together with the next.
  */
 import type { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 
-/**
- * Bytes per write: 512 KiB are about 700 KB of base64, under planterd's default body limit
- * ([api] max_body_bytes, 1 MiB).
- */
-export const STDIN_CHUNK = 512 * 1024;
+/** Bytes per write: planterd's default body limit ([api] max_body_bytes) and its most per write. */
+export const STDIN_CHUNK = 1024 * 1024;
 /** How long one write may wait for a job that does not read before it is asked again. */
 const WAIT_MS = 60_000;
 
 /** How sending ended: the caller's input ended and so did the job's; or the job stopped taking input. */
 export type StdinEnd = "eof" | "stopped";
 
+type Api = Pick<Client, "writeStdinBytes">;
+
 /** The bytes of `input` to job `id`, then the end of its input; a job that stops taking input stops it. */
 export async function sendStdin(
-  api: Pick<Client, "writeStdin">,
+  api: Api,
   id: string,
   input: AsyncIterable<Uint8Array>,
   chunk = STDIN_CHUNK,
 ): Promise<StdinEnd> {
   const reader = new ReadAhead(input);
+  const size = { chunk };
   try {
     for (;;) {
-      const data = await reader.take(chunk);
+      const data = await reader.take(size.chunk);
       if (data === null) break;
-      if (data.length && !(await put(api, id, data))) return "stopped";
+      if (data.length && !(await put(api, id, data, size))) return "stopped";
     }
   } finally {
     reader.stop();
   }
-  return (await put(api, id, null)) ? "eof" : "stopped";
+  return (await put(api, id, null, size)) ? "eof" : "stopped";
 }
 
 /** An input read one read ahead: `take` gives what has been read by now, at least one read. */
@@ -81,20 +81,43 @@ class ReadAhead {
 
 const PENDING = Symbol("pending");
 
-/** One write (or the end, for null), again from where a full pipe stopped it. False: the job takes no more. */
-async function put(api: Pick<Client, "writeStdin">, id: string, data: Uint8Array | null): Promise<boolean> {
+/**
+ * One write (or the end, for null), again from where a full pipe stopped it, in smaller pieces
+ * for a planterd whose body limit is lower (`size.chunk` shrinks for the writes after it too).
+ * False: the job takes no more.
+ */
+async function put(api: Api, id: string, data: Uint8Array | null, size: { chunk: number }): Promise<boolean> {
+  if (data === null) return (await attempt(api, id, null)) === "ok";
   let from = 0;
-  for (;;) {
-    try {
-      const body = data ? { data: Buffer.from(data.subarray(from)).toString("base64") } : { eof: true };
-      await api.writeStdin(id, body, { wait_ms: WAIT_MS });
-      return true;
-    } catch (e) {
-      if (!(e instanceof PlanterError) || e.code !== "E_CONFLICT") throw e;
-      const d = e.details as { stdin?: string; written?: number } | undefined;
-      if (d?.stdin !== "full" || data === null) return false;
-      from += d.written ?? 0;
+  while (from < data.length) {
+    const piece = data.subarray(from, from + size.chunk);
+    const r = await attempt(api, id, piece);
+    if (r === "stopped") return false;
+    if (r === "smaller") {
+      if (size.chunk <= 1024) throw new PlanterError("E_INTERNAL", "planterd refuses even 1 KiB of input at once");
+      size.chunk = Math.floor(size.chunk / 2);
+      continue;
     }
+    from += r === "ok" ? piece.length : r.written;
+  }
+  return true;
+}
+
+/** One request: "ok", how much went in before the pipe stayed full, "stopped", or "smaller" (too large a body). */
+async function attempt(
+  api: Api,
+  id: string,
+  data: Uint8Array | null,
+): Promise<"ok" | "stopped" | "smaller" | { written: number }> {
+  try {
+    await api.writeStdinBytes(id, data ?? new Uint8Array(0), data ? { wait_ms: WAIT_MS } : { eof: true });
+    return "ok";
+  } catch (e) {
+    if (e instanceof PlanterError && e.code === "E_PAYLOAD_TOO_LARGE" && data) return "smaller";
+    if (!(e instanceof PlanterError) || e.code !== "E_CONFLICT") throw e;
+    const d = e.details as { stdin?: string; written?: number } | undefined;
+    if (d?.stdin !== "full" || data === null) return "stopped";
+    return { written: d.written ?? 0 };
   }
 }
 

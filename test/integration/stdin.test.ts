@@ -119,6 +119,17 @@ for (const mode of ["enforced", "disabled"] as const) {
       await finished(j.id);
     });
 
+    test("POST …/stdin with the bytes as they are (application/octet-stream), eof=1 in the query", async () => {
+      const j = await reader("od -An -tx1 | tr -s ' \\n' ' '");
+      const bytes = new Uint8Array([0, 1, 0x7f, 0x80, 0xff, 0x0a, 0x0d]);
+      const r = await raw(d.socket, "POST", `/v1/jobs/${j.id}/stdin?eof=1`, bytes, {
+        "content-type": "application/octet-stream",
+      });
+      expect([r.status, r.json]).toEqual([202, { written: 7, eof: true }]);
+      await finished(j.id);
+      expect((await stdout(j.id)).trim()).toBe("00 01 7f 80 ff 0a 0d");
+    });
+
     test("a job that never reads: a write waits at most wait_ms and says how much went in; planterd answers others meanwhile", async () => {
       const j = await reader("exec sleep 600");
       const data = blob(3 * 1024 * 1024);

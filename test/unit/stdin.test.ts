@@ -121,8 +121,8 @@ describe("the stdin pipe and its keeper", () => {
   });
 });
 
-/** A fake planterd's stdin route: a pipe of `room` bytes that the test drains. */
-function fakeApi(opts: { room?: number; stopAfter?: number } = {}) {
+/** A fake planterd's stdin route: a pipe of `room` bytes per write, a body limit, a job that stops reading. */
+function fakeApi(opts: { room?: number; stopAfter?: number; maxBody?: number } = {}) {
   const got: Uint8Array[] = [];
   const calls: { size: number; eof: boolean }[] = [];
   let taken = 0;
@@ -131,17 +131,18 @@ function fakeApi(opts: { room?: number; stopAfter?: number } = {}) {
     calls,
     text: () => Buffer.concat(got).toString(),
     api: {
-      writeStdin: async (_id: string, body: { data?: string; eof?: boolean }) => {
-        const data = body.data ? Buffer.from(body.data, "base64") : Buffer.alloc(0);
-        calls.push({ size: data.length, eof: body.eof ?? false });
+      writeStdinBytes: async (_id: string, data: Uint8Array, query: { eof?: boolean } = {}) => {
+        calls.push({ size: data.length, eof: query.eof ?? false });
+        if (opts.maxBody !== undefined && data.length > opts.maxBody)
+          throw new PlanterError("E_PAYLOAD_TOO_LARGE", "too large");
         if (opts.stopAfter !== undefined && taken >= opts.stopAfter)
           throw new PlanterError("E_CONFLICT", "gone", { details: { stdin: "gone", written: 0 } });
         const fits = Math.min(data.length, opts.room ?? data.length);
-        got.push(data.subarray(0, fits));
+        got.push(data.slice(0, fits));
         taken += fits;
         if (fits < data.length)
           throw new PlanterError("E_CONFLICT", "full", { details: { stdin: "full", written: fits } });
-        return { written: fits, eof: body.eof ?? false };
+        return { written: fits, eof: query.eof ?? false };
       },
     },
   };
@@ -174,6 +175,14 @@ describe("the CLI's sender", () => {
     await sendStdin(g.api as never, "j", chunks("ab", "cd", "ef"), 10);
     expect(g.text()).toBe("abcdef");
     expect(g.calls.length).toBeLessThanOrEqual(4);
+  });
+
+  test("a planterd with a lower body limit: the writes get smaller until they pass, and stay so", async () => {
+    const f = fakeApi({ maxBody: 3000 });
+    const data = "y".repeat(10_000);
+    expect(await sendStdin(f.api as never, "j", chunks(data), 8192)).toBe("eof");
+    expect(f.text()).toBe(data);
+    expect(f.calls.filter((c) => c.size > 3000).map((c) => c.size)).toEqual([8192, 4096]);
   });
 
   test("a job that stops taking input stops the sending, without an end", async () => {

@@ -6,17 +6,16 @@
  * says how much of it went in (`details.written`), so a client sends the rest and nothing twice.
  */
 import { FINAL_STATES } from "../../api/contract.ts";
-import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
+import { badRequest, conflict, type PlanterError } from "../../api/errors.ts";
 import type { Routes } from "../../api/routes.ts";
 import { closeStdin, type StdinStop, StdinStopped, writeStdin } from "../../jobs/stdin.ts";
 import { jobDir } from "../../paths.ts";
 import type { JobRow } from "../../state/jobs.ts";
-import { MAX_PAYLOAD } from "../../tty/protocol.ts";
 import type { Context } from "../context.ts";
 import { checkJobAccess } from "../launch.ts";
 import { ok, type Reply, type Req } from "../router.ts";
 import { requireJob } from "./common.ts";
-import { stdin as terminalInput } from "./tty.ts";
+import { inputOf, stdin as terminalInput } from "./tty.ts";
 
 type Written = { written: number; eof: boolean };
 
@@ -31,9 +30,7 @@ export async function write(ctx: Context, req: Req<Routes["writeStdin"]>): Promi
       "a job takes input when it is started with it: planter run -i (a pipe) or -t (a terminal); stdin: true or tty in POST /v1/jobs",
     );
   }
-  const data = req.body.data ? Buffer.from(req.body.data, "base64") : Buffer.alloc(0);
-  if (data.length > MAX_PAYLOAD) throw new PlanterError("E_PAYLOAD_TOO_LARGE", `at most ${MAX_PAYLOAD} bytes at once`);
-  const eof = req.body.eof ?? false;
+  const { data, eof } = inputOf(req);
   const dir = jobDir(ctx.paths.stateDir, job.id);
   const deadline = Date.now() + req.query.wait_ms;
   // One write after another per job: each request's bytes stay together, an end comes after them.
