@@ -13,30 +13,35 @@ export const STDIN_CHUNK = 1024 * 1024;
 /** How long one write may wait for a job that does not read before it is asked again. */
 const WAIT_MS = 60_000;
 
-/** How sending ended: the caller's input ended and so did the job's; or the job stopped taking input. */
-export type StdinEnd = "eof" | "stopped";
+/** How sending ended: the caller's input ended (and the job's: "eof"); or the job stopped taking input. */
+export type StdinEnd = "eof" | "sent" | "stopped";
 
 type Api = Pick<Client, "writeStdinBytes">;
 
-/** The bytes of `input` to job `id`, then the end of its input; a job that stops taking input stops it. */
+/**
+ * The bytes of `input` to job `id`, then (with `eof`) the end of its input; a job that stops
+ * taking input stops it. Says how it ended and how many bytes the job took.
+ */
 export async function sendStdin(
   api: Api,
   id: string,
   input: AsyncIterable<Uint8Array>,
   chunk = STDIN_CHUNK,
-): Promise<StdinEnd> {
+  eof = true,
+): Promise<{ end: StdinEnd; written: number }> {
   const reader = new ReadAhead(input);
-  const size = { chunk };
+  const size = { chunk, written: 0 };
   try {
     for (;;) {
       const data = await reader.take(size.chunk);
       if (data === null) break;
-      if (data.length && !(await put(api, id, data, size))) return "stopped";
+      if (data.length && !(await put(api, id, data, size))) return { end: "stopped", written: size.written };
     }
   } finally {
     reader.stop();
   }
-  return (await put(api, id, null, size)) ? "eof" : "stopped";
+  if (!eof) return { end: "sent", written: size.written };
+  return { end: (await put(api, id, null, size)) ? "eof" : "stopped", written: size.written };
 }
 
 /** An input read one read ahead: `take` gives what has been read by now, at least one read. */
@@ -86,7 +91,12 @@ const PENDING = Symbol("pending");
  * for a planterd whose body limit is lower (`size.chunk` shrinks for the writes after it too).
  * False: the job takes no more.
  */
-async function put(api: Api, id: string, data: Uint8Array | null, size: { chunk: number }): Promise<boolean> {
+async function put(
+  api: Api,
+  id: string,
+  data: Uint8Array | null,
+  size: { chunk: number; written: number },
+): Promise<boolean> {
   if (data === null) return (await attempt(api, id, null)) === "ok";
   let from = 0;
   while (from < data.length) {
@@ -98,7 +108,9 @@ async function put(api: Api, id: string, data: Uint8Array | null, size: { chunk:
       size.chunk = Math.floor(size.chunk / 2);
       continue;
     }
-    from += r === "ok" ? piece.length : r.written;
+    const took = r === "ok" ? piece.length : r.written;
+    from += took;
+    size.written += took;
   }
   return true;
 }

@@ -50,6 +50,7 @@ describe("bash", () => {
       "kill",
       "wait",
       "rm",
+      "stdin",
       "--socket",
       "--target",
       "--help",
@@ -101,7 +102,7 @@ describe("zsh", () => {
   test("described commands and options, enum values, files; the job's command after --", async () => {
     const job = await complete("planter", "job", "");
     expect(job[0]).toMatch(/^ls:List jobs/);
-    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual(["ls", "status", "kill", "wait", "rm"]);
+    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual(["ls", "status", "kill", "wait", "rm", "stdin"]);
     expect(await complete("planter", "job", "kill", "--signal", "")).toEqual([
       "TERM",
       "INT",
@@ -127,7 +128,7 @@ describe("fish", () => {
 
   test("described commands and options, enum values", async () => {
     const job = await complete("planter job ");
-    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "rm", "status", "wait"]);
+    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "rm", "status", "stdin", "wait"]);
     expect(job[0]).toMatch(/^kill\tStop a job/);
     expect((await complete("planter job kill --signal ")).map((l) => l.split("\t")[0])).toEqual([
       "HUP",

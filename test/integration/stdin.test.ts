@@ -130,6 +130,24 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect((await stdout(j.id)).trim()).toBe("00 01 7f 80 ff 0a 0d");
     });
 
+    test("the job holds its input read-only and nothing else of planter's; as another user it cannot reopen it", async () => {
+      const script =
+        'ls /proc/$$/fd | tr "\\n" " "; echo; sed -n "s/^flags:[[:space:]]*//p" /proc/$$/fdinfo/0; ' +
+        "{ echo x >/proc/$$/fd/0; } 2>/dev/null && echo reopened || echo refused; cat";
+      const j = await reader(script);
+      await d.client.writeStdin(j.id, { data: b64("in\n"), eof: true });
+      const end = await finished(j.id);
+      const [fds, flags, reopen, ...rest] = (await stdout(j.id)).split("\n");
+      expect(fds?.trim()).toBe("0 1 2");
+      // The access mode (the low two bits): O_RDONLY.
+      expect(Number.parseInt(flags as string, 8) & 3).toBe(0);
+      // Under a root planterd the job runs as nobody: the FIFO (root's, 0600) does not open for it.
+      // Run as the same user it reopens, and can only write into its own input.
+      expect(reopen).toBe(end.run_as?.uid === process.getuid?.() ? "reopened" : "refused");
+      expect(rest.join("\n")).toContain("in\n");
+      expect(end.exit_code).toBe(0);
+    });
+
     test("a job that never reads: a write waits at most wait_ms and says how much went in; planterd answers others meanwhile", async () => {
       const j = await reader("exec sleep 600");
       const data = blob(3 * 1024 * 1024);
@@ -237,7 +255,7 @@ for (const mode of ["enforced", "disabled"] as const) {
 }
 
 describe("planter run -i, the CLI", () => {
-  test("--help teaches -i; -i with --detach leaves the input open for the API", async () => {
+  test("--help teaches -i; -i with --detach leaves the input open, for planter job stdin and the API", async () => {
     const d = await startDaemon();
     try {
       const help = await cli(d.home, ["run", "--help"]);
@@ -247,9 +265,24 @@ describe("planter run -i, the CLI", () => {
       const job = JSON.parse(r.stdout) as Job;
       expect([r.code, job.state, job.stdin]).toEqual([0, "running", { open: true }]);
       expect((await cli(d.home, ["job", "status", job.id])).stdout).toContain("stdin:     open");
-      await d.client.writeStdin(job.id, { data: b64("later\n"), eof: true });
+      const more = await cli(d.home, ["job", "stdin", job.id], { stdin: "later\n" });
+      expect([more.code, more.stdout, more.stderr]).toEqual([0, "", ""]);
+      const end = await cli(d.home, ["job", "stdin", "--eof", "--json", job.id], { stdin: "last\n" });
+      expect([end.code, JSON.parse(end.stdout)]).toEqual([0, { job: job.id, written: 5, eof: true }]);
       expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
-      expect((await cli(d.home, ["logs", job.id])).stdout).toBe("later\n");
+      expect((await cli(d.home, ["logs", job.id])).stdout).toBe("later\nlast\n");
+      // A job that has ended, and one that never had input, are said as such.
+      const late = await cli(d.home, ["job", "stdin", job.id], { stdin: "x" });
+      expect([late.code, late.stderr]).toEqual([
+        1,
+        `planter: job ${job.id} took 0 bytes, then no more: it is exited 0\nhint: see planter job status ${job.id}\n`,
+      ]);
+      const plain = await d.client.createJob({ argv: ["true"] });
+      const none = await cli(d.home, ["job", "stdin", plain.id]);
+      expect([none.code, none.stderr.split("\n")[0]]).toEqual([
+        1,
+        `planter: job ${plain.id} has no stdin: it reads /dev/null`,
+      ]);
     } finally {
       await d.stop();
       cleanup(d.home);

@@ -155,21 +155,21 @@ async function* chunks(...parts: string[]) {
 describe("the CLI's sender", () => {
   test("everything read, in order, then the end", async () => {
     const f = fakeApi();
-    expect(await sendStdin(f.api as never, "j", chunks("a", "bc", "", "def"))).toBe("eof");
+    expect(await sendStdin(f.api as never, "j", chunks("a", "bc", "", "def"))).toEqual({ end: "eof", written: 6 });
     expect(f.text()).toBe("abcdef");
     expect(f.calls.at(-1)).toEqual({ size: 0, eof: true });
   });
 
   test("a full pipe: the rest again, from where it stopped", async () => {
     const f = fakeApi({ room: 3 });
-    expect(await sendStdin(f.api as never, "j", chunks("0123456789"))).toBe("eof");
+    expect(await sendStdin(f.api as never, "j", chunks("0123456789"))).toEqual({ end: "eof", written: 10 });
     expect(f.text()).toBe("0123456789");
     expect(f.calls.map((c) => c.size)).toEqual([10, 7, 4, 1, 0]);
   });
 
   test("writes of at most a chunk; what was read meanwhile goes together", async () => {
     const f = fakeApi();
-    expect(await sendStdin(f.api as never, "j", chunks("x".repeat(25)), 10)).toBe("eof");
+    expect((await sendStdin(f.api as never, "j", chunks("x".repeat(25)), 10)).end).toBe("eof");
     expect(f.calls.map((c) => c.size)).toEqual([10, 10, 5, 0]);
     const g = fakeApi();
     await sendStdin(g.api as never, "j", chunks("ab", "cd", "ef"), 10);
@@ -180,14 +180,20 @@ describe("the CLI's sender", () => {
   test("a planterd with a lower body limit: the writes get smaller until they pass, and stay so", async () => {
     const f = fakeApi({ maxBody: 3000 });
     const data = "y".repeat(10_000);
-    expect(await sendStdin(f.api as never, "j", chunks(data), 8192)).toBe("eof");
+    expect(await sendStdin(f.api as never, "j", chunks(data), 8192)).toEqual({ end: "eof", written: 10_000 });
     expect(f.text()).toBe(data);
     expect(f.calls.filter((c) => c.size > 3000).map((c) => c.size)).toEqual([8192, 4096]);
   });
 
   test("a job that stops taking input stops the sending, without an end", async () => {
     const f = fakeApi({ stopAfter: 2 });
-    expect(await sendStdin(f.api as never, "j", chunks("ab", "cd", "ef"), 2)).toBe("stopped");
+    expect(await sendStdin(f.api as never, "j", chunks("ab", "cd", "ef"), 2)).toEqual({ end: "stopped", written: 2 });
     expect(f.calls.some((c) => c.eof)).toBe(false);
+  });
+
+  test("without the end (planter job stdin without --eof): the bytes only", async () => {
+    const f = fakeApi();
+    expect(await sendStdin(f.api as never, "j", chunks("more\n"), 10, false)).toEqual({ end: "sent", written: 5 });
+    expect(f.calls).toEqual([{ size: 5, eof: false }]);
   });
 });

@@ -1,10 +1,12 @@
-/** `planter job ls|status|kill|wait|rm`. */
+/** `planter job ls|status|kill|wait|rm|stdin`. */
 import { defineCommand } from "citty";
 import { type Job, type JobState, passthroughCode } from "../../api/contract.ts";
-import { EXIT } from "../../api/errors.ts";
+import { EXIT, PlanterError } from "../../api/errors.ts";
 import { describeNetwork } from "../../net/policy.ts";
 import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
+import { examples } from "../help.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
+import { STDIN_CHUNK, sendStdin } from "../stdin.ts";
 import { formatBytes, limitsLine, limitText } from "../units.ts";
 import { common } from "./common.ts";
 
@@ -232,8 +234,44 @@ const jobRm = defineCommand({
   },
 });
 
+const jobStdin = defineCommand({
+  meta: {
+    name: "stdin",
+    description:
+      "Send your stdin to a job's input (a job started with planter run -d -i, or stdin: true over the API; a terminal job's is typed into its terminal), until yours ends. " +
+      "The job's input stays open for more unless --eof ends it after yours",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    eof: { type: "boolean", description: "end the job's input after yours (^D on a terminal job)" },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const sent = await sendStdin(api, args.id, Bun.file(0).stream(), STDIN_CHUNK, Boolean(args.eof));
+    // Nothing was sent: the job is still asked, so that a wrong id or a job without input is said.
+    if (sent.end === "sent" && sent.written === 0) await api.writeStdinBytes(args.id, new Uint8Array(0));
+    if (sent.end === "stopped") {
+      // The job took no more: say why, as planterd says it.
+      const job = await api.getJob(args.id);
+      throw new PlanterError(
+        "E_CONFLICT",
+        `job ${job.id} took ${sent.written} bytes, then no more: ${job.stdin?.open === false && job.state === "running" ? "its input was ended" : `it is ${outcome(job)}`}`,
+        { hint: `see planter job status ${job.id}` },
+      );
+    }
+    if (args.json) printJson({ job: args.id, written: sent.written, eof: Boolean(args.eof) });
+    return 0;
+  },
+});
+examples(jobStdin, [
+  "planter run -d -i -- ./server.sh            # prints the job id; its input stays open",
+  "echo reload | planter job stdin JOB         # one more line for it",
+  "planter job stdin --eof JOB < /dev/null     # end its input",
+]);
+
 export const job = defineCommand({
-  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm)" },
+  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm, stdin)" },
   args: clientArgs,
-  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm },
+  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm, stdin: jobStdin },
 });

@@ -89,7 +89,7 @@ export const run = defineCommand({
       type: "boolean",
       alias: "i",
       description:
-        "send your stdin to the job as it is read, byte for byte, and end the job's input where yours ends (Ctrl-D on a terminal); with -t: your terminal. With --detach the job's stdin stays open for POST /v1/jobs/ID/stdin",
+        "send your stdin to the job as it is read, byte for byte, and end the job's input where yours ends (Ctrl-D on a terminal); with -t: your terminal. With --detach its stdin stays open: planter job stdin JOB sends more, --eof ends it",
     },
     ...attachArgs,
     ...rawArg,
@@ -162,8 +162,8 @@ examples(run, [
   "planter run -- make test",
   "planter run --cell build --timeout 30m --max-rss 2G -- make test",
   "planter run -d --env TOKEN=x -- ./long-task.sh   # prints the job id; see `planter logs -f ID`",
-  "git diff | planter run -i -- wc -l            # your stdin is the job's",
-  "planter run -it -- bash                      # a terminal: Ctrl-P Ctrl-Q detaches, planter attach ID comes back",
+  "git diff | planter run -i -- wc -l   # your stdin is the job's",
+  "planter run -it -- bash             # a terminal: Ctrl-P Ctrl-Q detaches, planter attach ID comes back",
 ]);
 
 /**
