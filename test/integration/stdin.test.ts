@@ -200,6 +200,32 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect(await stdout(j.id)).toBe("before\nafter\n<eof>\n");
     });
 
+    test("a planter run -i that loses planterd says the input stays open; after a restart planter job stdin ends it", async () => {
+      const proc = Bun.spawn([process.execPath, PLANTER, "run", "-i", "--", "sh", "-c", "cat; echo '<end>'"], {
+        env: baseEnv(d.home),
+        stdin: "pipe",
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      clis.add(proc);
+      proc.stdin.write("first\n");
+      await proc.stdin.flush();
+      const job = await waitFor(async () => {
+        for (const j of (await d.client.listJobs({ state: "running" })).jobs)
+          if (j.argv[2] === "cat; echo '<end>'" && (await stdout(j.id)) === "first\n") return j;
+        return null;
+      }, "the job and its first line");
+      await d.kill9();
+      const err = new Response(proc.stderr).text();
+      expect(await exitWithin(proc, 20_000, "planter run -i without its planterd")).toBe(3);
+      expect(await err).toContain(`its input stays open: planter job stdin ${job.id} (--eof ends it)`);
+      d = await startDaemon({ home: d.home });
+      const more = await cli(d.home, ["job", "stdin", "--eof", job.id], { stdin: "second\n" });
+      expect([more.code, more.stderr]).toEqual([0, ""]);
+      const end = await finished(job.id);
+      expect([end.state, end.exit_code, await stdout(job.id)]).toEqual(["exited", 0, "first\nsecond\n<end>\n"]);
+    });
+
     test("a planter run -i that goes away (SIGKILL) ends the job's input, as docker run -i does", async () => {
       const proc = Bun.spawn([process.execPath, PLANTER, "run", "-i", "--", "sh", "-c", "cat; echo '<eof>'"], {
         env: baseEnv(d.home),

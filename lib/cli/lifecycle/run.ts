@@ -150,7 +150,17 @@ export const run = defineCommand({
       forwardStdin(api, job);
       // Output that is gone (a closed terminal, a reader that left) is not waited for: the job's
       // end gives the code.
-      return await Promise.race([attached(job, frames, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
+      return await Promise.race([
+        attached(job, frames, Boolean(args.raw)),
+        proxy.closed.then(() => proxy.ended()),
+      ]).catch((e: unknown) => {
+        // planterd went away: the job's input stays open, and can be written again.
+        if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE" && job.stdin?.open)
+          throw new PlanterError(e.code, e.message, {
+            hint: `${e.hint}; its input stays open: planter job stdin ${job.id} (--eof ends it)`,
+          });
+        throw e;
+      });
     } finally {
       stream?.close();
       proxy.stop();
@@ -174,6 +184,8 @@ examples(run, [
 function forwardStdin(api: ReturnType<typeof client>, job: Job): void {
   if (!job.stdin?.open) return;
   sendStdin(api, job.id, Bun.file(0).stream()).catch((e: unknown) => {
+    // A planterd gone is said once, by the output's stream.
+    if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE") return;
     const why = e instanceof PlanterError ? e.message : String((e as Error)?.message ?? e);
     write(2, `planter: stopped sending stdin to job ${p(job.id)}: ${p(why)}\n`);
   });
