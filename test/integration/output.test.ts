@@ -129,6 +129,18 @@ describe("--json output reaches a slow reader whole", () => {
     expect(parse(rm)).toEqual({ removed: job.id });
   });
 
+  test("run --detach -i --json, job stdin --eof --json", async () => {
+    const r = await slow(["run", "--detach", "-i", "--json", "--", "cat"]);
+    expect(r.code).toBe(0);
+    const job = parse(r) as Job;
+    expect(job.stdin).toEqual({ open: true });
+    // Its stdin here is /dev/null: nothing to send, then the end.
+    const s = await slow(["job", "stdin", "--eof", "--json", job.id]);
+    expect({ code: s.code, stderr: s.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(parse(s)).toEqual({ job: job.id, written: 0, eof: true });
+    expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
+  });
+
   test("events --json: every line whole", async () => {
     const r = await slow(["events", "--json"]);
     expect(r.code).toBe(0);
@@ -207,6 +219,7 @@ const RUN = [
   "job kill",
   "job wait",
   "job rm",
+  "job stdin",
   "events",
   "logs",
   "sandbox check",

@@ -303,6 +303,16 @@ describe("planter run -i, the CLI", () => {
         1,
         `planter: job ${job.id} took 0 bytes, then no more: it is exited 0\nhint: see planter job status ${job.id}\n`,
       ]);
+      // A terminal job: typed into its terminal, --eof is a ^D.
+      const tty = await d.client.createJob({ argv: ["cat"], tty: { cols: 80, rows: 24 } });
+      const typed = await cli(d.home, ["job", "stdin", tty.id], { stdin: "typed\n" });
+      expect([typed.code, typed.stderr]).toEqual([0, ""]);
+      await waitFor(
+        async () => (await d.client.screen(tty.id)).lines.filter((l) => l === "typed").length === 2,
+        "the terminal's echo and cat's copy",
+      );
+      expect((await cli(d.home, ["job", "stdin", "--eof", tty.id])).code).toBe(0);
+      expect((await d.client.waitJob(tty.id, 30_000)).job.exit_code).toBe(0);
       const plain = await d.client.createJob({ argv: ["true"] });
       const none = await cli(d.home, ["job", "stdin", plain.id]);
       expect([none.code, none.stderr.split("\n")[0]]).toEqual([
