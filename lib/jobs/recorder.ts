@@ -56,20 +56,19 @@ fi`;
  * descriptor of its own. The keeper holds the write side while planterd comes and goes (a
  * restart never ends the job's input) and lets go at the first line on `stdin.ctl`, or at once
  * when `stdin.closed` exists (planterd writes the mark, then the line: whichever the keeper sees
- * first, it never waits for a line it missed). With the keeper gone the job reads the end of
- * its input once the pipe is empty. The recorder holds `stdin.ctl` too: the job's end sends the
- * line that stops a keeper still waiting. (A background subshell starts with /dev/null on fd 0
- * in a shell without job control: the pipe is moved to fd 9 before the fork.)
+ * first, it never waits for a line it missed), or when `stdin.ctl` has no writer left: the
+ * recorder holds its only lasting one and lets go when the job has ended — or dies, so a keeper
+ * never outlives its recorder. With the keeper gone the job reads the end of its input once the
+ * pipe is empty. (A background subshell starts with /dev/null on fd 0 in a shell without job
+ * control: the pipe is moved to fd 9 before the fork.)
  */
 const STDIN_OPEN = `i=\${s%/*}/stdin
 [ -p "$i" ] || { echo 'planter: the stdin pipe of the job is missing' >&2; exit 125; }
 exec 9<&0 0</dev/null 7<"$i" 8<>"$i.ctl"
-(trap '' TERM INT HUP QUIT USR1 USR2; exec 7<&- >/dev/null 2>&1; [ -e "$i.closed" ] || read -r _ <&8) &
+(trap '' TERM INT HUP QUIT USR1 USR2; exec 6<"$i.ctl" 7<&- 8<&- >/dev/null 2>&1; [ -e "$i.closed" ] || read -r _ <&6) &
 exec 9<&-`;
 
-const STDIN_END = `exec 7<&-
-echo >&8
-exec 8<&-`;
+const STDIN_END = "exec 7<&- 8<&-";
 
 /**
  * The recorder's script: with `pipes`, the job writes into the FIFOs `STATUS.out` / `.err` that

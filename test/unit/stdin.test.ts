@@ -5,12 +5,12 @@
  * real one does.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { sendStdin } from "../../lib/cli/stdin.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
 import { closeStdin, prepareStdin, StdinStopped, stdinFiles, writeStdin } from "../../lib/jobs/stdin.ts";
-import { waitFor } from "../harness.ts";
+import { pidAlive, waitFor } from "../harness.ts";
 
 let dir: string;
 beforeEach(() => {
@@ -106,6 +106,26 @@ describe("the stdin pipe and its keeper", () => {
     expect(existsSync(stdinFiles(dir).closed)).toBe(true);
     process.kill(-job.proc.pid, "SIGKILL");
     await job.proc.exited;
+  });
+
+  test("a recorder killed from outside takes its keeper with it: nothing of it is left holding the pipe", async () => {
+    const job = start(["/bin/sleep", "600"]);
+    const rec = job.proc.pid;
+    // The keeper: the recorder's child that holds the pipe's write side on fd 9.
+    const keeper = await waitFor(() => {
+      const kids = readFileSync(`/proc/${rec}/task/${rec}/children`, "utf8").trim().split(/\s+/).map(Number);
+      return kids.find((k) => {
+        try {
+          return readlinkSync(`/proc/${k}/fd/9`) === stdinFiles(dir).pipe;
+        } catch {
+          return false;
+        }
+      });
+    }, "the keeper");
+    process.kill(rec, "SIGKILL");
+    await job.proc.exited;
+    await waitFor(() => !pidAlive(keeper), "the keeper to go with its recorder");
+    process.kill(-rec, "SIGKILL");
   });
 
   test("a signal to the job's process group (Ctrl-C, a kill) does not end its input", async () => {
