@@ -28,7 +28,7 @@ export async function sendStdin(
   input: AsyncIterable<Uint8Array>,
   chunk = STDIN_CHUNK,
   eof = true,
-): Promise<{ end: StdinEnd; written: number }> {
+): Promise<{ end: StdinEnd; written: number; readError?: Error }> {
   const reader = new ReadAhead(input);
   const size = { chunk, written: 0 };
   try {
@@ -40,19 +40,29 @@ export async function sendStdin(
   } finally {
     reader.stop();
   }
-  if (!eof) return { end: "sent", written: size.written };
-  return { end: (await put(api, id, null, size)) ? "eof" : "stopped", written: size.written };
+  // An input that cannot be read (a directory, a broken device) ends as one that ended: the job
+  // must not wait for bytes that will never come. The caller says why.
+  const readError = reader.error ?? undefined;
+  if (!eof) return { end: "sent", written: size.written, readError };
+  return { end: (await put(api, id, null, size)) ? "eof" : "stopped", written: size.written, readError };
 }
 
 /** An input read one read ahead: `take` gives what has been read by now, at least one read. */
 class ReadAhead {
-  private readonly it: AsyncIterator<Uint8Array>;
-  private next: Promise<IteratorResult<Uint8Array>> | null;
+  private it: AsyncIterator<Uint8Array> | null = null;
+  private next: Promise<IteratorResult<Uint8Array>> | null = null;
   private held: Uint8Array | null = null;
+  /** Why reading stopped before the input's end, if it did. */
+  error: Error | null = null;
 
   constructor(input: AsyncIterable<Uint8Array>) {
-    this.it = input[Symbol.asyncIterator]();
-    this.next = this.it.next();
+    try {
+      this.it = input[Symbol.asyncIterator]();
+      this.next = this.it.next();
+    } catch (e) {
+      // A stdin that cannot be read at all (Bun's stream fails at once on a directory).
+      this.error = e as Error;
+    }
   }
 
   /** At most `max` bytes: one read waited for, then those already read; null at the end. */
@@ -61,13 +71,20 @@ class ReadAhead {
     let size = this.held?.length ?? 0;
     this.held = null;
     while (this.next && size < max) {
-      const r = parts.length ? await Promise.race([this.next, Promise.resolve(PENDING)]) : await this.next;
+      let r: IteratorResult<Uint8Array> | typeof PENDING;
+      try {
+        r = parts.length ? await Promise.race([this.next, Promise.resolve(PENDING)]) : await this.next;
+      } catch (e) {
+        this.error = e as Error;
+        this.next = null;
+        break;
+      }
       if (r === PENDING) break;
       if (r.done) {
         this.next = null;
         break;
       }
-      this.next = this.it.next();
+      this.next = (this.it as AsyncIterator<Uint8Array>).next();
       parts.push(r.value);
       size += r.value.length;
     }
@@ -80,7 +97,7 @@ class ReadAhead {
 
   /** Stop reading (the job takes no more, or the end was sent). */
   stop(): void {
-    if (this.next) void this.it.return?.();
+    if (this.next) void this.it?.return?.();
   }
 }
 

@@ -280,48 +280,69 @@ for (const mode of ["enforced", "disabled"] as const) {
   });
 }
 
-describe("planter run -i, the CLI", () => {
+describe("planter run -i and planter job stdin, the CLI", () => {
+  let d: DaemonHandle;
+  beforeAll(async () => {
+    d = await startDaemon();
+  });
+  afterAll(async () => {
+    for (const j of (await d.client.listJobs({ state: "running" })).jobs)
+      await d.client.killJob(j.id, { force: true }).catch(() => undefined);
+    await d.stop();
+    cleanup(d.home);
+  });
+
   test("--help teaches -i; -i with --detach leaves the input open, for planter job stdin and the API", async () => {
-    const d = await startDaemon();
-    try {
-      const help = await cli(d.home, ["run", "--help"]);
-      expect(help.stdout).toContain("git diff | planter run -i -- wc -l");
-      expect(help.stdout).toMatch(/-i, --interactive\s+send your stdin to the job/);
-      const r = await cli(d.home, ["run", "-d", "-i", "--json", "--", "cat"]);
-      const job = JSON.parse(r.stdout) as Job;
-      expect([r.code, job.state, job.stdin]).toEqual([0, "running", { open: true }]);
-      expect((await cli(d.home, ["job", "status", job.id])).stdout).toContain("stdin:     open");
-      const more = await cli(d.home, ["job", "stdin", job.id], { stdin: "later\n" });
-      expect([more.code, more.stdout, more.stderr]).toEqual([0, "", ""]);
-      const end = await cli(d.home, ["job", "stdin", "--eof", "--json", job.id], { stdin: "last\n" });
-      expect([end.code, JSON.parse(end.stdout)]).toEqual([0, { job: job.id, written: 5, eof: true }]);
-      expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
-      expect((await cli(d.home, ["logs", job.id])).stdout).toBe("later\nlast\n");
-      // A job that has ended, and one that never had input, are said as such.
-      const late = await cli(d.home, ["job", "stdin", job.id], { stdin: "x" });
-      expect([late.code, late.stderr]).toEqual([
-        1,
-        `planter: job ${job.id} took 0 bytes, then no more: it is exited 0\nhint: see planter job status ${job.id}\n`,
-      ]);
-      // A terminal job: typed into its terminal, --eof is a ^D.
-      const tty = await d.client.createJob({ argv: ["cat"], tty: { cols: 80, rows: 24 } });
-      const typed = await cli(d.home, ["job", "stdin", tty.id], { stdin: "typed\n" });
-      expect([typed.code, typed.stderr]).toEqual([0, ""]);
-      await waitFor(
-        async () => (await d.client.screen(tty.id)).lines.filter((l) => l === "typed").length === 2,
-        "the terminal's echo and cat's copy",
-      );
-      expect((await cli(d.home, ["job", "stdin", "--eof", tty.id])).code).toBe(0);
-      expect((await d.client.waitJob(tty.id, 30_000)).job.exit_code).toBe(0);
-      const plain = await d.client.createJob({ argv: ["true"] });
-      const none = await cli(d.home, ["job", "stdin", plain.id]);
-      expect([none.code, none.stderr.split("\n")[0]]).toEqual([
-        1,
-        `planter: job ${plain.id} has no stdin: it reads /dev/null`,
-      ]);
-    } finally {
-      await d.stop();
-      cleanup(d.home);
-    }
+    const help = await cli(d.home, ["run", "--help"]);
+    expect(help.stdout).toContain("git diff | planter run -i -- wc -l");
+    expect(help.stdout).toMatch(/-i, --interactive\s+send your stdin to the job/);
+    const r = await cli(d.home, ["run", "-d", "-i", "--json", "--", "cat"]);
+    const job = JSON.parse(r.stdout) as Job;
+    expect([r.code, job.state, job.stdin]).toEqual([0, "running", { open: true }]);
+    expect((await cli(d.home, ["job", "status", job.id])).stdout).toContain("stdin:     open");
+    const more = await cli(d.home, ["job", "stdin", job.id], { stdin: "later\n" });
+    expect([more.code, more.stdout, more.stderr]).toEqual([0, "", ""]);
+    const end = await cli(d.home, ["job", "stdin", "--eof", "--json", job.id], { stdin: "last\n" });
+    expect([end.code, JSON.parse(end.stdout)]).toEqual([0, { job: job.id, written: 5, eof: true }]);
+    expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
+    expect((await cli(d.home, ["logs", job.id])).stdout).toBe("later\nlast\n");
+    // A job that has ended, and one that never had input, are said as such.
+    const late = await cli(d.home, ["job", "stdin", job.id], { stdin: "x" });
+    expect([late.code, late.stderr]).toEqual([
+      1,
+      `planter: job ${job.id} took 0 bytes, then no more: it is exited 0\nhint: see planter job status ${job.id}\n`,
+    ]);
+    const plain = await d.client.createJob({ argv: ["true"] });
+    const none = await cli(d.home, ["job", "stdin", plain.id]);
+    expect([none.code, none.stderr.split("\n")[0]]).toEqual([
+      1,
+      `planter: job ${plain.id} has no stdin: it reads /dev/null`,
+    ]);
+  });
+
+  test("planter job stdin types into a terminal job; --eof is its ^D", async () => {
+    const tty = await d.client.createJob({ argv: ["cat"], tty: { cols: 80, rows: 24 } });
+    const typed = await cli(d.home, ["job", "stdin", tty.id], { stdin: "typed\n" });
+    expect([typed.code, typed.stderr]).toEqual([0, ""]);
+    await waitFor(
+      async () => (await d.client.screen(tty.id)).lines.filter((l) => l === "typed").length === 2,
+      "the terminal's echo and cat's copy",
+    );
+    expect((await cli(d.home, ["job", "stdin", "--eof", tty.id])).code).toBe(0);
+    expect((await d.client.waitJob(tty.id, 30_000)).job.exit_code).toBe(0);
+  });
+
+  test("a stdin that cannot be read ends the job's input (it must not wait for good), and says so", async () => {
+    const argv = [process.execPath, PLANTER, "run", "-i", "--", "sh", "-c", "cat; echo '<eof>'"];
+    const dir = Bun.spawn(["bash", "-c", '"$@" <"$DIR"', "bash", ...argv], {
+      env: baseEnv(d.home, { DIR: d.home }),
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    const [out, err] = [new Response(dir.stdout).text(), new Response(dir.stderr).text()];
+    expect(await exitWithin(dir, 30_000, "planter run -i < a directory")).toBe(0);
+    expect(await out).toBe("<eof>\n");
+    expect(await err).toStartWith("planter: cannot read your stdin (EISDIR");
   });
 });

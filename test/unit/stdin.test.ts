@@ -211,6 +211,25 @@ describe("the CLI's sender", () => {
     expect(f.calls.some((c) => c.eof)).toBe(false);
   });
 
+  test("an input that cannot be read, at once or midway, ends as one that ended, and says why", async () => {
+    const f = fakeApi();
+    const broken: AsyncIterable<Uint8Array> = {
+      [Symbol.asyncIterator]() {
+        throw new Error("EISDIR");
+      },
+    };
+    const r = await sendStdin(f.api as never, "j", broken);
+    expect([r.end, r.written, r.readError?.message]).toEqual(["eof", 0, "EISDIR"]);
+    async function* midway() {
+      yield new TextEncoder().encode("ab");
+      throw new Error("EIO");
+    }
+    const g = fakeApi();
+    const m = await sendStdin(g.api as never, "j", midway());
+    expect([m.end, m.written, m.readError?.message, g.text()]).toEqual(["eof", 2, "EIO", "ab"]);
+    expect(g.calls.at(-1)).toEqual({ size: 0, eof: true });
+  });
+
   test("without the end (planter job stdin without --eof): the bytes only", async () => {
     const f = fakeApi();
     expect(await sendStdin(f.api as never, "j", chunks("more\n"), 10, false)).toEqual({ end: "sent", written: 5 });

@@ -249,6 +249,8 @@ const jobStdin = defineCommand({
   async run({ args }) {
     const api = client(args);
     const sent = await sendStdin(api, args.id, Bun.file(0).stream(), STDIN_CHUNK, Boolean(args.eof));
+    if (sent.readError)
+      throw usage(`cannot read your stdin: ${sent.readError.message}${args.eof ? " (the job's input is ended)" : ""}`);
     // Nothing was sent: the job is still asked, so that a wrong id or a job without input is said.
     if (sent.end === "sent" && sent.written === 0) await api.writeStdinBytes(args.id, new Uint8Array(0));
     if (sent.end === "stopped") {

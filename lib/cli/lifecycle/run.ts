@@ -183,12 +183,17 @@ examples(run, [
  */
 function forwardStdin(api: ReturnType<typeof client>, job: Job): void {
   if (!job.stdin?.open) return;
-  sendStdin(api, job.id, Bun.file(0).stream()).catch((e: unknown) => {
-    // A planterd gone is said once, by the output's stream.
-    if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE") return;
-    const why = e instanceof PlanterError ? e.message : String((e as Error)?.message ?? e);
-    write(2, `planter: stopped sending stdin to job ${p(job.id)}: ${p(why)}\n`);
-  });
+  sendStdin(api, job.id, Bun.file(0).stream())
+    .then((sent) => {
+      if (sent.readError)
+        write(2, `planter: cannot read your stdin (${p(sent.readError.message)}): the job's input is ended\n`);
+    })
+    .catch((e: unknown) => {
+      // A planterd gone is said once, by the output's stream.
+      if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE") return;
+      const why = e instanceof PlanterError ? e.message : String((e as Error)?.message ?? e);
+      write(2, `planter: stopped sending stdin to job ${p(job.id)}: ${p(why)}\n`);
+    });
 }
 
 /** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */
