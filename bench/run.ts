@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events]` (all but procs, egress, tty, launch and events by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin]` (all but procs, egress, tty, launch and events by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -25,6 +25,7 @@ import { procsBench } from "./procs.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
+import { stdinBench } from "./stdin.ts";
 import { terminalBench } from "./terminal.ts";
 import { throughputBench } from "./throughput.ts";
 import { ttyBench } from "./tty.ts";
@@ -51,6 +52,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   net: { run: netBench, limitMs: 300_000 },
   egress: { run: egressBench, limitMs: 300_000, named: true },
   attach: { run: attachBench, limitMs: 120_000 },
+  stdin: { run: stdinBench, limitMs: 180_000 },
   tty: { run: ttyBench, limitMs: 600_000, named: true },
   launch: { run: launchBench, limitMs: 900_000, named: true },
   events: { run: eventsBench, limitMs: 600_000, named: true },

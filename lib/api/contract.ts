@@ -125,6 +125,11 @@ export const JobCreate = v.strictObject({
    * cell with the host's network, and its hooks report through the job's channel.
    */
   agent: v.optional(v.strictObject({ kind: v.picklist(AGENT_KINDS) })),
+  /**
+   * The job reads a pipe that POST /v1/jobs/{id}/stdin writes, until it is closed (eof), instead
+   * of /dev/null. A terminal job reads its terminal: there stdin changes nothing.
+   */
+  stdin: v.optional(v.boolean()),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
 /** A job request as a client builds it. */
@@ -132,7 +137,10 @@ export type JobCreateIn = v.InferInput<typeof JobCreate>;
 
 export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
 export type Signal = (typeof SIGNALS)[number];
-/** POST /v1/jobs/{id}/stdin: bytes typed into a terminal job, and/or its end of input. */
+/**
+ * POST /v1/jobs/{id}/stdin: bytes for the job's input (typed into a terminal job, or into the
+ * pipe of a job created with `stdin`), and/or its end of input.
+ */
 export const StdinWrite = v.strictObject({
   data: v.optional(
     v.pipe(
@@ -220,6 +228,8 @@ export interface Job {
   workspace: WorkspaceFinding[];
   /** The job's terminal (its size when it started; clients attached now), or null: no terminal. */
   tty: (TtySize & { clients?: number }) | null;
+  /** The job's own stdin (created with `stdin`, no terminal): whether it still takes input; null: /dev/null or a terminal. */
+  stdin: { open: boolean } | null;
 }
 
 /** The host identity a job ran as. */

@@ -66,6 +66,7 @@ function operation(name: keyof typeof ROUTES, route: Route) {
               "application/json": {
                 schema: toJsonSchema(route.body, { errorMode: "ignore", target: "openapi-3.0" } as never),
               },
+              ...(route.bytesBody ? { [route.bytesBody]: { schema: { type: "string", format: "binary" } } } : {}),
             },
           },
         }
@@ -131,7 +132,7 @@ export function routeTable(): string {
       })
       .join(", ");
     rows.push(
-      `| \`${route.method} ${openapiPath(route.path)}\`<br>${route.summary} | ${query || "—"} | ${route.body ? (route.bodyName ?? "JSON") : "—"} | ${route.ok.join(", ")}: ${REPLY_TYPES[name].replace(/\|/g, "\\|")} |`,
+      `| \`${route.method} ${openapiPath(route.path)}\`<br>${route.summary} | ${query || "—"} | ${route.body ? (route.bodyName ?? "JSON") + (route.bytesBody ? `, or bytes (${route.bytesBody})` : "") : "—"} | ${route.ok.join(", ")}: ${REPLY_TYPES[name].replace(/\|/g, "\\|")} |`,
     );
   }
   return `${rows.join("\n")}\n`;

@@ -53,6 +53,8 @@ export interface Route<
   body: B;
   /** What the body is, in errors: "invalid job: …". */
   bodyName?: string;
+  /** A content type whose body is taken as bytes, as they are, instead of the JSON body (Req.bytes). */
+  bytesBody?: string;
   reply: ReplyKind;
   /** Content types of byte replies, for the document. */
   types?: string[];
@@ -389,12 +391,14 @@ export const ROUTES = {
   writeStdin: route({
     method: "POST",
     path: "/v1/jobs/:id/stdin",
-    query: NONE,
+    query: { wait_ms: int(0, 3_600_000, 10_000), eof: flag() },
     body: StdinWrite,
     bodyName: "stdin write",
+    bytesBody: "application/octet-stream",
     reply: "json",
     ok: [202],
-    summary: "type into a terminal job without attaching (data: base64), eof=true sends end of input (^D)",
+    summary:
+      "input for a job (data: base64, or the body's bytes as they are with Content-Type application/octet-stream): typed into a terminal job, or written into the stdin pipe of a job created with stdin (answered once it is all in the pipe; a job that does not read keeps it waiting at most wait_ms, then 409 with details.written); eof (in the body or the query) ends the input after the data (^D on a terminal, the pipe's end otherwise)",
     returns: reply<{ written: number; eof: boolean }>(),
   }),
   screen: route({

@@ -3,6 +3,7 @@ import type { Database } from "bun:sqlite";
 import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
+import { StdinQueue } from "../jobs/stdin.ts";
 import type { Supervisor } from "../jobs/supervisor.ts";
 import { GrowthWatch } from "../logs/read.ts";
 import { type Paths, stateFiles } from "../paths.ts";
@@ -99,6 +100,8 @@ export class Context {
   readonly walks = new Walks();
   /** Clients attached to terminal jobs (lib/daemon/handlers/tty.ts). */
   readonly terminals = new Terminals();
+  /** Writes to jobs' stdin pipes, one after another per job (lib/jobs/stdin.ts). */
+  readonly stdins = new StdinQueue();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
 

@@ -4,6 +4,7 @@ import * as cells from "./handlers/cells.ts";
 import * as events from "./handlers/events.ts";
 import * as jobs from "./handlers/jobs.ts";
 import * as logs from "./handlers/logs.ts";
+import * as stdin from "./handlers/stdin.ts";
 import * as system from "./handlers/system.ts";
 import * as tty from "./handlers/tty.ts";
 import { type Handler, Router } from "./router.ts";
@@ -27,7 +28,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   logStream: logs.raw,
   events: events.stream,
   attach: tty.attach,
-  writeStdin: tty.stdin,
+  writeStdin: stdin.write,
   screen: tty.screen,
 };
 

@@ -76,6 +76,7 @@ import {
   tableOf,
 } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
+import { prepareStdin } from "./stdin.ts";
 import { WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -241,6 +242,8 @@ export class Supervisor {
     let out = -1;
     let err = -1;
     let fds: number[] = [];
+    // The job's stdin pipe, read-write, for the recorder's fd 0 (a job created with stdin).
+    let input = -1;
     let cgroup: string | null = null;
     let spawned = false;
     // How to render the plan of a warm sandbox for this job (its job the shell that reads its
@@ -263,11 +266,13 @@ export class Supervisor {
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       // Not with placeholders: they are the job's own, released at its end, and bwrap creates a
       // missing mount target in a writable bind (a later sandbox made with them would make one again).
-      // Not for a terminal job: its recorder runs under its holder, on the PTY.
+      // Not for a terminal job: its recorder runs under its holder, on the PTY. Not for a job
+      // with stdin: a warm recorder's fd 0 is planterd's pipe of orders.
       // Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
       // Not for an agent job: its report channel is its own.
       if (
         !job.tty &&
+        !job.stdin &&
         !rules &&
         !where.agent &&
         backend.name === "bwrap" &&
@@ -340,6 +345,7 @@ export class Supervisor {
       }
       const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       if (plan.pipes) makePipes(files.status);
+      if (job.stdin && !job.tty) input = prepareStdin(dir);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
       // Before the spawn: a planterd killed before `markRunning` below is followed by one that
@@ -362,10 +368,17 @@ export class Supervisor {
         if (where.agent) this.agents.watch(job.id, dir, where.agent);
         return started;
       }
-      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
+      const recorder = recorderArgv(
+        files.status,
+        argv,
+        plan.pipes ?? false,
+        cgroup ? groupProcs(cgroup) : [],
+        input >= 0,
+      );
+      const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: ["ignore", out, err, ...fds],
+        stdio: [input >= 0 ? input : "ignore", out, err, ...fds],
         detached: true,
       });
       spawned = true;
@@ -408,6 +421,7 @@ export class Supervisor {
     } finally {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
+      if (input >= 0) closeSync(input);
       for (const fd of fds) closeSync(fd);
     }
   }

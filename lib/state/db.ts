@@ -124,6 +124,13 @@ export const MIGRATIONS: Migration[] = [
       db.run("ALTER TABLE jobs ADD COLUMN tty TEXT");
     },
   },
+  {
+    version: 8,
+    name: "jobs that read a stdin of their own (planter run -i): 1, else 0",
+    up: (db) => {
+      db.run("ALTER TABLE jobs ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0");
+    },
+  },
 ];
 
 /** The schema version this build writes. */

@@ -51,6 +51,7 @@ describe("bash", () => {
       "wait",
       "rm",
       "net",
+      "stdin",
       "--socket",
       "--target",
       "--help",
@@ -115,7 +116,15 @@ describe("zsh", () => {
   test("described commands and options, enum values, files; the job's command after --", async () => {
     const job = await complete("planter", "job", "");
     expect(job[0]).toMatch(/^ls:List jobs/);
-    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual(["ls", "status", "kill", "wait", "rm", "net"]);
+    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual([
+      "ls",
+      "status",
+      "kill",
+      "wait",
+      "rm",
+      "net",
+      "stdin",
+    ]);
     expect(await complete("planter", "job", "kill", "--signal", "")).toEqual([
       "TERM",
       "INT",
@@ -143,7 +152,7 @@ describe("fish", () => {
 
   test("described commands and options, enum values", async () => {
     const job = await complete("planter job ");
-    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "net", "rm", "status", "wait"]);
+    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "net", "rm", "status", "stdin", "wait"]);
     expect(job[0]).toMatch(/^kill\tStop a job/);
     expect((await complete("planter job kill --signal ")).map((l) => l.split("\t")[0])).toEqual([
       "HUP",

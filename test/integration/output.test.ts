@@ -168,6 +168,18 @@ describe("--json output reaches a slow reader whole", () => {
     expect(parse(rm)).toEqual({ removed: job.id });
   });
 
+  test("run --detach -i --json, job stdin --eof --json", async () => {
+    const r = await slow(["run", "--detach", "-i", "--json", "--", "cat"]);
+    expect(r.code).toBe(0);
+    const job = parse(r) as Job;
+    expect(job.stdin).toEqual({ open: true });
+    // Its stdin here is /dev/null: nothing to send, then the end.
+    const s = await slow(["job", "stdin", "--eof", "--json", job.id]);
+    expect({ code: s.code, stderr: s.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(parse(s)).toEqual({ job: job.id, written: 0, eof: true });
+    expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
+  });
+
   test("events --json: every line whole", async () => {
     const r = await slow(["events", "--json"]);
     expect(r.code).toBe(0);
@@ -234,6 +246,12 @@ const NOT_RUN: Record<string, string> = {
   install: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   uninstall: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   "migrate lima": "needs a Lima VM (test/integration/lima-migrate.test.ts)",
+  "agent run":
+    "its --json (with -d) is one job's view, the size `run -d --json` prints (test/integration/agent-jobs.test.ts)",
+  "agent hooks install":
+    "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
+  "agent hooks uninstall":
+    "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
 };
 const RUN = [
   "cell create",
@@ -248,6 +266,7 @@ const RUN = [
   "job wait",
   "job rm",
   "job net",
+  "job stdin",
   "events",
   "logs",
   "sandbox check",

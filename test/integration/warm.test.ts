@@ -99,6 +99,22 @@ describe("warm sandboxes", () => {
     expect((await d.client.waitJob(sub.id, 20_000)).job.state).toBe("exited");
   });
 
+  test("a job with stdin starts cold: it reads its own pipe, and the warm sandboxes wait on for other jobs", async () => {
+    if (!cgroups) return;
+    const before = await d.client.createJob({ argv: ["cat"] });
+    await d.client.waitJob(before.id, 20_000);
+    // One for this kind of job (the last one's), ready.
+    await waitFor(() => warmDirs(d).length >= 1, "a warm sandbox");
+    await waitFor(() => warmDirs(d).every(warmReady), "the warm sandboxes' shells in their groups", 30_000);
+    const waiting = warmDirs(d).sort();
+    const j = await d.client.createJob({ argv: ["cat"], stdin: true });
+    expect(warmRecorder(j.pid as number)).toBe(false);
+    await d.client.writeStdin(j.id, { data: Buffer.from("piped\n").toString("base64"), eof: true });
+    expect((await d.client.waitJob(j.id, 20_000)).job.state).toBe("exited");
+    expect(await logs(j.id, "stdout")).toBe("piped\n");
+    expect(warmDirs(d).sort()).toEqual(waiting);
+  }, 60_000);
+
   test("planterd killed while a sandbox waits: the sandbox ends without running anything, its dir goes at the next start", async () => {
     if (!cgroups) return;
     await waitFor(() => warmDirs(d).length >= 1, "a warm sandbox");

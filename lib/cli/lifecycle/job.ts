@@ -1,12 +1,13 @@
-/** `planter job ls|status|kill|wait|rm`. */
+/** `planter job ls|status|kill|wait|rm|stdin`. */
 import { defineCommand } from "citty";
 import * as v from "valibot";
 import { type Job, type JobState, NetConnect, passthroughCode } from "../../api/contract.ts";
-import { EXIT } from "../../api/errors.ts";
+import { EXIT, PlanterError } from "../../api/errors.ts";
 import { describeNetwork } from "../../net/policy.ts";
 import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
 import { examples } from "../help.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
+import { STDIN_CHUNK, sendStdin } from "../stdin.ts";
 import { formatBytes, formatDuration, limitsLine, limitText } from "../units.ts";
 import { common, olderDaemon } from "./common.ts";
 
@@ -19,6 +20,15 @@ function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   if (p.workspace_config === "allow") parts.push("workspace config allowed");
   if (p.env.pass.length) parts.push(`env pass ${p.env.pass.join(",")}`);
   return parts.join(", ");
+}
+
+/** A job's terminal or stdin pipe, when it has one. */
+function inputLines(j: Job): string[] {
+  if (j.tty) {
+    const clients = j.tty.clients === undefined ? "" : `, ${j.tty.clients} attached`;
+    return [`terminal:  ${j.tty.cols}x${j.tty.rows}${clients}`];
+  }
+  return j.stdin ? [`stdin:     ${j.stdin.open ? "open" : "closed"}`] : [];
 }
 
 function jobLines(j: Job): string {
@@ -41,6 +51,7 @@ function jobLines(j: Job): string {
     ...(j.run_as
       ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
       : []),
+    ...inputLines(j),
     ...j.workspace.map((f) =>
       f.kind === "review-incomplete"
         ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
@@ -346,8 +357,54 @@ examples(jobNet, [
   "planter events --kind net.connect --subject job/JOB -f   # as they happen",
 ]);
 
+const jobStdin = defineCommand({
+  meta: {
+    name: "stdin",
+    description:
+      "Send your stdin to a job's input (a job started with planter run -d -i, or stdin: true over the API; a terminal job's is typed into its terminal), until yours ends. " +
+      "The job's input stays open for more unless --eof ends it after yours",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    eof: { type: "boolean", description: "end the job's input after yours (^D on a terminal job)" },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const sent = await sendStdin(api, args.id, Bun.file(0).stream(), STDIN_CHUNK, Boolean(args.eof));
+    if (sent.readError)
+      throw usage(`cannot read your stdin: ${sent.readError.message}${args.eof ? " (the job's input is ended)" : ""}`);
+    // Nothing was sent: the job is still asked, so that a wrong id or a job without input is said.
+    if (sent.end === "sent" && sent.written === 0) await api.writeStdinBytes(args.id, new Uint8Array(0));
+    if (sent.end === "stopped") {
+      // The job took no more: say why, as planterd says it.
+      const job = await api.getJob(args.id);
+      throw new PlanterError(
+        "E_CONFLICT",
+        `job ${job.id} took ${sent.written} bytes, then no more: ${job.stdin?.open === false && job.state === "running" ? "its input was ended" : `it is ${outcome(job)}`}`,
+        { hint: `see planter job status ${job.id}` },
+      );
+    }
+    if (args.json) printJson({ job: args.id, written: sent.written, eof: Boolean(args.eof) });
+    return 0;
+  },
+});
+examples(jobStdin, [
+  "planter run -d -i -- ./server.sh            # prints the job id; its input stays open",
+  "echo reload | planter job stdin JOB         # one more line for it",
+  "planter job stdin --eof JOB < /dev/null     # end its input",
+]);
+
 export const job = defineCommand({
-  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm, net)" },
+  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm, net, stdin)" },
   args: clientArgs,
-  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm, net: jobNet },
+  subCommands: {
+    ls: jobLs,
+    status: jobStatus,
+    kill: jobKill,
+    wait: jobWait,
+    rm: jobRm,
+    net: jobNet,
+    stdin: jobStdin,
+  },
 });

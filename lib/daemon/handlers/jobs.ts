@@ -8,6 +8,7 @@ import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
 import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
+import { stdinClosed } from "../../jobs/stdin.ts";
 import { pumpLogs } from "../../logs/stream.ts";
 import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
@@ -48,9 +49,10 @@ import {
   writableTrees,
 } from "../launch.ts";
 import type { Peer } from "../peer.ts";
-import { ok, type Reply, type Req } from "../router.ts";
+import { ok, type Reply, type Req, STOPPING } from "../router.ts";
 import { checkMode, defaultCellName, ensureCell, goneResult, requestRef, requireCell, requireJob } from "./common.ts";
 import { jobOver } from "./logs.ts";
+import { endInput } from "./stdin.ts";
 
 /**
  * The environment a job starts with: the documented minimal set from the daemon, the daemon
@@ -146,6 +148,7 @@ const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], 
 export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   const v = jobView(job);
   if (v.tty) v.tty = { ...v.tty, clients: ctx.terminals.attached(job.id).clients };
+  if (v.stdin?.open && stdinClosed(jobDir(ctx.paths.stateDir, job.id))) v.stdin = { open: false };
   if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return v;
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
@@ -153,9 +156,17 @@ export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
 /**
  * POST /v1/jobs?attach=1: the job as created, its output as it is written and the job as it
  * ended, in one response (lib/api/frames.ts). Output is read from the stored logs, from their
- * start, as `GET …/logs/raw?follow=1` reads them.
+ * start, as `GET …/logs/raw?follow=1` reads them. A job with stdin that this request created
+ * (`holdsStdin`) has its input ended when the client goes away before the job ends, as `docker
+ * run -i` does: nobody is left to send it or to end it. planterd stopping ends nothing.
  */
-function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, status: number): Reply<Job> {
+function attached(
+  ctx: Context,
+  req: Req<Routes["createJob"]>,
+  id: string,
+  status: number,
+  holdsStdin = false,
+): Reply<Job> {
   const dir = jobDir(ctx.paths.stateDir, id);
   const files = jobFiles(dir);
   return {
@@ -179,7 +190,16 @@ function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, statu
           sink,
           signal,
         });
-        if (signal.aborted) return;
+        if (signal.aborted) {
+          if (holdsStdin && signal.reason !== STOPPING && !FINAL_STATES.has(requireJob(ctx, id).state)) {
+            ctx.stdins
+              .run(id, async () => endInput(ctx, id, "client_gone", req.audit))
+              .catch((e: unknown) =>
+                console.error(`planterd: job ${id}: cannot end its stdin: ${(e as Error).message}`),
+              );
+          }
+          return;
+        }
         await sink.write(jobFrame(viewFor(ctx, req.peer, requireJob(ctx, id))));
       },
     },
@@ -348,6 +368,8 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     created_at: Date.now(),
     request_ref: body.request_ref ?? null,
     tty: body.tty ?? null,
+    // A terminal job reads its terminal.
+    stdin: Boolean(body.stdin) && !body.tty,
   };
   ctx.write((ev) => {
     insertJob(ctx.db, job);
@@ -386,7 +408,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     // A terminal job answers once its holder runs it (or it failed to start).
     await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
-  if (attach) return attached(ctx, req, id, 201);
+  if (attach) return attached(ctx, req, id, 201, job.stdin);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 
