@@ -582,7 +582,7 @@ export class Supervisor {
       ev.push({
         kind: "job.started",
         subject: `job/${job.id}`,
-        data: { pid: proc.pid, backend: "bwrap", run_as: runAs },
+        data: { pid: proc.pid, backend: "bwrap", run_as: runAs, warm: true },
       });
     });
     this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
