@@ -1,5 +1,5 @@
 /**
- * 18. Egress through a real job (#15): planterd (compiled when dist/planter exists, else source)
+ * 20. Egress through a real job (#15): planterd (compiled when dist/planter exists, else source)
  * as root with bwrap; an origin on 127.0.0.1 in this process's child; a job in a cell with an
  * allow list reaching it by name through its proxy, against a job in a cell with the host's
  * network reaching it directly, interleaved. curl runs inside the jobs and reports its own times.
@@ -11,7 +11,7 @@ import { join } from "node:path";
 import type { Job } from "../lib/api/contract.ts";
 import { BINARY, daemon, header, median, note, percentile, report } from "./common.ts";
 
-const BENCH = "18 egress";
+const BENCH = "20 egress";
 const BIG = 100 * 1024 * 1024;
 const ROUNDS = 5;
 const SETUP_N = 60;

@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [agents]` (all but procs, egress, tty, launch and agents by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents]` (all but procs, egress, tty, launch, events and agents by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -13,6 +13,7 @@ import { authzBench } from "./authz.ts";
 import { cliBench } from "./cli.ts";
 import { disposeAll, figures, summaryTable, within } from "./common.ts";
 import { egressBench } from "./egress.ts";
+import { eventsBench } from "./events.ts";
 import { followBench } from "./follow.ts";
 import { hardeningBench } from "./hardening.ts";
 import { historyBench } from "./history.ts";
@@ -25,6 +26,7 @@ import { procsBench } from "./procs.ts";
 import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
+import { stdinBench } from "./stdin.ts";
 import { terminalBench } from "./terminal.ts";
 import { throughputBench } from "./throughput.ts";
 import { ttyBench } from "./tty.ts";
@@ -51,8 +53,10 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   net: { run: netBench, limitMs: 300_000 },
   egress: { run: egressBench, limitMs: 300_000, named: true },
   attach: { run: attachBench, limitMs: 120_000 },
+  stdin: { run: stdinBench, limitMs: 180_000 },
   tty: { run: ttyBench, limitMs: 600_000, named: true },
   launch: { run: launchBench, limitMs: 900_000, named: true },
+  events: { run: eventsBench, limitMs: 600_000, named: true },
   agents: { run: agentsBench, limitMs: 600_000, named: true },
 };
 

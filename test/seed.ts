@@ -45,6 +45,7 @@ export function seedJobs(stateDir: string, count: number, opts: SeedOptions = {}
           cell,
           argv: ["make", "-j4", "test", `N=${i}`],
           tty: null,
+          stdin: false,
           cwd: "/tmp",
           env: { PATH: "/usr/bin:/bin", HOME: "/tmp", PLANTER_JOB_ID: id, PLANTER_CELL: cell },
           limits: { max_log_bytes: 1024 ** 3, max_pids: 4096 },

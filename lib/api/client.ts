@@ -99,12 +99,15 @@ export class Client {
     if (signal?.aborted) throw abortError();
     await this.check();
     let res: Response;
+    // Bytes go as they are (a route's `bytesBody`); anything else as JSON.
+    const bytes = body instanceof Uint8Array;
     try {
       res = await fetch(`http://planterd${path}`, {
         unix: this.socketPath,
         method,
-        body: body === undefined ? undefined : JSON.stringify(body),
-        headers: body === undefined ? undefined : { "content-type": "application/json" },
+        body: body === undefined ? undefined : bytes ? body : JSON.stringify(body),
+        headers:
+          body === undefined ? undefined : { "content-type": bytes ? "application/octet-stream" : "application/json" },
         signal,
       });
     } catch (e) {
@@ -208,6 +211,8 @@ export class Client {
   createCell = (body: RouteBodyIn<Routes["createCell"]>) => this.call(ROUTES.createCell, { body });
   listCells = () => this.call(ROUTES.listCells, {});
   getCell = (name: string) => this.call(ROUTES.getCell, { params: { name } });
+  updateCell = (name: string, body: RouteBodyIn<Routes["updateCell"]>) =>
+    this.call(ROUTES.updateCell, { params: { name }, body });
   removeCell = (name: string, force: boolean) => this.call(ROUTES.removeCell, { params: { name }, query: { force } });
 
   createJob = (body: RouteBodyIn<Routes["createJob"]>) => this.call(ROUTES.createJob, { body });
@@ -225,8 +230,17 @@ export class Client {
   /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
   runJob = (body: RouteBodyIn<Routes["createJob"]>, signal?: AbortSignal) =>
     this.stream("POST", target(ROUTES.createJob, { query: { attach: true } }), body, signal);
-  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>) =>
-    this.call(ROUTES.writeStdin, { params: { id }, body });
+  writeStdin = (id: string, body: RouteBodyIn<Routes["writeStdin"]>, query?: RouteQueryIn<Routes["writeStdin"]>) =>
+    this.call(ROUTES.writeStdin, { params: { id }, body, query });
+  /** Input for a job as raw bytes (the body as it is: no base64); `eof` in the query ends it after them. */
+  writeStdinBytes = (id: string, data: Uint8Array, query?: RouteQueryIn<Routes["writeStdin"]>) =>
+    this.request<RouteReply<Routes["writeStdin"]>>(
+      ROUTES.writeStdin.method,
+      target(ROUTES.writeStdin, { params: { id }, query }),
+      data,
+      undefined,
+      ROUTES.writeStdin.ok,
+    );
   screen = (id: string) => this.call(ROUTES.screen, { params: { id } });
   /**
    * A terminal job's WebSocket (GET …/attach), open: its first text message is `{job, writer}`,

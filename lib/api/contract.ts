@@ -3,7 +3,8 @@
  * planterd and its clients. Every boundary is validated here with valibot.
  */
 import * as v from "valibot";
-import { type EffectivePolicy, Policy } from "../sandbox/policy.ts";
+import { AGENT_KINDS } from "../agents/model.ts";
+import { type EffectivePolicy, Network, Policy } from "../sandbox/policy.ts";
 import { EnvMap, SafeString, summarizeIssues } from "./strings.ts";
 
 export { EnvMap, EnvName, SafeString, summarizeIssues } from "./strings.ts";
@@ -71,6 +72,31 @@ export type CellCreate = v.InferOutput<typeof CellCreate>;
 /** A cell request as a client builds it. */
 export type CellCreateIn = v.InferInput<typeof CellCreate>;
 
+/**
+ * PATCH /v1/cells/{name}: what changes of a cell's sandbox. `mode` replaces its mode, `policy`
+ * replaces its whole policy, `network` replaces only its policy's network (of the policy given
+ * beside it, else of the cell's current one). Jobs already running keep the policy they started with.
+ */
+export const CellUpdate = v.strictObject({
+  sandbox: v.pipe(
+    v.strictObject({
+      mode: v.optional(SandboxMode),
+      policy: v.optional(Policy),
+      network: v.optional(Network),
+    }),
+    v.check(
+      (s) => s.mode !== undefined || s.policy !== undefined || s.network !== undefined,
+      "name something to change: mode, policy or network",
+    ),
+    v.check(
+      (s) => s.network === undefined || s.policy?.network === undefined,
+      "give the network once: in policy or in network, not both",
+    ),
+  ),
+});
+export type CellUpdate = v.InferOutput<typeof CellUpdate>;
+export type CellUpdateIn = v.InferInput<typeof CellUpdate>;
+
 /** A terminal's size in character cells. */
 const Cells = (what: string) =>
   v.pipe(v.number(), v.integer(), v.minValue(1, `${what} is at least 1`), v.maxValue(4096, `${what} is at most 4096`));
@@ -94,6 +120,16 @@ export const JobCreate = v.strictObject({
   request_ref: v.optional(RequestRef),
   /** A pseudo-terminal of this size: an interactive job (attach, stdin, screen). */
   tty: v.optional(TtySize),
+  /**
+   * An agent job (#16): the agent CLI it runs. Its network is the agent's egress preset under a
+   * cell with the host's network, and its hooks report through the job's channel.
+   */
+  agent: v.optional(v.strictObject({ kind: v.picklist(AGENT_KINDS) })),
+  /**
+   * The job reads a pipe that POST /v1/jobs/{id}/stdin writes, until it is closed (eof), instead
+   * of /dev/null. A terminal job reads its terminal: there stdin changes nothing.
+   */
+  stdin: v.optional(v.boolean()),
 });
 export type JobCreate = v.InferOutput<typeof JobCreate>;
 /** A job request as a client builds it. */
@@ -101,7 +137,10 @@ export type JobCreateIn = v.InferInput<typeof JobCreate>;
 
 export const SIGNALS = ["TERM", "INT", "HUP", "KILL", "QUIT", "USR1", "USR2"] as const;
 export type Signal = (typeof SIGNALS)[number];
-/** POST /v1/jobs/{id}/stdin: bytes typed into a terminal job, and/or its end of input. */
+/**
+ * POST /v1/jobs/{id}/stdin: bytes for the job's input (typed into a terminal job, or into the
+ * pipe of a job created with `stdin`), and/or its end of input.
+ */
 export const StdinWrite = v.strictObject({
   data: v.optional(
     v.pipe(
@@ -189,6 +228,8 @@ export interface Job {
   workspace: WorkspaceFinding[];
   /** The job's terminal (its size when it started; clients attached now), or null: no terminal. */
   tty: (TtySize & { clients?: number }) | null;
+  /** The job's own stdin (created with `stdin`, no terminal): whether it still takes input; null: /dev/null or a terminal. */
+  stdin: { open: boolean } | null;
 }
 
 /** The host identity a job ran as. */
@@ -234,6 +275,13 @@ export interface Cell {
   /** The uid the cell belongs to; null for cells made before owners were kept. */
   owner_uid: number | null;
   jobs: { running: number; total: number };
+  /**
+   * What the cell's jobs get unless they narrow it: its mode (else the daemon's default) and its
+   * policy over the config's default policy, the network under the config's ceiling. Paths are
+   * as given (each job resolves them). `refused`: why its jobs are refused as it stands (a
+   * ceiling lowered since the cell was made), else null.
+   */
+  effective_sandbox: { mode: SandboxMode; policy: EffectivePolicy; refused: string | null };
 }
 
 /** One chunk of a job log. */
@@ -255,6 +303,30 @@ export interface EventRecord {
   subject: string;
   data: Record<string, unknown>;
 }
+
+/**
+ * The data of a `net.connect` event (subject `job/ID`): one connection attempt of a job through
+ * its egress proxy, recorded when it ended (lib/net/proxy.ts `ConnectRecord`). Loose: fields added
+ * later pass through.
+ */
+export const NetConnect = v.looseObject({
+  job: v.string(),
+  /** The destination as the job named it (canonical); "" when the request never named one. */
+  host: v.string(),
+  port: v.number(),
+  decision: v.picklist(["allow", "deny"]),
+  /** The entry that decided, or a keyword: unlisted, local:CLASS, metadata, bad-request, timeout, limit, … */
+  rule: v.string(),
+  /** The address connected to (allowed attempts that got that far). */
+  address: v.optional(v.string()),
+  protocol: v.string(),
+  bytes_out: v.number(),
+  bytes_in: v.number(),
+  duration_ms: v.number(),
+  /** Why an allowed attempt failed (resolution, connect, timeout), or a refusal's sentence. */
+  error: v.optional(v.string()),
+});
+export type NetConnect = v.InferOutput<typeof NetConnect>;
 
 /** The state database's integrity check, as `/v1/ready` shows it. */
 export interface Integrity {

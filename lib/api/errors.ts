@@ -3,6 +3,10 @@ export const ERROR_STATUS = {
   E_BAD_REQUEST: 400,
   E_NOT_FOUND: 404,
   E_CONFLICT: 409,
+  /** An agent action named a runtime that is not (or no longer) the agent there. */
+  E_RUNTIME_STALE: 409,
+  /** An agent action's state guard failed: the agent's state changed since the caller looked. */
+  E_STATE_CHANGED: 409,
   E_IDEMPOTENCY_CONFLICT: 409,
   E_UNAUTHORIZED_PEER: 403,
   E_PAYLOAD_TOO_LARGE: 413,

@@ -18,6 +18,7 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   createCell: "Cell",
   listCells: "{ cells: Cell[] }",
   getCell: "Cell",
+  updateCell: "Cell",
   removeCell: "{ removed: string, jobs_removed: number }",
   createJob: "Job (attach=1: frames, lib/api/frames.ts)",
   listJobs: "{ jobs: Job[], next_after: string | null }",
@@ -68,6 +69,7 @@ function operation(name: keyof typeof ROUTES, route: Route) {
               "application/json": {
                 schema: toJsonSchema(route.body, { errorMode: "ignore", target: "openapi-3.0" } as never),
               },
+              ...(route.bytesBody ? { [route.bytesBody]: { schema: { type: "string", format: "binary" } } } : {}),
             },
           },
         }
@@ -133,7 +135,7 @@ export function routeTable(): string {
       })
       .join(", ");
     rows.push(
-      `| \`${route.method} ${openapiPath(route.path)}\`<br>${route.summary} | ${query || "—"} | ${route.body ? (route.bodyName ?? "JSON") : "—"} | ${route.ok.join(", ")}: ${REPLY_TYPES[name].replace(/\|/g, "\\|")} |`,
+      `| \`${route.method} ${openapiPath(route.path)}\`<br>${route.summary} | ${query || "—"} | ${route.body ? (route.bodyName ?? "JSON") + (route.bytesBody ? `, or bytes (${route.bytesBody})` : "") : "—"} | ${route.ok.join(", ")}: ${REPLY_TYPES[name].replace(/\|/g, "\\|")} |`,
     );
   }
   return `${rows.join("\n")}\n`;

@@ -17,6 +17,7 @@ import {
 import {
   type Cell,
   CellCreate,
+  CellUpdate,
   type EventRecord,
   JOB_STATES,
   type Job,
@@ -30,7 +31,7 @@ import {
 } from "./contract.ts";
 import { FRAMES_TYPE } from "./frames.ts";
 
-export type Method = "GET" | "POST" | "DELETE";
+export type Method = "GET" | "POST" | "PATCH" | "DELETE";
 
 /** How a reply travels: one JSON value, JSON lines, or a byte stream of a content type. */
 export type ReplyKind = "json" | "lines" | "bytes" | "upgrade";
@@ -60,6 +61,8 @@ export interface Route<
   body: B;
   /** What the body is, in errors: "invalid job: …". */
   bodyName?: string;
+  /** A content type whose body is taken as bytes, as they are, instead of the JSON body (Req.bytes). */
+  bytesBody?: string;
   reply: ReplyKind;
   /** Content types of byte replies, for the document. */
   types?: string[];
@@ -170,6 +173,42 @@ function oneOf<const T extends string>(values: readonly T[], dflt?: T): Q<T | un
 const text = (): Q<string | undefined> =>
   documented(v.optional(v.pipe(v.string(), v.maxLength(1024, "is too long"))), { type: "string", maxLength: 1024 });
 
+/** Event kinds a reader wants: a comma list of kinds, each also naming the kinds under it. */
+const KIND_RE = /^[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)*$/;
+function kinds(): Q<string[] | undefined> {
+  return documented(
+    v.pipe(
+      v.optional(v.string()),
+      v.rawTransform(({ dataset, addIssue, NEVER }) => {
+        const raw = dataset.value;
+        if (raw === undefined) return undefined;
+        if (raw.length > 4096) {
+          addIssue({ message: "is too long" });
+          return NEVER;
+        }
+        const out: string[] = [];
+        for (const item of raw.split(",")) {
+          // `job`, `job.` and `job.*` all name the family: job.created, job.started, …
+          const k = item.trim().replace(/\.\*?$/, "");
+          if (!KIND_RE.test(k) || k.length > 100) {
+            addIssue({
+              message: `must be event kinds such as net.connect, or families such as job (job.*), comma-separated; not ${JSON.stringify(item)}`,
+            });
+            return NEVER;
+          }
+          if (!out.includes(k)) out.push(k);
+        }
+        if (out.length > 32) {
+          addIssue({ message: `names at most 32 kinds, not ${out.length}` });
+          return NEVER;
+        }
+        return out;
+      }),
+    ),
+    { type: "string", maxLength: 4096 },
+  );
+}
+
 const NONE = {};
 const MAX_OFFSET = Number.MAX_SAFE_INTEGER;
 const LogStream = ["stdout", "stderr"] as const;
@@ -232,6 +271,17 @@ export const ROUTES = {
     body: null,
     reply: "json",
     summary: "one cell",
+  }),
+  updateCell: route({
+    returns: reply<Cell>(),
+    method: "PATCH",
+    path: "/v1/cells/:name",
+    query: NONE,
+    body: CellUpdate,
+    bodyName: "cell update",
+    reply: "json",
+    summary:
+      "change a cell's sandbox: mode, the whole policy, or only its network (the owner's, within the config's ceiling; running jobs keep theirs)",
   }),
   removeCell: route({
     method: "DELETE",
@@ -349,12 +399,14 @@ export const ROUTES = {
   writeStdin: route({
     method: "POST",
     path: "/v1/jobs/:id/stdin",
-    query: NONE,
+    query: { wait_ms: int(0, 3_600_000, 10_000), eof: flag() },
     body: StdinWrite,
     bodyName: "stdin write",
+    bytesBody: "application/octet-stream",
     reply: "json",
     ok: [202],
-    summary: "type into a terminal job without attaching (data: base64), eof=true sends end of input (^D)",
+    summary:
+      "input for a job (data: base64, or the body's bytes as they are with Content-Type application/octet-stream): typed into a terminal job, or written into the stdin pipe of a job created with stdin (answered once it is all in the pipe; a job that does not read keeps it waiting at most wait_ms, then 409 with details.written); eof (in the body or the query) ends the input after the data (^D on a terminal, the pipe's end otherwise)",
     returns: reply<{ written: number; eof: boolean }>(),
   }),
   screen: route({
@@ -369,12 +421,12 @@ export const ROUTES = {
   events: route({
     method: "GET",
     path: "/v1/events",
-    query: { cursor: text(), follow: flag(), limit: int(1, 10_000) },
+    query: { cursor: text(), follow: flag(), limit: int(1, 10_000), kind: kinds(), subject: text() },
     body: null,
     reply: "lines",
     types: ["application/x-ndjson"],
     summary:
-      "events after a cursor as JSON lines (no cursor: from the oldest; cursor=now: only new ones); at most limit (default 1000, or no bound with follow=1); follow=1 waits for new ones",
+      "events after a cursor as JSON lines (no cursor: from the oldest; cursor=now: only new ones); at most limit (default 1000, or no bound with follow=1); follow=1 waits for new ones; kind=K,… only those kinds (K and the kinds under it: job is job.*), subject=S only that subject (job/ID)",
     returns: reply<EventRecord>(),
   }),
   listAgents: route({
@@ -419,12 +471,16 @@ export function pathOf(pattern: string, params: Record<string, string>): string 
   return pattern.replace(/:([a-z_]+)/g, (_, name: string) => encodeURIComponent(params[name] ?? ""));
 }
 
-/** A query string from the values a client passes: flags as 1 (false left out), absent left out. */
+/** A query string from the values a client passes: flags as 1 (false left out), lists comma-joined, absent left out. */
 export function queryOf(q: Record<string, unknown> | undefined): string {
   if (!q) return "";
   const p = new URLSearchParams();
   for (const [k, val] of Object.entries(q)) {
     if (val === undefined || val === "" || val === false || val === null) continue;
+    if (Array.isArray(val)) {
+      if (val.length) p.set(k, val.join(","));
+      continue;
+    }
     p.set(k, val === true ? "1" : String(val));
   }
   const s = p.toString();

@@ -20,6 +20,7 @@ export const subCommands = {
   uninstall: () => import("../../scripts/uninstall.ts").then((m) => m.default),
   migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
   attach: () => import("./attach.ts").then((m) => m.attach),
+  agent: () => import("./lifecycle/agent.ts").then((m) => m.agent),
   completion: () => import("./completion.ts").then((m) => m.completion),
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };

@@ -67,7 +67,11 @@ function optionRow(key: string, def: ArgDef): [string, string] {
 }
 
 /** The help text of `cmd`, reached as `path` (e.g. ["planter", "job", "kill"]). */
-export async function renderHelp(cmd: AnyCommand, path: string[], takesRest: boolean): Promise<string> {
+export async function renderHelp(
+  cmd: AnyCommand,
+  path: string[],
+  takesRest: string | boolean | undefined,
+): Promise<string> {
   const meta = (cmd.meta ? await resolve(cmd.meta) : {}) as { description?: string };
   const args: ArgsDef = cmd.args ? await resolve(cmd.args) : {};
   const subs = cmd.subCommands ? await resolve(cmd.subCommands) : undefined;
@@ -83,7 +87,7 @@ export async function renderHelp(cmd: AnyCommand, path: string[], takesRest: boo
     const n = ((d as { valueHint?: string }).valueHint ?? key).toUpperCase();
     usage.push((d as { required?: boolean }).required === false ? `[${n}]` : n);
   }
-  if (takesRest) usage.push("-- COMMAND [ARGS…]");
+  if (takesRest) usage.push(`-- ${typeof takesRest === "string" ? takesRest : "COMMAND [ARGS…]"}`);
   out.push(`Usage: ${usage.join(" ")}`);
   if (positionals.length) {
     out.push(

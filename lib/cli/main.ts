@@ -9,14 +9,14 @@ import { asksVersion } from "../version.ts";
 import { exitAfterOutput, printable, write } from "./output.ts";
 
 /** Commands that take free arguments (a command line to run) beyond their positionals. */
-const restCommands = new WeakSet<object>();
+const restCommands = new WeakMap<object, string>();
 
 // biome-ignore lint/suspicious/noExplicitAny: commands of every argument shape are accepted.
 type AnyCommand = CommandDef<any>;
 
 /** Mark a command as taking trailing free arguments. */
-export function allowRest<T extends AnyCommand>(cmd: T): T {
-  restCommands.add(cmd);
+export function allowRest<T extends AnyCommand>(cmd: T, label = "COMMAND [ARGS…]"): T {
+  restCommands.set(cmd, label);
   return cmd;
 }
 
@@ -185,7 +185,7 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
     const leafBefore = leaf.rest.includes("--") ? leaf.rest.slice(0, leaf.rest.indexOf("--")) : leaf.rest;
     if (leafBefore.includes("--help") || leafBefore.includes("-h") || (leaf.cmd.subCommands && !leaf.cmd.run)) {
       const { renderHelp } = await import("./help.ts");
-      const text = await renderHelp(leaf.cmd, fullName.split(" "), restCommands.has(leaf.cmd));
+      const text = await renderHelp(leaf.cmd, fullName.split(" "), restCommands.get(leaf.cmd));
       const asked = leafBefore.includes("--help") || leafBefore.includes("-h");
       write(asked ? 1 : 2, `${text}\n`);
       return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);

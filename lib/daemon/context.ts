@@ -4,6 +4,7 @@ import type { Observer } from "../agents/observer.ts";
 import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Config } from "../config.ts";
+import { StdinQueue } from "../jobs/stdin.ts";
 import type { Supervisor } from "../jobs/supervisor.ts";
 import { GrowthWatch } from "../logs/read.ts";
 import { type Paths, stateFiles } from "../paths.ts";
@@ -100,6 +101,8 @@ export class Context {
   readonly walks = new Walks();
   /** Clients attached to terminal jobs (lib/daemon/handlers/tty.ts). */
   readonly terminals = new Terminals();
+  /** Writes to jobs' stdin pipes, one after another per job (lib/jobs/stdin.ts). */
+  readonly stdins = new StdinQueue();
   /** Set right after construction: the supervisor needs the context too. */
   supervisor!: Supervisor;
   /** The agent observer (lib/agents/observer.ts), set at startup. */

@@ -7,7 +7,7 @@ import { chownSync, lstatSync, mkdirSync, realpathSync, rmSync, statSync } from 
 import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
-import { badRequest, PlanterError } from "../api/errors.ts";
+import { PlanterError } from "../api/errors.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
@@ -24,15 +24,7 @@ import {
   removePlaceholder,
   writePlaceholders,
 } from "../sandbox/placeholders.ts";
-import {
-  capNetwork,
-  complete,
-  type EffectivePolicy,
-  isWidening,
-  type Policy,
-  resolvePolicy,
-  resolvePolicyPaths,
-} from "../sandbox/policy.ts";
+import { complete, type EffectivePolicy, type Policy, resolvePolicy, resolvePolicyPaths } from "../sandbox/policy.ts";
 import { sandboxView, visibleIn } from "../sandbox/view.ts";
 import { type GlobalGit, readGlobalGit, snapshotAsync, TreeTooLarge } from "../sandbox/workspace.ts";
 import { type CellRow, getCell, listCellDirs } from "../state/cells.ts";
@@ -241,18 +233,8 @@ export function checkedCellDir(ctx: Context, cell: CellRow): string {
 export function cellPolicy(ctx: Context, policy: Policy | undefined, as: Resolver | null = null): EffectivePolicy {
   const writable = writableTrees(ctx);
   const defaults = complete(ctx.config.sandbox.policy);
-  if (!as || !policy) return capped(ctx, resolvePolicyPaths(complete(policy, defaults), writable));
-  return capped(ctx, complete(resolvePolicy(policy, writable, as), resolvePolicyPaths(defaults, writable)));
-}
-
-/**
- * A policy under the config's `[network]` ceiling (its deny entries added to a list), or
- * E_BAD_REQUEST naming what lies beyond it. Applied to every cell's policy and every job's.
- */
-export function capped(ctx: Context, p: EffectivePolicy): EffectivePolicy {
-  const n = capNetwork(ctx.config.network, p.network);
-  if (isWidening(n)) throw badRequest(n.what, n.hint);
-  return n === p.network ? p : { ...p, network: n };
+  if (!as || !policy) return resolvePolicyPaths(complete(policy, defaults), writable);
+  return complete(resolvePolicy(policy, writable, as), resolvePolicyPaths(defaults, writable));
 }
 
 /**

@@ -145,11 +145,13 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
   mkdirSync(files.jobs, { recursive: true, mode: 0o700 });
   mkdirSync(files.cells, { recursive: true, mode: 0o700 });
   mkdirSync(join(paths.stateDir, "homes"), { recursive: true, mode: 0o700 });
+  mkdirSync(join(paths.stateDir, "reports"), { recursive: true, mode: 0o700 });
   // ...but as root, a job's user must pass through the state dir to its own cell and home (bwrap
   // resolves every bind source as that user): search permission only, no listing.
   // (Not where the socket lives in the state dir itself, as on macOS: that dir must stay 0700.)
   if (process.getuid?.() === 0 && socketDir(paths.socketPath) !== paths.stateDir) {
-    for (const d of [paths.stateDir, files.cells, join(paths.stateDir, "homes")]) chmodSync(d, 0o711);
+    for (const d of [paths.stateDir, files.cells, join(paths.stateDir, "homes"), join(paths.stateDir, "reports")])
+      chmodSync(d, 0o711);
     // Only when needed: a chmod sets the file's ctime, which the clean-close record compares.
     for (const f of [files.db, `${files.db}-wal`, `${files.db}-shm`]) {
       if (existsSync(f) && (statSync(f).mode & 0o777) !== 0o600) chmodSync(f, 0o600);
@@ -205,6 +207,11 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
         return job ? { cell: job.cell, owner_uid: jobOwner(ctx, job) } : null;
       },
     });
+    // Agent jobs' report channels feed the observer: each event is its job's, owned by the job's owner.
+    ctx.supervisor.agents.onEvent = (e) => {
+      const job = e.runtime.job_id === null ? null : getJob(ctx.db, e.runtime.job_id);
+      ctx.agents.ingest(e, { owner_uid: job ? jobOwner(ctx, job) : null });
+    };
     try {
       ensureCell(ctx, config.jobs.default_cell);
     } catch (e) {

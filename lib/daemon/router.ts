@@ -17,6 +17,8 @@ export interface Req<T extends Route = Route> {
   body: RouteBody<T>;
   /** The body as sent (JSON), for the request_ref hash. */
   raw: unknown;
+  /** The body's bytes, when the route takes them as they are (`bytesBody`) and they came so (its body is then `{}`). */
+  bytes?: Buffer;
   /** Aborted when the client goes away or the daemon shuts down. */
   signal: AbortSignal;
   /** Audit fields recorded with events of mutating requests. */
@@ -45,6 +47,9 @@ export interface ByteBody {
 }
 
 export const ok = <R>(json: R, status = 200): Reply<R> => ({ status, json });
+
+/** The reason requests are aborted with when planterd stops (a client's leaving aborts without one). */
+export const STOPPING = "planterd is stopping";
 
 export type Handler<T extends Route = Route> = (
   ctx: Context,

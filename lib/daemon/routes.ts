@@ -5,6 +5,7 @@ import * as cells from "./handlers/cells.ts";
 import * as events from "./handlers/events.ts";
 import * as jobs from "./handlers/jobs.ts";
 import * as logs from "./handlers/logs.ts";
+import * as stdin from "./handlers/stdin.ts";
 import * as system from "./handlers/system.ts";
 import * as tty from "./handlers/tty.ts";
 import { type Handler, Router } from "./router.ts";
@@ -16,6 +17,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   createCell: cells.create,
   listCells: cells.list,
   getCell: cells.show,
+  updateCell: cells.update,
   removeCell: cells.remove,
   createJob: jobs.create,
   listJobs: jobs.list,
@@ -27,7 +29,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   logStream: logs.raw,
   events: events.stream,
   attach: tty.attach,
-  writeStdin: tty.stdin,
+  writeStdin: stdin.write,
   screen: tty.screen,
   listAgents: agents.list,
   watchAgents: agents.watch,

@@ -14,7 +14,16 @@ import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
-import { type ByteBody, parseJson, parseQuery, type Reply, type Req, type Router, readBody } from "./router.ts";
+import {
+  type ByteBody,
+  parseJson,
+  parseQuery,
+  type Reply,
+  type Req,
+  type Router,
+  readBody,
+  STOPPING,
+} from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
 
 export interface Listening {
@@ -181,7 +190,7 @@ export class ApiServer {
   private async close(path: string | null, graceMs = 5000): Promise<void> {
     this.closing = true;
     this.net.close();
-    for (const c of this.inflight) c.abort();
+    for (const c of this.inflight) c.abort(STOPPING);
     const deadline = Date.now() + graceMs;
     while (this.inflight.size && Date.now() < deadline) await Bun.sleep(10);
     for (const s of this.sockets) s.destroy();
@@ -216,8 +225,13 @@ export class ApiServer {
       // reads answer, and a kill still stops a job.
       if (this.ctx.damaged && method !== "GET" && !route.whileDamaged) throw this.ctx.damaged;
       let raw: unknown = {};
+      let bytes: Buffer | undefined;
+      const type = (req.headers["content-type"] ?? "").split(";")[0]?.trim().toLowerCase();
       if (route.body) {
-        raw = parseJson(await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms));
+        const body = await readBody(req, this.ctx.config.api.max_body_bytes, this.ctx.config.api.body_timeout_ms);
+        // A route that takes bytes as they are (its `bytesBody` type) gets them instead of a JSON body.
+        if (route.bytesBody && type === route.bytesBody) bytes = body;
+        else raw = parseJson(body);
       } else req.resume();
       const query = parseQuery(route, url.searchParams);
       const r: Req = {
@@ -227,6 +241,7 @@ export class ApiServer {
         query,
         body: (route.body ? parseBody(route.body, raw, route.bodyName ?? "body") : undefined) as Req["body"],
         raw,
+        bytes,
         signal: abort.signal,
         audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
         peer,

@@ -48,27 +48,58 @@ else
   "$@"${redirect}
 fi`;
 
-// umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
-const DIRECT = `s=$1; g=$2; shift 2
-umask 022
-trap ':' TERM INT HUP QUIT USR1 USR2
-${CLAIM}
-${run("")}
-c=$?
-printf '%-3s\\n' "$c" 1<>"$s"
-exit "$c"`;
+/**
+ * A job with stdin (`planter run -i`, `stdin: true`; lib/jobs/stdin.ts): the recorder's own fd 0 is
+ * the FIFO `stdin` of the job dir, opened read-write by planterd before the spawn, so the pipe
+ * has a writer from before the job is answered until its input ends. The recorder moves it to a
+ * keeper (a subshell, signals ignored as the pumps ignore them) and gives the job a read-only
+ * descriptor of its own. The keeper holds the write side while planterd comes and goes (a
+ * restart never ends the job's input) and lets go at the first line on `stdin.ctl`, or at once
+ * when `stdin.closed` exists (planterd writes the mark, then the line: whichever the keeper sees
+ * first, it never waits for a line it missed), or when `stdin.ctl` has no writer left: the
+ * recorder holds its only lasting one and lets go when the job has ended — or dies, so a keeper
+ * never outlives its recorder. With the keeper gone the job reads the end of its input once the
+ * pipe is empty. (A background subshell starts with /dev/null on fd 0 in a shell without job
+ * control: the pipe is moved to fd 9 before the fork.)
+ */
+const STDIN_OPEN = `i=\${s%/*}/stdin
+[ -p "$i" ] || { echo 'planter: the stdin pipe of the job is missing' >&2; exit 125; }
+exec 9<&0 0</dev/null 7<"$i" 8<>"$i.ctl"
+(trap '' TERM INT HUP QUIT USR1 USR2; exec 6<"$i.ctl" 7<&- 8<&- >/dev/null 2>&1; [ -e "$i.closed" ] || read -r _ <&6) &
+exec 9<&-`;
 
-const PIPED = `s=$1; g=$2; shift 2
-umask 022
-trap ':' TERM INT HUP QUIT USR1 USR2
-${CLAIM}
-(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &
-(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &
-${run(' >"$s.out" 2>"$s.err"')}
-c=$?
-until wait; do :; done
-printf '%-3s\\n' "$c" 1<>"$s"
-exit "$c"`;
+const STDIN_END = "exec 7<&- 8<&-";
+
+/**
+ * The recorder's script: with `pipes`, the job writes into the FIFOs `STATUS.out` / `.err` that
+ * two pumps append to the logs; with `stdin`, the job reads the FIFO `stdin` (STDIN_OPEN).
+ * umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
+ */
+function recorderScript(pipes: boolean, stdin: boolean): string {
+  const redirect = `${pipes ? ' >"$s.out" 2>"$s.err"' : ""}${stdin ? " <&7 7<&- 8<&-" : ""}`;
+  return [
+    "s=$1; g=$2; shift 2",
+    "umask 022",
+    "trap ':' TERM INT HUP QUIT USR1 USR2",
+    CLAIM,
+    ...(pipes
+      ? [
+          `(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &`,
+          `(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.err" >&2 &`,
+        ]
+      : []),
+    ...(stdin ? [STDIN_OPEN] : []),
+    run(redirect),
+    "c=$?",
+    ...(stdin ? [STDIN_END] : []),
+    ...(pipes || stdin ? ["until wait; do :; done"] : []),
+    `printf '%-3s\\n' "$c" 1<>"$s"`,
+    'exit "$c"',
+  ].join("\n");
+}
+
+const DIRECT = recorderScript(false, false);
+const PIPED = recorderScript(true, false);
 
 /**
  * The warm recorder: it starts the sandbox before its job is known. The first line of its stdin
@@ -124,11 +155,19 @@ export const warmInput = (statusFile: string) => `${statusFile}.in`;
 /**
  * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
  * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`). `groups` are the `cgroup.procs`
- * files the job enters before it runs (none: it runs in the recorder's groups).
+ * files the job enters before it runs (none: it runs in the recorder's groups). With `stdin` the
+ * recorder's fd 0 must be the job dir's FIFO `stdin`, open read-write (lib/jobs/stdin.ts).
  */
-export function recorderArgv(statusFile: string, argv: string[], pipes = false, groups: string[] = []): string[] {
+export function recorderArgv(
+  statusFile: string,
+  argv: string[],
+  pipes = false,
+  groups: string[] = [],
+  stdin = false,
+): string[] {
   if (groups.some((g) => g.includes("\n"))) throw new Error("a cgroup path holds a newline");
-  return ["/bin/sh", "-c", pipes ? PIPED : DIRECT, "planter-job", statusFile, groups.join("\n"), ...argv];
+  const script = stdin ? recorderScript(pipes, true) : pipes ? PIPED : DIRECT;
+  return ["/bin/sh", "-c", script, "planter-job", statusFile, groups.join("\n"), ...argv];
 }
 
 /** Files of one job directory. */
@@ -184,13 +223,16 @@ export function writeStatusInPlace(statusFile: string, code: number): boolean {
 
 let libc: { symbols: { mkfifo: (path: Uint8Array, mode: number) => number } } | null = null;
 
-/** Create the two FIFOs of a piped job next to its status file (mode 0600). */
-export function makePipes(statusFile: string): void {
+/** Create the FIFO `path` (mode 0600). */
+export function mkfifo(path: string): void {
   libc ??= dlopen(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
     mkfifo: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   }) as unknown as typeof libc;
-  for (const suffix of [".out", ".err"]) {
-    const path = new TextEncoder().encode(`${statusFile}${suffix}\0`);
-    if (libc?.symbols.mkfifo(path, 0o600) !== 0) throw new Error(`cannot create the pipe ${statusFile}${suffix}`);
-  }
+  if (libc?.symbols.mkfifo(new TextEncoder().encode(`${path}\0`), 0o600) !== 0)
+    throw new Error(`cannot create the pipe ${path}`);
+}
+
+/** Create the two FIFOs of a piped job next to its status file (mode 0600). */
+export function makePipes(statusFile: string): void {
+  for (const suffix of [".out", ".err"]) mkfifo(`${statusFile}${suffix}`);
 }

@@ -16,6 +16,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import type { AgentKind } from "../agents/model.ts";
 import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
@@ -53,6 +54,7 @@ import {
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
+import { AgentChannels } from "./agents.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
 import { settleStart } from "./claim.ts";
 import { Egress } from "./egress.ts";
@@ -74,6 +76,7 @@ import {
   tableOf,
 } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
+import { prepareStdin } from "./stdin.ts";
 import { WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -110,6 +113,8 @@ export interface LaunchContext {
   placeholders?: string[];
   /** Seatbelt with an allow list: the loopback port of the job's proxy (`PlanRequest.proxyPort`). */
   proxyPort?: number;
+  /** An agent job: the agent CLI it runs (its report channel is made at launch). */
+  agent?: AgentKind;
 }
 
 function readOnlyWorkspace(where: LaunchContext, policy: EffectivePolicy): string[] {
@@ -156,8 +161,18 @@ export class Supervisor {
 
   /** The egress proxies of running jobs with a network allow list (lib/jobs/egress.ts). */
   readonly egress: Egress;
+  /** The report channels of running agent jobs (lib/jobs/agents.ts). */
+  readonly agents: AgentChannels;
 
   constructor(private readonly ctx: Context) {
+    this.agents = new AgentChannels({
+      write: (fn) => ctx.write(fn),
+      processOf: (id) => {
+        const j = getJob(ctx.db, id);
+        return j?.pid && j.start_time ? `${j.pid}:${j.start_time}` : null;
+      },
+      stateDir: ctx.paths.stateDir,
+    });
     this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
     this.egress = new Egress({
       write: (fn) => ctx.write(fn),
@@ -227,6 +242,8 @@ export class Supervisor {
     let out = -1;
     let err = -1;
     let fds: number[] = [];
+    // The job's stdin pipe, read-write, for the recorder's fd 0 (a job created with stdin).
+    let input = -1;
     let cgroup: string | null = null;
     let spawned = false;
     // How to render the plan of a warm sandbox for this job (its job the shell that reads its
@@ -249,11 +266,15 @@ export class Supervisor {
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
       // Not with placeholders: they are the job's own, released at its end, and bwrap creates a
       // missing mount target in a writable bind (a later sandbox made with them would make one again).
-      // Not for a terminal job: its recorder runs under its holder, on the PTY.
+      // Not for a terminal job: its recorder runs under its holder, on the PTY. Not for a job
+      // with stdin: a warm recorder's fd 0 is planterd's pipe of orders.
       // Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
+      // Not for an agent job: its report channel is its own.
       if (
         !job.tty &&
+        !job.stdin &&
         !rules &&
+        !where.agent &&
         backend.name === "bwrap" &&
         this.warm.ms > 0 &&
         this.monitor.enforcement.cgroups &&
@@ -286,6 +307,7 @@ export class Supervisor {
       out = openSync(files.stdout, "a", 0o600);
       err = openSync(files.stderr, "a", 0o600);
       prepareStatus(files.status);
+      const agentReport = where.agent ? this.agents.prepare(job.id, dir, where.agent, where.identity) : undefined;
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
       const plan = backend.plan({
         ...planRequest(where, {
@@ -301,6 +323,7 @@ export class Supervisor {
         }),
         nproc: this.nprocLimit(job),
         egress: rules !== null,
+        ...(agentReport && backend.name === "bwrap" ? { agentReport } : {}),
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
       for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
@@ -322,6 +345,7 @@ export class Supervisor {
       }
       const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       if (plan.pipes) makePipes(files.status);
+      if (job.stdin && !job.tty) input = prepareStdin(dir);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
       // Before the spawn: a planterd killed before `markRunning` below is followed by one that
@@ -341,18 +365,27 @@ export class Supervisor {
         });
         spawned = true;
         if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+        if (where.agent) this.agents.watch(job.id, dir, where.agent);
         return started;
       }
-      const proc = Bun.spawn(recorderArgv(files.status, argv, plan.pipes ?? false, cgroup ? groupProcs(cgroup) : []), {
+      const recorder = recorderArgv(
+        files.status,
+        argv,
+        plan.pipes ?? false,
+        cgroup ? groupProcs(cgroup) : [],
+        input >= 0,
+      );
+      const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: ["ignore", out, err, ...fds],
+        stdio: [input >= 0 ? input : "ignore", out, err, ...fds],
         detached: true,
       });
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+      if (where.agent) this.agents.watch(job.id, dir, where.agent);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -388,6 +421,7 @@ export class Supervisor {
     } finally {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
+      if (input >= 0) closeSync(input);
       for (const fd of fds) closeSync(fd);
     }
   }
@@ -548,7 +582,7 @@ export class Supervisor {
       ev.push({
         kind: "job.started",
         subject: `job/${job.id}`,
-        data: { pid: proc.pid, backend: "bwrap", run_as: runAs },
+        data: { pid: proc.pid, backend: "bwrap", run_as: runAs, warm: true },
       });
     });
     this.monitor.track(getJob(this.ctx.db, job.id) as JobRow);
@@ -859,6 +893,8 @@ export class Supervisor {
     // Limits hold after a restart too; elapsed time counts from the job's real start.
     this.monitor.track(job);
     this.startPoll(polled);
+    // An agent job's report channel: read again (what its hooks wrote meanwhile waits in the FIFO).
+    this.agents.watch(job.id, jobDir(this.ctx.paths.stateDir, job.id));
     // Its proxy's listeners went with the previous planterd: made again in its namespace.
     const rules = egressRules(job, job.backend);
     if (rules) {
@@ -992,6 +1028,7 @@ export class Supervisor {
     // the review looks at its workspace (a bwrap job's pid namespace already took them).
     if (group) killGroup(group);
     this.egress.stop(id);
+    this.agents.close(id, true);
     this.forget(id);
     this.sweepSandbox(id, left);
     // The workspace first, then the end: whoever waits for the end (`planter run`, `job wait`, a
@@ -1162,6 +1199,7 @@ export class Supervisor {
     this.closed = true;
     this.warm.close();
     this.egress.close();
+    this.agents.closeAll();
     this.ctx.walks.stop();
     this.monitor.close();
     for (const id of [...this.own.keys(), ...this.adopted.keys()]) this.forget(id);

@@ -53,6 +53,11 @@ export interface PlanRequest {
    * egress proxy, the one destination its profile allows. Without it a list has no network.
    */
   proxyPort?: number;
+  /**
+   * An agent job: its report FIFO (in the job's dir), shown inside the sandbox at
+   * REPORT_IN_SANDBOX (lib/agents/hooks.ts).
+   */
+  agentReport?: string;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */

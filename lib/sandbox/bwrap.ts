@@ -1,6 +1,7 @@
 /** The bubblewrap backend (Linux): read-only host, private /tmp, /proc and pid namespace, planter hidden. */
 import { existsSync, lstatSync, readdirSync, readFileSync, realpathSync, type Stats } from "node:fs";
 import { dirname } from "node:path";
+import { REPORT_IN_SANDBOX } from "../agents/hooks.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { HOST_ENV } from "./env.ts";
@@ -47,6 +48,8 @@ export function bwrapPlan(
   // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
   args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
+  // An agent job's report channel: its FIFO, the one thing of the job's dir it sees.
+  if (req.agentReport) args.push("--bind-fd", fd({ path: req.agentReport }), REPORT_IN_SANDBOX);
   const covers: string[] = [];
   const view = sandboxView(req, kind);
   for (const m of view) {

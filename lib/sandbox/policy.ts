@@ -372,9 +372,6 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   return null;
 }
 
-/** Job launch runs the egress proxy for list policies (lib/jobs/egress.ts). */
-export const EGRESS_WIRED = true;
-
 /** Entries a deny dir's hard-link check looks at before it gives up (and refuses). */
 const DENY_WALK_LIMIT = 20_000;
 

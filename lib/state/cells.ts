@@ -87,6 +87,11 @@ export function insertCell(db: Database, c: CellRow): void {
   );
 }
 
+/** Replace a cell's sandbox settings (mode and policy). */
+export function updateCellSandbox(db: Database, name: string, sandbox: SandboxSpec): void {
+  db.query("UPDATE cells SET sandbox = ? WHERE name = ?").run(JSON.stringify(sandbox), name);
+}
+
 export function deleteCell(db: Database, name: string): void {
   db.query("DELETE FROM cells WHERE name = ?").run(name);
 }
@@ -105,8 +110,8 @@ export function jobCounts(db: Database, name: string): { running: number; total:
   return { running, total };
 }
 
-/** The API view of a cell. */
-export function cellView(db: Database, c: CellRow): Cell {
+/** The API view of a cell; `effective`: the sandbox its jobs get (the daemon works it out from its config). */
+export function cellView(db: Database, c: CellRow, effective: Cell["effective_sandbox"]): Cell {
   return {
     name: c.name,
     dir: c.dir,
@@ -117,5 +122,6 @@ export function cellView(db: Database, c: CellRow): Cell {
     created_at: new Date(c.created_at).toISOString(),
     owner_uid: c.owner_uid,
     jobs: jobCounts(db, c.name),
+    effective_sandbox: effective,
   };
 }

@@ -126,6 +126,13 @@ export const MIGRATIONS: Migration[] = [
   },
   {
     version: 8,
+    name: "jobs that read a stdin of their own (planter run -i): 1, else 0",
+    up: (db) => {
+      db.run("ALTER TABLE jobs ADD COLUMN stdin INTEGER NOT NULL DEFAULT 0");
+    },
+  },
+  {
+    version: 9,
     name: "agents (#16): each observed agent with its last reports, the changes a watch resumes from",
     up: (db) => {
       db.run(`CREATE TABLE agents (

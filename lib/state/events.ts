@@ -51,10 +51,7 @@ export function resolveCursor(db: Database, stream: string, cursor: string | und
   const oldestCursor = `${stream}:${oldest === null ? 0 : oldest - 1}`;
   if (cursor === undefined || cursor === "") return 0;
   // "now": after the newest event (a follower sees only what happens from here on).
-  if (cursor === "now")
-    return (
-      (db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | null)?.seq ?? 0
-    );
+  if (cursor === "now") return lastSeq(db);
   const m = /^([0-9a-f]+):(\d{1,15})$/.exec(cursor);
   if (!m || m[1] !== stream) {
     throw new PlanterError(
@@ -67,8 +64,7 @@ export function resolveCursor(db: Database, stream: string, cursor: string | und
     );
   }
   const seq = Number(m[2]);
-  const last =
-    (db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | null)?.seq ?? 0;
+  const last = lastSeq(db);
   if (seq > last) {
     throw new PlanterError("E_CURSOR_INVALID", `cursor ${cursor} is ahead of the newest event (${stream}:${last})`, {
       hint: "use a cursor that this planterd returned",
@@ -88,8 +84,45 @@ export function resolveCursor(db: Database, stream: string, cursor: string | und
   return seq;
 }
 
-/** Events after `afterSeq`, oldest first. */
-export function readEvents(db: Database, stream: string, afterSeq: number, limit: number): EventRecord[] {
-  const rows = db.query("SELECT * FROM events WHERE seq > ? ORDER BY seq LIMIT ?").all(afterSeq, limit) as EventRow[];
+/**
+ * Which events a reader wants: `kinds` (each also every kind under it: `job` is `job.created`,
+ * `job.started`, …) and one `subject` (`job/ID`); absent: every event.
+ */
+export interface EventFilter {
+  kinds?: string[] | undefined;
+  subject?: string | undefined;
+}
+
+/** The newest sequence number ever given (0: none yet), pruned or not. */
+export function lastSeq(db: Database): number {
+  return (db.query("SELECT seq FROM sqlite_sequence WHERE name = 'events'").get() as { seq: number } | null)?.seq ?? 0;
+}
+
+/**
+ * Events after `afterSeq` (and up to `upTo`), oldest first, at most `limit`, those `filter` names.
+ * A kind family is a range of the column (`job.` ≤ kind < `job/`), so it needs no LIKE escaping.
+ */
+export function readEvents(
+  db: Database,
+  stream: string,
+  afterSeq: number,
+  limit: number,
+  filter: EventFilter = {},
+  upTo = Number.MAX_SAFE_INTEGER,
+): EventRecord[] {
+  const where = ["seq > ?", "seq <= ?"];
+  const params: (string | number)[] = [afterSeq, upTo];
+  if (filter.subject !== undefined) {
+    where.push("subject = ?");
+    params.push(filter.subject);
+  }
+  if (filter.kinds?.length) {
+    where.push(`(${filter.kinds.map(() => "kind = ? OR (kind >= ? AND kind < ?)").join(" OR ")})`);
+    for (const k of filter.kinds) params.push(k, `${k}.`, `${k}/`);
+  }
+  params.push(limit);
+  const rows = db
+    .query(`SELECT * FROM events WHERE ${where.join(" AND ")} ORDER BY seq LIMIT ?`)
+    .all(...params) as EventRow[];
   return rows.map((r) => toEvent(stream, r));
 }

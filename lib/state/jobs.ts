@@ -52,6 +52,8 @@ export interface JobRow {
   run_as: RunAs | null;
   workspace: WorkspaceFinding[];
   tty: TtySize | null;
+  /** The job reads a pipe planterd writes (POST …/stdin), not /dev/null (lib/jobs/stdin.ts). */
+  stdin: boolean;
 }
 
 const LogSizesSchema = v.object({ stdout: v.number(), stderr: v.number() });
@@ -79,8 +81,10 @@ type RawJob = Omit<
   | "run_as"
   | "workspace"
   | "tty"
+  | "stdin"
 > & {
   tty: string | null;
+  stdin: number;
   run_as: string | null;
   workspace: string | null;
   sandbox_policy: string | null;
@@ -113,6 +117,7 @@ function decode(r: RawJob): JobRow {
       ? (jsonColumn(v.array(AnyRecord), r.workspace, `${where} workspace`) as unknown as WorkspaceFinding[])
       : [],
     tty: r.tty ? jsonColumn(TtySize, r.tty, `${where} tty`) : null,
+    stdin: r.stdin === 1,
     sandbox_policy:
       r.sandbox_policy === null
         ? null
@@ -144,12 +149,13 @@ export type NewJob = Pick<
   | "created_at"
   | "request_ref"
   | "tty"
+  | "stdin"
 >;
 
 export function insertJob(db: Database, j: NewJob): void {
   db.query(
-    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, sandbox_policy, backend, state, created_at, request_ref, tty)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?)`,
+    `INSERT INTO jobs (id, cell, argv, cwd, env, limits, sandbox_mode, sandbox_policy, backend, state, created_at, request_ref, tty, stdin)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?)`,
   ).run(
     j.id,
     j.cell,
@@ -163,6 +169,7 @@ export function insertJob(db: Database, j: NewJob): void {
     j.created_at,
     j.request_ref,
     j.tty === null ? null : JSON.stringify(j.tty),
+    j.stdin ? 1 : 0,
   );
 }
 
@@ -362,5 +369,7 @@ export function jobView(j: JobRow): Job {
     run_as: j.run_as,
     workspace: j.workspace,
     tty: j.tty,
+    // Whether it is still open is the job dir's to say (the handler looks): here, while the job lives.
+    stdin: j.stdin ? { open: j.state === "pending" || j.state === "running" } : null,
   };
 }

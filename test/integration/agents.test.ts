@@ -292,6 +292,27 @@ describe.skipIf(!haveTmux)("fake agents in a private tmux server", () => {
     );
   });
 
+  test("an agent job's report channel feeds the observer: the job's agent, its cell, gone with the job", async () => {
+    const line = `printf 'PreToolUse\\t{"tool_name":"Bash"}\\n' 1<>"$PLANTER_AGENT_REPORT"; sleep 60`;
+    const job = await d.client.createJob({ agent: { kind: "claude" }, argv: ["sh", "-c", line] } as never);
+    const a = await agentWhere(d, "the job's agent", (x) => x.runtime.job_id === job.id);
+    expect([a.agent, a.state, a.source, a.detail, a.cell, a.pane]).toEqual([
+      "claude",
+      "running",
+      "hook",
+      "Bash",
+      job.cell,
+      null,
+    ]);
+    expect((await d.client.listAgents({ job: job.id })).agents.map((x) => x.runtime_id)).toEqual([a.runtime_id]);
+    await d.client.killJob(job.id, { force: true });
+    await agentWhere(
+      d,
+      "the job's agent to go with it",
+      (x) => x.runtime_id === a.runtime_id && x.reason === "pane_gone",
+    );
+  });
+
   test("a hook's report about a process planterd does not see in tmux: listed, and gone with its process", async () => {
     const proc = Bun.spawn(["sleep", "60"]);
     try {

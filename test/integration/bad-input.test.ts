@@ -404,7 +404,7 @@ describe("query parameters", () => {
       for (const [method, path, hint] of [
         ["GET", `/v1/jobs/${done.id}/logs?offset=0&bogus=1`, "allowed: stream, offset, max_bytes, follow, wait_ms"],
         ["GET", "/v1/jobs?bogus=1", "allowed: cell, state, limit, after, order"],
-        ["GET", "/v1/events?bogus=1", "allowed: cursor, follow, limit"],
+        ["GET", "/v1/events?bogus=1", "allowed: cursor, follow, limit, kind, subject"],
         ["GET", `/v1/jobs/${done.id}/wait?timeout=5`, "allowed: timeout_ms"],
         ["GET", "/v1/cells?bogus=1", "this endpoint takes no query parameters"],
         ["GET", "/v1/health?bogus=1", "this endpoint takes no query parameters"],
@@ -541,12 +541,52 @@ describe("endpoints and methods", () => {
     });
   });
 
+  test("a cell update that is malformed, empty, says the network twice or names a bad entry changes nothing", async () => {
+    await changesNothing(async () => {
+      for (const [body, message] of [
+        ["{", "malformed JSON body: "],
+        ["[]", "request body must be a JSON object, not an array"],
+        ["{}", 'invalid cell update: × Invalid key: Expected "sandbox" but received undefined → at sandbox'],
+        ['{"sandbox": {}}', "invalid cell update: × name something to change: mode, policy or network → at sandbox"],
+        [
+          '{"sandbox": {"policy": {"network": "none"}, "network": "host"}}',
+          "invalid cell update: × give the network once: in policy or in network, not both → at sandbox",
+        ],
+        [
+          '{"sandbox": {"network": {"allow": ["ok.example", "10.0.0.1/8"]}}}',
+          'invalid cell update: × "10.0.0.1/8" is not a network entry: 10.0.0.1/8 has bits set past its prefix; did you mean 10.0.0.0/8? → at sandbox.network.allow.1',
+        ],
+        ['{"sandbox": {"mode": "off"}}', "invalid cell update: × Invalid type: "],
+        [
+          '{"sandbox": {"network": "host"}, "name": "other"}',
+          'invalid cell update: × Invalid key: Expected never but received "name" → at name',
+        ],
+      ] as const) {
+        const err = refused(await raw(d.socket, "PATCH", "/v1/cells/keep", body), 400, "E_BAD_REQUEST");
+        expect([body, err.message.startsWith(message)]).toEqual([body, true]);
+      }
+      const missing = refused(
+        await raw(d.socket, "PATCH", "/v1/cells/nosuch", '{"sandbox": {"network": "host"}}'),
+        404,
+        "E_NOT_FOUND",
+      );
+      expect(missing.message).toBe('no cell named "nosuch"');
+      refused(
+        await raw(d.socket, "PATCH", "/v1/cells/keep?force=1", '{"sandbox": {"network": "host"}}'),
+        400,
+        "E_BAD_REQUEST",
+      );
+    });
+  });
+
   test("a wrong method on a known endpoint is refused, naming the method", async () => {
     await changesNothing(async () => {
       for (const [method, path] of [
         ["PUT", "/v1/jobs"],
         ["DELETE", "/v1/jobs"],
-        ["PATCH", "/v1/cells/keep"],
+        // PATCH /v1/cells/{name} changes a cell's sandbox (#15); PUT is no method of it.
+        ["PUT", "/v1/cells/keep"],
+        ["PATCH", "/v1/jobs"],
         ["POST", "/v1/health"],
         ["POST", "/v1/events"],
         ["GET", `/v1/jobs/${done.id}/kill`],

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
+import { DEFAULT_POLICY } from "../../lib/sandbox/policy.ts";
 import { cleanup, type DaemonHandle, pidAlive, startDaemon } from "../harness.ts";
 
 let d: DaemonHandle;
@@ -34,6 +35,8 @@ test("create, show, list a managed cell", async () => {
     // A root peer's cells belong to the unprivileged user its jobs run as (the harness: nobody).
     owner_uid: process.getuid?.() === 0 ? 65534 : (process.getuid?.() ?? null),
     jobs: { running: 0, total: 0 },
+    // The harness's daemon runs jobs unsandboxed; the policy is planter's default.
+    effective_sandbox: { mode: "disabled", policy: DEFAULT_POLICY, refused: null },
   });
   expect(existsSync(c.dir)).toBe(true);
   expect(await d.client.getCell("build")).toEqual(c);

@@ -50,6 +50,8 @@ describe("bash", () => {
       "kill",
       "wait",
       "rm",
+      "net",
+      "stdin",
       "--socket",
       "--target",
       "--help",
@@ -70,6 +72,19 @@ describe("bash", () => {
     expect(await complete("planter", "run", "--policy", files.bash?.slice(0, -2) as string)).toEqual([
       files.bash as string,
     ]);
+  });
+
+  test("cell update, job net, the --net options and events --kind", async () => {
+    expect(await complete("planter", "cell", "u")).toEqual(["update"]);
+    expect(await complete("planter", "job", "n")).toEqual(["net"]);
+    for (const cmd of [["run"], ["cell", "create", "web"], ["cell", "update", "web"]]) {
+      expect(await complete("planter", ...cmd, "--net-")).toEqual(["--net-allow", "--net-deny", "--net-local"]);
+      expect(await complete("planter", ...cmd, "--net", "")).toEqual(["none", "host"]);
+      // An entry list is a value, never a command word.
+      expect(await complete("planter", ...cmd, "--net-allow", "a.example,b.example", "--poli")).toEqual(["--policy"]);
+    }
+    expect(await complete("planter", "events", "--ki")).toEqual(["--kind"]);
+    expect(await complete("planter", "events", "--kind", "job", "--sub")).toEqual(["--subject"]);
   });
 
   test("after -- it completes the job's command, not planter's options", async () => {
@@ -101,7 +116,15 @@ describe("zsh", () => {
   test("described commands and options, enum values, files; the job's command after --", async () => {
     const job = await complete("planter", "job", "");
     expect(job[0]).toMatch(/^ls:List jobs/);
-    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual(["ls", "status", "kill", "wait", "rm"]);
+    expect(job.map((l) => l.slice(0, l.search(/(?<!\\):/)))).toEqual([
+      "ls",
+      "status",
+      "kill",
+      "wait",
+      "rm",
+      "net",
+      "stdin",
+    ]);
     expect(await complete("planter", "job", "kill", "--signal", "")).toEqual([
       "TERM",
       "INT",
@@ -115,6 +138,8 @@ describe("zsh", () => {
     expect(opts.filter((o) => /^--(help|timeout|target):/.test(o)).length).toBe(3);
     expect(await complete("planter", "--target", "lima", "run", "--policy", "")).toEqual(["FILES"]);
     expect(await complete("planter", "run", "--", "")).toEqual(["COMMANDS"]);
+    expect(await complete("planter", "cell", "update", "web", "--net", "")).toEqual(["none", "host"]);
+    expect((await complete("planter", "cell", "")).map((l) => l.slice(0, l.search(/(?<!\\):/)))).toContain("update");
   });
 });
 
@@ -127,7 +152,7 @@ describe("fish", () => {
 
   test("described commands and options, enum values", async () => {
     const job = await complete("planter job ");
-    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "rm", "status", "wait"]);
+    expect(job.map((l) => l.split("\t")[0])).toEqual(["kill", "ls", "net", "rm", "status", "stdin", "wait"]);
     expect(job[0]).toMatch(/^kill\tStop a job/);
     expect((await complete("planter job kill --signal ")).map((l) => l.split("\t")[0])).toEqual([
       "HUP",
@@ -139,6 +164,11 @@ describe("fish", () => {
       "USR2",
     ]);
     expect((await complete("planter --target lima run --sand")).map((l) => l.split("\t")[0])).toEqual(["--sandbox"]);
+    expect((await complete("planter job net --js")).map((l) => l.split("\t")[0])).toEqual(["--json"]);
+    expect((await complete("planter cell update web --net ")).map((l) => l.split("\t")[0]).sort()).toEqual([
+      "host",
+      "none",
+    ]);
   });
 });
 
@@ -150,6 +180,10 @@ describe("the man page", () => {
       "planter job kill [options] ID",
       "-s, --signal TERM|INT|HUP|QUIT|KILL|USR1|USR2",
       "planter events [options]",
+      "planter cell update [options] NAME",
+      "planter job net [options] ID",
+      "--net-allow ENTRIES",
+      "--kind KIND",
     ])
       expect(r.stdout).toContain(line);
     expect(r.stdout).toContain("EXIT STATUS");

@@ -7,7 +7,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
-import { cleanup, cli, cliStream, type DaemonHandle, startDaemon, tempHome, track, waitFor } from "../harness.ts";
+import { appendEvent } from "../../lib/state/events.ts";
+import { cleanup, cli, cliStream, type DaemonHandle, raw, startDaemon, tempHome, track, waitFor } from "../harness.ts";
 
 /** Short enough to see an escalation quickly, long enough that SIGTERM always ends a plain job first. */
 const GRACE_MS = 1000;
@@ -36,7 +37,7 @@ afterAll(async () => {
   for (const h of homes) cleanup(h);
 });
 
-async function all(d: DaemonHandle, q: Record<string, string | number | undefined> = {}): Promise<EventRecord[]> {
+async function all(d: DaemonHandle, q: Parameters<DaemonHandle["client"]["events"]>[0] = {}): Promise<EventRecord[]> {
   const out: EventRecord[] = [];
   for await (const e of d.client.events({ limit: 10_000, ...q })) out.push(e);
   return out;
@@ -399,6 +400,137 @@ describe("cursors", () => {
     proc.kill("SIGINT");
     expect(await live.done()).toEqual({ code: 0, stderr: "" });
   });
+});
+
+describe("kinds and subjects", () => {
+  let d: DaemonHandle;
+  let es: EventRecord[];
+  let job: Job;
+  beforeAll(async () => {
+    d = await daemon();
+    await d.client.createCell({ name: "k1" });
+    job = await d.client.createJob({ argv: ["true"], cell: "k1" });
+    await finished(d, job.id);
+    await d.client.createCell({ name: "k2" });
+    es = await all(d);
+  });
+  const pick = (f: (e: EventRecord) => boolean) => es.filter(f);
+
+  test("kind=K: that kind; a family (job, job., job.*) every kind under it; comma lists; in order, with their cursors", async () => {
+    expect(await all(d, { kind: ["cell.created"] })).toEqual(pick((e) => e.kind === "cell.created"));
+    const jobs = pick((e) => e.kind.startsWith("job."));
+    expect(jobs.map((e) => e.kind)).toEqual(["job.created", "job.started", "job.finished"]);
+    for (const family of ["job", "job.", "job.*"]) {
+      const r = await raw(d.socket, "GET", `/v1/events?kind=${encodeURIComponent(family)}`);
+      expect(r.status).toBe(200);
+      expect(
+        r.text
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l)),
+      ).toEqual(jobs);
+    }
+    expect(await all(d, { kind: ["daemon", "job.finished"] })).toEqual(
+      pick((e) => e.kind.startsWith("daemon.") || e.kind === "job.finished"),
+    );
+    // A family is whole name parts: "jo" is no prefix of "job.created"; "cell.create" is not "cell.created".
+    expect(await all(d, { kind: ["jo"] })).toEqual([]);
+    expect(await all(d, { kind: ["cell.create"] })).toEqual([]);
+    // A limit counts what matched; the cursor of the last resumes after it.
+    const two = await all(d, { kind: ["job"], limit: 2 });
+    expect(two).toEqual(jobs.slice(0, 2));
+    expect(await all(d, { kind: ["job"], cursor: two[1]?.cursor })).toEqual(jobs.slice(2));
+  });
+
+  test("subject=S: one job's or cell's events; with kind, both must match", async () => {
+    expect(await all(d, { subject: `job/${job.id}` })).toEqual(pick((e) => e.subject === `job/${job.id}`));
+    expect(await all(d, { subject: "cell/k2" })).toEqual(pick((e) => e.subject === "cell/k2"));
+    expect(await all(d, { subject: `job/${job.id}`, kind: ["job.finished"] })).toEqual(
+      pick((e) => e.subject === `job/${job.id}` && e.kind === "job.finished"),
+    );
+    expect(await all(d, { subject: "job/j-nosuch" })).toEqual([]);
+  });
+
+  test("a bad kind is refused with the value and what a kind looks like", async () => {
+    for (const bad of ["JOB", "job..x", ".job", "job,", "job*", "net connect", "x".repeat(101)]) {
+      const r = await raw(d.socket, "GET", `/v1/events?kind=${encodeURIComponent(bad)}`);
+      expect([bad, r.status, r.json.error?.code]).toEqual([bad, 400, "E_BAD_REQUEST"]);
+      expect(r.json.error?.message).toStartWith(
+        "kind must be event kinds such as net.connect, or families such as job (job.*), comma-separated; not ",
+      );
+    }
+    const many = Array.from({ length: 33 }, (_, i) => `k${i}`).join(",");
+    const r = await raw(d.socket, "GET", `/v1/events?kind=${many}`);
+    expect(r.json.error?.message).toBe("kind names at most 32 kinds, not 33");
+  });
+
+  test("following a kind: only new events of it arrive; others in between are passed over", async () => {
+    const ac = new AbortController();
+    const it = d.client
+      .events({ cursor: "now", follow: true, kind: ["cell.removed"] }, ac.signal)
+      [Symbol.asyncIterator]();
+    try {
+      const first = track(it.next());
+      await d.client.createCell({ name: "k3" });
+      await d.client.createCell({ name: "k4" });
+      await d.client.health();
+      expect(first.settled).toBe(false);
+      await d.client.removeCell("k3", false);
+      const e = (await first.promise).value as EventRecord;
+      expect([e.kind, e.subject]).toEqual(["cell.removed", "cell/k3"]);
+      const second = track(it.next());
+      await d.client.createCell({ name: "k5" });
+      await d.client.removeCell("k4", false);
+      expect(((await second.promise).value as EventRecord).subject).toBe("cell/k4");
+    } finally {
+      ac.abort();
+    }
+  });
+
+  test("planter events --kind (repeatable, comma lists) and --subject", async () => {
+    const parse = (out: string) =>
+      out
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l) as EventRecord);
+    const r = await cli(d.home, ["events", "--json", "--kind", "cell.created,job.finished", "-k", "daemon.*"]);
+    expect([r.code, r.stderr]).toEqual([0, ""]);
+    expect(parse(r.stdout)).toEqual(
+      (await all(d)).filter((e) => ["cell.created", "job.finished"].includes(e.kind) || e.kind.startsWith("daemon.")),
+    );
+    const sub = await cli(d.home, ["events", "--json", "--subject", `job/${job.id}`, "--kind", "job"]);
+    expect(parse(sub.stdout).map((e) => e.kind)).toEqual(["job.created", "job.started", "job.finished"]);
+    const bad = await cli(d.home, ["events", "--kind", "Job"]);
+    expect([bad.code, bad.stdout]).toEqual([1, ""]);
+    expect(bad.stderr).toStartWith(
+      'planter: kind must be event kinds such as net.connect, or families such as job (job.*), comma-separated; not "Job"',
+    );
+  });
+  test("a filtered read of a long history finds every match in order, answering other requests meanwhile", async () => {
+    // 150,000 events of one kind between two of a rare one, written as planterd would.
+    const db = new Database(join(d.home, "state", "planter.db"));
+    db.run("PRAGMA busy_timeout = 5000");
+    db.transaction(() => {
+      appendEvent(db, "test.rare", "daemon", { n: 1 });
+      for (let i = 0; i < 150_000; i++) appendEvent(db, "test.common", "daemon", { i });
+      appendEvent(db, "test.rare", "daemon", { n: 2 });
+    })();
+    db.close();
+    const ac = new AbortController();
+    const it = d.client.events({ kind: ["test.rare"] }, ac.signal)[Symbol.asyncIterator]();
+    try {
+      expect(((await it.next()).value as EventRecord).data).toEqual({ n: 1 });
+      // The rest of the table is looked through a window at a time: a request sent now is
+      // answered before the read gets to the second match.
+      const second = track(it.next());
+      const health = await d.client.health();
+      expect([health, second.settled]).toEqual([{ ok: true }, false]);
+      expect(((await second.promise).value as EventRecord).data).toEqual({ n: 2 });
+      expect((await it.next()).done).toBe(true);
+    } finally {
+      ac.abort();
+    }
+  }, 60_000);
 });
 
 describe("expired cursors", () => {

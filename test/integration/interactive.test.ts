@@ -195,15 +195,16 @@ for (const mode of ["enforced", "disabled"] as const) {
       },
     );
 
-    test("refusals: no terminal, an ended job, a bad stdin body, -i without -t", async () => {
+    test("refusals: no terminal, an ended job, a bad stdin body, -t without a terminal", async () => {
       const plain = await d.client.createJob({ argv: ["sleep", "30"] });
       const refused = await cli(home, ["attach", plain.id]);
       expect([refused.code, refused.stderr]).toEqual([
         1,
         `planter: job ${plain.id} has no terminal\nhint: only a job started with a terminal (planter run -t) can be attached to\n`,
       ]);
+      // Input without a terminal is for a job started with it (planter run -i, stdin: true).
       const e = await d.client.writeStdin(plain.id, { data: "" }).catch((x) => x);
-      expect([e.code, e.message]).toEqual(["E_BAD_REQUEST", `job ${plain.id} has no terminal`]);
+      expect([e.code, e.message]).toEqual(["E_BAD_REQUEST", `job ${plain.id} has no stdin: it reads /dev/null`]);
       await d.client.killJob(plain.id, { force: true });
       const tty = await d.client.createJob({ argv: ["true"], tty: { cols: 80, rows: 24 } });
       await d.client.waitJob(tty.id, 10_000);
@@ -216,10 +217,14 @@ for (const mode of ["enforced", "disabled"] as const) {
       ]);
       const big = await d.client.createJob({ argv: ["true"], tty: { cols: 0, rows: 24 } }).catch((x) => x);
       expect(big.message).toBe("invalid job: × cols is at least 1 → at tty.cols");
+      // -i without -t: the caller's stdin (here /dev/null) is the job's (test/integration/stdin.test.ts).
       const i = await cli(home, ["run", "-i", "--", "cat"]);
-      expect([i.code, i.stderr.split("\n")[0]]).toEqual([
+      expect([i.code, i.stdout, i.stderr]).toEqual([0, "", ""]);
+      // -t needs a terminal on stdin and stdout.
+      const t = await cli(home, ["run", "-it", "--", "cat"]);
+      expect([t.code, t.stderr.split("\n")[0]]).toEqual([
         2,
-        "planter: -i without -t is not supported yet: a job's stdin is a terminal (-it) or empty",
+        "planter: -t needs a terminal on stdin and stdout (or --detach, then planter attach)",
       ]);
     });
   });

@@ -4,12 +4,14 @@
  * print that much). Bun writes to pipes asynchronously; a command that exits right after
  * writing used to deliver 64 or 128 KiB of it.
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { CommandDef } from "citty";
 import type { Job } from "../../lib/api/contract.ts";
 import { planter } from "../../lib/cli/commands.ts";
+import { appendEvent } from "../../lib/state/events.ts";
 import { baseEnv, cleanup, type DaemonHandle, PLANTER, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const FIXTURE = join(ROOT, "test", "slow-reader-fixture.ts");
@@ -101,6 +103,43 @@ describe("--json output reaches a slow reader whole", () => {
     expect(parse(show).env.V0).toBe(bigArgs("v")[0]);
   });
 
+  test("cell update --json", async () => {
+    const r = await slow(["cell", "update", "big", "--net", "host", "--json"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(1_200_000);
+    const cell = parse(r);
+    expect([cell.env.V11, cell.effective_sandbox.policy.network]).toEqual([bigArgs("v")[11], "host"]);
+  });
+
+  test("job net --json", async () => {
+    // The proxy's records of 12,000 connections (two pages of events), written as planterd would.
+    const db = new Database(join(d.home, "state", "planter.db"));
+    db.run("PRAGMA busy_timeout = 5000");
+    db.transaction(() => {
+      for (let i = 0; i < 12_000; i++) {
+        const data = {
+          job: logJob.id,
+          host: `h${i}.${"n".repeat(200)}.example`,
+          port: 443,
+          decision: i % 3 ? "allow" : "deny",
+          rule: i % 3 ? "*.example" : "unlisted",
+          protocol: "connect",
+          bytes_out: i,
+          bytes_in: 2 * i,
+          duration_ms: 1,
+        };
+        appendEvent(db, "net.connect", `job/${logJob.id}`, data);
+      }
+    })();
+    db.close();
+    const r = await slow(["job", "net", logJob.id, "--json"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout.length).toBeGreaterThan(4_000_000);
+    const net = parse(r);
+    expect([net.connections.length, net.allowed, net.denied]).toEqual([12_000, 8000, 4000]);
+    expect(net.connections.at(-1).host).toBe(`h11999.${"n".repeat(200)}.example`);
+  });
+
   test("cell create --json, cell rm --json", async () => {
     const env = bigArgs("c").flatMap((v, i) => ["--env", `C${i}=${v}`]);
     const r = await slow(["cell", "create", "made", ...env, "--json"]);
@@ -127,6 +166,18 @@ describe("--json output reaches a slow reader whole", () => {
     const rm = await slow(["job", "rm", job.id, "--json"]);
     expect(rm.code).toBe(0);
     expect(parse(rm)).toEqual({ removed: job.id });
+  });
+
+  test("run --detach -i --json, job stdin --eof --json", async () => {
+    const r = await slow(["run", "--detach", "-i", "--json", "--", "cat"]);
+    expect(r.code).toBe(0);
+    const job = parse(r) as Job;
+    expect(job.stdin).toEqual({ open: true });
+    // Its stdin here is /dev/null: nothing to send, then the end.
+    const s = await slow(["job", "stdin", "--eof", "--json", job.id]);
+    expect({ code: s.code, stderr: s.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(parse(s)).toEqual({ job: job.id, written: 0, eof: true });
+    expect((await d.client.waitJob(job.id, 30_000)).job.exit_code).toBe(0);
   });
 
   test("events --json: every line whole", async () => {
@@ -233,11 +284,18 @@ const NOT_RUN: Record<string, string> = {
   uninstall: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   "migrate lima": "needs a Lima VM (test/integration/lima-migrate.test.ts)",
   "agents watch": "follows until interrupted; its --json lines are checked in test/integration/agents.test.ts",
+  "agent run":
+    "its --json (with -d) is one job's view, the size `run -d --json` prints (test/integration/agent-jobs.test.ts)",
+  "agent hooks install":
+    "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
+  "agent hooks uninstall":
+    "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
 };
 const RUN = [
   "cell create",
   "cell ls",
   "cell show",
+  "cell update",
   "cell rm",
   "run",
   "job ls",
@@ -245,6 +303,8 @@ const RUN = [
   "job kill",
   "job wait",
   "job rm",
+  "job net",
+  "job stdin",
   "events",
   "logs",
   "sandbox check",

@@ -588,6 +588,23 @@ describe.skipIf(process.getuid?.() !== 0)("another uid", () => {
     };
   }
 
+  test("a peer writing or ending another's job's stdin is refused, and nothing reaches the job", async () => {
+    const job = await r.client.createJob({ argv: ["cat"], stdin: true });
+    for (const uid of [65534, HOSTILE]) {
+      const w = await as(uid, "POST", `/v1/jobs/${job.id}/stdin`, {
+        data: Buffer.from("forged\n").toString("base64"),
+        eof: true,
+      });
+      expect([w.status, w.json.error.code]).toEqual([403, "E_UNAUTHORIZED_PEER"]);
+    }
+    expect((await r.client.getJob(job.id)).stdin).toEqual({ open: true });
+    await r.client.writeStdin(job.id, { data: Buffer.from("own\n").toString("base64"), eof: true });
+    expect((await r.client.waitJob(job.id, 20_000)).job.exit_code).toBe(0);
+    expect(Buffer.from((await r.client.logs(job.id, {})).data, "base64").toString()).toBe("own\n");
+    // The tests below count this daemon's jobs.
+    await r.client.removeJob(job.id);
+  });
+
   test("a peer asking for another's job stream is refused as the JSON API refuses it, with nothing of the log", async () => {
     const body = { argv: ["sh", "-c", "echo root-secret; echo more >&2"], request_ref: "root-ref" };
     const own = await collect((await attachTo(r, body)).frames);

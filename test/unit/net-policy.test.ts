@@ -21,7 +21,6 @@ import {
 import {
   capNetwork,
   complete,
-  EGRESS_WIRED,
   isWidening,
   narrow,
   narrowNetwork,
@@ -366,7 +365,6 @@ describe("narrowing and the ceiling", () => {
   });
 
   test("a list policy is a policy like the others now the launch runs its proxy", () => {
-    expect(EGRESS_WIRED).toBe(true);
     expect(unsafePolicy(complete({ network: { allow: ["a.com"] } }), [])).toBeNull();
     expect(unsafePolicy(complete({ network: "host" }), [])).toBeNull();
   });

@@ -4,7 +4,8 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { openapi, withRouteTable } from "../../lib/api/openapi.ts";
 import { pathOf, queryOf, ROUTES } from "../../lib/api/routes.ts";
-import { parseQuery } from "../../lib/daemon/router.ts";
+import { olderDaemon } from "../../lib/cli/lifecycle/common.ts";
+import { parseQuery, Router } from "../../lib/daemon/router.ts";
 import { routes } from "../../lib/daemon/routes.ts";
 
 const ROOT = join(import.meta.dir, "..", "..");
@@ -103,5 +104,51 @@ describe("the documents made from the table", () => {
       const names = (op?.parameters ?? []).map((p) => p.name);
       for (const q of Object.keys(route.query)) expect(names).toContain(q);
     }
+  });
+});
+
+describe("a planterd older than this planter", () => {
+  /** The router and query parsing of a planterd from before PATCH /v1/cells and events by kind. */
+  const never = () => {
+    throw new Error("not called");
+  };
+  const older = new Router().add(ROUTES.getCell, never).add(ROUTES.removeCell, never);
+  const { kind: _kind, subject: _subject, ...oldQuery } = ROUTES.events.query;
+  const oldEvents = { ...ROUTES.events, query: oldQuery };
+  const said = (e: unknown, what: string) => refusal(() => olderDaemon(what)(e));
+  const caught = (f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      return e;
+    }
+    throw new Error("expected a refusal");
+  };
+
+  test("its refusal of a method or a query value is said as what it is, with what to do", () => {
+    const hint = "upgrade planterd to this planter's version (install again; a Lima VM: install --lima --upgrade)";
+    expect(
+      said(
+        caught(() => older.match("PATCH", "/v1/cells/web")),
+        "cell update",
+      ),
+    ).toEqual({
+      code: "E_BAD_REQUEST",
+      message:
+        "this planterd does not know cell update: it is older than this planter (it answered: method PATCH is not allowed on /v1/cells/web)",
+      hint,
+    });
+    const q = caught(() => parseQuery(oldEvents, new URLSearchParams("kind=job")));
+    expect(said(q, "events by --kind or --subject")).toEqual({
+      code: "E_BAD_REQUEST",
+      message:
+        'this planterd does not know events by --kind or --subject: it is older than this planter (it answered: unknown query parameter "kind")',
+      hint,
+    });
+  });
+
+  test("any other refusal passes as it is", () => {
+    const other = caught(() => parseQuery(ROUTES.events, new URLSearchParams("kind=JOB")));
+    expect(said(other, "x")).toEqual(refusal(() => parseQuery(ROUTES.events, new URLSearchParams("kind=JOB"))));
   });
 });

@@ -1,13 +1,15 @@
 /** `planter cell create|ls|show|rm`. */
 import { resolve as resolvePath } from "node:path";
 import { defineCommand } from "citty";
-import type { Cell, CellCreateIn } from "../../api/contract.ts";
-import { readPolicyFile } from "../../sandbox/policy.ts";
-import { client, clientArgs, envPairs, repeated } from "../args.ts";
-import { dim, printable as p, print, printJson, table } from "../output.ts";
+import type { Cell, CellCreateIn, CellUpdateIn } from "../../api/contract.ts";
+import { describeNetwork, readPolicyFile } from "../../sandbox/policy.ts";
+import { client, clientArgs, envPairs, repeated, usage } from "../args.ts";
+import { examples } from "../help.ts";
+import { netArgs, netShort, shortNetwork, withShortNetwork } from "../network.ts";
+import { dim, printable as p, print, printJson, table, write } from "../output.ts";
 import { pathForTarget } from "../target.ts";
 import { limitArgs, limitsFromArgs, limitsLine } from "../units.ts";
-import { common } from "./common.ts";
+import { common, olderDaemon } from "./common.ts";
 
 function cellLines(c: Cell): string {
   const env = Object.entries(c.env).map(([k, v]) => `${k}=${v}`);
@@ -18,10 +20,43 @@ function cellLines(c: Cell): string {
     `jobs:     ${c.jobs.running} running, ${c.jobs.total} in all`,
     `env:      ${env.length ? env.join(" ") : "-"}`,
     `limits:   ${limitsLine(c.limits)}`,
-    `sandbox:  ${c.sandbox.mode ?? "(daemon default)"}`,
   ]
     .map((line, i) => p(line) + (i === 1 && c.managed ? dim(" (managed by planter)") : ""))
+    .concat(sandboxLines(c))
     .join("\n");
+}
+
+/**
+ * The sandbox a cell's jobs get, for people: the mode, then the policy field by field (the
+ * network in words), saying what is the cell's own and what the defaults.
+ */
+export function sandboxLines(c: Cell): string[] {
+  const eff = c.effective_sandbox;
+  // A planterd older than `effective_sandbox` says only what the cell was given.
+  if (!eff) return [p(`sandbox:  ${c.sandbox.mode ?? "(daemon default)"}`)];
+  const pol = eff.policy;
+  const list = (xs: string[]) => (xs.length ? xs.join(", ") : "-");
+  const lines = [
+    `sandbox:  ${eff.mode}${c.sandbox.mode ? "" : " (the daemon's default)"}`,
+    `policy:   ${c.sandbox.policy ? "the cell's own, over the config's default" : "the config's default"}${eff.mode === "disabled" ? " (applied only to jobs that raise the mode: this cell's jobs run unsandboxed)" : ""}`,
+    `  network:      ${describeNetwork(pol.network)}`,
+    ...(eff.refused ? [`  REFUSED:      ${eff.refused}: its jobs are refused until the policy changes`] : []),
+    `  cell dir:     ${pol.fs_mode === "writable" ? "writable" : "read-only"}`,
+    `  read-write:   ${list(pol.read_write)}`,
+    `  read-only:    ${list(pol.read_only)}`,
+    `  deny:         ${list(pol.deny)}`,
+    ...(pol.unix_sockets.length ? [`  unix sockets: ${list(pol.unix_sockets)}`] : []),
+    ...(pol.workspace_config === "allow" ? ["  workspace:    not protected (workspace_config allow)"] : []),
+    ...(pol.env.pass.length ? [`  env pass:     ${list(pol.env.pass)}`] : []),
+    ...(Object.keys(pol.env.set).length
+      ? [
+          `  env set:      ${Object.entries(pol.env.set)
+            .map(([k, v]) => `${k}=${v}`)
+            .join(" ")}`,
+        ]
+      : []),
+  ];
+  return lines.map(p);
 }
 
 const cellCreate = defineCommand({
@@ -56,6 +91,7 @@ const cellCreate = defineCommand({
       description: 'sandbox policy file for the cell\'s jobs (JSON, or .toml; see docs/sandbox.md "Policies")',
       valueHint: "FILE",
     },
+    ...netArgs("set"),
     "request-ref": {
       type: "string",
       description: "idempotency key: repeating the same request returns the first result",
@@ -72,10 +108,15 @@ const cellCreate = defineCommand({
     if (env) body.env = env;
     const limits = limitsFromArgs(args);
     if (limits) body.limits = limits;
-    if (args.sandbox || args.policy) {
+    const policy = withShortNetwork(
+      args.policy ? readPolicyFile(args.policy) : undefined,
+      netShort(rawArgs, args),
+      args.policy,
+    );
+    if (args.sandbox || policy) {
       body.sandbox = {
         ...(args.sandbox ? { mode: args.sandbox } : {}),
-        ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+        ...(policy ? { policy } : {}),
       };
     }
     if (args["request-ref"]) body.request_ref = args["request-ref"];
@@ -85,6 +126,12 @@ const cellCreate = defineCommand({
     return 0;
   },
 });
+
+examples(cellCreate, [
+  "planter cell create build --env CI=1 --timeout 30m",
+  "planter cell create web --dir ~/src/web --net-allow registry.npmjs.org,'*.github.com'",
+  "planter cell create tools --policy tools-policy.json --sandbox enforced",
+]);
 
 const cellLs = defineCommand({
   meta: { name: "ls", description: "List cells" },
@@ -104,7 +151,11 @@ const cellLs = defineCommand({
 });
 
 const cellShow = defineCommand({
-  meta: { name: "show", description: "Show one cell" },
+  meta: {
+    name: "show",
+    description:
+      "Show one cell: its dir, jobs, env, limits and the sandbox its jobs get (the mode, and the policy over the config's default, its network in words); --json: all of it",
+  },
   args: { name: { type: "positional", description: "cell name", required: true }, ...common },
   async run({ args }) {
     const cell = await client(args).getCell(args.name);
@@ -113,6 +164,62 @@ const cellShow = defineCommand({
     return 0;
   },
 });
+
+const cellUpdate = defineCommand({
+  meta: {
+    name: "update",
+    description:
+      "Change a cell's sandbox: --policy FILE replaces its whole policy; the --net options alone replace only its network (list every entry it keeps); --sandbox sets its mode. " +
+      "Narrower or wider, by the cell's owner, never past the config's [network] ceiling; recorded as a cell.updated event. " +
+      "Jobs running now keep the policy they started with; jobs started from now on get the new one",
+  },
+  args: {
+    name: { type: "positional", description: "cell name", required: true },
+    policy: {
+      type: "string",
+      description:
+        'a policy file that replaces the cell\'s whole policy (JSON, or .toml; see docs/sandbox.md "Policies")',
+      valueHint: "FILE",
+    },
+    ...netArgs("set"),
+    sandbox: {
+      type: "enum",
+      options: ["disabled", "permissive", "enforced"],
+      description: "sandbox mode for the cell's jobs",
+    },
+    ...common,
+  },
+  async run({ args, rawArgs }) {
+    const short = netShort(rawArgs, args);
+    const body: CellUpdateIn = { sandbox: {} };
+    if (args.policy) body.sandbox.policy = withShortNetwork(readPolicyFile(args.policy), short, args.policy);
+    else {
+      const network = shortNetwork(short);
+      if (network !== undefined) body.sandbox.network = network;
+    }
+    if (args.sandbox) body.sandbox.mode = args.sandbox;
+    if (!Object.keys(body.sandbox).length) {
+      throw usage(
+        "nothing to change: give --policy FILE, a --net option or --sandbox MODE",
+        `planter cell update ${args.name} --net-allow registry.npmjs.org`,
+      );
+    }
+    const cell = await client(args).updateCell(args.name, body).catch(olderDaemon("cell update"));
+    if (args.json) printJson(cell);
+    else {
+      print([`updated cell ${p(cell.name)}; its jobs from now on get:`, ...sandboxLines(cell)].join("\n"));
+      if (cell.jobs.running)
+        write(2, `planter: ${cell.jobs.running} job(s) running in ${p(cell.name)} keep the policy they started with\n`);
+    }
+    return 0;
+  },
+});
+examples(cellUpdate, [
+  "planter cell update web --net-allow registry.npmjs.org,'*.npmjs.org'   # npm install, nothing else",
+  "planter cell update web --net-allow '*.github.com' --net-deny gist.github.com",
+  "planter cell update web --net none                # no network again",
+  "planter cell update web --policy web-policy.json  # the whole policy from a file",
+]);
 
 const cellRm = defineCommand({
   meta: {
@@ -134,7 +241,7 @@ const cellRm = defineCommand({
 });
 
 export const cell = defineCommand({
-  meta: { name: "cell", description: "Manage cells (create, ls, show, rm)" },
+  meta: { name: "cell", description: "Manage cells (create, ls, show, update, rm)" },
   args: clientArgs,
-  subCommands: { create: cellCreate, ls: cellLs, show: cellShow, rm: cellRm },
+  subCommands: { create: cellCreate, ls: cellLs, show: cellShow, update: cellUpdate, rm: cellRm },
 });

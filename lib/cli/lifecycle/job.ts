@@ -1,12 +1,15 @@
-/** `planter job ls|status|kill|wait|rm`. */
+/** `planter job ls|status|kill|wait|rm|stdin`. */
 import { defineCommand } from "citty";
-import { type Job, type JobState, passthroughCode } from "../../api/contract.ts";
-import { EXIT } from "../../api/errors.ts";
+import * as v from "valibot";
+import { type Job, type JobState, NetConnect, passthroughCode } from "../../api/contract.ts";
+import { EXIT, PlanterError } from "../../api/errors.ts";
 import { describeNetwork } from "../../net/policy.ts";
 import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
+import { examples } from "../help.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
-import { formatBytes, limitsLine, limitText } from "../units.ts";
-import { common } from "./common.ts";
+import { STDIN_CHUNK, sendStdin } from "../stdin.ts";
+import { formatBytes, formatDuration, limitsLine, limitText } from "../units.ts";
+import { common, olderDaemon } from "./common.ts";
 
 function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   const parts = [`fs ${p.fs_mode}`, `network ${describeNetwork(p.network)}`];
@@ -17,6 +20,15 @@ function policyLine(p: NonNullable<Job["sandbox"]["policy"]>): string {
   if (p.workspace_config === "allow") parts.push("workspace config allowed");
   if (p.env.pass.length) parts.push(`env pass ${p.env.pass.join(",")}`);
   return parts.join(", ");
+}
+
+/** A job's terminal or stdin pipe, when it has one. */
+function inputLines(j: Job): string[] {
+  if (j.tty) {
+    const clients = j.tty.clients === undefined ? "" : `, ${j.tty.clients} attached`;
+    return [`terminal:  ${j.tty.cols}x${j.tty.rows}${clients}`];
+  }
+  return j.stdin ? [`stdin:     ${j.stdin.open ? "open" : "closed"}`] : [];
 }
 
 function jobLines(j: Job): string {
@@ -39,6 +51,7 @@ function jobLines(j: Job): string {
     ...(j.run_as
       ? [`run as:    ${j.run_as.user ?? "-"} (uid ${j.run_as.uid ?? "-"}, gid ${j.run_as.gid ?? "-"})`]
       : []),
+    ...inputLines(j),
     ...j.workspace.map((f) =>
       f.kind === "review-incomplete"
         ? `review:    INCOMPLETE in ${f.path}: ${f.detail}`
@@ -222,8 +235,176 @@ const jobRm = defineCommand({
   },
 });
 
+/** One connection of `planter job net`: its event's data with the event's time. */
+export type Connection = NetConnect & { at: string };
+
+/** A job's connections from its `net.connect` events, oldest first, and whether older events were pruned. */
+async function connectionsOf(
+  api: ReturnType<typeof client>,
+  job: Job,
+): Promise<{ connections: Connection[]; skipped: number; complete: boolean }> {
+  const connections: Connection[] = [];
+  let skipped = 0;
+  let cursor: string | undefined;
+  const page = 10_000;
+  for (;;) {
+    let n = 0;
+    for await (const e of api.events({ cursor, limit: page, kind: ["net.connect"], subject: `job/${job.id}` })) {
+      n++;
+      cursor = e.cursor;
+      const r = v.safeParse(NetConnect, e.data);
+      if (r.success) connections.push({ at: e.at, ...r.output });
+      else skipped++;
+    }
+    if (n < page) break;
+  }
+  // Retention prunes the oldest events: one newer than the job's creation means some may be gone.
+  let oldest: string | undefined;
+  for await (const e of api.events({ limit: 1 })) oldest = e.at;
+  const complete = oldest === undefined || Date.parse(oldest) <= Date.parse(job.created_at);
+  return { connections, skipped, complete };
+}
+
+/** `host:port`, with an IPv6 address in brackets; `-` when the request named none. */
+const destination = (c: Connection) =>
+  c.host ? `${c.host.includes(":") ? `[${c.host}]` : c.host}:${c.port}` : (c.address ?? "-");
+
+/** When a connection began (its event is written when it ends). */
+const began = (c: Connection) => Date.parse(c.at) - c.duration_ms;
+
+/** The table of `planter job net`, with its summary line. */
+export function connectionTable(connections: Connection[]): string {
+  const rows = [...connections].sort((a, b) => began(a) - began(b));
+  const errors = rows.some((c) => c.error);
+  const header = [
+    "TIME (UTC)",
+    "DECISION",
+    "DESTINATION",
+    "RULE",
+    "OUT",
+    "IN",
+    "DURATION",
+    ...(errors ? ["NOTE"] : []),
+  ];
+  const cells = rows.map((c) => [
+    new Date(began(c)).toISOString().slice(11, 19),
+    c.decision,
+    destination(c),
+    c.rule,
+    formatBytes(c.bytes_out),
+    formatBytes(c.bytes_in),
+    formatDuration(c.duration_ms),
+    ...(errors ? [c.error ?? "-"] : []),
+  ]);
+  return `${table(header, cells)}\n${netSummary(connections)}`;
+}
+
+/** "3 connections: 2 allowed (1 failed), 1 denied". */
+export function netSummary(connections: Connection[]): string {
+  const allowed = connections.filter((c) => c.decision === "allow");
+  const failed = allowed.filter((c) => c.error).length;
+  const n = connections.length;
+  return `${n} connection${n === 1 ? "" : "s"}: ${allowed.length} allowed${failed ? ` (${failed} failed)` : ""}, ${n - allowed.length} denied`;
+}
+
+/** Why a job with no recorded connection has none, from its network. */
+function noneRecorded(j: Job): string {
+  const net = j.sandbox.policy?.network;
+  const why =
+    j.sandbox.policy === null || j.sandbox.backend === "none"
+      ? "it ran without a sandbox, so its connections do not go through planter's proxy"
+      : net === "none"
+        ? "its network is none: it could reach nothing"
+        : net === "host"
+          ? "it has the host's network: only jobs with an allow list go through planter's proxy, which records them"
+          : j.state === "running" || j.state === "pending"
+            ? "none has ended yet (a connection is recorded when it ends)"
+            : "it made none";
+  return `no connections recorded for job ${j.id}: ${why}`;
+}
+
+const jobNet = defineCommand({
+  meta: {
+    name: "net",
+    description:
+      "List a job's network connections through planter's egress proxy (its net.connect events): when, allowed or denied, where, by which rule, bytes out and in, how long; then how many were allowed and denied. " +
+      "A connection is listed once it has ended; jobs with network none or host have none",
+  },
+  args: { id: { type: "positional", description: "job id", required: true }, ...common },
+  async run({ args }) {
+    const api = client(args);
+    const j = await api.getJob(args.id);
+    const { connections, skipped, complete } = await connectionsOf(api, j).catch(
+      olderDaemon("job net (events by kind)"),
+    );
+    const allowed = connections.filter((c) => c.decision === "allow").length;
+    if (args.json) {
+      printJson({ job: j.id, connections, allowed, denied: connections.length - allowed, complete });
+    } else print(connections.length ? connectionTable(connections) : p(noneRecorded(j)));
+    if (!complete)
+      write(
+        2,
+        "planter: the oldest events were pruned since the job began ([events] retain): its earliest connections may be missing\n",
+      );
+    if (skipped)
+      write(2, `planter: ${skipped} net.connect event(s) of job ${p(j.id)} were not understood and left out\n`);
+    return 0;
+  },
+});
+examples(jobNet, [
+  "planter job net JOB",
+  "planter job net JOB --json | jq '.connections[] | select(.decision == \"deny\")'",
+  "planter events --kind net.connect --subject job/JOB -f   # as they happen",
+]);
+
+const jobStdin = defineCommand({
+  meta: {
+    name: "stdin",
+    description:
+      "Send your stdin to a job's input (a job started with planter run -d -i, or stdin: true over the API; a terminal job's is typed into its terminal), until yours ends. " +
+      "The job's input stays open for more unless --eof ends it after yours",
+  },
+  args: {
+    id: { type: "positional", description: "job id", required: true },
+    eof: { type: "boolean", description: "end the job's input after yours (^D on a terminal job)" },
+    ...common,
+  },
+  async run({ args }) {
+    const api = client(args);
+    const sent = await sendStdin(api, args.id, Bun.file(0).stream(), STDIN_CHUNK, Boolean(args.eof));
+    if (sent.readError)
+      throw usage(`cannot read your stdin: ${sent.readError.message}${args.eof ? " (the job's input is ended)" : ""}`);
+    // Nothing was sent: the job is still asked, so that a wrong id or a job without input is said.
+    if (sent.end === "sent" && sent.written === 0) await api.writeStdinBytes(args.id, new Uint8Array(0));
+    if (sent.end === "stopped") {
+      // The job took no more: say why, as planterd says it.
+      const job = await api.getJob(args.id);
+      throw new PlanterError(
+        "E_CONFLICT",
+        `job ${job.id} took ${sent.written} bytes, then no more: ${job.stdin?.open === false && job.state === "running" ? "its input was ended" : `it is ${outcome(job)}`}`,
+        { hint: `see planter job status ${job.id}` },
+      );
+    }
+    if (args.json) printJson({ job: args.id, written: sent.written, eof: Boolean(args.eof) });
+    return 0;
+  },
+});
+examples(jobStdin, [
+  "planter run -d -i -- ./server.sh            # prints the job id; its input stays open",
+  "echo reload | planter job stdin JOB         # one more line for it",
+  "planter job stdin --eof JOB < /dev/null     # end its input",
+]);
+
 export const job = defineCommand({
-  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm)" },
+  meta: { name: "job", description: "Inspect and control jobs (ls, status, kill, wait, rm, net, stdin)" },
   args: clientArgs,
-  subCommands: { ls: jobLs, status: jobStatus, kill: jobKill, wait: jobWait, rm: jobRm },
+  subCommands: {
+    ls: jobLs,
+    status: jobStatus,
+    kill: jobKill,
+    wait: jobWait,
+    rm: jobRm,
+    net: jobNet,
+    stdin: jobStdin,
+  },
 });

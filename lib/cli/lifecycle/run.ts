@@ -11,8 +11,10 @@ import { afterDashes, client, envPairs, rawArg, repeated, usage } from "../args.
 import { attachArgs, attachJob } from "../attach.ts";
 import { examples } from "../help.ts";
 import { allowRest } from "../main.ts";
+import { netArgs, netShort, withShortNetwork } from "../network.ts";
 import { onOutputGone, outcome, printable as p, print, printJson, write } from "../output.ts";
 import { windowSize } from "../rawmode.ts";
+import { sendStdin } from "../stdin.ts";
 import { pathForTarget } from "../target.ts";
 import { isTerminal } from "../tty.ts";
 import { formatBytes, limitArgs, limitsFromArgs, limitText } from "../units.ts";
@@ -25,6 +27,8 @@ async function jobBody(
     cwd?: string;
     sandbox?: "disabled" | "permissive" | "enforced";
     policy?: string;
+    net?: string;
+    "net-local"?: boolean;
     "request-ref"?: string;
     tty?: boolean;
     interactive?: boolean;
@@ -42,18 +46,20 @@ async function jobBody(
   const env = envPairs(repeated(rawArgs, "env", "e"));
   if (env) body.env = env;
   if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
-  if (args.sandbox || args.policy) {
+  const policy = withShortNetwork(
+    args.policy ? readPolicyFile(args.policy) : undefined,
+    netShort(rawArgs, args),
+    args.policy,
+  );
+  if (args.sandbox || policy) {
     body.sandbox = {
       ...(args.sandbox ? { mode: args.sandbox } : {}),
-      ...(args.policy ? { policy: readPolicyFile(args.policy) } : {}),
+      ...(policy ? { policy } : {}),
     };
   }
   if (args["request-ref"]) body.request_ref = args["request-ref"];
-  if (args.interactive && !args.tty)
-    throw usage(
-      "-i without -t is not supported yet: a job's stdin is a terminal (-it) or empty",
-      "planter run -it -- COMMAND",
-    );
+  // Without -t, the job reads a pipe your stdin is copied into (with -t, the terminal is its stdin).
+  if (args.interactive && !args.tty) body.stdin = true;
   if (args.tty) {
     // The job's terminal has the caller's size (80×24 when there is no terminal to ask).
     body.tty = windowSize(1) ?? windowSize(0) ?? { cols: 80, rows: 24 };
@@ -68,7 +74,8 @@ export const run = defineCommand({
     name: "run",
     description:
       "Run a command as a job. Streams its stdout and stderr and exits with its exit code (128+N when killed by signal N); " +
-      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. With --detach, prints the job id and returns at once.",
+      "Ctrl-C sends SIGINT to the job, a second Ctrl-C kills it; SIGTERM, SIGHUP (a closed terminal) and SIGQUIT (Ctrl-\\) are sent on to the job. " +
+      "The job's stdin is empty (/dev/null) unless -i sends it yours (a pipe, a file, your terminal's lines) or -t gives it a terminal. With --detach, prints the job id and returns at once.",
   },
   args: {
     cell: { type: "string", alias: "c", description: "cell to run in (default: the default cell)", valueHint: "NAME" },
@@ -89,7 +96,8 @@ export const run = defineCommand({
     interactive: {
       type: "boolean",
       alias: "i",
-      description: "send your stdin to the job (with -t: your terminal; -i alone is not supported yet)",
+      description:
+        "send your stdin to the job as it is read, byte for byte, and end the job's input where yours ends (Ctrl-D on a terminal); with -t: your terminal. With --detach its stdin stays open: planter job stdin JOB sends more, --eof ends it",
     },
     ...attachArgs,
     ...rawArg,
@@ -103,6 +111,7 @@ export const run = defineCommand({
       description: "narrow the cell's sandbox policy for this job with a policy file (never widen it)",
       valueHint: "FILE",
     },
+    ...netArgs("narrow"),
     "request-ref": {
       type: "string",
       description: "idempotency key: repeating the same request returns the first job",
@@ -138,6 +147,7 @@ export const run = defineCommand({
       if (!stream) {
         const job = warnFallback(await api.createJob(body));
         proxy.attach(job.id);
+        forwardStdin(api, job);
         return await Promise.race([attach(api, job, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
       }
       const frames = runFrames(api, stream);
@@ -146,9 +156,20 @@ export const run = defineCommand({
         throw new PlanterError("E_INTERNAL", "planterd's run stream did not begin with the job");
       const job = warnFallback(first.job);
       proxy.attach(job.id);
+      forwardStdin(api, job);
       // Output that is gone (a closed terminal, a reader that left) is not waited for: the job's
       // end gives the code.
-      return await Promise.race([attached(job, frames, Boolean(args.raw)), proxy.closed.then(() => proxy.ended())]);
+      return await Promise.race([
+        attached(job, frames, Boolean(args.raw)),
+        proxy.closed.then(() => proxy.ended()),
+      ]).catch((e: unknown) => {
+        // planterd went away: the job's input stays open, and can be written again.
+        if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE" && job.stdin?.open)
+          throw new PlanterError(e.code, e.message, {
+            hint: `${e.hint}; its input stays open: planter job stdin ${job.id} (--eof ends it)`,
+          });
+        throw e;
+      });
     } finally {
       stream?.close();
       proxy.stop();
@@ -160,7 +181,31 @@ examples(run, [
   "planter run -- make test",
   "planter run --cell build --timeout 30m --max-rss 2G -- make test",
   "planter run -d --env TOKEN=x -- ./long-task.sh   # prints the job id; see `planter logs -f ID`",
+  "planter run --net-allow registry.npmjs.org -- npm ci   # within the cell's allow list; see `planter job net ID`",
+  "planter run --net none -- make test                    # no network for this job",
+  "git diff | planter run -i -- wc -l   # your stdin is the job's",
+  "planter run -it -- bash             # a terminal: Ctrl-P Ctrl-Q detaches, planter attach ID comes back",
 ]);
+
+/**
+ * A job with stdin (-i without -t) gets the caller's stdin, read and sent while its output is
+ * copied; its input ends where the caller's does. A job that stops reading stops the copy; a
+ * failure to send is said once, and the job's end still gives the exit code.
+ */
+function forwardStdin(api: ReturnType<typeof client>, job: Job): void {
+  if (!job.stdin?.open) return;
+  sendStdin(api, job.id, Bun.file(0).stream())
+    .then((sent) => {
+      if (sent.readError)
+        write(2, `planter: cannot read your stdin (${p(sent.readError.message)}): the job's input is ended\n`);
+    })
+    .catch((e: unknown) => {
+      // A planterd gone is said once, by the output's stream.
+      if (e instanceof PlanterError && e.code === "E_DAEMON_UNREACHABLE") return;
+      const why = e instanceof PlanterError ? e.message : String((e as Error)?.message ?? e);
+      write(2, `planter: stopped sending stdin to job ${p(job.id)}: ${p(why)}\n`);
+    });
+}
 
 /** A permissive job that fell back to no sandbox is said at once, on stderr, not only in its status. */
 function warnFallback(job: Job): Job {

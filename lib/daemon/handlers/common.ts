@@ -73,13 +73,18 @@ export function checkMode(ctx: Context, mode: SandboxMode, where: string): void 
  * The default cell of a peer: `[jobs] default_cell`, except that when planterd is root a
  * non-root peer gets one of its own (`default-u<uid>`): cells belong to one user.
  */
-export function defaultCellName(ctx: Context, peer: Peer | null): string {
-  const name = ctx.config.jobs.default_cell;
+export function defaultCellName(ctx: Context, peer: Peer | null, base = ctx.config.jobs.default_cell): string {
+  const name = base;
   return daemonIsRoot() && peer && peer.uid !== 0 ? `${name}-u${peer.uid}`.slice(0, 63) : name;
 }
 
 /** Create a managed cell (its dir under the state dir) if it does not exist yet. */
-export function ensureCell(ctx: Context, name: string, peer: Peer | null = null): CellRow {
+export function ensureCell(
+  ctx: Context,
+  name: string,
+  peer: Peer | null = null,
+  sandbox: CellRow["sandbox"] = {},
+): CellRow {
   const existing = getCell(ctx.db, name);
   if (existing) return existing;
   const dir = join(stateFiles(ctx.paths.stateDir).cells, name);
@@ -90,7 +95,7 @@ export function ensureCell(ctx: Context, name: string, peer: Peer | null = null)
     managed: true,
     env: {},
     limits: {},
-    sandbox: {},
+    sandbox,
     created_at: Date.now(),
     owner_uid: ownerFor(ctx, peer, null),
   };

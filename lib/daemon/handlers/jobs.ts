@@ -1,10 +1,14 @@
 /** Jobs: submit, list, show, kill, wait, remove. */
 import { rmSync } from "node:fs";
+import { EGRESS_PRESETS, REPORT_ENV, REPORT_IN_SANDBOX } from "../../agents/hooks.ts";
+import type { AgentKind } from "../../agents/model.ts";
+import { agentFifo } from "../../agents/report.ts";
 import { FINAL_STATES, type Job } from "../../api/contract.ts";
 import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
 import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
+import { stdinClosed } from "../../jobs/stdin.ts";
 import { pumpLogs } from "../../logs/stream.ts";
 import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
@@ -13,8 +17,10 @@ import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
 import { noneBackend } from "../../sandbox/none.ts";
 import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
+  capNetwork,
   complete,
   type EffectivePolicy,
+  isWidening,
   narrow,
   type Policy,
   resolvePolicy,
@@ -26,7 +32,6 @@ import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
-  capped,
   cellPolicy,
   checkCellAccess,
   checkJobAccess,
@@ -44,9 +49,10 @@ import {
   writableTrees,
 } from "../launch.ts";
 import type { Peer } from "../peer.ts";
-import { ok, type Reply, type Req } from "../router.ts";
+import { ok, type Reply, type Req, STOPPING } from "../router.ts";
 import { checkMode, defaultCellName, ensureCell, goneResult, requestRef, requireCell, requireJob } from "./common.ts";
 import { jobOver } from "./logs.ts";
+import { endInput } from "./stdin.ts";
 
 /**
  * The environment a job starts with: the documented minimal set from the daemon, the daemon
@@ -78,6 +84,34 @@ export function jobEnv(
   return env;
 }
 
+/** An agent's egress preset as a network list. */
+function agentNetwork(kind: AgentKind): { allow: string[]; deny: string[]; allow_local: boolean } {
+  return { allow: [...EGRESS_PRESETS[kind]], deny: [], allow_local: false };
+}
+
+/**
+ * What an agent job asks of its cell's policy: its own network when it names one; else under a
+ * cell with the host's network the agent's egress preset (its API hosts only); under a list cell
+ * the cell's list (the cell allows more, or less: its owner decided); under `none`, a refusal.
+ */
+function agentPolicy(
+  ctx: Context,
+  cell: CellRow,
+  kind: AgentKind,
+  asked: Policy | undefined,
+  as: Resolver | null,
+): Policy | undefined {
+  if (asked?.network !== undefined) return asked;
+  const network = cellPolicy(ctx, cell.sandbox.policy, as).network;
+  if (network === "none") {
+    throw badRequest(
+      `cell ${cell.name} has no network, and the ${kind} agent needs its API (${EGRESS_PRESETS[kind].join(", ")})`,
+      `run it without --cell (its own cell agent-${kind} allows exactly those hosts), or in a cell whose policy allows them`,
+    );
+  }
+  return network === "host" ? { ...asked, network: agentNetwork(kind) } : asked;
+}
+
 /**
  * The job's effective policy (cell policy narrowed by the job's), resolved to canonical paths
  * first, then checked for safety. `visible` says what the cell's sandbox shows.
@@ -95,7 +129,11 @@ export function effectivePolicy(
   const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
   if (unsafe)
     throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
-  const p = capped(ctx, narrow(base, requested, cell.dir, visible));
+  const narrowed = narrow(base, requested, cell.dir, visible);
+  // The config's ceiling over whatever the cell and job say (a cell made before it was lowered too).
+  const network = capNetwork(ctx.config.network, narrowed.network);
+  if (isWidening(network)) throw badRequest(`the job's ${network.what}`, network.hint);
+  const p = { ...narrowed, network };
   const why = unsafePolicy(p, protectedPaths(ctx));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
@@ -110,6 +148,7 @@ const EMPTY_POLICY: EffectivePolicy = { ...complete(undefined), read_write: [], 
 export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
   const v = jobView(job);
   if (v.tty) v.tty = { ...v.tty, clients: ctx.terminals.attached(job.id).clients };
+  if (v.stdin?.open && stdinClosed(jobDir(ctx.paths.stateDir, job.id))) v.stdin = { open: false };
   if (!daemonIsRoot() || !peer || peer.uid === 0 || ownsJob(ctx, peer, job)) return v;
   return { ...v, env: Object.fromEntries(Object.keys(v.env).map((k) => [k, "(hidden: another user's job)"])) };
 }
@@ -117,9 +156,17 @@ export function viewFor(ctx: Context, peer: Peer | null, job: JobRow): Job {
 /**
  * POST /v1/jobs?attach=1: the job as created, its output as it is written and the job as it
  * ended, in one response (lib/api/frames.ts). Output is read from the stored logs, from their
- * start, as `GET …/logs/raw?follow=1` reads them.
+ * start, as `GET …/logs/raw?follow=1` reads them. A job with stdin that this request created
+ * (`holdsStdin`) has its input ended when the client goes away before the job ends, as `docker
+ * run -i` does: nobody is left to send it or to end it. planterd stopping ends nothing.
  */
-function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, status: number): Reply<Job> {
+function attached(
+  ctx: Context,
+  req: Req<Routes["createJob"]>,
+  id: string,
+  status: number,
+  holdsStdin = false,
+): Reply<Job> {
   const dir = jobDir(ctx.paths.stateDir, id);
   const files = jobFiles(dir);
   return {
@@ -143,7 +190,16 @@ function attached(ctx: Context, req: Req<Routes["createJob"]>, id: string, statu
           sink,
           signal,
         });
-        if (signal.aborted) return;
+        if (signal.aborted) {
+          if (holdsStdin && signal.reason !== STOPPING && !FINAL_STATES.has(requireJob(ctx, id).state)) {
+            ctx.stdins
+              .run(id, async () => endInput(ctx, id, "client_gone", req.audit))
+              .catch((e: unknown) =>
+                console.error(`planterd: job ${id}: cannot end its stdin: ${(e as Error).message}`),
+              );
+          }
+          return;
+        }
         await sink.write(jobFrame(viewFor(ctx, req.peer, requireJob(ctx, id))));
       },
     },
@@ -185,9 +241,13 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const first = replay();
   if (first) return first;
   checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
-  const defaultCell = defaultCellName(ctx, req.peer);
+  // An agent job without a cell runs in the agent's own default cell, made with its egress preset.
+  const defaultCell = defaultCellName(ctx, req.peer, body.agent ? `agent-${body.agent.kind}` : undefined);
   const cellName = body.cell ?? defaultCell;
-  const cell = cellName === defaultCell ? ensureCell(ctx, cellName, req.peer) : requireCell(ctx, cellName);
+  const cell =
+    cellName === defaultCell
+      ? ensureCell(ctx, cellName, req.peer, body.agent ? { policy: { network: agentNetwork(body.agent.kind) } } : {})
+      : requireCell(ctx, cellName);
   checkCellAccess(ctx, req.peer, cell);
   checkRunningCap(ctx, req.peer);
   const id = newJobId();
@@ -232,7 +292,10 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   };
   // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
   // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, body.sandbox?.policy, visible, identity);
+  const asked = body.agent
+    ? agentPolicy(ctx, cell, body.agent.kind, body.sandbox?.policy, identity)
+    : body.sandbox?.policy;
+  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = body.cwd
     ? identity
@@ -256,10 +319,18 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
   const meanwhile = replay();
   if (meanwhile) return meanwhile;
-  if (getCell(ctx.db, cell.name)?.dir !== cell.dir) {
+  const now = getCell(ctx.db, cell.name);
+  if (now?.dir !== cell.dir) {
     throw conflict(
       `cell ${cell.name} was removed while the job was being prepared`,
       "create it again, then run the job",
+    );
+  }
+  // A policy changed meanwhile (planter cell update) is never run as it was: the update was answered first.
+  if (JSON.stringify(now.sandbox) !== JSON.stringify(cell.sandbox)) {
+    throw conflict(
+      `cell ${cell.name}'s sandbox was changed while the job was being prepared`,
+      "run the job again: it gets the cell's new sandbox",
     );
   }
   // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
@@ -272,16 +343,24 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     cell: cell.name,
     argv: body.argv,
     cwd,
-    env: jobEnv(
-      ctx,
-      cell.env,
-      body.env,
-      id,
-      cell.name,
-      policy,
-      where.home,
-      backend.name === "bwrap" && typeof policy?.network === "object",
-    ),
+    env: {
+      ...jobEnv(
+        ctx,
+        cell.env,
+        body.env,
+        id,
+        cell.name,
+        policy,
+        where.home,
+        backend.name === "bwrap" && typeof policy?.network === "object",
+      ),
+      // The agent's hooks write here (bwrap: the FIFO's place in the sandbox; else its host path).
+      ...(body.agent
+        ? {
+            [REPORT_ENV]: backend.name === "bwrap" ? REPORT_IN_SANDBOX : agentFifo(ctx.paths.stateDir, id),
+          }
+        : {}),
+    },
     limits,
     sandbox_mode: mode,
     sandbox_policy: policy,
@@ -289,6 +368,8 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     created_at: Date.now(),
     request_ref: body.request_ref ?? null,
     tty: body.tty ?? null,
+    // A terminal job reads its terminal.
+    stdin: Boolean(body.stdin) && !body.tty,
   };
   ctx.write((ev) => {
     insertJob(ctx.db, job);
@@ -313,6 +394,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       });
     }
   });
+  if (body.agent) where.agent = body.agent.kind;
   if (sandboxFailure) {
     ctx.supervisor.finish(id, {
       state: "failed",
@@ -326,7 +408,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     // A terminal job answers once its holder runs it (or it failed to start).
     await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   }
-  if (attach) return attached(ctx, req, id, 201);
+  if (attach) return attached(ctx, req, id, 201, job.stdin);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }
 

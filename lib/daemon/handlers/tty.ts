@@ -170,18 +170,24 @@ export async function stdin(
 ): Promise<Reply<{ written: number; eof: boolean }>> {
   const { job, socket, live } = terminalOf(ctx, req);
   if (!live) throw gone(job);
-  const data = req.body.data ? Buffer.from(req.body.data, "base64") : Buffer.alloc(0);
-  if (data.length > MAX_PAYLOAD) throw new PlanterError("E_PAYLOAD_TOO_LARGE", `at most ${MAX_PAYLOAD} bytes at once`);
+  const { data, eof } = inputOf(req);
   const conn = await HolderConnection.connect(socket);
   try {
     if (data.length) conn.input(data);
-    if (req.body.eof) conn.eof();
+    if (eof) conn.eof();
     // A snapshot's answer comes after the holder has handled what came before it.
     await conn.snapshot();
   } finally {
     conn.close();
   }
-  return ok({ written: data.length, eof: req.body.eof ?? false }, 202);
+  return ok({ written: data.length, eof }, 202);
+}
+
+/** A stdin write's bytes (base64 in the JSON body, or the body as it is) and whether it ends the input. */
+export function inputOf(req: Req<Routes["writeStdin"]>): { data: Buffer; eof: boolean } {
+  const data = req.bytes ?? (req.body.data ? Buffer.from(req.body.data, "base64") : Buffer.alloc(0));
+  if (data.length > MAX_PAYLOAD) throw new PlanterError("E_PAYLOAD_TOO_LARGE", `at most ${MAX_PAYLOAD} bytes at once`);
+  return { data, eof: Boolean(req.body.eof || req.query.eof) };
 }
 
 /** GET /v1/jobs/{id}/screen */

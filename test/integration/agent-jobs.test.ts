@@ -1,0 +1,234 @@
+/**
+ * Agent jobs (#16): the real Claude Code (from npm, installed for the tests only; never shipped)
+ * in a sandboxed terminal job, driven by a scripted model on 127.0.0.1 reached through the job's
+ * egress proxy, its hooks reporting through the job's channel: running → waiting_approval (a Bash
+ * tool call) → running → completed, as `agent.reported` events.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { agentArgv } from "../../lib/agents/hooks.ts";
+import type { Job } from "../../lib/api/contract.ts";
+import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
+import { cleanup, cli, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
+
+const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
+const BIN = join(AGENTS, "node_modules", ".bin");
+const KEY = "sk-test-not-a-key-0123456789";
+
+let d: DaemonHandle;
+let model: FakeModel;
+let sandboxed = false;
+
+beforeAll(async () => {
+  model = fakeModel((s) =>
+    s.last === "tool_result"
+      ? { text: "all done" }
+      : s.last.includes("please run it")
+        ? { tool: "Bash", input: { command: "touch made-by-tool", description: "make a file" } }
+        : { text: "ok" },
+  );
+  d = await startDaemon({
+    home: tempHome("pt-ag"),
+    config: '[sandbox]\nmode = "enforced"\n[network.hosts]\n"fake.test" = ["127.0.0.1"]\n',
+  });
+  const ready = (await raw(d.socket, "GET", "/v1/ready")).json as { sandbox: { backend: string; ok: boolean } };
+  sandboxed = ready.sandbox.backend === "bwrap" && ready.sandbox.ok;
+});
+
+afterAll(async () => {
+  await d?.stop();
+  model?.stop();
+  if (d) cleanup(d.home);
+});
+
+/** The job's `agent.reported` events so far. */
+async function reported(id: string): Promise<{ event: string; state: string; detail: string | null }[]> {
+  const out: { event: string; state: string; detail: string | null }[] = [];
+  for await (const e of d.client.events({ limit: 10_000 })) {
+    const ev = e as unknown as {
+      kind: string;
+      subject: string;
+      data: { event: string; state: string; detail: string | null };
+    };
+    if (ev.kind === "agent.reported" && ev.subject === `job/${id}`) out.push(ev.data);
+  }
+  return out;
+}
+
+describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (needs ${AGENTS})`, () => {
+  test("its hooks report running → waiting_approval → running → completed through the job's channel", async () => {
+    if (!sandboxed) return;
+    const cell = await d.client.createCell({
+      name: "ag",
+      sandbox: { policy: { network: { allow: ["fake.test"], allow_local: true } } },
+    } as never);
+    // Claude Code's first-run state in the cell's home: onboarding done, the cell dir trusted, the key approved.
+    const seed = JSON.stringify({
+      hasCompletedOnboarding: true,
+      theme: "dark",
+      customApiKeyResponses: { approved: [KEY.slice(-20)], rejected: [] },
+      projects: { [cell.dir]: { hasTrustDialogAccepted: true, allowedTools: [] } },
+    });
+    const s = await d.client.createJob({
+      cell: "ag",
+      argv: ["sh", "-c", 'printf %s "$SEED" > "$HOME/.claude.json"'],
+      env: { SEED: seed },
+    } as never);
+    expect(((await d.client.waitJob(s.id, 30_000)).job as Job).exit_code).toBe(0);
+
+    const job = await d.client.createJob({
+      cell: "ag",
+      agent: { kind: "claude" },
+      argv: agentArgv("claude", []),
+      tty: { cols: 120, rows: 35 },
+      env: {
+        PATH: `${BIN}:/usr/local/bin:/usr/bin:/bin`,
+        ANTHROPIC_BASE_URL: `http://fake.test:${model.port}`,
+        ANTHROPIC_API_KEY: KEY,
+        DISABLE_TELEMETRY: "1",
+        CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC: "1",
+        TERM: "xterm-256color",
+      },
+    } as never);
+    expect(job.env.PLANTER_AGENT_REPORT).toBe("/tmp/.planter-agent-report");
+    const screen = async () => (await d.client.screen(job.id)).lines.join("\n");
+    const ended = async () => (await d.client.getJob(job.id)).state !== "running";
+    await waitFor(
+      async () => {
+        if (await ended()) throw new Error(`the agent's job ended: ${await screen()}`);
+        return (await screen()).includes("? for shortcuts");
+      },
+      "Claude Code's prompt",
+      60_000,
+    );
+    const states = async () => (await reported(job.id)).map((r) => `${r.event}:${r.state}`);
+    await waitFor(async () => (await states()).includes("SessionStart:waiting_input"), "SessionStart");
+    await d.client.writeStdin(job.id, { data: Buffer.from("please run it").toString("base64") });
+    await waitFor(async () => (await screen()).includes("please run it"), "the prompt typed");
+    await d.client.writeStdin(job.id, { data: Buffer.from("\r").toString("base64") });
+    await waitFor(
+      async () => (await states()).includes("PermissionRequest:waiting_approval"),
+      "the approval asked",
+      30_000,
+    );
+    // The hook runs as the dialog is drawn: the screen shows it a moment later.
+    await waitFor(async () => (await screen()).includes("Do you want to proceed?"), "the approval dialog");
+    await d.client.writeStdin(job.id, { data: Buffer.from("\r").toString("base64") });
+    await waitFor(async () => (await states()).includes("Stop:completed"), "the turn's end", 30_000);
+    expect(existsSync(join(cell.dir, "made-by-tool"))).toBe(true);
+    const seen = await reported(job.id);
+    const order = seen
+      .map((r) => r.event)
+      .filter((e) => ["UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "Stop"].includes(e));
+    expect(order).toEqual(["UserPromptSubmit", "PreToolUse", "PermissionRequest", "PostToolUse", "Stop"]);
+    expect(seen.find((r) => r.event === "PreToolUse")?.detail).toBe("Bash");
+    // The observer took them: the job's agent is listed, as its hooks said.
+    const listed = (await d.client.listAgents({ job: job.id })).agents[0];
+    expect([listed?.state, listed?.source, listed?.cell]).toEqual(["completed", "hook", "ag"]);
+    // The model saw the tool's result: the whole turn went through the job's proxy.
+    expect(model.seen.some((x) => x.last === "tool_result")).toBe(true);
+    await d.client.killJob(job.id, { force: true });
+    await d.client.waitJob(job.id, 20_000);
+    expect(existsSync(join(d.home, "state", "reports", `${job.id}.fifo`))).toBe(false);
+  });
+});
+
+describe("planter agent run", () => {
+  test("detached: the agent's own cell with its API hosts, its hooks in argv, --pass-env; a cell with no network is refused", async () => {
+    if (!sandboxed) return;
+    const r = await cli(
+      d.home,
+      [
+        "agent",
+        "run",
+        "claude",
+        "-d",
+        "--json",
+        "--program",
+        "/bin/sleep",
+        "--pass-env",
+        "PLANTER_TEST_KEY",
+        "--",
+        "--x",
+      ],
+      { env: { PLANTER_TEST_KEY: "k-1", TERM: "xterm" } },
+    );
+    expect(r.stderr).toBe("");
+    const job = JSON.parse(r.stdout) as Job;
+    expect(job.cell).toBe("agent-claude");
+    expect(job.argv[0]).toBe("/bin/sleep");
+    expect(job.argv[1]).toBe("--settings");
+    expect(JSON.parse(job.argv[2] as string).hooks.PermissionRequest).toBeArray();
+    expect(job.argv.at(-1)).toBe("--x");
+    expect([job.env.PLANTER_TEST_KEY, job.env.TERM, job.env.PLANTER_AGENT_REPORT]).toEqual([
+      "k-1",
+      "xterm",
+      "/tmp/.planter-agent-report",
+    ]);
+    expect(job.tty).toMatchObject({ cols: 80, rows: 24 });
+    expect(job.sandbox.policy?.network).toEqual({
+      allow: ["api.anthropic.com", "statsig.anthropic.com", "console.anthropic.com", "claude.ai"],
+      deny: [],
+      allow_local: false,
+    });
+    await d.client.killJob(job.id, { force: true });
+    await d.client.waitJob(job.id, 20_000);
+    await d.client.createCell({ name: "offline" } as never);
+    const refused = await cli(d.home, ["agent", "run", "codex", "-d", "--cell", "offline", "--program", "/bin/true"]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(
+      "cell offline has no network, and the codex agent needs its API (api.openai.com, chatgpt.com, auth.openai.com)",
+    );
+    const unknown = await cli(d.home, ["agent", "run", "cursor", "-d"]);
+    expect([unknown.code, unknown.stderr.split("\n")[0]]).toEqual([2, 'planter: unknown agent "cursor"']);
+  });
+});
+
+describe("planter agent hooks install|uninstall", () => {
+  test("edits your settings files reversibly, records what changed, refuses a Codex notify of yours", async () => {
+    const home = tempHome("pt-ah");
+    try {
+      const claude = join(home, ".claude", "settings.json");
+      mkdirSync(dirname(claude), { recursive: true });
+      const user = `${JSON.stringify({ model: "x", hooks: { Stop: [{ hooks: [{ type: "command", command: "say done" }] }] } }, null, 2)}\n`;
+      writeFileSync(claude, user);
+      const env = { HOME: home, XDG_CONFIG_HOME: join(home, ".config") };
+      const dry = await cli(home, ["agent", "hooks", "install", "--claude", "--dry-run"], { env });
+      expect(dry.stdout).toStartWith(`claude: ${claude}: would be added SessionStart,`);
+      expect(readFileSync(claude, "utf8")).toBe(user);
+      const r = await cli(home, ["agent", "hooks", "install", "--claude", "--codex", "--gemini", "--json"], { env });
+      const out = JSON.parse(r.stdout) as { agents: { agent: string; changed: boolean }[] };
+      expect(out.agents.map((a) => [a.agent, a.changed])).toEqual([
+        ["claude", true],
+        ["codex", true],
+        ["gemini", false],
+      ]);
+      expect(readFileSync(claude, "utf8")).toContain(" agent report claude PermissionRequest");
+      const record = JSON.parse(readFileSync(join(home, ".config", "planter", "agent-hooks.json"), "utf8"));
+      expect(
+        record.changes.map((c: { agent: string; before_sha256: string | null }) => [c.agent, c.before_sha256 === null]),
+      ).toEqual([
+        ["claude", false],
+        ["codex", true],
+      ]);
+      const again = await cli(home, ["agent", "hooks", "install", "--claude"], { env });
+      expect(again.stdout).toBe(`claude: ${claude}: already installed\n`);
+      const un = await cli(home, ["agent", "hooks", "uninstall", "--claude", "--codex"], { env });
+      expect(un.code).toBe(0);
+      expect(readFileSync(claude, "utf8")).toBe(user);
+      // Codex's config.toml did not exist before: it is gone again.
+      expect(existsSync(join(home, ".codex", "config.toml"))).toBe(false);
+      mkdirSync(join(home, ".codex"), { recursive: true });
+      writeFileSync(join(home, ".codex", "config.toml"), 'notify = ["say"]\n');
+      const refused = await cli(home, ["agent", "hooks", "install", "--codex"], { env });
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain("already sets notify");
+      expect(readFileSync(join(home, ".codex", "config.toml"), "utf8")).toBe('notify = ["say"]\n');
+      const none = await cli(home, ["agent", "hooks", "install"], { env });
+      expect(none.code).toBe(2);
+    } finally {
+      cleanup(home);
+    }
+  });
+});
