@@ -116,3 +116,16 @@ export function sendBytes(b: Pick<SendBody, "text" | "keys">): string {
 export function actionId(): string {
   return `act-${Buffer.from(crypto.getRandomValues(new Uint8Array(8))).toString("hex")}`;
 }
+
+/** What an action answers: its id (its events carry it), the runtime, and what it did. */
+export interface ActionResult {
+  action_id: string;
+  runtime_id: string;
+  type: ActionType;
+  /** The same request_ref again: the first action's id, nothing done twice. */
+  replayed: boolean;
+  /** send: bytes typed. */
+  written?: number;
+  /** view-output: the last lines of the pane or the job's screen. */
+  lines?: string[];
+}

@@ -146,7 +146,7 @@ const TICK_MAX_BYTES = 16 * 1024 * 1024;
 let setpriv: string | null | undefined;
 
 /** Run tmux as the socket's owner: directly when that is this process's uid, else through setpriv (as root). */
-async function tmux(sock: Socket, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+export async function tmux(sock: Socket, args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const self = process.getuid?.() ?? 0;
   // Only PATH: no TMUX (a target would resolve against the caller's pane), no locale needed (tmux writes UTF-8).
   const env = { PATH: process.env.PATH ?? "/usr/bin:/bin", TMUX: undefined, TMUX_PANE: undefined };

@@ -278,6 +278,12 @@ export class Client {
   watchAgents = (query: RouteQueryIn<Routes["watchAgents"]>, signal?: AbortSignal) =>
     this.lines<RouteReply<Routes["watchAgents"]>>(target(ROUTES.watchAgents, { query }), signal);
   reportAgent = (body: RouteBodyIn<Routes["reportAgent"]>) => this.call(ROUTES.reportAgent, { body });
+  agentSend = (id: string, body: RouteBodyIn<Routes["agentSend"]>) =>
+    this.call(ROUTES.agentSend, { params: { id }, body });
+  agentKill = (id: string, body: RouteBodyIn<Routes["agentKill"]>) =>
+    this.call(ROUTES.agentKill, { params: { id }, body });
+  agentOutput = (id: string, query: RouteQueryIn<Routes["agentOutput"]>) =>
+    this.call(ROUTES.agentOutput, { params: { id }, query });
 }
 
 /** What a call of a route passes: its path parameters, query values and body, as the route types them. */

@@ -35,6 +35,9 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   listAgents: "AgentList { agents: Agent[], cursor: string } (lib/agents/model.ts)",
   watchAgents: "AgentWatchLine per line: snapshot | delta | reset (lib/agents/model.ts)",
   reportAgent: "AgentReportResult { outcome, changed, agent: Agent }",
+  agentSend: "ActionResult { action_id, runtime_id, type, replayed, written } (lib/agents/actions.ts)",
+  agentKill: "ActionResult { action_id, runtime_id, type, replayed }",
+  agentOutput: "ActionResult { action_id, runtime_id, type, replayed, lines }",
 };
 
 const openapiPath = (path: string) => path.replace(/:([a-z_]+)/g, "{$1}");

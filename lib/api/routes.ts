@@ -6,6 +6,7 @@
  * document. Loaded by every client command: nothing here imports daemon code.
  */
 import * as v from "valibot";
+import { type ActionResult, KillBody, SendBody } from "../agents/actions.ts";
 import {
   AGENT_KINDS,
   AGENT_STATES,
@@ -449,6 +450,36 @@ export const ROUTES = {
     summary:
       "agents as JSON lines: a snapshot, then a delta per change, live; with a cursor only the changes after it (a cursor that cannot be resumed: a reset, then a snapshot)",
     returns: reply<AgentWatchLine>(),
+  }),
+  agentSend: route({
+    method: "POST",
+    path: "/v1/agents/:id/send",
+    query: NONE,
+    body: SendBody,
+    bodyName: "agent send",
+    reply: "json",
+    summary:
+      "type text and named keys into an agent's pane or job terminal, only if the guards hold (if_runtime, if_state, if_state_version, if_updated_within: E_RUNTIME_STALE / E_STATE_CHANGED otherwise)",
+    returns: reply<ActionResult>(),
+  }),
+  agentKill: route({
+    method: "POST",
+    path: "/v1/agents/:id/kill",
+    query: NONE,
+    body: KillBody,
+    bodyName: "agent kill",
+    reply: "json",
+    summary: "end an agent (its job, or its process: TERM, force: KILL), only if the guards hold",
+    returns: reply<ActionResult>(),
+  }),
+  agentOutput: route({
+    method: "GET",
+    path: "/v1/agents/:id/output",
+    query: { lines: int(1, 10_000), if_runtime: text() },
+    body: null,
+    reply: "json",
+    summary: "the last lines of an agent's pane (or its job's screen)",
+    returns: reply<ActionResult>(),
   }),
   reportAgent: route({
     method: "POST",

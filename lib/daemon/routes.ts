@@ -34,6 +34,9 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   listAgents: agents.list,
   watchAgents: agents.watch,
   reportAgent: agents.report,
+  agentSend: agents.send,
+  agentKill: agents.kill,
+  agentOutput: agents.output,
 };
 
 export function routes(): Router {

@@ -114,7 +114,14 @@ describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (ne
     );
     // The hook runs as the dialog is drawn: the screen shows it a moment later.
     await waitFor(async () => (await screen()).includes("Do you want to proceed?"), "the approval dialog");
-    await d.client.writeStdin(job.id, { data: Buffer.from("\r").toString("base64") });
+    // The observer shows the job's agent waiting for approval; approved through an action guarded by that state.
+    const agent = await waitFor(
+      async () => (await d.client.listAgents({ job: job.id })).agents.find((a) => a.state === "waiting_approval"),
+      "the job's agent waiting for approval",
+    );
+    expect(agent).toMatchObject({ agent: "claude", cell: "ag", source: "hook" });
+    const approved = await d.client.agentSend(agent.runtime_id, { keys: ["Enter"], if_state: "waiting_approval" });
+    expect(approved.written).toBe(1);
     await waitFor(async () => (await states()).includes("Stop:completed"), "the turn's end", 30_000);
     expect(existsSync(join(cell.dir, "made-by-tool"))).toBe(true);
     const seen = await reported(job.id);

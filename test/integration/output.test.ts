@@ -284,6 +284,10 @@ const NOT_RUN: Record<string, string> = {
   uninstall: "changes the host; its --json output is a few hundred bytes (test/integration/install.test.ts)",
   "migrate lima": "needs a Lima VM (test/integration/lima-migrate.test.ts)",
   "agents watch": "follows until interrupted; its --json lines are checked in test/integration/agents.test.ts",
+  "agents send": "its --json is one action's result, a few hundred bytes (test/integration/agent-actions.test.ts)",
+  "agents output": "its --json is the pane's last lines, bounded by --lines (test/integration/agent-actions.test.ts)",
+  "agents kill": "its --json is one action's result, a few hundred bytes (test/integration/agent-actions.test.ts)",
+  "agents attach": "attaches a terminal; its --json is not used (test/integration/agent-actions.test.ts)",
   "agent run":
     "its --json (with -d) is one job's view, the size `run -d --json` prints (test/integration/agent-jobs.test.ts)",
   "agent hooks install":

@@ -250,11 +250,186 @@ const agentsWait = examples(
   ],
 );
 
+/** The guards of an action, from its options (docs/usage.md "Agents"). */
+const guardArgs = {
+  "if-runtime": {
+    type: "string",
+    description: "act only if the agent is still this runtime (from agents ls): else E_RUNTIME_STALE",
+    valueHint: "RUNTIME",
+  },
+  "if-state": {
+    type: "string",
+    description: `act only in these states (comma list of ${AGENT_STATES.join(", ")}): else E_STATE_CHANGED`,
+    valueHint: "STATES",
+  },
+  "if-updated-within": {
+    type: "string",
+    description: "act only if its state was confirmed this recently (5s, 1m): else E_STATE_CHANGED",
+    valueHint: "DURATION",
+  },
+  "request-ref": {
+    type: "string",
+    description: "idempotency key: the same request again answers the first action, never acts twice",
+    valueHint: "REF",
+  },
+} as const satisfies Record<string, ArgDef>;
+
+function guardsOf(args: {
+  "if-runtime"?: string;
+  "if-state"?: string;
+  "if-updated-within"?: string;
+  "request-ref"?: string;
+}) {
+  const states = args["if-state"]?.split(",").map((x) => x.trim());
+  for (const st of states ?? [])
+    if (!AGENT_STATES.includes(st as AgentState)) throw usage(`--if-state: unknown state ${JSON.stringify(st)}`);
+  return {
+    ...(args["if-runtime"] ? { if_runtime: args["if-runtime"] } : {}),
+    ...(states ? { if_state: states as AgentState[] } : {}),
+    ...(args["if-updated-within"]
+      ? { if_updated_within: parseDuration(args["if-updated-within"], "--if-updated-within") }
+      : {}),
+    ...(args["request-ref"] ? { request_ref: args["request-ref"] } : {}),
+  };
+}
+
+const runtimeArg = {
+  type: "positional",
+  description: "the agent's runtime id (planter agents ls)",
+  required: true,
+} as const;
+
+const agentsSend = examples(
+  defineCommand({
+    meta: {
+      name: "send",
+      description: "Type text and keys into an agent (its pane, or its job's terminal), only while the guards hold",
+    },
+    args: {
+      runtime: runtimeArg,
+      text: { type: "string", description: "text typed as it is", valueHint: "TEXT" },
+      key: {
+        type: "string",
+        description: "a key after the text, repeatable: Enter, Escape, Tab, Up, Down, C-c and others",
+        valueHint: "KEY",
+      },
+      ...guardArgs,
+      ...common,
+    },
+    async run({ args, rawArgs }) {
+      const keys: string[] = [];
+      for (let i = 0; i < rawArgs.length; i++)
+        if (rawArgs[i] === "--key" && rawArgs[i + 1]) keys.push(rawArgs[i + 1] as string);
+      if (!args.text && !keys.length) throw usage("nothing to send: --text TEXT, --key KEY or both");
+      const r = await client(args).agentSend(args.runtime, {
+        ...(args.text ? { text: args.text } : {}),
+        ...(keys.length ? { keys: keys as never } : {}),
+        ...guardsOf(args),
+      });
+      if (args.json) printJson(r);
+      else print(`${r.replayed ? "already sent" : `sent ${r.written} bytes`} (${r.action_id})`);
+      return 0;
+    },
+  }),
+  [
+    "planter agents send rt-5626f2c99f1e64d7 --key Enter --if-state waiting_approval   # approve what it asks",
+    'planter agents send rt-5626f2c99f1e64d7 --text "run the tests" --key Enter --if-state waiting_input',
+  ],
+);
+
+const agentsOutput = examples(
+  defineCommand({
+    meta: { name: "output", description: "The last lines of an agent's pane (or its job's screen)" },
+    args: {
+      runtime: runtimeArg,
+      lines: { type: "string", alias: "n", description: "how many (default 40)", valueHint: "N" },
+      "if-runtime": guardArgs["if-runtime"],
+      ...common,
+    },
+    async run({ args }) {
+      const lines = args.lines ? Number(args.lines) : undefined;
+      if (lines !== undefined && !(Number.isInteger(lines) && lines >= 1))
+        throw usage("--lines takes a whole number ≥ 1");
+      const r = await client(args).agentOutput(args.runtime, {
+        ...(lines ? { lines } : {}),
+        ...(args["if-runtime"] ? { if_runtime: args["if-runtime"] } : {}),
+      });
+      if (args.json) printJson(r);
+      else for (const l of r.lines ?? []) print(p(l));
+      return 0;
+    },
+  }),
+  ["planter agents output rt-5626f2c99f1e64d7 -n 20"],
+);
+
+const agentsKill = examples(
+  defineCommand({
+    meta: {
+      name: "kill",
+      description: "End an agent: its job (as job kill does), or its own process (TERM; --force: KILL), never its pane",
+    },
+    args: {
+      runtime: runtimeArg,
+      force: { type: "boolean", description: "KILL at once" },
+      ...guardArgs,
+      ...common,
+    },
+    async run({ args }) {
+      const r = await client(args).agentKill(args.runtime, { force: Boolean(args.force), ...guardsOf(args) });
+      if (args.json) printJson(r);
+      else print(`${r.replayed ? "already asked" : "asked to end"} (${r.action_id})`);
+      return 0;
+    },
+  }),
+  ["planter agents kill rt-5626f2c99f1e64d7 --if-state idle,completed"],
+);
+
+const agentsAttach = examples(
+  defineCommand({
+    meta: {
+      name: "attach",
+      description:
+        "Attach your terminal to an agent: its job's terminal (Ctrl-P Ctrl-Q detaches), or its tmux pane (tmux's own attach)",
+    },
+    args: { runtime: runtimeArg, ...common },
+    async run({ args }) {
+      const api = client(args);
+      const a = (await api.listAgents({})).agents.find((x) => x.runtime_id === args.runtime);
+      if (!a)
+        throw new PlanterError("E_NOT_FOUND", `no agent ${args.runtime}`, { hint: "list them: planter agents ls" });
+      if (a.runtime.job_id) {
+        const { attachJob } = await import("../attach.ts");
+        return attachJob(api, a.runtime.job_id, { readOnly: false });
+      }
+      if (!a.runtime.tmux_socket || !a.runtime.pane_id || !a.pane)
+        throw usage(`agent ${a.runtime_id} is in no pane planter can attach to`);
+      const target = `${a.pane.session}:${a.pane.window}.${a.pane.index}`;
+      const env = { ...process.env };
+      delete env.TMUX;
+      const t = Bun.spawn(["tmux", "-S", a.runtime.tmux_socket, "attach-session", "-t", target], {
+        stdio: ["inherit", "inherit", "inherit"],
+        env,
+      });
+      return await t.exited;
+    },
+  }),
+  ["planter agents attach rt-5626f2c99f1e64d7"],
+);
+
 export const agents = defineCommand({
   meta: {
     name: "agents",
-    description: "The AI coding agents planterd observes, and their states (ls, watch, wait)",
+    description:
+      "The AI coding agents planterd observes, their states, and acting on them (ls, watch, wait, send, output, kill, attach)",
   },
   args: clientArgs,
-  subCommands: { ls: agentsLs, watch: agentsWatch, wait: agentsWait },
+  subCommands: {
+    ls: agentsLs,
+    watch: agentsWatch,
+    wait: agentsWait,
+    send: agentsSend,
+    output: agentsOutput,
+    kill: agentsKill,
+    attach: agentsAttach,
+  },
 });
