@@ -125,3 +125,38 @@ describe.skipIf(!haveTmux)("agent actions (a fake Claude Code in a private tmux 
     expect(await refusal(d.client.agentKill(id, { if_runtime: id, if_state: "running" }))).toContain("E_STATE_CHANGED");
   });
 });
+
+describe("planter agent report (host hooks)", () => {
+  test("a hook of an agent outside planter reports its state as the user; a process that is no agent is said on stderr, exit 0", async () => {
+    const home = tempHome("prep");
+    const d = await startDaemon({ home, config: "[agents]\ntmux_dirs = []\n" });
+    try {
+      // An "agent" named claude whose hook runs planter's report, as Claude Code would.
+      const bin = join(home, "bin");
+      Bun.spawnSync(["mkdir", "-p", bin]);
+      const planter = `${process.execPath} ${join(import.meta.dir, "..", "..", "scripts", "planter.ts")}`;
+      await Bun.write(
+        join(bin, "claude"),
+        `#!/bin/sh\nprintf '%s' '{"hook_event_name":"PermissionRequest","tool_name":"Bash"}' | sh -c '${planter} agent report claude PermissionRequest'\nwhile [ ! -e "$0.stop" ]; do sleep 0.05; done\n`,
+      );
+      Bun.spawnSync(["chmod", "+x", join(bin, "claude")]);
+      const fake = Bun.spawn([join(bin, "claude")], {
+        env: { PATH: process.env.PATH ?? "/usr/bin:/bin", PLANTER_SOCKET: d.socket, PLANTER_HOME: home },
+        stderr: "pipe",
+      });
+      const a = await waitFor(
+        async () => (await d.client.listAgents()).agents.find((x) => x.runtime.process.startsWith(`${fake.pid}:`)),
+        "the reported agent",
+      );
+      expect(a).toMatchObject({ agent: "claude", state: "waiting_approval", source: "hook", detail: "Bash" });
+      await Bun.write(join(bin, "claude.stop"), "");
+      await fake.exited;
+      // Not under an agent: nothing reported, said on stderr, exit 0.
+      const r = await cli(home, ["agent", "report", "claude", "Stop", "{}"], { env: { PLANTER_SOCKET: d.socket } });
+      expect([r.code, r.stderr]).toEqual([0, "planter agent report: no claude process among this hook's parents\n"]);
+    } finally {
+      await d.stop();
+      cleanup(home);
+    }
+  });
+});

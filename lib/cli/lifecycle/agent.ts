@@ -104,5 +104,9 @@ export const agent = defineCommand({
       .map(([k, h]) => `${k}: ${h.join(", ")}`)
       .join("; ")}`,
   },
-  subCommands: { run, hooks: () => import("../agent-hooks.ts").then((m) => m.hooks) },
+  subCommands: {
+    run,
+    hooks: () => import("../agent-hooks.ts").then((m) => m.hooks),
+    report: () => import("../agent-report.ts").then((m) => m.report),
+  },
 });

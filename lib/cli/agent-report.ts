@@ -1,0 +1,107 @@
+/**
+ * `planter agent report KIND EVENT`: what `agent hooks install` puts in an agent's own settings.
+ * The agent runs it for each event (Claude Code: the hook's JSON on stdin; Codex's notify: the
+ * JSON as the last argument); it tells planterd, as the user, which agent (its process, its tmux
+ * pane) is in which state. It never fails the agent: whatever goes wrong is said on stderr and
+ * it exits 0 (a hook that fails could block the agent's turn).
+ */
+import { readFileSync } from "node:fs";
+import { defineCommand } from "citty";
+import { AGENT_KINDS, type AgentKind } from "../agents/model.ts";
+import { lineEvent, parseLine } from "../agents/report.ts";
+import { client } from "./args.ts";
+import { clientArgs } from "./client-config.ts";
+
+/** A process's start time (/proc/PID/stat field 22), or null. */
+function startOf(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+function parentOf(pid: number): number | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return null;
+  }
+}
+
+function cmdline(pid: number): string[] {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
+  } catch {
+    return [];
+  }
+}
+
+/** Whether process `pid` is the agent `kind`'s CLI (its program, or a node script of its package). */
+function isAgent(kind: AgentKind, pid: number): boolean {
+  const argv = cmdline(pid);
+  const names = argv.slice(0, 3).map((a) => a.split("/").pop() ?? "");
+  if (names.some((n) => n === kind || n === `${kind}.exe`)) return true;
+  const pkg = { claude: "@anthropic-ai/claude-code", codex: "@openai/codex", gemini: "@google/gemini-cli" }[kind];
+  return argv.slice(0, 3).some((a) => a.includes(pkg));
+}
+
+/** The agent's process among this one's ancestors (the hook's shell's parent, usually), "PID:START". */
+export function agentProcess(kind: AgentKind, from = process.ppid): string | null {
+  let pid: number | null = from;
+  for (let i = 0; pid && pid > 1 && i < 8; i++) {
+    if (isAgent(kind, pid)) {
+      const start = startOf(pid);
+      return start ? `${pid}:${start}` : null;
+    }
+    pid = parentOf(pid);
+  }
+  return null;
+}
+
+/** The tmux server and pane this runs in (`$TMUX` is "SOCKET,SERVER_PID,SESSION"), or nulls. */
+export function tmuxPlace(env: Record<string, string | undefined> = process.env): {
+  tmux_socket: string | null;
+  server: string | null;
+  pane_id: string | null;
+} {
+  const [socket, pid] = (env.TMUX ?? "").split(",");
+  const pane = env.TMUX_PANE;
+  if (!socket || !pid || !pane || !/^%\d+$/.test(pane)) return { tmux_socket: null, server: null, pane_id: null };
+  const start = startOf(Number(pid));
+  return { tmux_socket: socket, server: start ? `${pid}:${start}` : null, pane_id: start ? pane : null };
+}
+
+export const report = defineCommand({
+  meta: {
+    name: "report",
+    description:
+      "Report one event of an agent to planterd (what `planter agent hooks install` runs from the agent's own hooks): the hook's JSON on stdin, or as the last argument (Codex's notify). Never fails the agent: it exits 0",
+  },
+  args: {
+    agent: { type: "positional", description: `the agent: ${AGENT_KINDS.join(", ")}`, required: true },
+    event: { type: "positional", description: "the event (the hook's name, or notify)", required: true },
+    json: { type: "positional", description: "the event's JSON (Codex's notify passes it here)", required: false },
+    ...clientArgs,
+  },
+  async run({ args }) {
+    try {
+      const kind = args.agent as AgentKind;
+      if (!AGENT_KINDS.includes(kind)) throw new Error(`unknown agent ${JSON.stringify(args.agent)}`);
+      const text = args.json ?? (await Bun.stdin.text());
+      const line = parseLine(`${args.event}\t${text.replace(/[\r\n]/g, "").slice(0, 64 * 1024)}`);
+      if (!line) throw new Error(`not an event name: ${JSON.stringify(args.event)}`);
+      const process_ = agentProcess(kind);
+      if (!process_) throw new Error(`no ${kind} process among this hook's parents`);
+      const runtime = { ...tmuxPlace(), process: process_, job_id: null };
+      const event = lineEvent(kind, line, runtime, Date.now(), Date.now());
+      if (!event) return 0; // an event that means no state
+      await client(args).reportAgent(event);
+    } catch (e) {
+      process.stderr.write(`planter agent report: ${(e as Error).message}\n`);
+    }
+    return 0;
+  },
+});
