@@ -83,14 +83,14 @@ export const report = defineCommand({
   args: {
     agent: { type: "positional", description: `the agent: ${AGENT_KINDS.join(", ")}`, required: true },
     event: { type: "positional", description: "the event (the hook's name, or notify)", required: true },
-    json: { type: "positional", description: "the event's JSON (Codex's notify passes it here)", required: false },
+    payload: { type: "positional", description: "the event's JSON (Codex's notify passes it here)", required: false },
     ...clientArgs,
   },
   async run({ args }) {
     try {
       const kind = args.agent as AgentKind;
       if (!AGENT_KINDS.includes(kind)) throw new Error(`unknown agent ${JSON.stringify(args.agent)}`);
-      const text = args.json ?? (await Bun.stdin.text());
+      const text = args.payload ?? (await Bun.stdin.text());
       const line = parseLine(`${args.event}\t${text.replace(/[\r\n]/g, "").slice(0, 64 * 1024)}`);
       if (!line) throw new Error(`not an event name: ${JSON.stringify(args.event)}`);
       const process_ = agentProcess(kind);
