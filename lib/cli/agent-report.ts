@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { AGENT_KINDS, type AgentKind } from "../agents/model.ts";
+import { topAgentProcess } from "../agents/recognise.ts";
 import { lineEvent, parseLine } from "../agents/report.ts";
 import { client } from "./args.ts";
 import { clientArgs } from "./client-config.ts";
@@ -53,8 +54,10 @@ export function agentProcess(kind: AgentKind, from = process.ppid): string | nul
   let pid: number | null = from;
   for (let i = 0; pid && pid > 1 && i < 8; i++) {
     if (isAgent(kind, pid)) {
+      // The topmost of the agent's processes (Codex's node launcher above its native child), as
+      // the observer names the pane's agent: hook and poller reports meet in one runtime.
       const start = startOf(pid);
-      return start ? `${pid}:${start}` : null;
+      return topAgentProcess(pid) ?? (start ? `${pid}:${start}` : null);
     }
     pid = parentOf(pid);
   }
