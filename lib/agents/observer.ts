@@ -317,7 +317,7 @@ export class Observer {
       if (p.runtime_id && p.found)
         this.poll(p.runtime_id, p.found, now, "unreachable", "unknown", "target_unreachable", null);
     }
-    s.nextAt = now + Math.min(this.topologyMs * 6, this.cfg.poll_ms * 2 ** Math.min(s.failures, 5));
+    s.nextAt = now + Math.min(this.topologyMs, this.cfg.poll_ms * 2 ** Math.min(s.failures, 5));
   }
 
   /**
