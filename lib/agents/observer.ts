@@ -84,9 +84,9 @@ interface PaneWatch {
   screenChanged: number;
   stateChanged: number;
   nextCapture: number;
-  /** An unknown screen seen once (not yet believed), and its verdict. */
+  /** What the current screen says (its hash is `hash`), and whether it is an unknown not yet believed. */
+  seen: Verdict | null;
   unsure: boolean;
-  pending: Verdict | null;
 }
 
 interface Server {
@@ -317,7 +317,7 @@ export class Observer {
       if (p.runtime_id && p.found)
         this.poll(p.runtime_id, p.found, now, "unreachable", "unknown", "target_unreachable", null);
     }
-    s.nextAt = now + Math.min(this.topologyMs * 6, this.cfg.poll_ms * 2 ** Math.min(s.failures, 5));
+    s.nextAt = now + Math.min(this.topologyMs, this.cfg.poll_ms * 2 ** Math.min(s.failures, 5));
   }
 
   /**
@@ -374,8 +374,8 @@ export class Observer {
         screenChanged: now,
         stateChanged: now,
         nextCapture: now,
+        seen: null,
         unsure: false,
-        pending: null,
       };
       s.panes.set(info.pane_id, p);
     }
@@ -399,34 +399,33 @@ export class Observer {
     const id = runtime ? runtimeId(runtime) : null;
     if (id === p.runtime_id) return;
     if (p.runtime_id) this.gone(p.runtime_id, "pane_gone", now);
-    Object.assign(p, { runtime_id: id, found, hash: null, verdict: null, unsure: false, pending: null });
+    Object.assign(p, { runtime_id: id, found, hash: null, verdict: null, seen: null, unsure: false });
     Object.assign(p, { stateChanged: now, nextCapture: now });
     if (runtime && found) this.appear(runtime, found, s.sock.uid, paneOf(info), now);
   }
 
   /**
    * A captured screen: classified (again only when it changed), reported, the pane's next capture
-   * set. A screen the rules do not know counts only once it is seen twice in a row: a CLI caught
-   * in the middle of a redraw is not an unknown agent.
+   * set. A screen the rules do not know counts only when two captures in a row say so: a CLI
+   * caught in the middle of a redraw, or one that has not drawn yet, is not an unknown agent.
    */
   private screen(p: PaneWatch, text: string, now: number): void {
     const hash = Bun.hash(text);
-    if (hash !== p.hash || !p.verdict) {
-      p.hash = hash;
-      p.screenChanged = now;
-      const v = classify((p.found as Found).agent, text);
-      p.unsure = v.state === "unknown" && p.verdict !== null && p.verdict.state !== "unknown";
-      if (!p.unsure) {
-        if (!p.verdict || v.state !== p.verdict.state || v.reason !== p.verdict.reason) p.stateChanged = now;
-        p.verdict = v;
-      } else p.pending = v;
-    } else if (p.unsure && p.pending) {
+    const changed = hash !== p.hash;
+    p.hash = hash;
+    if (changed) p.screenChanged = now;
+    const v = changed || !p.seen ? classify((p.found as Found).agent, text) : p.seen;
+    p.seen = v;
+    const doubt = v.state === "unknown" && p.verdict?.state !== "unknown";
+    if (doubt && !p.unsure) p.unsure = true;
+    else {
       p.unsure = false;
-      p.verdict = p.pending;
-      p.stateChanged = now;
+      if (!p.verdict || v.state !== p.verdict.state || v.reason !== p.verdict.reason) p.stateChanged = now;
+      p.verdict = v;
     }
-    const v = p.verdict as Verdict;
-    this.poll(p.runtime_id as string, p.found as Found, now, v.rule, v.state, v.reason, v.detail);
+    const shown = p.verdict;
+    if (shown)
+      this.poll(p.runtime_id as string, p.found as Found, now, shown.rule, shown.state, shown.reason, shown.detail);
     const every =
       now - p.stateChanged < HOT_MS ? this.fastMs : now - p.screenChanged < STILL_MS ? this.cfg.poll_ms : this.idleMs;
     p.nextCapture = now + every;

@@ -125,14 +125,14 @@ export function parseTick(out: string, capture: readonly string[], mark: string)
 /** How a failed call ended: the server is not there (its panes are gone) or did not answer. */
 export type TickError = "gone" | "unreachable";
 
-/** The classification of a failed call by what the client said. */
+/**
+ * The classification of a failed call by what the client said: no server there, or one that
+ * exited while asked (or has no session left: it is exiting) is gone; anything else did not answer.
+ */
 export function tickError(code: number, stderr: string): TickError {
-  if (
-    code !== 0 &&
-    /no server running|error connecting to .*\((No such file or directory|Connection refused)\)/.test(stderr)
-  )
-    return "gone";
-  return "unreachable";
+  const gone =
+    /no server running|server exited unexpectedly|lost server|no current target|no sessions|error connecting to .*\((No such file or directory|Connection refused)\)/;
+  return code !== 0 && gone.test(stderr) ? "gone" : "unreachable";
 }
 
 /** A tick's call must end within this (a server that hangs costs one tick, not the observer). */

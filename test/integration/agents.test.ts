@@ -101,6 +101,7 @@ describe.skipIf(!haveTmux)("fake agents in a private tmux server", () => {
   for (const kind of ["claude", "codex", "gemini"] as const) {
     test(`${kind}: every state and transition, in the list and in the watch stream, then gone`, async () => {
       const watch = collect(d);
+      await waitFor(() => watch.lines.length, "the watch's snapshot");
       const pane = tmux.start(kind, [join(FAKES, kind)]);
       const agent = await agentWhere(d, `the ${kind} agent`, (a) => a.agent === kind && a.runtime.pane_id === pane);
       expect(agent.runtime).toMatchObject({ tmux_socket: tmux.sock, pane_id: pane, job_id: null });

@@ -218,6 +218,8 @@ describe("tmux's output", () => {
   test("a failed call: no server there (its panes are gone) or no answer", () => {
     expect(tickError(1, "no server running on /tmp/tmux-0/x\n")).toBe("gone");
     expect(tickError(1, "error connecting to /tmp/s (Connection refused)\n")).toBe("gone");
+    expect(tickError(1, "server exited unexpectedly\n")).toBe("gone");
+    expect(tickError(1, "no current target\n")).toBe("gone");
     expect(tickError(1, "error connecting to /tmp/s (Permission denied)\n")).toBe("unreachable");
     expect(tickError(124, "tmux -S: timed out after 5000 ms")).toBe("unreachable");
   });
