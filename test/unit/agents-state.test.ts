@@ -71,7 +71,7 @@ describe("agents tables", () => {
 });
 
 describe("what `planter agents` loads", () => {
-  test("the model and the client, none of the observer, the state or the daemon", async () => {
+  test("the model, the actions' schemas and the client, none of the observer, the state or the daemon", async () => {
     const r = await Bun.build({
       entrypoints: [join(import.meta.dir, "..", "..", "lib", "cli", "lifecycle", "agents.ts")],
       target: "bun",
@@ -79,7 +79,10 @@ describe("what `planter agents` loads", () => {
     expect(r.success).toBe(true);
     const text = (await r.outputs[0]?.text()) ?? "";
     const modules = [...text.matchAll(/^\/\/ (lib\/\S+\.ts)$/gm)].map((m) => m[1] as string);
-    expect(modules.filter((m) => m.startsWith("lib/agents/"))).toEqual(["lib/agents/model.ts"]);
+    expect(modules.filter((m) => m.startsWith("lib/agents/")).sort()).toEqual([
+      "lib/agents/actions.ts",
+      "lib/agents/model.ts",
+    ]);
     expect(
       modules.filter(
         (m) => /^lib\/(state|jobs)\//.test(m) || (m.startsWith("lib/daemon/") && m !== "lib/daemon/peer.ts"),
