@@ -330,7 +330,8 @@ describe("planter run -i and planter job stdin, the CLI", () => {
       async () => (await d.client.screen(tty.id)).lines.filter((l) => l === "typed").length === 2,
       "the terminal's echo and cat's copy",
     );
-    expect((await cli(d.home, ["job", "stdin", "--eof", tty.id])).code).toBe(0);
+    const eof = await cli(d.home, ["job", "stdin", "--eof", tty.id]);
+    expect([eof.code, eof.stderr]).toEqual([0, ""]);
     expect((await d.client.waitJob(tty.id, 30_000)).job.exit_code).toBe(0);
   });
 
