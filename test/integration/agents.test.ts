@@ -296,7 +296,12 @@ describe.skipIf(!haveTmux)("fake agents in a private tmux server", () => {
   test("an agent job's report channel feeds the observer: the job's agent, its cell, gone with the job", async () => {
     const line = `printf 'PreToolUse\\t{"tool_name":"Bash"}\\n' 1<>"$PLANTER_AGENT_REPORT"; sleep 60`;
     const job = await d.client.createJob({ agent: { kind: "claude" }, argv: ["sh", "-c", line] } as never);
-    const a = await agentWhere(d, "the job's agent", (x) => x.runtime.job_id === job.id);
+    // Timed out twice in the full CI run (both lanes, load ~8) and never alone: a longer wait, and
+    // what planterd said when it does not come.
+    const a = await agentWhere(d, "the job's agent", (x) => x.runtime.job_id === job.id, 30_000).catch(async (e) => {
+      console.error(`planterd's log:\n${d.stderr()}\njob: ${JSON.stringify(await d.client.getJob(job.id))}`);
+      throw e;
+    });
     expect([a.agent, a.state, a.source, a.detail, a.cell, a.pane]).toEqual([
       "claude",
       "running",
