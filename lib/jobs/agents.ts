@@ -9,6 +9,7 @@ import { join } from "node:path";
 import * as v from "valibot";
 import { AGENT_KINDS, type AgentEventIn, type AgentKind, runtimeId } from "../agents/model.ts";
 import { AGENT_FILE, agentFifo, lineEvent, makeReportFifo, parseLine, ReportReader } from "../agents/report.ts";
+import { EventBatch } from "../daemon/batch.ts";
 import type { PendingEvent } from "../daemon/context.ts";
 
 const Saved = v.object({ kind: v.picklist(AGENT_KINDS) });
@@ -34,12 +35,13 @@ const FLUSH_MS = 50;
 
 export class AgentChannels {
   private readonly open = new Map<string, Open>();
-  private queue: PendingEvent[] = [];
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly batch: EventBatch;
   /** Where each event goes besides the event log (the observer's ingest, once it runs). */
   onEvent: ((e: AgentEventIn) => void) | null = null;
 
-  constructor(private readonly o: AgentChannelOptions) {}
+  constructor(private readonly o: AgentChannelOptions) {
+    this.batch = new EventBatch(o.write, "agent events", FLUSH_MS);
+  }
 
   /** The FIFO of a new agent job (`dir`: its dir, for the record), owned by `owner` (the job's user). */
   prepare(id: string, dir: string, kind: AgentKind, owner: { uid: number; gid: number } | null): string {
@@ -144,25 +146,13 @@ export class AgentChannels {
     }
   }
 
-  /** Queue an event; they are written together, one transaction per FLUSH_MS (a chatty agent is many writes). */
+  /** Queue an event: they are written together (lib/daemon/batch.ts). */
   private record(e: PendingEvent): void {
-    this.queue.push(e);
-    this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+    this.batch.push(e);
   }
 
-  /** Write the queued events in one transaction; a disk that refuses them drops them (said on stderr). */
+  /** Write the queued events now. */
   flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const batch = this.queue;
-    this.queue = [];
-    if (!batch.length) return;
-    try {
-      this.o.write((ev) => {
-        ev.push(...batch);
-      });
-    } catch (err) {
-      console.error(`planterd: ${batch.length} agent events not recorded: ${(err as Error).message}`);
-    }
+    this.batch.flush();
   }
 }

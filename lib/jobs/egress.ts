@@ -9,6 +9,7 @@ import * as net from "node:net";
 import { join } from "node:path";
 import * as v from "valibot";
 import { PlanterError } from "../api/errors.ts";
+import { EventBatch } from "../daemon/batch.ts";
 import type { PendingEvent } from "../daemon/context.ts";
 import { readChildPid, takeListeners } from "../net/listen.ts";
 import type { NetRules } from "../net/policy.ts";
@@ -61,12 +62,12 @@ export class Egress {
   private readonly served = new Map<string, Served>();
   /** Jobs whose set-up is under way: a stop meanwhile cancels it. */
   private readonly starting = new Set<string>();
-  private queue: PendingEvent[] = [];
-  private timer: ReturnType<typeof setTimeout> | null = null;
+  private readonly batch: EventBatch;
   private readonly resolve: Resolver;
 
   constructor(private readonly o: EgressOptions) {
     this.resolve = resolverOf(o.hosts);
+    this.batch = new EventBatch(o.write, "network records", FLUSH_MS, BATCH);
   }
 
   /** Jobs served now. */
@@ -260,24 +261,11 @@ export class Egress {
   }
 
   private push(e: PendingEvent): void {
-    this.queue.push(e);
-    if (this.queue.length >= BATCH) this.flush();
-    else this.timer ??= setTimeout(() => this.flush(), FLUSH_MS);
+    this.batch.push(e);
   }
 
-  /** Write the queued records in one transaction; a disk that refuses them drops them (counted in the log). */
+  /** Write the queued records now. */
   flush(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const batch = this.queue;
-    this.queue = [];
-    if (!batch.length) return;
-    try {
-      this.o.write((ev) => {
-        ev.push(...batch);
-      });
-    } catch (e) {
-      console.error(`planterd: ${batch.length} network records not written: ${(e as Error).message}`);
-    }
+    this.batch.flush();
   }
 }
