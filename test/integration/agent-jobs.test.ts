@@ -37,6 +37,12 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  // A test that failed midway leaves its agent running (jobs outlive planterd): ended first.
+  if (d) {
+    const { jobs } = await d.client.listJobs({ state: "running" });
+    for (const j of jobs) await d.client.killJob(j.id, { force: true }).catch(() => undefined);
+    for (const j of jobs) await d.client.waitJob(j.id, 20_000).catch(() => undefined);
+  }
   await d?.stop();
   model?.stop();
   if (d) cleanup(d.home);
