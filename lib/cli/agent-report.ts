@@ -5,61 +5,24 @@
  * pane) is in which state. It never fails the agent: whatever goes wrong is said on stderr and
  * it exits 0 (a hook that fails could block the agent's turn).
  */
-import { readFileSync } from "node:fs";
 import { defineCommand } from "citty";
 import { AGENT_KINDS, type AgentKind } from "../agents/model.ts";
-import { topAgentProcess } from "../agents/recognise.ts";
+import { agentOf, procReader, topAgentProcess } from "../agents/recognise.ts";
 import { lineEvent, parseLine } from "../agents/report.ts";
 import { client } from "./args.ts";
 import { clientArgs } from "./client-config.ts";
-
-/** A process's start time (/proc/PID/stat field 22), or null. */
-function startOf(pid: number): string | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-function parentOf(pid: number): number | null {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return null;
-  }
-}
-
-function cmdline(pid: number): string[] {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").filter(Boolean);
-  } catch {
-    return [];
-  }
-}
-
-/** Whether process `pid` is the agent `kind`'s CLI (its program, or a node script of its package). */
-function isAgent(kind: AgentKind, pid: number): boolean {
-  const argv = cmdline(pid);
-  const names = argv.slice(0, 3).map((a) => a.split("/").pop() ?? "");
-  if (names.some((n) => n === kind || n === `${kind}.exe`)) return true;
-  const pkg = { claude: "@anthropic-ai/claude-code", codex: "@openai/codex", gemini: "@google/gemini-cli" }[kind];
-  return argv.slice(0, 3).some((a) => a.includes(pkg));
-}
 
 /** The agent's process among this one's ancestors (the hook's shell's parent, usually), "PID:START". */
 export function agentProcess(kind: AgentKind, from = process.ppid): string | null {
   let pid: number | null = from;
   for (let i = 0; pid && pid > 1 && i < 8; i++) {
-    if (isAgent(kind, pid)) {
+    const facts = procReader.facts(pid);
+    if (agentOf(procReader.argv(pid) ?? [], procReader.comm(pid)) === kind) {
       // The topmost of the agent's processes (Codex's node launcher above its native child), as
       // the observer names the pane's agent: hook and poller reports meet in one runtime.
-      const start = startOf(pid);
-      return topAgentProcess(pid) ?? (start ? `${pid}:${start}` : null);
+      return topAgentProcess(pid) ?? (facts ? `${pid}:${facts.start}` : null);
     }
-    pid = parentOf(pid);
+    pid = facts?.ppid ?? null;
   }
   return null;
 }
@@ -73,7 +36,7 @@ export function tmuxPlace(env: Record<string, string | undefined> = process.env)
   const [socket, pid] = (env.TMUX ?? "").split(",");
   const pane = env.TMUX_PANE;
   if (!socket || !pid || !pane || !/^%\d+$/.test(pane)) return { tmux_socket: null, server: null, pane_id: null };
-  const start = startOf(Number(pid));
+  const start = procReader.facts(Number(pid))?.start;
   return { tmux_socket: socket, server: start ? `${pid}:${start}` : null, pane_id: start ? pane : null };
 }
 
