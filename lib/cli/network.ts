@@ -6,7 +6,7 @@
 import type { ArgDef } from "citty";
 import * as v from "valibot";
 import { summarizeIssues } from "../api/strings.ts";
-import { NetEntry, Network, type Policy } from "../sandbox/policy.ts";
+import { NetEntry, Network, type Policy, readPolicyFile } from "../sandbox/policy.ts";
 import { repeated, usage } from "./args.ts";
 
 /** The options, spread into each command that takes them: a cell's (`set`) or a job's (`narrow`). */
@@ -162,4 +162,21 @@ function joinLists(given: NetRulesIn, short: NetRulesIn, from: string, file?: st
     ...(deny ? { deny } : {}),
     ...(local !== undefined ? { allow_local: local } : {}),
   };
+}
+
+/**
+ * A request's `sandbox` from `--sandbox`, `--policy FILE` and the network short forms (`run` and
+ * `cell create` alike), or undefined when none was given.
+ */
+export function sandboxFromArgs(
+  args: { sandbox?: "disabled" | "permissive" | "enforced"; policy?: string; net?: string; "net-local"?: boolean },
+  rawArgs: string[],
+): { mode?: "disabled" | "permissive" | "enforced"; policy?: Policy } | undefined {
+  const policy = withShortNetwork(
+    args.policy ? readPolicyFile(args.policy) : undefined,
+    netShort(rawArgs, args),
+    args.policy,
+  );
+  if (!args.sandbox && !policy) return undefined;
+  return { ...(args.sandbox ? { mode: args.sandbox } : {}), ...(policy ? { policy } : {}) };
 }

@@ -5,7 +5,7 @@ import type { Cell, CellCreateIn, CellUpdateIn } from "../../api/contract.ts";
 import { describeNetwork, readPolicyFile } from "../../sandbox/policy.ts";
 import { client, clientArgs, envPairs, repeated, usage } from "../args.ts";
 import { examples } from "../help.ts";
-import { netArgs, netShort, shortNetwork, withShortNetwork } from "../network.ts";
+import { netArgs, netShort, sandboxFromArgs, shortNetwork, withShortNetwork } from "../network.ts";
 import { dim, printable as p, print, printJson, table, write } from "../output.ts";
 import { pathForTarget } from "../target.ts";
 import { limitArgs, limitsFromArgs, limitsLine } from "../units.ts";
@@ -108,17 +108,8 @@ const cellCreate = defineCommand({
     if (env) body.env = env;
     const limits = limitsFromArgs(args);
     if (limits) body.limits = limits;
-    const policy = withShortNetwork(
-      args.policy ? readPolicyFile(args.policy) : undefined,
-      netShort(rawArgs, args),
-      args.policy,
-    );
-    if (args.sandbox || policy) {
-      body.sandbox = {
-        ...(args.sandbox ? { mode: args.sandbox } : {}),
-        ...(policy ? { policy } : {}),
-      };
-    }
+    const sandbox = sandboxFromArgs(args, rawArgs);
+    if (sandbox) body.sandbox = sandbox;
     if (args["request-ref"]) body.request_ref = args["request-ref"];
     const cell = await api.createCell(body);
     if (args.json) printJson(cell);

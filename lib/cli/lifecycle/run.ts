@@ -6,12 +6,11 @@ import { PlanterError } from "../../api/errors.ts";
 import type { FrameEvent } from "../../api/frames.ts";
 import type { ByteStream } from "../../api/stream.ts";
 import { copyLog, jobOutput, olderDaemon, runFrames } from "../../logs/follow.ts";
-import { readPolicyFile } from "../../sandbox/policy.ts";
 import { afterDashes, client, envPairs, rawArg, repeated, usage } from "../args.ts";
 import { attachArgs, attachJob } from "../attach.ts";
 import { examples } from "../help.ts";
 import { allowRest } from "../main.ts";
-import { netArgs, netShort, withShortNetwork } from "../network.ts";
+import { netArgs, sandboxFromArgs } from "../network.ts";
 import { onOutputGone, outcome, printable as p, print, printJson, write } from "../output.ts";
 import { windowSize } from "../rawmode.ts";
 import { sendStdin } from "../stdin.ts";
@@ -46,17 +45,8 @@ async function jobBody(
   const env = envPairs(repeated(rawArgs, "env", "e"));
   if (env) body.env = env;
   if (args.cwd) body.cwd = await pathForTarget(args, resolvePath(args.cwd), "--cwd");
-  const policy = withShortNetwork(
-    args.policy ? readPolicyFile(args.policy) : undefined,
-    netShort(rawArgs, args),
-    args.policy,
-  );
-  if (args.sandbox || policy) {
-    body.sandbox = {
-      ...(args.sandbox ? { mode: args.sandbox } : {}),
-      ...(policy ? { policy } : {}),
-    };
-  }
+  const sandbox = sandboxFromArgs(args, rawArgs);
+  if (sandbox) body.sandbox = sandbox;
   if (args["request-ref"]) body.request_ref = args["request-ref"];
   // Without -t, the job reads a pipe your stdin is copied into (with -t, the terminal is its stdin).
   if (args.interactive && !args.tty) body.stdin = true;
