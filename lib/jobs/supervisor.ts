@@ -333,16 +333,7 @@ export class Supervisor {
       }
       cgroup = this.jobCgroup(job);
       // Before the spawn: from here on a host that replaces what a cover hangs on stops the job.
-      if (plan.guard?.length) {
-        saveGuard(dir, plan.guard);
-        try {
-          this.guard.watch(job.id, plan.guard);
-        } catch (e) {
-          throw new PlanterError("E_SANDBOX_UNAVAILABLE", (e as Error).message, {
-            hint: "raise fs.inotify.max_user_watches, or end other jobs",
-          });
-        }
-      }
+      this.watchGuard(job.id, dir, plan);
       const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
       if (plan.pipes) makePipes(files.status);
       if (job.stdin && !job.tty) input = prepareStdin(dir);
@@ -423,6 +414,22 @@ export class Supervisor {
       if (err >= 0) closeSync(err);
       if (input >= 0) closeSync(input);
       for (const fd of fds) closeSync(fd);
+    }
+  }
+
+  /**
+   * Record and watch the host entries the job's covers hang on (its plan's guard), before it
+   * runs: from then on a host that replaces one stops the job.
+   */
+  private watchGuard(id: string, dir: string, plan: SpawnPlan): void {
+    if (!plan.guard?.length) return;
+    saveGuard(dir, plan.guard);
+    try {
+      this.guard.watch(id, plan.guard);
+    } catch (e) {
+      throw new PlanterError("E_SANDBOX_UNAVAILABLE", (e as Error).message, {
+        hint: "raise fs.inotify.max_user_watches, or end other jobs",
+      });
     }
   }
 
@@ -561,16 +568,7 @@ export class Supervisor {
       if (where.workspace.length) {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
       }
-      if (plan.guard?.length) {
-        saveGuard(dir, plan.guard);
-        try {
-          this.guard.watch(job.id, plan.guard);
-        } catch (e) {
-          throw new PlanterError("E_SANDBOX_UNAVAILABLE", (e as Error).message, {
-            hint: "raise fs.inotify.max_user_watches, or end other jobs",
-          });
-        }
-      }
+      this.watchGuard(job.id, dir, plan);
       if (cgroup) setGroupLimits(cgroup, job.limits, this.monitor.enforcement.cgroups?.pidsMax ?? 4096);
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
     });
