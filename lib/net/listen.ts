@@ -20,6 +20,7 @@ import { dlopen, FFIType, type Pointer, ptr, read } from "bun:ffi";
 import { closeSync, fstatSync, openSync, statSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
 import { startTime } from "../jobs/proc.ts";
+import { systemProgram } from "../sandbox/identity.ts";
 
 /** The port the proxy answers on inside every list job's namespace (HTTP, CONNECT and SOCKS5). */
 export const PROXY_PORT = 3128;
@@ -182,9 +183,9 @@ export async function netListenMain(port = PROXY_PORT): Promise<never> {
   }
 }
 
-/** Where nsenter (util-linux) is: in the system's own dirs only. */
+/** Where nsenter (util-linux) is (`systemProgram`). */
 export function nsenterPath(): string {
-  const found = Bun.which("nsenter", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin" });
+  const found = systemProgram("nsenter");
   if (!found) {
     throw new PlanterError(
       "E_SANDBOX_UNAVAILABLE",

@@ -159,9 +159,14 @@ export function jobIdentity(o: {
   return o.rootPeer;
 }
 
-/** Where setpriv (util-linux) is: found in the system's own dirs, never through a job's PATH. */
+/** Where a system program planterd runs is: in the system's own dirs only, never through a job's PATH. */
+export function systemProgram(name: string): string | null {
+  return Bun.which(name, { PATH: "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin" });
+}
+
+/** Where setpriv (util-linux) is (`systemProgram`). */
 export function setprivPath(): string {
-  const found = Bun.which("setpriv", { PATH: "/usr/bin:/bin:/usr/sbin:/sbin:/usr/local/bin" });
+  const found = systemProgram("setpriv");
   if (!found) {
     throw new PlanterError(
       "E_SANDBOX_UNAVAILABLE",
