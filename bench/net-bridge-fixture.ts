@@ -1,8 +1,8 @@
 /**
- * The TCP→Unix bridge (lib/net/bridge.ts) as its own program, as it would run inside a job's
+ * The TCP→Unix bridge (test/fixtures/net-bridge.ts) as its own program, as it would run inside a job's
  * sandbox: `net-bridge-fixture SOCKET [PORT]`; prints the port once it listens.
  */
-import { bridge } from "../lib/net/bridge.ts";
+import { bridge } from "../test/fixtures/net-bridge.ts";
 
 const [path, port] = process.argv.slice(2);
 if (!path) {

@@ -9,9 +9,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Bridge, bridge } from "../../lib/net/bridge.ts";
 import type { NetRules } from "../../lib/net/policy.ts";
 import { type ConnectRecord, EgressProxy, type ProxyLimits, type Resolver } from "../../lib/net/proxy.ts";
+import { type Bridge, bridge } from "../fixtures/net-bridge.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "planter-net-"));
 type Origin = { port: number; hits: number; stop: () => void };
