@@ -121,6 +121,7 @@ export class AgentChannels {
       // A hook faster than the job's start is recorded (a terminal job's holder says it runs a
       // moment later): the line waits for it, keeping its place (seq), a few seconds at most.
       if (tries < 50) setTimeout(() => this.emit(id, o, l, seq, at, tries + 1), 100);
+      else console.error(`planterd: job ${id}: a ${l.event} report dropped: the job's process was never recorded`);
       return;
     }
     const runtime = { tmux_socket: null, server: null, pane_id: null, process, job_id: id };

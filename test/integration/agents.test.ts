@@ -298,7 +298,12 @@ describe.skipIf(!haveTmux)("fake agents in a private tmux server", () => {
     // Timed out twice in the full CI run (both lanes, load ~8) and never alone: a longer wait, and
     // what planterd said when it does not come.
     const a = await agentWhere(d, "the job's agent", (x) => x.runtime.job_id === job.id, 30_000).catch(async (e) => {
-      console.error(`planterd's log:\n${d.stderr()}\njob: ${JSON.stringify(await d.client.getJob(job.id))}`);
+      const err = await Bun.file(join(home, "state", "jobs", job.id, "stderr"))
+        .text()
+        .catch(() => "(none)");
+      console.error(
+        `planterd's log:\n${d.stderr()}\njob: ${JSON.stringify(await d.client.getJob(job.id))}\nits stderr: ${err}`,
+      );
       throw e;
     });
     expect([a.agent, a.state, a.source, a.detail, a.cell, a.pane]).toEqual([
