@@ -164,6 +164,43 @@ export const ConfigSchema = v.strictObject({
     {},
   ),
   /**
+   * The MCP server (#17, docs/mcp.md): `/mcp` on planterd's socket, an optional loopback TCP
+   * listener with a bearer token, and the ceiling no MCP caller can widen.
+   */
+  mcp: v.optional(
+    v.strictObject({
+      /** Serve `/mcp` at all (the socket, and TCP when `listen` is set). */
+      enabled: v.optional(v.boolean(), true),
+      /** The lowest sandbox mode an MCP caller's jobs may have (its cells' and its own asks). */
+      min_mode: v.optional(SandboxMode, "enforced"),
+      /** "read_only": jobs run with their cell dir read-only, whatever the cell says (files_write is refused). */
+      fs_mode: v.optional(v.picklist(["writable", "read_only"]), "writable"),
+      /** The network ceiling of MCP callers' jobs and cells (the `[network]` ceiling's keys). */
+      network: v.optional(
+        v.strictObject({
+          allow_host: v.optional(v.boolean(), false),
+          allow: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024))),
+          deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
+          allow_local: v.optional(v.boolean(), false),
+        }),
+        {},
+      ),
+      /** Whether an MCP caller's jobs may connect to Unix sockets their cell allows. */
+      unix_sockets: v.optional(v.boolean(), false),
+      /** The most an MCP caller's job may have of each limit; a job that asks for none gets these. */
+      limits: v.optional(Limits, { timeout_ms: 3_600_000 }),
+      /** Bytes of each stream a `run` answers with (head and tail; the rest stays in the log). */
+      max_output_bytes: v.optional(int(256, 1024 * 1024), 16 * 1024),
+      /** A loopback TCP address to serve `/mcp` on too ("127.0.0.1:8377", "[::1]:8377"); needs token_file. */
+      listen: v.optional(v.pipe(v.string(), v.minLength(1))),
+      /** The bearer token of the TCP listener: a file of the daemon's user, mode 0600. */
+      token_file: v.optional(v.pipe(v.string(), v.startsWith("/", "an absolute path"))),
+      /** Who a TCP caller acts as (a user name); unset: the daemon's own user in user mode, required in system mode. */
+      as_user: v.optional(v.pipe(v.string(), v.minLength(1))),
+    }),
+    {},
+  ),
+  /**
    * The ceiling of every cell's and job's network (docs/sandbox.md "Network"): whether `host` may
    * be used at all, the entries a list's `allow` must lie within (unset: any), deny entries added to
    * every list, and whether a list may set `allow_local`.

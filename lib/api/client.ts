@@ -204,6 +204,27 @@ export class Client {
     return this.request<RouteReply<T>>(route.method, target(route, args), args.body, signal, route.ok);
   }
 
+  /**
+   * One JSON-RPC message to planterd's MCP server (POST /mcp; `planter mcp`), after the same
+   * checks as every request. Any status comes back: the bridge turns refusals into JSON-RPC errors.
+   */
+  async mcp(body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
+    if (signal?.aborted) throw abortError();
+    await this.check();
+    try {
+      return await fetch("http://planterd/mcp", {
+        unix: this.socketPath,
+        method: "POST",
+        body,
+        headers: { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers },
+        signal,
+      });
+    } catch (e) {
+      if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
+      throw unreachable(this.socketPath, e, this.unreachableHint);
+    }
+  }
+
   version = () => this.call(ROUTES.version, {});
   health = () => this.call(ROUTES.health, {});
   ready = () => this.call(ROUTES.ready, {});

@@ -21,6 +21,7 @@ export const subCommands = {
   migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
   attach: () => import("./attach.ts").then((m) => m.attach),
   agent: () => import("./lifecycle/agent.ts").then((m) => m.agent),
+  mcp: () => import("./mcp.ts").then((m) => m.mcp),
   completion: () => import("./completion.ts").then((m) => m.completion),
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };

@@ -227,7 +227,8 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
     delete process.env.LISTEN_FDNAMES;
-    const server = new ApiServer(ctx, routes(), readPeer);
+    const router = routes();
+    const server = new ApiServer(ctx, router, readPeer);
     const listening = await server.listen(paths.socketPath, fd);
     // Before the first accept: the socket's mode and group, then the whole layout once more.
     try {
@@ -258,6 +259,21 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       }),
     );
     ctx.agents.start();
+    // MCP on a loopback TCP port, only with a bearer token (lib/daemon/mcp.ts); a bad setting stops nothing else.
+    let mcpTcp: { close(): void } | null = null;
+    if (config.mcp.listen && config.mcp.enabled) {
+      const { McpTcp } = await import("./mcp.ts");
+      const tcp = new McpTcp(ctx, router);
+      try {
+        const at = await tcp.listen();
+        if (at) log(`MCP on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/mcp (bearer token)`);
+        mcpTcp = tcp;
+      } catch (e) {
+        log(
+          `MCP TCP listener not started: ${(e as Error).message}${e instanceof PlanterError && e.hint ? ` (${e.hint})` : ""}`,
+        );
+      }
+    }
     log(
       `ready on ${paths.socketPath} (${listening.via === "activation" ? "socket-activated" : "bound"}; state ${paths.stateDir}; ` +
         `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost)`,
@@ -288,6 +304,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       process.once("SIGINT", () => stop("SIGINT"));
     });
     stopCheck();
+    mcpTcp?.close();
     await listening.close();
     ctx.agents.close();
     ctx.supervisor.close();

@@ -5,6 +5,7 @@ import type { WebSocket } from "ws";
 import { PlanterError } from "../api/errors.ts";
 import type { Route, RouteBody, RouteParams, RouteQuery, RouteReply } from "../api/routes.ts";
 import type { Sink } from "../logs/stream.ts";
+import type { McpCeiling } from "../mcp/ceiling.ts";
 import type { Context } from "./context.ts";
 import type { Peer } from "./peer.ts";
 
@@ -25,6 +26,8 @@ export interface Req<T extends Route = Route> {
   audit: Record<string, unknown>;
   /** Who sent it (null where peer credentials are not available). */
   peer: Peer | null;
+  /** Set on requests made through `/mcp` (lib/daemon/dispatch.ts): the ceiling no MCP caller can widen. */
+  ceiling?: McpCeiling;
 }
 
 /** A handler's answer: one JSON value, a stream of JSON lines, or a byte stream. */

@@ -220,6 +220,13 @@ export class ApiServer {
       this.authorize(conn, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
+      if (url.pathname === "/mcp") {
+        // The MCP server (lib/daemon/mcp.ts): its tools call the routes below as this peer.
+        const { handleMcp } = await import("./mcp.ts");
+        const audit = { ...(peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {}), via: "mcp" };
+        await handleMcp(this.ctx, this.router, req, res, { peer, audit });
+        return;
+      }
       const { route, handler, params } = this.router.match(method, url.pathname);
       // A database found damaged after start takes no new jobs or cells and removes nothing;
       // reads answer, and a kill still stops a job.

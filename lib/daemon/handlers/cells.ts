@@ -4,6 +4,7 @@ import { join } from "node:path";
 import type { Cell, SandboxSpec } from "../../api/contract.ts";
 import { badRequest, conflict, notFound, PlanterError } from "../../api/errors.ts";
 import type { Routes } from "../../api/routes.ts";
+import { ceilingNetwork, checkCeilingMode } from "../../mcp/ceiling.ts";
 import { jobDir, stateFiles } from "../../paths.ts";
 import { canonicalAs, plantedSymlink } from "../../sandbox/paths.ts";
 import { capNetwork, complete, describeNetwork, isWidening, unsafePolicy } from "../../sandbox/policy.ts";
@@ -47,6 +48,10 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
   }
   checkPeerPaths(req.peer, { dir: body.dir, policy: body.sandbox?.policy });
   checkSettings(ctx, req.peer, body.name, { env: body.env, limits: body.limits, sandbox: body.sandbox ?? {} }, null);
+  if (req.ceiling) {
+    checkCeilingMode(req.ceiling, body.sandbox?.mode ?? ctx.defaultMode, `of cell ${body.name}`);
+    ceilingNetwork(req.ceiling, complete(body.sandbox?.policy).network);
+  }
   const peerUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
   if (getCell(ctx.db, body.name)) {
     throw conflict(

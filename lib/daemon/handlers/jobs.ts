@@ -10,6 +10,7 @@ import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { stdinClosed } from "../../jobs/stdin.ts";
 import { pumpLogs } from "../../logs/stream.ts";
+import { ceilingLimits, ceilingPolicy, checkCeilingMode } from "../../mcp/ceiling.ts";
 import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
@@ -257,6 +258,12 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     mode,
     body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
   );
+  if (req.ceiling)
+    checkCeilingMode(
+      req.ceiling,
+      mode,
+      body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
+    );
   const base = cell.sandbox.mode ?? ctx.defaultMode;
   if (lowersMode(body.sandbox?.mode, base)) {
     throw badRequest(
@@ -277,7 +284,9 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       sandboxFailure = `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`;
     }
   }
-  const limits = { ...ctx.config.limits, ...cell.limits, ...body.limits };
+  const limits = req.ceiling
+    ? ceilingLimits(req.ceiling, body.limits, { ...ctx.config.limits, ...cell.limits })
+    : { ...ctx.config.limits, ...cell.limits, ...body.limits };
   const sandboxed = backend.name !== "none";
   // The cell's own view decides what a job's read_only may name and whether the cwd exists.
   // Made only when asked (a job naming read_only paths): it costs a launch context of its own.
@@ -295,7 +304,8 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const asked = body.agent
     ? agentPolicy(ctx, cell, body.agent.kind, body.sandbox?.policy, identity)
     : body.sandbox?.policy;
-  const policy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
+  const cellsPolicy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
+  const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = body.cwd
     ? identity

@@ -1,0 +1,266 @@
+/**
+ * `/mcp`: planter's MCP server over Streamable HTTP (lib/mcp/server.ts), on planterd's Unix socket
+ * (callers authorized by their peer credentials, like every /v1 request) and, when configured, on
+ * a loopback TCP port where a bearer token stands for a configured user (McpTcp).
+ *
+ * Stateless: each POST gets its own SDK server and transport, bound to its caller (no sessions to
+ * hijack or leak, nothing lost when planterd restarts); answers are JSON. The SDK is loaded at the
+ * first `/mcp` request, never at planterd's start.
+ */
+import { timingSafeEqual } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer as createHttpServer } from "node:http";
+import type { Server } from "node:net";
+import { PlanterError } from "../api/errors.ts";
+import { lookupUser, read } from "../sandbox/identity.ts";
+import { type Decision, decide } from "./authz.ts";
+import type { Context } from "./context.ts";
+import { type Caller, Dispatch } from "./dispatch.ts";
+import type { Peer } from "./peer.ts";
+import { parseJson, type Router, readBody } from "./router.ts";
+
+/** A JSON-RPC request may carry a file of up to 8 MiB (file_write), as JSON. */
+const MCP_BODY_BYTES = 12 * 1024 * 1024;
+
+function sendError(res: ServerResponse, e: PlanterError, headers: Record<string, string> = {}): void {
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const text = JSON.stringify({ error: e.toBody() });
+  res.writeHead(e.status, {
+    "content-type": "application/json",
+    "content-length": Buffer.byteLength(text),
+    ...headers,
+  });
+  res.end(text);
+}
+
+/** Serve one `/mcp` request for `caller`. */
+export async function handleMcp(
+  ctx: Context,
+  router: Router,
+  req: IncomingMessage,
+  res: ServerResponse,
+  caller: Omit<Caller, "ceiling">,
+  allowedHosts?: string[],
+): Promise<void> {
+  if (!ctx.config.mcp.enabled) {
+    req.resume();
+    return sendError(
+      res,
+      new PlanterError("E_NOT_FOUND", "the MCP server is off on this planterd", {
+        hint: "set [mcp] enabled = true in planterd's config and restart it",
+      }),
+    );
+  }
+  // Stateless: no stream to open with GET, no session to end with DELETE.
+  if (req.method !== "POST") {
+    req.resume();
+    return sendError(
+      res,
+      new PlanterError("E_BAD_REQUEST", `method ${req.method} is not allowed on /mcp`, {
+        status: 405,
+        hint: "planter's MCP server is stateless: POST each JSON-RPC message",
+      }),
+      { allow: "POST" },
+    );
+  }
+  let body: unknown;
+  try {
+    body = parseJsonRpc(await readBody(req, MCP_BODY_BYTES, ctx.config.api.body_timeout_ms));
+  } catch (e) {
+    return sendError(res, e instanceof PlanterError ? e : new PlanterError("E_BAD_REQUEST", String(e)));
+  }
+  const [{ StreamableHTTPServerTransport }, { mcpServer }] = await Promise.all([
+    import("@modelcontextprotocol/sdk/server/streamableHttp.js"),
+    import("../mcp/server.ts"),
+  ]);
+  const abort = new AbortController();
+  res.once("close", () => abort.abort());
+  const transport = new StreamableHTTPServerTransport({
+    sessionIdGenerator: undefined,
+    enableJsonResponse: true,
+    ...(allowedHosts ? { enableDnsRebindingProtection: true, allowedHosts } : {}),
+  });
+  const dispatch = new Dispatch(ctx, router, { ...caller, ceiling: ctx.config.mcp });
+  const server = mcpServer(dispatch, abort.signal, ctx.config.mcp.max_output_bytes);
+  res.once("close", () => {
+    void transport.close();
+    void server.close();
+  });
+  await server.connect(transport);
+  await transport.handleRequest(req, res, body);
+}
+
+/** The body of a JSON-RPC POST: an object or a batch (an array), as JSON. */
+function parseJsonRpc(buf: Buffer): unknown {
+  const text = buf.toString("utf8").trim();
+  if (text.startsWith("[")) {
+    try {
+      return JSON.parse(text);
+    } catch (e) {
+      throw new PlanterError("E_BAD_REQUEST", `malformed JSON body: ${(e as Error).message}`);
+    }
+  }
+  return parseJson(buf);
+}
+
+/** `host:port` or `[v6]:port`, loopback only. */
+export function parseListen(spec: string): { host: string; port: number } {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]]+)):(\d{1,5})$/.exec(spec);
+  const host = m ? (m[1] ?? m[2] ?? "") : "";
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port < 1 || port > 65535) {
+    throw new PlanterError("E_CONFIG", `[mcp] listen ${JSON.stringify(spec)} is not host:port`, {
+      hint: 'e.g. listen = "127.0.0.1:8377" or "[::1]:8377"',
+    });
+  }
+  if (!(host === "::1" || host === "localhost" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host))) {
+    throw new PlanterError("E_CONFIG", `[mcp] listen ${spec} is not a loopback address`, {
+      hint: "the MCP TCP listener serves this host only: 127.0.0.1, ::1 or localhost (reach it from elsewhere through a tunnel)",
+    });
+  }
+  return { host, port };
+}
+
+/** The bearer token of the TCP listener: a file of planterd's user, 0600, not empty. */
+export function readToken(file: string): Buffer {
+  let st: ReturnType<typeof statSync>;
+  try {
+    st = statSync(file);
+  } catch (e) {
+    throw new PlanterError("E_CONFIG", `[mcp] token_file ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`, {
+      hint: `make one: (umask 077; openssl rand -hex 32 > ${file})`,
+    });
+  }
+  const me = process.getuid?.() ?? 0;
+  if (!st.isFile() || st.uid !== me || (st.mode & 0o077) !== 0) {
+    throw new PlanterError(
+      "E_CONFIG",
+      `[mcp] token_file ${file} must be a regular file of planterd's user (uid ${me}) with mode 0600`,
+      { hint: `chown ${me} ${file} && chmod 600 ${file}` },
+    );
+  }
+  const token = Buffer.from(readFileSync(file, "utf8").trim());
+  if (token.length < 16) {
+    throw new PlanterError("E_CONFIG", `[mcp] token_file ${file} holds less than 16 characters`, {
+      hint: `make a long random one: (umask 077; openssl rand -hex 32 > ${file})`,
+    });
+  }
+  return token;
+}
+
+/** Who TCP callers act as: `[mcp] as_user`, else planterd's own user in user mode. */
+export function tcpIdentity(ctx: Context): Peer {
+  const name = ctx.config.mcp.as_user;
+  if (!name) {
+    if (ctx.paths.mode === "system") {
+      throw new PlanterError("E_CONFIG", "[mcp] listen needs as_user in system mode", {
+        hint: 'name the user TCP callers act as: as_user = "alice" (their jobs run as that user)',
+      });
+    }
+    const uid = process.getuid?.() ?? 0;
+    const gid = process.getgid?.() ?? 0;
+    return { pid: null, uid, gid, groups: [gid] };
+  }
+  const u = lookupUser(name);
+  if (!u) throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} is no user of this host`);
+  // Its groups as login would give them: its own, and those of /etc/group that list it.
+  const groups = new Set([u.gid]);
+  for (const line of read("/etc/group").split("\n")) {
+    const [, , gid, members] = line.split(":");
+    if (gid && /^\d+$/.test(gid) && (members ?? "").split(",").includes(u.name)) groups.add(Number(gid));
+  }
+  return { pid: null, uid: u.uid, gid: u.gid, groups: [...groups] };
+}
+
+/** The loopback TCP listener of `/mcp`: nothing else of planterd's API is served there. */
+export class McpTcp {
+  private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
+  private server: Server | null = null;
+
+  constructor(
+    private readonly ctx: Context,
+    private readonly router: Router,
+  ) {}
+
+  async listen(): Promise<{ host: string; port: number } | null> {
+    const spec = this.ctx.config.mcp.listen;
+    if (!spec || !this.ctx.config.mcp.enabled) return null;
+    const { host, port } = parseListen(spec);
+    const file = this.ctx.config.mcp.token_file;
+    if (!file) {
+      throw new PlanterError(
+        "E_CONFIG",
+        "[mcp] listen is set without token_file: refusing to serve MCP on TCP unauthenticated",
+        {
+          hint: "set token_file to a 0600 file holding a long random token",
+        },
+      );
+    }
+    const token = readToken(file);
+    const peer = tcpIdentity(this.ctx);
+    const decision: Decision = decide(this.ctx.authz, peer);
+    if (!decision.allow) {
+      throw new PlanterError("E_CONFIG", `[mcp] as_user (uid ${peer.uid}) may not use planterd: ${decision.message}`, {
+        hint: decision.hint,
+      });
+    }
+    const who = `${host.includes(":") ? `[${host}]` : host}:${port}`;
+    const allowedHosts = [who, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`];
+    this.http.on("request", (req, res) => {
+      const url = new URL(req.url ?? "/", "http://planterd");
+      if (url.pathname !== "/mcp") {
+        req.resume();
+        return sendError(
+          res,
+          new PlanterError("E_NOT_FOUND", `no such endpoint: ${url.pathname}`, { hint: "this port serves /mcp only" }),
+        );
+      }
+      const given = /^Bearer\s+(\S+)$/i.exec(req.headers.authorization ?? "")?.[1];
+      const ok =
+        given !== undefined && Buffer.byteLength(given) === token.length && timingSafeEqual(Buffer.from(given), token);
+      if (!ok) {
+        req.resume();
+        this.ctx.writeOrDefer((ev) =>
+          ev.push({
+            kind: "authz.denied",
+            subject: "daemon",
+            data: {
+              via: "mcp-tcp",
+              address: req.socket.remoteAddress ?? null,
+              path: url.pathname,
+              given: given !== undefined,
+            },
+          }),
+        );
+        return sendError(
+          res,
+          new PlanterError("E_UNAUTHORIZED_PEER", "a bearer token is needed", {
+            status: 401,
+            hint: "send Authorization: Bearer <the token in [mcp] token_file>",
+          }),
+          { "www-authenticate": 'Bearer realm="planter"' },
+        );
+      }
+      const audit = { peer_uid: peer.uid, peer_pid: null, via: "mcp", mcp_transport: "tcp" };
+      void handleMcp(this.ctx, this.router, req, res, { peer, audit }, allowedHosts).catch((e) =>
+        sendError(res, e instanceof PlanterError ? e : new PlanterError("E_INTERNAL", String(e))),
+      );
+    });
+    await new Promise<void>((resolve, reject) => {
+      this.http.once("error", reject);
+      this.http.listen({ host, port }, () => resolve());
+    });
+    this.server = this.http;
+    const addr = this.http.address();
+    return typeof addr === "object" && addr ? { host, port: addr.port } : { host, port };
+  }
+
+  close(): void {
+    this.server?.close();
+    this.http.closeAllConnections?.();
+  }
+}
