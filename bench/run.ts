@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents]` (all but procs, egress, tty, launch, events and agents by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [mcp]` (all but procs, egress, tty, launch, events and agents by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -21,6 +21,7 @@ import { hostexecBench } from "./hostexec.ts";
 import { launchBench } from "./launch.ts";
 import { limitsBench } from "./limits.ts";
 import { logsBench } from "./logs.ts";
+import { mcpBench } from "./mcp.ts";
 import { netBench } from "./net.ts";
 import { procsBench } from "./procs.ts";
 import { rssBench } from "./rss.ts";
@@ -58,6 +59,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   launch: { run: launchBench, limitMs: 900_000, named: true },
   events: { run: eventsBench, limitMs: 600_000, named: true },
   agents: { run: agentsBench, limitMs: 600_000, named: true },
+  mcp: { run: mcpBench, limitMs: 300_000 },
 };
 
 const wanted = process.argv.slice(2);
