@@ -11,7 +11,7 @@ import { timingSafeEqual } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer as createHttpServer } from "node:http";
-import type { Server } from "node:net";
+import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { PlanterError } from "../api/errors.ts";
 import { lookupUser, read } from "../sandbox/identity.ts";
 import { type Decision, decide } from "./authz.ts";
@@ -19,6 +19,9 @@ import type { Context } from "./context.ts";
 import { type Caller, Dispatch } from "./dispatch.ts";
 import type { Peer } from "./peer.ts";
 import { parseJson, type Router, readBody } from "./router.ts";
+
+/** The key TCP refusals are rate-limited under (uids are ≥ 0; the socket's unknown peers are -1). */
+const TCP_DENIAL_KEY = -1_000_001;
 
 /** A JSON-RPC request may carry a file of up to 8 MiB (file_write), as JSON. */
 const MCP_BODY_BYTES = 12 * 1024 * 1024;
@@ -179,7 +182,8 @@ export function tcpIdentity(ctx: Context): Peer {
 /** The loopback TCP listener of `/mcp`: nothing else of planterd's API is served there. */
 export class McpTcp {
   private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
-  private server: Server | null = null;
+  private net: Server | null = null;
+  private readonly sockets = new Set<Socket>();
 
   constructor(
     private readonly ctx: Context,
@@ -187,6 +191,27 @@ export class McpTcp {
   ) {}
 
   async listen(): Promise<{ host: string; port: number } | null> {
+    // Anyone on this host can connect: bounded like the socket (connections, slow headers, idle).
+    const api = this.ctx.config.api;
+    // Connections are accepted by a node:net server and handed to node:http, as on the socket:
+    // Bun's node:http honours neither maxConnections nor its own "connection" event.
+    let open = 0;
+    this.net = createNetServer({ allowHalfOpen: false }, (socket) => {
+      if (open >= api.max_connections_per_uid) {
+        socket.destroy();
+        return;
+      }
+      open++;
+      this.sockets.add(socket);
+      socket.once("close", () => {
+        open--;
+        this.sockets.delete(socket);
+      });
+      this.http.emit("connection", socket);
+    });
+    this.http.headersTimeout = api.header_timeout_ms;
+    this.http.requestTimeout = Math.max(api.body_timeout_ms, 610_000);
+    this.http.keepAliveTimeout = api.idle_timeout_ms;
     const spec = this.ctx.config.mcp.listen;
     if (!spec || !this.ctx.config.mcp.enabled) return null;
     const { host, port } = parseListen(spec);
@@ -224,18 +249,22 @@ export class McpTcp {
         given !== undefined && Buffer.byteLength(given) === token.length && timingSafeEqual(Buffer.from(given), token);
       if (!ok) {
         req.resume();
-        this.ctx.writeOrDefer((ev) =>
-          ev.push({
-            kind: "authz.denied",
-            subject: "daemon",
-            data: {
-              via: "mcp-tcp",
-              address: req.socket.remoteAddress ?? null,
-              path: url.pathname,
-              given: given !== undefined,
-            },
-          }),
-        );
+        // Recorded at most once per 10 s (with how many were left out): a flood fills no disk.
+        const suppressed = this.ctx.denials.shouldRecord(TCP_DENIAL_KEY);
+        if (suppressed !== null)
+          this.ctx.writeOrDefer((ev) =>
+            ev.push({
+              kind: "authz.denied",
+              subject: "daemon",
+              data: {
+                via: "mcp-tcp",
+                address: req.socket.remoteAddress ?? null,
+                path: url.pathname,
+                given: given !== undefined,
+                suppressed,
+              },
+            }),
+          );
         return sendError(
           res,
           new PlanterError("E_UNAUTHORIZED_PEER", "a bearer token is needed", {
@@ -250,17 +279,17 @@ export class McpTcp {
         sendError(res, e instanceof PlanterError ? e : new PlanterError("E_INTERNAL", String(e))),
       );
     });
+    const net = this.net;
     await new Promise<void>((resolve, reject) => {
-      this.http.once("error", reject);
-      this.http.listen({ host, port }, () => resolve());
+      net.once("error", reject);
+      net.listen({ host, port }, () => resolve());
     });
-    this.server = this.http;
-    const addr = this.http.address();
+    const addr = net.address();
     return typeof addr === "object" && addr ? { host, port: addr.port } : { host, port };
   }
 
   close(): void {
-    this.server?.close();
-    this.http.closeAllConnections?.();
+    this.net?.close();
+    for (const s of this.sockets) s.destroy();
   }
 }

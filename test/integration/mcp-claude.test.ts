@@ -38,7 +38,10 @@ describe.skipIf(!existsSync(CLAUDE))(`Claude Code calls planter's MCP tools (nee
     mkdirSync(home, { recursive: true });
     writeFileSync(
       join(home, ".claude.json"),
-      JSON.stringify({ hasCompletedOnboarding: true, customApiKeyResponses: { approved: [KEY.slice(-20)], rejected: [] } }),
+      JSON.stringify({
+        hasCompletedOnboarding: true,
+        customApiKeyResponses: { approved: [KEY.slice(-20)], rejected: [] },
+      }),
     );
     const config = join(d.home, "mcp.json");
     writeFileSync(

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, symlinkSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -307,7 +307,7 @@ describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () =>
     writeFileSync(join(home, "token"), `${token}\n`, { mode: 0o600 });
     d = await startDaemon({
       home,
-      config: `[sandbox]\nmode = "enforced"\n[authz]\nallowed_uids = [65534]\n[mcp]\nlisten = "127.0.0.1:${port}"\ntoken_file = "${join(home, "token")}"\nas_user = "nobody"\n`,
+      config: `[sandbox]\nmode = "enforced"\n[api]\nmax_connections_per_uid = 8\n[authz]\nallowed_uids = [65534]\n[mcp]\nlisten = "127.0.0.1:${port}"\ntoken_file = "${join(home, "token")}"\nas_user = "nobody"\n`,
     });
     await waitFor(() => d.stderr().includes("MCP on http://127.0.0.1:"), "the TCP listener");
   });
@@ -361,6 +361,39 @@ describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () =>
     for await (const e of denied) seen.push(e);
     expect(seen.some((e) => e.data.via === "mcp-tcp")).toBe(true);
   });
+
+  test("on TCP: connections beyond the cap are closed; a flood of bad tokens is recorded once", async () => {
+    const held = await Promise.all(
+      Array.from(
+        { length: 12 },
+        () =>
+          new Promise<{ sock: import("node:net").Socket; closed: () => boolean }>((resolve) => {
+            let closed = false;
+            const sock = connect(port, "127.0.0.1", () => resolve({ sock, closed: () => closed }));
+            sock.on("close", () => {
+              closed = true;
+            });
+            sock.on("error", () => undefined);
+          }),
+      ),
+    );
+    await waitFor(() => held.filter((h) => h.closed()).length >= 4, "the connections beyond the cap closed");
+    // At most the cap stay open (a keep-alive connection of an earlier test may hold one).
+    const stayed = held.filter((h) => !h.closed()).length;
+    expect(stayed).toBeLessThanOrEqual(8);
+    expect(stayed).toBeGreaterThanOrEqual(6);
+    for (const h of held) h.sock.destroy();
+    const before = await deniedCount();
+    const bad = { method: "POST", headers: { authorization: "Bearer nope-nope-nope-nope" }, body: "{}" };
+    for (let i = 0; i < 20; i++) expect((await fetch(`http://127.0.0.1:${port}/mcp`, bad)).status).toBe(401);
+    expect((await deniedCount()) - before).toBeLessThanOrEqual(1);
+  });
+
+  async function deniedCount(): Promise<number> {
+    let n = 0;
+    for await (const e of d.client.events({ kind: ["authz.denied"], limit: 1000 })) if (e.data.via === "mcp-tcp") n++;
+    return n;
+  }
 
   test("a token file others can read keeps the TCP listener shut; the socket still serves", async () => {
     const home = tempHome("pm");
