@@ -50,6 +50,7 @@ describe("selection and the runner", () => {
       "daemon.reachable",
       "daemon.version-match",
       "authz.strict",
+      "mcp",
       "jobs.user",
       "sandbox.backend",
       "sandbox.containment",

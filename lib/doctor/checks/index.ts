@@ -1,7 +1,7 @@
 /** Every check, in report order: the host, the service, the socket, the daemon, access, who jobs run as, sandbox, limits, state; then macOS and the Lima VM. */
 import type { Check } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
-import { authzStrict, config } from "./config.ts";
+import { authzStrict, config, mcp } from "./config.ts";
 import { daemonChecks } from "./daemon.ts";
 import { binaryVersion, installState, platform } from "./install.ts";
 import { jobsChecks } from "./jobs.ts";
@@ -22,6 +22,7 @@ export const CHECKS: Check<DoctorContext>[] = [
   ...socketChecks,
   ...daemonChecks,
   authzStrict,
+  mcp,
   ...jobsChecks,
   ...sandboxChecks,
   ...limitsChecks,
