@@ -184,13 +184,16 @@ export function cellPath(p: string, allowDot = false): string {
   return `./${parts.join("/")}`;
 }
 
+/** The most of a file tool's output planterd reads (a read's 1 MiB and more). */
+const IN_CELL_OUTPUT = 4 * 1024 * 1024;
+
 /** Run a small program as a job in the cell, wait for it, read its output, remove it. */
 async function inCell(
   t: ToolContext,
   cell: string | undefined,
   argv: string[],
   input?: Uint8Array,
-): Promise<{ job: Job; stdout: Buffer; stderr: string }> {
+): Promise<{ job: Job; stdout: Buffer; stderr: string; more: boolean }> {
   const job = await t.api.call(
     ROUTES.createJob,
     { body: { cell, argv, limits: { timeout_ms: 60_000 }, ...(input ? { stdin: true } : {}) } },
@@ -215,16 +218,22 @@ async function inCell(
       { params: { id: job.id }, query: { timeout_ms: 70_000 } },
       t.signal,
     );
+    // At most IN_CELL_OUTPUT bytes are read into planterd (a listing of a huge directory says it was cut).
     const out: Buffer[] = [];
     let offset = 0;
+    let more = false;
     for (;;) {
-      const c = await chunk(t, job.id, "stdout", offset, 1 << 20);
+      const c = await chunk(t, job.id, "stdout", offset, Math.min(1 << 20, IN_CELL_OUTPUT - offset));
       out.push(bytesOf(c));
       if (c.next_offset === offset || c.eof) break;
       offset = c.next_offset;
+      if (offset >= IN_CELL_OUTPUT) {
+        more = c.size > offset;
+        break;
+      }
     }
     const err = await chunk(t, job.id, "stderr", 0, 16 * 1024);
-    return { job: end, stdout: Buffer.concat(out), stderr: utf8.decode(bytesOf(err)).trim() };
+    return { job: end, stdout: Buffer.concat(out), stderr: utf8.decode(bytesOf(err)).trim(), more };
   } finally {
     // The job's events stay in the audit; its row and logs are of no use to anyone.
     await t.api.call(ROUTES.removeJob, { params: { id: job.id } }, t.signal).catch(() => undefined);
@@ -548,9 +557,10 @@ const fileList = tool({
     const r = await inCell(t, a.cell, ["sh", "-c", LIST_SH, "planter-file-list", path]);
     if (r.job.exit_code !== 0) throw fileError(`cannot list ${a.path ?? "."}`, r);
     const most = 10_000;
-    const all = r.stdout
-      .toString("utf8")
-      .split("\0")
+    const records = r.stdout.toString("utf8").split("\0");
+    // Output cut short ends in a partial record: left out.
+    if (r.more) records.pop();
+    const all = records
       .filter(Boolean)
       .map((line) => {
         const [y = "", size = "0", ...name] = line.split("\t");
@@ -559,7 +569,11 @@ const fileList = tool({
       .sort((x, y) => (x.name < y.name ? -1 : x.name > y.name ? 1 : 0));
     const entries = all.slice(0, most);
     const text = entries.map((e) => `${e.type === "dir" ? `${e.name}/` : e.name}\t${e.type}\t${e.size}`).join("\n");
-    return { structured: { path: a.path ?? ".", entries, truncated: all.length > most }, text: text || "(empty)" };
+    const truncated = r.more || all.length > most;
+    return {
+      structured: { path: a.path ?? ".", entries, truncated },
+      text: (text || "(empty)") + (truncated ? "\n[… more entries not listed]" : ""),
+    };
   },
 });
 

@@ -242,6 +242,12 @@ describe("MCP over stdio (planter mcp)", () => {
     const ro = await call(c, "file_write", { cell: "ro", path: "x", text: "no" });
     expect(ro.isError).toBe(true);
     expect(sc(ro).error.message).toMatch(/Read-only file system|Permission denied/);
+    // A huge directory is listed in part, and says so.
+    const many = await call(c, "run", { command: "mkdir many && cd many && seq 1 10005 | xargs touch" });
+    expect(many.isError).toBeFalsy();
+    const big = sc(await call(c, "file_list", { path: "many" }));
+    expect(big.entries.length).toBe(10_000);
+    expect(big.truncated).toBe(true);
     // The file tools' jobs are gone again; their events stay.
     expect((await d.client.listJobs({ cell: "ro" })).jobs).toEqual([]);
   });
