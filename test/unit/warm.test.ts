@@ -1,6 +1,6 @@
 /** Warm sandboxes' pure parts: the job's commands for the waiting shell, plan keys, fd renumbering. */
 import { describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { closeSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { planKey, shiftFds, warmScript } from "../../lib/jobs/warm.ts";
@@ -56,8 +56,8 @@ describe("plan keys and fds", () => {
     writeFileSync(f, "a");
     const before = planKey(plan(f), null);
     expect(planKey(plan(f), null)).toBe(before);
-    rmSync(f);
-    writeFileSync(join(dir, "other"), "");
+    // The old inode stays alive under another name, so the new file cannot get its number back.
+    renameSync(f, join(dir, "src.old"));
     writeFileSync(f, "a");
     expect(planKey(plan(f), null)).not.toBe(before);
     expect(planKey(plan(join(dir, "missing")), null)).toBeNull();
