@@ -125,7 +125,10 @@ describe("warm sandboxes", () => {
     await d.client.writeStdin(j.id, { data: Buffer.from("piped\n").toString("base64"), eof: true });
     expect((await d.client.waitJob(j.id, 20_000)).job.state).toBe("exited");
     expect(await logs(j.id, "stdout")).toBe("piped\n");
-    expect(warmDirs(d).sort()).toEqual(waiting);
+    // None of the waiting sandboxes was taken or dropped (one made meanwhile for an earlier job's
+    // kind may have joined them: a full suite's load can finish that one late).
+    const now = warmDirs(d);
+    expect(waiting.filter((w) => !now.includes(w))).toEqual([]);
   }, 60_000);
 
   test("planterd killed while a sandbox waits: the sandbox ends without running anything, its dir goes at the next start", async () => {
