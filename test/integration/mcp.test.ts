@@ -175,6 +175,23 @@ describe("MCP over stdio (planter mcp)", () => {
     expect(sc(await call(c, "job_wait", { job: t.id })).stdout.text).toBe("abc");
   });
 
+  test("a terminal job: its screen in run's answer and in job_output; job_stdin types into it", async () => {
+    const r = await call(c, "run", {
+      command: "printf 'ready\\n'; read x; printf 'typed %s\\n' \"$x\"; sleep 600",
+      tty: { cols: 40, rows: 6 },
+      wait_s: 0,
+    });
+    const id = sc(r).job.id as string;
+    const screen = async () => sc(await call(c, "job_output", { job: id, screen: true })).screen as string[];
+    await waitFor(async () => (await screen()).includes("ready"), "the job's first line on its screen");
+    await call(c, "job_stdin", { job: id, text: "hello\r" });
+    await waitFor(async () => (await screen()).includes("typed hello"), "the typed line");
+    const w = sc(await call(c, "job_wait", { job: id, timeout_s: 0 }));
+    expect(w.screen).toContain("typed hello");
+    expect(w.stderr).toBeNull();
+    await call(c, "job_kill", { job: id, force: true });
+  });
+
   test("errors: an unknown tool and bad arguments are MCP errors; planter's refusals are error results", async () => {
     const unknown = await c.callTool({ name: "no_such_tool", arguments: {} }).catch((e) => e);
     expect(unknown).toBeInstanceOf(McpError);
