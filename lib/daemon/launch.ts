@@ -55,12 +55,15 @@ export function runAsOf(identity: Identity | null, forUid: number | null = null)
 /** Whether planterd runs as root: then no job runs as this process's uid. */
 export const daemonIsRoot = () => process.getuid?.() === 0;
 
-/** planter's own paths: state dir, socket dir, config dir. */
+/** planter's own paths: state dir, socket dir, config dir, and the MCP token file. */
 export function protectedPaths(ctx: Context): string[] {
   const config = dirname(ctx.paths.configPath);
   const out = [ctx.paths.stateDir, socketDir(ctx.paths.socketPath)];
   // A config dir that is a system dir (/etc when the file is /etc/planter.toml) is not hidden whole.
   if (!isSystemDir(config) && config !== "/") out.push(config);
+  // The MCP listener's bearer token opens planterd over TCP: no job may read it, wherever it lies.
+  const token = ctx.config.mcp.token_file;
+  if (token && !out.some((p) => token === p || token.startsWith(`${p}/`))) out.push(token);
   return out;
 }
 

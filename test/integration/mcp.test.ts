@@ -4,7 +4,7 @@
  * TCP listener with its bearer token. Real planterd, real bwrap (enforced: the ceiling's default).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 import { join } from "node:path";
 import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
@@ -318,6 +318,8 @@ describe("MCP over stdio (planter mcp)", () => {
 describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () => {
   let d: DaemonHandle;
   let port: number;
+  let tokenDir = "";
+  let tokenFile = "";
   const token = "t0ken-for-the-mcp-test-0123456789";
   beforeAll(async () => {
     port = await new Promise<number>((resolve) => {
@@ -327,16 +329,22 @@ describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () =>
       });
     });
     const home = tempHome("pm");
-    writeFileSync(join(home, "token"), `${token}\n`, { mode: 0o600 });
+    // The token lies outside planter's dirs (state, socket, config): jobs must not see it anyway.
+    // (/var/tmp: a job's /tmp is its own, so a token there would be out of its sight anyway.)
+    tokenDir = mkdtempSync("/var/tmp/pt-tok-");
+    chmodSync(tokenDir, 0o755);
+    tokenFile = join(tokenDir, "token");
+    writeFileSync(tokenFile, `${token}\n`, { mode: 0o600 });
     d = await startDaemon({
       home,
-      config: `[sandbox]\nmode = "enforced"\n[api]\nmax_connections_per_uid = 8\n[authz]\nallowed_uids = [65534]\n[mcp]\nlisten = "127.0.0.1:${port}"\ntoken_file = "${join(home, "token")}"\nas_user = "nobody"\n`,
+      config: `[sandbox]\nmode = "enforced"\n[api]\nmax_connections_per_uid = 8\n[authz]\nallowed_uids = [65534]\n[mcp]\nlisten = "127.0.0.1:${port}"\ntoken_file = "${tokenFile}"\nas_user = "nobody"\n`,
     });
     await waitFor(() => d.stderr().includes("MCP on http://127.0.0.1:"), "the TCP listener");
   });
   afterAll(async () => {
     await d.stop();
     cleanup(d.home);
+    rmSync(tokenDir, { recursive: true, force: true });
   });
 
   test("on the socket: the SDK's Streamable HTTP client runs a job", async () => {
@@ -344,6 +352,11 @@ describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () =>
     try {
       const r = await call(c, "run", { command: "echo via-socket" });
       expect(sc(r).stdout.text).toBe("via-socket\n");
+      // The token file is covered in every job's view (empty), wherever the config puts it.
+      const seen = await call(c, "run", {
+        argv: ["sh", "-c", 'if [ -s "$1" ]; then echo visible; else echo hidden; fi', "-", tokenFile],
+      });
+      expect(sc(seen).stdout.text).toBe("hidden\n");
     } finally {
       await c.close();
     }
