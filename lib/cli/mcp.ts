@@ -80,15 +80,17 @@ export class McpRelay {
     try {
       const headers: Record<string, string> = this.protocol ? { "mcp-protocol-version": this.protocol } : {};
       const res = await this.api.mcp(raw, headers, abort.signal);
+      const type = res.headers.get("content-type") ?? "";
+      // An event stream (a call that reports progress) is passed on event by event, as it comes.
+      if (res.ok && type.includes("text/event-stream") && res.body) {
+        for await (const m of sseEvents(res.body)) await this.out(`${m}\n`);
+        return;
+      }
       const body = await res.text();
       if (res.status === 202 || !body.trim()) return;
       if (!res.ok) return await this.refused(id, res.status, body);
-      const type = res.headers.get("content-type") ?? "";
-      const messages = type.includes("text/event-stream") ? sseData(body) : [body.trim()];
-      for (const m of messages) {
-        if (msg.method === "initialize") this.protocol = protocolOf(m) ?? this.protocol;
-        await this.out(`${m}\n`);
-      }
+      if (msg.method === "initialize") this.protocol = protocolOf(body) ?? this.protocol;
+      await this.out(`${body.trim()}\n`);
     } catch (e) {
       // Cancelled: the client expects no answer; a notification has none to get.
       if (abort.signal.aborted || id === null) return;
@@ -123,18 +125,30 @@ function requestId(msg: Message): Id | null {
   return msg.id === undefined || msg.id === null ? null : msg.id;
 }
 
-/** The data of each event of a text/event-stream body (one JSON-RPC message each). */
-function sseData(body: string): string[] {
-  const out: string[] = [];
-  for (const block of body.split(/\r?\n\r?\n/)) {
+/** The data of each event of a text/event-stream body (one JSON-RPC message each), as each completes. */
+async function* sseEvents(body: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  const decoder = new TextDecoder();
+  let buf = "";
+  const take = (block: string): string | null => {
     const data = block
       .split(/\r?\n/)
       .filter((l) => l.startsWith("data:"))
       .map((l) => l.slice(5).replace(/^ /, ""))
       .join("\n");
-    if (data.trim()) out.push(data.replace(/\n/g, " "));
+    return data.trim() ? data.replace(/\n/g, " ") : null;
+  };
+  for await (const chunk of body) {
+    buf += decoder.decode(chunk, { stream: true });
+    let end = /\r?\n\r?\n/.exec(buf);
+    while (end) {
+      const m = take(buf.slice(0, end.index));
+      buf = buf.slice(end.index + end[0].length);
+      if (m) yield m;
+      end = /\r?\n\r?\n/.exec(buf);
+    }
   }
-  return out;
+  const last = take(buf + decoder.decode());
+  if (last) yield last;
 }
 
 function protocolOf(line: string): string | null {

@@ -84,7 +84,8 @@ export async function handleMcp(
   res.once("close", () => abort.abort());
   const transport = new StreamableHTTPServerTransport({
     sessionIdGenerator: undefined,
-    enableJsonResponse: true,
+    // JSON, unless the caller asked for progress: then an event stream carries it before the answer.
+    enableJsonResponse: !wantsProgress(body),
     ...(allowedHosts ? { enableDnsRebindingProtection: true, allowedHosts } : {}),
   });
   const dispatch = new Dispatch(ctx, router, { ...caller, ceiling: ctx.config.mcp });
@@ -95,6 +96,15 @@ export async function handleMcp(
   });
   await server.connect(transport);
   await transport.handleRequest(req, res, body);
+}
+
+/** Whether a message (or one of a batch) is a request with a progress token. */
+function wantsProgress(body: unknown): boolean {
+  const one = (m: unknown) =>
+    typeof m === "object" &&
+    m !== null &&
+    (m as { params?: { _meta?: { progressToken?: unknown } } }).params?._meta?.progressToken !== undefined;
+  return Array.isArray(body) ? body.some(one) : one(body);
 }
 
 /** The body of a JSON-RPC POST: an object or a batch (an array), as JSON. */

@@ -201,7 +201,16 @@ export function mcpServer(api: Dispatch, signal: AbortSignal, maxOutput: number)
     const tool = TOOLS.find((x) => x.name === req.params.name);
     if (!tool) throw new McpError(ErrorCode.InvalidParams, `no tool named ${JSON.stringify(req.params.name)}`);
     const args = parseArgs(tool, req.params.arguments);
-    const call: ToolContext = { ...t, signal: AbortSignal.any([signal, extra.signal]) };
+    const token = req.params._meta?.progressToken;
+    const call: ToolContext = {
+      ...t,
+      signal: AbortSignal.any([signal, extra.signal]),
+      progress:
+        token === undefined
+          ? undefined
+          : (progress, message) =>
+              extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress, message } }),
+    };
     try {
       if (req.params.task) {
         if (!tool.task || !extra.taskStore)

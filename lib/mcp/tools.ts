@@ -22,7 +22,12 @@ export interface ToolContext {
   signal: AbortSignal;
   /** Bytes of each stream a run answers with (config [mcp] max_output_bytes). */
   maxOutput: number;
+  /** Tell the caller a wait goes on (when its request carried a progress token). */
+  progress?: (progress: number, message: string) => Promise<void>;
 }
+
+/** How often a wait says it goes on, to a caller that asked for progress. */
+export const PROGRESS_MS = 2000;
 
 /** A tool's result: structured content, and the text a model reads. */
 export interface ToolResult {
@@ -131,7 +136,22 @@ async function waitFor(t: ToolContext, id: string, seconds: number): Promise<{ j
     const job = await t.api.call(ROUTES.getJob, { params: { id } }, t.signal);
     return { job, timed_out: !FINAL_STATES.has(job.state) };
   }
-  return t.api.call(ROUTES.waitJob, { params: { id }, query: { timeout_ms: Math.round(seconds * 1000) } }, t.signal);
+  const total = Math.round(seconds * 1000);
+  if (!t.progress) return t.api.call(ROUTES.waitJob, { params: { id }, query: { timeout_ms: total } }, t.signal);
+  // In slices, each followed by a progress notification: a client's request timeout that progress
+  // resets never fires while the job runs.
+  const start = Date.now();
+  for (;;) {
+    const left = total - (Date.now() - start);
+    const r = await t.api.call(
+      ROUTES.waitJob,
+      { params: { id }, query: { timeout_ms: Math.max(0, Math.min(PROGRESS_MS, left)) } },
+      t.signal,
+    );
+    if (!r.timed_out || left <= PROGRESS_MS) return r;
+    const s = Math.round((Date.now() - start) / 1000);
+    await t.progress(s, `job ${id} still ${r.job.state} after ${s} s`);
+  }
 }
 
 /** A run's answer: the job, whether it ended, the head and tail of its output (the screen of a terminal job). */

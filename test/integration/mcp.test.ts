@@ -143,6 +143,24 @@ describe("MCP over stdio (planter mcp)", () => {
     expect(sc(part).next_offset).toBe(offset + 100);
   });
 
+  test("a run that takes longer than the client's timeout: progress keeps the request alive", async () => {
+    const progress: { progress: number; message?: string }[] = [];
+    const r = (await c.callTool({ name: "run", arguments: { command: "sleep 5; echo slept", wait_s: 30 } }, undefined, {
+      timeout: 3500,
+      resetTimeoutOnProgress: true,
+      onprogress: (p) => progress.push(p),
+    })) as Result;
+    expect(sc(r).stdout.text).toBe("slept\n");
+    expect(progress.length).toBeGreaterThanOrEqual(1);
+    expect(progress[0]?.message).toMatch(/^job j-\S+ still running after \d+ s$/);
+    // Without progress the same client timeout ends the request (the job goes on in planterd).
+    const plain = await c
+      .callTool({ name: "run", arguments: { command: "sleep 5", wait_s: 30 } }, undefined, { timeout: 1500 })
+      .catch((e) => e);
+    expect(plain).toBeInstanceOf(McpError);
+    expect((plain as McpError).code).toBe(ErrorCode.RequestTimeout);
+  });
+
   test("a long job goes on: wait, stdin, kill; its status says how it ended", async () => {
     const r = await call(c, "run", { command: "read line; echo got $line; sleep 600", stdin: "hi there\n", wait_s: 0 });
     const id = sc(r).job.id as string;
