@@ -4,7 +4,7 @@ import { isIP } from "node:net";
 import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
-import { ClientSection, Target } from "./cli/client-config.ts";
+import { ClientSection, Target, TargetsSection } from "./cli/client-config.ts";
 import { NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
@@ -25,6 +25,8 @@ const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minV
 /** The config file's schema; unknown keys are refused. */
 export const ConfigSchema = v.strictObject({
   client: v.optional(ClientSection, {}),
+  /** Registered targets (`planter target add`): read by client commands; planterd accepts and ignores them. */
+  targets: v.optional(TargetsSection, {}),
   daemon: v.optional(
     v.strictObject({
       socket: v.optional(v.pipe(v.string(), v.minLength(1))),

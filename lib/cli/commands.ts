@@ -21,6 +21,7 @@ export const subCommands = {
   migrate: () => import("../../scripts/migrate.ts").then((m) => m.default),
   attach: () => import("./attach.ts").then((m) => m.attach),
   agent: () => import("./lifecycle/agent.ts").then((m) => m.agent),
+  target: () => import("./lifecycle/target.ts").then((m) => m.target),
   completion: () => import("./completion.ts").then((m) => m.completion),
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };

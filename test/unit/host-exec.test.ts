@@ -159,6 +159,13 @@ describe("what a client loads of lib/host", () => {
     expect(r.success).toBe(true);
     const text = (await r.outputs[0]?.text()) ?? "";
     const host = [...text.matchAll(/^\/\/ (lib\/host\/\S+\.ts)$/gm)].map((m) => m[1]).sort();
-    expect(host).toEqual(["lib/host/exec.ts", "lib/host/lima-paths.ts", "lib/host/limactl.ts", "lib/host/systemd.ts"]);
+    // ssh.ts: the ssh wrapper of ssh:// targets (lib/targets/ssh.ts, imported only when one is used).
+    expect(host).toEqual([
+      "lib/host/exec.ts",
+      "lib/host/lima-paths.ts",
+      "lib/host/limactl.ts",
+      "lib/host/ssh.ts",
+      "lib/host/systemd.ts",
+    ]);
   });
 });
