@@ -142,12 +142,10 @@ export class HttpsTransport implements RemoteTransport {
 
   /** The endpoints to try, in order: round-robin over those not skipped, then the skipped ones (soonest back first). */
   private order(now: number): EndpointState[] {
-    const n = this.endpoints.length;
-    const start = this.next++ % n;
-    const rotated = [...this.endpoints.slice(start), ...this.endpoints.slice(0, start)];
-    const live = rotated.filter((e) => e.skipUntil <= now);
-    const skipped = rotated.filter((e) => e.skipUntil > now).sort((a, b) => a.skipUntil - b.skipUntil);
-    return [...live, ...skipped];
+    const live = this.endpoints.filter((e) => e.skipUntil <= now);
+    const start = live.length ? this.next++ % live.length : 0;
+    const skipped = this.endpoints.filter((e) => e.skipUntil > now).sort((a, b) => a.skipUntil - b.skipUntil);
+    return [...live.slice(start), ...live.slice(0, start), ...skipped];
   }
 
   private async attempt(
