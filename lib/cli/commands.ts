@@ -4,7 +4,7 @@
  */
 import { defineCommand } from "citty";
 import { BUILD } from "../version.ts";
-import { clientArgs } from "./client-config.ts";
+import { clientArgs, targetsArg } from "./client-config.ts";
 
 export const subCommands = {
   daemon: () => import("../../scripts/daemon.ts").then((m) => m.default),
@@ -32,8 +32,9 @@ export const planter = defineCommand({
     version: BUILD.version,
     description: "Run untrusted commands in sandboxed cells, observable and under control",
   },
-  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`.
-  args: clientArgs,
+  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`;
+  // so may --targets and --all-targets of the commands that read several (`planter --all-targets job ls`).
+  args: { ...clientArgs, ...targetsArg },
   subCommands,
 });
 
