@@ -154,6 +154,15 @@ describe("several targets at once", () => {
     }
   }, 60_000);
 
+  test("doctor checks every registered target: down ones fail the check, naming them", async () => {
+    const r = await planter("doctor", "targets.reachable", "--json");
+    const check = (JSON.parse(r.stdout) as { checks: { id: string; status: string; message: string }[] }).checks[0];
+    expect(check?.id).toBe("targets.reachable");
+    expect(check?.status).toBe("fail");
+    expect(check?.message).toBe("targets: gone down, hang down, two ok");
+    expect(r.code).not.toBe(0);
+  }, 30_000);
+
   test("refused: --cursor with several targets, --targets with --target, an unknown name", async () => {
     const cases: [string[], string][] = [
       [["events", "--targets", "local,two", "--cursor", "x:1"], "--cursor names a place in one target's stream"],

@@ -214,7 +214,7 @@ export interface TargetCheck {
 }
 
 /** Check targets in parallel: version and readiness of each, each https endpoint on its own. */
-export async function checkTargets(names: string[]): Promise<TargetCheck[]> {
+export async function checkTargets(names: string[], timeoutMs = targetTimeoutMs()): Promise<TargetCheck[]> {
   const cfg = readClientConfig(configPath());
   const urlsOf = (n: string) =>
     n === "local" ? [`unix://${resolvePaths().socketPath}`] : n === "lima" ? ["lima"] : (cfg.targets[n]?.urls ?? []);
@@ -240,7 +240,7 @@ export async function checkTargets(names: string[]): Promise<TargetCheck[]> {
       }
       return { version, problems };
     },
-    targetTimeoutMs(),
+    timeoutMs,
   );
   return results.map((r) =>
     r.ok
