@@ -100,7 +100,7 @@ export async function targetsBench(): Promise<void> {
     note(`over ssh p99 ${percentile(viaSsh, 99).toFixed(2)} ms`);
     report(BENCH, "warm request over the ssh ControlMaster p50", median(viaSsh), "ms", "le", 5);
   } finally {
-    Bun.spawnSync(["ssh", "-O", "exit", "-o", `ControlPath=${join(home, "ssh", "box.ctl")}`, "x"], {
+    Bun.spawnSync(["ssh", "-O", "exit", "-o", `ControlPath=${join(home, "targets", "box.ctl")}`, "x"], {
       stderr: "ignore",
     });
     await local.stop();

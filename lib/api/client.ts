@@ -9,7 +9,7 @@
 import { peerReader } from "../daemon/peer.ts";
 import { acceptTimeoutMs, whenRead } from "./accepted.ts";
 import { FINAL_STATES } from "./contract.ts";
-import { type ErrorBody, PlanterError } from "./errors.ts";
+import { type ErrorBody, EXIT, PlanterError } from "./errors.ts";
 import {
   pathOf,
   queryOf,
@@ -228,7 +228,7 @@ export class Client {
         "E_UNAVAILABLE",
         `no answer from ${this.socketPath} within ${this.opts.retry?.timeoutMs} ms${idempotent ? "" : " (the request may have been carried out)"}`,
         { hint: this.unreachableHint },
-      );
+      ).withExit(EXIT.unreachable);
     if ((e as Error).name === "AbortError") throw abortError();
     return unreachable(this.socketPath, e, this.unreachableHint);
   }

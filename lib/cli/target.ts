@@ -166,21 +166,22 @@ export function entryClient(name: string, entry: TargetEntry, env: Env = process
       return new Client(`https target ${name}`, undefined, [], {
         remote: () =>
           import("../targets/https.ts").then((m) =>
-            m.httpsTransport(name, endpoints as Extract<Endpoint, { kind: "https" }>[], entry),
+            m.httpsTransport(name, endpoints as Extract<Endpoint, { kind: "https" }>[], entry, sshDir(env)),
           ),
       });
   }
 }
 
 /**
- * The directory of this user's ssh masters and forwards, 0700 (lib/targets/ssh.ts makes and checks
- * it): `$PLANTER_HOME/ssh` (tests), else `$XDG_RUNTIME_DIR/planter-ssh`, else
- * `~/.local/state/planter/ssh` — never a shared directory such as /tmp.
+ * The directory of this user's target state — ssh masters and forwards, https endpoints' skip
+ * times — 0700 (lib/targets/ssh.ts makes and checks it): `$PLANTER_HOME/targets` (tests), else
+ * `$XDG_RUNTIME_DIR/planter-targets`, else `~/.local/state/planter/targets`; never a shared
+ * directory such as /tmp.
  */
 export function sshDir(env: Env = process.env): string {
-  if (env.PLANTER_HOME) return `${env.PLANTER_HOME}/ssh`;
-  if (env.XDG_RUNTIME_DIR) return `${env.XDG_RUNTIME_DIR}/planter-ssh`;
-  return `${env.HOME || homedir()}/.local/state/planter/ssh`;
+  if (env.PLANTER_HOME) return `${env.PLANTER_HOME}/targets`;
+  if (env.XDG_RUNTIME_DIR) return `${env.XDG_RUNTIME_DIR}/planter-targets`;
+  return `${env.HOME || homedir()}/.local/state/planter/targets`;
 }
 
 /** The local socket a target's ssh forward listens on. */

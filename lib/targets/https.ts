@@ -12,13 +12,16 @@
  * - Reads go round-robin over the endpoints not skipped; a failing endpoint is skipped for 30 s.
  * The bounds come from PLANTER_RETRY (`initial=MS,max=MS,total=MS,timeout=MS,skip=MS`), for tests.
  */
-import { readFileSync, statSync } from "node:fs";
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import * as v from "valibot";
 import type { RemoteTransport } from "../api/client.ts";
 import { waitOf } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { ByteStream } from "../api/stream.ts";
 import { abortError } from "../api/stream.ts";
 import type { TargetEntry } from "../cli/client-config.ts";
+import { privateDir } from "./dir.ts";
 import type { Endpoint } from "./url.ts";
 
 /** Retry and failover bounds, in ms. */
@@ -103,6 +106,42 @@ export function readToken(path: string, me = process.getuid?.()): string {
 /** Statuses that say "this endpoint cannot answer now" rather than "this request is wrong". */
 const UNAVAILABLE = new Set([502, 503, 504]);
 
+/** Where a target's endpoints' skip times outlive one command (each CLI command is a process of its own). */
+export interface SkipStore {
+  load(): Record<string, number>;
+  save(skipUntil: Record<string, number>): void;
+}
+
+const SkipFile = v.record(v.string(), v.number());
+
+/**
+ * Skip times in `dir/NAME.https.json` (the user's 0700 target directory): read at start, written
+ * (temp file, rename) when they change. A missing or unreadable file is no skip at all.
+ */
+export function skipFile(dir: string, name: string): SkipStore {
+  const path = join(dir, `${name}.https.json`);
+  return {
+    load() {
+      try {
+        const r = v.safeParse(SkipFile, JSON.parse(readFileSync(path, "utf8")));
+        return r.success ? r.output : {};
+      } catch {
+        return {};
+      }
+    },
+    save(skipUntil) {
+      try {
+        privateDir(dir);
+        const tmp = `${path}.${process.pid}.tmp`;
+        writeFileSync(tmp, JSON.stringify(skipUntil), { mode: 0o600 });
+        renameSync(tmp, path);
+      } catch {
+        // The skip is an optimisation: without the file, the next command tries every endpoint.
+      }
+    },
+  };
+}
+
 /** The transport for a target's https endpoints. */
 export class HttpsTransport implements RemoteTransport {
   private readonly endpoints: EndpointState[];
@@ -114,8 +153,33 @@ export class HttpsTransport implements RemoteTransport {
     private readonly entry: Pick<TargetEntry, "ca" | "cert" | "key" | "token_file">,
     private readonly bounds: RetryBounds,
     private readonly sleep: (ms: number) => Promise<void> = (ms) => Bun.sleep(ms),
+    private readonly store?: SkipStore,
+    /** Where the rotation starts (the CLI: anywhere, so one-request commands spread over the endpoints). */
+    start = 0,
   ) {
-    this.endpoints = urls.map((url) => ({ url, skipUntil: 0, lastError: null }));
+    const known = store?.load() ?? {};
+    const now = Date.now();
+    this.endpoints = urls.map((url) => {
+      // A skip longer than `skip` from now was not written by this planter's bounds: not trusted.
+      const until = known[url] ?? 0;
+      return { url, skipUntil: until > now && until <= now + bounds.skip ? until : 0, lastError: null };
+    });
+    this.next = start;
+  }
+
+  /** Keep the skip times for the next command, when they changed. */
+  private persist(before: string): void {
+    if (!this.store) return;
+    const now = Object.fromEntries(
+      this.endpoints.filter((e) => e.skipUntil > Date.now()).map((e) => [e.url, e.skipUntil]),
+    );
+    if (JSON.stringify(now) !== before) this.store.save(now);
+  }
+
+  private skips(): string {
+    return JSON.stringify(
+      Object.fromEntries(this.endpoints.filter((e) => e.skipUntil > Date.now()).map((e) => [e.url, e.skipUntil])),
+    );
   }
 
   /** Each endpoint's last error and whether it is skipped now (for target check). */
@@ -235,6 +299,19 @@ export class HttpsTransport implements RemoteTransport {
     idempotent: boolean,
     signal: AbortSignal | undefined,
   ): Promise<Response> {
+    const before = this.skips();
+    try {
+      return await this.rounds(once, idempotent, signal);
+    } finally {
+      this.persist(before);
+    }
+  }
+
+  private async rounds(
+    once: (e: EndpointState) => Promise<Response>,
+    idempotent: boolean,
+    signal: AbortSignal | undefined,
+  ): Promise<Response> {
     const began = Date.now();
     for (let round = 0; ; round++) {
       for (const e of this.order(Date.now())) {
@@ -301,7 +378,10 @@ export async function httpsTransport(
   name: string,
   endpoints: Extract<Endpoint, { kind: "https" }>[],
   entry: TargetEntry,
+  stateDir: string,
 ): Promise<RemoteTransport> {
   const urls = endpoints.map((e) => `https://${e.host}:${e.port}`);
-  return new HttpsTransport(name, urls, entry, boundsFrom(process.env.PLANTER_RETRY));
+  const store = urls.length > 1 ? skipFile(stateDir, name) : undefined;
+  const start = Math.floor(Math.random() * urls.length);
+  return new HttpsTransport(name, urls, entry, boundsFrom(process.env.PLANTER_RETRY), undefined, store, start);
 }

@@ -10,11 +10,12 @@
  * or root, and the directory must not be writable by others — the rule lib/api/trust.ts applies
  * locally, read with one remote `stat` through the master.
  */
-import { existsSync, lstatSync, mkdirSync, rmdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, rmdirSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { sshDir } from "../cli/target.ts";
 import { controlArgs, masterArgs, remoteArgs, type SshPlan, ssh, sshFailure, sshWhere } from "../host/ssh.ts";
+import { privateDir } from "./dir.ts";
 import { type Endpoint, SSH_DEFAULT_SOCKET } from "./url.ts";
 
 type Env = Record<string, string | undefined>;
@@ -32,19 +33,6 @@ export interface ForwardPlan {
 export const CONNECT_TIMEOUT_S = 3;
 /** How long an idle master stays, in seconds. */
 export const PERSIST_S = 600;
-
-/** Make (or check) the user's ssh directory: owned by the user, 0700, a real directory. */
-export function privateDir(dir: string): void {
-  const me = process.getuid?.() ?? 0;
-  if (!existsSync(dir)) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const st = lstatSync(dir);
-  if (!st.isDirectory() || st.uid !== me || (st.mode & 0o077) !== 0)
-    throw new PlanterError(
-      "E_UNTRUSTED_DAEMON",
-      `refusing to keep ssh sockets in ${dir}: it must be a directory of yours (uid ${me}) with mode 0700, not ${st.isDirectory() ? `uid ${st.uid} mode ${(st.mode & 0o7777).toString(8)}` : "something else"}`,
-      { hint: `remove it (rm -r ${dir}) and let planter make it again, or fix it: chmod 700 ${dir}` },
-    );
-}
 
 /** Whether something accepts connections on the Unix socket `path`. */
 async function answers(path: string): Promise<boolean> {

@@ -6,9 +6,10 @@
  * checked; a request that is not idempotent is sent once.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
-import { backoffMs, boundsFrom, HttpsTransport, type RetryBounds } from "../../lib/targets/https.ts";
+import { backoffMs, boundsFrom, HttpsTransport, type RetryBounds, skipFile } from "../../lib/targets/https.ts";
 import { freePort } from "../ssh-fixture.ts";
 import { haveOpenssl, makePki, type TestPki } from "../tls-fixture.ts";
 
@@ -183,6 +184,23 @@ describe.skipIf(!haveOpenssl)("https transport under faults", () => {
     await Bun.sleep(150);
     for (let i = 0; i < 2; i++) await get(t);
     expect(flaky.hits).toBeGreaterThan(before);
+  });
+
+  test("skip times outlive the transport (the next command's): a dropped endpoint is left out there too", async () => {
+    const bad = await fake("drop");
+    const good = await fake("ok");
+    const dir = join(pki.dir, "state");
+    const first = new HttpsTransport("t", [bad.url, good.url], { ca: pki.ca }, BOUNDS, Bun.sleep, skipFile(dir, "t"));
+    for (let i = 0; i < 2; i++) await get(first);
+    expect(bad.hits).toBe(1);
+    expect(statSync(join(dir, "t.https.json")).mode & 0o777).toBe(0o600);
+    const next = new HttpsTransport("t", [bad.url, good.url], { ca: pki.ca }, BOUNDS, Bun.sleep, skipFile(dir, "t"));
+    for (let i = 0; i < 4; i++) await get(next);
+    expect([bad.hits, good.hits]).toEqual([1, 6]);
+    // A skip time further ahead than the bound is not believed (a file written by anything else).
+    writeFileSync(join(dir, "t.https.json"), JSON.stringify({ [bad.url]: Date.now() + 10 * BOUNDS.skip }));
+    const third = new HttpsTransport("t", [bad.url, good.url], { ca: pki.ca }, BOUNDS, Bun.sleep, skipFile(dir, "t"));
+    expect(third.health()[0]?.skipped).toBe(false);
   });
 
   test("not idempotent: sent once after a failure that may have reached planterd; a refused connection moves on", async () => {

@@ -91,6 +91,21 @@ describe.skipIf(!haveOpenssl)("https:// targets against planterd's TLS listener"
     expect(created?.data).toMatchObject({ peer_uid: ID_UID, peer_pid: null, identity: "ci", via: "tcp" });
   }, 60_000);
 
+  test("two endpoints, one refusing: reads go on through the other; target check says degraded, naming it", async () => {
+    const down = `https://127.0.0.1:${freePort()}`;
+    const url = `https://127.0.0.1:${port}`;
+    await planter("target", "add", "pair", `${down},${url}`, "--ca", pki.ca, "--token-file", join(pki.dir, "ci.token"));
+    for (let i = 0; i < 3; i++) {
+      const r = await planter("--target", "pair", "job", "ls", "--json");
+      expect([r.code, r.stderr]).toEqual([0, ""]);
+    }
+    const check = await planter("target", "check", "pair", "--json");
+    expect(check.code).toBe(0);
+    const c = JSON.parse(check.stdout) as { health: string; problems: string[] };
+    expect(c.health).toBe("degraded");
+    expect(c.problems.join("\n")).toContain(`endpoint ${down}: cannot reach target pair`);
+  }, 30_000);
+
   test("a client certificate from the CA is an identity; one from another CA is not", async () => {
     const url = `https://127.0.0.1:${port}`;
     await planter("target", "add", "cert", url, "--ca", pki.ca, "--cert", pki.clientCert, "--key", pki.clientKey);

@@ -39,7 +39,7 @@ async function planter(args: string[], extra: Record<string, string> = {}) {
 }
 
 const url = (socket = remote.socket) => `ssh://${user.name}@127.0.0.1:${sshd.port}?socket=${socket}`;
-const ctl = (name: string) => join(home, "ssh", `${name}.ctl`);
+const ctl = (name: string) => join(home, "targets", `${name}.ctl`);
 const masterAlive = (name: string) =>
   Bun.spawnSync(["ssh", "-O", "check", "-o", `ControlPath=${ctl(name)}`, "x"], { stderr: "pipe" }).exitCode === 0;
 
@@ -90,8 +90,8 @@ describe.skipIf(!haveSshd)("ssh:// targets (a real sshd on 127.0.0.1, planterd a
     expect((JSON.parse(ls.stdout) as { id: string }[]).map((j) => j.id)).toEqual([id]);
     // The master stayed, with its forward in the user's 0700 directory.
     expect(masterAlive("box")).toBe(true);
-    expect(statSync(join(home, "ssh")).mode & 0o777).toBe(0o700);
-    expect(statSync(join(home, "ssh", "box.sock")).mode & 0o777).toBe(0o600);
+    expect(statSync(join(home, "targets")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(home, "targets", "box.sock")).mode & 0o777).toBe(0o600);
   }, 60_000);
 
   test("target check says ok with the remote version; a killed master is replaced on the next command", async () => {
@@ -129,7 +129,7 @@ describe.skipIf(!haveSshd)("ssh:// targets (a real sshd on 127.0.0.1, planterd a
     // Still unknown: nothing was added to the file, nothing reached the daemon.
     expect(await Bun.file(empty).text()).toBe("");
     expect((await remote.client.listJobs({})).jobs.length).toBe(before);
-    expect(existsSync(join(home, "ssh", "stranger.sock"))).toBe(false);
+    expect(existsSync(join(home, "targets", "stranger.sock"))).toBe(false);
   }, 30_000);
 
   test("a changed host key is refused (exit 4) with how to look into it", async () => {
@@ -185,6 +185,57 @@ describe.skipIf(!haveSshd)("ssh:// targets (a real sshd on 127.0.0.1, planterd a
       rmSync(open, { recursive: true, force: true });
     }
   }, 30_000);
+
+  test("a remote socket that never answers: each try ends after 5 s, two more follow, then exit 3", async () => {
+    const dir = mkdtempSync("/tmp/pt-sshh-");
+    chmodSync(dir, 0o755);
+    const sock = join(dir, "hang.sock");
+    let connections = 0;
+    const listener = Bun.listen({
+      unix: sock,
+      socket: {
+        open() {
+          connections++;
+        },
+        data() {},
+      },
+    });
+    chmodSync(sock, 0o666);
+    try {
+      await planter(["target", "add", "hang", url(sock), "--identity", sshd.userKey, "--known-hosts", sshd.knownHosts]);
+      const t0 = performance.now();
+      const r = await planter(["--target", "hang", "job", "ls"]);
+      const s = (performance.now() - t0) / 1000;
+      expect(r.code).toBe(3);
+      expect(r.stderr).toContain("within 5000 ms");
+      // Three tries of 5 s and two backoffs (0.1–0.2 s, then 0.2–0.4 s), the master's start besides.
+      expect(s).toBeGreaterThanOrEqual(15);
+      expect(s).toBeLessThan(25);
+      // The listener check's connection, then one per try.
+      expect(connections).toBeGreaterThanOrEqual(3);
+    } finally {
+      listener.stop(true);
+      Bun.spawnSync(["ssh", "-O", "exit", "-o", `ControlPath=${ctl("hang")}`, "x"], { stderr: "ignore" });
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("commands started at once share one master (a lock while it starts)", async () => {
+    Bun.spawnSync(["ssh", "-O", "exit", "-o", `ControlPath=${ctl("box")}`, "x"], { stderr: "ignore" });
+    expect(masterAlive("box")).toBe(false);
+    const runs = await Promise.all([0, 1, 2].map(() => planter(["--target", "box", "job", "ls", "--json"])));
+    expect(runs.map((r) => [r.code, r.stderr])).toEqual([
+      [0, ""],
+      [0, ""],
+      [0, ""],
+    ]);
+    const masters = Bun.spawnSync(["pgrep", "-f", `ControlPath=${ctl("box")}`], { stdout: "pipe" })
+      .stdout.toString()
+      .trim()
+      .split("\n")
+      .filter(Boolean);
+    expect(masters).toHaveLength(1);
+  }, 60_000);
 
   test("target rm stops the master", async () => {
     expect(masterAlive("box")).toBe(true);

@@ -15,7 +15,7 @@ import { jsonArg, usage } from "../args.ts";
 import { TargetEntry, TargetName } from "../client-config.ts";
 import { examples } from "../help.ts";
 import { printable as p, print, printJson, table, write } from "../output.ts";
-import { clientOf, entryClient } from "../target.ts";
+import { clientOf } from "../target.ts";
 
 const configPath = () => resolvePaths().configPath;
 
@@ -229,14 +229,18 @@ export async function checkTargets(names: string[], timeoutMs = targetTimeoutMs(
         : ["planterd answers but is not ready (planter doctor there says why)"];
       const entry = cfg.targets[name];
       if (entry && entry.urls.length > 1) {
-        // Each endpoint alone: a target whose reads still succeed through another one is degraded.
-        const each = await fanOut(
-          entry.urls,
-          (u) => entryClient(name, { ...entry, urls: [u] }),
-          (ec, _, s) => ec.call(ROUTES.health, {}, s),
-          targetTimeoutMs(),
+        // Each endpoint alone, one attempt each (no backoff rounds): one that fails makes the target degraded.
+        const { HttpsTransport, boundsFrom } = await import("../../targets/https.ts");
+        const bounds = { ...boundsFrom(process.env.PLANTER_RETRY), total: 0, timeout: Math.floor(timeoutMs / 2) };
+        const each = await Promise.all(
+          entry.urls.map((u) =>
+            new HttpsTransport(name, [u], entry, bounds).fetch("GET", "/v1/health", undefined, {}, signal, true).then(
+              () => null,
+              (e: Error) => `endpoint ${u}: ${e.message}`,
+            ),
+          ),
         );
-        for (const r of each) if (!r.ok) problems.push(`endpoint ${r.target}: ${r.error.message}`);
+        problems.push(...each.filter((x): x is string => x !== null));
       }
       return { version, problems };
     },
