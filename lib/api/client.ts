@@ -40,6 +40,8 @@ export interface RemoteTransport {
   ): Promise<Response>;
   /** A byte stream (logs, an attached run). */
   stream(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<ByteStream>;
+  /** A WebSocket to `path` (an attached terminal), not yet open. */
+  websocket(path: string): WebSocket;
 }
 
 /** How a Client reaches a target that is not a plain local socket. */
@@ -374,10 +376,6 @@ export class Client {
    * then one terminal frame per binary message (lib/tty/protocol.ts), and `{job}` once it ended.
    */
   async attach(id: string, query: RouteQueryIn<Routes["attach"]>): Promise<WebSocket> {
-    if (this.opts.remote)
-      throw new PlanterError("E_BAD_REQUEST", `attaching a terminal is not available over ${this.socketPath}`, {
-        hint: "attach on the target's host, or reach it over ssh:// (planter target add NAME ssh://HOST)",
-      });
     await this.prepare();
     // A refused upgrade says nothing to a WebSocket: the usual refusals are asked first, in words.
     const job = await this.call(ROUTES.getJob, { params: { id } });
@@ -389,7 +387,9 @@ export class Client {
       throw new PlanterError("E_CONFLICT", `job ${job.id} has ended (${job.state})`, {
         hint: `its output is in its log: planter logs ${job.id} (--screen for the last screen)`,
       });
-    const ws = new WebSocket(`ws+unix://${this.socketPath}:${target(ROUTES.attach, { params: { id }, query })}`);
+    const path = target(ROUTES.attach, { params: { id }, query });
+    const remote = this.remote();
+    const ws = remote ? (await remote).websocket(path) : new WebSocket(`ws+unix://${this.socketPath}:${path}`);
     ws.binaryType = "arraybuffer";
     await new Promise<void>((resolve, reject) => {
       ws.onopen = () => resolve();

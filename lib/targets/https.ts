@@ -283,6 +283,21 @@ export class HttpsTransport implements RemoteTransport {
     return this.run((e) => this.attempt(e, method, path, body, headers, signal, buffer), idempotent, signal);
   }
 
+  /**
+   * A WebSocket (an attached terminal) to the first endpoint not skipped, with the target's TLS
+   * files and token; not retried (a session is not idempotent), and a failure is the caller's to say.
+   */
+  websocket(path: string): WebSocket {
+    const e = this.order(Date.now())[0] as EndpointState;
+    const headers: Record<string, string> = this.entry.token_file
+      ? { authorization: `Bearer ${readToken(this.entry.token_file)}` }
+      : {};
+    return new WebSocket(`${e.url.replace(/^https:/, "wss:")}${path}`, {
+      headers,
+      tls: this.tlsOptions(),
+    } as unknown as string[]);
+  }
+
   async stream(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined) {
     const headers: Record<string, string> = body === undefined ? {} : { "content-type": "application/json" };
     const res = await this.run(

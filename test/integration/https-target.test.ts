@@ -8,7 +8,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { baseEnv, cli, type DaemonHandle, PLANTER, startDaemon, tempHome } from "../harness.ts";
+import { entryClient } from "../../lib/cli/target.ts";
+import { readClientConfig } from "../../lib/targets/registry.ts";
+import { baseEnv, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 import { freePort } from "../ssh-fixture.ts";
 import { haveOpenssl, makePki, type TestPki, tokenFile } from "../tls-fixture.ts";
 
@@ -160,6 +162,30 @@ describe.skipIf(!haveOpenssl)("https:// targets against planterd's TLS listener"
     const l = await planter("--target", "loose", "job", "ls");
     expect(l.code).toBe(1);
     expect(l.stderr).toContain(`refusing the token file ${loose}: mode 644 lets others read it`);
+  }, 30_000);
+  test("a terminal job attached over wss://, with the token: its output comes back", async () => {
+    const entry = readClientConfig(join(home, "config.toml"), true).targets.ci;
+    if (!entry) throw new Error("target ci is registered by the first test");
+    const c = entryClient("ci", entry, { ...process.env, PLANTER_HOME: home });
+    const job = await c.createJob({
+      cell: "default",
+      argv: ["sh", "-c", "while :; do echo over-wss; sleep 0.2; done"],
+      tty: { cols: 80, rows: 24 },
+    });
+    const ws = await c.attach(job.id, {});
+    let text = "";
+    const seen: { first: { job?: { id: string } } | null } = { first: null };
+    ws.onmessage = (m) => {
+      if (typeof m.data === "string") seen.first ??= JSON.parse(m.data);
+      else text += new TextDecoder().decode(m.data as ArrayBuffer);
+    };
+    try {
+      await waitFor(() => text.includes("over-wss"), "the job's output over the WebSocket");
+      expect(seen.first?.job?.id).toBe(job.id);
+    } finally {
+      ws.close();
+      await c.killJob(job.id, { force: true });
+    }
   }, 30_000);
 });
 
