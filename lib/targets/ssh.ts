@@ -15,6 +15,7 @@ import { dirname } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { sshDir } from "../cli/target.ts";
 import { controlArgs, masterArgs, remoteArgs, type SshPlan, ssh, sshFailure, sshWhere } from "../host/ssh.ts";
+import { SOCKET_PATH_MAX } from "../paths.ts";
 import { privateDir } from "./dir.ts";
 import { type Endpoint, SSH_DEFAULT_SOCKET } from "./url.ts";
 
@@ -103,6 +104,15 @@ export async function ensureForward(plan: ForwardPlan): Promise<void> {
   const dir = sshDir(plan.env);
   const local = `${dir}/${plan.name}.sock`;
   if (await answers(local)) return;
+  // ssh binds the control socket at its path plus a 17-byte temporary suffix first.
+  if (`${dir}/${plan.name}.ctl`.length + 17 > SOCKET_PATH_MAX)
+    throw new PlanterError(
+      "E_CONFIG",
+      `the ssh control socket of target ${plan.name} would be longer than a Unix socket address holds: ${dir}/${plan.name}.ctl`,
+      {
+        hint: "set XDG_RUNTIME_DIR (a short directory of yours, such as /run/user/UID), or give the target a shorter name",
+      },
+    );
   privateDir(dir);
   await withLock(`${dir}/${plan.name}.lock`, async () => {
     if (await answers(local)) return; // started by another command meanwhile

@@ -196,6 +196,17 @@ describe("ssh", () => {
   });
 });
 
+describe("the ssh control socket's path", () => {
+  test("too long for a Unix socket address: refused before ssh runs, saying what to do", async () => {
+    const { ensureForward } = await import("../../lib/targets/ssh.ts");
+    const long = `/tmp/${"x".repeat(80)}`;
+    const endpoint = { kind: "ssh" as const, user: null, host: "h", port: null, socket: null };
+    await expect(ensureForward({ name: "box", endpoint, env: { PLANTER_HOME: long } })).rejects.toThrow(
+      /would be longer than a Unix socket address holds/,
+    );
+  });
+});
+
 describe("fan-out", () => {
   test("each target under its own deadline; partial is exit 5, none answering the first failure's code", async () => {
     const { Client } = await import("../../lib/api/client.ts");
