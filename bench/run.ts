@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [mcp]` (all but procs, egress, tty, launch, events and agents by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [targets] [mcp]` (all but procs, egress, tty, launch, events, agents and targets by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -28,6 +28,7 @@ import { rssBench } from "./rss.ts";
 import { sandboxBench } from "./sandbox.ts";
 import { spawnBench } from "./spawn.ts";
 import { stdinBench } from "./stdin.ts";
+import { targetsBench } from "./targets.ts";
 import { terminalBench } from "./terminal.ts";
 import { throughputBench } from "./throughput.ts";
 import { ttyBench } from "./tty.ts";
@@ -60,6 +61,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   events: { run: eventsBench, limitMs: 600_000, named: true },
   agents: { run: agentsBench, limitMs: 600_000, named: true },
   mcp: { run: mcpBench, limitMs: 300_000 },
+  targets: { run: targetsBench, limitMs: 300_000, named: true },
 };
 
 const wanted = process.argv.slice(2);

@@ -4,7 +4,7 @@ import { isIP } from "node:net";
 import * as v from "valibot";
 import { Limits, SandboxMode, summarizeIssues } from "./api/contract.ts";
 import { PlanterError } from "./api/errors.ts";
-import { ClientSection, Target } from "./cli/client-config.ts";
+import { ClientSection, Target, TargetsSection } from "./cli/client-config.ts";
 import { NetEntry, Policy } from "./sandbox/policy.ts";
 
 export { ClientSection, Target };
@@ -20,11 +20,14 @@ export const DEFAULT_LIMITS = { max_log_bytes: 1024 ** 3, max_pids: 4096 } as co
 /** The user a root peer's jobs run as unless `[jobs] root_peer_user` names another; install creates it. */
 export const DEFAULT_ROOT_PEER_USER = "planter-job";
 
+const AbsPath = v.pipe(v.string(), v.startsWith("/", "an absolute path"));
 const int = (min: number, max: number) => v.pipe(v.number(), v.integer(), v.minValue(min), v.maxValue(max));
 
 /** The config file's schema; unknown keys are refused. */
 export const ConfigSchema = v.strictObject({
   client: v.optional(ClientSection, {}),
+  /** Registered targets (`planter target add`): read by client commands; planterd accepts and ignores them. */
+  targets: v.optional(TargetsSection, {}),
   daemon: v.optional(
     v.strictObject({
       socket: v.optional(v.pipe(v.string(), v.minLength(1))),
@@ -82,6 +85,31 @@ export const ConfigSchema = v.strictObject({
       max_connections: v.optional(int(1, 100_000), 512),
       /** Open connections of any one uid but planterd's own and root's. */
       max_connections_per_uid: v.optional(int(1, 100_000), 64),
+      /**
+       * A TLS listener on TCP besides the socket (https:// targets; lib/daemon/tcp.ts): never
+       * without identities, loopback unless allow_remote, each identity an unprivileged uid proven
+       * by a token file (0600) or a client certificate's CN under client_ca.
+       */
+      tcp: v.optional(
+        v.strictObject({
+          address: v.pipe(v.string(), v.minLength(1)),
+          cert: AbsPath,
+          key: AbsPath,
+          client_ca: v.optional(AbsPath),
+          allow_remote: v.optional(v.boolean(), false),
+          identities: v.optional(
+            v.array(
+              v.strictObject({
+                name: v.pipe(v.string(), v.regex(/^[A-Za-z0-9_.-]{1,64}$/, "letters, digits, . _ - (at most 64)")),
+                uid: int(0, 2 ** 32 - 1),
+                token_file: v.optional(AbsPath),
+                cert_cn: v.optional(v.pipe(v.string(), v.minLength(1))),
+              }),
+            ),
+            [],
+          ),
+        }),
+      ),
     }),
     {},
   ),

@@ -9,7 +9,7 @@
 import { peerReader } from "../daemon/peer.ts";
 import { acceptTimeoutMs, whenRead } from "./accepted.ts";
 import { FINAL_STATES } from "./contract.ts";
-import { type ErrorBody, PlanterError } from "./errors.ts";
+import { type ErrorBody, EXIT, PlanterError } from "./errors.ts";
 import {
   pathOf,
   queryOf,
@@ -23,6 +23,62 @@ import {
 } from "./routes.ts";
 import { abortError, type ByteStream, openStream } from "./stream.ts";
 import { checkPeerUid, checkSocketPath } from "./trust.ts";
+
+/**
+ * A target reached otherwise than over a local Unix socket (https: lib/targets/https.ts): it sends
+ * requests and opens byte streams itself, with its own retries and failover. Loaded on first use.
+ */
+export interface RemoteTransport {
+  /** One request; `idempotent` says it may be sent again after a failure (GET, or a body with a request_ref). */
+  fetch(
+    method: string,
+    path: string,
+    body: string | Uint8Array | undefined,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+    idempotent: boolean,
+  ): Promise<Response>;
+  /** A byte stream (logs, an attached run). */
+  stream(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<ByteStream>;
+  /** A WebSocket to `path` (an attached terminal), not yet open. */
+  websocket(path: string): WebSocket;
+}
+
+/** How a Client reaches a target that is not a plain local socket. */
+export interface ClientOptions {
+  /** Run before the first request (an ssh target starts its master and forward here). */
+  prepare?: () => Promise<void>;
+  /** A target spoken to by a transport of its own (https); the socket path is then only a label. */
+  remote?: () => Promise<RemoteTransport>;
+  /**
+   * Bounds for a socket reached through something that can hang (an ssh forward): each request's
+   * answer must begin within `timeoutMs` (plus the wait it asks for), and a read is tried again
+   * `retries` times after `backoffMs`, doubled each time, with jitter.
+   */
+  retry?: { timeoutMs: number; retries: number; backoffMs: number };
+}
+
+/**
+ * A bounded wait for an answer's head (`ms` plus what the request itself asks to wait), never for
+ * its body: the timer is cleared once the head is in. No bound without `ms`.
+ */
+function bound(ms: number | undefined, path: string, signal?: AbortSignal) {
+  if (ms === undefined) return { limit: null, timer: null, sig: signal };
+  const limit = new AbortController();
+  const timer = setTimeout(() => limit.abort(), ms + waitOf(path));
+  return { limit, timer, sig: signal ? AbortSignal.any([signal, limit.signal]) : limit.signal };
+}
+
+/** The wait a request asks planterd for (`timeout_ms` of a job wait, `wait_ms` of a log follow), in ms. */
+export function waitOf(path: string): number {
+  // An MCP call answers when its tool is done: a run waits up to 600 s (lib/mcp/tools.ts).
+  if (path === "/mcp") return 610_000;
+  const q = path.indexOf("?");
+  if (q < 0) return 0;
+  const params = new URLSearchParams(path.slice(q + 1));
+  const n = Number(params.get("timeout_ms") ?? params.get("wait_ms") ?? 0);
+  return Number.isFinite(n) && n > 0 ? n : 0;
+}
 
 /** The peer reader of this platform, built once (null where there is none). */
 let readerOnce: ReturnType<typeof peerReader> | undefined;
@@ -38,10 +94,36 @@ export class Client {
     readonly socketPath: string,
     private readonly unreachableHint?: string,
     private readonly trust: readonly number[] = [],
+    private readonly opts: ClientOptions = {},
   ) {}
+
+  private prepared: Promise<void> | null = null;
+  private remoteOnce: Promise<RemoteTransport> | null = null;
+
+  /** The target's own preparation (once; again after a failure). */
+  private async prepare(): Promise<void> {
+    if (!this.opts.prepare) return;
+    this.prepared ??= this.opts.prepare();
+    try {
+      await this.prepared;
+    } catch (e) {
+      this.prepared = null;
+      throw e;
+    }
+  }
+
+  private remote(): Promise<RemoteTransport> | null {
+    if (!this.opts.remote) return null;
+    this.remoteOnce ??= this.opts.remote().catch((e) => {
+      this.remoteOnce = null;
+      throw e;
+    });
+    return this.remoteOnce;
+  }
 
   /** The socket's path now, and (once) the uid of the process listening on it. */
   private async check(): Promise<void> {
+    await this.prepare();
     const me = process.getuid?.();
     if (me === undefined) return;
     checkSocketPath(this.socketPath, me, this.trust);
@@ -97,25 +179,62 @@ export class Client {
     accept: readonly number[] = [],
   ): Promise<Response> {
     if (signal?.aborted) throw abortError();
-    await this.check();
-    let res: Response;
     // Bytes go as they are (a route's `bytesBody`); anything else as JSON.
     const bytes = body instanceof Uint8Array;
-    try {
-      res = await fetch(`http://planterd${path}`, {
-        unix: this.socketPath,
-        method,
-        body: body === undefined ? undefined : bytes ? body : JSON.stringify(body),
-        headers:
-          body === undefined ? undefined : { "content-type": bytes ? "application/octet-stream" : "application/json" },
-        signal,
-      });
-    } catch (e) {
-      if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
-      throw unreachable(this.socketPath, e, this.unreachableHint);
-    }
+    const payload = body === undefined ? undefined : bytes ? body : JSON.stringify(body);
+    const headers: Record<string, string> =
+      body === undefined ? {} : { "content-type": bytes ? "application/octet-stream" : "application/json" };
+    // A request that may be sent again: a read, or a body with a request_ref (planterd replays it).
+    const idempotent = method === "GET" || (!bytes && Boolean((body as { request_ref?: unknown })?.request_ref));
+    const remote = this.remote();
+    const res = remote
+      ? await (await remote).fetch(method, path, payload, headers, signal, idempotent)
+      : await this.socketFetch(method, path, payload, headers, signal, idempotent);
     if (!res.ok && !accept.includes(res.status)) throw answerError(res.status, await res.text());
     return res;
+  }
+
+  /** A request over the socket; with `opts.retry`, bounded and (when idempotent) tried again. */
+  private async socketFetch(
+    method: string,
+    path: string,
+    body: string | Uint8Array | undefined,
+    headers: Record<string, string>,
+    signal: AbortSignal | undefined,
+    idempotent: boolean,
+  ): Promise<Response> {
+    const retry = this.opts.retry;
+    const attempts = retry && idempotent ? retry.retries + 1 : 1;
+    for (let attempt = 0; ; attempt++) {
+      const { limit, timer, sig } = bound(retry?.timeoutMs, path, signal);
+      try {
+        await this.check();
+        return await fetch(`http://planterd${path}`, { unix: this.socketPath, method, body, headers, signal: sig });
+      } catch (e) {
+        if (signal?.aborted) throw abortError();
+        const err = this.failure(e, limit?.signal.aborted ?? false, idempotent);
+        if (err.code === "E_UNTRUSTED_DAEMON" || attempt + 1 >= attempts) throw err;
+        // The way there may be what broke (an ssh master gone): prepared and checked anew.
+        this.prepared = null;
+        this.listenerChecked = null;
+        await Bun.sleep((retry?.backoffMs ?? 0) * 2 ** attempt * (0.5 + Math.random()));
+      } finally {
+        if (timer) clearTimeout(timer);
+      }
+    }
+  }
+
+  /** The error a failed socket request gives: its own, a timeout's, or "unreachable". */
+  private failure(e: unknown, timedOut: boolean, idempotent: boolean): PlanterError {
+    if (e instanceof PlanterError) return e;
+    if (timedOut)
+      return new PlanterError(
+        "E_UNAVAILABLE",
+        `no answer from ${this.socketPath} within ${this.opts.retry?.timeoutMs} ms${idempotent ? "" : " (the request may have been carried out)"}`,
+        { hint: this.unreachableHint },
+      ).withExit(EXIT.unreachable);
+    if ((e as Error).name === "AbortError") throw abortError();
+    return unreachable(this.socketPath, e, this.unreachableHint);
   }
 
   /**
@@ -124,6 +243,18 @@ export class Client {
    */
   private async stream(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<ByteStream> {
     if (signal?.aborted) throw abortError();
+    const remote = this.remote();
+    if (remote) {
+      const s = await (await remote).stream(
+        method,
+        path,
+        body === undefined ? undefined : JSON.stringify(body),
+        signal,
+      );
+      if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
+      return s;
+    }
+    await this.prepare();
     const me = process.getuid?.();
     // The listener is checked on this stream's own connection when no request checked it yet
     // (`planter run`'s one request): one connection instead of two.
@@ -210,15 +341,14 @@ export class Client {
    */
   async mcp(body: string, headers: Record<string, string>, signal?: AbortSignal): Promise<Response> {
     if (signal?.aborted) throw abortError();
+    const all = { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers };
+    // Sent once (a tool call is no read), and with no bound on its answer's head: a run's answer
+    // comes when its wait is over.
+    const remote = this.remote();
+    if (remote) return (await remote).fetch("POST", "/mcp", body, all, signal, false);
     await this.check();
     try {
-      return await fetch("http://planterd/mcp", {
-        unix: this.socketPath,
-        method: "POST",
-        body,
-        headers: { "content-type": "application/json", accept: "application/json, text/event-stream", ...headers },
-        signal,
-      });
+      return await fetch("http://planterd/mcp", { unix: this.socketPath, method: "POST", body, headers: all, signal });
     } catch (e) {
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
       throw unreachable(this.socketPath, e, this.unreachableHint);
@@ -268,6 +398,7 @@ export class Client {
    * then one terminal frame per binary message (lib/tty/protocol.ts), and `{job}` once it ended.
    */
   async attach(id: string, query: RouteQueryIn<Routes["attach"]>): Promise<WebSocket> {
+    await this.prepare();
     // A refused upgrade says nothing to a WebSocket: the usual refusals are asked first, in words.
     const job = await this.call(ROUTES.getJob, { params: { id } });
     if (!job.tty)
@@ -278,7 +409,9 @@ export class Client {
       throw new PlanterError("E_CONFLICT", `job ${job.id} has ended (${job.state})`, {
         hint: `its output is in its log: planter logs ${job.id} (--screen for the last screen)`,
       });
-    const ws = new WebSocket(`ws+unix://${this.socketPath}:${target(ROUTES.attach, { params: { id }, query })}`);
+    const path = target(ROUTES.attach, { params: { id }, query });
+    const remote = this.remote();
+    const ws = remote ? (await remote).websocket(path) : new WebSocket(`ws+unix://${this.socketPath}:${path}`);
     ws.binaryType = "arraybuffer";
     await new Promise<void>((resolve, reject) => {
       ws.onopen = () => resolve();

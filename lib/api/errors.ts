@@ -27,7 +27,7 @@ export const ERROR_STATUS = {
 export type ErrorCode = keyof typeof ERROR_STATUS;
 
 /** Exit codes of every planter command (docs/usage.md "Exit codes"). */
-export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, untrusted: 4, waitTimeout: 124 } as const;
+export const EXIT = { ok: 0, error: 1, usage: 2, unreachable: 3, untrusted: 4, partial: 5, waitTimeout: 124 } as const;
 
 /** The JSON error envelope's inner object. */
 export interface ErrorBody {

@@ -4,7 +4,7 @@
  */
 import { defineCommand } from "citty";
 import { BUILD } from "../version.ts";
-import { clientArgs } from "./client-config.ts";
+import { clientArgs, targetsArg } from "./client-config.ts";
 
 export const subCommands = {
   daemon: () => import("../../scripts/daemon.ts").then((m) => m.default),
@@ -22,6 +22,7 @@ export const subCommands = {
   attach: () => import("./attach.ts").then((m) => m.attach),
   agent: () => import("./lifecycle/agent.ts").then((m) => m.agent),
   mcp: () => import("./mcp.ts").then((m) => m.mcp),
+  target: () => import("./lifecycle/target.ts").then((m) => m.target),
   completion: () => import("./completion.ts").then((m) => m.completion),
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };
@@ -32,8 +33,9 @@ export const planter = defineCommand({
     version: BUILD.version,
     description: "Run untrusted commands in sandboxed cells, observable and under control",
   },
-  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`.
-  args: clientArgs,
+  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`;
+  // so may --targets and --all-targets of the commands that read several (`planter --all-targets job ls`).
+  args: { ...clientArgs, ...targetsArg },
   subCommands,
 });
 

@@ -22,6 +22,7 @@ import { checkDir, checkParents, checkSocket, expectedLayout, fixSocket, makeDir
 import { peerReader } from "./peer.ts";
 import { routes } from "./routes.ts";
 import { ApiServer, activationFd } from "./server.ts";
+import { loadTcp } from "./tcp.ts";
 
 export interface DaemonOptions {
   socket?: string;
@@ -227,6 +228,8 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     delete process.env.LISTEN_FDS;
     delete process.env.LISTEN_PID;
     delete process.env.LISTEN_FDNAMES;
+    // [api.tcp]: every file and identity read now; any problem stops the start (lib/daemon/tcp.ts).
+    const tcp = config.api.tcp ? loadTcp(config.api.tcp, selfUid) : null;
     const router = routes();
     const server = new ApiServer(ctx, router, readPeer);
     const listening = await server.listen(paths.socketPath, fd);
@@ -247,6 +250,12 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
         refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
       }
       refuseOn(checkSocket(paths.socketPath, layout));
+      if (tcp) {
+        const t = await server.listenTcp(tcp);
+        log(
+          `also on https://${tcp.host.includes(":") ? `[${tcp.host}]` : tcp.host}:${t.port} (TLS; identities ${tcp.identities.map((i) => `${i.name} (uid ${i.peer.uid})`).join(", ")})`,
+        );
+      }
     } catch (e) {
       await listening.close();
       throw e;

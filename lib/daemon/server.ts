@@ -6,6 +6,7 @@
 import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { WebSocketServer } from "ws";
 import { parseBody } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
@@ -25,6 +26,7 @@ import {
   STOPPING,
 } from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
+import { certIdentity, type TcpIdentity, type TcpSetup, tokenIdentity } from "./tcp.ts";
 
 export interface Listening {
   /** How the socket was obtained. */
@@ -93,6 +95,23 @@ interface Conn {
   peer: Peer | null;
   decision: Decision;
   timer: Timer | null;
+  /** A TCP (TLS) connection: the identity its client certificate proves, if any (lib/daemon/tcp.ts). */
+  tcp?: { cert: TcpIdentity | null; identities: readonly TcpIdentity[] };
+}
+
+/** Who a request is from: its peer, the policy's decision, and over TCP the identity's name. */
+interface Who {
+  peer: Peer | null;
+  decision: Decision;
+  identity?: string;
+}
+
+/** The audit fields of a request's events: the peer's uid and pid, and over TCP the identity. */
+function auditOf(who: Who): Record<string, unknown> {
+  if (!who.peer) return {};
+  return who.identity !== undefined
+    ? { peer_uid: who.peer.uid, peer_pid: null, identity: who.identity, via: "tcp" }
+    : { peer_uid: who.peer.uid, peer_pid: who.peer.pid };
 }
 
 export class ApiServer {
@@ -104,6 +123,7 @@ export class ApiServer {
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
   private readonly slots: ConnectionSlots;
+  private readonly tcpServers: ReturnType<typeof createTlsServer>[] = [];
   private closing = false;
 
   constructor(
@@ -157,6 +177,78 @@ export class ApiServer {
     this.http.emit("connection", socket);
   }
 
+  /**
+   * A TLS connection on the TCP listener: a slot under the uid its certificate proves (else the
+   * unknown bucket), then the same HTTP server; each request is authenticated in `who`.
+   */
+  private acceptTcp(socket: TLSSocket, identities: readonly TcpIdentity[]): void {
+    if (this.closing) {
+      socket.destroy();
+      return;
+    }
+    const cert = certIdentity(socket, identities);
+    const uid = cert?.peer.uid ?? UNKNOWN_PEER;
+    const refusal = this.slots.take(uid);
+    if (refusal) {
+      const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
+      hangUp(
+        socket,
+        `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
+      return;
+    }
+    const peer = cert?.peer ?? null;
+    const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null, tcp: { cert, identities } };
+    this.conns.set(socket, conn);
+    this.sockets.add(socket);
+    socket.once("close", () => {
+      this.sockets.delete(socket);
+      this.slots.release(uid);
+      if (conn.timer) clearTimeout(conn.timer);
+    });
+    this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
+    this.http.emit("connection", socket);
+  }
+
+  /**
+   * Who sent `req`: a socket peer as read at accept; over TCP the identity of the request's bearer
+   * token or of the connection's certificate (both given: they must agree). Over TCP no identity
+   * is refused whatever `[authz] strict` says: unstrict serving is for local peers only.
+   */
+  private who(conn: Conn | undefined, req: IncomingMessage): Who {
+    if (!conn?.tcp) return { peer: conn?.peer ?? null, decision: conn?.decision ?? decide(this.ctx.authz, null) };
+    const header = req.headers.authorization;
+    const token = header === undefined ? null : tokenIdentity(header, conn.tcp.identities);
+    const cert = conn.tcp.cert;
+    const refuse = (message: string): Who => ({
+      peer: null,
+      decision: {
+        allow: false,
+        message,
+        hint: "give the target a token file (--token-file) or a client certificate (--cert/--key) that planterd's [api.tcp] identities name",
+      },
+    });
+    if (header !== undefined && !token) return refuse("the bearer token is not one planterd knows");
+    if (token && cert && token !== cert)
+      return refuse("the bearer token and the client certificate name different identities");
+    const id = token ?? cert;
+    if (!id) return refuse("no credentials: a bearer token or a client certificate is required over TCP");
+    return { peer: id.peer, decision: decide(this.ctx.authz, id.peer), identity: id.name };
+  }
+
+  /** Listen on TCP with TLS as `[api.tcp]` says (lib/daemon/tcp.ts checked it). */
+  async listenTcp(setup: TcpSetup): Promise<{ port: number; close(): void }> {
+    const server = createTlsServer(setup.tls, (socket) => this.acceptTcp(socket, setup.identities));
+    // A failed handshake is the client's problem; the listener goes on.
+    server.on("tlsClientError", (_e, socket) => socket.destroy());
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen({ host: setup.host, port: setup.port }, () => resolve());
+    });
+    this.tcpServers.push(server);
+    return { port: (server.address() as { port: number }).port, close: () => server.close() };
+  }
+
   /** Close the connection unless a request's headers arrive within `ms` (slow or idle clients). */
   private arm(socket: Socket, conn: Conn, ms: number): void {
     if (conn.timer) clearTimeout(conn.timer);
@@ -190,6 +282,7 @@ export class ApiServer {
   private async close(path: string | null, graceMs = 5000): Promise<void> {
     this.closing = true;
     this.net.close();
+    for (const t of this.tcpServers) t.close();
     for (const c of this.inflight) c.abort(STOPPING);
     const deadline = Date.now() + graceMs;
     while (this.inflight.size && Date.now() < deadline) await Bun.sleep(10);
@@ -215,15 +308,18 @@ export class ApiServer {
     res.once("finish", () => {
       if (conn && !socket.destroyed) this.arm(socket, conn, this.ctx.config.api.idle_timeout_ms);
     });
+    let who: Who | undefined;
     try {
-      const peer = conn?.peer ?? null;
-      this.authorize(conn, req);
+      who = this.who(conn, req);
+      const peer = who.peer;
+      this.authorize(who, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
       if (url.pathname === "/mcp") {
-        // The MCP server (lib/daemon/mcp.ts): its tools call the routes below as this peer.
+        // The MCP server (lib/daemon/mcp.ts): its tools call the routes below as this peer (over
+        // [api.tcp]: the identity its token or certificate proves, named in the audit).
         const { handleMcp } = await import("./mcp.ts");
-        const audit = { ...(peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {}), via: "mcp" };
+        const audit = { ...auditOf(who), via: "mcp", ...(who.identity !== undefined ? { mcp_transport: "tls" } : {}) };
         await handleMcp(this.ctx, this.router, req, res, { peer, audit });
         return;
       }
@@ -250,24 +346,28 @@ export class ApiServer {
         raw,
         bytes,
         signal: abort.signal,
-        audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
+        audit: auditOf(who),
         peer,
       };
       const reply = await handler(this.ctx, r);
       await this.send(res, reply, abort.signal);
     } catch (e) {
       // A peer the policy refuses gets its 403 and nothing more: the connection is closed.
-      this.sendError(res, e, conn ? !conn.decision.allow : false);
+      this.sendError(res, e, who ? !who.decision.allow : false);
     } finally {
       this.inflight.delete(abort);
     }
   }
 
   /** Refuse a peer the policy does not allow (403), recording a rate-limited authz.denied event. */
-  private authorize(conn: Conn | undefined, req: IncomingMessage): void {
-    const decision = conn?.decision ?? decide(this.ctx.authz, null);
-    const peer = conn?.peer ?? null;
-    const who = { uid: peer?.uid ?? null, pid: peer?.pid ?? null, gid: peer?.gid ?? null };
+  private authorize(from: Who, req: IncomingMessage): void {
+    const { decision, peer } = from;
+    const who = {
+      uid: peer?.uid ?? null,
+      pid: peer?.pid ?? null,
+      gid: peer?.gid ?? null,
+      ...(from.identity !== undefined ? { identity: from.identity, via: "tcp" } : {}),
+    };
     const record = (kind: string, key: number, data: Record<string, unknown>) => {
       const suppressed = this.ctx.denials.shouldRecord(key);
       if (suppressed === null) return;
@@ -298,13 +398,14 @@ export class ApiServer {
     const conn = this.conns.get(socket);
     if (conn?.timer) clearTimeout(conn.timer);
     try {
-      this.authorize(conn, req);
+      const who = this.who(conn, req);
+      this.authorize(who, req);
       const url = new URL(req.url ?? "/", "http://planterd");
       const method = req.method ?? "GET";
       const { route, handler, params } = this.router.match(method, url.pathname);
       if (route.reply !== "upgrade" || (req.headers.upgrade ?? "").toLowerCase() !== "websocket")
         throw new PlanterError("E_BAD_REQUEST", `${method} ${url.pathname} does not take a connection upgrade`);
-      const peer = conn?.peer ?? null;
+      const peer = who.peer;
       const r: Req = {
         method,
         path: url.pathname,
@@ -313,7 +414,7 @@ export class ApiServer {
         body: undefined as Req["body"],
         raw: {},
         signal: new AbortController().signal,
-        audit: peer ? { peer_uid: peer.uid, peer_pid: peer.pid } : {},
+        audit: auditOf(who),
         peer,
       };
       const reply = await handler(this.ctx, r);

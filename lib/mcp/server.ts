@@ -209,7 +209,10 @@ export function mcpServer(api: Dispatch, signal: AbortSignal, maxOutput: number)
         token === undefined
           ? undefined
           : (progress, message) =>
-              extra.sendNotification({ method: "notifications/progress", params: { progressToken: token, progress, message } }),
+              extra.sendNotification({
+                method: "notifications/progress",
+                params: { progressToken: token, progress, message },
+              }),
     };
     try {
       if (req.params.task) {

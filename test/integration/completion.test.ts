@@ -54,6 +54,8 @@ describe("bash", () => {
       "stdin",
       "--socket",
       "--target",
+      "--targets",
+      "--all-targets",
       "--help",
     ]);
     expect(await complete("planter", "job", "kill", "--si")).toEqual(["--signal"]);

@@ -292,6 +292,10 @@ const NOT_RUN: Record<string, string> = {
     "its --json (with -d) is one job's view, the size `run -d --json` prints (test/integration/agent-jobs.test.ts)",
   "agent hooks install":
     "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
+  "target add": "its --json is the one entry it wrote, a few hundred bytes (test/integration/targets.test.ts)",
+  "target ls": "its --json is a line or so per registered target (test/integration/targets.test.ts)",
+  "target rm": "its --json is one line (test/integration/targets.test.ts)",
+  "target check": "its --json is a few lines per target (test/integration/targets.test.ts, ssh-target.test.ts)",
   "agent hooks uninstall":
     "edits the user's agent settings; its --json is a line per agent (test/integration/agent-jobs.test.ts)",
 };

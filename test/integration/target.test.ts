@@ -107,7 +107,7 @@ describe.skipIf(!haveLimaTools)("targets (fake limactl: guest root under bubblew
     const bad = await planter({ PLANTER_TARGET: "vm" }, "job", "ls");
     expect([bad.code, bad.stderr]).toEqual([
       2,
-      'planter: PLANTER_TARGET must be one of local, lima, not "vm"\nhint: local: this host\'s planterd; lima: the agent in the Lima VM (docs/usage.md "Targets")\n',
+      'planter: PLANTER_TARGET must be one of local, lima, not "vm"\nhint: local: this host\'s planterd; lima: the agent in the Lima VM; others are added with `planter target add NAME URL` (docs/usage.md "Targets")\n',
     ]);
     await Bun.write(config, '[client]\ntarget = "vm"\n');
     const badConfig = await planter({ PLANTER_CONFIG: config }, "job", "ls");

@@ -72,6 +72,7 @@ describe("selection and the runner", () => {
       "lima.guest-socket-perms",
       "lima.guest-group",
       "lima.version-match",
+      "targets.reachable",
     ]);
   });
 

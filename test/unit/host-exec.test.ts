@@ -1,7 +1,7 @@
 /** The one wrapper for host programs (lib/host/exec.ts), `limactl list --json` through its schema, and what uninstall does with a recorded file (pure). */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { exec, describe as summary } from "../../lib/host/exec.ts";
 import { parseList } from "../../lib/host/limactl.ts";
@@ -159,6 +159,51 @@ describe("what a client loads of lib/host", () => {
     expect(r.success).toBe(true);
     const text = (await r.outputs[0]?.text()) ?? "";
     const host = [...text.matchAll(/^\/\/ (lib\/host\/\S+\.ts)$/gm)].map((m) => m[1]).sort();
-    expect(host).toEqual(["lib/host/exec.ts", "lib/host/lima-paths.ts", "lib/host/limactl.ts", "lib/host/systemd.ts"]);
+    // ssh.ts: the ssh wrapper of ssh:// targets (lib/targets/ssh.ts, imported only when one is used).
+    expect(host).toEqual([
+      "lib/host/exec.ts",
+      "lib/host/lima-paths.ts",
+      "lib/host/limactl.ts",
+      "lib/host/ssh.ts",
+      "lib/host/systemd.ts",
+    ]);
+  });
+});
+
+describe("what a client command loads of the targets", () => {
+  test("job ls (split as the binary is) loads the ssh and https code only on use: neither is in a chunk it imports statically", async () => {
+    const out = mkdtempSync("/tmp/pt-split-");
+    try {
+      const r = await Bun.build({
+        entrypoints: [join(import.meta.dir, "..", "..", "lib", "cli", "lifecycle", "job.ts")],
+        target: "bun",
+        splitting: true,
+        outdir: out,
+      });
+      expect(r.success).toBe(true);
+      const text = new Map<string, string>();
+      for (const o of r.outputs) text.set(basename(o.path), await o.text());
+      const entry = basename(r.outputs.find((o) => o.kind === "entry-point")?.path ?? "");
+      // Every chunk the entry reaches through static imports.
+      const reached = new Set<string>();
+      const todo = [entry];
+      while (todo.length) {
+        const name = todo.pop() as string;
+        if (reached.has(name)) continue;
+        reached.add(name);
+        for (const m of (text.get(name) ?? "").matchAll(/from\s*"\.\/([^"]+)"/g)) todo.push(m[1] as string);
+      }
+      const modules = [...reached].flatMap((n) =>
+        [...(text.get(n) ?? "").matchAll(/^\/\/ (lib\/\S+\.ts)$/gm)].map((m) => m[1]),
+      );
+      for (const lazy of ["lib/targets/ssh.ts", "lib/host/ssh.ts", "lib/targets/https.ts", "lib/daemon/tcp.ts"])
+        expect(modules).not.toContain(lazy);
+      // They are there, in chunks of their own.
+      const all = [...text.values()].join("\n");
+      expect(all).toContain("// lib/targets/ssh.ts");
+      expect(all).toContain("// lib/targets/https.ts");
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
   });
 });

@@ -10,7 +10,9 @@ import {
 } from "../../agents/model.ts";
 import { EXIT, PlanterError } from "../../api/errors.ts";
 import { client, clientArgs, parseDuration, usage } from "../args.ts";
+import { targetsArg } from "../client-config.ts";
 import { examples } from "../help.ts";
+import { eachTarget, errorsJson, reportFailures, targetsOf } from "../multi.ts";
 import { dim, printable as p, print, printJson, table, write } from "../output.ts";
 import { common } from "./common.ts";
 
@@ -35,10 +37,18 @@ function since(ms: number, now = Date.now()): string {
   return `${Math.floor(s / 86400)}d`;
 }
 
-function agentTable(agents: Agent[]): string {
+function agentTable(agents: (Agent & { target?: string })[], withTarget = false): string {
   return table(
-    ["RUNTIME", "AGENT", "STATE", "SINCE", "WHERE", "DETAIL"],
-    agents.map((a) => [a.runtime_id, a.agent, stateText(a), since(a.since), where(a), a.detail ?? ""]),
+    [...(withTarget ? ["TARGET"] : []), "RUNTIME", "AGENT", "STATE", "SINCE", "WHERE", "DETAIL"],
+    agents.map((a) => [
+      ...(withTarget ? [a.target ?? ""] : []),
+      a.runtime_id,
+      a.agent,
+      stateText(a),
+      since(a.since),
+      where(a),
+      a.detail ?? "",
+    ]),
   );
 }
 
@@ -56,13 +66,23 @@ const agentsLs = examples(
         "List the agents planterd observes (Claude Code, Codex, Gemini in tmux panes; reported by hooks; in jobs) " +
         "with their state, since when, where and what they show. --json: the agents as an array",
     },
-    args: { ...filterArgs, ...common },
+    args: { ...filterArgs, ...common, ...targetsArg },
     async run({ args }) {
-      const list = await client(args).listAgents({
+      const query = {
         state: args.state as AgentState | undefined,
         agent: args.agent as AgentKind | undefined,
         job: args.job,
-      });
+      };
+      const many = targetsOf(args);
+      if (many) {
+        const results = await eachTarget(many, (c) => c.listAgents(query));
+        const rows = results.flatMap((r) => (r.ok ? r.value.agents.map((a) => ({ target: r.target, ...a })) : []));
+        if (args.json) printJson({ agents: rows, errors: errorsJson(results) });
+        else if (rows.length) print(agentTable(rows, true));
+        else write(2, "planter: no agents observed on these targets\n");
+        return reportFailures(results);
+      }
+      const list = await client(args).listAgents(query);
       if (args.json) printJson(list.agents);
       else if (!list.agents.length)
         write(2, "planter: no agents observed (agent CLIs in tmux panes and jobs show here)\n");

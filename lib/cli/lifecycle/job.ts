@@ -5,7 +5,9 @@ import { type Job, type JobState, NetConnect, passthroughCode } from "../../api/
 import { EXIT, PlanterError } from "../../api/errors.ts";
 import { describeNetwork } from "../../net/policy.ts";
 import { client, clientArgs, parseCount, parseDuration, usage } from "../args.ts";
+import { targetsArg } from "../client-config.ts";
 import { examples } from "../help.ts";
+import { eachTarget, errorsJson, reportFailures, targetsOf } from "../multi.ts";
 import { age, outcome, printable as p, print, printJson, shellLine, table, write } from "../output.ts";
 import { STDIN_CHUNK, sendStdin } from "../stdin.ts";
 import { formatBytes, formatDuration, limitsLine, limitText } from "../units.ts";
@@ -104,6 +106,39 @@ async function listLatest(
   return { jobs: jobs.reverse(), leftOut };
 }
 
+/**
+ * `job ls` over several targets: each target's jobs (the latest N of each, or all), merged oldest
+ * first, each row with its target; a failed target is said on stderr (--json: under `errors`) and
+ * the exit code is 5 (or the failure's own when no target answered).
+ */
+async function lsTargets(
+  targets: string[],
+  filter: { cell?: string; state?: JobState },
+  latest: number | null,
+  json: boolean,
+): Promise<number> {
+  const results = await eachTarget(targets, (c) => listLatest(c, filter, latest));
+  const rows = results
+    .flatMap((r) => (r.ok ? r.value.jobs.map((j) => ({ target: r.target, ...j })) : []))
+    .sort((a, b) => a.created_at.localeCompare(b.created_at) || a.target.localeCompare(b.target));
+  if (json) printJson({ jobs: rows, errors: errorsJson(results) });
+  else {
+    print(
+      table(
+        ["TARGET", "ID", "CELL", "STATE", "AGE", "COMMAND"],
+        rows.map((j) => [j.target, j.id, j.cell, outcome(j), age(j.created_at), shellLine(j.argv)]),
+      ),
+    );
+    const cut = results.filter((r) => r.ok && r.value.leftOut).map((r) => r.target);
+    if (cut.length)
+      write(
+        2,
+        `planter: older jobs of ${cut.join(", ")} are left out: --all lists every job, --limit N the latest N\n`,
+      );
+  }
+  return reportFailures(results);
+}
+
 const jobLs = defineCommand({
   meta: {
     name: "ls",
@@ -125,13 +160,17 @@ const jobLs = defineCommand({
     },
     all: { type: "boolean", description: "every job (the default with --json)" },
     ...common,
+    ...targetsArg,
   },
   async run({ args }) {
     if (args.all && args.limit !== undefined) throw usage("--all and --limit exclude each other");
     // Scripts read --json as the whole list (an array has no room to say rows were left out).
     const latest =
       args.limit !== undefined ? parseCount(args.limit, "--limit") : args.all || args.json ? null : LS_DEFAULT;
-    const { jobs, leftOut } = await listLatest(client(args), { cell: args.cell, state: args.state }, latest);
+    const filter = { cell: args.cell, state: args.state };
+    const many = targetsOf(args);
+    if (many) return lsTargets(many, filter, latest, Boolean(args.json));
+    const { jobs, leftOut } = await listLatest(client(args), filter, latest);
     if (args.json) printJson(jobs);
     else {
       print(

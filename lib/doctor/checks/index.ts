@@ -1,4 +1,4 @@
-/** Every check, in report order: the host, the service, the socket, the daemon, access, who jobs run as, sandbox, limits, state; then macOS and the Lima VM. */
+/** Every check, in report order: the host, the service, the socket, the daemon, access, who jobs run as, sandbox, limits, state; then macOS, the Lima VM and the registered targets. */
 import type { Check } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 import { authzStrict, config, mcp } from "./config.ts";
@@ -12,6 +12,7 @@ import { sandboxChecks } from "./sandbox.ts";
 import { serviceChecks } from "./service.ts";
 import { socketChecks } from "./socket.ts";
 import { stateChecks } from "./state.ts";
+import { targetsReachable } from "./targets.ts";
 
 export const CHECKS: Check<DoctorContext>[] = [
   platform,
@@ -29,4 +30,5 @@ export const CHECKS: Check<DoctorContext>[] = [
   ...stateChecks,
   ...macosChecks,
   ...limaChecks,
+  targetsReachable,
 ];
