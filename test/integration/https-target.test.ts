@@ -8,6 +8,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { entryClient } from "../../lib/cli/target.ts";
 import { readClientConfig } from "../../lib/targets/registry.ts";
 import { baseEnv, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
@@ -187,6 +189,44 @@ describe.skipIf(!haveOpenssl)("https:// targets against planterd's TLS listener"
       await c.killJob(job.id, { force: true });
     }
   }, 30_000);
+
+  test("planter mcp --target: MCP over the TLS listener as the token's identity, under the MCP ceiling", async () => {
+    const mcp = new McpClient({ name: "planter-test-https", version: "1" });
+    await mcp.connect(
+      new StdioClientTransport({
+        command: process.execPath,
+        args: [PLANTER, "mcp", "--target", "ci"],
+        env: baseEnv(home),
+        stderr: "pipe",
+      }),
+    );
+    try {
+      const listed = (await mcp.callTool({ name: "job_list", arguments: { limit: 5 } })) as {
+        structuredContent?: { jobs: unknown[] };
+      };
+      expect(Array.isArray(listed.structuredContent?.jobs)).toBe(true);
+      // This daemon runs jobs unsandboxed: the MCP ceiling (min_mode enforced) refuses them, over TLS too.
+      const run = (await mcp.callTool({ name: "run", arguments: { command: "true" } })) as {
+        isError?: boolean;
+        content: { text?: string }[];
+      };
+      expect(run.isError).toBe(true);
+      expect(run.content[0]?.text).toContain("beyond the MCP ceiling");
+      // The identity is in the audit of what MCP did: its refused cell, say.
+      const cell = (await mcp.callTool({
+        name: "cell_create",
+        arguments: { name: "via-mcp-tls", mode: "enforced" },
+      })) as {
+        isError?: boolean;
+      };
+      expect(cell.isError).toBeFalsy();
+      const created = [];
+      for await (const e of d.client.events({ kind: ["cell.created"], subject: "cell/via-mcp-tls" })) created.push(e);
+      expect(created[0]?.data).toMatchObject({ via: "mcp", mcp_transport: "tls", identity: "ci", peer_uid: ID_UID });
+    } finally {
+      await mcp.close();
+    }
+  }, 60_000);
 });
 
 describe.skipIf(!haveOpenssl)("planterd refuses to listen on TCP", () => {
