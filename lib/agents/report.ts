@@ -24,6 +24,13 @@ export const REPORT_LINES_PER_SECOND = 100;
 /** A line longer than this is dropped (hooks cut theirs at REPORT_LINE_BYTES). */
 const MAX_LINE = 8192;
 
+/**
+ * How a report FIFO is opened by planter's own holders of it (planterd's reader, the job's recorder
+ * or terminal holder): read-write, so the open never waits for a partner and a hook's close is no
+ * end of file; never through a symlink.
+ */
+export const REPORT_OPEN = constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+
 let mkfifoFn: ((path: Uint8Array, mode: number) => number) | null | undefined;
 
 /** Make the job's FIFO (mode 0600, owned by the job's user when given). */
@@ -164,7 +171,7 @@ export class ReportReader {
     private readonly onLine: (line: string) => void,
   ) {
     // Read-write: a hook that closes its end is no end of file here, and the FIFO always has a reader.
-    this.fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    this.fd = openSync(path, REPORT_OPEN);
     void this.pump();
   }
 

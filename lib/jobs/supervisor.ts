@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { AgentKind } from "../agents/model.ts";
+import { REPORT_OPEN } from "../agents/report.ts";
 import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
@@ -244,6 +245,8 @@ export class Supervisor {
     let fds: number[] = [];
     // The job's stdin pipe, read-write, for the recorder's fd 0 (a job created with stdin).
     let input = -1;
+    // An agent job's report FIFO, read-write, for the recorder's fd 0 (a job without stdin).
+    let report = -1;
     let cgroup: string | null = null;
     let spawned = false;
     // How to render the plan of a warm sandbox for this job (its job the shell that reads its
@@ -347,6 +350,7 @@ export class Supervisor {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
         started = this.startTerminal(job, backend, fallback, {
           argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
+          hold: agentReport ?? null,
           cwd: plan.cwd,
           fds,
           err,
@@ -356,27 +360,29 @@ export class Supervisor {
         });
         spawned = true;
         if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
-        if (where.agent) this.agents.watch(job.id, dir, where.agent);
         return started;
       }
+      // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
+      // the recorder's fd 0 is the job's input then; planterd's own reader holds it meanwhile).
+      if (agentReport && input < 0) report = openSync(agentReport, REPORT_OPEN);
       const recorder = recorderArgv(
         files.status,
         argv,
         plan.pipes ?? false,
         cgroup ? groupProcs(cgroup) : [],
         input >= 0,
+        report >= 0,
       );
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: [input >= 0 ? input : "ignore", out, err, ...fds],
+        stdio: [input >= 0 ? input : report >= 0 ? report : "ignore", out, err, ...fds],
         detached: true,
       });
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
-      if (where.agent) this.agents.watch(job.id, dir, where.agent);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -413,6 +419,7 @@ export class Supervisor {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
       if (input >= 0) closeSync(input);
+      if (report >= 0) closeSync(report);
       for (const fd of fds) closeSync(fd);
     }
   }
@@ -481,6 +488,8 @@ export class Supervisor {
     fallback: boolean,
     o: {
       argv: string[];
+      /** An agent job's report FIFO, for the holder to hold open. */
+      hold: string | null;
       cwd: string;
       fds: number[];
       err: number;
@@ -505,6 +514,7 @@ export class Supervisor {
           socket: holderSocket(dir),
           // A backstop: the monitor stops the job at its quota and cuts the log to it.
           log_limit: maxLog === undefined ? null : maxLog + TTY_LOG_SLACK,
+          hold: o.hold,
         },
         { fds: o.fds, stderr: o.err },
       );

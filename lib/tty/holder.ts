@@ -18,6 +18,7 @@
 import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import * as v from "valibot";
+import { REPORT_OPEN } from "../agents/report.ts";
 import { peerReader, socketFd } from "../daemon/peer.ts";
 import { freshSessionKeyring } from "../jobs/keyring.ts";
 import { type End, FrameReader, frame, type Hello, KIND, parseResize } from "./protocol.ts";
@@ -52,6 +53,12 @@ export const HolderOrdersSchema = v.object({
   socket: v.string(),
   /** Bytes the log may grow by, at most; null: no limit. */
   log_limit: v.nullable(v.number()),
+  /**
+   * An agent job's report FIFO (lib/agents/report.ts), held open read-write until the holder
+   * exits: what a hook writes while planterd is down waits in the pipe (a FIFO nobody holds open
+   * drops what was written into it once the writer closes).
+   */
+  hold: v.optional(v.nullable(v.string()), null),
 });
 export type HolderOrders = v.InferOutput<typeof HolderOrdersSchema>;
 
@@ -77,6 +84,7 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   let logged = 0;
   let logFull = false;
   const log = openSync(orders.log, "a", 0o600);
+  const held = orders.hold === null ? -1 : openSync(orders.hold, REPORT_OPEN);
   // The emulator answers the job's queries into the terminal (set once the terminal exists).
   let answer: (data: string) => void = () => {};
   const screen = new Screen(cols, rows, (data) => answer(data));
@@ -241,6 +249,7 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   terminal.close();
   screen.dispose();
   closeSync(log);
+  if (held >= 0) closeSync(held);
   return 0;
 }
 
