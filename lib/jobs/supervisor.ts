@@ -54,6 +54,7 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
+import { HOLDER_FILE, LOG_WHOLE_FILE } from "../tty/holder.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
 import { AgentChannels } from "./agents.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
@@ -159,6 +160,9 @@ export class Supervisor {
   private readonly startedAt = new Map<string, number>();
   /** The job launched last. */
   private lastLaunched: string | null = null;
+  /** Terminal jobs whose recorder has ended, waiting for their holder's log: since when. */
+  private readonly draining = new Map<string, number>();
+  private readonly drainTimers = new Map<string, Timer>();
 
   /** The egress proxies of running jobs with a network allow list (lib/jobs/egress.ts). */
   readonly egress: Egress;
@@ -802,7 +806,10 @@ export class Supervisor {
         continue;
       }
       // A recorder found gone has no start time: its pid must not match whatever holds it now.
-      if ((!found || job.start_time !== null) && isAlive(job.pid, job.start_time)) {
+      // A terminal job whose recorder is gone while its holder still writes the log is followed
+      // until the log is whole (`logWhole`), as it would have been.
+      const live = (!found || job.start_time !== null) && isAlive(job.pid, job.start_time);
+      if (live || (job.tty && holderWriting(jobDir(this.ctx.paths.stateDir, job.id)))) {
         this.adopt(job);
         counts.adopted++;
       } else {
@@ -926,8 +933,41 @@ export class Supervisor {
     const recorded = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status) !== null;
     if (!recorded && isAlive(a.pid, a.start)) return;
     const job = getJob(this.ctx.db, id);
+    if (job?.tty && !this.logWhole(id)) return;
     if (job) this.finish(id, this.deadEnd(job, null));
     else this.forget(id);
+  }
+
+  /**
+   * Whether a terminal job's log is whole: its holder has read the terminal to its end (its mark),
+   * or is gone, or TTY_DRAIN_MS passed since the recorder's end was seen. Until then the end waits
+   * (looked at again every DRAIN_POLL_MS): the holder reads the job's last bytes after the recorder
+   * may have exited, and whoever waits for the end reads the log next.
+   */
+  private logWhole(id: string): boolean {
+    const dir = jobDir(this.ctx.paths.stateDir, id);
+    if (existsSync(join(dir, LOG_WHOLE_FILE))) return true;
+    const holder = readHolder(dir);
+    if (!holder || !isAlive(holder.pid, holder.start)) return true;
+    const now = Date.now();
+    const since = this.draining.get(id);
+    if (since === undefined) this.draining.set(id, now);
+    else if (now - since >= TTY_DRAIN_MS) {
+      console.error(
+        `planterd: job ${id}: its terminal holder has not finished the log ${TTY_DRAIN_MS} ms after the job's end; recorded without it`,
+      );
+      return true;
+    }
+    if (!this.drainTimers.has(id)) {
+      this.drainTimers.set(
+        id,
+        setTimeout(() => {
+          this.drainTimers.delete(id);
+          this.checkAdopted(id);
+        }, DRAIN_POLL_MS),
+      );
+    }
+    return false;
   }
 
   private ownExited(id: string, proc: Subprocess): void {
@@ -1176,6 +1216,9 @@ export class Supervisor {
   }
 
   private forget(id: string): void {
+    this.draining.delete(id);
+    clearTimeout(this.drainTimers.get(id));
+    this.drainTimers.delete(id);
     this.monitor.untrack(id);
     this.guard.unwatch(id);
     this.own.delete(id);
@@ -1287,6 +1330,30 @@ function killQuietly(pid: number): void {
  */
 function sandboxed(job: JobRow): boolean {
   return job.backend === "bwrap";
+}
+
+/** How long a terminal job's end waits for its holder to finish the log, at most. */
+const TTY_DRAIN_MS = 3000;
+/** How often it looks meanwhile. */
+const DRAIN_POLL_MS = 10;
+
+/** A terminal job's holder, from the file it writes first (lib/tty/holder.ts), or null. */
+function readHolder(dir: string): { pid: number; start: string | null } | null {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, HOLDER_FILE), "utf8");
+  } catch {
+    return null;
+  }
+  const m = /^(\d+) (\S*)\n$/.exec(text);
+  return m ? { pid: Number(m[1]), start: m[2] || null } : null;
+}
+
+/** Whether a terminal job's holder is still writing its log (alive, and not said it is whole). */
+function holderWriting(dir: string): boolean {
+  if (existsSync(join(dir, LOG_WHOLE_FILE))) return false;
+  const h = readHolder(dir);
+  return h !== null && isAlive(h.pid, h.start);
 }
 
 /** How far a terminal job's log may pass its quota before the holder stops writing it (the monitor cuts it after). */

@@ -112,6 +112,25 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect((await d.client.screen(job.id)).source).toBe("log");
     });
 
+    test("the log is whole when the end is recorded: a large last burst, then the exit at once", async () => {
+      // The holder writes the log; the recorder's exit is seen at once. The end waits for the
+      // holder to have read the terminal to its end, whatever the load.
+      const whole = Array.from({ length: 30_000 }, (_, i) => `${i + 1}\r\n`).join("");
+      for (let i = 0; i < 25; i++) {
+        const job = await d.client.createJob({
+          argv: ["sh", "-c", "seq 1 30000; printf 'END-%s' \"$0\"", String(i)],
+          tty: { cols: 80, rows: 24 },
+        } as never);
+        const ended = (await d.client.waitJob(job.id, 30_000)).job as Job;
+        const log = Buffer.from((await d.client.logs(job.id, {})).data, "base64").toString();
+        expect([ended.exit_code, log.length, log.slice(-20)]).toEqual([
+          0,
+          whole.length + `END-${i}`.length,
+          `${whole}END-${i}`.slice(-20),
+        ]);
+      }
+    });
+
     test("a read-only watcher sees the screen but types nothing; the writer is one client", async () => {
       const w = terminal(["run", "-it", "--", "bash", "--norc"]);
       await w.see("$");
