@@ -10,6 +10,8 @@ import { dirname, join } from "node:path";
 import { agentArgv } from "../../lib/agents/hooks.ts";
 import type { Job } from "../../lib/api/contract.ts";
 import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
+import { fakeGemini } from "../fixtures/fake-gemini.ts";
+import { fakeOpenAI } from "../fixtures/fake-openai.ts";
 import { cleanup, cli, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
@@ -144,6 +146,140 @@ describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (ne
     await d.client.killJob(job.id, { force: true });
     await d.client.waitJob(job.id, 20_000);
     expect(existsSync(join(d.home, "state", "reports", `${job.id}.fifo`))).toBe(false);
+  });
+});
+
+/** `planter agent run KIND -d --json` in cell `cell` with `env` and the CLI's `args`: the job. */
+async function agentRun(kind: string, cell: string, env: Record<string, string>, args: string[]): Promise<Job> {
+  const r = await cli(d.home, [
+    "agent",
+    "run",
+    kind,
+    "-d",
+    "--json",
+    "--cell",
+    cell,
+    "--program",
+    join(BIN, kind),
+    ...Object.entries({ PATH: `${BIN}:/usr/local/bin:/usr/bin:/bin`, TERM: "xterm-256color", ...env }).flatMap(
+      ([k, v]) => ["--env", `${k}=${v}`],
+    ),
+    "--",
+    ...args,
+  ]);
+  expect(r.stderr).toBe("");
+  return JSON.parse(r.stdout) as Job;
+}
+
+/** A job's screen as text; throws when the job has ended (its screen says why). */
+async function screenOf(id: string): Promise<string> {
+  const text = (await d.client.screen(id)).lines.join("\n");
+  if ((await d.client.getJob(id)).state !== "running") throw new Error(`the agent's job ended:\n${text}`);
+  return text;
+}
+
+/** Type `text` into a terminal job, then Enter once it shows. */
+async function typeLine(id: string, text: string): Promise<void> {
+  await d.client.writeStdin(id, { data: Buffer.from(text).toString("base64") });
+  await waitFor(async () => (await screenOf(id)).includes(text), `"${text}" typed`);
+  await d.client.writeStdin(id, { data: Buffer.from("\r").toString("base64") });
+}
+
+/** A cell whose jobs reach the fake model servers (fake.test, 127.0.0.1 in the config) only. */
+async function fakeCell(name: string) {
+  return d.client.createCell({
+    name,
+    sandbox: { policy: { network: { allow: ["fake.test"], allow_local: true } } },
+  } as never);
+}
+
+describe.skipIf(!existsSync(join(BIN, "codex")))(`an agent job: Codex CLI (needs ${AGENTS})`, () => {
+  test("planter agent run codex: it answers from a scripted Responses API; its notify reports the turn's end", async () => {
+    if (!sandboxed) return;
+    const openai = fakeOpenAI((s) => ({ text: `fake answer to: ${s.last.slice(0, 40)}` }));
+    try {
+      await fakeCell("ag-codex");
+      const provider = `{name="fake",base_url="http://fake.test:${openai.port}/v1",wire_api="responses",env_key="FAKE_OPENAI_KEY"}`;
+      const job = await agentRun("codex", "ag-codex", { FAKE_OPENAI_KEY: "sk-fake-not-a-key" }, [
+        "-c",
+        "model_provider=fake",
+        "-c",
+        `model_providers.fake=${provider}`,
+        "-c",
+        "model=gpt-fake",
+      ]);
+      expect(job.argv[1]).toBe("-c");
+      expect(job.argv[2]).toStartWith("notify=");
+      await waitFor(
+        async () => (await screenOf(job.id)).includes("Ask Codex to do anything"),
+        "Codex's prompt",
+        60_000,
+      );
+      await typeLine(job.id, "say hello");
+      await waitFor(async () => (await screenOf(job.id)).includes("fake answer to: say hello"), "the answer", 30_000);
+      // Codex runs the job's notify at the turn's end: a line in the channel, the observer's state.
+      const seen = await waitFor(
+        async () => (await reported(job.id)).find((r) => r.event === "notify"),
+        "Codex's notify",
+        30_000,
+      );
+      expect(seen.state).toBe("completed");
+      const agent = await waitFor(
+        async () => (await d.client.listAgents({ job: job.id })).agents.find((a) => a.state === "completed"),
+        "the job's agent completed",
+      );
+      expect(agent).toMatchObject({ agent: "codex", source: "notify", cell: "ag-codex" });
+      expect(openai.seen.some((x) => x.last.includes("say hello"))).toBe(true);
+      await d.client.killJob(job.id, { force: true });
+      await d.client.waitJob(job.id, 20_000);
+    } finally {
+      openai.stop();
+    }
+  });
+});
+
+describe.skipIf(!existsSync(join(BIN, "gemini")))(`an agent job: Gemini CLI (needs ${AGENTS})`, () => {
+  test("planter agent run gemini: it answers from a scripted Gemini API", async () => {
+    if (!sandboxed) return;
+    const gemini = fakeGemini((s) =>
+      s.stream
+        ? { text: `fake gemini answer to: ${s.last.slice(0, 30)}` }
+        : { text: '{"next_speaker": "user", "reasoning": "the answer is complete"}' },
+    );
+    try {
+      const cell = await fakeCell("ag-gemini");
+      // The API key's sign-in chosen, no folder-trust dialog, no update check: the cell's home.
+      const settings = JSON.stringify({
+        security: { auth: { selectedType: "gemini-api-key" }, folderTrust: { enabled: false } },
+        general: { disableAutoUpdate: true, disableUpdateNag: true },
+        privacy: { usageStatisticsEnabled: false },
+      });
+      const s = await d.client.createJob({
+        cell: "ag-gemini",
+        argv: ["sh", "-c", 'mkdir -p "$HOME/.gemini" && printf %s "$SEED" > "$HOME/.gemini/settings.json"'],
+        env: { SEED: settings },
+      } as never);
+      expect(((await d.client.waitJob(s.id, 30_000)).job as Job).exit_code).toBe(0);
+      const job = await agentRun(
+        "gemini",
+        "ag-gemini",
+        { GEMINI_API_KEY: "fake-key-not-a-key", GOOGLE_GEMINI_BASE_URL: `http://fake.test:${gemini.port}` },
+        [],
+      );
+      expect(job.cwd).toBe(cell.dir);
+      await waitFor(async () => (await screenOf(job.id)).includes("Type your message"), "Gemini's prompt", 60_000);
+      await typeLine(job.id, "say hello");
+      await waitFor(
+        async () => (await screenOf(job.id)).includes("fake gemini answer to: say hello"),
+        "the answer",
+        30_000,
+      );
+      expect(gemini.seen.some((x) => x.stream && x.last.includes("say hello"))).toBe(true);
+      await d.client.killJob(job.id, { force: true });
+      await d.client.waitJob(job.id, 20_000);
+    } finally {
+      gemini.stop();
+    }
   });
 });
 
