@@ -1,8 +1,10 @@
 /**
- * Agent jobs (#16): the real Claude Code (from npm, installed for the tests only; never shipped)
- * in a sandboxed terminal job, driven by a scripted model on 127.0.0.1 reached through the job's
- * egress proxy, its hooks reporting through the job's channel: running → waiting_approval (a Bash
- * tool call) → running → completed, as `agent.reported` events.
+ * Agent jobs (#16): the real Claude Code, Codex and Gemini CLIs (from npm, installed for the tests
+ * only; never shipped) in sandboxed terminal jobs, each driven by a scripted model server on
+ * 127.0.0.1 reached through the job's egress proxy (test/fixtures/fake-anthropic.ts,
+ * fake-openai.ts, fake-gemini.ts). Claude Code's hooks report through the job's channel: running →
+ * waiting_approval (a Bash tool call) → running → completed, as `agent.reported` events; Codex's
+ * notify reports the turn's end; Gemini answers.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
