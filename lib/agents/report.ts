@@ -125,6 +125,31 @@ function codexState(l: ReportLine): { state: AgentState; detail: string | null }
   return null;
 }
 
+/** What a Gemini CLI hook event means (Gemini CLI 0.61: Claude Code's hooks under other names). */
+function geminiState(l: ReportLine): { state: AgentState; detail: string | null } | null {
+  switch (l.event) {
+    case "SessionStart":
+      return { state: "waiting_input", detail: null };
+    case "BeforeAgent":
+    case "PreCompress":
+      return { state: "running", detail: null };
+    case "BeforeTool":
+    case "AfterTool":
+      return { state: "running", detail: field(l, "tool_name") };
+    case "Notification":
+      // ToolPermission: the confirmation box ("Allow execution of …?"), drawn as the hook runs.
+      return field(l, "notification_type") === "ToolPermission"
+        ? { state: "waiting_approval", detail: field(l, "message") }
+        : null;
+    case "AfterAgent":
+      return { state: "completed", detail: null };
+    case "SessionEnd":
+      return { state: "idle", detail: field(l, "reason") };
+    default:
+      return null;
+  }
+}
+
 /**
  * The event a line reports, for the job's agent (`runtime`: the job's own), or null when the
  * line means nothing planter knows. `seq` orders the lines of one channel.
@@ -136,7 +161,7 @@ export function lineEvent(
   seq: number,
   now: number,
 ): AgentEventIn | null {
-  const meaning = kind === "claude" ? claudeState(l) : kind === "codex" ? codexState(l) : null;
+  const meaning = kind === "claude" ? claudeState(l) : kind === "codex" ? codexState(l) : geminiState(l);
   if (!meaning) return null;
   return {
     agent: kind,

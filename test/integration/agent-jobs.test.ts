@@ -241,7 +241,7 @@ describe.skipIf(!existsSync(join(BIN, "codex")))(`an agent job: Codex CLI (needs
 });
 
 describe.skipIf(!existsSync(join(BIN, "gemini")))(`an agent job: Gemini CLI (needs ${AGENTS})`, () => {
-  test("planter agent run gemini: it answers from a scripted Gemini API", async () => {
+  test("planter agent run gemini: it answers from a scripted Gemini API; its hooks report the turn", async () => {
     if (!sandboxed) return;
     const gemini = fakeGemini((s) =>
       s.stream
@@ -270,6 +270,9 @@ describe.skipIf(!existsSync(join(BIN, "gemini")))(`an agent job: Gemini CLI (nee
       );
       expect(job.cwd).toBe(cell.dir);
       await waitFor(async () => (await screenOf(job.id)).includes("Type your message"), "Gemini's prompt", 60_000);
+      // Its hooks, put into its settings as the job started, report through the job's channel.
+      const states = async () => (await reported(job.id)).map((r) => `${r.event}:${r.state}`);
+      await waitFor(async () => (await states()).includes("SessionStart:waiting_input"), "SessionStart", 30_000);
       await typeLine(job.id, "say hello");
       await waitFor(
         async () => (await screenOf(job.id)).includes("fake gemini answer to: say hello"),
@@ -277,6 +280,20 @@ describe.skipIf(!existsSync(join(BIN, "gemini")))(`an agent job: Gemini CLI (nee
         30_000,
       );
       expect(gemini.seen.some((x) => x.stream && x.last.includes("say hello"))).toBe(true);
+      await waitFor(async () => (await states()).includes("AfterAgent:completed"), "AfterAgent", 30_000);
+      expect((await states()).filter((x) => x.startsWith("BeforeAgent") || x.startsWith("AfterAgent"))).toEqual([
+        "BeforeAgent:running",
+        "AfterAgent:completed",
+      ]);
+      const agent = await waitFor(
+        async () => (await d.client.listAgents({ job: job.id })).agents.find((a) => a.state === "completed"),
+        "the job's agent completed",
+      );
+      expect(agent).toMatchObject({ agent: "gemini", source: "hook", cell: "ag-gemini" });
+      // The cell's settings kept what was there, beside planter's hooks.
+      const settingsFile = join(d.home, "state", "homes", "ag-gemini", ".gemini", "settings.json");
+      const saved = JSON.parse(readFileSync(settingsFile, "utf8"));
+      expect([saved.security.auth.selectedType, Object.keys(saved.hooks).length]).toEqual(["gemini-api-key", 8]);
       await d.client.killJob(job.id, { force: true });
       await d.client.waitJob(job.id, 20_000);
     } finally {
