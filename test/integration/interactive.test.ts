@@ -6,9 +6,10 @@
  * that terminal's screen. Sandboxed (bwrap, enforced) and not.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
+import { readStatus } from "../../lib/jobs/recorder.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 /**
@@ -248,3 +249,36 @@ for (const mode of ["enforced", "disabled"] as const) {
     });
   });
 }
+
+describe("a terminal job whose holder has not finished its log", () => {
+  test("its end waits for the log a bounded time, across a planterd restart too", async () => {
+    const home = tempHome();
+    chmodSync(home, 0o711);
+    let d = await startDaemon({ home });
+    let holder = 0;
+    try {
+      const job = await d.client.createJob({
+        argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; printf LAST; exit 3"],
+        tty: { cols: 80, rows: 24 },
+      } as never);
+      const dir = join(home, "state", "jobs", job.id);
+      holder = Number(readFileSync(join(dir, "tty.holder"), "utf8").split(" ")[0]);
+      // A holder that does not run (stopped, or starved) has not read the job's last bytes.
+      process.kill(holder, "SIGSTOP");
+      writeFileSync(join(job.cwd, "go"), "");
+      await waitFor(() => readStatus(join(dir, "exit")) !== null, "the recorder's end");
+      await d.kill9();
+      d = await startDaemon({ home });
+      const ended = (await d.client.waitJob(job.id, 20_000)).job as Job;
+      expect([ended.state, ended.exit_code]).toEqual(["failed", 3]);
+      expect(d.stderr()).toContain(`planterd: job ${job.id}: its terminal holder has not finished the log`);
+      process.kill(holder, "SIGCONT");
+      await waitFor(() => existsSync(join(dir, "tty.done")), "the holder to finish the log");
+      expect(Buffer.from((await d.client.logs(job.id, {})).data, "base64").toString()).toEndWith("LAST");
+    } finally {
+      if (holder) process.kill(holder, "SIGCONT");
+      await d.stop();
+      cleanup(home);
+    }
+  });
+});
