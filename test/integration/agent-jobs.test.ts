@@ -370,15 +370,20 @@ describe("planter agent hooks install|uninstall", () => {
       expect(out.agents.map((a) => [a.agent, a.changed])).toEqual([
         ["claude", true],
         ["codex", true],
-        ["gemini", false],
+        ["gemini", true],
       ]);
       expect(readFileSync(claude, "utf8")).toContain(" agent report claude PermissionRequest");
+      const gemini = join(home, ".gemini", "settings.json");
+      const g = JSON.parse(readFileSync(gemini, "utf8"));
+      expect(g.hooks.AfterAgent[0].hooks[0]).toMatchObject({ type: "command", timeout: 5000 });
+      expect(g.hooks.AfterAgent[0].hooks[0].command).toEndWith(" agent report gemini AfterAgent");
       const record = JSON.parse(readFileSync(join(home, ".config", "planter", "agent-hooks.json"), "utf8"));
       expect(
         record.changes.map((c: { agent: string; before_sha256: string | null }) => [c.agent, c.before_sha256 === null]),
       ).toEqual([
         ["claude", false],
         ["codex", true],
+        ["gemini", true],
       ]);
       const again = await cli(home, ["agent", "hooks", "install", "--claude"], { env });
       expect(again.stdout).toBe(`claude: ${claude}: already installed\n`);
@@ -387,6 +392,8 @@ describe("planter agent hooks install|uninstall", () => {
       expect(readFileSync(claude, "utf8")).toBe(user);
       // Codex's config.toml did not exist before: it is gone again.
       expect(existsSync(join(home, ".codex", "config.toml"))).toBe(false);
+      expect((await cli(home, ["agent", "hooks", "uninstall", "--gemini"], { env })).code).toBe(0);
+      expect(existsSync(gemini)).toBe(false);
       mkdirSync(join(home, ".codex"), { recursive: true });
       writeFileSync(join(home, ".codex", "config.toml"), 'notify = ["say"]\n');
       const refused = await cli(home, ["agent", "hooks", "install", "--codex"], { env });
