@@ -28,12 +28,19 @@ const FAKES = join(import.meta.dir, "..", "fixtures", "agents");
 const root = process.getuid?.() === 0;
 const haveTmux = Bun.which("tmux") !== null;
 
-/** A private tmux server (its socket in `dir`), run as `uid` when given (through setpriv). */
+/**
+ * A private tmux server (its socket in `dir`), run as `uid` when given (through setpriv). It stays
+ * up without sessions (`exit-empty off`, from the config file it starts with): else a session that
+ * ends as the test's last one makes the server exit, and the next test's `new-session` may reach it
+ * while it goes ("server exited unexpectedly", seen under load).
+ */
 function tmuxServer(sock: string, uid?: number) {
   const as = uid === undefined ? [] : ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups"];
+  const conf = `${sock}.conf`;
+  writeFileSync(conf, "set -s exit-empty off\n", { mode: 0o644 });
   const run = (...args: string[]) => {
     // SHELL: tmux runs a pane's command with it (nobody's login shell is nologin).
-    const r = Bun.spawnSync([...as, "tmux", "-S", sock, ...args], {
+    const r = Bun.spawnSync([...as, "tmux", "-f", conf, "-S", sock, ...args], {
       stdout: "pipe",
       stderr: "pipe",
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", SHELL: "/bin/sh" },
