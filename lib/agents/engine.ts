@@ -98,6 +98,11 @@ interface Decision {
   report: Report;
   state: AgentState;
   reason: UnknownReason | null;
+  /**
+   * Not before this time could it decide: the newest hook or notify report was fresh until then
+   * (the poller's report that takes over may be older than that moment).
+   */
+  from?: number;
 }
 
 /** Whether `a` decides over `b` among reports that are not fresh: the newer; at equal times hook, notify, poller; then precedence. */
@@ -120,12 +125,15 @@ export function decide(reports: AgentRecord["reports"], now: number): Decision |
     if (r && now - r.at <= HOOK_FRESH_MS) return { source, report: r, state: r.state, reason: r.reason };
   }
   let best: Decision | null = null;
+  let from: number | undefined;
   for (const source of SOURCES) {
     const r = reports[source];
     if (!r) continue;
+    if (source !== "poller") from = Math.max(from ?? Number.NEGATIVE_INFINITY, r.at + HOOK_FRESH_MS);
     const d: Decision = { source, report: r, state: r.state, reason: r.reason };
     if (!best || preferred(d, best)) best = d;
   }
+  if (best && from !== undefined) best = { ...best, from };
   if (best?.source === "poller" && best.state === "unknown" && (reports.hook || reports.notify)) {
     // The poller has looked since the last hook or notify report and cannot tell: that report is stale.
     return { ...best, reason: "stale" };
@@ -203,7 +211,7 @@ export function settle(rec: AgentRecord, now: number): AgentRecord {
   if (!d) return rec;
   let state = d.state;
   let completedSince: number | null = null;
-  let begin = Math.min(now, Math.max(d.report.at, rec.since));
+  let begin = Math.min(now, Math.max(d.report.at, rec.since, d.from ?? 0));
   if (state === "completed") {
     const running = (rec.state === "completed" || rec.state === "idle") && rec.completed_since !== null;
     completedSince = running ? (rec.completed_since as number) : Math.min(now, d.report.at);

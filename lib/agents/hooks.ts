@@ -74,11 +74,62 @@ export function codexNotify(): string[] {
   ];
 }
 
-/** argv of an agent job: the CLI with its hooks for this job, then the user's arguments. */
-export function agentArgv(kind: AgentKind, args: string[]): string[] {
-  const program = AGENT_PROGRAMS[kind];
+/** Gemini CLI's hook events planter listens to (Gemini CLI 0.61). */
+export const GEMINI_HOOK_EVENTS = [
+  "SessionStart",
+  "BeforeAgent",
+  "BeforeTool",
+  "AfterTool",
+  "Notification",
+  "AfterAgent",
+  "PreCompress",
+  "SessionEnd",
+] as const;
+
+/**
+ * Puts planter's hooks into Gemini CLI's settings (`${GEMINI_CLI_HOME:-$HOME}/.gemini/settings.json`),
+ * run with node (Gemini's own runtime) as the job's user in its sandbox before Gemini starts.
+ * Gemini has no per-run setting for hooks: its system settings file (GEMINI_CLI_SYSTEM_SETTINGS_PATH)
+ * is refused unless it and every parent dir are root's, which a sandbox's user namespace never
+ * shows (root is the overflow uid there). The hooks are the same for every job — each writes into
+ * the channel its job's environment names, and does nothing without one — so they are set in
+ * place: every hook whose command names PLANTER_AGENT_REPORT is replaced by this version's, the
+ * rest of the file is kept. A file that is not JSON is left alone (the agent runs without them).
+ * argv[1]: `{event: command}`.
+ */
+const GEMINI_MERGE = `const fs=require("fs"),path=require("path"),os=require("os");
+const dir=path.join(process.env.GEMINI_CLI_HOME||os.homedir(),".gemini"),file=path.join(dir,"settings.json");
+const want=JSON.parse(process.argv[1]);let s={};
+try{s=JSON.parse(fs.readFileSync(file,"utf8"))}catch(e){if(e.code!=="ENOENT"){console.error("planter: "+file+": "+e.message+" (the agent runs without planter's hooks)");process.exit(0)}}
+if(!s||typeof s!=="object"||Array.isArray(s)){console.error("planter: "+file+" is not a JSON object (the agent runs without planter's hooks)");process.exit(0)}
+const hooks=s.hooks&&typeof s.hooks==="object"&&!Array.isArray(s.hooks)?s.hooks:{};
+const ours=(d)=>Array.isArray(d&&d.hooks)&&d.hooks.some((h)=>typeof(h&&h.command)==="string"&&h.command.includes("PLANTER_AGENT_REPORT"));
+for(const e of Object.keys(hooks))if(Array.isArray(hooks[e]))hooks[e]=hooks[e].filter((d)=>!ours(d));
+for(const [e,c] of Object.entries(want))(Array.isArray(hooks[e])?hooks[e]:(hooks[e]=[])).push({hooks:[{type:"command",command:c,timeout:5000}]});
+s.hooks=hooks;fs.mkdirSync(dir,{recursive:true,mode:0o700});
+const tmp=file+".planter-"+process.pid;fs.writeFileSync(tmp,JSON.stringify(s,null,2)+"\\n",{mode:0o600});fs.renameSync(tmp,file);`;
+
+/** argv of a Gemini CLI job: planter's hooks put into its settings (GEMINI_MERGE), then the CLI. */
+function geminiArgv(program: string, args: string[]): string[] {
+  const want = Object.fromEntries(GEMINI_HOOK_EVENTS.map((e) => [e, reportCommand(e)]));
+  return [
+    "/bin/sh",
+    "-c",
+    'node -e "$1" "$2" || echo "planter: the agent\'s hooks were not set" >&2; shift 2; exec "$@"',
+    "planter-gemini",
+    GEMINI_MERGE,
+    JSON.stringify(want),
+    program,
+    ...args,
+  ];
+}
+
+/**
+ * argv of an agent job: the CLI (`program`, by default its name on the job's PATH) with its hooks
+ * for this job, then the user's arguments.
+ */
+export function agentArgv(kind: AgentKind, args: string[], program: string = AGENT_PROGRAMS[kind]): string[] {
   if (kind === "claude") return [program, "--settings", JSON.stringify(claudeSettings()), ...args];
   if (kind === "codex") return [program, "-c", `notify=${JSON.stringify(codexNotify())}`, ...args];
-  // Gemini CLI: no per-run hook setting planter can pass; its state comes from the poller.
-  return [program, ...args];
+  return geminiArgv(program, args);
 }

@@ -8,13 +8,13 @@
  * The functions here are pure (text in, text out); the command does the files.
  */
 import { PlanterError } from "../api/errors.ts";
-import { CLAUDE_HOOK_EVENTS } from "./hooks.ts";
+import { CLAUDE_HOOK_EVENTS, GEMINI_HOOK_EVENTS } from "./hooks.ts";
 
 /** What marks a command as planter's own: it runs `agent report`. */
 export const REPORT_MARK = " agent report ";
 
 /** The hook command for one event: `PLANTER agent report KIND EVENT` (`planter`: the words that run planter, quoted). */
-export function hostReportCommand(planter: string[], kind: "claude" | "codex", event: string): string {
+export function hostReportCommand(planter: string[], kind: "claude" | "codex" | "gemini", event: string): string {
   if (!/^[A-Za-z-]+$/.test(event)) throw new Error(`not an event name: ${event}`);
   return `${planter.map(shellQuote).join(" ")}${REPORT_MARK}${kind} ${event}`;
 }
@@ -49,27 +49,29 @@ export function parseSettings(text: string | null, file: string): Record<string,
 }
 
 /**
- * Claude Code's settings with planter's hooks for every event (one group per event, added once:
- * installing again changes nothing) and everything else kept as it was. `added`: the events that
- * got one.
+ * Claude Code's (or Gemini CLI's: the same shape, other event names, timeouts in ms) settings with
+ * planter's hooks for every event (one group per event, added once: installing again changes
+ * nothing) and everything else kept as it was. `added`: the events that got one.
  */
 export function withClaudeHooks(
   settings: Record<string, unknown>,
   planter: string[],
+  kind: "claude" | "gemini" = "claude",
 ): { settings: Record<string, unknown>; added: string[] } {
   const hooks = { ...((settings.hooks as Record<string, HookGroup[]> | undefined) ?? {}) };
   const added: string[] = [];
-  for (const event of CLAUDE_HOOK_EVENTS) {
+  for (const event of kind === "claude" ? CLAUDE_HOOK_EVENTS : GEMINI_HOOK_EVENTS) {
     const groups = Array.isArray(hooks[event]) ? [...(hooks[event] as HookGroup[])] : [];
     if (groups.some((g) => g.hooks?.some((h) => isOurs(h.command)))) continue;
-    groups.push({ hooks: [{ type: "command", command: hostReportCommand(planter, "claude", event), timeout: 5 }] });
+    const timeout = kind === "claude" ? 5 : 5000;
+    groups.push({ hooks: [{ type: "command", command: hostReportCommand(planter, kind, event), timeout }] });
     hooks[event] = groups;
     added.push(event);
   }
   return { settings: { ...settings, hooks }, added };
 }
 
-/** Claude Code's settings without planter's hooks (groups and events left empty go too). */
+/** Claude Code's (or Gemini CLI's) settings without planter's hooks (groups and events left empty go too). */
 export function withoutClaudeHooks(settings: Record<string, unknown>): {
   settings: Record<string, unknown>;
   removed: number;

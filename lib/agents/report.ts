@@ -24,6 +24,13 @@ export const REPORT_LINES_PER_SECOND = 100;
 /** A line longer than this is dropped (hooks cut theirs at REPORT_LINE_BYTES). */
 const MAX_LINE = 8192;
 
+/**
+ * How a report FIFO is opened by planter's own holders of it (planterd's reader, the job's recorder
+ * or terminal holder): read-write, so the open never waits for a partner and a hook's close is no
+ * end of file; never through a symlink.
+ */
+export const REPORT_OPEN = constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOFOLLOW;
+
 let mkfifoFn: ((path: Uint8Array, mode: number) => number) | null | undefined;
 
 /** Make the job's FIFO (mode 0600, owned by the job's user when given). */
@@ -118,6 +125,31 @@ function codexState(l: ReportLine): { state: AgentState; detail: string | null }
   return null;
 }
 
+/** What a Gemini CLI hook event means (Gemini CLI 0.61: Claude Code's hooks under other names). */
+function geminiState(l: ReportLine): { state: AgentState; detail: string | null } | null {
+  switch (l.event) {
+    case "SessionStart":
+      return { state: "waiting_input", detail: null };
+    case "BeforeAgent":
+    case "PreCompress":
+      return { state: "running", detail: null };
+    case "BeforeTool":
+    case "AfterTool":
+      return { state: "running", detail: field(l, "tool_name") };
+    case "Notification":
+      // ToolPermission: the confirmation box ("Allow execution of …?"), drawn as the hook runs.
+      return field(l, "notification_type") === "ToolPermission"
+        ? { state: "waiting_approval", detail: field(l, "message") }
+        : null;
+    case "AfterAgent":
+      return { state: "completed", detail: null };
+    case "SessionEnd":
+      return { state: "idle", detail: field(l, "reason") };
+    default:
+      return null;
+  }
+}
+
 /**
  * The event a line reports, for the job's agent (`runtime`: the job's own), or null when the
  * line means nothing planter knows. `seq` orders the lines of one channel.
@@ -129,7 +161,7 @@ export function lineEvent(
   seq: number,
   now: number,
 ): AgentEventIn | null {
-  const meaning = kind === "claude" ? claudeState(l) : kind === "codex" ? codexState(l) : null;
+  const meaning = kind === "claude" ? claudeState(l) : kind === "codex" ? codexState(l) : geminiState(l);
   if (!meaning) return null;
   return {
     agent: kind,
@@ -164,7 +196,7 @@ export class ReportReader {
     private readonly onLine: (line: string) => void,
   ) {
     // Read-write: a hook that closes its end is no end of file here, and the FIFO always has a reader.
-    this.fd = openSync(path, constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOFOLLOW);
+    this.fd = openSync(path, REPORT_OPEN);
     void this.pump();
   }
 

@@ -21,9 +21,10 @@ import { print, printJson } from "./output.ts";
 type Which = "claude" | "codex" | "gemini";
 
 /** Where each agent keeps the settings planter edits. */
-export function settingsFile(which: "claude" | "codex", env: Record<string, string | undefined> = process.env): string {
+export function settingsFile(which: Which, env: Record<string, string | undefined> = process.env): string {
   const home = env.HOME ?? homedir();
   if (which === "claude") return join(env.CLAUDE_CONFIG_DIR ?? join(home, ".claude"), "settings.json");
+  if (which === "gemini") return join(env.GEMINI_CLI_HOME ?? home, ".gemini", "settings.json");
   return join(env.CODEX_HOME ?? join(home, ".codex"), "config.toml");
 }
 
@@ -34,7 +35,7 @@ function recordFile(env: Record<string, string | undefined> = process.env): stri
 }
 
 const Change = v.object({
-  agent: v.picklist(["claude", "codex"]),
+  agent: v.picklist(["claude", "codex", "gemini"]),
   file: v.string(),
   before_sha256: v.nullable(v.string()),
   after_sha256: v.string(),
@@ -89,20 +90,13 @@ interface Outcome {
 }
 
 function install(which: Which, dryRun: boolean): Outcome {
-  if (which === "gemini")
-    return {
-      agent: which,
-      file: null,
-      changed: false,
-      detail: "Gemini CLI has no hook planter can install; its state comes from the pane poller",
-    };
   const file = settingsFile(which);
   const before = readText(file);
   const planter = selfArgv("agent").slice(0, -1);
   let after: string;
   let added: string[];
-  if (which === "claude") {
-    const r = withClaudeHooks(parseSettings(before, file), planter);
+  if (which !== "codex") {
+    const r = withClaudeHooks(parseSettings(before, file), planter, which);
     after = `${JSON.stringify(r.settings, null, 2)}\n`;
     added = r.added;
   } else {
@@ -128,12 +122,11 @@ function install(which: Which, dryRun: boolean): Outcome {
 }
 
 function uninstall(which: Which, dryRun: boolean): Outcome {
-  if (which === "gemini") return { agent: which, file: null, changed: false, detail: "nothing was installed" };
   const file = settingsFile(which);
   const before = readText(file);
   let after: string;
   let removed: number;
-  if (which === "claude") {
+  if (which !== "codex") {
     const r = withoutClaudeHooks(parseSettings(before, file));
     after = `${JSON.stringify(r.settings, null, 2)}\n`;
     removed = r.removed;
@@ -156,7 +149,7 @@ function uninstall(which: Which, dryRun: boolean): Outcome {
 const agentFlags = {
   claude: { type: "boolean", description: "Claude Code (~/.claude/settings.json, or $CLAUDE_CONFIG_DIR)" },
   codex: { type: "boolean", description: "Codex CLI (~/.codex/config.toml, or $CODEX_HOME): its notify program" },
-  gemini: { type: "boolean", description: "Gemini CLI (no hook: the pane poller watches it)" },
+  gemini: { type: "boolean", description: "Gemini CLI (~/.gemini/settings.json, or under $GEMINI_CLI_HOME)" },
   "dry-run": { type: "boolean", description: "say what would change, change nothing" },
   json: { type: "boolean", description: "print JSON for scripts instead of text for people" },
 } as const;
@@ -203,10 +196,10 @@ const uninstallCmd = defineCommand({
 });
 
 examples(installCmd, [
-  "planter agent hooks install --claude --codex",
+  "planter agent hooks install --claude --codex --gemini",
   "planter agent hooks install --claude --dry-run",
 ]);
-examples(uninstallCmd, ["planter agent hooks uninstall --claude --codex"]);
+examples(uninstallCmd, ["planter agent hooks uninstall --claude --codex --gemini"]);
 
 export const hooks = defineCommand({
   meta: { name: "hooks", description: "Install or remove planter's report hooks in your own agent settings" },

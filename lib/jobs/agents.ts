@@ -43,11 +43,19 @@ export class AgentChannels {
     this.batch = new EventBatch(o.write, "agent events", FLUSH_MS);
   }
 
-  /** The FIFO of a new agent job (`dir`: its dir, for the record), owned by `owner` (the job's user). */
+  /**
+   * The FIFO of a new agent job (`dir`: its dir, for the record), owned by `owner` (the job's
+   * user), read from now on: before the job is spawned. A FIFO keeps what is written into it only
+   * while someone holds it open — a hook that writes and closes before planterd opens it loses its
+   * line (the kernel frees the pipe's buffer with its last descriptor). Opened after the spawn, a
+   * job faster than planterd between the spawn and the open (a loaded host) lost its first report.
+   */
   prepare(id: string, dir: string, kind: AgentKind, owner: { uid: number; gid: number } | null): string {
     const fifo = agentFifo(this.o.stateDir, id);
     makeReportFifo(fifo, owner);
     writeFileSync(join(dir, AGENT_FILE), JSON.stringify({ kind }), { mode: 0o600 });
+    this.watch(id, dir, kind);
+    if (!this.open.has(id)) throw new Error(`the agent report channel ${fifo} cannot be read`);
     return fifo;
   }
 

@@ -72,11 +72,15 @@ const STDIN_END = "exec 7<&- 8<&-";
 
 /**
  * The recorder's script: with `pipes`, the job writes into the FIFOs `STATUS.out` / `.err` that
- * two pumps append to the logs; with `stdin`, the job reads the FIFO `stdin` (STDIN_OPEN).
+ * two pumps append to the logs; with `stdin`, the job reads the FIFO `stdin` (STDIN_OPEN); with
+ * `report`, the recorder's fd 0 is an agent job's report FIFO (lib/agents/report.ts), opened
+ * read-write by planterd, which the recorder holds for the job's life — a FIFO keeps what a hook
+ * wrote only while someone holds it open, and the recorder outlives planterd — while the job
+ * reads /dev/null (background lists, the pumps, start on /dev/null as well).
  * umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
  */
-function recorderScript(pipes: boolean, stdin: boolean): string {
-  const redirect = `${pipes ? ' >"$s.out" 2>"$s.err"' : ""}${stdin ? " <&7 7<&- 8<&-" : ""}`;
+function recorderScript(pipes: boolean, stdin: boolean, report = false): string {
+  const redirect = `${pipes ? ' >"$s.out" 2>"$s.err"' : ""}${stdin ? " <&7 7<&- 8<&-" : report ? " </dev/null" : ""}`;
   return [
     "s=$1; g=$2; shift 2",
     "umask 022",
@@ -156,7 +160,9 @@ export const warmInput = (statusFile: string) => `${statusFile}.in`;
  * argv that runs `argv` under the recorder, writing the status to `statusFile`. With `pipes`
  * the FIFOs `statusFile.out` / `.err` must exist (`makePipes`). `groups` are the `cgroup.procs`
  * files the job enters before it runs (none: it runs in the recorder's groups). With `stdin` the
- * recorder's fd 0 must be the job dir's FIFO `stdin`, open read-write (lib/jobs/stdin.ts).
+ * recorder's fd 0 must be the job dir's FIFO `stdin`, open read-write (lib/jobs/stdin.ts); with
+ * `report` (never with `stdin`) an agent job's report FIFO, open read-write, which the recorder
+ * holds while the job runs on /dev/null.
  */
 export function recorderArgv(
   statusFile: string,
@@ -164,9 +170,16 @@ export function recorderArgv(
   pipes = false,
   groups: string[] = [],
   stdin = false,
+  report = false,
 ): string[] {
   if (groups.some((g) => g.includes("\n"))) throw new Error("a cgroup path holds a newline");
-  const script = stdin ? recorderScript(pipes, true) : pipes ? PIPED : DIRECT;
+  const script = stdin
+    ? recorderScript(pipes, true)
+    : report
+      ? recorderScript(pipes, false, true)
+      : pipes
+        ? PIPED
+        : DIRECT;
   return ["/bin/sh", "-c", script, "planter-job", statusFile, groups.join("\n"), ...argv];
 }
 

@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { AgentKind } from "../agents/model.ts";
+import { REPORT_OPEN } from "../agents/report.ts";
 import type { Enforcement, Reason, RunAs } from "../api/contract.ts";
 import { conflict, PlanterError } from "../api/errors.ts";
 import type { Context, PendingEvent } from "../daemon/context.ts";
@@ -53,6 +54,7 @@ import {
 } from "../state/jobs.ts";
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
+import { HOLDER_FILE, LOG_WHOLE_FILE } from "../tty/holder.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
 import { AgentChannels } from "./agents.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
@@ -158,6 +160,9 @@ export class Supervisor {
   private readonly startedAt = new Map<string, number>();
   /** The job launched last. */
   private lastLaunched: string | null = null;
+  /** Terminal jobs whose recorder has ended, waiting for their holder's log: since when. */
+  private readonly draining = new Map<string, number>();
+  private readonly drainTimers = new Map<string, Timer>();
 
   /** The egress proxies of running jobs with a network allow list (lib/jobs/egress.ts). */
   readonly egress: Egress;
@@ -244,6 +249,8 @@ export class Supervisor {
     let fds: number[] = [];
     // The job's stdin pipe, read-write, for the recorder's fd 0 (a job created with stdin).
     let input = -1;
+    // An agent job's report FIFO, read-write, for the recorder's fd 0 (a job without stdin).
+    let report = -1;
     let cgroup: string | null = null;
     let spawned = false;
     // How to render the plan of a warm sandbox for this job (its job the shell that reads its
@@ -347,6 +354,7 @@ export class Supervisor {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
         started = this.startTerminal(job, backend, fallback, {
           argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
+          hold: agentReport ?? null,
           cwd: plan.cwd,
           fds,
           err,
@@ -356,27 +364,29 @@ export class Supervisor {
         });
         spawned = true;
         if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
-        if (where.agent) this.agents.watch(job.id, dir, where.agent);
         return started;
       }
+      // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
+      // the recorder's fd 0 is the job's input then; planterd's own reader holds it meanwhile).
+      if (agentReport && input < 0) report = openSync(agentReport, REPORT_OPEN);
       const recorder = recorderArgv(
         files.status,
         argv,
         plan.pipes ?? false,
         cgroup ? groupProcs(cgroup) : [],
         input >= 0,
+        report >= 0,
       );
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: [input >= 0 ? input : "ignore", out, err, ...fds],
+        stdio: [input >= 0 ? input : report >= 0 ? report : "ignore", out, err, ...fds],
         detached: true,
       });
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
       if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
-      if (where.agent) this.agents.watch(job.id, dir, where.agent);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -413,6 +423,7 @@ export class Supervisor {
       if (out >= 0) closeSync(out);
       if (err >= 0) closeSync(err);
       if (input >= 0) closeSync(input);
+      if (report >= 0) closeSync(report);
       for (const fd of fds) closeSync(fd);
     }
   }
@@ -481,6 +492,8 @@ export class Supervisor {
     fallback: boolean,
     o: {
       argv: string[];
+      /** An agent job's report FIFO, for the holder to hold open. */
+      hold: string | null;
       cwd: string;
       fds: number[];
       err: number;
@@ -505,6 +518,7 @@ export class Supervisor {
           socket: holderSocket(dir),
           // A backstop: the monitor stops the job at its quota and cuts the log to it.
           log_limit: maxLog === undefined ? null : maxLog + TTY_LOG_SLACK,
+          hold: o.hold,
         },
         { fds: o.fds, stderr: o.err },
       );
@@ -792,7 +806,10 @@ export class Supervisor {
         continue;
       }
       // A recorder found gone has no start time: its pid must not match whatever holds it now.
-      if ((!found || job.start_time !== null) && isAlive(job.pid, job.start_time)) {
+      // A terminal job whose recorder is gone while its holder still writes the log is followed
+      // until the log is whole (`logWhole`), as it would have been.
+      const live = (!found || job.start_time !== null) && isAlive(job.pid, job.start_time);
+      if (live || (job.tty && holderWriting(jobDir(this.ctx.paths.stateDir, job.id)))) {
         this.adopt(job);
         counts.adopted++;
       } else {
@@ -916,8 +933,41 @@ export class Supervisor {
     const recorded = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, id)).status) !== null;
     if (!recorded && isAlive(a.pid, a.start)) return;
     const job = getJob(this.ctx.db, id);
+    if (job?.tty && !this.logWhole(id)) return;
     if (job) this.finish(id, this.deadEnd(job, null));
     else this.forget(id);
+  }
+
+  /**
+   * Whether a terminal job's log is whole: its holder has read the terminal to its end (its mark),
+   * or is gone, or TTY_DRAIN_MS passed since the recorder's end was seen. Until then the end waits
+   * (looked at again every DRAIN_POLL_MS): the holder reads the job's last bytes after the recorder
+   * may have exited, and whoever waits for the end reads the log next.
+   */
+  private logWhole(id: string): boolean {
+    const dir = jobDir(this.ctx.paths.stateDir, id);
+    if (existsSync(join(dir, LOG_WHOLE_FILE))) return true;
+    const holder = readHolder(dir);
+    if (!holder || !isAlive(holder.pid, holder.start)) return true;
+    const now = Date.now();
+    const since = this.draining.get(id);
+    if (since === undefined) this.draining.set(id, now);
+    else if (now - since >= TTY_DRAIN_MS) {
+      console.error(
+        `planterd: job ${id}: its terminal holder has not finished the log ${TTY_DRAIN_MS} ms after the job's end; recorded without it`,
+      );
+      return true;
+    }
+    if (!this.drainTimers.has(id)) {
+      this.drainTimers.set(
+        id,
+        setTimeout(() => {
+          this.drainTimers.delete(id);
+          this.checkAdopted(id);
+        }, DRAIN_POLL_MS),
+      );
+    }
+    return false;
   }
 
   private ownExited(id: string, proc: Subprocess): void {
@@ -1166,6 +1216,9 @@ export class Supervisor {
   }
 
   private forget(id: string): void {
+    this.draining.delete(id);
+    clearTimeout(this.drainTimers.get(id));
+    this.drainTimers.delete(id);
     this.monitor.untrack(id);
     this.guard.unwatch(id);
     this.own.delete(id);
@@ -1277,6 +1330,30 @@ function killQuietly(pid: number): void {
  */
 function sandboxed(job: JobRow): boolean {
   return job.backend === "bwrap";
+}
+
+/** How long a terminal job's end waits for its holder to finish the log, at most. */
+const TTY_DRAIN_MS = 3000;
+/** How often it looks meanwhile. */
+const DRAIN_POLL_MS = 10;
+
+/** A terminal job's holder, from the file it writes first (lib/tty/holder.ts), or null. */
+function readHolder(dir: string): { pid: number; start: string | null } | null {
+  let text: string;
+  try {
+    text = readFileSync(join(dir, HOLDER_FILE), "utf8");
+  } catch {
+    return null;
+  }
+  const m = /^(\d+) (\S*)\n$/.exec(text);
+  return m ? { pid: Number(m[1]), start: m[2] || null } : null;
+}
+
+/** Whether a terminal job's holder is still writing its log (alive, and not said it is whole). */
+function holderWriting(dir: string): boolean {
+  if (existsSync(join(dir, LOG_WHOLE_FILE))) return false;
+  const h = readHolder(dir);
+  return h !== null && isAlive(h.pid, h.start);
 }
 
 /** How far a terminal job's log may pass its quota before the holder stops writing it (the monitor cuts it after). */

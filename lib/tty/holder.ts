@@ -15,11 +15,14 @@
  *   controller, removes the socket and exits.
  * Diagnostics go to stderr (the job's `stderr` log, which a terminal job does not otherwise use).
  */
-import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
+import { dirname, join } from "node:path";
 import * as v from "valibot";
+import { REPORT_OPEN } from "../agents/report.ts";
 import { peerReader, socketFd } from "../daemon/peer.ts";
 import { freshSessionKeyring } from "../jobs/keyring.ts";
+import { startTime } from "../jobs/proc.ts";
 import { type End, FrameReader, frame, type Hello, KIND, parseResize } from "./protocol.ts";
 import { findSlave, openFds, redirectFd } from "./pty.ts";
 import { Screen } from "./screen.ts";
@@ -30,6 +33,12 @@ export const CLIENT_BACKLOG = 4 << 20;
 const BEHIND_POLL_MS = 50;
 /** How long the end waits for controllers to take their last bytes. */
 const END_FLUSH_MS = 10_000;
+/**
+ * After the recorder's exit, a terminal still held open (a process the job left behind, until
+ * planterd ends it with the job) has given the log what the job wrote once its output has been
+ * quiet this long: the log is marked whole then, without waiting for the terminal to close.
+ */
+const QUIET_AFTER_EXIT_MS = 250;
 /** The terminal's end-of-file character (VEOF's default, ^D): what "end of input" sends. */
 const EOT = new Uint8Array([4]);
 
@@ -52,8 +61,24 @@ export const HolderOrdersSchema = v.object({
   socket: v.string(),
   /** Bytes the log may grow by, at most; null: no limit. */
   log_limit: v.nullable(v.number()),
+  /**
+   * An agent job's report FIFO (lib/agents/report.ts), held open read-write until the holder
+   * exits: what a hook writes while planterd is down waits in the pipe (a FIFO nobody holds open
+   * drops what was written into it once the writer closes).
+   */
+  hold: v.optional(v.nullable(v.string()), null),
 });
 export type HolderOrders = v.InferOutput<typeof HolderOrdersSchema>;
+
+/**
+ * Beside its socket (in the job's dir): the holder's `PID START` (written before it spawns the
+ * recorder), and the mark it makes once the terminal's stream is whole in the log — the recorder
+ * has exited and the PTY's last writer let go, every byte read and written. planterd records a
+ * terminal job's end after that mark (or the holder's death, or a bound): a log read after
+ * `job wait` is whole.
+ */
+export const HOLDER_FILE = "tty.holder";
+export const LOG_WHOLE_FILE = "tty.done";
 
 /** What the holder says once the recorder runs (one JSON line on stdout). */
 export const ReadySchema = v.object({ holder: v.number(), pid: v.number(), tty: v.string() });
@@ -77,6 +102,10 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   let logged = 0;
   let logFull = false;
   const log = openSync(orders.log, "a", 0o600);
+  const dir = dirname(orders.socket);
+  rmSync(join(dir, LOG_WHOLE_FILE), { force: true });
+  writeFileSync(join(dir, HOLDER_FILE), `${process.pid} ${startTime(process.pid) ?? ""}\n`, { mode: 0o600 });
+  const held = orders.hold === null ? -1 : openSync(orders.hold, REPORT_OPEN);
   // The emulator answers the job's queries into the terminal (set once the terminal exists).
   let answer: (data: string) => void = () => {};
   const screen = new Screen(cols, rows, (data) => answer(data));
@@ -217,7 +246,32 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
     // pid file and reconnects to the socket.
   }
 
-  await Promise.all([proc.exited, ptyDone]);
+  await proc.exited;
+  // Every byte of the terminal is in the log once its last writer has let go (the kernel hands
+  // over what it holds before the end); with a process left holding it, once its output is quiet.
+  // Then planterd may record the end.
+  let quiet: Timer | undefined;
+  await Promise.race([
+    ptyDone,
+    new Promise<void>((resolve) => {
+      let seen = outputBytes;
+      const look = () => {
+        if (outputBytes === seen) resolve();
+        else {
+          seen = outputBytes;
+          quiet = setTimeout(look, QUIET_AFTER_EXIT_MS);
+        }
+      };
+      quiet = setTimeout(look, QUIET_AFTER_EXIT_MS);
+    }),
+  ]);
+  clearTimeout(quiet);
+  try {
+    writeFileSync(join(dir, LOG_WHOLE_FILE), "", { mode: 0o600 });
+  } catch (e) {
+    console.error(`planter tty-holder: ${(e as Error).message}`);
+  }
+  await ptyDone;
   const end: End = {
     code: proc.signalCode ? null : proc.exitCode,
     signal: proc.signalCode ? String(proc.signalCode).replace(/^SIG/, "") : null,
@@ -241,6 +295,7 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   terminal.close();
   screen.dispose();
   closeSync(log);
+  if (held >= 0) closeSync(held);
   return 0;
 }
 

@@ -37,7 +37,7 @@ export interface HolderSpawn {
  * not start it (its reason is on its stderr).
  */
 export async function startHolder(
-  orders: Omit<HolderOrders, "fds" | "term"> & { term?: string },
+  orders: Omit<HolderOrders, "fds" | "term" | "hold"> & { term?: string; hold?: string | null },
   { fds = [], stderr = "inherit", env = { PATH: "/usr/bin:/bin" }, binary }: HolderSpawn = {},
 ): Promise<StartedHolder> {
   const proc = Bun.spawn(holderArgv(binary), {

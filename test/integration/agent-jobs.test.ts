@@ -1,8 +1,10 @@
 /**
- * Agent jobs (#16): the real Claude Code (from npm, installed for the tests only; never shipped)
- * in a sandboxed terminal job, driven by a scripted model on 127.0.0.1 reached through the job's
- * egress proxy, its hooks reporting through the job's channel: running → waiting_approval (a Bash
- * tool call) → running → completed, as `agent.reported` events.
+ * Agent jobs (#16): the real Claude Code, Codex and Gemini CLIs (from npm, installed for the tests
+ * only; never shipped) in sandboxed terminal jobs, each driven by a scripted model server on
+ * 127.0.0.1 reached through the job's egress proxy (test/fixtures/fake-anthropic.ts,
+ * fake-openai.ts, fake-gemini.ts). Claude Code's hooks report through the job's channel: running →
+ * waiting_approval (a Bash tool call) → running → completed, as `agent.reported` events; Codex's
+ * notify reports the turn's end; Gemini answers.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -10,6 +12,8 @@ import { dirname, join } from "node:path";
 import { agentArgv } from "../../lib/agents/hooks.ts";
 import type { Job } from "../../lib/api/contract.ts";
 import { type FakeModel, fakeModel } from "../fixtures/fake-anthropic.ts";
+import { fakeGemini } from "../fixtures/fake-gemini.ts";
+import { fakeOpenAI } from "../fixtures/fake-openai.ts";
 import { cleanup, cli, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";
@@ -147,6 +151,157 @@ describe.skipIf(!existsSync(join(BIN, "claude")))(`an agent job: Claude Code (ne
   });
 });
 
+/** `planter agent run KIND -d --json` in cell `cell` with `env` and the CLI's `args`: the job. */
+async function agentRun(kind: string, cell: string, env: Record<string, string>, args: string[]): Promise<Job> {
+  const r = await cli(d.home, [
+    "agent",
+    "run",
+    kind,
+    "-d",
+    "--json",
+    "--cell",
+    cell,
+    "--program",
+    join(BIN, kind),
+    ...Object.entries({ PATH: `${BIN}:/usr/local/bin:/usr/bin:/bin`, TERM: "xterm-256color", ...env }).flatMap(
+      ([k, v]) => ["--env", `${k}=${v}`],
+    ),
+    "--",
+    ...args,
+  ]);
+  expect(r.stderr).toBe("");
+  return JSON.parse(r.stdout) as Job;
+}
+
+/** A job's screen as text; throws when the job has ended (its screen says why). */
+async function screenOf(id: string): Promise<string> {
+  const text = (await d.client.screen(id)).lines.join("\n");
+  if ((await d.client.getJob(id)).state !== "running") throw new Error(`the agent's job ended:\n${text}`);
+  return text;
+}
+
+/** Type `text` into a terminal job, then Enter once it shows. */
+async function typeLine(id: string, text: string): Promise<void> {
+  await d.client.writeStdin(id, { data: Buffer.from(text).toString("base64") });
+  await waitFor(async () => (await screenOf(id)).includes(text), `"${text}" typed`);
+  await d.client.writeStdin(id, { data: Buffer.from("\r").toString("base64") });
+}
+
+/** A cell whose jobs reach the fake model servers (fake.test, 127.0.0.1 in the config) only. */
+async function fakeCell(name: string) {
+  return d.client.createCell({
+    name,
+    sandbox: { policy: { network: { allow: ["fake.test"], allow_local: true } } },
+  } as never);
+}
+
+describe.skipIf(!existsSync(join(BIN, "codex")))(`an agent job: Codex CLI (needs ${AGENTS})`, () => {
+  test("planter agent run codex: it answers from a scripted Responses API; its notify reports the turn's end", async () => {
+    if (!sandboxed) return;
+    const openai = fakeOpenAI((s) => ({ text: `fake answer to: ${s.last.slice(0, 40)}` }));
+    try {
+      await fakeCell("ag-codex");
+      const provider = `{name="fake",base_url="http://fake.test:${openai.port}/v1",wire_api="responses",env_key="FAKE_OPENAI_KEY"}`;
+      const job = await agentRun("codex", "ag-codex", { FAKE_OPENAI_KEY: "sk-fake-not-a-key" }, [
+        "-c",
+        "model_provider=fake",
+        "-c",
+        `model_providers.fake=${provider}`,
+        "-c",
+        "model=gpt-fake",
+      ]);
+      expect(job.argv[1]).toBe("-c");
+      expect(job.argv[2]).toStartWith("notify=");
+      await waitFor(
+        async () => (await screenOf(job.id)).includes("Ask Codex to do anything"),
+        "Codex's prompt",
+        60_000,
+      );
+      await typeLine(job.id, "say hello");
+      await waitFor(async () => (await screenOf(job.id)).includes("fake answer to: say hello"), "the answer", 30_000);
+      // Codex runs the job's notify at the turn's end: a line in the channel, the observer's state.
+      const seen = await waitFor(
+        async () => (await reported(job.id)).find((r) => r.event === "notify"),
+        "Codex's notify",
+        30_000,
+      );
+      expect(seen.state).toBe("completed");
+      const agent = await waitFor(
+        async () => (await d.client.listAgents({ job: job.id })).agents.find((a) => a.state === "completed"),
+        "the job's agent completed",
+      );
+      expect(agent).toMatchObject({ agent: "codex", source: "notify", cell: "ag-codex" });
+      expect(openai.seen.some((x) => x.last.includes("say hello"))).toBe(true);
+      await d.client.killJob(job.id, { force: true });
+      await d.client.waitJob(job.id, 20_000);
+    } finally {
+      openai.stop();
+    }
+  });
+});
+
+describe.skipIf(!existsSync(join(BIN, "gemini")))(`an agent job: Gemini CLI (needs ${AGENTS})`, () => {
+  test("planter agent run gemini: it answers from a scripted Gemini API; its hooks report the turn", async () => {
+    if (!sandboxed) return;
+    const gemini = fakeGemini((s) =>
+      s.stream
+        ? { text: `fake gemini answer to: ${s.last.slice(0, 30)}` }
+        : { text: '{"next_speaker": "user", "reasoning": "the answer is complete"}' },
+    );
+    try {
+      const cell = await fakeCell("ag-gemini");
+      // The API key's sign-in chosen, no folder-trust dialog, no update check: the cell's home.
+      const settings = JSON.stringify({
+        security: { auth: { selectedType: "gemini-api-key" }, folderTrust: { enabled: false } },
+        general: { disableAutoUpdate: true, disableUpdateNag: true },
+        privacy: { usageStatisticsEnabled: false },
+      });
+      const s = await d.client.createJob({
+        cell: "ag-gemini",
+        argv: ["sh", "-c", 'mkdir -p "$HOME/.gemini" && printf %s "$SEED" > "$HOME/.gemini/settings.json"'],
+        env: { SEED: settings },
+      } as never);
+      expect(((await d.client.waitJob(s.id, 30_000)).job as Job).exit_code).toBe(0);
+      const job = await agentRun(
+        "gemini",
+        "ag-gemini",
+        { GEMINI_API_KEY: "fake-key-not-a-key", GOOGLE_GEMINI_BASE_URL: `http://fake.test:${gemini.port}` },
+        [],
+      );
+      expect(job.cwd).toBe(cell.dir);
+      await waitFor(async () => (await screenOf(job.id)).includes("Type your message"), "Gemini's prompt", 60_000);
+      // Its hooks, put into its settings as the job started, report through the job's channel.
+      const states = async () => (await reported(job.id)).map((r) => `${r.event}:${r.state}`);
+      await waitFor(async () => (await states()).includes("SessionStart:waiting_input"), "SessionStart", 30_000);
+      await typeLine(job.id, "say hello");
+      await waitFor(
+        async () => (await screenOf(job.id)).includes("fake gemini answer to: say hello"),
+        "the answer",
+        30_000,
+      );
+      expect(gemini.seen.some((x) => x.stream && x.last.includes("say hello"))).toBe(true);
+      await waitFor(async () => (await states()).includes("AfterAgent:completed"), "AfterAgent", 30_000);
+      expect((await states()).filter((x) => x.startsWith("BeforeAgent") || x.startsWith("AfterAgent"))).toEqual([
+        "BeforeAgent:running",
+        "AfterAgent:completed",
+      ]);
+      const agent = await waitFor(
+        async () => (await d.client.listAgents({ job: job.id })).agents.find((a) => a.state === "completed"),
+        "the job's agent completed",
+      );
+      expect(agent).toMatchObject({ agent: "gemini", source: "hook", cell: "ag-gemini" });
+      // The cell's settings kept what was there, beside planter's hooks.
+      const settingsFile = join(d.home, "state", "homes", "ag-gemini", ".gemini", "settings.json");
+      const saved = JSON.parse(readFileSync(settingsFile, "utf8"));
+      expect([saved.security.auth.selectedType, Object.keys(saved.hooks).length]).toEqual(["gemini-api-key", 8]);
+      await d.client.killJob(job.id, { force: true });
+      await d.client.waitJob(job.id, 20_000);
+    } finally {
+      gemini.stop();
+    }
+  });
+});
+
 describe("planter agent run", () => {
   test("detached: the agent's own cell with its API hosts, its hooks in argv, --pass-env; a cell with no network is refused", async () => {
     if (!sandboxed) return;
@@ -215,15 +370,20 @@ describe("planter agent hooks install|uninstall", () => {
       expect(out.agents.map((a) => [a.agent, a.changed])).toEqual([
         ["claude", true],
         ["codex", true],
-        ["gemini", false],
+        ["gemini", true],
       ]);
       expect(readFileSync(claude, "utf8")).toContain(" agent report claude PermissionRequest");
+      const gemini = join(home, ".gemini", "settings.json");
+      const g = JSON.parse(readFileSync(gemini, "utf8"));
+      expect(g.hooks.AfterAgent[0].hooks[0]).toMatchObject({ type: "command", timeout: 5000 });
+      expect(g.hooks.AfterAgent[0].hooks[0].command).toEndWith(" agent report gemini AfterAgent");
       const record = JSON.parse(readFileSync(join(home, ".config", "planter", "agent-hooks.json"), "utf8"));
       expect(
         record.changes.map((c: { agent: string; before_sha256: string | null }) => [c.agent, c.before_sha256 === null]),
       ).toEqual([
         ["claude", false],
         ["codex", true],
+        ["gemini", true],
       ]);
       const again = await cli(home, ["agent", "hooks", "install", "--claude"], { env });
       expect(again.stdout).toBe(`claude: ${claude}: already installed\n`);
@@ -232,6 +392,8 @@ describe("planter agent hooks install|uninstall", () => {
       expect(readFileSync(claude, "utf8")).toBe(user);
       // Codex's config.toml did not exist before: it is gone again.
       expect(existsSync(join(home, ".codex", "config.toml"))).toBe(false);
+      expect((await cli(home, ["agent", "hooks", "uninstall", "--gemini"], { env })).code).toBe(0);
+      expect(existsSync(gemini)).toBe(false);
       mkdirSync(join(home, ".codex"), { recursive: true });
       writeFileSync(join(home, ".codex", "config.toml"), 'notify = ["say"]\n');
       const refused = await cli(home, ["agent", "hooks", "install", "--codex"], { env });

@@ -1,14 +1,14 @@
 /**
  * The real Claude Code (from npm, installed for the tests only into /var/tmp/planter-test-agents,
  * never shipped) in a private tmux server, answered by a scripted fake Messages API on loopback
- * (test/fixtures/agents/fake-anthropic.ts), observed by a real planterd through its poller alone:
+ * (test/fixtures/fake-anthropic.ts), observed by a real planterd through its poller alone:
  * waiting for input, running, waiting for approval (a Bash tool call), completed, error.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync } from "node:fs";
 import { join } from "node:path";
 import type { Agent, AgentState } from "../../lib/agents/model.ts";
-import { fakeAnthropic } from "../fixtures/agents/fake-anthropic.ts";
+import { fakeAnthropic } from "../fixtures/fake-anthropic.ts";
 import { cleanup, type DaemonHandle, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const AGENTS = process.env.PLANTER_TEST_AGENTS ?? "/var/tmp/planter-test-agents";

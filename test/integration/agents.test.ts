@@ -6,7 +6,7 @@
  * poller until they are stale; refusals; a restart; other users' agents (as root).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, cpSync, mkdirSync } from "node:fs";
+import { chmodSync, chownSync, cpSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Agent, AgentEventIn, AgentState, AgentWatchLine } from "../../lib/agents/model.ts";
 import { HOOK_FRESH_MS } from "../../lib/agents/model.ts";
@@ -28,12 +28,19 @@ const FAKES = join(import.meta.dir, "..", "fixtures", "agents");
 const root = process.getuid?.() === 0;
 const haveTmux = Bun.which("tmux") !== null;
 
-/** A private tmux server (its socket in `dir`), run as `uid` when given (through setpriv). */
+/**
+ * A private tmux server (its socket in `dir`), run as `uid` when given (through setpriv). It stays
+ * up without sessions (`exit-empty off`, from the config file it starts with): else a session that
+ * ends as the test's last one makes the server exit, and the next test's `new-session` may reach it
+ * while it goes ("server exited unexpectedly", seen under load).
+ */
 function tmuxServer(sock: string, uid?: number) {
   const as = uid === undefined ? [] : ["setpriv", `--reuid=${uid}`, `--regid=${uid}`, "--clear-groups"];
+  const conf = `${sock}.conf`;
+  writeFileSync(conf, "set -s exit-empty off\n", { mode: 0o644 });
   const run = (...args: string[]) => {
     // SHELL: tmux runs a pane's command with it (nobody's login shell is nologin).
-    const r = Bun.spawnSync([...as, "tmux", "-S", sock, ...args], {
+    const r = Bun.spawnSync([...as, "tmux", "-f", conf, "-S", sock, ...args], {
       stdout: "pipe",
       stderr: "pipe",
       env: { PATH: process.env.PATH ?? "/usr/bin:/bin", SHELL: "/bin/sh" },
@@ -404,6 +411,36 @@ describe.skipIf(!haveTmux)("a restart", () => {
       cleanup(home);
     }
   });
+});
+
+describe("an agent job's reports while planterd is down", () => {
+  // The FIFO keeps a hook's line only while someone holds it open: the job's recorder (or its
+  // terminal holder) does, so what a hook writes between two planterds is read by the next.
+  for (const tty of [false, true]) {
+    test(`${tty ? "a terminal job (its holder)" : "a job (its recorder)"}: a report written meanwhile is read at re-adoption`, async () => {
+      const home = tempHome("pw");
+      let d = await startDaemon({ home, config: "[agents]\ntmux_dirs = []\n" });
+      try {
+        const line = `while [ ! -e go ]; do sleep 0.05; done; printf 'PermissionRequest\\t{"tool_name":"Bash"}\\n' 1<>"$PLANTER_AGENT_REPORT" && touch written; sleep 60`;
+        const job = await d.client.createJob({
+          agent: { kind: "claude" },
+          argv: ["sh", "-c", line],
+          ...(tty ? { tty: { cols: 80, rows: 24 } } : {}),
+        } as never);
+        await d.kill9();
+        writeFileSync(join(job.cwd, "go"), "");
+        await waitFor(() => existsSync(join(job.cwd, "written")), "the job's report written");
+        d = await startDaemon({ home });
+        const a = await agentWhere(d, "the report written while planterd was down", (x) => x.runtime.job_id === job.id);
+        expect([a.state, a.source, a.detail]).toEqual(["waiting_approval", "hook", "Bash"]);
+        await d.client.killJob(job.id, { force: true });
+        await d.client.waitJob(job.id, 20_000);
+      } finally {
+        await d.stop();
+        cleanup(home);
+      }
+    });
+  }
 });
 
 describe.skipIf(!haveTmux || !root)("other users' agents (planterd as root)", () => {

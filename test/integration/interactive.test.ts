@@ -6,9 +6,10 @@
  * that terminal's screen. Sandboxed (bwrap, enforced) and not.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
+import { readStatus } from "../../lib/jobs/recorder.ts";
 import { baseEnv, cleanup, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 /**
@@ -110,6 +111,25 @@ for (const mode of ["enforced", "disabled"] as const) {
       const log = Buffer.from((await d.client.logs(job.id, {})).data, "base64").toString();
       expect(log).toContain("hi-42");
       expect((await d.client.screen(job.id)).source).toBe("log");
+    });
+
+    test("the log is whole when the end is recorded: a large last burst, then the exit at once", async () => {
+      // The holder writes the log; the recorder's exit is seen at once. The end waits for the
+      // holder to have read the terminal to its end, whatever the load.
+      const whole = Array.from({ length: 30_000 }, (_, i) => `${i + 1}\r\n`).join("");
+      for (let i = 0; i < 25; i++) {
+        const job = await d.client.createJob({
+          argv: ["sh", "-c", "seq 1 30000; printf 'END-%s' \"$0\"", String(i)],
+          tty: { cols: 80, rows: 24 },
+        } as never);
+        const ended = (await d.client.waitJob(job.id, 30_000)).job as Job;
+        const log = Buffer.from((await d.client.logs(job.id, {})).data, "base64").toString();
+        expect([ended.exit_code, log.length, log.slice(-20)]).toEqual([
+          0,
+          whole.length + `END-${i}`.length,
+          `${whole}END-${i}`.slice(-20),
+        ]);
+      }
     });
 
     test("a read-only watcher sees the screen but types nothing; the writer is one client", async () => {
@@ -229,3 +249,43 @@ for (const mode of ["enforced", "disabled"] as const) {
     });
   });
 }
+
+describe("a terminal job whose holder has not finished its log", () => {
+  test("its end waits for the log a bounded time, across a planterd restart too", async () => {
+    const home = tempHome();
+    chmodSync(home, 0o711);
+    let d = await startDaemon({ home });
+    let holder = 0;
+    try {
+      const job = await d.client.createJob({
+        argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.05; done; printf LAST; exit 3"],
+        tty: { cols: 80, rows: 24 },
+      } as never);
+      const dir = join(home, "state", "jobs", job.id);
+      holder = Number(readFileSync(join(dir, "tty.holder"), "utf8").split(" ")[0]);
+      // A holder that does not run (stopped, or starved) has not read the job's last bytes.
+      process.kill(holder, "SIGSTOP");
+      writeFileSync(join(job.cwd, "go"), "");
+      await waitFor(() => readStatus(join(dir, "exit")) !== null, "the recorder's end");
+      await d.kill9();
+      d = await startDaemon({ home });
+      const ended = (await d.client.waitJob(job.id, 20_000)).job as Job;
+      expect([ended.state, ended.exit_code]).toEqual(["failed", 3]);
+      expect(d.stderr()).toContain(`planterd: job ${job.id}: its terminal holder has not finished the log`);
+      process.kill(holder, "SIGCONT");
+      await waitFor(() => existsSync(join(dir, "tty.done")), "the holder to finish the log");
+      expect(Buffer.from((await d.client.logs(job.id, {})).data, "base64").toString()).toEndWith("LAST");
+    } finally {
+      // A test that failed midway leaves the holder stopped: let it go (it may have exited since).
+      if (holder) {
+        try {
+          process.kill(holder, "SIGCONT");
+        } catch {
+          // gone already
+        }
+      }
+      await d.stop();
+      cleanup(home);
+    }
+  });
+});

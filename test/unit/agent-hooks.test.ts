@@ -1,6 +1,15 @@
 /** planter's hooks in a user's own agent settings: added once, removed exactly, the user's kept. */
 import { describe, expect, test } from "bun:test";
-import { CLAUDE_HOOK_EVENTS, claudeSettings, reportCommand } from "../../lib/agents/hooks.ts";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  agentArgv,
+  CLAUDE_HOOK_EVENTS,
+  claudeSettings,
+  GEMINI_HOOK_EVENTS,
+  reportCommand,
+} from "../../lib/agents/hooks.ts";
 import {
   hostReportCommand,
   parseSettings,
@@ -96,6 +105,53 @@ describe("a job's hooks and its report lines", () => {
     expect(ev("Bad;Name\t{}")).toBeNull();
     const codex = parseLine('notify\t{"type":"agent-turn-complete","last-assistant-message":"done\\u001b[2J"}');
     expect(codex && lineEvent("codex", codex, rt, 2, 6)).toMatchObject({ source: "notify", state: "completed" });
+    const gemini = (line: string) => {
+      const l = parseLine(line);
+      return l ? lineEvent("gemini", l, rt, 3, 7) : null;
+    };
+    expect(gemini('BeforeTool\t{"tool_name":"run_shell_command"}')).toMatchObject({
+      source: "hook",
+      state: "running",
+      detail: "run_shell_command",
+    });
+    expect(
+      gemini('Notification\t{"notification_type":"ToolPermission","message":"Allow execution of ls?"}'),
+    ).toMatchObject({ state: "waiting_approval", detail: "Allow execution of ls?" });
+    expect(gemini("AfterAgent\t{}")).toMatchObject({ state: "completed" });
+    expect(gemini("Stop\t{}")).toBeNull();
+  });
+
+  test("Gemini: planter's hooks are put into its settings before it runs, the user's kept, an older planter's replaced", () => {
+    const home = mkdtempSync(join(tmpdir(), "pt-gh-"));
+    try {
+      const file = join(home, ".gemini", "settings.json");
+      mkdirSync(join(home, ".gemini"));
+      const mine = { hooks: [{ type: "command", command: "say done" }] };
+      const old = { hooks: [{ type: "command", command: 'printf x >"$PLANTER_AGENT_REPORT"' }] };
+      writeFileSync(file, JSON.stringify({ theme: "x", hooks: { AfterAgent: [mine, old] } }));
+      const argv = agentArgv("gemini", ["--y"], "/bin/echo");
+      expect(argv.slice(-2)).toEqual(["/bin/echo", "--y"]);
+      const run = () =>
+        Bun.spawnSync(argv, { env: { HOME: home, PATH: process.env.PATH ?? "/usr/bin:/bin" }, stderr: "pipe" });
+      const r = run();
+      expect([r.exitCode, r.stdout.toString(), r.stderr.toString()]).toEqual([0, "--y\n", ""]);
+      run();
+      const s = JSON.parse(readFileSync(file, "utf8"));
+      expect(s.theme).toBe("x");
+      expect(Object.keys(s.hooks)).toEqual(["AfterAgent", ...GEMINI_HOOK_EVENTS.filter((e) => e !== "AfterAgent")]);
+      expect(s.hooks.AfterAgent).toEqual([
+        mine,
+        { hooks: [{ type: "command", command: reportCommand("AfterAgent"), timeout: 5000 }] },
+      ]);
+      // Not JSON: left alone, and the agent still runs.
+      writeFileSync(file, "{ not json");
+      const bad = run();
+      expect([bad.exitCode, bad.stdout.toString()]).toEqual([0, "--y\n"]);
+      expect(bad.stderr.toString()).toContain("(the agent runs without planter's hooks)");
+      expect(readFileSync(file, "utf8")).toBe("{ not json");
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });
 

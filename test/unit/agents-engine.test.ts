@@ -57,6 +57,8 @@ describe("the rules", () => {
     const looked = ev("poller", "waiting_input", T + 500);
     expect(view(run([hook, looked], T + HOOK_FRESH_MS))).toEqual(["running", null, "hook"]);
     expect(view(run([hook, looked], T + HOOK_FRESH_MS + 1))).toEqual(["waiting_input", null, "poller"]);
+    // Shown since the hook went stale, not since the poller's look (which came while it was fresh).
+    expect(run([hook, looked], T + HOOK_FRESH_MS + 1).since).toBe(T + HOOK_FRESH_MS);
     // The poller's last look was before the hook: the hook is still the newest news.
     const before = ev("poller", "waiting_input", T - 500);
     expect(view(run([before, hook], T + 60_000))).toEqual(["running", null, "hook"]);

@@ -68,8 +68,7 @@ export const run = defineCommand({
     if (process.env.TERM && !env.TERM) env.TERM = process.env.TERM;
     if (!args.detach && !(isTerminal(0) && isTerminal(1)))
       throw usage("an agent needs a terminal on stdin and stdout (or --detach, then planter attach)");
-    const argv = agentArgv(kind, rest);
-    argv[0] = program(kind, args.program);
+    const argv = agentArgv(kind, rest, program(kind, args.program));
     const body: JobCreateIn = {
       argv,
       agent: { kind },
