@@ -170,19 +170,26 @@ describe("the monitor alone (cgroups off)", () => {
   test("a sandboxed job is held at max_pids + 1 by the kernel (RLIMIT_NPROC in its user namespace), then killed as process_limit", async () => {
     if (!(await bwrapReady(d))) return;
     const tree = "( i=0; while [ $i -lt 200 ]; do sleep 300 & i=$((i+1)); done ) 2>/dev/null; echo refused; sleep 300";
-    const job = await d.client.createJob({
-      argv: ["sh", "-c", tree],
-      limits: { max_pids: 64 },
-      sandbox: { mode: "enforced" },
-    });
-    const f = await finished(d, job.id);
-    expect([f.state, f.reason, f.enforcement]).toEqual(["killed", "process_limit", "monitor"]);
-    // 200 sleepers would be counted without the kernel's limit; with it, the tree never passes 65
-    // in the namespace (the count includes bwrap and the recorder's child outside it).
-    expect(f.limit_exceeded?.value).toBeGreaterThan(64);
-    expect(f.limit_exceeded?.value).toBeLessThan(72);
-    const out = await d.client.logs(job.id, { stream: "stdout", offset: 0 });
-    expect(Buffer.from(out.data, "base64").toString()).toBe("refused\n");
+    // The loop's end ("refused": the kernel refused forks and the shell went on) races the
+    // monitor's kill at 65 tasks; a loaded machine can let the monitor come first, which proves
+    // nothing either way: such a run is tried again (at most 3).
+    let out = "";
+    for (let attempt = 0; attempt < 3 && out !== "refused\n"; attempt++) {
+      const job = await d.client.createJob({
+        argv: ["sh", "-c", tree],
+        limits: { max_pids: 64 },
+        sandbox: { mode: "enforced" },
+      });
+      const f = await finished(d, job.id);
+      expect([f.state, f.reason, f.enforcement]).toEqual(["killed", "process_limit", "monitor"]);
+      // 200 sleepers would be counted without the kernel's limit; with it, the tree never passes 65
+      // in the namespace (the count includes bwrap and the recorder's child outside it).
+      expect(f.limit_exceeded?.value).toBeGreaterThan(64);
+      expect(f.limit_exceeded?.value).toBeLessThan(72);
+      const log = await d.client.logs(job.id, { stream: "stdout", offset: 0 });
+      out = Buffer.from(log.data, "base64").toString();
+    }
+    expect(out).toBe("refused\n");
   });
 });
 

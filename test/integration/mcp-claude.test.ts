@@ -76,6 +76,9 @@ describe.skipIf(!existsSync(CLAUDE))(`Claude Code calls planter's MCP tools (nee
           // A loaded full suite starts `planter mcp` (from source) slowly: Claude Code's own
           // MCP start-up and tool timeouts are raised so that they are not what is measured.
           MCP_TIMEOUT: "60000",
+          // Print mode does not wait for MCP servers by default: the model's first turn could
+          // come before `planter mcp` answers (seen in CI: "still connecting").
+          MCP_CONNECTION_NONBLOCKING: "false",
           MCP_TOOL_TIMEOUT: "120000",
         },
         stdin: "ignore",
