@@ -58,12 +58,16 @@ export interface PlanRequest {
    * REPORT_IN_SANDBOX (lib/agents/hooks.ts).
    */
   agentReport?: string;
+  /** A vm job: its VM's memory (the job's max_rss_bytes; undefined: the default). */
+  vmMemoryBytes?: number;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */
 export interface PlanFile {
   path: string;
   content: string;
+  /** Owned by the job's user (a file the sandbox writes: the vm backend's status). */
+  forJob?: boolean;
 }
 
 /**
