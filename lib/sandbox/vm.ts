@@ -16,7 +16,8 @@
  * script reads when QEMU has exited and exits with; planterd reads it too (a guest OOM kill is
  * the job's memory limit). The guest's memory is the job's max_rss_bytes.
  */
-import { accessSync, constants, existsSync, readFileSync, statSync } from "node:fs";
+import { accessSync, constants, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
@@ -131,9 +132,10 @@ export function guestJobScript(job: { argv: string[]; env: Record<string, string
  * (written by its status port) as this script's exit code. No status: the VM stopped before its
  * job ended (a crash, or QEMU killed): 125 and why, on the job's stderr.
  */
-export const VM_WRAPPER = `"$@" </dev/null
+export const VM_WRAPPER = `s=$1; shift
+"$@" </dev/null 9>&2
 q=$?
-c=; { read -r c _ <"${VM_DIR}/status"; } 2>/dev/null
+c=; { read -r c _ <"/proc/self/fd/$s"; } 2>/dev/null
 case $c in
 ''|*[!0-9]*) echo "planter: the VM stopped before its job ended (qemu exit $q)" >&2; exit 125 ;;
 esac
@@ -187,6 +189,7 @@ export function qemuArgs(o: {
   memoryMb: number;
   kernelFd: string;
   initrdFd: string;
+  statusFd: string;
   writable: string[];
 }): string[] {
   const share = (id: string, path: string, ro: boolean) => [
@@ -223,12 +226,15 @@ export function qemuArgs(o: {
     "stdio,id=out,signal=off",
     "-device",
     "virtserialport,chardev=out,name=out",
+    // stderr (a pipe the job's user may not reopen by path), as fd 9 (QEMU takes no std fd) in an fd set.
+    "-add-fd",
+    "fd=9,set=2",
     "-chardev",
-    "file,id=err,path=/dev/stderr",
+    "file,id=err,path=/dev/fdset/2",
     "-device",
     "virtserialport,chardev=err,name=err",
     "-chardev",
-    `file,id=status,path=${VM_DIR}/status`,
+    `file,id=status,path=/proc/self/fd/${o.statusFd}`,
     "-device",
     "virtserialport,chardev=status,name=status",
     ...share("root", "/", true),
@@ -372,15 +378,15 @@ export class VmBackend implements Backend {
         "--file",
         fd({ data: enc.encode(job) }),
         `${VM_DIR}/job`,
-        "--bind-fd",
-        fd({ path: status }),
-        `${VM_DIR}/status`,
       ];
+      // The status file too is an fd QEMU and the wrapper reopen (bwrap would resolve a bind of it
+      // as the job's user, who cannot search planter's state dir).
+      const statusFd = fd({ path: status });
       // Inherited by QEMU and opened by it as /proc/self/fd/N: the cache dir need not be in the view.
       const kernelFd = fd({ path: assets.kernel });
       const initrdFd = fd({ path: assets.initrd });
-      const qemu = qemuArgs({ qemu: this.qemu as string, accel, memoryMb, kernelFd, initrdFd, writable });
-      return { args, argv: ["/bin/sh", "-c", VM_WRAPPER, "planter-vm", ...qemu] };
+      const qemu = qemuArgs({ qemu: this.qemu as string, accel, memoryMb, kernelFd, initrdFd, statusFd, writable });
+      return { args, argv: ["/bin/sh", "-c", VM_WRAPPER, "planter-vm", statusFd, ...qemu] };
     };
     const plan = bwrapPlan({ ...req, env: HOST_ENV, cwd: "/" }, this.bwrap as string, fsKind, {
       seccomp: seccompProgram({ allowUnixSockets: false }),
@@ -410,4 +416,59 @@ export async function probeVm(vm: VmBackend): Promise<Probe> {
   const b = await new BwrapBackend().probe();
   if (!b.ok) return { ...b, message: `bubblewrap: ${b.message}` };
   return vm.probe();
+}
+
+/**
+ * Boot the guest once, outside any sandbox and with no job: its init finds no job configuration,
+ * writes status 125 and reboots. That status in `ms` is a VM that boots (doctor's `sandbox.vm`).
+ */
+export async function bootProbe(
+  vm: VmBackend,
+  assets: VmAssets,
+  ms = 10_000,
+): Promise<{ ok: boolean; ms: number; message: string }> {
+  const qemu = qemuPath();
+  if (!qemu) return { ok: false, ms: 0, message: "QEMU is not installed" };
+  const dir = mkdtempSync(join(tmpdir(), "planter-vm-probe-"));
+  try {
+    const args = qemuArgs({
+      qemu,
+      accel: vm.accel(),
+      memoryMb: MIN_VM_MEMORY_MB,
+      kernelFd: "",
+      initrdFd: "",
+      statusFd: "",
+      writable: [],
+    }).map((a) =>
+      a === "file,id=status,path=/proc/self/fd/"
+        ? `file,id=status,path=${dir}/status`
+        : a.replace("path=/,", `path=${dir},`),
+    );
+    args[args.indexOf("-kernel") + 1] = assets.kernel;
+    args[args.indexOf("-initrd") + 1] = assets.initrd;
+    const t = performance.now();
+    const p = Bun.spawn(args, { stdin: "ignore", stdout: "ignore", stderr: "pipe", env: HOST_ENV });
+    const timer = setTimeout(() => p.kill("SIGKILL"), ms);
+    const code = await p.exited;
+    clearTimeout(timer);
+    const took = Math.round(performance.now() - t);
+    let status = "";
+    try {
+      status = readFileSync(join(dir, "status"), "utf8").trim();
+    } catch {
+      // no status: it never reached its init
+    }
+    if (status.startsWith("125")) return { ok: true, ms: took, message: `booted to its init and back in ${took} ms` };
+    const err = (await new Response(p.stderr).text()).trim().split("\n").pop() ?? "";
+    return {
+      ok: false,
+      ms: took,
+      message:
+        p.signalCode === "SIGKILL"
+          ? `no boot within ${ms} ms`
+          : `QEMU exited ${code} without booting${err ? `: ${err}` : ""}`,
+    };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

@@ -78,6 +78,7 @@ describe("QEMU", () => {
     memoryMb: 256,
     kernelFd: "9",
     initrdFd: "10",
+    statusFd: "11",
     writable: ["/cell"],
   };
   test("no NIC, the root shared read-only, each writable dir as its own share", () => {

@@ -12,6 +12,7 @@ import { sandboxChecks } from "./sandbox.ts";
 import { serviceChecks } from "./service.ts";
 import { socketChecks } from "./socket.ts";
 import { stateChecks } from "./state.ts";
+import { vmChecks } from "./vm.ts";
 
 export const CHECKS: Check<DoctorContext>[] = [
   platform,
@@ -24,6 +25,7 @@ export const CHECKS: Check<DoctorContext>[] = [
   authzStrict,
   ...jobsChecks,
   ...sandboxChecks,
+  ...vmChecks,
   ...limitsChecks,
   ...stateChecks,
   ...macosChecks,
