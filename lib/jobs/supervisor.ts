@@ -343,7 +343,7 @@ export class Supervisor {
       // A vm job's QEMU opens /dev/kvm: its group is added to the job's (lib/sandbox/vm.ts).
       const runner = backend instanceof VmBackend ? withKvmGroup(where.identity, backend.accel()) : where.identity;
       const argv = runner ? [...dropArgv(runner), ...plan.argv] : plan.argv;
-      if (plan.pipes) makePipes(files.status);
+      if (plan.pipes) makePipes(files.status, plan.pipesForJob ? where.identity : null);
       if (job.stdin && !job.tty) input = prepareStdin(dir);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);

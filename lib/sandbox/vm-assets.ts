@@ -83,7 +83,9 @@ done
 # A port opens once at a time: the job inherits these two.
 exec >"$out" 2>"$err"
 $b mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=524288 root /root || fail "cannot mount the host's view"
-. /root${VM_DIR}/conf || fail "no job configuration"
+# A missing file would end the shell at "." (a special builtin): checked first.
+[ -r /root${VM_DIR}/conf ] || fail "no job configuration"
+. /root${VM_DIR}/conf
 exec 3</root${VM_DIR}/job || fail "no job"
 $b mount -t tmpfs -o "size=$tmp,mode=1777,nosuid,nodev" tmp /root/tmp || fail "cannot mount /tmp"
 $b mount -t devtmpfs dev /root/dev
@@ -183,6 +185,8 @@ export function ensureKernel(cache: string): { kernel: string; modules: string; 
     const stage = join(tmp, "out");
     mkdirSync(join(stage, "modules"), { recursive: true });
     writeFileSync(join(stage, "vmlinuz"), readFileSync(vmlinuz), { mode: 0o644 });
+    // QEMU, as the job's user, reopens it (/proc/self/fd/N checks its mode): readable by all, whatever planterd's umask.
+    chmodSync(join(stage, "vmlinuz"), 0o644);
     writeFileSync(join(stage, "config"), readFileSync(join(x, "boot", `config-${version}`)), { mode: 0o644 });
     for (const m of GUEST_MODULES) {
       const found = findModule(mods, m);
@@ -292,6 +296,7 @@ export function ensureInitramfs(cache: string, modules: string, busybox = BUSYBO
   mkdirSync(cache, { recursive: true, mode: 0o755 });
   const tmp = `${file}.${process.pid}.tmp`;
   writeFileSync(tmp, Bun.gzipSync(archive, { level: 1 }), { mode: 0o644 });
+  chmodSync(tmp, 0o644); // reopened by QEMU as the job's user, as the kernel is
   renameSync(tmp, file);
   return file;
 }

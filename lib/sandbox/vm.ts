@@ -133,7 +133,7 @@ export function guestJobScript(job: { argv: string[]; env: Record<string, string
  * job ended (a crash, or QEMU killed): 125 and why, on the job's stderr.
  */
 export const VM_WRAPPER = `s=$1; shift
-"$@" </dev/null 9>&2
+"$@" </dev/null
 q=$?
 c=; { read -r c _ <"/proc/self/fd/$s"; } 2>/dev/null
 case $c in
@@ -202,7 +202,9 @@ export function qemuArgs(o: {
     o.qemu,
     "-M",
     "pc",
-    ...(o.accel === "kvm" ? ["-accel", "kvm", "-cpu", "host"] : ["-accel", "tcg,tb-size=32"]),
+    ...(o.accel === "kvm"
+      ? ["-accel", "kvm", "-cpu", "host"]
+      : ["-accel", "tcg,tb-size=32", "-icount", "shift=auto,sleep=on"]),
     "-m",
     String(o.memoryMb),
     "-smp",
@@ -222,15 +224,15 @@ export function qemuArgs(o: {
     BOOT_ARGS,
     "-device",
     "virtio-serial-pci",
+    // stdout and stderr, reopened as /proc/self/fd/1 and 2: the recorder's FIFOs, which a vm job's
+    // user owns (pipesForJob). Not `-chardev stdio`: QEMU's stdin (/dev/null) at its end closes that
+    // port's host side, and the guest's writes to it then block for good.
     "-chardev",
-    "stdio,id=out,signal=off",
+    "file,id=out,path=/proc/self/fd/1",
     "-device",
     "virtserialport,chardev=out,name=out",
-    // stderr (a pipe the job's user may not reopen by path), as fd 9 (QEMU takes no std fd) in an fd set.
-    "-add-fd",
-    "fd=9,set=2",
     "-chardev",
-    "file,id=err,path=/dev/fdset/2",
+    "file,id=err,path=/proc/self/fd/2",
     "-device",
     "virtserialport,chardev=err,name=err",
     "-chardev",
@@ -405,6 +407,7 @@ export class VmBackend implements Backend {
       cwd: "/",
       inputs: plan.inputs,
       pipes: true,
+      pipesForJob: true,
       guard: plan.guard,
       files: [{ path: status, content: "", forJob: true }],
     };

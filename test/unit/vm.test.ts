@@ -92,6 +92,15 @@ describe("QEMU", () => {
     expect(qemuArgs({ ...base, accel: "tcg" })).not.toContain("kvm");
   });
 
+  test("the job's streams are its own fds 1 and 2 reopened (no stdio chardev); TCG counts instructions for its clocks", () => {
+    const a = qemuArgs({ ...base, accel: "tcg" });
+    expect(a).toContain("file,id=out,path=/proc/self/fd/1");
+    expect(a).toContain("file,id=err,path=/proc/self/fd/2");
+    expect(a.some((x) => x.startsWith("stdio"))).toBe(false);
+    expect(a.slice(a.indexOf("-icount"), a.indexOf("-icount") + 2)).toEqual(["-icount", "shift=auto,sleep=on"]);
+    expect(qemuArgs({ ...base, accel: "kvm" })).not.toContain("-icount");
+  });
+
   test("the guest's memory is max_rss_bytes, at least the kernel's need", () => {
     expect(vmMemoryMb(undefined)).toBe(256);
     expect(vmMemoryMb(512 * 1024 * 1024)).toBe(512);
