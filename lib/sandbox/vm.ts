@@ -443,8 +443,9 @@ export async function bootProbe(
       statusFd: "",
       writable: [],
     }).map((a) =>
-      a === "file,id=status,path=/proc/self/fd/"
-        ? `file,id=status,path=${dir}/status`
+      // The guest's ports to files of the probe's dir (a reopened fd 2 would be Bun's pipe, a socket: ENXIO).
+      /^file,id=(status|out|err),path=\/proc\/self\/fd\/\d*$/.test(a)
+        ? a.replace(/path=.*/, `path=${dir}/${a.split(",")[1]?.slice(3)}`)
         : a.replace("path=/,", `path=${dir},`),
     );
     args[args.indexOf("-kernel") + 1] = assets.kernel;
