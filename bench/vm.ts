@@ -6,12 +6,12 @@
  * chooses): TCG figures are of an emulated CPU, seconds per boot, and say nothing of the goals
  * (≤ 1 s cold under KVM), which are reported as goals only when KVM ran.
  */
-import { chmodSync, writeFileSync } from "node:fs";
+import { chmodSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/api/client.ts";
 import { kvmProblem, VmBackend } from "../lib/sandbox/vm.ts";
 import { cleanup, tempHome, waitFor } from "../test/harness.ts";
-import { BINARY, header, median, note, percentile, report } from "./common.ts";
+import { BINARY, header, median, note, percentile, procStatusKb, report } from "./common.ts";
 import { ensureFreshBinary } from "./fresh.ts";
 
 const BENCH = "21 vm";
@@ -77,6 +77,17 @@ export async function vmBench(): Promise<void> {
         `${name.padEnd(44)} wall p50 ${median(s).toFixed(0)} ms, min ${Math.min(...s).toFixed(0)}, max ${percentile(s, 100).toFixed(0)}`,
       );
     }
+    // What one VM holds on the host: QEMU's peak RSS (guest memory touched, TCG's code cache, 9p) for
+    // a job with the default 256 MiB guest that sleeps 2 s, sampled from /proc while it runs.
+    const j = await client.createJob({ argv: ["sleep", "2"], sandbox: { backend: "vm" } });
+    let qemu = 0;
+    let hwm = 0;
+    for (let t = 0; t < 1200 && (await client.getJob(j.id)).state === "running"; t++) {
+      qemu ||= descendants(j.pid ?? 0).find((p) => comm(p).startsWith("qemu-system")) ?? 0;
+      if (qemu) hwm = Math.max(hwm, procStatusKb(qemu, "VmHWM") || 0);
+      await Bun.sleep(100);
+    }
+    note(`one VM's QEMU (256 MiB guest, ${accel}): peak RSS ${(hwm / 1024).toFixed(0)} MiB`);
     const vm = median(wall.get(sides[1]?.[0] as string) ?? []);
     if (accel === "kvm") report(BENCH, "planter run --backend vm -- true, cold (KVM)", vm, "ms", "le", 1000, 0);
     else note(`no goal checked: the ≤ 1 s cold goal is for KVM, and this host ran TCG (p50 ${vm.toFixed(0)} ms)`);
@@ -85,4 +96,31 @@ export async function vmBench(): Promise<void> {
     await daemon.exited;
     cleanup(home);
   }
+}
+
+const comm = (pid: number) => {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return "";
+  }
+};
+
+/** Every descendant of `pid` (from each process's /proc/PID/task/PID/children). */
+function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number) => {
+    let kids: number[] = [];
+    try {
+      kids = readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return;
+    }
+    for (const k of kids) {
+      out.push(k);
+      walk(k);
+    }
+  };
+  walk(pid);
+  return out;
 }

@@ -1,7 +1,8 @@
 /** The vm backend's pure parts: the initramfs archive, QEMU's arguments, the guest's job and config, limits. */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { makePipes } from "../../lib/jobs/recorder.ts";
 import {
   guestConf,
   guestJobScript,
@@ -149,4 +150,26 @@ describe("QEMU", () => {
     expect(readVmStatus(dir)).toEqual({ code: 3, oom: false });
     rmSync(dir, { recursive: true });
   });
+});
+
+const root = process.getuid?.() === 0;
+describe("the job's pipes", () => {
+  test.skipIf(!root)(
+    `a vm job's FIFOs are its user's (QEMU reopens them), still 0600; other jobs' stay planterd's${root ? "" : " (skipped: needs root to chown)"}`,
+    () => {
+      const dir = mkdtempSync("/tmp/pt-vm-");
+      try {
+        makePipes(join(dir, "vm"), { uid: 65534, gid: 65534 });
+        makePipes(join(dir, "other"));
+        for (const s of [".out", ".err"]) {
+          const vm = statSync(join(dir, `vm${s}`));
+          expect([vm.isFIFO(), vm.uid, vm.gid, vm.mode & 0o777]).toEqual([true, 65534, 65534, 0o600]);
+          const other = statSync(join(dir, `other${s}`));
+          expect([other.uid, other.mode & 0o777]).toEqual([0, 0o600]);
+        }
+      } finally {
+        rmSync(dir, { recursive: true });
+      }
+    },
+  );
 });
