@@ -54,6 +54,7 @@ describe("selection and the runner", () => {
       "sandbox.backend",
       "sandbox.containment",
       "sandbox.userns",
+      "sandbox.vm",
       "limits.cgroup",
       "state.integrity",
       "state.schema",
