@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [targets] [mcp]` (all but procs, egress, tty, launch, events, agents and targets by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [targets] [mcp] [vm]` (all but procs, egress, tty, launch, events, agents, targets and vm by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
@@ -32,6 +32,7 @@ import { targetsBench } from "./targets.ts";
 import { terminalBench } from "./terminal.ts";
 import { throughputBench } from "./throughput.ts";
 import { ttyBench } from "./tty.ts";
+import { vmBench } from "./vm.ts";
 import { walkBench } from "./walk.ts";
 
 /** `named`: run only when asked for by name (too heavy for the default run). */
@@ -62,6 +63,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   agents: { run: agentsBench, limitMs: 600_000, named: true },
   mcp: { run: mcpBench, limitMs: 300_000 },
   targets: { run: targetsBench, limitMs: 300_000, named: true },
+  vm: { run: vmBench, limitMs: 1_200_000, named: true },
 };
 
 const wanted = process.argv.slice(2);

@@ -177,6 +177,16 @@ export const ConfigSchema = v.strictObject({
     }),
     {},
   ),
+  /** The vm backend (docs/sandbox.md "VM jobs"): where its kernel and initramfs are kept, and how QEMU runs. */
+  vm: v.optional(
+    v.strictObject({
+      /** Where the guest kernel and initramfs are kept (unset: STATE/vm); daemons may share one. */
+      cache_dir: v.optional(v.pipe(v.string(), v.startsWith("/", "an absolute path"))),
+      /** "kvm", or "tcg" (emulation for hosts without KVM: seconds per boot). */
+      accel: v.optional(v.picklist(["kvm", "tcg"]), "kvm"),
+    }),
+    {},
+  ),
   /** The agent observer (#16, plans/agents.md): which tmux servers it reads and how often. */
   agents: v.optional(
     v.strictObject({

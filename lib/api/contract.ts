@@ -44,9 +44,16 @@ export const SANDBOX_MODES = ["disabled", "permissive", "enforced"] as const;
 export const SandboxMode = v.picklist(SANDBOX_MODES);
 export type SandboxMode = v.InferOutput<typeof SandboxMode>;
 
-/** Sandbox settings of a cell or job: the mode and the policy (lib/sandbox/policy.ts). */
+/** Backends a cell or job may name: the platform's own, or `vm` (each job in a KVM virtual machine). */
+export const SANDBOX_BACKENDS = ["bwrap", "seatbelt", "vm"] as const;
+export const SandboxBackend = v.picklist(SANDBOX_BACKENDS);
+export type SandboxBackend = v.InferOutput<typeof SandboxBackend>;
+
+/** Sandbox settings of a cell or job: the mode, the backend and the policy (lib/sandbox/policy.ts). */
 export const SandboxSpec = v.strictObject({
   mode: v.optional(SandboxMode),
+  /** The backend (unset: the platform's). A job of a `vm` cell may not name another. */
+  backend: v.optional(SandboxBackend),
   policy: v.optional(Policy),
 });
 export type SandboxSpec = v.InferOutput<typeof SandboxSpec>;

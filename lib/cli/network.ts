@@ -165,18 +165,30 @@ function joinLists(given: NetRulesIn, short: NetRulesIn, from: string, file?: st
 }
 
 /**
- * A request's `sandbox` from `--sandbox`, `--policy FILE` and the network short forms (`run` and
+ * A request's `sandbox` from `--sandbox`, `--backend`, `--policy FILE` and the network short forms (`run` and
  * `cell create` alike), or undefined when none was given.
  */
 export function sandboxFromArgs(
-  args: { sandbox?: "disabled" | "permissive" | "enforced"; policy?: string; net?: string; "net-local"?: boolean },
+  args: {
+    sandbox?: "disabled" | "permissive" | "enforced";
+    backend?: "bwrap" | "seatbelt" | "vm";
+    policy?: string;
+    net?: string;
+    "net-local"?: boolean;
+  },
   rawArgs: string[],
-): { mode?: "disabled" | "permissive" | "enforced"; policy?: Policy } | undefined {
+):
+  | { mode?: "disabled" | "permissive" | "enforced"; backend?: "bwrap" | "seatbelt" | "vm"; policy?: Policy }
+  | undefined {
   const policy = withShortNetwork(
     args.policy ? readPolicyFile(args.policy) : undefined,
     netShort(rawArgs, args),
     args.policy,
   );
-  if (!args.sandbox && !policy) return undefined;
-  return { ...(args.sandbox ? { mode: args.sandbox } : {}), ...(policy ? { policy } : {}) };
+  if (!args.sandbox && !args.backend && !policy) return undefined;
+  return {
+    ...(args.sandbox ? { mode: args.sandbox } : {}),
+    ...(args.backend ? { backend: args.backend } : {}),
+    ...(policy ? { policy } : {}),
+  };
 }

@@ -1,5 +1,6 @@
 /** The daemon's shared context: state, config, paths, and notification of committed changes. */
 import type { Database } from "bun:sqlite";
+import { join } from "node:path";
 import type { Observer } from "../agents/observer.ts";
 import type { Integrity, SandboxMode } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
@@ -10,6 +11,7 @@ import { GrowthWatch } from "../logs/read.ts";
 import { type Paths, stateFiles } from "../paths.ts";
 import type { Backend, Probe } from "../sandbox/backend.ts";
 import type { Identity } from "../sandbox/identity.ts";
+import { VmBackend } from "../sandbox/vm.ts";
 import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
@@ -81,6 +83,20 @@ export class Context {
   private flushing = false;
   readonly logWatch: GrowthWatch;
   private writesSincePrune = 0;
+  /** The vm backend (Linux; null elsewhere), made on first use from the config's `[vm]`. */
+  private vmBackend: VmBackend | null | undefined;
+  get vm(): VmBackend | null {
+    if (this.vmBackend === undefined) {
+      this.vmBackend =
+        process.platform === "linux"
+          ? new VmBackend({
+              cacheDir: this.config.vm.cache_dir ?? join(this.paths.stateDir, "vm"),
+              accel: this.config.vm.accel,
+            })
+          : null;
+    }
+    return this.vmBackend;
+  }
   /** The platform sandbox backend and its probe, filled in at startup. */
   sandbox: { backend: Backend | null; probe: Probe } = { backend: null, probe: { ok: false } };
   /** Who may connect (filled in at startup from config [authz]). */

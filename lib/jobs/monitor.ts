@@ -17,6 +17,7 @@ import { dirname, join } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
+import { hostLimits } from "../sandbox/vm.ts";
 import { clearCgroup, endedWithCgroup, getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
 import { type DiskSpace, diskSpace, reserveBytes } from "../state/storage.ts";
 import {
@@ -239,8 +240,10 @@ export class Monitor {
    * Start sampling a running job (launched or adopted). With the log reserve on, every job is
    * sampled (its logs only near the reserve); without it, only jobs with limits.
    */
-  track(job: JobRow): void {
-    if (job.pid === null || job.started_at === null || this.jobs.has(job.id)) return;
+  track(row: JobRow): void {
+    if (row.pid === null || row.started_at === null || this.jobs.has(row.id)) return;
+    // A vm job's QEMU holds its guest's memory and its own beside it (lib/sandbox/vm.ts).
+    const job = { ...row, pid: row.pid, started_at: row.started_at, limits: hostLimits(row.limits, row.backend) };
     // Every job without a cgroup has its processes followed, limits or not: a kill needs them.
     if (job.cgroup === null) this.procs?.track(job.id, job.pid, job.start_time);
     if (!hasLimits(job.limits) && !this.reserveOn) return;

@@ -22,7 +22,7 @@
  */
 
 import { dlopen, FFIType } from "bun:ffi";
-import { closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { chownSync, closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 
 // The exclusive create and the pid are two steps: on a full disk the create works and the write
@@ -245,7 +245,10 @@ export function mkfifo(path: string): void {
     throw new Error(`cannot create the pipe ${path}`);
 }
 
-/** Create the two FIFOs of a piped job next to its status file (mode 0600). */
-export function makePipes(statusFile: string): void {
-  for (const suffix of [".out", ".err"]) mkfifo(`${statusFile}${suffix}`);
+/** Create the two FIFOs of a piped job next to its status file (mode 0600), owned by `owner` when given. */
+export function makePipes(statusFile: string, owner: { uid: number; gid: number } | null = null): void {
+  for (const suffix of [".out", ".err"]) {
+    mkfifo(`${statusFile}${suffix}`);
+    if (owner) chownSync(`${statusFile}${suffix}`, owner.uid, owner.gid);
+  }
 }

@@ -3,6 +3,7 @@
  * whole trees, re-adopt live jobs after a restart, and record how every job ended, once.
  */
 import {
+  chownSync,
   closeSync,
   existsSync,
   type FSWatcher,
@@ -31,6 +32,7 @@ import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
+import { DEFAULT_VM_MEMORY_MB, hostLimits, readVmStatus, VmBackend, withKvmGroup } from "../sandbox/vm.ts";
 import {
   type Finding,
   readOnlyPaths,
@@ -330,10 +332,14 @@ export class Supervisor {
         }),
         nproc: this.nprocLimit(job),
         egress: rules !== null,
+        ...(backend.name === "vm" ? { vmMemoryBytes: job.limits.max_rss_bytes } : {}),
         ...(agentReport && backend.name === "bwrap" ? { agentReport } : {}),
       });
       for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
-      for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
+      for (const f of plan.files ?? []) {
+        writeFileSync(f.path, f.content, { mode: 0o600 });
+        if (f.forJob && where.identity) chownSync(f.path, where.identity.uid, where.identity.gid);
+      }
       fds = openInputs(plan.inputs ?? [], dir, where.identity, ends);
       if (where.workspace.length) {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
@@ -341,8 +347,10 @@ export class Supervisor {
       cgroup = this.jobCgroup(job);
       // Before the spawn: from here on a host that replaces what a cover hangs on stops the job.
       this.watchGuard(job.id, dir, plan);
-      const argv = where.identity ? [...dropArgv(where.identity), ...plan.argv] : plan.argv;
-      if (plan.pipes) makePipes(files.status);
+      // A vm job's QEMU opens /dev/kvm: its group is added to the job's (lib/sandbox/vm.ts).
+      const runner = backend instanceof VmBackend ? withKvmGroup(where.identity, backend.accel()) : where.identity;
+      const argv = runner ? [...dropArgv(runner), ...plan.argv] : plan.argv;
+      if (plan.pipes) makePipes(files.status, plan.pipesForJob ? where.identity : null);
       if (job.stdin && !job.tty) input = prepareStdin(dir);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
       const runAs = runAsOf(where.identity, where.peerUid);
@@ -654,7 +662,7 @@ export class Supervisor {
     const cgroups = this.monitor.enforcement.cgroups;
     if (!cgroups) return null;
     try {
-      return cgroups.create(job.id, job.limits);
+      return cgroups.create(job.id, hostLimits(job.limits, job.backend));
     } catch (e) {
       this.ctx.write((ev) =>
         ev.push({ kind: "job.cgroup_failed", subject: `job/${job.id}`, data: { message: (e as Error).message } }),
@@ -1001,8 +1009,29 @@ export class Supervisor {
     // The recorder exits with the job's code: it stands in if the status file could not be written.
     const code = readStatus(jobFiles(jobDir(this.ctx.paths.stateDir, job.id)).status) ?? recorderCode;
     if (job.kill_requested_at === null && job.cgroup) this.cgroupOom(job);
+    if (job.kill_requested_at === null && job.backend === "vm") this.vmOom(job);
     const at = Date.now();
     return () => endOf(getJob(this.ctx.db, job.id) ?? job, code, recorderSignal, at);
+  }
+
+  /**
+   * A vm job whose guest kernel OOM-killed it (its status port says `oom`): the job met its memory
+   * limit, the VM's memory. The value is the limit's (the guest's peak is not known here).
+   */
+  private vmOom(job: JobRow): void {
+    const max = job.limits.max_rss_bytes;
+    if (!readVmStatus(jobDir(this.ctx.paths.stateDir, job.id))?.oom) return;
+    const limit = max ?? DEFAULT_VM_MEMORY_MB * 1024 * 1024;
+    this.ctx.writeOrDefer((ev) => {
+      markKillRequested(this.ctx.db, job.id, "KILL", true, "memory_limit", Date.now());
+      if (markLimitHit(this.ctx.db, job.id, { limit: "max_rss_bytes", value: limit + 1, max: limit, at: Date.now() })) {
+        ev.push({
+          kind: "job.limit_exceeded",
+          subject: `job/${job.id}`,
+          data: { limit: "max_rss_bytes", reason: "memory_limit", value: limit + 1, max: limit, enforcement: "vm" },
+        });
+      }
+    });
   }
 
   /**
@@ -1329,7 +1358,8 @@ function killQuietly(pid: number): void {
  * inside, never to bwrap itself (see `signalTree`).
  */
 function sandboxed(job: JobRow): boolean {
-  return job.backend === "bwrap";
+  // A vm job's QEMU runs in the same bwrap sandbox: TERM reaches QEMU inside it (the VM stops).
+  return job.backend === "bwrap" || job.backend === "vm";
 }
 
 /** How long a terminal job's end waits for its holder to finish the log, at most. */

@@ -58,12 +58,16 @@ export interface PlanRequest {
    * REPORT_IN_SANDBOX (lib/agents/hooks.ts).
    */
   agentReport?: string;
+  /** A vm job: its VM's memory (the job's max_rss_bytes; undefined: the default). */
+  vmMemoryBytes?: number;
 }
 
 /** A file the supervisor writes before spawning (a Seatbelt profile, say). */
 export interface PlanFile {
   path: string;
   content: string;
+  /** Owned by the job's user (a file the sandbox writes: the vm backend's status). */
+  forJob?: boolean;
 }
 
 /**
@@ -94,6 +98,12 @@ export interface SpawnPlan {
   inputs?: PlanInput[];
   /** The job's stdout and stderr reach the logs through pipes (true) rather than as the log files. */
   pipes?: boolean;
+  /**
+   * The pipes are owned by the job's user: a program of the job reopens its stdout/stderr as
+   * `/proc/self/fd/N` (the vm backend's QEMU, whose chardevs take paths), which checks the FIFO's
+   * owner and mode. The job dir stays root's and hidden: see plans/design.md "VM jobs".
+   */
+  pipesForJob?: boolean;
   /** Host entries the job's covers depend on, watched while it runs (lib/sandbox/guard.ts). */
   guard?: [string, string][];
 }

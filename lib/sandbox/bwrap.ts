@@ -19,6 +19,13 @@ const COVER_BYTES = 1024 * 1024;
 /** Extra pieces of a bwrap plan: the seccomp program (bytes), or none. */
 export interface BwrapExtras {
   seccomp?: Uint8Array | null;
+  /** Host devices shown in the sandbox's /dev (the vm backend's /dev/kvm). */
+  devices?: string[];
+  /**
+   * What runs in the sandbox instead of the job (the vm backend's QEMU): more arguments for bwrap
+   * and the argv, given the fd allocator of the plan's inputs and the view.
+   */
+  wrap?: (fd: (input: PlanInput) => string, view: Mount[]) => { args: string[]; argv: string[] };
 }
 
 /**
@@ -46,6 +53,7 @@ export function bwrapPlan(
   args.push("--new-session", "--die-with-parent");
   args.push("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc");
   // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
+  for (const d of extras.devices ?? []) args.push("--dev-bind", d, d);
   args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
   // An agent job's report channel: its FIFO, the one thing of the job's dir it sees.
@@ -65,6 +73,8 @@ export function bwrapPlan(
   }
   // Covers are read-only once everything under them is mounted: no writing into a hidden home.
   for (const c of covers) args.push("--remount-ro", c);
+  const wrapped = extras.wrap?.(fd, view);
+  if (wrapped) args.push(...wrapped.args);
   if (extras.seccomp) args.push("--seccomp", fd({ data: extras.seccomp }));
   // A network allow list: bwrap tells planterd the sandbox's pid and waits, before anything of the
   // job runs, until planterd has made the proxy's listeners in its namespace (lib/net/listen.ts).
@@ -78,7 +88,8 @@ export function bwrapPlan(
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
-  return { argv: [bwrap, "--args", "3", "--", ...limit, ...req.argv], inputs, guard: guardedEntries(view), view };
+  const argv = wrapped?.argv ?? req.argv;
+  return { argv: [bwrap, "--args", "3", "--", ...limit, ...argv], inputs, guard: guardedEntries(view), view };
 }
 
 /**

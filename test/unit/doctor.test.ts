@@ -55,6 +55,7 @@ describe("selection and the runner", () => {
       "sandbox.backend",
       "sandbox.containment",
       "sandbox.userns",
+      "sandbox.vm",
       "limits.cgroup",
       "state.integrity",
       "state.schema",

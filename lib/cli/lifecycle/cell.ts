@@ -86,6 +86,12 @@ const cellCreate = defineCommand({
       options: ["disabled", "permissive", "enforced"],
       description: "sandbox mode for the cell's jobs",
     },
+    backend: {
+      type: "enum",
+      options: ["bwrap", "seatbelt", "vm"],
+      description:
+        'sandbox backend for the cell\'s jobs: vm runs each job in its own KVM virtual machine (Linux with /dev/kvm; docs/sandbox.md "VM jobs")',
+    },
     policy: {
       type: "string",
       description: 'sandbox policy file for the cell\'s jobs (JSON, or .toml; see docs/sandbox.md "Policies")',

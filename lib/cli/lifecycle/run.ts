@@ -96,6 +96,12 @@ export const run = defineCommand({
       options: ["disabled", "permissive", "enforced"],
       description: "sandbox mode for this job",
     },
+    backend: {
+      type: "enum",
+      options: ["bwrap", "seatbelt", "vm"],
+      description:
+        'sandbox backend for this job: vm runs each job in its own KVM virtual machine (Linux with /dev/kvm; docs/sandbox.md "VM jobs")',
+    },
     policy: {
       type: "string",
       description: "narrow the cell's sandbox policy for this job with a policy file (never widen it)",

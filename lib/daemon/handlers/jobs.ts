@@ -3,7 +3,7 @@ import { rmSync } from "node:fs";
 import { EGRESS_PRESETS, REPORT_ENV, REPORT_IN_SANDBOX } from "../../agents/hooks.ts";
 import type { AgentKind } from "../../agents/model.ts";
 import { agentFifo } from "../../agents/report.ts";
-import { FINAL_STATES, type Job } from "../../api/contract.ts";
+import { FINAL_STATES, type Job, type SandboxBackend, type SandboxMode } from "../../api/contract.ts";
 import { badRequest, conflict, PlanterError } from "../../api/errors.ts";
 import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../../api/frames.ts";
 import type { Routes } from "../../api/routes.ts";
@@ -15,6 +15,7 @@ import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
+import { platformBackend } from "../../sandbox/index.ts";
 import { noneBackend } from "../../sandbox/none.ts";
 import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
 import {
@@ -28,6 +29,7 @@ import {
   unsafePolicy,
 } from "../../sandbox/policy.ts";
 import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
+import { vmMemoryMb } from "../../sandbox/vm.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
 import { recordRef } from "../../state/idempotency.ts";
 import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
@@ -225,6 +227,60 @@ function checkRunningCap(ctx: Context, peer: Peer | null): void {
   );
 }
 
+/**
+ * Whether a job runs in a VM: its own `backend`, else its cell's. A job of a vm cell may not name
+ * another backend (a job narrows its cell's sandbox, never widens it).
+ */
+export function wantsVm(cell: SandboxBackend | undefined, job: SandboxBackend | undefined): boolean {
+  if (cell === "vm" && job !== undefined && job !== "vm") {
+    throw badRequest(
+      `sandbox backend ${job} would leave its cell's vm backend`,
+      "a job of a vm cell runs in a VM; use a cell without backend vm",
+    );
+  }
+  if (job !== undefined && job !== "vm" && job !== platformBackend()?.name) {
+    throw badRequest(
+      `sandbox backend ${job} does not run on ${process.platform}`,
+      `use ${platformBackend()?.name ?? "none"} or vm`,
+    );
+  }
+  return (job ?? cell) === "vm";
+}
+
+/** The vm backend for a job, ready (its kernel fetched, its initramfs built), or why not. */
+async function vmFor(ctx: Context, mode: SandboxMode, maxRss: number | undefined): Promise<Backend> {
+  if (mode === "disabled") {
+    throw badRequest("sandbox backend vm with sandbox mode disabled", "give the job mode enforced (or permissive)");
+  }
+  const vm = ctx.vm;
+  const why = vm
+    ? vm.problem()
+    : { message: `vm jobs run on Linux only, not ${process.platform}`, hint: "use the platform's backend" };
+  if (!vm || why)
+    throw new PlanterError("E_SANDBOX_UNAVAILABLE", `the vm backend is unavailable: ${why?.message}`, {
+      hint: why?.hint ?? "",
+    });
+  vmMemoryMb(maxRss);
+  await vm.prepare();
+  return vm;
+}
+
+/** What a vm job's policy cannot have yet: refused before anything is made. */
+function checkVmPolicy(policy: EffectivePolicy): void {
+  if (policy.network !== "none") {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      "a vm job runs without network: network host and allow lists are not built for the vm backend yet",
+      { hint: 'give the job network "none" (--net none), or run it with the bwrap backend' },
+    );
+  }
+  if (policy.unix_sockets.length) {
+    throw new PlanterError("E_SANDBOX_UNAVAILABLE", "a vm job cannot reach host Unix sockets", {
+      hint: "run the job with the bwrap backend",
+    });
+  }
+}
+
 export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promise<Reply<Job>> {
   const { attach } = req.query;
   const body = req.body;
@@ -287,6 +343,12 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
   const limits = req.ceiling
     ? ceilingLimits(req.ceiling, body.limits, { ...ctx.config.limits, ...cell.limits })
     : { ...ctx.config.limits, ...cell.limits, ...body.limits };
+  // A vm job (its own or its cell's choice): its own kernel, QEMU in the sandbox a bwrap job gets.
+  if (wantsVm(cell.sandbox.backend, body.sandbox?.backend)) {
+    backend = await vmFor(ctx, mode, limits.max_rss_bytes);
+    fallback = false;
+    sandboxFailure = null;
+  }
   const sandboxed = backend.name !== "none";
   // The cell's own view decides what a job's read_only may name and whether the cwd exists.
   // Made only when asked (a job naming read_only paths): it costs a launch context of its own.
@@ -297,7 +359,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       const cp = cellPolicy(ctx, cell.sandbox.policy, identity);
       cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
     }
-    return visibleIn(cellView, p, backend.name === "bwrap");
+    return visibleIn(cellView, p, backend.name !== "seatbelt");
   };
   // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
   // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
@@ -306,6 +368,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     : body.sandbox?.policy;
   const cellsPolicy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
   const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
+  if (backend.name === "vm" && policy) checkVmPolicy(policy);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = body.cwd
     ? identity
@@ -317,7 +380,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     body.cwd &&
     policy &&
     sandboxed &&
-    !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name === "bwrap")
+    !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name !== "seatbelt")
   ) {
     throw badRequest(
       `cwd ${body.cwd} does not exist inside the job's sandbox`,
@@ -344,7 +407,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
     );
   }
   // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
-  if (policy && backend.name === "bwrap" && !sandboxFailure) {
+  if (policy && (backend.name === "bwrap" || backend.name === "vm") && !sandboxFailure) {
     const forUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
     where.placeholders = holdMissingDeny(ctx, id, where, policy, forUser);
   }

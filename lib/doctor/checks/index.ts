@@ -13,6 +13,7 @@ import { serviceChecks } from "./service.ts";
 import { socketChecks } from "./socket.ts";
 import { stateChecks } from "./state.ts";
 import { targetsReachable } from "./targets.ts";
+import { vmChecks } from "./vm.ts";
 
 export const CHECKS: Check<DoctorContext>[] = [
   platform,
@@ -26,6 +27,7 @@ export const CHECKS: Check<DoctorContext>[] = [
   mcp,
   ...jobsChecks,
   ...sandboxChecks,
+  ...vmChecks,
   ...limitsChecks,
   ...stateChecks,
   ...macosChecks,
