@@ -10,7 +10,7 @@
  */
 import * as v from "valibot";
 import type { Job, LogChunk } from "../api/contract.ts";
-import { FINAL_STATES, Limits, SANDBOX_MODES, SIGNALS, TtySize } from "../api/contract.ts";
+import { FINAL_STATES, Limits, SANDBOX_MODES, SandboxBackend, SIGNALS, TtySize } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import { ROUTES } from "../api/routes.ts";
 import type { Dispatch } from "../daemon/dispatch.ts";
@@ -319,6 +319,12 @@ const RunArgs = v.pipe(
       v.pipe(v.picklist(SANDBOX_MODES), v.description("sandbox mode (never below the cell's or the MCP ceiling's)")),
     ),
     policy: v.optional(v.pipe(Policy, v.description("a narrowing of the cell's sandbox policy (never a widening)"))),
+    backend: v.optional(
+      v.pipe(
+        SandboxBackend,
+        v.description('"vm": the job in its own virtual machine (Linux with KVM; docs/sandbox.md)'),
+      ),
+    ),
     tty: v.optional(
       v.pipe(TtySize, v.description("give the job a terminal of this size (read its screen with job_output)")),
     ),
@@ -361,7 +367,7 @@ const run = tool({
 /** Start a run's job (and feed its stdin): the job as created. */
 export async function startRun(a: v.InferOutput<typeof RunArgs>, t: ToolContext): Promise<Job> {
   const argv = a.argv ?? ["sh", "-c", a.command as string];
-  const sandbox = a.mode || a.policy ? { mode: a.mode, policy: a.policy } : undefined;
+  const sandbox = a.mode || a.policy || a.backend ? { mode: a.mode, policy: a.policy, backend: a.backend } : undefined;
   const job = await t.api.call(
     ROUTES.createJob,
     {

@@ -233,6 +233,10 @@ describe("MCP over stdio (planter mcp)", () => {
     // Narrowed by the caller, the same cell is fine.
     const narrowed = await call(c, "run", { cell: "wide", command: "true", policy: { network: "none" } });
     expect(narrowed.isError).toBeFalsy();
+    // The vm backend is the route's to refuse or run: here (no KVM that boots a guest) a clear refusal.
+    const vm = await call(c, "run", { command: "true", backend: "vm" });
+    if (vm.isError) expect(sc(vm).error.code).toBe("E_SANDBOX_UNAVAILABLE");
+    else expect(sc(vm).job.sandbox.backend).toBe("vm");
     const long = await call(c, "run", { command: "true", limits: { timeout_ms: 3_600_001 } });
     expect(sc(long).error.message).toContain("timeout_ms 3600001 is more than 3600000");
     const cell = await call(c, "cell_create", { name: "open", network: "host" });
