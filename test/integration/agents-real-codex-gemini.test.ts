@@ -45,6 +45,23 @@ async function agentOf(kind: "codex" | "gemini"): Promise<Agent | undefined> {
   return (await d.client.listAgents({ agent: kind })).agents[0];
 }
 
+/** End session `s` and every process of its pane (the pane's process group: a CLI's relaunched child too). */
+async function stop(s: string): Promise<void> {
+  const pid = Number(tmux("display-message", "-p", "-t", s, "#{pane_pid}").stdout.toString().trim());
+  tmux("kill-session", "-t", s);
+  if (!pid) return;
+  try {
+    process.kill(-pid, "SIGKILL");
+  } catch {
+    // gone already
+  }
+  const inGroup = () =>
+    Bun.spawnSync(["pgrep", "-g", String(pid)], { stdout: "pipe" })
+      .stdout.toString()
+      .trim().length > 0;
+  await waitFor(() => !inGroup(), `session ${s}'s processes to end`);
+}
+
 function start(s: string, env: Record<string, string>, argv: string[], cwd: string) {
   const r = tmux(
     "new-session",
@@ -122,7 +139,7 @@ describe.skipIf(!existsSync(join(BIN, "codex")) || !Bun.which("tmux"))(
         );
         expect(done.source).toBe("poller");
       } finally {
-        tmux("kill-session", "-t", "codex");
+        await stop("codex");
         openai.stop();
       }
     }, 120_000);
@@ -198,7 +215,7 @@ describe.skipIf(!existsSync(join(BIN, "gemini")) || !Bun.which("tmux"))(
         );
         expect(done.source).toBe("poller");
       } finally {
-        tmux("kill-session", "-t", "gemini");
+        await stop("gemini");
         gemini.stop();
       }
     }, 120_000);
