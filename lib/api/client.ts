@@ -59,10 +59,11 @@ export interface ClientOptions {
 }
 
 /**
- * A bounded wait for an answer's head (`ms` plus what the request itself asks to wait), never for
- * its body: the timer is cleared once the head is in. No bound without `ms`.
+ * A bounded wait for an answer (`ms` plus what the request itself asks to wait): aborted when the
+ * timer fires; the caller clears the timer once what it bounds is in (the socket: the head; https:
+ * the whole JSON answer). No bound without `ms`.
  */
-function bound(ms: number | undefined, path: string, signal?: AbortSignal) {
+export function bound(ms: number | undefined, path: string, signal?: AbortSignal) {
   if (ms === undefined) return { limit: null, timer: null, sig: signal };
   const limit = new AbortController();
   const timer = setTimeout(() => limit.abort(), ms + waitOf(path));

@@ -151,30 +151,9 @@ export class ApiServer {
       socket.destroy();
       return;
     }
-    // Credentials are read once per connection, before any byte of a request is parsed; the
-    // connection takes a slot of its uid (lib/daemon/slots.ts) or is refused at once.
+    // Credentials are read once per connection, before any byte of a request is parsed.
     const fd = socketFd(socket);
-    const peer = fd !== null && this.readPeer ? this.readPeer(fd) : null;
-    const uid = peer?.uid ?? UNKNOWN_PEER;
-    const refusal = this.slots.take(uid);
-    if (refusal) {
-      const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
-      hangUp(
-        socket,
-        `HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-      );
-      return;
-    }
-    const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null };
-    this.conns.set(socket, conn);
-    this.sockets.add(socket);
-    socket.once("close", () => {
-      this.sockets.delete(socket);
-      this.slots.release(uid);
-      if (conn.timer) clearTimeout(conn.timer);
-    });
-    this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
-    this.http.emit("connection", socket);
+    this.admit(socket, fd !== null && this.readPeer ? this.readPeer(fd) : null);
   }
 
   /**
@@ -187,7 +166,15 @@ export class ApiServer {
       return;
     }
     const cert = certIdentity(socket, identities);
-    const uid = cert?.peer.uid ?? UNKNOWN_PEER;
+    this.admit(socket, cert?.peer ?? null, { cert, identities });
+  }
+
+  /**
+   * A connection takes a slot of its peer's uid (lib/daemon/slots.ts) or is refused at once;
+   * admitted, it is handed to the HTTP server with its header timer armed.
+   */
+  private admit(socket: Socket, peer: Peer | null, tcp?: Conn["tcp"]): void {
+    const uid = peer?.uid ?? UNKNOWN_PEER;
     const refusal = this.slots.take(uid);
     if (refusal) {
       const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
@@ -197,8 +184,7 @@ export class ApiServer {
       );
       return;
     }
-    const peer = cert?.peer ?? null;
-    const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null, tcp: { cert, identities } };
+    const conn: Conn = { peer, decision: decide(this.ctx.authz, peer), timer: null, ...(tcp ? { tcp } : {}) };
     this.conns.set(socket, conn);
     this.sockets.add(socket);
     socket.once("close", () => {

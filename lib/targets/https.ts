@@ -16,7 +16,7 @@ import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
 import type { RemoteTransport } from "../api/client.ts";
-import { waitOf } from "../api/client.ts";
+import { bound } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { ByteStream } from "../api/stream.ts";
 import { abortError } from "../api/stream.ts";
@@ -221,9 +221,7 @@ export class HttpsTransport implements RemoteTransport {
     signal: AbortSignal | undefined,
     buffer: boolean,
   ): Promise<Response> {
-    const limit = new AbortController();
-    const timer = setTimeout(() => limit.abort(), this.bounds.timeout + waitOf(path));
-    const sig = signal ? AbortSignal.any([signal, limit.signal]) : limit.signal;
+    const { limit, timer, sig } = bound(this.bounds.timeout, path, signal);
     const auth: Record<string, string> = this.entry.token_file
       ? { authorization: `Bearer ${readToken(this.entry.token_file)}` }
       : {};
@@ -239,7 +237,7 @@ export class HttpsTransport implements RemoteTransport {
         } as RequestInit);
       } catch (err) {
         if (signal?.aborted) throw abortError();
-        if (limit.signal.aborted) throw new Retryable(`no answer within ${this.bounds.timeout} ms`, false);
+        if (limit?.signal.aborted) throw new Retryable(`no answer within ${this.bounds.timeout} ms`, false);
         const code = (err as { code?: string }).code ?? "";
         if (/CERT|SSL|TLS|SELF_SIGNED|UNABLE_TO_VERIFY|HOSTNAME/i.test(`${code} ${(err as Error).message}`))
           throw new PlanterError(
@@ -263,10 +261,10 @@ export class HttpsTransport implements RemoteTransport {
         return new Response(bytes, { status: res.status, headers: res.headers });
       } catch {
         if (signal?.aborted) throw abortError();
-        throw new Retryable(limit.signal.aborted ? "the answer stalled" : "the connection closed mid-answer", false);
+        throw new Retryable(limit?.signal.aborted ? "the answer stalled" : "the connection closed mid-answer", false);
       }
     } finally {
-      clearTimeout(timer);
+      if (timer) clearTimeout(timer);
     }
   }
 
