@@ -13,12 +13,13 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
 import { PlanterError } from "../api/errors.ts";
-import { lookupUser, read } from "../sandbox/identity.ts";
+import { lookupUser } from "../sandbox/identity.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { type Caller, Dispatch } from "./dispatch.ts";
 import type { Peer } from "./peer.ts";
 import { parseJson, type Router, readBody } from "./router.ts";
+import { isLoopback, peerOfUid } from "./tcp.ts";
 
 /** The key TCP refusals are rate-limited under (uids are ≥ 0; the socket's unknown peers are -1). */
 const TCP_DENIAL_KEY = -1_000_001;
@@ -130,7 +131,7 @@ export function parseListen(spec: string): { host: string; port: number } {
       hint: 'e.g. listen = "127.0.0.1:8377" or "[::1]:8377"',
     });
   }
-  if (!(host === "::1" || host === "localhost" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host))) {
+  if (!isLoopback(host)) {
     throw new PlanterError("E_CONFIG", `[mcp] listen ${spec} is not a loopback address`, {
       hint: "the MCP TCP listener serves this host only: 127.0.0.1, ::1 or localhost (reach it from elsewhere through a tunnel)",
     });
@@ -180,13 +181,8 @@ export function tcpIdentity(ctx: Context): Peer {
   }
   const u = lookupUser(name);
   if (!u) throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} is no user of this host`);
-  // Its groups as login would give them: its own, and those of /etc/group that list it.
-  const groups = new Set([u.gid]);
-  for (const line of read("/etc/group").split("\n")) {
-    const [, , gid, members] = line.split(":");
-    if (gid && /^\d+$/.test(gid) && (members ?? "").split(",").includes(u.name)) groups.add(Number(gid));
-  }
-  return { pid: null, uid: u.uid, gid: u.gid, groups: [...groups] };
+  // Its groups as login would give them (as [api.tcp]'s identities get theirs).
+  return peerOfUid(u.uid);
 }
 
 /** The loopback TCP listener of `/mcp`: nothing else of planterd's API is served there. */
