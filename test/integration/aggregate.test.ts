@@ -28,7 +28,7 @@ beforeAll(async () => {
     ["two", `unix://${two.socket}`],
     ["gone", `unix://${join(hangDir, "none.sock")}`],
     ["hang", `unix://${join(hangDir, "hang.sock")}`],
-  ])
+  ] as const)
     expect((await planter("target", "add", name, url)).code).toBe(0);
   await local.client.createJob({ cell: "default", argv: ["true"] });
   await two.client.createJob({ cell: "default", argv: ["echo", "two"] });
