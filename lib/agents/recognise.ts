@@ -4,8 +4,9 @@
  * Claude Code is a native binary `claude`; Codex and Gemini are node scripts
  * (`@openai/codex/bin/codex.js`, `@google/gemini-cli/…`; Codex runs a native `codex` below it).
  */
-import { readdirSync, readFileSync } from "node:fs";
+import { readdirSync } from "node:fs";
 import { basename } from "node:path";
+import { ended, procStat, procText } from "../jobs/proc.ts";
 import type { AgentKind } from "./model.ts";
 
 /** The names the CLIs are installed under. */
@@ -46,14 +47,6 @@ export interface ProcReader {
   alive(ref: string): boolean;
 }
 
-const readText = (path: string): string | null => {
-  try {
-    return readFileSync(path, "utf8");
-  } catch {
-    return null;
-  }
-};
-
 /** /proc, read directly. */
 export const procReader: ProcReader = {
   children(pid) {
@@ -65,42 +58,38 @@ export const procReader: ProcReader = {
     }
     const out: number[] = [];
     for (const t of tasks) {
-      const text = readText(`/proc/${pid}/task/${t}/children`);
+      const text = procText(pid, `task/${t}/children`);
       if (!text) continue;
       for (const c of text.split(" ")) if (c.trim()) out.push(Number(c));
     }
     return out;
   },
   argv(pid) {
-    const text = readText(`/proc/${pid}/cmdline`);
+    const text = procText(pid, "cmdline");
     if (text === null) return null;
     return text.split("\0").filter((a, i, all) => a !== "" || i < all.length - 1);
   },
   comm(pid) {
-    return readText(`/proc/${pid}/comm`)?.trimEnd() ?? null;
+    return procText(pid, "comm")?.trimEnd() ?? null;
   },
   facts(pid) {
-    const stat = readText(`/proc/${pid}/stat`);
-    const status = readText(`/proc/${pid}/status`);
-    if (stat === null || status === null) return null;
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    if (f[0] === "Z" || f[0] === "X") return null;
+    const st = procStat(pid);
+    const status = procText(pid, "status");
+    if (st === null || ended(st) || status === null) return null;
     const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1];
-    if (uid === undefined || f[19] === undefined) return null;
-    return { start: f[19], ppid: Number(f[1]), uid: Number(uid) };
+    if (uid === undefined) return null;
+    return { start: st.startTime, ppid: st.ppid, uid: Number(uid) };
   },
   alive(ref) {
     const colon = ref.indexOf(":");
-    const stat = readText(`/proc/${ref.slice(0, colon)}/stat`);
-    if (stat === null) return false;
-    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ", 20);
-    return f[0] !== "Z" && f[0] !== "X" && f[19] === ref.slice(colon + 1);
+    const st = procStat(Number(ref.slice(0, colon)));
+    return st !== null && !ended(st) && st.startTime === ref.slice(colon + 1);
   },
 };
 
 /** Whether this kernel lists children per task (CONFIG_PROC_CHILDREN): without it no tree can be walked. */
 export function canWalk(pid = process.pid): boolean {
-  return readText(`/proc/${pid}/task/${pid}/children`) !== null;
+  return procText(pid, `task/${pid}/children`) !== null;
 }
 
 /** An agent process found in a tree. */

@@ -3,10 +3,11 @@
  * the state dir), found by the lock it holds on its state dir, stopped with SIGTERM (its jobs keep
  * running), and asked whether it answers through its socket.
  */
-import { openSync, readFileSync } from "node:fs";
+import { openSync } from "node:fs";
 import { basename, join } from "node:path";
 import { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
+import { ended, procStat, procText } from "../jobs/proc.ts";
 import { type InstallMode, stateFiles } from "../paths.ts";
 import { lockHolder } from "../state/lock.ts";
 
@@ -53,13 +54,10 @@ export async function stopDirect(pid: number, ms = 10_000): Promise<boolean> {
 
 /** True when `pid` is a running planterd (its command line says `daemon`, or it runs as `planterd`). */
 export function isPlanterd(pid: number): boolean {
-  try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return (cmd.includes("daemon") || basename(cmd[0] ?? "") === "planterd") && !/\) Z /.test(stat);
-  } catch {
-    return false;
-  }
+  const cmd = procText(pid, "cmdline")?.split("\0");
+  const st = procStat(pid);
+  if (cmd === undefined || st === null || ended(st)) return false;
+  return cmd.includes("daemon") || basename(cmd[0] ?? "") === "planterd";
 }
 
 /**

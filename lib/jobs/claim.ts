@@ -6,9 +6,9 @@
  * with link(2)), so a recorder still on its way exits without running anything. One of the two
  * creates the file, never both: the job either ran and is adopted, or never ran at all.
  */
-import { closeSync, linkSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, linkSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
-import { startTime } from "./proc.ts";
+import { listPids, procText, startTime } from "./proc.ts";
 import { jobFiles, WARM_TOKEN_FILE } from "./recorder.ts";
 
 const ABANDONED = "abandoned";
@@ -101,12 +101,9 @@ function recordsTo(pid: number, status: string): boolean {
       (args.includes(` planter-job ${status} `) || (token !== null && args.includes(` planter-warm ${token} `)))
     );
   }
-  try {
-    const cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-    return cmd.includes(`\0planter-job\0${status}\0`) || (token !== null && cmd.includes(`\0planter-warm\0${token}\0`));
-  } catch {
-    return false;
-  }
+  const cmd = procText(pid, "cmdline");
+  if (cmd === null) return false;
+  return cmd.includes(`\0planter-job\0${status}\0`) || (token !== null && cmd.includes(`\0planter-warm\0${token}\0`));
 }
 
 /** The token of the warm recorder a job dir was made for, or null (a recorder started for the job). */
@@ -132,9 +129,7 @@ function recorderStart(pid: number, status: string): string | null {
 /** The live recorder of a job, found by its command line (Linux: /proc; elsewhere none). */
 function findRecorder(status: string): { pid: number; start: string } | null {
   if (process.platform !== "linux") return null;
-  for (const name of readdirSync("/proc")) {
-    if (!/^\d+$/.test(name)) continue;
-    const pid = Number(name);
+  for (const pid of listPids()) {
     const start = recorderStart(pid, status);
     if (start !== null) return { pid, start };
   }

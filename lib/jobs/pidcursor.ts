@@ -12,7 +12,8 @@
  * window is unknown and everything is listed once.
  */
 import { dlopen, FFIType, ptr } from "bun:ffi";
-import { openSync, readdirSync, readFileSync, readSync } from "node:fs";
+import { openSync, readFileSync, readSync } from "node:fs";
+import { listPids } from "./proc.ts";
 
 /** What the cursor reads of the kernel; tests hand in a fake. */
 export interface PidSource {
@@ -164,14 +165,9 @@ function directLister(): ((from: number, to: number) => number[]) | null {
 
 /** A listing by readdir of all of /proc, filtered: the fallback where getdents64 cannot start at a pid. */
 function readdirLister(from: number, to: number): number[] {
-  const out: number[] = [];
-  for (const name of readdirSync("/proc")) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const pid = Number(name);
-    if (pid >= from && pid <= to) out.push(pid);
-  }
-  return out.sort((a, b) => a - b);
+  return listPids()
+    .filter((pid) => pid >= from && pid <= to)
+    .sort((a, b) => a - b);
 }
 
 /** This host's /proc as a PidSource (Linux only; null elsewhere). */

@@ -1,25 +1,77 @@
-/** Process facts from the kernel: start times (so a reused pid is never mistaken), liveness, trees. */
+/**
+ * Process facts from the kernel: start times (so a reused pid is never mistaken), liveness, trees.
+ * The one reader of /proc's process files: every part of planter that parses a stat line, reads a
+ * process's small files or lists the pids goes through here.
+ */
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import { constants } from "node:os";
 
-interface Stat {
+/** The fields of a /proc/<pid>/stat line planter uses (proc(5)). */
+export interface StatFields {
+  /** R, S, D, T, Z (zombie), X (dead), … */
   state: string;
   ppid: number;
   pgid: number;
+  sid: number;
+  /** Clock ticks since boot (field 22): with the pid, names one process for good. */
   startTime: string;
+  /** Resident set size in pages (field 24). */
+  rssPages: number;
+  /** Threads (field 20), 1 where unknown. */
+  threads: number;
 }
 
-/** Parse /proc/<pid>/stat; null when the process is gone. */
-export function procStat(pid: number): Stat | null {
-  let text: string;
+/**
+ * Parse a /proc/<pid>/stat text; null when it is cut short. The command name may hold spaces and
+ * parentheses: the fields start after the last ')'.
+ */
+export function statFields(text: string): StatFields | null {
+  const f = text.slice(text.lastIndexOf(")") + 2).split(" ", 24);
+  const startTime = f[19];
+  if (f.length < 22 || startTime === undefined || startTime === "") return null;
+  return {
+    state: f[0] ?? "?",
+    ppid: Number(f[1]),
+    pgid: Number(f[2]),
+    sid: Number(f[3]),
+    startTime,
+    rssPages: Number(f[21]) || 0,
+    threads: Number(f[17]) || 1,
+  };
+}
+
+/** Zombies and dead processes have ended: their pid only waits to be reaped. */
+export const ended = (st: { state: string }): boolean => st.state === "Z" || st.state === "X";
+
+/** A small file of a process (`stat`, `status`, `cmdline`, `comm`, …), or null when unreadable. */
+export function procText(pid: number | string, file: string, encoding: "utf8" | "latin1" = "utf8"): string | null {
   try {
-    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return readFileSync(`/proc/${pid}/${file}`, encoding);
   } catch {
     return null;
   }
-  // The command name may hold spaces and parentheses: fields start after the last ')'.
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  return { state: f[0] ?? "?", ppid: Number(f[1]), pgid: Number(f[2]), startTime: f[19] ?? "" };
+}
+
+/** Every pid /proc lists now, in its order (ascending); [] where there is no /proc. */
+export function listPids(): number[] {
+  let names: string[];
+  try {
+    names = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  const out: number[] = [];
+  for (const name of names) {
+    const c = name.charCodeAt(0);
+    if (c >= 48 && c <= 57) out.push(Number(name));
+  }
+  return out;
+}
+
+/** The stat of `pid` (zombies included); null when the process is gone. */
+export function procStat(pid: number): StatFields | null {
+  const text = procText(pid, "stat");
+  return text === null ? null : statFields(text);
 }
 
 /** The process's start time as an opaque token (clock ticks since boot on Linux). */
@@ -46,7 +98,7 @@ export function isAlive(pid: number, start: string | null): boolean {
     return s !== null && (start === null || s === start);
   }
   const st = procStat(pid);
-  if (!st || st.state === "Z" || st.state === "X") return false;
+  if (!st || ended(st)) return false;
   return start === null || st.startTime === start;
 }
 
@@ -60,6 +112,26 @@ export interface ProcEntry {
   rssPages: number;
   /** Threads of the process (field 20), 1 where unknown. */
   threads: number;
+}
+
+/** One live process with its session: what the tracker follows. */
+export interface ProcInfo extends ProcEntry {
+  sid: number;
+}
+
+/** A live process's entry from its stat text; null for a zombie, a dead process or a cut line. */
+export function parseStat(pid: number, text: string): ProcInfo | null {
+  const st = statFields(text);
+  if (st === null || ended(st)) return null;
+  return {
+    pid,
+    ppid: st.ppid,
+    pgid: st.pgid,
+    sid: st.sid,
+    startTime: st.startTime,
+    rssPages: st.rssPages,
+    threads: st.threads,
+  };
 }
 
 /** Every live process at one moment, with the indexes a tree walk needs. */
@@ -88,17 +160,7 @@ function readStat(name: string): string | null {
 /** One process's entry as a scan would give it, read now; null when it is gone or a zombie. */
 export function procEntry(pid: number): ProcEntry | null {
   const text = readStat(String(pid));
-  if (text === null) return null;
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  if (f[0] === "Z" || f[0] === "X") return null;
-  return {
-    pid,
-    ppid: Number(f[1]),
-    pgid: Number(f[2]),
-    startTime: f[19] ?? "",
-    rssPages: Number(f[21]) || 0,
-    threads: Number(f[17]) || 1,
-  };
+  return text === null ? null : parseStat(pid, text);
 }
 
 /** Add `p` to the table: by pid, under its parent's children and in its group. */
@@ -119,16 +181,8 @@ function addEntry(table: ProcTable, p: ProcEntry): void {
 export function procTable(): ProcTable {
   if (process.platform !== "linux") return psTable(psOutput());
   const table: ProcTable = { procs: new Map(), children: new Map(), groups: new Map() };
-  let entries: string[];
-  try {
-    entries = readdirSync("/proc");
-  } catch {
-    return table;
-  }
-  for (const name of entries) {
-    const c = name.charCodeAt(0);
-    if (c < 48 || c > 57) continue;
-    const p = procEntry(Number(name));
+  for (const pid of listPids()) {
+    const p = procEntry(pid);
     if (p) addEntry(table, p);
   }
   return table;
@@ -240,12 +294,8 @@ export interface ProcId {
  * of /proc/<pid>/status ("NSpid: 4242 1": one level down, pid 1 there); null when unreadable.
  */
 export function nsPid(pid: number): { depth: number; inner: number } | null {
-  let text: string;
-  try {
-    text = readFileSync(`/proc/${pid}/status`, "utf8");
-  } catch {
-    return null;
-  }
+  const text = procText(pid, "status");
+  if (text === null) return null;
   const m = /^NSpid:\s+(.+)$/m.exec(text);
   if (!m) return null;
   const ids = (m[1] as string).trim().split(/\s+/);
@@ -307,11 +357,7 @@ export function holding(procs: ProcId[], where: { dir?: string; files?: string[]
 }
 
 function cmdline(pid: number): string | null {
-  try {
-    return readFileSync(`/proc/${pid}/cmdline`, "latin1");
-  } catch {
-    return null;
-  }
+  return procText(pid, "cmdline", "latin1");
 }
 
 /**

@@ -24,12 +24,9 @@
 import { closeSync, fstatSync, openSync, readlinkSync, readSync } from "node:fs";
 import { join } from "node:path";
 import { PidCursor, type PidSource, procPidSource } from "./pidcursor.ts";
-import { heldFiles, type ProcEntry, type ProcId, type ProcTable, tableOf } from "./proc.ts";
+import { heldFiles, type ProcId, type ProcInfo, type ProcTable, parseStat, tableOf } from "./proc.ts";
 
-/** One process as its /proc stat shows it. */
-export interface ProcInfo extends ProcEntry {
-  sid: number;
-}
+export type { ProcInfo };
 
 /** What the tracker reads of the kernel; tests hand in a fake host. */
 export interface ProcSource extends PidSource {
@@ -305,21 +302,6 @@ export class ProcTracker {
     if (this.owner.get(pid) === t) this.owner.delete(pid);
     if (start !== undefined) this.src.release(pid, start);
   }
-}
-
-/** Parse a /proc/<pid>/stat text (fields after the last ')', the name may hold anything). */
-export function parseStat(pid: number, text: string): ProcInfo | null {
-  const f = text.slice(text.lastIndexOf(")") + 2).split(" ");
-  if (f[0] === "Z" || f[0] === "X" || f.length < 22) return null;
-  return {
-    pid,
-    ppid: Number(f[1]),
-    pgid: Number(f[2]),
-    sid: Number(f[3]),
-    startTime: f[19] as string,
-    rssPages: Number(f[21]) || 0,
-    threads: Number(f[17]) || 1,
-  };
 }
 
 /** A process held open: its statm (resident pages; fails once the process is gone) and its task dir (threads). */

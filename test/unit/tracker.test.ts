@@ -7,7 +7,8 @@
  */
 import { describe, expect, test } from "bun:test";
 import { PidCursor, procPidSource } from "../../lib/jobs/pidcursor.ts";
-import { type ProcInfo, type ProcSource, ProcTracker, parseStat, procSource } from "../../lib/jobs/tracker.ts";
+import { parseStat } from "../../lib/jobs/proc.ts";
+import { type ProcInfo, type ProcSource, ProcTracker, procSource } from "../../lib/jobs/tracker.ts";
 
 interface FakeProc {
   ppid: number;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
-import { procStat, startTime } from "../../jobs/proc.ts";
+import { ended, procStat, procText, startTime } from "../../jobs/proc.ts";
 import type { LegacyJobFile } from "./schema.ts";
 // ---------------------------------------------------------------------------------------------
 // Jobs: is a job recorded as running still that process?
@@ -32,14 +32,9 @@ export function processFacts(pid: number): ProcessFacts | null {
   if (process.platform === "linux") {
     const st = procStat(pid);
     const boot = bootTimeMs();
-    if (!st || st.state === "Z" || st.state === "X" || boot === null) return null;
-    let argv: string[] | null = null;
-    try {
-      const raw = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      argv = raw.length ? raw.replace(/\0$/, "").split("\0") : [];
-    } catch {
-      argv = null;
-    }
+    if (!st || ended(st) || boot === null) return null;
+    const raw = procText(pid, "cmdline");
+    const argv = raw === null ? null : raw.length ? raw.replace(/\0$/, "").split("\0") : [];
     return { startMs: boot + (Number(st.startTime) * 1000) / USER_HZ, argv, token: st.startTime };
   }
   // macOS: `ps` (second precision, and argv joined by spaces). Never run on macOS yet.
