@@ -1,5 +1,6 @@
 /** Version and commit of this build; `make build` defines PLANTER_COMMIT at compile time. */
 import pkg from "../package.json" with { type: "json" };
+import { execSync } from "./host/exec.ts";
 
 declare const PLANTER_COMMIT: string | undefined;
 
@@ -12,15 +13,12 @@ function commit(): string {
   cached = "unknown";
   if (Bun.main.startsWith("/$bunfs")) return cached;
   try {
-    const git = Bun.which("git");
-    if (git) {
-      const r = Bun.spawnSync([git, "rev-parse", "--short=12", "HEAD"], {
-        cwd: import.meta.dir,
-        stdout: "pipe",
-        stderr: "ignore",
-      });
-      if (r.exitCode === 0) cached = r.stdout.toString().trim();
-    }
+    const r = execSync("git", ["rev-parse", "--short=12", "HEAD"], {
+      cwd: import.meta.dir,
+      timeoutMs: 5000,
+      nothrow: true,
+    });
+    if (r.code === 0) cached = r.stdout.trim();
   } catch {
     // no git, or not a checkout: "unknown"
   }

@@ -4,6 +4,7 @@
  * libSystem (rendered and unit-tested here; never run on macOS in this repository's CI).
  */
 import { readFileSync } from "node:fs";
+import { execSync } from "../host/exec.ts";
 
 /** Who is on the other end of a connection. */
 export interface Peer {
@@ -55,9 +56,8 @@ const groupCache = new Map<number, { at: number; groups: number[] }>();
 function macGroups(uid: number, gid: number): number[] {
   const hit = groupCache.get(uid);
   if (hit && Date.now() - hit.at < 60_000) return hit.groups;
-  const r = Bun.spawnSync(["/usr/bin/id", "-G", String(uid)], { stdout: "pipe", stderr: "ignore" });
-  const groups =
-    r.exitCode === 0 ? r.stdout.toString().trim().split(/\s+/).map(Number).filter(Number.isInteger) : [gid];
+  const r = execSync("/usr/bin/id", ["-G", String(uid)], { timeoutMs: 5000, nothrow: true });
+  const groups = r.code === 0 ? r.stdout.trim().split(/\s+/).map(Number).filter(Number.isInteger) : [gid];
   groupCache.set(uid, { at: Date.now(), groups });
   return groups;
 }

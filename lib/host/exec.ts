@@ -10,6 +10,7 @@
  * Built on Bun.spawn rather than zx (plans/design.md "install / uninstall"): zx ran every call
  * through bash and cost ~117 ms to import; nothing here needs a shell.
  */
+import { constants } from "node:os";
 import { PlanterError } from "../api/errors.ts";
 
 export type Env = Record<string, string | undefined>;
@@ -53,10 +54,13 @@ export function describe(program: string, args: readonly string[], r: Run): stri
   return `${[program, ...args].join(" ")}: ${what}${r.stderr.trim() ? `: ${r.stderr.trim()}` : ""}`;
 }
 
-/** The environment a program runs with: this process's, with `env` over it (undefined removes a name). */
-export function mergedEnv(env: Env = {}): Record<string, string> {
+/**
+ * The environment a program runs with: this process's (none with `clean`), with `env` over it
+ * (undefined removes a name).
+ */
+export function mergedEnv(env: Env = {}, clean = false): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries({ ...process.env, ...env })) if (v !== undefined) out[k] = v;
+  for (const [k, v] of Object.entries(clean ? env : { ...process.env, ...env })) if (v !== undefined) out[k] = v;
   return out;
 }
 
@@ -152,4 +156,67 @@ async function spawn(
       stderr: `${stderr}${stderr && !stderr.endsWith("\n") ? "\n" : ""}${[program, ...args.slice(0, 1)].join(" ")}: timed out after ${timeoutMs} ms`,
     };
   return { code, stdout, stderr };
+}
+
+/** What a synchronous call may also say. */
+export interface SyncOptions extends ExecOptions {
+  /** Start from an empty environment: the program gets `env` and nothing of this process's. */
+  clean?: boolean;
+  cwd?: string;
+}
+
+/**
+ * Run `program args…` to its end before going on: for the few callers that must have the answer in
+ * hand (a job's user at launch, a peer's groups, a probe, an asset build). The same rules as
+ * exec(): an argv, the program found on the environment's PATH, a time limit (124), a bound on
+ * output (125), not found (127), thrown unless `nothrow`. The limit matters most here: a hung
+ * program (an NSS lookup over the network) would stop the whole process.
+ */
+export function execSync(program: string, args: readonly string[], o: SyncOptions = {}): Run {
+  const env = mergedEnv(o.env, o.clean);
+  const timeoutMs = o.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const bin = Bun.which(program, { PATH: env.PATH ?? "/usr/bin:/bin" });
+  const r = bin ? spawnSync(program, bin, args, env, timeoutMs, o) : notFound(program);
+  if (r.code !== 0 && !o.nothrow) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r), { hint: o.hint });
+  return r;
+}
+
+const notFound = (program: string): Run => ({ code: NOT_FOUND, stdout: "", stderr: `${program}: not found` });
+
+function spawnSync(
+  program: string,
+  bin: string,
+  args: readonly string[],
+  env: Record<string, string>,
+  timeoutMs: number,
+  o: SyncOptions,
+): Run {
+  let p: ReturnType<typeof Bun.spawnSync>;
+  try {
+    p = Bun.spawnSync([bin, ...args], {
+      env,
+      cwd: o.cwd,
+      stdin: "ignore",
+      stdout: "pipe",
+      stderr: "pipe",
+      timeout: timeoutMs,
+      killSignal: "SIGKILL",
+      ...(o.maxOutputBytes === undefined ? {} : { maxBuffer: o.maxOutputBytes }),
+    });
+  } catch (e) {
+    // The program could not be started (EAGAIN, ENOMEM, EACCES): a failed call, never a crash.
+    return { code: 126, stdout: "", stderr: `${program}: ${(e as Error).message}` };
+  }
+  const stdout = p.stdout?.toString() ?? "";
+  const stderr = p.stderr?.toString() ?? "";
+  if (p.exitedDueToTimeout)
+    return { code: TIMED_OUT, stdout, stderr: `${stderr}${program}: timed out after ${timeoutMs} ms` };
+  if ((p as { exitedDueToMaxBuffer?: boolean }).exitedDueToMaxBuffer)
+    return {
+      code: TOO_MUCH,
+      stdout: "",
+      stderr: `${program}: stopped after more than ${o.maxOutputBytes} bytes of output`,
+    };
+  const signal = p.signalCode ? (constants.signals as Record<string, number>)[p.signalCode] : undefined;
+  return { code: p.exitCode ?? 128 + (signal ?? 0), stdout, stderr };
 }

@@ -8,6 +8,7 @@
  */
 import { closeSync, linkSync, openSync, readFileSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { execSync } from "../host/exec.ts";
 import { listPids, procText, startTime } from "./proc.ts";
 import { jobFiles, WARM_TOKEN_FILE } from "./recorder.ts";
 
@@ -94,10 +95,10 @@ function mtime(file: string): number {
 function recordsTo(pid: number, status: string): boolean {
   const token = warmToken(dirname(status));
   if (process.platform !== "linux") {
-    const r = Bun.spawnSync(["ps", "-o", "args=", "-p", String(pid)], { stdout: "pipe", stderr: "ignore" });
-    const args = `${r.stdout.toString().trim()} `;
+    const r = execSync("ps", ["-o", "args=", "-p", String(pid)], { timeoutMs: 5000, nothrow: true });
+    const args = `${r.stdout.trim()} `;
     return (
-      r.exitCode === 0 &&
+      r.code === 0 &&
       (args.includes(` planter-job ${status} `) || (token !== null && args.includes(` planter-warm ${token} `)))
     );
   }

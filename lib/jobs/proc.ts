@@ -5,6 +5,7 @@
  */
 import { closeSync, openSync, readdirSync, readFileSync, readlinkSync, readSync } from "node:fs";
 import { constants } from "node:os";
+import { execSync } from "../host/exec.ts";
 
 /** The fields of a /proc/<pid>/stat line planter uses (proc(5)). */
 export interface StatFields {
@@ -82,13 +83,13 @@ export function startTime(pid: number): string | null {
 
 function psStartTime(pid: number): string | null {
   // LC_ALL=C: the same process must give the same token whoever asks (planterd, migrate).
-  const r = Bun.spawnSync(["ps", "-o", "lstart=", "-p", String(pid)], {
-    stdout: "pipe",
-    stderr: "ignore",
-    env: { ...process.env, LC_ALL: "C" },
+  const r = execSync("ps", ["-o", "lstart=", "-p", String(pid)], {
+    env: { LC_ALL: "C" },
+    timeoutMs: 5000,
+    nothrow: true,
   });
-  const out = r.stdout.toString().trim();
-  return r.exitCode === 0 && out ? out : null;
+  const out = r.stdout.trim();
+  return r.code === 0 && out ? out : null;
 }
 
 /** True when `pid` is a live (non-zombie) process that started at `start`. */
@@ -434,12 +435,12 @@ export function signalTree(
 
 /** `ps` listing of every process (no /proc: macOS): pid, ppid, pgid, rss in KiB, start time. */
 function psOutput(): string {
-  const r = Bun.spawnSync(["ps", "-axo", "pid=,ppid=,pgid=,rss=,lstart="], {
-    stdout: "pipe",
-    stderr: "ignore",
-    env: { ...process.env, LC_ALL: "C" },
+  const r = execSync("ps", ["-axo", "pid=,ppid=,pgid=,rss=,lstart="], {
+    env: { LC_ALL: "C" },
+    timeoutMs: 10_000,
+    nothrow: true,
   });
-  return r.exitCode === 0 ? r.stdout.toString() : "";
+  return r.code === 0 ? r.stdout : "";
 }
 
 /** The process table from `ps -axo pid=,ppid=,pgid=,rss=,lstart=` output (pure, for tests). */

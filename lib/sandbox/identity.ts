@@ -7,6 +7,10 @@
  */
 import { readFileSync, statSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
+import { execSync } from "../host/exec.ts";
+
+/** How long a user lookup through NSS may take before the user counts as unknown. */
+const LOOKUP_TIMEOUT_MS = 5000;
 
 /** A host identity a job runs as. */
 export interface Identity {
@@ -93,10 +97,15 @@ export function lookupUser(key: string | number, passwdFile = "/etc/passwd"): Pa
   const local = parsePasswd(read(passwdFile)).find(match);
   if (local) return local;
   if (passwdFile !== "/etc/passwd") return null;
-  const getent = Bun.which("getent", { PATH: "/usr/bin:/bin" });
-  if (!getent) return null;
-  const r = Bun.spawnSync([getent, "passwd", String(key)], { stdout: "pipe", stderr: "ignore", env: {} });
-  return r.exitCode === 0 ? (parsePasswd(r.stdout.toString()).find(match) ?? null) : null;
+  // Bounded: an NSS source that hangs (LDAP over a dead network) must not stop planterd.
+  const r = execSync("getent", ["passwd", String(key)], {
+    env: { PATH: "/usr/bin:/bin" },
+    clean: true,
+    timeoutMs: LOOKUP_TIMEOUT_MS,
+    maxOutputBytes: 1 << 16,
+    nothrow: true,
+  });
+  return r.code === 0 ? (parsePasswd(r.stdout).find(match) ?? null) : null;
 }
 
 /** The gids of PRIVILEGED_GROUPS on this host (from /etc/group), plus gid 0. */

@@ -8,6 +8,7 @@ import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
+import { execSync } from "../host/exec.ts";
 import { Egress } from "../jobs/egress.ts";
 import { proxyEnv } from "../net/env.ts";
 import type { NetRules } from "../net/policy.ts";
@@ -34,10 +35,14 @@ export function standaloneIdentity(cellDir?: string): Identity | null {
 /** Refuse a cell the identity cannot write (root's own dirs, as nobody), with the reason. */
 export function checkCellWritable(cellDir: string, id: Identity | null): void {
   if (!id) return;
-  const r = Bun.spawnSync([...dropArgv(id), "test", "-w", cellDir, "-a", "-x", cellDir], {
+  const [setpriv, ...args] = dropArgv(id);
+  const r = execSync(setpriv as string, [...args, "test", "-w", cellDir, "-a", "-x", cellDir], {
     env: { PATH: "/usr/bin:/bin" },
+    clean: true,
+    timeoutMs: 10_000,
+    nothrow: true,
   });
-  if (r.exitCode !== 0) {
+  if (r.code !== 0) {
     throw new PlanterError(
       "E_SANDBOX_UNAVAILABLE",
       `as root, planter runs the command as ${id.user ?? "uid"} (uid ${id.uid}), who cannot write ${cellDir}`,

@@ -13,6 +13,7 @@
  */
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
+import { execSync } from "../host/exec.ts";
 import { proxyEnv } from "../net/env.ts";
 import type { Backend, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
 import { credentialPaths } from "./credentials.ts";
@@ -260,14 +261,14 @@ export class SeatbeltBackend implements Backend {
   async probe(): Promise<Probe> {
     if (!Bun.which(this.path))
       return { ok: false, message: `${this.path} not found`, hint: "Seatbelt needs macOS", userns: "n/a" };
-    const t = Bun.spawnSync([this.path, "-p", "(version 1)(allow default)", "--", "/usr/bin/true"], {
-      stdout: "pipe",
-      stderr: "pipe",
+    const t = execSync(this.path, ["-p", "(version 1)(allow default)", "--", "/usr/bin/true"], {
+      timeoutMs: 10_000,
+      nothrow: true,
     });
-    if (t.exitCode === 0) return { ok: true, version: "macOS sandbox-exec", userns: "n/a" };
+    if (t.code === 0) return { ok: true, version: "macOS sandbox-exec", userns: "n/a" };
     return {
       ok: false,
-      message: `sandbox-exec failed: ${t.stderr.toString().trim()}`,
+      message: `sandbox-exec failed: ${t.stderr.trim()}`,
       hint: "check that sandbox-exec works: sandbox-exec -p '(version 1)(allow default)' true",
       userns: "n/a",
     };

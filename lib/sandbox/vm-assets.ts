@@ -20,6 +20,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
+import { execSync } from "../host/exec.ts";
 import { HOST_ENV } from "./env.ts";
 import { systemProgram } from "./identity.ts";
 
@@ -125,8 +126,10 @@ export interface VmAssets {
 
 /** Run a program to its end (quietly); its code and output. */
 function run(argv: string[], cwd?: string): { code: number; out: string; err: string } {
-  const p = Bun.spawnSync(argv, { cwd, env: HOST_ENV, stdout: "pipe", stderr: "pipe" });
-  return { code: p.exitCode ?? 1, out: p.stdout.toString(), err: p.stderr.toString() };
+  const [program, ...args] = argv;
+  // apt-get download of a kernel is the long one: ten minutes before it counts as failed.
+  const r = execSync(program as string, args, { cwd, env: HOST_ENV, clean: true, timeoutMs: 600_000, nothrow: true });
+  return { code: r.code, out: r.stdout, err: r.stderr };
 }
 
 function unavailable(message: string, hint: string): PlanterError {

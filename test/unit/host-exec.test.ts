@@ -3,7 +3,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { PlanterError } from "../../lib/api/errors.ts";
-import { exec, describe as summary } from "../../lib/host/exec.ts";
+import { exec, execSync, describe as summary } from "../../lib/host/exec.ts";
 import { parseList } from "../../lib/host/limactl.ts";
 import { type FileVerdict, fileUndoPlan, KEPT_CHANGED } from "../../lib/host/transaction.ts";
 import { cleanup } from "../harness.ts";
@@ -80,6 +80,52 @@ describe("exec", () => {
     process.kill(Number(r.stdout), "SIGKILL");
     expect([r.code, r.stdout]).toEqual([0, expect.stringMatching(/^[0-9]+\n$/)]);
     expect(ms).toBeLessThan(5000);
+  });
+});
+
+describe("execSync: the same rules, in hand", () => {
+  test("an argv found on the env's PATH; with clean, nothing of this process's env", () => {
+    const bin = program("greet", 'printf "%s|%s|%s|%s" "$1" "$2" "$GREETING" "${HOME-unset}"');
+    expect(execSync("greet", ["a b", "$HOME;"], { env: { PATH: bin, GREETING: "hi" } }).stdout).toBe(
+      `a b|$HOME;|hi|${process.env.HOME}`,
+    );
+    expect(execSync("greet", ["x", "y"], { env: { PATH: bin }, clean: true })).toEqual({
+      code: 0,
+      stdout: "x|y||unset",
+      stderr: "",
+    });
+  });
+
+  test("a failure throws E_UNAVAILABLE with the summary; nothrow returns it; not found is 127; a signal is 128+N", () => {
+    const bin = program("fails", "echo 'no such user' >&2; exit 2");
+    const err = (() => {
+      try {
+        execSync("fails", ["passwd", "x"], { env: { PATH: bin } });
+      } catch (e) {
+        return e as PlanterError;
+      }
+    })();
+    expect([err?.code, err?.message]).toEqual(["E_UNAVAILABLE", "fails passwd x: exit code 2: no such user"]);
+    expect(execSync("no-such-program-here", [], { env: { PATH: dir }, nothrow: true }).code).toBe(127);
+    const killed = program("killed", "kill -TERM $$");
+    expect(execSync("killed", [], { env: { PATH: `${killed}:/usr/bin:/bin` }, nothrow: true }).code).toBe(143);
+  });
+
+  test("past its time limit: killed, 124, even when a child holds its output open", () => {
+    const bin = program("hangs", "sleep 30 & echo $! >&2; exec sleep 30");
+    const t = performance.now();
+    const r = execSync("hangs", [], { env: { PATH: `${bin}:/usr/bin:/bin` }, timeoutMs: 300, nothrow: true });
+    const ms = performance.now() - t;
+    const child = Number(/^[0-9]+/.exec(r.stderr)?.[0]);
+    if (child > 0) process.kill(child, "SIGKILL");
+    expect([r.code, r.stderr.endsWith("hangs: timed out after 300 ms")]).toEqual([124, true]);
+    expect(ms).toBeLessThan(5000);
+  });
+
+  test("past maxOutputBytes: killed, 125, none of its output", () => {
+    const bin = program("floods", "exec yes planter");
+    const r = execSync("floods", [], { env: { PATH: `${bin}:/usr/bin:/bin` }, maxOutputBytes: 1 << 16, nothrow: true });
+    expect(r).toEqual({ code: 125, stdout: "", stderr: "floods: stopped after more than 65536 bytes of output" });
   });
 });
 

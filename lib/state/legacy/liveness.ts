@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import { basename } from "node:path";
+import { execSync } from "../../host/exec.ts";
 import { ended, procStat, procText, startTime } from "../../jobs/proc.ts";
 import type { LegacyJobFile } from "./schema.ts";
 // ---------------------------------------------------------------------------------------------
@@ -40,8 +41,8 @@ export function processFacts(pid: number): ProcessFacts | null {
   // macOS: `ps` (second precision, and argv joined by spaces). Never run on macOS yet.
   const token = startTime(pid);
   if (!token) return null;
-  const r = Bun.spawnSync(["ps", "-ww", "-o", "args=", "-p", String(pid)], { stdout: "pipe", stderr: "ignore" });
-  const args = r.exitCode === 0 ? r.stdout.toString().trim() : "";
+  const r = execSync("ps", ["-ww", "-o", "args=", "-p", String(pid)], { timeoutMs: 5000, nothrow: true });
+  const args = r.code === 0 ? r.stdout.trim() : "";
   return { startMs: Date.parse(token), argv: args ? args.split(" ") : null, token };
 }
 
