@@ -1,12 +1,12 @@
 #!/usr/bin/env bun
 /**
- * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [targets] [mcp] [vm]` (all but procs, egress, tty, launch, events, agents, targets and vm by default).
+ * planter benchmarks: `bun bench/run.ts [api] [spawn] [follow] [cli] [rss] [sandbox] [authz] [limits] [terminal] [hardening] [hostexec] [history] [walk] [logs] [procs] [throughput] [net] [egress] [tty] [attach] [launch] [events] [stdin] [agents] [agents-soak] [targets] [mcp] [vm]` (all but procs, egress, tty, launch, events, agents, agents-soak, targets and vm by default).
  * Each benchmark starts its own planterd in a fresh /tmp dir, is bounded in count and time,
  * prints its figures beside their goals, and cleans up. Goals are targets, not tests: the exit
  * code is 0 unless a benchmark could not run.
  */
 import { loadavg } from "node:os";
-import { agentsBench } from "./agents.ts";
+import { agentsBench, agentsSoakBench } from "./agents.ts";
 import { apiBench } from "./api.ts";
 import { attachBench } from "./attach.ts";
 import { authzBench } from "./authz.ts";
@@ -61,6 +61,7 @@ const BENCHES: Record<string, { run: () => Promise<void>; limitMs: number; named
   launch: { run: launchBench, limitMs: 900_000, named: true },
   events: { run: eventsBench, limitMs: 600_000, named: true },
   agents: { run: agentsBench, limitMs: 600_000, named: true },
+  "agents-soak": { run: agentsSoakBench, limitMs: 4_200_000, named: true },
   mcp: { run: mcpBench, limitMs: 300_000 },
   targets: { run: targetsBench, limitMs: 300_000, named: true },
   vm: { run: vmBench, limitMs: 1_200_000, named: true },
