@@ -13,7 +13,7 @@ import type { Peer } from "../daemon/peer.ts";
 import { getJob } from "../state/jobs.ts";
 import { type AgentEventIn, runtimeId } from "./model.ts";
 import type { CanSee } from "./observer.ts";
-import { type ProcReader, processOwner, procReader } from "./recognise.ts";
+import { hostReader, type ProcReader, processOwner } from "./recognise.ts";
 
 /** What `peer` may see: everything for a user planterd and for root, else the peer's own agents. */
 export function canSee(peer: Peer | null, root = daemonIsRoot()): CanSee {
@@ -32,7 +32,7 @@ export function checkReport(
   ctx: Context,
   peer: Peer | null,
   event: AgentEventIn,
-  read: ProcReader = procReader,
+  read: ProcReader = hostReader(),
 ): number | null {
   if (event.source === "poller") {
     throw new PlanterError("E_BAD_REQUEST", "poller events are planterd's own: report as a hook or notify", {

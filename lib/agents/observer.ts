@@ -40,7 +40,7 @@ import {
   runtimeId,
   type UnknownReason,
 } from "./model.ts";
-import { canWalk, type Found, findAgent, type ProcReader, processOwner, procReader } from "./recognise.ts";
+import { canWalk, type Found, findAgent, hostReader, type ProcReader, processOwner, procReader } from "./recognise.ts";
 import { classify, type Verdict } from "./screens.ts";
 import { defaultDirs, findSockets, haveTmux, type PaneInfo, type Socket, tick } from "./tmux.ts";
 
@@ -135,7 +135,7 @@ export class Observer {
   constructor(deps: ObserverDeps) {
     this.db = deps.db;
     this.cfg = deps.config;
-    this.proc = deps.proc ?? procReader;
+    this.proc = deps.proc ?? hostReader();
     this.now = deps.now ?? Date.now;
     this.log = deps.log ?? ((m) => console.error(`planterd: agents: ${m}`));
     this.job = deps.job ?? (() => null);
@@ -168,13 +168,7 @@ export class Observer {
       this.log("tmux is not on PATH: agents in tmux panes are not observed (hooks still report)");
       return;
     }
-    if (process.platform !== "linux") {
-      this.log(
-        "agents in tmux panes are observed on Linux only (their processes are read from /proc); hooks still report",
-      );
-      return;
-    }
-    if (!canWalk()) {
+    if (this.proc === procReader && !canWalk()) {
       this.log("this kernel does not list a process's children (/proc/PID/task/TID/children): panes are not observed");
       return;
     }

@@ -1,11 +1,14 @@
 /**
  * Which agent CLI runs in a pane: the pane's process tree, read from /proc without a scan of
  * every process (each process's children from /proc/PID/task/TID/children), matched by name.
+ * Where /proc cannot walk a tree (macOS; a Linux kernel without CONFIG_PROC_CHILDREN), one `ps`
+ * listing per observer tick stands in for it (psReader).
  * Claude Code is a native binary `claude`; Codex and Gemini are node scripts
  * (`@openai/codex/bin/codex.js`, `@google/gemini-cli/…`; Codex runs a native `codex` below it).
  */
 import { readdirSync } from "node:fs";
 import { basename } from "node:path";
+import { execSync } from "../host/exec.ts";
 import { ended, procStat, procText } from "../jobs/proc.ts";
 import type { AgentKind } from "./model.ts";
 
@@ -17,8 +20,12 @@ const PACKAGES: [RegExp, AgentKind][] = [
   [/(^|\/)@openai\/codex(\/|$)/, "codex"],
   [/(^|\/)@google\/gemini-cli(\/|$)/, "gemini"],
 ];
-/** Programs that run a script named by their first free argument. */
-const RUNTIMES = new Set(["node", "nodejs", "bun", "deno"]);
+/**
+ * Programs that run a script named by their first free argument. The shells are there for a
+ * script started by its `#!` line where the kernel's name for it (comm) is not known (`ps`).
+ */
+const RUNTIMES = new Set(["node", "nodejs", "bun", "deno", "sh", "bash", "dash", "zsh"]);
+const SHELLS = new Set(["sh", "bash", "dash", "zsh"]);
 
 /**
  * The agent a process is, from its argv and its kernel name (`comm`, which for a script started
@@ -29,8 +36,11 @@ export function agentOf(argv: readonly string[], comm: string | null): AgentKind
   if (direct) return direct;
   if (!RUNTIMES.has(basename(argv[0] ?? ""))) return null;
   // The script: the first argument that is not an option of the runtime (`node --flag script`).
-  const script = argv.slice(1).find((a) => !a.startsWith("-"));
-  if (!script) return null;
+  const at = argv.findIndex((a, i) => i > 0 && !a.startsWith("-"));
+  const script = argv[at];
+  if (at < 0 || !script) return null;
+  // `sh -c 'claude …'` runs a command line, not a script: the agent is its child.
+  if (SHELLS.has(basename(argv[0] ?? "")) && argv.slice(1, at).some((o) => /^-[a-z]*c/.test(o))) return null;
   for (const [re, kind] of PACKAGES) if (re.test(script)) return kind;
   return NAMES[basename(script)] ?? null;
 }
@@ -86,6 +96,111 @@ export const procReader: ProcReader = {
     return st !== null && !ended(st) && st.startTime === ref.slice(colon + 1);
   },
 };
+
+/** One process of a `ps` listing. */
+interface PsProc {
+  ppid: number;
+  uid: number;
+  /** ps's state letters ("Ss", "R+", "Z"). */
+  stat: string;
+  /** The start as seconds since the epoch (ps prints it to the second, in UTC as asked). */
+  start: string;
+  argv: string[];
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/**
+ * Parse `ps -axww -o pid=,ppid=,uid=,stat=,lstart=,args=` run with TZ=UTC and LC_ALL=C (the same columns
+ * on macOS and procps): `lstart` is "Mon Dec  7 20:42:33 2026". argv is the args column split at
+ * spaces (ps joins the arguments with spaces: enough to tell a program and its script apart).
+ */
+export function parsePs(text: string): Map<number, PsProc> {
+  const out = new Map<number, PsProc>();
+  const line =
+    /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+\w{3}\s+(\w{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})\s?(.*)$/;
+  for (const l of text.split("\n")) {
+    const m = line.exec(l);
+    if (!m) continue;
+    const month = MONTHS.indexOf(m[5] as string);
+    if (month < 0) continue;
+    const at = Date.UTC(Number(m[10]), month, Number(m[6]), Number(m[7]), Number(m[8]), Number(m[9])) / 1000;
+    const args = (m[11] ?? "").trim();
+    out.set(Number(m[1]), {
+      ppid: Number(m[2]),
+      uid: Number(m[3]),
+      stat: m[4] as string,
+      start: String(at),
+      argv: args ? args.split(/ +/) : [],
+    });
+  }
+  return out;
+}
+
+/** The listing parsePs reads, or "" when ps fails. */
+function psListing(): string {
+  const r = execSync("ps", ["-axww", "-o", "pid=,ppid=,uid=,stat=,lstart=,args="], {
+    env: { LC_ALL: "C", TZ: "UTC" },
+    timeoutMs: 5000,
+    maxOutputBytes: 32 << 20,
+    nothrow: true,
+  });
+  return r.code === 0 ? r.stdout : "";
+}
+
+/**
+ * A ProcReader over one `ps` listing, taken again when older than `maxAgeMs` (one per observer
+ * tick, not one per process). `comm` is unknown (null): recognition goes by argv. A process's start
+ * is its second: a pid reused within the second it was freed would pass for the old process.
+ */
+export function psReader(list: () => string = psListing, maxAgeMs = 250, now = () => performance.now()): ProcReader {
+  let table = new Map<number, PsProc>();
+  let children = new Map<number, number[]>();
+  let at = Number.NEGATIVE_INFINITY;
+  const fresh = () => {
+    if (now() - at < maxAgeMs) return;
+    table = parsePs(list());
+    children = new Map();
+    for (const [pid, p] of table) {
+      const kids = children.get(p.ppid);
+      if (kids) kids.push(pid);
+      else children.set(p.ppid, [pid]);
+    }
+    at = now();
+  };
+  /** A live process (a zombie has ended: only its pid is left). */
+  const get = (pid: number) => {
+    fresh();
+    const p = table.get(pid);
+    return p && !p.stat.startsWith("Z") ? p : undefined;
+  };
+  return {
+    children: (pid) => (get(pid) ? (children.get(pid) ?? []) : []),
+    argv: (pid) => get(pid)?.argv ?? null,
+    comm: () => null,
+    facts(pid) {
+      const p = get(pid);
+      return p ? { start: p.start, ppid: p.ppid, uid: p.uid } : null;
+    },
+    alive(ref) {
+      const colon = ref.indexOf(":");
+      return get(Number(ref.slice(0, colon)))?.start === ref.slice(colon + 1);
+    },
+  };
+}
+
+let hostPs: ProcReader | null = null;
+
+/**
+ * The reader for this host: /proc on Linux; elsewhere (macOS) one `ps` listing per tick, shared
+ * by the observer, the report checks and `agent report`, so that all of them name a process by
+ * the same start.
+ */
+export function hostReader(): ProcReader {
+  if (process.platform === "linux") return procReader;
+  hostPs ??= psReader();
+  return hostPs;
+}
 
 /** Whether this kernel lists children per task (CONFIG_PROC_CHILDREN): without it no tree can be walked. */
 export function canWalk(pid = process.pid): boolean {

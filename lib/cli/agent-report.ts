@@ -7,20 +7,21 @@
  */
 import { defineCommand } from "citty";
 import { AGENT_KINDS, type AgentKind } from "../agents/model.ts";
-import { agentOf, procReader, topAgentProcess } from "../agents/recognise.ts";
+import { agentOf, hostReader, topAgentProcess } from "../agents/recognise.ts";
 import { lineEvent, parseLine } from "../agents/report.ts";
 import { client } from "./args.ts";
 import { clientArgs } from "./client-config.ts";
 
 /** The agent's process among this one's ancestors (the hook's shell's parent, usually), "PID:START". */
 export function agentProcess(kind: AgentKind, from = process.ppid): string | null {
+  const procReader = hostReader();
   let pid: number | null = from;
   for (let i = 0; pid && pid > 1 && i < 8; i++) {
     const facts = procReader.facts(pid);
     if (agentOf(procReader.argv(pid) ?? [], procReader.comm(pid)) === kind) {
       // The topmost of the agent's processes (Codex's node launcher above its native child), as
       // the observer names the pane's agent: hook and poller reports meet in one runtime.
-      return topAgentProcess(pid) ?? (facts ? `${pid}:${facts.start}` : null);
+      return topAgentProcess(pid, procReader) ?? (facts ? `${pid}:${facts.start}` : null);
     }
     pid = facts?.ppid ?? null;
   }
@@ -36,7 +37,7 @@ export function tmuxPlace(env: Record<string, string | undefined> = process.env)
   const [socket, pid] = (env.TMUX ?? "").split(",");
   const pane = env.TMUX_PANE;
   if (!socket || !pid || !pane || !/^%\d+$/.test(pane)) return { tmux_socket: null, server: null, pane_id: null };
-  const start = procReader.facts(Number(pid))?.start;
+  const start = hostReader().facts(Number(pid))?.start;
   return { tmux_socket: socket, server: start ? `${pid}:${start}` : null, pane_id: start ? pane : null };
 }
 

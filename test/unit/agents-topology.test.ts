@@ -12,8 +12,10 @@ import {
   canWalk,
   findAgent,
   type ProcReader,
+  parsePs,
   processOwner,
   procReader,
+  psReader,
   topAgentProcess,
 } from "../../lib/agents/recognise.ts";
 import {
@@ -130,6 +132,98 @@ describe("the agent of a pane's tree", () => {
       } finally {
         // The script's sleep, the script, the shell.
         if (found) Bun.spawnSync(["pkill", "-KILL", "-P", String(found.pid)]);
+        Bun.spawnSync(["pkill", "-KILL", "-P", String(shell.pid)]);
+        shell.kill("SIGKILL");
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the tree from ps (macOS, where there is no /proc)", () => {
+  // Literal output of macOS's ps with the observer's columns, TZ=UTC and LC_ALL=C.
+  const MAC = [
+    "    1     0     0 Ss   Mon Dec  7 06:41:38 2026 /sbin/launchd",
+    "  501     1   501 S    Mon Dec  7 09:02:11 2026 /opt/homebrew/bin/tmux new -s work",
+    "  502   501   501 Ss+  Mon Dec  7 09:02:11 2026 -zsh",
+    "  610   502   501 S+   Mon Dec  7 09:05:59 2026 node /opt/homebrew/lib/node_modules/@openai/codex/bin/codex.js --model x",
+    "  611   610   501 S+   Mon Dec  7 09:05:59 2026 /opt/homebrew/lib/node_modules/@openai/codex-darwin-arm64/vendor/bin/codex",
+    "  620   502   501 Z+   Mon Dec  7 09:06:00 2026 (claude)",
+    "  700   501   501 Ss+  Mon Dec 17 10:00:00 2026 /bin/zsh -c claude --resume",
+    "  701   700   501 S+   Mon Dec 17 10:00:01 2026 /Users/u/.local/bin/claude --resume",
+    "garbage line",
+    "",
+  ].join("\n");
+
+  test("parsed: parent, uid, state, the start as UTC seconds, argv split at spaces; broken lines left out", () => {
+    const t = parsePs(MAC);
+    expect([...t.keys()]).toEqual([1, 501, 502, 610, 611, 620, 700, 701]);
+    expect(t.get(610)).toEqual({
+      ppid: 502,
+      uid: 501,
+      stat: "S+",
+      start: String(Date.UTC(2026, 11, 7, 9, 5, 59) / 1000),
+      argv: ["node", "/opt/homebrew/lib/node_modules/@openai/codex/bin/codex.js", "--model", "x"],
+    });
+  });
+
+  test("a reader over one listing per tick: agents found below wrappers, zombies gone, PID:START checked", () => {
+    let listings = 0;
+    let clock = 0;
+    const read = psReader(
+      () => {
+        listings++;
+        return MAC;
+      },
+      250,
+      () => clock,
+    );
+    expect(findAgent(502, read)).toEqual({
+      agent: "codex",
+      pid: 610,
+      process: `610:${Date.UTC(2026, 11, 7, 9, 5, 59) / 1000}`,
+      uid: 501,
+    });
+    // `zsh -c 'claude …'` is a command line: the agent is the child.
+    expect(findAgent(700, read)?.pid).toBe(701);
+    expect(read.facts(620)).toBeNull();
+    expect(topAgentProcess(611, read)).toBe(`610:${Date.UTC(2026, 11, 7, 9, 5, 59) / 1000}`);
+    expect(processOwner(`701:${Date.UTC(2026, 11, 17, 10, 0, 1) / 1000}`, read)).toBe(501);
+    expect(read.alive("701:1")).toBe(false);
+    expect(listings).toBe(1);
+    clock = 300;
+    read.argv(1);
+    expect(listings).toBe(2);
+  });
+
+  test("the real ps of this host (procps takes the same columns): a script named claude under a shell", async () => {
+    const dir = mkdtempSync("/tmp/pt-agent-ps-");
+    const read = psReader(undefined, 0);
+    try {
+      const script = join(dir, "claude");
+      await Bun.write(script, "#!/bin/sh\nsleep 30\n");
+      chmodSync(script, 0o755);
+      const shell = Bun.spawn(["sh", "-c", `${script}; true`], { stdout: "ignore" });
+      let found: ReturnType<typeof findAgent> = null;
+      try {
+        for (let i = 0; !found && i < 400; i++) {
+          found = findAgent(shell.pid, read);
+          if (!found) await Bun.sleep(5);
+        }
+        expect(found?.agent).toBe("claude");
+        expect(found?.uid).toBe(process.getuid?.() ?? -1);
+        expect(read.alive(found?.process ?? "")).toBe(true);
+        // The script's sleep, then the script (which may have ended with its sleep already).
+        Bun.spawnSync(["pkill", "-KILL", "-P", String(found?.pid)]);
+        Bun.spawnSync(["kill", "-KILL", String(found?.pid)]);
+        let alive = true;
+        for (let i = 0; alive && i < 400; i++) {
+          alive = read.alive(found?.process ?? "");
+          if (alive) await Bun.sleep(5);
+        }
+        expect(alive).toBe(false);
+      } finally {
         Bun.spawnSync(["pkill", "-KILL", "-P", String(shell.pid)]);
         shell.kill("SIGKILL");
       }
