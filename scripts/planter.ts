@@ -33,6 +33,11 @@ if (import.meta.main) {
     const { netListenMain } = await import("../lib/net/listen.ts");
     await netListenMain();
   }
+  // A terminal job's session where there is no setsid(1) (lib/tty/session.ts): becomes the job's program.
+  if (process.argv[2] === "tty-session") {
+    const { ttySessionMain } = await import("../lib/tty/session.ts");
+    ttySessionMain(process.argv.slice(process.argv[3] === "--" ? 4 : 3));
+  }
   await quickVersion(process.argv.slice(2));
   const [{ runCli }, { ENTRIES, planter, subCommands }] = await Promise.all([
     import("../lib/cli/main.ts"),

@@ -57,6 +57,7 @@ import {
 import { isLegacyJobId } from "../state/legacy.ts";
 import { storageFault } from "../state/storage.ts";
 import { HOLDER_FILE, LOG_WHOLE_FILE } from "../tty/holder.ts";
+import { builtinSession, sessionArgv } from "../tty/session.ts";
 import { CTTY_ARGV, holderSocket, type StartedHolder, startHolder } from "../tty/start.ts";
 import { AgentChannels } from "./agents.ts";
 import { groupEnd, groupMembers, groupProcs, killGroup, removeGroup, setGroupLimits } from "./cgroup.ts";
@@ -318,11 +319,14 @@ export class Supervisor {
       prepareStatus(files.status);
       const agentReport = where.agent ? this.agents.prepare(job.id, dir, where.agent, where.identity) : undefined;
       const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
+      // A terminal job's program leads a session of its own with the PTY as its controlling
+      // terminal (plans/interactive.md): inside a bwrap sandbox through setsid(1); elsewhere,
+      // where there is no setsid(1) (macOS), planter's own entry in front of the whole argv.
+      const outerSession = Boolean(job.tty) && backend.name !== "bwrap" && builtinSession();
       const plan = backend.plan({
         ...planRequest(where, {
-          // A terminal job's program leads a session of its own with the PTY as its controlling
-          // terminal, inside the sandbox (plans/interactive.md).
-          argv: job.tty ? [...CTTY_ARGV, program, ...job.argv.slice(1)] : [program, ...job.argv.slice(1)],
+          argv:
+            job.tty && !outerSession ? [...CTTY_ARGV, program, ...job.argv.slice(1)] : [program, ...job.argv.slice(1)],
           env: job.env,
           cwd: job.cwd,
           policy,
@@ -349,7 +353,7 @@ export class Supervisor {
       this.watchGuard(job.id, dir, plan);
       // A vm job's QEMU opens /dev/kvm: its group is added to the job's (lib/sandbox/vm.ts).
       const runner = backend instanceof VmBackend ? withKvmGroup(where.identity, backend.accel()) : where.identity;
-      const argv = runner ? [...dropArgv(runner), ...plan.argv] : plan.argv;
+      const argv = [...(outerSession ? sessionArgv() : []), ...(runner ? dropArgv(runner) : []), ...plan.argv];
       if (plan.pipes) makePipes(files.status, plan.pipesForJob ? where.identity : null);
       if (job.stdin && !job.tty) input = prepareStdin(dir);
       const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";

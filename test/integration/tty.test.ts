@@ -27,8 +27,9 @@ import { hostRequest } from "../../lib/sandbox/run.ts";
 import { HolderConnection } from "../../lib/tty/controller.ts";
 import { ReadySchema } from "../../lib/tty/holder.ts";
 import { type End, FrameReader, frame, KIND } from "../../lib/tty/protocol.ts";
+import { sessionArgv } from "../../lib/tty/session.ts";
 import { CTTY_ARGV, holderArgv, holderSocket, type StartedHolder, startHolder } from "../../lib/tty/start.ts";
-import { cleanup, pidAlive, ROOT, tempHome, waitFor } from "../harness.ts";
+import { cleanup, pidAlive, ROOT, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const ENV = { PATH: "/usr/bin:/bin", TERM: "xterm-256color", HOME: "/tmp", LANG: "C.UTF-8" };
 const homes: string[] = [];
@@ -50,11 +51,22 @@ function jobDir(): { home: string; dir: string; files: ReturnType<typeof jobFile
   return { home, dir, files };
 }
 
-/** Start a holder running `cmd` as a terminal job (no sandbox). */
-async function start(cmd: string[], size = { cols: 80, rows: 24 }, logLimit: number | null = null) {
+/**
+ * Start a holder running `cmd` as a terminal job (no sandbox), in a session of its own through
+ * util-linux setsid, or through planter's own entry (`builtin`: macOS's way, which runs here too).
+ */
+async function start(
+  cmd: string[],
+  size = { cols: 80, rows: 24 },
+  logLimit: number | null = null,
+  session: "setsid" | "builtin" = "setsid",
+) {
   const j = jobDir();
   const h = await startHolder({
-    argv: recorderArgv(j.files.status, [...CTTY_ARGV, ...cmd]),
+    argv:
+      session === "setsid"
+        ? recorderArgv(j.files.status, [...CTTY_ARGV, ...cmd])
+        : recorderArgv(j.files.status, [...sessionArgv(), ...cmd]),
     cwd: j.dir,
     env: ENV,
     ...size,
@@ -497,6 +509,62 @@ function caller(sock: string, args: string[] = [], size = { cols: 100, rows: 30 
   });
   return { p, seen, type: (s: string) => p.terminal?.write(s) };
 }
+
+describe("planter tty-session: the job's session where there is no setsid(1) (macOS), run here", () => {
+  test("the job leads its session with the PTY as its terminal; ^C is its SIGINT; its exit code passes", async () => {
+    const { dir, h } = await start(
+      ["sh", "-c", "ps -o pid=,sid=,tpgid=,tty= -p $$; trap 'echo got INT' INT; cat; echo cat ended $?; exit 7"],
+      undefined,
+      null,
+      "builtin",
+    );
+    const { c, got } = await control(dir);
+    // pid = sid (it leads the session), tpgid = its group (the foreground), a pts as its terminal.
+    const m = await waitFor(() => /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(pts\/\d+)/m.exec(got.text), "ps of the job");
+    expect([m[2], m[3]]).toEqual([m[1], m[1]]);
+    c.input("abc\r");
+    await waitFor(() => got.text.includes("abc\r\nabc\r\n"), "the echo and cat's copy");
+    c.input("\x03");
+    await waitFor(() => got.text.includes("cat ended 130"), "cat killed by ^C");
+    expect(got.text).toContain("got INT");
+    expect(await ended(h, got)).toEqual({ code: 7, signal: null });
+  });
+
+  test("through planterd: an unsandboxed terminal job takes its session this way where setsid(1) is not used", async () => {
+    const home = tempHome("tty-d");
+    homes.push(home);
+    await using d = await startDaemon({ home, env: { PLANTER_TTY_SESSION: "builtin" } });
+    const job = await d.client.createJob({
+      argv: ["sh", "-c", "ps -o pid=,sid=,tpgid=,tty=,args= -p $$ -p $PPID; exit 3"],
+      tty: { cols: 100, rows: 10 },
+    });
+    const end = (await d.client.waitJob(job.id, 30_000)).job;
+    expect(end?.exit_code).toBe(3);
+    const log = readFileSync(join(home, "state", "jobs", job.id, "stdout"), "utf8");
+    const m = /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(pts\/\d+)\s+sh -c/m.exec(log);
+    expect(m && [m[2], m[3]]).toEqual(m && [m[1], m[1]]);
+    // Nothing of planter is left between the recorder and the job: the entry became the job.
+    expect(log).not.toContain("tty-session");
+  });
+
+  test("stty size follows a resize; a program that is not there is 127", async () => {
+    const { dir, h } = await start(
+      ["sh", "-c", "stty size; read x; stty size"],
+      { cols: 80, rows: 24 },
+      null,
+      "builtin",
+    );
+    const { c, got } = await control(dir);
+    await waitFor(async () => (await c.snapshot()).lines.includes("24 80"), "the first size");
+    c.resize(132, 43);
+    c.input("\r");
+    await waitFor(() => got.text.includes("43 132"), "the size after the resize");
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    const gone = await start(["/no/such/program"], undefined, null, "builtin");
+    const g = await control(gone.dir);
+    expect(await ended(gone.h, g.got)).toEqual({ code: 127, signal: null });
+  });
+});
 
 describe("attached session (lib/cli/session.ts)", () => {
   test("draws the screen, sends keys, filters what the job prints, ends with the job, restores the terminal", async () => {
