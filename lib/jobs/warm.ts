@@ -22,7 +22,9 @@ import {
   lstatSync,
   mkdirSync,
   openSync,
+  readdirSync,
   rmSync,
+  statSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -345,11 +347,41 @@ export class WarmPool {
     for (const w of [...this.ready.values()]) this.drop(w);
   }
 
-  /** Warm dirs a previous planterd left (their recorders exit at the end of its stdin): removed. */
-  static sweep(stateDir: string): void {
-    rmSync(warmRoot(stateDir), { recursive: true, force: true });
+  /**
+   * Warm dirs a previous planterd left: their recorders saw its end (of their stdin and fd 3) and
+   * end by themselves. A dir younger than SWEEP_AGE_MS may still be in its chain's opens by path
+   * (each FIFO open waits for its other end): removed now, it would leave a waiting open for good.
+   * Those are removed SWEEP_AGE_MS later (`later`: timers are planterd's; tests call it). Old ones go now.
+   */
+  static sweep(
+    stateDir: string,
+    now = Date.now(),
+    later: (f: () => void) => void = (f) => {
+      setTimeout(f, SWEEP_AGE_MS).unref?.();
+    },
+  ): void {
+    const root = warmRoot(stateDir);
+    let names: string[];
+    try {
+      names = readdirSync(root);
+    } catch {
+      return;
+    }
+    const young: string[] = [];
+    for (const name of names) {
+      const at = statSync(join(root, name), { throwIfNoEntry: false })?.mtimeMs ?? 0;
+      if (now - at < SWEEP_AGE_MS) young.push(name);
+      else rmSync(join(root, name), { recursive: true, force: true });
+    }
+    if (young.length)
+      later(() => {
+        for (const name of young) rmSync(join(root, name), { recursive: true, force: true });
+      });
   }
 }
+
+/** How old a warm dir a previous planterd left must be before a new planterd removes it. */
+export const SWEEP_AGE_MS = 10_000;
 
 /** Where warm sandboxes' dirs are made (on the jobs dir's filesystem: a job takes one by rename). */
 const warmRoot = (stateDir: string) => join(stateDir, "warm");

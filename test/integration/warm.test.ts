@@ -131,13 +131,14 @@ describe("warm sandboxes", () => {
     expect(waiting.filter((w) => !now.includes(w))).toEqual([]);
   }, 60_000);
 
-  test("planterd killed while a sandbox waits: the sandbox ends without running anything, its dir goes at the next start", async () => {
+  test("planterd killed while a sandbox waits: the sandbox ends without running anything, its dir goes after the next start", async () => {
     if (!cgroups) return;
     await waitFor(() => warmDirs(d).length >= 1, "a warm sandbox");
     await d.kill9();
     await waitFor(() => holders(d.home).length === 0, "the warm sandbox to end", 10_000);
     d = await startDaemon({ home: d.home, config: '[sandbox]\nmode = "enforced"\nwarm_ms = 60000\n' });
-    expect(warmDirs(d)).toEqual([]);
+    // Removed once 10 s old (lib/jobs/warm.ts SWEEP_AGE_MS): a younger one may still be in its opens.
+    await waitFor(() => warmDirs(d).length === 0, "the old warm dir removed", 25_000);
   });
 });
 

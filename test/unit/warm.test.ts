@@ -1,9 +1,19 @@
 /** Warm sandboxes' pure parts: the job's commands for the waiting shell, plan keys, fd renumbering. */
 import { describe, expect, test } from "bun:test";
-import { closeSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  utimesSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { planKey, shiftFds, warmScript } from "../../lib/jobs/warm.ts";
+import { planKey, SWEEP_AGE_MS, shiftFds, WarmPool, warmScript } from "../../lib/jobs/warm.ts";
 import type { SpawnPlan } from "../../lib/sandbox/backend.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 
@@ -37,6 +47,32 @@ describe("warmScript", () => {
     expect(r.exitCode).toBe(0);
     expect(() => readFileSync(marker)).toThrow();
     rmSync(join(marker, ".."), { recursive: true, force: true });
+  });
+});
+
+describe("the sweep of a previous planterd's warm dirs", () => {
+  test("old dirs go at once; dirs younger than SWEEP_AGE_MS (still in their chain's opens) go later", () => {
+    const state = mkdtempSync("/tmp/pt-warm-sweep-");
+    try {
+      const root = join(state, "warm");
+      for (const n of ["w-old", "w-young"]) mkdirSync(join(root, n, "inner"), { recursive: true });
+      const now = Date.now();
+      utimesSync(join(root, "w-old"), (now - SWEEP_AGE_MS - 1000) / 1000, (now - SWEEP_AGE_MS - 1000) / 1000);
+      let later: (() => void) | null = null;
+      WarmPool.sweep(state, now, (f) => {
+        later = f;
+      });
+      expect(readdirSync(root)).toEqual(["w-young"]);
+      // A dir the new planterd makes meanwhile is its own: the later sweep leaves it.
+      mkdirSync(join(root, "w-new"));
+      (later as (() => void) | null)?.();
+      expect(readdirSync(root)).toEqual(["w-new"]);
+      WarmPool.sweep(join(state, "none"), now, () => {
+        throw new Error("nothing to sweep later");
+      });
+    } finally {
+      rmSync(state, { recursive: true, force: true });
+    }
   });
 });
 
