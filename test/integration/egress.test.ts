@@ -53,6 +53,9 @@ let other: ReturnType<typeof Bun.serve>;
 let https: ReturnType<typeof Bun.serve>;
 let certs: ReturnType<typeof testCerts>;
 const repo = join(work, "repo.git");
+/** A real wheel pip installs (made with Python's zipfile); null where Debian's pip is missing. */
+let wheel: string | null = null;
+const havePip = Bun.spawnSync(["/usr/bin/python3", "-m", "pip", "--version"], { stderr: "ignore" }).exitCode === 0;
 
 /** An origin that says who it is and what it was asked. */
 const answer = (name: string) => (req: Request) => {
@@ -65,6 +68,14 @@ const answer = (name: string) => (req: Request) => {
       return new Response("no", { status: 404 });
     }
   }
+  // A package index (PEP 503) and its one wheel, for pip.
+  if (u.pathname === "/simple/planter-fake/") {
+    return new Response(
+      '<!DOCTYPE html><html><body><a href="/wheels/planter_fake-1.2.3-py3-none-any.whl">planter_fake-1.2.3-py3-none-any.whl</a></body></html>',
+      { headers: { "content-type": "text/html" } },
+    );
+  }
+  if (u.pathname === "/wheels/planter_fake-1.2.3-py3-none-any.whl" && wheel) return new Response(readFileSync(wheel));
   // A registry's package document, for npm.
   if (u.pathname === "/npm/planter-fake") {
     return Response.json({
@@ -100,6 +111,22 @@ beforeAll(async () => {
   git(src, "commit", "-qm", "one");
   git(work, "clone", "-q", "--bare", src, repo);
   git(repo, "update-server-info");
+  if (havePip) {
+    wheel = join(work, "planter_fake-1.2.3-py3-none-any.whl");
+    const made = Bun.spawnSync([
+      "/usr/bin/python3",
+      "-c",
+      `import sys, zipfile
+with zipfile.ZipFile(sys.argv[1], "w") as z:
+    z.writestr("planter_fake/__init__.py", "VALUE = 'from the wheel'\\n")
+    d = "planter_fake-1.2.3.dist-info/"
+    z.writestr(d + "METADATA", "Metadata-Version: 2.1\\nName: planter-fake\\nVersion: 1.2.3\\n")
+    z.writestr(d + "WHEEL", "Wheel-Version: 1.0\\nGenerator: planter-test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n")
+    z.writestr(d + "RECORD", "planter_fake/__init__.py,,\\n" + d + "METADATA,,\\n" + d + "WHEEL,,\\n" + d + "RECORD,,\\n")`,
+      wheel,
+    ]);
+    if (made.exitCode !== 0) throw new Error(`cannot make the test wheel: ${made.stderr.toString()}`);
+  }
   const hosts = ["api.test", "other.test", "loop.test", "secure.test", "deny.pkg.test", "a.pkg.test", "ceiling.test"];
   d = await startDaemon({
     home: tempHome("pt-eg"),
@@ -329,6 +356,18 @@ ${process.execPath} -e 'const r = await fetch("http://api.test:${http.port}/fetc
 ${npm ? `npm view planter-fake version --registry http://api.test:${http.port}/npm/ 2>&1` : "echo 1.2.3"}`,
     );
     expect(r.out).toBe(`from the test origin\n200 HTTP GET /fetch host=api.test:${http.port}\n\n1.2.3\n`);
+  });
+
+  test("pip installs from an index through the proxy (Debian's pip, the job's own home for its cache)", async () => {
+    if (!sandboxed || !havePip) return;
+    const r = await run(
+      "web",
+      `/usr/bin/python3 -m pip install -q --disable-pip-version-check --no-deps --target /tmp/t --trusted-host api.test --index-url http://api.test:${http.port}/simple/ planter-fake 2>&1; echo "rc=$?"
+PYTHONPATH=/tmp/t /usr/bin/python3 -c 'import planter_fake; print(planter_fake.VALUE)'`,
+    );
+    expect(r.out).toBe("rc=0\nfrom the wheel\n");
+    const recs = await records(r.job.id, 2);
+    expect(recs.every((x) => x.host === "api.test" && x.decision === "allow")).toBe(true);
   });
 
   test("a terminal job reaches its proxy too", async () => {
