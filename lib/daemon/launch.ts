@@ -406,7 +406,7 @@ export async function snapshotWorkspace(
 /** The plan request of a job in a launch context: `job` gives what is the job's own. */
 export function planRequest(
   where: LaunchContext,
-  job: Pick<PlanRequest, "argv" | "env" | "cwd" | "policy" | "workspaceReadOnly" | "jobDir" | "scratch">,
+  job: Pick<PlanRequest, "argv" | "env" | "cwd" | "policy" | "workspaceReadOnly" | "jobDir" | "scratch" | "tty">,
 ): PlanRequest {
   return {
     ...job,

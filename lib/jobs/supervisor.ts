@@ -327,6 +327,7 @@ export class Supervisor {
         ...planRequest(where, {
           argv:
             job.tty && !outerSession ? [...CTTY_ARGV, program, ...job.argv.slice(1)] : [program, ...job.argv.slice(1)],
+          tty: Boolean(job.tty),
           env: job.env,
           cwd: job.cwd,
           policy,

@@ -32,6 +32,8 @@ export interface PlanRequest {
   identity: Identity | null;
   /** Empty entries planterd made where a deny path is missing (covered like the deny path). */
   placeholders?: string[];
+  /** The job has a terminal (its own PTY, on its stdio): Seatbelt then lets it use terminal devices. */
+  tty?: boolean;
   /**
    * Where the host's Unix sockets the job could connect to are (bwrap, a policy with unix_sockets):
    * the directories holding them, or the socket itself directly under a root such as /run; each is

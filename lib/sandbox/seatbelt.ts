@@ -220,6 +220,11 @@ export function seatbeltProfile(req: PlanRequest): string {
     "(allow file-read*)",
     '(allow file-write* (literal "/dev/null") (literal "/dev/tty") (literal "/dev/zero") (literal "/dev/dtracehelper") (subpath "/dev/fd"))',
     '(allow file-ioctl (literal "/dev/tty"))',
+    // A job without a terminal has no business with terminal devices: the host's (the user's own
+    // shells', readable by the user) would give their keystrokes to whoever reads them. A terminal
+    // job keeps them: its own PTY, named only once the holder made it, is among them
+    // (plans/seatbelt-containment.md).
+    ...(req.tty ? [] : [`(deny file-read* file-write* file-ioctl (regex ${lit(HOST_TERMINALS)})) ; host terminals`]),
     ...rules.flatMap(renderRule),
   );
   const up = ancestors(req, rules);
@@ -253,6 +258,9 @@ export function seatbeltProfile(req: PlanRequest): string {
   }
   return `${lines.join("\n")}\n`;
 }
+
+/** The terminal devices of a macOS host: ttys (the PTY slaves), the old BSD pty pairs. */
+const HOST_TERMINALS = "^/dev/(ttys[0-9]+|pty[p-w][0-9a-f]|tty[p-w][0-9a-f])$";
 
 export class SeatbeltBackend implements Backend {
   readonly name = "seatbelt";

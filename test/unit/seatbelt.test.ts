@@ -67,6 +67,7 @@ const FILES_HEAD = [
   "(allow file-read*)",
   '(allow file-write* (literal "/dev/null") (literal "/dev/tty") (literal "/dev/zero") (literal "/dev/dtracehelper") (subpath "/dev/fd"))',
   '(allow file-ioctl (literal "/dev/tty"))',
+  '(deny file-read* file-write* file-ioctl (regex "^/dev/(ttys[0-9]+|pty[p-w][0-9a-f]|tty[p-w][0-9a-f])$")) ; host terminals',
 ];
 
 describe("seatbelt profile", () => {
@@ -319,8 +320,23 @@ describe("the profile's regexes", () => {
 
   test("workspace_config allow drops the regexes", () => {
     const text = seatbeltProfile(req({ policy: complete({ workspace_config: "allow" }), workspaceReadOnly: [] }));
-    expect(text).not.toContain("(regex ");
+    expect(text.split("\n").filter((l) => l.includes("(regex ") && !l.endsWith("; host terminals"))).toEqual([]);
     expect(text).not.toContain("Workspace config");
+  });
+
+  test("terminal devices: a job without a terminal opens, reads and sets none; a terminal job keeps its own usable", () => {
+    const rule = (text: string) => text.split("\n").find((l) => l.endsWith("; host terminals"));
+    const re = /\(regex "([^"]+)"\)/.exec(rule(seatbeltProfile(req())) ?? "")?.[1] ?? "";
+    const matches = (p: string) => new RegExp(re).test(p);
+    expect([matches("/dev/ttys003"), matches("/dev/ttyp0"), matches("/dev/ptyqf")]).toEqual([true, true, true]);
+    // /dev/tty (the job's own terminal, if any), /dev/ptmx (a new pair of its own) and the rest stay.
+    expect([matches("/dev/tty"), matches("/dev/ptmx"), matches("/dev/null"), matches("/dev/ttys003x")]).toEqual([
+      false,
+      false,
+      false,
+      false,
+    ]);
+    expect(rule(seatbeltProfile(req({ tty: true })))).toBeUndefined();
   });
 });
 
