@@ -368,6 +368,7 @@ export class Supervisor {
         started = this.startTerminal(job, backend, fallback, {
           argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
           hold: agentReport ?? null,
+          ttyName: plan.ttyName ?? null,
           cwd: plan.cwd,
           fds,
           err,
@@ -507,6 +508,8 @@ export class Supervisor {
       argv: string[];
       /** An agent job's report FIFO, for the holder to hold open. */
       hold: string | null;
+      /** The plan's file to name the PTY in (Seatbelt's profile). */
+      ttyName: { file: string; marker: string } | null;
       cwd: string;
       fds: number[];
       err: number;
@@ -532,6 +535,7 @@ export class Supervisor {
           // A backstop: the monitor stops the job at its quota and cuts the log to it.
           log_limit: maxLog === undefined ? null : maxLog + TTY_LOG_SLACK,
           hold: o.hold,
+          tty_name: o.ttyName,
         },
         { fds: o.fds, stderr: o.err },
       );

@@ -108,6 +108,12 @@ export interface SpawnPlan {
   pipesForJob?: boolean;
   /** Host entries the job's covers depend on, watched while it runs (lib/sandbox/guard.ts). */
   guard?: [string, string][];
+  /**
+   * A terminal job's file (of `files`) that must name the job's own PTY: the holder replaces
+   * `marker` in it with the PTY's path before the recorder starts (Seatbelt: every terminal
+   * device of the host but the job's own is refused). Left unreplaced it names no device.
+   */
+  ttyName?: { file: string; marker: string };
 }
 
 /** Result of probing whether a backend can run here. */

@@ -220,11 +220,12 @@ export function seatbeltProfile(req: PlanRequest): string {
     "(allow file-read*)",
     '(allow file-write* (literal "/dev/null") (literal "/dev/tty") (literal "/dev/zero") (literal "/dev/dtracehelper") (subpath "/dev/fd"))',
     '(allow file-ioctl (literal "/dev/tty"))',
-    // A job without a terminal has no business with terminal devices: the host's (the user's own
-    // shells', readable by the user) would give their keystrokes to whoever reads them. A terminal
-    // job keeps them: its own PTY, named only once the holder made it, is among them
-    // (plans/seatbelt-containment.md).
-    ...(req.tty ? [] : [`(deny file-read* file-write* file-ioctl (regex ${lit(HOST_TERMINALS)})) ; host terminals`]),
+    // No terminal device of the host (the user's own shells', readable by the user, would give
+    // their keystrokes to whoever reads them) but a terminal job's own PTY, whose path the holder
+    // puts in place of TTY_MARKER once it has made it (plans/seatbelt-containment.md).
+    req.tty
+      ? `(deny file-read* file-write* file-ioctl (require-all (regex ${lit(HOST_TERMINALS)}) (require-not (literal ${lit(TTY_MARKER)})))) ; host terminals but the job's own`
+      : `(deny file-read* file-write* file-ioctl (regex ${lit(HOST_TERMINALS)})) ; host terminals`,
     ...rules.flatMap(renderRule),
   );
   const up = ancestors(req, rules);
@@ -261,6 +262,8 @@ export function seatbeltProfile(req: PlanRequest): string {
 
 /** The terminal devices of a macOS host: ttys (the PTY slaves), the old BSD pty pairs. */
 const HOST_TERMINALS = "^/dev/(ttys[0-9]+|pty[p-w][0-9a-f]|tty[p-w][0-9a-f])$";
+/** What a terminal job's profile holds in place of its own PTY's path until the holder names it. */
+export const TTY_MARKER = "/dev/planter-job-tty";
 
 export class SeatbeltBackend implements Backend {
   readonly name = "seatbelt";
@@ -296,6 +299,7 @@ export class SeatbeltBackend implements Backend {
       env: HOST_ENV,
       cwd: req.cwd,
       files: [{ path: profile, content: seatbeltProfile(req) }],
+      ...(req.tty ? { ttyName: { file: profile, marker: TTY_MARKER } } : {}),
       dirs: [req.scratch],
       inputs: [{ data: new TextEncoder().encode(env) }],
     };

@@ -15,7 +15,7 @@
  *   controller, removes the socket and exits.
  * Diagnostics go to stderr (the job's `stderr` log, which a terminal job does not otherwise use).
  */
-import { chmodSync, closeSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { chmodSync, closeSync, openSync, readFileSync, renameSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { createServer, type Server, type Socket } from "node:net";
 import { dirname, join } from "node:path";
 import * as v from "valibot";
@@ -67,6 +67,11 @@ export const HolderOrdersSchema = v.object({
    * drops what was written into it once the writer closes).
    */
   hold: v.optional(v.nullable(v.string()), null),
+  /**
+   * A file whose `marker` becomes the PTY's path before the recorder starts (a Seatbelt profile
+   * that refuses every terminal device but the job's own: lib/sandbox/seatbelt.ts).
+   */
+  tty_name: v.optional(v.nullable(v.object({ file: v.string(), marker: v.pipe(v.string(), v.minLength(8)) })), null),
 });
 export type HolderOrders = v.InferOutput<typeof HolderOrdersSchema>;
 
@@ -91,6 +96,15 @@ interface Controller {
   behind: boolean;
   /** Its redraw is being made. */
   redrawing: boolean;
+}
+
+/** Put the PTY's path in place of the marker in `file` (written whole, then renamed over it). */
+export function nameTerminal(o: { file: string; marker: string }, tty: string): void {
+  const text = readFileSync(o.file, "utf8");
+  if (!text.includes(o.marker)) throw new Error(`${o.file} does not hold ${o.marker}`);
+  const tmp = `${o.file}.tty`;
+  writeFileSync(tmp, text.replaceAll(o.marker, tty), { mode: 0o600 });
+  renameSync(tmp, o.file);
 }
 
 /** Run the holder to the job's end. */
@@ -185,6 +199,7 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
     if (!terminal.closed) terminal.write(data);
   };
   const slave = findSlave([...openFds()].filter((fd) => !before.has(fd)));
+  if (orders.tty_name) nameTerminal(orders.tty_name, slave.name);
   const extra = Array.from({ length: orders.fds }, (_, i) => 3 + i);
   // The job's own empty session keyring, whatever the holder inherited (lib/jobs/keyring.ts).
   freshSessionKeyring();

@@ -37,7 +37,11 @@ export interface HolderSpawn {
  * not start it (its reason is on its stderr).
  */
 export async function startHolder(
-  orders: Omit<HolderOrders, "fds" | "term" | "hold"> & { term?: string; hold?: string | null },
+  orders: Omit<HolderOrders, "fds" | "term" | "hold" | "tty_name"> & {
+    term?: string;
+    hold?: string | null;
+    tty_name?: HolderOrders["tty_name"];
+  },
   { fds = [], stderr = "inherit", env = { PATH: "/usr/bin:/bin" }, binary }: HolderSpawn = {},
 ): Promise<StartedHolder> {
   const proc = Bun.spawn(holderArgv(binary), {

@@ -547,6 +547,43 @@ describe("planter tty-session: the job's session where there is no setsid(1) (ma
     expect(log).not.toContain("tty-session");
   });
 
+  test("the holder names the job's PTY in a file of its plan before the job starts (Seatbelt's profile)", async () => {
+    const j = jobDir();
+    const profile = join(j.dir, "sandbox.sb");
+    writeFileSync(profile, '(deny file-read* (require-not (literal "/dev/planter-job-tty")))\n');
+    const h = await startHolder({
+      argv: recorderArgv(j.files.status, [...CTTY_ARGV, "sh", "-c", `cat ${profile}; tty`]),
+      cwd: j.dir,
+      env: ENV,
+      cols: 80,
+      rows: 24,
+      log: j.files.stdout,
+      socket: holderSocket(j.dir),
+      log_limit: null,
+      tty_name: { file: profile, marker: "/dev/planter-job-tty" },
+    });
+    holders.push(h.holder, h.pid);
+    const { got } = await control(j.dir);
+    expect(await ended(h, got)).toEqual({ code: 0, signal: null });
+    const log = await logWhen(j.files, /\/dev\/pts\/\d+\r\n$/, "the job's tty");
+    expect(log).toBe(`(deny file-read* (require-not (literal "${h.tty}")))\r\n${h.tty}\r\n`);
+    // A file without the marker: the holder refuses to start the job at all.
+    const k = jobDir();
+    writeFileSync(join(k.dir, "other"), "nothing to name\n");
+    const refused = startHolder({
+      argv: recorderArgv(k.files.status, [...CTTY_ARGV, "true"]),
+      cwd: k.dir,
+      env: ENV,
+      cols: 80,
+      rows: 24,
+      log: k.files.stdout,
+      socket: holderSocket(k.dir),
+      log_limit: null,
+      tty_name: { file: join(k.dir, "other"), marker: "/dev/planter-job-tty" },
+    });
+    await expect(refused).rejects.toThrow();
+  });
+
   test("stty size follows a resize; a program that is not there is 127", async () => {
     const { dir, h } = await start(
       ["sh", "-c", "stty size; read x; stty size"],

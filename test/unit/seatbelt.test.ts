@@ -337,6 +337,10 @@ describe("the profile's regexes", () => {
       false,
     ]);
     expect(rule(seatbeltProfile(req({ tty: true })))).toBeUndefined();
+    // A terminal job: every terminal device but its own, whose path the holder puts in place of the marker.
+    expect(seatbeltProfile(req({ tty: true }))).toContain(
+      '\n(deny file-read* file-write* file-ioctl (require-all (regex "^/dev/(ttys[0-9]+|pty[p-w][0-9a-f]|tty[p-w][0-9a-f])$") (require-not (literal "/dev/planter-job-tty")))) ; host terminals but the job\'s own\n',
+    );
   });
 });
 
