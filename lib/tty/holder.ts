@@ -214,7 +214,13 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   closeSync(nul);
   for (const fd of extra) closeSync(fd);
 
+  // Once the job's end is sent, a controller that connects before the socket is gone gets it at once.
+  let ended: Uint8Array | null = null;
   const server = await listen(orders.socket, async (socket) => {
+    if (ended) {
+      socket.end(ended);
+      return;
+    }
     const c: Controller = { socket, reader: new FrameReader(), behind: false, redrawing: false };
     controllers.add(c);
     socket.on("close", () => controllers.delete(c));
@@ -294,11 +300,12 @@ export async function runHolder(orders: HolderOrders, out: (line: string) => voi
   // A controller that fell behind gets the last screen before the end.
   const last = [...controllers].some((c) => c.behind) ? await screen.snapshot() : null;
   const flushed: Promise<unknown>[] = [];
+  ended = frame(KIND.end, JSON.stringify(end));
   for (const c of controllers) {
     if (c.behind && last) c.socket.write(frame(KIND.snapshot, JSON.stringify(last)));
     c.behind = false;
     flushed.push(new Promise((r) => c.socket.once("close", r).once("finish", r)));
-    c.socket.end(frame(KIND.end, JSON.stringify(end)));
+    c.socket.end(ended);
   }
   server.close();
   if (behindTimer) clearInterval(behindTimer);

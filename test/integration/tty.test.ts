@@ -179,12 +179,14 @@ describe("terminal holder", () => {
   });
 
   test("the holder answers the job's terminal queries (cursor position, device attributes)", async () => {
+    // The job waits for the controller's line: answered by the holder alone, it could end first.
     const { dir, h, files } = await start([
       "sh",
       "-c",
-      "stty -echo -icanon min 1; printf 'ab\\033[6n'; dd bs=1 count=6 2>/dev/null | od -An -c; printf '\\033[c'; dd bs=1 count=7 2>/dev/null | od -An -c",
+      "read go; clear; stty -echo -icanon min 1; printf 'ab\\033[6n'; dd bs=1 count=6 2>/dev/null | od -An -c; printf '\\033[c'; dd bs=1 count=7 2>/dev/null | od -An -c",
     ]);
-    const { got } = await control(dir);
+    const { c, got } = await control(dir);
+    c.input("go\r");
     await ended(h, got);
     const log = logText(files);
     // The cursor after "ab" is at row 1, column 3; the device attributes are xterm's.
