@@ -685,85 +685,132 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
     truncated: false,
   };
   const listed = { n: 0 };
-  const hookDirs = new Set(derived.hooks);
-  const includes = new Set(derived.configs);
-  const programs = new Set(derived.programs ?? []);
+  const known: Known = {
+    names,
+    hookDirs: new Set(derived.hooks),
+    includes: new Set(derived.configs),
+    programs: new Set(derived.programs ?? []),
+  };
   // An explicit stack: a job can nest directories deeper than any call stack.
-  const stack: { rel: string; tool: boolean; hooks: boolean }[] = [{ rel: "", tool: false, hooks: false }];
+  const stack: ScanDir[] = [{ rel: "", tool: false, hooks: false }];
   for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
-    const { rel, tool, hooks } = top;
-    const list = yield* listDir(s, absOf(root, rel), budget, listed);
-    if (list === "denied") s.unlistable.push(rel);
+    const list = yield* listDir(s, absOf(root, top.rel), budget, listed);
+    if (list === "denied") s.unlistable.push(top.rel);
     if (list === null || list === "denied") continue;
-    s.dirs.add(rel);
-    let head = false;
-    let objects = false;
-    let refs = false;
-    let commondir = false;
-    for (const e of list) {
-      if (e.name === "HEAD") head = !e.isDirectory();
-      else if (e.name === "objects") objects = true;
-      else if (e.name === "refs") refs = true;
-      else if (e.name === "commondir") commondir = true;
-    }
-    const gitDir = baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
-    if (gitDir) s.gitDirs.add(rel);
+    s.dirs.add(top.rel);
+    const gitDir = isGitDir(top.rel, list);
+    if (gitDir) s.gitDirs.add(top.rel);
     for (const e of list) {
       if (spent(budget)) yield;
-      const name = e.name;
-      const r = relJoin(rel, name);
-      const isDir = e.isDirectory();
-      const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
-      let kind: FindingKind | null = null;
-      let toolHere = tool;
-      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => r === n || r.endsWith(`/${n}`)))) {
-        toolHere = true;
-        if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
-      }
-      if (name === ".git" && !isDir) {
-        kind = type ? "git-redirect" : null;
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && (name === "config" || name === "config.worktree") && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && name === "commondir" && type) {
-        kind = "git-redirect";
-        if (type === "file") s.protect.add(r);
-      } else if ((gitDir && name === "hooks") || hookDirs.has(r)) {
-        if (type === "symlink") kind = "git-hook";
-        if (isDir) s.protect.add(r);
-      } else if (gitDir && name === "info" && isDir) {
-        s.protect.add(r);
-      } else if (hooks && type && !name.endsWith(".sample")) {
-        kind = "git-hook";
-      } else if (programs.has(r) && type) {
-        kind = "git-hook";
-        if (type === "file") s.protect.add(r);
-      } else if (includes.has(r) && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (toolHere && type) {
-        kind = "tool-config";
-      }
-      if (kind && type) s.watched.set(r, { kind, type });
-      if (!isDir) continue;
-      if (gitDir && name === "objects") {
-        // objects/ holds one file per object; only its alternates redirect anything.
-        const alt = `${r}/info/alternates`;
-        try {
-          const st = lstatSync(bytes(absOf(root, alt)));
-          if (st.isFile() || st.isSymbolicLink()) {
-            s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
-          }
-        } catch {
-          // no alternates
-        }
-        continue;
-      }
-      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(r) });
+      const sub = visit(s, known, top, gitDir, e);
+      if (sub) stack.push(sub);
     }
   }
   return s;
+}
+
+/** A directory the scan is to list: whether it is (in) a tool configuration, or a hooks directory. */
+interface ScanDir {
+  rel: string;
+  tool: boolean;
+  hooks: boolean;
+}
+
+/** What a scan looks for: the tool configurations, and the hooks dirs, includes and programs git's config names. */
+interface Known {
+  names: Names;
+  hookDirs: Set<string>;
+  includes: Set<string>;
+  programs: Set<string>;
+}
+
+/** Note one entry of `dir` in the scan (watched, kept read-only); returns it when it is a directory to list too. */
+function visit(s: Scan, known: Known, dir: ScanDir, gitDir: boolean, e: Dirent): ScanDir | null {
+  const name = e.name;
+  const r = relJoin(dir.rel, name);
+  const isDir = e.isDirectory();
+  const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
+  let toolHere = dir.tool;
+  if (!dir.tool && isToolConfig(known.names, name, r)) {
+    toolHere = true;
+    if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
+  }
+  const hookDir = (gitDir && name === "hooks") || known.hookDirs.has(r);
+  const found = entryKind({ ...known, name, r, isDir, type, gitDir, hookDir, inHooks: dir.hooks, toolHere });
+  if (found.protect) s.protect.add(r);
+  if (found.kind && type) s.watched.set(r, { kind: found.kind, type });
+  if (!isDir) return null;
+  if (gitDir && name === "objects") {
+    // objects/ holds one file per object; only its alternates redirect anything.
+    watchAlternates(s, `${r}/info/alternates`);
+    return null;
+  }
+  return { rel: r, tool: toolHere, hooks: hookDir };
+}
+
+/** Whether a directory is a git dir: a `.git` dir, or one with HEAD and objects/ + refs/ or a commondir file. */
+function isGitDir(rel: string, list: Dirent[]): boolean {
+  let head = false;
+  let objects = false;
+  let refs = false;
+  let commondir = false;
+  for (const e of list) {
+    if (e.name === "HEAD") head = !e.isDirectory();
+    else if (e.name === "objects") objects = true;
+    else if (e.name === "refs") refs = true;
+    else if (e.name === "commondir") commondir = true;
+  }
+  return baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
+}
+
+/** Whether the entry `name` at `r` is one of the listed tool configurations. */
+function isToolConfig(names: Names, name: string, r: string): boolean {
+  return names.single.has(name) || names.multi.get(name)?.some((n) => r === n || r.endsWith(`/${n}`)) === true;
+}
+
+/** One entry of a scanned directory, as entryKind needs it. */
+interface EntryFacts {
+  name: string;
+  r: string;
+  isDir: boolean;
+  type: "file" | "symlink" | null;
+  /** The directory holding it is a git dir. */
+  gitDir: boolean;
+  /** It is a hooks directory (a git dir's, or one core.hooksPath names). */
+  hookDir: boolean;
+  /** The directory holding it is a hooks directory. */
+  inHooks: boolean;
+  /** It is, or lies in, a listed tool configuration. */
+  toolHere: boolean;
+  programs: Set<string>;
+  includes: Set<string>;
+}
+
+/** What an entry is to the host (a finding's kind, or null), and whether it is kept read-only for the job. */
+function entryKind(f: EntryFacts): { kind: FindingKind | null; protect: boolean } {
+  const { name, r, isDir, type, gitDir } = f;
+  if (name === ".git" && !isDir) return { kind: type ? "git-redirect" : null, protect: type === "file" };
+  if (gitDir && (name === "config" || name === "config.worktree") && type)
+    return { kind: "git-config", protect: type === "file" };
+  if (gitDir && name === "commondir" && type) return { kind: "git-redirect", protect: type === "file" };
+  if (f.hookDir) return { kind: type === "symlink" ? "git-hook" : null, protect: isDir };
+  if (gitDir && name === "info" && isDir) return { kind: null, protect: true };
+  if (f.inHooks && type && !name.endsWith(".sample")) return { kind: "git-hook", protect: false };
+  if (f.programs.has(r) && type) return { kind: "git-hook", protect: type === "file" };
+  if (f.includes.has(r) && type) return { kind: "git-config", protect: type === "file" };
+  return { kind: f.toolHere && type ? "tool-config" : null, protect: false };
+}
+
+/** Watch a git dir's objects/info/alternates when there is one (a file or a symlink). */
+function watchAlternates(s: Scan, alt: string): void {
+  try {
+    const st = lstatSync(bytes(absOf(s.root, alt)));
+    if (st.isFile() || st.isSymbolicLink()) {
+      s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
+    }
+  } catch {
+    // no alternates
+  }
 }
 
 // ---------------------------------------------------------------- checked access
