@@ -1504,6 +1504,30 @@ export function reviewAsync(
   return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.budget, opts.signal);
 }
 
+/** A hook dir or included config of the earlier configs now reached through a symlink: that symlink is planned. */
+function planSymlinked(s: Scan, before: WorkspaceSnapshot, plans: Plan[]): void {
+  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
+    if (s.dirs.has(parentOf(rel))) continue;
+    const link = firstSymlink(s.root, rel);
+    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
+    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
+    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
+  }
+}
+
+/** Act on one planned finding: set the entry aside (restoring `was`, the earlier version, where kept), and say what was done. */
+function act(root: string, p: Plan, was: WatchedEntry | undefined, jobId: string): Finding {
+  const path = shown(absOf(root, p.rel));
+  if (p.detail === "changed while checked")
+    return { path, kind: p.kind, detail: p.detail, saved_as: "", restored: false };
+  const r = setAsideIn(root, p.rel, jobId, { before: was, sanitized: p.sanitized });
+  const notes = [p.detail];
+  if (r.problem) notes.push(r.problem);
+  else if (r.restored && !was) notes.push("a copy without those keys written back");
+  else if (!r.restored && was) notes.push("the earlier version was not kept (over 64 KiB)");
+  return { path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored };
+}
+
 function* reviewSteps(
   cellDir: string,
   before: WorkspaceSnapshot,
@@ -1529,14 +1553,7 @@ function* reviewSteps(
     if (p) plans.push(p);
     if (spent(budget)) yield;
   }
-  // A hook dir or included config of the earlier configs now reached through a symlink.
-  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
-    if (s.dirs.has(parentOf(rel))) continue;
-    const link = firstSymlink(root, rel);
-    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
-    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
-    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
-  }
+  planSymlinked(s, before, plans);
   // A directory the job made unlistable could hide anything; it is set aside unreviewed.
   const wasUnlistable = new Set(before.unlistable);
   for (const rel of s.unlistable) {
@@ -1545,18 +1562,9 @@ function* reviewSteps(
   }
   const findings: Finding[] = [];
   for (const p of plans.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
-    const path = shown(absOf(root, p.rel));
-    if (p.detail === "changed while checked") {
-      findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
-      continue;
-    }
-    const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
-    const notes = [p.detail];
-    if (r.problem) notes.push(r.problem);
-    else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
-    else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
-    findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
-    if (spent(budget)) yield;
+    findings.push(act(root, p, before.entries[p.rel], opts.jobId));
+    // A step is an entry set aside; one only noted (changed while checked) is none.
+    if (p.detail !== "changed while checked" && spent(budget)) yield;
   }
   // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
   if (s.truncated) {
