@@ -259,6 +259,21 @@ async function peerCost(): Promise<void> {
 
 type Op = "get" | "list" | "logs" | "submit";
 
+/** The request each operation makes (`id`: a job's, for get and logs). */
+const LOAD_REQUESTS: Record<Op, (id: string) => { url: string; init?: RequestInit }> = {
+  get: (id) => ({ url: `/v1/jobs/${id}` }),
+  list: () => ({ url: "/v1/jobs?limit=20" }),
+  logs: (id) => ({ url: `/v1/jobs/${id}/logs` }),
+  submit: () => ({
+    url: "/v1/jobs",
+    init: {
+      method: "POST",
+      body: JSON.stringify({ argv: ["/bin/true"] }),
+      headers: { "content-type": "application/json" },
+    },
+  }),
+};
+
 async function load(kind: DaemonKind): Promise<void> {
   const label = kind === "source" ? "source daemon" : "dist/planter daemon";
   await withDaemon(kind, async (d) => {
@@ -286,6 +301,26 @@ async function load(kind: DaemonKind): Promise<void> {
     const cpu0 = cpuMs(d.pid);
     const mayJob = () => submitted < Math.min(MAX_JOBS, ((performance.now() - start) / 1000) * SUBMIT_RATE);
 
+    // One request of `op`, timed; a submitted job joins those the reads pick from.
+    const send = async (op: Op, id: string) => {
+      if (op === "submit") submitted++;
+      const { url, init = {} } = LOAD_REQUESTS[op](id);
+      total++;
+      const t0 = performance.now();
+      try {
+        const res = await fetch(`http://planterd${url}`, { ...init, unix: d.socket });
+        const text = await res.text();
+        lat[op].push(performance.now() - t0);
+        if (res.status < 200 || res.status > 299) fail(`${op}: HTTP ${res.status} ${text.slice(0, 160)}`);
+        else if (op === "submit") {
+          const job = JSON.parse(text) as Job;
+          ids.push(job.id);
+          if (job.state === "failed") failedJobs++;
+        }
+      } catch (e) {
+        fail(`${op}: ${(e as Error).message}`);
+      }
+    };
     const client = async () => {
       while (performance.now() < end) {
         const r = Math.random();
@@ -293,35 +328,7 @@ async function load(kind: DaemonKind): Promise<void> {
           r < SUBMIT_SHARE && mayJob()
             ? "submit"
             : ((["get", "list", "logs"] as const)[Math.floor(Math.random() * 3)] as Op);
-        const id = ids[Math.floor(Math.random() * ids.length)] as string;
-        let url: string;
-        let init: RequestInit = {};
-        if (op === "submit") {
-          submitted++;
-          url = "/v1/jobs";
-          init = {
-            method: "POST",
-            body: JSON.stringify({ argv: ["/bin/true"] }),
-            headers: { "content-type": "application/json" },
-          };
-        } else if (op === "get") url = `/v1/jobs/${id}`;
-        else if (op === "list") url = "/v1/jobs?limit=20";
-        else url = `/v1/jobs/${id}/logs`;
-        total++;
-        const t0 = performance.now();
-        try {
-          const res = await fetch(`http://planterd${url}`, { ...init, unix: d.socket });
-          const text = await res.text();
-          lat[op].push(performance.now() - t0);
-          if (res.status < 200 || res.status > 299) fail(`${op}: HTTP ${res.status} ${text.slice(0, 160)}`);
-          else if (op === "submit") {
-            const job = JSON.parse(text) as Job;
-            ids.push(job.id);
-            if (job.state === "failed") failedJobs++;
-          }
-        } catch (e) {
-          fail(`${op}: ${(e as Error).message}`);
-        }
+        await send(op, ids[Math.floor(Math.random() * ids.length)] as string);
       }
     };
     await Promise.all(Array.from({ length: CLIENTS }, client));

@@ -271,6 +271,41 @@ async function timedRun(t: Tool, cwd: string): Promise<number> {
   return ms;
 }
 
+/** The tools that ran once, checked (each noted; `must` failing is an error, another is skipped). */
+async function runnable(candidates: (Tool | null)[], cwd: string, must: Tool): Promise<Tool[]> {
+  const ok: Tool[] = [];
+  for (const t of candidates) {
+    if (!t) continue;
+    const r = await checkedRun(t, cwd);
+    if ("why" in r) {
+      if (t === must) throw new Error(`dist/planter run -- true ${r.why}`);
+      note(`${t.name} skipped: \`${t.argv.map((a) => a.split("/").pop()).join(" ")}\` ${r.why}`);
+      continue;
+    }
+    note(`${t.name}: first run ${r.ms.toFixed(1)} ms`);
+    ok.push(t);
+  }
+  return ok;
+}
+
+/**
+ * Time the tools in rounds, each round running every tool once in a rotating order, up to
+ * RUN_WARMUP + RUNS rounds or `boundMs`; returns the rounds counted (after the warm-up).
+ */
+async function interleaved(tools: Tool[], cwd: string, boundMs: number): Promise<number> {
+  const deadline = performance.now() + boundMs;
+  let done = 0;
+  for (let i = 0; i < RUN_WARMUP + RUNS && performance.now() < deadline; i++) {
+    for (let k = 0; k < tools.length; k++) {
+      const t = tools[(i + k) % tools.length] as Tool;
+      const ms = await timedRun(t, cwd);
+      if (i >= RUN_WARMUP) t.times.push(ms);
+    }
+    if (i >= RUN_WARMUP) done++;
+  }
+  return done;
+}
+
 async function endToEnd(): Promise<void> {
   await ensureFreshBinary();
   await withDaemon(
@@ -283,18 +318,7 @@ async function endToEnd(): Promise<void> {
       const version: Tool = { name: "--version", argv: [BINARY, "--version"], env, times: [] };
       const planter: Tool = { name: "planter", argv: [BINARY, "run", "--", "true"], env, times: [] };
       const candidates = [planter, await firejail(env), await srt(join(d.home, "srt"), env)];
-      const tools: Tool[] = [floor, version];
-      for (const t of candidates) {
-        if (!t) continue;
-        const r = await checkedRun(t, cwd);
-        if ("why" in r) {
-          if (t === planter) throw new Error(`dist/planter run -- true ${r.why}`);
-          note(`${t.name} skipped: \`${t.argv.map((a) => a.split("/").pop()).join(" ")}\` ${r.why}`);
-          continue;
-        }
-        note(`${t.name}: first run ${r.ms.toFixed(1)} ms`);
-        tools.push(t);
-      }
+      const tools: Tool[] = [floor, version, ...(await runnable(candidates, cwd, planter))];
       const last = (await d.client.listJobs({ limit: 1 })).jobs[0];
       if (last?.sandbox.backend !== "bwrap") {
         throw new Error(`planter run's job did not run under bwrap (${last?.sandbox.backend ?? "no job"})`);
@@ -303,17 +327,7 @@ async function endToEnd(): Promise<void> {
         `daemon: dist/planter daemon, enforced; the job ran ${last.state}/${last.exit_code} on ${last.sandbox.backend}`,
       );
 
-      const deadline = performance.now() + 60_000;
-      let done = 0;
-      for (let i = 0; i < RUN_WARMUP + RUNS && performance.now() < deadline; i++) {
-        // Interleaved: each round runs every tool once, in a rotating order.
-        for (let k = 0; k < tools.length; k++) {
-          const t = tools[(i + k) % tools.length] as Tool;
-          const ms = await timedRun(t, cwd);
-          if (i >= RUN_WARMUP) t.times.push(ms);
-        }
-        if (i >= RUN_WARMUP) done++;
-      }
+      const done = await interleaved(tools, cwd, 60_000);
       if (done < RUNS) note(`time bound reached after ${done} rounds`);
       const p50 = median(planter.times);
       report(BENCH, "dist/planter run -- true (bwrap) p50", p50, "ms", "le", 30, 2);

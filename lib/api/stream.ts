@@ -147,19 +147,24 @@ export class ResponseParser {
       if (nl < 0) break;
       const line = this.line.replace(/\r?\n$/, "");
       this.line = "";
-      if (this.chunkState === "data-crlf") {
-        if (line !== "") throw new Error("bad chunked coding in planterd's response");
-        this.chunkState = "size";
-      } else if (this.chunkState === "size") {
-        const size = Number.parseInt(line.split(";")[0] ?? "", 16);
-        if (!Number.isSafeInteger(size) || size < 0) throw new Error(`bad chunk size ${JSON.stringify(line)}`);
-        if (size === 0) this.chunkState = "trailer";
-        else {
-          this.left = size;
-          this.chunkState = "data";
-        }
-      } else if (line === "") this.done = true; // the empty line after the trailers
+      this.framingLine(line);
     }
+  }
+
+  /** A whole framing line (without its line end): the CRLF after a chunk's data, a size line, or a trailer line. */
+  private framingLine(line: string): void {
+    if (this.chunkState === "data-crlf") {
+      if (line !== "") throw new Error("bad chunked coding in planterd's response");
+      this.chunkState = "size";
+    } else if (this.chunkState === "size") {
+      const size = Number.parseInt(line.split(";")[0] ?? "", 16);
+      if (!Number.isSafeInteger(size) || size < 0) throw new Error(`bad chunk size ${JSON.stringify(line)}`);
+      if (size === 0) this.chunkState = "trailer";
+      else {
+        this.left = size;
+        this.chunkState = "data";
+      }
+    } else if (line === "") this.done = true; // the empty line after the trailers
   }
 
   /** Whether the connection closing now ends the body whole. */

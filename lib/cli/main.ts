@@ -41,36 +41,44 @@ async function findLeaf(root: AnyCommand, args: string[], rootName: string): Pro
     // Options a group declares (`planter --target lima run …`) may come before the subcommand;
     // their values are not subcommand names. They stay in `rest` for the leaf to parse.
     const { takesValue } = flagsOf(cmd.args ? await resolve(cmd.args) : {});
-    let i = -1;
-    for (let k = 0; k < rest.length; k++) {
-      const a = rest[k] as string;
-      if (a === "--") break;
-      if (!a.startsWith("-")) {
-        i = k;
-        break;
-      }
-      if (takesValue.has(a)) k++;
-    }
+    const i = subcommandAt(rest, takesValue);
     if (i < 0) break;
     const name = rest[i] as string;
     const sub = subs[name];
-    if (!sub) {
-      const { suggest } = await import("./help.ts");
-      const close = suggest(name, Object.keys(subs));
-      throw new PlanterError(
-        "E_USAGE",
-        `unknown command ${JSON.stringify(name)}${path.length ? ` for ${path.join(" ")}` : ""}`,
-        {
-          hint: `${close.length ? `did you mean ${close.map((c) => `\`${[rootName, ...path, c].join(" ")}\``).join(" or ")}? ` : ""}commands: ${Object.keys(subs).join(", ")}`,
-        },
-      );
-    }
+    if (!sub) throw await unknownCommand(name, Object.keys(subs), path, rootName);
     parent = cmd;
     cmd = await resolve(sub);
     path.push(name);
     rest = [...rest.slice(0, i), ...rest.slice(i + 1)];
   }
   return { cmd, parent, path, rest };
+}
+
+/** Where the first word that is not an option (nor an option's value) is in `args`, before `--`; -1 if none. */
+function subcommandAt(args: string[], takesValue: Set<string>): number {
+  for (let k = 0; k < args.length; k++) {
+    const a = args[k] as string;
+    if (a === "--") return -1;
+    if (!a.startsWith("-")) return k;
+    if (takesValue.has(a)) k++;
+  }
+  return -1;
+}
+
+/** The usage error for a command `name` that `path` does not have, with the closest names as "did you mean". */
+async function unknownCommand(name: string, names: string[], path: string[], rootName: string): Promise<PlanterError> {
+  const { suggest } = await import("./help.ts");
+  const close = suggest(name, names);
+  const didYouMean = close.length
+    ? `did you mean ${close.map((c) => `\`${[rootName, ...path, c].join(" ")}\``).join(" or ")}? `
+    : "";
+  return new PlanterError(
+    "E_USAGE",
+    `unknown command ${JSON.stringify(name)}${path.length ? ` for ${path.join(" ")}` : ""}`,
+    {
+      hint: `${didYouMean}commands: ${names.join(", ")}`,
+    },
+  );
 }
 
 function kebab(s: string): string {

@@ -120,33 +120,31 @@ export class TerminalFilter {
     this.o = i;
     while (i < n) {
       if (this.utf8Len === 0) {
-        // Whole runs of text and kept sequences are copied, and whole dropped CSI sequences
-        // skipped, in bulk; the byte-by-byte parser below gives the same result, slower.
-        if (this.state === GROUND) {
-          const end = plainRun(chunk, i, this.modes);
-          if (end > i) {
-            this.out.set(chunk.subarray(i, end), this.o);
-            this.o += end - i;
-            i = end;
-            continue;
-          }
-          const csi = csiLength(chunk, i);
-          if (csi) {
-            i += csi;
-            continue;
-          }
-        } else if (this.state === STRING) {
-          while (i < n) {
-            const b = chunk[i] as number;
-            if (b >= 0x80 || b === ESC || b === BEL || b === CAN || b === SUB) break;
-            i++;
-          }
-          if (i === n) break;
+        const next = this.bulk(chunk, i);
+        if (next > i) {
+          i = next;
+          continue;
         }
       }
       this.byte(chunk[i++] as number);
     }
     return this.out.subarray(0, this.o);
+  }
+
+  /**
+   * Past the bytes from `i` that need no byte-by-byte parsing: in GROUND a run of text and kept
+   * sequences (copied) or a whole dropped CSI sequence (skipped), in STRING the string's body;
+   * `i` when the next byte needs the parser. The parser gives the same result, slower.
+   */
+  private bulk(chunk: Uint8Array, i: number): number {
+    if (this.state === GROUND) {
+      const end = plainRun(chunk, i, this.modes);
+      if (end === i) return i + csiLength(chunk, i);
+      this.out.set(chunk.subarray(i, end), this.o);
+      this.o += end - i;
+      return end;
+    }
+    return this.state === STRING ? stringBody(chunk, i) : i;
   }
 
   /** What is still held at the end of the stream: a cut character's bytes (as they are); a cut sequence is dropped. */
@@ -163,15 +161,7 @@ export class TerminalFilter {
   private byte(b: number): void {
     if (this.utf8Len > 0) {
       if (b >= this.utf8Lo && b <= this.utf8Hi) {
-        this.utf8[this.utf8Len++] = b;
-        this.utf8Lo = 0x80;
-        this.utf8Hi = 0xbf;
-        if (this.utf8Len < this.utf8Need) return;
-        const len = this.utf8Len;
-        this.utf8Len = 0;
-        // C2 80–C2 9F encode U+0080–U+009F: C1 controls to a UTF-8 terminal.
-        if (len === 2 && this.utf8[0] === 0xc2 && b <= 0x9f) this.c1(b);
-        else this.text(this.utf8, len);
+        this.continueUtf8(b);
         return;
       }
       this.invalidUtf8();
@@ -179,14 +169,29 @@ export class TerminalFilter {
     if (b < 0x80) this.ascii(b);
     else if (b <= 0x9f) this.c1(b);
     else if (b <= 0xc1 || b >= 0xf5) this.text1(b);
-    else {
-      // A lead byte; the ranges of the second byte exclude overlongs, surrogates and > U+10FFFF.
-      this.utf8[0] = b;
-      this.utf8Len = 1;
-      this.utf8Need = b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
-      this.utf8Lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80;
-      this.utf8Hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf;
-    }
+    else this.startUtf8(b);
+  }
+
+  /** A lead byte; the ranges of the second byte exclude overlongs, surrogates and > U+10FFFF. */
+  private startUtf8(b: number): void {
+    this.utf8[0] = b;
+    this.utf8Len = 1;
+    this.utf8Need = b < 0xe0 ? 2 : b < 0xf0 ? 3 : 4;
+    this.utf8Lo = b === 0xe0 ? 0xa0 : b === 0xf0 ? 0x90 : 0x80;
+    this.utf8Hi = b === 0xed ? 0x9f : b === 0xf4 ? 0x8f : 0xbf;
+  }
+
+  /** A valid continuation byte: held until the character is whole, then written (or taken as a C1 control). */
+  private continueUtf8(b: number): void {
+    this.utf8[this.utf8Len++] = b;
+    this.utf8Lo = 0x80;
+    this.utf8Hi = 0xbf;
+    if (this.utf8Len < this.utf8Need) return;
+    const len = this.utf8Len;
+    this.utf8Len = 0;
+    // C2 80–C2 9F encode U+0080–U+009F: C1 controls to a UTF-8 terminal.
+    if (len === 2 && this.utf8[0] === 0xc2 && b <= 0x9f) this.c1(b);
+    else this.text(this.utf8, len);
   }
 
   /** A cut or malformed UTF-8 sequence: its bytes are stray bytes, those in 0x80–0x9F C1 controls. */
@@ -341,6 +346,17 @@ function plainRun(s: Uint8Array, i: number, modes: ReadonlySet<string>): number 
       if (!len || !keepCsi(s, i, i + len, modes)) break;
       i += len;
     } else break;
+  }
+  return i;
+}
+
+/** Where the body of an OSC, DCS, SOS, PM or APC string from `i` meets a byte that may end it (ESC BEL CAN SUB, or any byte ≥ 0x80), or `s.length`. */
+function stringBody(s: Uint8Array, i: number): number {
+  const n = s.length;
+  while (i < n) {
+    const b = s[i] as number;
+    if (b >= 0x80 || b === ESC || b === BEL || b === CAN || b === SUB) break;
+    i++;
   }
   return i;
 }

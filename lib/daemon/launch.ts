@@ -495,33 +495,7 @@ export function holdMissingDeny(
       // Below a file, or hidden from the job anyway (a home, another cell, /tmp, an unreachable dir).
       if (!t || held.some((h) => within(t.path, h.path)) || !visibleIn(view, t.parent)) continue;
       if ("hidden" in resolveAs(t.parent, jobUser)) continue;
-      if (!own.some((o) => within(t.parent, o))) {
-        throw new PlanterError(
-          "E_BAD_REQUEST",
-          `sandbox deny path ${d} does not exist, and the job could read it if it appeared while the job runs: planter holds a missing deny path only in the cell dir or a read_write path`,
-          { hint: `create it (an empty file, or a directory), or take it out of deny: ${d}` },
-        );
-      }
-      const st = statSync(t.parent);
-      if (forUser && !((permsOf(st, forUser) & 3) === 3)) {
-        throw new PlanterError(
-          "E_BAD_REQUEST",
-          `sandbox deny path ${d} does not exist, and you (uid ${forUser.uid}) may not create it in ${t.parent} to hold it`,
-          { hint: `create it yourself, or take it out of deny: ${d}` },
-        );
-      }
-      const owner = daemonIsRoot() ? { uid: st.uid, gid: st.gid } : null;
-      let made: { dev: number; ino: number };
-      try {
-        made = createPlaceholder(t.parent, basename(t.path), t.kind, owner);
-      } catch (e) {
-        throw new PlanterError(
-          "E_SANDBOX_UNAVAILABLE",
-          `sandbox deny path ${d} does not exist, and no placeholder could be made at ${t.path} to hold it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
-          { hint: `create it yourself, or take it out of deny: ${d}` },
-        );
-      }
-      held.push({ path: t.path, kind: t.kind, ...made });
+      held.push(makePlaceholder(d, t, own, forUser));
       writePlaceholders(dir, held);
     }
   } catch (e) {
@@ -532,6 +506,43 @@ export function holdMissingDeny(
   }
   if (held.length) writePlaceholders(dir, held);
   return held.map((h) => h.path);
+}
+
+/**
+ * The placeholder `t` holding the missing deny path `d`, made in one of the job's own trees
+ * (`own`) as a user who may create it there; refused elsewhere, or when it cannot be made.
+ */
+function makePlaceholder(
+  d: string,
+  t: { path: string; parent: string; kind: "file" | "dir" },
+  own: string[],
+  forUser: Resolver | null,
+): Placeholder {
+  if (!own.some((o) => within(t.parent, o))) {
+    throw new PlanterError(
+      "E_BAD_REQUEST",
+      `sandbox deny path ${d} does not exist, and the job could read it if it appeared while the job runs: planter holds a missing deny path only in the cell dir or a read_write path`,
+      { hint: `create it (an empty file, or a directory), or take it out of deny: ${d}` },
+    );
+  }
+  const st = statSync(t.parent);
+  if (forUser && !((permsOf(st, forUser) & 3) === 3)) {
+    throw new PlanterError(
+      "E_BAD_REQUEST",
+      `sandbox deny path ${d} does not exist, and you (uid ${forUser.uid}) may not create it in ${t.parent} to hold it`,
+      { hint: `create it yourself, or take it out of deny: ${d}` },
+    );
+  }
+  const owner = daemonIsRoot() ? { uid: st.uid, gid: st.gid } : null;
+  try {
+    return { path: t.path, kind: t.kind, ...createPlaceholder(t.parent, basename(t.path), t.kind, owner) };
+  } catch (e) {
+    throw new PlanterError(
+      "E_SANDBOX_UNAVAILABLE",
+      `sandbox deny path ${d} does not exist, and no placeholder could be made at ${t.path} to hold it: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`,
+      { hint: `create it yourself, or take it out of deny: ${d}` },
+    );
+  }
 }
 
 /**

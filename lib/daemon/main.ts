@@ -93,21 +93,13 @@ export function freshDatabase(dbPath: string, jobsDir: string): FreshDatabase | 
   };
 }
 
-/** Run the daemon; resolves when it has shut down. */
-export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
-  const { paths, config } = daemonPaths(opts);
-  const fd = activationFd();
-  if (fd === null && paths.socketPath.length > SOCKET_PATH_MAX) {
-    throw new PlanterError(
-      "E_USAGE",
-      `socket path is ${paths.socketPath.length} bytes, longer than a Unix socket allows (${SOCKET_PATH_MAX})`,
-      {
-        hint: "use a shorter PLANTER_HOME or --socket",
-      },
-    );
-  }
-  // The socket is the security boundary: check its layout before touching any state.
-  const selfUid = process.getuid?.() ?? 0;
+/** The layout the socket's dir and the socket must have; the dir made and checked unless the socket is inherited. */
+function socketLayout(
+  paths: Paths,
+  config: ReturnType<typeof loadConfig>,
+  fd: number | null,
+  selfUid: number,
+): ReturnType<typeof expectedLayout> {
   const group = systemGroup(config.authz);
   const layout = expectedLayout(paths.mode, selfUid, paths.mode === "system" && group ? groupGid(group) : null, group);
   if (paths.mode === "system" && layout.gid === null) {
@@ -122,7 +114,11 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     makeDir(dir, layout);
     refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
   }
-  const authz = resolvePolicy(config.authz, paths.mode, selfUid);
+  return layout;
+}
+
+/** How planterd reads who connects, or null where the platform cannot say (refused when `strict`). */
+async function peerCredentials(strict: boolean): Promise<Awaited<ReturnType<typeof peerReader>>> {
   let readPeer: Awaited<ReturnType<typeof peerReader>> = null;
   try {
     readPeer = await peerReader();
@@ -130,7 +126,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     readPeer = null;
     log(`cannot read peer credentials on this platform: ${(e as Error).message}`);
   }
-  if (!readPeer && authz.strict) {
+  if (!readPeer && strict) {
     throw new PlanterError(
       "E_UNAVAILABLE",
       "planterd cannot read peer credentials here, so it cannot tell who connects",
@@ -139,6 +135,11 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       },
     );
   }
+  return readPeer;
+}
+
+/** The state dir and its subdirs, made with the modes planterd keeps them in. */
+function makeStateDirs(paths: Paths): ReturnType<typeof stateFiles> {
   // Nothing planterd creates is readable by others (the database, logs, job dirs)...
   process.umask(0o077);
   mkdirSync(paths.stateDir, { recursive: true, mode: 0o700 });
@@ -158,20 +159,140 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       if (existsSync(f) && (statSync(f).mode & 0o777) !== 0o600) chmodSync(f, 0o600);
     }
   }
-  // One daemon per state dir (migrate takes the same lock).
-  let unlock: () => void;
+  return files;
+}
+
+/** One daemon per state dir (migrate takes the same lock): returns the unlock. */
+function lockState(stateDir: string, pidFile: string): () => void {
   try {
-    unlock = lockStateDir(
-      files.pidFile,
+    return lockStateDir(
+      pidFile,
       (pid) =>
-        new PlanterError("E_UNAVAILABLE", `another planterd (pid ${pid}) is using the state dir ${paths.stateDir}`, {
+        new PlanterError("E_UNAVAILABLE", `another planterd (pid ${pid}) is using the state dir ${stateDir}`, {
           hint: `stop it first: kill ${pid}`,
         }),
     );
   } catch (e) {
     // Not even the lock file fits: say what is full, not ENOSPC.
-    throw storageError(e, paths.stateDir) ?? e;
+    throw storageError(e, stateDir) ?? e;
   }
+}
+
+/** The agent observer, fed by agent jobs' report channels: each event is its job's, owned by the job's owner. */
+function agentObserver(ctx: Context, config: ReturnType<typeof loadConfig>): Observer {
+  const observer = new Observer({
+    db: ctx.db,
+    config: { ...config.agents, tmux_dirs: config.agents.tmux_dirs ?? null },
+    job: (id) => {
+      const job = getJob(ctx.db, id);
+      return job ? { cell: job.cell, owner_uid: jobOwner(ctx, job) } : null;
+    },
+  });
+  ctx.supervisor.agents.onEvent = (e) => {
+    const job = e.runtime.job_id === null ? null : getJob(ctx.db, e.runtime.job_id);
+    observer.ingest(e, { owner_uid: job ? jobOwner(ctx, job) : null });
+  };
+  return observer;
+}
+
+/** The default cell, made when missing; on a full disk planterd still starts: it serves what it has and records what it can. */
+function ensureDefaultCell(ctx: Context, name: string): void {
+  try {
+    ensureCell(ctx, name);
+  } catch (e) {
+    if (!(e instanceof PlanterError) || e.code !== "E_UNAVAILABLE") throw e;
+    log(`cannot create the default cell ${name}: ${e.message}`);
+  }
+}
+
+/** Before the first accept: the socket's mode and group (an inherited one: that it is ours), then the whole layout once more. */
+async function checkListening(
+  listening: Awaited<ReturnType<ApiServer["listen"]>>,
+  socketPath: string,
+  layout: ReturnType<typeof expectedLayout>,
+  selfUid: number,
+): Promise<void> {
+  if (listening.via === "bind") fixSocket(socketPath, layout);
+  else {
+    const inherited = await listening.address();
+    if (inherited !== socketPath) {
+      refuseOn([
+        {
+          message: `the inherited socket is ${inherited ?? "not a path socket"}, not ${socketPath}`,
+          fix: "make ListenStream in planterd.socket match [daemon] socket (or PLANTER_SOCKET)",
+        },
+      ]);
+    }
+    const dir = socketDir(socketPath);
+    refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
+  }
+  refuseOn(checkSocket(socketPath, layout));
+}
+
+/** MCP on a loopback TCP port, only with a bearer token (lib/daemon/mcp.ts); a bad setting stops nothing else (null). */
+async function startMcpTcp(ctx: Context, router: ReturnType<typeof routes>): Promise<{ close(): void } | null> {
+  const { McpTcp } = await import("./mcp.ts");
+  const tcp = new McpTcp(ctx, router);
+  try {
+    const at = await tcp.listen();
+    if (at) log(`MCP on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/mcp (bearer token)`);
+    return tcp;
+  } catch (e) {
+    log(
+      `MCP TCP listener not started: ${(e as Error).message}${e instanceof PlanterError && e.hint ? ` (${e.hint})` : ""}`,
+    );
+    return null;
+  }
+}
+
+/** What the background check of a cleanly closed database found, as `ctx.integrity` (and `damaged` when it is). */
+function recordBackgroundCheck(
+  ctx: Context,
+  dbFile: string,
+  r: Awaited<ReturnType<typeof backgroundCheck>["result"]>,
+): void {
+  if (r.status === "damaged") {
+    ctx.integrity = { check: "background", status: "failed", message: r.message, ms: r.ms };
+    ctx.markDamaged(r.message ?? "quick_check failed");
+  } else if (r.status === "error") {
+    // Nothing is known about the database: it is not called damaged, and the next start checks first.
+    ctx.integrity = { check: "background", status: "unchecked", message: r.message, ms: null };
+    log(`warning: the background check of ${dbFile} could not run (${r.message}); the next start checks it fully`);
+  } else ctx.integrity = { check: "background", status: "ok", message: null, ms: r.ms };
+}
+
+/** Resolves at SIGTERM or SIGINT (jobs keep running). */
+function stopSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = (sig: string) => {
+      log(`${sig}: stopping (jobs keep running)`);
+      resolve();
+    };
+    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.once("SIGINT", () => stop("SIGINT"));
+  });
+}
+
+/** Run the daemon; resolves when it has shut down. */
+export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
+  const { paths, config } = daemonPaths(opts);
+  const fd = activationFd();
+  if (fd === null && paths.socketPath.length > SOCKET_PATH_MAX) {
+    throw new PlanterError(
+      "E_USAGE",
+      `socket path is ${paths.socketPath.length} bytes, longer than a Unix socket allows (${SOCKET_PATH_MAX})`,
+      {
+        hint: "use a shorter PLANTER_HOME or --socket",
+      },
+    );
+  }
+  // The socket is the security boundary: check its layout before touching any state.
+  const selfUid = process.getuid?.() ?? 0;
+  const layout = socketLayout(paths, config, fd, selfUid);
+  const authz = resolvePolicy(config.authz, paths.mode, selfUid);
+  const readPeer = await peerCredentials(authz.strict);
+  const files = makeStateDirs(paths);
+  const unlock = lockState(paths.stateDir, files.pidFile);
   let db: ReturnType<typeof openState> | null = null;
   // Whether this run's full check of the database passed: only then may its close vouch for it.
   let verified = false;
@@ -200,26 +321,8 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       if (ctx.rootPeer.fallback) log(`warning: ${ctx.rootPeer.fallback}`);
     }
     const adopted = ctx.supervisor.adoptAll();
-    ctx.agents = new Observer({
-      db,
-      config: { ...config.agents, tmux_dirs: config.agents.tmux_dirs ?? null },
-      job: (id) => {
-        const job = getJob(ctx.db, id);
-        return job ? { cell: job.cell, owner_uid: jobOwner(ctx, job) } : null;
-      },
-    });
-    // Agent jobs' report channels feed the observer: each event is its job's, owned by the job's owner.
-    ctx.supervisor.agents.onEvent = (e) => {
-      const job = e.runtime.job_id === null ? null : getJob(ctx.db, e.runtime.job_id);
-      ctx.agents.ingest(e, { owner_uid: job ? jobOwner(ctx, job) : null });
-    };
-    try {
-      ensureCell(ctx, config.jobs.default_cell);
-    } catch (e) {
-      // On a full disk planterd still starts: it serves what it has and records what it can.
-      if (!(e instanceof PlanterError) || e.code !== "E_UNAVAILABLE") throw e;
-      log(`cannot create the default cell ${config.jobs.default_cell}: ${e.message}`);
-    }
+    ctx.agents = agentObserver(ctx, config);
+    ensureDefaultCell(ctx, config.jobs.default_cell);
 
     // Adoption and the default cell did not need the sandbox: its probe ran meanwhile.
     ctx.sandbox = await probing;
@@ -233,23 +336,8 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     const router = routes();
     const server = new ApiServer(ctx, router, readPeer);
     const listening = await server.listen(paths.socketPath, fd);
-    // Before the first accept: the socket's mode and group, then the whole layout once more.
     try {
-      if (listening.via === "bind") fixSocket(paths.socketPath, layout);
-      else {
-        const inherited = await listening.address();
-        if (inherited !== paths.socketPath) {
-          refuseOn([
-            {
-              message: `the inherited socket is ${inherited ?? "not a path socket"}, not ${paths.socketPath}`,
-              fix: "make ListenStream in planterd.socket match [daemon] socket (or PLANTER_SOCKET)",
-            },
-          ]);
-        }
-        const dir = socketDir(paths.socketPath);
-        refuseOn([...checkDir(dir, layout), ...checkParents(dir, selfUid)]);
-      }
-      refuseOn(checkSocket(paths.socketPath, layout));
+      await checkListening(listening, paths.socketPath, layout, selfUid);
       if (tcp) {
         const t = await server.listenTcp(tcp);
         log(
@@ -268,21 +356,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       }),
     );
     ctx.agents.start();
-    // MCP on a loopback TCP port, only with a bearer token (lib/daemon/mcp.ts); a bad setting stops nothing else.
-    let mcpTcp: { close(): void } | null = null;
-    if (config.mcp.listen && config.mcp.enabled) {
-      const { McpTcp } = await import("./mcp.ts");
-      const tcp = new McpTcp(ctx, router);
-      try {
-        const at = await tcp.listen();
-        if (at) log(`MCP on http://${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}/mcp (bearer token)`);
-        mcpTcp = tcp;
-      } catch (e) {
-        log(
-          `MCP TCP listener not started: ${(e as Error).message}${e instanceof PlanterError && e.hint ? ` (${e.hint})` : ""}`,
-        );
-      }
-    }
+    const mcpTcp = config.mcp.listen && config.mcp.enabled ? await startMcpTcp(ctx, router) : null;
     log(
       `ready on ${paths.socketPath} (${listening.via === "activation" ? "socket-activated" : "bound"}; state ${paths.stateDir}; ` +
         `adopted ${adopted.adopted}, recorded ${adopted.finished} ended, ${adopted.lost} lost)`,
@@ -292,26 +366,10 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
       stopCheck = check.stop;
       void check.result.then((r) => {
         verified = r.status === "ok";
-        if (r.status === "damaged") {
-          ctx.integrity = { check: "background", status: "failed", message: r.message, ms: r.ms };
-          ctx.markDamaged(r.message ?? "quick_check failed");
-        } else if (r.status === "error") {
-          // Nothing is known about the database: it is not called damaged, and the next start checks first.
-          ctx.integrity = { check: "background", status: "unchecked", message: r.message, ms: null };
-          log(
-            `warning: the background check of ${files.db} could not run (${r.message}); the next start checks it fully`,
-          );
-        } else ctx.integrity = { check: "background", status: "ok", message: null, ms: r.ms };
+        recordBackgroundCheck(ctx, files.db, r);
       });
     }
-    await new Promise<void>((resolve) => {
-      const stop = (sig: string) => {
-        log(`${sig}: stopping (jobs keep running)`);
-        resolve();
-      };
-      process.once("SIGTERM", () => stop("SIGTERM"));
-      process.once("SIGINT", () => stop("SIGINT"));
-    });
+    await stopSignal();
     stopCheck();
     mcpTcp?.close();
     await listening.close();

@@ -406,16 +406,7 @@ export class Monitor {
     const logs = measureLogs ? logSizes(w.files) : null;
     const logBytes = logs ? logs.stdout + logs.stderr : null;
     if (w.hit) {
-      // Already stopping: a job that keeps growing well past its limit gets SIGKILL now.
-      const reserve = w.hit.limit === RESERVE_LIMIT;
-      // Below the disk's reserve, 1 MiB more output than when SIGTERM was sent (logBase then).
-      const cap = reserve ? (w.logBase ?? 0) + LOG_GRACE_BYTES : hardCap(w.hit);
-      const value =
-        w.hit.limit === "max_rss_bytes" ? rss : w.hit.limit === "max_log_bytes" || reserve ? logBytes : null;
-      if (!w.forced && cap !== null && value !== null && value > cap) {
-        w.forced = true;
-        this.stop(w.id, { force: true, reason: w.hit.reason, audit: { limit: w.hit.limit, value, hard_cap: cap } });
-      }
+      this.escalate(w, w.hit, rss, logBytes);
       return;
     }
     if (logs && logBytes !== null && logBytes <= (w.limits.max_log_bytes ?? Number.POSITIVE_INFINITY)) w.under = logs;
@@ -435,6 +426,18 @@ export class Monitor {
       }) ?? this.reserveBreach(w, near, logBytes);
     // A tree at its process limit is a bomb or a runaway: it is killed at once, not asked to stop.
     if (b) this.act(w, b, logs, now, b.limit === "max_pids");
+  }
+
+  /** Already stopping: a job that keeps growing well past its limit gets SIGKILL now. */
+  private escalate(w: Watched, hit: Breach, rss: number | null, logBytes: number | null): void {
+    const reserve = hit.limit === RESERVE_LIMIT;
+    // Below the disk's reserve, 1 MiB more output than when SIGTERM was sent (logBase then).
+    const cap = reserve ? (w.logBase ?? 0) + LOG_GRACE_BYTES : hardCap(hit);
+    const value = hit.limit === "max_rss_bytes" ? rss : hit.limit === "max_log_bytes" || reserve ? logBytes : null;
+    if (!w.forced && cap !== null && value !== null && value > cap) {
+      w.forced = true;
+      this.stop(w.id, { force: true, reason: hit.reason, audit: { limit: hit.limit, value, hard_cap: cap } });
+    }
   }
 
   /**

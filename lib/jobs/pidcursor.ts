@@ -139,15 +139,8 @@ function directLister(): ((from: number, to: number) => number[]) | null {
       if (n < 0) throw new Error("getdents64 /proc failed");
       if (n === 0) return out;
       for (let off = 0; off < n; off += view.getUint16(off + 16, true)) {
-        let pid = 0;
-        let i = off + 19;
-        for (let c = buf[i] as number; c !== 0; c = buf[++i] as number) {
-          if (c < 48 || c > 57) {
-            pid = -1;
-            break;
-          }
-          pid = pid * 10 + c - 48;
-        }
+        // d_name, after d_ino (8), d_off (8), d_reclen (2) and d_type (1).
+        const pid = pidNamed(buf, off + 19);
         if (pid < 0) continue;
         if (pid > to) return out;
         if (pid >= from) out.push(pid);
@@ -161,6 +154,16 @@ function directLister(): ((from: number, to: number) => number[]) | null {
     // fall through to readdir
   }
   return null;
+}
+
+/** The pid a NUL-terminated entry name at `i` is, or -1 for a name that is not one (`self`, `stat`, …). */
+function pidNamed(buf: Uint8Array, i: number): number {
+  let pid = 0;
+  for (let c = buf[i] as number; c !== 0; c = buf[++i] as number) {
+    if (c < 48 || c > 57) return -1;
+    pid = pid * 10 + c - 48;
+  }
+  return pid;
 }
 
 /** A listing by readdir of all of /proc, filtered: the fallback where getdents64 cannot start at a pid. */

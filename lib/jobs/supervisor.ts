@@ -274,41 +274,10 @@ export class Supervisor {
         );
       }
       const protect = backend.name === "none" ? [] : readOnlyWorkspace(where, policy);
-      // Not with placeholders: they are the job's own, released at its end, and bwrap creates a
-      // missing mount target in a writable bind (a later sandbox made with them would make one again).
-      // Not for a terminal job: its recorder runs under its holder, on the PTY. Not for a job
-      // with stdin: a warm recorder's fd 0 is planterd's pipe of orders.
-      // Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
-      // Not for an agent job: its report channel is its own.
-      if (
-        !job.tty &&
-        !job.stdin &&
-        !rules &&
-        !where.agent &&
-        backend.name === "bwrap" &&
-        this.warm.ms > 0 &&
-        this.monitor.enforcement.cgroups &&
-        !where.placeholders?.length
-      ) {
-        const nproc = this.nprocLimit(job);
-        warmPlan = () =>
-          backend.plan({
-            ...planRequest(where, {
-              argv: WARM_SHELL,
-              env: {},
-              cwd: where.cellDir,
-              policy,
-              workspaceReadOnly: protect,
-              jobDir: dir,
-              scratch: scratchDir(job.id),
-            }),
-            nproc,
-          });
-        const plan = this.warm.waiting ? warmPlan() : null;
-        const w = plan ? this.warm.take(plan, where.identity) : null;
-        if (plan && w && this.launchWarm(job, w, plan, fallback, where)) {
+      if (this.warmable(job, backend, rules, where)) {
+        warmPlan = this.warmPlanOf(job, backend, where, policy, protect);
+        if (this.runWarm(job, warmPlan, fallback, where)) {
           spawned = true;
-          this.warmNext.set(job.id, { plan: () => plan, identity: where.identity });
           return;
         }
       }
@@ -318,33 +287,8 @@ export class Supervisor {
       err = openSync(files.stderr, "a", 0o600);
       prepareStatus(files.status);
       const agentReport = where.agent ? this.agents.prepare(job.id, dir, where.agent, where.identity) : undefined;
-      const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
-      // A terminal job's program leads a session of its own with the PTY as its controlling
-      // terminal (plans/interactive.md): inside a bwrap sandbox through setsid(1); elsewhere,
-      // where there is no setsid(1) (macOS), planter's own entry in front of the whole argv.
-      const outerSession = Boolean(job.tty) && backend.name !== "bwrap" && builtinSession();
-      const plan = backend.plan({
-        ...planRequest(where, {
-          argv:
-            job.tty && !outerSession ? [...CTTY_ARGV, program, ...job.argv.slice(1)] : [program, ...job.argv.slice(1)],
-          tty: Boolean(job.tty),
-          env: job.env,
-          cwd: job.cwd,
-          policy,
-          workspaceReadOnly: protect,
-          jobDir: dir,
-          scratch: scratchDir(job.id),
-        }),
-        nproc: this.nprocLimit(job),
-        egress: rules !== null,
-        ...(backend.name === "vm" ? { vmMemoryBytes: job.limits.max_rss_bytes } : {}),
-        ...(agentReport && backend.name === "bwrap" ? { agentReport } : {}),
-      });
-      for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
-      for (const f of plan.files ?? []) {
-        writeFileSync(f.path, f.content, { mode: 0o600 });
-        if (f.forJob && where.identity) chownSync(f.path, where.identity.uid, where.identity.gid);
-      }
+      const plan = this.jobPlan(job, backend, where, policy, protect, rules !== null, agentReport);
+      writePlanFiles(plan, where.identity);
       fds = openInputs(plan.inputs ?? [], dir, where.identity, ends);
       if (where.workspace.length) {
         writeFileSync(join(dir, "workspace.json"), JSON.stringify(where.workspace), { mode: 0o600 });
@@ -352,21 +296,21 @@ export class Supervisor {
       cgroup = this.jobCgroup(job);
       // Before the spawn: from here on a host that replaces what a cover hangs on stops the job.
       this.watchGuard(job.id, dir, plan);
-      // A vm job's QEMU opens /dev/kvm: its group is added to the job's (lib/sandbox/vm.ts).
-      const runner = backend instanceof VmBackend ? withKvmGroup(where.identity, backend.accel()) : where.identity;
-      const argv = [...(outerSession ? sessionArgv() : []), ...(runner ? dropArgv(runner) : []), ...plan.argv];
-      if (plan.pipes) makePipes(files.status, plan.pipesForJob ? where.identity : null);
-      if (job.stdin && !job.tty) input = prepareStdin(dir);
-      const enforcement = cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
+      const argv = runnerArgv(job, backend, where.identity, plan.argv);
+      input = makeFifos(job, plan, dir, where.identity);
+      const enforcement = this.enforcementOf(cgroup);
       const runAs = runAsOf(where.identity, where.peerUid);
       // Before the spawn: a planterd killed before `markRunning` below is followed by one that
       // finds the recorder through its pid file and adopts the job with these facts.
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
+      const procs = cgroup ? groupProcs(cgroup) : [];
+      // The allow list's proxy, where the sandbox has the pipes for it (lib/net/listen.ts).
+      const proxied = ends.info !== undefined ? rules : null;
       if (job.tty) {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
         started = this.startTerminal(job, backend, fallback, {
-          argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
+          argv: recorderArgv(files.status, argv, false, procs),
           hold: agentReport ?? null,
           ttyName: plan.ttyName ?? null,
           cwd: plan.cwd,
@@ -377,30 +321,23 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
-        if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+        if (proxied) this.startEgress(job.id, proxied, ends, dir);
         return started;
       }
       // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
       // the recorder's fd 0 is the job's input then; planterd's own reader holds it meanwhile).
       if (agentReport && input < 0) report = openSync(agentReport, REPORT_OPEN);
-      const recorder = recorderArgv(
-        files.status,
-        argv,
-        plan.pipes ?? false,
-        cgroup ? groupProcs(cgroup) : [],
-        input >= 0,
-        report >= 0,
-      );
+      const recorder = recorderArgv(files.status, argv, plan.pipes ?? false, procs, input >= 0, report >= 0);
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: [input >= 0 ? input : report >= 0 ? report : "ignore", out, err, ...fds],
+        stdio: [recorderStdin(input, report), out, err, ...fds],
         detached: true,
       });
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      if (rules && ends.info !== undefined) this.startEgress(job.id, rules, ends, dir);
+      if (proxied) this.startEgress(job.id, proxied, ends, dir);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -416,30 +353,119 @@ export class Supervisor {
       this.lastLaunched = job.id;
       if (warmPlan) this.warmNext.set(job.id, { plan: warmPlan, identity: where.identity });
     } catch (e) {
-      Egress.drop(ends);
-      this.guard.unwatch(job.id);
-      if (cgroup) removeGroup(cgroup);
-      // Nothing ran: nothing to review (and the failed job is recorded before the answer).
-      if (!spawned) rmSync(join(dir, "workspace.json"), { force: true });
-      const pe = e instanceof PlanterError ? e : null;
-      const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
-      this.finish(job.id, {
-        state: "failed",
-        reason,
-        exit_code: null,
-        signal: null,
-        message: pe
-          ? `${pe.message}${pe.hint && reason === "sandbox_error" ? ` (${pe.hint})` : ""}`
-          : spawnMessage(e, job),
-        at: Date.now(),
-      });
+      this.launchFailed(job, e, ends, cgroup, spawned);
     } finally {
-      if (out >= 0) closeSync(out);
-      if (err >= 0) closeSync(err);
-      if (input >= 0) closeSync(input);
-      if (report >= 0) closeSync(report);
+      closeOpened(out, err, input, report);
       for (const fd of fds) closeSync(fd);
     }
+  }
+
+  /**
+   * Whether a warm sandbox may run this job (and one be made for the next at its end): bwrap
+   * with cgroups (the job's processes are its group's), warm sandboxes on.
+   * Not with placeholders: they are the job's own, released at its end, and bwrap creates a
+   * missing mount target in a writable bind (a later sandbox made with them would make one again).
+   * Not for a terminal job: its recorder runs under its holder, on the PTY. Not for a job
+   * with stdin: a warm recorder's fd 0 is planterd's pipe of orders.
+   * Not with an allow list: its proxy's listeners are made in the sandbox as the job starts.
+   * Not for an agent job: its report channel is its own.
+   */
+  private warmable(job: JobRow, backend: Backend, rules: NetRules | null, where: LaunchContext): boolean {
+    return Boolean(
+      !job.tty &&
+        !job.stdin &&
+        !rules &&
+        !where.agent &&
+        backend.name === "bwrap" &&
+        this.warm.ms > 0 &&
+        this.monitor.enforcement.cgroups &&
+        !where.placeholders?.length,
+    );
+  }
+
+  /** How to render the plan of a warm sandbox for this job: its job the shell that reads its commands. */
+  private warmPlanOf(
+    job: JobRow,
+    backend: Backend,
+    where: LaunchContext,
+    policy: EffectivePolicy,
+    protect: string[],
+  ): () => SpawnPlan {
+    const nproc = this.nprocLimit(job);
+    const dir = jobDir(this.ctx.paths.stateDir, job.id);
+    return () =>
+      backend.plan({
+        ...planRequest(where, {
+          argv: WARM_SHELL,
+          env: {},
+          cwd: where.cellDir,
+          policy,
+          workspaceReadOnly: protect,
+          jobDir: dir,
+          scratch: scratchDir(job.id),
+        }),
+        nproc,
+      });
+  }
+
+  /** Undo what a launch that failed made (its proxy's pipes, guard, cgroup), and end the job failed with why. */
+  private launchFailed(job: JobRow, e: unknown, ends: PipeEnds, cgroup: string | null, spawned: boolean): void {
+    Egress.drop(ends);
+    this.guard.unwatch(job.id);
+    if (cgroup) removeGroup(cgroup);
+    // Nothing ran: nothing to review (and the failed job is recorded before the answer).
+    if (!spawned) rmSync(join(jobDir(this.ctx.paths.stateDir, job.id), "workspace.json"), { force: true });
+    this.finish(job.id, launchFailure(e, job));
+  }
+
+  /** How the job's limits are enforced: by its cgroup's controllers (their mode), or by the monitor alone. */
+  private enforcementOf(cgroup: string | null): Enforcement {
+    return cgroup ? (this.monitor.enforcement.cgroups?.mode ?? "monitor") : "monitor";
+  }
+
+  /** Run the job in a warm sandbox made with its plan, when one waits: whether it runs there. */
+  private runWarm(job: JobRow, warmPlan: () => SpawnPlan, fallback: boolean, where: LaunchContext): boolean {
+    if (!this.warm.waiting) return false;
+    const plan = warmPlan();
+    const w = this.warm.take(plan, where.identity);
+    if (!w || !this.launchWarm(job, w, plan, fallback, where)) return false;
+    this.warmNext.set(job.id, { plan: () => plan, identity: where.identity });
+    return true;
+  }
+
+  /** The plan that runs the job itself in a sandbox made for it. */
+  private jobPlan(
+    job: JobRow,
+    backend: Backend,
+    where: LaunchContext,
+    policy: EffectivePolicy,
+    protect: string[],
+    egress: boolean,
+    agentReport: string | undefined,
+  ): SpawnPlan {
+    const program = resolveProgram(job.argv[0] as string, job.env.PATH, job.cwd);
+    return backend.plan({
+      ...planRequest(where, {
+        // A terminal job's program leads a session of its own with the PTY as its controlling
+        // terminal (plans/interactive.md): inside a bwrap sandbox through setsid(1); elsewhere
+        // (outerSession) planter's own entry in front of the whole argv (runnerArgv).
+        argv:
+          job.tty && !outerSession(job, backend)
+            ? [...CTTY_ARGV, program, ...job.argv.slice(1)]
+            : [program, ...job.argv.slice(1)],
+        tty: Boolean(job.tty),
+        env: job.env,
+        cwd: job.cwd,
+        policy,
+        workspaceReadOnly: protect,
+        jobDir: jobDir(this.ctx.paths.stateDir, job.id),
+        scratch: scratchDir(job.id),
+      }),
+      nproc: this.nprocLimit(job),
+      egress,
+      ...(backend.name === "vm" ? { vmMemoryBytes: job.limits.max_rss_bytes } : {}),
+      ...(agentReport && backend.name === "bwrap" ? { agentReport } : {}),
+    });
   }
 
   /**
@@ -1443,6 +1469,63 @@ function spawnMessage(e: unknown, job: JobRow): string {
   if (err.code === "EACCES") return `cannot start ${job.argv[0]}: permission denied`;
   if (storageFault(e) === "full") return `cannot start ${job.argv[0]}: the state disk is full (${err.code})`;
   return `cannot start ${job.argv[0]}: ${err.message}`;
+}
+
+/** A plan's argv run as the job's user (dropped to it when planterd is root). */
+function runnerArgv(job: JobRow, backend: Backend, identity: LaunchContext["identity"], argv: string[]): string[] {
+  // A vm job's QEMU opens /dev/kvm: its group is added to the job's (lib/sandbox/vm.ts).
+  const runner = backend instanceof VmBackend ? withKvmGroup(identity, backend.accel()) : identity;
+  return [...(outerSession(job, backend) ? sessionArgv() : []), ...(runner ? dropArgv(runner) : []), ...argv];
+}
+
+/**
+ * Whether a terminal job takes its session through `planter tty-session` in front of its whole
+ * argv (where there is no setsid(1): macOS) rather than inside its bwrap sandbox.
+ */
+function outerSession(job: JobRow, backend: Backend): boolean {
+  return Boolean(job.tty) && backend.name !== "bwrap" && builtinSession();
+}
+
+/**
+ * The FIFOs in the job's dir: a piped plan's output (for the job's user when the plan
+ * says so) and the stdin of a job created with it; returns that stdin pipe's fd (-1: none).
+ */
+function makeFifos(job: JobRow, plan: SpawnPlan, dir: string, identity: LaunchContext["identity"]): number {
+  if (plan.pipes) makePipes(jobFiles(dir).status, plan.pipesForJob ? identity : null);
+  return job.stdin && !job.tty ? prepareStdin(dir) : -1;
+}
+
+/** The recorder's fd 0: the job's stdin pipe, else an agent job's report FIFO, else nothing. */
+function recorderStdin(input: number, report: number): number | "ignore" {
+  return input >= 0 ? input : report >= 0 ? report : "ignore";
+}
+
+/** Close those of `fds` that were opened (-1: not). */
+function closeOpened(...fds: number[]): void {
+  for (const fd of fds) if (fd >= 0) closeSync(fd);
+}
+
+/** The dirs and files a plan needs on the host before its spawn; those for the job owned by its user. */
+function writePlanFiles(plan: SpawnPlan, identity: LaunchContext["identity"]): void {
+  for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
+  for (const f of plan.files ?? []) {
+    writeFileSync(f.path, f.content, { mode: 0o600 });
+    if (f.forJob && identity) chownSync(f.path, identity.uid, identity.gid);
+  }
+}
+
+/** A job that could not be started: failed, sandbox_error (with the hint) or spawn_error, with why. */
+function launchFailure(e: unknown, job: JobRow): Finish {
+  const pe = e instanceof PlanterError ? e : null;
+  const reason: Reason = pe?.code === "E_SANDBOX_UNAVAILABLE" ? "sandbox_error" : "spawn_error";
+  return {
+    state: "failed",
+    reason,
+    exit_code: null,
+    signal: null,
+    message: pe ? `${pe.message}${pe.hint && reason === "sandbox_error" ? ` (${pe.hint})` : ""}` : spawnMessage(e, job),
+    at: Date.now(),
+  };
 }
 
 /** A job whose proxy could not be made before it started: failed, sandbox_error, with why. */

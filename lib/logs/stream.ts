@@ -130,20 +130,25 @@ export async function pumpLogs(o: PumpOptions): Promise<Record<Stream, number>> 
       const last = !o.follow || o.ended();
       if (last && o.follow) bound(cursors);
       poked = false;
-      for (;;) {
-        let sent = 0;
-        for (const c of cursors) {
-          if (o.signal.aborted) return reached(cursors);
-          sent += await step(c, o);
-        }
-        if (sent === 0) break;
-      }
+      if (!(await drain(cursors, o))) return reached(cursors);
       if (last || o.signal.aborted) return reached(cursors);
       if (!poked) await new Promise<void>((resolve) => (wake = resolve));
     }
   } finally {
     o.signal.removeEventListener("abort", poke);
     for (const off of offs) off();
+  }
+}
+
+/** Send from the logs in turns, a chunk each, until none has more now; false when aborted meanwhile. */
+async function drain(cursors: Cursor[], o: PumpOptions): Promise<boolean> {
+  for (;;) {
+    let sent = 0;
+    for (const c of cursors) {
+      if (o.signal.aborted) return false;
+      sent += await step(c, o);
+    }
+    if (sent === 0) return true;
   }
 }
 

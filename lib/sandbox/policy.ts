@@ -233,30 +233,8 @@ export function narrow(
     throw widen("workspace_config allow on a protecting cell", 'give the cell workspace_config = "allow"');
   }
   const fsMode = job.fs_mode ?? cell.fs_mode;
-  for (const p of job.read_write ?? []) {
-    const ok = cell.read_write.some((c) => within(p, c)) || (cell.fs_mode === "writable" && within(p, cellDir));
-    if (!ok) throw widen(`read_write ${p} is not writable in the cell`, "add it to the cell's read_write");
-    const denied = cell.deny.find((d) => within(p, d));
-    if (denied) {
-      throw widen(
-        `read_write ${p} lies in the cell's deny path ${denied}`,
-        "only the cell's own policy may carve out of its deny paths",
-      );
-    }
-  }
-  for (const p of job.unix_sockets ?? []) {
-    const denied = cell.deny.find((d) => within(p, d));
-    if (denied) throw widen(`unix_sockets ${p} lies in the cell's deny path ${denied}`, "choose another socket");
-    if (!cell.unix_sockets.includes(p))
-      throw widen(`unix_sockets ${p} is not allowed by the cell`, "add it to the cell's unix_sockets");
-  }
-  for (const p of job.read_only ?? []) {
-    if (!visible(p)) throw widen(`read_only ${p} is hidden in the cell`, "add it to the cell's read_only");
-  }
-  for (const name of job.env?.pass ?? []) {
-    if (!cell.env.pass.includes(name))
-      throw widen(`env.pass ${name} is not passed by the cell`, "add it to the cell's env.pass");
-  }
+  const listed = listWidening(cell, job, cellDir, visible);
+  if (listed) throw widen(listed.what, listed.hint);
   return {
     fs_mode: fsMode,
     network,
@@ -267,6 +245,44 @@ export function narrow(
     workspace_config: job.workspace_config ?? cell.workspace_config,
     env: { pass: job.env?.pass ?? cell.env.pass, set: { ...cell.env.set, ...(job.env?.set ?? {}) } },
   };
+}
+
+/**
+ * The first of a job's read_write, unix_sockets, read_only paths and env.pass names that its
+ * cell's policy does not give it (or that lies in one of the cell's deny paths), as what and hint.
+ */
+function listWidening(
+  cell: EffectivePolicy,
+  job: Policy,
+  cellDir: string,
+  visible: (path: string) => boolean,
+): { what: string; hint: string } | null {
+  for (const p of job.read_write ?? []) {
+    const ok = cell.read_write.some((c) => within(p, c)) || (cell.fs_mode === "writable" && within(p, cellDir));
+    if (!ok) return { what: `read_write ${p} is not writable in the cell`, hint: "add it to the cell's read_write" };
+    const denied = cell.deny.find((d) => within(p, d));
+    if (denied) {
+      return {
+        what: `read_write ${p} lies in the cell's deny path ${denied}`,
+        hint: "only the cell's own policy may carve out of its deny paths",
+      };
+    }
+  }
+  for (const p of job.unix_sockets ?? []) {
+    const denied = cell.deny.find((d) => within(p, d));
+    if (denied)
+      return { what: `unix_sockets ${p} lies in the cell's deny path ${denied}`, hint: "choose another socket" };
+    if (!cell.unix_sockets.includes(p))
+      return { what: `unix_sockets ${p} is not allowed by the cell`, hint: "add it to the cell's unix_sockets" };
+  }
+  for (const p of job.read_only ?? []) {
+    if (!visible(p)) return { what: `read_only ${p} is hidden in the cell`, hint: "add it to the cell's read_only" };
+  }
+  for (const name of job.env?.pass ?? []) {
+    if (!cell.env.pass.includes(name))
+      return { what: `env.pass ${name} is not passed by the cell`, hint: "add it to the cell's env.pass" };
+  }
+  return null;
 }
 
 /**

@@ -7,7 +7,7 @@ import { Database } from "bun:sqlite";
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
-import { call, FINAL, type JobJson, strays } from "../crash-fixture.ts";
+import { call, FINAL, type JobJson, type Reply, strays } from "../crash-fixture.ts";
 import { cleanup, type DaemonHandle, rng, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const storm = tempHome("pcs");
@@ -25,6 +25,15 @@ afterAll(async () => {
   }
   for (const h of [storm, marks]) cleanup(h);
 });
+
+/** A request sent again until planterd answers it (it is restarting meanwhile). */
+async function untilAnswered(socket: string, method: string, path: string, body: unknown): Promise<Reply> {
+  for (;;) {
+    const res = await call(socket, method, path, body);
+    if (res !== null) return res;
+    await Bun.sleep(20); // a client's retry pause while planterd restarts
+  }
+}
 
 const SEED = Number(process.env.PLANTER_TEST_CRASH_SEED ?? Date.now() % 2 ** 31);
 const KILLS = 50;
@@ -52,16 +61,10 @@ test(`${KILLS} SIGKILLs of planterd while ${CLIENTS} clients submit and kill job
         // One of its recent jobs: most are still running.
         const id = mine[Math.max(0, mine.length - 1 - Math.floor(r() * 4))] as string;
         const body = r() < 0.3 ? { force: true } : {};
-        for (;;) {
-          const res = await call(socket, "POST", `/v1/jobs/${id}/kill`, body);
-          if (res !== null) {
-            // Accepted, or refused because the job has ended.
-            expect([202, 409]).toContain(res.status);
-            if (res.status === 202) clientKilled.add(id);
-            break;
-          }
-          await Bun.sleep(20); // a client's retry pause while planterd restarts
-        }
+        const res = await untilAnswered(socket, "POST", `/v1/jobs/${id}/kill`, body);
+        // Accepted, or refused because the job has ended.
+        expect([202, 409]).toContain(res.status);
+        if (res.status === 202) clientKilled.add(id);
         continue;
       }
       const token = `t${n}-${seq++}`;
@@ -77,18 +80,12 @@ test(`${KILLS} SIGKILLs of planterd while ${CLIENTS} clients submit and kill job
         limits: { timeout_ms: 2000 + Math.floor(r() * 6000) },
       };
       // A client retries with the same request_ref until planterd answers (idempotent).
-      for (;;) {
-        const res = await call(socket, "POST", "/v1/jobs", body);
-        if (res !== null) {
-          expect([200, 201]).toContain(res.status);
-          const job = res.json as unknown as JobJson;
-          acked.set(job.id, token);
-          mine.push(job.id);
-          submitted++;
-          break;
-        }
-        await Bun.sleep(20); // a client's retry pause while planterd restarts
-      }
+      const res = await untilAnswered(socket, "POST", "/v1/jobs", body);
+      expect([200, 201]).toContain(res.status);
+      const job = res.json as unknown as JobJson;
+      acked.set(job.id, token);
+      mine.push(job.id);
+      submitted++;
     }
   };
   const clients = Array.from({ length: CLIENTS }, (_, n) => client(n));

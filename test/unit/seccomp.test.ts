@@ -32,6 +32,14 @@ afterEach(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** The conditional jumps by opcode (jeq, jgt, jge, jset #k): whether the true branch is taken. */
+const JUMPS: Record<number, (acc: number, k: number) => boolean> = {
+  21: (acc, k) => acc === k,
+  37: (acc, k) => acc > k,
+  53: (acc, k) => acc >= k,
+  69: (acc, k) => (acc & k) !== 0,
+};
+
 /**
  * Run a classic-BPF seccomp program on one syscall, as the kernel would: seccomp_data is
  * nr, arch, instruction pointer, six 64-bit args. Unknown instructions fail the test.
@@ -50,16 +58,14 @@ function evaluate(program: Uint8Array, call: { arch: number; nr: number; args?: 
     const jt = code.getUint8(pc * 8 + 2);
     const jf = code.getUint8(pc * 8 + 3);
     const k = code.getUint32(pc * 8 + 4, true);
-    if (op === 0x20)
+    const jump = JUMPS[op];
+    if (jump) pc += jump(acc, k) ? jt : jf;
+    else if (op === 0x20)
       acc = data.getUint32(k, true); // ld [k]
     else if (op === 0x54)
       acc = (acc & k) >>> 0; // and #k
     else if (op === 0x05)
       pc += k; // ja
-    else if (op === 0x15) pc += acc === k ? jt : jf;
-    else if (op === 0x25) pc += acc > k ? jt : jf;
-    else if (op === 0x35) pc += acc >= k ? jt : jf;
-    else if (op === 0x45) pc += (acc & k) !== 0 ? jt : jf;
     else if (op === 0x06)
       return k; // ret #k
     else throw new Error(`unexpected BPF instruction 0x${op.toString(16)} at ${pc}`);

@@ -35,6 +35,41 @@ import type { Peer } from "../peer.ts";
 import { ok, type Reply, type Req } from "../router.ts";
 import { checkMode, defaultCellName, ensureCell, goneResult, requestRef, requireCell } from "./common.ts";
 
+/** A cell dir the request names, as stored: an existing directory, canonical, the peer's own, and safe to hold a cell. */
+function givenCellDir(ctx: Context, given: string, peerUser: Peer | null): string {
+  if (!existsSync(given) || !statSync(given).isDirectory()) {
+    throw new PlanterError("E_BAD_REQUEST", `cell dir ${given} is not an existing directory`, {
+      hint: `create it first: mkdir -p ${given}`,
+    });
+  }
+  const planted = plantedSymlink(given, writableTrees(ctx));
+  if (planted) {
+    throw new PlanterError("E_BAD_REQUEST", `cell dir ${given} is refused: ${planted}`, {
+      hint: "a symlink a job could have planted is never followed; name the directory itself",
+    });
+  }
+  // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
+  // A peer's dir as the peer reaches it (a symlink swapped since its check changes nothing).
+  const dir = peerUser ? canonicalAs(given, peerUser, "cell dir") : realpathSync(given);
+  // A user's cell is a directory of their own: root's review acts on it after every job.
+  if (peerUser && statSync(dir).uid !== peerUser.uid) {
+    throw new PlanterError(
+      "E_UNAUTHORIZED_PEER",
+      `cell dir ${dir} is not yours (uid ${statSync(dir).uid}; you are uid ${peerUser.uid})`,
+      {
+        hint: "make a cell of a directory you own",
+      },
+    );
+  }
+  const why = cellDirProblem(ctx, dir);
+  if (why) {
+    throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is unsafe: ${why}`, {
+      hint: "use a project directory of its own (not /, a system dir, a home dir itself, planter's dirs or another cell's)",
+    });
+  }
+  return dir;
+}
+
 export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell> {
   const body = req.body;
   const ref = requestRef(ctx, "cells", body.request_ref, req.raw);
@@ -59,42 +94,11 @@ export function create(ctx: Context, req: Req<Routes["createCell"]>): Reply<Cell
       `see it with \`planter cell show ${body.name}\``,
     );
   }
-  let dir: string;
   const managed = body.dir === undefined;
-  if (body.dir !== undefined) {
-    if (!existsSync(body.dir) || !statSync(body.dir).isDirectory()) {
-      throw new PlanterError("E_BAD_REQUEST", `cell dir ${body.dir} is not an existing directory`, {
-        hint: `create it first: mkdir -p ${body.dir}`,
-      });
-    }
-    const planted = plantedSymlink(body.dir, writableTrees(ctx));
-    if (planted) {
-      throw new PlanterError("E_BAD_REQUEST", `cell dir ${body.dir} is refused: ${planted}`, {
-        hint: "a symlink a job could have planted is never followed; name the directory itself",
-      });
-    }
-    // Stored canonical: a trailing slash, `..` or a symlink never makes two names for one dir.
-    // A peer's dir as the peer reaches it (a symlink swapped since its check changes nothing).
-    dir = peerUser ? canonicalAs(body.dir, peerUser, "cell dir") : realpathSync(body.dir);
-    // A user's cell is a directory of their own: root's review acts on it after every job.
-    if (peerUser && statSync(dir).uid !== peerUser.uid) {
-      throw new PlanterError(
-        "E_UNAUTHORIZED_PEER",
-        `cell dir ${dir} is not yours (uid ${statSync(dir).uid}; you are uid ${peerUser.uid})`,
-        {
-          hint: "make a cell of a directory you own",
-        },
-      );
-    }
-    const why = cellDirProblem(ctx, dir);
-    if (why) {
-      throw new PlanterError("E_BAD_REQUEST", `cell dir ${dir} is unsafe: ${why}`, {
-        hint: "use a project directory of its own (not /, a system dir, a home dir itself, planter's dirs or another cell's)",
-      });
-    }
-  } else {
-    dir = join(stateFiles(ctx.paths.stateDir).cells, body.name);
-  }
+  const dir =
+    body.dir === undefined
+      ? join(stateFiles(ctx.paths.stateDir).cells, body.name)
+      : givenCellDir(ctx, body.dir, peerUser);
   const owner = ownerFor(ctx, req.peer, managed ? null : dir);
   const cap = ctx.config.api.max_cells_per_uid;
   if (cap && owner !== null && countCellsOf(ctx.db, owner) >= cap) {

@@ -9,12 +9,14 @@ import { FRAME_HEADER, FRAME_KIND, FRAMES_TYPE, jobFrame, putHeader } from "../.
 import type { Routes } from "../../api/routes.ts";
 import { jobFiles } from "../../jobs/recorder.ts";
 import { stdinClosed } from "../../jobs/stdin.ts";
+import type { LaunchContext } from "../../jobs/supervisor.ts";
 import { pumpLogs } from "../../logs/stream.ts";
-import { ceilingLimits, ceilingPolicy, checkCeilingMode } from "../../mcp/ceiling.ts";
+import { ceilingLimits, ceilingPolicy, checkCeilingMode, type McpCeiling } from "../../mcp/ceiling.ts";
 import { proxyEnv } from "../../net/env.ts";
 import { jobDir } from "../../paths.ts";
 import type { Backend } from "../../sandbox/backend.ts";
 import { effectiveMode, lowersMode } from "../../sandbox/backend.ts";
+import type { Identity } from "../../sandbox/identity.ts";
 import { platformBackend } from "../../sandbox/index.ts";
 import { noneBackend } from "../../sandbox/none.ts";
 import { canonical, canonicalAs, type Resolver } from "../../sandbox/paths.ts";
@@ -32,7 +34,17 @@ import { type Mount, sandboxView, visibleIn } from "../../sandbox/view.ts";
 import { vmMemoryMb } from "../../sandbox/vm.ts";
 import { type CellRow, getCell } from "../../state/cells.ts";
 import { recordRef } from "../../state/idempotency.ts";
-import { deleteJob, getJob, insertJob, iterJobs, type JobRow, jobView, liveJobs, newJobId } from "../../state/jobs.ts";
+import {
+  deleteJob,
+  getJob,
+  insertJob,
+  iterJobs,
+  type JobRow,
+  jobView,
+  liveJobs,
+  type NewJob,
+  newJobId,
+} from "../../state/jobs.ts";
 import type { Context } from "../context.ts";
 import {
   cellPolicy,
@@ -281,117 +293,94 @@ function checkVmPolicy(policy: EffectivePolicy): void {
   }
 }
 
-export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promise<Reply<Job>> {
-  const { attach } = req.query;
-  const body = req.body;
-  const ref = requestRef(ctx, "jobs", body.request_ref, req.raw);
-  const replay = (): Reply<Job> | null => {
-    const prior = ref.prior();
-    if (!prior) return null;
-    const job = getJob(ctx.db, prior);
-    if (!job) throw goneResult(body.request_ref as string, `job ${prior}`);
-    if (!attach) return ok(viewFor(ctx, req.peer, job), 200);
-    // A replay that streams the job's output is a read of its logs: for its own user only.
-    checkJobAccess(ctx, req.peer, job);
-    return attached(ctx, req, job.id, 200);
-  };
-  const first = replay();
-  if (first) return first;
-  checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
-  // An agent job without a cell runs in the agent's own default cell, made with its egress preset.
-  const defaultCell = defaultCellName(ctx, req.peer, body.agent ? `agent-${body.agent.kind}` : undefined);
-  const cellName = body.cell ?? defaultCell;
-  const cell =
-    cellName === defaultCell
-      ? ensureCell(ctx, cellName, req.peer, body.agent ? { policy: { network: agentNetwork(body.agent.kind) } } : {})
-      : requireCell(ctx, cellName);
-  checkCellAccess(ctx, req.peer, cell);
-  checkRunningCap(ctx, req.peer);
-  const id = newJobId();
-  const mode = effectiveMode(body.sandbox?.mode, cell.sandbox.mode, ctx.defaultMode);
-  checkMode(
-    ctx,
-    mode,
-    body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
-  );
-  if (req.ceiling)
-    checkCeilingMode(
-      req.ceiling,
-      mode,
-      body.sandbox?.mode ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default",
-    );
+/**
+ * The job's sandbox mode (its own, else its cell's, else planterd's default), refused when the
+ * config or an MCP ceiling does not allow it, or when it would lower its cell's.
+ */
+function jobMode(
+  ctx: Context,
+  asked: SandboxMode | undefined,
+  cell: CellRow,
+  ceiling: McpCeiling | undefined,
+): SandboxMode {
+  const mode = effectiveMode(asked, cell.sandbox.mode, ctx.defaultMode);
+  const where = asked ? "asked by the job" : cell.sandbox.mode ? `of cell ${cell.name}` : "the default";
+  checkMode(ctx, mode, where);
+  if (ceiling) checkCeilingMode(ceiling, mode, where);
   const base = cell.sandbox.mode ?? ctx.defaultMode;
-  if (lowersMode(body.sandbox?.mode, base)) {
+  if (lowersMode(asked, base)) {
     throw badRequest(
-      `sandbox mode ${body.sandbox?.mode} would lower the ${cell.sandbox.mode ? `cell ${cell.name}'s` : "default"} mode ${base}`,
+      `sandbox mode ${asked} would lower the ${cell.sandbox.mode ? `cell ${cell.name}'s` : "default"} mode ${base}`,
       "a job may raise its cell's sandbox mode, never lower it; use a cell created with the mode you need",
     );
   }
-  const identity = identityFor(ctx, req.peer, cell);
-  let backend: Backend = noneBackend;
-  let fallback = false;
-  let sandboxFailure: string | null = null;
-  if (mode !== "disabled") {
-    const platform = ctx.sandbox.backend;
-    if (platform && ctx.sandbox.probe.ok) backend = platform;
-    else if (mode === "permissive") fallback = true;
-    else {
-      const p = ctx.sandbox.probe;
-      sandboxFailure = `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`;
-    }
-  }
-  const limits = req.ceiling
-    ? ceilingLimits(req.ceiling, body.limits, { ...ctx.config.limits, ...cell.limits })
-    : { ...ctx.config.limits, ...cell.limits, ...body.limits };
-  // A vm job (its own or its cell's choice): its own kernel, QEMU in the sandbox a bwrap job gets.
-  if (wantsVm(cell.sandbox.backend, body.sandbox?.backend)) {
-    backend = await vmFor(ctx, mode, limits.max_rss_bytes);
-    fallback = false;
-    sandboxFailure = null;
-  }
-  const sandboxed = backend.name !== "none";
-  // The cell's own view decides what a job's read_only may name and whether the cwd exists.
-  // Made only when asked (a job naming read_only paths): it costs a launch context of its own.
+  return mode;
+}
+
+/**
+ * The host's backend for a job in `mode`: the platform's when its probe passed; else none, as a
+ * fallback (permissive) or with the failure the job ends with (enforced).
+ */
+function hostBackend(
+  ctx: Context,
+  mode: SandboxMode,
+): { backend: Backend; fallback: boolean; sandboxFailure: string | null } {
+  const none = { backend: noneBackend, fallback: false, sandboxFailure: null };
+  if (mode === "disabled") return none;
+  const platform = ctx.sandbox.backend;
+  if (platform && ctx.sandbox.probe.ok) return { ...none, backend: platform };
+  if (mode === "permissive") return { ...none, fallback: true };
+  const p = ctx.sandbox.probe;
+  return {
+    ...none,
+    sandboxFailure: `sandbox unavailable: ${p.message ?? "no backend"}${p.hint ? ` (${p.hint})` : ""}`,
+  };
+}
+
+/**
+ * Whether the cell's own sandbox shows a path: it decides what a job's read_only may name. The
+ * view is made only when asked (a job naming read_only paths): it costs a launch context of its own.
+ */
+function cellVisible(
+  ctx: Context,
+  cell: CellRow,
+  identity: Identity | null,
+  limits: { max_rss_bytes?: number },
+  backend: Backend,
+): (path: string) => boolean {
   let cellView: Mount[] | null = null;
-  const visible = (p: string) => {
-    if (!sandboxed) return true;
+  return (p: string) => {
+    if (backend.name === "none") return true;
     if (!cellView) {
       const cp = cellPolicy(ctx, cell.sandbox.policy, identity);
       cellView = sandboxView(checkRequest(launchContext(ctx, cell, identity, cp, limits, false), cp, cell.dir));
     }
     return visibleIn(cellView, p, backend.name !== "seatbelt");
   };
-  // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
-  // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
-  const asked = body.agent
-    ? agentPolicy(ctx, cell, body.agent.kind, body.sandbox?.policy, identity)
-    : body.sandbox?.policy;
-  const cellsPolicy = mode === "disabled" ? null : effectivePolicy(ctx, cell, asked, visible, identity);
-  const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
-  if (backend.name === "vm" && policy) checkVmPolicy(policy);
-  const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
-  const cwd = body.cwd
-    ? identity
-      ? canonicalAs(body.cwd, identity, "cwd")
-      : canonical(body.cwd, "cwd")
-    : where.cellDir;
-  // The cell dir itself is always shown; another cwd must be.
-  if (
-    body.cwd &&
-    policy &&
-    sandboxed &&
-    !visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name !== "seatbelt")
-  ) {
+}
+
+/** The job's cwd, canonical as the user it runs as reaches it: the cell dir, which is always shown, or one its sandbox shows. */
+function jobCwd(
+  asked: string | undefined,
+  identity: Identity | null,
+  where: LaunchContext,
+  policy: EffectivePolicy | null,
+  backend: Backend,
+): string {
+  if (!asked) return where.cellDir;
+  const cwd = identity ? canonicalAs(asked, identity, "cwd") : canonical(asked, "cwd");
+  if (!policy || backend.name === "none") return cwd;
+  if (!visibleIn(sandboxView(checkRequest(where, policy, cwd)), cwd, backend.name !== "seatbelt")) {
     throw badRequest(
-      `cwd ${body.cwd} does not exist inside the job's sandbox`,
+      `cwd ${asked} does not exist inside the job's sandbox`,
       "use a directory under the cell dir, or add it to the policy's read_only or read_write paths",
     );
   }
-  // The workspace walk lets other requests in (a huge tree must not stall planterd): what they
-  // may have done meanwhile is looked at again — the same request_ref answered, the cell removed.
-  where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
-  const meanwhile = replay();
-  if (meanwhile) return meanwhile;
+  return cwd;
+}
+
+/** Refuse a job whose cell was removed, or its sandbox changed, while the job was being prepared. */
+function checkCellUnchanged(ctx: Context, cell: CellRow): void {
   const now = getCell(ctx.db, cell.name);
   if (now?.dir !== cell.dir) {
     throw conflict(
@@ -406,56 +395,70 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       "run the job again: it gets the cell's new sandbox",
     );
   }
-  // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
-  if (policy && (backend.name === "bwrap" || backend.name === "vm") && !sandboxFailure) {
-    const forUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
-    where.placeholders = holdMissingDeny(ctx, id, where, policy, forUser);
-  }
-  const job = {
-    id,
-    cell: cell.name,
-    argv: body.argv,
-    cwd,
-    env: {
-      ...jobEnv(
-        ctx,
-        cell.env,
-        body.env,
-        id,
-        cell.name,
-        policy,
-        where.home,
-        backend.name === "bwrap" && typeof policy?.network === "object",
-      ),
-      // The agent's hooks write here (bwrap: the FIFO's place in the sandbox; else its host path).
-      ...(body.agent
-        ? {
-            [REPORT_ENV]: backend.name === "bwrap" ? REPORT_IN_SANDBOX : agentFifo(ctx.paths.stateDir, id),
-          }
-        : {}),
-    },
-    limits,
-    sandbox_mode: mode,
-    sandbox_policy: policy,
-    backend: backend.name,
-    created_at: Date.now(),
-    request_ref: body.request_ref ?? null,
-    tty: body.tty ?? null,
-    // A terminal job reads its terminal.
-    stdin: Boolean(body.stdin) && !body.tty,
-  };
+}
+
+/** The answer to a request whose request_ref made job `prior` already (null: none did). */
+function replay(ctx: Context, req: Req<Routes["createJob"]>, prior: string | null): Reply<Job> | null {
+  if (!prior) return null;
+  const job = getJob(ctx.db, prior);
+  if (!job) throw goneResult(req.body.request_ref as string, `job ${prior}`);
+  if (!req.query.attach) return ok(viewFor(ctx, req.peer, job), 200);
+  // A replay that streams the job's output is a read of its logs: for its own user only.
+  checkJobAccess(ctx, req.peer, job);
+  return attached(ctx, req, job.id, 200);
+}
+
+/**
+ * The cell a job runs in: the one it names, else the peer's default cell (made when missing). An
+ * agent job without a cell runs in the agent's own default cell, made with its egress preset.
+ */
+function jobCell(ctx: Context, peer: Peer | null, named: string | undefined, agent: AgentKind | undefined): CellRow {
+  const defaultCell = defaultCellName(ctx, peer, agent ? `agent-${agent}` : undefined);
+  const cellName = named ?? defaultCell;
+  if (cellName !== defaultCell) return requireCell(ctx, cellName);
+  return ensureCell(ctx, cellName, peer, agent ? { policy: { network: agentNetwork(agent) } } : {});
+}
+
+/** A new job's environment (jobEnv); an agent job's also says where the agent's hooks report. */
+function newJobEnv(
+  ctx: Context,
+  cell: CellRow,
+  requested: Record<string, string> | undefined,
+  id: string,
+  policy: EffectivePolicy | null,
+  home: string,
+  backend: Backend,
+  agent: boolean,
+): Record<string, string> {
+  const egress = backend.name === "bwrap" && typeof policy?.network === "object";
+  const env = jobEnv(ctx, cell.env, requested, id, cell.name, policy, home, egress);
+  if (!agent) return env;
+  // The agent's hooks write here (bwrap: the FIFO's place in the sandbox; else its host path).
+  return { ...env, [REPORT_ENV]: backend.name === "bwrap" ? REPORT_IN_SANDBOX : agentFifo(ctx.paths.stateDir, id) };
+}
+
+/** Store a new job, its request_ref, `job.created` and (when it runs unsandboxed in permissive mode) `sandbox.fallback`, in one transaction. */
+function recordJob(
+  ctx: Context,
+  req: Req<Routes["createJob"]>,
+  hash: string,
+  job: NewJob,
+  runAs: ReturnType<typeof runAsOf>,
+  fallback: boolean,
+): void {
+  const { id, sandbox_mode: mode } = job;
   ctx.write((ev) => {
     insertJob(ctx.db, job);
-    if (body.request_ref) recordRef(ctx.db, "jobs", body.request_ref, ref.hash, id);
+    if (req.body.request_ref) recordRef(ctx.db, "jobs", req.body.request_ref, hash, id);
     ev.push({
       kind: "job.created",
       subject: `job/${id}`,
       data: {
-        cell: cell.name,
-        argv0: body.argv[0],
+        cell: job.cell,
+        argv0: req.body.argv[0],
         sandbox_mode: mode,
-        backend: backend.name,
-        run_as: runAsOf(identity, req.peer?.uid ?? null),
+        backend: job.backend,
+        run_as: runAs,
         ...req.audit,
       },
     });
@@ -467,20 +470,89 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       });
     }
   });
-  if (body.agent) where.agent = body.agent.kind;
-  if (sandboxFailure) {
-    ctx.supervisor.finish(id, {
-      state: "failed",
-      reason: "sandbox_error",
-      exit_code: null,
-      signal: null,
-      message: sandboxFailure,
-      at: Date.now(),
-    });
-  } else {
-    // A terminal job answers once its holder runs it (or it failed to start).
-    await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
+}
+
+/** End a job that cannot have the sandbox its mode demands: failed, never started. */
+function failToSandbox(ctx: Context, id: string, message: string): void {
+  ctx.supervisor.finish(id, {
+    state: "failed",
+    reason: "sandbox_error",
+    exit_code: null,
+    signal: null,
+    message,
+    at: Date.now(),
+  });
+}
+
+export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promise<Reply<Job>> {
+  const { attach } = req.query;
+  const body = req.body;
+  const ref = requestRef(ctx, "jobs", body.request_ref, req.raw);
+  const first = replay(ctx, req, ref.prior());
+  if (first) return first;
+  checkPeerPaths(req.peer, { cwd: body.cwd, policy: body.sandbox?.policy });
+  const cell = jobCell(ctx, req.peer, body.cell, body.agent?.kind);
+  checkCellAccess(ctx, req.peer, cell);
+  checkRunningCap(ctx, req.peer);
+  const id = newJobId();
+  const mode = jobMode(ctx, body.sandbox?.mode, cell, req.ceiling);
+  const identity = identityFor(ctx, req.peer, cell);
+  let { backend, fallback, sandboxFailure } = hostBackend(ctx, mode);
+  const limits = req.ceiling
+    ? ceilingLimits(req.ceiling, body.limits, { ...ctx.config.limits, ...cell.limits })
+    : { ...ctx.config.limits, ...cell.limits, ...body.limits };
+  // A vm job (its own or its cell's choice): its own kernel, QEMU in the sandbox a bwrap job gets.
+  if (wantsVm(cell.sandbox.backend, body.sandbox?.backend)) {
+    backend = await vmFor(ctx, mode, limits.max_rss_bytes);
+    fallback = false;
+    sandboxFailure = null;
   }
+  const sandboxed = backend.name !== "none";
+  // Paths are resolved with the rights of the user the job runs as (planterd root): bwrap binds
+  // nothing else for it, and root's own lookup must never answer for a path that user cannot reach.
+  const asked = body.agent
+    ? agentPolicy(ctx, cell, body.agent.kind, body.sandbox?.policy, identity)
+    : body.sandbox?.policy;
+  const cellsPolicy =
+    mode === "disabled"
+      ? null
+      : effectivePolicy(ctx, cell, asked, cellVisible(ctx, cell, identity, limits, backend), identity);
+  const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
+  if (backend.name === "vm" && policy) checkVmPolicy(policy);
+  const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
+  const cwd = jobCwd(body.cwd, identity, where, policy, backend);
+  // The workspace walk lets other requests in (a huge tree must not stall planterd): what they
+  // may have done meanwhile is looked at again — the same request_ref answered, the cell removed.
+  where.workspace = await snapshotWorkspace(ctx, id, where, policy, sandboxed);
+  const meanwhile = replay(ctx, req, ref.prior());
+  if (meanwhile) return meanwhile;
+  checkCellUnchanged(ctx, cell);
+  // Deny paths missing now get placeholders before the job (bwrap: Seatbelt's rules hold by path).
+  if (policy && (backend.name === "bwrap" || backend.name === "vm") && !sandboxFailure) {
+    const forUser = daemonIsRoot() && req.peer && req.peer.uid !== 0 ? req.peer : null;
+    where.placeholders = holdMissingDeny(ctx, id, where, policy, forUser);
+  }
+  const job = {
+    id,
+    cell: cell.name,
+    argv: body.argv,
+    cwd,
+    env: newJobEnv(ctx, cell, body.env, id, policy, where.home, backend, body.agent !== undefined),
+    limits,
+    sandbox_mode: mode,
+    sandbox_policy: policy,
+    backend: backend.name,
+    created_at: Date.now(),
+    request_ref: body.request_ref ?? null,
+    tty: body.tty ?? null,
+    // A terminal job reads its terminal.
+    stdin: Boolean(body.stdin) && !body.tty,
+  };
+  recordJob(ctx, req, ref.hash, job, runAsOf(identity, req.peer?.uid ?? null), fallback);
+  if (body.agent) where.agent = body.agent.kind;
+  if (sandboxFailure) failToSandbox(ctx, id, sandboxFailure);
+  // A terminal job answers once its holder runs it (or it failed to start).
+  else await ctx.supervisor.launch(getJob(ctx.db, id) as JobRow, backend, fallback, where);
   if (attach) return attached(ctx, req, id, 201, job.stdin);
   return ok(viewFor(ctx, req.peer, getJob(ctx.db, id) as JobRow), 201);
 }

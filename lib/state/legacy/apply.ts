@@ -1,6 +1,6 @@
 /** Applying an import plan: one transaction per item, logs copied before the row is committed. */
 
-import type { Database } from "bun:sqlite";
+import type { Database, SQLQueryBindings } from "bun:sqlite";
 import { chmodSync, copyFileSync, linkSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { jobFiles } from "../../jobs/recorder.ts";
@@ -43,6 +43,30 @@ function placeLog(src: string | null, dst: string, live: boolean, notes: string[
   chmodSync(dst, 0o600);
 }
 
+/** The values of an imported job's row, in the order of applyImport's INSERT. */
+function jobValues({ job, outcome, token, cell }: Plan["jobs"][number], now: number): SQLQueryBindings[] {
+  return [
+    job.id,
+    cell,
+    JSON.stringify(job.command.argv),
+    job.command.cwd,
+    JSON.stringify(job.command.env ?? {}),
+    JSON.stringify(importLimits(job.command.limits)),
+    outcome ? outcome.state : "running",
+    outcome ? outcome.reason : null,
+    outcome ? outcome.exit_code : null,
+    outcome ? outcome.signal : null,
+    outcome ? outcome.message : null,
+    job.pid ?? null,
+    token,
+    job.started_at_ms,
+    job.started_at_ms,
+    outcome ? (outcome.state === "lost" && job.status.type === "running" ? now : (job.finished_at_ms ?? null)) : null,
+    // A re-adopted job (no outcome) has its limits enforced by the monitor.
+    outcome === null ? "monitor" : null,
+  ];
+}
+
 export function applyImport(db: Database, stateDir: string, tree: LegacyTree, plan: Plan, now = Date.now()): void {
   const record = db.query(
     "INSERT INTO legacy_imports (kind, legacy_id, target, root, imported_at) VALUES (?, ?, ?, ?, ?)",
@@ -79,7 +103,7 @@ export function applyImport(db: Database, stateDir: string, tree: LegacyTree, pl
      VALUES (?, ?, ?, ?, ?, ?, 'disabled', 'none', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
   );
   for (const p of plan.jobs) {
-    const { job, outcome, token } = p;
+    const { job, outcome } = p;
     const dir = jobDir(stateDir, job.id);
     const files = jobFiles(dir);
     const live = outcome === null;
@@ -91,29 +115,7 @@ export function applyImport(db: Database, stateDir: string, tree: LegacyTree, pl
       placeLog(legacyLog(tree.root, job, "stderr"), files.stderr, live, notes, "stderr");
       p.item.note = notes.length ? notes.join("; ") : null;
       db.transaction(() => {
-        insert.run(
-          job.id,
-          p.cell,
-          JSON.stringify(job.command.argv),
-          job.command.cwd,
-          JSON.stringify(job.command.env ?? {}),
-          JSON.stringify(importLimits(job.command.limits)),
-          outcome ? outcome.state : "running",
-          outcome ? outcome.reason : null,
-          outcome ? outcome.exit_code : null,
-          outcome ? outcome.signal : null,
-          outcome ? outcome.message : null,
-          job.pid ?? null,
-          token,
-          job.started_at_ms,
-          job.started_at_ms,
-          outcome
-            ? outcome.state === "lost" && job.status.type === "running"
-              ? now
-              : (job.finished_at_ms ?? null)
-            : null,
-          live ? "monitor" : null,
-        );
+        insert.run(...jobValues(p, now));
         record.run("job", job.id, job.id, tree.root, now);
         appendEvent(
           db,

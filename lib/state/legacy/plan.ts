@@ -70,104 +70,126 @@ function alreadyNote(ex: Existing, key: string, tree: LegacyTree, what: string):
     : `an item with this id was imported from ${prior.root} already (as ${what} ${prior.target})`;
 }
 
+type ImportOptions = { toleranceMs?: number; facts?: (pid: number) => ProcessFacts | null };
+
 /** Decide what happens to every legacy item; reads /proc for running jobs, writes nothing. */
-export function planImport(
-  tree: LegacyTree,
-  ex: Existing,
-  opts: { toleranceMs?: number; facts?: (pid: number) => ProcessFacts | null } = {},
-): Plan {
+export function planImport(tree: LegacyTree, ex: Existing, opts: ImportOptions = {}): Plan {
   const plan: Plan = { items: [], cells: [], jobs: [] };
   const names = new Map(ex.cells);
   /** Legacy cell id → planter cell name, for this run and earlier ones. */
   const cellOf = new Map<string, string>();
   for (const [key, v] of ex.imported) if (key.startsWith("cell:")) cellOf.set(key.slice(5), v.target);
-
-  for (const { path, cell } of tree.cells) {
-    const base = { kind: "cell" as const, legacy_id: cell.id, path };
-    const key = `cell:${cell.id}`;
-    if (ex.imported.has(key)) {
-      plan.items.push({
-        ...base,
-        action: "skip",
-        target: ex.imported.get(key)?.target ?? null,
-        note: alreadyNote(ex, key, tree, "cell"),
-      });
-      continue;
-    }
-    const wanted = cellNameFor(cell.spec.name, cell.id);
-    const notes: string[] = [];
-    if (wanted !== cell.spec.name) notes.push(`${JSON.stringify(cell.spec.name)} is not a valid cell name`);
-    let name = wanted;
-    const dirThere = names.get(wanted);
-    let action: ImportItem["action"] = "import";
-    if (dirThere !== undefined && dirThere === cell.dir) {
-      action = "merge";
-      notes.push(`cell ${wanted} already exists with the same dir: its jobs join it, its settings are kept`);
-    } else if (dirThere !== undefined) {
-      name = freeName(wanted, (n) => names.has(n));
-      notes.push(`cell ${wanted} already exists with another dir (${dirThere})`);
-    }
-    if (action === "import" && !existsSync(cell.dir)) notes.push(`its dir ${cell.dir} does not exist`);
-    names.set(name, cell.dir);
-    cellOf.set(cell.id, name);
-    const item: ImportItem = { ...base, action, target: name, note: notes.length ? notes.join("; ") : null };
-    plan.items.push(item);
-    plan.cells.push({ item, cell });
-  }
-
-  for (const { path, job } of tree.jobs) {
-    const base = { kind: "job" as const, legacy_id: job.id, path };
-    const key = `job:${job.id}`;
-    if (ex.imported.has(key)) {
-      const note = alreadyNote(ex, key, tree, "job");
-      plan.items.push({ ...base, action: "skip", skip: "already_imported", target: job.id, note });
-      continue;
-    }
-    if (ex.jobIds.has(job.id)) {
-      plan.items.push({
-        ...base,
-        action: "skip",
-        skip: "id_taken",
-        target: job.id,
-        note: `a job ${job.id} exists already`,
-      });
-      continue;
-    }
-    const cell = cellOf.get(job.cell_id);
-    if (cell === undefined) {
-      plan.items.push({
-        ...base,
-        action: "skip",
-        skip: "no_cell",
-        target: null,
-        note: `its cell ${job.cell_id} is missing or malformed (fix cells/${job.cell_id}/cell.json and run migrate again)`,
-      });
-      continue;
-    }
-    let outcome: Outcome | null = null;
-    let token: string | null = null;
-    const notes: string[] = [];
-    if (job.status.type === "running") {
-      const l = liveness(job, opts.toleranceMs, opts.facts);
-      if (l.alive) token = l.token;
-      else outcome = { state: "lost", reason: "lost", exit_code: null, signal: null, message: l.why };
-    } else {
-      outcome = exitedOutcome(job.status.code ?? null, job.termination_reason);
-    }
-    const dropped = droppedLimits(job.command.limits);
-    if (dropped.length) notes.push(`limits not understood and dropped: ${dropped.join(", ")}`);
-    if (outcome?.message) notes.push(outcome.message);
-    const item: ImportItem = {
-      ...base,
-      action: "import",
-      target: job.id,
-      state: outcome ? outcome.state : "running",
-      note: notes.length ? notes.join("; ") : null,
-    };
-    plan.items.push(item);
-    plan.jobs.push({ item, job, outcome, token, cell });
-  }
+  for (const entry of tree.cells) planCell(plan, tree, ex, names, cellOf, entry);
+  for (const entry of tree.jobs) planJob(plan, tree, ex, cellOf, opts, entry);
   return plan;
+}
+
+/**
+ * A legacy cell: skipped when imported before; merged into a cell of the same name and dir;
+ * else imported, under a free name when its own is taken by another dir. `names` and `cellOf`
+ * learn the name it gets.
+ */
+function planCell(
+  plan: Plan,
+  tree: LegacyTree,
+  ex: Existing,
+  names: Map<string, string>,
+  cellOf: Map<string, string>,
+  { path, cell }: LegacyTree["cells"][number],
+): void {
+  const base = { kind: "cell" as const, legacy_id: cell.id, path };
+  const key = `cell:${cell.id}`;
+  if (ex.imported.has(key)) {
+    plan.items.push({
+      ...base,
+      action: "skip",
+      target: ex.imported.get(key)?.target ?? null,
+      note: alreadyNote(ex, key, tree, "cell"),
+    });
+    return;
+  }
+  const wanted = cellNameFor(cell.spec.name, cell.id);
+  const notes: string[] = [];
+  if (wanted !== cell.spec.name) notes.push(`${JSON.stringify(cell.spec.name)} is not a valid cell name`);
+  let name = wanted;
+  const dirThere = names.get(wanted);
+  let action: ImportItem["action"] = "import";
+  if (dirThere !== undefined && dirThere === cell.dir) {
+    action = "merge";
+    notes.push(`cell ${wanted} already exists with the same dir: its jobs join it, its settings are kept`);
+  } else if (dirThere !== undefined) {
+    name = freeName(wanted, (n) => names.has(n));
+    notes.push(`cell ${wanted} already exists with another dir (${dirThere})`);
+  }
+  if (action === "import" && !existsSync(cell.dir)) notes.push(`its dir ${cell.dir} does not exist`);
+  names.set(name, cell.dir);
+  cellOf.set(cell.id, name);
+  const item: ImportItem = { ...base, action, target: name, note: notes.length ? notes.join("; ") : null };
+  plan.items.push(item);
+  plan.cells.push({ item, cell });
+}
+
+/** A legacy job: skipped (imported before, its id taken, its cell missing), else imported as it ended or adopted running. */
+function planJob(
+  plan: Plan,
+  tree: LegacyTree,
+  ex: Existing,
+  cellOf: Map<string, string>,
+  opts: ImportOptions,
+  { path, job }: LegacyTree["jobs"][number],
+): void {
+  const base = { kind: "job" as const, legacy_id: job.id, path };
+  const skip = jobSkip(tree, ex, cellOf, job);
+  if (skip) {
+    plan.items.push({ ...base, action: "skip", ...skip });
+    return;
+  }
+  const cell = cellOf.get(job.cell_id) as string;
+  const { outcome, token } = jobOutcome(job, opts);
+  const notes: string[] = [];
+  const dropped = droppedLimits(job.command.limits);
+  if (dropped.length) notes.push(`limits not understood and dropped: ${dropped.join(", ")}`);
+  if (outcome?.message) notes.push(outcome.message);
+  const item: ImportItem = {
+    ...base,
+    action: "import",
+    target: job.id,
+    state: outcome ? outcome.state : "running",
+    note: notes.length ? notes.join("; ") : null,
+  };
+  plan.items.push(item);
+  plan.jobs.push({ item, job, outcome, token, cell });
+}
+
+/** Why a legacy job is not imported (imported before, its id taken, its cell missing), or null. */
+function jobSkip(
+  tree: LegacyTree,
+  ex: Existing,
+  cellOf: Map<string, string>,
+  job: LegacyJobFile,
+): Pick<ImportItem, "skip" | "target" | "note"> | null {
+  const key = `job:${job.id}`;
+  if (ex.imported.has(key))
+    return { skip: "already_imported", target: job.id, note: alreadyNote(ex, key, tree, "job") };
+  if (ex.jobIds.has(job.id)) return { skip: "id_taken", target: job.id, note: `a job ${job.id} exists already` };
+  if (!cellOf.has(job.cell_id)) {
+    return {
+      skip: "no_cell",
+      target: null,
+      note: `its cell ${job.cell_id} is missing or malformed (fix cells/${job.cell_id}/cell.json and run migrate again)`,
+    };
+  }
+  return null;
+}
+
+/** How a legacy job ended, or (running and still its own process) the token to adopt it by. */
+function jobOutcome(job: LegacyJobFile, opts: ImportOptions): { outcome: Outcome | null; token: string | null } {
+  if (job.status.type !== "running") {
+    return { outcome: exitedOutcome(job.status.code ?? null, job.termination_reason), token: null };
+  }
+  const l = liveness(job, opts.toleranceMs, opts.facts);
+  if (l.alive) return { outcome: null, token: l.token };
+  return { outcome: { state: "lost", reason: "lost", exit_code: null, signal: null, message: l.why }, token: null };
 }
 
 /** Counts of an import (or of a dry run's plan). */
