@@ -122,6 +122,14 @@ export class Client {
     return this.remoteOnce;
   }
 
+  /**
+   * Who is behind the socket, as every request checks first: the path and its directory (owner,
+   * mode), then the listening process's uid. Throws E_UNTRUSTED_DAEMON (or why it cannot connect).
+   */
+  verify(): Promise<void> {
+    return this.check();
+  }
+
   /** The socket's path now, and (once) the uid of the process listening on it. */
   private async check(): Promise<void> {
     await this.prepare();

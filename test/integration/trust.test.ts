@@ -192,6 +192,34 @@ describe("the CLI sends nothing to a socket another user controls", () => {
   });
 });
 
+test.skipIf(!root)(
+  "doctor asks nothing of a socket whose listener runs as another user: daemon.reachable says why (needs root: setpriv, chown)",
+  async () => {
+    const l = nobodyListener();
+    try {
+      await l.ready();
+      chownSync(l.socket, 0, 0);
+      chownSync(l.dir, 0, 0);
+      const r = await cli(home(), ["doctor", "--json", "daemon.reachable"], { env: { PLANTER_SOCKET: l.socket } });
+      const check = (JSON.parse(r.stdout) as { checks: { id: string; status: string; message: string }[] }).checks.find(
+        (c) => c.id === "daemon.reachable",
+      );
+      expect(check?.status).toBe("fail");
+      expect(check?.message).toContain(
+        `not asking planterd: refusing to use the planterd socket ${l.socket}: the process listening on it runs as uid 65534`,
+      );
+      // One connection, to read its listener's uid: nothing was sent on it, and no request followed.
+      await l.sentinel();
+      expect(l.closed()).toEqual([
+        { id: 1, bytes: 0 },
+        { id: 2, bytes: 1 },
+      ]);
+    } finally {
+      l.proc.kill("SIGKILL");
+    }
+  },
+);
+
 describe("what a daemon sends is printed escaped", () => {
   const ESC = "\x1b";
   const hostile = `${ESC}]52;c;aGk=\x07${ESC}[2J\u202e`;

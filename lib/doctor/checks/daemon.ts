@@ -1,7 +1,8 @@
 /** planterd over its API: daemon.reachable (`/v1/version`, `/v1/ready`), daemon.version-match. */
-import { join } from "node:path";
+import { dirname, join } from "node:path";
+import { Client } from "../../api/client.ts";
 import { API_VERSION, type VersionInfo } from "../../api/contract.ts";
-import type { ErrorBody } from "../../api/errors.ts";
+import { type ErrorBody, PlanterError } from "../../api/errors.ts";
 import { shellLine } from "../../cli/output.ts";
 import { type Check, fail, type Linked, ok, type Result, skip, warn } from "../check.ts";
 import type { DoctorContext, Expected } from "../context.ts";
@@ -33,10 +34,35 @@ async function getJson(socket: string, path: string, signal: AbortSignal): Promi
   }
 }
 
+/**
+ * The client's trust checks on the socket (lib/api/trust.ts): a probe that refuses it, or null.
+ * Any other failure (nothing there, no answer in time) is left to the requests, which name it.
+ */
+async function untrusted(socket: string, ms: number): Promise<DaemonProbe | null> {
+  let timer: Timer | undefined;
+  try {
+    await Promise.race([
+      new Client(socket).verify(),
+      new Promise((resolve) => {
+        timer = setTimeout(resolve, ms);
+      }),
+    ]);
+    return null;
+  } catch (e) {
+    if (!(e instanceof PlanterError) || e.code !== "E_UNTRUSTED_DAEMON") return null;
+    return { ok: false, code: e.code, error: { code: e.code, message: e.message, hint: e.hint } as ErrorBody };
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Call `/v1/version` and `/v1/ready` once per doctor run. */
 export function daemonProbe(ctx: DoctorContext & Linked): Promise<DaemonProbe> {
   return ctx.once("daemon", async (): Promise<DaemonProbe> => {
     const signal = AbortSignal.timeout(ctx.timeoutMs);
+    // The client's own checks first: doctor asks nothing of a socket another user controls.
+    const refused = await untrusted(ctx.paths.socketPath, ctx.timeoutMs);
+    if (refused) return refused;
     try {
       const [v, r] = await Promise.all([
         getJson(ctx.paths.socketPath, "/v1/version", signal),
@@ -99,6 +125,12 @@ export function reachableResult(ctx: DoctorContext, p: DaemonProbe): Result {
         `cannot reach planterd: permission denied opening ${socket}`,
         "in system mode only root and group planter may open the socket; log in again after being added",
         usermod,
+      );
+    case "E_UNTRUSTED_DAEMON":
+      return fail(
+        `not asking planterd: ${p.error?.message ?? "the socket is not trusted"}`,
+        p.error?.hint ?? "whoever owns the socket would see what planter sends",
+        `ls -ln ${shellLine([socket])} ${shellLine([dirname(socket)])}`,
       );
     case "TIMEOUT":
       return fail(
