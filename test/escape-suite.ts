@@ -629,6 +629,25 @@ export function escapeSuite(modes: readonly Mode[]): void {
           expect(lines[5]).toBe("fork ok 7");
         });
 
+        test("syscalls newer than the filter's table: open_tree_attr refused by number, clone3 of a user namespace fails, unreviewed numbers ENOSYS; fchmodat2 and close_range work", async () => {
+          const probe = `require "syscall.ph";
+          sub r { my ($n, $v) = @_; print "$n ", ($v < 0 ? 0 + $! : "ok"), "\\n" }
+          my ($root, $file) = ("/", "f");
+          r("open_tree_attr", syscall(467, -100, $root, 0, 0, 0));
+          my $args = pack("QQQQQQQQ", 0x10000000, 0, 0, 0, 17, 0, 0, 0);
+          my $pid = syscall(435, $args, 64); if ($pid == 0) { exit 0 } waitpid($pid, 0) if $pid > 0; r("clone3_newuser", $pid);
+          r("unreviewed", syscall(470, 0, 0, 0)); r("unreviewed_x32", syscall(0x40000000 + 470, 0, 0, 0));
+          open(my $f, ">", "f") or die; close $f; r("fchmodat2", syscall(452, -100, $file, 0600, 0));
+          r("close_range", syscall(436, 1000, 1010, 0));
+          `;
+          const { dir, name } = await mkCell(p, { files: { "new.pl": probe } });
+          const r = await run(p, "", { cell: name, argv: ["perl", join(dir, "new.pl")] });
+          expect(r.err).toBe("");
+          expect(r.out).toMatch(
+            /^open_tree_attr 1\nclone3_newuser (28|1)\nunreviewed 38\nunreviewed_x32 38\nfchmodat2 ok\nclose_range ok\n$/,
+          );
+        });
+
         test("host processes are out of sight (own pid namespace); the job sees its own", async () => {
           const r = await run(
             p,
