@@ -648,6 +648,39 @@ export function escapeSuite(modes: readonly Mode[]): void {
           );
         });
 
+        test("a tree another local user plants at /tmp/planter-JOB (a name ps shows) is not removed by planterd at the job's end", async () => {
+          const { dir, name } = await mkCell(p);
+          const j = await p.client.createJob({
+            cell: name,
+            argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo done"],
+          });
+          const planted = `/tmp/planter-${j.id}`;
+          const plant = Bun.spawnSync(
+            [
+              "setpriv",
+              "--reuid=12345",
+              "--regid=12345",
+              "--clear-groups",
+              "sh",
+              "-c",
+              'mkdir -p "$1/sub" && echo mine > "$1/sub/f"',
+              "-",
+              planted,
+            ],
+            { stderr: "pipe" },
+          );
+          expect(plant.stderr.toString()).toBe("");
+          try {
+            writeFileSync(join(dir, "go"), "");
+            const end = (await p.client.waitJob(j.id, 45_000)).job;
+            expect([end.state, end.exit_code, await text(p, j.id, "stdout")]).toEqual(["exited", 0, "done\n"]);
+            // The end is recorded after the job's clean-up: the other user's tree is as it was.
+            expect(readFileSync(join(planted, "sub", "f"), "utf8")).toBe("mine\n");
+          } finally {
+            rmSync(planted, { recursive: true, force: true });
+          }
+        });
+
         test("host processes are out of sight (own pid namespace); the job sees its own", async () => {
           const r = await run(
             p,

@@ -1252,7 +1252,9 @@ export class Supervisor {
     this.guard.unwatch(id);
     this.own.delete(id);
     this.startedAt.delete(id);
-    rmSync(scratchDir(id), { recursive: true, force: true });
+    // Seatbelt's TMPDIR only: no Linux backend makes it, and a tree under that predictable name in
+    // a shared /tmp is another user's (planterd as root removed it, whatever it held or became).
+    if (process.platform === "darwin") rmSync(scratchDir(id), { recursive: true, force: true });
     const orphans = this.signalled.get(id);
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
