@@ -183,6 +183,11 @@ export function tcpIdentity(ctx: Context): Peer {
   }
   const u = lookupUser(name);
   if (!u) throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} is no user of this host`);
+  // As on [api.tcp]: a bearer token is one copied file away from anyone, so it never stands for root.
+  if (u.uid === 0)
+    throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} (uid 0): TCP callers never act as root`, {
+      hint: 'name an unprivileged user: as_user = "alice" (root uses the socket: planter mcp)',
+    });
   // Its groups as login would give them (as [api.tcp]'s identities get theirs).
   return peerOfUid(u.uid);
 }

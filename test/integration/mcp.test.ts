@@ -487,4 +487,28 @@ describe("MCP over HTTP: planterd's socket and the loopback TCP listener", () =>
       cleanup(home);
     }
   });
+
+  test("as_user root keeps the TCP listener shut (a token is never root, as on [api.tcp]); the socket still serves", async () => {
+    const home = tempHome("pm");
+    writeFileSync(join(home, "token"), `${token}\n`, { mode: 0o600 });
+    const d2 = await startDaemon({
+      home,
+      config: `[sandbox]\nmode = "enforced"\n[mcp]\nlisten = "127.0.0.1:${port + 2}"\ntoken_file = "${join(home, "token")}"\nas_user = "root"\n`,
+    });
+    try {
+      await waitFor(() => d2.stderr().includes("MCP TCP listener not started"), "the refusal in planterd's log");
+      expect(d2.stderr()).toContain("as_user root (uid 0)");
+      const refused = await fetch(`http://127.0.0.1:${port + 2}/mcp`, {
+        method: "POST",
+        headers: { authorization: `Bearer ${token}` },
+      }).catch((e) => e);
+      expect(refused).toBeInstanceOf(Error);
+      const c = await socketClient(d2);
+      expect((await c.listTools()).tools.length).toBe(TOOL_NAMES.length);
+      await c.close();
+    } finally {
+      await d2.stop();
+      cleanup(home);
+    }
+  });
 });
