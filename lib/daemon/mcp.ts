@@ -8,7 +8,7 @@
  * first `/mcp` request, never at planterd's start.
  */
 import { timingSafeEqual } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import type { Stats } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
@@ -21,7 +21,7 @@ import { loopbackPeerUid } from "./loopback.ts";
 import type { Peer } from "./peer.ts";
 import { parseJson, type Router, readBody } from "./router.ts";
 import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
-import { isLoopback, peerOfUid } from "./tcp.ts";
+import { isLoopback, peerOfUid, readSecretFile } from "./tcp.ts";
 
 /** The key TCP refusals are rate-limited under (uids are ≥ 0; the socket's unknown peers are -1). */
 const TCP_DENIAL_KEY = -1_000_001;
@@ -143,9 +143,10 @@ export function parseListen(spec: string): { host: string; port: number } {
 
 /** The bearer token of the TCP listener: a file of planterd's user, 0600, not empty. */
 export function readToken(file: string): Buffer {
-  let st: ReturnType<typeof statSync>;
+  let st: Stats;
+  let text: string;
   try {
-    st = statSync(file);
+    ({ st, text } = readSecretFile(file));
   } catch (e) {
     throw new PlanterError("E_CONFIG", `[mcp] token_file ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`, {
       hint: `make one: (umask 077; openssl rand -hex 32 > ${file})`,
@@ -159,7 +160,7 @@ export function readToken(file: string): Buffer {
       { hint: `chown ${me} ${file} && chmod 600 ${file}` },
     );
   }
-  const token = Buffer.from(readFileSync(file, "utf8").trim());
+  const token = Buffer.from(text.trim());
   if (token.length < 16) {
     throw new PlanterError("E_CONFIG", `[mcp] token_file ${file} holds less than 16 characters`, {
       hint: `make a long random one: (umask 077; openssl rand -hex 32 > ${file})`,
