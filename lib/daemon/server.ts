@@ -172,6 +172,12 @@ export class ApiServer {
     this.handshaking.delete(socket);
     clearTimeout(held.timer);
     const cert = certIdentity(socket, identities);
+    // A peer beyond loopback waited in the unknown bucket; a certificate now says whose it is.
+    if (held.uid === UNKNOWN_PEER && cert) {
+      held.release();
+      this.admit(socket, cert.peer, { cert, identities });
+      return;
+    }
     this.admit(socket, cert?.peer ?? null, { cert, identities }, held);
   }
 
