@@ -296,6 +296,18 @@ export function parseConfig(input: unknown, source: string): Config {
   });
 }
 
+/**
+ * The secrets a config names, wherever they lie: the MCP listener's token file, `[api.tcp]`'s TLS
+ * key and its identities' token files. A token opens planterd over TCP, the key speaks as planterd
+ * to its clients: every sandbox hides them (a user's planterd runs its jobs as the user who owns them).
+ */
+export function configSecrets(c: Config): string[] {
+  const tcp = c.api.tcp;
+  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file)].filter(
+    (f): f is string => typeof f === "string" && f.length > 0,
+  );
+}
+
 /** Read and validate the config file; a missing file means all defaults. */
 export function loadConfig(path: string): Config {
   if (!existsSync(path)) return parseConfig({}, path);

@@ -8,6 +8,7 @@ import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
+import { configSecrets, loadConfig } from "../config.ts";
 import { Egress } from "../jobs/egress.ts";
 import { proxyEnv } from "../net/env.ts";
 import type { NetRules } from "../net/policy.ts";
@@ -46,6 +47,18 @@ export function checkCellWritable(cellDir: string, id: Identity | null): void {
   }
 }
 
+/**
+ * The secrets planterd's config names outside its dirs (lib/config.ts): hidden from a standalone
+ * sandbox too. A config that cannot be read names none planterd could use either.
+ */
+function secretsOf(configPath: string): string[] {
+  try {
+    return configSecrets(loadConfig(configPath));
+  } catch {
+    return [];
+  }
+}
+
 /** A plan request for the calling user, with planter's paths protected and the real home hidden. */
 export function hostRequest(o: {
   argv: string[];
@@ -69,7 +82,7 @@ export function hostRequest(o: {
     cwd: o.cellDir,
     cellDir: o.cellDir,
     policy: o.policy,
-    protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath)],
+    protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath), ...secretsOf(paths.configPath)],
     home: o.home ?? o.scratch,
     hiddenHomes: homes,
     credentialHomes: [...new Set([...homes, ...homesShown([...o.policy.read_write, ...o.policy.read_only])])],
