@@ -298,12 +298,14 @@ export function parseConfig(input: unknown, source: string): Config {
 
 /**
  * The secrets a config names, wherever they lie: the MCP listener's token file, `[api.tcp]`'s TLS
- * key and its identities' token files. A token opens planterd over TCP, the key speaks as planterd
- * to its clients: every sandbox hides them (a user's planterd runs its jobs as the user who owns them).
+ * key and its identities' token files, and each target's token file, client key and ssh key. A
+ * token opens a planterd over TCP, a key speaks as its owner: every sandbox hides them (a user's
+ * planterd runs its jobs as the user who owns them, and the same file holds the user's targets).
  */
 export function configSecrets(c: Config): string[] {
   const tcp = c.api.tcp;
-  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file)].filter(
+  const targets = Object.values(c.targets).flatMap((t) => [t.token_file, t.key, t.identity]);
+  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file), ...targets].filter(
     (f): f is string => typeof f === "string" && f.length > 0,
   );
 }
