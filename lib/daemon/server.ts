@@ -124,6 +124,7 @@ export class ApiServer {
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
   private readonly slots: ConnectionSlots;
+  private readonly tcpSlots: ConnectionSlots;
   private readonly tcpServers: ReturnType<typeof createTlsServer>[] = [];
   /** TCP connections in their TLS handshake: the slot each holds and the timer that bounds it. */
   private readonly handshaking = new WeakMap<Socket, { uid: number; release: () => void; timer: Timer }>();
@@ -141,11 +142,14 @@ export class ApiServer {
       else socket.destroy();
     });
     this.net = createNetServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
-    this.slots = new ConnectionSlots(() => ({
+    const limits = () => ({
       shared: ctx.config.api.max_connections,
       perUid: ctx.config.api.max_connections_per_uid,
       owner: process.getuid?.() ?? UNKNOWN_PEER,
-    }));
+    });
+    this.slots = new ConnectionSlots(limits);
+    // The TCP listener's own: nothing on TCP (a root-owned forwarder, say) takes the socket's slots.
+    this.tcpSlots = new ConnectionSlots(limits);
     ctx.inflight = () => this.inflight.size;
   }
 
@@ -194,7 +198,7 @@ export class ApiServer {
       return;
     }
     const uid = loopbackPeerUid(socket) ?? UNKNOWN_PEER;
-    if (this.slots.take(uid)) {
+    if (this.tcpSlots.take(uid)) {
       socket.destroy();
       return;
     }
@@ -204,7 +208,7 @@ export class ApiServer {
       release: () => {
         if (released) return;
         released = true;
-        this.slots.release(uid);
+        this.tcpSlots.release(uid);
       },
       timer: setTimeout(() => socket.destroy(), this.ctx.config.api.header_timeout_ms),
     };
@@ -225,7 +229,8 @@ export class ApiServer {
    */
   private admit(socket: Socket, peer: Peer | null, tcp?: Conn["tcp"], held?: { release: () => void }): void {
     const uid = peer?.uid ?? UNKNOWN_PEER;
-    const refusal = held ? null : this.slots.take(uid);
+    const slots = tcp ? this.tcpSlots : this.slots;
+    const refusal = held ? null : slots.take(uid);
     if (refusal) {
       const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
       hangUp(
@@ -240,7 +245,7 @@ export class ApiServer {
     socket.once("close", () => {
       this.sockets.delete(socket);
       if (held) held.release();
-      else this.slots.release(uid);
+      else slots.release(uid);
       if (conn.timer) clearTimeout(conn.timer);
     });
     this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
