@@ -1,59 +1,98 @@
-/** The uid of a loopback TCP peer from /proc/net/tcp{,6}: the spelling of addresses, and a real connection. */
+/** The uid of a loopback TCP peer, from the kernel's sock_diag: the request's layout and real connections. */
 import { expect, test } from "bun:test";
 import { connect, createServer, type Socket } from "node:net";
-import { loopbackPeerUid, procAddress } from "../../lib/daemon/loopback.ts";
+import { addressBytes, diagRequest, diagUid, loopbackPeerUid } from "../../lib/daemon/loopback.ts";
 
-test("addresses as /proc/net spells them: IPv4, IPv6, IPv4-mapped", () => {
-  expect(procAddress("127.0.0.1")).toEqual({ table: "tcp", hex: "0100007F" });
-  expect(procAddress("10.1.2.3")).toEqual({ table: "tcp", hex: "0302010A" });
-  expect(procAddress("::1")).toEqual({ table: "tcp6", hex: "00000000000000000000000001000000" });
-  expect(procAddress("::ffff:127.0.0.1")).toEqual({ table: "tcp6", hex: "0000000000000000FFFF00000100007F" });
-  expect(procAddress("fe80::1:2")).toEqual({ table: "tcp6", hex: "000080FE000000000000000002000100" });
-  expect(procAddress("localhost")).toBeNull();
+test("addresses as sock_diag takes them: IPv4, IPv6, an IPv4-mapped IPv6 as its IPv4; names and zones are none", () => {
+  expect(addressBytes("127.0.0.1")).toEqual({ family: 2, bytes: [127, 0, 0, 1] });
+  expect(addressBytes("::ffff:127.0.0.1")).toEqual({ family: 2, bytes: [127, 0, 0, 1] });
+  expect(addressBytes("::1")).toEqual({ family: 10, bytes: [...Array(15).fill(0), 1] });
+  expect(addressBytes("fe80::1:2")?.bytes).toEqual([0xfe, 0x80, ...Array(10).fill(0), 0, 1, 0, 2]);
+  expect(addressBytes("localhost")).toBeNull();
+  expect(addressBytes("fe80::1%lo")).toBeNull();
 });
 
-const TABLE = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 1 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1234        0 2 1 0000000000000000 20 4 30 10 -1
-   2: 0100007F:C351 0100007F:1F90 06 00000000:00000000 03:00000F9F 00000000     0        0 0 3 0000000000000000
-   3: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 3 1 0000000000000000 20 4 30 10 -1
-`;
-
-test("the client end's owner, by both ends; TIME_WAIT (uid 0 in the table) and unknown ends are no one, never root", () => {
-  const read = () => TABLE;
-  const ends = (remotePort: number) => ({
+test("the request names the client's end as source, planterd's as destination; mixed families ask nothing", () => {
+  const req = diagRequest({
     localAddress: "127.0.0.1",
-    localPort: 8080,
-    remoteAddress: "127.0.0.1",
-    remotePort,
+    localPort: 8443,
+    remoteAddress: "127.0.0.2",
+    remotePort: 50000,
   });
-  expect(loopbackPeerUid(ends(50000), read)).toBe(1234);
-  expect(loopbackPeerUid(ends(50001), read)).toBeNull();
-  expect(loopbackPeerUid(ends(50002), read)).toBeNull();
-  expect(loopbackPeerUid({ ...ends(50000), remoteAddress: "::1" }, read)).toBeNull();
-  expect(
-    loopbackPeerUid(ends(50000), () => {
-      throw new Error("EACCES");
-    }),
-  ).toBeNull();
+  expect(req?.length).toBe(72);
+  expect([req?.[16], req?.[17], req?.readUInt16BE(24), req?.readUInt16BE(26)]).toEqual([2, 6, 50000, 8443]);
+  expect([...(req?.subarray(28, 32) ?? [])]).toEqual([127, 0, 0, 2]);
+  expect([...(req?.subarray(44, 48) ?? [])]).toEqual([127, 0, 0, 1]);
+  expect(diagRequest({ localAddress: "::1", localPort: 1, remoteAddress: "127.0.0.1", remotePort: 2 })).toBeNull();
 });
+
+test("an answer's uid; TIME_WAIT (uid 0 in the kernel's answer), an error or a short answer are no one, never root", () => {
+  const answer = (state: number, uid: number, type = 20) => {
+    const b = Buffer.alloc(124);
+    b.writeUInt16LE(type, 4);
+    b[17] = state;
+    b.writeUInt32LE(uid, 80);
+    return b;
+  };
+  expect(diagUid(answer(1, 1234))).toBe(1234);
+  expect(diagUid(answer(8, 1234))).toBe(1234); // CLOSE_WAIT: still its owner's
+  expect(diagUid(answer(6, 0))).toBeNull();
+  expect(diagUid(answer(1, 0, 2))).toBeNull(); // NLMSG_ERROR: no such socket
+  expect(diagUid(Buffer.alloc(20))).toBeNull();
+});
+
+/** The server's end of one loopback connection made by `client` (a function that connects to the port). */
+async function accepted(host: string, client: (port: number) => void): Promise<Socket> {
+  return await new Promise<Socket>((resolve) => {
+    const server = createServer((s) => {
+      resolve(s);
+      server.close();
+    });
+    server.listen(0, host, () => client((server.address() as { port: number }).port));
+  });
+}
 
 test.skipIf(process.platform !== "linux")(
-  "a real loopback connection: the uid of the process that opened it",
+  "a real loopback connection: the uid of the process that opened it (IPv4, IPv6)",
   async () => {
-    const accepted = new Promise<Socket>((resolve) => {
-      const server = createServer((s) => {
-        resolve(s);
-        server.close();
-      });
-      server.listen(0, "127.0.0.1", () => {
-        const c = connect((server.address() as { port: number }).port, "127.0.0.1");
+    for (const host of ["127.0.0.1", "::1"]) {
+      let c: Socket | undefined;
+      const s = await accepted(host, (port) => {
+        c = connect(port, host);
         c.on("error", () => undefined);
-        accepted.then(() => c.destroy());
       });
+      expect([host, loopbackPeerUid(s)]).toEqual([host, process.getuid?.() ?? -1]);
+      s.destroy();
+      c?.destroy();
+    }
+  },
+);
+
+test.skipIf(process.platform !== "linux" || process.getuid?.() !== 0)(
+  "a connection of another uid (12345, through setpriv) is that uid's",
+  async () => {
+    let p: ReturnType<typeof Bun.spawn> | undefined;
+    const s = await accepted("127.0.0.1", (port) => {
+      p = Bun.spawn(
+        [
+          "setpriv",
+          "--reuid=12345",
+          "--regid=12345",
+          "--clear-groups",
+          "perl",
+          "-e",
+          'use IO::Socket::INET; my $c = IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $ARGV[0]) or die; sleep 30',
+          String(port),
+        ],
+        { stdout: "ignore", stderr: "inherit" },
+      );
     });
-    const s = await accepted;
-    expect(loopbackPeerUid(s)).toBe(process.getuid?.() ?? -1);
-    s.destroy();
+    try {
+      expect(loopbackPeerUid(s)).toBe(12345);
+    } finally {
+      s.destroy();
+      p?.kill();
+      await p?.exited;
+    }
   },
 );
