@@ -251,6 +251,12 @@ export const ConfigSchema = v.strictObject({
         deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
         allow_local: v.optional(v.boolean(), true),
         /**
+         * Connections the egress proxies hold open at once for all the jobs of one user together
+         * (each job also at most 256): what a user's jobs can make planterd hold (descriptors,
+         * socket buffers charged to planterd, not to the jobs).
+         */
+        proxy_connections_per_uid: v.optional(int(1, 1_000_000), 1024),
+        /**
          * Names the egress proxy answers before DNS, like /etc/hosts for jobs' proxies only (tests
          * reach loopback servers by name; a pinned host): `"name" = ["address", …]`. The answer is
          * still checked as DNS's would be (a loopback address needs allow_local or an IP rule).

@@ -147,7 +147,7 @@ export function spawnPlan(
     helper: selfArgv("net-listen"),
   });
   const rules = egress?.rules ?? { allow: [], deny: [], allow_local: false };
-  served.start("standalone", rules, ends, privateDir).then(
+  served.start("standalone", rules, ends, privateDir, process.getuid?.() ?? 0).then(
     (ok) => (ok ? Egress.release(ends) : Egress.drop(ends)),
     (e) => {
       proc.kill("SIGKILL");
