@@ -309,9 +309,14 @@ export function parseConfig(input: unknown, source: string): Config {
  * planterd runs its jobs as the user who owns them, and the same file holds the user's targets).
  */
 export function configSecrets(c: Config): string[] {
-  const tcp = c.api.tcp;
   const targets = Object.values(c.targets).flatMap((t) => [t.token_file, t.key, t.identity]);
-  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file), ...targets].filter(
+  return [...daemonSecrets(c), ...targets].filter((f): f is string => typeof f === "string" && f.length > 0);
+}
+
+/** planterd's own secrets among them (MCP and `[api.tcp]`): no cell dir may hold one either. */
+export function daemonSecrets(c: Config): string[] {
+  const tcp = c.api.tcp;
+  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file)].filter(
     (f): f is string => typeof f === "string" && f.length > 0,
   );
 }
