@@ -251,6 +251,12 @@ export const ConfigSchema = v.strictObject({
         deny: v.optional(v.pipe(v.array(NetEntry), v.maxLength(1024)), []),
         allow_local: v.optional(v.boolean(), true),
         /**
+         * Connections the egress proxies hold open at once for all the jobs of one user together
+         * (each job also at most 256): what a user's jobs can make planterd hold (descriptors,
+         * socket buffers charged to planterd, not to the jobs).
+         */
+        proxy_connections_per_uid: v.optional(int(1, 1_000_000), 1024),
+        /**
          * Names the egress proxy answers before DNS, like /etc/hosts for jobs' proxies only (tests
          * reach loopback servers by name; a pinned host): `"name" = ["address", …]`. The answer is
          * still checked as DNS's would be (a loopback address needs allow_local or an IP rule).
@@ -294,6 +300,25 @@ export function parseConfig(input: unknown, source: string): Config {
   throw new PlanterError("E_CONFIG", `invalid config ${source}: ${summarizeIssues(r.issues)}`, {
     hint: `fix ${source} (see docs/install.md "Configuration"), or move it aside to use the defaults`,
   });
+}
+
+/**
+ * The secrets a config names, wherever they lie: the MCP listener's token file, `[api.tcp]`'s TLS
+ * key and its identities' token files, and each target's token file, client key and ssh key. A
+ * token opens a planterd over TCP, a key speaks as its owner: every sandbox hides them (a user's
+ * planterd runs its jobs as the user who owns them, and the same file holds the user's targets).
+ */
+export function configSecrets(c: Config): string[] {
+  const targets = Object.values(c.targets).flatMap((t) => [t.token_file, t.key, t.identity]);
+  return [...daemonSecrets(c), ...targets].filter((f): f is string => typeof f === "string" && f.length > 0);
+}
+
+/** planterd's own secrets among them (MCP and `[api.tcp]`): no cell dir may hold one either. */
+export function daemonSecrets(c: Config): string[] {
+  const tcp = c.api.tcp;
+  return [c.mcp.token_file, tcp?.key, ...(tcp?.identities ?? []).map((i) => i.token_file)].filter(
+    (f): f is string => typeof f === "string" && f.length > 0,
+  );
 }
 
 /** Read and validate the config file; a missing file means all defaults. */

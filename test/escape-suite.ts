@@ -39,6 +39,8 @@ import type { Job, Limits, SandboxMode } from "../lib/api/contract.ts";
 import type { PlanterError } from "../lib/api/errors.ts";
 import type { Policy } from "../lib/sandbox/policy.ts";
 import { baseEnv, bundled, cli, PLANTER, startDaemon, waitFor } from "./harness.ts";
+import { freePort } from "./ssh-fixture.ts";
+import { haveOpenssl, makePki } from "./tls-fixture.ts";
 
 export type Mode = "root" | "user";
 
@@ -196,6 +198,8 @@ export function escapeSuite(modes: readonly Mode[]): void {
     fakeHome: string;
     /** Custom cell dirs live here. */
     scratch: string;
+    /** planterd's own secrets its config names outside its dirs, where a job could see them (/var/tmp), by content. */
+    secrets: Record<string, string>;
     stop(): Promise<void>;
   }
 
@@ -266,8 +270,30 @@ export function escapeSuite(modes: readonly Mode[]): void {
       symlinkSync(home, homeEnv);
     }
     const scratch = scratchDir("pt-es");
+    // planterd's TLS listener, its key and an identity's token file in /var/tmp (which jobs see),
+    // the daemon's user's own 0600 files (a user's planterd runs its jobs as that same user).
+    const secrets: Record<string, string> = {};
+    let config = CONFIG;
+    if (haveOpenssl) {
+      const pki = makePki("ci");
+      cleanups.push(() => rmSync(pki.dir, { recursive: true, force: true }));
+      const dir = scratchDir("pt-esec", "/var/tmp");
+      const owner = mode === "root" ? 0 : JOB_UID;
+      const put = (name: string, text: string) => {
+        const f = join(dir, name);
+        writeFileSync(f, text, { mode: 0o600 });
+        chownSync(f, owner, owner);
+        secrets[f] = text;
+        return f;
+      };
+      const key = put("server.key", readFileSync(pki.serverKey, "utf8"));
+      const token = put("ci.token", `tcp-token-${TAG}-0123456789\n`);
+      const cert = join(dir, "server.pem");
+      writeFileSync(cert, readFileSync(pki.serverCert));
+      config += `\n[api.tcp]\naddress = "127.0.0.1:${freePort()}"\ncert = "${cert}"\nkey = "${key}"\n[[api.tcp.identities]]\nname = "ci"\nuid = ${JOB_UID}\ntoken_file = "${token}"\n`;
+    }
     if (mode === "root") {
-      const d = await startDaemon({ config: CONFIG, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
+      const d = await startDaemon({ config, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
       // Peers other than root (nobody, allowed by the config) may reach the socket.
       chmodSync(join(d.home, "run"), 0o755);
       chmodSync(d.socket, 0o666);
@@ -280,6 +306,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
         client: d.client,
         fakeHome: home,
         scratch,
+        secrets,
         stop: async () => {
           await d.stop();
         },
@@ -289,7 +316,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
     giveToJobUser(scratch);
     const planterHome = scratchDir("pt-eu");
     chownSync(planterHome, JOB_UID, JOB_UID);
-    writeFileSync(join(planterHome, "config.toml"), CONFIG);
+    writeFileSync(join(planterHome, "config.toml"), config);
     let err = "";
     const proc = Bun.spawn(
       // A bundle in a world-readable dir: the job user may not reach this checkout.
@@ -336,6 +363,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
       client,
       fakeHome: home,
       scratch,
+      secrets,
       stop: async () => {
         proc.kill("SIGTERM");
         await proc.exited;
@@ -628,6 +656,76 @@ export function escapeSuite(modes: readonly Mode[]): void {
           expect(lines[4]).toBe("umount2 -1 Operation not permitted");
           expect(lines[5]).toBe("fork ok 7");
         });
+
+        test("syscalls newer than the filter's table: open_tree_attr refused by number, clone3 of a user namespace fails, unreviewed numbers ENOSYS; fchmodat2 and close_range work", async () => {
+          const probe = `require "syscall.ph";
+          sub r { my ($n, $v) = @_; print "$n ", ($v < 0 ? 0 + $! : "ok"), "\\n" }
+          my ($root, $file) = ("/", "f");
+          r("open_tree_attr", syscall(467, -100, $root, 0, 0, 0));
+          my $args = pack("QQQQQQQQ", 0x10000000, 0, 0, 0, 17, 0, 0, 0);
+          my $pid = syscall(435, $args, 64); if ($pid == 0) { exit 0 } waitpid($pid, 0) if $pid > 0; r("clone3_newuser", $pid);
+          r("unreviewed", syscall(470, 0, 0, 0)); r("unreviewed_x32", syscall(0x40000000 + 470, 0, 0, 0));
+          open(my $f, ">", "f") or die; close $f; r("fchmodat2", syscall(452, -100, $file, 0600, 0));
+          r("close_range", syscall(436, 1000, 1010, 0));
+          `;
+          const { dir, name } = await mkCell(p, { files: { "new.pl": probe } });
+          const r = await run(p, "", { cell: name, argv: ["perl", join(dir, "new.pl")] });
+          expect(r.err).toBe("");
+          expect(r.out).toMatch(
+            /^open_tree_attr 1\nclone3_newuser (28|1)\nunreviewed 38\nunreviewed_x32 38\nfchmodat2 ok\nclose_range ok\n$/,
+          );
+        });
+
+        test("a tree another local user plants at /tmp/planter-JOB (a name ps shows) is not removed by planterd at the job's end", async () => {
+          const { dir, name } = await mkCell(p);
+          const j = await p.client.createJob({
+            cell: name,
+            argv: ["sh", "-c", "while [ ! -e go ]; do sleep 0.02; done; echo done"],
+          });
+          const planted = `/tmp/planter-${j.id}`;
+          const plant = Bun.spawnSync(
+            [
+              "setpriv",
+              "--reuid=12345",
+              "--regid=12345",
+              "--clear-groups",
+              "sh",
+              "-c",
+              'mkdir -p "$1/sub" && echo mine > "$1/sub/f"',
+              "-",
+              planted,
+            ],
+            { stderr: "pipe" },
+          );
+          expect(plant.stderr.toString()).toBe("");
+          try {
+            writeFileSync(join(dir, "go"), "");
+            const end = (await p.client.waitJob(j.id, 45_000)).job;
+            expect([end.state, end.exit_code, await text(p, j.id, "stdout")]).toEqual(["exited", 0, "done\n"]);
+            // The end is recorded after the job's clean-up: the other user's tree is as it was.
+            expect(readFileSync(join(planted, "sub", "f"), "utf8")).toBe("mine\n");
+          } finally {
+            rmSync(planted, { recursive: true, force: true });
+          }
+        });
+
+        test.skipIf(!haveOpenssl)(
+          "planterd's TLS key and [api.tcp] token files are hidden wherever the config puts them; what is not secret (its certificate) shows",
+          async () => {
+            const files = Object.keys(p.secrets);
+            expect(files.length).toBe(2);
+            const cert = join(dirname(files[0] as string), "server.pem");
+            const r = await run(p, "", {
+              argv: ["sh", "-c", 'for f in "$@"; do cat "$f" 2>/dev/null; done; echo; head -1 "$0"', cert, ...files],
+            });
+            for (const [f, text] of Object.entries(p.secrets))
+              expect({ f, shown: r.out.includes(text.trim().split("\n")[1] ?? text.trim()) }).toEqual({
+                f,
+                shown: false,
+              });
+            expect(r.out).toContain("-----BEGIN CERTIFICATE-----");
+          },
+        );
 
         test("host processes are out of sight (own pid namespace); the job sees its own", async () => {
           const r = await run(

@@ -349,3 +349,67 @@ export function rawExchange(socket: string, bytes: Uint8Array, endAfter: boolean
     });
   });
 }
+
+/**
+ * Another local user (`uid`, 12345 by default: no account, no token, no rights) opening `n` plain
+ * TCP connections to 127.0.0.1:`port` and holding them, sending nothing. `open` is how many were
+ * still open once `n - cap` had been closed by the server (or 10 s passed); `allClosed()` waits
+ * until the server has closed every one (false after `ms`). Root only (setpriv).
+ */
+export async function hogTcp(
+  port: number,
+  n: number,
+  cap: number,
+  uid = 12345,
+): Promise<{ open: number; allClosed: (ms?: number) => Promise<boolean>; release: () => Promise<void> }> {
+  const perl = `use IO::Socket::INET; use IO::Select; my ($port, $n, $cap) = @ARGV; $| = 1; my @s;
+    for (1 .. $n) { push @s, (IO::Socket::INET->new(PeerAddr => "127.0.0.1", PeerPort => $port) or die "connect: $!\\n") }
+    my %closed;
+    my $watch = sub { my ($until, $deadline) = @_;
+      while (keys(%closed) < $until && time < $deadline) {
+        for my $r (IO::Select->new(grep { !$closed{fileno $_} } @s)->can_read(0.2)) { my $b; my $k = sysread($r, $b, 1); $closed{fileno $r} = 1 if !$k }
+      } };
+    $watch->($n - $cap, time + 10); print "open ", $n - keys(%closed), "\\n";
+    my $ms = <STDIN>; exit 0 unless defined $ms; $watch->($n, time + $ms / 1000); print "left ", $n - keys(%closed), "\\n"; <STDIN>;`;
+  const p = Bun.spawn(
+    [
+      "setpriv",
+      `--reuid=${uid}`,
+      `--regid=${uid}`,
+      "--clear-groups",
+      "perl",
+      "-e",
+      perl,
+      String(port),
+      String(n),
+      String(cap),
+    ],
+    { stdin: "pipe", stdout: "pipe", stderr: "inherit" },
+  );
+  const reader = p.stdout.getReader();
+  let out = "";
+  const line = async () => {
+    while (!out.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      out += new TextDecoder().decode(value);
+    }
+    const [first = "", ...rest] = out.split("\n");
+    out = rest.join("\n");
+    return first;
+  };
+  const open = Number(/^open (\d+)$/.exec(await line())?.[1] ?? Number.NaN);
+  return {
+    open,
+    allClosed: async (ms = 10_000) => {
+      p.stdin.write(`${ms}\n`);
+      await p.stdin.flush();
+      return (await line()) === "left 0";
+    },
+    release: async () => {
+      p.stdin.end();
+      p.kill();
+      await p.exited;
+    },
+  };
+}

@@ -8,6 +8,7 @@ import { homedir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import type { RunAs } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
+import { configSecrets, daemonSecrets } from "../config.ts";
 import type { LaunchContext } from "../jobs/supervisor.ts";
 import { jobDir, socketDir, stateFiles } from "../paths.ts";
 import type { PlanRequest } from "../sandbox/backend.ts";
@@ -55,15 +56,20 @@ export function runAsOf(identity: Identity | null, forUid: number | null = null)
 /** Whether planterd runs as root: then no job runs as this process's uid. */
 export const daemonIsRoot = () => process.getuid?.() === 0;
 
-/** planter's own paths: state dir, socket dir, config dir, and the MCP token file. */
-export function protectedPaths(ctx: Context): string[] {
+/**
+ * planter's own paths: state dir, socket dir, config dir, and every secret the config names
+ * elsewhere: the MCP token file, `[api.tcp]`'s TLS key and its identities' token files. A token
+ * opens planterd over TCP, the key speaks as planterd to its clients: no job may read them,
+ * wherever they lie (a user's planterd runs its jobs as the user who owns them).
+ */
+export function protectedPaths(ctx: Context, secrets: "all" | "daemon" = "all"): string[] {
   const config = dirname(ctx.paths.configPath);
   const out = [ctx.paths.stateDir, socketDir(ctx.paths.socketPath)];
   // A config dir that is a system dir (/etc when the file is /etc/planter.toml) is not hidden whole.
   if (!isSystemDir(config) && config !== "/") out.push(config);
-  // The MCP listener's bearer token opens planterd over TCP: no job may read it, wherever it lies.
-  const token = ctx.config.mcp.token_file;
-  if (token && !out.some((p) => token === p || token.startsWith(`${p}/`))) out.push(token);
+  for (const file of secrets === "all" ? configSecrets(ctx.config) : daemonSecrets(ctx.config)) {
+    if (!out.some((p) => file === p || file.startsWith(`${p}/`))) out.push(file);
+  }
   return out;
 }
 
@@ -198,7 +204,8 @@ export function checkPeerPaths(
 export function cellPathProblem(ctx: Context, dir: string): string | null {
   // A directory right under /home or /Users is a home, passwd line or not (a directory service's user).
   const byPlace = homesShown([dir]).filter((h) => h === dir);
-  return unsafeCellDir(dir, { protect: protectedPaths(ctx), homes: [...realHomes(), ...byPlace] });
+  // The user's target keys are hidden from jobs, but a cell may hold one (a project's own).
+  return unsafeCellDir(dir, { protect: protectedPaths(ctx, "daemon"), homes: [...realHomes(), ...byPlace] });
 }
 
 /** Why `dir` may not be a new cell's dir: the path rules, then any overlap with a custom cell's. */

@@ -8,7 +8,7 @@
  * first `/mcp` request, never at planterd's start.
  */
 import { timingSafeEqual } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import type { Stats } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer as createHttpServer } from "node:http";
 import { createServer as createNetServer, type Server, type Socket } from "node:net";
@@ -17,9 +17,11 @@ import { lookupUser } from "../sandbox/identity.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
 import { type Caller, Dispatch } from "./dispatch.ts";
+import { loopbackPeerUid } from "./loopback.ts";
 import type { Peer } from "./peer.ts";
 import { parseJson, type Router, readBody } from "./router.ts";
-import { isLoopback, peerOfUid } from "./tcp.ts";
+import { ConnectionSlots, UNKNOWN_PEER } from "./slots.ts";
+import { isLoopback, peerOfUid, readSecretFile } from "./tcp.ts";
 
 /** The key TCP refusals are rate-limited under (uids are ≥ 0; the socket's unknown peers are -1). */
 const TCP_DENIAL_KEY = -1_000_001;
@@ -141,9 +143,10 @@ export function parseListen(spec: string): { host: string; port: number } {
 
 /** The bearer token of the TCP listener: a file of planterd's user, 0600, not empty. */
 export function readToken(file: string): Buffer {
-  let st: ReturnType<typeof statSync>;
+  let st: Stats;
+  let text: string;
   try {
-    st = statSync(file);
+    ({ st, text } = readSecretFile(file));
   } catch (e) {
     throw new PlanterError("E_CONFIG", `[mcp] token_file ${file}: ${(e as NodeJS.ErrnoException).code ?? e}`, {
       hint: `make one: (umask 077; openssl rand -hex 32 > ${file})`,
@@ -157,7 +160,7 @@ export function readToken(file: string): Buffer {
       { hint: `chown ${me} ${file} && chmod 600 ${file}` },
     );
   }
-  const token = Buffer.from(readFileSync(file, "utf8").trim());
+  const token = Buffer.from(text.trim());
   if (token.length < 16) {
     throw new PlanterError("E_CONFIG", `[mcp] token_file ${file} holds less than 16 characters`, {
       hint: `make a long random one: (umask 077; openssl rand -hex 32 > ${file})`,
@@ -181,6 +184,11 @@ export function tcpIdentity(ctx: Context): Peer {
   }
   const u = lookupUser(name);
   if (!u) throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} is no user of this host`);
+  // As on [api.tcp]: a bearer token is one copied file away from anyone, so it never stands for root.
+  if (u.uid === 0)
+    throw new PlanterError("E_CONFIG", `[mcp] as_user ${name} (uid 0): TCP callers never act as root`, {
+      hint: 'name an unprivileged user: as_user = "alice" (root uses the socket: planter mcp)',
+    });
   // Its groups as login would give them (as [api.tcp]'s identities get theirs).
   return peerOfUid(u.uid);
 }
@@ -190,27 +198,49 @@ export class McpTcp {
   private readonly http = createHttpServer({ keepAliveTimeout: 5000 });
   private net: Server | null = null;
   private readonly sockets = new Set<Socket>();
+  private readonly timers = new WeakMap<Socket, Timer>();
 
   constructor(
     private readonly ctx: Context,
     private readonly router: Router,
   ) {}
 
+  /** Close `socket` unless a request arrives within `ms`. */
+  private arm(socket: Socket, ms: number): void {
+    clearTimeout(this.timers.get(socket));
+    this.timers.set(
+      socket,
+      setTimeout(() => socket.destroy(), ms),
+    );
+  }
+
   async listen(): Promise<{ host: string; port: number } | null> {
     // Anyone on this host can connect: bounded like the socket (connections, slow headers, idle).
     const api = this.ctx.config.api;
     // Connections are accepted by a node:net server and handed to node:http, as on the socket:
     // Bun's node:http honours neither maxConnections nor its own "connection" event.
-    let open = 0;
+    // Slots as on the socket (lib/daemon/slots.ts), by the uid the kernel says owns the client's
+    // end (lib/daemon/loopback.ts): no local user, token or not, can take another's, and
+    // planterd's own uid and root keep theirs.
+    const slots = new ConnectionSlots(() => ({
+      shared: api.max_connections,
+      perUid: api.max_connections_per_uid,
+      owner: process.getuid?.() ?? 0,
+    }));
     this.net = createNetServer({ allowHalfOpen: false }, (socket) => {
-      if (open >= api.max_connections_per_uid) {
+      const uid = loopbackPeerUid(socket) ?? UNKNOWN_PEER;
+      if (slots.take(uid)) {
         socket.destroy();
         return;
       }
-      open++;
       this.sockets.add(socket);
+      // Bun's node:http honours neither headersTimeout nor keepAliveTimeout on a connection handed
+      // to it: a connection that sends no request within header_timeout_ms (at first, and
+      // idle_timeout_ms after each answer) is closed here.
+      this.arm(socket, api.header_timeout_ms);
       socket.once("close", () => {
-        open--;
+        clearTimeout(this.timers.get(socket));
+        slots.release(uid);
         this.sockets.delete(socket);
       });
       this.http.emit("connection", socket);
@@ -242,6 +272,11 @@ export class McpTcp {
     const who = `${host.includes(":") ? `[${host}]` : host}:${port}`;
     const allowedHosts = [who, `localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`];
     this.http.on("request", (req, res) => {
+      const socket = req.socket as Socket;
+      clearTimeout(this.timers.get(socket));
+      res.once("finish", () => {
+        if (!socket.destroyed) this.arm(socket, api.idle_timeout_ms);
+      });
       const url = new URL(req.url ?? "/", "http://planterd");
       if (url.pathname !== "/mcp") {
         req.resume();

@@ -14,6 +14,7 @@ import type { Sink } from "../logs/stream.ts";
 import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
 import type { Context } from "./context.ts";
+import { loopbackPeerUid } from "./loopback.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
 import {
   type ByteBody,
@@ -123,7 +124,10 @@ export class ApiServer {
   private readonly sockets = new Set<Socket>();
   private readonly conns = new WeakMap<Socket, Conn>();
   private readonly slots: ConnectionSlots;
+  private readonly tcpSlots: ConnectionSlots;
   private readonly tcpServers: ReturnType<typeof createTlsServer>[] = [];
+  /** TCP connections in their TLS handshake: the slot each holds and the timer that bounds it. */
+  private readonly handshaking = new WeakMap<Socket, { uid: number; release: () => void; timer: Timer }>();
   private closing = false;
 
   constructor(
@@ -138,11 +142,14 @@ export class ApiServer {
       else socket.destroy();
     });
     this.net = createNetServer({ allowHalfOpen: false }, (socket) => this.accept(socket));
-    this.slots = new ConnectionSlots(() => ({
+    const limits = () => ({
       shared: ctx.config.api.max_connections,
       perUid: ctx.config.api.max_connections_per_uid,
       owner: process.getuid?.() ?? UNKNOWN_PEER,
-    }));
+    });
+    this.slots = new ConnectionSlots(limits);
+    // The TCP listener's own: nothing on TCP (a root-owned forwarder, say) takes the socket's slots.
+    this.tcpSlots = new ConnectionSlots(limits);
     ctx.inflight = () => this.inflight.size;
   }
 
@@ -161,21 +168,69 @@ export class ApiServer {
    * unknown bucket), then the same HTTP server; each request is authenticated in `who`.
    */
   private acceptTcp(socket: TLSSocket, identities: readonly TcpIdentity[]): void {
+    const held = this.handshaking.get(socket);
+    if (this.closing || !held) {
+      socket.destroy();
+      return;
+    }
+    this.handshaking.delete(socket);
+    clearTimeout(held.timer);
+    const cert = certIdentity(socket, identities);
+    // A peer beyond loopback waited in the unknown bucket; a certificate now says whose it is.
+    if (held.uid === UNKNOWN_PEER && cert) {
+      held.release();
+      this.admit(socket, cert.peer, { cert, identities });
+      return;
+    }
+    this.admit(socket, cert?.peer ?? null, { cert, identities }, held);
+  }
+
+  /**
+   * A TCP connection, before its TLS handshake: it takes a slot at once — of the uid the kernel
+   * says owns a loopback client's end (lib/daemon/loopback.ts), else the unknown bucket — or is
+   * closed, and the handshake must end within `header_timeout_ms`. Without this, connections
+   * that never finish a handshake were held without bound (Bun's TLS server has no handshake
+   * timeout): any local user could fill planterd's descriptors.
+   */
+  private acceptRawTcp(socket: Socket): void {
     if (this.closing) {
       socket.destroy();
       return;
     }
-    const cert = certIdentity(socket, identities);
-    this.admit(socket, cert?.peer ?? null, { cert, identities });
+    const uid = loopbackPeerUid(socket) ?? UNKNOWN_PEER;
+    if (this.tcpSlots.take(uid)) {
+      socket.destroy();
+      return;
+    }
+    let released = false;
+    const slot = {
+      uid,
+      release: () => {
+        if (released) return;
+        released = true;
+        this.tcpSlots.release(uid);
+      },
+      timer: setTimeout(() => socket.destroy(), this.ctx.config.api.header_timeout_ms),
+    };
+    this.handshaking.set(socket, slot);
+    this.sockets.add(socket);
+    socket.once("close", () => {
+      clearTimeout(slot.timer);
+      this.handshaking.delete(socket);
+      this.sockets.delete(socket);
+      slot.release();
+    });
   }
 
   /**
-   * A connection takes a slot of its peer's uid (lib/daemon/slots.ts) or is refused at once;
-   * admitted, it is handed to the HTTP server with its header timer armed.
+   * A connection takes a slot of its peer's uid (lib/daemon/slots.ts) or is refused at once
+   * (a TLS connection took one before its handshake: `held`); admitted, it is handed to the HTTP
+   * server with its header timer armed.
    */
-  private admit(socket: Socket, peer: Peer | null, tcp?: Conn["tcp"]): void {
+  private admit(socket: Socket, peer: Peer | null, tcp?: Conn["tcp"], held?: { release: () => void }): void {
     const uid = peer?.uid ?? UNKNOWN_PEER;
-    const refusal = this.slots.take(uid);
+    const slots = tcp ? this.tcpSlots : this.slots;
+    const refusal = held ? null : slots.take(uid);
     if (refusal) {
       const body = JSON.stringify({ error: { code: "E_UNAVAILABLE", ...refusal } });
       hangUp(
@@ -189,7 +244,8 @@ export class ApiServer {
     this.sockets.add(socket);
     socket.once("close", () => {
       this.sockets.delete(socket);
-      this.slots.release(uid);
+      if (held) held.release();
+      else slots.release(uid);
       if (conn.timer) clearTimeout(conn.timer);
     });
     this.arm(socket, conn, this.ctx.config.api.header_timeout_ms);
@@ -225,6 +281,7 @@ export class ApiServer {
   /** Listen on TCP with TLS as `[api.tcp]` says (lib/daemon/tcp.ts checked it). */
   async listenTcp(setup: TcpSetup): Promise<{ port: number; close(): void }> {
     const server = createTlsServer(setup.tls, (socket) => this.acceptTcp(socket, setup.identities));
+    server.on("connection", (socket: Socket) => this.acceptRawTcp(socket));
     // A failed handshake is the client's problem; the listener goes on.
     server.on("tlsClientError", (_e, socket) => socket.destroy());
     await new Promise<void>((resolve, reject) => {

@@ -8,7 +8,7 @@
  * needs `allow_remote = true`; uid 0 is never an identity here (a remote root is one stolen token away).
  */
 import { createHash, timingSafeEqual } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, readSync, type Stats } from "node:fs";
 import { isIP } from "node:net";
 import type { TLSSocket } from "node:tls";
 import { PlanterError } from "../api/errors.ts";
@@ -69,13 +69,37 @@ function digest(token: string): Buffer {
 }
 
 /**
+ * A secret file's status and text, both from one open descriptor: what was checked is what was
+ * read (a path looked up twice could name another file the second time, if a directory on the way
+ * is another user's). Non-blocking, so a FIFO there never stalls planterd; at most 64 KiB.
+ */
+export function readSecretFile(path: string): { st: Stats; text: string } {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const st = fstatSync(fd);
+    if (!st.isFile()) return { st, text: "" };
+    const buf = Buffer.alloc(Math.min(st.size, 64 * 1024));
+    let at = 0;
+    while (at < buf.length) {
+      const n = readSync(fd, buf, at, buf.length - at, at);
+      if (n === 0) break;
+      at += n;
+    }
+    return { st, text: buf.subarray(0, at).toString("utf8") };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
  * A token file's secret: a regular file, no bits for group or others, owned by planterd's uid or
  * root (else whoever owns it can change who gets in), at least 16 characters.
  */
 export function readTokenFile(path: string, selfUid: number): string {
-  let st: ReturnType<typeof statSync>;
+  let st: Stats;
+  let text: string;
   try {
-    st = statSync(path);
+    ({ st, text } = readSecretFile(path));
   } catch (e) {
     throw configError(`[api.tcp] token file ${path}: ${(e as Error).message}`, "name an existing file");
   }
@@ -90,7 +114,7 @@ export function readTokenFile(path: string, selfUid: number): string {
       `[api.tcp] token file ${path} is owned by uid ${st.uid}, not by planterd (uid ${selfUid}) or root`,
       `chown it to planterd's user: its owner could change who gets in`,
     );
-  const token = readFileSync(path, "utf8").trim();
+  const token = text.trim();
   if (token.length < 16)
     throw configError(
       `[api.tcp] token file ${path} holds a token of ${token.length} characters: at least 16`,

@@ -13,7 +13,7 @@ import { EventBatch } from "../daemon/batch.ts";
 import type { PendingEvent } from "../daemon/context.ts";
 import { readChildPid, takeListeners } from "../net/listen.ts";
 import type { NetRules } from "../net/policy.ts";
-import { type ConnectRecord, EgressProxy, type Resolver } from "../net/proxy.ts";
+import { type ConnectionBudget, type ConnectRecord, EgressProxy, type Resolver } from "../net/proxy.ts";
 import type { PipeEnds } from "../sandbox/backend.ts";
 import { startTime } from "./proc.ts";
 
@@ -47,6 +47,8 @@ export interface EgressOptions {
   hosts: Record<string, string[]>;
   /** argv of `planter net-listen` (lib/self.ts). */
   helper: string[];
+  /** Proxied connections open at once of all of one job user's jobs (`[network] proxy_connections_per_uid`). */
+  maxPerUid?: number;
 }
 
 /** A resolver that answers `hosts` first, then the system's. */
@@ -64,10 +66,31 @@ export class Egress {
   private readonly starting = new Set<string>();
   private readonly batch: EventBatch;
   private readonly resolve: Resolver;
+  /** Connections open now through the proxies of each job user's jobs. */
+  private readonly perUid = new Map<number, number>();
 
   constructor(private readonly o: EgressOptions) {
     this.resolve = resolverOf(o.hosts);
     this.batch = new EventBatch(o.write, "network records", FLUSH_MS, BATCH);
+  }
+
+  /** The budget every proxy of `uid`'s jobs shares (`[network] proxy_connections_per_uid`). */
+  private budget(uid: number): ConnectionBudget {
+    const max = this.o.maxPerUid ?? Number.POSITIVE_INFINITY;
+    return {
+      max,
+      take: () => {
+        const n = this.perUid.get(uid) ?? 0;
+        if (n >= max) return false;
+        this.perUid.set(uid, n + 1);
+        return true;
+      },
+      release: () => {
+        const n = this.perUid.get(uid) ?? 0;
+        if (n <= 1) this.perUid.delete(uid);
+        else this.perUid.set(uid, n - 1);
+      },
+    };
   }
 
   /** Jobs served now. */
@@ -86,7 +109,7 @@ export class Egress {
    * job's end is recorded as usual); throws PlanterError when the set-up failed — the caller
    * stops the job before closing `ends.block` (closing it lets bwrap run the job).
    */
-  async start(id: string, rules: NetRules, ends: PipeEnds, dir: string): Promise<boolean> {
+  async start(id: string, rules: NetRules, ends: PipeEnds, dir: string, uid: number): Promise<boolean> {
     this.starting.add(id);
     try {
       const pid = ends.info === undefined ? null : await readChildPid(ends.info);
@@ -98,7 +121,7 @@ export class Egress {
         for (const fd of fds) closeSync(fd);
         return false;
       }
-      await this.serve(id, rules, fds);
+      await this.serve(id, rules, fds, uid);
       return true;
     } finally {
       this.starting.delete(id);
@@ -136,7 +159,7 @@ export class Egress {
    * An adopted job's proxy after a restart: listeners made again in its sandbox's namespace (the
    * port is free again: the previous planterd held it). Throws PlanterError when that fails.
    */
-  async adopt(id: string, rules: NetRules, dir: string): Promise<void> {
+  async adopt(id: string, rules: NetRules, dir: string, uid: number): Promise<void> {
     let saved: v.InferOutput<typeof Saved>;
     try {
       saved = v.parse(Saved, JSON.parse(readFileSync(join(dir, EGRESS_FILE), "utf8")));
@@ -147,7 +170,7 @@ export class Egress {
       );
     }
     if ("port" in saved) {
-      await this.listenLocal(id, rules, dir, saved.port);
+      await this.listenLocal(id, rules, dir, uid, saved.port);
       return;
     }
     this.starting.add(id);
@@ -157,7 +180,7 @@ export class Egress {
         for (const fd of fds) closeSync(fd);
         return;
       }
-      await this.serve(id, rules, fds);
+      await this.serve(id, rules, fds, uid);
     } finally {
       this.starting.delete(id);
     }
@@ -169,8 +192,8 @@ export class Egress {
    * Any local process may connect to that port too; it gets the job's list, nothing wider (it
    * has the host's network anyway), and another job's profile allows only its own port.
    */
-  async listenLocal(id: string, rules: NetRules, dir: string, port = 0): Promise<number> {
-    const s = this.served.get(id) ?? this.newServed(id, rules);
+  async listenLocal(id: string, rules: NetRules, dir: string, uid: number, port = 0): Promise<number> {
+    const s = this.served.get(id) ?? this.newServed(id, rules, uid);
     const server = net.createServer({ allowHalfOpen: true }, (c) => s.proxy.handle(c));
     try {
       await new Promise<void>((resolve, reject) => {
@@ -192,9 +215,14 @@ export class Egress {
     return bound;
   }
 
-  private newServed(id: string, rules: NetRules): Served {
+  private newServed(id: string, rules: NetRules, uid: number): Served {
     const s: Served = {
-      proxy: new EgressProxy({ rules, resolve: this.resolve, onRecord: (r) => this.record(id, s, r) }),
+      proxy: new EgressProxy({
+        rules,
+        resolve: this.resolve,
+        onRecord: (r) => this.record(id, s, r),
+        budget: this.budget(uid),
+      }),
       servers: [],
       window: 0,
       inWindow: 0,
@@ -204,8 +232,8 @@ export class Egress {
     return s;
   }
 
-  private async serve(id: string, rules: NetRules, fds: number[]): Promise<void> {
-    const s = this.newServed(id, rules);
+  private async serve(id: string, rules: NetRules, fds: number[], uid: number): Promise<void> {
+    const s = this.newServed(id, rules, uid);
     for (const fd of fds) {
       const server = net.createServer({ allowHalfOpen: true }, (c) => s.proxy.handle(c));
       // An accept that fails (EMFILE) must not take planterd down; the job's connect waits or fails.

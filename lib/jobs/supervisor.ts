@@ -186,6 +186,7 @@ export class Supervisor {
       write: (fn) => ctx.write(fn),
       hosts: ctx.config.network.hosts,
       helper: selfArgv("net-listen"),
+      maxPerUid: ctx.config.network.proxy_connections_per_uid,
     });
     this.warm = new WarmPool(ctx, {
       cgroup: (name) => this.monitor.enforcement.cgroups?.create(name, {}) ?? null,
@@ -268,7 +269,7 @@ export class Supervisor {
       // Seatbelt: the job's proxy listens on a host loopback port first; its profile names it.
       if (rules && backend.name === "seatbelt" && where.proxyPort === undefined) {
         mkdirSync(dir, { recursive: true, mode: 0o700 });
-        return this.egress.listenLocal(job.id, rules, dir).then(
+        return this.egress.listenLocal(job.id, rules, dir, jobUid(job)).then(
           (port) => this.launch(job, backend, fallback, { ...where, proxyPort: port }),
           (e) => this.finish(job.id, egressFailure(e)),
         );
@@ -321,7 +322,7 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
-        if (proxied) this.startEgress(job.id, proxied, ends, dir);
+        if (proxied) this.startEgress(job.id, proxied, ends, dir, jobUid(job));
         return started;
       }
       // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
@@ -337,7 +338,7 @@ export class Supervisor {
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      if (proxied) this.startEgress(job.id, proxied, ends, dir);
+      if (proxied) this.startEgress(job.id, proxied, ends, dir, jobUid(job));
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -489,8 +490,8 @@ export class Supervisor {
    * stopped before its program runs (ending `killed`, `sandbox_error`): it never runs without
    * the proxy its policy names, and never with more than its namespace's loopback.
    */
-  private startEgress(id: string, rules: NetRules, ends: PipeEnds, dir: string): void {
-    this.egress.start(id, rules, ends, dir).then(
+  private startEgress(id: string, rules: NetRules, ends: PipeEnds, dir: string, uid: number): void {
+    this.egress.start(id, rules, ends, dir, uid).then(
       (served) => (served ? Egress.release(ends) : Egress.drop(ends)),
       (e) => {
         this.egressFailed(id, e, true);
@@ -957,7 +958,9 @@ export class Supervisor {
     const rules = egressRules(job, job.backend);
     if (rules) {
       const id = job.id;
-      this.egress.adopt(id, rules, jobDir(this.ctx.paths.stateDir, id)).catch((e) => this.egressFailed(id, e, false));
+      this.egress
+        .adopt(id, rules, jobDir(this.ctx.paths.stateDir, id), jobUid(job))
+        .catch((e) => this.egressFailed(id, e, false));
     }
   }
 
@@ -1287,7 +1290,9 @@ export class Supervisor {
     this.guard.unwatch(id);
     this.own.delete(id);
     this.startedAt.delete(id);
-    rmSync(scratchDir(id), { recursive: true, force: true });
+    // Seatbelt's TMPDIR only: no Linux backend makes it, and a tree under that predictable name in
+    // a shared /tmp is another user's (planterd as root removed it, whatever it held or became).
+    if (process.platform === "darwin") rmSync(scratchDir(id), { recursive: true, force: true });
     const orphans = this.signalled.get(id);
     this.signalled.delete(id);
     // A killed job's tree dies whole: orphans that outlived the recorder get SIGKILL too.
@@ -1423,6 +1428,11 @@ function holderWriting(dir: string): boolean {
 
 /** How far a terminal job's log may pass its quota before the holder stops writing it (the monitor cuts it after). */
 const TTY_LOG_SLACK = 1 << 20;
+
+/** The uid a job's processes run as (its proxy connections count against that user's budget). */
+function jobUid(job: JobRow): number {
+  return job.run_as?.uid ?? process.getuid?.() ?? 0;
+}
 
 /** A job's private temp dir (Seatbelt's TMPDIR), outside planter's protected state dir. */
 function scratchDir(id: string): string {

@@ -67,11 +67,22 @@ export const DEFAULT_LIMITS: ProxyLimits = {
   resolveTimeoutMs: 5_000,
 };
 
+/**
+ * Connections shared by several proxies (every job of one user): what a hostile job makes planterd
+ * hold is bounded across its user's jobs too, not only per job. `take` false: none left.
+ */
+export interface ConnectionBudget {
+  readonly max: number;
+  take(): boolean;
+  release(): void;
+}
+
 export interface ProxyOptions {
   rules: NetRules;
   onRecord: (r: ConnectRecord) => void;
   resolve?: Resolver;
   limits?: Partial<ProxyLimits>;
+  budget?: ConnectionBudget;
 }
 
 const systemResolver: Resolver = (name) => lookup(name, { all: true, verbatim: true });
@@ -144,9 +155,23 @@ export class EgressProxy {
       });
       return;
     }
+    const budget = this.opts.budget;
+    if (budget && !budget.take()) {
+      client.destroy();
+      this.opts.onRecord({
+        ...blank("unknown"),
+        decision: "deny",
+        rule: "limit",
+        error: `more than ${budget.max} connections at once of the job's user (all its jobs together)`,
+      });
+      return;
+    }
     this.sockets.add(client);
     const c = new Conn(this, client, started);
-    client.once("close", () => this.sockets.delete(client));
+    client.once("close", () => {
+      this.sockets.delete(client);
+      budget?.release();
+    });
     c.start();
   }
 

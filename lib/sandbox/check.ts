@@ -117,8 +117,11 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
   const cell = mkdtempSync(join(tmpdir(), "planter-check-"));
   const home = join(cell, ".home");
   mkdirSync(home, { mode: 0o700 });
-  // Outside = somewhere the host keeps out of reach: /var/tmp (the real home is hidden whole).
-  const outside = join("/var/tmp", `.planter-sandbox-probe-${process.pid}`);
+  // Outside = somewhere the host keeps out of reach: /var/tmp (the real home is hidden whole), in a
+  // dir of its own made here (a fixed name in a shared dir is anyone's to plant first), which the
+  // job's user may write on the host: only the sandbox stands in the way.
+  const outsideDir = mkdtempSync("/var/tmp/.planter-sandbox-probe-");
+  const outside = join(outsideDir, "probe");
   const server = createServer((s) => s.destroy());
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
   const port = (server.address() as { port: number }).port;
@@ -136,7 +139,7 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
       scratch: join(cell, ".tmp"),
       home,
     });
-    if (req.identity) for (const d of [cell, home]) chownSync(d, req.identity.uid, req.identity.gid);
+    if (req.identity) for (const d of [cell, home, outsideDir]) chownSync(d, req.identity.uid, req.identity.gid);
     const plan = backend.plan(req);
     for (const f of plan.files ?? []) await Bun.write(f.path, f.content);
     const p = spawnPlan(plan, req.identity, cell, ["ignore", "pipe", "pipe"]);
@@ -200,6 +203,6 @@ export async function checkSandbox(backend: Backend | null, probe: Probe): Promi
     server.close();
     unix.close();
     rmSync(cell, { recursive: true, force: true });
-    rmSync(outside, { force: true });
+    rmSync(outsideDir, { recursive: true, force: true });
   }
 }

@@ -8,6 +8,7 @@ import { homedir } from "node:os";
 import { dirname } from "node:path";
 import type { Subprocess } from "bun";
 import { PlanterError } from "../api/errors.ts";
+import { configSecrets, loadConfig } from "../config.ts";
 import { execSync } from "../host/exec.ts";
 import { Egress } from "../jobs/egress.ts";
 import { proxyEnv } from "../net/env.ts";
@@ -51,6 +52,18 @@ export function checkCellWritable(cellDir: string, id: Identity | null): void {
   }
 }
 
+/**
+ * The secrets planterd's config names outside its dirs (lib/config.ts): hidden from a standalone
+ * sandbox too. A config that cannot be read names none planterd could use either.
+ */
+function secretsOf(configPath: string): string[] {
+  try {
+    return configSecrets(loadConfig(configPath));
+  } catch {
+    return [];
+  }
+}
+
 /** A plan request for the calling user, with planter's paths protected and the real home hidden. */
 export function hostRequest(o: {
   argv: string[];
@@ -74,7 +87,7 @@ export function hostRequest(o: {
     cwd: o.cellDir,
     cellDir: o.cellDir,
     policy: o.policy,
-    protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath)],
+    protect: [paths.stateDir, socketDir(paths.socketPath), dirname(paths.configPath), ...secretsOf(paths.configPath)],
     home: o.home ?? o.scratch,
     hiddenHomes: homes,
     credentialHomes: [...new Set([...homes, ...homesShown([...o.policy.read_write, ...o.policy.read_only])])],
@@ -139,7 +152,7 @@ export function spawnPlan(
     helper: selfArgv("net-listen"),
   });
   const rules = egress?.rules ?? { allow: [], deny: [], allow_local: false };
-  served.start("standalone", rules, ends, privateDir).then(
+  served.start("standalone", rules, ends, privateDir, process.getuid?.() ?? 0).then(
     (ok) => (ok ? Egress.release(ends) : Egress.drop(ends)),
     (e) => {
       proc.kill("SIGKILL");

@@ -39,6 +39,7 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "move_mount",
   "open_tree",
   "mount_setattr",
+  "open_tree_attr",
   "setns",
   "unshare",
   // The kernel log (where dmesg_restrict is 0): other processes' names and addresses, hardware.
@@ -56,6 +57,7 @@ export const DENIED_SYSCALLS: readonly string[] = [
   "iopl",
   "ioperm",
   "quotactl",
+  "quotactl_fd",
   "clock_settime",
   "settimeofday",
   "adjtimex",
@@ -215,6 +217,132 @@ export function seccompProgram(opts: SeccompOptions): Uint8Array {
   return program;
 }
 
+/**
+ * Syscall numbers from 424 on are the same on every ABI (x86-64, i386, x32 with its bit, arm64,
+ * arm): the ones DENIED_SYSCALLS names by such a number are refused by number too, so a libseccomp
+ * older than the call (which leaves the name out) still refuses it.
+ */
+export const UNIFIED_NUMBERS: Readonly<Record<string, number>> = {
+  io_uring_setup: 425,
+  io_uring_enter: 426,
+  io_uring_register: 427,
+  open_tree: 428,
+  move_mount: 429,
+  fsopen: 430,
+  fsconfig: 431,
+  fsmount: 432,
+  fspick: 433,
+  mount_setattr: 442,
+  quotactl_fd: 443,
+  open_tree_attr: 467,
+};
+
+/**
+ * The first syscall number planter has not reviewed (Linux 6.18 ends at 469, file_setattr). Every
+ * number from here up answers ENOSYS, as on a kernel without it: a syscall newer than these rules
+ * (and than libseccomp's tables) is refused until it is looked at, not allowed unseen. Programs
+ * treat ENOSYS as "this kernel is older" and fall back.
+ */
+export const FIRST_UNREVIEWED = 470;
+
+const X32_BIT = 0x4000_0000;
+/** x32's own numbers (512–547: calls whose x32 arguments differ) lie past the common table. */
+const X32_OWN = [512, 548] as const;
+/** 32-bit arm's private calls (cacheflush, set_tls, …) are numbered from 0x0f0000. */
+const ARM_PRIVATE = 0x0f_0000;
+
+const SECCOMP_RET_ERRNO = 0x0005_0000;
+const EPERM = 1;
+const ENOSYS = 38;
+
+/** One classic-BPF instruction; jumps name labels, resolved by `assemble`. */
+type Insn =
+  | { op: "ld"; k: 0 | 4 }
+  | { op: "jeq" | "jge"; k: number; yes: string; no?: string }
+  | { op: "ja"; to: string }
+  | { op: "ret"; k: number }
+  | { label: string };
+
+/**
+ * The filter's prefix, run before libseccomp's rules: per ABI, the unified numbers of denied calls
+ * refused (EPERM) and every number at or past FIRST_UNREVIEWED answered ENOSYS; everything else
+ * (and an arch this prefix does not know) goes on to libseccomp's program, which follows it.
+ */
+export function prefixProgram(arches: readonly number[]): Uint8Array {
+  const denied = DENIED_SYSCALLS.flatMap((n) => (UNIFIED_NUMBERS[n] === undefined ? [] : [UNIFIED_NUMBERS[n]]));
+  const insns: Insn[] = [{ op: "ld", k: 4 }];
+  const common = (base: number): Insn[] => [
+    ...denied.map((nr): Insn => ({ op: "jeq", k: base + nr, yes: "eperm" })),
+    { op: "jge", k: base + FIRST_UNREVIEWED, yes: "enosys" },
+    { op: "ja", to: "rules" },
+  ];
+  arches.forEach((arch, i) => {
+    const here = `arch${i}`;
+    const next = i + 1 < arches.length ? `arch${i + 1}-test` : "rules";
+    insns.push({ label: `arch${i}-test` }, { op: "jeq", k: arch, yes: here, no: next }, { label: here });
+    insns.push({ op: "ld", k: 0 });
+    if (arch === ARCH.X86_64) {
+      // x32 calls arrive with this arch and X32_BIT in the number.
+      insns.push({ op: "jge", k: X32_BIT, yes: `${here}-x32` }, ...common(0), { label: `${here}-x32` });
+      insns.push({ op: "jge", k: X32_BIT + X32_OWN[1], yes: "enosys" });
+      insns.push({ op: "jge", k: X32_BIT + X32_OWN[0], yes: "rules" }, ...common(X32_BIT));
+    } else if (arch === ARCH.ARM) {
+      insns.push({ op: "jge", k: ARM_PRIVATE, yes: "rules" }, ...common(0));
+    } else insns.push(...common(0));
+  });
+  insns.push(
+    { label: "enosys" },
+    { op: "ret", k: SECCOMP_RET_ERRNO | ENOSYS },
+    { label: "eperm" },
+    { op: "ret", k: SECCOMP_RET_ERRNO | EPERM },
+    { label: "rules" },
+  );
+  return assemble(insns);
+}
+
+/** Instructions to bytes (struct sock_filter, little-endian as on every ABI filtered here). */
+function assemble(insns: Insn[]): Uint8Array {
+  const at = new Map<string, number>();
+  let pc = 0;
+  for (const i of insns) {
+    if ("label" in i) at.set(i.label, pc);
+    else pc++;
+  }
+  const out = new DataView(new ArrayBuffer(pc * 8));
+  pc = 0;
+  const rel = (label: string) => {
+    const to = at.get(label);
+    if (to === undefined || to <= pc || to - pc - 1 > 255) throw new Error(`BPF prefix: bad jump to ${label}`);
+    return to - pc - 1;
+  };
+  for (const i of insns) {
+    if ("label" in i) continue;
+    let code = 0;
+    let jt = 0;
+    let jf = 0;
+    let k = 0;
+    if (i.op === "ld") [code, k] = [0x20, i.k];
+    else if (i.op === "ret") [code, k] = [0x06, i.k];
+    else if (i.op === "ja") {
+      code = 0x05;
+      const to = at.get(i.to);
+      if (to === undefined || to <= pc) throw new Error(`BPF prefix: bad jump to ${i.to}`);
+      k = to - pc - 1;
+    } else {
+      code = i.op === "jeq" ? 0x15 : 0x35;
+      k = i.k;
+      jt = rel(i.yes);
+      jf = i.no === undefined ? 0 : rel(i.no);
+    }
+    out.setUint16(pc * 8, code, true);
+    out.setUint8(pc * 8 + 2, jt);
+    out.setUint8(pc * 8 + 3, jf);
+    out.setUint32(pc * 8 + 4, k >>> 0, true);
+    pc++;
+  }
+  return new Uint8Array(out.buffer);
+}
+
 /** Build and export one filter; libseccomp errors are negative errnos. */
 function build(opts: SeccompOptions): Uint8Array {
   const support = seccompSupport();
@@ -247,7 +375,13 @@ function build(opts: SeccompOptions): Uint8Array {
       const rc = lib.seccomp_rule_add_array(ctx, SCMP_ACT_ERRNO_EPERM, nr, cmp ? 1 : 0, cmp);
       if (rc < 0) throw fail(`add a rule for ${rule.syscall}`, rc);
     }
-    return exportBpf(ctx, lib, fail);
+    const native = lib.seccomp_arch_native() >>> 0;
+    const rules = exportBpf(ctx, lib, fail);
+    const prefix = prefixProgram([native, ...(ARCHES[native] ?? []).filter((a) => a !== ARCH.X32)]);
+    const program = new Uint8Array(prefix.length + rules.length);
+    program.set(prefix);
+    program.set(rules, prefix.length);
+    return program;
   } finally {
     lib.seccomp_release(ctx);
   }

@@ -12,7 +12,7 @@ import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { entryClient } from "../../lib/cli/target.ts";
 import { readClientConfig } from "../../lib/targets/registry.ts";
-import { baseEnv, cli, type DaemonHandle, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
+import { baseEnv, cli, type DaemonHandle, hogTcp, PLANTER, startDaemon, tempHome, waitFor } from "../harness.ts";
 import { freePort } from "../ssh-fixture.ts";
 import { haveOpenssl, makePki, type TestPki, tokenFile } from "../tls-fixture.ts";
 
@@ -225,6 +225,39 @@ describe.skipIf(!haveOpenssl)("https:// targets against planterd's TLS listener"
       expect(created[0]?.data).toMatchObject({ via: "mcp", mcp_transport: "tls", identity: "ci", peer_uid: ID_UID });
     } finally {
       await mcp.close();
+    }
+  }, 60_000);
+});
+
+describe.skipIf(!haveOpenssl || !asRoot)("the TLS listener under a flood of another local user's connections", () => {
+  test("connections that never finish a handshake hold at most that uid's slots and close after header_timeout_ms; the identity is served meanwhile", async () => {
+    const p2 = freePort();
+    await using d2 = await startDaemon({
+      config: `[api]\nmax_connections_per_uid = 8\nheader_timeout_ms = 1500\n${tcpConfig(p2)}`,
+    });
+    const h = await hogTcp(p2, 40, 8);
+    try {
+      // Beyond its 8 slots, uid 12345's connections are closed at once, before any TLS.
+      expect(h.open).toBe(8);
+      // The identity's client (here of root's uid) gets in while they are held.
+      const url = `https://127.0.0.1:${p2}`;
+      const add = await cli(d2.home, [
+        "target",
+        "add",
+        "flood",
+        url,
+        "--ca",
+        pki.ca,
+        "--token-file",
+        join(pki.dir, "ci.token"),
+      ]);
+      expect(add.code).toBe(0);
+      const ls = await cli(d2.home, ["--target", "flood", "job", "ls", "--json"]);
+      expect([ls.code, ls.stderr]).toEqual([0, ""]);
+      // A handshake that never comes is bounded like a request's headers.
+      expect(await h.allClosed(10_000)).toBe(true);
+    } finally {
+      await h.release();
     }
   }, 60_000);
 });

@@ -589,6 +589,58 @@ describe("refusals", () => {
     expect(records.find((r) => r.rule === "limit")?.error).toBe("more than 3 connections at once");
   });
 
+  test("proxies sharing a user's budget: the user's jobs together hold at most its connections; one freed is usable again by any of them", async () => {
+    let open = 0;
+    const budget = {
+      max: 3,
+      take: () => (open < 3 ? (open++, true) : false),
+      release: () => {
+        open--;
+      },
+    };
+    const mine: ConnectRecord[] = [];
+    const rules = { allow: ["origin.test"], deny: [], allow_local: true };
+    const mk = async (name: string) => {
+      const p = new EgressProxy({ rules, onRecord: (r) => mine.push(r), budget, limits: { maxConnections: 10 } });
+      const path = join(dir, `${name}-${++n}.sock`);
+      await p.listen(path);
+      return { p, path };
+    };
+    const a = await mk("a");
+    const b = await mk("b");
+    const hold = (path: string) =>
+      new Promise<{ s: net.Socket; closed: () => boolean }>((r) => {
+        let closed = false;
+        const s = net.connect(path, () => r({ s, closed: () => closed }));
+        s.on("close", () => {
+          closed = true;
+        });
+        s.on("error", () => {});
+      });
+    try {
+      const held = [await hold(a.path), await hold(a.path), await hold(b.path)];
+      await until(() => a.p.active === 2 && b.p.active === 1, "three connections held across two proxies");
+      // Each proxy is far below its own cap of 10: the user's budget refuses the fourth.
+      const fourth = await hold(b.path);
+      await until(() => fourth.closed(), "the fourth connection closed");
+      await until(() => mine.some((r) => r.rule === "limit"), "the limit record");
+      expect(mine.find((r) => r.rule === "limit")?.error).toBe(
+        "more than 3 connections at once of the job's user (all its jobs together)",
+      );
+      // One of the first proxy's freed: the second proxy takes a new one.
+      held[0]?.s.destroy();
+      await until(() => open === 2, "the freed connection given back");
+      const again = await hold(b.path);
+      await until(() => b.p.active === 2, "the new connection held");
+      expect(again.closed()).toBe(false);
+      for (const h of [...held, again]) h.s.destroy();
+      await until(() => open === 0, "every connection given back");
+    } finally {
+      await a.p.close();
+      await b.p.close();
+    }
+  });
+
   test("a name that does not resolve: 502, recorded as allowed with the error", async () => {
     const path = await start({ allow: ["*.test"], allow_local: true });
     const a = (await raw(path, "CONNECT missing.test:80 HTTP/1.1\r\n\r\n")).toString();

@@ -1,6 +1,6 @@
 /** The `sandbox` tool: check, render and exec without a daemon. */
 import { afterAll, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { rootPeerIdentity } from "../../lib/sandbox/identity.ts";
@@ -126,6 +126,38 @@ test("exec with a network allow list: the listed name answers through the proxy 
     expect(r.code).toBe(0);
   } finally {
     origin.stop(true);
+  }
+});
+
+test("exec hides the secrets planter's config names outside its dirs (MCP token, [api.tcp] key and token files, targets' tokens and keys), as a job's sandbox does", async () => {
+  const dir = mkdtempSync("/var/tmp/pt-sbsec-");
+  chmodSync(dir, 0o755);
+  const uid = process.getuid?.() === 0 ? 65534 : (process.getuid?.() ?? 0);
+  const files: Record<string, string> = {
+    "mcp.token": "mcp-secret-0123456789abcdef\n",
+    "tcp.key": "tcp-key-secret-0123456789\n",
+    "ci.token": "ci-secret-0123456789abcdef\n",
+    "target.token": "target-secret-0123456789\n",
+    "target.key": "target-key-secret-0123456789\n",
+    id_ed25519: "ssh-key-secret-0123456789\n",
+  };
+  for (const [name, text] of Object.entries(files)) {
+    writeFileSync(join(dir, name), text, { mode: 0o600 });
+    chownSync(join(dir, name), uid, uid);
+  }
+  writeFileSync(join(dir, "plain"), "not-a-secret\n", { mode: 0o644 });
+  const config = join(home, "config.toml");
+  writeFileSync(
+    config,
+    `[mcp]\ntoken_file = "${dir}/mcp.token"\n[api.tcp]\naddress = "127.0.0.1:1"\ncert = "${dir}/plain"\nkey = "${dir}/tcp.key"\n[[api.tcp.identities]]\nname = "ci"\nuid = 1000\ntoken_file = "${dir}/ci.token"\n[targets.far]\nurls = ["https://127.0.0.1:1"]\ncert = "${dir}/plain"\nkey = "${dir}/target.key"\ntoken_file = "${dir}/target.token"\n[targets.box]\nurls = ["ssh://u@127.0.0.1"]\nidentity = "${dir}/id_ed25519"\n`,
+  );
+  try {
+    const r = await cli(home, ["sandbox", "exec", "--cell", cell, "--", "sh", "-c", `cat ${dir}/* 2>/dev/null; true`]);
+    expect(r.stderr).toBe("");
+    expect(r.stdout).toBe("not-a-secret\n");
+  } finally {
+    rmSync(config, { force: true });
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

@@ -153,7 +153,7 @@ describe("Seatbelt's proxy on a host loopback port", () => {
       );
     try {
       const one = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
-      const port = await one.listenLocal("j-1", rules, dir);
+      const port = await one.listenLocal("j-1", rules, dir, 1000);
       expect(JSON.parse(readFileSync(join(dir, "egress.json"), "utf8"))).toEqual({ port });
       expect(await ask(port, `127.0.0.1:${origin.port}`)).toBe("200 origin\n");
       expect(await ask(port, `localhost:${origin.port}`)).toStartWith("403 ");
@@ -164,11 +164,11 @@ describe("Seatbelt's proxy on a host loopback port", () => {
       ).toEqual(["allow", "deny"]);
       // A restarted planterd: the same port from the saved file.
       const two = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
-      await two.adopt("j-1", rules, dir);
+      await two.adopt("j-1", rules, dir, 1000);
       expect(await ask(port, `127.0.0.1:${origin.port}`)).toBe("200 origin\n");
       // The port taken meanwhile: a clear refusal, nothing served.
       const three = new Egress({ write: (fn) => fn(written), hosts: {}, helper: [] });
-      await expect(three.adopt("j-1", rules, dir)).rejects.toThrow(`could not listen on 127.0.0.1:${port}`);
+      await expect(three.adopt("j-1", rules, dir, 1000)).rejects.toThrow(`could not listen on 127.0.0.1:${port}`);
       expect(three.serving("j-1")).toBe(false);
       two.close();
     } finally {

@@ -337,7 +337,13 @@ describe("narrowing and the ceiling", () => {
       "network allow_local is beyond the config's [network] ceiling (allow_local = false)",
     );
     const open = parseConfig({}, "t");
-    expect(open.network).toEqual({ allow_host: true, deny: [], allow_local: true, hosts: {} });
+    expect(open.network).toEqual({
+      allow_host: true,
+      deny: [],
+      allow_local: true,
+      proxy_connections_per_uid: 1024,
+      hosts: {},
+    });
     expect(capNetwork(open.network, "host")).toBe("host");
     expect(() => parseConfig({ network: { allow: ["bad entry"] } }, "t")).toThrow('"bad entry" is not a network entry');
     expect(parseConfig({ network: { allow_host: false } }, "t").network.allow_host).toBe(false);

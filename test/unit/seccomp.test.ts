@@ -10,11 +10,14 @@ import { join } from "node:path";
 import {
   ARCH,
   DENIED_SYSCALLS,
+  FIRST_UNREVIEWED,
+  prefixProgram,
   type SeccompOptions,
   seccompProgram,
   seccompRules,
   seccompSupport,
   syscallNumber,
+  UNIFIED_NUMBERS,
 } from "../../lib/sandbox/seccomp.ts";
 import { waitFor } from "../harness.ts";
 
@@ -104,11 +107,98 @@ describe.skipIf(process.platform !== "linux")("the program (libseccomp)", () => 
     expect(a.byteLength % 8).toBe(0);
   });
 
-  test("every denied name is a syscall libseccomp knows (a typo would deny nothing)", () => {
+  test("every denied name is a syscall libseccomp knows, or one refused by its unified number (a typo would deny nothing)", () => {
     const arches = [ARCH.X86_64, ARCH.X86, ARCH.X32, ARCH.AARCH64, ARCH.ARM];
     const unknown = DENIED_SYSCALLS.filter((n) => arches.every((a) => syscallNumber(n, a) < 0));
-    expect(unknown).toEqual([]);
+    expect(unknown.filter((n) => UNIFIED_NUMBERS[n] === undefined)).toEqual([]);
+    // Where libseccomp knows a unified call, its number is the one this table says.
+    for (const [name, nr] of Object.entries(UNIFIED_NUMBERS)) {
+      const known = syscallNumber(name, ARCH.X86_64);
+      if (known >= 0) expect([name, known]).toEqual([name, nr]);
+    }
   });
+
+  test("syscalls newer than planter's table answer ENOSYS on every ABI; denied new calls are refused by number; the rest pass on", () => {
+    const ENOSYS_RET = 0x00050000 | 38;
+    const X32 = 0x40000000;
+    // Run alone, the prefix either returns or falls off its end into libseccomp's rules ("rules").
+    const run = (arches: number[], arch: number, nr: number) => {
+      const prefix = prefixProgram(arches);
+      const ret = new Uint8Array(8);
+      new DataView(ret.buffer).setUint16(0, 0x06, true); // ret #0: stands for "the rules decide"
+      const p = new Uint8Array(prefix.length + 8);
+      p.set(prefix);
+      p.set(ret, prefix.length);
+      const r = evaluate(p, { arch, nr });
+      return r === 0 ? "rules" : r === ENOSYS_RET ? "ENOSYS" : r === ERRNO_EPERM ? "EPERM" : r;
+    };
+    const x86 = [ARCH.X86_64, ARCH.X86];
+    for (const [arch, base] of [
+      [ARCH.X86_64, 0],
+      [ARCH.X86_64, X32],
+      [ARCH.X86, 0],
+    ] as const) {
+      const at = (nr: number) => run(x86, arch, base + nr);
+      expect([arch, base, at(FIRST_UNREVIEWED), at(FIRST_UNREVIEWED + 1), at(511)]).toEqual([
+        arch,
+        base,
+        "ENOSYS",
+        "ENOSYS",
+        "ENOSYS",
+      ]);
+      expect([arch, base, at(467), at(443), at(428), at(425)]).toEqual([
+        arch,
+        base,
+        "EPERM",
+        "EPERM",
+        "EPERM",
+        "EPERM",
+      ]);
+      // Older calls, and new ones reviewed and allowed (clone3, close_range, fchmodat2, file_setattr), go on to the rules.
+      expect([arch, base, at(0), at(41), at(435), at(436), at(452), at(FIRST_UNREVIEWED - 1)]).toEqual([
+        arch,
+        base,
+        ...Array(6).fill("rules"),
+      ]);
+    }
+    // x32's own calls (512–547) are the rules'; past them, ENOSYS; i386's and x86-64's big numbers too.
+    expect([run(x86, ARCH.X86_64, X32 + 512), run(x86, ARCH.X86_64, X32 + 547)]).toEqual(["rules", "rules"]);
+    expect([run(x86, ARCH.X86_64, X32 + 548), run(x86, ARCH.X86_64, 0xffffffff), run(x86, ARCH.X86, 1000)]).toEqual([
+      "ENOSYS",
+      "ENOSYS",
+      "ENOSYS",
+    ]);
+    // An arch the prefix does not know: libseccomp's rules decide (they kill a foreign arch).
+    expect(run(x86, ARCH.AARCH64, 1000)).toBe("rules");
+    // arm64 and arm: the same numbers; arm's private calls (from 0x0f0000) pass on.
+    const arm = [ARCH.AARCH64, ARCH.ARM];
+    expect([
+      run(arm, ARCH.AARCH64, 467),
+      run(arm, ARCH.AARCH64, FIRST_UNREVIEWED),
+      run(arm, ARCH.AARCH64, 0x0f0005),
+    ]).toEqual(["EPERM", "ENOSYS", "ENOSYS"]);
+    expect([run(arm, ARCH.ARM, 467), run(arm, ARCH.ARM, FIRST_UNREVIEWED), run(arm, ARCH.ARM, 0x0f0005)]).toEqual([
+      "EPERM",
+      "ENOSYS",
+      "rules",
+    ]);
+  });
+
+  test.skipIf(process.arch !== "x64")(
+    "x86-64: the whole program refuses a new unreviewed number and open_tree_attr on every ABI",
+    () => {
+      const program = seccompProgram(REFUSED);
+      for (const abi of X86_ABIS) {
+        const base = abi.name === "x32" ? 0x40000000 : 0;
+        expect([abi.name, evaluate(program, { arch: abi.auditArch, nr: base + FIRST_UNREVIEWED })]).toEqual([
+          abi.name,
+          0x00050000 | 38,
+        ]);
+        expect([abi.name, evaluate(program, { arch: abi.auditArch, nr: base + 467 })]).toEqual([abi.name, ERRNO_EPERM]);
+        expect([abi.name, evaluate(program, { arch: abi.auditArch, nr: base + 452 })]).toEqual([abi.name, ALLOW]);
+      }
+    },
+  );
 
   test("the rules as data: AF_UNIX refusals only without allowUnixSockets; families other than inet, inet6, netlink always", () => {
     const extra = (o: SeccompOptions) => seccompRules(o).slice(DENIED_SYSCALLS.length);
@@ -412,6 +502,22 @@ describe.skipIf(process.platform !== "linux")("inside real bwrap", () => {
     expect(names.length).toBe(groups.length);
     expect(names.filter((n) => control[n] === String(EPERM))).toEqual([]);
     expect(filtered).toEqual(Object.fromEntries(names.map((n) => [n, String(EPERM)])));
+  });
+
+  test("open_tree_attr (Linux 6.15, newer than this libseccomp may know) is refused by number; fchmodat2 works; unreviewed numbers ENOSYS", async () => {
+    const groups = [
+      `open_tree_attr 467 -1 0 0 0 0`,
+      `fchmodat2 452 -100 /nonexistent 0 0`,
+      `next ${FIRST_UNREVIEWED} 0 0 0`,
+    ];
+    const control = parse((await jail(["perl", "-e", PERL.syscalls, ...groups], null, { caps: true })).out);
+    const filtered = parse((await jail(["perl", "-e", PERL.syscalls, ...groups], REFUSED, { caps: true })).out);
+    // Without the filter this kernel may have it (EBADF for fd -1) or not (ENOSYS): never EPERM.
+    expect(control.open_tree_attr).not.toBe(String(EPERM));
+    expect(filtered.open_tree_attr).toBe(String(EPERM));
+    // fchmodat2 reaches the kernel (a bad path: EFAULT from the number-as-pointer, or ENOENT), as without the filter.
+    expect(filtered.fchmodat2).toBe(control.fchmodat2);
+    expect(filtered.next).toBe("38");
   });
 
   test("ioctl TIOCSTI and TIOCLINUX are refused whatever the fd (also with high bits set); other ioctls are not", async () => {

@@ -216,7 +216,7 @@ function checkSettings(
   }
   // A cell's policy is checked whole now (paths resolved, nothing unsafe), not at its first job.
   const effective = cellPolicy(ctx, policy, peerUser);
-  const why = unsafePolicy(effective, protectedPaths(ctx));
+  const why = unsafePolicy(effective, protectedPaths(ctx, "daemon"));
   if (why) throw new PlanterError("E_BAD_REQUEST", why, { hint: "choose another path" });
   const capped = capNetwork(ctx.config.network, effective.network);
   if (isWidening(capped)) throw badRequest(`cell ${name}'s ${capped.what}`, capped.hint);

@@ -141,7 +141,7 @@ export function effectivePolicy(
   const base = cellPolicy(ctx, cell.sandbox.policy, as);
   const requested = job ? resolvePolicy(job, [...writableTrees(ctx), ...base.read_write], as) : undefined;
   // The job's own paths first: an unsafe one is refused for what it is, not as a widening.
-  const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx)) : null;
+  const unsafe = requested ? unsafePolicy(complete(requested, EMPTY_POLICY), protectedPaths(ctx, "daemon")) : null;
   if (unsafe)
     throw badRequest(unsafe, "jobs can never reach planterd or write system directories; choose another path");
   const narrowed = narrow(base, requested, cell.dir, visible);
@@ -149,7 +149,7 @@ export function effectivePolicy(
   const network = capNetwork(ctx.config.network, narrowed.network);
   if (isWidening(network)) throw badRequest(`the job's ${network.what}`, network.hint);
   const p = { ...narrowed, network };
-  const why = unsafePolicy(p, protectedPaths(ctx));
+  const why = unsafePolicy(p, protectedPaths(ctx, "daemon"));
   if (why) throw badRequest(why, "jobs can never reach planterd or write system directories; choose another path");
   return p;
 }
