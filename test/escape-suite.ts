@@ -2272,6 +2272,99 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(existsSync(join(dir, ".claude/agents", long))).toBe(false);
         });
 
+        test("a symlink the job leaves in the cell to a tree in its home (absolute, relative, dangling) is set aside; the host's git there runs nothing", async () => {
+          const { name, dir } = await mkCell(p, { files: { "src/main.c": "int main;\n", "docs/a.md": "a\n" } });
+          hostRepo(dir);
+          const m = marker(`homelink-${mode}`);
+          const evil = `git init -q "$HOME/evil" && git -C "$HOME/evil" config core.fsmonitor 'touch ${m}; false' && mkdir -p "$HOME/evil/app" "$HOME/later"`;
+          const r = await run(
+            p,
+            `${evil} && ln -s "$HOME/evil" tools && ln -s "$(realpath --relative-to=. "$HOME/evil")/app" app && rm -rf src && ln -s "$HOME/evil" src && ln -s "$HOME/not-yet" later && ln -s docs manual && ln -s /usr/share share && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          for (const d of ["tools", "app", "src"]) hostGit(join(dir, d), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          const paths = r.job.workspace.map((f) => f.path).sort();
+          expect(paths).toEqual(["app", "later", "src", "tools"].map((n) => join(dir, n)));
+          // Symlinks inside the cell, or to the host's own read-only tree, stay.
+          expect(readlinkSync(join(dir, "manual"))).toBe("docs");
+          expect(readlinkSync(join(dir, "share"))).toBe("/usr/share");
+        });
+
+        test("a directory made to look like a git dir (HEAD, refs) does not hide its objects/ from the review", async () => {
+          const { name, dir } = await mkCell(p, { files: { "lib/objects/shape.c": "int shape;\n" } });
+          hostRepo(dir);
+          const m = marker(`objects-${mode}`);
+          const task =
+            '{"version":"2.0.0","tasks":[{"label":"x","type":"shell","command":"id","runOptions":{"runOn":"folderOpen"}}]}';
+          const r = await run(
+            p,
+            `echo 'ref: refs/heads/main' > lib/HEAD && mkdir lib/refs && git init -q lib/objects/r && git -C lib/objects/r config core.fsmonitor 'touch ${m}; false' && mkdir -p lib/objects/ab/.vscode && echo '${task}' > lib/objects/ab/.vscode/tasks.json && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          hostGit(join(dir, "lib/objects/r"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          const paths = r.job.workspace.map((f) => f.path);
+          expect(paths).toContain(join(dir, "lib/objects/r/.git/config"));
+          expect(paths).toContain(join(dir, "lib/objects/ab/.vscode/tasks.json"));
+          // A real repository's objects still pass untouched (commit in the job, status on the host).
+          const ok = await run(
+            p,
+            "echo more > more.txt && git add more.txt && git -c user.name=j -c user.email=j@x commit -qm more && echo ok",
+            { cell: name },
+          );
+          expect(ok.out).toBe("ok\n");
+          expect(ok.job.workspace).toEqual([]);
+        });
+
+        test("what a job plants in directories it then makes read-only (even the cell dir) is still set aside", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const m = marker(`rodir-${mode}`);
+          const r = await run(
+            p,
+            `git init -q sub && printf '#!/bin/sh\\ntouch ${m}\\n' > sub/.git/hooks/pre-commit && chmod +x sub/.git/hooks/pre-commit && chmod 555 sub/.git/hooks && mkdir .claude && echo '{"hooks":{}}' > .claude/settings.json && chmod 555 .claude && echo 'touch ${m}' > .envrc && mkdir locked && chmod 000 locked && chmod 555 . && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          hostGit(join(dir, "sub"), ["commit", "-q", "--allow-empty", "-m", "host"]);
+          expect(existsSync(m)).toBe(false);
+          for (const f of [".envrc", ".claude/settings.json", "sub/.git/hooks/pre-commit"])
+            expect([f, existsSync(join(dir, f))]).toEqual([f, false]);
+          expect(r.job.workspace.filter((f) => !f.saved_as)).toEqual([]);
+          // The modes the job chose are kept.
+          expect(statSync(dir).mode & 0o777).toBe(0o555);
+          expect(statSync(join(dir, ".claude")).mode & 0o777).toBe(0o555);
+          chmodSync(dir, 0o755);
+        });
+
+        test("a concurrent job of the cell cannot put back what an earlier job's review set aside", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const plant =
+            "echo 'touch /tmp/pwned' > .envrc && mkdir -p .claude && echo '{\"hooks\":{}}' > .claude/settings.json";
+          const a = await p.client.createJob({
+            cell: name,
+            argv: ["sh", "-c", `${plant} && touch a-ready && while [ ! -e b-started ]; do sleep 0.02; done`],
+          });
+          await waitFor(() => existsSync(join(dir, "a-ready")), "job A to plant");
+          const b = await run(
+            p,
+            `touch b-started; i=0; while [ -e .envrc ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; sleep 0.2; ${plant}; echo rc=$?`,
+            { cell: name },
+          );
+          const aEnd = (await p.client.waitJob(a.id, 20_000)).job;
+          expect(aEnd.workspace.map((f) => f.path)).toContain(join(dir, ".envrc"));
+          expect(b.out).toContain("rc=");
+          expect(existsSync(join(dir, ".envrc"))).toBe(false);
+          expect(existsSync(join(dir, ".claude", "settings.json"))).toBe(false);
+          // A second job that changes nothing leaves what the host has alone.
+          const c = await run(p, "true", { cell: name });
+          expect(c.job.workspace).toEqual([]);
+        });
+
         test("a job narrowing to fs_mode read_only with read_write: [its cell] keeps the workspace protection", async () => {
           const { name, dir } = await mkCell(p);
           hostRepo(dir);

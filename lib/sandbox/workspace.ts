@@ -1342,7 +1342,15 @@ function setAsideIn(
   // nothing outside the cell is renamed or written.
   const dfd = openDir(root, parentOf(rel));
   if (dfd === null) return { saved_as: "", restored: false, problem: "changed while checked" };
+  // A job may leave the directory without write or search permission (`chmod 555 .claude`, even
+  // the cell dir): root passes anyway, but planterd as the job's own user would fail to rename and
+  // leave the file where the host's tools read it. The directory is its own, so planterd opens it
+  // up for the rename and the write-back and gives it its mode back after.
+  const mode = fstatSync(dfd);
+  const uid = process.geteuid?.() ?? 0;
+  const opened = uid !== 0 && mode.uid === uid && ((mode.mode >> 6) & 3) !== 3;
   try {
+    if (opened) fchmodSync(dfd, (mode.mode & 0o7777) | 0o300);
     const name = baseOf(rel);
     const aside = asideName(dfd, name, jobId);
     try {
@@ -1358,6 +1366,13 @@ function setAsideIn(
       return { saved_as, restored: false, problem: `not restored: ${(e as NodeJS.ErrnoException).code ?? e}` };
     }
   } finally {
+    if (opened) {
+      try {
+        fchmodSync(dfd, mode.mode & 0o7777);
+      } catch {
+        // the directory stays writable by its owner: nothing the host runs
+      }
+    }
     closeSync(dfd);
   }
 }
