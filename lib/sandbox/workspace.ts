@@ -29,6 +29,7 @@ import {
   readSync,
   realpathSync,
   renameSync,
+  statfsSync,
   symlinkSync,
   writeSync,
 } from "node:fs";
@@ -689,9 +690,11 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
   const includes = new Set(derived.configs);
   const programs = new Set(derived.programs ?? []);
   // An explicit stack: a job can nest directories deeper than any call stack.
-  const stack: { rel: string; tool: boolean; hooks: boolean }[] = [{ rel: "", tool: false, hooks: false }];
+  const stack: { rel: string; tool: boolean; hooks: boolean; objects?: boolean }[] = [
+    { rel: "", tool: false, hooks: false },
+  ];
   for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
-    const { rel, tool, hooks } = top;
+    const { rel, tool, hooks, objects: inObjects } = top;
     const list = yield* listDir(s, absOf(root, rel), budget, listed);
     if (list === "denied") s.unlistable.push(rel);
     if (list === null || list === "denied") continue;
@@ -748,7 +751,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
       if (kind && type) s.watched.set(r, { kind, type });
       if (!isDir) continue;
       if (gitDir && name === "objects") {
-        // objects/ holds one file per object; only its alternates redirect anything.
+        // Of objects/ only its alternates redirect anything.
         const alt = `${r}/info/alternates`;
         try {
           const st = lstatSync(bytes(absOf(root, alt)));
@@ -758,12 +761,35 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
         } catch {
           // no alternates
         }
+        // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
+        // make one): objects/ is walked like any directory but for git's own fan-out and pack
+        // dirs holding no directory, whose one file per object need not be listed.
+        stack.push({ rel: r, tool: toolHere, hooks: false, objects: true });
         continue;
       }
+      if (inObjects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(root, r))) continue;
       stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(r) });
     }
   }
   return s;
+}
+
+/**
+ * Filesystems whose directories count their subdirectories in their link count (2 + one per
+ * subdirectory), as find's leaf optimisation trusts them: ext2/3/4, XFS, tmpfs. Elsewhere (btrfs
+ * counts 1, network and FUSE filesystems say what they like) a directory is listed.
+ */
+const COUNTS_SUBDIRS = new Set([0xef53, 0x58465342, 0x01021994]);
+
+/** Whether the directory `abs` surely holds no directory (its link count says so on a filesystem that keeps it). */
+function holdsNoDir(abs: string): boolean {
+  try {
+    const st = lstatSync(bytes(abs));
+    if (!st.isDirectory() || st.nlink !== 2) return false;
+    return COUNTS_SUBDIRS.has(Number(statfsSync(bytes(abs) as unknown as string).type));
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------- checked access
