@@ -33,6 +33,8 @@ import {
   symlinkSync,
   writeSync,
 } from "node:fs";
+import { posix } from "node:path";
+import { within } from "./paths.ts";
 
 /** Tool configuration names protected in a cell (relative names matched at any depth). */
 export const WORKSPACE_CONFIG: readonly string[] = [
@@ -149,6 +151,12 @@ export interface WorkspaceSnapshot {
   protect: string[];
   /** Watched entries by relative path. */
   entries: Record<string, WatchedEntry>;
+  /**
+   * Trees the job can write that no review walks (the cells' homes), canonical: a symlink the job
+   * leaves in the cell that leads into one is set aside, since the host's tools follow it (a `cd`
+   * into it and `git status` finds the repository the job made there).
+   */
+  unreviewed?: string[];
 }
 
 /** Paths derived from git configs, relative to the cell. */
@@ -521,6 +529,8 @@ interface Scan {
   unlistable: string[];
   /** The walk stopped at its budget's `max` entries: what lies past them was not seen. */
   truncated: boolean;
+  /** Every symlink met, relative (collected only when asked). */
+  links: string[] | null;
 }
 
 interface Names {
@@ -675,7 +685,7 @@ function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number 
  * a commondir file — what git itself accepts), the entries of each that make git run something, and
  * the listed tool configuration. Nothing is skipped by name except a git dir's objects/.
  */
-function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget): Steps<Scan> {
+function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget, links = false): Steps<Scan> {
   const s: Scan = {
     root,
     dirs: new Set(),
@@ -684,6 +694,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
     protect: new Set(),
     unlistable: [],
     truncated: false,
+    links: links ? [] : null,
   };
   const listed = { n: 0 };
   const hookDirs = new Set(derived.hooks);
@@ -749,6 +760,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
         kind = "tool-config";
       }
       if (kind && type) s.watched.set(r, { kind, type });
+      if (type === "symlink") s.links?.push(r);
       if (!isDir) continue;
       if (gitDir && name === "objects") {
         // Of objects/ only its alternates redirect anything.
@@ -790,6 +802,29 @@ function holdsNoDir(abs: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * The tree among `trees` that the symlink `rel` leads into (as the host would follow it: its
+ * target taken literally, and resolved through every symlink on the way), or null. A dangling one
+ * counts by its literal target (the job may make what it names later).
+ */
+function leadsInto(root: string, rel: string, trees: string[]): string | null {
+  const abs = absOf(root, rel);
+  let target: string;
+  try {
+    target = readlinkSync(bytes(abs), { encoding: "latin1" }) as string;
+  } catch {
+    return null;
+  }
+  const literal = posix.normalize(target.startsWith("/") ? target : `${absOf(root, parentOf(rel))}/${target}`);
+  let real: string | null = null;
+  try {
+    real = realpathSync(bytes(abs), { encoding: "latin1" }) as unknown as string;
+  } catch {
+    // dangling, or a loop
+  }
+  return trees.find((t) => within(literal, t) || (real !== null && within(real, t))) ?? null;
 }
 
 // ---------------------------------------------------------------- checked access
@@ -1467,15 +1502,24 @@ function* reviewSteps(
     throw new Error(`${cellDir} now resolves to ${root}, not ${before.cellDir} as before the job: nothing reviewed`);
   }
   const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
-  let s = yield* scan(root, names, before.derived, budget);
+  const unreviewed = before.unreviewed ?? [];
+  let s = yield* scan(root, names, before.derived, budget, unreviewed.length > 0);
   // Repositories the job made get the user's global hook dirs and programs watched too.
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
-  if (g.grew) s = yield* scan(root, names, g.merged, budget);
+  if (g.grew) s = yield* scan(root, names, g.merged, budget, unreviewed.length > 0);
   const plans: Plan[] = [];
   for (const [rel, w] of s.watched) {
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
     if (spent(budget)) yield;
+  }
+  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
+  for (const rel of s.links ?? []) {
+    if (spent(budget)) yield;
+    if (plans.some((p) => p.rel === rel)) continue;
+    const into = leadsInto(root, rel, unreviewed);
+    if (into !== null)
+      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
   }
   // A hook dir or included config of the earlier configs now reached through a symlink.
   for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
