@@ -384,10 +384,13 @@ export async function snapshotWorkspace(
   const out: LaunchContext["workspace"] = [];
   for (const root of roots) {
     try {
-      const before = await ctx.walks.run(jobId, "snapshot", root, max, (budget, signal) =>
-        snapshotAsync(root, extra, global, budget, signal),
-      );
-      out.push({ root, before: { ...before, unreviewed } });
+      // Held inside the walk: a review of the tree that comes after it passes on what it settles.
+      const tree = await ctx.walks.run(jobId, "snapshot", root, max, async (budget, signal) => {
+        const t = { root, before: { ...(await snapshotAsync(root, extra, global, budget, signal)), unreviewed } };
+        ctx.walks.hold(jobId, t);
+        return t;
+      });
+      out.push(tree);
     } catch (e) {
       if (!(e instanceof TreeTooLarge)) throw e;
       throw new PlanterError(

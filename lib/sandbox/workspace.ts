@@ -1438,6 +1438,25 @@ function setAsideIn(
   }
 }
 
+/** What a restore wrote back, as a snapshot entry: the earlier version, or the sanitised copy (judged by its contents). */
+function leftBehind(before: WatchedEntry | undefined, p: Plan): WatchedEntry | null {
+  if (before) return before;
+  if (p.sanitized === undefined) return null;
+  const data = Buffer.from(p.sanitized, "latin1");
+  return {
+    kind: p.kind,
+    type: "file",
+    size: data.length,
+    mtimeMs: 0,
+    ctimeMs: 0,
+    ino: 0,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    ...(data.length <= KEEP_BYTES ? { data: data.toString("base64") } : {}),
+  };
+}
+
 /** Findings of one tree recorded one by one (job status, events); the rest are counted. */
 export const MAX_RECORDED_FINDINGS = 100;
 
@@ -1470,7 +1489,7 @@ export function recordedFindings(found: Finding[], root: string, max = MAX_RECOR
 export function review(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[]; budget?: WalkBudget },
+  opts: { jobId: string; extra?: readonly string[]; budget?: WalkBudget; settled?: Settled },
 ): Finding[] {
   return drain(reviewSteps(cellDir, before, opts, opts.budget ?? walkBudget()));
 }
@@ -1482,15 +1501,38 @@ export function review(
 export function reviewAsync(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal },
+  opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal; settled?: Settled },
 ): Promise<Finding[]> {
   return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.budget, opts.signal);
+}
+
+/**
+ * Told, for each entry the review acted on, what it left at that path (relative, latin1): the
+ * earlier version or the sanitised copy it wrote back, or null (nothing, or the job's entry where
+ * it could not be set aside). Snapshots of other jobs still running in the tree take it over
+ * (`passOn`): theirs were taken before this review, and would vouch for the job's entry.
+ */
+export type Settled = (rel: string, left: WatchedEntry | null) => void;
+
+/** A name the review gave an entry it set aside (inert to git, editors and direnv by its suffix). */
+const isAside = (rel: string) => /\.planter-quarantine-[A-Za-z0-9._-]+$/.test(baseOf(rel));
+
+/**
+ * Another job's snapshot of the same tree (`into`), taken before this review, with what this
+ * review settled: the entry it left, or none. Its own review then judges against that, not
+ * against the state it saw at its start, which held this job's entries.
+ */
+export function passOn(into: WorkspaceSnapshot, settled: [rel: string, left: WatchedEntry | null][]): void {
+  for (const [rel, left] of settled) {
+    if (left) into.entries[rel] = left;
+    else delete into.entries[rel];
+  }
 }
 
 function* reviewSteps(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[] },
+  opts: { jobId: string; extra?: readonly string[]; settled?: Settled },
   budget: WalkBudget,
 ): Steps<Finding[]> {
   checkJobId(opts.jobId);
@@ -1509,6 +1551,7 @@ function* reviewSteps(
   if (g.grew) s = yield* scan(root, names, g.merged, budget, unreviewed.length > 0);
   const plans: Plan[] = [];
   for (const [rel, w] of s.watched) {
+    if (isAside(rel)) continue;
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
     if (spent(budget)) yield;
@@ -1516,7 +1559,7 @@ function* reviewSteps(
   // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
   for (const rel of s.links ?? []) {
     if (spent(budget)) yield;
-    if (plans.some((p) => p.rel === rel)) continue;
+    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
     const into = leadsInto(root, rel, unreviewed);
     if (into !== null)
       plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
@@ -1540,9 +1583,11 @@ function* reviewSteps(
     const path = shown(absOf(root, p.rel));
     if (p.detail === "changed while checked") {
       findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
+      opts.settled?.(p.rel, null);
       continue;
     }
     const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
+    opts.settled?.(p.rel, r.restored ? leftBehind(before.entries[p.rel], p) : null);
     const notes = [p.detail];
     if (r.problem) notes.push(r.problem);
     else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
