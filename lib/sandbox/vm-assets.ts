@@ -134,53 +134,50 @@ export interface VmAssets {
  * configured `[vm] cache_dir` that another user made first (`/var/tmp/…`) is refused, not used.
  */
 export function untrustedCache(cache: string): string | null {
-  const me = process.geteuid?.() ?? 0;
-  const mine = (st: { uid: number }) => st.uid === me || st.uid === 0;
   let real: string;
   try {
     real = realpathSync(cache);
   } catch {
     real = cache; // made by planterd (its parents are checked below)
   }
-  // The parents, as the path is resolved (a symlink on the way is its directory's to swap).
+  return untrustedParents(cache, real) ?? untrustedContents(real, real, 0);
+}
+
+const mine = (st: { uid: number }) => st.uid === (process.geteuid?.() ?? 0) || st.uid === 0;
+
+/** The parents, as the path is resolved (a symlink on the way is its directory's to swap). */
+function untrustedParents(cache: string, real: string): string | null {
   for (let p = dirname(real); ; p = dirname(p)) {
-    let st: ReturnType<typeof statSync>;
-    try {
-      st = statSync(p);
-    } catch {
-      if (p === "/") break;
-      continue;
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st) {
+      const stickyRoot = (st.mode & 0o1000) !== 0 && st.uid === 0;
+      if ((st.mode & 0o022) !== 0 && !stickyRoot) return `${p}, above the cache dir, is writable by others`;
+      if (!mine(st) && !stickyRoot) return `${p}, above the cache dir, belongs to uid ${st.uid}`;
     }
-    const stickyRoot = (st.mode & 0o1000) !== 0 && st.uid === 0;
-    if ((st.mode & 0o022) !== 0 && !stickyRoot) return `${p}, above the cache dir, is writable by others`;
-    if (!mine(st) && !stickyRoot) return `${p}, above the cache dir, belongs to uid ${st.uid}`;
     if (p === "/") break;
   }
-  if (cache !== real) {
-    for (let p = dirname(cache); p !== "/"; p = dirname(p)) {
-      const st = lstatSync(p, { throwIfNoEntry: false });
-      if (!st) continue;
-      if (!st.isSymbolicLink() && (st.mode & 0o1022) === 0o022)
-        return `${p}, on the way to the cache dir, is writable by others`;
-    }
-  }
-  // The dir and everything in it that a boot reads.
-  const walk = (p: string, depth: number): string | null => {
+  for (let p = dirname(cache); cache !== real && p !== "/"; p = dirname(p)) {
     const st = lstatSync(p, { throwIfNoEntry: false });
-    if (!st) return null;
-    if (!mine(st)) return `${p} belongs to uid ${st.uid}, not to planterd's user or root`;
-    if ((st.mode & 0o022) !== 0) return `${p} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
-    if (st.isSymbolicLink() && p !== real) return `${p} is a symlink`;
-    if (st.isDirectory() && depth < 4) {
-      for (const e of readdirSync(p)) {
-        if (e.startsWith(".fetch-")) continue; // a fetch in progress (0700, or _apt's)
-        const why = walk(join(p, e), depth + 1);
-        if (why) return why;
-      }
-    }
-    return null;
-  };
-  return walk(real, 0);
+    if (st && !st.isSymbolicLink() && (st.mode & 0o1022) === 0o022)
+      return `${p}, on the way to the cache dir, is writable by others`;
+  }
+  return null;
+}
+
+/** The dir and everything in it that a boot reads. */
+function untrustedContents(p: string, real: string, depth: number): string | null {
+  const st = lstatSync(p, { throwIfNoEntry: false });
+  if (!st) return null;
+  if (!mine(st)) return `${p} belongs to uid ${st.uid}, not to planterd's user or root`;
+  if ((st.mode & 0o022) !== 0) return `${p} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
+  if (st.isSymbolicLink() && p !== real) return `${p} is a symlink`;
+  if (!st.isDirectory() || depth >= 4) return null;
+  for (const e of readdirSync(p)) {
+    if (e.startsWith(".fetch-")) continue; // a fetch in progress (0700, or _apt's)
+    const why = untrustedContents(join(p, e), real, depth + 1);
+    if (why) return why;
+  }
+  return null;
 }
 
 /** The cache dir, refused when another user could have put what it holds there (`untrustedCache`). */
