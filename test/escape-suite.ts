@@ -1059,6 +1059,38 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(ok.dir).toBe(proj);
         });
 
+        test("a cell dir or writable path inside the kernel's dirs (/dev/shm, /sys, /proc) or the runtime dirs (/run) is refused; one in /var/tmp works", async () => {
+          const shmDir = mkdtempSync("/dev/shm/pt-ecell-");
+          const runDirCell = mkdtempSync("/run/pt-ecell-");
+          for (const d of [shmDir, runDirCell]) {
+            cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+            giveToJobUser(d);
+          }
+          const before = (await p.client.listCells()).cells.length;
+          for (const [i, dir] of [
+            "/dev/shm",
+            shmDir,
+            "/sys/fs/cgroup",
+            "/proc/self/fd",
+            runDirCell,
+            "/run/user",
+          ].entries()) {
+            const e = await refusal(p.client.createCell({ name: `kern-${i}`, dir }));
+            expect([dir, e.code]).toEqual([dir, "E_BAD_REQUEST"]);
+          }
+          expect((await p.client.listCells()).cells.length).toBe(before);
+          const { name } = await mkCell(p);
+          const e = await refusal(
+            p.client.createJob({ cell: name, argv: ["true"], sandbox: { policy: { read_write: [runDirCell] } } }),
+          );
+          expect(e.code).toBe("E_BAD_REQUEST");
+          const ok = scratchDir("pt-evtcell", "/var/tmp");
+          giveToJobUser(ok);
+          await p.client.createCell({ name: `vt-${mode}`, dir: ok });
+          const r = await run(p, "touch made && pwd", { cell: `vt-${mode}` });
+          expect(r.out).toBe(`${ok}\n`);
+        });
+
         test("cells may not nest: inner and outer refused, a sibling accepted", async () => {
           const outer = await mkCell(p);
           mkdirSync(join(outer.dir, "inner"));
