@@ -2372,6 +2372,40 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           chmodSync(dir, 0o755);
         });
 
+        test("a hard link the job makes to a config or hook it creates is no way past a later job's read-only bind", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const m = marker(`hardlink-${mode}`);
+          const first = await run(
+            p,
+            "git init -q sub && ln sub/.git/config keep && mkdir -p .vscode && echo '{}' > .vscode/settings.json && ln .vscode/settings.json keep2 && echo made",
+            { cell: name },
+          );
+          expect(first.out).toBe("made\n");
+          expect(first.job.workspace.map((f) => f.path).sort()).toEqual(
+            [join(dir, ".vscode/settings.json"), join(dir, "sub/.git/config")].sort(),
+          );
+          // The repository keeps a config of its own (a copy), no longer the file behind `keep`.
+          expect(statSync(join(dir, "sub/.git/config")).nlink).toBe(1);
+          const later = await p.client.createJob({
+            cell: name,
+            argv: [
+              "sh",
+              "-c",
+              `printf '[core]\\n\\tfsmonitor = touch ${m}; false\\n' >> keep && touch written && while [ ! -e go ]; do sleep 0.02; done`,
+            ],
+          });
+          await waitFor(() => existsSync(join(dir, "written")), "the later job to write through its link");
+          expect(readFileSync(join(dir, "sub/.git/config"), "utf8")).not.toContain("fsmonitor");
+          hostGit(join(dir, "sub"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          writeFileSync(join(dir, "go"), "");
+          await p.client.waitJob(later.id, 20_000);
+          // A repository made without links keeps its config where it is.
+          const plain = await run(p, "git init -q other && echo made", { cell: name });
+          expect(plain.job.workspace).toEqual([]);
+        });
+
         test("a concurrent job of the cell cannot put back what an earlier job's review set aside", async () => {
           const { name, dir } = await mkCell(p);
           hostRepo(dir);

@@ -126,6 +126,8 @@ export interface WatchedEntry {
   mode: number;
   uid: number;
   gid: number;
+  /** Its hard links (absent in snapshots of older planterds: 1). */
+  nlink?: number;
   /** The contents, base64 (regular files up to 64 KiB). */
   data?: string;
   /** A symlink's target. */
@@ -1095,6 +1097,7 @@ function describe(root: string, rel: string, kind: FindingKind): WatchedEntry | 
     mode: st.mode & 0o7777,
     uid: st.uid,
     gid: st.gid,
+    nlink: st.nlink,
   };
   if (e.type === "file" && st.size > KEEP_BYTES) return e;
   const r = readEntry(root, rel, KEEP_BYTES);
@@ -1266,6 +1269,9 @@ const sameStat = (a: WatchedEntry, st: { size: number; mtimeMs: number; ctimeMs:
 function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | undefined): Plan | null {
   const st = lstatIn(s.root, rel);
   if (!st) return null;
+  // A hard link the job made to it (`ln .git/config keep`) is a name no bind covers: through it a
+  // later job writes the file its read-only bind shows. Set aside, and a fresh copy written back.
+  if (st.isFile() && st.nlink > 1 && st.nlink > (before?.nlink ?? 1)) return linkedPlan(s, rel, kind, before, st.nlink);
   if (before && before.type === (st.isFile() ? "file" : st.isSymbolicLink() ? "symlink" : "") && sameStat(before, st))
     return null;
   const read = readEntry(s.root, rel, kind === "git-config" ? CONFIG_BYTES : KEEP_BYTES);
@@ -1318,6 +1324,15 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
   if (kind === "git-redirect") return { rel, kind, detail: `${what} alternates` };
   if (kind === "git-hook") return { rel, kind, detail: `${what} hook` };
   return { rel, kind, detail: what };
+}
+
+function linkedPlan(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | undefined, nlink: number): Plan {
+  const detail = `${before ? "changed" : "new"}: ${nlink - 1} other hard link${nlink > 2 ? "s" : ""}, a name through which it could be written`;
+  if (before || kind !== "git-config") return { rel, kind, detail };
+  // A config the job made keeps its safe part, in a file of its own.
+  const read = readEntry(s.root, rel, CONFIG_BYTES);
+  const sanitized = read.ok && "data" in read ? harmlessGitConfig(read.data.toString("latin1")) : undefined;
+  return { rel, kind, detail, ...(sanitized !== undefined ? { sanitized } : {}) };
 }
 
 /** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
