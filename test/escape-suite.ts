@@ -38,7 +38,7 @@ import { Client } from "../lib/api/client.ts";
 import type { Job, Limits, SandboxMode } from "../lib/api/contract.ts";
 import type { PlanterError } from "../lib/api/errors.ts";
 import type { Policy } from "../lib/sandbox/policy.ts";
-import { baseEnv, bundled, cli, PLANTER, startDaemon, waitFor } from "./harness.ts";
+import { baseEnv, bundled, cli, PLANTER, startDaemon, tempHome, waitFor } from "./harness.ts";
 
 export type Mode = "root" | "user";
 
@@ -258,7 +258,10 @@ export function escapeSuite(modes: readonly Mode[]): void {
    * planterd in `mode`. `homeVia`: its HOME is a symlink to the fake home, both in /var/tmp (a job
    * sees /var/tmp; /home → /var/home on Fedora Atomic and other ostree hosts is the same layout).
    */
-  async function startPlanterd(mode: Mode, o: { homeVia?: "symlink" } = {}): Promise<Planterd> {
+  async function startPlanterd(
+    mode: Mode,
+    o: { homeVia?: "symlink"; mounts?: (p: { home: string; fakeHome: string }) => string } = {},
+  ): Promise<Planterd> {
     const home = fakeHome(o.homeVia ? "/var/tmp" : "/tmp");
     let homeEnv = home;
     if (o.homeVia) {
@@ -266,8 +269,29 @@ export function escapeSuite(modes: readonly Mode[]): void {
       symlinkSync(home, homeEnv);
     }
     const scratch = scratchDir("pt-es");
+    // `mounts`: shell commands run as root in a mount namespace of planterd's own, before it starts
+    // (the host's mounts stay as they are).
+    const inMounts = (planterHome: string) =>
+      o.mounts
+        ? [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            `set -e\n${o.mounts({ home: planterHome, fakeHome: home })}\nexec "$@"`,
+            "sh",
+          ]
+        : [];
     if (mode === "root") {
-      const d = await startDaemon({ config: CONFIG, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
+      const dhome = tempHome();
+      const d = await startDaemon({
+        home: dhome,
+        config: CONFIG,
+        env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET },
+        prefix: inMounts(dhome),
+      });
       // Peers other than root (nobody, allowed by the config) may reach the socket.
       chmodSync(join(d.home, "run"), 0o755);
       chmodSync(d.socket, 0o666);
@@ -294,6 +318,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
     const proc = Bun.spawn(
       // A bundle in a world-readable dir: the job user may not reach this checkout.
       [
+        ...inMounts(planterHome),
         "setpriv",
         `--reuid=${JOB_UID}`,
         `--regid=${JOB_UID}`,
@@ -2914,6 +2939,74 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
   // ------------------------------------------------------------------ a home reached through a symlink
 
   for (const mode of ["root", "user"] as const) {
+    describe(`planterd as ${mode}, with host bind mounts showing hidden paths under second names`, () => {
+      let p: Planterd;
+      const alias = { state: "", home: "", proc: "", tmp: "", ordinary: "" };
+      let ordinarySrc = "";
+      beforeAll(async () => {
+        for (const k of Object.keys(alias) as (keyof typeof alias)[])
+          alias[k] = scratchDir(`pt-ealias-${k}`, "/var/tmp");
+        ordinarySrc = scratchDir("pt-eordinary", "/var/tmp");
+        writeFileSync(join(ordinarySrc, "plain.txt"), "plain-host-file\n");
+        chmodSync(join(ordinarySrc, "plain.txt"), 0o644);
+        p = await startPlanterd(mode, {
+          mounts: ({ home, fakeHome }) =>
+            [
+              `mount --bind ${home} ${alias.state}`,
+              `mount --bind ${fakeHome} ${alias.home}`,
+              `mount -t proc proc ${alias.proc}`,
+              `mount --bind /tmp ${alias.tmp}`,
+              `mount --bind ${ordinarySrc} ${alias.ordinary}`,
+            ].join("\n"),
+        });
+      });
+      afterAll(async () => {
+        await p?.stop();
+      });
+
+      test("planter's state and socket dir, another cell and its home stay hidden under their second name", async () => {
+        const other = await mkManaged(p);
+        const w = await run(p, "echo other-cell-file > f.txt && echo other-home-file > $HOME/h.txt", {
+          cell: other.name,
+        });
+        expect(w.job.exit_code).toBe(0);
+        const rel = other.dir.slice(p.home.length);
+        const r = await run(
+          p,
+          `cat ${alias.state}${rel}/f.txt ${alias.state}/state/homes/${other.name}/h.txt 2>/dev/null; find ${alias.state}/state ${alias.state}/run -mindepth 1 2>/dev/null; cat ${alias.ordinary}/plain.txt`,
+        );
+        expect(r.out).toBe("plain-host-file\n");
+      });
+
+      test("planterd's real home under a second name keeps its files and credentials hidden", async () => {
+        const r = await run(
+          p,
+          `cat ${alias.home}/notes.txt ${alias.home}/.ssh/id_ed25519 ${alias.home}/.npmrc 2>/dev/null; ls -A ${alias.home}; echo done`,
+        );
+        expect(r.out).toBe("done\n");
+      });
+
+      test("a host /proc mounted elsewhere (a chroot's) shows no host process; the job's own /proc works", async () => {
+        const r = await run(p, `ls -A ${alias.proc} | wc -l; cat /proc/self/comm`);
+        expect(r.out).toBe("0\ncat\n");
+      });
+
+      test("the host's /tmp under a second name shows none of it (a deny path there, other cells, planterd's home)", async () => {
+        const { name, dir } = await mkCell(p, { files: { "secret.txt": "aliased-deny-secret\n", "ok.txt": "ok\n" } });
+        await p.client.removeCell(name, false);
+        await p.client.createCell({ name, dir, sandbox: { policy: { deny: [join(dir, "secret.txt")] } } });
+        // (Empty mount points of the covers inside may show: names, never contents.)
+        const r = await run(
+          p,
+          `cat ${alias.tmp}${dir.slice(4)}/secret.txt 2>/dev/null; find ${alias.tmp} ! -type d; cat ok.txt`,
+          {
+            cell: name,
+          },
+        );
+        expect(r.out).toBe("ok\n");
+      });
+    });
+
     describe(`planterd as ${mode}, its HOME a symlink to the real home`, () => {
       let p: Planterd;
       let link = "";

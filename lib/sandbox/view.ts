@@ -7,6 +7,7 @@
  */
 import { lstatSync, realpathSync } from "node:fs";
 import { dirname } from "node:path";
+import { aliasesOf, hostMounts, type MountLine, strayKernelMounts } from "./aliases.ts";
 import type { PlanRequest } from "./backend.ts";
 import { credentialPaths } from "./credentials.ts";
 import { isSystemDir, within } from "./paths.ts";
@@ -89,8 +90,8 @@ export function writableIn(ms: Mount[], path: string): boolean {
   return m?.op === "bind" && m.write;
 }
 
-/** The ordered mounts of a request. `kind` tells what exists (tests pass a fake). */
-export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
+/** The ordered mounts of a request. `kind` tells what exists, `mounts` the host's mount table (tests pass fakes). */
+export function sandboxView(req: PlanRequest, kind: Lstat = fsKind, mounts: MountLine[] = hostMounts()): Mount[] {
   const p = req.policy;
   const hide = (path: string, why: string): Mount[] => {
     const k = kind(path);
@@ -162,7 +163,20 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind): Mount[] {
   }
   // planter's own paths need no second cover where a bind (a cell holding them) shows them: their
   // cover is a narrow one, deeper than such a bind or after it at the same depth.
-  return order([...ms, ...extra]);
+  const all = order([...ms, ...extra]);
+  // What a cover hides is hidden under every other name the host's bind mounts give it too
+  // (lib/sandbox/aliases.ts): the view shows the host's mounts, aliases and all.
+  // So is the host's /tmp (the job's is private), and a host /proc or /dev mounted anywhere else.
+  const broad: Mount[] = [];
+  for (const a of aliasesOf("/tmp", mounts)) if (visibleIn(all, a)) broad.push(...hide(a, "host /tmp"));
+  for (const k of strayKernelMounts(mounts)) if (visibleIn(all, k)) broad.push(...hide(k, "host kernel fs"));
+  const seen = broad.length ? order([...all, ...broad]) : all;
+  const aliases: Mount[] = [];
+  for (const m of all) {
+    if (m.op !== "hide" || m.why === "unix socket") continue;
+    for (const a of aliasesOf(m.path, mounts)) if (visibleIn(seen, a)) aliases.push(...hide(a, m.why));
+  }
+  return aliases.length ? order([...seen, ...aliases]) : seen;
 }
 
 /**
