@@ -17,7 +17,7 @@ export interface MountLine {
   fstype: string;
 }
 
-const unescape = (s: string) =>
+const unescapeOctal = (s: string) =>
   s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8)));
 
 /** The mounts of a mountinfo text, in mount order. */
@@ -28,7 +28,7 @@ export function parseMountinfo(text: string): MountLine[] {
     if (f.length < 5 || !f[2] || !f[3] || !f[4]) continue;
     const sep = line.indexOf(" - ");
     const fstype = sep < 0 ? "" : (line.slice(sep + 3).split(" ")[0] ?? "");
-    out.push({ dev: f[2], root: unescape(f[3]), point: unescape(f[4]), fstype });
+    out.push({ dev: f[2], root: unescapeOctal(f[3]), point: unescapeOctal(f[4]), fstype });
   }
   return out;
 }
