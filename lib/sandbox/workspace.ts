@@ -552,7 +552,7 @@ function configNames(list: readonly string[]): { all: string[]; names: Names } {
     ),
   ].filter(Boolean);
   const names: Names = { single: new Set(), multi: new Map() };
-  for (const n of all) {
+  for (const n of all.map(fold)) {
     if (!n.includes("/")) {
       names.single.add(n);
       continue;
@@ -562,6 +562,13 @@ function configNames(list: readonly string[]): { all: string[]; names: Names } {
   }
   return { all, names };
 }
+
+/**
+ * Names compared as a case-insensitive filesystem resolves them (macOS, vfat and exFAT, WSL's
+ * /mnt/c, ext4 casefold dirs): there git opens `.GIT/CONFIG` for `.git/config` and direnv finds
+ * `.EnvRC`. On a case-sensitive one a name in another case is watched for nothing, which is harmless.
+ */
+const fold = (name: string) => name.toLowerCase();
 
 const relJoin = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
 const absOf = (root: string, rel: string) => (rel ? `${root === "/" ? "" : root}/${rel}` : root);
@@ -699,9 +706,9 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
     links: links ? [] : null,
   };
   const listed = { n: 0 };
-  const hookDirs = new Set(derived.hooks);
-  const includes = new Set(derived.configs);
-  const programs = new Set(derived.programs ?? []);
+  const hookDirs = new Set(derived.hooks.map(fold));
+  const includes = new Set(derived.configs.map(fold));
+  const programs = new Set((derived.programs ?? []).map(fold));
   // An explicit stack: a job can nest directories deeper than any call stack.
   const stack: { rel: string; tool: boolean; hooks: boolean; objects?: boolean }[] = [
     { rel: "", tool: false, hooks: false },
@@ -717,22 +724,24 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
     let refs = false;
     let commondir = false;
     for (const e of list) {
-      if (e.name === "HEAD") head = !e.isDirectory();
-      else if (e.name === "objects") objects = true;
-      else if (e.name === "refs") refs = true;
-      else if (e.name === "commondir") commondir = true;
+      const n = fold(e.name);
+      if (n === "head") head = !e.isDirectory();
+      else if (n === "objects") objects = true;
+      else if (n === "refs") refs = true;
+      else if (n === "commondir") commondir = true;
     }
-    const gitDir = baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
+    const gitDir = fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
     if (gitDir) s.gitDirs.add(rel);
     for (const e of list) {
       if (spent(budget)) yield;
-      const name = e.name;
-      const r = relJoin(rel, name);
+      const name = fold(e.name);
+      const r = relJoin(rel, e.name);
+      const fr = fold(r);
       const isDir = e.isDirectory();
       const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
       let kind: FindingKind | null = null;
       let toolHere = tool;
-      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => r === n || r.endsWith(`/${n}`)))) {
+      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)))) {
         toolHere = true;
         if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
       }
@@ -745,17 +754,17 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
       } else if (gitDir && name === "commondir" && type) {
         kind = "git-redirect";
         if (type === "file") s.protect.add(r);
-      } else if ((gitDir && name === "hooks") || hookDirs.has(r)) {
+      } else if ((gitDir && name === "hooks") || hookDirs.has(fr)) {
         if (type === "symlink") kind = "git-hook";
         if (isDir) s.protect.add(r);
       } else if (gitDir && name === "info" && isDir) {
         s.protect.add(r);
       } else if (hooks && type && !name.endsWith(".sample")) {
         kind = "git-hook";
-      } else if (programs.has(r) && type) {
+      } else if (programs.has(fr) && type) {
         kind = "git-hook";
         if (type === "file") s.protect.add(r);
-      } else if (includes.has(r) && type) {
+      } else if (includes.has(fr) && type) {
         kind = "git-config";
         if (type === "file") s.protect.add(r);
       } else if (toolHere && type) {
@@ -782,7 +791,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
         continue;
       }
       if (inObjects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(root, r))) continue;
-      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(r) });
+      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(fr) });
     }
   }
   return s;
@@ -1023,7 +1032,7 @@ function globalDerived(root: string, gitDirs: Iterable<string>, g: GlobalGit | u
   for (const a of g.absolute.configs) add(out.configs, inCellPath(root, "", a));
   for (const a of g.absolute.programs) add(out.programs, inCellPath(root, "", a));
   for (const gitDir of gitDirs) {
-    const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+    const worktree = fold(baseOf(gitDir)) === ".git" ? parentOf(gitDir) : gitDir;
     for (const h of g.hooks) for (const from of new Set([worktree, gitDir])) add(out.hooks, inCellPath(root, from, h));
     for (const p of g.programs) add(out.programs, inCellPath(root, worktree, p));
   }
@@ -1047,7 +1056,7 @@ function mergeDerived(a: Derived, b: Derived): { merged: Derived; grew: boolean 
 function derive(root: string, gitDir: string, configRel: string, text: string): Derived {
   const out = { hooks: [] as string[], configs: [] as string[] };
   const inCell = (from: string, p: string) => inCellPath(root, from, p);
-  const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+  const worktree = fold(baseOf(gitDir)) === ".git" ? parentOf(gitDir) : gitDir;
   for (const e of parseGitConfig(text).entries) {
     if (e.value === null) continue;
     const key = e.name.slice(e.name.lastIndexOf(".") + 1);
@@ -1251,7 +1260,7 @@ function redirectTarget(s: Scan, fromDir: string, target: string): string | null
 /** The path a gitlink (`gitdir: …`) or commondir file names, as git trims it. */
 function redirectPath(rel: string, data: Buffer): string | null {
   let text = data.toString("latin1");
-  if (baseOf(rel) === ".git") {
+  if (fold(baseOf(rel)) === ".git") {
     if (!text.startsWith("gitdir: ")) return null;
     text = text.slice(8);
   }
@@ -1314,7 +1323,7 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
     // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
     const target = redirectPath(rel, data);
     if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
-    const label = baseOf(rel) === ".git" ? "gitlink" : "commondir";
+    const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
     return {
       rel,
       kind,

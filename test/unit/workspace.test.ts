@@ -1001,3 +1001,33 @@ describe("global git config", () => {
     }
   });
 });
+
+describe("names in another case", () => {
+  test("are watched too: a case-insensitive filesystem (macOS, vfat, WSL's /mnt/c) resolves them to git's and the tools' own", () => {
+    const c = newCell();
+    const before = snapshot(c.dir);
+    writeFileSync(join(c.dir, ".EnvRC"), "touch x\n");
+    mkdirSync(join(c.dir, ".VSCode"));
+    writeFileSync(join(c.dir, ".VSCode", "Tasks.json"), "{}\n");
+    // A repository spelt in capitals: git on such a filesystem opens .GIT/CONFIG and runs .GIT/Hooks/PRE-COMMIT.
+    const g2 = join(c.dir, "sub", ".GIT");
+    mkdirSync(join(g2, "OBJECTS"), { recursive: true });
+    mkdirSync(join(g2, "REFS"));
+    mkdirSync(join(g2, "Hooks"));
+    writeFileSync(join(g2, "head"), "ref: refs/heads/main\n");
+    writeFileSync(join(g2, "CONFIG"), "[core]\n\tfsmonitor = touch x\n");
+    writeFileSync(join(g2, "Hooks", "PRE-COMMIT"), "#!/bin/sh\ntouch x\n");
+    mkdirSync(join(c.dir, "other"));
+    writeFileSync(join(c.dir, "other", ".Git"), `gitdir: ${c.home}\n`);
+    const paths = review(c.dir, before, { jobId: JOB })
+      .map((f) => f.path.slice(c.dir.length + 1))
+      .sort();
+    expect(paths).toEqual([
+      ".EnvRC",
+      ".VSCode/Tasks.json",
+      "other/.Git",
+      "sub/.GIT/CONFIG",
+      "sub/.GIT/Hooks/PRE-COMMIT",
+    ]);
+  });
+});
