@@ -2329,24 +2329,35 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(existsSync(join(dir, ".claude/agents", long))).toBe(false);
         });
 
-        test("a symlink the job leaves in the cell to a tree in its home (absolute, relative, dangling) is set aside; the host's git there runs nothing", async () => {
+        test("a symlink the job leaves in the cell to a directory in its home (absolute, relative, made later) is set aside; the host's git there runs nothing", async () => {
           const { name, dir } = await mkCell(p, { files: { "src/main.c": "int main;\n", "docs/a.md": "a\n" } });
           hostRepo(dir);
           const m = marker(`homelink-${mode}`);
-          const evil = `git init -q "$HOME/evil" && git -C "$HOME/evil" config core.fsmonitor 'touch ${m}; false' && mkdir -p "$HOME/evil/app" "$HOME/later"`;
+          const evil = `git init -q "$HOME/evil" && git -C "$HOME/evil" config core.fsmonitor 'touch ${m}; false' && mkdir -p "$HOME/evil/app" "$HOME/bin" && cp /bin/true "$HOME/bin/python3"`;
           const r = await run(
             p,
-            `${evil} && ln -s "$HOME/evil" tools && ln -s "$(realpath --relative-to=. "$HOME/evil")/app" app && rm -rf src && ln -s "$HOME/evil" src && ln -s "$HOME/not-yet" later && ln -s docs manual && ln -s /usr/share share && echo planted`,
+            `${evil} && ln -s "$HOME/evil" tools && ln -s "$(realpath --relative-to=. "$HOME/evil")/app" app && rm -rf src && ln -s "$HOME/evil" src && ln -s "$HOME/not-yet" later && mkdir -p .venv/bin && ln -s "$HOME/bin/python3" .venv/bin/python && ln -s docs manual && ln -s /usr/share share && echo planted`,
             { cell: name },
           );
           expect(r.out).toBe("planted\n");
           for (const d of ["tools", "app", "src"]) hostGit(join(dir, d), ["status", "--short"]);
           expect(existsSync(m)).toBe(false);
-          const paths = r.job.workspace.map((f) => f.path).sort();
-          expect(paths).toEqual(["app", "later", "src", "tools"].map((n) => join(dir, n)));
-          // Symlinks inside the cell, or to the host's own read-only tree, stay.
+          expect(r.job.workspace.map((f) => f.path).sort()).toEqual(["app", "src", "tools"].map((n) => join(dir, n)));
+          // A link into the home that leads nowhere yet is judged again once it does.
+          const later = await run(
+            p,
+            `git init -q "$HOME/not-yet" && git -C "$HOME/not-yet" config core.fsmonitor 'touch ${m}; false'`,
+            {
+              cell: name,
+            },
+          );
+          hostGit(join(dir, "later"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          expect(later.job.workspace.map((f) => f.path)).toEqual([join(dir, "later")]);
+          // Links inside the cell, to the host's own read-only tree, or to a file in the home (a venv's interpreter) stay.
           expect(readlinkSync(join(dir, "manual"))).toBe("docs");
           expect(readlinkSync(join(dir, "share"))).toBe("/usr/share");
+          expect(existsSync(join(dir, ".venv/bin/python"))).toBe(true);
         });
 
         test("a directory made to look like a git dir (HEAD, refs) does not hide its objects/ from the review", async () => {

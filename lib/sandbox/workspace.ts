@@ -30,6 +30,7 @@ import {
   realpathSync,
   renameSync,
   statfsSync,
+  statSync,
   symlinkSync,
   writeSync,
 } from "node:fs";
@@ -816,24 +817,28 @@ function holdsNoDir(abs: string): boolean {
 }
 
 /**
- * The tree among `trees` that the symlink `rel` leads into (as the host would follow it: its
- * target taken literally, and resolved through every symlink on the way), or null. A dangling one
- * counts by its literal target (the job may make what it names later).
+ * The tree among `trees` that the symlink `rel` leads into as a directory (as the host follows it:
+ * its target taken literally, and resolved through every symlink on the way), or null. Only a
+ * directory is a way in for the host's tools (`cd`, git's discovery of a repository above it, an
+ * editor opening a folder); a link to a file there (a venv's `bin/python` to an interpreter uv or
+ * pyenv keeps in the home) runs what the job could as well have written in the cell. A dangling
+ * link is judged again at every review, once it leads somewhere.
  */
 function leadsInto(root: string, rel: string, trees: string[]): string | null {
   const abs = absOf(root, rel);
   let target: string;
   try {
     target = readlinkSync(bytes(abs), { encoding: "latin1" }) as string;
+    if (!statSync(bytes(abs)).isDirectory()) return null;
   } catch {
-    return null;
+    return null; // gone, dangling, a loop
   }
   const literal = posix.normalize(target.startsWith("/") ? target : `${absOf(root, parentOf(rel))}/${target}`);
   let real: string | null = null;
   try {
     real = realpathSync(bytes(abs), { encoding: "latin1" }) as unknown as string;
   } catch {
-    // dangling, or a loop
+    // changed meanwhile
   }
   return trees.find((t) => within(literal, t) || (real !== null && within(real, t))) ?? null;
 }
