@@ -534,6 +534,8 @@ interface Scan {
   truncated: boolean;
   /** Every symlink met, relative (collected only when asked). */
   links: string[] | null;
+  /** The same, to look up. */
+  linkSet: Set<string>;
 }
 
 interface Names {
@@ -705,6 +707,7 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
     unlistable: [],
     truncated: false,
     links: links ? [] : null,
+    linkSet: new Set(),
   };
   const listed = { n: 0 };
   const hookDirs = new Set(derived.hooks.map(fold));
@@ -772,7 +775,10 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
         kind = "tool-config";
       }
       if (kind && type) s.watched.set(r, { kind, type });
-      if (type === "symlink") s.links?.push(r);
+      if (type === "symlink" && s.links) {
+        s.links.push(r);
+        s.linkSet.add(r);
+      }
       if (!isDir) continue;
       if (gitDir && name === "objects") {
         // Of objects/ only its alternates redirect anything.
@@ -824,23 +830,48 @@ function holdsNoDir(abs: string): boolean {
  * pyenv keeps in the home) runs what the job could as well have written in the cell. A dangling
  * link is judged again at every review, once it leads somewhere.
  */
-function leadsInto(root: string, rel: string, trees: string[]): string | null {
-  const abs = absOf(root, rel);
+function leadsInto(s: Scan, rel: string, trees: string[]): string | null {
+  const root = s.root;
+  const abs = bytes(absOf(root, rel));
   let target: string;
   try {
-    target = readlinkSync(bytes(abs), { encoding: "latin1" }) as string;
-    if (!statSync(bytes(abs)).isDirectory()) return null;
+    target = readlinkSync(abs, { encoding: "latin1" }) as string;
+    // A relative link that stays in the tree by its text, climbing (`..`) only out of directories
+    // the walk found real, goes nowhere else (a link it passes through is judged on its own):
+    // node_modules' thousands need no stat.
+    if (staysIn(s, parentOf(rel), target)) return null;
+    if (!statSync(abs, { throwIfNoEntry: false })?.isDirectory()) return null;
   } catch {
-    return null; // gone, dangling, a loop
+    return null; // gone, a loop
   }
   const literal = posix.normalize(target.startsWith("/") ? target : `${absOf(root, parentOf(rel))}/${target}`);
   let real: string | null = null;
   try {
-    real = realpathSync(bytes(abs), { encoding: "latin1" }) as unknown as string;
+    real = realpathSync(abs, { encoding: "latin1" }) as unknown as string;
   } catch {
     // changed meanwhile
   }
   return trees.find((t) => within(literal, t) || (real !== null && within(real, t))) ?? null;
+}
+
+/**
+ * Whether the relative link `target` in the cell dir `from` surely ends in the tree: `..` taken
+ * only from real directories, and through no other link (one set aside keeps leading where it led).
+ */
+function staysIn(s: Scan, from: string, target: string): boolean {
+  if (target.startsWith("/")) return false;
+  const cur = from ? from.split("/") : [];
+  for (const x of target.split("/")) {
+    if (x === "" || x === ".") continue;
+    if (x !== "..") {
+      cur.push(x);
+      if (s.linkSet.has(cur.join("/"))) return false;
+      continue;
+    }
+    if (!cur.length || !s.dirs.has(cur.join("/"))) return false;
+    cur.pop();
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- checked access
@@ -1589,7 +1620,7 @@ function* reviewSteps(
   for (const rel of s.links ?? []) {
     if (spent(budget)) yield;
     if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
-    const into = leadsInto(root, rel, unreviewed);
+    const into = leadsInto(s, rel, unreviewed);
     if (into !== null)
       plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
   }

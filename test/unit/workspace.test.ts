@@ -1031,3 +1031,27 @@ describe("names in another case", () => {
     ]);
   });
 });
+
+describe("symlinks into the homes", () => {
+  test("a link to a directory there is set aside, through other links and set-aside names too; links to files and inside the cell stay", () => {
+    const c = newCell();
+    const home = join(c.base, "homes", "cell");
+    mkdirSync(join(home, "evil", "app"), { recursive: true });
+    writeFileSync(join(home, "python3"), "");
+    const before = { ...snapshot(c.dir), unreviewed: [join(c.base, "homes")] };
+    symlinkSync(join(home, "evil"), join(c.dir, "tools"));
+    symlinkSync("../homes/cell/evil/app", join(c.dir, "..", "x")); // outside the cell: not reviewed
+    symlinkSync("../../homes/cell/evil", join(c.dir, "src", "up"));
+    // A name the review gives set-aside entries, and a link in the cell that leads through it.
+    symlinkSync(join(home, "evil"), join(c.dir, `old.planter-quarantine-${JOB}`));
+    symlinkSync(`old.planter-quarantine-${JOB}/app`, join(c.dir, "via"));
+    symlinkSync("src", join(c.dir, "inside"));
+    symlinkSync(join(home, "python3"), join(c.dir, "python"));
+    const paths = review(c.dir, before, { jobId: JOB })
+      .map((f) => f.path.slice(c.dir.length + 1))
+      .sort();
+    expect(paths).toEqual(["src/up", "tools", "via"]);
+    expect(exists(join(c.dir, "inside"))).toBe(true);
+    expect(exists(join(c.dir, "python"))).toBe(true);
+  });
+});
