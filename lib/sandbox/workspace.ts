@@ -655,7 +655,9 @@ async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSigna
 function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number }): Steps<Dirent[] | "denied" | null> {
   const failed = (e: unknown) => {
     const code = (e as NodeJS.ErrnoException).code;
-    return code === "EACCES" || code === "EPERM" ? "denied" : null;
+    // Gone or no directory: nothing to list. Anything else (no permission, a path past PATH_MAX
+    // that a job nested deep enough for, a loop) is a directory that cannot be reviewed: said, never skipped.
+    return code === "ENOENT" || code === "ENOTDIR" ? null : "denied";
   };
   let dir: ReturnType<typeof opendirSync>;
   try {

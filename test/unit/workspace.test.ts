@@ -1055,3 +1055,28 @@ describe("symlinks into the homes", () => {
     expect(exists(join(c.dir, "python"))).toBe(true);
   });
 });
+
+describe("a tree deeper than a path can name", () => {
+  test("a directory past PATH_MAX is reported, never skipped in silence", () => {
+    const c = newCell();
+    const before = snapshot(c.dir);
+    try {
+      // 300 levels of 16 characters: past PATH_MAX (4096), made step by step as a job can.
+      const made = Bun.spawnSync(
+        [
+          "perl",
+          "-e",
+          'for (1 .. 300) { mkdir "a" x 16 or die; chdir "a" x 16 or die } mkdir ".vscode" or die; open my $f, ">", ".vscode/tasks.json" or die',
+        ],
+        { cwd: c.dir },
+      );
+      expect(made.exitCode).toBe(0);
+      const f = review(c.dir, before, { jobId: JOB });
+      expect(f.length).toBeGreaterThan(0);
+      expect(f.every((x) => x.path.startsWith(join(c.dir, "aaaaaaaaaaaaaaaa")))).toBe(true);
+    } finally {
+      // (rmSync gives up past PATH_MAX; rm walks with openat.)
+      Bun.spawnSync(["rm", "-rf", join(c.dir, "aaaaaaaaaaaaaaaa")]);
+    }
+  });
+});
