@@ -649,15 +649,18 @@ async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSigna
 
 /**
  * The entries of a directory, read a slice at a time (a directory of a million names costs no
- * more than its share of the budget), or null when it cannot be listed (`denied`: EACCES/EPERM).
+ * more than its share of the budget), or null when it is gone (`denied`: it cannot be listed).
  * Stops, setting `s.truncated`, once the scan has listed `budget.max` entries.
  */
 function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number }): Steps<Dirent[] | "denied" | null> {
   const failed = (e: unknown) => {
     const code = (e as NodeJS.ErrnoException).code;
-    // Gone or no directory: nothing to list. Anything else (no permission, a path past PATH_MAX
-    // that a job nested deep enough for, a loop) is a directory that cannot be reviewed: said, never skipped.
-    return code === "ENOENT" || code === "ENOTDIR" ? null : "denied";
+    // Gone or no directory: nothing to list. No permission, or a path past PATH_MAX that a job
+    // nested deep enough for: a directory that cannot be reviewed, said. Anything else (planterd
+    // out of descriptors or memory) fails the walk: neither skipped in silence nor set aside.
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    if (code === "EACCES" || code === "EPERM" || code === "ENAMETOOLONG" || code === "ELOOP") return "denied";
+    throw e;
   };
   let dir: ReturnType<typeof opendirSync>;
   try {
