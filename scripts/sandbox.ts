@@ -1,6 +1,6 @@
 #!/usr/bin/env bun
 /** `sandbox` / `planter sandbox`: check, render and run sandbox policies without the daemon. */
-import { chownSync, existsSync, mkdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { defineCommand } from "citty";
@@ -77,8 +77,16 @@ function reviewTrees(trees: { root: string; before: WorkspaceSnapshot }[]): void
 
 const verbose = { verbose: { type: "boolean", description: "print stacks with errors" } } as const;
 
-function request(policy: EffectivePolicy, cellDir: string, argv: string[]): PlanRequest {
-  const scratch = join(tmpdir(), `planter-sandbox-${process.pid}`);
+/**
+ * A request for the calling user. `scratch`: exec's own fresh dir (mkdtemp: a name planted first
+ * by another user, a symlink to a root dir, is never used); render only names one.
+ */
+function request(
+  policy: EffectivePolicy,
+  cellDir: string,
+  argv: string[],
+  scratch = join(tmpdir(), "planter-sandbox-XXXXXX"),
+): PlanRequest {
   return hostRequest({
     argv,
     cellDir,
@@ -185,48 +193,63 @@ const exec = defineCommand({
     const mode = args.mode ?? "enforced";
     const cell = realpathSync(resolve(args.cell ?? process.cwd()));
     const policy = resolvePolicyPaths(complete(args.policy ? readPolicyFile(args.policy) : undefined));
-    const req = request(policy, cell, argv);
-    checkCellWritable(cell, req.identity);
-    let plan: SpawnPlan = noneBackend.plan(req);
-    let trees: { root: string; before: WorkspaceSnapshot }[] = [];
-    if (mode !== "disabled") {
-      const backend = platformBackend();
-      const probe = backend
-        ? await backend.probe()
-        : { ok: false, message: `no sandbox backend for ${process.platform}`, hint: undefined };
-      if (backend && probe.ok) {
-        // The same workspace protection as a planterd job: git metadata and tool config the host
-        // runs are read-only in the sandbox, and what the command adds is set aside after it.
-        trees = workspaceTrees(cell, policy, req.identity);
-        req.workspaceReadOnly = trees.flatMap((t) => readOnlyPaths(t.before));
-        plan = backend.plan(req);
-      } else if (mode === "enforced") {
-        throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
-          hint: probe.hint ?? "run `planter sandbox check`",
-        });
-      } else write(2, `sandbox: warning: running unsandboxed (${probe.message})\n`);
-    }
+    // The scratch dir (the command's HOME and job dir) is made here, exclusively, and root then
+    // chowns it to the user the command runs as: a predictable name (it held the pid) planted by
+    // another user as a symlink had root chown its target and write there.
+    const scratch = mkdtempSync(join(tmpdir(), "planter-sandbox-"));
     try {
-      mkdirSync(req.scratch, { recursive: true, mode: 0o700 });
-      if (req.identity) chownSync(req.scratch, req.identity.uid, req.identity.gid);
-      for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
-      for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
-      const n = policy.network;
-      const egress = typeof n === "object" ? { rules: n } : undefined;
-      const p = spawnPlan(plan, req.identity, req.scratch, ["inherit", "inherit", "inherit"], egress);
-      const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
-      process.on("SIGINT", forward("SIGINT"));
-      process.on("SIGTERM", forward("SIGTERM"));
-      const code = await p.exited;
-      if (p.signalCode)
-        return 128 + ((require("node:os").constants.signals as Record<string, number>)[p.signalCode] ?? 0);
-      return code;
+      return await execIn(scratch, { mode, cell, policy, argv });
     } finally {
-      rmSync(req.scratch, { recursive: true, force: true });
-      reviewTrees(trees);
+      rmSync(scratch, { recursive: true, force: true });
     }
   },
 });
+
+async function execIn(
+  scratch: string,
+  { mode, cell, policy, argv }: { mode: string; cell: string; policy: EffectivePolicy; argv: string[] },
+): Promise<number> {
+  const req = request(policy, cell, argv, scratch);
+  checkCellWritable(cell, req.identity);
+  let plan: SpawnPlan = noneBackend.plan(req);
+  let trees: { root: string; before: WorkspaceSnapshot }[] = [];
+  if (mode !== "disabled") {
+    const backend = platformBackend();
+    const probe = backend
+      ? await backend.probe()
+      : { ok: false, message: `no sandbox backend for ${process.platform}`, hint: undefined };
+    if (backend && probe.ok) {
+      // The same workspace protection as a planterd job: git metadata and tool config the host
+      // runs are read-only in the sandbox, and what the command adds is set aside after it.
+      trees = workspaceTrees(cell, policy, req.identity);
+      req.workspaceReadOnly = trees.flatMap((t) => readOnlyPaths(t.before));
+      plan = backend.plan(req);
+    } else if (mode === "enforced") {
+      throw new PlanterError("E_SANDBOX_UNAVAILABLE", `sandbox unavailable: ${probe.message}`, {
+        hint: probe.hint ?? "run `planter sandbox check`",
+      });
+    } else write(2, `sandbox: warning: running unsandboxed (${probe.message})\n`);
+  }
+  try {
+    mkdirSync(req.scratch, { recursive: true, mode: 0o700 });
+    if (req.identity) chownSync(req.scratch, req.identity.uid, req.identity.gid);
+    for (const d of plan.dirs ?? []) mkdirSync(d, { recursive: true, mode: 0o700 });
+    for (const f of plan.files ?? []) writeFileSync(f.path, f.content, { mode: 0o600 });
+    const n = policy.network;
+    const egress = typeof n === "object" ? { rules: n } : undefined;
+    const p = spawnPlan(plan, req.identity, req.scratch, ["inherit", "inherit", "inherit"], egress);
+    const forward = (sig: NodeJS.Signals) => () => p.kill(sig);
+    process.on("SIGINT", forward("SIGINT"));
+    process.on("SIGTERM", forward("SIGTERM"));
+    const code = await p.exited;
+    if (p.signalCode)
+      return 128 + ((require("node:os").constants.signals as Record<string, number>)[p.signalCode] ?? 0);
+    return code;
+  } finally {
+    rmSync(req.scratch, { recursive: true, force: true });
+    reviewTrees(trees);
+  }
+}
 allowRest(exec);
 examples(exec, ["planter sandbox exec --cell . -- make test", "planter sandbox exec --policy p.json -- ls ~"]);
 allowRest(render);

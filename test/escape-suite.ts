@@ -38,7 +38,7 @@ import { Client } from "../lib/api/client.ts";
 import type { Job, Limits, SandboxMode } from "../lib/api/contract.ts";
 import type { PlanterError } from "../lib/api/errors.ts";
 import type { Policy } from "../lib/sandbox/policy.ts";
-import { baseEnv, bundled, cli, PLANTER, startDaemon, waitFor } from "./harness.ts";
+import { baseEnv, bundled, cli, PLANTER, startDaemon, tempHome, waitFor } from "./harness.ts";
 import { freePort } from "./ssh-fixture.ts";
 import { haveOpenssl, makePki } from "./tls-fixture.ts";
 
@@ -262,7 +262,10 @@ export function escapeSuite(modes: readonly Mode[]): void {
    * planterd in `mode`. `homeVia`: its HOME is a symlink to the fake home, both in /var/tmp (a job
    * sees /var/tmp; /home → /var/home on Fedora Atomic and other ostree hosts is the same layout).
    */
-  async function startPlanterd(mode: Mode, o: { homeVia?: "symlink" } = {}): Promise<Planterd> {
+  async function startPlanterd(
+    mode: Mode,
+    o: { homeVia?: "symlink"; mounts?: (p: { home: string; fakeHome: string }) => string } = {},
+  ): Promise<Planterd> {
     const home = fakeHome(o.homeVia ? "/var/tmp" : "/tmp");
     let homeEnv = home;
     if (o.homeVia) {
@@ -292,8 +295,29 @@ export function escapeSuite(modes: readonly Mode[]): void {
       writeFileSync(cert, readFileSync(pki.serverCert));
       config += `\n[api.tcp]\naddress = "127.0.0.1:${freePort()}"\ncert = "${cert}"\nkey = "${key}"\n[[api.tcp.identities]]\nname = "ci"\nuid = ${JOB_UID}\ntoken_file = "${token}"\n`;
     }
+    // `mounts`: shell commands run as root in a mount namespace of planterd's own, before it starts
+    // (the host's mounts stay as they are).
+    const inMounts = (planterHome: string) =>
+      o.mounts
+        ? [
+            "unshare",
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            `set -e\n${o.mounts({ home: planterHome, fakeHome: home })}\nexec "$@"`,
+            "sh",
+          ]
+        : [];
     if (mode === "root") {
-      const d = await startDaemon({ config, env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET } });
+      const dhome = tempHome();
+      const d = await startDaemon({
+        home: dhome,
+        config,
+        env: { HOME: homeEnv, ESCAPE_DAEMON_SECRET: DAEMON_SECRET },
+        prefix: inMounts(dhome),
+      });
       // Peers other than root (nobody, allowed by the config) may reach the socket.
       chmodSync(join(d.home, "run"), 0o755);
       chmodSync(d.socket, 0o666);
@@ -321,6 +345,7 @@ export function escapeSuite(modes: readonly Mode[]): void {
     const proc = Bun.spawn(
       // A bundle in a world-readable dir: the job user may not reach this checkout.
       [
+        ...inMounts(planterHome),
         "setpriv",
         `--reuid=${JOB_UID}`,
         `--regid=${JOB_UID}`,
@@ -1155,6 +1180,38 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           giveToJobUser(proj);
           const ok = await p.client.createCell({ name: `home-proj-${mode}`, dir: `${proj}/` });
           expect(ok.dir).toBe(proj);
+        });
+
+        test("a cell dir or writable path inside the kernel's dirs (/dev/shm, /sys, /proc) or the runtime dirs (/run) is refused; one in /var/tmp works", async () => {
+          const shmDir = mkdtempSync("/dev/shm/pt-ecell-");
+          const runDirCell = mkdtempSync("/run/pt-ecell-");
+          for (const d of [shmDir, runDirCell]) {
+            cleanups.push(() => rmSync(d, { recursive: true, force: true }));
+            giveToJobUser(d);
+          }
+          const before = (await p.client.listCells()).cells.length;
+          for (const [i, dir] of [
+            "/dev/shm",
+            shmDir,
+            "/sys/fs/cgroup",
+            "/proc/self/fd",
+            runDirCell,
+            "/run/user",
+          ].entries()) {
+            const e = await refusal(p.client.createCell({ name: `kern-${i}`, dir }));
+            expect([dir, e.code]).toEqual([dir, "E_BAD_REQUEST"]);
+          }
+          expect((await p.client.listCells()).cells.length).toBe(before);
+          const { name } = await mkCell(p);
+          const e = await refusal(
+            p.client.createJob({ cell: name, argv: ["true"], sandbox: { policy: { read_write: [runDirCell] } } }),
+          );
+          expect(e.code).toBe("E_BAD_REQUEST");
+          const ok = scratchDir("pt-evtcell", "/var/tmp");
+          giveToJobUser(ok);
+          await p.client.createCell({ name: `vt-${mode}`, dir: ok });
+          const r = await run(p, "touch made && pwd", { cell: `vt-${mode}` });
+          expect(r.out).toBe(`${ok}\n`);
         });
 
         test("cells may not nest: inner and outer refused, a sibling accepted", async () => {
@@ -2374,6 +2431,144 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(existsSync(join(dir, ".claude/agents", long))).toBe(false);
         });
 
+        test("a symlink the job leaves in the cell to a directory in its home (absolute, relative, made later) is set aside; the host's git there runs nothing", async () => {
+          const { name, dir } = await mkCell(p, { files: { "src/main.c": "int main;\n", "docs/a.md": "a\n" } });
+          hostRepo(dir);
+          const m = marker(`homelink-${mode}`);
+          const evil = `git init -q "$HOME/evil" && git -C "$HOME/evil" config core.fsmonitor 'touch ${m}; false' && mkdir -p "$HOME/evil/app" "$HOME/bin" && cp /bin/true "$HOME/bin/python3"`;
+          const r = await run(
+            p,
+            `${evil} && ln -s "$HOME/evil" tools && ln -s "$(realpath --relative-to=. "$HOME/evil")/app" app && rm -rf src && ln -s "$HOME/evil" src && ln -s "$HOME/not-yet" later && mkdir -p .venv/bin && ln -s "$HOME/bin/python3" .venv/bin/python && ln -s docs manual && ln -s /usr/share share && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          for (const d of ["tools", "app", "src"]) hostGit(join(dir, d), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          expect(r.job.workspace.map((f) => f.path).sort()).toEqual(["app", "src", "tools"].map((n) => join(dir, n)));
+          // A link into the home that leads nowhere yet is judged again once it does.
+          const later = await run(
+            p,
+            `git init -q "$HOME/not-yet" && git -C "$HOME/not-yet" config core.fsmonitor 'touch ${m}; false'`,
+            {
+              cell: name,
+            },
+          );
+          hostGit(join(dir, "later"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          expect(later.job.workspace.map((f) => f.path)).toEqual([join(dir, "later")]);
+          // Links inside the cell, to the host's own read-only tree, or to a file in the home (a venv's interpreter) stay.
+          expect(readlinkSync(join(dir, "manual"))).toBe("docs");
+          expect(readlinkSync(join(dir, "share"))).toBe("/usr/share");
+          expect(existsSync(join(dir, ".venv/bin/python"))).toBe(true);
+        });
+
+        test("a directory made to look like a git dir (HEAD, refs) does not hide its objects/ from the review", async () => {
+          const { name, dir } = await mkCell(p, { files: { "lib/objects/shape.c": "int shape;\n" } });
+          hostRepo(dir);
+          const m = marker(`objects-${mode}`);
+          const task =
+            '{"version":"2.0.0","tasks":[{"label":"x","type":"shell","command":"id","runOptions":{"runOn":"folderOpen"}}]}';
+          const r = await run(
+            p,
+            `echo 'ref: refs/heads/main' > lib/HEAD && mkdir lib/refs && git init -q lib/objects/r && git -C lib/objects/r config core.fsmonitor 'touch ${m}; false' && mkdir -p lib/objects/ab/.vscode && echo '${task}' > lib/objects/ab/.vscode/tasks.json && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          hostGit(join(dir, "lib/objects/r"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          const paths = r.job.workspace.map((f) => f.path);
+          expect(paths).toContain(join(dir, "lib/objects/r/.git/config"));
+          expect(paths).toContain(join(dir, "lib/objects/ab/.vscode/tasks.json"));
+          // A real repository's objects still pass untouched (commit in the job, status on the host).
+          const ok = await run(
+            p,
+            "echo more > more.txt && git add more.txt && git -c user.name=j -c user.email=j@x commit -qm more && echo ok",
+            { cell: name },
+          );
+          expect(ok.out).toBe("ok\n");
+          expect(ok.job.workspace).toEqual([]);
+        });
+
+        test("what a job plants in directories it then makes read-only (even the cell dir) is still set aside", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const m = marker(`rodir-${mode}`);
+          const r = await run(
+            p,
+            `git init -q sub && printf '#!/bin/sh\\ntouch ${m}\\n' > sub/.git/hooks/pre-commit && chmod +x sub/.git/hooks/pre-commit && chmod 555 sub/.git/hooks && mkdir .claude && echo '{"hooks":{}}' > .claude/settings.json && chmod 555 .claude && echo 'touch ${m}' > .envrc && mkdir locked && chmod 000 locked && chmod 555 . && echo planted`,
+            { cell: name },
+          );
+          expect(r.out).toBe("planted\n");
+          hostGit(join(dir, "sub"), ["commit", "-q", "--allow-empty", "-m", "host"]);
+          expect(existsSync(m)).toBe(false);
+          for (const f of [".envrc", ".claude/settings.json", "sub/.git/hooks/pre-commit"])
+            expect([f, existsSync(join(dir, f))]).toEqual([f, false]);
+          expect(r.job.workspace.filter((f) => !f.saved_as)).toEqual([]);
+          // The modes the job chose are kept.
+          expect(statSync(dir).mode & 0o777).toBe(0o555);
+          expect(statSync(join(dir, ".claude")).mode & 0o777).toBe(0o555);
+          chmodSync(dir, 0o755);
+        });
+
+        test("a hard link the job makes to a config or hook it creates is no way past a later job's read-only bind", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const m = marker(`hardlink-${mode}`);
+          const first = await run(
+            p,
+            "git init -q sub && ln sub/.git/config keep && mkdir -p .vscode && echo '{}' > .vscode/settings.json && ln .vscode/settings.json keep2 && echo made",
+            { cell: name },
+          );
+          expect(first.out).toBe("made\n");
+          expect(first.job.workspace.map((f) => f.path).sort()).toEqual(
+            [join(dir, ".vscode/settings.json"), join(dir, "sub/.git/config")].sort(),
+          );
+          // The repository keeps a config of its own (a copy), no longer the file behind `keep`.
+          expect(statSync(join(dir, "sub/.git/config")).nlink).toBe(1);
+          const later = await p.client.createJob({
+            cell: name,
+            argv: [
+              "sh",
+              "-c",
+              `printf '[core]\\n\\tfsmonitor = touch ${m}; false\\n' >> keep && touch written && while [ ! -e go ]; do sleep 0.02; done`,
+            ],
+          });
+          await waitFor(() => existsSync(join(dir, "written")), "the later job to write through its link");
+          expect(readFileSync(join(dir, "sub/.git/config"), "utf8")).not.toContain("fsmonitor");
+          hostGit(join(dir, "sub"), ["status", "--short"]);
+          expect(existsSync(m)).toBe(false);
+          writeFileSync(join(dir, "go"), "");
+          await p.client.waitJob(later.id, 20_000);
+          // A repository made without links keeps its config where it is.
+          const plain = await run(p, "git init -q other && echo made", { cell: name });
+          expect(plain.job.workspace).toEqual([]);
+        });
+
+        test("a concurrent job of the cell cannot put back what an earlier job's review set aside", async () => {
+          const { name, dir } = await mkCell(p);
+          hostRepo(dir);
+          const plant =
+            "echo 'touch /tmp/pwned' > .envrc && mkdir -p .claude && echo '{\"hooks\":{}}' > .claude/settings.json";
+          const a = await p.client.createJob({
+            cell: name,
+            argv: ["sh", "-c", `${plant} && touch a-ready && while [ ! -e b-started ]; do sleep 0.02; done`],
+          });
+          await waitFor(() => existsSync(join(dir, "a-ready")), "job A to plant");
+          const b = await run(
+            p,
+            `touch b-started; i=0; while [ -e .envrc ] && [ $i -lt 500 ]; do sleep 0.02; i=$((i+1)); done; sleep 0.2; ${plant}; echo rc=$?`,
+            { cell: name },
+          );
+          const aEnd = (await p.client.waitJob(a.id, 20_000)).job;
+          expect(aEnd.workspace.map((f) => f.path)).toContain(join(dir, ".envrc"));
+          expect(b.out).toContain("rc=");
+          expect(existsSync(join(dir, ".envrc"))).toBe(false);
+          expect(existsSync(join(dir, ".claude", "settings.json"))).toBe(false);
+          // A second job that changes nothing leaves what the host has alone.
+          const c = await run(p, "true", { cell: name });
+          expect(c.job.workspace).toEqual([]);
+        });
+
         test("a job narrowing to fs_mode read_only with read_write: [its cell] keeps the workspace protection", async () => {
           const { name, dir } = await mkCell(p);
           hostRepo(dir);
@@ -2857,6 +3052,74 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
   // ------------------------------------------------------------------ a home reached through a symlink
 
   for (const mode of ["root", "user"] as const) {
+    describe(`planterd as ${mode}, with host bind mounts showing hidden paths under second names`, () => {
+      let p: Planterd;
+      const alias = { state: "", home: "", proc: "", tmp: "", ordinary: "" };
+      let ordinarySrc = "";
+      beforeAll(async () => {
+        for (const k of Object.keys(alias) as (keyof typeof alias)[])
+          alias[k] = scratchDir(`pt-ealias-${k}`, "/var/tmp");
+        ordinarySrc = scratchDir("pt-eordinary", "/var/tmp");
+        writeFileSync(join(ordinarySrc, "plain.txt"), "plain-host-file\n");
+        chmodSync(join(ordinarySrc, "plain.txt"), 0o644);
+        p = await startPlanterd(mode, {
+          mounts: ({ home, fakeHome }) =>
+            [
+              `mount --bind ${home} ${alias.state}`,
+              `mount --bind ${fakeHome} ${alias.home}`,
+              `mount -t proc proc ${alias.proc}`,
+              `mount --bind /tmp ${alias.tmp}`,
+              `mount --bind ${ordinarySrc} ${alias.ordinary}`,
+            ].join("\n"),
+        });
+      });
+      afterAll(async () => {
+        await p?.stop();
+      });
+
+      test("planter's state and socket dir, another cell and its home stay hidden under their second name", async () => {
+        const other = await mkManaged(p);
+        const w = await run(p, "echo other-cell-file > f.txt && echo other-home-file > $HOME/h.txt", {
+          cell: other.name,
+        });
+        expect(w.job.exit_code).toBe(0);
+        const rel = other.dir.slice(p.home.length);
+        const r = await run(
+          p,
+          `cat ${alias.state}${rel}/f.txt ${alias.state}/state/homes/${other.name}/h.txt 2>/dev/null; find ${alias.state}/state ${alias.state}/run -mindepth 1 2>/dev/null; cat ${alias.ordinary}/plain.txt`,
+        );
+        expect(r.out).toBe("plain-host-file\n");
+      });
+
+      test("planterd's real home under a second name keeps its files and credentials hidden", async () => {
+        const r = await run(
+          p,
+          `cat ${alias.home}/notes.txt ${alias.home}/.ssh/id_ed25519 ${alias.home}/.npmrc 2>/dev/null; ls -A ${alias.home}; echo done`,
+        );
+        expect(r.out).toBe("done\n");
+      });
+
+      test("a host /proc mounted elsewhere (a chroot's) shows no host process; the job's own /proc works", async () => {
+        const r = await run(p, `ls -A ${alias.proc} | wc -l; cat /proc/self/comm`);
+        expect(r.out).toBe("0\ncat\n");
+      });
+
+      test("the host's /tmp under a second name shows none of it (a deny path there, other cells, planterd's home)", async () => {
+        const { name, dir } = await mkCell(p, { files: { "secret.txt": "aliased-deny-secret\n", "ok.txt": "ok\n" } });
+        await p.client.removeCell(name, false);
+        await p.client.createCell({ name, dir, sandbox: { policy: { deny: [join(dir, "secret.txt")] } } });
+        // (Empty mount points of the covers inside may show: names, never contents.)
+        const r = await run(
+          p,
+          `cat ${alias.tmp}${dir.slice(4)}/secret.txt 2>/dev/null; find ${alias.tmp} ! -type d; cat ok.txt`,
+          {
+            cell: name,
+          },
+        );
+        expect(r.out).toBe("ok\n");
+      });
+    });
+
     describe(`planterd as ${mode}, its HOME a symlink to the real home`, () => {
       let p: Planterd;
       let link = "";

@@ -386,13 +386,18 @@ export async function snapshotWorkspace(
   const gitHomes = [where.identity?.home, homedir()].filter((h): h is string => !!h && h !== "/");
   const global = globalGit([...new Set(gitHomes)]);
   const { workspace_config_extra: extra, workspace_max_entries: max } = ctx.config.sandbox;
+  // The cells' homes are the trees jobs write that no review walks: a symlink into one is set aside.
+  const unreviewed = [...new Set([join(ctx.paths.stateDir, "homes"), where.home].map(realOrSelf))];
   const out: LaunchContext["workspace"] = [];
   for (const root of roots) {
     try {
-      const before = await ctx.walks.run(jobId, "snapshot", root, max, (budget, signal) =>
-        snapshotAsync(root, extra, global, budget, signal),
-      );
-      out.push({ root, before });
+      // Held inside the walk: a review of the tree that comes after it passes on what it settles.
+      const tree = await ctx.walks.run(jobId, "snapshot", root, max, async (budget, signal) => {
+        const t = { root, before: { ...(await snapshotAsync(root, extra, global, budget, signal)), unreviewed } };
+        ctx.walks.hold(jobId, t);
+        return t;
+      });
+      out.push(tree);
     } catch (e) {
       if (!(e instanceof TreeTooLarge)) throw e;
       throw new PlanterError(
@@ -409,6 +414,14 @@ export async function snapshotWorkspace(
   }
   return out;
 }
+
+const realOrSelf = (p: string) => {
+  try {
+    return realpathSync(p);
+  } catch {
+    return p;
+  }
+};
 
 /** The plan request of a job in a launch context: `job` gives what is the job's own. */
 export function planRequest(

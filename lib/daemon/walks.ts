@@ -10,9 +10,15 @@
 import type { WalkStatus } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
 import { overlaps } from "../sandbox/paths.ts";
-import { type WalkBudget, walkBudget } from "../sandbox/workspace.ts";
+import { type WalkBudget, type WorkspaceSnapshot, walkBudget } from "../sandbox/workspace.ts";
 
 export type { WalkStatus };
+
+/** One writable tree of a job and its snapshot (as `LaunchContext["workspace"]` holds them). */
+export interface HeldTree {
+  root: string;
+  before: WorkspaceSnapshot;
+}
 
 interface Walk {
   status: WalkStatus;
@@ -23,6 +29,19 @@ interface Walk {
 export class Walks {
   private readonly walks = new Set<Walk>();
   private readonly stopping = new AbortController();
+  /**
+   * The snapshots of jobs not reviewed yet, by job, with when each was taken: a review hands on
+   * what it settled to the others of its tree (lib/sandbox/workspace.ts `passOn`). The very
+   * objects the job's launch context holds, so a change reaches its workspace.json when written.
+   */
+  readonly held = new Map<string, { trees: HeldTree[]; at: number }>();
+
+  /** Keep `tree` of `job` (its snapshot just taken, inside the walk: before any later review of the tree). */
+  hold(job: string, tree: HeldTree): void {
+    const h = this.held.get(job);
+    if (h) h.trees.push(tree);
+    else this.held.set(job, { trees: [tree], at: Date.now() });
+  }
 
   /**
    * Run `fn` (a walk of `tree` for `job`) once every walk of an overlapping tree asked before it

@@ -10,6 +10,7 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  renameSync,
   rmSync,
   watch,
   writeFileSync,
@@ -35,9 +36,11 @@ import { complete, type EffectivePolicy } from "../sandbox/policy.ts";
 import { DEFAULT_VM_MEMORY_MB, hostLimits, readVmStatus, VmBackend, withKvmGroup } from "../sandbox/vm.ts";
 import {
   type Finding,
+  passOn,
   readOnlyPaths,
   recordedFindings,
   reviewAsync,
+  type WatchedEntry,
   type WorkspaceSnapshot,
 } from "../sandbox/workspace.ts";
 import { selfArgv } from "../self.ts";
@@ -1253,9 +1256,21 @@ export class Supervisor {
       const { workspace_config_extra: extra, workspace_max_entries: max } = this.ctx.config.sandbox;
       const findings: Finding[] = [];
       for (const t of trees) {
-        const found = await this.ctx.walks.run(id, "review", t.root, 2 * max, (budget, signal) =>
-          reviewAsync(t.root, t.before, { jobId: id, extra, budget, signal }),
-        );
+        const found = await this.ctx.walks.run(id, "review", t.root, 2 * max, async (budget, signal) => {
+          const settled: [string, WatchedEntry | null][] = [];
+          try {
+            return await reviewAsync(t.root, t.before, {
+              jobId: id,
+              extra,
+              budget,
+              signal,
+              settled: (rel, left) => settled.push([rel, left]),
+            });
+          } finally {
+            // Still inside the walk: the next snapshot or review of this tree sees it done.
+            if (settled.length) this.passOnSettled(id, t.root, settled);
+          }
+        });
         findings.push(...recordedFindings(found, t.root));
       }
       if (findings.length) {
@@ -1279,7 +1294,44 @@ export class Supervisor {
       );
     }
     rmSync(file, { force: true });
+    this.ctx.walks.held.delete(id);
     return true;
+  }
+
+  /**
+   * What job `from`'s review of `root` settled, handed to every other job not yet reviewed with a
+   * snapshot of that tree: each took its snapshot before this review, so it holds `from`'s
+   * entries as "before", and a job that put one back after it was set aside (a concurrent job of
+   * the cell, whose read-only bind of the file moved with the rename) would pass its own review.
+   * Both its snapshot in memory (a job not spawned yet) and its workspace.json (one running, or
+   * re-adopted after a restart) take it over.
+   */
+  private passOnSettled(from: string, root: string, settled: [string, WatchedEntry | null][]): void {
+    const held = this.ctx.walks.held;
+    const live = new Set(liveJobs(this.ctx.db).map((j) => j.id));
+    const fileOf = (j: string) => join(jobDir(this.ctx.paths.stateDir, j), "workspace.json");
+    for (const j of new Set([...held.keys(), ...live])) {
+      if (j === from) continue;
+      for (const t of held.get(j)?.trees ?? []) if (t.root === root) passOn(t.before, settled);
+      const file = fileOf(j);
+      if (!existsSync(file)) continue;
+      try {
+        const trees = JSON.parse(readFileSync(file, "utf8")) as LaunchContext["workspace"];
+        const mine = trees.filter((t) => t.root === root);
+        if (!mine.length) continue;
+        for (const t of mine) passOn(t.before, settled);
+        writeFileSync(`${file}.tmp`, JSON.stringify(trees), { mode: 0o600 });
+        renameSync(`${file}.tmp`, file);
+      } catch (e) {
+        console.error(
+          `planterd: job ${j}: its workspace snapshot could not take job ${from}'s review: ${(e as Error).message}`,
+        );
+      }
+    }
+    // Snapshots of jobs that never ran (refused after the snapshot) are let go after a while.
+    for (const [j, h] of held) {
+      if (Date.now() - h.at > 60_000 && !live.has(j) && !existsSync(fileOf(j))) held.delete(j);
+    }
   }
 
   private forget(id: string): void {

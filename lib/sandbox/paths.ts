@@ -70,6 +70,12 @@ export const SYSTEM_DIRS: readonly string[] = [
 /** Kernel interfaces a bind may never show (nor contain). */
 export const KERNEL_DIRS: readonly string[] = ["/proc", "/sys", "/dev"];
 
+/**
+ * Runtime dirs: every service's and every user's sockets, locks and session state (`/run/user/UID`,
+ * whose `systemd/` the user's manager reads units from). Nothing there may be a job's to write.
+ */
+export const RUNTIME_DIRS: readonly string[] = ["/run", "/var/run"];
+
 /** Whether `p` is a system directory itself (not a path inside one). */
 export function isSystemDir(p: string): boolean {
   return SYSTEM_DIRS.includes(p);
@@ -126,6 +132,9 @@ export function unsafeCellDir(dir: string, o: { protect: string[]; homes: string
   for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, dir)) return `it contains the system directory ${s}`;
   if (o.homes.includes(dir)) return "it is a home directory itself; use a project directory inside it";
   for (const g of o.protect) if (overlaps(dir, g)) return `it overlaps planter's own state, socket or config (${g})`;
+  // A cell dir is a writable bind: the rules of a read_write path hold for it too.
+  for (const k of KERNEL_DIRS) if (within(dir, k)) return `it lies in ${k}, which the sandbox provides itself`;
+  for (const r of RUNTIME_DIRS) if (within(dir, r)) return `it lies in ${r}, the host's runtime dir`;
   return null;
 }
 
@@ -139,6 +148,7 @@ export function unsafeBind(path: string, write: boolean, o: { protect: string[] 
     if (path === "/") return "the root directory cannot be writable";
     if (isSystemDir(path)) return "a system directory cannot be writable";
     for (const s of SYSTEM_DIRS) if (s !== "/" && within(s, path)) return `it contains the system directory ${s}`;
+    for (const r of RUNTIME_DIRS) if (within(path, r)) return `it lies in ${r}, the host's runtime dir`;
   }
   // The sandbox has its own /proc, /dev and /sys: the host's would show host processes (and, through
   // /proc/PID/root, their whole filesystem), devices and kernel state. Binds are recursive, so a

@@ -8,21 +8,24 @@
 import { createHash } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
   existsSync,
+  lstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import { execSync } from "../host/exec.ts";
 import { HOST_ENV } from "./env.ts";
-import { systemProgram } from "./identity.ts";
+import { lookupUser, systemProgram } from "./identity.ts";
 
 /** The Debian package whose dependency names the kernel image (the generic one: the cloud kernel has no 9p). */
 export const KERNEL_PACKAGE = "linux-image-amd64";
@@ -124,6 +127,71 @@ export interface VmAssets {
   version: string;
 }
 
+/**
+ * Why the cache dir cannot be trusted with what every vm job boots, or null. A kernel or initramfs
+ * planted there runs every later job's guest, with each job's cell shared into it: only planterd's
+ * own user and root may write the dir, what it holds, and every directory above it (a directory
+ * others may write lets them swap the path, unless it is sticky and root's, like /tmp). A
+ * configured `[vm] cache_dir` that another user made first (`/var/tmp/…`) is refused, not used.
+ */
+export function untrustedCache(cache: string): string | null {
+  let real: string;
+  try {
+    real = realpathSync(cache);
+  } catch {
+    real = cache; // made by planterd (its parents are checked below)
+  }
+  return untrustedParents(cache, real) ?? untrustedContents(real, real, 0);
+}
+
+const mine = (st: { uid: number }) => st.uid === (process.geteuid?.() ?? 0) || st.uid === 0;
+
+/** The parents, as the path is resolved (a symlink on the way is its directory's to swap). */
+function untrustedParents(cache: string, real: string): string | null {
+  for (let p = dirname(real); ; p = dirname(p)) {
+    const st = statSync(p, { throwIfNoEntry: false });
+    if (st) {
+      const stickyRoot = (st.mode & 0o1000) !== 0 && st.uid === 0;
+      if ((st.mode & 0o022) !== 0 && !stickyRoot) return `${p}, above the cache dir, is writable by others`;
+      if (!mine(st) && !stickyRoot) return `${p}, above the cache dir, belongs to uid ${st.uid}`;
+    }
+    if (p === "/") break;
+  }
+  for (let p = dirname(cache); cache !== real && p !== "/"; p = dirname(p)) {
+    const st = lstatSync(p, { throwIfNoEntry: false });
+    if (st && !st.isSymbolicLink() && (st.mode & 0o1022) === 0o022)
+      return `${p}, on the way to the cache dir, is writable by others`;
+  }
+  return null;
+}
+
+/** The dir and everything in it that a boot reads. */
+function untrustedContents(p: string, real: string, depth: number): string | null {
+  const st = lstatSync(p, { throwIfNoEntry: false });
+  if (!st) return null;
+  if (!mine(st)) return `${p} belongs to uid ${st.uid}, not to planterd's user or root`;
+  if ((st.mode & 0o022) !== 0) return `${p} is writable by others (mode ${(st.mode & 0o7777).toString(8)})`;
+  if (st.isSymbolicLink() && p !== real) return `${p} is a symlink`;
+  if (!st.isDirectory() || depth >= 4) return null;
+  for (const e of readdirSync(p)) {
+    if (e.startsWith(".fetch-")) continue; // a fetch in progress (0700, or _apt's)
+    const why = untrustedContents(join(p, e), real, depth + 1);
+    if (why) return why;
+  }
+  return null;
+}
+
+/** The cache dir, refused when another user could have put what it holds there (`untrustedCache`). */
+function trustedCache(cache: string): void {
+  const why = untrustedCache(cache);
+  if (why) {
+    throw unavailable(
+      `the vm cache dir ${cache} cannot be trusted: ${why}`,
+      "every vm job boots the kernel and initramfs kept there: give [vm] cache_dir a directory only planterd's user (or root) can write, in parents no other user can change, or remove it and let planterd make it",
+    );
+  }
+}
+
 /** Run a program to its end (quietly); its code and output. */
 function run(argv: string[], cwd?: string): { code: number; out: string; err: string } {
   const [program, ...args] = argv;
@@ -144,7 +212,7 @@ function unavailable(message: string, hint: string): PlanterError {
 export function ensureKernel(cache: string): { kernel: string; modules: string; version: string } {
   const current = join(cache, "kernel", "current");
   if (existsSync(current)) {
-    const version = readFileSync(current, "utf8").trim();
+    const version = kernelVersion(readFileSync(current, "utf8"));
     const dir = join(cache, "kernel", version);
     // A cache made for another module list is fetched again.
     const whole = [join(dir, "vmlinuz"), ...GUEST_MODULES.map((m) => join(dir, "modules", `${m}.ko`))].every(
@@ -163,7 +231,10 @@ export function ensureKernel(cache: string): { kernel: string; modules: string; 
   mkdirSync(join(cache, "kernel"), { recursive: true, mode: 0o755 });
   const tmp = mkdtempSync(join(cache, "kernel", ".fetch-"));
   try {
-    chmodSync(tmp, 0o777); // apt-get download writes as _apt where it can
+    // apt-get download writes as _apt where it can: the dir is _apt's (never writable by all, where
+    // another user could put a .deb or a symlink that root then unpacks through).
+    const aptUser = lookupUser("_apt");
+    if (aptUser && process.geteuid?.() === 0) chownSync(tmp, aptUser.uid, 0);
     const meta = run([apt, "download", KERNEL_PACKAGE], tmp);
     const metaDeb = readdirSync(tmp).find((f) => f.endsWith(".deb"));
     if (meta.code !== 0 || !metaDeb) {
@@ -304,8 +375,20 @@ export function ensureInitramfs(cache: string, modules: string, busybox = BUSYBO
   return file;
 }
 
+/** The version `kernel/current` names: one plain file name (never a path out of the cache). */
+function kernelVersion(text: string): string {
+  const v = text.trim();
+  if (!/^[A-Za-z0-9][A-Za-z0-9._+~-]*$/.test(v))
+    throw unavailable(
+      `the vm cache's kernel/current names no version: ${JSON.stringify(v.slice(0, 80))}`,
+      "remove the cache's kernel dir: planterd fetches it again",
+    );
+  return v;
+}
+
 /** The kernel and initramfs in `cache`, fetched or built on first use. */
 export function ensureAssets(cache: string): VmAssets {
+  trustedCache(cache);
   mkdirSync(cache, { recursive: true, mode: 0o755 });
   const k = ensureKernel(cache);
   return { kernel: k.kernel, initrd: ensureInitramfs(cache, k.modules), version: k.version };
@@ -314,7 +397,8 @@ export function ensureAssets(cache: string): VmAssets {
 /** The kernel and initramfs when both are already in `cache` (no fetch, no build), else null. */
 export function cachedAssets(cache: string): VmAssets | null {
   try {
-    const version = readFileSync(join(cache, "kernel", "current"), "utf8").trim();
+    if (untrustedCache(cache)) return null;
+    const version = kernelVersion(readFileSync(join(cache, "kernel", "current"), "utf8"));
     const dir = join(cache, "kernel", version);
     if (!statSync(join(dir, "vmlinuz")).isFile()) return null;
     if (!GUEST_MODULES.every((m) => existsSync(join(dir, "modules", `${m}.ko`)))) return null;

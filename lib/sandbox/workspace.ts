@@ -29,9 +29,13 @@ import {
   readSync,
   realpathSync,
   renameSync,
+  statfsSync,
+  statSync,
   symlinkSync,
   writeSync,
 } from "node:fs";
+import { posix } from "node:path";
+import { within } from "./paths.ts";
 
 /** Tool configuration names protected in a cell (relative names matched at any depth). */
 export const WORKSPACE_CONFIG: readonly string[] = [
@@ -123,6 +127,8 @@ export interface WatchedEntry {
   mode: number;
   uid: number;
   gid: number;
+  /** Its hard links (absent in snapshots of older planterds: 1). */
+  nlink?: number;
   /** The contents, base64 (regular files up to 64 KiB). */
   data?: string;
   /** A symlink's target. */
@@ -148,6 +154,12 @@ export interface WorkspaceSnapshot {
   protect: string[];
   /** Watched entries by relative path. */
   entries: Record<string, WatchedEntry>;
+  /**
+   * Trees the job can write that no review walks (the cells' homes), canonical: a symlink the job
+   * leaves in the cell that leads into one is set aside, since the host's tools follow it (a `cd`
+   * into it and `git status` finds the repository the job made there).
+   */
+  unreviewed?: string[];
 }
 
 /** Paths derived from git configs, relative to the cell. */
@@ -198,49 +210,6 @@ export interface GitConfig {
 const isSpace = (c: string) => c === " " || c === "\t" || c === "\n" || c === "\r";
 const isAlpha = (c: string) => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z");
 const isKeyChar = (c: string) => isAlpha(c) || (c >= "0" && c <= "9") || c === "-";
-
-/** A value being read: inside quotes, in a trailing comment, the text so far, where its trailing blanks begin (0: none). */
-interface ValueState {
-  quote: boolean;
-  comment: boolean;
-  out: string;
-  trim: number;
-}
-
-/** The escapes git knows in a value (`\` before a newline continues the value instead). */
-const VALUE_ESCAPES = new Map([
-  ["t", "\t"],
-  ["b", "\b"],
-  ["n", "\n"],
-  ["\\", "\\"],
-  ['"', '"'],
-]);
-
-/** Take one character of a value (not its line's end) into `v`; false when git refuses it (an unknown escape). */
-function valueChar(v: ValueState, c: string, next: () => string): boolean {
-  if (v.comment) return true;
-  if (isSpace(c) && !v.quote) {
-    if (!v.trim) v.trim = v.out.length;
-    if (v.out.length) v.out += c;
-    return true;
-  }
-  if (!v.quote && (c === ";" || c === "#")) {
-    v.comment = true;
-    return true;
-  }
-  v.trim = 0;
-  if (c === "\\") {
-    const d = next();
-    if (d === "\n") return true;
-    const e = VALUE_ESCAPES.get(d);
-    if (e === undefined) return false;
-    v.out += e;
-    return true;
-  }
-  if (c === '"') v.quote = !v.quote;
-  else v.out += c;
-  return true;
-}
 
 /** Parse git config text as git's config.c does; after a bad line, resume at the next one. */
 export function parseGitConfig(text: string): GitConfig {
@@ -305,14 +274,42 @@ export function parseGitConfig(text: string): GitConfig {
     }
   };
   const value = (): string | null => {
-    const v: ValueState = { quote: false, comment: false, out: "", trim: 0 };
+    let quote = false;
+    let comment = false;
+    let out = "";
+    let trim = 0;
     for (;;) {
       const c = next();
       if (c === "\n") {
-        if (v.quote) return null;
-        return v.trim ? v.out.slice(0, v.trim) : v.out;
+        if (quote) return null;
+        return trim ? out.slice(0, trim) : out;
       }
-      if (!valueChar(v, c, next)) return null;
+      if (comment) continue;
+      if (isSpace(c) && !quote) {
+        if (!trim) trim = out.length;
+        if (out.length) out += c;
+        continue;
+      }
+      if (!quote && (c === ";" || c === "#")) {
+        comment = true;
+        continue;
+      }
+      trim = 0;
+      if (c === "\\") {
+        const d = next();
+        if (d === "\n") continue;
+        if (d === "t") out += "\t";
+        else if (d === "b") out += "\b";
+        else if (d === "n") out += "\n";
+        else if (d === "\\" || d === '"') out += d;
+        else return null;
+        continue;
+      }
+      if (c === '"') {
+        quote = !quote;
+        continue;
+      }
+      out += c;
     }
   };
   const keyValue = (first: string): { key: string; value: string | null } | null => {
@@ -535,6 +532,10 @@ interface Scan {
   unlistable: string[];
   /** The walk stopped at its budget's `max` entries: what lies past them was not seen. */
   truncated: boolean;
+  /** Every symlink met, relative (collected only when asked). */
+  links: string[] | null;
+  /** The same, to look up. */
+  linkSet: Set<string>;
 }
 
 interface Names {
@@ -554,7 +555,7 @@ function configNames(list: readonly string[]): { all: string[]; names: Names } {
     ),
   ].filter(Boolean);
   const names: Names = { single: new Set(), multi: new Map() };
-  for (const n of all) {
+  for (const n of all.map(fold)) {
     if (!n.includes("/")) {
       names.single.add(n);
       continue;
@@ -564,6 +565,13 @@ function configNames(list: readonly string[]): { all: string[]; names: Names } {
   }
   return { all, names };
 }
+
+/**
+ * Names compared as a case-insensitive filesystem resolves them (macOS, vfat and exFAT, WSL's
+ * /mnt/c, ext4 casefold dirs): there git opens `.GIT/CONFIG` for `.git/config` and direnv finds
+ * `.EnvRC`. On a case-sensitive one a name in another case is watched for nothing, which is harmless.
+ */
+const fold = (name: string) => name.toLowerCase();
 
 const relJoin = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
 const absOf = (root: string, rel: string) => (rel ? `${root === "/" ? "" : root}/${rel}` : root);
@@ -641,13 +649,18 @@ async function drive<T>(steps: Steps<T>, budget: WalkBudget, signal?: AbortSigna
 
 /**
  * The entries of a directory, read a slice at a time (a directory of a million names costs no
- * more than its share of the budget), or null when it cannot be listed (`denied`: EACCES/EPERM).
+ * more than its share of the budget), or null when it is gone (`denied`: it cannot be listed).
  * Stops, setting `s.truncated`, once the scan has listed `budget.max` entries.
  */
 function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number }): Steps<Dirent[] | "denied" | null> {
   const failed = (e: unknown) => {
     const code = (e as NodeJS.ErrnoException).code;
-    return code === "EACCES" || code === "EPERM" ? "denied" : null;
+    // Gone or no directory: nothing to list. No permission, or a path past PATH_MAX that a job
+    // nested deep enough for: a directory that cannot be reviewed, said. Anything else (planterd
+    // out of descriptors or memory) fails the walk: neither skipped in silence nor set aside.
+    if (code === "ENOENT" || code === "ENOTDIR") return null;
+    if (code === "EACCES" || code === "EPERM" || code === "ENAMETOOLONG" || code === "ELOOP") return "denied";
+    throw e;
   };
   let dir: ReturnType<typeof opendirSync>;
   try {
@@ -689,7 +702,7 @@ function* listDir(s: Scan, abs: string, budget: WalkBudget, listed: { n: number 
  * a commondir file — what git itself accepts), the entries of each that make git run something, and
  * the listed tool configuration. Nothing is skipped by name except a git dir's objects/.
  */
-function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget): Steps<Scan> {
+function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget, links = false): Steps<Scan> {
   const s: Scan = {
     root,
     dirs: new Set(),
@@ -698,134 +711,172 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget)
     protect: new Set(),
     unlistable: [],
     truncated: false,
+    links: links ? [] : null,
+    linkSet: new Set(),
   };
   const listed = { n: 0 };
-  const known: Known = {
-    names,
-    hookDirs: new Set(derived.hooks),
-    includes: new Set(derived.configs),
-    programs: new Set(derived.programs ?? []),
-  };
+  const hookDirs = new Set(derived.hooks.map(fold));
+  const includes = new Set(derived.configs.map(fold));
+  const programs = new Set((derived.programs ?? []).map(fold));
   // An explicit stack: a job can nest directories deeper than any call stack.
-  const stack: ScanDir[] = [{ rel: "", tool: false, hooks: false }];
+  const stack: { rel: string; tool: boolean; hooks: boolean; objects?: boolean }[] = [
+    { rel: "", tool: false, hooks: false },
+  ];
   for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
-    const list = yield* listDir(s, absOf(root, top.rel), budget, listed);
-    if (list === "denied") s.unlistable.push(top.rel);
+    const { rel, tool, hooks, objects: inObjects } = top;
+    const list = yield* listDir(s, absOf(root, rel), budget, listed);
+    if (list === "denied") s.unlistable.push(rel);
     if (list === null || list === "denied") continue;
-    s.dirs.add(top.rel);
-    const gitDir = isGitDir(top.rel, list);
-    if (gitDir) s.gitDirs.add(top.rel);
+    s.dirs.add(rel);
+    let head = false;
+    let objects = false;
+    let refs = false;
+    let commondir = false;
+    for (const e of list) {
+      const n = fold(e.name);
+      if (n === "head") head = !e.isDirectory();
+      else if (n === "objects") objects = true;
+      else if (n === "refs") refs = true;
+      else if (n === "commondir") commondir = true;
+    }
+    const gitDir = fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
+    if (gitDir) s.gitDirs.add(rel);
     for (const e of list) {
       if (spent(budget)) yield;
-      const sub = visit(s, known, top, gitDir, e);
-      if (sub) stack.push(sub);
+      const name = fold(e.name);
+      const r = relJoin(rel, e.name);
+      const fr = fold(r);
+      const isDir = e.isDirectory();
+      const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
+      let kind: FindingKind | null = null;
+      let toolHere = tool;
+      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)))) {
+        toolHere = true;
+        if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
+      }
+      if (name === ".git" && !isDir) {
+        kind = type ? "git-redirect" : null;
+        if (type === "file") s.protect.add(r);
+      } else if (gitDir && (name === "config" || name === "config.worktree") && type) {
+        kind = "git-config";
+        if (type === "file") s.protect.add(r);
+      } else if (gitDir && name === "commondir" && type) {
+        kind = "git-redirect";
+        if (type === "file") s.protect.add(r);
+      } else if ((gitDir && name === "hooks") || hookDirs.has(fr)) {
+        if (type === "symlink") kind = "git-hook";
+        if (isDir) s.protect.add(r);
+      } else if (gitDir && name === "info" && isDir) {
+        s.protect.add(r);
+      } else if (hooks && type && !name.endsWith(".sample")) {
+        kind = "git-hook";
+      } else if (programs.has(fr) && type) {
+        kind = "git-hook";
+        if (type === "file") s.protect.add(r);
+      } else if (includes.has(fr) && type) {
+        kind = "git-config";
+        if (type === "file") s.protect.add(r);
+      } else if (toolHere && type) {
+        kind = "tool-config";
+      }
+      if (kind && type) s.watched.set(r, { kind, type });
+      if (type === "symlink" && s.links) {
+        s.links.push(r);
+        s.linkSet.add(r);
+      }
+      if (!isDir) continue;
+      if (gitDir && name === "objects") {
+        // Of objects/ only its alternates redirect anything.
+        const alt = `${r}/info/alternates`;
+        try {
+          const st = lstatSync(bytes(absOf(root, alt)));
+          if (st.isFile() || st.isSymbolicLink()) {
+            s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
+          }
+        } catch {
+          // no alternates
+        }
+        // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
+        // make one): objects/ is walked like any directory but for git's own fan-out and pack
+        // dirs holding no directory, whose one file per object need not be listed.
+        stack.push({ rel: r, tool: toolHere, hooks: false, objects: true });
+        continue;
+      }
+      if (inObjects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(root, r))) continue;
+      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(fr) });
     }
   }
   return s;
 }
 
-/** A directory the scan is to list: whether it is (in) a tool configuration, or a hooks directory. */
-interface ScanDir {
-  rel: string;
-  tool: boolean;
-  hooks: boolean;
-}
+/**
+ * Filesystems whose directories count their subdirectories in their link count (2 + one per
+ * subdirectory), as find's leaf optimisation trusts them: ext2/3/4, XFS, tmpfs. Elsewhere (btrfs
+ * counts 1, network and FUSE filesystems say what they like) a directory is listed.
+ */
+const COUNTS_SUBDIRS = new Set([0xef53, 0x58465342, 0x01021994]);
 
-/** What a scan looks for: the tool configurations, and the hooks dirs, includes and programs git's config names. */
-interface Known {
-  names: Names;
-  hookDirs: Set<string>;
-  includes: Set<string>;
-  programs: Set<string>;
-}
-
-/** Note one entry of `dir` in the scan (watched, kept read-only); returns it when it is a directory to list too. */
-function visit(s: Scan, known: Known, dir: ScanDir, gitDir: boolean, e: Dirent): ScanDir | null {
-  const name = e.name;
-  const r = relJoin(dir.rel, name);
-  const isDir = e.isDirectory();
-  const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
-  let toolHere = dir.tool;
-  if (!dir.tool && isToolConfig(known.names, name, r)) {
-    toolHere = true;
-    if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
-  }
-  const hookDir = (gitDir && name === "hooks") || known.hookDirs.has(r);
-  const found = entryKind({ ...known, name, r, isDir, type, gitDir, hookDir, inHooks: dir.hooks, toolHere });
-  if (found.protect) s.protect.add(r);
-  if (found.kind && type) s.watched.set(r, { kind: found.kind, type });
-  if (!isDir) return null;
-  if (gitDir && name === "objects") {
-    // objects/ holds one file per object; only its alternates redirect anything.
-    watchAlternates(s, `${r}/info/alternates`);
-    return null;
-  }
-  return { rel: r, tool: toolHere, hooks: hookDir };
-}
-
-/** Whether a directory is a git dir: a `.git` dir, or one with HEAD and objects/ + refs/ or a commondir file. */
-function isGitDir(rel: string, list: Dirent[]): boolean {
-  let head = false;
-  let objects = false;
-  let refs = false;
-  let commondir = false;
-  for (const e of list) {
-    if (e.name === "HEAD") head = !e.isDirectory();
-    else if (e.name === "objects") objects = true;
-    else if (e.name === "refs") refs = true;
-    else if (e.name === "commondir") commondir = true;
-  }
-  return baseOf(rel) === ".git" || (head && ((objects && refs) || commondir));
-}
-
-/** Whether the entry `name` at `r` is one of the listed tool configurations. */
-function isToolConfig(names: Names, name: string, r: string): boolean {
-  return names.single.has(name) || names.multi.get(name)?.some((n) => r === n || r.endsWith(`/${n}`)) === true;
-}
-
-/** One entry of a scanned directory, as entryKind needs it. */
-interface EntryFacts {
-  name: string;
-  r: string;
-  isDir: boolean;
-  type: "file" | "symlink" | null;
-  /** The directory holding it is a git dir. */
-  gitDir: boolean;
-  /** It is a hooks directory (a git dir's, or one core.hooksPath names). */
-  hookDir: boolean;
-  /** The directory holding it is a hooks directory. */
-  inHooks: boolean;
-  /** It is, or lies in, a listed tool configuration. */
-  toolHere: boolean;
-  programs: Set<string>;
-  includes: Set<string>;
-}
-
-/** What an entry is to the host (a finding's kind, or null), and whether it is kept read-only for the job. */
-function entryKind(f: EntryFacts): { kind: FindingKind | null; protect: boolean } {
-  const { name, r, isDir, type, gitDir } = f;
-  if (name === ".git" && !isDir) return { kind: type ? "git-redirect" : null, protect: type === "file" };
-  if (gitDir && (name === "config" || name === "config.worktree") && type)
-    return { kind: "git-config", protect: type === "file" };
-  if (gitDir && name === "commondir" && type) return { kind: "git-redirect", protect: type === "file" };
-  if (f.hookDir) return { kind: type === "symlink" ? "git-hook" : null, protect: isDir };
-  if (gitDir && name === "info" && isDir) return { kind: null, protect: true };
-  if (f.inHooks && type && !name.endsWith(".sample")) return { kind: "git-hook", protect: false };
-  if (f.programs.has(r) && type) return { kind: "git-hook", protect: type === "file" };
-  if (f.includes.has(r) && type) return { kind: "git-config", protect: type === "file" };
-  return { kind: f.toolHere && type ? "tool-config" : null, protect: false };
-}
-
-/** Watch a git dir's objects/info/alternates when there is one (a file or a symlink). */
-function watchAlternates(s: Scan, alt: string): void {
+/** Whether the directory `abs` surely holds no directory (its link count says so on a filesystem that keeps it). */
+function holdsNoDir(abs: string): boolean {
   try {
-    const st = lstatSync(bytes(absOf(s.root, alt)));
-    if (st.isFile() || st.isSymbolicLink()) {
-      s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
-    }
+    const st = lstatSync(bytes(abs));
+    if (!st.isDirectory() || st.nlink !== 2) return false;
+    return COUNTS_SUBDIRS.has(Number(statfsSync(bytes(abs) as unknown as string).type));
   } catch {
-    // no alternates
+    return false;
   }
+}
+
+/**
+ * The tree among `trees` that the symlink `rel` leads into as a directory (as the host follows it:
+ * its target taken literally, and resolved through every symlink on the way), or null. Only a
+ * directory is a way in for the host's tools (`cd`, git's discovery of a repository above it, an
+ * editor opening a folder); a link to a file there (a venv's `bin/python` to an interpreter uv or
+ * pyenv keeps in the home) runs what the job could as well have written in the cell. A dangling
+ * link is judged again at every review, once it leads somewhere.
+ */
+function leadsInto(s: Scan, rel: string, trees: string[]): string | null {
+  const root = s.root;
+  const abs = bytes(absOf(root, rel));
+  let target: string;
+  try {
+    target = readlinkSync(abs, { encoding: "latin1" }) as string;
+    // A relative link that stays in the tree by its text, climbing (`..`) only out of directories
+    // the walk found real, goes nowhere else (a link it passes through is judged on its own):
+    // node_modules' thousands need no stat.
+    if (staysIn(s, parentOf(rel), target)) return null;
+    if (!statSync(abs, { throwIfNoEntry: false })?.isDirectory()) return null;
+  } catch {
+    return null; // gone, a loop
+  }
+  const literal = posix.normalize(target.startsWith("/") ? target : `${absOf(root, parentOf(rel))}/${target}`);
+  let real: string | null = null;
+  try {
+    real = realpathSync(abs, { encoding: "latin1" }) as unknown as string;
+  } catch {
+    // changed meanwhile
+  }
+  return trees.find((t) => within(literal, t) || (real !== null && within(real, t))) ?? null;
+}
+
+/**
+ * Whether the relative link `target` in the cell dir `from` surely ends in the tree: `..` taken
+ * only from real directories, and through no other link (one set aside keeps leading where it led).
+ */
+function staysIn(s: Scan, from: string, target: string): boolean {
+  if (target.startsWith("/")) return false;
+  const cur = from ? from.split("/") : [];
+  for (const x of target.split("/")) {
+    if (x === "" || x === ".") continue;
+    if (x !== "..") {
+      cur.push(x);
+      if (s.linkSet.has(cur.join("/"))) return false;
+      continue;
+    }
+    if (!cur.length || !s.dirs.has(cur.join("/"))) return false;
+    cur.pop();
+  }
+  return true;
 }
 
 // ---------------------------------------------------------------- checked access
@@ -966,11 +1017,34 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
   const visit = (path: string, home: string | null, owner: number, depth: number) => {
     if (depth > INCLUDE_DEPTH || seen.has(path)) return;
     seen.add(path);
-    const text = ownedConfig(path, owner);
-    if (text === null) return;
+    let text: string;
+    try {
+      const st = lstatSync(path);
+      if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return;
+      text = readFileSync(path, "latin1");
+    } catch {
+      return;
+    }
+    const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
     for (const e of parseGitConfig(text).entries) {
-      const include = noteGlobalEntry(out, e, path, home);
-      if (include) visit(include, home, owner, depth + 1);
+      if (e.value === null || !isDangerous(e.name, e.value)) continue;
+      const section = e.name.slice(0, e.name.indexOf("."));
+      const key = e.name.slice(e.name.lastIndexOf(".") + 1);
+      const v = expand(e.value);
+      if (e.name === "core.hookspath") {
+        (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
+      } else if ((section === "include" || section === "includeif") && key === "path") {
+        if (v.startsWith("~")) continue;
+        const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
+        out.absolute.configs.push(abs);
+        visit(abs, home, owner, depth + 1);
+      } else {
+        for (const w of commandPaths(e.value)) {
+          const x = expand(w);
+          if (x.startsWith("~")) continue;
+          (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
+        }
+      }
     }
   };
   for (const f of files) visit(f.path, f.home, f.owner, 0);
@@ -986,45 +1060,6 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
   };
 }
 
-/** A config file's text, when it is a file of at most CONFIG_BYTES owned by root or `owner`; else null. */
-function ownedConfig(path: string, owner: number): string | null {
-  try {
-    const st = lstatSync(path);
-    if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return null;
-    return readFileSync(path, "latin1");
-  } catch {
-    return null;
-  }
-}
-
-/**
- * Note what a dangerous entry of the global config at `path` names (hooks dir, included config,
- * programs); `~/` is `home`. Returns an included config to read next, or null.
- */
-function noteGlobalEntry(out: GlobalGit, e: GitConfigEntry, path: string, home: string | null): string | null {
-  if (e.value === null || !isDangerous(e.name, e.value)) return null;
-  const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
-  const section = e.name.slice(0, e.name.indexOf("."));
-  const key = e.name.slice(e.name.lastIndexOf(".") + 1);
-  const v = expand(e.value);
-  if (e.name === "core.hookspath") {
-    (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
-    return null;
-  }
-  if ((section === "include" || section === "includeif") && key === "path") {
-    if (v.startsWith("~")) return null;
-    const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
-    out.absolute.configs.push(abs);
-    return abs;
-  }
-  for (const w of commandPaths(e.value)) {
-    const x = expand(w);
-    if (x.startsWith("~")) continue;
-    (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
-  }
-  return null;
-}
-
 const parentOfAbs = (p: string) => p.slice(0, Math.max(1, p.lastIndexOf("/")));
 
 /** What the global configs name in this cell, for the repositories `gitDirs` found there. */
@@ -1038,7 +1073,7 @@ function globalDerived(root: string, gitDirs: Iterable<string>, g: GlobalGit | u
   for (const a of g.absolute.configs) add(out.configs, inCellPath(root, "", a));
   for (const a of g.absolute.programs) add(out.programs, inCellPath(root, "", a));
   for (const gitDir of gitDirs) {
-    const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+    const worktree = fold(baseOf(gitDir)) === ".git" ? parentOf(gitDir) : gitDir;
     for (const h of g.hooks) for (const from of new Set([worktree, gitDir])) add(out.hooks, inCellPath(root, from, h));
     for (const p of g.programs) add(out.programs, inCellPath(root, worktree, p));
   }
@@ -1062,7 +1097,7 @@ function mergeDerived(a: Derived, b: Derived): { merged: Derived; grew: boolean 
 function derive(root: string, gitDir: string, configRel: string, text: string): Derived {
   const out = { hooks: [] as string[], configs: [] as string[] };
   const inCell = (from: string, p: string) => inCellPath(root, from, p);
-  const worktree = baseOf(gitDir) === ".git" ? parentOf(gitDir) : gitDir;
+  const worktree = fold(baseOf(gitDir)) === ".git" ? parentOf(gitDir) : gitDir;
   for (const e of parseGitConfig(text).entries) {
     if (e.value === null) continue;
     const key = e.name.slice(e.name.lastIndexOf(".") + 1);
@@ -1112,6 +1147,7 @@ function describe(root: string, rel: string, kind: FindingKind): WatchedEntry | 
     mode: st.mode & 0o7777,
     uid: st.uid,
     gid: st.gid,
+    nlink: st.nlink,
   };
   if (e.type === "file" && st.size > KEEP_BYTES) return e;
   const r = readEntry(root, rel, KEEP_BYTES);
@@ -1173,9 +1209,22 @@ function* snapshotSteps(
   let entries: Record<string, WatchedEntry>;
   // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
   for (let round = 1; ; round++) {
-    entries = yield* describeWatched(s, budget);
-    const next = reachedFrom(s, entries, derived);
+    entries = {};
+    for (const [rel, w] of s.watched) {
+      const e = describe(root, rel, w.kind);
+      if (e) entries[rel] = e;
+      if (spent(budget)) yield;
+    }
+    const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
     const programs = derived.programs ?? [];
+    for (const [rel, e] of Object.entries(entries)) {
+      if (e.kind !== "git-config" || e.data === undefined) continue;
+      const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
+      const d = derive(root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
+      // One already reached through a symlink is the user's own layout, not something to watch.
+      for (const h of d.hooks) if (firstSymlink(root, h) === null) next.hooks.add(h);
+      for (const c of d.configs) if (firstSymlink(root, c) === null) next.configs.add(c);
+    }
     if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
       break;
     derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort(), programs };
@@ -1192,35 +1241,6 @@ function* snapshotSteps(
     protect: [...s.protect].sort(),
     entries,
   };
-}
-
-/** Each watched entry of a scan as it is now (its type, size, times, and a config's or link's content). */
-function* describeWatched(s: Scan, budget: WalkBudget): Steps<Record<string, WatchedEntry>> {
-  const entries: Record<string, WatchedEntry> = {};
-  for (const [rel, w] of s.watched) {
-    const e = describe(s.root, rel, w.kind);
-    if (e) entries[rel] = e;
-    if (spent(budget)) yield;
-  }
-  return entries;
-}
-
-/** The hook dirs and configs in the cell that `derived` and the cell's own git configs (`entries`) point at. */
-function reachedFrom(
-  s: Scan,
-  entries: Record<string, WatchedEntry>,
-  derived: Derived,
-): { hooks: Set<string>; configs: Set<string> } {
-  const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
-  for (const [rel, e] of Object.entries(entries)) {
-    if (e.kind !== "git-config" || e.data === undefined) continue;
-    const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
-    const d = derive(s.root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
-    // One already reached through a symlink is the user's own layout, not something to watch.
-    for (const h of d.hooks) if (firstSymlink(s.root, h) === null) next.hooks.add(h);
-    for (const c of d.configs) if (firstSymlink(s.root, c) === null) next.configs.add(c);
-  }
-  return next;
 }
 
 /** Existing paths the sandbox should bind read-only: .git/{hooks,config,commondir,info,config.worktree} at any depth (and a bare repo's same parts), `.git` gitlink files, existing listed tool config files/dirs. Absolute. */
@@ -1281,7 +1301,7 @@ function redirectTarget(s: Scan, fromDir: string, target: string): string | null
 /** The path a gitlink (`gitdir: …`) or commondir file names, as git trims it. */
 function redirectPath(rel: string, data: Buffer): string | null {
   let text = data.toString("latin1");
-  if (baseOf(rel) === ".git") {
+  if (fold(baseOf(rel)) === ".git") {
     if (!text.startsWith("gitdir: ")) return null;
     text = text.slice(8);
   }
@@ -1299,11 +1319,20 @@ const sameStat = (a: WatchedEntry, st: { size: number; mtimeMs: number; ctimeMs:
 function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | undefined): Plan | null {
   const st = lstatIn(s.root, rel);
   if (!st) return null;
+  // A hard link the job made to it (`ln .git/config keep`) is a name no bind covers: through it a
+  // later job writes the file its read-only bind shows. Set aside, and a fresh copy written back.
+  if (st.isFile() && st.nlink > 1 && st.nlink > (before?.nlink ?? 1)) return linkedPlan(s, rel, kind, before, st.nlink);
   if (before && before.type === (st.isFile() ? "file" : st.isSymbolicLink() ? "symlink" : "") && sameStat(before, st))
     return null;
   const read = readEntry(s.root, rel, kind === "git-config" ? CONFIG_BYTES : KEEP_BYTES);
   const what = before ? "changed" : "new";
-  if (!read.ok) return unread(rel, kind, read.why, what);
+  if (!read.ok) {
+    if (read.why === "gone") return null;
+    if (read.why === "moved") return { rel, kind, detail: "changed while checked" };
+    if (read.why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
+    // Too large to keep: judged on its stat alone (already known to differ).
+    return { rel, kind, detail: `${what} (too large to compare)` };
+  }
   if ("link" in read) {
     if (before?.type === "symlink" && before.link === read.link) return null;
     return { rel, kind, detail: `${what}: a symlink to ${shown(read.link)}` };
@@ -1311,60 +1340,49 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
   const data = read.data;
   if (before?.type === "file" && before.data !== undefined && Buffer.from(before.data, "base64").equals(data))
     return null;
-  if (kind === "git-config") return configChange(rel, kind, data, before);
-  if (kind === "git-redirect" && baseOf(rel) !== "alternates") return redirectChange(s, rel, kind, data, what);
+  if (kind === "git-config") {
+    const after = parseGitConfig(data.toString("latin1"));
+    const was =
+      before?.type === "file" && before.data !== undefined
+        ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
+        : null;
+    if (before && was === null) {
+      // The earlier config was too large to keep: any dangerous key counts.
+      const added = addedDanger(null, after);
+      return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
+    }
+    const added = addedDanger(was, after);
+    if (!added.length) return null;
+    return {
+      rel,
+      kind,
+      detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
+      sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
+    };
+  }
+  if (kind === "git-redirect" && baseOf(rel) !== "alternates") {
+    // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
+    const target = redirectPath(rel, data);
+    if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
+    const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
+    return {
+      rel,
+      kind,
+      detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
+    };
+  }
   if (kind === "git-redirect") return { rel, kind, detail: `${what} alternates` };
   if (kind === "git-hook") return { rel, kind, detail: `${what} hook` };
   return { rel, kind, detail: what };
 }
 
-/** A watched entry that could not be read: gone (nothing to judge), or a finding for why. */
-function unread(
-  rel: string,
-  kind: FindingKind,
-  why: "moved" | "gone" | "not-file" | "large",
-  what: string,
-): Plan | null {
-  if (why === "gone") return null;
-  if (why === "moved") return { rel, kind, detail: "changed while checked" };
-  if (why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
-  // Too large to keep: judged on its stat alone (already known to differ).
-  return { rel, kind, detail: `${what} (too large to compare)` };
-}
-
-/** A git config new or changed: a finding when it sets a dangerous key it did not (a new one is written back harmless). */
-function configChange(rel: string, kind: FindingKind, data: Buffer, before: WatchedEntry | undefined): Plan | null {
-  const after = parseGitConfig(data.toString("latin1"));
-  const was =
-    before?.type === "file" && before.data !== undefined
-      ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
-      : null;
-  if (before && was === null) {
-    // The earlier config was too large to keep: any dangerous key counts.
-    const added = addedDanger(null, after);
-    return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
-  }
-  const added = addedDanger(was, after);
-  if (!added.length) return null;
-  return {
-    rel,
-    kind,
-    detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
-    sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
-  };
-}
-
-/** A gitlink or commondir file new or changed: a finding unless it names a repository found in the cell. */
-function redirectChange(s: Scan, rel: string, kind: FindingKind, data: Buffer, what: string): Plan | null {
-  // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
-  const target = redirectPath(rel, data);
-  if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
-  const label = baseOf(rel) === ".git" ? "gitlink" : "commondir";
-  return {
-    rel,
-    kind,
-    detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
-  };
+function linkedPlan(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | undefined, nlink: number): Plan {
+  const detail = `${before ? "changed" : "new"}: ${nlink - 1} other hard link${nlink > 2 ? "s" : ""}, a name through which it could be written`;
+  if (before || kind !== "git-config") return { rel, kind, detail };
+  // A config the job made keeps its safe part, in a file of its own.
+  const read = readEntry(s.root, rel, CONFIG_BYTES);
+  const sanitized = read.ok && "data" in read ? harmlessGitConfig(read.data.toString("latin1")) : undefined;
+  return { rel, kind, detail, ...(sanitized !== undefined ? { sanitized } : {}) };
 }
 
 /** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
@@ -1450,7 +1468,15 @@ function setAsideIn(
   // nothing outside the cell is renamed or written.
   const dfd = openDir(root, parentOf(rel));
   if (dfd === null) return { saved_as: "", restored: false, problem: "changed while checked" };
+  // A job may leave the directory without write or search permission (`chmod 555 .claude`, even
+  // the cell dir): root passes anyway, but planterd as the job's own user would fail to rename and
+  // leave the file where the host's tools read it. The directory is its own, so planterd opens it
+  // up for the rename and the write-back and gives it its mode back after.
+  const mode = fstatSync(dfd);
+  const uid = process.geteuid?.() ?? 0;
+  const opened = uid !== 0 && mode.uid === uid && ((mode.mode >> 6) & 3) !== 3;
   try {
+    if (opened) fchmodSync(dfd, (mode.mode & 0o7777) | 0o300);
     const name = baseOf(rel);
     const aside = asideName(dfd, name, jobId);
     try {
@@ -1466,8 +1492,34 @@ function setAsideIn(
       return { saved_as, restored: false, problem: `not restored: ${(e as NodeJS.ErrnoException).code ?? e}` };
     }
   } finally {
+    if (opened) {
+      try {
+        fchmodSync(dfd, mode.mode & 0o7777);
+      } catch {
+        // the directory stays writable by its owner: nothing the host runs
+      }
+    }
     closeSync(dfd);
   }
+}
+
+/** What a restore wrote back, as a snapshot entry: the earlier version, or the sanitised copy (judged by its contents). */
+function leftBehind(before: WatchedEntry | undefined, p: Plan): WatchedEntry | null {
+  if (before) return before;
+  if (p.sanitized === undefined) return null;
+  const data = Buffer.from(p.sanitized, "latin1");
+  return {
+    kind: p.kind,
+    type: "file",
+    size: data.length,
+    mtimeMs: 0,
+    ctimeMs: 0,
+    ino: 0,
+    mode: 0o644,
+    uid: 0,
+    gid: 0,
+    ...(data.length <= KEEP_BYTES ? { data: data.toString("base64") } : {}),
+  };
 }
 
 /** Findings of one tree recorded one by one (job status, events); the rest are counted. */
@@ -1502,7 +1554,7 @@ export function recordedFindings(found: Finding[], root: string, max = MAX_RECOR
 export function review(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[]; budget?: WalkBudget },
+  opts: { jobId: string; extra?: readonly string[]; budget?: WalkBudget; settled?: Settled },
 ): Finding[] {
   return drain(reviewSteps(cellDir, before, opts, opts.budget ?? walkBudget()));
 }
@@ -1514,39 +1566,38 @@ export function review(
 export function reviewAsync(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal },
+  opts: { jobId: string; extra?: readonly string[]; budget: WalkBudget; signal?: AbortSignal; settled?: Settled },
 ): Promise<Finding[]> {
   return drive(reviewSteps(cellDir, before, opts, opts.budget), opts.budget, opts.signal);
 }
 
-/** A hook dir or included config of the earlier configs now reached through a symlink: that symlink is planned. */
-function planSymlinked(s: Scan, before: WorkspaceSnapshot, plans: Plan[]): void {
-  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
-    if (s.dirs.has(parentOf(rel))) continue;
-    const link = firstSymlink(s.root, rel);
-    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
-    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
-    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
-  }
-}
+/**
+ * Told, for each entry the review acted on, what it left at that path (relative, latin1): the
+ * earlier version or the sanitised copy it wrote back, or null (nothing, or the job's entry where
+ * it could not be set aside). Snapshots of other jobs still running in the tree take it over
+ * (`passOn`): theirs were taken before this review, and would vouch for the job's entry.
+ */
+export type Settled = (rel: string, left: WatchedEntry | null) => void;
 
-/** Act on one planned finding: set the entry aside (restoring `was`, the earlier version, where kept), and say what was done. */
-function act(root: string, p: Plan, was: WatchedEntry | undefined, jobId: string): Finding {
-  const path = shown(absOf(root, p.rel));
-  if (p.detail === "changed while checked")
-    return { path, kind: p.kind, detail: p.detail, saved_as: "", restored: false };
-  const r = setAsideIn(root, p.rel, jobId, { before: was, sanitized: p.sanitized });
-  const notes = [p.detail];
-  if (r.problem) notes.push(r.problem);
-  else if (r.restored && !was) notes.push("a copy without those keys written back");
-  else if (!r.restored && was) notes.push("the earlier version was not kept (over 64 KiB)");
-  return { path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored };
+/** A name the review gave an entry it set aside (inert to git, editors and direnv by its suffix). */
+const isAside = (rel: string) => /\.planter-quarantine-[A-Za-z0-9._-]+$/.test(baseOf(rel));
+
+/**
+ * Another job's snapshot of the same tree (`into`), taken before this review, with what this
+ * review settled: the entry it left, or none. Its own review then judges against that, not
+ * against the state it saw at its start, which held this job's entries.
+ */
+export function passOn(into: WorkspaceSnapshot, settled: [rel: string, left: WatchedEntry | null][]): void {
+  for (const [rel, left] of settled) {
+    if (left) into.entries[rel] = left;
+    else delete into.entries[rel];
+  }
 }
 
 function* reviewSteps(
   cellDir: string,
   before: WorkspaceSnapshot,
-  opts: { jobId: string; extra?: readonly string[] },
+  opts: { jobId: string; extra?: readonly string[]; settled?: Settled },
   budget: WalkBudget,
 ): Steps<Finding[]> {
   checkJobId(opts.jobId);
@@ -1558,17 +1609,34 @@ function* reviewSteps(
     throw new Error(`${cellDir} now resolves to ${root}, not ${before.cellDir} as before the job: nothing reviewed`);
   }
   const { names } = configNames([...before.config, ...(opts.extra ?? [])]);
-  let s = yield* scan(root, names, before.derived, budget);
+  const unreviewed = before.unreviewed ?? [];
+  let s = yield* scan(root, names, before.derived, budget, unreviewed.length > 0);
   // Repositories the job made get the user's global hook dirs and programs watched too.
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
-  if (g.grew) s = yield* scan(root, names, g.merged, budget);
+  if (g.grew) s = yield* scan(root, names, g.merged, budget, unreviewed.length > 0);
   const plans: Plan[] = [];
   for (const [rel, w] of s.watched) {
+    if (isAside(rel)) continue;
     const p = judge(s, rel, w.kind, before.entries[rel]);
     if (p) plans.push(p);
     if (spent(budget)) yield;
   }
-  planSymlinked(s, before, plans);
+  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
+  for (const rel of s.links ?? []) {
+    if (spent(budget)) yield;
+    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
+    const into = leadsInto(s, rel, unreviewed);
+    if (into !== null)
+      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
+  }
+  // A hook dir or included config of the earlier configs now reached through a symlink.
+  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
+    if (s.dirs.has(parentOf(rel))) continue;
+    const link = firstSymlink(root, rel);
+    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
+    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
+    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
+  }
   // A directory the job made unlistable could hide anything; it is set aside unreviewed.
   const wasUnlistable = new Set(before.unlistable);
   for (const rel of s.unlistable) {
@@ -1577,9 +1645,20 @@ function* reviewSteps(
   }
   const findings: Finding[] = [];
   for (const p of plans.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
-    findings.push(act(root, p, before.entries[p.rel], opts.jobId));
-    // A step is an entry set aside; one only noted (changed while checked) is none.
-    if (p.detail !== "changed while checked" && spent(budget)) yield;
+    const path = shown(absOf(root, p.rel));
+    if (p.detail === "changed while checked") {
+      findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
+      opts.settled?.(p.rel, null);
+      continue;
+    }
+    const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
+    opts.settled?.(p.rel, r.restored ? leftBehind(before.entries[p.rel], p) : null);
+    const notes = [p.detail];
+    if (r.problem) notes.push(r.problem);
+    else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
+    else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
+    findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
+    if (spent(budget)) yield;
   }
   // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
   if (s.truncated) {

@@ -1,10 +1,21 @@
 /** The `sandbox` tool: check, render and exec without a daemon. */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { rootPeerIdentity } from "../../lib/sandbox/identity.ts";
-import { cli, tempHome } from "../harness.ts";
+import { baseEnv, cli, PLANTER, tempHome } from "../harness.ts";
 
 const home = tempHome();
 const cell = mkdtempSync("/tmp/pt-sbcell-");
@@ -199,3 +210,31 @@ test("cell create --policy and run --policy carry policy files to the daemon", a
   await d.stop();
   rmSync(d.home, { recursive: true, force: true });
 });
+
+test.skipIf(process.getuid?.() !== 0)(
+  "as root, exec's scratch dir is its own: a name another user planted in the temp dir (a symlink to a root dir) is never followed",
+  async () => {
+    // Another local user guesses the scratch name (it held the pid) and points it at a root-owned dir.
+    const tmp = mkdtempSync("/tmp/pt-sbtmp-");
+    chmodSync(tmp, 0o1777);
+    const victim = mkdtempSync("/tmp/pt-sbvictim-");
+    try {
+      const proc = Bun.spawn(
+        [process.execPath, PLANTER, "sandbox", "exec", "--cell", cell, "--", "sh", "-c", 'echo "$HOME" > home-was'],
+        { env: baseEnv(home, { TMPDIR: tmp }), stdout: "pipe", stderr: "pipe" },
+      );
+      symlinkSync(victim, join(tmp, `planter-sandbox-${proc.pid}`));
+      const [err, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+      expect([statSync(victim).uid, readdirSync(victim)]).toEqual([0, []]);
+      expect([code, err]).toEqual([0, ""]);
+      // It ran with a home of its own, gone after.
+      const was = readFileSync(join(cell, "home-was"), "utf8").trim();
+      expect(was.startsWith(`${tmp}/planter-sandbox-`)).toBe(true);
+      expect(was).not.toBe(join(tmp, `planter-sandbox-${proc.pid}`));
+      expect(existsSync(was)).toBe(false);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+      rmSync(victim, { recursive: true, force: true });
+    }
+  },
+);

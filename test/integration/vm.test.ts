@@ -3,6 +3,8 @@
  * Real jobs in real QEMU guests (seconds to minutes per boot) are in the slow lane: test/slow/vm.test.ts.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import { VmBackend } from "../../lib/sandbox/vm.ts";
 import { cleanup, type DaemonHandle, startDaemon } from "../harness.ts";
@@ -59,3 +61,35 @@ describe("vm backend: refusals that change nothing", () => {
     },
   );
 });
+
+describe.skipIf(process.getuid?.() !== 0 || new VmBackend({ cacheDir: cache, accel: "tcg" }).problem() !== null)(
+  "vm backend: a kernel cache another user could fill",
+  () => {
+    test("a [vm] cache_dir another user made first is refused (E_SANDBOX_UNAVAILABLE, nothing booted, no job)", async () => {
+      // Another local user made the configured dir first and put a kernel in it.
+      const planted = mkdtempSync("/var/tmp/pt-vmplant-");
+      mkdirSync(join(planted, "kernel", "6.1.0-9-amd64", "modules"), { recursive: true });
+      writeFileSync(join(planted, "kernel", "current"), "6.1.0-9-amd64\n");
+      writeFileSync(join(planted, "kernel", "6.1.0-9-amd64", "vmlinuz"), "a kernel of the other user's");
+      Bun.spawnSync(["chown", "-R", "65534:65534", planted]);
+      await using e = await startDaemon({
+        config: `[sandbox]\nmode = "enforced"\nwarm_ms = 0\n[vm]\ncache_dir = "${planted}"\naccel = "tcg"\n`,
+      });
+      try {
+        const err = (await e.client
+          .createJob({ argv: ["true"], sandbox: { backend: "vm" } })
+          .catch((x) => x)) as PlanterError;
+        expect([err.code, err.message]).toEqual([
+          "E_SANDBOX_UNAVAILABLE",
+          `the vm cache dir ${planted} cannot be trusted: ${planted} belongs to uid 65534, not to planterd's user or root`,
+        ]);
+        expect((await e.client.listJobs({})).jobs).toEqual([]);
+        expect(readFileSync(join(planted, "kernel", "6.1.0-9-amd64", "vmlinuz"), "utf8")).toBe(
+          "a kernel of the other user's",
+        );
+      } finally {
+        rmSync(planted, { recursive: true, force: true });
+      }
+    });
+  },
+);

@@ -1,6 +1,6 @@
 /** The vm backend's pure parts: the initramfs archive, QEMU's arguments, the guest's job and config, limits. */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { makePipes } from "../../lib/jobs/recorder.ts";
 import {
@@ -16,7 +16,15 @@ import {
   withKvmGroup,
   writableShares,
 } from "../../lib/sandbox/vm.ts";
-import { cpio, GUEST_INIT, GUEST_MODULES, isStatic } from "../../lib/sandbox/vm-assets.ts";
+import {
+  cachedAssets,
+  cpio,
+  ensureAssets,
+  GUEST_INIT,
+  GUEST_MODULES,
+  isStatic,
+  untrustedCache,
+} from "../../lib/sandbox/vm-assets.ts";
 
 describe("initramfs", () => {
   test("cpio writes newc entries, 4-byte aligned, and a trailer", () => {
@@ -172,4 +180,61 @@ describe("the job's pipes", () => {
       }
     },
   );
+});
+
+describe("the kernel cache", () => {
+  /** A cache as planterd leaves it: kernel/current, the version's kernel and modules, an initramfs. */
+  function cacheIn(parent: string): string {
+    const c = join(parent, "vm");
+    mkdirSync(join(c, "kernel", "6.1.0-9-amd64", "modules"), { recursive: true, mode: 0o755 });
+    writeFileSync(join(c, "kernel", "current"), "6.1.0-9-amd64\n");
+    writeFileSync(join(c, "kernel", "6.1.0-9-amd64", "vmlinuz"), "kernel");
+    for (const m of GUEST_MODULES) writeFileSync(join(c, "kernel", "6.1.0-9-amd64", "modules", `${m}.ko`), "ko");
+    return c;
+  }
+
+  test.skipIf(!root)(
+    "another user's dir or file in the cache, or a parent others may write, makes it untrusted; planterd's own is trusted",
+    () => {
+      const base = mkdtempSync("/tmp/pt-vmcache-");
+      try {
+        chmodSync(base, 0o755);
+        const c = cacheIn(base);
+        expect(untrustedCache(c)).toBeNull();
+        expect(untrustedCache(join(base, "not-made-yet"))).toBeNull();
+        // A file in it another user owns (a planted kernel or initramfs).
+        chownSync(join(c, "kernel", "6.1.0-9-amd64", "vmlinuz"), 65534, 65534);
+        expect(untrustedCache(c)).toContain("vmlinuz belongs to uid 65534");
+        chownSync(join(c, "kernel", "6.1.0-9-amd64", "vmlinuz"), 0, 0);
+        // The dir itself made by another user first (a configured /var/tmp/… path).
+        chownSync(c, 65534, 65534);
+        expect(untrustedCache(c)).toContain(`${c} belongs to uid 65534`);
+        expect(() => ensureAssets(c)).toThrow("cannot be trusted");
+        expect(cachedAssets(c)).toBeNull();
+        chownSync(c, 0, 0);
+        // Writable by others, or below a parent others may write that is not sticky.
+        chmodSync(join(c, "kernel"), 0o777);
+        expect(untrustedCache(c)).toContain("is writable by others");
+        chmodSync(join(c, "kernel"), 0o755);
+        chmodSync(base, 0o777);
+        expect(untrustedCache(c)).toContain("above the cache dir, is writable by others");
+        chmodSync(base, 0o1777);
+        expect(untrustedCache(c)).toBeNull();
+      } finally {
+        rmSync(base, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test("kernel/current naming a path out of the cache is refused", () => {
+    const base = mkdtempSync("/tmp/pt-vmcache-");
+    try {
+      const c = cacheIn(base);
+      writeFileSync(join(c, "kernel", "current"), "../../../../tmp/evil\n");
+      expect(cachedAssets(c)).toBeNull();
+      expect(() => ensureAssets(c)).toThrow("names no version");
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
+  });
 });

@@ -1001,3 +1001,82 @@ describe("global git config", () => {
     }
   });
 });
+
+describe("names in another case", () => {
+  test("are watched too: a case-insensitive filesystem (macOS, vfat, WSL's /mnt/c) resolves them to git's and the tools' own", () => {
+    const c = newCell();
+    const before = snapshot(c.dir);
+    writeFileSync(join(c.dir, ".EnvRC"), "touch x\n");
+    mkdirSync(join(c.dir, ".VSCode"));
+    writeFileSync(join(c.dir, ".VSCode", "Tasks.json"), "{}\n");
+    // A repository spelt in capitals: git on such a filesystem opens .GIT/CONFIG and runs .GIT/Hooks/PRE-COMMIT.
+    const g2 = join(c.dir, "sub", ".GIT");
+    mkdirSync(join(g2, "OBJECTS"), { recursive: true });
+    mkdirSync(join(g2, "REFS"));
+    mkdirSync(join(g2, "Hooks"));
+    writeFileSync(join(g2, "head"), "ref: refs/heads/main\n");
+    writeFileSync(join(g2, "CONFIG"), "[core]\n\tfsmonitor = touch x\n");
+    writeFileSync(join(g2, "Hooks", "PRE-COMMIT"), "#!/bin/sh\ntouch x\n");
+    mkdirSync(join(c.dir, "other"));
+    writeFileSync(join(c.dir, "other", ".Git"), `gitdir: ${c.home}\n`);
+    const paths = review(c.dir, before, { jobId: JOB })
+      .map((f) => f.path.slice(c.dir.length + 1))
+      .sort();
+    expect(paths).toEqual([
+      ".EnvRC",
+      ".VSCode/Tasks.json",
+      "other/.Git",
+      "sub/.GIT/CONFIG",
+      "sub/.GIT/Hooks/PRE-COMMIT",
+    ]);
+  });
+});
+
+describe("symlinks into the homes", () => {
+  test("a link to a directory there is set aside, through other links and set-aside names too; links to files and inside the cell stay", () => {
+    const c = newCell();
+    const home = join(c.base, "homes", "cell");
+    mkdirSync(join(home, "evil", "app"), { recursive: true });
+    writeFileSync(join(home, "python3"), "");
+    const before = { ...snapshot(c.dir), unreviewed: [join(c.base, "homes")] };
+    symlinkSync(join(home, "evil"), join(c.dir, "tools"));
+    symlinkSync("../homes/cell/evil/app", join(c.dir, "..", "x")); // outside the cell: not reviewed
+    symlinkSync("../../homes/cell/evil", join(c.dir, "src", "up"));
+    // A name the review gives set-aside entries, and a link in the cell that leads through it.
+    symlinkSync(join(home, "evil"), join(c.dir, `old.planter-quarantine-${JOB}`));
+    symlinkSync(`old.planter-quarantine-${JOB}/app`, join(c.dir, "via"));
+    symlinkSync("src", join(c.dir, "inside"));
+    symlinkSync(join(home, "python3"), join(c.dir, "python"));
+    const paths = review(c.dir, before, { jobId: JOB })
+      .map((f) => f.path.slice(c.dir.length + 1))
+      .sort();
+    expect(paths).toEqual(["src/up", "tools", "via"]);
+    expect(exists(join(c.dir, "inside"))).toBe(true);
+    expect(exists(join(c.dir, "python"))).toBe(true);
+  });
+});
+
+describe("a tree deeper than a path can name", () => {
+  test("a directory past PATH_MAX is reported, never skipped in silence", () => {
+    const c = newCell();
+    const before = snapshot(c.dir);
+    try {
+      // 300 levels of 16 characters: past PATH_MAX (4096), made step by step as a job can.
+      const made = Bun.spawnSync(
+        [
+          "perl",
+          "-e",
+          'for (1 .. 300) { mkdir "a" x 16 or die; chdir "a" x 16 or die } mkdir ".vscode" or die; open my $f, ">", ".vscode/tasks.json" or die',
+        ],
+        { cwd: c.dir },
+      );
+      expect(made.exitCode).toBe(0);
+      const f = review(c.dir, before, { jobId: JOB });
+      expect(f.length).toBeGreaterThan(0);
+      expect(f.every((x) => x.path.startsWith(join(c.dir, "aaaaaaaaaaaaaaaa")))).toBe(true);
+    } finally {
+      // (rmSync gives up past PATH_MAX; rm walks with openat.)
+      Bun.spawnSync(["rm", "-rf", join(c.dir, "aaaaaaaaaaaaaaaa")]);
+    }
+  });
+});

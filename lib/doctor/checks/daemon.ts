@@ -81,32 +81,40 @@ export function daemonProbe(ctx: DoctorContext & Linked): Promise<DaemonProbe> {
 
 /** daemon.reachable from the probe. */
 export function reachableResult(ctx: DoctorContext, p: DaemonProbe): Result {
+  return p.ok ? answeredResult(ctx, p) : unansweredResult(ctx, p);
+}
+
+/** daemon.reachable for a planterd that answered: ready, or why not. */
+function answeredResult(ctx: DoctorContext, p: Extract<DaemonProbe, { ok: true }>): Result {
+  const socket = ctx.paths.socketPath;
+  if (p.ready?.state === "disk_full" && p.ready.disk) {
+    const d = p.ready.disk;
+    const waiting = d.writes_waiting
+      ? ` (${d.writes_waiting} state writes waiting, ${d.ends_waiting} of them job ends)`
+      : "";
+    return fail(
+      `planterd ${p.version.version} answers on ${socket} but is not ready: ${d.message ?? "the state disk is full"}${waiting}`,
+      d.hint ?? "free space on the state dir's disk",
+      `du -sh ${shellLine([join(ctx.paths.stateDir, "jobs")])}/* 2>/dev/null | sort -h | tail -20`,
+    );
+  }
+  if (p.readyStatus !== 200 || !p.ready?.ready) {
+    return fail(
+      `planterd ${p.version.version} answers on ${socket} but is not ready (state: ${p.ready?.state ?? "unknown"})`,
+      "its state database cannot be used; see state.integrity, and planterd's log",
+      ctx.commands.restart,
+    );
+  }
+  const sb = p.ready.sandbox;
+  const sandbox = sb ? ` · sandbox ${sb.mode} (${sb.backend}${sb.ok ? "" : ", unavailable"})` : "";
+  return ok(`planterd ${p.version.version} answers on ${socket}: ready${sandbox}`);
+}
+
+/** daemon.reachable for a planterd that did not answer (or was not asked): why, and the fix. */
+function unansweredResult(ctx: DoctorContext, p: Extract<DaemonProbe, { ok: false }>): Result {
   const socket = ctx.paths.socketPath;
   const start = ctx.commands.start;
   const usermod = `sudo usermod -aG planter ${invokingUser(ctx)}`;
-  if (p.ok) {
-    if (p.ready?.state === "disk_full" && p.ready.disk) {
-      const d = p.ready.disk;
-      const waiting = d.writes_waiting
-        ? ` (${d.writes_waiting} state writes waiting, ${d.ends_waiting} of them job ends)`
-        : "";
-      return fail(
-        `planterd ${p.version.version} answers on ${socket} but is not ready: ${d.message ?? "the state disk is full"}${waiting}`,
-        d.hint ?? "free space on the state dir's disk",
-        `du -sh ${shellLine([join(ctx.paths.stateDir, "jobs")])}/* 2>/dev/null | sort -h | tail -20`,
-      );
-    }
-    if (p.readyStatus !== 200 || !p.ready?.ready) {
-      return fail(
-        `planterd ${p.version.version} answers on ${socket} but is not ready (state: ${p.ready?.state ?? "unknown"})`,
-        "its state database cannot be used; see state.integrity, and planterd's log",
-        ctx.commands.restart,
-      );
-    }
-    const sb = p.ready.sandbox;
-    const sandbox = sb ? ` · sandbox ${sb.mode} (${sb.backend}${sb.ok ? "" : ", unavailable"})` : "";
-    return ok(`planterd ${p.version.version} answers on ${socket}: ready${sandbox}`);
-  }
   switch (p.code) {
     case "ENOENT":
       return fail(

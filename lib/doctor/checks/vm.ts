@@ -1,7 +1,7 @@
 /** sandbox.vm: whether vm jobs can run here (KVM, QEMU, busybox, the kernel) and a real boot of the guest. */
 import { join } from "node:path";
 import { bootProbe, kvmProblem, qemuPath, VmBackend, vmInstallHint } from "../../sandbox/vm.ts";
-import { cachedAssets, KERNEL_PACKAGE } from "../../sandbox/vm-assets.ts";
+import { cachedAssets, KERNEL_PACKAGE, untrustedCache } from "../../sandbox/vm-assets.ts";
 import { type Check, fail, ok, skip, warn } from "../check.ts";
 import type { DoctorContext } from "../context.ts";
 
@@ -30,6 +30,14 @@ const vm: Check<DoctorContext> = {
         `vm jobs are refused: ${why.message}`,
         why.hint,
         /sudo [^\n]*/.exec(why.hint)?.[0] ?? "planter doctor",
+      );
+    }
+    const untrusted = untrustedCache(backend.settings.cacheDir);
+    if (untrusted) {
+      return fail(
+        `vm jobs are refused: the cache dir ${backend.settings.cacheDir} cannot be trusted: ${untrusted}`,
+        "every vm job boots the kernel kept there: give [vm] cache_dir a directory only planterd's user (or root) can write",
+        `sudo rm -rf ${backend.settings.cacheDir}  # planterd makes it again, its own`,
       );
     }
     const assets = cachedAssets(backend.settings.cacheDir);
