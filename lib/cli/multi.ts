@@ -1,6 +1,6 @@
 /**
- * Commands over several targets at once (`--targets a,b`, `--all-targets`): `job ls`, `agents ls`
- * and `events`. Every row carries its target; a target that fails or passes its deadline gives a
+ * Commands over several targets at once (`planter --all CMD`, `--targets a,b`, `--all-targets`):
+ * `job ls`, `agents ls` and `events`. Every row carries its target; a target that fails or passes its deadline gives a
  * partial answer — its error on stderr (in `--json`, under `errors`) and exit code 5.
  */
 import type { Client } from "../api/client.ts";
@@ -27,12 +27,16 @@ export function allTargets(env: Record<string, string | undefined> = process.env
  * (an unknown one is a usage error); `--target` and `--socket` do not go with them.
  */
 export function targetsOf(args: MultiArgs, env: Record<string, string | undefined> = process.env): string[] | null {
+  if (args["all-targets"] && args.targets !== undefined)
+    throw new PlanterError("E_USAGE", "--all (--all-targets) and --targets both name the targets to read", {
+      hint: "give one: --all for local and every registered target, --targets a,b for some",
+    });
   const list = args["all-targets"] ? "all" : args.targets;
   if (list === undefined) return null;
   if (args.target || args.socket)
     throw new PlanterError(
       "E_USAGE",
-      "--targets and --all-targets read several targets: --target and --socket name one",
+      "--all, --targets and --all-targets read several targets: --target and --socket name one",
       {
         hint: "give one or the other",
       },

@@ -1,5 +1,5 @@
 /**
- * `--targets` / `--all-targets`: `job ls`, `agents ls` and `events` over several planterds at once,
+ * `planter --all CMD`, `--targets` / `--all-targets`: `job ls`, `agents ls` and `events` over several planterds at once,
  * each row with its target; a target that is gone or hangs gives a partial answer (its error, exit
  * 5) within the fan-out deadline; a followed target that stops is said degraded and, back, ok.
  */
@@ -70,6 +70,69 @@ describe("several targets at once", () => {
     // Every target answering: exit 0.
     expect((await planter("job", "ls", "--targets", "local,two")).code).toBe(0);
   }, 30_000);
+
+  test("planter --all CMD: --all before the command reads every target (job ls, events, agents ls); after it, job ls's own", async () => {
+    const all = await planter("--all", "job", "ls", "--json");
+    expect(all.code).toBe(5);
+    const out = JSON.parse(all.stdout) as { jobs: { target: string }[]; errors: { target: string }[] };
+    expect(out.jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    expect(out.errors.map((e) => e.target)).toEqual(["gone", "hang"]);
+    // The same answer as --all-targets (written before the command or after it).
+    const spelled = JSON.parse((await planter("job", "ls", "--all-targets", "--json")).stdout) as typeof out;
+    expect(spelled.jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    // Before the command every target, after it every job: both at once.
+    const both = await planter("--all", "job", "ls", "--all", "--json");
+    expect(both.code).toBe(5);
+    expect((JSON.parse(both.stdout) as typeof out).jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    // job ls --all alone is still one target's every job: a plain list, no target labels.
+    const every = await planter("job", "ls", "--all", "--json");
+    expect(every.code).toBe(0);
+    expect((JSON.parse(every.stdout) as { target?: string }[]).every((j) => j.target === undefined)).toBe(true);
+    const ev = await planter("--all", "events", "--kind", "job.created", "--json");
+    expect(ev.code).toBe(5);
+    const targets = ev.stdout
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { target: string }).target);
+    expect([...new Set(targets)].sort()).toEqual(["local", "two"]);
+    const agents = await planter("--all", "agents", "ls", "--json");
+    expect(agents.code).toBe(5);
+    expect((JSON.parse(agents.stdout) as { errors: { target: string }[] }).errors.map((e) => e.target)).toEqual([
+      "gone",
+      "hang",
+    ]);
+    // --targets before the command, as after it.
+    const some = await planter("--targets", "local,two", "job", "ls", "--json");
+    expect(some.code).toBe(0);
+  }, 30_000);
+
+  test("--all or --targets before a command that reads one target: a usage error that says which commands read several", async () => {
+    const cases: [string[], string][] = [
+      [
+        ["--all", "run", "--", "true"],
+        "--all before the command reads several targets at once, and planter run reads one target",
+      ],
+      [["--all", "job", "kill", "x"], "and planter job kill reads one target"],
+      [
+        ["--targets", "local,two", "logs", "x"],
+        "--targets before the command reads several targets at once, and planter logs",
+      ],
+      [["--all-targets", "cell", "ls"], "--all-targets before the command reads several targets at once"],
+      [
+        ["--all", "--targets", "local", "job", "ls"],
+        "--all (--all-targets) and --targets both name the targets to read",
+      ],
+    ];
+    for (const [args, text] of cases) {
+      const r = await planter(...args);
+      expect([r.code, r.stdout]).toEqual([2, ""]);
+      expect(r.stderr).toContain(text);
+    }
+    const r = await planter("--all", "run", "--", "true");
+    expect(r.stderr).toContain("hint: the commands that read several: job ls, events, agents ls");
+    // Nothing ran.
+    expect((JSON.parse((await planter("job", "ls", "--all", "--json")).stdout) as unknown[]).length).toBe(1);
+  });
 
   test("agents ls over targets: an object with agents and errors", async () => {
     const r = await planter("agents", "ls", "--targets", "local,two,gone", "--json");
