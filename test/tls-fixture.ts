@@ -85,3 +85,49 @@ export function tokenFile(dir: string, name: string, token: string, mode = 0o600
   chmodSync(path, mode);
   return path;
 }
+
+/** A TCP proxy on 127.0.0.1 to `port` that can be told to refuse connections (its listener closed) and to pass them again. */
+export interface Switch {
+  url: string;
+  refuse(): Promise<void>;
+  pass(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A switchable proxy in front of a TLS listener (bytes pass as they are: the TLS is the listener's). */
+export async function tcpSwitch(port: number): Promise<Switch> {
+  const { createConnection, createServer } = await import("node:net");
+  const open = new Set<import("node:net").Socket>();
+  const server = createServer((socket) => {
+    const up = createConnection({ host: "127.0.0.1", port });
+    for (const s of [socket, up]) {
+      open.add(s);
+      s.on("close", () => open.delete(s));
+      s.on("error", () => undefined);
+    }
+    socket.pipe(up).pipe(socket);
+  });
+  const listen = (p: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(p, "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve((server.address() as { port: number }).port);
+      });
+    });
+  const own = await listen(0);
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      for (const s of open) s.destroy();
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+    });
+  return {
+    url: `https://127.0.0.1:${own}`,
+    refuse: stop,
+    async pass() {
+      if (!server.listening) await listen(own);
+    },
+    close: stop,
+  };
+}

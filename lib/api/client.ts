@@ -42,6 +42,14 @@ export interface RemoteTransport {
   stream(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<ByteStream>;
   /** A WebSocket to `path` (an attached terminal), not yet open. */
   websocket(path: string): WebSocket;
+  /** A failure got past so far (an endpoint that failed while another answered, or is left out now). */
+  trouble?(): Trouble | null;
+}
+
+/** A failure a client got past: where (an endpoint's URL, when known) and what. */
+export interface Trouble {
+  endpoint: string | null;
+  error: string;
 }
 
 /** How a Client reaches a target that is not a plain local socket. */
@@ -100,6 +108,14 @@ export class Client {
 
   private prepared: Promise<void> | null = null;
   private remoteOnce: Promise<RemoteTransport> | null = null;
+  private remoteMade: RemoteTransport | null = null;
+  /** The first failure a retry got past (an ssh forward that answered at the second try). */
+  private recovered: Trouble | null = null;
+
+  /** A failure this client got past (target health: degraded), or null. */
+  trouble(): Trouble | null {
+    return this.recovered ?? this.remoteMade?.trouble?.() ?? null;
+  }
 
   /** The target's own preparation (once; again after a failure). */
   private async prepare(): Promise<void> {
@@ -115,10 +131,16 @@ export class Client {
 
   private remote(): Promise<RemoteTransport> | null {
     if (!this.opts.remote) return null;
-    this.remoteOnce ??= this.opts.remote().catch((e) => {
-      this.remoteOnce = null;
-      throw e;
-    });
+    this.remoteOnce ??= this.opts.remote().then(
+      (t) => {
+        this.remoteMade = t;
+        return t;
+      },
+      (e) => {
+        this.remoteOnce = null;
+        throw e;
+      },
+    );
     return this.remoteOnce;
   }
 
@@ -206,14 +228,24 @@ export class Client {
   ): Promise<Response> {
     const retry = this.opts.retry;
     const attempts = retry && idempotent ? retry.retries + 1 : 1;
+    let first: PlanterError | null = null;
     for (let attempt = 0; ; attempt++) {
       const { limit, timer, sig } = bound(retry?.timeoutMs, path, signal);
       try {
         await this.check();
-        return await fetch(`http://planterd${path}`, { unix: this.socketPath, method, body, headers, signal: sig });
+        const res = await fetch(`http://planterd${path}`, {
+          unix: this.socketPath,
+          method,
+          body,
+          headers,
+          signal: sig,
+        });
+        if (first) this.recovered ??= { endpoint: null, error: first.message };
+        return res;
       } catch (e) {
         if (signal?.aborted) throw abortError();
         const err = this.failure(e, limit?.signal.aborted ?? false, idempotent);
+        first ??= err;
         if (err.code === "E_UNTRUSTED_DAEMON" || attempt + 1 >= attempts) throw err;
         // The way there may be what broke (an ssh master gone): prepared and checked anew.
         this.prepared = null;

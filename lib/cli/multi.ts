@@ -55,12 +55,24 @@ export function targetsOf(args: MultiArgs, env: Record<string, string | undefine
   return [...new Set(out)];
 }
 
-/** `fn` on every target under the fan-out deadline. */
-export function eachTarget<T>(
+/**
+ * `fn` on every target under the fan-out deadline; what it saw of each target's health is then
+ * reported to the local planterd when it changed (lib/cli/health.ts: nothing is sent otherwise).
+ */
+export async function eachTarget<T>(
   targets: string[],
   fn: (client: Client, name: string, signal: AbortSignal) => Promise<T>,
 ): Promise<TargetResult<T>[]> {
-  return fanOut(targets, (n) => clientOf(n), fn, targetTimeoutMs());
+  const clients = new Map<string, Client>();
+  const made = (n: string) => {
+    const c = clientOf(n);
+    clients.set(n, c);
+    return c;
+  };
+  const results = await fanOut(targets, made, fn, targetTimeoutMs());
+  const { observe, reportHealth } = await import("./health.ts");
+  await reportHealth(results.map((r) => observe(r, clients.get(r.target))));
+  return results;
 }
 
 /** Say each failed target on stderr (message and hint); the fan-out's exit code. */

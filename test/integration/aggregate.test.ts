@@ -182,20 +182,27 @@ describe("several targets at once", () => {
       out
         .split("\n")
         .filter(Boolean)
-        .map((l) => JSON.parse(l) as { target: string; kind: string; data: { health?: string } });
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              target: string;
+              kind: string;
+              cursor: string;
+              data: { health?: string; target?: string; from?: string; to?: string };
+            },
+        );
+    // The follower's own health lines have no cursor; local's stream also carries the stored changes.
+    const said = () => lines().filter((l) => l.kind === "target.health" && l.cursor === "");
     try {
       await waitFor(() => lines().length >= 2, "the two targets' job.created events");
       await two.client.createJob({ cell: "default", argv: ["echo", "later"] });
       await waitFor(() => lines().filter((l) => l.target === "two").length >= 2, "two's new job.created, live");
       const twoHome = two.home;
       await two.stop();
-      await waitFor(
-        () => lines().find((l) => l.kind === "target.health" && l.data.health === "degraded"),
-        "two said degraded",
-      );
+      await waitFor(() => said().find((l) => l.data.health === "degraded"), "two said degraded");
       two = await startDaemon({ home: twoHome });
       await two.client.createJob({ cell: "default", argv: ["echo", "back"] });
-      await waitFor(() => lines().find((l) => l.kind === "target.health" && l.data.health === "ok"), "two ok again");
+      await waitFor(() => said().find((l) => l.data.health === "ok"), "two ok again");
       await waitFor(
         () => lines().filter((l) => l.target === "two" && l.kind === "job.created").length >= 3,
         "two's job after",
@@ -204,13 +211,19 @@ describe("several targets at once", () => {
       const twos = lines().filter((l) => l.target === "two" && l.kind === "job.created");
       expect(twos).toHaveLength(3);
       // degraded at the first failure, down after three more (the restart may take that long), ok once back.
-      const changes = lines()
-        .filter((l) => l.kind === "target.health")
-        .map((l) => `${l.target} ${l.data.health}`);
+      const changes = said().map((l) => `${l.target} ${l.data.health}`);
       expect(changes[0]).toBe("two degraded");
       expect(changes.at(-1)).toBe("two ok");
       expect(changes.slice(1, -1).every((c) => c === "two down")).toBe(true);
       expect(changes.length).toBeLessThanOrEqual(3);
+      // Each change was reported to local, which stored it: local's own stream says them too, in order.
+      const stored = () =>
+        lines()
+          .filter((l) => l.target === "local" && l.kind === "target.health" && l.data.target === "two")
+          .map((l) => `${l.data.from}→${l.data.to}`);
+      await waitFor(() => stored().at(-1)?.endsWith("→ok"), "local's stored two ok");
+      expect(stored()[0]).toBe("ok→degraded");
+      expect(stored().length).toBe(changes.length);
     } finally {
       proc.kill("SIGINT");
       await proc.exited;
