@@ -227,7 +227,9 @@ describe.skipIf(!haveOpenssl || !asRoot)("target health as events", () => {
     const next = await waitFor(
       async () => {
         const r = await hostile({ target: "flap2", health: "down" });
-        return r.status === 200 ? ((await r.json()) as { recorded: boolean }) : (await r.arrayBuffer(), null);
+        if (r.status === 200) return (await r.json()) as { recorded: boolean };
+        await r.arrayBuffer();
+        return null;
       },
       "a change recorded again",
       10_000,
