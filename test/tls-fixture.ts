@@ -26,8 +26,8 @@ export interface TestPki {
   otherCa: string;
 }
 
-/** Make a CA and its certificates in a new directory (P-256 keys: quick to make). */
-export function makePki(clientCn = "ci"): TestPki {
+/** Make a CA and its certificates in a new directory (P-256 keys: quick to make); `ips`: more addresses of the server's. */
+export function makePki(clientCn = "ci", ips: string[] = []): TestPki {
   const dir = mkdtempSync("/tmp/pt-pki-");
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   const ca = (name: string) =>
@@ -61,7 +61,12 @@ export function makePki(clientCn = "ci"): TestPki {
     );
     chmodSync(join(dir, `${name}.key`), 0o600);
   };
-  leaf("server", "localhost", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  leaf(
+    "server",
+    "localhost",
+    "ca",
+    `subjectAltName=${["127.0.0.1", ...ips].map((ip) => `IP:${ip}`).join(",")},DNS:localhost\n`,
+  );
   leaf("client", clientCn, "ca");
   leaf("stranger", clientCn, "other-ca");
   const f = (n: string) => join(dir, n);
