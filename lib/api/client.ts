@@ -54,8 +54,11 @@ export interface Trouble {
 
 /** How a Client reaches a target that is not a plain local socket. */
 export interface ClientOptions {
-  /** Run before the first request (an ssh target starts its master and forward here). */
-  prepare?: () => Promise<void>;
+  /**
+   * Run before the first request (an ssh target starts its master and forward here). `stale`:
+   * the way it prepared was found dead (nothing listens on the socket): make it anew.
+   */
+  prepare?: (stale?: boolean) => Promise<void>;
   /** A target spoken to by a transport of its own (https); the socket path is then only a label. */
   remote?: () => Promise<RemoteTransport>;
   /**
@@ -117,9 +120,10 @@ export class Client {
     return this.recovered ?? this.remoteMade?.trouble?.() ?? null;
   }
 
-  /** The target's own preparation (once; again after a failure). */
-  private async prepare(): Promise<void> {
+  /** The target's own preparation (once; again after a failure; anew when `stale`). */
+  private async prepare(stale = false): Promise<void> {
     if (!this.opts.prepare) return;
+    if (stale) this.prepared = this.opts.prepare(true);
     this.prepared ??= this.opts.prepare();
     try {
       await this.prepared;
@@ -150,6 +154,19 @@ export class Client {
     const me = process.getuid?.();
     if (me === undefined) return;
     checkSocketPath(this.socketPath, me, this.trust);
+    try {
+      await this.listener(me);
+    } catch (e) {
+      // A prepared way whose socket is there with nothing listening (an ssh master that died; its
+      // forward's socket file stays): prepared anew, once. Nothing was sent: the connect failed.
+      if (!this.opts.prepare || !(e instanceof PlanterError) || e.code !== "E_DAEMON_UNREACHABLE") throw e;
+      await this.prepare(true);
+      checkSocketPath(this.socketPath, me, this.trust);
+      await this.listener(me);
+    }
+  }
+
+  private async listener(me: number): Promise<void> {
     this.listenerChecked ??= this.checkListener(me);
     try {
       await this.listenerChecked;
@@ -299,8 +316,8 @@ export class Client {
       verify = (fd) => this.verifyListener(read, fd, me);
     } else await this.check();
     let s: ByteStream;
-    try {
-      s = await openStream(
+    const open = () =>
+      openStream(
         this.socketPath,
         method,
         path,
@@ -309,6 +326,17 @@ export class Client {
         verify,
         acceptTimeoutMs(),
       );
+    try {
+      try {
+        s = await open();
+      } catch (e) {
+        // A refused connect sent nothing: a prepared way found dead (an ssh master gone) is made anew, once.
+        const code = (e as { code?: string }).code;
+        if (!this.opts.prepare || (code !== "ECONNREFUSED" && code !== "ENOENT")) throw e;
+        await this.prepare(true);
+        if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
+        s = await open();
+      }
     } catch (e) {
       if (e instanceof PlanterError) throw e;
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();

@@ -69,8 +69,10 @@ export async function eachTarget<T>(
     clients.set(n, c);
     return c;
   };
+  // Loaded while the targets answer, not after.
+  const health = import("./health.ts");
   const results = await fanOut(targets, made, fn, targetTimeoutMs());
-  const { observe, reportHealth } = await import("./health.ts");
+  const { observe, reportHealth } = await health;
   await reportHealth(results.map((r) => observe(r, clients.get(r.target))));
   return results;
 }
