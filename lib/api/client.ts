@@ -249,14 +249,17 @@ export class Client {
     for (let attempt = 0; ; attempt++) {
       const { limit, timer, sig } = bound(retry?.timeoutMs, path, signal);
       try {
-        await this.check();
-        const res = await fetch(`http://planterd${path}`, {
-          unix: this.socketPath,
-          method,
-          body,
-          headers,
-          signal: sig,
-        });
+        let res: Response;
+        if (this.listenerChecked === null && !(body instanceof Uint8Array) && process.getuid) {
+          // The client's first request: on its own connection, the listener checked on it (one
+          // connection instead of two; through an ssh forward, one channel instead of two).
+          const s = await this.openVerified(method, path, body, sig);
+          const text = await s.text();
+          res = new Response(text === "" ? null : text, { status: s.status, headers: s.headers });
+        } else {
+          await this.check();
+          res = await fetch(`http://planterd${path}`, { unix: this.socketPath, method, body, headers, signal: sig });
+        }
         if (first) this.recovered ??= { endpoint: null, error: first.message };
         return res;
       } catch (e) {
@@ -304,10 +307,25 @@ export class Client {
       if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
       return s;
     }
+    const s = await this.openVerified(method, path, body === undefined ? undefined : JSON.stringify(body), signal);
+    if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
+    return s;
+  }
+
+  /**
+   * A request on a connection of its own (lib/api/stream.ts). The listener is checked on that
+   * same connection when no request of this client checked it yet (one connection instead of
+   * two), else as every request's. A refused connect sent nothing: a prepared way found dead (an
+   * ssh master gone, its forward's socket left) is made anew, once.
+   */
+  private async openVerified(
+    method: string,
+    path: string,
+    body: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ByteStream> {
     await this.prepare();
     const me = process.getuid?.();
-    // The listener is checked on this stream's own connection when no request checked it yet
-    // (`planter run`'s one request): one connection instead of two.
     let verify: ((fd: number) => void) | undefined;
     if (me !== undefined && this.listenerChecked === null) {
       checkSocketPath(this.socketPath, me, this.trust);
@@ -315,22 +333,12 @@ export class Client {
       const read = await readerOnce;
       verify = (fd) => this.verifyListener(read, fd, me);
     } else await this.check();
+    const open = () => openStream(this.socketPath, method, path, body, signal, verify, acceptTimeoutMs());
     let s: ByteStream;
-    const open = () =>
-      openStream(
-        this.socketPath,
-        method,
-        path,
-        body === undefined ? undefined : JSON.stringify(body),
-        signal,
-        verify,
-        acceptTimeoutMs(),
-      );
     try {
       try {
         s = await open();
       } catch (e) {
-        // A refused connect sent nothing: a prepared way found dead (an ssh master gone) is made anew, once.
         const code = (e as { code?: string }).code;
         if (!this.opts.prepare || (code !== "ECONNREFUSED" && code !== "ENOENT")) throw e;
         await this.prepare(true);
@@ -343,7 +351,6 @@ export class Client {
       throw unreachable(this.socketPath, e, this.unreachableHint);
     }
     if (verify) this.listenerChecked ??= Promise.resolve();
-    if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
     return s;
   }
 
