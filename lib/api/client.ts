@@ -217,6 +217,8 @@ export class Client {
     body?: unknown,
     signal?: AbortSignal,
     accept: readonly number[] = [],
+    /** The answer is one JSON value, read whole (not lines that may never end). */
+    whole = false,
   ): Promise<Response> {
     if (signal?.aborted) throw abortError();
     // Bytes go as they are (a route's `bytesBody`); anything else as JSON.
@@ -229,7 +231,7 @@ export class Client {
     const remote = this.remote();
     const res = remote
       ? await (await remote).fetch(method, path, payload, headers, signal, idempotent)
-      : await this.socketFetch(method, path, payload, headers, signal, idempotent);
+      : await this.socketFetch(method, path, payload, headers, signal, idempotent, whole);
     if (!res.ok && !accept.includes(res.status)) throw answerError(res.status, await res.text());
     return res;
   }
@@ -242,6 +244,7 @@ export class Client {
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
     idempotent: boolean,
+    whole = false,
   ): Promise<Response> {
     const retry = this.opts.retry;
     const attempts = retry && idempotent ? retry.retries + 1 : 1;
@@ -250,9 +253,10 @@ export class Client {
       const { limit, timer, sig } = bound(retry?.timeoutMs, path, signal);
       try {
         let res: Response;
-        if (this.listenerChecked === null && !(body instanceof Uint8Array) && process.getuid) {
-          // The client's first request: on its own connection, the listener checked on it (one
-          // connection instead of two; through an ssh forward, one channel instead of two).
+        if (whole && this.listenerChecked === null && !(body instanceof Uint8Array) && process.getuid) {
+          // The client's first request, when its answer is one JSON value: on its own connection,
+          // the listener checked on it (one connection instead of two; through an ssh forward, one
+          // channel instead of two). Lines (a watch, a follow) keep the usual way: read as they come.
           const s = await this.openVerified(method, path, body, sig);
           const text = await s.text();
           res = new Response(text === "" ? null : text, { status: s.status, headers: s.headers });
@@ -362,7 +366,7 @@ export class Client {
     signal: AbortSignal | undefined,
     accept: readonly number[],
   ): Promise<T> {
-    const res = await this.fetch(method, path, body, signal, accept);
+    const res = await this.fetch(method, path, body, signal, accept, true);
     try {
       return (await res.json()) as T;
     } catch (e) {
