@@ -68,32 +68,7 @@ export async function targetsBench(): Promise<void> {
       if (code !== 0) throw new Error(`${args.join(" ")}: ${err}`);
       return ms;
     };
-    // PLANTER_BENCH_BASE: another build of planter (an older commit's dist/planter), run in the same
-    // rounds, interleaved, so that a change is compared under the same load. It is given
-    // --all-targets (a build before `planter --all` knows only that spelling).
-    const base = process.env.PLANTER_BENCH_BASE;
-    const bins = base ? [BINARY, base] : [BINARY];
-    const all = new Map<string, number[]>(bins.map((b) => [b, []]));
-    const single = new Map<string, Record<string, number[]>>(bins.map((b) => [b, { local: [], box: [], tls: [] }]));
-    const loads: string[] = [];
-    for (let i = 0; i < ROUNDS; i++) {
-      if (i % 5 === 0) loads.push(loadavg()[0]?.toFixed(1) ?? "?");
-      for (const b of bins) {
-        all.get(b)?.push(await timed([b === BINARY ? "--all" : "--all-targets", "job", "ls", "--json"], b));
-        const per = single.get(b) ?? {};
-        for (const t of Object.keys(per)) per[t]?.push(await timed(["--target", t, "job", "ls", "--json"], b));
-      }
-    }
-    note(`load (1 min) during the rounds: ${loads.join(", ")}`);
-    for (const b of bins) {
-      const singles = Object.entries(single.get(b) ?? {}).map(([t, xs]) => [t, median(xs)] as const);
-      const slowest = Math.max(...singles.map(([, m]) => m));
-      const p50 = median(all.get(b) ?? []);
-      const who = b === BINARY ? "dist/planter" : b;
-      note(`${who}: p50 per target ${singles.map(([t, m]) => `${t} ${m.toFixed(0)} ms`).join(", ")}`);
-      note(`${who}: --all job ls p50 ${p50.toFixed(0)} ms, ${(p50 / slowest).toFixed(2)}× the slowest single target`);
-      if (b === BINARY) report(BENCH, "--all job ls / slowest single target (p50)", p50 / slowest, "x", "le", 1.5);
-    }
+    await compareCli(timed);
 
     // A warm request over the ssh forward, in process (the master and forward already up).
     const entry = readClientConfig(join(home, "config.toml"), true).targets.box;
@@ -127,5 +102,36 @@ export async function targetsBench(): Promise<void> {
     await sshd.stop();
     user.remove();
     for (const d of [local.home, https.home, pki.dir]) rmSync(d, { recursive: true, force: true });
+  }
+}
+
+/**
+ * `--all job ls` against each target alone, interleaved. PLANTER_BENCH_BASE: another build of
+ * planter (an older commit's dist/planter), run in the same rounds, so that a change is compared
+ * under the same load; it is given --all-targets (a build before `planter --all` knows only that).
+ */
+async function compareCli(timed: (args: string[], bin?: string) => Promise<number>): Promise<void> {
+  const base = process.env.PLANTER_BENCH_BASE;
+  const bins = base ? [BINARY, base] : [BINARY];
+  const all = new Map<string, number[]>(bins.map((b) => [b, []]));
+  const single = new Map<string, Record<string, number[]>>(bins.map((b) => [b, { local: [], box: [], tls: [] }]));
+  const loads: string[] = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    if (i % 5 === 0) loads.push(loadavg()[0]?.toFixed(1) ?? "?");
+    for (const b of bins) {
+      all.get(b)?.push(await timed([b === BINARY ? "--all" : "--all-targets", "job", "ls", "--json"], b));
+      const per = single.get(b) ?? {};
+      for (const t of Object.keys(per)) per[t]?.push(await timed(["--target", t, "job", "ls", "--json"], b));
+    }
+  }
+  note(`load (1 min) during the rounds: ${loads.join(", ")}`);
+  for (const b of bins) {
+    const singles = Object.entries(single.get(b) ?? {}).map(([t, xs]) => [t, median(xs)] as const);
+    const slowest = Math.max(...singles.map(([, m]) => m));
+    const p50 = median(all.get(b) ?? []);
+    const who = b === BINARY ? "dist/planter" : b;
+    note(`${who}: p50 per target ${singles.map(([t, m]) => `${t} ${m.toFixed(0)} ms`).join(", ")}`);
+    note(`${who}: --all job ls p50 ${p50.toFixed(0)} ms, ${(p50 / slowest).toFixed(2)}× the slowest single target`);
+    if (b === BINARY) report(BENCH, "--all job ls / slowest single target (p50)", p50 / slowest, "x", "le", 1.5);
   }
 }
