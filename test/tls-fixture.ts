@@ -26,8 +26,8 @@ export interface TestPki {
   otherCa: string;
 }
 
-/** Make a CA and its certificates in a new directory (P-256 keys: quick to make). */
-export function makePki(clientCn = "ci"): TestPki {
+/** Make a CA and its certificates in a new directory (P-256 keys: quick to make); `ips`: more addresses of the server's. */
+export function makePki(clientCn = "ci", ips: string[] = []): TestPki {
   const dir = mkdtempSync("/tmp/pt-pki-");
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   const ca = (name: string) =>
@@ -61,7 +61,12 @@ export function makePki(clientCn = "ci"): TestPki {
     );
     chmodSync(join(dir, `${name}.key`), 0o600);
   };
-  leaf("server", "localhost", "ca", "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
+  leaf(
+    "server",
+    "localhost",
+    "ca",
+    `subjectAltName=${["127.0.0.1", ...ips].map((ip) => `IP:${ip}`).join(",")},DNS:localhost\n`,
+  );
   leaf("client", clientCn, "ca");
   leaf("stranger", clientCn, "other-ca");
   const f = (n: string) => join(dir, n);
@@ -84,4 +89,50 @@ export function tokenFile(dir: string, name: string, token: string, mode = 0o600
   writeFileSync(path, `${token}\n`);
   chmodSync(path, mode);
   return path;
+}
+
+/** A TCP proxy on 127.0.0.1 to `port` that can be told to refuse connections (its listener closed) and to pass them again. */
+export interface Switch {
+  url: string;
+  refuse(): Promise<void>;
+  pass(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** A switchable proxy in front of a TLS listener (bytes pass as they are: the TLS is the listener's). */
+export async function tcpSwitch(port: number): Promise<Switch> {
+  const { createConnection, createServer } = await import("node:net");
+  const open = new Set<import("node:net").Socket>();
+  const server = createServer((socket) => {
+    const up = createConnection({ host: "127.0.0.1", port });
+    for (const s of [socket, up]) {
+      open.add(s);
+      s.on("close", () => open.delete(s));
+      s.on("error", () => undefined);
+    }
+    socket.pipe(up).pipe(socket);
+  });
+  const listen = (p: number) =>
+    new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(p, "127.0.0.1", () => {
+        server.off("error", reject);
+        resolve((server.address() as { port: number }).port);
+      });
+    });
+  const own = await listen(0);
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      for (const s of open) s.destroy();
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+    });
+  return {
+    url: `https://127.0.0.1:${own}`,
+    refuse: stop,
+    async pass() {
+      if (!server.listening) await listen(own);
+    },
+    close: stop,
+  };
 }

@@ -42,12 +42,23 @@ export interface RemoteTransport {
   stream(method: string, path: string, body: string | undefined, signal: AbortSignal | undefined): Promise<ByteStream>;
   /** A WebSocket to `path` (an attached terminal), not yet open. */
   websocket(path: string): WebSocket;
+  /** A failure got past so far (an endpoint that failed while another answered, or is left out now). */
+  trouble?(): Trouble | null;
+}
+
+/** A failure a client got past: where (an endpoint's URL, when known) and what. */
+export interface Trouble {
+  endpoint: string | null;
+  error: string;
 }
 
 /** How a Client reaches a target that is not a plain local socket. */
 export interface ClientOptions {
-  /** Run before the first request (an ssh target starts its master and forward here). */
-  prepare?: () => Promise<void>;
+  /**
+   * Run before the first request (an ssh target starts its master and forward here). `stale`:
+   * the way it prepared was found dead (nothing listens on the socket): make it anew.
+   */
+  prepare?: (stale?: boolean) => Promise<void>;
   /** A target spoken to by a transport of its own (https); the socket path is then only a label. */
   remote?: () => Promise<RemoteTransport>;
   /**
@@ -100,10 +111,19 @@ export class Client {
 
   private prepared: Promise<void> | null = null;
   private remoteOnce: Promise<RemoteTransport> | null = null;
+  private remoteMade: RemoteTransport | null = null;
+  /** The first failure a retry got past (an ssh forward that answered at the second try). */
+  private recovered: Trouble | null = null;
 
-  /** The target's own preparation (once; again after a failure). */
-  private async prepare(): Promise<void> {
+  /** A failure this client got past (target health: degraded), or null. */
+  trouble(): Trouble | null {
+    return this.recovered ?? this.remoteMade?.trouble?.() ?? null;
+  }
+
+  /** The target's own preparation (once; again after a failure; anew when `stale`). */
+  private async prepare(stale = false): Promise<void> {
     if (!this.opts.prepare) return;
+    if (stale) this.prepared = this.opts.prepare(true);
     this.prepared ??= this.opts.prepare();
     try {
       await this.prepared;
@@ -115,10 +135,16 @@ export class Client {
 
   private remote(): Promise<RemoteTransport> | null {
     if (!this.opts.remote) return null;
-    this.remoteOnce ??= this.opts.remote().catch((e) => {
-      this.remoteOnce = null;
-      throw e;
-    });
+    this.remoteOnce ??= this.opts.remote().then(
+      (t) => {
+        this.remoteMade = t;
+        return t;
+      },
+      (e) => {
+        this.remoteOnce = null;
+        throw e;
+      },
+    );
     return this.remoteOnce;
   }
 
@@ -136,6 +162,19 @@ export class Client {
     const me = process.getuid?.();
     if (me === undefined) return;
     checkSocketPath(this.socketPath, me, this.trust);
+    try {
+      await this.listener(me);
+    } catch (e) {
+      // A prepared way whose socket is there with nothing listening (an ssh master that died; its
+      // forward's socket file stays): prepared anew, once. Nothing was sent: the connect failed.
+      if (!this.opts.prepare || !(e instanceof PlanterError) || e.code !== "E_DAEMON_UNREACHABLE") throw e;
+      await this.prepare(true);
+      checkSocketPath(this.socketPath, me, this.trust);
+      await this.listener(me);
+    }
+  }
+
+  private async listener(me: number): Promise<void> {
     this.listenerChecked ??= this.checkListener(me);
     try {
       await this.listenerChecked;
@@ -186,6 +225,8 @@ export class Client {
     body?: unknown,
     signal?: AbortSignal,
     accept: readonly number[] = [],
+    /** The answer is one JSON value, read whole (not lines that may never end). */
+    whole = false,
   ): Promise<Response> {
     if (signal?.aborted) throw abortError();
     // Bytes go as they are (a route's `bytesBody`); anything else as JSON.
@@ -198,7 +239,7 @@ export class Client {
     const remote = this.remote();
     const res = remote
       ? await (await remote).fetch(method, path, payload, headers, signal, idempotent)
-      : await this.socketFetch(method, path, payload, headers, signal, idempotent);
+      : await this.socketFetch(method, path, payload, headers, signal, idempotent, whole);
     if (!res.ok && !accept.includes(res.status)) throw answerError(res.status, await res.text());
     return res;
   }
@@ -211,17 +252,32 @@ export class Client {
     headers: Record<string, string>,
     signal: AbortSignal | undefined,
     idempotent: boolean,
+    whole = false,
   ): Promise<Response> {
     const retry = this.opts.retry;
     const attempts = retry && idempotent ? retry.retries + 1 : 1;
+    let first: PlanterError | null = null;
     for (let attempt = 0; ; attempt++) {
       const { limit, timer, sig } = bound(retry?.timeoutMs, path, signal);
       try {
-        await this.check();
-        return await fetch(`http://planterd${path}`, { unix: this.socketPath, method, body, headers, signal: sig });
+        let res: Response;
+        if (whole && this.listenerChecked === null && !(body instanceof Uint8Array) && process.getuid) {
+          // The client's first request, when its answer is one JSON value: on its own connection,
+          // the listener checked on it (one connection instead of two; through an ssh forward, one
+          // channel instead of two). Lines (a watch, a follow) keep the usual way: read as they come.
+          const s = await this.openVerified(method, path, body, sig);
+          const text = await s.text();
+          res = new Response(text === "" ? null : text, { status: s.status, headers: s.headers });
+        } else {
+          await this.check();
+          res = await fetch(`http://planterd${path}`, { unix: this.socketPath, method, body, headers, signal: sig });
+        }
+        if (first) this.recovered ??= { endpoint: null, error: first.message };
+        return res;
       } catch (e) {
         if (signal?.aborted) throw abortError();
         const err = this.failure(e, limit?.signal.aborted ?? false, idempotent);
+        first ??= err;
         if (err.code === "E_UNTRUSTED_DAEMON" || attempt + 1 >= attempts) throw err;
         // The way there may be what broke (an ssh master gone): prepared and checked anew.
         this.prepared = null;
@@ -263,10 +319,25 @@ export class Client {
       if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
       return s;
     }
+    const s = await this.openVerified(method, path, body === undefined ? undefined : JSON.stringify(body), signal);
+    if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
+    return s;
+  }
+
+  /**
+   * A request on a connection of its own (lib/api/stream.ts). The listener is checked on that
+   * same connection when no request of this client checked it yet (one connection instead of
+   * two), else as every request's. A refused connect sent nothing: a prepared way found dead (an
+   * ssh master gone, its forward's socket left) is made anew, once.
+   */
+  private async openVerified(
+    method: string,
+    path: string,
+    body: string | undefined,
+    signal: AbortSignal | undefined,
+  ): Promise<ByteStream> {
     await this.prepare();
     const me = process.getuid?.();
-    // The listener is checked on this stream's own connection when no request checked it yet
-    // (`planter run`'s one request): one connection instead of two.
     let verify: ((fd: number) => void) | undefined;
     if (me !== undefined && this.listenerChecked === null) {
       checkSocketPath(this.socketPath, me, this.trust);
@@ -274,24 +345,24 @@ export class Client {
       const read = await readerOnce;
       verify = (fd) => this.verifyListener(read, fd, me);
     } else await this.check();
+    const open = () => openStream(this.socketPath, method, path, body, signal, verify, acceptTimeoutMs());
     let s: ByteStream;
     try {
-      s = await openStream(
-        this.socketPath,
-        method,
-        path,
-        body === undefined ? undefined : JSON.stringify(body),
-        signal,
-        verify,
-        acceptTimeoutMs(),
-      );
+      try {
+        s = await open();
+      } catch (e) {
+        const code = (e as { code?: string }).code;
+        if (!this.opts.prepare || (code !== "ECONNREFUSED" && code !== "ENOENT")) throw e;
+        await this.prepare(true);
+        if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
+        s = await open();
+      }
     } catch (e) {
       if (e instanceof PlanterError) throw e;
       if ((e as Error).name === "AbortError" || signal?.aborted) throw abortError();
       throw unreachable(this.socketPath, e, this.unreachableHint);
     }
     if (verify) this.listenerChecked ??= Promise.resolve();
-    if (s.status < 200 || s.status > 299) throw answerError(s.status, await s.text());
     return s;
   }
 
@@ -303,7 +374,7 @@ export class Client {
     signal: AbortSignal | undefined,
     accept: readonly number[],
   ): Promise<T> {
-    const res = await this.fetch(method, path, body, signal, accept);
+    const res = await this.fetch(method, path, body, signal, accept, true);
     try {
       return (await res.json()) as T;
     } catch (e) {

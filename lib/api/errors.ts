@@ -10,6 +10,8 @@ export const ERROR_STATUS = {
   E_IDEMPOTENCY_CONFLICT: 409,
   E_UNAUTHORIZED_PEER: 403,
   E_PAYLOAD_TOO_LARGE: 413,
+  /** More reports than planterd records for one uid (target health): try again later. */
+  E_RATE_LIMITED: 429,
   E_SANDBOX_UNAVAILABLE: 503,
   E_CURSOR_INVALID: 400,
   E_CURSOR_EXPIRED: 410,

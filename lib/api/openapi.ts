@@ -38,6 +38,7 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   agentSend: "ActionResult { action_id, runtime_id, type, replayed, written } (lib/agents/actions.ts)",
   agentKill: "ActionResult { action_id, runtime_id, type, replayed }",
   agentOutput: "ActionResult { action_id, runtime_id, type, replayed, lines }",
+  reportTargetHealth: "TargetHealthResult { recorded, target, from, to } (lib/targets/health.ts)",
 };
 
 const openapiPath = (path: string) => path.replace(/:([a-z_]+)/g, "{$1}");

@@ -15,6 +15,7 @@ import {
   type AgentReportResult,
   type AgentWatchLine,
 } from "../agents/model.ts";
+import { TargetHealthIn, type TargetHealthResult } from "../targets/health.ts";
 import {
   type Cell,
   CellCreate,
@@ -491,6 +492,17 @@ export const ROUTES = {
     summary:
       "report an agent's state (a hook, Codex's notify): only about processes, tmux servers and jobs of the caller's own",
     returns: reply<AgentReportResult>(),
+  }),
+  reportTargetHealth: route({
+    method: "POST",
+    path: "/v1/targets/health",
+    query: NONE,
+    body: TargetHealthIn,
+    bodyName: "target health",
+    reply: "json",
+    summary:
+      "report what the caller saw of one of its targets (ok, degraded, down): a change is stored as a target.health event under the caller's uid; at most 20 changes at once per uid, then one per 3 s",
+    returns: reply<TargetHealthResult>(),
   }),
 } as const;
 

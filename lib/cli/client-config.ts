@@ -115,5 +115,14 @@ export const targetsArg = {
   "all-targets": { type: "boolean", description: "read local and every registered target at once (--targets all)" },
 } as const satisfies Record<string, ArgDef>;
 
+/** The root's --all: before the command, every target (`planter --all job ls`); after it, the command's own. */
+export const allArg = {
+  all: {
+    type: "boolean",
+    description:
+      "before the command: read local and every registered target at once (planter --all job ls, events, agents ls); after it, the command's own --all (job ls --all: every job)",
+  },
+} as const satisfies Record<string, ArgDef>;
+
 /** --socket and --target: the options of every client command. */
 export const clientArgs = { ...socketArg, ...targetArg } as const satisfies Record<string, ArgDef>;

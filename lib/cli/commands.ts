@@ -3,8 +3,10 @@
  * per command, .ci/compile), so `planter job ls` never loads the daemon, doctor or installer.
  */
 import { defineCommand } from "citty";
+import { PlanterError } from "../api/errors.ts";
 import { BUILD } from "../version.ts";
-import { clientArgs, targetsArg } from "./client-config.ts";
+import { allArg, clientArgs, targetsArg } from "./client-config.ts";
+import { optionsBeforeCommand } from "./main.ts";
 
 export const subCommands = {
   daemon: () => import("../../scripts/daemon.ts").then((m) => m.default),
@@ -27,17 +29,34 @@ export const subCommands = {
   manpage: () => import("./completion.ts").then((m) => m.manpage),
 };
 
-export const planter = defineCommand({
-  meta: {
-    name: "planter",
-    version: BUILD.version,
-    description: "Run untrusted commands in sandboxed cells, observable and under control",
+/** The commands that read several targets at once (`planter --all job ls`). */
+export const AGGREGATING = ["job ls", "events", "agents ls"] as const;
+
+export const planter = optionsBeforeCommand(
+  defineCommand({
+    meta: {
+      name: "planter",
+      version: BUILD.version,
+      description: "Run untrusted commands in sandboxed cells, observable and under control",
+    },
+    // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`;
+    // so may --all, --targets and --all-targets of the commands that read several (`planter --all job ls`).
+    args: { ...clientArgs, ...allArg, ...targetsArg },
+    subCommands,
+  }),
+  {
+    // Before the command --all means every target; after it, a command's own --all (job ls: every job).
+    renames: { "--all": "--all-targets", "--all-targets": "--all-targets", "--targets": "--targets" },
+    refuse: (flag, command) =>
+      new PlanterError(
+        "E_USAGE",
+        `${flag} before the command reads several targets at once, and ${command} reads one target`,
+        {
+          hint: `the commands that read several: ${AGGREGATING.join(", ")} (planter --all job ls; --targets a,b for some); --target NAME sends ${command} to one target`,
+        },
+      ),
   },
-  // Client commands' --socket and --target may come before the command: `planter --target lima run -- make`;
-  // so may --targets and --all-targets of the commands that read several (`planter --all-targets job ls`).
-  args: { ...clientArgs, ...targetsArg },
-  subCommands,
-});
+);
 
 /** Entry names of the multi-call binary and the `planter` command each stands for. */
 export const ENTRIES: Record<string, keyof typeof subCommands> = {

@@ -4,6 +4,7 @@
  * command's module, so only `planter completion` and `planter manpage` import it.
  */
 import type { ArgDef, ArgsDef, CommandDef } from "citty";
+import { renamedBeforeCommand } from "./main.ts";
 
 // biome-ignore lint/suspicious/noExplicitAny: commands of every argument shape are accepted.
 type AnyCommand = CommandDef<any>;
@@ -24,6 +25,8 @@ export interface Node {
   options: Opt[];
   positionals: { name: string; description: string }[];
   subs: Node[];
+  /** Options that mean what they say here only, before the subcommand (the root's --all). */
+  beforeOnly: string[];
 }
 
 const resolve = async <T>(v: T | Promise<T> | (() => T | Promise<T>)): Promise<T> =>
@@ -56,6 +59,7 @@ export async function commandTree(cmd: AnyCommand, path: string[]): Promise<Node
     options: [],
     positionals: [],
     subs: [],
+    beforeOnly: renamedBeforeCommand(cmd).map((f) => f.slice(2)),
   };
   for (const [key, d] of Object.entries(args)) {
     if (d.type === "positional")
@@ -76,12 +80,17 @@ function nodes(n: Node): Node[] {
   return [n, ...n.subs.flatMap(nodes)];
 }
 
-/** Options a command accepts: its own and those of the commands above it (`planter --target lima run`). */
+/**
+ * Options that may be written at `n`: a command's own (every option, wherever written, is parsed
+ * by the command that runs); at a group, also those of the groups above it (`planter --target lima
+ * run`), but not an option that means what it says only before the subcommand (the root's --all).
+ */
 function reachable(root: Node, n: Node): Opt[] {
+  if (!n.subs.length) return n.options;
   const out = new Map<string, Opt>();
   for (let i = 0; i <= n.path.length; i++) {
     const up = nodes(root).find((m) => m.path.join(" ") === n.path.slice(0, i).join(" "));
-    for (const o of up?.options ?? []) out.set(o.long, o);
+    for (const o of up?.options ?? []) if (up === n || !up?.beforeOnly.includes(o.long)) out.set(o.long, o);
   }
   return [...out.values()];
 }
@@ -277,6 +286,10 @@ const roff = (s: string) =>
     .replace(/-/g, "\\-")
     .replace(/^([.'])/gm, "\\&$1");
 
+/** An option as the man page's tagged paragraph names it: `-s, --long VALUE`. */
+const roffFlag = (o: Opt) =>
+  `${o.short ? `\\-${o.short}, ` : ""}\\-\\-${roff(o.long)}${o.value ? ` \\fI${roff(o.value.hint)}\\fR` : ""}`;
+
 /** The man page planter(1): every command with its usage, description and options. */
 export function manPage(root: Node, version: string, date: string): string {
   const out = [
@@ -290,8 +303,14 @@ export function manPage(root: Node, version: string, date: string): string {
     roff(
       "planter runs untrusted commands in sandboxed cells and keeps every job observable and under control: status, logs, limits, kill, audit. planterd serves its API on a Unix socket; planter is its client. Every command has --help; read commands take --json.",
     ),
-    ".SH COMMANDS",
+    ".SH OPTIONS",
+    roff("Written before the command; each is passed to the command, which takes it or refuses it."),
   ];
+  for (const o of root.options) {
+    if (o.long === "help") continue;
+    out.push(".TP", `.B ${roffFlag(o)}`, roff(o.description));
+  }
+  out.push(".SH COMMANDS");
   for (const n of nodes(root).slice(1)) {
     if (n.subs.length && !n.options.some((o) => o.long !== "help") && !n.positionals.length) continue;
     const usage = [n.path.join(" ")];
@@ -300,8 +319,7 @@ export function manPage(root: Node, version: string, date: string): string {
     out.push(".SS", `.B ${roff(usage.join(" "))}`, ".PP", roff(n.description));
     for (const o of n.options) {
       if (o.long === "help") continue;
-      const flag = `${o.short ? `\\-${o.short}, ` : ""}\\-\\-${roff(o.long)}${o.value ? ` \\fI${roff(o.value.hint)}\\fR` : ""}`;
-      out.push(".TP", `.B ${flag}`, roff(o.description));
+      out.push(".TP", `.B ${roffFlag(o)}`, roff(o.description));
     }
   }
   out.push(

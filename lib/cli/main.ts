@@ -14,6 +14,30 @@ const restCommands = new WeakMap<object, string>();
 // biome-ignore lint/suspicious/noExplicitAny: commands of every argument shape are accepted.
 type AnyCommand = CommandDef<any>;
 
+/**
+ * Options of the root that mean something of their own when written before the command: each is
+ * handed to the command under another spelling (`planter --all job ls` is `job ls --all-targets`,
+ * while `job ls --all` stays the command's own `--all`), and a command that does not take that
+ * spelling is refused with `refuse`'s error rather than "unknown option".
+ */
+export interface BeforeCommand {
+  renames: Record<string, string>;
+  refuse: (flag: string, command: string) => PlanterError;
+}
+const beforeCommand = new WeakMap<object, BeforeCommand>();
+
+/** Declare `cmd`'s options that are renamed when written before its subcommand (see BeforeCommand). */
+export function optionsBeforeCommand<T extends AnyCommand>(cmd: T, spec: BeforeCommand): T {
+  beforeCommand.set(cmd, spec);
+  return cmd;
+}
+
+/** The flags of `cmd` that mean something else after the command than before it (`--all`), for completions. */
+export function renamedBeforeCommand(cmd: object): string[] {
+  const spec = beforeCommand.get(cmd);
+  return spec ? Object.entries(spec.renames).flatMap(([from, to]) => (from === to ? [] : [from])) : [];
+}
+
 /** Mark a command as taking trailing free arguments. */
 export function allowRest<T extends AnyCommand>(cmd: T, label = "COMMAND [ARGS…]"): T {
   restCommands.set(cmd, label);
@@ -28,6 +52,8 @@ interface Resolved {
   parent?: AnyCommand;
   path: string[];
   rest: string[];
+  /** Options written before the command that the leaf must take under their new spelling. */
+  renamed: { flag: string; as: string; refuse: BeforeCommand["refuse"] }[];
 }
 
 async function findLeaf(root: AnyCommand, args: string[], rootName: string): Promise<Resolved> {
@@ -35,14 +61,19 @@ async function findLeaf(root: AnyCommand, args: string[], rootName: string): Pro
   let parent: AnyCommand | undefined;
   const path: string[] = [];
   let rest = args;
+  const renamed: Resolved["renamed"] = [];
+  const takesValue = new Set<string>();
   for (;;) {
     const subs = cmd.subCommands ? await resolve(cmd.subCommands) : undefined;
     if (!subs) break;
     // Options a group declares (`planter --target lima run …`) may come before the subcommand;
     // their values are not subcommand names. They stay in `rest` for the leaf to parse.
-    const { takesValue } = flagsOf(cmd.args ? await resolve(cmd.args) : {});
+    // Options stay in `rest` down to the leaf: those of every group above take their values too.
+    for (const f of flagsOf(cmd.args ? await resolve(cmd.args) : {}).takesValue) takesValue.add(f);
     const i = subcommandAt(rest, takesValue);
     if (i < 0) break;
+    const spec = path.length === 0 ? beforeCommand.get(cmd) : undefined;
+    if (spec) rest = renameBeforeCommand(rest, i, spec, takesValue, renamed);
     const name = rest[i] as string;
     const sub = subs[name];
     if (!sub) throw await unknownCommand(name, Object.keys(subs), path, rootName);
@@ -51,7 +82,34 @@ async function findLeaf(root: AnyCommand, args: string[], rootName: string): Pro
     path.push(name);
     rest = [...rest.slice(0, i), ...rest.slice(i + 1)];
   }
-  return { cmd, parent, path, rest };
+  return { cmd, parent, path, rest, renamed };
+}
+
+/**
+ * The root's options written before the command, renamed as `spec` says (`--all` before the
+ * command is `--all-targets`); each renaming is noted in `renamed`. `i` is the command's index.
+ */
+function renameBeforeCommand(
+  args: string[],
+  i: number,
+  spec: BeforeCommand,
+  takesValue: Set<string>,
+  renamed: Resolved["renamed"],
+): string[] {
+  let rest = args;
+  for (let k = 0; k < i; k++) {
+    const a = rest[k] as string;
+    const flag = a.includes("=") ? a.slice(0, a.indexOf("=")) : a;
+    const negated = flag.startsWith("--no-") ? `--${flag.slice(5)}` : null;
+    const as = spec.renames[negated ?? flag];
+    if (as !== undefined) {
+      const spelled = negated ? `--no-${as.slice(2)}` : as;
+      rest = [...rest.slice(0, k), spelled + a.slice(flag.length), ...rest.slice(k + 1)];
+      renamed.push({ flag, as, refuse: spec.refuse });
+    }
+    if (takesValue.has(a)) k++;
+  }
+  return rest;
 }
 
 /** Where the first word that is not an option (nor an option's value) is in `args`, before `--`; -1 if none. */
@@ -199,6 +257,10 @@ export async function runCli(root: AnyCommand, argv: string[], name: string, ver
       return await exitAfterOutput(asked ? EXIT.ok : EXIT.usage);
     }
     const argsDef = leaf.cmd.args ? await resolve(leaf.cmd.args) : {};
+    if (leaf.path.length) {
+      const { known } = flagsOf(argsDef);
+      for (const r of leaf.renamed) if (!known.has(r.as)) throw r.refuse(r.flag, fullName);
+    }
     const rest = unbundle(argsDef, leaf.rest);
     checkArgs(leaf.cmd, argsDef, rest, fullName);
     const { result } = await runCommand(leaf.cmd, { rawArgs: rest });

@@ -1,6 +1,6 @@
 /**
- * Commands over several targets at once (`--targets a,b`, `--all-targets`): `job ls`, `agents ls`
- * and `events`. Every row carries its target; a target that fails or passes its deadline gives a
+ * Commands over several targets at once (`planter --all CMD`, `--targets a,b`, `--all-targets`):
+ * `job ls`, `agents ls` and `events`. Every row carries its target; a target that fails or passes its deadline gives a
  * partial answer — its error on stderr (in `--json`, under `errors`) and exit code 5.
  */
 import type { Client } from "../api/client.ts";
@@ -27,12 +27,16 @@ export function allTargets(env: Record<string, string | undefined> = process.env
  * (an unknown one is a usage error); `--target` and `--socket` do not go with them.
  */
 export function targetsOf(args: MultiArgs, env: Record<string, string | undefined> = process.env): string[] | null {
+  if (args["all-targets"] && args.targets !== undefined)
+    throw new PlanterError("E_USAGE", "--all (--all-targets) and --targets both name the targets to read", {
+      hint: "give one: --all for local and every registered target, --targets a,b for some",
+    });
   const list = args["all-targets"] ? "all" : args.targets;
   if (list === undefined) return null;
   if (args.target || args.socket)
     throw new PlanterError(
       "E_USAGE",
-      "--targets and --all-targets read several targets: --target and --socket name one",
+      "--all, --targets and --all-targets read several targets: --target and --socket name one",
       {
         hint: "give one or the other",
       },
@@ -51,12 +55,26 @@ export function targetsOf(args: MultiArgs, env: Record<string, string | undefine
   return [...new Set(out)];
 }
 
-/** `fn` on every target under the fan-out deadline. */
-export function eachTarget<T>(
+/**
+ * `fn` on every target under the fan-out deadline; what it saw of each target's health is then
+ * reported to the local planterd when it changed (lib/cli/health.ts: nothing is sent otherwise).
+ */
+export async function eachTarget<T>(
   targets: string[],
   fn: (client: Client, name: string, signal: AbortSignal) => Promise<T>,
 ): Promise<TargetResult<T>[]> {
-  return fanOut(targets, (n) => clientOf(n), fn, targetTimeoutMs());
+  const clients = new Map<string, Client>();
+  const made = (n: string) => {
+    const c = clientOf(n);
+    clients.set(n, c);
+    return c;
+  };
+  // Loaded while the targets answer, not after.
+  const health = import("./health.ts");
+  const results = await fanOut(targets, made, fn, targetTimeoutMs());
+  const { observe, reportHealth } = await health;
+  await reportHealth(results.map((r) => observe(r, clients.get(r.target))));
+  return results;
 }
 
 /** Say each failed target on stderr (message and hint); the fan-out's exit code. */

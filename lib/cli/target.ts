@@ -158,7 +158,7 @@ export function entryClient(name: string, entry: TargetEntry, env: Env = process
       // The forward's socket is known before ssh runs: the client checks it as any socket of the user's.
       const local = sshForwardPath(name, env);
       return new Client(local, `the ssh forward of target ${name} does not answer; \`${check}\` says more`, [], {
-        prepare: () => import("../targets/ssh.ts").then((m) => m.ensureForward(plan)),
+        prepare: (stale) => import("../targets/ssh.ts").then((m) => m.ensureForward(plan, stale)),
         retry: SSH_RETRY,
       });
     }

@@ -16,6 +16,7 @@ import { appendEvent, pruneEvents } from "../state/events.ts";
 import { storageError } from "../state/storage.ts";
 import { type AuthzPolicy, DenialLog } from "./authz.ts";
 import { Terminals } from "./handlers/tty.ts";
+import { HealthLedger } from "./target-health.ts";
 import { Walks } from "./walks.ts";
 
 type Waiter = () => void;
@@ -102,6 +103,8 @@ export class Context {
   /** Who may connect (filled in at startup from config [authz]). */
   authz: AuthzPolicy = { uids: [], gids: [], groupNames: [], strict: true };
   readonly denials = new DenialLog();
+  /** Targets' health as reported by local users' clients, and each uid's report budget. */
+  readonly targetHealth = new HealthLedger();
   /** Requests being handled right now (set by the server; reported by /v1/ready). */
   inflight: () => number = () => 0;
   /** Who a root peer's jobs run as (planterd root only), and why it is a fallback when it is one. */

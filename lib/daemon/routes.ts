@@ -7,6 +7,7 @@ import * as jobs from "./handlers/jobs.ts";
 import * as logs from "./handlers/logs.ts";
 import * as stdin from "./handlers/stdin.ts";
 import * as system from "./handlers/system.ts";
+import * as targets from "./handlers/targets.ts";
 import * as tty from "./handlers/tty.ts";
 import { type Handler, Router } from "./router.ts";
 
@@ -37,6 +38,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   agentSend: agents.send,
   agentKill: agents.kill,
   agentOutput: agents.output,
+  reportTargetHealth: targets.reportHealth,
 };
 
 export function routes(): Router {

@@ -15,7 +15,7 @@
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import * as v from "valibot";
-import type { RemoteTransport } from "../api/client.ts";
+import type { RemoteTransport, Trouble } from "../api/client.ts";
 import { bound } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 import type { ByteStream } from "../api/stream.ts";
@@ -182,6 +182,24 @@ export class HttpsTransport implements RemoteTransport {
     );
   }
 
+  /** The last endpoint failure a request of this transport got past (another endpoint, or a later round, answered). */
+  private gotPast: Trouble | null = null;
+
+  /**
+   * What makes this target degraded though it answers: an endpoint that failed during this
+   * command while another answered, else one left out now for failing within the last `skip`.
+   */
+  trouble(now = Date.now()): Trouble | null {
+    if (this.gotPast) return this.gotPast;
+    const left = this.endpoints.find((e) => e.skipUntil > now);
+    return left
+      ? {
+          endpoint: left.url,
+          error: left.lastError ?? `failed within the last ${Math.round(this.bounds.skip / 1000)} s`,
+        }
+      : null;
+  }
+
   /** Each endpoint's last error and whether it is skipped now (for target check). */
   health(now = Date.now()) {
     return this.endpoints.map((e) => ({ url: e.url, skipped: e.skipUntil > now, last_error: e.lastError }));
@@ -326,15 +344,18 @@ export class HttpsTransport implements RemoteTransport {
     signal: AbortSignal | undefined,
   ): Promise<Response> {
     const began = Date.now();
+    let failed: Trouble | null = null;
     for (let round = 0; ; round++) {
       for (const e of this.order(Date.now())) {
         try {
           const res = await once(e);
           e.skipUntil = 0;
           e.lastError = null;
+          if (failed) this.gotPast = failed;
           return res;
         } catch (err) {
           if (!(err instanceof Retryable)) throw err;
+          failed = { endpoint: e.url, error: err.message };
           e.lastError = err.message;
           e.skipUntil = Date.now() + this.bounds.skip;
           if (!idempotent && !err.unsent)

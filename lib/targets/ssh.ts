@@ -96,13 +96,18 @@ async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
 }
 
 /**
- * The target's forward, ready: a live local socket returns at once (the warm path, no ssh call);
- * else the old master (if any) is stopped and a new one started with the forward, and the remote
- * socket's owner is checked before the client sends anything.
+ * The target's forward, ready: its local socket there returns at once (the warm path: no ssh
+ * call, no connect — the client's listener check is the connect); `stale` (that connect was
+ * refused) or no socket: unless another command made it live meanwhile, the old master (if any) is
+ * stopped and a new one started with the forward, and the remote socket's owner is checked before
+ * the client sends anything.
  */
-export async function ensureForward(plan: ForwardPlan): Promise<void> {
+export async function ensureForward(plan: ForwardPlan, stale = false): Promise<void> {
   const dir = sshDir(plan.env);
   const local = `${dir}/${plan.name}.sock`;
+  // Warm: the forward's socket is there; the client's own connect (its listener check) tries it,
+  // and calls again with `stale` when nothing listens — one channel through ssh fewer per command.
+  if (!stale && existsSync(local)) return;
   if (await answers(local)) return;
   // ssh binds the control socket at its path plus a 17-byte temporary suffix first.
   if (`${dir}/${plan.name}.ctl`.length + 17 > SOCKET_PATH_MAX)

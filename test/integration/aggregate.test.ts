@@ -1,5 +1,5 @@
 /**
- * `--targets` / `--all-targets`: `job ls`, `agents ls` and `events` over several planterds at once,
+ * `planter --all CMD`, `--targets` / `--all-targets`: `job ls`, `agents ls` and `events` over several planterds at once,
  * each row with its target; a target that is gone or hangs gives a partial answer (its error, exit
  * 5) within the fan-out deadline; a followed target that stops is said degraded and, back, ok.
  */
@@ -71,6 +71,69 @@ describe("several targets at once", () => {
     expect((await planter("job", "ls", "--targets", "local,two")).code).toBe(0);
   }, 30_000);
 
+  test("planter --all CMD: --all before the command reads every target (job ls, events, agents ls); after it, job ls's own", async () => {
+    const all = await planter("--all", "job", "ls", "--json");
+    expect(all.code).toBe(5);
+    const out = JSON.parse(all.stdout) as { jobs: { target: string }[]; errors: { target: string }[] };
+    expect(out.jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    expect(out.errors.map((e) => e.target)).toEqual(["gone", "hang"]);
+    // The same answer as --all-targets (written before the command or after it).
+    const spelled = JSON.parse((await planter("job", "ls", "--all-targets", "--json")).stdout) as typeof out;
+    expect(spelled.jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    // Before the command every target, after it every job: both at once.
+    const both = await planter("--all", "job", "ls", "--all", "--json");
+    expect(both.code).toBe(5);
+    expect((JSON.parse(both.stdout) as typeof out).jobs.map((j) => j.target).sort()).toEqual(["local", "two"]);
+    // job ls --all alone is still one target's every job: a plain list, no target labels.
+    const every = await planter("job", "ls", "--all", "--json");
+    expect(every.code).toBe(0);
+    expect((JSON.parse(every.stdout) as { target?: string }[]).every((j) => j.target === undefined)).toBe(true);
+    const ev = await planter("--all", "events", "--kind", "job.created", "--json");
+    expect(ev.code).toBe(5);
+    const targets = ev.stdout
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { target: string }).target);
+    expect([...new Set(targets)].sort()).toEqual(["local", "two"]);
+    const agents = await planter("--all", "agents", "ls", "--json");
+    expect(agents.code).toBe(5);
+    expect((JSON.parse(agents.stdout) as { errors: { target: string }[] }).errors.map((e) => e.target)).toEqual([
+      "gone",
+      "hang",
+    ]);
+    // --targets before the command, as after it.
+    const some = await planter("--targets", "local,two", "job", "ls", "--json");
+    expect(some.code).toBe(0);
+  }, 30_000);
+
+  test("--all or --targets before a command that reads one target: a usage error that says which commands read several", async () => {
+    const cases: [string[], string][] = [
+      [
+        ["--all", "run", "--", "true"],
+        "--all before the command reads several targets at once, and planter run reads one target",
+      ],
+      [["--all", "job", "kill", "x"], "and planter job kill reads one target"],
+      [
+        ["--targets", "local,two", "logs", "x"],
+        "--targets before the command reads several targets at once, and planter logs",
+      ],
+      [["--all-targets", "cell", "ls"], "--all-targets before the command reads several targets at once"],
+      [
+        ["--all", "--targets", "local", "job", "ls"],
+        "--all (--all-targets) and --targets both name the targets to read",
+      ],
+    ];
+    for (const [args, text] of cases) {
+      const r = await planter(...args);
+      expect([r.code, r.stdout]).toEqual([2, ""]);
+      expect(r.stderr).toContain(text);
+    }
+    const r = await planter("--all", "run", "--", "true");
+    expect(r.stderr).toContain("hint: the commands that read several: job ls, events, agents ls");
+    // Nothing ran.
+    expect((JSON.parse((await planter("job", "ls", "--all", "--json")).stdout) as unknown[]).length).toBe(1);
+  });
+
   test("agents ls over targets: an object with agents and errors", async () => {
     const r = await planter("agents", "ls", "--targets", "local,two,gone", "--json");
     expect(r.code).toBe(5);
@@ -119,20 +182,27 @@ describe("several targets at once", () => {
       out
         .split("\n")
         .filter(Boolean)
-        .map((l) => JSON.parse(l) as { target: string; kind: string; data: { health?: string } });
+        .map(
+          (l) =>
+            JSON.parse(l) as {
+              target: string;
+              kind: string;
+              cursor: string;
+              data: { health?: string; target?: string; from?: string; to?: string };
+            },
+        );
+    // The follower's own health lines have no cursor; local's stream also carries the stored changes.
+    const said = () => lines().filter((l) => l.kind === "target.health" && l.cursor === "");
     try {
       await waitFor(() => lines().length >= 2, "the two targets' job.created events");
       await two.client.createJob({ cell: "default", argv: ["echo", "later"] });
       await waitFor(() => lines().filter((l) => l.target === "two").length >= 2, "two's new job.created, live");
       const twoHome = two.home;
       await two.stop();
-      await waitFor(
-        () => lines().find((l) => l.kind === "target.health" && l.data.health === "degraded"),
-        "two said degraded",
-      );
+      await waitFor(() => said().find((l) => l.data.health === "degraded"), "two said degraded");
       two = await startDaemon({ home: twoHome });
       await two.client.createJob({ cell: "default", argv: ["echo", "back"] });
-      await waitFor(() => lines().find((l) => l.kind === "target.health" && l.data.health === "ok"), "two ok again");
+      await waitFor(() => said().find((l) => l.data.health === "ok"), "two ok again");
       await waitFor(
         () => lines().filter((l) => l.target === "two" && l.kind === "job.created").length >= 3,
         "two's job after",
@@ -141,13 +211,19 @@ describe("several targets at once", () => {
       const twos = lines().filter((l) => l.target === "two" && l.kind === "job.created");
       expect(twos).toHaveLength(3);
       // degraded at the first failure, down after three more (the restart may take that long), ok once back.
-      const changes = lines()
-        .filter((l) => l.kind === "target.health")
-        .map((l) => `${l.target} ${l.data.health}`);
+      const changes = said().map((l) => `${l.target} ${l.data.health}`);
       expect(changes[0]).toBe("two degraded");
       expect(changes.at(-1)).toBe("two ok");
       expect(changes.slice(1, -1).every((c) => c === "two down")).toBe(true);
       expect(changes.length).toBeLessThanOrEqual(3);
+      // Each change was reported to local, which stored it: local's own stream says them too, in order.
+      const stored = () =>
+        lines()
+          .filter((l) => l.target === "local" && l.kind === "target.health" && l.data.target === "two")
+          .map((l) => `${l.data.from}→${l.data.to}`);
+      await waitFor(() => stored().at(-1)?.endsWith("→ok"), "local's stored two ok");
+      expect(stored()[0]).toBe("ok→degraded");
+      expect(stored().length).toBe(changes.length);
     } finally {
       proc.kill("SIGINT");
       await proc.exited;

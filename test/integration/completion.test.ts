@@ -89,6 +89,20 @@ describe("bash", () => {
     expect(await complete("planter", "events", "--kind", "job", "--sub")).toEqual(["--subject"]);
   });
 
+  test("--all before the command (every target) is the root's; after it, the command's own; a command gets only its own options", async () => {
+    expect(await complete("planter", "--al")).toEqual(["--all", "--all-targets"]);
+    // Between `job` and `ls` --all would be job ls's own (every job): the root's is not offered there.
+    expect(await complete("planter", "job", "--al")).toEqual(["--all-targets"]);
+    expect(await complete("planter", "job", "ls", "--al")).toEqual(["--all", "--all-targets"]);
+    expect(await complete("planter", "--all", "job", "l")).toEqual(["ls"]);
+    // run reads one target: neither --all nor --targets; completion takes no --target.
+    expect(await complete("planter", "run", "--all")).toEqual([]);
+    expect(await complete("planter", "run", "--targets")).toEqual([]);
+    expect(await complete("planter", "completion", "--tar")).toEqual([]);
+    // --targets' value is no command, at the root as at the group.
+    expect(await complete("planter", "--targets", "a,b", "job", "l")).toEqual(["ls"]);
+  });
+
   test("after -- it completes the job's command, not planter's options", async () => {
     const got = await complete("planter", "run", "--", "bas");
     expect(got).toContain("bash");
@@ -189,5 +203,10 @@ describe("the man page", () => {
     ])
       expect(r.stdout).toContain(line);
     expect(r.stdout).toContain("EXIT STATUS");
+    // The options written before the command, --all among them.
+    const options = r.stdout.slice(r.stdout.indexOf("OPTIONS"), r.stdout.indexOf("COMMANDS")).replace(/\s+/g, " ");
+    expect(options).toContain("--all");
+    expect(options).toContain("before the command: read local and every registered target at once");
+    expect(options).toContain("--target NAME");
   });
 });

@@ -114,6 +114,19 @@ describe.skipIf(!haveSshd)("ssh:// targets (a real sshd on 127.0.0.1, planterd a
     expect(ls.stderr).toBe("");
     expect(ls.code).toBe(0);
     expect(masterAlive("box")).toBe(true);
+    // So is a request that is never sent twice (a run): the refused connect sent nothing.
+    const pid2 = Number(
+      /pid=(\d+)/.exec(
+        Bun.spawnSync(["ssh", "-O", "check", "-o", `ControlPath=${ctl("box")}`, "x"], {
+          stderr: "pipe",
+        }).stderr.toString(),
+      )?.[1],
+    );
+    process.kill(pid2, "SIGKILL");
+    expect(masterAlive("box")).toBe(false);
+    const run = await planter(["--target", "box", "run", "--", "echo", "after"]);
+    expect([run.code, run.stdout, run.stderr]).toEqual([0, "after\n", ""]);
+    expect(masterAlive("box")).toBe(true);
   }, 60_000);
 
   test("an unknown host key is refused (exit 4, nothing sent), never accepted; the hint names known_hosts", async () => {

@@ -34,7 +34,10 @@ function labelled(target: string, e: EventRecord, json: boolean): string {
   return `${p(target)}  ${eventLine(e, false)}`;
 }
 
-/** The synthetic event saying a target's health changed (kind `target.health`, never stored by any planterd). */
+/**
+ * The line saying a followed target's health changed (kind `target.health`, no cursor): what this
+ * follower sees; the change is also reported to the local planterd, which stores it (lib/cli/health.ts).
+ */
 function healthEvent(target: string, health: Health, error?: PlanterError): EventRecord {
   return {
     cursor: "",
@@ -94,16 +97,33 @@ async function followTargets(targets: string[], o: MultiOptions): Promise<number
   const health = new Map<string, Health>(targets.map((t) => [t, "ok"]));
   const { boundsFrom, backoffMs } = await import("../../targets/https.ts");
   const bounds = boundsFrom(process.env.PLANTER_RETRY);
+  const { reportHealth } = await import("../health.ts");
+  // Reports one after another (each reads and writes the user's health.json), never holding up the stream.
+  let reporting: Promise<void> = Promise.resolve();
+  const report = (target: string, h: Health, error?: PlanterError) => {
+    const o = {
+      target,
+      health: h,
+      complete: true,
+      ...(error ? { error: { code: error.code, message: error.message } } : {}),
+    };
+    reporting = reporting.then(() => reportHealth([o]));
+  };
   const say = (target: string, h: Health, error?: PlanterError) => {
     if (health.get(target) === h) return;
     health.set(target, h);
     write(1, labelled(target, healthEvent(target, h, error), o.json));
+    report(target, h, error);
   };
   /** One connection's worth of a target's stream; throws when it breaks. */
   const stream = async (target: string, at: { cursor?: string; failures: number }) => {
     const q = { cursor: at.cursor, follow: true, kind: o.kind, subject: o.subject };
+    let first = true;
     for await (const e of clientOf(target).events(q, stop.signal)) {
       if (at.failures) say(target, "ok");
+      // Streaming: ok (a target an earlier command saw down is reported back).
+      else if (first) report(target, "ok");
+      first = false;
       at.failures = 0;
       at.cursor = e.cursor;
       write(1, labelled(target, e, o.json));
@@ -127,6 +147,7 @@ async function followTargets(targets: string[], o: MultiOptions): Promise<number
     }
   };
   await Promise.all(targets.map(follow));
+  await reporting;
   return [...health.values()].every((h) => h === "ok") ? 0 : EXIT.partial;
 }
 

@@ -228,6 +228,7 @@ export async function checkTargets(names: string[], timeoutMs = targetTimeoutMs(
         ? []
         : ["planterd answers but is not ready (planter doctor there says why)"];
       const entry = cfg.targets[name];
+      let endpoint: string | undefined;
       if (entry && entry.urls.length > 1) {
         // Each endpoint alone, one attempt each (no backoff rounds): one that fails makes the target degraded.
         const { HttpsTransport, boundsFrom } = await import("../../targets/https.ts");
@@ -236,17 +237,26 @@ export async function checkTargets(names: string[], timeoutMs = targetTimeoutMs(
           entry.urls.map((u) =>
             new HttpsTransport(name, [u], entry, bounds).fetch("GET", "/v1/health", undefined, {}, signal, true).then(
               () => null,
-              (e: Error) => `endpoint ${u}: ${e.message}`,
+              (e: Error) => ({ url: u, text: `endpoint ${u}: ${e.message}` }),
             ),
           ),
         );
-        problems.push(...each.filter((x): x is string => x !== null));
+        const failed = each.filter((x) => x !== null);
+        endpoint = failed[0]?.url;
+        problems.push(...failed.map((f) => f.text));
+      } else {
+        // One way there: an answer that came only after a failure (an ssh retry) is degraded.
+        const t = c.trouble();
+        if (t) {
+          problems.push(`answered after a failure: ${t.error}`);
+          endpoint = t.endpoint ?? entry?.urls[0];
+        }
       }
-      return { version, problems };
+      return { version, problems, endpoint };
     },
     timeoutMs,
   );
-  return results.map((r) =>
+  const checks: TargetCheck[] = results.map((r) =>
     r.ok
       ? {
           target: r.target,
@@ -268,6 +278,27 @@ export async function checkTargets(names: string[], timeoutMs = targetTimeoutMs(
           error: failureJson(r).error,
         },
   );
+  // What was seen is reported (when it changed) to the local planterd: target.health events.
+  const { reportHealth } = await import("../health.ts");
+  await reportHealth(
+    checks.map((c, i) => {
+      const r = results[i];
+      const endpoint = r?.ok ? r.value.endpoint : cfg.targets[c.target]?.urls.length === 1 ? c.urls[0] : undefined;
+      const error = c.error
+        ? { code: c.error.code, message: c.error.message }
+        : c.problems.length
+          ? { code: "E_UNAVAILABLE", message: c.problems.join("; ").slice(0, 1024) }
+          : undefined;
+      return {
+        target: c.target,
+        health: c.health,
+        complete: true,
+        ...(error ? { error } : {}),
+        ...(endpoint ? { endpoint } : {}),
+      };
+    }),
+  );
+  return checks;
 }
 
 const targetCheck = defineCommand({
