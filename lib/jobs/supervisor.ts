@@ -81,6 +81,7 @@ import {
 } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 import { prepareStdin } from "./stdin.ts";
+import { recorderLimits, type TaskShare, taskShare } from "./tasks.ts";
 import { WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -152,6 +153,15 @@ export class Supervisor {
   readonly monitor: Monitor;
   /** Whether util-linux's prlimit is there to set a job's process limit (looked up once). */
   private readonly hasPrlimit = existsSync(PRLIMIT);
+  /**
+   * The task share of jobs without a cgroup (lib/jobs/tasks.ts): computed at startup where cgroups
+   * are not used for every job, else at the first job whose group could not be made.
+   */
+  private share: TaskShare | null | undefined;
+  get taskShare(): TaskShare | null {
+    if (this.share === undefined) this.share = taskShare();
+    return this.share;
+  }
   /** Stops a sandboxed job whose covers the host has replaced (lib/sandbox/guard.ts). */
   readonly guard = new ViewGuard((id, path) => this.viewChanged(id, path));
   /** Sandboxes made ahead for the next job of their kind (lib/jobs/warm.ts). */
@@ -181,6 +191,7 @@ export class Supervisor {
       stateDir: ctx.paths.stateDir,
     });
     this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+    if (!this.monitor.enforcement.cgroups) this.share = taskShare();
     this.egress = new Egress({
       write: (fn) => ctx.write(fn),
       hosts: ctx.config.network.hosts,
@@ -358,10 +369,13 @@ export class Supervisor {
       // finds the recorder through its pid file and adopts the job with these facts.
       this.ctx.write(() => markLaunching(this.ctx.db, job.id, fallback, enforcement, cgroup, runAs));
       freshSessionKeyring();
+      // Without a cgroup, the recorder and the job are held to planterd's task share (lib/jobs/tasks.ts).
+      const share = cgroup ? null : this.taskShare;
+      const nproc = share ? recorderLimits(share) : undefined;
       if (job.tty) {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
         started = this.startTerminal(job, backend, fallback, {
-          argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : []),
+          argv: recorderArgv(files.status, argv, false, cgroup ? groupProcs(cgroup) : [], false, false, nproc),
           hold: agentReport ?? null,
           cwd: plan.cwd,
           fds,
@@ -384,6 +398,7 @@ export class Supervisor {
         cgroup ? groupProcs(cgroup) : [],
         input >= 0,
         report >= 0,
+        nproc,
       );
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
@@ -645,13 +660,13 @@ export class Supervisor {
    * RLIMIT_NPROC for a job no cgroup limits (planterd unprivileged, or cgroups off): max_pids + 1,
    * set inside its user namespace, where only the job's own tasks count. The kernel refuses the
    * fork past it and the monitor, seeing max_pids + 1 tasks, stops the job (process_limit): a fork
-   * bomb ends at the limit instead of at the host's pid_max or the user's task limit, which
-   * planterd shares.
+   * bomb ends at the limit instead of at the host's pid_max. Never above the jobs' task share,
+   * which bwrap already has (the limit cannot be raised past it).
    */
   private nprocLimit(job: JobRow): number | undefined {
     if (this.monitor.enforcement.cgroups || job.limits.max_pids === undefined) return undefined;
     if (!this.hasPrlimit) return undefined;
-    return job.limits.max_pids + 1;
+    return Math.min(job.limits.max_pids + 1, this.taskShare?.jobs ?? Number.POSITIVE_INFINITY);
   }
 
   /**
