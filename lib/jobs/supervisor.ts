@@ -64,7 +64,7 @@ import { settleStart } from "./claim.ts";
 import { Egress } from "./egress.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
-import { Monitor } from "./monitor.ts";
+import { type EnforcementInfo, Monitor } from "./monitor.ts";
 import { ExitWatch } from "./pidfd.ts";
 import {
   holding,
@@ -181,7 +181,11 @@ export class Supervisor {
   /** The report channels of running agent jobs (lib/jobs/agents.ts). */
   readonly agents: AgentChannels;
 
-  constructor(private readonly ctx: Context) {
+  /** `enforcement`: the cgroups chosen before planterd ran anything (lib/daemon/main.ts); else chosen now. */
+  constructor(
+    private readonly ctx: Context,
+    enforcement?: EnforcementInfo,
+  ) {
     this.agents = new AgentChannels({
       write: (fn) => ctx.write(fn),
       processOf: (id) => {
@@ -190,7 +194,7 @@ export class Supervisor {
       },
       stateDir: ctx.paths.stateDir,
     });
-    this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+    this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts), enforcement);
     if (!this.monitor.enforcement.cgroups) this.share = taskShare();
     this.egress = new Egress({
       write: (fn) => ctx.write(fn),
