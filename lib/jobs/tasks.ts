@@ -22,10 +22,14 @@
  */
 import { spawnSync } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { availableParallelism } from "node:os";
 import { HOST_ENV } from "../sandbox/env.ts";
 
-/** Tasks kept for planterd's own threads (JIT, GC and I/O workers are made on demand). */
-export const DAEMON_RESERVE = 128;
+/**
+ * Tasks kept for planterd's own threads (JIT, GC and I/O workers are made on demand, some per
+ * core; an idle planterd has 6–8 here, one under load some 20): 128, more on hosts of many cores.
+ */
+export const DAEMON_RESERVE = Math.max(128, 64 + 2 * availableParallelism());
 /** Tasks kept for the recorders and pumps of jobs started while jobs hold their whole share. */
 export const STARTS_RESERVE = 64;
 

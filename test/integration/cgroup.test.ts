@@ -18,6 +18,7 @@ import {
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { groupProcs } from "../../lib/jobs/cgroup.ts";
+import { DAEMON_RESERVE, STARTS_RESERVE } from "../../lib/jobs/tasks.ts";
 import { bwrapReady, cleanup, type DaemonHandle, pidAlive, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const MiB = 1024 * 1024;
@@ -332,7 +333,8 @@ describe("planterd unprivileged without cgroups: jobs never take its tasks", () 
       console.warn("skipped: needs root (planterd runs as a uid of its own)");
       return;
     }
-    expect(share).toEqual({ own: OWN_NPROC, recorders: OWN_NPROC - 128, jobs: OWN_NPROC - 128 - 64 });
+    const recorders = OWN_NPROC - DAEMON_RESERVE;
+    expect(share).toEqual({ own: OWN_NPROC, recorders, jobs: recorders - STARTS_RESERVE });
   });
 
   // The kernel checks a fork against the forking process's RLIMIT_NPROC, counting every task of
@@ -358,7 +360,7 @@ describe("planterd unprivileged without cgroups: jobs never take its tasks", () 
     expect(made).toBeGreaterThan(share.jobs / 2);
     expect(made).toBeLessThan(share.jobs);
     expect(held).toBeLessThanOrEqual(share.recorders);
-    expect(OWN_NPROC - held).toBeGreaterThanOrEqual(128);
+    expect(OWN_NPROC - held).toBeGreaterThanOrEqual(DAEMON_RESERVE);
     // planterd answers, and a job started now runs (its recorder and its exec take no fork of the share).
     expect((await raw(c.socket, "GET", "/v1/ready")).status).toBe(200);
     const t = await c.client.createJob({ argv: ["true"] });

@@ -19,7 +19,12 @@ describe("shareOf", () => {
 
   test("an unlimited planterd keeps its limit; its jobs get half the host's task space", () => {
     const s = shareOf(null, 192_735, 4_194_304);
-    expect(s).toEqual({ own: null, ceiling: 96_367, recorders: 96_367 - 128, jobs: 96_367 - 192 });
+    expect(s).toEqual({
+      own: null,
+      ceiling: 96_367,
+      recorders: 96_367 - DAEMON_RESERVE,
+      jobs: 96_367 - DAEMON_RESERVE - STARTS_RESERVE,
+    });
   });
 
   test("a limit smaller than the reserves still leaves every level a task", () => {
