@@ -37,7 +37,7 @@ up: install ## the same as install
 test: deps ## the fast lane (test/unit, test/integration, test/e2e); ends with "N passed, N failed"
 	@bash .ci/test fast
 
-test-slow: deps ## the slow lane (test/slow: release tarball, seeded fuzz, crash storm, vm jobs in real guests)
+test-slow: deps ## the slow lane (test/slow: release tarball, seeded fuzz, crash storm, vm jobs in real guests, cgroup v2 in a guest)
 	@bash .ci/test slow
 
 test-all: deps ## both lanes in one run, as CI runs them

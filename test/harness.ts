@@ -106,7 +106,15 @@ export interface DaemonHandle {
 
 /** Start planterd in `home` (a new temp dir by default) and wait until it answers. */
 export async function startDaemon(
-  opts: { home?: string; env?: Record<string, string>; args?: string[]; config?: string; prefix?: string[] } = {},
+  opts: {
+    home?: string;
+    env?: Record<string, string>;
+    args?: string[];
+    config?: string;
+    prefix?: string[];
+    /** Run planterd as this uid (and gid), from a bundle it can read; its home should be its own. */
+    uid?: number;
+  } = {},
 ): Promise<DaemonHandle> {
   const home = opts.home ?? tempHome();
   // Lifecycle tests run jobs unsandboxed (they hand jobs files under /tmp, which a sandbox
@@ -128,7 +136,10 @@ export async function startDaemon(
   const socket = join(home, "run", "planterd.sock");
   let err = "";
   // `prefix` runs planterd through a wrapper that execs it (into a cgroup, say).
-  const proc = Bun.spawn([...(opts.prefix ?? []), process.execPath, PLANTER, "daemon", ...(opts.args ?? [])], {
+  const as = opts.uid === undefined ? [] : ["setpriv", `--reuid=${opts.uid}`, `--regid=${opts.uid}`, "--clear-groups"];
+  const script = opts.uid === undefined ? PLANTER : bundled(PLANTER);
+  const argv = [...as, ...(opts.prefix ?? []), process.execPath, script, "daemon", ...(opts.args ?? [])];
+  const proc = Bun.spawn(argv, {
     env: baseEnv(home, opts.env),
     stdin: "ignore",
     stdout: "ignore",
@@ -138,7 +149,8 @@ export async function startDaemon(
   (async () => {
     for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) err += new TextDecoder().decode(chunk);
   })();
-  const client = new Client(socket);
+  // A daemon of another uid is trusted by name (the CLI's rule: the caller's own and root's only).
+  const client = new Client(socket, undefined, opts.uid === undefined ? [] : [opts.uid]);
   await waitFor(
     async () => {
       if (proc.exitCode !== null) throw new Error(`planterd exited ${proc.exitCode}: ${err}`);

@@ -386,6 +386,12 @@ export interface ReadyInfo {
     jobs_sampled: number;
     ticks: number;
     last_tick_ms: number;
+    /**
+     * RLIMIT_NPROC of jobs without a cgroup and of their recorders, and planterd's own (null:
+     * unlimited): all jobs together hold at most `jobs` tasks of their uid (lib/jobs/tasks.ts).
+     * Null where every job gets a cgroup, or off Linux.
+     */
+    task_share: { own: number | null; recorders: number; jobs: number } | null;
   };
   sandbox: {
     mode: SandboxMode;

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { Observer } from "../agents/observer.ts";
 import { PlanterError } from "../api/errors.ts";
 import { loadConfig } from "../config.ts";
+import { chooseEnforcement } from "../jobs/monitor.ts";
 import { Supervisor } from "../jobs/supervisor.ts";
 import { type Paths, resolvePaths, SOCKET_PATH_MAX, socketDir, stateFiles } from "../paths.ts";
 import { rootPeerIdentity } from "../sandbox/identity.ts";
@@ -299,6 +300,12 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
   let stopCheck = () => {};
   let damaged = () => false;
   try {
+    // cgroups first: a delegated v2 group must hold planterd alone when it is checked and planterd
+    // moves into its leaf (lib/jobs/cgroup.ts), so nothing of planterd's may run yet — the probe's
+    // bwrap, run before, was in the group then, and planterd fell back to the monitor (seen in a
+    // cgroup v2 guest, test/slow/cgroup-v2.test.ts).
+    const m = config.monitor;
+    const enforcement = chooseEnforcement(m.cgroup, m.cgroup_pids_max);
     // The sandbox probe runs bwrap and waits for it: started now, it overlaps opening the state.
     const probing = probePlatform();
     probing.catch(() => undefined);
@@ -309,7 +316,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     db = openState(files.db, { check: clean ? "cheap" : "full" });
     verified = !clean;
     const ctx = new Context(db, config, paths, streamId(db), BUILD.version);
-    ctx.supervisor = new Supervisor(ctx);
+    ctx.supervisor = new Supervisor(ctx, enforcement);
     damaged = () => ctx.damaged !== null;
     if (clean) ctx.integrity = { check: "background", status: "running", message: null, ms: null };
     if (fresh) {

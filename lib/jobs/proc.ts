@@ -120,18 +120,23 @@ export interface ProcInfo extends ProcEntry {
   sid: number;
 }
 
-/** A live process's entry from its stat text; null for a zombie, a dead process or a cut line. */
-export function parseStat(pid: number, text: string): ProcInfo | null {
+/**
+ * A live process's entry from its stat text; null for a dead process or a cut line, and for a
+ * zombie unless `zombie`: then it counts as it does to the kernel, one task (its own, until
+ * reaped) and no memory.
+ */
+export function parseStat(pid: number, text: string, zombie = false): ProcInfo | null {
   const st = statFields(text);
-  if (st === null || ended(st)) return null;
+  if (st === null || st.state === "X" || (st.state === "Z" && !zombie)) return null;
+  const isZombie = st.state === "Z";
   return {
     pid,
     ppid: st.ppid,
     pgid: st.pgid,
     sid: st.sid,
     startTime: st.startTime,
-    rssPages: st.rssPages,
-    threads: st.threads,
+    rssPages: isZombie ? 0 : st.rssPages,
+    threads: isZombie ? 1 : st.threads,
   };
 }
 

@@ -38,15 +38,34 @@ set +C
  * of the job runs outside its groups and the recorder stays out (it outlives an OOM kill of the
  * group). The child reads its pid from /proc/self/stat: no extra program is run.
  */
-const run = (redirect: string) => `if [ -n "$g" ]; then
+const run = (redirect: string, limit = "") => `if [ -n "$g" ]; then
   (set -f; read -r p _ </proc/self/stat || exit 125
   IFS='
 '
   for f in $g; do { echo "$p" >"$f"; } 2>/dev/null || { echo "planter: cannot enter cgroup: $f" >&2; exit 125; }; done
-  exec "$@")${redirect}
+  ${limit}exec "$@")${redirect}
 else
-  "$@"${redirect}
+  ${limit ? `(${limit}exec "$@")` : '"$@"'}${redirect}
 fi`;
+
+/**
+ * RLIMIT_NPROC where no cgroup limits the job (lib/jobs/tasks.ts): the recorder's own (its pumps
+ * and its fork of the job are under it) and the job's, set by the recorder's child before it execs
+ * the job (hard and soft: the job cannot raise it). Shell builtins: no extra process.
+ */
+export interface NprocLimits {
+  /** /bin/sh's `ulimit` option for RLIMIT_NPROC. */
+  flag: "-p" | "-u";
+  recorder: number;
+  job: number;
+}
+
+const jobLimit = (n: NprocLimits | undefined) =>
+  n ? `ulimit ${n.flag} ${n.job} 2>/dev/null || { echo 'planter: cannot set the process limit' >&2; exit 125; }; ` : "";
+const recorderLimit = (n: NprocLimits | undefined) =>
+  n
+    ? [`ulimit ${n.flag} ${n.recorder} 2>/dev/null || { echo 'planter: cannot set the process limit' >&2; exit 125; }`]
+    : [];
 
 /**
  * A job with stdin (`planter run -i`, `stdin: true`; lib/jobs/stdin.ts): the recorder's own fd 0 is
@@ -79,13 +98,14 @@ const STDIN_END = "exec 7<&- 8<&-";
  * reads /dev/null (background lists, the pumps, start on /dev/null as well).
  * umask 022: planterd's own 077 is for its state, not for what a job writes in its cell.
  */
-function recorderScript(pipes: boolean, stdin: boolean, report = false): string {
+function recorderScript(pipes: boolean, stdin: boolean, report = false, nproc?: NprocLimits): string {
   const redirect = `${pipes ? ' >"$s.out" 2>"$s.err"' : ""}${stdin ? " <&7 7<&- 8<&-" : report ? " </dev/null" : ""}`;
   return [
     "s=$1; g=$2; shift 2",
     "umask 022",
     "trap ':' TERM INT HUP QUIT USR1 USR2",
     CLAIM,
+    ...recorderLimit(nproc),
     ...(pipes
       ? [
           `(trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$s.out" &`,
@@ -93,7 +113,7 @@ function recorderScript(pipes: boolean, stdin: boolean, report = false): string 
         ]
       : []),
     ...(stdin ? [STDIN_OPEN] : []),
-    run(redirect),
+    run(redirect, jobLimit(nproc)),
     "c=$?",
     ...(stdin ? [STDIN_END] : []),
     ...(pipes || stdin ? ["until wait; do :; done"] : []),
@@ -164,7 +184,8 @@ export const warmInput = (statusFile: string) => `${statusFile}.in`;
  * files the job enters before it runs (none: it runs in the recorder's groups). With `stdin` the
  * recorder's fd 0 must be the job dir's FIFO `stdin`, open read-write (lib/jobs/stdin.ts); with
  * `report` (never with `stdin`) an agent job's report FIFO, open read-write, which the recorder
- * holds while the job runs on /dev/null.
+ * holds while the job runs on /dev/null. `nproc`: the recorder's and the job's RLIMIT_NPROC
+ * (lib/jobs/tasks.ts), for a job no cgroup limits.
  */
 export function recorderArgv(
   statusFile: string,
@@ -173,15 +194,18 @@ export function recorderArgv(
   groups: string[] = [],
   stdin = false,
   report = false,
+  nproc?: NprocLimits,
 ): string[] {
   if (groups.some((g) => g.includes("\n"))) throw new Error("a cgroup path holds a newline");
-  const script = stdin
-    ? recorderScript(pipes, true)
-    : report
-      ? recorderScript(pipes, false, true)
-      : pipes
-        ? PIPED
-        : DIRECT;
+  const script = nproc
+    ? recorderScript(pipes, stdin, !stdin && report, nproc)
+    : stdin
+      ? recorderScript(pipes, true)
+      : report
+        ? recorderScript(pipes, false, true)
+        : pipes
+          ? PIPED
+          : DIRECT;
   return ["/bin/sh", "-c", script, "planter-job", statusFile, groups.join("\n"), ...argv];
 }
 

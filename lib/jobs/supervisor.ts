@@ -68,7 +68,7 @@ import { settleStart } from "./claim.ts";
 import { Egress } from "./egress.ts";
 import { freshSessionKeyring } from "./keyring.ts";
 import { LIMIT_REASONS } from "./limits.ts";
-import { Monitor } from "./monitor.ts";
+import { type EnforcementInfo, Monitor } from "./monitor.ts";
 import { ExitWatch } from "./pidfd.ts";
 import {
   holding,
@@ -85,6 +85,7 @@ import {
 } from "./proc.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
 import { prepareStdin } from "./stdin.ts";
+import { recorderLimits, type TaskShare, taskShare } from "./tasks.ts";
 import { WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
@@ -156,6 +157,15 @@ export class Supervisor {
   readonly monitor: Monitor;
   /** Whether util-linux's prlimit is there to set a job's process limit (looked up once). */
   private readonly hasPrlimit = existsSync(PRLIMIT);
+  /**
+   * The task share of jobs without a cgroup (lib/jobs/tasks.ts): computed at startup where cgroups
+   * are not used for every job, else at the first job whose group could not be made.
+   */
+  private share: TaskShare | null | undefined;
+  get taskShare(): TaskShare | null {
+    if (this.share === undefined) this.share = taskShare();
+    return this.share;
+  }
   /** Stops a sandboxed job whose covers the host has replaced (lib/sandbox/guard.ts). */
   readonly guard = new ViewGuard((id, path) => this.viewChanged(id, path));
   /** Sandboxes made ahead for the next job of their kind (lib/jobs/warm.ts). */
@@ -175,7 +185,11 @@ export class Supervisor {
   /** The report channels of running agent jobs (lib/jobs/agents.ts). */
   readonly agents: AgentChannels;
 
-  constructor(private readonly ctx: Context) {
+  /** `enforcement`: the cgroups chosen before planterd ran anything (lib/daemon/main.ts); else chosen now. */
+  constructor(
+    private readonly ctx: Context,
+    enforcement?: EnforcementInfo,
+  ) {
     this.agents = new AgentChannels({
       write: (fn) => ctx.write(fn),
       processOf: (id) => {
@@ -184,7 +198,8 @@ export class Supervisor {
       },
       stateDir: ctx.paths.stateDir,
     });
-    this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts));
+    this.monitor = new Monitor(ctx, (id, opts) => this.kill(id, opts), enforcement);
+    if (!this.monitor.enforcement.cgroups) this.share = taskShare();
     this.egress = new Egress({
       write: (fn) => ctx.write(fn),
       hosts: ctx.config.network.hosts,
@@ -311,10 +326,11 @@ export class Supervisor {
       const procs = cgroup ? groupProcs(cgroup) : [];
       // The allow list's proxy, where the sandbox has the pipes for it (lib/net/listen.ts).
       const proxied = ends.info !== undefined ? rules : null;
+      const nproc = this.recorderNproc(cgroup);
       if (job.tty) {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
         started = this.startTerminal(job, backend, fallback, {
-          argv: recorderArgv(files.status, argv, false, procs),
+          argv: recorderArgv(files.status, argv, false, procs, false, false, nproc),
           hold: agentReport ?? null,
           ttyName: plan.ttyName ?? null,
           cwd: plan.cwd,
@@ -331,7 +347,7 @@ export class Supervisor {
       // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
       // the recorder's fd 0 is the job's input then; planterd's own reader holds it meanwhile).
       if (agentReport && input < 0) report = openSync(agentReport, REPORT_OPEN);
-      const recorder = recorderArgv(files.status, argv, plan.pipes ?? false, procs, input >= 0, report >= 0);
+      const recorder = recorderArgv(files.status, argv, plan.pipes ?? false, procs, input >= 0, report >= 0, nproc);
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
@@ -438,6 +454,12 @@ export class Supervisor {
   }
 
   /** The plan that runs the job itself in a sandbox made for it. */
+  /** Without a cgroup, the recorder and the job are held to planterd's task share (lib/jobs/tasks.ts). */
+  private recorderNproc(cgroup: string | null): ReturnType<typeof recorderLimits> | undefined {
+    const share = cgroup ? null : this.taskShare;
+    return share ? recorderLimits(share) : undefined;
+  }
+
   private jobPlan(
     job: JobRow,
     backend: Backend,
@@ -684,13 +706,13 @@ export class Supervisor {
    * RLIMIT_NPROC for a job no cgroup limits (planterd unprivileged, or cgroups off): max_pids + 1,
    * set inside its user namespace, where only the job's own tasks count. The kernel refuses the
    * fork past it and the monitor, seeing max_pids + 1 tasks, stops the job (process_limit): a fork
-   * bomb ends at the limit instead of at the host's pid_max or the user's task limit, which
-   * planterd shares.
+   * bomb ends at the limit instead of at the host's pid_max. Never above the jobs' task share,
+   * which bwrap already has (the limit cannot be raised past it).
    */
   private nprocLimit(job: JobRow): number | undefined {
     if (this.monitor.enforcement.cgroups || job.limits.max_pids === undefined) return undefined;
     if (!this.hasPrlimit) return undefined;
-    return job.limits.max_pids + 1;
+    return Math.min(job.limits.max_pids + 1, this.taskShare?.jobs ?? Number.POSITIVE_INFINITY);
   }
 
   /**

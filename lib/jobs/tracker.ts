@@ -30,8 +30,11 @@ export type { ProcInfo };
 
 /** What the tracker reads of the kernel; tests hand in a fake host. */
 export interface ProcSource extends PidSource {
-  /** The process's stat, or null when it is gone (a zombie counts as gone) or, with `start`, its pid is another process's now. */
-  stat(pid: number, start?: string): ProcInfo | null;
+  /**
+   * The process's stat, or null when it is gone (a zombie counts as gone unless `zombie`) or, with
+   * `start`, its pid is another process's now.
+   */
+  stat(pid: number, start?: string, zombie?: boolean): ProcInfo | null;
   /** Resident pages and (with `threads`, else 0) threads of the process that started at `start`; null when it is gone. */
   usage(pid: number, start: string, threads?: boolean): Usage | null;
   /** Keep the process open if it still started at `start` (within a budget): later reads cost less and never see a reused pid. */
@@ -163,7 +166,11 @@ export class ProcTracker {
     for (const pid of pids) {
       const known = this.owner.get(pid);
       if (known && this.isLive(known, pid)) continue;
-      const st = this.src.stat(pid);
+      // A zombie is taken in too: until it is reaped the kernel counts it against the job's
+      // process limits (RLIMIT_NPROC, pids.max). A bomb held at its task share ends that way:
+      // its shells die as their forks fail, and where orphans are reaped late (an init that
+      // reaps now and then) the share is all zombies, never seen alive at a tick.
+      const st = this.src.stat(pid, undefined, true);
       if (st) fresh.push(st);
     }
     // A child may come before its parent (the pid space wrapped): take in until nothing changes.
@@ -327,7 +334,7 @@ export function procSource(): ProcSource | null {
     closeSync(h.task);
     heldFiles.open -= 2;
   };
-  const stat = (pid: number, start?: string): ProcInfo | null => {
+  const stat = (pid: number, start?: string, zombie = false): ProcInfo | null => {
     let text: string;
     let fd = -1;
     try {
@@ -338,7 +345,7 @@ export function procSource(): ProcSource | null {
     } finally {
       if (fd >= 0) closeSync(fd);
     }
-    const st = parseStat(pid, text);
+    const st = parseStat(pid, text, zombie);
     return st && (start === undefined || st.startTime === start) ? st : null;
   };
   /** Resident pages (statm's second field) and threads (the task dir's link count less 2). */
@@ -388,8 +395,9 @@ export function procSource(): ProcSource | null {
       try {
         statm = openSync(`/proc/${pid}/statm`, "r");
         task = openSync(`/proc/${pid}/task`, "r");
-        // Opened before this check, so on the process seen, not on one that took its pid since.
-        if (stat(pid)?.startTime === start) {
+        // Opened before this check, so on the process seen, not on one that took its pid since
+        // (a zombie's pid is not reused before it is reaped, and its files fail from then on).
+        if (stat(pid, undefined, true)?.startTime === start) {
           held.set(pid, { statm, task, start });
           heldFiles.open += 2;
           statm = -1;

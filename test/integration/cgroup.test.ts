@@ -5,11 +5,21 @@
  * host has no writable cgroup hierarchy the cgroup cases say so and check the monitor instead.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmdirSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { groupProcs } from "../../lib/jobs/cgroup.ts";
-import { bwrapReady, cleanup, type DaemonHandle, pidAlive, raw, startDaemon, waitFor } from "../harness.ts";
+import { DAEMON_RESERVE, STARTS_RESERVE } from "../../lib/jobs/tasks.ts";
+import { bwrapReady, cleanup, type DaemonHandle, pidAlive, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
 
 const MiB = 1024 * 1024;
 /** A fork bomb whose first shell waits, so the job is still running when the monitor acts. */
@@ -252,5 +262,162 @@ describe("planterd short of tasks, jobs in cgroups", () => {
     expect([h.state, h.reason]).toEqual(["killed", "process_limit"]);
     const ok = await d.client.createJob({ argv: ["true"] });
     expect((await finished(d, ok.id)).reason).toBe("exited");
+  });
+});
+
+/**
+ * A uid no account and no other test uses: planterd runs as it with a small RLIMIT_NPROC, so
+ * every task of that uid is this test's, and a bomb stops at a few hundred tasks whatever the code.
+ */
+const TASK_UID = 47000 + (process.pid % 1000);
+/** planterd's RLIMIT_NPROC in these tests (prlimit): the bomb's bound. */
+const OWN_NPROC = 512;
+
+/** Tasks (threads included, zombies too: the kernel counts them until reaped) of `uid`, and its pids. */
+function tasksOf(uid: number): { tasks: number; pids: number[] } {
+  let tasks = 0;
+  const pids: number[] = [];
+  for (const p of readdirSync("/proc")) {
+    if (!/^\d+$/.test(p)) continue;
+    try {
+      const st = readFileSync(`/proc/${p}/status`, "utf8");
+      if (!new RegExp(`^Uid:\\s+${uid}\\s`, "m").test(st)) continue;
+      tasks += Number(/^Threads:\s+(\d+)/m.exec(st)?.[1] ?? 1);
+      pids.push(Number(p));
+    } catch {
+      // gone
+    }
+  }
+  return { tasks, pids };
+}
+
+type Share = { own: number | null; recorders: number; jobs: number };
+
+describe("planterd unprivileged without cgroups: jobs never take its tasks", () => {
+  let d: DaemonHandle | null = null;
+  let share: Share | null = null;
+  const after = async () => {
+    // Everything of the uid but planterd ended and reaped: the next case starts with the uid's
+    // tasks planterd's own.
+    const own = d?.proc.pid;
+    await waitFor(() => tasksOf(TASK_UID).pids.every((p) => p === own), "the uid's other processes to be gone", 30_000);
+  };
+  beforeAll(async () => {
+    if (!root) return;
+    const home = tempHome();
+    chownSync(home, TASK_UID, TASK_UID);
+    chmodSync(home, 0o700);
+    d = await startDaemon({
+      home,
+      uid: TASK_UID,
+      prefix: ["prlimit", `--nproc=${OWN_NPROC}:${OWN_NPROC}`, "--"],
+      config: '[monitor]\ncgroup = "off"\n',
+    });
+    const ready = (await raw(d.socket, "GET", "/v1/ready")).json as { limits: { task_share: Share | null } };
+    share = ready.limits.task_share;
+  });
+  afterAll(async () => {
+    if (!root) return;
+    if (d) await d.stop();
+    // Whatever a failed case (or a planterd that never answered) left running as the test's uid:
+    // every process of it is this test's.
+    for (const p of tasksOf(TASK_UID).pids) {
+      try {
+        process.kill(p, "SIGKILL");
+      } catch {}
+    }
+    if (d) cleanup(d.home);
+  });
+
+  test("the jobs' share is planterd's limit less its reserves, and /v1/ready says it", () => {
+    if (!d) {
+      console.warn("skipped: needs root (planterd runs as a uid of its own)");
+      return;
+    }
+    const recorders = OWN_NPROC - DAEMON_RESERVE;
+    expect(share).toEqual({ own: OWN_NPROC, recorders, jobs: recorders - STARTS_RESERVE });
+  });
+
+  // The kernel checks a fork against the forking process's RLIMIT_NPROC, counting every task of
+  // the uid: with planterd's own limit the hog would take the uid's last task, and planterd could
+  // then start no job (EAGAIN) and create no thread (Bun aborts).
+  test("a job that forks without end is held at the jobs' share: planterd serves and starts jobs meanwhile", async () => {
+    if (!d || !share) return;
+    const c = d;
+    // Forks until refused, says how many it made, and holds them.
+    const hog = await c.client.createJob({
+      argv: [
+        "perl",
+        "-e",
+        '$| = 1; my $n = 0; while (1) { my $p = fork; last unless defined $p; if (!$p) { sleep 300; exit } $n++ } print "$n\\n"; sleep 300',
+      ],
+      limits: { max_pids: 100_000 },
+    });
+    const log = async () => Buffer.from((await c.client.logs(hog.id, {})).data, "base64").toString();
+    const made = Number(await waitFor(async () => (await log()).trim(), "the hog to be refused a fork", 30_000));
+    const held = tasksOf(TASK_UID).tasks;
+    // The kernel refused the hog's fork at the jobs' share (the uid's tasks planterd's included),
+    // never at planterd's own limit: the rest is planterd's.
+    expect(made).toBeGreaterThan(share.jobs / 2);
+    expect(made).toBeLessThan(share.jobs);
+    expect(held).toBeLessThanOrEqual(share.recorders);
+    expect(OWN_NPROC - held).toBeGreaterThanOrEqual(DAEMON_RESERVE);
+    // planterd answers, and a job started now runs (its recorder and its exec take no fork of the share).
+    expect((await raw(c.socket, "GET", "/v1/ready")).status).toBe(200);
+    const t = await c.client.createJob({ argv: ["true"] });
+    const tf = (await c.client.waitJob(t.id, 30_000)).job;
+    expect([tf.state, tf.reason, tf.exit_code]).toEqual(["exited", "exited", 0]);
+    // A job that forks while the share is full is refused like any process short of tasks.
+    const f = await c.client.createJob({ argv: ["sh", "-c", "/bin/true & wait"] });
+    const ff = (await c.client.waitJob(f.id, 30_000)).job;
+    expect(ff.state).toBe("failed");
+    expect(Buffer.from((await c.client.logs(f.id, { stream: "stderr" })).data, "base64").toString()).toContain("fork");
+    await c.client.killJob(hog.id, { force: true });
+    const h = (await c.client.waitJob(hog.id, 30_000)).job;
+    expect([h.state, h.reason]).toEqual(["killed", "forced_kill"]);
+    await after();
+    const ok = await c.client.createJob({ argv: ["sh", "-c", "/bin/true & wait"] });
+    expect((await c.client.waitJob(ok.id, 30_000)).job.reason).toBe("exited");
+  });
+
+  test("a fork bomb without a sandbox is dead within 2 s of its start, planterd answering throughout", async () => {
+    if (!d || !share) return;
+    const c = d;
+    let polls = 0;
+    let failures = 0;
+    let peak = 0;
+    let done = false;
+    const poll = (async () => {
+      while (!done) {
+        const r = await raw(c.socket, "GET", "/v1/ready").catch(() => null);
+        polls++;
+        if (r?.status !== 200) failures++;
+        peak = Math.max(peak, tasksOf(TASK_UID).tasks);
+      }
+    })();
+    // Every process forks for ever, failed forks included: the bomb stays at its share until
+    // killed. (The shell bomb above burns out there instead: each shell exits when its fork fails,
+    // and unless its zombies are still unreaped at the next tick, it was never seen past max_pids —
+    // dead, but its job's first shell runs on: plans/design.md.)
+    const job = await c.client.createJob({ argv: ["perl", "-e", "fork while 1"], limits: { max_pids: 64 } });
+    const f = await finished(c, job.id);
+    done = true;
+    await poll;
+    expect([f.state, f.reason, f.enforcement, f.sandbox.backend]).toEqual([
+      "killed",
+      "process_limit",
+      "monitor",
+      "none",
+    ]);
+    expect(f.limit_exceeded).toMatchObject({ limit: "max_pids", max: 64 });
+    const lived = Date.parse(f.finished_at as string) - Date.parse(f.started_at as string);
+    expect(lived).toBeLessThan(2000);
+    expect(polls).toBeGreaterThan(0);
+    expect(failures).toBe(0);
+    expect(peak).toBeLessThanOrEqual(share.recorders);
+    await after();
+    expect((await raw(c.socket, "GET", "/v1/ready")).status).toBe(200);
+    const ok = await c.client.createJob({ argv: ["true"] });
+    expect((await finished(c, ok.id)).reason).toBe("exited");
   });
 });

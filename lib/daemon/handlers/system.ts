@@ -93,6 +93,13 @@ function diskStatus(ctx: Context) {
   };
 }
 
+/** The task share of jobs without a cgroup, where one applies (lib/jobs/tasks.ts). */
+function taskShareStatus(ctx: Context) {
+  if (ctx.supervisor.monitor.enforcement.cgroups) return null;
+  const s = ctx.supervisor.taskShare;
+  return s ? { own: s.own, recorders: s.recorders, jobs: s.jobs } : null;
+}
+
 /** How limits are enforced: "monitor" or "cgroup v2", why not cgroups, and the monitor's figures. */
 function limitsStatus(ctx: Context) {
   const m = ctx.supervisor.monitor;
@@ -104,6 +111,7 @@ function limitsStatus(ctx: Context) {
     jobs_sampled: m.watching,
     ticks: m.last.count,
     last_tick_ms: Number(m.last.ms.toFixed(3)),
+    task_share: taskShareStatus(ctx),
   };
 }
 
