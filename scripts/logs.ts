@@ -67,7 +67,6 @@ const logs = defineCommand({
           await streamLog(api, args.id, stream, offset, out.write, {
             follow: Boolean(args.follow),
             signal: stop.signal,
-            ...("writeMany" in out ? { writeMany: out.writeMany } : {}),
           });
           await out.end();
         })(),

@@ -16,8 +16,6 @@ export interface ByteStream extends AsyncIterable<Uint8Array> {
   text(): Promise<string>;
   /** Drop the connection (the stream ends with an AbortError for a reader still waiting). */
   close(): void;
-  /** The body's chunks already received and not yet read, taken at once (none: []); for batched writes. */
-  takeQueued?(): Uint8Array[];
 }
 
 /** The connection ended before the body did (planterd stopped or failed mid-stream). */
@@ -348,15 +346,6 @@ export async function openStream(
     close() {
       fail(abortError());
       socket.terminate();
-    },
-    takeQueued() {
-      const taken = queue.splice(0);
-      queued = 0;
-      if (paused) {
-        paused = false;
-        socket.resume();
-      }
-      return taken;
     },
   };
 }

@@ -1,5 +1,4 @@
 /** Output for people (tables, colours when a terminal wants them) and for scripts (JSON). */
-import { fstatSync, writevSync } from "node:fs";
 import type { Job } from "../api/contract.ts";
 import { isTerminal } from "./tty.ts";
 
@@ -42,56 +41,6 @@ export function write(fd: Fd, data: string | Uint8Array): Promise<void> {
   });
   chains[fd] = next;
   return next;
-}
-
-/**
- * Write `chunks` in order, as `write` does, as one batch: a file or /dev/null takes them in
- * synchronous writev calls (a call per batch, not a promise per chunk: a 200 MB log to /dev/null
- * spent most of its time in the promises); a pipe, socket or terminal gets them joined in one
- * asynchronous write, so a slow reader never blocks this process (^C still reaches it).
- */
-export function writeChunks(fd: Fd, chunks: Uint8Array[]): Promise<void> {
-  if (!syncSink(fd)) return write(fd, chunks.length === 1 ? (chunks[0] as Uint8Array) : Buffer.concat(chunks));
-  const next = chains[fd].then(async () => {
-    if (gone[fd]) return;
-    let rest = chunks.filter((c) => c.length);
-    try {
-      while (rest.length) rest = after(rest, writevSync(fd, rest.slice(0, 1024)));
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EAGAIN") {
-        // A descriptor someone made non-blocking: Bun's own writer waits for it.
-        for (const c of rest) await write(fd, c);
-        return;
-      }
-      gone[fd] = true;
-      for (const l of goneListeners) l(fd, e);
-    }
-  });
-  chains[fd] = next;
-  return next;
-}
-
-/** What is left of `chunks` once `n` bytes of them were written. */
-function after(chunks: Uint8Array[], n: number): Uint8Array[] {
-  let i = 0;
-  while (i < chunks.length && n >= (chunks[i] as Uint8Array).length) n -= (chunks[i++] as Uint8Array).length;
-  const rest = chunks.slice(i);
-  if (n > 0 && rest.length) rest[0] = (rest[0] as Uint8Array).subarray(n);
-  return rest;
-}
-
-const syncKinds: Partial<Record<Fd, boolean>> = {};
-/** Whether `fd` is a regular file or a character device other than a terminal (/dev/null). */
-function syncSink(fd: Fd): boolean {
-  if (syncKinds[fd] === undefined) {
-    try {
-      const st = fstatSync(fd);
-      syncKinds[fd] = st.isFile() || (st.isCharacterDevice() && !isTerminal(fd));
-    } catch {
-      syncKinds[fd] = false;
-    }
-  }
-  return syncKinds[fd] as boolean;
 }
 
 /** A line on stdout. */

@@ -3,7 +3,7 @@ import type { Client } from "../api/client.ts";
 import { PlanterError } from "../api/errors.ts";
 import { FrameDecoder, type FrameEvent } from "../api/frames.ts";
 import { type ByteStream, StreamCut } from "../api/stream.ts";
-import { writeChunks, write as writeFd } from "../cli/output.ts";
+import { write as writeFd } from "../cli/output.ts";
 import { TerminalFilter } from "../cli/terminal.ts";
 import { isTerminal } from "../cli/tty.ts";
 
@@ -19,9 +19,6 @@ export function jobOutput(fd: 1 | 2, raw: boolean) {
   const write = (d: Uint8Array) => (d.length ? writeFd(fd, d) : Promise.resolve());
   return {
     write: (d: Uint8Array) => write(filter ? filter.push(d) : d),
-    /** Several chunks at once: unfiltered, one batch (writeChunks); filtered, one by one. */
-    writeMany: (ds: Uint8Array[]) =>
-      filter ? write(Buffer.concat(ds.map((d) => filter.push(d)))) : writeChunks(fd, ds),
     /** What the filter still holds at the end of the stream. */
     end: () => (filter ? write(filter.end()) : Promise.resolve()),
   };
@@ -49,7 +46,7 @@ export async function streamLog(
   stream: Stream,
   offset: number,
   write: (data: Uint8Array) => Promise<void>,
-  opts: { follow: boolean; signal?: AbortSignal; writeMany?: (data: Uint8Array[]) => Promise<void> },
+  opts: { follow: boolean; signal?: AbortSignal },
 ): Promise<number> {
   let s: ByteStream;
   try {
@@ -61,12 +58,8 @@ export async function streamLog(
   let at = offset;
   try {
     for await (const chunk of s) {
-      // What else has arrived goes with it: one write for the lot.
-      const more = opts.writeMany && s.takeQueued ? s.takeQueued() : [];
-      if (more.length && opts.writeMany) await opts.writeMany([chunk, ...more]);
-      else await write(chunk);
+      await write(chunk);
       at += chunk.length;
-      for (const m of more) at += m.length;
     }
   } catch (e) {
     if (!(e instanceof StreamCut)) throw e;
