@@ -211,6 +211,49 @@ const isSpace = (c: string) => c === " " || c === "\t" || c === "\n" || c === "\
 const isAlpha = (c: string) => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z");
 const isKeyChar = (c: string) => isAlpha(c) || (c >= "0" && c <= "9") || c === "-";
 
+/** A value being read: inside quotes, in a trailing comment, the text so far, where its trailing blanks begin (0: none). */
+interface ValueState {
+  quote: boolean;
+  comment: boolean;
+  out: string;
+  trim: number;
+}
+
+/** The escapes git knows in a value (`\` before a newline continues the value instead). */
+const VALUE_ESCAPES = new Map([
+  ["t", "\t"],
+  ["b", "\b"],
+  ["n", "\n"],
+  ["\\", "\\"],
+  ['"', '"'],
+]);
+
+/** Take one character of a value (not its line's end) into `v`; false when git refuses it (an unknown escape). */
+function valueChar(v: ValueState, c: string, next: () => string): boolean {
+  if (v.comment) return true;
+  if (isSpace(c) && !v.quote) {
+    if (!v.trim) v.trim = v.out.length;
+    if (v.out.length) v.out += c;
+    return true;
+  }
+  if (!v.quote && (c === ";" || c === "#")) {
+    v.comment = true;
+    return true;
+  }
+  v.trim = 0;
+  if (c === "\\") {
+    const d = next();
+    if (d === "\n") return true;
+    const e = VALUE_ESCAPES.get(d);
+    if (e === undefined) return false;
+    v.out += e;
+    return true;
+  }
+  if (c === '"') v.quote = !v.quote;
+  else v.out += c;
+  return true;
+}
+
 /** Parse git config text as git's config.c does; after a bad line, resume at the next one. */
 export function parseGitConfig(text: string): GitConfig {
   // A parser that read any line differently from git would let a key through, so this follows
@@ -274,42 +317,14 @@ export function parseGitConfig(text: string): GitConfig {
     }
   };
   const value = (): string | null => {
-    let quote = false;
-    let comment = false;
-    let out = "";
-    let trim = 0;
+    const v: ValueState = { quote: false, comment: false, out: "", trim: 0 };
     for (;;) {
       const c = next();
       if (c === "\n") {
-        if (quote) return null;
-        return trim ? out.slice(0, trim) : out;
+        if (v.quote) return null;
+        return v.trim ? v.out.slice(0, v.trim) : v.out;
       }
-      if (comment) continue;
-      if (isSpace(c) && !quote) {
-        if (!trim) trim = out.length;
-        if (out.length) out += c;
-        continue;
-      }
-      if (!quote && (c === ";" || c === "#")) {
-        comment = true;
-        continue;
-      }
-      trim = 0;
-      if (c === "\\") {
-        const d = next();
-        if (d === "\n") continue;
-        if (d === "t") out += "\t";
-        else if (d === "b") out += "\b";
-        else if (d === "n") out += "\n";
-        else if (d === "\\" || d === '"') out += d;
-        else return null;
-        continue;
-      }
-      if (c === '"') {
-        quote = !quote;
-        continue;
-      }
-      out += c;
+      if (!valueChar(v, c, next)) return null;
     }
   };
   const keyValue = (first: string): { key: string; value: string | null } | null => {
