@@ -1032,34 +1032,11 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
   const visit = (path: string, home: string | null, owner: number, depth: number) => {
     if (depth > INCLUDE_DEPTH || seen.has(path)) return;
     seen.add(path);
-    let text: string;
-    try {
-      const st = lstatSync(path);
-      if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return;
-      text = readFileSync(path, "latin1");
-    } catch {
-      return;
-    }
-    const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
+    const text = ownedConfig(path, owner);
+    if (text === null) return;
     for (const e of parseGitConfig(text).entries) {
-      if (e.value === null || !isDangerous(e.name, e.value)) continue;
-      const section = e.name.slice(0, e.name.indexOf("."));
-      const key = e.name.slice(e.name.lastIndexOf(".") + 1);
-      const v = expand(e.value);
-      if (e.name === "core.hookspath") {
-        (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
-      } else if ((section === "include" || section === "includeif") && key === "path") {
-        if (v.startsWith("~")) continue;
-        const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
-        out.absolute.configs.push(abs);
-        visit(abs, home, owner, depth + 1);
-      } else {
-        for (const w of commandPaths(e.value)) {
-          const x = expand(w);
-          if (x.startsWith("~")) continue;
-          (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
-        }
-      }
+      const include = noteGlobalEntry(out, e, path, home);
+      if (include) visit(include, home, owner, depth + 1);
     }
   };
   for (const f of files) visit(f.path, f.home, f.owner, 0);
@@ -1073,6 +1050,45 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
       programs: uniq(out.absolute.programs),
     },
   };
+}
+
+/** A config file's text, when it is a file of at most CONFIG_BYTES owned by root or `owner`; else null. */
+function ownedConfig(path: string, owner: number): string | null {
+  try {
+    const st = lstatSync(path);
+    if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return null;
+    return readFileSync(path, "latin1");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Note what a dangerous entry of the global config at `path` names (hooks dir, included config,
+ * programs); `~/` is `home`. Returns an included config to read next, or null.
+ */
+function noteGlobalEntry(out: GlobalGit, e: GitConfigEntry, path: string, home: string | null): string | null {
+  if (e.value === null || !isDangerous(e.name, e.value)) return null;
+  const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
+  const section = e.name.slice(0, e.name.indexOf("."));
+  const key = e.name.slice(e.name.lastIndexOf(".") + 1);
+  const v = expand(e.value);
+  if (e.name === "core.hookspath") {
+    (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
+    return null;
+  }
+  if ((section === "include" || section === "includeif") && key === "path") {
+    if (v.startsWith("~")) return null;
+    const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
+    out.absolute.configs.push(abs);
+    return abs;
+  }
+  for (const w of commandPaths(e.value)) {
+    const x = expand(w);
+    if (x.startsWith("~")) continue;
+    (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
+  }
+  return null;
 }
 
 const parentOfAbs = (p: string) => p.slice(0, Math.max(1, p.lastIndexOf("/")));
