@@ -1240,22 +1240,9 @@ function* snapshotSteps(
   let entries: Record<string, WatchedEntry>;
   // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
   for (let round = 1; ; round++) {
-    entries = {};
-    for (const [rel, w] of s.watched) {
-      const e = describe(root, rel, w.kind);
-      if (e) entries[rel] = e;
-      if (spent(budget)) yield;
-    }
-    const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+    entries = yield* describeWatched(s, budget);
+    const next = reachedFrom(s, entries, derived);
     const programs = derived.programs ?? [];
-    for (const [rel, e] of Object.entries(entries)) {
-      if (e.kind !== "git-config" || e.data === undefined) continue;
-      const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
-      const d = derive(root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
-      // One already reached through a symlink is the user's own layout, not something to watch.
-      for (const h of d.hooks) if (firstSymlink(root, h) === null) next.hooks.add(h);
-      for (const c of d.configs) if (firstSymlink(root, c) === null) next.configs.add(c);
-    }
     if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
       break;
     derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort(), programs };
@@ -1272,6 +1259,35 @@ function* snapshotSteps(
     protect: [...s.protect].sort(),
     entries,
   };
+}
+
+/** Each watched entry of a scan as it is now (its type, size, times, and a config's or link's content). */
+function* describeWatched(s: Scan, budget: WalkBudget): Steps<Record<string, WatchedEntry>> {
+  const entries: Record<string, WatchedEntry> = {};
+  for (const [rel, w] of s.watched) {
+    const e = describe(s.root, rel, w.kind);
+    if (e) entries[rel] = e;
+    if (spent(budget)) yield;
+  }
+  return entries;
+}
+
+/** The hook dirs and configs in the cell that `derived` and the cell's own git configs (`entries`) point at. */
+function reachedFrom(
+  s: Scan,
+  entries: Record<string, WatchedEntry>,
+  derived: Derived,
+): { hooks: Set<string>; configs: Set<string> } {
+  const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+  for (const [rel, e] of Object.entries(entries)) {
+    if (e.kind !== "git-config" || e.data === undefined) continue;
+    const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
+    const d = derive(s.root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
+    // One already reached through a symlink is the user's own layout, not something to watch.
+    for (const h of d.hooks) if (firstSymlink(s.root, h) === null) next.hooks.add(h);
+    for (const c of d.configs) if (firstSymlink(s.root, c) === null) next.configs.add(c);
+  }
+  return next;
 }
 
 /** Existing paths the sandbox should bind read-only: .git/{hooks,config,commondir,info,config.worktree} at any depth (and a bare repo's same parts), `.git` gitlink files, existing listed tool config files/dirs. Absolute. */
