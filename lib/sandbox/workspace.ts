@@ -1373,13 +1373,7 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
     return null;
   const read = readEntry(s.root, rel, kind === "git-config" ? CONFIG_BYTES : KEEP_BYTES);
   const what = before ? "changed" : "new";
-  if (!read.ok) {
-    if (read.why === "gone") return null;
-    if (read.why === "moved") return { rel, kind, detail: "changed while checked" };
-    if (read.why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
-    // Too large to keep: judged on its stat alone (already known to differ).
-    return { rel, kind, detail: `${what} (too large to compare)` };
-  }
+  if (!read.ok) return unread(rel, kind, read.why, what);
   if ("link" in read) {
     if (before?.type === "symlink" && before.link === read.link) return null;
     return { rel, kind, detail: `${what}: a symlink to ${shown(read.link)}` };
@@ -1387,37 +1381,8 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
   const data = read.data;
   if (before?.type === "file" && before.data !== undefined && Buffer.from(before.data, "base64").equals(data))
     return null;
-  if (kind === "git-config") {
-    const after = parseGitConfig(data.toString("latin1"));
-    const was =
-      before?.type === "file" && before.data !== undefined
-        ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
-        : null;
-    if (before && was === null) {
-      // The earlier config was too large to keep: any dangerous key counts.
-      const added = addedDanger(null, after);
-      return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
-    }
-    const added = addedDanger(was, after);
-    if (!added.length) return null;
-    return {
-      rel,
-      kind,
-      detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
-      sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
-    };
-  }
-  if (kind === "git-redirect" && baseOf(rel) !== "alternates") {
-    // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
-    const target = redirectPath(rel, data);
-    if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
-    const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
-    return {
-      rel,
-      kind,
-      detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
-    };
-  }
+  if (kind === "git-config") return configChange(rel, kind, data, before);
+  if (kind === "git-redirect" && baseOf(rel) !== "alternates") return redirectChange(s, rel, kind, data, what);
   if (kind === "git-redirect") return { rel, kind, detail: `${what} alternates` };
   if (kind === "git-hook") return { rel, kind, detail: `${what} hook` };
   return { rel, kind, detail: what };
@@ -1430,6 +1395,55 @@ function linkedPlan(s: Scan, rel: string, kind: FindingKind, before: WatchedEntr
   const read = readEntry(s.root, rel, CONFIG_BYTES);
   const sanitized = read.ok && "data" in read ? harmlessGitConfig(read.data.toString("latin1")) : undefined;
   return { rel, kind, detail, ...(sanitized !== undefined ? { sanitized } : {}) };
+}
+
+/** A watched entry that could not be read: gone (nothing to judge), or a finding for why. */
+function unread(
+  rel: string,
+  kind: FindingKind,
+  why: "moved" | "gone" | "not-file" | "large",
+  what: string,
+): Plan | null {
+  if (why === "gone") return null;
+  if (why === "moved") return { rel, kind, detail: "changed while checked" };
+  if (why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
+  // Too large to keep: judged on its stat alone (already known to differ).
+  return { rel, kind, detail: `${what} (too large to compare)` };
+}
+
+/** A git config new or changed: a finding when it sets a dangerous key it did not (a new one is written back harmless). */
+function configChange(rel: string, kind: FindingKind, data: Buffer, before: WatchedEntry | undefined): Plan | null {
+  const after = parseGitConfig(data.toString("latin1"));
+  const was =
+    before?.type === "file" && before.data !== undefined
+      ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
+      : null;
+  if (before && was === null) {
+    // The earlier config was too large to keep: any dangerous key counts.
+    const added = addedDanger(null, after);
+    return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
+  }
+  const added = addedDanger(was, after);
+  if (!added.length) return null;
+  return {
+    rel,
+    kind,
+    detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
+    sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
+  };
+}
+
+/** A gitlink or commondir file new or changed: a finding unless it names a repository found in the cell. */
+function redirectChange(s: Scan, rel: string, kind: FindingKind, data: Buffer, what: string): Plan | null {
+  // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
+  const target = redirectPath(rel, data);
+  if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
+  const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
+  return {
+    rel,
+    kind,
+    detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
+  };
 }
 
 /** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
