@@ -1655,6 +1655,66 @@ export function passOn(into: WorkspaceSnapshot, settled: [rel: string, left: Wat
   }
 }
 
+/**
+ * What the job left to set aside: watched entries it added or changed, symlinks out of the reviewed
+ * tree, symlinks on the way to what the earlier configs name, and directories it made unlistable.
+ */
+function* planReview(s: Scan, before: WorkspaceSnapshot, unreviewed: string[], budget: WalkBudget): Steps<Plan[]> {
+  const plans: Plan[] = [];
+  for (const [rel, w] of s.watched) {
+    if (isAside(rel)) continue;
+    const p = judge(s, rel, w.kind, before.entries[rel]);
+    if (p) plans.push(p);
+    if (spent(budget)) yield;
+  }
+  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
+  for (const rel of s.links ?? []) {
+    if (spent(budget)) yield;
+    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
+    const into = leadsInto(s, rel, unreviewed);
+    if (into !== null)
+      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
+  }
+  planSymlinked(s, before, plans);
+  // A directory the job made unlistable could hide anything; it is set aside unreviewed.
+  const wasUnlistable = new Set(before.unlistable);
+  for (const rel of s.unlistable) {
+    if (rel && !wasUnlistable.has(rel))
+      plans.push({ rel, kind: "tool-config", detail: "a directory that cannot be listed, so not reviewed" });
+  }
+  return plans;
+}
+
+/** A hook dir or included config of the earlier configs now reached through a symlink: that symlink is planned. */
+function planSymlinked(s: Scan, before: WorkspaceSnapshot, plans: Plan[]): void {
+  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
+    if (s.dirs.has(parentOf(rel))) continue;
+    const link = firstSymlink(s.root, rel);
+    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
+    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
+    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
+  }
+}
+
+/**
+ * Act on one planned finding: set the entry aside (restoring `was`, the earlier version, where
+ * kept), tell `settled` what the job's entry is now, and say what was done.
+ */
+function act(root: string, p: Plan, was: WatchedEntry | undefined, jobId: string, settled?: Settled): Finding {
+  const path = shown(absOf(root, p.rel));
+  if (p.detail === "changed while checked") {
+    settled?.(p.rel, null);
+    return { path, kind: p.kind, detail: p.detail, saved_as: "", restored: false };
+  }
+  const r = setAsideIn(root, p.rel, jobId, { before: was, sanitized: p.sanitized });
+  settled?.(p.rel, r.restored ? leftBehind(was, p) : null);
+  const notes = [p.detail];
+  if (r.problem) notes.push(r.problem);
+  else if (r.restored && !was) notes.push("a copy without those keys written back");
+  else if (!r.restored && was) notes.push("the earlier version was not kept (over 64 KiB)");
+  return { path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored };
+}
+
 function* reviewSteps(
   cellDir: string,
   before: WorkspaceSnapshot,
@@ -1675,51 +1735,12 @@ function* reviewSteps(
   // Repositories the job made get the user's global hook dirs and programs watched too.
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
   if (g.grew) s = yield* scan(root, names, g.merged, budget, unreviewed.length > 0);
-  const plans: Plan[] = [];
-  for (const [rel, w] of s.watched) {
-    if (isAside(rel)) continue;
-    const p = judge(s, rel, w.kind, before.entries[rel]);
-    if (p) plans.push(p);
-    if (spent(budget)) yield;
-  }
-  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
-  for (const rel of s.links ?? []) {
-    if (spent(budget)) yield;
-    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
-    const into = leadsInto(s, rel, unreviewed);
-    if (into !== null)
-      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
-  }
-  // A hook dir or included config of the earlier configs now reached through a symlink.
-  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
-    if (s.dirs.has(parentOf(rel))) continue;
-    const link = firstSymlink(root, rel);
-    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
-    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
-    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
-  }
-  // A directory the job made unlistable could hide anything; it is set aside unreviewed.
-  const wasUnlistable = new Set(before.unlistable);
-  for (const rel of s.unlistable) {
-    if (rel && !wasUnlistable.has(rel))
-      plans.push({ rel, kind: "tool-config", detail: "a directory that cannot be listed, so not reviewed" });
-  }
+  const plans = yield* planReview(s, before, unreviewed, budget);
   const findings: Finding[] = [];
   for (const p of plans.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
-    const path = shown(absOf(root, p.rel));
-    if (p.detail === "changed while checked") {
-      findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
-      opts.settled?.(p.rel, null);
-      continue;
-    }
-    const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
-    opts.settled?.(p.rel, r.restored ? leftBehind(before.entries[p.rel], p) : null);
-    const notes = [p.detail];
-    if (r.problem) notes.push(r.problem);
-    else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
-    else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
-    findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
-    if (spent(budget)) yield;
+    findings.push(act(root, p, before.entries[p.rel], opts.jobId, opts.settled));
+    // A step is an entry set aside; one only noted (changed while checked) is none.
+    if (p.detail !== "changed while checked" && spent(budget)) yield;
   }
   // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
   if (s.truncated) {
