@@ -730,98 +730,144 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
     linkSet: new Set(),
   };
   const listed = { n: 0 };
-  const hookDirs = new Set(derived.hooks.map(fold));
-  const includes = new Set(derived.configs.map(fold));
-  const programs = new Set((derived.programs ?? []).map(fold));
+  const known: Known = {
+    names,
+    hookDirs: new Set(derived.hooks.map(fold)),
+    includes: new Set(derived.configs.map(fold)),
+    programs: new Set((derived.programs ?? []).map(fold)),
+  };
   // An explicit stack: a job can nest directories deeper than any call stack.
-  const stack: { rel: string; tool: boolean; hooks: boolean; objects?: boolean }[] = [
-    { rel: "", tool: false, hooks: false },
-  ];
+  const stack: ScanDir[] = [{ rel: "", tool: false, hooks: false }];
   for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
-    const { rel, tool, hooks, objects: inObjects } = top;
-    const list = yield* listDir(s, absOf(root, rel), budget, listed);
-    if (list === "denied") s.unlistable.push(rel);
+    const list = yield* listDir(s, absOf(root, top.rel), budget, listed);
+    if (list === "denied") s.unlistable.push(top.rel);
     if (list === null || list === "denied") continue;
-    s.dirs.add(rel);
-    let head = false;
-    let objects = false;
-    let refs = false;
-    let commondir = false;
-    for (const e of list) {
-      const n = fold(e.name);
-      if (n === "head") head = !e.isDirectory();
-      else if (n === "objects") objects = true;
-      else if (n === "refs") refs = true;
-      else if (n === "commondir") commondir = true;
-    }
-    const gitDir = fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
-    if (gitDir) s.gitDirs.add(rel);
+    s.dirs.add(top.rel);
+    const gitDir = isGitDir(top.rel, list);
+    if (gitDir) s.gitDirs.add(top.rel);
     for (const e of list) {
       if (spent(budget)) yield;
-      const name = fold(e.name);
-      const r = relJoin(rel, e.name);
-      const fr = fold(r);
-      const isDir = e.isDirectory();
-      const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
-      let kind: FindingKind | null = null;
-      let toolHere = tool;
-      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)))) {
-        toolHere = true;
-        if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
-      }
-      if (name === ".git" && !isDir) {
-        kind = type ? "git-redirect" : null;
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && (name === "config" || name === "config.worktree") && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && name === "commondir" && type) {
-        kind = "git-redirect";
-        if (type === "file") s.protect.add(r);
-      } else if ((gitDir && name === "hooks") || hookDirs.has(fr)) {
-        if (type === "symlink") kind = "git-hook";
-        if (isDir) s.protect.add(r);
-      } else if (gitDir && name === "info" && isDir) {
-        s.protect.add(r);
-      } else if (hooks && type && !name.endsWith(".sample")) {
-        kind = "git-hook";
-      } else if (programs.has(fr) && type) {
-        kind = "git-hook";
-        if (type === "file") s.protect.add(r);
-      } else if (includes.has(fr) && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (toolHere && type) {
-        kind = "tool-config";
-      }
-      if (kind && type) s.watched.set(r, { kind, type });
-      if (type === "symlink" && s.links) {
-        s.links.push(r);
-        s.linkSet.add(r);
-      }
-      if (!isDir) continue;
-      if (gitDir && name === "objects") {
-        // Of objects/ only its alternates redirect anything.
-        const alt = `${r}/info/alternates`;
-        try {
-          const st = lstatSync(bytes(absOf(root, alt)));
-          if (st.isFile() || st.isSymbolicLink()) {
-            s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
-          }
-        } catch {
-          // no alternates
-        }
-        // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
-        // make one): objects/ is walked like any directory but for git's own fan-out and pack
-        // dirs holding no directory, whose one file per object need not be listed.
-        stack.push({ rel: r, tool: toolHere, hooks: false, objects: true });
-        continue;
-      }
-      if (inObjects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(root, r))) continue;
-      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(fr) });
+      const sub = visit(s, known, top, gitDir, e);
+      if (sub) stack.push(sub);
     }
   }
   return s;
+}
+
+/** A directory the scan is to list: whether it is (in) a tool configuration, a hooks directory, or (in) a git dir's objects/. */
+interface ScanDir {
+  rel: string;
+  tool: boolean;
+  hooks: boolean;
+  objects?: boolean;
+}
+
+/** What a scan looks for: the tool configurations, and the hooks dirs, includes and programs git's config names (folded). */
+interface Known {
+  names: Names;
+  hookDirs: Set<string>;
+  includes: Set<string>;
+  programs: Set<string>;
+}
+
+/** Note one entry of `dir` in the scan (watched, kept read-only, a symlink met); returns it when it is a directory to list too. */
+function visit(s: Scan, known: Known, dir: ScanDir, gitDir: boolean, e: Dirent): ScanDir | null {
+  const name = fold(e.name);
+  const r = relJoin(dir.rel, e.name);
+  const fr = fold(r);
+  const isDir = e.isDirectory();
+  const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
+  let toolHere = dir.tool;
+  if (!dir.tool && isToolConfig(known.names, name, fr)) {
+    toolHere = true;
+    if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
+  }
+  const hookDir = (gitDir && name === "hooks") || known.hookDirs.has(fr);
+  const { programs, includes } = known;
+  const found = entryKind({ name, fr, isDir, type, gitDir, hookDir, inHooks: dir.hooks, toolHere, programs, includes });
+  if (found.protect) s.protect.add(r);
+  if (found.kind && type) s.watched.set(r, { kind: found.kind, type });
+  if (type === "symlink" && s.links) {
+    s.links.push(r);
+    s.linkSet.add(r);
+  }
+  if (!isDir) return null;
+  if (gitDir && name === "objects") {
+    // Of objects/ only its alternates redirect anything.
+    watchAlternates(s, `${r}/info/alternates`);
+    // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
+    // make one): objects/ is walked like any directory but for git's own fan-out and pack
+    // dirs holding no directory, whose one file per object need not be listed.
+    return { rel: r, tool: toolHere, hooks: false, objects: true };
+  }
+  if (dir.objects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(s.root, r))) return null;
+  return { rel: r, tool: toolHere, hooks: hookDir };
+}
+
+/** Whether a directory is a git dir: a `.git` dir, or one with HEAD and objects/ + refs/ or a commondir file. */
+function isGitDir(rel: string, list: Dirent[]): boolean {
+  let head = false;
+  let objects = false;
+  let refs = false;
+  let commondir = false;
+  for (const e of list) {
+    const n = fold(e.name);
+    if (n === "head") head = !e.isDirectory();
+    else if (n === "objects") objects = true;
+    else if (n === "refs") refs = true;
+    else if (n === "commondir") commondir = true;
+  }
+  return fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
+}
+
+/** Whether the entry `name` at `fr` (both folded) is one of the listed tool configurations. */
+function isToolConfig(names: Names, name: string, fr: string): boolean {
+  return names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)) === true;
+}
+
+/** One entry of a scanned directory, as entryKind needs it (`name` and `fr`, its relative path, folded). */
+interface EntryFacts {
+  name: string;
+  fr: string;
+  isDir: boolean;
+  type: "file" | "symlink" | null;
+  /** The directory holding it is a git dir. */
+  gitDir: boolean;
+  /** It is a hooks directory (a git dir's, or one core.hooksPath names). */
+  hookDir: boolean;
+  /** The directory holding it is a hooks directory. */
+  inHooks: boolean;
+  /** It is, or lies in, a listed tool configuration. */
+  toolHere: boolean;
+  programs: Set<string>;
+  includes: Set<string>;
+}
+
+/** What an entry is to the host (a finding's kind, or null), and whether it is kept read-only for the job. */
+function entryKind(f: EntryFacts): { kind: FindingKind | null; protect: boolean } {
+  const { name, fr, isDir, type, gitDir } = f;
+  if (name === ".git" && !isDir) return { kind: type ? "git-redirect" : null, protect: type === "file" };
+  if (gitDir && (name === "config" || name === "config.worktree") && type)
+    return { kind: "git-config", protect: type === "file" };
+  if (gitDir && name === "commondir" && type) return { kind: "git-redirect", protect: type === "file" };
+  if (f.hookDir) return { kind: type === "symlink" ? "git-hook" : null, protect: isDir };
+  if (gitDir && name === "info" && isDir) return { kind: null, protect: true };
+  if (f.inHooks && type && !name.endsWith(".sample")) return { kind: "git-hook", protect: false };
+  if (f.programs.has(fr) && type) return { kind: "git-hook", protect: type === "file" };
+  if (f.includes.has(fr) && type) return { kind: "git-config", protect: type === "file" };
+  return { kind: f.toolHere && type ? "tool-config" : null, protect: false };
+}
+
+/** Watch a git dir's objects/info/alternates when there is one (a file or a symlink). */
+function watchAlternates(s: Scan, alt: string): void {
+  try {
+    const st = lstatSync(bytes(absOf(s.root, alt)));
+    if (st.isFile() || st.isSymbolicLink()) {
+      s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
+    }
+  } catch {
+    // no alternates
+  }
 }
 
 /**
