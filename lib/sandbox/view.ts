@@ -90,13 +90,16 @@ export function writableIn(ms: Mount[], path: string): boolean {
   return m?.op === "bind" && m.write;
 }
 
+/** A cover hiding `path` when it exists (a dir or a file), else none. */
+function hideIf(kind: Lstat, path: string, why: string): Mount[] {
+  const k = kind(path);
+  return k === "dir" || k === "file" ? [{ op: "hide", path, kind: k, why }] : [];
+}
+
 /** The ordered mounts of a request. `kind` tells what exists, `mounts` the host's mount table (tests pass fakes). */
 export function sandboxView(req: PlanRequest, kind: Lstat = fsKind, mounts: MountLine[] = hostMounts()): Mount[] {
   const p = req.policy;
-  const hide = (path: string, why: string): Mount[] => {
-    const k = kind(path);
-    return k === "dir" || k === "file" ? [{ op: "hide", path, kind: k, why }] : [];
-  };
+  const hide = (path: string, why: string): Mount[] => hideIf(kind, path, why);
   const ms: Mount[] = [];
   for (const x of req.protect) ms.push(...hide(x, "planter"));
   // Every real home is hidden: the homes' roots, and the job's and planterd's own wherever they are.
@@ -113,40 +116,75 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind, mounts: Moun
   const without = order(ms);
   for (const c of req.otherCells) if (visibleIn(without, c)) ms.push(...hide(c, "other cell"));
   const sorted = order(ms);
-  const extra: Mount[] = [];
-  // Workspace config and rc files stay read-only wherever a writable bind shows them.
+  const extra: Mount[] = [
+    ...pins(req, sorted, kind),
+    ...credentialCovers(req, sorted, kind),
+    ...socketCovers(req, sorted),
+    ...denyCovers(req, sorted, kind),
+  ];
+  // planter's own paths need no second cover where a bind (a cell holding them) shows them: their
+  // cover is a narrow one, deeper than such a bind or after it at the same depth.
+  return aliasCovers(order([...ms, ...extra]), kind, mounts);
+}
+
+/** Workspace config and rc files stay read-only wherever a writable bind (`sorted`) shows them. */
+function pins(req: PlanRequest, sorted: Mount[], kind: Lstat): Mount[] {
+  const p = req.policy;
+  const out: Mount[] = [];
   const pin = [...req.workspaceReadOnly, ...req.credentialHomes.flatMap((h) => RC_FILES.map((f) => `${h}/${f}`))];
   // (Never inside a deny path: a deeper bind would show what the deny hides.)
   for (const x of pin) {
     const k = kind(x);
     if (p.deny.some((d) => within(x, d)) || (req.placeholders ?? []).some((d) => within(x, d))) continue;
     if ((k === "dir" || k === "file") && writableIn(sorted, x))
-      extra.push({ op: "bind", path: x, write: false, why: "protected" });
+      out.push({ op: "bind", path: x, write: false, why: "protected" });
   }
-  // Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
-  // Covered where they really are: a credential that is a symlink (a dotfile manager's `~/.npmrc →
-  // dotfiles/npmrc`, a home-manager link into /nix/store) or lies below one (`~/.config → …`) is
-  // hidden at its target, which the job could otherwise read by that name.
+  return out;
+}
+
+/**
+ * Credentials: hidden wherever a bind shows them, unless a policy path names them (or a path in them).
+ * Covered where they really are: a credential that is a symlink (a dotfile manager's `~/.npmrc →
+ * dotfiles/npmrc`, a home-manager link into /nix/store) or lies below one (`~/.config → …`) is
+ * hidden at its target, which the job could otherwise read by that name.
+ */
+function credentialCovers(req: PlanRequest, sorted: Mount[], kind: Lstat): Mount[] {
+  const p = req.policy;
+  const out: Mount[] = [];
   const named = [...p.read_write, ...p.read_only];
   for (const h of req.credentialHomes) {
     for (const c of credentialPaths(h)) {
       const real = realPath(c);
       if (named.includes(c) || named.includes(real) || !visibleIn(sorted, real)) continue;
-      extra.push(...hide(real, "credential"));
+      out.push(...hideIf(kind, real, "credential"));
     }
   }
-  // With AF_UNIX on (a policy lists unix_sockets), every other socket the job could reach is
-  // covered: its directory (an empty one), or the socket itself under /dev/null (refuses connects).
-  // A listed socket is bound again inside its covered directory.
+  return out;
+}
+
+/**
+ * With AF_UNIX on (a policy lists unix_sockets), every other socket the job could reach is
+ * covered: its directory (an empty one), or the socket itself under /dev/null (refuses connects).
+ * A listed socket is bound again inside its covered directory.
+ */
+function socketCovers(req: PlanRequest, sorted: Mount[]): Mount[] {
+  const out: Mount[] = [];
   for (const c of req.socketCovers ?? []) {
-    if (p.unix_sockets.includes(c.path) || !visibleIn(sorted, c.path)) continue;
-    extra.push({ op: "hide", path: c.path, kind: c.kind, why: "unix socket" });
+    if (req.policy.unix_sockets.includes(c.path) || !visibleIn(sorted, c.path)) continue;
+    out.push({ op: "hide", path: c.path, kind: c.kind, why: "unix socket" });
   }
-  // A deny in a writable area is pinned: each ancestor up to the bind becomes a mountpoint, which
-  // cannot be renamed or removed, so the job cannot move the denied path from under its cover.
-  // A deny path that is missing is held by its placeholder (the first missing component, made
-  // empty by planterd before the job): the placeholder is covered in its place.
-  const denied = p.deny.flatMap((x) => {
+  return out;
+}
+
+/**
+ * The deny covers. A deny in a writable area is pinned: each ancestor up to the bind becomes a
+ * mountpoint, which cannot be renamed or removed, so the job cannot move the denied path from
+ * under its cover. A deny path that is missing is held by its placeholder (the first missing
+ * component, made empty by planterd before the job): the placeholder is covered in its place.
+ */
+function denyCovers(req: PlanRequest, sorted: Mount[], kind: Lstat): Mount[] {
+  const out: Mount[] = [];
+  const denied = req.policy.deny.flatMap((x) => {
     const d = x.replace(/(.)\/+$/, "$1");
     if (kind(d) !== null) return [d];
     const ph = (req.placeholders ?? []).find((h) => within(d, h));
@@ -156,25 +194,28 @@ export function sandboxView(req: PlanRequest, kind: Lstat = fsKind, mounts: Moun
     const w = decider(sorted, d);
     if (w?.op === "bind" && w.write) {
       for (let a = dirname(d); a !== w.path && within(a, w.path) && a !== "/"; a = dirname(a)) {
-        extra.push({ op: "bind", path: a, write: writableIn(sorted, a), why: "pins a deny path" });
+        out.push({ op: "bind", path: a, write: writableIn(sorted, a), why: "pins a deny path" });
       }
     }
-    extra.push(...hide(d, "deny"));
+    out.push(...hideIf(kind, d, "deny"));
   }
-  // planter's own paths need no second cover where a bind (a cell holding them) shows them: their
-  // cover is a narrow one, deeper than such a bind or after it at the same depth.
-  const all = order([...ms, ...extra]);
-  // What a cover hides is hidden under every other name the host's bind mounts give it too
-  // (lib/sandbox/aliases.ts): the view shows the host's mounts, aliases and all.
-  // So is the host's /tmp (the job's is private), and a host /proc or /dev mounted anywhere else.
+  return out;
+}
+
+/**
+ * `all` with what its covers hide hidden under every other name the host's bind mounts give it too
+ * (lib/sandbox/aliases.ts): the view shows the host's mounts, aliases and all.
+ * So is the host's /tmp (the job's is private), and a host /proc or /dev mounted anywhere else.
+ */
+function aliasCovers(all: Mount[], kind: Lstat, mounts: MountLine[]): Mount[] {
   const broad: Mount[] = [];
-  for (const a of aliasesOf("/tmp", mounts)) if (visibleIn(all, a)) broad.push(...hide(a, "host /tmp"));
-  for (const k of strayKernelMounts(mounts)) if (visibleIn(all, k)) broad.push(...hide(k, "host kernel fs"));
+  for (const a of aliasesOf("/tmp", mounts)) if (visibleIn(all, a)) broad.push(...hideIf(kind, a, "host /tmp"));
+  for (const k of strayKernelMounts(mounts)) if (visibleIn(all, k)) broad.push(...hideIf(kind, k, "host kernel fs"));
   const seen = broad.length ? order([...all, ...broad]) : all;
   const aliases: Mount[] = [];
   for (const m of all) {
     if (m.op !== "hide" || m.why === "unix socket") continue;
-    for (const a of aliasesOf(m.path, mounts)) if (visibleIn(seen, a)) aliases.push(...hide(a, m.why));
+    for (const a of aliasesOf(m.path, mounts)) if (visibleIn(seen, a)) aliases.push(...hideIf(kind, a, m.why));
   }
   return aliases.length ? order([...seen, ...aliases]) : seen;
 }

@@ -211,6 +211,49 @@ const isSpace = (c: string) => c === " " || c === "\t" || c === "\n" || c === "\
 const isAlpha = (c: string) => (c >= "a" && c <= "z") || (c >= "A" && c <= "Z");
 const isKeyChar = (c: string) => isAlpha(c) || (c >= "0" && c <= "9") || c === "-";
 
+/** A value being read: inside quotes, in a trailing comment, the text so far, where its trailing blanks begin (0: none). */
+interface ValueState {
+  quote: boolean;
+  comment: boolean;
+  out: string;
+  trim: number;
+}
+
+/** The escapes git knows in a value (`\` before a newline continues the value instead). */
+const VALUE_ESCAPES = new Map([
+  ["t", "\t"],
+  ["b", "\b"],
+  ["n", "\n"],
+  ["\\", "\\"],
+  ['"', '"'],
+]);
+
+/** Take one character of a value (not its line's end) into `v`; false when git refuses it (an unknown escape). */
+function valueChar(v: ValueState, c: string, next: () => string): boolean {
+  if (v.comment) return true;
+  if (isSpace(c) && !v.quote) {
+    if (!v.trim) v.trim = v.out.length;
+    if (v.out.length) v.out += c;
+    return true;
+  }
+  if (!v.quote && (c === ";" || c === "#")) {
+    v.comment = true;
+    return true;
+  }
+  v.trim = 0;
+  if (c === "\\") {
+    const d = next();
+    if (d === "\n") return true;
+    const e = VALUE_ESCAPES.get(d);
+    if (e === undefined) return false;
+    v.out += e;
+    return true;
+  }
+  if (c === '"') v.quote = !v.quote;
+  else v.out += c;
+  return true;
+}
+
 /** Parse git config text as git's config.c does; after a bad line, resume at the next one. */
 export function parseGitConfig(text: string): GitConfig {
   // A parser that read any line differently from git would let a key through, so this follows
@@ -274,42 +317,14 @@ export function parseGitConfig(text: string): GitConfig {
     }
   };
   const value = (): string | null => {
-    let quote = false;
-    let comment = false;
-    let out = "";
-    let trim = 0;
+    const v: ValueState = { quote: false, comment: false, out: "", trim: 0 };
     for (;;) {
       const c = next();
       if (c === "\n") {
-        if (quote) return null;
-        return trim ? out.slice(0, trim) : out;
+        if (v.quote) return null;
+        return v.trim ? v.out.slice(0, v.trim) : v.out;
       }
-      if (comment) continue;
-      if (isSpace(c) && !quote) {
-        if (!trim) trim = out.length;
-        if (out.length) out += c;
-        continue;
-      }
-      if (!quote && (c === ";" || c === "#")) {
-        comment = true;
-        continue;
-      }
-      trim = 0;
-      if (c === "\\") {
-        const d = next();
-        if (d === "\n") continue;
-        if (d === "t") out += "\t";
-        else if (d === "b") out += "\b";
-        else if (d === "n") out += "\n";
-        else if (d === "\\" || d === '"') out += d;
-        else return null;
-        continue;
-      }
-      if (c === '"') {
-        quote = !quote;
-        continue;
-      }
-      out += c;
+      if (!valueChar(v, c, next)) return null;
     }
   };
   const keyValue = (first: string): { key: string; value: string | null } | null => {
@@ -715,98 +730,144 @@ function* scan(root: string, names: Names, derived: Derived, budget: WalkBudget,
     linkSet: new Set(),
   };
   const listed = { n: 0 };
-  const hookDirs = new Set(derived.hooks.map(fold));
-  const includes = new Set(derived.configs.map(fold));
-  const programs = new Set((derived.programs ?? []).map(fold));
+  const known: Known = {
+    names,
+    hookDirs: new Set(derived.hooks.map(fold)),
+    includes: new Set(derived.configs.map(fold)),
+    programs: new Set((derived.programs ?? []).map(fold)),
+  };
   // An explicit stack: a job can nest directories deeper than any call stack.
-  const stack: { rel: string; tool: boolean; hooks: boolean; objects?: boolean }[] = [
-    { rel: "", tool: false, hooks: false },
-  ];
+  const stack: ScanDir[] = [{ rel: "", tool: false, hooks: false }];
   for (let top = stack.pop(); top && !s.truncated; top = stack.pop()) {
-    const { rel, tool, hooks, objects: inObjects } = top;
-    const list = yield* listDir(s, absOf(root, rel), budget, listed);
-    if (list === "denied") s.unlistable.push(rel);
+    const list = yield* listDir(s, absOf(root, top.rel), budget, listed);
+    if (list === "denied") s.unlistable.push(top.rel);
     if (list === null || list === "denied") continue;
-    s.dirs.add(rel);
-    let head = false;
-    let objects = false;
-    let refs = false;
-    let commondir = false;
-    for (const e of list) {
-      const n = fold(e.name);
-      if (n === "head") head = !e.isDirectory();
-      else if (n === "objects") objects = true;
-      else if (n === "refs") refs = true;
-      else if (n === "commondir") commondir = true;
-    }
-    const gitDir = fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
-    if (gitDir) s.gitDirs.add(rel);
+    s.dirs.add(top.rel);
+    const gitDir = isGitDir(top.rel, list);
+    if (gitDir) s.gitDirs.add(top.rel);
     for (const e of list) {
       if (spent(budget)) yield;
-      const name = fold(e.name);
-      const r = relJoin(rel, e.name);
-      const fr = fold(r);
-      const isDir = e.isDirectory();
-      const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
-      let kind: FindingKind | null = null;
-      let toolHere = tool;
-      if (!tool && (names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)))) {
-        toolHere = true;
-        if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
-      }
-      if (name === ".git" && !isDir) {
-        kind = type ? "git-redirect" : null;
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && (name === "config" || name === "config.worktree") && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (gitDir && name === "commondir" && type) {
-        kind = "git-redirect";
-        if (type === "file") s.protect.add(r);
-      } else if ((gitDir && name === "hooks") || hookDirs.has(fr)) {
-        if (type === "symlink") kind = "git-hook";
-        if (isDir) s.protect.add(r);
-      } else if (gitDir && name === "info" && isDir) {
-        s.protect.add(r);
-      } else if (hooks && type && !name.endsWith(".sample")) {
-        kind = "git-hook";
-      } else if (programs.has(fr) && type) {
-        kind = "git-hook";
-        if (type === "file") s.protect.add(r);
-      } else if (includes.has(fr) && type) {
-        kind = "git-config";
-        if (type === "file") s.protect.add(r);
-      } else if (toolHere && type) {
-        kind = "tool-config";
-      }
-      if (kind && type) s.watched.set(r, { kind, type });
-      if (type === "symlink" && s.links) {
-        s.links.push(r);
-        s.linkSet.add(r);
-      }
-      if (!isDir) continue;
-      if (gitDir && name === "objects") {
-        // Of objects/ only its alternates redirect anything.
-        const alt = `${r}/info/alternates`;
-        try {
-          const st = lstatSync(bytes(absOf(root, alt)));
-          if (st.isFile() || st.isSymbolicLink()) {
-            s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
-          }
-        } catch {
-          // no alternates
-        }
-        // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
-        // make one): objects/ is walked like any directory but for git's own fan-out and pack
-        // dirs holding no directory, whose one file per object need not be listed.
-        stack.push({ rel: r, tool: toolHere, hooks: false, objects: true });
-        continue;
-      }
-      if (inObjects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(root, r))) continue;
-      stack.push({ rel: r, tool: toolHere, hooks: (gitDir && name === "hooks") || hookDirs.has(fr) });
+      const sub = visit(s, known, top, gitDir, e);
+      if (sub) stack.push(sub);
     }
   }
   return s;
+}
+
+/** A directory the scan is to list: whether it is (in) a tool configuration, a hooks directory, or (in) a git dir's objects/. */
+interface ScanDir {
+  rel: string;
+  tool: boolean;
+  hooks: boolean;
+  objects?: boolean;
+}
+
+/** What a scan looks for: the tool configurations, and the hooks dirs, includes and programs git's config names (folded). */
+interface Known {
+  names: Names;
+  hookDirs: Set<string>;
+  includes: Set<string>;
+  programs: Set<string>;
+}
+
+/** Note one entry of `dir` in the scan (watched, kept read-only, a symlink met); returns it when it is a directory to list too. */
+function visit(s: Scan, known: Known, dir: ScanDir, gitDir: boolean, e: Dirent): ScanDir | null {
+  const name = fold(e.name);
+  const r = relJoin(dir.rel, e.name);
+  const fr = fold(r);
+  const isDir = e.isDirectory();
+  const type = e.isSymbolicLink() ? "symlink" : e.isFile() ? "file" : null;
+  let toolHere = dir.tool;
+  if (!dir.tool && isToolConfig(known.names, name, fr)) {
+    toolHere = true;
+    if (type !== "symlink" && (isDir || type === "file")) s.protect.add(r);
+  }
+  const hookDir = (gitDir && name === "hooks") || known.hookDirs.has(fr);
+  const { programs, includes } = known;
+  const found = entryKind({ name, fr, isDir, type, gitDir, hookDir, inHooks: dir.hooks, toolHere, programs, includes });
+  if (found.protect) s.protect.add(r);
+  if (found.kind && type) s.watched.set(r, { kind: found.kind, type });
+  if (type === "symlink" && s.links) {
+    s.links.push(r);
+    s.linkSet.add(r);
+  }
+  if (!isDir) return null;
+  if (gitDir && name === "objects") {
+    // Of objects/ only its alternates redirect anything.
+    watchAlternates(s, `${r}/info/alternates`);
+    // Yet a job decides what is a git dir (a HEAD and refs/ beside a project's own objects/
+    // make one): objects/ is walked like any directory but for git's own fan-out and pack
+    // dirs holding no directory, whose one file per object need not be listed.
+    return { rel: r, tool: toolHere, hooks: false, objects: true };
+  }
+  if (dir.objects && (name === "pack" || /^[0-9a-f]{2}$/.test(name)) && holdsNoDir(absOf(s.root, r))) return null;
+  return { rel: r, tool: toolHere, hooks: hookDir };
+}
+
+/** Whether a directory is a git dir: a `.git` dir, or one with HEAD and objects/ + refs/ or a commondir file. */
+function isGitDir(rel: string, list: Dirent[]): boolean {
+  let head = false;
+  let objects = false;
+  let refs = false;
+  let commondir = false;
+  for (const e of list) {
+    const n = fold(e.name);
+    if (n === "head") head = !e.isDirectory();
+    else if (n === "objects") objects = true;
+    else if (n === "refs") refs = true;
+    else if (n === "commondir") commondir = true;
+  }
+  return fold(baseOf(rel)) === ".git" || (head && ((objects && refs) || commondir));
+}
+
+/** Whether the entry `name` at `fr` (both folded) is one of the listed tool configurations. */
+function isToolConfig(names: Names, name: string, fr: string): boolean {
+  return names.single.has(name) || names.multi.get(name)?.some((n) => fr === n || fr.endsWith(`/${n}`)) === true;
+}
+
+/** One entry of a scanned directory, as entryKind needs it (`name` and `fr`, its relative path, folded). */
+interface EntryFacts {
+  name: string;
+  fr: string;
+  isDir: boolean;
+  type: "file" | "symlink" | null;
+  /** The directory holding it is a git dir. */
+  gitDir: boolean;
+  /** It is a hooks directory (a git dir's, or one core.hooksPath names). */
+  hookDir: boolean;
+  /** The directory holding it is a hooks directory. */
+  inHooks: boolean;
+  /** It is, or lies in, a listed tool configuration. */
+  toolHere: boolean;
+  programs: Set<string>;
+  includes: Set<string>;
+}
+
+/** What an entry is to the host (a finding's kind, or null), and whether it is kept read-only for the job. */
+function entryKind(f: EntryFacts): { kind: FindingKind | null; protect: boolean } {
+  const { name, fr, isDir, type, gitDir } = f;
+  if (name === ".git" && !isDir) return { kind: type ? "git-redirect" : null, protect: type === "file" };
+  if (gitDir && (name === "config" || name === "config.worktree") && type)
+    return { kind: "git-config", protect: type === "file" };
+  if (gitDir && name === "commondir" && type) return { kind: "git-redirect", protect: type === "file" };
+  if (f.hookDir) return { kind: type === "symlink" ? "git-hook" : null, protect: isDir };
+  if (gitDir && name === "info" && isDir) return { kind: null, protect: true };
+  if (f.inHooks && type && !name.endsWith(".sample")) return { kind: "git-hook", protect: false };
+  if (f.programs.has(fr) && type) return { kind: "git-hook", protect: type === "file" };
+  if (f.includes.has(fr) && type) return { kind: "git-config", protect: type === "file" };
+  return { kind: f.toolHere && type ? "tool-config" : null, protect: false };
+}
+
+/** Watch a git dir's objects/info/alternates when there is one (a file or a symlink). */
+function watchAlternates(s: Scan, alt: string): void {
+  try {
+    const st = lstatSync(bytes(absOf(s.root, alt)));
+    if (st.isFile() || st.isSymbolicLink()) {
+      s.watched.set(alt, { kind: "git-redirect", type: st.isFile() ? "file" : "symlink" });
+    }
+  } catch {
+    // no alternates
+  }
 }
 
 /**
@@ -1017,34 +1078,11 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
   const visit = (path: string, home: string | null, owner: number, depth: number) => {
     if (depth > INCLUDE_DEPTH || seen.has(path)) return;
     seen.add(path);
-    let text: string;
-    try {
-      const st = lstatSync(path);
-      if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return;
-      text = readFileSync(path, "latin1");
-    } catch {
-      return;
-    }
-    const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
+    const text = ownedConfig(path, owner);
+    if (text === null) return;
     for (const e of parseGitConfig(text).entries) {
-      if (e.value === null || !isDangerous(e.name, e.value)) continue;
-      const section = e.name.slice(0, e.name.indexOf("."));
-      const key = e.name.slice(e.name.lastIndexOf(".") + 1);
-      const v = expand(e.value);
-      if (e.name === "core.hookspath") {
-        (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
-      } else if ((section === "include" || section === "includeif") && key === "path") {
-        if (v.startsWith("~")) continue;
-        const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
-        out.absolute.configs.push(abs);
-        visit(abs, home, owner, depth + 1);
-      } else {
-        for (const w of commandPaths(e.value)) {
-          const x = expand(w);
-          if (x.startsWith("~")) continue;
-          (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
-        }
-      }
+      const include = noteGlobalEntry(out, e, path, home);
+      if (include) visit(include, home, owner, depth + 1);
     }
   };
   for (const f of files) visit(f.path, f.home, f.owner, 0);
@@ -1058,6 +1096,45 @@ export function readGlobalGit(files: { path: string; home: string | null; owner:
       programs: uniq(out.absolute.programs),
     },
   };
+}
+
+/** A config file's text, when it is a file of at most CONFIG_BYTES owned by root or `owner`; else null. */
+function ownedConfig(path: string, owner: number): string | null {
+  try {
+    const st = lstatSync(path);
+    if (!st.isFile() || st.size > CONFIG_BYTES || (st.uid !== 0 && st.uid !== owner)) return null;
+    return readFileSync(path, "latin1");
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Note what a dangerous entry of the global config at `path` names (hooks dir, included config,
+ * programs); `~/` is `home`. Returns an included config to read next, or null.
+ */
+function noteGlobalEntry(out: GlobalGit, e: GitConfigEntry, path: string, home: string | null): string | null {
+  if (e.value === null || !isDangerous(e.name, e.value)) return null;
+  const expand = (p: string) => (p.startsWith("~/") && home ? `${home}${p.slice(1)}` : p);
+  const section = e.name.slice(0, e.name.indexOf("."));
+  const key = e.name.slice(e.name.lastIndexOf(".") + 1);
+  const v = expand(e.value);
+  if (e.name === "core.hookspath") {
+    (v.startsWith("/") ? out.absolute.hooks : out.hooks).push(v);
+    return null;
+  }
+  if ((section === "include" || section === "includeif") && key === "path") {
+    if (v.startsWith("~")) return null;
+    const abs = v.startsWith("/") ? v : `${parentOfAbs(path)}/${v}`;
+    out.absolute.configs.push(abs);
+    return abs;
+  }
+  for (const w of commandPaths(e.value)) {
+    const x = expand(w);
+    if (x.startsWith("~")) continue;
+    (x.startsWith("/") ? out.absolute.programs : out.programs).push(x);
+  }
+  return null;
 }
 
 const parentOfAbs = (p: string) => p.slice(0, Math.max(1, p.lastIndexOf("/")));
@@ -1209,22 +1286,9 @@ function* snapshotSteps(
   let entries: Record<string, WatchedEntry>;
   // Configs may point at hook dirs and further configs in the cell; follow until nothing new.
   for (let round = 1; ; round++) {
-    entries = {};
-    for (const [rel, w] of s.watched) {
-      const e = describe(root, rel, w.kind);
-      if (e) entries[rel] = e;
-      if (spent(budget)) yield;
-    }
-    const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+    entries = yield* describeWatched(s, budget);
+    const next = reachedFrom(s, entries, derived);
     const programs = derived.programs ?? [];
-    for (const [rel, e] of Object.entries(entries)) {
-      if (e.kind !== "git-config" || e.data === undefined) continue;
-      const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
-      const d = derive(root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
-      // One already reached through a symlink is the user's own layout, not something to watch.
-      for (const h of d.hooks) if (firstSymlink(root, h) === null) next.hooks.add(h);
-      for (const c of d.configs) if (firstSymlink(root, c) === null) next.configs.add(c);
-    }
     if (round === 8 || (next.hooks.size === derived.hooks.length && next.configs.size === derived.configs.length))
       break;
     derived = { hooks: [...next.hooks].sort(), configs: [...next.configs].sort(), programs };
@@ -1241,6 +1305,35 @@ function* snapshotSteps(
     protect: [...s.protect].sort(),
     entries,
   };
+}
+
+/** Each watched entry of a scan as it is now (its type, size, times, and a config's or link's content). */
+function* describeWatched(s: Scan, budget: WalkBudget): Steps<Record<string, WatchedEntry>> {
+  const entries: Record<string, WatchedEntry> = {};
+  for (const [rel, w] of s.watched) {
+    const e = describe(s.root, rel, w.kind);
+    if (e) entries[rel] = e;
+    if (spent(budget)) yield;
+  }
+  return entries;
+}
+
+/** The hook dirs and configs in the cell that `derived` and the cell's own git configs (`entries`) point at. */
+function reachedFrom(
+  s: Scan,
+  entries: Record<string, WatchedEntry>,
+  derived: Derived,
+): { hooks: Set<string>; configs: Set<string> } {
+  const next = { hooks: new Set(derived.hooks), configs: new Set(derived.configs) };
+  for (const [rel, e] of Object.entries(entries)) {
+    if (e.kind !== "git-config" || e.data === undefined) continue;
+    const gitDir = s.gitDirs.has(parentOf(rel)) ? parentOf(rel) : "";
+    const d = derive(s.root, gitDir, rel, Buffer.from(e.data, "base64").toString("latin1"));
+    // One already reached through a symlink is the user's own layout, not something to watch.
+    for (const h of d.hooks) if (firstSymlink(s.root, h) === null) next.hooks.add(h);
+    for (const c of d.configs) if (firstSymlink(s.root, c) === null) next.configs.add(c);
+  }
+  return next;
 }
 
 /** Existing paths the sandbox should bind read-only: .git/{hooks,config,commondir,info,config.worktree} at any depth (and a bare repo's same parts), `.git` gitlink files, existing listed tool config files/dirs. Absolute. */
@@ -1326,13 +1419,7 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
     return null;
   const read = readEntry(s.root, rel, kind === "git-config" ? CONFIG_BYTES : KEEP_BYTES);
   const what = before ? "changed" : "new";
-  if (!read.ok) {
-    if (read.why === "gone") return null;
-    if (read.why === "moved") return { rel, kind, detail: "changed while checked" };
-    if (read.why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
-    // Too large to keep: judged on its stat alone (already known to differ).
-    return { rel, kind, detail: `${what} (too large to compare)` };
-  }
+  if (!read.ok) return unread(rel, kind, read.why, what);
   if ("link" in read) {
     if (before?.type === "symlink" && before.link === read.link) return null;
     return { rel, kind, detail: `${what}: a symlink to ${shown(read.link)}` };
@@ -1340,37 +1427,8 @@ function judge(s: Scan, rel: string, kind: FindingKind, before: WatchedEntry | u
   const data = read.data;
   if (before?.type === "file" && before.data !== undefined && Buffer.from(before.data, "base64").equals(data))
     return null;
-  if (kind === "git-config") {
-    const after = parseGitConfig(data.toString("latin1"));
-    const was =
-      before?.type === "file" && before.data !== undefined
-        ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
-        : null;
-    if (before && was === null) {
-      // The earlier config was too large to keep: any dangerous key counts.
-      const added = addedDanger(null, after);
-      return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
-    }
-    const added = addedDanger(was, after);
-    if (!added.length) return null;
-    return {
-      rel,
-      kind,
-      detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
-      sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
-    };
-  }
-  if (kind === "git-redirect" && baseOf(rel) !== "alternates") {
-    // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
-    const target = redirectPath(rel, data);
-    if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
-    const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
-    return {
-      rel,
-      kind,
-      detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
-    };
-  }
+  if (kind === "git-config") return configChange(rel, kind, data, before);
+  if (kind === "git-redirect" && baseOf(rel) !== "alternates") return redirectChange(s, rel, kind, data, what);
   if (kind === "git-redirect") return { rel, kind, detail: `${what} alternates` };
   if (kind === "git-hook") return { rel, kind, detail: `${what} hook` };
   return { rel, kind, detail: what };
@@ -1383,6 +1441,55 @@ function linkedPlan(s: Scan, rel: string, kind: FindingKind, before: WatchedEntr
   const read = readEntry(s.root, rel, CONFIG_BYTES);
   const sanitized = read.ok && "data" in read ? harmlessGitConfig(read.data.toString("latin1")) : undefined;
   return { rel, kind, detail, ...(sanitized !== undefined ? { sanitized } : {}) };
+}
+
+/** A watched entry that could not be read: gone (nothing to judge), or a finding for why. */
+function unread(
+  rel: string,
+  kind: FindingKind,
+  why: "moved" | "gone" | "not-file" | "large",
+  what: string,
+): Plan | null {
+  if (why === "gone") return null;
+  if (why === "moved") return { rel, kind, detail: "changed while checked" };
+  if (why === "not-file") return { rel, kind, detail: `${what}: not a regular file` };
+  // Too large to keep: judged on its stat alone (already known to differ).
+  return { rel, kind, detail: `${what} (too large to compare)` };
+}
+
+/** A git config new or changed: a finding when it sets a dangerous key it did not (a new one is written back harmless). */
+function configChange(rel: string, kind: FindingKind, data: Buffer, before: WatchedEntry | undefined): Plan | null {
+  const after = parseGitConfig(data.toString("latin1"));
+  const was =
+    before?.type === "file" && before.data !== undefined
+      ? parseGitConfig(Buffer.from(before.data, "base64").toString("latin1"))
+      : null;
+  if (before && was === null) {
+    // The earlier config was too large to keep: any dangerous key counts.
+    const added = addedDanger(null, after);
+    return added.length ? { rel, kind, detail: `sets ${added.join(", ")}` } : null;
+  }
+  const added = addedDanger(was, after);
+  if (!added.length) return null;
+  return {
+    rel,
+    kind,
+    detail: `${before ? "sets" : "new config sets"} ${added.join(", ")}`,
+    sanitized: before ? undefined : harmlessGitConfig(data.toString("latin1")),
+  };
+}
+
+/** A gitlink or commondir file new or changed: a finding unless it names a repository found in the cell. */
+function redirectChange(s: Scan, rel: string, kind: FindingKind, data: Buffer, what: string): Plan | null {
+  // Relative to the gitlink's directory, or to the git dir holding commondir: the same parent.
+  const target = redirectPath(rel, data);
+  if (target !== null && redirectTarget(s, parentOf(rel), target) !== null) return null;
+  const label = fold(baseOf(rel)) === ".git" ? "gitlink" : "commondir";
+  return {
+    rel,
+    kind,
+    detail: `${what} ${label} to ${target === null ? "(unreadable)" : shown(target)}, not a repository found in the cell`,
+  };
 }
 
 /** A free sibling name for the set-aside copy (a name the job planted first is not replaced). */
@@ -1594,6 +1701,66 @@ export function passOn(into: WorkspaceSnapshot, settled: [rel: string, left: Wat
   }
 }
 
+/**
+ * What the job left to set aside: watched entries it added or changed, symlinks out of the reviewed
+ * tree, symlinks on the way to what the earlier configs name, and directories it made unlistable.
+ */
+function* planReview(s: Scan, before: WorkspaceSnapshot, unreviewed: string[], budget: WalkBudget): Steps<Plan[]> {
+  const plans: Plan[] = [];
+  for (const [rel, w] of s.watched) {
+    if (isAside(rel)) continue;
+    const p = judge(s, rel, w.kind, before.entries[rel]);
+    if (p) plans.push(p);
+    if (spent(budget)) yield;
+  }
+  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
+  for (const rel of s.links ?? []) {
+    if (spent(budget)) yield;
+    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
+    const into = leadsInto(s, rel, unreviewed);
+    if (into !== null)
+      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
+  }
+  planSymlinked(s, before, plans);
+  // A directory the job made unlistable could hide anything; it is set aside unreviewed.
+  const wasUnlistable = new Set(before.unlistable);
+  for (const rel of s.unlistable) {
+    if (rel && !wasUnlistable.has(rel))
+      plans.push({ rel, kind: "tool-config", detail: "a directory that cannot be listed, so not reviewed" });
+  }
+  return plans;
+}
+
+/** A hook dir or included config of the earlier configs now reached through a symlink: that symlink is planned. */
+function planSymlinked(s: Scan, before: WorkspaceSnapshot, plans: Plan[]): void {
+  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
+    if (s.dirs.has(parentOf(rel))) continue;
+    const link = firstSymlink(s.root, rel);
+    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
+    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
+    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
+  }
+}
+
+/**
+ * Act on one planned finding: set the entry aside (restoring `was`, the earlier version, where
+ * kept), tell `settled` what the job's entry is now, and say what was done.
+ */
+function act(root: string, p: Plan, was: WatchedEntry | undefined, jobId: string, settled?: Settled): Finding {
+  const path = shown(absOf(root, p.rel));
+  if (p.detail === "changed while checked") {
+    settled?.(p.rel, null);
+    return { path, kind: p.kind, detail: p.detail, saved_as: "", restored: false };
+  }
+  const r = setAsideIn(root, p.rel, jobId, { before: was, sanitized: p.sanitized });
+  settled?.(p.rel, r.restored ? leftBehind(was, p) : null);
+  const notes = [p.detail];
+  if (r.problem) notes.push(r.problem);
+  else if (r.restored && !was) notes.push("a copy without those keys written back");
+  else if (!r.restored && was) notes.push("the earlier version was not kept (over 64 KiB)");
+  return { path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored };
+}
+
 function* reviewSteps(
   cellDir: string,
   before: WorkspaceSnapshot,
@@ -1614,51 +1781,12 @@ function* reviewSteps(
   // Repositories the job made get the user's global hook dirs and programs watched too.
   const g = mergeDerived(before.derived, globalDerived(root, s.gitDirs, before.global));
   if (g.grew) s = yield* scan(root, names, g.merged, budget, unreviewed.length > 0);
-  const plans: Plan[] = [];
-  for (const [rel, w] of s.watched) {
-    if (isAside(rel)) continue;
-    const p = judge(s, rel, w.kind, before.entries[rel]);
-    if (p) plans.push(p);
-    if (spent(budget)) yield;
-  }
-  // Symlinks out of the reviewed tree into one no review walks, wherever they are and whoever made them.
-  for (const rel of s.links ?? []) {
-    if (spent(budget)) yield;
-    if (isAside(rel) || plans.some((p) => p.rel === rel)) continue;
-    const into = leadsInto(s, rel, unreviewed);
-    if (into !== null)
-      plans.push({ rel, kind: "git-redirect", detail: `a symlink into ${shown(into)}, which no review walks` });
-  }
-  // A hook dir or included config of the earlier configs now reached through a symlink.
-  for (const rel of [...before.derived.hooks, ...before.derived.configs, ...(before.derived.programs ?? [])]) {
-    if (s.dirs.has(parentOf(rel))) continue;
-    const link = firstSymlink(root, rel);
-    if (link === null || s.watched.has(link) || plans.some((p) => p.rel === link)) continue;
-    const kind = before.derived.configs.includes(rel) ? "git-config" : "git-hook";
-    plans.push({ rel: link, kind, detail: `symlink on the way to ${shown(rel)}, which the repository's config names` });
-  }
-  // A directory the job made unlistable could hide anything; it is set aside unreviewed.
-  const wasUnlistable = new Set(before.unlistable);
-  for (const rel of s.unlistable) {
-    if (rel && !wasUnlistable.has(rel))
-      plans.push({ rel, kind: "tool-config", detail: "a directory that cannot be listed, so not reviewed" });
-  }
+  const plans = yield* planReview(s, before, unreviewed, budget);
   const findings: Finding[] = [];
   for (const p of plans.sort((a, b) => (a.rel < b.rel ? -1 : a.rel > b.rel ? 1 : 0))) {
-    const path = shown(absOf(root, p.rel));
-    if (p.detail === "changed while checked") {
-      findings.push({ path, kind: p.kind, detail: p.detail, saved_as: "", restored: false });
-      opts.settled?.(p.rel, null);
-      continue;
-    }
-    const r = setAsideIn(root, p.rel, opts.jobId, { before: before.entries[p.rel], sanitized: p.sanitized });
-    opts.settled?.(p.rel, r.restored ? leftBehind(before.entries[p.rel], p) : null);
-    const notes = [p.detail];
-    if (r.problem) notes.push(r.problem);
-    else if (r.restored && !before.entries[p.rel]) notes.push("a copy without those keys written back");
-    else if (!r.restored && before.entries[p.rel]) notes.push("the earlier version was not kept (over 64 KiB)");
-    findings.push({ path, kind: p.kind, detail: notes.join("; "), saved_as: r.saved_as, restored: r.restored });
-    if (spent(budget)) yield;
+    findings.push(act(root, p, before.entries[p.rel], opts.jobId, opts.settled));
+    // A step is an entry set aside; one only noted (changed while checked) is none.
+    if (p.detail !== "changed while checked" && spent(budget)) yield;
   }
   // Said, never skipped in silence: past the budget the tree was not seen, so nothing there is known safe.
   if (s.truncated) {
