@@ -134,9 +134,10 @@ const PIPED = recorderScript(true, false);
  * commands (builtins only), and writes the job's status file to fd 3 and to the stdin. A
  * subshell waiting on fd 3 claims that job as the recorder does, and only then sends the shell
  * its `exec`; a claim that fails, or the end of fd 3 (planterd stopped, or gave the sandbox up),
- * sends it `exit` instead: the shell exits and nothing of a job ran. The subshell opens `$w.in`
- * read-write, so it never waits for the shell's open (a dir removed before that open left it
- * waiting for good, and the recorder with it). The sandbox runs
+ * closes `$w.in` with no `exec` sent: the shell exits and nothing of a job ran. The subshell's
+ * open of `$w.in` for writing waits for the shell's open for reading: so neither end can be
+ * left alone (a gate that opened it read-write and ended first, planterd gone, left the shell's
+ * open waiting for good, its pumps and the recorder with it). The sandbox runs
  * in the foreground, as the recorder runs its job (a background list would start it with SIGINT
  * and SIGQUIT ignored, for good), and its status is recorded as the recorder records it, in the
  * status file read from the stdin, when the pid file there is this recorder's claim. The token
@@ -148,10 +149,10 @@ read -r w || exit 0
 umask 022
 trap ':' TERM INT HUP QUIT USR1 USR2
 (trap '' TERM INT HUP QUIT USR1 USR2
-exec 9<>"$w.in"
-read -r s <&3 || { echo exit >&9; exit 0; }
+exec 9>"$w.in"
+read -r s <&3 || exit 0
 exec 3<&-
-${CLAIM.replace("exit 125; }", "echo exit >&9; exit 0; }")}
+${CLAIM.replace("exit 125; }", "exit 0; }")}
 printf 'exec "$@" </dev/null\\n' >&9) &
 exec 3<&-
 (trap '' TERM INT HUP QUIT USR1 USR2; exec cat) <"$w.out" &
