@@ -125,7 +125,12 @@ describe("the stdin pipe and its keeper", () => {
     process.kill(rec, "SIGKILL");
     await job.proc.exited;
     await waitFor(() => !pidAlive(keeper), "the keeper to go with its recorder");
-    process.kill(-rec, "SIGKILL");
+    // Clean-up of what may be left of the group (it may be gone already).
+    try {
+      process.kill(-rec, "SIGKILL");
+    } catch {
+      // ESRCH: nothing left
+    }
   });
 
   test("a signal to the job's process group (Ctrl-C, a kill) does not end its input", async () => {
