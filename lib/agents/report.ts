@@ -9,6 +9,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { chownSync, closeSync, constants, lstatSync, openSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { LIBC } from "../libc.ts";
 import type { AgentEventIn, AgentKind, AgentState } from "./model.ts";
 
 /**
@@ -37,7 +38,7 @@ let mkfifoFn: ((path: Uint8Array, mode: number) => number) | null | undefined;
 export function makeReportFifo(path: string, owner: { uid: number; gid: number } | null): void {
   if (mkfifoFn === undefined) {
     try {
-      mkfifoFn = dlopen(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
+      mkfifoFn = dlopen(LIBC, {
         mkfifo: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
       }).symbols.mkfifo as (path: Uint8Array, mode: number) => number;
     } catch {

@@ -4,6 +4,7 @@
  * run in an exit handler; the saved settings are restored byte for byte, whatever they were.
  */
 import { dlopen, FFIType, ptr } from "bun:ffi";
+import { LIBC } from "../libc.ts";
 
 /** Larger than struct termios on Linux (60 bytes) and macOS (72). */
 const TERMIOS_BYTES = 256;
@@ -23,7 +24,7 @@ let libc: Libc | null = null;
 
 function load(): Libc {
   if (libc) return libc;
-  const { symbols: s } = dlopen(process.platform === "darwin" ? "/usr/lib/libSystem.B.dylib" : "libc.so.6", {
+  const { symbols: s } = dlopen(LIBC, {
     tcgetattr: { args: [FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     tcsetattr: { args: [FFIType.i32, FFIType.i32, FFIType.ptr], returns: FFIType.i32 },
     cfmakeraw: { args: [FFIType.ptr], returns: FFIType.void },

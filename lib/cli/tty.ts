@@ -4,17 +4,14 @@
  * planter ~20 ms per command; `node:tty` costs ~8 ms to load. This costs neither.
  */
 import { dlopen, FFIType } from "bun:ffi";
-
-const LIBC: Record<string, string> = { linux: "libc.so.6", darwin: "/usr/lib/libSystem.B.dylib" };
+import { LIBC } from "../libc.ts";
 
 let isattyOnce: ((fd: number) => number) | null | undefined;
 
 function libcIsatty(): ((fd: number) => number) | null {
   if (isattyOnce !== undefined) return isattyOnce;
-  const library = LIBC[process.platform];
   try {
-    if (!library) throw new Error("no libc name for this platform");
-    const { symbols } = dlopen(library, { isatty: { args: [FFIType.i32], returns: FFIType.i32 } });
+    const { symbols } = dlopen(LIBC, { isatty: { args: [FFIType.i32], returns: FFIType.i32 } });
     isattyOnce = (fd: number) => symbols.isatty(fd) as number;
   } catch {
     isattyOnce = null;

@@ -106,7 +106,7 @@ export async function exec(program: string, args: readonly string[], o: ExecOpti
   const bin = Bun.which(program, { PATH: env.PATH ?? "/usr/bin:/bin" });
   const r = bin
     ? await spawn(program, bin, args, env, timeoutMs, o.maxOutputBytes ?? Number.POSITIVE_INFINITY)
-    : { code: NOT_FOUND, stdout: "", stderr: `${program}: not found` };
+    : notFound(program);
   if (r.code !== 0 && !o.nothrow) throw new PlanterError("E_UNAVAILABLE", describe(program, args, r), { hint: o.hint });
   return r;
 }

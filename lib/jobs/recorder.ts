@@ -24,6 +24,7 @@
 import { dlopen, FFIType } from "bun:ffi";
 import { chownSync, closeSync, existsSync, openSync, readFileSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { LIBC } from "../libc.ts";
 
 // The exclusive create and the pid are two steps: on a full disk the create works and the write
 // may not; an empty pid file is found by planterd through the recorder's command line instead.
@@ -265,7 +266,7 @@ let libc: { symbols: { mkfifo: (path: Uint8Array, mode: number) => number } } | 
 
 /** Create the FIFO `path` (mode 0600). */
 export function mkfifo(path: string): void {
-  libc ??= dlopen(process.platform === "darwin" ? "libSystem.B.dylib" : "libc.so.6", {
+  libc ??= dlopen(LIBC, {
     mkfifo: { args: [FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   }) as unknown as typeof libc;
   if (libc?.symbols.mkfifo(new TextEncoder().encode(`${path}\0`), 0o600) !== 0)

@@ -11,6 +11,7 @@
  * finds a valid fd), so the master reads EOF exactly when the last process of the job lets go.
  */
 import { readdirSync } from "node:fs";
+import { LIBC } from "../libc.ts";
 
 type Libc = {
   ttyname: (fd: number) => string | null;
@@ -22,7 +23,7 @@ let libc: Libc | null = null;
 function load(): Libc {
   if (libc) return libc;
   const { dlopen, FFIType, CString } = require("bun:ffi") as typeof import("bun:ffi");
-  const { symbols } = dlopen(process.platform === "darwin" ? "/usr/lib/libSystem.B.dylib" : "libc.so.6", {
+  const { symbols } = dlopen(LIBC, {
     ttyname: { args: [FFIType.i32], returns: FFIType.ptr },
     dup2: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
   });

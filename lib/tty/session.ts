@@ -11,6 +11,7 @@
  * its sandbox instead (bwrap --new-session leaves the job none; util-linux setsid there).
  */
 import { existsSync } from "node:fs";
+import { LIBC } from "../libc.ts";
 import { selfArgv } from "../self.ts";
 
 /** TIOCSCTTY: Linux's number, and macOS's _IO('t', 97). */
@@ -24,7 +25,7 @@ interface Libc {
 
 function libc(): { symbols: Libc; ptr: (b: ArrayBufferView) => number } {
   const { dlopen, FFIType, ptr } = require("bun:ffi") as typeof import("bun:ffi");
-  const { symbols } = dlopen(process.platform === "darwin" ? "/usr/lib/libSystem.B.dylib" : "libc.so.6", {
+  const { symbols } = dlopen(LIBC, {
     setsid: { args: [], returns: FFIType.i32 },
     // Variadic in C; the third argument is unused by TIOCSCTTY on macOS and 0 ("do not steal") on Linux.
     ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.i32], returns: FFIType.i32 },
