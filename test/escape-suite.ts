@@ -5,7 +5,8 @@
  *
  * Cases named "HOLE:" are open holes, kept as `test.todo` (run them with `bun test --todo`): each
  * describes an escape that still works and what it reaches; plans/tracker.md lists them.
- * They are left failing on purpose, so a fix turns them green.
+ * They are left failing on purpose, so a fix turns them green. A case named "closed hole:" was one
+ * of them, found by attack and fixed; the name keeps what it was.
  *
  * One file per mode (test/integration/escape-root.test.ts, escape-user.test.ts), so the two halves
  * run in parallel; `escapeSuite` registers everything for the file that calls it (a module shared by
@@ -1351,7 +1352,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(await text(p, done.id, "stdout")).toBe("");
         });
 
-        test("HOLE: files under a deny path that the workspace protection binds read-only (.envrc, .git/config, .vscode) show through the deny", async () => {
+        test("closed hole: files under a deny path that the workspace protection binds read-only (.envrc, .git/config, .vscode) show through the deny", async () => {
           const { name, dir } = await mkCell(p, {
             files: {
               "private/plain.txt": "plain-secret\n",
@@ -1996,7 +1997,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(e.message).toContain("widens");
         });
 
-        test("HOLE: read_only: [home] shows common credentials planter does not list", async () => {
+        test("closed hole: read_only: [home] shows common credentials planter does not list", async () => {
           const h = p.fakeHome;
           const { name } = await mkCell(p, { policy: { read_only: [h] } });
           const r = await run(p, `for f in ${UNLISTED.join(" ")}; do cat ${h}/$f 2>/dev/null; done; echo done`, {
@@ -2260,7 +2261,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           expect(evs.filter((e) => e.kind === "job.workspace_set_aside").length).toBe(100);
         });
 
-        test("HOLE: when the cell's parent is swapped for a symlink during the job, the review writes the cell's files into another tree", async () => {
+        test("closed hole: when the cell's parent is swapped for a symlink during the job, the review writes the cell's files into another tree", async () => {
           // The cell's owner (nobody) owns the cell dir's parent; the victim tree belongs to root.
           const parent = scratchDir("pt-eown");
           const cellDir = join(parent, "proj");
@@ -2402,7 +2403,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           }
         });
 
-        test("HOLE: tool config the review does not list (.hg/hgrc hooks, .helix/languages.toml servers) is left in place", async () => {
+        test("closed hole: tool config the review does not list (.hg/hgrc hooks, .helix/languages.toml servers) is left in place", async () => {
           const { name, dir } = await mkCell(p);
           const r = await run(
             p,
@@ -2416,7 +2417,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
           ]);
         });
 
-        test("HOLE: a tool config file whose name leaves no room for the quarantine suffix stays in place", async () => {
+        test("closed hole: a tool config file whose name leaves no room for the quarantine suffix stays in place", async () => {
           const { name, dir } = await mkCell(p);
           const long = `${"a".repeat(240)}.md`;
           const r = await run(
@@ -2741,7 +2742,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
             expect(await job()).toEqual({ out: expect.stringContaining("peer-own\n") });
           });
 
-          test("HOLE: a peer's cell policy env.pass hands it planterd's (root's) own environment", async () => {
+          test("closed hole: a peer's cell policy env.pass hands it planterd's (root's) own environment", async () => {
             // Root may pass the daemon's variables to its own jobs.
             const own = await mkCell(p, { policy: { env: { pass: ["ESCAPE_DAEMON_SECRET"] } } });
             expect((await run(p, 'echo "[$ESCAPE_DAEMON_SECRET]"', { cell: own.name })).out).toBe(
@@ -2761,7 +2762,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
             expect(await text(p, j.body.id as string, "stdout")).toBe("[]\n");
           });
 
-          test("HOLE: any peer reads the environment of root's jobs (secrets passed with --env) through job status and list", async () => {
+          test("closed hole: any peer reads the environment of root's jobs (secrets passed with --env) through job status and list", async () => {
             const token = `root-deploy-token-${TAG}`;
             const j = await p.client.createJob({ argv: ["true"], env: { DEPLOY_TOKEN: token } });
             await p.client.waitJob(j.id, 20_000);
@@ -2773,7 +2774,7 @@ bash -c 'exec 3<>/dev/tcp/127.0.0.1/${port}' 2>/dev/null && echo reached || echo
             expect(JSON.stringify(all.body)).not.toContain(token);
           });
 
-          test("HOLE: a peer makes a cell of a directory it cannot write, and root's review then rewrites files there", async () => {
+          test("closed hole: a peer makes a cell of a directory it cannot write, and root's review then rewrites files there", async () => {
             const foreign = scratchDir("pt-eforeign");
             writeFileSync(join(foreign, ".envrc"), "owner-v1\n", { mode: 0o644 });
             const c = await asPeer(p, "POST", "/v1/cells", { name: "peer-foreign", dir: foreign });

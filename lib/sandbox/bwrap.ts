@@ -81,15 +81,117 @@ export function bwrapPlan(
   if (req.egress && p.network !== "host") {
     args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }));
   }
+  const planned = plannedMounts(args);
   args.push("--clearenv");
   for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
+  args.push("--setenv", VIEW_ENV, planned.join("\n"), "--setenv", VIEW_SCRIPT_ENV, VIEW_SCRIPT);
   args.push("--chdir", req.cwd);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
   const argv = wrapped?.argv ?? req.argv;
-  return { argv: [bwrap, "--args", "3", "--", ...limit, ...argv], inputs, guard: guardedEntries(view), view };
+  return {
+    argv: [bwrap, "--args", "3", "--", ...VIEW_CHECK, ...limit, ...argv],
+    inputs,
+    guard: guardedEntries(view),
+    view,
+  };
+}
+
+/**
+ * The view check. bwrap resolves each mount's destination itself, by path, while it sets the
+ * sandbox up; a directory on the way that something else may write meanwhile (the cell dir, with a
+ * concurrent job of the cell in it; a `read_write` path; the user's home) can be swapped for a
+ * symlink between planterd's checks and bwrap's mount, so that a cover or a read-only bind lands
+ * elsewhere and the path it was for stays open. So the first thing that runs in every bwrap
+ * sandbox, after every mount and before anything of the job, compares the sandbox's own mount
+ * table (`/proc/self/mountinfo`, where the kernel names each mount by where it really is) with the
+ * plan: every mount the plan makes must be there, at its path, read-only where planned. Otherwise
+ * the job does not run (exit 125 with why, planter's exit for "did not start"). After the check
+ * only the host can move a mount of the sandbox (by renaming what it sits on): the view guard's
+ * part (guard.ts). The plan travels in the environment (`--setenv` is in bwrap's argument fd,
+ * never in a process listing) and is unset before the job's program is executed.
+ */
+export const VIEW_ENV = "PLANTER_VIEW_PLANNED";
+const VIEW_AWK = `BEGIN { n = split(ENVIRON["${VIEW_ENV}"], w, "\\n"); for (i = 1; i <= n; i++) if (w[i] != "") want[w[i]]++ }
+{ m = $6; sub(/,.*/, "", m); have[$5 " " m]++ }
+END { for (k in want) if (have[k] < want[k]) { print "planter: the sandbox is not the view planned: no " k " mount there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }; exit bad }`;
+/** The awk the view check runs (the host's /usr is visible read-only in the sandbox). */
+export const AWK = "/usr/bin/awk";
+const noAwk = () =>
+  new PlanterError("E_SANDBOX_UNAVAILABLE", `${AWK} is not there: every bwrap sandbox checks its mounts with it`, {
+    hint: "install awk (Debian: apt-get install mawk; Fedora: dnf install gawk; Alpine: busybox provides it)",
+  });
+/** The check's script: in the environment too, so that bwrap's command line (the sandbox's pid 1's) stays short. */
+export const VIEW_SCRIPT_ENV = "PLANTER_VIEW_CHECK";
+export const VIEW_SCRIPT = `${AWK} '${VIEW_AWK}' /proc/self/mountinfo || exit 125; unset ${VIEW_ENV} ${VIEW_SCRIPT_ENV}; exec "$@"`;
+export const VIEW_CHECK = ["/bin/sh", "-c", `eval "$${VIEW_SCRIPT_ENV}"`, "sh"];
+
+/** A path as /proc/self/mountinfo writes it: space, tab, newline and backslash in octal. */
+export const mountinfoPath = (p: string) =>
+  p.replace(/[ \t\n\\]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, "0")}`);
+
+/** bwrap options that take this many values and mount nothing (as of bubblewrap 0.8). */
+const NO_MOUNT: Record<string, number> = {
+  "--unshare-user": 0,
+  "--disable-userns": 0,
+  "--unshare-pid": 0,
+  "--unshare-ipc": 0,
+  "--unshare-uts": 0,
+  "--unshare-cgroup-try": 0,
+  "--unshare-net": 0,
+  "--new-session": 0,
+  "--die-with-parent": 0,
+  "--size": 1,
+  "--seccomp": 1,
+  "--info-fd": 1,
+  "--block-fd": 1,
+  "--perms": 1,
+  "--dir": 1,
+  "--file": 2,
+  "--symlink": 2,
+  "--chmod": 2,
+};
+/** bwrap options that mount at their last value: how many values, and whether it is read-only. */
+const MOUNTS: Record<string, [values: number, ro: boolean]> = {
+  "--ro-bind": [2, true],
+  "--bind": [2, false],
+  "--dev-bind": [2, false],
+  "--ro-bind-fd": [2, true],
+  "--bind-fd": [2, false],
+  "--tmpfs": [1, false],
+  "--dev": [1, false],
+  "--proc": [1, false],
+};
+
+/**
+ * The mounts a bwrap argument list makes, as the view check reads them from mountinfo: `PATH ro`
+ * or `PATH rw` (the mode each ends with: `--remount-ro` makes the last one at its path read-only).
+ * An option not known here throws: the check must never be blind to a mount.
+ */
+export function plannedMounts(args: readonly string[]): string[] {
+  const out: [path: string, ro: boolean][] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] as string;
+    const skip = NO_MOUNT[a];
+    if (skip !== undefined) {
+      i += skip;
+      continue;
+    }
+    if (a === "--remount-ro") {
+      const path = args[++i] as string;
+      const last = out.findLast(([p]) => p === path);
+      if (!last) throw new Error(`bwrap plan: --remount-ro ${path} with nothing mounted there`);
+      last[1] = true;
+      continue;
+    }
+    const m = MOUNTS[a];
+    if (!m) throw new Error(`bwrap plan: the view check does not know ${a}`);
+    i += m[0];
+    out.push([args[i] as string, m[1]]);
+  }
+  return out.map(([p, ro]) => `${mountinfoPath(p)} ${ro ? "ro" : "rw"}`);
 }
 
 /**
@@ -249,6 +351,9 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
         : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
     if (prev === "--info-fd" || prev === "--block-fd") return `${a}=<pipe to planterd>`;
+    // The view check's plan and script (see VIEW_ENV): what they are, not their text.
+    if (args[i - 2] === "--setenv" && prev === VIEW_ENV) return `<${a.split("\n").length} mounts>`;
+    if (args[i - 2] === "--setenv" && prev === VIEW_SCRIPT_ENV) return "<the view check>";
     return a;
   });
   return [plan.argv[0] as string, ...named, ...plan.argv.slice(3)];
@@ -314,6 +419,7 @@ export class BwrapBackend implements Backend {
         hint: installHint(),
         userns: "n/a",
       };
+    if (!existsSync(AWK)) return { ok: false, message: noAwk().message, hint: noAwk().hint, userns: "n/a" };
     // Both runs are awaited, not run synchronously: planterd opens its state meanwhile.
     const versionRun = run([this.path, "--version"]);
     // Probe the way jobs run: as an unprivileged user in a user namespace of its own (as root,
@@ -358,6 +464,7 @@ export class BwrapBackend implements Backend {
   plan(req: PlanRequest): SpawnPlan {
     if (!this.path)
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
+    if (!existsSync(AWK)) throw noAwk();
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
     const allowUnix = req.policy.unix_sockets.length > 0;

@@ -65,7 +65,9 @@ test("render prints the bwrap argv and the Seatbelt profile of a policy file", a
   expect(b.backend).toBe("bwrap");
   expect(b.argv).toContain("--ro-bind");
   expect(b.argv).not.toContain("--unshare-net");
-  expect(b.argv.slice(-2)).toEqual(["--", "make"]);
+  // The view check runs first in the sandbox, then the command (lib/sandbox/bwrap.ts).
+  expect(b.argv.slice(-6)).toEqual(["--", "/bin/sh", "-c", 'eval "$PLANTER_VIEW_CHECK"', "sh", "make"]);
+  expect(b.argv).toContain("<the view check>");
   const s = await cli(home, ["sandbox", "render", "--backend", "seatbelt", "--policy", policy, "--cell", cell]);
   expect(s.code).toBe(0);
   expect(s.stdout).toStartWith("(version 1)\n(deny default)\n");

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
-import { bwrapFailure, bwrapPlan, renderArgs, socketCovers } from "../../lib/sandbox/bwrap.ts";
+import { bwrapFailure, bwrapPlan, plannedMounts, renderArgs, socketCovers } from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
 import { guardedEntries, sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
@@ -44,7 +44,18 @@ describe("bwrap plan", () => {
       }),
       { seccomp: new Uint8Array(8) },
     );
-    expect(plan.argv).toEqual(["/usr/bin/bwrap", "--args", "3", "--", "/usr/bin/make", "test"]);
+    expect(plan.argv).toEqual([
+      "/usr/bin/bwrap",
+      "--args",
+      "3",
+      "--",
+      "/bin/sh",
+      "-c",
+      'eval "$PLANTER_VIEW_CHECK"',
+      "sh",
+      "/usr/bin/make",
+      "test",
+    ]);
     expect(plan.inputs.slice(1)).toEqual([
       { path: "/work/cell" },
       { path: "/work/cell/.git/hooks" },
@@ -65,9 +76,53 @@ describe("bwrap plan", () => {
         "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
         "--seccomp 7=<8 bytes>",
         "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u/.local/state/planter/homes/c",
-        "--chdir /work/cell -- /usr/bin/make test",
+        "--setenv PLANTER_VIEW_PLANNED <12 mounts> --setenv PLANTER_VIEW_CHECK <the view check>",
+        `--chdir /work/cell -- /bin/sh -c eval "$PLANTER_VIEW_CHECK" sh /usr/bin/make test`,
       ].join(" "),
     );
+    // What the view check looks for in the sandbox's mountinfo: every mount, read-only where planned.
+    const words = new TextDecoder().decode((plan.inputs[0] as { data: Uint8Array }).data).split("\0");
+    expect(words[words.indexOf("PLANTER_VIEW_PLANNED") + 1]?.split("\n")).toEqual([
+      "/ ro",
+      "/dev ro",
+      "/proc rw",
+      "/dev/shm rw",
+      "/tmp rw",
+      "/home ro",
+      "/root ro",
+      "/work/cell rw",
+      "/work/cell/.git/hooks ro",
+      "/run/user/1000/planter ro",
+      "/home/u/.local/state/planter ro",
+      "/home/u/.local/state/planter/homes/c rw",
+    ]);
+  });
+
+  test("the view check's plan: paths as mountinfo writes them; a remount makes the last mount there read-only; an unknown option throws", () => {
+    expect(
+      plannedMounts([
+        "--unshare-user",
+        "--size",
+        "9",
+        "--tmpfs",
+        "/a b",
+        "--bind-fd",
+        "4",
+        "/a b",
+        "--ro-bind",
+        "/dev/null",
+        "/x\\y\tz\nw",
+        "--remount-ro",
+        "/a b",
+        "--file",
+        "5",
+        "/f",
+        "--dir",
+        "/d",
+      ]),
+    ).toEqual(["/a\\040b rw", "/a\\040b ro", "/x\\134y\\011z\\012w ro"]);
+    expect(() => plannedMounts(["--overlay-src", "/a"])).toThrow("the view check does not know --overlay-src");
+    expect(() => plannedMounts(["--remount-ro", "/a"])).toThrow("--remount-ro /a with nothing mounted there");
   });
 
   test("read_only cell, host network, extra paths and denies", () => {
@@ -195,8 +250,8 @@ describe("policy narrowing", () => {
 describe("the process limit inside the namespace", () => {
   test("prlimit runs first in the sandbox when the request sets nproc, and not otherwise", () => {
     const present = { "/home": "dir", "/root": "dir" } as const;
-    expect(rendered(req({ nproc: 65 }), present)).toEndWith(" -- /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
-    expect(rendered(req(), present)).toEndWith(" -- /usr/bin/make test");
+    expect(rendered(req({ nproc: 65 }), present)).toEndWith(" sh /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
+    expect(rendered(req(), present)).toEndWith(` -- /bin/sh -c eval "$PLANTER_VIEW_CHECK" sh /usr/bin/make test`);
     expect(rendered(req(), present)).not.toContain("prlimit");
   });
 });
