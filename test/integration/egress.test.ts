@@ -4,7 +4,7 @@
  * whose tools reach them through the proxy planterd serves in their own network namespace.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { cleanup, type DaemonHandle, raw, startDaemon, tempHome, waitFor } from "../harness.ts";
@@ -445,5 +445,53 @@ while [ ! -e up ]; do sleep 0.05; done; curl -sS --max-time 20 http://api.test:$
     expect(end.state).not.toBe("running");
     // Its curl met its own listener: nothing of the host answered.
     expect(readFileSync(out, "utf8")).toBe("started\nbound\nmine\n");
+  });
+
+  test("a job whose proxy cannot be made is stopped before its program runs (sandbox_error, the helper's reason)", async () => {
+    if (!sandboxed) return;
+    // A real fault, no hook of planter's: planterd runs in a mount namespace of its own where
+    // util-linux's nsenter (what enters the job's namespace to make the listeners) fails.
+    const fake = join(work, "nsenter-fails");
+    writeFileSync(
+      fake,
+      "#!/bin/sh\necho 'nsenter: reassociate to namespace failed: Operation not permitted' >&2\nexit 1\n",
+      {
+        mode: 0o755,
+      },
+    );
+    const cellDir = (await d.client.getCell("strict")).dir;
+    const marker = join(cellDir, "ran");
+    rmSync(marker, { force: true });
+    await d.stop();
+    const mountNs = [
+      "unshare",
+      "-m",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      'mount --bind "$0" /usr/bin/nsenter && exec "$@"',
+      fake,
+    ];
+    d = await startDaemon({ home: d.home, prefix: mountNs });
+    try {
+      const job = await d.client.createJob({ cell: "strict", argv: ["/bin/sh", "-c", "touch ran; echo ran"] } as never);
+      const end = (await d.client.waitJob(job.id, 60_000)).job as Job;
+      expect({ state: end.state, reason: end.reason }).toEqual({ state: "killed", reason: "sandbox_error" });
+      expect(existsSync(marker)).toBe(false);
+      expect(readFileSync(join(d.home, "state", "jobs", job.id, "stdout"), "utf8")).toBe("");
+      const failed = await waitFor(async () => {
+        for await (const e of d.client.events({ limit: 10_000 })) {
+          const ev = e as { kind: string; subject: string; data: Record<string, unknown> };
+          if (ev.kind === "job.egress_failed" && ev.subject === `job/${job.id}`) return ev.data;
+        }
+        return null;
+      }, "job.egress_failed");
+      expect(failed.stopped).toBe(true);
+      expect(String(failed.message)).toContain("reassociate to namespace failed");
+    } finally {
+      await d.stop();
+      d = await startDaemon({ home: d.home });
+    }
   });
 });
