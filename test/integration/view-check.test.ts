@@ -98,9 +98,12 @@ test("a view with denied paths (one with a space and a backslash in its name) pa
   expect(r.code).toBe(0);
 });
 
-// bwrap checks what it binds from an fd (the pinned ancestors, the read-only workspace files: "Race
-// condition binding dirfd" when the destination is not the fd's inode); what it mounts by path
-// (the covers: /dev/null on a file, a tmpfs on a directory) only the view check sees.
+// bwrap checks what it binds from an fd (the pinned ancestors, the read-only workspace files): after
+// the mount it lstats the destination and compares it with the fd ("Race condition binding dirfd").
+// That sees a destination that is itself a symlink, not one whose *directory* was swapped (lstat
+// follows the swapped directory to the misplaced mount, which is the fd's file); and what bwrap
+// mounts by path (the covers: /dev/null on a file, a tmpfs on a directory) it does not check at
+// all. The view check sees every one.
 test("a denied file swapped for a symlink after planter's checks: its /dev/null cover would land on the decoy, so nothing runs", async () => {
   const c = cell({ "a/secret": "SECRET-A\n", "a/decoy": "decoy\n" });
   const policy = complete({ deny: [join(c.dir, "a/secret")] });
@@ -139,4 +142,19 @@ test("a read-only workspace file swapped after planter's checks: bwrap's own fd 
   expect(r.out).toBe("");
   expect(r.err).toMatch(/^bwrap: /);
   expect(r.code).not.toBe(0);
+});
+
+test("a read-only workspace file whose directory is swapped after planter's checks: bwrap's fd check passes, the view check does not", async () => {
+  const c = cell({ ".git/config": "[core]\n", ".git/HEAD": "ref: refs/heads/main\n", "decoy/config": "[x]\n" });
+  const script = "echo '[core] hooksPath = /tmp' >> .git-moved/config && echo wrote; echo ran";
+  const swap = () => {
+    renameSync(join(c.dir, ".git"), join(c.dir, ".git-moved"));
+    symlinkSync("decoy", join(c.dir, ".git"));
+  };
+  const r = await run(c, script, complete(undefined), swap, { workspaceReadOnly: [join(c.dir, ".git/config")] });
+  expect(r.out).toBe("");
+  expect(r.err).toContain(
+    `planter: the sandbox is not the view planned: no ${join(c.dir, ".git/config")} ro mount there`,
+  );
+  expect(r.code).toBe(125);
 });
