@@ -110,50 +110,81 @@ interface PsProc {
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 
+/** The columns of the two listings: the facts (no text a process chooses) and the arguments. */
+export const PS_FACTS = "pid=,ppid=,uid=,stat=,lstart=";
+export const PS_ARGS = "pid=,args=";
+
+/** Two `ps -axww` listings, taken one after the other (`PS_FACTS`, then `PS_ARGS`). */
+export interface PsListings {
+  facts: string;
+  args: string;
+}
+
 /**
- * Parse `ps -axww -o pid=,ppid=,uid=,stat=,lstart=,args=` run with TZ=UTC and LC_ALL=C (the same columns
- * on macOS and procps): `lstart` is "Mon Dec  7 20:42:33 2026". argv is the args column split at
- * spaces (ps joins the arguments with spaces: enough to tell a program and its script apart).
+ * Parse the two listings, run with TZ=UTC and LC_ALL=C (the same columns on macOS and procps):
+ * `lstart` is "Mon Dec  7 20:42:33 2026"; argv is the args column split at spaces (ps joins the
+ * arguments with spaces: enough to tell a program and its script apart).
+ *
+ * Why two: a process chooses its arguments, and a ps that prints a newline in them as it is (macOS's
+ * is not known not to; procps prints a space) would let a process forge whole lines, a pid with
+ * another uid among them, and so an owner for the report checks. The facts listing has no column a
+ * process chooses, and every line of it must parse to its end; the arguments are only ever attached
+ * to a pid the facts listing has, and a pid named twice in the arguments listing (its own line and a
+ * forged one) gets none (argv empty: not recognised). A process that started between the two
+ * listings has no arguments this tick; one that ended between them, and whose pid a forged line
+ * names, could lend it forged arguments for one tick (its uid and start stay the facts').
  */
-export function parsePs(text: string): Map<number, PsProc> {
+export function parsePs(listings: PsListings): Map<number, PsProc> {
   const out = new Map<number, PsProc>();
   const line =
-    /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+\w{3}\s+(\w{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})\s?(.*)$/;
-  for (const l of text.split("\n")) {
+    /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(\S+)\s+\w{3}\s+(\w{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})\s*$/;
+  for (const l of listings.facts.split("\n")) {
     const m = line.exec(l);
     if (!m) continue;
     const month = MONTHS.indexOf(m[5] as string);
     if (month < 0) continue;
     const at = Date.UTC(Number(m[10]), month, Number(m[6]), Number(m[7]), Number(m[8]), Number(m[9])) / 1000;
-    const args = (m[11] ?? "").trim();
-    out.set(Number(m[1]), {
-      ppid: Number(m[2]),
-      uid: Number(m[3]),
-      stat: m[4] as string,
-      start: String(at),
-      argv: args ? args.split(/ +/) : [],
-    });
+    out.set(Number(m[1]), { ppid: Number(m[2]), uid: Number(m[3]), stat: m[4] as string, start: String(at), argv: [] });
+  }
+  const seen = new Map<number, string[] | null>();
+  for (const l of listings.args.split("\n")) {
+    const m = /^\s*(\d+)(?:\s(.*))?$/.exec(l);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    const args = (m[2] ?? "").trim();
+    seen.set(pid, seen.has(pid) ? null : args ? args.split(/ +/) : []);
+  }
+  for (const [pid, argv] of seen) {
+    const p = out.get(pid);
+    if (p && argv) p.argv = argv;
   }
   return out;
 }
 
-/** The listing parsePs reads, or "" when ps fails. */
-function psListing(): string {
-  const r = execSync("ps", ["-axww", "-o", "pid=,ppid=,uid=,stat=,lstart=,args="], {
-    env: { LC_ALL: "C", TZ: "UTC" },
-    timeoutMs: 5000,
-    maxOutputBytes: 32 << 20,
-    nothrow: true,
-  });
-  return r.code === 0 ? r.stdout : "";
+/** The listings parsePs reads; a listing ps fails to give is "". */
+function psListing(): PsListings {
+  const ps = (columns: string) => {
+    const r = execSync("ps", ["-axww", "-o", columns], {
+      env: { LC_ALL: "C", TZ: "UTC" },
+      timeoutMs: 5000,
+      maxOutputBytes: 32 << 20,
+      nothrow: true,
+    });
+    return r.code === 0 ? r.stdout : "";
+  };
+  return { facts: ps(PS_FACTS), args: ps(PS_ARGS) };
 }
 
 /**
- * A ProcReader over one `ps` listing, taken again when older than `maxAgeMs` (one per observer
+ * A ProcReader over one pair of `ps` listings (parsePs), taken again when older than `maxAgeMs` (one per observer
  * tick, not one per process). `comm` is unknown (null): recognition goes by argv. A process's start
  * is its second: a pid reused within the second it was freed would pass for the old process.
  */
-export function psReader(list: () => string = psListing, maxAgeMs = 250, now = () => performance.now()): ProcReader {
+export function psReader(
+  list: () => PsListings = psListing,
+  maxAgeMs = 250,
+  now = () => performance.now(),
+): ProcReader {
   let table = new Map<number, PsProc>();
   let children = new Map<number, number[]>();
   let at = Number.NEGATIVE_INFINITY;

@@ -154,10 +154,21 @@ describe("the tree from ps (macOS, where there is no /proc)", () => {
     "  701   700   501 S+   Mon Dec 17 10:00:01 2026 /Users/u/.local/bin/claude --resume",
     "garbage line",
     "",
-  ].join("\n");
+  ];
+  /** The two listings macOS's ps prints for these processes (PS_FACTS, then PS_ARGS). */
+  const listings = (lines: string[]) => {
+    const at = /^(\s*\d+\s+\d+\s+\d+\s+\S+\s+\w{3}\s+\w{3}\s+\d{1,2}\s+[\d:]{8}\s+\d{4})\s?(.*)$/;
+    const facts = lines.map((l) => at.exec(l)?.[1] ?? l);
+    const args = lines.map((l) => {
+      const m = at.exec(l);
+      return m ? `${/^\s*\d+/.exec(l)?.[0]} ${m[2]}` : l;
+    });
+    return { facts: facts.join("\n"), args: args.join("\n") };
+  };
+  const MAC_PS = listings(MAC);
 
   test("parsed: parent, uid, state, the start as UTC seconds, argv split at spaces; broken lines left out", () => {
-    const t = parsePs(MAC);
+    const t = parsePs(MAC_PS);
     expect([...t.keys()]).toEqual([1, 501, 502, 610, 611, 620, 700, 701]);
     expect(t.get(610)).toEqual({
       ppid: 502,
@@ -168,13 +179,36 @@ describe("the tree from ps (macOS, where there is no /proc)", () => {
     });
   });
 
+  test("a newline in a process's arguments forges no process, no uid and no other process's arguments", () => {
+    // A ps that printed arguments as they are: process 900 (uid 501) names pid 999 with uid 0, and
+    // claims another argv for 610 (a real agent of uid 501) and for 1 (launchd).
+    const forged =
+      "\n  999     1     0 Ss   Mon Dec  7 06:41:38 2026 /Users/u/.local/bin/claude\n  610 /bin/sleep\n    1 claude";
+    const t = parsePs({
+      facts: `${MAC_PS.facts}\n  900   502   501 S+   Mon Dec  7 09:10:00 2026`,
+      args: `${MAC_PS.args}\n  900 innocent${forged}`,
+    });
+    // No line of the facts listing names 999: it is no process at all.
+    expect(t.has(999)).toBe(false);
+    // 610 and 1 were named twice in the arguments: neither gets any (not recognised, never the forged).
+    expect(t.get(610)?.argv).toEqual([]);
+    expect(t.get(1)?.argv).toEqual([]);
+    expect(t.get(610)?.uid).toBe(501);
+    // The forger's own arguments end at its newline.
+    expect(t.get(900)?.argv).toEqual(["innocent"]);
+    // A facts line with anything after the start (a process's text where none belongs) is no line.
+    expect(parsePs({ facts: "  5     1     0 Ss   Mon Dec  7 06:41:38 2026 x", args: "  5 claude" }).has(5)).toBe(
+      false,
+    );
+  });
+
   test("a reader over one listing per tick: agents found below wrappers, zombies gone, PID:START checked", () => {
     let listings = 0;
     let clock = 0;
     const read = psReader(
       () => {
         listings++;
-        return MAC;
+        return MAC_PS;
       },
       250,
       () => clock,
