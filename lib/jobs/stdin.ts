@@ -16,9 +16,11 @@
  * shows. Reopening its fd 0 through /proc reaches the same pipe and nothing else (and fails for a
  * job that runs as another user than planterd: the FIFO is planterd's, mode 0600).
  */
+
 import { dlopen, FFIType } from "bun:ffi";
 import { closeSync, constants, existsSync, fstatSync, openSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { storageFault } from "../state/storage.ts";
 import { mkfifo } from "./recorder.ts";
 
 /** The stdin files of a job dir. */
@@ -67,8 +69,14 @@ export function prepareStdin(dir: string): number {
   return fd;
 }
 
-/** Whether the job's input was ended (`stdin.closed`). */
-export const stdinClosed = (dir: string) => existsSync(stdinFiles(dir).closed);
+/**
+ * Inputs this planterd ended where the state disk had no room for the mark (a full disk with no
+ * inode left): known here until the mark can be made (the next `closeStdin` of the job tries again).
+ */
+const endedUnmarked = new Set<string>();
+
+/** Whether the job's input was ended (`stdin.closed`, or ended while the disk had no room for it). */
+export const stdinClosed = (dir: string) => endedUnmarked.has(dir) || existsSync(stdinFiles(dir).closed);
 
 /** Why a write did not put all of its bytes into the job's pipe. */
 export type StdinStop = "full" | "closed" | "gone";
@@ -93,7 +101,7 @@ const MAX_BACKOFF_MS = 50;
  */
 export async function writeStdin(dir: string, data: Uint8Array, deadline: number, signal?: AbortSignal) {
   const f = stdinFiles(dir);
-  if (existsSync(f.closed)) throw new StdinStopped("closed", 0);
+  if (stdinClosed(dir)) throw new StdinStopped("closed", 0);
   let fd: number;
   try {
     // Non-blocking: an open for writing fails at once (ENXIO) when nobody holds the pipe open.
@@ -130,14 +138,21 @@ export async function writeStdin(dir: string, data: Uint8Array, deadline: number
 /**
  * End the job's input: the mark, then the keeper's line. False when it was ended before. The
  * job reads what is still in the pipe, then the end (once no write of planterd's holds it open).
+ * A state disk with no room even for the empty mark does not keep the input open: the keeper's
+ * line ends it, and this planterd remembers it (`endedUnmarked`); only where neither can be done
+ * (no room, and the keeper not reading its line yet) does the disk's error reach the caller.
  */
 export function closeStdin(dir: string): boolean {
   const f = stdinFiles(dir);
+  let marked = true;
   try {
     writeFileSync(f.closed, "", { flag: "wx", mode: 0o600 });
+    endedUnmarked.delete(dir);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
-    throw e;
+    if (storageFault(e) !== "full") throw e;
+    if (endedUnmarked.has(dir)) return false;
+    marked = false;
   }
   let fd = -1;
   try {
@@ -146,9 +161,11 @@ export function closeStdin(dir: string): boolean {
   } catch (e) {
     // No reader: the recorder has not opened it yet (its keeper sees the mark) or has ended.
     if ((e as NodeJS.ErrnoException).code !== "ENXIO") throw e;
+    if (!marked) throw Object.assign(new Error("no room for the stdin.closed mark"), { code: "ENOSPC" });
   } finally {
     if (fd >= 0) closeSync(fd);
   }
+  if (!marked) endedUnmarked.add(dir);
   return true;
 }
 

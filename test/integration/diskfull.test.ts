@@ -5,7 +5,7 @@
  * reserve a job that prints is stopped (disk_full) and a quiet one is not.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statfsSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
@@ -180,6 +180,36 @@ describe.skipIf(!isRoot)("state disk full (tmpfs, 64 MiB)", () => {
     rmSync(join(job.cwd, "k.fill"));
     const ended = await c.waitJob(job.id, 20_000);
     expect([ended.job.state, ended.job.reason, ended.job.signal]).toEqual(["killed", "terminated_by_user", "TERM"]);
+  }, 60_000);
+
+  test("the end of a job's input on the full disk: the job reads its end at once; the event is recorded once space is back", async () => {
+    const c = (d as DaemonHandle).client;
+    const seen = join(home, "eof-seen");
+    // What the job saw is written outside the full disk (the job is unsandboxed here).
+    const job = started(
+      await c.createJob({ argv: ["sh", "-c", `cat > /dev/null; echo end > ${seen}; exec sleep 300`], stdin: true }),
+    );
+    await waitFor(async () => (await c.getJob(job.id)).state === "running", "the reader to run");
+    const fill = started(
+      await c.createJob({ argv: ["sh", "-c", "head -c 100M /dev/zero > e.fill 2>/dev/null; exec sleep 300"] }),
+    );
+    await waitFor(() => free() === 0, "the other job to fill the state disk");
+    const r = await c.writeStdin(job.id, { data: Buffer.from("last line\n").toString("base64"), eof: true });
+    expect(r).toEqual({ written: 10, eof: true });
+    await waitFor(() => existsSync(seen), "the job to read the end of its input");
+    // Ended for good: more input is refused as such, not as a disk error.
+    const more = await refusal(c.writeStdin(job.id, { data: Buffer.from("x").toString("base64") }));
+    expect([more.code, more.message]).toEqual([
+      "E_CONFLICT",
+      `the stdin of job ${job.id} is closed: its input was ended (eof)`,
+    ]);
+    for (const j of [job, fill]) await c.killJob(j.id, {});
+    rmSync(join(fill.cwd, "e.fill"));
+    for (const j of [job, fill]) await c.waitJob(j.id, 20_000);
+    await waitFor(
+      async () => (await events("job.stdin_closed")).some((e) => e.subject === `job/${job.id}`),
+      "the end of input recorded once space is back",
+    );
   }, 60_000);
 
   test("a daemon killed while an end waits, started on the full disk, refuses clearly; started after, it records the real end", async () => {

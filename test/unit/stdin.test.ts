@@ -5,11 +5,22 @@
  * real one does.
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
-import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
 import { PlanterError } from "../../lib/api/errors.ts";
 import { sendStdin } from "../../lib/cli/stdin.ts";
 import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
-import { closeStdin, prepareStdin, StdinStopped, stdinFiles, writeStdin } from "../../lib/jobs/stdin.ts";
+import { closeStdin, prepareStdin, StdinStopped, stdinClosed, stdinFiles, writeStdin } from "../../lib/jobs/stdin.ts";
 import { pidAlive, waitFor } from "../harness.ts";
 
 let dir: string;
@@ -107,6 +118,56 @@ describe("the stdin pipe and its keeper", () => {
     process.kill(-job.proc.pid, "SIGKILL");
     await job.proc.exited;
   });
+
+  // A state disk with no inode left (a tmpfs with 64): not even the empty mark can be made.
+  test.skipIf(process.getuid?.() !== 0)(
+    "no room for the mark: the keeper's line ends the input and planterd remembers it; with no keeper yet, the disk's error",
+    async () => {
+      expect(
+        Bun.spawnSync(["mount", "-t", "tmpfs", "-o", "size=4m,nr_inodes=64,mode=0700", "tmpfs", dir]).exitCode,
+      ).toBe(0);
+      let job: ReturnType<typeof start> | null = null;
+      try {
+        job = start(["/bin/sh", "-c", 'cat; echo "end"; exec sleep 600']);
+        await writeStdin(dir, new TextEncoder().encode("x\n"), never());
+        await waitFor(() => (job as ReturnType<typeof start>).output() === "x\n", "the job's copy");
+        for (let i = 0; ; i++) {
+          try {
+            writeFileSync(join(dir, `fill-${i}`), "");
+          } catch (e) {
+            expect((e as NodeJS.ErrnoException).code).toBe("ENOSPC");
+            break;
+          }
+        }
+        await waitFor(() => {
+          try {
+            return closeStdin(dir);
+          } catch {
+            return false; // the keeper has not opened its line yet
+          }
+        }, "the end of input through the keeper");
+        await waitFor(() => (job as ReturnType<typeof start>).output().endsWith("x\nend\n"), "the job's end of input");
+        expect(existsSync(stdinFiles(dir).closed)).toBe(false);
+        expect(stdinClosed(dir)).toBe(true);
+        expect(closeStdin(dir)).toBe(false);
+        const err = await writeStdin(dir, new Uint8Array(1), never()).catch((e) => e);
+        expect((err as StdinStopped).why).toBe("closed");
+        // Another job's input whose keeper is not there: nothing changes, the error says the disk is full.
+        const other = join(dir, "other");
+        for (const i of [0, 1, 2]) rmSync(join(dir, `fill-${i}`));
+        mkdirSync(other);
+        closeSync(prepareStdin(other));
+        expect(() => closeStdin(other)).toThrow(expect.objectContaining({ code: "ENOSPC" }));
+        expect(stdinClosed(other)).toBe(false);
+      } finally {
+        if (job) {
+          process.kill(-job.proc.pid, "SIGKILL");
+          await job.proc.exited;
+        }
+        Bun.spawnSync(["umount", dir]);
+      }
+    },
+  );
 
   test("a recorder killed from outside takes its keeper with it: nothing of it is left holding the pipe", async () => {
     const job = start(["/bin/sleep", "600"]);
