@@ -128,10 +128,18 @@ export function bwrapPlan(
  */
 export const VIEW_FILE = "/dev/shm/.planter-view";
 const VIEW_EOF = "PLANTER_VIEW_PLAN";
-const VIEW_AWK = `BEGIN { while ((r = (getline l < "/dev/stdin")) > 0) { if (l == ".") { done = 1; break } if (l != "") want[l]++ }
+// A planned `rw` mount may show `ro`: a bind keeps its source's read-only flag (a `read_write`
+// path on a read-only host mount); what the check holds is where it is. Per path: the `ro` ones
+// planned need as many read-only mounts there, and all planned need as many mounts there.
+const VIEW_AWK = `BEGIN { while ((r = (getline l < "/dev/stdin")) > 0) { if (l == ".") { done = 1; break } if (l == "") continue
+    p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
   if (!done) { print "planter: the view check could not read its plan; the job did not run" > "/dev/stderr"; bad = 1; exit } }
-{ m = $6; sub(/,.*/, "", m); have[$5 " " m]++ }
-END { if (bad) exit 1; for (k in want) if (have[k] < want[k]) { print "planter: the sandbox is not the view planned: no " k " mount there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }; exit bad }`;
+{ m = $6; sub(/,.*/, "", m); all[$5]++; if (m == "ro") ro[$5]++ }
+function no(what) { print "planter: the sandbox is not the view planned: no " what " there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }
+END { if (bad) exit 1
+  for (p in wro) if (ro[p] < wro[p]) no(p " ro mount")
+  for (p in wrw) if (all[p] < wro[p] + wrw[p]) no(p " mount")
+  exit bad }`;
 /** The awk the view check runs (the host's /usr is visible read-only in the sandbox). */
 export const AWK = "/usr/bin/awk";
 const noAwk = () =>

@@ -259,3 +259,51 @@ test("the check's script is where no policy reaches: a host /tmp shown read-only
   expect(r.out).toBe("ran\n");
   expect(r.code).toBe(0);
 });
+
+// A bind keeps the read-only flag of its source's mount: a `read_write` path on a read-only host
+// mount shows `ro` in the sandbox's mountinfo. The check holds where each mount is, and that the
+// read-only ones are read-only; a writable one found read-only is no reason to refuse the job.
+test.skipIf(process.getuid?.() !== 0 || !Bun.which("unshare"))(
+  "a read_write path on a read-only host mount (a mount namespace of its own here) passes the check",
+  async () => {
+    const c = cell({});
+    const extra = mkdtempSync("/var/tmp/pt-view-ro-");
+    dirs.push(extra);
+    writeFileSync(join(extra, "f"), "data\n");
+    Bun.spawnSync(["chown", "-R", "65534:65534", extra]);
+    const lib = join(import.meta.dir, "../../lib/sandbox");
+    const script = join(c.priv, "run.ts");
+    writeFileSync(
+      script,
+      `import { closeSync } from "node:fs";
+import { BwrapBackend } from "${lib}/bwrap.ts";
+import { dropArgv } from "${lib}/identity.ts";
+import { openInputs } from "${lib}/inputs.ts";
+import { complete } from "${lib}/policy.ts";
+import { hostRequest } from "${lib}/run.ts";
+const req = hostRequest({ argv: ["/bin/sh", "-c", "cat ${extra}/f; echo ran"], cellDir: ${JSON.stringify(c.dir)},
+  policy: complete({ read_write: [${JSON.stringify(extra)}] }), env: { PATH: "/usr/bin:/bin" },
+  jobDir: ${JSON.stringify(c.priv)}, scratch: ${JSON.stringify(c.scratch)} });
+const plan = new BwrapBackend().plan(req);
+const fds = openInputs(plan.inputs ?? [], ${JSON.stringify(c.priv)}, req.identity);
+const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
+const p = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: ["ignore", "inherit", "inherit", ...fds] });
+for (const fd of fds) closeSync(fd);
+process.exitCode = await p.exited;
+`,
+    );
+    const mount = `mount --bind '${extra}' '${extra}' && mount -o remount,bind,ro '${extra}'`;
+    const p = Bun.spawn(
+      ["unshare", "-m", "--propagation", "private", "sh", "-c", `${mount} && exec "$0" "$1"`, process.execPath, script],
+      { stdout: "pipe", stderr: "pipe", env: { ...process.env, PLANTER_HOME: home } },
+    );
+    const [code, out, err] = await Promise.all([
+      p.exited,
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+    ]);
+    expect(err).toBe("");
+    expect(out).toBe("data\nran\n");
+    expect(code).toBe(0);
+  },
+);
