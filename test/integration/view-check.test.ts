@@ -307,3 +307,11 @@ process.exitCode = await p.exited;
     expect(code).toBe(0);
   },
 );
+
+test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in their names pass the check", async () => {
+  const names = ["new\nline/secret", "tab\there/secret", "#hash 'q' \"dq\"/secret", "été-ü/secret"];
+  const c = cell(Object.fromEntries(names.map((n) => [n, "SECRET\n"])));
+  const policy = complete({ deny: names.map((n) => join(c.dir, n)) });
+  const r = await run(c, "cat */secret 2>/dev/null; echo ran", policy);
+  expect([r.code, r.out, r.err]).toEqual([0, "ran\n", ""]);
+});
