@@ -121,18 +121,17 @@ export function bwrapPlan(
  * job's there would run the job's code before the verdict (`LD_PRELOAD`, `LD_AUDIT`; bash as sh
  * imports `SHELLOPTS=xtrace` and expands a `PS4` of `$(…)`). The plan and the job's environment
  * are a shell script that bwrap writes to VIEW_FILE in the sandbox's fresh /dev/shm (`--file`,
- * from a memfd it closes; not /tmp: a policy may bind the host's /tmp read-only over it): it removes itself, runs the awk with the plan as a here-doc (no size limit: one
- * variable holds at most 128 KiB, a cell of many repositories plans more), then `export`s the job's
- * variables and runs the job (`exec "$@"`). Neither is ever in a process listing nor in an
- * environment block, and no fd of it is left to the job.
+ * from a memfd it closes; not /tmp: a policy may bind the host's /tmp read-only over it): the plan
+ * (no size limit: one variable holds at most 128 KiB, a cell of many repositories plans more), the
+ * awk that reads it, its own removal, then the job's `export`s and `exec "$@"`. Neither is ever in
+ * a process listing nor in an environment block, and no fd of it is left to the job.
  */
 export const VIEW_FILE = "/dev/shm/.planter-view";
-const VIEW_EOF = "PLANTER_VIEW_PLAN";
 // A planned `rw` mount may show `ro`: a bind keeps its source's read-only flag (a `read_write`
 // path on a read-only host mount); what the check holds is where it is. Per path: the `ro` ones
 // planned need as many read-only mounts there, and all planned need as many mounts there.
-const VIEW_AWK = `BEGIN { while ((r = (getline l < "/dev/stdin")) > 0) { if (l == ".") { done = 1; break } if (l == "") continue
-    p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
+const VIEW_AWK = `BEGIN { while ((getline l < "${VIEW_FILE}") > 0) { if (l == "#.") { done = 1; break } if (substr(l, 1, 3) != "#P ") break
+    l = substr(l, 4); p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
   if (!done) { print "planter: the view check could not read its plan; the job did not run" > "/dev/stderr"; bad = 1; exit } }
 { m = $6; sub(/,.*/, "", m); all[$5]++; if (m == "ro") ro[$5]++ }
 function no(what) { print "planter: the sandbox is not the view planned: no " what " there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }
@@ -160,9 +159,12 @@ export function viewScript(planned: readonly string[], env: Record<string, strin
       throw new Error(`bwrap plan: environment variable name ${JSON.stringify(k)} is no shell name`);
     return `export ${k}=${shQuote(v)}\n`;
   });
-  const plan = planned.map((l) => `${l}\n`).join("");
-  const check = `${AWK} ${shQuote(VIEW_AWK)} /proc/self/mountinfo <<'${VIEW_EOF}' || exit 125\n${plan}.\n${VIEW_EOF}\n`;
-  return `/bin/rm -f ${VIEW_FILE} || exit 125\n${check}${exports.join("")}exec "$@"\n`;
+  // The plan first, as comments to sh (nothing of the job's comes before its end, `#.`); awk reads
+  // it from the file before it goes: no here-doc (dash forks a writer past 4 KiB, one process more
+  // against the job's max_pids).
+  const plan = `${planned.map((l) => `#P ${l}\n`).join("")}#.\n`;
+  const check = `${AWK} ${shQuote(VIEW_AWK)} /proc/self/mountinfo; c=$?\n/bin/rm -f ${VIEW_FILE} || exit 125\n[ "$c" = 0 ] || exit 125\n`;
+  return `${plan}${check}${exports.join("")}exec "$@"\n`;
 }
 /** What bwrap runs: a shell that sources VIEW_FILE, the job's argv its "$@". */
 export const VIEW_CHECK = ["/bin/sh", "-c", `[ -r ${VIEW_FILE} ] || exit 125; . ${VIEW_FILE}`, "sh"];
@@ -394,10 +396,9 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
     if (prev === "--file" && args[i + 1] === VIEW_FILE) {
       const input = plan.inputs[Number(a) - 3];
       const text = input && "data" in input ? new TextDecoder().decode(input.data) : "";
-      const head = `<<'${VIEW_EOF}' || exit 125\n`;
-      const planned = text.slice(text.indexOf(head) + head.length, text.indexOf(`.\n${VIEW_EOF}\n`));
+      const mounts = text.slice(0, text.indexOf("#.\n")).split("\n").length - 1;
       const env = [...text.matchAll(/^export ([A-Za-z_][A-Za-z0-9_]*)=/gm)].map((m) => m[1]);
-      return `${a}=<the view check: ${planned.split("\n").length - 1} mounts; then the job's environment: ${env.join(" ") || "none"}>`;
+      return `${a}=<the view check: ${mounts} mounts; then the job's environment: ${env.join(" ") || "none"}>`;
     }
     return a;
   });

@@ -83,20 +83,20 @@ describe("bwrap plan", () => {
     );
     // What the view check looks for in the sandbox's mountinfo: every mount, read-only where planned.
     const script = new TextDecoder().decode((plan.inputs[1] as { data: Uint8Array }).data);
-    const from = script.indexOf("<<'PLANTER_VIEW_PLAN' || exit 125\n") + 34;
-    expect(script.slice(from, script.indexOf(".\nPLANTER_VIEW_PLAN\n")).split("\n").slice(0, -1)).toEqual([
-      "/ ro",
-      "/dev ro",
-      "/proc rw",
-      "/dev/shm rw",
-      "/tmp rw",
-      "/home ro",
-      "/root ro",
-      "/work/cell rw",
-      "/work/cell/.git/hooks ro",
-      "/run/user/1000/planter ro",
-      "/home/u/.local/state/planter ro",
-      "/home/u/.local/state/planter/homes/c rw",
+    // The plan comes first, as comments to sh: nothing of the job's (its env) before its end.
+    expect(script.slice(0, script.indexOf("#.\n")).split("\n").slice(0, -1)).toEqual([
+      "#P / ro",
+      "#P /dev ro",
+      "#P /proc rw",
+      "#P /dev/shm rw",
+      "#P /tmp rw",
+      "#P /home ro",
+      "#P /root ro",
+      "#P /work/cell rw",
+      "#P /work/cell/.git/hooks ro",
+      "#P /run/user/1000/planter ro",
+      "#P /home/u/.local/state/planter ro",
+      "#P /home/u/.local/state/planter/homes/c rw",
     ]);
   });
 
