@@ -82,6 +82,8 @@ const recorderLimit = (n: NprocLimits | undefined) =>
  * pipe is empty. (A background subshell starts with /dev/null on fd 0 in a shell without job
  * control: the pipe is moved to fd 9 before the fork.)
  */
+/** The first fd STDIN_OPEN takes in the recorder (and bwrap would inherit): a plan's inputs stay below or move above 9. */
+export const STDIN_FIRST_FD = 7;
 const STDIN_OPEN = `i=\${s%/*}/stdin
 [ -p "$i" ] || { echo 'planter: the stdin pipe of the job is missing' >&2; exit 125; }
 exec 9<&0 0</dev/null 7<"$i" 8<>"$i.ctl"

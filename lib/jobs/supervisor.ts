@@ -83,10 +83,18 @@ import {
   startTime,
   tableOf,
 } from "./proc.ts";
-import { jobFiles, makePipes, prepareStatus, readStatus, recorderArgv, writeStatusInPlace } from "./recorder.ts";
+import {
+  jobFiles,
+  makePipes,
+  prepareStatus,
+  readStatus,
+  recorderArgv,
+  STDIN_FIRST_FD,
+  writeStatusInPlace,
+} from "./recorder.ts";
 import { prepareStdin } from "./stdin.ts";
 import { recorderLimits, type TaskShare, taskShare } from "./tasks.ts";
-import { WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
+import { shiftFds, WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
 const TERMINATING = new Set(["TERM", "INT", "HUP", "QUIT", "KILL"]);
@@ -315,8 +323,9 @@ export class Supervisor {
       cgroup = this.jobCgroup(job);
       // Before the spawn: from here on a host that replaces what a cover hangs on stops the job.
       this.watchGuard(job.id, dir, plan);
-      const argv = runnerArgv(job, backend, where.identity, plan.argv);
       input = makeFifos(job, plan, dir, where.identity);
+      const { planArgv, gap } = clearOfStdin(plan, fds, dir, { input, tty: job.tty }, backend.name);
+      const argv = runnerArgv(job, backend, where.identity, planArgv);
       const enforcement = this.enforcementOf(cgroup);
       const runAs = runAsOf(where.identity, where.peerUid);
       // Before the spawn: a planterd killed before `markRunning` below is followed by one that
@@ -351,7 +360,7 @@ export class Supervisor {
       const proc = Bun.spawn(recorder, {
         cwd: plan.cwd,
         env: HOST_ENV,
-        stdio: [recorderStdin(input, report), out, err, ...fds],
+        stdio: [recorderStdin(input, report), out, err, ...gap, ...fds],
         detached: true,
       });
       spawned = true;
@@ -1582,6 +1591,30 @@ function makeFifos(job: JobRow, plan: SpawnPlan, dir: string, identity: LaunchCo
 /** The recorder's fd 0: the job's stdin pipe, else an agent job's report FIFO, else nothing. */
 function recorderStdin(input: number, report: number): number | "ignore" {
   return input >= 0 ? input : report >= 0 ? report : "ignore";
+}
+
+/**
+ * A recorder with stdin opens fds 7-9 for itself (STDIN_OPEN), and bwrap inherits them: a plan's
+ * inputs there would be replaced under it (a bind from the stdin FIFO, or "Can't find source
+ * path"). They move to 10 and up (`fds[0]` replaced by the renumbered argument list); the gap is
+ * what the spawn passes for 3-9.
+ */
+function clearOfStdin(
+  plan: SpawnPlan,
+  fds: number[],
+  dir: string,
+  job: { input: number; tty: unknown },
+  backend: string,
+): { planArgv: string[]; gap: "ignore"[] } {
+  if (job.input < 0 || job.tty || 3 + fds.length <= STDIN_FIRST_FD) return { planArgv: plan.argv, gap: [] };
+  const moved = shiftFds(plan, fds, dir, 10 - 3);
+  if (!moved) {
+    throw new PlanterError("E_SANDBOX_UNAVAILABLE", `a job with stdin cannot start in this ${backend} plan`, {
+      hint: "run it without stdin",
+    });
+  }
+  fds[0] = moved.args;
+  return { planArgv: moved.argv, gap: Array<"ignore">(10 - 3).fill("ignore") };
 }
 
 /** Close those of `fds` that were opened (-1: not). */

@@ -413,11 +413,12 @@ const FD_OPTIONS = new Set([
 ]);
 
 /**
- * The plan with every input one fd up (fd 3 is the warm recorder's gate): its argv and a new fd
- * of its argument list (bwrap's `--args`, the first input), read from `fds[0]`. Null when an
- * input is not named exactly once by an fd option known here: it cannot be renumbered safely.
+ * The plan with every input `by` fds up (fd 3 is the warm recorder's gate; a recorder with stdin
+ * keeps 6-9 for itself): its argv and a new fd of its argument list (bwrap's `--args`, the first
+ * input), read from `fds[0]`. Null when an input is not named exactly once by an fd option known
+ * here: it cannot be renumbered safely.
  */
-export function shiftFds(plan: SpawnPlan, fds: number[], dir: string): { argv: string[]; args: number } | null {
+export function shiftFds(plan: SpawnPlan, fds: number[], dir: string, by = 1): { argv: string[]; args: number } | null {
   const inputs = plan.inputs ?? [];
   const first = inputs[0];
   if (!first || !("data" in first)) return null;
@@ -430,7 +431,7 @@ export function shiftFds(plan: SpawnPlan, fds: number[], dir: string): { argv: s
       const n = Number(list[i + 1]);
       if (!Number.isInteger(n) || n < 3 || n >= 3 + inputs.length) return false;
       seen.set(n, (seen.get(n) ?? 0) + 1);
-      list[i + 1] = String(n + 1);
+      list[i + 1] = String(n + by);
       i++;
     }
     return true;

@@ -54,7 +54,11 @@ export function bwrapPlan(
   args.push("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc");
   // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
   for (const d of extras.devices ?? []) args.push("--dev-bind", d, d);
-  args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
+  // The view check's script (VIEW_FILE, its text set when the plan is complete): in the fresh
+  // /dev/shm, where no bind of a policy's can reach (all overlapping /dev are refused).
+  args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm");
+  const viewInput = inputs.length;
+  args.push("--file", fd({ data: new Uint8Array() }), VIEW_FILE, "--remount-ro", "/dev");
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
   // An agent job's report channel: its FIFO, the one thing of the job's dir it sees.
   if (req.agentReport) args.push("--bind-fd", fd({ path: req.agentReport }), REPORT_IN_SANDBOX);
@@ -82,11 +86,12 @@ export function bwrapPlan(
     args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }));
   }
   const planned = plannedMounts(args);
+  // No variable at all where the check runs: the job's environment is exported by the check's
+  // script once the view is the one planned (see VIEW_FILE).
   args.push("--clearenv");
-  for (const [k, v] of Object.entries(req.env)) args.push("--setenv", k, v);
-  args.push("--setenv", VIEW_ENV, planned.join("\n"), "--setenv", VIEW_SCRIPT_ENV, VIEW_SCRIPT);
   args.push("--chdir", req.cwd);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
+  inputs[viewInput] = { data: new TextEncoder().encode(viewScript(planned, req.env)) };
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
@@ -110,23 +115,59 @@ export function bwrapPlan(
  * plan: every mount the plan makes must be there, at its path, read-only where planned. Otherwise
  * the job does not run (exit 125 with why, planter's exit for "did not start"). After the check
  * only the host can move a mount of the sandbox (by renaming what it sits on): the view guard's
- * part (guard.ts). The plan travels in the environment (`--setenv` is in bwrap's argument fd,
- * never in a process listing) and is unset before the job's program is executed.
+ * part (guard.ts).
+ *
+ * The check's shell and awk run with no environment (`--clearenv`, nothing set): a variable of the
+ * job's there would run the job's code before the verdict (`LD_PRELOAD`, `LD_AUDIT`; bash as sh
+ * imports `SHELLOPTS=xtrace` and expands a `PS4` of `$(…)`). The plan and the job's environment
+ * are a shell script that bwrap writes to VIEW_FILE in the sandbox's fresh /dev/shm (`--file`,
+ * from a memfd it closes; not /tmp: a policy may bind the host's /tmp read-only over it): the plan
+ * (no size limit: one variable holds at most 128 KiB, a cell of many repositories plans more), the
+ * awk that reads it, its own removal, then the job's `export`s and `exec "$@"`. Neither is ever in
+ * a process listing nor in an environment block, and no fd of it is left to the job.
  */
-export const VIEW_ENV = "PLANTER_VIEW_PLANNED";
-const VIEW_AWK = `BEGIN { n = split(ENVIRON["${VIEW_ENV}"], w, "\\n"); for (i = 1; i <= n; i++) if (w[i] != "") want[w[i]]++ }
-{ m = $6; sub(/,.*/, "", m); have[$5 " " m]++ }
-END { for (k in want) if (have[k] < want[k]) { print "planter: the sandbox is not the view planned: no " k " mount there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }; exit bad }`;
+export const VIEW_FILE = "/dev/shm/.planter-view";
+// A planned `rw` mount may show `ro`: a bind keeps its source's read-only flag (a `read_write`
+// path on a read-only host mount); what the check holds is where it is. Per path: the `ro` ones
+// planned need as many read-only mounts there, and all planned need as many mounts there.
+const VIEW_AWK = `BEGIN { while ((getline l < "${VIEW_FILE}") > 0) { if (l == "#.") { done = 1; break } if (substr(l, 1, 3) != "#P ") break
+    l = substr(l, 4); p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
+  if (!done) { print "planter: the view check could not read its plan; the job did not run" > "/dev/stderr"; bad = 1; exit } }
+{ m = $6; sub(/,.*/, "", m); all[$5]++; if (m == "ro") ro[$5]++ }
+function no(what) { print "planter: the sandbox is not the view planned: no " what " there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }
+END { if (bad) exit 1
+  for (p in wro) if (ro[p] < wro[p]) no(p " ro mount")
+  for (p in wrw) if (all[p] < wro[p] + wrw[p]) no(p " mount")
+  exit bad }`;
 /** The awk the view check runs (the host's /usr is visible read-only in the sandbox). */
 export const AWK = "/usr/bin/awk";
 const noAwk = () =>
   new PlanterError("E_SANDBOX_UNAVAILABLE", `${AWK} is not there: every bwrap sandbox checks its mounts with it`, {
     hint: "install awk (Debian: apt-get install mawk; Fedora: dnf install gawk; Alpine: busybox provides it)",
   });
-/** The check's script: in the environment too, so that bwrap's command line (the sandbox's pid 1's) stays short. */
-export const VIEW_SCRIPT_ENV = "PLANTER_VIEW_CHECK";
-export const VIEW_SCRIPT = `${AWK} '${VIEW_AWK}' /proc/self/mountinfo || exit 125; unset ${VIEW_ENV} ${VIEW_SCRIPT_ENV}; exec "$@"`;
-export const VIEW_CHECK = ["/bin/sh", "-c", `eval "$${VIEW_SCRIPT_ENV}"`, "sh"];
+const shQuote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+const SH_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The script at VIEW_FILE: check `planned` (plannedMounts' lines) against mountinfo, then export
+ * `env` and run the job (`"$@"`). A name that is no shell name cannot be exported by sh: refused
+ * (the API admits none), never dropped.
+ */
+export function viewScript(planned: readonly string[], env: Record<string, string>): string {
+  const exports = Object.entries(env).map(([k, v]) => {
+    if (!SH_NAME.test(k))
+      throw new Error(`bwrap plan: environment variable name ${JSON.stringify(k)} is no shell name`);
+    return `export ${k}=${shQuote(v)}\n`;
+  });
+  // The plan first, as comments to sh (nothing of the job's comes before its end, `#.`); awk reads
+  // it from the file before it goes: no here-doc (dash forks a writer past 4 KiB, one process more
+  // against the job's max_pids).
+  const plan = `${planned.map((l) => `#P ${l}\n`).join("")}#.\n`;
+  const check = `${AWK} ${shQuote(VIEW_AWK)} /proc/self/mountinfo; c=$?\n/bin/rm -f ${VIEW_FILE} || exit 125\n[ "$c" = 0 ] || exit 125\n`;
+  return `${plan}${check}${exports.join("")}exec "$@"\n`;
+}
+/** What bwrap runs: a shell that sources VIEW_FILE, the job's argv its "$@". */
+export const VIEW_CHECK = ["/bin/sh", "-c", `[ -r ${VIEW_FILE} ] || exit 125; . ${VIEW_FILE}`, "sh"];
 
 /** A path as /proc/self/mountinfo writes it: space, tab, newline and backslash in octal. */
 export const mountinfoPath = (p: string) =>
@@ -351,12 +392,18 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
         : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
     if (prev === "--info-fd" || prev === "--block-fd") return `${a}=<pipe to planterd>`;
-    // The view check's plan and script (see VIEW_ENV): what they are, not their text.
-    if (args[i - 2] === "--setenv" && prev === VIEW_ENV) return `<${a.split("\n").length} mounts>`;
-    if (args[i - 2] === "--setenv" && prev === VIEW_SCRIPT_ENV) return "<the view check>";
+    // The view check's script (VIEW_FILE): what it is, not its text.
+    if (prev === "--file" && args[i + 1] === VIEW_FILE) {
+      const input = plan.inputs[Number(a) - 3];
+      const text = input && "data" in input ? new TextDecoder().decode(input.data) : "";
+      const mounts = text.slice(0, text.indexOf("#.\n")).split("\n").length - 1;
+      const env = [...text.matchAll(/^export ([A-Za-z_][A-Za-z0-9_]*)=/gm)].map((m) => m[1]);
+      return `${a}=<the view check: ${mounts} mounts; then the job's environment: ${env.join(" ") || "none"}>`;
+    }
     return a;
   });
-  return [plan.argv[0] as string, ...named, ...plan.argv.slice(3)];
+  const rest = plan.argv.slice(3);
+  return [plan.argv[0] as string, ...named, ...rest];
 }
 
 /** Classify why bwrap could not start, with the fix. */

@@ -66,8 +66,16 @@ test("render prints the bwrap argv and the Seatbelt profile of a policy file", a
   expect(b.argv).toContain("--ro-bind");
   expect(b.argv).not.toContain("--unshare-net");
   // The view check runs first in the sandbox, then the command (lib/sandbox/bwrap.ts).
-  expect(b.argv.slice(-6)).toEqual(["--", "/bin/sh", "-c", 'eval "$PLANTER_VIEW_CHECK"', "sh", "make"]);
-  expect(b.argv).toContain("<the view check>");
+  expect(b.argv.slice(-6)).toEqual([
+    "--",
+    "/bin/sh",
+    "-c",
+    "[ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view",
+    "sh",
+    "make",
+  ]);
+  const view = b.argv[b.argv.indexOf("/dev/shm/.planter-view") - 1];
+  expect(view).toMatch(/^\d+=<the view check: \d+ mounts; then the job's environment: [A-Z_ ]+>$/);
   const s = await cli(home, ["sandbox", "render", "--backend", "seatbelt", "--policy", policy, "--cell", cell]);
   expect(s.code).toBe(0);
   expect(s.stdout).toStartWith("(version 1)\n(deny default)\n");

@@ -80,6 +80,22 @@ for (const mode of ["enforced", "disabled"] as const) {
       expect([r.code, new TextDecoder().decode(r.out), r.err]).toEqual([3, "x\n<end>\n", ""]);
     });
 
+    // The recorder opens fds 7-9 for a job's stdin; a plan of bwrap's with inputs up there (binds
+    // of read_only paths, of a repository's .git parts) lost them under bwrap ("Can't find source
+    // path /proc/self/fd/7"): they move to 10 and up.
+    test("a job with stdin and many binds (inputs past fd 6) reads its input and sees its view", async () => {
+      const ro = ["/etc/hostname", "/etc/passwd", "/etc/group", "/etc/hosts", "/etc/fstab"];
+      const j = await d.client.createJob({
+        argv: ["sh", "-c", "cat; ls /proc/self/fd | wc -l; cat /etc/hostname >/dev/null && echo ro-bound"],
+        stdin: true,
+        sandbox: { policy: { read_only: ro } },
+      });
+      await d.client.writeStdin(j.id, { data: b64("piped\n"), eof: true });
+      const done = await finished(j.id);
+      // 0-2 and ls's own fd of the directory: nothing of planter's is left open in the job.
+      expect([done.exit_code, await stdout(j.id)]).toEqual([0, "piped\n4\nro-bound\n"]);
+    });
+
     test("run -i: several MiB from a file are counted exactly, and every byte value arrives as it was", async () => {
       const data = blob(6 * 1024 * 1024 + 3);
       const file = join(d.home, "input.bin");

@@ -6,7 +6,17 @@
  * table with the plan. Here the swap is made for certain: after the plan, before the spawn.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { chownSync, closeSync, mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chownSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
@@ -157,4 +167,151 @@ test("a read-only workspace file whose directory is swapped after planter's chec
     `planter: the sandbox is not the view planned: no ${join(c.dir, ".git/config")} ro mount there`,
   );
   expect(r.code).toBe(125);
+});
+
+// The check runs in the sandbox before anything of the job: nothing the job asks for may run
+// before its verdict, so no variable of the job's is in the environment of the check's shell or
+// awk. An LD_PRELOAD (or an LD_AUDIT, a bash-as-sh's SHELLOPTS=xtrace with a PS4 of `$(…)`)
+// would run the job's code in the sandbox as made, the misplaced cover included.
+test.skipIf(!Bun.which("gcc"))(
+  "LD_PRELOAD in the job's environment loads nothing before the check: a refused sandbox ran none of the job's code",
+  async () => {
+    const c = cell({ "p/keys/id": "SECRET-KEY\n", "elsewhere/.keep": "" });
+    const src = join(c.scratch, "mark.c");
+    writeFileSync(
+      src,
+      `#include <fcntl.h>
+#include <unistd.h>
+__attribute__((constructor)) static void mark(void) {
+  char b[64]; int n = 0, f = open("p/moved/id", O_RDONLY);
+  if (f >= 0) { n = read(f, b, sizeof b); close(f); }
+  int o = open("leaked", O_CREAT | O_WRONLY | O_APPEND, 0666);
+  if (o >= 0) { if (n > 0 && write(o, b, n) < 0) {} close(o); }
+}
+`,
+    );
+    const lib = join(c.dir, "evil.so");
+    const built = Bun.spawnSync(["gcc", "-shared", "-fPIC", "-o", lib, src]);
+    expect(built.exitCode).toBe(0);
+    const policy = complete({ deny: [join(c.dir, "p/keys")] });
+    const swap = () => {
+      renameSync(join(c.dir, "p/keys"), join(c.dir, "p/moved"));
+      symlinkSync("../elsewhere", join(c.dir, "p/keys"));
+    };
+    const env = { PATH: "/usr/bin:/bin", LD_PRELOAD: lib, LD_AUDIT: lib };
+    const r = await run(c, "echo ran", policy, swap, { env });
+    expect(r.out).toBe("");
+    expect(r.err).toContain(`no ${join(c.dir, "p/keys")} ro mount there`);
+    expect(r.code).toBe(125);
+    expect(existsSync(join(c.dir, "leaked"))).toBe(false);
+    // Where the check passes, the job's environment is the job's: the library loads in the job.
+    const ok = cell({ "p/keys/id": "SECRET-KEY\n" });
+    const lib2 = join(ok.dir, "evil.so");
+    expect(Bun.spawnSync(["gcc", "-shared", "-fPIC", "-o", lib2, src]).exitCode).toBe(0);
+    const r2 = await run(ok, "echo ran", policy, () => {}, { env: { ...env, LD_PRELOAD: lib2, LD_AUDIT: "" } });
+    expect(r2.out).toBe("ran\n");
+    expect(existsSync(join(ok.dir, "leaked"))).toBe(true);
+  },
+);
+
+// The plan of a view is as long as its mounts: a cell with many repositories (each one's .git
+// hooks, config, info read-only) or a policy of many long paths. One environment variable holds at
+// most 128 KiB (MAX_ARG_STRLEN): past it, bwrap's exec of the check failed (E2BIG) and every job
+// of such a cell with it.
+test("a view whose plan is larger than one environment variable may hold (128 KiB) passes the check", async () => {
+  const files: Record<string, string> = {};
+  const seg = "d".repeat(200);
+  const deep = Array.from({ length: 15 }, (_, i) => `${seg}${i}`).join("/");
+  for (let i = 0; i < 60; i++) files[`${deep}/r${i}/config`] = "[core]\n";
+  const c = cell(files);
+  const pinned = Object.keys(files).map((f) => join(c.dir, f));
+  expect(pinned.join("\n").length).toBeGreaterThan(128 * 1024);
+  const r = await run(c, "echo ran", complete(undefined), () => {}, { workspaceReadOnly: pinned });
+  expect(r.err).toBe("");
+  expect(r.out).toBe("ran\n");
+  expect(r.code).toBe(0);
+});
+
+test("the job's environment is exactly its own (quotes, newlines, $ and backslashes kept), and no fd of the check is left to it", async () => {
+  const c = cell({});
+  const env = { PATH: "/usr/bin:/bin", Q: 'it\'s "x"\n$(no) `no` \\n end', EMPTY: "" };
+  const r = await run(c, "ls /proc/self/fd | tr '\\n' ' '; echo; env -0", complete(undefined), () => {}, { env });
+  expect(r.err).toBe("");
+  const [fds, rest] = [r.out.slice(0, r.out.indexOf("\n")), r.out.slice(r.out.indexOf("\n") + 1)];
+  // 0-2 and ls's own open of its fd dir.
+  expect(fds.trim().split(" ").map(Number).sort()).toEqual([0, 1, 2, 3]);
+  const got = Object.fromEntries(
+    rest
+      .split("\0")
+      .filter((x) => x)
+      .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1)]),
+  );
+  expect(got).toEqual({ ...env, PWD: c.dir });
+});
+
+test("the check's script is where no policy reaches: a host /tmp shown read-only (with a planted script in it) changes nothing; none of it is left", async () => {
+  const c = cell({});
+  const planted = "/tmp/.planter-view";
+  writeFileSync(planted, 'echo planted-ran; exec "$@"\n');
+  dirs.push(planted);
+  const r = await run(c, "ls -A /dev/shm; echo ran", complete({ read_only: ["/tmp"] }));
+  expect(r.err).toBe("");
+  expect(r.out).toBe("ran\n");
+  expect(r.code).toBe(0);
+});
+
+// A bind keeps the read-only flag of its source's mount: a `read_write` path on a read-only host
+// mount shows `ro` in the sandbox's mountinfo. The check holds where each mount is, and that the
+// read-only ones are read-only; a writable one found read-only is no reason to refuse the job.
+test.skipIf(process.getuid?.() !== 0 || !Bun.which("unshare"))(
+  "a read_write path on a read-only host mount (a mount namespace of its own here) passes the check",
+  async () => {
+    const c = cell({});
+    const extra = mkdtempSync("/var/tmp/pt-view-ro-");
+    dirs.push(extra);
+    writeFileSync(join(extra, "f"), "data\n");
+    Bun.spawnSync(["chown", "-R", "65534:65534", extra]);
+    const lib = join(import.meta.dir, "../../lib/sandbox");
+    const script = join(c.priv, "run.ts");
+    writeFileSync(
+      script,
+      `import { closeSync } from "node:fs";
+import { BwrapBackend } from "${lib}/bwrap.ts";
+import { dropArgv } from "${lib}/identity.ts";
+import { openInputs } from "${lib}/inputs.ts";
+import { complete } from "${lib}/policy.ts";
+import { hostRequest } from "${lib}/run.ts";
+const req = hostRequest({ argv: ["/bin/sh", "-c", "cat ${extra}/f; echo ran"], cellDir: ${JSON.stringify(c.dir)},
+  policy: complete({ read_write: [${JSON.stringify(extra)}] }), env: { PATH: "/usr/bin:/bin" },
+  jobDir: ${JSON.stringify(c.priv)}, scratch: ${JSON.stringify(c.scratch)} });
+const plan = new BwrapBackend().plan(req);
+const fds = openInputs(plan.inputs ?? [], ${JSON.stringify(c.priv)}, req.identity);
+const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
+const p = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: ["ignore", "inherit", "inherit", ...fds] });
+for (const fd of fds) closeSync(fd);
+process.exitCode = await p.exited;
+`,
+    );
+    const mount = `mount --bind '${extra}' '${extra}' && mount -o remount,bind,ro '${extra}'`;
+    const p = Bun.spawn(
+      ["unshare", "-m", "--propagation", "private", "sh", "-c", `${mount} && exec "$0" "$1"`, process.execPath, script],
+      { stdout: "pipe", stderr: "pipe", env: { ...process.env, PLANTER_HOME: home } },
+    );
+    const [code, out, err] = await Promise.all([
+      p.exited,
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+    ]);
+    expect(err).toBe("");
+    expect(out).toBe("data\nran\n");
+    expect(code).toBe(0);
+  },
+);
+
+test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in their names pass the check", async () => {
+  const names = ["new\nline/secret", "tab\there/secret", "#hash 'q' \"dq\"/secret", "été-ü/secret"];
+  const c = cell(Object.fromEntries(names.map((n) => [n, "SECRET\n"])));
+  const policy = complete({ deny: names.map((n) => join(c.dir, n)) });
+  const r = await run(c, "cat */secret 2>/dev/null; echo ran", policy);
+  expect([r.code, r.out, r.err]).toEqual([0, "ran\n", ""]);
 });

@@ -73,7 +73,7 @@ describe("the bwrap plan of a list job", () => {
     const text = (r: PlanRequest) => renderArgs(bwrapPlan(r, "bwrap", () => null)).join(" ");
     expect(text(req({ egress: true }))).toContain("--unshare-net");
     expect(text(req({ egress: true }))).toContain(
-      "--info-fd 6=<pipe to planterd> --block-fd 7=<pipe to planterd> --clearenv",
+      "--info-fd 7=<pipe to planterd> --block-fd 8=<pipe to planterd> --clearenv",
     );
     expect(text(req({}))).not.toContain("--info-fd");
     expect(text(req({ egress: true, policy: complete({ network: "host" }) }))).not.toContain("--info-fd");

@@ -51,12 +51,12 @@ describe("bwrap plan", () => {
       "--",
       "/bin/sh",
       "-c",
-      'eval "$PLANTER_VIEW_CHECK"',
+      "[ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view",
       "sh",
       "/usr/bin/make",
       "test",
     ]);
-    expect(plan.inputs.slice(1)).toEqual([
+    expect(plan.inputs.slice(2)).toEqual([
       { path: "/work/cell" },
       { path: "/work/cell/.git/hooks" },
       { path: "/home/u/.local/state/planter/homes/c" },
@@ -66,35 +66,37 @@ describe("bwrap plan", () => {
       [
         "/usr/bin/bwrap --unshare-user --disable-userns",
         "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent",
-        "--ro-bind / / --dev /dev --proc /proc --size 67108864 --tmpfs /dev/shm --remount-ro /dev --size 1073741824 --tmpfs /tmp",
+        "--ro-bind / / --dev /dev --proc /proc --size 67108864 --tmpfs /dev/shm",
+        "--file 4=<the view check: 12 mounts; then the job's environment: PATH HOME> /dev/shm/.planter-view",
+        "--remount-ro /dev --size 1073741824 --tmpfs /tmp",
         "--size 1048576 --tmpfs /home --size 1048576 --tmpfs /root",
-        "--bind-fd 4=/work/cell /work/cell",
-        "--ro-bind-fd 5=/work/cell/.git/hooks /work/cell/.git/hooks",
+        "--bind-fd 5=/work/cell /work/cell",
+        "--ro-bind-fd 6=/work/cell/.git/hooks /work/cell/.git/hooks",
         "--size 1048576 --tmpfs /run/user/1000/planter",
         "--size 1048576 --tmpfs /home/u/.local/state/planter",
-        "--bind-fd 6=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
+        "--bind-fd 7=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
         "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
-        "--seccomp 7=<8 bytes>",
-        "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u/.local/state/planter/homes/c",
-        "--setenv PLANTER_VIEW_PLANNED <12 mounts> --setenv PLANTER_VIEW_CHECK <the view check>",
-        `--chdir /work/cell -- /bin/sh -c eval "$PLANTER_VIEW_CHECK" sh /usr/bin/make test`,
+        "--seccomp 8=<8 bytes>",
+        "--clearenv --chdir /work/cell --",
+        "/bin/sh -c [ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view sh /usr/bin/make test",
       ].join(" "),
     );
     // What the view check looks for in the sandbox's mountinfo: every mount, read-only where planned.
-    const words = new TextDecoder().decode((plan.inputs[0] as { data: Uint8Array }).data).split("\0");
-    expect(words[words.indexOf("PLANTER_VIEW_PLANNED") + 1]?.split("\n")).toEqual([
-      "/ ro",
-      "/dev ro",
-      "/proc rw",
-      "/dev/shm rw",
-      "/tmp rw",
-      "/home ro",
-      "/root ro",
-      "/work/cell rw",
-      "/work/cell/.git/hooks ro",
-      "/run/user/1000/planter ro",
-      "/home/u/.local/state/planter ro",
-      "/home/u/.local/state/planter/homes/c rw",
+    const script = new TextDecoder().decode((plan.inputs[1] as { data: Uint8Array }).data);
+    // The plan comes first, as comments to sh: nothing of the job's (its env) before its end.
+    expect(script.slice(0, script.indexOf("#.\n")).split("\n").slice(0, -1)).toEqual([
+      "#P / ro",
+      "#P /dev ro",
+      "#P /proc rw",
+      "#P /dev/shm rw",
+      "#P /tmp rw",
+      "#P /home ro",
+      "#P /root ro",
+      "#P /work/cell rw",
+      "#P /work/cell/.git/hooks ro",
+      "#P /run/user/1000/planter ro",
+      "#P /home/u/.local/state/planter ro",
+      "#P /home/u/.local/state/planter/homes/c rw",
     ]);
   });
 
@@ -136,7 +138,7 @@ describe("bwrap plan", () => {
     const argv = rendered(req({ policy }), { "/work/cell/secret": "dir", "/work/cell/key.pem": "file" });
     expect(argv).not.toContain("--unshare-net");
     expect(argv).toContain(
-      "--ro-bind-fd 4=/work/cell /work/cell --bind-fd 5=/data/out /data/out --ro-bind-fd 6=/data/in /data/in",
+      "--ro-bind-fd 5=/work/cell /work/cell --bind-fd 6=/data/out /data/out --ro-bind-fd 7=/data/in /data/in",
     );
     expect(argv).toContain("--size 1048576 --tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem");
   });
@@ -145,14 +147,14 @@ describe("bwrap plan", () => {
     const policy = complete({ deny: ["/work/cell/a/b/secret"] });
     const argv = rendered(req({ policy }), { "/work/cell/a/b/secret": "file" });
     expect(argv).toContain(
-      "--bind-fd 5=/work/cell/a /work/cell/a --bind-fd 6=/work/cell/a/b /work/cell/a/b --ro-bind /dev/null /work/cell/a/b/secret",
+      "--bind-fd 6=/work/cell/a /work/cell/a --bind-fd 7=/work/cell/a/b /work/cell/a/b --ro-bind /dev/null /work/cell/a/b/secret",
     );
   });
 
   test("a read_write path inside a deny path is a working carve-out", () => {
     const policy = complete({ read_write: ["/data/secret/public"], deny: ["/data/secret"] });
     const argv = rendered(req({ policy }), { "/data/secret": "dir" });
-    expect(argv).toContain("--tmpfs /data/secret --bind-fd 5=/data/secret/public /data/secret/public");
+    expect(argv).toContain("--tmpfs /data/secret --bind-fd 6=/data/secret/public /data/secret/public");
   });
 
   test("credentials are hidden where a bind shows the home, unless a policy names them", () => {
@@ -164,12 +166,12 @@ describe("bwrap plan", () => {
       "/home/u/.bashrc": "file",
     });
     expect(argv).toContain(
-      "--size 1048576 --tmpfs /home/u --bind-fd 4=/work/cell /work/cell --ro-bind-fd 5=/home/u /home/u",
+      "--size 1048576 --tmpfs /home/u --bind-fd 5=/work/cell /work/cell --ro-bind-fd 6=/home/u /home/u",
     );
     expect(argv).not.toContain("--remount-ro /home/u ");
     expect(argv).toContain("--size 1048576 --tmpfs /home/u/.ssh");
     expect(argv).not.toContain("--ro-bind /dev/null /home/u/.npmrc");
-    expect(argv).toContain("--ro-bind-fd 6=/home/u/.npmrc /home/u/.npmrc");
+    expect(argv).toContain("--ro-bind-fd 7=/home/u/.npmrc /home/u/.npmrc");
     // rc files of a visible home stay read-only even where it is writable; here it is read-only already.
     expect(argv).not.toContain("/home/u/.bashrc");
   });
@@ -178,8 +180,8 @@ describe("bwrap plan", () => {
     const argv = rendered(req({ cellDir: "/home/u", cwd: "/home/u", hiddenHomes: [] }), {
       "/home/u/.local/state/planter": "dir",
     });
-    expect(argv).toContain("--bind-fd 4=/home/u /home/u");
-    expect(argv).toMatch(/--bind-fd 4=\/home\/u \/home\/u .*--tmpfs \/home\/u\/\.local\/state\/planter/);
+    expect(argv).toContain("--bind-fd 5=/home/u /home/u");
+    expect(argv).toMatch(/--bind-fd 5=\/home\/u \/home\/u .*--tmpfs \/home\/u\/\.local\/state\/planter/);
   });
 
   test("failures are explained with a fix", () => {
@@ -251,7 +253,9 @@ describe("the process limit inside the namespace", () => {
   test("prlimit runs first in the sandbox when the request sets nproc, and not otherwise", () => {
     const present = { "/home": "dir", "/root": "dir" } as const;
     expect(rendered(req({ nproc: 65 }), present)).toEndWith(" sh /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
-    expect(rendered(req(), present)).toEndWith(` -- /bin/sh -c eval "$PLANTER_VIEW_CHECK" sh /usr/bin/make test`);
+    expect(rendered(req(), present)).toEndWith(
+      ` -- /bin/sh -c [ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view sh /usr/bin/make test`,
+    );
     expect(rendered(req(), present)).not.toContain("prlimit");
   });
 });
