@@ -126,14 +126,22 @@ export function bwrapPlan(
  * awk that reads it, its own removal, then the job's `export`s and `exec "$@"`. Neither is ever in
  * a process listing nor in an environment block, and no fd of it is left to the job.
  */
-export const VIEW_FILE = "/dev/shm/.planter-view";
+export const VIEW_FILE = "/dev/shm/.view-check";
 // A planned `rw` mount may show `ro`: a bind keeps its source's read-only flag (a `read_write`
 // path on a read-only host mount); what the check holds is where it is. Per path: the `ro` ones
 // planned need as many read-only mounts there, and all planned need as many mounts there.
-const VIEW_AWK = `BEGIN { while ((getline l < "${VIEW_FILE}") > 0) { if (l == "#.") { done = 1; break } if (substr(l, 1, 3) != "#P ") break
+// Only the sandbox's own mounts count: `--ro-bind / /` copies every host mount below / first
+// (read-only), so a host mount at a planned path (a tmpfs at /run/user/UID) would stand in for a
+// cover that missed it. mountinfo lists a namespace's mounts in the order they were made, and the
+// plan's first mount after / is its own /dev: what the counts hold is from the last /dev on (and
+// the root itself).
+export const VIEW_AWK = `BEGIN { while ((getline l < "${VIEW_FILE}") > 0) { if (l == "#.") { done = 1; break } if (substr(l, 1, 3) != "#P ") break
     l = substr(l, 4); p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
   if (!done) { print "planter: the view check could not read its plan; the job did not run" > "/dev/stderr"; bad = 1; exit } }
-{ m = $6; sub(/,.*/, "", m); all[$5]++; if (m == "ro") ro[$5]++ }
+{ m = $6; sub(/,.*/, "", m)
+  if ($5 == "/dev" && seen_root) { split("", all); split("", ro); all["/"] = root_all; ro["/"] = root_ro }
+  all[$5]++; if (m == "ro") ro[$5]++
+  if ($5 == "/") { seen_root = 1; root_all++; if (m == "ro") root_ro++ } }
 function no(what) { print "planter: the sandbox is not the view planned: no " what " there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }
 END { if (bad) exit 1
   for (p in wro) if (ro[p] < wro[p]) no(p " ro mount")

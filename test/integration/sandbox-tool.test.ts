@@ -70,11 +70,11 @@ test("render prints the bwrap argv and the Seatbelt profile of a policy file", a
     "--",
     "/bin/sh",
     "-c",
-    "[ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view",
+    "[ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check",
     "sh",
     "make",
   ]);
-  const view = b.argv[b.argv.indexOf("/dev/shm/.planter-view") - 1];
+  const view = b.argv[b.argv.indexOf("/dev/shm/.view-check") - 1];
   expect(view).toMatch(/^\d+=<the view check: \d+ mounts; then the job's environment: [A-Z_ ]+>$/);
   const s = await cli(home, ["sandbox", "render", "--backend", "seatbelt", "--policy", policy, "--cell", cell]);
   expect(s.code).toBe(0);

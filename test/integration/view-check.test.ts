@@ -251,7 +251,7 @@ test("the job's environment is exactly its own (quotes, newlines, $ and backslas
 
 test("the check's script is where no policy reaches: a host /tmp shown read-only (with a planted script in it) changes nothing; none of it is left", async () => {
   const c = cell({});
-  const planted = "/tmp/.planter-view";
+  const planted = "/tmp/.view-check";
   writeFileSync(planted, 'echo planted-ran; exec "$@"\n');
   dirs.push(planted);
   const r = await run(c, "ls -A /dev/shm; echo ran", complete({ read_only: ["/tmp"] }));

@@ -1,9 +1,18 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
-import { bwrapFailure, bwrapPlan, plannedMounts, renderArgs, socketCovers } from "../../lib/sandbox/bwrap.ts";
+import {
+  AWK,
+  bwrapFailure,
+  bwrapPlan,
+  plannedMounts,
+  renderArgs,
+  socketCovers,
+  VIEW_AWK,
+  VIEW_FILE,
+} from "../../lib/sandbox/bwrap.ts";
 import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
 import { guardedEntries, sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
@@ -51,7 +60,7 @@ describe("bwrap plan", () => {
       "--",
       "/bin/sh",
       "-c",
-      "[ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view",
+      "[ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check",
       "sh",
       "/usr/bin/make",
       "test",
@@ -67,7 +76,7 @@ describe("bwrap plan", () => {
         "/usr/bin/bwrap --unshare-user --disable-userns",
         "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent",
         "--ro-bind / / --dev /dev --proc /proc --size 67108864 --tmpfs /dev/shm",
-        "--file 4=<the view check: 12 mounts; then the job's environment: PATH HOME> /dev/shm/.planter-view",
+        "--file 4=<the view check: 12 mounts; then the job's environment: PATH HOME> /dev/shm/.view-check",
         "--remount-ro /dev --size 1073741824 --tmpfs /tmp",
         "--size 1048576 --tmpfs /home --size 1048576 --tmpfs /root",
         "--bind-fd 5=/work/cell /work/cell",
@@ -78,7 +87,7 @@ describe("bwrap plan", () => {
         "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
         "--seccomp 8=<8 bytes>",
         "--clearenv --chdir /work/cell --",
-        "/bin/sh -c [ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view sh /usr/bin/make test",
+        "/bin/sh -c [ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check sh /usr/bin/make test",
       ].join(" "),
     );
     // What the view check looks for in the sandbox's mountinfo: every mount, read-only where planned.
@@ -98,6 +107,38 @@ describe("bwrap plan", () => {
       "#P /home/u/.local/state/planter ro",
       "#P /home/u/.local/state/planter/homes/c rw",
     ]);
+  });
+
+  test("the view check counts only the sandbox's own mounts: a host mount copied at a planned path stands in for nothing", () => {
+    const dir = mkdtempSync("/tmp/pt-viewawk-");
+    try {
+      const planFile = join(dir, "plan");
+      writeFileSync(planFile, "#P / ro\n#P /dev ro\n#P /run/user/1000 ro\n#P /w rw\n#.\n");
+      const program = VIEW_AWK.replaceAll(VIEW_FILE, planFile);
+      const check = (lines: string[]) => {
+        writeFileSync(join(dir, "mountinfo"), `${lines.join("\n")}\n`);
+        const r = Bun.spawnSync([AWK, program, join(dir, "mountinfo")], { stderr: "pipe" });
+        return { code: r.exitCode, err: r.stderr.toString() };
+      };
+      // `--ro-bind / /` copies the host's mounts first (read-only), then come the sandbox's own, from its /dev.
+      const host = [
+        "20 1 0:20 / / ro,relatime - ext4 /dev/vda1 rw",
+        "21 20 0:21 / /run/user/1000 ro,nosuid - tmpfs tmpfs rw",
+        "22 20 0:22 / /dev ro,nosuid - devtmpfs udev rw",
+        "23 20 0:23 / /w ro - ext4 /dev/vdb rw",
+      ];
+      const own = ["30 20 0:30 / /dev ro,nosuid - tmpfs tmpfs rw", "31 20 0:31 /w /w ro - ext4 /dev/vdb rw"];
+      const cover = "32 20 0:32 / /run/user/1000 ro,nosuid - tmpfs tmpfs rw,size=1024k";
+      expect(check([...host, ...own, cover])).toEqual({ code: 0, err: "" });
+      // The cover missed: the host's copy at its path does not count.
+      const missed = check([...host, ...own]);
+      expect(missed.code).toBe(1);
+      expect(missed.err).toContain("no /run/user/1000 ro mount there");
+      // Nor does the host's copy of a writable bind's path.
+      expect(check([...host, own[0] as string, cover]).err).toContain("no /w mount there");
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("the view check's plan: paths as mountinfo writes them; a remount makes the last mount there read-only; an unknown option throws", () => {
@@ -254,7 +295,7 @@ describe("the process limit inside the namespace", () => {
     const present = { "/home": "dir", "/root": "dir" } as const;
     expect(rendered(req({ nproc: 65 }), present)).toEndWith(" sh /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
     expect(rendered(req(), present)).toEndWith(
-      ` -- /bin/sh -c [ -r /dev/shm/.planter-view ] || exit 125; . /dev/shm/.planter-view sh /usr/bin/make test`,
+      ` -- /bin/sh -c [ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check sh /usr/bin/make test`,
     );
     expect(rendered(req(), present)).not.toContain("prlimit");
   });
