@@ -172,7 +172,9 @@ export function viewScript(planned: readonly string[], env: Record<string, strin
   // against the job's max_pids).
   const plan = `${planned.map((l) => `#P ${l}\n`).join("")}#.\n`;
   const check = `${AWK} ${shQuote(VIEW_AWK)} /proc/self/mountinfo; c=$?\n/bin/rm -f ${VIEW_FILE} || exit 125\n[ "$c" = 0 ] || exit 125\n`;
-  return `${plan}${check}${exports.join("")}exec "$@"\n`;
+  // dash exports the PWD it sets at start: gone, as a warm sandbox's shell does (warmScript), so
+  // the program gets the job's environment and nothing else.
+  return `${plan}${check}unset OLDPWD PWD\n${exports.join("")}exec "$@"\n`;
 }
 /** What bwrap runs: a shell that sources VIEW_FILE, the job's argv its "$@". */
 export const VIEW_CHECK = ["/bin/sh", "-c", `[ -r ${VIEW_FILE} ] || exit 125; . ${VIEW_FILE}`, "sh"];

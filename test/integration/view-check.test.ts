@@ -246,7 +246,20 @@ test("the job's environment is exactly its own (quotes, newlines, $ and backslas
       .filter((x) => x)
       .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1)]),
   );
+  // PWD: the job's own sh sets it (dash exports it at start).
   expect(got).toEqual({ ...env, PWD: c.dir });
+  // A program that is no shell gets the job's environment and nothing else.
+  const direct = await run(c, "", complete(undefined), () => {}, { env, argv: ["/usr/bin/env", "-0"] });
+  expect(
+    direct.out
+      .split("\0")
+      .filter((x) => x)
+      .sort(),
+  ).toEqual(
+    Object.entries(env)
+      .map(([k, v]) => `${k}=${v}`)
+      .sort(),
+  );
 });
 
 test("the check's script is where no policy reaches: a host /tmp shown read-only (with a planted script in it) changes nothing; none of it is left", async () => {
