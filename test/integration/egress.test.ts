@@ -186,6 +186,17 @@ async function records(id: string, n: number) {
   }, `${n} net.connect records of job ${id}`);
 }
 
+/** The job's `job.egress_failed` event's data, once it is written. */
+function egressFailed(id: string) {
+  return waitFor(async () => {
+    for await (const e of d.client.events({ limit: 10_000 })) {
+      const ev = e as { kind: string; subject: string; data: Record<string, unknown> };
+      if (ev.kind === "job.egress_failed" && ev.subject === `job/${id}`) return ev.data;
+    }
+    return null;
+  }, `job.egress_failed of ${id}`);
+}
+
 describe("network allow lists (bwrap, planterd as root)", () => {
   test("the job's tools find the proxy; an allowed name answers, an unlisted one is refused with a reason", async () => {
     if (!sandboxed) return;
@@ -431,13 +442,7 @@ while [ ! -e up ]; do sleep 0.05; done; curl -sS --max-time 20 http://api.test:$
     writeFileSync(join(cellDir, "down"), "");
     await waitFor(() => readFileSync(out, "utf8").includes("bound"), "the job's own listener on 3128");
     d = await startDaemon({ home: d.home });
-    const failed = await waitFor(async () => {
-      for await (const e of d.client.events({ limit: 10_000 })) {
-        const ev = e as { kind: string; subject: string; data: Record<string, unknown> };
-        if (ev.kind === "job.egress_failed" && ev.subject === `job/${job.id}`) return ev.data;
-      }
-      return null;
-    }, "job.egress_failed");
+    const failed = await egressFailed(job.id);
     expect(failed.stopped).toBe(false);
     expect(String(failed.message)).toContain("EADDRINUSE");
     writeFileSync(join(cellDir, "up"), "");
@@ -480,13 +485,7 @@ while [ ! -e up ]; do sleep 0.05; done; curl -sS --max-time 20 http://api.test:$
       expect({ state: end.state, reason: end.reason }).toEqual({ state: "killed", reason: "sandbox_error" });
       expect(existsSync(marker)).toBe(false);
       expect(readFileSync(join(d.home, "state", "jobs", job.id, "stdout"), "utf8")).toBe("");
-      const failed = await waitFor(async () => {
-        for await (const e of d.client.events({ limit: 10_000 })) {
-          const ev = e as { kind: string; subject: string; data: Record<string, unknown> };
-          if (ev.kind === "job.egress_failed" && ev.subject === `job/${job.id}`) return ev.data;
-        }
-        return null;
-      }, "job.egress_failed");
+      const failed = await egressFailed(job.id);
       expect(failed.stopped).toBe(true);
       expect(String(failed.message)).toContain("reassociate to namespace failed");
     } finally {
