@@ -133,6 +133,21 @@ describe("denied", () => {
   });
 });
 
+describe("max_pids", () => {
+  test("below the 4 processes a bwrap job needs to start is refused at once, naming why; 4 starts it", async () => {
+    const e = await d.client
+      .createJob({ cell: "default", argv: ["true"], limits: { max_pids: 3 } })
+      .catch((x: PlanterError) => x);
+    expect(e).toMatchObject({ code: "E_BAD_REQUEST" });
+    expect((e as PlanterError).message).toBe(
+      "limits.max_pids 3 is below the 4 processes a bwrap job needs to start (bwrap and its init, the view check's shell and awk)",
+    );
+    const j = await d.client.createJob({ cell: "default", argv: ["sh", "-c", "echo ok"], limits: { max_pids: 4 } });
+    const end = (await d.client.waitJob(j.id, 20_000)).job;
+    expect([end.state, end.exit_code]).toEqual(["exited", 0]);
+  });
+});
+
 describe("allowed", () => {
   test("writing the cell in writable mode reaches the host", async () => {
     const r = await sh("echo made > made-inside");

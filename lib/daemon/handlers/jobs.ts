@@ -519,6 +519,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       : effectivePolicy(ctx, cell, asked, cellVisible(ctx, cell, identity, limits, backend), identity);
   const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
   if (backend.name === "vm" && policy) checkVmPolicy(policy);
+  checkSandboxPids(backend.name, limits.max_pids);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = jobCwd(body.cwd, identity, where, policy, backend);
   // The workspace walk lets other requests in (a huge tree must not stall planterd): what they
@@ -648,4 +649,19 @@ export function remove(ctx: Context, req: Req<Routes["removeJob"]>): Reply<{ rem
     ev.push({ kind: "job.removed", subject: `job/${job.id}`, data: { ...req.audit } });
   });
   return ok({ removed: job.id });
+}
+
+/**
+ * Processes a bwrap sandbox holds before its job's program runs: bwrap and its init, and the view
+ * check's shell and awk (lib/sandbox/bwrap.ts). A lower `max_pids` could never start the job.
+ */
+export const SANDBOX_START_PIDS = 4;
+
+/** Refuse a `max_pids` no bwrap (or vm) job could start under, before anything is made. */
+function checkSandboxPids(backend: string, maxPids: number | undefined): void {
+  if ((backend !== "bwrap" && backend !== "vm") || maxPids === undefined || maxPids >= SANDBOX_START_PIDS) return;
+  throw badRequest(
+    `limits.max_pids ${maxPids} is below the ${SANDBOX_START_PIDS} processes a ${backend} job needs to start (bwrap and its init, the view check's shell and awk)`,
+    `give it ${SANDBOX_START_PIDS} or more (--max-pids ${SANDBOX_START_PIDS}); they count against it only while the job starts, but for bwrap's two`,
+  );
 }
