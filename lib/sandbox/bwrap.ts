@@ -149,10 +149,20 @@ END { if (bad) exit 1
   exit bad }`;
 /** The awk the view check runs (the host's /usr is visible read-only in the sandbox). */
 export const AWK = "/usr/bin/awk";
-const noAwk = () =>
-  new PlanterError("E_SANDBOX_UNAVAILABLE", `${AWK} is not there: every bwrap sandbox checks its mounts with it`, {
-    hint: "install awk (Debian: apt-get install mawk; Fedora: dnf install gawk; Alpine: busybox provides it)",
-  });
+/** The host programs the view check runs in every bwrap sandbox. */
+const VIEW_PROGRAMS = [AWK, "/bin/rm"];
+/** Why the view check cannot run on this host (a program it needs is missing), or null. */
+const viewCheckMissing = (): PlanterError | null => {
+  const missing = VIEW_PROGRAMS.filter((p) => !existsSync(p));
+  if (!missing.length) return null;
+  return new PlanterError(
+    "E_SANDBOX_UNAVAILABLE",
+    `${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} not there: every bwrap sandbox checks its mounts with ${VIEW_PROGRAMS.join(" and ")}`,
+    {
+      hint: "install them (Debian: apt-get install mawk coreutils; Fedora: dnf install gawk coreutils; Alpine: busybox provides both)",
+    },
+  );
+};
 const shQuote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 const SH_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -476,7 +486,8 @@ export class BwrapBackend implements Backend {
         hint: installHint(),
         userns: "n/a",
       };
-    if (!existsSync(AWK)) return { ok: false, message: noAwk().message, hint: noAwk().hint, userns: "n/a" };
+    const missing = viewCheckMissing();
+    if (missing) return { ok: false, message: missing.message, hint: missing.hint, userns: "n/a" };
     // Both runs are awaited, not run synchronously: planterd opens its state meanwhile.
     const versionRun = run([this.path, "--version"]);
     // Probe the way jobs run: as an unprivileged user in a user namespace of its own (as root,
@@ -521,7 +532,8 @@ export class BwrapBackend implements Backend {
   plan(req: PlanRequest): SpawnPlan {
     if (!this.path)
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
-    if (!existsSync(AWK)) throw noAwk();
+    const missing = viewCheckMissing();
+    if (missing) throw missing;
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
     const allowUnix = req.policy.unix_sockets.length > 0;

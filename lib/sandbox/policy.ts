@@ -8,7 +8,16 @@ import * as v from "valibot";
 import { badRequest, PlanterError } from "../api/errors.ts";
 import { EnvMap, EnvName, SafeString, summarizeIssues } from "../api/strings.ts";
 import { canonicalRules, describeNetwork, type NetRules, parseEntry, uncovered } from "../net/policy.ts";
-import { canonical, canonicalAs, plantedSymlink, type Resolver, resolveAs, unsafeBind, within } from "./paths.ts";
+import {
+  canonical,
+  canonicalAs,
+  KERNEL_DIRS,
+  plantedSymlink,
+  type Resolver,
+  resolveAs,
+  unsafeBind,
+  within,
+} from "./paths.ts";
 
 const PolicyPath = v.pipe(
   SafeString,
@@ -381,6 +390,11 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
     return `sandbox unix_sockets (${p.unix_sockets.join(", ")}) with network "host" would reach every abstract Unix socket of the host; use network "none" with unix_sockets, or no unix_sockets`;
   }
   for (const x of p.deny) {
+    // The sandbox's own /proc, /dev and /sys are not the host's: a cover there would hide the
+    // sandbox's own (a denied /dev/shm took the view check's place, and every job failed).
+    const kernel = KERNEL_DIRS.find((k) => within(x, k) || within(k, x));
+    if (kernel)
+      return `sandbox deny path ${x}: it overlaps ${kernel}, which the sandbox provides itself (the host's is never shown)`;
     if (!existsSync(x)) continue;
     const linked = hardLinked(x);
     if (linked) return `sandbox deny path ${x}: ${linked}`;

@@ -139,6 +139,16 @@ describe("policies", () => {
     },
   );
 
+  test.each([["/dev/shm"], ["/dev"], ["/proc/1"], ["/sys/kernel"], ["/"]])(
+    "a deny path in (or over) the sandbox's own kernel dirs is refused: %p (it would cover the sandbox's own)",
+    async (path) => {
+      const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy: { deny: [path] } } }));
+      expect(e.message).toMatch(
+        /^sandbox deny path \S+: it overlaps \/(proc|dev|sys), which the sandbox provides itself/,
+      );
+    },
+  );
+
   test("planter's state, socket dir or config dir in any bind is refused; a writable bind may not contain them", async () => {
     for (const path of [join(d.home, "state"), join(d.home, "run"), join(d.home, "state", "jobs")]) {
       const e = await refused(() => d.client.createJob({ argv: ["true"], sandbox: { policy: { read_only: [path] } } }));

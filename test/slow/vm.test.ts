@@ -55,6 +55,17 @@ const run = async (script: string, extra: Record<string, unknown> = {}) => {
 };
 
 describe.skipIf(why !== null)(`vm jobs in real QEMU guests${skip}`, () => {
+  test("stdin is refused at creation with why (no input FIFO is wired to the guest); max_pids below 4 too; no job is made", async () => {
+    const before = (await d.client.listJobs({})).jobs.length;
+    const e = await d.client.createJob({ argv: ["cat"], stdin: true, sandbox: { backend: "vm" } }).catch((x) => x);
+    expect([e.code, e.message]).toEqual(["E_BAD_REQUEST", "a vm job takes no stdin yet (planter run -i, stdin: true)"]);
+    const p = await d.client
+      .createJob({ argv: ["true"], limits: { max_pids: 2 }, sandbox: { backend: "vm" } })
+      .catch((x) => x);
+    expect(p.code).toBe("E_BAD_REQUEST");
+    expect((await d.client.listJobs({})).jobs.length).toBe(before);
+  });
+
   test(
     "its own kernel; both streams logged; cell writes reach the host; the rest is read-only; planter's state is hidden; the exit code",
     async () => {

@@ -519,7 +519,7 @@ export async function create(ctx: Context, req: Req<Routes["createJob"]>): Promi
       : effectivePolicy(ctx, cell, asked, cellVisible(ctx, cell, identity, limits, backend), identity);
   const policy = req.ceiling && cellsPolicy ? ceilingPolicy(req.ceiling, cellsPolicy) : cellsPolicy;
   if (backend.name === "vm" && policy) checkVmPolicy(policy);
-  checkSandboxPids(backend.name, limits.max_pids);
+  checkBackendFit(backend.name, limits.max_pids, body);
   const where = launchContext(ctx, cell, identity, policy, limits, sandboxed, req.peer?.uid ?? null);
   const cwd = jobCwd(body.cwd, identity, where, policy, backend);
   // The workspace walk lets other requests in (a huge tree must not stall planterd): what they
@@ -657,8 +657,22 @@ export function remove(ctx: Context, req: Req<Routes["removeJob"]>): Reply<{ rem
  */
 export const SANDBOX_START_PIDS = 4;
 
-/** Refuse a `max_pids` no bwrap (or vm) job could start under, before anything is made. */
-function checkSandboxPids(backend: string, maxPids: number | undefined): void {
+/**
+ * Refuse what a job's backend cannot do, before anything is made: a `max_pids` no bwrap (or vm) job
+ * could start under; stdin for a vm job (the guest's streams are serial ports QEMU opens by path:
+ * no input FIFO is wired to one).
+ */
+function checkBackendFit(
+  backend: string,
+  maxPids: number | undefined,
+  body: { stdin?: boolean | undefined; tty?: unknown },
+): void {
+  if (backend === "vm" && body.stdin && !body.tty) {
+    throw badRequest(
+      "a vm job takes no stdin yet (planter run -i, stdin: true)",
+      "give it its input as a file in the cell dir, or run it with another backend",
+    );
+  }
   if ((backend !== "bwrap" && backend !== "vm") || maxPids === undefined || maxPids >= SANDBOX_START_PIDS) return;
   throw badRequest(
     `limits.max_pids ${maxPids} is below the ${SANDBOX_START_PIDS} processes a ${backend} job needs to start (bwrap and its init, the view check's shell and awk)`,
