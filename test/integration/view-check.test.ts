@@ -328,3 +328,30 @@ test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in t
   const r = await run(c, "cat */secret 2>/dev/null; echo ran", policy);
   expect([r.code, r.out, r.err]).toEqual([0, "ran\n", ""]);
 });
+
+// An open hole (plans/tracker.md, #10), kept as a todo case (`bun test --todo` runs it): a
+// concurrent job of the cell names a file of its own in a repository's config; the next launch
+// binds it read-only at that name, and one swap of the directory above lands the bind on
+// /usr/bin/dash. The check's own shell is then the attacker's program: here it copies the next
+// job's environment (its exports in the check's script) into the cell. The fix designed: the
+// verdict from outside at bwrap's --block-fd, and no bind at a name a config in the cell chose.
+test.todo("HOLE: a config-named bind swapped onto /usr/bin/dash replaces the check's shell and reads the job's environment", async () => {
+  const c = cell({
+    "r/.git/HEAD": "ref: refs/heads/main\n",
+    "r/.git/config": "[include]\n\tpath = dash\n",
+    "r/.git/dash":
+      "#!/usr/bin/perl\nopen F, '<', '/dev/shm/.view-check'; open O, '>', 'stolen'; print O grep { /^export/ } <F>;\n",
+  });
+  Bun.spawnSync(["chmod", "755", join(c.dir, "r/.git/dash")]);
+  const swap = () => {
+    renameSync(join(c.dir, "r/.git"), join(c.dir, "r/git-moved"));
+    symlinkSync("../../../usr/bin", join(c.dir, "r/.git"));
+  };
+  const env = { PATH: "/usr/bin:/bin", GITHUB_TOKEN: "ghp_victim_secret" };
+  const r = await run(c, "echo job", complete(undefined), swap, {
+    env,
+    workspaceReadOnly: [join(c.dir, "r/.git/dash")],
+  });
+  expect(existsSync(join(c.dir, "stolen"))).toBe(false);
+  expect(r.code).toBe(125);
+});
