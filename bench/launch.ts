@@ -34,6 +34,7 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import { Client } from "../lib/api/client.ts";
 import { jobFiles, makePipes, prepareStatus, recorderArgv } from "../lib/jobs/recorder.ts";
+import type { PipeEnds } from "../lib/sandbox/backend.ts";
 import { bwrapPlan } from "../lib/sandbox/bwrap.ts";
 import { HOST_ENV } from "../lib/sandbox/env.ts";
 import { dropArgv, type Identity } from "../lib/sandbox/identity.ts";
@@ -139,14 +140,18 @@ function viewFixture() {
       const out = openSync(f.stdout, "a", 0o600);
       const err = openSync(f.stderr, "a", 0o600);
       prepareStatus(f.status);
-      const fds = openInputs(plan.inputs, dir, NOBODY);
+      // The gate let go at once (its byte waits in the pipe): (a) times the chain; planterd's gate
+      // (the mount comparison) is in (d)'s end-to-end figures.
+      const ends: PipeEnds = {};
+      const fds = openInputs(plan.inputs, dir, NOBODY, ends);
+      if (ends.block !== undefined) writeSync(ends.block, "1");
       return {
         f,
         out,
         err,
         fds,
         close: () => {
-          for (const fd of [out, err, ...fds]) closeSync(fd);
+          for (const fd of [out, err, ...fds, ends.info ?? -1, ends.block ?? -1]) if (fd >= 0) closeSync(fd);
         },
       };
     },

@@ -381,6 +381,7 @@ export async function runDaemon(opts: DaemonOptions = {}): Promise<void> {
     mcpTcp?.close();
     await listening.close();
     ctx.agents.close();
+    await ctx.supervisor.settleGates();
     ctx.supervisor.close();
     ctx.writeOrDefer((ev) => ev.push({ kind: "daemon.stopped", subject: "daemon", data: { pid: process.pid } }));
     const unwritten = ctx.closeDeferred();

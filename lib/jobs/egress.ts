@@ -110,10 +110,15 @@ export class Egress {
    * stops the job before closing `ends.block` (closing it lets bwrap run the job).
    */
   async start(id: string, rules: NetRules, ends: PipeEnds, dir: string, uid: number): Promise<boolean> {
+    const pid = ends.info === undefined ? null : await readChildPid(ends.info);
+    return pid === null ? false : this.startFor(id, rules, pid, dir, uid);
+  }
+
+  /** `start` for a sandbox whose first process (`pid`) is known already (lib/sandbox/gate.ts). */
+  async startFor(id: string, rules: NetRules, pid: number, dir: string, uid: number): Promise<boolean> {
     this.starting.add(id);
     try {
-      const pid = ends.info === undefined ? null : await readChildPid(ends.info);
-      if (pid === null || !this.starting.has(id)) return false;
+      if (!this.starting.has(id)) return false;
       const start = startTime(pid);
       writeFileSync(join(dir, EGRESS_FILE), JSON.stringify({ pid, start }), { mode: 0o600 });
       const fds = await takeListeners(pid, start, this.o.helper);

@@ -29,6 +29,7 @@ import { jobDir } from "../paths.ts";
 import type { Backend, PipeEnds, SpawnPlan } from "../sandbox/backend.ts";
 import { PRLIMIT } from "../sandbox/bwrap.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
+import { closeEnds, GATE_HINT, openGate } from "../sandbox/gate.ts";
 import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
@@ -95,6 +96,10 @@ import {
 import { prepareStdin } from "./stdin.ts";
 import { recorderLimits, type TaskShare, taskShare } from "./tasks.ts";
 import { shiftFds, WARM_SHELL, WarmPool, type WarmSandbox, warmScript } from "./warm.ts";
+
+/** In a bwrap job's dir: its sandbox was spawned with a gate, and the gate let it go (lib/sandbox/gate.ts). */
+export const VIEW_PENDING = "view.pending";
+export const VIEW_OK = "view.ok";
 
 /** Signals that ask a job to end: they start the grace period before SIGKILL. */
 const TERMINATING = new Set(["TERM", "INT", "HUP", "QUIT", "KILL"]);
@@ -335,6 +340,8 @@ export class Supervisor {
       const procs = cgroup ? groupProcs(cgroup) : [];
       // The allow list's proxy, where the sandbox has the pipes for it (lib/net/listen.ts).
       const proxied = ends.info !== undefined ? rules : null;
+      // Before the spawn: a planterd gone before the gate answers leaves a mark a restarted one reads.
+      markGated(dir, ends);
       const nproc = this.recorderNproc(cgroup);
       if (job.tty) {
         // The holder is spawned before startHolder's first await: the fds closed below are its.
@@ -350,7 +357,7 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
-        if (proxied) this.startEgress(job.id, proxied, ends, dir, jobUid(job));
+        if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job));
         return started;
       }
       // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
@@ -366,7 +373,7 @@ export class Supervisor {
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      if (proxied) this.startEgress(job.id, proxied, ends, dir, jobUid(job));
+      if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job));
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -520,18 +527,37 @@ export class Supervisor {
   }
 
   /**
-   * Make a new list job's proxy, then let its sandbox run the job. Where that fails the job is
-   * stopped before its program runs (ending `killed`, `sandbox_error`): it never runs without
-   * the proxy its policy names, and never with more than its namespace's loopback.
+   * A bwrap job's gate (lib/sandbox/gate.ts): its sandbox waits until planterd has compared its
+   * mounts with the plan (and made a list job's proxy), then runs the job; a view that is not the
+   * one planned stops it before it runs (`sandbox_changed`, the event says which mount). Marked in
+   * the job's dir before the spawn (`VIEW_PENDING`) and once released (`VIEW_OK`): a restarted
+   * planterd ends a job whose sandbox still waits.
    */
-  private startEgress(id: string, rules: NetRules, ends: PipeEnds, dir: string, uid: number): void {
-    this.egress.start(id, rules, ends, dir, uid).then(
-      (served) => (served ? Egress.release(ends) : Egress.drop(ends)),
+  private startGate(id: string, plan: SpawnPlan, rules: NetRules | null, ends: PipeEnds, dir: string, uid: number) {
+    const before = rules ? (pid: number) => this.egress.startFor(id, rules, pid, dir, uid) : undefined;
+    const gate = openGate(ends, plan.planned, before).then(
+      (r) => {
+        if (r === "released") writeFileSync(join(dir, VIEW_OK), "", { mode: 0o600 });
+      },
       (e) => {
-        this.egressFailed(id, e, true);
-        Egress.drop(ends);
+        closeEnds(ends);
+        if (rules && !(e instanceof PlanterError && e.hint === GATE_HINT)) this.egressFailed(id, e, true);
+        else this.viewChanged(id, null, (e as Error).message);
       },
     );
+    this.gates.add(gate);
+    void gate.finally(() => this.gates.delete(gate));
+  }
+
+  /**
+   * Before planterd stops: the gates under way answered (they take milliseconds), so that the jobs
+   * they hold are let go or stopped now, not ended by the next planterd as never checked.
+   */
+  async settleGates(ms = 5000): Promise<void> {
+    let timer: Timer | undefined;
+    const all = Promise.allSettled([...this.gates, ...this.warm.gates]);
+    await Promise.race([all, new Promise((r) => (timer = setTimeout(r, ms)))]);
+    clearTimeout(timer);
   }
 
   /** A job whose proxy could not be made (`stop`: before it ran) or restored (after a restart). */
@@ -969,6 +995,14 @@ export class Supervisor {
       return;
     }
     this.ctx.writeOrDefer((ev) => ev.push({ kind: "job.adopted", subject: `job/${job.id}`, data: { pid } }));
+    // Its sandbox still waits at its gate (planterd went before it answered): it never ran, and
+    // nothing compared its view; it is ended, not let go.
+    const jd = jobDir(this.ctx.paths.stateDir, job.id);
+    if (existsSync(join(jd, VIEW_PENDING)) && !existsSync(join(jd, VIEW_OK))) {
+      queueMicrotask(() =>
+        this.viewChanged(job.id, null, "planterd stopped before it had checked the job's sandbox: the job never ran"),
+      );
+    }
     try {
       this.guard.watch(job.id, loadGuard(jobDir(this.ctx.paths.stateDir, job.id)));
     } catch (e) {
@@ -1397,6 +1431,9 @@ export class Supervisor {
     }
   }
 
+  /** Gates of sandboxes under way (startGate). */
+  private readonly gates = new Set<Promise<unknown>>();
+
   /** Stop watching (daemon shutdown); jobs keep running under their recorders. */
   close(): void {
     this.closed = true;
@@ -1615,6 +1652,11 @@ function clearOfStdin(
   }
   fds[0] = moved.args;
   return { planArgv: moved.argv, gap: Array<"ignore">(10 - 3).fill("ignore") };
+}
+
+/** Before a gated sandbox's spawn (it has the gate's pipes): the mark a restarted planterd reads. */
+function markGated(dir: string, ends: PipeEnds): void {
+  if (ends.info !== undefined) writeFileSync(join(dir, VIEW_PENDING), "", { mode: 0o600 });
 }
 
 /** Close those of `fds` that were opened (-1: not). */

@@ -32,8 +32,9 @@ import { join } from "node:path";
 import type { Subprocess } from "bun";
 import type { Context } from "../daemon/context.ts";
 import { jobDir } from "../paths.ts";
-import type { PlanInput, SpawnPlan } from "../sandbox/backend.ts";
+import type { PipeEnds, PlanInput, SpawnPlan } from "../sandbox/backend.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
+import { closeEnds, openGate } from "../sandbox/gate.ts";
 import { dropArgv, type Identity } from "../sandbox/identity.ts";
 import { openInputs } from "../sandbox/inputs.ts";
 import { groupMembers, groupProcs, removeGroup } from "./cgroup.ts";
@@ -67,6 +68,8 @@ interface Made {
 
 /** A warm sandbox waiting for its job. */
 export interface WarmSandbox extends Made {
+  /** Given up (drop): never to be taken, whatever its gate answers later. */
+  gone?: boolean;
   token: string;
   dir: string;
   proc: Subprocess<"pipe", number, number>;
@@ -90,6 +93,8 @@ interface Making {
   watched: boolean;
   go: number;
   proc: Subprocess<"pipe", number, number> | null;
+  /** planterd's ends of the sandbox's gate (lib/sandbox/gate.ts). */
+  ends: PipeEnds;
 }
 
 /** The key of a plan: its argv, its byte inputs, its bind sources as (path, device, inode). */
@@ -102,8 +107,11 @@ export function planKey(plan: SpawnPlan, identity: Identity | null, fds?: number
       parts.push(Buffer.from(input.data).toString("base64"));
       continue;
     }
-    // Pipes to planterd belong to one job's start (a network allow list): never made warm.
-    if ("pipe" in input) return null;
+    // Pipes to planterd are each sandbox's own (its gate): the same in every plan of a kind.
+    if ("pipe" in input) {
+      parts.push(`pipe:${input.pipe}`);
+      continue;
+    }
     // The inode bwrap will mount: the fd opened for it, or (a job's plan) the path now.
     let st: { dev: number; ino: number };
     try {
@@ -167,6 +175,7 @@ export class WarmPool {
       watched: false,
       go: -1,
       proc: null,
+      ends: {},
     };
     try {
       this.build(m, plan, identity, before);
@@ -174,6 +183,7 @@ export class WarmPool {
       this.undo(m);
     } finally {
       for (const fd of [m.out, m.err, ...m.fds]) if (fd >= 0) closeSync(fd);
+      closeEnds(m.ends);
     }
   }
 
@@ -188,7 +198,15 @@ export class WarmPool {
     makePipes(files.status);
     makeFifo(warmInput(files.status));
     writeFileSync(join(m.dir, WARM_TOKEN_FILE), `${m.token}\n`, { mode: 0o600 });
-    m.fds = openInputs(plan.inputs ?? [], m.dir, identity);
+    m.fds = openInputs(plan.inputs ?? [], m.dir, identity, m.ends);
+    // No job runs in a warm sandbox until planterd gives it one: a planterd gone before its gate
+    // answers may let it go unchecked (its shell then finds no orders and ends), so the gate's
+    // second write end (a job's --sync-fd) is not kept here: /dev/null in its place.
+    const hold = (plan.inputs ?? []).findIndex((i) => "pipe" in i && i.pipe === "hold");
+    if (hold >= 0) {
+      closeSync(m.fds[hold] as number);
+      m.fds[hold] = openSync("/dev/null", "r");
+    }
     // The inodes opened are the ones looked at: a source replaced in between is not mounted unseen.
     const key = planKey(plan, identity, m.fds);
     if (key !== before) throw new Error("a bind source changed");
@@ -229,8 +247,22 @@ export class WarmPool {
       timer: setTimeout(() => this.drop(w), this.ms),
     };
     w.timer.unref?.();
-    this.ready.set(key, w);
     m.go = -1;
+    // Taken by a job only once its gate let it go: its view is the one planned (lib/sandbox/gate.ts).
+    const ends = m.ends;
+    m.ends = {};
+    const gate = openGate(ends, plan.planned).then(
+      (r) => {
+        if (r === "released" && proc.exitCode === null && !w.gone && !this.closed) this.ready.set(key, w);
+        else this.drop(w);
+      },
+      () => {
+        closeEnds(ends);
+        this.drop(w);
+      },
+    );
+    this.gates.add(gate);
+    void gate.finally(() => this.gates.delete(gate));
     // A warm sandbox that ends while it waits (killed from outside) is given up.
     void proc.exited.then(() => {
       if (this.ready.get(w.key) === w) this.drop(w);
@@ -320,6 +352,7 @@ export class WarmPool {
 
   /** Give a warm sandbox up: its recorder's stdin closed (it exits, nothing ran), its dir and groups removed after. */
   drop(w: WarmSandbox): void {
+    w.gone = true;
     if (this.ready.get(w.key) === w) this.ready.delete(w.key);
     clearTimeout(w.timer);
     this.hooks.unwatch(WarmPool.guardId(w.token));
@@ -346,6 +379,9 @@ export class WarmPool {
     this.closed = true;
     for (const w of [...this.ready.values()]) this.drop(w);
   }
+
+  /** Gates of warm sandboxes under way (build): settled before planterd stops. */
+  readonly gates = new Set<Promise<unknown>>();
 
   /**
    * Warm dirs a previous planterd left: their recorders saw its end (of their stdin and fd 3) and

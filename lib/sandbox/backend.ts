@@ -84,14 +84,21 @@ export type PlanInput = { data: Uint8Array } | { path: string } | { pipe: PipeKi
  * `--info-fd`: the sandbox's pid); `block`, the program reads (bwrap's `--block-fd`: it waits
  * until planterd writes, or the pipe ends). planterd keeps the other end (`PipeEnds`).
  */
-export type PipeKind = "info" | "block";
+export type PipeKind = "info" | "block" | "hold";
 
 /** planterd's ends of a plan's pipes, filled in by `openInputs`. */
-export type PipeEnds = Partial<Record<PipeKind, number>>;
+export type PipeEnds = Partial<Record<"info" | "block", number>>;
 
 /** What the supervisor runs: the program and arguments, environment and working dir. */
 export interface SpawnPlan {
   argv: string[];
+  /**
+   * The mounts the sandbox must have (plannedMounts, lib/sandbox/bwrap.ts): planterd compares the
+   * sandbox's mountinfo with them while bwrap waits at its block pipe (lib/sandbox/gate.ts).
+   */
+  planned?: string[];
+  /** The sandbox has a network allow list: its proxy is made at the gate (lib/net/listen.ts). */
+  egress?: boolean;
   env: Record<string, string>;
   cwd: string;
   files?: PlanFile[];

@@ -38,7 +38,7 @@ export function bwrapPlan(
   bwrap = "bwrap",
   kind: Lstat = fsKind,
   extras: BwrapExtras = {},
-): { argv: string[]; inputs: PlanInput[]; guard: [string, string][]; view: Mount[] } {
+): { argv: string[]; inputs: PlanInput[]; guard: [string, string][]; view: Mount[]; planned: string[] } {
   const p = req.policy;
   const inputs: PlanInput[] = [];
   const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
@@ -80,11 +80,12 @@ export function bwrapPlan(
   const wrapped = extras.wrap?.(fd, view);
   if (wrapped) args.push(...wrapped.args);
   if (extras.seccomp) args.push("--seccomp", fd({ data: extras.seccomp }));
-  // A network allow list: bwrap tells planterd the sandbox's pid and waits, before anything of the
-  // job runs, until planterd has made the proxy's listeners in its namespace (lib/net/listen.ts).
-  if (req.egress && p.network !== "host") {
-    args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }));
-  }
+  // bwrap tells planterd the sandbox's pid and waits, before anything of the job runs, until
+  // planterd has compared the sandbox's mounts with the plan (lib/sandbox/gate.ts) and, for a
+  // network allow list, made the proxy's listeners in its namespace (lib/net/listen.ts). The block
+  // pipe's second write end (--sync-fd: kept by bwrap's init, closed by the job's process) keeps
+  // it waiting if planterd is gone before it answers: never on unchecked.
+  args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }), "--sync-fd", fd({ pipe: "hold" }));
   const planned = plannedMounts(args);
   // No variable at all where the check runs: the job's environment is exported by the check's
   // script once the view is the one planned (see VIEW_FILE).
@@ -101,6 +102,7 @@ export function bwrapPlan(
     inputs,
     guard: guardedEntries(view),
     view,
+    planned,
   };
 }
 
@@ -208,6 +210,7 @@ const NO_MOUNT: Record<string, number> = {
   "--seccomp": 1,
   "--info-fd": 1,
   "--block-fd": 1,
+  "--sync-fd": 1,
   "--perms": 1,
   "--dir": 1,
   "--file": 2,
@@ -411,7 +414,7 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
         ? `${a}=${input.path}`
         : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
-    if (prev === "--info-fd" || prev === "--block-fd") return `${a}=<pipe to planterd>`;
+    if (prev === "--info-fd" || prev === "--block-fd" || prev === "--sync-fd") return `${a}=<pipe to planterd>`;
     // The view check's script (VIEW_FILE): what it is, not its text.
     if (prev === "--file" && args[i + 1] === VIEW_FILE) {
       const input = plan.inputs[Number(a) - 3];
@@ -550,7 +553,16 @@ export class BwrapBackend implements Backend {
       });
     }
     // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
-    return { argv: plan.argv, env: HOST_ENV, cwd: "/", inputs: plan.inputs, pipes: true, guard: plan.guard };
+    return {
+      argv: plan.argv,
+      env: HOST_ENV,
+      cwd: "/",
+      inputs: plan.inputs,
+      pipes: true,
+      guard: plan.guard,
+      planned: plan.planned,
+      egress: Boolean(req.egress) && req.policy.network !== "host",
+    };
   }
 }
 

@@ -1,6 +1,6 @@
 /** Opening a plan's inputs as the fds (3, 4, …) its program receives. */
 import { dlopen, FFIType } from "bun:ffi";
-import { chownSync, closeSync, fchownSync, openSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import { chownSync, closeSync, constants, fchownSync, openSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { join } from "node:path";
 import { pipe } from "../net/listen.ts";
 import type { PipeEnds, PipeKind, PlanInput } from "./backend.ts";
@@ -46,6 +46,13 @@ function memfd(data: Uint8Array): number | null {
 /** A pipe for the plan's program: its end returned, planterd's in `ends` (and `kept`). */
 function openPipe(kind: PipeKind, ends: PipeEnds | undefined, kept: number[]): number {
   if (!ends) throw new Error(`the plan has a ${kind} pipe and nobody to hold its other end`);
+  // A second write end of the block pipe, for the program itself (bwrap's --sync-fd: its init
+  // keeps it, the job's process closes it): the pipe never ends while the sandbox waits, so a
+  // planterd gone meanwhile leaves it waiting instead of letting it go on unchecked.
+  if (kind === "hold") {
+    if (ends.block === undefined) throw new Error("the plan holds a block pipe it does not have");
+    return openSync(`/proc/self/fd/${ends.block}`, constants.O_WRONLY);
+  }
   const [r, w] = pipe();
   const [theirs, ours] = kind === "info" ? [w, r] : [r, w];
   kept.push(ours);

@@ -18,6 +18,7 @@ import { resolvePaths, socketDir } from "../paths.ts";
 import { selfArgv } from "../self.ts";
 import type { PipeEnds, PlanRequest, SpawnPlan } from "./backend.ts";
 import { homesShown } from "./credentials.ts";
+import { closeEnds, openGate } from "./gate.ts";
 import { dropArgv, type Identity, identityOf, rootPeerIdentity } from "./identity.ts";
 import { openInputs } from "./inputs.ts";
 import type { EffectivePolicy } from "./policy.ts";
@@ -142,24 +143,27 @@ export function spawnPlan(
     for (const fd of fds) closeSync(fd);
   }
   if (ends.info === undefined) return proc;
-  const served = new Egress({
-    write: (fn) => {
-      const events: { data: unknown }[] = [];
-      fn(events as never);
-      for (const e of events) egress?.onRecord?.(e.data as ConnectRecord);
-    },
-    hosts: egress?.hosts ?? {},
-    helper: selfArgv("net-listen"),
-  });
+  // The gate (lib/sandbox/gate.ts): the sandbox runs its command once its mounts are the plan's,
+  // and, with a network allow list, once its proxy is served from this process.
+  const served = plan.egress
+    ? new Egress({
+        write: (fn) => {
+          const events: { data: unknown }[] = [];
+          fn(events as never);
+          for (const e of events) egress?.onRecord?.(e.data as ConnectRecord);
+        },
+        hosts: egress?.hosts ?? {},
+        helper: selfArgv("net-listen"),
+      })
+    : null;
   const rules = egress?.rules ?? { allow: [], deny: [], allow_local: false };
-  served.start("standalone", rules, ends, privateDir, process.getuid?.() ?? 0).then(
-    (ok) => (ok ? Egress.release(ends) : Egress.drop(ends)),
-    (e) => {
-      proc.kill("SIGKILL");
-      Egress.drop(ends);
-      process.stderr.write(`planter: ${(e as Error).message}\n`);
-    },
-  );
-  void proc.exited.then(() => served.close());
+  const uid = process.getuid?.() ?? 0;
+  const before = served ? (pid: number) => served.startFor("standalone", rules, pid, privateDir, uid) : undefined;
+  openGate(ends, plan.planned, before).catch((e) => {
+    proc.kill("SIGKILL");
+    closeEnds(ends);
+    process.stderr.write(`planter: ${(e as Error).message}\n`);
+  });
+  if (served) void proc.exited.then(() => served.close());
   return proc;
 }

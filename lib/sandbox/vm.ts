@@ -409,6 +409,7 @@ export class VmBackend implements Backend {
       pipes: true,
       pipesForJob: true,
       guard: plan.guard,
+      planned: plan.planned,
       files: [{ path: status, content: "", forJob: true }],
     };
   }

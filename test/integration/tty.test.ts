@@ -19,7 +19,9 @@ import { createConnection } from "node:net";
 import { join } from "node:path";
 import * as v from "valibot";
 import { jobFiles, prepareStatus, readStatus, recorderArgv } from "../../lib/jobs/recorder.ts";
+import type { PipeEnds } from "../../lib/sandbox/backend.ts";
 import { BwrapBackend } from "../../lib/sandbox/bwrap.ts";
+import { openGate } from "../../lib/sandbox/gate.ts";
 import { dropArgv } from "../../lib/sandbox/identity.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 import { complete } from "../../lib/sandbox/policy.ts";
@@ -464,7 +466,8 @@ read x`;
         scratch,
       });
       const plan = new BwrapBackend().plan(req);
-      const fds = openInputs(plan.inputs ?? [], j.dir, req.identity);
+      const ends: PipeEnds = {};
+      const fds = openInputs(plan.inputs ?? [], j.dir, req.identity, ends);
       const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
       let h: StartedHolder;
       try {
@@ -485,6 +488,8 @@ read x`;
         for (const fd of fds) closeSync(fd);
       }
       holders.push(h.holder, h.pid);
+      // Its sandbox runs once its gate has compared its mounts with the plan, as planterd does.
+      expect(await openGate(ends, plan.planned)).toBe("released");
       const { c, got } = await control(j.dir);
       const said = await logWhen(j.files, /connection|CONNECTED/, "the probe");
       expect(said).toContain("20 70");

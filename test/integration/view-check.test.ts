@@ -19,8 +19,9 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
-import type { PlanRequest } from "../../lib/sandbox/backend.ts";
+import type { PipeEnds, PlanRequest } from "../../lib/sandbox/backend.ts";
 import { BwrapBackend } from "../../lib/sandbox/bwrap.ts";
+import { closeEnds, openGate } from "../../lib/sandbox/gate.ts";
 import { dropArgv } from "../../lib/sandbox/identity.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../../lib/sandbox/policy.ts";
@@ -83,7 +84,8 @@ async function run(
     ...extra,
   };
   const plan = new BwrapBackend().plan(req);
-  const fds = openInputs(plan.inputs ?? [], c.priv, req.identity);
+  const ends: PipeEnds = {};
+  const fds = openInputs(plan.inputs ?? [], c.priv, req.identity, ends);
   let p: Subprocess<"ignore", "pipe", "pipe">;
   try {
     between();
@@ -92,8 +94,20 @@ async function run(
   } finally {
     for (const fd of fds) closeSync(fd);
   }
+  // The gate, as planterd holds it (lib/sandbox/gate.ts): a view not the one planned is refused
+  // from outside, and the sandbox killed before anything of the job ran (as planterd reports it:
+  // the refusal's words, and 125 for "did not start").
+  const proc = p;
+  const refused = await openGate(ends, plan.planned).then(
+    () => null,
+    (e: Error) => {
+      proc.kill("SIGKILL");
+      closeEnds(ends);
+      return e.message;
+    },
+  );
   const [code, out, err] = await Promise.all([p.exited, new Response(p.stdout).text(), new Response(p.stderr).text()]);
-  return { code, out, err };
+  return refused === null ? { code, out, err } : { code: 125, out, err: `${err}planter: ${refused}\n` };
 }
 
 test("a view with denied paths (one with a space and a backslash in its name) passes the check; the job runs", async () => {
@@ -123,7 +137,7 @@ test("a denied file swapped for a symlink after planter's checks: its /dev/null 
   });
   expect(r.out).toBe("");
   expect(r.err).toBe(
-    `planter: the sandbox is not the view planned: no ${join(c.dir, "a/secret")} ro mount there (a path on the way changed while the sandbox was made); the job did not run\n`,
+    `planter: the sandbox is not the view planned: no ${join(c.dir, "a/secret")} ro mount there; the job did not run\n`,
   );
   expect(r.code).toBe(125);
 });
@@ -291,6 +305,7 @@ test.skipIf(process.getuid?.() !== 0 || !Bun.which("unshare"))(
       `import { closeSync } from "node:fs";
 import { BwrapBackend } from "${lib}/bwrap.ts";
 import { dropArgv } from "${lib}/identity.ts";
+import { openGate } from "${lib}/gate.ts";
 import { openInputs } from "${lib}/inputs.ts";
 import { complete } from "${lib}/policy.ts";
 import { hostRequest } from "${lib}/run.ts";
@@ -298,10 +313,12 @@ const req = hostRequest({ argv: ["/bin/sh", "-c", "cat ${extra}/f; echo ran"], c
   policy: complete({ read_write: [${JSON.stringify(extra)}] }), env: { PATH: "/usr/bin:/bin" },
   jobDir: ${JSON.stringify(c.priv)}, scratch: ${JSON.stringify(c.scratch)} });
 const plan = new BwrapBackend().plan(req);
-const fds = openInputs(plan.inputs ?? [], ${JSON.stringify(c.priv)}, req.identity);
+const ends = {};
+const fds = openInputs(plan.inputs ?? [], ${JSON.stringify(c.priv)}, req.identity, ends);
 const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
 const p = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: ["ignore", "inherit", "inherit", ...fds] });
 for (const fd of fds) closeSync(fd);
+await openGate(ends, plan.planned).catch((e) => { console.error("planter: " + e.message); p.kill("SIGKILL"); });
 process.exitCode = await p.exited;
 `,
     );
@@ -329,13 +346,13 @@ test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in t
   expect([r.code, r.out, r.err]).toEqual([0, "ran\n", ""]);
 });
 
-// An open hole (plans/tracker.md, #10), kept as a todo case (`bun test --todo` runs it): a
-// concurrent job of the cell names a file of its own in a repository's config; the next launch
-// binds it read-only at that name, and one swap of the directory above lands the bind on
-// /usr/bin/dash. The check's own shell is then the attacker's program: here it copies the next
-// job's environment (its exports in the check's script) into the cell. The fix designed: the
-// verdict from outside at bwrap's --block-fd, and no bind at a name a config in the cell chose.
-test.todo("HOLE: a config-named bind swapped onto /usr/bin/dash replaces the check's shell and reads the job's environment", async () => {
+// Found by the second attack: a concurrent job of the cell names a file of its own in a
+// repository's config; the next launch binds it read-only at that name, and one swap of the
+// directory above lands the bind on /usr/bin/dash. With the check inside the sandbox only, its
+// own shell was then the attacker's program: it copied the next job's environment (its exports in
+// the check's script) into the cell. The gate (lib/sandbox/gate.ts) reads the mounts from outside
+// and ends the sandbox before anything in it runs.
+test("closed hole: a config-named bind swapped onto /usr/bin/dash is refused from outside before the check's shell runs", async () => {
   const c = cell({
     "r/.git/HEAD": "ref: refs/heads/main\n",
     "r/.git/config": "[include]\n\tpath = dash\n",

@@ -69,14 +69,13 @@ describe("the bwrap plan of a list job", () => {
     ...over,
   });
 
-  test("reports its pid and waits on pipes to planterd; without egress (or with the host's network) it does not", () => {
+  test("reports its pid and waits on pipes to planterd (every bwrap plan does: its gate, lib/sandbox/gate.ts)", () => {
     const text = (r: PlanRequest) => renderArgs(bwrapPlan(r, "bwrap", () => null)).join(" ");
+    const gate = "--info-fd 7=<pipe to planterd> --block-fd 8=<pipe to planterd> --sync-fd 9=<pipe to planterd> --clearenv";
     expect(text(req({ egress: true }))).toContain("--unshare-net");
-    expect(text(req({ egress: true }))).toContain(
-      "--info-fd 7=<pipe to planterd> --block-fd 8=<pipe to planterd> --clearenv",
-    );
-    expect(text(req({}))).not.toContain("--info-fd");
-    expect(text(req({ egress: true, policy: complete({ network: "host" }) }))).not.toContain("--info-fd");
+    expect(text(req({ egress: true }))).toContain(gate);
+    expect(text(req({}))).toContain(gate);
+    expect(text(req({ egress: true, policy: complete({ network: "host" }) }))).toContain(gate);
   });
 
   test("openInputs hands the program one end of each pipe and planterd the other", () => {

@@ -70,6 +70,9 @@ describe("bwrap plan", () => {
       { path: "/work/cell/.git/hooks" },
       { path: "/home/u/.local/state/planter/homes/c" },
       { data: new Uint8Array(8) },
+      { pipe: "info" },
+      { pipe: "block" },
+      { pipe: "hold" },
     ]);
     expect(renderArgs(plan).join(" ")).toBe(
       [
@@ -86,6 +89,7 @@ describe("bwrap plan", () => {
         "--bind-fd 7=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
         "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
         "--seccomp 8=<8 bytes>",
+        "--info-fd 9=<pipe to planterd> --block-fd 10=<pipe to planterd> --sync-fd 11=<pipe to planterd>",
         "--clearenv --chdir /work/cell --",
         "/bin/sh -c [ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check sh /usr/bin/make test",
       ].join(" "),

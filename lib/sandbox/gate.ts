@@ -1,0 +1,186 @@
+/**
+ * The view gate: every bwrap sandbox waits, once its mounts are made and before anything of the
+ * job runs, at its block pipe (`--info-fd`, `--block-fd`); planterd (or the process that spawned
+ * the plan) reads the sandbox's `/proc/PID/mountinfo` from outside, compares it with the plan
+ * (`planned`, plannedMounts in bwrap.ts), and only then writes the byte that lets it go on.
+ *
+ * From outside, because the check inside the sandbox (VIEW_CHECK) runs programs of the very view
+ * it checks: a concurrent job of the cell that lands a bind of its own file on /usr/bin/dash (one
+ * directory swapped for a symlink while bwrap builds the view) would answer for it. The kernel's
+ * mount table read by planterd answers for nothing the job made.
+ *
+ * Fail closed: the block pipe has a second write end inside bwrap (`--sync-fd`, kept by its init
+ * and closed by the job's process), so planterd gone before it answers never ends the pipe: the
+ * sandbox waits, and a restarted planterd ends a job it never released (supervisor.ts).
+ */
+import { closeSync, fstatSync, readFileSync, readlinkSync, writeSync } from "node:fs";
+import { PlanterError } from "../api/errors.ts";
+import { readChildPid } from "../net/listen.ts";
+import type { PipeEnds } from "./backend.ts";
+
+/** The hint of every refusal: what a user can do about a view that was not the one planned. */
+export const GATE_HINT =
+  "a path on the way to one of its mounts changed while the sandbox was made (another job of the cell, or a process of yours, moved a directory): run it again, and look for symlinks where directories were";
+
+/**
+ * Why `mountinfo` (of the sandbox's first process) is not the view `planned` asks for, or null.
+ * Only the sandbox's own mounts count: `--ro-bind / /` copies every host mount first, and the
+ * plan's first mount after / is its own /dev, so counting starts again at the last /dev (the root
+ * itself kept). Per path: as many read-only mounts as planned read-only, as many mounts as planned
+ * (a planned writable bind may show read-only: its source mount's flag).
+ */
+export function viewProblem(mountinfo: string, planned: readonly string[]): string | null {
+  const wantRo = new Map<string, number>();
+  const wantAll = new Map<string, number>();
+  const add = (m: Map<string, number>, k: string) => m.set(k, (m.get(k) ?? 0) + 1);
+  for (const line of planned) {
+    const path = line.slice(0, line.lastIndexOf(" "));
+    if (line.endsWith(" ro")) add(wantRo, path);
+    add(wantAll, path);
+  }
+  let all = new Map<string, number>();
+  let ro = new Map<string, number>();
+  const root = { seen: false, all: 0, ro: 0 };
+  for (const line of mountinfo.split("\n")) {
+    const f = line.split(" ");
+    const point = f[4];
+    const opts = f[5];
+    if (point === undefined || opts === undefined) continue;
+    const isRo = opts.split(",")[0] === "ro";
+    if (point === "/dev" && root.seen) {
+      all = new Map([["/", root.all]]);
+      ro = new Map([["/", root.ro]]);
+    }
+    add(all, point);
+    if (isRo) add(ro, point);
+    if (point === "/") {
+      root.seen = true;
+      root.all++;
+      if (isRo) root.ro++;
+    }
+  }
+  for (const [p, n] of wantRo) if ((ro.get(p) ?? 0) < n) return `no ${p} ro mount there`;
+  for (const [p, n] of wantAll) if ((all.get(p) ?? 0) < n) return `no ${p} mount there`;
+  return null;
+}
+
+/** The read system call's number (x86_64, arm64): what /proc/PID/syscall shows while bwrap waits. */
+const READ_NR = process.arch === "arm64" ? "63" : "0";
+/** How long a sandbox may take to make its mounts. */
+const SETUP_MS = 30_000;
+
+/**
+ * Whether process `pid` (the sandbox's first) has reached its wait on the block pipe (inode
+ * `pipe`): /proc/PID/syscall shows a read of an fd that is that pipe. (Not any read: bwrap's child
+ * waits on an eventfd first, while its uid maps are written.) False when it ended first or took
+ * longer than SETUP_MS.
+ */
+async function waiting(pid: number, pipe: number): Promise<boolean> {
+  const deadline = Date.now() + SETUP_MS;
+  for (let delay = 0.2; Date.now() < deadline; delay = Math.min(delay * 2, 5)) {
+    let f: string[];
+    try {
+      f = readFileSync(`/proc/${pid}/syscall`, "utf8").trim().split(" ");
+    } catch {
+      return false;
+    }
+    if (f[0] === READ_NR && f[1]) {
+      try {
+        if (readlinkSync(`/proc/${pid}/fd/${Number.parseInt(f[1], 16)}`) === `pipe:[${pipe}]`) return true;
+      } catch {
+        // the read ended meanwhile: looked at again
+      }
+    }
+    await Bun.sleep(delay);
+  }
+  return false;
+}
+
+function killQuietly(pid: number): void {
+  try {
+    process.kill(pid, "SIGKILL");
+  } catch {
+    // gone already
+  }
+}
+
+/** Let the sandbox go on (a byte on its block pipe, planterd's end closed). */
+export function release(ends: PipeEnds): void {
+  const fd = ends.block;
+  if (fd === undefined) return;
+  delete ends.block;
+  try {
+    writeSync(fd, "1");
+  } catch {
+    // bwrap is gone: nothing waits
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Close planterd's ends without a word (the sandbox, held by its own end, waits until it is killed). */
+export function closeEnds(ends: PipeEnds): void {
+  for (const k of ["info", "block"] as const) {
+    const fd = ends[k];
+    if (fd === undefined) continue;
+    delete ends[k];
+    try {
+      closeSync(fd);
+    } catch {
+      // closed already
+    }
+  }
+}
+
+/**
+ * Wait for the sandbox's first process, compare its mounts with `planned`, run `before` (an egress
+ * proxy's listeners: false when the job ended meanwhile), then let it go on: "released". "gone"
+ * when the sandbox ended before it said its pid. Throws PlanterError (E_SANDBOX_UNAVAILABLE) when
+ * the view is not the one planned: the caller kills the job, which never ran.
+ */
+export async function openGate(
+  ends: PipeEnds,
+  planned: readonly string[] | undefined,
+  before?: (pid: number) => Promise<boolean>,
+): Promise<"released" | "gone"> {
+  const pid = ends.info === undefined ? null : await readChildPid(ends.info);
+  delete ends.info;
+  if (pid === null) {
+    closeEnds(ends);
+    return "gone";
+  }
+  if (planned) {
+    // bwrap says its pid right after the clone: its mounts are made once it waits on the pipe.
+    if (ends.block === undefined || !(await waiting(pid, fstatSync(ends.block).ino))) {
+      killQuietly(pid);
+      closeEnds(ends);
+      return "gone";
+    }
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/mountinfo`, "utf8");
+    } catch {
+      closeEnds(ends);
+      return "gone";
+    }
+    const why = viewProblem(text, planned);
+    if (why) {
+      // Its first process waits at the pipe with no parent-death signal yet: ended here, it never
+      // runs anything (its parent, bwrap's monitor, then ends too).
+      killQuietly(pid);
+      throw new PlanterError(
+        "E_SANDBOX_UNAVAILABLE",
+        `the sandbox is not the view planned: ${why}; the job did not run`,
+        {
+          hint: GATE_HINT,
+        },
+      );
+    }
+  }
+  if (before && !(await before(pid))) {
+    closeEnds(ends);
+    return "gone";
+  }
+  release(ends);
+  return "released";
+}
