@@ -4,9 +4,21 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  linkSync,
+  mkdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { homedir } from "node:os";
 import { dirname, join } from "node:path";
+import type { EventRecord, Job } from "../../lib/api/contract.ts";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { Policy } from "../../lib/sandbox/policy.ts";
 import { cleanup, type DaemonHandle, startDaemon, tempHome, waitFor } from "../harness.ts";
@@ -234,6 +246,38 @@ describe("missing deny paths", () => {
       await p.stop();
       cleanup(home);
       cleanup(dirname(dir));
+    }
+  });
+});
+
+describe("the gate after a restart", () => {
+  test("a job whose gate a previous planterd never answered is ended by the next one (it never ran), one it let go is adopted", async () => {
+    const home = tempHome("pt-gate");
+    const config = '[sandbox]\nmode = "enforced"\nwarm_ms = 0\n';
+    let p = await startDaemon({ home, config });
+    try {
+      const jobs = [];
+      for (let i = 0; i < 2; i++)
+        jobs.push(await p.client.createJob({ argv: ["sh", "-c", "echo up; exec sleep 300"] }));
+      const [cut, kept] = jobs as [Job, Job];
+      const out = (id: string) => join(home, "state", "jobs", id, "stdout");
+      for (const j of jobs)
+        await waitFor(() => existsSync(out(j.id)) && readFileSync(out(j.id), "utf8") === "up\n", "the job");
+      await p.stop();
+      // The moment a planterd killed at its gate leaves behind: the mark of the spawn, none of the release.
+      rmSync(join(home, "state", "jobs", cut.id, "view.ok"));
+      p = await startDaemon({ home, config });
+      const done = (await p.client.waitJob(cut.id, 20_000)).job;
+      expect([done.state, done.reason]).toEqual(["killed", "sandbox_changed"]);
+      const events: EventRecord[] = [];
+      for await (const e of p.client.events({ limit: 10_000 })) events.push(e);
+      const why = events.find((e) => e.kind === "job.sandbox_changed" && e.subject === `job/${cut.id}`);
+      expect(why?.data.message).toBe("planterd stopped before it had checked the job's sandbox: the job never ran");
+      expect((await p.client.getJob(kept.id)).state).toBe("running");
+      await p.client.killJob(kept.id, {});
+    } finally {
+      await p.stop();
+      cleanup(home);
     }
   });
 });

@@ -10,8 +10,12 @@ import {
   chownSync,
   closeSync,
   existsSync,
+  fstatSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   symlinkSync,
@@ -19,6 +23,7 @@ import {
 } from "node:fs";
 import { join } from "node:path";
 import type { Subprocess } from "bun";
+import { readChildPid } from "../../lib/net/listen.ts";
 import type { PipeEnds, PlanRequest } from "../../lib/sandbox/backend.ts";
 import { BwrapBackend } from "../../lib/sandbox/bwrap.ts";
 import { closeEnds, openGate } from "../../lib/sandbox/gate.ts";
@@ -26,7 +31,7 @@ import { dropArgv } from "../../lib/sandbox/identity.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 import { complete, type EffectivePolicy } from "../../lib/sandbox/policy.ts";
 import { hostRequest } from "../../lib/sandbox/run.ts";
-import { tempHome } from "../harness.ts";
+import { tempHome, waitFor } from "../harness.ts";
 
 if (!Bun.which("bwrap")) throw new Error("bubblewrap is needed: apt-get install -y bubblewrap");
 
@@ -371,4 +376,47 @@ test("closed hole: a config-named bind swapped onto /usr/bin/dash is refused fro
   });
   expect(existsSync(join(c.dir, "stolen"))).toBe(false);
   expect(r.code).toBe(125);
+});
+
+// Fail closed: the block pipe's second write end is the sandbox's own (--sync-fd, kept by bwrap's
+// init): a spawner gone before the gate answers (planterd killed there) ends no pipe, so the
+// sandbox waits instead of running unchecked.
+test("a gate nobody answers keeps the sandbox waiting: its spawner's ends closed, the job never runs", async () => {
+  const c = cell({});
+  const req = hostRequest({
+    argv: ["/bin/sh", "-c", "echo ran > ran"],
+    cellDir: c.dir,
+    policy: complete(undefined),
+    env: { PATH: "/usr/bin:/bin" },
+    jobDir: c.priv,
+    scratch: c.scratch,
+  });
+  const plan = new BwrapBackend().plan(req);
+  const ends: PipeEnds = {};
+  const fds = openInputs(plan.inputs ?? [], c.priv, req.identity, ends);
+  const argv = req.identity ? [...dropArgv(req.identity), ...plan.argv] : plan.argv;
+  const p = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: ["ignore", "ignore", "ignore", ...fds] });
+  for (const fd of fds) closeSync(fd);
+  const pid = await readChildPid(ends.info as number);
+  expect(pid).toBeNumber();
+  const pipe = `pipe:[${fstatSync(ends.block as number).ino}]`;
+  const waitingOnGate = () => {
+    const f = readFileSync(`/proc/${pid}/syscall`, "utf8").trim().split(" ");
+    return f[0] === "0" && f[1] !== undefined && readlinkSync(`/proc/${pid}/fd/${Number.parseInt(f[1], 16)}`) === pipe;
+  };
+  await waitFor(waitingOnGate, "the sandbox at its gate");
+  // The sandbox holds a write end of its own gate pipe (--sync-fd), so the pipe cannot end.
+  const writers = readdirSync(`/proc/${pid}/fd`).filter((n) => {
+    if (readlinkSync(`/proc/${pid}/fd/${n}`) !== pipe) return false;
+    const flags = /flags:\s*(\d+)/.exec(readFileSync(`/proc/${pid}/fdinfo/${n}`, "utf8"))?.[1] ?? "0";
+    return (Number.parseInt(flags, 8) & 3) === 1; // O_WRONLY
+  });
+  expect(writers.length).toBeGreaterThan(0);
+  // planterd's ends go (as when it is killed): the sandbox still waits on the same read.
+  closeEnds(ends);
+  expect(waitingOnGate()).toBe(true);
+  expect(existsSync(join(c.dir, "ran"))).toBe(false);
+  process.kill(pid as number, "SIGKILL");
+  await p.exited;
+  expect(existsSync(join(c.dir, "ran"))).toBe(false);
 });
