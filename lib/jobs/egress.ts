@@ -4,17 +4,16 @@
  * `EgressProxy` in planterd, and its records written as `net.connect` events.
  */
 import { lookup } from "node:dns/promises";
-import { closeSync, readFileSync, writeFileSync, writeSync } from "node:fs";
+import { closeSync, readFileSync, writeFileSync } from "node:fs";
 import * as net from "node:net";
 import { join } from "node:path";
 import * as v from "valibot";
 import { PlanterError } from "../api/errors.ts";
 import { EventBatch } from "../daemon/batch.ts";
 import type { PendingEvent } from "../daemon/context.ts";
-import { readChildPid, takeListeners } from "../net/listen.ts";
+import { takeListeners } from "../net/listen.ts";
 import type { NetRules } from "../net/policy.ts";
 import { type ConnectionBudget, type ConnectRecord, EgressProxy, type Resolver } from "../net/proxy.ts";
-import type { PipeEnds } from "../sandbox/backend.ts";
 import { startTime } from "./proc.ts";
 
 /** Records of one job written per second at most; the rest are counted in one `net.suppressed`. */
@@ -104,19 +103,20 @@ export class Egress {
   }
 
   /**
-   * A new job's set-up: wait for its sandbox's pid (`ends.info`), make its listeners, serve them,
-   * then let the sandbox go on (`ends.block`). Resolves false when the sandbox ended first (the
-   * job's end is recorded as usual); throws PlanterError when the set-up failed — the caller
-   * stops the job before closing `ends.block` (closing it lets bwrap run the job).
+   * A new job's set-up is under way (its sandbox's gate, lib/sandbox/gate.ts, waits for its pid):
+   * a `stop` from here on cancels it.
    */
-  async start(id: string, rules: NetRules, ends: PipeEnds, dir: string, uid: number): Promise<boolean> {
-    const pid = ends.info === undefined ? null : await readChildPid(ends.info);
-    return pid === null ? false : this.startFor(id, rules, pid, dir, uid);
+  expect(id: string): void {
+    this.starting.add(id);
   }
 
-  /** `start` for a sandbox whose first process (`pid`) is known already (lib/sandbox/gate.ts). */
-  async startFor(id: string, rules: NetRules, pid: number, dir: string, uid: number): Promise<boolean> {
-    this.starting.add(id);
+  /**
+   * A new job's proxy, once its gate knows the sandbox's first process (`pid`): its listeners made
+   * in that process's network namespace, and served. False when the job was stopped since
+   * `expect` (nothing is left served); throws PlanterError when the set-up failed — the caller
+   * stops the job (its sandbox, still at its gate, never runs).
+   */
+  async start(id: string, rules: NetRules, pid: number, dir: string, uid: number): Promise<boolean> {
     try {
       if (!this.starting.has(id)) return false;
       const start = startTime(pid);
@@ -130,33 +130,6 @@ export class Egress {
       return true;
     } finally {
       this.starting.delete(id);
-    }
-  }
-
-  /** Let the sandbox go on (a byte on its block pipe), or (`release` false) end the pipe only. */
-  static release(ends: PipeEnds): void {
-    const fd = ends.block;
-    if (fd === undefined) return;
-    delete ends.block;
-    try {
-      writeSync(fd, "1");
-    } catch {
-      // bwrap is gone: nothing waits
-    }
-    closeSync(fd);
-  }
-
-  /** Close planterd's ends of the pipes without a word (the job was stopped first). */
-  static drop(ends: PipeEnds): void {
-    for (const k of ["info", "block"] as const) {
-      const fd = ends[k];
-      if (fd === undefined) continue;
-      delete ends[k];
-      try {
-        closeSync(fd);
-      } catch {
-        // the info stream closed it
-      }
     }
   }
 

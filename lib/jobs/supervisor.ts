@@ -446,7 +446,7 @@ export class Supervisor {
 
   /** Undo what a launch that failed made (its proxy's pipes, guard, cgroup), and end the job failed with why. */
   private launchFailed(job: JobRow, e: unknown, ends: PipeEnds, cgroup: string | null, spawned: boolean): void {
-    Egress.drop(ends);
+    closeEnds(ends);
     this.guard.unwatch(job.id);
     if (cgroup) removeGroup(cgroup);
     // Nothing ran: nothing to review (and the failed job is recorded before the answer).
@@ -534,7 +534,8 @@ export class Supervisor {
    * planterd ends a job whose sandbox still waits.
    */
   private startGate(id: string, plan: SpawnPlan, rules: NetRules | null, ends: PipeEnds, dir: string, uid: number) {
-    const before = rules ? (pid: number) => this.egress.startFor(id, rules, pid, dir, uid) : undefined;
+    if (rules) this.egress.expect(id);
+    const before = rules ? (pid: number) => this.egress.start(id, rules, pid, dir, uid) : undefined;
     const gate = openGate(ends, plan.planned, before).then(
       (r) => {
         if (r === "released") writeFileSync(join(dir, VIEW_OK), "", { mode: 0o600 });

@@ -77,7 +77,7 @@ const SETUP_MS = 30_000;
  */
 async function waiting(pid: number, pipe: number): Promise<boolean> {
   const deadline = Date.now() + SETUP_MS;
-  for (let delay = 0.2; Date.now() < deadline; delay = Math.min(delay * 2, 5)) {
+  for (let delay = 0.2; Date.now() < deadline; delay = Math.min(delay * 2, 1)) {
     let f: string[];
     try {
       f = readFileSync(`/proc/${pid}/syscall`, "utf8").trim().split(" ");

@@ -137,7 +137,7 @@ export function spawnPlan(
     const argv = identity ? [...dropArgv(identity), ...plan.argv] : plan.argv;
     proc = Bun.spawn(argv, { cwd: plan.cwd, env: plan.env, stdio: [...stdio, ...fds] });
   } catch (e) {
-    Egress.drop(ends);
+    closeEnds(ends);
     throw e;
   } finally {
     for (const fd of fds) closeSync(fd);
@@ -158,7 +158,8 @@ export function spawnPlan(
     : null;
   const rules = egress?.rules ?? { allow: [], deny: [], allow_local: false };
   const uid = process.getuid?.() ?? 0;
-  const before = served ? (pid: number) => served.startFor("standalone", rules, pid, privateDir, uid) : undefined;
+  served?.expect("standalone");
+  const before = served ? (pid: number) => served.start("standalone", rules, pid, privateDir, uid) : undefined;
   openGate(ends, plan.planned, before).catch((e) => {
     proc.kill("SIGKILL");
     closeEnds(ends);
