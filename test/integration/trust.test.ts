@@ -73,20 +73,32 @@ srv.listen(${JSON.stringify(socket)}, () => console.log("listening"));
       out.push(...lines.filter(Boolean));
     }
   })();
-  const closed = () => out.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as { id: number; bytes: number });
+  // Connections as the listener reported their ends, in the order they were opened.
+  const closed = () =>
+    out
+      .filter((l) => l.startsWith("{"))
+      .map((l) => JSON.parse(l) as { id: number; bytes: number })
+      .sort((a, b) => a.id - b.id);
   return {
     dir,
     socket,
     proc,
     ready: () => waitFor(() => out.includes("listening"), "the listener to listen"),
     closed,
-    /** Connect once as root and wait until the listener reports that connection's end. */
+    /**
+     * Connect once as root, send one byte, and wait until the listener reports that connection's end
+     * (the one with the highest id: an earlier connection's report may still be on its way, so a count
+     * taken before would be met by it).
+     */
     async sentinel(): Promise<void> {
-      const before = closed().length;
       const s = createConnection({ path: socket });
       await new Promise<void>((r) => s.on("connect", () => r()));
       s.end("x");
-      await waitFor(() => closed().length > before, "the sentinel connection to be reported");
+      await waitFor(() => {
+        const all = closed();
+        const last = all[all.length - 1];
+        return last !== undefined && last.bytes === 1 && last.id === all.length;
+      }, "the sentinel connection and every one before it to be reported");
     },
   };
 }
