@@ -49,15 +49,17 @@ const quote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
 
 /**
  * What planterd writes to a warm sandbox's shell for a job: its cwd, its environment (exactly the
- * job's: the shell's own PWD/OLDPWD are unset) and its argv. Builtins only: nothing of the job
- * runs until the recorder, having claimed the job, sends `exec`.
+ * job's, and PWD its cwd, as bwrap's --chdir sets it in a cold sandbox; the shell's OLDPWD unset)
+ * and its argv. Builtins only: nothing of the job runs until the recorder, having claimed the job,
+ * sends `exec`.
  */
 export function warmScript(job: { argv: string[]; env: Record<string, string>; cwd: string }): string {
   const env = Object.entries(job.env)
     .filter(([k]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k))
     .map(([k, v]) => `export ${k}=${quote(v)}\n`)
     .join("");
-  return `cd -- ${quote(job.cwd)} || exit 125\nunset OLDPWD PWD\n${env}set -- ${job.argv.map(quote).join(" ")}\n`;
+  const cwd = quote(job.cwd);
+  return `cd -- ${cwd} || exit 125\nunset OLDPWD\n${env}export PWD=${cwd}\nset -- ${job.argv.map(quote).join(" ")}\n`;
 }
 
 /** What a warm sandbox was made with: a job may take it only if its own plan is the same. */

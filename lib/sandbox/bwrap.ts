@@ -54,11 +54,7 @@ export function bwrapPlan(
   args.push("--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc");
   // Every writable tmpfs is capped: what a job keeps there is memory no RSS sample counts.
   for (const d of extras.devices ?? []) args.push("--dev-bind", d, d);
-  // The view check's script (VIEW_FILE, its text set when the plan is complete): in the fresh
-  // /dev/shm, where no bind of a policy's can reach (all overlapping /dev are refused).
-  args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm");
-  const viewInput = inputs.length;
-  args.push("--file", fd({ data: new Uint8Array() }), VIEW_FILE, "--remount-ro", "/dev");
+  args.push("--size", String(SHM_BYTES), "--tmpfs", "/dev/shm", "--remount-ro", "/dev");
   args.push("--size", String(req.tmpBytes), "--tmpfs", "/tmp");
   // An agent job's report channel: its FIFO, the one thing of the job's dir it sees.
   if (req.agentReport) args.push("--bind-fd", fd({ path: req.agentReport }), REPORT_IN_SANDBOX);
@@ -87,18 +83,23 @@ export function bwrapPlan(
   // it waiting if planterd is gone before it answers: never on unchecked.
   args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }), "--sync-fd", fd({ pipe: "hold" }));
   const planned = plannedMounts(args);
-  // No variable at all where the check runs: the job's environment is exported by the check's
-  // script once the view is the one planned (see VIEW_FILE).
+  // The job's environment and nothing else (bwrap adds PWD, the --chdir): set by bwrap in the
+  // process that runs the job once the gate let it go, never in bwrap's own before (nothing is
+  // exec'd before the job's program, so an LD_PRELOAD of the job's loads nowhere else).
   args.push("--clearenv");
+  for (const [k, v] of Object.entries(req.env)) {
+    if (!SH_NAME.test(k))
+      throw new Error(`bwrap plan: environment variable name ${JSON.stringify(k)} is no shell name`);
+    args.push("--setenv", k, v);
+  }
   args.push("--chdir", req.cwd);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
-  inputs[viewInput] = { data: new TextEncoder().encode(viewScript(planned, req.env)) };
   // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
   // own tasks only (set before, it would count every process of the uid on the host).
   const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
   const argv = wrapped?.argv ?? req.argv;
   return {
-    argv: [bwrap, "--args", "3", "--", ...VIEW_CHECK, ...limit, ...argv],
+    argv: [bwrap, "--args", "3", "--", ...limit, ...argv],
     inputs,
     guard: guardedEntries(view),
     view,
@@ -106,90 +107,8 @@ export function bwrapPlan(
   };
 }
 
-/**
- * The view check. bwrap resolves each mount's destination itself, by path, while it sets the
- * sandbox up; a directory on the way that something else may write meanwhile (the cell dir, with a
- * concurrent job of the cell in it; a `read_write` path; the user's home) can be swapped for a
- * symlink between planterd's checks and bwrap's mount, so that a cover or a read-only bind lands
- * elsewhere and the path it was for stays open. So the first thing that runs in every bwrap
- * sandbox, after every mount and before anything of the job, compares the sandbox's own mount
- * table (`/proc/self/mountinfo`, where the kernel names each mount by where it really is) with the
- * plan: every mount the plan makes must be there, at its path, read-only where planned. Otherwise
- * the job does not run (exit 125 with why, planter's exit for "did not start"). After the check
- * only the host can move a mount of the sandbox (by renaming what it sits on): the view guard's
- * part (guard.ts).
- *
- * The check's shell and awk run with no environment (`--clearenv`, nothing set): a variable of the
- * job's there would run the job's code before the verdict (`LD_PRELOAD`, `LD_AUDIT`; bash as sh
- * imports `SHELLOPTS=xtrace` and expands a `PS4` of `$(…)`). The plan and the job's environment
- * are a shell script that bwrap writes to VIEW_FILE in the sandbox's fresh /dev/shm (`--file`,
- * from a memfd it closes; not /tmp: a policy may bind the host's /tmp read-only over it): the plan
- * (no size limit: one variable holds at most 128 KiB, a cell of many repositories plans more), the
- * awk that reads it, its own removal, then the job's `export`s and `exec "$@"`. Neither is ever in
- * a process listing nor in an environment block, and no fd of it is left to the job.
- */
-export const VIEW_FILE = "/dev/shm/.view-check";
-// A planned `rw` mount may show `ro`: a bind keeps its source's read-only flag (a `read_write`
-// path on a read-only host mount); what the check holds is where it is. Per path: the `ro` ones
-// planned need as many read-only mounts there, and all planned need as many mounts there.
-// Only the sandbox's own mounts count: `--ro-bind / /` copies every host mount below / first
-// (read-only), so a host mount at a planned path (a tmpfs at /run/user/UID) would stand in for a
-// cover that missed it. mountinfo lists a namespace's mounts in the order they were made, and the
-// plan's first mount after / is its own /dev: what the counts hold is from the last /dev on (and
-// the root itself).
-export const VIEW_AWK = `BEGIN { while ((getline l < "${VIEW_FILE}") > 0) { if (l == "#.") { done = 1; break } if (substr(l, 1, 3) != "#P ") break
-    l = substr(l, 4); p = l; sub(/ r[ow]$/, "", p); if (l ~ / ro$/) wro[p]++; else wrw[p]++ }
-  if (!done) { print "planter: the view check could not read its plan; the job did not run" > "/dev/stderr"; bad = 1; exit } }
-{ m = $6; sub(/,.*/, "", m)
-  if ($5 == "/dev" && seen_root) { split("", all); split("", ro); all["/"] = root_all; ro["/"] = root_ro }
-  all[$5]++; if (m == "ro") ro[$5]++
-  if ($5 == "/") { seen_root = 1; root_all++; if (m == "ro") root_ro++ } }
-function no(what) { print "planter: the sandbox is not the view planned: no " what " there (a path on the way changed while the sandbox was made); the job did not run" > "/dev/stderr"; bad = 1 }
-END { if (bad) exit 1
-  for (p in wro) if (ro[p] < wro[p]) no(p " ro mount")
-  for (p in wrw) if (all[p] < wro[p] + wrw[p]) no(p " mount")
-  exit bad }`;
-/** The awk the view check runs (the host's /usr is visible read-only in the sandbox). */
-export const AWK = "/usr/bin/awk";
-/** The host programs the view check runs in every bwrap sandbox. */
-const VIEW_PROGRAMS = [AWK, "/bin/rm"];
-/** Why the view check cannot run on this host (a program it needs is missing), or null. */
-const viewCheckMissing = (): PlanterError | null => {
-  const missing = VIEW_PROGRAMS.filter((p) => !existsSync(p));
-  if (!missing.length) return null;
-  return new PlanterError(
-    "E_SANDBOX_UNAVAILABLE",
-    `${missing.join(" and ")} ${missing.length > 1 ? "are" : "is"} not there: every bwrap sandbox checks its mounts with ${VIEW_PROGRAMS.join(" and ")}`,
-    {
-      hint: "install them (Debian: apt-get install mawk coreutils; Fedora: dnf install gawk coreutils; Alpine: busybox provides both)",
-    },
-  );
-};
-const shQuote = (s: string) => `'${s.replaceAll("'", "'\\''")}'`;
+/** What a variable's name may be (the API admits no other): a name past it is refused, never dropped. */
 const SH_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
-
-/**
- * The script at VIEW_FILE: check `planned` (plannedMounts' lines) against mountinfo, then export
- * `env` and run the job (`"$@"`). A name that is no shell name cannot be exported by sh: refused
- * (the API admits none), never dropped.
- */
-export function viewScript(planned: readonly string[], env: Record<string, string>): string {
-  const exports = Object.entries(env).map(([k, v]) => {
-    if (!SH_NAME.test(k))
-      throw new Error(`bwrap plan: environment variable name ${JSON.stringify(k)} is no shell name`);
-    return `export ${k}=${shQuote(v)}\n`;
-  });
-  // The plan first, as comments to sh (nothing of the job's comes before its end, `#.`); awk reads
-  // it from the file before it goes: no here-doc (dash forks a writer past 4 KiB, one process more
-  // against the job's max_pids).
-  const plan = `${planned.map((l) => `#P ${l}\n`).join("")}#.\n`;
-  const check = `${AWK} ${shQuote(VIEW_AWK)} /proc/self/mountinfo; c=$?\n/bin/rm -f ${VIEW_FILE} || exit 125\n[ "$c" = 0 ] || exit 125\n`;
-  // dash exports the PWD it sets at start: gone, as a warm sandbox's shell does (warmScript), so
-  // the program gets the job's environment and nothing else.
-  return `${plan}${check}unset OLDPWD PWD\n${exports.join("")}exec "$@"\n`;
-}
-/** What bwrap runs: a shell that sources VIEW_FILE, the job's argv its "$@". */
-export const VIEW_CHECK = ["/bin/sh", "-c", `[ -r ${VIEW_FILE} ] || exit 125; . ${VIEW_FILE}`, "sh"];
 
 /** A path as /proc/self/mountinfo writes it: space, tab, newline and backslash in octal. */
 export const mountinfoPath = (p: string) =>
@@ -230,9 +149,9 @@ const MOUNTS: Record<string, [values: number, ro: boolean]> = {
 };
 
 /**
- * The mounts a bwrap argument list makes, as the view check reads them from mountinfo: `PATH ro`
- * or `PATH rw` (the mode each ends with: `--remount-ro` makes the last one at its path read-only).
- * An option not known here throws: the check must never be blind to a mount.
+ * The mounts a bwrap argument list makes, as the gate (gate.ts) reads them from the sandbox's
+ * mountinfo: `PATH ro` or `PATH rw` (the mode each ends with: `--remount-ro` makes the last one at
+ * its path read-only). An option not known here throws: the gate must never be blind to a mount.
  */
 export function plannedMounts(args: readonly string[]): string[] {
   const out: [path: string, ro: boolean][] = [];
@@ -251,7 +170,7 @@ export function plannedMounts(args: readonly string[]): string[] {
       continue;
     }
     const m = MOUNTS[a];
-    if (!m) throw new Error(`bwrap plan: the view check does not know ${a}`);
+    if (!m) throw new Error(`bwrap plan: the gate does not know ${a}`);
     i += m[0];
     out.push([args[i] as string, m[1]]);
   }
@@ -415,14 +334,6 @@ export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): strin
         : `${a}=<${input && "data" in input ? input.data.length : 0} bytes>`;
     }
     if (prev === "--info-fd" || prev === "--block-fd" || prev === "--sync-fd") return `${a}=<pipe to planterd>`;
-    // The view check's script (VIEW_FILE): what it is, not its text.
-    if (prev === "--file" && args[i + 1] === VIEW_FILE) {
-      const input = plan.inputs[Number(a) - 3];
-      const text = input && "data" in input ? new TextDecoder().decode(input.data) : "";
-      const mounts = text.slice(0, text.indexOf("#.\n")).split("\n").length - 1;
-      const env = [...text.matchAll(/^export ([A-Za-z_][A-Za-z0-9_]*)=/gm)].map((m) => m[1]);
-      return `${a}=<the view check: ${mounts} mounts; then the job's environment: ${env.join(" ") || "none"}>`;
-    }
     return a;
   });
   const rest = plan.argv.slice(3);
@@ -489,8 +400,6 @@ export class BwrapBackend implements Backend {
         hint: installHint(),
         userns: "n/a",
       };
-    const missing = viewCheckMissing();
-    if (missing) return { ok: false, message: missing.message, hint: missing.hint, userns: "n/a" };
     // Both runs are awaited, not run synchronously: planterd opens its state meanwhile.
     const versionRun = run([this.path, "--version"]);
     // Probe the way jobs run: as an unprivileged user in a user namespace of its own (as root,
@@ -535,8 +444,6 @@ export class BwrapBackend implements Backend {
   plan(req: PlanRequest): SpawnPlan {
     if (!this.path)
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", "bubblewrap (bwrap) is not installed", { hint: installHint() });
-    const missing = viewCheckMissing();
-    if (missing) throw missing;
     if (!existsSync(req.cellDir))
       throw new PlanterError("E_SANDBOX_UNAVAILABLE", `cell dir ${req.cellDir} does not exist`);
     const allowUnix = req.policy.unix_sockets.length > 0;

@@ -391,7 +391,7 @@ export function unsafePolicy(p: EffectivePolicy, protect: string[]): string | nu
   }
   for (const x of p.deny) {
     // The sandbox's own /proc, /dev and /sys are not the host's: a cover there would hide the
-    // sandbox's own (a denied /dev/shm took the view check's place, and every job failed).
+    // sandbox's own (a denied /dev/shm once took the place of a file planter kept there, and every job failed).
     const kernel = KERNEL_DIRS.find((k) => within(x, k) || within(k, x));
     if (kernel)
       return `sandbox deny path ${x}: it overlaps ${kernel}, which the sandbox provides itself (the host's is never shown)`;

@@ -134,15 +134,15 @@ describe("denied", () => {
 });
 
 describe("max_pids", () => {
-  test("below the 4 processes a bwrap job needs to start is refused at once, naming why; 4 starts it", async () => {
+  test("below the 3 processes a bwrap job needs to start is refused at once, naming why; 3 starts it", async () => {
     const e = await d.client
-      .createJob({ cell: "default", argv: ["true"], limits: { max_pids: 3 } })
+      .createJob({ cell: "default", argv: ["true"], limits: { max_pids: 2 } })
       .catch((x: PlanterError) => x);
     expect(e).toMatchObject({ code: "E_BAD_REQUEST" });
     expect((e as PlanterError).message).toBe(
-      "limits.max_pids 3 is below the 4 processes a bwrap job needs to start (bwrap and its init, the view check's shell and awk)",
+      "limits.max_pids 2 is below the 3 processes a bwrap job needs to start (bwrap, its init and the job's first process)",
     );
-    const j = await d.client.createJob({ cell: "default", argv: ["sh", "-c", "echo ok"], limits: { max_pids: 4 } });
+    const j = await d.client.createJob({ cell: "default", argv: ["sh", "-c", "echo ok"], limits: { max_pids: 3 } });
     const end = (await d.client.waitJob(j.id, 20_000)).job;
     expect([end.state, end.exit_code]).toEqual(["exited", 0]);
   });

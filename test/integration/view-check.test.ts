@@ -1,9 +1,10 @@
 /**
- * The view check (lib/sandbox/bwrap.ts): bwrap resolves each mount's destination by path while it
+ * The view gate (lib/sandbox/gate.ts): bwrap resolves each mount's destination by path while it
  * makes the sandbox, so a directory on the way swapped for a symlink after planterd planned the
  * view (a concurrent job of the cell, the user's own process) would put a cover elsewhere and
- * leave the path it was for open. The first thing that runs in the sandbox compares its mount
- * table with the plan. Here the swap is made for certain: after the plan, before the spawn.
+ * leave the path it was for open. Before anything of the job runs, its spawner compares the
+ * sandbox's mount table, read from outside, with the plan. Here the swap is made for certain:
+ * after the plan, before the spawn.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
 import {
@@ -115,14 +116,12 @@ async function run(
   return refused === null ? { code, out, err } : { code: 125, out, err: `${err}planter: ${refused}\n` };
 }
 
-test("a view with denied paths (one with a space and a backslash in its name) passes the check; the job runs", async () => {
+test("a view with denied paths (one with a space and a backslash in its name) passes the gate; the job runs", async () => {
   const c = cell({ "a/secret": "SECRET-A\n", "with space\\x/secret": "SECRET-B\n", "a/open": "open\n" });
   const policy = complete({ deny: [join(c.dir, "a/secret"), join(c.dir, "with space\\x/secret")] });
   const r = await run(c, 'cat a/secret "with space\\x/secret" a/open 2>/dev/null; echo ran; env', policy);
   expect(r.out).toStartWith("open\nran\n");
   expect(r.out).not.toContain("SECRET");
-  // The check's own variables are gone before the job's program runs.
-  expect(r.out).not.toContain("PLANTER_VIEW");
   expect(r.err).toBe("");
   expect(r.code).toBe(0);
 });
@@ -132,7 +131,7 @@ test("a view with denied paths (one with a space and a backslash in its name) pa
 // That sees a destination that is itself a symlink, not one whose *directory* was swapped (lstat
 // follows the swapped directory to the misplaced mount, which is the fd's file); and what bwrap
 // mounts by path (the covers: /dev/null on a file, a tmpfs on a directory) it does not check at
-// all. The view check sees every one.
+// all. The gate sees every one.
 test("a denied file swapped for a symlink after planter's checks: its /dev/null cover would land on the decoy, so nothing runs", async () => {
   const c = cell({ "a/secret": "SECRET-A\n", "a/decoy": "decoy\n" });
   const policy = complete({ deny: [join(c.dir, "a/secret")] });
@@ -173,7 +172,7 @@ test("a read-only workspace file swapped after planter's checks: bwrap's own fd 
   expect(r.code).not.toBe(0);
 });
 
-test("a read-only workspace file whose directory is swapped after planter's checks: bwrap's fd check passes, the view check does not", async () => {
+test("a read-only workspace file whose directory is swapped after planter's checks: bwrap's fd check passes, the gate does not", async () => {
   const c = cell({ ".git/config": "[core]\n", ".git/HEAD": "ref: refs/heads/main\n", "decoy/config": "[x]\n" });
   const script = "echo '[core] hooksPath = /tmp' >> .git-moved/config && echo wrote; echo ran";
   const swap = () => {
@@ -188,12 +187,12 @@ test("a read-only workspace file whose directory is swapped after planter's chec
   expect(r.code).toBe(125);
 });
 
-// The check runs in the sandbox before anything of the job: nothing the job asks for may run
-// before its verdict, so no variable of the job's is in the environment of the check's shell or
-// awk. An LD_PRELOAD (or an LD_AUDIT, a bash-as-sh's SHELLOPTS=xtrace with a PS4 of `$(…)`)
-// would run the job's code in the sandbox as made, the misplaced cover included.
+// Nothing the job asks for may run before the gate's verdict: its environment is set by bwrap in
+// the process that execs the job's program, and nothing is exec'd before it. An LD_PRELOAD (or an
+// LD_AUDIT) loaded earlier would run the job's code in the sandbox as made, the misplaced cover
+// included.
 test.skipIf(!Bun.which("gcc"))(
-  "LD_PRELOAD in the job's environment loads nothing before the check: a refused sandbox ran none of the job's code",
+  "LD_PRELOAD in the job's environment loads nothing before the gate: a refused sandbox ran none of the job's code",
   async () => {
     const c = cell({ "p/keys/id": "SECRET-KEY\n", "elsewhere/.keep": "" });
     const src = join(c.scratch, "mark.c");
@@ -223,7 +222,7 @@ __attribute__((constructor)) static void mark(void) {
     expect(r.err).toContain(`no ${join(c.dir, "p/keys")} ro mount there`);
     expect(r.code).toBe(125);
     expect(existsSync(join(c.dir, "leaked"))).toBe(false);
-    // Where the check passes, the job's environment is the job's: the library loads in the job.
+    // Where the gate lets it go, the job's environment is the job's: the library loads in the job.
     const ok = cell({ "p/keys/id": "SECRET-KEY\n" });
     const lib2 = join(ok.dir, "evil.so");
     expect(Bun.spawnSync(["gcc", "-shared", "-fPIC", "-o", lib2, src]).exitCode).toBe(0);
@@ -234,10 +233,9 @@ __attribute__((constructor)) static void mark(void) {
 );
 
 // The plan of a view is as long as its mounts: a cell with many repositories (each one's .git
-// hooks, config, info read-only) or a policy of many long paths. One environment variable holds at
-// most 128 KiB (MAX_ARG_STRLEN): past it, bwrap's exec of the check failed (E2BIG) and every job
-// of such a cell with it.
-test("a view whose plan is larger than one environment variable may hold (128 KiB) passes the check", async () => {
+// hooks, config, info read-only) or a policy of many long paths; one environment variable or
+// argument holds at most 128 KiB (MAX_ARG_STRLEN). No part of the plan may travel in one.
+test("a view whose plan is larger than one environment variable may hold (128 KiB) passes the gate", async () => {
   const files: Record<string, string> = {};
   const seg = "d".repeat(200);
   const deep = Array.from({ length: 15 }, (_, i) => `${seg}${i}`).join("/");
@@ -251,7 +249,7 @@ test("a view whose plan is larger than one environment variable may hold (128 Ki
   expect(r.code).toBe(0);
 });
 
-test("the job's environment is exactly its own (quotes, newlines, $ and backslashes kept), and no fd of the check is left to it", async () => {
+test("the job's environment is exactly its own and PWD (quotes, newlines, $ and backslashes kept), and no fd of the plan is left to it", async () => {
   const c = cell({});
   const env = { PATH: "/usr/bin:/bin", Q: 'it\'s "x"\n$(no) `no` \\n end', EMPTY: "" };
   const r = await run(c, "ls /proc/self/fd | tr '\\n' ' '; echo; env -0", complete(undefined), () => {}, { env });
@@ -265,9 +263,9 @@ test("the job's environment is exactly its own (quotes, newlines, $ and backslas
       .filter((x) => x)
       .map((x) => [x.slice(0, x.indexOf("=")), x.slice(x.indexOf("=") + 1)]),
   );
-  // PWD: the job's own sh sets it (dash exports it at start).
+  // PWD: bwrap sets it (its --chdir), as a shell would.
   expect(got).toEqual({ ...env, PWD: c.dir });
-  // A program that is no shell gets the job's environment and nothing else.
+  // A program that is no shell gets the job's environment and PWD, nothing else.
   const direct = await run(c, "", complete(undefined), () => {}, { env, argv: ["/usr/bin/env", "-0"] });
   expect(
     direct.out
@@ -275,17 +273,14 @@ test("the job's environment is exactly its own (quotes, newlines, $ and backslas
       .filter((x) => x)
       .sort(),
   ).toEqual(
-    Object.entries(env)
+    Object.entries({ ...env, PWD: c.dir })
       .map(([k, v]) => `${k}=${v}`)
       .sort(),
   );
 });
 
-test("the check's script is where no policy reaches: a host /tmp shown read-only (with a planted script in it) changes nothing; none of it is left", async () => {
+test("the sandbox's /dev/shm is empty, with the host's /tmp shown read-only too", async () => {
   const c = cell({});
-  const planted = "/tmp/.view-check";
-  writeFileSync(planted, 'echo planted-ran; exec "$@"\n');
-  dirs.push(planted);
   const r = await run(c, "ls -A /dev/shm; echo ran", complete({ read_only: ["/tmp"] }));
   expect(r.err).toBe("");
   expect(r.out).toBe("ran\n");
@@ -293,10 +288,10 @@ test("the check's script is where no policy reaches: a host /tmp shown read-only
 });
 
 // A bind keeps the read-only flag of its source's mount: a `read_write` path on a read-only host
-// mount shows `ro` in the sandbox's mountinfo. The check holds where each mount is, and that the
+// mount shows `ro` in the sandbox's mountinfo. The gate holds where each mount is, and that the
 // read-only ones are read-only; a writable one found read-only is no reason to refuse the job.
 test.skipIf(process.getuid?.() !== 0 || !Bun.which("unshare"))(
-  "a read_write path on a read-only host mount (a mount namespace of its own here) passes the check",
+  "a read_write path on a read-only host mount (a mount namespace of its own here) passes the gate",
   async () => {
     const c = cell({});
     const extra = mkdtempSync("/var/tmp/pt-view-ro-");
@@ -343,7 +338,7 @@ process.exitCode = await p.exited;
   },
 );
 
-test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in their names pass the check", async () => {
+test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in their names pass the gate", async () => {
   const names = ["new\nline/secret", "tab\there/secret", "#hash 'q' \"dq\"/secret", "été-ü/secret"];
   const c = cell(Object.fromEntries(names.map((n) => [n, "SECRET\n"])));
   const policy = complete({ deny: names.map((n) => join(c.dir, n)) });
@@ -351,18 +346,17 @@ test("denied paths with a newline, a tab, '#', quotes and non-ASCII letters in t
   expect([r.code, r.out, r.err]).toEqual([0, "ran\n", ""]);
 });
 
-// Found by the second attack: a concurrent job of the cell names a file of its own in a
-// repository's config; the next launch binds it read-only at that name, and one swap of the
-// directory above lands the bind on /usr/bin/dash. With the check inside the sandbox only, its
-// own shell was then the attacker's program: it copied the next job's environment (its exports in
-// the check's script) into the cell. The gate (lib/sandbox/gate.ts) reads the mounts from outside
-// and ends the sandbox before anything in it runs.
-test("closed hole: a config-named bind swapped onto /usr/bin/dash is refused from outside before the check's shell runs", async () => {
+// Found by an attack on the check planter ran inside the sandbox before the gate: a concurrent job
+// of the cell names a file of its own in a repository's config; the next launch binds it
+// read-only at that name, and one swap of the directory above lands the bind on /usr/bin/dash.
+// The check's own shell was then the attacker's program and copied the next job's environment
+// into the cell. The gate reads the mounts from outside and ends the sandbox before anything in it
+// runs; here the job's own /bin/sh would have been the attacker's.
+test("closed hole: a config-named bind swapped onto /usr/bin/dash is refused from outside before any shell runs", async () => {
   const c = cell({
     "r/.git/HEAD": "ref: refs/heads/main\n",
     "r/.git/config": "[include]\n\tpath = dash\n",
-    "r/.git/dash":
-      "#!/usr/bin/perl\nopen F, '<', '/dev/shm/.view-check'; open O, '>', 'stolen'; print O grep { /^export/ } <F>;\n",
+    "r/.git/dash": "#!/usr/bin/perl\nopen O, '>', 'stolen'; print O map { \"$_=$ENV{$_}\\n\" } keys %ENV;\n",
   });
   Bun.spawnSync(["chmod", "755", join(c.dir, "r/.git/dash")]);
   const swap = () => {

@@ -72,7 +72,7 @@ describe("the bwrap plan of a list job", () => {
   test("reports its pid and waits on pipes to planterd (every bwrap plan does: its gate, lib/sandbox/gate.ts)", () => {
     const text = (r: PlanRequest) => renderArgs(bwrapPlan(r, "bwrap", () => null)).join(" ");
     const gate =
-      "--info-fd 7=<pipe to planterd> --block-fd 8=<pipe to planterd> --sync-fd 9=<pipe to planterd> --clearenv";
+      "--info-fd 6=<pipe to planterd> --block-fd 7=<pipe to planterd> --sync-fd 8=<pipe to planterd> --clearenv";
     expect(text(req({ egress: true }))).toContain("--unshare-net");
     expect(text(req({ egress: true }))).toContain(gate);
     expect(text(req({}))).toContain(gate);

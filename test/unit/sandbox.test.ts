@@ -1,18 +1,10 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import type { PlanterError } from "../../lib/api/errors.ts";
 import type { PlanRequest } from "../../lib/sandbox/backend.ts";
-import {
-  AWK,
-  bwrapFailure,
-  bwrapPlan,
-  plannedMounts,
-  renderArgs,
-  socketCovers,
-  VIEW_AWK,
-  VIEW_FILE,
-} from "../../lib/sandbox/bwrap.ts";
+import { bwrapFailure, bwrapPlan, plannedMounts, renderArgs, socketCovers } from "../../lib/sandbox/bwrap.ts";
+import { viewProblem } from "../../lib/sandbox/gate.ts";
 import { complete, DEFAULT_POLICY, narrow, within } from "../../lib/sandbox/policy.ts";
 import { guardedEntries, sandboxView, visibleIn } from "../../lib/sandbox/view.ts";
 
@@ -53,19 +45,8 @@ describe("bwrap plan", () => {
       }),
       { seccomp: new Uint8Array(8) },
     );
-    expect(plan.argv).toEqual([
-      "/usr/bin/bwrap",
-      "--args",
-      "3",
-      "--",
-      "/bin/sh",
-      "-c",
-      "[ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check",
-      "sh",
-      "/usr/bin/make",
-      "test",
-    ]);
-    expect(plan.inputs.slice(2)).toEqual([
+    expect(plan.argv).toEqual(["/usr/bin/bwrap", "--args", "3", "--", "/usr/bin/make", "test"]);
+    expect(plan.inputs.slice(1)).toEqual([
       { path: "/work/cell" },
       { path: "/work/cell/.git/hooks" },
       { path: "/home/u/.local/state/planter/homes/c" },
@@ -79,51 +60,47 @@ describe("bwrap plan", () => {
         "/usr/bin/bwrap --unshare-user --disable-userns",
         "--unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try --unshare-net --new-session --die-with-parent",
         "--ro-bind / / --dev /dev --proc /proc --size 67108864 --tmpfs /dev/shm",
-        "--file 4=<the view check: 12 mounts; then the job's environment: PATH HOME> /dev/shm/.view-check",
         "--remount-ro /dev --size 1073741824 --tmpfs /tmp",
         "--size 1048576 --tmpfs /home --size 1048576 --tmpfs /root",
-        "--bind-fd 5=/work/cell /work/cell",
-        "--ro-bind-fd 6=/work/cell/.git/hooks /work/cell/.git/hooks",
+        "--bind-fd 4=/work/cell /work/cell",
+        "--ro-bind-fd 5=/work/cell/.git/hooks /work/cell/.git/hooks",
         "--size 1048576 --tmpfs /run/user/1000/planter",
         "--size 1048576 --tmpfs /home/u/.local/state/planter",
-        "--bind-fd 7=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
+        "--bind-fd 6=/home/u/.local/state/planter/homes/c /home/u/.local/state/planter/homes/c",
         "--remount-ro /home --remount-ro /root --remount-ro /run/user/1000/planter --remount-ro /home/u/.local/state/planter",
-        "--seccomp 8=<8 bytes>",
-        "--info-fd 9=<pipe to planterd> --block-fd 10=<pipe to planterd> --sync-fd 11=<pipe to planterd>",
-        "--clearenv --chdir /work/cell --",
-        "/bin/sh -c [ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check sh /usr/bin/make test",
+        "--seccomp 7=<8 bytes>",
+        "--info-fd 8=<pipe to planterd> --block-fd 9=<pipe to planterd> --sync-fd 10=<pipe to planterd>",
+        "--clearenv --setenv PATH /usr/bin:/bin --setenv HOME /home/u/.local/state/planter/homes/c",
+        "--chdir /work/cell -- /usr/bin/make test",
       ].join(" "),
     );
-    // What the view check looks for in the sandbox's mountinfo: every mount, read-only where planned.
-    const script = new TextDecoder().decode((plan.inputs[1] as { data: Uint8Array }).data);
-    // The plan comes first, as comments to sh: nothing of the job's (its env) before its end.
-    expect(script.slice(0, script.indexOf("#.\n")).split("\n").slice(0, -1)).toEqual([
-      "#P / ro",
-      "#P /dev ro",
-      "#P /proc rw",
-      "#P /dev/shm rw",
-      "#P /tmp rw",
-      "#P /home ro",
-      "#P /root ro",
-      "#P /work/cell rw",
-      "#P /work/cell/.git/hooks ro",
-      "#P /run/user/1000/planter ro",
-      "#P /home/u/.local/state/planter ro",
-      "#P /home/u/.local/state/planter/homes/c rw",
+    // What the gate looks for in the sandbox's mountinfo: every mount, read-only where planned.
+    expect(plan.planned).toEqual([
+      "/ ro",
+      "/dev ro",
+      "/proc rw",
+      "/dev/shm rw",
+      "/tmp rw",
+      "/home ro",
+      "/root ro",
+      "/work/cell rw",
+      "/work/cell/.git/hooks ro",
+      "/run/user/1000/planter ro",
+      "/home/u/.local/state/planter ro",
+      "/home/u/.local/state/planter/homes/c rw",
     ]);
   });
 
-  test("the view check counts only the sandbox's own mounts: a host mount copied at a planned path stands in for nothing", () => {
-    const dir = mkdtempSync("/tmp/pt-viewawk-");
-    try {
-      const planFile = join(dir, "plan");
-      writeFileSync(planFile, "#P / ro\n#P /dev ro\n#P /run/user/1000 ro\n#P /w rw\n#.\n");
-      const program = VIEW_AWK.replaceAll(VIEW_FILE, planFile);
-      const check = (lines: string[]) => {
-        writeFileSync(join(dir, "mountinfo"), `${lines.join("\n")}\n`);
-        const r = Bun.spawnSync([AWK, program, join(dir, "mountinfo")], { stderr: "pipe" });
-        return { code: r.exitCode, err: r.stderr.toString() };
-      };
+  test("a variable whose name is no shell name is refused by the plan, never dropped", () => {
+    expect(() => bwrapPlan(req({ env: { "A=B": "x" } }), "/usr/bin/bwrap", exists({}))).toThrow(
+      'environment variable name "A=B" is no shell name',
+    );
+  });
+
+  test("the gate counts only the sandbox's own mounts: a host mount copied at a planned path stands in for nothing", () => {
+    {
+      const planned = ["/ ro", "/dev ro", "/run/user/1000 ro", "/w rw"];
+      const check = (lines: string[]) => viewProblem(`${lines.join("\n")}\n`, planned);
       // `--ro-bind / /` copies the host's mounts first (read-only), then come the sandbox's own, from its /dev.
       const host = [
         "20 1 0:20 / / ro,relatime - ext4 /dev/vda1 rw",
@@ -133,19 +110,17 @@ describe("bwrap plan", () => {
       ];
       const own = ["30 20 0:30 / /dev ro,nosuid - tmpfs tmpfs rw", "31 20 0:31 /w /w ro - ext4 /dev/vdb rw"];
       const cover = "32 20 0:32 / /run/user/1000 ro,nosuid - tmpfs tmpfs rw,size=1024k";
-      expect(check([...host, ...own, cover])).toEqual({ code: 0, err: "" });
+      expect(check([...host, ...own, cover])).toBeNull();
       // The cover missed: the host's copy at its path does not count.
-      const missed = check([...host, ...own]);
-      expect(missed.code).toBe(1);
-      expect(missed.err).toContain("no /run/user/1000 ro mount there");
+      expect(check([...host, ...own])).toBe("no /run/user/1000 ro mount there");
       // Nor does the host's copy of a writable bind's path.
-      expect(check([...host, own[0] as string, cover]).err).toContain("no /w mount there");
-    } finally {
-      rmSync(dir, { recursive: true, force: true });
+      expect(check([...host, own[0] as string, cover])).toBe("no /w mount there");
+      // A planned writable bind shown read-only (its source's flag) is where it should be.
+      expect(check([...host, ...own.map((l) => l.replace(" rw", " ro")), cover])).toBeNull();
     }
   });
 
-  test("the view check's plan: paths as mountinfo writes them; a remount makes the last mount there read-only; an unknown option throws", () => {
+  test("the gate's plan: paths as mountinfo writes them; a remount makes the last mount there read-only; an unknown option throws", () => {
     expect(
       plannedMounts([
         "--unshare-user",
@@ -168,7 +143,7 @@ describe("bwrap plan", () => {
         "/d",
       ]),
     ).toEqual(["/a\\040b rw", "/a\\040b ro", "/x\\134y\\011z\\012w ro"]);
-    expect(() => plannedMounts(["--overlay-src", "/a"])).toThrow("the view check does not know --overlay-src");
+    expect(() => plannedMounts(["--overlay-src", "/a"])).toThrow("the gate does not know --overlay-src");
     expect(() => plannedMounts(["--remount-ro", "/a"])).toThrow("--remount-ro /a with nothing mounted there");
   });
 
@@ -183,7 +158,7 @@ describe("bwrap plan", () => {
     const argv = rendered(req({ policy }), { "/work/cell/secret": "dir", "/work/cell/key.pem": "file" });
     expect(argv).not.toContain("--unshare-net");
     expect(argv).toContain(
-      "--ro-bind-fd 5=/work/cell /work/cell --bind-fd 6=/data/out /data/out --ro-bind-fd 7=/data/in /data/in",
+      "--ro-bind-fd 4=/work/cell /work/cell --bind-fd 5=/data/out /data/out --ro-bind-fd 6=/data/in /data/in",
     );
     expect(argv).toContain("--size 1048576 --tmpfs /work/cell/secret --ro-bind /dev/null /work/cell/key.pem");
   });
@@ -192,14 +167,14 @@ describe("bwrap plan", () => {
     const policy = complete({ deny: ["/work/cell/a/b/secret"] });
     const argv = rendered(req({ policy }), { "/work/cell/a/b/secret": "file" });
     expect(argv).toContain(
-      "--bind-fd 6=/work/cell/a /work/cell/a --bind-fd 7=/work/cell/a/b /work/cell/a/b --ro-bind /dev/null /work/cell/a/b/secret",
+      "--bind-fd 5=/work/cell/a /work/cell/a --bind-fd 6=/work/cell/a/b /work/cell/a/b --ro-bind /dev/null /work/cell/a/b/secret",
     );
   });
 
   test("a read_write path inside a deny path is a working carve-out", () => {
     const policy = complete({ read_write: ["/data/secret/public"], deny: ["/data/secret"] });
     const argv = rendered(req({ policy }), { "/data/secret": "dir" });
-    expect(argv).toContain("--tmpfs /data/secret --bind-fd 6=/data/secret/public /data/secret/public");
+    expect(argv).toContain("--tmpfs /data/secret --bind-fd 5=/data/secret/public /data/secret/public");
   });
 
   test("credentials are hidden where a bind shows the home, unless a policy names them", () => {
@@ -211,12 +186,12 @@ describe("bwrap plan", () => {
       "/home/u/.bashrc": "file",
     });
     expect(argv).toContain(
-      "--size 1048576 --tmpfs /home/u --bind-fd 5=/work/cell /work/cell --ro-bind-fd 6=/home/u /home/u",
+      "--size 1048576 --tmpfs /home/u --bind-fd 4=/work/cell /work/cell --ro-bind-fd 5=/home/u /home/u",
     );
     expect(argv).not.toContain("--remount-ro /home/u ");
     expect(argv).toContain("--size 1048576 --tmpfs /home/u/.ssh");
     expect(argv).not.toContain("--ro-bind /dev/null /home/u/.npmrc");
-    expect(argv).toContain("--ro-bind-fd 7=/home/u/.npmrc /home/u/.npmrc");
+    expect(argv).toContain("--ro-bind-fd 6=/home/u/.npmrc /home/u/.npmrc");
     // rc files of a visible home stay read-only even where it is writable; here it is read-only already.
     expect(argv).not.toContain("/home/u/.bashrc");
   });
@@ -225,8 +200,8 @@ describe("bwrap plan", () => {
     const argv = rendered(req({ cellDir: "/home/u", cwd: "/home/u", hiddenHomes: [] }), {
       "/home/u/.local/state/planter": "dir",
     });
-    expect(argv).toContain("--bind-fd 5=/home/u /home/u");
-    expect(argv).toMatch(/--bind-fd 5=\/home\/u \/home\/u .*--tmpfs \/home\/u\/\.local\/state\/planter/);
+    expect(argv).toContain("--bind-fd 4=/home/u /home/u");
+    expect(argv).toMatch(/--bind-fd 4=\/home\/u \/home\/u .*--tmpfs \/home\/u\/\.local\/state\/planter/);
   });
 
   test("failures are explained with a fix", () => {
@@ -297,10 +272,10 @@ describe("policy narrowing", () => {
 describe("the process limit inside the namespace", () => {
   test("prlimit runs first in the sandbox when the request sets nproc, and not otherwise", () => {
     const present = { "/home": "dir", "/root": "dir" } as const;
-    expect(rendered(req({ nproc: 65 }), present)).toEndWith(" sh /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test");
-    expect(rendered(req(), present)).toEndWith(
-      ` -- /bin/sh -c [ -r /dev/shm/.view-check ] || exit 125; . /dev/shm/.view-check sh /usr/bin/make test`,
+    expect(rendered(req({ nproc: 65 }), present)).toEndWith(
+      " --chdir /work/cell -- /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test",
     );
+    expect(rendered(req(), present)).toEndWith(" --chdir /work/cell -- /usr/bin/make test");
     expect(rendered(req(), present)).not.toContain("prlimit");
   });
 });

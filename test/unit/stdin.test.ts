@@ -164,7 +164,11 @@ describe("the stdin pipe and its keeper", () => {
           process.kill(-job.proc.pid, "SIGKILL");
           await job.proc.exited;
         }
-        Bun.spawnSync(["umount", dir]);
+        // The group's other processes (the keeper, the job's sleep) may hold the mount a moment longer.
+        await waitFor(
+          () => Bun.spawnSync(["umount", dir], { stderr: "ignore" }).exitCode === 0,
+          "the tmpfs to unmount",
+        );
       }
     },
   );

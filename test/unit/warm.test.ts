@@ -18,7 +18,7 @@ import type { SpawnPlan } from "../../lib/sandbox/backend.ts";
 import { openInputs } from "../../lib/sandbox/inputs.ts";
 
 describe("warmScript", () => {
-  test("a shell that reads it, then `exec`, runs the argv in the cwd with exactly the job's environment", () => {
+  test("a shell that reads it, then `exec`, runs the argv in the cwd with exactly the job's environment (PWD the cwd, as bwrap sets it)", () => {
     const env = {
       PLAIN: "x",
       QUOTES: `it's "quoted" $HOME \`cmd\` \\n`,
@@ -36,7 +36,7 @@ describe("warmScript", () => {
         .filter(Boolean)
         .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
     );
-    expect(got).toEqual(env);
+    expect(got).toEqual({ ...env, PWD: "/tmp" });
   });
 
   test("without the `exec` the shell runs nothing of the job", () => {

@@ -652,10 +652,14 @@ export function remove(ctx: Context, req: Req<Routes["removeJob"]>): Reply<{ rem
 }
 
 /**
- * Processes a bwrap sandbox holds before its job's program runs: bwrap and its init, and the view
- * check's shell and awk (lib/sandbox/bwrap.ts). A lower `max_pids` could never start the job.
+ * Processes a sandbox holds once its job's program runs: bwrap and its init, and the job's first
+ * process (a vm job's QEMU, with a thread of its own at least). A lower `max_pids` could never
+ * start the job.
  */
-export const SANDBOX_START_PIDS = 4;
+export const SANDBOX_START_PIDS: Record<string, { n: number; what: string }> = {
+  bwrap: { n: 3, what: "bwrap, its init and the job's first process" },
+  vm: { n: 4, what: "bwrap, its init, QEMU and its first thread" },
+};
 
 /**
  * Refuse what a job's backend cannot do, before anything is made: a `max_pids` no bwrap (or vm) job
@@ -673,9 +677,10 @@ function checkBackendFit(
       "give it its input as a file in the cell dir, or run it with another backend",
     );
   }
-  if ((backend !== "bwrap" && backend !== "vm") || maxPids === undefined || maxPids >= SANDBOX_START_PIDS) return;
+  const start = SANDBOX_START_PIDS[backend];
+  if (start === undefined || maxPids === undefined || maxPids >= start.n) return;
   throw badRequest(
-    `limits.max_pids ${maxPids} is below the ${SANDBOX_START_PIDS} processes a ${backend} job needs to start (bwrap and its init, the view check's shell and awk)`,
-    `give it ${SANDBOX_START_PIDS} or more (--max-pids ${SANDBOX_START_PIDS}); they count against it only while the job starts, but for bwrap's two`,
+    `limits.max_pids ${maxPids} is below the ${start.n} processes a ${backend} job needs to start (${start.what})`,
+    `give it ${start.n} or more (--max-pids ${start.n}); bwrap's two count against it for the job's whole life`,
   );
 }
