@@ -1,10 +1,13 @@
 #!/usr/bin/env bun
 /** `logs` / `planter logs`: read and follow a job's logs over the API. */
+import { closeSync } from "node:fs";
 import { defineCommand } from "citty";
+import type { Client } from "../lib/api/client.ts";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { examples } from "../lib/cli/help.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { onOutputGone, printable, printJson, write } from "../lib/cli/output.ts";
+import { isTerminal } from "../lib/cli/tty.ts";
 import { jobOutput, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
@@ -58,6 +61,16 @@ const logs = defineCommand({
           end: async () => undefined,
         }
       : jobOutput(1, Boolean(args.raw));
+    // Bytes as they are (a pipe, a file, --raw): the log file itself where planterd can pass it
+    // (lib/api/fdpass.ts), copied by the kernel up to its size now; with -f the rest then follows.
+    if (!args.json && (args.raw || !isTerminal(1))) {
+      const copied = await copyByFd(api, args.id, stream, offset);
+      if (copied === "gone") return 0;
+      if (copied !== null) {
+        if (!args.follow) return 0;
+        offset = copied;
+      }
+    }
     // A reader gone (`| head`, a closed terminal): stop quietly, as cat would, rather than read on
     // into nowhere.
     const gone = new Promise<void>((resolve) => onOutputGone((fd) => fd === 1 && resolve()));
@@ -79,6 +92,26 @@ const logs = defineCommand({
     return 0;
   },
 });
+
+/**
+ * Copy the log from `offset` to stdout through its file's descriptor: the offset reached, "gone"
+ * when stdout's reader left (EPIPE: quietly, as cat), or null when no descriptor came (the bytes
+ * are read over the API then) or `offset` lies past the log's end (the API's error says so).
+ */
+async function copyByFd(api: Client, id: string, stream: Stream, offset: number): Promise<number | "gone" | null> {
+  const got = await api.logFd(id, stream);
+  if (!got) return null;
+  try {
+    if (offset > got.size) return null;
+    const { copyFile } = await import("../lib/api/fdpass.ts");
+    return await copyFile(got.fd, 1, offset, got.size);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EPIPE") return "gone";
+    throw e;
+  } finally {
+    closeSync(got.fd);
+  }
+}
 
 examples(logs, [
   "planter logs j-0mxd2qotc7185",

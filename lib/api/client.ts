@@ -6,6 +6,7 @@
  * (`Bun.connect` gives the fd for SO_PEERCRED) on which nothing is ever sent. A listener swapped
  * in between would need the socket's directory, which the path check keeps to the user and root.
  */
+import { closeSync } from "node:fs";
 import { peerReader } from "../daemon/peer.ts";
 import { acceptTimeoutMs, whenRead } from "./accepted.ts";
 import { FINAL_STATES } from "./contract.ts";
@@ -458,6 +459,47 @@ export class Client {
   /** A log's bytes from an offset (GET …/logs/raw); with follow, until the job has ended. */
   logStream = (id: string, query: RouteQueryIn<Routes["logStream"]>, signal?: AbortSignal) =>
     this.stream("GET", target(ROUTES.logStream, { params: { id }, query }), undefined, signal);
+  /**
+   * A log file itself (GET …/logs/fd): a read-only descriptor planterd passes over its Unix socket
+   * (lib/api/fdpass.ts), and the log's size when it was opened; the caller closes it. Null where
+   * no descriptor can come (not Linux, a target reached through ssh or https, a planterd without
+   * the route, a connection that does not pass one): read the bytes then (logStream).
+   */
+  async logFd(id: string, stream: "stdout" | "stderr"): Promise<{ fd: number; size: number } | null> {
+    if (process.platform !== "linux" || this.opts.remote || this.opts.prepare) return null;
+    const me = process.getuid?.();
+    if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
+    readerOnce ??= peerReader().catch(() => null);
+    const read = await readerOnce;
+    const { requestWithFds } = await import("./fdpass.ts");
+    const path = target(ROUTES.logFd, { params: { id }, query: { stream } });
+    let a: Awaited<ReturnType<typeof requestWithFds>>;
+    try {
+      a = await requestWithFds(
+        this.socketPath,
+        `GET ${path} HTTP/1.1\r\nHost: planterd\r\nConnection: close\r\n\r\n`,
+        (fd) => {
+          if (me !== undefined) this.verifyListener(read, fd, me);
+        },
+        acceptTimeoutMs(),
+      );
+    } catch (e) {
+      if (e instanceof PlanterError) throw e;
+      throw unreachable(this.socketPath, e, this.unreachableHint);
+    }
+    const [fd, ...extra] = a.fds;
+    for (const x of extra) closeSync(x);
+    const size = Number(a.headers["planter-size"]);
+    if (a.status === 200 && fd !== undefined && Number.isSafeInteger(size) && size >= 0) return { fd, size };
+    if (fd !== undefined) closeSync(fd);
+    if (a.status === 200) return null;
+    const err = answerError(a.status, Buffer.from(a.body).toString());
+    // A planterd without the route, or one that passes no descriptor here: the bytes, as before.
+    if (err.code === "E_BAD_REQUEST" || (err.code === "E_NOT_FOUND" && err.message.startsWith("no such endpoint"))) {
+      return null;
+    }
+    throw err;
+  }
   /** Submit a job and read it, its output and its end from one response (lib/api/frames.ts). */
   runJob = (body: RouteBodyIn<Routes["createJob"]>, signal?: AbortSignal) =>
     this.stream("POST", target(ROUTES.createJob, { query: { attach: true } }), body, signal);

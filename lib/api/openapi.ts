@@ -28,6 +28,7 @@ const REPLY_TYPES: Record<keyof typeof ROUTES, string> = {
   waitJob: "{ job: Job, timed_out: boolean }",
   logs: "LogChunk",
   logStream: "the log's bytes",
+  logFd: "an empty 200 answer whose head carries the log file's descriptor (SCM_RIGHTS)",
   events: "EventRecord per line",
   attach: "101 Switching Protocols: a WebSocket of terminal frames",
   writeStdin: "{ written: number, eof: boolean }",

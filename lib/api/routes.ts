@@ -36,7 +36,7 @@ import { FRAMES_TYPE } from "./frames.ts";
 export type Method = "GET" | "POST" | "PATCH" | "DELETE";
 
 /** How a reply travels: one JSON value, JSON lines, or a byte stream of a content type. */
-export type ReplyKind = "json" | "lines" | "bytes" | "upgrade";
+export type ReplyKind = "json" | "lines" | "bytes" | "fd" | "upgrade";
 
 /** The names of a path pattern's `:parameters`. */
 type ParamNames<P extends string> = P extends `${string}:${infer N}/${infer Rest}`
@@ -385,6 +385,19 @@ export const ROUTES = {
     types: ["application/octet-stream"],
     summary: "a job's log as raw bytes from an offset; follow=1 until the job has ended",
     returns: reply<Uint8Array>(),
+  }),
+  logFd: route({
+    method: "GET",
+    path: "/v1/jobs/:id/logs/fd",
+    query: { stream: oneOf(LogStream, "stdout") },
+    body: null,
+    reply: "fd",
+    types: [
+      "the log file as a read-only descriptor (SCM_RIGHTS) with an empty 200 answer; planterd's Unix socket on Linux only",
+    ],
+    summary:
+      "a job's log file itself, passed as a read-only file descriptor with the answer's head (planter-size: its size now); the Unix socket on Linux only, else 400",
+    returns: reply<never>(),
   }),
   attach: route({
     method: "GET",

@@ -30,11 +30,13 @@ export interface Req<T extends Route = Route> {
   ceiling?: McpCeiling;
 }
 
-/** A handler's answer: one JSON value, a stream of JSON lines, or a byte stream. */
+/** A handler's answer: one JSON value, a stream of JSON lines, a byte stream, or a file's descriptor. */
 export type Reply<R = unknown> =
   | { status: number; json: R }
   | { status: number; lines: (write: (value: R) => boolean, signal: AbortSignal) => Promise<void> }
   | { status: number; bytes: ByteBody }
+  /** A file passed as a descriptor with the answer's head (GET …/logs/fd; lib/api/fdpass.ts). */
+  | { status: 200; fd: FdBody }
   /** A connection taken over (GET …/attach): called with the WebSocket once the upgrade is done. */
   | { status: 101; upgrade: (ws: WebSocket) => void };
 
@@ -47,6 +49,12 @@ export interface ByteBody {
   type: string;
   headers?: Record<string, string>;
   body: (sink: Sink, signal: AbortSignal) => Promise<void>;
+}
+
+/** The file a descriptor answer passes (opened read-only by the server) and the head's extra headers. */
+export interface FdBody {
+  path: string;
+  headers: Record<string, string>;
 }
 
 export const ok = <R>(json: R, status = 200): Reply<R> => ({ status, json });

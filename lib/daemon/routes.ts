@@ -28,6 +28,7 @@ const HANDLERS: { [K in RouteName]: Handler<Routes[K]> } = {
   waitJob: jobs.wait,
   logs: logs.read,
   logStream: logs.raw,
+  logFd: logs.fd,
   events: events.stream,
   attach: tty.attach,
   writeStdin: stdin.write,

@@ -3,7 +3,7 @@
  * socket activation), whose connections are handed to a node:http server. Bun.serve cannot
  * report peer credentials and mishandles inherited fds, so it is not used.
  */
-import { chmodSync, existsSync, lstatSync, unlinkSync } from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, openSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
@@ -18,6 +18,7 @@ import { loopbackPeerUid } from "./loopback.ts";
 import { boundPath, type Peer, socketFd } from "./peer.ts";
 import {
   type ByteBody,
+  type FdBody,
   parseJson,
   parseQuery,
   type Reply,
@@ -489,6 +490,10 @@ export class ApiServer {
       await this.sendBytes(res, reply.status, reply.bytes, signal);
       return;
     }
+    if ("fd" in reply) {
+      await this.sendFd(res, reply.fd);
+      return;
+    }
     res.writeHead(reply.status, { "content-type": "application/x-ndjson", "cache-control": "no-store" });
     res.flushHeaders();
     try {
@@ -496,6 +501,44 @@ export class ApiServer {
     } finally {
       if (!res.writableEnded) res.end();
     }
+  }
+
+  /**
+   * A file passed as a read-only descriptor (SCM_RIGHTS) with the answer's head, written by
+   * sendmsg(2) on the connection's own fd (lib/api/fdpass.ts); then the connection is closed, so
+   * node:http never writes on it. Only on the Unix socket on Linux: over TCP there is no
+   * descriptor to pass (400, and the client reads the bytes instead).
+   */
+  private async sendFd(res: ServerResponse, f: FdBody): Promise<void> {
+    const socket = res.socket as Socket | null;
+    const conn = socket ? this.conns.get(socket) : undefined;
+    const sock = socket ? socketFd(socket) : null;
+    if (process.platform !== "linux" || !socket || !conn || conn.tcp || sock === null) {
+      throw new PlanterError("E_BAD_REQUEST", "a file descriptor is passed only on planterd's Unix socket, on Linux", {
+        hint: "read the log's bytes: GET /v1/jobs/{id}/logs/raw",
+      });
+    }
+    let file: number;
+    try {
+      file = openSync(f.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+    } catch (e) {
+      throw new PlanterError("E_BAD_REQUEST", `the log file cannot be opened (${(e as NodeJS.ErrnoException).code})`, {
+        hint: "read the log's bytes: GET /v1/jobs/{id}/logs/raw",
+      });
+    }
+    try {
+      if (!fstatSync(file).isFile()) throw new PlanterError("E_BAD_REQUEST", "the log is not a regular file");
+      const extra = Object.entries(f.headers)
+        .map(([k, v]) => `${k}: ${v}\r\n`)
+        .join("");
+      const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncache-control: no-store\r\n${extra}content-length: 0\r\nconnection: close\r\n\r\n`;
+      const { sendWithFd } = await import("../api/fdpass.ts");
+      const why = await sendWithFd(sock, Buffer.from(head, "latin1"), file);
+      if (why) console.error(`planterd: could not pass a log file's descriptor: ${why}`);
+    } finally {
+      closeSync(file);
+    }
+    socket.destroy();
   }
 
   /** A byte stream, written no faster than the client reads it. */

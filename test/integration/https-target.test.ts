@@ -6,7 +6,7 @@
  * not sign. A test CA is made here with openssl.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client as McpClient } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
@@ -88,6 +88,15 @@ describe.skipIf(!haveOpenssl)("https:// targets against planterd's TLS listener"
     expect(jobs).toHaveLength(1);
     const id = jobs[0]?.id as string;
     expect((await planter("--target", "ci", "logs", id)).stdout).toBe(`via tcp\n${ID_UID}\n`);
+    // No descriptor goes over TCP: the file route says so (the CLI above read the bytes).
+    const fd = await fetch(`${url}/v1/jobs/${id}/logs/fd`, {
+      headers: { authorization: `Bearer ${TOKEN}` },
+      tls: { ca: readFileSync(pki.ca, "utf8") },
+    });
+    expect([fd.status, ((await fd.json()) as { error: { message: string } }).error.message]).toEqual([
+      400,
+      "a file descriptor is passed only on planterd's Unix socket, on Linux",
+    ]);
     const events = JSON.parse(
       `[${(await planter("events", "--kind", "job.created", "--json")).stdout.trim().split("\n").join(",")}]`,
     ) as { subject: string; data: Record<string, unknown> }[];

@@ -7,11 +7,25 @@
  * logs, cli, output, signals and terminal tests.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync, writeFileSync } from "node:fs";
-import { createConnection, type Socket } from "node:net";
+import {
+  chmodSync,
+  closeSync,
+  fstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { createConnection, createServer, type Socket } from "node:net";
 import { join } from "node:path";
 import type { Job } from "../../lib/api/contract.ts";
 import { FrameDecoder, type FrameEvent } from "../../lib/api/frames.ts";
+import { jobFiles } from "../../lib/jobs/recorder.ts";
 import { baseEnv, cleanup, cli, cliStream, type DaemonHandle, PLANTER, raw, startDaemon, waitFor } from "../harness.ts";
 
 let d: DaemonHandle;
@@ -207,6 +221,177 @@ describe("GET /v1/jobs/{id}/logs/raw", () => {
     await r.done;
     expect([r.text, r.error]).toEqual(["ready\n", null]);
     expect((await d.client.getJob(j.id)).state).toBe("killed");
+  });
+});
+
+describe("GET /v1/jobs/{id}/logs/fd (the log file passed as a descriptor)", () => {
+  const data = blob(3_000_017, 104_729);
+  let job: Job;
+
+  beforeAll(async () => {
+    const file = join(work, "blob-fd");
+    writeFileSync(file, data);
+    job = await finished((await d.client.createJob({ argv: ["sh", "-c", `cat '${file}'; printf 'E\\0R' >&2`] })).id);
+    expect([job.state, job.exit_code]).toEqual(["exited", 0]);
+  });
+
+  test("the descriptor is the log file itself, read-only and close-on-exec, with its size; stderr too", async () => {
+    for (const [stream, want] of [
+      ["stdout", data],
+      ["stderr", Buffer.from("E\0R", "latin1")],
+    ] as const) {
+      const got = await d.client.logFd(job.id, stream);
+      if (!got) throw new Error("no descriptor came");
+      try {
+        const log = jobFiles(join(d.home, "state", "jobs", job.id))[stream];
+        const [a, b] = [fstatSync(got.fd), statSync(log)];
+        expect([a.dev, a.ino, got.size]).toEqual([b.dev, b.ino, want.length]);
+        const buf = Buffer.alloc(want.length);
+        expect(readSync(got.fd, buf, 0, buf.length, 0)).toBe(want.length);
+        expect(buf.equals(want)).toBe(true);
+        expect(() => writeSync(got.fd, "x")).toThrow(expect.objectContaining({ code: "EBADF" }));
+        // flags: octal, O_CLOEXEC is 02000000; O_ACCMODE 0 (read-only).
+        const flags = Number.parseInt(
+          /^flags:\s+(\d+)/m.exec(readFileSync(`/proc/self/fdinfo/${got.fd}`, "utf8"))?.[1] ?? "",
+          8,
+        );
+        expect([flags & 0o2000000, flags & 3]).toEqual([0o2000000, 0]);
+      } finally {
+        closeSync(got.fd);
+      }
+    }
+  });
+
+  test("without a descriptor (fetch reads no ancillary data) it is an empty 200 with the size; refusals are the JSON API's", async () => {
+    const res = await get(`/v1/jobs/${job.id}/logs/fd`);
+    expect([res.status, res.headers.get("planter-size"), (await res.arrayBuffer()).byteLength]).toEqual([
+      200,
+      String(data.length),
+      0,
+    ]);
+    for (const [path, status, code] of [
+      ["/v1/jobs/j-nonexistent0/logs/fd", 404, "E_NOT_FOUND"],
+      [`/v1/jobs/${job.id}/logs/fd?stream=both`, 400, "E_BAD_REQUEST"],
+      [`/v1/jobs/${job.id}/logs/fd?offset=1`, 400, "E_BAD_REQUEST"],
+    ] as const) {
+      const r = await get(path);
+      expect([r.status, ((await r.json()) as { error: { code: string } }).error.code]).toEqual([status, code]);
+    }
+  });
+
+  test("planter logs copies it whole to a file and a pipe, from an offset, its last lines, and stderr; sendfile does it", async () => {
+    const outFile = join(work, "fd-out");
+    const sh = async (args: string[], redirect: string) => {
+      const p = Bun.spawn(["bash", "-c", `"$@" ${redirect}`, "bash", process.execPath, PLANTER, ...args], {
+        env: baseEnv(d.home),
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([
+        new Response(p.stdout).arrayBuffer(),
+        new Response(p.stderr).text(),
+        p.exited,
+      ]);
+      return { out: Buffer.from(out), err, code };
+    };
+    const file = await sh(["logs", job.id], `> '${outFile}'`);
+    expect([file.code, file.err]).toEqual([0, ""]);
+    expect(readFileSync(outFile).equals(data)).toBe(true);
+    const piped = await sh(["logs", "--offset", "999999", job.id], "| cat");
+    expect(piped.out.equals(data.subarray(999_999))).toBe(true);
+    // The last lines: where the JSON chunks (never a descriptor) start too.
+    const tail = await sh(["logs", "--tail", "2", job.id], "| cat");
+    const json = await sh(["logs", "--json", "--tail", "2", job.id], "");
+    const fromJson = Buffer.concat(
+      json.out
+        .toString()
+        .trim()
+        .split("\n")
+        .map((l) => Buffer.from((JSON.parse(l) as { data: string }).data, "base64")),
+    );
+    expect(tail.out.length).toBeGreaterThan(0);
+    expect(tail.out.equals(fromJson)).toBe(true);
+    expect((await sh(["logs", "--stderr", job.id], "| cat")).out.toString("latin1")).toBe("E\0R");
+    // Past the end: the API's refusal, as before.
+    const past = await sh(["logs", "--offset", String(data.length + 1), job.id], "> /dev/null");
+    expect([past.code, past.err]).toEqual([
+      1,
+      `planter: offset ${data.length + 1} is beyond the end of stdout (${data.length} bytes)\nhint: resume from next_offset of the last chunk\n`,
+    ]);
+    if (Bun.which("strace")) {
+      const traced = join(work, "fd-strace");
+      const t = await sh(
+        ["logs", job.id],
+        `> '${outFile}'`.replace(
+          ">",
+          `2>/dev/null > '${outFile}'; strace -f -qq -e trace=sendfile -o '${traced}' "$@" >`,
+        ),
+      );
+      expect(t.code).toBe(0);
+      expect(readFileSync(outFile).equals(data)).toBe(true);
+      expect(readFileSync(traced, "utf8")).toContain(`sendfile(1, `);
+    } else console.warn("strace is not installed: the sendfile path is not shown by a trace");
+  });
+
+  test("logs -f of a running job: the file up to its size, then the rest as it comes, every byte once", async () => {
+    const g = gate();
+    const j = await d.client.createJob({
+      argv: ["sh", "-c", `head -c 2000000 /dev/zero | tr '\\0' a; ${g.wait}; head -c 1000000 /dev/zero | tr '\\0' b`],
+    });
+    await waitFor(async () => (await d.client.logs(j.id, { max_bytes: 0 })).size === 2_000_000, "the first part");
+    const p = Bun.spawn(["bash", "-c", '"$@" | cat', "bash", process.execPath, PLANTER, "logs", "-f", j.id], {
+      env: baseEnv(d.home),
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    g.open();
+    const [out, err, code] = await Promise.all([
+      new Response(p.stdout).text(),
+      new Response(p.stderr).text(),
+      p.exited,
+    ]);
+    expect([code, err, out.length]).toEqual([0, "", 3_000_000]);
+    expect(out).toBe("a".repeat(2_000_000) + "b".repeat(1_000_000));
+  });
+
+  test("through something that forwards the bytes but no descriptor (an ssh forward, say): the bytes over the API, whole", async () => {
+    const dir = join(work, "fwd");
+    mkdirSync(dir, { mode: 0o700 });
+    const sock = join(dir, "s.sock");
+    const seen: string[] = [];
+    // A plain relay (node:net, a read(2) per chunk): what an ssh forward does to a descriptor.
+    const server = createServer((c) => {
+      const up = createConnection({ path: d.socket });
+      let first = true;
+      c.on("data", (b) => {
+        if (first) seen.push(b.toString("latin1").split("\r\n")[0] ?? "");
+        first = false;
+      });
+      c.pipe(up).pipe(c);
+      c.on("error", () => up.destroy());
+      up.on("error", () => c.destroy());
+    });
+    await new Promise<void>((r) => server.listen(sock, () => r()));
+    try {
+      const r = Bun.spawn(["bash", "-c", '"$@" | cat', "bash", process.execPath, PLANTER, "logs", job.id], {
+        env: baseEnv(d.home, { PLANTER_SOCKET: sock }),
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([
+        new Response(r.stdout).arrayBuffer(),
+        new Response(r.stderr).text(),
+        r.exited,
+      ]);
+      expect([code, err]).toEqual([0, ""]);
+      expect(Buffer.from(out).equals(data)).toBe(true);
+      expect(seen.map((l) => l.replace(/\?.*? HTTP/, " HTTP"))).toEqual([
+        `GET /v1/jobs/${job.id}/logs/fd HTTP/1.1`,
+        `GET /v1/jobs/${job.id}/logs/raw HTTP/1.1`,
+      ]);
+    } finally {
+      server.close();
+    }
   });
 });
 
@@ -617,6 +802,11 @@ describe.skipIf(process.getuid?.() !== 0)("another uid", () => {
         const streamed = await as(uid, "GET", `/v1/jobs/${id}/logs/raw${q}`);
         expect({ status: streamed.status, body: streamed.json }).toEqual({ status: 403, body: json.json });
         expect(streamed.bytes.includes("root-secret")).toBe(false);
+      }
+      // Nor the file itself: refused before anything is opened.
+      for (const q of ["", "?stream=stderr"]) {
+        const passed = await as(uid, "GET", `/v1/jobs/${id}/logs/fd${q}`);
+        expect({ status: passed.status, body: passed.json }).toEqual({ status: 403, body: json.json });
       }
       // Replaying root's request (same ref, same body) with attach would read its output: refused.
       const replay = await as(uid, "POST", "/v1/jobs?attach=1", body);

@@ -12,7 +12,7 @@ import { checkJobAccess } from "../launch.ts";
 import { ok, type Reply, type Req } from "../router.ts";
 import { requireJob } from "./common.ts";
 
-type LogRoute = Routes["logs"] | Routes["logStream"];
+type LogRoute = Routes["logs"] | Routes["logStream"] | Routes["logFd"];
 
 /**
  * The log a request names, checked: the job exists, the peer may read it, the offset is within
@@ -116,4 +116,16 @@ export function raw(ctx: Context, req: Req<Routes["logStream"]>): Reply<Uint8Arr
       },
     },
   };
+}
+
+/**
+ * GET …/logs/fd: the log file itself, as a read-only descriptor passed with the answer's head
+ * (the server opens and passes it: lib/api/fdpass.ts), and its size now. The same checks as the
+ * other log reads, before anything is opened. The CLI copies it with sendfile(2): nothing of the
+ * log goes through planterd.
+ */
+export function fd(ctx: Context, req: Req<Routes["logFd"]>): Reply<never> {
+  const { stream } = req.query;
+  const { file, size } = located(ctx, req, stream, 0);
+  return { status: 200, fd: { path: file, headers: { "planter-stream": stream, "planter-size": String(size) } } };
 }
