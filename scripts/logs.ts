@@ -3,12 +3,13 @@
 import { closeSync } from "node:fs";
 import { defineCommand } from "citty";
 import type { Client } from "../lib/api/client.ts";
+import { PlanterError } from "../lib/api/errors.ts";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { examples } from "../lib/cli/help.ts";
 import { runCli } from "../lib/cli/main.ts";
 import { onOutputGone, printable, printJson, write } from "../lib/cli/output.ts";
 import { isTerminal } from "../lib/cli/tty.ts";
-import { jobOutput, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
+import { jobOutput, lostAt, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
 
 const logs = defineCommand({
   meta: {
@@ -62,14 +63,17 @@ const logs = defineCommand({
         }
       : jobOutput(1, Boolean(args.raw));
     // Bytes as they are (a pipe, a file, --raw): the log file itself where planterd can pass it
-    // (lib/api/fdpass.ts), copied by the kernel up to its size now; with -f the rest then follows.
+    // (lib/api/fdpass.ts), copied by the kernel; with -f planterd only says when it grew or ended.
     if (!args.json && (args.raw || !isTerminal(1))) {
-      const copied = await copyByFd(api, args.id, stream, offset);
-      if (copied === "gone") return 0;
-      if (copied !== null) {
-        if (!args.follow) return 0;
-        offset = copied;
+      let copied: Awaited<ReturnType<typeof copyByFd>>;
+      try {
+        copied = await copyByFd(api, args.id, stream, offset, Boolean(args.follow), stop.signal);
+      } catch (e) {
+        if (stop.signal.aborted) return 0;
+        throw e;
       }
+      if (copied === "done") return 0;
+      if (copied !== null) offset = copied;
     }
     // A reader gone (`| head`, a closed terminal): stop quietly, as cat would, rather than read on
     // into nowhere.
@@ -94,19 +98,48 @@ const logs = defineCommand({
 });
 
 /**
- * Copy the log from `offset` to stdout through its file's descriptor: the offset reached, "gone"
- * when stdout's reader left (EPIPE: quietly, as cat), or null when no descriptor came (the bytes
- * are read over the API then) or `offset` lies past the log's end (the API's error says so).
+ * Copy the log from `offset` to stdout through its file's descriptor, up to its size now; with
+ * `follow`, on as planterd says it grew (a JSON read of no bytes that waits: `max_bytes=0`) until
+ * the job has ended and every byte is copied. "done" when nothing is left to do (stdout's reader
+ * gone, EPIPE, counts: quietly, as cat); the offset reached when the API's bytes must do the rest
+ * (a wait it refused: a log cut to its quota, say); null when no descriptor came or `offset` lies
+ * past the log's end (the API then says so).
  */
-async function copyByFd(api: Client, id: string, stream: Stream, offset: number): Promise<number | "gone" | null> {
+async function copyByFd(
+  api: Client,
+  id: string,
+  stream: Stream,
+  offset: number,
+  follow: boolean,
+  signal: AbortSignal,
+): Promise<number | "done" | null> {
   const got = await api.logFd(id, stream);
   if (!got) return null;
   try {
     if (offset > got.size) return null;
     const { copyFile } = await import("../lib/api/fdpass.ts");
-    return await copyFile(got.fd, 1, offset, got.size);
+    let at = await copyFile(got.fd, 1, offset, got.size);
+    if (!follow) return "done";
+    for (;;) {
+      let c: Awaited<ReturnType<Client["logs"]>>;
+      try {
+        c = await api.logs(id, { stream, offset: at, follow: true, max_bytes: 0 }, signal);
+      } catch (e) {
+        if (e instanceof PlanterError && e.code === "E_BAD_REQUEST") return at;
+        // planterd gone (stopped, restarted) between two waits: where to read on, as a stream cut says.
+        if (e instanceof PlanterError && (e.code === "E_DAEMON_UNREACHABLE" || e.code === "E_UNAVAILABLE"))
+          throw lostAt(api, id, stream, at, true);
+        throw e;
+      }
+      if (c.complete) return "done";
+      if (c.size <= at) continue;
+      const next = await copyFile(got.fd, 1, at, c.size);
+      // The file shorter than planterd said (cut meanwhile): the API's bytes know what follows.
+      if (next < c.size) return next;
+      at = next;
+    }
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EPIPE") return "gone";
+    if ((e as NodeJS.ErrnoException).code === "EPIPE") return "done";
     throw e;
   } finally {
     closeSync(got.fd);

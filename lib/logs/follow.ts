@@ -63,15 +63,20 @@ export async function streamLog(
     }
   } catch (e) {
     if (!(e instanceof StreamCut)) throw e;
-    throw new PlanterError(
-      "E_DAEMON_UNREACHABLE",
-      `lost the connection to planterd at ${client.socketPath} at byte ${at} of ${stream} of job ${id}`,
-      {
-        hint: `read on from there: planter logs${opts.follow ? " -f" : ""}${stream === "stderr" ? " --stderr" : ""} --offset ${at} ${id}`,
-      },
-    );
+    throw lostAt(client, id, stream, at, opts.follow);
   }
   return at;
+}
+
+/** The error of a read cut at byte `at` (planterd gone), with the command that reads on from there. */
+export function lostAt(client: Client, id: string, stream: Stream, at: number, follow: boolean): PlanterError {
+  return new PlanterError(
+    "E_DAEMON_UNREACHABLE",
+    `lost the connection to planterd at ${client.socketPath} at byte ${at} of ${stream} of job ${id}`,
+    {
+      hint: `read on from there: planter logs${follow ? " -f" : ""}${stream === "stderr" ? " --stderr" : ""} --offset ${at} ${id}`,
+    },
+  );
 }
 
 /**
