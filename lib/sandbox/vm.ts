@@ -140,10 +140,12 @@ export const VM_SIGNAL = `${VM_DIR}/signal`;
 export const VM_WRAPPER = `s=$1; shift
 g=${VM_SIGNAL}
 mkfifo -m 600 "$g" || exit 125
+# Held open here read-write: a write never waits for a reader (QEMU gone already, or not yet there).
+exec 4<>"$g"
 # A signal for the job (planterd sends it here, never to QEMU, which would stop the VM at once):
 # its name to the guest's signal port, whose init sends it to the job's process group.
-for n in TERM INT HUP QUIT USR1 USR2; do trap "echo $n >$g" "$n"; done
-"$@" </dev/null &
+for n in TERM INT HUP QUIT USR1 USR2; do trap "echo $n >&4" "$n"; done
+"$@" </dev/null 4>&- &
 p=$!
 # wait returns early when a trapped signal comes: wait again until QEMU has ended.
 while :; do wait "$p"; q=$?; kill -0 "$p" 2>/dev/null || break; done
