@@ -552,6 +552,35 @@ describe("planter logs", () => {
     expect((await d.client.getJob(j.id)).state).toBe("exited");
   });
 
+  test("output that cannot be written (a full disk: /dev/full) fails with why; a reader gone (| head) stays quiet", async () => {
+    const sh = async (cmd: string) => {
+      const p = Bun.spawn(["bash", "-c", cmd, "bash", process.execPath, PLANTER, job.id], {
+        env: baseEnv(d.home),
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([
+        new Response(p.stdout).text(),
+        new Response(p.stderr).text(),
+        p.exited,
+      ]);
+      return { code, out, err };
+    };
+    // The file's descriptor copied (sendfile), the JSON chunks, and --raw: each an error, never exit 0.
+    for (const flags of ["", "--json", "--raw", "-f"]) {
+      const r = await sh(`"$1" "$2" logs ${flags} "$3" > /dev/full`);
+      expect([flags, r.code, r.err]).toEqual([
+        flags,
+        1,
+        expect.stringMatching(/^planter: cannot write to stdout: ENOSPC: no space left on device, \w+\n$/),
+      ]);
+    }
+    for (const flags of ["", "--json"]) {
+      const r = await sh(`"$1" "$2" logs ${flags} "$3" | head -c 10; echo " status \${PIPESTATUS[0]}"`);
+      expect([flags, r.out.endsWith(" status 0\n"), r.err]).toEqual([flags, true, ""]);
+    }
+  });
+
   test("-f on a finished job prints everything and exits", async () => {
     expect(await cli(d.home, ["logs", "-f", job.id])).toEqual({ code: 0, stdout: text, stderr: "" });
     expect(await cli(d.home, ["logs", "-f", "--stderr", "--tail", "1", job.id])).toEqual({
