@@ -16,6 +16,8 @@
 import { closeSync, fstatSync, readSync, writeSync } from "node:fs";
 import { constants as osConstants } from "node:os";
 import { getSystemErrorMessage } from "node:util";
+import { notAccepting, unreadBytes } from "./accepted.ts";
+import { EXIT, PlanterError } from "./errors.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -31,6 +33,8 @@ const EAGAIN = 11;
 const POLLOUT = 4;
 /** Room for this many descriptors in one answer: more than planterd ever sends; the rest are closed. */
 const MAX_FDS = 8;
+/** How long planterd may take to answer once it has read the request. */
+const ANSWER_MS = 30_000;
 /** The most of an answer kept: a head and an error's JSON are far smaller. */
 const MAX_ANSWER = 1024 * 1024;
 
@@ -186,10 +190,14 @@ export async function requestWithFds(
       if (n < 0) {
         const errno = c.errno();
         if (errno === EINTR) continue;
-        throw errnoError("send", errno === EAGAIN ? 110 : errno);
+        if (errno === EAGAIN) throw notAccepting(socketPath, timeoutMs);
+        throw errnoError("send", errno);
       }
       at += n;
     }
+    // A wait past `timeoutMs` is planterd's to explain: one that has not read the request is stopped
+    // or hung (or no planterd: notAccepting); one that has is given ANSWER_MS in all.
+    const answerBy = Date.now() + Math.max(timeoutMs, ANSWER_MS);
     const chunks: Uint8Array[] = [];
     let total = 0;
     const buf = new Uint8Array(64 * 1024);
@@ -201,7 +209,19 @@ export async function requestWithFds(
       if (n < 0) {
         const errno = c.errno();
         if (errno === EINTR) continue;
-        throw errnoError("recvmsg", errno === EAGAIN ? 110 : errno);
+        if (errno !== EAGAIN) throw errnoError("recvmsg", errno);
+        const unread = await unreadBytes(s);
+        if (unread === null || unread > 0) throw notAccepting(socketPath, timeoutMs);
+        if (Date.now() > answerBy) {
+          throw new PlanterError(
+            "E_UNAVAILABLE",
+            `planterd at ${socketPath} read the request but did not answer in ${ANSWER_MS / 1000} s`,
+            {
+              hint: "run `planter doctor`; planterd may be overloaded or hung",
+            },
+          ).withExit(EXIT.unreachable);
+        }
+        continue;
       }
       fds.push(...received(control, Number(m.getBigUint64(40, true))));
       if (n === 0) break;

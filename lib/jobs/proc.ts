@@ -398,14 +398,15 @@ export function startedProcs(root: number, sandboxed: boolean, table: ProcTable)
  * would never let the job's handler run. SIGKILL goes to everything, outer bwrap included. With
  * no job process inside yet (bwrap still setting up) nothing is sent: bwrap killed then can leave
  * its namespace running, orphaned (its init sets PDEATHSIG only once it runs); the supervisor
- * sends the signal when the job's processes are there (`startedProcs`).
+ * sends the signal when the job's processes are there (`startedProcs`). A vm job (`"vm"`) gets
+ * them in its wrapper only, which hands them to the guest (lib/sandbox/vm.ts, VM_WRAPPER).
  */
 export function signalTree(
   pid: number,
   signal: NodeJS.Signals,
   table: ProcTable,
   known: ProcId[] = [],
-  sandboxed = false,
+  sandboxed: false | "bwrap" | "vm" = false,
 ): ProcId[] {
   // The root itself too: an adopted process need not lead its own group.
   const tree: ProcId[] = [{ pid, start: table.procs.get(pid)?.startTime ?? startTime(pid) }];
@@ -423,6 +424,19 @@ export function signalTree(
   // init sets PDEATHSIG only once started); the caller sends it when the job is there.
   if (sandboxed && signal !== "SIGKILL" && process.platform === "linux" && !inside?.length) return tree;
   const pgid = (p: number) => table.procs.get(p)?.pgid ?? null;
+  // A vm job: only the sandbox's first process, the wrapper (lib/sandbox/vm.ts), which passes the
+  // signal to the guest's job; QEMU itself stops the VM at once on TERM.
+  if (sandboxed === "vm" && inside?.length) {
+    const top = inside.filter((p) => !inside.includes(table.procs.get(p)?.ppid ?? -1));
+    for (const target of top) {
+      try {
+        process.kill(target, signal);
+      } catch {
+        // raced with its exit
+      }
+    }
+    return tree;
+  }
   // Each process gets the signal once (a second TERM or USR1 would run its handler again): whole
   // groups first, so a process forking at this moment is still reached, then each process in none
   // of them (a descendant that left the group, an orphan seen earlier).

@@ -827,7 +827,7 @@ export class Supervisor {
   private send(id: string, job: JobRow, sig: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
     const pid = job.pid as number;
     const table = this.table(job);
-    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, sandboxed(job), table).length;
+    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, Boolean(sandboxed(job)), table).length;
     // A recorder that has not set its traps yet would die of the signal (a USR1 right after the
     // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
     // it claims the job (its `pid` file): until then the signal waits for the program to start.
@@ -848,7 +848,7 @@ export class Supervisor {
       this.resendTimers.delete(id);
       const now = getJob(this.ctx.db, id);
       if (now?.state !== "running" || !isAlive(job.pid as number, job.start_time)) return;
-      const started = startedProcs(job.pid as number, sandboxed(job), this.table(job));
+      const started = startedProcs(job.pid as number, Boolean(sandboxed(job)), this.table(job));
       if (!started.length) {
         if (tries > 1) this.resendOnStart(id, job, sig, tries - 1);
         return;
@@ -1522,9 +1522,9 @@ function killQuietly(pid: number): void {
  * Whether the job runs in bwrap's pid namespace: then signals but SIGKILL go to its processes
  * inside, never to bwrap itself (see `signalTree`).
  */
-function sandboxed(job: JobRow): boolean {
-  // A vm job's QEMU runs in the same bwrap sandbox: TERM reaches QEMU inside it (the VM stops).
-  return job.backend === "bwrap" || job.backend === "vm";
+function sandboxed(job: JobRow): false | "bwrap" | "vm" {
+  // A vm job's QEMU runs in the same bwrap sandbox; its wrapper takes the signals to the guest.
+  return job.backend === "bwrap" || job.backend === "vm" ? job.backend : false;
 }
 
 /** How long a terminal job's end waits for its holder to finish the log, at most. */

@@ -33,13 +33,19 @@ export function parseMountinfo(text: string): MountLine[] {
   return out;
 }
 
-/** planterd's mount table (the one bwrap copies), or none where there is no /proc. */
-export function hostMounts(): MountLine[] {
+/** The last mount table read and its parse: read again every time, parsed again only when it changed. */
+let lastTable: { text: string; mounts: readonly MountLine[] } | null = null;
+
+/** planterd's mount table (the one bwrap copies), or none where there is no /proc. Not to be changed. */
+export function hostMounts(): readonly MountLine[] {
+  let text: string;
   try {
-    return parseMountinfo(readFileSync("/proc/self/mountinfo", "utf8"));
+    text = readFileSync("/proc/self/mountinfo", "utf8");
   } catch {
     return [];
   }
+  if (lastTable?.text !== text) lastTable = { text, mounts: Object.freeze(parseMountinfo(text)) };
+  return lastTable.mounts;
 }
 
 /**
@@ -50,7 +56,7 @@ export function hostMounts(): MountLine[] {
 const KERNEL_TYPES = new Set(["proc", "devtmpfs", "devpts"]);
 
 /** Mount points of the host's kernel filesystems outside /proc, /sys and /dev (where the sandbox has its own). */
-export function strayKernelMounts(mounts: MountLine[]): string[] {
+export function strayKernelMounts(mounts: readonly MountLine[]): string[] {
   return mounts
     .filter((m) => KERNEL_TYPES.has(m.fstype) && !["/proc", "/sys", "/dev"].some((k) => within(m.point, k)))
     .map((m) => m.point);
@@ -64,7 +70,7 @@ const rest = (p: string, base: string) => (p === base ? "" : p.slice(base === "/
  * `/mnt/var/lib/planter` for `/var/lib/planter` when `/var` is also mounted at `/mnt/var`; `/srv/x`
  * when `/var/lib/planter/cells/a` is mounted there. Never `path` itself.
  */
-export function aliasesOf(path: string, mounts: MountLine[]): string[] {
+export function aliasesOf(path: string, mounts: readonly MountLine[]): string[] {
   // The mount `path` is on: the deepest point above it, the last mounted there.
   let on: MountLine | null = null;
   for (const m of mounts) if (within(path, m.point) && (!on || m.point.length >= on.point.length)) on = m;

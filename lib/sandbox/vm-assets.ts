@@ -62,7 +62,8 @@ export const VM_DIR = "/tmp/.planter-vm";
  * host's view (the sandbox QEMU runs in, exported read-only over 9p) as the job's root, each
  * writable bind of that view over its own 9p share, a private /tmp, /dev and /proc; runs the job as
  * the job's uid with its script on stdin (`sh -s`: its env, cwd and argv, as a warm sandbox gets
- * them); and writes "CODE [oom]" to the status port before it reboots (QEMU then exits).
+ * them); passes the signals the host writes to the signal port on to the job's process group; and
+ * writes "CODE [oom]" to the status port before it reboots (QEMU then exits).
  */
 export const GUEST_INIT = `#!/bin/busybox sh
 b=/bin/busybox
@@ -78,9 +79,9 @@ while :; do
   for p in /sys/class/virtio-ports/*; do
     [ -e "$p/name" ] || continue
     read -r name <"$p/name"
-    case $name in out) out=/dev/\${p##*/} ;; err) err=/dev/\${p##*/} ;; status) st=/dev/\${p##*/} ;; esac
+    case $name in out) out=/dev/\${p##*/} ;; err) err=/dev/\${p##*/} ;; status) st=/dev/\${p##*/} ;; signal) sig=/dev/\${p##*/} ;; esac
   done
-  [ -c "$out" ] && [ -c "$err" ] && [ -c "$st" ] && break
+  [ -c "$out" ] && [ -c "$err" ] && [ -c "$st" ] && [ -c "$sig" ] && break
   n=$((n + 1)); [ $n -lt 2000 ] || fail "the serial ports did not appear"
   $b usleep 1000
 done
@@ -105,14 +106,22 @@ while eval "p=\\\${rw_$i-}"; [ -n "$p" ]; do
   i=$((i + 1))
 done
 o1=$($b awk '$1 == "oom_kill" { print $2 }' /proc/vmstat)
+# Signals for the job from the host (the wrapper writes their names to the signal port): to its
+# process group once it runs, as a job on the host gets them. Nothing but these names is acted on.
+( while read -r s; do
+  case $s in TERM | INT | HUP | QUIT | USR1 | USR2) ;; *) continue ;; esac
+  while [ ! -s /jobpid ]; do $b usleep 10000; done
+  $b kill -s "$s" "-$($b cat /jobpid)" 2>/dev/null
+done <"$sig" ) &
+# The job in the foreground, leading a session of its own (its pid, in /jobpid, is its group):
+# an asynchronous list would start it with SIGINT and SIGQUIT ignored, which no sh can trap then.
 if [ "$uid" = 0 ]; then
-  $b setsid $b chroot /root /bin/sh -s <&3 3<&- &
+  $b setsid $b sh -c 'echo $$ >/jobpid; exec "$@"' job $b chroot /root /bin/sh -s <&3 3<&-
 else
-  $b setsid $b chroot /root "$setpriv" --reuid="$uid" --regid="$gid" $groups --no-new-privs --inh-caps=-all -- /bin/sh -s <&3 3<&- &
+  $b setsid $b sh -c 'echo $$ >/jobpid; exec "$@"' job $b chroot /root "$setpriv" --reuid="$uid" --regid="$gid" $groups --no-new-privs --inh-caps=-all -- /bin/sh -s <&3 3<&-
 fi
-exec 3<&-
-wait $!
 c=$?
+exec 3<&-
 o2=$($b awk '$1 == "oom_kill" { print $2 }' /proc/vmstat)
 w=
 [ "$c" = 137 ] && [ "\${o2:-0}" != "\${o1:-0}" ] && w=oom

@@ -127,14 +127,26 @@ export function guestJobScript(job: { argv: string[]; env: Record<string, string
   return `cd -- ${quote(job.cwd)} || exit 125\nunset OLDPWD PWD\n${env}set -- ${job.argv.map(quote).join(" ")}\nexec "$@" </dev/null\n`;
 }
 
+/** The FIFO in the sandbox's own /tmp whose lines reach the guest's signal port (QEMU's `pipe` chardev). */
+export const VM_SIGNAL = `${VM_DIR}/signal`;
+
 /**
- * The wrapper QEMU runs under in the sandbox: QEMU in the foreground, then the guest's status
- * (written by its status port) as this script's exit code. No status: the VM stopped before its
- * job ended (a crash, or QEMU killed): 125 and why, on the job's stderr.
+ * The wrapper QEMU runs under in the sandbox: QEMU, signals for the job passed to the guest (the
+ * wrapper is the only process of the sandbox planterd signals: `signalTree`), then the guest's
+ * status (written by its status port) as this script's exit code. No status: the VM stopped
+ * before its job ended (a crash, or QEMU killed): 125 and why, on the job's stderr. The FIFO is
+ * under VM_DIR, which the guest's own /tmp hides from the job.
  */
 export const VM_WRAPPER = `s=$1; shift
-"$@" </dev/null
-q=$?
+g=${VM_SIGNAL}
+mkfifo -m 600 "$g" || exit 125
+# A signal for the job (planterd sends it here, never to QEMU, which would stop the VM at once):
+# its name to the guest's signal port, whose init sends it to the job's process group.
+for n in TERM INT HUP QUIT USR1 USR2; do trap "echo $n >$g" "$n"; done
+"$@" </dev/null &
+p=$!
+# wait returns early when a trapped signal comes: wait again until QEMU has ended.
+while :; do wait "$p"; q=$?; kill -0 "$p" 2>/dev/null || break; done
 c=; { read -r c _ <"/proc/self/fd/$s"; } 2>/dev/null
 case $c in
 ''|*[!0-9]*) echo "planter: the VM stopped before its job ended (qemu exit $q)" >&2; exit 125 ;;
@@ -239,6 +251,11 @@ export function qemuArgs(o: {
     `file,id=status,path=/proc/self/fd/${o.statusFd}`,
     "-device",
     "virtserialport,chardev=status,name=status",
+    // Signals for the job: lines the wrapper writes to VM_SIGNAL (one FIFO QEMU opens read-write).
+    "-chardev",
+    `pipe,id=signal,path=${VM_SIGNAL}`,
+    "-device",
+    "virtserialport,chardev=signal,name=signal",
     ...share("root", "/", true),
     ...o.writable.flatMap((p, i) => share(`rw${i + 1}`, p, false)),
   ];

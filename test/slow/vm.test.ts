@@ -107,6 +107,30 @@ describe.skipIf(why !== null)(`vm jobs in real QEMU guests${skip}`, () => {
   );
 
   test(
+    "signals reach the job in the guest: its INT handler runs and it goes on; its TERM handler ends it, then the VM",
+    async () => {
+      const j = await d.client.createJob({
+        argv: [
+          "sh",
+          "-c",
+          "trap 'echo got INT' INT; trap 'echo got TERM; exit 3' TERM; echo up; while :; do sleep 1; done",
+        ],
+        sandbox: { backend: "vm" },
+      });
+      await waitFor(async () => (await text(j.id, "stdout")) === "up\n", "the guest's job to start", BOOT_MS);
+      await d.client.killJob(j.id, { signal: "INT" });
+      await waitFor(async () => (await text(j.id, "stdout")) === "up\ngot INT\n", "the INT handler", BOOT_MS);
+      expect((await d.client.getJob(j.id)).state).toBe("running");
+      await d.client.killJob(j.id, {});
+      const ended = (await d.client.waitJob(j.id, BOOT_MS)).job;
+      expect(await text(j.id, "stdout")).toBe("up\ngot INT\ngot TERM\n");
+      // As a job on the host that handles TERM: it ended by itself, with its own code, the kill recorded.
+      expect([ended.state, ended.reason, ended.exit_code, ended.kill?.signal]).toEqual(["failed", "exited", 3, "TERM"]);
+    },
+    BOOT_MS + 10_000,
+  );
+
+  test(
     "planterd SIGKILLed while a VM job runs: the restarted planterd adopts it and records its end",
     async () => {
       const go = join(cellDir, "vm-go");
