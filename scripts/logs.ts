@@ -7,7 +7,7 @@ import { PlanterError } from "../lib/api/errors.ts";
 import { client, clientArgs, jsonArg, parseCount, rawArg, usage } from "../lib/cli/args.ts";
 import { examples } from "../lib/cli/help.ts";
 import { runCli } from "../lib/cli/main.ts";
-import { onOutputGone, printable, printJson, write } from "../lib/cli/output.ts";
+import { onOutputGone, outputFailed, printable, printJson, write } from "../lib/cli/output.ts";
 import { isTerminal } from "../lib/cli/tty.ts";
 import { jobOutput, lostAt, type Stream, streamLog, tailOffset } from "../lib/logs/follow.ts";
 
@@ -101,7 +101,8 @@ const logs = defineCommand({
  * Copy the log from `offset` to stdout through its file's descriptor, up to its size now; with
  * `follow`, on as planterd says it grew (a JSON read of no bytes that waits: `max_bytes=0`) until
  * the job has ended and every byte is copied. "done" when nothing is left to do (stdout's reader
- * gone, EPIPE, counts: quietly, as cat); the offset reached when the API's bytes must do the rest
+ * gone, EPIPE, counts: quietly, as cat; stdout failed otherwise, a full disk: the command fails at
+ * its end); the offset reached when the API's bytes must do the rest
  * (a wait it refused: a log cut to its quota, say); null when no descriptor came or `offset` lies
  * past the log's end (the API then says so).
  */
@@ -139,8 +140,11 @@ async function copyByFd(
       at = next;
     }
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EPIPE") return "done";
-    throw e;
+    // Not planterd's: the copy to stdout failed. A reader gone ends it quietly, as cat; anything
+    // else (ENOSPC) fails the command at its end, with why (lib/cli/output.ts).
+    if (e instanceof PlanterError) throw e;
+    outputFailed(1, e);
+    return "done";
   } finally {
     closeSync(got.fd);
   }

@@ -14,6 +14,8 @@
  * 16 bytes before its data, struct timeval two longs.
  */
 import { closeSync, fstatSync, readSync, writeSync } from "node:fs";
+import { constants as osConstants } from "node:os";
+import { getSystemErrorMessage } from "node:util";
 import { notAccepting, unreadBytes } from "./accepted.ts";
 import { EXIT, PlanterError } from "./errors.ts";
 
@@ -76,21 +78,24 @@ async function load(): Promise<NonNullable<typeof libc>> {
   return libc;
 }
 
-/** An Error with the errno's name as its code, as node's are. */
+/** errno numbers by name (ENOSPC, EPIPE, …), as the OS numbers them. */
+let errnoNames: Map<number, string> | null = null;
+
+/** An Error with the errno's name as its code and its text, as node's are (`ENOSPC: no space left on device, sendfile`). */
 function errnoError(what: string, errno: number): NodeJS.ErrnoException {
-  const names: Record<number, string> = {
-    2: "ENOENT",
-    13: "EACCES",
-    11: "EAGAIN",
-    32: "EPIPE",
-    104: "ECONNRESET",
-    110: "ETIMEDOUT",
-    111: "ECONNREFUSED",
-  };
-  const code = names[errno] ?? `errno ${errno}`;
-  const e = new Error(`${what}: ${code}`) as NodeJS.ErrnoException;
+  errnoNames ??= new Map(Object.entries(osConstants.errno).map(([k, v]) => [v, k]));
+  const code = errnoNames.get(errno) ?? `errno ${errno}`;
+  const text = (() => {
+    try {
+      return getSystemErrorMessage(-errno);
+    } catch {
+      return "";
+    }
+  })();
+  const e = new Error(`${code}${text ? `: ${text.toLowerCase()}` : ""}, ${what}`) as NodeJS.ErrnoException;
   e.code = code;
   e.errno = errno;
+  e.syscall = what;
   return e;
 }
 
@@ -112,26 +117,30 @@ function msghdr(c: NonNullable<typeof libc>, data: Uint8Array, control: Uint8Arr
 }
 
 /**
- * planterd's side: write `head` on the connection `sock` with `fd` attached (SCM_RIGHTS). The
- * socket is planterd's non-blocking one with nothing written on it yet, so a head of a few hundred
- * bytes goes whole or not at all. Returns null, or why it could not.
+ * planterd's side, loaded once: a function that writes `head` on the connection `sock` with `fd`
+ * attached (SCM_RIGHTS), synchronously (the caller reads the connection's fd, opens the file and
+ * passes it in one turn of the event loop). The socket is planterd's non-blocking one with nothing
+ * queued on it, so a head of a few hundred bytes goes whole or not at all. The function returns
+ * null, or why it could not.
  */
-export async function sendWithFd(sock: number, head: Uint8Array, fd: number): Promise<string | null> {
+export async function loadFdPass(): Promise<(sock: number, head: Uint8Array, fd: number) => string | null> {
   const c = await load();
-  const control = new Uint8Array(24);
-  const cv = new DataView(control.buffer);
-  cv.setBigUint64(0, 20n, true); // CMSG_LEN(sizeof(int))
-  cv.setInt32(8, SOL_SOCKET, true);
-  cv.setInt32(12, SCM_RIGHTS, true);
-  cv.setInt32(16, fd, true);
-  const { msg } = msghdr(c, head, control);
-  for (;;) {
-    const n = Number(c.sym.sendmsg(sock, c.ptr(msg), MSG_NOSIGNAL));
-    if (n === head.length) return null;
-    if (n >= 0) return `only ${n} of the answer's ${head.length} bytes were taken`;
-    const errno = c.errno();
-    if (errno !== EINTR) return errnoError("sendmsg", errno).message;
-  }
+  return (sock, head, fd) => {
+    const control = new Uint8Array(24);
+    const cv = new DataView(control.buffer);
+    cv.setBigUint64(0, 20n, true); // CMSG_LEN(sizeof(int))
+    cv.setInt32(8, SOL_SOCKET, true);
+    cv.setInt32(12, SCM_RIGHTS, true);
+    cv.setInt32(16, fd, true);
+    const { msg } = msghdr(c, head, control);
+    for (;;) {
+      const n = Number(c.sym.sendmsg(sock, c.ptr(msg), MSG_NOSIGNAL));
+      if (n === head.length) return null;
+      if (n >= 0) return `only ${n} of the answer's ${head.length} bytes were taken`;
+      const errno = c.errno();
+      if (errno !== EINTR) return errnoError("sendmsg", errno).message;
+    }
+  };
 }
 
 /** An answer read on a connection of its own: status, headers (lower-case), body, descriptors passed. */

@@ -22,11 +22,36 @@ const chains: Record<Fd, Promise<void>> = { 1: Promise.resolve(), 2: Promise.res
 const gone: Record<Fd, boolean> = { 1: false, 2: false };
 const nodeUsed: Record<Fd, boolean> = { 1: false, 2: false };
 const goneListeners = new Set<(fd: Fd, error: unknown) => void>();
+/** A stream that could not be written for another reason than its reader's leaving (a full disk). */
+const failed: Record<Fd, NodeJS.ErrnoException | null> = { 1: null, 2: null };
+
+/**
+ * Whether a write's error says the stream's reader has gone (`| head` done, a terminal hung up, a
+ * closed fd): then writing stops quietly, as cat's would. Any other error (ENOSPC, EDQUOT, EFBIG,
+ * EIO of a disk) means output was lost: the command fails (exitAfterOutput).
+ */
+export function readerGone(fd: Fd, e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | null)?.code;
+  if (code === "EPIPE" || code === "ECONNRESET" || code === "ENOTCONN" || code === "EBADF") return true;
+  return code === "EIO" && isTerminal(fd);
+}
+
+/**
+ * Stop writing to `fd` after `e`: quietly when its reader has gone, else remembered as a failure
+ * the command ends with; `onOutputGone` listeners hear of it either way, once.
+ */
+export function outputFailed(fd: Fd, e: unknown): void {
+  if (!readerGone(fd, e)) failed[fd] ??= e as NodeJS.ErrnoException;
+  if (gone[fd]) return;
+  gone[fd] = true;
+  for (const l of goneListeners) l(fd, e);
+}
 
 /**
  * Write `data` to stdout (1) or stderr (2) after everything written there before; settles when
- * the OS has it. A reader that has gone (EPIPE, EIO, a closed fd) ends writing to that stream
- * quietly: `onOutputGone` listeners hear of it once.
+ * the OS has it. A reader that has gone (EPIPE, a closed fd) ends writing to that stream quietly;
+ * any other error (a full disk) ends it too and the command fails at its end (exitAfterOutput).
+ * `onOutputGone` listeners hear of either once.
  */
 export function write(fd: Fd, data: string | Uint8Array): Promise<void> {
   const sink = fd === 1 ? Bun.stdout : Bun.stderr;
@@ -35,8 +60,7 @@ export function write(fd: Fd, data: string | Uint8Array): Promise<void> {
     try {
       await Bun.write(sink, data);
     } catch (e) {
-      gone[fd] = true;
-      for (const l of goneListeners) l(fd, e);
+      outputFailed(fd, e);
     }
   });
   chains[fd] = next;
@@ -84,7 +108,9 @@ export function finished(
 
 /**
  * The one way a command ends: stdout and stderr are delivered whole (to a slow pipe too), then
- * the process exits with `code`. `process.exit` alone drops what Bun has not yet written.
+ * the process exits with `code`. `process.exit` alone drops what Bun has not yet written. Output
+ * that could not be written (not a reader gone: a full disk) fails a command that succeeded
+ * otherwise (exit 1, and why on stderr): short output never passes for whole.
  */
 export async function exitAfterOutput(code: number): Promise<never> {
   await Promise.all([
@@ -93,7 +119,20 @@ export async function exitAfterOutput(code: number): Promise<never> {
     nodeUsed[1] ? finished(process.stdout) : undefined,
     nodeUsed[2] ? finished(process.stderr) : undefined,
   ]);
+  const lost = failed[1] ?? failed[2];
+  if (lost) {
+    if (!failed[2]) await write(2, `planter: ${outputError(failed[1] ? 1 : 2, lost).message}\n`);
+    process.exit(code === 0 ? 1 : code);
+  }
   process.exit(code);
+}
+
+/** The error of output that could not be written: which stream, and the system's word for why. */
+export function outputError(fd: Fd, e: unknown): Error {
+  const err = e as NodeJS.ErrnoException;
+  const why =
+    err?.code && !String(err.message).startsWith(err.code) ? `${err.code}: ${err.message}` : String(err?.message ?? e);
+  return new Error(`cannot write to ${fd === 1 ? "stdout" : "stderr"}: ${why}`);
 }
 
 const NAMED: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };

@@ -3,13 +3,14 @@
  * socket activation), whose connections are handed to a node:http server. Bun.serve cannot
  * report peer credentials and mishandles inherited fds, so it is not used.
  */
-import { chmodSync, closeSync, constants, existsSync, fstatSync, lstatSync, openSync, unlinkSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, lstatSync, unlinkSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { createConnection, createServer as createNetServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type TLSSocket } from "node:tls";
 import { WebSocketServer } from "ws";
 import { parseBody } from "../api/contract.ts";
 import { PlanterError } from "../api/errors.ts";
+import { openLog } from "../logs/read.ts";
 import type { Sink } from "../logs/stream.ts";
 import { storageError } from "../state/storage.ts";
 import { type Decision, decide } from "./authz.ts";
@@ -510,30 +511,40 @@ export class ApiServer {
    * descriptor to pass (400, and the client reads the bytes instead).
    */
   private async sendFd(res: ServerResponse, f: FdBody): Promise<void> {
+    const refuse = (why: string) =>
+      new PlanterError("E_BAD_REQUEST", why, { hint: "read the log's bytes: GET /v1/jobs/{id}/logs/raw" });
+    if (process.platform !== "linux")
+      throw refuse("a file descriptor is passed only on planterd's Unix socket, on Linux");
+    const { loadFdPass } = await import("../api/fdpass.ts");
+    const pass = await loadFdPass();
+    // From here on nothing awaits: the connection's fd is read, the file opened and passed, and
+    // both closed within one turn of the event loop, so the fd number cannot have been closed
+    // (a client gone) and given to another connection (another uid's) in between.
     const socket = res.socket as Socket | null;
     const conn = socket ? this.conns.get(socket) : undefined;
-    const sock = socket ? socketFd(socket) : null;
-    if (process.platform !== "linux" || !socket || !conn || conn.tcp || sock === null) {
-      throw new PlanterError("E_BAD_REQUEST", "a file descriptor is passed only on planterd's Unix socket, on Linux", {
-        hint: "read the log's bytes: GET /v1/jobs/{id}/logs/raw",
-      });
+    const sock = socket && !socket.destroyed ? socketFd(socket) : null;
+    if (!socket || !conn || conn.tcp || sock === null) {
+      // A pipelined request has no connection of its own yet (the answers before it are not sent).
+      throw refuse(
+        conn?.tcp
+          ? "a file descriptor is passed only on planterd's Unix socket, on Linux"
+          : "a file descriptor is passed only as the answer to a request that waits for no other on its connection",
+      );
     }
+    // The head goes with sendmsg(2), past node:http: an earlier answer still queued would come after it.
+    if (socket.writableLength > 0) throw refuse("an earlier answer on this connection is still being sent");
     let file: number;
     try {
-      file = openSync(f.path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+      file = openLog(f.path);
     } catch (e) {
-      throw new PlanterError("E_BAD_REQUEST", `the log file cannot be opened (${(e as NodeJS.ErrnoException).code})`, {
-        hint: "read the log's bytes: GET /v1/jobs/{id}/logs/raw",
-      });
+      throw refuse(`the log file cannot be opened (${(e as NodeJS.ErrnoException).code})`);
     }
     try {
-      if (!fstatSync(file).isFile()) throw new PlanterError("E_BAD_REQUEST", "the log is not a regular file");
       const extra = Object.entries(f.headers)
         .map(([k, v]) => `${k}: ${v}\r\n`)
         .join("");
       const head = `HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncache-control: no-store\r\n${extra}content-length: 0\r\nconnection: close\r\n\r\n`;
-      const { sendWithFd } = await import("../api/fdpass.ts");
-      const why = await sendWithFd(sock, Buffer.from(head, "latin1"), file);
+      const why = pass(sock, Buffer.from(head, "latin1"), file);
       if (why) console.error(`planterd: could not pass a log file's descriptor: ${why}`);
     } finally {
       closeSync(file);

@@ -12,10 +12,11 @@
  * a job whose output still grows is stopped the same way, with reason `disk_full`, so that the
  * space left stays for planter's own state (job ends, events).
  */
-import { existsSync, type FSWatcher, realpathSync, statSync, truncateSync, watch } from "node:fs";
+import { existsSync, type FSWatcher, realpathSync, watch } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Enforcement, Limits } from "../api/contract.ts";
 import type { Context } from "../daemon/context.ts";
+import { fileSize, truncateLog } from "../logs/read.ts";
 import { jobDir } from "../paths.ts";
 import { hostLimits } from "../sandbox/vm.ts";
 import { clearCgroup, endedWithCgroup, getJob, type JobRow, markLimitHit, markLogTruncated } from "../state/jobs.ts";
@@ -170,14 +171,7 @@ export function nearOf(d: DiskStatus | null): DiskStatus | null {
 
 /** Sizes of a job's two logs (0 for a missing file). */
 export function logSizes(files: { stdout: string; stderr: string }): LogSizes {
-  const size = (f: string) => {
-    try {
-      return statSync(f).size;
-    } catch {
-      return 0;
-    }
-  };
-  return { stdout: size(files.stdout), stderr: size(files.stderr) };
+  return { stdout: fileSize(files.stdout), stderr: fileSize(files.stderr) };
 }
 
 export class Monitor {
@@ -569,8 +563,8 @@ export class Monitor {
     };
     if (kept.stdout === written.stdout && kept.stderr === written.stderr) return null;
     try {
-      if (kept.stdout < written.stdout) truncateSync(w.files.stdout, kept.stdout);
-      if (kept.stderr < written.stderr) truncateSync(w.files.stderr, kept.stderr);
+      if (kept.stdout < written.stdout) truncateLog(w.files.stdout, kept.stdout);
+      if (kept.stderr < written.stderr) truncateLog(w.files.stderr, kept.stderr);
     } catch {
       return null; // removed meanwhile
     }
@@ -603,8 +597,8 @@ export class Monitor {
           max,
         );
         try {
-          if (kept.stdout < written.stdout) truncateSync(files.stdout, kept.stdout);
-          if (kept.stderr < written.stderr) truncateSync(files.stderr, kept.stderr);
+          if (kept.stdout < written.stdout) truncateLog(files.stdout, kept.stdout);
+          if (kept.stderr < written.stderr) truncateLog(files.stderr, kept.stderr);
         } catch {
           // a log removed meanwhile (job rm): nothing to cut
         }

@@ -27,7 +27,6 @@ import { planRequest, releasePlaceholders, runAsOf } from "../daemon/launch.ts";
 import type { NetRules } from "../net/policy.ts";
 import { jobDir } from "../paths.ts";
 import type { Backend, PipeEnds, SpawnPlan } from "../sandbox/backend.ts";
-import { PRLIMIT } from "../sandbox/bwrap.ts";
 import { HOST_ENV } from "../sandbox/env.ts";
 import { closeEnds, GATE_HINT, openGate } from "../sandbox/gate.ts";
 import { loadGuard, saveGuard, ViewGuard } from "../sandbox/guard.ts";
@@ -168,8 +167,6 @@ export class Supervisor {
   private closed = false;
   /** Samples running jobs and stops those that exceed their limits. */
   readonly monitor: Monitor;
-  /** Whether util-linux's prlimit is there to set a job's process limit (looked up once). */
-  private readonly hasPrlimit = existsSync(PRLIMIT);
   /**
    * The task share of jobs without a cgroup (lib/jobs/tasks.ts): computed at startup where cgroups
    * are not used for every job, else at the first job whose group could not be made.
@@ -357,7 +354,7 @@ export class Supervisor {
           runAs,
         });
         spawned = true;
-        if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job));
+        if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job), where.identity);
         return started;
       }
       // An agent job's report FIFO, held by the recorder while the job runs (not beside stdin:
@@ -373,7 +370,7 @@ export class Supervisor {
       spawned = true;
       const start = startTime(proc.pid);
       this.own.set(job.id, proc);
-      if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job));
+      if (ends.info !== undefined) this.startGate(job.id, plan, proxied, ends, dir, jobUid(job), where.identity);
       // The job runs from here on: a disk that refuses this record delays it, never fails the job.
       this.ctx.writeOrDefer((ev) => {
         markRunning(this.ctx.db, job.id, proc.pid, start, fallback, Date.now(), enforcement, cgroup, runAs);
@@ -533,10 +530,18 @@ export class Supervisor {
    * the job's dir before the spawn (`VIEW_PENDING`) and once released (`VIEW_OK`): a restarted
    * planterd ends a job whose sandbox still waits.
    */
-  private startGate(id: string, plan: SpawnPlan, rules: NetRules | null, ends: PipeEnds, dir: string, uid: number) {
+  private startGate(
+    id: string,
+    plan: SpawnPlan,
+    rules: NetRules | null,
+    ends: PipeEnds,
+    dir: string,
+    uid: number,
+    identity: Identity | null,
+  ) {
     if (rules) this.egress.expect(id);
     const before = rules ? (pid: number) => this.egress.start(id, rules, pid, dir, uid) : undefined;
-    const gate = openGate(ends, plan.planned, before).then(
+    const gate = openGate(ends, plan.planned, before, { nproc: plan.nproc, as: identity }).then(
       (r) => {
         if (r === "released") writeFileSync(join(dir, VIEW_OK), "", { mode: 0o600 });
       },
@@ -747,7 +752,6 @@ export class Supervisor {
    */
   private nprocLimit(job: JobRow): number | undefined {
     if (this.monitor.enforcement.cgroups || job.limits.max_pids === undefined) return undefined;
-    if (!this.hasPrlimit) return undefined;
     return Math.min(job.limits.max_pids + 1, this.taskShare?.jobs ?? Number.POSITIVE_INFINITY);
   }
 

@@ -101,7 +101,8 @@ interface Making {
 
 /** The key of a plan: its argv, its byte inputs, its bind sources as (path, device, inode). */
 export function planKey(plan: SpawnPlan, identity: Identity | null, fds?: number[]): string | null {
-  const parts: string[] = [JSON.stringify(identity), plan.argv.join("\0")];
+  // The process limit the gate sets (plan.nproc) is part of what a sandbox was made with.
+  const parts: string[] = [JSON.stringify(identity), String(plan.nproc ?? ""), plan.argv.join("\0")];
   const inputs: PlanInput[] = plan.inputs ?? [];
   for (let i = 0; i < inputs.length; i++) {
     const input = inputs[i] as PlanInput;
@@ -253,7 +254,7 @@ export class WarmPool {
     // Taken by a job only once its gate let it go: its view is the one planned (lib/sandbox/gate.ts).
     const ends = m.ends;
     m.ends = {};
-    const gate = openGate(ends, plan.planned).then(
+    const gate = openGate(ends, plan.planned, undefined, { nproc: plan.nproc, as: identity }).then(
       (r) => {
         if (r === "released" && proc.exitCode === null && !w.gone && !this.closed) this.ready.set(key, w);
         else this.drop(w);

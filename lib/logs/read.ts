@@ -1,11 +1,63 @@
 /** Chunked reads of job log files, and waiting for them to grow (inotify, with a polling fallback). */
-import { closeSync, type FSWatcher, fstatSync, openSync, readSync, statSync, watch } from "node:fs";
+import {
+  closeSync,
+  constants,
+  type FSWatcher,
+  fstatSync,
+  ftruncateSync,
+  lstatSync,
+  openSync,
+  readSync,
+  watch,
+} from "node:fs";
+
+/**
+ * Open a job's log for reading, as planterd does every time (JSON chunks, byte streams, the
+ * descriptor it passes): read-only, close-on-exec (as Bun opens every file), never through a symlink, never waiting, and
+ * only a regular file. A log replaced by a symlink would have planterd read (and pass) what it
+ * points to; by a FIFO, an open without O_NONBLOCK blocks planterd's one thread until a writer
+ * comes (every request and the limits monitor with it). Throws ENOENT, ELOOP, or EINVAL for a
+ * log that is not a regular file.
+ */
+export function openLog(file: string): number {
+  const fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  let regular = false;
+  try {
+    regular = fstatSync(fd).isFile();
+  } finally {
+    if (!regular) closeSync(fd);
+  }
+  if (!regular) {
+    const e = new Error(`${file} is not a regular file`) as NodeJS.ErrnoException;
+    e.code = "EINVAL";
+    throw e;
+  }
+  return fd;
+}
+
+/**
+ * Cut a job's log to `length` bytes (its quota, the disk's reserve), as openLog opens it: never
+ * through a symlink (which would cut what it points to), never waiting on a FIFO. Throws as openLog.
+ */
+export function truncateLog(file: string, length: number): void {
+  const fd = openSync(file, constants.O_WRONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    if (!fstatSync(fd).isFile()) {
+      const e = new Error(`${file} is not a regular file`) as NodeJS.ErrnoException;
+      e.code = "EINVAL";
+      throw e;
+    }
+    ftruncateSync(fd, length);
+  } finally {
+    closeSync(fd);
+  }
+}
 
 /** Bytes of `file` from `offset`, at most `max`; `size` is the file's size at the read. */
 export function readChunk(file: string, offset: number, max: number): { data: Buffer; size: number } {
   let fd: number;
   try {
-    fd = openSync(file, "r");
+    fd = openLog(file);
   } catch {
     return { data: Buffer.alloc(0), size: 0 };
   }
@@ -25,10 +77,11 @@ export function readChunk(file: string, offset: number, max: number): { data: Bu
   }
 }
 
-/** Current size of a file, 0 when it does not exist. */
+/** Current size of a log file, 0 when it does not exist or is no regular file (never through a symlink). */
 export function fileSize(file: string): number {
   try {
-    return statSync(file).size;
+    const st = lstatSync(file);
+    return st.isFile() ? st.size : 0;
   } catch {
     return 0;
   }

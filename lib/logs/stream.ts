@@ -4,8 +4,8 @@
  * the sink has taken (the daemon's memory stays flat however fast the job writes and however
  * slowly the client reads).
  */
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { fileSize, type GrowthWatch } from "./read.ts";
+import { closeSync, fstatSync, readSync } from "node:fs";
+import { fileSize, type GrowthWatch, openLog } from "./read.ts";
 
 export type Stream = "stdout" | "stderr";
 
@@ -52,7 +52,7 @@ interface Cursor {
  */
 function open(file: string): number | null {
   try {
-    return openSync(file, "r");
+    return openLog(file);
   } catch {
     return null;
   }

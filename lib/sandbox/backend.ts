@@ -41,8 +41,9 @@ export interface PlanRequest {
    */
   socketCovers?: { path: string; kind: "dir" | "file" }[];
   /**
-   * The job's RLIMIT_NPROC, set inside its user namespace (bwrap), where the kernel counts only the
-   * job's own tasks: the process limit where no cgroup enforces one. Undefined: none set.
+   * The job's RLIMIT_NPROC, set on the sandbox's first process once bwrap made its user namespace
+   * (where the kernel counts only the job's own tasks), by the gate from outside: the process limit
+   * where no cgroup enforces one. Undefined: none set.
    */
   nproc?: number;
   /**
@@ -99,6 +100,8 @@ export interface SpawnPlan {
   planned?: string[];
   /** The sandbox has a network allow list: its proxy is made at the gate (lib/net/listen.ts). */
   egress?: boolean;
+  /** RLIMIT_NPROC the gate sets on the sandbox's first process before it lets it go (gate.ts). */
+  nproc?: number;
   env: Record<string, string>;
   cwd: string;
   files?: PlanFile[];

@@ -38,7 +38,14 @@ export function bwrapPlan(
   bwrap = "bwrap",
   kind: Lstat = fsKind,
   extras: BwrapExtras = {},
-): { argv: string[]; inputs: PlanInput[]; guard: [string, string][]; view: Mount[]; planned: string[] } {
+): {
+  argv: string[];
+  inputs: PlanInput[];
+  guard: [string, string][];
+  view: Mount[];
+  planned: string[];
+  nproc?: number;
+} {
   const p = req.policy;
   const inputs: PlanInput[] = [];
   const fd = (input: PlanInput) => String(3 + inputs.push(input) - 1);
@@ -83,9 +90,10 @@ export function bwrapPlan(
   // it waiting if planterd is gone before it answers: never on unchecked.
   args.push("--info-fd", fd({ pipe: "info" }), "--block-fd", fd({ pipe: "block" }), "--sync-fd", fd({ pipe: "hold" }));
   const planned = plannedMounts(args);
-  // The job's environment and nothing else (bwrap adds PWD, the --chdir): set by bwrap in the
-  // process that runs the job once the gate let it go, never in bwrap's own before (nothing is
-  // exec'd before the job's program, so an LD_PRELOAD of the job's loads nowhere else).
+  // The job's environment and nothing else (bwrap adds PWD, the --chdir). bwrap applies --setenv
+  // in its own process as it parses these arguments, but execs nothing before the job's program
+  // (the process limit is set from outside: gate.ts), so an LD_PRELOAD of the job's loads nowhere
+  // else, and nothing of the job's runs before the gate let it go.
   args.push("--clearenv");
   for (const [k, v] of Object.entries(req.env)) {
     if (!SH_NAME.test(k))
@@ -93,17 +101,25 @@ export function bwrapPlan(
     args.push("--setenv", k, v);
   }
   args.push("--chdir", req.cwd);
+  // One argument per NUL-ended string: an argument holding a NUL would end early and hand bwrap
+  // what follows as options of its own (a value "x\0--bind\0/\0/mnt"). The API refuses NUL in
+  // every string; this is the last place it could cross, so it is refused here too.
+  const nul = args.find((a) => a.includes("\0"));
+  if (nul !== undefined)
+    throw new Error(`bwrap plan: an argument holds a NUL byte: ${JSON.stringify(nul.slice(0, 80))}`);
   inputs[0] = { data: new TextEncoder().encode(args.map((a) => `${a}\0`).join("")) };
-  // The process limit, set after bwrap made the user namespace: there the kernel counts the job's
-  // own tasks only (set before, it would count every process of the uid on the host).
-  const limit = req.nproc !== undefined ? [PRLIMIT, `--nproc=${req.nproc}:${req.nproc}`, "--"] : [];
+  // The process limit (req.nproc) is set by the gate on the sandbox's first process, from outside,
+  // while it waits (gate.ts): after bwrap made the user namespace, where the kernel counts the
+  // job's own tasks only, and before anything runs with the job's environment. (A prlimit run
+  // first inside the sandbox ran with it: an LD_PRELOAD of the job's ran its code before the limit.)
   const argv = wrapped?.argv ?? req.argv;
   return {
-    argv: [bwrap, "--args", "3", "--", ...limit, ...argv],
+    argv: [bwrap, "--args", "3", "--", ...argv],
     inputs,
     guard: guardedEntries(view),
     view,
     planned,
+    ...(req.nproc !== undefined ? { nproc: req.nproc } : {}),
   };
 }
 
@@ -318,9 +334,6 @@ export function linkedCredential(view: Mount[]): { path: string; why: string } |
   return null;
 }
 
-/** util-linux's prlimit, run inside the sandbox (the host's /usr is visible read-only there). */
-export const PRLIMIT = "/usr/bin/prlimit";
-
 /** The bwrap argument list of a plan as text (what `sandbox render` shows). */
 export function renderArgs(plan: { argv: string[]; inputs: PlanInput[] }): string[] {
   const first = plan.inputs[0];
@@ -459,7 +472,7 @@ export class BwrapBackend implements Backend {
         hint: `the job's policy shows the home it lies in; remove the other link (find / -xdev -samefile ${linked.path}), or name the credential in the policy's read_only if the job may read it`,
       });
     }
-    // bwrap starts with no environment of the job's (it is set inside with --setenv) in /.
+    // bwrap starts with no environment of the job's (it takes it as --setenv in its args fd) in /.
     return {
       argv: plan.argv,
       env: HOST_ENV,
@@ -468,6 +481,7 @@ export class BwrapBackend implements Backend {
       pipes: true,
       guard: plan.guard,
       planned: plan.planned,
+      ...(plan.nproc !== undefined ? { nproc: plan.nproc } : {}),
       egress: Boolean(req.egress) && req.policy.network !== "host",
     };
   }

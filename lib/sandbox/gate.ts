@@ -14,10 +14,13 @@
  * and closed by the job's process), so planterd gone before it answers never ends the pipe: the
  * sandbox waits, and a restarted planterd ends a job it never released (supervisor.ts).
  */
-import { closeSync, fstatSync, readFileSync, readlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, readFileSync, readlinkSync, writeSync } from "node:fs";
 import { PlanterError } from "../api/errors.ts";
+import { LIBC } from "../libc.ts";
 import { readChildPid } from "../net/listen.ts";
 import type { PipeEnds } from "./backend.ts";
+import { HOST_ENV } from "./env.ts";
+import { dropArgv, type Identity } from "./identity.ts";
 
 /** The hint of every refusal: what a user can do about a view that was not the one planned. */
 export const GATE_HINT =
@@ -97,6 +100,46 @@ async function waiting(pid: number, pipe: number): Promise<boolean> {
   return false;
 }
 
+let prlimitFn: ((pid: number, resource: number, limits: BigUint64Array, old: null) => number) | null = null;
+let errnoOf: (() => number) | null = null;
+/** RLIMIT_NPROC (Linux). */
+const RLIMIT_NPROC = 6;
+const EPERM = 1;
+/** util-linux's prlimit: the limit set as the job's user where planterd may not set it itself. */
+export const PRLIMIT = "/usr/bin/prlimit";
+
+/**
+ * Set RLIMIT_NPROC (soft and hard) of process `pid`, the sandbox's first, while it waits at the
+ * gate: what it forks (the job) inherits it, and nothing has run in the sandbox yet with the job's
+ * environment. prlimit(2) on another process needs the same uids and gids as it, or
+ * CAP_SYS_RESOURCE: a user's planterd has the first; a root one has the second where the host left
+ * it that (not in every container), else util-linux's prlimit does it as the job's user (`as`, the
+ * identity bwrap was started as), with planter's own environment. Null, or why not.
+ */
+async function setNproc(pid: number, n: number, as: Identity | null): Promise<string | null> {
+  if (!prlimitFn) {
+    const { dlopen, FFIType: T, read } = await import("bun:ffi");
+    const lib = dlopen(LIBC, {
+      prlimit: { args: [T.i32, T.i32, T.ptr, T.ptr], returns: T.i32 },
+      __errno_location: { args: [], returns: T.ptr },
+    });
+    prlimitFn = lib.symbols.prlimit as never;
+    errnoOf = () => read.i32(lib.symbols.__errno_location() as never, 0);
+  }
+  const limits = new BigUint64Array([BigInt(n), BigInt(n)]);
+  if (prlimitFn(pid, RLIMIT_NPROC, limits, null) === 0) return null;
+  const errno = errnoOf?.() ?? 0;
+  if (errno !== EPERM || !as || !existsSync(PRLIMIT)) return `prlimit(2): errno ${errno}`;
+  const p = Bun.spawn([...dropArgv(as), PRLIMIT, `--pid=${pid}`, `--nproc=${n}:${n}`], {
+    env: HOST_ENV,
+    stdin: "ignore",
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  const [err, code] = await Promise.all([new Response(p.stderr).text(), p.exited]);
+  return code === 0 ? null : `prlimit as uid ${as.uid}: ${err.trim() || `exit ${code}`}`;
+}
+
 function killQuietly(pid: number): void {
   try {
     process.kill(pid, "SIGKILL");
@@ -143,6 +186,7 @@ export async function openGate(
   ends: PipeEnds,
   planned: readonly string[] | undefined,
   before?: (pid: number) => Promise<boolean>,
+  limit?: { nproc: number | undefined; as: Identity | null },
 ): Promise<"released" | "gone"> {
   const pid = ends.info === undefined ? null : await readChildPid(ends.info);
   delete ends.info;
@@ -175,6 +219,16 @@ export async function openGate(
         {
           hint: GATE_HINT,
         },
+      );
+    }
+  }
+  if (limit?.nproc !== undefined) {
+    const why = await setNproc(pid, limit.nproc, limit.as);
+    if (why) {
+      killQuietly(pid);
+      throw new PlanterError(
+        "E_SANDBOX_UNAVAILABLE",
+        `the sandbox's process limit could not be set: ${why}; the job did not run`,
       );
     }
   }

@@ -160,7 +160,7 @@ export function spawnPlan(
   const uid = process.getuid?.() ?? 0;
   served?.expect("standalone");
   const before = served ? (pid: number) => served.start("standalone", rules, pid, privateDir, uid) : undefined;
-  openGate(ends, plan.planned, before).catch((e) => {
+  openGate(ends, plan.planned, before, { nproc: plan.nproc, as: identity }).catch((e) => {
     proc.kill("SIGKILL");
     closeEnds(ends);
     process.stderr.write(`planter: ${(e as Error).message}\n`);

@@ -429,6 +429,7 @@ export class VmBackend implements Backend {
       pipesForJob: true,
       guard: plan.guard,
       planned: plan.planned,
+      ...(plan.nproc !== undefined ? { nproc: plan.nproc } : {}),
       files: [{ path: status, content: "", forJob: true }],
     };
   }

@@ -201,6 +201,27 @@ describe("the monitor alone (cgroups off)", () => {
     }
     expect(out).toBe("refused\n");
   });
+
+  // The limit is set from outside on the waiting sandbox (the gate): no program of the host runs
+  // first in the sandbox with the job's environment. (prlimit did: an LD_PRELOAD of the job's,
+  // a library left in its cell, ran there before the limit was set, and its forks were free of it.)
+  test("a sandboxed job's process limit is in force before anything runs with its environment (LD_PRELOAD loads in the job only)", async () => {
+    if (!(await bwrapReady(d))) return;
+    const job = await d.client.createJob({
+      argv: ["sh", "-c", "grep '^Max processes' /proc/self/limits"],
+      env: { LD_PRELOAD: "/nonexistent-planter-preload.so" },
+      limits: { max_pids: 64 },
+      sandbox: { mode: "enforced" },
+    });
+    const f = await finished(d, job.id);
+    const text = async (stream: "stdout" | "stderr") =>
+      Buffer.from((await d.client.logs(job.id, { stream })).data, "base64").toString();
+    expect([f.state, f.exit_code]).toEqual(["exited", 0]);
+    expect((await text("stdout")).split(/\s+/).slice(2, 4)).toEqual(["65", "65"]);
+    // ld.so says so once per program that loads with it: sh and grep, the job's own, and nothing before.
+    const said = (await text("stderr")).split("\n").filter((l) => l.includes("nonexistent-planter-preload.so"));
+    expect(said.length).toBe(2);
+  });
 });
 
 describe("planterd short of tasks, jobs in cgroups", () => {

@@ -3,7 +3,17 @@
  * follow (waiting for bytes, for the job's end, or for wait_ms), `eof` and `complete`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import type { Job, LogChunk } from "../../lib/api/contract.ts";
 import { PlanterError } from "../../lib/api/errors.ts";
@@ -375,6 +385,73 @@ async function cliBytes(args: string[]) {
   return { code, stdout: Buffer.from(stdout), stderr };
 }
 
+describe("a log file replaced by a symlink or a FIFO (planterd never follows one nor waits on one)", () => {
+  /** A finished job whose stdout file is then replaced by `make` (the old file removed first). */
+  async function replaced(make: (log: string) => void) {
+    const job = await finished((await d.client.createJob({ argv: ["sh", "-c", "echo own output"] })).id);
+    const log = join(d.home, "state", "jobs", job.id, "stdout");
+    rmSync(log);
+    make(log);
+    return { job, log };
+  }
+  /** A request that must answer within 5 s (a planterd blocked on an open answers nothing). */
+  const answer = async (path: string) => {
+    const res = await fetch(`http://planterd${path}`, { unix: d.socket, signal: AbortSignal.timeout(5000) } as never);
+    return { status: res.status, body: Buffer.from(await res.arrayBuffer()).toString() };
+  };
+
+  test("a symlink to another file: nothing of what it points to, by any read", async () => {
+    const secret = join(work, "not-the-log");
+    writeFileSync(secret, "SECRET-NOT-A-LOG\n");
+    const { job } = await replaced((log) => symlinkSync(secret, log));
+    for (const q of ["logs", "logs?follow=1&wait_ms=10", "logs/raw", "logs/fd"]) {
+      const r = await answer(`/v1/jobs/${job.id}/${q}`);
+      expect(r.body).not.toContain("SECRET");
+      expect(Buffer.from(r.body).toString("base64")).not.toContain(Buffer.from("SECRET").toString("base64"));
+      if (q === "logs") expect(JSON.parse(r.body)).toMatchObject({ size: 0, data: "", eof: true });
+    }
+    const printed = await cli(d.home, ["logs", job.id]);
+    expect(printed).toEqual({ code: 0, stdout: "", stderr: "" });
+  });
+
+  test("a FIFO: every read answers at once with nothing (no open that waits for a writer), and planterd goes on", async () => {
+    const { job, log } = await replaced((l) => Bun.spawnSync(["mkfifo", l]));
+    try {
+      for (const q of ["logs", "logs?follow=1&wait_ms=10", "logs/raw", "logs/fd"]) {
+        const r = await answer(`/v1/jobs/${job.id}/${q}`);
+        expect([q, r.status]).toEqual([q, q === "logs/fd" ? 400 : 200]);
+      }
+      expect(await cli(d.home, ["logs", job.id])).toEqual({ code: 0, stdout: "", stderr: "" });
+      expect((await answer("/v1/health")).status).toBe(200);
+    } finally {
+      // A planterd blocked on the FIFO's open (before the fix) is let go: a writer comes.
+      try {
+        closeSync(openSync(log, constants.O_WRONLY | constants.O_NONBLOCK));
+      } catch {
+        // no reader waits
+      }
+    }
+  });
+
+  test("a log quota's cut never reaches the file a symlink in the log's place points to", async () => {
+    const victim = join(work, "victim");
+    writeFileSync(victim, "v".repeat(1000));
+    const g = gate();
+    const job = await d.client.createJob({
+      argv: ["sh", "-c", `${g.wait}; head -c 100 /dev/zero`],
+      limits: { max_log_bytes: 10 },
+    });
+    const log = join(d.home, "state", "jobs", job.id, "stdout");
+    rmSync(log);
+    symlinkSync(victim, log);
+    g.open();
+    await finished(job.id);
+    await waitFor(async () => (await d.client.getJob(job.id)).state !== "running", "the job's end");
+    // The job's own end is settled (its quota cut, had there been a log to cut) once it is recorded.
+    expect(readFileSync(victim, "utf8")).toBe("v".repeat(1000));
+  });
+});
+
 describe("planter logs", () => {
   /** 3 000 numbered lines: ~35 KB, many chunks. */
   const lines = Array.from({ length: 3000 }, (_, i) => `line ${i + 1}`);
@@ -473,6 +550,35 @@ describe("planter logs", () => {
     gates[1]?.open();
     expect({ ...(await live.done()), out: live.out }).toEqual({ code: 0, out: "one\ntwo\nthree\n", stderr: "" });
     expect((await d.client.getJob(j.id)).state).toBe("exited");
+  });
+
+  test("output that cannot be written (a full disk: /dev/full) fails with why; a reader gone (| head) stays quiet", async () => {
+    const sh = async (cmd: string) => {
+      const p = Bun.spawn(["bash", "-c", cmd, "bash", process.execPath, PLANTER, job.id], {
+        env: baseEnv(d.home),
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const [out, err, code] = await Promise.all([
+        new Response(p.stdout).text(),
+        new Response(p.stderr).text(),
+        p.exited,
+      ]);
+      return { code, out, err };
+    };
+    // The file's descriptor copied (sendfile), the JSON chunks, and --raw: each an error, never exit 0.
+    for (const flags of ["", "--json", "--raw", "-f"]) {
+      const r = await sh(`"$1" "$2" logs ${flags} "$3" > /dev/full`);
+      expect([flags, r.code, r.err]).toEqual([
+        flags,
+        1,
+        expect.stringMatching(/^planter: cannot write to stdout: ENOSPC: no space left on device, \w+\n$/),
+      ]);
+    }
+    for (const flags of ["", "--json"]) {
+      const r = await sh(`"$1" "$2" logs ${flags} "$3" | head -c 10; echo " status \${PIPESTATUS[0]}"`);
+      expect([flags, r.out.endsWith(" status 0\n"), r.err]).toEqual([flags, true, ""]);
+    }
   });
 
   test("-f on a finished job prints everything and exits", async () => {

@@ -270,13 +270,19 @@ describe("policy narrowing", () => {
 });
 
 describe("the process limit inside the namespace", () => {
-  test("prlimit runs first in the sandbox when the request sets nproc, and not otherwise", () => {
+  test("the limit is the plan's, for the gate to set from outside: nothing runs in the sandbox before the job's program", () => {
     const present = { "/home": "dir", "/root": "dir" } as const;
-    expect(rendered(req({ nproc: 65 }), present)).toEndWith(
-      " --chdir /work/cell -- /usr/bin/prlimit --nproc=65:65 -- /usr/bin/make test",
-    );
-    expect(rendered(req(), present)).toEndWith(" --chdir /work/cell -- /usr/bin/make test");
-    expect(rendered(req(), present)).not.toContain("prlimit");
+    // A program run first inside (prlimit, as before) would run with the job's environment (LD_PRELOAD).
+    expect(rendered(req({ nproc: 65 }), present)).toEndWith(" --chdir /work/cell -- /usr/bin/make test");
+    expect(rendered(req({ nproc: 65 }), present)).not.toContain("prlimit");
+    expect(bwrapPlan(req({ nproc: 65 }), "/usr/bin/bwrap", exists(present), {}).nproc).toBe(65);
+    expect(bwrapPlan(req(), "/usr/bin/bwrap", exists(present), {}).nproc).toBeUndefined();
+  });
+
+  test("an argument holding a NUL is refused: it would end early and hand bwrap the rest as its own options", () => {
+    const present = { "/home": "dir", "/root": "dir" } as const;
+    const smuggled = req({ env: { X: "a\0--bind\0/\0/mnt" } });
+    expect(() => bwrapPlan(smuggled, "/usr/bin/bwrap", exists(present), {})).toThrow("NUL");
   });
 });
 
