@@ -51,30 +51,18 @@ const logs = defineCommand({
     process.once("SIGINT", () => stop.abort());
     let offset = args.offset !== undefined ? parseCount(args.offset, "--offset") : 0;
     if (args.tail !== undefined) offset = await tailOffset(api, args.id, stream, parseCount(args.tail, "--tail"));
-    // JSON carries the bytes in base64: never filtered.
-    const out = args.json
-      ? {
-          write: async (d: Uint8Array) => {
-            const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
-            offset += d.length;
-            await write(1, `${JSON.stringify(line)}\n`);
-          },
-          end: async () => undefined,
-        }
-      : jobOutput(1, Boolean(args.raw));
     // Bytes as they are (a pipe, a file, --raw): the log file itself where planterd can pass it
     // (lib/api/fdpass.ts), copied by the kernel; with -f planterd only says when it grew or ended.
     if (!args.json && (args.raw || !isTerminal(1))) {
-      let copied: Awaited<ReturnType<typeof copyByFd>>;
-      try {
-        copied = await copyByFd(api, args.id, stream, offset, Boolean(args.follow), stop.signal);
-      } catch (e) {
-        if (stop.signal.aborted) return 0;
+      const copied = await copyByFd(api, args.id, stream, offset, Boolean(args.follow), stop.signal).catch((e) => {
+        if (stop.signal.aborted) return "done" as const;
         throw e;
-      }
+      });
       if (copied === "done") return 0;
       if (copied !== null) offset = copied;
     }
+    // JSON carries the bytes in base64: never filtered.
+    const out = args.json ? jsonLines(stream, offset) : jobOutput(1, Boolean(args.raw));
     // A reader gone (`| head`, a closed terminal): stop quietly, as cat would, rather than read on
     // into nowhere.
     const gone = new Promise<void>((resolve) => onOutputGone((fd) => fd === 1 && resolve()));
@@ -96,6 +84,19 @@ const logs = defineCommand({
     return 0;
   },
 });
+
+/** A log's bytes as the API's JSON chunks, a line each (base64: never filtered). */
+function jsonLines(stream: Stream, from: number) {
+  let offset = from;
+  return {
+    write: async (d: Uint8Array) => {
+      const line = { stream, offset, next_offset: offset + d.length, data: Buffer.from(d).toString("base64") };
+      offset += d.length;
+      await write(1, `${JSON.stringify(line)}\n`);
+    },
+    end: async () => undefined,
+  };
+}
 
 /**
  * Copy the log from `offset` to stdout through its file's descriptor, up to its size now; with

@@ -52,9 +52,15 @@ interface Libc {
   __errno_location: Sym;
 }
 
-let libc: { sym: Libc; ptr: (b: ArrayBufferView) => number; errno: () => number } | null = null;
+/** libc through bun:ffi, loaded once. */
+interface Loaded {
+  sym: Libc;
+  ptr: (b: ArrayBufferView) => number;
+  errno: () => number;
+}
+let libc: Loaded | null = null;
 
-async function load(): Promise<NonNullable<typeof libc>> {
+async function load(): Promise<Loaded> {
   if (libc) return libc;
   const { dlopen, FFIType: T, ptr, read } = await import("bun:ffi");
   const lib = dlopen("libc.so.6", {
@@ -100,7 +106,7 @@ function errnoError(what: string, errno: number): NodeJS.ErrnoException {
 }
 
 /** A struct msghdr over one iovec (`data`) and a control buffer. */
-function msghdr(c: NonNullable<typeof libc>, data: Uint8Array, control: Uint8Array) {
+function msghdr(c: Loaded, data: Uint8Array, control: Uint8Array) {
   const iov = new Uint8Array(16);
   const iv = new DataView(iov.buffer);
   iv.setBigUint64(0, BigInt(data.length ? c.ptr(data) : 0), true);
@@ -172,82 +178,104 @@ export async function requestWithFds(
     const tv = new BigInt64Array([BigInt(Math.floor(timeoutMs / 1000)), BigInt((timeoutMs % 1000) * 1000)]);
     c.sym.setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, c.ptr(tv), 16);
     c.sym.setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, c.ptr(tv), 16);
-    const path = new TextEncoder().encode(socketPath);
-    if (path.length >= 108) throw errnoError("connect", 36 /* ENAMETOOLONG */);
-    const addr = new Uint8Array(110);
-    new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
-    addr.set(path, 2);
-    for (;;) {
-      if (c.sym.connect(s, c.ptr(addr), 2 + path.length + 1) === 0) break;
-      const errno = c.errno();
-      if (errno !== EINTR) throw errnoError("connect", errno === EAGAIN ? 111 : errno);
-    }
+    connectTo(c, s, socketPath);
     verify(s);
-    const req = new TextEncoder().encode(request);
-    for (let at = 0; at < req.length; ) {
-      const part = req.subarray(at);
-      const n = Number(c.sym.send(s, c.ptr(part), part.length, MSG_NOSIGNAL));
-      if (n < 0) {
-        const errno = c.errno();
-        if (errno === EINTR) continue;
-        if (errno === EAGAIN) throw notAccepting(socketPath, timeoutMs);
-        throw errnoError("send", errno);
-      }
-      at += n;
-    }
-    // A wait past `timeoutMs` is planterd's to explain: one that has not read the request is stopped
-    // or hung (or no planterd: notAccepting); one that has is given ANSWER_MS in all.
-    const answerBy = Date.now() + Math.max(timeoutMs, ANSWER_MS);
-    const chunks: Uint8Array[] = [];
-    let total = 0;
-    const buf = new Uint8Array(64 * 1024);
-    const control = new Uint8Array(16 + 8 * Math.ceil((4 * MAX_FDS) / 8));
-    for (;;) {
-      control.fill(0);
-      const { msg, m } = msghdr(c, buf, control);
-      const n = Number(c.sym.recvmsg(s, c.ptr(msg), MSG_CMSG_CLOEXEC));
-      if (n < 0) {
-        const errno = c.errno();
-        if (errno === EINTR) continue;
-        if (errno !== EAGAIN) throw errnoError("recvmsg", errno);
-        const unread = await unreadBytes(s);
-        if (unread === null || unread > 0) throw notAccepting(socketPath, timeoutMs);
-        if (Date.now() > answerBy) {
-          throw new PlanterError(
-            "E_UNAVAILABLE",
-            `planterd at ${socketPath} read the request but did not answer in ${ANSWER_MS / 1000} s`,
-            {
-              hint: "run `planter doctor`; planterd may be overloaded or hung",
-            },
-          ).withExit(EXIT.unreachable);
-        }
-        continue;
-      }
-      fds.push(...received(control, Number(m.getBigUint64(40, true))));
-      if (n === 0) break;
-      if (total + n > MAX_ANSWER) throw new Error(`planterd's answer is larger than ${MAX_ANSWER} bytes`);
-      chunks.push(buf.slice(0, n));
-      total += n;
-    }
-    const all = Buffer.concat(chunks);
-    const end = all.indexOf("\r\n\r\n");
-    if (end < 0) throw errnoError("recvmsg", 104);
-    const lines = all.subarray(0, end).toString("latin1").split("\r\n");
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
-    if (!m)
-      throw new Error(`planterd answered something that is not HTTP: ${JSON.stringify((lines[0] ?? "").slice(0, 80))}`);
-    const headers: Record<string, string> = {};
-    for (const l of lines.slice(1)) {
-      const colon = l.indexOf(":");
-      if (colon > 0) headers[l.slice(0, colon).trim().toLowerCase()] = l.slice(colon + 1).trim();
-    }
-    const answer = { status: Number(m[1]), headers, body: new Uint8Array(all.subarray(end + 4)), fds: [...fds] };
+    sendAll(c, s, new TextEncoder().encode(request), socketPath, timeoutMs);
+    const answer = parseAnswer(await readAll(c, s, socketPath, timeoutMs, fds));
+    const out = { ...answer, fds: [...fds] };
     fds.length = 0;
-    return answer;
+    return out;
   } finally {
     c.sym.close(s);
     for (const fd of fds) closeSync(fd);
   }
+}
+
+/** Connect `s` to `socketPath` (a path too long for an address is ENAMETOOLONG). */
+function connectTo(c: Loaded, s: number, socketPath: string): void {
+  const path = new TextEncoder().encode(socketPath);
+  if (path.length >= 108) throw errnoError("connect", 36 /* ENAMETOOLONG */);
+  const addr = new Uint8Array(110);
+  new DataView(addr.buffer).setUint16(0, AF_UNIX, true);
+  addr.set(path, 2);
+  for (;;) {
+    if (c.sym.connect(s, c.ptr(addr), 2 + path.length + 1) === 0) return;
+    const errno = c.errno();
+    if (errno !== EINTR) throw errnoError("connect", errno === EAGAIN ? 111 : errno);
+  }
+}
+
+/** Send `req` whole; a listener that takes none of it within the timeout is notAccepting. */
+function sendAll(c: Loaded, s: number, req: Uint8Array, socketPath: string, timeoutMs: number): void {
+  for (let at = 0; at < req.length; ) {
+    const part = req.subarray(at);
+    const n = Number(c.sym.send(s, c.ptr(part), part.length, MSG_NOSIGNAL));
+    if (n >= 0) {
+      at += n;
+      continue;
+    }
+    const errno = c.errno();
+    if (errno === EINTR) continue;
+    if (errno === EAGAIN) throw notAccepting(socketPath, timeoutMs);
+    throw errnoError("send", errno);
+  }
+}
+
+/**
+ * Read the answer to its end, the descriptors that came with it into `fds`. A wait past
+ * `timeoutMs` is planterd's to explain: one that has not read the request is stopped or hung (or
+ * no planterd: notAccepting); one that has is given ANSWER_MS in all.
+ */
+async function readAll(c: Loaded, s: number, socketPath: string, timeoutMs: number, fds: number[]): Promise<Buffer> {
+  const answerBy = Date.now() + Math.max(timeoutMs, ANSWER_MS);
+  const chunks: Uint8Array[] = [];
+  let total = 0;
+  const buf = new Uint8Array(64 * 1024);
+  const control = new Uint8Array(16 + 8 * Math.ceil((4 * MAX_FDS) / 8));
+  for (;;) {
+    control.fill(0);
+    const { msg, m } = msghdr(c, buf, control);
+    const n = Number(c.sym.recvmsg(s, c.ptr(msg), MSG_CMSG_CLOEXEC));
+    if (n < 0) {
+      await waitedTooLong(c.errno(), s, socketPath, timeoutMs, answerBy);
+      continue;
+    }
+    fds.push(...received(control, Number(m.getBigUint64(40, true))));
+    if (n === 0) return Buffer.concat(chunks);
+    if (total + n > MAX_ANSWER) throw new Error(`planterd's answer is larger than ${MAX_ANSWER} bytes`);
+    chunks.push(buf.slice(0, n));
+    total += n;
+  }
+}
+
+/** After a failed read: return to read again (EINTR, a timeout within the answer's time), else throw why. */
+async function waitedTooLong(errno: number, s: number, socketPath: string, timeoutMs: number, answerBy: number) {
+  if (errno === EINTR) return;
+  if (errno !== EAGAIN) throw errnoError("recvmsg", errno);
+  const unread = await unreadBytes(s);
+  if (unread === null || unread > 0) throw notAccepting(socketPath, timeoutMs);
+  if (Date.now() <= answerBy) return;
+  throw new PlanterError(
+    "E_UNAVAILABLE",
+    `planterd at ${socketPath} read the request but did not answer in ${ANSWER_MS / 1000} s`,
+    { hint: "run `planter doctor`; planterd may be overloaded or hung" },
+  ).withExit(EXIT.unreachable);
+}
+
+/** An HTTP/1.1 answer's status, headers (lower-case) and body. */
+function parseAnswer(all: Buffer): Omit<FdAnswer, "fds"> {
+  const end = all.indexOf("\r\n\r\n");
+  if (end < 0) throw errnoError("recvmsg", 104);
+  const lines = all.subarray(0, end).toString("latin1").split("\r\n");
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
+  if (!m)
+    throw new Error(`planterd answered something that is not HTTP: ${JSON.stringify((lines[0] ?? "").slice(0, 80))}`);
+  const headers: Record<string, string> = {};
+  for (const l of lines.slice(1)) {
+    const colon = l.indexOf(":");
+    if (colon > 0) headers[l.slice(0, colon).trim().toLowerCase()] = l.slice(colon + 1).trim();
+  }
+  return { status: Number(m[1]), headers, body: new Uint8Array(all.subarray(end + 4)) };
 }
 
 /** The descriptors of the SCM_RIGHTS messages in a control buffer `used` bytes long. */

@@ -827,7 +827,8 @@ export class Supervisor {
   private send(id: string, job: JobRow, sig: NodeJS.Signals, known: ProcId[] = []): ProcId[] {
     const pid = job.pid as number;
     const table = this.table(job);
-    const early = sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, Boolean(sandboxed(job)), table).length;
+    const early =
+      sig !== "SIGKILL" && process.platform === "linux" && !startedProcs(pid, Boolean(sandboxed(job)), table).length;
     // A recorder that has not set its traps yet would die of the signal (a USR1 right after the
     // submit ended the job as "killed from outside planter" 8 times in 200). It sets them before
     // it claims the job (its `pid` file): until then the signal waits for the program to start.
