@@ -187,8 +187,8 @@ test("a read-only workspace file whose directory is swapped after planter's chec
   expect(r.code).toBe(125);
 });
 
-// Nothing the job asks for may run before the gate's verdict: its environment is set by bwrap in
-// the process that execs the job's program, and nothing is exec'd before it. An LD_PRELOAD (or an
+// Nothing the job asks for may run before the gate's verdict: bwrap takes its environment and
+// execs nothing but the job's program with it. An LD_PRELOAD (or an
 // LD_AUDIT) loaded earlier would run the job's code in the sandbox as made, the misplaced cover
 // included.
 test.skipIf(!Bun.which("gcc"))(
