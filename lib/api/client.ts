@@ -208,6 +208,17 @@ export class Client {
     }
   }
 
+  /**
+   * The socket's path checked now, and the check of its listener's uid to run on the connection a
+   * request then makes (before a byte is sent on it).
+   */
+  private async onConnection(me: number): Promise<(fd: number) => void> {
+    checkSocketPath(this.socketPath, me, this.trust);
+    readerOnce ??= peerReader().catch(() => null);
+    const read = await readerOnce;
+    return (fd) => this.verifyListener(read, fd, me);
+  }
+
   /** Refuse a listener whose uid is not the caller's, root's or a trusted one (or cannot be read). */
   private verifyListener(read: Awaited<ReturnType<typeof peerReader>> | null, fd: number, me: number): void {
     const peer = read && fd >= 0 ? read(fd) : null;
@@ -340,12 +351,8 @@ export class Client {
     await this.prepare();
     const me = process.getuid?.();
     let verify: ((fd: number) => void) | undefined;
-    if (me !== undefined && this.listenerChecked === null) {
-      checkSocketPath(this.socketPath, me, this.trust);
-      readerOnce ??= peerReader().catch(() => null);
-      const read = await readerOnce;
-      verify = (fd) => this.verifyListener(read, fd, me);
-    } else await this.check();
+    if (me !== undefined && this.listenerChecked === null) verify = await this.onConnection(me);
+    else await this.check();
     const open = () => openStream(this.socketPath, method, path, body, signal, verify, acceptTimeoutMs());
     let s: ByteStream;
     try {
@@ -468,9 +475,7 @@ export class Client {
   async logFd(id: string, stream: "stdout" | "stderr"): Promise<{ fd: number; size: number } | null> {
     if (process.platform !== "linux" || this.opts.remote || this.opts.prepare) return null;
     const me = process.getuid?.();
-    if (me !== undefined) checkSocketPath(this.socketPath, me, this.trust);
-    readerOnce ??= peerReader().catch(() => null);
-    const read = await readerOnce;
+    const verify = me === undefined ? () => {} : await this.onConnection(me);
     const { requestWithFds } = await import("./fdpass.ts");
     const path = target(ROUTES.logFd, { params: { id }, query: { stream } });
     let a: Awaited<ReturnType<typeof requestWithFds>>;
@@ -478,9 +483,7 @@ export class Client {
       a = await requestWithFds(
         this.socketPath,
         `GET ${path} HTTP/1.1\r\nHost: planterd\r\nConnection: close\r\n\r\n`,
-        (fd) => {
-          if (me !== undefined) this.verifyListener(read, fd, me);
-        },
+        verify,
         acceptTimeoutMs(),
       );
     } catch (e) {

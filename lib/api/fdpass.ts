@@ -18,6 +18,7 @@ import { constants as osConstants } from "node:os";
 import { getSystemErrorMessage } from "node:util";
 import { notAccepting, unreadBytes } from "./accepted.ts";
 import { EXIT, PlanterError } from "./errors.ts";
+import { parseHead } from "./stream.ts";
 
 const AF_UNIX = 1;
 const SOCK_STREAM = 1;
@@ -266,16 +267,7 @@ async function waitedTooLong(errno: number, s: number, socketPath: string, timeo
 function parseAnswer(all: Buffer): Omit<FdAnswer, "fds"> {
   const end = all.indexOf("\r\n\r\n");
   if (end < 0) throw errnoError("recvmsg", 104);
-  const lines = all.subarray(0, end).toString("latin1").split("\r\n");
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
-  if (!m)
-    throw new Error(`planterd answered something that is not HTTP: ${JSON.stringify((lines[0] ?? "").slice(0, 80))}`);
-  const headers: Record<string, string> = {};
-  for (const l of lines.slice(1)) {
-    const colon = l.indexOf(":");
-    if (colon > 0) headers[l.slice(0, colon).trim().toLowerCase()] = l.slice(colon + 1).trim();
-  }
-  return { status: Number(m[1]), headers, body: new Uint8Array(all.subarray(end + 4)) };
+  return { ...parseHead(all.subarray(0, end).toString("latin1")), body: new Uint8Array(all.subarray(end + 4)) };
 }
 
 /** The descriptors of the SCM_RIGHTS messages in a control buffer `used` bytes long. */

@@ -59,6 +59,20 @@ function latin1(b: Uint8Array, from: number, to: number): string {
  * Parses a response as it arrives: the head, then a body by Content-Length, by chunked
  * transfer coding, or up to the connection's close. Pure (no socket): tested piece by piece.
  */
+/** The status and headers (names lower-cased) of an HTTP/1.x answer's head, without its blank line. */
+export function parseHead(text: string): { status: number; headers: Record<string, string> } {
+  const lines = text.split("\r\n");
+  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
+  if (!m)
+    throw new Error(`planterd answered something that is not HTTP: ${JSON.stringify((lines[0] ?? "").slice(0, 80))}`);
+  const headers: Record<string, string> = {};
+  for (const l of lines.slice(1)) {
+    const colon = l.indexOf(":");
+    if (colon > 0) headers[l.slice(0, colon).trim().toLowerCase()] = l.slice(colon + 1).trim();
+  }
+  return { status: Number(m[1]), headers };
+}
+
 export class ResponseParser {
   status = 0;
   headers: Record<string, string> = {};
@@ -105,15 +119,9 @@ export class ResponseParser {
   }
 
   private parseHead(text: string): void {
-    const lines = text.split("\r\n");
-    const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
-    if (!m)
-      throw new Error(`planterd answered something that is not HTTP: ${JSON.stringify((lines[0] ?? "").slice(0, 80))}`);
-    this.status = Number(m[1]);
-    for (const l of lines.slice(1)) {
-      const colon = l.indexOf(":");
-      if (colon > 0) this.headers[l.slice(0, colon).trim().toLowerCase()] = l.slice(colon + 1).trim();
-    }
+    const head = parseHead(text);
+    this.status = head.status;
+    this.headers = head.headers;
     this.headDone = true;
     if ((this.headers["transfer-encoding"] ?? "").toLowerCase().includes("chunked")) this.mode = "chunked";
     else if (this.headers["content-length"] !== undefined) {
