@@ -472,19 +472,26 @@ export class BwrapBackend implements Backend {
         hint: `the job's policy shows the home it lies in; remove the other link (find / -xdev -samefile ${linked.path}), or name the credential in the policy's read_only if the job may read it`,
       });
     }
-    // bwrap starts with no environment of the job's (it takes it as --setenv in its args fd) in /.
-    return {
-      argv: plan.argv,
-      env: HOST_ENV,
-      cwd: "/",
-      inputs: plan.inputs,
-      pipes: true,
-      guard: plan.guard,
-      planned: plan.planned,
-      ...(plan.nproc !== undefined ? { nproc: plan.nproc } : {}),
-      egress: Boolean(req.egress) && req.policy.network !== "host",
-    };
+    return { ...spawnPlanOf(plan), egress: Boolean(req.egress) && req.policy.network !== "host" };
   }
+}
+
+/**
+ * The spawn plan of a bwrap plan (the bwrap and vm backends'): bwrap starts in / with no
+ * environment of the job's (it takes it as --setenv in its args fd), its pipes, the guard, the
+ * gate's view and process limit.
+ */
+export function spawnPlanOf(plan: ReturnType<typeof bwrapPlan>): SpawnPlan {
+  return {
+    argv: plan.argv,
+    env: HOST_ENV,
+    cwd: "/",
+    inputs: plan.inputs,
+    pipes: true,
+    guard: plan.guard,
+    planned: plan.planned,
+    ...(plan.nproc !== undefined ? { nproc: plan.nproc } : {}),
+  };
 }
 
 /** Run a program to its end; its exit code and output. */

@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { PlanterError } from "../api/errors.ts";
 import type { Backend, PlanInput, PlanRequest, Probe, SpawnPlan } from "./backend.ts";
-import { BwrapBackend, installHint as bwrapInstallHint, bwrapPlan, linkedCredential } from "./bwrap.ts";
+import { BwrapBackend, installHint as bwrapInstallHint, bwrapPlan, linkedCredential, spawnPlanOf } from "./bwrap.ts";
 import { HOST_ENV } from "./env.ts";
 import { type Identity, systemProgram } from "./identity.ts";
 import { seccompProgram } from "./seccomp.ts";
@@ -420,18 +420,7 @@ export class VmBackend implements Backend {
         hint: `remove the other link (find / -xdev -samefile ${linked.path})`,
       });
     }
-    return {
-      argv: plan.argv,
-      env: HOST_ENV,
-      cwd: "/",
-      inputs: plan.inputs,
-      pipes: true,
-      pipesForJob: true,
-      guard: plan.guard,
-      planned: plan.planned,
-      ...(plan.nproc !== undefined ? { nproc: plan.nproc } : {}),
-      files: [{ path: status, content: "", forJob: true }],
-    };
+    return { ...spawnPlanOf(plan), pipesForJob: true, files: [{ path: status, content: "", forJob: true }] };
   }
 }
 
