@@ -186,21 +186,18 @@ async function records(id: string, n: number) {
   }, `${n} net.connect records of job ${id}`);
 }
 
-/** The job's `job.egress_failed` event's data, once it is written. */
+/**
+ * The job's `job.egress_failed` event's data, once it is written. Asked for by kind and subject:
+ * this daemon has written thousands of events by then (net.connect records, more of them the
+ * slower the host), and a read from the oldest stops at its limit before the newest.
+ */
 function egressFailed(id: string) {
-  return waitFor(
-    async () => {
-      for await (const e of d.client.events({ limit: 10_000 })) {
-        const ev = e as { kind: string; subject: string; data: Record<string, unknown> };
-        if (ev.kind === "job.egress_failed" && ev.subject === `job/${id}`) return ev.data;
-      }
-      return null;
-      // A restarted planterd restores list jobs' proxies as it adopts them (nsenter and a helper in each
-      // namespace): under a loaded CI host that took more than 10 s once.
-    },
-    `job.egress_failed of ${id}`,
-    60_000,
-  );
+  return waitFor(async () => {
+    for await (const e of d.client.events({ kind: ["job.egress_failed"], subject: `job/${id}` })) {
+      return (e as { data: Record<string, unknown> }).data;
+    }
+    return null;
+  }, `job.egress_failed of ${id}`);
 }
 
 describe("network allow lists (bwrap, planterd as root)", () => {
